@@ -1,0 +1,1 @@
+//! The `agent` library behind the binary: CLI commands, engine, daemon, store, notify, api.

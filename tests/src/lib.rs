@@ -1,0 +1,1 @@
+//! End-to-end tests for the `agent` binary live in `tests/tests/`; this library is empty.
