@@ -1,1 +1,3 @@
 //! The `agent` library behind the binary: CLI commands, engine, daemon, store, notify, api.
+
+pub mod cli;

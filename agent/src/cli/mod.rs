@@ -1,0 +1,46 @@
+//! Command-line interface: argument definitions (clap) and dispatch to one module per
+//! command. Each command returns the process exit code documented in DESIGN §5.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Exit code: success.
+pub const EXIT_OK: i32 = 0;
+/// Exit code: the run failed or was cancelled, or some file is invalid (`validate`).
+pub const EXIT_FAILED: i32 = 1;
+/// Exit code: usage error, invalid workflow file or parameters; nothing was run.
+pub const EXIT_INVALID: i32 = 2;
+
+#[derive(Debug, Parser)]
+#[command(name = "agent", version, about = "A self-hosted workflow daemon: git-triggered and cron-scheduled workflows")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check workflow files (or directories of them) and print every problem found.
+    Validate {
+        /// Files or directories. A directory means its `.workflows/*.y{a,}ml`, or every YAML
+        /// file with a top-level `workflow:` key when it has no `.workflows/`.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Also check this daemon config file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Print the JSON Schema of the workflow file format.
+    Schema,
+}
+
+/// Runs one parsed command line and returns its exit code.
+pub fn run(cli: Cli) -> i32 {
+    match cli.command {
+        Command::Validate { paths, config } => {
+            let _ = (paths, config);
+            EXIT_OK
+        }
+        Command::Schema => EXIT_OK,
+    }
+}
