@@ -12,16 +12,97 @@
 //! - [`check`]: static checks against a [`Scope`] (unknown roots, undeclared parameters,
 //!   unknown functions, wrong arity).
 //! - [`Expr::eval`] / [`Template::render`] against an [`EvalContext`].
+//!
+//! The implementation is a hand-written lexer ([`lexer`]), a Pratt parser ([`parser`]), a
+//! static checker ([`check`](mod@check)), a tree-walking evaluator ([`eval`]) and the
+//! built-in functions ([`functions`]).
 
-use serde_json::Value;
+mod ast;
+mod check;
+mod eval;
+mod functions;
+mod lexer;
+mod parser;
+mod template;
+
+pub use check::{Scope, check};
+pub use eval::{EvalContext, JobStatus, MapContext};
+pub use parser::{Expr, Reference, parse};
+pub use template::{Template, TemplatePart};
 
 /// An error with a byte range inside the expression or template text it came from.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct ExprError {
+    /// What went wrong, lowercase, names in backticks.
     pub message: String,
     /// Byte offset of the start of the offending part, relative to the text that was parsed.
     pub offset: usize,
     /// Length in bytes (at least 1 where possible).
     pub len: usize,
 }
+
+impl ExprError {
+    /// An error covering `len` bytes from `offset`.
+    pub fn new(message: impl Into<String>, offset: usize, len: usize) -> Self {
+        ExprError {
+            message: message.into(),
+            offset,
+            len,
+        }
+    }
+
+    /// The same error with its offset moved by `by` bytes (to make an offset relative to an
+    /// enclosing text, e.g. from an expression to the template that holds it).
+    #[must_use]
+    pub fn shifted(mut self, by: usize) -> Self {
+        self.offset += by;
+        self
+    }
+}
+
+/// Every context root the language knows. Which ones are allowed in a given place is the
+/// caller's business ([`Scope::roots`]).
+pub const ROOTS: &[&str] = &[
+    "parameters",
+    "steps",
+    "context",
+    "env",
+    "secrets",
+    "run",
+    "repo",
+    "workflow",
+];
+
+/// The built-in functions: name, minimum arity, maximum arity (`None` = variadic).
+pub const FUNCTIONS: &[(&str, usize, Option<usize>)] = &[
+    ("len", 1, Some(1)),
+    ("str", 1, Some(1)),
+    ("int", 1, Some(1)),
+    ("bool", 1, Some(1)),
+    ("contains", 2, Some(2)),
+    ("startswith", 2, Some(2)),
+    ("endswith", 2, Some(2)),
+    ("regex_match", 2, Some(2)),
+    ("now", 0, Some(0)),
+    ("env", 1, Some(1)),
+    ("file_exists", 1, Some(1)),
+    ("success", 0, Some(0)),
+    ("failure", 0, Some(0)),
+    ("always", 0, Some(0)),
+    ("cancelled", 0, Some(0)),
+    ("format", 1, None),
+    ("join", 1, Some(2)),
+    ("to_json", 1, Some(1)),
+    ("from_json", 1, Some(1)),
+    ("hash_files", 1, None),
+];
+
+/// Longest expression text [`parse`] accepts, in bytes.
+pub const MAX_EXPR_LEN: usize = 64 * 1024;
+
+/// Deepest nesting of parentheses, unary operators, indexing and call arguments.
+pub const MAX_NESTING: usize = 64;
+
+/// Deepest syntax tree (this also bounds long operator chains such as `a + a + a ...`).
+pub const MAX_TREE_DEPTH: usize = 256;

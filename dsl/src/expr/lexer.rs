@@ -1,0 +1,1 @@
+//! The tokenizer: turns expression text into tokens with byte spans.
