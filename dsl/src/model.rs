@@ -1,0 +1,851 @@
+//! The typed workflow model (DESIGN §2): what a workflow file means, with the position of
+//! every node a diagnostic or the engine may point at.
+//!
+//! This module owns the data shapes and small conveniences for their consumers (step
+//! lookups, effective retry policy, rendering parameter trees). It does not parse YAML
+//! (`lower` does) or judge meaning (`validate` does): a [`Workflow`] handed out by
+//! [`crate::load_workflow`] or [`crate::parse_str`] has passed every check.
+
+use crate::expr::{EvalContext, ExprError, Reference, Template};
+use crate::yaml::{Span, Style};
+use indexmap::IndexMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A value and the span of the YAML node it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spanned<T> {
+    /// The value.
+    pub value: T,
+    /// Where it was written.
+    pub span: Span,
+}
+
+impl<T> Spanned<T> {
+    /// Wraps a value with its span.
+    pub fn new(value: T, span: Span) -> Self {
+        Spanned { value, span }
+    }
+}
+
+impl<T> std::ops::Deref for Spanned<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+macro_rules! keyword_enum {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vm])* $variant),+
+        }
+
+        impl $name {
+            /// Every value with its spelling in a workflow file.
+            pub const ALL: &'static [(&'static str, $name)] = &[$(($text, $name::$variant)),+];
+
+            /// The spelling in a workflow file.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+
+            /// Parses the spelling used in workflow files.
+            pub fn parse(s: &str) -> Option<$name> {
+                Self::ALL.iter().find(|(t, _)| *t == s).map(|(_, v)| *v)
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+keyword_enum!(
+    /// What happens when a step fails and neither its `retry` nor an error handler decides.
+    OnFailure {
+        /// The run fails and later steps do not start (the default).
+        Abort = "abort",
+        /// The failure is recorded and the run goes on.
+        Continue = "continue",
+        /// The workflow's `rollback` steps run; the run fails.
+        Rollback = "rollback",
+        /// The `compensate` steps of completed steps run in reverse order; the run fails.
+        Compensate = "compensate",
+    }
+);
+
+keyword_enum!(
+    /// How the delay between retries grows.
+    Backoff {
+        /// Always `delay`.
+        Fixed = "fixed",
+        /// `delay * n`.
+        Linear = "linear",
+        /// `delay * 2^(n-1)`.
+        Exponential = "exponential",
+        /// `delay * fib(n)`.
+        Fibonacci = "fibonacci",
+        /// Chosen by the engine from the step's history.
+        Adaptive = "adaptive",
+    }
+);
+
+keyword_enum!(
+    /// What an error handler does.
+    Action {
+        /// Fail the run now.
+        Abort = "abort",
+        /// Record the failure and go on.
+        Continue = "continue",
+        /// Try the step again (`max_retries` extra tries), then do `then`.
+        Retry = "retry",
+        /// Run the workflow's `rollback` steps.
+        Rollback = "rollback",
+        /// Run the `compensate` steps of completed steps.
+        Compensate = "compensate",
+        /// Fail the run and notify.
+        Escalate = "escalate",
+    }
+);
+
+keyword_enum!(
+    /// How a step's context update merges into the run context.
+    MergeStrategy {
+        /// Nested objects merge key by key (the default).
+        Deep = "deep",
+        /// Top-level keys are replaced.
+        Shallow = "shallow",
+        /// The update replaces the whole context.
+        Replace = "replace",
+    }
+);
+
+keyword_enum!(
+    /// What happens to a new run when a run of the same concurrency group is active.
+    Overlap {
+        /// The new run is dropped.
+        Skip = "skip",
+        /// The new run waits (the default).
+        Queue = "queue",
+        /// The active run is cancelled.
+        CancelPrevious = "cancel_previous",
+    }
+);
+
+keyword_enum!(
+    /// Which missed cron ticks run after downtime.
+    Catchup {
+        /// None (the default).
+        Skip = "skip",
+        /// Only the latest missed tick.
+        Latest = "latest",
+        /// Every missed tick.
+        All = "all",
+    }
+);
+
+keyword_enum!(
+    /// The declared type of a workflow parameter.
+    ParamType {
+        /// Any text (the default).
+        String = "string",
+        /// Any number.
+        Number = "number",
+        /// A whole number.
+        Integer = "integer",
+        /// `true` or `false`.
+        Boolean = "boolean",
+        /// A JSON array.
+        Array = "array",
+        /// A JSON object.
+        Object = "object",
+    }
+);
+
+keyword_enum!(
+    /// The type of a step.
+    StepType {
+        /// Runs a skill (an executable found by name).
+        Skill = "skill",
+        /// Runs another workflow file from the same directory.
+        Workflow = "workflow",
+        /// Picks one branch of steps.
+        Decision = "decision",
+        /// Runs an inline shell script.
+        Run = "run",
+    }
+);
+
+/// How the steps of a stage are scheduled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Parallelism {
+    /// One after another, in file order (`parallel: false`, the default).
+    #[default]
+    Sequential,
+    /// All at once, up to `max_parallel` (`parallel: true`); siblings may not refer to each other.
+    Parallel,
+    /// As their dependencies (`needs`, `${{ steps.X }}` of siblings) allow (`parallel: auto`).
+    Auto,
+}
+
+/// A string from the file that may hold `${{ }}` expressions, with what is needed to point
+/// diagnostics at positions inside it.
+#[derive(Debug, Clone)]
+pub struct TemplateString {
+    /// The parsed template.
+    pub template: Template,
+    /// The scalar's value text.
+    pub text: String,
+    /// How the scalar was written (to map offsets inside it to file positions).
+    pub style: Style,
+    /// The scalar node's span.
+    pub span: Span,
+}
+
+impl TemplateString {
+    /// Every context path read, offsets relative to [`TemplateString::text`].
+    pub fn references(&self) -> Vec<Reference> {
+        self.template.references()
+    }
+
+    /// Renders: a standalone `${{ }}` keeps its type, anything else becomes a string.
+    pub fn render(&self, ctx: &dyn EvalContext) -> Result<serde_json::Value, ExprError> {
+        self.template.render(ctx)
+    }
+}
+
+/// A parameter tree (step `parameters`, `env`, `outputs`, schedule parameters, cache keys):
+/// any YAML value whose strings are templates.
+#[derive(Debug, Clone)]
+pub struct TemplateValue {
+    /// The node's span.
+    pub span: Span,
+    /// The content.
+    pub kind: TemplateValueKind,
+}
+
+/// The content of a [`TemplateValue`].
+#[derive(Debug, Clone)]
+pub enum TemplateValueKind {
+    /// `null`.
+    Null,
+    /// `true` / `false`.
+    Bool(bool),
+    /// A number.
+    Number(serde_json::Number),
+    /// A string, possibly with `${{ }}`.
+    String(TemplateString),
+    /// A sequence.
+    Array(Vec<TemplateValue>),
+    /// A mapping, in file order.
+    Object(IndexMap<String, TemplateValue>),
+}
+
+impl TemplateValue {
+    /// Evaluates every template in the tree and returns plain JSON.
+    pub fn render(&self, ctx: &dyn EvalContext) -> Result<serde_json::Value, ExprError> {
+        use serde_json::Value;
+        Ok(match &self.kind {
+            TemplateValueKind::Null => Value::Null,
+            TemplateValueKind::Bool(b) => Value::Bool(*b),
+            TemplateValueKind::Number(n) => Value::Number(n.clone()),
+            TemplateValueKind::String(t) => t.render(ctx)?,
+            TemplateValueKind::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|v| v.render(ctx))
+                    .collect::<Result<_, _>>()?,
+            ),
+            TemplateValueKind::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, v)| Ok((k.clone(), v.render(ctx)?)))
+                    .collect::<Result<_, ExprError>>()?,
+            ),
+        })
+    }
+
+    /// The value as JSON when it holds no expression; `None` otherwise.
+    pub fn to_static_json(&self) -> Option<serde_json::Value> {
+        use serde_json::Value;
+        Some(match &self.kind {
+            TemplateValueKind::Null => Value::Null,
+            TemplateValueKind::Bool(b) => Value::Bool(*b),
+            TemplateValueKind::Number(n) => Value::Number(n.clone()),
+            TemplateValueKind::String(t) => match &t.template {
+                Template::Literal(s) => Value::String(s.clone()),
+                _ => return None,
+            },
+            TemplateValueKind::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(TemplateValue::to_static_json)
+                    .collect::<Option<_>>()?,
+            ),
+            TemplateValueKind::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, v)| Some((k.clone(), v.to_static_json()?)))
+                    .collect::<Option<_>>()?,
+            ),
+        })
+    }
+
+    /// Every template string in the tree, in file order.
+    pub fn strings(&self) -> Vec<&TemplateString> {
+        let mut out = Vec::new();
+        self.collect_strings(&mut out);
+        out
+    }
+
+    fn collect_strings<'a>(&'a self, out: &mut Vec<&'a TemplateString>) {
+        match &self.kind {
+            TemplateValueKind::String(t) => out.push(t),
+            TemplateValueKind::Array(items) => items.iter().for_each(|v| v.collect_strings(out)),
+            TemplateValueKind::Object(map) => map.values().for_each(|v| v.collect_strings(out)),
+            _ => {}
+        }
+    }
+}
+
+/// Renders a map of template values (step `parameters`, `env`, workflow `outputs`) to a JSON
+/// object.
+pub fn render_map(
+    map: &IndexMap<String, TemplateValue>,
+    ctx: &dyn EvalContext,
+) -> Result<serde_json::Map<String, serde_json::Value>, ExprError> {
+    map.iter()
+        .map(|(k, v)| Ok((k.clone(), v.render(ctx)?)))
+        .collect()
+}
+
+/// A whole workflow file.
+#[derive(Debug, Clone)]
+pub struct Workflow {
+    /// The file it was read from (`None` for [`crate::parse_str`]).
+    pub file: Option<PathBuf>,
+    /// The span of the `workflow:` mapping.
+    pub span: Span,
+    /// `name`: how the workflow is known everywhere; the file stem when absent.
+    pub name: Spanned<String>,
+    /// `version`.
+    pub version: Option<Spanned<String>>,
+    /// `description`.
+    pub description: Option<Spanned<String>>,
+    /// `metadata`.
+    pub metadata: Metadata,
+    /// `on`: what starts runs in the daemon.
+    pub on: Triggers,
+    /// `outputs`: values handed back to a calling workflow (templates over `steps`).
+    pub outputs: IndexMap<String, TemplateValue>,
+    /// `parameters`, in declaration order.
+    pub parameters: Vec<Parameter>,
+    /// `context`.
+    pub context: ContextConfig,
+    /// `env`: environment for every step.
+    pub env: IndexMap<String, TemplateValue>,
+    /// `concurrency`.
+    pub concurrency: Option<Concurrency>,
+    /// `stages`, in order.
+    pub stages: Vec<Stage>,
+    /// `error_handlers`, in order (the first matching one decides).
+    pub error_handlers: Vec<ErrorHandler>,
+    /// `rollback`.
+    pub rollback: Option<Rollback>,
+}
+
+impl Workflow {
+    /// Every step of the file: stage steps (each followed by its decision branches' and
+    /// compensation steps, depth first), then error handler steps, then rollback steps.
+    pub fn steps(&self) -> impl Iterator<Item = &Step> {
+        let mut out = Vec::new();
+        for stage in &self.stages {
+            for step in &stage.steps {
+                step.collect(&mut out);
+            }
+        }
+        for h in &self.error_handlers {
+            for step in &h.steps {
+                step.collect(&mut out);
+            }
+        }
+        if let Some(rb) = &self.rollback {
+            for step in &rb.steps {
+                step.collect(&mut out);
+            }
+        }
+        out.into_iter()
+    }
+
+    /// The step with this id, wherever it is.
+    pub fn step(&self, id: &str) -> Option<&Step> {
+        self.steps().find(|s| s.id.value == id)
+    }
+
+    /// The stage holding the top-level step `id` (not nested ones).
+    pub fn stage_of(&self, id: &str) -> Option<&Stage> {
+        self.stages
+            .iter()
+            .find(|st| st.steps.iter().any(|s| s.id.value == id))
+    }
+
+    /// The declared parameter with this name.
+    pub fn parameter(&self, name: &str) -> Option<&Parameter> {
+        self.parameters.iter().find(|p| p.name.value == name)
+    }
+
+    /// The names of the sub-workflows called by `type: workflow` steps, in file order,
+    /// without repeats.
+    pub fn called_workflows(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for s in self.steps() {
+            if let StepKind::Workflow(w) = &s.kind
+                && !out.contains(&w.value.as_str())
+            {
+                out.push(&w.value);
+            }
+        }
+        out
+    }
+
+    /// The first error handler matching an error class (`error: "*"` matches every class).
+    pub fn handler_for(&self, class: &str) -> Option<&ErrorHandler> {
+        self.error_handlers.iter().find(|h| h.matches(class))
+    }
+
+    /// The retry policy in force for a step: the step's `retry` fields over the workflow's
+    /// `metadata.retry_policy` fields over the defaults (one attempt).
+    pub fn retry_for(&self, step: &Step) -> Retry {
+        let wf = self.metadata.retry_policy.as_ref();
+        let st = step.retry.as_ref();
+        fn pick<'a, T>(
+            st: Option<&'a RetryPolicy>,
+            wf: Option<&'a RetryPolicy>,
+            f: impl Fn(&'a RetryPolicy) -> Option<&'a Spanned<T>>,
+        ) -> Option<&'a T> {
+            st.and_then(&f).or_else(|| wf.and_then(&f)).map(|s| &s.value)
+        }
+        Retry {
+            max_attempts: pick(st, wf, |p| p.max_attempts.as_ref())
+                .copied()
+                .unwrap_or(1),
+            backoff: pick(st, wf, |p| p.backoff.as_ref())
+                .copied()
+                .unwrap_or(Backoff::Fixed),
+            delay: pick(st, wf, |p| p.delay.as_ref())
+                .copied()
+                .unwrap_or(Retry::DEFAULT_DELAY),
+            max_delay: pick(st, wf, |p| p.max_delay.as_ref()).copied(),
+            jitter: pick(st, wf, |p| p.jitter.as_ref()).copied().unwrap_or(0.0),
+            retry_on: st
+                .and_then(|p| p.retry_on.as_ref())
+                .or_else(|| wf.and_then(|p| p.retry_on.as_ref()))
+                .map(|v| v.iter().map(|s| s.value.clone()).collect()),
+        }
+    }
+}
+
+/// `metadata`.
+#[derive(Debug, Clone, Default)]
+pub struct Metadata {
+    /// `author`.
+    pub author: Option<Spanned<String>>,
+    /// `tags`.
+    pub tags: Vec<Spanned<String>>,
+    /// `timeout`: limit for the whole run.
+    pub timeout: Option<Spanned<Duration>>,
+    /// `priority`: higher runs first when runs queue.
+    pub priority: Option<Spanned<i64>>,
+    /// `retry_policy`: the default for every step.
+    pub retry_policy: Option<RetryPolicy>,
+}
+
+/// A retry policy as written (`metadata.retry_policy` or a step's `retry`); absent fields
+/// fall back (step -> workflow -> default), see [`Workflow::retry_for`].
+#[derive(Debug, Clone, Default)]
+pub struct RetryPolicy {
+    /// The mapping's span.
+    pub span: Span,
+    /// `max_attempts`: tries in all, the first included (at least 1).
+    pub max_attempts: Option<Spanned<u32>>,
+    /// `backoff`.
+    pub backoff: Option<Spanned<Backoff>>,
+    /// `delay`: the base delay.
+    pub delay: Option<Spanned<Duration>>,
+    /// `max_delay`: the cap on one delay.
+    pub max_delay: Option<Spanned<Duration>>,
+    /// `jitter`: fraction of each delay that is randomised (`true` = 1.0, `false` = 0).
+    pub jitter: Option<Spanned<f64>>,
+    /// `retry_on`: the error classes that are retried.
+    pub retry_on: Option<Vec<Spanned<String>>>,
+}
+
+/// The effective retry settings of a step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retry {
+    /// Tries in all (1 = no retry).
+    pub max_attempts: u32,
+    /// How the delay grows (default `fixed`).
+    pub backoff: Backoff,
+    /// Base delay (default 1 s).
+    pub delay: Duration,
+    /// Cap on one delay.
+    pub max_delay: Option<Duration>,
+    /// Fraction of each delay that is randomised, 0 to 1.
+    pub jitter: f64,
+    /// Retried classes; `None` means every class except [`Retry::NOT_RETRIED_BY_DEFAULT`].
+    pub retry_on: Option<Vec<String>>,
+}
+
+impl Retry {
+    /// The base delay when none is given.
+    pub const DEFAULT_DELAY: Duration = Duration::from_secs(1);
+    /// Classes not retried unless `retry_on` names them.
+    pub const NOT_RETRIED_BY_DEFAULT: &'static [&'static str] = &[
+        "ValidationError",
+        "ExpressionError",
+        "SkillNotFound",
+        "Cancelled",
+    ];
+
+    /// Whether a failure of this class may be retried.
+    pub fn retries(&self, class: &str) -> bool {
+        match &self.retry_on {
+            Some(list) => list.iter().any(|c| c == class || c == "*"),
+            None => !Self::NOT_RETRIED_BY_DEFAULT.contains(&class),
+        }
+    }
+}
+
+/// `on`: triggers for the daemon.
+#[derive(Debug, Clone, Default)]
+pub struct Triggers {
+    /// `on.push`.
+    pub push: Option<PushTrigger>,
+    /// `on.schedule`.
+    pub schedule: Vec<Schedule>,
+    /// `on.manual`.
+    pub manual: Option<Spanned<bool>>,
+}
+
+/// `on.push`: runs on new commits.
+#[derive(Debug, Clone, Default)]
+pub struct PushTrigger {
+    /// The mapping's span.
+    pub span: Span,
+    /// Branch globs; empty means every branch.
+    pub branches: Vec<Spanned<String>>,
+    /// Path globs; empty means any change.
+    pub paths: Vec<Spanned<String>>,
+}
+
+/// One `on.schedule` entry.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    /// The entry's span.
+    pub span: Span,
+    /// The cron line: 5 fields, or 6 with leading seconds (checked with croner).
+    pub cron: Spanned<String>,
+    /// An IANA time zone (checked with chrono-tz); UTC when absent.
+    pub timezone: Option<Spanned<String>>,
+    /// Parameters for the scheduled runs.
+    pub parameters: IndexMap<String, TemplateValue>,
+    /// Which missed ticks run after downtime.
+    pub catchup: Spanned<Catchup>,
+}
+
+impl Schedule {
+    /// Parses the cron line (already checked by validation).
+    pub fn cron(&self) -> Result<croner::Cron, croner::errors::CronError> {
+        crate::validate::parse_cron(&self.cron.value)
+    }
+
+    /// The time zone (UTC when absent; already checked by validation).
+    pub fn tz(&self) -> chrono_tz::Tz {
+        self.timezone
+            .as_ref()
+            .and_then(|t| t.value.parse().ok())
+            .unwrap_or(chrono_tz::UTC)
+    }
+}
+
+/// One declared parameter.
+#[derive(Debug, Clone)]
+pub struct Parameter {
+    /// The entry's span.
+    pub span: Span,
+    /// `name`.
+    pub name: Spanned<String>,
+    /// `type` (default `string`).
+    pub ty: Spanned<ParamType>,
+    /// `required` (default false).
+    pub required: Spanned<bool>,
+    /// `default`.
+    pub default: Option<Spanned<serde_json::Value>>,
+    /// `enum`: the allowed values.
+    pub allowed: Option<Spanned<Vec<serde_json::Value>>>,
+    /// `description`.
+    pub description: Option<Spanned<String>>,
+}
+
+/// `context`.
+#[derive(Debug, Clone, Default)]
+pub struct ContextConfig {
+    /// `preserve`: the context survives between runs of this workflow (default false).
+    pub preserve: bool,
+    /// `merge_strategy` (default `deep`).
+    pub merge_strategy: Option<Spanned<MergeStrategy>>,
+}
+
+impl ContextConfig {
+    /// The merge strategy in force.
+    pub fn merge(&self) -> MergeStrategy {
+        self.merge_strategy
+            .as_ref()
+            .map(|m| m.value)
+            .unwrap_or(MergeStrategy::Deep)
+    }
+}
+
+/// `concurrency`.
+#[derive(Debug, Clone)]
+pub struct Concurrency {
+    /// The mapping's span.
+    pub span: Span,
+    /// `group`: runs in the same group do not overlap (a template; default: the workflow name).
+    pub group: Option<TemplateString>,
+    /// `overlap` (default `queue`).
+    pub overlap: Spanned<Overlap>,
+}
+
+/// One stage.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    /// The entry's span.
+    pub span: Span,
+    /// `name`.
+    pub name: Spanned<String>,
+    /// `parallel`: `false` (default), `true` or `auto`.
+    pub parallel: Spanned<Parallelism>,
+    /// `max_parallel` (default 5, at least 1).
+    pub max_parallel: Spanned<u32>,
+    /// `steps`.
+    pub steps: Vec<Step>,
+}
+
+impl Stage {
+    /// The default `max_parallel`.
+    pub const DEFAULT_MAX_PARALLEL: u32 = 5;
+}
+
+/// One step.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// The entry's span (for a plain string in `error_handlers[].steps`, the string's span).
+    pub span: Span,
+    /// `id`: unique in the file.
+    pub id: Spanned<String>,
+    /// True for a step written as a plain skill name in `error_handlers[].steps`: its id is
+    /// the skill name, may repeat, and cannot be referred to.
+    pub implicit: bool,
+    /// `name`: a label for humans.
+    pub name: Option<Spanned<String>>,
+    /// `type`, written or inferred (span of the `type` value or of the inferring key).
+    pub step_type: Spanned<StepType>,
+    /// What the step does.
+    pub kind: StepKind,
+    /// `parameters`: the step's input object.
+    pub parameters: IndexMap<String, TemplateValue>,
+    /// `when`: the step runs only when this is truthy. A string without `${{ }}` is read as
+    /// one whole expression (like GitHub's `if:`).
+    pub when: Option<TemplateString>,
+    /// `needs`: ids of steps that must finish first.
+    pub needs: Vec<Spanned<String>>,
+    /// `timeout`.
+    pub timeout: Option<Spanned<Duration>>,
+    /// `retry`: overrides fields of the workflow's retry policy.
+    pub retry: Option<RetryPolicy>,
+    /// `on_failure` (default `abort`).
+    pub on_failure: Spanned<OnFailure>,
+    /// `compensate`: steps that undo this one.
+    pub compensate: Vec<Step>,
+    /// `cache`.
+    pub cache: Option<Cache>,
+    /// `env`: environment for this step (over the workflow's `env`).
+    pub env: IndexMap<String, TemplateValue>,
+    /// `resources`.
+    pub resources: Option<Resources>,
+    /// `shell` (for `run` steps): the interpreter, e.g. `bash`, `sh`, `python3`.
+    pub shell: Option<Spanned<String>>,
+    /// `idempotent` (default true).
+    pub idempotent: Spanned<bool>,
+}
+
+impl Step {
+    fn collect<'a>(&'a self, out: &mut Vec<&'a Step>) {
+        out.push(self);
+        if let StepKind::Decision(d) = &self.kind {
+            for b in &d.branches {
+                for s in &b.steps {
+                    s.collect(out);
+                }
+            }
+        }
+        for s in &self.compensate {
+            s.collect(out);
+        }
+    }
+
+    /// Every template string of this step itself (`when`, `parameters`, `env`, `run`,
+    /// `cache.key`), not of nested steps.
+    pub fn templates(&self) -> Vec<&TemplateString> {
+        let mut out = Vec::new();
+        if let Some(w) = &self.when {
+            out.push(w);
+        }
+        if let StepKind::Run(r) = &self.kind {
+            out.push(r);
+        }
+        for v in self.parameters.values() {
+            out.extend(v.strings());
+        }
+        for v in self.env.values() {
+            out.extend(v.strings());
+        }
+        if let Some(c) = &self.cache {
+            out.extend(c.key.strings());
+        }
+        out
+    }
+
+    /// The ids of the steps this step refers to: its `needs` and every `${{ steps.X }}` of
+    /// its own templates, in order, without repeats. In a `parallel: auto` stage, the
+    /// siblings among these are the step's dependencies.
+    pub fn step_references(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.needs.iter().map(|n| n.value.clone()).collect();
+        for t in self.templates() {
+            for r in t.references() {
+                if r.root == "steps"
+                    && let Some(id) = r.path.first()
+                    && !out.contains(id)
+                {
+                    out.push(id.clone());
+                }
+            }
+        }
+        out.dedup();
+        out
+    }
+
+    /// The nested steps of a decision (all branches), empty for other types.
+    pub fn branch_steps(&self) -> impl Iterator<Item = &Step> {
+        let branches: &[Branch] = match &self.kind {
+            StepKind::Decision(d) => &d.branches,
+            _ => &[],
+        };
+        branches.iter().flat_map(|b| b.steps.iter())
+    }
+}
+
+/// What a step does, by type.
+#[derive(Debug, Clone)]
+pub enum StepKind {
+    /// `skill: NAME`.
+    Skill(Spanned<String>),
+    /// `workflow: NAME` (a file `NAME.yaml` or `NAME.yml` next to this one).
+    Workflow(Spanned<String>),
+    /// `decision: {branches}` (or `branches:` on the step).
+    Decision(Decision),
+    /// `run: SCRIPT`: each `${{ }}` reaches the shell through an environment variable.
+    Run(TemplateString),
+}
+
+/// A decision: the first branch whose `when` is true runs, else the default branch.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// The branches, in order.
+    pub branches: Vec<Branch>,
+}
+
+impl Decision {
+    /// The `default: true` branch, if any.
+    pub fn default_branch(&self) -> Option<&Branch> {
+        self.branches.iter().find(|b| b.default)
+    }
+}
+
+/// One decision branch.
+#[derive(Debug, Clone)]
+pub struct Branch {
+    /// The entry's span.
+    pub span: Span,
+    /// `when` (absent on the default branch).
+    pub when: Option<TemplateString>,
+    /// `default: true`.
+    pub default: bool,
+    /// `steps`, run one after another.
+    pub steps: Vec<Step>,
+}
+
+/// One error handler.
+#[derive(Debug, Clone)]
+pub struct ErrorHandler {
+    /// The entry's span.
+    pub span: Span,
+    /// `error`: the error class matched (`*` matches every class).
+    pub error: Spanned<String>,
+    /// `action`.
+    pub action: Spanned<Action>,
+    /// `max_retries`: extra tries for `action: retry` (default 1).
+    pub max_retries: Option<Spanned<u32>>,
+    /// `then`: what to do when the retries are used up (default `abort`).
+    pub then: Option<Spanned<Action>>,
+    /// `notify`: send a notification when the handler fires.
+    pub notify: Option<Spanned<bool>>,
+    /// `steps`: run when the handler fires (a plain string is a skill name).
+    pub steps: Vec<Step>,
+}
+
+impl ErrorHandler {
+    /// Whether this handler handles an error class.
+    pub fn matches(&self, class: &str) -> bool {
+        self.error.value == class || self.error.value == "*"
+    }
+}
+
+/// `rollback`.
+#[derive(Debug, Clone)]
+pub struct Rollback {
+    /// The mapping's span.
+    pub span: Span,
+    /// `steps`, run one after another.
+    pub steps: Vec<Step>,
+}
+
+/// `cache` (reserved for later work: parsed and checked, not yet used by the engine).
+#[derive(Debug, Clone)]
+pub struct Cache {
+    /// The mapping's span.
+    pub span: Span,
+    /// `key`: a template; equal keys reuse outputs.
+    pub key: TemplateValue,
+    /// `ttl`.
+    pub ttl: Option<Spanned<Duration>>,
+}
+
+/// `resources`: what the step needs to be admitted.
+#[derive(Debug, Clone, Default)]
+pub struct Resources {
+    /// The mapping's span.
+    pub span: Span,
+    /// `cpu`: cores (fractions allowed; 0 = I/O-bound, needs no CPU slot). Default 1.
+    pub cpu: Option<Spanned<f64>>,
+    /// `memory_mb`.
+    pub memory_mb: Option<Spanned<u64>>,
+}
