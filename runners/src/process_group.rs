@@ -1,0 +1,335 @@
+//! Killing whole process trees: process-group signals, the per-run/per-step environment
+//! markers and the `/proc` sweep that finds processes which left the group (`setsid`), and the
+//! optional Linux child subreaper that adopts and reaps orphaned grandchildren.
+//!
+//! Every step process gets `AGENT_STEP_MARKER=<unique id>` and, when the engine gives one,
+//! `AGENT_RUN_MARKER=<run marker>` in its environment; children inherit them, even across
+//! `setsid`. On timeout or cancel the step's group is signalled and its step marker swept;
+//! when a run ends the engine calls [`sweep_run`], which ends processes a step left running
+//! on purpose (a test server started with `&`), like GitHub Actions' job cleanup. A process
+//! that clears its environment (`env -i`) escapes the sweep; with [`become_subreaper`] it at
+//! least stays our child and is reaped.
+//!
+//! Signals go through pidfds (`pidfd_open` + `pidfd_send_signal`) after re-checking the
+//! marker, so a recycled pid is never hit.
+//!
+//! This module does not spawn anything (see `spawn.rs`).
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Environment variable carrying the run marker given by the engine.
+pub const RUN_MARKER_VAR: &str = "AGENT_RUN_MARKER";
+/// Environment variable carrying the unique marker of one step process tree.
+pub const STEP_MARKER_VAR: &str = "AGENT_STEP_MARKER";
+
+/// Sends `signal` to every process of group `pgid`. Returns false when the group no longer
+/// exists (ESRCH).
+pub fn signal_group(pgid: u32, signal: i32) -> bool {
+    let Ok(pgid) = libc::pid_t::try_from(pgid) else {
+        return false;
+    };
+    if pgid <= 1 {
+        // Never signal "all processes" (-1) or our own group (0).
+        return false;
+    }
+    // SAFETY: killpg has no memory-safety preconditions.
+    unsafe { libc::killpg(pgid, signal) == 0 }
+}
+
+/// Whether process group `pgid` still has members.
+pub fn group_alive(pgid: u32) -> bool {
+    signal_group(pgid, 0)
+}
+
+/// A fresh marker for one step, unique across the life of this process.
+pub(crate) fn next_step_marker() -> String {
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        format!("{}-{:x}", std::process::id(), nanos)
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{n}")
+}
+
+/// Ends every process (other than this one) whose environment holds
+/// `AGENT_RUN_MARKER=<marker>` with SIGKILL, repeating until none is left (processes may
+/// fork while being swept). Returns how many processes were killed. Blocking: reads `/proc`;
+/// call it from a blocking thread in async code.
+pub fn sweep_run(marker: &str) -> usize {
+    sweep_var(RUN_MARKER_VAR, marker, libc::SIGKILL)
+}
+
+/// Like [`sweep_run`] for an arbitrary `NAME=value` marker and signal. With a signal other
+/// than SIGKILL one round is made and nothing is waited for.
+pub fn sweep_var(name: &str, value: &str, signal: i32) -> usize {
+    if value.is_empty() {
+        return 0;
+    }
+    let needle = format!("{name}={value}").into_bytes();
+    let mut hit: HashSet<u32> = HashSet::new();
+    let rounds = if signal == libc::SIGKILL { 20 } else { 1 };
+    for _ in 0..rounds {
+        let mut fds = Vec::new();
+        for pid in marked_pids(&needle) {
+            if let Some(fd) = pidfd_open(pid) {
+                // Re-check after taking the pidfd: the pid cannot be recycled under it now.
+                if environ_has(pid, &needle) && pidfd_send_signal(&fd, signal) {
+                    hit.insert(pid);
+                    fds.push(fd);
+                }
+            }
+        }
+        if fds.is_empty() || signal != libc::SIGKILL {
+            break;
+        }
+        wait_pidfds_exit(&fds, Duration::from_secs(2));
+    }
+    if signal == libc::SIGKILL && SUBREAPER.load(Ordering::Relaxed) {
+        reap_orphans();
+    }
+    hit.len()
+}
+
+/// Pids of the processes (not ourselves) whose environment contains the entry `needle`.
+fn marked_pids(needle: &[u8]) -> Vec<u32> {
+    let me = std::process::id();
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+        .filter(|&pid| pid != me && environ_has(pid, needle))
+        .collect()
+}
+
+/// Whether `/proc/<pid>/environ` has the entry `needle` (a zombie's environment is empty).
+fn environ_has(pid: u32, needle: &[u8]) -> bool {
+    let mut buf = Vec::new();
+    match fs::File::open(format!("/proc/{pid}/environ")) {
+        Ok(mut f) => {
+            if f.read_to_end(&mut buf).is_err() {
+                return false;
+            }
+        }
+        Err(_) => return false,
+    }
+    buf.split(|&b| b == 0).any(|entry| entry == needle)
+}
+
+fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: the pidfd_open syscall takes (pid, flags) and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a non-negative return value is a freshly opened fd that we own.
+    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+fn pidfd_send_signal(fd: &OwnedFd, signal: i32) -> bool {
+    // SAFETY: pidfd_send_signal(fd, sig, info = NULL, flags = 0) reads no memory from us.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    rc == 0
+}
+
+/// Waits until every pidfd reports its process exited, or the deadline passes.
+fn wait_pidfds_exit(fds: &[OwnedFd], limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let mut pending: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|fd| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    while !pending.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        let ms = left.as_millis().clamp(1, 1000) as libc::c_int;
+        // SAFETY: `pending` is a valid array of pollfd of the given length.
+        let rc = unsafe { libc::poll(pending.as_mut_ptr(), pending.len() as libc::nfds_t, ms) };
+        if rc < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return;
+        }
+        pending.retain(|p| p.revents == 0);
+        for p in &mut pending {
+            p.revents = 0;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Subreaper
+
+static SUBREAPER: AtomicBool = AtomicBool::new(false);
+
+/// Pids of step leaders a `tokio::process::Child` waits on: the orphan reaper must never
+/// reap them. Held across spawn + insert so that the reaper never sees an unregistered
+/// leader.
+static LEADERS: Mutex<Option<HashSet<u32>>> = Mutex::new(None);
+
+pub(crate) fn leaders() -> MutexGuard<'static, Option<HashSet<u32>>> {
+    // A poisoned lock only means a panic elsewhere while holding it; the set stays usable.
+    LEADERS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(crate) fn register_leader(guard: &mut MutexGuard<'static, Option<HashSet<u32>>>, pid: u32) {
+    guard.get_or_insert_with(HashSet::new).insert(pid);
+}
+
+pub(crate) fn unregister_leader(pid: u32) {
+    if let Some(set) = leaders().as_mut() {
+        set.remove(&pid);
+    }
+}
+
+/// Makes this process a child subreaper (Linux `PR_SET_CHILD_SUBREAPER`): processes
+/// orphaned by a step (for example after `setsid` and the step's exit) are re-parented to us
+/// instead of init, so they stay inside the agent's tree. Starts a background thread that
+/// reaps such orphans once they exit (every 500 ms; [`sweep_run`] also reaps).
+///
+/// Orphans are told apart from children that other code waits on by their process group
+/// and session: a zombie child that is not a registered step leader and is not in our own
+/// process group and session is an adopted orphan. So, with the subreaper on, spawn
+/// children in a new process group or session only through this crate.
+pub fn become_subreaper() -> std::io::Result<()> {
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) only changes a flag of this process.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if !SUBREAPER.swap(true, Ordering::SeqCst) {
+        std::thread::Builder::new()
+            .name("agent-reaper".into())
+            .spawn(|| {
+                loop {
+                    std::thread::sleep(Duration::from_millis(500));
+                    reap_orphans();
+                }
+            })?;
+    }
+    Ok(())
+}
+
+/// Whether [`become_subreaper`] succeeded in this process.
+pub fn is_subreaper() -> bool {
+    SUBREAPER.load(Ordering::Relaxed)
+}
+
+/// Reaps adopted orphans that have exited (see [`become_subreaper`]). Returns how many.
+pub fn reap_orphans() -> usize {
+    let guard = leaders();
+    // SAFETY: getpgrp and getsid(0) have no preconditions.
+    let (my_pgrp, my_sid) = unsafe { (libc::getpgrp(), libc::getsid(0)) };
+    let mut reaped = 0;
+    for pid in our_children() {
+        if guard.as_ref().is_some_and(|s| s.contains(&pid)) {
+            continue;
+        }
+        let Some((state, pgrp, sid)) = stat_fields(pid) else {
+            continue;
+        };
+        if state != 'Z' || (pgrp == my_pgrp && sid == my_sid) {
+            continue;
+        }
+        let mut status = 0;
+        // SAFETY: waitpid on a specific pid with WNOHANG; `status` is a valid out pointer.
+        let rc = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) };
+        if rc > 0 {
+            reaped += 1;
+        }
+    }
+    reaped
+}
+
+/// Our direct children, from `/proc/self/task/*/children`.
+fn our_children() -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(tasks) = fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for task in tasks.filter_map(|t| t.ok()) {
+        if let Ok(text) = fs::read_to_string(task.path().join("children")) {
+            out.extend(
+                text.split_whitespace()
+                    .filter_map(|s| s.parse::<u32>().ok()),
+            );
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// `(state, pgrp, session)` from `/proc/<pid>/stat`.
+fn stat_fields(pid: u32) -> Option<(char, libc::pid_t, libc::pid_t)> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain spaces: parse after the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let _ppid = fields.next()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    let sid = fields.next()?.parse().ok()?;
+    Some((state, pgrp, sid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_are_unique() {
+        let a = next_step_marker();
+        let b = next_step_marker();
+        assert_ne!(a, b);
+        assert!(a.starts_with(&format!("{}-", std::process::id())));
+    }
+
+    #[test]
+    fn stat_of_self() {
+        let (state, pgrp, sid) = stat_fields(std::process::id()).expect("own stat");
+        assert!(state == 'R' || state == 'S');
+        // SAFETY: no preconditions.
+        unsafe {
+            assert_eq!(pgrp, libc::getpgrp());
+            assert_eq!(sid, libc::getsid(0));
+        }
+    }
+
+    #[test]
+    fn never_signals_group_zero_or_one() {
+        assert!(!signal_group(0, 0));
+        assert!(!signal_group(1, 0));
+    }
+
+    #[test]
+    fn empty_marker_sweeps_nothing() {
+        assert_eq!(sweep_run(""), 0);
+    }
+}

@@ -1,0 +1,654 @@
+//! Running one step process: spawn it as the leader of its own process group, feed stdin,
+//! hand stdout/stderr lines to a callback as they arrive, and end it on timeout or cancel
+//! (SIGTERM to the group, a grace period while still draining output, then SIGKILL to the
+//! group and a sweep of its marker).
+//!
+//! The happy path is kept cheap (it runs once per step, and a trivial step costs about
+//! 0.5 ms of fork/exec): `tokio::process` with `process_group(0)` and no `pre_exec`, so the
+//! standard library can use `posix_spawn`/`vfork`; the exit is waited through a pidfd;
+//! no thread, file or `/proc` scan per step; stdin is skipped when empty.
+//!
+//! Kill-the-tree policy lives in `process_group.rs`; what the step's files mean lives in
+//! `protocol.rs`.
+
+use std::io::ErrorKind;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::errors::RunnerError;
+use crate::process_group::{self, RUN_MARKER_VAR, STEP_MARKER_VAR};
+use crate::script::ScriptPlan;
+
+/// Default grace period between SIGTERM and SIGKILL.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+/// Default time to keep reading output after the step's main process exited, for pipes
+/// still held open by processes it left in the background.
+pub const DEFAULT_LINGER: Duration = Duration::from_millis(100);
+/// Longest line handed to the callback; longer lines are split.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Which output stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stream {
+    /// The process's standard output.
+    Stdout,
+    /// The process's standard error.
+    Stderr,
+}
+
+/// One process to run for a step.
+#[derive(Debug, Clone)]
+pub struct StepCommand {
+    /// Program (looked up on `PATH` when it contains no `/`).
+    pub program: String,
+    /// Arguments.
+    pub args: Vec<String>,
+    /// Environment added to the inherited one (later entries win).
+    pub env: Vec<(String, String)>,
+    /// Working directory (inherited when `None`).
+    pub cwd: Option<PathBuf>,
+    /// Bytes written to stdin, which is then closed (stdin is `/dev/null` when empty).
+    pub stdin: Vec<u8>,
+    /// Time limit from spawn; `None` for none.
+    pub timeout: Option<Duration>,
+    /// Time between SIGTERM and SIGKILL on timeout or cancel.
+    pub grace: Duration,
+    /// How long to keep reading output after the main process exited while some background
+    /// process still holds the pipes; after that the output is drained in the background and
+    /// dropped, so the background process is not killed by a closed pipe.
+    pub linger: Duration,
+    /// Run marker put in the environment as `AGENT_RUN_MARKER` (see [`crate::sweep_run`]).
+    pub marker: Option<String>,
+    /// Behave like a shell when the program cannot be started: a missing program gives exit
+    /// code 127 and "command not found" on stderr, a non-executable one 126. Set for direct
+    /// exec of `run:` scripts so the result matches the shell's.
+    pub shell_errors: bool,
+}
+
+impl StepCommand {
+    /// A command running `program` with no arguments and default settings.
+    pub fn new(program: impl Into<String>) -> StepCommand {
+        StepCommand {
+            program: program.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: None,
+            stdin: Vec::new(),
+            timeout: None,
+            grace: DEFAULT_GRACE,
+            linger: DEFAULT_LINGER,
+            marker: None,
+            shell_errors: false,
+        }
+    }
+
+    /// The command for a planned `run:` script (see [`crate::plan_script`]).
+    pub fn from_plan(plan: ScriptPlan) -> StepCommand {
+        let mut cmd = StepCommand::new(plan.program);
+        cmd.args = plan.args;
+        cmd.shell_errors = plan.direct;
+        cmd
+    }
+
+    /// Adds arguments.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Adds one environment variable.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Sets the working directory.
+    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    /// Sets the stdin bytes.
+    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.stdin = bytes.into();
+        self
+    }
+
+    /// Sets the timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Sets the grace period between SIGTERM and SIGKILL.
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Sets the run marker.
+    pub fn marker(mut self, marker: impl Into<String>) -> Self {
+        self.marker = Some(marker.into());
+        self
+    }
+}
+
+/// How a step process ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcessOutcome {
+    /// Pid of the step's main process (also its process group id); 0 if it never started.
+    pub pid: u32,
+    /// Exit code, when it exited normally.
+    pub exit_code: Option<i32>,
+    /// The signal that ended it, when it did not exit normally.
+    pub signal: Option<i32>,
+    /// It was ended because its timeout passed.
+    pub timed_out: bool,
+    /// It was ended because of a cancel request.
+    pub cancelled: bool,
+    /// SIGKILL had to be sent (grace period over, or an immediate cancel).
+    pub killed: bool,
+    /// Wall time from spawn to the end of output.
+    pub duration: Duration,
+}
+
+impl ProcessOutcome {
+    /// Exit code 0 and neither timed out nor cancelled.
+    pub fn success(&self) -> bool {
+        self.exit_code == Some(0) && !self.timed_out && !self.cancelled
+    }
+
+    fn set_status(&mut self, status: ExitStatus) {
+        self.exit_code = status.code();
+        self.signal = status.signal();
+    }
+}
+
+/// Cancellation of a step or run: the first [`Cancel::request`] ends processes gracefully
+/// (SIGTERM, grace period, SIGKILL), a second one kills at once. Cheap to clone; clones
+/// share state; [`Cancel::child`] gives one that is also cancelled by its parent (a run's
+/// cancel reaches all its steps).
+#[derive(Debug, Clone, Default)]
+pub struct Cancel {
+    graceful: CancellationToken,
+    immediate: CancellationToken,
+    requests: Arc<AtomicU8>,
+}
+
+impl Cancel {
+    /// A new, not yet cancelled, handle.
+    pub fn new() -> Cancel {
+        Cancel::default()
+    }
+
+    /// Asks for cancellation: the first call is graceful, the second kills at once (a second
+    /// Ctrl-C).
+    pub fn request(&self) {
+        let n = self.requests.fetch_add(1, Ordering::SeqCst);
+        if n == 0 {
+            self.graceful.cancel();
+        } else {
+            self.kill_now();
+        }
+    }
+
+    /// Kills at once, without a grace period.
+    pub fn kill_now(&self) {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        self.graceful.cancel();
+        self.immediate.cancel();
+    }
+
+    /// Whether cancellation was requested (gracefully or not).
+    pub fn is_cancelled(&self) -> bool {
+        self.graceful.is_cancelled()
+    }
+
+    /// Whether an immediate kill was requested.
+    pub fn is_killed(&self) -> bool {
+        self.immediate.is_cancelled()
+    }
+
+    /// A handle cancelled when this one is (either level), which can also be cancelled on
+    /// its own.
+    pub fn child(&self) -> Cancel {
+        Cancel {
+            graceful: self.graceful.child_token(),
+            immediate: self.immediate.child_token(),
+            requests: Arc::new(AtomicU8::new(0)),
+        }
+    }
+
+    /// The token cancelled on the first request (for `select!` in the engine).
+    pub fn graceful_token(&self) -> &CancellationToken {
+        &self.graceful
+    }
+
+    /// The token cancelled by an immediate kill.
+    pub fn immediate_token(&self) -> &CancellationToken {
+        &self.immediate
+    }
+}
+
+/// Splits a byte stream into lines for the callback.
+struct LineSplitter {
+    stream: Stream,
+    buf: Vec<u8>,
+}
+
+impl LineSplitter {
+    fn new(stream: Stream) -> LineSplitter {
+        LineSplitter {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    fn feed(&mut self, data: &[u8], on_line: &mut impl FnMut(Stream, &str)) {
+        let mut rest = data;
+        while let Some(pos) = memchr(b'\n', rest) {
+            if self.buf.is_empty() {
+                emit(self.stream, &rest[..pos], on_line);
+            } else {
+                self.buf.extend_from_slice(&rest[..pos]);
+                emit(self.stream, &self.buf, on_line);
+                self.buf.clear();
+            }
+            rest = &rest[pos + 1..];
+        }
+        self.buf.extend_from_slice(rest);
+        while self.buf.len() >= MAX_LINE {
+            let tail = self.buf.split_off(MAX_LINE);
+            emit(self.stream, &self.buf, on_line);
+            self.buf = tail;
+        }
+    }
+
+    fn finish(&mut self, on_line: &mut impl FnMut(Stream, &str)) {
+        if !self.buf.is_empty() {
+            emit(self.stream, &self.buf, on_line);
+            self.buf.clear();
+        }
+    }
+}
+
+fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
+    hay.iter().position(|&b| b == needle)
+}
+
+fn emit(stream: Stream, line: &[u8], on_line: &mut impl FnMut(Stream, &str)) {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    match std::str::from_utf8(line) {
+        Ok(s) => on_line(stream, s),
+        Err(_) => on_line(stream, &String::from_utf8_lossy(line)),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    Terminating,
+    Killed,
+}
+
+/// Kills the step's tree if `run` is dropped before the process ended (the engine's task
+/// was aborted), and unregisters the leader.
+struct LeaderGuard {
+    pid: u32,
+    step_marker: String,
+    done: bool,
+}
+
+impl Drop for LeaderGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            process_group::signal_group(self.pid, libc::SIGKILL);
+            let marker = std::mem::take(&mut self.step_marker);
+            // Blocking /proc scan: do it off the async thread.
+            std::thread::spawn(move || {
+                process_group::sweep_var(STEP_MARKER_VAR, &marker, libc::SIGKILL)
+            });
+        }
+        process_group::unregister_leader(self.pid);
+    }
+}
+
+/// Runs one step process to the end. See the module docs and [`StepCommand`].
+///
+/// `on_line` gets every line of stdout and stderr (without the line ending; invalid UTF-8
+/// replaced; lines longer than [`MAX_LINE`] split) as soon as it is read, from this task.
+/// `cancel` ends the process early (see [`Cancel`]). Errors only when the process could not
+/// be started or waited for; a non-zero exit, a timeout or a cancel is an `Ok` outcome.
+pub async fn run<F>(
+    cmd: StepCommand,
+    mut on_line: F,
+    cancel: &Cancel,
+) -> Result<ProcessOutcome, RunnerError>
+where
+    F: FnMut(Stream, &str) + Send,
+{
+    let start = Instant::now();
+    let step_marker = process_group::next_step_marker();
+    let mut command = tokio::process::Command::new(&cmd.program);
+    command
+        .args(&cmd.args)
+        .envs(cmd.env.iter().map(|(k, v)| (k, v)))
+        .env(STEP_MARKER_VAR, &step_marker)
+        .stdin(if cmd.stdin.is_empty() {
+            Stdio::null()
+        } else {
+            Stdio::piped()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    if let Some(marker) = &cmd.marker {
+        command.env(RUN_MARKER_VAR, marker);
+    }
+    if let Some(cwd) = &cmd.cwd {
+        command.current_dir(cwd);
+    }
+
+    let mut outcome = ProcessOutcome::default();
+    if cancel.is_cancelled() {
+        outcome.cancelled = true;
+        return Ok(outcome);
+    }
+
+    // Spawn and register under the leaders lock, so the orphan reaper never sees an
+    // unregistered leader.
+    let spawned = {
+        let mut leaders = process_group::leaders();
+        let spawned = command.spawn();
+        if let Ok(child) = &spawned
+            && let Some(pid) = child.id()
+        {
+            process_group::register_leader(&mut leaders, pid);
+        }
+        spawned
+    };
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(source) => return spawn_failure(&cmd, source, &mut on_line, start),
+    };
+    let pid = child.id().unwrap_or(0);
+    outcome.pid = pid;
+    let mut guard = LeaderGuard {
+        pid,
+        step_marker: step_marker.clone(),
+        done: false,
+    };
+
+    let stdin = child.stdin.take();
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let stdin_bytes = cmd.stdin;
+    let stdin_fut = async move {
+        if let Some(mut stdin) = stdin {
+            // A step that does not read its stdin may exit first: EPIPE is fine.
+            let _ = stdin.write_all(&stdin_bytes).await;
+            let _ = stdin.shutdown().await;
+        }
+    };
+    tokio::pin!(stdin_fut);
+    let mut stdin_done = false;
+
+    let mut out_lines = LineSplitter::new(Stream::Stdout);
+    let mut err_lines = LineSplitter::new(Stream::Stderr);
+    let mut out_buf = vec![0u8; 16 * 1024];
+    let mut err_buf = vec![0u8; 16 * 1024];
+
+    let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
+    let timeout_at = cmd
+        .timeout
+        .map(|t| tokio::time::Instant::from_std(start + t))
+        .unwrap_or(far);
+    let timeout_sleep = tokio::time::sleep_until(timeout_at);
+    tokio::pin!(timeout_sleep);
+    let phase_sleep = tokio::time::sleep_until(far);
+    tokio::pin!(phase_sleep);
+    let graceful = cancel.graceful.cancelled();
+    tokio::pin!(graceful);
+    let immediate = cancel.immediate.cancelled();
+    tokio::pin!(immediate);
+
+    let mut phase = Phase::Running;
+    let mut status: Option<ExitStatus> = None;
+    let mut grace_deadline = far;
+    // After the leader exits we keep reading pipes held by others until this instant.
+    let mut linger_until: Option<tokio::time::Instant> = None;
+
+    loop {
+        if status.is_some() {
+            if stdout.is_none() && stderr.is_none() {
+                break;
+            }
+            if phase != Phase::Terminating && linger_until.is_none() {
+                let until = tokio::time::Instant::now() + cmd.linger;
+                linger_until = Some(until);
+                phase_sleep.as_mut().reset(until);
+            }
+        }
+        tokio::select! {
+            biased;
+            _ = &mut immediate, if (phase == Phase::Running && status.is_none())
+                || phase == Phase::Terminating => {
+                outcome.cancelled = true;
+                outcome.killed = true;
+                finish_kill(pid, &step_marker).await;
+                phase = Phase::Killed;
+                phase_sleep.as_mut().reset(far);
+            }
+            _ = &mut graceful, if phase == Phase::Running && status.is_none() => {
+                outcome.cancelled = true;
+                start_terminate(pid, &step_marker).await;
+                phase = Phase::Terminating;
+                grace_deadline = tokio::time::Instant::now() + cmd.grace;
+                phase_sleep.as_mut().reset(grace_deadline);
+            }
+            _ = &mut timeout_sleep, if phase == Phase::Running && status.is_none() => {
+                outcome.timed_out = true;
+                start_terminate(pid, &step_marker).await;
+                phase = Phase::Terminating;
+                grace_deadline = tokio::time::Instant::now() + cmd.grace;
+                phase_sleep.as_mut().reset(grace_deadline);
+            }
+            _ = &mut phase_sleep => {
+                let now = tokio::time::Instant::now();
+                if phase == Phase::Terminating {
+                    if status.is_some() && !process_group::group_alive(pid) {
+                        // Everyone in the group obeyed SIGTERM; end stragglers that left it.
+                        finish_kill(pid, &step_marker).await;
+                        phase = Phase::Killed;
+                        phase_sleep.as_mut().reset(far);
+                    } else if now >= grace_deadline {
+                        outcome.killed = true;
+                        finish_kill(pid, &step_marker).await;
+                        phase = Phase::Killed;
+                        phase_sleep.as_mut().reset(far);
+                    } else if status.is_some() {
+                        // The leader is gone: poll the group while the grace period runs.
+                        phase_sleep
+                            .as_mut()
+                            .reset((now + Duration::from_millis(20)).min(grace_deadline));
+                    } else {
+                        phase_sleep.as_mut().reset(grace_deadline);
+                    }
+                } else if linger_until.is_some() {
+                    // Linger over: leave the remaining output to a background drain.
+                    detach_drain(stdout.take());
+                    detach_drain(stderr.take());
+                    phase_sleep.as_mut().reset(far);
+                } else {
+                    phase_sleep.as_mut().reset(far);
+                }
+            }
+            _ = &mut stdin_fut, if !stdin_done => {
+                stdin_done = true;
+            }
+            r = read_some(&mut stdout, &mut out_buf), if stdout.is_some() => {
+                match r {
+                    Ok(0) | Err(_) => {
+                        out_lines.finish(&mut on_line);
+                        stdout = None;
+                    }
+                    Ok(n) => out_lines.feed(&out_buf[..n], &mut on_line),
+                }
+            }
+            r = read_some(&mut stderr, &mut err_buf), if stderr.is_some() => {
+                match r {
+                    Ok(0) | Err(_) => {
+                        err_lines.finish(&mut on_line);
+                        stderr = None;
+                    }
+                    Ok(n) => err_lines.feed(&err_buf[..n], &mut on_line),
+                }
+            }
+            st = child.wait(), if status.is_none() => {
+                let st = st.map_err(|source| RunnerError::Wait {
+                    program: cmd.program.clone(),
+                    pid,
+                    source,
+                })?;
+                status = Some(st);
+                outcome.set_status(st);
+                if phase == Phase::Terminating {
+                    phase_sleep.as_mut().reset(tokio::time::Instant::now());
+                }
+            }
+        }
+    }
+    out_lines.finish(&mut on_line);
+    err_lines.finish(&mut on_line);
+    guard.done = true;
+    drop(guard);
+    outcome.duration = start.elapsed();
+    Ok(outcome)
+}
+
+async fn read_some<R: AsyncRead + Unpin>(
+    reader: &mut Option<R>,
+    buf: &mut [u8],
+) -> std::io::Result<usize> {
+    match reader {
+        Some(r) => r.read(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Keeps reading (and dropping) a pipe in the background so that a process the step left
+/// running does not die of a closed pipe.
+fn detach_drain<R: AsyncRead + Unpin + Send + 'static>(reader: Option<R>) {
+    if let Some(mut r) = reader {
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 8192];
+            while let Ok(n) = r.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+/// SIGTERM to the group and to the step's processes that left it.
+async fn start_terminate(pid: u32, step_marker: &str) {
+    process_group::signal_group(pid, libc::SIGTERM);
+    let marker = step_marker.to_string();
+    // One /proc scan; blocking, so off the async threads.
+    let _ = tokio::task::spawn_blocking(move || {
+        process_group::sweep_var(STEP_MARKER_VAR, &marker, libc::SIGTERM)
+    })
+    .await;
+}
+
+/// SIGKILL to the group and every process carrying the step's marker.
+async fn finish_kill(pid: u32, step_marker: &str) {
+    process_group::signal_group(pid, libc::SIGKILL);
+    let marker = step_marker.to_string();
+    let _ = tokio::task::spawn_blocking(move || {
+        process_group::sweep_var(STEP_MARKER_VAR, &marker, libc::SIGKILL)
+    })
+    .await;
+}
+
+fn spawn_failure<F: FnMut(Stream, &str)>(
+    cmd: &StepCommand,
+    source: std::io::Error,
+    on_line: &mut F,
+    start: Instant,
+) -> Result<ProcessOutcome, RunnerError> {
+    let cwd_ok = cmd.cwd.as_ref().is_none_or(|d| d.is_dir());
+    if cmd.shell_errors && cwd_ok {
+        let (code, text) = match source.kind() {
+            ErrorKind::NotFound => (127, "command not found"),
+            ErrorKind::PermissionDenied => (126, "Permission denied"),
+            _ => (0, ""),
+        };
+        if code != 0 {
+            on_line(Stream::Stderr, &format!("{}: {text}", cmd.program));
+            return Ok(ProcessOutcome {
+                exit_code: Some(code),
+                duration: start.elapsed(),
+                ..ProcessOutcome::default()
+            });
+        }
+    }
+    Err(RunnerError::Spawn {
+        program: cmd.program.clone(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splitter_splits_and_keeps_partial() {
+        let mut lines = Vec::new();
+        let mut cb = |s: Stream, l: &str| lines.push((s, l.to_string()));
+        let mut sp = LineSplitter::new(Stream::Stdout);
+        sp.feed(b"a\nb", &mut cb);
+        sp.feed(b"c\r\n\nd", &mut cb);
+        sp.finish(&mut cb);
+        let texts: Vec<_> = lines.iter().map(|(_, l)| l.as_str()).collect();
+        assert_eq!(texts, vec!["a", "bc", "", "d"]);
+    }
+
+    #[test]
+    fn splitter_caps_long_lines() {
+        let mut n = 0;
+        let mut cb = |_: Stream, l: &str| {
+            assert!(l.len() <= MAX_LINE);
+            n += 1;
+        };
+        let mut sp = LineSplitter::new(Stream::Stderr);
+        sp.feed(&vec![b'x'; MAX_LINE * 2 + 5], &mut cb);
+        sp.finish(&mut cb);
+        assert_eq!(n, 3);
+    }
+
+    #[test]
+    fn cancel_escalates() {
+        let c = Cancel::new();
+        let child = c.child();
+        assert!(!c.is_cancelled());
+        c.request();
+        assert!(c.is_cancelled() && !c.is_killed());
+        assert!(child.is_cancelled() && !child.is_killed());
+        c.request();
+        assert!(c.is_killed() && child.is_killed());
+    }
+}
