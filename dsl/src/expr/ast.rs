@@ -74,6 +74,8 @@ pub(crate) enum NodeKind {
     },
     /// `object[index]`.
     Index { object: Box<Node>, index: Box<Node> },
+    /// `[a, b, c]`.
+    Array(Vec<Node>),
     /// `name(args...)`; `name_len` is the length of the name.
     Call {
         name: String,

@@ -1,19 +1,210 @@
-//! Static checks of a parsed expression against the place it appears in.
+//! Static checks of a parsed expression against the place it appears in: unknown context
+//! roots, undeclared parameters, unknown functions, wrong arity, and literal arguments that
+//! can never work (an invalid `regex_match` pattern, a bad `format` string).
+//!
+//! These run at validate time; evaluation repeats the function checks, so an unchecked
+//! expression still fails cleanly.
 
-use super::{ExprError, Expr};
+use serde_json::Value;
+
+use super::ast::{Node, NodeKind};
+use super::functions::{compile_regex, format_with};
+use super::{Expr, ExprError, FUNCTIONS, ROOTS, suggest};
 
 /// What an expression may refer to where it appears.
 #[derive(Debug, Clone, Copy)]
 pub struct Scope<'a> {
     /// The workflow's declared parameter names.
     pub parameters: &'a [String],
-    /// The context roots allowed here (a subset of [`super::ROOTS`]).
+    /// The context roots allowed here (a subset of [`ROOTS`]).
     pub roots: &'a [&'a str],
 }
 
 /// Static checks: unknown roots, undeclared parameters, unknown functions, wrong arity.
-/// Offsets are relative to [`Expr::source`].
+/// Returns every problem found; offsets are relative to [`Expr::source`].
 pub fn check(expr: &Expr, scope: &Scope) -> Vec<ExprError> {
-    let _ = (expr, scope);
-    Vec::new()
+    let mut out = Vec::new();
+    walk(expr.tree(), scope, &mut out);
+    out
+}
+
+/// "`len` takes 1 argument, got 2", or `None` when `got` fits.
+pub(crate) fn arity_error(
+    name: &str,
+    min: usize,
+    max: Option<usize>,
+    got: usize,
+) -> Option<String> {
+    if got >= min && max.is_none_or(|m| got <= m) {
+        return None;
+    }
+    let plural = |n: usize| if n == 1 { "argument" } else { "arguments" };
+    let wanted = match max {
+        Some(0) => "no arguments".to_string(),
+        Some(m) if m == min => format!("{m} {}", plural(m)),
+        Some(m) if m == min + 1 => format!("{min} or {m} arguments"),
+        Some(m) => format!("{min} to {m} arguments"),
+        None => format!("at least {min} {}", plural(min)),
+    };
+    Some(format!("`{name}` takes {wanted}, got {got}"))
+}
+
+fn list(items: &[&str]) -> String {
+    if items.is_empty() {
+        return "none".to_string();
+    }
+    items
+        .iter()
+        .map(|s| format!("`{s}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn root_error(name: &str, scope: &Scope) -> String {
+    let allowed = format!("available here: {}", list(scope.roots));
+    if ROOTS.contains(&name) {
+        return format!("context `{name}` cannot be used here; {allowed}");
+    }
+    let literal = match name {
+        "True" | "TRUE" => Some("true"),
+        "False" | "FALSE" => Some("false"),
+        "None" | "Null" | "NULL" | "nil" | "undefined" => Some("null"),
+        _ => None,
+    };
+    if let Some(lit) = literal {
+        return format!("unknown context `{name}`; literals are lowercase: `{lit}`");
+    }
+    match suggest(name, scope.roots.iter().copied()) {
+        Some(s) => format!("unknown context `{name}`, did you mean `{s}`? {allowed}"),
+        None => format!("unknown context `{name}`; {allowed}"),
+    }
+}
+
+fn parameter_error(name: &str, scope: &Scope) -> Option<String> {
+    if scope.parameters.iter().any(|p| p == name) {
+        return None;
+    }
+    if scope.parameters.is_empty() {
+        return Some(format!(
+            "undeclared parameter `{name}` (the workflow declares no parameters)"
+        ));
+    }
+    Some(
+        match suggest(name, scope.parameters.iter().map(String::as_str)) {
+            Some(s) => format!("undeclared parameter `{name}`, did you mean `{s}`?"),
+            None => {
+                let declared: Vec<&str> = scope.parameters.iter().map(String::as_str).collect();
+                format!(
+                    "undeclared parameter `{name}`; declared: {}",
+                    list(&declared)
+                )
+            }
+        },
+    )
+}
+
+fn is_parameters_root(n: &Node, scope: &Scope) -> bool {
+    matches!(&n.kind, NodeKind::Root(r) if r == "parameters" && scope.roots.contains(&"parameters"))
+}
+
+fn walk(n: &Node, scope: &Scope, out: &mut Vec<ExprError>) {
+    match &n.kind {
+        NodeKind::Literal(_) => {}
+        NodeKind::Root(name) => {
+            if !scope.roots.contains(&name.as_str()) {
+                out.push(ExprError::new(root_error(name, scope), n.offset, n.len));
+            }
+        }
+        NodeKind::Member {
+            object,
+            name,
+            name_offset,
+        } => {
+            if is_parameters_root(object, scope) {
+                if let Some(m) = parameter_error(name, scope) {
+                    out.push(ExprError::new(m, *name_offset, name.len()));
+                }
+            } else {
+                walk(object, scope, out);
+            }
+        }
+        NodeKind::Index { object, index } => {
+            if is_parameters_root(object, scope)
+                && let NodeKind::Literal(Value::String(name)) = &index.kind
+            {
+                if let Some(m) = parameter_error(name, scope) {
+                    out.push(ExprError::new(m, index.offset, index.len));
+                }
+            } else {
+                walk(object, scope, out);
+                walk(index, scope, out);
+            }
+        }
+        NodeKind::Array(items) => items.iter().for_each(|i| walk(i, scope, out)),
+        NodeKind::Call {
+            name,
+            name_len,
+            args,
+        } => {
+            match FUNCTIONS.iter().find(|(f, _, _)| f == name) {
+                None => {
+                    let message = match suggest(name, FUNCTIONS.iter().map(|(f, _, _)| *f)) {
+                        Some(s) => format!("unknown function `{name}`, did you mean `{s}`?"),
+                        None => format!("unknown function `{name}`"),
+                    };
+                    out.push(ExprError::new(message, n.offset, *name_len));
+                }
+                Some(&(_, min, max)) => {
+                    if let Some(m) = arity_error(name, min, max, args.len()) {
+                        out.push(ExprError::new(m, n.offset, n.len));
+                    } else {
+                        check_literal_args(name, args, out);
+                    }
+                }
+            }
+            args.iter().for_each(|a| walk(a, scope, out));
+        }
+        NodeKind::Unary { operand, .. } => walk(operand, scope, out),
+        NodeKind::Binary { left, right, .. }
+        | NodeKind::And(left, right)
+        | NodeKind::Or(left, right) => {
+            walk(left, scope, out);
+            walk(right, scope, out);
+        }
+        NodeKind::Conditional {
+            then,
+            cond,
+            otherwise,
+        } => {
+            walk(then, scope, out);
+            walk(cond, scope, out);
+            walk(otherwise, scope, out);
+        }
+    }
+}
+
+/// Catches literal arguments that can only fail at run time.
+fn check_literal_args(name: &str, args: &[Node], out: &mut Vec<ExprError>) {
+    let literal = |i: usize| match args.get(i).map(|a| &a.kind) {
+        Some(NodeKind::Literal(Value::String(s))) => Some(s.as_str()),
+        _ => None,
+    };
+    let problem = match name {
+        "regex_match" => literal(1).and_then(|p| compile_regex(p).err().map(|m| (1, m))),
+        "format" => literal(0).and_then(|f| {
+            format_with(f, args.len() - 1, |_, _| {})
+                .err()
+                .map(|m| (0, m))
+        }),
+        _ => None,
+    };
+    if let Some((i, message)) = problem
+        && let Some(arg) = args.get(i)
+    {
+        out.push(ExprError::new(
+            format!("`{name}`: {message}"),
+            arg.offset,
+            arg.len,
+        ));
+    }
 }

@@ -1,1 +1,454 @@
-//! The built-in functions.
+//! The built-in functions. Arity is checked by the caller (statically by
+//! [`check`](super::check) and again at evaluation); these bodies check argument types.
+//!
+//! Notes on semantics:
+//! - `regex_match(s, pattern)` matches at the start of `s`, like Python's `re.match` (the
+//!   seed's definition); add `$` to match the whole string. Compiled patterns are cached per
+//!   thread, and pattern size is limited so a hostile pattern is an error, not a memory blow-up.
+//! - String-like arguments (`startswith`, `contains` on a string, ...) accept strings,
+//!   numbers and booleans (as their text) and `null` (as `""`).
+//! - `hash_files(globs...)` follows GitHub Actions' `hashFiles`: files under the workdir
+//!   matching any glob (`*` stays within a directory, `**` crosses them, a leading `!`
+//!   excludes), `.git` skipped, in sorted path order; the result is the SHA-256 over each
+//!   file's SHA-256, in hex, or `""` when nothing matches.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::eval::{EvalContext, JobStatus, a_kind, to_text, truthy, values_equal};
+
+/// A function failure; `arg` is the index of the argument to point at, if one is to blame.
+pub(crate) struct FnError {
+    pub message: String,
+    pub arg: Option<usize>,
+}
+
+fn arg_err(arg: usize, message: impl Into<String>) -> FnError {
+    FnError {
+        message: message.into(),
+        arg: Some(arg),
+    }
+}
+
+fn call_err(message: impl Into<String>) -> FnError {
+    FnError {
+        message: message.into(),
+        arg: None,
+    }
+}
+
+/// Most files `hash_files` walks before giving up.
+const MAX_WALK_ENTRIES: usize = 200_000;
+/// Compiled-regex cache size (per thread).
+const REGEX_CACHE_SIZE: usize = 64;
+/// Size limit of one compiled regex.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// Calls built-in `name` with evaluated `args` (the arity is already checked).
+pub(crate) fn call(
+    name: &str,
+    args: &[Cow<'_, Value>],
+    ctx: &dyn EvalContext,
+) -> Result<Value, FnError> {
+    let arg = |i: usize| args.get(i).map_or(&Value::Null, |v| v.as_ref());
+    match name {
+        "len" => len(arg(0)),
+        "str" => Ok(Value::String(to_text(arg(0)))),
+        "int" => int(arg(0)),
+        "bool" => Ok(Value::Bool(to_bool(arg(0)))),
+        "contains" => contains(arg(0), arg(1)),
+        "startswith" => {
+            let (s, p) = (text_arg(arg(0), 0)?, text_arg(arg(1), 1)?);
+            Ok(Value::Bool(s.starts_with(p.as_ref())))
+        }
+        "endswith" => {
+            let (s, p) = (text_arg(arg(0), 0)?, text_arg(arg(1), 1)?);
+            Ok(Value::Bool(s.ends_with(p.as_ref())))
+        }
+        "regex_match" => regex_match(arg(0), arg(1)),
+        "now" => Ok(Value::String(
+            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        )),
+        "env" => env(arg(0), ctx),
+        "file_exists" => {
+            let path = resolve_path(arg(0), ctx)?;
+            Ok(Value::Bool(path.exists()))
+        }
+        "success" => Ok(Value::Bool(ctx.job_status() == JobStatus::Success)),
+        "failure" => Ok(Value::Bool(ctx.job_status() == JobStatus::Failure)),
+        "cancelled" => Ok(Value::Bool(ctx.job_status() == JobStatus::Cancelled)),
+        "always" => Ok(Value::Bool(true)),
+        "format" => format(arg(0), &args[1.min(args.len())..]),
+        "join" => join(arg(0), args.get(1).map(|v| v.as_ref())),
+        "to_json" => serde_json::to_string(arg(0))
+            .map(Value::String)
+            .map_err(|e| call_err(e.to_string())),
+        "from_json" => match arg(0) {
+            Value::String(s) => {
+                serde_json::from_str(s).map_err(|e| arg_err(0, format!("invalid json: {e}")))
+            }
+            other => Err(arg_err(
+                0,
+                format!("expected a string, got {}", a_kind(other)),
+            )),
+        },
+        "hash_files" => hash_files(args, ctx),
+        other => Err(call_err(format!("unknown function `{other}`"))),
+    }
+}
+
+/// A string-like argument: strings, numbers and booleans as text, `null` as `""`.
+fn text_arg(v: &Value, i: usize) -> Result<Cow<'_, str>, FnError> {
+    match v {
+        Value::String(s) => Ok(Cow::Borrowed(s)),
+        Value::Array(_) | Value::Object(_) => {
+            Err(arg_err(i, format!("expected a string, got {}", a_kind(v))))
+        }
+        other => Ok(Cow::Owned(to_text(other))),
+    }
+}
+
+fn len(v: &Value) -> Result<Value, FnError> {
+    let n = match v {
+        Value::String(s) => s.chars().count(),
+        Value::Array(a) => a.len(),
+        Value::Object(o) => o.len(),
+        other => {
+            return Err(arg_err(
+                0,
+                format!("expected a string, array or object, got {}", a_kind(other)),
+            ));
+        }
+    };
+    Ok(Value::from(n))
+}
+
+fn float_to_int(f: f64) -> Option<i64> {
+    let t = f.trunc();
+    // i64::MAX is not exactly representable; stay strictly inside the range.
+    (-9.223_372_036_854_775e18..9.223_372_036_854_775e18)
+        .contains(&t)
+        .then_some(t as i64)
+}
+
+fn int(v: &Value) -> Result<Value, FnError> {
+    let bad = || arg_err(0, format!("cannot convert {} to an integer", describe(v)));
+    match v {
+        Value::Bool(b) => Ok(Value::from(i64::from(*b))),
+        Value::Number(n) => {
+            if n.is_i64() || n.is_u64() {
+                Ok(Value::Number(n.clone()))
+            } else {
+                n.as_f64()
+                    .and_then(float_to_int)
+                    .map(Value::from)
+                    .ok_or_else(bad)
+            }
+        }
+        Value::String(s) => {
+            let t = s.trim();
+            if let Ok(i) = t.parse::<i64>() {
+                Ok(Value::from(i))
+            } else if let Ok(u) = t.parse::<u64>() {
+                Ok(Value::from(u))
+            } else {
+                t.parse::<f64>()
+                    .ok()
+                    .and_then(float_to_int)
+                    .map(Value::from)
+                    .ok_or_else(bad)
+            }
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// `bool(x)`: truthiness, except that the strings `false`, `0`, `no` and `off` (any case,
+/// surrounding spaces ignored) are false, so `bool(env('DEPLOY'))` does what it says.
+fn to_bool(v: &Value) -> bool {
+    match v {
+        Value::String(s) => {
+            let t = s.trim();
+            !(t.is_empty()
+                || ["false", "0", "no", "off"]
+                    .iter()
+                    .any(|f| t.eq_ignore_ascii_case(f)))
+        }
+        other => truthy(other),
+    }
+}
+
+fn describe(v: &Value) -> String {
+    match v {
+        Value::String(s) if s.chars().count() <= 40 => format!("`{s}`"),
+        other => a_kind(other).to_string(),
+    }
+}
+
+fn contains(hay: &Value, needle: &Value) -> Result<Value, FnError> {
+    let found = match hay {
+        Value::Null => false,
+        Value::Array(items) => items.iter().any(|x| values_equal(x, needle)),
+        Value::Object(map) => match needle {
+            Value::String(k) => map.contains_key(k),
+            _ => false,
+        },
+        other => {
+            let h = text_arg(other, 0)?;
+            let n = text_arg(needle, 1)?;
+            h.contains(n.as_ref())
+        }
+    };
+    Ok(Value::Bool(found))
+}
+
+thread_local! {
+    static REGEX_CACHE: RefCell<HashMap<String, regex::Regex>> = RefCell::new(HashMap::new());
+}
+
+/// Compiles `pattern` (cached per thread) or explains why it is invalid.
+pub(crate) fn compile_regex(pattern: &str) -> Result<regex::Regex, String> {
+    if let Some(re) = REGEX_CACHE.with(|c| c.borrow().get(pattern).cloned()) {
+        return Ok(re);
+    }
+    let re = regex::RegexBuilder::new(pattern)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .dfa_size_limit(REGEX_SIZE_LIMIT)
+        .nest_limit(64)
+        .build()
+        .map_err(|e| match e {
+            regex::Error::CompiledTooBig(_) => "regular expression is too large".to_string(),
+            other => format!(
+                "invalid regular expression: {}",
+                other.to_string().lines().last().unwrap_or("").trim()
+            ),
+        })?;
+    REGEX_CACHE.with(|c| {
+        let mut cache = c.borrow_mut();
+        if cache.len() >= REGEX_CACHE_SIZE {
+            cache.clear();
+        }
+        cache.insert(pattern.to_string(), re.clone());
+    });
+    Ok(re)
+}
+
+fn regex_match(s: &Value, pattern: &Value) -> Result<Value, FnError> {
+    let s = text_arg(s, 0)?;
+    let Value::String(p) = pattern else {
+        return Err(arg_err(
+            1,
+            format!("the pattern must be a string, got {}", a_kind(pattern)),
+        ));
+    };
+    let re = compile_regex(p).map_err(|m| arg_err(1, m))?;
+    // Leftmost-first: if any match starts at 0, the first match found starts at 0.
+    Ok(Value::Bool(re.find(&s).is_some_and(|m| m.start() == 0)))
+}
+
+fn env(name: &Value, ctx: &dyn EvalContext) -> Result<Value, FnError> {
+    let Value::String(name) = name else {
+        return Err(arg_err(
+            0,
+            format!("expected a variable name, got {}", a_kind(name)),
+        ));
+    };
+    if let Some(v) = ctx.root("env").and_then(|e| e.get(name.as_str())) {
+        return Ok(v.clone());
+    }
+    if name.is_empty() || name.contains(['=', '\0']) {
+        return Ok(Value::Null);
+    }
+    Ok(std::env::var(name).map_or(Value::Null, Value::String))
+}
+
+fn resolve_path(v: &Value, ctx: &dyn EvalContext) -> Result<PathBuf, FnError> {
+    let Value::String(p) = v else {
+        return Err(arg_err(0, format!("expected a path, got {}", a_kind(v))));
+    };
+    if p.contains('\0') {
+        return Err(arg_err(0, "the path contains a NUL byte"));
+    }
+    let path = Path::new(p);
+    if path.is_absolute() {
+        return Ok(path.to_path_buf());
+    }
+    match ctx.workdir() {
+        Some(dir) => Ok(dir.join(path)),
+        None => Err(arg_err(
+            0,
+            format!("relative path `{p}` needs a working directory, and there is none"),
+        )),
+    }
+}
+
+fn format(fmt: &Value, args: &[Cow<'_, Value>]) -> Result<Value, FnError> {
+    let Value::String(fmt) = fmt else {
+        return Err(arg_err(
+            0,
+            format!("the format must be a string, got {}", a_kind(fmt)),
+        ));
+    };
+    let texts: Vec<String> = args.iter().map(|a| to_text(a)).collect();
+    format_with(fmt, args.len(), |i, out| out.push_str(&texts[i]))
+        .map(Value::String)
+        .map_err(|m| arg_err(0, m))
+}
+
+/// Expands a GitHub Actions style format string (`{0}`, `{{`, `}}`), calling `put` for each
+/// placeholder. Also used statically (with a no-op `put`) to check literal formats.
+pub(crate) fn format_with(
+    fmt: &str,
+    nargs: usize,
+    mut put: impl FnMut(usize, &mut String),
+) -> Result<String, String> {
+    let mut out = String::with_capacity(fmt.len());
+    let mut chars = fmt.char_indices().peekable();
+    while let Some((pos, c)) = chars.next() {
+        match c {
+            '{' if chars.peek().is_some_and(|(_, n)| *n == '{') => {
+                chars.next();
+                out.push('{');
+            }
+            '}' if chars.peek().is_some_and(|(_, n)| *n == '}') => {
+                chars.next();
+                out.push('}');
+            }
+            '{' => {
+                let rest = &fmt[pos + 1..];
+                let close = rest.find('}').ok_or_else(|| {
+                    format!("unclosed `{{` at byte {pos} of the format string (write `{{{{` for a literal brace)")
+                })?;
+                let digits = &rest[..close];
+                let index: usize = digits
+                    .parse()
+                    .ok()
+                    .filter(|_| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+                    .ok_or_else(|| {
+                        format!("invalid placeholder `{{{digits}}}` in the format string, expected `{{0}}`, `{{1}}`...")
+                    })?;
+                if index >= nargs {
+                    return Err(format!(
+                        "the format string uses `{{{index}}}` but only {nargs} value{} given",
+                        if nargs == 1 { " is" } else { "s are" }
+                    ));
+                }
+                put(index, &mut out);
+                for _ in 0..digits.chars().count() + 1 {
+                    chars.next();
+                }
+            }
+            '}' => {
+                return Err(format!(
+                    "unmatched `}}` at byte {pos} of the format string (write `}}}}` for a literal brace)"
+                ));
+            }
+            other => out.push(other),
+        }
+    }
+    Ok(out)
+}
+
+fn join(items: &Value, sep: Option<&Value>) -> Result<Value, FnError> {
+    let sep = match sep {
+        None => Cow::Borrowed(","),
+        Some(v) => text_arg(v, 1)?,
+    };
+    match items {
+        Value::Null => Ok(Value::String(String::new())),
+        Value::Array(a) => Ok(Value::String(
+            a.iter().map(to_text).collect::<Vec<_>>().join(&sep),
+        )),
+        Value::Object(_) => Err(arg_err(
+            0,
+            format!("expected an array, got {}", a_kind(items)),
+        )),
+        scalar => Ok(Value::String(to_text(scalar))),
+    }
+}
+
+fn hash_files(args: &[Cow<'_, Value>], ctx: &dyn EvalContext) -> Result<Value, FnError> {
+    let mut include = globset::GlobSetBuilder::new();
+    let mut exclude = globset::GlobSetBuilder::new();
+    for (i, arg) in args.iter().enumerate() {
+        let Value::String(pattern) = arg.as_ref() else {
+            return Err(arg_err(
+                i,
+                format!("expected a glob pattern, got {}", a_kind(arg)),
+            ));
+        };
+        let (set, pat) = match pattern.strip_prefix('!') {
+            Some(p) => (&mut exclude, p),
+            None => (&mut include, pattern.as_str()),
+        };
+        let pat = pat.strip_prefix("./").unwrap_or(pat);
+        let glob = globset::GlobBuilder::new(pat)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| arg_err(i, format!("invalid glob `{pattern}`: {}", e.kind())))?;
+        set.add(glob);
+    }
+    let build = |b: globset::GlobSetBuilder| b.build().map_err(|e| call_err(e.to_string()));
+    let (include, exclude) = (build(include)?, build(exclude)?);
+    let Some(root) = ctx.workdir() else {
+        return Err(call_err("needs a working directory, and there is none"));
+    };
+    let mut files = Vec::new();
+    let mut seen = 0usize;
+    let mut stack = vec![(root.to_path_buf(), String::new())];
+    while let Some((dir, rel)) = stack.pop() {
+        let entries = std::fs::read_dir(&dir)
+            .map_err(|e| call_err(format!("cannot read `{}`: {e}", dir.display())))?;
+        for entry in entries {
+            let entry =
+                entry.map_err(|e| call_err(format!("cannot read `{}`: {e}", dir.display())))?;
+            seen += 1;
+            if seen > MAX_WALK_ENTRIES {
+                return Err(call_err(format!(
+                    "the working directory has more than {MAX_WALK_ENTRIES} entries"
+                )));
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path_rel = if rel.is_empty() {
+                name.clone()
+            } else {
+                format!("{rel}/{name}")
+            };
+            let Ok(file_type) = entry.file_type() else {
+                continue;
+            };
+            if file_type.is_dir() {
+                if name != ".git" {
+                    stack.push((entry.path(), path_rel));
+                }
+            } else if (file_type.is_file() || entry.path().is_file())
+                && include.is_match(&path_rel)
+                && !exclude.is_match(&path_rel)
+            {
+                files.push((path_rel, entry.path()));
+            }
+        }
+    }
+    if files.is_empty() {
+        return Ok(Value::String(String::new()));
+    }
+    files.sort();
+    let mut outer = Sha256::new();
+    for (rel, path) in &files {
+        let mut inner = Sha256::new();
+        let mut f =
+            std::fs::File::open(path).map_err(|e| call_err(format!("cannot read `{rel}`: {e}")))?;
+        std::io::copy(&mut f, &mut inner)
+            .map_err(|e| call_err(format!("cannot read `{rel}`: {e}")))?;
+        outer.update(inner.finalize());
+    }
+    let digest = outer.finalize();
+    Ok(Value::String(
+        digest.iter().map(|b| format!("{b:02x}")).collect(),
+    ))
+}

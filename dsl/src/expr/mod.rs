@@ -106,3 +106,15 @@ pub const MAX_NESTING: usize = 64;
 
 /// Deepest syntax tree (this also bounds long operator chains such as `a + a + a ...`).
 pub const MAX_TREE_DEPTH: usize = 256;
+
+/// The candidate closest to `word`, if it is close enough to be a likely typo.
+pub(crate) fn suggest<'a>(
+    word: &str,
+    candidates: impl Iterator<Item = &'a str>,
+) -> Option<&'a str> {
+    candidates
+        .map(|c| (strsim::jaro_winkler(word, c), c))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
