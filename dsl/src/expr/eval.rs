@@ -543,3 +543,285 @@ impl<'a> Evaluator<'a> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::expr::parse;
+
+    fn ctx() -> MapContext {
+        MapContext::from_value(json!({
+            "parameters": {"version": "1.2.3", "count": 3, "ratio": 0.5, "enabled": true,
+                           "list": ["a", "b", "c"], "empty": "", "none": null},
+            "steps": {
+                "build": {"status": "succeeded", "output": {"artifact": "app.tar", "size": 10}},
+                "skipped": {"status": "skipped", "output": null}
+            },
+            "context": {"nested": {"k": [1, {"deep": "yes"}]}},
+            "env": {"HOME_DIR": "/home/x"},
+            "secrets": {},
+            "run": {"id": "r1", "attempt": 1, "trigger": "manual"},
+            "repo": {"branch": "main"},
+            "workflow": {"name": "w", "version": "1"}
+        }))
+    }
+
+    fn ev(src: &str) -> Value {
+        parse(src)
+            .unwrap_or_else(|e| panic!("parse {src}: {e}"))
+            .eval(&ctx())
+            .unwrap_or_else(|e| panic!("eval {src}: {e}"))
+    }
+
+    fn ev_err(src: &str) -> (String, String) {
+        let expr = parse(src).unwrap_or_else(|e| panic!("parse {src}: {e}"));
+        let e = expr.eval(&ctx()).expect_err("should fail");
+        let at = src.get(e.offset..e.offset + e.len).unwrap_or("<bad span>");
+        (e.message, at.to_string())
+    }
+
+    #[test]
+    fn context_access() {
+        assert_eq!(ev("parameters.version"), json!("1.2.3"));
+        assert_eq!(ev("steps.build.output.artifact"), json!("app.tar"));
+        assert_eq!(ev("parameters['count']"), json!(3));
+        assert_eq!(ev("parameters.list[1]"), json!("b"));
+        assert_eq!(ev("parameters.list[-1]"), json!("c"));
+        assert_eq!(ev("parameters.list[3]"), json!(null));
+        assert_eq!(ev("context.nested.k[1].deep"), json!("yes"));
+        assert_eq!(ev("context['nested']['k'][0]"), json!(1));
+        assert_eq!(ev("steps[parameters.list[0] + 'x']"), json!(null));
+        assert_eq!(ev("workflow"), json!({"name": "w", "version": "1"}));
+        assert_eq!(ev("'héllo'[1]"), json!("é"));
+        assert_eq!(ev("'abc'[5]"), json!(null));
+    }
+
+    #[test]
+    fn missing_keys_and_null_members_are_null() {
+        assert_eq!(ev("parameters.nope"), json!(null));
+        assert_eq!(ev("steps.skipped.output.x"), json!(null));
+        assert_eq!(ev("steps.nothing.output.x.y"), json!(null));
+        assert_eq!(ev("steps.nothing.output['x'][0]"), json!(null));
+        assert_eq!(ev("from_json('{\"a\": {\"b\": 2}}').a.b"), json!(2));
+        assert_eq!(ev("[10, 20][1]"), json!(20));
+    }
+
+    #[test]
+    fn member_of_scalar_is_an_error_naming_the_path() {
+        assert_eq!(
+            ev_err("steps.build.status.x"),
+            (
+                "cannot read `x` of `steps.build.status`, which is a string".into(),
+                "steps.build.status.x".into()
+            )
+        );
+        assert_eq!(
+            ev_err("1 + parameters.count.value"),
+            (
+                "cannot read `value` of `parameters.count`, which is a number".into(),
+                "parameters.count.value".into()
+            )
+        );
+        assert_eq!(
+            ev_err("parameters.list.first").0,
+            "cannot read `first` of `parameters.list`, which is an array; use `parameters.list[0]` to read an element"
+        );
+        assert_eq!(
+            ev_err("parameters.enabled[0]"),
+            (
+                "cannot index `parameters.enabled`, which is a boolean".into(),
+                "parameters.enabled".into()
+            )
+        );
+        assert_eq!(
+            ev_err("parameters.list['a']"),
+            (
+                "cannot index `parameters.list`, which is an array, with a string".into(),
+                "'a'".into()
+            )
+        );
+        assert_eq!(
+            ev_err("context[1]").0,
+            "cannot index `context`, which is an object, with a number"
+        );
+    }
+
+    #[test]
+    fn unknown_and_unavailable_roots() {
+        assert_eq!(
+            ev_err("paramters.x"),
+            (
+                "unknown context `paramters`, did you mean `parameters`?".into(),
+                "paramters".into()
+            )
+        );
+        let empty = MapContext::new(Map::new());
+        let e = parse("secrets.token")
+            .expect("parses")
+            .eval(&empty)
+            .expect_err("fails");
+        assert_eq!(e.message, "context `secrets` is not available here");
+        assert_eq!((e.offset, e.len), (0, 7));
+    }
+
+    #[test]
+    fn truthiness_and_logic() {
+        for falsy in ["null", "false", "0", "0.0", "''", "[]", "from_json('{}')"] {
+            assert_eq!(ev(&format!("not {falsy}")), json!(true), "{falsy}");
+            assert_eq!(ev(&format!("bool({falsy})")), json!(false), "{falsy}");
+        }
+        for truthy in [
+            "true",
+            "1",
+            "-0.5",
+            "'x'",
+            "'false'",
+            "[0]",
+            "from_json('{\"a\":1}')",
+        ] {
+            assert_eq!(ev(&format!("!{truthy}")), json!(false), "{truthy}");
+        }
+        assert_eq!(ev("parameters.empty || 'default'"), json!("default"));
+        assert_eq!(ev("parameters.version or 'default'"), json!("1.2.3"));
+        assert_eq!(ev("parameters.count and 'yes'"), json!("yes"));
+        assert_eq!(ev("parameters.none && 'yes'"), json!(null));
+        assert_eq!(ev("true and false"), json!(false));
+        assert_eq!(ev("false || true"), json!(true));
+        // Short-circuit: the right side is not evaluated.
+        assert_eq!(ev("false and nope.x"), json!(false));
+        assert_eq!(ev("true or nope.x"), json!(true));
+        assert_eq!(ev("'a' if parameters.enabled else nope.x"), json!("a"));
+        assert_eq!(ev("nope.x if false else 'b'"), json!("b"));
+        assert_eq!(ev("1 if 0 else 2 if 1 else 3"), json!(2));
+    }
+
+    #[test]
+    fn equality() {
+        assert_eq!(ev("1 == 1.0"), json!(true));
+        assert_eq!(ev("parameters.ratio == 0.5"), json!(true));
+        assert_eq!(ev("'1' == 1"), json!(false));
+        assert_eq!(ev("null == false"), json!(false));
+        assert_eq!(ev("null == parameters.nope"), json!(true));
+        assert_eq!(ev("[1, 'a'] == [1.0, 'a']"), json!(true));
+        assert_eq!(
+            ev("from_json('{\"a\":1,\"b\":2}') == from_json('{\"b\":2,\"a\":1.0}')"),
+            json!(true)
+        );
+        assert_eq!(
+            ev("from_json('{\"a\":1}') == from_json('{\"a\":1,\"b\":2}')"),
+            json!(false)
+        );
+        assert_eq!(ev("'a' != 'b'"), json!(true));
+        assert_eq!(
+            ev("18446744073709551615 == 18446744073709551615"),
+            json!(true)
+        );
+        assert_eq!(ev("-1 == 18446744073709551615"), json!(false));
+    }
+
+    #[test]
+    fn ordering() {
+        assert_eq!(ev("1 < 2"), json!(true));
+        assert_eq!(ev("2 <= 2.0"), json!(true));
+        assert_eq!(ev("3 > 2.5"), json!(true));
+        assert_eq!(ev("1 >= 2"), json!(false));
+        assert_eq!(ev("'abc' < 'abd'"), json!(true));
+        assert_eq!(ev("'b' > 'abc'"), json!(true));
+        assert_eq!(ev("-1 < 18446744073709551615"), json!(true));
+        assert_eq!(
+            ev_err("parameters.count < 'x'"),
+            (
+                "cannot compare a number and a string with `<`".into(),
+                "parameters.count < 'x'".into()
+            )
+        );
+        assert_eq!(
+            ev_err("null >= 1").0,
+            "cannot compare null and a number with `>=`"
+        );
+        assert_eq!(
+            ev_err("true > false").0,
+            "cannot compare a boolean and a boolean with `>`"
+        );
+    }
+
+    #[test]
+    fn membership() {
+        assert_eq!(ev("'b' in parameters.list"), json!(true));
+        assert_eq!(ev("'z' not in parameters.list"), json!(true));
+        assert_eq!(ev("1.0 in [1, 2]"), json!(true));
+        assert_eq!(ev("'ell' in 'hello'"), json!(true));
+        assert_eq!(ev("'build' in steps"), json!(true));
+        assert_eq!(ev("'x' in null"), json!(false));
+        assert_eq!(
+            ev_err("1 in 'abc'").0,
+            "cannot look for a number in a string with `in`"
+        );
+        assert_eq!(
+            ev_err("1 in 5").0,
+            "cannot look for a number in a number with `in`"
+        );
+    }
+
+    #[test]
+    fn arithmetic() {
+        assert_eq!(ev("1 + 2 * 3"), json!(7));
+        assert_eq!(ev("7 - 10"), json!(-3));
+        assert_eq!(ev("6 / 3"), json!(2));
+        assert_eq!(ev("7 / 2"), json!(3.5));
+        assert_eq!(ev("7 % 3"), json!(1));
+        assert_eq!(ev("-7 % 3"), json!(-1));
+        assert_eq!(ev("7.5 % 2"), json!(1.5));
+        assert_eq!(ev("0.1 + 0.2 > 0.3"), json!(true));
+        assert_eq!(ev("-parameters.count"), json!(-3));
+        assert_eq!(
+            ev("-(-9223372036854775807 - 1)"),
+            json!(9.223372036854776e18)
+        );
+        assert_eq!(ev("-9223372036854775808"), json!(i64::MIN));
+        assert_eq!(ev("9223372036854775807 + 1"), json!(9.223372036854776e18));
+        assert_eq!(ev("'a' + 'b'"), json!("ab"));
+        assert_eq!(ev("[1] + [2, 3]"), json!([1, 2, 3]));
+        assert_eq!(ev_err("1 / 0"), ("division by zero".into(), "1 / 0".into()));
+        assert_eq!(ev_err("1 % 0").0, "division by zero");
+        assert_eq!(ev_err("1.5 / 0.0").0, "division by zero");
+        assert_eq!(ev_err("1e308 * 10").0, "the result of `*` is out of range");
+        assert_eq!(
+            ev_err("'a' + 1").0,
+            "cannot apply `+` to a string and a number"
+        );
+        assert_eq!(
+            ev_err("null - 1").0,
+            "cannot apply `-` to null and a number"
+        );
+        assert_eq!(
+            ev_err("-parameters.version"),
+            (
+                "cannot negate `parameters.version`, which is a string".into(),
+                "-parameters.version".into()
+            )
+        );
+    }
+
+    #[test]
+    fn text_conversion() {
+        assert_eq!(to_text(&json!(null)), "");
+        assert_eq!(to_text(&json!("s")), "s");
+        assert_eq!(to_text(&json!(1.5)), "1.5");
+        assert_eq!(to_text(&json!(true)), "true");
+        assert_eq!(to_text(&json!({"a": [1, 2]})), r#"{"a":[1,2]}"#);
+    }
+
+    #[test]
+    fn long_paths_are_shortened_in_messages() {
+        let long = format!("parameters.count.{}", "x".repeat(100));
+        let (message, _) = ev_err(&long);
+        assert!(message.starts_with("cannot read `xxxx"), "{message}");
+        assert!(message.contains("of `parameters.count`"), "{message}");
+        let long_obj = format!("parameters.{}.count.x", "y".repeat(100));
+        let e = parse(&long_obj).expect("parses").eval(&ctx());
+        assert_eq!(e.expect("null"), json!(null));
+    }
+}

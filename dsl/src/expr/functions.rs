@@ -452,3 +452,328 @@ fn hash_files(args: &[Cow<'_, Value>], ctx: &dyn EvalContext) -> Result<Value, F
         digest.iter().map(|b| format!("{b:02x}")).collect(),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Map, json};
+
+    use crate::expr::{ExprError, JobStatus, MapContext, parse};
+
+    fn ctx() -> MapContext {
+        MapContext::from_value(json!({
+            "parameters": {"items": ["a", "b"], "n": 3, "s": "Hello", "obj": {"k": 1}},
+            "env": {"FROM_ROOT": "root-value"}
+        }))
+    }
+
+    fn ev_in(src: &str, ctx: &MapContext) -> Result<serde_json::Value, ExprError> {
+        parse(src)
+            .unwrap_or_else(|e| panic!("parse {src}: {e}"))
+            .eval(ctx)
+    }
+
+    fn ev(src: &str) -> serde_json::Value {
+        ev_in(src, &ctx()).unwrap_or_else(|e| panic!("eval {src}: {e}"))
+    }
+
+    fn ev_err(src: &str) -> (String, String) {
+        let e = ev_in(src, &ctx()).expect_err("should fail");
+        (e.message, src[e.offset..e.offset + e.len].to_string())
+    }
+
+    #[test]
+    fn len_str_int_bool() {
+        assert_eq!(ev("len('héllo')"), json!(5));
+        assert_eq!(ev("len(parameters.items)"), json!(2));
+        assert_eq!(ev("len(parameters.obj)"), json!(1));
+        assert_eq!(
+            ev_err("len(parameters.n)"),
+            (
+                "`len`: expected a string, array or object, got a number".into(),
+                "parameters.n".into()
+            )
+        );
+        assert_eq!(
+            ev_err("len(null)").0,
+            "`len`: expected a string, array or object, got null"
+        );
+        assert_eq!(ev("str(null)"), json!(""));
+        assert_eq!(ev("str(1.5)"), json!("1.5"));
+        assert_eq!(ev("str(parameters.items)"), json!(r#"["a","b"]"#));
+        assert_eq!(ev("int('42')"), json!(42));
+        assert_eq!(ev("int(' -7 ')"), json!(-7));
+        assert_eq!(ev("int('3.9')"), json!(3));
+        assert_eq!(ev("int(-3.9)"), json!(-3));
+        assert_eq!(ev("int(true)"), json!(1));
+        assert_eq!(ev("int('18446744073709551615')"), json!(u64::MAX));
+        assert_eq!(
+            ev_err("int('abc')").0,
+            "`int`: cannot convert `abc` to an integer"
+        );
+        assert_eq!(
+            ev_err("int(null)").0,
+            "`int`: cannot convert null to an integer"
+        );
+        assert_eq!(
+            ev_err("int(1e300)").0,
+            "`int`: cannot convert a number to an integer"
+        );
+        assert_eq!(
+            ev_err("int('nan')").0,
+            "`int`: cannot convert `nan` to an integer"
+        );
+        assert_eq!(ev("bool('false')"), json!(false));
+        assert_eq!(ev("bool(' OFF ')"), json!(false));
+        assert_eq!(ev("bool('0')"), json!(false));
+        assert_eq!(ev("bool('yes')"), json!(true));
+        assert_eq!(ev("bool(2)"), json!(true));
+        assert_eq!(ev("bool([])"), json!(false));
+    }
+
+    #[test]
+    fn string_functions() {
+        assert_eq!(ev("contains(parameters.s, 'ell')"), json!(true));
+        assert_eq!(ev("contains(parameters.items, 'b')"), json!(true));
+        assert_eq!(ev("contains(parameters.items, 'z')"), json!(false));
+        assert_eq!(ev("contains(parameters.obj, 'k')"), json!(true));
+        assert_eq!(ev("contains(null, 'k')"), json!(false));
+        assert_eq!(ev("contains(12345, 34)"), json!(true));
+        assert_eq!(
+            ev_err("contains('abc', parameters.items)"),
+            (
+                "`contains`: expected a string, got an array".into(),
+                "parameters.items".into()
+            )
+        );
+        assert_eq!(ev("startswith(parameters.s, 'He')"), json!(true));
+        assert_eq!(ev("startswith(null, '')"), json!(true));
+        assert_eq!(ev("endswith(parameters.s, 'lo')"), json!(true));
+        assert_eq!(ev("endswith(parameters.s, 'He')"), json!(false));
+        assert_eq!(
+            ev_err("startswith(parameters.obj, 'x')").0,
+            "`startswith`: expected a string, got an object"
+        );
+    }
+
+    #[test]
+    fn regex_match_is_anchored_at_the_start() {
+        assert_eq!(ev(r"regex_match('v1.2.3', 'v\\d+')"), json!(true));
+        assert_eq!(ev(r"regex_match('release/v1', 'v\\d')"), json!(false));
+        assert_eq!(ev(r"regex_match('release/v1', '.*v\\d$')"), json!(true));
+        assert_eq!(ev("regex_match('ab', 'a|ab')"), json!(true));
+        assert_eq!(ev("regex_match('xab', 'a|xa')"), json!(true));
+        assert_eq!(ev("regex_match('ABC', '(?i)abc')"), json!(true));
+        assert_eq!(ev("regex_match(123, '12')"), json!(true));
+        let (message, at) = ev_err("regex_match('a', '(')");
+        assert!(
+            message.starts_with("`regex_match`: invalid regular expression"),
+            "{message}"
+        );
+        assert_eq!(at, "'('");
+        let (message, _) = ev_err("regex_match('a', 'a{1000}{1000}')");
+        assert!(
+            message.contains("too large") || message.contains("invalid"),
+            "{message}"
+        );
+        assert_eq!(
+            ev_err("regex_match('a', 1)").0,
+            "`regex_match`: the pattern must be a string, got a number"
+        );
+        // Cached patterns give the same answers.
+        for _ in 0..100 {
+            assert_eq!(ev("regex_match('abc', 'a.c')"), json!(true));
+        }
+    }
+
+    #[test]
+    fn now_is_rfc3339_utc() {
+        let v = ev("now()");
+        let s = v.as_str().expect("a string");
+        assert!(chrono::DateTime::parse_from_rfc3339(s).is_ok(), "{s}");
+        assert!(s.ends_with('Z'), "{s}");
+    }
+
+    #[test]
+    fn env_prefers_the_env_root_then_the_process() {
+        assert_eq!(ev("env('FROM_ROOT')"), json!("root-value"));
+        // PATH is set in every test environment.
+        let path = std::env::var("PATH").expect("PATH is set");
+        assert_eq!(ev("env('PATH')"), json!(path));
+        assert_eq!(ev("env('AGENT_EXPR_TEST_SURELY_UNSET_VAR')"), json!(null));
+        assert_eq!(ev("env('')"), json!(null));
+        assert_eq!(ev("env('A=B')"), json!(null));
+        assert_eq!(
+            ev_err("env(1)").0,
+            "`env`: expected a variable name, got a number"
+        );
+    }
+
+    #[test]
+    fn job_status_functions() {
+        let cases = [
+            (JobStatus::Success, [true, false, false]),
+            (JobStatus::Failure, [false, true, false]),
+            (JobStatus::Cancelled, [false, false, true]),
+        ];
+        for (status, expected) in cases {
+            let c = ctx().with_status(status);
+            let got: Vec<serde_json::Value> = ["success()", "failure()", "cancelled()"]
+                .iter()
+                .map(|f| ev_in(f, &c).expect("evaluates"))
+                .collect();
+            assert_eq!(
+                got,
+                expected.map(serde_json::Value::Bool).to_vec(),
+                "{status:?}"
+            );
+            assert_eq!(ev_in("always()", &c).expect("evaluates"), json!(true));
+        }
+    }
+
+    #[test]
+    fn format_and_join() {
+        assert_eq!(ev("format('{0}-{1}-{0}', 'a', 2)"), json!("a-2-a"));
+        assert_eq!(ev("format('{{literal}} {0}', null)"), json!("{literal} "));
+        assert_eq!(ev("format('{0}', parameters.items)"), json!(r#"["a","b"]"#));
+        assert_eq!(ev("format('héllo {0}', 'wörld')"), json!("héllo wörld"));
+        assert_eq!(ev("format('}}')"), json!("}"));
+        assert_eq!(
+            ev_err("format('{1}', 'a')").0,
+            "`format`: the format string uses `{1}` but only 1 value is given"
+        );
+        assert_eq!(
+            ev_err("format('{x}')").0,
+            "`format`: invalid placeholder `{x}` in the format string, expected `{0}`, `{1}`..."
+        );
+        assert!(
+            ev_err("format('{0')")
+                .0
+                .starts_with("`format`: unclosed `{`")
+        );
+        assert!(
+            ev_err("format('a}b')")
+                .0
+                .starts_with("`format`: unmatched `}`")
+        );
+        assert_eq!(
+            ev_err("format(1)").0,
+            "`format`: the format must be a string, got a number"
+        );
+        assert_eq!(ev("join(parameters.items)"), json!("a,b"));
+        assert_eq!(ev("join(parameters.items, ' | ')"), json!("a | b"));
+        assert_eq!(ev("join([1, null, true], '')"), json!("1true"));
+        assert_eq!(ev("join('solo')"), json!("solo"));
+        assert_eq!(ev("join(null)"), json!(""));
+        assert_eq!(
+            ev_err("join(parameters.obj)").0,
+            "`join`: expected an array, got an object"
+        );
+    }
+
+    #[test]
+    fn json_round_trip() {
+        assert_eq!(ev("to_json(parameters.obj)"), json!(r#"{"k":1}"#));
+        assert_eq!(ev("to_json('x')"), json!(r#""x""#));
+        assert_eq!(ev("from_json('[1, 2]')[1]"), json!(2));
+        assert_eq!(
+            ev("from_json(to_json(parameters.items)) == parameters.items"),
+            json!(true)
+        );
+        let (message, at) = ev_err("from_json('{oops')");
+        assert!(
+            message.starts_with("`from_json`: invalid json: "),
+            "{message}"
+        );
+        assert_eq!(at, "'{oops'");
+        assert_eq!(
+            ev_err("from_json(1)").0,
+            "`from_json`: expected a string, got a number"
+        );
+        let deep = format!("from_json('{}')", "[".repeat(1000));
+        assert!(ev_err(&deep).0.starts_with("`from_json`: invalid json"));
+    }
+
+    #[test]
+    fn unknown_function_and_arity_at_eval_time() {
+        assert_eq!(
+            ev_err("lenght(x)"),
+            (
+                "unknown function `lenght`, did you mean `len`?".into(),
+                "lenght".into()
+            )
+        );
+        assert_eq!(
+            ev_err("len(1, 2)"),
+            ("`len` takes 1 argument, got 2".into(), "len(1, 2)".into())
+        );
+        assert_eq!(ev_err("now(1)").0, "`now` takes no arguments, got 1");
+    }
+
+    #[test]
+    fn files_relative_to_the_workdir() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("a.txt"), "alpha").expect("write");
+        std::fs::create_dir_all(dir.path().join("sub/deeper")).expect("mkdir");
+        std::fs::write(dir.path().join("sub/b.txt"), "beta").expect("write");
+        std::fs::write(dir.path().join("sub/deeper/c.lock"), "gamma").expect("write");
+        std::fs::create_dir_all(dir.path().join(".git")).expect("mkdir");
+        std::fs::write(dir.path().join(".git/x.txt"), "ignored").expect("write");
+        let c = ctx().with_workdir(dir.path());
+
+        let ev_c = |src: &str| ev_in(src, &c).unwrap_or_else(|e| panic!("{src}: {e}"));
+        assert_eq!(ev_c("file_exists('a.txt')"), json!(true));
+        assert_eq!(ev_c("file_exists('sub/b.txt')"), json!(true));
+        assert_eq!(ev_c("file_exists('nope.txt')"), json!(false));
+        let abs = dir.path().join("a.txt").display().to_string();
+        assert_eq!(ev_c(&format!("file_exists('{abs}')")), json!(true));
+
+        let all = ev_c("hash_files('**/*.txt')");
+        let h = |parts: &[&[u8]]| {
+            use sha2::{Digest, Sha256};
+            let mut outer = Sha256::new();
+            for p in parts {
+                outer.update(Sha256::digest(p));
+            }
+            outer
+                .finalize()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        };
+        // Sorted path order: a.txt, sub/b.txt; `.git` is skipped.
+        assert_eq!(all, json!(h(&[b"alpha", b"beta"])));
+        assert_eq!(ev_c("hash_files('*.txt')"), json!(h(&[b"alpha"])));
+        assert_eq!(ev_c("hash_files('./*.txt')"), json!(h(&[b"alpha"])));
+        assert_eq!(
+            ev_c("hash_files('**/*.lock', '*.txt')"),
+            json!(h(&[b"alpha", b"gamma"]))
+        );
+        assert_eq!(ev_c("hash_files('**', '!sub/**')"), json!(h(&[b"alpha"])));
+        assert_eq!(ev_c("hash_files('*.none')"), json!(""));
+        assert!(
+            ev_in("hash_files('[')", &c)
+                .expect_err("bad glob")
+                .message
+                .starts_with("`hash_files`: invalid glob `[`")
+        );
+        assert_eq!(
+            ev_in("hash_files(1)", &c)
+                .expect_err("not a string")
+                .message,
+            "`hash_files`: expected a glob pattern, got a number"
+        );
+
+        // Without a workdir, relative paths fail cleanly.
+        let none = MapContext::new(Map::new());
+        let e = ev_in("file_exists('a.txt')", &none).expect_err("no workdir");
+        assert_eq!(
+            e.message,
+            "`file_exists`: relative path `a.txt` needs a working directory, and there is none"
+        );
+        let e = ev_in("hash_files('*')", &none).expect_err("no workdir");
+        assert_eq!(
+            e.message,
+            "`hash_files`: needs a working directory, and there is none"
+        );
+    }
+}

@@ -543,3 +543,270 @@ fn collect_refs(n: &Node, out: &mut Vec<Reference>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tree as an S-expression, to test precedence and associativity.
+    fn sexpr(n: &Node) -> String {
+        match &n.kind {
+            NodeKind::Literal(v) => v.to_string(),
+            NodeKind::Root(name) => name.clone(),
+            NodeKind::Member { object, name, .. } => format!("{}.{name}", sexpr(object)),
+            NodeKind::Index { object, index } => format!("{}[{}]", sexpr(object), sexpr(index)),
+            NodeKind::Array(items) => {
+                format!(
+                    "[{}]",
+                    items.iter().map(sexpr).collect::<Vec<_>>().join(" ")
+                )
+            }
+            NodeKind::Call { name, args, .. } => {
+                format!(
+                    "({name} {})",
+                    args.iter().map(sexpr).collect::<Vec<_>>().join(" ")
+                )
+            }
+            NodeKind::Unary { op, operand } => {
+                let sym = match op {
+                    UnOp::Not => "not",
+                    UnOp::Neg => "neg",
+                };
+                format!("({sym} {})", sexpr(operand))
+            }
+            NodeKind::Binary { op, left, right } => {
+                format!("({} {} {})", op.symbol(), sexpr(left), sexpr(right))
+            }
+            NodeKind::And(l, r) => format!("(and {} {})", sexpr(l), sexpr(r)),
+            NodeKind::Or(l, r) => format!("(or {} {})", sexpr(l), sexpr(r)),
+            NodeKind::Conditional {
+                then,
+                cond,
+                otherwise,
+            } => format!("(if {} {} {})", sexpr(cond), sexpr(then), sexpr(otherwise)),
+        }
+    }
+
+    fn p(src: &str) -> String {
+        sexpr(parse(src).expect("parses").tree())
+    }
+
+    fn err(src: &str) -> (String, usize, usize) {
+        let e = parse(src).expect_err("should fail");
+        (e.message, e.offset, e.len)
+    }
+
+    #[test]
+    fn literals() {
+        assert_eq!(p("null"), "null");
+        assert_eq!(p("true"), "true");
+        assert_eq!(p("false"), "false");
+        assert_eq!(p("42"), "42");
+        assert_eq!(p("2.5"), "2.5");
+        assert_eq!(p("'a'"), "\"a\"");
+        assert_eq!(p("[1, 'b', [true]]"), "[1 \"b\" [true]]");
+        assert_eq!(p("[]"), "[]");
+        assert_eq!(p("[1,]"), "[1]");
+    }
+
+    #[test]
+    fn precedence_and_associativity() {
+        assert_eq!(p("a or b and c"), "(or a (and b c))");
+        assert_eq!(p("a || b && c"), "(or a (and b c))");
+        assert_eq!(p("a and b or c"), "(or (and a b) c)");
+        assert_eq!(p("not a == b"), "(not (== a b))");
+        assert_eq!(p("!a && b"), "(and (not a) b)");
+        assert_eq!(p("not a and not b"), "(and (not a) (not b))");
+        assert_eq!(p("a == b and c != d"), "(and (== a b) (!= c d))");
+        assert_eq!(p("a < b == c"), "(== (< a b) c)");
+        assert_eq!(p("1 + 2 * 3"), "(+ 1 (* 2 3))");
+        assert_eq!(p("1 - 2 - 3"), "(- (- 1 2) 3)");
+        assert_eq!(p("8 / 4 % 3"), "(% (/ 8 4) 3)");
+        assert_eq!(p("(1 + 2) * 3"), "(* (+ 1 2) 3)");
+        assert_eq!(p("-a * b"), "(* (neg a) b)");
+        assert_eq!(p("--a"), "(neg (neg a))");
+        assert_eq!(p("-a.b[0]"), "(neg a.b[0])");
+        assert_eq!(p("a + b < c * d"), "(< (+ a b) (* c d))");
+        assert_eq!(p("x in [1, 2]"), "(in x [1 2])");
+        assert_eq!(p("x not in y and z"), "(and (not in x y) z)");
+        assert_eq!(p("not x in y"), "(not (in x y))");
+        assert_eq!(p("a == !b"), "(== a (not b))");
+    }
+
+    #[test]
+    fn conditional_is_lowest_and_right_associative() {
+        assert_eq!(p("a if b else c"), "(if b a c)");
+        assert_eq!(p("a or b if c or d else e"), "(if (or c d) (or a b) e)");
+        assert_eq!(p("a if b else c if d else e"), "(if b a (if d c e))");
+        assert_eq!(p("(a if b else c) + 1"), "(+ (if b a c) 1)");
+    }
+
+    #[test]
+    fn postfix_and_calls() {
+        assert_eq!(
+            p("steps.build.output.artifact"),
+            "steps.build.output.artifact"
+        );
+        assert_eq!(p("x['k'][0][y.z]"), "x[\"k\"][0][y.z]");
+        assert_eq!(p("len(x)"), "(len x)");
+        assert_eq!(p("now()"), "(now )");
+        assert_eq!(p("format('{0}', a, b,)"), "(format \"{0}\" a b)");
+        assert_eq!(p("from_json(x).a[0]"), "(from_json x).a[0]");
+        assert_eq!(p("steps.if.output.else"), "steps.if.output.else");
+        assert_eq!(p("steps.build-linux.status"), "steps.build-linux.status");
+    }
+
+    #[test]
+    fn spans() {
+        let e = parse("  a.b + len(c) ").expect("parses");
+        let root = e.tree();
+        assert_eq!((root.offset, root.len), (2, 12));
+        let NodeKind::Binary { left, right, .. } = &root.kind else {
+            panic!("binary expected")
+        };
+        assert_eq!(left.text(e.source()), "a.b");
+        assert_eq!(right.text(e.source()), "len(c)");
+    }
+
+    #[test]
+    fn syntax_errors_have_positions() {
+        assert_eq!(err(""), ("empty expression".into(), 0, 0));
+        assert_eq!(err("   "), ("empty expression".into(), 0, 3));
+        assert_eq!(
+            err("a +"),
+            (
+                "unexpected end of expression, expected a value".into(),
+                3,
+                0
+            )
+        );
+        assert_eq!(
+            err("a b"),
+            (
+                "unexpected `b`, expected an operator or the end of the expression".into(),
+                2,
+                1
+            )
+        );
+        assert_eq!(
+            err("(a"),
+            ("unexpected end of expression, expected `)`".into(), 2, 0)
+        );
+        assert_eq!(
+            err("x[1"),
+            ("unexpected end of expression, expected `]`".into(), 3, 0)
+        );
+        assert_eq!(
+            err("f(a b)"),
+            ("unexpected `b`, expected `,` or `)`".into(), 4, 1)
+        );
+        assert_eq!(
+            err("a."),
+            (
+                "unexpected end of expression, expected a name after `.`".into(),
+                2,
+                0
+            )
+        );
+        assert_eq!(
+            err("a.(b)"),
+            ("unexpected `(`, expected a name after `.`".into(), 2, 1)
+        );
+        assert_eq!(
+            err("a if b"),
+            ("unexpected end of expression, expected `else`".into(), 6, 0)
+        );
+        assert_eq!(
+            err("and"),
+            ("unexpected `and`, expected a value".into(), 0, 3)
+        );
+        assert_eq!(
+            err("a == == b"),
+            ("unexpected `==`, expected a value".into(), 5, 2)
+        );
+        assert_eq!(
+            err("a.b(1)"),
+            (
+                "only built-in functions can be called, and `a.b` is not one".into(),
+                3,
+                1
+            )
+        );
+        assert_eq!(err(")"), ("unexpected `)`, expected a value".into(), 0, 1));
+        assert_eq!(
+            err("a not b"),
+            (
+                "unexpected `not`, expected an operator or the end of the expression".into(),
+                2,
+                3
+            )
+        );
+    }
+
+    #[test]
+    fn hostile_nesting_is_an_error_not_a_crash() {
+        let deep = format!("{}1{}", "(".repeat(10_000), ")".repeat(10_000));
+        assert!(err(&deep).0.starts_with("expression is nested too deeply"));
+        let nots = format!("{}a", "!".repeat(10_000));
+        assert!(err(&nots).0.starts_with("expression is nested too deeply"));
+        let idx = format!("a{}", "[0]".repeat(10_000));
+        assert!(err(&idx).0.starts_with("expression is too deeply nested"));
+        let chain = format!("a{}", " + a".repeat(5_000));
+        assert!(err(&chain).0.starts_with("expression is too deeply nested"));
+        let arrays = format!("{}{}", "[".repeat(5_000), "]".repeat(5_000));
+        assert!(
+            err(&arrays)
+                .0
+                .starts_with("expression is nested too deeply")
+        );
+        let calls = format!("{}x{}", "len(".repeat(5_000), ")".repeat(5_000));
+        assert!(err(&calls).0.starts_with("expression is nested too deeply"));
+        // Within the limits, nesting works.
+        let ok = format!("{}1{}", "(".repeat(60), ")".repeat(60));
+        assert_eq!(p(&ok), "1");
+        let long = "a".repeat(MAX_EXPR_LEN + 1);
+        assert!(err(&long).0.starts_with("expression is too long"));
+    }
+
+    #[test]
+    fn references_follow_static_paths() {
+        let e = parse(
+            "steps.build.output.artifact == parameters['x'] and steps[parameters.name].status \
+             or x[0].y",
+        )
+        .expect("parses");
+        let refs: Vec<(String, Vec<String>, &str)> = e
+            .references()
+            .into_iter()
+            .map(|r| (r.root, r.path, &e.source()[r.offset..r.offset + r.len]))
+            .collect();
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            refs,
+            vec![
+                (
+                    "steps".into(),
+                    s(&["build", "output", "artifact"]),
+                    "steps.build.output.artifact"
+                ),
+                ("parameters".into(), s(&["x"]), "parameters['x']"),
+                ("steps".into(), s(&[]), "steps"),
+                ("parameters".into(), s(&["name"]), "parameters.name"),
+                ("x".into(), s(&["0", "y"]), "x[0].y"),
+            ]
+        );
+        let e =
+            parse("format('{0}', len(context.items)) if success() else env.HOME").expect("parses");
+        let roots: Vec<String> = e.references().into_iter().map(|r| r.root).collect();
+        assert_eq!(roots, vec!["context", "env"]);
+        assert!(parse("1 + 2").expect("parses").references().is_empty());
+    }
+
+    #[test]
+    fn non_ascii_never_panics() {
+        for src in ["é", "a.é", "'é", "x[é]", "ü == 'ü'", "a.b-é", "\u{200b}a"] {
+            let _ = parse(src);
+        }
+        assert_eq!(p("'日本' == x"), "(== \"日本\" x)");
+    }
+}
