@@ -208,3 +208,204 @@ fn check_literal_args(name: &str, args: &[Node], out: &mut Vec<ExprError>) {
         ));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::expr::parse;
+
+    const STEP_ROOTS: &[&str] = &["parameters", "steps", "context", "env", "secrets", "run"];
+
+    fn errors_with(src: &str, params: &[&str], roots: &[&str]) -> Vec<(String, String)> {
+        let params: Vec<String> = params.iter().map(|s| s.to_string()).collect();
+        let scope = Scope {
+            parameters: &params,
+            roots,
+        };
+        let expr = parse(src).unwrap_or_else(|e| panic!("parse {src}: {e}"));
+        check(&expr, &scope)
+            .into_iter()
+            .map(|e| (e.message, src[e.offset..e.offset + e.len].to_string()))
+            .collect()
+    }
+
+    fn errors(src: &str) -> Vec<(String, String)> {
+        errors_with(src, &["version", "environment", "run_tests"], STEP_ROOTS)
+    }
+
+    fn one(src: &str) -> (String, String) {
+        let mut all = errors(src);
+        assert_eq!(all.len(), 1, "{src}: {all:?}");
+        all.remove(0)
+    }
+
+    #[test]
+    fn valid_expressions_pass() {
+        for src in [
+            "parameters.version",
+            "parameters['environment'] == 'prod' and parameters.run_tests",
+            "steps.build.output.artifact",
+            "len(parameters.version) > 0 if success() else failure()",
+            "format('{0}/{1}', env.HOME, secrets.token)",
+            "join(['a'], '-') + str(run.attempt)",
+            "regex_match(parameters.version, '^v?\\\\d+')",
+            "parameters[env.NAME]",
+            "context.x[0].y",
+        ] {
+            assert_eq!(errors(src), vec![], "{src}");
+        }
+    }
+
+    #[test]
+    fn unknown_roots() {
+        assert_eq!(
+            one("paramters.version"),
+            (
+                "unknown context `paramters`, did you mean `parameters`? available here: \
+                 `parameters`, `steps`, `context`, `env`, `secrets`, `run`"
+                    .into(),
+                "paramters".into()
+            )
+        );
+        assert_eq!(
+            one("1 + foo"),
+            (
+                "unknown context `foo`; available here: `parameters`, `steps`, `context`, \
+                 `env`, `secrets`, `run`"
+                    .into(),
+                "foo".into()
+            )
+        );
+        assert_eq!(
+            errors_with("steps.build.output.x", &[], &["parameters", "env"]),
+            vec![(
+                "context `steps` cannot be used here; available here: `parameters`, `env`".into(),
+                "steps".into()
+            )]
+        );
+        assert_eq!(
+            errors_with("parameters.x", &["x"], &[]),
+            vec![(
+                "context `parameters` cannot be used here; available here: none".into(),
+                "parameters".into()
+            )]
+        );
+        assert_eq!(
+            one("True"),
+            (
+                "unknown context `True`; literals are lowercase: `true`".into(),
+                "True".into()
+            )
+        );
+        assert_eq!(
+            one("env.x == None").0,
+            "unknown context `None`; literals are lowercase: `null`"
+        );
+    }
+
+    #[test]
+    fn undeclared_parameters() {
+        assert_eq!(
+            one("parameters.verison"),
+            (
+                "undeclared parameter `verison`, did you mean `version`?".into(),
+                "verison".into()
+            )
+        );
+        assert_eq!(
+            one("parameters['enviroment']"),
+            (
+                "undeclared parameter `enviroment`, did you mean `environment`?".into(),
+                "'enviroment'".into()
+            )
+        );
+        assert_eq!(
+            one("parameters.zzz"),
+            (
+                "undeclared parameter `zzz`; declared: `version`, `environment`, `run_tests`"
+                    .into(),
+                "zzz".into()
+            )
+        );
+        assert_eq!(
+            errors_with("parameters.x", &[], &["parameters"]),
+            vec![(
+                "undeclared parameter `x` (the workflow declares no parameters)".into(),
+                "x".into()
+            )]
+        );
+        // The dynamic index is checked, the bare root is fine.
+        assert_eq!(one("parameters[parameters.nope]").1, "nope");
+        assert_eq!(errors("parameters"), vec![]);
+    }
+
+    #[test]
+    fn functions_and_arity() {
+        assert_eq!(
+            one("lenght(parameters.version)"),
+            (
+                "unknown function `lenght`, did you mean `len`?".into(),
+                "lenght".into()
+            )
+        );
+        assert_eq!(one("frobnicate()").0, "unknown function `frobnicate`");
+        assert_eq!(
+            one("len(parameters.version, 2)"),
+            (
+                "`len` takes 1 argument, got 2".into(),
+                "len(parameters.version, 2)".into()
+            )
+        );
+        assert_eq!(
+            one("contains('a')").0,
+            "`contains` takes 2 arguments, got 1"
+        );
+        assert_eq!(one("now(1)").0, "`now` takes no arguments, got 1");
+        assert_eq!(one("join()").0, "`join` takes 1 or 2 arguments, got 0");
+        assert_eq!(
+            one("format()").0,
+            "`format` takes at least 1 argument, got 0"
+        );
+        assert_eq!(
+            one("hash_files()").0,
+            "`hash_files` takes at least 1 argument, got 0"
+        );
+        assert_eq!(
+            arity_error("f", 1, Some(3), 4).as_deref(),
+            Some("`f` takes 1 to 3 arguments, got 4")
+        );
+        assert_eq!(
+            arity_error("f", 2, None, 1).as_deref(),
+            Some("`f` takes at least 2 arguments, got 1")
+        );
+        assert_eq!(arity_error("f", 2, None, 9), None);
+    }
+
+    #[test]
+    fn literal_arguments() {
+        let (message, at) = one("regex_match(parameters.version, '(')");
+        assert!(
+            message.starts_with("`regex_match`: invalid regular expression"),
+            "{message}"
+        );
+        assert_eq!(at, "'('");
+        assert_eq!(
+            one("format('{0} {1}', 'a')"),
+            (
+                "`format`: the format string uses `{1}` but only 1 value is given".into(),
+                "'{0} {1}'".into()
+            )
+        );
+        assert_eq!(errors("format('{0} {1}', 'a', 'b')"), vec![]);
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let all = errors("foo.x and parameters.nope and lenght(1) and len() and bar");
+        let at: Vec<&str> = all.iter().map(|(_, at)| at.as_str()).collect();
+        assert_eq!(at, vec!["foo", "nope", "lenght", "len()", "bar"]);
+        // Problems inside arguments of a bad call are still found.
+        let all = errors("len(foo, parameters.nope)");
+        assert_eq!(all.len(), 3, "{all:?}");
+    }
+}

@@ -190,3 +190,185 @@ fn find_close(s: &str, start: usize) -> Option<usize> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::expr::MapContext;
+
+    fn ctx() -> MapContext {
+        MapContext::from_value(json!({
+            "parameters": {"n": 3, "name": "world", "list": [1, 2], "none": null, "f": 1.5,
+                           "obj": {"a": "b"}, "yes": true},
+        }))
+    }
+
+    fn render(s: &str) -> serde_json::Value {
+        Template::parse(s)
+            .unwrap_or_else(|e| panic!("parse {s}: {e:?}"))
+            .render(&ctx())
+            .unwrap_or_else(|e| panic!("render {s}: {e}"))
+    }
+
+    fn errs(s: &str) -> Vec<(String, usize, usize)> {
+        Template::parse(s)
+            .expect_err("should fail")
+            .into_iter()
+            .map(|e| (e.message, e.offset, e.len))
+            .collect()
+    }
+
+    #[test]
+    fn kinds() {
+        assert!(Template::parse("plain text").expect("parses").is_literal());
+        assert!(Template::parse("").expect("parses").is_literal());
+        assert!(
+            Template::parse("$ {{ x }} and }} {{")
+                .expect("parses")
+                .is_literal()
+        );
+        match Template::parse("  ${{ parameters.n }} \n").expect("parses") {
+            Template::Whole { expr, offset } => {
+                assert_eq!(offset, 5);
+                assert_eq!(expr.source(), " parameters.n ");
+            }
+            other => panic!("expected whole, got {other:?}"),
+        }
+        match Template::parse("a ${{ x }} b ${{y}}").expect("parses") {
+            Template::Interpolated(parts) => assert_eq!(parts.len(), 4),
+            other => panic!("expected interpolated, got {other:?}"),
+        }
+        assert!(matches!(
+            Template::parse("${{ a }}${{ b }}").expect("parses"),
+            Template::Interpolated(_)
+        ));
+    }
+
+    #[test]
+    fn whole_keeps_the_type() {
+        assert_eq!(render("${{ parameters.n }}"), json!(3));
+        assert_eq!(render(" ${{ parameters.list }} "), json!([1, 2]));
+        assert_eq!(render("${{ parameters.none }}"), json!(null));
+        assert_eq!(render("${{ parameters.yes }}"), json!(true));
+        assert_eq!(render("plain"), json!("plain"));
+    }
+
+    #[test]
+    fn interpolation_renders_text() {
+        assert_eq!(
+            render("hello ${{ parameters.name }}!"),
+            json!("hello world!")
+        );
+        assert_eq!(
+            render(
+                "${{ parameters.n }}/${{ parameters.f }}/${{ parameters.none }}/${{ parameters.yes }}"
+            ),
+            json!("3/1.5//true")
+        );
+        assert_eq!(
+            render("x=${{ parameters.list }} o=${{ parameters.obj }}"),
+            json!(r#"x=[1,2] o={"a":"b"}"#)
+        );
+        assert_eq!(render("é ${{ 'ü' }} ñ"), json!("é ü ñ"));
+    }
+
+    #[test]
+    fn braces_inside_string_literals_do_not_close() {
+        assert_eq!(render("${{ '}}' }}"), json!("}}"));
+        assert_eq!(
+            render(r#"a ${{ format("{{}}{0}", 'x') }} b"#),
+            json!("a {}x b")
+        );
+        assert_eq!(render(r"${{ 'it\'s }}' }}"), json!("it's }}"));
+    }
+
+    #[test]
+    fn errors_are_relative_to_the_template() {
+        assert_eq!(
+            errs("abc ${{ parameters.n"),
+            vec![(
+                "unclosed `${{`, expected `}}` to end the expression".into(),
+                4,
+                3
+            )]
+        );
+        assert_eq!(errs("x ${{ }} y"), vec![("empty expression".into(), 2, 6)]);
+        // Every broken expression is reported, each at its own place.
+        assert_eq!(
+            errs("${{ a + }} ok ${{ b c }} ${{ 'x }}"),
+            vec![
+                (
+                    "unexpected end of expression, expected a value".into(),
+                    8,
+                    0
+                ),
+                (
+                    "unexpected `c`, expected an operator or the end of the expression".into(),
+                    20,
+                    1
+                ),
+                (
+                    "unclosed `${{`, expected `}}` to end the expression".into(),
+                    25,
+                    3
+                ),
+            ]
+        );
+        assert_eq!(
+            errs("é ${{ x = 1 }}"),
+            vec![("unexpected `=`, did you mean `==`?".into(), 9, 1)]
+        );
+    }
+
+    #[test]
+    fn references_and_checks_are_relative_to_the_template() {
+        let s = "run ${{ steps.build.output.x }} with ${{ parameters.nope }}";
+        let t = Template::parse(s).expect("parses");
+        let refs = t.references();
+        assert_eq!(refs.len(), 2);
+        assert_eq!(
+            &s[refs[0].offset..refs[0].offset + refs[0].len],
+            "steps.build.output.x"
+        );
+        assert_eq!(
+            &s[refs[1].offset..refs[1].offset + refs[1].len],
+            "parameters.nope"
+        );
+        let exprs = t.exprs();
+        assert_eq!(exprs.len(), 2);
+        assert_eq!(
+            &s[exprs[1].1..exprs[1].1 + exprs[1].0.source().len()],
+            " parameters.nope "
+        );
+        let params = vec!["name".to_string()];
+        let scope = Scope {
+            parameters: &params,
+            roots: &["parameters", "steps"],
+        };
+        let problems = t.check(&scope);
+        assert_eq!(problems.len(), 1);
+        assert_eq!(
+            &s[problems[0].offset..problems[0].offset + problems[0].len],
+            "nope"
+        );
+    }
+
+    #[test]
+    fn render_errors_are_relative_to_the_template() {
+        let s = "a ${{ 1 / 0 }}";
+        let e = Template::parse(s)
+            .expect("parses")
+            .render(&ctx())
+            .expect_err("fails");
+        assert_eq!(e.message, "division by zero");
+        assert_eq!(&s[e.offset..e.offset + e.len], "1 / 0");
+        let s = "  ${{ nope }}";
+        let e = Template::parse(s)
+            .expect("parses")
+            .render(&ctx())
+            .expect_err("fails");
+        assert_eq!(&s[e.offset..e.offset + e.len], "nope");
+    }
+}
