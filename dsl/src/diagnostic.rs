@@ -92,11 +92,7 @@ impl Diagnostic {
     /// Renders the diagnostic with its attached file (or `<input>` when it has none).
     pub fn render(&self) -> String {
         match &self.file {
-            Some(f) => render(
-                &f.path.display().to_string(),
-                f.text.as_deref(),
-                self,
-            ),
+            Some(f) => render(&f.path.display().to_string(), f.text.as_deref(), self),
             None => render("<input>", None, self),
         }
     }

@@ -429,7 +429,9 @@ impl Workflow {
             wf: Option<&'a RetryPolicy>,
             f: impl Fn(&'a RetryPolicy) -> Option<&'a Spanned<T>>,
         ) -> Option<&'a T> {
-            st.and_then(&f).or_else(|| wf.and_then(&f)).map(|s| &s.value)
+            st.and_then(&f)
+                .or_else(|| wf.and_then(&f))
+                .map(|s| &s.value)
         }
         Retry {
             max_attempts: pick(st, wf, |p| p.max_attempts.as_ref())

@@ -114,7 +114,8 @@ pub enum NodeKind {
 pub struct Node {
     /// What the node holds.
     pub kind: NodeKind,
-    /// Where it is. For a scalar, the scalar's text including quotes or block header.
+    /// Where it is. A quoted scalar includes its quotes; a block scalar starts at its first
+    /// content character.
     pub span: Span,
 }
 
@@ -509,6 +510,12 @@ impl<'a> Builder<'a> {
 
     fn scan_error(&self, e: &ScanError) -> Diagnostic {
         let pos = self.index.pos(e.marker());
+        if e.info().contains("recursion limit") {
+            return Diagnostic::error(
+                Span::at(pos),
+                format!("nesting is too deep (more than {MAX_DEPTH} levels)"),
+            );
+        }
         Diagnostic::error(Span::at(pos), format!("invalid YAML: {}", e.info()))
     }
 
@@ -712,24 +719,24 @@ impl Pos {
 /// escapes, the value is aligned with the source: the n-th `${{` of the value is the n-th
 /// `${{` of the source, and the text after it is matched character by character (skipping
 /// indentation and escape characters that the value does not have).
-pub fn map_offset(source: &str, node: &Node, value_offset: usize) -> Pos {
-    let Some(scalar) = node.as_scalar() else {
-        return node.span.start;
-    };
-    let value = scalar.text.as_str();
-    let value_offset = value_offset.min(value.len());
-    let raw_start = node.span.start.offset.min(source.len());
-    let raw_end = node.span.end.offset.clamp(raw_start, source.len());
+pub fn map_offset(source: &str, span: Span, style: Style, value: &str, value_offset: usize) -> Pos {
+    let mut value_offset = value_offset.min(value.len());
+    while !value.is_char_boundary(value_offset) {
+        value_offset -= 1;
+    }
+    let raw_start = span.start.offset.min(source.len());
+    let raw_end = span.end.offset.clamp(raw_start, source.len());
     let raw = &source[raw_start..raw_end];
     // Where the content starts in the raw text.
-    let content_start = match scalar.style {
+    let content_start = match style {
         Style::Plain => 0,
         Style::SingleQuoted | Style::DoubleQuoted => 1.min(raw.len()),
-        Style::Literal | Style::Folded => raw.find('\n').map(|i| i + 1).unwrap_or(raw.len()),
+        // Block scalars' spans start at their first content character.
+        Style::Literal | Style::Folded => 0,
     };
     let raw_content = &raw[content_start..];
     // Exact when the value is a verbatim copy of the source.
-    let raw_offset = if scalar.style == Style::Plain && raw_content.starts_with(value) {
+    let raw_offset = if style == Style::Plain && raw_content.starts_with(value) {
         value_offset
     } else {
         align(value, raw_content, value_offset)
@@ -804,7 +811,11 @@ mod tests {
     #[test]
     fn scalar_types_follow_style() {
         let n = parse("a: true\nb: 'true'\nc: 1.5\nd: 12\ne:\nf: \"x\"\n");
-        let get = |k: &str| n.get(k).and_then(|v| v.as_scalar()).map(|s| s.value.clone());
+        let get = |k: &str| {
+            n.get(k)
+                .and_then(|v| v.as_scalar())
+                .map(|s| s.value.clone())
+        };
         assert_eq!(get("a"), Some(ScalarValue::Bool(true)));
         assert_eq!(get("b"), Some(ScalarValue::Str));
         assert_eq!(get("c"), Some(ScalarValue::Float(1.5)));
@@ -863,22 +874,27 @@ mod tests {
         assert!(d[0].message.contains("too deep"), "{d:?}");
     }
 
+    fn map_at(src: &str, n: &Node, off: usize) -> Pos {
+        let s = n.as_scalar().expect("scalar");
+        map_offset(src, n.span, s.style, &s.text, off)
+    }
+
     #[test]
     fn maps_offsets_in_scalars() {
         let src = "a: x ${{ foo }}\nb: 'it''s ${{ bar }}'\nc: |\n  echo hi\n  echo ${{ baz }}\n";
         let n = parse(src);
         let a = n.get("a").expect("a");
-        let p = map_offset(src, a, 5);
+        let p = map_at(src, a, 2);
         assert_eq!((p.line, p.column), (1, 6));
         let b = n.get("b").expect("b");
         let text = b.as_str().expect("str");
-        let p = map_offset(src, b, text.find("bar").expect("bar"));
+        let p = map_at(src, b, text.find("bar").expect("bar"));
         assert_eq!(&src[p.offset..p.offset + 3], "bar");
         let c = n.get("c").expect("c");
         let text = c.as_str().expect("str");
-        let p = map_offset(src, c, text.find("baz").expect("baz"));
+        let p = map_at(src, c, text.find("baz").expect("baz"));
         assert_eq!((p.line, &src[p.offset..p.offset + 3]), (5, "baz"));
-        let p = map_offset(src, c, text.find("hi").expect("hi"));
+        let p = map_at(src, c, text.find("hi").expect("hi"));
         assert_eq!((p.line, &src[p.offset..p.offset + 2]), (4, "hi"));
     }
 }

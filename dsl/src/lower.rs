@@ -1,0 +1,1163 @@
+//! Lowering: the YAML tree to the typed [`crate::model`], collecting every problem in one
+//! pass (unknown keys with did-you-mean, wrong types, missing fields, enumerated values,
+//! durations and numbers out of range, `${{ }}` syntax).
+//!
+//! Lowering judges shape only. Meaning across nodes (ids, references, cycles, cron lines,
+//! sub-workflows) is `validate`'s job. The key lists here are the single source of truth for
+//! which keys each object accepts; a test checks that the JSON Schema agrees.
+
+use crate::diagnostic::Diagnostic;
+use crate::expr::{self, Template};
+use crate::model::*;
+use crate::yaml::{self, Node, NodeKind, ScalarValue, Span, Style};
+use indexmap::IndexMap;
+use std::time::Duration;
+
+/// Keys of the file's top-level mapping.
+pub const FILE_KEYS: &[&str] = &["workflow"];
+/// Keys of `workflow`.
+pub const WORKFLOW_KEYS: &[&str] = &[
+    "name",
+    "version",
+    "description",
+    "metadata",
+    "on",
+    "outputs",
+    "parameters",
+    "context",
+    "env",
+    "concurrency",
+    "stages",
+    "error_handlers",
+    "rollback",
+];
+/// Keys of `metadata`.
+pub const METADATA_KEYS: &[&str] = &["author", "tags", "timeout", "priority", "retry_policy"];
+/// Keys of `metadata.retry_policy` and of a step's `retry`.
+pub const RETRY_KEYS: &[&str] = &[
+    "max_attempts",
+    "backoff",
+    "delay",
+    "max_delay",
+    "jitter",
+    "retry_on",
+];
+/// Keys of `on`.
+pub const ON_KEYS: &[&str] = &["push", "schedule", "manual"];
+/// Keys of `on.push`.
+pub const PUSH_KEYS: &[&str] = &["branches", "paths"];
+/// Keys of an `on.schedule` entry.
+pub const SCHEDULE_KEYS: &[&str] = &["cron", "timezone", "parameters", "catchup"];
+/// Keys of a `parameters` entry.
+pub const PARAMETER_KEYS: &[&str] = &[
+    "name",
+    "type",
+    "required",
+    "default",
+    "enum",
+    "description",
+];
+/// Keys of `context`.
+pub const CONTEXT_KEYS: &[&str] = &["preserve", "merge_strategy"];
+/// Keys of `concurrency`.
+pub const CONCURRENCY_KEYS: &[&str] = &["group", "overlap"];
+/// Keys of a stage.
+pub const STAGE_KEYS: &[&str] = &["name", "parallel", "max_parallel", "steps"];
+/// Keys of a step.
+pub const STEP_KEYS: &[&str] = &[
+    "id",
+    "name",
+    "type",
+    "skill",
+    "workflow",
+    "decision",
+    "branches",
+    "run",
+    "parameters",
+    "when",
+    "needs",
+    "timeout",
+    "retry",
+    "on_failure",
+    "compensate",
+    "cache",
+    "env",
+    "resources",
+    "shell",
+    "idempotent",
+];
+/// Keys of a step's `decision`.
+pub const DECISION_KEYS: &[&str] = &["branches"];
+/// Keys of a decision branch.
+pub const BRANCH_KEYS: &[&str] = &["when", "default", "steps"];
+/// Keys of an `error_handlers` entry.
+pub const ERROR_HANDLER_KEYS: &[&str] = &["error", "action", "max_retries", "then", "notify", "steps"];
+/// Keys of `rollback`.
+pub const ROLLBACK_KEYS: &[&str] = &["steps"];
+/// Keys of a step's `cache`.
+pub const CACHE_KEYS: &[&str] = &["key", "ttl"];
+/// Keys of a step's `resources`.
+pub const RESOURCES_KEYS: &[&str] = &["cpu", "memory_mb"];
+
+/// Every object of the file format: its schema definition name and accepted keys.
+pub const OBJECTS: &[(&str, &[&str])] = &[
+    ("WorkflowFile", FILE_KEYS),
+    ("WorkflowDef", WORKFLOW_KEYS),
+    ("MetadataDef", METADATA_KEYS),
+    ("RetryPolicyDef", RETRY_KEYS),
+    ("TriggersDef", ON_KEYS),
+    ("PushTriggerDef", PUSH_KEYS),
+    ("ScheduleDef", SCHEDULE_KEYS),
+    ("ParameterDef", PARAMETER_KEYS),
+    ("ContextDef", CONTEXT_KEYS),
+    ("ConcurrencyDef", CONCURRENCY_KEYS),
+    ("StageDef", STAGE_KEYS),
+    ("StepDef", STEP_KEYS),
+    ("DecisionDef", DECISION_KEYS),
+    ("BranchDef", BRANCH_KEYS),
+    ("ErrorHandlerDef", ERROR_HANDLER_KEYS),
+    ("RollbackDef", ROLLBACK_KEYS),
+    ("CacheDef", CACHE_KEYS),
+    ("ResourcesDef", RESOURCES_KEYS),
+];
+
+/// Longest duration accepted anywhere (one year).
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Largest `max_attempts` / `max_retries` accepted.
+pub const MAX_ATTEMPTS: i64 = 1000;
+
+/// The closest candidate to `word`, if one is close enough to suggest.
+pub fn suggest<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
+    let mut best: Option<(&str, f64)> = None;
+    for c in candidates {
+        let score = strsim::jaro_winkler(word, c);
+        let close = score >= 0.85 || strsim::damerau_levenshtein(word, c) <= 1;
+        if close && best.is_none_or(|(_, s)| score > s) {
+            best = Some((c, score));
+        }
+    }
+    best.map(|(c, _)| c)
+}
+
+/// Lowers a parsed file into a workflow. `stem` names the workflow when it has no `name:`.
+/// Returns the workflow (when the shape allowed building one) and every diagnostic.
+pub fn lower(root: &Node, source: &str, stem: &str) -> (Option<Workflow>, Vec<Diagnostic>) {
+    let mut l = Lowerer {
+        source,
+        diags: Vec::new(),
+    };
+    let wf = l.file(root, stem);
+    (wf, l.diags)
+}
+
+struct Lowerer<'s> {
+    source: &'s str,
+    diags: Vec<Diagnostic>,
+}
+
+/// A mapping's entries after unknown keys were reported.
+struct Obj<'n> {
+    node: &'n Node,
+    entries: &'n [(Node, Node)],
+}
+
+impl<'n> Obj<'n> {
+    /// The value under `key`; a null value counts as absent.
+    fn get(&self, key: &str) -> Option<&'n Node> {
+        self.entries
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(key))
+            .map(|(_, v)| v)
+            .filter(|v| !v.is_null())
+    }
+
+    /// The key node of `key` (for pointing at the key rather than its value).
+    fn key(&self, key: &str) -> Option<&'n Node> {
+        self.entries
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(key))
+            .map(|(k, _)| k)
+    }
+
+    fn has(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+}
+
+fn head_span(node: &Node) -> Span {
+    node.span
+}
+
+impl<'s> Lowerer<'s> {
+    fn err(&mut self, span: Span, msg: impl Into<String>) {
+        self.diags.push(Diagnostic::error(span, msg));
+    }
+
+    fn type_err(&mut self, node: &Node, expected: &str, what: &str) {
+        self.err(
+            node.span,
+            format!("expected {expected} for `{what}`, found {}", node.type_name()),
+        );
+    }
+
+    /// Checks that `node` is a mapping and reports its unknown keys.
+    fn obj<'n>(&mut self, node: &'n Node, keys: &[&str], what: &str) -> Option<Obj<'n>> {
+        let Some(entries) = node.as_map() else {
+            self.type_err(node, "a mapping", what);
+            return None;
+        };
+        for (k, _) in entries {
+            let name = k.as_str().unwrap_or_default();
+            if !keys.contains(&name) {
+                let msg = match suggest(name, keys.iter().copied()) {
+                    Some(s) => format!("unknown key `{name}` in {what}, did you mean `{s}`?"),
+                    None => format!("unknown key `{name}` in {what}"),
+                };
+                let d = Diagnostic::error(k.span, msg)
+                    .with_hint(format!("allowed keys: {}", list(keys)));
+                self.diags.push(d);
+            }
+        }
+        Some(Obj { node, entries })
+    }
+
+    fn require<'n>(&mut self, o: &Obj<'n>, key: &str, what: &str) -> Option<&'n Node> {
+        let v = o.get(key);
+        if v.is_none() {
+            let span = o.key(key).map(|k| k.span).unwrap_or_else(|| head_span(o.node));
+            self.err(span, format!("missing required key `{key}` in {what}"));
+        }
+        v
+    }
+
+    // ---- scalars -------------------------------------------------------------------------
+
+    fn string(&mut self, node: &Node, what: &str) -> Option<Spanned<String>> {
+        match node.as_scalar() {
+            Some(s) if s.value != ScalarValue::Null => Some(Spanned::new(s.text.clone(), node.span)),
+            _ => {
+                self.type_err(node, "a string", what);
+                None
+            }
+        }
+    }
+
+    fn opt_string(&mut self, o: &Obj, key: &str) -> Option<Spanned<String>> {
+        o.get(key).and_then(|n| self.string(n, key))
+    }
+
+    fn bool(&mut self, node: &Node, what: &str) -> Option<Spanned<bool>> {
+        match node.as_scalar().map(|s| &s.value) {
+            Some(ScalarValue::Bool(b)) => Some(Spanned::new(*b, node.span)),
+            _ => {
+                self.type_err(node, "`true` or `false`", what);
+                None
+            }
+        }
+    }
+
+    fn int(&mut self, node: &Node, what: &str, min: i64, max: i64) -> Option<Spanned<i64>> {
+        match node.as_scalar().map(|s| &s.value) {
+            Some(ScalarValue::Int(i)) => {
+                if *i < min || *i > max {
+                    let range = if max == i64::MAX {
+                        format!("at least {min}")
+                    } else {
+                        format!("between {min} and {max}")
+                    };
+                    self.err(node.span, format!("`{what}` must be {range}, found {i}"));
+                    None
+                } else {
+                    Some(Spanned::new(*i, node.span))
+                }
+            }
+            _ => {
+                self.type_err(node, "an integer", what);
+                None
+            }
+        }
+    }
+
+    fn number(&mut self, node: &Node, what: &str, min: f64, max: f64) -> Option<Spanned<f64>> {
+        let v = match node.as_scalar().map(|s| &s.value) {
+            Some(ScalarValue::Int(i)) => *i as f64,
+            Some(ScalarValue::Float(f)) => *f,
+            _ => {
+                self.type_err(node, "a number", what);
+                return None;
+            }
+        };
+        if !v.is_finite() || v < min || v > max {
+            self.err(
+                node.span,
+                format!("`{what}` must be between {min} and {max}, found {}", node.as_str().unwrap_or_default()),
+            );
+            return None;
+        }
+        Some(Spanned::new(v, node.span))
+    }
+
+    fn duration(&mut self, node: &Node, what: &str) -> Option<Spanned<Duration>> {
+        let Some(s) = node.as_scalar() else {
+            self.type_err(node, "a duration", what);
+            return None;
+        };
+        let d = match s.value {
+            ScalarValue::Int(i) if i >= 0 => Some(Duration::from_secs(i as u64)),
+            ScalarValue::Float(f) if f.is_finite() && f >= 0.0 && f <= MAX_DURATION.as_secs_f64() => {
+                Some(Duration::from_secs_f64(f))
+            }
+            ScalarValue::Int(_) | ScalarValue::Float(_) => {
+                self.err(
+                    node.span,
+                    format!("`{what}` must not be negative, found {}", s.text),
+                );
+                return None;
+            }
+            ScalarValue::Str => match humantime::parse_duration(s.text.trim()) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    self.diags.push(
+                        Diagnostic::error(
+                            node.span,
+                            format!("invalid duration `{}` for `{what}`: {e}", s.text),
+                        )
+                        .with_hint("write a number of seconds (`90`, `1.5`) or a duration like `90s`, `5m`, `1h 30m`"),
+                    );
+                    return None;
+                }
+            },
+            _ => None,
+        };
+        match d {
+            Some(d) if d > MAX_DURATION => {
+                self.err(node.span, format!("`{what}` is out of range (at most one year)"));
+                None
+            }
+            Some(d) => Some(Spanned::new(d, node.span)),
+            None => {
+                self.type_err(node, "a duration", what);
+                None
+            }
+        }
+    }
+
+    fn keyword<T: Copy>(
+        &mut self,
+        node: &Node,
+        what: &str,
+        all: &[(&'static str, T)],
+    ) -> Option<Spanned<T>> {
+        let text = match node.as_scalar() {
+            Some(s) if s.value != ScalarValue::Null => s.text.as_str(),
+            _ => {
+                self.type_err(node, "a string", what);
+                return None;
+            }
+        };
+        if let Some((_, v)) = all.iter().find(|(t, _)| *t == text) {
+            return Some(Spanned::new(*v, node.span));
+        }
+        let names: Vec<&str> = all.iter().map(|(t, _)| *t).collect();
+        let mut msg = format!("invalid value `{text}` for `{what}`; expected one of {}", list(&names));
+        if let Some(s) = suggest(text, names.iter().copied()) {
+            msg.push_str(&format!(" (did you mean `{s}`?)"));
+        }
+        self.err(node.span, msg);
+        None
+    }
+
+    fn string_list(&mut self, node: &Node, what: &str) -> Vec<Spanned<String>> {
+        match &node.kind {
+            NodeKind::Seq(items) => items.iter().filter_map(|n| self.string(n, what)).collect(),
+            NodeKind::Scalar(_) => self.string(node, what).into_iter().collect(),
+            NodeKind::Map(_) => {
+                self.type_err(node, "a list of strings", what);
+                Vec::new()
+            }
+        }
+    }
+
+    fn seq<'n>(&mut self, node: &'n Node, what: &str) -> &'n [Node] {
+        match &node.kind {
+            NodeKind::Seq(items) => items,
+            _ => {
+                self.type_err(node, "a sequence", what);
+                &[]
+            }
+        }
+    }
+
+    // ---- templates -----------------------------------------------------------------------
+
+    fn template_of(&mut self, node: &Node, text: &str, style: Style) -> Option<TemplateString> {
+        match Template::parse(text) {
+            Ok(template) => Some(TemplateString {
+                template,
+                text: text.to_owned(),
+                style,
+                span: node.span,
+            }),
+            Err(errors) => {
+                for e in errors {
+                    self.expr_error(node, e);
+                }
+                None
+            }
+        }
+    }
+
+    fn expr_error(&mut self, node: &Node, e: expr::ExprError) {
+        let (style, text) = node
+            .as_scalar()
+            .map(|s| (s.style, s.text.as_str()))
+            .unwrap_or((Style::Plain, ""));
+        let span = scalar_range(self.source, node.span, style, text, e.offset, e.len);
+        self.diags.push(Diagnostic::error(span, e.message));
+    }
+
+    fn template_string(&mut self, node: &Node, what: &str) -> Option<TemplateString> {
+        match node.as_scalar() {
+            Some(s) if s.value != ScalarValue::Null => {
+                let (text, style) = (s.text.clone(), s.style);
+                self.template_of(node, &text, style)
+            }
+            _ => {
+                self.type_err(node, "a string", what);
+                None
+            }
+        }
+    }
+
+    /// A condition: a template, or a bare expression when it holds no `${{`.
+    fn condition(&mut self, node: &Node, what: &str) -> Option<TemplateString> {
+        let Some(s) = node.as_scalar().filter(|s| s.value != ScalarValue::Null) else {
+            self.type_err(node, "an expression", what);
+            return None;
+        };
+        if s.text.contains("${{") {
+            return self.template_of(node, &s.text.clone(), s.style);
+        }
+        match expr::parse(&s.text) {
+            Ok(e) => Some(TemplateString {
+                template: Template::Whole { expr: e, offset: 0 },
+                text: s.text.clone(),
+                style: s.style,
+                span: node.span,
+            }),
+            Err(e) => {
+                self.expr_error(node, e);
+                None
+            }
+        }
+    }
+
+    fn value(&mut self, node: &Node, depth: usize) -> Option<TemplateValue> {
+        let kind = match &node.kind {
+            NodeKind::Scalar(s) => match &s.value {
+                ScalarValue::Null => TemplateValueKind::Null,
+                ScalarValue::Bool(b) => TemplateValueKind::Bool(*b),
+                ScalarValue::Int(i) => TemplateValueKind::Number((*i).into()),
+                ScalarValue::Float(f) => match serde_json::Number::from_f64(*f) {
+                    Some(n) => TemplateValueKind::Number(n),
+                    None => {
+                        self.err(node.span, format!("`{}` is not a finite number", s.text));
+                        return None;
+                    }
+                },
+                ScalarValue::Str => {
+                    TemplateValueKind::String(self.template_of(node, &s.text.clone(), s.style)?)
+                }
+            },
+            NodeKind::Seq(items) => TemplateValueKind::Array(
+                items.iter().filter_map(|n| self.value(n, depth + 1)).collect(),
+            ),
+            NodeKind::Map(entries) => TemplateValueKind::Object(
+                entries
+                    .iter()
+                    .filter_map(|(k, v)| {
+                        Some((k.as_str().unwrap_or_default().to_owned(), self.value(v, depth + 1)?))
+                    })
+                    .collect(),
+            ),
+        };
+        Some(TemplateValue {
+            span: node.span,
+            kind,
+        })
+    }
+
+    fn value_map(&mut self, node: &Node, what: &str) -> IndexMap<String, TemplateValue> {
+        let Some(entries) = node.as_map() else {
+            self.type_err(node, "a mapping", what);
+            return IndexMap::new();
+        };
+        entries
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().unwrap_or_default().to_owned(), self.value(v, 0)?)))
+            .collect()
+    }
+
+    // ---- the file ------------------------------------------------------------------------
+
+    fn file(&mut self, root: &Node, stem: &str) -> Option<Workflow> {
+        let o = self.obj(root, FILE_KEYS, "the file")?;
+        let Some(wf) = o.get("workflow") else {
+            self.err(
+                o.key("workflow").map(|k| k.span).unwrap_or(root.span),
+                "missing required key `workflow` at the top of the file",
+            );
+            return None;
+        };
+        self.workflow(wf, stem)
+    }
+
+    fn workflow(&mut self, node: &Node, stem: &str) -> Option<Workflow> {
+        let o = self.obj(node, WORKFLOW_KEYS, "`workflow`")?;
+        let name = self
+            .opt_string(&o, "name")
+            .unwrap_or_else(|| Spanned::new(stem.to_owned(), node.span));
+        let version = self.opt_string(&o, "version");
+        let description = self.opt_string(&o, "description");
+        let metadata = o.get("metadata").map(|n| self.metadata(n)).unwrap_or_default();
+        let on = o.get("on").map(|n| self.triggers(n)).unwrap_or_default();
+        let outputs = o.get("outputs").map(|n| self.value_map(n, "outputs")).unwrap_or_default();
+        let parameters = match o.get("parameters") {
+            Some(n) => {
+                let items = self.seq(n, "parameters");
+                items.iter().filter_map(|p| self.parameter(p)).collect()
+            }
+            None => Vec::new(),
+        };
+        let context = o.get("context").map(|n| self.context(n)).unwrap_or_default();
+        let env = o.get("env").map(|n| self.value_map(n, "env")).unwrap_or_default();
+        let concurrency = o.get("concurrency").and_then(|n| self.concurrency(n));
+        let stages = match self.require(&o, "stages", "`workflow`") {
+            Some(n) => {
+                let items = self.seq(n, "stages");
+                if items.is_empty() && matches!(n.kind, NodeKind::Seq(_)) {
+                    self.err(n.span, "`stages` is empty; a workflow needs at least one stage");
+                }
+                items.iter().filter_map(|s| self.stage(s)).collect()
+            }
+            None => Vec::new(),
+        };
+        let error_handlers = match o.get("error_handlers") {
+            Some(n) => {
+                let items = self.seq(n, "error_handlers");
+                items.iter().filter_map(|h| self.error_handler(h)).collect()
+            }
+            None => Vec::new(),
+        };
+        let rollback = o.get("rollback").and_then(|n| self.rollback(n));
+        Some(Workflow {
+            file: None,
+            span: node.span,
+            name,
+            version,
+            description,
+            metadata,
+            on,
+            outputs,
+            parameters,
+            context,
+            env,
+            concurrency,
+            stages,
+            error_handlers,
+            rollback,
+        })
+    }
+
+    fn metadata(&mut self, node: &Node) -> Metadata {
+        let Some(o) = self.obj(node, METADATA_KEYS, "`metadata`") else {
+            return Metadata::default();
+        };
+        Metadata {
+            author: self.opt_string(&o, "author"),
+            tags: o.get("tags").map(|n| self.string_list(n, "tags")).unwrap_or_default(),
+            timeout: o.get("timeout").and_then(|n| self.positive_duration(n, "timeout")),
+            priority: o
+                .get("priority")
+                .and_then(|n| self.int(n, "priority", -1000, 1000)),
+            retry_policy: o.get("retry_policy").and_then(|n| self.retry(n, "retry_policy")),
+        }
+    }
+
+    fn positive_duration(&mut self, node: &Node, what: &str) -> Option<Spanned<Duration>> {
+        let d = self.duration(node, what)?;
+        if d.value.is_zero() {
+            self.err(node.span, format!("`{what}` must be greater than zero"));
+            return None;
+        }
+        Some(d)
+    }
+
+    fn retry(&mut self, node: &Node, what: &str) -> Option<RetryPolicy> {
+        let o = self.obj(node, RETRY_KEYS, &format!("`{what}`"))?;
+        let jitter = o.get("jitter").and_then(|n| match n.as_scalar().map(|s| &s.value) {
+            Some(ScalarValue::Bool(b)) => Some(Spanned::new(if *b { 1.0 } else { 0.0 }, n.span)),
+            _ => self.number(n, "jitter", 0.0, 1.0),
+        });
+        Some(RetryPolicy {
+            span: node.span,
+            max_attempts: o
+                .get("max_attempts")
+                .and_then(|n| self.int(n, "max_attempts", 1, MAX_ATTEMPTS))
+                .map(|s| Spanned::new(s.value as u32, s.span)),
+            backoff: o.get("backoff").and_then(|n| self.keyword(n, "backoff", Backoff::ALL)),
+            delay: o.get("delay").and_then(|n| self.duration(n, "delay")),
+            max_delay: o.get("max_delay").and_then(|n| self.duration(n, "max_delay")),
+            jitter,
+            retry_on: o.get("retry_on").map(|n| self.string_list(n, "retry_on")),
+        })
+    }
+
+    fn triggers(&mut self, node: &Node) -> Triggers {
+        let Some(o) = self.obj(node, ON_KEYS, "`on`") else {
+            return Triggers::default();
+        };
+        let push = o.get("push").and_then(|n| {
+            let p = self.obj(n, PUSH_KEYS, "`on.push`")?;
+            Some(PushTrigger {
+                span: n.span,
+                branches: p.get("branches").map(|b| self.string_list(b, "branches")).unwrap_or_default(),
+                paths: p.get("paths").map(|b| self.string_list(b, "paths")).unwrap_or_default(),
+            })
+        });
+        // `push:` with no value means "every push".
+        let push = push.or_else(|| {
+            o.key("push").map(|k| PushTrigger {
+                span: k.span,
+                ..PushTrigger::default()
+            })
+        });
+        let schedule = match o.get("schedule") {
+            Some(n) => {
+                let items = self.seq(n, "schedule");
+                items.iter().filter_map(|s| self.schedule(s)).collect()
+            }
+            None => Vec::new(),
+        };
+        Triggers {
+            push,
+            schedule,
+            manual: o.get("manual").and_then(|n| self.bool(n, "manual")),
+        }
+    }
+
+    fn schedule(&mut self, node: &Node) -> Option<Schedule> {
+        let o = self.obj(node, SCHEDULE_KEYS, "a `schedule` entry")?;
+        let cron = self.require(&o, "cron", "a `schedule` entry").and_then(|n| self.string(n, "cron"));
+        let timezone = self.opt_string(&o, "timezone");
+        let parameters = o.get("parameters").map(|n| self.value_map(n, "parameters")).unwrap_or_default();
+        let catchup = match o.get("catchup") {
+            Some(n) => self.keyword(n, "catchup", Catchup::ALL)?,
+            None => Spanned::new(Catchup::Skip, node.span),
+        };
+        Some(Schedule {
+            span: node.span,
+            cron: cron?,
+            timezone,
+            parameters,
+            catchup,
+        })
+    }
+
+    fn parameter(&mut self, node: &Node) -> Option<Parameter> {
+        let o = self.obj(node, PARAMETER_KEYS, "a parameter")?;
+        let name = self.require(&o, "name", "a parameter").and_then(|n| self.string(n, "name"));
+        if let Some(n) = &name
+            && !is_identifier(&n.value)
+        {
+            self.err(
+                n.span,
+                format!("invalid parameter name `{}`: use letters, digits and `_`, not starting with a digit", n.value),
+            );
+        }
+        let ty = match o.get("type") {
+            Some(n) => self.keyword(n, "type", ParamType::ALL),
+            None => Some(Spanned::new(ParamType::String, node.span)),
+        };
+        let required = match o.get("required") {
+            Some(n) => self.bool(n, "required"),
+            None => Some(Spanned::new(false, node.span)),
+        };
+        let default = o.get("default").map(|n| Spanned::new(n.to_json(), n.span));
+        let allowed = o.get("enum").and_then(|n| match &n.kind {
+            NodeKind::Seq(items) => {
+                if items.is_empty() {
+                    self.err(n.span, "`enum` is empty; list the allowed values");
+                }
+                Some(Spanned::new(items.iter().map(Node::to_json).collect(), n.span))
+            }
+            _ => {
+                self.type_err(n, "a sequence", "enum");
+                None
+            }
+        });
+        let description = self.opt_string(&o, "description");
+        Some(Parameter {
+            span: node.span,
+            name: name?,
+            ty: ty?,
+            required: required?,
+            default,
+            allowed,
+            description,
+        })
+    }
+
+    fn context(&mut self, node: &Node) -> ContextConfig {
+        let Some(o) = self.obj(node, CONTEXT_KEYS, "`context`") else {
+            return ContextConfig::default();
+        };
+        ContextConfig {
+            preserve: o
+                .get("preserve")
+                .and_then(|n| self.bool(n, "preserve"))
+                .map(|b| b.value)
+                .unwrap_or(false),
+            merge_strategy: o
+                .get("merge_strategy")
+                .and_then(|n| self.keyword(n, "merge_strategy", MergeStrategy::ALL)),
+        }
+    }
+
+    fn concurrency(&mut self, node: &Node) -> Option<Concurrency> {
+        if node.as_scalar().is_some() {
+            // `concurrency: GROUP` is short for `concurrency: {group: GROUP}`.
+            return Some(Concurrency {
+                span: node.span,
+                group: Some(self.template_string(node, "concurrency")?),
+                overlap: Spanned::new(Overlap::Queue, node.span),
+            });
+        }
+        let o = self.obj(node, CONCURRENCY_KEYS, "`concurrency`")?;
+        let group = o.get("group").and_then(|n| self.template_string(n, "group"));
+        let overlap = match o.get("overlap") {
+            Some(n) => self.keyword(n, "overlap", Overlap::ALL)?,
+            None => Spanned::new(Overlap::Queue, node.span),
+        };
+        Some(Concurrency {
+            span: node.span,
+            group,
+            overlap,
+        })
+    }
+
+    fn stage(&mut self, node: &Node) -> Option<Stage> {
+        let o = self.obj(node, STAGE_KEYS, "a stage")?;
+        let name = self.require(&o, "name", "a stage").and_then(|n| self.string(n, "name"));
+        let parallel = match o.get("parallel") {
+            Some(n) => match n.as_scalar() {
+                Some(s) if s.value == ScalarValue::Bool(true) => {
+                    Some(Spanned::new(Parallelism::Parallel, n.span))
+                }
+                Some(s) if s.value == ScalarValue::Bool(false) => {
+                    Some(Spanned::new(Parallelism::Sequential, n.span))
+                }
+                Some(s) if s.text == "auto" => Some(Spanned::new(Parallelism::Auto, n.span)),
+                _ => {
+                    self.err(
+                        n.span,
+                        format!(
+                            "invalid value `{}` for `parallel`; expected one of `true`, `false`, `auto`",
+                            n.as_str().unwrap_or(n.type_name())
+                        ),
+                    );
+                    None
+                }
+            },
+            None => Some(Spanned::new(Parallelism::Sequential, node.span)),
+        };
+        let max_parallel = match o.get("max_parallel") {
+            Some(n) => self
+                .int(n, "max_parallel", 1, 10_000)
+                .map(|v| Spanned::new(v.value as u32, v.span)),
+            None => Some(Spanned::new(Stage::DEFAULT_MAX_PARALLEL, node.span)),
+        };
+        let steps = match self.require(&o, "steps", "a stage") {
+            Some(n) => {
+                let items = self.seq(n, "steps");
+                if items.is_empty() && matches!(n.kind, NodeKind::Seq(_)) {
+                    self.err(n.span, "`steps` is empty; a stage needs at least one step");
+                }
+                items.iter().filter_map(|s| self.step(s)).collect()
+            }
+            None => Vec::new(),
+        };
+        Some(Stage {
+            span: node.span,
+            name: name?,
+            parallel: parallel?,
+            max_parallel: max_parallel?,
+            steps,
+        })
+    }
+
+    fn steps(&mut self, node: &Node, what: &str) -> Vec<Step> {
+        let items = self.seq(node, what);
+        items.iter().filter_map(|s| self.step(s)).collect()
+    }
+
+    fn step(&mut self, node: &Node) -> Option<Step> {
+        let o = self.obj(node, STEP_KEYS, "a step")?;
+        let id = self.require(&o, "id", "a step").and_then(|n| self.string(n, "id"));
+        if let Some(id) = &id
+            && !is_step_id(&id.value)
+        {
+            self.err(
+                id.span,
+                format!("invalid step id `{}`: use letters, digits, `_` and `-`, starting with a letter or `_`", id.value),
+            );
+        }
+        let name = self.opt_string(&o, "name");
+        // The type, written or inferred from the one key that says what the step does.
+        let kind_keys: Vec<(&str, &Node)> = ["skill", "workflow", "decision", "run"]
+            .into_iter()
+            .filter_map(|k| o.key(k).map(|n| (k, n)))
+            .chain(o.key("branches").map(|n| ("branches", n)))
+            .collect();
+        let written = o.get("type").and_then(|n| self.keyword(n, "type", StepType::ALL));
+        if o.has("type") && written.is_none() {
+            return None;
+        }
+        let step_type = match written {
+            Some(t) => t,
+            None => {
+                let inferred: Vec<&(&str, &Node)> = kind_keys
+                    .iter()
+                    .filter(|(k, _)| *k != "branches" || !o.has("decision"))
+                    .collect();
+                match inferred.as_slice() {
+                    [] => {
+                        self.err(
+                            node.span,
+                            "a step needs one of `skill`, `workflow`, `decision` or `run`",
+                        );
+                        return None;
+                    }
+                    [(k, n)] => {
+                        let t = match *k {
+                            "skill" => StepType::Skill,
+                            "workflow" => StepType::Workflow,
+                            "run" => StepType::Run,
+                            _ => StepType::Decision,
+                        };
+                        Spanned::new(t, n.span)
+                    }
+                    [_, (k2, n2), ..] => {
+                        self.err(
+                            n2.span,
+                            format!(
+                                "a step has exactly one of `skill`, `workflow`, `decision` or `run`; `{}` and `{k2}` are both set",
+                                inferred[0].0
+                            ),
+                        );
+                        return None;
+                    }
+                }
+            }
+        };
+        // Keys belonging to other step types are errors.
+        for (k, n) in &kind_keys {
+            let belongs = match step_type.value {
+                StepType::Skill => *k == "skill",
+                StepType::Workflow => *k == "workflow",
+                StepType::Run => *k == "run",
+                StepType::Decision => *k == "decision" || *k == "branches",
+            };
+            if !belongs {
+                self.err(
+                    n.span,
+                    format!("`{k}` does not belong in a `{}` step", step_type.value),
+                );
+            }
+        }
+        if let Some(k) = o.key("shell")
+            && step_type.value != StepType::Run
+        {
+            self.err(k.span, format!("`shell` only applies to `run` steps, not `{}` steps", step_type.value));
+        }
+        let kind = match step_type.value {
+            StepType::Skill => StepKind::Skill(
+                self.require(&o, "skill", "a `skill` step")
+                    .and_then(|n| self.name_ref(n, "skill"))?,
+            ),
+            StepType::Workflow => StepKind::Workflow(
+                self.require(&o, "workflow", "a `workflow` step")
+                    .and_then(|n| self.name_ref(n, "workflow"))?,
+            ),
+            StepType::Run => StepKind::Run(
+                self.require(&o, "run", "a `run` step")
+                    .and_then(|n| self.template_string(n, "run"))?,
+            ),
+            StepType::Decision => {
+                let branches_node = match (o.get("decision"), o.get("branches")) {
+                    (Some(d), _) => match &d.kind {
+                        NodeKind::Seq(_) => Some(d),
+                        _ => {
+                            let dobj = self.obj(d, DECISION_KEYS, "`decision`")?;
+                            self.require(&dobj, "branches", "`decision`")
+                        }
+                    },
+                    (None, Some(b)) => Some(b),
+                    (None, None) => {
+                        self.err(
+                            node.span,
+                            "missing required key `decision` (with `branches`) in a `decision` step",
+                        );
+                        None
+                    }
+                }?;
+                let items = self.seq(branches_node, "branches");
+                if items.is_empty() && matches!(branches_node.kind, NodeKind::Seq(_)) {
+                    self.err(branches_node.span, "`branches` is empty; a decision needs at least one branch");
+                }
+                StepKind::Decision(Decision {
+                    branches: items.iter().filter_map(|b| self.branch(b)).collect(),
+                })
+            }
+        };
+        let parameters = o.get("parameters").map(|n| self.value_map(n, "parameters")).unwrap_or_default();
+        let when = o.get("when").and_then(|n| self.condition(n, "when"));
+        let needs = o.get("needs").map(|n| self.string_list(n, "needs")).unwrap_or_default();
+        let timeout = o.get("timeout").and_then(|n| self.positive_duration(n, "timeout"));
+        let retry = o.get("retry").and_then(|n| self.retry(n, "retry"));
+        let on_failure = match o.get("on_failure") {
+            Some(n) => self.keyword(n, "on_failure", OnFailure::ALL),
+            None => Some(Spanned::new(OnFailure::Abort, node.span)),
+        };
+        let compensate = o.get("compensate").map(|n| self.steps(n, "compensate")).unwrap_or_default();
+        let cache = o.get("cache").and_then(|n| {
+            let c = self.obj(n, CACHE_KEYS, "`cache`")?;
+            let key = self.require(&c, "key", "`cache`").and_then(|k| self.value(k, 0));
+            let ttl = c.get("ttl").and_then(|t| self.positive_duration(t, "ttl"));
+            Some(Cache {
+                span: n.span,
+                key: key?,
+                ttl,
+            })
+        });
+        let env = o.get("env").map(|n| self.value_map(n, "env")).unwrap_or_default();
+        let resources = o.get("resources").and_then(|n| {
+            let r = self.obj(n, RESOURCES_KEYS, "`resources`")?;
+            Some(Resources {
+                span: n.span,
+                cpu: r.get("cpu").and_then(|c| self.number(c, "cpu", 0.0, 4096.0)),
+                memory_mb: r
+                    .get("memory_mb")
+                    .and_then(|m| self.int(m, "memory_mb", 0, 1 << 40))
+                    .map(|m| Spanned::new(m.value as u64, m.span)),
+            })
+        });
+        let shell = self.opt_string(&o, "shell");
+        let idempotent = match o.get("idempotent") {
+            Some(n) => self.bool(n, "idempotent"),
+            None => Some(Spanned::new(true, node.span)),
+        };
+        Some(Step {
+            span: node.span,
+            id: id?,
+            implicit: false,
+            name,
+            step_type,
+            kind,
+            parameters,
+            when,
+            needs,
+            timeout,
+            retry,
+            on_failure: on_failure?,
+            compensate,
+            cache,
+            env,
+            resources,
+            shell,
+            idempotent: idempotent?,
+        })
+    }
+
+    /// A skill or workflow name: a plain name, never a path.
+    fn name_ref(&mut self, node: &Node, what: &str) -> Option<Spanned<String>> {
+        let s = self.string(node, what)?;
+        let ok = !s.value.is_empty()
+            && s.value != "."
+            && s.value != ".."
+            && s.value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !ok {
+            self.err(
+                node.span,
+                format!("invalid {what} name `{}`: use letters, digits, `_`, `-` and `.`, no paths", s.value),
+            );
+            return None;
+        }
+        Some(s)
+    }
+
+    fn branch(&mut self, node: &Node) -> Option<Branch> {
+        let o = self.obj(node, BRANCH_KEYS, "a decision branch")?;
+        let default = o
+            .get("default")
+            .and_then(|n| self.bool(n, "default"))
+            .map(|b| b.value)
+            .unwrap_or(false);
+        let when = o.get("when").and_then(|n| self.condition(n, "when"));
+        if default {
+            if let Some(k) = o.key("when") {
+                self.err(k.span, "the default branch has no `when`; it runs when no other branch does");
+            }
+        } else if !o.has("when") {
+            self.err(
+                node.span,
+                "a decision branch needs `when` (or `default: true`)",
+            );
+        }
+        let steps = match self.require(&o, "steps", "a decision branch") {
+            Some(n) => self.steps(n, "steps"),
+            None => Vec::new(),
+        };
+        Some(Branch {
+            span: node.span,
+            when,
+            default,
+            steps,
+        })
+    }
+
+    fn error_handler(&mut self, node: &Node) -> Option<ErrorHandler> {
+        let o = self.obj(node, ERROR_HANDLER_KEYS, "an error handler")?;
+        let error = self.require(&o, "error", "an error handler").and_then(|n| self.string(n, "error"));
+        let action = self
+            .require(&o, "action", "an error handler")
+            .and_then(|n| self.keyword(n, "action", Action::ALL));
+        let max_retries = o
+            .get("max_retries")
+            .and_then(|n| self.int(n, "max_retries", 0, MAX_ATTEMPTS))
+            .map(|v| Spanned::new(v.value as u32, v.span));
+        let then = o.get("then").and_then(|n| self.keyword(n, "then", Action::ALL));
+        if let Some(t) = &then
+            && t.value == Action::Retry
+        {
+            self.err(t.span, "`then` cannot be `retry`; it says what happens after the retries");
+        }
+        let notify = o.get("notify").and_then(|n| self.bool(n, "notify"));
+        let steps = match o.get("steps") {
+            Some(n) => {
+                let items = self.seq(n, "steps");
+                items
+                    .iter()
+                    .filter_map(|s| match s.as_scalar() {
+                        // A plain string names a skill to run.
+                        Some(_) => {
+                            let skill = self.name_ref(s, "skill")?;
+                            Some(implicit_step(skill))
+                        }
+                        None => self.step(s),
+                    })
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        Some(ErrorHandler {
+            span: node.span,
+            error: error?,
+            action: action?,
+            max_retries,
+            then,
+            notify,
+            steps,
+        })
+    }
+
+    fn rollback(&mut self, node: &Node) -> Option<Rollback> {
+        let o = self.obj(node, ROLLBACK_KEYS, "`rollback`")?;
+        let steps = match self.require(&o, "steps", "`rollback`") {
+            Some(n) => self.steps(n, "steps"),
+            None => Vec::new(),
+        };
+        Some(Rollback {
+            span: node.span,
+            steps,
+        })
+    }
+}
+
+/// A step for a plain skill name in `error_handlers[].steps`.
+fn implicit_step(skill: Spanned<String>) -> Step {
+    let span = skill.span;
+    Step {
+        span,
+        id: skill.clone(),
+        implicit: true,
+        name: None,
+        step_type: Spanned::new(StepType::Skill, span),
+        kind: StepKind::Skill(skill),
+        parameters: IndexMap::new(),
+        when: None,
+        needs: Vec::new(),
+        timeout: None,
+        retry: None,
+        on_failure: Spanned::new(OnFailure::Abort, span),
+        compensate: Vec::new(),
+        cache: None,
+        env: IndexMap::new(),
+        resources: None,
+        shell: None,
+        idempotent: Spanned::new(true, span),
+    }
+}
+
+/// The file range of `len` bytes at `offset` inside a scalar's value text.
+pub(crate) fn scalar_range(
+    source: &str,
+    span: Span,
+    style: Style,
+    text: &str,
+    offset: usize,
+    len: usize,
+) -> Span {
+    let start = yaml::map_offset(source, span, style, text, offset);
+    let end = yaml::map_offset(source, span, style, text, offset + len.max(1));
+    let end = if end.line == start.line && end.offset > start.offset {
+        end
+    } else {
+        yaml::Pos {
+            column: start.column + 1,
+            offset: start.offset + 1,
+            ..start
+        }
+    };
+    Span { start, end }
+}
+
+/// The diagnostic for an expression error inside a template string, at the expression's own
+/// line and column.
+pub(crate) fn template_error(source: &str, t: &TemplateString, e: &expr::ExprError) -> Diagnostic {
+    Diagnostic::error(
+        scalar_range(source, t.span, t.style, &t.text, e.offset, e.len),
+        e.message.clone(),
+    )
+}
+
+/// `a`, `b` and `c` -> "`a`, `b`, `c`".
+pub(crate) fn list(items: &[&str]) -> String {
+    items.iter().map(|i| format!("`{i}`")).collect::<Vec<_>>().join(", ")
+}
+
+/// Letters, digits and `_`, not starting with a digit.
+pub(crate) fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Letters, digits, `_` and `-`, starting with a letter or `_`.
+pub(crate) fn is_step_id(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}

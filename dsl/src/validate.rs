@@ -1,0 +1,635 @@
+//! Semantic checks of one lowered workflow (issue 2 point 4): unique ids, references that
+//! reach only steps that finish earlier, dependency cycles in `parallel: auto` stages,
+//! parameter declarations, decisions, cron lines and time zones, and the static checks of
+//! every `${{ }}` expression against the roots allowed where it appears.
+//!
+//! Sub-workflow resolution (files next to the caller, cycles, depth) needs the file system
+//! and lives in `load`.
+
+use crate::diagnostic::Diagnostic;
+use crate::expr::{self, Scope};
+use crate::lower::{list, scalar_range, suggest, template_error};
+use crate::model::*;
+use crate::yaml::Span;
+use std::collections::{HashMap, HashSet};
+
+/// Roots allowed in a step's templates (`when`, `parameters`, `env`, `run`, `cache.key`).
+pub const STEP_ROOTS: &[&str] = expr::ROOTS;
+/// Roots allowed in the workflow's `env` and `concurrency.group`.
+pub const WORKFLOW_ENV_ROOTS: &[&str] = &["parameters", "secrets", "run", "repo", "workflow", "env"];
+/// Roots allowed in schedule parameters (evaluated when the tick fires).
+pub const SCHEDULE_ROOTS: &[&str] = &["workflow", "env", "secrets"];
+/// Fields of `steps.<id>` an expression may read.
+pub const STEP_FIELDS: &[&str] = &["output", "outputs", "status", "exit_code", "error_class"];
+
+/// Parses a cron line: 5 fields, or 6 with leading seconds.
+pub fn parse_cron(line: &str) -> Result<croner::Cron, croner::errors::CronError> {
+    use croner::parser::{CronParser, Seconds, Year};
+    CronParser::builder()
+        .seconds(Seconds::Optional)
+        .year(Year::Disallowed)
+        .build()
+        .parse(line)
+}
+
+/// Runs every check on a workflow; `source` is the file's text (for expression positions).
+pub fn validate(wf: &Workflow, source: &str) -> Vec<Diagnostic> {
+    let mut v = Validator {
+        wf,
+        source,
+        diags: Vec::new(),
+        params: wf.parameters.iter().map(|p| p.name.value.clone()).collect(),
+    };
+    v.run();
+    v.diags
+}
+
+struct Validator<'a> {
+    wf: &'a Workflow,
+    source: &'a str,
+    diags: Vec<Diagnostic>,
+    params: Vec<String>,
+}
+
+/// Where a reference to a step may point, for one step being checked.
+struct Visibility<'a> {
+    /// Ids that have finished before this step starts.
+    done: &'a HashSet<String>,
+    /// Ids running at the same time as this step (siblings in a `parallel: true` stage).
+    concurrent: &'a HashSet<String>,
+    /// Ids of the same stage that a `parallel: auto` step may wait for.
+    auto_siblings: &'a HashSet<String>,
+    /// Stage name, for messages.
+    stage: &'a str,
+}
+
+impl<'a> Validator<'a> {
+    fn run(&mut self) {
+        self.unique_ids();
+        self.parameters();
+        self.triggers();
+        self.stages();
+        self.handlers_and_rollback();
+        self.workflow_templates();
+    }
+
+    fn unique_ids(&mut self) {
+        let mut seen: HashMap<&str, &Step> = HashMap::new();
+        for s in self.wf.steps() {
+            if s.implicit {
+                continue;
+            }
+            if let Some(first) = seen.get(s.id.value.as_str()) {
+                self.diags.push(Diagnostic::error(
+                    s.id.span,
+                    format!(
+                        "duplicate step id `{}` (first defined on line {})",
+                        s.id.value, first.id.span.start.line
+                    ),
+                ));
+            } else {
+                seen.insert(&s.id.value, s);
+            }
+        }
+        let mut stages: HashMap<&str, &Stage> = HashMap::new();
+        for st in &self.wf.stages {
+            if let Some(first) = stages.get(st.name.value.as_str()) {
+                self.diags.push(Diagnostic::error(
+                    st.name.span,
+                    format!(
+                        "duplicate stage name `{}` (first defined on line {})",
+                        st.name.value, first.name.span.start.line
+                    ),
+                ));
+            } else {
+                stages.insert(&st.name.value, st);
+            }
+        }
+    }
+
+    fn parameters(&mut self) {
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for p in &self.wf.parameters {
+            if let Some(line) = seen.get(p.name.value.as_str()) {
+                self.diags.push(Diagnostic::error(
+                    p.name.span,
+                    format!("duplicate parameter `{}` (first declared on line {line})", p.name.value),
+                ));
+            } else {
+                seen.insert(&p.name.value, p.name.span.start.line);
+            }
+            let ty = p.ty.value;
+            if let Some(allowed) = &p.allowed {
+                for v in &allowed.value {
+                    if !type_matches(ty, v) {
+                        self.diags.push(Diagnostic::error(
+                            allowed.span,
+                            format!(
+                                "`enum` value {} of parameter `{}` is not of type `{ty}`",
+                                v, p.name.value
+                            ),
+                        ));
+                    }
+                }
+            }
+            if let Some(d) = &p.default {
+                if !type_matches(ty, &d.value) {
+                    self.diags.push(Diagnostic::error(
+                        d.span,
+                        format!(
+                            "default {} of parameter `{}` is not of type `{ty}`",
+                            d.value, p.name.value
+                        ),
+                    ));
+                } else if let Some(allowed) = &p.allowed
+                    && !allowed.value.iter().any(|a| json_eq(a, &d.value))
+                {
+                    let names: Vec<String> = allowed.value.iter().map(|v| v.to_string()).collect();
+                    self.diags.push(Diagnostic::error(
+                        d.span,
+                        format!(
+                            "default {} of parameter `{}` is not one of its `enum` values: {}",
+                            d.value,
+                            p.name.value,
+                            names.join(", ")
+                        ),
+                    ));
+                }
+                if p.required.value {
+                    self.diags.push(Diagnostic::warning(
+                        p.required.span,
+                        format!(
+                            "parameter `{}` is required and has a default; the default is never used",
+                            p.name.value
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+
+    fn triggers(&mut self) {
+        for s in &self.wf.on.schedule {
+            let line = s.cron.value.trim();
+            let fields = line.split_whitespace().count();
+            if !line.starts_with('@') && fields != 5 && fields != 6 {
+                self.diags.push(
+                    Diagnostic::error(
+                        s.cron.span,
+                        format!("invalid cron expression `{line}`: expected 5 fields (or 6 with leading seconds), found {fields}"),
+                    )
+                    .with_hint("minute hour day-of-month month day-of-week, e.g. `0 3 * * 1-5`"),
+                );
+            } else if let Err(e) = parse_cron(line) {
+                self.diags.push(
+                    Diagnostic::error(
+                        s.cron.span,
+                        format!("invalid cron expression `{line}`: {}", lower_first(&e.to_string())),
+                    )
+                    .with_hint("minute hour day-of-month month day-of-week, e.g. `0 3 * * 1-5`"),
+                );
+            }
+            if let Some(tz) = &s.timezone
+                && tz.value.parse::<chrono_tz::Tz>().is_err()
+            {
+                let names = chrono_tz::TZ_VARIANTS.iter().map(|t| t.name());
+                let mut msg = format!("unknown time zone `{}`", tz.value);
+                if let Some(s) = suggest(&tz.value, names) {
+                    msg.push_str(&format!(", did you mean `{s}`?"));
+                }
+                self.diags.push(
+                    Diagnostic::error(tz.span, msg)
+                        .with_hint("use an IANA name such as `Europe/Berlin` or `UTC`"),
+                );
+            }
+            for v in s.parameters.values() {
+                for t in v.strings() {
+                    self.check_template(t, SCHEDULE_ROOTS, None);
+                }
+            }
+            for (k, v) in &s.parameters {
+                if self.wf.parameter(k).is_none() {
+                    self.diags.push(Diagnostic::error(
+                        v.span,
+                        format!("schedule sets undeclared parameter `{k}`"),
+                    ));
+                }
+            }
+        }
+    }
+
+    fn stages(&mut self) {
+        let mut done: HashSet<String> = HashSet::new();
+        let empty: HashSet<String> = HashSet::new();
+        for stage in &self.wf.stages {
+            let ids: HashSet<String> = stage.steps.iter().map(|s| s.id.value.clone()).collect();
+            match stage.parallel.value {
+                Parallelism::Sequential => {
+                    let mut local = done.clone();
+                    for step in &stage.steps {
+                        let vis = Visibility {
+                            done: &local,
+                            concurrent: &empty,
+                            auto_siblings: &empty,
+                            stage: &stage.name.value,
+                        };
+                        self.step(step, &vis);
+                        add_ids(step, &mut local);
+                    }
+                }
+                Parallelism::Parallel => {
+                    for step in &stage.steps {
+                        let vis = Visibility {
+                            done: &done,
+                            concurrent: &ids,
+                            auto_siblings: &empty,
+                            stage: &stage.name.value,
+                        };
+                        self.step(step, &vis);
+                    }
+                }
+                Parallelism::Auto => {
+                    for step in &stage.steps {
+                        let vis = Visibility {
+                            done: &done,
+                            concurrent: &empty,
+                            auto_siblings: &ids,
+                            stage: &stage.name.value,
+                        };
+                        self.step(step, &vis);
+                    }
+                    self.auto_cycles(stage);
+                }
+            }
+            for s in &stage.steps {
+                add_ids(s, &mut done);
+            }
+        }
+        // Compensation runs after the main flow: every main step may be referred to.
+        let all_main = done;
+        for stage in &self.wf.stages {
+            for step in &stage.steps {
+                self.compensations(step, &all_main);
+            }
+        }
+    }
+
+    fn compensations(&mut self, step: &Step, all_main: &HashSet<String>) {
+        if !step.compensate.is_empty() {
+            self.after_steps(&step.compensate, all_main, "compensation");
+        }
+        for s in step.branch_steps() {
+            self.compensations(s, all_main);
+        }
+    }
+
+    /// Steps that run after the main flow (compensation, error handlers, rollback), one
+    /// after another.
+    fn after_steps(&mut self, steps: &[Step], all_main: &HashSet<String>, what: &str) {
+        let empty = HashSet::new();
+        let mut local = all_main.clone();
+        for s in steps {
+            let vis = Visibility {
+                done: &local,
+                concurrent: &empty,
+                auto_siblings: &empty,
+                stage: what,
+            };
+            self.step(s, &vis);
+            add_ids(s, &mut local);
+        }
+    }
+
+    fn handlers_and_rollback(&mut self) {
+        let mut all_main = HashSet::new();
+        for stage in &self.wf.stages {
+            for s in &stage.steps {
+                add_ids(s, &mut all_main);
+            }
+        }
+        for h in &self.wf.error_handlers {
+            self.after_steps(&h.steps, &all_main, "error handler");
+            if h.action.value == Action::Retry && h.max_retries.is_none() {
+                // Default of one extra try is fine; nothing to report.
+            }
+            if h.action.value != Action::Retry
+                && let Some(t) = &h.then
+            {
+                self.diags.push(Diagnostic::warning(
+                    t.span,
+                    format!("`then` only applies to `action: retry`; it is ignored with `action: {}`", h.action.value),
+                ));
+            }
+            if self.wf.rollback.is_none() {
+                for a in std::iter::once(&h.action).chain(h.then.iter()) {
+                    if a.value == Action::Rollback {
+                        self.diags.push(Diagnostic::warning(
+                            a.span,
+                            "action `rollback` but the workflow has no `rollback` section; nothing will be rolled back",
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(rb) = &self.wf.rollback {
+            self.after_steps(&rb.steps, &all_main, "rollback");
+        }
+    }
+
+    fn workflow_templates(&mut self) {
+        let wf = self.wf;
+        for v in wf.env.values() {
+            for t in v.strings() {
+                self.check_template(t, WORKFLOW_ENV_ROOTS, None);
+            }
+        }
+        if let Some(c) = &wf.concurrency
+            && let Some(g) = &c.group
+        {
+            self.check_template(g, WORKFLOW_ENV_ROOTS, None);
+        }
+        let mut all = HashSet::new();
+        for stage in &wf.stages {
+            for s in &stage.steps {
+                add_ids(s, &mut all);
+            }
+        }
+        let empty = HashSet::new();
+        let vis = Visibility {
+            done: &all,
+            concurrent: &empty,
+            auto_siblings: &empty,
+            stage: "outputs",
+        };
+        for v in wf.outputs.values() {
+            for t in v.strings() {
+                self.check_template(t, STEP_ROOTS, Some((&vis, "outputs")));
+            }
+        }
+    }
+
+    fn step(&mut self, step: &Step, vis: &Visibility) {
+        let me = step.id.value.as_str();
+        for n in &step.needs {
+            self.step_ref(me, &n.value, n.span, vis);
+        }
+        if step.on_failure.value == OnFailure::Rollback && self.wf.rollback.is_none() {
+            self.diags.push(Diagnostic::warning(
+                step.on_failure.span,
+                "`on_failure: rollback` but the workflow has no `rollback` section; nothing will be rolled back",
+            ));
+        }
+        if step.on_failure.value == OnFailure::Compensate && !self.wf.steps().any(|s| !s.compensate.is_empty()) {
+            self.diags.push(Diagnostic::warning(
+                step.on_failure.span,
+                "`on_failure: compensate` but no step has `compensate` steps; nothing will be undone",
+            ));
+        }
+        for t in step.templates() {
+            self.check_template(t, STEP_ROOTS, Some((vis, me)));
+        }
+        if let StepKind::Run(r) = &step.kind {
+            for rf in r.references() {
+                if rf.root == "repo"
+                    && let Some(field) = rf.path.first()
+                    && (field == "message" || field == "branch")
+                {
+                    let span = scalar_range(self.source, r.span, r.style, &r.text, rf.offset, rf.len);
+                    self.diags.push(
+                        Diagnostic::warning(
+                            span,
+                            format!("`repo.{field}` in a `run:` script is text chosen by whoever pushes"),
+                        )
+                        .with_hint("it reaches the script through an environment variable; keep it quoted (\"$VAR\") and never `eval` it"),
+                    );
+                }
+            }
+        }
+        // Decision branches: sequential inside the branch, after everything the decision
+        // step itself may see.
+        if let StepKind::Decision(d) = &step.kind {
+            let defaults: Vec<&Branch> = d.branches.iter().filter(|b| b.default).collect();
+            for extra in defaults.iter().skip(1) {
+                self.diags.push(Diagnostic::error(
+                    extra.span,
+                    format!(
+                        "decision `{me}` has more than one default branch (the first is on line {})",
+                        defaults[0].span.start.line
+                    ),
+                ));
+            }
+            for b in &d.branches {
+                if let Some(w) = &b.when {
+                    self.check_template(w, STEP_ROOTS, Some((vis, me)));
+                }
+                let mut local = vis.done.clone();
+                let empty = HashSet::new();
+                for s in &b.steps {
+                    let inner = Visibility {
+                        done: &local,
+                        concurrent: &empty,
+                        auto_siblings: vis.auto_siblings,
+                        stage: vis.stage,
+                    };
+                    self.step(s, &inner);
+                    add_ids(s, &mut local);
+                }
+            }
+        }
+        if let Some(c) = &step.cache
+            && c.key.strings().is_empty()
+            && c.key.to_static_json().is_some_and(|v| v.is_null())
+        {
+            self.diags.push(Diagnostic::error(c.key.span, "`cache.key` must not be null"));
+        }
+    }
+
+    fn check_template(&mut self, t: &TemplateString, roots: &[&str], steps: Option<(&Visibility, &str)>) {
+        let scope = Scope {
+            parameters: &self.params,
+            roots,
+        };
+        for (e, offset) in t.template.exprs() {
+            for err in expr::check(e, &scope) {
+                self.diags.push(template_error(self.source, t, &err.shifted(offset)));
+            }
+        }
+        if let Some((vis, me)) = steps {
+            for r in t.references() {
+                if r.root != "steps" || !roots.contains(&"steps") {
+                    continue;
+                }
+                let Some(id) = r.path.first() else { continue };
+                // Point at `steps.X`.
+                let id_end = r.offset + "steps.".len() + id.len();
+                let span = scalar_range(self.source, t.span, t.style, &t.text, r.offset, (id_end - r.offset).min(r.len.max(1)));
+                if self.step_ref(me, id, span, vis)
+                    && let Some(field) = r.path.get(1)
+                    && !STEP_FIELDS.contains(&field.as_str())
+                {
+                    let mut msg = format!("unknown field `{field}` of step `{id}`; expected one of {}", list(STEP_FIELDS));
+                    if let Some(s) = suggest(field, STEP_FIELDS.iter().copied()) {
+                        msg = format!("unknown field `{field}` of step `{id}`, did you mean `{s}`?");
+                    }
+                    let span = scalar_range(self.source, t.span, t.style, &t.text, r.offset, r.len);
+                    self.diags.push(Diagnostic::error(span, msg));
+                }
+            }
+        }
+    }
+
+    /// Checks one reference from step `me` to step `id`; true when it is fine.
+    fn step_ref(&mut self, me: &str, id: &str, span: Span, vis: &Visibility) -> bool {
+        if id == me {
+            self.diags.push(Diagnostic::error(span, format!("step `{me}` refers to itself")));
+            return false;
+        }
+        if vis.done.contains(id) || vis.auto_siblings.contains(id) {
+            return true;
+        }
+        if vis.concurrent.contains(id) {
+            self.diags.push(
+                Diagnostic::error(
+                    span,
+                    format!(
+                        "step `{me}` refers to `{id}`, which runs at the same time in parallel stage `{}`",
+                        vis.stage
+                    ),
+                )
+                .with_hint("move it to a later stage, or use `parallel: auto` to make the reference a dependency"),
+            );
+            return false;
+        }
+        if let Some(target) = self.wf.step(id).filter(|s| !s.implicit) {
+            self.diags.push(
+                Diagnostic::error(
+                    span,
+                    format!(
+                        "step `{me}` refers to `{id}` (line {}), which has not finished when `{me}` runs",
+                        target.id.span.start.line
+                    ),
+                )
+                .with_hint("a step may only refer to steps of earlier stages or earlier steps of a sequential stage"),
+            );
+            return false;
+        }
+        let ids: Vec<&str> = self.wf.steps().filter(|s| !s.implicit).map(|s| s.id.value.as_str()).collect();
+        let msg = match suggest(id, ids) {
+            Some(s) => format!("unknown step `{id}`, did you mean `{s}`?"),
+            None => format!("unknown step `{id}`"),
+        };
+        self.diags.push(Diagnostic::error(span, msg));
+        false
+    }
+
+    fn auto_cycles(&mut self, stage: &Stage) {
+        let ids: Vec<&str> = stage.steps.iter().map(|s| s.id.value.as_str()).collect();
+        let deps: HashMap<&str, Vec<String>> = stage
+            .steps
+            .iter()
+            .map(|s| {
+                let refs = s
+                    .step_references()
+                    .into_iter()
+                    .filter(|r| ids.contains(&r.as_str()) && r != &s.id.value)
+                    .collect();
+                (s.id.value.as_str(), refs)
+            })
+            .collect();
+        // Depth-first search; report each cycle once, at its first step in file order.
+        let mut state: HashMap<&str, u8> = HashMap::new(); // 1 = on stack, 2 = done
+        let mut reported: HashSet<String> = HashSet::new();
+        for start in &ids {
+            let mut path: Vec<&str> = Vec::new();
+            self.dfs(start, &deps, &mut state, &mut path, &mut reported, stage);
+        }
+    }
+
+    fn dfs<'s>(
+        &mut self,
+        node: &'s str,
+        deps: &'s HashMap<&'s str, Vec<String>>,
+        state: &mut HashMap<&'s str, u8>,
+        path: &mut Vec<&'s str>,
+        reported: &mut HashSet<String>,
+        stage: &Stage,
+    ) {
+        match state.get(node) {
+            Some(2) => return,
+            Some(1) => {
+                if let Some(pos) = path.iter().position(|p| *p == node) {
+                    let mut cycle: Vec<&str> = path[pos..].to_vec();
+                    let mut key: Vec<&str> = cycle.clone();
+                    key.sort_unstable();
+                    if reported.insert(key.join(",")) {
+                        cycle.push(node);
+                        if let Some(step) = stage.steps.iter().find(|s| s.id.value == cycle[0]) {
+                            self.diags.push(Diagnostic::error(
+                                step.id.span,
+                                format!(
+                                    "dependency cycle in `parallel: auto` stage `{}`: {}",
+                                    stage.name.value,
+                                    cycle.join(" -> ")
+                                ),
+                            ));
+                        }
+                    }
+                }
+                return;
+            }
+            _ => {}
+        }
+        state.insert(node, 1);
+        path.push(node);
+        if let Some((key, ds)) = deps.get_key_value(node) {
+            let _ = key;
+            for d in ds {
+                if let Some((k, _)) = deps.get_key_value(d.as_str()) {
+                    self.dfs(k, deps, state, path, reported, stage);
+                }
+            }
+        }
+        path.pop();
+        state.insert(node, 2);
+    }
+}
+
+/// Adds a step's id and the ids of its decision branches (they finish with it).
+fn add_ids(step: &Step, set: &mut HashSet<String>) {
+    set.insert(step.id.value.clone());
+    for s in step.branch_steps() {
+        add_ids(s, set);
+    }
+}
+
+/// Whether a JSON value has a parameter type.
+pub fn type_matches(ty: ParamType, v: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match ty {
+        ParamType::String => v.is_string(),
+        ParamType::Number => v.is_number(),
+        ParamType::Integer => match v {
+            Value::Number(n) => n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|f| f.fract() == 0.0),
+            _ => false,
+        },
+        ParamType::Boolean => v.is_boolean(),
+        ParamType::Array => v.is_array(),
+        ParamType::Object => v.is_object(),
+    }
+}
+
+/// JSON equality where `1` equals `1.0`.
+pub(crate) fn json_eq(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) if a.is_number() && b.is_number() => x == y,
+        _ => a == b,
+    }
+}
+
+fn lower_first(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
