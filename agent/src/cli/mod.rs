@@ -1,6 +1,9 @@
 //! Command-line interface: argument definitions (clap) and dispatch to one module per
 //! command. Each command returns the process exit code documented in DESIGN §5.
 
+pub mod schema;
+pub mod validate;
+
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -37,10 +40,7 @@ pub enum Command {
 /// Runs one parsed command line and returns its exit code.
 pub fn run(cli: Cli) -> i32 {
     match cli.command {
-        Command::Validate { paths, config } => {
-            let _ = (paths, config);
-            EXIT_OK
-        }
-        Command::Schema => EXIT_OK,
+        Command::Validate { paths, config } => validate::run(&paths, config.as_deref()),
+        Command::Schema => schema::run(),
     }
 }
