@@ -45,7 +45,10 @@ fn exercise_expr(src: &str) {
                 assert_span(src, &e, "check");
             }
             for r in parsed.references() {
-                assert!(src.get(r.offset..r.offset + r.len).is_some(), "reference {r:?}");
+                assert!(
+                    src.get(r.offset..r.offset + r.len).is_some(),
+                    "reference {r:?}"
+                );
             }
             if let Err(e) = parsed.eval(&ctx()) {
                 assert_span(src, &e, "eval");
@@ -75,7 +78,10 @@ fn exercise_template(s: &str) {
                 assert_eq!(s.get(offset..offset + e.source().len()), Some(e.source()));
             }
             for r in t.references() {
-                assert!(s.get(r.offset..r.offset + r.len).is_some(), "reference {r:?}");
+                assert!(
+                    s.get(r.offset..r.offset + r.len).is_some(),
+                    "reference {r:?}"
+                );
             }
             match t.render(&ctx()) {
                 Err(e) => assert_span(s, &e, "render"),
@@ -91,15 +97,105 @@ fn exercise_template(s: &str) {
 
 /// Pieces of the language (and of things that are not), to build token soups from.
 const TOKENS: &[&str] = &[
-    "parameters", "steps", "context", "env", "secrets", "run", "repo", "workflow", "nope",
-    ".", ".a", ".b", ".c", ".build", ".output", ".x", "[", "]", "(", ")", ",", "0", "1", "-1",
-    "2.5", "1e3", "99999999999999999999", "'s'", "\"d\"", "'", "\"", "\\", "'\\u{1F600}'", "'}}'",
-    "==", "!=", "<", "<=", ">", ">=", "&&", "||", "!", "and", "or", "not", "in", "if", "else",
-    "+", "-", "*", "/", "%", "=", "&", "|", "true", "false", "null", "True", "len", "str", "int",
-    "bool", "contains", "startswith", "endswith", "regex_match", "now", "env", "file_exists",
-    "success", "failure", "always", "cancelled", "format", "join", "to_json", "from_json",
-    "hash_files", "lenght", "'{0}'", "'{'", "'('", "'[]'", "'{\"a\":1}'", "${{", "}}", "$", "{",
-    "}", "é", "日本", "\u{0}", "\n", " ", "-a", "'a'[0]",
+    "parameters",
+    "steps",
+    "context",
+    "env",
+    "secrets",
+    "run",
+    "repo",
+    "workflow",
+    "nope",
+    ".",
+    ".a",
+    ".b",
+    ".c",
+    ".build",
+    ".output",
+    ".x",
+    "[",
+    "]",
+    "(",
+    ")",
+    ",",
+    "0",
+    "1",
+    "-1",
+    "2.5",
+    "1e3",
+    "99999999999999999999",
+    "'s'",
+    "\"d\"",
+    "'",
+    "\"",
+    "\\",
+    "'\\u{1F600}'",
+    "'}}'",
+    "==",
+    "!=",
+    "<",
+    "<=",
+    ">",
+    ">=",
+    "&&",
+    "||",
+    "!",
+    "and",
+    "or",
+    "not",
+    "in",
+    "if",
+    "else",
+    "+",
+    "-",
+    "*",
+    "/",
+    "%",
+    "=",
+    "&",
+    "|",
+    "true",
+    "false",
+    "null",
+    "True",
+    "len",
+    "str",
+    "int",
+    "bool",
+    "contains",
+    "startswith",
+    "endswith",
+    "regex_match",
+    "now",
+    "env",
+    "file_exists",
+    "success",
+    "failure",
+    "always",
+    "cancelled",
+    "format",
+    "join",
+    "to_json",
+    "from_json",
+    "hash_files",
+    "lenght",
+    "'{0}'",
+    "'{'",
+    "'('",
+    "'[]'",
+    "'{\"a\":1}'",
+    "${{",
+    "}}",
+    "$",
+    "{",
+    "}",
+    "é",
+    "日本",
+    "\u{0}",
+    "\n",
+    " ",
+    "-a",
+    "'a'[0]",
 ];
 
 fn soup() -> impl Strategy<Value = String> {

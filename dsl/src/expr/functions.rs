@@ -223,10 +223,14 @@ pub(crate) fn compile_regex(pattern: &str) -> Result<regex::Regex, String> {
         .build()
         .map_err(|e| match e {
             regex::Error::CompiledTooBig(_) => "regular expression is too large".to_string(),
-            other => format!(
-                "invalid regular expression: {}",
-                other.to_string().lines().last().unwrap_or("").trim()
-            ),
+            other => {
+                let text = other.to_string();
+                let last = text.lines().last().unwrap_or("").trim();
+                format!(
+                    "invalid regular expression: {}",
+                    last.strip_prefix("error: ").unwrap_or(last)
+                )
+            }
         })?;
     REGEX_CACHE.with(|c| {
         let mut cache = c.borrow_mut();

@@ -44,14 +44,24 @@ impl Template {
                 parts.push(TemplatePart::Text(s[pos..open].to_string()));
             }
             let start = open + 3;
-            let Some(close) = find_close(s, start) else {
-                errors.push(ExprError::new(
-                    "unclosed `${{`, expected `}}` to end the expression",
-                    open,
-                    3,
-                ));
-                pos = s.len();
-                break;
+            let close = match find_close(s, start) {
+                Ok(close) => close,
+                Err(unclosed) => {
+                    errors.push(match unclosed {
+                        Some(quote) => ExprError::new(
+                            "unterminated string (the `}}` after it counts as part of the string)",
+                            quote,
+                            1,
+                        ),
+                        None => ExprError::new(
+                            "unclosed `${{`, expected `}}` to end the expression",
+                            open,
+                            3,
+                        ),
+                    });
+                    pos = s.len();
+                    break;
+                }
             };
             let inner = &s[start..close];
             if inner.trim().is_empty() {
@@ -163,15 +173,16 @@ impl Template {
 
 /// The offset of the `}}` that closes an expression starting at `start`, skipping quoted
 /// string literals (with backslash escapes). Works on bytes: quotes, backslashes and braces
-/// are ASCII and never part of a multi-byte character.
-fn find_close(s: &str, start: usize) -> Option<usize> {
+/// are ASCII and never part of a multi-byte character. When there is none, the error holds
+/// the offset of the string literal left open, if the text ends inside one.
+fn find_close(s: &str, start: usize) -> Result<usize, Option<usize>> {
     let b = s.as_bytes();
     let mut i = start;
-    let mut quote: Option<u8> = None;
+    let mut quote: Option<(u8, usize)> = None;
     while i < b.len() {
         let c = b[i];
         match quote {
-            Some(q) => {
+            Some((q, _)) => {
                 if c == b'\\' {
                     i += 1;
                 } else if c == q {
@@ -180,15 +191,15 @@ fn find_close(s: &str, start: usize) -> Option<usize> {
             }
             None => {
                 if c == b'\'' || c == b'"' {
-                    quote = Some(c);
+                    quote = Some((c, i));
                 } else if c == b'}' && b.get(i + 1) == Some(&b'}') {
-                    return Some(i);
+                    return Ok(i);
                 }
             }
         }
         i += 1;
     }
-    None
+    Err(quote.map(|(_, at)| at))
 }
 
 #[cfg(test)]
