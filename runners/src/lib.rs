@@ -46,7 +46,7 @@
 //! cmd.env.extend(paths.env());
 //! let _permit = admission.acquire(Request::default()).await?;
 //! let cancel = Cancel::new();
-//! let outcome = run(cmd, |stream, line| println!("{stream:?}: {line}"), &cancel).await?;
+//! let outcome = run(cmd, |stream, line| println!("{stream:?}: {line}"), cancel.clone()).await?;
 //! let outputs = parse_output_file(&paths.output)?;
 //! let class = classify(&outcome, outputs.as_ref(), &Default::default());
 //! # let _ = class; Ok(()) }

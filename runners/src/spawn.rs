@@ -328,12 +328,12 @@ impl Drop for LeaderGuard {
 ///
 /// `on_line` gets every line of stdout and stderr (without the line ending; invalid UTF-8
 /// replaced; lines longer than [`MAX_LINE`] split) as soon as it is read, from this task.
-/// `cancel` ends the process early (see [`Cancel`]). Errors only when the process could not
+/// `cancel` ends the process early (see [`Cancel`]; pass a clone, they share state). Errors only when the process could not
 /// be started or waited for; a non-zero exit, a timeout or a cancel is an `Ok` outcome.
 pub async fn run<F>(
     cmd: StepCommand,
     mut on_line: F,
-    cancel: &Cancel,
+    cancel: Cancel,
 ) -> Result<ProcessOutcome, RunnerError>
 where
     F: FnMut(Stream, &str) + Send,

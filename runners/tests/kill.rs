@@ -1,0 +1,207 @@
+//! Timeouts and cancellation with real, misbehaving processes: SIGTERM then SIGKILL after
+//! the grace period, grandchildren that left the group with `setsid`, a second cancel that
+//! kills at once.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use runners::{Cancel, StepCommand, plan_script};
+
+#[tokio::test]
+async fn timeout_terms_a_well_behaved_process() {
+    let start = Instant::now();
+    let (o, cap) = run_capture(
+        StepCommand::new(helper("term_then_exit.sh"))
+            .timeout(Duration::from_millis(300))
+            .grace(Duration::from_secs(20)),
+        Cancel::new(),
+    )
+    .await;
+    let took = start.elapsed();
+    assert!(o.timed_out && !o.cancelled && !o.killed, "{o:?}");
+    assert_eq!(o.exit_code, Some(3), "the TERM handler ran: {o:?}");
+    assert!(cap.stdout.contains(&"got TERM".to_string()), "{cap:?}");
+    // Ends when the group is gone, long before the 20 s grace period.
+    assert!(took < Duration::from_secs(3), "{took:?}");
+}
+
+#[tokio::test]
+async fn term_ignoring_process_is_killed_after_the_grace_period() {
+    let start = Instant::now();
+    let grace = Duration::from_millis(700);
+    let (o, cap) = run_capture(
+        StepCommand::new(helper("ignore_term.sh"))
+            .timeout(Duration::from_millis(300))
+            .grace(grace),
+        Cancel::new(),
+    )
+    .await;
+    let took = start.elapsed();
+    assert!(o.timed_out && o.killed, "{o:?}");
+    assert_eq!(o.signal, Some(libc::SIGKILL));
+    assert_eq!(cap.stdout, vec!["ready"]);
+    assert!(took >= Duration::from_millis(300) + grace, "{took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+#[tokio::test]
+async fn setsid_grandchildren_do_not_outlive_a_timed_out_step() {
+    let tag = unique_tag();
+    let script = format!("sleep {tag} & setsid sleep {tag} & sleep {tag}");
+    // Watch that all three sleeps really started (else the test proves nothing).
+    let tag2 = tag.clone();
+    let watcher = std::thread::spawn(move || {
+        wait_until(Duration::from_secs(5), || pids_with_arg(&tag2).len() >= 3)
+    });
+    let start = Instant::now();
+    let (o, _) = run_capture(
+        StepCommand::from_plan(plan_script(&script, None))
+            .timeout(Duration::from_secs(1))
+            .grace(Duration::from_secs(3)),
+        Cancel::new(),
+    )
+    .await;
+    let took = start.elapsed();
+    let started = watcher.join().expect("watcher");
+    let left = pids_with_arg(&tag);
+    kill_tagged(&tag);
+    assert!(started, "the three sleeps never ran");
+    assert!(o.timed_out, "{o:?}");
+    assert!(
+        took < Duration::from_secs(1) + Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[tokio::test]
+async fn helper_with_grandchildren_is_swept_on_cancel() {
+    let tag = unique_tag();
+    let cancel = Cancel::new();
+    let trigger = cancel.clone();
+    let tag2 = tag.clone();
+    // Cancel once the helper and its grandchildren are up.
+    let watcher = std::thread::spawn(move || {
+        let up = wait_until(Duration::from_secs(10), || pids_with_arg(&tag2).len() >= 3);
+        trigger.request();
+        up
+    });
+    let (o, cap) = run_capture(
+        StepCommand::new(helper("fork_grandchildren.sh"))
+            .args([tag.clone()])
+            .grace(Duration::from_secs(3)),
+        cancel,
+    )
+    .await;
+    let up = watcher.join().expect("watcher");
+    let left = pids_with_arg(&tag);
+    kill_tagged(&tag);
+    assert!(up, "the helper never started its grandchildren");
+    assert!(o.cancelled && !o.timed_out, "{o:?}");
+    assert_eq!(cap.stdout, vec!["ready"]);
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[tokio::test]
+async fn second_cancel_kills_at_once() {
+    let cancel = Cancel::new();
+    let trigger = cancel.clone();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel();
+    let start = Instant::now();
+    let handle = tokio::spawn(async move {
+        runners::run(
+            StepCommand::new(helper("ignore_term.sh")).grace(Duration::from_secs(60)),
+            move |_, line| {
+                let _ = ready_tx.send(line.to_string());
+            },
+            cancel,
+        )
+        .await
+        .expect("run")
+    });
+    // First request once the trap is installed: graceful, and the helper ignores it.
+    let line = tokio::time::timeout(Duration::from_secs(5), ready_rx.recv())
+        .await
+        .expect("helper ready");
+    assert_eq!(line.as_deref(), Some("ready"));
+    trigger.request();
+    // It keeps running through the (60 s) grace period ...
+    let still = tokio::time::timeout(
+        Duration::from_millis(300),
+        &mut Box::pin(async {
+            while !handle.is_finished() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }),
+    )
+    .await;
+    assert!(
+        still.is_err(),
+        "a TERM-ignoring step must survive the first cancel"
+    );
+    // ... until the second request.
+    trigger.request();
+    let o = tokio::time::timeout(Duration::from_secs(5), handle)
+        .await
+        .expect("second cancel kills at once")
+        .expect("task");
+    assert!(o.cancelled && o.killed, "{o:?}");
+    assert_eq!(o.signal, Some(libc::SIGKILL));
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn cancelled_before_start_spawns_nothing() {
+    let cancel = Cancel::new();
+    cancel.request();
+    let (o, cap) = run_capture(StepCommand::new("echo").args(["hi"]), cancel).await;
+    assert!(o.cancelled);
+    assert_eq!(o.pid, 0);
+    assert!(cap.stdout.is_empty());
+}
+
+#[tokio::test]
+async fn child_cancel_follows_the_parent() {
+    let run_cancel = Cancel::new();
+    let step_cancel = run_cancel.child();
+    let trigger = run_cancel.clone();
+    let start = Instant::now();
+    let tag = unique_tag();
+    let arg = tag.clone();
+    let handle = tokio::spawn(async move {
+        run_capture(StepCommand::new("sleep").args([arg]), step_cancel).await
+    });
+    let up = tokio::task::spawn_blocking(move || {
+        wait_until(Duration::from_secs(5), || !pids_with_arg(&tag).is_empty())
+    })
+    .await
+    .expect("poll");
+    assert!(up, "sleep never started");
+    trigger.request();
+    let (o, _) = tokio::time::timeout(Duration::from_secs(5), handle)
+        .await
+        .expect("cancelled")
+        .expect("task");
+    assert!(o.cancelled);
+    assert_eq!(o.signal, Some(libc::SIGTERM));
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn dropping_the_run_future_kills_the_tree() {
+    let tag = unique_tag();
+    let marker = format!("drop-{tag}");
+    let fut = run_capture(
+        StepCommand::new(helper("fork_grandchildren.sh"))
+            .args([tag.clone()])
+            .marker(marker),
+        Cancel::new(),
+    );
+    // Give up on the step while it runs (as when the engine's task is aborted).
+    let _ = tokio::time::timeout(Duration::from_millis(300), fut).await;
+    let gone = wait_until(Duration::from_secs(5), || pids_with_arg(&tag).is_empty());
+    kill_tagged(&tag);
+    assert!(gone, "processes of a dropped step must be killed");
+}

@@ -1,0 +1,202 @@
+//! Spawning real processes: stdin and environment, line capture from both streams, exit
+//! codes and signals, shell-like errors of direct exec, floods, and output held by
+//! background processes.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use runners::{Cancel, StepCommand, param_env, plan_script, run};
+
+#[tokio::test]
+async fn stdin_env_and_cwd_reach_the_process() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let params =
+        serde_json::json!({"name": "web app", "replicas": 3, "dry-run": true, "tags": ["a"]});
+    let mut cmd = StepCommand::from_plan(plan_script(
+        r#"echo "stdin=$(cat)"; echo "name=$AGENT_PARAM_NAME replicas=$AGENT_PARAM_REPLICAS dry=$AGENT_PARAM_DRY_RUN"; echo "tags=${AGENT_PARAM_TAGS-unset}"; pwd; echo "marker=$AGENT_RUN_MARKER"; test -n "$AGENT_STEP_MARKER"; echo err >&2"#,
+        None,
+    ))
+    .cwd(dir.path())
+    .stdin(params.to_string())
+    .marker("run-77");
+    cmd.env.extend(param_env(&params));
+    let (outcome, cap) = run_capture(cmd, Cancel::new()).await;
+    assert!(outcome.success(), "{outcome:?} {cap:?}");
+    assert_eq!(cap.stdout[0], format!("stdin={params}"));
+    assert_eq!(cap.stdout[1], "name=web app replicas=3 dry=true");
+    assert_eq!(cap.stdout[2], "tags=unset");
+    let cwd = dir.path().canonicalize().expect("canonical");
+    assert_eq!(cap.stdout[3], cwd.to_string_lossy());
+    assert_eq!(cap.stdout[4], "marker=run-77");
+    assert_eq!(cap.stderr, vec!["err"]);
+    assert!(outcome.pid > 0);
+}
+
+#[tokio::test]
+async fn exit_codes_and_signals() {
+    let (o, _) = run_capture(
+        StepCommand::from_plan(plan_script("exit 7", None)),
+        Cancel::new(),
+    )
+    .await;
+    assert_eq!(o.exit_code, Some(7));
+    assert!(!o.success());
+    let (o, _) = run_capture(
+        StepCommand::from_plan(plan_script("kill -9 $$", None)),
+        Cancel::new(),
+    )
+    .await;
+    assert_eq!(o.exit_code, None);
+    assert_eq!(o.signal, Some(9));
+    assert!(!o.timed_out && !o.cancelled);
+}
+
+#[tokio::test]
+async fn shell_runs_with_errexit() {
+    let (o, cap) = run_capture(
+        StepCommand::from_plan(plan_script("echo one\nfalse\necho two", None)),
+        Cancel::new(),
+    )
+    .await;
+    assert_eq!(o.exit_code, Some(1));
+    assert_eq!(cap.stdout, vec!["one"]);
+}
+
+#[tokio::test]
+async fn direct_exec_of_missing_program_behaves_like_a_shell() {
+    let plan = plan_script("no-such-program-4711 --x", None);
+    assert!(plan.direct);
+    let (o, cap) = run_capture(StepCommand::from_plan(plan), Cancel::new()).await;
+    assert_eq!(o.exit_code, Some(127));
+    assert_eq!(cap.stderr, vec!["no-such-program-4711: command not found"]);
+
+    // Without shell_errors it is a spawn error.
+    let err = run(
+        StepCommand::new("no-such-program-4711"),
+        |_, _| {},
+        Cancel::new(),
+    )
+    .await
+    .expect_err("spawn must fail");
+    assert!(err.to_string().contains("no-such-program-4711"), "{err}");
+}
+
+#[tokio::test]
+async fn direct_exec_passes_words_verbatim() {
+    let plan = plan_script("printenv HOME", None);
+    assert!(plan.direct);
+    let (o, cap) = run_capture(
+        StepCommand::from_plan(plan_script("echo a=b  c", None)),
+        Cancel::new(),
+    )
+    .await;
+    assert!(o.success());
+    assert_eq!(cap.stdout, vec!["a=b c"]);
+}
+
+#[tokio::test]
+async fn a_megabyte_on_each_stream_does_not_deadlock() {
+    let start = Instant::now();
+    let mut out_bytes = 0usize;
+    let mut err_bytes = 0usize;
+    let mut last = String::new();
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(30),
+        run(
+            StepCommand::new(helper("flood_stdout.sh")),
+            |stream, line| match stream {
+                runners::Stream::Stdout => {
+                    out_bytes += line.len() + 1;
+                    last = line.to_string();
+                }
+                runners::Stream::Stderr => err_bytes += line.len() + 1,
+            },
+            Cancel::new(),
+        ),
+    )
+    .await
+    .expect("no deadlock")
+    .expect("run");
+    assert!(outcome.success(), "{outcome:?}");
+    assert_eq!(out_bytes, 10486 * 100 + "done\n".len());
+    assert_eq!(err_bytes, 10486 * 100);
+    assert_eq!(last, "done");
+    assert!(start.elapsed() < Duration::from_secs(30));
+}
+
+#[tokio::test]
+async fn stdin_larger_than_a_pipe_is_written_while_output_drains() {
+    // 1 MiB on stdin, echoed back: writing and reading must happen at the same time.
+    let input: String = "0123456789abcdef\n".repeat(64 * 1024);
+    let mut got = 0usize;
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(30),
+        run(
+            StepCommand::new("cat").stdin(input.clone()),
+            |_, line| got += line.len() + 1,
+            Cancel::new(),
+        ),
+    )
+    .await
+    .expect("no deadlock")
+    .expect("run");
+    assert!(outcome.success());
+    assert_eq!(got, input.len());
+}
+
+#[tokio::test]
+async fn step_that_ignores_stdin_is_fine() {
+    let big = vec![b'x'; 1 << 20];
+    let (o, _) = run_capture(StepCommand::new("true").stdin(big), Cancel::new()).await;
+    assert!(o.success(), "{o:?}");
+}
+
+#[tokio::test]
+async fn background_process_holding_stdout_does_not_block_the_step() {
+    let tag = unique_tag();
+    let start = Instant::now();
+    let (o, cap) = run_capture(
+        StepCommand::new(helper("background_server.sh"))
+            .args([tag.clone()])
+            .marker(format!("bg-{tag}")),
+        Cancel::new(),
+    )
+    .await;
+    assert!(o.success());
+    assert!(cap.stdout.contains(&"started".to_string()), "{cap:?}");
+    // Finished after the linger time, not after the server's 300 s.
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    // The server lives on (the run has not ended) ...
+    assert!(
+        !pids_with_arg(&tag).is_empty(),
+        "server must survive the step"
+    );
+    // ... until the run ends.
+    let killed = tokio::task::spawn_blocking({
+        let marker = format!("bg-{tag}");
+        move || runners::sweep_run(&marker)
+    })
+    .await
+    .expect("sweep");
+    assert!(killed >= 2, "killed {killed}");
+    let gone = wait_until(Duration::from_secs(5), || pids_with_arg(&tag).is_empty());
+    kill_tagged(&tag);
+    assert!(gone, "sweep_run must end the server");
+}
+
+#[tokio::test]
+async fn invalid_utf8_and_missing_final_newline() {
+    let (o, cap) = run_capture(
+        StepCommand::from_plan(plan_script(r"printf 'ok\n\377bad\nlast'", None)),
+        Cancel::new(),
+    )
+    .await;
+    assert!(o.success());
+    assert_eq!(cap.stdout, vec!["ok", "\u{fffd}bad", "last"]);
+}
