@@ -1,3 +1,5 @@
 //! The `agent` library behind the binary: CLI commands, engine, daemon, store, notify, api.
 
 pub mod cli;
+pub mod daemon;
+pub mod store;

@@ -1,0 +1,509 @@
+//! A cached bare mirror of one repository, and reading commits straight from it.
+//!
+//! Each configured repository gets `state_dir/mirrors/<name>.git`: created by a fetch into a
+//! fresh bare repository (cloned into a temporary directory and renamed into place, so a crash
+//! never leaves a half-made mirror under the real name), then kept current with
+//! [`Mirror::fetch`] (every branch and tag, pruned). Runs never touch it: they get a
+//! [`Workspace`](super::Workspace) written from its objects. Reading workflow files and
+//! diffing commits for path filters happens here without any checkout.
+//!
+//! Transports: local paths, `file://` and `git://` (git2 is built without https/ssh for now;
+//! credentials come later).
+
+use std::path::{Path, PathBuf};
+
+use git2::{AutotagOption, FetchOptions, FetchPrune, ObjectType, Oid, Repository};
+
+/// Errors from mirrors and workspaces.
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorError {
+    /// A repository name that cannot be a directory name.
+    #[error("invalid repository name `{0}`: use letters, digits, `.`, `_` and `-`")]
+    InvalidName(String),
+    /// A git operation failed.
+    #[error("{action} `{target}`: {source}")]
+    Git {
+        /// What we were doing.
+        action: &'static str,
+        /// The repository, URL, commit or path concerned.
+        target: String,
+        /// The underlying git error.
+        source: git2::Error,
+    },
+    /// A file-system operation failed.
+    #[error("{action} `{path}`: {source}")]
+    Io {
+        /// What we were doing.
+        action: &'static str,
+        /// The path concerned.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+    /// A commit (or branch) that the mirror does not have.
+    #[error("commit `{0}` not found in the mirror (fetch first?)")]
+    UnknownCommit(String),
+    /// A tree entry whose name would escape the workspace (`..`, `.git`, a slash).
+    #[error("refusing to check out unsafe path `{0}`")]
+    UnsafePath(String),
+    /// A checkout destination that already exists.
+    #[error("workspace `{0}` already exists")]
+    WorkspaceExists(PathBuf),
+}
+
+impl MirrorError {
+    pub(crate) fn git(
+        action: &'static str,
+        target: impl Into<String>,
+    ) -> impl FnOnce(git2::Error) -> MirrorError {
+        let target = target.into();
+        move |source| MirrorError::Git {
+            action,
+            target,
+            source,
+        }
+    }
+
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> MirrorError {
+        let path = path.into();
+        move |source| MirrorError::Io {
+            action,
+            path,
+            source,
+        }
+    }
+}
+
+/// A workflow file read from a commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkflowFile {
+    /// Its path in the repository, such as `.workflows/build.yaml`.
+    pub path: String,
+    /// Its text. Invalid UTF-8 is replaced by U+FFFD, so the parser reports the place.
+    pub text: String,
+}
+
+/// Who made a commit and why, for `repo.message` and `repo.author`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitInfo {
+    /// The full commit id.
+    pub id: String,
+    /// The commit message.
+    pub message: String,
+    /// The author's name.
+    pub author: String,
+    /// The author's email.
+    pub email: String,
+}
+
+/// The fetch refspecs of a mirror: every branch and tag, force-updated.
+const MIRROR_REFSPECS: [&str; 2] = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"];
+
+/// A cached bare mirror of a repository.
+pub struct Mirror {
+    name: String,
+    url: String,
+    path: PathBuf,
+    repo: Repository,
+}
+
+impl std::fmt::Debug for Mirror {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mirror")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+/// Checks that a repository name can name a directory.
+fn check_name(name: &str) -> Result<(), MirrorError> {
+    let ok = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(MirrorError::InvalidName(name.to_string()))
+    }
+}
+
+/// A local path becomes absolute (libgit2 resolves relative paths against the process's
+/// current directory at fetch time, which may change); URLs stay as they are.
+fn normalize_url(url: &str) -> String {
+    if url.contains("://") {
+        return url.to_string();
+    }
+    match std::fs::canonicalize(url) {
+        Ok(path) => path.to_string_lossy().into_owned(),
+        Err(_) => url.to_string(),
+    }
+}
+
+impl Mirror {
+    /// The directory of the mirror of `name` under `state_dir`.
+    pub fn path_for(state_dir: &Path, name: &str) -> PathBuf {
+        state_dir.join("mirrors").join(format!("{name}.git"))
+    }
+
+    /// Opens the mirror of `name` under `state_dir`, cloning it from `url` first if it does
+    /// not exist (or is unreadable). An existing mirror is not fetched: call
+    /// [`Mirror::fetch`]. If `url` changed since the clone, the mirror follows the new one.
+    pub fn open_or_clone(state_dir: &Path, name: &str, url: &str) -> Result<Mirror, MirrorError> {
+        check_name(name)?;
+        let url = normalize_url(url);
+        let path = Mirror::path_for(state_dir, name);
+        if path.exists() {
+            match Repository::open_bare(&path) {
+                Ok(repo) => {
+                    let mut mirror = Mirror {
+                        name: name.to_string(),
+                        url: url.clone(),
+                        path,
+                        repo,
+                    };
+                    mirror.follow_url()?;
+                    return Ok(mirror);
+                }
+                Err(err) => {
+                    tracing::warn!(mirror = %path.display(), error = %err,
+                        "unreadable mirror, cloning it again");
+                    remove_tree(&path)?;
+                }
+            }
+        }
+        Mirror::clone_into(&path, name, &url)
+    }
+
+    /// Opens an existing mirror without any network access (a second handle for another
+    /// thread: a `Mirror` is `Send` but not `Sync`).
+    pub fn open(state_dir: &Path, name: &str) -> Result<Mirror, MirrorError> {
+        check_name(name)?;
+        let path = Mirror::path_for(state_dir, name);
+        let repo =
+            Repository::open_bare(&path).map_err(MirrorError::git("open mirror", path.display().to_string()))?;
+        let url = repo
+            .find_remote("origin")
+            .ok()
+            .and_then(|r| r.url().ok().map(str::to_string))
+            .unwrap_or_default();
+        Ok(Mirror {
+            name: name.to_string(),
+            url,
+            path,
+            repo,
+        })
+    }
+
+    /// Clones into a temporary sibling directory, then renames it into place.
+    fn clone_into(path: &Path, name: &str, url: &str) -> Result<Mirror, MirrorError> {
+        let parent = path.parent().expect("a mirror path has a parent");
+        std::fs::create_dir_all(parent).map_err(MirrorError::io("create directory", parent))?;
+        // Leftovers of a clone interrupted by a crash.
+        let prefix = format!(".{name}.git.tmp-");
+        if let Ok(entries) = std::fs::read_dir(parent) {
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                    remove_tree(&entry.path())?;
+                }
+            }
+        }
+        let tmp = parent.join(format!("{prefix}{}", std::process::id()));
+        let repo = Repository::init_bare(&tmp)
+            .map_err(MirrorError::git("create mirror", tmp.display().to_string()))?;
+        repo.remote_with_fetch("origin", url, MIRROR_REFSPECS[0])
+            .map_err(MirrorError::git("add remote", url))?;
+        repo.remote_add_fetch("origin", MIRROR_REFSPECS[1])
+            .map_err(MirrorError::git("add remote", url))?;
+        let mut mirror = Mirror {
+            name: name.to_string(),
+            url: url.to_string(),
+            path: tmp.clone(),
+            repo,
+        };
+        if let Err(err) = mirror.fetch() {
+            let _ = remove_tree(&tmp);
+            return Err(err);
+        }
+        drop(mirror);
+        std::fs::rename(&tmp, path).map_err(MirrorError::io("rename mirror into", path))?;
+        let repo = Repository::open_bare(path)
+            .map_err(MirrorError::git("open mirror", path.display().to_string()))?;
+        Ok(Mirror {
+            name: name.to_string(),
+            url: url.to_string(),
+            path: path.to_path_buf(),
+            repo,
+        })
+    }
+
+    /// Points `origin` at the configured URL if it changed.
+    fn follow_url(&mut self) -> Result<(), MirrorError> {
+        let current = self
+            .repo
+            .find_remote("origin")
+            .ok()
+            .and_then(|r| r.url().ok().map(str::to_string));
+        if current.as_deref() != Some(self.url.as_str()) {
+            if current.is_none() {
+                self.repo
+                    .remote_with_fetch("origin", &self.url, MIRROR_REFSPECS[0])
+                    .map_err(MirrorError::git("add remote", &self.url))?;
+                self.repo
+                    .remote_add_fetch("origin", MIRROR_REFSPECS[1])
+                    .map_err(MirrorError::git("add remote", &self.url))?;
+            } else {
+                self.repo
+                    .remote_set_url("origin", &self.url)
+                    .map_err(MirrorError::git("set remote url", &self.url))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Fetches every branch and tag from the remote (removing the ones it deleted) and points
+    /// the mirror's `HEAD` at the remote's default branch.
+    pub fn fetch(&mut self) -> Result<(), MirrorError> {
+        let mut remote = self
+            .repo
+            .find_remote("origin")
+            .map_err(MirrorError::git("find remote of", &self.name))?;
+        let mut opts = FetchOptions::new();
+        opts.prune(FetchPrune::On)
+            .download_tags(AutotagOption::None);
+        remote
+            .fetch(&MIRROR_REFSPECS, Some(&mut opts), Some("agent: fetch"))
+            .map_err(MirrorError::git("fetch", &self.url))?;
+        if let Ok(head) = remote.default_branch()
+            && let Ok(head) = head.as_str()
+            && head.starts_with("refs/heads/")
+            && self.repo.find_reference(head).is_ok()
+        {
+            let current = self
+                .repo
+                .find_reference("HEAD")
+                .ok()
+                .and_then(|r| r.symbolic_target().ok().flatten().map(str::to_string));
+            if current.as_deref() != Some(head) {
+                self.repo
+                    .set_head(head)
+                    .map_err(MirrorError::git("set HEAD of", &self.name))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The repository's configured name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The URL (or absolute local path) fetched from.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The mirror's directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The underlying git2 repository (read it; do not write).
+    pub fn repository(&self) -> &Repository {
+        &self.repo
+    }
+
+    /// The remote's default branch (the branch its `HEAD` names), if known.
+    pub fn default_branch(&self) -> Option<String> {
+        let head = self.repo.find_reference("HEAD").ok()?;
+        let target = head.symbolic_target().ok()??;
+        let branch = target.strip_prefix("refs/heads/")?;
+        self.repo
+            .find_reference(target)
+            .ok()
+            .map(|_| branch.to_string())
+    }
+
+    /// Every branch with the commit it points at, by name.
+    pub fn branches(&self) -> Result<Vec<(String, Oid)>, MirrorError> {
+        let refs = self
+            .repo
+            .references_glob("refs/heads/*")
+            .map_err(MirrorError::git("list branches of", &self.name))?;
+        let mut out = Vec::new();
+        for reference in refs.flatten() {
+            let (Ok(name), Ok(commit)) = (reference.name(), reference.peel_to_commit()) else {
+                continue;
+            };
+            if let Some(branch) = name.strip_prefix("refs/heads/") {
+                out.push((branch.to_string(), commit.id()));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// The commit a branch points at, or `None` if there is no such branch.
+    pub fn branch_head(&self, branch: &str) -> Result<Option<Oid>, MirrorError> {
+        let name = format!("refs/heads/{branch}");
+        match self.repo.find_reference(&name) {
+            Ok(reference) => reference
+                .peel_to_commit()
+                .map(|c| Some(c.id()))
+                .map_err(MirrorError::git("resolve", name)),
+            Err(err) if err.code() == git2::ErrorCode::NotFound => Ok(None),
+            Err(err) => Err(MirrorError::Git {
+                action: "resolve",
+                target: name,
+                source: err,
+            }),
+        }
+    }
+
+    /// Resolves a commit id (full or abbreviated), branch or tag to a commit id.
+    pub fn resolve_commit(&self, spec: &str) -> Result<Oid, MirrorError> {
+        self.repo
+            .revparse_single(spec)
+            .and_then(|o| o.peel_to_commit())
+            .map(|c| c.id())
+            .map_err(|_| MirrorError::UnknownCommit(spec.to_string()))
+    }
+
+    /// Message and author of a commit.
+    pub fn commit_info(&self, commit: Oid) -> Result<CommitInfo, MirrorError> {
+        let c = self.find_commit(commit)?;
+        let author = c.author();
+        Ok(CommitInfo {
+            id: commit.to_string(),
+            message: String::from_utf8_lossy(c.message_bytes()).into_owned(),
+            author: String::from_utf8_lossy(author.name_bytes()).into_owned(),
+            email: String::from_utf8_lossy(author.email_bytes()).into_owned(),
+        })
+    }
+
+    /// Looks a commit up, mapping "missing" to [`MirrorError::UnknownCommit`].
+    pub(crate) fn find_commit(&self, commit: Oid) -> Result<git2::Commit<'_>, MirrorError> {
+        self.repo
+            .find_commit(commit)
+            .map_err(|_| MirrorError::UnknownCommit(commit.to_string()))
+    }
+
+    /// The files that differ between two commits (added, deleted, modified, type-changed;
+    /// a rename counts as both paths), sorted, for `on.push.paths` filters. With no `old`
+    /// commit (a branch seen for the first time) every file of `new` counts as changed.
+    pub fn changed_paths(&self, old: Option<Oid>, new: Oid) -> Result<Vec<String>, MirrorError> {
+        let new_tree = self
+            .find_commit(new)?
+            .tree()
+            .map_err(MirrorError::git("read tree of", new.to_string()))?;
+        let old_tree = match old {
+            Some(old) => Some(
+                self.find_commit(old)?
+                    .tree()
+                    .map_err(MirrorError::git("read tree of", old.to_string()))?,
+            ),
+            None => None,
+        };
+        let diff = self
+            .repo
+            .diff_tree_to_tree(old_tree.as_ref(), Some(&new_tree), None)
+            .map_err(MirrorError::git("diff", format!("{old:?}..{new}")))?;
+        let mut paths = Vec::new();
+        for delta in diff.deltas() {
+            for file in [delta.old_file(), delta.new_file()] {
+                if let Some(path) = file.path_bytes()
+                    && !file.id().is_zero()
+                {
+                    paths.push(String::from_utf8_lossy(path).into_owned());
+                }
+            }
+        }
+        paths.sort();
+        paths.dedup();
+        Ok(paths)
+    }
+
+    /// The `.workflows/*.yaml` and `.workflows/*.yml` files at a commit (direct children of
+    /// `.workflows` only; subdirectories such as `skills/` are not workflows), sorted by path.
+    /// Reads the objects; no checkout.
+    pub fn read_workflow_files(&self, commit: Oid) -> Result<Vec<WorkflowFile>, MirrorError> {
+        let tree = self
+            .find_commit(commit)?
+            .tree()
+            .map_err(MirrorError::git("read tree of", commit.to_string()))?;
+        let Some(dir) = tree.get_name(".workflows") else {
+            return Ok(Vec::new());
+        };
+        if dir.kind() != Some(ObjectType::Tree) {
+            return Ok(Vec::new());
+        }
+        let dir = self
+            .repo
+            .find_tree(dir.id())
+            .map_err(MirrorError::git("read tree", ".workflows"))?;
+        let mut files = Vec::new();
+        for entry in dir.iter() {
+            let name = String::from_utf8_lossy(entry.name_bytes()).into_owned();
+            let is_yaml = name.ends_with(".yaml") || name.ends_with(".yml");
+            if !is_yaml || entry.kind() != Some(ObjectType::Blob) {
+                continue;
+            }
+            let path = format!(".workflows/{name}");
+            let blob = self
+                .repo
+                .find_blob(entry.id())
+                .map_err(MirrorError::git("read", &path))?;
+            files.push(WorkflowFile {
+                path,
+                text: String::from_utf8_lossy(blob.content()).into_owned(),
+            });
+        }
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(files)
+    }
+}
+
+/// Removes a directory tree, first giving back write permission where a step took it away.
+pub(crate) fn remove_tree(path: &Path) -> Result<(), MirrorError> {
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(_) => {
+            make_writable(path);
+            match std::fs::remove_dir_all(path) {
+                Ok(()) => Ok(()),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(err) => Err(MirrorError::Io {
+                    action: "remove",
+                    path: path.to_path_buf(),
+                    source: err,
+                }),
+            }
+        }
+    }
+}
+
+/// Adds owner rwx to every directory under `path` (not following symlinks).
+fn make_writable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return;
+    };
+    if !meta.is_dir() {
+        return;
+    }
+    let mut perms = meta.permissions();
+    perms.set_mode(perms.mode() | 0o700);
+    let _ = std::fs::set_permissions(path, perms);
+    if let Ok(entries) = std::fs::read_dir(path) {
+        for entry in entries.flatten() {
+            make_writable(&entry.path());
+        }
+    }
+}

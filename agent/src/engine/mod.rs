@@ -1,0 +1,147 @@
+//! The execution engine: runs a validated workflow's stages and steps with real processes
+//! (through the `runners` crate), with conditions, parallelism, retries, timeouts,
+//! cancellation, error handlers, rollback, compensation, secrets and resource admission.
+//!
+//! One [`Engine`] is created per process and shared by every run (`agent exec` makes one
+//! run; the daemon many): it owns the resource [`Admission`] and the adaptive-backoff
+//! memory. A run is described by a [`RunRequest`] and yields a [`RunResult`] (the
+//! [`RunReport`] of DESIGN §5, the final context, the workflow's outputs). While it runs,
+//! the engine sends [`EngineEvent`]s to whoever listens; it knows nothing of terminals,
+//! stores or webhooks, and it reads and writes no file of its own (the caller loads and
+//! saves a preserved context: `agent exec` through [`context::load`]/[`context::save`]).
+//!
+//! Layout: `run.rs` (one run: stages, failure actions, rollback, compensation, report),
+//! `stage.rs` (scheduling inside a stage), `step.rs` (one step: `when`, rendering, tries,
+//! retries, error handlers), `failure.rs` (what a failure leads to), `script_env.rs` (no
+//! script injection), `scope.rs` (expression roots), plus the pure helpers `backoff.rs`,
+//! `mask.rs`, `context.rs`, `secrets.rs`, `report.rs`, `events.rs` and the
+//! terminal sink `progress.rs`.
+
+pub mod backoff;
+pub mod context;
+pub mod errors;
+pub mod events;
+mod failure;
+pub mod mask;
+pub mod progress;
+pub mod report;
+mod run;
+pub mod scope;
+pub mod script_env;
+pub mod secrets;
+mod stage;
+mod step;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde_json::{Map, Value};
+
+pub use errors::EngineError;
+pub use events::{EngineEvent, EventSender, LogStream};
+pub use report::{RollbackReport, RunReport, RunStatus, StageReport, StepReport, StepStatus};
+pub use runners::{Admission, AdmissionConfig, Cancel};
+
+/// Process-wide engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Skill directories searched after `<workspace>/.workflows/skills/`.
+    pub skills_dirs: Vec<PathBuf>,
+    /// Time between SIGTERM and SIGKILL when a step times out or is cancelled.
+    pub grace: Duration,
+    /// CPU and memory capacity for admission.
+    pub admission: AdmissionConfig,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            skills_dirs: Vec::new(),
+            grace: runners::DEFAULT_GRACE,
+            admission: AdmissionConfig::default(),
+        }
+    }
+}
+
+/// The engine shared by every run of a process.
+#[derive(Debug)]
+pub struct Engine {
+    config: EngineConfig,
+    admission: Admission,
+    adaptive: backoff::AdaptiveState,
+}
+
+/// Everything a run needs.
+#[derive(Debug)]
+pub struct RunRequest {
+    /// The workflow and the sub-workflows it calls, loaded and validated.
+    pub workflow: Arc<dsl::Loaded>,
+    /// Parameters, already checked and converted (`dsl::params`).
+    pub parameters: Map<String, Value>,
+    /// The run id (used in events, the report and `AGENT_RUN_ID`).
+    pub run_id: String,
+    /// The workspace: every step's working directory.
+    pub workdir: PathBuf,
+    /// Secret values by name (`secrets.NAME`), masked in everything that leaves the engine.
+    pub secrets: IndexMap<String, String>,
+    /// `repo.*`: `url`, `branch`, `commit`, `message`, `author` (or null).
+    pub repo: Value,
+    /// `run.trigger`: `manual`, `push`, `schedule`, ...
+    pub trigger: String,
+    /// `run.attempt`: 1 unless the run is a retry of an earlier one.
+    pub attempt: u32,
+    /// The context the run starts with (a preserved one, or empty).
+    pub context: Map<String, Value>,
+    /// Where events go.
+    pub events: EventSender,
+    /// Cancels the run: the first request gracefully, a second kills at once.
+    pub cancel: Cancel,
+}
+
+/// What a finished run hands back.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    /// The report (secrets masked).
+    pub report: RunReport,
+    /// The context at the end of the run (to save when `preserve: true`).
+    pub context: Map<String, Value>,
+    /// The workflow's `outputs`, rendered at the end (empty when rendering failed).
+    pub outputs: Map<String, Value>,
+}
+
+impl Engine {
+    /// Creates the engine (measures CPU capacity once).
+    pub fn new(config: EngineConfig) -> Self {
+        let admission = Admission::new(config.admission.clone());
+        Engine {
+            config,
+            admission,
+            adaptive: backoff::AdaptiveState::new(),
+        }
+    }
+
+    /// The admission scheduler shared by all runs.
+    pub fn admission(&self) -> &Admission {
+        &self.admission
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Runs a workflow to the end and returns its result. Never panics on user input: a
+    /// step's failure is part of the report.
+    pub async fn run(&self, request: RunRequest) -> RunResult {
+        run::run(self, request).await
+    }
+}
+
+/// A fresh run id: time-ordered, 16 hex digits of milliseconds plus 6 random ones.
+pub fn new_run_id() -> String {
+    let ms = chrono::Utc::now().timestamp_millis().max(0);
+    let r: u32 = rand::random::<u32>() & 0xff_ffff;
+    format!("{ms:012x}{r:06x}")
+}

@@ -1,0 +1,220 @@
+//! The run report (DESIGN §5): what `agent exec --json` prints and what the API returns for
+//! a run. Field names and status strings are part of the contract; times are RFC 3339 (UTC,
+//! milliseconds).
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Status of a whole run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Waiting in the daemon's queue.
+    Queued,
+    /// In progress.
+    Running,
+    /// Every step that had to run succeeded (or failed with `continue`).
+    Succeeded,
+    /// A step failed and the failure was not absorbed.
+    Failed,
+    /// Cancelled by the user or a signal.
+    Cancelled,
+    /// The daemon stopped while the run was running.
+    Interrupted,
+}
+
+impl RunStatus {
+    /// The status string of the report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// Status of one step or stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepStatus {
+    /// Not started yet (only while live).
+    Pending,
+    /// Running now (only while live).
+    Running,
+    /// Finished with success.
+    Succeeded,
+    /// Finished with failure.
+    Failed,
+    /// Not run: `when` was false, or an earlier failure stopped the run.
+    Skipped,
+    /// Stopped or never started because the run was cancelled.
+    Cancelled,
+}
+
+impl StepStatus {
+    /// The status string of the report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Pending => "pending",
+            StepStatus::Running => "running",
+            StepStatus::Succeeded => "succeeded",
+            StepStatus::Failed => "failed",
+            StepStatus::Skipped => "skipped",
+            StepStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// RFC 3339 text of a time, UTC with milliseconds.
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// One step in the report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepReport {
+    /// The step id.
+    pub id: String,
+    /// Final (or live) status.
+    pub status: StepStatus,
+    /// True when the result came from the cache.
+    pub cached: bool,
+    /// Tries made (0 when the step never started).
+    pub attempts: u32,
+    /// Exit code of the last try's process, if it exited.
+    pub exit_code: Option<i32>,
+    /// Error class of the failure (DESIGN §4).
+    pub error_class: Option<String>,
+    /// Outputs the step wrote (masked).
+    pub outputs: Map<String, Value>,
+    /// Start of the first try.
+    pub started_at: Option<String>,
+    /// End of the last try.
+    pub finished_at: Option<String>,
+    /// Wall time from first start to last end.
+    pub duration_ms: Option<u64>,
+}
+
+impl StepReport {
+    /// A report for a step that has not started.
+    pub fn pending(id: impl Into<String>) -> Self {
+        StepReport {
+            id: id.into(),
+            status: StepStatus::Pending,
+            cached: false,
+            attempts: 0,
+            exit_code: None,
+            error_class: None,
+            outputs: Map::new(),
+            started_at: None,
+            finished_at: None,
+            duration_ms: None,
+        }
+    }
+}
+
+/// One stage in the report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageReport {
+    /// The stage name.
+    pub name: String,
+    /// `succeeded` when all its steps succeeded or were skipped, `failed` when one failed,
+    /// `skipped` when it never started, `cancelled` when the run was cancelled in it.
+    pub status: StepStatus,
+    /// Its steps, in file order.
+    pub steps: Vec<StepReport>,
+}
+
+/// The workflow's `rollback` section as it ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RollbackReport {
+    /// `succeeded` or `failed`.
+    pub status: StepStatus,
+    /// Its steps.
+    pub steps: Vec<StepReport>,
+}
+
+/// The whole run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    /// Run id.
+    pub run_id: String,
+    /// Workflow name.
+    pub workflow: String,
+    /// Final status.
+    pub status: RunStatus,
+    /// When the run started.
+    pub started_at: Option<String>,
+    /// When it ended.
+    pub finished_at: Option<String>,
+    /// Wall time.
+    pub duration_ms: Option<u64>,
+    /// The parameters after conversion and defaults.
+    pub parameters: Map<String, Value>,
+    /// Stages in order.
+    pub stages: Vec<StageReport>,
+    /// The rollback, when one ran.
+    pub rollback: Option<RollbackReport>,
+    /// Ids of the steps whose `compensate` steps ran, in the order they were undone.
+    pub compensated: Vec<String>,
+    /// Why the run failed, if it did.
+    pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_names_and_status_strings() {
+        let mut step = StepReport::pending("a");
+        step.status = StepStatus::Succeeded;
+        step.attempts = 2;
+        let report = RunReport {
+            run_id: "r1".into(),
+            workflow: "w".into(),
+            status: RunStatus::Failed,
+            started_at: Some(rfc3339(DateTime::<Utc>::from_timestamp(0, 0).expect("epoch"))),
+            finished_at: None,
+            duration_ms: Some(5),
+            parameters: Map::new(),
+            stages: vec![StageReport {
+                name: "s".into(),
+                status: StepStatus::Failed,
+                steps: vec![step],
+            }],
+            rollback: None,
+            compensated: vec!["a".into()],
+            error: Some("boom".into()),
+        };
+        let v = serde_json::to_value(&report).expect("serialize");
+        assert_eq!(v["status"], "failed");
+        assert_eq!(v["started_at"], "1970-01-01T00:00:00.000Z");
+        assert_eq!(v["rollback"], Value::Null);
+        assert_eq!(v["compensated"][0], "a");
+        let s = &v["stages"][0]["steps"][0];
+        for key in [
+            "id",
+            "status",
+            "cached",
+            "attempts",
+            "exit_code",
+            "error_class",
+            "outputs",
+            "started_at",
+            "finished_at",
+            "duration_ms",
+        ] {
+            assert!(s.get(key).is_some(), "missing {key}");
+        }
+        assert_eq!(s["attempts"], 2);
+        assert_eq!(s["status"], "succeeded");
+        let back: RunReport = serde_json::from_value(v).expect("deserialize");
+        assert_eq!(back, report);
+    }
+}

@@ -1,0 +1,188 @@
+//! What `${{ }}` expressions see during a run: the context roots (`parameters`, `steps`,
+//! `context`, `env`, `secrets`, `run`, `repo`, `workflow`) and the job status.
+//!
+//! One [`RunData`] per run lives behind a mutex in the run; steps lock it only to render
+//! their templates and to record their results (never across an `.await`). Recording a step
+//! inserts one entry into `steps`: no step copies the outputs of the others.
+
+use dsl::expr::{EvalContext, JobStatus};
+use serde_json::{Map, Value};
+use std::path::Path;
+
+/// The expression roots of one run plus its job status.
+#[derive(Debug, Default)]
+pub struct RunData {
+    /// Root name to value.
+    pub roots: Map<String, Value>,
+    /// What `success()`, `failure()` and `cancelled()` see.
+    pub status: Option<JobStatus>,
+}
+
+impl RunData {
+    /// Builds the roots of a run.
+    #[expect(clippy::too_many_arguments, reason = "one argument per expression root")]
+    pub fn new(
+        parameters: Map<String, Value>,
+        secrets: Map<String, Value>,
+        run: Value,
+        repo: Value,
+        workflow: Value,
+        env: Map<String, Value>,
+        context: Map<String, Value>,
+    ) -> Self {
+        let mut roots = Map::new();
+        roots.insert("parameters".into(), Value::Object(parameters));
+        roots.insert("secrets".into(), Value::Object(secrets));
+        roots.insert("run".into(), run);
+        roots.insert("repo".into(), repo);
+        roots.insert("workflow".into(), workflow);
+        roots.insert("env".into(), Value::Object(env));
+        roots.insert("context".into(), Value::Object(context));
+        roots.insert("steps".into(), Value::Object(Map::new()));
+        RunData {
+            roots,
+            status: None,
+        }
+    }
+
+    /// The job status (success until something fails or the run is cancelled).
+    pub fn job_status(&self) -> JobStatus {
+        self.status.unwrap_or(JobStatus::Success)
+    }
+
+    /// Records a finished (or skipped) step for `steps.<id>.output` and `steps.<id>.status`.
+    pub fn record_step(&mut self, id: &str, status: &str, output: Map<String, Value>) {
+        let mut entry = Map::new();
+        entry.insert("status".into(), Value::String(status.to_string()));
+        entry.insert("output".into(), Value::Object(output));
+        if let Some(Value::Object(steps)) = self.roots.get_mut("steps") {
+            steps.insert(id.to_string(), Value::Object(entry));
+        }
+    }
+
+    /// The context map (mutable), for merging step updates.
+    pub fn context_mut(&mut self) -> &mut Map<String, Value> {
+        let slot = self
+            .roots
+            .entry("context")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !slot.is_object() {
+            *slot = Value::Object(Map::new());
+        }
+        match slot {
+            Value::Object(m) => m,
+            _ => unreachable!("just made an object"),
+        }
+    }
+
+    /// The context map.
+    pub fn context(&self) -> Map<String, Value> {
+        match self.roots.get("context") {
+            Some(Value::Object(m)) => m.clone(),
+            _ => Map::new(),
+        }
+    }
+
+    /// An evaluation view with this workdir.
+    pub fn view<'a>(&'a self, workdir: &'a Path) -> Scope<'a> {
+        Scope {
+            data: self,
+            workdir,
+            env: None,
+        }
+    }
+}
+
+/// An [`EvalContext`] over a [`RunData`], optionally with a step's own `env` root.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    data: &'a RunData,
+    workdir: &'a Path,
+    env: Option<&'a Value>,
+}
+
+impl<'a> Scope<'a> {
+    /// The same view with `env` replaced (a step's merged environment).
+    pub fn with_env(mut self, env: &'a Value) -> Self {
+        self.env = Some(env);
+        self
+    }
+}
+
+impl EvalContext for Scope<'_> {
+    fn root(&self, name: &str) -> Option<&Value> {
+        if name == "env"
+            && let Some(env) = self.env
+        {
+            return Some(env);
+        }
+        self.data.roots.get(name)
+    }
+
+    fn job_status(&self) -> JobStatus {
+        self.data.job_status()
+    }
+
+    fn workdir(&self) -> Option<&Path> {
+        Some(self.workdir)
+    }
+}
+
+/// Truthiness of a `when` value: `false`, `null`, `0` and `""` are false.
+pub fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(_) | Value::Object(_) => true,
+    }
+}
+
+/// Text of a value for an environment variable: strings as they are, `null` empty, anything
+/// else as JSON.
+pub fn env_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn record_and_view() {
+        let mut d = RunData::new(
+            Map::new(),
+            Map::new(),
+            json!({"id": "r"}),
+            Value::Null,
+            json!({"name": "w"}),
+            Map::new(),
+            Map::new(),
+        );
+        let mut out = Map::new();
+        out.insert("k".into(), json!("v"));
+        d.record_step("a", "succeeded", out);
+        let wd = Path::new("/tmp");
+        let s = d.view(wd);
+        assert_eq!(s.root("steps").expect("steps")["a"]["output"]["k"], "v");
+        assert_eq!(s.job_status(), JobStatus::Success);
+        d.context_mut().insert("x".into(), json!(1));
+        assert_eq!(d.context()["x"], 1);
+    }
+
+    #[test]
+    fn truthiness_and_env_text() {
+        assert!(!truthy(&json!(false)) && !truthy(&json!(0)) && !truthy(&json!("")));
+        assert!(truthy(&json!("no")) && truthy(&json!([])) && truthy(&json!(2)));
+        assert_eq!(env_text(&json!("a b")), "a b");
+        assert_eq!(env_text(&json!(1.5)), "1.5");
+        assert_eq!(env_text(&json!(null)), "");
+        assert_eq!(env_text(&json!({"a":1})), r#"{"a":1}"#);
+    }
+}

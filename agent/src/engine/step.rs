@@ -1,0 +1,778 @@
+//! One step: whether it runs (`when`, the job status, cancellation, the workflow timeout),
+//! rendering its parameters, env and script, its tries (admission, process, protocol files,
+//! error class), retries with backoff, and what a failure leads to (error handlers, then
+//! `on_failure`). Sub-workflow and decision steps are tries of their own kind.
+//!
+//! Per-step cost is kept small: templates are rendered once per step (not per try), nothing
+//! is created on disk, events are built only when someone listens, and recording a result
+//! inserts one entry into the `steps` root.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use dsl::expr::JobStatus;
+use dsl::model::{Action, Step, StepKind};
+use runners::{Request, StepCommand, Stream};
+use serde_json::{Map, Value, json};
+
+use super::Cancel;
+use super::backoff::{Backoff, BackoffKind};
+use super::context;
+use super::events::{EngineEvent, LogStream};
+use super::failure::{Disposition, from_action};
+use super::report::{StepReport, StepStatus, rfc3339};
+use super::run::{RunCtx, Slot, execute, final_status, new_ctx, render_outputs};
+use super::scope::{env_text, truthy};
+use super::script_env;
+
+type StepFuture<'a> = Pin<Box<dyn Future<Output = StepStatus> + Send + 'a>>;
+
+/// Deepest chain of sub-workflow calls.
+pub const MAX_DEPTH: usize = 10;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// A stage or decision-branch step: gated by the job status; failures are handled.
+    Normal,
+    /// Rollback, compensation and error-handler steps: run whatever happened before; a
+    /// failure is recorded and nothing more.
+    Cleanup,
+}
+
+/// Runs a stage (or decision branch) step.
+pub(crate) fn run_step<'a>(ctx: &'a RunCtx<'a>, step: &'a Step, slot: Slot) -> StepFuture<'a> {
+    Box::pin(step_inner(ctx, step, slot, Mode::Normal, &ctx.cancel))
+}
+
+/// Runs a rollback, compensation or error-handler step with its own cancel handle.
+pub(crate) fn run_cleanup_step<'a>(
+    ctx: &'a RunCtx<'a>,
+    step: &'a Step,
+    slot: Slot,
+    cancel: &'a Cancel,
+) -> StepFuture<'a> {
+    Box::pin(step_inner(ctx, step, slot, Mode::Cleanup, cancel))
+}
+
+/// Whether a `when` text uses a status function (then it decides alone; otherwise an
+/// implicit `success()` applies, as in GitHub Actions).
+fn has_status_fn(text: &str) -> bool {
+    ["success(", "failure(", "always(", "cancelled("]
+        .iter()
+        .any(|f| text.contains(f))
+}
+
+/// The outcome of one try.
+#[derive(Debug, Default)]
+struct Attempt {
+    class: Option<String>,
+    exit_code: Option<i32>,
+    outputs: Map<String, Value>,
+    context: Option<Map<String, Value>>,
+    message: String,
+}
+
+impl Attempt {
+    fn fail(class: &str, message: impl Into<String>) -> Attempt {
+        Attempt {
+            class: Some(class.to_string()),
+            message: message.into(),
+            ..Attempt::default()
+        }
+    }
+}
+
+/// What a step runs, prepared once for all its tries.
+enum Prepared {
+    Process {
+        cmd: StepCommand,
+        request: Request,
+        error_codes: HashMap<i32, runners::ErrorClass>,
+    },
+    Workflow {
+        name: String,
+        params: Map<String, Value>,
+    },
+    Decision,
+}
+
+fn request_for(step: &Step, default: Request) -> Request {
+    let Some(r) = &step.resources else {
+        return default;
+    };
+    Request {
+        cpu: r
+            .cpu
+            .as_ref()
+            .map(|c| c.value.max(0.0).ceil().min(f64::from(u32::MAX)) as u32)
+            .unwrap_or(default.cpu),
+        memory_mb: r.memory_mb.as_ref().map(|m| m.value).unwrap_or(default.memory_mb),
+    }
+}
+
+/// Renders what the step needs; an error is the step's failure (class, message).
+fn prepare(ctx: &RunCtx<'_>, step: &Step) -> Result<Prepared, (String, String)> {
+    let id = &step.id.value;
+    let expr_err = |what: &str, e: dsl::expr::ExprError| {
+        (
+            "ExpressionError".to_string(),
+            format!("step `{id}`: {what}: {e}"),
+        )
+    };
+    let data = ctx.data();
+    let base = data.view(&ctx.workdir);
+    // The step's env over the workflow's.
+    let mut step_env: Vec<(String, String)> = Vec::new();
+    let merged_env;
+    let view = if step.env.is_empty() {
+        base
+    } else {
+        let env = dsl::model::render_map(&step.env, &base).map_err(|e| expr_err("env", e))?;
+        let mut all = match data.roots.get("env") {
+            Some(Value::Object(m)) => m.clone(),
+            _ => Map::new(),
+        };
+        for (k, v) in &env {
+            step_env.push((k.clone(), env_text(v)));
+            all.insert(k.clone(), v.clone());
+        }
+        merged_env = Value::Object(all);
+        base.with_env(&merged_env)
+    };
+    let params = dsl::model::render_map(&step.parameters, &view)
+        .map_err(|e| expr_err("parameters", e))?;
+    let with_protocol = |mut cmd: StepCommand, always_stdin: bool| {
+        cmd.cwd = Some(ctx.workdir.clone());
+        cmd.env.extend(ctx.base_env.iter().cloned());
+        cmd.env.extend(step_env.iter().cloned());
+        cmd.env.push(("AGENT_STEP_ID".into(), id.clone()));
+        if always_stdin || !params.is_empty() {
+            let p = Value::Object(params.clone());
+            cmd.env.extend(runners::param_env(&p));
+            cmd.stdin = p.to_string().into_bytes();
+        }
+        cmd.grace = ctx.engine.config().grace;
+        cmd.marker = Some(ctx.marker.to_string());
+        cmd
+    };
+    match &step.kind {
+        StepKind::Run(script) => {
+            let shell = step.shell.as_ref().map(|s| s.value.as_str());
+            let prepared = script_env::prepare(&script.template, shell, &view)
+                .map_err(|e| expr_err("run", e))?;
+            let mut cmd = StepCommand::from_plan(runners::plan_script(&prepared.text, shell));
+            cmd.env.extend(prepared.env);
+            Ok(Prepared::Process {
+                cmd: with_protocol(cmd, false),
+                request: request_for(step, Request::default()),
+                error_codes: HashMap::new(),
+            })
+        }
+        StepKind::Skill(name) => {
+            let skill = runners::find_skill(&name.value, &ctx.workdir, &ctx.engine.config().skills_dirs)
+                .map_err(|e| (e.class().as_str().to_string(), format!("step `{id}`: {e}")))?;
+            Ok(Prepared::Process {
+                cmd: with_protocol(skill.command(), true),
+                request: request_for(step, skill.request()),
+                error_codes: skill.error_codes(),
+            })
+        }
+        StepKind::Workflow(name) => Ok(Prepared::Workflow {
+            name: name.value.clone(),
+            params,
+        }),
+        StepKind::Decision(_) => Ok(Prepared::Decision),
+    }
+}
+
+/// The effective time limit of a try: the step's `timeout` and what is left of the
+/// workflow's. The flag tells whether the workflow's limit is the binding one.
+fn time_limit(ctx: &RunCtx<'_>, step: &Step) -> (Option<Duration>, bool) {
+    let own = step.timeout.as_ref().map(|t| t.value);
+    let left = ctx
+        .deadline
+        .map(|d| d.saturating_duration_since(Instant::now()));
+    match (own, left) {
+        (Some(o), Some(l)) if l < o => (Some(l), true),
+        (Some(o), _) => (Some(o), false),
+        (None, Some(l)) => (Some(l), true),
+        (None, None) => (None, false),
+    }
+}
+
+async fn run_process(
+    ctx: &RunCtx<'_>,
+    step: &Step,
+    cmd: &StepCommand,
+    request: Request,
+    error_codes: &HashMap<i32, runners::ErrorClass>,
+    attempt: u32,
+    cancel: &Cancel,
+) -> Attempt {
+    let id = &step.id.value;
+    let admission = ctx.engine.admission();
+    let permit = match admission.try_acquire(request) {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            tokio::select! {
+                p = admission.acquire(request) => match p {
+                    Ok(p) => p,
+                    Err(e) => return Attempt::fail(e.class().as_str(), format!("step `{id}`: {e}")),
+                },
+                _ = cancel.graceful_token().cancelled() => {
+                    return Attempt::fail("Cancelled", format!("step `{id}` cancelled"));
+                }
+            }
+        }
+        Err(e) => return Attempt::fail(e.class().as_str(), format!("step `{id}`: {e}")),
+    };
+    let paths = ctx
+        .rundir
+        .step_paths(&format!("{}.{attempt}", ctx.next_seq()));
+    let mut cmd = cmd.clone();
+    cmd.env.extend(paths.env());
+    cmd.env.push(("AGENT_ATTEMPT".into(), attempt.to_string()));
+    let (limit, by_deadline) = time_limit(ctx, step);
+    cmd.timeout = limit;
+    let eid = ctx.event_id(id);
+    ctx.events.emit(|| EngineEvent::StepStarted {
+        run_id: ctx.run_id.clone(),
+        step: eid.clone(),
+        attempt,
+    });
+    let events = &ctx.events;
+    let masker = &ctx.masker;
+    let run_id = &ctx.run_id;
+    let on_line = |stream: Stream, line: &str| {
+        events.emit(|| EngineEvent::StepLog {
+            run_id: run_id.clone(),
+            step: eid.clone(),
+            stream: match stream {
+                Stream::Stdout => LogStream::Stdout,
+                Stream::Stderr => LogStream::Stderr,
+            },
+            line: masker.mask(line).into_owned(),
+        });
+    };
+    let outcome = runners::run(cmd, on_line, cancel.clone()).await;
+    drop(permit);
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => return Attempt::fail(e.class().as_str(), format!("step `{id}`: {e}")),
+    };
+    if outcome.timed_out && by_deadline {
+        ctx.state().timed_out = true;
+    }
+    let mut result = Attempt {
+        exit_code: outcome.exit_code,
+        ..Attempt::default()
+    };
+    let outputs = runners::parse_output_file(&paths.output);
+    let update = runners::parse_context_file(&paths.context);
+    let wrote = matches!(outputs, Ok(Some(_)) | Err(_)) || matches!(update, Ok(Some(_)) | Err(_));
+    if wrote {
+        paths.remove();
+    }
+    let outputs = match outputs {
+        Ok(o) => o,
+        Err(e) => {
+            return Attempt {
+                exit_code: outcome.exit_code,
+                ..Attempt::fail("ValidationError", format!("step `{id}`: {e}"))
+            };
+        }
+    };
+    match update {
+        Ok(u) => result.context = u,
+        Err(e) => {
+            return Attempt {
+                exit_code: outcome.exit_code,
+                ..Attempt::fail("ValidationError", format!("step `{id}`: {e}"))
+            };
+        }
+    }
+    result.class = runners::classify(&outcome, outputs.as_ref(), error_codes)
+        .map(|c| c.as_str().to_string());
+    if let Some(o) = outputs {
+        result.outputs = o.into_iter().collect();
+    }
+    if let Some(class) = &result.class {
+        result.message = match (class.as_str(), outcome.exit_code) {
+            ("Timeout", _) => format!(
+                "step `{id}` timed out after {}",
+                super::progress::fmt_duration(limit.unwrap_or_default())
+            ),
+            ("Cancelled", _) => format!("step `{id}` cancelled"),
+            (c, Some(code)) => format!("step `{id}` failed: {c} (exit code {code})"),
+            (c, None) => format!(
+                "step `{id}` failed: {c} (signal {})",
+                outcome.signal.unwrap_or(0)
+            ),
+        };
+    }
+    result
+}
+
+async fn run_subworkflow(
+    ctx: &RunCtx<'_>,
+    step: &Step,
+    name: &str,
+    given: &Map<String, Value>,
+    cancel: &Cancel,
+) -> Attempt {
+    let id = &step.id.value;
+    let Some(sub) = ctx.set.subworkflow(name) else {
+        return Attempt::fail(
+            "ValidationError",
+            format!("step `{id}`: sub-workflow `{name}` is not loaded"),
+        );
+    };
+    if ctx.depth + 1 > MAX_DEPTH {
+        return Attempt::fail(
+            "ValidationError",
+            format!("step `{id}`: sub-workflows nest deeper than {MAX_DEPTH}"),
+        );
+    }
+    let params = match dsl::params::resolve_json(sub, given) {
+        Ok(p) => p,
+        Err(errs) => {
+            let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+            return Attempt::fail(
+                "ValidationError",
+                format!("step `{id}`: sub-workflow `{name}`: {}", text.join("; ")),
+            );
+        }
+    };
+    let (secrets, repo, run_value, context_now) = {
+        let data = ctx.data();
+        let obj = |k: &str| match data.roots.get(k) {
+            Some(Value::Object(m)) => m.clone(),
+            _ => Map::new(),
+        };
+        (
+            obj("secrets"),
+            data.roots.get("repo").cloned().unwrap_or(Value::Null),
+            data.roots.get("run").cloned().unwrap_or(Value::Null),
+            data.context(),
+        )
+    };
+    let (limit, _) = time_limit(ctx, step);
+    let deadline = limit.map(|l| Instant::now() + l);
+    let sub_ctx = match new_ctx(
+        ctx.engine,
+        ctx.set,
+        sub,
+        ctx.run_id.clone(),
+        format!("{}{id}/", ctx.prefix),
+        ctx.workdir.clone(),
+        ctx.events.clone(),
+        cancel.clone(),
+        ctx.masker.clone(),
+        ctx.rundir.clone(),
+        params,
+        &secrets,
+        repo,
+        run_value,
+        context_now,
+        deadline,
+        ctx.depth + 1,
+        ctx.marker.clone(),
+    ) {
+        Ok(c) => c,
+        Err(e) => return Attempt::fail("ExpressionError", format!("step `{id}`: {e}")),
+    };
+    let eid = ctx.event_id(id);
+    ctx.events.emit(|| EngineEvent::StepStarted {
+        run_id: ctx.run_id.clone(),
+        step: eid.clone(),
+        attempt: 1,
+    });
+    let fut: Pin<Box<dyn Future<Output = ()> + Send + '_>> = Box::pin(execute(&sub_ctx));
+    fut.await;
+    let status = final_status(&sub_ctx);
+    let outputs = render_outputs(&sub_ctx);
+    let (class, message) = {
+        let st = sub_ctx.state();
+        (
+            st.error_class.clone(),
+            st.error.clone().unwrap_or_default(),
+        )
+    };
+    match (status, outputs) {
+        (super::RunStatus::Succeeded, Ok(o)) => Attempt {
+            outputs: o,
+            ..Attempt::default()
+        },
+        (super::RunStatus::Succeeded, Err(e)) => {
+            Attempt::fail("ExpressionError", format!("step `{id}`: {e}"))
+        }
+        (super::RunStatus::Cancelled, _) => {
+            Attempt::fail("Cancelled", format!("step `{id}` cancelled"))
+        }
+        (_, _) => Attempt::fail(
+            class.as_deref().unwrap_or("ExitCode"),
+            format!("step `{id}`: sub-workflow `{name}` failed: {message}"),
+        ),
+    }
+}
+
+async fn run_decision(ctx: &RunCtx<'_>, step: &Step, slot: Slot, mode: Mode, cancel: &Cancel) -> Attempt {
+    let StepKind::Decision(d) = &step.kind else {
+        return Attempt::default();
+    };
+    let id = &step.id.value;
+    let mut chosen = None;
+    {
+        let data = ctx.data();
+        let view = data.view(&ctx.workdir);
+        for (i, b) in d.branches.iter().enumerate() {
+            if b.default {
+                continue;
+            }
+            if let Some(w) = &b.when {
+                match w.render(&view) {
+                    Ok(v) if truthy(&v) => {
+                        chosen = Some(i);
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        return Attempt::fail(
+                            "ExpressionError",
+                            format!("step `{id}`: branch {} `when`: {e}", i + 1),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    let chosen = chosen.or_else(|| d.branches.iter().position(|b| b.default));
+    let branch_slot = match slot {
+        Slot::Stage { stage, .. } | Slot::Append { stage } => Slot::Append { stage },
+        other => other,
+    };
+    if let Some(i) = chosen {
+        for s in &d.branches[i].steps {
+            match mode {
+                Mode::Normal => run_step(ctx, s, branch_slot).await,
+                Mode::Cleanup => run_cleanup_step(ctx, s, branch_slot, cancel).await,
+            };
+        }
+    }
+    let mut outputs = Map::new();
+    outputs.insert("branch".into(), chosen.map_or(Value::Null, |i| json!(i)));
+    Attempt {
+        outputs,
+        ..Attempt::default()
+    }
+}
+
+async fn try_once(
+    ctx: &RunCtx<'_>,
+    step: &Step,
+    prepared: &Prepared,
+    attempt: u32,
+    slot: Slot,
+    mode: Mode,
+    cancel: &Cancel,
+) -> Attempt {
+    if ctx.deadline_passed() {
+        ctx.state().timed_out = true;
+        return Attempt::fail(
+            "Timeout",
+            format!("step `{}`: the workflow timeout passed", step.id.value),
+        );
+    }
+    match prepared {
+        Prepared::Process {
+            cmd,
+            request,
+            error_codes,
+        } => run_process(ctx, step, cmd, *request, error_codes, attempt, cancel).await,
+        Prepared::Workflow { name, params } => {
+            run_subworkflow(ctx, step, name, params, cancel).await
+        }
+        Prepared::Decision => run_decision(ctx, step, slot, mode, cancel).await,
+    }
+}
+
+/// Sleeps before a retry; false when cancelled (or the workflow timeout passed) meanwhile.
+async fn backoff_sleep(ctx: &RunCtx<'_>, delay: Duration, cancel: &Cancel) -> bool {
+    let delay = match ctx.deadline {
+        Some(d) => delay.min(d.saturating_duration_since(Instant::now())),
+        None => delay,
+    };
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => !ctx.deadline_passed(),
+        _ = cancel.graceful_token().cancelled() => false,
+    }
+}
+
+fn retry_delay(ctx: &RunCtx<'_>, backoff: &Backoff, failed: u32, class: &str) -> Duration {
+    let scale = if backoff.kind == BackoffKind::Adaptive {
+        ctx.engine.adaptive.scale(&ctx.wf.name.value, class)
+    } else {
+        1.0
+    };
+    let unit = if backoff.jitter > 0.0 {
+        rand::random::<f64>()
+    } else {
+        0.0
+    };
+    backoff.delay(failed, scale, unit)
+}
+
+async fn step_inner(
+    ctx: &RunCtx<'_>,
+    step: &Step,
+    slot: Slot,
+    mode: Mode,
+    cancel: &Cancel,
+) -> StepStatus {
+    let id = &step.id.value;
+    let eid = ctx.event_id(id);
+    let mut report = StepReport::pending(id.clone());
+
+    // 1. Does it run?
+    let explicit = step.when.as_ref().is_some_and(|w| has_status_fn(&w.text));
+    let mut gate_error: Option<(String, String)> = None;
+    let skip: Option<StepStatus> = {
+        let mut skip = None;
+        if mode == Mode::Normal {
+            if cancel.is_cancelled() && !explicit {
+                skip = Some(StepStatus::Cancelled);
+            } else if ctx.deadline_passed() {
+                ctx.state().timed_out = true;
+                ctx.apply(
+                    Disposition::Abort,
+                    id,
+                    "Timeout",
+                    "workflow timed out",
+                );
+                skip = Some(StepStatus::Skipped);
+            } else if ctx.data().job_status() != JobStatus::Success && !explicit {
+                skip = Some(StepStatus::Skipped);
+            }
+        }
+        if skip.is_none()
+            && let Some(w) = &step.when
+        {
+            let data = ctx.data();
+            match w.render(&data.view(&ctx.workdir)) {
+                Ok(v) if !truthy(&v) => skip = Some(StepStatus::Skipped),
+                Ok(_) => {}
+                Err(e) => {
+                    gate_error = Some((
+                        "ExpressionError".into(),
+                        format!("step `{id}`: `when`: {e}"),
+                    ))
+                }
+            }
+        }
+        skip
+    };
+    if let Some(status) = skip {
+        report.status = status;
+        ctx.data().record_step(id, status.as_str(), Map::new());
+        finish(ctx, slot, &eid, report);
+        return status;
+    }
+
+    // 2. Prepare once, then try.
+    let started_at = Utc::now();
+    let t0 = Instant::now();
+    let prepared = match gate_error {
+        Some(err) => Err(err),
+        None => prepare(ctx, step),
+    };
+    let retry = ctx.wf.retry_for(step);
+    let backoff = Backoff::from(&retry);
+    let mut attempts = 0u32;
+    let mut last = match &prepared {
+        Err((class, message)) => Attempt::fail(class, message.clone()),
+        Ok(p) => loop {
+            attempts += 1;
+            let a = try_once(ctx, step, p, attempts, slot, mode, cancel).await;
+            let Some(class) = a.class.clone() else { break a };
+            if backoff.kind == BackoffKind::Adaptive {
+                ctx.engine.adaptive.record_failure(&ctx.wf.name.value, &class);
+            }
+            if attempts < retry.max_attempts
+                && retry.retries(&class)
+                && !cancel.is_cancelled()
+                && !ctx.deadline_passed()
+            {
+                let delay = retry_delay(ctx, &backoff, attempts, &class);
+                ctx.events.emit(|| EngineEvent::Retrying {
+                    run_id: ctx.run_id.clone(),
+                    step: eid.clone(),
+                    attempt: attempts,
+                    error_class: class.clone(),
+                    delay,
+                });
+                if backoff_sleep(ctx, delay, cancel).await {
+                    continue;
+                }
+            }
+            break a;
+        },
+    };
+
+    // 3. A failure: error handler first, then on_failure.
+    let mut disposition = Disposition::Continue;
+    if mode == Mode::Normal
+        && let Some(class) = last.class.clone()
+        && class != "Cancelled"
+    {
+        disposition = step.on_failure.value.into();
+        if let Some(h) = ctx.wf.handler_for(&class) {
+            let action = h.action.value;
+            if h.notify.as_ref().is_some_and(|n| n.value) {
+                ctx.events.emit(|| EngineEvent::HandlerNotify {
+                    run_id: ctx.run_id.clone(),
+                    step: eid.clone(),
+                    error_class: class.clone(),
+                    action: action.as_str().to_string(),
+                });
+            }
+            for hs in &h.steps {
+                run_cleanup_step(ctx, hs, Slot::Discard, cancel).await;
+            }
+            let mut terminal = action;
+            if action == Action::Retry {
+                let extra = h.max_retries.as_ref().map_or(1, |m| m.value);
+                if let Ok(p) = &prepared {
+                    for _ in 0..extra {
+                        if cancel.is_cancelled() || ctx.deadline_passed() {
+                            break;
+                        }
+                        let cls = last.class.clone().unwrap_or_default();
+                        let delay = retry_delay(ctx, &backoff, attempts, &cls);
+                        ctx.events.emit(|| EngineEvent::Retrying {
+                            run_id: ctx.run_id.clone(),
+                            step: eid.clone(),
+                            attempt: attempts,
+                            error_class: cls.clone(),
+                            delay,
+                        });
+                        if !backoff_sleep(ctx, delay, cancel).await {
+                            break;
+                        }
+                        attempts += 1;
+                        last = try_once(ctx, step, p, attempts, slot, mode, cancel).await;
+                        if last.class.is_none() {
+                            break;
+                        }
+                    }
+                }
+                terminal = match h.then.as_ref().map(|t| t.value) {
+                    Some(Action::Retry) | None => Action::Abort,
+                    Some(t) => t,
+                };
+            }
+            if last.class.is_some() {
+                if terminal == Action::Escalate {
+                    let message = ctx.masker.mask(&last.message).into_owned();
+                    ctx.events.emit(|| EngineEvent::Escalation {
+                        run_id: ctx.run_id.clone(),
+                        step: eid.clone(),
+                        error_class: class.clone(),
+                        message,
+                    });
+                }
+                disposition = from_action(terminal);
+            }
+        }
+    }
+
+    // 4. Record.
+    report.attempts = attempts;
+    report.exit_code = last.exit_code;
+    report.started_at = Some(rfc3339(started_at));
+    report.finished_at = Some(rfc3339(Utc::now()));
+    report.duration_ms = Some(t0.elapsed().as_millis() as u64);
+    let status = match last.class.as_deref() {
+        None => StepStatus::Succeeded,
+        Some("Cancelled") => StepStatus::Cancelled,
+        Some(_) => StepStatus::Failed,
+    };
+    report.status = status;
+    report.error_class = last.class.clone();
+    let mut shown = Value::Object(last.outputs.clone());
+    ctx.masker.mask_value(&mut shown);
+    if let Value::Object(m) = shown {
+        report.outputs = m;
+    }
+    {
+        let mut data = ctx.data();
+        if let Some(update) = last.context.take() {
+            context::merge(
+                data.context_mut(),
+                Value::Object(update),
+                ctx.wf.context.merge(),
+            );
+        }
+        if status == StepStatus::Cancelled {
+            data.status = Some(JobStatus::Cancelled);
+        }
+        data.record_step(id, status.as_str(), std::mem::take(&mut last.outputs));
+    }
+    match status {
+        StepStatus::Succeeded => {
+            if mode == Mode::Normal {
+                ctx.state().completed.push(id.clone());
+            }
+            if attempts > 1 && backoff.kind == BackoffKind::Adaptive {
+                // The class that made the step retry: the adaptive memory's key.
+                ctx.engine
+                    .adaptive
+                    .record_success(&ctx.wf.name.value, "ExitCode", attempts);
+            }
+        }
+        StepStatus::Cancelled => {
+            if mode == Mode::Normal {
+                let mut st = ctx.state();
+                if !st.failed && st.error.is_none() {
+                    st.error = Some(format!("step `{id}` cancelled"));
+                }
+            }
+        }
+        _ => {
+            if mode == Mode::Normal {
+                let class = last.class.as_deref().unwrap_or("ExitCode");
+                ctx.apply(disposition, id, class, &last.message);
+            }
+        }
+    }
+    finish(ctx, slot, &eid, report);
+    status
+}
+
+fn finish(ctx: &RunCtx<'_>, slot: Slot, eid: &std::sync::Arc<str>, report: StepReport) {
+    if ctx.events.is_active() {
+        let mut shown = report.clone();
+        if !ctx.prefix.is_empty() {
+            shown.id = eid.to_string();
+        }
+        ctx.events.emit(|| EngineEvent::StepFinished {
+            run_id: ctx.run_id.clone(),
+            report: shown,
+        });
+    }
+    ctx.store_report(slot, report);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_functions() {
+        assert!(has_status_fn("${{ always() }}"));
+        assert!(has_status_fn("failure() && x"));
+        assert!(!has_status_fn("parameters.run_tests"));
+    }
+}

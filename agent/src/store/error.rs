@@ -1,0 +1,71 @@
+//! The store's error type.
+
+use super::model::{RunId, RunStatus};
+
+/// Everything that can go wrong talking to the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite itself failed (I/O, corruption, a lock held past the busy timeout...).
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The state directory could not be created.
+    #[error("cannot create `{path}`: {source}")]
+    CreateDir {
+        /// The directory we tried to create.
+        path: std::path::PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+    /// A JSON column could not be encoded or decoded.
+    #[error("invalid json in column `{column}`: {source}")]
+    Json {
+        /// The column (or value) concerned.
+        column: &'static str,
+        /// The underlying serde error.
+        source: serde_json::Error,
+    },
+    /// The database was written by a newer agent; we refuse to guess at its schema.
+    #[error(
+        "database schema version {found} is newer than this agent supports ({supported}); upgrade the agent"
+    )]
+    SchemaTooNew {
+        /// `PRAGMA user_version` found in the file.
+        found: i64,
+        /// The newest version this build knows.
+        supported: i64,
+    },
+    /// A stored value is not one this build understands (a status string, a timestamp...).
+    #[error("unexpected value `{value}` in column `{column}`")]
+    BadValue {
+        /// The column concerned.
+        column: &'static str,
+        /// The value found.
+        value: String,
+    },
+    /// No run with this id.
+    #[error("run {0} not found")]
+    RunNotFound(RunId),
+    /// The run is not in a state that allows this transition.
+    #[error("run {run} is {from}, cannot become {to}")]
+    InvalidTransition {
+        /// The run.
+        run: RunId,
+        /// Its current status.
+        from: RunStatus,
+        /// The status asked for.
+        to: RunStatus,
+    },
+    /// `finish_run` was asked for a status that is not final.
+    #[error("`{0}` is not a final run status")]
+    NotFinal(RunStatus),
+    /// No delivery with this id.
+    #[error("delivery `{0}` not found")]
+    DeliveryNotFound(String),
+}
+
+impl StoreError {
+    /// Builds a [`StoreError::Json`] for `column`.
+    pub(crate) fn json(column: &'static str) -> impl FnOnce(serde_json::Error) -> StoreError {
+        move |source| StoreError::Json { column, source }
+    }
+}

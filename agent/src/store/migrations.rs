@@ -1,0 +1,160 @@
+//! Versioned, forward-only schema migrations.
+//!
+//! `PRAGMA user_version` holds the schema version of a database file. Migration `n` (1-based,
+//! `MIGRATIONS[n - 1]`) takes a database from version `n - 1` to `n`, in its own
+//! `BEGIN IMMEDIATE` transaction that also bumps `user_version`, so a crash mid-migration
+//! leaves the file at the previous version. Never edit a migration that has shipped: add a new
+//! one. Every version keeps a fixture database under `agent/tests/fixtures/` that must open.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::StoreError;
+
+/// The schema, one entry per version.
+const MIGRATIONS: &[&str] = &[
+    // Version 1: the first schema.
+    r#"
+CREATE TABLE runs (
+    id                INTEGER PRIMARY KEY AUTOINCREMENT,
+    workflow          TEXT    NOT NULL,
+    repo              TEXT,
+    status            TEXT    NOT NULL CHECK (status IN
+                        ('queued','running','succeeded','failed','cancelled','interrupted')),
+    trigger_kind      TEXT    NOT NULL,
+    trigger_commit    TEXT,
+    trigger_branch    TEXT,
+    scheduled_for     INTEGER,
+    parameters        TEXT    NOT NULL DEFAULT '{}',
+    created_at        INTEGER NOT NULL,
+    started_at        INTEGER,
+    finished_at       INTEGER,
+    claimed_at        INTEGER,
+    error             TEXT,
+    priority          INTEGER NOT NULL DEFAULT 0,
+    concurrency_group TEXT,
+    dedup_key         TEXT    UNIQUE,
+    retry_of          INTEGER,
+    context           TEXT,
+    report            TEXT
+);
+CREATE INDEX runs_by_status   ON runs (status, id);
+CREATE INDEX runs_by_group    ON runs (concurrency_group, status, id)
+    WHERE concurrency_group IS NOT NULL;
+CREATE INDEX runs_by_workflow ON runs (workflow, id);
+
+CREATE TABLE steps (
+    run_id      INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    step_id     TEXT    NOT NULL,
+    stage       TEXT    NOT NULL,
+    status      TEXT    NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    exit_code   INTEGER,
+    error_class TEXT,
+    outputs     TEXT,
+    cached      INTEGER NOT NULL DEFAULT 0,
+    started_at  INTEGER,
+    finished_at INTEGER,
+    seq         INTEGER NOT NULL,
+    PRIMARY KEY (run_id, step_id)
+);
+
+CREATE TABLE attempts (
+    run_id      INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    step_id     TEXT    NOT NULL,
+    attempt     INTEGER NOT NULL,
+    status      TEXT    NOT NULL,
+    exit_code   INTEGER,
+    error_class TEXT,
+    error       TEXT,
+    started_at  INTEGER NOT NULL,
+    finished_at INTEGER,
+    PRIMARY KEY (run_id, step_id, attempt)
+);
+
+CREATE TABLE contexts (
+    repo       TEXT    NOT NULL,
+    workflow   TEXT    NOT NULL,
+    context    TEXT    NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (repo, workflow)
+);
+
+CREATE TABLE cache_entries (
+    key        TEXT    PRIMARY KEY,
+    value      TEXT    NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER
+);
+
+CREATE TABLE repo_heads (
+    repo       TEXT    NOT NULL,
+    branch     TEXT    NOT NULL,
+    commit_id  TEXT    NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (repo, branch)
+);
+
+CREATE TABLE cron_fires (
+    schedule_key TEXT    NOT NULL,
+    slot         INTEGER NOT NULL,
+    fired_at     INTEGER NOT NULL,
+    run_id       INTEGER,
+    PRIMARY KEY (schedule_key, slot)
+);
+
+CREATE TABLE deliveries (
+    id              TEXT    PRIMARY KEY,
+    webhook         TEXT    NOT NULL,
+    event           TEXT    NOT NULL,
+    run_id          INTEGER,
+    body            TEXT    NOT NULL,
+    status          TEXT    NOT NULL CHECK (status IN ('pending','delivered','failed')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER,
+    last_error      TEXT,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL
+);
+CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE status = 'pending';
+
+CREATE TABLE delivery_attempts (
+    delivery_id TEXT    NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
+    attempt     INTEGER NOT NULL,
+    at          INTEGER NOT NULL,
+    status_code INTEGER,
+    error       TEXT,
+    PRIMARY KEY (delivery_id, attempt)
+);
+"#,
+];
+
+/// The schema version this build writes.
+pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Reads `PRAGMA user_version`.
+pub(crate) fn current_version(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn.pragma_query_value(None, "user_version", |row| row.get(0))?)
+}
+
+/// Applies every migration above the file's version, up to `target`, one transaction each.
+pub(crate) fn migrate(conn: &mut Connection, target: i64) -> Result<(), StoreError> {
+    let found = current_version(conn)?;
+    if found > LATEST_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found,
+            supported: LATEST_VERSION,
+        });
+    }
+    for version in (found + 1)..=target.min(LATEST_VERSION) {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Another process may have migrated while we waited for the write lock.
+        if current_version(&tx)? >= version {
+            continue;
+        }
+        let index = usize::try_from(version - 1).expect("versions start at 1");
+        tx.execute_batch(MIGRATIONS[index])?;
+        tx.pragma_update(None, "user_version", version)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,177 @@
+//! The durable state of the daemon: runs and their steps, the queue, workflow contexts, the
+//! step cache, the last commit seen per branch, cron slots already fired and the webhook outbox.
+//!
+//! [`Store`] is the one interface to it; nothing outside this module writes SQL. SQLite
+//! (bundled) is the embedded backend: WAL journal, a busy timeout, `BEGIN IMMEDIATE` for every
+//! write (so writers queue on the lock instead of failing with `database is locked` when a read
+//! transaction tries to upgrade), one transaction per state transition, and versioned
+//! forward-only migrations (see [`migrations`]). Timestamps are stored as Unix milliseconds,
+//! JSON columns as text.
+//!
+//! The API is shaped so that a shared backend (Postgres, for a fleet of agents) can sit behind
+//! it later: the queue is claimed with [`Store::claim_next_runs`] rather than read and then
+//! updated, cron slots are claimed with a unique constraint, and pushes are deduplicated by key.
+//! What the store does not own: the scheduling policy (limits, admission, overlap), which
+//! belongs to the daemon's scheduler, and log files, which live beside the database.
+
+mod error;
+pub mod migrations;
+mod model;
+mod outbox;
+mod runs;
+mod state;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OpenFlags};
+use serde_json::Value;
+
+pub use error::StoreError;
+pub use model::{
+    AttemptRecord, CacheEntry, Delivery, DeliveryAttempt, DeliveryOutcome, DeliveryStatus,
+    Enqueued, NewDelivery, NewRun, Retention, RunFilter, RunFinish, RunId, RunRecord, RunStatus,
+    StepFinish, StepRecord, StepStart, StepStatus, Trigger, TriggerKind,
+};
+
+/// The database file's name inside `state_dir`.
+pub const DB_FILE_NAME: &str = "agent.sqlite3";
+
+/// How long a writer waits for the lock before giving up with `database is locked`.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection to the store.
+///
+/// Each `Store` owns one SQLite connection; writes take `&mut self`. Open one per thread (or
+/// per actor) on the same file: they coordinate through SQLite's locks.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) `state_dir/agent.sqlite3` and brings its schema up to date.
+    pub fn open_in_dir(state_dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::CreateDir {
+            path: state_dir.to_path_buf(),
+            source,
+        })?;
+        Store::open(&state_dir.join(DB_FILE_NAME))
+    }
+
+    /// Opens (creating if needed) the database file at `path` and migrates it to the latest
+    /// schema version.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_at_version(path, migrations::LATEST_VERSION)
+    }
+
+    /// Opens `path` migrating only up to schema `version`. For fixture databases in tests;
+    /// the rest of the API assumes the latest version.
+    #[doc(hidden)]
+    pub fn open_at_version(path: &Path, version: i64) -> Result<Store, StoreError> {
+        let mut conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
+        )?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // WAL: readers never block the writer and a crash never corrupts committed state.
+        // synchronous=NORMAL in WAL mode survives a process crash (kill -9) losslessly; only
+        // an OS crash or power cut can lose the last transactions.
+        let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| {
+                r.get::<_, String>(0)
+            })?;
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrations::migrate(&mut conn, version)?;
+        Ok(Store {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The schema version of the open file.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        migrations::current_version(&self.conn)
+    }
+
+    /// Starts a write transaction that holds the write lock from its first statement.
+    fn write(&mut self) -> Result<rusqlite::Transaction<'_>, StoreError> {
+        Ok(self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?)
+    }
+}
+
+/// A timestamp as stored: Unix milliseconds.
+pub(crate) fn to_ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+/// A stored timestamp back to a time.
+pub(crate) fn from_ms(column: &'static str, ms: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(ms).ok_or_else(|| StoreError::BadValue {
+        column,
+        value: ms.to_string(),
+    })
+}
+
+/// An optional stored timestamp back to a time.
+pub(crate) fn from_ms_opt(
+    column: &'static str,
+    ms: Option<i64>,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    ms.map(|ms| from_ms(column, ms)).transpose()
+}
+
+/// The current time, truncated to what the store keeps (milliseconds).
+pub(crate) fn now_ms() -> i64 {
+    to_ms(Utc::now())
+}
+
+/// A JSON value as stored.
+pub(crate) fn to_json(column: &'static str, value: &Value) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(StoreError::json(column))
+}
+
+/// An optional JSON value as stored.
+pub(crate) fn to_json_opt(
+    column: &'static str,
+    value: Option<&Value>,
+) -> Result<Option<String>, StoreError> {
+    value.map(|v| to_json(column, v)).transpose()
+}
+
+/// A stored JSON text back to a value.
+pub(crate) fn from_json(column: &'static str, text: &str) -> Result<Value, StoreError> {
+    serde_json::from_str(text).map_err(StoreError::json(column))
+}
+
+/// An optional stored JSON text back to a value.
+pub(crate) fn from_json_opt(
+    column: &'static str,
+    text: Option<String>,
+) -> Result<Option<Value>, StoreError> {
+    text.map(|t| from_json(column, &t)).transpose()
+}
+
+/// A stored enum text back to its value.
+pub(crate) fn parse_enum<T: std::str::FromStr<Err = String>>(
+    column: &'static str,
+    text: &str,
+) -> Result<T, StoreError> {
+    text.parse()
+        .map_err(|value| StoreError::BadValue { column, value })
+}

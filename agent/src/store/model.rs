@@ -1,0 +1,520 @@
+//! The records the store reads and writes: runs, steps, attempts, deliveries, cache entries.
+//!
+//! These are plain data; the SQL that maps them lives in the sibling modules.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+/// A run's id: a positive integer, assigned by the store in creation order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RunId(pub i64);
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl FromStr for RunId {
+    type Err = std::num::ParseIntError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.trim().parse().map(RunId)
+    }
+}
+
+/// Defines a string-backed enum with `as_str`, `Display` and `FromStr`.
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant),+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The text stored in the database and shown to users.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(other.to_string()),
+                }
+            }
+        }
+    };
+}
+
+string_enum! {
+    /// Where a run is in its life.
+    RunStatus {
+        /// Waiting in the queue (possibly claimed by the scheduler, see [`RunRecord::claimed_at`]).
+        Queued => "queued",
+        /// Started by the scheduler.
+        Running => "running",
+        /// Finished, every step passed.
+        Succeeded => "succeeded",
+        /// Finished with a failure.
+        Failed => "failed",
+        /// Cancelled by a user or by `overlap: cancel_previous`.
+        Cancelled => "cancelled",
+        /// Was running when the daemon died; waits to be resumed or retried.
+        Interrupted => "interrupted",
+    }
+}
+
+impl RunStatus {
+    /// True for `succeeded`, `failed` and `cancelled`: nothing will happen to the run again.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled
+        )
+    }
+}
+
+string_enum! {
+    /// Where a step (or one attempt of it) is.
+    StepStatus {
+        /// Started and not finished.
+        Running => "running",
+        /// Exited 0 (or was served from the cache).
+        Succeeded => "succeeded",
+        /// Failed (its last attempt did).
+        Failed => "failed",
+        /// Not run (`when` was false, or an earlier failure stopped the run).
+        Skipped => "skipped",
+        /// Cancelled.
+        Cancelled => "cancelled",
+        /// Was running when the daemon died.
+        Interrupted => "interrupted",
+    }
+}
+
+string_enum! {
+    /// What started a run.
+    TriggerKind {
+        /// A new commit on a watched branch.
+        Push => "push",
+        /// A cron slot.
+        Schedule => "schedule",
+        /// `agent trigger` or the API.
+        Manual => "manual",
+        /// An inbound webhook.
+        Webhook => "webhook",
+        /// `agent retry` of an earlier run.
+        Retry => "retry",
+    }
+}
+
+string_enum! {
+    /// Where a webhook delivery is.
+    DeliveryStatus {
+        /// Waiting for its next attempt.
+        Pending => "pending",
+        /// Accepted by the receiver.
+        Delivered => "delivered",
+        /// Given up (retry budget spent or a permanent error).
+        Failed => "failed",
+    }
+}
+
+/// What started a run, with the commit and time it concerns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trigger {
+    /// The kind of trigger.
+    pub kind: TriggerKind,
+    /// The commit the run checks out, if any.
+    pub commit: Option<String>,
+    /// The branch the commit was seen on, if any.
+    pub branch: Option<String>,
+    /// For schedule triggers, the cron slot the run stands for.
+    pub scheduled_for: Option<DateTime<Utc>>,
+}
+
+impl Trigger {
+    /// A trigger of `kind` with no commit, branch or slot.
+    pub fn new(kind: TriggerKind) -> Self {
+        Trigger {
+            kind,
+            commit: None,
+            branch: None,
+            scheduled_for: None,
+        }
+    }
+}
+
+/// A run to put in the queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRun {
+    /// The workflow's `name:`.
+    pub workflow: String,
+    /// The configured repository name, if the run belongs to one.
+    pub repo: Option<String>,
+    /// What started it.
+    pub trigger: Trigger,
+    /// Parameter values (a JSON object).
+    pub parameters: Value,
+    /// `metadata.priority`: higher runs first among runs that may start.
+    pub priority: i64,
+    /// `concurrency.group`: runs of one group run one at a time, first in first out.
+    pub concurrency_group: Option<String>,
+    /// A key that makes the enqueue idempotent: a second run with the same key is not
+    /// created (for example `push:<repo>:<workflow>:<commit>`).
+    pub dedup_key: Option<String>,
+    /// The run this one retries, for `agent retry`.
+    pub retry_of: Option<RunId>,
+}
+
+impl NewRun {
+    /// A run of `workflow` with no repository, empty parameters and default priority.
+    pub fn new(workflow: impl Into<String>, trigger: Trigger) -> Self {
+        NewRun {
+            workflow: workflow.into(),
+            repo: None,
+            trigger,
+            parameters: Value::Object(Default::default()),
+            priority: 0,
+            concurrency_group: None,
+            dedup_key: None,
+            retry_of: None,
+        }
+    }
+}
+
+/// What `enqueue_run` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    /// A new run was queued.
+    Created(RunId),
+    /// A run with the same dedup key already existed; nothing was written.
+    Duplicate(RunId),
+}
+
+impl Enqueued {
+    /// The run's id, new or existing.
+    pub fn run_id(self) -> RunId {
+        match self {
+            Enqueued::Created(id) | Enqueued::Duplicate(id) => id,
+        }
+    }
+}
+
+/// A stored run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    /// Its id.
+    pub id: RunId,
+    /// The workflow's name.
+    pub workflow: String,
+    /// The repository, if any.
+    pub repo: Option<String>,
+    /// Current status.
+    pub status: RunStatus,
+    /// What started it.
+    pub trigger: Trigger,
+    /// Parameter values.
+    pub parameters: Value,
+    /// When it was queued.
+    pub created_at: DateTime<Utc>,
+    /// When it (last) started running.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it finished.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// When the scheduler claimed it (queued runs only; cleared on boot).
+    pub claimed_at: Option<DateTime<Utc>>,
+    /// The error that ended it, if any.
+    pub error: Option<String>,
+    /// Its priority.
+    pub priority: i64,
+    /// Its concurrency group.
+    pub concurrency_group: Option<String>,
+    /// Its dedup key.
+    pub dedup_key: Option<String>,
+    /// The run it retries.
+    pub retry_of: Option<RunId>,
+    /// The workflow context as of the last finished step (restored on resume).
+    pub context: Option<Value>,
+    /// The final run report (DESIGN §5), once finished.
+    pub report: Option<Value>,
+}
+
+impl RunRecord {
+    /// Milliseconds between start and finish (or `now` while running), if it started.
+    pub fn duration_ms(&self, now: DateTime<Utc>) -> Option<i64> {
+        let start = self.started_at?;
+        let end = self.finished_at.unwrap_or(now);
+        Some((end - start).num_milliseconds().max(0))
+    }
+}
+
+/// Which runs `list_runs` returns; `None` fields match everything.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunFilter {
+    /// Only runs of this workflow.
+    pub workflow: Option<String>,
+    /// Only runs in this status.
+    pub status: Option<RunStatus>,
+    /// Only runs of this repository.
+    pub repo: Option<String>,
+}
+
+/// A step starting an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepStart {
+    /// The stage it belongs to.
+    pub stage: String,
+    /// The step's id.
+    pub step_id: String,
+    /// The attempt number, 1 for the first try.
+    pub attempt: u32,
+}
+
+/// A step attempt ending (or a step that never ran being marked skipped/cancelled).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepFinish {
+    /// The stage it belongs to.
+    pub stage: String,
+    /// The step's id.
+    pub step_id: String,
+    /// The attempt number that ended (0 for a step that never started).
+    pub attempt: u32,
+    /// How it ended.
+    pub status: StepStatus,
+    /// The process's exit code, if it exited.
+    pub exit_code: Option<i32>,
+    /// The error class of a failure.
+    pub error_class: Option<String>,
+    /// A one-line error text.
+    pub error: Option<String>,
+    /// The step's outputs (a JSON object), if any.
+    pub outputs: Option<Value>,
+    /// Whether the result came from the cache.
+    pub cached: bool,
+    /// The run's context after this step; saved on the run so a resumed run gets it back.
+    pub context: Option<Value>,
+}
+
+impl StepFinish {
+    /// A finish record with just the status; the optional fields empty.
+    pub fn new(
+        stage: impl Into<String>,
+        step_id: impl Into<String>,
+        attempt: u32,
+        status: StepStatus,
+    ) -> Self {
+        StepFinish {
+            stage: stage.into(),
+            step_id: step_id.into(),
+            attempt,
+            status,
+            exit_code: None,
+            error_class: None,
+            error: None,
+            outputs: None,
+            cached: false,
+            context: None,
+        }
+    }
+}
+
+/// A stored step: its latest state over all attempts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRecord {
+    /// The run.
+    pub run_id: RunId,
+    /// The stage.
+    pub stage: String,
+    /// The step's id.
+    pub step_id: String,
+    /// Current status.
+    pub status: StepStatus,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Exit code of the last attempt.
+    pub exit_code: Option<i32>,
+    /// Error class of the last failed attempt.
+    pub error_class: Option<String>,
+    /// Outputs of the last attempt.
+    pub outputs: Option<Value>,
+    /// Whether it was served from the cache.
+    pub cached: bool,
+    /// When its first attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When its last attempt finished.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A stored attempt of a step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRecord {
+    /// The run.
+    pub run_id: RunId,
+    /// The step's id.
+    pub step_id: String,
+    /// The attempt number, from 1.
+    pub attempt: u32,
+    /// How it went.
+    pub status: StepStatus,
+    /// Exit code.
+    pub exit_code: Option<i32>,
+    /// Error class.
+    pub error_class: Option<String>,
+    /// Error text.
+    pub error: Option<String>,
+    /// Start time.
+    pub started_at: DateTime<Utc>,
+    /// End time.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// How a run ended, for `finish_run`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunFinish {
+    /// `succeeded`, `failed` or `cancelled`.
+    pub status: RunStatus,
+    /// The error text, if it failed.
+    pub error: Option<String>,
+    /// The run report (DESIGN §5).
+    pub report: Option<Value>,
+    /// With `context.preserve: true`, the context to keep for the workflow's next run.
+    pub preserved_context: Option<Value>,
+    /// Webhook deliveries to queue in the same transaction (the outbox pattern: a finished
+    /// run and its notifications are written together or not at all).
+    pub deliveries: Vec<NewDelivery>,
+}
+
+impl RunFinish {
+    /// A finish with `status` and nothing else.
+    pub fn new(status: RunStatus) -> Self {
+        RunFinish {
+            status,
+            error: None,
+            report: None,
+            preserved_context: None,
+            deliveries: Vec::new(),
+        }
+    }
+}
+
+/// A webhook delivery to queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDelivery {
+    /// The configured webhook's name or URL.
+    pub webhook: String,
+    /// The event (`run.finished`, ...).
+    pub event: String,
+    /// The run it is about, if any.
+    pub run_id: Option<RunId>,
+    /// The payload (already rendered for the target format).
+    pub body: Value,
+}
+
+/// A stored webhook delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// The id, sent as `X-Agent-Delivery` on every attempt.
+    pub id: String,
+    /// The webhook.
+    pub webhook: String,
+    /// The event.
+    pub event: String,
+    /// The run it is about.
+    pub run_id: Option<RunId>,
+    /// The payload.
+    pub body: Value,
+    /// Where it is.
+    pub status: DeliveryStatus,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When the next attempt is due (pending deliveries).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The last error.
+    pub last_error: Option<String>,
+    /// When it was queued.
+    pub created_at: DateTime<Utc>,
+    /// Each attempt made, oldest first (filled by `list_deliveries` only).
+    pub history: Vec<DeliveryAttempt>,
+}
+
+/// One attempt to deliver a webhook.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryAttempt {
+    /// From 1.
+    pub attempt: u32,
+    /// When it was made.
+    pub at: DateTime<Utc>,
+    /// The HTTP status, if one came back.
+    pub status_code: Option<u16>,
+    /// The error, if it failed.
+    pub error: Option<String>,
+}
+
+/// What happened to a delivery attempt, for `record_delivery_attempt`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeliveryOutcome {
+    /// The receiver accepted it.
+    Delivered {
+        /// The HTTP status.
+        status_code: u16,
+    },
+    /// It failed; try again at `next_attempt_at`.
+    Retry {
+        /// The HTTP status, if any.
+        status_code: Option<u16>,
+        /// What went wrong.
+        error: String,
+        /// When to try again.
+        next_attempt_at: DateTime<Utc>,
+    },
+    /// It failed for good.
+    GaveUp {
+        /// The HTTP status, if any.
+        status_code: Option<u16>,
+        /// What went wrong.
+        error: String,
+    },
+}
+
+/// A cached step result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheEntry {
+    /// The cache key.
+    pub key: String,
+    /// The cached value (the step's outputs).
+    pub value: Value,
+    /// When it was stored.
+    pub created_at: DateTime<Utc>,
+    /// When it stops being valid, if ever.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Which finished runs `prune_runs` deletes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Keep at most this many finished runs (the newest).
+    pub max_runs: Option<usize>,
+    /// Delete finished runs that finished before this time.
+    pub finished_before: Option<DateTime<Utc>>,
+}

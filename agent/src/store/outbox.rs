@@ -1,0 +1,228 @@
+//! The webhook outbox: deliveries queued in the same transaction as the state change they
+//! report, then attempted (and retried) by the notifier until delivered or given up.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Row, Transaction, params};
+
+use super::{
+    Delivery, DeliveryAttempt, DeliveryOutcome, DeliveryStatus, NewDelivery, RunId, Store,
+    StoreError, from_json, from_ms, from_ms_opt, now_ms, parse_enum, to_json, to_ms,
+};
+
+const DELIVERY_COLUMNS: &str = "id, webhook, event, run_id, body, status, attempts, \
+     next_attempt_at, last_error, created_at";
+
+/// A delivery row before fallible conversions.
+struct RawDelivery {
+    id: String,
+    webhook: String,
+    event: String,
+    run_id: Option<i64>,
+    body: String,
+    status: String,
+    attempts: u32,
+    next_attempt_at: Option<i64>,
+    last_error: Option<String>,
+    created_at: i64,
+}
+
+impl RawDelivery {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<RawDelivery> {
+        Ok(RawDelivery {
+            id: r.get(0)?,
+            webhook: r.get(1)?,
+            event: r.get(2)?,
+            run_id: r.get(3)?,
+            body: r.get(4)?,
+            status: r.get(5)?,
+            attempts: r.get(6)?,
+            next_attempt_at: r.get(7)?,
+            last_error: r.get(8)?,
+            created_at: r.get(9)?,
+        })
+    }
+
+    fn into_delivery(self) -> Result<Delivery, StoreError> {
+        Ok(Delivery {
+            id: self.id,
+            webhook: self.webhook,
+            event: self.event,
+            run_id: self.run_id.map(RunId),
+            body: from_json("body", &self.body)?,
+            status: parse_enum("status", &self.status)?,
+            attempts: self.attempts,
+            next_attempt_at: from_ms_opt("next_attempt_at", self.next_attempt_at)?,
+            last_error: self.last_error,
+            created_at: from_ms("created_at", self.created_at)?,
+            history: Vec::new(),
+        })
+    }
+}
+
+/// A fresh delivery id: 128 random bits as a UUID-shaped string (version 4 layout).
+fn new_delivery_id() -> String {
+    let bits: u128 = rand::random();
+    let bits = (bits & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+    let hex = format!("{bits:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// Queues a delivery inside `tx`, due now; returns its id.
+pub(crate) fn insert_delivery(
+    tx: &Transaction<'_>,
+    delivery: &NewDelivery,
+) -> Result<String, StoreError> {
+    let id = new_delivery_id();
+    let now = now_ms();
+    tx.prepare_cached(
+        "INSERT INTO deliveries (id, webhook, event, run_id, body, status, attempts,
+                                 next_attempt_at, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?6, ?6)",
+    )?
+    .execute(params![
+        id,
+        delivery.webhook,
+        delivery.event,
+        delivery.run_id.map(|r| r.0),
+        to_json("body", &delivery.body)?,
+        now,
+    ])?;
+    Ok(id)
+}
+
+impl Store {
+    /// Queues a webhook delivery, due now; returns its id (the `X-Agent-Delivery` header).
+    pub fn enqueue_delivery(&mut self, delivery: &NewDelivery) -> Result<String, StoreError> {
+        let tx = self.write()?;
+        let id = insert_delivery(&tx, delivery)?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Pending deliveries due at `now`, the most overdue first.
+    pub fn due_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let sql = format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries
+             WHERE status = 'pending' AND next_attempt_at <= ?1
+             ORDER BY next_attempt_at, created_at LIMIT ?2"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let raw = stmt
+            .query_map(params![to_ms(now), limit], RawDelivery::from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        raw.into_iter().map(RawDelivery::into_delivery).collect()
+    }
+
+    /// When the next pending delivery is due, so the notifier can sleep until then.
+    pub fn next_delivery_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let ms: Option<i64> = self.conn.query_row(
+            "SELECT MIN(next_attempt_at) FROM deliveries WHERE status = 'pending'",
+            [],
+            |r| r.get(0),
+        )?;
+        from_ms_opt("next_attempt_at", ms)
+    }
+
+    /// Records one attempt of a delivery and its consequence; returns the attempt number.
+    pub fn record_delivery_attempt(
+        &mut self,
+        id: &str,
+        outcome: &DeliveryOutcome,
+    ) -> Result<u32, StoreError> {
+        let tx = self.write()?;
+        let attempts: Option<u32> = rusqlite::OptionalExtension::optional(tx.query_row(
+            "SELECT attempts FROM deliveries WHERE id = ?1",
+            params![id],
+            |r| r.get(0),
+        ))?;
+        let attempt = attempts.ok_or_else(|| StoreError::DeliveryNotFound(id.to_string()))? + 1;
+        let now = now_ms();
+        let (status, status_code, error, next) = match outcome {
+            DeliveryOutcome::Delivered { status_code } => {
+                (DeliveryStatus::Delivered, Some(*status_code), None, None)
+            }
+            DeliveryOutcome::Retry {
+                status_code,
+                error,
+                next_attempt_at,
+            } => (
+                DeliveryStatus::Pending,
+                *status_code,
+                Some(error.as_str()),
+                Some(to_ms(*next_attempt_at)),
+            ),
+            DeliveryOutcome::GaveUp { status_code, error } => {
+                (DeliveryStatus::Failed, *status_code, Some(error.as_str()), None)
+            }
+        };
+        tx.execute(
+            "INSERT INTO delivery_attempts (delivery_id, attempt, at, status_code, error)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![id, attempt, now, status_code, error],
+        )?;
+        tx.execute(
+            "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4,
+                                   last_error = COALESCE(?5, last_error), updated_at = ?6
+             WHERE id = ?1",
+            params![id, status.as_str(), attempt, next, error, now],
+        )?;
+        tx.commit()?;
+        Ok(attempt)
+    }
+
+    /// The newest deliveries first, each with its attempt history.
+    pub fn list_deliveries(&self, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let sql = format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries ORDER BY created_at DESC, rowid DESC LIMIT ?1"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let raw = stmt
+            .query_map(params![limit], RawDelivery::from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut out: Vec<Delivery> = raw
+            .into_iter()
+            .map(RawDelivery::into_delivery)
+            .collect::<Result<_, _>>()?;
+        let mut attempts = self.conn.prepare_cached(
+            "SELECT attempt, at, status_code, error FROM delivery_attempts
+             WHERE delivery_id = ?1 ORDER BY attempt",
+        )?;
+        for delivery in &mut out {
+            let rows = attempts
+                .query_map(params![delivery.id], |r| {
+                    Ok((
+                        r.get::<_, u32>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Option<u16>>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            delivery.history = rows
+                .into_iter()
+                .map(|(attempt, at, status_code, error)| {
+                    Ok(DeliveryAttempt {
+                        attempt,
+                        at: from_ms("at", at)?,
+                        status_code,
+                        error,
+                    })
+                })
+                .collect::<Result<_, StoreError>>()?;
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,674 @@
+//! Runs, the queue, steps and attempts.
+//!
+//! State transitions of a run, each one transaction:
+//! `enqueue` -> queued -> (`claim_next_runs`: claimed) -> `mark_running` -> running ->
+//! `finish_run` -> succeeded | failed | cancelled. A queued or interrupted run may also be
+//! finished directly (cancelled). On boot, `mark_interrupted_on_boot` turns running runs into
+//! interrupted ones and releases claims; `resume_run` puts an interrupted run back in the
+//! queue with its finished steps kept.
+
+use rusqlite::{OptionalExtension, Row, Transaction, params};
+
+use super::{
+    AttemptRecord, Enqueued, NewRun, Retention, RunFilter, RunFinish, RunId, RunRecord,
+    RunStatus, StepFinish, StepRecord, StepStart, StepStatus, Store, StoreError, Trigger,
+    from_json, from_json_opt, from_ms, from_ms_opt, now_ms, parse_enum, to_json, to_json_opt,
+    to_ms,
+};
+
+/// The columns `RawRun::from_row` reads, in order.
+pub(crate) const RUN_COLUMNS: &str = "id, workflow, repo, status, trigger_kind, trigger_commit, \
+     trigger_branch, scheduled_for, parameters, created_at, started_at, finished_at, claimed_at, \
+     error, priority, concurrency_group, dedup_key, retry_of, context, report";
+
+/// A run row as SQLite returns it, before the conversions that can fail with a `StoreError`.
+struct RawRun {
+    id: i64,
+    workflow: String,
+    repo: Option<String>,
+    status: String,
+    trigger_kind: String,
+    trigger_commit: Option<String>,
+    trigger_branch: Option<String>,
+    scheduled_for: Option<i64>,
+    parameters: String,
+    created_at: i64,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    claimed_at: Option<i64>,
+    error: Option<String>,
+    priority: i64,
+    concurrency_group: Option<String>,
+    dedup_key: Option<String>,
+    retry_of: Option<i64>,
+    context: Option<String>,
+    report: Option<String>,
+}
+
+impl RawRun {
+    fn from_row(row: &Row<'_>) -> rusqlite::Result<RawRun> {
+        Ok(RawRun {
+            id: row.get(0)?,
+            workflow: row.get(1)?,
+            repo: row.get(2)?,
+            status: row.get(3)?,
+            trigger_kind: row.get(4)?,
+            trigger_commit: row.get(5)?,
+            trigger_branch: row.get(6)?,
+            scheduled_for: row.get(7)?,
+            parameters: row.get(8)?,
+            created_at: row.get(9)?,
+            started_at: row.get(10)?,
+            finished_at: row.get(11)?,
+            claimed_at: row.get(12)?,
+            error: row.get(13)?,
+            priority: row.get(14)?,
+            concurrency_group: row.get(15)?,
+            dedup_key: row.get(16)?,
+            retry_of: row.get(17)?,
+            context: row.get(18)?,
+            report: row.get(19)?,
+        })
+    }
+
+    fn into_record(self) -> Result<RunRecord, StoreError> {
+        Ok(RunRecord {
+            id: RunId(self.id),
+            workflow: self.workflow,
+            repo: self.repo,
+            status: parse_enum("status", &self.status)?,
+            trigger: Trigger {
+                kind: parse_enum("trigger_kind", &self.trigger_kind)?,
+                commit: self.trigger_commit,
+                branch: self.trigger_branch,
+                scheduled_for: from_ms_opt("scheduled_for", self.scheduled_for)?,
+            },
+            parameters: from_json("parameters", &self.parameters)?,
+            created_at: from_ms("created_at", self.created_at)?,
+            started_at: from_ms_opt("started_at", self.started_at)?,
+            finished_at: from_ms_opt("finished_at", self.finished_at)?,
+            claimed_at: from_ms_opt("claimed_at", self.claimed_at)?,
+            error: self.error,
+            priority: self.priority,
+            concurrency_group: self.concurrency_group,
+            dedup_key: self.dedup_key,
+            retry_of: self.retry_of.map(RunId),
+            context: from_json_opt("context", self.context)?,
+            report: from_json_opt("report", self.report)?,
+        })
+    }
+}
+
+/// Runs a query returning run rows and converts them.
+pub(crate) fn query_runs(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<RunRecord>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let raw = stmt
+        .query_map(params, RawRun::from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    raw.into_iter().map(RawRun::into_record).collect()
+}
+
+/// Reads one run inside a transaction (or on the connection).
+fn load_run(conn: &rusqlite::Connection, id: RunId) -> Result<Option<RunRecord>, StoreError> {
+    let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1");
+    Ok(query_runs(conn, &sql, params![id.0])?.pop())
+}
+
+/// The status of a run, or `RunNotFound`.
+fn status_of(tx: &Transaction<'_>, id: RunId) -> Result<RunStatus, StoreError> {
+    let text: Option<String> = tx
+        .query_row("SELECT status FROM runs WHERE id = ?1", params![id.0], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    match text {
+        Some(text) => parse_enum("status", &text),
+        None => Err(StoreError::RunNotFound(id)),
+    }
+}
+
+/// Inserts a run (deduplicated by key) inside `tx`, with the given status.
+pub(crate) fn insert_run(
+    tx: &Transaction<'_>,
+    run: &NewRun,
+    status: RunStatus,
+    error: Option<&str>,
+) -> Result<Enqueued, StoreError> {
+    if let Some(key) = &run.dedup_key {
+        let existing: Option<i64> = tx
+            .query_row(
+                "SELECT id FROM runs WHERE dedup_key = ?1",
+                params![key],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(id) = existing {
+            return Ok(Enqueued::Duplicate(RunId(id)));
+        }
+    }
+    let now = now_ms();
+    let finished_at = status.is_final().then_some(now);
+    tx.prepare_cached(
+        "INSERT INTO runs (workflow, repo, status, trigger_kind, trigger_commit, trigger_branch, \
+         scheduled_for, parameters, created_at, finished_at, error, priority, concurrency_group, \
+         dedup_key, retry_of) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+    )?
+    .execute(params![
+        run.workflow,
+        run.repo,
+        status.as_str(),
+        run.trigger.kind.as_str(),
+        run.trigger.commit,
+        run.trigger.branch,
+        run.trigger.scheduled_for.map(to_ms),
+        to_json("parameters", &run.parameters)?,
+        now,
+        finished_at,
+        error,
+        run.priority,
+        run.concurrency_group,
+        run.dedup_key,
+        run.retry_of.map(|r| r.0),
+    ])?;
+    Ok(Enqueued::Created(RunId(tx.last_insert_rowid())))
+}
+
+impl Store {
+    /// Puts a run in the queue. With a `dedup_key` already used, nothing is written and the
+    /// existing run is returned as [`Enqueued::Duplicate`].
+    pub fn enqueue_run(&mut self, run: &NewRun) -> Result<Enqueued, StoreError> {
+        let tx = self.write()?;
+        let result = insert_run(&tx, run, RunStatus::Queued, None)?;
+        tx.commit()?;
+        Ok(result)
+    }
+
+    /// Records a run that failed before it could be queued (an invalid workflow file: the
+    /// diagnostics go in `error`). Deduplicated like [`Store::enqueue_run`].
+    pub fn record_failed_run(&mut self, run: &NewRun, error: &str) -> Result<Enqueued, StoreError> {
+        let tx = self.write()?;
+        let result = insert_run(&tx, run, RunStatus::Failed, Some(error))?;
+        tx.commit()?;
+        Ok(result)
+    }
+
+    /// Claims up to `limit` queued runs for starting, in order: within a concurrency group,
+    /// first in first out, and only when no run of the group is running or claimed; then by
+    /// priority (highest first), then by age (oldest first). Claimed runs stay `queued` (with
+    /// `claimed_at` set) until [`Store::mark_running`], and are not returned again;
+    /// [`Store::release_claim`] hands one back.
+    pub fn claim_next_runs(&mut self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let tx = self.write()?;
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs AS r
+             WHERE r.status = 'queued' AND r.claimed_at IS NULL
+               AND (r.concurrency_group IS NULL OR (
+                    NOT EXISTS (SELECT 1 FROM runs AS o
+                                WHERE o.concurrency_group = r.concurrency_group
+                                  AND (o.status = 'running'
+                                       OR (o.status = 'queued' AND o.claimed_at IS NOT NULL)))
+                    AND r.id = (SELECT MIN(q.id) FROM runs AS q
+                                WHERE q.concurrency_group = r.concurrency_group
+                                  AND q.status = 'queued')))
+             ORDER BY r.priority DESC, r.id ASC
+             LIMIT ?1"
+        );
+        let mut runs = query_runs(&tx, &sql, params![limit])?;
+        let now = now_ms();
+        {
+            let mut claim = tx.prepare_cached("UPDATE runs SET claimed_at = ?2 WHERE id = ?1")?;
+            for run in &mut runs {
+                claim.execute(params![run.id.0, now])?;
+                run.claimed_at = Some(from_ms("claimed_at", now)?);
+            }
+        }
+        tx.commit()?;
+        Ok(runs)
+    }
+
+    /// Gives a claimed run back to the queue (the scheduler could not start it after all).
+    pub fn release_claim(&mut self, id: RunId) -> Result<(), StoreError> {
+        let tx = self.write()?;
+        let status = status_of(&tx, id)?;
+        if status != RunStatus::Queued {
+            return Err(StoreError::InvalidTransition {
+                run: id,
+                from: status,
+                to: RunStatus::Queued,
+            });
+        }
+        tx.execute(
+            "UPDATE runs SET claimed_at = NULL WHERE id = ?1",
+            params![id.0],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Marks a queued run as running and stamps its start time.
+    pub fn mark_running(&mut self, id: RunId) -> Result<RunRecord, StoreError> {
+        let tx = self.write()?;
+        let status = status_of(&tx, id)?;
+        if status != RunStatus::Queued {
+            return Err(StoreError::InvalidTransition {
+                run: id,
+                from: status,
+                to: RunStatus::Running,
+            });
+        }
+        tx.execute(
+            "UPDATE runs SET status = 'running', started_at = ?2, claimed_at = NULL WHERE id = ?1",
+            params![id.0, now_ms()],
+        )?;
+        let run = load_run(&tx, id)?.ok_or(StoreError::RunNotFound(id))?;
+        tx.commit()?;
+        Ok(run)
+    }
+
+    /// Records that a step started an attempt (the run must be running).
+    pub fn record_step_started(&mut self, id: RunId, step: &StepStart) -> Result<(), StoreError> {
+        let tx = self.write()?;
+        let status = status_of(&tx, id)?;
+        if status != RunStatus::Running {
+            return Err(StoreError::InvalidTransition {
+                run: id,
+                from: status,
+                to: RunStatus::Running,
+            });
+        }
+        let now = now_ms();
+        tx.prepare_cached(
+            "INSERT INTO steps (run_id, step_id, stage, status, attempts, started_at, seq)
+             VALUES (?1, ?2, ?3, 'running', ?4, ?5,
+                     (SELECT COALESCE(MAX(seq), 0) + 1 FROM steps WHERE run_id = ?1))
+             ON CONFLICT (run_id, step_id) DO UPDATE SET
+                 status = 'running', attempts = excluded.attempts, finished_at = NULL,
+                 exit_code = NULL, error_class = NULL,
+                 started_at = COALESCE(steps.started_at, excluded.started_at)",
+        )?
+        .execute(params![id.0, step.step_id, step.stage, step.attempt, now])?;
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO attempts (run_id, step_id, attempt, status, started_at)
+             VALUES (?1, ?2, ?3, 'running', ?4)",
+        )?
+        .execute(params![id.0, step.step_id, step.attempt, now])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records how a step attempt ended (or that a step that never ran was skipped or
+    /// cancelled), and saves the run's context as of this step.
+    pub fn record_step_finished(&mut self, id: RunId, step: &StepFinish) -> Result<(), StoreError> {
+        let tx = self.write()?;
+        status_of(&tx, id)?;
+        let now = now_ms();
+        let outputs = to_json_opt("outputs", step.outputs.as_ref())?;
+        tx.prepare_cached(
+            "INSERT INTO steps (run_id, step_id, stage, status, attempts, exit_code, error_class,
+                                outputs, cached, finished_at, seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,
+                     (SELECT COALESCE(MAX(seq), 0) + 1 FROM steps WHERE run_id = ?1))
+             ON CONFLICT (run_id, step_id) DO UPDATE SET
+                 status = excluded.status, attempts = MAX(steps.attempts, excluded.attempts),
+                 exit_code = excluded.exit_code, error_class = excluded.error_class,
+                 outputs = excluded.outputs, cached = excluded.cached,
+                 finished_at = excluded.finished_at",
+        )?
+        .execute(params![
+            id.0,
+            step.step_id,
+            step.stage,
+            step.status.as_str(),
+            step.attempt,
+            step.exit_code,
+            step.error_class,
+            outputs,
+            step.cached,
+            now,
+        ])?;
+        if step.attempt > 0 {
+            tx.prepare_cached(
+                "INSERT INTO attempts (run_id, step_id, attempt, status, exit_code, error_class,
+                                       error, started_at, finished_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
+                 ON CONFLICT (run_id, step_id, attempt) DO UPDATE SET
+                     status = excluded.status, exit_code = excluded.exit_code,
+                     error_class = excluded.error_class, error = excluded.error,
+                     finished_at = excluded.finished_at",
+            )?
+            .execute(params![
+                id.0,
+                step.step_id,
+                step.attempt,
+                step.status.as_str(),
+                step.exit_code,
+                step.error_class,
+                step.error,
+                now,
+            ])?;
+        }
+        if let Some(context) = &step.context {
+            tx.execute(
+                "UPDATE runs SET context = ?2 WHERE id = ?1",
+                params![id.0, to_json("context", context)?],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Ends a run: status, error, report, the preserved context and the webhook deliveries it
+    /// triggers, all in one transaction. Allowed from running, queued and interrupted.
+    pub fn finish_run(&mut self, id: RunId, finish: &RunFinish) -> Result<(), StoreError> {
+        if !finish.status.is_final() {
+            return Err(StoreError::NotFinal(finish.status));
+        }
+        let tx = self.write()?;
+        let from = status_of(&tx, id)?;
+        if from.is_final() {
+            return Err(StoreError::InvalidTransition {
+                run: id,
+                from,
+                to: finish.status,
+            });
+        }
+        let now = now_ms();
+        tx.execute(
+            "UPDATE runs SET status = ?2, finished_at = ?3, claimed_at = NULL, error = ?4,
+                             report = ?5
+             WHERE id = ?1",
+            params![
+                id.0,
+                finish.status.as_str(),
+                now,
+                finish.error,
+                to_json_opt("report", finish.report.as_ref())?,
+            ],
+        )?;
+        // Steps still marked running (a cancel) end with the run.
+        let end = if finish.status == RunStatus::Cancelled {
+            StepStatus::Cancelled
+        } else {
+            StepStatus::Failed
+        };
+        tx.execute(
+            "UPDATE steps SET status = ?2, finished_at = ?3 WHERE run_id = ?1 AND status = 'running'",
+            params![id.0, end.as_str(), now],
+        )?;
+        tx.execute(
+            "UPDATE attempts SET status = ?2, finished_at = ?3
+             WHERE run_id = ?1 AND status = 'running'",
+            params![id.0, end.as_str(), now],
+        )?;
+        if let Some(context) = &finish.preserved_context {
+            let (workflow, repo): (String, Option<String>) = tx.query_row(
+                "SELECT workflow, repo FROM runs WHERE id = ?1",
+                params![id.0],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            super::state::save_context_tx(&tx, repo.as_deref(), &workflow, context)?;
+        }
+        for delivery in &finish.deliveries {
+            super::outbox::insert_delivery(&tx, delivery)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// On daemon start: every running run becomes interrupted (its running steps and
+    /// attempts too) and every claim is released. Returns the interrupted runs, oldest first,
+    /// for the daemon to resume or leave waiting by its rules.
+    pub fn mark_interrupted_on_boot(&mut self) -> Result<Vec<RunRecord>, StoreError> {
+        let tx = self.write()?;
+        let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE status = 'running' ORDER BY id");
+        let mut runs = query_runs(&tx, &sql, [])?;
+        let now = now_ms();
+        tx.execute(
+            "UPDATE steps SET status = 'interrupted', finished_at = ?1
+             WHERE status = 'running'
+               AND run_id IN (SELECT id FROM runs WHERE status = 'running')",
+            params![now],
+        )?;
+        tx.execute(
+            "UPDATE attempts SET status = 'interrupted', finished_at = ?1
+             WHERE status = 'running'
+               AND run_id IN (SELECT id FROM runs WHERE status = 'running')",
+            params![now],
+        )?;
+        tx.execute(
+            "UPDATE runs SET status = 'interrupted', claimed_at = NULL WHERE status = 'running'",
+            [],
+        )?;
+        tx.execute(
+            "UPDATE runs SET claimed_at = NULL WHERE status = 'queued' AND claimed_at IS NOT NULL",
+            [],
+        )?;
+        tx.commit()?;
+        for run in &mut runs {
+            run.status = RunStatus::Interrupted;
+            run.claimed_at = None;
+        }
+        Ok(runs)
+    }
+
+    /// Puts an interrupted run back in the queue (to resume from its first unfinished step;
+    /// finished steps and the saved context stay). Keeps its place: the queue orders by id.
+    pub fn resume_run(&mut self, id: RunId) -> Result<(), StoreError> {
+        let tx = self.write()?;
+        let from = status_of(&tx, id)?;
+        if from != RunStatus::Interrupted {
+            return Err(StoreError::InvalidTransition {
+                run: id,
+                from,
+                to: RunStatus::Queued,
+            });
+        }
+        tx.execute(
+            "UPDATE runs SET status = 'queued', claimed_at = NULL WHERE id = ?1",
+            params![id.0],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// One run, or `None`.
+    pub fn get_run(&self, id: RunId) -> Result<Option<RunRecord>, StoreError> {
+        load_run(&self.conn, id)
+    }
+
+    /// Runs matching `filter`, newest created first, at most `limit`.
+    pub fn list_runs(&self, filter: &RunFilter, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs
+             WHERE (?1 IS NULL OR workflow = ?1) AND (?2 IS NULL OR status = ?2)
+               AND (?3 IS NULL OR repo = ?3)
+             ORDER BY id DESC LIMIT ?4"
+        );
+        query_runs(
+            &self.conn,
+            &sql,
+            params![
+                filter.workflow,
+                filter.status.map(RunStatus::as_str),
+                filter.repo,
+                limit
+            ],
+        )
+    }
+
+    /// Queued and running runs of a concurrency group, oldest first (for `overlap` rules).
+    pub fn active_runs_in_group(&self, group: &str) -> Result<Vec<RunRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs
+             WHERE concurrency_group = ?1 AND status IN ('queued', 'running')
+             ORDER BY id"
+        );
+        query_runs(&self.conn, &sql, params![group])
+    }
+
+    /// How many runs are in each non-final state: (queued, running).
+    pub fn count_active(&self) -> Result<(usize, usize), StoreError> {
+        let (queued, running): (i64, i64) = self.conn.query_row(
+            "SELECT COALESCE(SUM(status = 'queued'), 0), COALESCE(SUM(status = 'running'), 0)
+             FROM runs WHERE status IN ('queued', 'running')",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok((
+            usize::try_from(queued).unwrap_or(0),
+            usize::try_from(running).unwrap_or(0),
+        ))
+    }
+
+    /// The steps of a run, in the order they were first recorded.
+    pub fn get_steps(&self, id: RunId) -> Result<Vec<StepRecord>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT stage, step_id, status, attempts, exit_code, error_class, outputs, cached,
+                    started_at, finished_at
+             FROM steps WHERE run_id = ?1 ORDER BY seq",
+        )?;
+        type RawStep = (
+            String,
+            String,
+            String,
+            u32,
+            Option<i32>,
+            Option<String>,
+            Option<String>,
+            bool,
+            Option<i64>,
+            Option<i64>,
+        );
+        let rows = stmt
+            .query_map(params![id.0], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                    r.get(9)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<RawStep>>>()?;
+        rows.into_iter()
+            .map(|(stage, step_id, status, attempts, exit_code, error_class, outputs, cached, s, f)| {
+                Ok(StepRecord {
+                    run_id: id,
+                    stage,
+                    step_id,
+                    status: parse_enum("status", &status)?,
+                    attempts,
+                    exit_code,
+                    error_class,
+                    outputs: from_json_opt("outputs", outputs)?,
+                    cached,
+                    started_at: from_ms_opt("started_at", s)?,
+                    finished_at: from_ms_opt("finished_at", f)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Every attempt of every step of a run, by step then attempt number.
+    pub fn get_attempts(&self, id: RunId) -> Result<Vec<AttemptRecord>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT a.step_id, a.attempt, a.status, a.exit_code, a.error_class, a.error,
+                    a.started_at, a.finished_at
+             FROM attempts AS a LEFT JOIN steps AS s
+                  ON s.run_id = a.run_id AND s.step_id = a.step_id
+             WHERE a.run_id = ?1 ORDER BY s.seq, a.attempt",
+        )?;
+        type RawAttempt = (
+            String,
+            u32,
+            String,
+            Option<i32>,
+            Option<String>,
+            Option<String>,
+            i64,
+            Option<i64>,
+        );
+        let rows = stmt
+            .query_map(params![id.0], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<RawAttempt>>>()?;
+        rows.into_iter()
+            .map(|(step_id, attempt, status, exit_code, error_class, error, s, f)| {
+                Ok(AttemptRecord {
+                    run_id: id,
+                    step_id,
+                    attempt,
+                    status: parse_enum("status", &status)?,
+                    exit_code,
+                    error_class,
+                    error,
+                    started_at: from_ms("started_at", s)?,
+                    finished_at: from_ms_opt("finished_at", f)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes finished runs by the retention policy (with their steps and attempts) and
+    /// returns their ids, so the caller can delete their log files.
+    pub fn prune_runs(&mut self, retention: &Retention) -> Result<Vec<RunId>, StoreError> {
+        let tx = self.write()?;
+        let mut doomed: Vec<i64> = Vec::new();
+        if let Some(before) = retention.finished_before {
+            let mut stmt = tx.prepare_cached(
+                "SELECT id FROM runs
+                 WHERE status IN ('succeeded', 'failed', 'cancelled') AND finished_at < ?1",
+            )?;
+            doomed.extend(
+                stmt.query_map(params![to_ms(before)], |r| r.get::<_, i64>(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?,
+            );
+        }
+        if let Some(max) = retention.max_runs {
+            let max = i64::try_from(max).unwrap_or(i64::MAX);
+            let mut stmt = tx.prepare_cached(
+                "SELECT id FROM runs WHERE status IN ('succeeded', 'failed', 'cancelled')
+                 ORDER BY id DESC LIMIT -1 OFFSET ?1",
+            )?;
+            doomed.extend(
+                stmt.query_map(params![max], |r| r.get::<_, i64>(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?,
+            );
+        }
+        doomed.sort_unstable();
+        doomed.dedup();
+        {
+            let mut delete = tx.prepare_cached("DELETE FROM runs WHERE id = ?1")?;
+            for id in &doomed {
+                delete.execute(params![id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(doomed.into_iter().map(RunId).collect())
+    }
+}
