@@ -321,9 +321,9 @@ mod tests {
                     1
                 ),
                 (
-                    "unclosed `${{`, expected `}}` to end the expression".into(),
-                    25,
-                    3
+                    "unterminated string (the `}}` after it counts as part of the string)".into(),
+                    29,
+                    1
                 ),
             ]
         );
