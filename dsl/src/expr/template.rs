@@ -18,7 +18,12 @@ pub enum Template {
     Literal(String),
     /// Exactly one `${{ }}` (whitespace around allowed): renders to the value with its type.
     /// `offset` is the byte offset of the expression text inside the template string.
-    Whole { expr: Expr, offset: usize },
+    Whole {
+        /// The expression.
+        expr: Expr,
+        /// Byte offset of the expression text (after `${{`) in the template string.
+        offset: usize,
+    },
     /// Text and expressions mixed: renders to a string.
     Interpolated(Vec<TemplatePart>),
 }
@@ -29,7 +34,12 @@ pub enum TemplatePart {
     /// Literal text.
     Text(String),
     /// An expression; `offset` is the byte offset of its text inside the template string.
-    Expr { expr: Expr, offset: usize },
+    Expr {
+        /// The expression.
+        expr: Expr,
+        /// Byte offset of the expression text (after `${{`) in the template string.
+        offset: usize,
+    },
 }
 
 impl Template {
