@@ -1,6 +1,7 @@
 //! Command-line interface: argument definitions (clap) and dispatch to one module per
 //! command. Each command returns the process exit code documented in DESIGN §5.
 
+pub mod exec;
 pub mod schema;
 pub mod validate;
 
@@ -35,6 +36,8 @@ pub enum Command {
     },
     /// Print the JSON Schema of the workflow file format.
     Schema,
+    /// Run one workflow locally with real processes (progress on stderr).
+    Exec(exec::ExecArgs),
 }
 
 /// Runs one parsed command line and returns its exit code.
@@ -42,5 +45,6 @@ pub fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::Validate { paths, config } => validate::run(&paths, config.as_deref()),
         Command::Schema => schema::run(),
+        Command::Exec(args) => exec::run(args),
     }
 }

@@ -1,0 +1,229 @@
+//! `agent exec FILE [-p NAME=VALUE]... [--workdir DIR] [--state-dir DIR] [--secret NAME]...
+//! [--secrets-file FILE] [--json]`: run one workflow locally with the same engine the daemon
+//! uses.
+//!
+//! Progress goes to stderr (a live view on a terminal, plain lines otherwise); `--json`
+//! prints the run report on stdout. Exit codes (DESIGN §5): 0 succeeded, 1 failed or
+//! cancelled, 2 invalid file, parameters, secrets or directories (nothing ran). The only
+//! file written is the preserved context (`context: {preserve: true}`) under the state
+//! directory (default `.agent/` in the workdir): no per-step files, no database.
+//!
+//! Ctrl-C (or SIGTERM) cancels the run gracefully (SIGTERM to each step's process group,
+//! then SIGKILL after the grace period); a second one kills at once.
+
+use std::path::{Path, PathBuf};
+use std::process::Command as StdCommand;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::{EXIT_FAILED, EXIT_INVALID, EXIT_OK};
+use crate::engine::{
+    self, Cancel, Engine, EngineConfig, EventSender, RunRequest, RunStatus, context, progress,
+    secrets,
+};
+
+/// Arguments of `agent exec`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExecArgs {
+    /// The workflow file.
+    pub file: PathBuf,
+    /// A parameter, `NAME=VALUE` (repeatable); converted to the declared type.
+    #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+    /// Working directory of every step (default: the current directory).
+    #[arg(long)]
+    pub workdir: Option<PathBuf>,
+    /// Where a preserved context is kept (default: `.agent/` in the workdir).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// A secret taken from the environment variable of this name (repeatable).
+    #[arg(long = "secret", value_name = "NAME")]
+    pub secrets: Vec<String>,
+    /// A file of `NAME=VALUE` secret lines.
+    #[arg(long, value_name = "FILE")]
+    pub secrets_file: Option<PathBuf>,
+    /// Print the run report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds between SIGTERM and SIGKILL when a step times out or is cancelled.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    pub kill_grace: f64,
+}
+
+fn invalid(msg: impl std::fmt::Display) -> i32 {
+    eprintln!("error: {msg}");
+    EXIT_INVALID
+}
+
+/// `repo.*` from the git repository around `dir`, or null when it is not in one.
+fn repo_info(dir: &Path) -> Value {
+    let git = |args: &[&str]| -> Option<String> {
+        let out = StdCommand::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim_end().to_string())
+    };
+    let Some(log) = git(&["log", "-1", "--format=%H%n%an <%ae>%n%s"]) else {
+        return Value::Null;
+    };
+    let mut lines = log.lines();
+    let commit = lines.next().unwrap_or_default().to_string();
+    let author = lines.next().unwrap_or_default().to_string();
+    let message = lines.next().unwrap_or_default().to_string();
+    let branch = git(&["symbolic-ref", "--short", "-q", "HEAD"]).unwrap_or_default();
+    let url = git(&["config", "--get", "remote.origin.url"])
+        .or_else(|| git(&["rev-parse", "--show-toplevel"]))
+        .unwrap_or_default();
+    json!({"url": url, "branch": branch, "commit": commit, "message": message, "author": author})
+}
+
+/// Runs the command; returns the exit code.
+pub fn run(args: ExecArgs) -> i32 {
+    let loaded = match dsl::load_workflow(&args.file) {
+        Ok(l) => l,
+        Err(diags) => {
+            eprint!("{}", diags.render());
+            return EXIT_INVALID;
+        }
+    };
+    if !loaded.warnings.0.is_empty() {
+        eprint!("{}", loaded.warnings.render());
+    }
+    let wf = &loaded.workflow;
+    let parameters = match dsl::params::resolve_text(wf, &args.params) {
+        Ok(p) => p,
+        Err(errs) => {
+            for e in errs {
+                eprintln!("error: {e}");
+            }
+            return EXIT_INVALID;
+        }
+    };
+    let secrets = match secrets::load(&args.secrets, args.secrets_file.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return invalid(e),
+    };
+    let workdir = match args.workdir.clone() {
+        Some(d) => d,
+        None => match std::env::current_dir() {
+            Ok(d) => d,
+            Err(e) => return invalid(format!("current directory: {e}")),
+        },
+    };
+    let workdir = match std::fs::canonicalize(&workdir) {
+        Ok(d) if d.is_dir() => d,
+        Ok(d) => return invalid(format!("workdir `{}` is not a directory", d.display())),
+        Err(e) => return invalid(format!("workdir `{}`: {e}", workdir.display())),
+    };
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| workdir.join(".agent"));
+    let preserve = wf.context.preserve;
+    let initial_context = if preserve {
+        match context::load(&state_dir, &wf.name.value) {
+            Ok(c) => c,
+            Err(e) => return invalid(e),
+        }
+    } else {
+        Default::default()
+    };
+    if !args.kill_grace.is_finite() || args.kill_grace < 0.0 {
+        return invalid("`--kill-grace` must be a non-negative number of seconds");
+    }
+    // `repo.*` costs a few git processes: only when the file mentions it.
+    let mentions_repo = loaded
+        .source
+        .text
+        .as_deref()
+        .is_none_or(|t| t.contains("repo"));
+    let repo = if mentions_repo {
+        repo_info(&workdir)
+    } else {
+        Value::Null
+    };
+
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return invalid(format!("cannot start the runtime: {e}")),
+    };
+    let config = EngineConfig {
+        grace: Duration::from_secs_f64(args.kill_grace),
+        ..EngineConfig::default()
+    };
+    let workflow_name = wf.name.value.clone();
+    let json_out = args.json;
+    let loaded = Arc::new(loaded);
+    let result = runtime.block_on(async move {
+        let engine = Engine::new(config);
+        let cancel = Cancel::new();
+        let (events, rx) = EventSender::channel();
+        let sink = tokio::spawn(progress::run_stderr_sink(rx));
+        let signals = tokio::spawn(forward_signals(cancel.clone()));
+        let request = RunRequest {
+            workflow: loaded,
+            parameters,
+            run_id: engine::new_run_id(),
+            workdir,
+            secrets,
+            repo,
+            trigger: "manual".into(),
+            attempt: 1,
+            context: initial_context,
+            events,
+            cancel,
+        };
+        let result = engine.run(request).await;
+        signals.abort();
+        let _ = sink.await;
+        result
+    });
+    if preserve && let Err(e) = context::save(&state_dir, &workflow_name, &result.context) {
+        eprintln!("warning: {e}");
+    }
+    if json_out {
+        match serde_json::to_string_pretty(&result.report) {
+            Ok(text) => println!("{text}"),
+            Err(e) => eprintln!("error: cannot print the report: {e}"),
+        }
+    }
+    match result.report.status {
+        RunStatus::Succeeded => EXIT_OK,
+        _ => EXIT_FAILED,
+    }
+}
+
+/// First Ctrl-C/SIGTERM: graceful cancel; second: kill at once.
+async fn forward_signals(cancel: Cancel) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    let mut n = 0;
+    loop {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        n += 1;
+        if n == 1 {
+            eprintln!("\ncancelling (press Ctrl-C again to kill at once)");
+        }
+        cancel.request();
+    }
+}
