@@ -57,7 +57,10 @@ impl Template {
             let close = match find_close(s, start) {
                 Ok(close) => close,
                 Err(unclosed) => {
-                    errors.push(match unclosed {
+                    // A quote left open is only to blame when it swallowed a `}}`; in
+                    // `echo "${{ x"` the quote belongs to the text around an unclosed `${{`.
+                    let swallowed = unclosed.filter(|&q| s[q..].contains("}}"));
+                    errors.push(match swallowed {
                         Some(quote) => ExprError::new(
                             "unterminated string (the `}}` after it counts as part of the string)",
                             quote,
@@ -303,6 +306,26 @@ mod tests {
             json!("a {}x b")
         );
         assert_eq!(render(r"${{ 'it\'s }}' }}"), json!("it's }}"));
+    }
+
+    #[test]
+    fn unclosed_expression_inside_quoted_text() {
+        assert_eq!(
+            errs("echo \"hello ${{ parameters.who\""),
+            vec![(
+                "unclosed `${{`, expected `}}` to end the expression".into(),
+                12,
+                3
+            )]
+        );
+        assert_eq!(
+            errs("${{ 'it }} x"),
+            vec![(
+                "unterminated string (the `}}` after it counts as part of the string)".into(),
+                4,
+                1
+            )]
+        );
     }
 
     #[test]
