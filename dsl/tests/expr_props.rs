@@ -244,6 +244,30 @@ fn hostile_inputs_fail_fast() {
         exercise_expr(src);
         exercise_template(&format!("${{{{ {src} }}}}"));
     }
+    // The deepest trees the parser accepts are checked and evaluated without trouble.
+    let deepest = [
+        "parameters.c".to_string() + &"[0]".repeat(expr::MAX_TREE_DEPTH - 3),
+        "parameters.c".to_string() + &".x".repeat(expr::MAX_TREE_DEPTH - 3),
+        "1".to_string() + &" + 1".repeat(expr::MAX_TREE_DEPTH - 1),
+        "parameters.a".to_string() + &" and parameters.a".repeat(expr::MAX_TREE_DEPTH - 3),
+        format!(
+            "{}1{}",
+            "(-".repeat(expr::MAX_NESTING / 2 - 1),
+            ")".repeat(expr::MAX_NESTING / 2 - 1)
+        ),
+    ];
+    for src in &deepest {
+        let parsed = expr::parse(src).unwrap_or_else(|e| panic!("{}: {e}", &src[..20]));
+        exercise_expr(src);
+        drop(parsed);
+    }
+    assert_eq!(
+        expr::parse(&deepest[2])
+            .expect("parses")
+            .eval(&ctx())
+            .expect("evaluates"),
+        json!(expr::MAX_TREE_DEPTH)
+    );
     assert!(
         started.elapsed() < std::time::Duration::from_secs(10),
         "took {:?}",
