@@ -81,6 +81,7 @@ pub fn parse_str(name: &str, text: &str) -> Result<(Workflow, Diagnostics), Diag
             if let Some(wf) = &wf {
                 d.extend(validate::validate(wf, text));
             }
+            d.sort_by_key(|d| (d.span.start.line, d.span.start.column));
             if let Some(wf) = wf
                 && !d.iter().any(Diagnostic::is_error)
             {
@@ -128,6 +129,7 @@ impl Loader {
             }
         };
         let ok = !diags.iter().any(Diagnostic::is_error);
+        diags.sort_by_key(|d| (d.span.start.line, d.span.start.column));
         self.diags.extend(diags.into_iter().map(|d| d.in_file(&file)));
         let wf = wf.filter(|_| ok).map(|mut w| {
             w.file = Some(path.to_path_buf());

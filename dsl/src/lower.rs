@@ -260,7 +260,7 @@ impl<'s> Lowerer<'s> {
         match node.as_scalar().map(|s| &s.value) {
             Some(ScalarValue::Int(i)) => {
                 if *i < min || *i > max {
-                    let range = if max == i64::MAX {
+                    let range = if max >= 1 << 31 {
                         format!("at least {min}")
                     } else {
                         format!("between {min} and {max}")
@@ -790,8 +790,9 @@ impl<'s> Lowerer<'s> {
         Some(Stage {
             span: node.span,
             name: name?,
-            parallel: parallel?,
-            max_parallel: max_parallel?,
+            parallel: parallel.unwrap_or(Spanned::new(Parallelism::Sequential, node.span)),
+            max_parallel: max_parallel
+                .unwrap_or(Spanned::new(Stage::DEFAULT_MAX_PARALLEL, node.span)),
             steps,
         })
     }
@@ -820,11 +821,9 @@ impl<'s> Lowerer<'s> {
             .chain(o.key("branches").map(|n| ("branches", n)))
             .collect();
         let written = o.get("type").and_then(|n| self.keyword(n, "type", StepType::ALL));
-        if o.has("type") && written.is_none() {
-            return None;
-        }
         let step_type = match written {
-            Some(t) => t,
+            Some(t) => Some(t),
+            None if o.has("type") => None,
             None => {
                 let inferred: Vec<&(&str, &Node)> = kind_keys
                     .iter()
@@ -836,7 +835,7 @@ impl<'s> Lowerer<'s> {
                             node.span,
                             "a step needs one of `skill`, `workflow`, `decision` or `run`",
                         );
-                        return None;
+                        None
                     }
                     [(k, n)] => {
                         let t = match *k {
@@ -845,7 +844,7 @@ impl<'s> Lowerer<'s> {
                             "run" => StepType::Run,
                             _ => StepType::Decision,
                         };
-                        Spanned::new(t, n.span)
+                        Some(Spanned::new(t, n.span))
                     }
                     [_, (k2, n2), ..] => {
                         self.err(
@@ -855,13 +854,15 @@ impl<'s> Lowerer<'s> {
                                 inferred[0].0
                             ),
                         );
-                        return None;
+                        None
                     }
                 }
             }
         };
+        let typed = step_type.is_some();
+        let step_type = step_type.unwrap_or(Spanned::new(StepType::Skill, node.span));
         // Keys belonging to other step types are errors.
-        for (k, n) in &kind_keys {
+        for (k, n) in kind_keys.iter().filter(|_| typed) {
             let belongs = match step_type.value {
                 StepType::Skill => *k == "skill",
                 StepType::Workflow => *k == "workflow",
@@ -876,50 +877,30 @@ impl<'s> Lowerer<'s> {
             }
         }
         if let Some(k) = o.key("shell")
+            && typed
             && step_type.value != StepType::Run
         {
             self.err(k.span, format!("`shell` only applies to `run` steps, not `{}` steps", step_type.value));
         }
         let kind = match step_type.value {
-            StepType::Skill => StepKind::Skill(
-                self.require(&o, "skill", "a `skill` step")
-                    .and_then(|n| self.name_ref(n, "skill"))?,
-            ),
-            StepType::Workflow => StepKind::Workflow(
-                self.require(&o, "workflow", "a `workflow` step")
-                    .and_then(|n| self.name_ref(n, "workflow"))?,
-            ),
-            StepType::Run => StepKind::Run(
-                self.require(&o, "run", "a `run` step")
-                    .and_then(|n| self.template_string(n, "run"))?,
-            ),
-            StepType::Decision => {
-                let branches_node = match (o.get("decision"), o.get("branches")) {
-                    (Some(d), _) => match &d.kind {
-                        NodeKind::Seq(_) => Some(d),
-                        _ => {
-                            let dobj = self.obj(d, DECISION_KEYS, "`decision`")?;
-                            self.require(&dobj, "branches", "`decision`")
-                        }
-                    },
-                    (None, Some(b)) => Some(b),
-                    (None, None) => {
-                        self.err(
-                            node.span,
-                            "missing required key `decision` (with `branches`) in a `decision` step",
-                        );
-                        None
-                    }
-                }?;
-                let items = self.seq(branches_node, "branches");
-                if items.is_empty() && matches!(branches_node.kind, NodeKind::Seq(_)) {
-                    self.err(branches_node.span, "`branches` is empty; a decision needs at least one branch");
-                }
-                StepKind::Decision(Decision {
-                    branches: items.iter().filter_map(|b| self.branch(b)).collect(),
-                })
-            }
+            _ if !typed => None,
+            StepType::Skill => self
+                .require(&o, "skill", "a `skill` step")
+                .and_then(|n| self.name_ref(n, "skill"))
+                .map(StepKind::Skill),
+            StepType::Workflow => self
+                .require(&o, "workflow", "a `workflow` step")
+                .and_then(|n| self.name_ref(n, "workflow"))
+                .map(StepKind::Workflow),
+            StepType::Run => self
+                .require(&o, "run", "a `run` step")
+                .and_then(|n| self.template_string(n, "run"))
+                .map(StepKind::Run),
+            StepType::Decision => self.decision(&o, node),
         };
+        // A step whose kind is broken is still checked and kept (with an empty skill), so
+        // that one mistake neither hides others nor makes references to it look unknown.
+        let kind = kind.unwrap_or_else(|| StepKind::Skill(Spanned::new(String::new(), node.span)));
         let parameters = o.get("parameters").map(|n| self.value_map(n, "parameters")).unwrap_or_default();
         let when = o.get("when").and_then(|n| self.condition(n, "when"));
         let needs = o.get("needs").map(|n| self.string_list(n, "needs")).unwrap_or_default();
@@ -969,14 +950,44 @@ impl<'s> Lowerer<'s> {
             needs,
             timeout,
             retry,
-            on_failure: on_failure?,
+            on_failure: on_failure.unwrap_or(Spanned::new(OnFailure::Abort, node.span)),
             compensate,
             cache,
             env,
             resources,
             shell,
-            idempotent: idempotent?,
+            idempotent: idempotent.unwrap_or(Spanned::new(true, node.span)),
         })
+    }
+
+    fn decision(&mut self, o: &Obj, node: &Node) -> Option<StepKind> {
+        let branches_node = match (o.get("decision"), o.get("branches")) {
+            (Some(d), _) => match &d.kind {
+                NodeKind::Seq(_) => Some(d),
+                _ => {
+                    let dobj = self.obj(d, DECISION_KEYS, "`decision`")?;
+                    self.require(&dobj, "branches", "`decision`")
+                }
+            },
+            (None, Some(b)) => Some(b),
+            (None, None) => {
+                self.err(
+                    node.span,
+                    "missing required key `decision` (with `branches`) in a `decision` step",
+                );
+                None
+            }
+        }?;
+        let items = self.seq(branches_node, "branches");
+        if items.is_empty() && matches!(branches_node.kind, NodeKind::Seq(_)) {
+            self.err(
+                branches_node.span,
+                "`branches` is empty; a decision needs at least one branch",
+            );
+        }
+        Some(StepKind::Decision(Decision {
+            branches: items.iter().filter_map(|b| self.branch(b)).collect(),
+        }))
     }
 
     /// A skill or workflow name: a plain name, never a path.

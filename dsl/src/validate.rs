@@ -184,7 +184,7 @@ impl<'a> Validator<'a> {
                 self.diags.push(
                     Diagnostic::error(
                         s.cron.span,
-                        format!("invalid cron expression `{line}`: {}", lower_first(&e.to_string())),
+                        format!("invalid cron expression `{line}`: {}", lower_first(e.to_string().trim_end_matches('.'))),
                     )
                     .with_hint("minute hour day-of-month month day-of-week, e.g. `0 3 * * 1-5`"),
                 );
