@@ -1,0 +1,345 @@
+//! `agent exec` end to end: exit codes, the step protocol, outputs between steps, context
+//! merge and preservation, conditions, decisions, sub-workflows and no script injection.
+
+mod common;
+mod exec_common;
+
+use exec_common::{Ws, assert_code, report, step};
+use serde_json::json;
+
+#[test]
+fn exit_codes_mean_what_design_says() {
+    let ws = Ws::new();
+    ws.write(
+        "ok.yaml",
+        "workflow:\n  name: ok\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: touch ran-ok\n",
+    );
+    ws.write(
+        "bad.yaml",
+        "workflow:\n  name: bad\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: exit 4\n",
+    );
+    ws.write(
+        "invalid.yaml",
+        "workflow:\n  name: inv\n  stages:\n    - name: s\n      paralel: true\n      steps:\n        - id: a\n          run: touch ran-invalid\n",
+    );
+    ws.write(
+        "params.yaml",
+        "workflow:\n  name: p\n  parameters:\n    - name: n\n      type: integer\n      required: true\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: touch ran-params\n",
+    );
+    let out = ws.exec("ok.yaml", &[]);
+    assert_code(&out, 0);
+    assert_eq!(report(&out)["status"], "succeeded");
+    assert!(ws.exists("ran-ok"));
+
+    let out = ws.exec("bad.yaml", &[]);
+    assert_code(&out, 1);
+    let r = report(&out);
+    assert_eq!(r["status"], "failed");
+    assert_eq!(step(&r, "a")["exit_code"], 4);
+    assert_eq!(step(&r, "a")["error_class"], "ExitCode");
+
+    let out = ws.exec("invalid.yaml", &[]);
+    assert_code(&out, 2);
+    assert!(common::stderr(&out).contains("paralel"), "{}", common::stderr(&out));
+    assert!(!ws.exists("ran-invalid"));
+
+    for args in [&[][..], &["-p", "n=abc"][..], &["-p", "zzz=1"][..]] {
+        let out = ws.exec("params.yaml", args);
+        assert_code(&out, 2);
+    }
+    assert!(!ws.exists("ran-params"));
+    let out = ws.exec("params.yaml", &["-p", "n=7"]);
+    assert_code(&out, 0);
+    assert_eq!(report(&out)["parameters"]["n"], 7);
+
+    let out = ws.exec("missing.yaml", &[]);
+    assert_code(&out, 2);
+}
+
+#[test]
+fn step_protocol_outputs_and_context() {
+    let ws = Ws::new();
+    ws.write_exec(
+        ".workflows/skills/echoer",
+        "#!/bin/sh\nset -e\nread -r line || true\nprintf '%s' \"$line\" > stdin.json\nenv | grep '^AGENT_' | sort > env.txt\necho \"shout=$AGENT_PARAM_WORD!\" >> \"$AGENT_OUTPUT\"\nprintf 'multi<<EOF\\nl1\\nl2\\nEOF\\n' >> \"$AGENT_OUTPUT\"\necho '{\"deep\": {\"b\": 2}, \"from\": \"skill\"}' > \"$AGENT_CONTEXT\"\n",
+    );
+    ws.write(
+        "wf.yaml",
+        r#"workflow:
+  name: proto
+  context:
+    merge_strategy: deep
+  parameters:
+    - name: word
+      type: string
+      default: hey
+  stages:
+    - name: s
+      steps:
+        - id: first
+          run: |
+            echo '{"deep": {"a": 1}, "n": 1}' > "$AGENT_CONTEXT"
+            echo '{"count": 3, "list": [1, 2]}' > "$AGENT_OUTPUT"
+        - id: sk
+          skill: echoer
+          parameters:
+            word: ${{ parameters.word }}
+            count: ${{ steps.first.output.count }}
+            flag: true
+        - id: last
+          run: |
+            echo "${{ steps.sk.output.shout }}|${{ steps.sk.output.multi }}|${{ context.deep.a }}${{ context.deep.b }}|${{ steps.first.status }}" > last.txt
+"#,
+    );
+    let out = ws.exec("wf.yaml", &["-p", "word=yo"]);
+    assert_code(&out, 0);
+    let r = report(&out);
+    assert_eq!(step(&r, "first")["outputs"], json!({"count": 3, "list": [1, 2]}));
+    assert_eq!(step(&r, "sk")["outputs"]["shout"], "yo!");
+    let stdin: serde_json::Value = serde_json::from_str(&ws.read("stdin.json")).expect("stdin json");
+    assert_eq!(stdin, json!({"word": "yo", "count": 3, "flag": true}));
+    let env = ws.read("env.txt");
+    for needle in [
+        "AGENT_PARAM_WORD=yo",
+        "AGENT_PARAM_COUNT=3",
+        "AGENT_PARAM_FLAG=true",
+        "AGENT_STEP_ID=sk",
+        "AGENT_ATTEMPT=1",
+        "AGENT_RUN_ID=",
+        "AGENT_OUTPUT=",
+        "AGENT_CONTEXT=",
+    ] {
+        assert!(env.contains(needle), "missing {needle} in\n{env}");
+    }
+    assert!(env.contains(&format!("AGENT_WORKSPACE={}", ws.path().canonicalize().expect("canon").display())));
+    assert_eq!(ws.read("last.txt").trim(), "yo!|l1\nl2|12|succeeded");
+    // No state directory without `preserve`.
+    assert!(!ws.exists(".agent"));
+}
+
+#[test]
+fn preserved_context_survives_between_runs() {
+    let ws = Ws::new();
+    ws.write(
+        "wf.yaml",
+        r#"workflow:
+  name: keep
+  context:
+    preserve: true
+    merge_strategy: shallow
+  stages:
+    - name: s
+      steps:
+        - id: count
+          run: |
+            n=${{ context.n || 0 }}
+            echo "{\"n\": $((n + 1))}" > "$AGENT_CONTEXT"
+            echo "$((n + 1))" > seen.txt
+"#,
+    );
+    for expected in ["1", "2", "3"] {
+        let out = ws.exec("wf.yaml", &[]);
+        assert_code(&out, 0);
+        assert_eq!(ws.read("seen.txt").trim(), expected);
+    }
+    let files: Vec<_> = std::fs::read_dir(ws.path().join(".agent/context"))
+        .expect("context dir")
+        .collect();
+    assert_eq!(files.len(), 1, "one context file, nothing else");
+    let sd = ws.path().join("elsewhere");
+    let out = ws.exec("wf.yaml", &["--state-dir", sd.to_str().expect("utf8")]);
+    assert_code(&out, 0);
+    assert_eq!(ws.read("seen.txt").trim(), "1");
+}
+
+#[test]
+fn conditions_skip_and_status_functions() {
+    let ws = Ws::new();
+    ws.write(
+        "wf.yaml",
+        r#"workflow:
+  name: cond
+  parameters:
+    - name: run_tests
+      type: boolean
+      default: false
+  stages:
+    - name: s
+      steps:
+        - id: tests
+          run: touch tests-ran
+          when: ${{ parameters.run_tests }}
+        - id: fails
+          run: exit 1
+        - id: after
+          run: touch after-ran
+        - id: on_fail
+          run: touch on-fail-ran
+          when: ${{ failure() }}
+        - id: always
+          run: touch always-ran
+          when: always()
+        - id: bad_expr
+          run: touch bad-ran
+          when: ${{ always() && from_json('{') }}
+"#,
+    );
+    let out = ws.exec("wf.yaml", &[]);
+    assert_code(&out, 1);
+    let r = report(&out);
+    assert_eq!(step(&r, "tests")["status"], "skipped");
+    assert_eq!(step(&r, "fails")["status"], "failed");
+    assert_eq!(step(&r, "after")["status"], "skipped");
+    assert_eq!(step(&r, "on_fail")["status"], "succeeded");
+    assert_eq!(step(&r, "always")["status"], "succeeded");
+    assert!(!ws.exists("tests-ran") && !ws.exists("after-ran"));
+    assert!(ws.exists("on-fail-ran") && ws.exists("always-ran"));
+    assert_eq!(step(&r, "bad_expr")["error_class"], "ExpressionError");
+    assert!(!ws.exists("bad-ran"));
+    let out = ws.exec("wf.yaml", &["-p", "run_tests=true"]);
+    assert_code(&out, 1);
+    assert!(ws.exists("tests-ran"));
+}
+
+#[test]
+fn expression_errors_fail_the_step() {
+    let ws = Ws::new();
+    ws.write(
+        "wf.yaml",
+        r#"workflow:
+  name: exprerr
+  stages:
+    - name: s
+      steps:
+        - id: a
+          run: echo ${{ int('abc') }}
+"#,
+    );
+    let out = ws.exec("wf.yaml", &[]);
+    assert_code(&out, 1);
+    let r = report(&out);
+    assert_eq!(step(&r, "a")["error_class"], "ExpressionError");
+    assert_eq!(step(&r, "a")["attempts"], 0);
+}
+
+#[test]
+fn decision_takes_first_true_branch_else_default() {
+    let ws = Ws::new();
+    ws.write(
+        "wf.yaml",
+        r#"workflow:
+  name: dec
+  parameters:
+    - name: env
+      type: string
+      default: dev
+  stages:
+    - name: s
+      steps:
+        - id: pick
+          type: decision
+          decision:
+            branches:
+              - when: ${{ parameters.env == 'prod' }}
+                steps:
+                  - id: prod
+                    run: echo prod > picked
+              - when: ${{ parameters.env == 'staging' }}
+                steps:
+                  - id: staging
+                    run: echo staging > picked
+              - default: true
+                steps:
+                  - id: other
+                    run: echo other > picked
+"#,
+    );
+    for (env, picked) in [("prod", "prod"), ("staging", "staging"), ("dev", "other")] {
+        let out = ws.exec("wf.yaml", &["-p", &format!("env={env}")]);
+        assert_code(&out, 0);
+        assert_eq!(ws.read("picked").trim(), picked);
+        let r = report(&out);
+        assert_eq!(step(&r, picked)["status"], "succeeded");
+    }
+}
+
+#[test]
+fn sub_workflow_gets_parameters_and_returns_outputs() {
+    let ws = Ws::new();
+    ws.write(
+        "child.yaml",
+        r#"workflow:
+  name: child
+  parameters:
+    - name: x
+      type: integer
+      required: true
+  outputs:
+    doubled: ${{ steps.calc.output.v }}
+  stages:
+    - name: s
+      steps:
+        - id: calc
+          run: echo "v=$(( ${{ parameters.x }} * 2 ))" >> "$AGENT_OUTPUT"
+"#,
+    );
+    ws.write(
+        "parent.yaml",
+        r#"workflow:
+  name: parent
+  stages:
+    - name: s
+      steps:
+        - id: call
+          type: workflow
+          workflow: child
+          parameters:
+            x: 21
+        - id: use
+          run: echo "${{ steps.call.output.doubled }}" > result
+"#,
+    );
+    let out = ws.exec("parent.yaml", &[]);
+    assert_code(&out, 0);
+    assert_eq!(ws.read("result").trim(), "42");
+    let r = report(&out);
+    assert_eq!(step(&r, "call")["outputs"]["doubled"], "42");
+}
+
+#[test]
+fn parameters_never_become_shell_text() {
+    let ws = Ws::new();
+    let target = ws.path().join("pwned");
+    let t = target.display().to_string();
+    ws.write(
+        "wf.yaml",
+        r#"workflow:
+  name: inj
+  parameters:
+    - name: v
+      type: string
+  stages:
+    - name: s
+      steps:
+        - id: plain
+          run: echo ${{ parameters.v }} > plain.txt
+        - id: dq
+          run: echo "in dq ${{ parameters.v }}" > dq.txt
+        - id: sq
+          run: echo 'in sq ${{ parameters.v }}' > sq.txt
+"#,
+    );
+    for payload in [
+        format!("$(touch {t})"),
+        format!("\"; touch {t}; \""),
+        format!("'; touch {t}; '"),
+        format!("`touch {t}`"),
+    ] {
+        let out = ws.exec("wf.yaml", &["-p", &format!("v={payload}")]);
+        assert_code(&out, 0);
+        assert!(!target.exists(), "payload {payload} ran");
+        assert_eq!(ws.read("plain.txt").trim_end(), payload);
+        assert_eq!(ws.read("dq.txt").trim_end(), format!("in dq {payload}"));
+        assert_eq!(ws.read("sq.txt").trim_end(), format!("in sq {payload}"));
+    }
+}
