@@ -186,8 +186,8 @@ impl Mirror {
     pub fn open(state_dir: &Path, name: &str) -> Result<Mirror, MirrorError> {
         check_name(name)?;
         let path = Mirror::path_for(state_dir, name);
-        let repo =
-            Repository::open_bare(&path).map_err(MirrorError::git("open mirror", path.display().to_string()))?;
+        let repo = Repository::open_bare(&path)
+            .map_err(MirrorError::git("open mirror", path.display().to_string()))?;
         let url = repo
             .find_remote("origin")
             .ok()

@@ -8,6 +8,6 @@
 pub mod mirror;
 pub mod workspace;
 
-pub use mirror::{Mirror, MirrorError, WorkflowFile};
 pub use mirror::CommitInfo;
+pub use mirror::{Mirror, MirrorError, WorkflowFile};
 pub use workspace::{CheckoutMethod, Workspace};

@@ -159,7 +159,12 @@ fn list_tree(tree: &git2::Tree<'_>) -> Result<Vec<Entry>, MirrorError> {
     tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
         let name = entry.name_bytes();
         // A tree from a hostile remote could hold names that escape the workspace.
-        if name.is_empty() || name == b"." || name == b".." || name == b".git" || name.contains(&b'/') {
+        if name.is_empty()
+            || name == b"."
+            || name == b".."
+            || name == b".git"
+            || name.contains(&b'/')
+        {
             bad_path = Some(format!("{dir}{}", String::from_utf8_lossy(name)));
             return TreeWalkResult::Abort;
         }
@@ -253,14 +258,18 @@ fn write_entries(mirror: &Path, entries: &[Entry], dest: &Path) -> Result<(), Mi
 
 /// A handle on the mirror for reading objects.
 fn open_objects(mirror: &Path) -> Result<Repository, MirrorError> {
-    Repository::open_bare(mirror).map_err(MirrorError::git("open mirror", mirror.display().to_string()))
+    Repository::open_bare(mirror).map_err(MirrorError::git(
+        "open mirror",
+        mirror.display().to_string(),
+    ))
 }
 
 /// Writes files and symlinks with blobs read from `repo`.
 fn write_files(repo: &Repository, files: &[&Entry], dest: &Path) -> Result<(), MirrorError> {
-    let odb = repo
-        .odb()
-        .map_err(MirrorError::git("open objects of", repo.path().display().to_string()))?;
+    let odb = repo.odb().map_err(MirrorError::git(
+        "open objects of",
+        repo.path().display().to_string(),
+    ))?;
     for entry in files {
         match entry {
             Entry::File { path, oid, exec } => {
@@ -294,7 +303,11 @@ fn write_files(repo: &Repository, files: &[&Entry], dest: &Path) -> Result<(), M
 
 /// libgit2's checkout of `tree` into the empty directory `dest` (applies `.gitattributes`
 /// filters). No index is written: the workspace has no `.git`.
-fn checkout_libgit2(repo: &Repository, tree: &git2::Tree<'_>, dest: &Path) -> Result<(), MirrorError> {
+fn checkout_libgit2(
+    repo: &Repository,
+    tree: &git2::Tree<'_>,
+    dest: &Path,
+) -> Result<(), MirrorError> {
     let mut opts = git2::build::CheckoutBuilder::new();
     opts.force()
         .recreate_missing(true)

@@ -84,9 +84,7 @@ impl Store {
         // an OS crash or power cut can lose the last transactions.
         let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| {
-                r.get::<_, String>(0)
-            })?;
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))?;
         }
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -174,4 +172,60 @@ pub(crate) fn parse_enum<T: std::str::FromStr<Err = String>>(
 ) -> Result<T, StoreError> {
     text.parse()
         .map_err(|value| StoreError::BadValue { column, value })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manual(workflow: &str) -> NewRun {
+        NewRun::new(workflow, Trigger::new(TriggerKind::Manual))
+    }
+
+    /// A transition cut short (the transaction dropped without commit, as when a statement
+    /// fails half-way or the thread unwinds) leaves the state it started from.
+    #[test]
+    fn a_transaction_dropped_without_commit_changes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open_in_dir(dir.path()).expect("open");
+        let first = store
+            .enqueue_run(&manual("kept"))
+            .expect("enqueue")
+            .run_id();
+        {
+            let tx = store.write().expect("begin");
+            runs::insert_run(&tx, &manual("lost"), RunStatus::Queued, None).expect("insert");
+            tx.execute(
+                "UPDATE runs SET status = 'running' WHERE id = ?1",
+                rusqlite::params![first.0],
+            )
+            .expect("update");
+            // Another connection waits for (or does not see) the uncommitted writes.
+            let other = Store::open_in_dir(dir.path()).expect("second connection");
+            let seen = other.list_runs(&RunFilter::default(), 10).expect("list");
+            assert_eq!(seen.len(), 1);
+            assert_eq!(seen[0].status, RunStatus::Queued);
+        }
+        let runs = store.list_runs(&RunFilter::default(), 10).expect("list");
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].workflow, "kept");
+        assert_eq!(runs[0].status, RunStatus::Queued);
+        // The lock was released: the next transition goes through.
+        store.mark_running(first).expect("mark running");
+    }
+
+    #[test]
+    fn status_texts_round_trip() {
+        for status in RunStatus::ALL {
+            assert_eq!(status.as_str().parse::<RunStatus>(), Ok(*status));
+        }
+        for status in StepStatus::ALL {
+            assert_eq!(status.as_str().parse::<StepStatus>(), Ok(*status));
+        }
+        for kind in TriggerKind::ALL {
+            assert_eq!(kind.as_str().parse::<TriggerKind>(), Ok(*kind));
+        }
+        assert!("bogus".parse::<RunStatus>().is_err());
+        assert_eq!("42".parse::<RunId>(), Ok(RunId(42)));
+    }
 }

@@ -163,9 +163,12 @@ impl Store {
                 Some(error.as_str()),
                 Some(to_ms(*next_attempt_at)),
             ),
-            DeliveryOutcome::GaveUp { status_code, error } => {
-                (DeliveryStatus::Failed, *status_code, Some(error.as_str()), None)
-            }
+            DeliveryOutcome::GaveUp { status_code, error } => (
+                DeliveryStatus::Failed,
+                *status_code,
+                Some(error.as_str()),
+                None,
+            ),
         };
         tx.execute(
             "INSERT INTO delivery_attempts (delivery_id, attempt, at, status_code, error)

@@ -10,10 +10,9 @@
 use rusqlite::{OptionalExtension, Row, Transaction, params};
 
 use super::{
-    AttemptRecord, Enqueued, NewRun, Retention, RunFilter, RunFinish, RunId, RunRecord,
-    RunStatus, StepFinish, StepRecord, StepStart, StepStatus, Store, StoreError, Trigger,
-    from_json, from_json_opt, from_ms, from_ms_opt, now_ms, parse_enum, to_json, to_json_opt,
-    to_ms,
+    AttemptRecord, Enqueued, NewRun, Retention, RunFilter, RunFinish, RunId, RunRecord, RunStatus,
+    StepFinish, StepRecord, StepStart, StepStatus, Store, StoreError, Trigger, from_json,
+    from_json_opt, from_ms, from_ms_opt, now_ms, parse_enum, to_json, to_json_opt, to_ms,
 };
 
 /// The columns `RawRun::from_row` reads, in order.
@@ -121,9 +120,11 @@ fn load_run(conn: &rusqlite::Connection, id: RunId) -> Result<Option<RunRecord>,
 /// The status of a run, or `RunNotFound`.
 fn status_of(tx: &Transaction<'_>, id: RunId) -> Result<RunStatus, StoreError> {
     let text: Option<String> = tx
-        .query_row("SELECT status FROM runs WHERE id = ?1", params![id.0], |r| {
-            r.get(0)
-        })
+        .query_row(
+            "SELECT status FROM runs WHERE id = ?1",
+            params![id.0],
+            |r| r.get(0),
+        )
         .optional()?;
     match text {
         Some(text) => parse_enum("status", &text),
@@ -486,7 +487,11 @@ impl Store {
     }
 
     /// Runs matching `filter`, newest created first, at most `limit`.
-    pub fn list_runs(&self, filter: &RunFilter, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+    pub fn list_runs(
+        &self,
+        filter: &RunFilter,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let sql = format!(
             "SELECT {RUN_COLUMNS} FROM runs
@@ -566,21 +571,34 @@ impl Store {
             })?
             .collect::<rusqlite::Result<Vec<RawStep>>>()?;
         rows.into_iter()
-            .map(|(stage, step_id, status, attempts, exit_code, error_class, outputs, cached, s, f)| {
-                Ok(StepRecord {
-                    run_id: id,
+            .map(
+                |(
                     stage,
                     step_id,
-                    status: parse_enum("status", &status)?,
+                    status,
                     attempts,
                     exit_code,
                     error_class,
-                    outputs: from_json_opt("outputs", outputs)?,
+                    outputs,
                     cached,
-                    started_at: from_ms_opt("started_at", s)?,
-                    finished_at: from_ms_opt("finished_at", f)?,
-                })
-            })
+                    s,
+                    f,
+                )| {
+                    Ok(StepRecord {
+                        run_id: id,
+                        stage,
+                        step_id,
+                        status: parse_enum("status", &status)?,
+                        attempts,
+                        exit_code,
+                        error_class,
+                        outputs: from_json_opt("outputs", outputs)?,
+                        cached,
+                        started_at: from_ms_opt("started_at", s)?,
+                        finished_at: from_ms_opt("finished_at", f)?,
+                    })
+                },
+            )
             .collect()
     }
 
@@ -618,19 +636,21 @@ impl Store {
             })?
             .collect::<rusqlite::Result<Vec<RawAttempt>>>()?;
         rows.into_iter()
-            .map(|(step_id, attempt, status, exit_code, error_class, error, s, f)| {
-                Ok(AttemptRecord {
-                    run_id: id,
-                    step_id,
-                    attempt,
-                    status: parse_enum("status", &status)?,
-                    exit_code,
-                    error_class,
-                    error,
-                    started_at: from_ms("started_at", s)?,
-                    finished_at: from_ms_opt("finished_at", f)?,
-                })
-            })
+            .map(
+                |(step_id, attempt, status, exit_code, error_class, error, s, f)| {
+                    Ok(AttemptRecord {
+                        run_id: id,
+                        step_id,
+                        attempt,
+                        status: parse_enum("status", &status)?,
+                        exit_code,
+                        error_class,
+                        error,
+                        started_at: from_ms("started_at", s)?,
+                        finished_at: from_ms_opt("finished_at", f)?,
+                    })
+                },
+            )
             .collect()
     }
 

@@ -45,7 +45,12 @@ fn claim_slot_tx(
             "INSERT INTO cron_fires (schedule_key, slot, fired_at, run_id) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (schedule_key, slot) DO NOTHING",
         )?
-        .execute(params![schedule_key, to_ms(slot), now_ms(), run_id.map(|r| r.0)])?;
+        .execute(params![
+            schedule_key,
+            to_ms(slot),
+            now_ms(),
+            run_id.map(|r| r.0)
+        ])?;
     Ok(inserted == 1)
 }
 
@@ -81,7 +86,11 @@ impl Store {
     }
 
     /// A cache entry that has not expired at `now`.
-    pub fn cache_get(&self, key: &str, now: DateTime<Utc>) -> Result<Option<CacheEntry>, StoreError> {
+    pub fn cache_get(
+        &self,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<CacheEntry>, StoreError> {
         let row: Option<(String, i64, Option<i64>)> = self
             .conn
             .query_row(
@@ -166,8 +175,7 @@ impl Store {
         branch: &str,
         commit: &str,
     ) -> Result<(), StoreError> {
-        self.record_push(repo, branch, commit, &[], &[])
-            .map(|_| ())
+        self.record_push(repo, branch, commit, &[], &[]).map(|_| ())
     }
 
     /// Handles a new commit in one transaction: queues `runs`, records `failed` runs (invalid
