@@ -17,6 +17,8 @@ pub struct Ws {
 
 impl Ws {
     pub fn new() -> Ws {
+        // Build the binary now, so that timed sections do not include the build.
+        common::agent_bin();
         Ws {
             dir: tempfile::tempdir().expect("temp dir"),
         }
