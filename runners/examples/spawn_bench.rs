@@ -55,6 +55,16 @@ async fn ours(n: usize, variant: Variant) -> Duration {
     start.elapsed()
 }
 
+/// CPU time (user + system) this process (all threads, not the children) used so far.
+fn self_cpu() -> Duration {
+    // SAFETY: getrusage fills the struct we pass; an all-zero rusage is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer to a rusage struct.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
 fn ms_per_step(d: Duration, n: usize) -> f64 {
     d.as_secs_f64() * 1000.0 / n as f64
 }
@@ -91,31 +101,43 @@ fn main() {
         "same, current-thread runtime",
     ];
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     for _ in 0..batches {
-        samples[0].push(ms_per_step(bare(BATCH), BATCH));
-        // Inside a spawned task, as the engine runs steps (not on the block_on thread).
-        let d = multi
-            .block_on(multi.spawn(ours(BATCH, Variant::Plain)))
-            .expect("bench task");
-        samples[1].push(ms_per_step(d, BATCH));
-        let d = multi
-            .block_on(multi.spawn(ours(BATCH, Variant::Protocol)))
-            .expect("bench task");
-        samples[2].push(ms_per_step(d, BATCH));
-        let d = single.block_on(ours(BATCH, Variant::Protocol));
-        samples[3].push(ms_per_step(d, BATCH));
+        for (i, sample) in samples.iter_mut().enumerate() {
+            let c0 = self_cpu();
+            let d = match i {
+                0 => bare(BATCH),
+                // Inside a spawned task, as the engine runs steps (not on the block_on
+                // thread).
+                1 => multi
+                    .block_on(multi.spawn(ours(BATCH, Variant::Plain)))
+                    .expect("bench task"),
+                2 => multi
+                    .block_on(multi.spawn(ours(BATCH, Variant::Protocol)))
+                    .expect("bench task"),
+                _ => single.block_on(ours(BATCH, Variant::Protocol)),
+            };
+            cpu[i].push(ms_per_step(self_cpu() - c0, BATCH));
+            sample.push(ms_per_step(d, BATCH));
+        }
     }
     let medians: Vec<f64> = samples.into_iter().map(median).collect();
+    let cpu: Vec<f64> = cpu.into_iter().map(median).collect();
     let base = medians[0];
     println!(
         "{} sequential `true` steps per variant, median of {batches} batches of {BATCH}",
         batches * BATCH
     );
-    for (name, ms) in names.iter().zip(&medians) {
+    println!(
+        "  {:<30} {:>13}  {:>11}  {:>11}  {:>21}",
+        "", "wall", "ratio", "overhead", "agent-side CPU"
+    );
+    for ((name, ms), c) in names.iter().zip(&medians).zip(&cpu) {
         println!(
-            "  {name:<30} {ms:.3} ms/step  ratio {:.3}  ({:+.3} ms)",
+            "  {name:<30} {ms:>7.3} ms/step  {:>11.3}  {:>+8.3} ms  {c:>7.3} ms/step ({:+.3})",
             ms / base,
-            ms - base
+            ms - base,
+            c - cpu[0]
         );
     }
 }

@@ -33,6 +33,28 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 pub const DEFAULT_LINGER: Duration = Duration::from_millis(100);
 /// Longest line handed to the callback; longer lines are split.
 pub const MAX_LINE: usize = 64 * 1024;
+/// Stdin up to this size is written into the pipe before the spawn. POSIX guarantees that a
+/// write of at most `PIPE_BUF` bytes into an empty pipe completes at once.
+const PREFILL_MAX: usize = libc::PIPE_BUF;
+
+/// A pipe whose write end already holds `bytes` and is closed: the read end is the child's
+/// stdin. Only for `bytes.len() <= PREFILL_MAX`.
+fn prefilled_pipe(bytes: &[u8]) -> std::io::Result<std::io::PipeReader> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let (reader, mut writer) = std::io::pipe()?;
+    // Non-blocking, so a pipe smaller than expected fails instead of hanging.
+    // SAFETY: fcntl on a valid fd we own; no pointers involved.
+    let rc = unsafe { libc::fcntl(writer.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let n = writer.write(bytes)?;
+    if n != bytes.len() {
+        return Err(std::io::Error::other("stdin did not fit the pipe"));
+    }
+    Ok(reader)
+}
 
 /// Which output stream a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -331,7 +353,7 @@ impl Drop for LeaderGuard {
 /// `cancel` ends the process early (see [`Cancel`]; pass a clone, they share state). Errors only when the process could not
 /// be started or waited for; a non-zero exit, a timeout or a cancel is an `Ok` outcome.
 pub async fn run<F>(
-    cmd: StepCommand,
+    mut cmd: StepCommand,
     mut on_line: F,
     cancel: Cancel,
 ) -> Result<ProcessOutcome, RunnerError>
@@ -345,11 +367,6 @@ where
         .args(&cmd.args)
         .envs(cmd.env.iter().map(|(k, v)| (k, v)))
         .env(STEP_MARKER_VAR, &step_marker)
-        .stdin(if cmd.stdin.is_empty() {
-            Stdio::null()
-        } else {
-            Stdio::piped()
-        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
@@ -358,6 +375,24 @@ where
     }
     if let Some(cwd) = &cmd.cwd {
         command.current_dir(cwd);
+    }
+    // Small stdin (the usual parameters JSON) is written into the pipe before the spawn: it
+    // fits the pipe buffer, so no async writer and no event registration is needed.
+    let mut stdin_bytes = std::mem::take(&mut cmd.stdin);
+    if stdin_bytes.is_empty() {
+        command.stdin(Stdio::null());
+    } else if stdin_bytes.len() <= PREFILL_MAX {
+        match prefilled_pipe(&stdin_bytes) {
+            Ok(reader) => {
+                command.stdin(reader);
+                stdin_bytes = Vec::new();
+            }
+            Err(_) => {
+                command.stdin(Stdio::piped());
+            }
+        }
+    } else {
+        command.stdin(Stdio::piped());
     }
 
     let mut outcome = ProcessOutcome::default();
@@ -393,7 +428,7 @@ where
     let stdin = child.stdin.take();
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
-    let stdin_bytes = cmd.stdin;
+    let mut stdin_done = stdin.is_none();
     let stdin_fut = async move {
         if let Some(mut stdin) = stdin {
             // A step that does not read its stdin may exit first: EPIPE is fine.
@@ -402,7 +437,6 @@ where
         }
     };
     tokio::pin!(stdin_fut);
-    let mut stdin_done = false;
 
     let mut out_lines = LineSplitter::new(Stream::Stdout);
     let mut err_lines = LineSplitter::new(Stream::Stderr);
@@ -423,6 +457,10 @@ where
     let immediate = cancel.immediate.cancelled();
     tokio::pin!(immediate);
 
+    let has_timeout = cmd.timeout.is_some();
+    // Whether `phase_sleep` holds a real deadline (grace period, group poll or linger); an
+    // unarmed timer is never polled, so the happy path registers no timer at all.
+    let mut phase_armed = false;
     let mut phase = Phase::Running;
     let mut status: Option<ExitStatus> = None;
     let mut grace_deadline = far;
@@ -438,6 +476,7 @@ where
                 let until = tokio::time::Instant::now() + cmd.linger;
                 linger_until = Some(until);
                 phase_sleep.as_mut().reset(until);
+                phase_armed = true;
             }
         }
         tokio::select! {
@@ -448,7 +487,7 @@ where
                 outcome.killed = true;
                 finish_kill(pid, &step_marker).await;
                 phase = Phase::Killed;
-                phase_sleep.as_mut().reset(far);
+                phase_armed = false;
             }
             _ = &mut graceful, if phase == Phase::Running && status.is_none() => {
                 outcome.cancelled = true;
@@ -456,42 +495,45 @@ where
                 phase = Phase::Terminating;
                 grace_deadline = tokio::time::Instant::now() + cmd.grace;
                 phase_sleep.as_mut().reset(grace_deadline);
+                phase_armed = true;
             }
-            _ = &mut timeout_sleep, if phase == Phase::Running && status.is_none() => {
+            _ = &mut timeout_sleep, if has_timeout && phase == Phase::Running && status.is_none() => {
                 outcome.timed_out = true;
                 start_terminate(pid, &step_marker).await;
                 phase = Phase::Terminating;
                 grace_deadline = tokio::time::Instant::now() + cmd.grace;
                 phase_sleep.as_mut().reset(grace_deadline);
+                phase_armed = true;
             }
-            _ = &mut phase_sleep => {
+            _ = &mut phase_sleep, if phase_armed => {
                 let now = tokio::time::Instant::now();
                 if phase == Phase::Terminating {
                     if status.is_some() && !process_group::group_alive(pid) {
                         // Everyone in the group obeyed SIGTERM; end stragglers that left it.
                         finish_kill(pid, &step_marker).await;
                         phase = Phase::Killed;
-                        phase_sleep.as_mut().reset(far);
+                        phase_armed = false;
                     } else if now >= grace_deadline {
                         outcome.killed = true;
                         finish_kill(pid, &step_marker).await;
                         phase = Phase::Killed;
-                        phase_sleep.as_mut().reset(far);
+                        phase_armed = false;
                     } else if status.is_some() {
                         // The leader is gone: poll the group while the grace period runs.
-                        phase_sleep
-                            .as_mut()
-                            .reset((now + Duration::from_millis(20)).min(grace_deadline));
+                        let next = (now + Duration::from_millis(20)).min(grace_deadline);
+                        phase_sleep.as_mut().reset(next);
+                        phase_armed = true;
                     } else {
                         phase_sleep.as_mut().reset(grace_deadline);
+                        phase_armed = true;
                     }
                 } else if linger_until.is_some() {
                     // Linger over: leave the remaining output to a background drain.
                     detach_drain(stdout.take());
                     detach_drain(stderr.take());
-                    phase_sleep.as_mut().reset(far);
+                    phase_armed = false;
                 } else {
-                    phase_sleep.as_mut().reset(far);
+                    phase_armed = false;
                 }
             }
             _ = &mut stdin_fut, if !stdin_done => {
@@ -525,6 +567,7 @@ where
                 outcome.set_status(st);
                 if phase == Phase::Terminating {
                     phase_sleep.as_mut().reset(tokio::time::Instant::now());
+                    phase_armed = true;
                 }
             }
         }
