@@ -460,9 +460,12 @@ impl<'a> Validator<'a> {
                     continue;
                 }
                 let Some(id) = r.path.first() else { continue };
-                // Point at `steps.X`.
-                let id_end = r.offset + "steps.".len() + id.len();
-                let span = scalar_range(self.source, t.span, t.style, &t.text, r.offset, (id_end - r.offset).min(r.len.max(1)));
+                // Point at `steps.X` (computed only when there is something to report).
+                if vis.done.contains(id.as_str()) && id != me && r.path.get(1).is_none_or(|f| STEP_FIELDS.contains(&f.as_str())) {
+                    continue;
+                }
+                let id_len = ("steps.".len() + id.len()).min(r.len.max(1));
+                let span = scalar_range(self.source, t.span, t.style, &t.text, r.offset, id_len);
                 if self.step_ref(me, id, span, vis)
                     && let Some(field) = r.path.get(1)
                     && !STEP_FIELDS.contains(&field.as_str())

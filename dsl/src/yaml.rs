@@ -742,7 +742,32 @@ pub fn map_offset(source: &str, span: Span, style: Style, value: &str, value_off
         align(value, raw_content, value_offset)
     };
     let abs = raw_start + content_start + raw_offset.min(raw_content.len());
-    offset_to_pos(source, abs)
+    // Count from the scalar's own start, not from the top of the file.
+    advance(source, span.start, abs)
+}
+
+/// The position of byte offset `to`, counting forward from a known position `from`.
+fn advance(source: &str, from: Pos, to: usize) -> Pos {
+    if from.offset > to || from.offset > source.len() || !source.is_char_boundary(from.offset) {
+        return offset_to_pos(source, to);
+    }
+    let mut to = to.min(source.len());
+    while !source.is_char_boundary(to) {
+        to -= 1;
+    }
+    let between = &source[from.offset..to];
+    match between.rfind('\n') {
+        None => Pos {
+            offset: to,
+            line: from.line,
+            column: from.column + between.chars().count(),
+        },
+        Some(i) => Pos {
+            offset: to,
+            line: from.line + between.matches('\n').count(),
+            column: between[i + 1..].chars().count() + 1,
+        },
+    }
 }
 
 /// Finds the raw offset for `value_offset` by anchoring on `${{` and aligning characters.
