@@ -52,6 +52,8 @@
 //! # let _ = class; Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 mod admission;
 mod errors;
 mod process_group;
@@ -66,7 +68,7 @@ pub use admission::{
 pub use errors::{ErrorClass, RunnerError};
 pub use process_group::{
     RUN_MARKER_VAR, STEP_MARKER_VAR, become_subreaper, group_alive, is_subreaper, reap_orphans,
-    signal_group, sweep_run, sweep_var,
+    signal_group, sweep_run, sweep_run_async, sweep_var,
 };
 pub use protocol::{
     ContextUpdate, Outputs, RunDir, StepPaths, classify, param_env, param_var_name, parse_context,

@@ -70,6 +70,14 @@ pub fn sweep_run(marker: &str) -> usize {
     sweep_var(RUN_MARKER_VAR, marker, libc::SIGKILL)
 }
 
+/// [`sweep_run`] on a blocking thread, for async callers (the engine at the end of a run).
+pub async fn sweep_run_async(marker: &str) -> usize {
+    let marker = marker.to_string();
+    tokio::task::spawn_blocking(move || sweep_run(&marker))
+        .await
+        .unwrap_or(0)
+}
+
 /// Like [`sweep_run`] for an arbitrary `NAME=value` marker and signal. With a signal other
 /// than SIGKILL one round is made and nothing is waited for.
 pub fn sweep_var(name: &str, value: &str, signal: i32) -> usize {

@@ -119,6 +119,21 @@ impl StepCommand {
         cmd
     }
 
+    /// The command for a `run:` script whose `${{ }}` expressions the engine replaced by
+    /// references to `$AGENT_EXPR_0`, `$AGENT_EXPR_1`, ... ([`crate::expr_var_name`]):
+    /// `expr_values[n]` is passed as the environment variable `AGENT_EXPR_<n>`, so a value is
+    /// never parsed as shell text. `shell` is the step's `shell:` (see [`crate::plan_script`]).
+    pub fn for_script(script: &str, shell: Option<&str>, expr_values: &[String]) -> StepCommand {
+        let mut cmd = StepCommand::from_plan(crate::script::plan_script(script, shell));
+        cmd.env.extend(
+            expr_values
+                .iter()
+                .enumerate()
+                .map(|(n, v)| (crate::script::expr_var_name(n), v.clone())),
+        );
+        cmd
+    }
+
     /// Adds arguments.
     pub fn args<I, S>(mut self, args: I) -> Self
     where
@@ -469,7 +484,9 @@ where
 
     loop {
         if status.is_some() {
-            if stdout.is_none() && stderr.is_none() {
+            // While terminating, the group may still be shutting down: wait for it (or the
+            // end of the grace period) even when the pipes are closed.
+            if stdout.is_none() && stderr.is_none() && phase != Phase::Terminating {
                 break;
             }
             if phase != Phase::Terminating && linger_until.is_none() {

@@ -205,3 +205,33 @@ async fn dropping_the_run_future_kills_the_tree() {
     kill_tagged(&tag);
     assert!(gone, "processes of a dropped step must be killed");
 }
+
+#[tokio::test]
+async fn term_ignoring_setsid_grandchild_without_pipes_is_killed() {
+    let tag = unique_tag();
+    // The grandchild leaves the group, ignores TERM and holds none of our pipes.
+    let script = format!(
+        "setsid sh -c \"trap '' TERM; sleep {tag}\" > /dev/null 2>&1 < /dev/null & sleep 30"
+    );
+    let tag2 = tag.clone();
+    let watcher = std::thread::spawn(move || {
+        wait_until(Duration::from_secs(5), || !pids_with_arg(&tag2).is_empty())
+    });
+    let start = Instant::now();
+    let (o, _) = run_capture(
+        StepCommand::from_plan(plan_script(&script, None))
+            .timeout(Duration::from_millis(500))
+            .grace(Duration::from_secs(10)),
+        Cancel::new(),
+    )
+    .await;
+    let took = start.elapsed();
+    let started = watcher.join().expect("watcher");
+    let left = pids_with_arg(&tag);
+    kill_tagged(&tag);
+    assert!(started, "the grandchild never ran");
+    assert!(o.timed_out, "{o:?}");
+    // The group obeyed TERM at once, so the grace period was not needed.
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

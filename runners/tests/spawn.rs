@@ -200,3 +200,23 @@ async fn invalid_utf8_and_missing_final_newline() {
     assert!(o.success());
     assert_eq!(cap.stdout, vec!["ok", "\u{fffd}bad", "last"]);
 }
+
+#[tokio::test]
+async fn expression_values_never_become_shell_text() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let evil = [
+        format!("$(touch {}/a)", dir.path().display()),
+        format!("\"; touch {}/b; \"", dir.path().display()),
+        format!("`touch {}/c`", dir.path().display()),
+    ];
+    let cmd = StepCommand::for_script(
+        "echo \"$AGENT_EXPR_0\"; echo \"${AGENT_EXPR_1}\"; echo $AGENT_EXPR_2",
+        None,
+        &evil,
+    );
+    let (o, cap) = run_capture(cmd, Cancel::new()).await;
+    assert!(o.success(), "{o:?}");
+    assert_eq!(cap.stdout, evil.to_vec());
+    let created: Vec<_> = std::fs::read_dir(dir.path()).expect("read dir").collect();
+    assert!(created.is_empty(), "injection created {created:?}");
+}
