@@ -40,7 +40,11 @@ fn exit_codes_mean_what_design_says() {
 
     let out = ws.exec("invalid.yaml", &[]);
     assert_code(&out, 2);
-    assert!(common::stderr(&out).contains("paralel"), "{}", common::stderr(&out));
+    assert!(
+        common::stderr(&out).contains("paralel"),
+        "{}",
+        common::stderr(&out)
+    );
     assert!(!ws.exists("ran-invalid"));
 
     for args in [&[][..], &["-p", "n=abc"][..], &["-p", "zzz=1"][..]] {
@@ -94,9 +98,13 @@ fn step_protocol_outputs_and_context() {
     let out = ws.exec("wf.yaml", &["-p", "word=yo"]);
     assert_code(&out, 0);
     let r = report(&out);
-    assert_eq!(step(&r, "first")["outputs"], json!({"count": 3, "list": [1, 2]}));
+    assert_eq!(
+        step(&r, "first")["outputs"],
+        json!({"count": 3, "list": [1, 2]})
+    );
     assert_eq!(step(&r, "sk")["outputs"]["shout"], "yo!");
-    let stdin: serde_json::Value = serde_json::from_str(&ws.read("stdin.json")).expect("stdin json");
+    let stdin: serde_json::Value =
+        serde_json::from_str(&ws.read("stdin.json")).expect("stdin json");
     assert_eq!(stdin, json!({"word": "yo", "count": 3, "flag": true}));
     let env = ws.read("env.txt");
     for needle in [
@@ -111,7 +119,10 @@ fn step_protocol_outputs_and_context() {
     ] {
         assert!(env.contains(needle), "missing {needle} in\n{env}");
     }
-    assert!(env.contains(&format!("AGENT_WORKSPACE={}", ws.path().canonicalize().expect("canon").display())));
+    assert!(env.contains(&format!(
+        "AGENT_WORKSPACE={}",
+        ws.path().canonicalize().expect("canon").display()
+    )));
     assert_eq!(ws.read("last.txt").trim(), "yo!|l1\nl2|12|succeeded");
     // No state directory without `preserve`.
     assert!(!ws.exists(".agent"));

@@ -46,7 +46,11 @@ fn retries_count_attempts_and_respect_retry_on() {
     assert_eq!(step(&r, "classed")["attempts"], 1);
     assert_eq!(step(&r, "classed")["error_class"], "Permanent");
     assert_eq!(ws.read("classed.count").lines().count(), 1);
-    assert!(common::stderr(&out).contains("retrying"), "{}", common::stderr(&out));
+    assert!(
+        common::stderr(&out).contains("retrying"),
+        "{}",
+        common::stderr(&out)
+    );
 }
 
 #[test]
@@ -95,7 +99,11 @@ fn handler_retry_then_rollback_reads_earlier_outputs() {
     assert_eq!(r["rollback"]["steps"][0]["id"], "restore");
     assert_eq!(ws.read("restored").trim(), "bk-42");
     assert!(!ws.exists("never-ran"));
-    assert!(common::stderr(&out).contains("notify"), "{}", common::stderr(&out));
+    assert!(
+        common::stderr(&out).contains("notify"),
+        "{}",
+        common::stderr(&out)
+    );
 }
 
 #[test]
@@ -185,7 +193,11 @@ fn handler_actions_continue_and_escalate() {
     assert_eq!(step(&r, "soft")["status"], "failed");
     assert_eq!(step(&r, "next")["status"], "succeeded");
     assert!(ws.exists("handler-step-ran"));
-    assert!(common::stderr(&out).contains("ESCALATION"), "{}", common::stderr(&out));
+    assert!(
+        common::stderr(&out).contains("ESCALATION"),
+        "{}",
+        common::stderr(&out)
+    );
     assert_eq!(r["status"], "failed");
 }
 
@@ -230,7 +242,9 @@ fn step_timeout_kills_the_whole_tree_including_setsid() {
     assert_eq!(step(&r, "slow")["error_class"], "Timeout");
     assert!(took < Duration::from_secs(11), "took {took:?}");
     assert!(
-        common::poll(Duration::from_secs(3), || (!sleepers_alive(tag)).then_some(())).is_some(),
+        common::poll(Duration::from_secs(3), || (!sleepers_alive(tag))
+            .then_some(()))
+        .is_some(),
         "a `sleep {tag}` survived the step"
     );
 }
@@ -245,7 +259,11 @@ fn workflow_timeout_fails_the_run() {
     let t0 = Instant::now();
     let out = ws.exec("wf.yaml", &["--kill-grace", "1"]);
     assert_code(&out, 1);
-    assert!(t0.elapsed() < Duration::from_secs(8), "took {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        t0.elapsed()
+    );
     let r = report(&out);
     assert_eq!(step(&r, "slow")["error_class"], "Timeout");
     assert_eq!(step(&r, "later")["status"], "skipped");
@@ -267,7 +285,10 @@ fn ctrl_c_cancels_gracefully() {
     let child = cmd.spawn().expect("spawn agent");
     let pid = child.id();
     assert!(
-        common::poll(Duration::from_secs(20), || ws.exists("started").then_some(())).is_some(),
+        common::poll(Duration::from_secs(20), || ws
+            .exists("started")
+            .then_some(()))
+        .is_some(),
         "step never started"
     );
     let t0 = Instant::now();
@@ -277,7 +298,11 @@ fn ctrl_c_cancels_gracefully() {
         .expect("kill");
     assert!(status.success());
     let out = child.wait_with_output().expect("wait");
-    assert!(t0.elapsed() < Duration::from_secs(8), "took {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        t0.elapsed()
+    );
     assert_code(&out, 1);
     let r = report(&out);
     assert_eq!(r["status"], "cancelled");

@@ -141,7 +141,10 @@ fn auto_parallel_follows_needs_and_step_references() {
     assert_eq!(ws.read("report.txt").trim(), "report built linted");
     let iv = intervals(&ws, &["fetch", "build", "lint"]);
     // build waited for fetch; lint did not wait for anything.
-    assert!(iv[1].0 >= iv[0].1, "build started before fetch ended: {iv:?}");
+    assert!(
+        iv[1].0 >= iv[0].1,
+        "build started before fetch ended: {iv:?}"
+    );
     assert!(iv[2].0 < iv[1].0, "lint should start before build: {iv:?}");
     let r = report(&out);
     assert_eq!(step(&r, "report")["status"], "succeeded");

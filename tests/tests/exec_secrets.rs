@@ -13,7 +13,11 @@ fn b64(bytes: &[u8]) -> String {
     const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -77,14 +81,23 @@ fn secrets_are_masked_everywhere() {
         b64(SECRET.as_bytes()).trim_end_matches('=').to_string(),
         pct(SECRET),
         "file-secret-123".to_string(),
-        serde_json::to_string(SECRET).expect("json").trim_matches('"').to_string(),
+        serde_json::to_string(SECRET)
+            .expect("json")
+            .trim_matches('"')
+            .to_string(),
     ];
     // The middle of an encoding at another alignment.
     let shifted = b64(format!("ab{SECRET}").as_bytes());
     forms.push(shifted[4..shifted.len() - 4].to_string());
     for form in &forms {
-        assert!(!stderr.contains(form.as_str()), "{form:?} leaked on stderr:\n{stderr}");
-        assert!(!stdout.contains(form.as_str()), "{form:?} leaked in the report:\n{stdout}");
+        assert!(
+            !stderr.contains(form.as_str()),
+            "{form:?} leaked on stderr:\n{stderr}"
+        );
+        assert!(
+            !stdout.contains(form.as_str()),
+            "{form:?} leaked in the report:\n{stdout}"
+        );
     }
     let r = report(&out);
     assert_eq!(step(&r, "leak")["outputs"]["token"], "***");

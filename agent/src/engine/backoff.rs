@@ -230,10 +230,17 @@ mod tests {
 
     #[test]
     fn sequences() {
-        let seq = |k| (1..=6).map(|n| secs(b(k).base_delay(n, 1.0))).collect::<Vec<_>>();
+        let seq = |k| {
+            (1..=6)
+                .map(|n| secs(b(k).base_delay(n, 1.0)))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(seq(BackoffKind::Fixed), [1.0; 6]);
         assert_eq!(seq(BackoffKind::Linear), [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
-        assert_eq!(seq(BackoffKind::Exponential), [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]);
+        assert_eq!(
+            seq(BackoffKind::Exponential),
+            [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
+        );
         assert_eq!(seq(BackoffKind::Fibonacci), [1.0, 1.0, 2.0, 3.0, 5.0, 8.0]);
         assert_eq!(seq(BackoffKind::Adaptive), [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]);
     }
@@ -246,7 +253,10 @@ mod tests {
         assert_eq!(p.base_delay(u32::MAX, 1.0), Duration::from_secs(5));
         let p = b(BackoffKind::Exponential);
         assert_eq!(p.base_delay(u32::MAX, 1.0), ABSOLUTE_MAX_DELAY);
-        assert_eq!(b(BackoffKind::Adaptive).base_delay(20, 1.0), ADAPTIVE_MAX_DELAY);
+        assert_eq!(
+            b(BackoffKind::Adaptive).base_delay(20, 1.0),
+            ADAPTIVE_MAX_DELAY
+        );
     }
 
     #[test]

@@ -117,11 +117,17 @@ mod tests {
 
         let mut d = base.clone();
         merge(&mut d, upd.clone(), MergeStrategy::Deep);
-        assert_eq!(Value::Object(d), json!({"a": {"x": 1, "y": 3, "z": 4}, "b": 1, "c": 5}));
+        assert_eq!(
+            Value::Object(d),
+            json!({"a": {"x": 1, "y": 3, "z": 4}, "b": 1, "c": 5})
+        );
 
         let mut s = base.clone();
         merge(&mut s, upd.clone(), MergeStrategy::Shallow);
-        assert_eq!(Value::Object(s), json!({"a": {"y": 3, "z": 4}, "b": 1, "c": 5}));
+        assert_eq!(
+            Value::Object(s),
+            json!({"a": {"y": 3, "z": 4}, "b": 1, "c": 5})
+        );
 
         let mut r = base.clone();
         merge(&mut r, upd, MergeStrategy::Replace);

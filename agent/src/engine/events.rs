@@ -189,7 +189,10 @@ mod tests {
     async fn channel_delivers() {
         let (s, mut rx) = EventSender::channel();
         s.emit(|| EngineEvent::RollbackStarted { run_id: "r".into() });
-        assert!(matches!(rx.recv().await, Some(EngineEvent::RollbackStarted { .. })));
+        assert!(matches!(
+            rx.recv().await,
+            Some(EngineEvent::RollbackStarted { .. })
+        ));
         drop(rx);
         s.emit(|| panic!("closed: must not be built"));
     }

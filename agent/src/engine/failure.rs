@@ -51,7 +51,10 @@ mod tests {
 
     #[test]
     fn mapping() {
-        assert_eq!(Disposition::from(OnFailure::Continue), Disposition::Continue);
+        assert_eq!(
+            Disposition::from(OnFailure::Continue),
+            Disposition::Continue
+        );
         assert!(!Disposition::Continue.fails_run());
         assert_eq!(from_action(Action::Escalate), Disposition::Abort);
         assert_eq!(from_action(Action::Rollback), Disposition::Rollback);

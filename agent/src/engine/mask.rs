@@ -248,7 +248,10 @@ mod tests {
         let m = Masker::new([S]);
         let mut v = serde_json::json!({"a": [S, 1, {"b": format!("x{S}")}], S: true});
         m.mask_value(&mut v);
-        assert_eq!(v, serde_json::json!({"a": ["***", 1, {"b": "x***"}], "***": true}));
+        assert_eq!(
+            v,
+            serde_json::json!({"a": ["***", 1, {"b": "x***"}], "***": true})
+        );
     }
 
     #[test]

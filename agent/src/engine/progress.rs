@@ -248,7 +248,10 @@ mod tests {
             run_id: "r".into(),
             report: rep,
         });
-        assert_eq!(s, "  build: FAILED in 1.5s (attempt 2) [ExitCode, exit 3]\n");
+        assert_eq!(
+            s,
+            "  build: FAILED in 1.5s (attempt 2) [ExitCode, exit 3]\n"
+        );
     }
 
     #[test]

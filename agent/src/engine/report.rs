@@ -179,7 +179,9 @@ mod tests {
             run_id: "r1".into(),
             workflow: "w".into(),
             status: RunStatus::Failed,
-            started_at: Some(rfc3339(DateTime::<Utc>::from_timestamp(0, 0).expect("epoch"))),
+            started_at: Some(rfc3339(
+                DateTime::<Utc>::from_timestamp(0, 0).expect("epoch"),
+            )),
             finished_at: None,
             duration_ms: Some(5),
             parameters: Map::new(),

@@ -113,7 +113,11 @@ impl RunCtx<'_> {
         let mut st = self.state();
         match slot {
             Slot::Stage { stage, index } => {
-                if let Some(s) = st.stages.get_mut(stage).and_then(|s| s.steps.get_mut(index)) {
+                if let Some(s) = st
+                    .stages
+                    .get_mut(stage)
+                    .and_then(|s| s.steps.get_mut(index))
+                {
                     *s = report;
                 }
             }
@@ -140,11 +144,7 @@ impl RunCtx<'_> {
                 st.error_class = Some(class.to_string());
             }
             match disposition {
-                Disposition::Rollback => {
-                    if self.wf.rollback.is_some() {
-                        st.rollback_wanted = true;
-                    }
-                }
+                Disposition::Rollback if self.wf.rollback.is_some() => st.rollback_wanted = true,
                 Disposition::Compensate => st.compensate_wanted = true,
                 _ => {}
             }
@@ -183,9 +183,7 @@ pub(crate) fn new_ctx<'a>(
     workflow.insert("name".into(), json!(wf.name.value));
     workflow.insert(
         "version".into(),
-        wf.version
-            .as_ref()
-            .map_or(Value::Null, |v| json!(v.value)),
+        wf.version.as_ref().map_or(Value::Null, |v| json!(v.value)),
     );
     let mut data = RunData::new(
         parameters,
@@ -207,8 +205,7 @@ pub(crate) fn new_ctx<'a>(
     if !wf.env.is_empty() {
         let env = {
             let view = data.view(&workdir);
-            dsl::model::render_map(&wf.env, &view)
-                .map_err(|e| format!("workflow `env`: {e}"))?
+            dsl::model::render_map(&wf.env, &view).map_err(|e| format!("workflow `env`: {e}"))?
         };
         for (k, v) in &env {
             base_env.push((k.clone(), env_text(v)));
@@ -304,7 +301,9 @@ async fn compensate_steps(ctx: &RunCtx<'_>, cancel: &Cancel) -> Vec<String> {
     let completed: Vec<String> = ctx.state().completed.clone();
     let mut undone = Vec::new();
     for id in completed.iter().rev() {
-        let Some(step) = ctx.wf.step(id) else { continue };
+        let Some(step) = ctx.wf.step(id) else {
+            continue;
+        };
         if step.compensate.is_empty() {
             continue;
         }
@@ -431,7 +430,13 @@ pub(crate) async fn run(engine: &Engine, req: RunRequest) -> RunResult {
     let rundir = match runners::RunDir::create(&req.run_id) {
         Ok(d) => Arc::new(d),
         Err(e) => {
-            let report = finish(RunStatus::Failed, Vec::new(), None, Vec::new(), Some(e.to_string()));
+            let report = finish(
+                RunStatus::Failed,
+                Vec::new(),
+                None,
+                Vec::new(),
+                Some(e.to_string()),
+            );
             return finish_run(&req.events, run_id, report, req.context, Map::new());
         }
     };

@@ -20,7 +20,6 @@ pub struct RunData {
 
 impl RunData {
     /// Builds the roots of a run.
-    #[expect(clippy::too_many_arguments, reason = "one argument per expression root")]
     pub fn new(
         parameters: Map<String, Value>,
         secrets: Map<String, Value>,

@@ -147,6 +147,9 @@ mod tests {
         assert_eq!(reference("sh", "V", Quote::Single), "'\"${V}\"'");
         assert_eq!(family(Some("python3 -u")), "python");
         assert_eq!(family(Some("/usr/bin/bash")), "sh");
-        assert_eq!(reference("python", "V", Quote::None), "__import__('os').environ['V']");
+        assert_eq!(
+            reference("python", "V", Quote::None),
+            "__import__('os').environ['V']"
+        );
     }
 }

@@ -51,7 +51,10 @@ pub fn parse_secrets_file(text: &str) -> Result<IndexMap<String, String>, Engine
 
 /// Loads the secrets of `agent exec`: each name from the environment, then the file (file
 /// entries win).
-pub fn load(names: &[String], file: Option<&Path>) -> Result<IndexMap<String, String>, EngineError> {
+pub fn load(
+    names: &[String],
+    file: Option<&Path>,
+) -> Result<IndexMap<String, String>, EngineError> {
     let mut out = IndexMap::new();
     for name in names {
         match std::env::var(name) {
@@ -81,8 +84,8 @@ mod tests {
 
     #[test]
     fn file_format() {
-        let s = parse_secrets_file("# c\n\nA=1\nexport B = \"two words\"\nC='x=y'\n")
-            .expect("parse");
+        let s =
+            parse_secrets_file("# c\n\nA=1\nexport B = \"two words\"\nC='x=y'\n").expect("parse");
         assert_eq!(s["A"], "1");
         assert_eq!(s["B"], "two words");
         assert_eq!(s["C"], "x=y");

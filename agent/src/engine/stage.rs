@@ -61,7 +61,14 @@ pub(crate) async fn run_stage(ctx: &RunCtx<'_>, index: usize, stage: &Stage) {
             if !started[i] && deps[i].iter().all(|&d| done[d]) {
                 started[i] = true;
                 let s = &stage.steps[i];
-                let fut = step::run_step(ctx, s, Slot::Stage { stage: index, index: i });
+                let fut = step::run_step(
+                    ctx,
+                    s,
+                    Slot::Stage {
+                        stage: index,
+                        index: i,
+                    },
+                );
                 running.push(async move {
                     fut.await;
                     i
@@ -83,7 +90,15 @@ pub(crate) async fn run_stage(ctx: &RunCtx<'_>, index: usize, stage: &Stage) {
                     if !*s {
                         *s = true;
                         let st = &stage.steps[i];
-                        step::run_step(ctx, st, Slot::Stage { stage: index, index: i }).await;
+                        step::run_step(
+                            ctx,
+                            st,
+                            Slot::Stage {
+                                stage: index,
+                                index: i,
+                            },
+                        )
+                        .await;
                     }
                 }
                 break;

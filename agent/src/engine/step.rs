@@ -109,7 +109,11 @@ fn request_for(step: &Step, default: Request) -> Request {
             .as_ref()
             .map(|c| c.value.max(0.0).ceil().min(f64::from(u32::MAX)) as u32)
             .unwrap_or(default.cpu),
-        memory_mb: r.memory_mb.as_ref().map(|m| m.value).unwrap_or(default.memory_mb),
+        memory_mb: r
+            .memory_mb
+            .as_ref()
+            .map(|m| m.value)
+            .unwrap_or(default.memory_mb),
     }
 }
 
@@ -142,8 +146,8 @@ fn prepare(ctx: &RunCtx<'_>, step: &Step) -> Result<Prepared, (String, String)> 
         merged_env = Value::Object(all);
         base.with_env(&merged_env)
     };
-    let params = dsl::model::render_map(&step.parameters, &view)
-        .map_err(|e| expr_err("parameters", e))?;
+    let params =
+        dsl::model::render_map(&step.parameters, &view).map_err(|e| expr_err("parameters", e))?;
     let with_protocol = |mut cmd: StepCommand, always_stdin: bool| {
         cmd.cwd = Some(ctx.workdir.clone());
         cmd.env.extend(ctx.base_env.iter().cloned());
@@ -172,8 +176,9 @@ fn prepare(ctx: &RunCtx<'_>, step: &Step) -> Result<Prepared, (String, String)> 
             })
         }
         StepKind::Skill(name) => {
-            let skill = runners::find_skill(&name.value, &ctx.workdir, &ctx.engine.config().skills_dirs)
-                .map_err(|e| (e.class().as_str().to_string(), format!("step `{id}`: {e}")))?;
+            let skill =
+                runners::find_skill(&name.value, &ctx.workdir, &ctx.engine.config().skills_dirs)
+                    .map_err(|e| (e.class().as_str().to_string(), format!("step `{id}`: {e}")))?;
             Ok(Prepared::Process {
                 cmd: with_protocol(skill.command(), true),
                 request: request_for(step, skill.request()),
@@ -294,8 +299,8 @@ async fn run_process(
             };
         }
     }
-    result.class = runners::classify(&outcome, outputs.as_ref(), error_codes)
-        .map(|c| c.as_str().to_string());
+    result.class =
+        runners::classify(&outcome, outputs.as_ref(), error_codes).map(|c| c.as_str().to_string());
     if let Some(o) = outputs {
         result.outputs = o.into_iter().collect();
     }
@@ -396,10 +401,7 @@ async fn run_subworkflow(
     let outputs = render_outputs(&sub_ctx);
     let (class, message) = {
         let st = sub_ctx.state();
-        (
-            st.error_class.clone(),
-            st.error.clone().unwrap_or_default(),
-        )
+        (st.error_class.clone(), st.error.clone().unwrap_or_default())
     };
     match (status, outputs) {
         (super::RunStatus::Succeeded, Ok(o)) => Attempt {
@@ -419,7 +421,13 @@ async fn run_subworkflow(
     }
 }
 
-async fn run_decision(ctx: &RunCtx<'_>, step: &Step, slot: Slot, mode: Mode, cancel: &Cancel) -> Attempt {
+async fn run_decision(
+    ctx: &RunCtx<'_>,
+    step: &Step,
+    slot: Slot,
+    mode: Mode,
+    cancel: &Cancel,
+) -> Attempt {
     let StepKind::Decision(d) = &step.kind else {
         return Attempt::default();
     };
@@ -546,12 +554,7 @@ async fn step_inner(
                 skip = Some(StepStatus::Cancelled);
             } else if ctx.deadline_passed() {
                 ctx.state().timed_out = true;
-                ctx.apply(
-                    Disposition::Abort,
-                    id,
-                    "Timeout",
-                    "workflow timed out",
-                );
+                ctx.apply(Disposition::Abort, id, "Timeout", "workflow timed out");
                 skip = Some(StepStatus::Skipped);
             } else if ctx.data().job_status() != JobStatus::Success && !explicit {
                 skip = Some(StepStatus::Skipped);
@@ -596,9 +599,13 @@ async fn step_inner(
         Ok(p) => loop {
             attempts += 1;
             let a = try_once(ctx, step, p, attempts, slot, mode, cancel).await;
-            let Some(class) = a.class.clone() else { break a };
+            let Some(class) = a.class.clone() else {
+                break a;
+            };
             if backoff.kind == BackoffKind::Adaptive {
-                ctx.engine.adaptive.record_failure(&ctx.wf.name.value, &class);
+                ctx.engine
+                    .adaptive
+                    .record_failure(&ctx.wf.name.value, &class);
             }
             if attempts < retry.max_attempts
                 && retry.retries(&class)
