@@ -369,7 +369,7 @@ fn dedup_keys_and_push_records_make_a_commit_run_once() {
             "main",
             "c1",
             &[push("build"), push("test")],
-            &[bad.clone()],
+            std::slice::from_ref(&bad),
         )
         .unwrap();
     assert!(first.iter().all(|e| matches!(e, Enqueued::Created(_))));
