@@ -91,7 +91,9 @@ pub fn parse_str(name: &str, text: &str) -> Result<(Workflow, Diagnostics), Diag
             d
         }
     };
-    Err(Diagnostics(diags.into_iter().map(|x| x.in_file(&file)).collect()))
+    Err(Diagnostics(
+        diags.into_iter().map(|x| x.in_file(&file)).collect(),
+    ))
 }
 
 fn file_stem(path: &Path) -> String {
@@ -130,7 +132,8 @@ impl Loader {
         };
         let ok = !diags.iter().any(Diagnostic::is_error);
         diags.sort_by_key(|d| (d.span.start.line, d.span.start.column));
-        self.diags.extend(diags.into_iter().map(|d| d.in_file(&file)));
+        self.diags
+            .extend(diags.into_iter().map(|d| d.in_file(&file)));
         let wf = wf.filter(|_| ok).map(|mut w| {
             w.file = Some(path.to_path_buf());
             w
@@ -207,18 +210,19 @@ impl Loader {
         for (k, v) in &step.parameters {
             if callee.parameter(k).is_none() {
                 let names = callee.parameters.iter().map(|p| p.name.value.as_str());
-                let mut msg = format!(
-                    "workflow `{}` has no parameter `{k}`",
-                    callee.name.value
-                );
+                let mut msg = format!("workflow `{}` has no parameter `{k}`", callee.name.value);
                 if let Some(s) = suggest(k, names) {
                     msg.push_str(&format!(", did you mean `{s}`?"));
                 }
-                self.diags.push(Diagnostic::error(v.span, msg).in_file(file));
+                self.diags
+                    .push(Diagnostic::error(v.span, msg).in_file(file));
             }
         }
         for p in &callee.parameters {
-            if p.required.value && p.default.is_none() && !step.parameters.contains_key(&p.name.value) {
+            if p.required.value
+                && p.default.is_none()
+                && !step.parameters.contains_key(&p.name.value)
+            {
                 self.diags.push(
                     Diagnostic::error(
                         step.id.span,

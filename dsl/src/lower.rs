@@ -49,14 +49,7 @@ pub const PUSH_KEYS: &[&str] = &["branches", "paths"];
 /// Keys of an `on.schedule` entry.
 pub const SCHEDULE_KEYS: &[&str] = &["cron", "timezone", "parameters", "catchup"];
 /// Keys of a `parameters` entry.
-pub const PARAMETER_KEYS: &[&str] = &[
-    "name",
-    "type",
-    "required",
-    "default",
-    "enum",
-    "description",
-];
+pub const PARAMETER_KEYS: &[&str] = &["name", "type", "required", "default", "enum", "description"];
 /// Keys of `context`.
 pub const CONTEXT_KEYS: &[&str] = &["preserve", "merge_strategy"];
 /// Keys of `concurrency`.
@@ -91,7 +84,8 @@ pub const DECISION_KEYS: &[&str] = &["branches"];
 /// Keys of a decision branch.
 pub const BRANCH_KEYS: &[&str] = &["when", "default", "steps"];
 /// Keys of an `error_handlers` entry.
-pub const ERROR_HANDLER_KEYS: &[&str] = &["error", "action", "max_retries", "then", "notify", "steps"];
+pub const ERROR_HANDLER_KEYS: &[&str] =
+    &["error", "action", "max_retries", "then", "notify", "steps"];
 /// Keys of `rollback`.
 pub const ROLLBACK_KEYS: &[&str] = &["steps"];
 /// Keys of a step's `cache`.
@@ -196,7 +190,10 @@ impl<'s> Lowerer<'s> {
     fn type_err(&mut self, node: &Node, expected: &str, what: &str) {
         self.err(
             node.span,
-            format!("expected {expected} for `{what}`, found {}", node.type_name()),
+            format!(
+                "expected {expected} for `{what}`, found {}",
+                node.type_name()
+            ),
         );
     }
 
@@ -224,7 +221,10 @@ impl<'s> Lowerer<'s> {
     fn require<'n>(&mut self, o: &Obj<'n>, key: &str, what: &str) -> Option<&'n Node> {
         let v = o.get(key);
         if v.is_none() {
-            let span = o.key(key).map(|k| k.span).unwrap_or_else(|| head_span(o.node));
+            let span = o
+                .key(key)
+                .map(|k| k.span)
+                .unwrap_or_else(|| head_span(o.node));
             self.err(span, format!("missing required key `{key}` in {what}"));
         }
         v
@@ -234,7 +234,9 @@ impl<'s> Lowerer<'s> {
 
     fn string(&mut self, node: &Node, what: &str) -> Option<Spanned<String>> {
         match node.as_scalar() {
-            Some(s) if s.value != ScalarValue::Null => Some(Spanned::new(s.text.clone(), node.span)),
+            Some(s) if s.value != ScalarValue::Null => {
+                Some(Spanned::new(s.text.clone(), node.span))
+            }
             _ => {
                 self.type_err(node, "a string", what);
                 None
@@ -290,7 +292,10 @@ impl<'s> Lowerer<'s> {
         if !v.is_finite() || v < min || v > max {
             self.err(
                 node.span,
-                format!("`{what}` must be between {min} and {max}, found {}", node.as_str().unwrap_or_default()),
+                format!(
+                    "`{what}` must be between {min} and {max}, found {}",
+                    node.as_str().unwrap_or_default()
+                ),
             );
             return None;
         }
@@ -304,7 +309,9 @@ impl<'s> Lowerer<'s> {
         };
         let d = match s.value {
             ScalarValue::Int(i) if i >= 0 => Some(Duration::from_secs(i as u64)),
-            ScalarValue::Float(f) if f.is_finite() && f >= 0.0 && f <= MAX_DURATION.as_secs_f64() => {
+            ScalarValue::Float(f)
+                if f.is_finite() && f >= 0.0 && f <= MAX_DURATION.as_secs_f64() =>
+            {
                 Some(Duration::from_secs_f64(f))
             }
             ScalarValue::Int(_) | ScalarValue::Float(_) => {
@@ -331,7 +338,10 @@ impl<'s> Lowerer<'s> {
         };
         match d {
             Some(d) if d > MAX_DURATION => {
-                self.err(node.span, format!("`{what}` is out of range (at most one year)"));
+                self.err(
+                    node.span,
+                    format!("`{what}` is out of range (at most one year)"),
+                );
                 None
             }
             Some(d) => Some(Spanned::new(d, node.span)),
@@ -359,7 +369,10 @@ impl<'s> Lowerer<'s> {
             return Some(Spanned::new(*v, node.span));
         }
         let names: Vec<&str> = all.iter().map(|(t, _)| *t).collect();
-        let mut msg = format!("invalid value `{text}` for `{what}`; expected one of {}", list(&names));
+        let mut msg = format!(
+            "invalid value `{text}` for `{what}`; expected one of {}",
+            list(&names)
+        );
         if let Some(s) = suggest(text, names.iter().copied()) {
             msg.push_str(&format!(" (did you mean `{s}`?)"));
         }
@@ -452,7 +465,7 @@ impl<'s> Lowerer<'s> {
         }
     }
 
-    fn value(&mut self, node: &Node, depth: usize) -> Option<TemplateValue> {
+    fn value(&mut self, node: &Node) -> Option<TemplateValue> {
         let kind = match &node.kind {
             NodeKind::Scalar(s) => match &s.value {
                 ScalarValue::Null => TemplateValueKind::Null,
@@ -470,13 +483,19 @@ impl<'s> Lowerer<'s> {
                 }
             },
             NodeKind::Seq(items) => TemplateValueKind::Array(
-                items.iter().filter_map(|n| self.value(n, depth + 1)).collect(),
+                items
+                    .iter()
+                    .filter_map(|n| self.value(n))
+                    .collect(),
             ),
             NodeKind::Map(entries) => TemplateValueKind::Object(
                 entries
                     .iter()
                     .filter_map(|(k, v)| {
-                        Some((k.as_str().unwrap_or_default().to_owned(), self.value(v, depth + 1)?))
+                        Some((
+                            k.as_str().unwrap_or_default().to_owned(),
+                            self.value(v)?,
+                        ))
                     })
                     .collect(),
             ),
@@ -494,7 +513,9 @@ impl<'s> Lowerer<'s> {
         };
         entries
             .iter()
-            .filter_map(|(k, v)| Some((k.as_str().unwrap_or_default().to_owned(), self.value(v, 0)?)))
+            .filter_map(|(k, v)| {
+                Some((k.as_str().unwrap_or_default().to_owned(), self.value(v)?))
+            })
             .collect()
     }
 
@@ -519,9 +540,15 @@ impl<'s> Lowerer<'s> {
             .unwrap_or_else(|| Spanned::new(stem.to_owned(), node.span));
         let version = self.opt_string(&o, "version");
         let description = self.opt_string(&o, "description");
-        let metadata = o.get("metadata").map(|n| self.metadata(n)).unwrap_or_default();
+        let metadata = o
+            .get("metadata")
+            .map(|n| self.metadata(n))
+            .unwrap_or_default();
         let on = o.get("on").map(|n| self.triggers(n)).unwrap_or_default();
-        let outputs = o.get("outputs").map(|n| self.value_map(n, "outputs")).unwrap_or_default();
+        let outputs = o
+            .get("outputs")
+            .map(|n| self.value_map(n, "outputs"))
+            .unwrap_or_default();
         let parameters = match o.get("parameters") {
             Some(n) => {
                 let items = self.seq(n, "parameters");
@@ -529,14 +556,23 @@ impl<'s> Lowerer<'s> {
             }
             None => Vec::new(),
         };
-        let context = o.get("context").map(|n| self.context(n)).unwrap_or_default();
-        let env = o.get("env").map(|n| self.value_map(n, "env")).unwrap_or_default();
+        let context = o
+            .get("context")
+            .map(|n| self.context(n))
+            .unwrap_or_default();
+        let env = o
+            .get("env")
+            .map(|n| self.value_map(n, "env"))
+            .unwrap_or_default();
         let concurrency = o.get("concurrency").and_then(|n| self.concurrency(n));
         let stages = match self.require(&o, "stages", "`workflow`") {
             Some(n) => {
                 let items = self.seq(n, "stages");
                 if items.is_empty() && matches!(n.kind, NodeKind::Seq(_)) {
-                    self.err(n.span, "`stages` is empty; a workflow needs at least one stage");
+                    self.err(
+                        n.span,
+                        "`stages` is empty; a workflow needs at least one stage",
+                    );
                 }
                 items.iter().filter_map(|s| self.stage(s)).collect()
             }
@@ -575,12 +611,19 @@ impl<'s> Lowerer<'s> {
         };
         Metadata {
             author: self.opt_string(&o, "author"),
-            tags: o.get("tags").map(|n| self.string_list(n, "tags")).unwrap_or_default(),
-            timeout: o.get("timeout").and_then(|n| self.positive_duration(n, "timeout")),
+            tags: o
+                .get("tags")
+                .map(|n| self.string_list(n, "tags"))
+                .unwrap_or_default(),
+            timeout: o
+                .get("timeout")
+                .and_then(|n| self.positive_duration(n, "timeout")),
             priority: o
                 .get("priority")
                 .and_then(|n| self.int(n, "priority", -1000, 1000)),
-            retry_policy: o.get("retry_policy").and_then(|n| self.retry(n, "retry_policy")),
+            retry_policy: o
+                .get("retry_policy")
+                .and_then(|n| self.retry(n, "retry_policy")),
         }
     }
 
@@ -595,19 +638,27 @@ impl<'s> Lowerer<'s> {
 
     fn retry(&mut self, node: &Node, what: &str) -> Option<RetryPolicy> {
         let o = self.obj(node, RETRY_KEYS, &format!("`{what}`"))?;
-        let jitter = o.get("jitter").and_then(|n| match n.as_scalar().map(|s| &s.value) {
-            Some(ScalarValue::Bool(b)) => Some(Spanned::new(if *b { 1.0 } else { 0.0 }, n.span)),
-            _ => self.number(n, "jitter", 0.0, 1.0),
-        });
+        let jitter = o
+            .get("jitter")
+            .and_then(|n| match n.as_scalar().map(|s| &s.value) {
+                Some(ScalarValue::Bool(b)) => {
+                    Some(Spanned::new(if *b { 1.0 } else { 0.0 }, n.span))
+                }
+                _ => self.number(n, "jitter", 0.0, 1.0),
+            });
         Some(RetryPolicy {
             span: node.span,
             max_attempts: o
                 .get("max_attempts")
                 .and_then(|n| self.int(n, "max_attempts", 1, MAX_ATTEMPTS))
                 .map(|s| Spanned::new(s.value as u32, s.span)),
-            backoff: o.get("backoff").and_then(|n| self.keyword(n, "backoff", Backoff::ALL)),
+            backoff: o
+                .get("backoff")
+                .and_then(|n| self.keyword(n, "backoff", Backoff::ALL)),
             delay: o.get("delay").and_then(|n| self.duration(n, "delay")),
-            max_delay: o.get("max_delay").and_then(|n| self.duration(n, "max_delay")),
+            max_delay: o
+                .get("max_delay")
+                .and_then(|n| self.duration(n, "max_delay")),
             jitter,
             retry_on: o.get("retry_on").map(|n| self.string_list(n, "retry_on")),
         })
@@ -621,8 +672,14 @@ impl<'s> Lowerer<'s> {
             let p = self.obj(n, PUSH_KEYS, "`on.push`")?;
             Some(PushTrigger {
                 span: n.span,
-                branches: p.get("branches").map(|b| self.string_list(b, "branches")).unwrap_or_default(),
-                paths: p.get("paths").map(|b| self.string_list(b, "paths")).unwrap_or_default(),
+                branches: p
+                    .get("branches")
+                    .map(|b| self.string_list(b, "branches"))
+                    .unwrap_or_default(),
+                paths: p
+                    .get("paths")
+                    .map(|b| self.string_list(b, "paths"))
+                    .unwrap_or_default(),
             })
         });
         // `push:` with no value means "every push".
@@ -648,9 +705,14 @@ impl<'s> Lowerer<'s> {
 
     fn schedule(&mut self, node: &Node) -> Option<Schedule> {
         let o = self.obj(node, SCHEDULE_KEYS, "a `schedule` entry")?;
-        let cron = self.require(&o, "cron", "a `schedule` entry").and_then(|n| self.string(n, "cron"));
+        let cron = self
+            .require(&o, "cron", "a `schedule` entry")
+            .and_then(|n| self.string(n, "cron"));
         let timezone = self.opt_string(&o, "timezone");
-        let parameters = o.get("parameters").map(|n| self.value_map(n, "parameters")).unwrap_or_default();
+        let parameters = o
+            .get("parameters")
+            .map(|n| self.value_map(n, "parameters"))
+            .unwrap_or_default();
         let catchup = match o.get("catchup") {
             Some(n) => self.keyword(n, "catchup", Catchup::ALL)?,
             None => Spanned::new(Catchup::Skip, node.span),
@@ -666,7 +728,9 @@ impl<'s> Lowerer<'s> {
 
     fn parameter(&mut self, node: &Node) -> Option<Parameter> {
         let o = self.obj(node, PARAMETER_KEYS, "a parameter")?;
-        let name = self.require(&o, "name", "a parameter").and_then(|n| self.string(n, "name"));
+        let name = self
+            .require(&o, "name", "a parameter")
+            .and_then(|n| self.string(n, "name"));
         if let Some(n) = &name
             && !is_identifier(&n.value)
         {
@@ -689,7 +753,10 @@ impl<'s> Lowerer<'s> {
                 if items.is_empty() {
                     self.err(n.span, "`enum` is empty; list the allowed values");
                 }
-                Some(Spanned::new(items.iter().map(Node::to_json).collect(), n.span))
+                Some(Spanned::new(
+                    items.iter().map(Node::to_json).collect(),
+                    n.span,
+                ))
             }
             _ => {
                 self.type_err(n, "a sequence", "enum");
@@ -734,7 +801,9 @@ impl<'s> Lowerer<'s> {
             });
         }
         let o = self.obj(node, CONCURRENCY_KEYS, "`concurrency`")?;
-        let group = o.get("group").and_then(|n| self.template_string(n, "group"));
+        let group = o
+            .get("group")
+            .and_then(|n| self.template_string(n, "group"));
         let overlap = match o.get("overlap") {
             Some(n) => self.keyword(n, "overlap", Overlap::ALL)?,
             None => Spanned::new(Overlap::Queue, node.span),
@@ -748,7 +817,9 @@ impl<'s> Lowerer<'s> {
 
     fn stage(&mut self, node: &Node) -> Option<Stage> {
         let o = self.obj(node, STAGE_KEYS, "a stage")?;
-        let name = self.require(&o, "name", "a stage").and_then(|n| self.string(n, "name"));
+        let name = self
+            .require(&o, "name", "a stage")
+            .and_then(|n| self.string(n, "name"));
         let parallel = match o.get("parallel") {
             Some(n) => match n.as_scalar() {
                 Some(s) if s.value == ScalarValue::Bool(true) => {
@@ -804,7 +875,9 @@ impl<'s> Lowerer<'s> {
 
     fn step(&mut self, node: &Node) -> Option<Step> {
         let o = self.obj(node, STEP_KEYS, "a step")?;
-        let id = self.require(&o, "id", "a step").and_then(|n| self.string(n, "id"));
+        let id = self
+            .require(&o, "id", "a step")
+            .and_then(|n| self.string(n, "id"));
         if let Some(id) = &id
             && !is_step_id(&id.value)
         {
@@ -820,7 +893,9 @@ impl<'s> Lowerer<'s> {
             .filter_map(|k| o.key(k).map(|n| (k, n)))
             .chain(o.key("branches").map(|n| ("branches", n)))
             .collect();
-        let written = o.get("type").and_then(|n| self.keyword(n, "type", StepType::ALL));
+        let written = o
+            .get("type")
+            .and_then(|n| self.keyword(n, "type", StepType::ALL));
         let step_type = match written {
             Some(t) => Some(t),
             None if o.has("type") => None,
@@ -880,7 +955,13 @@ impl<'s> Lowerer<'s> {
             && typed
             && step_type.value != StepType::Run
         {
-            self.err(k.span, format!("`shell` only applies to `run` steps, not `{}` steps", step_type.value));
+            self.err(
+                k.span,
+                format!(
+                    "`shell` only applies to `run` steps, not `{}` steps",
+                    step_type.value
+                ),
+            );
         }
         let kind = match step_type.value {
             _ if !typed => None,
@@ -901,19 +982,32 @@ impl<'s> Lowerer<'s> {
         // A step whose kind is broken is still checked and kept (with an empty skill), so
         // that one mistake neither hides others nor makes references to it look unknown.
         let kind = kind.unwrap_or_else(|| StepKind::Skill(Spanned::new(String::new(), node.span)));
-        let parameters = o.get("parameters").map(|n| self.value_map(n, "parameters")).unwrap_or_default();
+        let parameters = o
+            .get("parameters")
+            .map(|n| self.value_map(n, "parameters"))
+            .unwrap_or_default();
         let when = o.get("when").and_then(|n| self.condition(n, "when"));
-        let needs = o.get("needs").map(|n| self.string_list(n, "needs")).unwrap_or_default();
-        let timeout = o.get("timeout").and_then(|n| self.positive_duration(n, "timeout"));
+        let needs = o
+            .get("needs")
+            .map(|n| self.string_list(n, "needs"))
+            .unwrap_or_default();
+        let timeout = o
+            .get("timeout")
+            .and_then(|n| self.positive_duration(n, "timeout"));
         let retry = o.get("retry").and_then(|n| self.retry(n, "retry"));
         let on_failure = match o.get("on_failure") {
             Some(n) => self.keyword(n, "on_failure", OnFailure::ALL),
             None => Some(Spanned::new(OnFailure::Abort, node.span)),
         };
-        let compensate = o.get("compensate").map(|n| self.steps(n, "compensate")).unwrap_or_default();
+        let compensate = o
+            .get("compensate")
+            .map(|n| self.steps(n, "compensate"))
+            .unwrap_or_default();
         let cache = o.get("cache").and_then(|n| {
             let c = self.obj(n, CACHE_KEYS, "`cache`")?;
-            let key = self.require(&c, "key", "`cache`").and_then(|k| self.value(k, 0));
+            let key = self
+                .require(&c, "key", "`cache`")
+                .and_then(|k| self.value(k));
             let ttl = c.get("ttl").and_then(|t| self.positive_duration(t, "ttl"));
             Some(Cache {
                 span: n.span,
@@ -921,12 +1015,17 @@ impl<'s> Lowerer<'s> {
                 ttl,
             })
         });
-        let env = o.get("env").map(|n| self.value_map(n, "env")).unwrap_or_default();
+        let env = o
+            .get("env")
+            .map(|n| self.value_map(n, "env"))
+            .unwrap_or_default();
         let resources = o.get("resources").and_then(|n| {
             let r = self.obj(n, RESOURCES_KEYS, "`resources`")?;
             Some(Resources {
                 span: n.span,
-                cpu: r.get("cpu").and_then(|c| self.number(c, "cpu", 0.0, 4096.0)),
+                cpu: r
+                    .get("cpu")
+                    .and_then(|c| self.number(c, "cpu", 0.0, 4096.0)),
                 memory_mb: r
                     .get("memory_mb")
                     .and_then(|m| self.int(m, "memory_mb", 0, 1 << 40))
@@ -1002,7 +1101,10 @@ impl<'s> Lowerer<'s> {
         if !ok {
             self.err(
                 node.span,
-                format!("invalid {what} name `{}`: use letters, digits, `_`, `-` and `.`, no paths", s.value),
+                format!(
+                    "invalid {what} name `{}`: use letters, digits, `_`, `-` and `.`, no paths",
+                    s.value
+                ),
             );
             return None;
         }
@@ -1019,7 +1121,10 @@ impl<'s> Lowerer<'s> {
         let when = o.get("when").and_then(|n| self.condition(n, "when"));
         if default {
             if let Some(k) = o.key("when") {
-                self.err(k.span, "the default branch has no `when`; it runs when no other branch does");
+                self.err(
+                    k.span,
+                    "the default branch has no `when`; it runs when no other branch does",
+                );
             }
         } else if !o.has("when") {
             self.err(
@@ -1041,7 +1146,9 @@ impl<'s> Lowerer<'s> {
 
     fn error_handler(&mut self, node: &Node) -> Option<ErrorHandler> {
         let o = self.obj(node, ERROR_HANDLER_KEYS, "an error handler")?;
-        let error = self.require(&o, "error", "an error handler").and_then(|n| self.string(n, "error"));
+        let error = self
+            .require(&o, "error", "an error handler")
+            .and_then(|n| self.string(n, "error"));
         let action = self
             .require(&o, "action", "an error handler")
             .and_then(|n| self.keyword(n, "action", Action::ALL));
@@ -1049,11 +1156,16 @@ impl<'s> Lowerer<'s> {
             .get("max_retries")
             .and_then(|n| self.int(n, "max_retries", 0, MAX_ATTEMPTS))
             .map(|v| Spanned::new(v.value as u32, v.span));
-        let then = o.get("then").and_then(|n| self.keyword(n, "then", Action::ALL));
+        let then = o
+            .get("then")
+            .and_then(|n| self.keyword(n, "then", Action::ALL));
         if let Some(t) = &then
             && t.value == Action::Retry
         {
-            self.err(t.span, "`then` cannot be `retry`; it says what happens after the retries");
+            self.err(
+                t.span,
+                "`then` cannot be `retry`; it says what happens after the retries",
+            );
         }
         let notify = o.get("notify").and_then(|n| self.bool(n, "notify"));
         let steps = match o.get("steps") {
@@ -1156,7 +1268,11 @@ pub(crate) fn template_error(source: &str, t: &TemplateString, e: &expr::ExprErr
 
 /// `a`, `b` and `c` -> "`a`, `b`, `c`".
 pub(crate) fn list(items: &[&str]) -> String {
-    items.iter().map(|i| format!("`{i}`")).collect::<Vec<_>>().join(", ")
+    items
+        .iter()
+        .map(|i| format!("`{i}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Letters, digits and `_`, not starting with a digit.

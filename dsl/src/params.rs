@@ -63,7 +63,10 @@ pub fn convert_text(name: &str, ty: ParamType, text: &str) -> Result<Value, Para
 }
 
 /// Resolves `-p NAME=VALUE` text against a workflow's declarations.
-pub fn resolve_text<S: AsRef<str>>(wf: &Workflow, args: &[S]) -> Result<Map<String, Value>, Vec<ParamError>> {
+pub fn resolve_text<S: AsRef<str>>(
+    wf: &Workflow,
+    args: &[S],
+) -> Result<Map<String, Value>, Vec<ParamError>> {
     let pairs = parse_assignments(args).map_err(|e| vec![e])?;
     let mut errors = Vec::new();
     let mut given = Map::new();
@@ -86,7 +89,10 @@ pub fn resolve_text<S: AsRef<str>>(wf: &Workflow, args: &[S]) -> Result<Map<Stri
         Ok(m) if errors.is_empty() => Ok(m),
         Ok(_) => Err(errors),
         Err(more) => {
-            errors.extend(more.into_iter().filter(|e| !matches!(e, ParamError::Unknown { .. })));
+            errors.extend(
+                more.into_iter()
+                    .filter(|e| !matches!(e, ParamError::Unknown { .. })),
+            );
             Err(errors)
         }
     }
@@ -96,7 +102,10 @@ pub fn resolve_text<S: AsRef<str>>(wf: &Workflow, args: &[S]) -> Result<Map<Stri
 /// declarations: types checked (an integer-valued number is accepted for `integer`; text is
 /// converted like `-p` text), defaults applied, `required` and `enum` checked. The result
 /// holds every declared parameter that has a value, in declaration order.
-pub fn resolve_json(wf: &Workflow, given: &Map<String, Value>) -> Result<Map<String, Value>, Vec<ParamError>> {
+pub fn resolve_json(
+    wf: &Workflow,
+    given: &Map<String, Value>,
+) -> Result<Map<String, Value>, Vec<ParamError>> {
     let mut errors = Vec::new();
     for k in given.keys() {
         if wf.parameter(k).is_none() {
@@ -158,13 +167,18 @@ pub fn resolve_json(wf: &Workflow, given: &Map<String, Value>) -> Result<Map<Str
         }
         out.insert(name.clone(), value);
     }
-    if errors.is_empty() { Ok(out) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
 }
 
 fn unknown(wf: &Workflow, name: &str) -> ParamError {
     ParamError::Unknown {
         name: name.to_owned(),
-        suggestion: suggest(name, wf.parameters.iter().map(|p| p.name.value.as_str())).map(str::to_owned),
+        suggestion: suggest(name, wf.parameters.iter().map(|p| p.name.value.as_str()))
+            .map(str::to_owned),
     }
 }
 
@@ -216,7 +230,8 @@ workflow:
     #[test]
     fn converts_and_defaults() {
         let w = wf();
-        let m = resolve_text(&w, &["version=1.2", "count=7", "flag=true", "list=[1,2]"]).expect("ok");
+        let m =
+            resolve_text(&w, &["version=1.2", "count=7", "flag=true", "list=[1,2]"]).expect("ok");
         assert_eq!(m["version"], "1.2");
         assert_eq!(m["env"], "staging");
         assert_eq!(m["count"], 7);
@@ -229,9 +244,22 @@ workflow:
         let w = wf();
         let e = resolve_text(&w, &["count=x", "env=prod", "nope=1"]).expect_err("bad");
         let text: Vec<String> = e.iter().map(|e| e.to_string()).collect();
-        assert!(text.contains(&"parameter `count` expects an integer, got `x`".to_owned()), "{text:?}");
-        assert!(text.contains(&"unknown parameter `nope`".to_owned()), "{text:?}");
-        assert!(text.contains(&"missing required parameter `version`".to_owned()), "{text:?}");
-        assert!(text.iter().any(|t| t.starts_with("parameter `env` must be one of")), "{text:?}");
+        assert!(
+            text.contains(&"parameter `count` expects an integer, got `x`".to_owned()),
+            "{text:?}"
+        );
+        assert!(
+            text.contains(&"unknown parameter `nope`".to_owned()),
+            "{text:?}"
+        );
+        assert!(
+            text.contains(&"missing required parameter `version`".to_owned()),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|t| t.starts_with("parameter `env` must be one of")),
+            "{text:?}"
+        );
     }
 }

@@ -495,7 +495,7 @@ pub enum HandlerStep {
     /// Skill name.
     Skill(String),
     /// A step.
-    Step(StepDef),
+    Step(Box<StepDef>),
 }
 
 /// Handler actions.

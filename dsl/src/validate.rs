@@ -16,7 +16,8 @@ use std::collections::{HashMap, HashSet};
 /// Roots allowed in a step's templates (`when`, `parameters`, `env`, `run`, `cache.key`).
 pub const STEP_ROOTS: &[&str] = expr::ROOTS;
 /// Roots allowed in the workflow's `env` and `concurrency.group`.
-pub const WORKFLOW_ENV_ROOTS: &[&str] = &["parameters", "secrets", "run", "repo", "workflow", "env"];
+pub const WORKFLOW_ENV_ROOTS: &[&str] =
+    &["parameters", "secrets", "run", "repo", "workflow", "env"];
 /// Roots allowed in schedule parameters (evaluated when the tick fires).
 pub const SCHEDULE_ROOTS: &[&str] = &["workflow", "env", "secrets"];
 /// Fields of `steps.<id>` an expression may read.
@@ -113,7 +114,10 @@ impl<'a> Validator<'a> {
             if let Some(line) = seen.get(p.name.value.as_str()) {
                 self.diags.push(Diagnostic::error(
                     p.name.span,
-                    format!("duplicate parameter `{}` (first declared on line {line})", p.name.value),
+                    format!(
+                        "duplicate parameter `{}` (first declared on line {line})",
+                        p.name.value
+                    ),
                 ));
             } else {
                 seen.insert(&p.name.value, p.name.span.start.line);
@@ -184,7 +188,10 @@ impl<'a> Validator<'a> {
                 self.diags.push(
                     Diagnostic::error(
                         s.cron.span,
-                        format!("invalid cron expression `{line}`: {}", lower_first(e.to_string().trim_end_matches('.'))),
+                        format!(
+                            "invalid cron expression `{line}`: {}",
+                            lower_first(e.to_string().trim_end_matches('.'))
+                        ),
                     )
                     .with_hint("minute hour day-of-month month day-of-week, e.g. `0 3 * * 1-5`"),
                 );
@@ -317,7 +324,10 @@ impl<'a> Validator<'a> {
             {
                 self.diags.push(Diagnostic::warning(
                     t.span,
-                    format!("`then` only applies to `action: retry`; it is ignored with `action: {}`", h.action.value),
+                    format!(
+                        "`then` only applies to `action: retry`; it is ignored with `action: {}`",
+                        h.action.value
+                    ),
                 ));
             }
             if self.wf.rollback.is_none() {
@@ -379,7 +389,9 @@ impl<'a> Validator<'a> {
                 "`on_failure: rollback` but the workflow has no `rollback` section; nothing will be rolled back",
             ));
         }
-        if step.on_failure.value == OnFailure::Compensate && !self.wf.steps().any(|s| !s.compensate.is_empty()) {
+        if step.on_failure.value == OnFailure::Compensate
+            && !self.wf.steps().any(|s| !s.compensate.is_empty())
+        {
             self.diags.push(Diagnostic::warning(
                 step.on_failure.span,
                 "`on_failure: compensate` but no step has `compensate` steps; nothing will be undone",
@@ -394,7 +406,8 @@ impl<'a> Validator<'a> {
                     && let Some(field) = rf.path.first()
                     && (field == "message" || field == "branch")
                 {
-                    let span = scalar_range(self.source, r.span, r.style, &r.text, rf.offset, rf.len);
+                    let span =
+                        scalar_range(self.source, r.span, r.style, &r.text, rf.offset, rf.len);
                     self.diags.push(
                         Diagnostic::warning(
                             span,
@@ -440,18 +453,27 @@ impl<'a> Validator<'a> {
             && c.key.strings().is_empty()
             && c.key.to_static_json().is_some_and(|v| v.is_null())
         {
-            self.diags.push(Diagnostic::error(c.key.span, "`cache.key` must not be null"));
+            self.diags.push(Diagnostic::error(
+                c.key.span,
+                "`cache.key` must not be null",
+            ));
         }
     }
 
-    fn check_template(&mut self, t: &TemplateString, roots: &[&str], steps: Option<(&Visibility, &str)>) {
+    fn check_template(
+        &mut self,
+        t: &TemplateString,
+        roots: &[&str],
+        steps: Option<(&Visibility, &str)>,
+    ) {
         let scope = Scope {
             parameters: &self.params,
             roots,
         };
         for (e, offset) in t.template.exprs() {
             for err in expr::check(e, &scope) {
-                self.diags.push(template_error(self.source, t, &err.shifted(offset)));
+                self.diags
+                    .push(template_error(self.source, t, &err.shifted(offset)));
             }
         }
         if let Some((vis, me)) = steps {
@@ -461,7 +483,12 @@ impl<'a> Validator<'a> {
                 }
                 let Some(id) = r.path.first() else { continue };
                 // Point at `steps.X` (computed only when there is something to report).
-                if vis.done.contains(id.as_str()) && id != me && r.path.get(1).is_none_or(|f| STEP_FIELDS.contains(&f.as_str())) {
+                if vis.done.contains(id.as_str())
+                    && id != me
+                    && r.path
+                        .get(1)
+                        .is_none_or(|f| STEP_FIELDS.contains(&f.as_str()))
+                {
                     continue;
                 }
                 let id_len = ("steps.".len() + id.len()).min(r.len.max(1));
@@ -470,9 +497,13 @@ impl<'a> Validator<'a> {
                     && let Some(field) = r.path.get(1)
                     && !STEP_FIELDS.contains(&field.as_str())
                 {
-                    let mut msg = format!("unknown field `{field}` of step `{id}`; expected one of {}", list(STEP_FIELDS));
+                    let mut msg = format!(
+                        "unknown field `{field}` of step `{id}`; expected one of {}",
+                        list(STEP_FIELDS)
+                    );
                     if let Some(s) = suggest(field, STEP_FIELDS.iter().copied()) {
-                        msg = format!("unknown field `{field}` of step `{id}`, did you mean `{s}`?");
+                        msg =
+                            format!("unknown field `{field}` of step `{id}`, did you mean `{s}`?");
                     }
                     let span = scalar_range(self.source, t.span, t.style, &t.text, r.offset, r.len);
                     self.diags.push(Diagnostic::error(span, msg));
@@ -484,7 +515,10 @@ impl<'a> Validator<'a> {
     /// Checks one reference from step `me` to step `id`; true when it is fine.
     fn step_ref(&mut self, me: &str, id: &str, span: Span, vis: &Visibility) -> bool {
         if id == me {
-            self.diags.push(Diagnostic::error(span, format!("step `{me}` refers to itself")));
+            self.diags.push(Diagnostic::error(
+                span,
+                format!("step `{me}` refers to itself"),
+            ));
             return false;
         }
         if vis.done.contains(id) || vis.auto_siblings.contains(id) {
@@ -516,7 +550,12 @@ impl<'a> Validator<'a> {
             );
             return false;
         }
-        let ids: Vec<&str> = self.wf.steps().filter(|s| !s.implicit).map(|s| s.id.value.as_str()).collect();
+        let ids: Vec<&str> = self
+            .wf
+            .steps()
+            .filter(|s| !s.implicit)
+            .map(|s| s.id.value.as_str())
+            .collect();
         let msg = match suggest(id, ids) {
             Some(s) => format!("unknown step `{id}`, did you mean `{s}`?"),
             None => format!("unknown step `{id}`"),
@@ -612,7 +651,9 @@ pub fn type_matches(ty: ParamType, v: &serde_json::Value) -> bool {
         ParamType::String => v.is_string(),
         ParamType::Number => v.is_number(),
         ParamType::Integer => match v {
-            Value::Number(n) => n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|f| f.fract() == 0.0),
+            Value::Number(n) => {
+                n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|f| f.fract() == 0.0)
+            }
             _ => false,
         },
         ParamType::Boolean => v.is_boolean(),

@@ -56,7 +56,11 @@ fn warning_fixtures_validate_and_warn() {
             Ok(l) => l,
             Err(d) => panic!("{} should be valid:\n{}", path.display(), d.render()),
         };
-        assert!(!loaded.warnings.0.is_empty(), "{} should warn", path.display());
+        assert!(
+            !loaded.warnings.0.is_empty(),
+            "{} should warn",
+            path.display()
+        );
         insta::assert_snapshot!(format!("warnings__{name}"), loaded.warnings.render());
     }
 }

@@ -5,17 +5,69 @@ use proptest::prelude::*;
 use serde_json::{Map, Value};
 
 const KEYS: &[&str] = &[
-    "workflow", "name", "stages", "steps", "id", "run", "skill", "workflow", "decision",
-    "branches", "when", "default", "needs", "parallel", "max_parallel", "parameters", "type",
-    "enum", "required", "on", "schedule", "cron", "timezone", "timeout", "retry",
-    "max_attempts", "delay", "on_failure", "error_handlers", "action", "rollback", "compensate",
-    "env", "outputs", "cache", "key", "resources", "cpu", "memory_mb", "x",
+    "workflow",
+    "name",
+    "stages",
+    "steps",
+    "id",
+    "run",
+    "skill",
+    "workflow",
+    "decision",
+    "branches",
+    "when",
+    "default",
+    "needs",
+    "parallel",
+    "max_parallel",
+    "parameters",
+    "type",
+    "enum",
+    "required",
+    "on",
+    "schedule",
+    "cron",
+    "timezone",
+    "timeout",
+    "retry",
+    "max_attempts",
+    "delay",
+    "on_failure",
+    "error_handlers",
+    "action",
+    "rollback",
+    "compensate",
+    "env",
+    "outputs",
+    "cache",
+    "key",
+    "resources",
+    "cpu",
+    "memory_mb",
+    "x",
 ];
 
 const SCALARS: &[&str] = &[
-    "${{ parameters.x }}", "${{ steps.a.output.b }}", "${{", "}}", "${{ len( }}", "auto",
-    "true", "0 3 * * *", "5m", "-1", "a", "b", "abort", "rollback", "skill", "run", "",
-    "${{ steps.a.status == 'ok' && !false }}", "Europe/Berlin", "\u{e9}\u{301}",
+    "${{ parameters.x }}",
+    "${{ steps.a.output.b }}",
+    "${{",
+    "}}",
+    "${{ len( }}",
+    "auto",
+    "true",
+    "0 3 * * *",
+    "5m",
+    "-1",
+    "a",
+    "b",
+    "abort",
+    "rollback",
+    "skill",
+    "run",
+    "",
+    "${{ steps.a.status == 'ok' && !false }}",
+    "Europe/Berlin",
+    "\u{e9}\u{301}",
 ];
 
 fn scalar() -> impl Strategy<Value = Value> {
@@ -50,7 +102,9 @@ fn block(v: &Value, indent: usize, out: &mut String) {
         Value::Object(m) if !m.is_empty() => {
             for (k, v) in m {
                 out.push_str(&format!("{pad}{k}:"));
-                if matches!(v, Value::Object(m) if !m.is_empty()) || matches!(v, Value::Array(a) if !a.is_empty()) {
+                if matches!(v, Value::Object(m) if !m.is_empty())
+                    || matches!(v, Value::Array(a) if !a.is_empty())
+                {
                     out.push('\n');
                     block(v, indent + 2, out);
                 } else {

@@ -38,7 +38,10 @@ fn schema_properties_match_accepted_keys() {
         let mut accepted: Vec<&str> = keys.to_vec();
         in_schema.sort_unstable();
         accepted.sort_unstable();
-        assert_eq!(in_schema, accepted, "keys of `{name}` differ between schema and lowering");
+        assert_eq!(
+            in_schema, accepted,
+            "keys of `{name}` differ between schema and lowering"
+        );
         assert_eq!(
             def["additionalProperties"],
             serde_json::Value::Bool(false),
@@ -81,6 +84,8 @@ fn examples_validate_against_the_schema() {
 fn schema_rejects_an_unknown_key() {
     let schema = dsl::schema::workflow_schema();
     let validator = jsonschema::validator_for(&schema).expect("schema compiles");
-    let doc = yaml_to_json(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/invalid/unknown_key.yaml"));
+    let doc = yaml_to_json(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/invalid/unknown_key.yaml"),
+    );
     assert!(!validator.is_valid(&doc));
 }

@@ -38,7 +38,10 @@ fn invalid_file_exits_1_with_position() {
         ),
         "{se}"
     );
-    assert!(se.contains("5 |       paralel: true\n  |       ^^^^^^^\n"), "{se}");
+    assert!(
+        se.contains("5 |       paralel: true\n  |       ^^^^^^^\n"),
+        "{se}"
+    );
     assert!(stdout(&out).contains("1 invalid"), "{}", stdout(&out));
 }
 
@@ -58,14 +61,22 @@ fn three_problems_print_three_errors() {
 fn warnings_do_not_change_the_exit_code() {
     let out = validate(&["dsl/tests/fixtures/warnings/run_reads_commit_message.yaml"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(stderr(&out).contains(": warning: `repo.message`"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(": warning: `repo.message`"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
 fn usage_errors_exit_2() {
     let out = validate(&["does/not/exist.yaml"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("cannot access `does/not/exist.yaml`"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot access `does/not/exist.yaml`"),
+        "{}",
+        stderr(&out)
+    );
     let out = run_with_deadline(agent(&["validate"]), LIMIT);
     assert_eq!(out.status.code(), Some(2));
 }
@@ -85,7 +96,11 @@ fn directory_without_dot_workflows_checks_files_with_a_workflow_key() {
         LIMIT,
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(stdout(&out).contains("checked 1 workflow file: all valid"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("checked 1 workflow file: all valid"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]
@@ -106,8 +121,17 @@ fn directory_with_dot_workflows_checks_every_yaml_file_there() {
         LIMIT,
     );
     assert_eq!(out.status.code(), Some(1));
-    assert!(stdout(&out).contains("checked 2 workflow files: 1 invalid"), "{}", stdout(&out));
-    assert!(stderr(&out).contains("bad.yaml:2:11: error: expected a sequence for `stages`, found an integer"), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("checked 2 workflow files: 1 invalid"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stderr(&out)
+            .contains("bad.yaml:2:11: error: expected a sequence for `stages`, found an integer"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// Runs `agent validate FILE` and returns (exit code, wall time, peak RSS in KiB, stderr).
@@ -120,6 +144,10 @@ fn measure(file: &Path) -> (Option<i32>, Duration, i64, String) {
         .stdout(Stdio::null())
         .stderr(errfile.reopen().expect("reopen"));
     let start = Instant::now();
+    #[expect(
+        clippy::zombie_processes,
+        reason = "reaped below with libc::wait4, which also gives its rusage"
+    )]
     let child = cmd.spawn().expect("spawn agent");
     let pid = child.id() as libc::pid_t;
     let mut status: libc::c_int = 0;
@@ -145,7 +173,9 @@ fn alias_bomb_is_rejected_fast_and_small() {
     let mut text = String::from("a: &a [x,x,x,x,x,x,x,x,x]\n");
     let mut prev = 'a';
     for c in 'b'..='i' {
-        text.push_str(&format!("{c}: &{c} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"));
+        text.push_str(&format!(
+            "{c}: &{c} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"
+        ));
         prev = c;
     }
     assert!(text.len() <= 320, "bomb is {} bytes", text.len());
@@ -154,7 +184,10 @@ fn alias_bomb_is_rejected_fast_and_small() {
     std::fs::write(&path, &text).expect("write");
     common::agent_bin();
     let (code, elapsed, rss_kib, err) = measure(&path);
-    eprintln!("alias bomb ({} bytes): {elapsed:?}, peak RSS {rss_kib} KiB", text.len());
+    eprintln!(
+        "alias bomb ({} bytes): {elapsed:?}, peak RSS {rss_kib} KiB",
+        text.len()
+    );
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("expands to more than"), "{err}");
     assert!(elapsed < Duration::from_secs(1), "took {elapsed:?}");
@@ -168,7 +201,8 @@ fn huge_file_is_rejected_fast_and_small() {
     {
         use std::io::Write;
         let mut f = std::io::BufWriter::new(std::fs::File::create(&path).expect("create"));
-        f.write_all(b"workflow:\n  name: huge\n  description: \"").expect("write");
+        f.write_all(b"workflow:\n  name: huge\n  description: \"")
+            .expect("write");
         let chunk = vec![b'a'; 1 << 20];
         for _ in 0..50 {
             f.write_all(&chunk).expect("write");
@@ -190,5 +224,8 @@ fn schema_command_prints_the_committed_schema() {
     assert_eq!(out.status.code(), Some(0));
     let committed = std::fs::read_to_string(workspace_root().join("schemas/workflow.schema.json"))
         .expect("committed schema");
-    assert!(stdout(&out) == committed, "`agent schema` differs from schemas/workflow.schema.json");
+    assert!(
+        stdout(&out) == committed,
+        "`agent schema` differs from schemas/workflow.schema.json"
+    );
 }

@@ -49,7 +49,12 @@ pub fn run(paths: &[PathBuf], config: Option<&Path>) -> i32 {
         };
         for d in diags.iter() {
             let file = d.file.as_ref().map(|s| s.path.clone()).unwrap_or_default();
-            let key = (file, d.span.start.line, d.span.start.column, d.message.clone());
+            let key = (
+                file,
+                d.span.start.line,
+                d.span.start.column,
+                d.message.clone(),
+            );
             if printed.insert(key) {
                 if d.is_error() {
                     errors += 1;
@@ -84,8 +89,13 @@ pub fn run(paths: &[PathBuf], config: Option<&Path>) -> i32 {
 
 /// The workflow files a command-line path stands for.
 fn select(path: &Path) -> Result<Vec<PathBuf>, String> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| format!("cannot access `{}`: {}", path.display(), lower(&e.to_string())))?;
+    let meta = std::fs::metadata(path).map_err(|e| {
+        format!(
+            "cannot access `{}`: {}",
+            path.display(),
+            lower(&e.to_string())
+        )
+    })?;
     if !meta.is_dir() {
         return Ok(vec![path.to_path_buf()]);
     }
@@ -130,7 +140,10 @@ fn has_workflow_key(path: &Path) -> bool {
     let Ok(f) = std::fs::File::open(path) else {
         return false;
     };
-    if f.take(dsl::yaml::MAX_FILE_BYTES).read_to_end(&mut buf).is_err() {
+    if f.take(dsl::yaml::MAX_FILE_BYTES)
+        .read_to_end(&mut buf)
+        .is_err()
+    {
         return false;
     }
     String::from_utf8_lossy(&buf).lines().any(|l| {
