@@ -354,3 +354,104 @@ fn parameters_never_become_shell_text() {
         assert_eq!(ws.read("sq.txt").trim_end(), format!("in sq {payload}"));
     }
 }
+
+#[test]
+fn skills_manifest_error_codes_and_names_that_escape() {
+    let ws = Ws::new();
+    ws.write(
+        ".workflows/skills/checker/skill.yaml",
+        "command: ./check.sh\nerror_codes: {3: HealthCheckFailed}\nresources: {cpu: 0}\n",
+    );
+    ws.write_exec(
+        ".workflows/skills/checker/check.sh",
+        "#!/bin/sh\necho \"dir=$AGENT_SKILL_DIR\" > skill-ran\nexit \"$AGENT_PARAM_CODE\"\n",
+    );
+    ws.write_exec("outside", "#!/bin/sh\ntouch outside-ran\n");
+    ws.write(
+        "wf.yaml",
+        r#"workflow:
+  name: skills
+  parameters:
+    - name: code
+      type: integer
+      default: 0
+  stages:
+    - name: s
+      steps:
+        - id: check
+          skill: checker
+          parameters:
+            code: ${{ parameters.code }}
+"#,
+    );
+    ws.write(
+        "escape.yaml",
+        "workflow:\n  name: esc\n  stages:\n    - name: s\n      steps:\n        - id: e\n          skill: ../../outside\n",
+    );
+    ws.write(
+        "missing.yaml",
+        "workflow:\n  name: miss\n  stages:\n    - name: s\n      steps:\n        - id: m\n          skill: no_such_skill\n",
+    );
+    let out = ws.exec("wf.yaml", &[]);
+    assert_code(&out, 0);
+    assert!(ws.read("skill-ran").contains("checker"));
+    let out = ws.exec("wf.yaml", &["-p", "code=3"]);
+    assert_code(&out, 1);
+    assert_eq!(
+        step(&report(&out), "check")["error_class"],
+        "HealthCheckFailed"
+    );
+    let out = ws.exec("wf.yaml", &["-p", "code=5"]);
+    assert_code(&out, 1);
+    assert_eq!(step(&report(&out), "check")["error_class"], "ExitCode");
+
+    let out = ws.exec("missing.yaml", &[]);
+    assert_code(&out, 1);
+    assert_eq!(step(&report(&out), "m")["error_class"], "SkillNotFound");
+    let out = ws.exec("escape.yaml", &[]);
+    assert!(exec_common::code(&out) != 0);
+    assert!(!ws.exists("outside-ran"));
+}
+
+#[test]
+fn run_and_repo_contexts() {
+    let ws = Ws::new();
+    let git = |args: &[&str]| {
+        let ok = std::process::Command::new("git")
+            .args(args)
+            .current_dir(ws.path())
+            .env("GIT_AUTHOR_NAME", "Ada")
+            .env("GIT_AUTHOR_EMAIL", "ada@example.com")
+            .env("GIT_COMMITTER_NAME", "Ada")
+            .env("GIT_COMMITTER_EMAIL", "ada@example.com")
+            .output()
+            .expect("git")
+            .status
+            .success();
+        assert!(ok, "git {args:?}");
+    };
+    ws.write(
+        "wf.yaml",
+        r#"workflow:
+  name: ctx
+  version: "2.1"
+  stages:
+    - name: s
+      steps:
+        - id: show
+          run: echo "${{ run.trigger }}|${{ run.attempt }}|${{ repo.branch }}|${{ repo.message }}|${{ workflow.name }}@${{ workflow.version }}|${{ len(run.id) > 0 }}" > ctx.txt
+"#,
+    );
+    let out = ws.exec("wf.yaml", &[]);
+    assert_code(&out, 0);
+    assert_eq!(ws.read("ctx.txt").trim(), "manual|1|||ctx@2.1|true");
+    git(&["init", "-q", "-b", "trunk"]);
+    git(&["add", "wf.yaml"]);
+    git(&["commit", "-q", "-m", "first commit"]);
+    let out = ws.exec("wf.yaml", &[]);
+    assert_code(&out, 0);
+    assert_eq!(
+        ws.read("ctx.txt").trim(),
+        "manual|1|trunk|first commit|ctx@2.1|true"
+    );
+}

@@ -310,3 +310,19 @@ fn ctrl_c_cancels_gracefully() {
     assert_ne!(step(&r, "later")["status"], "succeeded");
     assert!(!ws.exists("later-ran"));
 }
+
+#[test]
+fn fixed_backoff_waits_between_tries() {
+    let ws = Ws::new();
+    ws.write(
+        "wf.yaml",
+        "workflow:\n  name: wait\n  stages:\n    - name: s\n      steps:\n        - id: f\n          run: exit 1\n          retry:\n            max_attempts: 3\n            backoff: fixed\n            delay: 0.4\n",
+    );
+    let t0 = Instant::now();
+    let out = ws.exec("wf.yaml", &[]);
+    let took = t0.elapsed();
+    assert_code(&out, 1);
+    assert_eq!(step(&report(&out), "f")["attempts"], 3);
+    assert!(took >= Duration::from_millis(800), "took {took:?}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+}

@@ -145,3 +145,50 @@ pub fn new_run_id() -> String {
     let r: u32 = rand::random::<u32>() & 0xff_ffff;
     format!("{ms:012x}{r:06x}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+    fn assert_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn engine_is_shareable_and_runs_are_spawnable() {
+        assert_sync::<Engine>();
+        let engine = Engine::new(EngineConfig::default());
+        let (wf, _) = dsl::parse_str(
+            "w.yaml",
+            "workflow:\n  name: w\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: 'true'\n",
+        )
+        .expect("valid workflow");
+        let loaded = dsl::Loaded {
+            workflow: wf,
+            subworkflows: Default::default(),
+            warnings: dsl::Diagnostics(Vec::new()),
+            source: dsl::SourceFile::new("w.yaml", None),
+        };
+        let req = RunRequest {
+            workflow: Arc::new(loaded),
+            parameters: Map::new(),
+            run_id: new_run_id(),
+            workdir: std::env::temp_dir(),
+            secrets: IndexMap::new(),
+            repo: Value::Null,
+            trigger: "manual".into(),
+            attempt: 1,
+            context: Map::new(),
+            events: EventSender::none(),
+            cancel: Cancel::new(),
+        };
+        let fut = engine.run(req);
+        assert_send(&fut);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let result = rt.block_on(fut);
+        assert_eq!(result.report.status, RunStatus::Succeeded);
+        assert_eq!(result.report.stages[0].steps[0].attempts, 1);
+    }
+}

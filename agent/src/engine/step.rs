@@ -594,6 +594,7 @@ async fn step_inner(
     let retry = ctx.wf.retry_for(step);
     let backoff = Backoff::from(&retry);
     let mut attempts = 0u32;
+    let mut retried_class: Option<String> = None;
     let mut last = match &prepared {
         Err((class, message)) => Attempt::fail(class, message.clone()),
         Ok(p) => loop {
@@ -607,6 +608,7 @@ async fn step_inner(
                     .adaptive
                     .record_failure(&ctx.wf.name.value, &class);
             }
+            retried_class = Some(class.clone());
             if attempts < retry.max_attempts
                 && retry.retries(&class)
                 && !cancel.is_cancelled()
@@ -732,11 +734,12 @@ async fn step_inner(
             if mode == Mode::Normal {
                 ctx.state().completed.push(id.clone());
             }
-            if attempts > 1 && backoff.kind == BackoffKind::Adaptive {
-                // The class that made the step retry: the adaptive memory's key.
+            if backoff.kind == BackoffKind::Adaptive
+                && let Some(class) = &retried_class
+            {
                 ctx.engine
                     .adaptive
-                    .record_success(&ctx.wf.name.value, "ExitCode", attempts);
+                    .record_success(&ctx.wf.name.value, class, attempts);
             }
         }
         StepStatus::Cancelled => {
