@@ -268,6 +268,8 @@ fn workflow_timeout_fails_the_run() {
     assert_eq!(step(&r, "slow")["error_class"], "Timeout");
     assert_eq!(step(&r, "later")["status"], "skipped");
     assert!(!ws.exists("later-ran"));
+    assert_eq!(step(&r, "cleanup")["status"], "succeeded");
+    assert!(ws.exists("cleanup-ran"));
 }
 
 #[test]
@@ -275,7 +277,7 @@ fn ctrl_c_cancels_gracefully() {
     let ws = Ws::new();
     ws.write(
         "wf.yaml",
-        "workflow:\n  name: cancel\n  stages:\n    - name: s\n      steps:\n        - id: long\n          run: touch started; sleep 30\n        - id: later\n          run: touch later-ran\n",
+        "workflow:\n  name: cancel\n  stages:\n    - name: s\n      steps:\n        - id: long\n          run: touch started; sleep 30\n        - id: later\n          run: touch later-ran\n        - id: cleanup\n          run: touch cleanup-ran\n          when: ${{ cancelled() }}\n",
     );
     let wsdir = ws.path().to_string_lossy().into_owned();
     let mut cmd = common::agent(&["exec", "wf.yaml", "--workdir", &wsdir, "--json"]);
@@ -309,6 +311,8 @@ fn ctrl_c_cancels_gracefully() {
     assert_eq!(step(&r, "long")["status"], "cancelled");
     assert_ne!(step(&r, "later")["status"], "succeeded");
     assert!(!ws.exists("later-ran"));
+    assert_eq!(step(&r, "cleanup")["status"], "succeeded");
+    assert!(ws.exists("cleanup-ran"));
 }
 
 #[test]

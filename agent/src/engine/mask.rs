@@ -74,6 +74,16 @@ pub fn forms_of(secret: &str) -> Vec<String> {
         return Vec::new();
     }
     let mut forms = vec![secret.to_string()];
+    // Output is handled line by line: each line of a multi-line secret is a secret too.
+    if secret.contains('\n') {
+        forms.extend(
+            secret
+                .lines()
+                .map(|l| l.trim_end_matches('\r'))
+                .filter(|l| l.len() >= MIN_SECRET_LEN)
+                .map(str::to_string),
+        );
+    }
     forms.extend(base64_forms(secret.as_bytes()));
     forms.push(percent(secret, true, false));
     forms.push(percent(secret, false, false));
@@ -241,6 +251,13 @@ mod tests {
         assert_eq!(m.mask("q=a%20b%2fc%22d&"), "q=***&");
         assert_eq!(m.mask("q=a+b%2Fc%22d&"), "q=***&");
         assert_eq!(m.mask(r#"{"k":"a b/c\"d"}"#), r#"{"k":"***"}"#);
+    }
+
+    #[test]
+    fn multi_line_secret_lines() {
+        let m = Masker::new(["-----BEGIN KEY-----\nabcdef\n-----END KEY-----"]);
+        assert_eq!(m.mask("abcdef"), "***");
+        assert_eq!(m.mask("x -----END KEY-----"), "x ***");
     }
 
     #[test]

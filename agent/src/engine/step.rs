@@ -533,6 +533,32 @@ fn retry_delay(ctx: &RunCtx<'_>, backoff: &Backoff, failed: u32, class: &str) ->
     backoff.delay(failed, scale, unit)
 }
 
+/// A cancel handle that a graceful cancel of `parent` does not reach but a kill does, for
+/// steps that run after a cancellation on purpose (`when: cancelled()` or `always()`).
+struct Detached {
+    cancel: Cancel,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl Detached {
+    fn new(parent: &Cancel) -> Detached {
+        let cancel = Cancel::new();
+        let kill = parent.immediate_token().clone();
+        let mine = cancel.clone();
+        let watcher = tokio::spawn(async move {
+            kill.cancelled().await;
+            mine.kill_now();
+        });
+        Detached { cancel, watcher }
+    }
+}
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
+
 async fn step_inner(
     ctx: &RunCtx<'_>,
     step: &Step,
@@ -585,6 +611,14 @@ async fn step_inner(
     }
 
     // 2. Prepare once, then try.
+    let detached;
+    let cancel = if mode == Mode::Normal && cancel.is_cancelled() {
+        // Only a step whose `when` asked to run after a cancel gets here.
+        detached = Detached::new(cancel);
+        &detached.cancel
+    } else {
+        cancel
+    };
     let started_at = Utc::now();
     let t0 = Instant::now();
     let prepared = match gate_error {
