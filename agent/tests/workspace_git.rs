@@ -145,6 +145,35 @@ fn checkout_writes_the_exact_tree_of_the_commit() {
 }
 
 #[test]
+fn gitattributes_filters_are_applied_like_git_does() {
+    let root = tempfile::tempdir().unwrap();
+    let src = source_repo(root.path());
+    write(&src, ".gitattributes", "*.txt text eol=crlf\n*.bin -text\n");
+    write(&src, "notes.txt", "one\ntwo\n");
+    write(&src, "raw.bin", "one\ntwo\n");
+    write(&src, "sub/more.txt", "three\n");
+    let commit = commit_all(&src, "attributes");
+    let state = root.path().join("state");
+    let mirror = Mirror::open_or_clone(&state, "app", src.to_str().unwrap()).unwrap();
+    let ws = Workspace::for_run(&mirror, commit, &state, 1).unwrap();
+    let reference = root.path().join("reference");
+    git(
+        root.path(),
+        &[
+            "clone",
+            "-q",
+            src.to_str().unwrap(),
+            reference.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("notes.txt")).unwrap(),
+        "one\r\ntwo\r\n"
+    );
+    assert_eq!(snapshot(ws.path()), snapshot(&reference));
+}
+
+#[test]
 fn a_workspace_shares_no_file_with_the_mirror() {
     let root = tempfile::tempdir().unwrap();
     let (src, _, second) = rich_repo(root.path());

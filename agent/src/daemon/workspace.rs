@@ -9,7 +9,8 @@
 //! We skip both the links and the index: the tree is listed once, directories are made, and
 //! the blobs are read and written by a few threads, each with its own handle on the mirror's
 //! object database. Trees with a `.gitattributes` anywhere (which may ask for end-of-line or
-//! other filters) go through libgit2's checkout instead, which applies them.
+//! other filters) go through libgit2's checkout instead, which applies them as `git clone`
+//! would (tested against it).
 
 use std::fmt::Display;
 use std::fs::OpenOptions;
@@ -105,7 +106,7 @@ impl Workspace {
             CheckoutMethod::Direct => false,
         };
         if use_libgit2 {
-            checkout_libgit2(mirror.repository(), &tree, dest)?;
+            checkout_libgit2(mirror.path(), &tree, dest)?;
         } else {
             write_entries(mirror.path(), &entries, dest)?;
         }
@@ -301,18 +302,27 @@ fn write_files(repo: &Repository, files: &[&Entry], dest: &Path) -> Result<(), M
     Ok(())
 }
 
-/// libgit2's checkout of `tree` into the empty directory `dest` (applies `.gitattributes`
-/// filters). No index is written: the workspace has no `.git`.
-fn checkout_libgit2(
-    repo: &Repository,
-    tree: &git2::Tree<'_>,
-    dest: &Path,
-) -> Result<(), MirrorError> {
+/// libgit2's checkout of `tree` into the empty directory `dest`, applying `.gitattributes`
+/// filters. A bare repository has no work tree to read attributes from, so the tree is loaded
+/// into an in-memory index set on a private handle of the mirror: libgit2 then finds the
+/// attributes in that index. Nothing is written to the mirror (`update_index(false)`).
+fn checkout_libgit2(mirror: &Path, tree: &git2::Tree<'_>, dest: &Path) -> Result<(), MirrorError> {
+    let target = tree.id().to_string();
+    let repo = open_objects(mirror)?;
+    let tree = repo
+        .find_tree(tree.id())
+        .map_err(MirrorError::git("read tree", &target))?;
+    let mut index = git2::Index::new().map_err(MirrorError::git("load index of", &target))?;
+    index
+        .read_tree(&tree)
+        .map_err(MirrorError::git("load index of", &target))?;
+    repo.set_index(&mut index)
+        .map_err(MirrorError::git("load index of", &target))?;
     let mut opts = git2::build::CheckoutBuilder::new();
     opts.force()
         .recreate_missing(true)
         .update_index(false)
         .target_dir(dest);
-    repo.checkout_tree(tree.as_object(), Some(&mut opts))
-        .map_err(MirrorError::git("check out", tree.id().to_string()))
+    repo.checkout_index(Some(&mut index), Some(&mut opts))
+        .map_err(MirrorError::git("check out", target))
 }
