@@ -727,22 +727,41 @@ impl Step {
     }
 
     /// The ids of the steps this step refers to: its `needs` and every `${{ steps.X }}` of
-    /// its own templates, in order, without repeats. In a `parallel: auto` stage, the
-    /// siblings among these are the step's dependencies.
+    /// its own templates and of its decision branches (`when` and the branch steps, which
+    /// run as part of it), in order, without repeats. Compensation steps are not included
+    /// (they run later). In a `parallel: auto` stage, the siblings among these are the
+    /// step's dependencies.
     pub fn step_references(&self) -> Vec<String> {
-        let mut out: Vec<String> = self.needs.iter().map(|n| n.value.clone()).collect();
-        for t in self.templates() {
+        let mut out: Vec<String> = Vec::new();
+        self.collect_references(&mut out);
+        out
+    }
+
+    fn collect_references(&self, out: &mut Vec<String>) {
+        let mut push = |id: &str| {
+            if !out.iter().any(|o| o == id) {
+                out.push(id.to_owned());
+            }
+        };
+        for n in &self.needs {
+            push(&n.value);
+        }
+        let mut templates = self.templates();
+        if let StepKind::Decision(d) = &self.kind {
+            templates.extend(d.branches.iter().filter_map(|b| b.when.as_ref()));
+        }
+        for t in templates {
             for r in t.references() {
                 if r.root == "steps"
                     && let Some(id) = r.path.first()
-                    && !out.contains(id)
                 {
-                    out.push(id.clone());
+                    push(id);
                 }
             }
         }
-        out.dedup();
-        out
+        for s in self.branch_steps() {
+            s.collect_references(out);
+        }
     }
 
     /// The nested steps of a decision (all branches), empty for other types.
