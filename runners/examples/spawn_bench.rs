@@ -27,6 +27,7 @@ fn bare(n: usize) -> Duration {
 enum Variant {
     Plain,
     Protocol,
+    Merged,
 }
 
 async fn ours(n: usize, variant: Variant) -> Duration {
@@ -35,7 +36,7 @@ async fn ours(n: usize, variant: Variant) -> Duration {
     let start = Instant::now();
     for i in 0..n {
         let mut cmd = StepCommand::from_plan(plan_script("true", None));
-        if let Variant::Protocol = variant {
+        if let Variant::Protocol | Variant::Merged = variant {
             // What the engine adds for every step.
             cmd = cmd
                 .cwd(&cwd)
@@ -48,6 +49,7 @@ async fn ours(n: usize, variant: Variant) -> Duration {
                 .env("AGENT_RUN_ID", "bench")
                 .env("AGENT_STEP_ID", "s")
                 .env("AGENT_ATTEMPT", "1");
+            cmd.merge_output = matches!(variant, Variant::Merged);
         }
         let outcome = run(cmd, |_, _| {}, cancel.clone()).await.expect("run true");
         assert!(outcome.success());
@@ -99,6 +101,7 @@ fn main() {
         "runners::run, nothing extra",
         "runners::run, stdin+cwd+env",
         "same, current-thread runtime",
+        "same, multi-thread, merge_output",
     ];
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
@@ -115,7 +118,10 @@ fn main() {
                 2 => multi
                     .block_on(multi.spawn(ours(BATCH, Variant::Protocol)))
                     .expect("bench task"),
-                _ => single.block_on(ours(BATCH, Variant::Protocol)),
+                3 => single.block_on(ours(BATCH, Variant::Protocol)),
+                _ => multi
+                    .block_on(multi.spawn(ours(BATCH, Variant::Merged)))
+                    .expect("bench task"),
             };
             cpu[i].push(ms_per_step(self_cpu() - c0, BATCH));
             sample.push(ms_per_step(d, BATCH));

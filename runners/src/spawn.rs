@@ -37,6 +37,32 @@ pub const MAX_LINE: usize = 64 * 1024;
 /// write of at most `PIPE_BUF` bytes into an empty pipe completes at once.
 const PREFILL_MAX: usize = libc::PIPE_BUF;
 
+/// A boxed output pipe reader (tokio's child pipe or our merged pipe).
+type Reader = Box<dyn AsyncRead + Unpin + Send>;
+
+/// A pipe for merged stdout+stderr: the read end non-blocking (for the reactor), the write
+/// end blocking (for the child), both close-on-exec (dup2 in the child clears it).
+fn merged_pipe() -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 writes two fds into the array we pass.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
+    let (reader, writer) = unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    };
+    // SAFETY: fcntl on a valid fd we own.
+    if unsafe { libc::fcntl(fds[0], libc::F_SETFL, libc::O_NONBLOCK) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((reader, writer))
+}
+
 /// A pipe whose write end already holds `bytes` and is closed: the read end is the child's
 /// stdin. Only for `bytes.len() <= PREFILL_MAX`.
 fn prefilled_pipe(bytes: &[u8]) -> std::io::Result<std::io::PipeReader> {
@@ -65,8 +91,9 @@ pub enum Stream {
     Stderr,
 }
 
-/// One process to run for a step.
-#[derive(Debug, Clone)]
+/// One process to run for a step. Its `Debug` output shows environment variable names
+/// but not their values, and the size of stdin but not its bytes: both may hold secrets.
+#[derive(Clone)]
 pub struct StepCommand {
     /// Program (looked up on `PATH` when it contains no `/`).
     pub program: String,
@@ -88,10 +115,33 @@ pub struct StepCommand {
     pub linger: Duration,
     /// Run marker put in the environment as `AGENT_RUN_MARKER` (see [`crate::sweep_run`]).
     pub marker: Option<String>,
+    /// Send stderr into the same pipe as stdout: lines keep the exact order the process
+    /// wrote them in and all arrive as [`Stream::Stdout`]. One pipe less per step (a pipe
+    /// costs several microseconds to create and tear down), like CI systems' merged logs.
+    pub merge_output: bool,
     /// Behave like a shell when the program cannot be started: a missing program gives exit
     /// code 127 and "command not found" on stderr, a non-executable one 126. Set for direct
     /// exec of `run:` scripts so the result matches the shell's.
     pub shell_errors: bool,
+}
+
+impl std::fmt::Debug for StepCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let env_names: Vec<&str> = self.env.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("StepCommand")
+            .field("program", &self.program)
+            .field("args", &self.args)
+            .field("env", &env_names)
+            .field("cwd", &self.cwd)
+            .field("stdin_bytes", &self.stdin.len())
+            .field("timeout", &self.timeout)
+            .field("grace", &self.grace)
+            .field("linger", &self.linger)
+            .field("marker", &self.marker)
+            .field("merge_output", &self.merge_output)
+            .field("shell_errors", &self.shell_errors)
+            .finish()
+    }
 }
 
 impl StepCommand {
@@ -107,6 +157,7 @@ impl StepCommand {
             grace: DEFAULT_GRACE,
             linger: DEFAULT_LINGER,
             marker: None,
+            merge_output: false,
             shell_errors: false,
         }
     }
@@ -382,9 +433,22 @@ where
         .args(&cmd.args)
         .envs(cmd.env.iter().map(|(k, v)| (k, v)))
         .env(STEP_MARKER_VAR, &step_marker)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .process_group(0);
+    let mut merged_reader = None;
+    if cmd.merge_output {
+        let (reader, writer) = merged_pipe().map_err(|source| RunnerError::Spawn {
+            program: cmd.program.clone(),
+            source,
+        })?;
+        let writer2 = writer.try_clone().map_err(|source| RunnerError::Spawn {
+            program: cmd.program.clone(),
+            source,
+        })?;
+        command.stdout(writer).stderr(writer2);
+        merged_reader = Some(reader);
+    } else {
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    }
     if let Some(marker) = &cmd.marker {
         command.env(RUN_MARKER_VAR, marker);
     }
@@ -428,6 +492,9 @@ where
         }
         spawned
     };
+    // The command holds our copies of the merged pipe's write end: close them now, or the
+    // pipe never reports end of file.
+    drop(command);
     let mut child = match spawned {
         Ok(child) => child,
         Err(source) => return spawn_failure(&cmd, source, &mut on_line, start),
@@ -441,8 +508,19 @@ where
     };
 
     let stdin = child.stdin.take();
-    let mut stdout = child.stdout.take();
-    let mut stderr = child.stderr.take();
+    let mut stdout: Option<Reader> = match merged_reader {
+        Some(fd) => Some(Box::new(
+            tokio::net::unix::pipe::Receiver::from_owned_fd_unchecked(fd).map_err(|source| {
+                RunnerError::Wait {
+                    program: cmd.program.clone(),
+                    pid,
+                    source,
+                }
+            })?,
+        )),
+        None => child.stdout.take().map(|r| Box::new(r) as Reader),
+    };
+    let mut stderr: Option<Reader> = child.stderr.take().map(|r| Box::new(r) as Reader);
     let mut stdin_done = stdin.is_none();
     let stdin_fut = async move {
         if let Some(mut stdin) = stdin {
@@ -649,8 +727,16 @@ fn spawn_failure<F: FnMut(Stream, &str)>(
     on_line: &mut F,
     start: Instant,
 ) -> Result<ProcessOutcome, RunnerError> {
-    let cwd_ok = cmd.cwd.as_ref().is_none_or(|d| d.is_dir());
-    if cmd.shell_errors && cwd_ok {
+    if let Some(dir) = cmd.cwd.as_ref().filter(|d| !d.is_dir()) {
+        return Err(RunnerError::Spawn {
+            program: cmd.program.clone(),
+            source: std::io::Error::new(
+                ErrorKind::NotFound,
+                format!("working directory `{}` does not exist", dir.display()),
+            ),
+        });
+    }
+    if cmd.shell_errors {
         let (code, text) = match source.kind() {
             ErrorKind::NotFound => (127, "command not found"),
             ErrorKind::PermissionDenied => (126, "Permission denied"),

@@ -220,3 +220,57 @@ async fn expression_values_never_become_shell_text() {
     let created: Vec<_> = std::fs::read_dir(dir.path()).expect("read dir").collect();
     assert!(created.is_empty(), "injection created {created:?}");
 }
+
+#[tokio::test]
+async fn merged_output_keeps_the_order_of_both_streams() {
+    let mut cmd = StepCommand::from_plan(plan_script(
+        "echo one; echo two >&2; echo three; echo four >&2",
+        None,
+    ));
+    cmd.merge_output = true;
+    let (o, cap) = run_capture(cmd, Cancel::new()).await;
+    assert!(o.success());
+    assert_eq!(cap.stdout, vec!["one", "two", "three", "four"]);
+    assert!(cap.stderr.is_empty());
+}
+
+#[tokio::test]
+async fn merged_output_with_a_timeout_and_background_holder() {
+    let tag = unique_tag();
+    let mut cmd = StepCommand::new(helper("fork_grandchildren.sh"))
+        .args([tag.clone()])
+        .timeout(Duration::from_millis(500))
+        .grace(Duration::from_secs(5));
+    cmd.merge_output = true;
+    let (o, cap) = run_capture(cmd, Cancel::new()).await;
+    let left = pids_with_arg(&tag);
+    kill_tagged(&tag);
+    assert!(o.timed_out, "{o:?}");
+    assert_eq!(cap.stdout, vec!["ready"]);
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[tokio::test]
+async fn missing_working_directory_is_a_clear_error() {
+    let err = run(
+        StepCommand::from_plan(plan_script("true", None)).cwd("/no/such/dir/4711"),
+        |_, _| {},
+        Cancel::new(),
+    )
+    .await
+    .expect_err("no cwd");
+    assert!(err.to_string().contains("/no/such/dir/4711"), "{err}");
+}
+
+#[test]
+fn debug_output_hides_env_values_and_stdin() {
+    let cmd = StepCommand::new("deploy")
+        .env("API_TOKEN", "s3cr3t-value")
+        .stdin("{\"password\":\"hunter2\"}");
+    let text = format!("{cmd:?}");
+    assert!(text.contains("API_TOKEN"), "{text}");
+    assert!(
+        !text.contains("s3cr3t") && !text.contains("hunter2"),
+        "{text}"
+    );
+}
