@@ -165,6 +165,7 @@ fn sigkill_mid_transaction_leaves_the_last_committed_state() {
     let last_reported = last_reported.expect("child committed something");
 
     let store = Store::open(&path).unwrap();
+    assert_eq!(store.check_integrity().unwrap(), Ok(()));
     let head = store.last_seen_commit("app", "main").unwrap().unwrap();
     let head: usize = head.trim_start_matches('c').parse().unwrap();
     // Everything the child reported is there; at most the one after it, never half of one.

@@ -201,7 +201,8 @@ fn a_run_goes_through_its_states_with_steps_and_attempts() {
         Err(StoreError::NotFinal(RunStatus::Running))
     ));
     store.finish_run(id, &finish).unwrap();
-    let done = store.get_run(id).unwrap().unwrap();
+    let (done, steps) = store.get_run_with_steps(id).unwrap().unwrap();
+    assert_eq!(steps.len(), 2);
     assert_eq!(done.status, RunStatus::Succeeded);
     assert!(done.finished_at.is_some());
     assert_eq!(done.report, finish.report);
@@ -290,11 +291,13 @@ fn boot_marks_running_runs_interrupted_and_resume_requeues_them() {
         store.resume_run(running),
         Err(StoreError::InvalidTransition { .. })
     ));
-    // Completed steps are kept for the resumed run.
+    // Completed steps are kept for the resumed run, which keeps its first start time.
     assert_eq!(
         store.get_steps(running).unwrap()[0].status,
         StepStatus::Succeeded
     );
+    let resumed = store.mark_running(running).unwrap();
+    assert_eq!(resumed.started_at, interrupted[0].started_at);
 }
 
 #[test]

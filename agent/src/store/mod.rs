@@ -105,6 +105,19 @@ impl Store {
         migrations::current_version(&self.conn)
     }
 
+    /// Runs SQLite's `quick_check`: `Ok(())` when the file is sound, else the problems found.
+    pub fn check_integrity(&self) -> Result<Result<(), Vec<String>>, StoreError> {
+        let mut stmt = self.conn.prepare("PRAGMA quick_check")?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        if rows.len() == 1 && rows[0] == "ok" {
+            Ok(Ok(()))
+        } else {
+            Ok(Err(rows))
+        }
+    }
+
     /// Starts a write transaction that holds the write lock from its first statement.
     fn write(&mut self) -> Result<rusqlite::Transaction<'_>, StoreError> {
         Ok(self
@@ -212,6 +225,12 @@ mod tests {
         assert_eq!(runs[0].status, RunStatus::Queued);
         // The lock was released: the next transition goes through.
         store.mark_running(first).expect("mark running");
+    }
+
+    #[test]
+    fn a_store_can_move_to_another_thread() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Store>();
     }
 
     #[test]

@@ -255,7 +255,8 @@ impl Store {
         Ok(())
     }
 
-    /// Marks a queued run as running and stamps its start time.
+    /// Marks a queued run as running and stamps its start time (a resumed run keeps the time
+    /// it first started).
     pub fn mark_running(&mut self, id: RunId) -> Result<RunRecord, StoreError> {
         let tx = self.write()?;
         let status = status_of(&tx, id)?;
@@ -267,7 +268,9 @@ impl Store {
             });
         }
         tx.execute(
-            "UPDATE runs SET status = 'running', started_at = ?2, claimed_at = NULL WHERE id = ?1",
+            "UPDATE runs SET status = 'running', started_at = COALESCE(started_at, ?2),
+                             claimed_at = NULL
+             WHERE id = ?1",
             params![id.0, now_ms()],
         )?;
         let run = load_run(&tx, id)?.ok_or(StoreError::RunNotFound(id))?;
@@ -307,7 +310,8 @@ impl Store {
     }
 
     /// Records how a step attempt ended (or that a step that never ran was skipped or
-    /// cancelled), and saves the run's context as of this step.
+    /// cancelled), and saves the run's context as of this step. Accepted whatever the run's
+    /// status, so the last reports of a run being cancelled are kept.
     pub fn record_step_finished(&mut self, id: RunId, step: &StepFinish) -> Result<(), StoreError> {
         let tx = self.write()?;
         status_of(&tx, id)?;
@@ -484,6 +488,21 @@ impl Store {
     /// One run, or `None`.
     pub fn get_run(&self, id: RunId) -> Result<Option<RunRecord>, StoreError> {
         load_run(&self.conn, id)
+    }
+
+    /// A run with its steps, read in one snapshot (the API's run report).
+    pub fn get_run_with_steps(
+        &self,
+        id: RunId,
+    ) -> Result<Option<(RunRecord, Vec<StepRecord>)>, StoreError> {
+        // A read transaction: both reads see the same committed state.
+        let tx = self.conn.unchecked_transaction()?;
+        let result = match load_run(&tx, id)? {
+            Some(run) => Some((run, self.get_steps(id)?)),
+            None => None,
+        };
+        tx.finish()?;
+        Ok(result)
     }
 
     /// Runs matching `filter`, newest created first, at most `limit`.
