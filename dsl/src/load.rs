@@ -208,7 +208,17 @@ impl Loader {
     /// passed.
     fn check_call(&mut self, step: &crate::model::Step, callee: &Workflow, file: &Arc<SourceFile>) {
         for (k, v) in &step.parameters {
-            if callee.parameter(k).is_none() {
+            if let Some(p) = callee.parameter(k) {
+                // A value without expressions can be checked now.
+                if let Some(json) = v.to_static_json()
+                    && let Err(errors) = crate::params::check_value(p, &json)
+                {
+                    for e in errors {
+                        self.diags
+                            .push(Diagnostic::error(v.span, e.to_string()).in_file(file));
+                    }
+                }
+            } else {
                 let names = callee.parameters.iter().map(|p| p.name.value.as_str());
                 let mut msg = format!("workflow `{}` has no parameter `{k}`", callee.name.value);
                 if let Some(s) = suggest(k, names) {

@@ -4,7 +4,7 @@
 
 use crate::errors::ParamError;
 use crate::lower::suggest;
-use crate::model::{ParamType, Workflow};
+use crate::model::{ParamType, Parameter, Workflow};
 use crate::validate::{json_eq, type_matches};
 use serde_json::{Map, Value};
 
@@ -112,8 +112,25 @@ pub fn resolve_json(
             errors.push(unknown(wf, k));
         }
     }
+    match resolve_params(&wf.parameters, given) {
+        Ok(m) if errors.is_empty() => Ok(m),
+        Ok(_) => Err(errors),
+        Err(more) => {
+            errors.extend(more);
+            Err(errors)
+        }
+    }
+}
+
+/// Types, defaults, `required` and `enum` for a list of declarations (unknown names in
+/// `given` are ignored here).
+fn resolve_params(
+    params: &[Parameter],
+    given: &Map<String, Value>,
+) -> Result<Map<String, Value>, Vec<ParamError>> {
+    let mut errors = Vec::new();
     let mut out = Map::new();
-    for p in &wf.parameters {
+    for p in params {
         let name = &p.name.value;
         let value = match given.get(name) {
             Some(Value::String(s)) if p.ty.value != ParamType::String => {
@@ -172,6 +189,18 @@ pub fn resolve_json(
     } else {
         Err(errors)
     }
+}
+
+/// Checks one JSON value against a declared parameter: its type (text is converted like
+/// `-p` text) and its `enum`. Returns the converted value.
+pub fn check_value(p: &Parameter, value: &Value) -> Result<Value, Vec<ParamError>> {
+    let mut decl = p.clone();
+    decl.required = crate::model::Spanned::new(true, p.span);
+    decl.default = None;
+    let wf_params = [decl];
+    let mut given = Map::new();
+    given.insert(p.name.value.clone(), value.clone());
+    resolve_params(&wf_params, &given).map(|mut m| m.remove(&p.name.value).unwrap_or(Value::Null))
 }
 
 fn unknown(wf: &Workflow, name: &str) -> ParamError {

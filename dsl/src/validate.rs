@@ -215,10 +215,33 @@ impl<'a> Validator<'a> {
                 }
             }
             for (k, v) in &s.parameters {
-                if self.wf.parameter(k).is_none() {
-                    self.diags.push(Diagnostic::error(
+                match self.wf.parameter(k) {
+                    None => self.diags.push(Diagnostic::error(
                         v.span,
                         format!("schedule sets undeclared parameter `{k}`"),
+                    )),
+                    Some(p) => {
+                        if let Some(json) = v.to_static_json()
+                            && let Err(errors) = crate::params::check_value(p, &json)
+                        {
+                            for e in errors {
+                                self.diags.push(Diagnostic::error(v.span, e.to_string()));
+                            }
+                        }
+                    }
+                }
+            }
+            for p in &self.wf.parameters {
+                if p.required.value
+                    && p.default.is_none()
+                    && !s.parameters.contains_key(&p.name.value)
+                {
+                    self.diags.push(Diagnostic::error(
+                        s.cron.span,
+                        format!(
+                            "this schedule does not set required parameter `{}` (it has no default)",
+                            p.name.value
+                        ),
                     ));
                 }
             }
