@@ -42,9 +42,23 @@ pub fn signal_group(pgid: u32, signal: i32) -> bool {
     unsafe { libc::killpg(pgid, signal) == 0 }
 }
 
-/// Whether process group `pgid` still has members.
+/// Whether process group `pgid` still has live members. Zombies do not count: members
+/// orphaned by the leader's death stay in the group as zombies until init reaps them, which
+/// in some containers takes seconds. Reads `/proc` when the group exists; not for hot paths.
 pub fn group_alive(pgid: u32) -> bool {
-    signal_group(pgid, 0)
+    if !signal_group(pgid, 0) {
+        return false;
+    }
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return true;
+    };
+    let Ok(pgid) = libc::pid_t::try_from(pgid) else {
+        return false;
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+        .filter_map(stat_fields)
+        .any(|(state, pgrp, _)| pgrp == pgid && state != 'Z' && state != 'X')
 }
 
 /// A fresh marker for one step, unique across the life of this process.
