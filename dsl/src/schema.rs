@@ -5,8 +5,6 @@
 //! rewrites it) and a test keeps each object's properties equal to the keys that
 //! [`crate::lower`] accepts. Editors use it through yaml-language-server.
 
-#![allow(dead_code, reason = "the structs exist only to derive their schema")]
-
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use std::borrow::Cow;
 

@@ -77,6 +77,7 @@ fn scalar() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::Bool),
         Just(Value::Null),
         "[ -~]{0,20}".prop_map(Value::String),
+        "[ -~]{0,8}\\$\\{\\{[ -~]{0,24}(\\}\\})?[ -~]{0,8}".prop_map(Value::String),
     ]
 }
 
