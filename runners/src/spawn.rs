@@ -31,6 +31,8 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 /// Default time to keep reading output after the step's main process exited, for pipes
 /// still held open by processes it left in the background.
 pub const DEFAULT_LINGER: Duration = Duration::from_millis(100);
+/// Bytes read from a pipe at a time.
+const READ_CHUNK: usize = 16 * 1024;
 /// Longest line handed to the callback; longer lines are split.
 pub const MAX_LINE: usize = 64 * 1024;
 /// Stdin up to this size is written into the pipe before the spawn. POSIX guarantees that a
@@ -533,8 +535,9 @@ where
 
     let mut out_lines = LineSplitter::new(Stream::Stdout);
     let mut err_lines = LineSplitter::new(Stream::Stderr);
-    let mut out_buf = vec![0u8; 16 * 1024];
-    let mut err_buf = vec![0u8; 16 * 1024];
+    // Uninitialised capacity (read_buf appends), so no per-step memset.
+    let mut out_buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut err_buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
 
     let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
     let timeout_at = cmd
@@ -640,7 +643,10 @@ where
                         out_lines.finish(&mut on_line);
                         stdout = None;
                     }
-                    Ok(n) => out_lines.feed(&out_buf[..n], &mut on_line),
+                    Ok(_) => {
+                        out_lines.feed(&out_buf, &mut on_line);
+                        out_buf.clear();
+                    }
                 }
             }
             r = read_some(&mut stderr, &mut err_buf), if stderr.is_some() => {
@@ -649,7 +655,10 @@ where
                         err_lines.finish(&mut on_line);
                         stderr = None;
                     }
-                    Ok(n) => err_lines.feed(&err_buf[..n], &mut on_line),
+                    Ok(_) => {
+                        err_lines.feed(&err_buf, &mut on_line);
+                        err_buf.clear();
+                    }
                 }
             }
             st = child.wait(), if status.is_none() => {
@@ -677,10 +686,10 @@ where
 
 async fn read_some<R: AsyncRead + Unpin>(
     reader: &mut Option<R>,
-    buf: &mut [u8],
+    buf: &mut Vec<u8>,
 ) -> std::io::Result<usize> {
     match reader {
-        Some(r) => r.read(buf).await,
+        Some(r) => r.read_buf(buf).await,
         None => std::future::pending().await,
     }
 }
