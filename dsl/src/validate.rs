@@ -184,17 +184,33 @@ impl<'a> Validator<'a> {
                     )
                     .with_hint("minute hour day-of-month month day-of-week, e.g. `0 3 * * 1-5`"),
                 );
-            } else if let Err(e) = parse_cron(line) {
-                self.diags.push(
-                    Diagnostic::error(
-                        s.cron.span,
-                        format!(
-                            "invalid cron expression `{line}`: {}",
-                            lower_first(e.to_string().trim_end_matches('.'))
+            } else {
+                match parse_cron(line) {
+                    Err(e) => self.diags.push(
+                        Diagnostic::error(
+                            s.cron.span,
+                            format!(
+                                "invalid cron expression `{line}`: {}",
+                                lower_first(e.to_string().trim_end_matches('.'))
+                            ),
+                        )
+                        .with_hint(
+                            "minute hour day-of-month month day-of-week, e.g. `0 3 * * 1-5`",
                         ),
-                    )
-                    .with_hint("minute hour day-of-month month day-of-week, e.g. `0 3 * * 1-5`"),
-                );
+                    ),
+                    Ok(cron) => {
+                        // A fixed start keeps validation deterministic; any real date has
+                        // occurred since 2000 (2000 is a leap year, so 29 February counts).
+                        let start =
+                            chrono::DateTime::from_timestamp(946_684_800, 0).unwrap_or_default();
+                        if cron.find_next_occurrence(&start, true).is_err() {
+                            self.diags.push(Diagnostic::error(
+                                s.cron.span,
+                                format!("cron expression `{line}` never fires (no such date)"),
+                            ));
+                        }
+                    }
+                }
             }
             if let Some(tz) = &s.timezone
                 && tz.value.parse::<chrono_tz::Tz>().is_err()
