@@ -259,6 +259,22 @@ fn a_workspace_is_removed_on_drop_unless_kept() {
     let explicit_path = explicit.path().to_path_buf();
     explicit.remove().unwrap();
     assert!(!explicit_path.exists());
+
+    // On boot, leftovers of runs that are over go; kept ones stay.
+    for run in [4, 5] {
+        Workspace::for_run(&mirror, first, &state, run)
+            .unwrap()
+            .into_kept_path();
+    }
+    let removed = Workspace::remove_stale(&state, |name| name == "2" || name == "5").unwrap();
+    assert_eq!(removed, ["4"]);
+    assert!(Workspace::path_for_run(&state, 2).exists());
+    assert!(Workspace::path_for_run(&state, 5).exists());
+    assert!(
+        Workspace::remove_stale(&root.path().join("none"), |_| false)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]

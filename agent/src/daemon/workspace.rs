@@ -69,6 +69,38 @@ impl Workspace {
         Workspace::create(mirror, commit, &path, CheckoutMethod::Auto)
     }
 
+    /// Removes the workspace directories under `state_dir/workspaces` that `keep` does not
+    /// claim (called with the directory name, a run id): on boot, the leftovers of runs that
+    /// ended while the daemon was down. Returns the names removed, sorted.
+    pub fn remove_stale(
+        state_dir: &Path,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<Vec<String>, MirrorError> {
+        let dir = state_dir.join("workspaces");
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(err) => {
+                return Err(MirrorError::Io {
+                    action: "list",
+                    path: dir,
+                    source: err,
+                });
+            }
+        };
+        let mut removed = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(MirrorError::io("list", &dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !keep(&name) {
+                remove_tree(&entry.path())?;
+                removed.push(name);
+            }
+        }
+        removed.sort();
+        Ok(removed)
+    }
+
     /// Checks `commit` out into `dest`, which must not exist yet (its parent is created).
     pub fn create(
         mirror: &Mirror,
