@@ -182,6 +182,17 @@ impl ProgressView {
         out
     }
 
+    /// Redraws the "running" line (terminal mode); empty when nothing runs.
+    pub fn refresh(&mut self) -> String {
+        if !self.tty || self.running.is_empty() {
+            return String::new();
+        }
+        let mut out = String::from("\r\x1b[K");
+        out.push_str(&self.status());
+        self.status_line = true;
+        out
+    }
+
     fn status(&self) -> String {
         let parts: Vec<String> = self
             .running
@@ -194,19 +205,39 @@ impl ProgressView {
                 p
             })
             .collect();
-        format!("\x1b[2mrunning: {}\x1b[0m", parts.join(", "))
+        // Keep the line short enough for one terminal row.
+        const SHOWN: usize = 5;
+        let more = parts.len().saturating_sub(SHOWN);
+        let mut line = parts.into_iter().take(SHOWN).collect::<Vec<_>>().join(", ");
+        if more > 0 {
+            line.push_str(&format!(", +{more} more"));
+        }
+        format!("\x1b[2mrunning: {line}\x1b[0m")
     }
 }
 
 /// Writes events to stderr until the channel closes. Returns when the last sender is gone.
+/// On a terminal the "running" line is refreshed every 250 ms so durations tick.
 pub async fn run_stderr_sink(mut rx: UnboundedReceiver<EngineEvent>) {
     let tty = std::io::stderr().is_terminal();
     let mut view = ProgressView::new(tty);
-    while let Some(ev) = rx.recv().await {
-        let mut text = view.render(&ev);
-        // Drain what is already queued to write in one go.
-        while let Ok(ev) = rx.try_recv() {
-            text.push_str(&view.render(&ev));
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        let text = tokio::select! {
+            ev = rx.recv() => {
+                let Some(ev) = ev else { break };
+                let mut text = view.render(&ev);
+                // Drain what is already queued to write in one go.
+                while let Ok(ev) = rx.try_recv() {
+                    text.push_str(&view.render(&ev));
+                }
+                text
+            }
+            _ = tick.tick(), if tty => view.refresh(),
+        };
+        if text.is_empty() {
+            continue;
         }
         let mut err = std::io::stderr().lock();
         let _ = err.write_all(text.as_bytes());

@@ -38,7 +38,12 @@ fn dependencies(stage: &Stage) -> Vec<Vec<usize>> {
 /// Runs one stage to the end.
 pub(crate) async fn run_stage(ctx: &RunCtx<'_>, index: usize, stage: &Stage) {
     let t0 = Instant::now();
-    let name: std::sync::Arc<str> = std::sync::Arc::from(stage.name.value.as_str());
+    // Inside a sub-workflow the stage is shown under the calling step (`call/stage`).
+    let name: std::sync::Arc<str> = if ctx.prefix.is_empty() {
+        std::sync::Arc::from(stage.name.value.as_str())
+    } else {
+        std::sync::Arc::from(format!("{}{}", ctx.prefix, stage.name.value))
+    };
     ctx.events.emit(|| EngineEvent::StageStarted {
         run_id: ctx.run_id.clone(),
         stage: name.clone(),
