@@ -342,6 +342,10 @@ enum Frame {
         start: Span,
         entries: Vec<(Node, Node)>,
         pending_key: Option<Node>,
+        /// Key text -> index in `entries` (duplicate checks stay linear in the file size).
+        index: HashMap<String, usize>,
+        /// Entries that came from a `<<` merge key; explicit keys override them.
+        merged: Vec<bool>,
     },
 }
 
@@ -588,6 +592,8 @@ impl<'a> Builder<'a> {
                     start: span,
                     entries: Vec::new(),
                     pending_key: None,
+                    index: HashMap::new(),
+                    merged: Vec::new(),
                 });
             }
             Event::SequenceEnd => {
@@ -671,6 +677,8 @@ impl<'a> Builder<'a> {
             Some(Frame::Map {
                 entries,
                 pending_key,
+                index,
+                merged,
                 ..
             }) => match pending_key.take() {
                 None => {
@@ -683,18 +691,61 @@ impl<'a> Builder<'a> {
                     *pending_key = Some(node);
                 }
                 Some(key) => {
-                    let name = key.as_str().unwrap_or_default();
-                    if let Some((first, _)) = entries.iter().find(|(k, _)| k.as_str() == Some(name))
-                    {
-                        self.diags.push(Diagnostic::error(
-                            key.span,
-                            format!(
-                                "duplicate key `{name}` (first defined on line {})",
-                                first.span.start.line
-                            ),
-                        ));
-                    } else {
-                        entries.push((key, node));
+                    let is_merge = key
+                        .as_scalar()
+                        .is_some_and(|s| s.style == Style::Plain && s.text == "<<");
+                    if is_merge {
+                        // YAML merge key: `<<: *defaults` or `<<: [*a, *b]`; earlier
+                        // sources win, explicit keys override merged ones.
+                        let sources: Vec<Node> = match node.kind {
+                            NodeKind::Map(_) => vec![node],
+                            NodeKind::Seq(items)
+                                if items.iter().all(|n| matches!(n.kind, NodeKind::Map(_))) =>
+                            {
+                                items
+                            }
+                            _ => {
+                                self.diags.push(Diagnostic::error(
+                                    node.span,
+                                    "the merge key `<<` takes a mapping or a list of mappings",
+                                ));
+                                return Ok(());
+                            }
+                        };
+                        for src in sources {
+                            if let NodeKind::Map(src_entries) = src.kind {
+                                for (k, v) in src_entries {
+                                    let name = k.as_str().unwrap_or_default().to_owned();
+                                    if !index.contains_key(&name) {
+                                        index.insert(name, entries.len());
+                                        entries.push((k, v));
+                                        merged.push(true);
+                                    }
+                                }
+                            }
+                        }
+                        return Ok(());
+                    }
+                    let name = key.as_str().unwrap_or_default().to_owned();
+                    match index.get(&name) {
+                        Some(&i) if merged[i] => {
+                            entries[i] = (key, node);
+                            merged[i] = false;
+                        }
+                        Some(&i) => {
+                            self.diags.push(Diagnostic::error(
+                                key.span,
+                                format!(
+                                    "duplicate key `{name}` (first defined on line {})",
+                                    entries[i].0.span.start.line
+                                ),
+                            ));
+                        }
+                        None => {
+                            index.insert(name, entries.len());
+                            entries.push((key, node));
+                            merged.push(false);
+                        }
                     }
                 }
             },
@@ -876,6 +927,25 @@ mod tests {
         assert_eq!(d.len(), 1);
         assert!(d[0].message.contains("duplicate key `a`"));
         assert_eq!(d[0].span.start.line, 3);
+    }
+
+    #[test]
+    fn merge_keys_merge_and_explicit_keys_win() {
+        let n = parse("d: &d {a: 1, b: 2}\nx:\n  <<: *d\n  b: 3\n");
+        let x = n.get("x").expect("x");
+        assert_eq!(x.to_json(), serde_json::json!({"a": 1, "b": 3}));
+    }
+
+    #[test]
+    fn many_keys_parse_in_linear_time() {
+        let mut s = String::new();
+        for i in 0..50_000 {
+            s.push_str(&format!("k{i}: {i}\n"));
+        }
+        let start = std::time::Instant::now();
+        let n = parse(&s);
+        assert_eq!(n.as_map().map(<[_]>::len), Some(50_000));
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[test]
