@@ -716,8 +716,10 @@ impl<'a> Builder<'a> {
                             if let NodeKind::Map(src_entries) = src.kind {
                                 for (k, v) in src_entries {
                                     let name = k.as_str().unwrap_or_default().to_owned();
-                                    if !index.contains_key(&name) {
-                                        index.insert(name, entries.len());
+                                    if let std::collections::hash_map::Entry::Vacant(slot) =
+                                        index.entry(name)
+                                    {
+                                        slot.insert(entries.len());
                                         entries.push((k, v));
                                         merged.push(true);
                                     }
