@@ -238,7 +238,14 @@ pub(crate) fn unregister_leader(pid: u32) {
 /// Orphans are told apart from children that other code waits on by their process group
 /// and session: a zombie child that is not a registered step leader and is not in our own
 /// process group and session is an adopted orphan. So, with the subreaper on, spawn
-/// children in a new process group or session only through this crate.
+/// children in a new process group or session only through this crate. An orphan that
+/// stayed in our group and session (a daemonising grandchild of a `git` the agent ran
+/// itself) is not reaped and stays a zombie while the agent lives: the price of never
+/// stealing an exit status.
+///
+/// Optional: the marker sweep alone keeps the "no process outlives its step" promise; the
+/// subreaper additionally keeps orphans (including ones that cleared their environment)
+/// inside the agent's tree instead of init's.
 pub fn become_subreaper() -> std::io::Result<()> {
     // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) only changes a flag of this process.
     let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
