@@ -2,7 +2,7 @@
 //!
 //! `fixtures/store_v1.sqlite3` was written by schema version 1. To (re)write it — only ever
 //! with the code of that version — run
-//! `AGENT_WRITE_STORE_FIXTURE=1 cargo test -p agent --test store_fixture write_v1_fixture`.
+//! `AGENT_WRITE_STORE_FIXTURE=1 cargo test -p agent --test store_fixture -- --ignored write_v1_fixture`.
 //! When a migration is added, keep this file and add a `store_v2.sqlite3` the same way.
 
 use std::path::{Path, PathBuf};
@@ -29,6 +29,7 @@ fn header_version(path: &Path) -> i64 {
 }
 
 #[test]
+#[ignore = "writes the fixture; run by hand with AGENT_WRITE_STORE_FIXTURE=1"]
 fn write_v1_fixture() {
     if std::env::var_os("AGENT_WRITE_STORE_FIXTURE").is_none() {
         return;
