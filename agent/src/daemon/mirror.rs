@@ -396,7 +396,9 @@ impl Mirror {
 
     /// The files that differ between two commits (added, deleted, modified, type-changed;
     /// a rename counts as both paths), sorted, for `on.push.paths` filters. With no `old`
-    /// commit (a branch seen for the first time) every file of `new` counts as changed.
+    /// commit (a branch seen for the first time) every file of `new` counts as changed. An
+    /// `old` commit the mirror does not have is [`MirrorError::UnknownCommit`]; the caller
+    /// decides (after a force-push, treating it as `None` is the safe choice).
     pub fn changed_paths(&self, old: Option<Oid>, new: Oid) -> Result<Vec<String>, MirrorError> {
         let new_tree = self
             .find_commit(new)?
