@@ -53,15 +53,15 @@ struct Validator<'a> {
 }
 
 /// Where a reference to a step may point, for one step being checked.
-struct Visibility<'a> {
+struct Visibility<'v, 'a> {
     /// Ids that have finished before this step starts.
-    done: &'a HashSet<String>,
+    done: &'v HashSet<&'a str>,
     /// Ids running at the same time as this step (siblings in a `parallel: true` stage).
-    concurrent: &'a HashSet<String>,
+    concurrent: &'v HashSet<&'a str>,
     /// Ids of the same stage that a `parallel: auto` step may wait for.
-    auto_siblings: &'a HashSet<String>,
+    auto_siblings: &'v HashSet<&'a str>,
     /// Stage name, for messages.
-    stage: &'a str,
+    stage: &'v str,
 }
 
 impl<'a> Validator<'a> {
@@ -265,10 +265,11 @@ impl<'a> Validator<'a> {
     }
 
     fn stages(&mut self) {
-        let mut done: HashSet<String> = HashSet::new();
-        let empty: HashSet<String> = HashSet::new();
-        for stage in &self.wf.stages {
-            let ids: HashSet<String> = stage.steps.iter().map(|s| s.id.value.clone()).collect();
+        let wf = self.wf;
+        let mut done: HashSet<&'a str> = HashSet::new();
+        let empty: HashSet<&'a str> = HashSet::new();
+        for stage in &wf.stages {
+            let ids: HashSet<&'a str> = stage.steps.iter().map(|s| s.id.value.as_str()).collect();
             match stage.parallel.value {
                 Parallelism::Sequential => {
                     let mut local = done.clone();
@@ -320,7 +321,7 @@ impl<'a> Validator<'a> {
         }
     }
 
-    fn compensations(&mut self, step: &Step, all_main: &HashSet<String>) {
+    fn compensations(&mut self, step: &'a Step, all_main: &HashSet<&'a str>) {
         if !step.compensate.is_empty() {
             self.after_steps(&step.compensate, all_main, "compensation");
         }
@@ -331,7 +332,7 @@ impl<'a> Validator<'a> {
 
     /// Steps that run after the main flow (compensation, error handlers, rollback), one
     /// after another.
-    fn after_steps(&mut self, steps: &[Step], all_main: &HashSet<String>, what: &str) {
+    fn after_steps(&mut self, steps: &'a [Step], all_main: &HashSet<&'a str>, what: &str) {
         let empty = HashSet::new();
         let mut local = all_main.clone();
         for s in steps {
@@ -417,7 +418,7 @@ impl<'a> Validator<'a> {
         }
     }
 
-    fn step(&mut self, step: &Step, vis: &Visibility) {
+    fn step(&mut self, step: &'a Step, vis: &Visibility<'_, 'a>) {
         let me = step.id.value.as_str();
         for n in &step.needs {
             self.step_ref(me, &n.value, n.span, vis);
@@ -676,8 +677,8 @@ impl<'a> Validator<'a> {
 }
 
 /// Adds a step's id and the ids of its decision branches (they finish with it).
-fn add_ids(step: &Step, set: &mut HashSet<String>) {
-    set.insert(step.id.value.clone());
+fn add_ids<'w>(step: &'w Step, set: &mut HashSet<&'w str>) {
+    set.insert(step.id.value.as_str());
     for s in step.branch_steps() {
         add_ids(s, set);
     }
