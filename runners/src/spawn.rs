@@ -560,6 +560,7 @@ where
     let mut phase = Phase::Running;
     let mut status: Option<ExitStatus> = None;
     let mut grace_deadline = far;
+    let mut group_poll = Duration::from_millis(10);
     // After the leader exits we keep reading pipes held by others until this instant.
     let mut linger_until: Option<tokio::time::Instant> = None;
 
@@ -618,7 +619,9 @@ where
                         phase_armed = false;
                     } else if status.is_some() {
                         // The leader is gone: poll the group while the grace period runs.
-                        let next = (now + Duration::from_millis(20)).min(grace_deadline);
+                        // Backs off from 20 ms to 250 ms: each check reads /proc.
+                        group_poll = (group_poll * 2).min(Duration::from_millis(250));
+                        let next = (now + group_poll).min(grace_deadline);
                         phase_sleep.as_mut().reset(next);
                         phase_armed = true;
                     } else {
