@@ -455,3 +455,36 @@ fn run_and_repo_contexts() {
         "manual|1|trunk|first commit|ctx@2.1|true"
     );
 }
+
+#[test]
+fn env_and_shell_override() {
+    let ws = Ws::new();
+    ws.write(
+        "wf.yaml",
+        r#"workflow:
+  name: envs
+  parameters:
+    - name: word
+      type: string
+      default: "it's $(x)"
+  env:
+    GREETING: hi ${{ parameters.word }}
+    SHARED: workflow
+  stages:
+    - name: s
+      steps:
+        - id: sh
+          env:
+            SHARED: step
+          run: echo "$GREETING|$SHARED|${{ env.SHARED }}" > env.txt
+        - id: py
+          shell: python3
+          run: |
+            open("py.txt", "w").write("py:" + ${{ parameters.word }})
+"#,
+    );
+    let out = ws.exec("wf.yaml", &[]);
+    assert_code(&out, 0);
+    assert_eq!(ws.read("env.txt").trim(), "hi it's $(x)|step|step");
+    assert_eq!(ws.read("py.txt"), "py:it's $(x)");
+}

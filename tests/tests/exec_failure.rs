@@ -268,8 +268,6 @@ fn workflow_timeout_fails_the_run() {
     assert_eq!(step(&r, "slow")["error_class"], "Timeout");
     assert_eq!(step(&r, "later")["status"], "skipped");
     assert!(!ws.exists("later-ran"));
-    assert_eq!(step(&r, "cleanup")["status"], "succeeded");
-    assert!(ws.exists("cleanup-ran"));
 }
 
 #[test]
@@ -329,4 +327,59 @@ fn fixed_backoff_waits_between_tries() {
     assert_eq!(step(&report(&out), "f")["attempts"], 3);
     assert!(took >= Duration::from_millis(800), "took {took:?}");
     assert!(took < Duration::from_secs(5), "took {took:?}");
+}
+
+#[test]
+fn second_ctrl_c_kills_at_once() {
+    let ws = Ws::new();
+    ws.write(
+        "wf.yaml",
+        "workflow:\n  name: kill\n  stages:\n    - name: s\n      steps:\n        - id: stubborn\n          run: trap '' TERM; touch started; sleep 30\n",
+    );
+    let wsdir = ws.path().to_string_lossy().into_owned();
+    let mut cmd = common::agent(&[
+        "exec",
+        "wf.yaml",
+        "--workdir",
+        &wsdir,
+        "--json",
+        "--kill-grace",
+        "60",
+    ]);
+    cmd.current_dir(ws.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn agent");
+    let pid = child.id().to_string();
+    assert!(
+        common::poll(Duration::from_secs(20), || ws
+            .exists("started")
+            .then_some(()))
+        .is_some(),
+        "step never started"
+    );
+    let int = || {
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("kill")
+    };
+    assert!(int().success());
+    // The step ignores SIGTERM: the run waits for the grace period...
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "exited before the kill"
+    );
+    // ...until the second Ctrl-C.
+    let t0 = Instant::now();
+    assert!(int().success());
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t0.elapsed()
+    );
+    assert_code(&out, 1);
+    assert_eq!(report(&out)["status"], "cancelled");
 }

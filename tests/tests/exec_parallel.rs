@@ -149,3 +149,22 @@ fn auto_parallel_follows_needs_and_step_references() {
     let r = report(&out);
     assert_eq!(step(&r, "report")["status"], "succeeded");
 }
+
+#[test]
+fn max_parallel_defaults_to_five() {
+    let ws = Ws::new();
+    let mut text = String::from(
+        "workflow:\n  name: p5\n  stages:\n    - name: s\n      parallel: true\n      steps:\n",
+    );
+    let ids: Vec<String> = (0..6).map(|i| format!("p{i}")).collect();
+    for id in &ids {
+        text.push_str(&format!(
+            "        - id: {id}\n          run: |\n            s=$(date +%s%N); sleep 0.5; echo \"$s $(date +%s%N)\" > times.{id}\n          resources:\n            cpu: 0\n"
+        ));
+    }
+    ws.write("wf.yaml", &text);
+    let out = ws.exec("wf.yaml", &[]);
+    assert_code(&out, 0);
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    assert_eq!(max_overlap(&intervals(&ws, &refs)), 5);
+}

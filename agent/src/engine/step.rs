@@ -668,7 +668,7 @@ async fn step_inner(
     let mut disposition = Disposition::Continue;
     if mode == Mode::Normal
         && let Some(class) = last.class.clone()
-        && class != "Cancelled"
+        && !(class == "Cancelled" && cancel.is_cancelled())
     {
         disposition = step.on_failure.value.into();
         if let Some(h) = ctx.wf.handler_for(&class) {
@@ -739,7 +739,8 @@ async fn step_inner(
     report.duration_ms = Some(t0.elapsed().as_millis() as u64);
     let status = match last.class.as_deref() {
         None => StepStatus::Succeeded,
-        Some("Cancelled") => StepStatus::Cancelled,
+        // A step that calls itself cancelled while nobody cancelled the run just failed.
+        Some("Cancelled") if cancel.is_cancelled() => StepStatus::Cancelled,
         Some(_) => StepStatus::Failed,
     };
     report.status = status;
