@@ -10,6 +10,30 @@
 //! stores or webhooks, and it reads and writes no file of its own (the caller loads and
 //! saves a preserved context: `agent exec` through [`context::load`]/[`context::save`]).
 //!
+//! Semantics the file format leaves open, decided here:
+//! - A step runs while nothing has failed the run. A `when` that uses none of `success()`,
+//!   `failure()`, `always()`, `cancelled()` gets an implicit `success()` (as `if:` in GitHub
+//!   Actions); one that uses them decides alone, so `when: failure()` steps run after a
+//!   failure and `when: always()` / `cancelled()` steps even after a cancel (with a cancel
+//!   handle of their own that only a kill reaches).
+//! - A failure that fails the run (`abort`, `rollback`, `compensate`, `escalate`) stops new
+//!   steps from starting; steps already running in a parallel stage finish. The
+//!   compensation (reverse completion order) and then the rollback that a failure asked
+//!   for run after the stages, even when the run is cancelled meanwhile (a second Ctrl-C
+//!   kills them too). A cancelled step is not a failure: it triggers no handler.
+//!   `continue` keeps the run green.
+//! - Error-handler `steps` run when the handler fires, before its action; their results
+//!   and those of compensation steps appear as events only (the report has no place for
+//!   them); rollback steps are in `rollback.steps`; the steps a decision ran are appended to
+//!   its stage. A handler's `retry` tries `max_retries` more times with the step's backoff,
+//!   then does `then` (default `abort`).
+//! - A sub-workflow runs as a nested run sharing the run id, cancel handle and secrets; it
+//!   starts with a copy of the caller's context and its context updates stay inside it; its
+//!   step ids appear in events as `call/step`.
+//! - The workflow timeout caps every step's time limit and every backoff wait; when it
+//!   passes, running steps fail as `Timeout` and nothing more starts.
+//! - A step that writes `error_class=Cancelled` itself without a cancel simply failed.
+//!
 //! Layout: `run.rs` (one run: stages, failure actions, rollback, compensation, report),
 //! `stage.rs` (scheduling inside a stage), `step.rs` (one step: `when`, rendering, tries,
 //! retries, error handlers), `failure.rs` (what a failure leads to), `script_env.rs` (no
