@@ -274,3 +274,34 @@ fn debug_output_hides_env_values_and_stdin() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn explicit_shells_run_the_script_text() {
+    let (o, cap) = run_capture(
+        StepCommand::from_plan(plan_script("echo $0; false; echo not reached", Some("sh"))),
+        Cancel::new(),
+    )
+    .await;
+    assert_eq!(o.exit_code, Some(1), "sh -e stops at the failure");
+    assert_eq!(cap.stdout, vec!["sh"]);
+    if runners::find_on_path("python3").is_some() {
+        let (o, cap) = run_capture(
+            StepCommand::for_script(
+                "import os, sys\nprint(os.environ['AGENT_EXPR_0'])\nsys.exit(3)",
+                Some("python3"),
+                &["$(no injection)".to_string()],
+            ),
+            Cancel::new(),
+        )
+        .await;
+        assert_eq!(o.exit_code, Some(3));
+        assert_eq!(cap.stdout, vec!["$(no injection)"]);
+        let (o, cap) = run_capture(
+            StepCommand::from_plan(plan_script("print(6 * 7)", Some("python3 -u -c {0}"))),
+            Cancel::new(),
+        )
+        .await;
+        assert!(o.success());
+        assert_eq!(cap.stdout, vec!["42"]);
+    }
+}
