@@ -159,6 +159,9 @@ fn prepare(ctx: &RunCtx<'_>, step: &Step) -> Result<Prepared, (String, String)> 
             cmd.stdin = p.to_string().into_bytes();
         }
         cmd.grace = ctx.engine.config().grace;
+        // One pipe for both streams: lines keep the order they were written in (like CI
+        // logs) and each step saves a pipe and a wake-up.
+        cmd.merge_output = true;
         cmd.marker = Some(ctx.marker.to_string());
         cmd
     };
