@@ -137,8 +137,8 @@ pub fn run(args: ExecArgs) -> i32 {
     } else {
         Default::default()
     };
-    if !args.kill_grace.is_finite() || args.kill_grace < 0.0 {
-        return invalid("`--kill-grace` must be a non-negative number of seconds");
+    if !(0.0..=86_400.0).contains(&args.kill_grace) {
+        return invalid("`--kill-grace` must be between 0 and 86400 seconds");
     }
     // `repo.*` costs a few git processes: only when the file mentions it.
     let mentions_repo = loaded

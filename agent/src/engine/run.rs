@@ -23,6 +23,11 @@ use super::report::{
 use super::scope::{RunData, env_text};
 use super::{Cancel, Engine, RunRequest, RunResult, stage, step};
 
+/// Longest time limit handed on (about 100 years): larger ones mean "none" in practice
+/// and would overflow clock arithmetic.
+pub(crate) const MAX_TIMEOUT: std::time::Duration =
+    std::time::Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// Where a finished step's report goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Slot {
@@ -212,10 +217,15 @@ pub(crate) fn new_ctx<'a>(
         }
         data.roots.insert("env".into(), Value::Object(env));
     }
-    let deadline = match (deadline, wf.metadata.timeout.as_ref()) {
-        (Some(d), Some(t)) => Some(d.min(Instant::now() + t.value)),
-        (None, Some(t)) => Some(Instant::now() + t.value),
-        (d, None) => d,
+    // A timeout too large to represent is no timeout.
+    let own = wf
+        .metadata
+        .timeout
+        .as_ref()
+        .and_then(|t| Instant::now().checked_add(t.value.min(MAX_TIMEOUT)));
+    let deadline = match (deadline, own) {
+        (Some(d), Some(o)) => Some(d.min(o)),
+        (d, o) => d.or(o),
     };
     let stages = wf
         .stages

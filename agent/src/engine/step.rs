@@ -24,7 +24,7 @@ use super::context;
 use super::events::{EngineEvent, LogStream};
 use super::failure::{Disposition, from_action};
 use super::report::{StepReport, StepStatus, rfc3339};
-use super::run::{RunCtx, Slot, execute, final_status, new_ctx, render_outputs};
+use super::run::{MAX_TIMEOUT, RunCtx, Slot, execute, final_status, new_ctx, render_outputs};
 use super::scope::{env_text, truthy};
 use super::script_env;
 
@@ -199,7 +199,7 @@ fn prepare(ctx: &RunCtx<'_>, step: &Step) -> Result<Prepared, (String, String)> 
 /// The effective time limit of a try: the step's `timeout` and what is left of the
 /// workflow's. The flag tells whether the workflow's limit is the binding one.
 fn time_limit(ctx: &RunCtx<'_>, step: &Step) -> (Option<Duration>, bool) {
-    let own = step.timeout.as_ref().map(|t| t.value);
+    let own = step.timeout.as_ref().map(|t| t.value.min(MAX_TIMEOUT));
     let left = ctx
         .deadline
         .map(|d| d.saturating_duration_since(Instant::now()));
@@ -368,7 +368,7 @@ async fn run_subworkflow(
         )
     };
     let (limit, _) = time_limit(ctx, step);
-    let deadline = limit.map(|l| Instant::now() + l);
+    let deadline = limit.and_then(|l| Instant::now().checked_add(l));
     let sub_ctx = match new_ctx(
         ctx.engine,
         ctx.set,
