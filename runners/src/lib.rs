@@ -29,8 +29,9 @@
 //!   first served, `try_acquire` is the synchronous fast path.
 //!
 //! Cost: the per-step path adds a few hundredths of a millisecond to a bare fork/exec
-//! (tokio process with a pidfd, `posix_spawn`, stdin written into the pipe before the spawn,
-//! no timer, thread, file or `/proc` scan unless a step times out or is cancelled).
+//! (`posix_spawn` with a prebuilt environment, a pidfd for the exit, stdin written into the
+//! pipe before the spawn, no timer, thread, file or `/proc` scan unless a step times out or
+//! is cancelled). The agent's own environment is read once, at the first spawn.
 //! [`StepCommand::merge_output`] saves one more pipe. Measure with
 //! `cargo run --release -p runners --example spawn_bench`.
 //!
@@ -62,6 +63,7 @@
 
 mod admission;
 mod errors;
+mod posix_spawn;
 mod process_group;
 mod protocol;
 mod script;

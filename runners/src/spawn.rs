@@ -4,25 +4,30 @@
 //! group and a sweep of its marker).
 //!
 //! The happy path is kept cheap (it runs once per step, and a trivial step costs about
-//! 0.5 ms of fork/exec): `tokio::process` with `process_group(0)` and no `pre_exec`, so the
-//! standard library can use `posix_spawn`/`vfork`; the exit is waited through a pidfd;
-//! no thread, file or `/proc` scan per step; stdin is skipped when empty.
+//! 0.5 ms of fork/exec): `posix_spawn` with a prebuilt environment (`posix_spawn.rs`), the
+//! pipes registered with the tokio reactor, the exit waited for through a pidfd (no SIGCHLD
+//! handler, no other child's status touched), stdin written into the pipe before the spawn
+//! when it fits, no timer, thread, file or `/proc` scan per step.
 //!
 //! Kill-the-tree policy lives in `process_group.rs`; what the step's files mean lives in
 //! `protocol.rs`.
 
 use std::io::ErrorKind;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
+use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe::{Receiver, Sender};
 use tokio_util::sync::CancellationToken;
 
 use crate::errors::RunnerError;
+use crate::posix_spawn::{self, SpawnSpec, StdinSource};
 use crate::process_group::{self, RUN_MARKER_VAR, STEP_MARKER_VAR};
 use crate::script::ScriptPlan;
 
@@ -38,32 +43,6 @@ pub const MAX_LINE: usize = 64 * 1024;
 /// Stdin up to this size is written into the pipe before the spawn. POSIX guarantees that a
 /// write of at most `PIPE_BUF` bytes into an empty pipe completes at once.
 const PREFILL_MAX: usize = libc::PIPE_BUF;
-
-/// A boxed output pipe reader (tokio's child pipe or our merged pipe).
-type Reader = Box<dyn AsyncRead + Unpin + Send>;
-
-/// A pipe for merged stdout+stderr: the read end non-blocking (for the reactor), the write
-/// end blocking (for the child), both close-on-exec (dup2 in the child clears it).
-fn merged_pipe() -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
-    use std::os::fd::FromRawFd;
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: pipe2 writes two fds into the array we pass.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
-    let (reader, writer) = unsafe {
-        (
-            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
-            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
-        )
-    };
-    // SAFETY: fcntl on a valid fd we own.
-    if unsafe { libc::fcntl(fds[0], libc::F_SETFL, libc::O_NONBLOCK) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok((reader, writer))
-}
 
 /// A pipe whose write end already holds `bytes` and is closed: the read end is the child's
 /// stdin. Only for `bytes.len() <= PREFILL_MAX`.
@@ -392,6 +371,84 @@ enum Phase {
     Killed,
 }
 
+/// Waits for one child through a pidfd registered with the reactor: no SIGCHLD handler, and
+/// no other child's status is ever collected. Falls back to polling every 10 ms where
+/// pidfds do not exist (Linux before 5.3).
+struct ChildWaiter {
+    pid: u32,
+    pidfd: Option<AsyncFd<OwnedFd>>,
+}
+
+impl ChildWaiter {
+    fn new(pid: u32) -> std::io::Result<ChildWaiter> {
+        // SAFETY: pidfd_open(pid, flags) returns a new fd or -1.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_open,
+                pid as libc::pid_t,
+                libc::PIDFD_NONBLOCK,
+            )
+        };
+        if fd < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::ENOSYS) {
+                return Ok(ChildWaiter { pid, pidfd: None });
+            }
+            return Err(err);
+        }
+        // SAFETY: a non-negative return value is a fresh fd that we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        // SAFETY: the AsyncFd owns the OwnedFd, which stays open and unchanged until the
+        // AsyncFd is dropped.
+        let pidfd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }?;
+        Ok(ChildWaiter {
+            pid,
+            pidfd: Some(pidfd),
+        })
+    }
+
+    /// Reaps the child if it has exited.
+    fn try_reap(&self) -> std::io::Result<Option<ExitStatus>> {
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid on our own child with a valid out pointer.
+            let rc = unsafe { libc::waitpid(self.pid as libc::pid_t, &mut status, libc::WNOHANG) };
+            if rc > 0 {
+                return Ok(Some(ExitStatus::from_raw(status)));
+            }
+            if rc == 0 {
+                return Ok(None);
+            }
+            let err = std::io::Error::last_os_error();
+            if err.kind() != ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
+
+    /// Waits until the child exits and reaps it. Cancel-safe.
+    async fn wait(&self) -> std::io::Result<ExitStatus> {
+        loop {
+            match &self.pidfd {
+                Some(pidfd) => {
+                    // A pidfd becomes readable when the process exits.
+                    let mut ready = pidfd.readable().await?;
+                    if let Some(status) = self.try_reap()? {
+                        return Ok(status);
+                    }
+                    ready.clear_ready();
+                }
+                None => {
+                    if let Some(status) = self.try_reap()? {
+                        return Ok(status);
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+}
+
 /// Kills the step's tree if `run` is dropped before the process ended (the engine's task
 /// was aborted), and unregisters the leader.
 struct LeaderGuard {
@@ -405,9 +462,14 @@ impl Drop for LeaderGuard {
         if !self.done {
             process_group::signal_group(self.pid, libc::SIGKILL);
             let marker = std::mem::take(&mut self.step_marker);
-            // Blocking /proc scan: do it off the async thread.
+            let pid = self.pid;
+            // Blocking /proc scan and wait: do them off the async thread. The killed leader
+            // is reaped here, since nobody else waits for it any more.
             std::thread::spawn(move || {
-                process_group::sweep_var(STEP_MARKER_VAR, &marker, libc::SIGKILL)
+                process_group::sweep_var(STEP_MARKER_VAR, &marker, libc::SIGKILL);
+                let mut status = 0;
+                // SAFETY: waitpid on our own (killed) child with a valid out pointer.
+                unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
             });
         }
         process_group::unregister_leader(self.pid);
@@ -429,106 +491,98 @@ where
     F: FnMut(Stream, &str) + Send,
 {
     let start = Instant::now();
-    let step_marker = process_group::next_step_marker();
-    let mut command = tokio::process::Command::new(&cmd.program);
-    command
-        .args(&cmd.args)
-        .envs(cmd.env.iter().map(|(k, v)| (k, v)))
-        .env(STEP_MARKER_VAR, &step_marker)
-        .process_group(0);
-    let mut merged_reader = None;
-    if cmd.merge_output {
-        let (reader, writer) = merged_pipe().map_err(|source| RunnerError::Spawn {
-            program: cmd.program.clone(),
-            source,
-        })?;
-        let writer2 = writer.try_clone().map_err(|source| RunnerError::Spawn {
-            program: cmd.program.clone(),
-            source,
-        })?;
-        command.stdout(writer).stderr(writer2);
-        merged_reader = Some(reader);
-    } else {
-        command.stdout(Stdio::piped()).stderr(Stdio::piped());
-    }
-    if let Some(marker) = &cmd.marker {
-        command.env(RUN_MARKER_VAR, marker);
-    }
-    if let Some(cwd) = &cmd.cwd {
-        command.current_dir(cwd);
-    }
-    // Small stdin (the usual parameters JSON) is written into the pipe before the spawn: it
-    // fits the pipe buffer, so no async writer and no event registration is needed.
-    let mut stdin_bytes = std::mem::take(&mut cmd.stdin);
-    if stdin_bytes.is_empty() {
-        command.stdin(Stdio::null());
-    } else if stdin_bytes.len() <= PREFILL_MAX {
-        match prefilled_pipe(&stdin_bytes) {
-            Ok(reader) => {
-                command.stdin(reader);
-                stdin_bytes = Vec::new();
-            }
-            Err(_) => {
-                command.stdin(Stdio::piped());
-            }
-        }
-    } else {
-        command.stdin(Stdio::piped());
-    }
-
     let mut outcome = ProcessOutcome::default();
     if cancel.is_cancelled() {
         outcome.cancelled = true;
         return Ok(outcome);
     }
+    let step_marker = process_group::next_step_marker();
+    cmd.env
+        .push((STEP_MARKER_VAR.to_string(), step_marker.clone()));
+    if let Some(marker) = &cmd.marker {
+        cmd.env.push((RUN_MARKER_VAR.to_string(), marker.clone()));
+    }
+    let spawn_err = |source: std::io::Error| RunnerError::Spawn {
+        program: cmd.program.clone(),
+        source,
+    };
+
+    // Output pipes: our ends non-blocking for the reactor, the child's blocking.
+    let (out_read, out_write) = posix_spawn::pipe(true, false).map_err(spawn_err)?;
+    let err_pipe = if cmd.merge_output {
+        None
+    } else {
+        Some(posix_spawn::pipe(true, false).map_err(spawn_err)?)
+    };
+    // Small stdin (the usual parameters JSON) is written into the pipe before the spawn: it
+    // fits the pipe buffer, so no async writer and no event registration is needed.
+    let mut stdin_bytes = std::mem::take(&mut cmd.stdin);
+    let mut stdin_writer = None;
+    let stdin = if stdin_bytes.is_empty() {
+        StdinSource::Null
+    } else if stdin_bytes.len() <= PREFILL_MAX {
+        let reader = prefilled_pipe(&stdin_bytes).map_err(spawn_err)?;
+        stdin_bytes = Vec::new();
+        StdinSource::Pipe(reader.into())
+    } else {
+        let (reader, writer) = posix_spawn::pipe(false, true).map_err(spawn_err)?;
+        stdin_writer = Some(writer);
+        StdinSource::Pipe(reader)
+    };
 
     // Spawn and register under the leaders lock, so the orphan reaper never sees an
     // unregistered leader.
     let spawned = {
         let mut leaders = process_group::leaders();
-        let spawned = command.spawn();
-        if let Ok(child) = &spawned
-            && let Some(pid) = child.id()
-        {
+        let spawned = posix_spawn::spawn(&SpawnSpec {
+            program: &cmd.program,
+            args: &cmd.args,
+            env: &cmd.env,
+            cwd: cmd.cwd.as_deref(),
+            stdin,
+            stdout: &out_write,
+            stderr: err_pipe.as_ref().map_or(&out_write, |(_, w)| w),
+        });
+        if let Ok(pid) = spawned {
             process_group::register_leader(&mut leaders, pid);
         }
         spawned
     };
-    // The command holds our copies of the merged pipe's write end: close them now, or the
-    // pipe never reports end of file.
-    drop(command);
-    let mut child = match spawned {
-        Ok(child) => child,
+    // Close our copies of the child's ends, or the pipes never report end of file.
+    drop(out_write);
+    let err_read = err_pipe.map(|(r, _)| r);
+    let pid = match spawned {
+        Ok(pid) => pid,
         Err(source) => return spawn_failure(&cmd, source, &mut on_line, start),
     };
-    let pid = child.id().unwrap_or(0);
     outcome.pid = pid;
     let mut guard = LeaderGuard {
         pid,
         step_marker: step_marker.clone(),
         done: false,
     };
-
-    let stdin = child.stdin.take();
-    let mut stdout: Option<Reader> = match merged_reader {
-        Some(fd) => Some(Box::new(
-            tokio::net::unix::pipe::Receiver::from_owned_fd_unchecked(fd).map_err(|source| {
-                RunnerError::Wait {
-                    program: cmd.program.clone(),
-                    pid,
-                    source,
-                }
-            })?,
-        )),
-        None => child.stdout.take().map(|r| Box::new(r) as Reader),
+    let wait_err = |source: std::io::Error| RunnerError::Wait {
+        program: cmd.program.clone(),
+        pid,
+        source,
     };
-    let mut stderr: Option<Reader> = child.stderr.take().map(|r| Box::new(r) as Reader);
-    let mut stdin_done = stdin.is_none();
+    let child = ChildWaiter::new(pid).map_err(wait_err)?;
+
+    let mut stdout: Option<Receiver> =
+        Some(Receiver::from_owned_fd_unchecked(out_read).map_err(wait_err)?);
+    let mut stderr: Option<Receiver> = match err_read {
+        Some(fd) => Some(Receiver::from_owned_fd_unchecked(fd).map_err(wait_err)?),
+        None => None,
+    };
+    let stdin_sender = match stdin_writer {
+        Some(fd) => Some(Sender::from_owned_fd_unchecked(fd).map_err(wait_err)?),
+        None => None,
+    };
+    let mut stdin_done = stdin_sender.is_none();
     let stdin_fut = async move {
-        if let Some(mut stdin) = stdin {
+        if let Some(mut stdin) = stdin_sender {
             // A step that does not read its stdin may exit first: EPIPE is fine.
             let _ = stdin.write_all(&stdin_bytes).await;
-            let _ = stdin.shutdown().await;
         }
     };
     tokio::pin!(stdin_fut);
