@@ -7,7 +7,7 @@
 use crate::yaml::Span;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// How serious a diagnostic is. Warnings never make a file invalid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -40,6 +40,8 @@ pub struct SourceFile {
     pub path: PathBuf,
     /// The text, when it could be read.
     pub text: Option<String>,
+    /// Byte offsets of line starts, built on first use.
+    line_starts: OnceLock<Vec<usize>>,
 }
 
 impl SourceFile {
@@ -48,7 +50,25 @@ impl SourceFile {
         Arc::new(SourceFile {
             path: path.as_ref().to_path_buf(),
             text,
+            line_starts: OnceLock::new(),
         })
+    }
+
+    /// The text of a 1-based line (without its line break) and its byte offset.
+    pub fn line(&self, line: usize) -> Option<(&str, usize)> {
+        let text = self.text.as_deref()?;
+        let starts = self.line_starts.get_or_init(|| {
+            std::iter::once(0)
+                .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+                .collect()
+        });
+        let idx = line.checked_sub(1)?;
+        let start = *starts.get(idx)?;
+        if start >= text.len() {
+            return None;
+        }
+        let end = starts.get(idx + 1).map_or(text.len(), |next| next - 1);
+        Some((&text[start..end], start))
     }
 }
 
@@ -92,8 +112,12 @@ impl Diagnostic {
     /// Renders the diagnostic with its attached file (or `<input>` when it has none).
     pub fn render(&self) -> String {
         match &self.file {
-            Some(f) => render(&f.path.display().to_string(), f.text.as_deref(), self),
-            None => render("<input>", None, self),
+            Some(f) => render_line(
+                &f.path.display().to_string(),
+                f.line(self.span.start.line),
+                self,
+            ),
+            None => render_line("<input>", None, self),
         }
     }
 }
@@ -113,6 +137,16 @@ impl std::fmt::Display for Diagnostic {
 ///    |       ^^^^^^^
 /// ```
 pub fn render(file: &str, source: Option<&str>, d: &Diagnostic) -> String {
+    let line = source.and_then(|src| {
+        let text = src.lines().nth(d.span.start.line.saturating_sub(1))?;
+        // The line's byte offset, from the slice's position inside `src`.
+        let at = text.as_ptr() as usize - src.as_ptr() as usize;
+        Some((text, at))
+    });
+    render_line(file, line, d)
+}
+
+fn render_line(file: &str, line: Option<(&str, usize)>, d: &Diagnostic) -> String {
     let level = match d.severity {
         Severity::Error => "error",
         Severity::Warning => "warning",
@@ -122,43 +156,96 @@ pub fn render(file: &str, source: Option<&str>, d: &Diagnostic) -> String {
         "{file}:{}:{}: {level}: {}\n",
         start.line, start.column, d.message
     );
-    if let Some(src) = source
-        && let Some(line_text) = src.lines().nth(start.line.saturating_sub(1))
-    {
-        let line_text = line_text.strip_suffix('\r').unwrap_or(line_text);
-        let number = start.line.to_string();
-        let w = number.len();
-        let col = start.column.max(1);
-        let line_chars = line_text.chars().count();
-        let carets = if d.span.end.line == start.line && d.span.end.column > col {
-            d.span.end.column - col
-        } else if d.span.end.line > start.line {
-            line_chars.saturating_sub(col - 1)
-        } else {
-            1
-        }
-        .max(1);
-        // Keep tabs as tabs under the caret so the caret lines up in any terminal.
-        let pad: String = line_text
-            .chars()
-            .take(col - 1)
-            .map(|c| if c == '\t' { '\t' } else { ' ' })
-            .collect();
-        let pad = if pad.chars().count() < col - 1 {
-            format!("{pad}{}", " ".repeat(col - 1 - pad.chars().count()))
-        } else {
-            pad
-        };
-        let _ = writeln!(out, "{:w$} |", "");
-        let _ = writeln!(out, "{number} | {line_text}");
-        let _ = writeln!(out, "{:w$} | {pad}{}", "", "^".repeat(carets));
+    let Some((line_text, line_start)) = line else {
         if let Some(h) = &d.hint {
-            let _ = writeln!(out, "{:w$} = help: {h}", "");
+            let _ = writeln!(out, "  = help: {h}");
         }
-    } else if let Some(h) = &d.hint {
-        let _ = writeln!(out, "  = help: {h}");
+        return out;
+    };
+    let line_text = line_text.strip_suffix('\r').unwrap_or(line_text);
+    let orig_col = start.column.max(1);
+    let width = if d.span.end.line == start.line && d.span.end.column > orig_col {
+        d.span.end.column - orig_col
+    } else if d.span.end.line > start.line {
+        usize::MAX
+    } else {
+        1
+    };
+    // The caret's byte offset in the line, when the span's offset agrees with the line.
+    let caret_byte = start.offset.checked_sub(line_start).filter(|b| {
+        // A column of c characters spans c to 4c bytes in UTF-8.
+        *b <= line_text.len()
+            && line_text.is_char_boundary(*b)
+            && *b >= orig_col - 1
+            && *b <= 4 * (orig_col - 1)
+    });
+    // Very long lines are cut to a window around the caret.
+    let (shown, col) = clip(line_text, orig_col, caret_byte);
+    let number = start.line.to_string();
+    let w = number.len();
+    let line_chars = shown.chars().count();
+    let carets = width.min(line_chars.saturating_sub(col - 1)).max(1);
+    // Keep tabs as tabs under the caret so the caret lines up in any terminal.
+    let mut pad: String = shown
+        .chars()
+        .take(col - 1)
+        .map(|c| if c == '\t' { '\t' } else { ' ' })
+        .collect();
+    let missing = (col - 1).saturating_sub(pad.chars().count());
+    pad.push_str(&" ".repeat(missing));
+    let _ = writeln!(out, "{:w$} |", "");
+    let _ = writeln!(out, "{number} | {shown}");
+    let _ = writeln!(out, "{:w$} | {pad}{}", "", "^".repeat(carets));
+    if let Some(h) = &d.hint {
+        let _ = writeln!(out, "{:w$} = help: {h}", "");
     }
     out
+}
+
+/// Longest source line printed whole; longer ones are cut around the caret.
+const MAX_LINE_CHARS: usize = 160;
+
+/// Cuts a long line to a window around the caret. Returns the text to show and the caret's
+/// 1-based column in it. Works in bytes around `caret_byte` when it is known, so that many
+/// diagnostics on one huge line stay cheap.
+fn clip(line: &str, col: usize, caret_byte: Option<usize>) -> (String, usize) {
+    if line.len() <= MAX_LINE_CHARS {
+        return (line.to_owned(), col);
+    }
+    let half = MAX_LINE_CHARS / 2;
+    let (from, to, caret) = match caret_byte {
+        Some(b) => {
+            let mut from = b.saturating_sub(half);
+            while !line.is_char_boundary(from) {
+                from -= 1;
+            }
+            let mut to = (b + half).min(line.len());
+            while !line.is_char_boundary(to) {
+                to += 1;
+            }
+            (from, to, b)
+        }
+        None => {
+            // Fall back to characters.
+            let idx: Vec<usize> = line.char_indices().map(|(i, _)| i).collect();
+            let c = (col - 1).min(idx.len());
+            let from = idx[c.saturating_sub(half).min(idx.len().saturating_sub(1))];
+            let to = idx.get(c + half).copied().unwrap_or(line.len());
+            let b = idx.get(c).copied().unwrap_or(line.len());
+            (from, to.max(from), b.max(from))
+        }
+    };
+    let mut out = String::new();
+    let mut col = line[from..caret].chars().count() + 1;
+    if from > 0 {
+        out.push_str("...");
+        col += 3;
+    }
+    out.push_str(&line[from..to]);
+    if to < line.len() {
+        out.push_str("...");
+    }
+    (out, col)
 }
 
 /// Every diagnostic of a load: possibly from several files (a workflow and the
@@ -208,6 +295,30 @@ impl IntoIterator for Diagnostics {
 mod tests {
     use super::*;
     use crate::yaml::Pos;
+
+    #[test]
+    fn long_lines_are_cut_around_the_caret() {
+        let line = format!("{}BAD{}", "a".repeat(1000), "b".repeat(1000));
+        let at = |column| Pos {
+            offset: 0,
+            line: 1,
+            column,
+        };
+        let d = Diagnostic::error(
+            Span {
+                start: at(1001),
+                end: at(1004),
+            },
+            "bad",
+        );
+        let out = render("f.yaml", Some(&line), &d);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "f.yaml:1:1001: error: bad");
+        assert!(lines[2].len() < 200, "{}", lines[2]);
+        let caret_at = lines[3].find('^').expect("caret");
+        assert_eq!(&lines[2][caret_at..caret_at + 3], "BAD");
+        assert_eq!(lines[3].matches('^').count(), 3);
+    }
 
     #[test]
     fn renders_caret_under_node() {
