@@ -1,13 +1,22 @@
 //! The daemon: git watching, cron, the run queue, workspaces and recovery.
 //!
-//! This module so far holds the git side the daemon stands on: [`mirror`] keeps a cached bare
-//! mirror per repository (clone once, then fetch) and reads commits without a checkout;
-//! [`workspace`] checks an exact commit out into a fresh directory per run. The scheduler, the
-//! watchers and the HTTP API come later; durable state lives in [`crate::store`].
+//! Parts and who owns what:
+//! - [`config`]: the config file (DESIGN §6) and the embedded defaults.
+//! - [`handle`]: the contract between the parts: [`DaemonHandle`] (commands to the scheduler,
+//!   shared read-only state, events, shutdown).
+//! - [`mirror`] and [`workspace`]: a cached bare mirror per repository and a checkout of an
+//!   exact commit per run.
+//! - `scheduler`: the actor that owns the queue and run states (added next).
+//!
+//! Durable state lives in [`crate::store`].
 
+pub mod config;
+pub mod handle;
 pub mod mirror;
 pub mod workspace;
 
+pub use config::Config;
+pub use handle::{DaemonCommand, DaemonError, DaemonEvent, DaemonHandle, NewRunRequest, Shared};
 pub use mirror::CommitInfo;
 pub use mirror::{Mirror, MirrorError, WorkflowFile};
 pub use workspace::{CheckoutMethod, Workspace};

@@ -1,0 +1,1261 @@
+//! The daemon config file (DESIGN §6): its typed model with defaults, and its parser.
+//!
+//! The file is read with the `dsl` crate's YAML tree (positions kept) and checked in one
+//! pass, so every problem is reported like a workflow file's: `FILE:LINE:COL: error: TEXT`,
+//! unknown keys with a did-you-mean hint, wrong types and enum values named. Meaning that
+//! depends on the outside world (does an environment variable exist, can a secrets file be
+//! read) is checked when the daemon starts ([`Config::load_secrets`]), not here.
+//!
+//! With no file, [`Config::embedded`] gives the defaults the daemon runs on: state in
+//! `./.agent/`, listening on 127.0.0.1:8420, watching the git repository around the current
+//! directory as repository `default` on its current branch.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dsl::yaml::{Node, NodeKind, ScalarValue, Span};
+use dsl::{Diagnostic, Diagnostics, SourceFile};
+use indexmap::IndexMap;
+
+/// The default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8420";
+/// The default state directory (relative to the daemon's working directory).
+pub const DEFAULT_STATE_DIR: &str = ".agent";
+/// How often a remote repository is fetched by default.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
+/// How often a local repository is checked besides its ref watch, by default.
+pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(30);
+/// The debounce of ref changes of a local repository.
+pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(100);
+/// The default cap of one step's log file.
+pub const DEFAULT_MAX_LOG_BYTES: u64 = 10 * 1024 * 1024;
+/// The default number of runs run at once.
+pub const DEFAULT_MAX_CONCURRENT_RUNS: usize = 4;
+/// How long running steps may take to finish after SIGTERM before they are cancelled.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Where a repository comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepoSource {
+    /// A URL fetched every `poll_interval` (`git://`, `file://`, `https://`, ...).
+    Url(String),
+    /// A local repository, watched on its refs.
+    Path(PathBuf),
+}
+
+impl RepoSource {
+    /// The URL (or path) the mirror clones from.
+    pub fn clone_url(&self) -> String {
+        match self {
+            RepoSource::Url(u) => u.clone(),
+            RepoSource::Path(p) => p.to_string_lossy().into_owned(),
+        }
+    }
+
+    /// True for a local path.
+    pub fn is_local(&self) -> bool {
+        matches!(self, RepoSource::Path(_))
+    }
+}
+
+/// Credentials for a remote repository, by environment variable name (never the values).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    /// The variable holding the user name (default `git` when only a token is given).
+    pub username_env: Option<String>,
+    /// The variable holding the password or token.
+    pub password_env: Option<String>,
+}
+
+/// One watched repository.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RepoConfig {
+    /// Its name (letters, digits, `.`, `_`, `-`): the mirror directory and the API's `repo`.
+    pub name: String,
+    /// Where it comes from.
+    pub source: RepoSource,
+    /// `owner/name`, to match inbound push hooks.
+    pub full_name: Option<String>,
+    /// Branch globs watched; empty means the default branch only.
+    pub branches: Vec<String>,
+    /// How often a remote is fetched (and a local repository checked besides its watch).
+    pub poll_interval: Duration,
+    /// Credentials by environment variable name.
+    pub credentials: Option<Credentials>,
+}
+
+/// Where a secret's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// An environment variable of the daemon.
+    Env(String),
+    /// A file (its content, one trailing newline removed).
+    File(PathBuf),
+}
+
+/// The format of an outgoing webhook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WebhookFormat {
+    /// Agent's own JSON.
+    #[default]
+    Generic,
+    /// Slack incoming webhook.
+    Slack,
+    /// Discord webhook.
+    Discord,
+    /// Microsoft Teams.
+    Teams,
+    /// GitHub commit statuses.
+    GithubStatus,
+}
+
+impl WebhookFormat {
+    /// Every format with its config text.
+    pub const ALL: &'static [(&'static str, WebhookFormat)] = &[
+        ("generic", WebhookFormat::Generic),
+        ("slack", WebhookFormat::Slack),
+        ("discord", WebhookFormat::Discord),
+        ("teams", WebhookFormat::Teams),
+        ("github_status", WebhookFormat::GithubStatus),
+    ];
+}
+
+/// Retry schedule of a webhook delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebhookRetry {
+    /// Delay before the second attempt.
+    pub initial_delay: Duration,
+    /// Cap of the delay between attempts.
+    pub max_delay: Duration,
+    /// Give up after this long since the first attempt.
+    pub max_elapsed: Duration,
+}
+
+impl Default for WebhookRetry {
+    fn default() -> Self {
+        WebhookRetry {
+            initial_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(5 * 60),
+            max_elapsed: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// One outgoing webhook.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookConfig {
+    /// Its name (defaults to its URL).
+    pub name: String,
+    /// Where to POST.
+    pub url: String,
+    /// Events sent (`run.started`, `run.finished`, ...); empty means all.
+    pub events: Vec<String>,
+    /// Workflow names (globs) it is about; empty means all.
+    pub workflows: Vec<String>,
+    /// Payload format.
+    pub format: WebhookFormat,
+    /// The API base URL, for `github_status`.
+    pub api: Option<String>,
+    /// The variable holding the API token, for `github_status`.
+    pub token_env: Option<String>,
+    /// A minijinja template for the body.
+    pub template: Option<String>,
+    /// HMAC-SHA256 signing secret.
+    pub secret: Option<String>,
+    /// Extra headers.
+    pub headers: IndexMap<String, String>,
+    /// Retry schedule.
+    pub retry: WebhookRetry,
+    /// At most this many deliveries per second.
+    pub rate_limit: Option<f64>,
+}
+
+/// Inbound push hook secrets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HooksConfig {
+    /// The secret GitHub signs `/hooks/github` payloads with.
+    pub github_secret: Option<String>,
+    /// The secret Gitea signs `/hooks/gitea` payloads with.
+    pub gitea_secret: Option<String>,
+}
+
+/// Anomaly detection thresholds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AnomaliesConfig {
+    /// A run slower than this factor times the median is slow.
+    pub slow_factor: f64,
+    /// Runs needed before slowness is judged.
+    pub min_samples: usize,
+    /// Runs the median is taken over.
+    pub window: usize,
+    /// A failure rate at or above this over `failure_window` is an anomaly.
+    pub failure_rate: f64,
+    /// Runs the failure rate is taken over.
+    pub failure_window: usize,
+    /// A step using more memory than this (MiB) is an anomaly.
+    pub step_memory_mb: Option<u64>,
+}
+
+impl Default for AnomaliesConfig {
+    fn default() -> Self {
+        AnomaliesConfig {
+            slow_factor: 1.5,
+            min_samples: 5,
+            window: 20,
+            failure_rate: 0.5,
+            failure_window: 10,
+            step_memory_mb: None,
+        }
+    }
+}
+
+/// Limits across runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Runs running at once.
+    pub max_concurrent_runs: usize,
+    /// Steps running at once across all runs (besides CPU admission); `None`: no cap.
+    pub max_parallel_steps: Option<usize>,
+    /// Memory kept free for the system (MiB) when admitting steps.
+    pub memory_reserve_mb: Option<u64>,
+    /// Cap of one step's log file, in bytes.
+    pub max_log_bytes: u64,
+    /// After SIGTERM, how long running steps may take before they are cancelled.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_concurrent_runs: DEFAULT_MAX_CONCURRENT_RUNS,
+            max_parallel_steps: None,
+            memory_reserve_mb: None,
+            max_log_bytes: DEFAULT_MAX_LOG_BYTES,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
+
+/// How long finished runs (and their logs) are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionConfig {
+    /// Keep at most this many finished runs.
+    pub max_runs: Option<usize>,
+    /// Delete finished runs older than this.
+    pub max_age: Option<Duration>,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            max_runs: Some(10_000),
+            max_age: Some(Duration::from_secs(90 * 24 * 3600)),
+        }
+    }
+}
+
+/// The daemon's configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Where the database, mirrors, workspaces and logs live.
+    pub state_dir: PathBuf,
+    /// The API's listen address (`127.0.0.1:0` picks a free port).
+    pub listen: SocketAddr,
+    /// The API's Bearer token. `None`: the API answers 401 to everything but `/health`.
+    pub api_token: Option<String>,
+    /// Watched repositories.
+    pub repos: Vec<RepoConfig>,
+    /// Skill directories searched after the workspace's own.
+    pub skills_dirs: Vec<PathBuf>,
+    /// Secrets by name.
+    pub secrets: IndexMap<String, SecretSource>,
+    /// Keep the workspace of a failed run.
+    pub keep_failed_workspaces: bool,
+    /// Outgoing webhooks.
+    pub webhooks: Vec<WebhookConfig>,
+    /// Inbound hook secrets.
+    pub hooks: HooksConfig,
+    /// Anomaly thresholds.
+    pub anomalies: AnomaliesConfig,
+    /// Limits.
+    pub limits: Limits,
+    /// Retention of finished runs and logs.
+    pub retention: RetentionConfig,
+}
+
+impl Default for Config {
+    /// The defaults with no repository.
+    fn default() -> Self {
+        Config {
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            listen: DEFAULT_LISTEN.parse().expect("the default address parses"),
+            api_token: None,
+            repos: Vec::new(),
+            skills_dirs: Vec::new(),
+            secrets: IndexMap::new(),
+            keep_failed_workspaces: false,
+            webhooks: Vec::new(),
+            hooks: HooksConfig::default(),
+            anomalies: AnomaliesConfig::default(),
+            limits: Limits::default(),
+            retention: RetentionConfig::default(),
+        }
+    }
+}
+
+/// Why secrets could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// The environment variable is not set.
+    #[error("secret `{name}`: environment variable `{var}` is not set")]
+    MissingEnv {
+        /// The secret.
+        name: String,
+        /// The variable.
+        var: String,
+    },
+    /// The file cannot be read.
+    #[error("secret `{name}`: cannot read `{path}`: {source}")]
+    File {
+        /// The secret.
+        name: String,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+impl Config {
+    /// The embedded defaults: the git repository around `cwd` (if any) as repository
+    /// `default`, watched on its current branch; state in `cwd/.agent`.
+    pub fn embedded(cwd: &Path) -> Config {
+        let mut config = Config {
+            state_dir: cwd.join(DEFAULT_STATE_DIR),
+            ..Config::default()
+        };
+        if let Ok(repo) = git2::Repository::discover(cwd)
+            && let Some(workdir) = repo.workdir()
+        {
+            // HEAD's symbolic target also names the branch of a repository with no commit.
+            let branch = repo
+                .find_reference("HEAD")
+                .ok()
+                .and_then(|h| h.symbolic_target().ok().flatten().map(str::to_string))
+                .and_then(|t| t.strip_prefix("refs/heads/").map(str::to_string));
+            config.repos.push(RepoConfig {
+                name: "default".into(),
+                source: RepoSource::Path(workdir.to_path_buf()),
+                full_name: None,
+                branches: branch.into_iter().collect(),
+                poll_interval: DEFAULT_CHECK_INTERVAL,
+                credentials: None,
+            });
+        }
+        config
+    }
+
+    /// Reads and checks a config file. Relative paths in it (`state_dir`, repository paths,
+    /// skill directories, secret files) are taken relative to the file's directory.
+    pub fn load(path: &Path) -> Result<Config, Diagnostics> {
+        let (text, tree) = dsl::yaml::parse_file(path);
+        let file = SourceFile::new(path, text);
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        if file.text.as_deref().is_some_and(is_blank) {
+            return Ok(Config::default().rebased(&base));
+        }
+        let result = tree.and_then(|root| parse_tree(&root, &base));
+        result.map_err(|diags| attach(diags, &file))
+    }
+
+    /// Parses config text (diagnostics name the file `name`); relative paths are taken
+    /// relative to `base`.
+    pub fn parse_str(name: &str, text: &str, base: &Path) -> Result<Config, Diagnostics> {
+        if is_blank(text) {
+            return Ok(Config::default().rebased(base));
+        }
+        let file = SourceFile::new(name, Some(text.to_string()));
+        dsl::yaml::parse_str(text)
+            .and_then(|root| parse_tree(&root, base))
+            .map_err(|diags| attach(diags, &file))
+    }
+
+    /// Reads every configured secret's value (from the environment or files).
+    pub fn load_secrets(&self) -> Result<IndexMap<String, String>, SecretError> {
+        let mut out = IndexMap::new();
+        for (name, source) in &self.secrets {
+            let value = match source {
+                SecretSource::Env(var) => {
+                    std::env::var(var).map_err(|_| SecretError::MissingEnv {
+                        name: name.clone(),
+                        var: var.clone(),
+                    })?
+                }
+                SecretSource::File(path) => {
+                    let mut text =
+                        std::fs::read_to_string(path).map_err(|source| SecretError::File {
+                            name: name.clone(),
+                            path: path.clone(),
+                            source,
+                        })?;
+                    if text.ends_with('\n') {
+                        text.pop();
+                        if text.ends_with('\r') {
+                            text.pop();
+                        }
+                    }
+                    text
+                }
+            };
+            out.insert(name.clone(), value);
+        }
+        Ok(out)
+    }
+
+    /// The repository called `name`.
+    pub fn repo(&self, name: &str) -> Option<&RepoConfig> {
+        self.repos.iter().find(|r| r.name == name)
+    }
+}
+
+fn attach(diags: Vec<Diagnostic>, file: &Arc<SourceFile>) -> Diagnostics {
+    Diagnostics(diags.into_iter().map(|d| d.in_file(file)).collect())
+}
+
+/// Collects diagnostics while reading the tree.
+struct Reader {
+    diags: Vec<Diagnostic>,
+    base: PathBuf,
+}
+
+const TOP_KEYS: &[&str] = &[
+    "state_dir",
+    "listen",
+    "api_token",
+    "repos",
+    "skills_dirs",
+    "secrets",
+    "keep_failed_workspaces",
+    "webhooks",
+    "hooks",
+    "anomalies",
+    "limits",
+    "retention",
+];
+const REPO_KEYS: &[&str] = &[
+    "name",
+    "url",
+    "path",
+    "full_name",
+    "branches",
+    "poll_interval",
+    "credentials",
+];
+const CREDENTIAL_KEYS: &[&str] = &["username_env", "password_env", "token_env"];
+const SECRET_KEYS: &[&str] = &["env", "file"];
+const WEBHOOK_KEYS: &[&str] = &[
+    "name",
+    "url",
+    "events",
+    "workflows",
+    "format",
+    "api",
+    "token_env",
+    "template",
+    "secret",
+    "headers",
+    "retry",
+    "rate_limit",
+];
+const WEBHOOK_RETRY_KEYS: &[&str] = &["initial_delay", "max_delay", "max_elapsed"];
+const HOOKS_KEYS: &[&str] = &["github_secret", "gitea_secret"];
+const ANOMALY_KEYS: &[&str] = &[
+    "slow_factor",
+    "min_samples",
+    "window",
+    "failure_rate",
+    "failure_window",
+    "step_memory_mb",
+];
+const LIMIT_KEYS: &[&str] = &[
+    "max_concurrent_runs",
+    "max_parallel_steps",
+    "memory_reserve_mb",
+    "max_log_bytes",
+    "shutdown_grace",
+];
+const RETENTION_KEYS: &[&str] = &["max_runs", "max_age"];
+
+fn parse_tree(root: &Node, base: &Path) -> Result<Config, Vec<Diagnostic>> {
+    let mut r = Reader {
+        diags: Vec::new(),
+        base: base.to_path_buf(),
+    };
+    let mut config = Config::default().rebased(base);
+    if root.is_null() {
+        return Ok(config);
+    }
+    let Some(entries) = r.map(root, "the config file") else {
+        return Err(r.diags);
+    };
+    r.check_keys(entries, TOP_KEYS);
+    for (key, value) in entries {
+        match key.as_str().unwrap_or_default() {
+            "state_dir" => {
+                if let Some(p) = r.path(value) {
+                    config.state_dir = p;
+                }
+            }
+            "listen" => {
+                if let Some(s) = r.string(value) {
+                    match s.parse::<SocketAddr>() {
+                        Ok(a) => config.listen = a,
+                        Err(_) => r.error(
+                            value.span,
+                            format!("`listen` must be an address such as `{DEFAULT_LISTEN}`, found `{s}`"),
+                        ),
+                    }
+                }
+            }
+            "api_token" => config.api_token = r.string(value),
+            "repos" => config.repos = r.repos(value),
+            "skills_dirs" => {
+                config.skills_dirs = r.list(value, |r, n| r.path(n));
+            }
+            "secrets" => config.secrets = r.secrets(value),
+            "keep_failed_workspaces" => {
+                if let Some(b) = r.bool(value) {
+                    config.keep_failed_workspaces = b;
+                }
+            }
+            "webhooks" => config.webhooks = r.list(value, Reader::webhook),
+            "hooks" => config.hooks = r.hooks(value),
+            "anomalies" => config.anomalies = r.anomalies(value),
+            "limits" => config.limits = r.limits(value),
+            "retention" => config.retention = r.retention(value),
+            _ => {}
+        }
+    }
+    if r.diags.iter().any(Diagnostic::is_error) {
+        Err(r.diags)
+    } else {
+        Ok(config)
+    }
+}
+
+impl Reader {
+    fn error(&mut self, span: Span, message: impl Into<String>) {
+        self.diags.push(Diagnostic::error(span, message));
+    }
+
+    fn wrong_type(&mut self, node: &Node, expected: &str) {
+        self.error(
+            node.span,
+            format!("expected {expected}, found {}", node.type_name()),
+        );
+    }
+
+    fn map<'n>(&mut self, node: &'n Node, what: &str) -> Option<&'n [(Node, Node)]> {
+        match &node.kind {
+            NodeKind::Map(entries) => Some(entries),
+            _ => {
+                self.error(
+                    node.span,
+                    format!("{what} must be a mapping, found {}", node.type_name()),
+                );
+                None
+            }
+        }
+    }
+
+    fn check_keys(&mut self, entries: &[(Node, Node)], known: &[&str]) {
+        for (key, _) in entries {
+            let name = key.as_str().unwrap_or_default();
+            if !known.contains(&name) {
+                let mut d = Diagnostic::error(key.span, format!("unknown key `{name}`"));
+                if let Some(s) = dsl::lower::suggest(name, known.iter().copied()) {
+                    d.message.push_str(&format!(", did you mean `{s}`?"));
+                } else {
+                    d = d.with_hint(format!("known keys: {}", backticked(known)));
+                }
+                self.diags.push(d);
+            }
+        }
+    }
+
+    fn string(&mut self, node: &Node) -> Option<String> {
+        match &node.kind {
+            NodeKind::Scalar(s) if !matches!(s.value, ScalarValue::Null) => Some(s.text.clone()),
+            _ => {
+                self.wrong_type(node, "a string");
+                None
+            }
+        }
+    }
+
+    fn opt_string(&mut self, node: &Node) -> Option<String> {
+        if node.is_null() {
+            None
+        } else {
+            self.string(node)
+        }
+    }
+
+    fn path(&mut self, node: &Node) -> Option<PathBuf> {
+        let s = self.string(node)?;
+        let p = expand_home(&s);
+        Some(if p.is_absolute() {
+            p
+        } else {
+            self.base.join(p)
+        })
+    }
+
+    fn bool(&mut self, node: &Node) -> Option<bool> {
+        match node.as_scalar().map(|s| &s.value) {
+            Some(ScalarValue::Bool(b)) => Some(*b),
+            _ => {
+                self.wrong_type(node, "`true` or `false`");
+                None
+            }
+        }
+    }
+
+    fn uint(&mut self, node: &Node) -> Option<u64> {
+        match node.as_scalar().map(|s| &s.value) {
+            Some(ScalarValue::Int(i)) if *i >= 0 => Some(*i as u64),
+            _ => {
+                self.wrong_type(node, "a non-negative integer");
+                None
+            }
+        }
+    }
+
+    fn positive(&mut self, node: &Node) -> Option<usize> {
+        match node.as_scalar().map(|s| &s.value) {
+            Some(ScalarValue::Int(i)) if *i >= 1 => usize::try_from(*i).ok(),
+            _ => {
+                self.error(
+                    node.span,
+                    format!("expected a positive integer, found {}", describe(node)),
+                );
+                None
+            }
+        }
+    }
+
+    fn number(&mut self, node: &Node) -> Option<f64> {
+        match node.as_scalar().map(|s| &s.value) {
+            Some(ScalarValue::Int(i)) => Some(*i as f64),
+            Some(ScalarValue::Float(f)) if f.is_finite() => Some(*f),
+            _ => {
+                self.wrong_type(node, "a number");
+                None
+            }
+        }
+    }
+
+    /// A duration: seconds (fractions allowed) or a humantime string (`90s`, `5m`).
+    fn duration(&mut self, node: &Node) -> Option<Duration> {
+        let parsed = match node.as_scalar().map(|s| (&s.value, s.text.as_str())) {
+            Some((ScalarValue::Int(i), _)) if *i >= 0 => Some(Duration::from_secs(*i as u64)),
+            Some((ScalarValue::Float(f), _)) if f.is_finite() && *f >= 0.0 => {
+                Duration::try_from_secs_f64(*f).ok()
+            }
+            Some((ScalarValue::Str, text)) => humantime::parse_duration(text.trim()).ok(),
+            _ => None,
+        };
+        if parsed.is_none() {
+            self.error(
+                node.span,
+                format!(
+                    "expected a duration (seconds, or text such as `90s` or `5m`), found {}",
+                    describe(node)
+                ),
+            );
+        }
+        parsed
+    }
+
+    fn list<T>(
+        &mut self,
+        node: &Node,
+        mut item: impl FnMut(&mut Self, &Node) -> Option<T>,
+    ) -> Vec<T> {
+        match &node.kind {
+            NodeKind::Seq(items) => items.iter().filter_map(|n| item(self, n)).collect(),
+            _ if node.is_null() => Vec::new(),
+            _ => {
+                self.wrong_type(node, "a list");
+                Vec::new()
+            }
+        }
+    }
+
+    fn string_list(&mut self, node: &Node) -> Vec<String> {
+        self.list(node, |r, n| r.string(n))
+    }
+
+    fn env_name(&mut self, node: &Node) -> Option<String> {
+        let s = self.string(node)?;
+        if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            Some(s)
+        } else {
+            self.error(
+                node.span,
+                format!("`{s}` is not an environment variable name"),
+            );
+            None
+        }
+    }
+
+    fn repos(&mut self, node: &Node) -> Vec<RepoConfig> {
+        let repos = self.list(node, Reader::repo);
+        let mut seen = std::collections::HashSet::new();
+        if let NodeKind::Seq(items) = &node.kind {
+            for (repo, item) in repos.iter().zip(items) {
+                if !seen.insert(repo.name.clone()) {
+                    self.error(
+                        item.span,
+                        format!("duplicate repository name `{}`", repo.name),
+                    );
+                }
+            }
+        }
+        repos
+    }
+
+    fn repo(&mut self, node: &Node) -> Option<RepoConfig> {
+        let entries = self.map(node, "a repository")?;
+        self.check_keys(entries, REPO_KEYS);
+        let mut name = None;
+        let mut source = None;
+        let mut full_name = None;
+        let mut branches = Vec::new();
+        let mut poll_interval = None;
+        let mut credentials = None;
+        let mut ok = true;
+        for (key, value) in entries {
+            match key.as_str().unwrap_or_default() {
+                "name" => {
+                    name = self.string(value);
+                    if let Some(n) = &name {
+                        let valid = !n.is_empty()
+                            && !n.starts_with('.')
+                            && n.chars()
+                                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+                        if !valid {
+                            self.error(
+                                value.span,
+                                format!("invalid repository name `{n}`: use letters, digits, `.`, `_` and `-`"),
+                            );
+                            ok = false;
+                        }
+                    }
+                }
+                "url" | "path" if source.is_some() => {
+                    self.error(key.span, "give either `url` or `path`, not both");
+                    ok = false;
+                }
+                "url" => source = self.string(value).map(RepoSource::Url),
+                "path" => source = self.path(value).map(RepoSource::Path),
+                "full_name" => {
+                    full_name = self.string(value);
+                    if let Some(f) = &full_name
+                        && f.split('/').filter(|p| !p.is_empty()).count() != 2
+                    {
+                        self.error(
+                            value.span,
+                            format!("`full_name` must be `owner/name`, found `{f}`"),
+                        );
+                    }
+                }
+                "branches" => branches = self.string_list(value),
+                "poll_interval" => poll_interval = self.duration(value),
+                "credentials" => credentials = self.credentials(value),
+                _ => {}
+            }
+        }
+        if name.is_none() && ok {
+            self.error(node.span, "a repository needs a `name`");
+            ok = false;
+        }
+        if source.is_none() && ok {
+            self.error(node.span, "a repository needs a `url` or a local `path`");
+            ok = false;
+        }
+        if !ok {
+            return None;
+        }
+        let source = source?;
+        let poll_interval = poll_interval.unwrap_or(if source.is_local() {
+            DEFAULT_CHECK_INTERVAL
+        } else {
+            DEFAULT_POLL_INTERVAL
+        });
+        Some(RepoConfig {
+            name: name?,
+            source,
+            full_name,
+            branches,
+            poll_interval,
+            credentials,
+        })
+    }
+
+    fn credentials(&mut self, node: &Node) -> Option<Credentials> {
+        let entries = self.map(node, "`credentials`")?;
+        self.check_keys(entries, CREDENTIAL_KEYS);
+        let mut c = Credentials::default();
+        for (key, value) in entries {
+            match key.as_str().unwrap_or_default() {
+                "username_env" => c.username_env = self.env_name(value),
+                "password_env" | "token_env" => c.password_env = self.env_name(value),
+                _ => {}
+            }
+        }
+        Some(c)
+    }
+
+    fn secrets(&mut self, node: &Node) -> IndexMap<String, SecretSource> {
+        let mut out = IndexMap::new();
+        if node.is_null() {
+            return out;
+        }
+        let Some(entries) = self.map(node, "`secrets`") else {
+            return out;
+        };
+        for (key, value) in entries {
+            let name = key.as_str().unwrap_or_default().to_string();
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                self.error(
+                    key.span,
+                    format!("secret name `{name}` must be letters, digits and `_`"),
+                );
+                continue;
+            }
+            // `NAME: VAR` is short for `NAME: {env: VAR}`.
+            if value.as_scalar().is_some() {
+                if let Some(var) = self.env_name(value) {
+                    out.insert(name, SecretSource::Env(var));
+                }
+                continue;
+            }
+            let Some(fields) = self.map(value, "a secret") else {
+                continue;
+            };
+            self.check_keys(fields, SECRET_KEYS);
+            let mut source = None;
+            for (k, v) in fields {
+                match k.as_str().unwrap_or_default() {
+                    "env" => source = self.env_name(v).map(SecretSource::Env),
+                    "file" => source = self.path(v).map(SecretSource::File),
+                    _ => {}
+                }
+            }
+            if fields.len() > 1 {
+                self.error(value.span, "a secret comes from one of `env` or `file`");
+            } else if let Some(s) = source {
+                out.insert(name, s);
+            } else if fields.is_empty() {
+                self.error(value.span, "a secret needs `env` or `file`");
+            }
+        }
+        out
+    }
+
+    fn webhook(&mut self, node: &Node) -> Option<WebhookConfig> {
+        let entries = self.map(node, "a webhook")?;
+        self.check_keys(entries, WEBHOOK_KEYS);
+        let mut name = None;
+        let mut url = None;
+        let mut w = WebhookConfig {
+            name: String::new(),
+            url: String::new(),
+            events: Vec::new(),
+            workflows: Vec::new(),
+            format: WebhookFormat::Generic,
+            api: None,
+            token_env: None,
+            template: None,
+            secret: None,
+            headers: IndexMap::new(),
+            retry: WebhookRetry::default(),
+            rate_limit: None,
+        };
+        for (key, value) in entries {
+            match key.as_str().unwrap_or_default() {
+                "name" => name = self.string(value),
+                "url" => url = self.string(value),
+                "events" => w.events = self.string_list(value),
+                "workflows" => w.workflows = self.string_list(value),
+                "format" => {
+                    if let Some(s) = self.string(value) {
+                        match WebhookFormat::ALL.iter().find(|(t, _)| *t == s) {
+                            Some((_, f)) => w.format = *f,
+                            None => {
+                                let names: Vec<&str> =
+                                    WebhookFormat::ALL.iter().map(|(t, _)| *t).collect();
+                                let mut msg = format!(
+                                    "unknown webhook format `{s}`, expected one of {}",
+                                    backticked(&names)
+                                );
+                                if let Some(sug) = dsl::lower::suggest(&s, names.iter().copied()) {
+                                    msg = format!(
+                                        "unknown webhook format `{s}`, did you mean `{sug}`?"
+                                    );
+                                }
+                                self.error(value.span, msg);
+                            }
+                        }
+                    }
+                }
+                "api" => w.api = self.opt_string(value),
+                "token_env" => w.token_env = self.env_name(value),
+                "template" => w.template = self.opt_string(value),
+                "secret" => w.secret = self.opt_string(value),
+                "headers" => {
+                    if let Some(hs) = self.map(value, "`headers`") {
+                        for (k, v) in hs {
+                            if let Some(v) = self.string(v) {
+                                w.headers
+                                    .insert(k.as_str().unwrap_or_default().to_string(), v);
+                            }
+                        }
+                    }
+                }
+                "retry" => {
+                    if let Some(rs) = self.map(value, "`retry`") {
+                        self.check_keys(rs, WEBHOOK_RETRY_KEYS);
+                        for (k, v) in rs {
+                            let d = self.duration(v);
+                            match (k.as_str().unwrap_or_default(), d) {
+                                ("initial_delay", Some(d)) => w.retry.initial_delay = d,
+                                ("max_delay", Some(d)) => w.retry.max_delay = d,
+                                ("max_elapsed", Some(d)) => w.retry.max_elapsed = d,
+                                _ => {}
+                            }
+                        }
+                    }
+                }
+                "rate_limit" => {
+                    if let Some(n) = self.number(value) {
+                        if n > 0.0 {
+                            w.rate_limit = Some(n);
+                        } else {
+                            self.error(value.span, "`rate_limit` must be above 0");
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let Some(url) = url else {
+            self.error(node.span, "a webhook needs a `url`");
+            return None;
+        };
+        if w.format == WebhookFormat::GithubStatus && w.token_env.is_none() {
+            self.error(node.span, "a `github_status` webhook needs `token_env`");
+        }
+        w.name = name.unwrap_or_else(|| url.clone());
+        w.url = url;
+        Some(w)
+    }
+
+    fn hooks(&mut self, node: &Node) -> HooksConfig {
+        let mut h = HooksConfig::default();
+        if node.is_null() {
+            return h;
+        }
+        if let Some(entries) = self.map(node, "`hooks`") {
+            self.check_keys(entries, HOOKS_KEYS);
+            for (key, value) in entries {
+                match key.as_str().unwrap_or_default() {
+                    "github_secret" => h.github_secret = self.opt_string(value),
+                    "gitea_secret" => h.gitea_secret = self.opt_string(value),
+                    _ => {}
+                }
+            }
+        }
+        h
+    }
+
+    fn anomalies(&mut self, node: &Node) -> AnomaliesConfig {
+        let mut a = AnomaliesConfig::default();
+        if node.is_null() {
+            return a;
+        }
+        if let Some(entries) = self.map(node, "`anomalies`") {
+            self.check_keys(entries, ANOMALY_KEYS);
+            for (key, value) in entries {
+                match key.as_str().unwrap_or_default() {
+                    "slow_factor" => {
+                        if let Some(n) = self.number(value) {
+                            a.slow_factor = n;
+                        }
+                    }
+                    "min_samples" => {
+                        if let Some(n) = self.positive(value) {
+                            a.min_samples = n;
+                        }
+                    }
+                    "window" => {
+                        if let Some(n) = self.positive(value) {
+                            a.window = n;
+                        }
+                    }
+                    "failure_rate" => {
+                        if let Some(n) = self.number(value) {
+                            if (0.0..=1.0).contains(&n) {
+                                a.failure_rate = n;
+                            } else {
+                                self.error(value.span, "`failure_rate` must be between 0 and 1");
+                            }
+                        }
+                    }
+                    "failure_window" => {
+                        if let Some(n) = self.positive(value) {
+                            a.failure_window = n;
+                        }
+                    }
+                    "step_memory_mb" => a.step_memory_mb = self.uint(value),
+                    _ => {}
+                }
+            }
+        }
+        a
+    }
+
+    fn limits(&mut self, node: &Node) -> Limits {
+        let mut l = Limits::default();
+        if node.is_null() {
+            return l;
+        }
+        if let Some(entries) = self.map(node, "`limits`") {
+            self.check_keys(entries, LIMIT_KEYS);
+            for (key, value) in entries {
+                match key.as_str().unwrap_or_default() {
+                    "max_concurrent_runs" => {
+                        if let Some(n) = self.positive(value) {
+                            l.max_concurrent_runs = n;
+                        }
+                    }
+                    "max_parallel_steps" => l.max_parallel_steps = self.positive(value),
+                    "memory_reserve_mb" => l.memory_reserve_mb = self.uint(value),
+                    "max_log_bytes" => {
+                        if let Some(n) = self.uint(value) {
+                            l.max_log_bytes = n;
+                        }
+                    }
+                    "shutdown_grace" => {
+                        if let Some(d) = self.duration(value) {
+                            l.shutdown_grace = d;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        l
+    }
+
+    fn retention(&mut self, node: &Node) -> RetentionConfig {
+        let mut r = RetentionConfig::default();
+        if node.is_null() {
+            return r;
+        }
+        if let Some(entries) = self.map(node, "`retention`") {
+            self.check_keys(entries, RETENTION_KEYS);
+            for (key, value) in entries {
+                match key.as_str().unwrap_or_default() {
+                    "max_runs" => {
+                        r.max_runs = if value.is_null() {
+                            None
+                        } else {
+                            self.positive(value)
+                        }
+                    }
+                    "max_age" => {
+                        r.max_age = if value.is_null() {
+                            None
+                        } else {
+                            self.duration(value)
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        r
+    }
+}
+
+/// True for a text with nothing but blank lines and comments.
+fn is_blank(text: &str) -> bool {
+    text.lines().all(|l| {
+        let l = l.trim();
+        l.is_empty() || l.starts_with('#') || l == "---"
+    })
+}
+
+impl Config {
+    /// The default state directory taken relative to the config file's directory.
+    fn rebased(mut self, base: &Path) -> Config {
+        self.state_dir = base.join(&self.state_dir);
+        self
+    }
+}
+
+/// `~/x` becomes `$HOME/x`.
+fn expand_home(s: &str) -> PathBuf {
+    if let Some(rest) = s.strip_prefix("~/")
+        && let Some(home) = std::env::var_os("HOME")
+    {
+        return PathBuf::from(home).join(rest);
+    }
+    PathBuf::from(s)
+}
+
+fn describe(node: &Node) -> String {
+    match node.as_scalar() {
+        Some(s) if !matches!(s.value, ScalarValue::Null) => format!("`{}`", s.text),
+        _ => node.type_name().to_string(),
+    }
+}
+
+fn backticked(items: &[&str]) -> String {
+    items
+        .iter()
+        .map(|i| format!("`{i}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse_str("agent.yaml", text, Path::new("/etc/agent")).map_err(|d| d.render())
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = parse("").expect("valid");
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.limits.max_concurrent_runs, DEFAULT_MAX_CONCURRENT_RUNS);
+        assert_eq!(c.limits.max_log_bytes, DEFAULT_MAX_LOG_BYTES);
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let c = parse(
+            "state_dir: state\nlisten: 127.0.0.1:0\napi_token: t\nrepos:\n  - name: app\n    path: ../app\n    branches: [main, 'release/*']\n  - name: lib\n    url: git://127.0.0.1/lib\n    full_name: me/lib\n    poll_interval: 5s\n    credentials: {token_env: GIT_TOKEN}\nskills_dirs: [/opt/skills]\nsecrets:\n  A: {env: A_VAR}\n  B: {file: b.txt}\n  C: C_VAR\nkeep_failed_workspaces: true\nwebhooks:\n  - url: http://127.0.0.1:9/x\n    format: slack\n    retry: {initial_delay: 0.5}\nhooks: {github_secret: s}\nanomalies: {slow_factor: 2}\nlimits: {max_concurrent_runs: 2, shutdown_grace: 1m}\nretention: {max_runs: 5, max_age: 7d}\n",
+        )
+        .expect("valid");
+        assert_eq!(c.state_dir, PathBuf::from("/etc/agent/state"));
+        assert_eq!(c.repos.len(), 2);
+        assert_eq!(
+            c.repos[0].source,
+            RepoSource::Path("/etc/agent/../app".into())
+        );
+        assert_eq!(c.repos[0].poll_interval, DEFAULT_CHECK_INTERVAL);
+        assert_eq!(c.repos[1].poll_interval, Duration::from_secs(5));
+        assert_eq!(
+            c.repos[1]
+                .credentials
+                .as_ref()
+                .and_then(|c| c.password_env.as_deref()),
+            Some("GIT_TOKEN")
+        );
+        assert_eq!(
+            c.secrets["B"],
+            SecretSource::File("/etc/agent/b.txt".into())
+        );
+        assert_eq!(c.secrets["C"], SecretSource::Env("C_VAR".into()));
+        assert_eq!(c.webhooks[0].format, WebhookFormat::Slack);
+        assert_eq!(
+            c.webhooks[0].retry.initial_delay,
+            Duration::from_millis(500)
+        );
+        assert_eq!(c.limits.max_concurrent_runs, 2);
+        assert_eq!(c.limits.shutdown_grace, Duration::from_secs(60));
+        assert_eq!(c.retention.max_runs, Some(5));
+        assert_eq!(c.anomalies.slow_factor, 2.0);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_place() {
+        let err = parse(
+            "listen: nowhere\nrepoz: []\nlimits:\n  max_concurrent_runs: 0\nwebhooks:\n  - url: http://x\n    format: slak\nrepos:\n  - name: a b\n    url: x\n  - path: /x\n",
+        )
+        .expect_err("invalid");
+        assert!(
+            err.contains("agent.yaml:1:9: error: `listen` must be an address"),
+            "{err}"
+        );
+        assert!(
+            err.contains("agent.yaml:2:1: error: unknown key `repoz`, did you mean `repos`?"),
+            "{err}"
+        );
+        assert!(
+            err.contains("agent.yaml:4:24: error: expected a positive integer, found `0`"),
+            "{err}"
+        );
+        assert!(
+            err.contains("unknown webhook format `slak`, did you mean `slack`?"),
+            "{err}"
+        );
+        assert!(err.contains("invalid repository name `a b`"), "{err}");
+        assert!(err.contains("a repository needs a `name`"), "{err}");
+    }
+
+    #[test]
+    fn wrong_types_are_named() {
+        let err = parse("keep_failed_workspaces: yes please\nrepos: {}\n").expect_err("invalid");
+        assert!(
+            err.contains("expected `true` or `false`, found a string"),
+            "{err}"
+        );
+        assert!(err.contains("expected a list, found a mapping"), "{err}");
+    }
+
+    #[test]
+    fn secrets_load_from_env_and_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("s.txt"), "from-file\n").expect("write");
+        let c = Config::parse_str(
+            "agent.yaml",
+            "secrets:\n  F: {file: s.txt}\n  P: {env: PATH}\n",
+            dir.path(),
+        )
+        .expect("valid");
+        let s = c.load_secrets().expect("load");
+        assert_eq!(s["F"], "from-file");
+        assert!(!s["P"].is_empty());
+        let c = Config::parse_str(
+            "agent.yaml",
+            "secrets:\n  X: {env: AGENT_TEST_SURELY_UNSET_VAR}\n",
+            dir.path(),
+        )
+        .expect("valid");
+        assert!(c.load_secrets().is_err());
+    }
+
+    #[test]
+    fn embedded_defaults_watch_the_repository_around() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = Config::embedded(dir.path());
+        assert!(c.repos.is_empty());
+        assert_eq!(c.state_dir, dir.path().join(".agent"));
+        git2::Repository::init(dir.path()).expect("init");
+        let c = Config::embedded(dir.path());
+        assert_eq!(c.repos.len(), 1);
+        assert_eq!(c.repos[0].name, "default");
+    }
+}

@@ -1,0 +1,409 @@
+//! The contract between the daemon's parts: how the git watchers, cron, the inbound hooks and
+//! the HTTP API talk to the scheduler actor, and what they may read directly.
+//!
+//! The scheduler ([`super::scheduler`]) is the one owner of the queue and of run states
+//! (CONVENTIONS 6). Everybody else holds a cheap [`DaemonHandle`]:
+//!
+//! - **Triggers and cron** decide *what* to run and write it through the store's deduping
+//!   writes ([`Store::record_push`](crate::store::Store::record_push),
+//!   [`Store::enqueue_scheduled_run`](crate::store::Store::enqueue_scheduled_run)), each with
+//!   a dedup key and the commit to check out, then call [`DaemonHandle::wake`] so the scheduler
+//!   looks at the queue at once (it also looks every few seconds on its own).
+//! - **The API** sends [`DaemonCommand::Enqueue`] (manual runs: the scheduler resolves the
+//!   commit, checks the parameters against the workflow and applies `concurrency.overlap`),
+//!   [`DaemonCommand::Cancel`] and [`DaemonCommand::Retry`]; it reads runs with its own
+//!   [`Store`](crate::store::Store) opened on [`Shared::store_path`], step logs from
+//!   [`super::logs::step_log_path`], and live events from [`Shared::events`].
+//! - **Inbound push hooks** send [`DaemonCommand::FetchNow`]; the git watcher of that
+//!   repository subscribes with [`Shared::fetch_requests`].
+//!
+//! Long-running parts stop when [`DaemonHandle::shutdown_requested`] resolves.
+//!
+//! What the daemon entry point ([`super::run`]) calls in the other parts, so they can be
+//! written independently:
+//! - `crate::api::serve(listener: tokio::net::TcpListener, handle: DaemonHandle)
+//!   -> std::io::Result<()>`: serves every route on the bound listener until
+//!   `handle.shutdown_requested()` resolves (the daemon binds, so `listen: 127.0.0.1:0` works,
+//!   and writes the bound address to `state_dir/daemon.addr`).
+//! - `super::git_watch::run(handle: DaemonHandle)` and `super::cron::run(handle: DaemonHandle)`:
+//!   async, return after `handle.shutdown_requested()`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use super::config::Config;
+use crate::engine::Engine;
+use crate::engine::LogStream;
+use crate::store::{RunId, RunStatus, StepStatus, StoreError, TriggerKind};
+
+/// Why the scheduler refused a command.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// No configured repository has this name.
+    #[error("unknown repository `{0}`")]
+    UnknownRepo(String),
+    /// No workflow of this name in the repository at the commit looked at.
+    #[error("unknown workflow `{workflow}` in repository `{repo}`")]
+    UnknownWorkflow {
+        /// The workflow asked for.
+        workflow: String,
+        /// The repository searched.
+        repo: String,
+    },
+    /// The workflow file does not load (its rendered diagnostics).
+    #[error("workflow `{workflow}` is invalid:\n{diagnostics}")]
+    InvalidWorkflow {
+        /// The workflow's name (or file stem).
+        workflow: String,
+        /// Rendered diagnostics.
+        diagnostics: String,
+    },
+    /// Parameters that do not fit the workflow's declarations (API: 422).
+    #[error("invalid parameters: {}", .0.join("; "))]
+    InvalidParameters(Vec<String>),
+    /// No such run.
+    #[error("run {0} not found")]
+    RunNotFound(RunId),
+    /// The run is in a state where the command makes no sense (API: 409).
+    #[error("run {run} is {status}: {why}")]
+    WrongState {
+        /// The run.
+        run: RunId,
+        /// Its status.
+        status: RunStatus,
+        /// What was expected.
+        why: &'static str,
+    },
+    /// `concurrency.overlap: skip` and a run of the same group is active: nothing was queued.
+    #[error("skipped: run {0} of the same concurrency group is still active")]
+    Skipped(RunId),
+    /// A git problem (mirror missing, commit unknown, ...).
+    #[error("git: {0}")]
+    Git(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The daemon is shutting down and admits nothing new.
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+}
+
+/// A run asked for by the API (or anyone else who wants the scheduler to check it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRunRequest {
+    /// The workflow's `name:`.
+    pub workflow: String,
+    /// The repository; `None` means the only one configured (an error when there are several).
+    pub repo: Option<String>,
+    /// Parameter values as given (JSON); checked and converted against the workflow.
+    pub parameters: serde_json::Map<String, Value>,
+    /// What asked for it (`manual` from the API, `webhook`, ...).
+    pub trigger: TriggerKind,
+    /// The commit to run; `None` means the head of the repository's default branch now.
+    pub commit: Option<String>,
+    /// The branch, if known (defaults to the repository's default branch).
+    pub branch: Option<String>,
+}
+
+impl NewRunRequest {
+    /// A manual run of `workflow` with these parameters, on the default branch's head.
+    pub fn manual(workflow: impl Into<String>, parameters: serde_json::Map<String, Value>) -> Self {
+        NewRunRequest {
+            workflow: workflow.into(),
+            repo: None,
+            parameters,
+            trigger: TriggerKind::Manual,
+            commit: None,
+            branch: None,
+        }
+    }
+}
+
+/// A message to the scheduler actor.
+#[derive(Debug)]
+pub enum DaemonCommand {
+    /// Queue a run after checking it; answers its id.
+    Enqueue(
+        Box<NewRunRequest>,
+        oneshot::Sender<Result<RunId, DaemonError>>,
+    ),
+    /// Cancel a queued or running run.
+    Cancel(RunId, oneshot::Sender<Result<(), DaemonError>>),
+    /// Queue a new run that retries a failed, cancelled or interrupted one from its first
+    /// unfinished step (an interrupted run is resumed in place, keeping its id).
+    Retry(RunId, oneshot::Sender<Result<RunId, DaemonError>>),
+    /// The store's queue changed (a push or cron run was written): look now.
+    Wake,
+    /// Fetch this repository now (an inbound push hook); forwarded on
+    /// [`Shared::fetch_requests`].
+    FetchNow(String),
+    /// Stop admitting runs, let running steps finish within the grace period, then cancel.
+    Shutdown,
+}
+
+/// Something that happened in the daemon, for SSE, metrics and notifications.
+#[derive(Debug, Clone)]
+pub enum DaemonEvent {
+    /// A run entered the queue.
+    RunQueued {
+        /// The run.
+        run_id: RunId,
+        /// Its workflow.
+        workflow: Arc<str>,
+    },
+    /// A run started (or resumed).
+    RunStarted {
+        /// The run.
+        run_id: RunId,
+        /// Its workflow.
+        workflow: Arc<str>,
+        /// Its repository.
+        repo: Option<Arc<str>>,
+    },
+    /// A step try started.
+    StepStarted {
+        /// The run.
+        run_id: RunId,
+        /// The step id.
+        step: Arc<str>,
+        /// 1 for the first try.
+        attempt: u32,
+    },
+    /// A line of step output, already masked (also appended to the step's log file).
+    StepLog {
+        /// The run.
+        run_id: RunId,
+        /// The step id.
+        step: Arc<str>,
+        /// Stdout or stderr.
+        stream: LogStream,
+        /// The line, without its newline.
+        line: Arc<str>,
+    },
+    /// A step ended (or was skipped).
+    StepFinished {
+        /// The run.
+        run_id: RunId,
+        /// The step id.
+        step: Arc<str>,
+        /// How it ended.
+        status: StepStatus,
+    },
+    /// A run reached a final state (or `interrupted`).
+    RunFinished {
+        /// The run.
+        run_id: RunId,
+        /// Its workflow.
+        workflow: Arc<str>,
+        /// Its final status.
+        status: RunStatus,
+        /// The run report (DESIGN §5), JSON, secrets masked.
+        report: Arc<Value>,
+    },
+}
+
+/// What the daemon knows of one workflow of a repository (for `GET /api/v1/workflows`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkflowInfo {
+    /// The workflow's `name:` (the file stem when the file is invalid).
+    pub name: String,
+    /// Its path in the repository.
+    pub file: String,
+    /// Its `on:` section as JSON (`push`, `schedule`, `manual`), or null.
+    pub triggers: Value,
+    /// The next cron fire time, if it has schedules.
+    pub next_fire: Option<DateTime<Utc>>,
+    /// The file's diagnostics when it does not load.
+    pub error: Option<String>,
+}
+
+/// Runtime information about one configured repository (kept by the git watcher and cron).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RepoInfo {
+    /// The default branch, once known.
+    pub default_branch: Option<String>,
+    /// The head of the default branch last looked at.
+    pub head: Option<String>,
+    /// The workflows at that head.
+    pub workflows: Vec<WorkflowInfo>,
+}
+
+/// Per-repository runtime info, internally synchronised: written by the watchers and cron,
+/// read by the API. Holds plain data only; never hold the lock across an `.await`.
+#[derive(Debug, Default)]
+pub struct RepoRegistry {
+    inner: RwLock<BTreeMap<String, RepoInfo>>,
+}
+
+impl RepoRegistry {
+    /// A snapshot of every repository's info, by name.
+    pub fn snapshot(&self) -> BTreeMap<String, RepoInfo> {
+        match self.inner.read() {
+            Ok(map) => map.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// One repository's info.
+    pub fn get(&self, repo: &str) -> Option<RepoInfo> {
+        match self.inner.read() {
+            Ok(map) => map.get(repo).cloned(),
+            Err(poisoned) => poisoned.into_inner().get(repo).cloned(),
+        }
+    }
+
+    /// Changes one repository's info in place (created empty if absent).
+    pub fn update(&self, repo: &str, f: impl FnOnce(&mut RepoInfo)) {
+        let mut map = match self.inner.write() {
+            Ok(map) => map,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(map.entry(repo.to_string()).or_default());
+    }
+}
+
+/// State every part may read: set at boot, or internally synchronised.
+#[derive(Debug)]
+pub struct Shared {
+    /// The parsed daemon config.
+    pub config: Config,
+    /// The state directory (absolute).
+    pub state_dir: PathBuf,
+    /// The SQLite file; open your own `Store` on it (one per thread or actor).
+    pub store_path: PathBuf,
+    /// The one engine of the process (admission across all runs).
+    pub engine: Arc<Engine>,
+    /// Run and step lifecycle and log lines. Subscribe with `events.subscribe()`; a slow
+    /// receiver sees `Lagged` rather than slowing runs down.
+    pub events: broadcast::Sender<DaemonEvent>,
+    /// Per-repository runtime info (workflows, next cron fire).
+    pub repos: RepoRegistry,
+    /// Repository names whose fetch was asked for by an inbound hook (`FetchNow`).
+    pub fetch_requests: broadcast::Sender<String>,
+    /// Secret values by name (from the config's env variables and files), for masking.
+    pub secrets: indexmap::IndexMap<String, String>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Cheap to clone; how the watchers, cron and the API talk to the scheduler actor.
+#[derive(Debug, Clone)]
+pub struct DaemonHandle {
+    tx: mpsc::Sender<DaemonCommand>,
+    /// What everybody may read.
+    pub shared: Arc<Shared>,
+}
+
+/// The daemon-side ends made with a handle: the scheduler's inbox and the shutdown switch.
+#[derive(Debug)]
+pub struct HandleParts {
+    /// The scheduler's inbox.
+    pub commands: mpsc::Receiver<DaemonCommand>,
+    /// Set to true to begin shutdown (every `shutdown_requested()` resolves).
+    pub shutdown: watch::Sender<bool>,
+}
+
+impl DaemonHandle {
+    /// Builds a handle and the ends the daemon keeps.
+    pub fn new(
+        config: Config,
+        state_dir: PathBuf,
+        store_path: PathBuf,
+        engine: Arc<Engine>,
+        secrets: indexmap::IndexMap<String, String>,
+    ) -> (DaemonHandle, HandleParts) {
+        let (tx, commands) = mpsc::channel(1024);
+        let (events, _) = broadcast::channel(4096);
+        let (fetch_requests, _) = broadcast::channel(64);
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        let shared = Shared {
+            config,
+            state_dir,
+            store_path,
+            engine,
+            events,
+            repos: RepoRegistry::default(),
+            fetch_requests,
+            secrets,
+            shutdown,
+        };
+        (
+            DaemonHandle {
+                tx,
+                shared: Arc::new(shared),
+            },
+            HandleParts {
+                commands,
+                shutdown: shutdown_tx,
+            },
+        )
+    }
+
+    /// Sends a command; false when the scheduler is gone (the daemon is stopping).
+    pub async fn send(&self, command: DaemonCommand) -> bool {
+        self.tx.send(command).await.is_ok()
+    }
+
+    /// Queues a run through the scheduler (checked, overlap applied); answers its id.
+    pub async fn enqueue(&self, request: NewRunRequest) -> Result<RunId, DaemonError> {
+        let (tx, rx) = oneshot::channel();
+        if !self
+            .send(DaemonCommand::Enqueue(Box::new(request), tx))
+            .await
+        {
+            return Err(DaemonError::ShuttingDown);
+        }
+        rx.await.unwrap_or(Err(DaemonError::ShuttingDown))
+    }
+
+    /// Cancels a queued or running run.
+    pub async fn cancel(&self, run: RunId) -> Result<(), DaemonError> {
+        let (tx, rx) = oneshot::channel();
+        if !self.send(DaemonCommand::Cancel(run, tx)).await {
+            return Err(DaemonError::ShuttingDown);
+        }
+        rx.await.unwrap_or(Err(DaemonError::ShuttingDown))
+    }
+
+    /// Retries a failed, cancelled or interrupted run; answers the id of the run that will
+    /// carry on (the same id for an interrupted run that is resumed).
+    pub async fn retry(&self, run: RunId) -> Result<RunId, DaemonError> {
+        let (tx, rx) = oneshot::channel();
+        if !self.send(DaemonCommand::Retry(run, tx)).await {
+            return Err(DaemonError::ShuttingDown);
+        }
+        rx.await.unwrap_or(Err(DaemonError::ShuttingDown))
+    }
+
+    /// Tells the scheduler the queue changed (never blocks; a full inbox already means it
+    /// will look soon).
+    pub fn wake(&self) {
+        let _ = self.tx.try_send(DaemonCommand::Wake);
+    }
+
+    /// Asks the watcher of `repo` to fetch now (inbound push hook).
+    pub fn fetch_now(&self, repo: &str) {
+        let _ = self.shared.fetch_requests.send(repo.to_string());
+    }
+
+    /// Resolves once shutdown has begun (at once if it already has).
+    pub async fn shutdown_requested(&self) {
+        let mut rx = self.shared.shutdown.clone();
+        // An error means the sender is gone: the daemon is stopping anyway.
+        let _ = rx.wait_for(|stopping| *stopping).await;
+    }
+
+    /// True once shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shared.shutdown.borrow()
+    }
+
+    /// Publishes an event (dropped when nobody listens).
+    pub fn emit(&self, event: DaemonEvent) {
+        let _ = self.shared.events.send(event);
+    }
+}
