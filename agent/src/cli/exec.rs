@@ -184,6 +184,7 @@ pub fn run(args: ExecArgs) -> i32 {
             context: initial_context,
             events,
             cancel,
+            resume: Vec::new(),
         };
         let result = engine.run(request).await;
         signals.abort();

@@ -122,6 +122,11 @@ pub struct RunRequest {
     pub events: EventSender,
     /// Cancels the run: the first request gracefully, a second kills at once.
     pub cancel: Cancel,
+    /// When resuming an interrupted run: the step reports it had. Stage and decision steps
+    /// whose report says `succeeded` or `skipped` are not run again; their report (and
+    /// outputs, as recorded) are taken over. Empty for a fresh run. The caller decides
+    /// what to do about steps that were running (`idempotent: false`).
+    pub resume: Vec<StepReport>,
 }
 
 /// What a finished run hands back.
@@ -204,6 +209,7 @@ mod tests {
             context: Map::new(),
             events: EventSender::none(),
             cancel: Cancel::new(),
+            resume: Vec::new(),
         };
         let fut = engine.run(req);
         assert_send(&fut);
@@ -214,5 +220,55 @@ mod tests {
         let result = rt.block_on(fut);
         assert_eq!(result.report.status, RunStatus::Succeeded);
         assert_eq!(result.report.stages[0].steps[0].attempts, 1);
+    }
+
+    #[test]
+    fn resume_skips_steps_done_before() {
+        let engine = Engine::new(EngineConfig::default());
+        let (wf, _) = dsl::parse_str(
+            "w.yaml",
+            "workflow:\n  name: w\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: exit 1\n        - id: b\n          run: test \"${{ steps.a.output.x }}\" = 1\n",
+        )
+        .expect("valid workflow");
+        let loaded = dsl::Loaded {
+            workflow: wf,
+            subworkflows: Default::default(),
+            warnings: dsl::Diagnostics(Vec::new()),
+            source: dsl::SourceFile::new("w.yaml", None),
+        };
+        let mut prior = StepReport::pending("a");
+        prior.status = StepStatus::Succeeded;
+        prior.attempts = 1;
+        prior.outputs.insert("x".into(), Value::from(1));
+        let req = RunRequest {
+            workflow: Arc::new(loaded),
+            parameters: Map::new(),
+            run_id: new_run_id(),
+            workdir: std::env::temp_dir(),
+            secrets: IndexMap::new(),
+            repo: Value::Null,
+            trigger: "retry".into(),
+            attempt: 2,
+            context: Map::new(),
+            events: EventSender::none(),
+            cancel: Cancel::new(),
+            resume: vec![prior.clone()],
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let result = rt.block_on(engine.run(req));
+        assert_eq!(
+            result.report.status,
+            RunStatus::Succeeded,
+            "{:?}",
+            result.report
+        );
+        assert_eq!(result.report.stages[0].steps[0], prior);
+        assert_eq!(
+            result.report.stages[0].steps[1].status,
+            StepStatus::Succeeded
+        );
     }
 }

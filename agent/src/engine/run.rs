@@ -82,6 +82,9 @@ pub(crate) struct RunCtx<'a> {
     pub deadline: Option<Instant>,
     pub depth: usize,
     pub marker: Arc<str>,
+    /// Reports of steps that succeeded or were skipped in an interrupted earlier attempt
+    /// of this run (top-level run only): they are not run again.
+    pub resume: std::collections::HashMap<String, StepReport>,
     seq: AtomicU64,
 }
 
@@ -260,6 +263,7 @@ pub(crate) fn new_ctx<'a>(
         deadline,
         depth,
         marker,
+        resume: Default::default(),
         seq: AtomicU64::new(0),
     })
 }
@@ -481,6 +485,13 @@ pub(crate) async fn run(engine: &Engine, req: RunRequest) -> RunResult {
             return finish_run(&req.events, run_id, report, req.context, Map::new());
         }
     };
+    let mut ctx = ctx;
+    ctx.resume = req
+        .resume
+        .iter()
+        .filter(|r| matches!(r.status, StepStatus::Succeeded | StepStatus::Skipped))
+        .map(|r| (r.id.clone(), r.clone()))
+        .collect();
     execute(&ctx).await;
     // Nothing a step started may outlive the run.
     let m = marker.to_string();

@@ -573,6 +573,21 @@ async fn step_inner(
     let eid = ctx.event_id(id);
     let mut report = StepReport::pending(id.clone());
 
+    // 0. Done in an interrupted earlier attempt of this run?
+    if mode == Mode::Normal
+        && let Some(prior) = ctx.resume.get(id)
+    {
+        let prior = prior.clone();
+        let status = prior.status;
+        ctx.data()
+            .record_step(id, status.as_str(), prior.outputs.clone());
+        if status == StepStatus::Succeeded {
+            ctx.state().completed.push(id.clone());
+        }
+        finish(ctx, slot, &eid, prior);
+        return status;
+    }
+
     // 1. Does it run?
     let explicit = step.when.as_ref().is_some_and(|w| has_status_fn(&w.text));
     let mut gate_error: Option<(String, String)> = None;
