@@ -40,7 +40,15 @@ pub fn validate(wf: &Workflow, source: &str) -> Vec<Diagnostic> {
         source,
         diags: Vec::new(),
         params: wf.parameters.iter().map(|p| p.name.value.clone()).collect(),
+        by_id: HashMap::new(),
+        ids: Vec::new(),
+        any_compensate: wf.steps().any(|s| !s.compensate.is_empty()),
+        suggestions_left: 100,
     };
+    for s in wf.steps().filter(|s| !s.implicit) {
+        v.by_id.entry(s.id.value.as_str()).or_insert(s);
+        v.ids.push(s.id.value.as_str());
+    }
     v.run();
     v.diags
 }
@@ -50,6 +58,14 @@ struct Validator<'a> {
     source: &'a str,
     diags: Vec<Diagnostic>,
     params: Vec<String>,
+    /// Every referable step by id (the first one when ids repeat).
+    by_id: HashMap<&'a str, &'a Step>,
+    /// Every referable step id in file order (for deterministic suggestions).
+    ids: Vec<&'a str>,
+    /// Whether any step has `compensate` steps.
+    any_compensate: bool,
+    /// Did-you-mean searches left (each scans every id; hostile files could ask for many).
+    suggestions_left: usize,
 }
 
 /// Where a reference to a step may point, for one step being checked.
@@ -429,9 +445,7 @@ impl<'a> Validator<'a> {
                 "`on_failure: rollback` but the workflow has no `rollback` section; nothing will be rolled back",
             ));
         }
-        if step.on_failure.value == OnFailure::Compensate
-            && !self.wf.steps().any(|s| !s.compensate.is_empty())
-        {
+        if step.on_failure.value == OnFailure::Compensate && !self.any_compensate {
             self.diags.push(Diagnostic::warning(
                 step.on_failure.span,
                 "`on_failure: compensate` but no step has `compensate` steps; nothing will be undone",
@@ -577,7 +591,7 @@ impl<'a> Validator<'a> {
             );
             return false;
         }
-        if let Some(target) = self.wf.step(id).filter(|s| !s.implicit) {
+        if let Some(target) = self.by_id.get(id) {
             self.diags.push(
                 Diagnostic::error(
                     span,
@@ -590,13 +604,13 @@ impl<'a> Validator<'a> {
             );
             return false;
         }
-        let ids: Vec<&str> = self
-            .wf
-            .steps()
-            .filter(|s| !s.implicit)
-            .map(|s| s.id.value.as_str())
-            .collect();
-        let msg = match suggest(id, ids) {
+        let suggestion = if self.suggestions_left > 0 {
+            self.suggestions_left -= 1;
+            suggest(id, self.ids.iter().copied())
+        } else {
+            None
+        };
+        let msg = match suggestion {
             Some(s) => format!("unknown step `{id}`, did you mean `{s}`?"),
             None => format!("unknown step `{id}`"),
         };
