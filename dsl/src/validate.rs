@@ -619,74 +619,75 @@ impl<'a> Validator<'a> {
     }
 
     fn auto_cycles(&mut self, stage: &Stage) {
-        let ids: Vec<&str> = stage.steps.iter().map(|s| s.id.value.as_str()).collect();
-        let deps: HashMap<&str, Vec<String>> = stage
+        /// Cycles reported per stage at most (each report walks the current path).
+        const MAX_REPORTS: usize = 20;
+        let index: HashMap<&str, usize> = stage
             .steps
             .iter()
-            .map(|s| {
-                let refs = s
-                    .step_references()
-                    .into_iter()
-                    .filter(|r| ids.contains(&r.as_str()) && r != &s.id.value)
-                    .collect();
-                (s.id.value.as_str(), refs)
+            .enumerate()
+            .map(|(i, s)| (s.id.value.as_str(), i))
+            .collect();
+        let deps: Vec<Vec<usize>> = stage
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                s.step_references()
+                    .iter()
+                    .filter_map(|r| index.get(r.as_str()).copied())
+                    .filter(|&j| j != i)
+                    .collect()
             })
             .collect();
-        // Depth-first search; report each cycle once, at its first step in file order.
-        let mut state: HashMap<&str, u8> = HashMap::new(); // 1 = on stack, 2 = done
-        let mut reported: HashSet<String> = HashSet::new();
-        for start in &ids {
-            let mut path: Vec<&str> = Vec::new();
-            self.dfs(start, &deps, &mut state, &mut path, &mut reported, stage);
-        }
-    }
-
-    fn dfs<'s>(
-        &mut self,
-        node: &'s str,
-        deps: &'s HashMap<&'s str, Vec<String>>,
-        state: &mut HashMap<&'s str, u8>,
-        path: &mut Vec<&'s str>,
-        reported: &mut HashSet<String>,
-        stage: &Stage,
-    ) {
-        match state.get(node) {
-            Some(2) => return,
-            Some(1) => {
-                if let Some(pos) = path.iter().position(|p| *p == node) {
-                    let mut cycle: Vec<&str> = path[pos..].to_vec();
-                    let mut key: Vec<&str> = cycle.clone();
-                    key.sort_unstable();
-                    if reported.insert(key.join(",")) {
-                        cycle.push(node);
-                        if let Some(step) = stage.steps.iter().find(|s| s.id.value == cycle[0]) {
+        // Iterative depth-first search (a long dependency chain must not overflow the
+        // stack); each cycle is reported once, from the step where the search entered it.
+        let mut state = vec![0u8; deps.len()]; // 0 = new, 1 = on the path, 2 = done
+        let mut seen: HashSet<Vec<usize>> = HashSet::new();
+        for root in 0..deps.len() {
+            if state[root] != 0 {
+                continue;
+            }
+            state[root] = 1;
+            let mut path: Vec<(usize, usize)> = vec![(root, 0)];
+            while let Some(&(node, next)) = path.last() {
+                let Some(&d) = deps[node].get(next) else {
+                    state[node] = 2;
+                    path.pop();
+                    continue;
+                };
+                if let Some(top) = path.last_mut() {
+                    top.1 += 1;
+                }
+                match state[d] {
+                    0 => {
+                        state[d] = 1;
+                        path.push((d, 0));
+                    }
+                    1 if seen.len() < MAX_REPORTS => {
+                        let pos = path.iter().position(|(x, _)| *x == d).unwrap_or(0);
+                        let cycle: Vec<usize> = path[pos..].iter().map(|(x, _)| *x).collect();
+                        let mut key = cycle.clone();
+                        key.sort_unstable();
+                        if seen.insert(key) {
+                            let mut names: Vec<&str> = cycle
+                                .iter()
+                                .map(|&i| stage.steps[i].id.value.as_str())
+                                .collect();
+                            names.push(names[0]);
                             self.diags.push(Diagnostic::error(
-                                step.id.span,
+                                stage.steps[cycle[0]].id.span,
                                 format!(
                                     "dependency cycle in `parallel: auto` stage `{}`: {}",
                                     stage.name.value,
-                                    cycle.join(" -> ")
+                                    names.join(" -> ")
                                 ),
                             ));
                         }
                     }
-                }
-                return;
-            }
-            _ => {}
-        }
-        state.insert(node, 1);
-        path.push(node);
-        if let Some((key, ds)) = deps.get_key_value(node) {
-            let _ = key;
-            for d in ds {
-                if let Some((k, _)) = deps.get_key_value(d.as_str()) {
-                    self.dfs(k, deps, state, path, reported, stage);
+                    _ => {}
                 }
             }
         }
-        path.pop();
-        state.insert(node, 2);
     }
 }
 

@@ -185,3 +185,34 @@ fn sub_workflows_nest_at_most_ten_deep() {
     assert_eq!(ok.subworkflows.len(), 10);
     assert!(ok.subworkflow("w11").is_some());
 }
+
+#[test]
+fn long_dependency_chains_do_not_overflow_the_stack() {
+    // 8,000 steps in reverse order, each needing the next one in the file: a chain as deep
+    // as the stage is long, checked on a test thread's small stack.
+    let n = 8000;
+    let mut src =
+        String::from("workflow:\n  stages:\n    - name: all\n      parallel: auto\n      steps:\n");
+    for i in (0..n).rev() {
+        if i == 0 {
+            src.push_str(&format!(
+                "        - {{id: s{i}, run: x, needs: s{}}}\n",
+                n - 1
+            ));
+        } else {
+            src.push_str(&format!(
+                "        - {{id: s{i}, run: x, needs: s{}}}\n",
+                i - 1
+            ));
+        }
+    }
+    let err = dsl::parse_str("chain.yaml", &src)
+        .map(|_| ())
+        .expect_err("one big cycle");
+    assert_eq!(err.error_count(), 1, "{}", err.render());
+    assert!(
+        err.render().contains("dependency cycle"),
+        "{}",
+        err.render()
+    );
+}
