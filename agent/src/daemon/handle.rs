@@ -238,9 +238,16 @@ pub struct RepoInfo {
 #[derive(Debug, Default)]
 pub struct RepoRegistry {
     inner: RwLock<BTreeMap<String, RepoInfo>>,
+    workflows_changed: tokio::sync::Notify,
 }
 
 impl RepoRegistry {
+    /// Pinged (`notify_one`) by the git watcher when a repository's default-branch head or
+    /// workflows changed; cron waits on it to re-read the schedules.
+    pub fn workflows_changed(&self) -> &tokio::sync::Notify {
+        &self.workflows_changed
+    }
+
     /// A snapshot of every repository's info, by name.
     pub fn snapshot(&self) -> BTreeMap<String, RepoInfo> {
         match self.inner.read() {

@@ -11,8 +11,11 @@
 //! Durable state lives in [`crate::store`].
 
 pub mod config;
+pub mod cron;
+pub mod git_watch;
 pub mod handle;
 pub mod mirror;
+pub mod triggers;
 pub mod workspace;
 
 pub use config::Config;

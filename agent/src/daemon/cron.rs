@@ -1,0 +1,533 @@
+//! Cron: the `on.schedule` entries of the workflows on each repository's default branch.
+//!
+//! The git watcher ([`super::git_watch`]) publishes the default branch's head of every
+//! repository in [`RepoRegistry`](super::handle::RepoRegistry) and pings
+//! [`RepoRegistry::workflows_changed`](super::handle::RepoRegistry::workflows_changed); this
+//! task then re-reads that commit's workflows from the mirror and rebuilds its table of
+//! schedules. It sleeps until the earliest next slot (or a change, or shutdown): no polling
+//! loop. The sleep is capped at [`MAX_SLEEP`] so that a wall clock that jumps (NTP, suspend)
+//! is noticed within a minute.
+//!
+//! Each slot is keyed by the schedule (`repo`, workflow, entry index, cron line, time zone)
+//! and its UTC instant, and claimed in the store ([`Store::enqueue_scheduled_run`],
+//! [`Store::claim_cron_slot`]) in the same transaction that queues its run, so a slot fires
+//! at most once, also across restarts and DST changes (croner never repeats a wall-clock time
+//! at a fall-back). Slots missed while the daemon was down (after the schedule's last claimed
+//! slot, within [`CATCHUP_WINDOW`]) follow `catchup`: `skip` runs none, `latest` (the
+//! default) the latest one, `all` each of them (at most [`MAX_CATCHUP`], the latest ones). A
+//! schedule never claimed before (new, or its cron line changed) starts from now.
+//!
+//! A slot that finds a run of the same workflow still queued or running follows
+//! `concurrency.overlap`: `skip` (the default when the workflow has no `concurrency`
+//! section) claims the slot without a run, `queue` queues it, `cancel_previous` queues it and
+//! cancels the active runs. A schedule's `parameters` are the run's parameters (checked
+//! against the declarations; bad ones make a failed run). The run records its slot
+//! (`scheduled_for`) and checks out the default branch's head.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use croner::{Cron, Direction};
+use dsl::Workflow;
+use dsl::model::{Catchup, Overlap};
+use git2::Oid;
+use serde_json::{Map, Value};
+
+use super::handle::DaemonHandle;
+use super::mirror::Mirror;
+use super::triggers::{ParsedFile, new_run_for, workflows_at};
+use crate::store::{RunFilter, RunId, RunStatus, Store, Trigger, TriggerKind};
+
+/// How far back missed slots are caught up after downtime.
+pub const CATCHUP_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// At most this many missed slots run with `catchup: all` (the latest ones).
+pub const MAX_CATCHUP: usize = 100;
+
+/// The longest single sleep, so that wall-clock jumps are noticed.
+pub const MAX_SLEEP: Duration = Duration::from_secs(60);
+
+/// One `on.schedule` entry of one workflow.
+#[derive(Debug, Clone)]
+struct Entry {
+    /// Store key of the schedule.
+    key: String,
+    repo: String,
+    workflow: Box<Workflow>,
+    cron: Cron,
+    tz: Tz,
+    catchup: Catchup,
+    overlap: Overlap,
+    parameters: Map<String, Value>,
+    /// The commit and branch scheduled runs check out.
+    commit: String,
+    branch: Option<String>,
+    /// The next slot to fire.
+    next: Option<DateTime<Utc>>,
+}
+
+/// The key of a schedule in the store: changing the cron line or time zone makes it a new
+/// schedule (no catch-up of the old one's slots).
+pub fn schedule_key(repo: &str, workflow: &str, index: usize, cron: &str, tz: &str) -> String {
+    format!("{repo}:{workflow}:{index}:{cron}@{tz}")
+}
+
+/// The first slot strictly after `after`.
+pub fn next_slot(cron: &Cron, tz: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    cron.find_next_occurrence(&after.with_timezone(&tz), false)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// The slots in `(after, until]`, oldest first; at most `limit`, the latest ones.
+pub fn slots_between(
+    cron: &Cron,
+    tz: Tz,
+    after: DateTime<Utc>,
+    until: DateTime<Utc>,
+    limit: usize,
+) -> Vec<DateTime<Utc>> {
+    if until <= after || limit == 0 {
+        return Vec::new();
+    }
+    let mut slots: Vec<DateTime<Utc>> = cron
+        .iter_from(until.with_timezone(&tz), Direction::Backward)
+        .map(|t| t.with_timezone(&Utc))
+        .take_while(|t| *t > after)
+        .take(limit)
+        .collect();
+    slots.reverse();
+    slots
+}
+
+/// Which of the missed slots (oldest first) run under `policy`.
+pub fn catchup_slots(policy: Catchup, missed: Vec<DateTime<Utc>>) -> Vec<DateTime<Utc>> {
+    match policy {
+        Catchup::Skip => Vec::new(),
+        Catchup::Latest => missed.last().copied().into_iter().collect(),
+        Catchup::All => missed,
+    }
+}
+
+/// The cron task: returns after shutdown. See the module docs.
+pub async fn run(handle: DaemonHandle) {
+    let store_path = handle.shared.store_path.clone();
+    let store = match tokio::task::spawn_blocking(move || Store::open(&store_path)).await {
+        Ok(Ok(store)) => store,
+        Ok(Err(err)) => {
+            tracing::error!(error = %err, "cron: cannot open the store; schedules are off");
+            return;
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "cron: store open panicked; schedules are off");
+            return;
+        }
+    };
+    let mut table = Some(CronTable {
+        store,
+        handle: handle.clone(),
+        entries: Vec::new(),
+        heads: BTreeMap::new(),
+    });
+    let changed = handle.shared.repos.workflows_changed();
+    loop {
+        // Re-read what changed, fire what is due, and find the next slot: blocking work
+        // (SQLite, libgit2) off the async threads.
+        let Some(mut t) = table.take() else { return };
+        let result = tokio::task::spawn_blocking(move || {
+            t.reload();
+            let cancels = t.fire_due(Utc::now());
+            t.publish_next_fires();
+            let next = t.next_due();
+            (t, cancels, next)
+        })
+        .await;
+        let (t, cancels, next) = match result {
+            Ok(r) => r,
+            Err(err) => {
+                tracing::error!(error = %err, "cron: table update panicked; schedules are off");
+                return;
+            }
+        };
+        table = Some(t);
+        for run in cancels {
+            if let Err(err) = handle.cancel(run).await {
+                tracing::warn!(run = %run, error = %err, "cron: could not cancel the previous run");
+            }
+        }
+        let sleep = match next {
+            Some(at) => (at - Utc::now()).to_std().unwrap_or(Duration::ZERO),
+            None => MAX_SLEEP,
+        }
+        .min(MAX_SLEEP);
+        tokio::select! {
+            _ = handle.shutdown_requested() => return,
+            _ = changed.notified() => {}
+            _ = tokio::time::sleep(sleep) => {}
+        }
+    }
+}
+
+/// The schedules of every repository, with the store they are claimed in.
+struct CronTable {
+    store: Store,
+    handle: DaemonHandle,
+    entries: Vec<Entry>,
+    /// The default-branch head each repository's entries were read from.
+    heads: BTreeMap<String, String>,
+}
+
+impl CronTable {
+    /// Re-reads the schedules of every repository whose default-branch head changed.
+    fn reload(&mut self) {
+        let shared = std::sync::Arc::clone(&self.handle.shared);
+        for (repo, info) in shared.repos.snapshot() {
+            let Some(head) = info.head.clone() else {
+                continue;
+            };
+            if self.heads.get(&repo) == Some(&head) {
+                continue;
+            }
+            let workflows = match read_workflows(&shared.state_dir, &repo, &head) {
+                Ok(w) => w,
+                Err(err) => {
+                    tracing::warn!(repo = %repo, commit = %head, error = %err,
+                        "cron: cannot read the workflows");
+                    continue;
+                }
+            };
+            self.heads.insert(repo.clone(), head.clone());
+            let old: Vec<Entry> = self
+                .entries
+                .iter()
+                .filter(|e| e.repo == repo)
+                .cloned()
+                .collect();
+            self.entries.retain(|e| e.repo != repo);
+            let now = Utc::now();
+            for wf in workflows {
+                for (index, schedule) in wf.on.schedule.iter().enumerate() {
+                    let Ok(cron) = schedule.cron() else { continue };
+                    let tz = schedule.tz();
+                    let key = schedule_key(
+                        &repo,
+                        &wf.name.value,
+                        index,
+                        &schedule.cron.value,
+                        tz.name(),
+                    );
+                    let parameters = schedule
+                        .parameters
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.to_static_json().unwrap_or(Value::Null)))
+                        .collect();
+                    let overlap = wf
+                        .concurrency
+                        .as_ref()
+                        .map(|c| c.overlap.value)
+                        .unwrap_or(Overlap::Skip);
+                    let mut entry = Entry {
+                        key,
+                        repo: repo.clone(),
+                        workflow: Box::new(wf.clone()),
+                        cron,
+                        tz,
+                        catchup: schedule.catchup.value,
+                        overlap,
+                        parameters,
+                        commit: head.clone(),
+                        branch: info.default_branch.clone(),
+                        next: None,
+                    };
+                    match old.iter().find(|o| o.key == entry.key) {
+                        // A schedule we already run: keep its place in time.
+                        Some(o) => entry.next = o.next,
+                        None => self.start(&mut entry, now),
+                    }
+                    self.entries.push(entry);
+                }
+            }
+            tracing::info!(repo = %repo, commit = %head,
+                schedules = self.entries.iter().filter(|e| e.repo == repo).count(),
+                "cron: schedules loaded");
+        }
+    }
+
+    /// Catches a newly loaded schedule up after downtime and sets its next slot.
+    fn start(&mut self, entry: &mut Entry, now: DateTime<Utc>) {
+        let last = match self.store.last_cron_fire(&entry.key) {
+            Ok(last) => last,
+            Err(err) => {
+                tracing::warn!(schedule = %entry.key, error = %err, "cron: cannot read the last fire");
+                None
+            }
+        };
+        if let Some(last) = last {
+            let window =
+                chrono::Duration::from_std(CATCHUP_WINDOW).unwrap_or(chrono::Duration::MAX);
+            let from = last.max(now - window);
+            let missed = slots_between(&entry.cron, entry.tz, from, now, MAX_CATCHUP);
+            for slot in catchup_slots(entry.catchup, missed) {
+                // Catch-up runs never cancel anything: they are history.
+                self.fire(entry, slot);
+            }
+        }
+        entry.next = next_slot(&entry.cron, entry.tz, now);
+    }
+
+    /// Fires every entry whose next slot is due; answers runs to cancel (`cancel_previous`).
+    fn fire_due(&mut self, now: DateTime<Utc>) -> Vec<RunId> {
+        let mut cancels = Vec::new();
+        let mut entries = std::mem::take(&mut self.entries);
+        for entry in &mut entries {
+            let Some(next) = entry.next else { continue };
+            if next > now {
+                continue;
+            }
+            // Slots that went by while we were not looking (a late wake-up, a suspended
+            // machine) follow the catch-up policy; the one just due always fires.
+            let mut due = slots_between(&entry.cron, entry.tz, next, now, MAX_CATCHUP);
+            let late: Vec<_> = std::iter::once(next).chain(due.drain(..)).collect();
+            let (last, earlier) = late.split_last().expect("at least the due slot");
+            for slot in catchup_slots(entry.catchup, earlier.to_vec()) {
+                self.fire(entry, slot);
+            }
+            cancels.extend(self.fire(entry, *last));
+            entry.next = next_slot(&entry.cron, entry.tz, now.max(*last));
+        }
+        self.entries = entries;
+        cancels
+    }
+
+    /// Fires one slot (claim + run, or claim only under `overlap: skip`); answers the runs
+    /// to cancel.
+    fn fire(&mut self, entry: &Entry, slot: DateTime<Utc>) -> Vec<RunId> {
+        match self.try_fire(entry, slot) {
+            Ok(cancels) => cancels,
+            Err(err) => {
+                tracing::warn!(schedule = %entry.key, slot = %slot, error = %err,
+                    "cron: cannot fire");
+                Vec::new()
+            }
+        }
+    }
+
+    fn try_fire(
+        &mut self,
+        entry: &Entry,
+        slot: DateTime<Utc>,
+    ) -> Result<Vec<RunId>, crate::store::StoreError> {
+        let workflow = &entry.workflow.name.value;
+        let active = self.active_runs(&entry.repo, workflow)?;
+        if !active.is_empty() && entry.overlap == Overlap::Skip {
+            if self.store.claim_cron_slot(&entry.key, slot)? {
+                tracing::info!(schedule = %entry.key, slot = %slot, active = %active[0],
+                    "cron: slot skipped, the previous run is still active");
+            }
+            return Ok(Vec::new());
+        }
+        let trigger = Trigger {
+            kind: TriggerKind::Schedule,
+            commit: Some(entry.commit.clone()),
+            branch: entry.branch.clone(),
+            scheduled_for: Some(slot),
+        };
+        let (mut run, outcome) =
+            new_run_for(&entry.workflow, &entry.repo, trigger, &entry.parameters);
+        run.dedup_key = Some(format!(
+            "schedule:{}:{}",
+            entry.key,
+            slot.timestamp_millis()
+        ));
+        match outcome {
+            Ok(()) => {
+                if let Some(id) = self.store.enqueue_scheduled_run(&entry.key, slot, &run)? {
+                    tracing::info!(schedule = %entry.key, slot = %slot, run = %id, "cron: fired");
+                    self.handle.wake();
+                    if entry.overlap == Overlap::CancelPrevious {
+                        return Ok(active);
+                    }
+                }
+            }
+            Err(errors) => {
+                if self.store.claim_cron_slot(&entry.key, slot)? {
+                    self.store.record_failed_run(&run, &errors)?;
+                }
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    /// Queued or running runs of a workflow in a repository.
+    fn active_runs(
+        &self,
+        repo: &str,
+        workflow: &str,
+    ) -> Result<Vec<RunId>, crate::store::StoreError> {
+        let mut out = Vec::new();
+        for status in [RunStatus::Running, RunStatus::Queued] {
+            let filter = RunFilter {
+                workflow: Some(workflow.to_string()),
+                status: Some(status),
+                repo: Some(repo.to_string()),
+            };
+            out.extend(
+                self.store
+                    .list_runs(&filter, 100)?
+                    .into_iter()
+                    .map(|r| r.id),
+            );
+        }
+        Ok(out)
+    }
+
+    /// The earliest next slot of all entries.
+    fn next_due(&self) -> Option<DateTime<Utc>> {
+        self.entries.iter().filter_map(|e| e.next).min()
+    }
+
+    /// Writes each workflow's earliest next slot into the registry, for the API.
+    fn publish_next_fires(&self) {
+        let mut by_repo: BTreeMap<&str, BTreeMap<&str, DateTime<Utc>>> = BTreeMap::new();
+        for e in &self.entries {
+            if let Some(next) = e.next {
+                let slot = by_repo
+                    .entry(e.repo.as_str())
+                    .or_default()
+                    .entry(e.workflow.name.value.as_str())
+                    .or_insert(next);
+                *slot = (*slot).min(next);
+            }
+        }
+        for repo in self.heads.keys() {
+            let fires = by_repo.get(repo.as_str());
+            self.handle.shared.repos.update(repo, |info| {
+                for wf in &mut info.workflows {
+                    wf.next_fire = fires.and_then(|f| f.get(wf.name.as_str()).copied());
+                }
+            });
+        }
+    }
+}
+
+/// The valid workflows of a repository at a commit (from its mirror).
+fn read_workflows(
+    state_dir: &std::path::Path,
+    repo: &str,
+    head: &str,
+) -> Result<Vec<Workflow>, super::mirror::MirrorError> {
+    let mirror = Mirror::open(state_dir, repo)?;
+    let oid = Oid::from_str(head)
+        .map_err(|_| super::mirror::MirrorError::UnknownCommit(head.to_string()))?;
+    Ok(workflows_at(&mirror, oid)?
+        .into_iter()
+        .filter_map(|f| match f {
+            ParsedFile::Valid { workflow, .. } => Some(*workflow),
+            ParsedFile::Invalid { .. } => None,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn cron(line: &str) -> Cron {
+        dsl::validate::parse_cron(line).expect("valid cron")
+    }
+
+    fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, s)
+            .single()
+            .expect("valid time")
+    }
+
+    #[test]
+    fn six_fields_have_seconds() {
+        let c = cron("*/2 * * * * *");
+        let t = utc(2026, 1, 1, 0, 0, 1);
+        assert_eq!(
+            next_slot(&c, chrono_tz::UTC, t),
+            Some(utc(2026, 1, 1, 0, 0, 2))
+        );
+        assert_eq!(
+            next_slot(&c, chrono_tz::UTC, utc(2026, 1, 1, 0, 0, 2)),
+            Some(utc(2026, 1, 1, 0, 0, 4))
+        );
+    }
+
+    #[test]
+    fn missed_slots_are_bounded_and_ordered() {
+        let c = cron("0 * * * *");
+        let slots = slots_between(
+            &c,
+            chrono_tz::UTC,
+            utc(2026, 1, 1, 0, 0, 0),
+            utc(2026, 1, 1, 5, 30, 0),
+            3,
+        );
+        assert_eq!(
+            slots,
+            vec![
+                utc(2026, 1, 1, 3, 0, 0),
+                utc(2026, 1, 1, 4, 0, 0),
+                utc(2026, 1, 1, 5, 0, 0)
+            ]
+        );
+        // The lower bound is exclusive, the upper inclusive.
+        let slots = slots_between(
+            &c,
+            chrono_tz::UTC,
+            utc(2026, 1, 1, 1, 0, 0),
+            utc(2026, 1, 1, 2, 0, 0),
+            10,
+        );
+        assert_eq!(slots, vec![utc(2026, 1, 1, 2, 0, 0)]);
+        assert_eq!(catchup_slots(Catchup::Latest, slots.clone()), slots);
+        assert!(catchup_slots(Catchup::Skip, slots).is_empty());
+    }
+
+    #[test]
+    fn a_dst_fall_back_fires_once() {
+        // Europe/Berlin leaves summer time on 2026-10-25: 02:30 local happens twice.
+        let c = cron("30 2 * * *");
+        let tz: Tz = "Europe/Berlin".parse().expect("zone");
+        let slots = slots_between(
+            &c,
+            tz,
+            utc(2026, 10, 24, 12, 0, 0),
+            utc(2026, 10, 25, 12, 0, 0),
+            10,
+        );
+        assert_eq!(slots.len(), 1, "{slots:?}");
+    }
+
+    #[test]
+    fn a_dst_spring_forward_still_fires() {
+        // 2026-03-29 02:30 does not exist in Berlin; croner fires in the gap's place.
+        let c = cron("30 2 * * *");
+        let tz: Tz = "Europe/Berlin".parse().expect("zone");
+        let slots = slots_between(
+            &c,
+            tz,
+            utc(2026, 3, 28, 12, 0, 0),
+            utc(2026, 3, 29, 12, 0, 0),
+            10,
+        );
+        assert!(slots.len() <= 1, "{slots:?}");
+    }
+
+    #[test]
+    fn time_zones_shift_slots() {
+        let c = cron("0 9 * * *");
+        let tz: Tz = "America/New_York".parse().expect("zone");
+        // 09:00 EST is 14:00 UTC in January.
+        assert_eq!(
+            next_slot(&c, tz, utc(2026, 1, 5, 0, 0, 0)),
+            Some(utc(2026, 1, 5, 14, 0, 0))
+        );
+    }
+}

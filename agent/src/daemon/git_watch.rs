@@ -1,0 +1,465 @@
+//! Git watching: noticing new commits in every configured repository and handing them to
+//! [`super::triggers`].
+//!
+//! One task per repository keeps its bare mirror ([`Mirror`]) current and, after each fetch,
+//! runs [`scan_repo`] (which queues the matching workflows through the store's deduping
+//! writes), then wakes the scheduler when something was queued. When the default branch
+//! moved, it publishes that branch's head and workflows in
+//! [`RepoRegistry`](super::handle::RepoRegistry) (for the API) and pings
+//! [`RepoRegistry::workflows_changed`](super::handle::RepoRegistry::workflows_changed) so that
+//! [`super::cron`] re-reads the schedules.
+//!
+//! When a repository is looked at:
+//! - **Local paths** are watched on their refs with one shared `notify` (inotify) watcher:
+//!   `refs/heads/**`, `packed-refs` and `HEAD` of the repository's git directory. Changes are
+//!   debounced (a quiet window of [`QUIET`], at most [`DEBOUNCE_MAX`] after the first change),
+//!   and the repository is also checked every `poll_interval` (default 30 s) in case an event
+//!   was missed (inotify queue overflow, a path created after boot).
+//! - **Remote URLs** are fetched every `poll_interval` (default 60 s).
+//! - **Inbound push hooks** ask for a fetch now through [`Shared::fetch_requests`].
+//!
+//! A failed fetch (remote down, path missing) is retried with exponential backoff (from the
+//! interval, doubling, capped at [`MAX_BACKOFF_FACTOR`] times it) and logged without the
+//! URL's user information. Nothing polls in a short loop: between events a task sleeps.
+//!
+//! Credentials: libgit2 is built without https and ssh for now, so only transports that need
+//! none (local paths, `file://`, `git://`) work; the config's credential variables are never
+//! read into logs.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
+
+use super::config::{RepoConfig, RepoSource};
+use super::handle::{DaemonHandle, WorkflowInfo};
+use super::mirror::Mirror;
+use super::triggers::{GlobList, ParsedFile, PushScan, scan_repo, workflows_at};
+use crate::store::Store;
+
+/// A change is handled once no other ref change came for this long...
+pub const QUIET: Duration = Duration::from_millis(20);
+
+/// ...or this long after the first change, whichever comes first.
+pub const DEBOUNCE_MAX: Duration = Duration::from_millis(100);
+
+/// A failing repository is retried at most this many intervals apart.
+pub const MAX_BACKOFF_FACTOR: u32 = 16;
+
+/// The git watcher: one task per configured repository; returns after shutdown.
+pub async fn run(handle: DaemonHandle) {
+    let repos = handle.shared.config.repos.clone();
+    let mut routes = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for repo in repos {
+        let (tx, rx) = mpsc::channel(1);
+        let rx = match &repo.source {
+            RepoSource::Path(path) => match git_common_dir(path) {
+                Some(dir) => {
+                    routes.push((dir, tx));
+                    Some(rx)
+                }
+                None => {
+                    tracing::warn!(repo = %repo.name, path = %path.display(),
+                        "not a git repository (yet): checked every poll interval only");
+                    None
+                }
+            },
+            RepoSource::Url(_) => None,
+        };
+        let watcher = RepoWatcher {
+            handle: handle.clone(),
+            repo,
+            changes: rx,
+            fetch_requests: handle.shared.fetch_requests.subscribe(),
+        };
+        tasks.spawn(watcher.run());
+    }
+    // Kept alive until every task ends; dropping it stops the inotify thread.
+    let _watcher = match watch_refs(routes) {
+        Ok(w) => w,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot watch refs: local repositories are checked every poll interval only");
+            None
+        }
+    };
+    while tasks.join_next().await.is_some() {}
+}
+
+/// The git directory that holds a repository's refs (the common one, for a worktree).
+fn git_common_dir(path: &Path) -> Option<PathBuf> {
+    let repo = git2::Repository::open(path).ok()?;
+    std::fs::canonicalize(repo.commondir()).ok()
+}
+
+/// Starts one watcher for every local repository's refs; each relevant change sends on the
+/// repository's channel (a full channel already means "look").
+fn watch_refs(
+    routes: Vec<(PathBuf, mpsc::Sender<()>)>,
+) -> Result<Option<RecommendedWatcher>, notify::Error> {
+    if routes.is_empty() {
+        return Ok(None);
+    }
+    let dirs: Vec<PathBuf> = routes.iter().map(|(d, _)| d.clone()).collect();
+    let routes = Arc::new(routes);
+    let handler_routes = Arc::clone(&routes);
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<Event>| {
+        let event = match res {
+            Ok(event) => event,
+            // An overflow or watch error: the periodic check catches what was missed.
+            Err(_) => return,
+        };
+        if matches!(event.kind, EventKind::Access(_)) {
+            return;
+        }
+        for path in &event.paths {
+            for (dir, tx) in handler_routes.iter() {
+                if let Ok(rel) = path.strip_prefix(dir)
+                    && is_ref_path(rel)
+                {
+                    let _ = tx.try_send(());
+                }
+            }
+        }
+    })?;
+    for dir in &dirs {
+        // `HEAD` and `packed-refs` sit directly in the git directory; branches below.
+        watcher.watch(dir, RecursiveMode::NonRecursive)?;
+        let heads = dir.join("refs").join("heads");
+        if heads.is_dir() {
+            watcher.watch(&heads, RecursiveMode::Recursive)?;
+        }
+    }
+    Ok(Some(watcher))
+}
+
+/// Whether a path inside a git directory is a ref that matters (lock files do not: the
+/// rename that replaces the ref follows).
+fn is_ref_path(rel: &Path) -> bool {
+    let text = rel.to_string_lossy();
+    if text.ends_with(".lock") {
+        return false;
+    }
+    text == "HEAD" || text == "packed-refs" || text.starts_with("refs/heads/")
+}
+
+/// The watcher of one repository.
+struct RepoWatcher {
+    handle: DaemonHandle,
+    repo: RepoConfig,
+    /// Ref changes of a local repository (`None`: not watched).
+    changes: Option<mpsc::Receiver<()>>,
+    fetch_requests: broadcast::Receiver<String>,
+}
+
+/// What a task keeps between passes (moved into the blocking pool and back).
+struct RepoState {
+    store: Option<Store>,
+    mirror: Option<Mirror>,
+    /// The daemon has looked at the repository since it started.
+    scanned: bool,
+    /// The default-branch head last published in the registry.
+    published: Option<String>,
+}
+
+/// What a pass found.
+struct PassOutcome {
+    scan: PushScan,
+    workflows_changed: bool,
+}
+
+impl RepoWatcher {
+    async fn run(mut self) {
+        let mut state = Some(RepoState {
+            store: None,
+            mirror: None,
+            scanned: false,
+            published: None,
+        });
+        let mut failures: u32 = 0;
+        loop {
+            if self.handle.is_shutting_down() {
+                return;
+            }
+            let Some(s) = state.take() else { return };
+            let handle = self.handle.clone();
+            let repo = self.repo.clone();
+            let joined = tokio::task::spawn_blocking(move || {
+                let mut s = s;
+                let outcome = pass(&handle, &repo, &mut s);
+                (s, outcome)
+            })
+            .await;
+            let (s, outcome) = match joined {
+                Ok(r) => r,
+                Err(err) => {
+                    tracing::error!(repo = %self.repo.name, error = %err, "git watcher panicked");
+                    return;
+                }
+            };
+            state = Some(s);
+            match outcome {
+                Ok(outcome) => {
+                    failures = 0;
+                    if !outcome.scan.queued.is_empty() {
+                        self.handle.wake();
+                    }
+                    if outcome.workflows_changed {
+                        self.handle.shared.repos.workflows_changed().notify_one();
+                    }
+                }
+                Err(err) => {
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(repo = %self.repo.name, failures, error = %err,
+                        "cannot update the repository");
+                }
+            }
+            if !self.wait(backoff(self.repo.poll_interval, failures)).await {
+                return;
+            }
+        }
+    }
+
+    /// Waits for a reason to look again: a ref change (debounced), a fetch request for this
+    /// repository, or the interval. False on shutdown.
+    async fn wait(&mut self, interval: Duration) -> bool {
+        let deadline = Instant::now() + interval;
+        loop {
+            tokio::select! {
+                _ = self.handle.shutdown_requested() => return false,
+                _ = tokio::time::sleep_until(deadline) => return true,
+                change = recv_change(&mut self.changes) => {
+                    if change {
+                        self.debounce().await;
+                        return true;
+                    }
+                    // The watcher is gone: only the interval is left.
+                    self.changes = None;
+                }
+                request = self.fetch_requests.recv() => match request {
+                    Ok(name) if name == self.repo.name => return true,
+                    Ok(_) => {}
+                    // Missed requests may have named this repository: look.
+                    Err(broadcast::error::RecvError::Lagged(_)) => return true,
+                    Err(broadcast::error::RecvError::Closed) => {
+                        // Nobody can send any more; the sender lives as long as the daemon.
+                        std::future::pending::<()>().await;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Swallows the rest of a burst of ref changes: returns after [`QUIET`] without one, or
+    /// [`DEBOUNCE_MAX`] after the first.
+    async fn debounce(&mut self) {
+        let Some(changes) = self.changes.as_mut() else {
+            return;
+        };
+        let end = Instant::now() + DEBOUNCE_MAX;
+        loop {
+            let quiet_end = (Instant::now() + QUIET).min(end);
+            match tokio::time::timeout_at(quiet_end, changes.recv()).await {
+                Ok(Some(())) if Instant::now() < end => continue,
+                _ => return,
+            }
+        }
+    }
+}
+
+/// The next ref change; false when the watcher is gone. Pending forever without a watcher.
+async fn recv_change(changes: &mut Option<mpsc::Receiver<()>>) -> bool {
+    match changes {
+        Some(rx) => rx.recv().await.is_some(),
+        None => std::future::pending().await,
+    }
+}
+
+/// The wait before the next look: the interval, doubled per consecutive failure, capped.
+pub fn backoff(interval: Duration, failures: u32) -> Duration {
+    let factor = 2u32
+        .saturating_pow(failures.min(16))
+        .min(MAX_BACKOFF_FACTOR);
+    interval.saturating_mul(factor)
+}
+
+/// One look at a repository: fetch into the mirror, scan for pushes, publish the default
+/// branch's workflows if it moved. Blocking (libgit2, SQLite).
+fn pass(
+    handle: &DaemonHandle,
+    repo: &RepoConfig,
+    s: &mut RepoState,
+) -> Result<PassOutcome, String> {
+    let shared = &handle.shared;
+    let url = repo.source.clone_url();
+    if s.store.is_none() {
+        s.store = Some(Store::open(&shared.store_path).map_err(|e| e.to_string())?);
+    }
+    match s.mirror.as_mut() {
+        Some(mirror) => mirror.fetch().map_err(|e| redact(&e.to_string(), &url))?,
+        None => {
+            let existed = Mirror::path_for(&shared.state_dir, &repo.name).exists();
+            let mut mirror = Mirror::open_or_clone(&shared.state_dir, &repo.name, &url)
+                .map_err(|e| redact(&e.to_string(), &url))?;
+            // A fresh clone has just fetched; an existing mirror was only opened.
+            if existed {
+                mirror.fetch().map_err(|e| redact(&e.to_string(), &url))?;
+            }
+            s.mirror = Some(mirror);
+        }
+    }
+    let (Some(store), Some(mirror)) = (s.store.as_mut(), s.mirror.as_ref()) else {
+        return Err("internal: repository state missing".to_string());
+    };
+    let globs = if repo.branches.is_empty() {
+        None
+    } else {
+        Some(GlobList::new(&repo.branches).map_err(|e| format!("bad branch glob: {e}"))?)
+    };
+    let scan = scan_repo(store, mirror, &repo.name, globs.as_ref(), !s.scanned)
+        .map_err(|e| redact(&e.to_string(), &url))?;
+    s.scanned = true;
+    let default_branch = mirror.default_branch();
+    let head = match &default_branch {
+        Some(branch) => mirror
+            .branch_head(branch)
+            .map_err(|e| e.to_string())?
+            .map(|oid| oid.to_string()),
+        None => None,
+    };
+    let mut workflows_changed = false;
+    if head != s.published {
+        let workflows = match head.as_deref().and_then(|h| git2::Oid::from_str(h).ok()) {
+            Some(oid) => workflows_at(mirror, oid).map_err(|e| e.to_string())?,
+            None => Vec::new(),
+        };
+        let infos: Vec<WorkflowInfo> = workflows.iter().map(workflow_info).collect();
+        shared.repos.update(&repo.name, |info| {
+            // Keep the known next fire times until cron recomputes them.
+            let mut infos = infos;
+            for new in &mut infos {
+                new.next_fire = info
+                    .workflows
+                    .iter()
+                    .find(|old| old.name == new.name)
+                    .and_then(|old| old.next_fire);
+            }
+            info.default_branch = default_branch.clone();
+            info.head = head.clone();
+            info.workflows = infos;
+        });
+        s.published = head;
+        workflows_changed = true;
+    }
+    Ok(PassOutcome {
+        scan,
+        workflows_changed,
+    })
+}
+
+/// What the API lists for a workflow file.
+fn workflow_info(file: &ParsedFile) -> WorkflowInfo {
+    match file {
+        ParsedFile::Valid { path, workflow } => WorkflowInfo {
+            name: workflow.name.value.clone(),
+            file: path.clone(),
+            triggers: triggers_json(workflow),
+            next_fire: None,
+            error: None,
+        },
+        ParsedFile::Invalid {
+            path,
+            stem,
+            diagnostics,
+        } => WorkflowInfo {
+            name: stem.clone(),
+            file: path.clone(),
+            triggers: Value::Null,
+            next_fire: None,
+            error: Some(diagnostics.clone()),
+        },
+    }
+}
+
+/// A workflow's `on:` section as JSON.
+pub fn triggers_json(workflow: &dsl::Workflow) -> Value {
+    let on = &workflow.on;
+    let push = on.push.as_ref().map(|p| {
+        json!({
+            "branches": p.branches.iter().map(|b| b.value.clone()).collect::<Vec<_>>(),
+            "paths": p.paths.iter().map(|b| b.value.clone()).collect::<Vec<_>>(),
+        })
+    });
+    let schedule: Vec<Value> = on
+        .schedule
+        .iter()
+        .map(|s| {
+            json!({
+                "cron": s.cron.value,
+                "timezone": s.tz().name(),
+                "catchup": s.catchup.value.as_str(),
+                "parameters": s.parameters.iter()
+                    .map(|(k, v)| (k.clone(), v.to_static_json().unwrap_or(Value::Null)))
+                    .collect::<serde_json::Map<_, _>>(),
+            })
+        })
+        .collect();
+    json!({
+        "push": push,
+        "schedule": schedule,
+        "manual": on.manual.as_ref().map(|m| m.value),
+    })
+}
+
+/// Removes the user information (`user:password@`) of a URL wherever it appears in `text`.
+pub fn redact(text: &str, url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return text.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return text.to_string();
+    };
+    let clean = format!("{scheme}://***@{}", &rest[at + 1..]);
+    text.replace(url, &clean)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_branch_refs_matter() {
+        assert!(is_ref_path(Path::new("refs/heads/main")));
+        assert!(is_ref_path(Path::new("refs/heads/feature/x")));
+        assert!(is_ref_path(Path::new("packed-refs")));
+        assert!(is_ref_path(Path::new("HEAD")));
+        assert!(!is_ref_path(Path::new("refs/heads/main.lock")));
+        assert!(!is_ref_path(Path::new("index")));
+        assert!(!is_ref_path(Path::new("index.lock")));
+        assert!(!is_ref_path(Path::new("refs/tags/v1")));
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let s = Duration::from_secs(60);
+        assert_eq!(backoff(s, 0), s);
+        assert_eq!(backoff(s, 1), s * 2);
+        assert_eq!(backoff(s, 3), s * 8);
+        assert_eq!(backoff(s, 100), s * MAX_BACKOFF_FACTOR);
+    }
+
+    #[test]
+    fn credentials_in_urls_are_redacted() {
+        let url = "https://bob:hunter2@example.com/r.git";
+        let text = format!("fetch `{url}`: refused");
+        let out = redact(&text, url);
+        assert!(!out.contains("hunter2"), "{out}");
+        assert!(out.contains("https://***@example.com/r.git"), "{out}");
+        assert_eq!(redact("x", "/local/path"), "x");
+    }
+}

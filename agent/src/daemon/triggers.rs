@@ -1,0 +1,464 @@
+//! Push triggers: which workflows a new commit on a watched branch starts.
+//!
+//! [`scan_repo`] compares every watched branch of a repository's mirror with the last commit
+//! the store has seen on it and, for each branch that moved, reads `.workflows/*.y{a,}ml` at
+//! the new head (from the mirror, no checkout), matches each workflow's `on.push` against the
+//! branch and the files changed since the last seen commit, and hands the store one
+//! [`Store::record_push`] per branch: the runs to queue, the failed runs of invalid files and
+//! the branch's new head, in one transaction. Every run carries the dedup key
+//! `push:<repo>:<workflow>:<commit>`, so a commit runs at most once per workflow, also when
+//! a crash makes the daemon handle it again.
+//!
+//! Rules a user can rely on:
+//! - One run per workflow per push, for the head commit (several commits pushed at once run
+//!   once, with the union of their changes for `paths`).
+//! - The first time a repository is seen (no branch of it in the store) its existing history
+//!   runs nothing: the heads are recorded as the baseline. After that, a branch that appears
+//!   is a push of a new branch: its changes are counted from where it forked off the default
+//!   branch (everything, when there is no common ancestor).
+//! - A workflow with an `on:` section runs on push only if it has `on.push`; a workflow with no
+//!   trigger at all (no `on:`, as in the seed's examples) runs on every push.
+//! - Globs (`branches`, `paths`) follow GitHub Actions: `*` stops at `/`, `**` crosses it, and a
+//!   pattern starting with `!` excludes; the last pattern that matches decides.
+//! - An invalid workflow file becomes a failed run named after its file stem, carrying its
+//!   diagnostics, on the push that added or changed it; the other workflows run as usual.
+//!
+//! What this module does not do: fetching (see [`super::git_watch`]), running (the
+//! scheduler) or cron (see [`super::cron`], which re-reads the default branch's workflows when
+//! [`PushScan::default_branch_moved`] says so).
+
+use std::collections::BTreeSet;
+
+use dsl::Workflow;
+use dsl::expr::MapContext;
+use git2::Oid;
+use globset::{Glob, GlobBuilder, GlobMatcher};
+use serde_json::{Map, Value};
+
+use super::mirror::{Mirror, MirrorError};
+use crate::store::{Enqueued, NewRun, RunId, Store, StoreError, Trigger, TriggerKind};
+
+/// Errors while scanning a repository for pushes.
+#[derive(Debug, thiserror::Error)]
+pub enum TriggerError {
+    /// Reading the mirror failed.
+    #[error(transparent)]
+    Mirror(#[from] MirrorError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What one scan of a repository did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PushScan {
+    /// Runs newly queued (the scheduler should wake up when this is not empty).
+    pub queued: Vec<RunId>,
+    /// Failed runs recorded for invalid workflow files or bad parameters.
+    pub failed: Vec<RunId>,
+    /// Branches whose head moved, with their new head.
+    pub moved: Vec<(String, String)>,
+    /// The repository's default branch moved (or was seen for the first time): its
+    /// schedules must be re-read.
+    pub default_branch_moved: bool,
+    /// This scan recorded the baseline of a repository seen for the first time.
+    pub baseline: bool,
+}
+
+/// A workflow file read at a commit: the valid workflow, or its stem and diagnostics.
+#[derive(Debug, Clone)]
+pub enum ParsedFile {
+    /// A valid workflow.
+    Valid {
+        /// Its path in the repository.
+        path: String,
+        /// The workflow.
+        workflow: Box<Workflow>,
+    },
+    /// A file with errors.
+    Invalid {
+        /// Its path in the repository.
+        path: String,
+        /// The file stem, which names the failed run.
+        stem: String,
+        /// The rendered diagnostics.
+        diagnostics: String,
+    },
+}
+
+impl ParsedFile {
+    /// The file's path in the repository.
+    pub fn path(&self) -> &str {
+        match self {
+            ParsedFile::Valid { path, .. } | ParsedFile::Invalid { path, .. } => path,
+        }
+    }
+}
+
+/// Reads and parses every workflow file of a commit.
+pub fn workflows_at(mirror: &Mirror, commit: Oid) -> Result<Vec<ParsedFile>, MirrorError> {
+    let files = mirror.read_workflow_files(commit)?;
+    Ok(files
+        .into_iter()
+        .map(|file| match dsl::parse_str(&file.path, &file.text) {
+            Ok((workflow, _warnings)) => ParsedFile::Valid {
+                path: file.path,
+                workflow: Box::new(workflow),
+            },
+            Err(diags) => ParsedFile::Invalid {
+                stem: file_stem(&file.path),
+                diagnostics: diags.render(),
+                path: file.path,
+            },
+        })
+        .collect())
+}
+
+/// The stem of a repository path: `.workflows/build.yaml` -> `build`.
+fn file_stem(path: &str) -> String {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name.strip_suffix(".yaml")
+        .or_else(|| name.strip_suffix(".yml"))
+        .unwrap_or(name)
+        .to_string()
+}
+
+/// A list of GitHub-style globs: `*` stops at `/`, `**` crosses it, `!pattern` excludes, and
+/// the last matching pattern decides. An empty list matches everything.
+#[derive(Debug, Clone)]
+pub struct GlobList {
+    patterns: Vec<(bool, GlobMatcher)>,
+}
+
+impl GlobList {
+    /// Compiles the patterns; a pattern that does not compile is an error naming it.
+    pub fn new<S: AsRef<str>>(patterns: &[S]) -> Result<GlobList, globset::Error> {
+        let mut out = Vec::with_capacity(patterns.len());
+        for p in patterns {
+            let p = p.as_ref();
+            let (include, text) = match p.strip_prefix('!') {
+                Some(rest) => (false, rest),
+                None => (true, p),
+            };
+            let glob: Glob = GlobBuilder::new(text)
+                .literal_separator(true)
+                .backslash_escape(true)
+                .build()?;
+            out.push((include, glob.compile_matcher()));
+        }
+        Ok(GlobList { patterns: out })
+    }
+
+    /// True when the list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
+    /// Whether `text` is selected: the last matching pattern decides; with no match, it is
+    /// selected only if every pattern is an exclusion (or there are none).
+    pub fn matches(&self, text: &str) -> bool {
+        let mut selected = self.patterns.iter().all(|(include, _)| !include);
+        for (include, matcher) in &self.patterns {
+            if matcher.is_match(text) {
+                selected = *include;
+            }
+        }
+        selected
+    }
+
+    /// Whether any of `texts` is selected.
+    pub fn matches_any<S: AsRef<str>>(&self, texts: &[S]) -> bool {
+        texts.iter().any(|t| self.matches(t.as_ref()))
+    }
+}
+
+/// Whether a workflow runs on a push of `branch` changing `changed`. A glob that does not
+/// compile (validation should have caught it) matches nothing.
+pub fn push_matches(workflow: &Workflow, branch: &str, changed: &[String]) -> bool {
+    let on = &workflow.on;
+    let push = match &on.push {
+        Some(push) => push,
+        // No trigger of any kind: the workflow runs on every push.
+        None if on.schedule.is_empty() && on.manual.is_none() => return true,
+        None => return false,
+    };
+    let branches: Vec<&str> = push.branches.iter().map(|b| b.value.as_str()).collect();
+    let paths: Vec<&str> = push.paths.iter().map(|p| p.value.as_str()).collect();
+    let (Ok(branches), Ok(paths)) = (GlobList::new(&branches), GlobList::new(&paths)) else {
+        return false;
+    };
+    branches.matches(branch) && (paths.is_empty() || paths.matches_any(changed))
+}
+
+/// The run of `workflow` for `trigger`: parameters resolved (types, defaults, `required`)
+/// from `given`, priority and concurrency group from the file. `Err` carries the parameter
+/// errors as text, for a failed run.
+pub fn new_run_for(
+    workflow: &Workflow,
+    repo: &str,
+    trigger: Trigger,
+    given: &Map<String, Value>,
+) -> (NewRun, Result<(), String>) {
+    let mut run = NewRun::new(workflow.name.value.clone(), trigger);
+    run.repo = Some(repo.to_string());
+    run.priority = workflow
+        .metadata
+        .priority
+        .as_ref()
+        .map(|p| p.value)
+        .unwrap_or(0);
+    let params = dsl::params::resolve_json(workflow, given);
+    let outcome = match params {
+        Ok(params) => {
+            run.parameters = Value::Object(params);
+            Ok(())
+        }
+        Err(errors) => {
+            run.parameters = Value::Object(given.clone());
+            Err(errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"))
+        }
+    };
+    run.concurrency_group = concurrency_group(workflow, repo, &run);
+    (run, outcome)
+}
+
+/// `concurrency.group` rendered against the run's parameters (the workflow's name when the
+/// section has no group or the template cannot be rendered); `None` without the section.
+fn concurrency_group(workflow: &Workflow, repo: &str, run: &NewRun) -> Option<String> {
+    let concurrency = workflow.concurrency.as_ref()?;
+    let fallback = workflow.name.value.clone();
+    let Some(group) = &concurrency.group else {
+        return Some(fallback);
+    };
+    let mut ctx = MapContext::new(Map::new());
+    ctx.insert("parameters", run.parameters.clone());
+    ctx.insert(
+        "workflow",
+        serde_json::json!({ "name": workflow.name.value }),
+    );
+    ctx.insert(
+        "repo",
+        serde_json::json!({
+            "name": repo,
+            "branch": run.trigger.branch,
+            "commit": run.trigger.commit,
+        }),
+    );
+    match group.render(&ctx) {
+        Ok(Value::String(s)) if !s.is_empty() => Some(s),
+        Ok(Value::Null) | Err(_) => Some(fallback),
+        Ok(other) => Some(other.to_string()),
+    }
+}
+
+/// The dedup key of a push run: a commit runs at most once per workflow.
+pub fn push_dedup_key(repo: &str, workflow: &str, commit: &str) -> String {
+    format!("push:{repo}:{workflow}:{commit}")
+}
+
+/// Scans every branch of `mirror` selected by `watched` (`None`: the default branch only)
+/// against the store's last seen commits, and queues what the pushes start. With
+/// `allow_baseline` (the daemon's first look at the repository since it started), a
+/// repository with no branch in the store only gets its heads recorded. See the module docs
+/// for the rules.
+pub fn scan_repo(
+    store: &mut Store,
+    mirror: &Mirror,
+    repo: &str,
+    watched: Option<&GlobList>,
+    allow_baseline: bool,
+) -> Result<PushScan, TriggerError> {
+    let seen: Vec<(String, String)> = store.seen_branches(repo)?;
+    let first_sight = allow_baseline && seen.is_empty();
+    let default_branch = mirror.default_branch();
+    let mut scan = PushScan {
+        baseline: first_sight,
+        ..PushScan::default()
+    };
+    for (branch, head) in mirror.branches()? {
+        let selected = match watched {
+            Some(globs) => globs.matches(&branch),
+            None => default_branch.as_deref() == Some(branch.as_str()),
+        };
+        if !selected {
+            continue;
+        }
+        let head_text = head.to_string();
+        let last = seen
+            .iter()
+            .find(|(b, _)| *b == branch)
+            .map(|(_, c)| c.as_str());
+        if last == Some(head_text.as_str()) {
+            continue;
+        }
+        let is_default = default_branch.as_deref() == Some(branch.as_str());
+        if first_sight {
+            store.set_last_seen_commit(repo, &branch, &head_text)?;
+            scan.default_branch_moved |= is_default;
+            scan.moved.push((branch, head_text));
+            continue;
+        }
+        let old = match last {
+            Some(last) => Oid::from_str(last)
+                .ok()
+                .filter(|oid| mirror.repository().find_commit(*oid).is_ok()),
+            None => fork_point(mirror, head, &seen),
+        };
+        // A force-push to an unrelated history leaves no known old commit: everything counts.
+        let changed = mirror.changed_paths(old, head)?;
+        let (runs, failed) = runs_for_push(mirror, repo, &branch, head, &changed)?;
+        let written = store.record_push(repo, &branch, &head_text, &runs, &failed)?;
+        // `record_push` answers the queued runs first, then the failed ones.
+        for (i, enqueued) in written.into_iter().enumerate() {
+            if let Enqueued::Created(id) = enqueued {
+                if i < runs.len() {
+                    scan.queued.push(id);
+                } else {
+                    scan.failed.push(id);
+                }
+            }
+        }
+        tracing::info!(repo, branch = %branch, commit = %head_text,
+            runs = runs.len(), failed = failed.len(), "new commit");
+        scan.default_branch_moved |= is_default;
+        scan.moved.push((branch, head_text));
+    }
+    Ok(scan)
+}
+
+/// Where a new branch forked off the history already seen: the most recent merge base of
+/// its head with the heads seen on other branches (none when it shares no history).
+fn fork_point(mirror: &Mirror, head: Oid, seen: &[(String, String)]) -> Option<Oid> {
+    let repo = mirror.repository();
+    seen.iter()
+        .filter_map(|(_, commit)| Oid::from_str(commit).ok())
+        .filter_map(|other| repo.merge_base(other, head).ok())
+        .filter_map(|base| {
+            repo.find_commit(base)
+                .ok()
+                .map(|c| (c.time().seconds(), base))
+        })
+        .max()
+        .map(|(_, base)| base)
+}
+
+/// Runs to queue, and failed runs with their error text.
+type PushRuns = (Vec<NewRun>, Vec<(NewRun, String)>);
+
+/// The runs (and failed runs) a push of `head` to `branch` changing `changed` starts.
+fn runs_for_push(
+    mirror: &Mirror,
+    repo: &str,
+    branch: &str,
+    head: Oid,
+    changed: &[String],
+) -> Result<PushRuns, MirrorError> {
+    let commit = head.to_string();
+    let trigger = Trigger {
+        kind: TriggerKind::Push,
+        commit: Some(commit.clone()),
+        branch: Some(branch.to_string()),
+        scheduled_for: None,
+    };
+    let changed_set: BTreeSet<&str> = changed.iter().map(String::as_str).collect();
+    let mut runs = Vec::new();
+    let mut failed = Vec::new();
+    for file in workflows_at(mirror, head)? {
+        match file {
+            ParsedFile::Valid { workflow, .. } => {
+                if !push_matches(&workflow, branch, changed) {
+                    continue;
+                }
+                let (mut run, outcome) = new_run_for(&workflow, repo, trigger.clone(), &Map::new());
+                run.dedup_key = Some(push_dedup_key(repo, &run.workflow, &commit));
+                match outcome {
+                    Ok(()) => runs.push(run),
+                    Err(errors) => failed.push((run, errors)),
+                }
+            }
+            ParsedFile::Invalid {
+                path,
+                stem,
+                diagnostics,
+            } => {
+                // Reported on the push that added or changed the file, not on every push after.
+                if !changed_set.contains(path.as_str()) {
+                    continue;
+                }
+                let mut run = NewRun::new(stem.clone(), trigger.clone());
+                run.repo = Some(repo.to_string());
+                run.dedup_key = Some(push_dedup_key(repo, &stem, &commit));
+                failed.push((run, diagnostics));
+            }
+        }
+    }
+    Ok((runs, failed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn globs(p: &[&str]) -> GlobList {
+        GlobList::new(p).expect("globs compile")
+    }
+
+    #[test]
+    fn globs_follow_github_rules() {
+        assert!(globs(&[]).matches("anything/at/all"));
+        assert!(globs(&["main"]).matches("main"));
+        assert!(!globs(&["main"]).matches("maint"));
+        assert!(globs(&["release/*"]).matches("release/1.0"));
+        assert!(!globs(&["release/*"]).matches("release/1.0/hotfix"));
+        assert!(globs(&["release/**"]).matches("release/1.0/hotfix"));
+        assert!(globs(&["**"]).matches("a/b/c"));
+        assert!(globs(&["src/**/*.rs"]).matches("src/a/b.rs"));
+        assert!(globs(&["src/**/*.rs"]).matches("src/b.rs"));
+        assert!(!globs(&["*.rs"]).matches("src/b.rs"));
+        // Exclusions: the last match decides; only-exclusions start from "everything".
+        assert!(!globs(&["**", "!docs/**"]).matches("docs/a.md"));
+        assert!(globs(&["**", "!docs/**"]).matches("src/a.rs"));
+        assert!(globs(&["!docs/**"]).matches("src/a.rs"));
+        assert!(!globs(&["!docs/**"]).matches("docs/a.md"));
+        assert!(globs(&["**", "!docs/**", "docs/keep.md"]).matches("docs/keep.md"));
+    }
+
+    fn parse(text: &str) -> Workflow {
+        dsl::parse_str("w.yaml", text).expect("valid workflow").0
+    }
+
+    #[test]
+    fn push_filters_select_branches_and_paths() {
+        let wf = parse(
+            "workflow:\n  name: w\n  on:\n    push:\n      branches: [main, 'release/*']\n      paths: ['src/**']\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: 'true'\n",
+        );
+        let src = vec!["src/lib.rs".to_string()];
+        let docs = vec!["docs/x.md".to_string()];
+        assert!(push_matches(&wf, "main", &src));
+        assert!(push_matches(&wf, "release/2", &src));
+        assert!(!push_matches(&wf, "feature", &src));
+        assert!(!push_matches(&wf, "main", &docs));
+    }
+
+    #[test]
+    fn triggerless_workflows_run_on_push_and_schedule_only_ones_do_not() {
+        let none = parse(
+            "workflow:\n  name: w\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: 'true'\n",
+        );
+        assert!(push_matches(&none, "any", &[]));
+        let manual = parse(
+            "workflow:\n  name: w\n  on:\n    manual: true\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: 'true'\n",
+        );
+        assert!(!push_matches(&manual, "any", &[]));
+    }
+
+    #[test]
+    fn stems_name_invalid_files() {
+        assert_eq!(file_stem(".workflows/build.yaml"), "build");
+        assert_eq!(file_stem(".workflows/x.y.yml"), "x.y");
+    }
+}
