@@ -482,20 +482,14 @@ impl<'s> Lowerer<'s> {
                     TemplateValueKind::String(self.template_of(node, &s.text.clone(), s.style)?)
                 }
             },
-            NodeKind::Seq(items) => TemplateValueKind::Array(
-                items
-                    .iter()
-                    .filter_map(|n| self.value(n))
-                    .collect(),
-            ),
+            NodeKind::Seq(items) => {
+                TemplateValueKind::Array(items.iter().filter_map(|n| self.value(n)).collect())
+            }
             NodeKind::Map(entries) => TemplateValueKind::Object(
                 entries
                     .iter()
                     .filter_map(|(k, v)| {
-                        Some((
-                            k.as_str().unwrap_or_default().to_owned(),
-                            self.value(v)?,
-                        ))
+                        Some((k.as_str().unwrap_or_default().to_owned(), self.value(v)?))
                     })
                     .collect(),
             ),
@@ -513,9 +507,7 @@ impl<'s> Lowerer<'s> {
         };
         entries
             .iter()
-            .filter_map(|(k, v)| {
-                Some((k.as_str().unwrap_or_default().to_owned(), self.value(v)?))
-            })
+            .filter_map(|(k, v)| Some((k.as_str().unwrap_or_default().to_owned(), self.value(v)?)))
             .collect()
     }
 
@@ -715,7 +707,7 @@ impl<'s> Lowerer<'s> {
             .unwrap_or_default();
         let catchup = match o.get("catchup") {
             Some(n) => self.keyword(n, "catchup", Catchup::ALL)?,
-            None => Spanned::new(Catchup::Skip, node.span),
+            None => Spanned::new(Catchup::Latest, node.span),
         };
         Some(Schedule {
             span: node.span,

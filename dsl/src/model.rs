@@ -143,9 +143,9 @@ keyword_enum!(
 keyword_enum!(
     /// Which missed cron ticks run after downtime.
     Catchup {
-        /// None (the default).
+        /// None.
         Skip = "skip",
-        /// Only the latest missed tick.
+        /// Only the latest missed tick (the default).
         Latest = "latest",
         /// Every missed tick.
         All = "all",
