@@ -82,7 +82,11 @@ fn usage_errors_exit_2() {
     let empty = tempfile::tempdir().expect("tempdir");
     let out = validate(&[empty.path().to_str().expect("utf-8 path")]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("no workflow files in"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no workflow files in"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
