@@ -1,5 +1,6 @@
 //! The `agent` library behind the binary: CLI commands, engine, daemon, store, notify, api.
 
+pub mod api;
 pub mod cli;
 pub mod daemon;
 pub mod engine;

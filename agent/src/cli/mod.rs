@@ -1,6 +1,7 @@
 //! Command-line interface: argument definitions (clap) and dispatch to one module per
 //! command. Each command returns the process exit code documented in DESIGN §5.
 
+pub mod client;
 pub mod exec;
 pub mod schema;
 pub mod validate;
@@ -16,7 +17,11 @@ pub const EXIT_FAILED: i32 = 1;
 pub const EXIT_INVALID: i32 = 2;
 
 #[derive(Debug, Parser)]
-#[command(name = "agent", version, about = "A self-hosted workflow daemon: git-triggered and cron-scheduled workflows")]
+#[command(
+    name = "agent",
+    version,
+    about = "A self-hosted workflow daemon: git-triggered and cron-scheduled workflows"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -38,6 +43,16 @@ pub enum Command {
     Schema,
     /// Run one workflow locally with real processes (progress on stderr).
     Exec(exec::ExecArgs),
+    /// List the daemon's runs (newest first), or show one run with its steps.
+    Runs(client::RunsArgs),
+    /// Print a run's step logs; `-f` follows them live.
+    Logs(client::LogsArgs),
+    /// Queue a run of a workflow on the daemon.
+    Trigger(client::TriggerArgs),
+    /// Cancel a queued or running run.
+    Cancel(client::RunArgs),
+    /// Retry a failed, cancelled or interrupted run from its first unfinished step.
+    Retry(client::RunArgs),
 }
 
 /// Runs one parsed command line and returns its exit code.
@@ -46,5 +61,10 @@ pub fn run(cli: Cli) -> i32 {
         Command::Validate { paths, config } => validate::run(&paths, config.as_deref()),
         Command::Schema => schema::run(),
         Command::Exec(args) => exec::run(args),
+        Command::Runs(args) => client::runs(args),
+        Command::Logs(args) => client::logs(args),
+        Command::Trigger(args) => client::trigger(args),
+        Command::Cancel(args) => client::cancel(args),
+        Command::Retry(args) => client::retry(args),
     }
 }

@@ -1,0 +1,381 @@
+//! `GET /api/v1/runs/{id}/steps/{step}/log`: a step's log file as `text/plain`, or with
+//! `?follow=true` a server-sent event stream that tails the file until the step ends.
+//!
+//! The scheduler writes the files (capped, secrets masked) under `state_dir/logs/`; this
+//! module only reads them. Follow mode sends one `log` event per line (the event id is the
+//! byte offset after the line, so a client that reconnects with `Last-Event-ID` resumes where
+//! it stopped), then one `end` event whose data is `{"status": ...}` of the step (or of the
+//! run, when it ended without the step running). New lines are noticed through the daemon's
+//! events, with a slow poll of the file as a fallback.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::{broadcast, mpsc};
+
+use super::ApiState;
+use super::error::ApiError;
+use super::view;
+use crate::daemon::handle::DaemonEvent;
+use crate::store::{RunId, RunStatus, StepStatus};
+
+/// How often a follower looks at the file when no event wakes it.
+const POLL: Duration = Duration::from_millis(250);
+/// The most bytes one read hands to the stream.
+const CHUNK: usize = 64 * 1024;
+
+#[derive(Debug, Default, serde::Deserialize)]
+pub(crate) struct LogQuery {
+    #[serde(default)]
+    follow: Option<String>,
+}
+
+/// A step id from the path: what a workflow file may declare, never a path.
+fn step_id(text: &str) -> Result<&str, ApiError> {
+    let ok = !text.is_empty()
+        && text.len() <= 200
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && !text.starts_with('.');
+    if ok {
+        Ok(text)
+    } else {
+        Err(ApiError::NotFound(format!("step `{text}` not found")))
+    }
+}
+
+/// Where the step's log file is.
+fn log_path(state: &ApiState, run: RunId, step: &str) -> PathBuf {
+    state
+        .handle
+        .shared
+        .state_dir
+        .join("logs")
+        .join(run.to_string())
+        .join(format!("{step}.log"))
+}
+
+/// Where a run and one of its steps are, as the store says.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Progress {
+    run: RunStatus,
+    step: Option<StepStatus>,
+}
+
+impl Progress {
+    /// True when no more lines will be written for the step.
+    fn step_ended(self) -> bool {
+        let step_done = matches!(self.step, Some(s) if s != StepStatus::Running);
+        let run_done = self.run.is_final() || self.run == RunStatus::Interrupted;
+        step_done || run_done
+    }
+
+    /// The status reported in the `end` event.
+    fn end_status(self) -> &'static str {
+        match self.step {
+            Some(StepStatus::Running) | None => self.run.as_str(),
+            Some(s) => s.as_str(),
+        }
+    }
+}
+
+/// Reads the run's and the step's status; `None` when the run does not exist.
+async fn progress(state: &ApiState, run: RunId, step: &str) -> Result<Option<Progress>, ApiError> {
+    let step = step.to_string();
+    state
+        .stores
+        .read(move |store| {
+            Ok(store
+                .get_run_with_steps(run)?
+                .map(|(record, steps)| Progress {
+                    run: record.status,
+                    step: steps.iter().find(|s| s.step_id == step).map(|s| s.status),
+                }))
+        })
+        .await
+}
+
+/// The handler.
+pub(crate) async fn step_log(
+    State(state): State<ApiState>,
+    Path((id, step)): Path<(String, String)>,
+    query: Result<Query<LogQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Query(query) =
+        query.map_err(|e| ApiError::BadRequest(format!("invalid query string: {e}")))?;
+    let follow = match query.follow.as_deref().map(str::trim) {
+        None | Some("" | "false" | "0" | "no") => false,
+        Some("true" | "1" | "yes") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "`follow` must be `true` or `false`, not `{other}`"
+            )));
+        }
+    };
+    let run = view::parse_run_id(&id)
+        .ok_or_else(|| ApiError::NotFound(format!("run `{id}` not found")))?;
+    let step = step_id(&step)?.to_string();
+    let Some(now) = progress(&state, run, &step).await? else {
+        return Err(ApiError::NotFound(format!("run {run} not found")));
+    };
+    let path = log_path(&state, run, &step);
+    if !follow {
+        return match tokio::fs::read(&path).await {
+            Ok(bytes) => Ok(text_plain(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match now.step {
+                // Recorded but nothing written (yet): an empty log.
+                Some(_) => Ok(text_plain(Vec::new())),
+                None => Err(ApiError::NotFound(format!(
+                    "step `{step}` of run {run} has no log"
+                ))),
+            },
+            Err(e) => Err(ApiError::Internal(format!(
+                "cannot read `{}`: {e}",
+                path.display()
+            ))),
+        };
+    }
+    if now.step.is_none() && (now.run.is_final() || now.run == RunStatus::Interrupted) {
+        // The run is over and never reached the step: there is nothing to follow.
+        if tokio::fs::metadata(&path).await.is_err() {
+            return Err(ApiError::NotFound(format!(
+                "step `{step}` of run {run} has no log"
+            )));
+        }
+    }
+    let offset = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    let (tx, mut rx) = mpsc::channel::<Event>(64);
+    let events = state.handle.shared.events.subscribe();
+    tokio::spawn(follow_task(state, run, step, path, offset, events, tx));
+    let stream = futures_util::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx).map(|e| e.map(Ok::<Event, Infallible>))
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+fn text_plain(bytes: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], bytes).into_response()
+}
+
+/// Tails one step's log into `tx` until the step ends, the client goes away or the daemon
+/// shuts down.
+async fn follow_task(
+    state: ApiState,
+    run: RunId,
+    step: String,
+    path: PathBuf,
+    mut offset: u64,
+    mut events: broadcast::Receiver<DaemonEvent>,
+    tx: mpsc::Sender<Event>,
+) {
+    let mut partial: Vec<u8> = Vec::new();
+    let handle = state.handle.clone();
+    loop {
+        // Status first, then the file: every line written before the step ended is read
+        // after we saw it end.
+        let now = match progress(&state, run, &step).await {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                let _ = tx.send(end_event("deleted")).await;
+                return;
+            }
+            Err(e) => {
+                let _ = tx.send(error_event(&e.to_string())).await;
+                return;
+            }
+        };
+        match read_more(&path, offset).await {
+            Ok(bytes) => {
+                offset += bytes.len() as u64;
+                partial.extend_from_slice(&bytes);
+                if !send_lines(&tx, &mut partial, offset, false).await {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(error_event(&e)).await;
+                return;
+            }
+        }
+        if now.step_ended() {
+            // Drain what is left of the file, including a last line without newline.
+            loop {
+                match read_more(&path, offset).await {
+                    Ok(bytes) if !bytes.is_empty() => {
+                        offset += bytes.len() as u64;
+                        partial.extend_from_slice(&bytes);
+                        if !send_lines(&tx, &mut partial, offset, false).await {
+                            return;
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            if !send_lines(&tx, &mut partial, offset, true).await {
+                return;
+            }
+            let _ = tx.send(end_event(now.end_status())).await;
+            return;
+        }
+        // Wait for a sign of life: an event about this run, the poll tick, the client
+        // leaving, or shutdown.
+        let wait = async {
+            loop {
+                match events.recv().await {
+                    Ok(
+                        DaemonEvent::StepLog { run_id, .. }
+                        | DaemonEvent::StepStarted { run_id, .. }
+                        | DaemonEvent::StepFinished { run_id, .. }
+                        | DaemonEvent::RunStarted { run_id, .. }
+                        | DaemonEvent::RunFinished { run_id, .. },
+                    ) if run_id == run => return,
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => return,
+                    // No more events: fall back to polling.
+                    Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+                }
+            }
+        };
+        tokio::select! {
+            () = wait => {}
+            () = tokio::time::sleep(POLL) => {}
+            () = tx.closed() => return,
+            () = handle.shutdown_requested() => {
+                let _ = tx.send(end_event("shutdown")).await;
+                return;
+            }
+        }
+    }
+}
+
+/// Reads what the file holds past `offset` (at most [`CHUNK`] bytes); nothing when it does
+/// not exist yet.
+async fn read_more(path: &std::path::Path, offset: u64) -> Result<Vec<u8>, String> {
+    let mut file = match tokio::fs::File::open(path).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("cannot open `{}`: {e}", path.display())),
+    };
+    file.seek(std::io::SeekFrom::Start(offset))
+        .await
+        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    let mut buf = Vec::new();
+    file.take(CHUNK as u64)
+        .read_to_end(&mut buf)
+        .await
+        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    Ok(buf)
+}
+
+/// Sends every complete line of `partial` (all of it when `flush`) as `log` events; false
+/// when the client has gone.
+async fn send_lines(
+    tx: &mpsc::Sender<Event>,
+    partial: &mut Vec<u8>,
+    offset: u64,
+    flush: bool,
+) -> bool {
+    let end = if flush {
+        partial.len()
+    } else {
+        match partial.iter().rposition(|b| *b == b'\n') {
+            Some(i) => i + 1,
+            None => return true,
+        }
+    };
+    if end == 0 {
+        return true;
+    }
+    let rest = partial.split_off(end);
+    let done = std::mem::replace(partial, rest);
+    // The id of each event is the offset after its line.
+    let mut line_end = offset - partial.len() as u64 - done.len() as u64;
+    for line in done.split_inclusive(|b| *b == b'\n') {
+        line_end += line.len() as u64;
+        let text = String::from_utf8_lossy(line);
+        let text = text.trim_end_matches('\n').trim_end_matches('\r');
+        let event = Event::default()
+            .event("log")
+            .id(line_end.to_string())
+            .data(text);
+        if tx.send(event).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+fn end_event(status: &str) -> Event {
+    Event::default()
+        .event("end")
+        .data(json!({ "status": status }).to_string())
+}
+
+fn error_event(message: &str) -> Event {
+    Event::default()
+        .event("error")
+        .data(json!({ "error": message }).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_ids_never_name_paths() {
+        assert!(step_id("build-1.x_y").is_ok());
+        for bad in ["", "..", "../etc", "a/b", ".hidden", "a\\b", "a b"] {
+            assert!(step_id(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn a_step_ends_when_it_or_its_run_does() {
+        let p = |run, step| Progress { run, step };
+        assert!(!p(RunStatus::Queued, None).step_ended());
+        assert!(!p(RunStatus::Running, None).step_ended());
+        assert!(!p(RunStatus::Running, Some(StepStatus::Running)).step_ended());
+        assert!(p(RunStatus::Running, Some(StepStatus::Failed)).step_ended());
+        assert!(p(RunStatus::Succeeded, None).step_ended());
+        assert!(p(RunStatus::Interrupted, Some(StepStatus::Running)).step_ended());
+        assert_eq!(
+            p(RunStatus::Cancelled, Some(StepStatus::Running)).end_status(),
+            "cancelled"
+        );
+        assert_eq!(
+            p(RunStatus::Running, Some(StepStatus::Succeeded)).end_status(),
+            "succeeded"
+        );
+    }
+
+    #[tokio::test]
+    async fn lines_become_events_with_offsets() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut partial = b"one\ntwo\nthr".to_vec();
+        assert!(send_lines(&tx, &mut partial, 11, false).await);
+        assert_eq!(partial, b"thr");
+        assert!(send_lines(&tx, &mut partial, 11, true).await);
+        drop(tx);
+        let mut got = Vec::new();
+        while let Some(e) = rx.recv().await {
+            got.push(format!("{e:?}"));
+        }
+        assert_eq!(got.len(), 3);
+    }
+}

@@ -1,0 +1,292 @@
+//! The JSON routes: health, runs (list, get, cancel, retry), workflows (list, trigger), and
+//! the issue-5 placeholders (deliveries, anomalies, metrics).
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use serde_json::{Map, Value, json};
+
+use super::ApiState;
+use super::error::ApiError;
+use super::view;
+use crate::daemon::handle::{DaemonError, NewRunRequest};
+use crate::engine::report::rfc3339;
+use crate::store::{RunFilter, RunId, RunStatus, TriggerKind};
+
+/// `limit` when none is given.
+pub const DEFAULT_LIMIT: usize = 50;
+/// The largest `limit` accepted.
+pub const MAX_LIMIT: usize = 1000;
+
+/// `GET /health`: no token needed.
+pub async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Any other path (behind the token, so unknown paths do not reveal anything).
+pub async fn not_found(uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("no route for `{}`", uri.path()))
+}
+
+/// The query parameters of a request, or 400.
+fn query(
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<HashMap<String, String>, ApiError> {
+    q.map(|Query(map)| map)
+        .map_err(|e| ApiError::BadRequest(format!("invalid query string: {e}")))
+}
+
+/// `limit` from the query: 1..=1000, default 50.
+pub fn parse_limit(text: Option<&str>) -> Result<usize, ApiError> {
+    let Some(text) = text else {
+        return Ok(DEFAULT_LIMIT);
+    };
+    match text.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        _ => Err(ApiError::BadRequest(format!(
+            "`limit` must be an integer from 1 to {MAX_LIMIT}, not `{text}`"
+        ))),
+    }
+}
+
+/// A run id from the path, or 404.
+fn run_id(text: &str) -> Result<RunId, ApiError> {
+    view::parse_run_id(text).ok_or_else(|| ApiError::NotFound(format!("run `{text}` not found")))
+}
+
+/// `GET /api/v1/runs?workflow=&status=&repo=&limit=`: summaries, newest created first.
+pub async fn list_runs(
+    State(state): State<ApiState>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let q = query(q)?;
+    let limit = parse_limit(q.get("limit").map(String::as_str))?;
+    let status = match q.get("status").map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        None => None,
+        Some(text) => Some(view::parse_status(text).ok_or_else(|| {
+            let known: Vec<_> = RunStatus::ALL.iter().map(|s| s.as_str()).collect();
+            ApiError::BadRequest(format!(
+                "unknown status `{text}` (expected one of: {})",
+                known.join(", ")
+            ))
+        })?),
+    };
+    let non_empty = |key: &str| q.get(key).filter(|v| !v.is_empty()).cloned();
+    let filter = RunFilter {
+        workflow: non_empty("workflow"),
+        status,
+        repo: non_empty("repo"),
+    };
+    let runs = state
+        .stores
+        .read(move |store| Ok(store.list_runs(&filter, limit)?))
+        .await?;
+    let now = Utc::now();
+    let runs: Vec<Value> = runs.iter().map(|r| view::summary(r, now)).collect();
+    Ok(Json(json!({ "runs": runs })))
+}
+
+/// `GET /api/v1/runs/{id}`: the run report plus `trigger` and `repo`.
+pub async fn get_run(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = run_id(&id)?;
+    let found = state
+        .stores
+        .read(move |store| Ok(store.get_run_with_steps(id)?))
+        .await?;
+    match found {
+        Some((run, steps)) => Ok(Json(view::report(&run, &steps, Utc::now()))),
+        None => Err(ApiError::NotFound(format!("run {id} not found"))),
+    }
+}
+
+/// A scheduler refusal as an HTTP answer.
+fn daemon_error(e: DaemonError) -> ApiError {
+    match e {
+        DaemonError::UnknownRepo(_) | DaemonError::UnknownWorkflow { .. } => {
+            ApiError::NotFound(e.to_string())
+        }
+        DaemonError::RunNotFound(id) => ApiError::NotFound(format!("run {id} not found")),
+        DaemonError::InvalidParameters(diagnostics) => ApiError::InvalidParameters {
+            workflow: String::new(),
+            diagnostics,
+        },
+        DaemonError::InvalidWorkflow {
+            workflow,
+            diagnostics,
+        } => ApiError::InvalidWorkflow {
+            workflow,
+            diagnostics: diagnostics.lines().map(str::to_string).collect(),
+        },
+        DaemonError::WrongState { .. } | DaemonError::Skipped(_) => {
+            ApiError::Conflict(e.to_string())
+        }
+        DaemonError::ShuttingDown => ApiError::Unavailable,
+        DaemonError::Store(e) => ApiError::Store(e),
+        DaemonError::Git(_) => ApiError::Internal(e.to_string()),
+    }
+}
+
+/// `POST /api/v1/runs/{id}/cancel`: 202 once the scheduler accepted it.
+pub async fn cancel_run(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = run_id(&id)?;
+    state.handle.cancel(id).await.map_err(daemon_error)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "run_id": id.to_string(), "status": "cancelling" })),
+    )
+        .into_response())
+}
+
+/// `POST /api/v1/runs/{id}/retry`: 202 with the id of the run that carries on.
+pub async fn retry_run(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = run_id(&id)?;
+    let new = state.handle.retry(id).await.map_err(daemon_error)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "run_id": new.to_string(), "retry_of": id.to_string() })),
+    )
+        .into_response())
+}
+
+/// The body of `POST /api/v1/workflows/{name}/runs`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TriggerBody {
+    #[serde(default)]
+    parameters: Option<Value>,
+    #[serde(default)]
+    repo: Option<String>,
+    #[serde(default)]
+    commit: Option<String>,
+    #[serde(default)]
+    branch: Option<String>,
+}
+
+/// `POST /api/v1/workflows/{name}/runs` with `{"parameters":{...},"repo":NAME}`: 202
+/// `{"run_id": ...}`; 422 with diagnostics when the parameters do not fit.
+pub async fn trigger(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let body: TriggerBody = if body.iter().all(u8::is_ascii_whitespace) {
+        TriggerBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?
+    };
+    let parameters = match body.parameters {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(map)) => map,
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "`parameters` must be a JSON object".into(),
+            ));
+        }
+    };
+    let request = NewRunRequest {
+        workflow: name.clone(),
+        repo: body.repo.filter(|r| !r.is_empty()),
+        parameters,
+        trigger: TriggerKind::Manual,
+        commit: body.commit.filter(|c| !c.is_empty()),
+        branch: body.branch.filter(|b| !b.is_empty()),
+    };
+    let id = state
+        .handle
+        .enqueue(request)
+        .await
+        .map_err(|e| match daemon_error(e) {
+            ApiError::InvalidParameters { diagnostics, .. } => ApiError::InvalidParameters {
+                workflow: name.clone(),
+                diagnostics,
+            },
+            other => other,
+        })?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "run_id": id.to_string() })),
+    )
+        .into_response())
+}
+
+/// `GET /api/v1/workflows`: every workflow of every repository, with its triggers and next
+/// cron fire time.
+pub async fn list_workflows(State(state): State<ApiState>) -> Json<Value> {
+    let repos = state.handle.shared.repos.snapshot();
+    let mut workflows = Vec::new();
+    for (repo, info) in &repos {
+        for wf in &info.workflows {
+            workflows.push(json!({
+                "name": wf.name,
+                "repo": repo,
+                "file": wf.file,
+                "triggers": wf.triggers,
+                "next_fire": wf.next_fire.map(rfc3339),
+                "error": wf.error,
+            }));
+        }
+    }
+    Json(json!({ "workflows": workflows }))
+}
+
+/// `GET /api/v1/deliveries`: the shape only; deliveries come with issue 5.
+pub async fn deliveries() -> Json<Value> {
+    Json(json!({ "deliveries": [] }))
+}
+
+/// `GET /api/v1/anomalies`: the shape only; anomaly detection comes with issue 5.
+pub async fn anomalies() -> Json<Value> {
+    Json(json!({ "anomalies": [] }))
+}
+
+/// `GET /metrics`: Prometheus text; for now the queue gauges only (the rest is issue 5).
+pub async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    let (queued, running) = state.stores.read(|store| Ok(store.count_active()?)).await?;
+    let body = format!(
+        "# HELP agent_runs_queued Runs waiting in the queue.\n\
+         # TYPE agent_runs_queued gauge\n\
+         agent_runs_queued {queued}\n\
+         # HELP agent_runs_running Runs in progress.\n\
+         # TYPE agent_runs_running gauge\n\
+         agent_runs_running {running}\n"
+    );
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limit_bounds() {
+        assert_eq!(parse_limit(None).expect("default"), 50);
+        assert_eq!(parse_limit(Some("1")).expect("min"), 1);
+        assert_eq!(parse_limit(Some("1000")).expect("max"), 1000);
+        for bad in ["0", "1001", "-1", "x", "", "1e3"] {
+            assert!(parse_limit(Some(bad)).is_err(), "{bad} accepted");
+        }
+    }
+}

@@ -1,0 +1,936 @@
+//! The commands that talk to a running daemon over its HTTP API: `agent runs`, `agent logs
+//! RUN [STEP] [-f]`, `agent trigger WORKFLOW [-p NAME=VALUE]...`, `agent cancel RUN` and
+//! `agent retry RUN`.
+//!
+//! Every command takes `--server URL` (default `http://127.0.0.1:8420`)
+//! and sends the token from `AGENT_TOKEN`, or else from `.agent/api_token` in the current
+//! directory (where a daemon started on the embedded defaults keeps the token it made).
+//! Output is a readable table or text; `--json` prints the API's JSON as it came.
+//!
+//! Exit codes: 0 done, 1 the daemon refused or failed (or could not be reached), 2 invalid
+//! arguments or parameters (nothing was queued).
+//!
+//! The HTTP client is hyper's HTTP/1 connection API over one TCP connection per request:
+//! plain HTTP to a local daemon, no TLS, no pooling needed.
+
+use std::io::Write;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
+use serde_json::{Map, Value, json};
+
+use super::{EXIT_FAILED, EXIT_INVALID, EXIT_OK};
+
+/// The daemon's address when `--server` is not given.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8420";
+
+/// How long one request may take (log streams excepted).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Options every client command shares.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArgs {
+    /// The daemon's base URL.
+    #[arg(long, default_value = DEFAULT_SERVER, value_name = "URL")]
+    pub server: String,
+    /// Print the API's JSON answer instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `agent runs`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunsArgs {
+    /// Show this run with its steps instead of the list.
+    pub run: Option<String>,
+    /// Only runs of this workflow.
+    #[arg(long, short = 'w')]
+    pub workflow: Option<String>,
+    /// Only runs in this status (queued, running, succeeded, failed, cancelled, interrupted).
+    #[arg(long, short = 's')]
+    pub status: Option<String>,
+    /// Only runs of this repository.
+    #[arg(long)]
+    pub repo: Option<String>,
+    /// At most this many runs (1 to 1000).
+    #[arg(long, short = 'n', default_value_t = 50)]
+    pub limit: usize,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Arguments of `agent logs`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogsArgs {
+    /// The run.
+    pub run: String,
+    /// One step (default: every step of the run, in order).
+    pub step: Option<String>,
+    /// Keep printing new lines until the step (or the run) ends.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Arguments of `agent trigger`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TriggerArgs {
+    /// The workflow's name.
+    pub workflow: String,
+    /// A parameter, `NAME=VALUE` (repeatable); the daemon converts it to the declared type.
+    #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+    /// The repository (needed when several have a workflow of this name).
+    #[arg(long)]
+    pub repo: Option<String>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Arguments of `agent cancel` and `agent retry`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// The run.
+    pub run: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Why a request did not get a useful answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// `--server` is not an `http://host:port` URL.
+    #[error("invalid server url `{0}` (expected `http://HOST:PORT`)")]
+    BadUrl(String),
+    /// No connection.
+    #[error("cannot reach the daemon at {server}: {source}")]
+    Connect {
+        /// The server URL.
+        server: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// HTTP failed mid-way.
+    #[error("http error talking to {server}: {message}")]
+    Http {
+        /// The server URL.
+        server: String,
+        /// What failed.
+        message: String,
+    },
+    /// The request took too long.
+    #[error("no answer from {0} within {REQUEST_TIMEOUT:?}")]
+    Timeout(String),
+    /// The daemon answered with an error status.
+    #[error("{message}")]
+    Status {
+        /// The status.
+        status: StatusCode,
+        /// The `error` text of the body (or the body).
+        message: String,
+        /// The JSON body, if it was JSON.
+        body: Option<Value>,
+    },
+    /// The answer was not the JSON expected.
+    #[error("unexpected answer from the daemon: {0}")]
+    BadAnswer(String),
+    /// The runtime could not start.
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+impl ClientError {
+    /// The exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ClientError::BadUrl(_) => EXIT_INVALID,
+            ClientError::Status { status, .. } if *status == StatusCode::UNPROCESSABLE_ENTITY => {
+                EXIT_INVALID
+            }
+            _ => EXIT_FAILED,
+        }
+    }
+}
+
+/// A daemon to talk to.
+#[derive(Debug, Clone)]
+pub struct Client {
+    server: String,
+    authority: String,
+    prefix: String,
+    token: Option<String>,
+}
+
+/// The token: `AGENT_TOKEN`, else `.agent/api_token` in the current directory.
+fn find_token() -> Option<String> {
+    if let Ok(token) = std::env::var("AGENT_TOKEN")
+        && !token.trim().is_empty()
+    {
+        return Some(token.trim().to_string());
+    }
+    let stored = std::path::Path::new(".agent").join(crate::api::TOKEN_FILE_NAME);
+    std::fs::read_to_string(stored)
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+}
+
+impl Client {
+    /// A client for `server` (`http://host:port[/prefix]`) with an explicit token.
+    pub fn new(server: &str, token: Option<String>) -> Result<Client, ClientError> {
+        let bad = || ClientError::BadUrl(server.to_string());
+        let uri: Uri = server.trim().parse().map_err(|_| bad())?;
+        if uri.scheme_str() != Some("http") {
+            return Err(bad());
+        }
+        let authority = uri.authority().ok_or_else(bad)?;
+        let host = authority.host();
+        if host.is_empty() {
+            return Err(bad());
+        }
+        let port = authority.port_u16().unwrap_or(80);
+        Ok(Client {
+            server: server.trim().trim_end_matches('/').to_string(),
+            authority: format!("{host}:{port}"),
+            prefix: uri.path().trim_end_matches('/').to_string(),
+            token,
+        })
+    }
+
+    /// A client for `server` with the token from the environment.
+    pub fn from_env(server: &str) -> Result<Client, ClientError> {
+        Client::new(server, find_token())
+    }
+
+    /// Sends a request and returns the response (status and body not yet read).
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        accept: &str,
+    ) -> Result<hyper::Response<Incoming>, ClientError> {
+        let host = self.authority.trim_start_matches('[');
+        let connect_to = if self.authority.starts_with('[') {
+            self.authority.clone()
+        } else {
+            host.to_string()
+        };
+        let stream = tokio::net::TcpStream::connect(&connect_to)
+            .await
+            .map_err(|source| ClientError::Connect {
+                server: self.server.clone(),
+                source,
+            })?;
+        let http = |e: hyper::Error| ClientError::Http {
+            server: self.server.clone(),
+            message: e.to_string(),
+        };
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(http)?;
+        tokio::spawn(async move {
+            // Ends when the response body has been read (or dropped).
+            let _ = connection.await;
+        });
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.prefix))
+            .header(hyper::header::HOST, &self.authority)
+            .header(hyper::header::ACCEPT, accept);
+        if let Some(token) = &self.token {
+            builder = builder.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = match body {
+            Some(body) => builder
+                .header(hyper::header::CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(body.to_string())).boxed()),
+            None => builder.body(Empty::<Bytes>::new().boxed()),
+        }
+        .map_err(|e| ClientError::Http {
+            server: self.server.clone(),
+            message: e.to_string(),
+        })?;
+        sender.send_request(request).await.map_err(http)
+    }
+
+    /// Reads a whole body.
+    async fn body_bytes(&self, response: hyper::Response<Incoming>) -> Result<Bytes, ClientError> {
+        response
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .map_err(|e| ClientError::Http {
+                server: self.server.clone(),
+                message: e.to_string(),
+            })
+    }
+
+    /// Turns an error status into [`ClientError::Status`] with the body's `error` text.
+    async fn check(
+        &self,
+        response: hyper::Response<Incoming>,
+    ) -> Result<hyper::Response<Incoming>, ClientError> {
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let bytes = self.body_bytes(response).await?;
+        let body: Option<Value> = serde_json::from_slice(&bytes).ok();
+        let mut message = body
+            .as_ref()
+            .and_then(|b| b.get("error"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_string());
+        if message.is_empty() {
+            message = status.to_string();
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            message.push_str(if self.token.is_some() {
+                " (check AGENT_TOKEN)"
+            } else {
+                " (set AGENT_TOKEN to the daemon's api token)"
+            });
+        }
+        Err(ClientError::Status {
+            status,
+            message,
+            body,
+        })
+    }
+
+    /// A JSON request with a deadline; the answer's JSON.
+    pub async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ClientError> {
+        let exchange = async {
+            let response = self.send(method, path, body, "application/json").await?;
+            let response = self.check(response).await?;
+            let bytes = self.body_bytes(response).await?;
+            serde_json::from_slice(&bytes).map_err(|e| ClientError::BadAnswer(e.to_string()))
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .map_err(|_| ClientError::Timeout(self.server.clone()))?
+    }
+
+    /// A text request with a deadline.
+    pub async fn text(&self, path: &str) -> Result<Bytes, ClientError> {
+        let exchange = async {
+            let response = self.send(Method::GET, path, None, "text/plain").await?;
+            let response = self.check(response).await?;
+            self.body_bytes(response).await
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .map_err(|_| ClientError::Timeout(self.server.clone()))?
+    }
+
+    /// Follows a server-sent event stream, calling `on_event(name, data)` per event, until
+    /// the stream ends or `on_event` returns false.
+    pub async fn follow(
+        &self,
+        path: &str,
+        mut on_event: impl FnMut(&str, &str) -> bool,
+    ) -> Result<(), ClientError> {
+        let response = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            self.send(Method::GET, path, None, "text/event-stream"),
+        )
+        .await
+        .map_err(|_| ClientError::Timeout(self.server.clone()))??;
+        let response = self.check(response).await?;
+        let mut body = response.into_body();
+        let mut parser = SseParser::default();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ClientError::Http {
+                server: self.server.clone(),
+                message: e.to_string(),
+            })?;
+            if let Ok(data) = frame.into_data() {
+                for (name, data) in parser.push(&data) {
+                    if !on_event(&name, &data) {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An incremental parser of the `text/event-stream` format: `event:` and `data:` fields,
+/// events separated by a blank line, comments (`:`) ignored.
+#[derive(Debug, Default)]
+pub struct SseParser {
+    buffer: Vec<u8>,
+    event: Option<String>,
+    data: Option<String>,
+}
+
+impl SseParser {
+    /// Feeds bytes; returns the events completed by them as `(name, data)`.
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<(String, String)> {
+        self.buffer.extend_from_slice(bytes);
+        let mut out = Vec::new();
+        while let Some(pos) = self.buffer.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.buffer.drain(..=pos).collect();
+            let line = String::from_utf8_lossy(&line);
+            let line = line.trim_end_matches('\n').trim_end_matches('\r');
+            if line.is_empty() {
+                let name = self.event.take();
+                let data = self.data.take();
+                if name.is_some() || data.is_some() {
+                    out.push((
+                        name.unwrap_or_else(|| "message".into()),
+                        data.unwrap_or_default(),
+                    ));
+                }
+                continue;
+            }
+            if line.starts_with(':') {
+                continue;
+            }
+            let (field, value) = match line.split_once(':') {
+                Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+                None => (line, ""),
+            };
+            match field {
+                "event" => self.event = Some(value.to_string()),
+                "data" => match &mut self.data {
+                    Some(d) => {
+                        d.push('\n');
+                        d.push_str(value);
+                    }
+                    None => self.data = Some(value.to_string()),
+                },
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+/// Runs an async client command on a small runtime and maps errors to exit codes.
+fn block_on(f: impl std::future::Future<Output = Result<i32, ClientError>>) -> i32 {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {}", ClientError::Runtime(e));
+            return EXIT_FAILED;
+        }
+    };
+    match runtime.block_on(f) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            if let ClientError::Status {
+                body: Some(body), ..
+            } = &e
+                && let Some(diags) = body.get("diagnostics").and_then(Value::as_array)
+            {
+                for d in diags.iter().filter_map(Value::as_str) {
+                    eprintln!("  {d}");
+                }
+            }
+            e.exit_code()
+        }
+    }
+}
+
+/// Percent-encodes a path segment or query value.
+fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn print_json(value: &Value) {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => println!("{text}"),
+        Err(e) => eprintln!("error: cannot print json: {e}"),
+    }
+}
+
+fn text<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("-")
+}
+
+/// A duration in milliseconds as `850ms`, `12.3s`, `4m05s` or `2h03m`.
+pub fn human_duration(ms: Option<i64>) -> String {
+    let Some(ms) = ms else {
+        return "-".into();
+    };
+    let ms = ms.max(0);
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else if ms < 3_600_000 {
+        format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60)
+    } else {
+        format!("{}h{:02}m", ms / 3_600_000, (ms / 60_000) % 60)
+    }
+}
+
+/// An RFC 3339 time as `YYYY-MM-DD HH:MM:SS` (local to the daemon: UTC).
+fn short_time(t: &str) -> String {
+    if t.len() >= 19 && t.is_char_boundary(19) {
+        t[..19].replacen('T', " ", 1)
+    } else {
+        t.to_string()
+    }
+}
+
+/// Left-aligned columns, two spaces apart.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(cell);
+            } else {
+                let pad = widths[i].saturating_sub(cell.chars().count());
+                s.push_str(cell);
+                s.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let mut out = line(header.to_vec());
+    out.push('\n');
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+        out.push('\n');
+    }
+    out
+}
+
+/// The runs table of `agent runs`.
+pub fn runs_table(runs: &[Value]) -> String {
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|r| {
+            let trigger = r.get("trigger").cloned().unwrap_or(Value::Null);
+            let mut what = text(&trigger, "kind").to_string();
+            if let Some(branch) = trigger.get("branch").and_then(Value::as_str) {
+                what.push_str(&format!(" {branch}"));
+            }
+            if let Some(commit) = trigger.get("commit").and_then(Value::as_str) {
+                what.push_str(&format!("@{}", commit.get(..8).unwrap_or(commit)));
+            }
+            vec![
+                text(r, "run_id").to_string(),
+                text(r, "workflow").to_string(),
+                text(r, "repo").to_string(),
+                text(r, "status").to_string(),
+                what,
+                short_time(text(r, "created_at")),
+                human_duration(r.get("duration_ms").and_then(Value::as_i64)),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "RUN", "WORKFLOW", "REPO", "STATUS", "TRIGGER", "CREATED", "DURATION",
+        ],
+        &rows,
+    )
+}
+
+/// Every step of a run report, in order, as `(stage, step)`.
+fn report_steps(report: &Value) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for stage in report
+        .get("stages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let name = text(stage, "name").to_string();
+        for step in stage
+            .get("steps")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            out.push((name.clone(), step.clone()));
+        }
+    }
+    out
+}
+
+/// The text of `agent runs RUN`.
+pub fn run_details(report: &Value) -> String {
+    let trigger = report.get("trigger").cloned().unwrap_or(Value::Null);
+    let mut out = format!(
+        "run {}  {}  {}\nworkflow: {}\nrepo: {}\ntrigger: {}",
+        text(report, "run_id"),
+        text(report, "status"),
+        human_duration(report.get("duration_ms").and_then(Value::as_i64)),
+        text(report, "workflow"),
+        text(report, "repo"),
+        text(&trigger, "kind"),
+    );
+    for key in ["branch", "commit", "scheduled_for"] {
+        if let Some(v) = trigger.get(key).and_then(Value::as_str) {
+            out.push_str(&format!(" {key}={v}"));
+        }
+    }
+    out.push('\n');
+    out.push_str(&format!(
+        "created: {}  started: {}  finished: {}\n",
+        short_time(text(report, "created_at")),
+        short_time(text(report, "started_at")),
+        short_time(text(report, "finished_at")),
+    ));
+    if let Some(error) = report.get("error").and_then(Value::as_str) {
+        out.push_str(&format!("error: {error}\n"));
+    }
+    let rows: Vec<Vec<String>> = report_steps(report)
+        .iter()
+        .map(|(stage, s)| {
+            vec![
+                stage.clone(),
+                text(s, "id").to_string(),
+                text(s, "status").to_string(),
+                s.get("attempts")
+                    .and_then(Value::as_u64)
+                    .map_or("-".into(), |a| a.to_string()),
+                s.get("exit_code")
+                    .and_then(Value::as_i64)
+                    .map_or("-".into(), |c| c.to_string()),
+                s.get("error_class")
+                    .and_then(Value::as_str)
+                    .unwrap_or("-")
+                    .to_string(),
+                human_duration(s.get("duration_ms").and_then(Value::as_i64)),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        out.push('\n');
+        out.push_str(&table(
+            &[
+                "STAGE", "STEP", "STATUS", "ATTEMPTS", "EXIT", "ERROR", "DURATION",
+            ],
+            &rows,
+        ));
+    }
+    out
+}
+
+/// `agent runs [RUN]`.
+pub fn runs(args: RunsArgs) -> i32 {
+    block_on(async move {
+        let client = Client::from_env(&args.server.server)?;
+        if let Some(run) = &args.run {
+            let report = client
+                .json(Method::GET, &format!("/api/v1/runs/{}", encode(run)), None)
+                .await?;
+            if args.server.json {
+                print_json(&report);
+            } else {
+                print!("{}", run_details(&report));
+            }
+            return Ok(EXIT_OK);
+        }
+        let mut query = format!("?limit={}", args.limit);
+        for (key, value) in [
+            ("workflow", &args.workflow),
+            ("status", &args.status),
+            ("repo", &args.repo),
+        ] {
+            if let Some(v) = value {
+                query.push_str(&format!("&{key}={}", encode(v)));
+            }
+        }
+        let answer = client
+            .json(Method::GET, &format!("/api/v1/runs{query}"), None)
+            .await?;
+        if args.server.json {
+            print_json(&answer);
+            return Ok(EXIT_OK);
+        }
+        let runs = answer
+            .get("runs")
+            .and_then(Value::as_array)
+            .ok_or_else(|| ClientError::BadAnswer("no `runs` list".into()))?;
+        if runs.is_empty() {
+            println!("no runs");
+        } else {
+            print!("{}", runs_table(runs));
+        }
+        Ok(EXIT_OK)
+    })
+}
+
+/// `agent trigger WORKFLOW [-p NAME=VALUE]...`.
+pub fn trigger(args: TriggerArgs) -> i32 {
+    let pairs = match dsl::params::parse_assignments(&args.params) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_INVALID;
+        }
+    };
+    let mut parameters = Map::new();
+    for (name, value) in pairs {
+        if parameters.contains_key(&name) {
+            eprintln!("error: parameter `{name}` given twice");
+            return EXIT_INVALID;
+        }
+        // Text, converted by the daemon to the declared type (as `-p` is for `agent exec`).
+        parameters.insert(name, Value::String(value));
+    }
+    block_on(async move {
+        let client = Client::from_env(&args.server.server)?;
+        let mut body = json!({ "parameters": parameters });
+        if let Some(repo) = &args.repo {
+            body["repo"] = Value::String(repo.clone());
+        }
+        let answer = client
+            .json(
+                Method::POST,
+                &format!("/api/v1/workflows/{}/runs", encode(&args.workflow)),
+                Some(&body),
+            )
+            .await?;
+        if args.server.json {
+            print_json(&answer);
+        } else {
+            println!(
+                "queued run {} of workflow `{}`",
+                text(&answer, "run_id"),
+                args.workflow
+            );
+        }
+        Ok(EXIT_OK)
+    })
+}
+
+/// `agent cancel RUN`.
+pub fn cancel(args: RunArgs) -> i32 {
+    block_on(async move {
+        let client = Client::from_env(&args.server.server)?;
+        let answer = client
+            .json(
+                Method::POST,
+                &format!("/api/v1/runs/{}/cancel", encode(&args.run)),
+                None,
+            )
+            .await?;
+        if args.server.json {
+            print_json(&answer);
+        } else {
+            println!("cancelling run {}", args.run);
+        }
+        Ok(EXIT_OK)
+    })
+}
+
+/// `agent retry RUN`.
+pub fn retry(args: RunArgs) -> i32 {
+    block_on(async move {
+        let client = Client::from_env(&args.server.server)?;
+        let answer = client
+            .json(
+                Method::POST,
+                &format!("/api/v1/runs/{}/retry", encode(&args.run)),
+                None,
+            )
+            .await?;
+        if args.server.json {
+            print_json(&answer);
+        } else {
+            let new = text(&answer, "run_id");
+            if new == args.run {
+                println!("resuming run {new}");
+            } else {
+                println!("queued run {new} (retry of run {})", args.run);
+            }
+        }
+        Ok(EXIT_OK)
+    })
+}
+
+/// Writes bytes to stdout; false when stdout is closed (a pager quit).
+fn out(bytes: &[u8]) -> bool {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(bytes)
+        .and_then(|()| stdout.flush())
+        .is_ok()
+}
+
+/// Follows one step's log to stdout until it ends; returns the step's final status.
+async fn follow_step(client: &Client, run: &str, step: &str) -> Result<String, ClientError> {
+    let path = format!(
+        "/api/v1/runs/{}/steps/{}/log?follow=true",
+        encode(run),
+        encode(step)
+    );
+    let mut status = String::from("unknown");
+    client
+        .follow(&path, |name, data| match name {
+            "log" => out(format!("{data}\n").as_bytes()),
+            "end" => {
+                if let Ok(v) = serde_json::from_str::<Value>(data) {
+                    status = text(&v, "status").to_string();
+                }
+                false
+            }
+            "error" => {
+                eprintln!("error: {data}");
+                false
+            }
+            _ => true,
+        })
+        .await?;
+    Ok(status)
+}
+
+/// `agent logs RUN [STEP] [-f]`.
+pub fn logs(args: LogsArgs) -> i32 {
+    block_on(async move {
+        let client = Client::from_env(&args.server.server)?;
+        let run = args.run.as_str();
+        if let Some(step) = &args.step {
+            if args.follow {
+                follow_step(&client, run, step).await?;
+            } else {
+                let bytes = client
+                    .text(&format!(
+                        "/api/v1/runs/{}/steps/{}/log",
+                        encode(run),
+                        encode(step)
+                    ))
+                    .await?;
+                out(&bytes);
+            }
+            return Ok(EXIT_OK);
+        }
+        // Every step in order: print each finished one, follow each live one, and (with -f)
+        // wait for the next until the run ends.
+        let mut done: Vec<String> = Vec::new();
+        loop {
+            let report = client
+                .json(Method::GET, &format!("/api/v1/runs/{}", encode(run)), None)
+                .await?;
+            let run_status = text(&report, "status").to_string();
+            let next = report_steps(&report)
+                .into_iter()
+                .find(|(_, s)| !done.iter().any(|d| d == text(s, "id")));
+            match next {
+                Some((_, step)) => {
+                    let id = text(&step, "id").to_string();
+                    let status = text(&step, "status").to_string();
+                    if !out(format!("==> {id} ({status}) <==\n").as_bytes()) {
+                        return Ok(EXIT_OK);
+                    }
+                    if args.follow && status == "running" {
+                        follow_step(&client, run, &id).await?;
+                    } else {
+                        match client
+                            .text(&format!(
+                                "/api/v1/runs/{}/steps/{}/log",
+                                encode(run),
+                                encode(&id)
+                            ))
+                            .await
+                        {
+                            Ok(bytes) => {
+                                out(&bytes);
+                            }
+                            Err(ClientError::Status { status, .. })
+                                if status == StatusCode::NOT_FOUND => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    done.push(id);
+                }
+                None => {
+                    let over = !matches!(run_status.as_str(), "queued" | "running");
+                    if !args.follow || over {
+                        if done.is_empty() {
+                            eprintln!("run {run} has no step logs ({run_status})");
+                        }
+                        return Ok(EXIT_OK);
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_urls() {
+        let c = Client::new("http://127.0.0.1:8420", None).expect("plain");
+        assert_eq!(c.authority, "127.0.0.1:8420");
+        assert_eq!(c.prefix, "");
+        let c = Client::new("http://localhost/agent/", None).expect("prefix");
+        assert_eq!(c.authority, "localhost:80");
+        assert_eq!(c.prefix, "/agent");
+        for bad in ["127.0.0.1:8420", "https://x:1", "ftp://x", "", "http://"] {
+            assert!(Client::new(bad, None).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn sse_parsing_across_chunks() {
+        let mut p = SseParser::default();
+        assert!(p.push(b"event: log\nid: 4\ndata: a").is_empty());
+        let got = p.push(b"bc\n\n: keep-alive\n\nevent: log\ndata\n\nevent: end\r\ndata: {\"status\":\"succeeded\"}\r\n\r\n");
+        assert_eq!(
+            got,
+            vec![
+                ("log".to_string(), "abc".to_string()),
+                ("log".to_string(), String::new()),
+                ("end".to_string(), "{\"status\":\"succeeded\"}".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn durations_and_tables() {
+        assert_eq!(human_duration(None), "-");
+        assert_eq!(human_duration(Some(850)), "850ms");
+        assert_eq!(human_duration(Some(12_340)), "12.3s");
+        assert_eq!(human_duration(Some(245_000)), "4m05s");
+        assert_eq!(human_duration(Some(7_380_000)), "2h03m");
+        let t = table(&["A", "BB"], &[vec!["xyz".into(), "1".into()]]);
+        assert_eq!(t, "A    BB\nxyz  1\n");
+        assert_eq!(encode("a b/c"), "a%20b%2Fc");
+    }
+}
