@@ -305,3 +305,62 @@ async fn explicit_shells_run_the_script_text() {
         assert_eq!(cap.stdout, vec!["42"]);
     }
 }
+
+#[tokio::test]
+async fn environment_overrides_and_path_lookup() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tool = dir.path().join("my-tool-4711");
+    std::fs::write(&tool, "#!/bin/sh\necho \"tool HOME=$HOME X=$X\"\n").expect("write");
+    std::fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let path = format!("{}:/usr/bin:/bin", dir.path().display());
+    // A program found on the step's own PATH; later entries win; inherited ones are replaced.
+    let cmd = StepCommand::from_plan(plan_script("my-tool-4711", None))
+        .env("PATH", path.clone())
+        .env("X", "first")
+        .env("X", "second")
+        .env("HOME", "/nowhere");
+    let (o, cap) = run_capture(cmd, Cancel::new()).await;
+    assert!(o.success(), "{o:?} {cap:?}");
+    assert_eq!(cap.stdout, vec!["tool HOME=/nowhere X=second"]);
+    // Not on that PATH: like a shell.
+    let cmd =
+        StepCommand::from_plan(plan_script("my-tool-4711", None)).env("PATH", "/usr/bin:/bin");
+    let (o, cap) = run_capture(cmd, Cancel::new()).await;
+    assert_eq!(o.exit_code, Some(127));
+    assert_eq!(cap.stderr, vec!["my-tool-4711: command not found"]);
+    // Invalid names and NUL bytes are errors, not panics.
+    let err = run(
+        StepCommand::new("true").env("A=B", "x"),
+        |_, _| {},
+        Cancel::new(),
+    )
+    .await
+    .expect_err("bad name");
+    assert!(err.to_string().contains("A=B"), "{err}");
+    assert!(
+        run(
+            StepCommand::new("true").env("A", "x\0y"),
+            |_, _| {},
+            Cancel::new()
+        )
+        .await
+        .is_err()
+    );
+}
+
+#[tokio::test]
+async fn merged_flood_does_not_deadlock() {
+    let mut cmd = StepCommand::new(helper("flood_stdout.sh"));
+    cmd.merge_output = true;
+    let mut bytes = 0usize;
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(30),
+        run(cmd, |_, line| bytes += line.len() + 1, Cancel::new()),
+    )
+    .await
+    .expect("no deadlock")
+    .expect("run");
+    assert!(outcome.success());
+    assert_eq!(bytes, 2 * 10486 * 100 + "done\n".len());
+}
