@@ -462,3 +462,252 @@ mod tests {
         assert_eq!(file_stem(".workflows/x.y.yml"), "x.y");
     }
 }
+
+/// Scans against real repositories (made with the git CLI), mirrors and stores.
+#[cfg(test)]
+mod scan_tests {
+    use super::*;
+    use crate::store::{RunFilter, RunRecord, RunStatus};
+    use std::path::Path;
+    use std::process::Command;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_AUTHOR_NAME", "T")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "T")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .output()
+            .expect("run git");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn commit(dir: &Path, files: &[(&str, &str)], message: &str) -> String {
+        for (path, text) in files {
+            let p = dir.join(path);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(p, text).expect("write");
+        }
+        git(dir, &["add", "-A"]);
+        git(dir, &["commit", "-q", "--allow-empty", "-m", message]);
+        git(dir, &["rev-parse", "HEAD"])
+    }
+
+    struct Fixture {
+        _tmp: tempfile::TempDir,
+        repo: std::path::PathBuf,
+        state: std::path::PathBuf,
+        store: Store,
+        mirror: Mirror,
+    }
+
+    impl Fixture {
+        fn new(files: &[(&str, &str)]) -> Fixture {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            let repo = tmp.path().join("repo");
+            std::fs::create_dir_all(&repo).expect("mkdir");
+            git(&repo, &["init", "-q", "-b", "main"]);
+            commit(&repo, files, "initial");
+            let state = tmp.path().join("state");
+            let store = Store::open_in_dir(&state).expect("store");
+            let mirror =
+                Mirror::open_or_clone(&state, "app", &repo.to_string_lossy()).expect("mirror");
+            Fixture {
+                _tmp: tmp,
+                repo,
+                state,
+                store,
+                mirror,
+            }
+        }
+
+        fn scan(&mut self, watched: Option<&GlobList>, baseline: bool) -> PushScan {
+            self.mirror.fetch().expect("fetch");
+            scan_repo(&mut self.store, &self.mirror, "app", watched, baseline).expect("scan")
+        }
+
+        fn runs(&self) -> Vec<RunRecord> {
+            let mut runs = self
+                .store
+                .list_runs(&RunFilter::default(), 100)
+                .expect("list");
+            runs.reverse();
+            runs
+        }
+    }
+
+    fn workflow(name: &str, on: &str) -> String {
+        format!(
+            "workflow:\n  name: {name}\n{on}  stages:\n    - name: s\n      steps:\n        - id: a\n          run: 'true'\n"
+        )
+    }
+
+    #[test]
+    fn existing_history_runs_nothing_and_a_new_commit_runs_once() {
+        let old = workflow("old", "");
+        let mut f = Fixture::new(&[(".workflows/old.yaml", &old)]);
+        let scan = f.scan(None, true);
+        assert!(scan.baseline && scan.default_branch_moved);
+        assert!(f.runs().is_empty(), "history ran: {:?}", f.runs());
+
+        let new = workflow("new", "  on:\n    push: {}\n");
+        let head = commit(&f.repo, &[(".workflows/new.yaml", &new)], "add");
+        let scan = f.scan(None, false);
+        assert_eq!(scan.queued.len(), 2, "{scan:?}");
+        let runs = f.runs();
+        let names: Vec<_> = runs.iter().map(|r| r.workflow.as_str()).collect();
+        assert_eq!(names, ["new", "old"]);
+        for r in &runs {
+            assert_eq!(r.status, RunStatus::Queued);
+            assert_eq!(r.trigger.kind, TriggerKind::Push);
+            assert_eq!(r.trigger.commit.as_deref(), Some(head.as_str()));
+            assert_eq!(r.trigger.branch.as_deref(), Some("main"));
+            assert_eq!(r.repo.as_deref(), Some("app"));
+        }
+        // Nothing new: nothing queued; a restart (new store handle, baseline allowed) neither.
+        assert!(f.scan(None, false).queued.is_empty());
+        let mut again = Store::open_in_dir(&f.state).expect("reopen");
+        let scan = scan_repo(&mut again, &f.mirror, "app", None, true).expect("scan");
+        assert_eq!(scan, PushScan::default());
+        assert_eq!(f.runs().len(), 2);
+    }
+
+    #[test]
+    fn a_repository_empty_at_boot_runs_its_first_commit() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let repo = tmp.path().join("repo");
+        std::fs::create_dir_all(&repo).expect("mkdir");
+        git(&repo, &["init", "-q", "-b", "main"]);
+        let state = tmp.path().join("state");
+        let mut store = Store::open_in_dir(&state).expect("store");
+        let mut mirror =
+            Mirror::open_or_clone(&state, "app", &repo.to_string_lossy()).expect("mirror");
+        let scan = scan_repo(&mut store, &mirror, "app", None, true).expect("scan");
+        assert!(scan.moved.is_empty());
+        commit(&repo, &[(".workflows/w.yaml", &workflow("w", ""))], "first");
+        mirror.fetch().expect("fetch");
+        let scan = scan_repo(&mut store, &mirror, "app", None, false).expect("scan");
+        assert_eq!(scan.queued.len(), 1, "{scan:?}");
+    }
+
+    #[test]
+    fn branch_and_path_filters_select() {
+        let src = workflow(
+            "src",
+            "  on:\n    push:\n      branches: [main]\n      paths: ['src/**']\n",
+        );
+        let docs = workflow(
+            "docs",
+            "  on:\n    push:\n      paths: ['docs/**', '!docs/draft/**']\n",
+        );
+        let feature = workflow(
+            "feature",
+            "  on:\n    push:\n      branches: ['feature/*']\n",
+        );
+        let mut f = Fixture::new(&[
+            (".workflows/src.yaml", &src),
+            (".workflows/docs.yml", &docs),
+            (".workflows/feature.yaml", &feature),
+        ]);
+        let all = GlobList::new(&["**"]).expect("glob");
+        f.scan(Some(&all), true);
+
+        commit(&f.repo, &[("docs/draft/x.md", "x")], "draft");
+        assert!(f.scan(Some(&all), false).queued.is_empty());
+        commit(&f.repo, &[("docs/guide.md", "x")], "docs");
+        f.scan(Some(&all), false);
+        commit(&f.repo, &[("src/lib.rs", "x")], "src");
+        f.scan(Some(&all), false);
+        git(&f.repo, &["checkout", "-q", "-b", "feature/x"]);
+        commit(&f.repo, &[("src/other.rs", "x")], "on feature");
+        f.scan(Some(&all), false);
+
+        let got: Vec<(String, String)> = f
+            .runs()
+            .iter()
+            .map(|r| {
+                (
+                    r.workflow.clone(),
+                    r.trigger.branch.clone().unwrap_or_default(),
+                )
+            })
+            .collect();
+        let want: Vec<(String, String)> =
+            [("docs", "main"), ("src", "main"), ("feature", "feature/x")]
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn only_the_default_branch_is_watched_without_globs() {
+        let mut f = Fixture::new(&[(".workflows/w.yaml", &workflow("w", ""))]);
+        f.scan(None, true);
+        git(&f.repo, &["checkout", "-q", "-b", "side"]);
+        commit(&f.repo, &[("a", "1")], "side");
+        git(&f.repo, &["checkout", "-q", "main"]);
+        assert!(f.scan(None, false).queued.is_empty());
+        commit(&f.repo, &[("b", "1")], "main");
+        assert_eq!(f.scan(None, false).queued.len(), 1);
+    }
+
+    #[test]
+    fn a_bad_workflow_file_fails_alone() {
+        let mut f = Fixture::new(&[("README", "x")]);
+        f.scan(None, true);
+        let good = workflow("good", "");
+        commit(
+            &f.repo,
+            &[
+                (".workflows/good.yaml", &good),
+                (
+                    ".workflows/broken.yaml",
+                    "workflow:\n  name: broken\n  stagez: []\n",
+                ),
+            ],
+            "add",
+        );
+        let scan = f.scan(None, false);
+        assert_eq!((scan.queued.len(), scan.failed.len()), (1, 1), "{scan:?}");
+        let runs = f.runs();
+        let broken = runs
+            .iter()
+            .find(|r| r.workflow == "broken")
+            .expect("failed run");
+        assert_eq!(broken.status, RunStatus::Failed);
+        let error = broken.error.as_deref().unwrap_or_default();
+        assert!(error.contains(".workflows/broken.yaml:3:3"), "{error}");
+        assert!(error.contains("stagez"), "{error}");
+        assert!(
+            runs.iter()
+                .any(|r| r.workflow == "good" && r.status == RunStatus::Queued)
+        );
+        // An unrelated commit does not report the same broken file again.
+        commit(&f.repo, &[("c", "1")], "more");
+        let scan = f.scan(None, false);
+        assert_eq!((scan.queued.len(), scan.failed.len()), (1, 0), "{scan:?}");
+    }
+
+    #[test]
+    fn missing_required_parameters_make_a_failed_run() {
+        let wf = "workflow:\n  name: p\n  parameters:\n    - name: version\n      required: true\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: echo ${{ parameters.version }}\n";
+        let mut f = Fixture::new(&[("README", "x")]);
+        f.scan(None, true);
+        commit(&f.repo, &[(".workflows/p.yaml", wf)], "add");
+        let scan = f.scan(None, false);
+        assert_eq!(scan.failed.len(), 1, "{scan:?}");
+        let run = &f.runs()[0];
+        assert!(
+            run.error.as_deref().unwrap_or_default().contains("version"),
+            "{run:?}"
+        );
+    }
+}
