@@ -759,8 +759,19 @@ impl<'s> Lowerer<'s> {
         Some(Parameter {
             span: node.span,
             name: name?,
-            ty: ty?,
-            required: required?,
+            // An invalid type or flag was reported; keep the parameter (typed after its
+            // default) so that references to it do not look undeclared.
+            ty: ty.unwrap_or_else(|| {
+                let guess = match default.as_ref().map(|d| &d.value) {
+                    Some(serde_json::Value::Number(_)) => ParamType::Number,
+                    Some(serde_json::Value::Bool(_)) => ParamType::Boolean,
+                    Some(serde_json::Value::Array(_)) => ParamType::Array,
+                    Some(serde_json::Value::Object(_)) => ParamType::Object,
+                    _ => ParamType::String,
+                };
+                Spanned::new(guess, node.span)
+            }),
+            required: required.unwrap_or(Spanned::new(false, node.span)),
             default,
             allowed,
             description,
@@ -809,9 +820,11 @@ impl<'s> Lowerer<'s> {
 
     fn stage(&mut self, node: &Node) -> Option<Stage> {
         let o = self.obj(node, STAGE_KEYS, "a stage")?;
+        // A missing name was reported; the stage and its steps are still checked.
         let name = self
             .require(&o, "name", "a stage")
-            .and_then(|n| self.string(n, "name"));
+            .and_then(|n| self.string(n, "name"))
+            .unwrap_or_else(|| Spanned::new(String::new(), node.span));
         let parallel = match o.get("parallel") {
             Some(n) => match n.as_scalar() {
                 Some(s) if s.value == ScalarValue::Bool(true) => {
@@ -852,7 +865,7 @@ impl<'s> Lowerer<'s> {
         };
         Some(Stage {
             span: node.span,
-            name: name?,
+            name,
             parallel: parallel.unwrap_or(Spanned::new(Parallelism::Sequential, node.span)),
             max_parallel: max_parallel
                 .unwrap_or(Spanned::new(Stage::DEFAULT_MAX_PARALLEL, node.span)),

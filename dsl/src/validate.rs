@@ -109,7 +109,7 @@ impl<'a> Validator<'a> {
             }
         }
         let mut stages: HashMap<&str, &Stage> = HashMap::new();
-        for st in &self.wf.stages {
+        for st in self.wf.stages.iter().filter(|st| !st.name.value.is_empty()) {
             if let Some(first) = stages.get(st.name.value.as_str()) {
                 self.diags.push(Diagnostic::error(
                     st.name.span,
