@@ -531,3 +531,170 @@ mod tests {
         );
     }
 }
+
+/// The cron task against a real mirror and store, without a scheduler (runs stay queued).
+#[cfg(test)]
+mod task_tests {
+    use super::*;
+    use crate::daemon::config::Config;
+    use crate::daemon::handle::HandleParts;
+    use crate::engine::{Engine, EngineConfig};
+    use crate::store::RunRecord;
+    use std::path::Path;
+    use std::process::Command;
+    use std::sync::Arc;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_AUTHOR_NAME", "T")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "T")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .output()
+            .expect("run git");
+        assert!(out.status.success(), "git {args:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// A repository whose default branch holds `workflow`, mirrored under `state`; returns
+    /// the head commit.
+    fn mirrored_repo(root: &Path, state: &Path, workflow: &str) -> String {
+        let repo = root.join("repo");
+        std::fs::create_dir_all(repo.join(".workflows")).expect("mkdir");
+        git(&repo, &["init", "-q", "-b", "main"]);
+        std::fs::write(repo.join(".workflows/tick.yaml"), workflow).expect("write");
+        git(&repo, &["add", "-A"]);
+        git(&repo, &["commit", "-q", "-m", "tick"]);
+        Mirror::open_or_clone(state, "app", &repo.to_string_lossy()).expect("mirror");
+        git(&repo, &["rev-parse", "HEAD"])
+    }
+
+    fn start(state: &Path, head: &str) -> (DaemonHandle, HandleParts, tokio::task::JoinHandle<()>) {
+        let engine = Arc::new(Engine::new(EngineConfig::default()));
+        let (handle, parts) = DaemonHandle::new(
+            Config::default(),
+            state.to_path_buf(),
+            state.join(crate::store::DB_FILE_NAME),
+            engine,
+            Default::default(),
+        );
+        handle.shared.repos.update("app", |info| {
+            info.default_branch = Some("main".into());
+            info.head = Some(head.to_string());
+        });
+        handle.shared.repos.workflows_changed().notify_one();
+        let task = tokio::spawn(run(handle.clone()));
+        (handle, parts, task)
+    }
+
+    fn schedule_runs(state: &Path) -> Vec<RunRecord> {
+        let store = Store::open_in_dir(state).expect("store");
+        let mut runs = store.list_runs(&RunFilter::default(), 1000).expect("list");
+        runs.reverse();
+        runs
+    }
+
+    async fn wait_for_runs(state: &Path, n: usize, limit: Duration) -> Vec<RunRecord> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let runs = schedule_runs(state);
+            if runs.len() >= n {
+                return runs;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} runs after {limit:?}, wanted {n}",
+                runs.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_second_slot_fires_once_across_restarts() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let state = tmp.path().join("state");
+        let wf = "workflow:\n  name: tick\n  concurrency:\n    overlap: queue\n  on:\n    schedule:\n      - cron: '* * * * * *'\n        parameters: {who: cron}\n  parameters:\n    - name: who\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: 'true'\n";
+        let head = mirrored_repo(tmp.path(), &state, wf);
+
+        let (handle, parts, task) = start(&state, &head);
+        let runs = wait_for_runs(&state, 2, Duration::from_secs(10)).await;
+        let info = handle.shared.repos.get("app").expect("repo info");
+        assert!(
+            info.workflows.is_empty(),
+            "cron does not invent workflow entries"
+        );
+        parts.shutdown.send(true).expect("shutdown");
+        task.await.expect("cron task");
+        let first = runs[0].clone();
+        assert_eq!(first.trigger.kind, TriggerKind::Schedule);
+        assert_eq!(first.trigger.commit.as_deref(), Some(head.as_str()));
+        assert_eq!(first.parameters, serde_json::json!({"who": "cron"}));
+        let slot = first.trigger.scheduled_for.expect("scheduled time");
+        assert_eq!(slot.timestamp_subsec_millis(), 0, "slots are whole seconds");
+
+        // Down for a moment, then up again: the missed slots catch up as `latest` (one run),
+        // and no slot ever appears twice.
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        let before = schedule_runs(&state).len();
+        let (_handle, parts, task) = start(&state, &head);
+        wait_for_runs(&state, before + 2, Duration::from_secs(10)).await;
+        parts.shutdown.send(true).expect("shutdown");
+        task.await.expect("cron task");
+        let runs = schedule_runs(&state);
+        let mut slots: Vec<_> = runs
+            .iter()
+            .map(|r| r.trigger.scheduled_for.expect("slot"))
+            .collect();
+        let n = slots.len();
+        slots.sort();
+        slots.dedup();
+        assert_eq!(slots.len(), n, "a slot fired twice: {slots:?}");
+        // The catch-up: the latest missed slot ran, the ones before it did not.
+        let gap: Vec<_> = slots
+            .windows(2)
+            .map(|w| (w[1] - w[0]).num_seconds())
+            .collect();
+        assert!(
+            gap.iter().any(|g| *g >= 2),
+            "no gap over the downtime: {gap:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slot_finding_the_previous_run_active_is_skipped_by_default() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let state = tmp.path().join("state");
+        let wf = "workflow:\n  name: tick\n  on:\n    schedule:\n      - cron: '* * * * * *'\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: 'true'\n";
+        let head = mirrored_repo(tmp.path(), &state, wf);
+        let (_handle, parts, task) = start(&state, &head);
+        wait_for_runs(&state, 1, Duration::from_secs(10)).await;
+        // The first run stays queued (no scheduler here): the next slots are claimed, not run.
+        let key = schedule_key("app", "tick", 0, "* * * * * *", "UTC");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let store = Store::open_in_dir(&state).expect("store");
+            let first = schedule_runs(&state)[0]
+                .trigger
+                .scheduled_for
+                .expect("slot");
+            if store
+                .last_cron_fire(&key)
+                .expect("last")
+                .is_some_and(|l| l > first)
+            {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no later slot was claimed"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        parts.shutdown.send(true).expect("shutdown");
+        task.await.expect("cron task");
+        assert_eq!(schedule_runs(&state).len(), 1);
+    }
+}
