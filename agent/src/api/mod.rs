@@ -79,3 +79,6 @@ pub async fn serve(listener: tokio::net::TcpListener, handle: DaemonHandle) -> s
         .with_graceful_shutdown(async move { handle.shutdown_requested().await })
         .await
 }
+
+#[cfg(test)]
+mod tests;
