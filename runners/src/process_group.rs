@@ -20,7 +20,7 @@ use std::fs;
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 /// Environment variable carrying the run marker given by the engine.
@@ -210,18 +210,26 @@ fn wait_pidfds_exit(fds: &[OwnedFd], limit: Duration) {
 
 static SUBREAPER: AtomicBool = AtomicBool::new(false);
 
-/// Pids of step leaders a `tokio::process::Child` waits on: the orphan reaper must never
-/// reap them. Held across spawn + insert so that the reaper never sees an unregistered
-/// leader.
+/// Pids of step leaders that `run` waits on: the orphan reaper must never reap them.
 static LEADERS: Mutex<Option<HashSet<u32>>> = Mutex::new(None);
 
-pub(crate) fn leaders() -> MutexGuard<'static, Option<HashSet<u32>>> {
+/// Spawns hold this for reading from just before the spawn until the new leader is
+/// registered; the reaper takes it for writing, so it never sees an unregistered leader.
+/// Concurrent spawns do not wait for each other.
+static SPAWN_GATE: RwLock<()> = RwLock::new(());
+
+fn leaders() -> MutexGuard<'static, Option<HashSet<u32>>> {
     // A poisoned lock only means a panic elsewhere while holding it; the set stays usable.
     LEADERS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-pub(crate) fn register_leader(guard: &mut MutexGuard<'static, Option<HashSet<u32>>>, pid: u32) {
-    guard.get_or_insert_with(HashSet::new).insert(pid);
+/// Held around a spawn and the registration of its leader.
+pub(crate) fn spawn_gate() -> RwLockReadGuard<'static, ()> {
+    SPAWN_GATE.read().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(crate) fn register_leader(pid: u32) {
+    leaders().get_or_insert_with(HashSet::new).insert(pid);
 }
 
 pub(crate) fn unregister_leader(pid: u32) {
@@ -272,6 +280,7 @@ pub fn is_subreaper() -> bool {
 
 /// Reaps adopted orphans that have exited (see [`become_subreaper`]). Returns how many.
 pub fn reap_orphans() -> usize {
+    let _gate = SPAWN_GATE.write().unwrap_or_else(|e| e.into_inner());
     let guard = leaders();
     // SAFETY: getpgrp and getsid(0) have no preconditions.
     let (my_pgrp, my_sid) = unsafe { (libc::getpgrp(), libc::getsid(0)) };

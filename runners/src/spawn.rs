@@ -530,10 +530,10 @@ where
         StdinSource::Pipe(reader)
     };
 
-    // Spawn and register under the leaders lock, so the orphan reaper never sees an
+    // Spawn and register behind the spawn gate, so the orphan reaper never sees an
     // unregistered leader.
     let spawned = {
-        let mut leaders = process_group::leaders();
+        let _gate = process_group::spawn_gate();
         let spawned = posix_spawn::spawn(&SpawnSpec {
             program: &cmd.program,
             args: &cmd.args,
@@ -544,7 +544,7 @@ where
             stderr: err_pipe.as_ref().map_or(&out_write, |(_, w)| w),
         });
         if let Ok(pid) = spawned {
-            process_group::register_leader(&mut leaders, pid);
+            process_group::register_leader(pid);
         }
         spawned
     };
