@@ -2,6 +2,7 @@
 //! command. Each command returns the process exit code documented in DESIGN §5.
 
 pub mod client;
+pub mod daemon;
 pub mod exec;
 pub mod schema;
 pub mod validate;
@@ -33,7 +34,7 @@ pub enum Command {
     Validate {
         /// Files or directories. A directory means its `.workflows/*.y{a,}ml`, or every YAML
         /// file with a top-level `workflow:` key when it has no `.workflows/`.
-        #[arg(required = true)]
+        #[arg(required_unless_present = "config")]
         paths: Vec<PathBuf>,
         /// Also check this daemon config file.
         #[arg(long)]
@@ -43,6 +44,8 @@ pub enum Command {
     Schema,
     /// Run one workflow locally with real processes (progress on stderr).
     Exec(exec::ExecArgs),
+    /// Run the daemon: watch repositories, run workflows on commits and schedules, serve the API.
+    Daemon(daemon::DaemonArgs),
     /// List the daemon's runs (newest first), or show one run with its steps.
     Runs(client::RunsArgs),
     /// Print a run's step logs; `-f` follows them live.
@@ -61,6 +64,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Validate { paths, config } => validate::run(&paths, config.as_deref()),
         Command::Schema => schema::run(),
         Command::Exec(args) => exec::run(args),
+        Command::Daemon(args) => daemon::run(args),
         Command::Runs(args) => client::runs(args),
         Command::Logs(args) => client::logs(args),
         Command::Trigger(args) => client::trigger(args),

@@ -4,7 +4,8 @@
 //! when it has no `.workflows/`, every `*.yaml|yml` file directly in it whose text has a
 //! top-level `workflow:` key. Diagnostics go to stderr, the summary to stdout. Exit codes:
 //! 0 all valid, 1 some file invalid, 2 usage error (a path that does not exist, an empty
-//! selection, `--config` in this build).
+//! selection). `--config FILE` also checks a daemon config file (alone, when no path is
+//! given), with the same diagnostics.
 
 use super::{EXIT_FAILED, EXIT_INVALID, EXIT_OK};
 use std::collections::HashSet;
@@ -13,12 +14,13 @@ use std::path::{Path, PathBuf};
 
 /// Runs the command; returns the exit code.
 pub fn run(paths: &[PathBuf], config: Option<&Path>) -> i32 {
-    if let Some(cfg) = config {
-        eprintln!(
-            "error: checking a daemon config file (`--config {}`) is not supported by this build; validate workflow files only",
-            cfg.display()
-        );
-        return EXIT_INVALID;
+    let config_valid = config.map(check_config);
+    if paths.is_empty() {
+        return match config_valid {
+            Some(true) => EXIT_OK,
+            Some(false) => EXIT_FAILED,
+            None => EXIT_INVALID,
+        };
     }
     let mut files = Vec::new();
     for p in paths {
@@ -84,7 +86,36 @@ pub fn run(paths: &[PathBuf], config: Option<&Path>) -> i32 {
         ));
     }
     println!("{summary}");
-    if invalid > 0 { EXIT_FAILED } else { EXIT_OK }
+    if invalid > 0 || config_valid == Some(false) {
+        EXIT_FAILED
+    } else {
+        EXIT_OK
+    }
+}
+
+/// Checks a daemon config file: diagnostics on stderr, a summary line on stdout; true when
+/// valid.
+fn check_config(path: &Path) -> bool {
+    match crate::daemon::Config::load(path) {
+        Ok(_) => {
+            println!("checked config `{}`: valid", path.display());
+            true
+        }
+        Err(diags) => {
+            eprint!("{}", diags.render());
+            println!(
+                "checked config `{}`: invalid ({} {})",
+                path.display(),
+                diags.error_count(),
+                if diags.error_count() == 1 {
+                    "error"
+                } else {
+                    "errors"
+                }
+            );
+            false
+        }
+    }
 }
 
 /// The workflow files a command-line path stands for.

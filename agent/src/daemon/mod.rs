@@ -4,22 +4,190 @@
 //! - [`config`]: the config file (DESIGN §6) and the embedded defaults.
 //! - [`handle`]: the contract between the parts: [`DaemonHandle`] (commands to the scheduler,
 //!   shared read-only state, events, shutdown).
+//! - [`scheduler`]: the actor that owns the queue and run states; [`run_task`] runs one run
+//!   (workspace, engine, step records, logs); [`run_recovery`] decides on boot what happens
+//!   to runs a crash interrupted; [`logs`] writes the capped step log files.
+//! - [`git_watch`], [`triggers`] and [`cron`]: what to run, when (they write runs through the
+//!   store's deduping writes and wake the scheduler).
 //! - [`mirror`] and [`workspace`]: a cached bare mirror per repository and a checkout of an
 //!   exact commit per run.
-//! - `scheduler`: the actor that owns the queue and run states (added next).
+//! - The HTTP API lives in [`crate::api`].
 //!
-//! Durable state lives in [`crate::store`].
+//! [`run`] is the entry point: it takes the config and a shutdown future, so tests can boot a
+//! daemon in-process; `agent daemon` passes SIGTERM/SIGINT. Durable state lives in
+//! [`crate::store`].
 
 pub mod config;
 pub mod cron;
 pub mod git_watch;
 pub mod handle;
+pub mod logs;
 pub mod mirror;
+pub mod run_recovery;
+pub mod run_task;
+pub mod scheduler;
 pub mod triggers;
 pub mod workspace;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 pub use config::Config;
 pub use handle::{DaemonCommand, DaemonError, DaemonEvent, DaemonHandle, NewRunRequest, Shared};
 pub use mirror::CommitInfo;
 pub use mirror::{Mirror, MirrorError, WorkflowFile};
 pub use workspace::{CheckoutMethod, Workspace};
+
+use crate::engine::{AdmissionConfig, Engine, EngineConfig};
+use crate::store::{RunId, RunStatus, Store, StoreError};
+
+/// The file in `state_dir` holding the address the API listens on (written once bound, so
+/// `listen: 127.0.0.1:0` can be used; removed on a clean exit).
+pub const ADDR_FILE_NAME: &str = "daemon.addr";
+
+/// How long the API may take to close its connections after the scheduler stopped.
+const API_STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// Why the daemon could not start (or stopped with an error).
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonStartError {
+    /// The state directory cannot be made or used.
+    #[error("state directory `{path}`: {source}")]
+    StateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The store cannot be opened or recovered.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// A configured secret cannot be read.
+    #[error(transparent)]
+    Secret(#[from] config::SecretError),
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Runs the daemon until `shutdown` resolves: recovers interrupted runs, starts the
+/// scheduler, the git watchers, cron and the API, then, on shutdown, stops admitting runs,
+/// gives running steps `limits.shutdown_grace` to finish and cancels the rest (they resume
+/// on the next start).
+pub async fn run(
+    mut config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), DaemonStartError> {
+    let state_dir = absolute(&config.state_dir).map_err(|source| DaemonStartError::StateDir {
+        path: config.state_dir.clone(),
+        source,
+    })?;
+    std::fs::create_dir_all(&state_dir).map_err(|source| DaemonStartError::StateDir {
+        path: state_dir.clone(),
+        source,
+    })?;
+    config.state_dir = state_dir.clone();
+    let mut store = Store::open_in_dir(&state_dir)?;
+    let store_path = store.path().to_path_buf();
+    let recovered = run_recovery::recover(&mut store, &state_dir)?;
+    if !recovered.is_empty() {
+        tracing::info!(runs = recovered.len(), "recovered interrupted runs");
+    }
+    remove_stale_workspaces(&store, &config);
+    let secrets = config.load_secrets()?;
+    let mut admission = AdmissionConfig::default();
+    if let Some(reserve) = config.limits.memory_reserve_mb {
+        admission.memory_reserve_mb = reserve;
+    }
+    let engine = Arc::new(Engine::new(EngineConfig {
+        skills_dirs: config.skills_dirs.clone(),
+        admission,
+        ..EngineConfig::default()
+    }));
+    let listen = config.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| DaemonStartError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| DaemonStartError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let (handle, parts) = DaemonHandle::new(config, state_dir.clone(), store_path, engine, secrets);
+    let scheduler =
+        tokio::spawn(scheduler::Scheduler::new(handle.clone(), store, parts.commands).run());
+    let api = tokio::spawn(crate::api::serve(listener, handle.clone()));
+    let watch = tokio::spawn(git_watch::run(handle.clone()));
+    let cron = tokio::spawn(cron::run(handle.clone()));
+    write_addr_file(&state_dir, bound);
+    tracing::info!(addr = %bound, state_dir = %state_dir.display(),
+        repos = handle.shared.config.repos.len(), "agent daemon listening");
+
+    shutdown.await;
+    tracing::info!("shutting down: no new runs are started");
+    let _ = parts.shutdown.send(true);
+    if let Err(err) = scheduler.await {
+        tracing::error!(error = %err, "scheduler stopped abnormally");
+    }
+    for (name, task) in [("git watcher", watch), ("cron", cron)] {
+        if tokio::time::timeout(API_STOP_WAIT, task).await.is_err() {
+            tracing::warn!("{name} did not stop in time");
+        }
+    }
+    match tokio::time::timeout(API_STOP_WAIT, api).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(err))) => tracing::error!(error = %err, "API server failed"),
+        Ok(Err(err)) => tracing::error!(error = %err, "API server stopped abnormally"),
+        Err(_) => tracing::warn!("API server did not stop in time"),
+    }
+    let _ = std::fs::remove_file(state_dir.join(ADDR_FILE_NAME));
+    tracing::info!("agent daemon stopped");
+    Ok(())
+}
+
+fn absolute(path: &std::path::Path) -> std::io::Result<PathBuf> {
+    if path.is_absolute() {
+        Ok(path.to_path_buf())
+    } else {
+        Ok(std::env::current_dir()?.join(path))
+    }
+}
+
+/// Writes the bound address atomically (readers never see half a line).
+fn write_addr_file(state_dir: &std::path::Path, addr: std::net::SocketAddr) {
+    let tmp = state_dir.join(format!("{ADDR_FILE_NAME}.tmp"));
+    let written = std::fs::write(&tmp, format!("{addr}\n"))
+        .and_then(|()| std::fs::rename(&tmp, state_dir.join(ADDR_FILE_NAME)));
+    if let Err(err) = written {
+        tracing::warn!(error = %err, "cannot write the address file");
+    }
+}
+
+/// Workspaces left by runs that ended while the daemon was down (or by a crash) go, except
+/// failed runs' workspaces when `keep_failed_workspaces` is on.
+fn remove_stale_workspaces(store: &Store, config: &Config) {
+    let keep = |name: &str| {
+        config.keep_failed_workspaces
+            && name.parse::<RunId>().ok().is_some_and(
+                |id| matches!(store.get_run(id), Ok(Some(r)) if r.status == RunStatus::Failed),
+            )
+    };
+    match Workspace::remove_stale(&config.state_dir, keep) {
+        Ok(removed) if !removed.is_empty() => {
+            tracing::info!(count = removed.len(), "removed stale workspaces");
+        }
+        Ok(_) => {}
+        Err(err) => tracing::warn!(error = %err, "cannot remove stale workspaces"),
+    }
+}

@@ -1,0 +1,102 @@
+//! `agent daemon [--config FILE]`: run the daemon in the foreground until SIGTERM or SIGINT.
+//!
+//! With no `--config` the daemon runs on the embedded defaults (state in `./.agent/`,
+//! listening on 127.0.0.1:8420, watching the git repository around the current directory).
+//! Logs go to stderr (`RUST_LOG` filters them, default `info`). Exit codes: 0 after a clean
+//! shutdown, 1 when the daemon cannot start or fails, 2 for an invalid config file.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::{EXIT_FAILED, EXIT_INVALID, EXIT_OK};
+use crate::daemon::Config;
+
+/// Arguments of `agent daemon`.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// The config file (YAML, DESIGN §6). Without it: the embedded defaults.
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+}
+
+/// Runs the command; returns the exit code.
+pub fn run(args: DaemonArgs) -> i32 {
+    init_logging();
+    let config = match &args.config {
+        Some(path) => match Config::load(path) {
+            Ok(c) => c,
+            Err(diags) => {
+                eprint!("{}", diags.render());
+                eprintln!("error: invalid config file `{}`", path.display());
+                return EXIT_INVALID;
+            }
+        },
+        None => {
+            let cwd = match std::env::current_dir() {
+                Ok(d) => d,
+                Err(err) => {
+                    eprintln!("error: cannot read the current directory: {err}");
+                    return EXIT_FAILED;
+                }
+            };
+            let config = Config::embedded(&cwd);
+            if config.repos.is_empty() {
+                tracing::warn!(
+                    "not inside a git repository: no repository is watched (give one with --config)"
+                );
+            }
+            config
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return EXIT_FAILED;
+        }
+    };
+    let result = runtime.block_on(crate::daemon::run(config, shutdown_signal()));
+    // Blocking threads (a git fetch, a SQLite write) are not waited for forever.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    match result {
+        Ok(()) => EXIT_OK,
+        Err(err) => {
+            eprintln!("error: {err}");
+            EXIT_FAILED
+        }
+    }
+}
+
+/// Resolves at the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = int.recv() => tracing::info!("SIGINT received"),
+            }
+        }
+        _ => {
+            // Without signal handlers (should not happen on Unix) Ctrl-C still works.
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}

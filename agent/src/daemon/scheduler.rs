@@ -1,0 +1,602 @@
+//! The scheduler actor: the one owner of the queue and of run states (CONVENTIONS 6).
+//!
+//! It claims queued runs from the store (FIFO within a concurrency group, then
+//! `metadata.priority`, then age: the store's claim order) up to
+//! `limits.max_concurrent_runs`, marks them running and starts a [`run_task`] for each; the
+//! engine's admission then shares CPU and memory across all runs' steps. It answers the
+//! [`DaemonCommand`]s of the API, the watchers and cron: manual runs are checked here
+//! (repository, commit, workflow at that commit, parameters) and `concurrency.overlap`
+//! (`skip`, `queue`, `cancel_previous`) is applied before they are queued; cancels; retries.
+//! It looks at the queue when woken and once a second in any case (runs written straight to
+//! the store by triggers and cron), and prunes finished runs and their logs by the retention
+//! policy once an hour.
+//!
+//! Shutdown: no run is claimed any more; running runs get `limits.shutdown_grace` to finish,
+//! then are cancelled and abandoned: their end is not written, so the next boot finds them
+//! running, marks them interrupted and resumes them (see [`super::recovery`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::handle::{DaemonCommand, DaemonError, DaemonEvent, DaemonHandle, NewRunRequest, Shared};
+use super::mirror::Mirror;
+use super::run_task::{self, RunControl, RunEnded};
+use crate::store::{
+    NewRun, Retention, RunFinish, RunId, RunRecord, RunStatus, Store, Trigger, TriggerKind,
+};
+use dsl::model::Overlap;
+
+/// How often the queue is looked at without being woken.
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// How often retention runs.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
+/// After the grace period and the cancel, how long runs may take to end before the daemon
+/// stops anyway (the engine kills step groups after its own grace).
+const CANCEL_WAIT: Duration = Duration::from_secs(15);
+
+/// A run being run.
+struct Active {
+    control: RunControl,
+    workflow: String,
+}
+
+/// A manual run, checked, back from its blocking check.
+struct Checked {
+    run: NewRun,
+    overlap: Option<Overlap>,
+    reply: oneshot::Sender<Result<RunId, DaemonError>>,
+}
+
+/// The actor's state.
+pub struct Scheduler {
+    handle: DaemonHandle,
+    store: Store,
+    commands: mpsc::Receiver<DaemonCommand>,
+    active: HashMap<RunId, Active>,
+    done_tx: mpsc::UnboundedSender<RunEnded>,
+    done_rx: mpsc::UnboundedReceiver<RunEnded>,
+    checked_tx: mpsc::UnboundedSender<Checked>,
+    checked_rx: mpsc::UnboundedReceiver<Checked>,
+    admitting: bool,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("active", &self.active.len())
+            .field("admitting", &self.admitting)
+            .finish()
+    }
+}
+
+impl Scheduler {
+    /// The scheduler on its own store connection and the handle's inbox.
+    pub fn new(
+        handle: DaemonHandle,
+        store: Store,
+        commands: mpsc::Receiver<DaemonCommand>,
+    ) -> Scheduler {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let (checked_tx, checked_rx) = mpsc::unbounded_channel();
+        Scheduler {
+            handle,
+            store,
+            commands,
+            active: HashMap::new(),
+            done_tx,
+            done_rx,
+            checked_tx,
+            checked_rx,
+            admitting: true,
+        }
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.handle.shared
+    }
+
+    /// Runs until shutdown has begun and every run has ended or been abandoned.
+    pub async fn run(mut self) {
+        let mut poll = tokio::time::interval(POLL_INTERVAL);
+        poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut retention = tokio::time::interval(RETENTION_INTERVAL);
+        retention.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let shutdown_handle = self.handle.clone();
+        let shutdown = shutdown_handle.shutdown_requested();
+        tokio::pin!(shutdown);
+        loop {
+            self.fill();
+            tokio::select! {
+                _ = &mut shutdown => break,
+                cmd = self.commands.recv() => match cmd {
+                    Some(DaemonCommand::Shutdown) | None => break,
+                    Some(cmd) => self.command(cmd),
+                },
+                Some(ended) = self.done_rx.recv() => {
+                    self.active.remove(&ended.run);
+                }
+                Some(checked) = self.checked_rx.recv() => self.enqueue_checked(checked),
+                _ = poll.tick() => {}
+                _ = retention.tick() => self.prune(),
+            }
+        }
+        self.shut_down().await;
+    }
+
+    /// Claims and starts queued runs while there is room.
+    fn fill(&mut self) {
+        if !self.admitting {
+            return;
+        }
+        let max = self.shared().config.limits.max_concurrent_runs.max(1);
+        while self.active.len() < max {
+            let free = max - self.active.len();
+            let claimed = match self.store.claim_next_runs(free) {
+                Ok(c) => c,
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot claim queued runs");
+                    return;
+                }
+            };
+            if claimed.is_empty() {
+                return;
+            }
+            for run in claimed {
+                self.start(run);
+            }
+        }
+    }
+
+    fn start(&mut self, run: RunRecord) {
+        let id = run.id;
+        let record = match self.store.mark_running(id) {
+            Ok(r) => r,
+            Err(err) => {
+                tracing::error!(run = %id, error = %err, "cannot mark the run running");
+                let _ = self.store.release_claim(id);
+                return;
+            }
+        };
+        tracing::info!(run = %id, workflow = %record.workflow, "run started");
+        let control = RunControl::default();
+        self.active.insert(
+            id,
+            Active {
+                control: control.clone(),
+                workflow: record.workflow.clone(),
+            },
+        );
+        tokio::spawn(run_task::run(
+            self.shared().clone(),
+            record,
+            control,
+            self.done_tx.clone(),
+        ));
+    }
+
+    fn command(&mut self, cmd: DaemonCommand) {
+        match cmd {
+            DaemonCommand::Enqueue(request, reply) => self.check(*request, reply),
+            DaemonCommand::Cancel(id, reply) => {
+                let _ = reply.send(self.cancel(id, "cancelled by request"));
+            }
+            DaemonCommand::Retry(id, reply) => {
+                let _ = reply.send(self.retry(id));
+            }
+            DaemonCommand::Wake => {}
+            DaemonCommand::FetchNow(repo) => self.handle.fetch_now(&repo),
+            DaemonCommand::Shutdown => {}
+        }
+    }
+
+    /// Checks a manual run on a blocking thread (git reads); the result comes back through
+    /// `checked_rx`.
+    fn check(
+        &mut self,
+        request: NewRunRequest,
+        reply: oneshot::Sender<Result<RunId, DaemonError>>,
+    ) {
+        if !self.admitting {
+            let _ = reply.send(Err(DaemonError::ShuttingDown));
+            return;
+        }
+        let shared = self.shared().clone();
+        let back = self.checked_tx.clone();
+        tokio::spawn(async move {
+            let checked = tokio::task::spawn_blocking(move || check_request(&shared, &request))
+                .await
+                .unwrap_or_else(|e| Err(DaemonError::Git(format!("internal error: {e}"))));
+            match checked {
+                Ok((run, overlap)) => {
+                    let _ = back.send(Checked {
+                        run,
+                        overlap,
+                        reply,
+                    });
+                }
+                Err(err) => {
+                    let _ = reply.send(Err(err));
+                }
+            }
+        });
+    }
+
+    fn enqueue_checked(&mut self, checked: Checked) {
+        let Checked {
+            run,
+            overlap,
+            reply,
+        } = checked;
+        let _ = reply.send(self.enqueue_with_overlap(run, overlap));
+    }
+
+    fn enqueue_with_overlap(
+        &mut self,
+        run: NewRun,
+        overlap: Option<Overlap>,
+    ) -> Result<RunId, DaemonError> {
+        if !self.admitting {
+            return Err(DaemonError::ShuttingDown);
+        }
+        if let (Some(group), Some(overlap)) = (&run.concurrency_group, overlap) {
+            let others = self.store.active_runs_in_group(group)?;
+            match overlap {
+                Overlap::Skip => {
+                    if let Some(first) = others.first() {
+                        return Err(DaemonError::Skipped(first.id));
+                    }
+                }
+                Overlap::CancelPrevious => {
+                    for other in others {
+                        if let Err(err) =
+                            self.cancel(other.id, "cancelled by a newer run (cancel_previous)")
+                        {
+                            tracing::warn!(run = %other.id, error = %err, "cannot cancel previous run");
+                        }
+                    }
+                }
+                Overlap::Queue => {}
+            }
+        }
+        let id = self.store.enqueue_run(&run)?.run_id();
+        self.handle.emit(DaemonEvent::RunQueued {
+            run_id: id,
+            workflow: run.workflow.as_str().into(),
+        });
+        Ok(id)
+    }
+
+    fn cancel(&mut self, id: RunId, why: &str) -> Result<(), DaemonError> {
+        if let Some(active) = self.active.get(&id) {
+            tracing::info!(run = %id, workflow = %active.workflow, "{why}");
+            active.control.cancel.request();
+            return Ok(());
+        }
+        let run = self
+            .store
+            .get_run(id)?
+            .ok_or(DaemonError::RunNotFound(id))?;
+        match run.status {
+            RunStatus::Queued | RunStatus::Interrupted | RunStatus::Running => {
+                let mut finish = RunFinish::new(RunStatus::Cancelled);
+                finish.error = Some(why.to_string());
+                self.store.finish_run(id, &finish)?;
+                self.handle.emit(DaemonEvent::RunFinished {
+                    run_id: id,
+                    workflow: run.workflow.as_str().into(),
+                    status: RunStatus::Cancelled,
+                    report: Arc::new(serde_json::json!({
+                        "run_id": id.0, "workflow": run.workflow, "status": "cancelled",
+                        "stages": [], "error": why,
+                    })),
+                });
+                Ok(())
+            }
+            status => Err(DaemonError::WrongState {
+                run: id,
+                status,
+                why: "only a queued, running or interrupted run can be cancelled",
+            }),
+        }
+    }
+
+    fn retry(&mut self, id: RunId) -> Result<RunId, DaemonError> {
+        if !self.admitting {
+            return Err(DaemonError::ShuttingDown);
+        }
+        let run = self
+            .store
+            .get_run(id)?
+            .ok_or(DaemonError::RunNotFound(id))?;
+        match run.status {
+            RunStatus::Interrupted => {
+                self.store.resume_run(id)?;
+                tracing::info!(run = %id, "interrupted run resumed by request");
+                Ok(id)
+            }
+            RunStatus::Failed | RunStatus::Cancelled => {
+                let new = NewRun {
+                    workflow: run.workflow.clone(),
+                    repo: run.repo.clone(),
+                    trigger: Trigger {
+                        kind: TriggerKind::Retry,
+                        commit: run.trigger.commit.clone(),
+                        branch: run.trigger.branch.clone(),
+                        scheduled_for: None,
+                    },
+                    parameters: run.parameters.clone(),
+                    priority: run.priority,
+                    concurrency_group: run.concurrency_group.clone(),
+                    dedup_key: None,
+                    retry_of: Some(id),
+                };
+                let new_id = self.store.enqueue_run(&new)?.run_id();
+                self.handle.emit(DaemonEvent::RunQueued {
+                    run_id: new_id,
+                    workflow: run.workflow.as_str().into(),
+                });
+                Ok(new_id)
+            }
+            status => Err(DaemonError::WrongState {
+                run: id,
+                status,
+                why: "only a failed, cancelled or interrupted run can be retried",
+            }),
+        }
+    }
+
+    fn prune(&mut self) {
+        let r = self.shared().config.retention;
+        let retention = Retention {
+            max_runs: r.max_runs,
+            finished_before: r.max_age.and_then(|age| {
+                chrono::Duration::from_std(age)
+                    .ok()
+                    .and_then(|d| chrono::Utc::now().checked_sub_signed(d))
+            }),
+        };
+        match self.store.prune_runs(&retention) {
+            Ok(ids) if !ids.is_empty() => {
+                tracing::info!(runs = ids.len(), "retention: deleted finished runs");
+                super::logs::remove_run_logs(&self.shared().state_dir, &ids);
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, "retention failed"),
+        }
+    }
+
+    async fn shut_down(&mut self) {
+        self.admitting = false;
+        let grace = self.shared().config.limits.shutdown_grace;
+        if !self.active.is_empty() {
+            tracing::info!(
+                runs = self.active.len(),
+                grace = ?grace,
+                "shutting down: waiting for running runs"
+            );
+        }
+        self.wait_active(Instant::now() + grace).await;
+        if self.active.is_empty() {
+            return;
+        }
+        tracing::info!(
+            runs = self.active.len(),
+            "grace period over: cancelling the runs left (they resume on the next start)"
+        );
+        for active in self.active.values() {
+            active
+                .control
+                .abandon
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            active.control.cancel.request();
+        }
+        self.wait_active(Instant::now() + CANCEL_WAIT).await;
+        if !self.active.is_empty() {
+            for active in self.active.values() {
+                active.control.cancel.kill_now();
+            }
+            self.wait_active(Instant::now() + Duration::from_secs(2))
+                .await;
+        }
+    }
+
+    /// Waits for active runs to end until `deadline`, answering commands meanwhile.
+    async fn wait_active(&mut self, deadline: Instant) {
+        while !self.active.is_empty() {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return,
+                Some(ended) = self.done_rx.recv() => {
+                    self.active.remove(&ended.run);
+                }
+                Some(cmd) = self.commands.recv() => self.refuse(cmd),
+                Some(checked) = self.checked_rx.recv() => {
+                    let _ = checked.reply.send(Err(DaemonError::ShuttingDown));
+                }
+            }
+        }
+    }
+
+    /// During shutdown: cancels still work, everything new is refused.
+    fn refuse(&mut self, cmd: DaemonCommand) {
+        match cmd {
+            DaemonCommand::Enqueue(_, reply) => {
+                let _ = reply.send(Err(DaemonError::ShuttingDown));
+            }
+            DaemonCommand::Retry(_, reply) => {
+                let _ = reply.send(Err(DaemonError::ShuttingDown));
+            }
+            DaemonCommand::Cancel(id, reply) => {
+                let _ = reply.send(self.cancel(id, "cancelled by request"));
+            }
+            DaemonCommand::Wake | DaemonCommand::FetchNow(_) | DaemonCommand::Shutdown => {}
+        }
+    }
+}
+
+/// Checks a manual run (blocking: git reads): the repository, the commit, the workflow at
+/// that commit and the parameters. Returns the run to queue and its overlap rule.
+pub fn check_request(
+    shared: &Shared,
+    request: &NewRunRequest,
+) -> Result<(NewRun, Option<Overlap>), DaemonError> {
+    let repo = match &request.repo {
+        Some(name) => shared
+            .config
+            .repo(name)
+            .ok_or_else(|| DaemonError::UnknownRepo(name.clone()))?,
+        None => match shared.config.repos.as_slice() {
+            [only] => only,
+            [] => return Err(DaemonError::UnknownRepo("(none configured)".into())),
+            _ => {
+                return Err(DaemonError::UnknownRepo(
+                    "(several are configured: name one with `repo`)".into(),
+                ));
+            }
+        },
+    };
+    let mirror = Mirror::open_or_clone(&shared.state_dir, &repo.name, &repo.source.clone_url())
+        .map_err(|e| DaemonError::Git(e.to_string()))?;
+    let branch = request.branch.clone().or_else(|| mirror.default_branch());
+    let spec = request
+        .commit
+        .clone()
+        .or_else(|| branch.clone())
+        .unwrap_or_else(|| "HEAD".into());
+    let oid = match mirror.resolve_commit(&spec) {
+        Ok(oid) => oid,
+        Err(_) => {
+            let mut mirror = mirror;
+            mirror
+                .fetch()
+                .map_err(|e| DaemonError::Git(e.to_string()))?;
+            mirror
+                .resolve_commit(&spec)
+                .map_err(|e| DaemonError::Git(e.to_string()))?
+        }
+    };
+    let mirror =
+        Mirror::open(&shared.state_dir, &repo.name).map_err(|e| DaemonError::Git(e.to_string()))?;
+    let files = mirror
+        .read_workflow_files(oid)
+        .map_err(|e| DaemonError::Git(e.to_string()))?;
+    let mut found = None;
+    let mut invalid = None;
+    for file in &files {
+        let file_name = file.path.rsplit('/').next().unwrap_or(&file.path);
+        match dsl::parse_str(&file.path, &file.text) {
+            Ok((wf, _)) if wf.name.value == request.workflow => {
+                found = Some(wf);
+                break;
+            }
+            Ok(_) => {}
+            Err(diags) => {
+                let stem = file_name
+                    .rsplit_once('.')
+                    .map(|(s, _)| s)
+                    .unwrap_or(file_name);
+                if stem == request.workflow {
+                    invalid = Some(diags.render());
+                }
+            }
+        }
+    }
+    let Some(wf) = found else {
+        return Err(match invalid {
+            Some(diagnostics) => DaemonError::InvalidWorkflow {
+                workflow: request.workflow.clone(),
+                diagnostics,
+            },
+            None => DaemonError::UnknownWorkflow {
+                workflow: request.workflow.clone(),
+                repo: repo.name.clone(),
+            },
+        });
+    };
+    let parameters = dsl::params::resolve_json(&wf, &request.parameters).map_err(|errors| {
+        DaemonError::InvalidParameters(errors.iter().map(ToString::to_string).collect())
+    })?;
+    let (group, overlap) = concurrency_of(&wf, &repo.name, &parameters);
+    let run = NewRun {
+        workflow: wf.name.value.clone(),
+        repo: Some(repo.name.clone()),
+        trigger: Trigger {
+            kind: request.trigger,
+            commit: Some(oid.to_string()),
+            branch,
+            scheduled_for: None,
+        },
+        parameters: Value::Object(parameters),
+        priority: wf.metadata.priority.as_ref().map(|p| p.value).unwrap_or(0),
+        concurrency_group: group,
+        dedup_key: None,
+        retry_of: None,
+    };
+    Ok((run, overlap))
+}
+
+/// A workflow's concurrency group key (`<repo>/<group>`) and overlap rule. A group written
+/// with `${{ parameters.X }}` is rendered with the run's parameters; any other expression
+/// is kept as written.
+pub fn concurrency_of(
+    wf: &dsl::Workflow,
+    repo: &str,
+    parameters: &Map<String, Value>,
+) -> (Option<String>, Option<Overlap>) {
+    let Some(c) = &wf.concurrency else {
+        return (None, None);
+    };
+    let group = match &c.group {
+        Some(t) => render_group(&t.text, parameters),
+        None => wf.name.value.clone(),
+    };
+    (Some(format!("{repo}/{group}")), Some(c.overlap.value))
+}
+
+fn render_group(text: &str, parameters: &Map<String, Value>) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${{") {
+        out.push_str(&rest[..start]);
+        let Some(end) = rest[start..].find("}}") else {
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        let expr = rest[start + 3..start + end].trim();
+        match expr
+            .strip_prefix("parameters.")
+            .and_then(|name| parameters.get(name))
+        {
+            Some(Value::String(s)) => out.push_str(s),
+            Some(v) => out.push_str(&v.to_string()),
+            None => out.push_str(&rest[start..start + end + 2]),
+        }
+        rest = &rest[start + end + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_render_parameters() {
+        let mut p = Map::new();
+        p.insert("env".into(), Value::from("prod"));
+        assert_eq!(
+            render_group("deploy-${{ parameters.env }}", &p),
+            "deploy-prod"
+        );
+        assert_eq!(
+            render_group("x-${{ repo.branch }}", &p),
+            "x-${{ repo.branch }}"
+        );
+        assert_eq!(render_group("plain", &p), "plain");
+    }
+}
