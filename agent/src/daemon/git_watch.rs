@@ -38,7 +38,7 @@ use tokio::time::Instant;
 use super::config::{RepoConfig, RepoSource};
 use super::handle::{DaemonHandle, WorkflowInfo};
 use super::mirror::Mirror;
-use super::triggers::{GlobList, ParsedFile, PushScan, scan_repo, workflows_at};
+use super::triggers::{Baseline, GlobList, ParsedFile, PushScan, scan_repo, workflows_at};
 use crate::store::Store;
 
 /// A change is handled once no other ref change came for this long...
@@ -71,8 +71,15 @@ pub async fn run(handle: DaemonHandle) {
             },
             RepoSource::Url(_) => None,
         };
+        // What the repository holds as the daemon starts is history; read before anything
+        // awaits, so that a commit made right after the daemon answers runs.
+        let boot_heads = match &repo.source {
+            RepoSource::Path(path) => local_heads(path),
+            RepoSource::Url(_) => None,
+        };
         let watcher = RepoWatcher {
             handle: handle.clone(),
+            boot_heads,
             repo,
             changes: rx,
             fetch_requests: handle.shared.fetch_requests.subscribe(),
@@ -94,6 +101,21 @@ pub async fn run(handle: DaemonHandle) {
 fn git_common_dir(path: &Path) -> Option<PathBuf> {
     let repo = git2::Repository::open(path).ok()?;
     std::fs::canonicalize(repo.commondir()).ok()
+}
+
+/// The branches of a local repository with their commits (`None` if it cannot be read).
+fn local_heads(path: &Path) -> Option<Vec<(String, git2::Oid)>> {
+    let repo = git2::Repository::open(path).ok()?;
+    let refs = repo.references_glob("refs/heads/*").ok()?;
+    let mut heads = Vec::new();
+    for reference in refs.flatten() {
+        if let (Ok(name), Ok(commit)) = (reference.name(), reference.peel_to_commit())
+            && let Some(branch) = name.strip_prefix("refs/heads/")
+        {
+            heads.push((branch.to_string(), commit.id()));
+        }
+    }
+    Some(heads)
 }
 
 /// Starts one watcher for every local repository's refs; each relevant change sends on the
@@ -151,6 +173,8 @@ fn is_ref_path(rel: &Path) -> bool {
 struct RepoWatcher {
     handle: DaemonHandle,
     repo: RepoConfig,
+    /// A local repository's branches when the daemon started.
+    boot_heads: Option<Vec<(String, git2::Oid)>>,
     /// Ref changes of a local repository (`None`: not watched).
     changes: Option<mpsc::Receiver<()>>,
     fetch_requests: broadcast::Receiver<String>,
@@ -158,6 +182,8 @@ struct RepoWatcher {
 
 /// What a task keeps between passes (moved into the blocking pool and back).
 struct RepoState {
+    /// See [`RepoWatcher::boot_heads`].
+    boot_heads: Option<Vec<(String, git2::Oid)>>,
     store: Option<Store>,
     mirror: Option<Mirror>,
     /// The daemon has looked at the repository since it started.
@@ -175,6 +201,7 @@ struct PassOutcome {
 impl RepoWatcher {
     async fn run(mut self) {
         let mut state = Some(RepoState {
+            boot_heads: self.boot_heads.take(),
             store: None,
             mirror: None,
             scanned: false,
@@ -320,7 +347,12 @@ fn pass(
     } else {
         Some(GlobList::new(&repo.branches).map_err(|e| format!("bad branch glob: {e}"))?)
     };
-    let scan = scan_repo(store, mirror, &repo.name, globs.as_ref(), !s.scanned)
+    let baseline = match (&s.boot_heads, s.scanned) {
+        (_, true) => Baseline::Nothing,
+        (Some(heads), false) => Baseline::Heads(heads),
+        (None, false) => Baseline::CurrentHeads,
+    };
+    let scan = scan_repo(store, mirror, &repo.name, globs.as_ref(), baseline)
         .map_err(|e| redact(&e.to_string(), &url))?;
     s.scanned = true;
     let default_branch = mirror.default_branch();

@@ -12,10 +12,16 @@
 //! Rules a user can rely on:
 //! - One run per workflow per push, for the head commit (several commits pushed at once run
 //!   once, with the union of their changes for `paths`).
-//! - The first time a repository is seen (no branch of it in the store) its existing history
-//!   runs nothing: the heads are recorded as the baseline. After that, a branch that appears
-//!   is a push of a new branch: its changes are counted from where it forked off the default
-//!   branch (everything, when there is no common ancestor).
+//! - The first time a repository is seen (no branch of it in the store), what it held when
+//!   the daemon started is history and runs nothing: those heads are recorded as the
+//!   baseline ([`Baseline`]; the git watcher reads a local repository's heads before anything
+//!   else, so a commit made while the daemon boots still runs). Commits after that run,
+//!   including the one that adds a workflow. A repository that was empty at boot runs its
+//!   first commit. After a restart the store's heads are the baseline: commits made while the
+//!   daemon was down run once, for the branch's head.
+//! - A branch that appears later is a push of a new branch: its changes are counted from the
+//!   most recent commit it shares with a branch already seen (everything, when it shares
+//!   none); a workflow already run for the same commit does not run again.
 //! - A workflow with an `on:` section runs on push only if it has `on.push`; a workflow with no
 //!   trigger at all (no `on:`, as in the seed's examples) runs on every push.
 //! - Globs (`branches`, `paths`) follow GitHub Actions: `*` stops at `/`, `**` crosses it, and a
@@ -260,31 +266,54 @@ pub fn push_dedup_key(repo: &str, workflow: &str, commit: &str) -> String {
     format!("push:{repo}:{workflow}:{commit}")
 }
 
+/// How a scan treats a repository of which the store has seen no branch yet.
+#[derive(Debug, Clone, Copy)]
+pub enum Baseline<'a> {
+    /// Every branch is a new branch (a later look in the same daemon process: the
+    /// repository was empty when the daemon started).
+    Nothing,
+    /// Its heads in the mirror now are history: recorded, nothing runs.
+    CurrentHeads,
+    /// These heads, read when the daemon started, are history; what moved since then runs.
+    Heads(&'a [(String, Oid)]),
+}
+
 /// Scans every branch of `mirror` selected by `watched` (`None`: the default branch only)
-/// against the store's last seen commits, and queues what the pushes start. With
-/// `allow_baseline` (the daemon's first look at the repository since it started), a
-/// repository with no branch in the store only gets its heads recorded. See the module docs
-/// for the rules.
+/// against the store's last seen commits, and queues what the pushes start. `baseline` says
+/// what counts as existing history for a repository the store has never seen. See the module
+/// docs for the rules.
 pub fn scan_repo(
     store: &mut Store,
     mirror: &Mirror,
     repo: &str,
     watched: Option<&GlobList>,
-    allow_baseline: bool,
+    baseline: Baseline<'_>,
 ) -> Result<PushScan, TriggerError> {
-    let seen: Vec<(String, String)> = store.seen_branches(repo)?;
-    let first_sight = allow_baseline && seen.is_empty();
     let default_branch = mirror.default_branch();
-    let mut scan = PushScan {
-        baseline: first_sight,
-        ..PushScan::default()
+    let selected = |branch: &str| match watched {
+        Some(globs) => globs.matches(branch),
+        None => default_branch.as_deref() == Some(branch),
     };
-    for (branch, head) in mirror.branches()? {
-        let selected = match watched {
-            Some(globs) => globs.matches(&branch),
-            None => default_branch.as_deref() == Some(branch.as_str()),
+    let mut seen: Vec<(String, String)> = store.seen_branches(repo)?;
+    let mut scan = PushScan::default();
+    if seen.is_empty() {
+        let heads = match baseline {
+            Baseline::Nothing => Vec::new(),
+            Baseline::CurrentHeads => mirror.branches()?,
+            Baseline::Heads(heads) => heads.to_vec(),
         };
-        if !selected {
+        for (branch, head) in heads.iter().filter(|(b, _)| selected(b)) {
+            store.set_last_seen_commit(repo, branch, &head.to_string())?;
+            scan.baseline = true;
+        }
+        if scan.baseline {
+            // The default branch's workflows are known now (for cron and the API).
+            scan.default_branch_moved = true;
+            seen = store.seen_branches(repo)?;
+        }
+    }
+    for (branch, head) in mirror.branches()? {
+        if !selected(&branch) {
             continue;
         }
         let head_text = head.to_string();
@@ -296,12 +325,6 @@ pub fn scan_repo(
             continue;
         }
         let is_default = default_branch.as_deref() == Some(branch.as_str());
-        if first_sight {
-            store.set_last_seen_commit(repo, &branch, &head_text)?;
-            scan.default_branch_moved |= is_default;
-            scan.moved.push((branch, head_text));
-            continue;
-        }
         let old = match last {
             Some(last) => Oid::from_str(last)
                 .ok()
@@ -530,6 +553,11 @@ mod scan_tests {
 
         fn scan(&mut self, watched: Option<&GlobList>, baseline: bool) -> PushScan {
             self.mirror.fetch().expect("fetch");
+            let baseline = if baseline {
+                Baseline::CurrentHeads
+            } else {
+                Baseline::Nothing
+            };
             scan_repo(&mut self.store, &self.mirror, "app", watched, baseline).expect("scan")
         }
 
@@ -574,7 +602,8 @@ mod scan_tests {
         // Nothing new: nothing queued; a restart (new store handle, baseline allowed) neither.
         assert!(f.scan(None, false).queued.is_empty());
         let mut again = Store::open_in_dir(&f.state).expect("reopen");
-        let scan = scan_repo(&mut again, &f.mirror, "app", None, true).expect("scan");
+        let scan =
+            scan_repo(&mut again, &f.mirror, "app", None, Baseline::CurrentHeads).expect("scan");
         assert_eq!(scan, PushScan::default());
         assert_eq!(f.runs().len(), 2);
     }
@@ -589,11 +618,31 @@ mod scan_tests {
         let mut store = Store::open_in_dir(&state).expect("store");
         let mut mirror =
             Mirror::open_or_clone(&state, "app", &repo.to_string_lossy()).expect("mirror");
-        let scan = scan_repo(&mut store, &mirror, "app", None, true).expect("scan");
+        let scan =
+            scan_repo(&mut store, &mirror, "app", None, Baseline::CurrentHeads).expect("scan");
         assert!(scan.moved.is_empty());
         commit(&repo, &[(".workflows/w.yaml", &workflow("w", ""))], "first");
         mirror.fetch().expect("fetch");
-        let scan = scan_repo(&mut store, &mirror, "app", None, false).expect("scan");
+        let scan = scan_repo(&mut store, &mirror, "app", None, Baseline::Nothing).expect("scan");
+        assert_eq!(scan.queued.len(), 1, "{scan:?}");
+    }
+
+    #[test]
+    fn a_commit_made_before_the_first_look_still_runs() {
+        let mut f = Fixture::new(&[("README", "x")]);
+        let boot = vec![(
+            "main".to_string(),
+            Oid::from_str(&git(&f.repo, &["rev-parse", "HEAD"])).expect("oid"),
+        )];
+        commit(
+            &f.repo,
+            &[(".workflows/w.yaml", &workflow("w", ""))],
+            "raced",
+        );
+        f.mirror.fetch().expect("fetch");
+        let scan =
+            scan_repo(&mut f.store, &f.mirror, "app", None, Baseline::Heads(&boot)).expect("scan");
+        assert!(scan.baseline);
         assert_eq!(scan.queued.len(), 1, "{scan:?}");
     }
 
