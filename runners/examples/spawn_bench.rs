@@ -5,7 +5,7 @@
 //! lands in a few batches).
 //!
 //! `cargo run --release -p runners --example spawn_bench [-- TOTAL_STEPS]` (default 1000 per
-//! variant)
+//! variant). The last two rows run two at a time and compare with each other.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -13,6 +13,28 @@ use std::time::{Duration, Instant};
 use runners::{Cancel, StepCommand, plan_script, run};
 
 const BATCH: usize = 100;
+
+/// `n` bare spawns split over two threads (like `make -j2`).
+fn bare_par2(n: usize) -> Duration {
+    let start = Instant::now();
+    let handles: Vec<_> = (0..2)
+        .map(|_| std::thread::spawn(move || bare(n / 2)))
+        .collect();
+    for h in handles {
+        h.join().expect("bench thread");
+    }
+    start.elapsed()
+}
+
+/// `n` steps through `run`, two at a time (like `max_parallel: 2`).
+async fn ours_par2(n: usize) -> Duration {
+    let start = Instant::now();
+    let a = tokio::spawn(ours(n / 2, Variant::Protocol));
+    let b = tokio::spawn(ours(n / 2, Variant::Protocol));
+    a.await.expect("bench task");
+    b.await.expect("bench task");
+    start.elapsed()
+}
 
 fn bare(n: usize) -> Duration {
     let start = Instant::now();
@@ -102,6 +124,8 @@ fn main() {
         "runners::run, stdin+cwd+env",
         "same, current-thread runtime",
         "same, multi-thread, merge_output",
+        "bare, two threads",
+        "runners::run, two tasks",
     ];
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
@@ -119,8 +143,12 @@ fn main() {
                     .block_on(multi.spawn(ours(BATCH, Variant::Protocol)))
                     .expect("bench task"),
                 3 => single.block_on(ours(BATCH, Variant::Protocol)),
-                _ => multi
+                4 => multi
                     .block_on(multi.spawn(ours(BATCH, Variant::Merged)))
+                    .expect("bench task"),
+                5 => bare_par2(BATCH),
+                _ => multi
+                    .block_on(multi.spawn(ours_par2(BATCH)))
                     .expect("bench task"),
             };
             cpu[i].push(ms_per_step(self_cpu() - c0, BATCH));
@@ -129,7 +157,6 @@ fn main() {
     }
     let medians: Vec<f64> = samples.into_iter().map(median).collect();
     let cpu: Vec<f64> = cpu.into_iter().map(median).collect();
-    let base = medians[0];
     println!(
         "{} sequential `true` steps per variant, median of {batches} batches of {BATCH}",
         batches * BATCH
@@ -138,12 +165,18 @@ fn main() {
         "  {:<30} {:>13}  {:>11}  {:>11}  {:>21}",
         "", "wall", "ratio", "overhead", "agent-side CPU"
     );
-    for ((name, ms), c) in names.iter().zip(&medians).zip(&cpu) {
+    for (i, ((name, ms), c)) in names.iter().zip(&medians).zip(&cpu).enumerate() {
+        // Parallel rows compare with the parallel baseline.
+        let (base, base_cpu) = if i >= 5 {
+            (medians[5], cpu[5])
+        } else {
+            (medians[0], cpu[0])
+        };
         println!(
             "  {name:<30} {ms:>7.3} ms/step  {:>11.3}  {:>+8.3} ms  {c:>7.3} ms/step ({:+.3})",
             ms / base,
             ms - base,
-            c - cpu[0]
+            c - base_cpu
         );
     }
 }

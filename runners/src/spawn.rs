@@ -45,21 +45,12 @@ pub const MAX_LINE: usize = 64 * 1024;
 const PREFILL_MAX: usize = libc::PIPE_BUF;
 
 /// A pipe whose write end already holds `bytes` and is closed: the read end is the child's
-/// stdin. Only for `bytes.len() <= PREFILL_MAX`.
+/// stdin. Only for `bytes.len() <= PREFILL_MAX`: such a write into a new, empty pipe (whose
+/// capacity is at least one page, `PIPE_BUF`) completes at once even in blocking mode.
 fn prefilled_pipe(bytes: &[u8]) -> std::io::Result<std::io::PipeReader> {
     use std::io::Write;
-    use std::os::fd::AsRawFd;
     let (reader, mut writer) = std::io::pipe()?;
-    // Non-blocking, so a pipe smaller than expected fails instead of hanging.
-    // SAFETY: fcntl on a valid fd we own; no pointers involved.
-    let rc = unsafe { libc::fcntl(writer.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let n = writer.write(bytes)?;
-    if n != bytes.len() {
-        return Err(std::io::Error::other("stdin did not fit the pipe"));
-    }
+    writer.write_all(bytes)?;
     Ok(reader)
 }
 
