@@ -760,6 +760,8 @@ fn detach_drain<R: AsyncRead + Unpin + Send + 'static>(reader: Option<R>) {
 /// SIGTERM to the group and to the step's processes that left it.
 async fn start_terminate(pid: u32, step_marker: &str) {
     process_group::signal_group(pid, libc::SIGTERM);
+    // A stopped process only acts on SIGTERM once continued (systemd does the same).
+    process_group::signal_group(pid, libc::SIGCONT);
     let marker = step_marker.to_string();
     // One /proc scan; blocking, so off the async threads.
     let _ = tokio::task::spawn_blocking(move || {

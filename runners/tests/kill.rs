@@ -235,3 +235,22 @@ async fn term_ignoring_setsid_grandchild_without_pipes_is_killed() {
     assert!(took < Duration::from_secs(5), "{took:?}");
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+#[tokio::test]
+async fn a_stopped_step_still_ends_on_timeout() {
+    let start = Instant::now();
+    let (o, _) = run_capture(
+        StepCommand::from_plan(plan_script("kill -STOP $$; sleep 30", None))
+            .timeout(Duration::from_millis(300))
+            .grace(Duration::from_secs(10)),
+        Cancel::new(),
+    )
+    .await;
+    assert!(o.timed_out, "{o:?}");
+    assert_eq!(o.signal, Some(libc::SIGTERM), "{o:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+}
