@@ -114,7 +114,14 @@ pub fn catchup_slots(policy: Catchup, missed: Vec<DateTime<Utc>>) -> Vec<DateTim
 /// The cron task: returns after shutdown. See the module docs.
 pub async fn run(handle: DaemonHandle) {
     let store_path = handle.shared.store_path.clone();
-    let store = match tokio::task::spawn_blocking(move || Store::open(&store_path)).await {
+    let opened = tokio::task::spawn_blocking(move || {
+        if let Some(dir) = store_path.parent() {
+            // Store::open reports a missing directory as a database error.
+            let _ = std::fs::create_dir_all(dir);
+        }
+        Store::open(&store_path)
+    });
+    let store = match opened.await {
         Ok(Ok(store)) => store,
         Ok(Err(err)) => {
             tracing::error!(error = %err, "cron: cannot open the store; schedules are off");

@@ -324,6 +324,9 @@ fn pass(
     let shared = &handle.shared;
     let url = repo.source.clone_url();
     if s.store.is_none() {
+        if let Some(dir) = shared.store_path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("create `{}`: {e}", dir.display()))?;
+        }
         s.store = Some(Store::open(&shared.store_path).map_err(|e| e.to_string())?);
     }
     match s.mirror.as_mut() {
@@ -493,5 +496,108 @@ mod tests {
         assert!(!out.contains("hunter2"), "{out}");
         assert!(out.contains("https://***@example.com/r.git"), "{out}");
         assert_eq!(redact("x", "/local/path"), "x");
+    }
+}
+
+/// The watcher task against a real local repository and store, without a scheduler.
+#[cfg(test)]
+mod task_tests {
+    use super::*;
+    use crate::daemon::config::Config;
+    use crate::engine::{Engine, EngineConfig};
+    use crate::store::RunFilter;
+    use std::process::Command;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_AUTHOR_NAME", "T")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "T")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .output()
+            .expect("run git");
+        assert!(out.status.success(), "git {args:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_to_a_watched_repository_is_queued_at_once() {
+        let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let repo = tmp.path().join("repo");
+        std::fs::create_dir_all(&repo).expect("mkdir");
+        git(&repo, &["init", "-q", "-b", "main"]);
+        std::fs::write(repo.join("README"), "x").expect("write");
+        git(&repo, &["add", "-A"]);
+        git(&repo, &["commit", "-q", "-m", "initial"]);
+        let state = tmp.path().join("state");
+        let mut config = Config::default();
+        config.repos.push(RepoConfig {
+            name: "app".into(),
+            source: RepoSource::Path(repo.clone()),
+            full_name: None,
+            branches: Vec::new(),
+            // Long: only the ref watch can explain a quick run.
+            poll_interval: Duration::from_secs(3600),
+            credentials: None,
+        });
+        let store_path = state.join(crate::store::DB_FILE_NAME);
+        let (handle, parts) = DaemonHandle::new(
+            config,
+            state.clone(),
+            store_path.clone(),
+            Arc::new(Engine::new(EngineConfig::default())),
+            Default::default(),
+        );
+        let task = tokio::spawn(run(handle.clone()));
+        // The first look publishes the default branch.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while handle
+            .shared
+            .repos
+            .get("app")
+            .and_then(|i| i.head)
+            .is_none()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the repository was never looked at"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        std::fs::create_dir_all(repo.join(".workflows")).expect("mkdir");
+        std::fs::write(
+            repo.join(".workflows/w.yaml"),
+            "workflow:\n  name: w\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: 'true'\n",
+        )
+        .expect("write");
+        git(&repo, &["add", "-A"]);
+        git(&repo, &["commit", "-q", "-m", "add w"]);
+        let committed = Instant::now();
+        let store = Store::open(&store_path).expect("store");
+        let run = loop {
+            let runs = store.list_runs(&RunFilter::default(), 10).expect("list");
+            if let Some(run) = runs.into_iter().next() {
+                break run;
+            }
+            assert!(
+                committed.elapsed() < Duration::from_secs(5),
+                "no run 5 s after the commit"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        eprintln!("commit to queued run: {:?}", committed.elapsed());
+        assert_eq!(run.workflow, "w");
+        let info = handle.shared.repos.get("app").expect("info");
+        assert_eq!(info.default_branch.as_deref(), Some("main"));
+        assert_eq!(info.workflows.len(), 1);
+        assert_eq!(info.workflows[0].file, ".workflows/w.yaml");
+        parts.shutdown.send(true).expect("shutdown");
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the watcher stops on shutdown")
+            .expect("watcher task");
     }
 }
