@@ -92,7 +92,14 @@ fn daemon_with_workflows(root: &Path) -> TestDaemon {
         "repos:\n  - name: app\n    path: {}\n    branches: [main]\n",
         yaml_quote(&repo.to_string_lossy())
     );
-    TestDaemon::start(&root.join("daemon"), &config)
+    let d = TestDaemon::start(&root.join("daemon"), &config);
+    // Ready once the watcher has read the repository (its mirror exists).
+    common::poll(RUN_DEADLINE, || {
+        let v = d.get_json("/api/v1/workflows");
+        (v["workflows"].as_array()?.len() == 4).then_some(())
+    })
+    .unwrap_or_else(|| panic!("workflows never listed\n{}", d.log_text()));
+    d
 }
 
 fn json(body: &str) -> Value {

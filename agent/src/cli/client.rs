@@ -214,13 +214,7 @@ impl Client {
         body: Option<&Value>,
         accept: &str,
     ) -> Result<hyper::Response<Incoming>, ClientError> {
-        let host = self.authority.trim_start_matches('[');
-        let connect_to = if self.authority.starts_with('[') {
-            self.authority.clone()
-        } else {
-            host.to_string()
-        };
-        let stream = tokio::net::TcpStream::connect(&connect_to)
+        let stream = tokio::net::TcpStream::connect(&self.authority)
             .await
             .map_err(|source| ClientError::Connect {
                 server: self.server.clone(),
@@ -902,6 +896,8 @@ mod tests {
         let c = Client::new("http://localhost/agent/", None).expect("prefix");
         assert_eq!(c.authority, "localhost:80");
         assert_eq!(c.prefix, "/agent");
+        let c = Client::new("http://[::1]:9000", None).expect("ipv6");
+        assert_eq!(c.authority, "[::1]:9000");
         for bad in ["127.0.0.1:8420", "https://x:1", "ftp://x", "", "http://"] {
             assert!(Client::new(bad, None).is_err(), "{bad} accepted");
         }
