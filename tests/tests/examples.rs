@@ -235,7 +235,10 @@ fn canary_rolls_out_progressively() {
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
     let r = report(&out);
     assert_eq!(r["status"], "succeeded");
-    assert_eq!(step(&r, "increase_traffic")["outputs"]["final_percentage"], "100");
+    assert_eq!(
+        step(&r, "increase_traffic")["outputs"]["final_percentage"],
+        "100"
+    );
     assert!(ex.path().join(".deploy/DEPLOYED.md").is_file());
     assert_no_server_left(&ex);
 }
