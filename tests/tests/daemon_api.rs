@@ -617,3 +617,74 @@ fn cli_trigger_runs_logs_cancel_retry() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the daemon"));
 }
+
+/// Kills a daemon we started, by its PID, when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A config without `api_token`: the daemon makes a token, keeps it private in
+/// `state_dir/api_token`, and clients started in the directory of `.agent/` use it.
+#[test]
+fn a_daemon_without_a_configured_token_makes_one_for_local_clients() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    std::fs::write(
+        dir.join("agent.yaml"),
+        "state_dir: .agent\nlisten: 127.0.0.1:0\n",
+    )
+    .expect("write config");
+    let log = std::fs::File::create(dir.join("daemon.log")).expect("log");
+    let child = agent(&["daemon", "--config", "agent.yaml"])
+        .current_dir(dir)
+        .stdout(log.try_clone().expect("clone"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn daemon");
+    let _daemon = KillOnDrop(child);
+    let daemon_log = || std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default();
+    let addr: std::net::SocketAddr = common::poll(RUN_DEADLINE, || {
+        let text = std::fs::read_to_string(dir.join(".agent/daemon.addr")).ok()?;
+        let addr = text.trim().parse().ok()?;
+        matches!(
+            http_request(addr, "GET", "/health", None, None),
+            Ok((200, _))
+        )
+        .then_some(addr)
+    })
+    .unwrap_or_else(|| panic!("daemon never answered /health\n{}", daemon_log()));
+
+    let token_file = dir.join(".agent/api_token");
+    let token = std::fs::read_to_string(&token_file).expect("token file");
+    let token = token.trim();
+    assert!(token.len() >= 32, "{token:?}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&token_file)
+        .expect("stat")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "token file readable by others: {mode:o}");
+
+    let (code, _) = http_request(addr, "GET", "/api/v1/runs", None, None).expect("answer");
+    assert_eq!(code, 401);
+    let (code, body) =
+        http_request(addr, "GET", "/api/v1/runs", Some(token), None).expect("answer");
+    assert_eq!(code, 200, "{body}");
+
+    let server = format!("http://{addr}");
+    let mut cmd = agent(&["runs", "--server", &server]);
+    cmd.current_dir(dir).env_remove("AGENT_TOKEN");
+    let out = run_with_deadline(cmd, RUN_DEADLINE);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "no runs\n");
+}
