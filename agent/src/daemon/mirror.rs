@@ -205,16 +205,21 @@ impl Mirror {
     fn clone_into(path: &Path, name: &str, url: &str) -> Result<Mirror, MirrorError> {
         let parent = path.parent().expect("a mirror path has a parent");
         std::fs::create_dir_all(parent).map_err(MirrorError::io("create directory", parent))?;
-        // Leftovers of a clone interrupted by a crash.
+        // Leftovers of a clone interrupted by a crash (of another process: clones of this
+        // process may be in flight, and carry our pid).
         let prefix = format!(".{name}.git.tmp-");
+        let ours = format!("{prefix}{}-", std::process::id());
         if let Ok(entries) = std::fs::read_dir(parent) {
             for entry in entries.flatten() {
-                if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let file_name = entry.file_name().to_string_lossy().into_owned();
+                if file_name.starts_with(&prefix) && !file_name.starts_with(&ours) {
                     remove_tree(&entry.path())?;
                 }
             }
         }
-        let tmp = parent.join(format!("{prefix}{}", std::process::id()));
+        static CLONES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = CLONES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = parent.join(format!("{ours}{n}"));
         let repo = Repository::init_bare(&tmp)
             .map_err(MirrorError::git("create mirror", tmp.display().to_string()))?;
         repo.remote_with_fetch("origin", url, MIRROR_REFSPECS[0])
@@ -232,7 +237,15 @@ impl Mirror {
             return Err(err);
         }
         drop(mirror);
-        std::fs::rename(&tmp, path).map_err(MirrorError::io("rename mirror into", path))?;
+        if path.exists() {
+            // Another clone (a watcher, a run) finished first: use its mirror.
+            remove_tree(&tmp)?;
+        } else if let Err(err) = std::fs::rename(&tmp, path) {
+            let _ = remove_tree(&tmp);
+            if !path.exists() {
+                return Err(MirrorError::io("rename mirror into", path)(err));
+            }
+        }
         let repo = Repository::open_bare(path)
             .map_err(MirrorError::git("open mirror", path.display().to_string()))?;
         Ok(Mirror {

@@ -245,8 +245,7 @@ fn prepare(shared: &Shared, record: &RunRecord) -> Result<Prepared, String> {
         .config
         .repo(repo_name)
         .ok_or_else(|| format!("repository `{repo_name}` is not configured any more"))?;
-    let mut mirror = Mirror::open_or_clone(&shared.state_dir, &repo.name, &repo.source.clone_url())
-        .map_err(|e| e.to_string())?;
+    let mut mirror = open_mirror(shared, repo).map_err(|e| e.to_string())?;
     let spec = match (&record.trigger.commit, &record.trigger.branch) {
         (Some(c), _) => c.clone(),
         (None, Some(b)) => b.clone(),
@@ -315,6 +314,23 @@ fn prepare(shared: &Shared, record: &RunRecord) -> Result<Prepared, String> {
         context,
         store,
     })
+}
+
+/// Opens a repository's mirror, cloning it first if it does not exist yet. Clones are
+/// serialised within the process (many runs and checks may ask at once; a clone goes through
+/// a temporary directory named after the process).
+pub fn open_mirror(
+    shared: &Shared,
+    repo: &super::config::RepoConfig,
+) -> Result<Mirror, super::mirror::MirrorError> {
+    static CLONING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    if let Ok(m) = Mirror::open(&shared.state_dir, &repo.name) {
+        return Ok(m);
+    }
+    let _guard = CLONING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    Mirror::open_or_clone(&shared.state_dir, &repo.name, &repo.source.clone_url())
 }
 
 /// The file under `workspace/.workflows` whose workflow is called `name` (by its `name:`,

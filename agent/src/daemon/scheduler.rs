@@ -459,8 +459,8 @@ pub fn check_request(
             }
         },
     };
-    let mirror = Mirror::open_or_clone(&shared.state_dir, &repo.name, &repo.source.clone_url())
-        .map_err(|e| DaemonError::Git(e.to_string()))?;
+    let mirror =
+        run_task::open_mirror(shared, repo).map_err(|e| DaemonError::Git(e.to_string()))?;
     let branch = request.branch.clone().or_else(|| mirror.default_branch());
     let spec = request
         .commit

@@ -1,0 +1,411 @@
+//! End-to-end tests of the daemon core: real `agent daemon` processes on real git
+//! repositories in temp dirs. Manual runs through the API, crash recovery (`kill -9` in the
+//! middle of a run), 200 runs with `max_concurrent_runs: 4`, SIGTERM, secrets, step logs,
+//! `agent validate --config`.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::daemon::{TestDaemon, commit_files, init_repo, yaml_quote};
+use serde_json::Value;
+
+const RUN_LIMIT: Duration = Duration::from_secs(60);
+
+fn repo_config(name: &str, path: &Path) -> String {
+    format!(
+        "repos:\n  - name: {name}\n    path: {}\n",
+        yaml_quote(&path.to_string_lossy())
+    )
+}
+
+/// Triggers a manual run and returns its id.
+fn trigger(d: &TestDaemon, workflow: &str, body: &str) -> String {
+    let (code, text) = d.post(&format!("/api/v1/workflows/{workflow}/runs"), body);
+    assert_eq!(code, 202, "trigger {workflow}: {text}\n{}", d.log_text());
+    let v: Value = serde_json::from_str(&text).expect("JSON");
+    match &v["run_id"] {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Kills a process by PID (a step process left behind by a `kill -9` of the daemon).
+fn kill_pid_file(path: &Path) {
+    if let Ok(text) = std::fs::read_to_string(path)
+        && let Ok(pid) = text.trim().parse::<i32>()
+        && pid > 1
+    {
+        // SAFETY: kill(2) on a PID a step of this test wrote; at worst it is already gone.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+}
+
+#[test]
+fn manual_run_succeeds_with_logs_secrets_and_report() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).expect("out dir");
+    let wf = format!(
+        "workflow:\n  name: hello\n  parameters:\n    - name: who\n      type: string\n      default: world\n  env:\n    OUT: {}\n  stages:\n    - name: main\n      steps:\n        - id: greet\n          run: |\n            echo \"hello ${{{{ parameters.who }}}}\"\n            echo \"token ${{{{ secrets.TOKEN }}}}\"\n            printf '%s' \"${{{{ secrets.TOKEN }}}}\" > \"$OUT/secret\"\n            echo \"$AGENT_WORKSPACE\" > \"$OUT/workspace\"\n        - id: second\n          run: echo second\n",
+        yaml_quote(&out.to_string_lossy())
+    );
+    init_repo(&repo, &[(".workflows/hello.yaml", &wf), ("README", "x\n")]);
+    let root = tmp.path().join("daemon");
+    let config = format!(
+        "{}secrets:\n  TOKEN: {{env: CORE_TEST_TOKEN}}\n",
+        repo_config("app", &repo)
+    );
+    let d = TestDaemon::start_with_env(&root, &config, &[("CORE_TEST_TOKEN", "s3cr3t-value")]);
+    let id = trigger(&d, "hello", r#"{"parameters":{"who":"daemon"}}"#);
+    let run = d.wait_run_final(&id, RUN_LIMIT);
+    assert_eq!(run["status"], "succeeded", "{run:#}\n{}", d.log_text());
+    // The secret reached the step...
+    assert_eq!(
+        std::fs::read_to_string(out.join("secret")).expect("secret file"),
+        "s3cr3t-value"
+    );
+    // ...and is masked in the log file and the API's log route.
+    let log_path = d.state_dir.join("logs").join(&id).join("greet.log");
+    let log = std::fs::read_to_string(&log_path).expect("step log file");
+    assert!(log.contains("hello daemon"), "{log}");
+    assert!(log.contains("token ***"), "{log}");
+    assert!(!log.contains("s3cr3t-value"), "{log}");
+    let (code, api_log) = d.get(&format!("/api/v1/runs/{id}/steps/greet/log"));
+    assert_eq!(code, 200);
+    assert!(api_log.contains("hello daemon"), "{api_log}");
+    // Steps are recorded; the workspace was removed after the run.
+    let steps: Vec<&str> = run["stages"][0]["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| s["id"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(steps, ["greet", "second"], "{run:#}");
+    let ws = std::fs::read_to_string(out.join("workspace")).expect("workspace path");
+    assert!(!Path::new(ws.trim()).exists(), "workspace {ws} not removed");
+    // Unknown workflows and bad parameters are refused.
+    let (code, _) = d.post("/api/v1/workflows/nope/runs", "{}");
+    assert!(code == 404 || code == 422, "unknown workflow: {code}");
+    let (code, body) = d.post(
+        "/api/v1/workflows/hello/runs",
+        r#"{"parameters":{"who":1,"bogus":true}}"#,
+    );
+    assert_eq!(code, 422, "{body}");
+}
+
+#[test]
+fn kill_9_during_the_second_step_resumes_without_redoing_the_first() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).expect("out dir");
+    // Step two blocks the first time (until the daemon is killed), not the second.
+    let wf = format!(
+        "workflow:\n  name: three\n  concurrency:\n    group: three\n    overlap: queue\n  env:\n    OUT: {}\n  stages:\n    - name: s\n      steps:\n        - id: one\n          run: echo one >> \"$OUT/one\"\n        - id: two\n          run: |\n            echo two >> \"$OUT/two\"\n            if [ \"$(wc -l < \"$OUT/two\")\" -lt 2 ]; then echo $$ > \"$OUT/pid\"; exec sleep 120; fi\n        - id: three\n          run: echo three >> \"$OUT/three\"\n",
+        yaml_quote(&out.to_string_lossy())
+    );
+    init_repo(&repo, &[(".workflows/three.yaml", &wf)]);
+    let root = tmp.path().join("daemon");
+    let mut d = TestDaemon::start(&root, &repo_config("app", &repo));
+    let first = trigger(&d, "three", "{}");
+    wait_for("step two to start", RUN_LIMIT, || out.join("pid").exists());
+    // Another run waits in the queue (same concurrency group): it must survive too.
+    let queued = trigger(&d, "three", "{}");
+    d.kill9();
+    kill_pid_file(&out.join("pid"));
+    d.boot();
+    let run = d.wait_run_final(&first, RUN_LIMIT);
+    assert_eq!(run["status"], "succeeded", "{run:#}\n{}", d.log_text());
+    let second = d.wait_run_final(&queued, RUN_LIMIT);
+    assert_eq!(second["status"], "succeeded", "{second:#}");
+    // Run one: one once, two twice (interrupted, then again), three once. Run two: each once.
+    assert_eq!(lines(&out.join("one")).len(), 2, "step one ran again");
+    assert_eq!(lines(&out.join("two")).len(), 3);
+    assert_eq!(lines(&out.join("three")).len(), 2);
+    let runs = d.get_json("/api/v1/runs?limit=100");
+    let ids: HashSet<String> = runs["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .map(|r| match &r["run_id"] {
+            Value::String(s) => s.clone(),
+            v => v.to_string(),
+        })
+        .collect();
+    assert!(ids.contains(&first) && ids.contains(&queued), "{runs:#}");
+}
+
+#[test]
+fn a_non_idempotent_step_cut_by_a_crash_waits_for_retry() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).expect("out dir");
+    let wf = format!(
+        "workflow:\n  name: pay\n  env:\n    OUT: {}\n  stages:\n    - name: s\n      steps:\n        - id: charge\n          idempotent: false\n          run: |\n            echo charge >> \"$OUT/charge\"\n            if [ \"$(wc -l < \"$OUT/charge\")\" -lt 2 ]; then echo $$ > \"$OUT/pid\"; exec sleep 120; fi\n        - id: after\n          run: echo after >> \"$OUT/after\"\n",
+        yaml_quote(&out.to_string_lossy())
+    );
+    init_repo(&repo, &[(".workflows/pay.yaml", &wf)]);
+    let root = tmp.path().join("daemon");
+    let mut d = TestDaemon::start(&root, &repo_config("app", &repo));
+    let id = trigger(&d, "pay", "{}");
+    wait_for("the charge step to start", RUN_LIMIT, || {
+        out.join("pid").exists()
+    });
+    d.kill9();
+    kill_pid_file(&out.join("pid"));
+    d.boot();
+    let run = d.wait_run(&id, RUN_LIMIT, |s| s == "interrupted");
+    assert_eq!(run["status"], "interrupted");
+    assert_eq!(lines(&out.join("charge")).len(), 1, "re-run blindly");
+    let (code, body) = d.post(&format!("/api/v1/runs/{id}/retry"), "{}");
+    assert_eq!(code, 202, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("JSON");
+    let again = match &v["run_id"] {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let run = d.wait_run_final(&again, RUN_LIMIT);
+    assert_eq!(run["status"], "succeeded", "{run:#}\n{}", d.log_text());
+    assert_eq!(lines(&out.join("charge")).len(), 2);
+    assert_eq!(lines(&out.join("after")).len(), 1);
+}
+
+#[test]
+fn two_hundred_runs_with_four_at_a_time_each_end_exactly_once() {
+    const RUNS: usize = 200;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(out.join("active")).expect("out dir");
+    // Each run marks itself active, counts the active runs, and logs its id.
+    let wf = format!(
+        "workflow:\n  name: many\n  env:\n    OUT: {}\n  stages:\n    - name: s\n      steps:\n        - id: work\n          run: |\n            touch \"$OUT/active/$AGENT_RUN_ID\"\n            ls \"$OUT/active\" | wc -l >> \"$OUT/counts\"\n            rm \"$OUT/active/$AGENT_RUN_ID\"\n            echo \"$AGENT_RUN_ID\" >> \"$OUT/ran\"\n",
+        yaml_quote(&out.to_string_lossy())
+    );
+    init_repo(&repo, &[(".workflows/many.yaml", &wf)]);
+    let root = tmp.path().join("daemon");
+    let config = format!(
+        "{}limits:\n  max_concurrent_runs: 4\n",
+        repo_config("app", &repo)
+    );
+    let d = TestDaemon::start(&root, &config);
+    // Trigger from 8 threads at once.
+    let addr = d.addr;
+    let ids: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(move || {
+                    (0..RUNS / 8)
+                        .map(|_| {
+                            let (code, body) = common::daemon::http_request(
+                                addr,
+                                "POST",
+                                "/api/v1/workflows/many/runs",
+                                Some(common::daemon::TEST_TOKEN),
+                                Some("{}"),
+                            )
+                            .expect("trigger");
+                            assert_eq!(code, 202, "{body}");
+                            let v: Value = serde_json::from_str(&body).expect("JSON");
+                            match &v["run_id"] {
+                                Value::String(s) => s.clone(),
+                                other => other.to_string(),
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("trigger thread"))
+            .collect()
+    });
+    let unique: HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), RUNS, "run ids are not unique");
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let runs = d.get_json("/api/v1/runs?limit=1000");
+        let list = runs["runs"].as_array().expect("runs");
+        let done = list.iter().filter(|r| r["status"] == "succeeded").count();
+        let failed: Vec<&Value> = list
+            .iter()
+            .filter(|r| matches!(r["status"].as_str(), Some("failed" | "cancelled")))
+            .collect();
+        assert!(failed.is_empty(), "failed runs: {failed:#?}");
+        if done == RUNS {
+            assert_eq!(list.len(), RUNS);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {done} of {RUNS} runs succeeded\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let ran = lines(&out.join("ran"));
+    assert_eq!(ran.len(), RUNS, "some run's step ran twice or never");
+    let distinct: HashSet<&String> = ran.iter().collect();
+    assert_eq!(distinct.len(), RUNS);
+    let max = lines(&out.join("counts"))
+        .iter()
+        .filter_map(|l| l.trim().parse::<usize>().ok())
+        .max()
+        .unwrap_or(0);
+    assert!(max <= 4, "{max} runs were active at once");
+}
+
+#[test]
+fn sigterm_lets_running_steps_finish_and_exits_zero() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).expect("out dir");
+    let wf = format!(
+        "workflow:\n  name: slow\n  env:\n    OUT: {}\n  stages:\n    - name: s\n      steps:\n        - id: wait\n          run: |\n            touch \"$OUT/started\"\n            sleep 1\n            touch \"$OUT/finished\"\n",
+        yaml_quote(&out.to_string_lossy())
+    );
+    init_repo(&repo, &[(".workflows/slow.yaml", &wf)]);
+    let root = tmp.path().join("daemon");
+    let mut d = TestDaemon::start(
+        &root,
+        &format!(
+            "{}limits:\n  shutdown_grace: 20s\n",
+            repo_config("app", &repo)
+        ),
+    );
+    let id = trigger(&d, "slow", "{}");
+    wait_for("the step to start", RUN_LIMIT, || {
+        out.join("started").exists()
+    });
+    let status = d.signal_and_wait(libc::SIGTERM, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "{}", d.log_text());
+    assert!(out.join("finished").exists(), "the running step was cut");
+    // The run ended cleanly before the exit.
+    d.boot();
+    let run = d.wait_run_final(&id, RUN_LIMIT);
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    let status = d.signal_and_wait(libc::SIGINT, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn a_bad_workflow_file_fails_alone() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    init_repo(&repo, &[("README", "x\n")]);
+    let root = tmp.path().join("daemon");
+    let d = TestDaemon::start(&root, &repo_config("app", &repo));
+    commit_files(
+        &repo,
+        &[
+            (
+                ".workflows/good.yaml",
+                "workflow:\n  name: good\n  on:\n    push: {branches: [main]}\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: echo ok\n",
+            ),
+            (
+                ".workflows/bad.yaml",
+                "workflow:\n  name: bad\n  stages:\n    - name: s\n      steps:\n        - id: a\n          paralel: true\n          run: echo no\n",
+            ),
+        ],
+        "add workflows",
+    );
+    let deadline = Instant::now() + RUN_LIMIT;
+    let (good, bad) = loop {
+        let runs = d.get_json("/api/v1/runs?limit=100");
+        let list = runs["runs"].as_array().expect("runs").clone();
+        let find = |name: &str| {
+            list.iter()
+                .find(|r| r["workflow"] == name)
+                .filter(|r| {
+                    matches!(
+                        r["status"].as_str(),
+                        Some("succeeded" | "failed" | "cancelled")
+                    )
+                })
+                .cloned()
+        };
+        if let (Some(g), Some(b)) = (find("good"), find("bad")) {
+            break (g, b);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "runs: {list:#?}\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(good["status"], "succeeded", "{good:#}");
+    assert_eq!(bad["status"], "failed", "{bad:#}");
+    let bad_id = match &bad["run_id"] {
+        Value::String(s) => s.clone(),
+        v => v.to_string(),
+    };
+    let detail = d.get_json(&format!("/api/v1/runs/{bad_id}"));
+    assert!(
+        detail["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("paralel"),
+        "{detail:#}"
+    );
+    // The daemon is still healthy.
+    assert_eq!(d.get("/health").0, 200);
+}
+
+#[test]
+fn validate_checks_the_config_file() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bad = tmp.path().join("agent.yaml");
+    std::fs::write(
+        &bad,
+        "listen: 127.0.0.1:8420\nrepoz: []\nlimits:\n  max_concurrent_runs: zero\n",
+    )
+    .expect("write");
+    let out = common::run_with_deadline(
+        common::agent(&["validate", "--config", &bad.to_string_lossy()]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("agent.yaml:2:1: error: unknown key `repoz`, did you mean `repos`?"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("agent.yaml:4:24: error:"), "{stderr}");
+    let example = common::workspace_root().join("examples/agent.yaml");
+    let out = common::run_with_deadline(
+        common::agent(&["validate", "--config", &example.to_string_lossy()]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
