@@ -126,6 +126,7 @@ fn main() {
         "same, multi-thread, merge_output",
         "bare, two threads",
         "runners::run, two tasks",
+        "same, current-thread runtime",
     ];
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
@@ -147,9 +148,10 @@ fn main() {
                     .block_on(multi.spawn(ours(BATCH, Variant::Merged)))
                     .expect("bench task"),
                 5 => bare_par2(BATCH),
-                _ => multi
+                6 => multi
                     .block_on(multi.spawn(ours_par2(BATCH)))
                     .expect("bench task"),
+                _ => single.block_on(ours_par2(BATCH)),
             };
             cpu[i].push(ms_per_step(self_cpu() - c0, BATCH));
             sample.push(ms_per_step(d, BATCH));
