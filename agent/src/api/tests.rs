@@ -271,9 +271,9 @@ async fn trigger_list_get_cancel_retry() {
 }
 
 fn log_file(state_dir: &Path, run: RunId, step: &str) -> PathBuf {
-    let dir = state_dir.join("logs").join(run.to_string());
-    std::fs::create_dir_all(&dir).expect("log dir");
-    dir.join(format!("{step}.log"))
+    let path = crate::daemon::logs::step_log_path(state_dir, run, step);
+    std::fs::create_dir_all(path.parent().expect("run log dir")).expect("log dir");
+    path
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
