@@ -123,7 +123,7 @@ fn kill_9_during_the_second_step_resumes_without_redoing_the_first() {
     std::fs::create_dir_all(&out).expect("out dir");
     // Step two blocks the first time (until the daemon is killed), not the second.
     let wf = format!(
-        "workflow:\n  name: three\n  concurrency:\n    group: three\n    overlap: queue\n  env:\n    OUT: {}\n  stages:\n    - name: s\n      steps:\n        - id: one\n          run: echo one >> \"$OUT/one\"\n        - id: two\n          run: |\n            echo two >> \"$OUT/two\"\n            if [ \"$(wc -l < \"$OUT/two\")\" -lt 2 ]; then echo $$ > \"$OUT/pid\"; exec sleep 120; fi\n        - id: three\n          run: echo three >> \"$OUT/three\"\n",
+        "workflow:\n  name: three\n  concurrency:\n    group: three\n    overlap: queue\n  env:\n    OUT: {}\n  stages:\n    - name: s\n      steps:\n        - id: one\n          run: |\n            echo one >> \"$OUT/one\"\n            echo x=1 >> \"$AGENT_OUTPUT\"\n            echo '{{\"from_one\": \"yes\"}}' > \"$AGENT_CONTEXT\"\n        - id: two\n          run: |\n            echo \"${{{{ steps.one.output.x }}}} ${{{{ context.from_one }}}}\" >> \"$OUT/seen\"\n            echo two >> \"$OUT/two\"\n            if [ \"$(wc -l < \"$OUT/two\")\" -lt 2 ]; then echo $$ > \"$OUT/pid\"; exec sleep 120; fi\n        - id: three\n          run: echo three >> \"$OUT/three\"\n",
         yaml_quote(&out.to_string_lossy())
     );
     init_repo(&repo, &[(".workflows/three.yaml", &wf)]);
@@ -144,6 +144,8 @@ fn kill_9_during_the_second_step_resumes_without_redoing_the_first() {
     assert_eq!(lines(&out.join("one")).len(), 2, "step one ran again");
     assert_eq!(lines(&out.join("two")).len(), 3);
     assert_eq!(lines(&out.join("three")).len(), 2);
+    // The resumed step two saw step one's outputs and context, restored.
+    assert_eq!(lines(&out.join("seen")), ["1 yes", "1 yes", "1 yes"]);
     let runs = d.get_json("/api/v1/runs?limit=100");
     let ids: HashSet<String> = runs["runs"]
         .as_array()

@@ -426,8 +426,11 @@ fn record_events(
 ) -> Store {
     let mut logs = RunLogs::new(&shared.state_dir, id, shared.config.limits.max_log_bytes);
     let stage_of = |step: &str| stages.get(step).cloned().unwrap_or_else(|| "-".to_string());
+    // The run's context after the latest update, saved with the next step's end.
+    let mut context: Option<Value> = None;
     while let Some(event) = rx.blocking_recv() {
         match event {
+            EngineEvent::ContextChanged { context: c, .. } => context = Some(Value::Object(c)),
             EngineEvent::StepStarted { step, attempt, .. } => {
                 logs.start(&step);
                 let start = StepStart {
@@ -485,7 +488,7 @@ fn record_events(
                     error: None,
                     outputs: Some(Value::Object(report.outputs.clone())),
                     cached: report.cached,
-                    context: None,
+                    context: context.take(),
                 };
                 if let Err(err) = store.record_step_finished(id, &finish) {
                     tracing::warn!(run = %id, step = %report.id, error = %err, "cannot record step end");

@@ -76,6 +76,14 @@ pub enum EngineEvent {
         /// The step's report entry.
         report: StepReport,
     },
+    /// A step's context update was merged into the run's context (top-level steps only);
+    /// the daemon saves it with the step so a resumed run gets it back.
+    ContextChanged {
+        /// Run id.
+        run_id: Arc<str>,
+        /// The whole context after the merge (unmasked: it stays inside the daemon).
+        context: serde_json::Map<String, serde_json::Value>,
+    },
     /// A failed try will be retried after `delay`.
     Retrying {
         /// Run id.

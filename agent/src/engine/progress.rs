@@ -157,6 +157,7 @@ impl ProgressView {
                     "notify: {step} failed with {error_class}, handler action {action}\n"
                 ));
             }
+            EngineEvent::ContextChanged { .. } => {}
             EngineEvent::RunFinished { status, report, .. } => {
                 let d = report
                     .duration_ms

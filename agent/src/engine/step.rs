@@ -776,6 +776,12 @@ async fn step_inner(
                 Value::Object(update),
                 ctx.wf.context.merge(),
             );
+            if ctx.prefix.is_empty() {
+                ctx.events.emit(|| EngineEvent::ContextChanged {
+                    run_id: ctx.run_id.clone(),
+                    context: data.context().clone(),
+                });
+            }
         }
         if status == StepStatus::Cancelled {
             data.status = Some(JobStatus::Cancelled);
