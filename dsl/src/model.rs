@@ -644,6 +644,29 @@ pub struct Stage {
 impl Stage {
     /// The default `max_parallel`.
     pub const DEFAULT_MAX_PARALLEL: u32 = 5;
+
+    /// For each step, the indices of the siblings it names in `needs:` or reads as
+    /// `${{ steps.X }}` (itself excluded). These are its dependencies in a
+    /// `parallel: auto` stage; other stages ignore them.
+    pub fn sibling_dependencies(&self) -> Vec<Vec<usize>> {
+        let index: std::collections::HashMap<&str, usize> = self
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.value.as_str(), i))
+            .collect();
+        self.steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                s.step_references()
+                    .iter()
+                    .filter_map(|r| index.get(r.as_str()).copied())
+                    .filter(|&j| j != i)
+                    .collect()
+            })
+            .collect()
+    }
 }
 
 /// One step.

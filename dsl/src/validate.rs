@@ -621,24 +621,7 @@ impl<'a> Validator<'a> {
     fn auto_cycles(&mut self, stage: &Stage) {
         /// Cycles reported per stage at most (each report walks the current path).
         const MAX_REPORTS: usize = 20;
-        let index: HashMap<&str, usize> = stage
-            .steps
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.id.value.as_str(), i))
-            .collect();
-        let deps: Vec<Vec<usize>> = stage
-            .steps
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                s.step_references()
-                    .iter()
-                    .filter_map(|r| index.get(r.as_str()).copied())
-                    .filter(|&j| j != i)
-                    .collect()
-            })
-            .collect();
+        let deps = stage.sibling_dependencies();
         // Iterative depth-first search (a long dependency chain must not overflow the
         // stack); each cycle is reported once, from the step where the search entered it.
         let mut state = vec![0u8; deps.len()]; // 0 = new, 1 = on the path, 2 = done

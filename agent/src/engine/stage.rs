@@ -21,18 +21,7 @@ fn dependencies(stage: &Stage) -> Vec<Vec<usize>> {
     if stage.parallel.value != Parallelism::Auto {
         return vec![Vec::new(); stage.steps.len()];
     }
-    stage
-        .steps
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            s.step_references()
-                .iter()
-                .filter_map(|r| stage.steps.iter().position(|o| &o.id.value == r))
-                .filter(|&j| j != i)
-                .collect()
-        })
-        .collect()
+    stage.sibling_dependencies()
 }
 
 /// Runs one stage to the end.
