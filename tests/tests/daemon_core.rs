@@ -411,3 +411,144 @@ fn validate_checks_the_config_file() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn step_logs_are_capped_and_failed_workspaces_kept() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    let wf = "workflow:\n  name: loud\n  stages:\n    - name: s\n      steps:\n        - id: flood\n          run: |\n            for i in $(seq 1 200); do echo \"line $i of a long log\"; done\n            exit 3\n";
+    init_repo(&repo, &[(".workflows/loud.yaml", wf)]);
+    let root = tmp.path().join("daemon");
+    let config = format!(
+        "{}keep_failed_workspaces: true\nlimits:\n  max_log_bytes: 300\n",
+        repo_config("app", &repo)
+    );
+    let d = TestDaemon::start(&root, &config);
+    let id = trigger(&d, "loud", "{}");
+    let run = d.wait_run_final(&id, RUN_LIMIT);
+    assert_eq!(run["status"], "failed", "{run:#}");
+    let step = &run["stages"][0]["steps"][0];
+    assert_eq!(step["exit_code"], 3, "{run:#}");
+    let log = std::fs::read_to_string(d.state_dir.join("logs").join(&id).join("flood.log"))
+        .expect("log file");
+    assert!(log.starts_with("line 1 of a long log\n"), "{log}");
+    assert!(log.ends_with("[agent: log truncated: the step wrote more than the cap]\n"));
+    assert!(log.len() < 300 + 80, "{} bytes", log.len());
+    let ws = d.state_dir.join("workspaces").join(&id);
+    assert!(
+        ws.join(".workflows/loud.yaml").exists(),
+        "failed workspace not kept"
+    );
+}
+
+#[test]
+fn retention_deletes_the_oldest_finished_runs_and_their_logs() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    let wf = "workflow:\n  name: small\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: echo hi\n";
+    init_repo(&repo, &[(".workflows/small.yaml", wf)]);
+    let root = tmp.path().join("daemon");
+    let config = format!("{}retention:\n  max_runs: 2\n", repo_config("app", &repo));
+    let mut d = TestDaemon::start(&root, &config);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let id = trigger(&d, "small", "{}");
+        assert_eq!(d.wait_run_final(&id, RUN_LIMIT)["status"], "succeeded");
+        ids.push(id);
+    }
+    assert!(d.state_dir.join("logs").join(&ids[0]).exists());
+    // Retention runs at start (and hourly).
+    d.kill9();
+    d.boot();
+    let runs = d.get_json("/api/v1/runs?limit=100");
+    assert_eq!(runs["runs"].as_array().map(Vec::len), Some(2), "{runs:#}");
+    assert_eq!(d.get(&format!("/api/v1/runs/{}", ids[0])).0, 404);
+    assert!(!d.state_dir.join("logs").join(&ids[0]).exists());
+    assert!(d.state_dir.join("logs").join(&ids[2]).exists());
+}
+
+#[test]
+fn with_no_config_the_daemon_watches_the_repository_it_starts_in() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    let wf = "workflow:\n  name: here\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: echo here\n";
+    init_repo(&repo, &[(".workflows/here.yaml", wf)]);
+    let log = std::fs::File::create(tmp.path().join("daemon.log")).expect("log");
+    let mut child = common::agent(&["daemon"])
+        .current_dir(&repo)
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn agent daemon");
+    let addr_file = repo.join(".agent").join("daemon.addr");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addr = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(tmp.path().join("daemon.log")).unwrap_or_default();
+            if log.contains("cannot listen on 127.0.0.1:8420") {
+                eprintln!("port 8420 is taken on this machine: skipping");
+                return;
+            }
+            panic!("daemon exited with {status}: {log}");
+        }
+        if let Ok(text) = std::fs::read_to_string(&addr_file)
+            && let Ok(addr) = text.trim().parse::<std::net::SocketAddr>()
+        {
+            break addr;
+        }
+        assert!(Instant::now() < deadline, "no address file");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(addr.to_string(), "127.0.0.1:8420");
+    let health = common::daemon::http_request(addr, "GET", "/health", None, None).expect("health");
+    assert_eq!(health.0, 200);
+    // The token was generated into the state dir; a manual run of the repository works.
+    let token = std::fs::read_to_string(repo.join(".agent").join("api_token"))
+        .map(|t| t.trim().to_string())
+        .unwrap_or_default();
+    assert!(!token.is_empty(), "no generated API token");
+    {
+        let (code, body) = common::daemon::http_request(
+            addr,
+            "POST",
+            "/api/v1/workflows/here/runs",
+            Some(&token),
+            Some("{}"),
+        )
+        .expect("trigger");
+        assert_eq!(code, 202, "{body}");
+        let v: Value = serde_json::from_str(&body).expect("JSON");
+        let id = match &v["run_id"] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        wait_for("the run to succeed", RUN_LIMIT, || {
+            let (_, body) = common::daemon::http_request(
+                addr,
+                "GET",
+                &format!("/api/v1/runs/{id}"),
+                Some(&token),
+                None,
+            )
+            .expect("get run");
+            body.contains("\"succeeded\"")
+        });
+    }
+    let pid = i32::try_from(child.id()).expect("pid");
+    // SAFETY: kill(2) on the PID of the child this test started.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("daemon did not stop on SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+}

@@ -216,7 +216,8 @@ impl Default for AnomaliesConfig {
 pub struct Limits {
     /// Runs running at once.
     pub max_concurrent_runs: usize,
-    /// Steps running at once across all runs (besides CPU admission); `None`: no cap.
+    /// CPU slots shared by every run's steps (default: the cores available); steps that
+    /// request no CPU (`cpu: 0`) are not counted.
     pub max_parallel_steps: Option<usize>,
     /// Memory kept free for the system (MiB) when admitting steps.
     pub memory_reserve_mb: Option<u64>,

@@ -106,6 +106,11 @@ pub async fn run(
     if let Some(reserve) = config.limits.memory_reserve_mb {
         admission.memory_reserve_mb = reserve;
     }
+    // `max_parallel_steps` caps the CPU slots shared by every run's steps (an I/O-bound step,
+    // `cpu: 0`, takes none).
+    if let Some(n) = config.limits.max_parallel_steps {
+        admission.cpu = Some(u32::try_from(n).unwrap_or(u32::MAX));
+    }
     let engine = Arc::new(Engine::new(EngineConfig {
         skills_dirs: config.skills_dirs.clone(),
         admission,

@@ -520,16 +520,17 @@ pub fn check_request(
     let parameters = dsl::params::resolve_json(&wf, &request.parameters).map_err(|errors| {
         DaemonError::InvalidParameters(errors.iter().map(ToString::to_string).collect())
     })?;
-    let (group, overlap) = concurrency_of(&wf, &repo.name, &parameters);
+    let trigger = Trigger {
+        kind: request.trigger,
+        commit: Some(oid.to_string()),
+        branch,
+        scheduled_for: None,
+    };
+    let (group, overlap) = concurrency_of(&wf, &repo.name, &parameters, &trigger);
     let run = NewRun {
         workflow: wf.name.value.clone(),
         repo: Some(repo.name.clone()),
-        trigger: Trigger {
-            kind: request.trigger,
-            commit: Some(oid.to_string()),
-            branch,
-            scheduled_for: None,
-        },
+        trigger,
         parameters: Value::Object(parameters),
         priority: wf.metadata.priority.as_ref().map(|p| p.value).unwrap_or(0),
         concurrency_group: group,
@@ -539,46 +540,42 @@ pub fn check_request(
     Ok((run, overlap))
 }
 
-/// A workflow's concurrency group key (`<repo>/<group>`) and overlap rule. A group written
-/// with `${{ parameters.X }}` is rendered with the run's parameters; any other expression
-/// is kept as written.
+/// A workflow's concurrency group and overlap rule: `concurrency.group` rendered against the
+/// run's parameters, `workflow` and `repo` (the workflow's name when the section has no
+/// group or the template cannot be rendered; the same rule as push and cron runs);
+/// `None` without the section.
 pub fn concurrency_of(
     wf: &dsl::Workflow,
     repo: &str,
     parameters: &Map<String, Value>,
+    trigger: &Trigger,
 ) -> (Option<String>, Option<Overlap>) {
     let Some(c) = &wf.concurrency else {
         return (None, None);
     };
+    let fallback = wf.name.value.clone();
     let group = match &c.group {
-        Some(t) => render_group(&t.text, parameters),
-        None => wf.name.value.clone(),
-    };
-    (Some(format!("{repo}/{group}")), Some(c.overlap.value))
-}
-
-fn render_group(text: &str, parameters: &Map<String, Value>) -> String {
-    let mut out = String::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("${{") {
-        out.push_str(&rest[..start]);
-        let Some(end) = rest[start..].find("}}") else {
-            out.push_str(&rest[start..]);
-            return out;
-        };
-        let expr = rest[start + 3..start + end].trim();
-        match expr
-            .strip_prefix("parameters.")
-            .and_then(|name| parameters.get(name))
-        {
-            Some(Value::String(s)) => out.push_str(s),
-            Some(v) => out.push_str(&v.to_string()),
-            None => out.push_str(&rest[start..start + end + 2]),
+        None => fallback,
+        Some(t) => {
+            let mut ctx = dsl::expr::MapContext::new(Map::new());
+            ctx.insert("parameters", Value::Object(parameters.clone()));
+            ctx.insert("workflow", serde_json::json!({ "name": wf.name.value }));
+            ctx.insert(
+                "repo",
+                serde_json::json!({
+                    "name": repo,
+                    "branch": trigger.branch,
+                    "commit": trigger.commit,
+                }),
+            );
+            match t.render(&ctx) {
+                Ok(Value::String(s)) if !s.is_empty() => s,
+                Ok(Value::Null) | Err(_) => fallback,
+                Ok(other) => other.to_string(),
+            }
         }
-        rest = &rest[start + end + 2..];
-    }
-    out.push_str(rest);
-    out
+    };
+    (Some(group), Some(c.overlap.value))
 }
 
 #[cfg(test)]
@@ -587,16 +584,16 @@ mod tests {
 
     #[test]
     fn groups_render_parameters() {
+        let (wf, _) = dsl::parse_str(
+            "w.yaml",
+            "workflow:\n  name: w\n  parameters:\n    - name: env\n  concurrency:\n    group: deploy-${{ parameters.env }}\n    overlap: skip\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: 'true'\n",
+        )
+        .expect("valid");
         let mut p = Map::new();
         p.insert("env".into(), Value::from("prod"));
-        assert_eq!(
-            render_group("deploy-${{ parameters.env }}", &p),
-            "deploy-prod"
-        );
-        assert_eq!(
-            render_group("x-${{ repo.branch }}", &p),
-            "x-${{ repo.branch }}"
-        );
-        assert_eq!(render_group("plain", &p), "plain");
+        let t = Trigger::new(TriggerKind::Manual);
+        let (group, overlap) = concurrency_of(&wf, "app", &p, &t);
+        assert_eq!(group.as_deref(), Some("deploy-prod"));
+        assert_eq!(overlap, Some(Overlap::Skip));
     }
 }
