@@ -122,12 +122,26 @@ fn a_commit_adding_a_workflow_runs_it() {
         finished < APPEAR_LIMIT,
         "the run took {finished:?} from the commit"
     );
-    // The same commit never runs twice, also after a restart.
+    // The same commit never runs twice, also after a crash; a commit made while the daemon
+    // was down runs once when it is back.
     let mut d = d;
     d.kill9();
+    let while_down = commit_files(&repo, &[("README.md", "changed\n")], "while down");
     d.boot();
-    let again = wait_all_final(&d);
-    assert_eq!(again.len(), 1, "{again:#?}");
+    let again = wait_runs(
+        &d,
+        "the run of the commit made while down",
+        APPEAR_LIMIT,
+        |r| r.len() >= 2,
+    );
+    let again = {
+        let _ = again;
+        wait_all_final(&d)
+    };
+    assert_eq!(again.len(), 2, "{again:#?}");
+    let latest = d.get_json(&format!("/api/v1/runs/{}", run_id(&again[1])));
+    assert_eq!(latest["trigger"]["commit"], while_down.as_str());
+    assert_eq!(latest["status"], "succeeded");
     // The workflow is listed with its file.
     let wfs = d.get_json("/api/v1/workflows");
     let listed = &wfs["workflows"][0];
