@@ -71,13 +71,39 @@ pub fn router(handle: DaemonHandle) -> Result<Router, TokenError> {
         .merge(protected))
 }
 
+/// How long requests in flight may take to finish once shutdown has begun.
+pub const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Serves the API on a bound listener until shutdown begins
-/// ([`DaemonHandle::shutdown_requested`]); open log streams end then too.
+/// ([`DaemonHandle::shutdown_requested`]); open log streams end then too, and requests
+/// still in flight after [`SHUTDOWN_DRAIN`] (a client that stopped sending half-way) are
+/// dropped rather than holding the daemon up.
 pub async fn serve(listener: tokio::net::TcpListener, handle: DaemonHandle) -> std::io::Result<()> {
+    serve_with_drain(listener, handle, SHUTDOWN_DRAIN).await
+}
+
+/// [`serve`] with a given drain time.
+async fn serve_with_drain(
+    listener: tokio::net::TcpListener,
+    handle: DaemonHandle,
+    drain: std::time::Duration,
+) -> std::io::Result<()> {
+    use std::future::IntoFuture;
     let app = router(handle.clone()).map_err(std::io::Error::other)?;
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { handle.shutdown_requested().await })
-        .await
+    let graceful = handle.clone();
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { graceful.shutdown_requested().await })
+        .into_future();
+    tokio::select! {
+        result = server => result,
+        () = async {
+            handle.shutdown_requested().await;
+            tokio::time::sleep(drain).await;
+        } => {
+            tracing::warn!("api: requests still open after the shutdown drain were dropped");
+            Ok(())
+        }
+    }
 }
 
 #[cfg(test)]

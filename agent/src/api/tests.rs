@@ -401,3 +401,58 @@ async fn next_event(rx: &mut mpsc::UnboundedReceiver<(String, String)>) -> (Stri
         .expect("an event within 10 s")
         .expect("stream still open")
 }
+
+/// A client that never finishes its request does not hold shutdown up past the drain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_client_does_not_hold_shutdown_up() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state_dir = dir.path().join("state");
+    let store = Store::open_in_dir(&state_dir).expect("store");
+    let config = Config {
+        api_token: Some(TOKEN.into()),
+        ..Config::default()
+    };
+    let (handle, parts) = DaemonHandle::new(
+        config,
+        state_dir.clone(),
+        store.path().to_path_buf(),
+        Arc::new(Engine::new(EngineConfig::default())),
+        Default::default(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let drain = Duration::from_millis(300);
+    let server = tokio::spawn(super::serve_with_drain(listener, handle, drain));
+    let mut stuck = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stuck
+        .write_all(
+            format!(
+                "POST /api/v1/workflows/greet/runs HTTP/1.1\r\nHost: x\r\n\
+                 Authorization: Bearer {TOKEN}\r\nContent-Length: 100\r\n\r\n{{"
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("send half a request");
+    // Let the server read the head before shutdown begins.
+    let client = Client::new(&format!("http://{addr}"), None).expect("client");
+    client
+        .json(Method::GET, "/health", None)
+        .await
+        .expect("health");
+    parts.shutdown.send(true).expect("shutdown");
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("serve returns after the drain")
+        .expect("join")
+        .expect("serve ok");
+    assert!(
+        started.elapsed() >= drain,
+        "the stuck request was waited for"
+    );
+    drop(stuck);
+}
