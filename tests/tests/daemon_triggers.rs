@@ -128,16 +128,13 @@ fn a_commit_adding_a_workflow_runs_it() {
     d.kill9();
     let while_down = commit_files(&repo, &[("README.md", "changed\n")], "while down");
     d.boot();
-    let again = wait_runs(
+    wait_runs(
         &d,
         "the run of the commit made while down",
         APPEAR_LIMIT,
         |r| r.len() >= 2,
     );
-    let again = {
-        let _ = again;
-        wait_all_final(&d)
-    };
+    let again = wait_all_final(&d);
     assert_eq!(again.len(), 2, "{again:#?}");
     let latest = d.get_json(&format!("/api/v1/runs/{}", run_id(&again[1])));
     assert_eq!(latest["trigger"]["commit"], while_down.as_str());
