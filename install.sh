@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs Agent on a fresh Debian/Ubuntu machine: the system packages it needs, a Rust
-# toolchain if none is present, and the `agent` binary into /usr/local/bin (or $PREFIX/bin).
+# toolchain if none is present, the `agent` binary into /usr/local/bin (or $PREFIX/bin), and
+# a systemd unit for the daemon (installed, not enabled; set AGENT_NO_SYSTEMD=1 to skip it).
 set -euo pipefail
 cd "$(dirname "$0")"
 PREFIX="${PREFIX:-/usr/local}"
@@ -30,3 +31,36 @@ fi
 cargo build --release --locked -p agent
 $SUDO install -D -m 0755 target/release/agent "$PREFIX/bin/agent"
 echo "installed $PREFIX/bin/agent ($("$PREFIX/bin/agent" --version))"
+
+# The daemon's systemd unit: installed, never enabled or started here.
+if [ -z "${AGENT_NO_SYSTEMD:-}" ] && [ -d /etc/systemd/system ]; then
+  unit="$(mktemp)"
+  cat > "$unit" <<UNIT
+[Unit]
+Description=Agent workflow daemon
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=simple
+User=agent
+Group=agent
+ExecStart=$PREFIX/bin/agent daemon --config /etc/agent/agent.yaml
+# SIGTERM: running steps get limits.shutdown_grace to finish; the rest resume on restart.
+KillMode=mixed
+TimeoutStopSec=60
+Restart=on-failure
+RestartSec=2
+StateDirectory=agent
+Environment=RUST_LOG=info
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+  $SUDO install -D -m 0644 "$unit" /etc/systemd/system/agent.service
+  rm -f "$unit"
+  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    $SUDO systemctl daemon-reload || true
+  fi
+  echo "installed /etc/systemd/system/agent.service (not enabled: create user \`agent\` and /etc/agent/agent.yaml, see examples/agent.yaml, then \`systemctl enable --now agent\`)"
+fi
