@@ -919,6 +919,50 @@ mod tests {
     }
 
     #[test]
+    fn what_users_read() {
+        let runs = vec![
+            json!({"run_id": "12", "workflow": "deploy", "repo": "app", "status": "running",
+                   "trigger": {"kind": "push", "branch": "main", "commit": "0123456789abcdef",
+                               "scheduled_for": null},
+                   "created_at": "2026-11-27T08:00:01.250Z", "duration_ms": 65_000}),
+            json!({"run_id": "9", "workflow": "nightly", "repo": null, "status": "queued",
+                   "trigger": {"kind": "schedule", "branch": null, "commit": null},
+                   "created_at": "2026-11-27T07:59:00.000Z", "duration_ms": null}),
+        ];
+        assert_eq!(
+            runs_table(&runs),
+            "RUN  WORKFLOW  REPO  STATUS   TRIGGER             CREATED              DURATION\n\
+             12   deploy    app   running  push main@01234567  2026-11-27 08:00:01  1m05s\n\
+             9    nightly   -     queued   schedule            2026-11-27 07:59:00  -\n"
+        );
+        let report = json!({
+            "run_id": "12", "workflow": "deploy", "repo": "app", "status": "failed",
+            "duration_ms": 1500, "error": "step `b` failed",
+            "trigger": {"kind": "manual", "commit": "abc", "branch": null, "scheduled_for": null},
+            "created_at": "2026-11-27T08:00:00.000Z", "started_at": "2026-11-27T08:00:00.100Z",
+            "finished_at": "2026-11-27T08:00:01.600Z",
+            "stages": [{"name": "build", "status": "failed", "steps": [
+                {"id": "a", "status": "succeeded", "attempts": 1, "exit_code": 0,
+                 "error_class": null, "duration_ms": 20},
+                {"id": "b", "status": "failed", "attempts": 3, "exit_code": 2,
+                 "error_class": "ExitCode", "duration_ms": 1400}]}],
+        });
+        assert_eq!(
+            run_details(&report),
+            "run 12  failed  1.5s\n\
+             workflow: deploy\n\
+             repo: app\n\
+             trigger: manual commit=abc\n\
+             created: 2026-11-27 08:00:00  started: 2026-11-27 08:00:00  finished: 2026-11-27 08:00:01\n\
+             error: step `b` failed\n\
+             \n\
+             STAGE  STEP  STATUS     ATTEMPTS  EXIT  ERROR     DURATION\n\
+             build  a     succeeded  1         0     -         20ms\n\
+             build  b     failed     3         2     ExitCode  1.4s\n"
+        );
+    }
+
+    #[test]
     fn durations_and_tables() {
         assert_eq!(human_duration(None), "-");
         assert_eq!(human_duration(Some(850)), "850ms");
