@@ -552,3 +552,49 @@ fn with_no_config_the_daemon_watches_the_repository_it_starts_in() {
     };
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn overlap_rules_apply_to_runs_of_one_group() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).expect("out dir");
+    let workflow = |name: &str, overlap: &str| {
+        format!(
+            "workflow:\n  name: {name}\n  parameters:\n    - {{name: wait, type: boolean, default: false}}\n  concurrency:\n    group: g-{name}\n    overlap: {overlap}\n  env:\n    OUT: {}\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: |\n            touch \"$OUT/started-$AGENT_RUN_ID\"\n            if [ \"${{{{ parameters.wait }}}}\" = true ]; then sleep 60; fi\n",
+            yaml_quote(&out.to_string_lossy())
+        )
+    };
+    init_repo(
+        &repo,
+        &[
+            (
+                ".workflows/newest.yaml",
+                &workflow("newest", "cancel_previous"),
+            ),
+            (".workflows/single.yaml", &workflow("single", "skip")),
+        ],
+    );
+    let root = tmp.path().join("daemon");
+    let d = TestDaemon::start(&root, &repo_config("app", &repo));
+    // cancel_previous: the running run is cancelled, the new one runs.
+    let first = trigger(&d, "newest", r#"{"parameters":{"wait":true}}"#);
+    wait_for("the first run's step", RUN_LIMIT, || {
+        out.join(format!("started-{first}")).exists()
+    });
+    let second = trigger(&d, "newest", "{}");
+    assert_eq!(d.wait_run_final(&first, RUN_LIMIT)["status"], "cancelled");
+    assert_eq!(d.wait_run_final(&second, RUN_LIMIT)["status"], "succeeded");
+    // skip: while one runs, a new run is refused; cancel works on the running one.
+    let busy = trigger(&d, "single", r#"{"parameters":{"wait":true}}"#);
+    wait_for("the busy run's step", RUN_LIMIT, || {
+        out.join(format!("started-{busy}")).exists()
+    });
+    let (code, body) = d.post("/api/v1/workflows/single/runs", "{}");
+    assert_eq!(code, 409, "{body}");
+    let (code, body) = d.post(&format!("/api/v1/runs/{busy}/cancel"), "{}");
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(d.wait_run_final(&busy, RUN_LIMIT)["status"], "cancelled");
+    let after = trigger(&d, "single", "{}");
+    assert_eq!(d.wait_run_final(&after, RUN_LIMIT)["status"], "succeeded");
+}

@@ -363,7 +363,17 @@ impl Scheduler {
         match self.store.prune_runs(&retention) {
             Ok(ids) if !ids.is_empty() => {
                 tracing::info!(runs = ids.len(), "retention: deleted finished runs");
-                super::logs::remove_run_logs(&self.shared().state_dir, &ids);
+                let state_dir = &self.shared().state_dir;
+                super::logs::remove_run_logs(state_dir, &ids);
+                // Kept workspaces of failed runs go with their runs.
+                for id in &ids {
+                    let ws = super::workspace::Workspace::path_for_run(state_dir, id);
+                    if ws.exists()
+                        && let Err(err) = std::fs::remove_dir_all(&ws)
+                    {
+                        tracing::warn!(workspace = %ws.display(), error = %err, "cannot remove workspace");
+                    }
+                }
             }
             Ok(_) => {}
             Err(err) => tracing::warn!(error = %err, "retention failed"),
