@@ -82,7 +82,7 @@ pub async fn run(handle: DaemonHandle) {
             boot_heads,
             repo,
             changes: rx,
-            fetch_requests: handle.shared.fetch_requests.subscribe(),
+            fetch_requests: Some(handle.shared.fetch_requests.subscribe()),
         };
         tasks.spawn(watcher.run());
     }
@@ -177,7 +177,8 @@ struct RepoWatcher {
     boot_heads: Option<Vec<(String, git2::Oid)>>,
     /// Ref changes of a local repository (`None`: not watched).
     changes: Option<mpsc::Receiver<()>>,
-    fetch_requests: broadcast::Receiver<String>,
+    /// Inbound hooks' fetch requests (`None` once the sender is gone).
+    fetch_requests: Option<broadcast::Receiver<String>>,
 }
 
 /// What a task keeps between passes (moved into the blocking pool and back).
@@ -267,15 +268,13 @@ impl RepoWatcher {
                     // The watcher is gone: only the interval is left.
                     self.changes = None;
                 }
-                request = self.fetch_requests.recv() => match request {
+                request = recv_request(&mut self.fetch_requests) => match request {
                     Ok(name) if name == self.repo.name => return true,
                     Ok(_) => {}
                     // Missed requests may have named this repository: look.
                     Err(broadcast::error::RecvError::Lagged(_)) => return true,
-                    Err(broadcast::error::RecvError::Closed) => {
-                        // Nobody can send any more; the sender lives as long as the daemon.
-                        std::future::pending::<()>().await;
-                    }
+                    // Nobody can ask any more: only the other reasons are left.
+                    Err(broadcast::error::RecvError::Closed) => self.fetch_requests = None,
                 },
             }
         }
@@ -302,6 +301,16 @@ impl RepoWatcher {
 async fn recv_change(changes: &mut Option<mpsc::Receiver<()>>) -> bool {
     match changes {
         Some(rx) => rx.recv().await.is_some(),
+        None => std::future::pending().await,
+    }
+}
+
+/// The next fetch request; pending forever once there is no receiver.
+async fn recv_request(
+    requests: &mut Option<broadcast::Receiver<String>>,
+) -> Result<String, broadcast::error::RecvError> {
+    match requests {
+        Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
 }
@@ -594,6 +603,88 @@ mod task_tests {
         assert_eq!(info.default_branch.as_deref(), Some("main"));
         assert_eq!(info.workflows.len(), 1);
         assert_eq!(info.workflows[0].file, ".workflows/w.yaml");
+        parts.shutdown.send(true).expect("shutdown");
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the watcher stops on shutdown")
+            .expect("watcher task");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fetch_request_fetches_a_polled_repository_at_once() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let repo = tmp.path().join("repo");
+        std::fs::create_dir_all(&repo).expect("mkdir");
+        git(&repo, &["init", "-q", "-b", "main"]);
+        std::fs::write(repo.join("README"), "x").expect("write");
+        git(&repo, &["add", "-A"]);
+        git(&repo, &["commit", "-q", "-m", "initial"]);
+        let state = tmp.path().join("state");
+        let mut config = Config::default();
+        config.repos.push(RepoConfig {
+            name: "remote".into(),
+            // A URL is polled, never watched: only the request can explain a quick run.
+            source: RepoSource::Url(format!("file://{}", repo.display())),
+            full_name: None,
+            branches: Vec::new(),
+            poll_interval: Duration::from_secs(3600),
+            credentials: None,
+        });
+        let store_path = state.join(crate::store::DB_FILE_NAME);
+        let (handle, parts) = DaemonHandle::new(
+            config,
+            state.clone(),
+            store_path.clone(),
+            Arc::new(Engine::new(EngineConfig::default())),
+            Default::default(),
+        );
+        let task = tokio::spawn(run(handle.clone()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while handle
+            .shared
+            .repos
+            .get("remote")
+            .and_then(|i| i.head)
+            .is_none()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the repository was never fetched"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        std::fs::create_dir_all(repo.join(".workflows")).expect("mkdir");
+        std::fs::write(
+            repo.join(".workflows/w.yaml"),
+            "workflow:\n  name: w\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: 'true'\n",
+        )
+        .expect("write");
+        git(&repo, &["add", "-A"]);
+        git(&repo, &["commit", "-q", "-m", "add w"]);
+        // Requests for other repositories do not fetch this one.
+        handle.fetch_now("other");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let store = Store::open(&store_path).expect("store");
+        assert!(
+            store
+                .list_runs(&RunFilter::default(), 10)
+                .expect("list")
+                .is_empty()
+        );
+        handle.fetch_now("remote");
+        let asked = Instant::now();
+        loop {
+            let runs = store.list_runs(&RunFilter::default(), 10).expect("list");
+            if !runs.is_empty() {
+                assert_eq!(runs[0].workflow, "w");
+                break;
+            }
+            assert!(
+                asked.elapsed() < Duration::from_secs(5),
+                "no run after the fetch request"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         parts.shutdown.send(true).expect("shutdown");
         tokio::time::timeout(Duration::from_secs(10), task)
             .await
