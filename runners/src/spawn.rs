@@ -440,6 +440,80 @@ impl ChildWaiter {
     }
 }
 
+/// Everything `posix_spawn` needs, owned, so that the spawn can move to a blocking thread.
+struct SpawnJob {
+    program: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    cwd: Option<PathBuf>,
+    stdin: Option<StdinSource>,
+    stdout: OwnedFd,
+    /// `None` when stderr goes to the stdout pipe.
+    stderr: Option<OwnedFd>,
+}
+
+impl SpawnJob {
+    /// Spawns and registers the leader behind the spawn gate, so the orphan reaper never
+    /// sees an unregistered leader.
+    fn spawn(&mut self) -> std::io::Result<u32> {
+        let _gate = process_group::spawn_gate();
+        let spawned = posix_spawn::spawn(&SpawnSpec {
+            program: &self.program,
+            args: &self.args,
+            env: &self.env,
+            cwd: self.cwd.as_deref(),
+            stdin: self.stdin.take().unwrap_or(StdinSource::Null),
+            stdout: &self.stdout,
+            stderr: self.stderr.as_ref().unwrap_or(&self.stdout),
+        });
+        if let Ok(pid) = spawned {
+            process_group::register_leader(pid);
+        }
+        spawned
+    }
+}
+
+/// A spawn done on a blocking thread, on its way back to `run`. Dropped unclaimed (the `run`
+/// future was dropped meanwhile), it kills and reaps the child.
+struct Handoff(Option<(SpawnJob, std::io::Result<u32>)>);
+
+impl Drop for Handoff {
+    fn drop(&mut self) {
+        if let Some((_, Ok(pid))) = self.0.take() {
+            process_group::signal_group(pid, libc::SIGKILL);
+            std::thread::spawn(move || {
+                let mut status = 0;
+                // SAFETY: waitpid on our own (killed) child with a valid out pointer.
+                unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+                process_group::unregister_leader(pid);
+            });
+        }
+    }
+}
+
+/// Counts the `run` calls in progress in this process.
+struct InFlight;
+
+static IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl InFlight {
+    fn enter() -> InFlight {
+        IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
+        InFlight
+    }
+
+    /// Other `run` calls in progress besides this one.
+    fn others(&self) -> usize {
+        IN_FLIGHT.load(Ordering::Relaxed).saturating_sub(1)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Kills the step's tree if `run` is dropped before the process ended (the engine's task
 /// was aborted), and unregisters the leader.
 struct LeaderGuard {
@@ -482,6 +556,7 @@ where
     F: FnMut(Stream, &str) + Send,
 {
     let start = Instant::now();
+    let in_flight = InFlight::enter();
     let mut outcome = ProcessOutcome::default();
     if cancel.is_cancelled() {
         outcome.cancelled = true;
@@ -500,10 +575,11 @@ where
 
     // Output pipes: our ends non-blocking for the reactor, the child's blocking.
     let (out_read, out_write) = posix_spawn::pipe(true, false).map_err(spawn_err)?;
-    let err_pipe = if cmd.merge_output {
+    let mut err_pipe = if cmd.merge_output {
         None
     } else {
-        Some(posix_spawn::pipe(true, false).map_err(spawn_err)?)
+        let (r, w) = posix_spawn::pipe(true, false).map_err(spawn_err)?;
+        Some((r, Some(w)))
     };
     // Small stdin (the usual parameters JSON) is written into the pipe before the spawn: it
     // fits the pipe buffer, so no async writer and no event registration is needed.
@@ -521,26 +597,52 @@ where
         StdinSource::Pipe(reader)
     };
 
-    // Spawn and register behind the spawn gate, so the orphan reaper never sees an
-    // unregistered leader.
-    let spawned = {
-        let _gate = process_group::spawn_gate();
-        let spawned = posix_spawn::spawn(&SpawnSpec {
-            program: &cmd.program,
-            args: &cmd.args,
-            env: &cmd.env,
-            cwd: cmd.cwd.as_deref(),
-            stdin,
-            stdout: &out_write,
-            stderr: err_pipe.as_ref().map_or(&out_write, |(_, w)| w),
-        });
-        if let Ok(pid) = spawned {
-            process_group::register_leader(pid);
-        }
-        spawned
+    let mut job = SpawnJob {
+        program: std::mem::take(&mut cmd.program),
+        args: std::mem::take(&mut cmd.args),
+        env: std::mem::take(&mut cmd.env),
+        cwd: cmd.cwd.take(),
+        stdin: Some(stdin),
+        stdout: out_write,
+        stderr: err_pipe.as_mut().and_then(|(_, w)| w.take()),
     };
+    // posix_spawn blocks the calling thread until the child has exec'd (vfork). While other
+    // steps run, get out of the reactor's way first, or their output and exits wait for our
+    // spawn: on a multi-thread runtime hand this worker's queue to another thread
+    // (`block_in_place`, which never panics there: every way into such a runtime allows
+    // it), elsewhere spawn on a blocking thread. Alone, the hand-over would only cost.
+    let flavor = tokio::runtime::Handle::current().runtime_flavor();
+    let concurrent = in_flight.others() > 0;
+    let (mut job, spawned) = if concurrent && flavor == tokio::runtime::RuntimeFlavor::MultiThread {
+        let spawned = tokio::task::block_in_place(|| job.spawn());
+        (job, spawned)
+    } else if concurrent {
+        let program = job.program.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::task::spawn_blocking(move || {
+            let spawned = job.spawn();
+            // If `run` is gone, the hand-off is dropped (here or in the channel) and kills
+            // the child nobody will wait for.
+            let _ = tx.send(Handoff(Some((job, spawned))));
+        });
+        let mut handoff = rx.await.map_err(|_| RunnerError::Spawn {
+            program: program.clone(),
+            source: std::io::Error::other("the spawning thread failed"),
+        })?;
+        handoff.0.take().ok_or_else(|| RunnerError::Spawn {
+            program,
+            source: std::io::Error::other("the spawning thread failed"),
+        })?
+    } else {
+        let spawned = job.spawn();
+        (job, spawned)
+    };
+    cmd.program = std::mem::take(&mut job.program);
+    cmd.args = std::mem::take(&mut job.args);
+    cmd.env = std::mem::take(&mut job.env);
+    cmd.cwd = job.cwd.take();
     // Close our copies of the child's ends, or the pipes never report end of file.
-    drop(out_write);
+    drop(job);
     let err_read = err_pipe.map(|(r, _)| r);
     let pid = match spawned {
         Ok(pid) => pid,

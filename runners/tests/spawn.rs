@@ -364,3 +364,37 @@ async fn merged_flood_does_not_deadlock() {
     assert!(outcome.success());
     assert_eq!(bytes, 2 * 10486 * 100 + "done\n".len());
 }
+
+#[test]
+fn concurrent_steps_in_every_runtime_context() {
+    // Two steps at once: on a multi-thread runtime's block_on thread (not a worker), in
+    // worker tasks, and on a current-thread runtime. None of them may panic or hang.
+    let two = || async {
+        let a = run_capture(StepCommand::new("echo").args(["a"]), Cancel::new());
+        let b = run_capture(StepCommand::new("echo").args(["b"]), Cancel::new());
+        let ((oa, ca), (ob, cb)) = tokio::join!(a, b);
+        assert!(oa.success() && ob.success());
+        assert_eq!(
+            (ca.stdout, cb.stdout),
+            (vec!["a".to_string()], vec!["b".to_string()])
+        );
+    };
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    multi.block_on(two());
+    multi
+        .block_on(async move {
+            let t1 = tokio::spawn(two());
+            let t2 = tokio::spawn(two());
+            t1.await.and(t2.await)
+        })
+        .expect("tasks");
+    let single = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    single.block_on(two());
+}
