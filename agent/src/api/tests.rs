@@ -456,3 +456,42 @@ async fn a_stuck_client_does_not_hold_shutdown_up() {
     );
     drop(stuck);
 }
+
+/// A follower that reconnects with `Last-Event-ID` gets only the lines after that offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_resumes_after_the_last_event_id() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let api = start().await;
+    let mut store = api.store();
+    let id = store
+        .enqueue_run(&NewRun::new("w", Trigger::new(TriggerKind::Manual)))
+        .expect("enqueue")
+        .run_id();
+    store.mark_running(id).expect("running");
+    let finish = StepFinish::new("main", "s", 1, StepStatus::Succeeded);
+    store.record_step_finished(id, &finish).expect("finish");
+    // Offsets after each line: 4 ("one\n"), 8 ("two\n"), 14 ("three\n").
+    std::fs::write(log_file(&api.state_dir, id, "s"), "one\ntwo\nthree\n").expect("log");
+    let addr = api.url.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let request = format!(
+        "GET /api/v1/runs/{id}/steps/s/log?follow=true HTTP/1.1\r\nHost: x\r\n\
+         Authorization: Bearer {TOKEN}\r\nLast-Event-ID: 4\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
+        .await
+        .expect("the stream ends: the step is over")
+        .expect("read");
+    let text = String::from_utf8_lossy(&raw);
+    assert!(!text.contains("data: one"), "{text}");
+    assert!(text.contains("id: 8\ndata: two\n"), "{text}");
+    assert!(text.contains("id: 14\ndata: three\n"), "{text}");
+    assert!(
+        text.contains("event: end\ndata: {\"status\":\"succeeded\"}"),
+        "{text}"
+    );
+}
