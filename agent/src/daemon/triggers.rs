@@ -6,8 +6,8 @@
 //! branch and the files changed since the last seen commit, and hands the store one
 //! [`Store::record_push`] per branch: the runs to queue, the failed runs of invalid files and
 //! the branch's new head, in one transaction. Every run carries the dedup key
-//! `push:<repo>:<workflow>:<commit>`, so a commit runs at most once per workflow, also when
-//! a crash makes the daemon handle it again.
+//! `push:<repo>:<workflow file>:<commit>`, so a commit runs at most once per workflow, also
+//! when a crash makes the daemon handle it again.
 //!
 //! Rules a user can rely on:
 //! - One run per workflow per push, for the head commit (several commits pushed at once run
@@ -261,9 +261,10 @@ fn concurrency_group(workflow: &Workflow, repo: &str, run: &NewRun) -> Option<St
     }
 }
 
-/// The dedup key of a push run: a commit runs at most once per workflow.
-pub fn push_dedup_key(repo: &str, workflow: &str, commit: &str) -> String {
-    format!("push:{repo}:{workflow}:{commit}")
+/// The dedup key of a push run: a commit runs at most once per workflow file (two files
+/// that happen to share a `name:` both run).
+pub fn push_dedup_key(repo: &str, file: &str, commit: &str) -> String {
+    format!("push:{repo}:{file}:{commit}")
 }
 
 /// How a scan treats a repository of which the store has seen no branch yet.
@@ -392,12 +393,12 @@ fn runs_for_push(
     let mut failed = Vec::new();
     for file in workflows_at(mirror, head)? {
         match file {
-            ParsedFile::Valid { workflow, .. } => {
+            ParsedFile::Valid { path, workflow } => {
                 if !push_matches(&workflow, branch, changed) {
                     continue;
                 }
                 let (mut run, outcome) = new_run_for(&workflow, repo, trigger.clone(), &Map::new());
-                run.dedup_key = Some(push_dedup_key(repo, &run.workflow, &commit));
+                run.dedup_key = Some(push_dedup_key(repo, &path, &commit));
                 match outcome {
                     Ok(()) => runs.push(run),
                     Err(errors) => failed.push((run, errors)),
@@ -414,7 +415,7 @@ fn runs_for_push(
                 }
                 let mut run = NewRun::new(stem.clone(), trigger.clone());
                 run.repo = Some(repo.to_string());
-                run.dedup_key = Some(push_dedup_key(repo, &stem, &commit));
+                run.dedup_key = Some(push_dedup_key(repo, &path, &commit));
                 failed.push((run, diagnostics));
             }
         }
