@@ -598,3 +598,47 @@ fn overlap_rules_apply_to_runs_of_one_group() {
     let after = trigger(&d, "single", "{}");
     assert_eq!(d.wait_run_final(&after, RUN_LIMIT)["status"], "succeeded");
 }
+
+#[test]
+fn a_push_cancels_the_previous_run_of_its_group() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).expect("out dir");
+    init_repo(&repo, &[("README", "x\n")]);
+    let root = tmp.path().join("daemon");
+    let d = TestDaemon::start(&root, &repo_config("app", &repo));
+    let wf = format!(
+        "workflow:\n  name: deploy\n  on:\n    push: {{branches: [main]}}\n  concurrency:\n    group: deploy\n    overlap: cancel_previous\n  env:\n    OUT: {}\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: |\n            touch \"$OUT/started-$AGENT_RUN_ID\"\n            if [ \"$(cat wait)\" = yes ]; then sleep 60; fi\n",
+        yaml_quote(&out.to_string_lossy())
+    );
+    commit_files(
+        &repo,
+        &[(".workflows/deploy.yaml", &wf), ("wait", "yes\n")],
+        "one",
+    );
+    let runs_of = |d: &TestDaemon| -> Vec<Value> {
+        let mut v = d.get_json("/api/v1/runs?workflow=deploy&limit=10")["runs"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        v.reverse();
+        v
+    };
+    let id_of = |r: &Value| match &r["run_id"] {
+        Value::String(s) => s.clone(),
+        v => v.to_string(),
+    };
+    wait_for("the first push run's step", RUN_LIMIT, || {
+        runs_of(&d)
+            .first()
+            .is_some_and(|r| out.join(format!("started-{}", id_of(r))).exists())
+    });
+    commit_files(&repo, &[("wait", "no\n")], "two");
+    wait_for("a second push run", RUN_LIMIT, || runs_of(&d).len() == 2);
+    let runs = runs_of(&d);
+    let first = d.wait_run_final(&id_of(&runs[0]), RUN_LIMIT);
+    let second = d.wait_run_final(&id_of(&runs[1]), RUN_LIMIT);
+    assert_eq!(first["status"], "cancelled", "{first:#}");
+    assert_eq!(second["status"], "succeeded", "{second:#}");
+}

@@ -63,6 +63,12 @@ pub struct Scheduler {
     checked_tx: mpsc::UnboundedSender<Checked>,
     checked_rx: mpsc::UnboundedReceiver<Checked>,
     admitting: bool,
+    /// The highest run id looked at for the overlap rules of runs queued by others.
+    seen: RunId,
+    /// Runs queued here (already announced, overlap applied), not yet passed by `seen`.
+    announced: std::collections::HashSet<RunId>,
+    /// Look for runs queued by others before the next claim.
+    scan: bool,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -93,6 +99,9 @@ impl Scheduler {
             checked_tx,
             checked_rx,
             admitting: true,
+            seen: RunId(0),
+            announced: Default::default(),
+            scan: true,
         }
     }
 
@@ -109,7 +118,17 @@ impl Scheduler {
         let shutdown_handle = self.handle.clone();
         let shutdown = shutdown_handle.shutdown_requested();
         tokio::pin!(shutdown);
+        // Runs queued before this start already had their overlap rules applied.
+        self.seen = self
+            .store
+            .list_runs(&crate::store::RunFilter::default(), 1)
+            .ok()
+            .and_then(|r| r.first().map(|r| r.id))
+            .unwrap_or(RunId(0));
         loop {
+            if std::mem::take(&mut self.scan) {
+                self.overlap_new_runs();
+            }
             self.fill();
             tokio::select! {
                 _ = &mut shutdown => break,
@@ -121,7 +140,7 @@ impl Scheduler {
                     self.active.remove(&ended.run);
                 }
                 Some(checked) = self.checked_rx.recv() => self.enqueue_checked(checked),
-                _ = poll.tick() => {}
+                _ = poll.tick() => self.scan = true,
                 _ = retention.tick() => self.prune(),
             }
         }
@@ -188,7 +207,7 @@ impl Scheduler {
             DaemonCommand::Retry(id, reply) => {
                 let _ = reply.send(self.retry(id));
             }
-            DaemonCommand::Wake => {}
+            DaemonCommand::Wake => self.scan = true,
             DaemonCommand::FetchNow(repo) => self.handle.fetch_now(&repo),
             DaemonCommand::Shutdown => {}
         }
@@ -264,11 +283,94 @@ impl Scheduler {
             }
         }
         let id = self.store.enqueue_run(&run)?.run_id();
+        self.announced.insert(id);
         self.handle.emit(DaemonEvent::RunQueued {
             run_id: id,
             workflow: run.workflow.as_str().into(),
         });
         Ok(id)
+    }
+
+    /// Applies `concurrency.overlap` to runs that pushes and hooks queued straight into the
+    /// store since the last look (manual runs got it when checked, cron applies it itself),
+    /// and announces every new run.
+    fn overlap_new_runs(&mut self) {
+        if !self.admitting {
+            return;
+        }
+        let filter = crate::store::RunFilter {
+            status: Some(RunStatus::Queued),
+            ..Default::default()
+        };
+        let queued = match self.store.list_runs(&filter, 1000) {
+            Ok(q) => q,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot list queued runs");
+                return;
+            }
+        };
+        let seen = self.seen;
+        let mut new: Vec<RunRecord> = queued.into_iter().filter(|r| r.id > seen).collect();
+        new.sort_by_key(|r| r.id);
+        for run in new {
+            self.seen = self.seen.max(run.id);
+            if self.announced.remove(&run.id) {
+                continue;
+            }
+            if matches!(run.trigger.kind, TriggerKind::Push | TriggerKind::Webhook)
+                && let Some(group) = run.concurrency_group.clone()
+                && let Some(overlap) = overlap_at_commit(self.shared(), &run)
+            {
+                self.apply_overlap(&run, &group, overlap);
+            }
+            self.handle.emit(DaemonEvent::RunQueued {
+                run_id: run.id,
+                workflow: run.workflow.as_str().into(),
+            });
+        }
+        // Ids are given in commit order: every run older than one queued here was visible
+        // to the list above, so the look can move past the runs queued here.
+        if let Some(max) = self.announced.drain().max() {
+            self.seen = self.seen.max(max);
+        }
+    }
+
+    fn apply_overlap(&mut self, run: &RunRecord, group: &str, overlap: Overlap) {
+        let others: Vec<RunId> = match self.store.active_runs_in_group(group) {
+            Ok(o) => o
+                .into_iter()
+                .map(|r| r.id)
+                .filter(|id| *id < run.id)
+                .collect(),
+            Err(err) => {
+                tracing::warn!(run = %run.id, error = %err, "cannot read the run's group");
+                return;
+            }
+        };
+        if others.is_empty() {
+            return;
+        }
+        match overlap {
+            Overlap::Queue => {}
+            Overlap::Skip => {
+                let why = format!(
+                    "skipped: run {} of concurrency group `{group}` is still active",
+                    others[0]
+                );
+                if let Err(err) = self.cancel(run.id, &why) {
+                    tracing::warn!(run = %run.id, error = %err, "cannot skip run");
+                }
+            }
+            Overlap::CancelPrevious => {
+                for other in others {
+                    if let Err(err) =
+                        self.cancel(other, "cancelled by a newer run (cancel_previous)")
+                    {
+                        tracing::warn!(run = %other, error = %err, "cannot cancel previous run");
+                    }
+                }
+            }
+        }
     }
 
     fn cancel(&mut self, id: RunId, why: &str) -> Result<(), DaemonError> {
@@ -336,6 +438,7 @@ impl Scheduler {
                     retry_of: Some(id),
                 };
                 let new_id = self.store.enqueue_run(&new)?.run_id();
+                self.announced.insert(new_id);
                 self.handle.emit(DaemonEvent::RunQueued {
                     run_id: new_id,
                     workflow: run.workflow.as_str().into(),
@@ -446,6 +549,21 @@ impl Scheduler {
             DaemonCommand::Wake | DaemonCommand::FetchNow(_) | DaemonCommand::Shutdown => {}
         }
     }
+}
+
+/// The `concurrency.overlap` of a run's workflow at the run's commit (a quick read from the
+/// mirror), if it can be read.
+fn overlap_at_commit(shared: &Shared, run: &RunRecord) -> Option<Overlap> {
+    let mirror = Mirror::open(&shared.state_dir, run.repo.as_deref()?).ok()?;
+    let oid = mirror.resolve_commit(run.trigger.commit.as_deref()?).ok()?;
+    let files = mirror.read_workflow_files(oid).ok()?;
+    files.iter().find_map(|f| {
+        let (wf, _) = dsl::parse_str(&f.path, &f.text).ok()?;
+        if wf.name.value != run.workflow {
+            return None;
+        }
+        wf.concurrency.as_ref().map(|c| c.overlap.value)
+    })
 }
 
 /// Checks a manual run (blocking: git reads): the repository, the commit, the workflow at
