@@ -20,8 +20,9 @@
 //! A slot that finds a run of the same workflow still queued or running follows
 //! `concurrency.overlap`: `skip` (the default when the workflow has no `concurrency`
 //! section) claims the slot without a run, `queue` queues it, `cancel_previous` queues it and
-//! cancels the active runs. A schedule's `parameters` are the run's parameters (checked
-//! against the declarations; bad ones make a failed run). The run records its slot
+//! cancels the active runs. A schedule's `parameters` are the run's parameters (`${{ }}`
+//! over `workflow` and `env` rendered when the slot fires; checked against the declarations;
+//! bad ones make a failed run that still claims the slot). The run records its slot
 //! (`scheduled_for`) and checks out the default branch's head.
 
 use std::collections::BTreeMap;
@@ -31,7 +32,8 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use croner::{Cron, Direction};
 use dsl::Workflow;
-use dsl::model::{Catchup, Overlap};
+use dsl::expr::MapContext;
+use dsl::model::{Catchup, Overlap, TemplateValue};
 use git2::Oid;
 use serde_json::{Map, Value};
 
@@ -60,7 +62,8 @@ struct Entry {
     tz: Tz,
     catchup: Catchup,
     overlap: Overlap,
-    parameters: Map<String, Value>,
+    /// The schedule's `parameters`, rendered when a slot fires.
+    parameters: indexmap::IndexMap<String, TemplateValue>,
     /// The commit and branch scheduled runs check out.
     commit: String,
     branch: Option<String>,
@@ -225,11 +228,7 @@ impl CronTable {
                         &schedule.cron.value,
                         tz.name(),
                     );
-                    let parameters = schedule
-                        .parameters
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.to_static_json().unwrap_or(Value::Null)))
-                        .collect();
+                    let parameters = schedule.parameters.clone();
                     let overlap = wf
                         .concurrency
                         .as_ref()
@@ -341,8 +340,11 @@ impl CronTable {
             branch: entry.branch.clone(),
             scheduled_for: Some(slot),
         };
-        let (mut run, outcome) =
-            new_run_for(&entry.workflow, &entry.repo, trigger, &entry.parameters);
+        let (given, render_errors) = render_parameters(entry);
+        let (mut run, mut outcome) = new_run_for(&entry.workflow, &entry.repo, trigger, &given);
+        if !render_errors.is_empty() {
+            outcome = Err(render_errors.join("\n"));
+        }
         run.dedup_key = Some(format!(
             "schedule:{}:{}",
             entry.key,
@@ -417,6 +419,39 @@ impl CronTable {
             });
         }
     }
+}
+
+/// Renders a schedule's `parameters`: they may use `${{ }}` over `workflow` (`name`,
+/// `version`) and `env` (the workflow's literal `env` values), plus functions such as
+/// `now()`. Secrets are not offered: parameters are stored and shown unmasked. Answers the
+/// values and the errors.
+fn render_parameters(entry: &Entry) -> (Map<String, Value>, Vec<String>) {
+    let wf = &entry.workflow;
+    let mut ctx = MapContext::new(Map::new());
+    ctx.insert(
+        "workflow",
+        serde_json::json!({
+            "name": wf.name.value,
+            "version": wf.version.as_ref().map(|v| v.value.clone()),
+        }),
+    );
+    let env: Map<String, Value> = wf
+        .env
+        .iter()
+        .filter_map(|(k, v)| Some((k.clone(), v.to_static_json()?)))
+        .collect();
+    ctx.insert("env", Value::Object(env));
+    let mut values = Map::new();
+    let mut errors = Vec::new();
+    for (name, value) in &entry.parameters {
+        match value.render(&ctx) {
+            Ok(v) => {
+                values.insert(name.clone(), v);
+            }
+            Err(err) => errors.push(format!("schedule parameter `{name}`: {err}")),
+        }
+    }
+    (values, errors)
 }
 
 /// The valid workflows of a repository at a commit (from its mirror).
@@ -624,7 +659,7 @@ mod task_tests {
     async fn every_second_slot_fires_once_across_restarts() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let state = tmp.path().join("state");
-        let wf = "workflow:\n  name: tick\n  concurrency:\n    overlap: queue\n  on:\n    schedule:\n      - cron: '* * * * * *'\n        parameters: {who: cron}\n  parameters:\n    - name: who\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: 'true'\n";
+        let wf = "workflow:\n  name: tick\n  concurrency:\n    overlap: queue\n  on:\n    schedule:\n      - cron: '* * * * * *'\n        parameters: {who: cron, how: '${{ workflow.name }}'}\n  parameters:\n    - name: who\n    - name: how\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: 'true'\n";
         let head = mirrored_repo(tmp.path(), &state, wf);
 
         let (handle, parts, task) = start(&state, &head);
@@ -639,8 +674,11 @@ mod task_tests {
         let first = runs[0].clone();
         assert_eq!(first.trigger.kind, TriggerKind::Schedule);
         assert_eq!(first.trigger.commit.as_deref(), Some(head.as_str()));
-        assert_eq!(first.parameters, serde_json::json!({"who": "cron"}));
         let slot = first.trigger.scheduled_for.expect("scheduled time");
+        assert_eq!(
+            first.parameters,
+            serde_json::json!({"who": "cron", "how": "tick"})
+        );
         assert_eq!(slot.timestamp_subsec_millis(), 0, "slots are whole seconds");
 
         // Down for a moment, then up again: the missed slots catch up as `latest` (one run),
