@@ -642,3 +642,38 @@ fn a_push_cancels_the_previous_run_of_its_group() {
     assert_eq!(first["status"], "cancelled", "{first:#}");
     assert_eq!(second["status"], "succeeded", "{second:#}");
 }
+
+#[test]
+fn sigterm_past_the_grace_period_cancels_and_the_next_start_resumes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).expect("out dir");
+    let wf = format!(
+        "workflow:\n  name: long\n  env:\n    OUT: {}\n  stages:\n    - name: s\n      steps:\n        - id: first\n          run: echo first >> \"$OUT/first\"\n        - id: long\n          run: |\n            echo long >> \"$OUT/long\"\n            if [ \"$(wc -l < \"$OUT/long\")\" -lt 2 ]; then sleep 60; fi\n",
+        yaml_quote(&out.to_string_lossy())
+    );
+    init_repo(&repo, &[(".workflows/long.yaml", &wf)]);
+    let root = tmp.path().join("daemon");
+    let mut d = TestDaemon::start(
+        &root,
+        &format!(
+            "{}limits:\n  shutdown_grace: 500ms\n",
+            repo_config("app", &repo)
+        ),
+    );
+    let id = trigger(&d, "long", "{}");
+    wait_for("the long step", RUN_LIMIT, || out.join("long").exists());
+    let started = Instant::now();
+    let status = d.signal_and_wait(libc::SIGTERM, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "{}", d.log_text());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "shutdown waited for the step"
+    );
+    d.boot();
+    let run = d.wait_run_final(&id, RUN_LIMIT);
+    assert_eq!(run["status"], "succeeded", "{run:#}\n{}", d.log_text());
+    assert_eq!(lines(&out.join("first")).len(), 1);
+    assert_eq!(lines(&out.join("long")).len(), 2);
+}
