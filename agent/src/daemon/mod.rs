@@ -196,3 +196,47 @@ fn remove_stale_workspaces(store: &Store, config: &Config) {
         Err(err) => tracing::warn!(error = %err, "cannot remove stale workspaces"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The entry point boots in-process on a free port and stops when its shutdown future
+    /// resolves (CONVENTIONS 1).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn boots_in_process_and_stops_on_its_shutdown_future() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = Config {
+            state_dir: dir.path().join("state"),
+            listen: "127.0.0.1:0".parse().expect("address"),
+            api_token: Some("t".into()),
+            ..Config::default()
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let daemon = tokio::spawn(run(config, async move {
+            let _ = stopped.await;
+        }));
+        let addr_file = dir.path().join("state").join(ADDR_FILE_NAME);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let addr: std::net::SocketAddr = loop {
+            if let Ok(text) = std::fs::read_to_string(&addr_file)
+                && let Ok(addr) = text.trim().parse()
+            {
+                break addr;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no address file");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_ne!(addr.port(), 0);
+        let conn = tokio::net::TcpStream::connect(addr).await;
+        assert!(conn.is_ok(), "API not listening");
+        drop(conn);
+        let _ = stop.send(());
+        let result = tokio::time::timeout(Duration::from_secs(20), daemon)
+            .await
+            .expect("daemon stops")
+            .expect("daemon task");
+        assert!(result.is_ok(), "{result:?}");
+        assert!(!addr_file.exists(), "address file left behind");
+    }
+}
