@@ -545,8 +545,9 @@ impl Drop for LeaderGuard {
 ///
 /// `on_line` gets every line of stdout and stderr (without the line ending; invalid UTF-8
 /// replaced; lines longer than [`MAX_LINE`] split) as soon as it is read, from this task.
-/// `cancel` ends the process early (see [`Cancel`]; pass a clone, they share state). Errors only when the process could not
-/// be started or waited for; a non-zero exit, a timeout or a cancel is an `Ok` outcome.
+/// `cancel` ends the process early (see [`Cancel`]; pass a clone, they share state).
+/// Errors only when the process could not be started or waited for; a non-zero exit, a
+/// timeout or a cancel is an `Ok` outcome.
 pub async fn run<F>(
     mut cmd: StepCommand,
     mut on_line: F,
@@ -563,8 +564,7 @@ where
         return Ok(outcome);
     }
     let step_marker = process_group::next_step_marker();
-    cmd.env
-        .push((STEP_MARKER_VAR.to_string(), step_marker.clone()));
+    cmd.env.push((STEP_MARKER_VAR.to_string(), step_marker.clone()));
     if let Some(marker) = &cmd.marker {
         cmd.env.push((RUN_MARKER_VAR.to_string(), marker.clone()));
     }
@@ -611,9 +611,10 @@ where
     // spawn: on a multi-thread runtime hand this worker's queue to another thread
     // (`block_in_place`, which never panics there: every way into such a runtime allows
     // it), elsewhere spawn on a blocking thread. Alone, the hand-over would only cost.
-    let flavor = tokio::runtime::Handle::current().runtime_flavor();
+    let multi_thread = tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::MultiThread;
     let concurrent = in_flight.others() > 0;
-    let (mut job, spawned) = if concurrent && flavor == tokio::runtime::RuntimeFlavor::MultiThread {
+    let (mut job, spawned) = if concurrent && multi_thread {
         let spawned = tokio::task::block_in_place(|| job.spawn());
         (job, spawned)
     } else if concurrent {
@@ -743,7 +744,8 @@ where
                 phase_sleep.as_mut().reset(grace_deadline);
                 phase_armed = true;
             }
-            _ = &mut timeout_sleep, if has_timeout && phase == Phase::Running && status.is_none() => {
+            _ = &mut timeout_sleep,
+                if has_timeout && phase == Phase::Running && status.is_none() => {
                 outcome.timed_out = true;
                 start_terminate(pid, &step_marker).await;
                 phase = Phase::Terminating;
