@@ -564,7 +564,8 @@ where
         return Ok(outcome);
     }
     let step_marker = process_group::next_step_marker();
-    cmd.env.push((STEP_MARKER_VAR.to_string(), step_marker.clone()));
+    cmd.env
+        .push((STEP_MARKER_VAR.to_string(), step_marker.clone()));
     if let Some(marker) = &cmd.marker {
         cmd.env.push((RUN_MARKER_VAR.to_string(), marker.clone()));
     }
