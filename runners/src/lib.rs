@@ -80,7 +80,7 @@ pub use process_group::{
 };
 pub use protocol::{
     ContextUpdate, Outputs, RunDir, StepPaths, classify, param_env, param_var_name, parse_context,
-    parse_context_file, parse_output, parse_output_file,
+    parse_context_file, parse_output, parse_output_file, safe_file_name,
 };
 pub use script::{
     ScriptPlan, default_is_bash, expr_var_name, find_on_path, is_simple_command, plan_script,

@@ -344,16 +344,7 @@ impl RunDir {
     /// Paths for one attempt of one step. `step_key` should be unique within the run (for
     /// example `<step id>.<attempt>`); characters other than `A-Za-z0-9-_.` become `_`.
     pub fn step_paths(&self, step_key: &str) -> StepPaths {
-        let safe: String = step_key
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let safe = safe_file_name(step_key);
         StepPaths {
             output: self.path.join(format!("{safe}.output")),
             context: self.path.join(format!("{safe}.context")),
@@ -366,6 +357,20 @@ impl Drop for RunDir {
         // Best effort: a step may have left files; nothing useful to do on failure.
         let _ = std::fs::remove_dir_all(&self.path);
     }
+}
+
+/// `name` with every character other than `A-Za-z0-9-_.` replaced by `_`, for use as one
+/// path component chosen from user-controlled text (step ids, workflow names).
+pub fn safe_file_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

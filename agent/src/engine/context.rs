@@ -40,16 +40,7 @@ fn deep_merge(target: &mut Map<String, Value>, update: Map<String, Value>) {
 /// A preserved context's file: `<state_dir>/context/<workflow>.json`, with the workflow
 /// name reduced to a safe file name.
 pub fn context_path(state_dir: &Path, workflow: &str) -> PathBuf {
-    let safe: String = workflow
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let safe = runners::safe_file_name(workflow);
     let safe = safe.trim_start_matches('.');
     let safe = if safe.is_empty() { "workflow" } else { safe };
     state_dir.join("context").join(format!("{safe}.json"))
