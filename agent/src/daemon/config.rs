@@ -6,6 +6,9 @@
 //! depends on the outside world (does an environment variable exist, can a secrets file be
 //! read) is checked when the daemon starts ([`Config::load_secrets`]), not here.
 //!
+//! `schemas/config.schema.json` describes the same keys for editors; a test keeps the two
+//! in step.
+//!
 //! With no file, [`Config::embedded`] gives the defaults the daemon runs on: state in
 //! `./.agent/`, listening on 127.0.0.1:8420, watching the git repository around the current
 //! directory as repository `default` on its current branch.
@@ -1246,6 +1249,58 @@ mod tests {
         )
         .expect("valid");
         assert!(c.load_secrets().is_err());
+    }
+
+    /// `schemas/config.schema.json` names exactly the keys the parser knows.
+    #[test]
+    fn the_config_schema_matches_the_parser() {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../../schemas/config.schema.json"))
+                .expect("schema is JSON");
+        let keys = |v: &serde_json::Value| -> Vec<String> {
+            let mut k: Vec<String> = v["properties"]
+                .as_object()
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default();
+            k.sort();
+            k
+        };
+        let sorted = |k: &[&str]| -> Vec<String> {
+            let mut v: Vec<String> = k.iter().map(|s| s.to_string()).collect();
+            v.sort();
+            v
+        };
+        let defs = &schema["$defs"];
+        assert_eq!(keys(&schema), sorted(TOP_KEYS));
+        assert_eq!(keys(&defs["Repo"]), sorted(REPO_KEYS));
+        assert_eq!(keys(&defs["Credentials"]), sorted(CREDENTIAL_KEYS));
+        assert_eq!(keys(&defs["Secret"]), sorted(SECRET_KEYS));
+        assert_eq!(keys(&defs["Webhook"]), sorted(WEBHOOK_KEYS));
+        assert_eq!(
+            keys(&defs["Webhook"]["properties"]["retry"]),
+            sorted(WEBHOOK_RETRY_KEYS)
+        );
+        assert_eq!(keys(&defs["Hooks"]), sorted(HOOKS_KEYS));
+        assert_eq!(keys(&defs["Anomalies"]), sorted(ANOMALY_KEYS));
+        assert_eq!(keys(&defs["Limits"]), sorted(LIMIT_KEYS));
+        assert_eq!(keys(&defs["Retention"]), sorted(RETENTION_KEYS));
+        let formats: Vec<&str> = defs["Webhook"]["properties"]["format"]["enum"]
+            .as_array()
+            .expect("format enum")
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        let known: Vec<&str> = WebhookFormat::ALL.iter().map(|(t, _)| *t).collect();
+        assert_eq!(formats, known);
+    }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/agent.yaml");
+        let c = Config::load(&path)
+            .map_err(|d| d.render())
+            .expect("valid example");
+        assert!(!c.repos.is_empty());
     }
 
     #[test]
