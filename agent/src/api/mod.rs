@@ -8,13 +8,15 @@
 //! ask the scheduler for every change through the [`DaemonHandle`] (CONVENTIONS 6); step logs
 //! are files the scheduler writes under `state_dir/logs/`, which [`logs`] reads and tails.
 //!
-//! Not here yet (issue 5): the inbound `/hooks/*`, and the content of `/metrics`,
-//! `/api/v1/deliveries` and `/api/v1/anomalies`, which are registered (behind the token)
-//! with minimal answers of the documented shapes.
+//! Issue 5: the inbound push hooks `/hooks/github` and `/hooks/gitea` ([`hooks`]: no token,
+//! an HMAC signature instead), `/metrics` ([`metrics`]) and `/api/v1/anomalies`.
 
+mod anomalies;
 pub mod auth;
 pub mod error;
+pub mod hooks;
 mod logs;
+pub mod metrics;
 pub mod pool;
 mod routes;
 pub mod view;
@@ -49,6 +51,11 @@ pub fn router(handle: DaemonHandle) -> Result<Router, TokenError> {
         stores: StorePool::new(handle.shared.store_path.clone()),
         handle,
     };
+    // Signature-checked instead of token-checked.
+    let hooks = Router::new()
+        .route("/hooks/github", post(hooks::github))
+        .route("/hooks/gitea", post(hooks::gitea))
+        .with_state(state.clone());
     let protected = Router::new()
         .route("/api/v1/runs", get(routes::list_runs))
         .route("/api/v1/runs/{id}", get(routes::get_run))
@@ -58,8 +65,8 @@ pub fn router(handle: DaemonHandle) -> Result<Router, TokenError> {
         .route("/api/v1/workflows", get(routes::list_workflows))
         .route("/api/v1/workflows/{name}/runs", post(routes::trigger))
         .route("/api/v1/deliveries", get(routes::deliveries))
-        .route("/api/v1/anomalies", get(routes::anomalies))
-        .route("/metrics", get(routes::metrics))
+        .route("/api/v1/anomalies", get(anomalies::list))
+        .route("/metrics", get(metrics::metrics))
         .fallback(routes::not_found)
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(
@@ -68,6 +75,7 @@ pub fn router(handle: DaemonHandle) -> Result<Router, TokenError> {
         ));
     Ok(Router::new()
         .route("/health", get(routes::health))
+        .merge(hooks)
         .merge(protected))
 }
 

@@ -1,5 +1,5 @@
 //! The JSON routes: health, runs (list, get, cancel, retry), workflows (list, trigger), and
-//! the issue-5 placeholders (deliveries, anomalies, metrics).
+//! the deliveries placeholder.
 
 use std::collections::HashMap;
 
@@ -7,7 +7,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, Uri, header};
+use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde_json::{Map, Value, json};
@@ -248,32 +248,6 @@ pub async fn list_workflows(State(state): State<ApiState>) -> Json<Value> {
 /// `GET /api/v1/deliveries`: the shape only; deliveries come with issue 5.
 pub async fn deliveries() -> Json<Value> {
     Json(json!({ "deliveries": [] }))
-}
-
-/// `GET /api/v1/anomalies`: the shape only; anomaly detection comes with issue 5.
-pub async fn anomalies() -> Json<Value> {
-    Json(json!({ "anomalies": [] }))
-}
-
-/// `GET /metrics`: Prometheus text; for now the queue gauges only (the rest is issue 5).
-pub async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
-    let (queued, running) = state.stores.read(|store| Ok(store.count_active()?)).await?;
-    let body = format!(
-        "# HELP agent_runs_queued Runs waiting in the queue.\n\
-         # TYPE agent_runs_queued gauge\n\
-         agent_runs_queued {queued}\n\
-         # HELP agent_runs_running Runs in progress.\n\
-         # TYPE agent_runs_running gauge\n\
-         agent_runs_running {running}\n"
-    );
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        body,
-    )
-        .into_response())
 }
 
 #[cfg(test)]

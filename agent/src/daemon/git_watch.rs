@@ -242,6 +242,7 @@ impl RepoWatcher {
                 }
                 Err(err) => {
                     failures = failures.saturating_add(1);
+                    self.handle.shared.metrics.fetch_failed(&self.repo.name);
                     tracing::warn!(repo = %self.repo.name, failures, error = %err,
                         "cannot update the repository");
                 }

@@ -205,6 +205,19 @@ pub enum DaemonEvent {
         /// The run report (DESIGN §5), JSON, secrets masked.
         report: Arc<Value>,
     },
+    /// An anomaly was detected and stored ([`super::anomaly`]); the notifier sends it as
+    /// an `anomaly` event.
+    Anomaly {
+        /// `slow_run`, `failure_rate` or `step_memory`.
+        kind: Arc<str>,
+        /// The workflow.
+        workflow: Arc<str>,
+        /// The run that showed it, if any.
+        run_id: Option<RunId>,
+        /// The anomaly as `GET /api/v1/anomalies` lists it: `id`, `kind`, `workflow`,
+        /// `repo`, `run_id`, `step`, `message`, `details` (the figures), `created_at`.
+        anomaly: Arc<Value>,
+    },
 }
 
 /// What the daemon knows of one workflow of a repository (for `GET /api/v1/workflows`).
@@ -294,6 +307,8 @@ pub struct Shared {
     pub fetch_requests: broadcast::Sender<String>,
     /// Secret values by name (from the config's env variables and files), for masking.
     pub secrets: indexmap::IndexMap<String, String>,
+    /// The daemon's metrics (`GET /metrics`); parts count what happens to them.
+    pub metrics: Arc<crate::api::metrics::Metrics>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -336,6 +351,7 @@ impl DaemonHandle {
             repos: RepoRegistry::default(),
             fetch_requests,
             secrets,
+            metrics: Arc::default(),
             shutdown,
         };
         (

@@ -11,12 +11,14 @@
 //!   store's deduping writes and wake the scheduler).
 //! - [`mirror`] and [`workspace`]: a cached bare mirror per repository and a checkout of an
 //!   exact commit per run.
+//! - [`anomaly`]: slow runs, failure rates and step memory, judged as runs finish.
 //! - The HTTP API lives in [`crate::api`].
 //!
 //! [`run`] is the entry point: it takes the config and a shutdown future, so tests can boot a
 //! daemon in-process; `agent daemon` passes SIGTERM/SIGINT. Durable state lives in
 //! [`crate::store`].
 
+pub mod anomaly;
 pub mod config;
 pub mod cron;
 pub mod git_watch;
@@ -130,6 +132,15 @@ pub async fn run(
             source,
         })?;
     let (handle, parts) = DaemonHandle::new(config, state_dir.clone(), store_path, engine, secrets);
+    // Subscribed before the scheduler starts, so they see every run.
+    let metrics = tokio::spawn(crate::api::metrics::collect(
+        handle.clone(),
+        handle.shared.events.subscribe(),
+    ));
+    let anomalies = tokio::spawn(anomaly::run(
+        handle.clone(),
+        handle.shared.events.subscribe(),
+    ));
     let scheduler =
         tokio::spawn(scheduler::Scheduler::new(handle.clone(), store, parts.commands).run());
     let api = tokio::spawn(crate::api::serve(listener, handle.clone()));
@@ -145,7 +156,12 @@ pub async fn run(
     if let Err(err) = scheduler.await {
         tracing::error!(error = %err, "scheduler stopped abnormally");
     }
-    for (name, task) in [("git watcher", watch), ("cron", cron)] {
+    for (name, task) in [
+        ("git watcher", watch),
+        ("cron", cron),
+        ("metrics", metrics),
+        ("anomaly detection", anomalies),
+    ] {
         if tokio::time::timeout(API_STOP_WAIT, task).await.is_err() {
             tracing::warn!("{name} did not stop in time");
         }

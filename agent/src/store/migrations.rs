@@ -126,6 +126,31 @@ CREATE TABLE delivery_attempts (
     PRIMARY KEY (delivery_id, attempt)
 );
 "#,
+    // Version 2: anomalies, and the delivery ids of inbound push hooks already handled.
+    r#"
+CREATE TABLE anomalies (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind       TEXT    NOT NULL,
+    workflow   TEXT    NOT NULL,
+    repo       TEXT,
+    run_id     INTEGER,
+    step_id    TEXT    NOT NULL DEFAULT '',
+    message    TEXT    NOT NULL,
+    details    TEXT    NOT NULL DEFAULT '{}',
+    created_at INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX anomalies_once ON anomalies (kind, run_id, step_id);
+CREATE INDEX anomalies_by_workflow ON anomalies (workflow, id);
+
+CREATE TABLE hook_deliveries (
+    source      TEXT    NOT NULL,
+    delivery_id TEXT    NOT NULL,
+    repo        TEXT,
+    received_at INTEGER NOT NULL,
+    PRIMARY KEY (source, delivery_id)
+);
+CREATE INDEX hook_deliveries_by_age ON hook_deliveries (received_at);
+"#,
 ];
 
 /// The schema version this build writes.

@@ -1,5 +1,6 @@
 //! The durable state of the daemon: runs and their steps, the queue, workflow contexts, the
-//! step cache, the last commit seen per branch, cron slots already fired and the webhook outbox.
+//! step cache, the last commit seen per branch, cron slots already fired, the webhook outbox,
+//! detected anomalies and the ids of inbound push hooks already handled (`monitoring.rs`).
 //!
 //! [`Store`] is the one interface to it; nothing outside this module writes SQL. SQLite
 //! (bundled) is the embedded backend: WAL journal, a busy timeout, `BEGIN IMMEDIATE` for every
@@ -17,6 +18,7 @@
 mod error;
 pub mod migrations;
 mod model;
+mod monitoring;
 mod outbox;
 mod runs;
 mod state;
@@ -34,6 +36,7 @@ pub use model::{
     Enqueued, NewDelivery, NewRun, Retention, RunFilter, RunFinish, RunId, RunRecord, RunStatus,
     StepFinish, StepRecord, StepStart, StepStatus, Trigger, TriggerKind,
 };
+pub use monitoring::{AnomalyRecord, HOOK_DELIVERY_TTL, NewAnomaly, RunSample};
 
 /// The database file's name inside `state_dir`.
 pub const DB_FILE_NAME: &str = "agent.sqlite3";

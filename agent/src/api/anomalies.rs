@@ -1,0 +1,31 @@
+//! `GET /api/v1/anomalies?workflow=&limit=`: the anomalies detection recorded
+//! ([`crate::daemon::anomaly`]), newest first, as `{"anomalies": [{id, kind, workflow, repo,
+//! run_id, step, message, details, created_at}]}`. `limit` defaults to 50, up to 1000.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use serde_json::{Value, json};
+
+use super::ApiState;
+use super::error::ApiError;
+use super::routes::parse_limit;
+use crate::daemon::anomaly::anomaly_json;
+
+/// `GET /api/v1/anomalies`.
+pub(crate) async fn list(
+    State(state): State<ApiState>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::BadRequest(format!("invalid query string: {e}")))?;
+    let limit = parse_limit(q.get("limit").map(String::as_str))?;
+    let workflow = q.get("workflow").filter(|w| !w.is_empty()).cloned();
+    let records = state
+        .stores
+        .read(move |store| Ok(store.list_anomalies(workflow.as_deref(), limit)?))
+        .await?;
+    let anomalies: Vec<Value> = records.iter().map(anomaly_json).collect();
+    Ok(Json(json!({ "anomalies": anomalies })))
+}

@@ -1,0 +1,577 @@
+//! `GET /metrics` (behind the Bearer token, like the rest of the API): the daemon's metrics in
+//! the Prometheus text format, built with `prometheus-client`.
+//!
+//! Where each figure comes from:
+//! - **From the daemon's events** ([`collect`] subscribes to the broadcast before the
+//!   scheduler starts): runs finished by workflow and status (`agent_runs_total`), run and
+//!   step duration histograms (from the run report's `duration_ms`), steps running now,
+//!   anomalies by kind.
+//! - **Counted where they happen** (one call each): cron fires ([`Metrics::cron_fired`]),
+//!   failed git fetches by repository ([`Metrics::fetch_failed`]), inbound hooks by outcome
+//!   ([`Metrics::hook`]).
+//! - **Read at scrape time**: the queue (queued and running runs, from the store), webhook
+//!   deliveries by status and their attempts by outcome (from the outbox), and the engine's
+//!   admission: CPU slots and memory, capacity and in use, and waiting steps.
+//!
+//! Counters start at zero when the daemon starts (Prometheus handles resets). The body is
+//! the OpenMetrics text `prometheus-client` writes (it ends with `# EOF`), which Prometheus
+//! also reads as its classic text format; it is sent as `application/openmetrics-text` when
+//! the scraper asks for it, else as `text/plain; version=0.0.4`.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+use super::ApiState;
+use super::error::ApiError;
+use crate::daemon::handle::{DaemonEvent, DaemonHandle};
+use crate::store::RunId;
+
+/// Labels of a run counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RunLabels {
+    workflow: String,
+    status: String,
+}
+
+/// A workflow label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkflowLabels {
+    workflow: String,
+}
+
+/// A step of a workflow.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StepLabels {
+    workflow: String,
+    step: String,
+}
+
+/// A status or outcome label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: String,
+}
+
+/// An outcome label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+/// A repository label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RepoLabels {
+    repo: String,
+}
+
+/// An inbound hook's source and outcome.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HookLabels {
+    source: String,
+    outcome: String,
+}
+
+/// An anomaly kind.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Duration buckets, in seconds: 50 ms doubling up to about 1.8 hours.
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.05, 2.0, 18))
+}
+
+/// The figures the daemon reads at scrape time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Runs waiting in the queue.
+    pub queued: u64,
+    /// Runs in progress.
+    pub running: u64,
+    /// Admission: CPU slots in total.
+    pub cpu_capacity: u64,
+    /// Admission: CPU slots held by running steps.
+    pub cpu_in_use: u64,
+    /// Admission: memory that can be given, MiB.
+    pub memory_capacity_mb: u64,
+    /// Admission: memory reserved by running steps, MiB.
+    pub memory_in_use_mb: u64,
+    /// Admission: steps waiting for resources.
+    pub waiting_steps: u64,
+    /// Webhook deliveries by status.
+    pub deliveries: Vec<(String, u64)>,
+    /// Webhook delivery attempts by outcome.
+    pub delivery_attempts: Vec<(String, u64)>,
+}
+
+/// The daemon's metrics: the registry and the handles to its families.
+pub struct Metrics {
+    registry: Registry,
+    runs: Family<RunLabels, Counter>,
+    run_duration: HistogramFamily<WorkflowLabels>,
+    step_duration: HistogramFamily<StepLabels>,
+    queued: Gauge,
+    running_runs: Gauge,
+    running_steps: Gauge,
+    cpu_capacity: Gauge,
+    cpu_in_use: Gauge,
+    memory_capacity: Gauge,
+    memory_in_use: Gauge,
+    waiting_steps: Gauge,
+    deliveries: Family<StatusLabels, Gauge>,
+    delivery_attempts: Family<OutcomeLabels, Gauge>,
+    cron_fires: Counter,
+    fetch_errors: Family<RepoLabels, Counter>,
+    hooks: Family<HookLabels, Counter>,
+    anomalies: Family<KindLabels, Counter>,
+    /// Steps running now, by run (a retried step starts twice, finishes once).
+    steps_now: Mutex<HashSet<(RunId, Arc<str>)>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+fn gauge_value(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl Metrics {
+    /// Every metric registered, at zero.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("agent");
+        let runs = Family::<RunLabels, Counter>::default();
+        registry.register(
+            "runs",
+            "Runs finished, by workflow and status",
+            runs.clone(),
+        );
+        let run_duration: HistogramFamily<WorkflowLabels> =
+            Family::new_with_constructor(duration_histogram);
+        registry.register(
+            "run_duration_seconds",
+            "Duration of finished runs (the engine's time, without checkout)",
+            run_duration.clone(),
+        );
+        let step_duration: HistogramFamily<StepLabels> =
+            Family::new_with_constructor(duration_histogram);
+        registry.register(
+            "step_duration_seconds",
+            "Duration of finished steps (all their attempts)",
+            step_duration.clone(),
+        );
+        let gauge = |registry: &mut Registry, name: &str, help: &str| {
+            let g = Gauge::default();
+            registry.register(name, help, g.clone());
+            g
+        };
+        let queued = gauge(&mut registry, "runs_queued", "Runs waiting in the queue");
+        let running_runs = gauge(&mut registry, "runs_running", "Runs in progress");
+        let running_steps = gauge(&mut registry, "steps_running", "Steps running now");
+        let cpu_capacity = gauge(
+            &mut registry,
+            "resource_cpu_capacity",
+            "CPU slots the admission shares among steps",
+        );
+        let cpu_in_use = gauge(
+            &mut registry,
+            "resource_cpu_in_use",
+            "CPU slots held by running steps",
+        );
+        let memory_capacity = gauge(
+            &mut registry,
+            "resource_memory_capacity_bytes",
+            "Memory the admission can give to steps (available minus the reserve)",
+        );
+        let memory_in_use = gauge(
+            &mut registry,
+            "resource_memory_in_use_bytes",
+            "Memory reserved by running steps",
+        );
+        let waiting_steps = gauge(
+            &mut registry,
+            "resource_waiting_steps",
+            "Steps waiting for CPU or memory",
+        );
+        let deliveries = Family::<StatusLabels, Gauge>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Outgoing webhook deliveries in the outbox, by status",
+            deliveries.clone(),
+        );
+        let delivery_attempts = Family::<OutcomeLabels, Gauge>::default();
+        registry.register(
+            "webhook_delivery_attempts",
+            "Outgoing webhook delivery attempts in the outbox, by outcome",
+            delivery_attempts.clone(),
+        );
+        let cron_fires = Counter::default();
+        registry.register("cron_fires", "Cron slots fired", cron_fires.clone());
+        let fetch_errors = Family::<RepoLabels, Counter>::default();
+        registry.register(
+            "git_fetch_errors",
+            "Failed fetches or checks of a repository",
+            fetch_errors.clone(),
+        );
+        let hooks = Family::<HookLabels, Counter>::default();
+        registry.register(
+            "inbound_hooks",
+            "Inbound push hooks, by source and outcome",
+            hooks.clone(),
+        );
+        let anomalies = Family::<KindLabels, Counter>::default();
+        registry.register("anomalies", "Anomalies detected", anomalies.clone());
+        Metrics {
+            registry,
+            runs,
+            run_duration,
+            step_duration,
+            queued,
+            running_runs,
+            running_steps,
+            cpu_capacity,
+            cpu_in_use,
+            memory_capacity,
+            memory_in_use,
+            waiting_steps,
+            deliveries,
+            delivery_attempts,
+            cron_fires,
+            fetch_errors,
+            hooks,
+            anomalies,
+            steps_now: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// A cron slot fired (a run was queued for it).
+    pub fn cron_fired(&self) {
+        self.cron_fires.inc();
+    }
+
+    /// Fetching or checking `repo` failed.
+    pub fn fetch_failed(&self, repo: &str) {
+        self.fetch_errors
+            .get_or_create(&RepoLabels {
+                repo: repo.to_string(),
+            })
+            .inc();
+    }
+
+    /// An inbound hook from `source` ended with `outcome` (`accepted`, `duplicate`,
+    /// `unauthorized`, `bad_request`, `unknown_repo`, `too_large`, `error`).
+    pub fn hook(&self, source: &str, outcome: &str) {
+        self.hooks
+            .get_or_create(&HookLabels {
+                source: source.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    fn steps_now(&self) -> std::sync::MutexGuard<'_, HashSet<(RunId, Arc<str>)>> {
+        self.steps_now
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Counts what an event says.
+    pub fn observe(&self, event: &DaemonEvent) {
+        match event {
+            DaemonEvent::StepStarted { run_id, step, .. } => {
+                let mut now = self.steps_now();
+                now.insert((*run_id, step.clone()));
+                self.running_steps.set(gauge_value(now.len() as u64));
+            }
+            DaemonEvent::StepFinished { run_id, step, .. } => {
+                let mut now = self.steps_now();
+                now.remove(&(*run_id, step.clone()));
+                self.running_steps.set(gauge_value(now.len() as u64));
+            }
+            DaemonEvent::RunFinished {
+                run_id,
+                workflow,
+                status,
+                report,
+            } => {
+                {
+                    let mut now = self.steps_now();
+                    now.retain(|(run, _)| run != run_id);
+                    self.running_steps.set(gauge_value(now.len() as u64));
+                }
+                self.runs
+                    .get_or_create(&RunLabels {
+                        workflow: workflow.to_string(),
+                        status: status.as_str().to_string(),
+                    })
+                    .inc();
+                self.observe_report(workflow, report);
+            }
+            DaemonEvent::Anomaly { kind, .. } => {
+                self.anomalies
+                    .get_or_create(&KindLabels {
+                        kind: kind.to_string(),
+                    })
+                    .inc();
+            }
+            _ => {}
+        }
+    }
+
+    /// The durations of a finished run's report: the run's and its steps' (not cached or
+    /// skipped ones, which did not run).
+    fn observe_report(&self, workflow: &str, report: &Value) {
+        let seconds = |v: &Value| {
+            v.get("duration_ms")
+                .and_then(Value::as_u64)
+                .map(|ms| ms as f64 / 1000.0)
+        };
+        if let Some(s) = seconds(report) {
+            self.run_duration
+                .get_or_create(&WorkflowLabels {
+                    workflow: workflow.to_string(),
+                })
+                .observe(s);
+        }
+        let stages = report.get("stages").and_then(Value::as_array);
+        for stage in stages.into_iter().flatten() {
+            let steps = stage.get("steps").and_then(Value::as_array);
+            for step in steps.into_iter().flatten() {
+                let ran = matches!(
+                    step.get("status").and_then(Value::as_str),
+                    Some("succeeded" | "failed" | "cancelled")
+                ) && step.get("cached").and_then(Value::as_bool) != Some(true);
+                let (Some(id), Some(s), true) =
+                    (step.get("id").and_then(Value::as_str), seconds(step), ran)
+                else {
+                    continue;
+                };
+                self.step_duration
+                    .get_or_create(&StepLabels {
+                        workflow: workflow.to_string(),
+                        step: id.to_string(),
+                    })
+                    .observe(s);
+            }
+        }
+    }
+
+    /// Sets the scrape-time figures.
+    pub fn update(&self, s: &Snapshot) {
+        self.queued.set(gauge_value(s.queued));
+        self.running_runs.set(gauge_value(s.running));
+        self.cpu_capacity.set(gauge_value(s.cpu_capacity));
+        self.cpu_in_use.set(gauge_value(s.cpu_in_use));
+        self.memory_capacity
+            .set(gauge_value(s.memory_capacity_mb.saturating_mul(1 << 20)));
+        self.memory_in_use
+            .set(gauge_value(s.memory_in_use_mb.saturating_mul(1 << 20)));
+        self.waiting_steps.set(gauge_value(s.waiting_steps));
+        for status in ["pending", "delivered", "failed"] {
+            let n = s
+                .deliveries
+                .iter()
+                .find(|(st, _)| st == status)
+                .map_or(0, |(_, n)| *n);
+            self.deliveries
+                .get_or_create(&StatusLabels {
+                    status: status.to_string(),
+                })
+                .set(gauge_value(n));
+        }
+        for outcome in ["ok", "http_4xx", "http_5xx", "error"] {
+            let n = s
+                .delivery_attempts
+                .iter()
+                .find(|(o, _)| o == outcome)
+                .map_or(0, |(_, n)| *n);
+            self.delivery_attempts
+                .get_or_create(&OutcomeLabels {
+                    outcome: outcome.to_string(),
+                })
+                .set(gauge_value(n));
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            // Writing to a String cannot fail; keep what was written.
+            tracing::warn!("metrics encoding failed");
+        }
+        out
+    }
+}
+
+/// Feeds the daemon's events into its metrics until shutdown. `events` must be subscribed
+/// before the scheduler starts.
+pub async fn collect(handle: DaemonHandle, mut events: broadcast::Receiver<DaemonEvent>) {
+    let metrics = handle.shared.metrics.clone();
+    loop {
+        tokio::select! {
+            _ = handle.shutdown_requested() => return,
+            event = events.recv() => match event {
+                Ok(event) => metrics.observe(&event),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::debug!(missed = n, "metrics missed daemon events");
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+        }
+    }
+}
+
+/// `GET /metrics`.
+pub(crate) async fn metrics(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let shared = state.handle.shared.clone();
+    let (queued, running, deliveries, delivery_attempts) = state
+        .stores
+        .read(|store| {
+            let (q, r) = store.count_active()?;
+            Ok((
+                q,
+                r,
+                store.count_deliveries_by_status()?,
+                store.count_delivery_attempts()?,
+            ))
+        })
+        .await?;
+    let admission_shared = shared.clone();
+    let snapshot = tokio::task::spawn_blocking(move || {
+        let admission = admission_shared.engine.admission();
+        let (cpu, mem) = admission.in_use();
+        Snapshot {
+            queued: queued as u64,
+            running: running as u64,
+            cpu_capacity: u64::from(admission.cpu_capacity()),
+            cpu_in_use: u64::from(cpu),
+            memory_capacity_mb: admission.memory_capacity_mb(),
+            memory_in_use_mb: mem,
+            waiting_steps: admission.waiting() as u64,
+            deliveries,
+            delivery_attempts,
+        }
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("metrics: {e}")))?;
+    shared.metrics.update(&snapshot);
+    let body = shared.metrics.render();
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    let content_type = if openmetrics {
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    } else {
+        "text/plain; version=0.0.4; charset=utf-8"
+    };
+    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{RunStatus, StepStatus};
+    use serde_json::json;
+
+    #[test]
+    fn events_become_counters_and_histograms() {
+        let m = Metrics::new();
+        let run = RunId(1);
+        m.observe(&DaemonEvent::StepStarted {
+            run_id: run,
+            step: "a".into(),
+            attempt: 1,
+        });
+        m.observe(&DaemonEvent::StepStarted {
+            run_id: run,
+            step: "b".into(),
+            attempt: 1,
+        });
+        m.observe(&DaemonEvent::StepFinished {
+            run_id: run,
+            step: "a".into(),
+            status: StepStatus::Succeeded,
+        });
+        assert_eq!(m.running_steps.get(), 1);
+        m.observe(&DaemonEvent::RunFinished {
+            run_id: run,
+            workflow: "build".into(),
+            status: RunStatus::Failed,
+            report: Arc::new(json!({
+                "duration_ms": 1500,
+                "stages": [{"name": "s", "steps": [
+                    {"id": "a", "status": "succeeded", "cached": false, "duration_ms": 500},
+                    {"id": "b", "status": "failed", "cached": false, "duration_ms": 900},
+                    {"id": "c", "status": "skipped", "cached": false, "duration_ms": 0}
+                ]}]
+            })),
+        });
+        assert_eq!(m.running_steps.get(), 0);
+        m.cron_fired();
+        m.fetch_failed("app");
+        m.hook("github", "accepted");
+        m.update(&Snapshot {
+            queued: 2,
+            cpu_capacity: 4,
+            deliveries: vec![("delivered".into(), 3)],
+            ..Snapshot::default()
+        });
+        let text = m.render();
+        let samples = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>();
+        assert!(
+            samples.contains(&r#"agent_runs_total{workflow="build",status="failed"} 1"#),
+            "{text}"
+        );
+        assert!(
+            samples.contains(&r#"agent_run_duration_seconds_count{workflow="build"} 1"#),
+            "{text}"
+        );
+        assert!(
+            samples.contains(&r#"agent_step_duration_seconds_count{workflow="build",step="b"} 1"#),
+            "{text}"
+        );
+        assert!(!text.contains(r#"step="c""#), "{text}");
+        assert!(samples.contains(&"agent_runs_queued 2"), "{text}");
+        assert!(samples.contains(&"agent_cron_fires_total 1"), "{text}");
+        assert!(
+            samples.contains(&r#"agent_webhook_deliveries{status="delivered"} 3"#),
+            "{text}"
+        );
+        assert!(
+            samples.contains(&r#"agent_webhook_deliveries{status="failed"} 0"#),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}

@@ -1,0 +1,603 @@
+//! Anomaly detection (seed §7, DESIGN §6 `anomalies`): per workflow (and repository), three
+//! rules, with thresholds from the config.
+//!
+//! - **`slow_run`**: a succeeded run whose duration (the engine's `duration_ms`, so checkout
+//!   time does not count) is above `slow_factor` × the p95 (nearest rank) of the durations
+//!   of the workflow's last `window` succeeded runs before it, once `min_samples` of those
+//!   exist. Failed runs are neither judged nor part of the history.
+//! - **`failure_rate`**: the share of failed runs among the last `failure_window` finished
+//!   (succeeded or failed; cancelled runs do not count) runs rises *above* `failure_rate`.
+//!   It is raised once when the rate crosses the threshold (the window ending at the
+//!   previous run was not above it), not on every failed run while it stays high; a window
+//!   is judged once it holds `min(min_samples, failure_window)` runs.
+//! - **`step_memory`** (only when `step_memory_mb` is set): while steps run, every
+//!   [`MEMORY_SAMPLE_INTERVAL`] the resident memory (sysinfo) of every process of each step
+//!   is summed: the processes whose environment carries the run's `AGENT_RUN_MARKER` and the
+//!   step's `AGENT_STEP_ID` (the whole process tree, even what left the step's process group
+//!   with `setsid`). A step above the limit raises one anomaly.
+//!
+//! Runs are judged from the store when their `RunFinished` event arrives, so the history
+//! survives restarts and a lagging event receiver only loses the judgement of the runs it
+//! missed. Each anomaly is stored once (the store refuses a second one of the same kind for
+//! the same run and step), listed by `GET /api/v1/anomalies`, and published as
+//! [`DaemonEvent::Anomaly`] for the notifier. What this module does not own: the
+//! notification (`crate::notify`) and the metrics.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+use super::config::AnomaliesConfig;
+use super::handle::{DaemonEvent, DaemonHandle, Shared};
+use crate::engine::report::rfc3339;
+use crate::store::{AnomalyRecord, NewAnomaly, RunId, RunSample, RunStatus, Store, StoreError};
+
+/// How often running steps' memory is sampled.
+pub const MEMORY_SAMPLE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The kind of a slow run.
+pub const SLOW_RUN: &str = "slow_run";
+/// The kind of a failure rate above the threshold.
+pub const FAILURE_RATE: &str = "failure_rate";
+/// The kind of a step above the memory limit.
+pub const STEP_MEMORY: &str = "step_memory";
+
+/// An anomaly as the API lists it and the `anomaly` event carries it.
+pub fn anomaly_json(record: &AnomalyRecord) -> Value {
+    let a = &record.anomaly;
+    json!({
+        "id": record.id,
+        "kind": a.kind,
+        "workflow": a.workflow,
+        "repo": a.repo,
+        "run_id": a.run_id.map(|r| r.0),
+        "step": a.step,
+        "message": a.message,
+        "details": a.details,
+        "created_at": rfc3339(record.created_at),
+    })
+}
+
+/// The p95 of `values` by the nearest-rank method; `None` when empty.
+pub fn p95(values: &[u64]) -> Option<u64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    // ceil(0.95 n) in integers, 1-based.
+    let rank = (sorted.len() * 95).div_ceil(100).max(1);
+    sorted.get(rank - 1).copied()
+}
+
+/// Judges a run against the ones before it: `samples` are the workflow's latest finished
+/// runs up to and including `run`, newest first (succeeded and failed). Pure: returns the
+/// anomalies to record.
+pub fn judge_run(
+    config: &AnomaliesConfig,
+    workflow: &str,
+    repo: Option<&str>,
+    run: RunId,
+    samples: &[RunSample],
+) -> Vec<NewAnomaly> {
+    let mut out = Vec::new();
+    let Some(this) = samples.first().filter(|s| s.id == run) else {
+        return out;
+    };
+    let anomaly = |kind: &str, message: String, details: Value| NewAnomaly {
+        kind: kind.to_string(),
+        workflow: workflow.to_string(),
+        repo: repo.map(str::to_string),
+        run_id: Some(run),
+        step: None,
+        message,
+        details,
+    };
+    // Slow run.
+    if this.status == RunStatus::Succeeded
+        && let Some(duration) = this.duration_ms
+    {
+        let history: Vec<u64> = samples[1..]
+            .iter()
+            .filter(|s| s.status == RunStatus::Succeeded)
+            .filter_map(|s| s.duration_ms)
+            .take(config.window)
+            .collect();
+        if history.len() >= config.min_samples.max(1)
+            && let Some(p) = p95(&history)
+        {
+            let threshold = p as f64 * config.slow_factor;
+            if duration as f64 > threshold {
+                out.push(anomaly(
+                    SLOW_RUN,
+                    format!(
+                        "run {run} of `{workflow}` took {:.2} s, more than {} × the p95 of its last {} successful runs ({:.2} s)",
+                        duration as f64 / 1000.0,
+                        config.slow_factor,
+                        history.len(),
+                        p as f64 / 1000.0
+                    ),
+                    json!({
+                        "duration_ms": duration,
+                        "p95_ms": p,
+                        "threshold_ms": threshold.round() as u64,
+                        "slow_factor": config.slow_factor,
+                        "samples": history.len(),
+                    }),
+                ));
+            }
+        }
+    }
+    // Failure rate crossing the threshold.
+    let window = config.failure_window.max(1);
+    let needed = config.min_samples.clamp(1, window);
+    let rate = |w: &[RunSample]| -> Option<(usize, f64)> {
+        if w.len() < needed {
+            return None;
+        }
+        let failed = w.iter().filter(|s| s.status == RunStatus::Failed).count();
+        Some((failed, failed as f64 / w.len() as f64))
+    };
+    let now = rate(&samples[..samples.len().min(window)]);
+    let before = if samples.len() > 1 {
+        rate(&samples[1..samples.len().min(window + 1)])
+    } else {
+        None
+    };
+    let above = |r: Option<(usize, f64)>| r.is_some_and(|(_, rate)| rate > config.failure_rate);
+    if above(now)
+        && !above(before)
+        && let Some((failed, rate)) = now
+    {
+        let runs = samples.len().min(window);
+        out.push(anomaly(
+            FAILURE_RATE,
+            format!(
+                "`{workflow}` failed {failed} of its last {runs} runs ({:.0} %), above {:.0} %",
+                rate * 100.0,
+                config.failure_rate * 100.0
+            ),
+            json!({
+                "failed": failed,
+                "runs": runs,
+                "failure_rate": rate,
+                "threshold": config.failure_rate,
+            }),
+        ));
+    }
+    out
+}
+
+/// Reads a finished run's history and records what [`judge_run`] finds (blocking).
+fn check_finished_run(
+    store: &mut Store,
+    config: &AnomaliesConfig,
+    run: RunId,
+) -> Result<Vec<AnomalyRecord>, StoreError> {
+    let Some(record) = store.get_run(run)? else {
+        return Ok(Vec::new());
+    };
+    if !matches!(record.status, RunStatus::Succeeded | RunStatus::Failed) {
+        return Ok(Vec::new());
+    }
+    let want = config.window.max(config.failure_window) + 1;
+    let samples = store.recent_run_samples(
+        &record.workflow,
+        record.repo.as_deref(),
+        run,
+        false,
+        // Enough runs for the failure windows; succeeded ones for the slow history.
+        want,
+    )?;
+    let mut samples = samples;
+    if samples
+        .iter()
+        .filter(|s| s.status == RunStatus::Succeeded)
+        .count()
+        < config.window + 1
+    {
+        // Many failures in between: read the succeeded history on its own.
+        let ok = store.recent_run_samples(
+            &record.workflow,
+            record.repo.as_deref(),
+            run,
+            true,
+            config.window + 1,
+        )?;
+        let seen: HashSet<RunId> = samples.iter().map(|s| s.id).collect();
+        let extra: Vec<RunSample> = ok.into_iter().filter(|s| !seen.contains(&s.id)).collect();
+        samples.extend(extra);
+        samples.sort_by_key(|s| std::cmp::Reverse(s.id));
+    }
+    let found = judge_run(
+        config,
+        &record.workflow,
+        record.repo.as_deref(),
+        run,
+        &samples,
+    );
+    let mut recorded = Vec::new();
+    for anomaly in found {
+        if let Some(r) = store.record_anomaly(&anomaly)? {
+            recorded.push(r);
+        }
+    }
+    Ok(recorded)
+}
+
+/// A running step, as the memory sampler knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct RunningStep {
+    run: RunId,
+    step: Arc<str>,
+}
+
+/// What a run is, for naming its anomalies.
+#[derive(Debug, Clone)]
+struct RunInfo {
+    workflow: Arc<str>,
+    repo: Option<Arc<str>>,
+}
+
+/// Sums resident memory per running step from `/proc` through sysinfo.
+struct MemorySampler {
+    /// `None` when sysinfo cannot read processes here (nothing is sampled then).
+    system: Option<sysinfo::System>,
+    /// `AGENT_RUN_MARKER=` value prefix of this process's runs.
+    marker_prefix: String,
+}
+
+impl MemorySampler {
+    fn new() -> MemorySampler {
+        MemorySampler {
+            system: sysinfo::System::new().ok(),
+            marker_prefix: format!("agent-{}-", std::process::id()),
+        }
+    }
+
+    /// Bytes of resident memory of each step's processes (steps with no process left out).
+    fn sample(&mut self, steps: &HashSet<RunningStep>) -> HashMap<RunningStep, u64> {
+        use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, UpdateKind};
+        let mut out = HashMap::new();
+        let Some(system) = self.system.as_mut() else {
+            return out;
+        };
+        system.refresh_processes_specifics(
+            ProcessesToUpdate::All,
+            true,
+            ProcessRefreshKind::nothing()
+                .with_memory()
+                .with_environ(UpdateKind::Always),
+        );
+        let run_var = OsString::from(format!("{}=", runners::RUN_MARKER_VAR));
+        for process in system.processes().values() {
+            let env = process.environ();
+            let mut run = None;
+            let mut step = None;
+            for entry in env {
+                let bytes = entry.as_encoded_bytes();
+                if let Some(value) = bytes.strip_prefix(run_var.as_encoded_bytes()) {
+                    run = std::str::from_utf8(value)
+                        .ok()
+                        .and_then(|v| v.strip_prefix(self.marker_prefix.as_str()))
+                        .and_then(|id| id.parse::<i64>().ok())
+                        .map(RunId);
+                } else if let Some(value) = bytes.strip_prefix(b"AGENT_STEP_ID=") {
+                    step = std::str::from_utf8(value).ok().map(Arc::<str>::from);
+                }
+            }
+            if let (Some(run), Some(step)) = (run, step) {
+                let key = RunningStep { run, step };
+                if steps.contains(&key) {
+                    *out.entry(key).or_insert(0) += process.memory();
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The detector: judges finished runs and samples running steps' memory until shutdown.
+/// `events` must be subscribed before the scheduler starts, so no run is missed.
+pub async fn run(handle: DaemonHandle, mut events: broadcast::Receiver<DaemonEvent>) {
+    let shared = handle.shared.clone();
+    let config = shared.config.anomalies;
+    let mut store: Option<Store> = None;
+    let mut runs: HashMap<RunId, RunInfo> = HashMap::new();
+    let mut running: HashSet<RunningStep> = HashSet::new();
+    let mut flagged: HashSet<RunningStep> = HashSet::new();
+    let mut sampler = config.step_memory_mb.map(|_| MemorySampler::new());
+    let mut tick = tokio::time::interval(MEMORY_SAMPLE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = handle.shutdown_requested() => return,
+            event = events.recv() => match event {
+                Ok(DaemonEvent::RunStarted { run_id, workflow, repo }) => {
+                    runs.insert(run_id, RunInfo { workflow, repo });
+                }
+                Ok(DaemonEvent::StepStarted { run_id, step, .. }) if sampler.is_some() => {
+                    running.insert(RunningStep { run: run_id, step });
+                }
+                Ok(DaemonEvent::StepFinished { run_id, step, .. }) => {
+                    running.remove(&RunningStep { run: run_id, step });
+                }
+                Ok(DaemonEvent::RunFinished { run_id, status, .. }) => {
+                    runs.remove(&run_id);
+                    running.retain(|s| s.run != run_id);
+                    flagged.retain(|s| s.run != run_id);
+                    if matches!(status, RunStatus::Succeeded | RunStatus::Failed) {
+                        let (back, found) = judge_in_pool(&shared, store.take(), run_id).await;
+                        store = back;
+                        for record in found {
+                            publish(&handle, &record);
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "anomaly detection fell behind the daemon's events");
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = tick.tick(), if sampler.is_some() && !running.is_empty() => {
+                let Some(limit_mb) = config.step_memory_mb else { continue };
+                let Some(mut s) = sampler.take() else { continue };
+                let steps = running.clone();
+                let joined = tokio::task::spawn_blocking(move || {
+                    let usage = s.sample(&steps);
+                    (s, usage)
+                })
+                .await;
+                let Ok((s, usage)) = joined else {
+                    tracing::warn!("memory sampling failed");
+                    sampler = Some(MemorySampler::new());
+                    continue;
+                };
+                sampler = Some(s);
+                for (step, bytes) in usage {
+                    let limit = limit_mb.saturating_mul(1024 * 1024);
+                    if bytes <= limit || !running.contains(&step) || flagged.contains(&step) {
+                        continue;
+                    }
+                    flagged.insert(step.clone());
+                    let info = runs.get(&step.run).cloned();
+                    let anomaly = memory_anomaly(&step, info, bytes, limit_mb);
+                    let (back, recorded) = record_in_pool(&shared, store.take(), anomaly).await;
+                    store = back;
+                    if let Some(record) = recorded {
+                        publish(&handle, &record);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn memory_anomaly(
+    step: &RunningStep,
+    info: Option<RunInfo>,
+    bytes: u64,
+    limit_mb: u64,
+) -> NewAnomaly {
+    let used_mb = bytes as f64 / (1024.0 * 1024.0);
+    let workflow = info
+        .as_ref()
+        .map(|i| i.workflow.to_string())
+        .unwrap_or_default();
+    NewAnomaly {
+        kind: STEP_MEMORY.to_string(),
+        workflow: workflow.clone(),
+        repo: info.and_then(|i| i.repo.map(|r| r.to_string())),
+        run_id: Some(step.run),
+        step: Some(step.step.to_string()),
+        message: format!(
+            "step `{}` of run {} (`{workflow}`) uses {used_mb:.0} MiB, above the {limit_mb} MiB limit",
+            step.step, step.run
+        ),
+        details: json!({
+            "memory_bytes": bytes,
+            "memory_mb": used_mb.round() as u64,
+            "limit_mb": limit_mb,
+        }),
+    }
+}
+
+fn publish(handle: &DaemonHandle, record: &AnomalyRecord) {
+    tracing::warn!(kind = %record.anomaly.kind, workflow = %record.anomaly.workflow,
+        run = ?record.anomaly.run_id.map(|r| r.0), "anomaly: {}", record.anomaly.message);
+    handle.emit(DaemonEvent::Anomaly {
+        kind: record.anomaly.kind.as_str().into(),
+        workflow: record.anomaly.workflow.as_str().into(),
+        run_id: record.anomaly.run_id,
+        anomaly: Arc::new(anomaly_json(record)),
+    });
+}
+
+fn open(shared: &Shared, store: Option<Store>) -> Result<Store, StoreError> {
+    match store {
+        Some(s) => Ok(s),
+        None => Store::open(&shared.store_path),
+    }
+}
+
+/// Judges a finished run on the blocking pool; gives the connection back.
+async fn judge_in_pool(
+    shared: &Arc<Shared>,
+    store: Option<Store>,
+    run: RunId,
+) -> (Option<Store>, Vec<AnomalyRecord>) {
+    let shared = shared.clone();
+    let joined = tokio::task::spawn_blocking(move || {
+        let config = shared.config.anomalies;
+        match open(&shared, store) {
+            Ok(mut s) => {
+                let found = check_finished_run(&mut s, &config, run);
+                (Some(s), found)
+            }
+            Err(err) => (None, Err(err)),
+        }
+    })
+    .await;
+    match joined {
+        Ok((store, Ok(found))) => (store, found),
+        Ok((store, Err(err))) => {
+            tracing::warn!(run = %run, error = %err, "anomaly detection cannot read the run");
+            (store, Vec::new())
+        }
+        Err(err) => {
+            tracing::warn!(run = %run, error = %err, "anomaly detection failed");
+            (None, Vec::new())
+        }
+    }
+}
+
+/// Records one anomaly on the blocking pool; gives the connection back.
+async fn record_in_pool(
+    shared: &Arc<Shared>,
+    store: Option<Store>,
+    anomaly: NewAnomaly,
+) -> (Option<Store>, Option<AnomalyRecord>) {
+    let shared = shared.clone();
+    let joined = tokio::task::spawn_blocking(move || match open(&shared, store) {
+        Ok(mut s) => {
+            let r = s.record_anomaly(&anomaly);
+            (Some(s), r)
+        }
+        Err(err) => (None, Err(err)),
+    })
+    .await;
+    match joined {
+        Ok((store, Ok(found))) => (store, found),
+        Ok((store, Err(err))) => {
+            tracing::warn!(error = %err, "cannot record an anomaly");
+            (store, None)
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot record an anomaly");
+            (None, None)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(id: i64, ok: bool, ms: u64) -> RunSample {
+        RunSample {
+            id: RunId(id),
+            status: if ok {
+                RunStatus::Succeeded
+            } else {
+                RunStatus::Failed
+            },
+            duration_ms: Some(ms),
+        }
+    }
+
+    /// Newest first, like the store answers.
+    fn history(runs: &[(bool, u64)]) -> Vec<RunSample> {
+        let mut v: Vec<RunSample> = runs
+            .iter()
+            .enumerate()
+            .map(|(i, (ok, ms))| sample(i as i64 + 1, *ok, *ms))
+            .collect();
+        v.reverse();
+        v
+    }
+
+    fn kinds(found: &[NewAnomaly]) -> Vec<&str> {
+        found.iter().map(|a| a.kind.as_str()).collect()
+    }
+
+    #[test]
+    fn p95_is_the_nearest_rank() {
+        assert_eq!(p95(&[]), None);
+        assert_eq!(p95(&[7]), Some(7));
+        assert_eq!(p95(&[1, 2, 3, 4, 5]), Some(5));
+        let v: Vec<u64> = (1..=20).collect();
+        assert_eq!(p95(&v), Some(19));
+        let v: Vec<u64> = (1..=100).rev().collect();
+        assert_eq!(p95(&v), Some(95));
+    }
+
+    #[test]
+    fn a_run_three_times_slower_than_its_history_is_slow() {
+        let config = AnomaliesConfig::default();
+        let mut runs = vec![(true, 200); 5];
+        runs.push((true, 600));
+        let found = judge_run(&config, "w", None, RunId(6), &history(&runs));
+        assert_eq!(kinds(&found), [SLOW_RUN]);
+        assert_eq!(found[0].details["p95_ms"], 200);
+        assert_eq!(found[0].run_id, Some(RunId(6)));
+        // Not with fewer than min_samples runs before it.
+        let found = judge_run(&config, "w", None, RunId(5), &history(&runs[1..]));
+        assert!(found.is_empty(), "{found:?}");
+        // Not when within the factor.
+        runs[5] = (true, 290);
+        assert!(judge_run(&config, "w", None, RunId(6), &history(&runs)).is_empty());
+        // A failed slow run is not judged slow.
+        runs[5] = (false, 900);
+        let mut cfg = config;
+        cfg.failure_rate = 1.0;
+        assert!(judge_run(&cfg, "w", None, RunId(6), &history(&runs)).is_empty());
+        // The history is the last `window` succeeded runs.
+        cfg.window = 2;
+        cfg.min_samples = 2;
+        let runs = [
+            (true, 1000),
+            (true, 100),
+            (false, 5),
+            (true, 100),
+            (true, 400),
+        ];
+        let found = judge_run(&cfg, "w", None, RunId(5), &history(&runs));
+        assert_eq!(kinds(&found), [SLOW_RUN]);
+    }
+
+    #[test]
+    fn the_failure_rate_is_raised_once_when_it_crosses() {
+        let config = AnomaliesConfig {
+            failure_window: 4,
+            min_samples: 4,
+            failure_rate: 0.5,
+            ..AnomaliesConfig::default()
+        };
+        let mut seq: Vec<(bool, u64)> = Vec::new();
+        let mut raised = Vec::new();
+        for (i, ok) in [
+            true, false, true, false, false, false, true, true, true, false, false, false,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            seq.push((ok, 100));
+            let found = judge_run(&config, "w", None, RunId(i as i64 + 1), &history(&seq));
+            if found.iter().any(|a| a.kind == FAILURE_RATE) {
+                raised.push(i + 1);
+            }
+        }
+        // Run 5: 3 of the last 4 failed (crosses). Runs 6 and 7 stay above; run 8 is back
+        // at 2 of 4 (not above 0.5); run 11 is at 2 of 4 again; run 12: 3 of 4, crosses.
+        assert_eq!(raised, [5, 12]);
+    }
+
+    #[test]
+    fn a_run_not_first_in_its_samples_is_not_judged() {
+        let config = AnomaliesConfig::default();
+        let runs = vec![(true, 100); 8];
+        assert!(judge_run(&config, "w", None, RunId(3), &history(&runs)).is_empty());
+    }
+
+    #[test]
+    fn the_memory_sampler_sums_a_steps_processes() {
+        // This process is not a step; a sample of no steps finds nothing.
+        let mut s = MemorySampler::new();
+        assert!(s.sample(&HashSet::new()).is_empty());
+    }
+}

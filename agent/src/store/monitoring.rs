@@ -1,0 +1,383 @@
+//! What the daemon keeps to watch itself (schema version 2): detected anomalies, the delivery
+//! ids of inbound push hooks already handled (so a replayed hook, even after a restart, is
+//! ignored), and the read-only aggregates anomaly detection and `/metrics` need (recent run
+//! durations and outcomes of a workflow, deliveries by status).
+//!
+//! What it does not own: the detection rules (`crate::daemon::anomaly`) and the HTTP side
+//! (`crate::api`).
+
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, params};
+use serde_json::Value;
+
+use super::{RunId, RunStatus, Store, StoreError, from_json, from_ms, now_ms, parse_enum, to_json};
+
+/// How long an inbound hook's delivery id is remembered (GitHub redelivers for days at most).
+pub const HOOK_DELIVERY_TTL: chrono::Duration = chrono::Duration::days(30);
+
+/// An anomaly to record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAnomaly {
+    /// What kind: `slow_run`, `failure_rate` or `step_memory`.
+    pub kind: String,
+    /// The workflow's name.
+    pub workflow: String,
+    /// Its repository, if any.
+    pub repo: Option<String>,
+    /// The run that showed it.
+    pub run_id: Option<RunId>,
+    /// The step, for `step_memory`.
+    pub step: Option<String>,
+    /// One line for people.
+    pub message: String,
+    /// The figures behind it (JSON object).
+    pub details: Value,
+}
+
+/// A recorded anomaly.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnomalyRecord {
+    /// Its id (increasing).
+    pub id: i64,
+    /// The anomaly itself.
+    pub anomaly: NewAnomaly,
+    /// When it was detected.
+    pub created_at: DateTime<Utc>,
+}
+
+/// One finished run of a workflow, as anomaly detection sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunSample {
+    /// The run.
+    pub id: RunId,
+    /// `succeeded` or `failed`.
+    pub status: RunStatus,
+    /// The engine's `duration_ms` from the run report, else finished minus started.
+    pub duration_ms: Option<u64>,
+}
+
+impl Store {
+    /// Remembers an inbound hook delivery id; false when it was already seen (a replay).
+    /// Ids older than [`HOOK_DELIVERY_TTL`] are forgotten in the same transaction.
+    pub fn record_hook_delivery(
+        &mut self,
+        source: &str,
+        delivery_id: &str,
+        repo: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let tx = self.write()?;
+        tx.execute(
+            "DELETE FROM hook_deliveries WHERE received_at < ?1",
+            params![now - HOOK_DELIVERY_TTL.num_milliseconds()],
+        )?;
+        let inserted = tx.execute(
+            "INSERT OR IGNORE INTO hook_deliveries (source, delivery_id, repo, received_at)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![source, delivery_id, repo, now],
+        )?;
+        tx.commit()?;
+        Ok(inserted == 1)
+    }
+
+    /// Records an anomaly; `None` when the same kind was already recorded for the same run
+    /// (and step), so detection may safely look at a run twice.
+    pub fn record_anomaly(
+        &mut self,
+        anomaly: &NewAnomaly,
+    ) -> Result<Option<AnomalyRecord>, StoreError> {
+        let now = now_ms();
+        let tx = self.write()?;
+        let inserted = tx.execute(
+            "INSERT OR IGNORE INTO anomalies
+                 (kind, workflow, repo, run_id, step_id, message, details, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                anomaly.kind,
+                anomaly.workflow,
+                anomaly.repo,
+                anomaly.run_id.map(|r| r.0),
+                anomaly.step.as_deref().unwrap_or(""),
+                anomaly.message,
+                to_json("details", &anomaly.details)?,
+                now,
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.commit()?;
+        if inserted == 0 {
+            return Ok(None);
+        }
+        Ok(Some(AnomalyRecord {
+            id,
+            anomaly: anomaly.clone(),
+            created_at: from_ms("created_at", now)?,
+        }))
+    }
+
+    /// Recorded anomalies, newest first, optionally of one workflow.
+    pub fn list_anomalies(
+        &self,
+        workflow: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AnomalyRecord>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, kind, workflow, repo, run_id, step_id, message, details, created_at
+             FROM anomalies WHERE (?1 IS NULL OR workflow = ?1)
+             ORDER BY id DESC LIMIT ?2",
+        )?;
+        type Raw = (
+            i64,
+            String,
+            String,
+            Option<String>,
+            Option<i64>,
+            String,
+            String,
+            String,
+            i64,
+        );
+        let rows = stmt
+            .query_map(params![workflow, limit], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<Raw>>>()?;
+        rows.into_iter()
+            .map(
+                |(id, kind, workflow, repo, run_id, step, message, details, created_at)| {
+                    Ok(AnomalyRecord {
+                        id,
+                        anomaly: NewAnomaly {
+                            kind,
+                            workflow,
+                            repo,
+                            run_id: run_id.map(RunId),
+                            step: (!step.is_empty()).then_some(step),
+                            message,
+                            details: from_json("details", &details)?,
+                        },
+                        created_at: from_ms("created_at", created_at)?,
+                    })
+                },
+            )
+            .collect()
+    }
+
+    /// The latest `limit` succeeded or failed runs of `workflow` in `repo` with an id up to
+    /// `up_to` (inclusive), newest first. With `succeeded_only`, failed runs are left out.
+    pub fn recent_run_samples(
+        &self,
+        workflow: &str,
+        repo: Option<&str>,
+        up_to: RunId,
+        succeeded_only: bool,
+        limit: usize,
+    ) -> Result<Vec<RunSample>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, status,
+                    COALESCE(json_extract(report, '$.duration_ms'), finished_at - started_at)
+             FROM runs
+             WHERE workflow = ?1 AND repo IS ?2 AND id <= ?3
+               AND (status = 'succeeded' OR (?4 = 0 AND status = 'failed'))
+               AND finished_at IS NOT NULL
+             ORDER BY id DESC LIMIT ?5",
+        )?;
+        let rows = stmt
+            .query_map(
+                params![workflow, repo, up_to.0, i64::from(succeeded_only), limit],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Option<i64>>(2)?,
+                    ))
+                },
+            )?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter()
+            .map(|(id, status, duration)| {
+                Ok(RunSample {
+                    id: RunId(id),
+                    status: parse_enum("status", &status)?,
+                    duration_ms: duration.and_then(|d| u64::try_from(d).ok()),
+                })
+            })
+            .collect()
+    }
+
+    /// The number of webhook deliveries in each status (`pending`, `delivered`, `failed`).
+    pub fn count_deliveries_by_status(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT status, COUNT(*) FROM deliveries GROUP BY status")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows
+            .into_iter()
+            .map(|(s, n)| (s, u64::try_from(n).unwrap_or(0)))
+            .collect())
+    }
+
+    /// The number of delivery attempts by outcome: `ok` (2xx), `http_4xx`, `http_5xx`,
+    /// `error` (no answer: connection error or timeout).
+    pub fn count_delivery_attempts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT CASE
+                      WHEN status_code IS NULL THEN 'error'
+                      WHEN status_code < 300 THEN 'ok'
+                      WHEN status_code < 500 THEN 'http_4xx'
+                      ELSE 'http_5xx' END AS outcome,
+                    COUNT(*)
+             FROM delivery_attempts GROUP BY outcome",
+        )?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows
+            .into_iter()
+            .map(|(s, n)| (s, u64::try_from(n).unwrap_or(0)))
+            .collect())
+    }
+
+    /// Whether an anomaly of `kind` was recorded for `run`.
+    pub fn has_anomaly(&self, kind: &str, run: RunId) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT 1 FROM anomalies WHERE kind = ?1 AND run_id = ?2 LIMIT 1",
+                params![kind, run.0],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{NewRun, RunFinish, Trigger, TriggerKind};
+    use serde_json::json;
+
+    fn anomaly(run: i64) -> NewAnomaly {
+        NewAnomaly {
+            kind: "slow_run".into(),
+            workflow: "w".into(),
+            repo: Some("app".into()),
+            run_id: Some(RunId(run)),
+            step: None,
+            message: "slow".into(),
+            details: json!({"duration_ms": 10}),
+        }
+    }
+
+    #[test]
+    fn hook_deliveries_are_remembered_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open_in_dir(dir.path()).expect("open");
+        assert!(
+            store
+                .record_hook_delivery("github", "d1", Some("app"))
+                .expect("first")
+        );
+        assert!(
+            !store
+                .record_hook_delivery("github", "d1", None)
+                .expect("replay")
+        );
+        assert!(
+            store
+                .record_hook_delivery("gitea", "d1", None)
+                .expect("other source")
+        );
+        drop(store);
+        let mut again = Store::open_in_dir(dir.path()).expect("reopen");
+        assert!(
+            !again
+                .record_hook_delivery("github", "d1", None)
+                .expect("after restart")
+        );
+    }
+
+    #[test]
+    fn anomalies_are_recorded_once_per_run_and_listed_newest_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open_in_dir(dir.path()).expect("open");
+        let first = store.record_anomaly(&anomaly(1)).expect("record");
+        assert!(first.is_some());
+        assert!(store.record_anomaly(&anomaly(1)).expect("again").is_none());
+        let mut step = anomaly(1);
+        step.kind = "step_memory".into();
+        step.step = Some("a".into());
+        assert!(store.record_anomaly(&step).expect("step").is_some());
+        let mut other_step = step.clone();
+        other_step.step = Some("b".into());
+        assert!(store.record_anomaly(&other_step).expect("step b").is_some());
+        assert!(store.record_anomaly(&step).expect("step again").is_none());
+        let listed = store.list_anomalies(None, 10).expect("list");
+        assert_eq!(listed.len(), 3);
+        assert_eq!(listed[0].anomaly, other_step);
+        assert_eq!(listed[2].anomaly, anomaly(1));
+        assert!(
+            store
+                .list_anomalies(Some("x"), 10)
+                .expect("list")
+                .is_empty()
+        );
+        assert!(store.has_anomaly("slow_run", RunId(1)).expect("has"));
+        assert!(!store.has_anomaly("slow_run", RunId(2)).expect("has"));
+    }
+
+    #[test]
+    fn run_samples_use_the_report_duration() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open_in_dir(dir.path()).expect("open");
+        let mut ids = Vec::new();
+        for (i, status) in [
+            RunStatus::Succeeded,
+            RunStatus::Failed,
+            RunStatus::Succeeded,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut run = NewRun::new("w", Trigger::new(TriggerKind::Manual));
+            run.repo = Some("app".into());
+            let id = store.enqueue_run(&run).expect("enqueue").run_id();
+            store.mark_running(id).expect("running");
+            let mut finish = RunFinish::new(status);
+            finish.report = Some(json!({"duration_ms": 100 * (i + 1)}));
+            store.finish_run(id, &finish).expect("finish");
+            ids.push(id);
+        }
+        let all = store
+            .recent_run_samples("w", Some("app"), ids[2], false, 10)
+            .expect("samples");
+        let durations: Vec<_> = all.iter().map(|s| s.duration_ms).collect();
+        assert_eq!(durations, [Some(300), Some(200), Some(100)]);
+        let ok = store
+            .recent_run_samples("w", Some("app"), ids[1], true, 10)
+            .expect("samples");
+        assert_eq!(ok.len(), 1);
+        assert_eq!(ok[0].id, ids[0]);
+        assert!(
+            store
+                .recent_run_samples("w", None, ids[2], false, 10)
+                .expect("samples")
+                .is_empty()
+        );
+    }
+}
