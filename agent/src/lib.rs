@@ -4,4 +4,5 @@ pub mod api;
 pub mod cli;
 pub mod daemon;
 pub mod engine;
+pub mod notify;
 pub mod store;

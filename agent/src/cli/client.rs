@@ -62,6 +62,31 @@ pub struct RunsArgs {
     pub server: ServerArgs,
 }
 
+/// Arguments of `agent deliveries`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeliveriesArgs {
+    /// Only deliveries of this webhook (its `name`, or its URL when it has none).
+    #[arg(long)]
+    pub webhook: Option<String>,
+    /// Only deliveries of this event (`run.failed`, ...).
+    #[arg(long, short = 'e')]
+    pub event: Option<String>,
+    /// Only deliveries in this status (pending, delivered, failed).
+    #[arg(long, short = 's')]
+    pub status: Option<String>,
+    /// Only deliveries about this run.
+    #[arg(long)]
+    pub run: Option<String>,
+    /// Show every attempt of each delivery.
+    #[arg(long, short = 'a')]
+    pub attempts: bool,
+    /// At most this many deliveries (1 to 1000).
+    #[arg(long, short = 'n', default_value_t = 50)]
+    pub limit: usize,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
 /// Arguments of `agent logs`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LogsArgs {
@@ -685,6 +710,100 @@ pub fn runs(args: RunsArgs) -> i32 {
     })
 }
 
+/// The table of `agent deliveries`; with `attempts`, each delivery's attempts under it.
+pub fn deliveries_table(deliveries: &[Value], attempts: bool) -> String {
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for d in deliveries {
+        let last_code = d
+            .get("history")
+            .and_then(Value::as_array)
+            .and_then(|h| h.last())
+            .and_then(|a| a.get("status_code"))
+            .and_then(Value::as_u64)
+            .map_or_else(|| "-".to_string(), |c| c.to_string());
+        rows.push(vec![
+            text(d, "id").to_string(),
+            text(d, "webhook").to_string(),
+            text(d, "event").to_string(),
+            text(d, "run_id").to_string(),
+            text(d, "status").to_string(),
+            d.get("attempts")
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+                .to_string(),
+            last_code,
+            short_time(text(d, "created_at")),
+            text(d, "last_error").to_string(),
+        ]);
+        if attempts {
+            for a in d
+                .get("history")
+                .and_then(Value::as_array)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                let code = a
+                    .get("status_code")
+                    .and_then(Value::as_u64)
+                    .map_or_else(|| "-".to_string(), |c| c.to_string());
+                let n = a.get("attempt").and_then(Value::as_u64).unwrap_or(0);
+                rows.push(vec![
+                    format!("  #{n}"),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    code,
+                    short_time(text(a, "at")),
+                    text(a, "error").to_string(),
+                ]);
+            }
+        }
+    }
+    table(
+        &[
+            "DELIVERY", "WEBHOOK", "EVENT", "RUN", "STATUS", "ATTEMPTS", "HTTP", "CREATED", "ERROR",
+        ],
+        &rows,
+    )
+}
+
+/// `agent deliveries`.
+pub fn deliveries(args: DeliveriesArgs) -> i32 {
+    block_on(async move {
+        let client = Client::from_env(&args.server.server)?;
+        let mut query = format!("?limit={}", args.limit);
+        for (key, value) in [
+            ("webhook", &args.webhook),
+            ("event", &args.event),
+            ("status", &args.status),
+            ("run", &args.run),
+        ] {
+            if let Some(v) = value {
+                query.push_str(&format!("&{key}={}", encode(v)));
+            }
+        }
+        let answer = client
+            .json(Method::GET, &format!("/api/v1/deliveries{query}"), None)
+            .await?;
+        if args.server.json {
+            print_json(&answer);
+            return Ok(EXIT_OK);
+        }
+        let list = answer
+            .get("deliveries")
+            .and_then(Value::as_array)
+            .ok_or_else(|| ClientError::BadAnswer("no `deliveries` list".into()))?;
+        if list.is_empty() {
+            println!("no deliveries");
+        } else {
+            print!("{}", deliveries_table(list, args.attempts));
+        }
+        Ok(EXIT_OK)
+    })
+}
+
 /// `agent trigger WORKFLOW [-p NAME=VALUE]...`.
 pub fn trigger(args: TriggerArgs) -> i32 {
     let pairs = match dsl::params::parse_assignments(&args.params) {
@@ -959,6 +1078,30 @@ mod tests {
              STAGE  STEP  STATUS     ATTEMPTS  EXIT  ERROR     DURATION\n\
              build  a     succeeded  1         0     -         20ms\n\
              build  b     failed     3         2     ExitCode  1.4s\n"
+        );
+    }
+
+    #[test]
+    fn deliveries_table_with_attempts() {
+        let list = vec![json!({
+            "id": "0b6a-1", "webhook": "chat", "event": "run.failed", "run_id": "4",
+            "status": "delivered", "attempts": 2, "created_at": "2026-11-27T08:00:01.250Z",
+            "last_error": "HTTP 500", "history": [
+                {"attempt": 1, "at": "2026-11-27T08:00:01.300Z", "status_code": 500,
+                 "error": "HTTP 500"},
+                {"attempt": 2, "at": "2026-11-27T08:00:02.300Z", "status_code": 200,
+                 "error": null}]
+        })];
+        assert_eq!(
+            deliveries_table(&list, false),
+            "DELIVERY  WEBHOOK  EVENT       RUN  STATUS     ATTEMPTS  HTTP  CREATED              ERROR\n\
+             0b6a-1    chat     run.failed  4    delivered  2         200   2026-11-27 08:00:01  HTTP 500\n"
+        );
+        let with = deliveries_table(&list, true);
+        assert!(with.contains("  #1"), "{with}");
+        assert!(
+            with.contains("500   2026-11-27 08:00:01  HTTP 500"),
+            "{with}"
         );
     }
 

@@ -56,6 +56,8 @@ pub enum Command {
     Cancel(client::RunArgs),
     /// Retry a failed, cancelled or interrupted run from its first unfinished step.
     Retry(client::RunArgs),
+    /// List webhook deliveries (newest first) with their status and attempts.
+    Deliveries(client::DeliveriesArgs),
 }
 
 /// Runs one parsed command line and returns its exit code.
@@ -70,5 +72,6 @@ pub fn run(cli: Cli) -> i32 {
         Command::Trigger(args) => client::trigger(args),
         Command::Cancel(args) => client::cancel(args),
         Command::Retry(args) => client::retry(args),
+        Command::Deliveries(args) => client::deliveries(args),
     }
 }

@@ -205,6 +205,53 @@ pub enum DaemonEvent {
         /// The run report (DESIGN §5), JSON, secrets masked.
         report: Arc<Value>,
     },
+    /// A failed try of a step will be retried after `delay` (`step.retrying` webhooks).
+    StepRetrying {
+        /// The run.
+        run_id: RunId,
+        /// The step id.
+        step: Arc<str>,
+        /// The try that failed.
+        attempt: u32,
+        /// Its error class.
+        error_class: Arc<str>,
+        /// The wait before the next try.
+        delay: std::time::Duration,
+    },
+    /// The workflow's rollback steps started.
+    RollbackStarted {
+        /// The run.
+        run_id: RunId,
+    },
+    /// The rollback ended.
+    RollbackFinished {
+        /// The run.
+        run_id: RunId,
+        /// True when every rollback step succeeded.
+        succeeded: bool,
+    },
+    /// An error handler escalated a step's failure.
+    Escalation {
+        /// The run.
+        run_id: RunId,
+        /// The failing step.
+        step: Arc<str>,
+        /// Its error class.
+        error_class: Arc<str>,
+        /// What the handler said.
+        message: Arc<str>,
+    },
+    /// An error handler with `notify: true` matched a step's failure.
+    HandlerNotify {
+        /// The run.
+        run_id: RunId,
+        /// The failing step.
+        step: Arc<str>,
+        /// Its error class.
+        error_class: Arc<str>,
+        /// The handler's action.
+        action: Arc<str>,
+    },
     /// An anomaly was detected and stored ([`super::anomaly`]); the notifier sends it as
     /// an `anomaly` event.
     Anomaly {

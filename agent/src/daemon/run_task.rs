@@ -88,13 +88,13 @@ async fn execute(shared: &Arc<Shared>, record: RunRecord, control: &RunControl) 
     let prepared = match prep {
         Ok(Ok(p)) => p,
         Ok(Err(message)) => {
-            fail_before_start(shared, id, &workflow_name, &message).await;
+            fail_before_start(shared, &record, &workflow_name, &message).await;
             return;
         }
         Err(join) => {
             fail_before_start(
                 shared,
-                id,
+                &record,
                 &workflow_name,
                 &format!("internal error: {join}"),
             )
@@ -162,7 +162,8 @@ async fn execute(shared: &Arc<Shared>, record: RunRecord, control: &RunControl) 
         error: result.report.error.clone(),
         report: Some(report.clone()),
         preserved_context: preserve.then(|| Value::Object(result.context.clone())),
-        deliveries: Vec::new(),
+        // The run's end and its webhook deliveries are written together (outbox).
+        deliveries: crate::notify::finish_deliveries(shared, &record, status, &report),
     };
     let keep = status == RunStatus::Failed && shared.config.keep_failed_workspaces;
     let finished = tokio::task::spawn_blocking(move || {
@@ -201,20 +202,14 @@ fn publish(shared: &Shared, event: DaemonEvent) {
 }
 
 /// Ends a run that could not start (no repository, bad workflow file, git failure).
-async fn fail_before_start(shared: &Arc<Shared>, id: RunId, workflow: &Arc<str>, message: &str) {
+async fn fail_before_start(
+    shared: &Arc<Shared>,
+    record: &RunRecord,
+    workflow: &Arc<str>,
+    message: &str,
+) {
+    let id = record.id;
     tracing::warn!(run = %id, workflow = %workflow, error = %message, "run failed before it started");
-    let path = shared.store_path.clone();
-    let msg = message.to_string();
-    let written = tokio::task::spawn_blocking(move || {
-        let mut store = Store::open(&path)?;
-        let mut finish = RunFinish::new(RunStatus::Failed);
-        finish.error = Some(msg);
-        store.finish_run(id, &finish)
-    })
-    .await;
-    if !matches!(written, Ok(Ok(()))) {
-        tracing::error!(run = %id, "cannot record the failure of the run");
-    }
     let report = json!({
         "run_id": id.0,
         "workflow": workflow.as_ref(),
@@ -222,6 +217,19 @@ async fn fail_before_start(shared: &Arc<Shared>, id: RunId, workflow: &Arc<str>,
         "stages": [],
         "error": message,
     });
+    let path = shared.store_path.clone();
+    let mut finish = RunFinish::new(RunStatus::Failed);
+    finish.error = Some(message.to_string());
+    finish.deliveries =
+        crate::notify::finish_deliveries(shared, record, RunStatus::Failed, &report);
+    let written = tokio::task::spawn_blocking(move || {
+        let mut store = Store::open(&path)?;
+        store.finish_run(id, &finish)
+    })
+    .await;
+    if !matches!(written, Ok(Ok(()))) {
+        tracing::error!(run = %id, "cannot record the failure of the run");
+    }
     publish(
         shared,
         DaemonEvent::RunFinished {
@@ -502,6 +510,60 @@ fn record_events(
                     },
                 );
             }
+            EngineEvent::Retrying {
+                step,
+                attempt,
+                error_class,
+                delay,
+                ..
+            } => publish(
+                shared,
+                DaemonEvent::StepRetrying {
+                    run_id: id,
+                    step,
+                    attempt,
+                    error_class: error_class.into(),
+                    delay,
+                },
+            ),
+            EngineEvent::RollbackStarted { .. } => {
+                publish(shared, DaemonEvent::RollbackStarted { run_id: id })
+            }
+            EngineEvent::RollbackFinished { status, .. } => publish(
+                shared,
+                DaemonEvent::RollbackFinished {
+                    run_id: id,
+                    succeeded: status == engine::StepStatus::Succeeded,
+                },
+            ),
+            EngineEvent::Escalation {
+                step,
+                error_class,
+                message,
+                ..
+            } => publish(
+                shared,
+                DaemonEvent::Escalation {
+                    run_id: id,
+                    step,
+                    error_class: error_class.into(),
+                    message: message.into(),
+                },
+            ),
+            EngineEvent::HandlerNotify {
+                step,
+                error_class,
+                action,
+                ..
+            } => publish(
+                shared,
+                DaemonEvent::HandlerNotify {
+                    run_id: id,
+                    step,
+                    error_class: error_class.into(),
+                    action: action.into(),
+                },
+            ),
             EngineEvent::RunFinished { .. } => break,
             _ => {}
         }

@@ -11,8 +11,8 @@
 //! the store by triggers and cron), and prunes finished runs and their logs by the retention
 //! policy once an hour.
 //!
-//! Shutdown: no run is claimed any more; running runs get `limits.shutdown_grace` to finish,
-//! then are cancelled and abandoned: their end is not written, so the next boot finds them
+//! Shutdown: no run is claimed any more; running runs get `limits.shutdown_grace` to finish
+//! (a second [`DaemonCommand::Shutdown`] ends it at once), then are cancelled and abandoned: their end is not written, so the next boot finds them
 //! running, marks them interrupted and resumes them (see [`super::recovery`]).
 
 use std::collections::HashMap;
@@ -69,6 +69,8 @@ pub struct Scheduler {
     announced: std::collections::HashSet<RunId>,
     /// Look for runs queued by others before the next claim.
     scan: bool,
+    /// Shutdown: stop waiting for running runs.
+    hurry: bool,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -102,6 +104,7 @@ impl Scheduler {
             seen: RunId(0),
             announced: Default::default(),
             scan: true,
+            hurry: false,
         }
     }
 
@@ -385,17 +388,24 @@ impl Scheduler {
             .ok_or(DaemonError::RunNotFound(id))?;
         match run.status {
             RunStatus::Queued | RunStatus::Interrupted | RunStatus::Running => {
+                let report = serde_json::json!({
+                    "run_id": id.0, "workflow": run.workflow, "status": "cancelled",
+                    "stages": [], "error": why,
+                });
                 let mut finish = RunFinish::new(RunStatus::Cancelled);
                 finish.error = Some(why.to_string());
+                finish.deliveries = crate::notify::finish_deliveries(
+                    self.shared(),
+                    &run,
+                    RunStatus::Cancelled,
+                    &report,
+                );
                 self.store.finish_run(id, &finish)?;
                 self.handle.emit(DaemonEvent::RunFinished {
                     run_id: id,
                     workflow: run.workflow.as_str().into(),
                     status: RunStatus::Cancelled,
-                    report: Arc::new(serde_json::json!({
-                        "run_id": id.0, "workflow": run.workflow, "status": "cancelled",
-                        "stages": [], "error": why,
-                    })),
+                    report: Arc::new(report),
                 });
                 Ok(())
             }
@@ -518,9 +528,10 @@ impl Scheduler {
         }
     }
 
-    /// Waits for active runs to end until `deadline`, answering commands meanwhile.
+    /// Waits for active runs to end until `deadline` (or a second stop request), answering
+    /// commands meanwhile.
     async fn wait_active(&mut self, deadline: Instant) {
-        while !self.active.is_empty() {
+        while !self.active.is_empty() && !std::mem::take(&mut self.hurry) {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => return,
                 Some(ended) = self.done_rx.recv() => {
@@ -546,7 +557,9 @@ impl Scheduler {
             DaemonCommand::Cancel(id, reply) => {
                 let _ = reply.send(self.cancel(id, "cancelled by request"));
             }
-            DaemonCommand::Wake | DaemonCommand::FetchNow(_) | DaemonCommand::Shutdown => {}
+            // A second stop request: the grace period ends now.
+            DaemonCommand::Shutdown => self.hurry = true,
+            DaemonCommand::Wake | DaemonCommand::FetchNow(_) => {}
         }
     }
 }

@@ -125,6 +125,34 @@ impl Store {
         raw.into_iter().map(RawDelivery::into_delivery).collect()
     }
 
+    /// The oldest pending delivery of one webhook, due or not: the head of its FIFO queue
+    /// (deliveries of a webhook are attempted one at a time, in the order they were queued).
+    pub fn next_pending_delivery(&self, webhook: &str) -> Result<Option<Delivery>, StoreError> {
+        let sql = format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries
+             WHERE status = 'pending' AND webhook = ?1
+             ORDER BY created_at, rowid LIMIT 1"
+        );
+        let raw = rusqlite::OptionalExtension::optional(self.conn.query_row(
+            &sql,
+            params![webhook],
+            RawDelivery::from_row,
+        ))?;
+        raw.map(RawDelivery::into_delivery).transpose()
+    }
+
+    /// The webhooks that have pending deliveries, with how many each.
+    pub fn pending_delivery_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT webhook, COUNT(*) FROM deliveries WHERE status = 'pending'
+             GROUP BY webhook ORDER BY webhook",
+        )?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
     /// When the next pending delivery is due, so the notifier can sleep until then.
     pub fn next_delivery_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         let ms: Option<i64> = self.conn.query_row(

@@ -1,0 +1,583 @@
+//! The delivery worker: one task per configured webhook, draining that webhook's outbox
+//! queue in order.
+//!
+//! Each worker takes the oldest pending delivery of its webhook
+//! ([`Store::next_pending_delivery`]), waits until it is due and until the webhook's rate
+//! limit allows, POSTs it, and records the attempt in the store before looking at the next
+//! one. A delivery waiting for a retry holds back the ones queued after it (order is kept per
+//! webhook); a slow or dead receiver only holds up its own worker, never runs or other
+//! webhooks.
+//!
+//! Retries ([`decide`]): connection errors, timeouts ([`REQUEST_TIMEOUT`]), 5xx, 408 and 429
+//! are retried with exponential backoff and jitter, from `retry.initial_delay` doubling up to
+//! `retry.max_delay`; a `Retry-After` answer (seconds or an HTTP date) sets the delay instead.
+//! A delivery whose next attempt would fall later than `retry.max_elapsed` after it was
+//! queued is given up. Other answers below 200 or from 300 on are permanent failures.
+//!
+//! Headers of every attempt: `Content-Type`, `User-Agent: agent/VERSION`, `X-Agent-Event`,
+//! `X-Agent-Delivery` (the delivery id, the same on every retry), the webhook's `headers`,
+//! with a `secret` `X-Agent-Timestamp` (Unix seconds) and `X-Agent-Signature-256:
+//! sha256=HEX` ([`signature`]), and for `github_status` `Authorization: Bearer $TOKEN` (read
+//! from `token_env` at each attempt) and `Accept: application/vnd.github+json`.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use rand::Rng;
+use sha2::Sha256;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::format::Rendered;
+use crate::daemon::config::{WebhookConfig, WebhookFormat, WebhookRetry};
+use crate::daemon::handle::DaemonHandle;
+use crate::store::{Delivery, DeliveryOutcome, Store, StoreError};
+
+/// How long one attempt may take (connect, send, answer).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often an idle worker looks at the store without being woken.
+pub const IDLE_POLL: Duration = Duration::from_secs(5);
+/// The rate limit of a `slack` webhook that sets none (deliveries per second).
+pub const SLACK_DEFAULT_RATE: f64 = 1.0;
+/// Longest receiver answer text kept in an attempt's error.
+const ERROR_BODY_CHARS: usize = 200;
+
+/// `sha256=` and the hex HMAC-SHA256, keyed with `secret`, of `timestamp + "." + body`.
+pub fn signature(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts keys of any length");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let digest = mac.finalize().into_bytes();
+    let mut out = String::with_capacity(7 + 64);
+    out.push_str("sha256=");
+    for b in digest {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// How one attempt went.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptResult {
+    /// A 2xx answer.
+    Delivered(u16),
+    /// Worth trying again: a connection error, a timeout, 408, 429 or 5xx.
+    Retryable {
+        /// The answer's status, if one came.
+        status_code: Option<u16>,
+        /// What went wrong.
+        error: String,
+        /// The receiver's `Retry-After`, if it sent one.
+        retry_after: Option<Duration>,
+    },
+    /// Not worth trying again: another status, or a request that cannot be made.
+    Permanent {
+        /// The answer's status, if one came.
+        status_code: Option<u16>,
+        /// What went wrong.
+        error: String,
+    },
+}
+
+/// The backoff delay before attempt `attempt + 1` after `attempt` failed tries (from 1):
+/// `initial_delay * 2^(attempt-1)` capped at `max_delay`, then a random point in its upper
+/// half (jitter, so receivers coming back are not hit by every sender at once).
+pub fn backoff(retry: &WebhookRetry, attempt: u32) -> Duration {
+    let exp = attempt.saturating_sub(1).min(30);
+    let base = retry
+        .initial_delay
+        .saturating_mul(1u32 << exp)
+        .min(retry.max_delay);
+    let half = base / 2;
+    let jitter_ms = u64::try_from(half.as_millis()).unwrap_or(u64::MAX);
+    let extra = if jitter_ms == 0 {
+        Duration::ZERO
+    } else {
+        Duration::from_millis(rand::rng().random_range(0..=jitter_ms))
+    };
+    (base - half) + extra
+}
+
+/// What to record for a delivery after an attempt at `now`.
+pub fn decide(
+    delivery: &Delivery,
+    retry: &WebhookRetry,
+    result: AttemptResult,
+    now: DateTime<Utc>,
+) -> DeliveryOutcome {
+    match result {
+        AttemptResult::Delivered(status_code) => DeliveryOutcome::Delivered { status_code },
+        AttemptResult::Permanent { status_code, error } => {
+            DeliveryOutcome::GaveUp { status_code, error }
+        }
+        AttemptResult::Retryable {
+            status_code,
+            error,
+            retry_after,
+        } => {
+            let attempt = delivery.attempts + 1;
+            let delay = retry_after.unwrap_or_else(|| backoff(retry, attempt));
+            let next = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+            let limit = delivery.created_at
+                + chrono::Duration::from_std(retry.max_elapsed).unwrap_or(chrono::Duration::MAX);
+            if next > limit {
+                DeliveryOutcome::GaveUp {
+                    status_code,
+                    error: format!("{error} (gave up after {attempt} attempts)"),
+                }
+            } else {
+                DeliveryOutcome::Retry {
+                    status_code,
+                    error,
+                    next_attempt_at: next,
+                }
+            }
+        }
+    }
+}
+
+/// `Retry-After`: delay-seconds or an HTTP date (past dates mean now).
+pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = DateTime::parse_from_rfc2822(value)
+        .ok()?
+        .with_timezone(&Utc);
+    Some((at - now).to_std().unwrap_or(Duration::ZERO))
+}
+
+/// The minimum gap between two attempts of a webhook.
+pub fn min_interval(webhook: &WebhookConfig) -> Option<Duration> {
+    let rate = webhook.rate_limit.or(match webhook.format {
+        WebhookFormat::Slack => Some(SLACK_DEFAULT_RATE),
+        _ => None,
+    })?;
+    (rate > 0.0 && rate.is_finite()).then(|| Duration::from_secs_f64(1.0 / rate))
+}
+
+/// Makes one attempt of a delivery.
+pub async fn attempt(
+    client: &reqwest::Client,
+    webhook: &WebhookConfig,
+    delivery: &Delivery,
+) -> AttemptResult {
+    let permanent = |error: String| AttemptResult::Permanent {
+        status_code: None,
+        error,
+    };
+    let Some(rendered) = Rendered::from_envelope(&delivery.body) else {
+        return permanent("the stored delivery has no request in it".into());
+    };
+    let body = rendered.body_bytes();
+    let mut request = client
+        .post(&rendered.url)
+        .header(reqwest::header::CONTENT_TYPE, rendered.content_type)
+        .header("X-Agent-Event", &delivery.event)
+        .header("X-Agent-Delivery", &delivery.id);
+    for (name, value) in &webhook.headers {
+        request = request.header(name.as_str(), value.as_str());
+    }
+    if let Some(secret) = &webhook.secret {
+        let timestamp = Utc::now().timestamp().to_string();
+        let sig = signature(secret.as_bytes(), &timestamp, &body);
+        request = request
+            .header("X-Agent-Timestamp", timestamp)
+            .header("X-Agent-Signature-256", sig);
+    }
+    if webhook.format == WebhookFormat::GithubStatus {
+        let Some(var) = &webhook.token_env else {
+            return permanent("`github_status` needs `token_env`".into());
+        };
+        match std::env::var(var) {
+            Ok(token) if !token.is_empty() => {
+                request = request
+                    .bearer_auth(token)
+                    .header(reqwest::header::ACCEPT, "application/vnd.github+json");
+            }
+            _ => return permanent(format!("environment variable `{var}` is not set")),
+        }
+    }
+    let response = match request.body(body).send().await {
+        Ok(r) => r,
+        Err(e) => return transport_error(&e),
+    };
+    let status = response.status();
+    let code = status.as_u16();
+    if status.is_success() {
+        return AttemptResult::Delivered(code);
+    }
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, Utc::now()));
+    let text = tokio::time::timeout(REQUEST_TIMEOUT, response.text())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let text: String = text.trim().chars().take(ERROR_BODY_CHARS).collect();
+    let error = if text.is_empty() {
+        format!("HTTP {status}")
+    } else {
+        format!("HTTP {status}: {text}")
+    };
+    if code == 429 || code == 408 || status.is_server_error() {
+        AttemptResult::Retryable {
+            status_code: Some(code),
+            error,
+            retry_after,
+        }
+    } else {
+        AttemptResult::Permanent {
+            status_code: Some(code),
+            error,
+        }
+    }
+}
+
+/// A request that got no answer: retried, unless it could not even be built.
+fn transport_error(e: &reqwest::Error) -> AttemptResult {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    if e.is_builder() {
+        return AttemptResult::Permanent {
+            status_code: None,
+            error: text,
+        };
+    }
+    let error = if e.is_timeout() {
+        format!("timed out after {}s: {text}", REQUEST_TIMEOUT.as_secs())
+    } else {
+        text
+    };
+    AttemptResult::Retryable {
+        status_code: None,
+        error,
+        retry_after: None,
+    }
+}
+
+/// The shared HTTP client of every worker.
+pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .user_agent(concat!("agent/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// One webhook's worker.
+pub struct Worker {
+    /// The webhook (its `name` keys its deliveries).
+    pub webhook: Arc<WebhookConfig>,
+    /// Pinged when a delivery for this webhook was queued.
+    pub wake: Arc<Notify>,
+    /// The HTTP client.
+    pub client: reqwest::Client,
+    /// The daemon, for the store path and shutdown.
+    pub handle: DaemonHandle,
+}
+
+/// Runs a store call on the blocking pool with the worker's own connection.
+async fn with_store<T: Send + 'static>(
+    store: &Arc<Mutex<Option<Store>>>,
+    path: std::path::PathBuf,
+    f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, String> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut slot = store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slot.is_none() {
+            *slot = Some(Store::open(&path).map_err(|e| e.to_string())?);
+        }
+        let s = slot.as_mut().expect("opened just above");
+        f(s).map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("store task failed: {e}")))
+}
+
+impl Worker {
+    /// Delivers this webhook's queue until shutdown.
+    pub async fn run(self) {
+        let name = self.webhook.name.clone();
+        let path = self.handle.shared.store_path.clone();
+        let store = Arc::new(Mutex::new(None));
+        let gap = min_interval(&self.webhook);
+        let mut last_attempt: Option<Instant> = None;
+        loop {
+            if self.handle.is_shutting_down() {
+                return;
+            }
+            let head = {
+                let name = name.clone();
+                with_store(&store, path.clone(), move |s| {
+                    s.next_pending_delivery(&name)
+                })
+                .await
+            };
+            let delivery = match head {
+                Ok(Some(d)) => d,
+                Ok(None) => {
+                    tokio::select! {
+                        () = self.wake.notified() => {}
+                        () = tokio::time::sleep(IDLE_POLL) => {}
+                        () = self.handle.shutdown_requested() => return,
+                    }
+                    continue;
+                }
+                Err(err) => {
+                    tracing::warn!(webhook = %name, error = %err, "cannot read the outbox");
+                    tokio::select! {
+                        () = tokio::time::sleep(IDLE_POLL) => {}
+                        () = self.handle.shutdown_requested() => return,
+                    }
+                    continue;
+                }
+            };
+            // Wait until it is due (a retry), then until the rate limit allows.
+            let now = Utc::now();
+            let mut ready = Instant::now();
+            if let Some(at) = delivery.next_attempt_at
+                && at > now
+            {
+                ready += (at - now).to_std().unwrap_or(Duration::ZERO);
+            }
+            if let (Some(gap), Some(last)) = (gap, last_attempt) {
+                ready = ready.max(last + gap);
+            }
+            if ready > Instant::now() {
+                tokio::select! {
+                    () = tokio::time::sleep_until(ready) => {}
+                    () = self.handle.shutdown_requested() => return,
+                }
+            }
+            let result = tokio::select! {
+                r = attempt(&self.client, &self.webhook, &delivery) => r,
+                // The attempt is not recorded: it is made again (same id) after the restart.
+                () = self.handle.shutdown_requested() => return,
+            };
+            last_attempt = Some(Instant::now());
+            let outcome = decide(&delivery, &self.webhook.retry, result, Utc::now());
+            log_outcome(&name, &delivery, &outcome);
+            let id = delivery.id.clone();
+            let written = with_store(&store, path.clone(), move |s| {
+                s.record_delivery_attempt(&id, &outcome)
+            })
+            .await;
+            if let Err(err) = written {
+                tracing::error!(webhook = %name, delivery = %delivery.id, error = %err,
+                    "cannot record a delivery attempt");
+                tokio::select! {
+                    () = tokio::time::sleep(IDLE_POLL) => {}
+                    () = self.handle.shutdown_requested() => return,
+                }
+            }
+        }
+    }
+}
+
+fn log_outcome(webhook: &str, d: &Delivery, outcome: &DeliveryOutcome) {
+    let attempt = d.attempts + 1;
+    match outcome {
+        DeliveryOutcome::Delivered { status_code } => tracing::info!(
+            webhook, delivery = %d.id, event = %d.event, attempt, status = status_code,
+            "webhook delivered"),
+        DeliveryOutcome::Retry {
+            error,
+            next_attempt_at,
+            ..
+        } => tracing::warn!(
+            webhook, delivery = %d.id, event = %d.event, attempt, %error,
+            next = %next_attempt_at, "webhook delivery failed, will retry"),
+        DeliveryOutcome::GaveUp { error, .. } => tracing::warn!(
+            webhook, delivery = %d.id, event = %d.event, attempt, %error,
+            "webhook delivery failed for good"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{DeliveryStatus, RunId};
+
+    fn delivery(attempts: u32, created_at: DateTime<Utc>) -> Delivery {
+        Delivery {
+            id: "d".into(),
+            webhook: "h".into(),
+            event: "run.failed".into(),
+            run_id: Some(RunId(1)),
+            body: serde_json::json!({}),
+            status: DeliveryStatus::Pending,
+            attempts,
+            next_attempt_at: None,
+            last_error: None,
+            created_at,
+            history: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn github_documented_hmac_vector() {
+        // GitHub's documented HMAC example, with our "timestamp." prefix removed by
+        // signing the same bytes: HMAC(secret, "Hello, World!").
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"It's a Secret to Everybody").expect("key");
+        mac.update(b"Hello, World!");
+        let hex: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            hex,
+            "757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+        );
+        // Ours signs "TIMESTAMP.BODY": the same as HMAC over that concatenation.
+        let ours = signature(b"It's a Secret to Everybody", "Hello", b" World!");
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"It's a Secret to Everybody").expect("key");
+        mac.update(b"Hello. World!");
+        let expect: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(ours, format!("sha256={expect}"));
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap() {
+        let retry = WebhookRetry {
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(1000),
+            max_elapsed: Duration::from_secs(60),
+        };
+        for _ in 0..50 {
+            let d1 = backoff(&retry, 1);
+            assert!(d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100));
+            let d3 = backoff(&retry, 3);
+            assert!(d3 >= Duration::from_millis(200) && d3 <= Duration::from_millis(400));
+            let d20 = backoff(&retry, 20);
+            assert!(d20 >= Duration::from_millis(500) && d20 <= Duration::from_millis(1000));
+            assert!(backoff(&retry, u32::MAX) <= Duration::from_millis(1000));
+        }
+    }
+
+    #[test]
+    fn decisions() {
+        let retry = WebhookRetry {
+            initial_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(60),
+            max_elapsed: Duration::from_secs(10),
+        };
+        let now = Utc::now();
+        let d = delivery(0, now);
+        assert_eq!(
+            decide(&d, &retry, AttemptResult::Delivered(204), now),
+            DeliveryOutcome::Delivered { status_code: 204 }
+        );
+        let retried = decide(
+            &d,
+            &retry,
+            AttemptResult::Retryable {
+                status_code: Some(429),
+                error: "HTTP 429".into(),
+                retry_after: Some(Duration::from_secs(2)),
+            },
+            now,
+        );
+        assert_eq!(
+            retried,
+            DeliveryOutcome::Retry {
+                status_code: Some(429),
+                error: "HTTP 429".into(),
+                next_attempt_at: now + chrono::Duration::seconds(2),
+            }
+        );
+        // Past max_elapsed since it was queued: given up.
+        let old = delivery(5, now - chrono::Duration::seconds(9));
+        let gave_up = decide(
+            &old,
+            &retry,
+            AttemptResult::Retryable {
+                status_code: Some(503),
+                error: "HTTP 503".into(),
+                retry_after: Some(Duration::from_secs(5)),
+            },
+            now,
+        );
+        assert!(
+            matches!(gave_up, DeliveryOutcome::GaveUp { status_code: Some(503), ref error } if error.contains("6 attempts")),
+            "{gave_up:?}"
+        );
+        let permanent = decide(
+            &d,
+            &retry,
+            AttemptResult::Permanent {
+                status_code: Some(404),
+                error: "HTTP 404".into(),
+            },
+            now,
+        );
+        assert!(matches!(
+            permanent,
+            DeliveryOutcome::GaveUp {
+                status_code: Some(404),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let now = DateTime::parse_from_rfc3339("2015-10-21T07:28:00Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        assert_eq!(parse_retry_after("2", now), Some(Duration::from_secs(2)));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:27:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn rate_limits() {
+        let mut w = WebhookConfig {
+            name: "h".into(),
+            url: "http://x".into(),
+            events: Vec::new(),
+            workflows: Vec::new(),
+            format: WebhookFormat::Slack,
+            api: None,
+            token_env: None,
+            template: None,
+            secret: None,
+            headers: Default::default(),
+            retry: WebhookRetry::default(),
+            rate_limit: None,
+        };
+        assert_eq!(min_interval(&w), Some(Duration::from_secs(1)));
+        w.rate_limit = Some(4.0);
+        assert_eq!(min_interval(&w), Some(Duration::from_millis(250)));
+        w.format = WebhookFormat::Generic;
+        w.rate_limit = None;
+        assert_eq!(min_interval(&w), None);
+    }
+}

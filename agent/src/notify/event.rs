@@ -1,0 +1,398 @@
+//! What a notification is about: the event kinds webhooks subscribe to, the [`Notice`] every
+//! payload format is rendered from, and how a webhook's `events` and `workflows` filters
+//! match a notice.
+//!
+//! A notice carries plain JSON (a run summary, the step, the error) so that the formats in
+//! [`super::format`] never touch the store; building it from a daemon event (and the run's
+//! stored record) is the notifier's job ([`super::Notifier`]).
+
+use chrono::{DateTime, Utc};
+use globset::{Glob, GlobMatcher};
+use serde_json::{Map, Value, json};
+
+use crate::daemon::config::WebhookConfig;
+use crate::engine::report::rfc3339;
+use crate::store::{RunId, RunRecord, RunStatus};
+
+/// An event a webhook can subscribe to (its `events:` list).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// A run entered the queue.
+    RunQueued,
+    /// A run started (or resumed).
+    RunStarted,
+    /// A run succeeded.
+    RunSucceeded,
+    /// A run failed.
+    RunFailed,
+    /// A run was cancelled.
+    RunCancelled,
+    /// A step failed (after its last try).
+    StepFailed,
+    /// A failed try of a step will be retried.
+    StepRetrying,
+    /// The workflow's rollback steps started.
+    RollbackStarted,
+    /// The rollback ended.
+    RollbackFinished,
+    /// An error handler escalated a failure.
+    Escalation,
+    /// An error handler with `notify: true` matched.
+    HandlerNotify,
+    /// The anomaly detector raised an anomaly.
+    Anomaly,
+}
+
+impl EventKind {
+    /// Every event kind, in the documented order.
+    pub const ALL: &'static [EventKind] = &[
+        EventKind::RunQueued,
+        EventKind::RunStarted,
+        EventKind::RunSucceeded,
+        EventKind::RunFailed,
+        EventKind::RunCancelled,
+        EventKind::StepFailed,
+        EventKind::StepRetrying,
+        EventKind::RollbackStarted,
+        EventKind::RollbackFinished,
+        EventKind::Escalation,
+        EventKind::HandlerNotify,
+        EventKind::Anomaly,
+    ];
+
+    /// The name used in configs, payloads and the `X-Agent-Event` header.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::RunQueued => "run.queued",
+            EventKind::RunStarted => "run.started",
+            EventKind::RunSucceeded => "run.succeeded",
+            EventKind::RunFailed => "run.failed",
+            EventKind::RunCancelled => "run.cancelled",
+            EventKind::StepFailed => "step.failed",
+            EventKind::StepRetrying => "step.retrying",
+            EventKind::RollbackStarted => "rollback.started",
+            EventKind::RollbackFinished => "rollback.finished",
+            EventKind::Escalation => "escalation",
+            EventKind::HandlerNotify => "handler.notify",
+            EventKind::Anomaly => "anomaly",
+        }
+    }
+
+    /// The event reporting that a run ended in `status` (none for non-final states).
+    pub fn for_run_end(status: RunStatus) -> Option<EventKind> {
+        match status {
+            RunStatus::Succeeded => Some(EventKind::RunSucceeded),
+            RunStatus::Failed => Some(EventKind::RunFailed),
+            RunStatus::Cancelled => Some(EventKind::RunCancelled),
+            _ => None,
+        }
+    }
+
+    /// True for `run.succeeded`, `run.failed` and `run.cancelled`.
+    pub fn is_run_end(self) -> bool {
+        matches!(
+            self,
+            EventKind::RunSucceeded | EventKind::RunFailed | EventKind::RunCancelled
+        )
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One thing to tell webhooks about, in format-neutral JSON pieces.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notice {
+    /// What happened.
+    pub kind: EventKind,
+    /// When the daemon saw it.
+    pub occurred_at: DateTime<Utc>,
+    /// The workflow it is about.
+    pub workflow: String,
+    /// The run it is about, if any.
+    pub run_id: Option<RunId>,
+    /// The run summary ([`run_summary`]), if it is about a run.
+    pub run: Option<Value>,
+    /// The step it is about: `id`, `status`, `attempt`, `exit_code`, `error_class`, and for
+    /// `step.retrying` `delay_ms`; for run ends, the first failing step.
+    pub step: Option<Value>,
+    /// The error text, if any.
+    pub error: Option<String>,
+    /// Event-specific figures (the anomaly, the escalation, the handler), if any.
+    pub details: Option<Value>,
+    /// The full run report (DESIGN §5), for run ends.
+    pub report: Option<Value>,
+    /// The repository's `owner/name` (`full_name` in the config), for `github_status`.
+    pub repo_full_name: Option<String>,
+}
+
+impl Notice {
+    /// A notice with only the event and workflow set.
+    pub fn new(kind: EventKind, workflow: impl Into<String>) -> Notice {
+        Notice {
+            kind,
+            occurred_at: Utc::now(),
+            workflow: workflow.into(),
+            run_id: None,
+            run: None,
+            step: None,
+            error: None,
+            details: None,
+            report: None,
+            repo_full_name: None,
+        }
+    }
+
+    /// A string field of the run summary.
+    pub fn run_field(&self, key: &str) -> Option<&str> {
+        self.run.as_ref()?.get(key)?.as_str()
+    }
+
+    /// The run's duration in milliseconds, when known.
+    pub fn duration_ms(&self) -> Option<i64> {
+        self.run.as_ref()?.get("duration_ms")?.as_i64()
+    }
+
+    /// The link to the run (`{base}/api/v1/runs/{id}`), when it is about a run.
+    pub fn url(&self) -> Option<&str> {
+        self.run_field("url")
+    }
+
+    /// The generic format's body (version 1; documented in the README).
+    pub fn generic_body(&self) -> Value {
+        json!({
+            "version": 1,
+            "event": self.kind.as_str(),
+            "occurred_at": rfc3339(self.occurred_at),
+            "workflow": self.workflow,
+            "run": self.run,
+            "step": self.step,
+            "error": self.error,
+            "details": self.details,
+        })
+    }
+
+    /// The context of a webhook's minijinja `template`: the run report's fields (for run
+    /// ends), then every key of the generic body, `report`, and the shortcuts `run_id`,
+    /// `status`, `repo`, `branch`, `commit`, `url` and `duration_ms`.
+    pub fn template_context(&self) -> Value {
+        let mut ctx = match &self.report {
+            Some(Value::Object(map)) => map.clone(),
+            _ => Map::new(),
+        };
+        if let Value::Object(body) = self.generic_body() {
+            ctx.extend(body);
+        }
+        ctx.insert("report".into(), self.report.clone().unwrap_or(Value::Null));
+        for key in ["run_id", "status", "repo", "branch", "commit", "url"] {
+            let v = self
+                .run
+                .as_ref()
+                .and_then(|r| r.get(key))
+                .cloned()
+                .unwrap_or(Value::Null);
+            ctx.insert(key.into(), v);
+        }
+        ctx.insert(
+            "duration_ms".into(),
+            self.duration_ms().map_or(Value::Null, Value::from),
+        );
+        ctx.entry("stages").or_insert_with(|| json!([]));
+        Value::Object(ctx)
+    }
+}
+
+/// The run summary inside every notice about a run: `run_id` (a string), `workflow`, `repo`,
+/// `status`, `trigger`, `branch`, `commit`, `created_at`, `started_at`, `finished_at`,
+/// `duration_ms`, `url`.
+pub fn run_summary(run: &RunRecord, status: RunStatus, link_base: &str) -> Value {
+    let now = Utc::now();
+    let finished_at = run.finished_at.or_else(|| {
+        matches!(
+            status,
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled
+        )
+        .then_some(now)
+    });
+    let duration_ms = run
+        .started_at
+        .map(|s| (finished_at.unwrap_or(now) - s).num_milliseconds().max(0));
+    json!({
+        "run_id": run.id.to_string(),
+        "workflow": run.workflow,
+        "repo": run.repo,
+        "status": status.as_str(),
+        "trigger": run.trigger.kind.as_str(),
+        "branch": run.trigger.branch,
+        "commit": run.trigger.commit,
+        "created_at": rfc3339(run.created_at),
+        "started_at": run.started_at.map(rfc3339),
+        "finished_at": finished_at.map(rfc3339),
+        "duration_ms": duration_ms,
+        "url": run_url(link_base, run.id),
+    })
+}
+
+/// `{base}/api/v1/runs/{id}`.
+pub fn run_url(link_base: &str, id: RunId) -> String {
+    format!("{}/api/v1/runs/{id}", link_base.trim_end_matches('/'))
+}
+
+/// The first failed step of a run report (depth first, stages then rollback), as the
+/// notice's `step`.
+pub fn failing_step(report: &Value) -> Option<Value> {
+    let stages = report.get("stages")?.as_array()?;
+    stages
+        .iter()
+        .filter_map(|s| s.get("steps")?.as_array())
+        .flatten()
+        .find(|s| s.get("status").and_then(Value::as_str) == Some("failed"))
+        .map(|s| {
+            json!({
+                "id": s.get("id").cloned().unwrap_or(Value::Null),
+                "status": "failed",
+                "attempt": s.get("attempts").cloned().unwrap_or(Value::Null),
+                "exit_code": s.get("exit_code").cloned().unwrap_or(Value::Null),
+                "error_class": s.get("error_class").cloned().unwrap_or(Value::Null),
+            })
+        })
+}
+
+/// A webhook's `events` and `workflows` filters, compiled.
+#[derive(Debug, Clone)]
+pub struct Filter {
+    events: Vec<GlobMatcher>,
+    run_end_alias: bool,
+    workflows: Vec<GlobMatcher>,
+}
+
+impl Filter {
+    /// Compiles a webhook's filters; returns the patterns that are not valid globs (they
+    /// match by equality instead) and the event names that match no event.
+    pub fn new(webhook: &WebhookConfig) -> (Filter, Vec<String>) {
+        let mut problems = Vec::new();
+        let mut compile = |patterns: &[String]| -> Vec<GlobMatcher> {
+            patterns
+                .iter()
+                .map(|p| match Glob::new(p) {
+                    Ok(g) => g.compile_matcher(),
+                    Err(e) => {
+                        problems.push(format!("`{p}` is not a valid glob ({e})"));
+                        Glob::new(&globset::escape(p))
+                            .expect("an escaped pattern is a valid glob")
+                            .compile_matcher()
+                    }
+                })
+                .collect()
+        };
+        let run_end_alias = webhook.events.iter().any(|e| e == "run.finished");
+        let events = compile(&webhook.events);
+        let workflows = compile(&webhook.workflows);
+        for (pattern, matcher) in webhook.events.iter().zip(&events) {
+            if pattern != "run.finished"
+                && !EventKind::ALL.iter().any(|k| matcher.is_match(k.as_str()))
+            {
+                problems.push(format!("event `{pattern}` matches no event"));
+            }
+        }
+        (
+            Filter {
+                events,
+                run_end_alias,
+                workflows,
+            },
+            problems,
+        )
+    }
+
+    /// True when the webhook wants this event of this workflow (empty lists match all;
+    /// `run.finished` stands for the three run ends).
+    pub fn matches(&self, kind: EventKind, workflow: &str) -> bool {
+        let event_ok = self.events.is_empty()
+            || (self.run_end_alias && kind.is_run_end())
+            || self.events.iter().any(|m| m.is_match(kind.as_str()));
+        let workflow_ok =
+            self.workflows.is_empty() || self.workflows.iter().any(|m| m.is_match(workflow));
+        event_ok && workflow_ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::config::{WebhookFormat, WebhookRetry};
+
+    fn hook(events: &[&str], workflows: &[&str]) -> WebhookConfig {
+        WebhookConfig {
+            name: "h".into(),
+            url: "http://127.0.0.1:9/".into(),
+            events: events.iter().map(|s| s.to_string()).collect(),
+            workflows: workflows.iter().map(|s| s.to_string()).collect(),
+            format: WebhookFormat::Generic,
+            api: None,
+            token_env: None,
+            template: None,
+            secret: None,
+            headers: Default::default(),
+            retry: WebhookRetry::default(),
+            rate_limit: None,
+        }
+    }
+
+    #[test]
+    fn filters_by_event_and_workflow_globs() {
+        let (all, problems) = Filter::new(&hook(&[], &[]));
+        assert!(problems.is_empty());
+        for k in EventKind::ALL {
+            assert!(all.matches(*k, "anything"));
+        }
+        let (f, problems) = Filter::new(&hook(&["run.failed", "step.*"], &["deploy-*", "ci"]));
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(f.matches(EventKind::RunFailed, "deploy-prod"));
+        assert!(f.matches(EventKind::StepRetrying, "ci"));
+        assert!(!f.matches(EventKind::RunSucceeded, "ci"));
+        assert!(!f.matches(EventKind::RunFailed, "cid"));
+        let (f, _) = Filter::new(&hook(&["run.finished"], &[]));
+        assert!(f.matches(EventKind::RunCancelled, "x"));
+        assert!(!f.matches(EventKind::RunStarted, "x"));
+        let (_, problems) = Filter::new(&hook(&["run.faild"], &[]));
+        assert_eq!(
+            problems,
+            vec!["event `run.faild` matches no event".to_string()]
+        );
+    }
+
+    #[test]
+    fn failing_step_is_the_first_failed_one() {
+        let report = json!({"stages": [
+            {"name": "a", "steps": [{"id": "ok", "status": "succeeded"}]},
+            {"name": "b", "steps": [{"id": "bad", "status": "failed", "attempts": 2,
+                                     "exit_code": 3, "error_class": "exit_code"},
+                                    {"id": "later", "status": "failed"}]}
+        ]});
+        let step = failing_step(&report).expect("a failed step");
+        assert_eq!(step["id"], "bad");
+        assert_eq!(step["exit_code"], 3);
+        assert_eq!(step["attempt"], 2);
+        assert!(failing_step(&json!({"stages": []})).is_none());
+    }
+
+    #[test]
+    fn template_context_has_the_report_and_shortcuts() {
+        let mut n = Notice::new(EventKind::RunFailed, "w");
+        n.run = Some(json!({"run_id": "4", "status": "failed", "repo": "app",
+                            "branch": "main", "commit": "abc", "url": "http://x/api/v1/runs/4",
+                            "duration_ms": 12}));
+        n.report = Some(json!({"workflow": "w", "stages": [{"name": "s"}], "error": "boom"}));
+        let ctx = n.template_context();
+        assert_eq!(ctx["event"], "run.failed");
+        assert_eq!(ctx["stages"][0]["name"], "s");
+        assert_eq!(ctx["report"]["error"], "boom");
+        assert_eq!(ctx["commit"], "abc");
+        assert_eq!(ctx["duration_ms"], 12);
+        assert_eq!(ctx["version"], 1);
+    }
+}

@@ -1,0 +1,472 @@
+//! Outbound webhooks (DESIGN §6, issue 5): the daemon's events turned into HTTP requests to
+//! chat services, commit statuses and custom receivers, through a durable outbox.
+//!
+//! Flow, and who owns what:
+//! 1. **Events to deliveries.** [`spawn`] subscribes to the daemon's event broadcast
+//!    ([`DaemonEvent`]) before anything runs. A router task picks the events webhooks care
+//!    about and hands them to a writer on a blocking thread with its own store connection,
+//!    which builds a [`Notice`] (reading the run's record for repository, branch, commit),
+//!    matches it against each webhook's `events`/`workflows` filters ([`event::Filter`]),
+//!    renders it ([`format::render`], secrets masked with the engine's masker) and queues it
+//!    in the store's outbox, then wakes that webhook's worker. A run's end is different: its
+//!    deliveries are built by [`finish_deliveries`] and written by `finish_run` in the same
+//!    transaction as the run's final state, so a crash cannot lose one or invent one.
+//! 2. **Deliveries to requests.** [`deliver::Worker`]: one task per webhook, FIFO, one
+//!    request in flight, rate-limited, retried with backoff; every attempt recorded.
+//!    Pending deliveries are picked up again after a restart.
+//!
+//! Not here: the outbox tables and queries (`store::outbox`), the API's listing
+//! (`api::deliveries`) and the `agent deliveries` command (`cli::client`).
+
+pub mod deliver;
+pub mod event;
+pub mod format;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::{Notify, broadcast, mpsc};
+
+pub use event::{EventKind, Filter, Notice};
+pub use format::{RenderError, Rendered};
+
+use crate::daemon::config::{Config, WebhookConfig};
+use crate::daemon::handle::{DaemonEvent, DaemonHandle, Shared};
+use crate::engine::mask::Masker;
+use crate::store::{NewDelivery, RunId, RunRecord, RunStatus, StepStatus, Store};
+
+/// How long the notifier may take to stop once shutdown has begun.
+pub const STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// The configured webhooks, each with a unique `name` (a second webhook with the name, or
+/// URL, of an earlier one gets `#2` appended, and so on): the key of its deliveries.
+pub fn webhooks(config: &Config) -> Vec<Arc<WebhookConfig>> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    config
+        .webhooks
+        .iter()
+        .map(|w| {
+            let n = seen.entry(w.name.clone()).or_insert(0);
+            *n += 1;
+            let mut w = w.clone();
+            if *n > 1 {
+                w.name = format!("{}#{n}", w.name);
+            }
+            Arc::new(w)
+        })
+        .collect()
+}
+
+/// The base of links to runs: `http://ADDR` of the API as bound (`state_dir/daemon.addr`),
+/// else the configured `listen` address.
+pub fn link_base(shared: &Shared) -> String {
+    let addr_file = shared.state_dir.join(crate::daemon::ADDR_FILE_NAME);
+    let addr = std::fs::read_to_string(addr_file)
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| shared.config.listen.to_string());
+    format!("http://{addr}")
+}
+
+fn masker(shared: &Shared) -> Masker {
+    Masker::new(shared.secrets.values().map(String::as_str))
+}
+
+fn full_name(config: &Config, run: &RunRecord) -> Option<String> {
+    config.repo(run.repo.as_deref()?)?.full_name.clone()
+}
+
+/// Renders `notice` for every webhook whose filters match it.
+fn deliveries_for(
+    hooks: &[(Arc<WebhookConfig>, Filter)],
+    notice: &Notice,
+    masker: &Masker,
+) -> Vec<NewDelivery> {
+    let mut out = Vec::new();
+    for (webhook, filter) in hooks {
+        if !filter.matches(notice.kind, &notice.workflow) {
+            continue;
+        }
+        match format::render(webhook, notice, masker) {
+            Ok(Some(rendered)) => out.push(NewDelivery {
+                webhook: webhook.name.clone(),
+                event: notice.kind.as_str().to_string(),
+                run_id: notice.run_id,
+                body: rendered.to_envelope(),
+            }),
+            Ok(None) => {}
+            Err(err) => tracing::error!(webhook = %webhook.name, event = %notice.kind,
+                error = %err, "cannot render a webhook delivery; it is not sent"),
+        }
+    }
+    out
+}
+
+fn compiled(config: &Config) -> Vec<(Arc<WebhookConfig>, Filter)> {
+    webhooks(config)
+        .into_iter()
+        .map(|w| {
+            let (filter, _) = Filter::new(&w);
+            (w, filter)
+        })
+        .collect()
+}
+
+/// The notice of a run's end (`run.succeeded`, `run.failed`, `run.cancelled`).
+pub fn run_end_notice(
+    shared: &Shared,
+    run: &RunRecord,
+    status: RunStatus,
+    report: &Value,
+) -> Option<Notice> {
+    let kind = EventKind::for_run_end(status)?;
+    let mut notice = Notice::new(kind, run.workflow.clone());
+    notice.run_id = Some(run.id);
+    let mut summary = event::run_summary(run, status, &link_base(shared));
+    if let Some(ms) = report.get("duration_ms").and_then(Value::as_i64) {
+        summary["duration_ms"] = json!(ms);
+    }
+    notice.run = Some(summary);
+    notice.step = event::failing_step(report);
+    notice.error = report
+        .get("error")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| run.error.clone());
+    notice.report = Some(report.clone());
+    notice.repo_full_name = full_name(&shared.config, run);
+    Some(notice)
+}
+
+/// The deliveries announcing that `run` ended in `status` with `report`, for
+/// [`RunFinish::deliveries`](crate::store::RunFinish::deliveries): the callers of
+/// `finish_run` (the run task, the scheduler's cancel) write them in the same transaction as
+/// the run's end. The notifier then only wakes the workers.
+pub fn finish_deliveries(
+    shared: &Shared,
+    run: &RunRecord,
+    status: RunStatus,
+    report: &Value,
+) -> Vec<NewDelivery> {
+    if shared.config.webhooks.is_empty() {
+        return Vec::new();
+    }
+    match run_end_notice(shared, run, status, report) {
+        Some(notice) => deliveries_for(&compiled(&shared.config), &notice, &masker(shared)),
+        None => Vec::new(),
+    }
+}
+
+/// An event the writer turns into deliveries.
+#[derive(Debug)]
+struct Pending {
+    event: DaemonEvent,
+}
+
+/// Starts the notifier if webhooks are configured: subscribes to the daemon's events at once
+/// (so nothing emitted after this call is missed), checks the webhooks' filters and
+/// templates, starts one delivery worker per webhook and the event router. The task ends
+/// after shutdown.
+pub fn spawn(handle: &DaemonHandle) -> Option<tokio::task::JoinHandle<()>> {
+    let hooks = webhooks(&handle.shared.config);
+    if hooks.is_empty() {
+        return None;
+    }
+    let events = handle.shared.events.subscribe();
+    let handle = handle.clone();
+    Some(tokio::spawn(
+        async move { run(handle, hooks, events).await },
+    ))
+}
+
+async fn run(
+    handle: DaemonHandle,
+    hooks: Vec<Arc<WebhookConfig>>,
+    mut events: broadcast::Receiver<DaemonEvent>,
+) {
+    let client = match deliver::http_client() {
+        Ok(c) => c,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot build the webhook HTTP client; no webhook is sent");
+            return;
+        }
+    };
+    let mut targets = Vec::new();
+    let mut wakes: HashMap<String, Arc<Notify>> = HashMap::new();
+    let mut workers = Vec::new();
+    for webhook in hooks {
+        let (filter, problems) = Filter::new(&webhook);
+        for p in problems {
+            tracing::warn!(webhook = %webhook.name, "{p}");
+        }
+        if let Some(t) = &webhook.template
+            && let Err(err) = format::check_template(t)
+        {
+            tracing::error!(webhook = %webhook.name, error = %err, "invalid webhook template");
+        }
+        let wake = Arc::new(Notify::new());
+        wakes.insert(webhook.name.clone(), wake.clone());
+        workers.push(tokio::spawn(
+            deliver::Worker {
+                webhook: webhook.clone(),
+                wake,
+                client: client.clone(),
+                handle: handle.clone(),
+            }
+            .run(),
+        ));
+        targets.push((webhook, filter));
+    }
+    report_orphans(&handle, &wakes).await;
+    let (tx, rx) = mpsc::unbounded_channel::<Pending>();
+    let writer = {
+        let shared = handle.shared.clone();
+        let wakes = wakes.clone();
+        tokio::task::spawn_blocking(move || write_deliveries(&shared, &targets, &wakes, rx))
+    };
+    loop {
+        let event = tokio::select! {
+            e = events.recv() => e,
+            () = handle.shutdown_requested() => break,
+        };
+        match event {
+            Ok(DaemonEvent::RunFinished { .. }) => {
+                // Its deliveries were written with the run's end: deliver them now.
+                for wake in wakes.values() {
+                    wake.notify_one();
+                }
+            }
+            Ok(
+                event @ (DaemonEvent::RunQueued { .. }
+                | DaemonEvent::RunStarted { .. }
+                | DaemonEvent::StepFinished {
+                    status: StepStatus::Failed,
+                    ..
+                }
+                | DaemonEvent::StepRetrying { .. }
+                | DaemonEvent::RollbackStarted { .. }
+                | DaemonEvent::RollbackFinished { .. }
+                | DaemonEvent::Escalation { .. }
+                | DaemonEvent::HandlerNotify { .. }
+                | DaemonEvent::Anomaly { .. }),
+            ) => {
+                if tx.send(Pending { event }).is_err() {
+                    break;
+                }
+            }
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(
+                    missed = n,
+                    "notifier fell behind the daemon's events; some notifications were lost"
+                );
+            }
+            Err(broadcast::error::RecvError::Closed) => break,
+        }
+    }
+    drop(tx);
+    let _ = tokio::time::timeout(STOP_WAIT, writer).await;
+    for w in workers {
+        let _ = tokio::time::timeout(STOP_WAIT, w).await;
+    }
+}
+
+/// Logs pending deliveries of webhooks that are no longer configured (they stay queued).
+async fn report_orphans(handle: &DaemonHandle, wakes: &HashMap<String, Arc<Notify>>) {
+    let path = handle.shared.store_path.clone();
+    let counts = tokio::task::spawn_blocking(move || {
+        Store::open(&path).and_then(|s| s.pending_delivery_counts())
+    })
+    .await;
+    if let Ok(Ok(counts)) = counts {
+        for (webhook, n) in counts {
+            if !wakes.contains_key(&webhook) {
+                tracing::warn!(webhook = %webhook, pending = n,
+                    "pending deliveries for a webhook that is no longer configured are kept, not sent");
+            }
+        }
+    }
+}
+
+/// The writer (blocking thread): events to notices to queued deliveries.
+fn write_deliveries(
+    shared: &Shared,
+    targets: &[(Arc<WebhookConfig>, Filter)],
+    wakes: &HashMap<String, Arc<Notify>>,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+) {
+    let mut store = match Store::open(&shared.store_path) {
+        Ok(s) => s,
+        Err(err) => {
+            tracing::error!(error = %err, "notifier cannot open the store; no webhook is queued");
+            return;
+        }
+    };
+    let masker = masker(shared);
+    while let Some(Pending { event }) = rx.blocking_recv() {
+        let notice = match build_notice(shared, &store, &event) {
+            Ok(Some(n)) => n,
+            Ok(None) => continue,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot build a notification");
+                continue;
+            }
+        };
+        for delivery in deliveries_for(targets, &notice, &masker) {
+            match store.enqueue_delivery(&delivery) {
+                Ok(_) => {
+                    if let Some(w) = wakes.get(&delivery.webhook) {
+                        w.notify_one();
+                    }
+                }
+                Err(err) => tracing::error!(webhook = %delivery.webhook, event = %delivery.event,
+                    error = %err, "cannot queue a webhook delivery"),
+            }
+        }
+    }
+}
+
+/// The run's record and a notice of `kind` about it (`None` when the run is gone).
+fn run_notice(
+    shared: &Shared,
+    store: &Store,
+    kind: EventKind,
+    run_id: RunId,
+) -> Result<Option<(Notice, RunRecord)>, crate::store::StoreError> {
+    let Some(run) = store.get_run(run_id)? else {
+        return Ok(None);
+    };
+    let mut notice = Notice::new(kind, run.workflow.clone());
+    notice.run_id = Some(run_id);
+    notice.run = Some(event::run_summary(&run, run.status, &link_base(shared)));
+    notice.repo_full_name = full_name(&shared.config, &run);
+    Ok(Some((notice, run)))
+}
+
+/// The notice of a daemon event (`None` for events no webhook hears of).
+fn build_notice(
+    shared: &Shared,
+    store: &Store,
+    event: &DaemonEvent,
+) -> Result<Option<Notice>, crate::store::StoreError> {
+    let notice = match event {
+        DaemonEvent::RunQueued { run_id, .. } => {
+            run_notice(shared, store, EventKind::RunQueued, *run_id)?.map(|(mut n, _)| {
+                if let Some(run) = n.run.as_mut() {
+                    run["status"] = json!("queued");
+                }
+                n
+            })
+        }
+        DaemonEvent::RunStarted { run_id, .. } => {
+            run_notice(shared, store, EventKind::RunStarted, *run_id)?.map(|(mut n, _)| {
+                if let Some(run) = n.run.as_mut() {
+                    run["status"] = json!("running");
+                }
+                n
+            })
+        }
+        DaemonEvent::StepFinished { run_id, step, .. } => {
+            let Some((mut n, _)) = run_notice(shared, store, EventKind::StepFailed, *run_id)?
+            else {
+                return Ok(None);
+            };
+            let record = store
+                .get_steps(*run_id)?
+                .into_iter()
+                .rev()
+                .find(|s| s.step_id == step.as_ref());
+            let (attempts, exit_code, class) = record
+                .map(|r| (r.attempts, r.exit_code, r.error_class))
+                .unwrap_or((0, None, None));
+            n.step = Some(json!({
+                "id": step.as_ref(), "status": "failed", "attempt": attempts,
+                "exit_code": exit_code, "error_class": class,
+            }));
+            n.error = Some(match (&class, exit_code) {
+                (Some(c), Some(x)) => format!("step `{step}` failed ({c}, exit code {x})"),
+                (Some(c), None) => format!("step `{step}` failed ({c})"),
+                (None, Some(x)) => format!("step `{step}` failed (exit code {x})"),
+                (None, None) => format!("step `{step}` failed"),
+            });
+            Some(n)
+        }
+        DaemonEvent::StepRetrying {
+            run_id,
+            step,
+            attempt,
+            error_class,
+            delay,
+        } => run_notice(shared, store, EventKind::StepRetrying, *run_id)?.map(|(mut n, _)| {
+            n.step = Some(json!({
+                "id": step.as_ref(), "status": "running", "attempt": attempt,
+                "error_class": error_class.as_ref(),
+                "delay_ms": u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            }));
+            n.error = Some(format!(
+                "attempt {attempt} of step `{step}` failed ({error_class})"
+            ));
+            n
+        }),
+        DaemonEvent::RollbackStarted { run_id } => {
+            run_notice(shared, store, EventKind::RollbackStarted, *run_id)?.map(|(n, _)| n)
+        }
+        DaemonEvent::RollbackFinished { run_id, succeeded } => {
+            run_notice(shared, store, EventKind::RollbackFinished, *run_id)?.map(|(mut n, _)| {
+                let status = if *succeeded { "succeeded" } else { "failed" };
+                n.details = Some(json!({ "status": status }));
+                n
+            })
+        }
+        DaemonEvent::Escalation {
+            run_id,
+            step,
+            error_class,
+            message,
+        } => run_notice(shared, store, EventKind::Escalation, *run_id)?.map(|(mut n, _)| {
+            n.step = Some(json!({"id": step.as_ref(), "status": "failed",
+                                 "error_class": error_class.as_ref()}));
+            n.error = Some(message.to_string());
+            n.details = Some(json!({"error_class": error_class.as_ref(),
+                                    "message": message.as_ref()}));
+            n
+        }),
+        DaemonEvent::HandlerNotify {
+            run_id,
+            step,
+            error_class,
+            action,
+        } => run_notice(shared, store, EventKind::HandlerNotify, *run_id)?.map(|(mut n, _)| {
+            n.step = Some(json!({"id": step.as_ref(), "status": "failed",
+                                 "error_class": error_class.as_ref()}));
+            n.details = Some(json!({"error_class": error_class.as_ref(),
+                                    "action": action.as_ref()}));
+            n
+        }),
+        DaemonEvent::Anomaly {
+            workflow,
+            run_id,
+            anomaly,
+            ..
+        } => {
+            let mut n = match run_id {
+                Some(id) => run_notice(shared, store, EventKind::Anomaly, *id)?
+                    .map(|(n, _)| n)
+                    .unwrap_or_else(|| Notice::new(EventKind::Anomaly, workflow.as_ref())),
+                None => Notice::new(EventKind::Anomaly, workflow.as_ref()),
+            };
+            n.workflow = workflow.to_string();
+            n.details = Some(anomaly.as_ref().clone());
+            n.error = anomaly
+                .get("message")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            Some(n)
+        }
+        _ => None,
+    };
+    Ok(notice)
+}
