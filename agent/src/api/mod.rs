@@ -13,6 +13,7 @@
 
 mod anomalies;
 pub mod auth;
+mod deliveries;
 pub mod error;
 pub mod hooks;
 mod logs;
@@ -64,7 +65,7 @@ pub fn router(handle: DaemonHandle) -> Result<Router, TokenError> {
         .route("/api/v1/runs/{id}/steps/{step}/log", get(logs::step_log))
         .route("/api/v1/workflows", get(routes::list_workflows))
         .route("/api/v1/workflows/{name}/runs", post(routes::trigger))
-        .route("/api/v1/deliveries", get(routes::deliveries))
+        .route("/api/v1/deliveries", get(deliveries::list))
         .route("/api/v1/anomalies", get(anomalies::list))
         .route("/metrics", get(metrics::metrics))
         .fallback(routes::not_found)

@@ -1,5 +1,5 @@
 //! The JSON routes: health, runs (list, get, cancel, retry), workflows (list, trigger), and
-//! the deliveries placeholder.
+//! nothing else (deliveries, anomalies and metrics have their own modules).
 
 use std::collections::HashMap;
 
@@ -243,11 +243,6 @@ pub async fn list_workflows(State(state): State<ApiState>) -> Json<Value> {
         }
     }
     Json(json!({ "workflows": workflows }))
-}
-
-/// `GET /api/v1/deliveries`: the shape only; deliveries come with issue 5.
-pub async fn deliveries() -> Json<Value> {
-    Json(json!({ "deliveries": [] }))
 }
 
 #[cfg(test)]
