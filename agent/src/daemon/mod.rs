@@ -141,6 +141,7 @@ pub async fn run(
         handle.clone(),
         handle.shared.events.subscribe(),
     ));
+    let notifier = crate::notify::spawn(&handle);
     let scheduler =
         tokio::spawn(scheduler::Scheduler::new(handle.clone(), store, parts.commands).run());
     let api = tokio::spawn(crate::api::serve(listener, handle.clone()));
@@ -165,6 +166,13 @@ pub async fn run(
         if tokio::time::timeout(API_STOP_WAIT, task).await.is_err() {
             tracing::warn!("{name} did not stop in time");
         }
+    }
+    if let Some(task) = notifier
+        && tokio::time::timeout(crate::notify::STOP_WAIT, task)
+            .await
+            .is_err()
+    {
+        tracing::warn!("webhook notifier did not stop in time");
     }
     match tokio::time::timeout(API_STOP_WAIT, api).await {
         Ok(Ok(Ok(()))) => {}
