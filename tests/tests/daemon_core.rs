@@ -677,3 +677,41 @@ fn sigterm_past_the_grace_period_cancels_and_the_next_start_resumes() {
     assert_eq!(lines(&out.join("first")).len(), 1);
     assert_eq!(lines(&out.join("long")).len(), 2);
 }
+
+#[test]
+fn a_second_sigterm_ends_the_grace_period() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).expect("out dir");
+    let wf = format!(
+        "workflow:\n  name: long\n  env:\n    OUT: {}\n  stages:\n    - name: s\n      steps:\n        - id: long\n          run: |\n            echo long >> \"$OUT/long\"\n            if [ \"$(wc -l < \"$OUT/long\")\" -lt 2 ]; then sleep 60; fi\n",
+        yaml_quote(&out.to_string_lossy())
+    );
+    init_repo(&repo, &[(".workflows/long.yaml", &wf)]);
+    let root = tmp.path().join("daemon");
+    let mut d = TestDaemon::start(
+        &root,
+        &format!(
+            "{}limits:\n  shutdown_grace: 5m\n",
+            repo_config("app", &repo)
+        ),
+    );
+    let id = trigger(&d, "long", "{}");
+    wait_for("the long step", RUN_LIMIT, || out.join("long").exists());
+    let pid = i32::try_from(d.pid().expect("running")).expect("pid");
+    // SAFETY: kill(2) on the PID of the daemon this test started.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    wait_for("the shutdown to begin", RUN_LIMIT, || {
+        d.log_text().contains("waiting for running runs")
+    });
+    let started = Instant::now();
+    let status = d.signal_and_wait(libc::SIGTERM, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "{}", d.log_text());
+    assert!(started.elapsed() < Duration::from_secs(20));
+    d.boot();
+    let run = d.wait_run_final(&id, RUN_LIMIT);
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+}

@@ -2,7 +2,8 @@
 //!
 //! With no `--config` the daemon runs on the embedded defaults (state in `./.agent/`,
 //! listening on 127.0.0.1:8420, watching the git repository around the current directory).
-//! Logs go to stderr (`RUST_LOG` filters them, default `info`). Exit codes: 0 after a clean
+//! Logs go to stderr (`RUST_LOG` filters them, default `info`). A second SIGTERM or SIGINT
+//! ends the shutdown grace period at once. Exit codes: 0 after a clean
 //! shutdown, 1 when the daemon cannot start or fails, 2 for an invalid config file.
 
 use std::path::PathBuf;
@@ -60,7 +61,17 @@ pub fn run(args: DaemonArgs) -> i32 {
             return EXIT_FAILED;
         }
     };
-    let result = runtime.block_on(crate::daemon::run(config, shutdown_signal()));
+    let result = runtime.block_on(async {
+        let (count_tx, count) = tokio::sync::watch::channel(0u32);
+        tokio::spawn(count_signals(count_tx));
+        let wait = |n: u32| {
+            let mut rx = count.clone();
+            async move {
+                let _ = rx.wait_for(|c| *c >= n).await;
+            }
+        };
+        crate::daemon::run_until(config, wait(1), wait(2)).await
+    });
     // Blocking threads (a git fetch, a SQLite write) are not waited for forever.
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     match result {
@@ -72,22 +83,25 @@ pub fn run(args: DaemonArgs) -> i32 {
     }
 }
 
-/// Resolves at the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Counts SIGTERM and SIGINT: the first starts a graceful shutdown, the second ends its
+/// grace period.
+async fn count_signals(count: tokio::sync::watch::Sender<u32>) {
     use tokio::signal::unix::{SignalKind, signal};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM received"),
-                _ = int.recv() => tracing::info!("SIGINT received"),
-            }
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers (should not happen on Unix) Ctrl-C still works.
+        let _ = tokio::signal::ctrl_c().await;
+        count.send_modify(|c| *c += 1);
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
         }
-        _ => {
-            // Without signal handlers (should not happen on Unix) Ctrl-C still works.
-            let _ = tokio::signal::ctrl_c().await;
-        }
+        count.send_modify(|c| *c += 1);
     }
 }
 

@@ -84,8 +84,19 @@ pub enum DaemonStartError {
 /// gives running steps `limits.shutdown_grace` to finish and cancels the rest (they resume
 /// on the next start).
 pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), DaemonStartError> {
+    run_until(config, shutdown, std::future::pending()).await
+}
+
+/// [`run`], with a second future that, once shutdown has begun, ends the grace period at
+/// once (a second SIGTERM or Ctrl-C): running runs are cancelled and resume on the next
+/// start.
+pub async fn run_until(
     mut config: Config,
     shutdown: impl Future<Output = ()> + Send,
+    hurry: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonStartError> {
     let state_dir = absolute(&config.state_dir).map_err(|source| DaemonStartError::StateDir {
         path: config.state_dir.clone(),
@@ -154,6 +165,12 @@ pub async fn run(
     shutdown.await;
     tracing::info!("shutting down: no new runs are started");
     let _ = parts.shutdown.send(true);
+    let hurry_handle = handle.clone();
+    let hurry = tokio::spawn(async move {
+        hurry.await;
+        tracing::info!("second stop request: cancelling running runs now");
+        hurry_handle.send(DaemonCommand::Shutdown).await;
+    });
     if let Err(err) = scheduler.await {
         tracing::error!(error = %err, "scheduler stopped abnormally");
     }
@@ -180,6 +197,7 @@ pub async fn run(
         Ok(Err(err)) => tracing::error!(error = %err, "API server stopped abnormally"),
         Err(_) => tracing::warn!("API server did not stop in time"),
     }
+    hurry.abort();
     let _ = std::fs::remove_file(state_dir.join(ADDR_FILE_NAME));
     tracing::info!("agent daemon stopped");
     Ok(())
