@@ -97,6 +97,38 @@ pub async fn run(handle: DaemonHandle) {
     while tasks.join_next().await.is_some() {}
 }
 
+/// Waits (at most `limit`) until every configured repository has been looked at once, so
+/// that what the daemon treats as a remote's existing history is what it held when the
+/// daemon started answering. Meant for the daemon's entry point, between spawning [`run`]
+/// and announcing its address; a slow or unreachable remote only delays that by `limit`.
+pub async fn first_look(handle: &DaemonHandle, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let names: Vec<&str> = handle
+        .shared
+        .config
+        .repos
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    loop {
+        let seen = handle.shared.repos.snapshot();
+        let missing: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| !seen.contains_key(*n))
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(repos = ?missing, "starting before the first look at these repositories");
+            return;
+        }
+        // Boot only, bounded by `limit`: a short poll is simpler than a per-repository signal.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// The git directory that holds a repository's refs (the common one, for a worktree).
 fn git_common_dir(path: &Path) -> Option<PathBuf> {
     let repo = git2::Repository::open(path).ok()?;
@@ -247,6 +279,8 @@ impl RepoWatcher {
                         "cannot update the repository");
                 }
             }
+            // The repository has been looked at (well or not): `first_look` stops waiting.
+            self.handle.shared.repos.update(&self.repo.name, |_| {});
             if !self.wait(backoff(self.repo.poll_interval, failures)).await {
                 return;
             }
@@ -640,20 +674,9 @@ mod task_tests {
             Default::default(),
         );
         let task = tokio::spawn(run(handle.clone()));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while handle
-            .shared
-            .repos
-            .get("remote")
-            .and_then(|i| i.head)
-            .is_none()
-        {
-            assert!(
-                Instant::now() < deadline,
-                "the repository was never fetched"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        first_look(&handle, Duration::from_secs(10)).await;
+        let info = handle.shared.repos.get("remote").expect("looked at");
+        assert!(info.head.is_some(), "the first look fetched: {info:?}");
         std::fs::create_dir_all(repo.join(".workflows")).expect("mkdir");
         std::fs::write(
             repo.join(".workflows/w.yaml"),
