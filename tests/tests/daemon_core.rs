@@ -715,3 +715,37 @@ fn a_second_sigterm_ends_the_grace_period() {
     let run = d.wait_run_final(&id, RUN_LIMIT);
     assert_eq!(run["status"], "succeeded", "{run:#}");
 }
+
+#[test]
+fn retry_of_a_failed_run_starts_at_its_failed_step() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).expect("out dir");
+    let wf = format!(
+        "workflow:\n  name: flaky\n  env:\n    OUT: {}\n  stages:\n    - name: s\n      steps:\n        - id: build\n          run: |\n            echo build >> \"$OUT/build\"\n            echo artifact=a1 >> \"$AGENT_OUTPUT\"\n        - id: test\n          run: |\n            echo \"${{{{ steps.build.output.artifact }}}}\" >> \"$OUT/test\"\n            [ \"$(wc -l < \"$OUT/test\")\" -ge 2 ]\n",
+        yaml_quote(&out.to_string_lossy())
+    );
+    init_repo(&repo, &[(".workflows/flaky.yaml", &wf)]);
+    let root = tmp.path().join("daemon");
+    let d = TestDaemon::start(&root, &repo_config("app", &repo));
+    let id = trigger(&d, "flaky", "{}");
+    assert_eq!(d.wait_run_final(&id, RUN_LIMIT)["status"], "failed");
+    let (code, body) = d.post(&format!("/api/v1/runs/{id}/retry"), "{}");
+    assert_eq!(code, 202, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("JSON");
+    let again = match &v["run_id"] {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    assert_ne!(again, id);
+    let run = d.wait_run_final(&again, RUN_LIMIT);
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    assert_eq!(run["trigger"]["kind"], "retry", "{run:#}");
+    assert_eq!(
+        lines(&out.join("build")).len(),
+        1,
+        "the passed step ran again"
+    );
+    assert_eq!(lines(&out.join("test")), ["a1", "a1"]);
+}
