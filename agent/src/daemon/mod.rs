@@ -158,6 +158,8 @@ pub async fn run_until(
     let api = tokio::spawn(crate::api::serve(listener, handle.clone()));
     let watch = tokio::spawn(git_watch::run(handle.clone()));
     let cron = tokio::spawn(cron::run(handle.clone()));
+    // A remote's history is what it held when the daemon announced itself (at most 5 s late).
+    git_watch::first_look(&handle, std::time::Duration::from_secs(5)).await;
     write_addr_file(&state_dir, bound);
     tracing::info!(addr = %bound, state_dir = %state_dir.display(),
         repos = handle.shared.config.repos.len(), "agent daemon listening");
