@@ -594,8 +594,65 @@ mod tests {
         assert!(judge_run(&config, "w", None, RunId(3), &history(&runs)).is_empty());
     }
 
+    /// Finishes a run of `w` in `app` with this status and engine duration.
+    fn finish(store: &mut Store, ok: bool, ms: u64) -> RunId {
+        use crate::store::{NewRun, RunFinish, Trigger, TriggerKind};
+        let mut run = NewRun::new("w", Trigger::new(TriggerKind::Manual));
+        run.repo = Some("app".into());
+        let id = store.enqueue_run(&run).expect("enqueue").run_id();
+        store.mark_running(id).expect("running");
+        let status = if ok {
+            RunStatus::Succeeded
+        } else {
+            RunStatus::Failed
+        };
+        let mut f = RunFinish::new(status);
+        f.report = Some(json!({ "duration_ms": ms }));
+        store.finish_run(id, &f).expect("finish");
+        id
+    }
+
     #[test]
-    fn the_memory_sampler_sums_a_steps_processes() {
+    fn finished_runs_are_judged_from_the_store_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open_in_dir(dir.path()).expect("open");
+        let config = AnomaliesConfig {
+            failure_window: 4,
+            min_samples: 4,
+            ..AnomaliesConfig::default()
+        };
+        let mut raised = Vec::new();
+        for ms in [200, 210, 190, 205] {
+            let id = finish(&mut store, true, ms);
+            raised.extend(check_finished_run(&mut store, &config, id).expect("check"));
+        }
+        assert!(raised.is_empty(), "{raised:?}");
+        let slow = finish(&mut store, true, 600);
+        let found = check_finished_run(&mut store, &config, slow).expect("check");
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].anomaly.kind, SLOW_RUN);
+        assert_eq!(found[0].anomaly.repo.as_deref(), Some("app"));
+        // Looking again records nothing new.
+        assert!(
+            check_finished_run(&mut store, &config, slow)
+                .expect("again")
+                .is_empty()
+        );
+        // Three failures in the last four: one failure_rate anomaly, at the crossing.
+        let mut kinds = Vec::new();
+        for _ in 0..4 {
+            let id = finish(&mut store, false, 50);
+            for r in check_finished_run(&mut store, &config, id).expect("check") {
+                kinds.push((id, r.anomaly.kind));
+            }
+        }
+        assert_eq!(kinds.len(), 1, "{kinds:?}");
+        assert_eq!(kinds[0].1, FAILURE_RATE);
+        assert_eq!(store.list_anomalies(Some("w"), 10).expect("list").len(), 2);
+    }
+
+    #[test]
+    fn a_memory_sample_of_no_steps_is_empty() {
         // This process is not a step; a sample of no steps finds nothing.
         let mut s = MemorySampler::new();
         assert!(s.sample(&HashSet::new()).is_empty());
