@@ -749,3 +749,19 @@ fn retry_of_a_failed_run_starts_at_its_failed_step() {
     );
     assert_eq!(lines(&out.join("test")), ["a1", "a1"]);
 }
+
+/// What a user reads for a broken config file (snapshot).
+#[test]
+fn config_diagnostics_snapshot() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        tmp.path().join("agent.yaml"),
+        "listen: localhost\nrepos:\n  - name: app\n    url: git://127.0.0.1/app\n    path: /srv/app\n    branchs: [main]\n  - path: /srv/other\nsecrets:\n  TOKEN: {env: 'NOT A NAME'}\nwebhooks:\n  - url: http://127.0.0.1:9/hook\n    format: discrod\nlimits:\n  max_concurrent_runs: -1\n  shutdown_grace: soon\nkeep_failed_workspaces: maybe\n",
+    )
+    .expect("write config");
+    let mut cmd = common::agent(&["validate", "--config", "agent.yaml"]);
+    cmd.current_dir(tmp.path());
+    let out = common::run_with_deadline(cmd, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(1));
+    insta::assert_snapshot!(String::from_utf8_lossy(&out.stderr));
+}

@@ -546,6 +546,8 @@ fn parse_tree(root: &Node, base: &Path) -> Result<Config, Vec<Diagnostic>> {
         }
     }
     if r.diags.iter().any(Diagnostic::is_error) {
+        r.diags
+            .sort_by_key(|d| (d.span.start.line, d.span.start.column));
         Err(r.diags)
     } else {
         Ok(config)
