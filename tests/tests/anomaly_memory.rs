@@ -60,7 +60,7 @@ fn a_step_above_the_memory_limit_raises_one_anomaly() {
     assert_eq!(a["kind"], "step_memory");
     assert_eq!(a["step"], "big");
     assert_eq!(a["workflow"], "hungry");
-    assert_eq!(a["run_id"].to_string().trim_matches('"'), id);
+    assert_eq!(a["run_id"], id.as_str());
     assert_eq!(a["details"]["limit_mb"], 40);
     assert!(
         a["details"]["memory_mb"].as_u64().unwrap_or(0) > 40,

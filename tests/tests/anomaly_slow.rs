@@ -85,7 +85,7 @@ fn a_run_three_times_slower_than_its_history_raises_one_anomaly() {
     assert_eq!(a["kind"], "slow_run");
     assert_eq!(a["workflow"], "nap");
     assert_eq!(a["repo"], "app");
-    assert_eq!(a["run_id"].to_string().trim_matches('"'), slow);
+    assert_eq!(a["run_id"], slow.as_str());
     assert!(
         a["details"]["duration_ms"].as_u64().unwrap_or(0) >= 600,
         "{a:#}"

@@ -1,6 +1,7 @@
 //! `GET /api/v1/anomalies?workflow=&limit=`: the anomalies detection recorded
 //! ([`crate::daemon::anomaly`]), newest first, as `{"anomalies": [{id, kind, workflow, repo,
-//! run_id, step, message, details, created_at}]}`. `limit` defaults to 50, up to 1000.
+//! run_id, step, message, details, created_at}]}` (run ids are strings, as everywhere in the
+//! API). `limit` defaults to 50, up to 1000.
 
 use std::collections::HashMap;
 

@@ -54,7 +54,7 @@ pub fn anomaly_json(record: &AnomalyRecord) -> Value {
         "kind": a.kind,
         "workflow": a.workflow,
         "repo": a.repo,
-        "run_id": a.run_id.map(|r| r.0),
+        "run_id": a.run_id.map(|r| r.to_string()),
         "step": a.step,
         "message": a.message,
         "details": a.details,
