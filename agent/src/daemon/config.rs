@@ -187,13 +187,15 @@ pub struct HooksConfig {
 /// Anomaly detection thresholds.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AnomaliesConfig {
-    /// A run slower than this factor times the median is slow.
+    /// A succeeded run slower than this factor times the p95 of the `window` succeeded runs
+    /// before it is slow.
     pub slow_factor: f64,
-    /// Runs needed before slowness is judged.
+    /// Succeeded runs needed before slowness is judged (and finished runs before the
+    /// failure rate is).
     pub min_samples: usize,
-    /// Runs the median is taken over.
+    /// Succeeded runs the p95 is taken over.
     pub window: usize,
-    /// A failure rate at or above this over `failure_window` is an anomaly.
+    /// A failure rate above this over `failure_window` is an anomaly (raised when it crosses).
     pub failure_rate: f64,
     /// Runs the failure rate is taken over.
     pub failure_window: usize,
