@@ -358,8 +358,11 @@ impl Worker {
                 ready = ready.max(last + gap);
             }
             if ready > Instant::now() {
+                // A wake means the queue changed (a held run end was released, an earlier
+                // event was queued): look at the head again.
                 tokio::select! {
                     () = tokio::time::sleep_until(ready) => {}
+                    () = self.wake.notified() => continue,
                     () = self.handle.shutdown_requested() => return,
                 }
             }

@@ -10,7 +10,9 @@
 //!    renders it ([`format::render`], secrets masked with the engine's masker) and queues it
 //!    in the store's outbox, then wakes that webhook's worker. A run's end is different: its
 //!    deliveries are built by [`finish_deliveries`] and written by `finish_run` in the same
-//!    transaction as the run's final state, so a crash cannot lose one or invent one.
+//!    transaction as the run's final state, so a crash cannot lose one or invent one; they
+//!    are held there until the writer sees the run's end
+//!    ([`Store::release_run_deliveries`]), so they are sent after the run's earlier events.
 //! 2. **Deliveries to requests.** [`deliver::Worker`]: one task per webhook, FIFO, one
 //!    request in flight, rate-limited, retried with backoff; every attempt recorded.
 //!    Pending deliveries are picked up again after a restart.
@@ -233,14 +235,9 @@ async fn run(
             () = handle.shutdown_requested() => break,
         };
         match event {
-            Ok(DaemonEvent::RunFinished { .. }) => {
-                // Its deliveries were written with the run's end: deliver them now.
-                for wake in wakes.values() {
-                    wake.notify_one();
-                }
-            }
             Ok(
-                event @ (DaemonEvent::RunQueued { .. }
+                event @ (DaemonEvent::RunFinished { .. }
+                | DaemonEvent::RunQueued { .. }
                 | DaemonEvent::RunStarted { .. }
                 | DaemonEvent::StepFinished {
                     status: StepStatus::Failed,
@@ -307,6 +304,23 @@ fn write_deliveries(
     };
     let masker = masker(shared);
     while let Some(Pending { event }) = rx.blocking_recv() {
+        if let DaemonEvent::RunFinished { run_id, .. } = &event {
+            // Its deliveries were written with the run's end, held until now: every earlier
+            // event of the run is queued before them, so they can go.
+            let ends: Vec<&str> = EventKind::ALL
+                .iter()
+                .filter(|k| k.is_run_end())
+                .map(|k| k.as_str())
+                .collect();
+            if let Err(err) = store.release_run_deliveries(*run_id, &ends) {
+                tracing::warn!(run = %run_id, error = %err,
+                    "cannot release the run's end deliveries; they go after the hold");
+            }
+            for wake in wakes.values() {
+                wake.notify_one();
+            }
+            continue;
+        }
         let notice = match build_notice(shared, &store, &event) {
             Ok(Some(n)) => n,
             Ok(None) => continue,

@@ -74,17 +74,27 @@ fn new_delivery_id() -> String {
     )
 }
 
-/// Queues a delivery inside `tx`, due now; returns its id.
-pub(crate) fn insert_delivery(
+/// How long a delivery queued with a run's end (`finish_run`) waits for the notifier to
+/// release it ([`Store::release_run_deliveries`]) before it is due anyway.
+///
+/// The notifier queues a run's earlier events (`run.started`, `step.failed`, ...) itself, a
+/// moment after they happen; holding the run's end until the notifier has seen it keeps
+/// every webhook's deliveries in the order of the events, while a crash between the two
+/// still loses nothing (after the hold, the end is sent regardless).
+pub const RUN_END_HOLD: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Queues a delivery inside `tx`, due `delay_ms` from now; returns its id.
+fn insert_delivery_due(
     tx: &Transaction<'_>,
     delivery: &NewDelivery,
+    delay_ms: i64,
 ) -> Result<String, StoreError> {
     let id = new_delivery_id();
     let now = now_ms();
     tx.prepare_cached(
         "INSERT INTO deliveries (id, webhook, event, run_id, body, status, attempts,
                                  next_attempt_at, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?6, ?6)",
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?7, ?7)",
     )?
     .execute(params![
         id,
@@ -92,18 +102,68 @@ pub(crate) fn insert_delivery(
         delivery.event,
         delivery.run_id.map(|r| r.0),
         to_json("body", &delivery.body)?,
+        now + delay_ms,
         now,
     ])?;
     Ok(id)
+}
+
+/// Queues a run's end delivery inside `finish_run`'s transaction, held for
+/// [`RUN_END_HOLD`]; returns its id.
+pub(crate) fn insert_delivery(
+    tx: &Transaction<'_>,
+    delivery: &NewDelivery,
+) -> Result<String, StoreError> {
+    let hold = i64::try_from(RUN_END_HOLD.as_millis()).unwrap_or(i64::MAX);
+    insert_delivery_due(tx, delivery, hold)
 }
 
 impl Store {
     /// Queues a webhook delivery, due now; returns its id (the `X-Agent-Delivery` header).
     pub fn enqueue_delivery(&mut self, delivery: &NewDelivery) -> Result<String, StoreError> {
         let tx = self.write()?;
-        let id = insert_delivery(&tx, delivery)?;
+        let id = insert_delivery_due(&tx, delivery, 0)?;
         tx.commit()?;
         Ok(id)
+    }
+
+    /// Releases the held, never-attempted deliveries of `run` whose event is one of
+    /// `events` (a run's end, queued by `finish_run`): each is due now and moves to the back
+    /// of its webhook's queue (same id, `created_at` now), behind the run's earlier events.
+    /// Returns how many were released.
+    pub fn release_run_deliveries(
+        &mut self,
+        run: RunId,
+        events: &[&str],
+    ) -> Result<usize, StoreError> {
+        let tx = self.write()?;
+        let now = now_ms();
+        let held: Vec<RawDelivery> = {
+            let sql = format!(
+                "SELECT {DELIVERY_COLUMNS} FROM deliveries
+                 WHERE run_id = ?1 AND status = 'pending' AND attempts = 0
+                   AND next_attempt_at > ?2
+                 ORDER BY created_at, rowid"
+            );
+            let mut stmt = tx.prepare(&sql)?;
+            stmt.query_map(params![run.0, now], RawDelivery::from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        let mut released = 0;
+        for d in held.iter().filter(|d| events.contains(&d.event.as_str())) {
+            // Delete and insert again so that the row also sorts after rows queued in the
+            // same millisecond (ties are broken by rowid).
+            tx.execute("DELETE FROM deliveries WHERE id = ?1", params![d.id])?;
+            tx.execute(
+                "INSERT INTO deliveries (id, webhook, event, run_id, body, status, attempts,
+                                         next_attempt_at, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?6, ?6)",
+                params![d.id, d.webhook, d.event, d.run_id, d.body, now],
+            )?;
+            released += 1;
+        }
+        tx.commit()?;
+        Ok(released)
     }
 
     /// Pending deliveries due at `now`, the most overdue first.

@@ -1,0 +1,83 @@
+//! The outbox as the notifier uses it: a webhook's queue is FIFO, a run's end queued by
+//! `finish_run` is held until released and then goes behind the run's earlier events, with
+//! the same delivery id.
+
+use agent::store::{NewDelivery, NewRun, RunFinish, RunStatus, Store, Trigger, TriggerKind};
+use chrono::Utc;
+use serde_json::json;
+
+fn delivery(webhook: &str, event: &str, run: agent::store::RunId) -> NewDelivery {
+    NewDelivery {
+        webhook: webhook.into(),
+        event: event.into(),
+        run_id: Some(run),
+        body: json!({"url": "http://127.0.0.1:9/", "payload": {"event": event}}),
+    }
+}
+
+#[test]
+fn run_end_is_held_then_released_behind_earlier_events() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = Store::open_in_dir(dir.path()).expect("open store");
+    let run = store
+        .enqueue_run(&NewRun::new("w", Trigger::new(TriggerKind::Manual)))
+        .expect("enqueue")
+        .run_id();
+    assert_eq!(store.claim_next_runs(1).expect("claim").len(), 1);
+    store
+        .enqueue_delivery(&delivery("chat", "run.started", run))
+        .expect("queue");
+    let mut finish = RunFinish::new(RunStatus::Failed);
+    finish.deliveries.push(delivery("chat", "run.failed", run));
+    store.finish_run(run, &finish).expect("finish");
+    // Queued by the notifier a moment later than the run's end (the race it guards against).
+    store
+        .enqueue_delivery(&delivery("chat", "step.failed", run))
+        .expect("queue");
+    let end_id = store
+        .list_deliveries(10)
+        .expect("list")
+        .into_iter()
+        .find(|d| d.event == "run.failed")
+        .expect("run end queued")
+        .id;
+    // Held: not due now.
+    let due: Vec<String> = store
+        .due_deliveries(Utc::now(), 10)
+        .expect("due")
+        .into_iter()
+        .map(|d| d.event)
+        .collect();
+    assert_eq!(due, vec!["run.started", "step.failed"]);
+
+    // Released: due, and behind step.failed in the webhook's queue, with its id kept.
+    let released = store
+        .release_run_deliveries(run, &["run.succeeded", "run.failed", "run.cancelled"])
+        .expect("release");
+    assert_eq!(released, 1);
+    assert_eq!(
+        store
+            .release_run_deliveries(run, &["run.failed"])
+            .expect("again"),
+        0
+    );
+    let mut order = Vec::new();
+    while let Some(head) = store.next_pending_delivery("chat").expect("head") {
+        order.push((head.event.clone(), head.id.clone()));
+        store
+            .record_delivery_attempt(
+                &head.id,
+                &agent::store::DeliveryOutcome::Delivered { status_code: 200 },
+            )
+            .expect("record");
+    }
+    let events: Vec<&str> = order.iter().map(|(e, _)| e.as_str()).collect();
+    assert_eq!(events, vec!["run.started", "step.failed", "run.failed"]);
+    assert_eq!(order[2].1, end_id);
+    assert!(
+        store
+            .next_pending_delivery("other")
+            .expect("none")
+            .is_none()
+    );
+}
