@@ -13,7 +13,7 @@ if command -v apt-get >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends \
-    build-essential pkg-config git python3 ca-certificates curl >/dev/null
+    build-essential pkg-config libssl-dev git python3 ca-certificates curl >/dev/null
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
