@@ -518,10 +518,19 @@ fn parse_tree(root: &Node, base: &Path) -> Result<Config, Vec<Diagnostic>> {
                 }
             }
             "listen" => {
-                if let Some(s) = r.string(value) {
-                    match s.parse::<SocketAddr>() {
-                        Ok(a) => config.listen = a,
-                        Err(_) => r.error(
+                // A bare port means 127.0.0.1:PORT; a host name (`localhost:8420`) is resolved.
+                if let Some(ScalarValue::Int(port)) = value.as_scalar().map(|s| &s.value)
+                    && let Ok(port) = u16::try_from(*port)
+                {
+                    config.listen = SocketAddr::from(([127, 0, 0, 1], port));
+                } else if let Some(s) = r.string(value) {
+                    let resolved = s.parse::<SocketAddr>().ok().or_else(|| {
+                        use std::net::ToSocketAddrs;
+                        s.to_socket_addrs().ok().and_then(|mut a| a.next())
+                    });
+                    match resolved {
+                        Some(a) => config.listen = a,
+                        None => r.error(
                             value.span,
                             format!("`listen` must be an address such as `{DEFAULT_LISTEN}`, found `{s}`"),
                         ),
@@ -1158,6 +1167,17 @@ mod tests {
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(c.limits.max_concurrent_runs, DEFAULT_MAX_CONCURRENT_RUNS);
         assert_eq!(c.limits.max_log_bytes, DEFAULT_MAX_LOG_BYTES);
+    }
+
+    #[test]
+    fn listen_takes_a_port_or_a_host_name() {
+        assert_eq!(
+            parse("listen: 9000\n").expect("valid").listen.to_string(),
+            "127.0.0.1:9000"
+        );
+        let c = parse("listen: localhost:9001\n").expect("valid");
+        assert_eq!(c.listen.port(), 9001);
+        assert!(c.listen.ip().is_loopback());
     }
 
     #[test]
