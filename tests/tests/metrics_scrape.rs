@@ -103,6 +103,12 @@ fn metrics_parse_and_count_a_finished_run() {
     );
     assert_eq!(runs.len(), 1, "{text}");
     assert_eq!(value(runs[0]), 1.0, "{text}");
+    // Described as a counter (the classic format names the family with `_total`).
+    assert!(
+        matches!(runs[0].value, Prom::Counter(_)),
+        "{:?}\n{text}",
+        runs[0]
+    );
     let hist = find(
         &after,
         "agent_run_duration_seconds",

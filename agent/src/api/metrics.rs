@@ -13,10 +13,11 @@
 //!   deliveries by status and their attempts by outcome (from the outbox), and the engine's
 //!   admission: CPU slots and memory, capacity and in use, and waiting steps.
 //!
-//! Counters start at zero when the daemon starts (Prometheus handles resets). The body is
-//! the OpenMetrics text `prometheus-client` writes (it ends with `# EOF`), which Prometheus
-//! also reads as its classic text format; it is sent as `application/openmetrics-text` when
-//! the scraper asks for it, else as `text/plain; version=0.0.4`.
+//! Counters start at zero when the daemon starts (Prometheus handles resets). A scraper that
+//! asks for OpenMetrics (`Accept: application/openmetrics-text`, as Prometheus does) gets the
+//! OpenMetrics text `prometheus-client` writes; anyone else gets the classic Prometheus text
+//! format (`text/plain; version=0.0.4`, see [`to_classic_text`]): counter families named
+//! with their `_total` suffix and no `# EOF` line.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -427,6 +428,36 @@ impl Metrics {
     }
 }
 
+/// OpenMetrics text to the classic Prometheus text format: a counter family `x` (whose
+/// samples are `x_total`) is described as `x_total`, as classic parsers expect, and the
+/// `# EOF` line goes.
+pub fn to_classic_text(openmetrics: &str) -> String {
+    let counters: HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 16 * counters.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let described = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match described {
+            Some(l) => out.push_str(&l),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// Feeds the daemon's events into its metrics until shutdown. `events` must be subscribed
 /// before the scheduler starts.
 pub async fn collect(handle: DaemonHandle, mut events: broadcast::Receiver<DaemonEvent>) {
@@ -487,10 +518,16 @@ pub(crate) async fn metrics(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("application/openmetrics-text"));
-    let content_type = if openmetrics {
-        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    let (content_type, body) = if openmetrics {
+        (
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            body,
+        )
     } else {
-        "text/plain; version=0.0.4; charset=utf-8"
+        (
+            "text/plain; version=0.0.4; charset=utf-8",
+            to_classic_text(&body),
+        )
     };
     Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
 }
@@ -573,5 +610,28 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"), "{text}");
+        let classic = to_classic_text(&text);
+        assert!(!classic.contains("# EOF"), "{classic}");
+        assert!(
+            classic.contains("# TYPE agent_runs_total counter\n"),
+            "{classic}"
+        );
+        assert!(
+            classic.contains("# HELP agent_runs_total Runs finished"),
+            "{classic}"
+        );
+        assert!(
+            classic.contains("# TYPE agent_run_duration_seconds histogram\n"),
+            "{classic}"
+        );
+        assert!(
+            classic.contains("# TYPE agent_runs_queued gauge\n"),
+            "{classic}"
+        );
+        assert_eq!(
+            classic.lines().filter(|l| !l.starts_with('#')).count(),
+            samples.len(),
+            "{classic}"
+        );
     }
 }
