@@ -232,6 +232,10 @@ fn signed_pushes_start_runs_at_once_and_nothing_else_does() {
         );
         std::thread::sleep(Duration::from_millis(10));
     };
+    eprintln!(
+        "hook answered in {took:?}; run queued {:?} after the hook was sent",
+        sent.elapsed()
+    );
     let id = match &run["run_id"] {
         Value::String(s) => s.clone(),
         other => other.to_string(),
