@@ -54,9 +54,15 @@ pub async fn run(
     control: RunControl,
     done: mpsc::UnboundedSender<RunEnded>,
 ) {
-    let id = record.id;
+    /// Tells the scheduler the run ended even if the task unwinds, so its slot is freed.
+    struct Ended(RunId, mpsc::UnboundedSender<RunEnded>);
+    impl Drop for Ended {
+        fn drop(&mut self) {
+            let _ = self.1.send(RunEnded { run: self.0 });
+        }
+    }
+    let _ended = Ended(record.id, done);
     execute(&shared, record, &control).await;
-    let _ = done.send(RunEnded { run: id });
 }
 
 /// Everything a run needs from git and the store before the engine starts.
@@ -155,7 +161,7 @@ async fn execute(shared: &Arc<Shared>, record: RunRecord, control: &RunControl) 
     };
     let mut report = serde_json::to_value(&result.report).unwrap_or(Value::Null);
     if let Some(obj) = report.as_object_mut() {
-        obj.insert("run_id".into(), json!(id.0));
+        obj.insert("run_id".into(), json!(id.to_string()));
     }
     let finish = RunFinish {
         status,
@@ -211,7 +217,7 @@ async fn fail_before_start(
     let id = record.id;
     tracing::warn!(run = %id, workflow = %workflow, error = %message, "run failed before it started");
     let report = json!({
-        "run_id": id.0,
+        "run_id": id.to_string(),
         "workflow": workflow.as_ref(),
         "status": "failed",
         "stages": [],

@@ -389,7 +389,7 @@ impl Scheduler {
         match run.status {
             RunStatus::Queued | RunStatus::Interrupted | RunStatus::Running => {
                 let report = serde_json::json!({
-                    "run_id": id.0, "workflow": run.workflow, "status": "cancelled",
+                    "run_id": id.to_string(), "workflow": run.workflow, "status": "cancelled",
                     "stages": [], "error": why,
                 });
                 let mut finish = RunFinish::new(RunStatus::Cancelled);
