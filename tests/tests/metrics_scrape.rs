@@ -135,3 +135,40 @@ fn metrics_parse_and_count_a_finished_run() {
     assert_eq!(value(find(&after, "agent_runs_running", &[])[0]), 0.0);
     assert_eq!(value(find(&after, "agent_steps_running", &[])[0]), 0.0);
 }
+
+#[test]
+fn cron_fires_and_failed_fetches_are_counted() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("app");
+    let wf = "workflow:\n  name: tick\n  on:\n    schedule:\n      - cron: '* * * * * *'\n  stages:\n    - name: main\n      steps:\n        - id: t\n          run: 'true'\n";
+    init_repo(&repo, &[(".workflows/tick.yaml", wf)]);
+    let gone = tmp.path().join("gone");
+    let config = format!(
+        "repos:\n  - name: app\n    path: {}\n  - name: gone\n    url: {}\n    poll_interval: 1h\n",
+        yaml_quote(&repo.to_string_lossy()),
+        yaml_quote(&format!("file://{}", gone.display())),
+    );
+    let d = TestDaemon::start(&tmp.path().join("daemon"), &config);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (s, text) = scrape(&d);
+        let fires = find(&s, "agent_cron_fires_total", &[]);
+        let errors = find(&s, "agent_git_fetch_errors_total", &[("repo", "gone")]);
+        if fires.first().is_some_and(|f| value(f) >= 1.0)
+            && errors.first().is_some_and(|e| value(e) >= 1.0)
+        {
+            assert!(matches!(fires[0].value, Prom::Counter(_)), "{text}");
+            assert!(
+                find(&s, "agent_git_fetch_errors_total", &[("repo", "app")]).is_empty(),
+                "{text}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cron fires or fetch errors not counted:\n{text}\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
