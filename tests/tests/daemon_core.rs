@@ -471,7 +471,9 @@ fn retention_deletes_the_oldest_finished_runs_and_their_logs() {
 fn with_no_config_the_daemon_watches_the_repository_it_starts_in() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let repo = tmp.path().join("repo");
-    let wf = "workflow:\n  name: here\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: echo here\n";
+    // The state dir is inside the repository: a step's `git` must not find it from the
+    // workspace.
+    let wf = "workflow:\n  name: here\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: |\n            if git rev-parse --git-dir; then exit 1; fi\n            echo here\n";
     init_repo(&repo, &[(".workflows/here.yaml", wf)]);
     let log = std::fs::File::create(tmp.path().join("daemon.log")).expect("log");
     let mut child = common::agent(&["daemon"])

@@ -50,6 +50,7 @@ pub fn run(args: DaemonArgs) -> i32 {
             config
         }
     };
+    fence_workspaces(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -102,6 +103,35 @@ async fn count_signals(count: tokio::sync::watch::Sender<u32>) {
             _ = int.recv() => tracing::info!("SIGINT received"),
         }
         count.send_modify(|c| *c += 1);
+    }
+}
+
+/// Workspaces hold no `.git`; with the state directory inside a repository (the embedded
+/// defaults put it in `./.agent/`), a step running `git` in its workspace would find that
+/// repository above it and act on it. `GIT_CEILING_DIRECTORIES`, inherited by every step,
+/// stops git's search at the workspaces directory.
+fn fence_workspaces(config: &Config) {
+    let state_dir = if config.state_dir.is_absolute() {
+        config.state_dir.clone()
+    } else {
+        match std::env::current_dir() {
+            Ok(cwd) => cwd.join(&config.state_dir),
+            Err(_) => return,
+        }
+    };
+    let fence = state_dir.join("workspaces");
+    let value = match std::env::var_os("GIT_CEILING_DIRECTORIES") {
+        Some(old) if !old.is_empty() => {
+            let mut v = fence.into_os_string();
+            v.push(":");
+            v.push(old);
+            v
+        }
+        _ => fence.into_os_string(),
+    };
+    // SAFETY: called before the runtime (or any other thread) starts.
+    unsafe {
+        std::env::set_var("GIT_CEILING_DIRECTORIES", value);
     }
 }
 
