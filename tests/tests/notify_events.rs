@@ -1,7 +1,7 @@
 //! End-to-end: the engine's failure events reach webhooks (`step.retrying`,
 //! `handler.notify`, `rollback.*`, `escalation`, `step.failed`), in order, and a
 //! `github_status` webhook posts commit statuses to its `api` with the token from the
-//! environment.
+//! environment, linking to the run under the configured `public_url`.
 
 mod common;
 mod notify_common;
@@ -90,7 +90,8 @@ fn failure_events_and_github_statuses() {
     let loud = Receiver::start(Vec::new());
     let github = Receiver::start(Vec::new());
     let config = format!(
-        "repos:\n  - name: app\n    path: {}\n    full_name: me/app\n\
+        "public_url: https://ci.example.com/\n\
+         repos:\n  - name: app\n    path: {}\n    full_name: me/app\n\
          webhooks:\n\
          \x20 - name: events\n    url: {}\n    workflows: [heal]\n    events: ['step.*', 'rollback.*', handler.notify, run.failed]\n\
          \x20 - name: loud\n    url: {}\n    workflows: [loud]\n    events: [escalation, run.failed]\n\
@@ -155,9 +156,10 @@ fn failure_events_and_github_statuses() {
         assert_eq!(r.header("authorization"), Some("Bearer gh-token-123"));
         let b = r.json();
         assert_eq!(b["context"], "agent/heal");
+        // `public_url` (its trailing slash dropped) is the base of the link.
         assert_eq!(
             b["target_url"],
-            format!("{}/api/v1/runs/{heal}", d.url()).as_str()
+            format!("https://ci.example.com/api/v1/runs/{heal}").as_str()
         );
         assert!(b["description"].as_str().is_some_and(|s| s.len() <= 140));
     }

@@ -271,6 +271,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The API's Bearer token. `None`: the API answers 401 to everything but `/health`.
     pub api_token: Option<String>,
+    /// The daemon's address as people and services reach it (`https://ci.example.com`), for
+    /// the links to runs in notifications; `None`: `http://` and the bound `listen` address.
+    pub public_url: Option<String>,
     /// Watched repositories.
     pub repos: Vec<RepoConfig>,
     /// Skill directories searched after the workspace's own.
@@ -298,6 +301,7 @@ impl Default for Config {
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             listen: DEFAULT_LISTEN.parse().expect("the default address parses"),
             api_token: None,
+            public_url: None,
             repos: Vec::new(),
             skills_dirs: Vec::new(),
             secrets: IndexMap::new(),
@@ -443,6 +447,7 @@ const TOP_KEYS: &[&str] = &[
     "state_dir",
     "listen",
     "api_token",
+    "public_url",
     "repos",
     "skills_dirs",
     "secrets",
@@ -538,6 +543,20 @@ fn parse_tree(root: &Node, base: &Path) -> Result<Config, Vec<Diagnostic>> {
                 }
             }
             "api_token" => config.api_token = r.string(value),
+            "public_url" => {
+                if let Some(u) = r.string(value) {
+                    if u.starts_with("http://") || u.starts_with("https://") {
+                        config.public_url = Some(u.trim_end_matches('/').to_string());
+                    } else {
+                        r.error(
+                            value.span,
+                            format!(
+                                "`public_url` must start with `http://` or `https://`, found `{u}`"
+                            ),
+                        );
+                    }
+                }
+            }
             "repos" => config.repos = r.repos(value),
             "skills_dirs" => {
                 config.skills_dirs = r.list(value, |r, n| r.path(n));

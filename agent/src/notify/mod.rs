@@ -61,9 +61,12 @@ pub fn webhooks(config: &Config) -> Vec<Arc<WebhookConfig>> {
         .collect()
 }
 
-/// The base of links to runs: `http://ADDR` of the API as bound (`state_dir/daemon.addr`),
-/// else the configured `listen` address.
+/// The base of links to runs: the configured `public_url`, else `http://ADDR` of the API as
+/// bound (`state_dir/daemon.addr`), else of the configured `listen` address.
 pub fn link_base(shared: &Shared) -> String {
+    if let Some(url) = &shared.config.public_url {
+        return url.clone();
+    }
     let addr_file = shared.state_dir.join(crate::daemon::ADDR_FILE_NAME);
     let addr = std::fs::read_to_string(addr_file)
         .ok()
