@@ -767,3 +767,29 @@ fn config_diagnostics_snapshot() {
     assert_eq!(out.status.code(), Some(1));
     insta::assert_snapshot!(String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn a_preserved_context_carries_over_to_the_next_run() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).expect("out dir");
+    let wf = format!(
+        "workflow:\n  name: counter\n  context:\n    preserve: true\n  env:\n    OUT: {}\n  stages:\n    - name: s\n      steps:\n        - id: count\n          run: |\n            n=\"${{{{ context.count if context.count else 0 }}}}\"\n            echo \"$n\" >> \"$OUT/seen\"\n            echo \"{{\\\"count\\\": $((n + 1))}}\" > \"$AGENT_CONTEXT\"\n",
+        yaml_quote(&out.to_string_lossy())
+    );
+    init_repo(&repo, &[(".workflows/counter.yaml", &wf)]);
+    let root = tmp.path().join("daemon");
+    let mut d = TestDaemon::start(&root, &repo_config("app", &repo));
+    for _ in 0..2 {
+        let id = trigger(&d, "counter", "{}");
+        let run = d.wait_run_final(&id, RUN_LIMIT);
+        assert_eq!(run["status"], "succeeded", "{run:#}");
+    }
+    // Also across a restart.
+    d.kill9();
+    d.boot();
+    let id = trigger(&d, "counter", "{}");
+    assert_eq!(d.wait_run_final(&id, RUN_LIMIT)["status"], "succeeded");
+    assert_eq!(lines(&out.join("seen")), ["0", "1", "2"]);
+}
