@@ -80,4 +80,22 @@ fn run_end_is_held_then_released_behind_earlier_events() {
             .expect("none")
             .is_none()
     );
+
+    // Pruning drops finished deliveries last touched before the cutoff, never pending ones.
+    store
+        .enqueue_delivery(&delivery("chat", "run.queued", run))
+        .expect("queue");
+    assert_eq!(
+        store
+            .prune_deliveries(Utc::now() - chrono::Duration::hours(1))
+            .expect("prune"),
+        0
+    );
+    let pruned = store
+        .prune_deliveries(Utc::now() + chrono::Duration::seconds(1))
+        .expect("prune");
+    assert_eq!(pruned, 3);
+    let left = store.list_deliveries(10).expect("list");
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].event, "run.queued");
 }

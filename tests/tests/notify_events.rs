@@ -95,7 +95,7 @@ fn failure_events_and_github_statuses() {
          webhooks:\n\
          \x20 - name: events\n    url: {}\n    workflows: [heal]\n    events: ['step.*', 'rollback.*', handler.notify, run.failed]\n\
          \x20 - name: loud\n    url: {}\n    workflows: [loud]\n    events: [escalation, run.failed]\n\
-         \x20 - name: gh\n    format: github_status\n    url: {gh}\n    api: {gh}\n    token_env: NOTIFY_GH_TOKEN\n    workflows: [heal]\n",
+         \x20 - name: gh\n    format: github_status\n    api: {gh}\n    token_env: NOTIFY_GH_TOKEN\n    workflows: [heal]\n",
         yaml_quote(&repo.to_string_lossy()),
         events.url("/events"),
         loud.url("/loud"),

@@ -991,9 +991,17 @@ impl Reader {
                 _ => {}
             }
         }
-        let Some(url) = url else {
-            self.error(node.span, "a webhook needs a `url`");
-            return None;
+        // A `github_status` webhook posts to its `api`; `url` is not needed there.
+        let url = match url {
+            Some(u) => u,
+            None if w.format == WebhookFormat::GithubStatus => w
+                .api
+                .clone()
+                .unwrap_or_else(|| "https://api.github.com".to_string()),
+            None => {
+                self.error(node.span, "a webhook needs a `url`");
+                return None;
+            }
         };
         if w.format == WebhookFormat::GithubStatus && w.token_env.is_none() {
             self.error(node.span, "a `github_status` webhook needs `token_env`");

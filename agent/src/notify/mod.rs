@@ -226,6 +226,7 @@ async fn run(
         targets.push((webhook, filter));
     }
     report_orphans(&handle, &wakes).await;
+    workers.push(tokio::spawn(prune(handle.clone())));
     let (tx, rx) = mpsc::unbounded_channel::<Pending>();
     let writer = {
         let shared = handle.shared.clone();
@@ -271,6 +272,36 @@ async fn run(
     let _ = tokio::time::timeout(STOP_WAIT, writer).await;
     for w in workers {
         let _ = tokio::time::timeout(STOP_WAIT, w).await;
+    }
+}
+
+/// How often finished deliveries older than `retention.max_age` are deleted.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Deletes finished deliveries older than `retention.max_age`, at start and every
+/// [`PRUNE_EVERY`], until shutdown.
+async fn prune(handle: DaemonHandle) {
+    let Some(max_age) = handle.shared.config.retention.max_age else {
+        return;
+    };
+    loop {
+        let path = handle.shared.store_path.clone();
+        let before = chrono::Utc::now()
+            - chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
+        let pruned = tokio::task::spawn_blocking(move || {
+            Store::open(&path).and_then(|mut s| s.prune_deliveries(before))
+        })
+        .await;
+        match pruned {
+            Ok(Ok(n)) if n > 0 => tracing::info!(deliveries = n, "pruned old webhook deliveries"),
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "cannot prune webhook deliveries"),
+            Err(err) => tracing::warn!(error = %err, "cannot prune webhook deliveries"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(PRUNE_EVERY) => {}
+            () = handle.shutdown_requested() => return,
+        }
     }
 }
 

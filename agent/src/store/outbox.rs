@@ -201,6 +201,24 @@ impl Store {
         raw.map(RawDelivery::into_delivery).transpose()
     }
 
+    /// Deletes delivered and failed deliveries (and their attempts) last touched before
+    /// `before`; pending ones stay. Returns how many went.
+    pub fn prune_deliveries(&mut self, before: DateTime<Utc>) -> Result<usize, StoreError> {
+        let tx = self.write()?;
+        let cutoff = to_ms(before);
+        tx.execute(
+            "DELETE FROM delivery_attempts WHERE delivery_id IN (
+                 SELECT id FROM deliveries WHERE status != 'pending' AND updated_at < ?1)",
+            params![cutoff],
+        )?;
+        let n = tx.execute(
+            "DELETE FROM deliveries WHERE status != 'pending' AND updated_at < ?1",
+            params![cutoff],
+        )?;
+        tx.commit()?;
+        Ok(n)
+    }
+
     /// The webhooks that have pending deliveries, with how many each.
     pub fn pending_delivery_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
