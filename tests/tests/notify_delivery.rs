@@ -1,7 +1,9 @@
 //! End-to-end delivery rules with real receivers on 127.0.0.1 and real daemons:
 //! 500 twice then 200 is one delivery in three attempts under one id; after `429` with
 //! `Retry-After: 2` nothing is sent for two seconds; a 404 is not retried; a receiver that is
-//! down while the daemon restarts gets the notification once it comes up.
+//! down while the daemon restarts gets the notification once it comes up; a slow receiver
+//! holds up neither the run nor other webhooks; a slack webhook sends at most one message a
+//! second.
 
 mod common;
 mod notify_common;
@@ -13,6 +15,8 @@ use notify_common::{Receiver, Reply};
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(60);
+/// How long the slow receiver sits on a request.
+const SLOW: Duration = Duration::from_secs(5);
 
 const WORKFLOW: &str = "workflow:\n  name: ok\n  stages:\n    - name: main\n      steps:\n        - id: hello\n          run: echo hello\n";
 
@@ -169,4 +173,55 @@ fn a_receiver_down_across_a_restart_gets_the_notification_when_it_comes_up() {
     assert_eq!(del["id"], delivery_id.as_str());
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(receiver.requests().len(), 1, "delivered more than once");
+}
+
+#[test]
+fn a_slow_receiver_holds_up_nothing_else_and_slack_is_rate_limited() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    init_repo(&repo, &[(".workflows/ok.yaml", WORKFLOW)]);
+    let slow = Receiver::start(vec![Reply::status(200).after(SLOW)]);
+    let fast = Receiver::start(Vec::new());
+    let chat = Receiver::start(Vec::new());
+    let config = format!(
+        "{}webhooks:\n\
+         \x20 - name: slow\n    url: {}\n    events: [run.queued]\n\
+         \x20 - name: fast\n    url: {}\n    events: [run.queued, run.succeeded]\n\
+         \x20 - name: chat\n    url: {}\n    format: slack\n    events: [run.queued, run.started, run.succeeded]\n",
+        repo_config(&repo),
+        slow.url("/"),
+        fast.url("/"),
+        chat.url("/"),
+    );
+    let d = TestDaemon::start(&tmp.path().join("daemon"), &config);
+    let id = trigger(&d);
+    assert_eq!(d.wait_run_final(&id, LIMIT)["status"], "succeeded");
+    let run_done = Instant::now();
+    // While the slow receiver still sits on its request, the run is done and the fast
+    // webhook got both of its events.
+    let got = fast.wait_for(2, LIMIT);
+    assert_eq!(got[1].header("x-agent-event"), Some("run.succeeded"));
+    let hung = slow.wait_for(1, LIMIT)[0].at;
+    assert!(
+        run_done < hung + SLOW,
+        "the run waited for the slow receiver"
+    );
+    assert!(
+        got[1].at < hung + SLOW,
+        "the fast webhook waited for the slow one"
+    );
+    assert_eq!(
+        wait_delivery(&d, "slow", |d| d["status"] == "delivered")["attempts"],
+        1
+    );
+
+    // Slack: one message a second at most.
+    let got = chat.wait_for(3, LIMIT);
+    for pair in got.windows(2) {
+        let gap = pair[1].at - pair[0].at;
+        assert!(
+            gap >= Duration::from_millis(950),
+            "slack messages {gap:?} apart"
+        );
+    }
 }

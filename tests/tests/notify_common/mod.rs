@@ -64,6 +64,8 @@ pub struct Reply {
     pub headers: Vec<(String, String)>,
     /// The body.
     pub body: String,
+    /// How long to wait before answering.
+    pub delay: Duration,
 }
 
 impl Reply {
@@ -73,7 +75,14 @@ impl Reply {
             status,
             headers: Vec::new(),
             body: String::new(),
+            delay: Duration::ZERO,
         }
+    }
+
+    /// Answers only after `delay` (a slow receiver).
+    pub fn after(mut self, delay: Duration) -> Reply {
+        self.delay = delay;
+        self
     }
 
     /// Adds a header.
@@ -204,6 +213,7 @@ fn serve(listener: &TcpListener, state: &State) {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .push(req);
+            std::thread::sleep(reply.delay);
             let mut head = format!(
                 "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
                 reply.status,
