@@ -1,7 +1,8 @@
 //! End-to-end: the engine's failure events reach webhooks (`step.retrying`,
 //! `handler.notify`, `rollback.*`, `escalation`, `step.failed`), in order, and a
 //! `github_status` webhook posts commit statuses to its `api` with the token from the
-//! environment, linking to the run under the configured `public_url`.
+//! environment, linking to the run under the configured `public_url`; an anomaly reaches
+//! the webhooks that listen for `anomaly`.
 
 mod common;
 mod notify_common;
@@ -89,16 +90,20 @@ fn failure_events_and_github_statuses() {
     let events = Receiver::start(Vec::new());
     let loud = Receiver::start(Vec::new());
     let github = Receiver::start(Vec::new());
+    let alerts = Receiver::start(Vec::new());
     let config = format!(
         "public_url: https://ci.example.com/\n\
+         anomalies: {{failure_window: 2, min_samples: 1, failure_rate: 0.5}}\n\
          repos:\n  - name: app\n    path: {}\n    full_name: me/app\n\
          webhooks:\n\
          \x20 - name: events\n    url: {}\n    workflows: [heal]\n    events: ['step.*', 'rollback.*', handler.notify, run.failed]\n\
          \x20 - name: loud\n    url: {}\n    workflows: [loud]\n    events: [escalation, run.failed]\n\
-         \x20 - name: gh\n    format: github_status\n    api: {gh}\n    token_env: NOTIFY_GH_TOKEN\n    workflows: [heal]\n",
+         \x20 - name: gh\n    format: github_status\n    api: {gh}\n    token_env: NOTIFY_GH_TOKEN\n    workflows: [heal]\n\
+         \x20 - name: alerts\n    url: {}\n    events: [anomaly]\n    workflows: [heal]\n",
         yaml_quote(&repo.to_string_lossy()),
         events.url("/events"),
         loud.url("/loud"),
+        alerts.url("/alerts"),
         gh = github.url("/gh"),
     );
     let d = TestDaemon::start_with_env(
@@ -174,4 +179,15 @@ fn failure_events_and_github_statuses() {
     assert_eq!(esc["step"]["id"], "hard");
     assert_eq!(esc["details"]["error_class"], "Hard");
     assert!(esc["error"].is_string());
+
+    // The failed `heal` run raised a failure-rate anomaly, sent as an `anomaly` event.
+    let got = alerts.wait_for(1, LIMIT);
+    assert_eq!(got[0].header("x-agent-event"), Some("anomaly"));
+    let b = got[0].json();
+    assert_eq!(b["workflow"], "heal");
+    assert_eq!(b["details"]["kind"], "failure_rate");
+    assert_eq!(b["run"]["run_id"], heal.as_str());
+    assert!(b["error"].is_string(), "{b}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(alerts.requests().len(), 1, "only heal's anomaly");
 }
