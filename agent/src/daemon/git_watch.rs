@@ -47,6 +47,12 @@ pub const QUIET: Duration = Duration::from_millis(20);
 /// ...or this long after the first change, whichever comes first.
 pub const DEBOUNCE_MAX: Duration = Duration::from_millis(100);
 
+/// Fetches and scans running at once, across repositories: each runs on a blocking-pool
+/// thread, and a daemon watching many repositories should not grow a thread (and a malloc
+/// arena) per repository at boot. Git and SQLite work is short: a pass waits only while
+/// others run.
+pub const PARALLEL_PASSES: usize = 2;
+
 /// A failing repository is retried at most this many intervals apart.
 pub const MAX_BACKOFF_FACTOR: u32 = 16;
 
@@ -55,6 +61,7 @@ pub async fn run(handle: DaemonHandle) {
     let repos = handle.shared.config.repos.clone();
     let mut routes = Vec::new();
     let mut tasks = tokio::task::JoinSet::new();
+    let passes = Arc::new(tokio::sync::Semaphore::new(PARALLEL_PASSES));
     for repo in repos {
         let (tx, rx) = mpsc::channel(1);
         let rx = match &repo.source {
@@ -83,6 +90,7 @@ pub async fn run(handle: DaemonHandle) {
             repo,
             changes: rx,
             fetch_requests: Some(handle.shared.fetch_requests.subscribe()),
+            passes: Arc::clone(&passes),
         };
         tasks.spawn(watcher.run());
     }
@@ -211,13 +219,14 @@ struct RepoWatcher {
     changes: Option<mpsc::Receiver<()>>,
     /// Inbound hooks' fetch requests (`None` once the sender is gone).
     fetch_requests: Option<broadcast::Receiver<String>>,
+    /// Shared by every repository: at most [`PARALLEL_PASSES`] passes at once.
+    passes: Arc<tokio::sync::Semaphore>,
 }
 
 /// What a task keeps between passes (moved into the blocking pool and back).
 struct RepoState {
     /// See [`RepoWatcher::boot_heads`].
     boot_heads: Option<Vec<(String, git2::Oid)>>,
-    store: Option<Store>,
     mirror: Option<Mirror>,
     /// The daemon has looked at the repository since it started.
     scanned: bool,
@@ -235,7 +244,6 @@ impl RepoWatcher {
     async fn run(mut self) {
         let mut state = Some(RepoState {
             boot_heads: self.boot_heads.take(),
-            store: None,
             mirror: None,
             scanned: false,
             published: None,
@@ -248,7 +256,11 @@ impl RepoWatcher {
             let Some(s) = state.take() else { return };
             let handle = self.handle.clone();
             let repo = self.repo.clone();
+            let Ok(permit) = Arc::clone(&self.passes).acquire_owned().await else {
+                return;
+            };
             let joined = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
                 let mut s = s;
                 let outcome = pass(&handle, &repo, &mut s);
                 (s, outcome)
@@ -367,12 +379,11 @@ fn pass(
 ) -> Result<PassOutcome, String> {
     let shared = &handle.shared;
     let url = repo.source.clone_url();
-    if s.store.is_none() {
-        if let Some(dir) = shared.store_path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| format!("create `{}`: {e}", dir.display()))?;
-        }
-        s.store = Some(Store::open(&shared.store_path).map_err(|e| e.to_string())?);
+    // Opened per pass (about a millisecond): ten idle connections cost more memory.
+    if let Some(dir) = shared.store_path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("create `{}`: {e}", dir.display()))?;
     }
+    let mut store = Store::open(&shared.store_path).map_err(|e| e.to_string())?;
     match s.mirror.as_mut() {
         Some(mirror) => mirror.fetch().map_err(|e| redact(&e.to_string(), &url))?,
         None => {
@@ -386,7 +397,7 @@ fn pass(
             s.mirror = Some(mirror);
         }
     }
-    let (Some(store), Some(mirror)) = (s.store.as_mut(), s.mirror.as_ref()) else {
+    let Some(mirror) = s.mirror.as_ref() else {
         return Err("internal: repository state missing".to_string());
     };
     let globs = if repo.branches.is_empty() {
@@ -399,7 +410,7 @@ fn pass(
         (Some(heads), false) => Baseline::Heads(heads),
         (None, false) => Baseline::CurrentHeads,
     };
-    let scan = scan_repo(store, mirror, &repo.name, globs.as_ref(), baseline)
+    let scan = scan_repo(&mut store, mirror, &repo.name, globs.as_ref(), baseline)
         .map_err(|e| redact(&e.to_string(), &url))?;
     s.scanned = true;
     let default_branch = mirror.default_branch();
