@@ -928,8 +928,8 @@ impl Reader {
             match key.as_str().unwrap_or_default() {
                 "name" => name = self.string(value),
                 "url" => url = self.string(value),
-                "events" => w.events = self.string_list(value),
-                "workflows" => w.workflows = self.string_list(value),
+                "events" => w.events = self.list(value, Reader::webhook_event),
+                "workflows" => w.workflows = self.list(value, Reader::glob),
                 "format" => {
                     if let Some(s) = self.string(value) {
                         match WebhookFormat::ALL.iter().find(|(t, _)| *t == s) {
@@ -953,7 +953,14 @@ impl Reader {
                 }
                 "api" => w.api = self.opt_string(value),
                 "token_env" => w.token_env = self.env_name(value),
-                "template" => w.template = self.opt_string(value),
+                "template" => {
+                    w.template = self.opt_string(value);
+                    if let Some(t) = &w.template
+                        && let Err(e) = crate::notify::format::check_template(t)
+                    {
+                        self.error(value.span, format!("invalid `template`: {e}"));
+                    }
+                }
                 "secret" => w.secret = self.opt_string(value),
                 "headers" => {
                     if let Some(hs) = self.map(value, "`headers`") {
@@ -1009,6 +1016,42 @@ impl Reader {
         w.name = name.unwrap_or_else(|| url.clone());
         w.url = url;
         Some(w)
+    }
+
+    /// One of a webhook's `events`: an event name (or `run.finished`), or a glob matching
+    /// some.
+    fn webhook_event(&mut self, node: &Node) -> Option<String> {
+        let s = self.string(node)?;
+        let names: Vec<&str> = crate::notify::EventKind::ALL
+            .iter()
+            .map(|k| k.as_str())
+            .chain(["run.finished"])
+            .collect();
+        let matches_some = globset::Glob::new(&s)
+            .map(|g| g.compile_matcher())
+            .is_ok_and(|m| names.iter().any(|n| m.is_match(n)));
+        if !matches_some {
+            let msg = match dsl::lower::suggest(&s, names.iter().copied()) {
+                Some(sug) => format!("unknown webhook event `{s}`, did you mean `{sug}`?"),
+                None => format!(
+                    "unknown webhook event `{s}`, expected one of {}",
+                    backticked(&names)
+                ),
+            };
+            self.error(node.span, msg);
+            return None;
+        }
+        Some(s)
+    }
+
+    /// A glob pattern (a name is one too).
+    fn glob(&mut self, node: &Node) -> Option<String> {
+        let s = self.string(node)?;
+        if let Err(e) = globset::Glob::new(&s) {
+            self.error(node.span, format!("invalid pattern `{s}`: {}", e.kind()));
+            return None;
+        }
+        Some(s)
     }
 
     fn hooks(&mut self, node: &Node) -> HooksConfig {
@@ -1300,6 +1343,24 @@ mod tests {
         )
         .expect("valid");
         assert!(c.load_secrets().is_err());
+    }
+
+    #[test]
+    fn webhook_events_workflows_and_templates_are_checked() {
+        let err = parse(
+            "webhooks:\n  - url: http://x\n    events: [run.faild, 'step.*', run.finished]\n    workflows: ['a[']\n    template: '{% if %}'\n",
+        )
+        .expect_err("invalid");
+        assert!(
+            err.contains("unknown webhook event `run.faild`, did you mean `run.failed`?"),
+            "{err}"
+        );
+        assert!(!err.contains("`step.*`"), "{err}");
+        assert!(err.contains("invalid pattern `a[`"), "{err}");
+        assert!(err.contains("invalid `template`"), "{err}");
+        let c =
+            parse("webhooks:\n  - url: http://x\n    events: ['run.*', anomaly]\n").expect("valid");
+        assert_eq!(c.webhooks[0].events, vec!["run.*", "anomaly"]);
     }
 
     /// `schemas/config.schema.json` names exactly the keys the parser knows.
