@@ -91,9 +91,13 @@ impl RunLogs {
     }
 
     /// Starts (or continues, on a retry or resume) the log of `step`; makes the file exist
-    /// so readers see the step has a log.
-    pub fn start(&mut self, step: &str) {
+    /// so readers see the step has a log. A retry (`attempt` above 1) begins with a marker
+    /// line.
+    pub fn start(&mut self, step: &str, attempt: u32) {
         self.entry(step);
+        if attempt > 1 {
+            self.line(step, &format!("[agent: attempt {attempt}]"));
+        }
     }
 
     /// Appends one line (a newline is added). Never fails: a log that cannot be written is
@@ -163,7 +167,7 @@ mod tests {
     fn logs_are_capped_with_a_marker() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut logs = RunLogs::new(dir.path(), RunId(7), 20);
-        logs.start("build");
+        logs.start("build", 1);
         logs.line("build", "0123456789");
         logs.line("build", "abcdefghij");
         logs.line("build", "more");
@@ -171,6 +175,20 @@ mod tests {
         let text = std::fs::read_to_string(step_log_path(dir.path(), RunId(7), "build"))
             .expect("read log");
         assert_eq!(text, format!("0123456789\n{TRUNCATED_MARKER}\n"));
+    }
+
+    #[test]
+    fn retries_are_marked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut logs = RunLogs::new(dir.path(), RunId(8), 1000);
+        logs.start("t", 1);
+        logs.line("t", "first try");
+        logs.start("t", 2);
+        logs.line("t", "second try");
+        logs.finish("t");
+        let text =
+            std::fs::read_to_string(step_log_path(dir.path(), RunId(8), "t")).expect("read log");
+        assert_eq!(text, "first try\n[agent: attempt 2]\nsecond try\n");
     }
 
     #[test]

@@ -446,7 +446,7 @@ fn record_events(
         match event {
             EngineEvent::ContextChanged { context: c, .. } => context = Some(Value::Object(c)),
             EngineEvent::StepStarted { step, attempt, .. } => {
-                logs.start(&step);
+                logs.start(&step, attempt);
                 let start = StepStart {
                     stage: stage_of(&step),
                     step_id: step.to_string(),
