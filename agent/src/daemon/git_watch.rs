@@ -41,8 +41,10 @@ use super::mirror::Mirror;
 use super::triggers::{Baseline, GlobList, ParsedFile, PushScan, scan_repo, workflows_at};
 use crate::store::Store;
 
-/// A change is handled once no other ref change came for this long...
-pub const QUIET: Duration = Duration::from_millis(20);
+/// A change is handled once no other ref change came for this long (git replaces the refs of
+/// one command within microseconds of each other; a later straggler just causes another
+/// cheap pass)...
+pub const QUIET: Duration = Duration::from_millis(5);
 
 /// ...or this long after the first change, whichever comes first.
 pub const DEBOUNCE_MAX: Duration = Duration::from_millis(100);
