@@ -16,15 +16,23 @@
 //!   and the repository is also checked every `poll_interval` (default 30 s) in case an event
 //!   was missed (inotify queue overflow, a path created after boot).
 //! - **Remote URLs** are fetched every `poll_interval` (default 60 s).
-//! - **Inbound push hooks** ask for a fetch now through [`Shared::fetch_requests`].
+//! - **Inbound push hooks** ask for a fetch now through
+//!   [`Shared::fetch_requests`](super::handle::Shared::fetch_requests).
 //!
 //! A failed fetch (remote down, path missing) is retried with exponential backoff (from the
 //! interval, doubling, capped at [`MAX_BACKOFF_FACTOR`] times it) and logged without the
 //! URL's user information. Nothing polls in a short loop: between events a task sleeps.
+//! Fetches and scans are blocking (libgit2, SQLite) and run on the blocking pool, at most
+//! [`PARALLEL_PASSES`] at once; each opens its own store connection for the pass.
+//!
+//! What counts as history: a local repository's branches are read as [`run`] starts, a
+//! remote's at its first fetch; the daemon's entry point waits (bounded) with [`first_look`]
+//! before it announces its address, so a push made right after that runs. See
+//! [`super::triggers`] for the rules.
 //!
 //! Credentials: libgit2 is built without https and ssh for now, so only transports that need
-//! none (local paths, `file://`, `git://`) work; the config's credential variables are never
-//! read into logs.
+//! none (local paths, `file://`, `git://`) work, and the config's credential variables are not
+//! used yet; they are never read into logs.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
