@@ -793,3 +793,48 @@ fn a_preserved_context_carries_over_to_the_next_run() {
     assert_eq!(d.wait_run_final(&id, RUN_LIMIT)["status"], "succeeded");
     assert_eq!(lines(&out.join("seen")), ["0", "1", "2"]);
 }
+
+#[test]
+fn kill_9_in_the_middle_of_many_runs_loses_none() {
+    const RUNS: usize = 60;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).expect("out dir");
+    let wf = format!(
+        "workflow:\n  name: many\n  env:\n    OUT: {}\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: echo \"$AGENT_RUN_ID\" >> \"$OUT/a\"\n        - id: b\n          run: |\n            sleep 0.05\n            echo \"$AGENT_RUN_ID\" >> \"$OUT/b\"\n",
+        yaml_quote(&out.to_string_lossy())
+    );
+    init_repo(&repo, &[(".workflows/many.yaml", &wf)]);
+    let root = tmp.path().join("daemon");
+    let config = format!(
+        "{}limits:\n  max_concurrent_runs: 4\n",
+        repo_config("app", &repo)
+    );
+    let mut d = TestDaemon::start(&root, &config);
+    let ids: Vec<String> = (0..RUNS).map(|_| trigger(&d, "many", "{}")).collect();
+    wait_for("some runs to finish", RUN_LIMIT, || {
+        lines(&out.join("b")).len() >= RUNS / 4
+    });
+    d.kill9();
+    d.boot();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for id in &ids {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let run = d.wait_run_final(id, left);
+        assert_eq!(run["status"], "succeeded", "{run:#}");
+    }
+    let runs = d.get_json("/api/v1/runs?limit=1000");
+    assert_eq!(runs["runs"].as_array().map(Vec::len), Some(RUNS));
+    // Every run's steps ran; only the few running at the crash may have run a step twice.
+    for step in ["a", "b"] {
+        let seen = lines(&out.join(step));
+        let distinct: HashSet<&String> = seen.iter().collect();
+        assert_eq!(distinct.len(), RUNS, "step {step}");
+        assert!(
+            seen.len() <= RUNS + 4,
+            "step {step} ran {} times",
+            seen.len()
+        );
+    }
+}
