@@ -120,20 +120,25 @@ pub fn decide(
         } => {
             let attempt = delivery.attempts + 1;
             let delay = retry_after.unwrap_or_else(|| backoff(retry, attempt));
-            let next = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-            let limit = delivery.created_at
-                + chrono::Duration::from_std(retry.max_elapsed).unwrap_or(chrono::Duration::MAX);
-            if next > limit {
-                DeliveryOutcome::GaveUp {
-                    status_code,
-                    error: format!("{error} (gave up after {attempt} attempts)"),
-                }
-            } else {
-                DeliveryOutcome::Retry {
+            let later = |t: DateTime<Utc>, d: Duration| {
+                chrono::Duration::from_std(d)
+                    .ok()
+                    .and_then(|d| t.checked_add_signed(d))
+            };
+            // No time (a `Retry-After` beyond the calendar) is too late; no limit (a
+            // `max_elapsed` beyond it) is none.
+            let next = later(now, delay);
+            let limit = later(delivery.created_at, retry.max_elapsed);
+            match next {
+                Some(next) if limit.is_none_or(|limit| next <= limit) => DeliveryOutcome::Retry {
                     status_code,
                     error,
                     next_attempt_at: next,
-                }
+                },
+                _ => DeliveryOutcome::GaveUp {
+                    status_code,
+                    error: format!("{error} (gave up after {attempt} attempts)"),
+                },
             }
         }
     }
@@ -157,7 +162,10 @@ pub fn min_interval(webhook: &WebhookConfig) -> Option<Duration> {
         WebhookFormat::Slack => Some(SLACK_DEFAULT_RATE),
         _ => None,
     })?;
-    (rate > 0.0 && rate.is_finite()).then(|| Duration::from_secs_f64(1.0 / rate))
+    if !(rate > 0.0 && rate.is_finite()) {
+        return None;
+    }
+    Duration::try_from_secs_f64(1.0 / rate).ok()
 }
 
 /// Makes one attempt of a delivery.
@@ -352,7 +360,10 @@ impl Worker {
             if let Some(at) = delivery.next_attempt_at
                 && at > now
             {
-                ready += (at - now).to_std().unwrap_or(Duration::ZERO);
+                let wait = (at - now).to_std().unwrap_or(Duration::ZERO);
+                ready = ready
+                    .checked_add(wait)
+                    .unwrap_or_else(|| ready + Duration::from_secs(86_400));
             }
             if let (Some(gap), Some(last)) = (gap, last_attempt) {
                 ready = ready.max(last + gap);
@@ -541,6 +552,37 @@ mod tests {
                 ..
             }
         ));
+        // A Retry-After beyond the calendar gives up instead of overflowing.
+        let huge = decide(
+            &d,
+            &retry,
+            AttemptResult::Retryable {
+                status_code: Some(429),
+                error: "HTTP 429".into(),
+                retry_after: parse_retry_after("99999999999999999", now),
+            },
+            now,
+        );
+        assert!(matches!(huge, DeliveryOutcome::GaveUp { .. }), "{huge:?}");
+        // A max_elapsed beyond the calendar is no limit.
+        let endless = WebhookRetry {
+            max_elapsed: Duration::from_secs(u64::MAX),
+            ..retry
+        };
+        let retried = decide(
+            &d,
+            &endless,
+            AttemptResult::Retryable {
+                status_code: None,
+                error: "refused".into(),
+                retry_after: None,
+            },
+            now,
+        );
+        assert!(
+            matches!(retried, DeliveryOutcome::Retry { .. }),
+            "{retried:?}"
+        );
     }
 
     #[test]

@@ -284,10 +284,13 @@ async fn prune(handle: DaemonHandle) {
     let Some(max_age) = handle.shared.config.retention.max_age else {
         return;
     };
+    let age = chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
     loop {
         let path = handle.shared.store_path.clone();
-        let before = chrono::Utc::now()
-            - chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
+        // A `max_age` reaching back before the calendar's start keeps everything.
+        let Some(before) = chrono::Utc::now().checked_sub_signed(age) else {
+            return;
+        };
         let pruned = tokio::task::spawn_blocking(move || {
             Store::open(&path).and_then(|mut s| s.prune_deliveries(before))
         })
