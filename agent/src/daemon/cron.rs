@@ -163,9 +163,14 @@ pub async fn run(handle: DaemonHandle) {
         };
         table = Some(t);
         for run in cancels {
-            if let Err(err) = handle.cancel(run).await {
-                tracing::warn!(run = %run, error = %err, "cron: could not cancel the previous run");
-            }
+            // Not awaited here: the next slot must not wait for the scheduler's answer.
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                if let Err(err) = handle.cancel(run).await {
+                    tracing::warn!(run = %run, error = %err,
+                        "cron: could not cancel the previous run");
+                }
+            });
         }
         let sleep = match next {
             Some(at) => (at - Utc::now()).to_std().unwrap_or(Duration::ZERO),
@@ -743,5 +748,29 @@ mod task_tests {
         parts.shutdown.send(true).expect("shutdown");
         task.await.expect("cron task");
         assert_eq!(schedule_runs(&state).len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cancel_previous_queues_the_slot_and_cancels_the_active_run() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let state = tmp.path().join("state");
+        let wf = "workflow:\n  name: tick\n  concurrency:\n    overlap: cancel_previous\n  on:\n    schedule:\n      - cron: '* * * * * *'\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: 'true'\n";
+        let head = mirrored_repo(tmp.path(), &state, wf);
+        let (_handle, mut parts, task) = start(&state, &head);
+        let runs = wait_for_runs(&state, 2, Duration::from_secs(10)).await;
+        // The first run is still queued (no scheduler here): the second slot asks to cancel it.
+        let cancelled = loop {
+            match tokio::time::timeout(Duration::from_secs(10), parts.commands.recv()).await {
+                Ok(Some(crate::daemon::DaemonCommand::Cancel(id, reply))) => {
+                    let _ = reply.send(Ok(()));
+                    break id;
+                }
+                Ok(Some(_)) => continue,
+                other => panic!("no cancel request: {other:?}"),
+            }
+        };
+        assert_eq!(cancelled, runs[0].id);
+        parts.shutdown.send(true).expect("shutdown");
+        task.await.expect("cron task");
     }
 }
