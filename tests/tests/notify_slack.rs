@@ -22,6 +22,10 @@ const SIGNING_KEY: &str = "signing key";
 
 const WORKFLOW: &str = r#"workflow:
   name: breaks
+  parameters:
+    - name: note
+      type: string
+      default: none
   stages:
     - name: main
       steps:
@@ -49,8 +53,8 @@ fn expected_signature(secret: &str, req: &Recorded) -> String {
     format!("sha256={}", hex(&mac.finalize().into_bytes()))
 }
 
-fn run_id(d: &TestDaemon, workflow: &str) -> String {
-    let (code, text) = d.post(&format!("/api/v1/workflows/{workflow}/runs"), "{}");
+fn run_id(d: &TestDaemon, workflow: &str, body: &str) -> String {
+    let (code, text) = d.post(&format!("/api/v1/workflows/{workflow}/runs"), body);
     assert_eq!(code, 202, "{text}\n{}", d.log_text());
     let v: Value = serde_json::from_str(&text).expect("JSON");
     v["run_id"].as_str().expect("run id").to_string()
@@ -87,7 +91,12 @@ fn failed_run_posts_signed_slack_message_and_every_event_without_secrets() {
         &config,
         &[("NOTIFY_TEST_TOKEN", SECRET_VALUE)],
     );
-    let id = run_id(&d, "breaks");
+    // The secret also comes in as a parameter value, which the report carries as given.
+    let id = run_id(
+        &d,
+        "breaks",
+        &format!(r#"{{"parameters": {{"note": "{SECRET_VALUE}"}}}}"#),
+    );
     let run = d.wait_run_final(&id, LIMIT);
     assert_eq!(run["status"], "failed", "{run}");
 
@@ -171,6 +180,7 @@ fn failed_run_posts_signed_slack_message_and_every_event_without_secrets() {
         format!("breaks failed at {}", &head[..7]).as_str()
     );
     assert_eq!(b["report"]["stages"][0]["steps"][1]["id"], "boom");
+    assert_eq!(b["report"]["parameters"]["note"], "***");
 
     // No payload ever carries the secret.
     for r in slack.requests().iter().chain(&reqs).chain(&tpl.requests()) {
