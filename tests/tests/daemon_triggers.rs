@@ -355,7 +355,8 @@ fn an_every_two_seconds_schedule_fires_once_per_slot_across_a_restart() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let repo = tmp.path().join("app");
     // `overlap: queue`: a run slowed down by a loaded machine does not make a slot skip.
-    let on = "  concurrency:\n    overlap: queue\n  on:\n    schedule:\n      - cron: '*/2 * * * * *'\n";
+    let on =
+        "  concurrency:\n    overlap: queue\n  on:\n    schedule:\n      - cron: '*/2 * * * * *'\n";
     init_repo(
         &repo,
         &[(".workflows/tick.yaml", &workflow("tick", on, "echo tick"))],
