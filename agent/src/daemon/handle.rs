@@ -9,7 +9,7 @@
 //!   [`Store::enqueue_scheduled_run`](crate::store::Store::enqueue_scheduled_run)), each with
 //!   a dedup key, the commit to check out and the concurrency group, then call
 //!   [`DaemonHandle::wake`] so the scheduler looks at the queue at once (it also looks every
-//!   second on its own) and applies `concurrency.overlap` to new push and webhook runs.
+//!   few seconds on its own) and applies `concurrency.overlap` to new push and webhook runs.
 //! - **The API** sends [`DaemonCommand::Enqueue`] (manual runs: the scheduler resolves the
 //!   commit, checks the parameters against the workflow and applies `concurrency.overlap`),
 //!   [`DaemonCommand::Cancel`] and [`DaemonCommand::Retry`]; it reads runs with its own

@@ -7,7 +7,7 @@
 //! [`DaemonCommand`]s of the API, the watchers and cron: manual runs are checked here
 //! (repository, commit, workflow at that commit, parameters) and `concurrency.overlap`
 //! (`skip`, `queue`, `cancel_previous`) is applied before they are queued; cancels; retries.
-//! It looks at the queue when woken and once a second in any case (runs written straight to
+//! It looks at the queue when woken and every few seconds in any case (runs written straight to
 //! the store by triggers and cron), and prunes finished runs and their logs by the retention
 //! policy once an hour.
 //!
@@ -31,8 +31,9 @@ use crate::store::{
 };
 use dsl::model::Overlap;
 
-/// How often the queue is looked at without being woken.
-const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the queue is looked at without being woken (a safety net: whoever writes runs
+/// into the store wakes the scheduler).
+const POLL_INTERVAL: Duration = Duration::from_secs(5);
 /// How often retention runs.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
 /// After the grace period and the cancel, how long runs may take to end before the daemon
