@@ -225,3 +225,36 @@ fn a_slow_receiver_holds_up_nothing_else_and_slack_is_rate_limited() {
         );
     }
 }
+
+#[test]
+fn after_a_restart_a_delivery_that_found_nobody_is_tried_at_once() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    init_repo(&repo, &[(".workflows/ok.yaml", WORKFLOW)]);
+    let addr = Receiver::free_addr();
+    // A long backoff: without the retry at start, the next try would be 5 to 10 s away.
+    let config = format!(
+        "{}webhooks:\n  - name: later\n    url: http://{addr}/later\n    events: [run.succeeded]\n    \
+         retry: {{initial_delay: 10s}}\n",
+        repo_config(&repo)
+    );
+    let mut d = TestDaemon::start(&tmp.path().join("daemon"), &config);
+    let id = trigger(&d);
+    assert_eq!(d.wait_run_final(&id, LIMIT)["status"], "succeeded");
+    let del = wait_delivery(&d, "later", |d| d["attempts"] == 1);
+    assert_eq!(del["status"], "pending", "{del}");
+    d.kill9();
+    // The receiver comes up while the daemon is down.
+    let receiver = Receiver::start_on(addr, Vec::new());
+    let booted = Instant::now();
+    d.boot();
+    let got = receiver.wait_for(1, LIMIT);
+    assert!(
+        got[0].at - booted < Duration::from_secs(4),
+        "retried {:?} after the start",
+        got[0].at - booted
+    );
+    assert_eq!(got[0].header("x-agent-delivery"), del["id"].as_str());
+    let del = wait_delivery(&d, "later", |d| d["status"] == "delivered");
+    assert_eq!(del["attempts"], 2);
+}

@@ -12,7 +12,9 @@
 //! are retried with exponential backoff and jitter, from `retry.initial_delay` doubling up to
 //! `retry.max_delay`; a `Retry-After` answer (seconds or an HTTP date) sets the delay instead.
 //! A delivery whose next attempt would fall later than `retry.max_elapsed` after it was
-//! queued is given up. Other answers below 200 or from 300 on are permanent failures.
+//! queued is given up. Other answers below 200 or from 300 on are permanent failures. After a
+//! restart, a retry whose last try got no answer at all is made at once, and its backoff
+//! starts again from `initial_delay` (the daemon may have been down longer than the receiver).
 //!
 //! Headers of every attempt: `Content-Type`, `User-Agent: agent/VERSION`, `X-Agent-Event`,
 //! `X-Agent-Delivery` (the delivery id, the same on every retry), the webhook's `headers`,
@@ -108,6 +110,18 @@ pub fn decide(
     result: AttemptResult,
     now: DateTime<Utc>,
 ) -> DeliveryOutcome {
+    decide_with_backoff(delivery, retry, result, now, delivery.attempts + 1)
+}
+
+/// [`decide`], the backoff taken for the `backoff_attempt`-th failed try (the worker counts
+/// the tries since the daemon started, so a restart begins again at `initial_delay`).
+pub fn decide_with_backoff(
+    delivery: &Delivery,
+    retry: &WebhookRetry,
+    result: AttemptResult,
+    now: DateTime<Utc>,
+    backoff_attempt: u32,
+) -> DeliveryOutcome {
     match result {
         AttemptResult::Delivered(status_code) => DeliveryOutcome::Delivered { status_code },
         AttemptResult::Permanent { status_code, error } => {
@@ -119,7 +133,7 @@ pub fn decide(
             retry_after,
         } => {
             let attempt = delivery.attempts + 1;
-            let delay = retry_after.unwrap_or_else(|| backoff(retry, attempt));
+            let delay = retry_after.unwrap_or_else(|| backoff(retry, backoff_attempt.max(1)));
             let later = |t: DateTime<Utc>, d: Duration| {
                 chrono::Duration::from_std(d)
                     .ok()
@@ -324,6 +338,8 @@ impl Worker {
         let store = Arc::new(Mutex::new(None));
         let gap = min_interval(&self.webhook);
         let mut last_attempt: Option<Instant> = None;
+        // The head's id and the tries made at it since the daemon started.
+        let mut tries: (String, u32) = (String::new(), 0);
         loop {
             if self.handle.is_shutting_down() {
                 return;
@@ -354,11 +370,25 @@ impl Worker {
                     continue;
                 }
             };
-            // Wait until it is due (a retry), then until the rate limit allows.
+            if tries.0 != delivery.id {
+                tries = (delivery.id.clone(), 0);
+            }
+            // Wait until it is due (a retry), then until the rate limit allows. A retry whose
+            // last try found nobody listening is made at once after a restart (the receiver
+            // may have come back meanwhile), then backs off from `initial_delay` again.
             let now = Utc::now();
             let mut ready = Instant::now();
+            let retry_now = tries.1 == 0 && delivery.attempts > 0 && {
+                let id = delivery.id.clone();
+                with_store(&store, path.clone(), move |s| s.last_delivery_attempt(&id))
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some_and(|a| a.status_code.is_none())
+            };
             if let Some(at) = delivery.next_attempt_at
                 && at > now
+                && !retry_now
             {
                 let wait = (at - now).to_std().unwrap_or(Duration::ZERO);
                 ready = ready
@@ -383,7 +413,9 @@ impl Worker {
                 () = self.handle.shutdown_requested() => return,
             };
             last_attempt = Some(Instant::now());
-            let outcome = decide(&delivery, &self.webhook.retry, result, Utc::now());
+            tries.1 += 1;
+            let outcome =
+                decide_with_backoff(&delivery, &self.webhook.retry, result, Utc::now(), tries.1);
             log_outcome(&name, &delivery, &outcome);
             let id = delivery.id.clone();
             let written = with_store(&store, path.clone(), move |s| {

@@ -219,6 +219,32 @@ impl Store {
         Ok(n)
     }
 
+    /// The latest attempt of a delivery, if it was attempted.
+    pub fn last_delivery_attempt(&self, id: &str) -> Result<Option<DeliveryAttempt>, StoreError> {
+        let row = rusqlite::OptionalExtension::optional(self.conn.query_row(
+            "SELECT attempt, at, status_code, error FROM delivery_attempts
+             WHERE delivery_id = ?1 ORDER BY attempt DESC LIMIT 1",
+            params![id],
+            |r| {
+                Ok((
+                    r.get::<_, u32>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Option<u16>>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                ))
+            },
+        ))?;
+        row.map(|(attempt, at, status_code, error)| {
+            Ok(DeliveryAttempt {
+                attempt,
+                at: from_ms("at", at)?,
+                status_code,
+                error,
+            })
+        })
+        .transpose()
+    }
+
     /// The webhooks that have pending deliveries, with how many each.
     pub fn pending_delivery_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
