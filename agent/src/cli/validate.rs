@@ -14,6 +14,16 @@ use std::path::{Path, PathBuf};
 
 /// Runs the command; returns the exit code.
 pub fn run(paths: &[PathBuf], config: Option<&Path>) -> i32 {
+    if let Some(cfg) = config
+        && let Err(e) = std::fs::metadata(cfg)
+    {
+        eprintln!(
+            "error: cannot access `{}`: {}",
+            cfg.display(),
+            lower(&e.to_string())
+        );
+        return EXIT_INVALID;
+    }
     let config_valid = config.map(check_config);
     if paths.is_empty() {
         return match config_valid {
