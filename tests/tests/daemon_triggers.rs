@@ -166,7 +166,8 @@ fn branch_and_path_filters_select_workflows() {
     );
     let d = TestDaemon::start(
         &tmp.path().join("daemon"),
-        &local_repo_config("app", &repo, "    branches: ['**']\n"),
+        // No `branches`: every branch is watched; the workflows' filters decide.
+        &local_repo_config("app", &repo, ""),
     );
     let wait_count = |n: usize| wait_runs(&d, &format!("{n} runs"), APPEAR_LIMIT, |r| r.len() >= n);
 

@@ -81,7 +81,8 @@ pub struct RepoConfig {
     pub source: RepoSource,
     /// `owner/name`, to match inbound push hooks.
     pub full_name: Option<String>,
-    /// Branch globs watched; empty means the default branch only.
+    /// Branch globs watched; empty means every branch (each workflow's `on.push.branches`
+    /// still filters).
     pub branches: Vec<String>,
     /// How often a remote is fetched (and a local repository checked besides its watch).
     pub poll_interval: Duration,

@@ -410,17 +410,15 @@ fn pass(
     let Some(mirror) = s.mirror.as_ref() else {
         return Err("internal: repository state missing".to_string());
     };
-    let globs = if repo.branches.is_empty() {
-        None
-    } else {
-        Some(GlobList::new(&repo.branches).map_err(|e| format!("bad branch glob: {e}"))?)
-    };
+    // No `branches`: every branch is watched, and each workflow's `on.push.branches` decides
+    // (as on GitHub). The embedded config lists the current branch.
+    let globs = GlobList::new(&repo.branches).map_err(|e| format!("bad branch glob: {e}"))?;
     let baseline = match (&s.boot_heads, s.scanned) {
         (_, true) => Baseline::Nothing,
         (Some(heads), false) => Baseline::Heads(heads),
         (None, false) => Baseline::CurrentHeads,
     };
-    let scan = scan_repo(&mut store, mirror, &repo.name, globs.as_ref(), baseline)
+    let scan = scan_repo(&mut store, mirror, &repo.name, Some(&globs), baseline)
         .map_err(|e| redact(&e.to_string(), &url))?;
     s.scanned = true;
     let default_branch = mirror.default_branch();

@@ -21,7 +21,9 @@
 //!   daemon was down run once, for the branch's head.
 //! - A branch that appears later is a push of a new branch: its changes are counted from the
 //!   most recent commit it shares with a branch already seen (everything, when it shares
-//!   none); a workflow already run for the same commit does not run again.
+//!   none); a workflow already run for the same commit does not run again. A new branch that
+//!   points at a commit already seen (`git checkout -b`) brings no new code and runs nothing
+//!   until it gets a commit of its own.
 //! - A workflow with an `on:` section runs on push only if it has `on.push`; a workflow with no
 //!   trigger at all (no `on:`, as in the seed's examples) runs on every push.
 //! - Globs (`branches`, `paths`) follow GitHub Actions: `*` stops at `/`, `**` crosses it, and a
@@ -332,6 +334,14 @@ pub fn scan_repo(
                 .filter(|oid| mirror.repository().find_commit(*oid).is_ok()),
             None => fork_point(mirror, head, &seen),
         };
+        if last.is_none() && old == Some(head) {
+            // A new branch at a commit already seen (`git checkout -b`, `git branch`): no new
+            // code, nothing runs until it gets a commit of its own.
+            store.set_last_seen_commit(repo, &branch, &head_text)?;
+            scan.default_branch_moved |= is_default;
+            scan.moved.push((branch, head_text));
+            continue;
+        }
         // A force-push to an unrelated history leaves no known old commit: everything counts.
         let changed = mirror.changed_paths(old, head)?;
         let (runs, failed) = runs_for_push(mirror, repo, &branch, head, &changed)?;
@@ -695,6 +705,20 @@ mod scan_tests {
                 .map(|(a, b)| (a.to_string(), b.to_string()))
                 .collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_new_branch_without_new_commits_runs_nothing() {
+        let mut f = Fixture::new(&[(".workflows/w.yaml", &workflow("w", ""))]);
+        let all = GlobList::new::<&str>(&[]).expect("glob");
+        f.scan(Some(&all), true);
+        git(&f.repo, &["branch", "topic"]);
+        let scan = f.scan(Some(&all), false);
+        assert!(scan.queued.is_empty(), "{scan:?}");
+        assert_eq!(scan.moved.len(), 1, "{scan:?}");
+        git(&f.repo, &["checkout", "-q", "topic"]);
+        commit(&f.repo, &[("t", "1")], "topic work");
+        assert_eq!(f.scan(Some(&all), false).queued.len(), 1);
     }
 
     #[test]
