@@ -77,7 +77,7 @@ fn failed_run_posts_signed_slack_message_and_every_event_without_secrets() {
          webhooks:\n\
          \x20 - name: chat\n    url: {slack}\n    format: slack\n    events: [run.failed]\n\
          \x20   workflows: ['bre*']\n    secret: {SIGNING_KEY}\n    retry: {{initial_delay: 100ms}}\n\
-         \x20 - name: everything\n    url: {all}\n    retry: {{initial_delay: 100ms}}\n\
+         \x20 - name: everything\n    url: {all}\n    retry: {{initial_delay: 100ms}}\n    headers: {{X-Team: platform}}\n\
          \x20 - name: other-workflows\n    url: {all}\n    workflows: [deploy]\n\
          \x20 - name: custom\n    url: {tpl}\n    events: [run.finished]\n\
          \x20   template: '{{\"text\": \"{{{{ workflow }}}} {{{{ status }}}} at {{{{ commit[:7] }}}}\", \"report\": {{{{ report | tojson }}}}}}'\n",
@@ -165,6 +165,17 @@ fn failed_run_posts_signed_slack_message_and_every_event_without_secrets() {
         assert_eq!(b["run"]["commit"], head.as_str());
         assert_eq!(b["run"]["url"], link.as_str());
         assert!(r.header("x-agent-signature-256").is_none());
+        assert_eq!(r.header("x-team"), Some("platform"));
+        let content_types = r
+            .headers
+            .iter()
+            .filter(|(n, _)| n == "content-type")
+            .count();
+        assert_eq!(content_types, 1);
+        assert!(
+            r.header("user-agent")
+                .is_some_and(|u| u.starts_with("agent/"))
+        );
     }
     let failed = reqs[3].json();
     assert_eq!(failed["step"]["id"], "boom");

@@ -196,14 +196,36 @@ pub async fn attempt(
         return permanent("the stored delivery has no request in it".into());
     };
     let body = rendered.body_bytes();
-    let mut request = client
-        .post(&rendered.url)
-        .header(reqwest::header::CONTENT_TYPE, rendered.content_type)
-        .header("X-Agent-Event", &delivery.event)
-        .header("X-Agent-Delivery", &delivery.id);
+    // The webhook's own headers first (one may set `Content-Type`); the `X-Agent-*` ones
+    // are always ours.
+    let mut headers = reqwest::header::HeaderMap::new();
     for (name, value) in &webhook.headers {
-        request = request.header(name.as_str(), value.as_str());
+        let (Ok(n), Ok(v)) = (
+            reqwest::header::HeaderName::from_bytes(name.as_bytes()),
+            reqwest::header::HeaderValue::from_str(value),
+        ) else {
+            return permanent(format!(
+                "invalid header `{name}` in the webhook's `headers`"
+            ));
+        };
+        headers.insert(n, v);
     }
+    if !headers.contains_key(reqwest::header::CONTENT_TYPE) {
+        headers.insert(
+            reqwest::header::CONTENT_TYPE,
+            reqwest::header::HeaderValue::from_static(rendered.content_type),
+        );
+    }
+    for (name, value) in [
+        ("x-agent-event", &delivery.event),
+        ("x-agent-delivery", &delivery.id),
+    ] {
+        let Ok(v) = reqwest::header::HeaderValue::from_str(value) else {
+            return permanent(format!("`{value}` cannot be sent as `{name}`"));
+        };
+        headers.insert(reqwest::header::HeaderName::from_static(name), v);
+    }
+    let mut request = client.post(&rendered.url).headers(headers);
     if let Some(secret) = &webhook.secret {
         let timestamp = Utc::now().timestamp().to_string();
         let sig = signature(secret.as_bytes(), &timestamp, &body);
