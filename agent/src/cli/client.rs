@@ -493,21 +493,9 @@ fn text<'a>(v: &'a Value, key: &str) -> &'a str {
     v.get(key).and_then(Value::as_str).unwrap_or("-")
 }
 
-/// A duration in milliseconds as `850ms`, `12.3s`, `4m05s` or `2h03m`.
+/// A duration in milliseconds as `850ms`, `12.3s`, `4m05s` or `2h03m`; `-` when unknown.
 pub fn human_duration(ms: Option<i64>) -> String {
-    let Some(ms) = ms else {
-        return "-".into();
-    };
-    let ms = ms.max(0);
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else if ms < 60_000 {
-        format!("{:.1}s", ms as f64 / 1000.0)
-    } else if ms < 3_600_000 {
-        format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60)
-    } else {
-        format!("{}h{:02}m", ms / 3_600_000, (ms / 60_000) % 60)
-    }
+    ms.map_or_else(|| "-".into(), crate::notify::format::human_duration)
 }
 
 /// An RFC 3339 time as `YYYY-MM-DD HH:MM:SS` (local to the daemon: UTC).

@@ -590,22 +590,9 @@ mod task_tests {
     use crate::engine::{Engine, EngineConfig};
     use crate::store::RunRecord;
     use std::path::Path;
-    use std::process::Command;
     use std::sync::Arc;
 
-    fn git(dir: &Path, args: &[&str]) -> String {
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(dir)
-            .env("GIT_AUTHOR_NAME", "T")
-            .env("GIT_AUTHOR_EMAIL", "t@example.com")
-            .env("GIT_COMMITTER_NAME", "T")
-            .env("GIT_COMMITTER_EMAIL", "t@example.com")
-            .output()
-            .expect("run git");
-        assert!(out.status.success(), "git {args:?}");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
+    use crate::daemon::test_git::git;
 
     /// A repository whose default branch holds `workflow`, mirrored under `state`; returns
     /// the head commit.

@@ -569,21 +569,8 @@ mod task_tests {
     use crate::daemon::config::Config;
     use crate::engine::{Engine, EngineConfig};
     use crate::store::RunFilter;
-    use std::process::Command;
 
-    fn git(dir: &Path, args: &[&str]) -> String {
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(dir)
-            .env("GIT_AUTHOR_NAME", "T")
-            .env("GIT_AUTHOR_EMAIL", "t@example.com")
-            .env("GIT_COMMITTER_NAME", "T")
-            .env("GIT_COMMITTER_EMAIL", "t@example.com")
-            .output()
-            .expect("run git");
-        assert!(out.status.success(), "git {args:?}");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
+    use crate::daemon::test_git::git;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_commit_to_a_watched_repository_is_queued_at_once() {

@@ -31,6 +31,33 @@ pub mod scheduler;
 pub mod triggers;
 pub mod workspace;
 
+/// Helpers shared by the daemon modules' tests against real repositories.
+#[cfg(test)]
+pub(crate) mod test_git {
+    use std::path::Path;
+    use std::process::Command;
+
+    /// Runs the git CLI in `dir` with a fixed identity; panics (fails the test) when git
+    /// fails, with its stderr. Returns stdout, trimmed.
+    pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_AUTHOR_NAME", "T")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "T")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .output()
+            .expect("run git");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;

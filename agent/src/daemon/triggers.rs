@@ -503,25 +503,8 @@ mod scan_tests {
     use super::*;
     use crate::store::{RunFilter, RunRecord, RunStatus};
     use std::path::Path;
-    use std::process::Command;
 
-    fn git(dir: &Path, args: &[&str]) -> String {
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(dir)
-            .env("GIT_AUTHOR_NAME", "T")
-            .env("GIT_AUTHOR_EMAIL", "t@example.com")
-            .env("GIT_COMMITTER_NAME", "T")
-            .env("GIT_COMMITTER_EMAIL", "t@example.com")
-            .output()
-            .expect("run git");
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
+    use crate::daemon::test_git::git;
 
     fn commit(dir: &Path, files: &[(&str, &str)], message: &str) -> String {
         for (path, text) in files {
