@@ -66,7 +66,7 @@ impl RepoSource {
 /// Credentials for a remote repository, by environment variable name (never the values).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Credentials {
-    /// The variable holding the user name (default `git` when only a token is given).
+    /// The variable holding the user name (`x-access-token` when only a token is given).
     pub username_env: Option<String>,
     /// The variable holding the password or token.
     pub password_env: Option<String>,

@@ -398,8 +398,13 @@ fn pass(
         Some(mirror) => mirror.fetch().map_err(|e| redact(&e.to_string(), &url))?,
         None => {
             let existed = Mirror::path_for(&shared.state_dir, &repo.name).exists();
-            let mut mirror = Mirror::open_or_clone(&shared.state_dir, &repo.name, &url)
-                .map_err(|e| redact(&e.to_string(), &url))?;
+            let mut mirror = Mirror::open_or_clone_with(
+                &shared.state_dir,
+                &repo.name,
+                &url,
+                repo.credentials.as_ref(),
+            )
+            .map_err(|e| redact(&e.to_string(), &url))?;
             // A fresh clone has just fetched; an existing mirror was only opened.
             if existed {
                 mirror.fetch().map_err(|e| redact(&e.to_string(), &url))?;

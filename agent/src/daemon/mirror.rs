@@ -7,12 +7,25 @@
 //! [`Workspace`](super::Workspace) written from its objects. Reading workflow files and
 //! diffing commits for path filters happens here without any checkout.
 //!
-//! Transports: local paths, `file://` and `git://` (git2 is built without https/ssh for now;
-//! credentials come later).
+//! Transports: local paths, `file://`, `git://`, `http://` and `https://` (no ssh). A
+//! repository's `credentials` name environment variables read at each clone and fetch and
+//! answered to HTTP authentication; their values never appear in an error or a log line.
 
 use std::path::{Path, PathBuf};
 
-use git2::{AutotagOption, FetchOptions, FetchPrune, ObjectType, Oid, Repository};
+use git2::{
+    AutotagOption, Cred, CredentialType, FetchOptions, FetchPrune, ObjectType, Oid,
+    RemoteCallbacks, Repository,
+};
+
+use super::config::Credentials;
+
+/// The user name sent with a token when the credentials name no `username_env`.
+pub const TOKEN_USERNAME: &str = "x-access-token";
+
+/// How many times one fetch answers the remote's authentication request before giving up
+/// (libgit2 asks again after every rejection).
+const MAX_AUTH_ATTEMPTS: u32 = 2;
 
 /// Errors from mirrors and workspaces.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +62,35 @@ pub enum MirrorError {
     /// A checkout destination that already exists.
     #[error("workspace `{0}` already exists")]
     WorkspaceExists(PathBuf),
+    /// An environment variable named by a repository's `credentials` is not set (or not
+    /// UTF-8). Carries the variable's name, never a value.
+    #[error(
+        "fetch `{url}`: environment variable `{variable}` (credentials of repository `{repo}`) is not set"
+    )]
+    MissingCredential {
+        /// The repository's configured name.
+        repo: String,
+        /// The URL fetched.
+        url: String,
+        /// The variable's name.
+        variable: String,
+    },
+    /// The remote refused the configured credentials (or kept asking for them).
+    #[error("fetch `{url}`: the remote rejected the credentials from {variables}")]
+    CredentialsRejected {
+        /// The URL fetched.
+        url: String,
+        /// The variables the credentials came from, such as `` `GIT_USER`/`GIT_TOKEN` ``.
+        variables: String,
+    },
+    /// The remote asked for authentication that is not configured or not supported.
+    #[error("fetch `{url}`: {reason}")]
+    AuthenticationRequired {
+        /// The URL fetched.
+        url: String,
+        /// What was asked and missing.
+        reason: String,
+    },
 }
 
 impl MirrorError {
@@ -108,6 +150,8 @@ pub struct Mirror {
     url: String,
     path: PathBuf,
     repo: Repository,
+    /// The environment variables to authenticate with (names only).
+    credentials: Option<Credentials>,
 }
 
 impl std::fmt::Debug for Mirror {
@@ -116,6 +160,7 @@ impl std::fmt::Debug for Mirror {
             .field("name", &self.name)
             .field("url", &self.url)
             .field("path", &self.path)
+            .field("credentials", &self.credentials)
             .finish()
     }
 }
@@ -156,6 +201,17 @@ impl Mirror {
     /// not exist (or is unreadable). An existing mirror is not fetched: call
     /// [`Mirror::fetch`]. If `url` changed since the clone, the mirror follows the new one.
     pub fn open_or_clone(state_dir: &Path, name: &str, url: &str) -> Result<Mirror, MirrorError> {
+        Mirror::open_or_clone_with(state_dir, name, url, None)
+    }
+
+    /// [`Mirror::open_or_clone`] authenticating with `credentials` (environment variable
+    /// names, read at the clone and at every later [`Mirror::fetch`]).
+    pub fn open_or_clone_with(
+        state_dir: &Path,
+        name: &str,
+        url: &str,
+        credentials: Option<&Credentials>,
+    ) -> Result<Mirror, MirrorError> {
         check_name(name)?;
         let url = normalize_url(url);
         let path = Mirror::path_for(state_dir, name);
@@ -167,6 +223,7 @@ impl Mirror {
                         url: url.clone(),
                         path,
                         repo,
+                        credentials: credentials.cloned(),
                     };
                     mirror.follow_url()?;
                     return Ok(mirror);
@@ -178,7 +235,7 @@ impl Mirror {
                 }
             }
         }
-        Mirror::clone_into(&path, name, &url)
+        Mirror::clone_into(&path, name, &url, credentials)
     }
 
     /// Opens an existing mirror without any network access (a second handle for another
@@ -198,11 +255,24 @@ impl Mirror {
             url,
             path,
             repo,
+            credentials: None,
         })
     }
 
+    /// The same mirror, authenticating its fetches with `credentials` (environment variable
+    /// names).
+    pub fn with_credentials(mut self, credentials: Option<Credentials>) -> Mirror {
+        self.credentials = credentials;
+        self
+    }
+
     /// Clones into a temporary sibling directory, then renames it into place.
-    fn clone_into(path: &Path, name: &str, url: &str) -> Result<Mirror, MirrorError> {
+    fn clone_into(
+        path: &Path,
+        name: &str,
+        url: &str,
+        credentials: Option<&Credentials>,
+    ) -> Result<Mirror, MirrorError> {
         let parent = path.parent().expect("a mirror path has a parent");
         std::fs::create_dir_all(parent).map_err(MirrorError::io("create directory", parent))?;
         // Leftovers of a clone interrupted by a crash (of another process: clones of this
@@ -231,6 +301,7 @@ impl Mirror {
             url: url.to_string(),
             path: tmp.clone(),
             repo,
+            credentials: credentials.cloned(),
         };
         if let Err(err) = mirror.fetch() {
             let _ = remove_tree(&tmp);
@@ -253,6 +324,7 @@ impl Mirror {
             url: url.to_string(),
             path: path.to_path_buf(),
             repo,
+            credentials: credentials.cloned(),
         })
     }
 
@@ -287,12 +359,22 @@ impl Mirror {
             .repo
             .find_remote("origin")
             .map_err(MirrorError::git("find remote of", &self.name))?;
+        let auth = std::cell::RefCell::new(AuthState::default());
         let mut opts = FetchOptions::new();
         opts.prune(FetchPrune::On)
             .download_tags(AutotagOption::None);
-        remote
-            .fetch(&MIRROR_REFSPECS, Some(&mut opts), Some("agent: fetch"))
-            .map_err(MirrorError::git("fetch", &self.url))?;
+        if let Some(credentials) = &self.credentials {
+            let mut callbacks = RemoteCallbacks::new();
+            callbacks.credentials(|_url, url_user, allowed| {
+                answer_credentials(credentials, url_user, allowed, &mut auth.borrow_mut())
+            });
+            opts.remote_callbacks(callbacks);
+        }
+        let fetched = remote.fetch(&MIRROR_REFSPECS, Some(&mut opts), Some("agent: fetch"));
+        drop(opts);
+        if let Err(err) = fetched {
+            return Err(self.fetch_error(err, auth.into_inner()));
+        }
         if let Ok(head) = remote.default_branch()
             && let Ok(head) = head.as_str()
             && head.starts_with("refs/heads/")
@@ -310,6 +392,35 @@ impl Mirror {
             }
         }
         Ok(())
+    }
+
+    /// The error of a failed fetch: the authentication outcome when that is why it failed
+    /// (the messages name variables, never values), else libgit2's.
+    fn fetch_error(&self, err: git2::Error, auth: AuthState) -> MirrorError {
+        let url = self.url.clone();
+        match auth.failure {
+            Some(AuthFailure::Missing(variable)) => MirrorError::MissingCredential {
+                repo: self.name.clone(),
+                url,
+                variable,
+            },
+            Some(AuthFailure::Rejected) => MirrorError::CredentialsRejected {
+                url,
+                variables: self
+                    .credentials
+                    .as_ref()
+                    .map(describe_variables)
+                    .unwrap_or_default(),
+            },
+            Some(AuthFailure::Unsupported(reason)) => {
+                MirrorError::AuthenticationRequired { url, reason }
+            }
+            None => MirrorError::Git {
+                action: "fetch",
+                target: url,
+                source: err,
+            },
+        }
     }
 
     /// The repository's configured name.
@@ -484,6 +595,79 @@ impl Mirror {
     }
 }
 
+/// Why authentication failed during one fetch.
+#[derive(Debug)]
+enum AuthFailure {
+    /// This variable is not set.
+    Missing(String),
+    /// The remote asked again after every answer.
+    Rejected,
+    /// The remote asked for something other than a user name and password.
+    Unsupported(String),
+}
+
+/// The credential callback's memory across one fetch.
+#[derive(Debug, Default)]
+struct AuthState {
+    attempts: u32,
+    failure: Option<AuthFailure>,
+}
+
+/// `` `USER`/`SECRET` `` or `` `SECRET` ``: where credentials come from, for messages.
+fn describe_variables(credentials: &Credentials) -> String {
+    let names: Vec<String> = [&credentials.username_env, &credentials.password_env]
+        .into_iter()
+        .flatten()
+        .map(|name| format!("`{name}`"))
+        .collect();
+    names.join("/")
+}
+
+/// Reads an environment variable named by the credentials; unset or not UTF-8 is missing.
+fn read_variable(name: &str, state: &mut AuthState) -> Result<String, git2::Error> {
+    std::env::var(name).map_err(|_| {
+        state.failure = Some(AuthFailure::Missing(name.to_string()));
+        git2::Error::from_str(&format!("environment variable `{name}` is not set"))
+    })
+}
+
+/// Answers libgit2's request for credentials: user name and secret from the environment,
+/// read now (a rotated token is picked up by the next fetch). Gives up after
+/// [`MAX_AUTH_ATTEMPTS`] answers, since libgit2 asks again after each rejection.
+fn answer_credentials(
+    credentials: &Credentials,
+    url_user: Option<&str>,
+    allowed: CredentialType,
+    state: &mut AuthState,
+) -> Result<Cred, git2::Error> {
+    if !allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
+        let reason = format!("the remote asks for unsupported authentication ({allowed:?})");
+        state.failure = Some(AuthFailure::Unsupported(reason.clone()));
+        return Err(git2::Error::from_str(&reason));
+    }
+    if state.attempts >= MAX_AUTH_ATTEMPTS {
+        state.failure = Some(AuthFailure::Rejected);
+        return Err(git2::Error::from_str("the remote rejected the credentials"));
+    }
+    state.attempts += 1;
+    let Some(secret_name) = credentials.password_env.as_deref() else {
+        let reason = "the remote asks for a password and the credentials name no \
+                      `password_env` or `token_env`"
+            .to_string();
+        state.failure = Some(AuthFailure::Unsupported(reason.clone()));
+        return Err(git2::Error::from_str(&reason));
+    };
+    let user = match credentials.username_env.as_deref() {
+        Some(name) => read_variable(name, state)?,
+        None => url_user
+            .filter(|u| !u.is_empty())
+            .unwrap_or(TOKEN_USERNAME)
+            .to_string(),
+    };
+    let secret = read_variable(secret_name, state)?;
+    Cred::userpass_plaintext(&user, &secret)
+}
+
 /// Removes a directory tree, first giving back write permission where a step took it away.
 pub(crate) fn remove_tree(path: &Path) -> Result<(), MirrorError> {
     match std::fs::remove_dir_all(path) {
@@ -520,5 +704,60 @@ fn make_writable(path: &Path) {
         for entry in entries.flatten() {
             make_writable(&entry.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libgit2_speaks_https() {
+        assert!(git2::Version::get().https(), "git2 built without https");
+    }
+
+    #[test]
+    fn credentials_are_asked_for_a_bounded_number_of_times() {
+        let credentials = Credentials {
+            username_env: None,
+            password_env: Some("PATH".to_string()),
+        };
+        let mut state = AuthState::default();
+        for _ in 0..MAX_AUTH_ATTEMPTS {
+            let cred = answer_credentials(
+                &credentials,
+                None,
+                CredentialType::USER_PASS_PLAINTEXT,
+                &mut state,
+            );
+            assert!(cred.is_ok());
+        }
+        let again = answer_credentials(
+            &credentials,
+            None,
+            CredentialType::USER_PASS_PLAINTEXT,
+            &mut state,
+        );
+        assert!(again.is_err());
+        assert!(matches!(state.failure, Some(AuthFailure::Rejected)));
+    }
+
+    #[test]
+    fn only_user_and_password_authentication_is_answered() {
+        let credentials = Credentials {
+            username_env: None,
+            password_env: Some("PATH".to_string()),
+        };
+        let mut state = AuthState::default();
+        let cred = answer_credentials(&credentials, None, CredentialType::SSH_KEY, &mut state);
+        assert!(cred.is_err());
+        assert!(matches!(state.failure, Some(AuthFailure::Unsupported(_))));
+        assert_eq!(
+            describe_variables(&Credentials {
+                username_env: Some("U".into()),
+                password_env: Some("P".into()),
+            }),
+            "`U`/`P`"
+        );
     }
 }

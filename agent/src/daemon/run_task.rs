@@ -339,12 +339,17 @@ pub fn open_mirror(
 ) -> Result<Mirror, super::mirror::MirrorError> {
     static CLONING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     if let Ok(m) = Mirror::open(&shared.state_dir, &repo.name) {
-        return Ok(m);
+        return Ok(m.with_credentials(repo.credentials.clone()));
     }
     let _guard = CLONING
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    Mirror::open_or_clone(&shared.state_dir, &repo.name, &repo.source.clone_url())
+    Mirror::open_or_clone_with(
+        &shared.state_dir,
+        &repo.name,
+        &repo.source.clone_url(),
+        repo.credentials.as_ref(),
+    )
 }
 
 /// The file under `workspace/.workflows` whose workflow is called `name` (by its `name:`,
