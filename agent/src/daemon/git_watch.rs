@@ -645,7 +645,14 @@ mod task_tests {
         };
         eprintln!("commit to queued run: {:?}", committed.elapsed());
         assert_eq!(run.workflow, "w");
-        let info = handle.shared.repos.get("app").expect("info");
+        // The run is queued first, the repository's workflows published right after.
+        let info = loop {
+            let info = handle.shared.repos.get("app").expect("info");
+            if !info.workflows.is_empty() || committed.elapsed() > Duration::from_secs(5) {
+                break info;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
         assert_eq!(info.default_branch.as_deref(), Some("main"));
         assert_eq!(info.workflows.len(), 1);
         assert_eq!(info.workflows[0].file, ".workflows/w.yaml");

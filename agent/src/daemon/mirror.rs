@@ -179,6 +179,11 @@ fn check_name(name: &str) -> Result<(), MirrorError> {
     }
 }
 
+/// A URL as errors show it: without any `user:password@` written into it.
+fn shown_url(url: &str) -> String {
+    super::git_watch::redact(url, url)
+}
+
 /// A local path becomes absolute (libgit2 resolves relative paths against the process's
 /// current directory at fetch time, which may change); URLs stay as they are.
 fn normalize_url(url: &str) -> String {
@@ -293,9 +298,9 @@ impl Mirror {
         let repo = Repository::init_bare(&tmp)
             .map_err(MirrorError::git("create mirror", tmp.display().to_string()))?;
         repo.remote_with_fetch("origin", url, MIRROR_REFSPECS[0])
-            .map_err(MirrorError::git("add remote", url))?;
+            .map_err(MirrorError::git("add remote", shown_url(url)))?;
         repo.remote_add_fetch("origin", MIRROR_REFSPECS[1])
-            .map_err(MirrorError::git("add remote", url))?;
+            .map_err(MirrorError::git("add remote", shown_url(url)))?;
         let mut mirror = Mirror {
             name: name.to_string(),
             url: url.to_string(),
@@ -339,14 +344,14 @@ impl Mirror {
             if current.is_none() {
                 self.repo
                     .remote_with_fetch("origin", &self.url, MIRROR_REFSPECS[0])
-                    .map_err(MirrorError::git("add remote", &self.url))?;
+                    .map_err(MirrorError::git("add remote", shown_url(&self.url)))?;
                 self.repo
                     .remote_add_fetch("origin", MIRROR_REFSPECS[1])
-                    .map_err(MirrorError::git("add remote", &self.url))?;
+                    .map_err(MirrorError::git("add remote", shown_url(&self.url)))?;
             } else {
                 self.repo
                     .remote_set_url("origin", &self.url)
-                    .map_err(MirrorError::git("set remote url", &self.url))?;
+                    .map_err(MirrorError::git("set remote url", shown_url(&self.url)))?;
             }
         }
         Ok(())
@@ -397,7 +402,7 @@ impl Mirror {
     /// The error of a failed fetch: the authentication outcome when that is why it failed
     /// (the messages name variables, never values), else libgit2's.
     fn fetch_error(&self, err: git2::Error, auth: AuthState) -> MirrorError {
-        let url = self.url.clone();
+        let url = shown_url(&self.url);
         match auth.failure {
             Some(AuthFailure::Missing(variable)) => MirrorError::MissingCredential {
                 repo: self.name.clone(),
@@ -740,6 +745,16 @@ mod tests {
         );
         assert!(again.is_err());
         assert!(matches!(state.failure, Some(AuthFailure::Rejected)));
+    }
+
+    #[test]
+    fn errors_show_urls_without_their_user_information() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let url = "http://bob:hunter2@127.0.0.1:1/r.git";
+        let err = Mirror::open_or_clone(tmp.path(), "r", url).expect_err("nothing listens");
+        let text = err.to_string();
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("http://***@127.0.0.1:1/r.git"), "{text}");
     }
 
     #[test]
