@@ -572,41 +572,86 @@ mod tests {
 mod task_tests {
     use super::*;
     use crate::daemon::config::Config;
+    use crate::daemon::handle::HandleParts;
     use crate::engine::{Engine, EngineConfig};
     use crate::store::RunFilter;
+    use std::path::PathBuf;
 
     use crate::daemon::test_git::git;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_commit_to_a_watched_repository_is_queued_at_once() {
-        let _ = tracing_subscriber::fmt().with_test_writer().try_init();
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let repo = tmp.path().join("repo");
+    /// A repository with one commit (no workflow yet) in `tmp/repo`.
+    fn init_repo(tmp: &Path) -> PathBuf {
+        let repo = tmp.join("repo");
         std::fs::create_dir_all(&repo).expect("mkdir");
         git(&repo, &["init", "-q", "-b", "main"]);
         std::fs::write(repo.join("README"), "x").expect("write");
         git(&repo, &["add", "-A"]);
         git(&repo, &["commit", "-q", "-m", "initial"]);
-        let state = tmp.path().join("state");
+        repo
+    }
+
+    /// Commits `.workflows/w.yaml`, a one-step workflow named `w`.
+    fn commit_workflow(repo: &Path) {
+        std::fs::create_dir_all(repo.join(".workflows")).expect("mkdir");
+        std::fs::write(
+            repo.join(".workflows/w.yaml"),
+            "workflow:\n  name: w\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: 'true'\n",
+        )
+        .expect("write");
+        git(repo, &["add", "-A"]);
+        git(repo, &["commit", "-q", "-m", "add w"]);
+    }
+
+    /// A watcher task for one repository polled only hourly, with its state in `tmp/state`;
+    /// returns the handle, the shutdown parts, the task and the store's path.
+    fn start_watcher(
+        tmp: &Path,
+        name: &str,
+        source: RepoSource,
+    ) -> (
+        DaemonHandle,
+        HandleParts,
+        tokio::task::JoinHandle<()>,
+        PathBuf,
+    ) {
+        let state = tmp.join("state");
         let mut config = Config::default();
         config.repos.push(RepoConfig {
-            name: "app".into(),
-            source: RepoSource::Path(repo.clone()),
+            name: name.into(),
+            source,
             full_name: None,
             branches: Vec::new(),
-            // Long: only the ref watch can explain a quick run.
+            // Long: only the ref watch or a request can explain a quick run.
             poll_interval: Duration::from_secs(3600),
             credentials: None,
         });
         let store_path = state.join(crate::store::DB_FILE_NAME);
         let (handle, parts) = DaemonHandle::new(
             config,
-            state.clone(),
+            state,
             store_path.clone(),
             Arc::new(Engine::new(EngineConfig::default())),
             Default::default(),
         );
         let task = tokio::spawn(run(handle.clone()));
+        (handle, parts, task, store_path)
+    }
+
+    async fn stop(parts: HandleParts, task: tokio::task::JoinHandle<()>) {
+        parts.shutdown.send(true).expect("shutdown");
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the watcher stops on shutdown")
+            .expect("watcher task");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_to_a_watched_repository_is_queued_at_once() {
+        let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let repo = init_repo(tmp.path());
+        let (handle, parts, task, store_path) =
+            start_watcher(tmp.path(), "app", RepoSource::Path(repo.clone()));
         // The first look publishes the default branch.
         let deadline = Instant::now() + Duration::from_secs(10);
         while handle
@@ -622,14 +667,7 @@ mod task_tests {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        std::fs::create_dir_all(repo.join(".workflows")).expect("mkdir");
-        std::fs::write(
-            repo.join(".workflows/w.yaml"),
-            "workflow:\n  name: w\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: 'true'\n",
-        )
-        .expect("write");
-        git(&repo, &["add", "-A"]);
-        git(&repo, &["commit", "-q", "-m", "add w"]);
+        commit_workflow(&repo);
         let committed = Instant::now();
         let store = Store::open(&store_path).expect("store");
         let run = loop {
@@ -656,53 +694,20 @@ mod task_tests {
         assert_eq!(info.default_branch.as_deref(), Some("main"));
         assert_eq!(info.workflows.len(), 1);
         assert_eq!(info.workflows[0].file, ".workflows/w.yaml");
-        parts.shutdown.send(true).expect("shutdown");
-        tokio::time::timeout(Duration::from_secs(10), task)
-            .await
-            .expect("the watcher stops on shutdown")
-            .expect("watcher task");
+        stop(parts, task).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_fetch_request_fetches_a_polled_repository_at_once() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let repo = tmp.path().join("repo");
-        std::fs::create_dir_all(&repo).expect("mkdir");
-        git(&repo, &["init", "-q", "-b", "main"]);
-        std::fs::write(repo.join("README"), "x").expect("write");
-        git(&repo, &["add", "-A"]);
-        git(&repo, &["commit", "-q", "-m", "initial"]);
-        let state = tmp.path().join("state");
-        let mut config = Config::default();
-        config.repos.push(RepoConfig {
-            name: "remote".into(),
-            // A URL is polled, never watched: only the request can explain a quick run.
-            source: RepoSource::Url(format!("file://{}", repo.display())),
-            full_name: None,
-            branches: Vec::new(),
-            poll_interval: Duration::from_secs(3600),
-            credentials: None,
-        });
-        let store_path = state.join(crate::store::DB_FILE_NAME);
-        let (handle, parts) = DaemonHandle::new(
-            config,
-            state.clone(),
-            store_path.clone(),
-            Arc::new(Engine::new(EngineConfig::default())),
-            Default::default(),
-        );
-        let task = tokio::spawn(run(handle.clone()));
+        let repo = init_repo(tmp.path());
+        // A URL is polled, never watched: only the request can explain a quick run.
+        let source = RepoSource::Url(format!("file://{}", repo.display()));
+        let (handle, parts, task, store_path) = start_watcher(tmp.path(), "remote", source);
         first_look(&handle, Duration::from_secs(10)).await;
         let info = handle.shared.repos.get("remote").expect("looked at");
         assert!(info.head.is_some(), "the first look fetched: {info:?}");
-        std::fs::create_dir_all(repo.join(".workflows")).expect("mkdir");
-        std::fs::write(
-            repo.join(".workflows/w.yaml"),
-            "workflow:\n  name: w\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: 'true'\n",
-        )
-        .expect("write");
-        git(&repo, &["add", "-A"]);
-        git(&repo, &["commit", "-q", "-m", "add w"]);
+        commit_workflow(&repo);
         // Requests for other repositories do not fetch this one.
         handle.fetch_now("other");
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -727,10 +732,6 @@ mod task_tests {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        parts.shutdown.send(true).expect("shutdown");
-        tokio::time::timeout(Duration::from_secs(10), task)
-            .await
-            .expect("the watcher stops on shutdown")
-            .expect("watcher task");
+        stop(parts, task).await;
     }
 }

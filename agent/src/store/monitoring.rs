@@ -139,19 +139,7 @@ impl Store {
             i64,
         );
         let rows = stmt
-            .query_map(params![workflow, limit], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                    r.get(8)?,
-                ))
-            })?
+            .query_map(params![workflow, limit], |r| r.try_into())?
             .collect::<rusqlite::Result<Vec<Raw>>>()?;
         rows.into_iter()
             .map(

@@ -574,20 +574,7 @@ impl Store {
             Option<i64>,
         );
         let rows = stmt
-            .query_map(params![id.0], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                    r.get(8)?,
-                    r.get(9)?,
-                ))
-            })?
+            .query_map(params![id.0], |r| r.try_into())?
             .collect::<rusqlite::Result<Vec<RawStep>>>()?;
         rows.into_iter()
             .map(
@@ -641,18 +628,7 @@ impl Store {
             Option<i64>,
         );
         let rows = stmt
-            .query_map(params![id.0], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                ))
-            })?
+            .query_map(params![id.0], |r| r.try_into())?
             .collect::<rusqlite::Result<Vec<RawAttempt>>>()?;
         rows.into_iter()
             .map(
