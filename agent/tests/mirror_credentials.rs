@@ -2,6 +2,8 @@
 //! from environment variables: a std-only HTTP server on 127.0.0.1 checks `Authorization`
 //! and runs `git http-backend` as a CGI for every authorised request.
 
+mod common;
+use common::git;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -17,27 +19,6 @@ use base64::Engine as _;
 
 /// How long any one mirror operation may take before the test fails.
 const BOUND: Duration = Duration::from_secs(60);
-
-/// Runs git in `dir` with a fixed identity and no user or system config.
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_NAME", "Ada")
-        .env("GIT_AUTHOR_EMAIL", "ada@example.com")
-        .env("GIT_COMMITTER_NAME", "Ada")
-        .env("GIT_COMMITTER_EMAIL", "ada@example.com")
-        .output()
-        .expect("run git");
-    assert!(
-        out.status.success(),
-        "git {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// Commits a file in the work tree `src` and pushes it to the bare `remote`; returns the id.
 fn commit_and_push(src: &Path, remote: &Path, file: &str, text: &str) -> String {
