@@ -54,6 +54,39 @@ pub struct Store {
     path: PathBuf,
 }
 
+/// Switches the file to WAL unless it already is.
+///
+/// Switching needs an exclusive lock, and SQLite answers `SQLITE_BUSY` at once, without
+/// calling the busy handler, when another connection is switching or reading the same fresh
+/// file at that moment (several processes opening a new state directory together). So the
+/// switch is retried here, with short sleeps, for as long as the busy timeout.
+fn enable_wal(conn: &Connection) -> Result<(), StoreError> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let attempt = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get::<_, String>(0))
+            .and_then(|mode| {
+                if mode.eq_ignore_ascii_case("wal") {
+                    Ok(mode)
+                } else {
+                    conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+                }
+            });
+        match attempt {
+            Ok(_) => return Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 impl Store {
     /// Opens (creating if needed) `state_dir/agent.sqlite3` and brings its schema up to date.
     pub fn open_in_dir(state_dir: &Path) -> Result<Store, StoreError> {
@@ -85,10 +118,7 @@ impl Store {
         // WAL: readers never block the writer and a crash never corrupts committed state.
         // synchronous=NORMAL in WAL mode survives a process crash (kill -9) losslessly; only
         // an OS crash or power cut can lose the last transactions.
-        let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))?;
-        }
+        enable_wal(&conn)?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         migrations::migrate(&mut conn, version)?;
