@@ -473,24 +473,6 @@ impl SpawnJob {
     }
 }
 
-/// A spawn done on a blocking thread, on its way back to `run`. Dropped unclaimed (the `run`
-/// future was dropped meanwhile), it kills and reaps the child.
-struct Handoff(Option<(SpawnJob, std::io::Result<u32>)>);
-
-impl Drop for Handoff {
-    fn drop(&mut self) {
-        if let Some((_, Ok(pid))) = self.0.take() {
-            process_group::signal_group(pid, libc::SIGKILL);
-            std::thread::spawn(move || {
-                let mut status = 0;
-                // SAFETY: waitpid on our own (killed) child with a valid out pointer.
-                unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
-                process_group::unregister_leader(pid);
-            });
-        }
-    }
-}
-
 /// Counts the `run` calls in progress in this process.
 struct InFlight;
 
@@ -607,37 +589,19 @@ where
         stdout: out_write,
         stderr: err_pipe.as_mut().and_then(|(_, w)| w.take()),
     };
-    // posix_spawn blocks the calling thread until the child has exec'd (vfork). While other
-    // steps run, get out of the reactor's way first, or their output and exits wait for our
-    // spawn: on a multi-thread runtime hand this worker's queue to another thread
-    // (`block_in_place`, which never panics there: every way into such a runtime allows
-    // it), elsewhere spawn on a blocking thread. Alone, the hand-over would only cost.
+    // posix_spawn blocks the calling thread until the child has exec'd (vfork), tens of
+    // microseconds. On a multi-thread runtime with other steps in flight, hand this worker's
+    // queue to another thread first (`block_in_place`, which never panics there: every way
+    // into such a runtime allows it), so their output and exits are not held up. On a
+    // current-thread runtime (`agent exec`) spawn right here, as make does: handing the spawn
+    // to a blocking thread cost two thread switches a step and made `max_parallel: 2` about
+    // 5% slower (bench/exec.sh).
     let multi_thread = tokio::runtime::Handle::current().runtime_flavor()
         == tokio::runtime::RuntimeFlavor::MultiThread;
-    let concurrent = in_flight.others() > 0;
-    let (mut job, spawned) = if concurrent && multi_thread {
-        let spawned = tokio::task::block_in_place(|| job.spawn());
-        (job, spawned)
-    } else if concurrent {
-        let program = job.program.clone();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        tokio::task::spawn_blocking(move || {
-            let spawned = job.spawn();
-            // If `run` is gone, the hand-off is dropped (here or in the channel) and kills
-            // the child nobody will wait for.
-            let _ = tx.send(Handoff(Some((job, spawned))));
-        });
-        let mut handoff = rx.await.map_err(|_| RunnerError::Spawn {
-            program: program.clone(),
-            source: std::io::Error::other("the spawning thread failed"),
-        })?;
-        handoff.0.take().ok_or_else(|| RunnerError::Spawn {
-            program,
-            source: std::io::Error::other("the spawning thread failed"),
-        })?
+    let spawned = if multi_thread && in_flight.others() > 0 {
+        tokio::task::block_in_place(|| job.spawn())
     } else {
-        let spawned = job.spawn();
-        (job, spawned)
+        job.spawn()
     };
     cmd.program = std::mem::take(&mut job.program);
     cmd.args = std::mem::take(&mut job.args);
