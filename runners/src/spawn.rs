@@ -38,6 +38,9 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 pub const DEFAULT_LINGER: Duration = Duration::from_millis(100);
 /// Bytes read from a pipe at a time.
 const READ_CHUNK: usize = 16 * 1024;
+
+/// How long a step's output pipes go unwatched before its output is streamed (see `run`).
+const STREAM_AFTER: Duration = Duration::from_millis(5);
 /// Longest line handed to the callback; longer lines are split.
 pub const MAX_LINE: usize = 64 * 1024;
 /// Stdin up to this size is written into the pipe before the spawn. POSIX guarantees that a
@@ -398,6 +401,11 @@ impl ChildWaiter {
         })
     }
 
+    /// Whether exits are signalled through a pidfd (else they are polled).
+    fn has_pidfd(&self) -> bool {
+        self.pidfd.is_some()
+    }
+
     /// Reaps the child if it has exited.
     fn try_reap(&self) -> std::io::Result<Option<ExitStatus>> {
         loop {
@@ -627,12 +635,23 @@ where
     };
     let child = ChildWaiter::new(pid).map_err(wait_err)?;
 
-    let mut stdout: Option<Receiver> =
-        Some(Receiver::from_owned_fd_unchecked(out_read).map_err(wait_err)?);
-    let mut stderr: Option<Receiver> = match err_read {
-        Some(fd) => Some(Receiver::from_owned_fd_unchecked(fd).map_err(wait_err)?),
-        None => None,
-    };
+    // The output pipes are not watched during the step's first `STREAM_AFTER`: a write into
+    // a watched pipe wakes this thread (and often preempts the writer on a small machine),
+    // and so does its end of file, where a short step only needs one wake-up, at its exit,
+    // to read everything in one go. Longer steps are streamed from then on. Without a pidfd
+    // the exit is polled, so the pipes are watched at once.
+    let mut pending_out: Option<OwnedFd> = Some(out_read);
+    let mut pending_err: Option<OwnedFd> = err_read;
+    let mut stdout: Option<Receiver> = None;
+    let mut stderr: Option<Receiver> = None;
+    let stream_at = tokio::time::Instant::now()
+        + if child.has_pidfd() {
+            STREAM_AFTER
+        } else {
+            Duration::ZERO
+        };
+    let stream_sleep = tokio::time::sleep_until(stream_at);
+    tokio::pin!(stream_sleep);
     let stdin_sender = match stdin_writer {
         Some(fd) => Some(Sender::from_owned_fd_unchecked(fd).map_err(wait_err)?),
         None => None,
@@ -754,6 +773,10 @@ where
             _ = &mut stdin_fut, if !stdin_done => {
                 stdin_done = true;
             }
+            _ = &mut stream_sleep, if pending_out.is_some() || pending_err.is_some() => {
+                stdout = watch(pending_out.take()).map_err(wait_err)?;
+                stderr = watch(pending_err.take()).map_err(wait_err)?;
+            }
             r = read_some(&mut stdout, &mut out_buf), if stdout.is_some() => {
                 match r {
                     Ok(0) | Err(_) => {
@@ -786,6 +809,16 @@ where
                 })?;
                 status = Some(st);
                 outcome.set_status(st);
+                // Read what the pipes hold now; watch those still held open by processes
+                // the step left behind.
+                if let Some(fd) = pending_out.take() {
+                    let open = drain_now(fd, &mut out_buf, &mut out_lines, &mut on_line);
+                    stdout = watch(open).map_err(wait_err)?;
+                }
+                if let Some(fd) = pending_err.take() {
+                    let open = drain_now(fd, &mut err_buf, &mut err_lines, &mut on_line);
+                    stderr = watch(open).map_err(wait_err)?;
+                }
                 if phase == Phase::Terminating {
                     phase_sleep.as_mut().reset(tokio::time::Instant::now());
                     phase_armed = true;
@@ -799,6 +832,41 @@ where
     drop(guard);
     outcome.duration = start.elapsed();
     Ok(outcome)
+}
+
+/// Registers a pipe's read end with the reactor.
+fn watch(fd: Option<OwnedFd>) -> std::io::Result<Option<Receiver>> {
+    fd.map(Receiver::from_owned_fd_unchecked).transpose()
+}
+
+/// Reads a non-blocking pipe until it is empty, feeding `lines`. Returns the pipe while a
+/// writer still holds it open; `None` at end of file (or on an error, which the watched path
+/// treats the same way).
+fn drain_now(
+    fd: OwnedFd,
+    buf: &mut Vec<u8>,
+    lines: &mut LineSplitter,
+    on_line: &mut impl FnMut(Stream, &str),
+) -> Option<OwnedFd> {
+    use std::io::Read;
+    let mut file = std::fs::File::from(fd);
+    buf.resize(READ_CHUNK, 0);
+    let open = loop {
+        match file.read(buf) {
+            Ok(0) => break false,
+            Ok(n) => lines.feed(&buf[..n], on_line),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break true,
+            Err(_) => break false,
+        }
+    };
+    buf.clear();
+    if open {
+        Some(OwnedFd::from(file))
+    } else {
+        lines.finish(on_line);
+        None
+    }
 }
 
 async fn read_some<R: AsyncRead + Unpin>(

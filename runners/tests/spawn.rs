@@ -398,3 +398,43 @@ fn concurrent_steps_in_every_runtime_context() {
         .expect("runtime");
     single.block_on(two());
 }
+
+#[tokio::test]
+async fn output_after_the_leader_exits_is_still_captured() {
+    // The leader prints and exits at once (its pipes are read in one go at exit); a
+    // background process that keeps stdout and stderr prints later, within the linger time.
+    let mut cmd = StepCommand::from_plan(plan_script(
+        "echo first; (sleep 0.2; echo late; echo late-err >&2) & exit 0",
+        None,
+    ));
+    cmd.linger = Duration::from_secs(3);
+    let (o, cap) = run_capture(cmd, Cancel::new()).await;
+    assert!(o.success(), "{o:?}");
+    assert_eq!(cap.stdout, vec!["first", "late"]);
+    assert_eq!(cap.stderr, vec!["late-err"]);
+}
+
+#[tokio::test]
+async fn lines_of_a_long_step_arrive_while_it_runs() {
+    // Streaming starts a few milliseconds into a step: the first line must be seen long
+    // before the step ends.
+    let start = Instant::now();
+    let mut first_line_at = None;
+    let outcome = run(
+        StepCommand::from_plan(plan_script("echo early; sleep 1; echo done", None)),
+        |_, line| {
+            if line == "early" && first_line_at.is_none() {
+                first_line_at = Some(start.elapsed());
+            }
+        },
+        Cancel::new(),
+    )
+    .await
+    .expect("run step");
+    assert!(outcome.success());
+    let seen = first_line_at.expect("the first line arrived");
+    assert!(
+        seen < Duration::from_millis(700),
+        "first line only after {seen:?}"
+    );
+}
