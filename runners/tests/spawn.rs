@@ -416,25 +416,22 @@ async fn output_after_the_leader_exits_is_still_captured() {
 
 #[tokio::test]
 async fn lines_of_a_long_step_arrive_while_it_runs() {
-    // Streaming starts a few milliseconds into a step: the first line must be seen long
-    // before the step ends.
-    let start = Instant::now();
-    let mut first_line_at = None;
-    let outcome = run(
-        StepCommand::from_plan(plan_script("echo early; sleep 1; echo done", None)),
-        |_, line| {
-            if line == "early" && first_line_at.is_none() {
-                first_line_at = Some(start.elapsed());
-            }
-        },
-        Cancel::new(),
-    )
-    .await
-    .expect("run step");
-    assert!(outcome.success());
-    let seen = first_line_at.expect("the first line arrived");
-    assert!(
-        seen < Duration::from_millis(700),
-        "first line only after {seen:?}"
+    // The step prints a line, then waits for a file that is only created once that line has
+    // reached us: without streaming it would wait until its timeout.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flag = dir.path().join("seen");
+    let script = format!(
+        "echo early; while [ ! -e '{}' ]; do sleep 0.01; done; echo done",
+        flag.display()
     );
+    let mut cmd = StepCommand::from_plan(plan_script(&script, None));
+    cmd.timeout = Some(Duration::from_secs(20));
+    let (o, cap) = run_capture_with(cmd, |line| {
+        if line == "early" {
+            std::fs::write(&flag, b"").expect("create the flag");
+        }
+    })
+    .await;
+    assert!(o.success() && !o.timed_out, "{o:?}");
+    assert_eq!(cap.stdout, vec!["early", "done"]);
 }

@@ -96,12 +96,31 @@ pub struct Captured {
 
 /// Runs `cmd` collecting its lines.
 pub async fn run_capture(cmd: StepCommand, cancel: Cancel) -> (ProcessOutcome, Captured) {
+    run_capture_inner(cmd, cancel, |_| {}).await
+}
+
+/// Runs `cmd` collecting its lines, calling `seen` with each line as it arrives.
+pub async fn run_capture_with(
+    cmd: StepCommand,
+    seen: impl FnMut(&str) + Send,
+) -> (ProcessOutcome, Captured) {
+    run_capture_inner(cmd, Cancel::new(), seen).await
+}
+
+async fn run_capture_inner(
+    cmd: StepCommand,
+    cancel: Cancel,
+    mut seen: impl FnMut(&str) + Send,
+) -> (ProcessOutcome, Captured) {
     let mut cap = Captured::default();
     let outcome = run(
         cmd,
-        |stream, line| match stream {
-            Stream::Stdout => cap.stdout.push(line.to_string()),
-            Stream::Stderr => cap.stderr.push(line.to_string()),
+        |stream, line| {
+            seen(line);
+            match stream {
+                Stream::Stdout => cap.stdout.push(line.to_string()),
+                Stream::Stderr => cap.stderr.push(line.to_string()),
+            }
         },
         cancel,
     )
