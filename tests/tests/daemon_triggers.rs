@@ -441,3 +441,55 @@ fn seconds(t: &str) -> i64 {
         .unwrap_or(0);
     days * 86_400 + hh * 3600 + mm * 60 + ss - offset
 }
+
+#[test]
+fn a_silent_remote_times_out_without_holding_up_other_repositories() {
+    // A remote that accepts connections and never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    std::thread::spawn({
+        let held = held.clone();
+        // Ends with the test process; every connection stays open and unanswered.
+        move || {
+            for conn in listener.incoming().flatten() {
+                held.lock().expect("lock").push(conn);
+            }
+        }
+    });
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("app");
+    init_repo(&repo, &[("README.md", "hello\n")]);
+    let config = format!(
+        "{}  - name: silent\n    url: git://127.0.0.1:{port}/silent.git\n    poll_interval: 1s\nlimits:\n  fetch_timeout: 1s\n",
+        local_repo_config("app", &repo, "")
+    );
+    let d = TestDaemon::start(&tmp.path().join("daemon"), &config);
+    let wf = workflow("hello", "", "echo hello");
+    commit_files(&repo, &[(".workflows/hello.yaml", &wf)], "add hello");
+    let seen = wait_runs(&d, "the local push run", RUN_LIMIT, |r| !r.is_empty());
+    let run = d.wait_run_final(&run_id(&seen[0]), RUN_LIMIT);
+    assert_eq!(run["status"], "succeeded", "{run:#}\n{}", d.log_text());
+    // The silent remote's fetches fail with a timeout, are logged, and are tried again.
+    let deadline = Instant::now() + RUN_LIMIT;
+    loop {
+        let log = d.log_text();
+        let timeouts = log
+            .lines()
+            .filter(|l| l.contains("silent") && l.contains("timed out"))
+            .count();
+        if timeouts >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no repeated timeout of the silent remote in the log:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        held.lock().expect("lock").len() >= 2,
+        "the daemon kept trying"
+    );
+    assert_eq!(d.get("/health").0, 200);
+}

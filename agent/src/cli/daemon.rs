@@ -51,6 +51,11 @@ pub fn run(args: DaemonArgs) -> i32 {
         }
     };
     fence_workspaces(&config);
+    // Before any thread exists: libgit2 keeps these in plain globals.
+    if let Err(err) = crate::daemon::mirror::set_network_timeouts(config.limits.fetch_timeout) {
+        eprintln!("error: {err}");
+        return EXIT_FAILED;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

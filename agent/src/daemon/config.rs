@@ -38,6 +38,8 @@ pub const DEFAULT_MAX_LOG_BYTES: u64 = 10 * 1024 * 1024;
 pub const DEFAULT_MAX_CONCURRENT_RUNS: usize = 4;
 /// How long running steps may take to finish after SIGTERM before they are cancelled.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// How long a git fetch may get nothing from the remote before it fails.
+pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Where a repository comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,6 +233,9 @@ pub struct Limits {
     pub max_log_bytes: u64,
     /// After SIGTERM, how long running steps may take before they are cancelled.
     pub shutdown_grace: Duration,
+    /// A git fetch or clone fails when the remote sends nothing for this long (connecting
+    /// may take at most 10 s of it).
+    pub fetch_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -241,6 +246,7 @@ impl Default for Limits {
             memory_reserve_mb: None,
             max_log_bytes: DEFAULT_MAX_LOG_BYTES,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            fetch_timeout: DEFAULT_FETCH_TIMEOUT,
         }
     }
 }
@@ -500,6 +506,7 @@ const LIMIT_KEYS: &[&str] = &[
     "memory_reserve_mb",
     "max_log_bytes",
     "shutdown_grace",
+    "fetch_timeout",
 ];
 const RETENTION_KEYS: &[&str] = &["max_runs", "max_age"];
 
@@ -1143,6 +1150,15 @@ impl Reader {
                     "shutdown_grace" => {
                         if let Some(d) = self.duration(value) {
                             l.shutdown_grace = d;
+                        }
+                    }
+                    "fetch_timeout" => {
+                        if let Some(d) = self.duration(value) {
+                            if d.is_zero() {
+                                self.error(value.span, "`fetch_timeout` must be more than 0");
+                            } else {
+                                l.fetch_timeout = d;
+                            }
                         }
                     }
                     _ => {}

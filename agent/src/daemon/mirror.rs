@@ -12,6 +12,7 @@
 //! answered to HTTP authentication; their values never appear in an error or a log line.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use git2::{
     AutotagOption, Cred, CredentialType, FetchOptions, FetchPrune, ObjectType, Oid,
@@ -143,6 +144,34 @@ pub struct CommitInfo {
 
 /// The fetch refspecs of a mirror: every branch and tag, force-updated.
 const MIRROR_REFSPECS: [&str; 2] = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"];
+
+/// The longest a connection to a remote may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sets libgit2's network timeouts for every later fetch and clone of this process: opening
+/// a connection may take `min(10 s, timeout)`; a read or write on it that waits longer than
+/// `timeout` fails the fetch (libgit2 reports "timed out"). Without them a remote that
+/// accepts and then stays silent would hold its repository's watcher forever.
+///
+/// libgit2 keeps these settings in plain globals: call this before other threads use git.
+pub fn set_network_timeouts(timeout: Duration) -> Result<(), MirrorError> {
+    let millis = |d: Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX).max(1);
+    let wrap = |source: git2::Error| MirrorError::Git {
+        action: "set the network timeouts of",
+        target: "libgit2".to_string(),
+        source,
+    };
+    // SAFETY: called at start-up (`agent daemon`, before its runtime's threads exist) and in
+    // tests before any fetch; nothing else reads or writes these globals concurrently.
+    unsafe {
+        git2::opts::set_server_connect_timeout_in_milliseconds(millis(
+            timeout.min(CONNECT_TIMEOUT),
+        ))
+        .map_err(wrap)?;
+        git2::opts::set_server_timeout_in_milliseconds(millis(timeout)).map_err(wrap)?;
+    }
+    Ok(())
+}
 
 /// A cached bare mirror of a repository.
 pub struct Mirror {
