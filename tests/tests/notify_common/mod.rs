@@ -1,6 +1,7 @@
 //! A webhook receiver for the notification tests: a tiny HTTP/1.1 server on 127.0.0.1 (std
-//! only, one thread) that records every request with the time it arrived and answers from a
-//! script (then a default answer). Stopped and joined on drop.
+//! only, one thread; over TLS with [`Receiver::start_tls`]) that records every request with
+//! the time it arrived and answers from a script (then a default answer). Stopped and joined
+//! on drop.
 #![allow(
     dead_code,
     reason = "each test binary uses a different subset of the helpers"
@@ -99,10 +100,49 @@ struct State {
     stop: AtomicBool,
 }
 
+/// A self-signed certificate for `127.0.0.1` and `localhost`, made with the `openssl` tool
+/// into a temporary directory, and its key.
+pub struct TestCert {
+    /// The certificate (PEM): a client trusts the receiver with it as its CA file.
+    pub cert_file: std::path::PathBuf,
+    identity: native_tls::Identity,
+    _dir: tempfile::TempDir,
+}
+
+impl TestCert {
+    pub fn generate() -> TestCert {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cert_file = dir.path().join("cert.pem");
+        let key_file = dir.path().join("key.pem");
+        let out = std::process::Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args(["-subj", "/CN=127.0.0.1"])
+            .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+            .arg("-keyout")
+            .arg(&key_file)
+            .arg("-out")
+            .arg(&cert_file)
+            .output()
+            .expect("run openssl (the openssl package)");
+        assert!(out.status.success(), "openssl req: {out:?}");
+        let cert = std::fs::read(&cert_file).expect("read cert");
+        let key = std::fs::read(&key_file).expect("read key");
+        let identity = native_tls::Identity::from_pkcs8(&cert, &key).expect("identity");
+        TestCert {
+            cert_file,
+            identity,
+            _dir: dir,
+        }
+    }
+}
+
 /// A running receiver.
 pub struct Receiver {
     /// Where it listens.
     pub addr: SocketAddr,
+    tls: bool,
     state: Arc<State>,
     thread: Option<JoinHandle<()>>,
 }
@@ -113,8 +153,26 @@ impl Receiver {
         Receiver::start_on("127.0.0.1:0".parse().expect("address"), script)
     }
 
+    /// Like [`Receiver::start`], over TLS with `cert` (its `url` is `https://`).
+    pub fn start_tls(cert: &TestCert, script: Vec<Reply>) -> Receiver {
+        let acceptor = native_tls::TlsAcceptor::new(cert.identity.clone()).expect("acceptor");
+        Receiver::listen(
+            "127.0.0.1:0".parse().expect("address"),
+            script,
+            Some(acceptor),
+        )
+    }
+
     /// Listens on `addr` (retrying for a few seconds while the port is still taken).
     pub fn start_on(addr: SocketAddr, script: Vec<Reply>) -> Receiver {
+        Receiver::listen(addr, script, None)
+    }
+
+    fn listen(
+        addr: SocketAddr,
+        script: Vec<Reply>,
+        tls: Option<native_tls::TlsAcceptor>,
+    ) -> Receiver {
         let deadline = Instant::now() + Duration::from_secs(10);
         let listener = loop {
             match TcpListener::bind(addr) {
@@ -132,12 +190,14 @@ impl Receiver {
             default: Reply::status(200),
             stop: AtomicBool::new(false),
         });
+        let is_tls = tls.is_some();
         let thread = {
             let state = state.clone();
-            std::thread::spawn(move || serve(&listener, &state))
+            std::thread::spawn(move || serve(&listener, &state, tls.as_ref()))
         };
         Receiver {
             addr,
+            tls: is_tls,
             state,
             thread: Some(thread),
         }
@@ -149,9 +209,10 @@ impl Receiver {
         l.local_addr().expect("address")
     }
 
-    /// `http://ADDR/path`.
+    /// `http://ADDR/path` (`https://` over TLS).
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.addr)
     }
 
     /// Every request so far.
@@ -194,44 +255,57 @@ impl Drop for Receiver {
     }
 }
 
-fn serve(listener: &TcpListener, state: &State) {
+fn serve(listener: &TcpListener, state: &State, tls: Option<&native_tls::TlsAcceptor>) {
     for stream in listener.incoming() {
         if state.stop.load(Ordering::SeqCst) {
             return;
         }
         let Ok(stream) = stream else { continue };
         let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-        if let Some(req) = read_request(&stream) {
-            let reply = state
-                .script
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .pop_front()
-                .unwrap_or_else(|| state.default.clone());
-            state
-                .requests
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .push(req);
-            std::thread::sleep(reply.delay);
-            let mut head = format!(
-                "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
-                reply.status,
-                reply.body.len()
-            );
-            for (n, v) in &reply.headers {
-                head.push_str(&format!("{n}: {v}\r\n"));
+        match tls {
+            // A failed handshake (a client that does not trust us) records nothing.
+            Some(acceptor) => {
+                if let Ok(mut stream) = acceptor.accept(stream) {
+                    answer(&mut stream, state);
+                }
             }
-            head.push_str("\r\n");
-            let mut stream = stream;
-            let _ = stream.write_all(head.as_bytes());
-            let _ = stream.write_all(reply.body.as_bytes());
-            let _ = stream.flush();
+            None => answer(&mut &stream, state),
         }
     }
 }
 
-fn read_request(stream: &TcpStream) -> Option<Recorded> {
+/// Reads one request from `stream`, records it and answers it.
+fn answer<S: Read + Write>(stream: &mut S, state: &State) {
+    let Some(req) = read_request(stream) else {
+        return;
+    };
+    let reply = state
+        .script
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .pop_front()
+        .unwrap_or_else(|| state.default.clone());
+    state
+        .requests
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(req);
+    std::thread::sleep(reply.delay);
+    let mut head = format!(
+        "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
+        reply.status,
+        reply.body.len()
+    );
+    for (n, v) in &reply.headers {
+        head.push_str(&format!("{n}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let _ = stream.write_all(head.as_bytes());
+    let _ = stream.write_all(reply.body.as_bytes());
+    let _ = stream.flush();
+}
+
+fn read_request<S: Read>(stream: &mut S) -> Option<Recorded> {
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     reader.read_line(&mut line).ok()?;
