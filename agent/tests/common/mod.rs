@@ -1,5 +1,7 @@
 //! Helpers shared by the `agent` crate's integration tests.
 
+pub mod git_http;
+
 use std::path::Path;
 use std::process::Command;
 
