@@ -3,49 +3,19 @@
 //! and runs `git http-backend` as a CGI for every authorised request.
 
 mod common;
-use common::git;
-use common::git_http::{GitHttpServer, commit_and_push};
-use std::path::{Path, PathBuf};
+use common::git_http::{GitHttpServer, Served, commit_and_push};
+use common::mirror::{bounded, clone};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc;
-use std::time::Duration;
 
 use agent::daemon::config::Credentials;
 use agent::daemon::{Mirror, MirrorError};
-
-/// How long any one mirror operation may take before the test fails.
-const BOUND: Duration = Duration::from_secs(60);
-
-/// Runs `f` on its own thread and fails the test if it takes longer than [`BOUND`] (libgit2
-/// asking for credentials forever would otherwise hang the suite).
-fn bounded<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(BOUND) {
-        Ok(value) => value,
-        Err(_) => panic!("{what} did not finish within {BOUND:?}"),
-    }
-}
 
 fn creds(user: Option<&str>, secret: &str) -> Credentials {
     Credentials {
         username_env: user.map(str::to_string),
         password_env: Some(secret.to_string()),
     }
-}
-
-fn clone(
-    state: &Path,
-    name: &str,
-    url: &str,
-    credentials: Option<Credentials>,
-) -> Result<Mirror, MirrorError> {
-    let (state, name, url) = (state.to_path_buf(), name.to_string(), url.to_string());
-    bounded("clone", move || {
-        Mirror::open_or_clone_with(&state, &name, &url, credentials.as_ref())
-    })
 }
 
 /// Sets an environment variable of this test process.
@@ -61,15 +31,13 @@ fn set_env(name: &str, value: &str) {
 #[test]
 fn fetches_with_credentials_from_the_environment_and_never_shows_them() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let src = tmp.path().join("src");
-    let root = tmp.path().join("root");
     let state: PathBuf = tmp.path().join("state");
-    std::fs::create_dir_all(&src).expect("mkdir src");
-    std::fs::create_dir_all(&root).expect("mkdir root");
-    git(&src, &["init", "-q", "-b", "main"]);
-    git(&root, &["init", "-q", "--bare", "-b", "main", "app.git"]);
-    let bare = root.join("app.git");
-    let first = commit_and_push(&src, &bare, "a.txt", "one\n");
+    let Served {
+        src,
+        root,
+        bare,
+        first,
+    } = Served::new(tmp.path());
 
     let password = "pa55-correct-horse";
     let wrong = "wr0ng-battery-staple";

@@ -6,55 +6,19 @@
 
 mod common;
 
-use std::path::Path;
-use std::sync::mpsc;
-use std::time::Duration;
-
 use agent::daemon::config::Credentials;
-use agent::daemon::{Mirror, MirrorError};
-use common::git;
-use common::git_http::{GitHttpServer, TestCert, commit_and_push};
-
-/// How long one mirror operation may take before the test calls it a hang.
-const BOUND: Duration = Duration::from_secs(60);
-
-fn clone(
-    state: &Path,
-    name: &str,
-    url: &str,
-    credentials: Option<Credentials>,
-) -> Result<Mirror, MirrorError> {
-    let what = format!("the clone of {name}");
-    let (state, name, url) = (state.to_path_buf(), name.to_string(), url.to_string());
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(Mirror::open_or_clone_with(
-            &state,
-            &name,
-            &url,
-            credentials.as_ref(),
-        ));
-    });
-    rx.recv_timeout(BOUND)
-        .unwrap_or_else(|_| panic!("{what} did not finish within {BOUND:?}"))
-}
+use common::git_http::{GitHttpServer, Served, TestCert, commit_and_push};
+use common::mirror::clone;
 
 #[test]
 fn https_remotes_verify_the_certificate_and_fetch_once_trusted() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let src = tmp.path().join("src");
-    let root = tmp.path().join("root");
     let state = tmp.path().join("state");
-    std::fs::create_dir_all(&src).expect("mkdir src");
-    std::fs::create_dir_all(&root).expect("mkdir root");
-    git(&src, &["init", "-q", "-b", "main"]);
-    git(&root, &["init", "-q", "--bare", "-b", "main", "app.git"]);
-    let bare = root.join("app.git");
-    let first = commit_and_push(&src, &bare, "a.txt", "one\n");
+    let repo = Served::new(tmp.path());
 
     let cert = TestCert::generate();
     let secret = "s3cret-over-tls";
-    let server = GitHttpServer::start_tls(&root, &[("alice", secret)], &cert);
+    let server = GitHttpServer::start_tls(&repo.root, &[("alice", secret)], &cert);
     let url = server.url("app.git");
     assert!(url.starts_with("https://127.0.0.1:"), "{url}");
     // SAFETY: set before any thread of this test process uses the environment through libc.
@@ -89,9 +53,9 @@ fn https_remotes_verify_the_certificate_and_fetch_once_trusted() {
             .branch_head("main")
             .expect("read branch")
             .map(|o| o.to_string()),
-        Some(first)
+        Some(repo.first.clone())
     );
-    let second = commit_and_push(&src, &bare, "b.txt", "two\n");
+    let second = commit_and_push(&repo.src, &repo.bare, "b.txt", "two\n");
     mirror.fetch().expect("fetch over https");
     assert_eq!(
         mirror

@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod common;
+
 use agent::daemon::Mirror;
 use agent::daemon::mirror::set_network_timeouts;
-
-/// How long one operation may take before the test calls it a hang.
-const BOUND: Duration = Duration::from_secs(30);
+use common::mirror::bounded;
 
 /// A TCP server on 127.0.0.1 that accepts every connection and never writes a byte.
 struct SilentServer {
@@ -61,16 +61,6 @@ impl Drop for SilentServer {
             let _ = t.join();
         }
     }
-}
-
-/// Runs `f` on a thread and fails the test if it does not return within [`BOUND`].
-fn bounded<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(BOUND)
-        .unwrap_or_else(|_| panic!("{what} still hangs after {BOUND:?}"))
 }
 
 #[test]

@@ -18,43 +18,7 @@ use std::time::Duration;
 use base64::Engine as _;
 
 use super::git;
-
-/// A self-signed certificate for `127.0.0.1` and `localhost`, and its key.
-pub struct TestCert {
-    /// The certificate (PEM): a client trusts the server with it as its CA file.
-    pub cert_file: PathBuf,
-    identity: native_tls::Identity,
-    _dir: tempfile::TempDir,
-}
-
-impl TestCert {
-    pub fn generate() -> TestCert {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cert_file = dir.path().join("cert.pem");
-        let key_file = dir.path().join("key.pem");
-        let out = Command::new("openssl")
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            ])
-            .args(["-subj", "/CN=127.0.0.1"])
-            .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
-            .arg("-keyout")
-            .arg(&key_file)
-            .arg("-out")
-            .arg(&cert_file)
-            .output()
-            .expect("run openssl (the openssl package)");
-        assert!(out.status.success(), "openssl req: {out:?}");
-        let cert = std::fs::read(&cert_file).expect("read cert");
-        let key = std::fs::read(&key_file).expect("read key");
-        let identity = native_tls::Identity::from_pkcs8(&cert, &key).expect("identity");
-        TestCert {
-            cert_file,
-            identity,
-            _dir: dir,
-        }
-    }
-}
+pub use super::test_cert::TestCert;
 
 /// Commits a file in the work tree `src` and pushes it to the bare `remote`; returns the id.
 pub fn commit_and_push(src: &Path, remote: &Path, file: &str, text: &str) -> String {
@@ -64,6 +28,38 @@ pub fn commit_and_push(src: &Path, remote: &Path, file: &str, text: &str) -> Str
     let remote = remote.to_string_lossy();
     git(src, &["push", "-q", &remote, "main"]);
     git(src, &["rev-parse", "HEAD"])
+}
+
+/// A work tree and a bare repository to serve, under `base`.
+pub struct Served {
+    /// The work tree commits are made in (`commit_and_push` pushes them to `bare`).
+    pub src: PathBuf,
+    /// The directory served: it holds `app.git`.
+    pub root: PathBuf,
+    /// `root/app.git`.
+    pub bare: PathBuf,
+    /// The first commit, already pushed.
+    pub first: String,
+}
+
+impl Served {
+    /// Makes `src` and `root/app.git` under `base`, and pushes a first commit.
+    pub fn new(base: &Path) -> Served {
+        let src = base.join("src");
+        let root = base.join("root");
+        std::fs::create_dir_all(&src).expect("mkdir src");
+        std::fs::create_dir_all(&root).expect("mkdir root");
+        git(&src, &["init", "-q", "-b", "main"]);
+        git(&root, &["init", "-q", "--bare", "-b", "main", "app.git"]);
+        let bare = root.join("app.git");
+        let first = commit_and_push(&src, &bare, "a.txt", "one\n");
+        Served {
+            src,
+            root,
+            bare,
+            first,
+        }
+    }
 }
 
 /// A git smart-HTTP server behind Basic auth, serving the bare repositories under `root`.
@@ -84,7 +80,7 @@ impl GitHttpServer {
 
     /// Like [`GitHttpServer::start`], over TLS with `cert` (`https://` URLs).
     pub fn start_tls(root: &Path, accepted: &[(&str, &str)], cert: &TestCert) -> GitHttpServer {
-        let acceptor = native_tls::TlsAcceptor::new(cert.identity.clone()).expect("acceptor");
+        let acceptor = cert.acceptor();
         GitHttpServer::listen(root, accepted, Some(Arc::new(acceptor)))
     }
 

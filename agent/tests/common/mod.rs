@@ -1,6 +1,8 @@
 //! Helpers shared by the `agent` crate's integration tests.
 
 pub mod git_http;
+pub mod mirror;
+pub mod test_cert;
 
 use std::path::Path;
 use std::process::Command;

@@ -100,43 +100,9 @@ struct State {
     stop: AtomicBool,
 }
 
-/// A self-signed certificate for `127.0.0.1` and `localhost`, made with the `openssl` tool
-/// into a temporary directory, and its key.
-pub struct TestCert {
-    /// The certificate (PEM): a client trusts the receiver with it as its CA file.
-    pub cert_file: std::path::PathBuf,
-    identity: native_tls::Identity,
-    _dir: tempfile::TempDir,
-}
-
-impl TestCert {
-    pub fn generate() -> TestCert {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cert_file = dir.path().join("cert.pem");
-        let key_file = dir.path().join("key.pem");
-        let out = std::process::Command::new("openssl")
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            ])
-            .args(["-subj", "/CN=127.0.0.1"])
-            .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
-            .arg("-keyout")
-            .arg(&key_file)
-            .arg("-out")
-            .arg(&cert_file)
-            .output()
-            .expect("run openssl (the openssl package)");
-        assert!(out.status.success(), "openssl req: {out:?}");
-        let cert = std::fs::read(&cert_file).expect("read cert");
-        let key = std::fs::read(&key_file).expect("read key");
-        let identity = native_tls::Identity::from_pkcs8(&cert, &key).expect("identity");
-        TestCert {
-            cert_file,
-            identity,
-            _dir: dir,
-        }
-    }
-}
+#[path = "../../../agent/tests/common/test_cert.rs"]
+mod test_cert;
+pub use test_cert::TestCert;
 
 /// A running receiver.
 pub struct Receiver {
@@ -155,7 +121,7 @@ impl Receiver {
 
     /// Like [`Receiver::start`], over TLS with `cert` (its `url` is `https://`).
     pub fn start_tls(cert: &TestCert, script: Vec<Reply>) -> Receiver {
-        let acceptor = native_tls::TlsAcceptor::new(cert.identity.clone()).expect("acceptor");
+        let acceptor = cert.acceptor();
         Receiver::listen(
             "127.0.0.1:0".parse().expect("address"),
             script,
