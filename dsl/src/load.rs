@@ -76,8 +76,9 @@ pub fn parse_str(name: &str, text: &str) -> Result<(Workflow, Diagnostics), Diag
     let stem = file_stem(Path::new(name));
     let diags = match yaml::parse_str(text) {
         Err(d) => d,
-        Ok(tree) => {
-            let (wf, mut d) = lower::lower(&tree, text, &stem);
+        Ok(parsed) => {
+            let (wf, mut d) = lower::lower(&parsed.root, text, &stem);
+            d.extend(parsed.diagnostics);
             if let Some(wf) = &wf {
                 d.extend(validate::validate(wf, text));
             }
@@ -121,9 +122,10 @@ impl Loader {
                 diags = d;
                 None
             }
-            Ok(tree) => {
-                let (wf, d) = lower::lower(&tree, text, stem);
+            Ok(parsed) => {
+                let (wf, d) = lower::lower(&parsed.root, text, stem);
                 diags.extend(d);
+                diags.extend(parsed.diagnostics);
                 if let Some(wf) = &wf {
                     diags.extend(validate::validate(wf, text));
                 }

@@ -367,7 +367,7 @@ enum Frame {
 
 /// Reads a file into a tree, refusing files over [`MAX_FILE_BYTES`] before reading them.
 /// The second element is the source text, when it could be read.
-pub fn parse_file(path: &Path) -> (Option<String>, Result<Node, Vec<Diagnostic>>) {
+pub fn parse_file(path: &Path) -> (Option<String>, Result<Parsed, Vec<Diagnostic>>) {
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) => {
@@ -453,8 +453,19 @@ fn io_message(e: &std::io::Error) -> String {
     }
 }
 
+/// A parsed document.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    /// The tree.
+    pub root: Node,
+    /// Errors that still left a complete tree (a duplicate key keeps its first value, a bad
+    /// merge key is skipped): reported together with what the tree's reader finds, so that
+    /// one pass shows every problem of the file.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
 /// Parses one YAML document into a tree. Text over [`MAX_FILE_BYTES`] is refused.
-pub fn parse_str(text: &str) -> Result<Node, Vec<Diagnostic>> {
+pub fn parse_str(text: &str) -> Result<Parsed, Vec<Diagnostic>> {
     if text.len() as u64 > MAX_FILE_BYTES {
         return Err(vec![Diagnostic::error(
             Span::file_start(),
@@ -496,7 +507,7 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn run(mut self) -> Result<Node, Vec<Diagnostic>> {
+    fn run(mut self) -> Result<Parsed, Vec<Diagnostic>> {
         let mut parser = Parser::new_from_str(self.text);
         loop {
             let ev = match parser.next_event() {
@@ -519,8 +530,10 @@ impl<'a> Builder<'a> {
             }
         }
         match self.root.take() {
-            Some(root) if self.diags.is_empty() => Ok(root),
-            Some(_) => Err(self.diags),
+            Some(root) => Ok(Parsed {
+                root,
+                diagnostics: self.diags,
+            }),
             None => {
                 self.diags.push(Diagnostic::error(
                     Span::file_start(),
@@ -905,7 +918,8 @@ mod tests {
 
     fn parse(s: &str) -> Node {
         match parse_str(s) {
-            Ok(n) => n,
+            Ok(p) if p.diagnostics.is_empty() => p.root,
+            Ok(p) => panic!("{:?}", p.diagnostics),
             Err(d) => panic!("{d:?}"),
         }
     }
@@ -949,10 +963,13 @@ mod tests {
 
     #[test]
     fn duplicate_keys_are_errors() {
-        let d = parse_str("a: 1\nb: 2\na: 3\n").expect_err("duplicate");
+        let p = parse_str("a: 1\nb: 2\na: 3\n").expect("a tree");
+        let d = &p.diagnostics;
         assert_eq!(d.len(), 1);
         assert!(d[0].message.contains("duplicate key `a`"));
         assert_eq!(d[0].span.start.line, 3);
+        // The first value is kept, so the rest of the file can still be checked.
+        assert_eq!(p.root.to_json(), serde_json::json!({"a": 1, "b": 2}));
     }
 
     #[test]

@@ -53,7 +53,8 @@ fn schema_properties_match_accepted_keys() {
 fn yaml_to_json(path: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(path).expect("read");
     match dsl::yaml::parse_str(&text) {
-        Ok(tree) => tree.to_json(),
+        Ok(parsed) if parsed.diagnostics.is_empty() => parsed.root.to_json(),
+        Ok(parsed) => panic!("{}: {:?}", path.display(), parsed.diagnostics),
         Err(d) => panic!("{}: {d:?}", path.display()),
     }
 }

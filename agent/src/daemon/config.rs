@@ -386,7 +386,7 @@ impl Config {
         if file.text.as_deref().is_some_and(is_blank) {
             return Ok(Config::default().rebased(&base));
         }
-        let result = tree.and_then(|root| parse_tree(&root, &base));
+        let result = tree.and_then(|parsed| parse_parsed(parsed, &base));
         result.map_err(|diags| attach(diags, &file))
     }
 
@@ -398,7 +398,7 @@ impl Config {
         }
         let file = SourceFile::new(name, Some(text.to_string()));
         dsl::yaml::parse_str(text)
-            .and_then(|root| parse_tree(&root, base))
+            .and_then(|parsed| parse_parsed(parsed, base))
             .map_err(|diags| attach(diags, &file))
     }
 
@@ -509,6 +509,20 @@ const LIMIT_KEYS: &[&str] = &[
     "fetch_timeout",
 ];
 const RETENTION_KEYS: &[&str] = &["max_runs", "max_age"];
+
+/// Reads a parsed file: its tree's problems (duplicate keys, ...) and the config's, together.
+fn parse_parsed(parsed: dsl::yaml::Parsed, base: &Path) -> Result<Config, Vec<Diagnostic>> {
+    let result = parse_tree(&parsed.root, base);
+    if parsed.diagnostics.is_empty() {
+        return result;
+    }
+    let mut diags = parsed.diagnostics;
+    if let Err(more) = result {
+        diags.extend(more);
+    }
+    diags.sort_by_key(|d| (d.span.start.line, d.span.start.column));
+    Err(diags)
+}
 
 fn parse_tree(root: &Node, base: &Path) -> Result<Config, Vec<Diagnostic>> {
     let mut r = Reader {
