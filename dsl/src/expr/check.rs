@@ -349,6 +349,19 @@ mod tests {
             )
         );
         assert_eq!(one("frobnicate()").0, "unknown function `frobnicate`");
+        // GitHub Actions' spellings point at ours.
+        assert_eq!(
+            one("toJSON(1)").0,
+            "unknown function `toJSON`, did you mean `to_json`?"
+        );
+        assert_eq!(
+            one("startsWith('ab', 'a')").0,
+            "unknown function `startsWith`, did you mean `startswith`?"
+        );
+        assert_eq!(
+            one("hashFiles('x')").0,
+            "unknown function `hashFiles`, did you mean `hash_files`?"
+        );
         assert_eq!(
             one("len(parameters.version, 2)"),
             (

@@ -107,12 +107,26 @@ pub const MAX_NESTING: usize = 64;
 /// Deepest syntax tree (this also bounds long operator chains such as `a + a + a ...`).
 pub const MAX_TREE_DEPTH: usize = 256;
 
-/// The candidate closest to `word`, if it is close enough to be a likely typo.
+/// The candidate closest to `word`, if it is close enough to be a likely typo. A candidate
+/// equal to `word` but for case and underscores wins outright, so GitHub Actions' spellings
+/// (`toJSON`, `startsWith`, `hashFiles`) point at ours (`to_json`, `startswith`, `hash_files`).
 pub(crate) fn suggest<'a>(
     word: &str,
     candidates: impl Iterator<Item = &'a str>,
 ) -> Option<&'a str> {
+    let fold = |s: &str| -> String {
+        s.chars()
+            .filter(|c| *c != '_')
+            .map(|c| c.to_ascii_lowercase())
+            .collect()
+    };
+    let folded = fold(word);
+    let candidates: Vec<&'a str> = candidates.collect();
+    if let Some(same) = candidates.iter().find(|c| fold(c) == folded) {
+        return Some(same);
+    }
     candidates
+        .into_iter()
         .map(|c| (strsim::jaro_winkler(word, c), c))
         .filter(|(score, _)| *score >= 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
