@@ -40,6 +40,12 @@ fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Whether a step has written a whole line to `path`: the file exists as soon as the shell
+/// opens it for `>>`, a moment before the line is in it.
+fn has_line(path: &Path) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|t| t.ends_with('\n'))
+}
+
 fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -130,7 +136,9 @@ fn kill_9_during_the_second_step_resumes_without_redoing_the_first() {
     let root = tmp.path().join("daemon");
     let mut d = TestDaemon::start(&root, &repo_config("app", &repo));
     let first = trigger(&d, "three", "{}");
-    wait_for("step two to start", RUN_LIMIT, || out.join("pid").exists());
+    wait_for("step two to start", RUN_LIMIT, || {
+        has_line(&out.join("pid"))
+    });
     // Another run waits in the queue (same concurrency group): it must survive too.
     let queued = trigger(&d, "three", "{}");
     d.kill9();
@@ -174,7 +182,7 @@ fn a_non_idempotent_step_cut_by_a_crash_waits_for_retry() {
     let mut d = TestDaemon::start(&root, &repo_config("app", &repo));
     let id = trigger(&d, "pay", "{}");
     wait_for("the charge step to start", RUN_LIMIT, || {
-        out.join("pid").exists()
+        has_line(&out.join("pid"))
     });
     d.kill9();
     kill_pid_file(&out.join("pid"));
@@ -665,7 +673,7 @@ fn sigterm_past_the_grace_period_cancels_and_the_next_start_resumes() {
         ),
     );
     let id = trigger(&d, "long", "{}");
-    wait_for("the long step", RUN_LIMIT, || out.join("long").exists());
+    wait_for("the long step", RUN_LIMIT, || has_line(&out.join("long")));
     let started = Instant::now();
     let status = d.signal_and_wait(libc::SIGTERM, Duration::from_secs(30));
     assert_eq!(status.code(), Some(0), "{}", d.log_text());
@@ -700,7 +708,7 @@ fn a_second_sigterm_ends_the_grace_period() {
         ),
     );
     let id = trigger(&d, "long", "{}");
-    wait_for("the long step", RUN_LIMIT, || out.join("long").exists());
+    wait_for("the long step", RUN_LIMIT, || has_line(&out.join("long")));
     let pid = i32::try_from(d.pid().expect("running")).expect("pid");
     // SAFETY: kill(2) on the PID of the daemon this test started.
     unsafe {
