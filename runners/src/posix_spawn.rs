@@ -31,7 +31,7 @@ pub(crate) struct SpawnSpec<'a> {
     /// Added to the inherited environment; a later entry wins over an earlier one.
     pub env: &'a [(String, String)],
     pub cwd: Option<&'a Path>,
-    pub stdin: StdinSource,
+    pub stdin: &'a StdinSource,
     /// Write ends for the child's stdout and stderr (the same pipe twice when merged).
     pub stdout: &'a OwnedFd,
     pub stderr: &'a OwnedFd,
@@ -214,7 +214,7 @@ pub(crate) fn spawn(spec: &SpawnSpec<'_>) -> io::Result<u32> {
         (program, true)
     };
 
-    let stdin_fd = match &spec.stdin {
+    let stdin_fd = match spec.stdin {
         StdinSource::Null => dev_null()?,
         StdinSource::Pipe(fd) => fd.as_raw_fd(),
     };

@@ -454,7 +454,8 @@ struct SpawnJob {
     args: Vec<String>,
     env: Vec<(String, String)>,
     cwd: Option<PathBuf>,
-    stdin: Option<StdinSource>,
+    /// Closed in the parent when the job is dropped, after the spawn.
+    stdin: StdinSource,
     stdout: OwnedFd,
     /// `None` when stderr goes to the stdout pipe.
     stderr: Option<OwnedFd>,
@@ -463,14 +464,32 @@ struct SpawnJob {
 impl SpawnJob {
     /// Spawns and registers the leader behind the spawn gate, so the orphan reaper never
     /// sees an unregistered leader.
+    ///
+    /// `ETXTBSY` ("text file busy") is retried a few times over about 250 ms: an executable
+    /// just written, by this process (a checkout) or another, stays busy while any process
+    /// forked meanwhile still holds the writer's descriptor, until that process execs.
     fn spawn(&mut self) -> std::io::Result<u32> {
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let spawned = self.spawn_once();
+            match spawned {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && pause.as_millis() <= 128 => {
+                    std::thread::sleep(pause);
+                    pause *= 2;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn spawn_once(&mut self) -> std::io::Result<u32> {
         let _gate = process_group::spawn_gate();
         let spawned = posix_spawn::spawn(&SpawnSpec {
             program: &self.program,
             args: &self.args,
             env: &self.env,
             cwd: self.cwd.as_deref(),
-            stdin: self.stdin.take().unwrap_or(StdinSource::Null),
+            stdin: &self.stdin,
             stdout: &self.stdout,
             stderr: self.stderr.as_ref().unwrap_or(&self.stdout),
         });
@@ -593,7 +612,7 @@ where
         args: std::mem::take(&mut cmd.args),
         env: std::mem::take(&mut cmd.env),
         cwd: cmd.cwd.take(),
-        stdin: Some(stdin),
+        stdin,
         stdout: out_write,
         stderr: err_pipe.as_mut().and_then(|(_, w)| w.take()),
     };

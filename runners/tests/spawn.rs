@@ -435,3 +435,27 @@ async fn lines_of_a_long_step_arrive_while_it_runs() {
     assert!(o.success() && !o.timed_out, "{o:?}");
     assert_eq!(cap.stdout, vec!["early", "done"]);
 }
+
+#[tokio::test]
+async fn an_executable_still_open_for_writing_is_retried_not_failed() {
+    // While any process holds a file open for writing, executing it fails with ETXTBSY
+    // ("text file busy"); a checkout racing a spawn elsewhere in the agent can cause that
+    // for a moment. The writer here lets go 20 ms after the step is started.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tool = dir.path().join("fresh-tool");
+    std::fs::write(&tool, "#!/bin/sh\necho fresh\n").expect("write");
+    std::fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let writer = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&tool)
+        .expect("open for writing");
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        drop(writer);
+    });
+    let (o, cap) = run_capture(StepCommand::new(tool.to_string_lossy()), Cancel::new()).await;
+    release.join().expect("writer thread");
+    assert!(o.success(), "{o:?}");
+    assert_eq!(cap.stdout, vec!["fresh"]);
+}
