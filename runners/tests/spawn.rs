@@ -310,9 +310,7 @@ async fn explicit_shells_run_the_script_text() {
 async fn environment_overrides_and_path_lookup() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tool = dir.path().join("my-tool-4711");
-    std::fs::write(&tool, "#!/bin/sh\necho \"tool HOME=$HOME X=$X\"\n").expect("write");
-    std::fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
+    write_exec(&tool, "#!/bin/sh\necho \"tool HOME=$HOME X=$X\"\n");
     let path = format!("{}:/usr/bin:/bin", dir.path().display());
     // A program found on the step's own PATH; later entries win; inherited ones are replaced.
     let cmd = StepCommand::from_plan(plan_script("my-tool-4711", None))
@@ -443,9 +441,7 @@ async fn an_executable_still_open_for_writing_is_retried_not_failed() {
     // for a moment. The writer here lets go 20 ms after the step is started.
     let dir = tempfile::tempdir().expect("tempdir");
     let tool = dir.path().join("fresh-tool");
-    std::fs::write(&tool, "#!/bin/sh\necho fresh\n").expect("write");
-    std::fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
+    write_exec(&tool, "#!/bin/sh\necho fresh\n");
     let writer = std::fs::OpenOptions::new()
         .append(true)
         .open(&tool)

@@ -128,3 +128,13 @@ async fn run_capture_inner(
     .expect("run step");
     (outcome, cap)
 }
+
+/// Writes an executable file (mode 0755), creating its directory.
+pub fn write_exec(path: &std::path::Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).expect("mkdir");
+    }
+    std::fs::write(path, text).expect("write");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
