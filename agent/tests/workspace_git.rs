@@ -2,11 +2,10 @@
 
 mod common;
 use common::git;
+use common::git_daemon::GitDaemon;
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
 
 use agent::daemon::{CheckoutMethod, Mirror, MirrorError, Workspace};
 use git2::Oid;
@@ -405,33 +404,9 @@ fn a_file_url_and_a_git_daemon_remote_are_mirrored() {
     let mirror = Mirror::open_or_clone(&state, "by-file", &url).unwrap();
     assert_eq!(mirror.branch_head("main").unwrap(), Some(c1));
 
-    // git daemon on 127.0.0.1, on a port the kernel picked for us a moment ago.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut daemon = Command::new("git")
-        .args([
-            "daemon",
-            "--export-all",
-            "--reuseaddr",
-            "--listen=127.0.0.1",
-            &format!("--port={port}"),
-            &format!("--base-path={}", root.path().display()),
-            &root.path().display().to_string(),
-        ])
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "git daemon did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // git daemon on 127.0.0.1.
+    let daemon = GitDaemon::start(root.path());
+    let port = daemon.port;
     let result = (|| {
         let url = format!("git://127.0.0.1:{port}/src");
         let mut mirror = Mirror::open_or_clone(&state, "by-daemon", &url)?;
@@ -443,8 +418,7 @@ fn a_file_url_and_a_git_daemon_remote_are_mirrored() {
         let text = std::fs::read_to_string(ws.path().join("a.txt")).unwrap();
         Ok::<_, MirrorError>((first, mirror.branch_head("main")?, c2, text))
     })();
-    daemon.kill().unwrap();
-    daemon.wait().unwrap();
+    drop(daemon);
     let (first, head, c2, text) = result.unwrap();
     assert_eq!(first, Some(c1));
     assert_eq!(head, Some(c2));

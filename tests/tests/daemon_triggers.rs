@@ -10,14 +10,15 @@
 //!   appears twice.
 
 mod common;
+#[path = "../../agent/tests/common/git_daemon.rs"]
+mod git_daemon;
 
 use std::collections::BTreeSet;
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::daemon::{TestDaemon, commit_files, git, init_repo, yaml_quote};
+use git_daemon::GitDaemon;
 use serde_json::Value;
 
 /// Generous bounds: the real commit-to-run latency is measured by `bench/daemon.sh`.
@@ -259,46 +260,6 @@ fn a_bad_workflow_file_fails_alone() {
 }
 
 /// `git daemon` serving `base` on a free port of 127.0.0.1; killed by PID on drop.
-struct GitDaemon {
-    child: Child,
-    port: u16,
-}
-
-impl GitDaemon {
-    fn start(base: &Path) -> GitDaemon {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let child = Command::new("git")
-            .arg("daemon")
-            .arg("--export-all")
-            .arg("--reuseaddr")
-            .arg("--listen=127.0.0.1")
-            .arg(format!("--port={port}"))
-            .arg(format!("--base-path={}", base.display()))
-            .arg(base)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn git daemon");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "git daemon did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        GitDaemon { child, port }
-    }
-}
-
-impl Drop for GitDaemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn a_remote_served_by_git_daemon_is_polled_and_triggers() {
     let tmp = tempfile::tempdir().expect("tempdir");
