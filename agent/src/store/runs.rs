@@ -132,6 +132,20 @@ fn status_of(tx: &Transaction<'_>, id: RunId) -> Result<RunStatus, StoreError> {
     }
 }
 
+/// Checks that run `id` is in status `expected` before it moves `to` another.
+fn require_status(
+    tx: &Transaction<'_>,
+    id: RunId,
+    expected: RunStatus,
+    to: RunStatus,
+) -> Result<(), StoreError> {
+    let from = status_of(tx, id)?;
+    if from != expected {
+        return Err(StoreError::InvalidTransition { run: id, from, to });
+    }
+    Ok(())
+}
+
 /// Inserts a run (deduplicated by key) inside `tx`, with the given status.
 pub(crate) fn insert_run(
     tx: &Transaction<'_>,
@@ -239,14 +253,7 @@ impl Store {
     /// Gives a claimed run back to the queue (the scheduler could not start it after all).
     pub fn release_claim(&mut self, id: RunId) -> Result<(), StoreError> {
         let tx = self.write()?;
-        let status = status_of(&tx, id)?;
-        if status != RunStatus::Queued {
-            return Err(StoreError::InvalidTransition {
-                run: id,
-                from: status,
-                to: RunStatus::Queued,
-            });
-        }
+        require_status(&tx, id, RunStatus::Queued, RunStatus::Queued)?;
         tx.execute(
             "UPDATE runs SET claimed_at = NULL WHERE id = ?1",
             params![id.0],
@@ -259,14 +266,7 @@ impl Store {
     /// it first started).
     pub fn mark_running(&mut self, id: RunId) -> Result<RunRecord, StoreError> {
         let tx = self.write()?;
-        let status = status_of(&tx, id)?;
-        if status != RunStatus::Queued {
-            return Err(StoreError::InvalidTransition {
-                run: id,
-                from: status,
-                to: RunStatus::Running,
-            });
-        }
+        require_status(&tx, id, RunStatus::Queued, RunStatus::Running)?;
         tx.execute(
             "UPDATE runs SET status = 'running', started_at = COALESCE(started_at, ?2),
                              claimed_at = NULL
@@ -281,14 +281,7 @@ impl Store {
     /// Records that a step started an attempt (the run must be running).
     pub fn record_step_started(&mut self, id: RunId, step: &StepStart) -> Result<(), StoreError> {
         let tx = self.write()?;
-        let status = status_of(&tx, id)?;
-        if status != RunStatus::Running {
-            return Err(StoreError::InvalidTransition {
-                run: id,
-                from: status,
-                to: RunStatus::Running,
-            });
-        }
+        require_status(&tx, id, RunStatus::Running, RunStatus::Running)?;
         let now = now_ms();
         tx.prepare_cached(
             "INSERT INTO steps (run_id, step_id, stage, status, attempts, started_at, seq)
@@ -469,14 +462,7 @@ impl Store {
     /// finished steps and the saved context stay). Keeps its place: the queue orders by id.
     pub fn resume_run(&mut self, id: RunId) -> Result<(), StoreError> {
         let tx = self.write()?;
-        let from = status_of(&tx, id)?;
-        if from != RunStatus::Interrupted {
-            return Err(StoreError::InvalidTransition {
-                run: id,
-                from,
-                to: RunStatus::Queued,
-            });
-        }
+        require_status(&tx, id, RunStatus::Interrupted, RunStatus::Queued)?;
         tx.execute(
             "UPDATE runs SET status = 'queued', claimed_at = NULL WHERE id = ?1",
             params![id.0],
