@@ -182,22 +182,16 @@ mod tests {
     fn assert_send<T: Send>(_: &T) {}
     fn assert_sync<T: Send + Sync>() {}
 
-    #[test]
-    fn engine_is_shareable_and_runs_are_spawnable() {
-        assert_sync::<Engine>();
-        let engine = Engine::new(EngineConfig::default());
-        let (wf, _) = dsl::parse_str(
-            "w.yaml",
-            "workflow:\n  name: w\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: 'true'\n",
-        )
-        .expect("valid workflow");
+    /// A run request of the workflow `yaml`, triggered manually, in the temp directory.
+    fn request(yaml: &str) -> RunRequest {
+        let (wf, _) = dsl::parse_str("w.yaml", yaml).expect("valid workflow");
         let loaded = dsl::Loaded {
             workflow: wf,
             subworkflows: Default::default(),
             warnings: dsl::Diagnostics(Vec::new()),
             source: dsl::SourceFile::new("w.yaml", None),
         };
-        let req = RunRequest {
+        RunRequest {
             workflow: Arc::new(loaded),
             parameters: Map::new(),
             run_id: new_run_id(),
@@ -210,14 +204,27 @@ mod tests {
             events: EventSender::none(),
             cancel: Cancel::new(),
             resume: Vec::new(),
-        };
-        let fut = engine.run(req);
-        assert_send(&fut);
-        let rt = tokio::runtime::Builder::new_current_thread()
+        }
+    }
+
+    fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .expect("runtime");
-        let result = rt.block_on(fut);
+            .expect("runtime")
+            .block_on(fut)
+    }
+
+    #[test]
+    fn engine_is_shareable_and_runs_are_spawnable() {
+        assert_sync::<Engine>();
+        let engine = Engine::new(EngineConfig::default());
+        let req = request(
+            "workflow:\n  name: w\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: 'true'\n",
+        );
+        let fut = engine.run(req);
+        assert_send(&fut);
+        let result = block_on(fut);
         assert_eq!(result.report.status, RunStatus::Succeeded);
         assert_eq!(result.report.stages[0].steps[0].attempts, 1);
     }
@@ -225,40 +232,19 @@ mod tests {
     #[test]
     fn resume_skips_steps_done_before() {
         let engine = Engine::new(EngineConfig::default());
-        let (wf, _) = dsl::parse_str(
-            "w.yaml",
-            "workflow:\n  name: w\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: exit 1\n        - id: b\n          run: test \"${{ steps.a.output.x }}\" = 1\n",
-        )
-        .expect("valid workflow");
-        let loaded = dsl::Loaded {
-            workflow: wf,
-            subworkflows: Default::default(),
-            warnings: dsl::Diagnostics(Vec::new()),
-            source: dsl::SourceFile::new("w.yaml", None),
-        };
         let mut prior = StepReport::pending("a");
         prior.status = StepStatus::Succeeded;
         prior.attempts = 1;
         prior.outputs.insert("x".into(), Value::from(1));
         let req = RunRequest {
-            workflow: Arc::new(loaded),
-            parameters: Map::new(),
-            run_id: new_run_id(),
-            workdir: std::env::temp_dir(),
-            secrets: IndexMap::new(),
-            repo: Value::Null,
             trigger: "retry".into(),
             attempt: 2,
-            context: Map::new(),
-            events: EventSender::none(),
-            cancel: Cancel::new(),
             resume: vec![prior.clone()],
+            ..request(
+                "workflow:\n  name: w\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: exit 1\n        - id: b\n          run: test \"${{ steps.a.output.x }}\" = 1\n",
+            )
         };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let result = rt.block_on(engine.run(req));
+        let result = block_on(engine.run(req));
         assert_eq!(
             result.report.status,
             RunStatus::Succeeded,
