@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::daemon::{TestDaemon, commit_files, init_repo, yaml_quote};
@@ -19,6 +19,16 @@ fn repo_config(name: &str, path: &Path) -> String {
         "repos:\n  - name: {name}\n    path: {}\n",
         yaml_quote(&path.to_string_lossy())
     )
+}
+
+/// A temp dir, the path of the repository to make in it (`repo/`), and an empty `out/` the
+/// test's workflow writes its traces to.
+fn fixture() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).expect("out dir");
+    (tmp, repo, out)
 }
 
 /// Triggers a manual run and returns its id.
@@ -69,10 +79,7 @@ fn kill_pid_file(path: &Path) {
 
 #[test]
 fn manual_run_succeeds_with_logs_secrets_and_report() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let repo = tmp.path().join("repo");
-    let out = tmp.path().join("out");
-    std::fs::create_dir_all(&out).expect("out dir");
+    let (tmp, repo, out) = fixture();
     let wf = format!(
         "workflow:\n  name: hello\n  parameters:\n    - name: who\n      type: string\n      default: world\n  env:\n    OUT: {}\n  stages:\n    - name: main\n      steps:\n        - id: greet\n          run: |\n            echo \"hello ${{{{ parameters.who }}}}\"\n            echo \"token ${{{{ secrets.TOKEN }}}}\"\n            printf '%s' \"${{{{ secrets.TOKEN }}}}\" > \"$OUT/secret\"\n            echo \"$AGENT_WORKSPACE\" > \"$OUT/workspace\"\n        - id: second\n          run: echo second\n",
         yaml_quote(&out.to_string_lossy())
@@ -123,10 +130,7 @@ fn manual_run_succeeds_with_logs_secrets_and_report() {
 
 #[test]
 fn kill_9_during_the_second_step_resumes_without_redoing_the_first() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let repo = tmp.path().join("repo");
-    let out = tmp.path().join("out");
-    std::fs::create_dir_all(&out).expect("out dir");
+    let (tmp, repo, out) = fixture();
     // Step two blocks the first time (until the daemon is killed), not the second.
     let wf = format!(
         "workflow:\n  name: three\n  concurrency:\n    group: three\n    overlap: queue\n  env:\n    OUT: {}\n  stages:\n    - name: s\n      steps:\n        - id: one\n          run: |\n            echo one >> \"$OUT/one\"\n            echo x=1 >> \"$AGENT_OUTPUT\"\n            echo '{{\"from_one\": \"yes\"}}' > \"$AGENT_CONTEXT\"\n        - id: two\n          run: |\n            echo \"${{{{ steps.one.output.x }}}} ${{{{ context.from_one }}}}\" >> \"$OUT/seen\"\n            echo two >> \"$OUT/two\"\n            if [ \"$(wc -l < \"$OUT/two\")\" -lt 2 ]; then echo $$ > \"$OUT/pid\"; exec sleep 120; fi\n        - id: three\n          run: echo three >> \"$OUT/three\"\n",
@@ -169,10 +173,7 @@ fn kill_9_during_the_second_step_resumes_without_redoing_the_first() {
 
 #[test]
 fn a_non_idempotent_step_cut_by_a_crash_waits_for_retry() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let repo = tmp.path().join("repo");
-    let out = tmp.path().join("out");
-    std::fs::create_dir_all(&out).expect("out dir");
+    let (tmp, repo, out) = fixture();
     let wf = format!(
         "workflow:\n  name: pay\n  env:\n    OUT: {}\n  stages:\n    - name: s\n      steps:\n        - id: charge\n          idempotent: false\n          run: |\n            echo charge >> \"$OUT/charge\"\n            if [ \"$(wc -l < \"$OUT/charge\")\" -lt 2 ]; then echo $$ > \"$OUT/pid\"; exec sleep 120; fi\n        - id: after\n          run: echo after >> \"$OUT/after\"\n",
         yaml_quote(&out.to_string_lossy())
@@ -291,10 +292,7 @@ fn two_hundred_runs_with_four_at_a_time_each_end_exactly_once() {
 
 #[test]
 fn sigterm_lets_running_steps_finish_and_exits_zero() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let repo = tmp.path().join("repo");
-    let out = tmp.path().join("out");
-    std::fs::create_dir_all(&out).expect("out dir");
+    let (tmp, repo, out) = fixture();
     let wf = format!(
         "workflow:\n  name: slow\n  env:\n    OUT: {}\n  stages:\n    - name: s\n      steps:\n        - id: wait\n          run: |\n            touch \"$OUT/started\"\n            sleep 1\n            touch \"$OUT/finished\"\n",
         yaml_quote(&out.to_string_lossy())
@@ -565,10 +563,7 @@ fn with_no_config_the_daemon_watches_the_repository_it_starts_in() {
 
 #[test]
 fn overlap_rules_apply_to_runs_of_one_group() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let repo = tmp.path().join("repo");
-    let out = tmp.path().join("out");
-    std::fs::create_dir_all(&out).expect("out dir");
+    let (tmp, repo, out) = fixture();
     let workflow = |name: &str, overlap: &str| {
         format!(
             "workflow:\n  name: {name}\n  parameters:\n    - {{name: wait, type: boolean, default: false}}\n  concurrency:\n    group: g-{name}\n    overlap: {overlap}\n  env:\n    OUT: {}\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: |\n            touch \"$OUT/started-$AGENT_RUN_ID\"\n            if [ \"${{{{ parameters.wait }}}}\" = true ]; then sleep 60; fi\n",
@@ -611,10 +606,7 @@ fn overlap_rules_apply_to_runs_of_one_group() {
 
 #[test]
 fn a_push_cancels_the_previous_run_of_its_group() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let repo = tmp.path().join("repo");
-    let out = tmp.path().join("out");
-    std::fs::create_dir_all(&out).expect("out dir");
+    let (tmp, repo, out) = fixture();
     init_repo(&repo, &[("README", "x\n")]);
     let root = tmp.path().join("daemon");
     let d = TestDaemon::start(&root, &repo_config("app", &repo));
@@ -653,27 +645,42 @@ fn a_push_cancels_the_previous_run_of_its_group() {
     assert_eq!(second["status"], "succeeded", "{second:#}");
 }
 
-#[test]
-fn sigterm_past_the_grace_period_cancels_and_the_next_start_resumes() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let repo = tmp.path().join("repo");
-    let out = tmp.path().join("out");
-    std::fs::create_dir_all(&out).expect("out dir");
+/// Starts a daemon (`shutdown_grace: grace`) on workflow `long`, whose step `long` sleeps
+/// 60 s the first time it runs but not the second (after a step `first` when `with_first`);
+/// triggers it and returns once the long step is in.
+fn start_long(
+    tmp: &Path,
+    repo: &Path,
+    out: &Path,
+    grace: &str,
+    with_first: bool,
+) -> (TestDaemon, String) {
+    let first = if with_first {
+        "        - id: first\n          run: echo first >> \"$OUT/first\"\n"
+    } else {
+        ""
+    };
     let wf = format!(
-        "workflow:\n  name: long\n  env:\n    OUT: {}\n  stages:\n    - name: s\n      steps:\n        - id: first\n          run: echo first >> \"$OUT/first\"\n        - id: long\n          run: |\n            echo long >> \"$OUT/long\"\n            if [ \"$(wc -l < \"$OUT/long\")\" -lt 2 ]; then sleep 60; fi\n",
+        "workflow:\n  name: long\n  env:\n    OUT: {}\n  stages:\n    - name: s\n      steps:\n{first}        - id: long\n          run: |\n            echo long >> \"$OUT/long\"\n            if [ \"$(wc -l < \"$OUT/long\")\" -lt 2 ]; then sleep 60; fi\n",
         yaml_quote(&out.to_string_lossy())
     );
-    init_repo(&repo, &[(".workflows/long.yaml", &wf)]);
-    let root = tmp.path().join("daemon");
-    let mut d = TestDaemon::start(
-        &root,
+    init_repo(repo, &[(".workflows/long.yaml", &wf)]);
+    let d = TestDaemon::start(
+        &tmp.join("daemon"),
         &format!(
-            "{}limits:\n  shutdown_grace: 500ms\n",
-            repo_config("app", &repo)
+            "{}limits:\n  shutdown_grace: {grace}\n",
+            repo_config("app", repo)
         ),
     );
     let id = trigger(&d, "long", "{}");
     wait_for("the long step", RUN_LIMIT, || has_line(&out.join("long")));
+    (d, id)
+}
+
+#[test]
+fn sigterm_past_the_grace_period_cancels_and_the_next_start_resumes() {
+    let (tmp, repo, out) = fixture();
+    let (mut d, id) = start_long(tmp.path(), &repo, &out, "500ms", true);
     let started = Instant::now();
     let status = d.signal_and_wait(libc::SIGTERM, Duration::from_secs(30));
     assert_eq!(status.code(), Some(0), "{}", d.log_text());
@@ -690,25 +697,8 @@ fn sigterm_past_the_grace_period_cancels_and_the_next_start_resumes() {
 
 #[test]
 fn a_second_sigterm_ends_the_grace_period() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let repo = tmp.path().join("repo");
-    let out = tmp.path().join("out");
-    std::fs::create_dir_all(&out).expect("out dir");
-    let wf = format!(
-        "workflow:\n  name: long\n  env:\n    OUT: {}\n  stages:\n    - name: s\n      steps:\n        - id: long\n          run: |\n            echo long >> \"$OUT/long\"\n            if [ \"$(wc -l < \"$OUT/long\")\" -lt 2 ]; then sleep 60; fi\n",
-        yaml_quote(&out.to_string_lossy())
-    );
-    init_repo(&repo, &[(".workflows/long.yaml", &wf)]);
-    let root = tmp.path().join("daemon");
-    let mut d = TestDaemon::start(
-        &root,
-        &format!(
-            "{}limits:\n  shutdown_grace: 5m\n",
-            repo_config("app", &repo)
-        ),
-    );
-    let id = trigger(&d, "long", "{}");
-    wait_for("the long step", RUN_LIMIT, || has_line(&out.join("long")));
+    let (tmp, repo, out) = fixture();
+    let (mut d, id) = start_long(tmp.path(), &repo, &out, "5m", false);
     let pid = i32::try_from(d.pid().expect("running")).expect("pid");
     // SAFETY: kill(2) on the PID of the daemon this test started.
     unsafe {
@@ -728,10 +718,7 @@ fn a_second_sigterm_ends_the_grace_period() {
 
 #[test]
 fn retry_of_a_failed_run_starts_at_its_failed_step() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let repo = tmp.path().join("repo");
-    let out = tmp.path().join("out");
-    std::fs::create_dir_all(&out).expect("out dir");
+    let (tmp, repo, out) = fixture();
     let wf = format!(
         "workflow:\n  name: flaky\n  env:\n    OUT: {}\n  stages:\n    - name: s\n      steps:\n        - id: build\n          run: |\n            echo build >> \"$OUT/build\"\n            echo artifact=a1 >> \"$AGENT_OUTPUT\"\n        - id: test\n          run: |\n            echo \"${{{{ steps.build.output.artifact }}}}\" >> \"$OUT/test\"\n            [ \"$(wc -l < \"$OUT/test\")\" -ge 2 ]\n",
         yaml_quote(&out.to_string_lossy())
@@ -778,10 +765,7 @@ fn config_diagnostics_snapshot() {
 
 #[test]
 fn a_preserved_context_carries_over_to_the_next_run() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let repo = tmp.path().join("repo");
-    let out = tmp.path().join("out");
-    std::fs::create_dir_all(&out).expect("out dir");
+    let (tmp, repo, out) = fixture();
     let wf = format!(
         "workflow:\n  name: counter\n  context:\n    preserve: true\n  env:\n    OUT: {}\n  stages:\n    - name: s\n      steps:\n        - id: count\n          run: |\n            n=\"${{{{ context.count if context.count else 0 }}}}\"\n            echo \"$n\" >> \"$OUT/seen\"\n            echo \"{{\\\"count\\\": $((n + 1))}}\" > \"$AGENT_CONTEXT\"\n",
         yaml_quote(&out.to_string_lossy())
@@ -805,10 +789,7 @@ fn a_preserved_context_carries_over_to_the_next_run() {
 #[test]
 fn kill_9_in_the_middle_of_many_runs_loses_none() {
     const RUNS: usize = 60;
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let repo = tmp.path().join("repo");
-    let out = tmp.path().join("out");
-    std::fs::create_dir_all(&out).expect("out dir");
+    let (tmp, repo, out) = fixture();
     let wf = format!(
         "workflow:\n  name: many\n  env:\n    OUT: {}\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: echo \"$AGENT_RUN_ID\" >> \"$OUT/a\"\n        - id: b\n          run: |\n            sleep 0.05\n            echo \"$AGENT_RUN_ID\" >> \"$OUT/b\"\n",
         yaml_quote(&out.to_string_lossy())
