@@ -9,6 +9,44 @@ use std::time::{Duration, Instant};
 use common::*;
 use runners::{Cancel, StepCommand, plan_script};
 
+/// What became of a script run with a timeout (and a 10 s grace period).
+struct TimedOut {
+    outcome: runners::ProcessOutcome,
+    took: Duration,
+    /// Whether `procs` processes with the tag in their arguments were seen running (else the
+    /// test proves nothing).
+    started: bool,
+    /// Processes with the tag left once the step ended (all are killed afterwards).
+    left: Vec<u32>,
+}
+
+async fn time_out_script(script: &str, tag: &str, procs: usize, timeout: Duration) -> TimedOut {
+    let watched = tag.to_string();
+    let watcher = std::thread::spawn(move || {
+        wait_until(Duration::from_secs(5), || {
+            pids_with_arg(&watched).len() >= procs
+        })
+    });
+    let start = Instant::now();
+    let (outcome, _) = run_capture(
+        StepCommand::from_plan(plan_script(script, None))
+            .timeout(timeout)
+            .grace(Duration::from_secs(10)),
+        Cancel::new(),
+    )
+    .await;
+    let took = start.elapsed();
+    let started = watcher.join().expect("watcher");
+    let left = pids_with_arg(tag);
+    kill_tagged(tag);
+    TimedOut {
+        outcome,
+        took,
+        started,
+        left,
+    }
+}
+
 #[tokio::test]
 async fn timeout_terms_a_well_behaved_process() {
     let start = Instant::now();
@@ -50,23 +88,12 @@ async fn term_ignoring_process_is_killed_after_the_grace_period() {
 async fn setsid_grandchildren_do_not_outlive_a_timed_out_step() {
     let tag = unique_tag();
     let script = format!("sleep {tag} & setsid sleep {tag} & sleep {tag}");
-    // Watch that all three sleeps really started (else the test proves nothing).
-    let tag2 = tag.clone();
-    let watcher = std::thread::spawn(move || {
-        wait_until(Duration::from_secs(5), || pids_with_arg(&tag2).len() >= 3)
-    });
-    let start = Instant::now();
-    let (o, _) = run_capture(
-        StepCommand::from_plan(plan_script(&script, None))
-            .timeout(Duration::from_secs(1))
-            .grace(Duration::from_secs(10)),
-        Cancel::new(),
-    )
-    .await;
-    let took = start.elapsed();
-    let started = watcher.join().expect("watcher");
-    let left = pids_with_arg(&tag);
-    kill_tagged(&tag);
+    let TimedOut {
+        outcome: o,
+        took,
+        started,
+        left,
+    } = time_out_script(&script, &tag, 3, Duration::from_secs(1)).await;
     assert!(started, "the three sleeps never ran");
     assert!(o.timed_out, "{o:?}");
     assert!(
@@ -213,22 +240,12 @@ async fn term_ignoring_setsid_grandchild_without_pipes_is_killed() {
     let script = format!(
         "setsid sh -c \"trap '' TERM; sleep {tag}\" > /dev/null 2>&1 < /dev/null & sleep 30"
     );
-    let tag2 = tag.clone();
-    let watcher = std::thread::spawn(move || {
-        wait_until(Duration::from_secs(5), || !pids_with_arg(&tag2).is_empty())
-    });
-    let start = Instant::now();
-    let (o, _) = run_capture(
-        StepCommand::from_plan(plan_script(&script, None))
-            .timeout(Duration::from_millis(500))
-            .grace(Duration::from_secs(10)),
-        Cancel::new(),
-    )
-    .await;
-    let took = start.elapsed();
-    let started = watcher.join().expect("watcher");
-    let left = pids_with_arg(&tag);
-    kill_tagged(&tag);
+    let TimedOut {
+        outcome: o,
+        took,
+        started,
+        left,
+    } = time_out_script(&script, &tag, 1, Duration::from_millis(500)).await;
     assert!(started, "the grandchild never ran");
     assert!(o.timed_out, "{o:?}");
     // The group obeyed TERM at once, so the grace period was not needed.
