@@ -85,6 +85,15 @@ fn rich_repo(root: &Path) -> (PathBuf, Oid, Oid) {
     (src, first, second)
 }
 
+/// What `git clone` of `src` makes at `dest`: the reference a workspace is compared with.
+fn git_clone(src: &Path, dest: &Path) {
+    let parent = dest.parent().expect("dest has a parent");
+    git(
+        parent,
+        &["clone", "-q", src.to_str().unwrap(), dest.to_str().unwrap()],
+    );
+}
+
 #[test]
 fn checkout_writes_the_exact_tree_of_the_commit() {
     let root = tempfile::tempdir().unwrap();
@@ -103,15 +112,7 @@ fn checkout_writes_the_exact_tree_of_the_commit() {
             assert_eq!(ws.commit(), commit);
             // What `git` itself checks out for that commit.
             let reference = root.path().join(format!("ref-{commit}"));
-            git(
-                root.path(),
-                &[
-                    "clone",
-                    "-q",
-                    src.to_str().unwrap(),
-                    reference.to_str().unwrap(),
-                ],
-            );
+            git_clone(&src, &reference);
             git(&reference, &["checkout", "-q", &commit.to_string()]);
             assert_eq!(
                 snapshot(ws.path()),
@@ -137,15 +138,7 @@ fn gitattributes_filters_are_applied_like_git_does() {
     let mirror = Mirror::open_or_clone(&state, "app", src.to_str().unwrap()).unwrap();
     let ws = Workspace::for_run(&mirror, commit, &state, 1).unwrap();
     let reference = root.path().join("reference");
-    git(
-        root.path(),
-        &[
-            "clone",
-            "-q",
-            src.to_str().unwrap(),
-            reference.to_str().unwrap(),
-        ],
-    );
+    git_clone(&src, &reference);
     assert_eq!(
         std::fs::read_to_string(ws.path().join("notes.txt")).unwrap(),
         "one\r\ntwo\r\n"
