@@ -207,22 +207,13 @@ impl Store {
 
     /// The number of webhook deliveries in each status (`pending`, `delivered`, `failed`).
     pub fn count_deliveries_by_status(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT status, COUNT(*) FROM deliveries GROUP BY status")?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(rows
-            .into_iter()
-            .map(|(s, n)| (s, u64::try_from(n).unwrap_or(0)))
-            .collect())
+        self.grouped_counts("SELECT status, COUNT(*) FROM deliveries GROUP BY status")
     }
 
     /// The number of delivery attempts by outcome: `ok` (2xx), `http_4xx`, `http_5xx`,
     /// `error` (no answer: connection error or timeout).
     pub fn count_delivery_attempts(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
+        self.grouped_counts(
             "SELECT CASE
                       WHEN status_code IS NULL THEN 'error'
                       WHEN status_code < 300 THEN 'ok'
@@ -230,7 +221,12 @@ impl Store {
                       ELSE 'http_5xx' END AS outcome,
                     COUNT(*)
              FROM delivery_attempts GROUP BY outcome",
-        )?;
+        )
+    }
+
+    /// The `(name, count)` rows of a `SELECT name, COUNT(*) ... GROUP BY` query.
+    fn grouped_counts(&self, sql: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
         let rows = stmt
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
             .collect::<rusqlite::Result<Vec<_>>>()?;
