@@ -620,13 +620,31 @@ pub fn run_details(report: &Value) -> String {
     if let Some(error) = report.get("error").and_then(Value::as_str) {
         out.push_str(&format!("error: {error}\n"));
     }
-    let rows: Vec<Vec<String>> = report_steps(report)
+    let steps = report_steps(report);
+    // A NAME column only when some step has a `name:`.
+    let named = steps
+        .iter()
+        .any(|(_, s)| s.get("name").and_then(Value::as_str).is_some());
+    let rows: Vec<Vec<String>> = steps
         .iter()
         .map(|(stage, s)| {
-            vec![
-                stage.clone(),
-                text(s, "id").to_string(),
-                text(s, "status").to_string(),
+            let status = match text(s, "status") {
+                "failed" if s.get("continued").and_then(Value::as_bool) == Some(true) => {
+                    "failed (continued)".to_string()
+                }
+                other => other.to_string(),
+            };
+            let mut row = vec![stage.clone(), text(s, "id").to_string()];
+            if named {
+                row.push(
+                    s.get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("-")
+                        .to_string(),
+                );
+            }
+            row.extend([
+                status,
                 s.get("attempts")
                     .and_then(Value::as_u64)
                     .map_or("-".into(), |a| a.to_string()),
@@ -638,17 +656,18 @@ pub fn run_details(report: &Value) -> String {
                     .unwrap_or("-")
                     .to_string(),
                 human_duration(s.get("duration_ms").and_then(Value::as_i64)),
-            ]
+            ]);
+            row
         })
         .collect();
     if !rows.is_empty() {
+        let mut header = vec!["STAGE", "STEP"];
+        if named {
+            header.push("NAME");
+        }
+        header.extend(["STATUS", "ATTEMPTS", "EXIT", "ERROR", "DURATION"]);
         out.push('\n');
-        out.push_str(&table(
-            &[
-                "STAGE", "STEP", "STATUS", "ATTEMPTS", "EXIT", "ERROR", "DURATION",
-            ],
-            &rows,
-        ));
+        out.push_str(&table(&header, &rows));
     }
     out
 }
@@ -1066,6 +1085,32 @@ mod tests {
              STAGE  STEP  STATUS     ATTEMPTS  EXIT  ERROR     DURATION\n\
              build  a     succeeded  1         0     -         20ms\n\
              build  b     failed     3         2     ExitCode  1.4s\n"
+        );
+    }
+
+    /// Guards `agent runs RUN` for a step `name:` and a tolerated failure.
+    #[test]
+    fn run_details_show_names_and_tolerated_failures() {
+        let report = json!({
+            "run_id": "3", "workflow": "w", "repo": "app", "status": "succeeded",
+            "duration_ms": 50, "error": null,
+            "trigger": {"kind": "manual", "commit": null, "branch": null, "scheduled_for": null},
+            "created_at": "2026-11-27T08:00:00.000Z", "started_at": "2026-11-27T08:00:00.000Z",
+            "finished_at": "2026-11-27T08:00:00.050Z",
+            "stages": [{"name": "s", "status": "failed", "steps": [
+                {"id": "probe", "name": "Probe", "status": "failed", "continued": true,
+                 "attempts": 1, "exit_code": 3, "error_class": "ExitCode", "duration_ms": 10},
+                {"id": "b", "status": "succeeded", "attempts": 1, "exit_code": 0,
+                 "error_class": null, "duration_ms": 20}]}],
+        });
+        let text = run_details(&report);
+        assert!(
+            text.ends_with(
+                "STAGE  STEP   NAME   STATUS              ATTEMPTS  EXIT  ERROR     DURATION\n\
+                 s      probe  Probe  failed (continued)  1         3     ExitCode  10ms\n\
+                 s      b      -      succeeded           1         0     -         20ms\n"
+            ),
+            "{text}"
         );
     }
 

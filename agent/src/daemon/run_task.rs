@@ -305,9 +305,19 @@ fn prepare(shared: &Shared, record: &RunRecord) -> Result<Prepared, String> {
     } else {
         (own, record.context.clone())
     };
+    // Every finished step goes to the engine, which takes over the succeeded ones and judges
+    // the rest again; interrupted steps were not finished and say nothing about the outcome.
     let resume: Vec<StepReport> = steps
         .iter()
-        .filter(|s| matches!(s.status, StepStatus::Succeeded | StepStatus::Skipped))
+        .filter(|s| {
+            matches!(
+                s.status,
+                StepStatus::Succeeded
+                    | StepStatus::Skipped
+                    | StepStatus::Failed
+                    | StepStatus::Cancelled
+            )
+        })
         .map(step_report)
         .collect();
     let mut context = saved_context
@@ -397,11 +407,14 @@ fn step_report(s: &StepRecord) -> StepReport {
     };
     StepReport {
         id: s.step_id.clone(),
+        name: None,
         status,
         cached: s.cached,
         attempts: s.attempts,
         exit_code: s.exit_code,
         error_class: s.error_class.clone(),
+        continued: false,
+        queued_ms: None,
         outputs: s
             .outputs
             .as_ref()

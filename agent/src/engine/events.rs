@@ -46,6 +46,8 @@ pub enum EngineEvent {
         stage: Arc<str>,
         /// Its status.
         status: StepStatus,
+        /// True when it failed only through failures the run tolerated (`continued` steps).
+        continued: bool,
         /// Its wall time.
         duration: Duration,
     },

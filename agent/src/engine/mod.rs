@@ -122,9 +122,12 @@ pub struct RunRequest {
     pub events: EventSender,
     /// Cancels the run: the first request gracefully, a second kills at once.
     pub cancel: Cancel,
-    /// When resuming an interrupted run: the step reports it had. Stage and decision steps
-    /// whose report says `succeeded` or `skipped` are not run again; their report (and
-    /// outputs, as recorded) are taken over. Empty for a fresh run. The caller decides
+    /// When resuming an interrupted run or retrying a failed one: the step reports of the
+    /// earlier attempt (every finished one, failed included). Stage and decision steps whose
+    /// report says `succeeded` are not run again; their report (and outputs, as recorded)
+    /// are taken over. Skipped steps are judged again (a step skipped by its own `when`
+    /// stays skipped, one skipped after a failure runs), and after a failure so are the
+    /// steps whose `when` uses a status function. Empty for a fresh run. The caller decides
     /// what to do about steps that were running (`idempotent: false`).
     pub resume: Vec<StepReport>,
 }
@@ -256,5 +259,106 @@ mod tests {
             result.report.stages[0].steps[1].status,
             StepStatus::Succeeded
         );
+    }
+
+    /// Guards resumed runs against false success: only succeeded steps are taken over; a
+    /// step skipped after the earlier failure runs, one skipped by its own `when` stays
+    /// skipped, and an `always()` step runs again for the new outcome.
+    #[test]
+    fn resume_runs_what_the_failure_skipped() {
+        let engine = Engine::new(EngineConfig::default());
+        let report = |id: &str, status: StepStatus, attempts: u32| {
+            let mut r = StepReport::pending(id);
+            r.status = status;
+            r.attempts = attempts;
+            r.started_at = Some("2000-01-01T00:00:00.000Z".into());
+            r
+        };
+        let prior = vec![
+            report("a", StepStatus::Succeeded, 1),
+            report("b", StepStatus::Failed, 1),
+            report("c", StepStatus::Skipped, 0),
+            report("d", StepStatus::Skipped, 0),
+            report("e", StepStatus::Skipped, 0),
+            report("f", StepStatus::Succeeded, 1),
+        ];
+        let req = RunRequest {
+            trigger: "retry".into(),
+            attempt: 2,
+            resume: prior.clone(),
+            ..request(
+                "workflow:\n  name: w\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: exit 1\n        - id: b\n          run: 'true'\n        - id: c\n          run: 'true'\n        - id: d\n          when: ${{ 1 == 2 }}\n          run: exit 1\n    - name: t\n      steps:\n        - id: e\n          run: 'true'\n        - id: f\n          when: ${{ always() }}\n          run: 'true'\n",
+            )
+        };
+        let result = block_on(engine.run(req));
+        let r = &result.report;
+        assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
+        assert_eq!(r.stages[0].steps[0], prior[0]);
+        for step in [
+            &r.stages[0].steps[1],
+            &r.stages[0].steps[2],
+            &r.stages[1].steps[0],
+        ] {
+            assert_eq!(step.status, StepStatus::Succeeded, "{step:?}");
+            assert_eq!(step.attempts, 1, "{step:?}");
+        }
+        assert_eq!(r.stages[0].steps[3].status, StepStatus::Skipped);
+        assert_ne!(
+            r.stages[1].steps[1], prior[5],
+            "the always() step ran again"
+        );
+        assert_eq!(r.stages[1].steps[1].status, StepStatus::Succeeded);
+    }
+
+    /// Guards the documented step fields: `exit_code`, `error_class` and `outputs` of a
+    /// step that failed with `on_failure: continue` are there for a later `when`.
+    #[test]
+    fn step_fields_reach_later_expressions() {
+        let engine = Engine::new(EngineConfig::default());
+        let req = request(
+            "workflow:\n  name: w\n  stages:\n    - name: s\n      steps:\n        - id: a\n          name: Fetch\n          on_failure: continue\n          run: |\n            echo k=v >> \"$AGENT_OUTPUT\"\n            echo error_class=NetworkError >> \"$AGENT_OUTPUT\"\n            exit 3\n        - id: b\n          when: ${{ steps.a.error_class == 'NetworkError' && steps.a.exit_code == 3 && steps.a.outputs.k == 'v' }}\n          run: 'true'\n        - id: c\n          when: ${{ steps.b.exit_code == 0 && steps.b.error_class == null }}\n          run: 'true'\n",
+        );
+        let result = block_on(engine.run(req));
+        let r = &result.report;
+        assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
+        let a = &r.stages[0].steps[0];
+        assert_eq!(a.status, StepStatus::Failed);
+        assert!(a.continued, "{a:?}");
+        assert_eq!(a.name.as_deref(), Some("Fetch"));
+        assert_eq!(r.stages[0].steps[1].status, StepStatus::Succeeded, "{r:?}");
+        assert!(!r.stages[0].steps[1].continued);
+        assert_eq!(r.stages[0].steps[2].status, StepStatus::Succeeded, "{r:?}");
+    }
+
+    /// Guards step times against the wait for admission: with one CPU slot, the second of
+    /// two parallel steps reports its wait as `queued_ms` and starts when its process does.
+    #[test]
+    fn admission_wait_is_reported_apart() {
+        let engine = Engine::new(EngineConfig {
+            admission: AdmissionConfig {
+                cpu: Some(1),
+                ..AdmissionConfig::default()
+            },
+            ..EngineConfig::default()
+        });
+        let req = request(
+            "workflow:\n  name: w\n  stages:\n    - name: s\n      parallel: true\n      steps:\n        - id: a\n          run: sleep 0.6\n        - id: b\n          run: sleep 0.6\n",
+        );
+        let result = block_on(engine.run(req));
+        let r = &result.report;
+        assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
+        let mut steps = r.stages[0].steps.clone();
+        steps.sort_by(|x, y| x.started_at.cmp(&y.started_at));
+        let (first, second) = (&steps[0], &steps[1]);
+        let at = |s: &StepReport| {
+            chrono::DateTime::parse_from_rfc3339(s.started_at.as_deref().expect("started"))
+                .expect("time")
+        };
+        assert!(
+            (at(second) - at(first)).num_milliseconds() >= 500,
+            "the second step starts when admitted: {steps:?}"
+        );
+        assert!(second.queued_ms.expect("queued") >= 500, "{steps:?}");
+        assert!(first.queued_ms.is_some() && second.duration_ms.expect("duration") >= 600);
     }
 }

@@ -36,6 +36,9 @@ fn mark(status: StepStatus) -> &'static str {
     }
 }
 
+/// The mark of a failure the run tolerated (`on_failure: continue`).
+const CONTINUED: &str = "failed (continued)";
+
 /// Renders events as text. Separate from the I/O so that it can be tested.
 #[derive(Debug)]
 pub struct ProgressView {
@@ -71,12 +74,13 @@ impl ProgressView {
             EngineEvent::StageFinished {
                 stage,
                 status,
+                continued,
                 duration,
                 ..
             } => {
+                let mark = if *continued { CONTINUED } else { mark(*status) };
                 out.push_str(&format!(
-                    "stage {stage} {} in {}\n",
-                    mark(*status),
+                    "stage {stage} {mark} in {}\n",
                     fmt_duration(*duration)
                 ));
             }
@@ -103,7 +107,15 @@ impl ProgressView {
             }
             EngineEvent::StepFinished { report, .. } => {
                 self.running.retain(|(s, _, _)| s != &report.id);
-                let mut line = format!("  {}: {}", report.id, mark(report.status));
+                let shown = if report.continued {
+                    CONTINUED
+                } else {
+                    mark(report.status)
+                };
+                let mut line = match &report.name {
+                    Some(name) => format!("  {} ({name}): {shown}", report.id),
+                    None => format!("  {}: {shown}", report.id),
+                };
                 if let Some(ms) = report.duration_ms {
                     line.push_str(&format!(" in {}", fmt_duration(Duration::from_millis(ms))));
                 }
@@ -284,6 +296,33 @@ mod tests {
             s,
             "  build: FAILED in 1.5s (attempt 2) [ExitCode, exit 3]\n"
         );
+    }
+
+    /// Guards what a tolerated failure and a step's `name` look like.
+    #[test]
+    fn tolerated_failures_and_names() {
+        let mut v = ProgressView::new(false);
+        let mut rep = StepReport::pending("probe");
+        rep.name = Some("Probe the mirror".into());
+        rep.status = StepStatus::Failed;
+        rep.continued = true;
+        rep.duration_ms = Some(20);
+        let s = v.render(&EngineEvent::StepFinished {
+            run_id: "r".into(),
+            report: rep,
+        });
+        assert_eq!(
+            s,
+            "  probe (Probe the mirror): failed (continued) in 20ms\n"
+        );
+        let s = v.render(&EngineEvent::StageFinished {
+            run_id: "r".into(),
+            stage: "checks".into(),
+            status: StepStatus::Failed,
+            continued: true,
+            duration: Duration::from_millis(30),
+        });
+        assert_eq!(s, "stage checks failed (continued) in 30ms\n");
     }
 
     #[test]

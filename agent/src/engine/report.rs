@@ -80,6 +80,9 @@ pub fn rfc3339(t: DateTime<Utc>) -> String {
 pub struct StepReport {
     /// The step id.
     pub id: String,
+    /// The step's `name:`, when it has one (absent from the JSON otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// Final (or live) status.
     pub status: StepStatus,
     /// True when the result came from the cache.
@@ -90,13 +93,22 @@ pub struct StepReport {
     pub exit_code: Option<i32>,
     /// Error class of the failure (DESIGN §4).
     pub error_class: Option<String>,
+    /// True for a failure the run tolerated (`on_failure: continue`, or an error handler's
+    /// `continue`): the step failed, the run went on as if it had not. Absent when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub continued: bool,
     /// Outputs the step wrote (masked).
     pub outputs: Map<String, Value>,
-    /// Start of the first try.
+    /// Time the step waited for admission (CPU and memory slots) before its first
+    /// process started; null when it never started.
+    #[serde(default)]
+    pub queued_ms: Option<u64>,
+    /// When the first try's process started (after admission).
     pub started_at: Option<String>,
     /// End of the last try.
     pub finished_at: Option<String>,
-    /// Wall time from first start to last end.
+    /// Wall time from `started_at` to `finished_at`: the tries and the backoff waits
+    /// between them, without the wait for admission before the first try.
     pub duration_ms: Option<u64>,
 }
 
@@ -105,12 +117,15 @@ impl StepReport {
     pub fn pending(id: impl Into<String>) -> Self {
         StepReport {
             id: id.into(),
+            name: None,
             status: StepStatus::Pending,
             cached: false,
             attempts: 0,
             exit_code: None,
             error_class: None,
+            continued: false,
             outputs: Map::new(),
+            queued_ms: None,
             started_at: None,
             finished_at: None,
             duration_ms: None,
@@ -208,6 +223,7 @@ mod tests {
             "exit_code",
             "error_class",
             "outputs",
+            "queued_ms",
             "started_at",
             "finished_at",
             "duration_ms",
@@ -216,6 +232,7 @@ mod tests {
         }
         assert_eq!(s["attempts"], 2);
         assert_eq!(s["status"], "succeeded");
+        assert!(s.get("name").is_none() && s.get("continued").is_none());
         let back: RunReport = serde_json::from_value(v).expect("deserialize");
         assert_eq!(back, report);
     }

@@ -239,7 +239,10 @@ pub(crate) fn new_ctx<'a>(
             steps: s
                 .steps
                 .iter()
-                .map(|st| StepReport::pending(st.id.value.clone()))
+                .map(|st| StepReport {
+                    name: st.name.as_ref().map(|n| n.value.clone()),
+                    ..StepReport::pending(st.id.value.clone())
+                })
                 .collect(),
         })
         .collect();
@@ -396,6 +399,33 @@ pub(crate) fn render_outputs(ctx: &RunCtx<'_>) -> Result<Map<String, Value>, Str
     dsl::model::render_map(&ctx.wf.outputs, &view).map_err(|e| format!("workflow `outputs`: {e}"))
 }
 
+/// The steps of an earlier attempt that a resumed run takes over instead of running them:
+/// those that succeeded. Everything else runs (or is judged) again: failed and cancelled
+/// steps, and skipped ones, whose `when` is evaluated anew, so a step skipped because an
+/// earlier step failed runs now while one skipped by its own `when` stays skipped. When the
+/// earlier attempt had a failed or cancelled step, steps whose `when` uses a status
+/// function (`failure()`, `always()`, ...) also run again: they belong to the outcome of
+/// this attempt, not of the one before.
+fn resumed_steps(
+    wf: &Workflow,
+    prior: &[StepReport],
+) -> std::collections::HashMap<String, StepReport> {
+    let troubled = prior
+        .iter()
+        .any(|r| matches!(r.status, StepStatus::Failed | StepStatus::Cancelled));
+    let status_gated = |id: &str| {
+        wf.step(id)
+            .and_then(|s| s.when.as_ref())
+            .is_some_and(|w| step::has_status_fn(&w.text))
+    };
+    prior
+        .iter()
+        .filter(|r| r.status == StepStatus::Succeeded)
+        .filter(|r| !(troubled && status_gated(&r.id)))
+        .map(|r| (r.id.clone(), r.clone()))
+        .collect()
+}
+
 /// Runs a whole top-level run (see [`Engine::run`]).
 pub(crate) async fn run(engine: &Engine, req: RunRequest) -> RunResult {
     let started = Utc::now();
@@ -486,12 +516,7 @@ pub(crate) async fn run(engine: &Engine, req: RunRequest) -> RunResult {
         }
     };
     let mut ctx = ctx;
-    ctx.resume = req
-        .resume
-        .iter()
-        .filter(|r| matches!(r.status, StepStatus::Succeeded | StepStatus::Skipped))
-        .map(|r| (r.id.clone(), r.clone()))
-        .collect();
+    ctx.resume = resumed_steps(wf, &req.resume);
     execute(&ctx).await;
     // Nothing a step started may outlive the run.
     let m = marker.to_string();

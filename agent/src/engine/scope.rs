@@ -49,11 +49,35 @@ impl RunData {
         self.status.unwrap_or(JobStatus::Success)
     }
 
-    /// Records a finished (or skipped) step for `steps.<id>.output` and `steps.<id>.status`.
+    /// Records a finished (or skipped) step that has no exit code or error class.
     pub fn record_step(&mut self, id: &str, status: &str, output: Map<String, Value>) {
+        self.record_step_result(id, status, output, None, None);
+    }
+
+    /// Records a finished (or skipped) step for `steps.<id>.status`, `.output` (and its
+    /// GitHub Actions spelling `.outputs`), `.exit_code` and `.error_class` (null when the
+    /// step has none).
+    pub fn record_step_result(
+        &mut self,
+        id: &str,
+        status: &str,
+        output: Map<String, Value>,
+        exit_code: Option<i32>,
+        error_class: Option<&str>,
+    ) {
+        let output = Value::Object(output);
         let mut entry = Map::new();
         entry.insert("status".into(), Value::String(status.to_string()));
-        entry.insert("output".into(), Value::Object(output));
+        entry.insert("outputs".into(), output.clone());
+        entry.insert("output".into(), output);
+        entry.insert(
+            "exit_code".into(),
+            exit_code.map_or(Value::Null, Value::from),
+        );
+        entry.insert(
+            "error_class".into(),
+            error_class.map_or(Value::Null, |c| Value::String(c.to_string())),
+        );
         if let Some(Value::Object(steps)) = self.roots.get_mut("steps") {
             steps.insert(id.to_string(), Value::Object(entry));
         }
@@ -170,6 +194,11 @@ mod tests {
         let wd = Path::new("/tmp");
         let s = d.view(wd);
         assert_eq!(s.root("steps").expect("steps")["a"]["output"]["k"], "v");
+        assert_eq!(s.root("steps").expect("steps")["a"]["outputs"]["k"], "v");
+        assert_eq!(
+            s.root("steps").expect("steps")["a"]["exit_code"],
+            Value::Null
+        );
         assert_eq!(s.job_status(), JobStatus::Success);
         d.context_mut().insert("x".into(), json!(1));
         assert_eq!(d.context()["x"], 1);

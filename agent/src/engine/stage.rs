@@ -13,6 +13,7 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
 use super::events::EngineEvent;
+use super::report::StepStatus;
 use super::run::{RunCtx, Slot, stage_status};
 use super::step;
 
@@ -99,20 +100,26 @@ pub(crate) async fn run_stage(ctx: &RunCtx<'_>, index: usize, stage: &Stage) {
             }
         }
     }
-    let status = {
+    let (status, continued) = {
         let mut st = ctx.state();
         match st.stages.get_mut(index) {
             Some(rep) => {
                 rep.status = stage_status(&rep.steps, true);
-                rep.status
+                let continued = rep.status == StepStatus::Failed
+                    && rep
+                        .steps
+                        .iter()
+                        .all(|s| s.status != StepStatus::Failed || s.continued);
+                (rep.status, continued)
             }
-            None => super::report::StepStatus::Succeeded,
+            None => (StepStatus::Succeeded, false),
         }
     };
     ctx.events.emit(|| EngineEvent::StageFinished {
         run_id: ctx.run_id.clone(),
         stage: name,
         status,
+        continued,
         duration: t0.elapsed(),
     });
 }

@@ -59,7 +59,7 @@ pub(crate) fn run_cleanup_step<'a>(
 
 /// Whether a `when` text uses a status function (then it decides alone; otherwise an
 /// implicit `success()` applies, as in GitHub Actions).
-fn has_status_fn(text: &str) -> bool {
+pub(crate) fn has_status_fn(text: &str) -> bool {
     ["success(", "failure(", "always(", "cancelled("]
         .iter()
         .any(|f| text.contains(f))
@@ -70,6 +70,10 @@ fn has_status_fn(text: &str) -> bool {
 struct Attempt {
     class: Option<String>,
     exit_code: Option<i32>,
+    /// When the try's work began (a process: once admitted); `None` when it never began.
+    began: Option<(chrono::DateTime<Utc>, Instant)>,
+    /// Time the try waited for admission.
+    queued: Duration,
     outputs: Map<String, Value>,
     context: Option<Map<String, Value>>,
     message: String,
@@ -222,21 +226,28 @@ async fn run_process(
 ) -> Attempt {
     let id = &step.id.value;
     let admission = ctx.engine.admission();
+    let waiting = Instant::now();
     let permit = match admission.try_acquire(request) {
         Ok(Some(p)) => p,
         Ok(None) => {
+            let waited = |a: Attempt| Attempt {
+                queued: waiting.elapsed(),
+                ..a
+            };
             tokio::select! {
                 p = admission.acquire(request) => match p {
                     Ok(p) => p,
-                    Err(e) => return Attempt::fail(e.class().as_str(), format!("step `{id}`: {e}")),
+                    Err(e) => return waited(Attempt::fail(e.class().as_str(), format!("step `{id}`: {e}"))),
                 },
                 _ = cancel.graceful_token().cancelled() => {
-                    return Attempt::fail("Cancelled", format!("step `{id}` cancelled"));
+                    return waited(Attempt::fail("Cancelled", format!("step `{id}` cancelled")));
                 }
             }
         }
         Err(e) => return Attempt::fail(e.class().as_str(), format!("step `{id}`: {e}")),
     };
+    let queued = waiting.elapsed();
+    let began = Some((Utc::now(), Instant::now()));
     let paths = ctx
         .rundir
         .step_paths(&format!("{}.{attempt}", ctx.next_seq()));
@@ -269,13 +280,21 @@ async fn run_process(
     drop(permit);
     let outcome = match outcome {
         Ok(o) => o,
-        Err(e) => return Attempt::fail(e.class().as_str(), format!("step `{id}`: {e}")),
+        Err(e) => {
+            return Attempt {
+                began,
+                queued,
+                ..Attempt::fail(e.class().as_str(), format!("step `{id}`: {e}"))
+            };
+        }
     };
     if outcome.timed_out && by_deadline {
         ctx.state().timed_out = true;
     }
     let mut result = Attempt {
         exit_code: outcome.exit_code,
+        began,
+        queued,
         ..Attempt::default()
     };
     let outputs = runners::parse_output_file(&paths.output);
@@ -289,6 +308,8 @@ async fn run_process(
         Err(e) => {
             return Attempt {
                 exit_code: outcome.exit_code,
+                began,
+                queued,
                 ..Attempt::fail("ValidationError", format!("step `{id}`: {e}"))
             };
         }
@@ -298,6 +319,8 @@ async fn run_process(
         Err(e) => {
             return Attempt {
                 exit_code: outcome.exit_code,
+                began,
+                queued,
                 ..Attempt::fail("ValidationError", format!("step `{id}`: {e}"))
             };
         }
@@ -497,16 +520,21 @@ async fn try_once(
             format!("step `{}`: the workflow timeout passed", step.id.value),
         );
     }
+    let began = Some((Utc::now(), Instant::now()));
     match prepared {
         Prepared::Process {
             cmd,
             request,
             error_codes,
         } => run_process(ctx, step, cmd, *request, error_codes, attempt, cancel).await,
-        Prepared::Workflow { name, params } => {
-            run_subworkflow(ctx, step, name, params, cancel).await
-        }
-        Prepared::Decision => run_decision(ctx, step, slot, mode, cancel).await,
+        Prepared::Workflow { name, params } => Attempt {
+            began,
+            ..run_subworkflow(ctx, step, name, params, cancel).await
+        },
+        Prepared::Decision => Attempt {
+            began,
+            ..run_decision(ctx, step, slot, mode, cancel).await
+        },
     }
 }
 
@@ -572,15 +600,22 @@ async fn step_inner(
     let id = &step.id.value;
     let eid = ctx.event_id(id);
     let mut report = StepReport::pending(id.clone());
+    report.name = step.name.as_ref().map(|n| n.value.clone());
 
     // 0. Done in an interrupted earlier attempt of this run?
     if mode == Mode::Normal
         && let Some(prior) = ctx.resume.get(id)
     {
-        let prior = prior.clone();
+        let mut prior = prior.clone();
+        prior.name = report.name.clone();
         let status = prior.status;
-        ctx.data()
-            .record_step(id, status.as_str(), prior.outputs.clone());
+        ctx.data().record_step_result(
+            id,
+            status.as_str(),
+            prior.outputs.clone(),
+            prior.exit_code,
+            prior.error_class.as_deref(),
+        );
         if status == StepStatus::Succeeded {
             ctx.state().completed.push(id.clone());
         }
@@ -637,8 +672,11 @@ async fn step_inner(
     } else {
         cancel
     };
-    let started_at = Utc::now();
-    let t0 = Instant::now();
+    // The step is ready now; its time starts when its first try begins (a process: once
+    // admitted), so the wait for admission is reported apart (`queued_ms`).
+    let ready = (Utc::now(), Instant::now());
+    let mut first_begin: Option<(chrono::DateTime<Utc>, Instant)> = None;
+    let mut queued_total = Duration::ZERO;
     let prepared = match gate_error {
         Some(err) => Err(err),
         None => prepare(ctx, step),
@@ -652,6 +690,10 @@ async fn step_inner(
         Ok(p) => loop {
             attempts += 1;
             let a = try_once(ctx, step, p, attempts, slot, mode, cancel).await;
+            if first_begin.is_none() {
+                queued_total += a.queued;
+                first_begin = a.began;
+            }
             let Some(class) = a.class.clone() else {
                 break a;
             };
@@ -724,6 +766,10 @@ async fn step_inner(
                         }
                         attempts += 1;
                         last = try_once(ctx, step, p, attempts, slot, mode, cancel).await;
+                        if first_begin.is_none() {
+                            queued_total += last.queued;
+                            first_begin = last.began;
+                        }
                         if last.class.is_none() {
                             break;
                         }
@@ -752,9 +798,19 @@ async fn step_inner(
     // 4. Record.
     report.attempts = attempts;
     report.exit_code = last.exit_code;
-    report.started_at = Some(rfc3339(started_at));
+    // Without a try that began (a failed render, an admission that failed or was
+    // cancelled), the step's time is what is left after its wait.
+    let (start_utc, start) = first_begin.unwrap_or_else(|| {
+        let wait = queued_total.min(ready.1.elapsed());
+        (
+            ready.0 + chrono::Duration::from_std(wait).unwrap_or_default(),
+            ready.1 + wait,
+        )
+    });
+    report.queued_ms = Some(start.saturating_duration_since(ready.1).as_millis() as u64);
+    report.started_at = Some(rfc3339(start_utc));
     report.finished_at = Some(rfc3339(Utc::now()));
-    report.duration_ms = Some(t0.elapsed().as_millis() as u64);
+    report.duration_ms = Some(start.elapsed().as_millis() as u64);
     let status = match last.class.as_deref() {
         None => StepStatus::Succeeded,
         // A step that calls itself cancelled while nobody cancelled the run just failed.
@@ -763,6 +819,9 @@ async fn step_inner(
     };
     report.status = status;
     report.error_class = last.class.clone();
+    report.continued = mode == Mode::Normal
+        && status == StepStatus::Failed
+        && disposition == Disposition::Continue;
     let mut shown = Value::Object(last.outputs.clone());
     ctx.masker.mask_value(&mut shown);
     if let Value::Object(m) = shown {
@@ -786,7 +845,13 @@ async fn step_inner(
         if status == StepStatus::Cancelled {
             data.status = Some(JobStatus::Cancelled);
         }
-        data.record_step(id, status.as_str(), std::mem::take(&mut last.outputs));
+        data.record_step_result(
+            id,
+            status.as_str(),
+            std::mem::take(&mut last.outputs),
+            last.exit_code,
+            last.class.as_deref(),
+        );
     }
     match status {
         StepStatus::Succeeded => {

@@ -117,7 +117,8 @@ pub struct Notice {
     /// The run summary ([`run_summary`]), if it is about a run.
     pub run: Option<Value>,
     /// The step it is about: `id`, `status`, `attempt`, `exit_code`, `error_class`, and for
-    /// `step.retrying` `delay_ms`; for run ends, the first failing step.
+    /// `step.retrying` `delay_ms`; for run ends, the step whose failure failed the run
+    /// ([`failing_step`]; none for a succeeded run).
     pub step: Option<Value>,
     /// The error text, if any.
     pub error: Option<String>,
@@ -241,15 +242,22 @@ pub fn run_url(link_base: &str, id: RunId) -> String {
     format!("{}/api/v1/runs/{id}", link_base.trim_end_matches('/'))
 }
 
-/// The first failed step of a run report (depth first, stages then rollback), as the
-/// notice's `step`.
+/// The step whose failure failed the run, as the notice's `step`: the first in time (the
+/// one the run's `error` names) of the failed steps whose failure was not tolerated
+/// (`continued`); ties go to file order. `None` when no failure decided the run.
 pub fn failing_step(report: &Value) -> Option<Value> {
     let stages = report.get("stages")?.as_array()?;
     stages
         .iter()
         .filter_map(|s| s.get("steps")?.as_array())
         .flatten()
-        .find(|s| s.get("status").and_then(Value::as_str) == Some("failed"))
+        .filter(|s| s.get("status").and_then(Value::as_str) == Some("failed"))
+        .filter(|s| s.get("continued").and_then(Value::as_bool) != Some(true))
+        .min_by_key(|s| {
+            let end = s.get("finished_at").and_then(Value::as_str);
+            // Steps without an end sort last.
+            (end.is_none(), end.unwrap_or_default().to_string())
+        })
         .map(|s| {
             json!({
                 "id": s.get("id").cloned().unwrap_or(Value::Null),
@@ -363,6 +371,26 @@ mod tests {
             problems,
             vec!["event `run.faild` matches no event".to_string()]
         );
+    }
+
+    /// Guards the run-end `step`: the first failure in time that was not tolerated, not the
+    /// first failed step in file order nor a `continue`d one.
+    #[test]
+    fn failing_step_is_the_first_failure_that_counted() {
+        let report = json!({"stages": [
+            {"name": "a", "steps": [
+                {"id": "tolerated", "status": "failed", "continued": true,
+                 "finished_at": "2026-01-01T00:00:00.100Z"},
+                {"id": "late", "status": "failed", "finished_at": "2026-01-01T00:00:02.000Z"},
+                {"id": "early", "status": "failed", "exit_code": 5,
+                 "finished_at": "2026-01-01T00:00:01.000Z"}]}
+        ]});
+        let step = failing_step(&report).expect("a failed step");
+        assert_eq!(step["id"], "early");
+        assert_eq!(step["exit_code"], 5);
+        let only_tolerated = json!({"stages": [{"name": "a", "steps": [
+            {"id": "t", "status": "failed", "continued": true}]}]});
+        assert!(failing_step(&only_tolerated).is_none());
     }
 
     #[test]

@@ -135,7 +135,10 @@ pub fn run_end_notice(
         summary["duration_ms"] = json!(ms);
     }
     notice.run = Some(summary);
-    notice.step = event::failing_step(report);
+    // A succeeded run has no deciding step (a tolerated failure did not decide it).
+    if status != RunStatus::Succeeded {
+        notice.step = event::failing_step(report);
+    }
     notice.error = report
         .get("error")
         .and_then(Value::as_str)
