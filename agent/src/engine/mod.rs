@@ -310,6 +310,31 @@ mod tests {
         assert_eq!(r.stages[1].steps[1].status, StepStatus::Succeeded);
     }
 
+    /// Guards crash resume: with no failure before the interruption, a succeeded step whose
+    /// `when` uses a status function is taken over like any other, and a step skipped by
+    /// its own `when` stays skipped.
+    #[test]
+    fn resume_without_failure_takes_over_status_gated_steps() {
+        let engine = Engine::new(EngineConfig::default());
+        let mut prior = StepReport::pending("a");
+        prior.status = StepStatus::Succeeded;
+        prior.attempts = 1;
+        let mut skipped = StepReport::pending("b");
+        skipped.status = StepStatus::Skipped;
+        let req = RunRequest {
+            resume: vec![prior.clone(), skipped],
+            ..request(
+                "workflow:\n  name: w\n  stages:\n    - name: s\n      steps:\n        - id: a\n          when: ${{ always() }}\n          run: exit 1\n        - id: b\n          when: ${{ 1 == 2 }}\n          run: exit 1\n        - id: c\n          run: 'true'\n",
+            )
+        };
+        let result = block_on(engine.run(req));
+        let r = &result.report;
+        assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
+        assert_eq!(r.stages[0].steps[0], prior);
+        assert_eq!(r.stages[0].steps[1].status, StepStatus::Skipped);
+        assert_eq!(r.stages[0].steps[2].status, StepStatus::Succeeded);
+    }
+
     /// Guards the documented step fields: `exit_code`, `error_class` and `outputs` of a
     /// step that failed with `on_failure: continue` are there for a later `when`.
     #[test]
