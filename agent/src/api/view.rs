@@ -62,6 +62,7 @@ fn step_json(step: &StepRecord, now: DateTime<Utc>) -> Value {
         "exit_code": step.exit_code,
         "error_class": step.error_class,
         "outputs": step.outputs.clone().unwrap_or_else(|| Value::Object(Map::new())),
+        "queued_ms": step.queued_ms,
         "started_at": time(step.started_at),
         "finished_at": time(step.finished_at),
         "duration_ms": duration(step.started_at, step.finished_at, now),
@@ -205,6 +206,7 @@ mod tests {
             cached: false,
             started_at: None,
             finished_at: None,
+            queued_ms: None,
         }
     }
 

@@ -414,7 +414,7 @@ fn step_report(s: &StepRecord) -> StepReport {
         exit_code: s.exit_code,
         error_class: s.error_class.clone(),
         continued: false,
-        queued_ms: None,
+        queued_ms: s.queued_ms,
         outputs: s
             .outputs
             .as_ref()
@@ -521,6 +521,7 @@ fn record_events(
                     outputs: Some(Value::Object(report.outputs.clone())),
                     cached: report.cached,
                     context: context.take(),
+                    queued_ms: report.queued_ms,
                 };
                 if let Err(err) = store.record_step_finished(id, &finish) {
                     tracing::warn!(run = %id, step = %report.id, error = %err, "cannot record step end");

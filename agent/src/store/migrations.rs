@@ -151,6 +151,10 @@ CREATE TABLE hook_deliveries (
 );
 CREATE INDEX hook_deliveries_by_age ON hook_deliveries (received_at);
 "#,
+    // Version 3: how long a step waited for admission before its first process started.
+    r#"
+ALTER TABLE steps ADD COLUMN queued_ms INTEGER;
+"#,
 ];
 
 /// The schema version this build writes.

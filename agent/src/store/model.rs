@@ -314,6 +314,8 @@ pub struct StepFinish {
     pub cached: bool,
     /// The run's context after this step; saved on the run so a resumed run gets it back.
     pub context: Option<Value>,
+    /// How long the step waited for admission before its first process started.
+    pub queued_ms: Option<u64>,
 }
 
 impl StepFinish {
@@ -335,6 +337,7 @@ impl StepFinish {
             outputs: None,
             cached: false,
             context: None,
+            queued_ms: None,
         }
     }
 }
@@ -364,6 +367,8 @@ pub struct StepRecord {
     pub started_at: Option<DateTime<Utc>>,
     /// When its last attempt finished.
     pub finished_at: Option<DateTime<Utc>>,
+    /// How long it waited for admission before its first process started (when known).
+    pub queued_ms: Option<u64>,
 }
 
 /// A stored attempt of a step.

@@ -312,14 +312,15 @@ impl Store {
         let outputs = to_json_opt("outputs", step.outputs.as_ref())?;
         tx.prepare_cached(
             "INSERT INTO steps (run_id, step_id, stage, status, attempts, exit_code, error_class,
-                                outputs, cached, finished_at, seq)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,
+                                outputs, cached, finished_at, queued_ms, seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,
                      (SELECT COALESCE(MAX(seq), 0) + 1 FROM steps WHERE run_id = ?1))
              ON CONFLICT (run_id, step_id) DO UPDATE SET
                  status = excluded.status, attempts = MAX(steps.attempts, excluded.attempts),
                  exit_code = excluded.exit_code, error_class = excluded.error_class,
                  outputs = excluded.outputs, cached = excluded.cached,
-                 finished_at = excluded.finished_at",
+                 finished_at = excluded.finished_at,
+                 queued_ms = COALESCE(excluded.queued_ms, steps.queued_ms)",
         )?
         .execute(params![
             id.0,
@@ -332,6 +333,7 @@ impl Store {
             outputs,
             step.cached,
             now,
+            step.queued_ms.and_then(|q| i64::try_from(q).ok()),
         ])?;
         if step.attempt > 0 {
             tx.prepare_cached(
@@ -544,7 +546,7 @@ impl Store {
     pub fn get_steps(&self, id: RunId) -> Result<Vec<StepRecord>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT stage, step_id, status, attempts, exit_code, error_class, outputs, cached,
-                    started_at, finished_at
+                    started_at, finished_at, queued_ms
              FROM steps WHERE run_id = ?1 ORDER BY seq",
         )?;
         type RawStep = (
@@ -556,6 +558,7 @@ impl Store {
             Option<String>,
             Option<String>,
             bool,
+            Option<i64>,
             Option<i64>,
             Option<i64>,
         );
@@ -575,6 +578,7 @@ impl Store {
                     cached,
                     s,
                     f,
+                    q,
                 )| {
                     Ok(StepRecord {
                         run_id: id,
@@ -588,6 +592,7 @@ impl Store {
                         cached,
                         started_at: from_ms_opt("started_at", s)?,
                         finished_at: from_ms_opt("finished_at", f)?,
+                        queued_ms: q.and_then(|q| u64::try_from(q).ok()),
                     })
                 },
             )
