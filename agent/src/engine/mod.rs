@@ -33,6 +33,11 @@
 //! - The workflow timeout caps every step's time limit and every backoff wait; when it
 //!   passes, running steps fail as `Timeout` and nothing more starts.
 //! - A step that writes `error_class=Cancelled` itself without a cancel simply failed.
+//! - A resumed or retried run takes over the steps that succeeded before and judges every
+//!   other step again (see [`RunRequest::resume`]).
+//! - A step's time starts when its first try begins (a process: once admitted); the wait
+//!   for admission before it is the report's `queued_ms`.
+//! - A failure that `continue` absorbed is marked `continued` in the report.
 //!
 //! Layout: `run.rs` (one run: stages, failure actions, rollback, compensation, report),
 //! `stage.rs` (scheduling inside a stage), `step.rs` (one step: `when`, rendering, tries,
