@@ -410,6 +410,7 @@ fn step_report(s: &StepRecord) -> StepReport {
         started_at: s.started_at.map(engine::report::rfc3339),
         finished_at: s.finished_at.map(engine::report::rfc3339),
         duration_ms,
+        workflow: None,
     }
 }
 

@@ -98,6 +98,11 @@ pub struct StepReport {
     pub finished_at: Option<String>,
     /// Wall time from first start to last end.
     pub duration_ms: Option<u64>,
+    /// On a `type: workflow` step: the called workflow as its last try ran, with its own
+    /// stages and steps (their ids without the caller's prefix; their logs are named
+    /// `CALL/ID`). Absent on every other step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<Box<CalledWorkflow>>,
 }
 
 impl StepReport {
@@ -114,8 +119,30 @@ impl StepReport {
             started_at: None,
             finished_at: None,
             duration_ms: None,
+            workflow: None,
         }
     }
+}
+
+/// A workflow called by a step, as it ran: the part of a [`RunReport`] that a nested run
+/// has of its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalledWorkflow {
+    /// The called workflow's name.
+    pub name: String,
+    /// How it ended (`succeeded`, `failed` or `cancelled`).
+    pub status: RunStatus,
+    /// Its stages in order.
+    pub stages: Vec<StageReport>,
+    /// Its rollback, when one ran.
+    pub rollback: Option<RollbackReport>,
+    /// Ids of its steps whose `compensate` steps ran, in the order they were undone.
+    pub compensated: Vec<String>,
+    /// Its compensation steps as they ran (absent when none ran).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compensation: Vec<StepReport>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
 }
 
 /// One stage in the report.
@@ -162,6 +189,9 @@ pub struct RunReport {
     pub rollback: Option<RollbackReport>,
     /// Ids of the steps whose `compensate` steps ran, in the order they were undone.
     pub compensated: Vec<String>,
+    /// The `compensate` steps as they ran, in order (absent when none ran).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compensation: Vec<StepReport>,
     /// Why the run failed, if it did.
     pub error: Option<String>,
 }
@@ -192,6 +222,7 @@ mod tests {
             }],
             rollback: None,
             compensated: vec!["a".into()],
+            compensation: Vec::new(),
             error: Some("boom".into()),
         };
         let v = serde_json::to_value(&report).expect("serialize");
