@@ -69,6 +69,8 @@ pub use errors::EngineError;
 pub use events::{EngineEvent, EventSender, LogStream};
 pub use report::{RollbackReport, RunReport, RunStatus, StageReport, StepReport, StepStatus};
 pub use runners::{Admission, AdmissionConfig, Cancel};
+/// Deepest chain of sub-workflow calls.
+pub use step::MAX_DEPTH as MAX_CALL_DEPTH;
 
 /// Process-wide engine settings.
 #[derive(Debug, Clone)]

@@ -250,4 +250,49 @@ mod tests {
         let back: RunReport = serde_json::from_value(v).expect("deserialize");
         assert_eq!(back, report);
     }
+
+    /// A call step carries its workflow's report; other steps and runs without
+    /// compensation keep exactly the fields they had, and reports stored before read back.
+    #[test]
+    fn called_workflows_nest_and_old_reports_still_read() {
+        let plain = serde_json::to_value(StepReport::pending("a")).expect("serialize");
+        assert!(plain.get("workflow").is_none(), "{plain}");
+        let mut call = StepReport::pending("ci");
+        call.workflow = Some(Box::new(CalledWorkflow {
+            name: "child".into(),
+            status: RunStatus::Failed,
+            stages: vec![StageReport {
+                name: "test".into(),
+                status: StepStatus::Failed,
+                steps: vec![StepReport::pending("unit")],
+            }],
+            rollback: None,
+            compensated: Vec::new(),
+            compensation: Vec::new(),
+            error: Some("boom".into()),
+        }));
+        let v = serde_json::to_value(&call).expect("serialize");
+        assert_eq!(v["workflow"]["stages"][0]["steps"][0]["id"], "unit");
+        assert_eq!(v["workflow"]["status"], "failed");
+        assert!(v["workflow"].get("compensation").is_none());
+        let back: StepReport = serde_json::from_value(v).expect("deserialize");
+        assert_eq!(back, call);
+        let old = serde_json::json!({
+            "run_id": "1", "workflow": "w", "status": "succeeded", "started_at": null,
+            "finished_at": null, "duration_ms": null, "parameters": {}, "stages": [{
+                "name": "s", "status": "succeeded", "steps": [{"id": "a",
+                "status": "succeeded", "cached": false, "attempts": 1, "exit_code": 0,
+                "error_class": null, "outputs": {}, "started_at": null,
+                "finished_at": null, "duration_ms": null}]}],
+            "rollback": null, "compensated": [], "error": null
+        });
+        let old: RunReport = serde_json::from_value(old).expect("an old report reads");
+        assert!(old.compensation.is_empty() && old.stages[0].steps[0].workflow.is_none());
+        assert!(
+            serde_json::to_value(&old)
+                .expect("serialize")
+                .get("compensation")
+                .is_none()
+        );
+    }
 }
