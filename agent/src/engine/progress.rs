@@ -276,7 +276,14 @@ impl ProgressView {
                     LogStream::Stderr => '!',
                 };
                 out.push_str(&format!("  {step} {sep} {line}\n"));
-                self.tails.entry(step.to_string()).or_default().push(line);
+                match self.tails.get_mut(&**step) {
+                    Some(tail) => tail.push(line),
+                    None => {
+                        let mut tail = Tail::new();
+                        tail.push(line);
+                        self.tails.insert(step.to_string(), tail);
+                    }
+                }
             }
             EngineEvent::StepFinished { report, .. } => {
                 self.running.retain(|(s, _, _)| s != &report.id);

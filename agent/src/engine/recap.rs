@@ -39,14 +39,21 @@ impl Tail {
     /// Adds one line (without its newline), dropping the oldest past [`TAIL_LINES`].
     pub fn push(&mut self, line: &str) {
         self.total += 1;
-        if self.lines.len() == TAIL_LINES {
-            self.lines.pop_front();
-        }
-        let line = match line.char_indices().nth(LONGEST_LINE) {
-            Some((cut, _)) => format!("{}…", &line[..cut]),
-            None => line.to_string(),
+        // The oldest line's buffer is reused: a chatty step costs no allocation per line.
+        let mut buf = if self.lines.len() == TAIL_LINES {
+            self.lines.pop_front().unwrap_or_default()
+        } else {
+            String::new()
         };
-        self.lines.push_back(line);
+        buf.clear();
+        match line.char_indices().nth(LONGEST_LINE) {
+            Some((cut, _)) => {
+                buf.push_str(&line[..cut]);
+                buf.push('…');
+            }
+            None => buf.push_str(line),
+        }
+        self.lines.push_back(buf);
     }
 
     /// The kept lines, oldest first.
