@@ -25,7 +25,7 @@ use super::ApiState;
 use super::error::ApiError;
 use super::view;
 use crate::daemon::handle::DaemonEvent;
-use crate::daemon::logs::step_log_path;
+use crate::daemon::logs::step_log_read_path;
 use crate::store::{RunId, RunStatus, StepStatus};
 
 /// How often a follower looks at the file when no event wakes it.
@@ -40,8 +40,8 @@ pub(crate) struct LogQuery {
 }
 
 /// A step id from the path: any text a workflow may use as a step id (a sub-workflow's
-/// steps hold `/` or `.`); the file name is derived by [`step_log_path`], which keeps it
-/// inside the run's log directory.
+/// steps hold `/` or `.`); the file name is derived by
+/// [`crate::daemon::logs::step_log_path`], which keeps it inside the run's log directory.
 fn step_id(text: &str) -> Result<&str, ApiError> {
     if text.is_empty() || text.len() > 512 || text.chars().any(char::is_control) {
         Err(ApiError::NotFound(format!(
@@ -55,7 +55,7 @@ fn step_id(text: &str) -> Result<&str, ApiError> {
 
 /// Where the step's log file is.
 fn log_path(state: &ApiState, run: RunId, step: &str) -> PathBuf {
-    step_log_path(&state.handle.shared.state_dir, run, step)
+    step_log_read_path(&state.handle.shared.state_dir, run, step)
 }
 
 /// Where a run and one of its steps are, as the store says.
@@ -330,6 +330,7 @@ fn error_event(message: &str) -> Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::daemon::logs::step_log_path;
     use std::path::Path;
 
     #[test]

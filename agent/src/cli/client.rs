@@ -571,26 +571,96 @@ pub fn runs_table(runs: &[Value]) -> String {
     )
 }
 
-/// Every step of a run report, in order, as `(stage, step)`.
+/// Every step of a run report in the order they ran, as `(section, step)`: each stage's
+/// steps (section: the stage), a called workflow's steps right after the step that called
+/// it (section `CALL/STAGE`, ids `CALL/ID` as their logs are named), then the compensation
+/// steps (section `compensation`) and the rollback steps (section `rollback`).
 fn report_steps(report: &Value) -> Vec<(String, Value)> {
     let mut out = Vec::new();
-    for stage in report
-        .get("stages")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let name = text(stage, "name").to_string();
-        for step in stage
-            .get("steps")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            out.push((name.clone(), step.clone()));
+    collect_steps(report, "", &mut out);
+    out
+}
+
+fn collect_steps(report: &Value, prefix: &str, out: &mut Vec<(String, Value)>) {
+    let list = |v: Option<&Value>| -> Vec<Value> {
+        v.and_then(Value::as_array).cloned().unwrap_or_default()
+    };
+    let add = |section: String, mut step: Value, out: &mut Vec<(String, Value)>| {
+        let id = format!("{prefix}{}", text(&step, "id"));
+        if let Some(obj) = step.as_object_mut() {
+            obj.insert("id".into(), json!(id));
+        }
+        let called = step.get("workflow").filter(|w| w.is_object()).cloned();
+        out.push((section, step));
+        if let Some(called) = called {
+            collect_steps(&called, &format!("{id}/"), out);
+        }
+    };
+    for stage in list(report.get("stages")) {
+        let section = format!("{prefix}{}", text(&stage, "name"));
+        for step in list(stage.get("steps")) {
+            add(section.clone(), step, out);
         }
     }
-    out
+    for step in list(report.get("compensation")) {
+        add(format!("{prefix}compensation"), step, out);
+    }
+    for step in list(report.get("rollback").and_then(|r| r.get("steps"))) {
+        add(format!("{prefix}rollback"), step, out);
+    }
+}
+
+/// True for a step that called a workflow (its own log is empty: its steps have theirs).
+fn is_call(step: &Value) -> bool {
+    step.get("workflow").is_some_and(Value::is_object)
+}
+
+/// The failed steps of a report for the recap, in order: a call step only when none of the
+/// steps it called failed (otherwise they stand for it).
+fn failed_steps(steps: &[(String, Value)]) -> Vec<&Value> {
+    steps
+        .iter()
+        .map(|(_, s)| s)
+        .filter(|s| text(s, "status") == "failed")
+        .filter(|s| {
+            let inner = format!("{}/", text(s, "id"));
+            !steps
+                .iter()
+                .any(|(_, o)| text(o, "status") == "failed" && text(o, "id").starts_with(&inner))
+        })
+        .collect()
+}
+
+/// The recap that ends `agent logs RUN`: each failed step, its error and the last lines of
+/// its log.
+async fn logs_recap(client: &Client, run: &str, steps: &[(String, Value)]) -> String {
+    use crate::engine::recap::{FailedStep, Tail, describe, render};
+    let mut failed = Vec::new();
+    for step in failed_steps(steps) {
+        let id = text(step, "id");
+        let tail = match client
+            .text(&format!(
+                "/api/v1/runs/{}/steps/{}/log",
+                encode(run),
+                encode(id)
+            ))
+            .await
+        {
+            Ok(bytes) => Tail::of_text(&String::from_utf8_lossy(&bytes)),
+            Err(_) => Tail::new(),
+        };
+        failed.push(FailedStep {
+            id: id.to_string(),
+            error: describe(
+                step.get("error_class").and_then(Value::as_str),
+                step.get("exit_code")
+                    .and_then(Value::as_i64)
+                    .and_then(|c| i32::try_from(c).ok()),
+            ),
+            tail,
+        });
+    }
+    render(&failed, false)
 }
 
 /// The text of `agent runs RUN`.
@@ -967,7 +1037,17 @@ pub fn logs(args: LogsArgs) -> i32 {
             let next = report_steps(&report)
                 .into_iter()
                 .find(|(_, s)| !done.iter().any(|d| d == text(s, "id")));
+            let calls = |id: &str| {
+                let inner = format!("{id}/");
+                report_steps(&report)
+                    .iter()
+                    .any(|(_, s)| text(s, "id").starts_with(&inner))
+            };
             match next {
+                // A call's own log is empty: its steps follow with theirs.
+                Some((_, step)) if is_call(&step) || calls(text(&step, "id")) => {
+                    done.push(text(&step, "id").to_string())
+                }
                 Some((_, step)) => {
                     let id = text(&step, "id").to_string();
                     let status = text(&step, "status").to_string();
@@ -1001,6 +1081,9 @@ pub fn logs(args: LogsArgs) -> i32 {
                         if done.is_empty() {
                             eprintln!("run {run} has no step logs ({run_status})");
                         }
+                        out(logs_recap(&client, run, &report_steps(&report))
+                            .await
+                            .as_bytes());
                         return Ok(EXIT_OK);
                     }
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -1112,6 +1195,47 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    /// A finished run's report nests a called workflow's steps under their call; the client
+    /// lists them (with the ids their logs have), then compensation and rollback steps, and
+    /// recaps the failed ones without their calls.
+    #[test]
+    fn nested_and_cleanup_steps_are_listed_in_order() {
+        let step = |id: &str, status: &str| json!({"id": id, "status": status});
+        let mut call = step("ci", "failed");
+        call["workflow"] = json!({"name": "ci", "status": "failed", "stages": [
+            {"name": "test", "status": "failed", "steps": [step("unit", "failed"), step("lint", "succeeded")]}
+        ], "rollback": null, "compensated": [], "error": "x"});
+        let report = json!({
+            "stages": [{"name": "build", "status": "failed", "steps": [step("a", "succeeded"), call, step("b", "failed")]}],
+            "compensation": [step("undo_a", "succeeded")],
+            "rollback": {"status": "failed", "steps": [step("restore", "failed")]},
+        });
+        let steps = report_steps(&report);
+        let got: Vec<(String, String)> = steps
+            .iter()
+            .map(|(section, s)| (section.clone(), text(s, "id").to_string()))
+            .collect();
+        let want = [
+            ("build", "a"),
+            ("build", "ci"),
+            ("ci/test", "ci/unit"),
+            ("ci/test", "ci/lint"),
+            ("build", "b"),
+            ("compensation", "undo_a"),
+            ("rollback", "restore"),
+        ];
+        assert_eq!(
+            got,
+            want.map(|(a, b)| (a.to_string(), b.to_string())).to_vec()
+        );
+        let failed: Vec<&str> = failed_steps(&steps).iter().map(|s| text(s, "id")).collect();
+        assert_eq!(failed, ["ci/unit", "b", "restore"]);
+        assert!(is_call(&steps[1].1) && !is_call(&steps[0].1));
+        let details = run_details(&report);
+        assert!(details.contains("ci/test       ci/unit "), "{details}");
+        assert!(details.contains("rollback      restore "), "{details}");
     }
 
     #[test]

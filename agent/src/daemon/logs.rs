@@ -21,9 +21,42 @@ pub fn run_log_dir(state_dir: &Path, run: RunId) -> PathBuf {
     state_dir.join("logs").join(run.to_string())
 }
 
-/// The log file of step `step` of run `run`. Characters that cannot be in a file name (a
-/// step id of a sub-workflow may hold `/` or `.`) become `_`.
+/// The log file of step `step` of run `run` (the step id as events name it: `CALL/ID`
+/// inside a called workflow). The file name keeps ASCII letters, digits, `_` and `-` and
+/// writes every other byte as `%XX`, so distinct ids never share a file (`x/y` is
+/// `x%2Fy.log`, `x_y` is `x_y.log`) and no id can name a path outside the run's directory.
+/// A name longer than 200 bytes is cut and ends in a hash of the whole id.
 pub fn step_log_path(state_dir: &Path, run: RunId, step: &str) -> PathBuf {
+    use std::fmt::Write as _;
+    const LONGEST: usize = 200;
+    let mut name = String::with_capacity(step.len() + 4);
+    for b in step.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-') {
+            name.push(char::from(b));
+        } else {
+            let _ = write!(name, "%{b:02X}");
+        }
+    }
+    if name.is_empty() {
+        name.push('_');
+    }
+    if name.len() > LONGEST {
+        use sha2::Digest;
+        let hash = sha2::Sha256::digest(step.as_bytes());
+        name.truncate(LONGEST - 34);
+        name.push('~');
+        for b in &hash[..16] {
+            let _ = write!(name, "{b:02x}");
+        }
+    }
+    name.push_str(".log");
+    run_log_dir(state_dir, run).join(name)
+}
+
+/// The file name earlier versions gave a step's log (every character outside ASCII letters,
+/// digits, `_` and `-` became `_`, so `x/y` and `x_y` shared one file): read for runs
+/// logged before the change.
+fn legacy_step_log_path(state_dir: &Path, run: RunId, step: &str) -> PathBuf {
     let mut name: String = step
         .chars()
         .map(|c| {
@@ -39,6 +72,19 @@ pub fn step_log_path(state_dir: &Path, run: RunId, step: &str) -> PathBuf {
     }
     name.push_str(".log");
     run_log_dir(state_dir, run).join(name)
+}
+
+/// Where to read the log of `step`: [`step_log_path`], or the file an earlier version
+/// wrote when only that one exists.
+pub fn step_log_read_path(state_dir: &Path, run: RunId, step: &str) -> PathBuf {
+    let path = step_log_path(state_dir, run, step);
+    if !path.exists() {
+        let legacy = legacy_step_log_path(state_dir, run, step);
+        if legacy != path && legacy.exists() {
+            return legacy;
+        }
+    }
+    path
 }
 
 /// Removes the logs of runs deleted by retention.
@@ -194,6 +240,61 @@ mod tests {
     #[test]
     fn step_names_stay_inside_the_run_dir() {
         let p = step_log_path(Path::new("/s"), RunId(1), "../x/y");
-        assert_eq!(p, PathBuf::from("/s/logs/1/___x_y.log"));
+        assert_eq!(p, PathBuf::from("/s/logs/1/%2E%2E%2Fx%2Fy.log"));
+        for id in [
+            "..",
+            ".",
+            "",
+            "a/../../b",
+            "\u{e9}t\u{e9}",
+            &"z".repeat(600),
+        ] {
+            let p = step_log_path(Path::new("/s"), RunId(1), id);
+            assert_eq!(p.parent(), Some(Path::new("/s/logs/1")), "{id}");
+            let name = p.file_name().expect("name").to_string_lossy().into_owned();
+            assert!(name.len() <= 204 && name.ends_with(".log"), "{name}");
+            assert!(!name.starts_with('.'), "{name}");
+        }
+    }
+
+    /// A called workflow's step `y` of the call step `x` and a step named `x_y` once wrote
+    /// into one file; distinct ids now always get distinct files, long ones included.
+    #[test]
+    fn distinct_steps_never_share_a_log_file() {
+        let ids = [
+            "x/y".to_string(),
+            "x_y".to_string(),
+            "x.y".to_string(),
+            "x%2Fy".to_string(),
+            "x-y".to_string(),
+            format!("{}a", "s".repeat(300)),
+            format!("{}b", "s".repeat(300)),
+        ];
+        let paths: std::collections::HashSet<PathBuf> = ids
+            .iter()
+            .map(|id| step_log_path(Path::new("/s"), RunId(1), id))
+            .collect();
+        assert_eq!(paths.len(), ids.len(), "{paths:?}");
+        assert_eq!(
+            step_log_path(Path::new("/s"), RunId(1), "build-1_a"),
+            PathBuf::from("/s/logs/1/build-1_a.log"),
+            "plain ids keep their names"
+        );
+    }
+
+    #[test]
+    fn logs_written_before_the_naming_change_are_still_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old = dir.path().join("logs/4/call_inner.log");
+        std::fs::create_dir_all(old.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&old, "old\n").expect("write");
+        assert_eq!(step_log_read_path(dir.path(), RunId(4), "call/inner"), old);
+        let mut logs = RunLogs::new(dir.path(), RunId(4), 100);
+        logs.start("call/inner", 1);
+        logs.finish("call/inner");
+        assert_eq!(
+            step_log_read_path(dir.path(), RunId(4), "call/inner"),
+            dir.path().join("logs/4/call%2Finner.log")
+        );
     }
 }

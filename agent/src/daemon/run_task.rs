@@ -117,7 +117,7 @@ async fn execute(shared: &Arc<Shared>, record: RunRecord, control: &RunControl) 
         store,
     } = prepared;
     let preserve = loaded.workflow.context.preserve;
-    let stages = stage_map(&loaded.workflow);
+    let stages = stage_map(&loaded);
     let (events, rx) = EventSender::channel();
     let recorder = {
         let shared = shared.clone();
@@ -423,26 +423,67 @@ fn step_report(s: &StepRecord) -> StepReport {
         started_at: s.started_at.map(engine::report::rfc3339),
         finished_at: s.finished_at.map(engine::report::rfc3339),
         duration_ms,
+        workflow: None,
     }
 }
 
-/// Step id to stage name, for every step a stage holds (decision branches included).
-fn stage_map(wf: &dsl::Workflow) -> HashMap<String, String> {
-    fn add(steps: &[Step], stage: &str, out: &mut HashMap<String, String>) {
+/// Step id (as events name it) to the section a live report shows it in: its stage for
+/// every step a stage holds (decision branches included), `compensation` and `rollback`
+/// for those steps, and for a called workflow's steps `CALL/STAGE` (ids `CALL/ID`), as in
+/// the finished report's listing.
+fn stage_map(loaded: &dsl::Loaded) -> HashMap<String, String> {
+    fn add(
+        set: &dsl::Loaded,
+        steps: &[Step],
+        section: &str,
+        prefix: &str,
+        depth: usize,
+        out: &mut HashMap<String, String>,
+    ) {
         for step in steps {
-            out.entry(step.id.value.clone())
-                .or_insert_with(|| stage.to_string());
-            if let StepKind::Decision(d) = &step.kind {
-                for b in &d.branches {
-                    add(&b.steps, stage, out);
+            let id = format!("{prefix}{}", step.id.value);
+            out.entry(id.clone()).or_insert_with(|| section.to_string());
+            match &step.kind {
+                StepKind::Decision(d) => {
+                    for b in &d.branches {
+                        add(set, &b.steps, section, prefix, depth, out);
+                    }
                 }
+                StepKind::Workflow(name) if depth < engine::MAX_CALL_DEPTH => {
+                    if let Some(sub) = set.subworkflow(&name.value) {
+                        add_workflow(set, sub, &format!("{id}/"), depth + 1, out);
+                    }
+                }
+                _ => {}
             }
+            add(
+                set,
+                &step.compensate,
+                &format!("{prefix}compensation"),
+                prefix,
+                depth,
+                out,
+            );
+        }
+    }
+    fn add_workflow(
+        set: &dsl::Loaded,
+        wf: &dsl::Workflow,
+        prefix: &str,
+        depth: usize,
+        out: &mut HashMap<String, String>,
+    ) {
+        for stage in &wf.stages {
+            let section = format!("{prefix}{}", stage.name.value);
+            add(set, &stage.steps, &section, prefix, depth, out);
+        }
+        if let Some(rb) = &wf.rollback {
+            let section = format!("{prefix}rollback");
+            add(set, &rb.steps, &section, prefix, depth, out);
         }
     }
     let mut out = HashMap::new();
-    for stage in &wf.stages {
-        add(&stage.steps, &stage.name.value, &mut out);
-    }
+    add_workflow(loaded, &loaded.workflow, "", 0, &mut out);
     out
 }
 
@@ -594,4 +635,39 @@ fn record_events(
         }
     }
     store
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// While a run runs, its report is built from the recorded steps grouped by this map: a
+    /// called workflow's steps, compensation and rollback steps once all fell under `-`;
+    /// they now get the sections the finished report's listing shows.
+    #[test]
+    fn called_compensation_and_rollback_steps_get_sections() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("child.yaml"),
+            "workflow:\n  name: child\n  stages:\n    - name: test\n      steps:\n        - id: unit\n          run: 'true'\n",
+        )
+        .expect("write child");
+        let parent = dir.path().join("parent.yaml");
+        std::fs::write(
+            &parent,
+            "workflow:\n  name: parent\n  stages:\n    - name: ci\n      steps:\n        - id: setup\n          run: 'true'\n          compensate:\n            - id: undo\n              run: 'true'\n        - id: x\n          type: workflow\n          workflow: child\n  rollback:\n    steps:\n      - id: restore\n        run: 'true'\n",
+        )
+        .expect("write parent");
+        let loaded = dsl::load_workflow(&parent).expect("valid workflow");
+        let map = stage_map(&loaded);
+        for (step, section) in [
+            ("setup", "ci"),
+            ("x", "ci"),
+            ("x/unit", "x/test"),
+            ("undo", "compensation"),
+            ("restore", "rollback"),
+        ] {
+            assert_eq!(map.get(step).map(String::as_str), Some(section), "{step}");
+        }
+    }
 }

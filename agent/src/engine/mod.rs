@@ -23,13 +23,14 @@
 //!   kills them too). A cancelled step is not a failure: it triggers no handler.
 //!   `continue` keeps the run green.
 //! - Error-handler `steps` run when the handler fires, before its action; their results
-//!   and those of compensation steps appear as events only (the report has no place for
-//!   them); rollback steps are in `rollback.steps`; the steps a decision ran are appended to
-//!   its stage. A handler's `retry` tries `max_retries` more times with the step's backoff,
+//!   appear as events only (the report has no place for them); compensation steps are in
+//!   `compensation`, rollback steps in `rollback.steps`; the steps a decision ran are
+//!   appended to its stage. A handler's `retry` tries `max_retries` more times with the step's backoff,
 //!   then does `then` (default `abort`).
 //! - A sub-workflow runs as a nested run sharing the run id, cancel handle and secrets; it
 //!   starts with a copy of the caller's context and its context updates stay inside it; its
-//!   step ids appear in events as `call/step`.
+//!   step ids appear in events as `call/step`, and its report (stages, rollback,
+//!   compensation, error) is nested in the call step's report as `workflow`.
 //! - The workflow timeout caps every step's time limit and every backoff wait; when it
 //!   passes, running steps fail as `Timeout` and nothing more starts.
 //! - A step that writes `error_class=Cancelled` itself without a cancel simply failed.
@@ -43,8 +44,8 @@
 //! `stage.rs` (scheduling inside a stage), `step.rs` (one step: `when`, rendering, tries,
 //! retries, error handlers), `failure.rs` (what a failure leads to), `script_env.rs` (no
 //! script injection), `scope.rs` (expression roots), plus the pure helpers `backoff.rs`,
-//! `mask.rs`, `context.rs`, `secrets.rs`, `report.rs`, `events.rs` and the
-//! terminal sink `progress.rs`.
+//! `mask.rs`, `context.rs`, `secrets.rs`, `report.rs`, `events.rs`, the failure recap
+//! `recap.rs` and the terminal sink `progress.rs`.
 
 pub mod backoff;
 pub mod context;
@@ -53,6 +54,7 @@ pub mod events;
 mod failure;
 pub mod mask;
 pub mod progress;
+pub mod recap;
 pub mod report;
 mod run;
 pub mod scope;
@@ -72,6 +74,8 @@ pub use errors::EngineError;
 pub use events::{EngineEvent, EventSender, LogStream};
 pub use report::{RollbackReport, RunReport, RunStatus, StageReport, StepReport, StepStatus};
 pub use runners::{Admission, AdmissionConfig, Cancel};
+/// Deepest chain of sub-workflow calls.
+pub use step::MAX_DEPTH as MAX_CALL_DEPTH;
 
 /// Process-wide engine settings.
 #[derive(Debug, Clone)]

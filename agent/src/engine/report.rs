@@ -110,6 +110,11 @@ pub struct StepReport {
     /// Wall time from `started_at` to `finished_at`: the tries and the backoff waits
     /// between them, without the wait for admission before the first try.
     pub duration_ms: Option<u64>,
+    /// On a `type: workflow` step: the called workflow as its last try ran, with its own
+    /// stages and steps (their ids without the caller's prefix; their logs are named
+    /// `CALL/ID`). Absent on every other step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<Box<CalledWorkflow>>,
 }
 
 impl StepReport {
@@ -129,8 +134,30 @@ impl StepReport {
             started_at: None,
             finished_at: None,
             duration_ms: None,
+            workflow: None,
         }
     }
+}
+
+/// A workflow called by a step, as it ran: the part of a [`RunReport`] that a nested run
+/// has of its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalledWorkflow {
+    /// The called workflow's name.
+    pub name: String,
+    /// How it ended (`succeeded`, `failed` or `cancelled`).
+    pub status: RunStatus,
+    /// Its stages in order.
+    pub stages: Vec<StageReport>,
+    /// Its rollback, when one ran.
+    pub rollback: Option<RollbackReport>,
+    /// Ids of its steps whose `compensate` steps ran, in the order they were undone.
+    pub compensated: Vec<String>,
+    /// Its compensation steps as they ran (absent when none ran).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compensation: Vec<StepReport>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
 }
 
 /// One stage in the report.
@@ -177,6 +204,9 @@ pub struct RunReport {
     pub rollback: Option<RollbackReport>,
     /// Ids of the steps whose `compensate` steps ran, in the order they were undone.
     pub compensated: Vec<String>,
+    /// The `compensate` steps as they ran, in order (absent when none ran).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compensation: Vec<StepReport>,
     /// Why the run failed, if it did.
     pub error: Option<String>,
 }
@@ -207,6 +237,7 @@ mod tests {
             }],
             rollback: None,
             compensated: vec!["a".into()],
+            compensation: Vec::new(),
             error: Some("boom".into()),
         };
         let v = serde_json::to_value(&report).expect("serialize");
@@ -235,5 +266,50 @@ mod tests {
         assert!(s.get("name").is_none() && s.get("continued").is_none());
         let back: RunReport = serde_json::from_value(v).expect("deserialize");
         assert_eq!(back, report);
+    }
+
+    /// A call step carries its workflow's report; other steps and runs without
+    /// compensation keep exactly the fields they had, and reports stored before read back.
+    #[test]
+    fn called_workflows_nest_and_old_reports_still_read() {
+        let plain = serde_json::to_value(StepReport::pending("a")).expect("serialize");
+        assert!(plain.get("workflow").is_none(), "{plain}");
+        let mut call = StepReport::pending("ci");
+        call.workflow = Some(Box::new(CalledWorkflow {
+            name: "child".into(),
+            status: RunStatus::Failed,
+            stages: vec![StageReport {
+                name: "test".into(),
+                status: StepStatus::Failed,
+                steps: vec![StepReport::pending("unit")],
+            }],
+            rollback: None,
+            compensated: Vec::new(),
+            compensation: Vec::new(),
+            error: Some("boom".into()),
+        }));
+        let v = serde_json::to_value(&call).expect("serialize");
+        assert_eq!(v["workflow"]["stages"][0]["steps"][0]["id"], "unit");
+        assert_eq!(v["workflow"]["status"], "failed");
+        assert!(v["workflow"].get("compensation").is_none());
+        let back: StepReport = serde_json::from_value(v).expect("deserialize");
+        assert_eq!(back, call);
+        let old = serde_json::json!({
+            "run_id": "1", "workflow": "w", "status": "succeeded", "started_at": null,
+            "finished_at": null, "duration_ms": null, "parameters": {}, "stages": [{
+                "name": "s", "status": "succeeded", "steps": [{"id": "a",
+                "status": "succeeded", "cached": false, "attempts": 1, "exit_code": 0,
+                "error_class": null, "outputs": {}, "started_at": null,
+                "finished_at": null, "duration_ms": null}]}],
+            "rollback": null, "compensated": [], "error": null
+        });
+        let old: RunReport = serde_json::from_value(old).expect("an old report reads");
+        assert!(old.compensation.is_empty() && old.stages[0].steps[0].workflow.is_none());
+        assert!(
+            serde_json::to_value(&old)
+                .expect("serialize")
+                .get("compensation")
+                .is_none()
+        );
     }
 }

@@ -18,7 +18,8 @@ use super::events::{EngineEvent, EventSender};
 use super::failure::Disposition;
 use super::mask::Masker;
 use super::report::{
-    RollbackReport, RunReport, RunStatus, StageReport, StepReport, StepStatus, rfc3339,
+    CalledWorkflow, RollbackReport, RunReport, RunStatus, StageReport, StepReport, StepStatus,
+    rfc3339,
 };
 use super::scope::{RunData, env_text};
 use super::{Cancel, Engine, RunRequest, RunResult, stage, step};
@@ -37,7 +38,9 @@ pub(crate) enum Slot {
     Append { stage: usize },
     /// A step of the workflow's `rollback`.
     Rollback,
-    /// Compensation and error-handler steps: events only.
+    /// A `compensate` step.
+    Compensation,
+    /// Error-handler steps: events only.
     Discard,
 }
 
@@ -46,6 +49,8 @@ pub(crate) enum Slot {
 pub(crate) struct RunState {
     pub stages: Vec<StageReport>,
     pub rollback_steps: Vec<StepReport>,
+    /// `compensate` steps as they ran.
+    pub compensation_steps: Vec<StepReport>,
     /// Ids of succeeded top-level and branch steps, in completion order.
     pub completed: Vec<String>,
     pub failed: bool,
@@ -135,6 +140,7 @@ impl RunCtx<'_> {
                 }
             }
             Slot::Rollback => st.rollback_steps.push(report),
+            Slot::Compensation => st.compensation_steps.push(report),
             Slot::Discard => {}
         }
     }
@@ -329,7 +335,7 @@ async fn compensate_steps(ctx: &RunCtx<'_>, cancel: &Cancel) -> Vec<String> {
             step: ctx.event_id(id),
         });
         for c in &step.compensate {
-            step::run_cleanup_step(ctx, c, Slot::Discard, cancel).await;
+            step::run_cleanup_step(ctx, c, Slot::Compensation, cancel).await;
         }
         undone.push(id.clone());
     }
@@ -386,6 +392,49 @@ pub(crate) fn final_status(ctx: &RunCtx<'_>) -> RunStatus {
         RunStatus::Failed
     } else {
         RunStatus::Succeeded
+    }
+}
+
+/// What a (sub-)run leaves for its report: stages, rollback, compensated ids,
+/// compensation steps and the error (a timeout or cancel without one gets its text).
+type RunParts = (
+    Vec<StageReport>,
+    Option<RollbackReport>,
+    Vec<String>,
+    Vec<StepReport>,
+    Option<String>,
+);
+
+/// Takes the report parts out of a finished (sub-)run.
+pub(crate) fn take_parts(ctx: &RunCtx<'_>, status: RunStatus) -> RunParts {
+    let mut st = ctx.state();
+    let mut error = st.error.take();
+    if st.timed_out && error.is_none() {
+        error = Some("workflow timed out".into());
+    }
+    if status == RunStatus::Cancelled && error.is_none() {
+        error = Some("run cancelled".into());
+    }
+    (
+        std::mem::take(&mut st.stages),
+        st.rollback.take(),
+        std::mem::take(&mut st.compensated),
+        std::mem::take(&mut st.compensation_steps),
+        error,
+    )
+}
+
+/// The report of a finished sub-run, for the step that called it.
+pub(crate) fn called_report(ctx: &RunCtx<'_>, status: RunStatus) -> CalledWorkflow {
+    let (stages, rollback, compensated, compensation, error) = take_parts(ctx, status);
+    CalledWorkflow {
+        name: ctx.wf.name.value.clone(),
+        status,
+        stages,
+        rollback,
+        compensated,
+        compensation,
+        error: error.map(|e| ctx.masker.mask(&e).into_owned()),
     }
 }
 
@@ -452,10 +501,7 @@ pub(crate) async fn run(engine: &Engine, req: RunRequest) -> RunResult {
         }
     };
     let finish = |status: RunStatus,
-                  stages: Vec<StageReport>,
-                  rollback: Option<RollbackReport>,
-                  compensated: Vec<String>,
-                  error: Option<String>| {
+                  (stages, rollback, compensated, compensation, error): RunParts| {
         let finished = Utc::now();
         RunReport {
             run_id: req.run_id.clone(),
@@ -468,6 +514,7 @@ pub(crate) async fn run(engine: &Engine, req: RunRequest) -> RunResult {
             stages,
             rollback,
             compensated,
+            compensation,
             error: error.map(|e| masker.mask(&e).into_owned()),
         }
     };
@@ -476,10 +523,13 @@ pub(crate) async fn run(engine: &Engine, req: RunRequest) -> RunResult {
         Err(e) => {
             let report = finish(
                 RunStatus::Failed,
-                Vec::new(),
-                None,
-                Vec::new(),
-                Some(e.to_string()),
+                (
+                    Vec::new(),
+                    None,
+                    Vec::new(),
+                    Vec::new(),
+                    Some(e.to_string()),
+                ),
             );
             return finish_run(&req.events, run_id, report, req.context, Map::new());
         }
@@ -511,7 +561,10 @@ pub(crate) async fn run(engine: &Engine, req: RunRequest) -> RunResult {
     ) {
         Ok(c) => c,
         Err(e) => {
-            let report = finish(RunStatus::Failed, Vec::new(), None, Vec::new(), Some(e));
+            let report = finish(
+                RunStatus::Failed,
+                (Vec::new(), None, Vec::new(), Vec::new(), Some(e)),
+            );
             return finish_run(&req.events, run_id, report, req.context, Map::new());
         }
     };
@@ -524,22 +577,7 @@ pub(crate) async fn run(engine: &Engine, req: RunRequest) -> RunResult {
 
     let status = final_status(&ctx);
     let outputs = render_outputs(&ctx);
-    let (stages, rollback, compensated, mut error) = {
-        let mut st = ctx.state();
-        let mut error = st.error.take();
-        if st.timed_out && error.is_none() {
-            error = Some("workflow timed out".into());
-        }
-        (
-            std::mem::take(&mut st.stages),
-            st.rollback.take(),
-            std::mem::take(&mut st.compensated),
-            error,
-        )
-    };
-    if status == RunStatus::Cancelled && error.is_none() {
-        error = Some("run cancelled".into());
-    }
+    let (stages, rollback, compensated, compensation, mut error) = take_parts(&ctx, status);
     let outputs = match outputs {
         Ok(o) => o,
         Err(e) => {
@@ -550,7 +588,7 @@ pub(crate) async fn run(engine: &Engine, req: RunRequest) -> RunResult {
         }
     };
     let context = ctx.data().context();
-    let report = finish(status, stages, rollback, compensated, error);
+    let report = finish(status, (stages, rollback, compensated, compensation, error));
     finish_run(&req.events, run_id, report, context, outputs)
 }
 

@@ -23,8 +23,10 @@ use super::backoff::{Backoff, BackoffKind};
 use super::context;
 use super::events::{EngineEvent, LogStream};
 use super::failure::{Disposition, from_action};
-use super::report::{StepReport, StepStatus, rfc3339};
-use super::run::{MAX_TIMEOUT, RunCtx, Slot, execute, final_status, new_ctx, render_outputs};
+use super::report::{CalledWorkflow, StepReport, StepStatus, rfc3339};
+use super::run::{
+    MAX_TIMEOUT, RunCtx, Slot, called_report, execute, final_status, new_ctx, render_outputs,
+};
 use super::scope::{env_text, truthy};
 use super::script_env;
 
@@ -77,6 +79,8 @@ struct Attempt {
     outputs: Map<String, Value>,
     context: Option<Map<String, Value>>,
     message: String,
+    /// The called workflow's report (sub-workflow tries only).
+    called: Option<Box<CalledWorkflow>>,
 }
 
 impl Attempt {
@@ -429,7 +433,8 @@ async fn run_subworkflow(
         let st = sub_ctx.state();
         (st.error_class.clone(), st.error.clone().unwrap_or_default())
     };
-    match (status, outputs) {
+    let called = Some(Box::new(called_report(&sub_ctx, status)));
+    let attempt = match (status, outputs) {
         (super::RunStatus::Succeeded, Ok(o)) => Attempt {
             outputs: o,
             ..Attempt::default()
@@ -444,7 +449,8 @@ async fn run_subworkflow(
             class.as_deref().unwrap_or("ExitCode"),
             format!("step `{id}`: sub-workflow `{name}` failed: {message}"),
         ),
-    }
+    };
+    Attempt { called, ..attempt }
 }
 
 async fn run_decision(
@@ -822,6 +828,7 @@ async fn step_inner(
     report.continued = mode == Mode::Normal
         && status == StepStatus::Failed
         && disposition == Disposition::Continue;
+    report.workflow = last.called.take();
     let mut shown = Value::Object(last.outputs.clone());
     ctx.masker.mask_value(&mut shown);
     if let Value::Object(m) = shown {
