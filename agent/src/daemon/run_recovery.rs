@@ -1,19 +1,35 @@
 //! Recovery on boot: what happens to runs that were running when the daemon died.
 //!
 //! The store marks them interrupted ([`Store::mark_interrupted_on_boot`], which also marks
-//! their running steps interrupted and releases every claim). Then, by rule, never blindly:
-//! a run whose interrupted steps are all idempotent (the default) goes back to the queue and
-//! resumes from its first unfinished step (the finished steps' reports, outputs and the
-//! saved context are handed to the engine); a run with an interrupted step marked
-//! `idempotent: false` stays `interrupted` until `agent retry`. Queued and finished runs need
-//! nothing: they are durable as they are.
+//! their running steps interrupted, counts the interruption on each of those steps and
+//! releases every claim). Then, for each of them:
+//! - Processes the dead daemon's steps left behind are ended first (SIGKILL). A step that
+//!   printed nothing does not notice its daemon's death; left alone it would run on beside
+//!   its resumed copy. They are found by their `AGENT_RUN_MARKER`, which the daemon scopes
+//!   by its state directory (not its pid: see [`marker_scope`]), so a restarted daemon
+//!   finds them; each is re-checked through a pidfd before it is signalled.
+//! - A run that was interrupted [`MAX_INTERRUPTIONS`] times during the same step fails
+//!   ("interrupted 3 times during step X; not resumed again"): a step that takes the
+//!   daemon down with it would otherwise be resumed, and crash it, forever.
+//! - By rule, never blindly: a run whose interrupted steps are all idempotent (the default)
+//!   goes back to the queue and resumes from its first unfinished step (the finished
+//!   steps' reports, outputs and the saved context are handed to the engine); a run with an
+//!   interrupted step marked `idempotent: false` stays `interrupted` until `agent retry`.
+//!   A step's start is recorded before its process is spawned, so a step that may have run
+//!   is always seen here.
+//!
+//! Queued and finished runs need nothing: they are durable as they are.
 
 use std::path::Path;
 
 use dsl::model::{Step, StepKind};
 
 use super::mirror::Mirror;
-use crate::store::{RunRecord, StepStatus, Store, StoreError};
+use crate::store::{RunFinish, RunRecord, RunStatus, Store, StoreError};
+
+/// How many times a run may be cut off by a crash during the same step: at the last of
+/// them it fails instead of being resumed again.
+pub const MAX_INTERRUPTIONS: u32 = 3;
 
 /// What recovery did with one run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,23 +38,52 @@ pub enum Recovered {
     Resumed,
     /// Left interrupted: these steps were running and are not idempotent.
     Waiting(Vec<String>),
+    /// Failed: interrupted [`MAX_INTERRUPTIONS`] times during this step.
+    GaveUp(String),
 }
 
-/// Marks running runs interrupted and resumes those that may be resumed. Returns each
-/// interrupted run with what was done.
+/// The scope of the run markers of the daemon on `state_dir` (see
+/// [`EngineConfig::marker_scope`](crate::engine::EngineConfig::marker_scope)): `s` and a
+/// 64-bit FNV-1a hash of the directory's path, stable across restarts and builds, and
+/// different for two daemons on two state directories.
+pub fn marker_scope(state_dir: &Path) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in state_dir.as_os_str().as_encoded_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("s{hash:016x}")
+}
+
+/// Marks running runs interrupted, ends what their steps left running, and resumes those
+/// that may be resumed. Returns each interrupted run with what was done.
 pub fn recover(
     store: &mut Store,
     state_dir: &Path,
 ) -> Result<Vec<(RunRecord, Recovered)>, StoreError> {
     let interrupted = store.mark_interrupted_on_boot()?;
+    let scope = marker_scope(state_dir);
     let mut out = Vec::new();
     for run in interrupted {
-        let steps = store.get_steps(run.id)?;
-        let cut: Vec<String> = steps
-            .iter()
-            .filter(|s| s.status == StepStatus::Interrupted)
-            .map(|s| s.step_id.clone())
-            .collect();
+        let marker = crate::engine::run_marker(Some(&scope), &run.id.to_string());
+        let killed = runners::sweep_run(&marker);
+        if killed > 0 {
+            tracing::warn!(run = %run.id, processes = killed,
+                "ended processes the interrupted run's steps left running");
+        }
+        let steps = store.interrupted_steps(run.id)?;
+        if let Some((step, _)) = steps.iter().find(|(_, n)| *n >= MAX_INTERRUPTIONS) {
+            let message = format!(
+                "interrupted {MAX_INTERRUPTIONS} times during step {step}; not resumed again"
+            );
+            tracing::error!(run = %run.id, workflow = %run.workflow, "{message}");
+            let mut finish = RunFinish::new(RunStatus::Failed);
+            finish.error = Some(message);
+            store.finish_run(run.id, &finish)?;
+            out.push((run, Recovered::GaveUp(step.clone())));
+            continue;
+        }
+        let cut: Vec<String> = steps.into_iter().map(|(id, _)| id).collect();
         let unsafe_steps: Vec<String> = match non_idempotent_steps(state_dir, &run) {
             Some(ids) => cut.into_iter().filter(|s| ids.contains(s)).collect(),
             None => Vec::new(),

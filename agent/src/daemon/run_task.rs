@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use super::handle::{DaemonEvent, Shared};
 use super::logs::RunLogs;
 use super::mirror::Mirror;
+use super::store_health::retry_write;
 use super::workspace::Workspace;
 use crate::engine::{self, Cancel, EngineEvent, EventSender, RunRequest, StepReport};
 use crate::store::{
@@ -118,7 +119,9 @@ async fn execute(shared: &Arc<Shared>, record: RunRecord, control: &RunControl) 
     } = prepared;
     let preserve = loaded.workflow.context.preserve;
     let stages = stage_map(&loaded.workflow);
-    let (events, rx) = EventSender::channel();
+    // With barriers: a step's process is spawned only once the recorder has its start on
+    // disk (see `record_events`).
+    let (events, rx) = EventSender::channel_with_barriers();
     let recorder = {
         let shared = shared.clone();
         let abandon = control.abandon.clone();
@@ -172,9 +175,20 @@ async fn execute(shared: &Arc<Shared>, record: RunRecord, control: &RunControl) 
         deliveries: crate::notify::finish_deliveries(shared, &record, status, &report),
     };
     let keep = status == RunStatus::Failed && shared.config.keep_failed_workspaces;
-    let finished = tokio::task::spawn_blocking(move || {
+    let finished = {
+        let shared = shared.clone();
+        let abandon = control.abandon.clone();
+        tokio::task::spawn_blocking(move || {
         let mut store = store;
-        let written = store.finish_run(id, &finish);
+        // Retried until written: a run whose end is dropped stays `running` for ever. Only
+        // shutdown stops the retries (the next boot resumes the run).
+        let written = retry_write(
+            &shared.store_health,
+            "recording the end of the run",
+            None,
+            &|| abandon.load(Ordering::SeqCst),
+            || store.finish_run(id, &finish),
+        );
         if keep {
             let path = workspace.into_kept_path();
             tracing::info!(run = %id, workspace = %path.display(), "kept the failed run's workspace");
@@ -183,7 +197,8 @@ async fn execute(shared: &Arc<Shared>, record: RunRecord, control: &RunControl) 
         }
         written
     })
-    .await;
+    .await
+    };
     match finished {
         Ok(Ok(())) => {}
         Ok(Err(err)) => {
@@ -447,6 +462,11 @@ fn record_events(
     let stage_of = |step: &str| stages.get(step).cloned().unwrap_or_else(|| "-".to_string());
     // The run's context after the latest update, saved with the next step's end.
     let mut context: Option<Value> = None;
+    let health = &shared.store_health;
+    let stop = || abandon.load(Ordering::SeqCst);
+    // Why the latest step start could not be recorded; the barrier that follows every
+    // start hands it to the engine, which then fails the step without spawning it.
+    let mut start_error: Option<String> = None;
     while let Some(event) = rx.blocking_recv() {
         match event {
             EngineEvent::ContextChanged { context: c, .. } => context = Some(Value::Object(c)),
@@ -457,9 +477,18 @@ fn record_events(
                     step_id: step.to_string(),
                     attempt,
                 };
-                if let Err(err) = store.record_step_started(id, &start) {
-                    tracing::warn!(run = %id, step = %step, error = %err, "cannot record step start");
-                }
+                let deadline = std::time::Instant::now() + shared.config.limits.record_timeout;
+                let written = retry_write(
+                    health,
+                    &format!("recording the start of step `{step}` of run {id}"),
+                    Some(deadline),
+                    &stop,
+                    || store.record_step_started(id, &start),
+                );
+                start_error = written.err().map(|err| {
+                    tracing::error!(run = %id, step = %step, error = %err, "cannot record step start");
+                    format!("storage error: cannot record the step's start: {err}")
+                });
                 publish(
                     shared,
                     DaemonEvent::StepStarted {
@@ -509,8 +538,17 @@ fn record_events(
                     cached: report.cached,
                     context: context.take(),
                 };
-                if let Err(err) = store.record_step_finished(id, &finish) {
-                    tracing::warn!(run = %id, step = %report.id, error = %err, "cannot record step end");
+                // Retried until written (or shutdown): a step whose end is lost would run
+                // again when the run resumes.
+                let written = retry_write(
+                    health,
+                    &format!("recording the end of step `{}` of run {id}", report.id),
+                    None,
+                    &stop,
+                    || store.record_step_finished(id, &finish),
+                );
+                if let Err(err) = written {
+                    tracing::error!(run = %id, step = %report.id, error = %err, "cannot record step end");
                 }
                 publish(
                     shared,
@@ -575,6 +613,10 @@ fn record_events(
                     action: action.into(),
                 },
             ),
+            EngineEvent::Barrier { ack, .. } => {
+                // Events are handled in order: everything before this barrier is written.
+                ack.answer(start_error.take().map_or(Ok(()), Err));
+            }
             EngineEvent::RunFinished { .. } => break,
             _ => {}
         }

@@ -251,6 +251,20 @@ async fn run_process(
         step: eid.clone(),
         attempt,
     });
+    // A listener that records steps durably answers once this start is on disk: the
+    // process is spawned only then, so after a crash a step that may have run is known.
+    if let Some(recorded) = ctx.events.barrier(&ctx.run_id) {
+        tokio::select! {
+            answer = recorded => {
+                if let Ok(Err(e)) = answer {
+                    return Attempt::fail("StorageError", format!("step `{id}`: {e}"));
+                }
+            }
+            _ = cancel.graceful_token().cancelled() => {
+                return Attempt::fail("Cancelled", format!("step `{id}` cancelled"));
+            }
+        }
+    }
     let events = &ctx.events;
     let masker = &ctx.masker;
     let run_id = &ctx.run_id;

@@ -41,8 +41,25 @@ pub use monitoring::{AnomalyRecord, HOOK_DELIVERY_TTL, NewAnomaly, RunSample};
 /// The database file's name inside `state_dir`.
 pub const DB_FILE_NAME: &str = "agent.sqlite3";
 
-/// How long a writer waits for the lock before giving up with `database is locked`.
+/// How long a writer waits for the lock before giving up with `database is locked`, unless
+/// [`set_busy_timeout`] said otherwise.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The busy timeout of connections opened from now on, in milliseconds.
+static BUSY_TIMEOUT_MS: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(BUSY_TIMEOUT.as_millis() as u64);
+
+/// Sets the busy timeout of every connection this process opens from now on (the daemon's
+/// `limits.store_busy_timeout`).
+pub fn set_busy_timeout(timeout: Duration) {
+    let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+    BUSY_TIMEOUT_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The busy timeout new connections get.
+fn busy_timeout() -> Duration {
+    Duration::from_millis(BUSY_TIMEOUT_MS.load(std::sync::atomic::Ordering::Relaxed))
+}
 
 /// A connection to the store.
 ///
@@ -61,7 +78,7 @@ pub struct Store {
 /// file at that moment (several processes opening a new state directory together). So the
 /// switch is retried here, with short sleeps, for as long as the busy timeout.
 fn enable_wal(conn: &Connection) -> Result<(), StoreError> {
-    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    let deadline = std::time::Instant::now() + busy_timeout();
     let mut pause = Duration::from_millis(1);
     loop {
         let attempt = conn
@@ -114,7 +131,7 @@ impl Store {
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX
                 | OpenFlags::SQLITE_OPEN_URI,
         )?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.busy_timeout(busy_timeout())?;
         // WAL: readers never block the writer and a crash never corrupts committed state.
         // synchronous=NORMAL in WAL mode survives a process crash (kill -9) losslessly; only
         // an OS crash or power cut can lose the last transactions.
