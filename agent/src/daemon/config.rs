@@ -243,8 +243,8 @@ pub struct Limits {
     /// How long one database write waits for SQLite's lock before it counts as failed (and
     /// is retried with backoff).
     pub store_busy_timeout: Duration,
-    /// How long a step waits for its start to be recorded (the store failing meanwhile)
-    /// before it fails with `StorageError` without running.
+    /// How long a step waits for its start to be recorded (behind earlier writes being
+    /// retried) before it fails with `StorageError` without running.
     pub record_timeout: Duration,
 }
 

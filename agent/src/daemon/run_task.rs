@@ -121,7 +121,7 @@ async fn execute(shared: &Arc<Shared>, record: RunRecord, control: &RunControl) 
     let stages = stage_map(&loaded.workflow);
     // With barriers: a step's process is spawned only once the recorder has its start on
     // disk (see `record_events`).
-    let (events, rx) = EventSender::channel_with_barriers();
+    let (events, rx) = EventSender::channel_with_barriers(shared.config.limits.record_timeout);
     let recorder = {
         let shared = shared.clone();
         let abandon = control.abandon.clone();
@@ -464,8 +464,9 @@ fn record_events(
     let mut context: Option<Value> = None;
     let health = &shared.store_health;
     let stop = || abandon.load(Ordering::SeqCst);
-    // Why the latest step start could not be recorded; the barrier that follows every
-    // start hands it to the engine, which then fails the step without spawning it.
+    // Why the latest step start could not be recorded (a logic error: transient ones are
+    // retried); the barrier that follows every start hands it to the engine, which then
+    // fails the step without spawning it.
     let mut start_error: Option<String> = None;
     while let Some(event) = rx.blocking_recv() {
         match event {
@@ -477,11 +478,12 @@ fn record_events(
                     step_id: step.to_string(),
                     attempt,
                 };
-                let deadline = std::time::Instant::now() + shared.config.limits.record_timeout;
+                // Retried until written (or shutdown); the engine stops waiting for it after
+                // `limits.record_timeout` and fails the step unrun.
                 let written = retry_write(
                     health,
                     &format!("recording the start of step `{step}` of run {id}"),
-                    Some(deadline),
+                    None,
                     &stop,
                     || store.record_step_started(id, &start),
                 );

@@ -5,10 +5,10 @@
 //! A dropped write would leave a run `running` forever, and a step whose end was not
 //! recorded would run again after the next restart. So the recorder retries a step's end and
 //! a run's end until they are written or the run is abandoned by shutdown (the next boot then
-//! resumes it by the recovery rules); a step's start, which must be on disk before its
-//! process is spawned, is retried for `limits.record_timeout`, after which the step fails with
-//! `StorageError` without running, and the run fails with that error once its end can be
-//! written.
+//! resumes it by the recovery rules). A step's start must be on disk before its process is
+//! spawned: the engine waits for it (behind any earlier write still being retried) for
+//! `limits.record_timeout`, then fails the step with `StorageError` without running it, and
+//! the run fails with that error once its end can be written.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -182,7 +182,8 @@ impl BarrierAck {
 #[derive(Debug, Clone, Default)]
 pub struct EventSender {
     tx: Option<mpsc::UnboundedSender<EngineEvent>>,
-    barriers: bool,
+    /// With barriers: how long the engine waits for an answer before it fails the step.
+    barriers: Option<Duration>,
 }
 
 impl EventSender {
@@ -190,7 +191,7 @@ impl EventSender {
     pub fn none() -> Self {
         EventSender {
             tx: None,
-            barriers: false,
+            barriers: None,
         }
     }
 
@@ -200,26 +201,32 @@ impl EventSender {
         (
             EventSender {
                 tx: Some(tx),
-                barriers: false,
+                barriers: None,
             },
             rx,
         )
     }
 
     /// Like [`EventSender::channel`], and the engine waits on an [`EngineEvent::Barrier`]
-    /// before each step process is spawned: for a listener that records steps durably.
-    pub fn channel_with_barriers() -> (Self, mpsc::UnboundedReceiver<EngineEvent>) {
+    /// before each step process is spawned: for a listener that records steps durably. A
+    /// step whose barrier is not answered within `timeout` fails (`StorageError`) unrun.
+    pub fn channel_with_barriers(
+        timeout: Duration,
+    ) -> (Self, mpsc::UnboundedReceiver<EngineEvent>) {
         let (mut sender, rx) = Self::channel();
-        sender.barriers = true;
+        sender.barriers = Some(timeout);
         (sender, rx)
+    }
+
+    /// How long the engine waits for a barrier's answer; `None` without barriers.
+    pub fn barrier_timeout(&self) -> Option<Duration> {
+        self.barriers
     }
 
     /// Sends a barrier when this sender asks for them and someone listens; the receiver
     /// gets the listener's answer (an error when the listener went away without one).
     pub fn barrier(&self, run_id: &Arc<str>) -> Option<oneshot::Receiver<Result<(), String>>> {
-        if !self.barriers {
-            return None;
-        }
+        self.barriers?;
         let tx = self.tx.as_ref().filter(|t| !t.is_closed())?;
         let (answer, wait) = oneshot::channel();
         let ack = BarrierAck(Arc::new(std::sync::Mutex::new(Some(answer))));
