@@ -118,8 +118,6 @@ fn a_second_daemon_on_the_same_state_dir_is_refused() {
     init_repo(&repo, &[(".workflows/slow.yaml", &wf)]);
     let root = tmp.path().join("daemon");
     let d = TestDaemon::start(&root, &repo_config(&repo));
-    let gitignore = std::fs::read_to_string(d.state_dir.join(".gitignore")).expect(".gitignore");
-    assert!(gitignore.lines().any(|l| l == "*"), "{gitignore}");
     let id = trigger(&d, "slow");
     wait_for("the step to start", RUN_LIMIT, || {
         count_lines(&out.join("ws")) == 1
@@ -151,6 +149,8 @@ fn a_second_daemon_on_the_same_state_dir_is_refused() {
     let run = d.wait_run_final(&id, RUN_LIMIT);
     assert_eq!(run["status"], "succeeded", "{run:#}\n{}", d.log_text());
     assert_eq!(count_lines(&out.join("starts")), 1, "the step ran twice");
+    let gitignore = std::fs::read_to_string(d.state_dir.join(".gitignore")).expect(".gitignore");
+    assert!(gitignore.lines().any(|l| l == "*"), "{gitignore}");
 }
 
 /// A step that prints nothing survives a `kill -9` of its daemon as an orphan. The restarted

@@ -66,7 +66,8 @@ pub fn recover(
     let mut out = Vec::new();
     for run in interrupted {
         let marker = crate::engine::run_marker(Some(&scope), &run.id.to_string());
-        let killed = runners::sweep_run(&marker);
+        // Every process carrying the run's marker, wherever it went (setsid included).
+        let killed = runners::sweep_var(runners::RUN_MARKER_VAR, &marker, libc::SIGKILL);
         if killed > 0 {
             tracing::warn!(run = %run.id, processes = killed,
                 "ended processes the interrupted run's steps left running");

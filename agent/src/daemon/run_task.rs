@@ -152,8 +152,17 @@ async fn execute(shared: &Arc<Shared>, record: RunRecord, control: &RunControl) 
         }
     };
     if control.abandon.load(Ordering::SeqCst) {
-        // Shutdown: leave the run `running`; the next boot resumes it.
-        let _ = tokio::task::spawn_blocking(move || drop(workspace)).await;
+        // Shutdown: leave the run `running`; the next boot resumes it. Its steps that were
+        // running are marked interrupted now, so that boot does not count a daemon crash
+        // against them (only crashes count towards the resume limit).
+        let _ = tokio::task::spawn_blocking(move || {
+            let mut store = store;
+            if let Err(err) = store.mark_steps_stopped(id) {
+                tracing::warn!(run = %id, error = %err, "cannot mark the stopped steps");
+            }
+            drop(workspace);
+        })
+        .await;
         tracing::info!(run = %id, "run left for the next start (shutdown)");
         return;
     }

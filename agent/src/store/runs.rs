@@ -459,6 +459,26 @@ impl Store {
         Ok(runs)
     }
 
+    /// On shutdown, for a run left `running` for the next boot: its running steps (and
+    /// attempts), stopped by the shutdown, become interrupted now. The boot then finds the
+    /// run running and interrupts it, but counts no crash against these steps.
+    pub fn mark_steps_stopped(&mut self, id: RunId) -> Result<(), StoreError> {
+        let tx = self.write()?;
+        let now = now_ms();
+        tx.execute(
+            "UPDATE steps SET status = 'interrupted', finished_at = ?2
+             WHERE run_id = ?1 AND status = 'running'",
+            params![id.0, now],
+        )?;
+        tx.execute(
+            "UPDATE attempts SET status = 'interrupted', finished_at = ?2
+             WHERE run_id = ?1 AND status = 'running'",
+            params![id.0, now],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// The interrupted steps of a run with how many times each was interrupted by a boot
     /// ([`Store::mark_interrupted_on_boot`] counts), in the order they were first recorded.
     pub fn interrupted_steps(&self, id: RunId) -> Result<Vec<(String, u32)>, StoreError> {
