@@ -44,11 +44,12 @@ pub enum Recovered {
 
 /// The scope of the run markers of the daemon on `state_dir` (see
 /// [`EngineConfig::marker_scope`](crate::engine::EngineConfig::marker_scope)): `s` and a
-/// 64-bit FNV-1a hash of the directory's path, stable across restarts and builds, and
-/// different for two daemons on two state directories.
+/// 64-bit FNV-1a hash of the directory's canonical path, stable across restarts and builds,
+/// and different for two daemons on two state directories.
 pub fn marker_scope(state_dir: &Path) -> String {
+    let path = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in state_dir.as_os_str().as_encoded_bytes() {
+    for byte in path.as_os_str().as_encoded_bytes() {
         hash ^= u64::from(*byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
@@ -102,35 +103,89 @@ pub fn recover(
     Ok(out)
 }
 
-/// The ids of the `idempotent: false` steps of the run's workflow at its commit, or `None`
-/// when the workflow cannot be read (the resumed run then fails with the reason).
+/// The ids of the `idempotent: false` steps of the run's workflow at its commit (steps of
+/// the sub-workflows it calls as `call/step`, as the engine names them), or `None` when the
+/// workflow cannot be read (the resumed run then fails with the reason, before any step).
 fn non_idempotent_steps(state_dir: &Path, run: &RunRecord) -> Option<Vec<String>> {
     let repo = run.repo.as_deref()?;
-    let commit = run.trigger.commit.as_deref()?;
     let mirror = Mirror::open(state_dir, repo).ok()?;
-    let oid = mirror.resolve_commit(commit).ok()?;
+    // The commit the run checks out (as the run task resolves it).
+    let spec = match (&run.trigger.commit, &run.trigger.branch) {
+        (Some(c), _) => c.clone(),
+        (None, Some(b)) => b.clone(),
+        (None, None) => mirror.default_branch().unwrap_or_else(|| "HEAD".into()),
+    };
+    let oid = mirror.resolve_commit(&spec).ok()?;
     let files = mirror.read_workflow_files(oid).ok()?;
-    let wf = files.iter().find_map(|f| {
-        dsl::parse_str(&f.path, &f.text)
-            .ok()
-            .map(|(wf, _)| wf)
-            .filter(|wf| wf.name.value == run.workflow)
-    })?;
-    fn walk(steps: &[Step], out: &mut Vec<String>) {
+    let parsed: Vec<(String, dsl::Workflow)> = files
+        .iter()
+        .filter_map(|f| {
+            let stem = Path::new(&f.path)
+                .file_stem()?
+                .to_string_lossy()
+                .into_owned();
+            dsl::parse_str(&f.path, &f.text)
+                .ok()
+                .map(|(wf, _)| (stem, wf))
+        })
+        .collect();
+    let wf = parsed
+        .iter()
+        .map(|(_, wf)| wf)
+        .find(|wf| wf.name.value == run.workflow)?;
+    /// Sub-workflows nest at most this deep here (a cycle is invalid anyway).
+    const MAX_DEPTH: usize = 8;
+    fn walk(
+        steps: &[Step],
+        prefix: &str,
+        depth: usize,
+        files: &[(String, dsl::Workflow)],
+        out: &mut Vec<String>,
+    ) {
         for s in steps {
+            let id = format!("{prefix}{}", s.id.value);
             if !s.idempotent.value {
-                out.push(s.id.value.clone());
+                out.push(id.clone());
             }
-            if let StepKind::Decision(d) = &s.kind {
-                for b in &d.branches {
-                    walk(&b.steps, out);
+            match &s.kind {
+                StepKind::Decision(d) => {
+                    for b in &d.branches {
+                        walk(&b.steps, prefix, depth, files, out);
+                    }
                 }
+                StepKind::Workflow(name) if depth < MAX_DEPTH => {
+                    if let Some((_, sub)) = files.iter().find(|(stem, _)| *stem == name.value) {
+                        let inner = format!("{id}/");
+                        for stage in &sub.stages {
+                            walk(&stage.steps, &inner, depth + 1, files, out);
+                        }
+                    }
+                }
+                _ => {}
             }
         }
     }
     let mut out = Vec::new();
     for stage in &wf.stages {
-        walk(&stage.steps, &mut out);
+        walk(&stage.steps, "", 0, &parsed, &mut out);
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The marker scope depends on the state directory only: the same after a restart (so
+    /// leftover processes are found), different for another directory (so another daemon's
+    /// processes are never touched).
+    #[test]
+    fn marker_scopes_follow_the_state_directory() {
+        let a = tempfile::tempdir().expect("tempdir");
+        let b = tempfile::tempdir().expect("tempdir");
+        assert_eq!(marker_scope(a.path()), marker_scope(a.path()));
+        assert_ne!(marker_scope(a.path()), marker_scope(b.path()));
+        assert!(marker_scope(a.path()).starts_with('s'));
+        assert_eq!(marker_scope(a.path()).len(), 17);
+    }
 }
