@@ -373,7 +373,8 @@ fn succeeded_steps(d: &TestDaemon, run: &str) -> Vec<String> {
 /// The acceptance scenario: runs of a four-step workflow whose steps append a line to a
 /// file outside the workspace (two of them `idempotent: false`, one effect at the start of a
 /// step, one at its end), with the daemon killed by SIGKILL at random moments and
-/// restarted, five times. Then: every `idempotent: false` step's effect happened at most
+/// restarted, six times (half of them the moment a non-idempotent step made its effect).
+/// Then: every `idempotent: false` step's effect happened at most
 /// once per run; a step whose end was recorded before a kill never ran again; every run
 /// ended `succeeded` or waits `interrupted` for `agent retry` (a non-idempotent step was
 /// cut). Bounded: each wait has a deadline.
@@ -404,12 +405,26 @@ fn kill_9_at_random_moments_never_repeats_a_finished_or_non_idempotent_step() {
             .filter(|l| **l == format!("{run} {step}"))
             .count()
     };
-    for round in 0..5 {
+    for round in 0..6 {
+        let before = lines(&effects).len();
         runs.push(trigger(&d, "chain"));
         if round % 2 == 0 {
             runs.push(trigger(&d, "chain"));
+            std::thread::sleep(Duration::from_millis(100 + rng.below(900)));
+        } else {
+            // Targeted: the moment a non-idempotent step has made its effect (its start may
+            // still be in flight to the database), or a bound.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let non_idempotent_effect = || {
+                lines(&effects)
+                    .iter()
+                    .skip(before)
+                    .any(|l| l.ends_with(" b") || l.ends_with(" d"))
+            };
+            while Instant::now() < deadline && !non_idempotent_effect() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
         }
-        std::thread::sleep(Duration::from_millis(100 + rng.below(900)));
         for run in &runs {
             for step in succeeded_steps(&d, run) {
                 let n = count(run, &step);

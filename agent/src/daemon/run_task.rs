@@ -252,9 +252,18 @@ async fn fail_before_start(
     finish.error = Some(message.to_string());
     finish.deliveries =
         crate::notify::finish_deliveries(shared, record, RunStatus::Failed, &report);
+    let health_of = shared.clone();
     let written = tokio::task::spawn_blocking(move || {
         let mut store = Store::open(&path)?;
-        store.finish_run(id, &finish)
+        // Retried for a while rather than dropped (the run would stay `running`).
+        let deadline = std::time::Instant::now() + health_of.config.limits.record_timeout;
+        retry_write(
+            &health_of.store_health,
+            "recording the failure of the run",
+            Some(deadline),
+            &|| false,
+            || store.finish_run(id, &finish),
+        )
     })
     .await;
     if !matches!(written, Ok(Ok(()))) {

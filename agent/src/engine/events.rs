@@ -162,7 +162,10 @@ pub enum EngineEvent {
 
 /// The answer slot of an [`EngineEvent::Barrier`]: `Ok(())` once recorded, or why not.
 #[derive(Debug, Clone)]
-pub struct BarrierAck(Arc<std::sync::Mutex<Option<oneshot::Sender<Result<(), String>>>>>);
+pub struct BarrierAck(Arc<std::sync::Mutex<Option<BarrierAnswer>>>);
+
+/// Where a barrier's answer goes.
+type BarrierAnswer = oneshot::Sender<Result<(), String>>;
 
 impl BarrierAck {
     /// Answers the waiting engine (only the first answer counts).
