@@ -472,3 +472,34 @@ fn kill_9_at_random_moments_never_repeats_a_finished_or_non_idempotent_step() {
         finished.len()
     );
 }
+
+/// An `idempotent: false` step inside a called sub-workflow (`call/charge`, as the engine
+/// names it) cut by a crash is not re-run blindly either: the run waits for `agent retry`.
+#[test]
+fn a_non_idempotent_step_of_a_sub_workflow_cut_by_a_crash_waits_for_retry() {
+    let (tmp, repo, out) = fixture();
+    let main = "workflow:\n  name: main\n  stages:\n    - name: s\n      steps:\n        - id: call\n          workflow: billing\n";
+    let sub = format!(
+        "workflow:\n  name: billing\n  env:\n    OUT: {}\n  stages:\n    - name: s\n      steps:\n        - id: charge\n          idempotent: false\n          run: |\n            echo charge >> \"$OUT/charge\"\n            sleep 60\n",
+        yaml_quote(&out.to_string_lossy())
+    );
+    init_repo(
+        &repo,
+        &[
+            (".workflows/main.yaml", main),
+            (".workflows/billing.yaml", &sub),
+        ],
+    );
+    let root = tmp.path().join("daemon");
+    let mut d = TestDaemon::start(&root, &repo_config(&repo));
+    let id = trigger(&d, "main");
+    wait_for("the charge step to start", RUN_LIMIT, || {
+        count_lines(&out.join("charge")) == 1
+    });
+    d.kill9();
+    d.boot();
+    // Recovery is done before the API answers: a resumed run would show queued or running.
+    let run = d.wait_run(&id, RUN_LIMIT, |s| s != "queued" && s != "running");
+    assert_eq!(run["status"], "interrupted", "{run:#}\n{}", d.log_text());
+    assert_eq!(count_lines(&out.join("charge")), 1, "re-run blindly");
+}
