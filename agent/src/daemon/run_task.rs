@@ -184,15 +184,14 @@ async fn execute(shared: &Arc<Shared>, record: RunRecord, control: &RunControl) 
         deliveries: crate::notify::finish_deliveries(shared, &record, status, &report),
     };
     let keep = status == RunStatus::Failed && shared.config.keep_failed_workspaces;
-    let finished = {
-        let shared = shared.clone();
-        let abandon = control.abandon.clone();
-        tokio::task::spawn_blocking(move || {
+    let health_of = shared.clone();
+    let abandon = control.abandon.clone();
+    let finished = tokio::task::spawn_blocking(move || {
         let mut store = store;
         // Retried until written: a run whose end is dropped stays `running` for ever. Only
         // shutdown stops the retries (the next boot resumes the run).
         let written = retry_write(
-            &shared.store_health,
+            &health_of.store_health,
             "recording the end of the run",
             None,
             &|| abandon.load(Ordering::SeqCst),
@@ -206,8 +205,7 @@ async fn execute(shared: &Arc<Shared>, record: RunRecord, control: &RunControl) 
         }
         written
     })
-    .await
-    };
+    .await;
     match finished {
         Ok(Ok(())) => {}
         Ok(Err(err)) => {
