@@ -157,6 +157,8 @@ fn preserved_context_survives_between_runs() {
         .expect("context dir")
         .collect();
     assert_eq!(files.len(), 1, "one context file, nothing else");
+    // The state directory exec made inside the checkout ignores itself in git.
+    assert_eq!(ws.read(".agent/.gitignore").lines().last(), Some("*"));
     let sd = ws.path().join("elsewhere");
     let out = ws.exec("wf.yaml", &["--state-dir", sd.to_str().expect("utf8")]);
     assert_code(&out, 0);

@@ -57,6 +57,9 @@ pub fn router(handle: DaemonHandle) -> Result<Router, TokenError> {
         .route("/hooks/github", post(hooks::github))
         .route("/hooks/gitea", post(hooks::gitea))
         .with_state(state.clone());
+    let health = Router::new()
+        .route("/health", get(routes::health))
+        .with_state(state.clone());
     let protected = Router::new()
         .route("/api/v1/runs", get(routes::list_runs))
         .route("/api/v1/runs/{id}", get(routes::get_run))
@@ -74,10 +77,7 @@ pub fn router(handle: DaemonHandle) -> Result<Router, TokenError> {
             token,
             auth::require_token,
         ));
-    Ok(Router::new()
-        .route("/health", get(routes::health))
-        .merge(hooks)
-        .merge(protected))
+    Ok(Router::new().merge(health).merge(hooks).merge(protected))
 }
 
 /// How long requests in flight may take to finish once shutdown has begun.

@@ -24,9 +24,18 @@ pub const DEFAULT_LIMIT: usize = 50;
 /// The largest `limit` accepted.
 pub const MAX_LIMIT: usize = 1000;
 
-/// `GET /health`: no token needed.
-pub async fn health() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+/// `GET /health`: no token needed. `{"status":"ok"}`, or 503 with
+/// `{"status":"degraded","error":...}` while the daemon's database writes fail (they are
+/// being retried).
+pub async fn health(State(state): State<ApiState>) -> Response {
+    match state.handle.shared.store_health.degraded() {
+        None => Json(json!({ "status": "ok" })).into_response(),
+        Some(error) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "degraded", "error": error })),
+        )
+            .into_response(),
+    }
 }
 
 /// Any other path (behind the token, so unknown paths do not reveal anything).

@@ -191,8 +191,14 @@ pub fn run(args: ExecArgs) -> i32 {
         let _ = sink.await;
         result
     });
-    if preserve && let Err(e) = context::save(&state_dir, &workflow_name, &result.context) {
-        eprintln!("warning: {e}");
+    if preserve {
+        // A state directory made here ignores itself in git (it sits in the user's checkout).
+        if let Err(e) = crate::daemon::state_lock::create_state_dir(&state_dir) {
+            eprintln!("warning: state directory `{}`: {e}", state_dir.display());
+        }
+        if let Err(e) = context::save(&state_dir, &workflow_name, &result.context) {
+            eprintln!("warning: {e}");
+        }
     }
     if json_out {
         match serde_json::to_string_pretty(&result.report) {

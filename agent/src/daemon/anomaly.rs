@@ -252,10 +252,11 @@ struct MemorySampler {
 }
 
 impl MemorySampler {
-    fn new() -> MemorySampler {
+    /// `scope`: the engine's [`marker_scope`](crate::engine::EngineConfig::marker_scope).
+    fn new(scope: Option<&str>) -> MemorySampler {
         MemorySampler {
             system: sysinfo::System::new().ok(),
-            marker_prefix: format!("agent-{}-", std::process::id()),
+            marker_prefix: crate::engine::run_marker(scope, ""),
         }
     }
 
@@ -310,7 +311,10 @@ pub async fn run(handle: DaemonHandle, mut events: broadcast::Receiver<DaemonEve
     let mut runs: HashMap<RunId, RunInfo> = HashMap::new();
     let mut running: HashSet<RunningStep> = HashSet::new();
     let mut flagged: HashSet<RunningStep> = HashSet::new();
-    let mut sampler = config.step_memory_mb.map(|_| MemorySampler::new());
+    let scope = shared.engine.config().marker_scope.clone();
+    let mut sampler = config
+        .step_memory_mb
+        .map(|_| MemorySampler::new(scope.as_deref()));
     let mut tick = tokio::time::interval(MEMORY_SAMPLE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -355,7 +359,7 @@ pub async fn run(handle: DaemonHandle, mut events: broadcast::Receiver<DaemonEve
                 .await;
                 let Ok((s, usage)) = joined else {
                     tracing::warn!("memory sampling failed");
-                    sampler = Some(MemorySampler::new());
+                    sampler = Some(MemorySampler::new(scope.as_deref()));
                     continue;
                 };
                 sampler = Some(s);
@@ -654,7 +658,7 @@ mod tests {
     #[test]
     fn a_memory_sample_of_no_steps_is_empty() {
         // This process is not a step; a sample of no steps finds nothing.
-        let mut s = MemorySampler::new();
+        let mut s = MemorySampler::new(None);
         assert!(s.sample(&HashSet::new()).is_empty());
     }
 }

@@ -40,6 +40,10 @@ pub const DEFAULT_MAX_CONCURRENT_RUNS: usize = 4;
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// How long a git fetch may get nothing from the remote before it fails.
 pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default of `limits.store_busy_timeout`.
+pub const DEFAULT_STORE_BUSY_TIMEOUT: Duration = crate::store::BUSY_TIMEOUT;
+/// Default of `limits.record_timeout`.
+pub const DEFAULT_RECORD_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Where a repository comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,6 +240,12 @@ pub struct Limits {
     /// A git fetch or clone fails when the remote sends nothing for this long (connecting
     /// may take at most 10 s of it).
     pub fetch_timeout: Duration,
+    /// How long one database write waits for SQLite's lock before it counts as failed (and
+    /// is retried with backoff).
+    pub store_busy_timeout: Duration,
+    /// How long a step waits for its start to be recorded (behind earlier writes being
+    /// retried) before it fails with `StorageError` without running.
+    pub record_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -247,6 +257,8 @@ impl Default for Limits {
             max_log_bytes: DEFAULT_MAX_LOG_BYTES,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             fetch_timeout: DEFAULT_FETCH_TIMEOUT,
+            store_busy_timeout: DEFAULT_STORE_BUSY_TIMEOUT,
+            record_timeout: DEFAULT_RECORD_TIMEOUT,
         }
     }
 }
@@ -507,6 +519,8 @@ const LIMIT_KEYS: &[&str] = &[
     "max_log_bytes",
     "shutdown_grace",
     "fetch_timeout",
+    "store_busy_timeout",
+    "record_timeout",
 ];
 const RETENTION_KEYS: &[&str] = &["max_runs", "max_age"];
 
@@ -1173,6 +1187,16 @@ impl Reader {
                             } else {
                                 l.fetch_timeout = d;
                             }
+                        }
+                    }
+                    "store_busy_timeout" => {
+                        if let Some(d) = self.duration(value) {
+                            l.store_busy_timeout = d;
+                        }
+                    }
+                    "record_timeout" => {
+                        if let Some(d) = self.duration(value) {
+                            l.record_timeout = d;
                         }
                     }
                     _ => {}

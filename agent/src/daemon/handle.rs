@@ -357,6 +357,8 @@ pub struct Shared {
     pub secrets: indexmap::IndexMap<String, String>,
     /// The daemon's metrics (`GET /metrics`); parts count what happens to them.
     pub metrics: Arc<crate::api::metrics::Metrics>,
+    /// Whether run records are being written (`GET /health`).
+    pub store_health: super::store_health::StoreHealth,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -400,6 +402,7 @@ impl DaemonHandle {
             fetch_requests,
             secrets,
             metrics: Arc::default(),
+            store_health: Default::default(),
             shutdown,
         };
         (

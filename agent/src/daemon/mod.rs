@@ -28,6 +28,8 @@ pub mod mirror;
 pub mod run_recovery;
 pub mod run_task;
 pub mod scheduler;
+pub mod state_lock;
+pub mod store_health;
 pub mod triggers;
 pub mod workspace;
 
@@ -90,6 +92,9 @@ pub enum DaemonStartError {
         /// Why.
         source: std::io::Error,
     },
+    /// Another daemon holds the state directory (or its lock file cannot be used).
+    #[error(transparent)]
+    Locked(#[from] state_lock::LockError),
     /// The store cannot be opened or recovered.
     #[error("store: {0}")]
     Store(#[from] StoreError),
@@ -129,33 +134,15 @@ pub async fn run_until(
         path: config.state_dir.clone(),
         source,
     })?;
-    std::fs::create_dir_all(&state_dir).map_err(|source| DaemonStartError::StateDir {
+    state_lock::create_state_dir(&state_dir).map_err(|source| DaemonStartError::StateDir {
         path: state_dir.clone(),
         source,
     })?;
+    // Before anything reads or changes the state: a second daemon on the same directory
+    // would otherwise recover (and then run again) the first one's live runs.
+    let _lock = state_lock::StateLock::acquire(&state_dir)?;
     config.state_dir = state_dir.clone();
-    let mut store = Store::open_in_dir(&state_dir)?;
-    let store_path = store.path().to_path_buf();
-    let recovered = run_recovery::recover(&mut store, &state_dir)?;
-    if !recovered.is_empty() {
-        tracing::info!(runs = recovered.len(), "recovered interrupted runs");
-    }
-    remove_stale_workspaces(&store, &config);
-    let secrets = config.load_secrets()?;
-    let mut admission = AdmissionConfig::default();
-    if let Some(reserve) = config.limits.memory_reserve_mb {
-        admission.memory_reserve_mb = reserve;
-    }
-    // `max_parallel_steps` caps the CPU slots shared by every run's steps (an I/O-bound step,
-    // `cpu: 0`, takes none).
-    if let Some(n) = config.limits.max_parallel_steps {
-        admission.cpu = Some(u32::try_from(n).unwrap_or(u32::MAX));
-    }
-    let engine = Arc::new(Engine::new(EngineConfig {
-        skills_dirs: config.skills_dirs.clone(),
-        admission,
-        ..EngineConfig::default()
-    }));
+    // Bound before recovery, so a daemon that cannot listen changes nothing.
     let listen = config.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -169,6 +156,30 @@ pub async fn run_until(
             addr: listen,
             source,
         })?;
+    let secrets = config.load_secrets()?;
+    crate::store::set_busy_timeout(config.limits.store_busy_timeout);
+    let mut store = Store::open_in_dir(&state_dir)?;
+    let store_path = store.path().to_path_buf();
+    let recovered = run_recovery::recover(&mut store, &state_dir)?;
+    if !recovered.is_empty() {
+        tracing::info!(runs = recovered.len(), "recovered interrupted runs");
+    }
+    remove_stale_workspaces(&store, &config);
+    let mut admission = AdmissionConfig::default();
+    if let Some(reserve) = config.limits.memory_reserve_mb {
+        admission.memory_reserve_mb = reserve;
+    }
+    // `max_parallel_steps` caps the CPU slots shared by every run's steps (an I/O-bound step,
+    // `cpu: 0`, takes none).
+    if let Some(n) = config.limits.max_parallel_steps {
+        admission.cpu = Some(u32::try_from(n).unwrap_or(u32::MAX));
+    }
+    let engine = Arc::new(Engine::new(EngineConfig {
+        skills_dirs: config.skills_dirs.clone(),
+        admission,
+        marker_scope: Some(run_recovery::marker_scope(&state_dir)),
+        ..EngineConfig::default()
+    }));
     let (handle, parts) = DaemonHandle::new(config, state_dir.clone(), store_path, engine, secrets);
     // Subscribed before the scheduler starts, so they see every run.
     let metrics = tokio::spawn(crate::api::metrics::collect(

@@ -1,19 +1,35 @@
 //! Recovery on boot: what happens to runs that were running when the daemon died.
 //!
 //! The store marks them interrupted ([`Store::mark_interrupted_on_boot`], which also marks
-//! their running steps interrupted and releases every claim). Then, by rule, never blindly:
-//! a run whose interrupted steps are all idempotent (the default) goes back to the queue and
-//! resumes from its first unfinished step (the finished steps' reports, outputs and the
-//! saved context are handed to the engine); a run with an interrupted step marked
-//! `idempotent: false` stays `interrupted` until `agent retry`. Queued and finished runs need
-//! nothing: they are durable as they are.
+//! their running steps interrupted, counts the interruption on each of those steps and
+//! releases every claim). Then, for each of them:
+//! - Processes the dead daemon's steps left behind are ended first (SIGKILL). A step that
+//!   printed nothing does not notice its daemon's death; left alone it would run on beside
+//!   its resumed copy. They are found by their `AGENT_RUN_MARKER`, which the daemon scopes
+//!   by its state directory (not its pid: see [`marker_scope`]), so a restarted daemon
+//!   finds them; each is re-checked through a pidfd before it is signalled.
+//! - A run that was interrupted [`MAX_INTERRUPTIONS`] times during the same step fails
+//!   ("interrupted 3 times during step X; not resumed again"): a step that takes the
+//!   daemon down with it would otherwise be resumed, and crash it, forever.
+//! - By rule, never blindly: a run whose interrupted steps are all idempotent (the default)
+//!   goes back to the queue and resumes from its first unfinished step (the finished
+//!   steps' reports, outputs and the saved context are handed to the engine); a run with an
+//!   interrupted step marked `idempotent: false` stays `interrupted` until `agent retry`.
+//!   A step's start is recorded before its process is spawned, so a step that may have run
+//!   is always seen here.
+//!
+//! Queued and finished runs need nothing: they are durable as they are.
 
 use std::path::Path;
 
 use dsl::model::{Step, StepKind};
 
 use super::mirror::Mirror;
-use crate::store::{RunRecord, StepStatus, Store, StoreError};
+use crate::store::{RunFinish, RunRecord, RunStatus, Store, StoreError};
+
+/// How many times a run may be cut off by a crash during the same step: at the last of
+/// them it fails instead of being resumed again.
+pub const MAX_INTERRUPTIONS: u32 = 3;
 
 /// What recovery did with one run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,23 +38,54 @@ pub enum Recovered {
     Resumed,
     /// Left interrupted: these steps were running and are not idempotent.
     Waiting(Vec<String>),
+    /// Failed: interrupted [`MAX_INTERRUPTIONS`] times during this step.
+    GaveUp(String),
 }
 
-/// Marks running runs interrupted and resumes those that may be resumed. Returns each
-/// interrupted run with what was done.
+/// The scope of the run markers of the daemon on `state_dir` (see
+/// [`EngineConfig::marker_scope`](crate::engine::EngineConfig::marker_scope)): `s` and a
+/// 64-bit FNV-1a hash of the directory's canonical path, stable across restarts and builds,
+/// and different for two daemons on two state directories.
+pub fn marker_scope(state_dir: &Path) -> String {
+    let path = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in path.as_os_str().as_encoded_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("s{hash:016x}")
+}
+
+/// Marks running runs interrupted, ends what their steps left running, and resumes those
+/// that may be resumed. Returns each interrupted run with what was done.
 pub fn recover(
     store: &mut Store,
     state_dir: &Path,
 ) -> Result<Vec<(RunRecord, Recovered)>, StoreError> {
     let interrupted = store.mark_interrupted_on_boot()?;
+    let scope = marker_scope(state_dir);
     let mut out = Vec::new();
     for run in interrupted {
-        let steps = store.get_steps(run.id)?;
-        let cut: Vec<String> = steps
-            .iter()
-            .filter(|s| s.status == StepStatus::Interrupted)
-            .map(|s| s.step_id.clone())
-            .collect();
+        let marker = crate::engine::run_marker(Some(&scope), &run.id.to_string());
+        // Every process carrying the run's marker, wherever it went (setsid included).
+        let killed = runners::sweep_var(runners::RUN_MARKER_VAR, &marker, libc::SIGKILL);
+        if killed > 0 {
+            tracing::warn!(run = %run.id, processes = killed,
+                "ended processes the interrupted run's steps left running");
+        }
+        let steps = store.interrupted_steps(run.id)?;
+        if let Some((step, _)) = steps.iter().find(|(_, n)| *n >= MAX_INTERRUPTIONS) {
+            let message = format!(
+                "interrupted {MAX_INTERRUPTIONS} times during step {step}; not resumed again"
+            );
+            tracing::error!(run = %run.id, workflow = %run.workflow, "{message}");
+            let mut finish = RunFinish::new(RunStatus::Failed);
+            finish.error = Some(message);
+            store.finish_run(run.id, &finish)?;
+            out.push((run, Recovered::GaveUp(step.clone())));
+            continue;
+        }
+        let cut: Vec<String> = steps.into_iter().map(|(id, _)| id).collect();
         let unsafe_steps: Vec<String> = match non_idempotent_steps(state_dir, &run) {
             Some(ids) => cut.into_iter().filter(|s| ids.contains(s)).collect(),
             None => Vec::new(),
@@ -56,35 +103,89 @@ pub fn recover(
     Ok(out)
 }
 
-/// The ids of the `idempotent: false` steps of the run's workflow at its commit, or `None`
-/// when the workflow cannot be read (the resumed run then fails with the reason).
+/// The ids of the `idempotent: false` steps of the run's workflow at its commit (steps of
+/// the sub-workflows it calls as `call/step`, as the engine names them), or `None` when the
+/// workflow cannot be read (the resumed run then fails with the reason, before any step).
 fn non_idempotent_steps(state_dir: &Path, run: &RunRecord) -> Option<Vec<String>> {
     let repo = run.repo.as_deref()?;
-    let commit = run.trigger.commit.as_deref()?;
     let mirror = Mirror::open(state_dir, repo).ok()?;
-    let oid = mirror.resolve_commit(commit).ok()?;
+    // The commit the run checks out (as the run task resolves it).
+    let spec = match (&run.trigger.commit, &run.trigger.branch) {
+        (Some(c), _) => c.clone(),
+        (None, Some(b)) => b.clone(),
+        (None, None) => mirror.default_branch().unwrap_or_else(|| "HEAD".into()),
+    };
+    let oid = mirror.resolve_commit(&spec).ok()?;
     let files = mirror.read_workflow_files(oid).ok()?;
-    let wf = files.iter().find_map(|f| {
-        dsl::parse_str(&f.path, &f.text)
-            .ok()
-            .map(|(wf, _)| wf)
-            .filter(|wf| wf.name.value == run.workflow)
-    })?;
-    fn walk(steps: &[Step], out: &mut Vec<String>) {
+    let parsed: Vec<(String, dsl::Workflow)> = files
+        .iter()
+        .filter_map(|f| {
+            let stem = Path::new(&f.path)
+                .file_stem()?
+                .to_string_lossy()
+                .into_owned();
+            dsl::parse_str(&f.path, &f.text)
+                .ok()
+                .map(|(wf, _)| (stem, wf))
+        })
+        .collect();
+    let wf = parsed
+        .iter()
+        .map(|(_, wf)| wf)
+        .find(|wf| wf.name.value == run.workflow)?;
+    /// Sub-workflows nest at most this deep here (a cycle is invalid anyway).
+    const MAX_DEPTH: usize = 8;
+    fn walk(
+        steps: &[Step],
+        prefix: &str,
+        depth: usize,
+        files: &[(String, dsl::Workflow)],
+        out: &mut Vec<String>,
+    ) {
         for s in steps {
+            let id = format!("{prefix}{}", s.id.value);
             if !s.idempotent.value {
-                out.push(s.id.value.clone());
+                out.push(id.clone());
             }
-            if let StepKind::Decision(d) = &s.kind {
-                for b in &d.branches {
-                    walk(&b.steps, out);
+            match &s.kind {
+                StepKind::Decision(d) => {
+                    for b in &d.branches {
+                        walk(&b.steps, prefix, depth, files, out);
+                    }
                 }
+                StepKind::Workflow(name) if depth < MAX_DEPTH => {
+                    if let Some((_, sub)) = files.iter().find(|(stem, _)| *stem == name.value) {
+                        let inner = format!("{id}/");
+                        for stage in &sub.stages {
+                            walk(&stage.steps, &inner, depth + 1, files, out);
+                        }
+                    }
+                }
+                _ => {}
             }
         }
     }
     let mut out = Vec::new();
     for stage in &wf.stages {
-        walk(&stage.steps, &mut out);
+        walk(&stage.steps, "", 0, &parsed, &mut out);
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The marker scope depends on the state directory only: the same after a restart (so
+    /// leftover processes are found), different for another directory (so another daemon's
+    /// processes are never touched).
+    #[test]
+    fn marker_scopes_follow_the_state_directory() {
+        let a = tempfile::tempdir().expect("tempdir");
+        let b = tempfile::tempdir().expect("tempdir");
+        assert_eq!(marker_scope(a.path()), marker_scope(a.path()));
+        assert_ne!(marker_scope(a.path()), marker_scope(b.path()));
+        assert!(marker_scope(a.path()).starts_with('s'));
+        assert_eq!(marker_scope(a.path()).len(), 17);
+    }
 }

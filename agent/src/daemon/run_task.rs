@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use super::handle::{DaemonEvent, Shared};
 use super::logs::RunLogs;
 use super::mirror::Mirror;
+use super::store_health::retry_write;
 use super::workspace::Workspace;
 use crate::engine::{self, Cancel, EngineEvent, EventSender, RunRequest, StepReport};
 use crate::store::{
@@ -118,7 +119,9 @@ async fn execute(shared: &Arc<Shared>, record: RunRecord, control: &RunControl) 
     } = prepared;
     let preserve = loaded.workflow.context.preserve;
     let stages = stage_map(&loaded);
-    let (events, rx) = EventSender::channel();
+    // With barriers: a step's process is spawned only once the recorder has its start on
+    // disk (see `record_events`).
+    let (events, rx) = EventSender::channel_with_barriers(shared.config.limits.record_timeout);
     let recorder = {
         let shared = shared.clone();
         let abandon = control.abandon.clone();
@@ -149,8 +152,17 @@ async fn execute(shared: &Arc<Shared>, record: RunRecord, control: &RunControl) 
         }
     };
     if control.abandon.load(Ordering::SeqCst) {
-        // Shutdown: leave the run `running`; the next boot resumes it.
-        let _ = tokio::task::spawn_blocking(move || drop(workspace)).await;
+        // Shutdown: leave the run `running`; the next boot resumes it. Its steps that were
+        // running are marked interrupted now, so that boot does not count a daemon crash
+        // against them (only crashes count towards the resume limit).
+        let _ = tokio::task::spawn_blocking(move || {
+            let mut store = store;
+            if let Err(err) = store.mark_steps_stopped(id) {
+                tracing::warn!(run = %id, error = %err, "cannot mark the stopped steps");
+            }
+            drop(workspace);
+        })
+        .await;
         tracing::info!(run = %id, "run left for the next start (shutdown)");
         return;
     }
@@ -172,9 +184,19 @@ async fn execute(shared: &Arc<Shared>, record: RunRecord, control: &RunControl) 
         deliveries: crate::notify::finish_deliveries(shared, &record, status, &report),
     };
     let keep = status == RunStatus::Failed && shared.config.keep_failed_workspaces;
+    let health_of = shared.clone();
+    let abandon = control.abandon.clone();
     let finished = tokio::task::spawn_blocking(move || {
         let mut store = store;
-        let written = store.finish_run(id, &finish);
+        // Retried until written: a run whose end is dropped stays `running` for ever. Only
+        // shutdown stops the retries (the next boot resumes the run).
+        let written = retry_write(
+            &health_of.store_health,
+            "recording the end of the run",
+            None,
+            &|| abandon.load(Ordering::SeqCst),
+            || store.finish_run(id, &finish),
+        );
         if keep {
             let path = workspace.into_kept_path();
             tracing::info!(run = %id, workspace = %path.display(), "kept the failed run's workspace");
@@ -228,9 +250,18 @@ async fn fail_before_start(
     finish.error = Some(message.to_string());
     finish.deliveries =
         crate::notify::finish_deliveries(shared, record, RunStatus::Failed, &report);
+    let health_of = shared.clone();
     let written = tokio::task::spawn_blocking(move || {
         let mut store = Store::open(&path)?;
-        store.finish_run(id, &finish)
+        // Retried for a while rather than dropped (the run would stay `running`).
+        let deadline = std::time::Instant::now() + health_of.config.limits.record_timeout;
+        retry_write(
+            &health_of.store_health,
+            "recording the failure of the run",
+            Some(deadline),
+            &|| false,
+            || store.finish_run(id, &finish),
+        )
     })
     .await;
     if !matches!(written, Ok(Ok(()))) {
@@ -501,6 +532,12 @@ fn record_events(
     let stage_of = |step: &str| stages.get(step).cloned().unwrap_or_else(|| "-".to_string());
     // The run's context after the latest update, saved with the next step's end.
     let mut context: Option<Value> = None;
+    let health = &shared.store_health;
+    let stop = || abandon.load(Ordering::SeqCst);
+    // Why the latest step start could not be recorded (a logic error: transient ones are
+    // retried); the barrier that follows every start hands it to the engine, which then
+    // fails the step without spawning it.
+    let mut start_error: Option<String> = None;
     while let Some(event) = rx.blocking_recv() {
         match event {
             EngineEvent::ContextChanged { context: c, .. } => context = Some(Value::Object(c)),
@@ -511,9 +548,19 @@ fn record_events(
                     step_id: step.to_string(),
                     attempt,
                 };
-                if let Err(err) = store.record_step_started(id, &start) {
-                    tracing::warn!(run = %id, step = %step, error = %err, "cannot record step start");
-                }
+                // Retried until written (or shutdown); the engine stops waiting for it after
+                // `limits.record_timeout` and fails the step unrun.
+                let written = retry_write(
+                    health,
+                    &format!("recording the start of step `{step}` of run {id}"),
+                    None,
+                    &stop,
+                    || store.record_step_started(id, &start),
+                );
+                start_error = written.err().map(|err| {
+                    tracing::error!(run = %id, step = %step, error = %err, "cannot record step start");
+                    format!("storage error: cannot record the step's start: {err}")
+                });
                 publish(
                     shared,
                     DaemonEvent::StepStarted {
@@ -564,8 +611,17 @@ fn record_events(
                     context: context.take(),
                     queued_ms: report.queued_ms,
                 };
-                if let Err(err) = store.record_step_finished(id, &finish) {
-                    tracing::warn!(run = %id, step = %report.id, error = %err, "cannot record step end");
+                // Retried until written (or shutdown): a step whose end is lost would run
+                // again when the run resumes.
+                let written = retry_write(
+                    health,
+                    &format!("recording the end of step `{}` of run {id}", report.id),
+                    None,
+                    &stop,
+                    || store.record_step_finished(id, &finish),
+                );
+                if let Err(err) = written {
+                    tracing::error!(run = %id, step = %report.id, error = %err, "cannot record step end");
                 }
                 publish(
                     shared,
@@ -630,6 +686,10 @@ fn record_events(
                     action: action.into(),
                 },
             ),
+            EngineEvent::Barrier { ack, .. } => {
+                // Events are handled in order: everything before this barrier is written.
+                ack.answer(start_error.take().map_or(Ok(()), Err));
+            }
             EngineEvent::RunFinished { .. } => break,
             _ => {}
         }

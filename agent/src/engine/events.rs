@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::report::{RunReport, RunStatus, StepReport, StepStatus};
 
@@ -140,6 +140,17 @@ pub enum EngineEvent {
         /// The handler's action.
         action: String,
     },
+    /// Sent (only by a sender made with [`EventSender::channel_with_barriers`]) right after
+    /// a [`EngineEvent::StepStarted`] and before the step's process is spawned: the listener
+    /// answers once everything sent before is durably recorded, and the engine waits for
+    /// that answer. An error answer fails the step (class `StorageError`) without running
+    /// it. A crashed daemon thus always knows which steps may have run.
+    Barrier {
+        /// Run id.
+        run_id: Arc<str>,
+        /// Where to answer.
+        ack: BarrierAck,
+    },
     /// The run ended; the final report.
     RunFinished {
         /// Run id.
@@ -151,22 +162,85 @@ pub enum EngineEvent {
     },
 }
 
+/// The answer slot of an [`EngineEvent::Barrier`]: `Ok(())` once recorded, or why not.
+#[derive(Debug, Clone)]
+pub struct BarrierAck(Arc<std::sync::Mutex<Option<BarrierAnswer>>>);
+
+/// Where a barrier's answer goes.
+type BarrierAnswer = oneshot::Sender<Result<(), String>>;
+
+impl BarrierAck {
+    /// Answers the waiting engine (only the first answer counts).
+    pub fn answer(&self, result: Result<(), String>) {
+        let sender = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(sender) = sender {
+            let _ = sender.send(result);
+        }
+    }
+}
+
 /// The sending side; `None` inside means nobody listens.
 #[derive(Debug, Clone, Default)]
 pub struct EventSender {
     tx: Option<mpsc::UnboundedSender<EngineEvent>>,
+    /// With barriers: how long the engine waits for an answer before it fails the step.
+    barriers: Option<Duration>,
 }
 
 impl EventSender {
     /// A sender that drops everything.
     pub fn none() -> Self {
-        EventSender { tx: None }
+        EventSender {
+            tx: None,
+            barriers: None,
+        }
     }
 
     /// A connected sender and its receiver.
     pub fn channel() -> (Self, mpsc::UnboundedReceiver<EngineEvent>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (EventSender { tx: Some(tx) }, rx)
+        (
+            EventSender {
+                tx: Some(tx),
+                barriers: None,
+            },
+            rx,
+        )
+    }
+
+    /// Like [`EventSender::channel`], and the engine waits on an [`EngineEvent::Barrier`]
+    /// before each step process is spawned: for a listener that records steps durably. A
+    /// step whose barrier is not answered within `timeout` fails (`StorageError`) unrun.
+    pub fn channel_with_barriers(
+        timeout: Duration,
+    ) -> (Self, mpsc::UnboundedReceiver<EngineEvent>) {
+        let (mut sender, rx) = Self::channel();
+        sender.barriers = Some(timeout);
+        (sender, rx)
+    }
+
+    /// How long the engine waits for a barrier's answer; `None` without barriers.
+    pub fn barrier_timeout(&self) -> Option<Duration> {
+        self.barriers
+    }
+
+    /// Sends a barrier when this sender asks for them and someone listens; the receiver
+    /// gets the listener's answer (an error when the listener went away without one).
+    pub fn barrier(&self, run_id: &Arc<str>) -> Option<oneshot::Receiver<Result<(), String>>> {
+        self.barriers?;
+        let tx = self.tx.as_ref().filter(|t| !t.is_closed())?;
+        let (answer, wait) = oneshot::channel();
+        let ack = BarrierAck(Arc::new(std::sync::Mutex::new(Some(answer))));
+        tx.send(EngineEvent::Barrier {
+            run_id: run_id.clone(),
+            ack,
+        })
+        .ok()?;
+        Some(wait)
     }
 
     /// True when someone may listen.

@@ -71,7 +71,7 @@ use indexmap::IndexMap;
 use serde_json::{Map, Value};
 
 pub use errors::EngineError;
-pub use events::{EngineEvent, EventSender, LogStream};
+pub use events::{BarrierAck, EngineEvent, EventSender, LogStream};
 pub use report::{RollbackReport, RunReport, RunStatus, StageReport, StepReport, StepStatus};
 pub use runners::{Admission, AdmissionConfig, Cancel};
 /// Deepest chain of sub-workflow calls.
@@ -86,6 +86,20 @@ pub struct EngineConfig {
     pub grace: Duration,
     /// CPU and memory capacity for admission.
     pub admission: AdmissionConfig,
+    /// What a run's `AGENT_RUN_MARKER` is scoped by (see [`run_marker`]); `None`: this
+    /// process's pid, which is enough for `agent exec`. The daemon gives one derived from its
+    /// state directory, so that a restarted daemon finds the processes of its interrupted
+    /// runs again.
+    pub marker_scope: Option<String>,
+}
+
+/// The `AGENT_RUN_MARKER` value every process of run `run_id` carries:
+/// `agent-<scope>-<run id>`, the scope being [`EngineConfig::marker_scope`] or the pid.
+pub fn run_marker(scope: Option<&str>, run_id: &str) -> String {
+    match scope {
+        Some(scope) => format!("agent-{scope}-{run_id}"),
+        None => format!("agent-{}-{run_id}", std::process::id()),
+    }
 }
 
 impl Default for EngineConfig {
@@ -94,6 +108,7 @@ impl Default for EngineConfig {
             skills_dirs: Vec::new(),
             grace: runners::DEFAULT_GRACE,
             admission: AdmissionConfig::default(),
+            marker_scope: None,
         }
     }
 }

@@ -372,7 +372,7 @@ impl ProgressView {
                     "notify: {step} failed with {error_class}, handler action {action}\n"
                 ));
             }
-            EngineEvent::ContextChanged { .. } => {}
+            EngineEvent::ContextChanged { .. } | EngineEvent::Barrier { .. } => {}
             EngineEvent::RunFinished { status, report, .. } => {
                 let d = report
                     .duration_ms

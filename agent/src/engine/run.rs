@@ -491,7 +491,10 @@ pub(crate) async fn run(engine: &Engine, req: RunRequest) -> RunResult {
         run_id: run_id.clone(),
         workflow: Arc::from(wf.name.value.as_str()),
     });
-    let marker: Arc<str> = Arc::from(format!("agent-{}-{}", std::process::id(), req.run_id));
+    let marker: Arc<str> = Arc::from(super::run_marker(
+        engine.config().marker_scope.as_deref(),
+        &req.run_id,
+    ));
     let masked_params = {
         let mut p = Value::Object(req.parameters.clone());
         masker.mask_value(&mut p);

@@ -266,6 +266,32 @@ async fn run_process(
         step: eid.clone(),
         attempt,
     });
+    // A listener that records steps durably answers once this start is on disk: the
+    // process is spawned only then, so after a crash a step that may have run is known.
+    if let Some(recorded) = ctx.events.barrier(&ctx.run_id) {
+        let limit = ctx.events.barrier_timeout().unwrap_or_default();
+        tokio::select! {
+            answer = recorded => {
+                if let Ok(Err(e)) = answer {
+                    return Attempt::fail("StorageError", format!("step `{id}`: {e}"));
+                }
+            }
+            _ = tokio::time::sleep(limit) => {
+                tracing::error!(run = %ctx.run_id, step = %eid,
+                    "the step's start could not be recorded in time: failing it unrun");
+                return Attempt::fail(
+                    "StorageError",
+                    format!(
+                        "step `{id}`: storage error: its start could not be recorded within {}",
+                        super::progress::fmt_duration(limit)
+                    ),
+                );
+            }
+            _ = cancel.graceful_token().cancelled() => {
+                return Attempt::fail("Cancelled", format!("step `{id}` cancelled"));
+            }
+        }
+    }
     let events = &ctx.events;
     let masker = &ctx.masker;
     let run_id = &ctx.run_id;

@@ -64,6 +64,27 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether trying the same write again later may succeed: the lock was held past the
+    /// busy timeout, the disk is full, or the file could not be read or written. Logic
+    /// errors (a wrong state, a missing run) are not.
+    pub fn is_transient(&self) -> bool {
+        use rusqlite::ErrorCode;
+        match self {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                ErrorCode::DatabaseBusy
+                    | ErrorCode::DatabaseLocked
+                    | ErrorCode::DiskFull
+                    | ErrorCode::SystemIoFailure
+                    | ErrorCode::CannotOpen
+                    | ErrorCode::OutOfMemory
+                    | ErrorCode::ReadOnly
+            ),
+            StoreError::CreateDir { .. } => true,
+            _ => false,
+        }
+    }
+
     /// Builds a [`StoreError::Json`] for `column`.
     pub(crate) fn json(column: &'static str) -> impl FnOnce(serde_json::Error) -> StoreError {
         move |source| StoreError::Json { column, source }

@@ -155,6 +155,11 @@ CREATE INDEX hook_deliveries_by_age ON hook_deliveries (received_at);
     r#"
 ALTER TABLE steps ADD COLUMN queued_ms INTEGER;
 "#,
+    // Version 4: how many times a step was cut off by a daemon crash (recovery stops
+    // resuming a run that keeps dying in the same step).
+    r#"
+ALTER TABLE steps ADD COLUMN interruptions INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// The schema version this build writes.

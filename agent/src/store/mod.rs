@@ -41,8 +41,25 @@ pub use monitoring::{AnomalyRecord, HOOK_DELIVERY_TTL, NewAnomaly, RunSample};
 /// The database file's name inside `state_dir`.
 pub const DB_FILE_NAME: &str = "agent.sqlite3";
 
-/// How long a writer waits for the lock before giving up with `database is locked`.
+/// How long a writer waits for the lock before giving up with `database is locked`, unless
+/// [`set_busy_timeout`] said otherwise.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The busy timeout of connections opened from now on, in milliseconds.
+static BUSY_TIMEOUT_MS: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(BUSY_TIMEOUT.as_millis() as u64);
+
+/// Sets the busy timeout of every connection this process opens from now on (the daemon's
+/// `limits.store_busy_timeout`).
+pub fn set_busy_timeout(timeout: Duration) {
+    let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+    BUSY_TIMEOUT_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The busy timeout new connections get.
+fn busy_timeout() -> Duration {
+    Duration::from_millis(BUSY_TIMEOUT_MS.load(std::sync::atomic::Ordering::Relaxed))
+}
 
 /// A connection to the store.
 ///
@@ -61,7 +78,7 @@ pub struct Store {
 /// file at that moment (several processes opening a new state directory together). So the
 /// switch is retried here, with short sleeps, for as long as the busy timeout.
 fn enable_wal(conn: &Connection) -> Result<(), StoreError> {
-    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    let deadline = std::time::Instant::now() + busy_timeout();
     let mut pause = Duration::from_millis(1);
     loop {
         let attempt = conn
@@ -114,7 +131,7 @@ impl Store {
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX
                 | OpenFlags::SQLITE_OPEN_URI,
         )?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.busy_timeout(busy_timeout())?;
         // WAL: readers never block the writer and a crash never corrupts committed state.
         // synchronous=NORMAL in WAL mode survives a process crash (kill -9) losslessly; only
         // an OS crash or power cut can lose the last transactions.
@@ -258,6 +275,40 @@ mod tests {
         assert_eq!(runs[0].status, RunStatus::Queued);
         // The lock was released: the next transition goes through.
         store.mark_running(first).expect("mark running");
+    }
+
+    /// Each boot that finds a step running counts one interruption on it (kept when the
+    /// step runs again); a step stopped by shutdown is not counted.
+    #[test]
+    fn boots_count_crash_interruptions_per_step() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open_in_dir(dir.path()).expect("open");
+        let id = store.enqueue_run(&manual("w")).expect("enqueue").run_id();
+        let start = |store: &mut Store| {
+            store.mark_running(id).expect("running");
+            let step = StepStart {
+                stage: "s".into(),
+                step_id: "boom".into(),
+                attempt: 1,
+            };
+            store.record_step_started(id, &step).expect("start");
+        };
+        for n in 1..=2 {
+            start(&mut store);
+            store.mark_interrupted_on_boot().expect("boot");
+            assert_eq!(
+                store.interrupted_steps(id).expect("steps"),
+                [("boom".to_string(), n)]
+            );
+            store.resume_run(id).expect("resume");
+        }
+        start(&mut store);
+        store.mark_steps_stopped(id).expect("stopped by shutdown");
+        assert_eq!(store.mark_interrupted_on_boot().expect("boot").len(), 1);
+        assert_eq!(
+            store.interrupted_steps(id).expect("steps"),
+            [("boom".to_string(), 2)]
+        );
     }
 
     #[test]

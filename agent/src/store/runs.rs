@@ -433,7 +433,8 @@ impl Store {
         let mut runs = query_runs(&tx, &sql, [])?;
         let now = now_ms();
         tx.execute(
-            "UPDATE steps SET status = 'interrupted', finished_at = ?1
+            "UPDATE steps SET status = 'interrupted', finished_at = ?1,
+                              interruptions = interruptions + 1
              WHERE status = 'running'
                AND run_id IN (SELECT id FROM runs WHERE status = 'running')",
             params![now],
@@ -458,6 +459,39 @@ impl Store {
             run.claimed_at = None;
         }
         Ok(runs)
+    }
+
+    /// On shutdown, for a run left `running` for the next boot: its running steps (and
+    /// attempts), stopped by the shutdown, become interrupted now. The boot then finds the
+    /// run running and interrupts it, but counts no crash against these steps.
+    pub fn mark_steps_stopped(&mut self, id: RunId) -> Result<(), StoreError> {
+        let tx = self.write()?;
+        let now = now_ms();
+        tx.execute(
+            "UPDATE steps SET status = 'interrupted', finished_at = ?2
+             WHERE run_id = ?1 AND status = 'running'",
+            params![id.0, now],
+        )?;
+        tx.execute(
+            "UPDATE attempts SET status = 'interrupted', finished_at = ?2
+             WHERE run_id = ?1 AND status = 'running'",
+            params![id.0, now],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The interrupted steps of a run with how many times each was interrupted by a boot
+    /// ([`Store::mark_interrupted_on_boot`] counts), in the order they were first recorded.
+    pub fn interrupted_steps(&self, id: RunId) -> Result<Vec<(String, u32)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT step_id, interruptions FROM steps
+             WHERE run_id = ?1 AND status = 'interrupted' ORDER BY seq",
+        )?;
+        let rows = stmt
+            .query_map(params![id.0], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
     }
 
     /// Puts an interrupted run back in the queue (to resume from its first unfinished step;
