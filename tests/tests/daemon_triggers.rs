@@ -32,6 +32,9 @@ fn local_repo_config(name: &str, path: &Path, extra: &str) -> String {
     )
 }
 
+/// The `on:` section of a workflow that runs on every push.
+const PUSH: &str = "  on:\n    push: {}\n";
+
 fn workflow(name: &str, on: &str, script: &str) -> String {
     format!(
         "workflow:\n  name: {name}\n{on}  stages:\n    - name: main\n      steps:\n        - id: work\n          run: {}\n",
@@ -104,7 +107,7 @@ fn a_commit_adding_a_workflow_runs_it() {
         &local_repo_config("app", &repo, ""),
     );
     // Existing history runs nothing; the commit that adds a workflow does, at once.
-    let wf = workflow("hello", "", "echo hello from $AGENT_RUN_ID");
+    let wf = workflow("hello", PUSH, "echo hello from $AGENT_RUN_ID");
     let commit = commit_files(&repo, &[(".workflows/hello.yaml", &wf)], "add hello");
     let committed = Instant::now();
     let seen = wait_runs(&d, "the push run", APPEAR_LIMIT, |r| !r.is_empty());
@@ -227,7 +230,13 @@ fn a_bad_workflow_file_fails_alone() {
     commit_files(
         &repo,
         &[
-            (".workflows/good.yaml", &workflow("good", "", "echo fine")),
+            (".workflows/good.yaml", &workflow("good", PUSH, "echo fine")),
+            // No `on:`: a sub-workflow with a required parameter runs only when called,
+            // never on push (it used to make a failed run on every commit).
+            (
+                ".workflows/sub.yaml",
+                "workflow:\n  name: sub\n  parameters:\n    - name: version\n      required: true\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: echo ${{ parameters.version }}\n",
+            ),
             (
                 ".workflows/broken.yaml",
                 "workflow:\n  name: broken\n  stages:\n    - name: s\n      paralel: true\n      steps: []\n",
@@ -257,6 +266,11 @@ fn a_bad_workflow_file_fails_alone() {
     // The daemon is still watching: the next commit runs `good` again.
     commit_files(&repo, &[("more.txt", "x")], "more");
     wait_runs(&d, "a third run", APPEAR_LIMIT, |r| r.len() >= 3);
+    let all = wait_all_final(&d);
+    assert!(
+        !names(&all).iter().any(|n| n == "sub"),
+        "a file without `on:` ran on push: {all:#?}"
+    );
 }
 
 /// `git daemon` serving `base` on a free port of 127.0.0.1; killed by PID on drop.
@@ -284,7 +298,7 @@ fn a_remote_served_by_git_daemon_is_polled_and_triggers() {
     assert_eq!(v["workflows"][0]["name"], "by-hand", "{v:#}");
     let commit = commit_files(
         &work,
-        &[(".workflows/ci.yaml", &workflow("ci", "", "echo remote"))],
+        &[(".workflows/ci.yaml", &workflow("ci", PUSH, "echo remote"))],
         "add ci",
     );
     git(&work, &["push", "-q", &bare.to_string_lossy(), "main"]);
@@ -426,7 +440,7 @@ fn a_silent_remote_times_out_without_holding_up_other_repositories() {
         local_repo_config("app", &repo, "")
     );
     let d = TestDaemon::start(&tmp.path().join("daemon"), &config);
-    let wf = workflow("hello", "", "echo hello");
+    let wf = workflow("hello", PUSH, "echo hello");
     commit_files(&repo, &[(".workflows/hello.yaml", &wf)], "add hello");
     let seen = wait_runs(&d, "the local push run", RUN_LIMIT, |r| !r.is_empty());
     let run = d.wait_run_final(&run_id(&seen[0]), RUN_LIMIT);

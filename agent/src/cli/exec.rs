@@ -176,6 +176,7 @@ pub fn run(args: ExecArgs) -> i32 {
             workflow: loaded,
             parameters,
             run_id: engine::new_run_id(),
+            env: Vec::new(),
             workdir,
             secrets,
             repo,

@@ -40,6 +40,10 @@ pub const DEFAULT_MAX_CONCURRENT_RUNS: usize = 4;
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// How long a git fetch may get nothing from the remote before it fails.
 pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default `limits.max_runs_per_minute`: push runs of one workflow queued per minute.
+pub const DEFAULT_MAX_RUNS_PER_MINUTE: u32 = 30;
+/// Default `anomalies.min_slowdown`: the absolute floor of a slow run's excess over the p95.
+pub const DEFAULT_MIN_SLOWDOWN: Duration = Duration::from_secs(5);
 
 /// Where a repository comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,6 +208,9 @@ pub struct AnomaliesConfig {
     pub failure_window: usize,
     /// A step using more memory than this (MiB) is an anomaly.
     pub step_memory_mb: Option<u64>,
+    /// A run is slow only if it is also at least this much slower than the p95 (an
+    /// absolute floor, so that a 50 ms run is not "slow" against a 10 ms p95).
+    pub min_slowdown: Duration,
 }
 
 impl Default for AnomaliesConfig {
@@ -215,6 +222,7 @@ impl Default for AnomaliesConfig {
             failure_rate: 0.5,
             failure_window: 10,
             step_memory_mb: None,
+            min_slowdown: DEFAULT_MIN_SLOWDOWN,
         }
     }
 }
@@ -236,6 +244,10 @@ pub struct Limits {
     /// A git fetch or clone fails when the remote sends nothing for this long (connecting
     /// may take at most 10 s of it).
     pub fetch_timeout: Duration,
+    /// Push runs of one workflow (per repository) queued in any one minute; more are not
+    /// queued and a `rate limited` line is logged (0: no limit). The guard against loops
+    /// that the commit-identity check does not catch (workflows pushing to each other).
+    pub max_runs_per_minute: u32,
 }
 
 impl Default for Limits {
@@ -247,6 +259,7 @@ impl Default for Limits {
             max_log_bytes: DEFAULT_MAX_LOG_BYTES,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             fetch_timeout: DEFAULT_FETCH_TIMEOUT,
+            max_runs_per_minute: DEFAULT_MAX_RUNS_PER_MINUTE,
         }
     }
 }
@@ -499,6 +512,7 @@ const ANOMALY_KEYS: &[&str] = &[
     "failure_rate",
     "failure_window",
     "step_memory_mb",
+    "min_slowdown",
 ];
 const LIMIT_KEYS: &[&str] = &[
     "max_concurrent_runs",
@@ -507,6 +521,7 @@ const LIMIT_KEYS: &[&str] = &[
     "max_log_bytes",
     "shutdown_grace",
     "fetch_timeout",
+    "max_runs_per_minute",
 ];
 const RETENTION_KEYS: &[&str] = &["max_runs", "max_age"];
 
@@ -1133,6 +1148,11 @@ impl Reader {
                         }
                     }
                     "step_memory_mb" => a.step_memory_mb = self.uint(value),
+                    "min_slowdown" => {
+                        if let Some(d) = self.duration(value) {
+                            a.min_slowdown = d;
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -1172,6 +1192,17 @@ impl Reader {
                                 self.error(value.span, "`fetch_timeout` must be more than 0");
                             } else {
                                 l.fetch_timeout = d;
+                            }
+                        }
+                    }
+                    "max_runs_per_minute" => {
+                        if let Some(n) = self.uint(value) {
+                            match u32::try_from(n) {
+                                Ok(n) => l.max_runs_per_minute = n,
+                                Err(_) => self.error(
+                                    value.span,
+                                    format!("`max_runs_per_minute` must be at most {}", u32::MAX),
+                                ),
                             }
                         }
                     }

@@ -423,8 +423,16 @@ fn pass(
         (Some(heads), false) => Baseline::Heads(heads),
         (None, false) => Baseline::CurrentHeads,
     };
-    let scan = scan_repo(&mut store, mirror, &repo.name, Some(&globs), baseline)
-        .map_err(|e| redact(&e.to_string(), &url))?;
+    let limit = shared.config.limits.max_runs_per_minute;
+    let scan = scan_repo(
+        &mut store,
+        mirror,
+        &repo.name,
+        Some(&globs),
+        baseline,
+        limit,
+    )
+    .map_err(|e| redact(&e.to_string(), &url))?;
     s.scanned = true;
     let default_branch = mirror.default_branch();
     let head = match &default_branch {
@@ -590,12 +598,12 @@ mod task_tests {
         repo
     }
 
-    /// Commits `.workflows/w.yaml`, a one-step workflow named `w`.
+    /// Commits `.workflows/w.yaml`, a one-step workflow named `w` that runs on push.
     fn commit_workflow(repo: &Path) {
         std::fs::create_dir_all(repo.join(".workflows")).expect("mkdir");
         std::fs::write(
             repo.join(".workflows/w.yaml"),
-            "workflow:\n  name: w\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: 'true'\n",
+            "workflow:\n  name: w\n  on:\n    push: {}\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: 'true'\n",
         )
         .expect("write");
         git(repo, &["add", "-A"]);

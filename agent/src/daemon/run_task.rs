@@ -130,6 +130,7 @@ async fn execute(shared: &Arc<Shared>, record: RunRecord, control: &RunControl) 
         workflow: Arc::new(loaded),
         parameters: record.parameters.as_object().cloned().unwrap_or_default(),
         run_id: id.to_string(),
+        env: super::triggers::committer_env(id),
         workdir: workspace.path().to_path_buf(),
         secrets: shared.secrets.clone(),
         repo,
