@@ -296,6 +296,10 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Watched repositories.
     pub repos: Vec<RepoConfig>,
+    /// Whether the file had a `repos` key. Without one the daemon watches the git repository
+    /// it is started in, as on the embedded defaults ([`Config::watch_cwd_if_unset`]);
+    /// `repos: []` watches nothing.
+    pub repos_given: bool,
     /// Skill directories searched after the workspace's own.
     pub skills_dirs: Vec<PathBuf>,
     /// Secrets by name.
@@ -323,6 +327,7 @@ impl Default for Config {
             api_token: None,
             public_url: None,
             repos: Vec::new(),
+            repos_given: false,
             skills_dirs: Vec::new(),
             secrets: IndexMap::new(),
             keep_failed_workspaces: false,
@@ -358,7 +363,32 @@ pub enum SecretError {
     },
 }
 
+/// A listen address: `PORT` (on 127.0.0.1), `IP:PORT`, or `HOST:PORT` (resolved).
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    s.parse::<SocketAddr>()
+        .ok()
+        .or_else(|| {
+            use std::net::ToSocketAddrs;
+            s.to_socket_addrs().ok().and_then(|mut a| a.next())
+        })
+        .ok_or_else(|| {
+            format!("`listen` must be an address such as `{DEFAULT_LISTEN}`, found `{s}`")
+        })
+}
+
 impl Config {
+    /// A config file without a `repos` key watches the git repository around `cwd`, as the
+    /// embedded defaults do (a file that sets only `listen:` used to watch nothing).
+    pub fn watch_cwd_if_unset(&mut self, cwd: &Path) {
+        if !self.repos_given && self.repos.is_empty() {
+            self.repos = Config::embedded(cwd).repos;
+        }
+    }
+
     /// The embedded defaults: the git repository around `cwd` (if any) as repository
     /// `default`, watched on its current branch; state in `cwd/.agent`.
     pub fn embedded(cwd: &Path) -> Config {
@@ -566,16 +596,9 @@ fn parse_tree(root: &Node, base: &Path) -> Result<Config, Vec<Diagnostic>> {
                 {
                     config.listen = SocketAddr::from(([127, 0, 0, 1], port));
                 } else if let Some(s) = r.string(value) {
-                    let resolved = s.parse::<SocketAddr>().ok().or_else(|| {
-                        use std::net::ToSocketAddrs;
-                        s.to_socket_addrs().ok().and_then(|mut a| a.next())
-                    });
-                    match resolved {
-                        Some(a) => config.listen = a,
-                        None => r.error(
-                            value.span,
-                            format!("`listen` must be an address such as `{DEFAULT_LISTEN}`, found `{s}`"),
-                        ),
+                    match parse_listen(&s) {
+                        Ok(a) => config.listen = a,
+                        Err(e) => r.error(value.span, e),
                     }
                 }
             }
@@ -594,7 +617,10 @@ fn parse_tree(root: &Node, base: &Path) -> Result<Config, Vec<Diagnostic>> {
                     }
                 }
             }
-            "repos" => config.repos = r.repos(value),
+            "repos" => {
+                config.repos = r.repos(value);
+                config.repos_given = true;
+            }
             "skills_dirs" => {
                 config.skills_dirs = r.list(value, |r, n| r.path(n));
             }
@@ -1475,6 +1501,26 @@ mod tests {
             .map_err(|d| d.render())
             .expect("valid example");
         assert!(!c.repos.is_empty());
+    }
+
+    /// A file that sets only `listen:` used to watch nothing: without a `repos` key the
+    /// repository the daemon starts in is watched; `repos: []` still means none.
+    #[test]
+    fn a_file_without_repos_watches_the_repository_around() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        git2::Repository::init(dir.path()).expect("init");
+        let mut c = parse("listen: 9000\n").expect("valid");
+        assert!(!c.repos_given);
+        c.watch_cwd_if_unset(dir.path());
+        assert_eq!(c.repos.len(), 1);
+        let mut c = parse("repos: []\n").expect("valid");
+        c.watch_cwd_if_unset(dir.path());
+        assert!(c.repos.is_empty());
+        assert_eq!(
+            parse_listen("9001"),
+            Ok("127.0.0.1:9001".parse().expect("addr"))
+        );
+        assert!(parse_listen("nowhere").is_err());
     }
 
     #[test]

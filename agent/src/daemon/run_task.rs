@@ -164,13 +164,17 @@ async fn execute(shared: &Arc<Shared>, record: RunRecord, control: &RunControl) 
     if let Some(obj) = report.as_object_mut() {
         obj.insert("run_id".into(), json!(id.to_string()));
     }
+    // One end time for the store and the webhooks: one `duration_ms` everywhere.
+    let mut ended = record.clone();
+    ended.finished_at = Some(chrono::Utc::now());
     let finish = RunFinish {
         status,
         error: result.report.error.clone(),
         report: Some(report.clone()),
         preserved_context: preserve.then(|| Value::Object(result.context.clone())),
         // The run's end and its webhook deliveries are written together (outbox).
-        deliveries: crate::notify::finish_deliveries(shared, &record, status, &report),
+        deliveries: crate::notify::finish_deliveries(shared, &ended, status, &report),
+        finished_at: ended.finished_at,
     };
     let keep = status == RunStatus::Failed && shared.config.keep_failed_workspaces;
     let finished = tokio::task::spawn_blocking(move || {

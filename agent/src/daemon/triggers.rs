@@ -226,15 +226,40 @@ fn loop_guard(store: &Store, mirror: &Mirror, old: Option<Oid>, head: Oid) -> Op
     maker
 }
 
-/// Reads and parses every workflow file of a commit.
+/// Reads and parses every workflow file of a commit. A file whose `name:` an earlier file
+/// (in path order) already has is invalid: workflows are triggered and listed by name, so
+/// it could never be reached.
 pub fn workflows_at(mirror: &Mirror, commit: Oid) -> Result<Vec<ParsedFile>, MirrorError> {
     let files = mirror.read_workflow_files(commit)?;
+    let mut names: std::collections::HashMap<String, String> = Default::default();
     Ok(files
         .into_iter()
         .map(|file| match dsl::parse_str(&file.path, &file.text) {
-            Ok((workflow, _warnings)) => ParsedFile::Valid {
-                path: file.path,
-                workflow: Box::new(workflow),
+            Ok((workflow, _warnings)) => match names.get(&workflow.name.value) {
+                Some(first) => {
+                    let source = dsl::SourceFile::new(&file.path, Some(file.text.clone()));
+                    let diagnostic = dsl::Diagnostic::error(
+                        workflow.name.span,
+                        format!(
+                            "duplicate workflow name `{}`: `{first}` has it too, and a workflow is triggered and listed by its name",
+                            workflow.name.value
+                        ),
+                    )
+                    .with_hint("give each workflow file its own `name:`")
+                    .in_file(&source);
+                    ParsedFile::Invalid {
+                        stem: file_stem(&file.path),
+                        diagnostics: diagnostic.render(),
+                        path: file.path,
+                    }
+                }
+                None => {
+                    names.insert(workflow.name.value.clone(), file.path.clone());
+                    ParsedFile::Valid {
+                        path: file.path,
+                        workflow: Box::new(workflow),
+                    }
+                }
             },
             Err(diags) => ParsedFile::Invalid {
                 stem: file_stem(&file.path),
@@ -1082,6 +1107,36 @@ mod scan_tests {
         );
         assert!(skips_ci("fix typo [Skip CI]"));
         assert!(!skips_ci("skip ci"));
+    }
+
+    /// Two files with one `name:` left one unreachable without a word: the later one (in
+    /// path order) is an invalid file now, reported on the push that adds it.
+    #[test]
+    fn a_duplicate_workflow_name_is_an_error() {
+        let mut f = Fixture::new(&[("README", "x")]);
+        f.scan(None, true);
+        commit(
+            &f.repo,
+            &[
+                (".workflows/a.yaml", &workflow("same", PUSH)),
+                (".workflows/b.yaml", &workflow("same", PUSH)),
+            ],
+            "add",
+        );
+        let scan = f.scan(None, false);
+        assert_eq!((scan.queued.len(), scan.failed.len()), (1, 1), "{scan:?}");
+        let failed = f
+            .runs()
+            .into_iter()
+            .find(|r| r.status == RunStatus::Failed)
+            .expect("failed run");
+        assert_eq!(failed.workflow, "b");
+        let error = failed.error.unwrap_or_default();
+        assert!(
+            error.contains(".workflows/b.yaml:2:9: error: duplicate workflow name `same`")
+                && error.contains(".workflows/a.yaml"),
+            "{error}"
+        );
     }
 
     #[test]

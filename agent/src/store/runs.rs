@@ -381,7 +381,7 @@ impl Store {
                 to: finish.status,
             });
         }
-        let now = now_ms();
+        let now = finish.finished_at.map(to_ms).unwrap_or_else(now_ms);
         tx.execute(
             "UPDATE runs SET status = ?2, finished_at = ?3, claimed_at = NULL, error = ?4,
                              report = ?5
