@@ -363,6 +363,40 @@ pub enum SecretError {
     },
 }
 
+/// A repository `url` the mirror can fetch: `http(s)://`, `git://`, `file://` or an absolute
+/// path. ssh remotes (`git@host:path`, `ssh://`) are not supported.
+fn check_remote_url(u: &str) -> Result<(), String> {
+    let scheme = u.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    match scheme.as_deref() {
+        Some("http" | "https" | "git" | "file") => Ok(()),
+        Some("ssh" | "git+ssh" | "ssh+git") => Err(format!(
+            "ssh remotes are not supported (`{u}`): use the `https://` URL with `credentials`, or `git://`"
+        )),
+        Some(other) => Err(format!(
+            "unsupported URL scheme `{other}://` in `{u}`: use `https://`, `http://`, `git://` or `file://` (or `path:` for a local repository)"
+        )),
+        None if u.starts_with('/') => Ok(()),
+        None if u.contains('@') && u.contains(':') => Err(format!(
+            "`{u}` is an ssh remote, which is not supported: use the `https://` URL with `credentials`, or `git://`"
+        )),
+        None => Err(format!(
+            "`{u}` is not a repository URL: use `https://HOST/OWNER/NAME.git`, `git://`, `file://`, or `path:` for a local repository"
+        )),
+    }
+}
+
+/// A webhook `url`: an absolute `http://` or `https://` URL with a host.
+fn check_webhook_url(u: &str) -> Result<(), String> {
+    match reqwest::Url::parse(u) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Ok(()),
+        Ok(url) => Err(format!(
+            "webhook `url` must be an `http://` or `https://` URL, found `{}://` in `{u}`",
+            url.scheme()
+        )),
+        Err(e) => Err(format!("webhook `url` `{u}` is not a URL: {e}")),
+    }
+}
+
 /// A listen address: `PORT` (on 127.0.0.1), `IP:PORT`, or `HOST:PORT` (resolved).
 pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     let s = s.trim();
@@ -861,7 +895,15 @@ impl Reader {
                     self.error(key.span, "give either `url` or `path`, not both");
                     ok = false;
                 }
-                "url" => source = self.string(value).map(RepoSource::Url),
+                "url" => {
+                    source = self.string(value).map(RepoSource::Url);
+                    if let Some(RepoSource::Url(u)) = &source
+                        && let Err(e) = check_remote_url(u)
+                    {
+                        self.error(value.span, e);
+                        ok = false;
+                    }
+                }
                 "path" => source = self.path(value).map(RepoSource::Path),
                 "full_name" => {
                     full_name = self.string(value);
@@ -990,7 +1032,14 @@ impl Reader {
         for (key, value) in entries {
             match key.as_str().unwrap_or_default() {
                 "name" => name = self.string(value),
-                "url" => url = self.string(value),
+                "url" => {
+                    url = self.string(value);
+                    if let Some(u) = &url
+                        && let Err(e) = check_webhook_url(u)
+                    {
+                        self.error(value.span, e);
+                    }
+                }
                 "events" => w.events = self.list(value, Reader::webhook_event),
                 "workflows" => w.workflows = self.list(value, Reader::glob),
                 "format" => {
@@ -1501,6 +1550,34 @@ mod tests {
             .map_err(|d| d.render())
             .expect("valid example");
         assert!(!c.repos.is_empty());
+    }
+
+    /// `ftp://` and `not a url` webhooks and `git@` remotes were accepted.
+    #[test]
+    fn webhook_and_remote_urls_are_checked() {
+        let err = |text: &str| parse(text).expect_err("invalid");
+        let e = err("webhooks:\n  - url: ftp://x/y\n");
+        assert!(e.contains("agent.yaml:2:10: error: webhook `url` must be an `http://` or `https://` URL, found `ftp://`"), "{e}");
+        let e = err("webhooks:\n  - url: not a url\n");
+        assert!(e.contains("webhook `url` `not a url` is not a URL"), "{e}");
+        let e = err("repos:\n  - name: a\n    url: git@github.com:o/r.git\n");
+        assert!(
+            e.contains("agent.yaml:3:10: error: `git@github.com:o/r.git` is an ssh remote"),
+            "{e}"
+        );
+        let e = err("repos:\n  - name: a\n    url: ssh://git@h/r.git\n");
+        assert!(e.contains("ssh remotes are not supported"), "{e}");
+        let e = err("repos:\n  - name: a\n    url: svn://h/r\n");
+        assert!(e.contains("unsupported URL scheme `svn://`"), "{e}");
+        for ok in [
+            "https://h/o/r.git",
+            "git://127.0.0.1:9/r.git",
+            "file:///srv/r",
+            "/srv/r",
+        ] {
+            assert!(check_remote_url(ok).is_ok(), "{ok}");
+        }
+        assert!(check_webhook_url("http://127.0.0.1:9/x").is_ok());
     }
 
     /// A file that sets only `listen:` used to watch nothing: without a `repos` key the

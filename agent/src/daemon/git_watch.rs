@@ -389,6 +389,20 @@ fn pass(
 ) -> Result<PassOutcome, String> {
     let shared = &handle.shared;
     let url = repo.source.clone_url();
+    // libgit2 calls a missing local path an "unsupported URL protocol": say what it is.
+    let local = match &repo.source {
+        RepoSource::Path(p) => Some(p.clone()),
+        RepoSource::Url(u) => u.strip_prefix("file://").map(std::path::PathBuf::from),
+    };
+    if let Some(path) = local
+        && !path.exists()
+    {
+        return Err(format!(
+            "repository `{}`: local path `{}` does not exist",
+            repo.name,
+            path.display()
+        ));
+    }
     // Opened per pass (about a millisecond): ten idle connections cost more memory.
     if let Some(dir) = shared.store_path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("create `{}`: {e}", dir.display()))?;

@@ -66,7 +66,8 @@ impl ProgressView {
                 out.push_str(&format!("run {run_id} of {workflow}\n"));
             }
             EngineEvent::StageStarted { stage, steps, .. } => {
-                out.push_str(&format!("stage {stage} ({steps} steps)\n"));
+                let noun = if *steps == 1 { "step" } else { "steps" };
+                out.push_str(&format!("stage {stage} ({steps} {noun})\n"));
             }
             EngineEvent::StageFinished {
                 stage,
@@ -284,6 +285,19 @@ mod tests {
             s,
             "  build: FAILED in 1.5s (attempt 2) [ExitCode, exit 3]\n"
         );
+    }
+
+    /// "stage s (1 steps)" read badly.
+    #[test]
+    fn one_step_is_singular() {
+        let mut v = ProgressView::new(false);
+        let stage = |steps| EngineEvent::StageStarted {
+            run_id: "r".into(),
+            stage: "s".into(),
+            steps,
+        };
+        assert_eq!(v.render(&stage(1)), "stage s (1 step)\n");
+        assert_eq!(v.render(&stage(2)), "stage s (2 steps)\n");
     }
 
     #[test]
