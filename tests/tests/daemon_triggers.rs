@@ -528,3 +528,29 @@ fn a_workflow_pushing_to_its_own_repository_does_not_loop() {
     assert_eq!(code, 403, "{body}");
     assert!(body.contains("manual"), "{body}");
 }
+
+/// A local repository path that does not exist was reported as libgit2's "unsupported URL
+/// protocol"; the log says that it does not exist.
+#[test]
+fn a_missing_local_repository_is_reported_as_missing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let missing = tmp.path().join("no-such-repo");
+    let d = TestDaemon::start(
+        &tmp.path().join("daemon"),
+        &local_repo_config("gone", &missing, ""),
+    );
+    let deadline = Instant::now() + RUN_LIMIT;
+    loop {
+        let log = d.log_text();
+        if log.contains("does not exist") {
+            assert!(!log.contains("unsupported URL protocol"), "{log}");
+            assert!(log.contains(&missing.display().to_string()), "{log}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no `does not exist` in the log:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
