@@ -302,3 +302,27 @@ fn duplicate_names_are_errors_and_foreign_files_get_a_hint() {
         stderr(&out)
     );
 }
+
+/// A config that sets only `listen:` said nothing about watching nothing.
+#[test]
+fn a_config_without_repositories_is_explained() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("agent.yaml");
+    let arg = config.to_str().expect("utf-8 path");
+    std::fs::write(&config, "listen: 127.0.0.1:8420\n").expect("write");
+    let out = run_with_deadline(agent(&["validate", "--config", arg]), LIMIT);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("watches the git repository it is started in"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::write(&config, "listen: 127.0.0.1:8420\nrepos: []\n").expect("write");
+    let out = run_with_deadline(agent(&["validate", "--config", arg]), LIMIT);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no repository configured: nothing will run"),
+        "{}",
+        stderr(&out)
+    );
+}

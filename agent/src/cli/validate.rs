@@ -138,7 +138,18 @@ pub fn run(paths: &[PathBuf], config: Option<&Path>) -> i32 {
 /// valid.
 fn check_config(path: &Path) -> bool {
     match crate::daemon::Config::load(path) {
-        Ok(_) => {
+        Ok(config) => {
+            if !config.repos_given {
+                eprintln!(
+                    "note: `{}` has no `repos`: the daemon watches the git repository it is started in (and nothing outside one)",
+                    path.display()
+                );
+            } else if config.repos.is_empty() {
+                eprintln!(
+                    "warning: `{}`: no repository configured: nothing will run",
+                    path.display()
+                );
+            }
             println!("checked config `{}`: valid", path.display());
             true
         }
