@@ -70,6 +70,8 @@ pub fn resolve_text<S: AsRef<str>>(
     let pairs = parse_assignments(args).map_err(|e| vec![e])?;
     let mut errors = Vec::new();
     let mut given = Map::new();
+    // Names given with a value that does not convert: already reported, not "missing".
+    let mut bad = Vec::new();
     for (k, v) in pairs {
         if given.contains_key(&k) {
             errors.push(ParamError::Duplicate(k));
@@ -80,7 +82,10 @@ pub fn resolve_text<S: AsRef<str>>(
                 Ok(val) => {
                     given.insert(k, val);
                 }
-                Err(e) => errors.push(e),
+                Err(e) => {
+                    errors.push(e);
+                    bad.push(k);
+                }
             },
             None => errors.push(unknown(wf, &k)),
         }
@@ -89,10 +94,11 @@ pub fn resolve_text<S: AsRef<str>>(
         Ok(m) if errors.is_empty() => Ok(m),
         Ok(_) => Err(errors),
         Err(more) => {
-            errors.extend(
-                more.into_iter()
-                    .filter(|e| !matches!(e, ParamError::Unknown { .. })),
-            );
+            errors.extend(more.into_iter().filter(|e| match e {
+                ParamError::Unknown { .. } => false,
+                ParamError::Missing(name) => !bad.contains(name),
+                _ => true,
+            }));
             Err(errors)
         }
     }
@@ -266,6 +272,17 @@ workflow:
         assert_eq!(m["count"], 7);
         assert_eq!(m["flag"], true);
         assert_eq!(m["list"], serde_json::json!([1, 2]));
+    }
+
+    /// `-p version=` of a required parameter that fails to convert is one error, not a
+    /// second, wrong "missing required parameter".
+    #[test]
+    fn a_value_that_does_not_convert_is_not_also_missing() {
+        let src = "workflow:\n  name: t\n  parameters:\n    - name: n\n      type: integer\n      required: true\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: 'true'\n";
+        let w = crate::parse_str("t.yaml", src).expect("valid").0;
+        let e = resolve_text(&w, &["n=abc"]).expect_err("bad");
+        let text: Vec<String> = e.iter().map(|e| e.to_string()).collect();
+        assert_eq!(text, ["parameter `n` expects an integer, got `abc`"]);
     }
 
     #[test]

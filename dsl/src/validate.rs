@@ -189,6 +189,23 @@ impl<'a> Validator<'a> {
     }
 
     fn triggers(&mut self) {
+        // A push gives no parameters: a required one without a default fails every such run.
+        if self.wf.on.push.is_some() {
+            for p in &self.wf.parameters {
+                if p.required.value && p.default.is_none() {
+                    self.diags.push(
+                        Diagnostic::warning(
+                            p.required.span,
+                            format!(
+                                "`on.push` runs this workflow without parameters, but parameter `{}` is required and has no default; every push run will fail",
+                                p.name.value
+                            ),
+                        )
+                        .with_hint(format!("give `{}` a default, or drop `on.push` and trigger the workflow by hand", p.name.value)),
+                    );
+                }
+            }
+        }
         for s in &self.wf.on.schedule {
             let line = s.cron.value.trim();
             let fields = line.split_whitespace().count();
@@ -444,6 +461,15 @@ impl<'a> Validator<'a> {
                 step.on_failure.span,
                 "`on_failure: rollback` but the workflow has no `rollback` section; nothing will be rolled back",
             ));
+        }
+        if let Some(cache) = &step.cache {
+            self.diags.push(
+                Diagnostic::warning(
+                    cache.span,
+                    "`cache` is not implemented yet: the step runs every time and nothing is cached",
+                )
+                .with_hint("the key is checked now so the file keeps working when caching lands"),
+            );
         }
         if step.on_failure.value == OnFailure::Compensate && !self.any_compensate {
             self.diags.push(Diagnostic::warning(

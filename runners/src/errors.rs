@@ -68,13 +68,15 @@ pub enum RunnerError {
         /// Why it is rejected.
         reason: &'static str,
     },
-    /// No skill of this name in any skill directory nor among the built-ins.
-    #[error("skill `{name}` not found (searched: {searched})")]
+    /// No skill of this name in any skill directory.
+    #[error("skill `{name}` not found (searched: {searched}){}", did_you_mean(.suggestion))]
     SkillNotFound {
         /// The skill name.
         name: String,
         /// The directories searched, comma separated.
         searched: String,
+        /// A skill in those directories with a close name.
+        suggestion: Option<String>,
     },
     /// A skill file exists but cannot be executed.
     #[error("skill `{name}` at `{}` is not executable (try `chmod +x`)", path.display())]
@@ -116,6 +118,13 @@ impl RunnerError {
             RunnerError::Manifest { .. } => ErrorClass::ValidationError,
             _ => ErrorClass::ExitCode,
         }
+    }
+}
+
+fn did_you_mean(s: &Option<String>) -> String {
+    match s {
+        Some(s) => format!(", did you mean `{s}`?"),
+        None => String::new(),
     }
 }
 

@@ -1,7 +1,8 @@
 //! Skill lookup and manifests (DESIGN §4).
 //!
-//! A skill named `NAME` is searched, in order, in `<workspace>/.workflows/skills/`, the
-//! configured skill directories, then the built-ins. In each directory the first match wins:
+//! A skill named `NAME` is searched, in order, in `<workspace>/.workflows/skills/`, then the
+//! configured skill directories (there are no built-in skills yet; [`builtin_skill`] is the
+//! hook for them). In each directory the first match wins:
 //!
 //! 1. `NAME/skill.yaml` — a directory skill with a manifest;
 //! 2. `NAME`, then `NAME.sh`, then `NAME.py` — a single executable file (it must have an
@@ -291,11 +292,40 @@ pub fn find_skill(name: &str, workspace: &Path, dirs: &[PathBuf]) -> Result<Skil
     if let Some(skill) = builtin_skill(name) {
         return Ok(skill);
     }
-    searched.push("built-ins".to_string());
+    let all =
+        std::iter::once(workspace.join(".workflows").join("skills")).chain(dirs.iter().cloned());
     Err(RunnerError::SkillNotFound {
         name: name.to_string(),
         searched: searched.join(", "),
+        suggestion: closest_skill(name, all),
     })
+}
+
+/// The skill in `dirs` whose name is closest to `name`, if one is close enough.
+fn closest_skill(name: &str, dirs: impl Iterator<Item = PathBuf>) -> Option<String> {
+    let mut best: Option<(String, f64)> = None;
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten().take(10_000) {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            let candidate = file
+                .strip_suffix(".sh")
+                .or_else(|| file.strip_suffix(".py"))
+                .unwrap_or(&file)
+                .to_string();
+            if candidate.starts_with(['.', '_']) || validate_skill_name(&candidate).is_err() {
+                continue;
+            }
+            let score = strsim::jaro_winkler(name, &candidate);
+            let close = score >= 0.85 || strsim::damerau_levenshtein(name, &candidate) <= 1;
+            if close && best.as_ref().is_none_or(|(_, s)| score > *s) {
+                best = Some((candidate, score));
+            }
+        }
+    }
+    best.map(|(c, _)| c)
 }
 
 fn find_in_dir(name: &str, dir: &Path, source: SkillSource) -> Result<Option<Skill>, RunnerError> {

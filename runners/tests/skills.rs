@@ -145,6 +145,23 @@ fn missing_skill_is_skill_not_found() {
     assert_eq!(err.class(), ErrorClass::SkillNotFound);
     let text = err.to_string();
     assert!(text.contains("nope") && text.contains("skills-a"), "{text}");
+    // No built-in skills exist: none are claimed to be searched.
+    assert!(!text.contains("built-in"), "{text}");
+}
+
+/// An unknown skill got no did-you-mean.
+#[test]
+fn a_misspelt_skill_gets_a_suggestion() {
+    let f = fixture();
+    write_exec(&f.dir_a.join("deployer.sh"), "#!/bin/sh\n");
+    let dirs = [f.dir_a.clone()];
+    let err = find_skill("deployr", &f.workspace, &dirs).expect_err("missing");
+    assert!(
+        err.to_string().contains("did you mean `deployer`?"),
+        "{err}"
+    );
+    let err = find_skill("zzz", &f.workspace, &dirs).expect_err("missing");
+    assert!(!err.to_string().contains("did you mean"), "{err}");
 }
 
 #[test]

@@ -57,7 +57,7 @@ fn a_run_three_times_slower_than_its_history_raises_one_anomaly() {
     let repo = tmp.path().join("app");
     init_repo(&repo, &[(".workflows/nap.yaml", WORKFLOW)]);
     let config = format!(
-        "repos:\n  - name: app\n    path: {}\nanomalies:\n  min_samples: 5\n  window: 20\n",
+        "repos:\n  - name: app\n    path: {}\nanomalies:\n  min_samples: 5\n  window: 20\n  min_slowdown: 0.1s\n",
         yaml_quote(&repo.to_string_lossy())
     );
     let d = TestDaemon::start(&tmp.path().join("daemon"), &config);

@@ -502,7 +502,9 @@ fn cli_trigger_runs_logs_cancel_retry() {
         let mut all = args.to_vec();
         all.extend(["--server", &server]);
         let mut cmd = agent(&all);
-        cmd.current_dir(tmp.path()).env_remove("AGENT_TOKEN");
+        cmd.current_dir(tmp.path())
+            .env_remove("AGENT_TOKEN")
+            .env_remove("AGENT_SERVER");
         if let Some(t) = token {
             cmd.env("AGENT_TOKEN", t);
         }
@@ -561,9 +563,13 @@ fn cli_trigger_runs_logs_cancel_retry() {
     let (code, out, err) = cli(&["runs", "--json", "--limit", "5"], tok);
     assert_eq!(code, 0, "{err}");
     assert_eq!(json(&out)["runs"][0]["run_id"], id.as_str());
+    // Invalid arguments exit 2, also when the daemon is the one that finds them.
     let (code, _, err) = cli(&["runs", "--limit", "5000"], tok);
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 2, "{err}");
     assert!(err.contains("limit"), "{err}");
+    let (code, _, err) = cli(&["logs", &id, "--json"], tok);
+    assert_eq!(code, 2, "`logs --json` was accepted and ignored: {err}");
+    assert!(err.contains("--json"), "{err}");
 
     let (code, out, err) = cli(&["runs", &id], tok);
     assert_eq!(code, 0, "{err}");
@@ -610,6 +616,19 @@ fn cli_trigger_runs_logs_cancel_retry() {
     assert_eq!(code, 0);
     let flaky = out.split_whitespace().nth(2).expect("id").to_string();
     assert_eq!(d.wait_run_final(&flaky, RUN_DEADLINE)["status"], "failed");
+    // A failed run: exit 0 by default (the command worked), 1 with --exit-status; `logs -f`
+    // ends with the run's status.
+    let (code, _, err) = cli(&["runs", &flaky], tok);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = cli(&["runs", &flaky, "--exit-status"], tok);
+    assert_eq!(code, 1, "{err}");
+    let (code, _, err) = cli(&["logs", &flaky, "-f", "--exit-status"], tok);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&format!("run {flaky} failed")), "{err}");
+    let (code, _, err) = cli(&["logs", &flaky, "shaky", "-f", "--exit-status"], tok);
+    assert_eq!(code, 1, "{err}");
+    let (code, _, err) = cli(&["runs", &id, "--exit-status"], tok);
+    assert_eq!(code, 0, "{err}");
     let (code, out, err) = cli(&["retry", &flaky, "--json"], tok);
     assert_eq!(code, 0, "{err}");
     let again = json(&out)["run_id"].as_str().expect("run_id").to_string();
@@ -698,4 +717,41 @@ fn a_daemon_without_a_configured_token_makes_one_for_local_clients() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "no runs\n");
+
+    // Without `--server`: the address the daemon wrote to `.agent/daemon.addr`.
+    let mut cmd = agent(&["runs"]);
+    cmd.current_dir(dir)
+        .env_remove("AGENT_TOKEN")
+        .env_remove("AGENT_SERVER");
+    let out = run_with_deadline(cmd, RUN_DEADLINE);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the address file was not read: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // `AGENT_SERVER` as HOST:PORT (no scheme), and `--state-dir` for the token, from
+    // elsewhere; `--server` wins over both.
+    let mut cmd = agent(&["runs", "--state-dir", &dir.join(".agent").to_string_lossy()]);
+    cmd.current_dir(tmp.path().parent().unwrap_or(dir))
+        .env_remove("AGENT_TOKEN")
+        .env("AGENT_SERVER", addr.to_string());
+    let out = run_with_deadline(cmd, RUN_DEADLINE);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut cmd = agent(&["runs", "--server", &addr.to_string()]);
+    cmd.current_dir(dir)
+        .env_remove("AGENT_TOKEN")
+        .env("AGENT_SERVER", "127.0.0.1:1");
+    let out = run_with_deadline(cmd, RUN_DEADLINE);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "`--server HOST:PORT` was refused: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -827,3 +827,121 @@ fn kill_9_in_the_middle_of_many_runs_loses_none() {
         );
     }
 }
+
+/// Starts `agent daemon ARGS` in `cwd`, logging to `log`; returns the child and the address
+/// it wrote to `state/daemon.addr`.
+fn spawn_daemon(
+    cwd: &Path,
+    args: &[&str],
+    state: &Path,
+    log: &Path,
+) -> (std::process::Child, std::net::SocketAddr) {
+    let file = std::fs::File::create(log).expect("log");
+    let mut child = common::agent(args)
+        .current_dir(cwd)
+        .stdout(file.try_clone().expect("log"))
+        .stderr(file)
+        .spawn()
+        .expect("spawn agent daemon");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addr = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "daemon exited with {status}: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        if let Ok(text) = std::fs::read_to_string(state.join("daemon.addr"))
+            && let Ok(addr) = text.trim().parse::<std::net::SocketAddr>()
+            && common::daemon::http_request(addr, "GET", "/health", None, None).is_ok()
+        {
+            break addr;
+        }
+        assert!(Instant::now() < deadline, "no address file");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (child, addr)
+}
+
+/// Stops a daemon this test started (SIGTERM by its PID) and waits for it.
+fn stop_daemon(mut child: std::process::Child) {
+    let pid = i32::try_from(child.id()).expect("pid");
+    // SAFETY: kill(2) on the PID of the child this test started.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("daemon did not stop on SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A config that sets only `listen:` silently watched nothing. Without a `repos` key the
+/// daemon watches the repository it is started in (as without a config); `--listen`
+/// overrides the file; with no repository at all it says that nothing will run.
+#[test]
+fn a_config_without_repos_watches_the_repository_it_starts_in() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    let wf = "workflow:\n  name: here\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: echo here\n";
+    init_repo(&repo, &[(".workflows/here.yaml", wf)]);
+    let state = tmp.path().join("state");
+    let config = tmp.path().join("only-listen.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir: {}\nlisten: 127.0.0.1:1\napi_token: t\n",
+            yaml_quote(&state.to_string_lossy())
+        ),
+    )
+    .expect("write config");
+    let config_arg = config.to_string_lossy().into_owned();
+    let log = tmp.path().join("daemon.log");
+    let (child, addr) = spawn_daemon(
+        &repo,
+        &["daemon", "--config", &config_arg, "--listen", "127.0.0.1:0"],
+        &state,
+        &log,
+    );
+    assert_ne!(addr.port(), 1, "--listen did not override the file");
+    let listed = common::poll(RUN_LIMIT, || {
+        let (code, body) =
+            common::daemon::http_request(addr, "GET", "/api/v1/workflows", Some("t"), None).ok()?;
+        (code == 200 && body.contains("\"here\"")).then_some(body)
+    });
+    assert!(
+        listed.is_some(),
+        "the repository it started in is not watched\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    stop_daemon(child);
+
+    // `repos: []` outside any repository: nothing is watched, and the log says so.
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).expect("mkdir");
+    let state2 = tmp.path().join("state2");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir: {}\nlisten: 127.0.0.1:0\napi_token: t\nrepos: []\n",
+            yaml_quote(&state2.to_string_lossy())
+        ),
+    )
+    .expect("write config");
+    let (child, _) = spawn_daemon(
+        &elsewhere,
+        &["daemon", "--config", &config_arg],
+        &state2,
+        &log,
+    );
+    stop_daemon(child);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("no repository configured: nothing will run"),
+        "{text}"
+    );
+}

@@ -32,6 +32,9 @@ fn local_repo_config(name: &str, path: &Path, extra: &str) -> String {
     )
 }
 
+/// The `on:` section of a workflow that runs on every push.
+const PUSH: &str = "  on:\n    push: {}\n";
+
 fn workflow(name: &str, on: &str, script: &str) -> String {
     format!(
         "workflow:\n  name: {name}\n{on}  stages:\n    - name: main\n      steps:\n        - id: work\n          run: {}\n",
@@ -104,7 +107,7 @@ fn a_commit_adding_a_workflow_runs_it() {
         &local_repo_config("app", &repo, ""),
     );
     // Existing history runs nothing; the commit that adds a workflow does, at once.
-    let wf = workflow("hello", "", "echo hello from $AGENT_RUN_ID");
+    let wf = workflow("hello", PUSH, "echo hello from $AGENT_RUN_ID");
     let commit = commit_files(&repo, &[(".workflows/hello.yaml", &wf)], "add hello");
     let committed = Instant::now();
     let seen = wait_runs(&d, "the push run", APPEAR_LIMIT, |r| !r.is_empty());
@@ -227,7 +230,13 @@ fn a_bad_workflow_file_fails_alone() {
     commit_files(
         &repo,
         &[
-            (".workflows/good.yaml", &workflow("good", "", "echo fine")),
+            (".workflows/good.yaml", &workflow("good", PUSH, "echo fine")),
+            // No `on:`: a sub-workflow with a required parameter runs only when called,
+            // never on push (it used to make a failed run on every commit).
+            (
+                ".workflows/sub.yaml",
+                "workflow:\n  name: sub\n  parameters:\n    - name: version\n      required: true\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: echo ${{ parameters.version }}\n",
+            ),
             (
                 ".workflows/broken.yaml",
                 "workflow:\n  name: broken\n  stages:\n    - name: s\n      paralel: true\n      steps: []\n",
@@ -257,6 +266,11 @@ fn a_bad_workflow_file_fails_alone() {
     // The daemon is still watching: the next commit runs `good` again.
     commit_files(&repo, &[("more.txt", "x")], "more");
     wait_runs(&d, "a third run", APPEAR_LIMIT, |r| r.len() >= 3);
+    let all = wait_all_final(&d);
+    assert!(
+        !names(&all).iter().any(|n| n == "sub"),
+        "a file without `on:` ran on push: {all:#?}"
+    );
 }
 
 /// `git daemon` serving `base` on a free port of 127.0.0.1; killed by PID on drop.
@@ -284,7 +298,7 @@ fn a_remote_served_by_git_daemon_is_polled_and_triggers() {
     assert_eq!(v["workflows"][0]["name"], "by-hand", "{v:#}");
     let commit = commit_files(
         &work,
-        &[(".workflows/ci.yaml", &workflow("ci", "", "echo remote"))],
+        &[(".workflows/ci.yaml", &workflow("ci", PUSH, "echo remote"))],
         "add ci",
     );
     git(&work, &["push", "-q", &bare.to_string_lossy(), "main"]);
@@ -426,7 +440,7 @@ fn a_silent_remote_times_out_without_holding_up_other_repositories() {
         local_repo_config("app", &repo, "")
     );
     let d = TestDaemon::start(&tmp.path().join("daemon"), &config);
-    let wf = workflow("hello", "", "echo hello");
+    let wf = workflow("hello", PUSH, "echo hello");
     commit_files(&repo, &[(".workflows/hello.yaml", &wf)], "add hello");
     let seen = wait_runs(&d, "the local push run", RUN_LIMIT, |r| !r.is_empty());
     let run = d.wait_run_final(&run_id(&seen[0]), RUN_LIMIT);
@@ -453,4 +467,90 @@ fn a_silent_remote_times_out_without_holding_up_other_repositories() {
         "the daemon kept trying"
     );
     assert_eq!(d.get("/health").0, 200);
+}
+
+/// A workflow whose step commits to the repository the daemon watches made 935 runs in
+/// 40 s. Its commits (committed as the run, through the committer identity steps get) do
+/// not start it again: a self-pushing workflow makes no follow-up run, and each commit of a
+/// person starts it once. Its `on.manual: false` refuses manual triggers with a 403.
+#[test]
+fn a_workflow_pushing_to_its_own_repository_does_not_loop() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("app");
+    init_repo(&repo, &[("README.md", "x\n")]);
+    let d = TestDaemon::start(
+        &tmp.path().join("daemon"),
+        &local_repo_config("app", &repo, ""),
+    );
+    let wf = format!(
+        "workflow:\n  name: self\n  on:\n    push: {{}}\n    manual: false\n  env:\n    REPO: {}\n  stages:\n    - name: main\n      steps:\n        - id: bump\n          run: |\n            cd \"$REPO\"\n            echo \"$AGENT_RUN_ID\" >> bumps\n            git add bumps\n            git -c user.name=Bot -c user.email=bot@example.com commit -q -m bump\n",
+        yaml_quote(&repo.to_string_lossy())
+    );
+    commit_files(&repo, &[(".workflows/self.yaml", &wf)], "add self");
+    let guarded = |n: usize| {
+        let deadline = Instant::now() + RUN_LIMIT;
+        while d.log_text().matches("loop guard").count() < n {
+            assert!(
+                Instant::now() < deadline,
+                "the run's commit was never looked at\n{}",
+                d.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let first = wait_runs(&d, "the push run", RUN_LIMIT, |r| !r.is_empty());
+    let run = d.wait_run_final(&run_id(&first[0]), RUN_LIMIT);
+    assert_eq!(run["status"], "succeeded", "{run:#}\n{}", d.log_text());
+    guarded(1);
+    let all = wait_all_final(&d);
+    assert_eq!(
+        all.len(),
+        1,
+        "the run's own commit started it again: {all:#?}"
+    );
+    let bumper = git(&repo, &["log", "-1", "--format=%cn <%ce>"]);
+    let bumper = bumper.trim();
+    assert_eq!(
+        bumper,
+        format!("Agent <agent-run-{}@agent.invalid>", run_id(&first[0]))
+    );
+
+    // A person's commit starts it once more; its commit again nothing.
+    commit_files(&repo, &[("README.md", "y\n")], "by a person");
+    wait_runs(&d, "the second push run", RUN_LIMIT, |r| r.len() >= 2);
+    guarded(2);
+    let all = wait_all_final(&d);
+    assert_eq!(all.len(), 2, "{all:#?}");
+    assert!(all.iter().all(|r| r["status"] == "succeeded"), "{all:#?}");
+
+    // `on.manual: false`: a manual trigger is refused, clearly.
+    let (code, body) = d.post("/api/v1/workflows/self/runs", "{}");
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("manual"), "{body}");
+}
+
+/// A local repository path that does not exist was reported as libgit2's "unsupported URL
+/// protocol"; the log says that it does not exist.
+#[test]
+fn a_missing_local_repository_is_reported_as_missing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let missing = tmp.path().join("no-such-repo");
+    let d = TestDaemon::start(
+        &tmp.path().join("daemon"),
+        &local_repo_config("gone", &missing, ""),
+    );
+    let deadline = Instant::now() + RUN_LIMIT;
+    loop {
+        let log = d.log_text();
+        if log.contains("does not exist") {
+            assert!(!log.contains("unsupported URL protocol"), "{log}");
+            assert!(log.contains(&missing.display().to_string()), "{log}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no `does not exist` in the log:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -490,3 +490,39 @@ fn env_and_shell_override() {
     assert_eq!(ws.read("env.txt").trim(), "hi it's $(x)|step|step");
     assert_eq!(ws.read("py.txt"), "py:it's $(x)");
 }
+
+/// `agent exec DIR` said "not a regular file"; `-p n=abc` of a required integer printed a
+/// second, wrong "missing required parameter"; skills beside the workflow file were not
+/// found from another workdir; a stage of one step said "(1 steps)".
+#[test]
+fn directories_parameters_skills_beside_the_file_and_wording() {
+    let ws = Ws::new();
+    ws.write(
+        "proj/.workflows/p.yaml",
+        "workflow:\n  name: p\n  parameters:\n    - name: n\n      type: integer\n      required: true\n  stages:\n    - name: s\n      steps:\n        - id: a\n          skill: greet\n",
+    );
+    ws.write_exec(
+        "proj/.workflows/skills/greet",
+        "#!/bin/sh\necho hello from greet\n",
+    );
+    let out = ws.exec("proj", &[]);
+    assert_code(&out, 2);
+    let err = common::stderr(&out);
+    assert!(
+        err.contains("is a directory") && err.contains("p.yaml"),
+        "{err}"
+    );
+
+    let out = ws.exec("proj/.workflows/p.yaml", &["-p", "n=abc"]);
+    assert_code(&out, 2);
+    let err = common::stderr(&out);
+    assert!(err.contains("expects an integer"), "{err}");
+    assert!(!err.contains("missing required"), "{err}");
+
+    // The workdir is the temp dir, not `proj`: the skill is found beside the file.
+    let out = ws.exec("proj/.workflows/p.yaml", &["-p", "n=1"]);
+    assert_code(&out, 0);
+    let err = common::stderr(&out);
+    assert!(err.contains("(1 step)"), "{err}");
+    assert!(err.contains("hello from greet"), "{err}");
+}

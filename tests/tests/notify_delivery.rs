@@ -109,6 +109,18 @@ fn retries_5xx_honours_retry_after_and_gives_up_on_404() {
     );
     // The backoff starts at 100ms (jitter keeps it in its upper half).
     assert!(reqs[1].at - reqs[0].at >= Duration::from_millis(50));
+    // The body's `duration_ms` is the API's figure (it was the engine's, without the
+    // checkout: 200 against 892).
+    let api = d.get_json(&format!("/api/v1/runs/{id}"));
+    let body = reqs[2].json();
+    assert_eq!(
+        body["run"]["duration_ms"], api["duration_ms"],
+        "{body:#}\n{api:#}"
+    );
+    assert_eq!(
+        body["run"]["finished_at"], api["finished_at"],
+        "{body:#}\n{api:#}"
+    );
 
     // 429 + Retry-After: 2: nothing for two seconds, then the retry succeeds.
     let del = wait_delivery(&d, "busy", |d| d["status"] == "delivered");

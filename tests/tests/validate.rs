@@ -237,3 +237,92 @@ fn schema_command_prints_the_committed_schema() {
         "`agent schema` differs from schemas/workflow.schema.json"
     );
 }
+
+/// Two files of one `.workflows/` with the same `name:` validated cleanly and one of them was
+/// unreachable; a daemon config or a GitHub Actions file got a dozen errors and no hint.
+#[test]
+fn duplicate_names_are_errors_and_foreign_files_get_a_hint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wf = dir.path().join(".workflows");
+    std::fs::create_dir(&wf).expect("mkdir");
+    let body = "  stages:\n    - name: s\n      steps:\n        - id: x\n          run: echo x\n";
+    std::fs::write(
+        wf.join("a.yaml"),
+        format!("workflow:\n  name: same\n{body}"),
+    )
+    .expect("write");
+    std::fs::write(
+        wf.join("b.yaml"),
+        format!("workflow:\n  name: same\n{body}"),
+    )
+    .expect("write");
+    let out = run_with_deadline(
+        agent(&["validate", dir.path().to_str().expect("utf-8 path")]),
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("b.yaml:2:9: error: duplicate workflow name `same`"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stdout(&out).contains("1 invalid"), "{}", stdout(&out));
+
+    let config = dir.path().join("agent.yaml");
+    std::fs::write(
+        &config,
+        "listen: 127.0.0.1:8420\nrepos:\n  - name: app\n    path: /srv/app\n",
+    )
+    .expect("write");
+    let config_arg = config.to_str().expect("utf-8 path");
+    let out = run_with_deadline(agent(&["validate", config_arg]), LIMIT);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&format!(
+            "hint: `{config_arg}` looks like a daemon config: check it with `agent validate --config {config_arg}`"
+        )),
+        "{}",
+        stderr(&out)
+    );
+
+    let gha = dir.path().join("ci.yml");
+    std::fs::write(
+        &gha,
+        "name: CI\non: [push]\njobs:\n  build:\n    runs-on: ubuntu-latest\n    steps:\n      - run: make\n",
+    )
+    .expect("write");
+    let out = run_with_deadline(
+        agent(&["validate", gha.to_str().expect("utf-8 path")]),
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("looks like a GitHub Actions workflow"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// A config that sets only `listen:` said nothing about watching nothing.
+#[test]
+fn a_config_without_repositories_is_explained() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("agent.yaml");
+    let arg = config.to_str().expect("utf-8 path");
+    std::fs::write(&config, "listen: 127.0.0.1:8420\n").expect("write");
+    let out = run_with_deadline(agent(&["validate", "--config", arg]), LIMIT);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("watches the git repository it is started in"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::write(&config, "listen: 127.0.0.1:8420\nrepos: []\n").expect("write");
+    let out = run_with_deadline(agent(&["validate", "--config", arg]), LIMIT);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no repository configured: nothing will run"),
+        "{}",
+        stderr(&out)
+    );
+}

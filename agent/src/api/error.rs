@@ -20,6 +20,10 @@ pub enum ApiError {
     /// No such route, run, step, workflow or log.
     #[error("{0}")]
     NotFound(String),
+    /// The request is understood but not allowed (a manual run of an `on.manual: false`
+    /// workflow).
+    #[error("{0}")]
+    Forbidden(String),
     /// The request conflicts with the state of the run (cancel a finished run...).
     #[error("{0}")]
     Conflict(String),
@@ -58,6 +62,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::InvalidParameters { .. } | ApiError::InvalidWorkflow { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }

@@ -138,6 +138,7 @@ fn daemon_error(e: DaemonError) -> ApiError {
         DaemonError::WrongState { .. } | DaemonError::Skipped(_) => {
             ApiError::Conflict(e.to_string())
         }
+        DaemonError::ManualDisabled(_) => ApiError::Forbidden(e.to_string()),
         DaemonError::ShuttingDown => ApiError::Unavailable,
         DaemonError::Store(e) => ApiError::Store(e),
         DaemonError::Git(_) => ApiError::Internal(e.to_string()),

@@ -2,9 +2,11 @@
 //! RUN [STEP] [-f]`, `agent trigger WORKFLOW [-p NAME=VALUE]...`, `agent cancel RUN` and
 //! `agent retry RUN`.
 //!
-//! Every command takes `--server URL` (default `http://127.0.0.1:8420`)
-//! and sends the token from `AGENT_TOKEN`, or else from `.agent/api_token` in the current
-//! directory (where a daemon started on the embedded defaults keeps the token it made).
+//! Every command finds the daemon by `--server URL`, else `AGENT_SERVER`, else the address
+//! the daemon wrote to `STATE_DIR/daemon.addr`, else `http://127.0.0.1:8420` (a URL without
+//! a scheme, `HOST:PORT`, means `http://HOST:PORT`); and the token by `AGENT_TOKEN`, else
+//! `STATE_DIR/api_token`. `STATE_DIR` is `--state-dir`, default `.agent` in the current
+//! directory (where a daemon started on the embedded defaults keeps both files).
 //! Output is a readable table or text; `--json` prints the API's JSON as it came.
 //!
 //! Exit codes: 0 done, 1 the daemon refused or failed (or could not be reached), 2 invalid
@@ -33,9 +35,13 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Options every client command shares.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServerArgs {
-    /// The daemon's base URL.
-    #[arg(long, default_value = DEFAULT_SERVER, value_name = "URL")]
-    pub server: String,
+    /// The daemon's base URL (default: `AGENT_SERVER`, else the address in
+    /// `STATE_DIR/daemon.addr`, else http://127.0.0.1:8420).
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+    /// The daemon's state directory, for its address and token files.
+    #[arg(long, value_name = "DIR", default_value = ".agent")]
+    pub state_dir: std::path::PathBuf,
     /// Print the API's JSON answer instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -46,6 +52,10 @@ pub struct ServerArgs {
 pub struct RunsArgs {
     /// Show this run with its steps instead of the list.
     pub run: Option<String>,
+    /// With RUN: exit 1 when the run failed, was cancelled or interrupted (as `gh run view
+    /// --exit-status`).
+    #[arg(long, requires = "run")]
+    pub exit_status: bool,
     /// Only runs of this workflow.
     #[arg(long, short = 'w')]
     pub workflow: Option<String>,
@@ -97,6 +107,9 @@ pub struct LogsArgs {
     /// Keep printing new lines until the step (or the run) ends.
     #[arg(long, short = 'f')]
     pub follow: bool,
+    /// Exit 1 when the step (or the run) did not succeed (as `gh run watch --exit-status`).
+    #[arg(long)]
+    pub exit_status: bool,
     #[command(flatten)]
     pub server: ServerArgs,
 }
@@ -173,7 +186,10 @@ impl ClientError {
     pub fn exit_code(&self) -> i32 {
         match self {
             ClientError::BadUrl(_) => EXIT_INVALID,
-            ClientError::Status { status, .. } if *status == StatusCode::UNPROCESSABLE_ENTITY => {
+            ClientError::Status { status, .. }
+                if *status == StatusCode::UNPROCESSABLE_ENTITY
+                    || *status == StatusCode::BAD_REQUEST =>
+            {
                 EXIT_INVALID
             }
             _ => EXIT_FAILED,
@@ -190,14 +206,14 @@ pub struct Client {
     token: Option<String>,
 }
 
-/// The token: `AGENT_TOKEN`, else `.agent/api_token` in the current directory.
-fn find_token() -> Option<String> {
+/// The token: `AGENT_TOKEN`, else `STATE_DIR/api_token`.
+fn find_token(state_dir: &std::path::Path) -> Option<String> {
     if let Ok(token) = std::env::var("AGENT_TOKEN")
         && !token.trim().is_empty()
     {
         return Some(token.trim().to_string());
     }
-    let stored = std::path::Path::new(".agent").join(crate::api::TOKEN_FILE_NAME);
+    let stored = state_dir.join(crate::api::TOKEN_FILE_NAME);
     std::fs::read_to_string(stored)
         .ok()
         .map(|t| t.trim().to_string())
@@ -226,9 +242,25 @@ impl Client {
         })
     }
 
-    /// A client for `server` with the token from the environment.
-    pub fn from_env(server: &str) -> Result<Client, ClientError> {
-        Client::new(server, find_token())
+    /// A client for the daemon the arguments and the environment name (see the module
+    /// docs), with the token from the environment or the state directory.
+    pub fn from_env(args: &ServerArgs) -> Result<Client, ClientError> {
+        let from_env = std::env::var("AGENT_SERVER")
+            .ok()
+            .filter(|s| !s.trim().is_empty());
+        let from_file = || {
+            std::fs::read_to_string(args.state_dir.join(crate::daemon::ADDR_FILE_NAME))
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+        };
+        let server = args
+            .server
+            .clone()
+            .or(from_env)
+            .or_else(from_file)
+            .unwrap_or_else(|| DEFAULT_SERVER.to_string());
+        Client::new(&with_scheme(&server), find_token(&args.state_dir))
     }
 
     /// Sends a request and returns the response (status and body not yet read).
@@ -439,6 +471,16 @@ impl SseParser {
     }
 }
 
+/// `HOST:PORT` as `http://HOST:PORT`; anything with a scheme as it is.
+fn with_scheme(server: &str) -> String {
+    let server = server.trim();
+    if server.contains("://") {
+        server.to_string()
+    } else {
+        format!("http://{server}")
+    }
+}
+
 /// Runs an async client command on a small runtime and maps errors to exit codes.
 fn block_on(f: impl std::future::Future<Output = Result<i32, ClientError>>) -> i32 {
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -498,12 +540,30 @@ pub fn human_duration(ms: Option<i64>) -> String {
     ms.map_or_else(|| "-".into(), crate::notify::format::human_duration)
 }
 
-/// An RFC 3339 time as `YYYY-MM-DD HH:MM:SS` (local to the daemon: UTC).
+/// An RFC 3339 time in this machine's local time with its zone: `YYYY-MM-DD HH:MM:SS UTC`
+/// or `YYYY-MM-DD HH:MM:SS +01:00`; text that is not a time as it is.
 fn short_time(t: &str) -> String {
-    if t.len() >= 19 && t.is_char_boundary(19) {
-        t[..19].replacen('T', " ", 1)
+    match chrono::DateTime::parse_from_rfc3339(t) {
+        Ok(time) => time_in(time.with_timezone(&chrono::Local).fixed_offset()),
+        Err(_) => t.to_string(),
+    }
+}
+
+/// A time as `YYYY-MM-DD HH:MM:SS` and its zone (`UTC` for offset 0).
+fn time_in(time: chrono::DateTime<chrono::FixedOffset>) -> String {
+    if time.offset().local_minus_utc() == 0 {
+        time.format("%Y-%m-%d %H:%M:%S UTC").to_string()
     } else {
-        t.to_string()
+        time.format("%Y-%m-%d %H:%M:%S %:z").to_string()
+    }
+}
+
+/// The exit code of a finished run or step for `--exit-status`: 0 only when it succeeded.
+fn exit_status_of(status: &str) -> i32 {
+    if status == "succeeded" {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
     }
 }
 
@@ -745,7 +805,7 @@ pub fn run_details(report: &Value) -> String {
 /// `agent runs [RUN]`.
 pub fn runs(args: RunsArgs) -> i32 {
     block_on(async move {
-        let client = Client::from_env(&args.server.server)?;
+        let client = Client::from_env(&args.server)?;
         if let Some(run) = &args.run {
             let report = client
                 .json(Method::GET, &format!("/api/v1/runs/{}", encode(run)), None)
@@ -754,6 +814,9 @@ pub fn runs(args: RunsArgs) -> i32 {
                 print_json(&report);
             } else {
                 print!("{}", run_details(&report));
+            }
+            if args.exit_status {
+                return Ok(exit_status_of(text(&report, "status")));
             }
             return Ok(EXIT_OK);
         }
@@ -849,7 +912,7 @@ pub fn deliveries_table(deliveries: &[Value], attempts: bool) -> String {
 /// `agent deliveries`.
 pub fn deliveries(args: DeliveriesArgs) -> i32 {
     block_on(async move {
-        let client = Client::from_env(&args.server.server)?;
+        let client = Client::from_env(&args.server)?;
         let mut query = format!("?limit={}", args.limit);
         for (key, value) in [
             ("webhook", &args.webhook),
@@ -900,7 +963,7 @@ pub fn trigger(args: TriggerArgs) -> i32 {
         parameters.insert(name, Value::String(value));
     }
     block_on(async move {
-        let client = Client::from_env(&args.server.server)?;
+        let client = Client::from_env(&args.server)?;
         let mut body = json!({ "parameters": parameters });
         if let Some(repo) = &args.repo {
             body["repo"] = Value::String(repo.clone());
@@ -928,7 +991,7 @@ pub fn trigger(args: TriggerArgs) -> i32 {
 /// `agent cancel RUN`.
 pub fn cancel(args: RunArgs) -> i32 {
     block_on(async move {
-        let client = Client::from_env(&args.server.server)?;
+        let client = Client::from_env(&args.server)?;
         let answer = client
             .json(
                 Method::POST,
@@ -948,7 +1011,7 @@ pub fn cancel(args: RunArgs) -> i32 {
 /// `agent retry RUN`.
 pub fn retry(args: RunArgs) -> i32 {
     block_on(async move {
-        let client = Client::from_env(&args.server.server)?;
+        let client = Client::from_env(&args.server)?;
         let answer = client
             .json(
                 Method::POST,
@@ -1009,11 +1072,21 @@ async fn follow_step(client: &Client, run: &str, step: &str) -> Result<String, C
 /// `agent logs RUN [STEP] [-f]`.
 pub fn logs(args: LogsArgs) -> i32 {
     block_on(async move {
-        let client = Client::from_env(&args.server.server)?;
+        if args.server.json {
+            eprintln!(
+                "error: `agent logs` prints text only; `--json` is not supported here (use `agent runs RUN --json` for the report)"
+            );
+            return Ok(EXIT_INVALID);
+        }
+        let client = Client::from_env(&args.server)?;
         let run = args.run.as_str();
         if let Some(step) = &args.step {
             if args.follow {
-                follow_step(&client, run, step).await?;
+                let status = follow_step(&client, run, step).await?;
+                eprintln!("==> step {step} {status} <==");
+                if args.exit_status {
+                    return Ok(exit_status_of(&status));
+                }
             } else {
                 let bytes = client
                     .text(&format!(
@@ -1084,6 +1157,12 @@ pub fn logs(args: LogsArgs) -> i32 {
                         out(logs_recap(&client, run, &report_steps(&report))
                             .await
                             .as_bytes());
+                        if args.follow {
+                            eprintln!("==> run {run} {run_status} <==");
+                        }
+                        if args.exit_status && over {
+                            return Ok(exit_status_of(&run_status));
+                        }
                         return Ok(EXIT_OK);
                     }
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -1112,6 +1191,40 @@ mod tests {
         }
     }
 
+    /// `--server 127.0.0.1:8420` (no scheme) was refused; it means `http://127.0.0.1:8420`.
+    #[test]
+    fn a_server_without_scheme_is_http() {
+        assert_eq!(with_scheme("127.0.0.1:8420"), "http://127.0.0.1:8420");
+        assert_eq!(with_scheme(" localhost:1 "), "http://localhost:1");
+        assert_eq!(with_scheme("http://h:2/p"), "http://h:2/p");
+        let c = Client::new(&with_scheme("127.0.0.1:9"), None).expect("host:port");
+        assert_eq!(c.authority, "127.0.0.1:9");
+        assert!(Client::new(&with_scheme("ftp://x"), None).is_err());
+    }
+
+    /// Times were shown in UTC without saying so: they carry their zone now.
+    #[test]
+    fn times_carry_their_zone() {
+        let t = |s: &str| chrono::DateTime::parse_from_rfc3339(s).expect("time");
+        assert_eq!(
+            time_in(t("2026-11-27T08:00:01.250Z")),
+            "2026-11-27 08:00:01 UTC"
+        );
+        assert_eq!(
+            time_in(t("2026-11-27T09:00:01+01:00")),
+            "2026-11-27 09:00:01 +01:00"
+        );
+        assert_eq!(short_time("-"), "-");
+        let local = short_time("2026-11-27T08:00:01Z");
+        assert!(
+            local.ends_with(" UTC") || local.contains(" +") || local.contains(" -"),
+            "{local}"
+        );
+        assert_eq!(exit_status_of("succeeded"), EXIT_OK);
+        assert_eq!(exit_status_of("failed"), EXIT_FAILED);
+        assert_eq!(exit_status_of("cancelled"), EXIT_FAILED);
+    }
+
     #[test]
     fn sse_parsing_across_chunks() {
         let mut p = SseParser::default();
@@ -1138,11 +1251,19 @@ mod tests {
                    "trigger": {"kind": "schedule", "branch": null, "commit": null},
                    "created_at": "2026-11-27T07:59:00.000Z", "duration_ms": null}),
         ];
+        // Times are shown in the local zone of whoever runs the tests.
+        let (a, b) = (
+            short_time("2026-11-27T08:00:01.250Z"),
+            short_time("2026-11-27T07:59:00.000Z"),
+        );
+        let pad = " ".repeat(a.len().saturating_sub("CREATED".len()));
         assert_eq!(
             runs_table(&runs),
-            "RUN  WORKFLOW  REPO  STATUS   TRIGGER             CREATED              DURATION\n\
-             12   deploy    app   running  push main@01234567  2026-11-27 08:00:01  1m05s\n\
-             9    nightly   -     queued   schedule            2026-11-27 07:59:00  -\n"
+            format!(
+                "RUN  WORKFLOW  REPO  STATUS   TRIGGER             CREATED{pad}  DURATION\n\
+                 12   deploy    app   running  push main@01234567  {a}  1m05s\n\
+                 9    nightly   -     queued   schedule            {b}  -\n"
+            )
         );
         let report = json!({
             "run_id": "12", "workflow": "deploy", "repo": "app", "status": "failed",
@@ -1156,18 +1277,25 @@ mod tests {
                 {"id": "b", "status": "failed", "attempts": 3, "exit_code": 2,
                  "error_class": "ExitCode", "duration_ms": 1400}]}],
         });
+        let (c, st, f) = (
+            short_time("2026-11-27T08:00:00.000Z"),
+            short_time("2026-11-27T08:00:00.100Z"),
+            short_time("2026-11-27T08:00:01.600Z"),
+        );
         assert_eq!(
             run_details(&report),
-            "run 12  failed  1.5s\n\
+            format!(
+                "run 12  failed  1.5s\n\
              workflow: deploy\n\
              repo: app\n\
              trigger: manual commit=abc\n\
-             created: 2026-11-27 08:00:00  started: 2026-11-27 08:00:00  finished: 2026-11-27 08:00:01\n\
+             created: {c}  started: {st}  finished: {f}\n\
              error: step `b` failed\n\
              \n\
              STAGE  STEP  STATUS     ATTEMPTS  EXIT  ERROR     DURATION\n\
              build  a     succeeded  1         0     -         20ms\n\
              build  b     failed     3         2     ExitCode  1.4s\n"
+            )
         );
     }
 
@@ -1249,17 +1377,19 @@ mod tests {
                 {"attempt": 2, "at": "2026-11-27T08:00:02.300Z", "status_code": 200,
                  "error": null}]
         })];
+        let at = short_time("2026-11-27T08:00:01.250Z");
+        let pad = " ".repeat(at.len().saturating_sub("CREATED".len()));
         assert_eq!(
             deliveries_table(&list, false),
-            "DELIVERY  WEBHOOK  EVENT       RUN  STATUS     ATTEMPTS  HTTP  CREATED              ERROR\n\
-             0b6a-1    chat     run.failed  4    delivered  2         200   2026-11-27 08:00:01  HTTP 500\n"
+            format!(
+                "DELIVERY  WEBHOOK  EVENT       RUN  STATUS     ATTEMPTS  HTTP  CREATED{pad}  ERROR\n\
+                 0b6a-1    chat     run.failed  4    delivered  2         200   {at}  HTTP 500\n"
+            )
         );
         let with = deliveries_table(&list, true);
         assert!(with.contains("  #1"), "{with}");
-        assert!(
-            with.contains("500   2026-11-27 08:00:01  HTTP 500"),
-            "{with}"
-        );
+        let first = short_time("2026-11-27T08:00:01.300Z");
+        assert!(with.contains(&format!("500   {first}  HTTP 500")), "{with}");
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! `agent daemon [--config FILE]`: run the daemon in the foreground until SIGTERM or SIGINT.
 //!
 //! With no `--config` the daemon runs on the embedded defaults (state in `./.agent/`,
-//! listening on 127.0.0.1:8420, watching the git repository around the current directory).
+//! listening on 127.0.0.1:8420, watching the git repository around the current directory);
+//! a config file without a `repos` key also watches that repository. `--listen ADDR`
+//! overrides the listen address. With no repository at all it warns that nothing will run.
 //! Logs go to stderr (`RUST_LOG` filters them, default `info`). A second SIGTERM or SIGINT
 //! ends the shutdown grace period at once. Exit codes: 0 after a clean
 //! shutdown, 1 when the daemon cannot start or fails, 2 for an invalid config file.
@@ -19,37 +21,56 @@ pub struct DaemonArgs {
     /// The config file (YAML, DESIGN §6). Without it: the embedded defaults.
     #[arg(long, short = 'c')]
     pub config: Option<PathBuf>,
+    /// The API's address (`PORT`, `IP:PORT` or `HOST:PORT`; port 0 picks a free one),
+    /// instead of the config's `listen`.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
 }
 
 /// Runs the command; returns the exit code.
 pub fn run(args: DaemonArgs) -> i32 {
     init_logging();
-    let config = match &args.config {
+    let listen = match args
+        .listen
+        .as_deref()
+        .map(crate::daemon::config::parse_listen)
+    {
+        None => None,
+        Some(Ok(addr)) => Some(addr),
+        Some(Err(e)) => {
+            eprintln!("error: --listen: {e}");
+            return EXIT_INVALID;
+        }
+    };
+    let cwd = match std::env::current_dir() {
+        Ok(d) => d,
+        Err(err) => {
+            eprintln!("error: cannot read the current directory: {err}");
+            return EXIT_FAILED;
+        }
+    };
+    let mut config = match &args.config {
         Some(path) => match Config::load(path) {
-            Ok(c) => c,
+            Ok(mut c) => {
+                c.watch_cwd_if_unset(&cwd);
+                c
+            }
             Err(diags) => {
                 eprint!("{}", diags.render());
                 eprintln!("error: invalid config file `{}`", path.display());
                 return EXIT_INVALID;
             }
         },
-        None => {
-            let cwd = match std::env::current_dir() {
-                Ok(d) => d,
-                Err(err) => {
-                    eprintln!("error: cannot read the current directory: {err}");
-                    return EXIT_FAILED;
-                }
-            };
-            let config = Config::embedded(&cwd);
-            if config.repos.is_empty() {
-                tracing::warn!(
-                    "not inside a git repository: no repository is watched (give one with --config)"
-                );
-            }
-            config
-        }
+        None => Config::embedded(&cwd),
     };
+    if let Some(addr) = listen {
+        config.listen = addr;
+    }
+    if config.repos.is_empty() {
+        tracing::warn!(
+            "no repository configured: nothing will run (list some under `repos:` in the config, or start the daemon inside a git repository)"
+        );
+    }
     fence_workspaces(&config);
     // Before any thread exists: libgit2 keeps these in plain globals.
     if let Err(err) = crate::daemon::mirror::set_network_timeouts(config.limits.fetch_timeout) {

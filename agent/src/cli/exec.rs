@@ -86,8 +86,46 @@ fn repo_info(dir: &Path) -> Value {
     json!({"url": url, "branch": branch, "commit": commit, "message": message, "author": author})
 }
 
+/// What to say when `agent exec` is given a directory: which files to give instead.
+fn directory_message(dir: &Path) -> String {
+    let workflows = dir.join(".workflows");
+    let mut files: Vec<String> = std::fs::read_dir(&workflows)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.is_file()
+                        && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+                })
+                .map(|p| p.display().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    match files.as_slice() {
+        [] => format!(
+            "`{}` is a directory: give a workflow file, such as `{}`",
+            dir.display(),
+            workflows.join("NAME.yaml").display()
+        ),
+        some => format!(
+            "`{}` is a directory: give one of its workflow files: {}",
+            dir.display(),
+            some.iter()
+                .take(10)
+                .map(|f| format!("`{f}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
 /// Runs the command; returns the exit code.
 pub fn run(args: ExecArgs) -> i32 {
+    if args.file.is_dir() {
+        return invalid(directory_message(&args.file));
+    }
     let loaded = match dsl::load_workflow(&args.file) {
         Ok(l) => l,
         Err(diags) => {
@@ -159,8 +197,17 @@ pub fn run(args: ExecArgs) -> i32 {
         Ok(r) => r,
         Err(e) => return invalid(format!("cannot start the runtime: {e}")),
     };
+    // Skills beside the workflow file (`X/.workflows/skills/` for `X/.workflows/f.yaml`)
+    // are found also when the workdir is elsewhere, after the workdir's own.
+    let beside = args
+        .file
+        .parent()
+        .map(|d| d.join("skills"))
+        .and_then(|d| std::fs::canonicalize(d).ok())
+        .filter(|d| d.is_dir() && *d != workdir.join(".workflows").join("skills"));
     let config = EngineConfig {
         grace: Duration::from_secs_f64(args.kill_grace),
+        skills_dirs: beside.into_iter().collect(),
         ..EngineConfig::default()
     };
     let workflow_name = wf.name.value.clone();
@@ -176,6 +223,7 @@ pub fn run(args: ExecArgs) -> i32 {
             workflow: loaded,
             parameters,
             run_id: engine::new_run_id(),
+            env: Vec::new(),
             workdir,
             secrets,
             repo,

@@ -8,7 +8,7 @@
 //! given), with the same diagnostics.
 
 use super::{EXIT_FAILED, EXIT_INVALID, EXIT_OK};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
@@ -51,11 +51,42 @@ pub fn run(paths: &[PathBuf], config: Option<&Path>) -> i32 {
     // each problem once.
     let mut printed: HashSet<(PathBuf, usize, usize, String)> = HashSet::new();
     let mut out = String::new();
+    // Workflows are named by `name:`: two files of one directory with the same name would
+    // leave one unreachable.
+    let mut names: HashMap<(PathBuf, String), PathBuf> = HashMap::new();
+    let mut hints = String::new();
     for f in &files {
         let diags = match dsl::load_workflow(f) {
-            Ok(loaded) => loaded.warnings,
+            Ok(loaded) => {
+                let mut diags = loaded.warnings;
+                let dir = f.parent().map(Path::to_path_buf).unwrap_or_default();
+                let name = loaded.workflow.name.value.clone();
+                match names.get(&(dir.clone(), name.clone())) {
+                    Some(first) => {
+                        invalid += 1;
+                        diags.0.push(
+                            dsl::Diagnostic::error(
+                                loaded.workflow.name.span,
+                                format!(
+                                    "duplicate workflow name `{name}`: `{}` has it too, and a workflow is triggered and listed by its name",
+                                    first.display()
+                                ),
+                            )
+                            .with_hint("give each workflow file its own `name:`")
+                            .in_file(&loaded.source),
+                        );
+                    }
+                    None => {
+                        names.insert((dir, name), f.clone());
+                    }
+                }
+                diags
+            }
             Err(d) => {
                 invalid += 1;
+                if let Some(hint) = foreign_file_hint(f) {
+                    hints.push_str(&hint);
+                }
                 d
             }
         };
@@ -77,7 +108,7 @@ pub fn run(paths: &[PathBuf], config: Option<&Path>) -> i32 {
             }
         }
     }
-    eprint!("{out}");
+    eprint!("{out}{hints}");
     let n = files.len();
     let noun = if n == 1 { "file" } else { "files" };
     let mut summary = format!("checked {n} workflow {noun}");
@@ -107,7 +138,18 @@ pub fn run(paths: &[PathBuf], config: Option<&Path>) -> i32 {
 /// valid.
 fn check_config(path: &Path) -> bool {
     match crate::daemon::Config::load(path) {
-        Ok(_) => {
+        Ok(config) => {
+            if !config.repos_given {
+                eprintln!(
+                    "note: `{}` has no `repos`: the daemon watches the git repository it is started in (and nothing outside one)",
+                    path.display()
+                );
+            } else if config.repos.is_empty() {
+                eprintln!(
+                    "warning: `{}`: no repository configured: nothing will run",
+                    path.display()
+                );
+            }
             println!("checked config `{}`: valid", path.display());
             true
         }
@@ -126,6 +168,33 @@ fn check_config(path: &Path) -> bool {
             false
         }
     }
+}
+
+/// A hint for a file that is not an Agent workflow but looks like something else users pass
+/// to `agent validate`: a daemon config, or a GitHub Actions workflow.
+fn foreign_file_hint(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let top: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with([' ', '\t', '#', '-']))
+        .filter_map(|l| l.split_once(':').map(|(k, _)| k.trim()))
+        .collect();
+    if top.contains(&"workflow") {
+        return None;
+    }
+    let shown = path.display();
+    if top.contains(&"jobs") || text.contains("runs-on:") {
+        return Some(format!(
+            "hint: `{shown}` looks like a GitHub Actions workflow (`jobs:`, `runs-on:`); an Agent workflow has a top-level `workflow:` with `stages:` of `steps:` (see docs/language.md)\n"
+        ));
+    }
+    const CONFIG_KEYS: &[&str] = &["repos", "listen", "state_dir", "webhooks", "api_token"];
+    if top.iter().any(|k| CONFIG_KEYS.contains(k)) {
+        return Some(format!(
+            "hint: `{shown}` looks like a daemon config: check it with `agent validate --config {shown}`\n"
+        ));
+    }
+    None
 }
 
 /// The workflow files a command-line path stands for.

@@ -4,7 +4,8 @@
 //! - **`slow_run`**: a succeeded run whose duration (the engine's `duration_ms`, so checkout
 //!   time does not count) is above `slow_factor` × the p95 (nearest rank) of the durations
 //!   of the workflow's last `window` succeeded runs before it, once `min_samples` of those
-//!   exist. Failed runs are neither judged nor part of the history.
+//!   exist, and also at least `min_slowdown` (default 5 s) above that p95: a 50 ms run is not
+//!   slow against a 10 ms p95. Failed runs are neither judged nor part of the history.
 //! - **`failure_rate`**: the share of failed runs among the last `failure_window` finished
 //!   (succeeded or failed; cancelled runs do not count) runs rises *above* `failure_rate`.
 //!   It is raised once when the rate crosses the threshold (the window ending at the
@@ -110,7 +111,8 @@ pub fn judge_run(
         if history.len() >= config.min_samples.max(1)
             && let Some(p) = p95(&history)
         {
-            let threshold = p as f64 * config.slow_factor;
+            let floor = p as f64 + config.min_slowdown.as_secs_f64() * 1000.0;
+            let threshold = (p as f64 * config.slow_factor).max(floor);
             if duration as f64 > threshold {
                 out.push(anomaly(
                     SLOW_RUN,
@@ -530,9 +532,36 @@ mod tests {
         assert_eq!(p95(&v), Some(95));
     }
 
+    /// The default thresholds without the absolute floor (these histories are in ms).
+    fn no_floor() -> AnomaliesConfig {
+        AnomaliesConfig {
+            min_slowdown: Duration::ZERO,
+            ..AnomaliesConfig::default()
+        }
+    }
+
+    /// A run slower than `slow_factor` × p95 is slow only if it is also `min_slowdown`
+    /// slower: 50 ms against a 10 ms p95 is noise, not an anomaly.
+    #[test]
+    fn a_slow_run_must_also_pass_the_absolute_floor() {
+        let mut runs = vec![(true, 10); 5];
+        runs.push((true, 50));
+        let config = AnomaliesConfig::default();
+        assert!(judge_run(&config, "w", None, RunId(6), &history(&runs)).is_empty());
+        // 10 s against a 1 s p95 is past both the factor and the 5 s floor.
+        let mut runs = vec![(true, 1000); 5];
+        runs.push((true, 10_000));
+        let found = judge_run(&config, "w", None, RunId(6), &history(&runs));
+        assert_eq!(kinds(&found), [SLOW_RUN]);
+        assert_eq!(found[0].details["threshold_ms"], 6000);
+        // 5.9 s against 1 s is not.
+        runs[5] = (true, 5900);
+        assert!(judge_run(&config, "w", None, RunId(6), &history(&runs)).is_empty());
+    }
+
     #[test]
     fn a_run_three_times_slower_than_its_history_is_slow() {
-        let config = AnomaliesConfig::default();
+        let config = no_floor();
         let mut runs = vec![(true, 200); 5];
         runs.push((true, 600));
         let found = judge_run(&config, "w", None, RunId(6), &history(&runs));
@@ -623,7 +652,7 @@ mod tests {
         let config = AnomaliesConfig {
             failure_window: 4,
             min_samples: 4,
-            ..AnomaliesConfig::default()
+            ..no_floor()
         };
         let mut raised = Vec::new();
         for ms in [200, 210, 190, 205] {

@@ -44,6 +44,10 @@ pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_STORE_BUSY_TIMEOUT: Duration = crate::store::BUSY_TIMEOUT;
 /// Default of `limits.record_timeout`.
 pub const DEFAULT_RECORD_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default `limits.max_runs_per_minute`: push runs of one workflow queued per minute.
+pub const DEFAULT_MAX_RUNS_PER_MINUTE: u32 = 30;
+/// Default `anomalies.min_slowdown`: the absolute floor of a slow run's excess over the p95.
+pub const DEFAULT_MIN_SLOWDOWN: Duration = Duration::from_secs(5);
 
 /// Where a repository comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,6 +212,9 @@ pub struct AnomaliesConfig {
     pub failure_window: usize,
     /// A step using more memory than this (MiB) is an anomaly.
     pub step_memory_mb: Option<u64>,
+    /// A run is slow only if it is also at least this much slower than the p95 (an
+    /// absolute floor, so that a 50 ms run is not "slow" against a 10 ms p95).
+    pub min_slowdown: Duration,
 }
 
 impl Default for AnomaliesConfig {
@@ -219,6 +226,7 @@ impl Default for AnomaliesConfig {
             failure_rate: 0.5,
             failure_window: 10,
             step_memory_mb: None,
+            min_slowdown: DEFAULT_MIN_SLOWDOWN,
         }
     }
 }
@@ -246,6 +254,10 @@ pub struct Limits {
     /// How long a step waits for its start to be recorded (behind earlier writes being
     /// retried) before it fails with `StorageError` without running.
     pub record_timeout: Duration,
+    /// Push runs of one workflow (per repository) queued in any one minute; more are not
+    /// queued and a `rate limited` line is logged (0: no limit). The guard against loops
+    /// that the commit-identity check does not catch (workflows pushing to each other).
+    pub max_runs_per_minute: u32,
 }
 
 impl Default for Limits {
@@ -259,6 +271,7 @@ impl Default for Limits {
             fetch_timeout: DEFAULT_FETCH_TIMEOUT,
             store_busy_timeout: DEFAULT_STORE_BUSY_TIMEOUT,
             record_timeout: DEFAULT_RECORD_TIMEOUT,
+            max_runs_per_minute: DEFAULT_MAX_RUNS_PER_MINUTE,
         }
     }
 }
@@ -295,6 +308,10 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Watched repositories.
     pub repos: Vec<RepoConfig>,
+    /// Whether the file had a `repos` key. Without one the daemon watches the git repository
+    /// it is started in, as on the embedded defaults ([`Config::watch_cwd_if_unset`]);
+    /// `repos: []` watches nothing.
+    pub repos_given: bool,
     /// Skill directories searched after the workspace's own.
     pub skills_dirs: Vec<PathBuf>,
     /// Secrets by name.
@@ -322,6 +339,7 @@ impl Default for Config {
             api_token: None,
             public_url: None,
             repos: Vec::new(),
+            repos_given: false,
             skills_dirs: Vec::new(),
             secrets: IndexMap::new(),
             keep_failed_workspaces: false,
@@ -357,7 +375,66 @@ pub enum SecretError {
     },
 }
 
+/// A repository `url` the mirror can fetch: `http(s)://`, `git://`, `file://` or an absolute
+/// path. ssh remotes (`git@host:path`, `ssh://`) are not supported.
+fn check_remote_url(u: &str) -> Result<(), String> {
+    let scheme = u.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    match scheme.as_deref() {
+        Some("http" | "https" | "git" | "file") => Ok(()),
+        Some("ssh" | "git+ssh" | "ssh+git") => Err(format!(
+            "ssh remotes are not supported (`{u}`): use the `https://` URL with `credentials`, or `git://`"
+        )),
+        Some(other) => Err(format!(
+            "unsupported URL scheme `{other}://` in `{u}`: use `https://`, `http://`, `git://` or `file://` (or `path:` for a local repository)"
+        )),
+        None if u.starts_with('/') => Ok(()),
+        None if u.contains('@') && u.contains(':') => Err(format!(
+            "`{u}` is an ssh remote, which is not supported: use the `https://` URL with `credentials`, or `git://`"
+        )),
+        None => Err(format!(
+            "`{u}` is not a repository URL: use `https://HOST/OWNER/NAME.git`, `git://`, `file://`, or `path:` for a local repository"
+        )),
+    }
+}
+
+/// A webhook `url`: an absolute `http://` or `https://` URL with a host.
+fn check_webhook_url(u: &str) -> Result<(), String> {
+    match reqwest::Url::parse(u) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Ok(()),
+        Ok(url) => Err(format!(
+            "webhook `url` must be an `http://` or `https://` URL, found `{}://` in `{u}`",
+            url.scheme()
+        )),
+        Err(e) => Err(format!("webhook `url` `{u}` is not a URL: {e}")),
+    }
+}
+
+/// A listen address: `PORT` (on 127.0.0.1), `IP:PORT`, or `HOST:PORT` (resolved).
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    s.parse::<SocketAddr>()
+        .ok()
+        .or_else(|| {
+            use std::net::ToSocketAddrs;
+            s.to_socket_addrs().ok().and_then(|mut a| a.next())
+        })
+        .ok_or_else(|| {
+            format!("`listen` must be an address such as `{DEFAULT_LISTEN}`, found `{s}`")
+        })
+}
+
 impl Config {
+    /// A config file without a `repos` key watches the git repository around `cwd`, as the
+    /// embedded defaults do (a file that sets only `listen:` used to watch nothing).
+    pub fn watch_cwd_if_unset(&mut self, cwd: &Path) {
+        if !self.repos_given && self.repos.is_empty() {
+            self.repos = Config::embedded(cwd).repos;
+        }
+    }
+
     /// The embedded defaults: the git repository around `cwd` (if any) as repository
     /// `default`, watched on its current branch; state in `cwd/.agent`.
     pub fn embedded(cwd: &Path) -> Config {
@@ -511,6 +588,7 @@ const ANOMALY_KEYS: &[&str] = &[
     "failure_rate",
     "failure_window",
     "step_memory_mb",
+    "min_slowdown",
 ];
 const LIMIT_KEYS: &[&str] = &[
     "max_concurrent_runs",
@@ -521,6 +599,7 @@ const LIMIT_KEYS: &[&str] = &[
     "fetch_timeout",
     "store_busy_timeout",
     "record_timeout",
+    "max_runs_per_minute",
 ];
 const RETENTION_KEYS: &[&str] = &["max_runs", "max_age"];
 
@@ -565,16 +644,9 @@ fn parse_tree(root: &Node, base: &Path) -> Result<Config, Vec<Diagnostic>> {
                 {
                     config.listen = SocketAddr::from(([127, 0, 0, 1], port));
                 } else if let Some(s) = r.string(value) {
-                    let resolved = s.parse::<SocketAddr>().ok().or_else(|| {
-                        use std::net::ToSocketAddrs;
-                        s.to_socket_addrs().ok().and_then(|mut a| a.next())
-                    });
-                    match resolved {
-                        Some(a) => config.listen = a,
-                        None => r.error(
-                            value.span,
-                            format!("`listen` must be an address such as `{DEFAULT_LISTEN}`, found `{s}`"),
-                        ),
+                    match parse_listen(&s) {
+                        Ok(a) => config.listen = a,
+                        Err(e) => r.error(value.span, e),
                     }
                 }
             }
@@ -593,7 +665,10 @@ fn parse_tree(root: &Node, base: &Path) -> Result<Config, Vec<Diagnostic>> {
                     }
                 }
             }
-            "repos" => config.repos = r.repos(value),
+            "repos" => {
+                config.repos = r.repos(value);
+                config.repos_given = true;
+            }
             "skills_dirs" => {
                 config.skills_dirs = r.list(value, |r, n| r.path(n));
             }
@@ -834,7 +909,15 @@ impl Reader {
                     self.error(key.span, "give either `url` or `path`, not both");
                     ok = false;
                 }
-                "url" => source = self.string(value).map(RepoSource::Url),
+                "url" => {
+                    source = self.string(value).map(RepoSource::Url);
+                    if let Some(RepoSource::Url(u)) = &source
+                        && let Err(e) = check_remote_url(u)
+                    {
+                        self.error(value.span, e);
+                        ok = false;
+                    }
+                }
                 "path" => source = self.path(value).map(RepoSource::Path),
                 "full_name" => {
                     full_name = self.string(value);
@@ -963,7 +1046,14 @@ impl Reader {
         for (key, value) in entries {
             match key.as_str().unwrap_or_default() {
                 "name" => name = self.string(value),
-                "url" => url = self.string(value),
+                "url" => {
+                    url = self.string(value);
+                    if let Some(u) = &url
+                        && let Err(e) = check_webhook_url(u)
+                    {
+                        self.error(value.span, e);
+                    }
+                }
                 "events" => w.events = self.list(value, Reader::webhook_event),
                 "workflows" => w.workflows = self.list(value, Reader::glob),
                 "format" => {
@@ -1147,6 +1237,11 @@ impl Reader {
                         }
                     }
                     "step_memory_mb" => a.step_memory_mb = self.uint(value),
+                    "min_slowdown" => {
+                        if let Some(d) = self.duration(value) {
+                            a.min_slowdown = d;
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -1197,6 +1292,17 @@ impl Reader {
                     "record_timeout" => {
                         if let Some(d) = self.duration(value) {
                             l.record_timeout = d;
+                        }
+                    }
+                    "max_runs_per_minute" => {
+                        if let Some(n) = self.uint(value) {
+                            match u32::try_from(n) {
+                                Ok(n) => l.max_runs_per_minute = n,
+                                Err(_) => self.error(
+                                    value.span,
+                                    format!("`max_runs_per_minute` must be at most {}", u32::MAX),
+                                ),
+                            }
                         }
                     }
                     _ => {}
@@ -1468,6 +1574,54 @@ mod tests {
             .map_err(|d| d.render())
             .expect("valid example");
         assert!(!c.repos.is_empty());
+    }
+
+    /// `ftp://` and `not a url` webhooks and `git@` remotes were accepted.
+    #[test]
+    fn webhook_and_remote_urls_are_checked() {
+        let err = |text: &str| parse(text).expect_err("invalid");
+        let e = err("webhooks:\n  - url: ftp://x/y\n");
+        assert!(e.contains("agent.yaml:2:10: error: webhook `url` must be an `http://` or `https://` URL, found `ftp://`"), "{e}");
+        let e = err("webhooks:\n  - url: not a url\n");
+        assert!(e.contains("webhook `url` `not a url` is not a URL"), "{e}");
+        let e = err("repos:\n  - name: a\n    url: git@github.com:o/r.git\n");
+        assert!(
+            e.contains("agent.yaml:3:10: error: `git@github.com:o/r.git` is an ssh remote"),
+            "{e}"
+        );
+        let e = err("repos:\n  - name: a\n    url: ssh://git@h/r.git\n");
+        assert!(e.contains("ssh remotes are not supported"), "{e}");
+        let e = err("repos:\n  - name: a\n    url: svn://h/r\n");
+        assert!(e.contains("unsupported URL scheme `svn://`"), "{e}");
+        for ok in [
+            "https://h/o/r.git",
+            "git://127.0.0.1:9/r.git",
+            "file:///srv/r",
+            "/srv/r",
+        ] {
+            assert!(check_remote_url(ok).is_ok(), "{ok}");
+        }
+        assert!(check_webhook_url("http://127.0.0.1:9/x").is_ok());
+    }
+
+    /// A file that sets only `listen:` used to watch nothing: without a `repos` key the
+    /// repository the daemon starts in is watched; `repos: []` still means none.
+    #[test]
+    fn a_file_without_repos_watches_the_repository_around() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        git2::Repository::init(dir.path()).expect("init");
+        let mut c = parse("listen: 9000\n").expect("valid");
+        assert!(!c.repos_given);
+        c.watch_cwd_if_unset(dir.path());
+        assert_eq!(c.repos.len(), 1);
+        let mut c = parse("repos: []\n").expect("valid");
+        c.watch_cwd_if_unset(dir.path());
+        assert!(c.repos.is_empty());
+        assert_eq!(
+            parse_listen("9001"),
+            Ok("127.0.0.1:9001".parse().expect("addr"))
+        );
+        assert!(parse_listen("nowhere").is_err());
     }
 
     #[test]

@@ -389,6 +389,20 @@ fn pass(
 ) -> Result<PassOutcome, String> {
     let shared = &handle.shared;
     let url = repo.source.clone_url();
+    // libgit2 calls a missing local path an "unsupported URL protocol": say what it is.
+    let local = match &repo.source {
+        RepoSource::Path(p) => Some(p.clone()),
+        RepoSource::Url(u) => u.strip_prefix("file://").map(std::path::PathBuf::from),
+    };
+    if let Some(path) = local
+        && !path.exists()
+    {
+        return Err(format!(
+            "repository `{}`: local path `{}` does not exist",
+            repo.name,
+            path.display()
+        ));
+    }
     // Opened per pass (about a millisecond): ten idle connections cost more memory.
     if let Some(dir) = shared.store_path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("create `{}`: {e}", dir.display()))?;
@@ -423,8 +437,16 @@ fn pass(
         (Some(heads), false) => Baseline::Heads(heads),
         (None, false) => Baseline::CurrentHeads,
     };
-    let scan = scan_repo(&mut store, mirror, &repo.name, Some(&globs), baseline)
-        .map_err(|e| redact(&e.to_string(), &url))?;
+    let limit = shared.config.limits.max_runs_per_minute;
+    let scan = scan_repo(
+        &mut store,
+        mirror,
+        &repo.name,
+        Some(&globs),
+        baseline,
+        limit,
+    )
+    .map_err(|e| redact(&e.to_string(), &url))?;
     s.scanned = true;
     let default_branch = mirror.default_branch();
     let head = match &default_branch {
@@ -590,12 +612,12 @@ mod task_tests {
         repo
     }
 
-    /// Commits `.workflows/w.yaml`, a one-step workflow named `w`.
+    /// Commits `.workflows/w.yaml`, a one-step workflow named `w` that runs on push.
     fn commit_workflow(repo: &Path) {
         std::fs::create_dir_all(repo.join(".workflows")).expect("mkdir");
         std::fs::write(
             repo.join(".workflows/w.yaml"),
-            "workflow:\n  name: w\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: 'true'\n",
+            "workflow:\n  name: w\n  on:\n    push: {}\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: 'true'\n",
         )
         .expect("write");
         git(repo, &["add", "-A"]);

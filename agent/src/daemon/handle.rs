@@ -83,6 +83,9 @@ pub enum DaemonError {
     /// `concurrency.overlap: skip` and a run of the same group is active: nothing was queued.
     #[error("skipped: run {0} of the same concurrency group is still active")]
     Skipped(RunId),
+    /// The workflow says `on.manual: false`: it may not be triggered by hand (API: 403).
+    #[error("workflow `{0}` has `on.manual: false`: it cannot be triggered by hand")]
+    ManualDisabled(String),
     /// A git problem (mirror missing, commit unknown, ...).
     #[error("git: {0}")]
     Git(String),

@@ -133,6 +133,7 @@ async fn execute(shared: &Arc<Shared>, record: RunRecord, control: &RunControl) 
         workflow: Arc::new(loaded),
         parameters: record.parameters.as_object().cloned().unwrap_or_default(),
         run_id: id.to_string(),
+        env: super::triggers::committer_env(id),
         workdir: workspace.path().to_path_buf(),
         secrets: shared.secrets.clone(),
         repo,
@@ -175,13 +176,17 @@ async fn execute(shared: &Arc<Shared>, record: RunRecord, control: &RunControl) 
     if let Some(obj) = report.as_object_mut() {
         obj.insert("run_id".into(), json!(id.to_string()));
     }
+    // One end time for the store and the webhooks: one `duration_ms` everywhere.
+    let mut ended = record.clone();
+    ended.finished_at = Some(chrono::Utc::now());
     let finish = RunFinish {
         status,
         error: result.report.error.clone(),
         report: Some(report.clone()),
         preserved_context: preserve.then(|| Value::Object(result.context.clone())),
         // The run's end and its webhook deliveries are written together (outbox).
-        deliveries: crate::notify::finish_deliveries(shared, &record, status, &report),
+        deliveries: crate::notify::finish_deliveries(shared, &ended, status, &report),
+        finished_at: ended.finished_at,
     };
     let keep = status == RunStatus::Failed && shared.config.keep_failed_workspaces;
     let health_of = shared.clone();

@@ -659,6 +659,9 @@ pub fn check_request(
             },
         });
     };
+    if request.trigger == TriggerKind::Manual && wf.on.manual.as_ref().is_some_and(|m| !m.value) {
+        return Err(DaemonError::ManualDisabled(wf.name.value.clone()));
+    }
     let parameters = dsl::params::resolve_json(&wf, &request.parameters).map_err(|errors| {
         DaemonError::InvalidParameters(errors.iter().map(ToString::to_string).collect())
     })?;

@@ -24,12 +24,24 @@
 //!   none); a workflow already run for the same commit does not run again. A new branch that
 //!   points at a commit already seen (`git checkout -b`) brings no new code and runs nothing
 //!   until it gets a commit of its own.
-//! - A workflow with an `on:` section runs on push only if it has `on.push`; a workflow with no
-//!   trigger at all (no `on:`, as in the seed's examples) runs on every push.
+//! - A workflow runs on push only if it has `on.push`. A file without `on:` runs only when
+//!   asked (a manual trigger, `agent exec`, or a call from another workflow): sub-workflow
+//!   files and the seed's examples, which have no `on:`, never run on push.
 //! - Globs (`branches`, `paths`) follow GitHub Actions: `*` stops at `/`, `**` crosses it, and a
 //!   pattern starting with `!` excludes; the last pattern that matches decides.
 //! - An invalid workflow file becomes a failed run named after its file stem, carrying its
 //!   diagnostics, on the push that added or changed it; the other workflows run as usual.
+//! - Loop guard: a commit made by a run of workflow W does not start W again (a workflow
+//!   that pushes to its own repository would otherwise run forever). Steps of daemon runs
+//!   commit as `Agent <agent-run-ID@agent.invalid>` ([`committer_env`]); a commit is W's when
+//!   its committer address names a run of W, or its message has an `Agent-Workflow: W` or
+//!   `Agent-Run: ID` trailer. A push starts nothing of W when every new commit is W's.
+//!   A head commit whose message says `[skip ci]`, `[ci skip]`, `[no ci]`, `[skip agent]` or
+//!   `[agent skip]` starts no push run at all (as on GitHub).
+//! - Rate limit: at most `limits.max_runs_per_minute` push runs of one workflow per
+//!   repository are queued in any 60 s (a loop between two workflows pushing to each other
+//!   is slowed to that); a push past the limit queues nothing of that workflow and logs a
+//!   `rate limited` warning.
 //!
 //! What this module does not do: fetching (see [`super::git_watch`]), running (the
 //! scheduler) or cron (see [`super::cron`], which re-reads the default branch's workflows when
@@ -103,15 +115,151 @@ impl ParsedFile {
     }
 }
 
-/// Reads and parses every workflow file of a commit.
+/// The committer name of commits made by steps of daemon runs.
+pub const COMMITTER_NAME: &str = "Agent";
+
+/// The committer address of commits made by steps of run `run`.
+pub fn committer_email(run: RunId) -> String {
+    format!("agent-run-{run}@agent.invalid")
+}
+
+/// The environment that makes commits of a run's steps recognisable as the run's:
+/// `GIT_COMMITTER_NAME` and `GIT_COMMITTER_EMAIL` (the author stays whoever git's config
+/// says; a workflow `env:` setting these wins, and then only a trailer marks the commit).
+pub fn committer_env(run: RunId) -> Vec<(String, String)> {
+    vec![
+        ("GIT_COMMITTER_NAME".into(), COMMITTER_NAME.into()),
+        ("GIT_COMMITTER_EMAIL".into(), committer_email(run)),
+    ]
+}
+
+/// Markers in a head commit's message that start no push run (GitHub's and our own).
+const SKIP_MARKERS: &[&str] = &[
+    "[skip ci]",
+    "[ci skip]",
+    "[no ci]",
+    "[skip agent]",
+    "[agent skip]",
+];
+
+/// Whether a commit message asks for no push runs.
+pub fn skips_ci(message: &str) -> bool {
+    let lower = message.to_ascii_lowercase();
+    SKIP_MARKERS.iter().any(|m| lower.contains(m))
+}
+
+/// What a commit says about the run that made it: the run id in its committer address or
+/// `Agent-Run:` trailer, the workflow in an `Agent-Workflow:` trailer.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct MadeBy {
+    /// `Agent-Workflow: NAME`.
+    pub workflow: Option<String>,
+    /// The run id (`agent-run-ID@agent.invalid`, or `Agent-Run: ID`).
+    pub run: Option<RunId>,
+}
+
+impl MadeBy {
+    /// Reads a commit's committer address and message.
+    pub fn of(committer_email: &str, message: &str) -> MadeBy {
+        let mut made = MadeBy {
+            workflow: None,
+            run: committer_email
+                .strip_prefix("agent-run-")
+                .and_then(|rest| rest.strip_suffix("@agent.invalid"))
+                .and_then(|id| id.parse().ok())
+                .map(RunId),
+        };
+        for line in message.lines() {
+            let Some((key, value)) = line.split_once(':') else {
+                continue;
+            };
+            let value = value.trim();
+            if key.trim().eq_ignore_ascii_case("Agent-Workflow") && !value.is_empty() {
+                made.workflow = Some(value.to_string());
+            } else if key.trim().eq_ignore_ascii_case("Agent-Run")
+                && let Ok(id) = value.parse()
+            {
+                made.run = Some(RunId(id));
+            }
+        }
+        made
+    }
+}
+
+/// The workflow whose run made `commit`, if any (a run id is looked up in the store).
+fn maker_of(store: &Store, commit: &git2::Commit<'_>) -> Option<String> {
+    let email = String::from_utf8_lossy(commit.committer().email_bytes()).into_owned();
+    let message = String::from_utf8_lossy(commit.message_bytes()).into_owned();
+    let made = MadeBy::of(&email, &message);
+    if made.workflow.is_some() {
+        return made.workflow;
+    }
+    let run = store.get_run(made.run?).ok()??;
+    Some(run.workflow)
+}
+
+/// The most new commits of one push looked at by the loop guard.
+const GUARD_WALK_LIMIT: usize = 256;
+
+/// The workflow whose runs made every commit in `old..head` (just `head` without `old`),
+/// if one did: that workflow is not started by this push.
+fn loop_guard(store: &Store, mirror: &Mirror, old: Option<Oid>, head: Oid) -> Option<String> {
+    let repo = mirror.repository();
+    let mut walk = repo.revwalk().ok()?;
+    walk.push(head).ok()?;
+    match old {
+        Some(old) => walk.hide(old).ok()?,
+        None => walk.simplify_first_parent().ok()?,
+    }
+    let mut maker: Option<String> = None;
+    for (i, oid) in walk.enumerate() {
+        if i >= GUARD_WALK_LIMIT || (old.is_none() && i > 0) {
+            break;
+        }
+        let commit = repo.find_commit(oid.ok()?).ok()?;
+        let this = maker_of(store, &commit)?;
+        match &maker {
+            Some(m) if *m != this => return None,
+            _ => maker = Some(this),
+        }
+    }
+    maker
+}
+
+/// Reads and parses every workflow file of a commit. A file whose `name:` an earlier file
+/// (in path order) already has is invalid: workflows are triggered and listed by name, so
+/// it could never be reached.
 pub fn workflows_at(mirror: &Mirror, commit: Oid) -> Result<Vec<ParsedFile>, MirrorError> {
     let files = mirror.read_workflow_files(commit)?;
+    let mut names: std::collections::HashMap<String, String> = Default::default();
     Ok(files
         .into_iter()
         .map(|file| match dsl::parse_str(&file.path, &file.text) {
-            Ok((workflow, _warnings)) => ParsedFile::Valid {
-                path: file.path,
-                workflow: Box::new(workflow),
+            Ok((workflow, _warnings)) => match names.get(&workflow.name.value) {
+                Some(first) => {
+                    let source = dsl::SourceFile::new(&file.path, Some(file.text.clone()));
+                    let diagnostic = dsl::Diagnostic::error(
+                        workflow.name.span,
+                        format!(
+                            "duplicate workflow name `{}`: `{first}` has it too, and a workflow is triggered and listed by its name",
+                            workflow.name.value
+                        ),
+                    )
+                    .with_hint("give each workflow file its own `name:`")
+                    .in_file(&source);
+                    ParsedFile::Invalid {
+                        stem: file_stem(&file.path),
+                        diagnostics: diagnostic.render(),
+                        path: file.path,
+                    }
+                }
+                None => {
+                    names.insert(workflow.name.value.clone(), file.path.clone());
+                    ParsedFile::Valid {
+                        path: file.path,
+                        workflow: Box::new(workflow),
+                    }
+                }
             },
             Err(diags) => ParsedFile::Invalid {
                 stem: file_stem(&file.path),
@@ -184,11 +332,9 @@ impl GlobList {
 /// compile (validation should have caught it) matches nothing.
 pub fn push_matches(workflow: &Workflow, branch: &str, changed: &[String]) -> bool {
     let on = &workflow.on;
-    let push = match &on.push {
-        Some(push) => push,
-        // No trigger of any kind: the workflow runs on every push.
-        None if on.schedule.is_empty() && on.manual.is_none() => return true,
-        None => return false,
+    // No `on.push` (no `on:` at all included): the workflow runs only when asked.
+    let Some(push) = &on.push else {
+        return false;
     };
     let branches: Vec<&str> = push.branches.iter().map(|b| b.value.as_str()).collect();
     let paths: Vec<&str> = push.paths.iter().map(|p| p.value.as_str()).collect();
@@ -283,14 +429,16 @@ pub enum Baseline<'a> {
 
 /// Scans every branch of `mirror` selected by `watched` (`None`: the default branch only)
 /// against the store's last seen commits, and queues what the pushes start. `baseline` says
-/// what counts as existing history for a repository the store has never seen. See the module
-/// docs for the rules.
+/// what counts as existing history for a repository the store has never seen;
+/// `max_runs_per_minute` is the per-workflow rate limit of push runs (0: none). See the
+/// module docs for the rules.
 pub fn scan_repo(
     store: &mut Store,
     mirror: &Mirror,
     repo: &str,
     watched: Option<&GlobList>,
     baseline: Baseline<'_>,
+    max_runs_per_minute: u32,
 ) -> Result<PushScan, TriggerError> {
     let default_branch = mirror.default_branch();
     let selected = |branch: &str| match watched {
@@ -344,7 +492,17 @@ pub fn scan_repo(
         }
         // A force-push to an unrelated history leaves no known old commit: everything counts.
         let changed = mirror.changed_paths(old, head)?;
-        let (runs, failed) = runs_for_push(mirror, repo, &branch, head, &changed)?;
+        let message = mirror.commit_info(head)?.message;
+        let guard = PushGuard {
+            skip_all: skips_ci(&message),
+            not: loop_guard(store, mirror, old, head),
+            max_runs_per_minute,
+        };
+        if guard.skip_all {
+            tracing::info!(repo, branch = %branch, commit = %head_text,
+                "the commit message asks to skip CI: no push runs");
+        }
+        let (runs, failed) = runs_for_push(store, mirror, repo, &branch, head, &changed, &guard)?;
         let written = store.record_push(repo, &branch, &head_text, &runs, &failed)?;
         // `record_push` answers the queued runs first, then the failed ones.
         for (i, enqueued) in written.into_iter().enumerate() {
@@ -383,13 +541,63 @@ fn fork_point(mirror: &Mirror, head: Oid, seen: &[(String, String)]) -> Option<O
 /// Runs to queue, and failed runs with their error text.
 type PushRuns = (Vec<NewRun>, Vec<(NewRun, String)>);
 
+/// What keeps a push from starting runs.
+#[derive(Debug)]
+struct PushGuard {
+    /// The head commit says `[skip ci]` (or the like): nothing starts.
+    skip_all: bool,
+    /// The workflow whose runs made every new commit: it does not start again.
+    not: Option<String>,
+    /// Push runs of one workflow per minute (0: no limit).
+    max_runs_per_minute: u32,
+}
+
+impl PushGuard {
+    /// Whether `workflow` may start now; logs why not.
+    fn admits(&self, store: &Store, repo: &str, workflow: &str, commit: &str) -> bool {
+        if self.skip_all {
+            return false;
+        }
+        if self.not.as_deref() == Some(workflow) {
+            tracing::info!(
+                repo,
+                workflow,
+                commit,
+                "loop guard: the new commits were made by runs of this workflow; not started again"
+            );
+            return false;
+        }
+        if self.max_runs_per_minute > 0 {
+            let since = chrono::Utc::now() - chrono::Duration::seconds(60);
+            let recent = store
+                .count_runs_since(repo, workflow, TriggerKind::Push, since)
+                .unwrap_or(0);
+            if recent >= self.max_runs_per_minute as usize {
+                tracing::warn!(
+                    repo,
+                    workflow,
+                    commit,
+                    recent,
+                    limit = self.max_runs_per_minute,
+                    "rate limited: {recent} push runs of `{workflow}` in the last minute \
+                     (limits.max_runs_per_minute); this push does not run it"
+                );
+                return false;
+            }
+        }
+        true
+    }
+}
+
 /// The runs (and failed runs) a push of `head` to `branch` changing `changed` starts.
 fn runs_for_push(
+    store: &Store,
     mirror: &Mirror,
     repo: &str,
     branch: &str,
     head: Oid,
     changed: &[String],
+    guard: &PushGuard,
 ) -> Result<PushRuns, MirrorError> {
     let commit = head.to_string();
     let trigger = Trigger {
@@ -404,7 +612,9 @@ fn runs_for_push(
     for file in workflows_at(mirror, head)? {
         match file {
             ParsedFile::Valid { path, workflow } => {
-                if !push_matches(&workflow, branch, changed) {
+                if !push_matches(&workflow, branch, changed)
+                    || !guard.admits(store, repo, &workflow.name.value, &commit)
+                {
                     continue;
                 }
                 let (mut run, outcome) = new_run_for(&workflow, repo, trigger.clone(), &Map::new());
@@ -420,7 +630,7 @@ fn runs_for_push(
                 diagnostics,
             } => {
                 // Reported on the push that added or changed the file, not on every push after.
-                if !changed_set.contains(path.as_str()) {
+                if !changed_set.contains(path.as_str()) || guard.skip_all {
                     continue;
                 }
                 let mut run = NewRun::new(stem.clone(), trigger.clone());
@@ -479,11 +689,13 @@ mod tests {
     }
 
     #[test]
-    fn triggerless_workflows_run_on_push_and_schedule_only_ones_do_not() {
+    /// A file without `on:` (a sub-workflow, the seed's examples) runs only when asked, never
+    /// on push: copying such files into a watched repository must not fail on every commit.
+    fn triggerless_and_manual_only_workflows_do_not_run_on_push() {
         let none = parse(
             "workflow:\n  name: w\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: 'true'\n",
         );
-        assert!(push_matches(&none, "any", &[]));
+        assert!(!push_matches(&none, "any", &[]));
         let manual = parse(
             "workflow:\n  name: w\n  on:\n    manual: true\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: 'true'\n",
         );
@@ -552,7 +764,7 @@ mod scan_tests {
             } else {
                 Baseline::Nothing
             };
-            scan_repo(&mut self.store, &self.mirror, "app", watched, baseline).expect("scan")
+            scan_repo(&mut self.store, &self.mirror, "app", watched, baseline, 0).expect("scan")
         }
 
         fn runs(&self) -> Vec<RunRecord> {
@@ -565,6 +777,9 @@ mod scan_tests {
         }
     }
 
+    /// The `on:` section of a workflow that runs on every push.
+    const PUSH: &str = "  on:\n    push: {}\n";
+
     fn workflow(name: &str, on: &str) -> String {
         format!(
             "workflow:\n  name: {name}\n{on}  stages:\n    - name: s\n      steps:\n        - id: a\n          run: 'true'\n"
@@ -573,7 +788,7 @@ mod scan_tests {
 
     #[test]
     fn existing_history_runs_nothing_and_a_new_commit_runs_once() {
-        let old = workflow("old", "");
+        let old = workflow("old", PUSH);
         let mut f = Fixture::new(&[(".workflows/old.yaml", &old)]);
         let scan = f.scan(None, true);
         assert!(scan.baseline && scan.default_branch_moved);
@@ -596,8 +811,15 @@ mod scan_tests {
         // Nothing new: nothing queued; a restart (new store handle, baseline allowed) neither.
         assert!(f.scan(None, false).queued.is_empty());
         let mut again = Store::open_in_dir(&f.state).expect("reopen");
-        let scan =
-            scan_repo(&mut again, &f.mirror, "app", None, Baseline::CurrentHeads).expect("scan");
+        let scan = scan_repo(
+            &mut again,
+            &f.mirror,
+            "app",
+            None,
+            Baseline::CurrentHeads,
+            0,
+        )
+        .expect("scan");
         assert_eq!(scan, PushScan::default());
         assert_eq!(f.runs().len(), 2);
     }
@@ -613,11 +835,15 @@ mod scan_tests {
         let mut mirror =
             Mirror::open_or_clone(&state, "app", &repo.to_string_lossy()).expect("mirror");
         let scan =
-            scan_repo(&mut store, &mirror, "app", None, Baseline::CurrentHeads).expect("scan");
+            scan_repo(&mut store, &mirror, "app", None, Baseline::CurrentHeads, 0).expect("scan");
         assert!(scan.moved.is_empty());
-        commit(&repo, &[(".workflows/w.yaml", &workflow("w", ""))], "first");
+        commit(
+            &repo,
+            &[(".workflows/w.yaml", &workflow("w", PUSH))],
+            "first",
+        );
         mirror.fetch().expect("fetch");
-        let scan = scan_repo(&mut store, &mirror, "app", None, Baseline::Nothing).expect("scan");
+        let scan = scan_repo(&mut store, &mirror, "app", None, Baseline::Nothing, 0).expect("scan");
         assert_eq!(scan.queued.len(), 1, "{scan:?}");
     }
 
@@ -630,12 +856,19 @@ mod scan_tests {
         )];
         commit(
             &f.repo,
-            &[(".workflows/w.yaml", &workflow("w", ""))],
+            &[(".workflows/w.yaml", &workflow("w", PUSH))],
             "raced",
         );
         f.mirror.fetch().expect("fetch");
-        let scan =
-            scan_repo(&mut f.store, &f.mirror, "app", None, Baseline::Heads(&boot)).expect("scan");
+        let scan = scan_repo(
+            &mut f.store,
+            &f.mirror,
+            "app",
+            None,
+            Baseline::Heads(&boot),
+            0,
+        )
+        .expect("scan");
         assert!(scan.baseline);
         assert_eq!(scan.queued.len(), 1, "{scan:?}");
     }
@@ -692,7 +925,7 @@ mod scan_tests {
 
     #[test]
     fn a_new_branch_without_new_commits_runs_nothing() {
-        let mut f = Fixture::new(&[(".workflows/w.yaml", &workflow("w", ""))]);
+        let mut f = Fixture::new(&[(".workflows/w.yaml", &workflow("w", PUSH))]);
         let all = GlobList::new::<&str>(&[]).expect("glob");
         f.scan(Some(&all), true);
         git(&f.repo, &["branch", "topic"]);
@@ -706,7 +939,7 @@ mod scan_tests {
 
     #[test]
     fn only_the_default_branch_is_watched_without_globs() {
-        let mut f = Fixture::new(&[(".workflows/w.yaml", &workflow("w", ""))]);
+        let mut f = Fixture::new(&[(".workflows/w.yaml", &workflow("w", PUSH))]);
         f.scan(None, true);
         git(&f.repo, &["checkout", "-q", "-b", "side"]);
         commit(&f.repo, &[("a", "1")], "side");
@@ -720,7 +953,7 @@ mod scan_tests {
     fn a_bad_workflow_file_fails_alone() {
         let mut f = Fixture::new(&[("README", "x")]);
         f.scan(None, true);
-        let good = workflow("good", "");
+        let good = workflow("good", PUSH);
         commit(
             &f.repo,
             &[
@@ -753,9 +986,162 @@ mod scan_tests {
         assert_eq!((scan.queued.len(), scan.failed.len()), (1, 0), "{scan:?}");
     }
 
+    /// Commits everything (or nothing) with this committer address and message.
+    fn commit_by(dir: &Path, email: &str, message: &str) {
+        std::fs::write(dir.join("generated.txt"), message).expect("write");
+        git(dir, &["add", "-A"]);
+        let out = std::process::Command::new("git")
+            .args(["commit", "-q", "-m", message])
+            .current_dir(dir)
+            .env("GIT_AUTHOR_NAME", "T")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", COMMITTER_NAME)
+            .env("GIT_COMMITTER_EMAIL", email)
+            .output()
+            .expect("git commit");
+        assert!(out.status.success(), "{out:?}");
+    }
+
+    fn queued_names(f: &Fixture, scan: &PushScan) -> Vec<String> {
+        let runs = f.runs();
+        let mut names: Vec<String> = scan
+            .queued
+            .iter()
+            .filter_map(|id| runs.iter().find(|r| r.id == *id))
+            .map(|r| r.workflow.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// A workflow whose run pushes to its own repository must not start itself again (it
+    /// made 935 runs in 40 s): commits by a run of W (its committer address, or an
+    /// `Agent-Workflow`/`Agent-Run` trailer) start everything but W; `[skip ci]` starts
+    /// nothing; a commit of a person on top starts W again.
+    #[test]
+    fn commits_made_by_a_run_do_not_start_its_workflow_again() {
+        let mut f = Fixture::new(&[
+            (".workflows/w.yaml", &workflow("w", PUSH)),
+            (".workflows/v.yaml", &workflow("v", PUSH)),
+        ]);
+        f.scan(None, true);
+        commit(&f.repo, &[("a", "1")], "by a person");
+        let scan = f.scan(None, false);
+        assert_eq!(queued_names(&f, &scan), ["v", "w"]);
+        let w_run = f
+            .runs()
+            .into_iter()
+            .find(|r| r.workflow == "w")
+            .expect("run of w")
+            .id;
+
+        commit_by(&f.repo, &committer_email(w_run), "bump by w");
+        let scan = f.scan(None, false);
+        assert_eq!(queued_names(&f, &scan), ["v"], "{scan:?}");
+
+        commit(&f.repo, &[("b", "1")], "release\n\nAgent-Workflow: w\n");
+        let scan = f.scan(None, false);
+        assert_eq!(queued_names(&f, &scan), ["v"]);
+        commit(
+            &f.repo,
+            &[("c", "1")],
+            &format!("x\n\nAgent-Run: {w_run}\n"),
+        );
+        let scan = f.scan(None, false);
+        assert_eq!(queued_names(&f, &scan), ["v"]);
+
+        commit(&f.repo, &[("d", "1")], "docs [skip ci]");
+        let scan = f.scan(None, false);
+        assert!(scan.queued.is_empty() && scan.failed.is_empty(), "{scan:?}");
+
+        // Two commits pushed at once, one of them a person's: everything runs.
+        commit_by(&f.repo, &committer_email(w_run), "by w again");
+        commit(&f.repo, &[("e", "1")], "by a person, on top");
+        let scan = f.scan(None, false);
+        assert_eq!(queued_names(&f, &scan), ["v", "w"]);
+    }
+
+    /// Workflows that push to each other are not caught by the loop guard: the rate limit
+    /// queues at most `max_runs_per_minute` push runs of a workflow per minute.
+    #[test]
+    fn push_runs_are_rate_limited_per_workflow() {
+        let mut f = Fixture::new(&[(".workflows/w.yaml", &workflow("w", PUSH))]);
+        f.mirror.fetch().expect("fetch");
+        scan_repo(
+            &mut f.store,
+            &f.mirror,
+            "app",
+            None,
+            Baseline::CurrentHeads,
+            2,
+        )
+        .expect("scan");
+        let mut queued = Vec::new();
+        for i in 0..4 {
+            commit(&f.repo, &[("n", &i.to_string())], "push");
+            f.mirror.fetch().expect("fetch");
+            let scan = scan_repo(&mut f.store, &f.mirror, "app", None, Baseline::Nothing, 2)
+                .expect("scan");
+            queued.push(scan.queued.len());
+        }
+        assert_eq!(queued, [1, 1, 0, 0]);
+    }
+
+    #[test]
+    fn commit_identities_and_trailers_name_the_run() {
+        assert_eq!(
+            MadeBy::of("agent-run-42@agent.invalid", "x"),
+            MadeBy {
+                workflow: None,
+                run: Some(RunId(42))
+            }
+        );
+        let m = MadeBy::of(
+            "me@example.com",
+            "subject\n\nbody\n\nagent-workflow: deploy it\n",
+        );
+        assert_eq!(m.workflow.as_deref(), Some("deploy it"));
+        assert_eq!(
+            MadeBy::of("agent-run-x@agent.invalid", "Agent-Run: nope"),
+            MadeBy::default()
+        );
+        assert!(skips_ci("fix typo [Skip CI]"));
+        assert!(!skips_ci("skip ci"));
+    }
+
+    /// Two files with one `name:` left one unreachable without a word: the later one (in
+    /// path order) is an invalid file now, reported on the push that adds it.
+    #[test]
+    fn a_duplicate_workflow_name_is_an_error() {
+        let mut f = Fixture::new(&[("README", "x")]);
+        f.scan(None, true);
+        commit(
+            &f.repo,
+            &[
+                (".workflows/a.yaml", &workflow("same", PUSH)),
+                (".workflows/b.yaml", &workflow("same", PUSH)),
+            ],
+            "add",
+        );
+        let scan = f.scan(None, false);
+        assert_eq!((scan.queued.len(), scan.failed.len()), (1, 1), "{scan:?}");
+        let failed = f
+            .runs()
+            .into_iter()
+            .find(|r| r.status == RunStatus::Failed)
+            .expect("failed run");
+        assert_eq!(failed.workflow, "b");
+        let error = failed.error.unwrap_or_default();
+        assert!(
+            error.contains(".workflows/b.yaml:2:9: error: duplicate workflow name `same`")
+                && error.contains(".workflows/a.yaml"),
+            "{error}"
+        );
+    }
+
     #[test]
     fn missing_required_parameters_make_a_failed_run() {
-        let wf = "workflow:\n  name: p\n  parameters:\n    - name: version\n      required: true\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: echo ${{ parameters.version }}\n";
+        let wf = "workflow:\n  name: p\n  on:\n    push: {}\n  parameters:\n    - name: version\n      required: true\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: echo ${{ parameters.version }}\n";
         let mut f = Fixture::new(&[("README", "x")]);
         f.scan(None, true);
         commit(&f.repo, &[(".workflows/p.yaml", wf)], "add");

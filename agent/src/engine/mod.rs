@@ -130,6 +130,9 @@ pub struct RunRequest {
     pub parameters: Map<String, Value>,
     /// The run id (used in events, the report and `AGENT_RUN_ID`).
     pub run_id: String,
+    /// Extra environment for every step (the daemon's git committer identity), set before
+    /// the workflow's `env`, which may override it. Empty for `agent exec`.
+    pub env: Vec<(String, String)>,
     /// The workspace: every step's working directory.
     pub workdir: PathBuf,
     /// Secret values by name (`secrets.NAME`), masked in everything that leaves the engine.
@@ -222,6 +225,7 @@ mod tests {
             workflow: Arc::new(loaded),
             parameters: Map::new(),
             run_id: new_run_id(),
+            env: Vec::new(),
             workdir: std::env::temp_dir(),
             secrets: IndexMap::new(),
             repo: Value::Null,
@@ -254,6 +258,32 @@ mod tests {
         let result = block_on(fut);
         assert_eq!(result.report.status, RunStatus::Succeeded);
         assert_eq!(result.report.stages[0].steps[0].attempts, 1);
+    }
+
+    /// The caller's `env` reaches every step (the daemon's committer identity, the loop
+    /// guard of self-pushing workflows), and the workflow's `env` may override it.
+    #[test]
+    fn the_run_env_reaches_steps_and_the_workflow_env_overrides_it() {
+        let engine = Engine::new(EngineConfig::default());
+        let req = RunRequest {
+            env: vec![
+                ("GIT_COMMITTER_NAME".into(), "Agent".into()),
+                (
+                    "GIT_COMMITTER_EMAIL".into(),
+                    "agent-run-7@agent.invalid".into(),
+                ),
+            ],
+            ..request(
+                "workflow:\n  name: w\n  env:\n    GIT_COMMITTER_EMAIL: me@example.com\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: test \"$GIT_COMMITTER_NAME/$GIT_COMMITTER_EMAIL\" = Agent/me@example.com\n",
+            )
+        };
+        let result = block_on(engine.run(req));
+        assert_eq!(
+            result.report.status,
+            RunStatus::Succeeded,
+            "{:?}",
+            result.report
+        );
     }
 
     #[test]

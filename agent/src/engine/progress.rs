@@ -240,7 +240,8 @@ impl ProgressView {
                 out.push_str(&format!("run {run_id} of {workflow}\n"));
             }
             EngineEvent::StageStarted { stage, steps, .. } => {
-                out.push_str(&format!("stage {stage} ({steps} steps)\n"));
+                let noun = if *steps == 1 { "step" } else { "steps" };
+                out.push_str(&format!("stage {stage} ({steps} {noun})\n"));
             }
             EngineEvent::StageFinished {
                 stage,
@@ -550,6 +551,19 @@ mod tests {
             duration: Duration::from_millis(30),
         });
         assert_eq!(s, "stage checks failed (continued) in 30ms\n");
+    }
+
+    /// "stage s (1 steps)" read badly.
+    #[test]
+    fn one_step_is_singular() {
+        let mut v = ProgressView::new(false);
+        let stage = |steps| EngineEvent::StageStarted {
+            run_id: "r".into(),
+            stage: "s".into(),
+            steps,
+        };
+        assert_eq!(v.render(&stage(1)), "stage s (1 step)\n");
+        assert_eq!(v.render(&stage(2)), "stage s (2 steps)\n");
     }
 
     #[test]

@@ -79,8 +79,11 @@ pub(crate) struct RunCtx<'a> {
     pub cancel: Cancel,
     pub masker: Masker,
     pub rundir: Arc<runners::RunDir>,
-    /// `AGENT_RUN_ID`, `AGENT_WORKSPACE` and the workflow's `env`.
+    /// `AGENT_RUN_ID`, `AGENT_WORKSPACE`, the run's [`RunRequest::env`] and the workflow's
+    /// `env`.
     pub base_env: Vec<(String, String)>,
+    /// The run's [`RunRequest::env`], handed on to sub-workflows.
+    pub run_env: Arc<[(String, String)]>,
     pub data: Mutex<RunData>,
     pub state: Mutex<RunState>,
     /// End of the workflow's `metadata.timeout` (or the caller's, whichever is earlier).
@@ -94,6 +97,14 @@ pub(crate) struct RunCtx<'a> {
 }
 
 impl RunCtx<'_> {
+    /// Sets the run's extra environment: before the workflow's `env`, which may override it.
+    pub(crate) fn set_run_env(&mut self, env: Arc<[(String, String)]>) {
+        // `AGENT_RUN_ID` and `AGENT_WORKSPACE` come first; the workflow's `env` after.
+        let at = self.base_env.len().min(2);
+        self.base_env.splice(at..at, env.iter().cloned());
+        self.run_env = env;
+    }
+
     pub fn data(&self) -> MutexGuard<'_, RunData> {
         self.data.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -264,6 +275,7 @@ pub(crate) fn new_ctx<'a>(
         masker,
         rundir,
         base_env,
+        run_env: Arc::from(Vec::new()),
         data: Mutex::new(data),
         state: Mutex::new(RunState {
             stages,
@@ -572,6 +584,7 @@ pub(crate) async fn run(engine: &Engine, req: RunRequest) -> RunResult {
         }
     };
     let mut ctx = ctx;
+    ctx.set_run_env(Arc::from(req.env.clone()));
     ctx.resume = resumed_steps(wf, &req.resume);
     execute(&ctx).await;
     // Nothing a step started may outlive the run.

@@ -445,6 +445,8 @@ async fn run_subworkflow(
         Ok(c) => c,
         Err(e) => return Attempt::fail("ExpressionError", format!("step `{id}`: {e}")),
     };
+    let mut sub_ctx = sub_ctx;
+    sub_ctx.set_run_env(ctx.run_env.clone());
     let eid = ctx.event_id(id);
     ctx.events.emit(|| EngineEvent::StepStarted {
         run_id: ctx.run_id.clone(),

@@ -151,7 +151,10 @@ pub fn decide_with_backoff(
                 },
                 _ => DeliveryOutcome::GaveUp {
                     status_code,
-                    error: format!("{error} (gave up after {attempt} attempts)"),
+                    error: format!(
+                        "{error} (gave up after {attempt} {})",
+                        if attempt == 1 { "attempt" } else { "attempts" }
+                    ),
                 },
             }
         }

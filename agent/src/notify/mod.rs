@@ -130,11 +130,8 @@ pub fn run_end_notice(
     let kind = EventKind::for_run_end(status)?;
     let mut notice = Notice::new(kind, run.workflow.clone());
     notice.run_id = Some(run.id);
-    let mut summary = event::run_summary(run, status, &link_base(shared));
-    if let Some(ms) = report.get("duration_ms").and_then(Value::as_i64) {
-        summary["duration_ms"] = json!(ms);
-    }
-    notice.run = Some(summary);
+    // `duration_ms` is the run's, from `started_at` to `finished_at`, as the API shows it.
+    notice.run = Some(event::run_summary(run, status, &link_base(shared)));
     // A succeeded run has no deciding step (a tolerated failure did not decide it).
     if status != RunStatus::Succeeded {
         notice.step = event::failing_step(report);

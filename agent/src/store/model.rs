@@ -408,6 +408,10 @@ pub struct RunFinish {
     /// Webhook deliveries to queue in the same transaction (the outbox pattern: a finished
     /// run and its notifications are written together or not at all).
     pub deliveries: Vec<NewDelivery>,
+    /// When the run ended (default: when the end is written). The run task sets it to the
+    /// time its webhook notices were built with, so the API's `duration_ms` and the
+    /// webhooks' are one figure.
+    pub finished_at: Option<DateTime<Utc>>,
 }
 
 impl RunFinish {
@@ -419,6 +423,7 @@ impl RunFinish {
             report: None,
             preserved_context: None,
             deliveries: Vec::new(),
+            finished_at: None,
         }
     }
 }

@@ -7,12 +7,14 @@
 //! interrupted ones and releases claims; `resume_run` puts an interrupted run back in the
 //! queue with its finished steps kept.
 
+use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Row, Transaction, params};
 
 use super::{
     AttemptRecord, Enqueued, NewRun, Retention, RunFilter, RunFinish, RunId, RunRecord, RunStatus,
-    StepFinish, StepRecord, StepStart, StepStatus, Store, StoreError, Trigger, from_json,
-    from_json_opt, from_ms, from_ms_opt, now_ms, parse_enum, to_json, to_json_opt, to_ms,
+    StepFinish, StepRecord, StepStart, StepStatus, Store, StoreError, Trigger, TriggerKind,
+    from_json, from_json_opt, from_ms, from_ms_opt, now_ms, parse_enum, to_json, to_json_opt,
+    to_ms,
 };
 
 /// The columns `RawRun::from_row` reads, in order.
@@ -381,7 +383,7 @@ impl Store {
                 to: finish.status,
             });
         }
-        let now = now_ms();
+        let now = finish.finished_at.map(to_ms).unwrap_or_else(now_ms);
         tx.execute(
             "UPDATE runs SET status = ?2, finished_at = ?3, claimed_at = NULL, error = ?4,
                              report = ?5
@@ -560,6 +562,24 @@ impl Store {
              ORDER BY id"
         );
         query_runs(&self.conn, &sql, params![group])
+    }
+
+    /// How many runs of `workflow` in `repo` were triggered by `kind` since `since` (the
+    /// per-workflow rate limit of push runs).
+    pub fn count_runs_since(
+        &self,
+        repo: &str,
+        workflow: &str,
+        kind: TriggerKind,
+        since: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM runs
+             WHERE repo = ?1 AND workflow = ?2 AND trigger_kind = ?3 AND created_at >= ?4",
+            params![repo, workflow, kind.as_str(), to_ms(since)],
+            |r| r.get(0),
+        )?;
+        Ok(usize::try_from(n).unwrap_or(0))
     }
 
     /// How many runs are in each non-final state: (queued, running).
