@@ -488,3 +488,38 @@ fn env_and_shell_override() {
     assert_eq!(ws.read("env.txt").trim(), "hi it's $(x)|step|step");
     assert_eq!(ws.read("py.txt"), "py:it's $(x)");
 }
+
+/// Guards `run.workspace` (the steps' working directory as an expression) and the order
+/// `env('NAME')` reads in: the workflow's `env` first, then the step base environment, so the
+/// workflow's `env` can extend the agent's own `PATH`.
+#[test]
+fn run_workspace_and_env_function_order() {
+    let ws = Ws::new();
+    ws.write(
+        "wf.yaml",
+        r#"workflow:
+  name: w
+  env:
+    PATH: /opt/extra-4711:${{ env('PATH') }}
+    WS: ${{ run.workspace }}
+  stages:
+    - name: s
+      steps:
+        - id: a
+          run: |
+            echo "path=${{ env('PATH') }}"
+            echo "ws=${{ run.workspace }} pwd=$(pwd -P) same=$([ "$WS" = "$AGENT_WORKSPACE" ] && echo yes)"
+"#,
+    );
+    let out = ws.exec("wf.yaml", &[]);
+    assert_code(&out, 0);
+    let stderr = common::stderr(&out);
+    let path = std::env::var("PATH").expect("PATH");
+    assert!(
+        stderr.contains(&format!("path=/opt/extra-4711:{path}")),
+        "{stderr}"
+    );
+    let ws_path = ws.path().to_string_lossy().into_owned();
+    assert!(stderr.contains(&format!("ws={ws_path} ")), "{stderr}");
+    assert!(stderr.contains("same=yes"), "{stderr}");
+}

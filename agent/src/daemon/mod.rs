@@ -154,6 +154,7 @@ pub async fn run_until(
     let engine = Arc::new(Engine::new(EngineConfig {
         skills_dirs: config.skills_dirs.clone(),
         admission,
+        env_passthrough: config.env_passthrough.clone(),
         ..EngineConfig::default()
     }));
     let listen = config.listen;

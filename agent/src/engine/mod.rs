@@ -55,6 +55,7 @@ pub mod script_env;
 pub mod secrets;
 mod stage;
 mod step;
+pub mod step_env;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -77,6 +78,9 @@ pub struct EngineConfig {
     pub grace: Duration,
     /// CPU and memory capacity for admission.
     pub admission: AdmissionConfig,
+    /// Variables of the agent's environment that steps see besides the minimal ones
+    /// ([`step_env`]).
+    pub env_passthrough: Vec<String>,
 }
 
 impl Default for EngineConfig {
@@ -85,6 +89,7 @@ impl Default for EngineConfig {
             skills_dirs: Vec::new(),
             grace: runners::DEFAULT_GRACE,
             admission: AdmissionConfig::default(),
+            env_passthrough: Vec::new(),
         }
     }
 }
@@ -95,6 +100,8 @@ pub struct Engine {
     config: EngineConfig,
     admission: Admission,
     adaptive: backoff::AdaptiveState,
+    /// The base environment of every step, read once at creation ([`step_env::base_env`]).
+    step_env: Vec<(String, String)>,
 }
 
 /// Everything a run needs.
@@ -144,16 +151,23 @@ impl Engine {
     /// Creates the engine (measures CPU capacity once).
     pub fn new(config: EngineConfig) -> Self {
         let admission = Admission::new(config.admission.clone());
+        let step_env = step_env::base_env(&config.env_passthrough);
         Engine {
             config,
             admission,
             adaptive: backoff::AdaptiveState::new(),
+            step_env,
         }
     }
 
     /// The admission scheduler shared by all runs.
     pub fn admission(&self) -> &Admission {
         &self.admission
+    }
+
+    /// The environment every step starts from (see [`step_env`]).
+    pub fn step_env(&self) -> &[(String, String)] {
+        &self.step_env
     }
 
     /// The settings.

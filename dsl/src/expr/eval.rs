@@ -26,6 +26,13 @@ pub trait EvalContext {
     /// The directory `file_exists()` and `hash_files()` resolve relative paths against.
     /// `None` makes them fail on relative paths.
     fn workdir(&self) -> Option<&Path>;
+    /// The variable `name` of the environment steps start from, read by `env('NAME')` when
+    /// the `env` root does not have it. The default reads this process's environment; a
+    /// run's context answers with the step base environment instead, so no expression can
+    /// read the agent's own variables.
+    fn base_env(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
 }
 
 /// The state of the job so far.

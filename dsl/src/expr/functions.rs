@@ -268,7 +268,7 @@ fn env(name: &Value, ctx: &dyn EvalContext) -> Result<Value, FnError> {
     if name.is_empty() || name.contains(['=', '\0']) {
         return Ok(Value::Null);
     }
-    Ok(std::env::var(name).map_or(Value::Null, Value::String))
+    Ok(ctx.base_env(name).map_or(Value::Null, Value::String))
 }
 
 fn resolve_path(v: &Value, ctx: &dyn EvalContext) -> Result<PathBuf, FnError> {
