@@ -523,3 +523,40 @@ fn run_workspace_and_env_function_order() {
     assert!(stderr.contains(&format!("ws={ws_path} ")), "{stderr}");
     assert!(stderr.contains("same=yes"), "{stderr}");
 }
+
+/// Guards the quoting of expression values in `run:` scripts: after a comment with an
+/// apostrophe, inside `$( )` within double quotes (a `*` value is not globbed into the
+/// workdir's file names), and in a quoted-delimiter heredoc, the shell gets the value as it
+/// was written, without added quotes.
+#[test]
+fn expression_values_reach_the_shell_as_written() {
+    let ws = Ws::new();
+    ws.write("some-file", "");
+    ws.write(
+        "wf.yaml",
+        r#"workflow:
+  name: q
+  parameters:
+    - {name: x, default: world}
+    - {name: star, default: "* $(touch pwned)"}
+  stages:
+    - name: s
+      steps:
+        - id: a
+          run: |
+            # don't forget
+            echo "hello ${{ parameters.x }}"
+            echo "$(printf '<%s>' "${{ parameters.star }}")"
+            cat <<'EOF'
+            doc ${{ parameters.x }} $HOME
+            EOF
+"#,
+    );
+    let out = ws.exec("wf.yaml", &[]);
+    assert_code(&out, 0);
+    let stderr = common::stderr(&out);
+    assert!(stderr.contains("hello world\n"), "{stderr}");
+    assert!(stderr.contains("<* $(touch pwned)>"), "{stderr}");
+    assert!(stderr.contains("doc world $HOME"), "{stderr}");
+    assert!(!ws.exists("pwned"));
+}

@@ -11,8 +11,20 @@
 //! those win over everything here. This module does not decide those.
 
 /// Variables of the agent's environment every step gets (when set).
+/// `GIT_CEILING_DIRECTORIES` is the daemon's own fence that keeps a step's `git` from finding
+/// a repository above the workspaces.
 pub const MINIMAL: &[&str] = &[
-    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM",
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "TMPDIR",
+    "TERM",
+    "GIT_CEILING_DIRECTORIES",
 ];
 
 /// `PATH` when the agent itself has none.
