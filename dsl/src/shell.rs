@@ -860,6 +860,19 @@ mod tests {
         assert!(problems("echo '\\@'").is_empty());
     }
 
+    proptest::proptest! {
+        /// Guards against panics and endless loops on any text: every expression gets a
+        /// slot or a problem.
+        #[test]
+        fn any_text_is_analysed(text in "[a@ '\"`$\\\\(){}#<>\n\t;|&-]{0,60}") {
+            let n = text.matches('@').count();
+            match rewrite(&pieces(&text), &|n| format!("V{n}")) {
+                Ok(script) => proptest::prop_assert_eq!(script.slots.len(), n),
+                Err(problems) => proptest::prop_assert!(problems.iter().all(|p| p.expr < n)),
+            }
+        }
+    }
+
     #[test]
     fn posix_shells() {
         assert!(is_posix_shell(None));

@@ -37,7 +37,7 @@
 //! Layout: `run.rs` (one run: stages, failure actions, rollback, compensation, report),
 //! `stage.rs` (scheduling inside a stage), `step.rs` (one step: `when`, rendering, tries,
 //! retries, error handlers), `failure.rs` (what a failure leads to), `script_env.rs` (no
-//! script injection), `scope.rs` (expression roots), plus the pure helpers `backoff.rs`,
+//! script injection), `step_env.rs` (the minimal step environment), `scope.rs` (expression roots), plus the pure helpers `backoff.rs`,
 //! `mask.rs`, `context.rs`, `secrets.rs`, `report.rs`, `events.rs` and the
 //! terminal sink `progress.rs`.
 
