@@ -195,6 +195,8 @@ enum Frame {
         end: End,
         depth: usize,
         word_start: bool,
+        /// Open `case ... esac` commands: their patterns' `)` closes nothing.
+        cases: usize,
     },
     Single,
     AnsiC,
@@ -241,6 +243,7 @@ impl<'a> Lexer<'a> {
                 end: End::Eof,
                 depth: 0,
                 word_start: true,
+                cases: 0,
             }],
             pending: Vec::new(),
             slots,
@@ -293,13 +296,15 @@ impl<'a> Lexer<'a> {
                         end: End::Eof,
                         depth: 0,
                         word_start: true,
+                        cases: 0,
                     });
                 }
                 Some(Frame::Cmd {
                     end,
                     depth,
                     word_start,
-                }) => self.cmd(end, depth, word_start),
+                    cases,
+                }) => self.cmd(end, depth, word_start, cases),
                 Some(Frame::Single) => self.single(),
                 Some(Frame::AnsiC) => self.ansi_c(),
                 Some(Frame::Double) => self.double(),
@@ -367,10 +372,22 @@ impl<'a> Lexer<'a> {
             end,
             depth: 0,
             word_start: !matches!(end, End::Brace { .. }),
+            cases: 0,
         });
     }
 
-    fn cmd(&mut self, end: End, depth: usize, word_start: bool) {
+    /// Whether the word `word` starts here and ends at a separator.
+    fn keyword(&self, word: &str) -> bool {
+        let n = word.chars().count();
+        word.chars().enumerate().all(|(k, c)| self.ch(k) == Some(c))
+            && match self.items.get(self.i + n) {
+                None => true,
+                Some(Item::Ch(c)) => c.is_whitespace() || matches!(c, ';' | '&' | '|' | ')'),
+                Some(Item::Ex(_)) => false,
+            }
+    }
+
+    fn cmd(&mut self, end: End, depth: usize, word_start: bool, cases: usize) {
         let item = self.items[self.i];
         let c = match item {
             Item::Ex(n) => {
@@ -398,6 +415,23 @@ impl<'a> Lexer<'a> {
             c,
             ' ' | '\t' | '\n' | ';' | '&' | '|' | '<' | '>' | '(' | ')'
         ));
+        let set_cases = |s: &mut Self, n: usize| {
+            if let Some(Frame::Cmd { cases, .. }) = s.stack.last_mut() {
+                *cases = n;
+            }
+        };
+        if word_start && end != End::Arith {
+            if self.keyword("case") {
+                set_cases(self, cases + 1);
+                self.i += 4;
+                return;
+            }
+            if self.keyword("esac") {
+                set_cases(self, cases.saturating_sub(1));
+                self.i += 4;
+                return;
+            }
+        }
         match c {
             '\\' => self.escape(),
             '\'' if !dq => {
@@ -431,6 +465,8 @@ impl<'a> Lexer<'a> {
             ')' => {
                 self.i += 1;
                 match end {
+                    // A `case` pattern's `)`.
+                    End::Paren if depth == 0 && cases > 0 => {}
                     End::Paren if depth == 0 => {
                         self.stack.pop();
                     }
@@ -835,6 +871,15 @@ mod tests {
             "cat <<'EOF'\n$HOME\nEOF\n\"${V0}\""
         );
         assert_eq!(rw("cat <<< @"), "cat <<< \"${V0}\"");
+    }
+
+    /// Guards `case` inside `$( )`: a pattern's `)` does not end the substitution.
+    #[test]
+    fn case_patterns_inside_command_substitution() {
+        assert_eq!(
+            rw("x=\"$(case a in a) echo @;; esac)\" '@'"),
+            "x=\"$(case a in a) echo \"${V0}\";; esac)\" ''\"${V1}\"''"
+        );
     }
 
     #[test]

@@ -245,6 +245,10 @@ mod tests {
             text: "printf '[%s]\\n' \"$(printf '%s' \"$(printf '%s' '@')\")\"",
             expect: |v| format!("[{v}]"),
         },
+        Form {
+            text: "printf '[%s]\\n' \"$(case a in a) printf '<%s>' @;; (b) :;; esac)\"",
+            expect: |v| format!("[<{v}>]"),
+        },
     ];
 
     /// Values full of what a shell would act on; never a trailing newline (`$( )` strips it).
