@@ -25,9 +25,9 @@
 //! Forms that cannot be honoured are problems reported at validation with the position of
 //! the expression: right after a backslash or a `$`, inside a heredoc delimiter, a
 //! quoted-delimiter heredoc with values inside backticks or with a delimiter that is not a
-//! plain word. Not modelled (read as ordinary text): `case` patterns inside `$( )` (their
-//! `)` closes the substitution early) and heredoc delimiter lines inside a `$( )` that spans
-//! lines of a heredoc body.
+//! plain word. `case ... esac` is followed so that a pattern's `)` does not end a `$( )`.
+//! Not modelled: a heredoc's delimiter line inside a `$( )` that spans lines of that
+//! heredoc's body (the body is taken to go on).
 
 /// How the shell sees one expression's position, which decides its reference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
