@@ -15,6 +15,7 @@ pub mod lower;
 pub mod model;
 pub mod params;
 pub mod schema;
+pub mod shell;
 pub mod validate;
 pub mod yaml;
 

@@ -7,7 +7,7 @@
 //! and lives in `load`.
 
 use crate::diagnostic::Diagnostic;
-use crate::expr::{self, Scope};
+use crate::expr::{self, Scope, Template, TemplatePart};
 use crate::lower::{list, scalar_range, suggest, template_error};
 use crate::model::*;
 use crate::yaml::Span;
@@ -481,6 +481,7 @@ impl<'a> Validator<'a> {
             self.check_template(t, STEP_ROOTS, Some((vis, me)));
         }
         if let StepKind::Run(r) = &step.kind {
+            self.check_shell_positions(r, step.shell.as_ref().map(|s| s.value.as_str()));
             for rf in r.references() {
                 if rf.root == "repo"
                     && let Some(field) = rf.path.first()
@@ -537,6 +538,44 @@ impl<'a> Validator<'a> {
                 c.key.span,
                 "`cache.key` must not be null",
             ));
+        }
+    }
+
+    /// The `${{ }}` of a shell script whose position the shell cannot honour (right after
+    /// a backslash or `$`, in a heredoc delimiter, ...): errors at the expression.
+    fn check_shell_positions(&mut self, r: &TemplateString, shell: Option<&str>) {
+        if r.template.is_literal() || !crate::shell::is_posix_shell(shell) {
+            return;
+        }
+        let pieces: Vec<crate::shell::Piece<'_>> = match &r.template {
+            Template::Literal(_) => return,
+            Template::Whole { .. } => vec![crate::shell::Piece::Expr],
+            Template::Interpolated(parts) => parts
+                .iter()
+                .map(|p| match p {
+                    TemplatePart::Text(t) => crate::shell::Piece::Text(t),
+                    TemplatePart::Expr { .. } => crate::shell::Piece::Expr,
+                })
+                .collect(),
+        };
+        let Err(problems) = crate::shell::rewrite(&pieces, &|n| format!("AGENT_EXPR_{n}")) else {
+            return;
+        };
+        let exprs = r.template.exprs();
+        for p in problems {
+            let Some(&(_, offset)) = exprs.get(p.expr) else {
+                continue;
+            };
+            // Point at `${{ ... }}` as a whole.
+            let start = offset.saturating_sub(3);
+            let end = r
+                .text
+                .get(offset..)
+                .and_then(|rest| rest.find("}}"))
+                .map_or(r.text.len(), |e| offset + e + 2);
+            let len = end.saturating_sub(start);
+            let span = scalar_range(self.source, r.span, r.style, &r.text, start, len);
+            self.diags.push(Diagnostic::error(span, p.message));
         }
     }
 

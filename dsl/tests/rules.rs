@@ -216,3 +216,45 @@ fn long_dependency_chains_do_not_overflow_the_stack() {
         err.render()
     );
 }
+
+/// Guards the validation of `${{ }}` positions a shell cannot honour: each is an error at
+/// the expression's own line and column; forms that work (quotes, comments, heredocs) pass.
+#[test]
+fn shell_positions_that_cannot_be_honoured_are_errors_at_the_expression() {
+    let src = r#"workflow:
+  name: sh
+  parameters:
+    - {name: x, default: a}
+  stages:
+    - name: s
+      steps:
+        - id: ok
+          run: |
+            # don't
+            echo "${{ parameters.x }}" '${{ parameters.x }}' $(echo ${{ parameters.x }})
+            cat <<'EOF'
+            $HOME ${{ parameters.x }}
+            EOF
+        - id: bad
+          run: |
+            echo \${{ parameters.x }}
+            cat <<E${{ parameters.x }}
+            x
+        - id: python
+          shell: python3
+          run: print("\${{ parameters.x }}")
+"#;
+    let err = match dsl::parse_str("sh.yaml", src) {
+        Ok(_) => panic!("must be invalid"),
+        Err(d) => d.render(),
+    };
+    assert!(
+        err.contains("sh.yaml:17:19: error: a `${{ }}` right after a backslash"),
+        "{err}"
+    );
+    assert!(
+        err.contains("sh.yaml:18:20: error: a `${{ }}` cannot be part of a heredoc delimiter"),
+        "{err}"
+    );
+    assert_eq!(err.matches(": error:").count(), 2, "{err}");
+}

@@ -30,6 +30,9 @@ pub(crate) struct SpawnSpec<'a> {
     pub args: &'a [String],
     /// Added to the inherited environment; a later entry wins over an earlier one.
     pub env: &'a [(String, String)],
+    /// Whether the agent's own environment is inherited; when false the child gets `env`
+    /// and nothing else.
+    pub inherit_env: bool,
     pub cwd: Option<&'a Path>,
     pub stdin: &'a StdinSource,
     /// Write ends for the child's stdout and stderr (the same pipe twice when merged).
@@ -179,7 +182,7 @@ pub(crate) fn spawn(spec: &SpawnSpec<'_>) -> io::Result<u32> {
         entry.extend_from_slice(v.as_bytes());
         overrides.push((k.as_str(), cstring(&entry, "an environment value")?));
     }
-    let base = base_env();
+    let base = if spec.inherit_env { base_env() } else { &[] };
     let mut envp: Vec<*mut libc::c_char> = Vec::with_capacity(base.len() + overrides.len() + 1);
     for (key, entry) in base {
         if !overrides

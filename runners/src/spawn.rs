@@ -76,6 +76,10 @@ pub struct StepCommand {
     pub args: Vec<String>,
     /// Environment added to the inherited one (later entries win).
     pub env: Vec<(String, String)>,
+    /// Whether the agent's own environment is inherited (the default). The engine turns it
+    /// off for steps: they get `env` and nothing else, so the variables behind secrets and
+    /// credentials never reach a workflow's processes.
+    pub inherit_env: bool,
     /// Working directory (inherited when `None`).
     pub cwd: Option<PathBuf>,
     /// Bytes written to stdin, which is then closed (stdin is `/dev/null` when empty).
@@ -107,6 +111,7 @@ impl std::fmt::Debug for StepCommand {
             .field("program", &self.program)
             .field("args", &self.args)
             .field("env", &env_names)
+            .field("inherit_env", &self.inherit_env)
             .field("cwd", &self.cwd)
             .field("stdin_bytes", &self.stdin.len())
             .field("timeout", &self.timeout)
@@ -126,6 +131,7 @@ impl StepCommand {
             program: program.into(),
             args: Vec::new(),
             env: Vec::new(),
+            inherit_env: true,
             cwd: None,
             stdin: Vec::new(),
             timeout: None,
@@ -453,6 +459,7 @@ struct SpawnJob {
     program: String,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    inherit_env: bool,
     cwd: Option<PathBuf>,
     /// Closed in the parent when the job is dropped, after the spawn.
     stdin: StdinSource,
@@ -488,6 +495,7 @@ impl SpawnJob {
             program: &self.program,
             args: &self.args,
             env: &self.env,
+            inherit_env: self.inherit_env,
             cwd: self.cwd.as_deref(),
             stdin: &self.stdin,
             stdout: &self.stdout,
@@ -611,6 +619,7 @@ where
         program: std::mem::take(&mut cmd.program),
         args: std::mem::take(&mut cmd.args),
         env: std::mem::take(&mut cmd.env),
+        inherit_env: cmd.inherit_env,
         cwd: cmd.cwd.take(),
         stdin,
         stdout: out_write,

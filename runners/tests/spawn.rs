@@ -347,6 +347,29 @@ async fn environment_overrides_and_path_lookup() {
     );
 }
 
+/// Guards the step environment: with `inherit_env` off the child sees exactly the variables
+/// it was given (plus the run and step markers), none of the agent's own.
+#[tokio::test]
+async fn without_inheritance_only_the_given_variables_reach_the_child() {
+    // The test process has PATH and HOME; neither may leak through.
+    let mut cmd = StepCommand::new("/usr/bin/env").env("ONLY", "me");
+    cmd.inherit_env = false;
+    let (o, cap) = run_capture(cmd, Cancel::new()).await;
+    assert!(o.success(), "{o:?} {cap:?}");
+    let names: Vec<&str> = cap
+        .stdout
+        .iter()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+        .filter(|k| !k.starts_with("AGENT_") || *k == "AGENT_SECRET")
+        .collect();
+    assert_eq!(names, vec!["ONLY"], "{:?}", cap.stdout);
+    // A program without `/` is still found (on the agent's PATH) when the child has none.
+    let mut cmd = StepCommand::new("true");
+    cmd.inherit_env = false;
+    let (o, cap) = run_capture(cmd, Cancel::new()).await;
+    assert!(o.success(), "{o:?} {cap:?}");
+}
+
 #[tokio::test]
 async fn merged_flood_does_not_deadlock() {
     let mut cmd = StepCommand::new(helper("flood_stdout.sh"));

@@ -128,6 +128,41 @@ fn manual_run_succeeds_with_logs_secrets_and_report() {
     assert_eq!(code, 422, "{body}");
 }
 
+/// Guards the step environment under the daemon: the variable behind a `secrets:` entry is
+/// not in a step's environment (only `${{ secrets.NAME }}` reads it), a name listed in
+/// `env_passthrough` is, and nothing else of the daemon's environment is.
+#[test]
+fn steps_see_only_the_minimal_environment_and_env_passthrough() {
+    let (tmp, repo, out) = fixture();
+    let wf = format!(
+        "workflow:\n  name: envs\n  env:\n    OUT: {}\n  stages:\n    - name: main\n      steps:\n        - id: look\n          run: |\n            printf '%s' \"${{CORE_ENV_TOKEN:-unset}}\" > \"$OUT/raw\"\n            printf '%s' \"${{PASS_ME:-unset}}\" > \"$OUT/pass\"\n            printf '%s' \"${{OTHER_DAEMON_VAR:-unset}}\" > \"$OUT/other\"\n            printf '%s' \"${{{{ secrets.TOKEN }}}}\" > \"$OUT/secret\"\n",
+        yaml_quote(&out.to_string_lossy())
+    );
+    init_repo(&repo, &[(".workflows/envs.yaml", &wf)]);
+    let root = tmp.path().join("daemon");
+    let config = format!(
+        "{}secrets:\n  TOKEN: {{env: CORE_ENV_TOKEN}}\nenv_passthrough: [PASS_ME]\n",
+        repo_config("app", &repo)
+    );
+    let d = TestDaemon::start_with_env(
+        &root,
+        &config,
+        &[
+            ("CORE_ENV_TOKEN", "s3cr3t-env"),
+            ("PASS_ME", "through"),
+            ("OTHER_DAEMON_VAR", "hidden"),
+        ],
+    );
+    let id = trigger(&d, "envs", "{}");
+    let run = d.wait_run_final(&id, RUN_LIMIT);
+    assert_eq!(run["status"], "succeeded", "{run:#}\n{}", d.log_text());
+    let read = |name: &str| std::fs::read_to_string(out.join(name)).expect("step file");
+    assert_eq!(read("raw"), "unset");
+    assert_eq!(read("pass"), "through");
+    assert_eq!(read("other"), "unset");
+    assert_eq!(read("secret"), "s3cr3t-env");
+}
+
 #[test]
 fn kill_9_during_the_second_step_resumes_without_redoing_the_first() {
     let (tmp, repo, out) = fixture();

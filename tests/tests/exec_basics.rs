@@ -526,3 +526,75 @@ fn directories_parameters_skills_beside_the_file_and_wording() {
     assert!(err.contains("(1 step)"), "{err}");
     assert!(err.contains("hello from greet"), "{err}");
 }
+
+/// Guards `run.workspace` (the steps' working directory as an expression) and the order
+/// `env('NAME')` reads in: the workflow's `env` first, then the step base environment, so the
+/// workflow's `env` can extend the agent's own `PATH`.
+#[test]
+fn run_workspace_and_env_function_order() {
+    let ws = Ws::new();
+    ws.write(
+        "wf.yaml",
+        r#"workflow:
+  name: w
+  env:
+    PATH: /opt/extra-4711:${{ env('PATH') }}
+    WS: ${{ run.workspace }}
+  stages:
+    - name: s
+      steps:
+        - id: a
+          run: |
+            echo "path=${{ env('PATH') }}"
+            echo "ws=${{ run.workspace }} pwd=$(pwd -P) same=$([ "$WS" = "$AGENT_WORKSPACE" ] && echo yes)"
+"#,
+    );
+    let out = ws.exec("wf.yaml", &[]);
+    assert_code(&out, 0);
+    let stderr = common::stderr(&out);
+    let path = std::env::var("PATH").expect("PATH");
+    assert!(
+        stderr.contains(&format!("path=/opt/extra-4711:{path}")),
+        "{stderr}"
+    );
+    let ws_path = ws.path().to_string_lossy().into_owned();
+    assert!(stderr.contains(&format!("ws={ws_path} ")), "{stderr}");
+    assert!(stderr.contains("same=yes"), "{stderr}");
+}
+
+/// Guards the quoting of expression values in `run:` scripts: after a comment with an
+/// apostrophe, inside `$( )` within double quotes (a `*` value is not globbed into the
+/// workdir's file names), and in a quoted-delimiter heredoc, the shell gets the value as it
+/// was written, without added quotes.
+#[test]
+fn expression_values_reach_the_shell_as_written() {
+    let ws = Ws::new();
+    ws.write("some-file", "");
+    ws.write(
+        "wf.yaml",
+        r#"workflow:
+  name: q
+  parameters:
+    - {name: x, default: world}
+    - {name: star, default: "* $(touch pwned)"}
+  stages:
+    - name: s
+      steps:
+        - id: a
+          run: |
+            # don't forget
+            echo "hello ${{ parameters.x }}"
+            echo "$(printf '<%s>' "${{ parameters.star }}")"
+            cat <<'EOF'
+            doc ${{ parameters.x }} $HOME
+            EOF
+"#,
+    );
+    let out = ws.exec("wf.yaml", &[]);
+    assert_code(&out, 0);
+    let stderr = common::stderr(&out);
+    assert!(stderr.contains("hello world\n"), "{stderr}");
+    assert!(stderr.contains("<* $(touch pwned)>"), "{stderr}");
+    assert!(stderr.contains("doc world $HOME"), "{stderr}");
+    assert!(!ws.exists("pwned"));
+}

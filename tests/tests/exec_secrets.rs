@@ -118,3 +118,62 @@ fn missing_secret_is_an_invalid_invocation() {
     assert_code(&out, 2);
     assert!(!ws.exists("ran"));
 }
+
+/// Guards the minimal step environment: the variable behind `--secret` and any other variable
+/// of the agent's environment are not readable by a step (a secret printed through `rev`
+/// would defeat masking), neither as `$NAME` nor through `env('NAME')`; PATH and HOME are;
+/// `--env-passthrough NAME` lets one through by name.
+#[test]
+fn steps_do_not_inherit_the_agent_environment() {
+    let ws = Ws::new();
+    ws.write(
+        "wf.yaml",
+        r#"workflow:
+  name: envs
+  stages:
+    - name: s
+      steps:
+        - id: look
+          run: |
+            echo "token=[$(printf '%s' "${TOKEN:-}" | rev)]"
+            echo "other=[${OTHER_VAR:-}]"
+            echo "expr=[${{ env('OTHER_VAR') }}]"
+            echo "path-set=[${PATH:+yes}] home=[${HOME:-}]"
+            env | cut -d= -f1 | sort | tr '\n' ' '; echo
+"#,
+    );
+    let home = std::env::var("HOME").unwrap_or_default();
+    let out = ws.exec_env(
+        "wf.yaml",
+        &["--secret", "TOKEN"],
+        &[
+            ("TOKEN", "s3cret-value"),
+            ("OTHER_VAR", "visible-only-if-asked"),
+        ],
+    );
+    assert_code(&out, 0);
+    let stderr = common::stderr(&out);
+    assert!(stderr.contains("token=[]"), "{stderr}");
+    assert!(stderr.contains("other=[]"), "{stderr}");
+    assert!(stderr.contains("expr=[]"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("path-set=[yes] home=[{home}]")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("CARGO"), "{stderr}");
+    let out = ws.exec_env(
+        "wf.yaml",
+        &["--secret", "TOKEN", "--env-passthrough", "OTHER_VAR"],
+        &[
+            ("TOKEN", "s3cret-value"),
+            ("OTHER_VAR", "visible-only-if-asked"),
+        ],
+    );
+    assert_code(&out, 0);
+    let stderr = common::stderr(&out);
+    assert!(stderr.contains("other=[visible-only-if-asked]"), "{stderr}");
+    assert!(stderr.contains("expr=[visible-only-if-asked]"), "{stderr}");
+    assert!(stderr.contains("token=[]"), "{stderr}");
+    let out = ws.exec_env("wf.yaml", &["--env-passthrough", "A-B"], &[]);
+    assert_code(&out, 2);
+}

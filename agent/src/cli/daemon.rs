@@ -134,7 +134,8 @@ async fn count_signals(count: tokio::sync::watch::Sender<u32>) {
 
 /// Workspaces hold no `.git`; with the state directory inside a repository (the embedded
 /// defaults put it in `./.agent/`), a step running `git` in its workspace would find that
-/// repository above it and act on it. `GIT_CEILING_DIRECTORIES`, inherited by every step,
+/// repository above it and act on it. `GIT_CEILING_DIRECTORIES`, which every step gets
+/// (it is in the minimal step environment, `engine::step_env`),
 /// stops git's search at the workspaces directory.
 fn fence_workspaces(config: &Config) {
     let state_dir = if config.state_dir.is_absolute() {

@@ -1,5 +1,5 @@
 //! `agent exec FILE [-p NAME=VALUE]... [--workdir DIR] [--state-dir DIR] [--secret NAME]...
-//! [--secrets-file FILE] [--json]`: run one workflow locally with the same engine the daemon
+//! [--secrets-file FILE] [--env-passthrough NAME]... [--json]`: run one workflow locally with the same engine the daemon
 //! uses.
 //!
 //! Progress goes to stderr (a live view on a terminal, plain lines otherwise); `--json`
@@ -44,6 +44,11 @@ pub struct ExecArgs {
     /// A file of `NAME=VALUE` secret lines.
     #[arg(long, value_name = "FILE")]
     pub secrets_file: Option<PathBuf>,
+    /// A variable of this environment that steps see (repeatable); besides these, steps get
+    /// only `PATH`, `HOME`, `USER`, `LOGNAME`, `SHELL`, `LANG`, `LANGUAGE`, `LC_*`, `TZ`,
+    /// `TMPDIR` and `TERM`, as under the daemon.
+    #[arg(long = "env-passthrough", value_name = "NAME")]
+    pub env_passthrough: Vec<String>,
     /// Print the run report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -197,6 +202,15 @@ pub fn run(args: ExecArgs) -> i32 {
         Ok(r) => r,
         Err(e) => return invalid(format!("cannot start the runtime: {e}")),
     };
+    if let Some(bad) = args
+        .env_passthrough
+        .iter()
+        .find(|n| n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+    {
+        return invalid(format!(
+            "`--env-passthrough`: `{bad}` is not an environment variable name"
+        ));
+    }
     // Skills beside the workflow file (`X/.workflows/skills/` for `X/.workflows/f.yaml`)
     // are found also when the workdir is elsewhere, after the workdir's own.
     let beside = args
@@ -208,6 +222,7 @@ pub fn run(args: ExecArgs) -> i32 {
     let config = EngineConfig {
         grace: Duration::from_secs_f64(args.kill_grace),
         skills_dirs: beside.into_iter().collect(),
+        env_passthrough: args.env_passthrough.clone(),
         ..EngineConfig::default()
     };
     let workflow_name = wf.name.value.clone();

@@ -316,6 +316,9 @@ pub struct Config {
     pub skills_dirs: Vec<PathBuf>,
     /// Secrets by name.
     pub secrets: IndexMap<String, SecretSource>,
+    /// Names of daemon environment variables steps see besides the minimal ones (`PATH`,
+    /// `HOME`, ...); nothing else of the daemon's environment reaches a step.
+    pub env_passthrough: Vec<String>,
     /// Keep the workspace of a failed run.
     pub keep_failed_workspaces: bool,
     /// Outgoing webhooks.
@@ -342,6 +345,7 @@ impl Default for Config {
             repos_given: false,
             skills_dirs: Vec::new(),
             secrets: IndexMap::new(),
+            env_passthrough: Vec::new(),
             keep_failed_workspaces: false,
             webhooks: Vec::new(),
             hooks: HooksConfig::default(),
@@ -547,6 +551,7 @@ const TOP_KEYS: &[&str] = &[
     "repos",
     "skills_dirs",
     "secrets",
+    "env_passthrough",
     "keep_failed_workspaces",
     "webhooks",
     "hooks",
@@ -673,6 +678,7 @@ fn parse_tree(root: &Node, base: &Path) -> Result<Config, Vec<Diagnostic>> {
                 config.skills_dirs = r.list(value, |r, n| r.path(n));
             }
             "secrets" => config.secrets = r.secrets(value),
+            "env_passthrough" => config.env_passthrough = r.list(value, Reader::env_name),
             "keep_failed_workspaces" => {
                 if let Some(b) = r.bool(value) {
                     config.keep_failed_workspaces = b;
@@ -1409,6 +1415,19 @@ mod tests {
         let c = parse("listen: localhost:9001\n").expect("valid");
         assert_eq!(c.listen.port(), 9001);
         assert!(c.listen.ip().is_loopback());
+    }
+
+    /// Guards `env_passthrough`: a list of variable names, anything else is an error.
+    #[test]
+    fn env_passthrough_is_a_list_of_names() {
+        let c = parse("env_passthrough: [SSH_AUTH_SOCK, HTTP_PROXY]\n").expect("valid");
+        assert_eq!(c.env_passthrough, vec!["SSH_AUTH_SOCK", "HTTP_PROXY"]);
+        let err = parse("env_passthrough: [A-B]\n").expect_err("bad name");
+        assert!(
+            err.contains("`A-B` is not an environment variable name"),
+            "{err}"
+        );
+        assert!(parse("env_passthrough: PATH\n").is_err());
     }
 
     #[test]

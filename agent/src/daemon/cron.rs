@@ -433,7 +433,7 @@ impl CronTable {
 /// values and the errors.
 fn render_parameters(entry: &Entry) -> (Map<String, Value>, Vec<String>) {
     let wf = &entry.workflow;
-    let mut ctx = MapContext::new(Map::new());
+    let mut ctx = MapContext::new(Map::new()).with_base_env(crate::engine::step_env::base_env(&[]));
     ctx.insert(
         "workflow",
         serde_json::json!({

@@ -178,6 +178,7 @@ pub async fn run_until(
         skills_dirs: config.skills_dirs.clone(),
         admission,
         marker_scope: Some(run_recovery::marker_scope(&state_dir)),
+        env_passthrough: config.env_passthrough.clone(),
         ..EngineConfig::default()
     }));
     let (handle, parts) = DaemonHandle::new(config, state_dir.clone(), store_path, engine, secrets);

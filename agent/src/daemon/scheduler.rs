@@ -702,7 +702,8 @@ pub fn concurrency_of(
     let group = match &c.group {
         None => fallback,
         Some(t) => {
-            let mut ctx = dsl::expr::MapContext::new(Map::new());
+            let mut ctx = dsl::expr::MapContext::new(Map::new())
+                .with_base_env(crate::engine::step_env::base_env(&[]));
             ctx.insert("parameters", Value::Object(parameters.clone()));
             ctx.insert("workflow", serde_json::json!({ "name": wf.name.value }));
             ctx.insert(

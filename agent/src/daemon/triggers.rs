@@ -388,7 +388,7 @@ fn concurrency_group(workflow: &Workflow, repo: &str, run: &NewRun) -> Option<St
     let Some(group) = &concurrency.group else {
         return Some(fallback);
     };
-    let mut ctx = MapContext::new(Map::new());
+    let mut ctx = MapContext::new(Map::new()).with_base_env(crate::engine::step_env::base_env(&[]));
     ctx.insert("parameters", run.parameters.clone());
     ctx.insert(
         "workflow",

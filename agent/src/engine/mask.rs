@@ -33,13 +33,15 @@ pub struct Masker {
     max_len: usize,
 }
 
-fn percent(s: &str, upper: bool, plus_for_space: bool) -> String {
+/// Percent-encodes `s`, leaving the unreserved characters and the bytes of `keep` as they are.
+fn percent(s: &str, upper: bool, plus_for_space: bool, keep: &[u8]) -> String {
     let mut out = String::with_capacity(s.len() * 3);
     for &b in s.as_bytes() {
         match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
                 out.push(b as char)
             }
+            _ if keep.contains(&b) => out.push(b as char),
             b' ' if plus_for_space => out.push('+'),
             _ if upper => out.push_str(&format!("%{b:02X}")),
             _ => out.push_str(&format!("%{b:02x}")),
@@ -85,9 +87,16 @@ pub fn forms_of(secret: &str) -> Vec<String> {
         );
     }
     forms.extend(base64_forms(secret.as_bytes()));
-    forms.push(percent(secret, true, false));
-    forms.push(percent(secret, false, false));
-    forms.push(percent(secret, true, true));
+    // Strict encoders (`curl --data-urlencode`, `jq @uri`), Python's `quote()` (keeps `/`),
+    // `quote_plus()` and form encoding (`+` for spaces), JavaScript's `encodeURIComponent`
+    // (keeps `!'()*`), each with upper- and lower-case hex.
+    const KEEP_SETS: [&[u8]; 3] = [b"", b"/", b"!'()*"];
+    for keep in KEEP_SETS {
+        for upper in [true, false] {
+            forms.push(percent(secret, upper, false, keep));
+        }
+    }
+    forms.push(percent(secret, true, true, b""));
     if let Ok(json) = serde_json::to_string(secret) {
         forms.push(json[1..json.len() - 1].to_string());
     }
@@ -251,6 +260,16 @@ mod tests {
         assert_eq!(m.mask("q=a%20b%2fc%22d&"), "q=***&");
         assert_eq!(m.mask("q=a+b%2Fc%22d&"), "q=***&");
         assert_eq!(m.mask(r#"{"k":"a b/c\"d"}"#), r#"{"k":"***"}"#);
+    }
+
+    /// Guards the percent-encodings that leave some characters as they are: Python's
+    /// `urllib.parse.quote()` keeps `/`, JavaScript's `encodeURIComponent` keeps `!'()*`.
+    #[test]
+    fn url_forms_with_safe_characters() {
+        let m = Masker::new(["p@ss/w*rd 1"]);
+        assert_eq!(m.mask("u=p%40ss/w%2Ard%201"), "u=***", "python quote()");
+        assert_eq!(m.mask("u=p%40ss/w%2ard%201"), "u=***", "lower-case hex");
+        assert_eq!(m.mask("u=p%40ss%2Fw*rd%201"), "u=***", "encodeURIComponent");
     }
 
     #[test]

@@ -43,7 +43,7 @@
 //! Layout: `run.rs` (one run: stages, failure actions, rollback, compensation, report),
 //! `stage.rs` (scheduling inside a stage), `step.rs` (one step: `when`, rendering, tries,
 //! retries, error handlers), `failure.rs` (what a failure leads to), `script_env.rs` (no
-//! script injection), `scope.rs` (expression roots), plus the pure helpers `backoff.rs`,
+//! script injection), `step_env.rs` (the minimal step environment), `scope.rs` (expression roots), plus the pure helpers `backoff.rs`,
 //! `mask.rs`, `context.rs`, `secrets.rs`, `report.rs`, `events.rs`, the failure recap
 //! `recap.rs` and the terminal sink `progress.rs`.
 
@@ -62,6 +62,7 @@ pub mod script_env;
 pub mod secrets;
 mod stage;
 mod step;
+pub mod step_env;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -91,6 +92,9 @@ pub struct EngineConfig {
     /// state directory, so that a restarted daemon finds the processes of its interrupted
     /// runs again.
     pub marker_scope: Option<String>,
+    /// Variables of the agent's environment that steps see besides the minimal ones
+    /// ([`step_env`]).
+    pub env_passthrough: Vec<String>,
 }
 
 /// The `AGENT_RUN_MARKER` value every process of run `run_id` carries:
@@ -109,6 +113,7 @@ impl Default for EngineConfig {
             grace: runners::DEFAULT_GRACE,
             admission: AdmissionConfig::default(),
             marker_scope: None,
+            env_passthrough: Vec::new(),
         }
     }
 }
@@ -119,6 +124,8 @@ pub struct Engine {
     config: EngineConfig,
     admission: Admission,
     adaptive: backoff::AdaptiveState,
+    /// The base environment of every step, read once at creation ([`step_env::base_env`]).
+    step_env: Vec<(String, String)>,
 }
 
 /// Everything a run needs.
@@ -174,16 +181,23 @@ impl Engine {
     /// Creates the engine (measures CPU capacity once).
     pub fn new(config: EngineConfig) -> Self {
         let admission = Admission::new(config.admission.clone());
+        let step_env = step_env::base_env(&config.env_passthrough);
         Engine {
             config,
             admission,
             adaptive: backoff::AdaptiveState::new(),
+            step_env,
         }
     }
 
     /// The admission scheduler shared by all runs.
     pub fn admission(&self) -> &Admission {
         &self.admission
+    }
+
+    /// The environment every step starts from (see [`step_env`]).
+    pub fn step_env(&self) -> &[(String, String)] {
+        &self.step_env
     }
 
     /// The settings.

@@ -219,14 +219,18 @@ pub(crate) fn new_ctx<'a>(
         Map::new(),
         context,
     );
-    // The workflow's env, rendered once against parameters and the rest.
-    let mut base_env = vec![
+    // The minimal environment first: the protocol variables and `env:` values win over it.
+    let mut base_env = engine.step_env().to_vec();
+    base_env.extend([
         ("AGENT_RUN_ID".to_string(), run_id.to_string()),
         (
             "AGENT_WORKSPACE".to_string(),
             workdir.to_string_lossy().into_owned(),
         ),
-    ];
+    ]);
+    // `env('NAME')` falls back to this, never to the agent's own environment.
+    data.base_env = base_env.clone();
+    // The workflow's env, rendered once against parameters and the rest.
     if !wf.env.is_empty() {
         let env = {
             let view = data.view(&workdir);
@@ -553,6 +557,7 @@ pub(crate) async fn run(engine: &Engine, req: RunRequest) -> RunResult {
         "id": req.run_id,
         "attempt": req.attempt,
         "trigger": req.trigger,
+        "workspace": req.workdir.to_string_lossy(),
     });
     let ctx = match new_ctx(
         engine,

@@ -16,6 +16,8 @@ pub struct RunData {
     pub roots: Map<String, Value>,
     /// What `success()`, `failure()` and `cancelled()` see.
     pub status: Option<JobStatus>,
+    /// The environment steps start from, read by `env('NAME')` after the `env` root.
+    pub base_env: Vec<(String, String)>,
 }
 
 impl RunData {
@@ -41,6 +43,7 @@ impl RunData {
         RunData {
             roots,
             status: None,
+            base_env: Vec::new(),
         }
     }
 
@@ -148,6 +151,15 @@ impl EvalContext for Scope<'_> {
 
     fn workdir(&self) -> Option<&Path> {
         Some(self.workdir)
+    }
+
+    fn base_env(&self, name: &str) -> Option<String> {
+        self.data
+            .base_env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
     }
 }
 

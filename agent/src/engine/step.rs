@@ -158,6 +158,8 @@ fn prepare(ctx: &RunCtx<'_>, step: &Step) -> Result<Prepared, (String, String)> 
         dsl::model::render_map(&step.parameters, &view).map_err(|e| expr_err("parameters", e))?;
     let with_protocol = |mut cmd: StepCommand, always_stdin: bool| {
         cmd.cwd = Some(ctx.workdir.clone());
+        // Nothing of the agent's own environment but the minimal base in `base_env`.
+        cmd.inherit_env = false;
         cmd.env.extend(ctx.base_env.iter().cloned());
         cmd.env.extend(step_env.iter().cloned());
         cmd.env.push(("AGENT_STEP_ID".into(), id.clone()));

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::ast::{Node, NodeKind};
 use super::functions::{compile_regex, format_with};
-use super::{Expr, ExprError, FUNCTIONS, ROOTS, suggest};
+use super::{Expr, ExprError, FUNCTIONS, ROOTS, RUN_KEYS, suggest};
 
 /// What an expression may refer to where it appears.
 #[derive(Debug, Clone, Copy)]
@@ -124,6 +124,14 @@ fn walk(n: &Node, scope: &Scope, out: &mut Vec<ExprError>) {
                 if let Some(m) = parameter_error(name, scope) {
                     out.push(ExprError::new(m, *name_offset, name.len()));
                 }
+            } else if matches!(&object.kind, NodeKind::Root(r) if r == "run" && scope.roots.contains(&"run"))
+                && !RUN_KEYS.contains(&name.as_str())
+            {
+                let message = match suggest(name, RUN_KEYS.iter().copied()) {
+                    Some(s) => format!("`run` has no key `{name}`, did you mean `{s}`?"),
+                    None => format!("`run` has no key `{name}`; it has {}", list(RUN_KEYS)),
+                };
+                out.push(ExprError::new(message, *name_offset, name.len()));
             } else {
                 walk(object, scope, out);
             }
@@ -254,6 +262,20 @@ mod tests {
         ] {
             assert_eq!(errors(src), vec![], "{src}");
         }
+    }
+
+    /// Guards the `run` context's keys: `run.workspace` is known, a misspelt key is an error
+    /// with a suggestion.
+    #[test]
+    fn run_keys() {
+        assert_eq!(errors("run.workspace + run.id + run.trigger"), vec![]);
+        assert_eq!(
+            one("run.workspce"),
+            (
+                "`run` has no key `workspce`, did you mean `workspace`?".into(),
+                "workspce".into()
+            )
+        );
     }
 
     #[test]

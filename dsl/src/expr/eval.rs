@@ -26,6 +26,13 @@ pub trait EvalContext {
     /// The directory `file_exists()` and `hash_files()` resolve relative paths against.
     /// `None` makes them fail on relative paths.
     fn workdir(&self) -> Option<&Path>;
+    /// The variable `name` of the environment steps start from, read by `env('NAME')` when
+    /// the `env` root does not have it. Never this process's own environment as a whole:
+    /// that is where the agent keeps the sources of secrets and credentials. The default
+    /// has no variables.
+    fn base_env(&self, _name: &str) -> Option<String> {
+        None
+    }
 }
 
 /// The state of the job so far.
@@ -48,6 +55,8 @@ pub struct MapContext {
     pub status: JobStatus,
     /// Base directory for `file_exists()` and `hash_files()`.
     pub workdir: Option<PathBuf>,
+    /// What `env('NAME')` reads after the `env` root (later entries win).
+    pub base_env: Vec<(String, String)>,
 }
 
 impl MapContext {
@@ -57,6 +66,7 @@ impl MapContext {
             values,
             status: JobStatus::Success,
             workdir: None,
+            base_env: Vec::new(),
         }
     }
 
@@ -82,6 +92,13 @@ impl MapContext {
         self
     }
 
+    /// Sets the variables `env('NAME')` reads after the `env` root.
+    #[must_use]
+    pub fn with_base_env(mut self, vars: Vec<(String, String)>) -> Self {
+        self.base_env = vars;
+        self
+    }
+
     /// Sets one root.
     pub fn insert(&mut self, root: &str, value: Value) {
         self.values.insert(root.to_string(), value);
@@ -91,6 +108,14 @@ impl MapContext {
 impl EvalContext for MapContext {
     fn root(&self, name: &str) -> Option<&Value> {
         self.values.get(name)
+    }
+
+    fn base_env(&self, name: &str) -> Option<String> {
+        self.base_env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
     }
 
     fn job_status(&self) -> JobStatus {

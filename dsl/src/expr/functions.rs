@@ -268,7 +268,7 @@ fn env(name: &Value, ctx: &dyn EvalContext) -> Result<Value, FnError> {
     if name.is_empty() || name.contains(['=', '\0']) {
         return Ok(Value::Null);
     }
-    Ok(std::env::var(name).map_or(Value::Null, Value::String))
+    Ok(ctx.base_env(name).map_or(Value::Null, Value::String))
 }
 
 fn resolve_path(v: &Value, ctx: &dyn EvalContext) -> Result<PathBuf, FnError> {
@@ -466,8 +466,12 @@ mod tests {
     fn ctx() -> MapContext {
         MapContext::from_value(json!({
             "parameters": {"items": ["a", "b"], "n": 3, "s": "Hello", "obj": {"k": 1}},
-            "env": {"FROM_ROOT": "root-value"}
+            "env": {"FROM_ROOT": "root-value", "BOTH": "from-root"}
         }))
+        .with_base_env(vec![
+            ("BASE_ONLY".into(), "base-value".into()),
+            ("BOTH".into(), "from-base".into()),
+        ])
     }
 
     fn ev_in(src: &str, ctx: &MapContext) -> Result<serde_json::Value, ExprError> {
@@ -597,12 +601,16 @@ mod tests {
         assert!(s.ends_with('Z'), "{s}");
     }
 
+    /// Guards the order `env('NAME')` reads in: the `env` root, then the context's base
+    /// environment; never this process's own environment.
     #[test]
-    fn env_prefers_the_env_root_then_the_process() {
+    fn env_prefers_the_env_root_then_the_base_environment() {
         assert_eq!(ev("env('FROM_ROOT')"), json!("root-value"));
-        // PATH is set in every test environment.
-        let path = std::env::var("PATH").expect("PATH is set");
-        assert_eq!(ev("env('PATH')"), json!(path));
+        assert_eq!(ev("env('BOTH')"), json!("from-root"));
+        assert_eq!(ev("env('BASE_ONLY')"), json!("base-value"));
+        // PATH is set in every test process, but not in this context's base environment.
+        assert!(std::env::var("PATH").is_ok());
+        assert_eq!(ev("env('PATH')"), json!(null));
         assert_eq!(ev("env('AGENT_EXPR_TEST_SURELY_UNSET_VAR')"), json!(null));
         assert_eq!(ev("env('')"), json!(null));
         assert_eq!(ev("env('A=B')"), json!(null));

@@ -74,6 +74,10 @@ pub const ROOTS: &[&str] = &[
     "workflow",
 ];
 
+/// The keys of the `run` context: the run id, the try (1 first), what started the run, and
+/// the workspace (every step's working directory).
+pub const RUN_KEYS: &[&str] = &["id", "attempt", "trigger", "workspace"];
+
 /// The built-in functions: name, minimum arity, maximum arity (`None` = variadic).
 pub const FUNCTIONS: &[(&str, usize, Option<usize>)] = &[
     ("len", 1, Some(1)),
