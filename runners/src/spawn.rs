@@ -540,7 +540,7 @@ impl Drop for LeaderGuard {
             // Blocking /proc scan and wait: do them off the async thread. The killed leader
             // is reaped here, since nobody else waits for it any more.
             std::thread::spawn(move || {
-                process_group::sweep_var(STEP_MARKER_VAR, &marker, libc::SIGKILL);
+                process_group::sweep_step(pid, &marker, libc::SIGKILL);
                 let mut status = 0;
                 // SAFETY: waitpid on our own (killed) child with a valid out pointer.
                 unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
@@ -759,7 +759,7 @@ where
             _ = &mut phase_sleep, if phase_armed => {
                 let now = tokio::time::Instant::now();
                 if phase == Phase::Terminating {
-                    if status.is_some() && !process_group::group_alive(pid) {
+                    if status.is_some() && !process_group::step_group_alive(pid) {
                         // Everyone in the group obeyed SIGTERM; end stragglers that left it.
                         finish_kill(pid, &step_marker).await;
                         phase = Phase::Killed;
@@ -913,7 +913,7 @@ fn detach_drain<R: AsyncRead + Unpin + Send + 'static>(reader: Option<R>) {
     }
 }
 
-/// SIGTERM to the group and to the step's processes that left it.
+/// SIGTERM to the group and to the step's processes that left it (each process once).
 async fn start_terminate(pid: u32, step_marker: &str) {
     process_group::signal_group(pid, libc::SIGTERM);
     // A stopped process only acts on SIGTERM once continued (systemd does the same).
@@ -921,7 +921,7 @@ async fn start_terminate(pid: u32, step_marker: &str) {
     let marker = step_marker.to_string();
     // One /proc scan; blocking, so off the async threads.
     let _ = tokio::task::spawn_blocking(move || {
-        process_group::sweep_var(STEP_MARKER_VAR, &marker, libc::SIGTERM)
+        process_group::sweep_step(pid, &marker, libc::SIGTERM)
     })
     .await;
 }
@@ -931,7 +931,7 @@ async fn finish_kill(pid: u32, step_marker: &str) {
     process_group::signal_group(pid, libc::SIGKILL);
     let marker = step_marker.to_string();
     let _ = tokio::task::spawn_blocking(move || {
-        process_group::sweep_var(STEP_MARKER_VAR, &marker, libc::SIGKILL)
+        process_group::sweep_step(pid, &marker, libc::SIGKILL)
     })
     .await;
 }
