@@ -920,20 +920,18 @@ async fn start_terminate(pid: u32, step_marker: &str) {
     process_group::signal_group(pid, libc::SIGCONT);
     let marker = step_marker.to_string();
     // One /proc scan; blocking, so off the async threads.
-    let _ = tokio::task::spawn_blocking(move || {
-        process_group::sweep_step(pid, &marker, libc::SIGTERM)
-    })
-    .await;
+    let _ =
+        tokio::task::spawn_blocking(move || process_group::sweep_step(pid, &marker, libc::SIGTERM))
+            .await;
 }
 
 /// SIGKILL to the group and every process carrying the step's marker.
 async fn finish_kill(pid: u32, step_marker: &str) {
     process_group::signal_group(pid, libc::SIGKILL);
     let marker = step_marker.to_string();
-    let _ = tokio::task::spawn_blocking(move || {
-        process_group::sweep_step(pid, &marker, libc::SIGKILL)
-    })
-    .await;
+    let _ =
+        tokio::task::spawn_blocking(move || process_group::sweep_step(pid, &marker, libc::SIGKILL))
+            .await;
 }
 
 fn spawn_failure<F: FnMut(Stream, &str)>(

@@ -298,7 +298,9 @@ async fn each_process_of_a_timed_out_step_gets_one_sigterm() {
     );
     let watched = tag.clone();
     let watcher = std::thread::spawn(move || {
-        wait_until(Duration::from_secs(10), || pids_with_arg(&watched).len() >= 3)
+        wait_until(Duration::from_secs(10), || {
+            pids_with_arg(&watched).len() >= 3
+        })
     });
     let (o, _) = run_capture(
         StepCommand::from_plan(plan_script(&script, None))
@@ -314,5 +316,9 @@ async fn each_process_of_a_timed_out_step_gets_one_sigterm() {
     let text = std::fs::read_to_string(&file).unwrap_or_default();
     let mut lines: Vec<&str> = text.lines().collect();
     lines.sort_unstable();
-    assert_eq!(lines, vec!["child", "leader", "setsid"], "TERM traps run: {text:?}");
+    assert_eq!(
+        lines,
+        vec!["child", "leader", "setsid"],
+        "TERM traps run: {text:?}"
+    );
 }

@@ -56,9 +56,10 @@ pub fn run(args: DaemonArgs) -> i32 {
         eprintln!("error: {err}");
         return EXIT_FAILED;
     }
-    // (After the libgit2 globals: this starts the reaper thread.) Orphans a step leaves behind are re-parented to the daemon instead of init: they stay
+    // Orphans a step leaves behind are re-parented to the daemon instead of init: they stay
     // in its tree, are reaped, and the sweep at a run's end only looks at the daemon's own
-    // descendants instead of every process on the machine.
+    // descendants instead of every process on the machine. (After the libgit2 globals:
+    // this starts the reaper thread.)
     if let Err(err) = runners::become_subreaper() {
         tracing::warn!(error = %err, "cannot become a child subreaper; run-end sweeps scan all processes");
     }
