@@ -9,7 +9,8 @@
 #
 #   bench/cancel.sh [STEPS] [ROUNDS] [PROFILE]
 #
-# PROFILE is `release` (default) or `debug`. Needs git, curl and jq. Every process started
+# PROFILE is `release` (default) or `debug`; AGENT_BIN=path runs that binary instead of
+# building one (to compare two builds). Needs git, curl and jq. Every process started
 # here is stopped by its PID.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,12 +19,15 @@ ROUNDS="${2:-3}"
 PROFILE="${3:-release}"
 TOKEN=bench-token
 
-if [ "$PROFILE" = release ]; then
+if [ -n "${AGENT_BIN:-}" ]; then
+  AGENT="$AGENT_BIN"
+elif [ "$PROFILE" = release ]; then
   cargo build --release --quiet -p agent --bin agent
+  AGENT="$PWD/target/release/agent"
 else
   cargo build --quiet -p agent --bin agent
+  AGENT="$PWD/target/debug/agent"
 fi
-AGENT="$PWD/target/$PROFILE/agent"
 work=$(mktemp -d)
 daemon_pid=""
 cleanup() {
@@ -49,6 +53,7 @@ git -C "$repo" init -q -b main
   echo "  stages:"
   echo "    - name: all"
   echo "      parallel: true"
+  echo "      max_parallel: $STEPS"
   echo "      steps:"
   for i in $(seq 1 "$STEPS"); do
     echo "        - id: s$i"
@@ -62,7 +67,7 @@ git -C "$repo" commit -q -m initial
 mkdir -p "$work/d"
 printf 'state_dir: %s\nlisten: 127.0.0.1:0\napi_token: %s\nrepos:\n  - name: app\n    path: %s\nlimits:\n  max_concurrent_runs: 1\n' \
   "$work/d/state" "$TOKEN" "$repo" >"$work/d/agent.yaml"
-RUST_LOG=warn "$AGENT" daemon --config "$work/d/agent.yaml" >"$work/d/daemon.log" 2>&1 &
+RUST_LOG=info "$AGENT" daemon --config "$work/d/agent.yaml" >"$work/d/daemon.log" 2>&1 &
 daemon_pid=$!
 deadline=$(( $(now_ms) + 30000 ))
 until [ -s "$work/d/state/daemon.addr" ] && url="http://$(cat "$work/d/state/daemon.addr")" \
@@ -75,12 +80,13 @@ busy_count() { pgrep -fc -- "$TAG" || true; }
 
 to_status=()
 to_gone=()
+to_inside=()
 for round in $(seq 1 "$ROUNDS"); do
   run_id=$(api -X POST -H 'content-type: application/json' -d '{"repo":"app"}' \
     "$url/api/v1/workflows/busy/runs" | jq -r .run_id)
   deadline=$(( $(now_ms) + 120000 ))
   until [ "$(busy_count)" -ge "$STEPS" ]; do
-    (( $(now_ms) < deadline )) || { echo "steps never all ran" >&2; cat "$work/d/daemon.log" >&2; exit 1; }
+    (( $(now_ms) < deadline )) || { echo "steps never all ran ($(busy_count) of $STEPS)" >&2; api "$url/api/v1/runs/$run_id" | head -c 2000 >&2; cat "$work/d/daemon.log" >&2; exit 1; }
     sleep 0.1
   done
   sleep 1 # every loop is spinning
@@ -102,7 +108,14 @@ for round in $(seq 1 "$ROUNDS"); do
   done
   to_status+=( $(( t1 - t0 )) )
   to_gone+=( "$gone" )
-  echo "round $round: cancel -> run cancelled ${to_status[-1]} ms, -> no step process left $gone ms"
+  # Inside the daemon: from the cancel request reaching the scheduler (its log line) to
+  # the run's `finished_at`; the client's figures above also hold curl's own start-up,
+  # which takes seconds on a machine this busy.
+  got=$(grep "cancelled by request run=$run_id " "$work/d/daemon.log" | tail -1 | awk '{print $1}')
+  fin=$(api "$url/api/v1/runs/$run_id" | jq -r .finished_at)
+  inside=$(( $(date -d "$fin" +%s%3N) - $(date -d "$got" +%s%3N) ))
+  to_inside+=( "$inside" )
+  echo "round $round: client: cancel -> run cancelled ${to_status[-1]} ms, -> no step process left $gone ms; daemon: cancel received -> run finished $inside ms"
 done
 kill "$daemon_pid"; wait "$daemon_pid" 2>/dev/null || true; daemon_pid=""
 
@@ -120,6 +133,8 @@ done
 s=$(printf '%s\n' "${to_status[@]}" | median)
 g=$(printf '%s\n' "${to_gone[@]}" | median)
 b=$(printf '%s\n' "${base[@]}" | median)
+i=$(printf '%s\n' "${to_inside[@]}" | median)
 echo "cancel of $STEPS CPU-bound steps, median of $ROUNDS: run cancelled after $s ms, processes gone after $g ms (target: grace + 1 s; the loops obey TERM at once, so <= 1000 ms)"
+echo "inside the daemon: cancel received -> run finished, median $i ms"
 echo "baseline: shell kill -TERM + wait of $STEPS busy loops, median $b ms"
-awk -v a="$s" -v b="$b" 'BEGIN { if (b < 1) b = 1; printf "ratio cancel / baseline: %.1f\n", a / b }'
+awk -v a="$s" -v i="$i" -v b="$b" 'BEGIN { if (b < 1) b = 1; printf "ratio cancel / baseline: client %.1f, daemon %.1f\n", a / b, i / b }'

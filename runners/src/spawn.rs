@@ -918,8 +918,15 @@ async fn start_terminate(pid: u32, step_marker: &str) {
     process_group::signal_group(pid, libc::SIGTERM);
     // A stopped process only acts on SIGTERM once continued (systemd does the same).
     process_group::signal_group(pid, libc::SIGCONT);
+    if process_group::is_subreaper() {
+        // Only the step's own tree and adopted orphans are read (a few small /proc files):
+        // done right here, so that with many steps cancelled at once every SIGTERM is out
+        // before the blocking pool has started a thread for each of them.
+        process_group::sweep_step(pid, step_marker, libc::SIGTERM);
+        return;
+    }
     let marker = step_marker.to_string();
-    // One /proc scan; blocking, so off the async threads.
+    // A scan of every process in /proc; blocking, so off the async threads.
     let _ =
         tokio::task::spawn_blocking(move || process_group::sweep_step(pid, &marker, libc::SIGTERM))
             .await;
