@@ -50,7 +50,9 @@ impl RunUser {
         // SAFETY: every pointer is valid for the call; `buf` outlives our use of `pwd`.
         let rc = unsafe {
             match by_uid {
-                Some(uid) => libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result),
+                Some(uid) => {
+                    libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result)
+                }
                 None => libc::getpwnam_r(
                     cname.as_ptr(),
                     &mut pwd,

@@ -89,7 +89,26 @@ pub fn sweep_run(marker: &str) -> usize {
         return 0;
     }
     let needle = format!("{RUN_MARKER_VAR}={marker}").into_bytes();
-    sweep(&needle, libc::SIGKILL, Scope::Run)
+    let mut killed = sweep(&needle, libc::SIGKILL, Scope::Run(marker));
+    // The run's cgroup holds exactly its processes, even those that cleared their
+    // environment: end whatever is still in it.
+    for _ in 0..20 {
+        let Some(pids) = crate::isolation::run_cgroup_pids(marker) else {
+            break;
+        };
+        let fds: Vec<OwnedFd> = pids
+            .into_iter()
+            .filter(|&p| p != std::process::id())
+            .filter_map(pidfd_open)
+            .filter(|fd| pidfd_send_signal(fd, libc::SIGKILL))
+            .collect();
+        if fds.is_empty() {
+            break;
+        }
+        killed += fds.len();
+        wait_pidfds_exit(&fds, Duration::from_secs(2));
+    }
+    killed
 }
 
 /// [`sweep_run`] on a blocking thread, for async callers (the engine at the end of a run).
@@ -133,18 +152,18 @@ pub(crate) fn sweep_step(leader: u32, step_marker: &str, signal: i32) -> usize {
 
 /// Which processes a sweep reads the environment of.
 #[derive(Clone, Copy)]
-enum Scope {
+enum Scope<'a> {
     /// Every process on the machine.
     Machine,
-    /// What a finished run can have left: adopted orphans and their descendants (when we
-    /// are a subreaper).
-    Run,
+    /// What a finished run can have left: the members of its cgroup when it has one, else
+    /// adopted orphans and their descendants (when we are a subreaper).
+    Run(&'a str),
     /// A step's tree: its leader's descendants and adopted orphans with theirs; with
     /// `outside_group`, only those not in the leader's process group.
     Step { leader: u32, outside_group: bool },
 }
 
-fn sweep(needle: &[u8], signal: i32, scope: Scope) -> usize {
+fn sweep(needle: &[u8], signal: i32, scope: Scope<'_>) -> usize {
     let mut hit: HashSet<u32> = HashSet::new();
     let rounds = if signal == libc::SIGKILL { 20 } else { 1 };
     for _ in 0..rounds {
@@ -171,7 +190,7 @@ fn sweep(needle: &[u8], signal: i32, scope: Scope) -> usize {
 
 /// Pids of the processes (not ourselves) in `scope` whose environment contains the entry
 /// `needle`.
-fn marked_pids(needle: &[u8], scope: Scope) -> Vec<u32> {
+fn marked_pids(needle: &[u8], scope: Scope<'_>) -> Vec<u32> {
     let me = std::process::id();
     let pids = candidate_pids(scope);
     let skip_group = match scope {
@@ -194,11 +213,19 @@ fn marked_pids(needle: &[u8], scope: Scope) -> Vec<u32> {
 
 /// The processes a sweep of `scope` must look at. Outside a subreaper, orphans go to init
 /// and can be anywhere: then every process is a candidate.
-fn candidate_pids(scope: Scope) -> Vec<u32> {
+fn candidate_pids(scope: Scope<'_>) -> Vec<u32> {
     let roots = match scope {
         Scope::Machine => return all_pids(),
+        Scope::Run(marker) => {
+            if let Some(pids) = crate::isolation::run_cgroup_pids(marker) {
+                return pids;
+            }
+            if !SUBREAPER.load(Ordering::Relaxed) {
+                return all_pids();
+            }
+            adopted_children()
+        }
         _ if !SUBREAPER.load(Ordering::Relaxed) => return all_pids(),
-        Scope::Run => adopted_children(),
         Scope::Step { leader, .. } => {
             let mut roots = adopted_children();
             roots.push(leader);

@@ -27,6 +27,7 @@ use tokio::net::unix::pipe::{Receiver, Sender};
 use tokio_util::sync::CancellationToken;
 
 use crate::errors::RunnerError;
+use crate::isolation::{self, ChildSetup, RunUser};
 use crate::posix_spawn::{self, SpawnSpec, StdinSource};
 use crate::process_group::{self, RUN_MARKER_VAR, STEP_MARKER_VAR};
 use crate::script::ScriptPlan;
@@ -98,6 +99,9 @@ pub struct StepCommand {
     /// code 127 and "command not found" on stderr, a non-executable one 126. Set for direct
     /// exec of `run:` scripts so the result matches the shell's.
     pub shell_errors: bool,
+    /// Run the process as this user (the agent must be root): its groups, gid and uid, and
+    /// `HOME`, `USER` and `LOGNAME` of that user. `None` runs it as the agent's user.
+    pub user: Option<Arc<RunUser>>,
 }
 
 impl std::fmt::Debug for StepCommand {
@@ -115,6 +119,7 @@ impl std::fmt::Debug for StepCommand {
             .field("marker", &self.marker)
             .field("merge_output", &self.merge_output)
             .field("shell_errors", &self.shell_errors)
+            .field("user", &self.user.as_ref().map(|u| u.name.as_str()))
             .finish()
     }
 }
@@ -134,6 +139,7 @@ impl StepCommand {
             marker: None,
             merge_output: false,
             shell_errors: false,
+            user: None,
         }
     }
 
@@ -459,6 +465,8 @@ struct SpawnJob {
     stdout: OwnedFd,
     /// `None` when stderr goes to the stdout pipe.
     stderr: Option<OwnedFd>,
+    /// Run user, cgroup and limits (see `isolation.rs`).
+    setup: ChildSetup,
 }
 
 impl SpawnJob {
@@ -492,6 +500,7 @@ impl SpawnJob {
             stdin: &self.stdin,
             stdout: &self.stdout,
             stderr: self.stderr.as_ref().unwrap_or(&self.stdout),
+            setup: &self.setup,
         });
         if let Ok(pid) = spawned {
             process_group::register_leader(pid);
@@ -578,6 +587,10 @@ where
     if let Some(marker) = &cmd.marker {
         cmd.env.push((RUN_MARKER_VAR.to_string(), marker.clone()));
     }
+    let setup = child_setup(&mut cmd).map_err(|source| RunnerError::Spawn {
+        program: cmd.program.clone(),
+        source,
+    })?;
     let spawn_err = |source: std::io::Error| RunnerError::Spawn {
         program: cmd.program.clone(),
         source,
@@ -615,6 +628,7 @@ where
         stdin,
         stdout: out_write,
         stderr: err_pipe.as_mut().and_then(|(_, w)| w.take()),
+        setup,
     };
     // posix_spawn blocks the calling thread until the child has exec'd (vfork), tens of
     // microseconds. On a multi-thread runtime with other steps in flight, hand this worker's
@@ -851,6 +865,36 @@ where
     drop(guard);
     outcome.duration = start.elapsed();
     Ok(outcome)
+}
+
+/// What the step's child must do before exec: switch to `cmd.user` (whose `HOME`, `USER`
+/// and `LOGNAME` are added to its environment), join its run's cgroup, or, with no cgroup
+/// but a run user, take the run's process limit as `RLIMIT_NPROC`. Fails when the run's
+/// cgroup exists but cannot be opened: the step never runs outside its limit.
+fn child_setup(cmd: &mut StepCommand) -> std::io::Result<ChildSetup> {
+    let mut setup = ChildSetup {
+        user: cmd.user.clone(),
+        ..ChildSetup::default()
+    };
+    if let Some(user) = &setup.user {
+        cmd.env
+            .push(("HOME".into(), user.home.to_string_lossy().into_owned()));
+        cmd.env.push(("USER".into(), user.name.clone()));
+        cmd.env.push(("LOGNAME".into(), user.name.clone()));
+    }
+    if let Some((cgroup, max)) = cmd.marker.as_deref().and_then(isolation::scope_of) {
+        match cgroup {
+            Some(dir) => {
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(dir.join("cgroup.procs"))?;
+                setup.cgroup_procs = Some(file.into());
+            }
+            None if setup.user.is_some() => setup.max_user_processes = max.map(u64::from),
+            None => {}
+        }
+    }
+    Ok(setup)
 }
 
 /// Registers a pipe's read end with the reactor.
