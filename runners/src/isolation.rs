@@ -129,6 +129,20 @@ impl RunUser {
     }
 }
 
+/// Gives `path` and everything below it back to this process's user and group.
+pub fn chown_tree_to_self(path: &Path) -> io::Result<()> {
+    // SAFETY: geteuid/getegid have no preconditions.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    RunUser {
+        name: String::new(),
+        uid,
+        gid,
+        groups: Vec::new(),
+        home: PathBuf::new(),
+    }
+    .chown_tree(path)
+}
+
 /// Whether this process runs as root (effective uid 0).
 pub fn running_as_root() -> bool {
     // SAFETY: geteuid has no preconditions.

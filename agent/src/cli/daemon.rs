@@ -50,6 +50,22 @@ pub fn run(args: DaemonArgs) -> i32 {
             config
         }
     };
+    // Steps running as another user must not read the config (it may hold the API token
+    // and secrets' sources).
+    if let Some(path) = &args.config
+        && config.run_as.is_some()
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(path = %path.display(), "the config file is readable by other users: making it 0600");
+            if let Err(err) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            {
+                tracing::warn!(error = %err, "cannot restrict the config file's mode");
+            }
+        }
+    }
     fence_workspaces(&config);
     // Before any thread exists: libgit2 keeps these in plain globals.
     if let Err(err) = crate::daemon::mirror::set_network_timeouts(config.limits.fetch_timeout) {

@@ -172,11 +172,19 @@ async fn execute(shared: &Arc<Shared>, record: RunRecord, control: &RunControl) 
         deliveries: crate::notify::finish_deliveries(shared, &record, status, &report),
     };
     let keep = status == RunStatus::Failed && shared.config.keep_failed_workspaces;
+    let run_user = shared.engine.config().run_user.is_some();
     let finished = tokio::task::spawn_blocking(move || {
         let mut store = store;
         let written = store.finish_run(id, &finish);
         if keep {
             let path = workspace.into_kept_path();
+            // The run is over: its steps' user no longer writes there (later runs run as the
+            // same user).
+            if run_user
+                && let Err(err) = runners::chown_tree_to_self(&path)
+            {
+                tracing::warn!(run = %id, error = %err, "cannot take the kept workspace back");
+            }
             tracing::info!(run = %id, workspace = %path.display(), "kept the failed run's workspace");
         } else if let Err(err) = workspace.remove() {
             tracing::warn!(run = %id, error = %err, "cannot remove workspace");
@@ -274,6 +282,16 @@ fn prepare(shared: &Shared, record: &RunRecord) -> Result<Prepared, String> {
     };
     let workspace =
         Workspace::for_run(&mirror, oid, &shared.state_dir, id).map_err(|e| e.to_string())?;
+    // Steps running as the run user own (and may write) their workspace.
+    if let Some(user) = &shared.engine.config().run_user {
+        user.chown_tree(workspace.path()).map_err(|e| {
+            format!(
+                "cannot give the workspace `{}` to user `{}`: {e}",
+                workspace.path().display(),
+                user.name
+            )
+        })?;
+    }
     let info = mirror.commit_info(oid).map_err(|e| e.to_string())?;
     let file = find_workflow_file(workspace.path(), &record.workflow)?;
     let loaded = dsl::load_workflow(&file).map_err(|d| d.render())?;

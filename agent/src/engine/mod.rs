@@ -77,6 +77,11 @@ pub struct EngineConfig {
     pub grace: Duration,
     /// CPU and memory capacity for admission.
     pub admission: AdmissionConfig,
+    /// The user step processes run as (the agent must be root); `None`: the agent's own.
+    pub run_user: Option<Arc<runners::RunUser>>,
+    /// Processes one run may have at once (a cgroup per run where one can be made; else
+    /// `RLIMIT_NPROC` of the run user); `None`: no limit.
+    pub max_run_processes: Option<u32>,
 }
 
 impl Default for EngineConfig {
@@ -85,6 +90,8 @@ impl Default for EngineConfig {
             skills_dirs: Vec::new(),
             grace: runners::DEFAULT_GRACE,
             admission: AdmissionConfig::default(),
+            run_user: None,
+            max_run_processes: None,
         }
     }
 }
