@@ -63,6 +63,7 @@
 
 mod admission;
 mod errors;
+mod isolation;
 mod posix_spawn;
 mod process_group;
 mod protocol;
@@ -74,6 +75,10 @@ pub use admission::{
     Admission, AdmissionConfig, DEFAULT_MEMORY_RESERVE_MB, MEMORY_REFRESH, Permit, Request,
 };
 pub use errors::{ErrorClass, RunnerError};
+pub use isolation::{
+    CgroupSupport, RunScope, RunUser, cgroup_support, cgroup_unavailable_reason,
+    chown_tree_to_self, running_as_root,
+};
 pub use process_group::{
     RUN_MARKER_VAR, STEP_MARKER_VAR, become_subreaper, group_alive, is_subreaper, reap_orphans,
     signal_group, sweep_run, sweep_run_async, sweep_var,

@@ -16,6 +16,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use crate::isolation::ChildSetup;
+
 /// Where the child's stdin comes from.
 pub(crate) enum StdinSource {
     /// `/dev/null`.
@@ -38,6 +40,9 @@ pub(crate) struct SpawnSpec<'a> {
     /// Write ends for the child's stdout and stderr (the same pipe twice when merged).
     pub stdout: &'a OwnedFd,
     pub stderr: &'a OwnedFd,
+    /// User switch, cgroup and limits applied between fork and exec; when it has nothing to
+    /// do, `posix_spawn` is used.
+    pub setup: &'a ChildSetup,
 }
 
 /// A pipe with both ends close-on-exec; `nonblocking_read`/`nonblocking_write` set
@@ -229,6 +234,28 @@ pub(crate) fn spawn(spec: &SpawnSpec<'_>) -> io::Result<u32> {
         None => None,
     };
 
+    if !spec.setup.is_empty() {
+        let exec_path = if use_spawnp {
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            match search_path(spec.program, &path) {
+                Some(found) => cstring(found.as_os_str().as_bytes(), "the program path")?,
+                None => return Err(io::Error::from_raw_os_error(libc::ENOENT)),
+            }
+        } else {
+            exec_path
+        };
+        return fork_exec(&ForkExec {
+            exec_path: &exec_path,
+            argv: &argv,
+            envp: &envp,
+            cwd: cwd.as_ref(),
+            stdin_fd,
+            stdout_fd: spec.stdout.as_raw_fd(),
+            stderr_fd: spec.stderr.as_raw_fd(),
+            setup: spec.setup,
+        });
+    }
+
     // SAFETY: zeroed storage is immediately initialised by the init functions; the guards
     // destroy it on every path.
     let mut actions = FileActions(unsafe { std::mem::zeroed() });
@@ -294,6 +321,156 @@ pub(crate) fn spawn(spec: &SpawnSpec<'_>) -> io::Result<u32> {
         ))?;
         Ok(pid as u32)
     }
+}
+
+/// Everything the child of [`fork_exec`] uses, prepared before the fork (the child of a
+/// multi-threaded process may only make async-signal-safe calls: no allocation).
+struct ForkExec<'a> {
+    exec_path: &'a CString,
+    argv: &'a [*mut libc::c_char],
+    envp: &'a [*mut libc::c_char],
+    cwd: Option<&'a CString>,
+    stdin_fd: RawFd,
+    stdout_fd: RawFd,
+    stderr_fd: RawFd,
+    setup: &'a ChildSetup,
+}
+
+/// The spawn for steps that need more than `posix_spawn` offers: fork, then in the child
+/// (in this order) default signal handlers, a new process group, joining the run's cgroup
+/// (so that nothing the step forks is ever outside its limit), `RLIMIT_NPROC`, stdio, the
+/// working directory, the supplementary groups, gid and uid of the run user, umask 022,
+/// and exec. A failure before exec comes back through a close-on-exec pipe as the error.
+fn fork_exec(job: &ForkExec<'_>) -> io::Result<u32> {
+    let (err_read, err_write) = pipe(false, false)?;
+    let groups: Vec<libc::gid_t> = job
+        .setup
+        .user
+        .as_ref()
+        .map(|u| u.groups.clone())
+        .unwrap_or_default();
+    let cgroup_fd = job.setup.cgroup_procs.as_ref().map(|fd| fd.as_raw_fd());
+    // Signals stay blocked from before the fork until just before exec in the child, so no
+    // handler of the agent runs in the child.
+    // SAFETY: plain sigset manipulation on local storage.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    }
+    // SAFETY: fork; the child below only makes async-signal-safe calls on data prepared
+    // before the fork, and ends in execve or _exit.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY (child): async-signal-safe calls only; all pointers point at data owned by
+        // the parent's stack frame, copied into this process by fork.
+        unsafe {
+            let fail = |stage: i32| -> ! {
+                let errno = *libc::__errno_location();
+                let msg = [stage, errno];
+                libc::write(
+                    err_write.as_raw_fd(),
+                    msg.as_ptr() as *const libc::c_void,
+                    std::mem::size_of_val(&msg),
+                );
+                libc::_exit(127);
+            };
+            for sig in 1..libc::SIGRTMAX() {
+                if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+                    continue;
+                }
+                let mut act: libc::sigaction = std::mem::zeroed();
+                if libc::sigaction(sig, std::ptr::null(), &mut act) == 0
+                    && (act.sa_sigaction != libc::SIG_IGN || sig == libc::SIGPIPE)
+                {
+                    libc::signal(sig, libc::SIG_DFL);
+                }
+            }
+            if libc::setpgid(0, 0) != 0 {
+                fail(1);
+            }
+            if let Some(fd) = cgroup_fd
+                && libc::write(fd, b"0".as_ptr() as *const libc::c_void, 1) != 1
+            {
+                fail(2);
+            }
+            if let Some(n) = job.setup.max_user_processes {
+                let lim = libc::rlimit {
+                    rlim_cur: n as libc::rlim_t,
+                    rlim_max: n as libc::rlim_t,
+                };
+                if libc::setrlimit(libc::RLIMIT_NPROC, &lim) != 0 {
+                    fail(3);
+                }
+            }
+            for (from, to) in [(job.stdin_fd, 0), (job.stdout_fd, 1), (job.stderr_fd, 2)] {
+                if libc::dup2(from, to) < 0 {
+                    fail(4);
+                }
+            }
+            if let Some(dir) = job.cwd
+                && libc::chdir(dir.as_ptr()) != 0
+            {
+                fail(5);
+            }
+            if let Some(user) = &job.setup.user {
+                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                    || libc::setgid(user.gid) != 0
+                    || libc::setuid(user.uid) != 0
+                {
+                    fail(6);
+                }
+                libc::umask(0o022);
+            }
+            let empty: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            libc::execve(
+                job.exec_path.as_ptr(),
+                job.argv.as_ptr() as *const *const libc::c_char,
+                job.envp.as_ptr() as *const *const libc::c_char,
+            );
+            fail(7);
+        }
+    }
+    let fork_err = io::Error::last_os_error();
+    // SAFETY: restores the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    drop(err_write);
+    if pid < 0 {
+        return Err(fork_err);
+    }
+    let mut msg = [0i32; 2];
+    let mut file = std::fs::File::from(err_read);
+    let n = loop {
+        use std::io::Read;
+        // SAFETY: viewing two i32 as bytes to read into them.
+        let bytes = unsafe {
+            std::slice::from_raw_parts_mut(msg.as_mut_ptr() as *mut u8, std::mem::size_of_val(&msg))
+        };
+        match file.read(bytes) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => break other.unwrap_or(0),
+        }
+    };
+    if n == 0 {
+        return Ok(pid as u32);
+    }
+    // The child failed before exec: reap it and report why.
+    let mut status = 0;
+    // SAFETY: waitpid on our own child with a valid out pointer.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    let err = io::Error::from_raw_os_error(msg[1]);
+    let what = match msg[0] {
+        1 => "cannot start a new process group",
+        2 => "cannot join the run's cgroup",
+        3 => "cannot set the process limit",
+        4 => "cannot set up stdio",
+        5 => return Err(err),
+        6 => "cannot switch to the run user",
+        _ => return Err(err),
+    };
+    Err(io::Error::new(err.kind(), format!("{what}: {err}")))
 }
 
 #[cfg(test)]

@@ -80,8 +80,35 @@ pub(crate) fn next_step_marker() -> String {
 /// `AGENT_RUN_MARKER=<marker>` with SIGKILL, repeating until none is left (processes may
 /// fork while being swept). Returns how many processes were killed. Blocking: reads `/proc`;
 /// call it from a blocking thread in async code.
+///
+/// Where it looks: in a subreaper ([`become_subreaper`]) only at the processes this one
+/// adopted and their descendants, since every process a finished step left behind was
+/// re-parented to us; otherwise at every process on the machine.
 pub fn sweep_run(marker: &str) -> usize {
-    sweep_var(RUN_MARKER_VAR, marker, libc::SIGKILL)
+    if marker.is_empty() {
+        return 0;
+    }
+    let needle = format!("{RUN_MARKER_VAR}={marker}").into_bytes();
+    let mut killed = sweep(&needle, libc::SIGKILL, Scope::Run(marker));
+    // The run's cgroup holds exactly its processes, even those that cleared their
+    // environment: end whatever is still in it.
+    for _ in 0..20 {
+        let Some(pids) = crate::isolation::run_cgroup_pids(marker) else {
+            break;
+        };
+        let fds: Vec<OwnedFd> = pids
+            .into_iter()
+            .filter(|&p| p != std::process::id())
+            .filter_map(pidfd_open)
+            .filter(|fd| pidfd_send_signal(fd, libc::SIGKILL))
+            .collect();
+        if fds.is_empty() {
+            break;
+        }
+        killed += fds.len();
+        wait_pidfds_exit(&fds, Duration::from_secs(2));
+    }
+    killed
 }
 
 /// [`sweep_run`] on a blocking thread, for async callers (the engine at the end of a run).
@@ -92,21 +119,59 @@ pub async fn sweep_run_async(marker: &str) -> usize {
         .unwrap_or(0)
 }
 
-/// Like [`sweep_run`] for an arbitrary `NAME=value` marker and signal. With a signal other
-/// than SIGKILL one round is made and nothing is waited for.
+/// Like [`sweep_run`] for an arbitrary `NAME=value` marker and signal, looking at every
+/// process on the machine (for example the leftovers of an earlier agent process). With a
+/// signal other than SIGKILL one round is made and nothing is waited for.
 pub fn sweep_var(name: &str, value: &str, signal: i32) -> usize {
     if value.is_empty() {
         return 0;
     }
     let needle = format!("{name}={value}").into_bytes();
+    sweep(&needle, signal, Scope::Machine)
+}
+
+/// Signals the processes of the step led by `leader` that carry its step marker. With
+/// SIGTERM, members of the step's process group are left out: the group signal reached them
+/// already, and a second SIGTERM would run their cleanup twice (or, for tools that read a
+/// second one as "quit now", skip it).
+pub(crate) fn sweep_step(leader: u32, step_marker: &str, signal: i32) -> usize {
+    if step_marker.is_empty() {
+        return 0;
+    }
+    let needle = format!("{STEP_MARKER_VAR}={step_marker}").into_bytes();
+    let outside_group = signal != libc::SIGKILL;
+    sweep(
+        &needle,
+        signal,
+        Scope::Step {
+            leader,
+            outside_group,
+        },
+    )
+}
+
+/// Which processes a sweep reads the environment of.
+#[derive(Clone, Copy)]
+enum Scope<'a> {
+    /// Every process on the machine.
+    Machine,
+    /// What a finished run can have left: the members of its cgroup when it has one, else
+    /// adopted orphans and their descendants (when we are a subreaper).
+    Run(&'a str),
+    /// A step's tree: its leader's descendants and adopted orphans with theirs; with
+    /// `outside_group`, only those not in the leader's process group.
+    Step { leader: u32, outside_group: bool },
+}
+
+fn sweep(needle: &[u8], signal: i32, scope: Scope<'_>) -> usize {
     let mut hit: HashSet<u32> = HashSet::new();
     let rounds = if signal == libc::SIGKILL { 20 } else { 1 };
     for _ in 0..rounds {
         let mut fds = Vec::new();
-        for pid in marked_pids(&needle) {
+        for pid in marked_pids(needle, scope) {
             if let Some(fd) = pidfd_open(pid) {
                 // Re-check after taking the pidfd: the pid cannot be recycled under it now.
-                if environ_has(pid, &needle) && pidfd_send_signal(&fd, signal) {
+                if environ_has(pid, needle) && pidfd_send_signal(&fd, signal) {
                     hit.insert(pid);
                     fds.push(fd);
                 }
@@ -123,16 +188,121 @@ pub fn sweep_var(name: &str, value: &str, signal: i32) -> usize {
     hit.len()
 }
 
-/// Pids of the processes (not ourselves) whose environment contains the entry `needle`.
-fn marked_pids(needle: &[u8]) -> Vec<u32> {
+/// Pids of the processes (not ourselves) in `scope` whose environment contains the entry
+/// `needle`.
+fn marked_pids(needle: &[u8], scope: Scope<'_>) -> Vec<u32> {
     let me = std::process::id();
+    let pids = candidate_pids(scope);
+    let skip_group = match scope {
+        Scope::Step {
+            leader,
+            outside_group: true,
+        } => libc::pid_t::try_from(leader).ok(),
+        _ => None,
+    };
+    pids.into_iter()
+        .filter(|&pid| pid != me)
+        .filter(|&pid| match skip_group {
+            // A process that is gone or in the group is left alone.
+            Some(pgid) => stat_fields(pid).is_some_and(|(_, pgrp, _)| pgrp != pgid),
+            None => true,
+        })
+        .filter(|&pid| environ_has(pid, needle))
+        .collect()
+}
+
+/// The processes a sweep of `scope` must look at. Outside a subreaper, orphans go to init
+/// and can be anywhere: then every process is a candidate.
+fn candidate_pids(scope: Scope<'_>) -> Vec<u32> {
+    let roots = match scope {
+        Scope::Machine => return all_pids(),
+        Scope::Run(marker) => {
+            if let Some(pids) = crate::isolation::run_cgroup_pids(marker) {
+                return pids;
+            }
+            if !SUBREAPER.load(Ordering::Relaxed) {
+                return all_pids();
+            }
+            adopted_children()
+        }
+        _ if !SUBREAPER.load(Ordering::Relaxed) => return all_pids(),
+        Scope::Step { leader, .. } => {
+            let mut roots = adopted_children();
+            roots.push(leader);
+            roots
+        }
+    };
+    descendants(roots)
+}
+
+/// Every pid in `/proc`.
+fn all_pids() -> Vec<u32> {
     let Ok(dir) = fs::read_dir("/proc") else {
         return Vec::new();
     };
     dir.filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
-        .filter(|&pid| pid != me && environ_has(pid, needle))
         .collect()
+}
+
+/// Our children that are not step leaders: in a subreaper, the orphans we adopted (and
+/// processes the agent started itself, such as `git`, which carry no marker).
+fn adopted_children() -> Vec<u32> {
+    let guard = leaders();
+    our_children()
+        .into_iter()
+        .filter(|pid| !guard.as_ref().is_some_and(|s| s.contains(pid)))
+        .collect()
+}
+
+/// `roots` and all their descendants, from `/proc/<pid>/task/*/children`.
+fn descendants(roots: Vec<u32>) -> Vec<u32> {
+    let mut seen: HashSet<u32> = HashSet::new();
+    let mut todo = roots;
+    let mut out = Vec::new();
+    while let Some(pid) = todo.pop() {
+        if !seen.insert(pid) {
+            continue;
+        }
+        out.push(pid);
+        todo.extend(children_of(&format!("/proc/{pid}/task")));
+    }
+    out
+}
+
+/// The children of every thread under `task_dir` (`/proc/<pid>/task`).
+fn children_of(task_dir: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(tasks) = fs::read_dir(task_dir) else {
+        return out;
+    };
+    for task in tasks.filter_map(|t| t.ok()) {
+        if let Ok(text) = fs::read_to_string(task.path().join("children")) {
+            out.extend(
+                text.split_whitespace()
+                    .filter_map(|s| s.parse::<u32>().ok()),
+            );
+        }
+    }
+    out
+}
+
+/// Whether the process group of the step led by `leader` still has live (non-zombie)
+/// members, looking where [`sweep_step`] looks. For polling while a step shuts down.
+pub(crate) fn step_group_alive(leader: u32) -> bool {
+    if !signal_group(leader, 0) {
+        return false;
+    }
+    let Ok(pgid) = libc::pid_t::try_from(leader) else {
+        return false;
+    };
+    candidate_pids(Scope::Step {
+        leader,
+        outside_group: false,
+    })
+    .into_iter()
+    .filter_map(stat_fields)
+    .any(|(state, pgrp, _)| pgrp == pgid && state != 'Z' && state != 'X')
 }
 
 /// Whether `/proc/<pid>/environ` has the entry `needle` (a zombie's environment is empty).
@@ -307,18 +477,7 @@ pub fn reap_orphans() -> usize {
 
 /// Our direct children, from `/proc/self/task/*/children`.
 fn our_children() -> Vec<u32> {
-    let mut out = Vec::new();
-    let Ok(tasks) = fs::read_dir("/proc/self/task") else {
-        return out;
-    };
-    for task in tasks.filter_map(|t| t.ok()) {
-        if let Ok(text) = fs::read_to_string(task.path().join("children")) {
-            out.extend(
-                text.split_whitespace()
-                    .filter_map(|s| s.parse::<u32>().ok()),
-            );
-        }
-    }
+    let mut out = children_of("/proc/self/task");
     out.sort_unstable();
     out.dedup();
     out

@@ -27,6 +27,7 @@ use tokio::net::unix::pipe::{Receiver, Sender};
 use tokio_util::sync::CancellationToken;
 
 use crate::errors::RunnerError;
+use crate::isolation::{self, ChildSetup, RunUser};
 use crate::posix_spawn::{self, SpawnSpec, StdinSource};
 use crate::process_group::{self, RUN_MARKER_VAR, STEP_MARKER_VAR};
 use crate::script::ScriptPlan;
@@ -102,6 +103,9 @@ pub struct StepCommand {
     /// code 127 and "command not found" on stderr, a non-executable one 126. Set for direct
     /// exec of `run:` scripts so the result matches the shell's.
     pub shell_errors: bool,
+    /// Run the process as this user (the agent must be root): its groups, gid and uid, and
+    /// `HOME`, `USER` and `LOGNAME` of that user. `None` runs it as the agent's user.
+    pub user: Option<Arc<RunUser>>,
 }
 
 impl std::fmt::Debug for StepCommand {
@@ -120,6 +124,7 @@ impl std::fmt::Debug for StepCommand {
             .field("marker", &self.marker)
             .field("merge_output", &self.merge_output)
             .field("shell_errors", &self.shell_errors)
+            .field("user", &self.user.as_ref().map(|u| u.name.as_str()))
             .finish()
     }
 }
@@ -140,6 +145,7 @@ impl StepCommand {
             marker: None,
             merge_output: false,
             shell_errors: false,
+            user: None,
         }
     }
 
@@ -466,6 +472,8 @@ struct SpawnJob {
     stdout: OwnedFd,
     /// `None` when stderr goes to the stdout pipe.
     stderr: Option<OwnedFd>,
+    /// Run user, cgroup and limits (see `isolation.rs`).
+    setup: ChildSetup,
 }
 
 impl SpawnJob {
@@ -500,6 +508,7 @@ impl SpawnJob {
             stdin: &self.stdin,
             stdout: &self.stdout,
             stderr: self.stderr.as_ref().unwrap_or(&self.stdout),
+            setup: &self.setup,
         });
         if let Ok(pid) = spawned {
             process_group::register_leader(pid);
@@ -548,7 +557,7 @@ impl Drop for LeaderGuard {
             // Blocking /proc scan and wait: do them off the async thread. The killed leader
             // is reaped here, since nobody else waits for it any more.
             std::thread::spawn(move || {
-                process_group::sweep_var(STEP_MARKER_VAR, &marker, libc::SIGKILL);
+                process_group::sweep_step(pid, &marker, libc::SIGKILL);
                 let mut status = 0;
                 // SAFETY: waitpid on our own (killed) child with a valid out pointer.
                 unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
@@ -586,6 +595,10 @@ where
     if let Some(marker) = &cmd.marker {
         cmd.env.push((RUN_MARKER_VAR.to_string(), marker.clone()));
     }
+    let setup = child_setup(&mut cmd).map_err(|source| RunnerError::Spawn {
+        program: cmd.program.clone(),
+        source,
+    })?;
     let spawn_err = |source: std::io::Error| RunnerError::Spawn {
         program: cmd.program.clone(),
         source,
@@ -624,6 +637,7 @@ where
         stdin,
         stdout: out_write,
         stderr: err_pipe.as_mut().and_then(|(_, w)| w.take()),
+        setup,
     };
     // posix_spawn blocks the calling thread until the child has exec'd (vfork), tens of
     // microseconds. On a multi-thread runtime with other steps in flight, hand this worker's
@@ -768,7 +782,7 @@ where
             _ = &mut phase_sleep, if phase_armed => {
                 let now = tokio::time::Instant::now();
                 if phase == Phase::Terminating {
-                    if status.is_some() && !process_group::group_alive(pid) {
+                    if status.is_some() && !process_group::step_group_alive(pid) {
                         // Everyone in the group obeyed SIGTERM; end stragglers that left it.
                         finish_kill(pid, &step_marker).await;
                         phase = Phase::Killed;
@@ -862,6 +876,36 @@ where
     Ok(outcome)
 }
 
+/// What the step's child must do before exec: switch to `cmd.user` (whose `HOME`, `USER`
+/// and `LOGNAME` are added to its environment), join its run's cgroup, or, with no cgroup
+/// but a run user, take the run's process limit as `RLIMIT_NPROC`. Fails when the run's
+/// cgroup exists but cannot be opened: the step never runs outside its limit.
+fn child_setup(cmd: &mut StepCommand) -> std::io::Result<ChildSetup> {
+    let mut setup = ChildSetup {
+        user: cmd.user.clone(),
+        ..ChildSetup::default()
+    };
+    if let Some(user) = &setup.user {
+        cmd.env
+            .push(("HOME".into(), user.home.to_string_lossy().into_owned()));
+        cmd.env.push(("USER".into(), user.name.clone()));
+        cmd.env.push(("LOGNAME".into(), user.name.clone()));
+    }
+    if let Some((cgroup, max)) = cmd.marker.as_deref().and_then(isolation::scope_of) {
+        match cgroup {
+            Some(dir) => {
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(dir.join("cgroup.procs"))?;
+                setup.cgroup_procs = Some(file.into());
+            }
+            None if setup.user.is_some() => setup.max_user_processes = max.map(u64::from),
+            None => {}
+        }
+    }
+    Ok(setup)
+}
+
 /// Registers a pipe's read end with the reactor.
 fn watch(fd: Option<OwnedFd>) -> std::io::Result<Option<Receiver>> {
     fd.map(Receiver::from_owned_fd_unchecked).transpose()
@@ -922,27 +966,32 @@ fn detach_drain<R: AsyncRead + Unpin + Send + 'static>(reader: Option<R>) {
     }
 }
 
-/// SIGTERM to the group and to the step's processes that left it.
+/// SIGTERM to the group and to the step's processes that left it (each process once).
 async fn start_terminate(pid: u32, step_marker: &str) {
     process_group::signal_group(pid, libc::SIGTERM);
     // A stopped process only acts on SIGTERM once continued (systemd does the same).
     process_group::signal_group(pid, libc::SIGCONT);
+    if process_group::is_subreaper() {
+        // Only the step's own tree and adopted orphans are read (a few small /proc files):
+        // done right here, so that with many steps cancelled at once every SIGTERM is out
+        // before the blocking pool has started a thread for each of them.
+        process_group::sweep_step(pid, step_marker, libc::SIGTERM);
+        return;
+    }
     let marker = step_marker.to_string();
-    // One /proc scan; blocking, so off the async threads.
-    let _ = tokio::task::spawn_blocking(move || {
-        process_group::sweep_var(STEP_MARKER_VAR, &marker, libc::SIGTERM)
-    })
-    .await;
+    // A scan of every process in /proc; blocking, so off the async threads.
+    let _ =
+        tokio::task::spawn_blocking(move || process_group::sweep_step(pid, &marker, libc::SIGTERM))
+            .await;
 }
 
 /// SIGKILL to the group and every process carrying the step's marker.
 async fn finish_kill(pid: u32, step_marker: &str) {
     process_group::signal_group(pid, libc::SIGKILL);
     let marker = step_marker.to_string();
-    let _ = tokio::task::spawn_blocking(move || {
-        process_group::sweep_var(STEP_MARKER_VAR, &marker, libc::SIGKILL)
-    })
-    .await;
+    let _ =
+        tokio::task::spawn_blocking(move || process_group::sweep_step(pid, &marker, libc::SIGKILL))
+            .await;
 }
 
 fn spawn_failure<F: FnMut(Stream, &str)>(

@@ -271,3 +271,54 @@ async fn a_stopped_step_still_ends_on_timeout() {
         start.elapsed()
     );
 }
+
+/// Every process of a timed-out step gets SIGTERM exactly once: the leader, a child in its
+/// group and a child that left it with `setsid` each run their TERM trap one time. (The
+/// marker sweep used to signal the group's members a second time, so cleanup traps ran
+/// twice and tools that read a second TERM as "quit now" lost their graceful shutdown.)
+#[tokio::test]
+async fn each_process_of_a_timed_out_step_gets_one_sigterm() {
+    let tag = unique_tag();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("terms");
+    let f = file.display();
+    // Each process records every TERM and keeps going (a bounded loop of long sleeps), so
+    // a second TERM would show as a second line; SIGKILL ends them after the grace period.
+    let body = |name: &str| {
+        format!(
+            "trap \"echo {name} >> {f}\" TERM; n=0; \
+             while [ $n -lt 20 ]; do sleep {tag} & wait $!; n=$((n+1)); done"
+        )
+    };
+    let script = format!(
+        "bash -c '{}' &\nsetsid bash -c '{}' &\n{}",
+        body("child"),
+        body("setsid"),
+        body("leader")
+    );
+    let watched = tag.clone();
+    let watcher = std::thread::spawn(move || {
+        wait_until(Duration::from_secs(10), || {
+            pids_with_arg(&watched).len() >= 3
+        })
+    });
+    let (o, _) = run_capture(
+        StepCommand::from_plan(plan_script(&script, None))
+            .timeout(Duration::from_millis(1500))
+            .grace(Duration::from_millis(1500)),
+        Cancel::new(),
+    )
+    .await;
+    let started = watcher.join().expect("watcher");
+    kill_tagged(&tag);
+    assert!(started, "the three processes never started");
+    assert!(o.timed_out, "{o:?}");
+    let text = std::fs::read_to_string(&file).unwrap_or_default();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(
+        lines,
+        vec!["child", "leader", "setsid"],
+        "TERM traps run: {text:?}"
+    );
+}

@@ -71,11 +71,34 @@ pub fn run(args: DaemonArgs) -> i32 {
             "no repository configured: nothing will run (list some under `repos:` in the config, or start the daemon inside a git repository)"
         );
     }
+    // Steps running as another user must not read the config (it may hold the API token
+    // and secrets' sources).
+    if let Some(path) = &args.config
+        && config.run_as.is_some()
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(path = %path.display(), "the config file is readable by other users: making it 0600");
+            if let Err(err) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            {
+                tracing::warn!(error = %err, "cannot restrict the config file's mode");
+            }
+        }
+    }
     fence_workspaces(&config);
     // Before any thread exists: libgit2 keeps these in plain globals.
     if let Err(err) = crate::daemon::mirror::set_network_timeouts(config.limits.fetch_timeout) {
         eprintln!("error: {err}");
         return EXIT_FAILED;
+    }
+    // Orphans a step leaves behind are re-parented to the daemon instead of init: they stay
+    // in its tree, are reaped, and the sweep at a run's end only looks at the daemon's own
+    // descendants instead of every process on the machine. (After the libgit2 globals:
+    // this starts the reaper thread.)
+    if let Err(err) = runners::become_subreaper() {
+        tracing::warn!(error = %err, "cannot become a child subreaper; run-end sweeps scan all processes");
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

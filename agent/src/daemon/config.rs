@@ -231,6 +231,9 @@ impl Default for AnomaliesConfig {
     }
 }
 
+/// Default of `limits.max_run_processes`.
+pub const DEFAULT_MAX_RUN_PROCESSES: u32 = 1024;
+
 /// Limits across runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -239,6 +242,9 @@ pub struct Limits {
     /// CPU slots shared by every run's steps (default: the cores available); steps that
     /// request no CPU (`cpu: 0`) are not counted.
     pub max_parallel_steps: Option<usize>,
+    /// Processes one run may have at once (the run's cgroup `pids.max`; see
+    /// `runners::RunScope`).
+    pub max_run_processes: u32,
     /// Memory kept free for the system (MiB) when admitting steps.
     pub memory_reserve_mb: Option<u64>,
     /// Cap of one step's log file, in bytes.
@@ -265,6 +271,7 @@ impl Default for Limits {
         Limits {
             max_concurrent_runs: DEFAULT_MAX_CONCURRENT_RUNS,
             max_parallel_steps: None,
+            max_run_processes: DEFAULT_MAX_RUN_PROCESSES,
             memory_reserve_mb: None,
             max_log_bytes: DEFAULT_MAX_LOG_BYTES,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
@@ -321,6 +328,8 @@ pub struct Config {
     pub env_passthrough: Vec<String>,
     /// Keep the workspace of a failed run.
     pub keep_failed_workspaces: bool,
+    /// The user steps run as when the daemon runs as root (a name or a uid).
+    pub run_as: Option<String>,
     /// Outgoing webhooks.
     pub webhooks: Vec<WebhookConfig>,
     /// Inbound hook secrets.
@@ -347,6 +356,7 @@ impl Default for Config {
             secrets: IndexMap::new(),
             env_passthrough: Vec::new(),
             keep_failed_workspaces: false,
+            run_as: None,
             webhooks: Vec::new(),
             hooks: HooksConfig::default(),
             anomalies: AnomaliesConfig::default(),
@@ -553,6 +563,7 @@ const TOP_KEYS: &[&str] = &[
     "secrets",
     "env_passthrough",
     "keep_failed_workspaces",
+    "run_as",
     "webhooks",
     "hooks",
     "anomalies",
@@ -598,6 +609,7 @@ const ANOMALY_KEYS: &[&str] = &[
 const LIMIT_KEYS: &[&str] = &[
     "max_concurrent_runs",
     "max_parallel_steps",
+    "max_run_processes",
     "memory_reserve_mb",
     "max_log_bytes",
     "shutdown_grace",
@@ -682,6 +694,12 @@ fn parse_tree(root: &Node, base: &Path) -> Result<Config, Vec<Diagnostic>> {
             "keep_failed_workspaces" => {
                 if let Some(b) = r.bool(value) {
                     config.keep_failed_workspaces = b;
+                }
+            }
+            "run_as" => {
+                config.run_as = match value.as_scalar().map(|s| &s.value) {
+                    Some(ScalarValue::Int(i)) if *i >= 0 => Some(i.to_string()),
+                    _ => r.string(value).filter(|s| !s.is_empty()),
                 }
             }
             "webhooks" => config.webhooks = r.list(value, Reader::webhook),
@@ -1270,6 +1288,11 @@ impl Reader {
                         }
                     }
                     "max_parallel_steps" => l.max_parallel_steps = self.positive(value),
+                    "max_run_processes" => {
+                        if let Some(n) = self.positive(value) {
+                            l.max_run_processes = u32::try_from(n).unwrap_or(u32::MAX);
+                        }
+                    }
                     "memory_reserve_mb" => l.memory_reserve_mb = self.uint(value),
                     "max_log_bytes" => {
                         if let Some(n) = self.uint(value) {

@@ -95,6 +95,14 @@ pub enum DaemonStartError {
     /// Another daemon holds the state directory (or its lock file cannot be used).
     #[error(transparent)]
     Locked(#[from] state_lock::LockError),
+    /// `run_as` cannot be used.
+    #[error("run_as `{user}`: {why}")]
+    RunAs {
+        /// The configured user.
+        user: String,
+        /// Why.
+        why: String,
+    },
     /// The store cannot be opened or recovered.
     #[error("store: {0}")]
     Store(#[from] StoreError),
@@ -134,9 +142,22 @@ pub async fn run_until(
         path: config.state_dir.clone(),
         source,
     })?;
+    let run_user = run_user(&config)?;
+    if run_user.is_some() {
+        // Everything the daemon writes from now on (database, logs, mirrors, token) is
+        // private to its user; steps get a umask of 022 back.
+        // SAFETY: umask only changes this process's file creation mask.
+        unsafe { libc::umask(0o077) };
+    }
     state_lock::create_state_dir(&state_dir).map_err(|source| DaemonStartError::StateDir {
         path: state_dir.clone(),
         source,
+    })?;
+    protect_state_dir(&state_dir, run_user.is_some()).map_err(|source| {
+        DaemonStartError::StateDir {
+            path: state_dir.clone(),
+            source,
+        }
     })?;
     // Before anything reads or changes the state: a second daemon on the same directory
     // would otherwise recover (and then run again) the first one's live runs.
@@ -159,6 +180,13 @@ pub async fn run_until(
     let secrets = config.load_secrets()?;
     crate::store::set_busy_timeout(config.limits.store_busy_timeout);
     let mut store = Store::open_in_dir(&state_dir)?;
+    for name in [
+        crate::store::DB_FILE_NAME.to_string(),
+        format!("{}-wal", crate::store::DB_FILE_NAME),
+        format!("{}-shm", crate::store::DB_FILE_NAME),
+    ] {
+        set_mode(&state_dir.join(name), 0o600);
+    }
     let store_path = store.path().to_path_buf();
     let recovered = run_recovery::recover(&mut store, &state_dir)?;
     if !recovered.is_empty() {
@@ -174,11 +202,23 @@ pub async fn run_until(
     if let Some(n) = config.limits.max_parallel_steps {
         admission.cpu = Some(u32::try_from(n).unwrap_or(u32::MAX));
     }
+    let max_run_processes = config.limits.max_run_processes;
+    if let Some(why) = runners::cgroup_unavailable_reason() {
+        if run_user.is_some() {
+            tracing::warn!(reason = %why, limit = max_run_processes,
+                "no per-run cgroup: the run user's processes are limited as a whole (RLIMIT_NPROC)");
+        } else {
+            tracing::warn!(reason = %why,
+                "no per-run cgroup and no run user: a run's processes are not limited");
+        }
+    }
     let engine = Arc::new(Engine::new(EngineConfig {
         skills_dirs: config.skills_dirs.clone(),
         admission,
         marker_scope: Some(run_recovery::marker_scope(&state_dir)),
         env_passthrough: config.env_passthrough.clone(),
+        run_user: run_user.map(Arc::new),
+        max_run_processes: Some(max_run_processes),
         ..EngineConfig::default()
     }));
     let (handle, parts) = DaemonHandle::new(config, state_dir.clone(), store_path, engine, secrets);
@@ -242,6 +282,76 @@ pub async fn run_until(
     let _ = std::fs::remove_file(state_dir.join(ADDR_FILE_NAME));
     tracing::info!("agent daemon stopped");
     Ok(())
+}
+
+/// The user steps run as: `run_as` from the config (which needs a daemon running as root),
+/// or none. A root daemon without `run_as` runs steps as root, with a loud warning.
+fn run_user(config: &Config) -> Result<Option<runners::RunUser>, DaemonStartError> {
+    let root = runners::running_as_root();
+    match &config.run_as {
+        Some(name) if !root => Err(DaemonStartError::RunAs {
+            user: name.clone(),
+            why: "the daemon must run as root to start steps as another user".into(),
+        }),
+        Some(name) => match runners::RunUser::lookup(name) {
+            Ok(user) if user.uid == 0 => Err(DaemonStartError::RunAs {
+                user: name.clone(),
+                why: "that is root: steps would see and change the daemon's state".into(),
+            }),
+            Ok(user) => {
+                tracing::info!(user = %user.name, uid = user.uid, "steps run as an unprivileged user");
+                Ok(Some(user))
+            }
+            Err(err) => Err(DaemonStartError::RunAs {
+                user: name.clone(),
+                why: err.to_string(),
+            }),
+        },
+        None if root => {
+            tracing::warn!(
+                "the daemon runs as root and `run_as` is not set: steps run as root and can read \
+                 the API token, the database and every secret, and change other runs; set \
+                 `run_as: USER` to an unprivileged user"
+            );
+            Ok(None)
+        }
+        None => Ok(None),
+    }
+}
+
+/// Makes the state directory private to the daemon's user: 0700, or, when steps run as
+/// another user, 0711 with `workspaces/` 0711 as well (they may pass through to their own
+/// workspace, owned by them, but list nothing) and every other entry 0700/0600.
+fn protect_state_dir(state_dir: &std::path::Path, run_user: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let traverse = if run_user { 0o711 } else { 0o700 };
+    std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(traverse))?;
+    if !run_user {
+        return Ok(());
+    }
+    let workspaces = state_dir.join("workspaces");
+    std::fs::create_dir_all(&workspaces)?;
+    std::fs::set_permissions(&workspaces, std::fs::Permissions::from_mode(0o711))?;
+    for entry in std::fs::read_dir(state_dir)? {
+        let entry = entry?;
+        if entry.file_name() == "workspaces" {
+            continue;
+        }
+        let meta = entry.metadata()?;
+        let mode = if meta.is_dir() { 0o700 } else { 0o600 };
+        std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
+/// Best effort `chmod` of a file the daemon created (absent files are fine).
+fn set_mode(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    if path.exists()
+        && let Err(err) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+    {
+        tracing::warn!(path = %path.display(), error = %err, "cannot restrict the file's mode");
+    }
 }
 
 fn absolute(path: &std::path::Path) -> std::io::Result<PathBuf> {

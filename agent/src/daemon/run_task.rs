@@ -191,6 +191,7 @@ async fn execute(shared: &Arc<Shared>, record: RunRecord, control: &RunControl) 
     let keep = status == RunStatus::Failed && shared.config.keep_failed_workspaces;
     let health_of = shared.clone();
     let abandon = control.abandon.clone();
+    let run_user = shared.engine.config().run_user.is_some();
     let finished = tokio::task::spawn_blocking(move || {
         let mut store = store;
         // Retried until written: a run whose end is dropped stays `running` for ever. Only
@@ -204,6 +205,13 @@ async fn execute(shared: &Arc<Shared>, record: RunRecord, control: &RunControl) 
         );
         if keep {
             let path = workspace.into_kept_path();
+            // The run is over: its steps' user no longer writes there (later runs run as the
+            // same user).
+            if run_user
+                && let Err(err) = runners::chown_tree_to_self(&path)
+            {
+                tracing::warn!(run = %id, error = %err, "cannot take the kept workspace back");
+            }
             tracing::info!(run = %id, workspace = %path.display(), "kept the failed run's workspace");
         } else if let Err(err) = workspace.remove() {
             tracing::warn!(run = %id, error = %err, "cannot remove workspace");
@@ -310,6 +318,16 @@ fn prepare(shared: &Shared, record: &RunRecord) -> Result<Prepared, String> {
     };
     let workspace =
         Workspace::for_run(&mirror, oid, &shared.state_dir, id).map_err(|e| e.to_string())?;
+    // Steps running as the run user own (and may write) their workspace.
+    if let Some(user) = &shared.engine.config().run_user {
+        user.chown_tree(workspace.path()).map_err(|e| {
+            format!(
+                "cannot give the workspace `{}` to user `{}`: {e}",
+                workspace.path().display(),
+                user.name
+            )
+        })?;
+    }
     let info = mirror.commit_info(oid).map_err(|e| e.to_string())?;
     let file = find_workflow_file(workspace.path(), &record.workflow)?;
     let loaded = dsl::load_workflow(&file).map_err(|d| d.render())?;

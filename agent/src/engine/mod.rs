@@ -95,6 +95,11 @@ pub struct EngineConfig {
     /// Variables of the agent's environment that steps see besides the minimal ones
     /// ([`step_env`]).
     pub env_passthrough: Vec<String>,
+    /// The user step processes run as (the agent must be root); `None`: the agent's own.
+    pub run_user: Option<Arc<runners::RunUser>>,
+    /// Processes one run may have at once (a cgroup per run where one can be made; else
+    /// `RLIMIT_NPROC` of the run user); `None`: no limit.
+    pub max_run_processes: Option<u32>,
 }
 
 /// The `AGENT_RUN_MARKER` value every process of run `run_id` carries:
@@ -114,6 +119,8 @@ impl Default for EngineConfig {
             admission: AdmissionConfig::default(),
             marker_scope: None,
             env_passthrough: Vec::new(),
+            run_user: None,
+            max_run_processes: None,
         }
     }
 }

@@ -511,6 +511,9 @@ pub(crate) async fn run(engine: &Engine, req: RunRequest) -> RunResult {
         engine.config().marker_scope.as_deref(),
         &req.run_id,
     ));
+    // Every step of the run (sub-workflows included: they share the marker) joins the run's
+    // process scope: its cgroup and process limit. Closed after the sweep at the end.
+    let scope = runners::RunScope::open(&marker, engine.config().max_run_processes);
     let masked_params = {
         let mut p = Value::Object(req.parameters.clone());
         masker.mask_value(&mut p);
@@ -537,7 +540,17 @@ pub(crate) async fn run(engine: &Engine, req: RunRequest) -> RunResult {
             error: error.map(|e| masker.mask(&e).into_owned()),
         }
     };
-    let rundir = match runners::RunDir::create(&req.run_id) {
+    let rundir = match runners::RunDir::create(&req.run_id).and_then(|d| {
+        // The run user writes its steps' protocol files here.
+        if let Some(user) = &engine.config().run_user {
+            user.chown(d.path())
+                .map_err(|source| runners::RunnerError::RunDir {
+                    path: d.path().to_path_buf(),
+                    source,
+                })?;
+        }
+        Ok(d)
+    }) {
         Ok(d) => Arc::new(d),
         Err(e) => {
             let report = finish(
@@ -594,7 +607,11 @@ pub(crate) async fn run(engine: &Engine, req: RunRequest) -> RunResult {
     execute(&ctx).await;
     // Nothing a step started may outlive the run.
     let m = marker.to_string();
-    let _ = tokio::task::spawn_blocking(move || runners::sweep_run(&m)).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        runners::sweep_run(&m);
+        drop(scope);
+    })
+    .await;
 
     let status = final_status(&ctx);
     let outputs = render_outputs(&ctx);

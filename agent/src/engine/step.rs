@@ -173,6 +173,7 @@ fn prepare(ctx: &RunCtx<'_>, step: &Step) -> Result<Prepared, (String, String)> 
         // logs) and each step saves a pipe and a wake-up.
         cmd.merge_output = true;
         cmd.marker = Some(ctx.marker.to_string());
+        cmd.user = ctx.engine.config().run_user.clone();
         cmd
     };
     match &step.kind {
