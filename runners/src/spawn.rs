@@ -66,6 +66,39 @@ pub enum Stream {
     Stderr,
 }
 
+/// Where a step's output goes. The reader hands over every line as it is read, then asks
+/// [`OutputSink::end_of_read`] whether the sink can take more; when it cannot, the step's
+/// pipes are not read until [`OutputSink::ready`] resolves. A step that writes faster than
+/// its output is consumed then blocks in its own `write` (a full pipe), like a program
+/// piped into a slow reader, and memory stays flat whatever it prints. Timeouts, cancels
+/// and the step's exit are still handled while the reader waits.
+pub trait OutputSink: Send {
+    /// One line of output, without its line ending (invalid UTF-8 replaced; lines longer
+    /// than [`MAX_LINE`] split).
+    fn line(&mut self, stream: Stream, line: &str);
+
+    /// The lines of one read have all been handed over. False when the sink holds output
+    /// it cannot pass on yet: the reader then waits for [`OutputSink::ready`].
+    fn end_of_read(&mut self) -> bool {
+        true
+    }
+
+    /// Resolves once the sink has passed on what it held. Must be cancel-safe: dropped
+    /// before it resolves, it loses nothing.
+    fn ready(&mut self) -> impl Future<Output = ()> + Send {
+        std::future::ready(())
+    }
+}
+
+/// A closure as an [`OutputSink`] that always takes more.
+struct FnSink<F>(F);
+
+impl<F: FnMut(Stream, &str) + Send> OutputSink for FnSink<F> {
+    fn line(&mut self, stream: Stream, line: &str) {
+        (self.0)(stream, line);
+    }
+}
+
 /// One process to run for a step. Its `Debug` output shows environment variable names
 /// but not their values, and the size of stdin but not its bytes: both may hold secrets.
 #[derive(Clone)]
@@ -318,7 +351,7 @@ impl LineSplitter {
         }
     }
 
-    fn feed(&mut self, data: &[u8], on_line: &mut impl FnMut(Stream, &str)) {
+    fn feed<S: OutputSink + ?Sized>(&mut self, data: &[u8], on_line: &mut S) {
         let mut rest = data;
         while let Some(pos) = memchr(b'\n', rest) {
             if self.buf.is_empty() {
@@ -338,7 +371,7 @@ impl LineSplitter {
         }
     }
 
-    fn finish(&mut self, on_line: &mut impl FnMut(Stream, &str)) {
+    fn finish<S: OutputSink + ?Sized>(&mut self, on_line: &mut S) {
         if !self.buf.is_empty() {
             emit(self.stream, &self.buf, on_line);
             self.buf.clear();
@@ -350,11 +383,11 @@ fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
     hay.iter().position(|&b| b == needle)
 }
 
-fn emit(stream: Stream, line: &[u8], on_line: &mut impl FnMut(Stream, &str)) {
+fn emit<S: OutputSink + ?Sized>(stream: Stream, line: &[u8], on_line: &mut S) {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     match std::str::from_utf8(line) {
-        Ok(s) => on_line(stream, s),
-        Err(_) => on_line(stream, &String::from_utf8_lossy(line)),
+        Ok(s) => on_line.line(stream, s),
+        Err(_) => on_line.line(stream, &String::from_utf8_lossy(line)),
     }
 }
 
@@ -558,13 +591,23 @@ impl Drop for LeaderGuard {
 /// Errors only when the process could not be started or waited for; a non-zero exit, a
 /// timeout or a cancel is an `Ok` outcome.
 pub async fn run<F>(
-    mut cmd: StepCommand,
-    mut on_line: F,
+    cmd: StepCommand,
+    on_line: F,
     cancel: Cancel,
 ) -> Result<ProcessOutcome, RunnerError>
 where
     F: FnMut(Stream, &str) + Send,
 {
+    run_with_sink(cmd, &mut FnSink(on_line), cancel).await
+}
+
+/// [`run`] with an [`OutputSink`], which may hold the reading of the step's pipes back
+/// (backpressure) while it passes output on.
+pub async fn run_with_sink<S: OutputSink>(
+    mut cmd: StepCommand,
+    on_line: &mut S,
+    cancel: Cancel,
+) -> Result<ProcessOutcome, RunnerError> {
     let start = Instant::now();
     let in_flight = InFlight::enter();
     let mut outcome = ProcessOutcome::default();
@@ -639,7 +682,7 @@ where
     let err_read = err_pipe.map(|(r, _)| r);
     let pid = match spawned {
         Ok(pid) => pid,
-        Err(source) => return spawn_failure(&cmd, source, &mut on_line, start),
+        Err(source) => return spawn_failure(&cmd, source, on_line, start),
     };
     outcome.pid = pid;
     let mut guard = LeaderGuard {
@@ -714,6 +757,8 @@ where
     let mut group_poll = Duration::from_millis(10);
     // After the leader exits we keep reading pipes held by others until this instant.
     let mut linger_until: Option<tokio::time::Instant> = None;
+    // The sink cannot take more output yet: the pipes are not read until it can.
+    let mut paused = false;
 
     loop {
         if status.is_some() {
@@ -796,29 +841,34 @@ where
                 stdout = watch(pending_out.take()).map_err(wait_err)?;
                 stderr = watch(pending_err.take()).map_err(wait_err)?;
             }
-            r = read_some(&mut stdout, &mut out_buf), if stdout.is_some() => {
+            () = on_line.ready(), if paused => {
+                paused = false;
+            }
+            r = read_some(&mut stdout, &mut out_buf), if stdout.is_some() && !paused => {
                 match r {
                     Ok(0) | Err(_) => {
-                        out_lines.finish(&mut on_line);
+                        out_lines.finish(on_line);
                         stdout = None;
                     }
                     Ok(_) => {
-                        out_lines.feed(&out_buf, &mut on_line);
+                        out_lines.feed(&out_buf, on_line);
                         out_buf.clear();
                     }
                 }
+                paused = !on_line.end_of_read();
             }
-            r = read_some(&mut stderr, &mut err_buf), if stderr.is_some() => {
+            r = read_some(&mut stderr, &mut err_buf), if stderr.is_some() && !paused => {
                 match r {
                     Ok(0) | Err(_) => {
-                        err_lines.finish(&mut on_line);
+                        err_lines.finish(on_line);
                         stderr = None;
                     }
                     Ok(_) => {
-                        err_lines.feed(&err_buf, &mut on_line);
+                        err_lines.feed(&err_buf, on_line);
                         err_buf.clear();
                     }
                 }
+                paused = !on_line.end_of_read();
             }
             st = child.wait(), if status.is_none() => {
                 let st = st.map_err(|source| RunnerError::Wait {
@@ -831,13 +881,15 @@ where
                 // Read what the pipes hold now; watch those still held open by processes
                 // the step left behind.
                 if let Some(fd) = pending_out.take() {
-                    let open = drain_now(fd, &mut out_buf, &mut out_lines, &mut on_line);
+                    let open = drain_now(fd, &mut out_buf, &mut out_lines, on_line);
                     stdout = watch(open).map_err(wait_err)?;
                 }
                 if let Some(fd) = pending_err.take() {
-                    let open = drain_now(fd, &mut err_buf, &mut err_lines, &mut on_line);
+                    let open = drain_now(fd, &mut err_buf, &mut err_lines, on_line);
                     stderr = watch(open).map_err(wait_err)?;
                 }
+                // At most one pipe's worth was read per pipe.
+                paused = paused || !on_line.end_of_read();
                 if phase == Phase::Terminating {
                     phase_sleep.as_mut().reset(tokio::time::Instant::now());
                     phase_armed = true;
@@ -845,8 +897,11 @@ where
             }
         }
     }
-    out_lines.finish(&mut on_line);
-    err_lines.finish(&mut on_line);
+    out_lines.finish(on_line);
+    err_lines.finish(on_line);
+    if !on_line.end_of_read() {
+        on_line.ready().await;
+    }
     guard.done = true;
     drop(guard);
     outcome.duration = start.elapsed();
@@ -865,7 +920,7 @@ fn drain_now(
     fd: OwnedFd,
     buf: &mut Vec<u8>,
     lines: &mut LineSplitter,
-    on_line: &mut impl FnMut(Stream, &str),
+    on_line: &mut impl OutputSink,
 ) -> Option<OwnedFd> {
     use std::io::Read;
     let mut file = std::fs::File::from(fd);
@@ -936,10 +991,10 @@ async fn finish_kill(pid: u32, step_marker: &str) {
     .await;
 }
 
-fn spawn_failure<F: FnMut(Stream, &str)>(
+fn spawn_failure<S: OutputSink>(
     cmd: &StepCommand,
     source: std::io::Error,
-    on_line: &mut F,
+    on_line: &mut S,
     start: Instant,
 ) -> Result<ProcessOutcome, RunnerError> {
     if let Some(dir) = cmd.cwd.as_ref().filter(|d| !d.is_dir()) {
@@ -958,7 +1013,7 @@ fn spawn_failure<F: FnMut(Stream, &str)>(
             _ => (0, ""),
         };
         if code != 0 {
-            on_line(Stream::Stderr, &format!("{}: {text}", cmd.program));
+            on_line.line(Stream::Stderr, &format!("{}: {text}", cmd.program));
             return Ok(ProcessOutcome {
                 exit_code: Some(code),
                 duration: start.elapsed(),

@@ -26,6 +26,7 @@ use super::handle::{DaemonEvent, Shared};
 use super::logs::RunLogs;
 use super::mirror::Mirror;
 use super::workspace::Workspace;
+use crate::bus::LogChunk;
 use crate::engine::{self, Cancel, EngineEvent, EventSender, RunRequest, StepReport};
 use crate::store::{
     RunFinish, RunId, RunRecord, RunStatus, StepFinish, StepRecord, StepStart, StepStatus, Store,
@@ -204,7 +205,7 @@ async fn execute(shared: &Arc<Shared>, record: RunRecord, control: &RunControl) 
 }
 
 fn publish(shared: &Shared, event: DaemonEvent) {
-    let _ = shared.events.send(event);
+    shared.events.send(event);
 }
 
 /// Ends a run that could not start (no repository, bad workflow file, git failure).
@@ -469,19 +470,18 @@ fn record_events(
                     },
                 );
             }
-            EngineEvent::StepLog {
-                step, stream, line, ..
+            EngineEvent::StepOutput {
+                step, stream, text, ..
             } => {
-                logs.line(&step, &line);
-                publish(
-                    shared,
-                    DaemonEvent::StepLog {
-                        run_id: id,
-                        step,
-                        stream,
-                        line: line.into(),
-                    },
-                );
+                logs.write(&step, &text);
+                // The event (and its share of the run's output allowance) is dropped here,
+                // once the chunk is in the file.
+                shared.events.send_log(LogChunk {
+                    run_id: id,
+                    step,
+                    stream,
+                    text: text.into(),
+                });
             }
             EngineEvent::StepFinished { report, .. } => {
                 logs.finish(&report.id);

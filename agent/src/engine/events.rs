@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::report::{RunReport, RunStatus, StepReport, StepStatus};
 
@@ -58,16 +58,21 @@ pub enum EngineEvent {
         /// 1 for the first try.
         attempt: u32,
     },
-    /// A line of step output (already masked, without the newline).
-    StepLog {
+    /// Step output: one or more whole lines, each ending with `\n`, already masked. Lines
+    /// are batched (one chunk per read of the step's pipe, at most about
+    /// [`LOG_CREDIT_BYTES`]), so a step printing a million lines makes a few hundred events.
+    StepOutput {
         /// Run id.
         run_id: Arc<str>,
         /// Step id.
         step: Arc<str>,
         /// Where it came from.
         stream: LogStream,
-        /// The text.
-        line: String,
+        /// The lines.
+        text: String,
+        /// Holds the chunk's share of the run's output allowance until the event is
+        /// dropped by its consumer (see [`EventSender`]).
+        credit: LogCredit,
     },
     /// A step ended (after its last try), or was skipped.
     StepFinished {
@@ -149,22 +154,67 @@ pub enum EngineEvent {
     },
 }
 
-/// The sending side; `None` inside means nobody listens.
+/// Output bytes of one run that may be sent and not yet consumed (dropped by the receiver).
+/// A step whose output would go beyond it is paused (its pipe is not read, so it blocks in
+/// its own `write`) until the consumer catches up: memory stays flat whatever steps print.
+pub const LOG_CREDIT_BYTES: usize = 1024 * 1024;
+
+/// A [`EngineEvent::StepOutput`] chunk's share of its run's output allowance, given back
+/// when the last clone of the event is dropped.
+#[derive(Clone, Default)]
+pub struct LogCredit(Option<Arc<OwnedSemaphorePermit>>);
+
+impl std::fmt::Debug for LogCredit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.as_ref().map_or(0, |p| p.num_permits());
+        write!(f, "LogCredit({n})")
+    }
+}
+
+/// The sending side; `None` inside means nobody listens. Lifecycle events are never held
+/// back or dropped; step output is limited to [`LOG_CREDIT_BYTES`] in flight per run.
 #[derive(Debug, Clone, Default)]
 pub struct EventSender {
     tx: Option<mpsc::UnboundedSender<EngineEvent>>,
+    credit: Option<Arc<Semaphore>>,
 }
 
 impl EventSender {
     /// A sender that drops everything.
     pub fn none() -> Self {
-        EventSender { tx: None }
+        EventSender {
+            tx: None,
+            credit: None,
+        }
     }
 
     /// A connected sender and its receiver.
     pub fn channel() -> (Self, mpsc::UnboundedReceiver<EngineEvent>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (EventSender { tx: Some(tx) }, rx)
+        let credit = Arc::new(Semaphore::new(LOG_CREDIT_BYTES));
+        (
+            EventSender {
+                tx: Some(tx),
+                credit: Some(credit),
+            },
+            rx,
+        )
+    }
+
+    /// A sink for one step try's output (see [`OutputChunks`]).
+    pub fn output(
+        &self,
+        run_id: Arc<str>,
+        step: Arc<str>,
+        masker: super::mask::Masker,
+    ) -> OutputChunks {
+        OutputChunks {
+            events: self.clone(),
+            run_id,
+            step,
+            masker,
+            pending: [String::new(), String::new()],
+        }
     }
 
     /// True when someone may listen.
@@ -178,6 +228,99 @@ impl EventSender {
             && !tx.is_closed()
         {
             let _ = tx.send(f());
+        }
+    }
+}
+
+/// Batches one step try's output lines into [`EngineEvent::StepOutput`] chunks, masked on
+/// whole lines (a secret never straddles a chunk), and holds the step's pipes back while
+/// its run's output allowance is used up (a [`runners::OutputSink`]).
+#[derive(Debug)]
+pub struct OutputChunks {
+    events: EventSender,
+    run_id: Arc<str>,
+    step: Arc<str>,
+    masker: super::mask::Masker,
+    /// Unsent lines, stdout and stderr.
+    pending: [String; 2],
+}
+
+const STREAMS: [LogStream; 2] = [LogStream::Stdout, LogStream::Stderr];
+
+impl OutputChunks {
+    fn event(&self, i: usize, text: String, credit: Option<OwnedSemaphorePermit>) -> EngineEvent {
+        let text = match self.masker.mask(&text) {
+            std::borrow::Cow::Borrowed(_) => text,
+            std::borrow::Cow::Owned(masked) => masked,
+        };
+        EngineEvent::StepOutput {
+            run_id: self.run_id.clone(),
+            step: self.step.clone(),
+            stream: STREAMS[i],
+            text,
+            credit: LogCredit(credit.map(Arc::new)),
+        }
+    }
+
+    fn send(&mut self, i: usize, credit: Option<OwnedSemaphorePermit>) {
+        let text = std::mem::take(&mut self.pending[i]);
+        let event = self.event(i, text, credit);
+        if let Some(tx) = &self.events.tx {
+            let _ = tx.send(event);
+        }
+    }
+
+    /// The allowance a chunk of `len` bytes takes (a chunk larger than the whole allowance
+    /// takes all of it).
+    fn permits(len: usize) -> u32 {
+        u32::try_from(len.min(LOG_CREDIT_BYTES)).unwrap_or(u32::MAX)
+    }
+}
+
+impl runners::OutputSink for OutputChunks {
+    fn line(&mut self, stream: runners::Stream, line: &str) {
+        if !self.events.is_active() {
+            return;
+        }
+        let buf = &mut self.pending[usize::from(stream == runners::Stream::Stderr)];
+        buf.push_str(line);
+        buf.push('\n');
+    }
+
+    fn end_of_read(&mut self) -> bool {
+        for i in 0..2 {
+            if self.pending[i].is_empty() {
+                continue;
+            }
+            match &self.events.credit {
+                None => self.send(i, None),
+                Some(sem) => {
+                    let n = Self::permits(self.pending[i].len());
+                    match sem.clone().try_acquire_many_owned(n) {
+                        Ok(permit) => self.send(i, Some(permit)),
+                        Err(_) => return false,
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    async fn ready(&mut self) {
+        for i in 0..2 {
+            if self.pending[i].is_empty() {
+                continue;
+            }
+            let permit = match &self.events.credit {
+                // Cancel-safe: nothing is taken before the permit is there.
+                Some(sem) => sem
+                    .clone()
+                    .acquire_many_owned(Self::permits(self.pending[i].len()))
+                    .await
+                    .ok(),
+                None => None,
+            };
+            self.send(i, permit);
         }
     }
 }

@@ -92,14 +92,20 @@ impl ProgressView {
                     }
                 }
             }
-            EngineEvent::StepLog {
-                step, line, stream, ..
+            EngineEvent::StepOutput {
+                step, text, stream, ..
             } => {
                 let sep = match stream {
-                    LogStream::Stdout => '|',
-                    LogStream::Stderr => '!',
+                    LogStream::Stdout => " | ",
+                    LogStream::Stderr => " ! ",
                 };
-                out.push_str(&format!("  {step} {sep} {line}\n"));
+                for line in text.split_terminator('\n') {
+                    out.push_str("  ");
+                    out.push_str(step);
+                    out.push_str(sep);
+                    out.push_str(line);
+                    out.push('\n');
+                }
             }
             EngineEvent::StepFinished { report, .. } => {
                 self.running.retain(|(s, _, _)| s != &report.id);
@@ -263,13 +269,14 @@ mod tests {
             attempt: 1,
         });
         assert_eq!(s, "  build: started\n");
-        let s = v.render(&EngineEvent::StepLog {
+        let s = v.render(&EngineEvent::StepOutput {
             run_id: "r".into(),
             step: "build".into(),
             stream: LogStream::Stdout,
-            line: "hello".into(),
+            text: "hello\n\nworld\n".into(),
+            credit: Default::default(),
         });
-        assert_eq!(s, "  build | hello\n");
+        assert_eq!(s, "  build | hello\n  build | \n  build | world\n");
         let mut rep = StepReport::pending("build");
         rep.status = StepStatus::Failed;
         rep.duration_ms = Some(1500);
