@@ -328,12 +328,77 @@ impl runners::OutputSink for OutputChunks {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::mask::Masker;
 
     #[test]
     fn none_never_builds_events() {
         let s = EventSender::none();
         s.emit(|| panic!("must not be built"));
         assert!(!s.is_active());
+    }
+
+    /// Guards the output allowance: chunks not yet consumed hold the run's credit, the
+    /// sink then asks the reader to wait, and it may go on once the consumer dropped them.
+    #[tokio::test]
+    async fn output_waits_for_the_consumer() {
+        use runners::{OutputSink, Stream};
+        let (s, mut rx) = EventSender::channel();
+        let mut out = s.output("r".into(), "st".into(), Masker::default());
+        let line = "x".repeat(1000);
+        let mut sent = 0;
+        loop {
+            for _ in 0..16 {
+                out.line(Stream::Stdout, &line);
+            }
+            if !out.end_of_read() {
+                break;
+            }
+            sent += 16 * 1001;
+            assert!(sent <= LOG_CREDIT_BYTES, "{sent} bytes sent unconsumed");
+        }
+        assert!(sent + 16 * 1001 > LOG_CREDIT_BYTES);
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), out.ready());
+        assert!(waiting.await.is_err(), "ready while nothing was consumed");
+        let mut got = 0;
+        while let Ok(EngineEvent::StepOutput { text, .. }) = rx.try_recv() {
+            got += text.len();
+        }
+        assert_eq!(got, sent);
+        out.ready().await;
+        assert!(matches!(rx.try_recv(), Ok(EngineEvent::StepOutput { .. })));
+    }
+
+    /// Masking applies to whole lines: a secret the step wrote in two pieces (two reads)
+    /// is still masked, and each chunk holds only whole lines.
+    #[tokio::test]
+    async fn output_chunks_are_masked_whole_lines() {
+        use runners::StepCommand;
+        let (s, mut rx) = EventSender::channel();
+        let mut out = s.output("r".into(), "st".into(), Masker::new(["hunter22"]));
+        let cmd = StepCommand::for_script(
+            "printf 'pw=hun'; sleep 0.05; printf 'ter22 end\\n'; echo bad hunter22 >&2",
+            None,
+            &[],
+        );
+        let outcome = runners::run_with_sink(cmd, &mut out, runners::Cancel::new())
+            .await
+            .expect("run");
+        assert!(outcome.success());
+        drop(out);
+        drop(s);
+        let mut stdout = String::new();
+        let mut stderr = String::new();
+        while let Some(ev) = rx.recv().await {
+            if let EngineEvent::StepOutput { text, stream, .. } = ev {
+                assert!(text.ends_with('\n'), "{text:?}");
+                match stream {
+                    LogStream::Stdout => stdout.push_str(&text),
+                    LogStream::Stderr => stderr.push_str(&text),
+                }
+            }
+        }
+        assert_eq!(stdout, "pw=*** end\n");
+        assert_eq!(stderr, "bad ***\n");
     }
 
     #[tokio::test]
