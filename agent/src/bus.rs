@@ -88,10 +88,12 @@ impl Bus {
         self.watch.subscribe()
     }
 
-    /// Publishes step output that was just written to its log file (dropped when nobody
-    /// follows).
-    pub fn send_log(&self, chunk: LogChunk) {
-        let _ = self.logs.send(chunk);
+    /// Publishes step output that was just written to its log file; `chunk` is only built
+    /// when someone follows.
+    pub fn send_log(&self, chunk: impl FnOnce() -> LogChunk) {
+        if self.logs.receiver_count() > 0 {
+            let _ = self.logs.send(chunk());
+        }
     }
 
     /// Step output from now on; a slow follower sees `Lagged` (the log files hold it all).
@@ -113,7 +115,7 @@ mod tests {
         let mut logs = bus.logs();
         for n in 0..20_000i64 {
             bus.send(DaemonEvent::RollbackStarted { run_id: RunId(n) });
-            bus.send_log(LogChunk {
+            bus.send_log(|| LogChunk {
                 run_id: RunId(n),
                 step: "s".into(),
                 stream: LogStream::Stdout,

@@ -37,7 +37,7 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 /// still held open by processes it left in the background.
 pub const DEFAULT_LINGER: Duration = Duration::from_millis(100);
 /// Bytes read from a pipe at a time.
-const READ_CHUNK: usize = 16 * 1024;
+const READ_CHUNK: usize = 64 * 1024;
 
 /// How long a step's output pipes go unwatched before its output is streamed (see `run`).
 const STREAM_AFTER: Duration = Duration::from_millis(5);
@@ -76,6 +76,15 @@ pub trait OutputSink: Send {
     /// One line of output, without its line ending (invalid UTF-8 replaced; lines longer
     /// than [`MAX_LINE`] split).
     fn line(&mut self, stream: Stream, line: &str);
+
+    /// Several whole lines at once, as most reads bring them: `lines` holds one or more
+    /// lines, each ending with `\n` (valid UTF-8, no `\r`, none longer than [`MAX_LINE`]).
+    /// By default each goes to [`OutputSink::line`].
+    fn lines(&mut self, stream: Stream, lines: &str) {
+        for line in lines.split_terminator('\n') {
+            self.line(stream, line);
+        }
+    }
 
     /// The lines of one read have all been handed over. False when the sink holds output
     /// it cannot pass on yet: the reader then waits for [`OutputSink::ready`].
@@ -353,16 +362,40 @@ impl LineSplitter {
 
     fn feed<S: OutputSink + ?Sized>(&mut self, data: &[u8], on_line: &mut S) {
         let mut rest = data;
-        while let Some(pos) = memchr(b'\n', rest) {
-            if self.buf.is_empty() {
-                emit(self.stream, &rest[..pos], on_line);
-            } else {
-                self.buf.extend_from_slice(&rest[..pos]);
-                emit(self.stream, &self.buf, on_line);
-                self.buf.clear();
-            }
+        // The line held from the previous read ends first.
+        if !self.buf.is_empty() {
+            let Some(pos) = memchr::memchr(b'\n', rest) else {
+                self.hold(rest, on_line);
+                return;
+            };
+            self.buf.extend_from_slice(&rest[..pos]);
+            emit(self.stream, &self.buf, on_line);
+            self.buf.clear();
             rest = &rest[pos + 1..];
         }
+        if let Some(last) = memchr::memrchr(b'\n', rest) {
+            let block = &rest[..=last];
+            // The usual case in one piece: valid UTF-8 without `\r`, and no line can be
+            // longer than the limit because the whole block is not.
+            let whole = (block.len() <= MAX_LINE && memchr::memchr(b'\r', block).is_none())
+                .then(|| std::str::from_utf8(block).ok())
+                .flatten();
+            match whole {
+                Some(text) => on_line.lines(self.stream, text),
+                None => {
+                    for line in block[..last].split(|b| *b == b'\n') {
+                        emit(self.stream, line, on_line);
+                    }
+                }
+            }
+            rest = &rest[last + 1..];
+        }
+        self.hold(rest, on_line);
+    }
+
+    /// Keeps the start of a line for the next read; a held part that reaches [`MAX_LINE`]
+    /// goes out as a line of its own.
+    fn hold<S: OutputSink + ?Sized>(&mut self, rest: &[u8], on_line: &mut S) {
         self.buf.extend_from_slice(rest);
         while self.buf.len() >= MAX_LINE {
             let tail = self.buf.split_off(MAX_LINE);
@@ -377,10 +410,6 @@ impl LineSplitter {
             self.buf.clear();
         }
     }
-}
-
-fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == needle)
 }
 
 fn emit<S: OutputSink + ?Sized>(stream: Stream, line: &[u8], on_line: &mut S) {
@@ -1034,26 +1063,64 @@ mod tests {
     #[test]
     fn splitter_splits_and_keeps_partial() {
         let mut lines = Vec::new();
-        let mut cb = |s: Stream, l: &str| lines.push((s, l.to_string()));
+        let mut cb = FnSink(|s: Stream, l: &str| lines.push((s, l.to_string())));
         let mut sp = LineSplitter::new(Stream::Stdout);
         sp.feed(b"a\nb", &mut cb);
         sp.feed(b"c\r\n\nd", &mut cb);
+        sp.feed(b"e\nf\n\ng\n", &mut cb);
+        sp.feed(b"h\xff\ni\n", &mut cb);
         sp.finish(&mut cb);
+        drop(cb);
         let texts: Vec<_> = lines.iter().map(|(_, l)| l.as_str()).collect();
-        assert_eq!(texts, vec!["a", "bc", "", "d"]);
+        assert_eq!(
+            texts,
+            vec!["a", "bc", "", "de", "f", "", "g", "h\u{fffd}", "i"]
+        );
     }
 
     #[test]
     fn splitter_caps_long_lines() {
         let mut n = 0;
-        let mut cb = |_: Stream, l: &str| {
+        let mut cb = FnSink(|_: Stream, l: &str| {
             assert!(l.len() <= MAX_LINE);
             n += 1;
-        };
+        });
         let mut sp = LineSplitter::new(Stream::Stderr);
         sp.feed(&vec![b'x'; MAX_LINE * 2 + 5], &mut cb);
         sp.finish(&mut cb);
+        drop(cb);
         assert_eq!(n, 3);
+    }
+
+    /// Whole lines of a read go to the sink as one block when they can.
+    #[test]
+    fn splitter_hands_whole_lines_as_one_block() {
+        #[derive(Default)]
+        struct Blocks(Vec<String>);
+        impl OutputSink for Blocks {
+            fn line(&mut self, _: Stream, line: &str) {
+                self.0.push(format!("line {line}"));
+            }
+            fn lines(&mut self, _: Stream, lines: &str) {
+                self.0.push(format!("block {lines}"));
+            }
+        }
+        let mut sink = Blocks::default();
+        let mut sp = LineSplitter::new(Stream::Stdout);
+        sp.feed(b"a\nb\nc", &mut sink);
+        sp.feed(b"d\ne\nf\n", &mut sink);
+        sp.feed(b"g\r\nh\n", &mut sink);
+        sp.finish(&mut sink);
+        assert_eq!(
+            sink.0,
+            [
+                "block a\nb\n",
+                "line cd",
+                "block e\nf\n",
+                "line g",
+                "line h"
+            ]
+        );
     }
 
     #[test]

@@ -321,7 +321,7 @@ async fn logs_as_text_and_followed_until_the_step_ends() {
             .expect("open log");
         writeln!(f, "ial\r\nthird").expect("append");
     }
-    api.handle.shared.events.send_log(crate::bus::LogChunk {
+    api.handle.shared.events.send_log(|| crate::bus::LogChunk {
         run_id: id,
         step: "one".into(),
         stream: crate::engine::LogStream::Stdout,

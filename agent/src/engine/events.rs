@@ -287,6 +287,12 @@ impl runners::OutputSink for OutputChunks {
         buf.push('\n');
     }
 
+    fn lines(&mut self, stream: runners::Stream, lines: &str) {
+        if self.events.is_active() {
+            self.pending[usize::from(stream == runners::Stream::Stderr)].push_str(lines);
+        }
+    }
+
     fn end_of_read(&mut self) -> bool {
         for i in 0..2 {
             if self.pending[i].is_empty() {
