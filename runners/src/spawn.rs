@@ -1070,7 +1070,6 @@ mod tests {
         sp.feed(b"e\nf\n\ng\n", &mut cb);
         sp.feed(b"h\xff\ni\n", &mut cb);
         sp.finish(&mut cb);
-        drop(cb);
         let texts: Vec<_> = lines.iter().map(|(_, l)| l.as_str()).collect();
         assert_eq!(
             texts,
@@ -1088,7 +1087,6 @@ mod tests {
         let mut sp = LineSplitter::new(Stream::Stderr);
         sp.feed(&vec![b'x'; MAX_LINE * 2 + 5], &mut cb);
         sp.finish(&mut cb);
-        drop(cb);
         assert_eq!(n, 3);
     }
 

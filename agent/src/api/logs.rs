@@ -157,11 +157,11 @@ pub(crate) async fn step_log(
         .and_then(|v| v.trim().parse::<u64>().ok())
         .unwrap_or(0);
     let (tx, mut rx) = mpsc::channel::<Event>(64);
-    let events = state.handle.shared.events.watch();
-    let logs = state.handle.shared.events.logs();
-    tokio::spawn(follow_task(
-        state, run, step, path, offset, events, logs, tx,
-    ));
+    let wake = Wake {
+        events: state.handle.shared.events.watch(),
+        logs: state.handle.shared.events.logs(),
+    };
+    tokio::spawn(follow_task(state, run, step, path, offset, wake, tx));
     let stream = futures_util::stream::poll_fn(move |cx| {
         rx.poll_recv(cx).map(|e| e.map(Ok::<Event, Infallible>))
     });
@@ -174,6 +174,12 @@ fn text_plain(bytes: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], bytes).into_response()
 }
 
+/// What wakes a follower up: lifecycle events and output notices (both lossy).
+struct Wake {
+    events: broadcast::Receiver<DaemonEvent>,
+    logs: broadcast::Receiver<LogChunk>,
+}
+
 /// Tails one step's log into `tx` until the step ends, the client goes away or the daemon
 /// shuts down.
 async fn follow_task(
@@ -182,10 +188,13 @@ async fn follow_task(
     step: String,
     path: PathBuf,
     mut offset: u64,
-    mut events: broadcast::Receiver<DaemonEvent>,
-    mut logs: broadcast::Receiver<LogChunk>,
+    wake: Wake,
     tx: mpsc::Sender<Event>,
 ) {
+    let Wake {
+        mut events,
+        mut logs,
+    } = wake;
     let mut partial: Vec<u8> = Vec::new();
     let handle = state.handle.clone();
     loop {
