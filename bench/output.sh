@@ -124,7 +124,7 @@ daemon_case() {
   rm=$(printf '%s\n' "${runs[@]}" | median)
   sm=$(printf '%s\n' "${steps[@]}" | median)
   fm=$(printf '%s\n' "${floors[@]}" | median)
-  echo "daemon $name: run ${rm} ms, step ${sm} ms, floor ${fm} ms; run/step = $(ratio "$rm" "$sm"), run/floor = $(ratio "$rm" "$fm")"
+  echo "daemon $name: run ${rm} ms, step ${sm} ms (run - step = $(awk -v a="$rm" -v b="$sm" 'BEGIN {print a - b}') ms: checkout, recording, end), floor ${fm} ms; run/step = $(ratio "$rm" "$sm"), run/floor = $(ratio "$rm" "$fm")"
   echo "daemon $name: RSS before $(kib_to_mib "$before") MiB, max sampled $(kib_to_mib "$max_rss") MiB, VmHWM $(kib_to_mib "$hwm") MiB, after $(kib_to_mib "$after") MiB"
 }
 
