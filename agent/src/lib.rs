@@ -1,6 +1,7 @@
 //! The `agent` library behind the binary: CLI commands, engine, daemon, store, notify, api.
 
 pub mod api;
+pub mod bus;
 pub mod cli;
 pub mod daemon;
 pub mod engine;

@@ -96,5 +96,6 @@ pub use skill::{
     parse_manifest, validate_skill_name,
 };
 pub use spawn::{
-    Cancel, DEFAULT_GRACE, DEFAULT_LINGER, MAX_LINE, ProcessOutcome, StepCommand, Stream, run,
+    Cancel, DEFAULT_GRACE, DEFAULT_LINGER, MAX_LINE, OutputSink, ProcessOutcome, StepCommand,
+    Stream, run, run_with_sink,
 };

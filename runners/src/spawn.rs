@@ -38,7 +38,7 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 /// still held open by processes it left in the background.
 pub const DEFAULT_LINGER: Duration = Duration::from_millis(100);
 /// Bytes read from a pipe at a time.
-const READ_CHUNK: usize = 16 * 1024;
+const READ_CHUNK: usize = 64 * 1024;
 
 /// How long a step's output pipes go unwatched before its output is streamed (see `run`).
 const STREAM_AFTER: Duration = Duration::from_millis(5);
@@ -65,6 +65,48 @@ pub enum Stream {
     Stdout,
     /// The process's standard error.
     Stderr,
+}
+
+/// Where a step's output goes. The reader hands over every line as it is read, then asks
+/// [`OutputSink::end_of_read`] whether the sink can take more; when it cannot, the step's
+/// pipes are not read until [`OutputSink::ready`] resolves. A step that writes faster than
+/// its output is consumed then blocks in its own `write` (a full pipe), like a program
+/// piped into a slow reader, and memory stays flat whatever it prints. Timeouts, cancels
+/// and the step's exit are still handled while the reader waits.
+pub trait OutputSink: Send {
+    /// One line of output, without its line ending (invalid UTF-8 replaced; lines longer
+    /// than [`MAX_LINE`] split).
+    fn line(&mut self, stream: Stream, line: &str);
+
+    /// Several whole lines at once, as most reads bring them: `lines` holds one or more
+    /// lines, each ending with `\n` (valid UTF-8, no `\r`, none longer than [`MAX_LINE`]).
+    /// By default each goes to [`OutputSink::line`].
+    fn lines(&mut self, stream: Stream, lines: &str) {
+        for line in lines.split_terminator('\n') {
+            self.line(stream, line);
+        }
+    }
+
+    /// The lines of one read have all been handed over. False when the sink holds output
+    /// it cannot pass on yet: the reader then waits for [`OutputSink::ready`].
+    fn end_of_read(&mut self) -> bool {
+        true
+    }
+
+    /// Resolves once the sink has passed on what it held. Must be cancel-safe: dropped
+    /// before it resolves, it loses nothing.
+    fn ready(&mut self) -> impl Future<Output = ()> + Send {
+        std::future::ready(())
+    }
+}
+
+/// A closure as an [`OutputSink`] that always takes more.
+struct FnSink<F>(F);
+
+impl<F: FnMut(Stream, &str) + Send> OutputSink for FnSink<F> {
+    fn line(&mut self, stream: Stream, line: &str) {
+        (self.0)(stream, line);
+    }
 }
 
 /// One process to run for a step. Its `Debug` output shows environment variable names
@@ -330,18 +372,42 @@ impl LineSplitter {
         }
     }
 
-    fn feed(&mut self, data: &[u8], on_line: &mut impl FnMut(Stream, &str)) {
+    fn feed<S: OutputSink + ?Sized>(&mut self, data: &[u8], on_line: &mut S) {
         let mut rest = data;
-        while let Some(pos) = memchr(b'\n', rest) {
-            if self.buf.is_empty() {
-                emit(self.stream, &rest[..pos], on_line);
-            } else {
-                self.buf.extend_from_slice(&rest[..pos]);
-                emit(self.stream, &self.buf, on_line);
-                self.buf.clear();
-            }
+        // The line held from the previous read ends first.
+        if !self.buf.is_empty() {
+            let Some(pos) = memchr::memchr(b'\n', rest) else {
+                self.hold(rest, on_line);
+                return;
+            };
+            self.buf.extend_from_slice(&rest[..pos]);
+            emit(self.stream, &self.buf, on_line);
+            self.buf.clear();
             rest = &rest[pos + 1..];
         }
+        if let Some(last) = memchr::memrchr(b'\n', rest) {
+            let block = &rest[..=last];
+            // The usual case in one piece: valid UTF-8 without `\r`, and no line can be
+            // longer than the limit because the whole block is not.
+            let whole = (block.len() <= MAX_LINE && memchr::memchr(b'\r', block).is_none())
+                .then(|| std::str::from_utf8(block).ok())
+                .flatten();
+            match whole {
+                Some(text) => on_line.lines(self.stream, text),
+                None => {
+                    for line in block[..last].split(|b| *b == b'\n') {
+                        emit(self.stream, line, on_line);
+                    }
+                }
+            }
+            rest = &rest[last + 1..];
+        }
+        self.hold(rest, on_line);
+    }
+
+    /// Keeps the start of a line for the next read; a held part that reaches [`MAX_LINE`]
+    /// goes out as a line of its own.
+    fn hold<S: OutputSink + ?Sized>(&mut self, rest: &[u8], on_line: &mut S) {
         self.buf.extend_from_slice(rest);
         while self.buf.len() >= MAX_LINE {
             let tail = self.buf.split_off(MAX_LINE);
@@ -350,7 +416,7 @@ impl LineSplitter {
         }
     }
 
-    fn finish(&mut self, on_line: &mut impl FnMut(Stream, &str)) {
+    fn finish<S: OutputSink + ?Sized>(&mut self, on_line: &mut S) {
         if !self.buf.is_empty() {
             emit(self.stream, &self.buf, on_line);
             self.buf.clear();
@@ -358,15 +424,11 @@ impl LineSplitter {
     }
 }
 
-fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == needle)
-}
-
-fn emit(stream: Stream, line: &[u8], on_line: &mut impl FnMut(Stream, &str)) {
+fn emit<S: OutputSink + ?Sized>(stream: Stream, line: &[u8], on_line: &mut S) {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     match std::str::from_utf8(line) {
-        Ok(s) => on_line(stream, s),
-        Err(_) => on_line(stream, &String::from_utf8_lossy(line)),
+        Ok(s) => on_line.line(stream, s),
+        Err(_) => on_line.line(stream, &String::from_utf8_lossy(line)),
     }
 }
 
@@ -575,13 +637,23 @@ impl Drop for LeaderGuard {
 /// Errors only when the process could not be started or waited for; a non-zero exit, a
 /// timeout or a cancel is an `Ok` outcome.
 pub async fn run<F>(
-    mut cmd: StepCommand,
-    mut on_line: F,
+    cmd: StepCommand,
+    on_line: F,
     cancel: Cancel,
 ) -> Result<ProcessOutcome, RunnerError>
 where
     F: FnMut(Stream, &str) + Send,
 {
+    run_with_sink(cmd, &mut FnSink(on_line), cancel).await
+}
+
+/// [`run`] with an [`OutputSink`], which may hold the reading of the step's pipes back
+/// (backpressure) while it passes output on.
+pub async fn run_with_sink<S: OutputSink>(
+    mut cmd: StepCommand,
+    on_line: &mut S,
+    cancel: Cancel,
+) -> Result<ProcessOutcome, RunnerError> {
     let start = Instant::now();
     let in_flight = InFlight::enter();
     let mut outcome = ProcessOutcome::default();
@@ -662,7 +734,7 @@ where
     let err_read = err_pipe.map(|(r, _)| r);
     let pid = match spawned {
         Ok(pid) => pid,
-        Err(source) => return spawn_failure(&cmd, source, &mut on_line, start),
+        Err(source) => return spawn_failure(&cmd, source, on_line, start),
     };
     outcome.pid = pid;
     let mut guard = LeaderGuard {
@@ -737,6 +809,8 @@ where
     let mut group_poll = Duration::from_millis(10);
     // After the leader exits we keep reading pipes held by others until this instant.
     let mut linger_until: Option<tokio::time::Instant> = None;
+    // The sink cannot take more output yet: the pipes are not read until it can.
+    let mut paused = false;
 
     loop {
         if status.is_some() {
@@ -819,29 +893,34 @@ where
                 stdout = watch(pending_out.take()).map_err(wait_err)?;
                 stderr = watch(pending_err.take()).map_err(wait_err)?;
             }
-            r = read_some(&mut stdout, &mut out_buf), if stdout.is_some() => {
+            () = on_line.ready(), if paused => {
+                paused = false;
+            }
+            r = read_some(&mut stdout, &mut out_buf), if stdout.is_some() && !paused => {
                 match r {
                     Ok(0) | Err(_) => {
-                        out_lines.finish(&mut on_line);
+                        out_lines.finish(on_line);
                         stdout = None;
                     }
                     Ok(_) => {
-                        out_lines.feed(&out_buf, &mut on_line);
+                        out_lines.feed(&out_buf, on_line);
                         out_buf.clear();
                     }
                 }
+                paused = !on_line.end_of_read();
             }
-            r = read_some(&mut stderr, &mut err_buf), if stderr.is_some() => {
+            r = read_some(&mut stderr, &mut err_buf), if stderr.is_some() && !paused => {
                 match r {
                     Ok(0) | Err(_) => {
-                        err_lines.finish(&mut on_line);
+                        err_lines.finish(on_line);
                         stderr = None;
                     }
                     Ok(_) => {
-                        err_lines.feed(&err_buf, &mut on_line);
+                        err_lines.feed(&err_buf, on_line);
                         err_buf.clear();
                     }
                 }
+                paused = !on_line.end_of_read();
             }
             st = child.wait(), if status.is_none() => {
                 let st = st.map_err(|source| RunnerError::Wait {
@@ -854,13 +933,15 @@ where
                 // Read what the pipes hold now; watch those still held open by processes
                 // the step left behind.
                 if let Some(fd) = pending_out.take() {
-                    let open = drain_now(fd, &mut out_buf, &mut out_lines, &mut on_line);
+                    let open = drain_now(fd, &mut out_buf, &mut out_lines, on_line);
                     stdout = watch(open).map_err(wait_err)?;
                 }
                 if let Some(fd) = pending_err.take() {
-                    let open = drain_now(fd, &mut err_buf, &mut err_lines, &mut on_line);
+                    let open = drain_now(fd, &mut err_buf, &mut err_lines, on_line);
                     stderr = watch(open).map_err(wait_err)?;
                 }
+                // At most one pipe's worth was read per pipe.
+                paused = paused || !on_line.end_of_read();
                 if phase == Phase::Terminating {
                     phase_sleep.as_mut().reset(tokio::time::Instant::now());
                     phase_armed = true;
@@ -868,8 +949,11 @@ where
             }
         }
     }
-    out_lines.finish(&mut on_line);
-    err_lines.finish(&mut on_line);
+    out_lines.finish(on_line);
+    err_lines.finish(on_line);
+    if !on_line.end_of_read() {
+        on_line.ready().await;
+    }
     guard.done = true;
     drop(guard);
     outcome.duration = start.elapsed();
@@ -918,7 +1002,7 @@ fn drain_now(
     fd: OwnedFd,
     buf: &mut Vec<u8>,
     lines: &mut LineSplitter,
-    on_line: &mut impl FnMut(Stream, &str),
+    on_line: &mut impl OutputSink,
 ) -> Option<OwnedFd> {
     use std::io::Read;
     let mut file = std::fs::File::from(fd);
@@ -994,10 +1078,10 @@ async fn finish_kill(pid: u32, step_marker: &str) {
             .await;
 }
 
-fn spawn_failure<F: FnMut(Stream, &str)>(
+fn spawn_failure<S: OutputSink>(
     cmd: &StepCommand,
     source: std::io::Error,
-    on_line: &mut F,
+    on_line: &mut S,
     start: Instant,
 ) -> Result<ProcessOutcome, RunnerError> {
     if let Some(dir) = cmd.cwd.as_ref().filter(|d| !d.is_dir()) {
@@ -1016,7 +1100,7 @@ fn spawn_failure<F: FnMut(Stream, &str)>(
             _ => (0, ""),
         };
         if code != 0 {
-            on_line(Stream::Stderr, &format!("{}: {text}", cmd.program));
+            on_line.line(Stream::Stderr, &format!("{}: {text}", cmd.program));
             return Ok(ProcessOutcome {
                 exit_code: Some(code),
                 duration: start.elapsed(),
@@ -1037,26 +1121,62 @@ mod tests {
     #[test]
     fn splitter_splits_and_keeps_partial() {
         let mut lines = Vec::new();
-        let mut cb = |s: Stream, l: &str| lines.push((s, l.to_string()));
+        let mut cb = FnSink(|s: Stream, l: &str| lines.push((s, l.to_string())));
         let mut sp = LineSplitter::new(Stream::Stdout);
         sp.feed(b"a\nb", &mut cb);
         sp.feed(b"c\r\n\nd", &mut cb);
+        sp.feed(b"e\nf\n\ng\n", &mut cb);
+        sp.feed(b"h\xff\ni\n", &mut cb);
         sp.finish(&mut cb);
         let texts: Vec<_> = lines.iter().map(|(_, l)| l.as_str()).collect();
-        assert_eq!(texts, vec!["a", "bc", "", "d"]);
+        assert_eq!(
+            texts,
+            vec!["a", "bc", "", "de", "f", "", "g", "h\u{fffd}", "i"]
+        );
     }
 
     #[test]
     fn splitter_caps_long_lines() {
         let mut n = 0;
-        let mut cb = |_: Stream, l: &str| {
+        let mut cb = FnSink(|_: Stream, l: &str| {
             assert!(l.len() <= MAX_LINE);
             n += 1;
-        };
+        });
         let mut sp = LineSplitter::new(Stream::Stderr);
         sp.feed(&vec![b'x'; MAX_LINE * 2 + 5], &mut cb);
         sp.finish(&mut cb);
         assert_eq!(n, 3);
+    }
+
+    /// Whole lines of a read go to the sink as one block when they can.
+    #[test]
+    fn splitter_hands_whole_lines_as_one_block() {
+        #[derive(Default)]
+        struct Blocks(Vec<String>);
+        impl OutputSink for Blocks {
+            fn line(&mut self, _: Stream, line: &str) {
+                self.0.push(format!("line {line}"));
+            }
+            fn lines(&mut self, _: Stream, lines: &str) {
+                self.0.push(format!("block {lines}"));
+            }
+        }
+        let mut sink = Blocks::default();
+        let mut sp = LineSplitter::new(Stream::Stdout);
+        sp.feed(b"a\nb\nc", &mut sink);
+        sp.feed(b"d\ne\nf\n", &mut sink);
+        sp.feed(b"g\r\nh\n", &mut sink);
+        sp.finish(&mut sink);
+        assert_eq!(
+            sink.0,
+            [
+                "block a\nb\n",
+                "line cd",
+                "block e\nf\n",
+                "line g",
+                "line h"
+            ]
+        );
     }
 
     #[test]

@@ -478,3 +478,65 @@ async fn an_executable_still_open_for_writing_is_retried_not_failed() {
     assert!(o.success(), "{o:?}");
     assert_eq!(cap.stdout, vec!["fresh"]);
 }
+
+/// A sink that takes one read's lines, then makes the reader wait a moment before the next
+/// read, and records the most bytes it was handed between two waits.
+#[derive(Default)]
+struct SlowSink {
+    lines: u64,
+    held: usize,
+    max_held: usize,
+    last: Option<String>,
+}
+
+impl runners::OutputSink for SlowSink {
+    fn line(&mut self, _stream: runners::Stream, line: &str) {
+        self.lines += 1;
+        self.held += line.len() + 1;
+        self.last = Some(line.to_string());
+    }
+
+    fn end_of_read(&mut self) -> bool {
+        self.max_held = self.max_held.max(self.held);
+        false
+    }
+
+    async fn ready(&mut self) {
+        tokio::time::sleep(Duration::from_micros(200)).await;
+        self.held = 0;
+    }
+}
+
+/// Guards the backpressure on a step's pipes: while the sink cannot take more, the pipes
+/// are not read, so what the reader holds stays within one pipe's worth per read whatever
+/// the step prints (it used to read everything as fast as the step wrote it), and no line
+/// is lost.
+#[tokio::test]
+async fn a_sink_that_is_not_ready_holds_the_pipe_back() {
+    let cmd = StepCommand::for_script("seq 200000; seq 3 >&2", None, &[]);
+    let mut sink = SlowSink::default();
+    let outcome = runners::run_with_sink(cmd, &mut sink, Cancel::new())
+        .await
+        .expect("run");
+    assert!(outcome.success(), "{outcome:?}");
+    assert_eq!(sink.lines, 200_003);
+    // One read (or the drain of both pipes at the step's exit) at a time.
+    let bound = 2 * (64 * 1024 + runners::MAX_LINE);
+    assert!(sink.max_held <= bound, "held {} bytes", sink.max_held);
+}
+
+/// A step that prints without end still times out while its output is held back.
+#[tokio::test]
+async fn a_held_back_step_still_times_out() {
+    let cmd = StepCommand::for_script("yes", None, &[]).timeout(Duration::from_millis(300));
+    let mut sink = SlowSink::default();
+    let outcome = runners::run_with_sink(
+        cmd.grace(Duration::from_millis(200)),
+        &mut sink,
+        Cancel::new(),
+    )
+    .await
+    .expect("run");
+    assert!(outcome.timed_out, "{outcome:?}");
+    assert!(sink.lines > 0);
+}

@@ -6,7 +6,10 @@
 //! byte offset after the line, so a client that reconnects with `Last-Event-ID` resumes where
 //! it stopped), then one `end` event whose data is `{"status": ...}` of the step (or of the
 //! run, when it ended without the step running). New lines are noticed through the daemon's
-//! events, with a slow poll of the file as a fallback.
+//! log broadcast and lifecycle events (both lossy: a follower that lags just reads the file
+//! again), with a slow poll of the file as a fallback. The file is read in chunks of at
+//! most [`CHUNK`] bytes and sent through a small queue, so a slow client holds the reader
+//! back instead of growing memory.
 
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -24,6 +27,7 @@ use tokio::sync::{broadcast, mpsc};
 use super::ApiState;
 use super::error::ApiError;
 use super::view;
+use crate::bus::LogChunk;
 use crate::daemon::handle::DaemonEvent;
 use crate::daemon::logs::step_log_read_path;
 use crate::store::{RunId, RunStatus, StepStatus};
@@ -153,8 +157,11 @@ pub(crate) async fn step_log(
         .and_then(|v| v.trim().parse::<u64>().ok())
         .unwrap_or(0);
     let (tx, mut rx) = mpsc::channel::<Event>(64);
-    let events = state.handle.shared.events.subscribe();
-    tokio::spawn(follow_task(state, run, step, path, offset, events, tx));
+    let wake = Wake {
+        events: state.handle.shared.events.watch(),
+        logs: state.handle.shared.events.logs(),
+    };
+    tokio::spawn(follow_task(state, run, step, path, offset, wake, tx));
     let stream = futures_util::stream::poll_fn(move |cx| {
         rx.poll_recv(cx).map(|e| e.map(Ok::<Event, Infallible>))
     });
@@ -167,6 +174,12 @@ fn text_plain(bytes: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], bytes).into_response()
 }
 
+/// What wakes a follower up: lifecycle events and output notices (both lossy).
+struct Wake {
+    events: broadcast::Receiver<DaemonEvent>,
+    logs: broadcast::Receiver<LogChunk>,
+}
+
 /// Tails one step's log into `tx` until the step ends, the client goes away or the daemon
 /// shuts down.
 async fn follow_task(
@@ -175,12 +188,21 @@ async fn follow_task(
     step: String,
     path: PathBuf,
     mut offset: u64,
-    mut events: broadcast::Receiver<DaemonEvent>,
+    wake: Wake,
     tx: mpsc::Sender<Event>,
 ) {
+    let Wake {
+        mut events,
+        mut logs,
+    } = wake;
     let mut partial: Vec<u8> = Vec::new();
     let handle = state.handle.clone();
     loop {
+        // Notices of output already in the file are stale: the read below sees it.
+        while !matches!(
+            logs.try_recv(),
+            Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed)
+        ) {}
         // Status first, then the file: every line written before the step ended is read
         // after we saw it end.
         let now = match progress(&state, run, &step).await {
@@ -194,8 +216,10 @@ async fn follow_task(
                 return;
             }
         };
+        let more;
         match read_more(&path, offset).await {
             Ok(bytes) => {
+                more = bytes.len() == CHUNK;
                 offset += bytes.len() as u64;
                 partial.extend_from_slice(&bytes);
                 if !send_lines(&tx, &mut partial, offset, false).await {
@@ -227,14 +251,27 @@ async fn follow_task(
             let _ = tx.send(end_event(now.end_status())).await;
             return;
         }
-        // Wait for a sign of life: an event about this run, the poll tick, the client
-        // leaving, or shutdown.
+        if more {
+            // The file holds more than one read: go on at the client's pace.
+            continue;
+        }
+        // Wait for a sign of life: output or an event about this run, the poll tick, the
+        // client leaving, or shutdown.
+        let output = async {
+            loop {
+                match logs.recv().await {
+                    Ok(chunk) if chunk.run_id == run && *chunk.step == *step => return,
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => return,
+                    Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+                }
+            }
+        };
         let wait = async {
             loop {
                 match events.recv().await {
                     Ok(
-                        DaemonEvent::StepLog { run_id, .. }
-                        | DaemonEvent::StepStarted { run_id, .. }
+                        DaemonEvent::StepStarted { run_id, .. }
                         | DaemonEvent::StepFinished { run_id, .. }
                         | DaemonEvent::RunStarted { run_id, .. }
                         | DaemonEvent::RunFinished { run_id, .. },
@@ -248,6 +285,7 @@ async fn follow_task(
         };
         tokio::select! {
             () = wait => {}
+            () = output => {}
             () = tokio::time::sleep(POLL) => {}
             () = tx.closed() => return,
             () = handle.shutdown_requested() => {

@@ -2,7 +2,7 @@
 //! the Prometheus text format, built with `prometheus-client`.
 //!
 //! Where each figure comes from:
-//! - **From the daemon's events** ([`collect`] subscribes to the broadcast before the
+//! - **From the daemon's events** ([`collect`] subscribes to the lossless bus before the
 //!   scheduler starts): runs finished by workflow and status (`agent_runs_total`), run and
 //!   step duration histograms (from the run report's `duration_ms`), steps running now,
 //!   anomalies by kind.
@@ -32,7 +32,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde_json::Value;
-use tokio::sync::broadcast;
+use tokio::sync::mpsc;
 
 use super::ApiState;
 use super::error::ApiError;
@@ -460,17 +460,14 @@ pub fn to_classic_text(openmetrics: &str) -> String {
 
 /// Feeds the daemon's events into its metrics until shutdown. `events` must be subscribed
 /// before the scheduler starts.
-pub async fn collect(handle: DaemonHandle, mut events: broadcast::Receiver<DaemonEvent>) {
+pub async fn collect(handle: DaemonHandle, mut events: mpsc::UnboundedReceiver<DaemonEvent>) {
     let metrics = handle.shared.metrics.clone();
     loop {
         tokio::select! {
             _ = handle.shutdown_requested() => return,
             event = events.recv() => match event {
-                Ok(event) => metrics.observe(&event),
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::debug!(missed = n, "metrics missed daemon events");
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
+                Some(event) => metrics.observe(&event),
+                None => return,
             },
         }
     }

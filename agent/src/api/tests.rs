@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::cli::client::{Client, ClientError};
 use crate::daemon::config::Config;
-use crate::daemon::handle::{DaemonCommand, DaemonError, DaemonEvent, DaemonHandle, HandleParts};
+use crate::daemon::handle::{DaemonCommand, DaemonError, DaemonHandle, HandleParts};
 use crate::engine::{Engine, EngineConfig};
 use crate::store::{
     NewRun, RunFinish, RunId, RunStatus, StepFinish, StepStart, StepStatus, Store, Trigger,
@@ -321,11 +321,11 @@ async fn logs_as_text_and_followed_until_the_step_ends() {
             .expect("open log");
         writeln!(f, "ial\r\nthird").expect("append");
     }
-    api.handle.emit(DaemonEvent::StepLog {
+    api.handle.shared.events.send_log(|| crate::bus::LogChunk {
         run_id: id,
         step: "one".into(),
         stream: crate::engine::LogStream::Stdout,
-        line: "third".into(),
+        text: "ial\nthird\n".into(),
     });
     assert_eq!(
         next_event(&mut seen).await,

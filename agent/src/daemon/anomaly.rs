@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::sync::broadcast;
+use tokio::sync::mpsc;
 
 use super::config::AnomaliesConfig;
 use super::handle::{DaemonEvent, DaemonHandle, Shared};
@@ -306,7 +306,7 @@ impl MemorySampler {
 
 /// The detector: judges finished runs and samples running steps' memory until shutdown.
 /// `events` must be subscribed before the scheduler starts, so no run is missed.
-pub async fn run(handle: DaemonHandle, mut events: broadcast::Receiver<DaemonEvent>) {
+pub async fn run(handle: DaemonHandle, mut events: mpsc::UnboundedReceiver<DaemonEvent>) {
     let shared = handle.shared.clone();
     let config = shared.config.anomalies;
     let mut store: Option<Store> = None;
@@ -323,16 +323,16 @@ pub async fn run(handle: DaemonHandle, mut events: broadcast::Receiver<DaemonEve
         tokio::select! {
             _ = handle.shutdown_requested() => return,
             event = events.recv() => match event {
-                Ok(DaemonEvent::RunStarted { run_id, workflow, repo }) => {
+                Some(DaemonEvent::RunStarted { run_id, workflow, repo }) => {
                     runs.insert(run_id, RunInfo { workflow, repo });
                 }
-                Ok(DaemonEvent::StepStarted { run_id, step, .. }) if sampler.is_some() => {
+                Some(DaemonEvent::StepStarted { run_id, step, .. }) if sampler.is_some() => {
                     running.insert(RunningStep { run: run_id, step });
                 }
-                Ok(DaemonEvent::StepFinished { run_id, step, .. }) => {
+                Some(DaemonEvent::StepFinished { run_id, step, .. }) => {
                     running.remove(&RunningStep { run: run_id, step });
                 }
-                Ok(DaemonEvent::RunFinished { run_id, status, .. }) => {
+                Some(DaemonEvent::RunFinished { run_id, status, .. }) => {
                     runs.remove(&run_id);
                     running.retain(|s| s.run != run_id);
                     flagged.retain(|s| s.run != run_id);
@@ -344,11 +344,8 @@ pub async fn run(handle: DaemonHandle, mut events: broadcast::Receiver<DaemonEve
                         }
                     }
                 }
-                Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(missed = n, "anomaly detection fell behind the daemon's events");
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
+                Some(_) => {}
+                None => return,
             },
             _ = tick.tick(), if sampler.is_some() && !running.is_empty() => {
                 let Some(limit_mb) = config.step_memory_mb else { continue };

@@ -39,7 +39,6 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::config::Config;
 use crate::engine::Engine;
-use crate::engine::LogStream;
 use crate::store::{RunId, RunStatus, StepStatus, StoreError, TriggerKind};
 
 /// Why the scheduler refused a command.
@@ -177,17 +176,6 @@ pub enum DaemonEvent {
         step: Arc<str>,
         /// 1 for the first try.
         attempt: u32,
-    },
-    /// A line of step output, already masked (also appended to the step's log file).
-    StepLog {
-        /// The run.
-        run_id: RunId,
-        /// The step id.
-        step: Arc<str>,
-        /// Stdout or stderr.
-        stream: LogStream,
-        /// The line, without its newline.
-        line: Arc<str>,
     },
     /// A step ended (or was skipped).
     StepFinished {
@@ -349,9 +337,9 @@ pub struct Shared {
     pub store_path: PathBuf,
     /// The one engine of the process (admission across all runs).
     pub engine: Arc<Engine>,
-    /// Run and step lifecycle and log lines. Subscribe with `events.subscribe()`; a slow
-    /// receiver sees `Lagged` rather than slowing runs down.
-    pub events: broadcast::Sender<DaemonEvent>,
+    /// Run and step lifecycle events (lossless: `events.subscribe()`, or the lossy
+    /// `events.watch()` for live viewers) and step output (`events.logs()`, lossy).
+    pub events: crate::bus::Bus,
     /// Per-repository runtime info (workflows, next cron fire).
     pub repos: RepoRegistry,
     /// Repository names whose fetch was asked for by an inbound hook (`FetchNow`).
@@ -392,7 +380,7 @@ impl DaemonHandle {
         secrets: indexmap::IndexMap<String, String>,
     ) -> (DaemonHandle, HandleParts) {
         let (tx, commands) = mpsc::channel(1024);
-        let (events, _) = broadcast::channel(4096);
+        let events = crate::bus::Bus::new();
         let (fetch_requests, _) = broadcast::channel(64);
         let (shutdown_tx, shutdown) = watch::channel(false);
         let shared = Shared {
@@ -481,6 +469,6 @@ impl DaemonHandle {
 
     /// Publishes an event (dropped when nobody listens).
     pub fn emit(&self, event: DaemonEvent) {
-        let _ = self.shared.events.send(event);
+        self.shared.events.send(event);
     }
 }

@@ -1,20 +1,26 @@
 //! Step log files: one file per step under `state_dir/logs/<run>/<step>.log`, capped, and
 //! their retention.
 //!
-//! Lines arrive already masked from the engine (secrets never reach a file). A file stops
-//! growing at the cap: one marker line says it was truncated and how much was dropped is
-//! counted; the step's exit status is still recorded in the store, which is not affected by
-//! the cap. Readers (the API's log route) read the files as they grow.
+//! Output arrives from the engine in chunks of whole lines, already masked (secrets never
+//! reach a file); each chunk is one `write`. A file holds at most about the cap: its first
+//! half is written as the output comes (live followers read it as it grows), and past that
+//! the last half-cap of output is kept in memory and appended when the step ends, after a
+//! marker line saying how many bytes were dropped in between ([`dropped_marker`]). So the
+//! start of a step's output and its end, where a failing step's error is, both survive.
+//! The step's exit status is recorded in the store, which the cap does not affect.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::store::RunId;
 
-/// The marker line written once when a step's log reaches the cap.
-pub const TRUNCATED_MARKER: &str = "[agent: log truncated: the step wrote more than the cap]";
+/// The marker line that stands for the `dropped` bytes of output between a capped log's
+/// head and its tail.
+pub fn dropped_marker(dropped: u64) -> String {
+    format!("[... {dropped} bytes dropped ...]")
+}
 
 /// The directory of run `run`'s logs.
 pub fn run_log_dir(state_dir: &Path, run: RunId) -> PathBuf {
@@ -102,8 +108,29 @@ pub fn remove_run_logs(state_dir: &Path, runs: &[RunId]) {
 /// One open step log.
 struct StepLog {
     file: Option<File>,
+    /// Bytes in the file.
     written: u64,
-    truncated: bool,
+    /// Output past the head, newest last, at most the tail size.
+    tail: VecDeque<u8>,
+    /// Bytes of output past the head that left the tail.
+    dropped: u64,
+}
+
+impl StepLog {
+    /// Writes `bytes` to the file; a log that cannot be written is reported once and
+    /// dropped, the run goes on.
+    fn put(&mut self, step: &str, bytes: &[u8]) {
+        let Some(file) = self.file.as_mut() else {
+            return;
+        };
+        match file.write_all(bytes) {
+            Ok(()) => self.written += bytes.len() as u64,
+            Err(err) => {
+                tracing::warn!(step, error = %err, "cannot write step log");
+                self.file = None;
+            }
+        }
+    }
 }
 
 /// The log files of one run, written by the run's recorder.
@@ -111,7 +138,10 @@ pub struct RunLogs {
     dir: PathBuf,
     state_dir: PathBuf,
     run: RunId,
-    cap: u64,
+    /// Bytes written as they come.
+    head: u64,
+    /// Bytes kept from the end.
+    tail: u64,
     open: HashMap<String, StepLog>,
 }
 
@@ -119,19 +149,22 @@ impl std::fmt::Debug for RunLogs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RunLogs")
             .field("dir", &self.dir)
-            .field("cap", &self.cap)
+            .field("head", &self.head)
+            .field("tail", &self.tail)
             .finish()
     }
 }
 
 impl RunLogs {
-    /// The logs of run `run`, each file capped at `cap` bytes.
+    /// The logs of run `run`, each file capped at about `cap` bytes: the first half and the
+    /// last half of a step's output, and a marker line between them.
     pub fn new(state_dir: &Path, run: RunId, cap: u64) -> RunLogs {
         RunLogs {
             dir: run_log_dir(state_dir, run),
             state_dir: state_dir.to_path_buf(),
             run,
-            cap,
+            head: cap - cap / 2,
+            tail: cap / 2,
             open: HashMap::new(),
         }
     }
@@ -146,33 +179,73 @@ impl RunLogs {
         }
     }
 
-    /// Appends one line (a newline is added). Never fails: a log that cannot be written is
-    /// reported once and dropped, the run goes on.
+    /// Appends one line (a newline is added).
     pub fn line(&mut self, step: &str, line: &str) {
-        let cap = self.cap;
+        self.write(step, &format!("{line}\n"));
+    }
+
+    /// Appends output: whole lines, each ending with a newline. Never fails.
+    pub fn write(&mut self, step: &str, text: &str) {
+        let (head, tail) = (self.head, self.tail);
         let log = self.entry(step);
-        let Some(file) = log.file.as_mut() else {
-            return;
-        };
-        if log.truncated {
+        let mut rest = text.as_bytes();
+        if log.tail.is_empty() && log.dropped == 0 && log.written < head {
+            // Whole lines while they fit in the head; the rest goes to the tail.
+            let room = usize::try_from(head - log.written).unwrap_or(usize::MAX);
+            let fit = if rest.len() <= room {
+                rest.len()
+            } else {
+                rest[..room]
+                    .iter()
+                    .rposition(|b| *b == b'\n')
+                    .map_or(0, |i| i + 1)
+            };
+            log.put(step, &rest[..fit]);
+            rest = &rest[fit..];
+        }
+        if rest.is_empty() {
             return;
         }
-        let len = line.len() as u64 + 1;
-        if log.written + len > cap {
-            log.truncated = true;
-            let _ = writeln!(file, "{TRUNCATED_MARKER}");
-            return;
-        }
-        log.written += len;
-        if let Err(err) = writeln!(file, "{line}") {
-            tracing::warn!(step, error = %err, "cannot write step log");
-            log.file = None;
+        let tail = usize::try_from(tail).unwrap_or(usize::MAX);
+        if rest.len() >= tail {
+            log.dropped += (log.tail.len() + rest.len() - tail) as u64;
+            log.tail.clear();
+            log.tail.extend(&rest[rest.len() - tail..]);
+        } else {
+            let over = (log.tail.len() + rest.len()).saturating_sub(tail);
+            log.tail.drain(..over);
+            log.dropped += over as u64;
+            log.tail.extend(rest);
         }
     }
 
-    /// Closes the file of a finished step.
+    /// Ends the log of a finished step: writes the kept tail (after the dropped-bytes
+    /// marker when output was dropped) and closes the file.
     pub fn finish(&mut self, step: &str) {
-        self.open.remove(step);
+        if let Some(mut log) = self.open.remove(step) {
+            Self::flush_tail(step, &mut log);
+        }
+    }
+
+    fn flush_tail(step: &str, log: &mut StepLog) {
+        let mut tail = std::mem::take(&mut log.tail);
+        if log.dropped > 0 {
+            // The tail starts at a line boundary.
+            let cut = tail
+                .iter()
+                .position(|b| *b == b'\n')
+                .map_or(tail.len(), |i| i + 1);
+            if cut < tail.len() {
+                tail.drain(..cut);
+                log.dropped += cut as u64;
+            }
+            let marker = format!("{}\n", dropped_marker(log.dropped));
+            log.put(step, marker.as_bytes());
+        }
+        let (a, b) = tail.as_slices();
+        log.put(step, a);
+        log.put(step, b);
+        log.dropped = 0;
     }
 
     fn entry(&mut self, step: &str) -> &mut StepLog {
@@ -195,7 +268,8 @@ impl RunLogs {
                 StepLog {
                     file,
                     written,
-                    truncated: written >= self.cap && self.cap > 0,
+                    tail: VecDeque::new(),
+                    dropped: 0,
                 },
             );
         }
@@ -205,22 +279,62 @@ impl RunLogs {
     }
 }
 
+impl Drop for RunLogs {
+    /// Steps still open when the recorder stops (a shutdown) keep their tails too.
+    fn drop(&mut self) {
+        for (step, log) in &mut self.open {
+            Self::flush_tail(step, log);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Guards that a capped log keeps the end of the output (where a failing step's error
+    /// is) as well as the start, and says how much was dropped between them.
     #[test]
-    fn logs_are_capped_with_a_marker() {
+    fn capped_logs_keep_head_and_tail() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut logs = RunLogs::new(dir.path(), RunId(7), 20);
+        // Head 30 bytes, tail 30 bytes.
+        let mut logs = RunLogs::new(dir.path(), RunId(7), 60);
         logs.start("build", 1);
-        logs.line("build", "0123456789");
-        logs.line("build", "abcdefghij");
-        logs.line("build", "more");
+        logs.write("build", "head-1\nhead-2\n");
+        for n in 0..100 {
+            logs.write("build", &format!("middle {n}\n"));
+        }
+        logs.write("build", "error: it broke\n");
         logs.finish("build");
         let text = std::fs::read_to_string(step_log_path(dir.path(), RunId(7), "build"))
             .expect("read log");
-        assert_eq!(text, format!("0123456789\n{TRUNCATED_MARKER}\n"));
+        let total = 14
+            + (0..100)
+                .map(|n| format!("middle {n}\n").len())
+                .sum::<usize>()
+            + 16;
+        let head = "head-1\nhead-2\nmiddle 0\n";
+        let kept_tail = "middle 99\nerror: it broke\n";
+        let dropped = total - head.len() - kept_tail.len();
+        assert_eq!(
+            text,
+            format!("{head}{}\n{kept_tail}", dropped_marker(dropped as u64))
+        );
+    }
+
+    /// A step whose output fits the cap is written whole, without a marker, even when part
+    /// of it went through the tail.
+    #[test]
+    fn output_within_the_cap_is_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut logs = RunLogs::new(dir.path(), RunId(9), 40);
+        logs.write("s", "0123456789012345678\n");
+        logs.write("s", "abc\n");
+        logs.write("s", "defghi\n");
+        drop(logs);
+        let text =
+            std::fs::read_to_string(step_log_path(dir.path(), RunId(9), "s")).expect("read log");
+        assert_eq!(text, "0123456789012345678\nabc\ndefghi\n");
     }
 
     #[test]

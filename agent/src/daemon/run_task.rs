@@ -5,8 +5,10 @@
 //! commit, the workflow file at that commit with its sub-workflows), runs it on the shared
 //! [`Engine`](crate::engine::Engine), and hands every engine event to a recorder on another
 //! blocking thread that owns the run's own store connection: each step transition is one
-//! transaction, each log line goes to the step's capped file, each event is republished as a
-//! [`DaemonEvent`]. A resumed run (after a crash) or a retry gets the steps that succeeded
+//! transaction, each chunk of output lines goes to the step's capped file in one write (and to
+//! the bus's lossy log broadcast), each lifecycle event is republished as a [`DaemonEvent`].
+//! The engine holds a step's pipe back while the run's output allowance is in flight, so
+//! the recorder is never more than about a megabyte behind and memory stays flat. A resumed run (after a crash) or a retry gets the steps that succeeded
 //! before as the engine's `resume` input, and the context saved with them.
 //!
 //! A run stopped by daemon shutdown ([`RunControl::abandon`]) writes no end: it stays
@@ -27,6 +29,7 @@ use super::logs::RunLogs;
 use super::mirror::Mirror;
 use super::store_health::retry_write;
 use super::workspace::Workspace;
+use crate::bus::LogChunk;
 use crate::engine::{self, Cancel, EngineEvent, EventSender, RunRequest, StepReport};
 use crate::store::{
     RunFinish, RunId, RunRecord, RunStatus, StepFinish, StepRecord, StepStart, StepStatus, Store,
@@ -239,7 +242,7 @@ async fn execute(shared: &Arc<Shared>, record: RunRecord, control: &RunControl) 
 }
 
 fn publish(shared: &Shared, event: DaemonEvent) {
-    let _ = shared.events.send(event);
+    shared.events.send(event);
 }
 
 /// Ends a run that could not start (no repository, bad workflow file, git failure).
@@ -593,19 +596,18 @@ fn record_events(
                     },
                 );
             }
-            EngineEvent::StepLog {
-                step, stream, line, ..
+            EngineEvent::StepOutput {
+                step, stream, text, ..
             } => {
-                logs.line(&step, &line);
-                publish(
-                    shared,
-                    DaemonEvent::StepLog {
-                        run_id: id,
-                        step,
-                        stream,
-                        line: line.into(),
-                    },
-                );
+                logs.write(&step, &text);
+                // The event (and its share of the run's output allowance) is dropped here,
+                // once the chunk is in the file.
+                shared.events.send_log(|| LogChunk {
+                    run_id: id,
+                    step,
+                    stream,
+                    text: text.into(),
+                });
             }
             EngineEvent::StepFinished { report, .. } => {
                 logs.finish(&report.id);

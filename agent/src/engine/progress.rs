@@ -274,20 +274,26 @@ impl ProgressView {
                     }
                 }
             }
-            EngineEvent::StepLog {
-                step, line, stream, ..
+            EngineEvent::StepOutput {
+                step, text, stream, ..
             } => {
                 let sep = match stream {
-                    LogStream::Stdout => '|',
-                    LogStream::Stderr => '!',
+                    LogStream::Stdout => " | ",
+                    LogStream::Stderr => " ! ",
                 };
-                out.push_str(&format!("  {step} {sep} {line}\n"));
-                match self.tails.get_mut(&**step) {
-                    Some(tail) => tail.push(line),
-                    None => {
-                        let mut tail = Tail::new();
-                        tail.push(line);
-                        self.tails.insert(step.to_string(), tail);
+                for line in text.split_terminator('\n') {
+                    out.push_str("  ");
+                    out.push_str(step);
+                    out.push_str(sep);
+                    out.push_str(line);
+                    out.push('\n');
+                    match self.tails.get_mut(&**step) {
+                        Some(tail) => tail.push(line),
+                        None => {
+                            let mut tail = Tail::new();
+                            tail.push(line);
+                            self.tails.insert(step.to_string(), tail);
+                        }
                     }
                 }
             }
@@ -503,13 +509,14 @@ mod tests {
             attempt: 1,
         });
         assert_eq!(s, "  build: started\n");
-        let s = v.render(&EngineEvent::StepLog {
+        let s = v.render(&EngineEvent::StepOutput {
             run_id: "r".into(),
             step: "build".into(),
             stream: LogStream::Stdout,
-            line: "hello".into(),
+            text: "hello\n\nworld\n".into(),
+            credit: Default::default(),
         });
-        assert_eq!(s, "  build | hello\n");
+        assert_eq!(s, "  build | hello\n  build | \n  build | world\n");
         let mut rep = StepReport::pending("build");
         rep.status = StepStatus::Failed;
         rep.duration_ms = Some(1500);
@@ -705,11 +712,12 @@ mod tests {
     }
 
     fn log(step: &str, line: &str) -> EngineEvent {
-        EngineEvent::StepLog {
+        EngineEvent::StepOutput {
             run_id: "r".into(),
             step: step.into(),
             stream: LogStream::Stdout,
-            line: line.into(),
+            text: format!("{line}\n"),
+            credit: Default::default(),
         }
     }
 

@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use dsl::expr::JobStatus;
 use dsl::model::{Action, Step, StepKind};
-use runners::{Request, StepCommand, Stream};
+use runners::{Request, StepCommand};
 use serde_json::{Map, Value, json};
 
 use super::Cancel;
 use super::backoff::{Backoff, BackoffKind};
 use super::context;
-use super::events::{EngineEvent, LogStream};
+use super::events::EngineEvent;
 use super::failure::{Disposition, from_action};
 use super::report::{CalledWorkflow, StepReport, StepStatus, rfc3339};
 use super::run::{
@@ -295,21 +295,10 @@ async fn run_process(
             }
         }
     }
-    let events = &ctx.events;
-    let masker = &ctx.masker;
-    let run_id = &ctx.run_id;
-    let on_line = |stream: Stream, line: &str| {
-        events.emit(|| EngineEvent::StepLog {
-            run_id: run_id.clone(),
-            step: eid.clone(),
-            stream: match stream {
-                Stream::Stdout => LogStream::Stdout,
-                Stream::Stderr => LogStream::Stderr,
-            },
-            line: masker.mask(line).into_owned(),
-        });
-    };
-    let outcome = runners::run(cmd, on_line, cancel.clone()).await;
+    let mut output = ctx
+        .events
+        .output(ctx.run_id.clone(), eid.clone(), ctx.masker.clone());
+    let outcome = runners::run_with_sink(cmd, &mut output, cancel.clone()).await;
     drop(permit);
     let outcome = match outcome {
         Ok(o) => o,

@@ -2,7 +2,7 @@
 //! chat services, commit statuses and custom receivers, through a durable outbox.
 //!
 //! Flow, and who owns what:
-//! 1. **Events to deliveries.** [`spawn`] subscribes to the daemon's event broadcast
+//! 1. **Events to deliveries.** [`spawn`] subscribes to the daemon's lossless event bus
 //!    ([`DaemonEvent`]) before anything runs. A router task picks the events webhooks care
 //!    about and hands them to a writer on a blocking thread with its own store connection,
 //!    which builds a [`Notice`] (reading the run's record for repository, branch, commit),
@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::sync::{Notify, broadcast, mpsc};
+use tokio::sync::{Notify, mpsc};
 
 pub use event::{EventKind, Filter, Notice};
 pub use format::{RenderError, Rendered};
@@ -190,7 +190,7 @@ pub fn spawn(handle: &DaemonHandle) -> Option<tokio::task::JoinHandle<()>> {
 async fn run(
     handle: DaemonHandle,
     hooks: Vec<Arc<WebhookConfig>>,
-    mut events: broadcast::Receiver<DaemonEvent>,
+    mut events: mpsc::UnboundedReceiver<DaemonEvent>,
 ) {
     let client = match deliver::http_client() {
         Ok(c) => c,
@@ -239,7 +239,7 @@ async fn run(
             () = handle.shutdown_requested() => break,
         };
         match event {
-            Ok(
+            Some(
                 event @ (DaemonEvent::RunFinished { .. }
                 | DaemonEvent::RunQueued { .. }
                 | DaemonEvent::RunStarted { .. }
@@ -258,14 +258,8 @@ async fn run(
                     break;
                 }
             }
-            Ok(_) => {}
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!(
-                    missed = n,
-                    "notifier fell behind the daemon's events; some notifications were lost"
-                );
-            }
-            Err(broadcast::error::RecvError::Closed) => break,
+            Some(_) => {}
+            None => break,
         }
     }
     drop(tx);
