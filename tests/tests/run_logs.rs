@@ -197,7 +197,10 @@ fn the_terminal_view_fits_a_narrow_pseudo_terminal() {
         }
     }
     assert!(status_lines > 0, "no running line seen:\n{text:?}");
-    assert!(text.contains("\x1b[31mFAILED\x1b[0m"), "{text:?}");
+    assert!(
+        text.contains("\x1b[31mfailed (continued)\x1b[0m"),
+        "{text:?}"
+    );
     assert!(text.contains("\x1b[32mok\x1b[0m"), "{text:?}");
 
     for env in [[("TERM", "dumb")], [("NO_COLOR", "1")]] {
