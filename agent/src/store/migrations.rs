@@ -151,6 +151,10 @@ CREATE TABLE hook_deliveries (
 );
 CREATE INDEX hook_deliveries_by_age ON hook_deliveries (received_at);
 "#,
+    // Version 3: run listings filtered by repository read an index instead of every run.
+    r#"
+CREATE INDEX runs_by_repo ON runs (repo, id);
+"#,
 ];
 
 /// The schema version this build writes.
