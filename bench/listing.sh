@@ -71,13 +71,15 @@ stop_daemon() {
 "$AGENT" exec "$work/wf.yaml" --workdir "$work" --json >"$work/report.json" 2>/dev/null
 
 mkdir -p "$work/state"
-printf 'state_dir: %s\nlisten: 127.0.0.1:0\napi_token: %s\n' "$work/state" "$TOKEN" >"$work/agent.yaml"
+# No retention: the whole history stays.
+printf 'state_dir: %s\nlisten: 127.0.0.1:0\napi_token: %s\nretention: {max_runs: null, max_age: null}\n' \
+  "$work/state" "$TOKEN" >"$work/agent.yaml"
 # The first start creates the store at the binary's schema version.
 start_daemon
 stop_daemon
 
 python3 - "$work/state/agent.sqlite3" "$work/report.json" "$RUNS" <<'EOF'
-import json, random, sqlite3, sys
+import json, random, sqlite3, sys, time
 db, report_path, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
 report = json.load(open(report_path))
 steps = [s for st in report["stages"] for s in st["steps"]]
@@ -87,7 +89,7 @@ rng = random.Random(7)
 conn = sqlite3.connect(db)
 conn.execute("PRAGMA journal_mode = WAL")
 conn.execute("PRAGMA synchronous = OFF")
-t0 = 1_700_000_000_000
+t0 = int(time.time() * 1000) - runs * 60_000 - 3_600_000
 with conn:
     for n in range(runs):
         created = t0 + n * 60_000

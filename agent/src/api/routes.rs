@@ -120,7 +120,7 @@ pub async fn get_run(
     let id = run_id(&id)?;
     let found = state
         .stores
-        .read(move |store| Ok(store.get_run_with_steps(id)?))
+        .read(move |store| Ok(store.get_run_for_report(id)?))
         .await?;
     match found {
         Some((run, steps)) => Ok(Json(view::report(&run, &steps, Utc::now()))),

@@ -595,6 +595,31 @@ impl Store {
         Ok(result)
     }
 
+    /// A run and what its report is built from, read in one snapshot: a finished run that
+    /// has its engine report comes without its steps (the report holds them), any other
+    /// with its recorded steps.
+    pub fn get_run_for_report(
+        &self,
+        id: RunId,
+    ) -> Result<Option<(RunRecord, Vec<StepRecord>)>, StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let result = match load_run(&tx, id)? {
+            Some(run)
+                if run.status.is_final()
+                    && run
+                        .report
+                        .as_ref()
+                        .is_some_and(serde_json::Value::is_object) =>
+            {
+                Some((run, Vec::new()))
+            }
+            Some(run) => Some((run, self.get_steps(id)?)),
+            None => None,
+        };
+        tx.finish()?;
+        Ok(result)
+    }
+
     /// Runs matching `filter`, newest created first, at most `limit`.
     pub fn list_runs(
         &self,
@@ -840,6 +865,28 @@ mod tests {
         assert!(!plan_all.contains("TEMP B-TREE"), "{plan_all}");
         let plan_before = query_plan(&store, &RunFilter::default(), Some(RunId(5)));
         assert!(plan_before.contains("INTEGER PRIMARY KEY"), "{plan_before}");
+    }
+
+    /// The report of a finished run is read without its step rows (the stored report holds
+    /// the steps); a running run's report is built from them.
+    #[test]
+    fn a_finished_report_skips_the_step_rows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open_in_dir(dir.path()).expect("open");
+        let run = NewRun::new("w", Trigger::new(TriggerKind::Manual));
+        let id = store.enqueue_run(&run).expect("enqueue").run_id();
+        store.mark_running(id).expect("running");
+        let finish = StepFinish::new("s", "a", 1, StepStatus::Succeeded);
+        store.record_step_finished(id, &finish).expect("step");
+        let (_, steps) = store.get_run_for_report(id).expect("read").expect("found");
+        assert_eq!(steps.len(), 1);
+        let mut done = RunFinish::new(RunStatus::Succeeded);
+        done.report = Some(serde_json::json!({"stages": []}));
+        store.finish_run(id, &done).expect("finish");
+        let (run, steps) = store.get_run_for_report(id).expect("read").expect("found");
+        assert!(steps.is_empty());
+        assert_eq!(run.report, done.report);
+        assert!(store.get_run_for_report(RunId(99)).expect("read").is_none());
     }
 
     /// Summaries page through the whole history with `before`, newest first, filters kept.
