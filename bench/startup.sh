@@ -4,7 +4,7 @@
 # `agent --version` (exec, dynamic loading and argument parsing only), each ROUNDS times,
 # alternating with make so neither side always runs on a warmer cache. Printed: medians in
 # ms and each as a ratio against make. Also printed: the shared libraries the binary loads
-# and its count of dynamic relocations (what the dynamic loader processes before `main`).
+# and the size of its relocation tables (what the dynamic loader reads before `main`).
 #
 #   bench/startup.sh [ROUNDS]
 #
@@ -57,6 +57,6 @@ for name, s in samples.items():
 EOF
 echo "shared libraries: $(ldd "$AGENT" | awk '{print $1}' | tr '\n' ' ')"
 if command -v readelf >/dev/null; then
-  echo "dynamic relocations: $(readelf -r "$AGENT" | grep -c '^[0-9a-f]')"
+  echo "relocation tables: $(readelf -d "$AGENT" | awk '/\((RELASZ|RELRSZ)\)/ {printf "%s %s bytes  ", $2, $3}')"
 fi
 echo "binary size: $(stat -c %s "$AGENT") bytes"
