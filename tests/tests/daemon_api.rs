@@ -563,6 +563,17 @@ fn cli_trigger_runs_logs_cancel_retry() {
     let (code, out, err) = cli(&["runs", "--json", "--limit", "5"], tok);
     assert_eq!(code, 0, "{err}");
     assert_eq!(json(&out)["runs"][0]["run_id"], id.as_str());
+    // `--before` pages: only runs older than the given one.
+    let (code, out, err) = cli(&["runs", "--json", "--before", &id], tok);
+    assert_eq!(code, 0, "{err}");
+    let older = json(&out)["runs"].as_array().expect("runs").clone();
+    assert!(
+        older
+            .iter()
+            .all(|r| r["run_id"].as_str().and_then(|r| r.parse::<u64>().ok())
+                < id.parse::<u64>().ok()),
+        "{out}"
+    );
     // Invalid arguments exit 2, also when the daemon is the one that finds them.
     let (code, _, err) = cli(&["runs", "--limit", "5000"], tok);
     assert_eq!(code, 2, "{err}");

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use common::daemon::{TestDaemon, init_repo, yaml_quote};
@@ -121,17 +120,15 @@ fn metrics_parse_and_count_a_finished_run() {
         1.0,
         "the +Inf bucket holds the one run: {text}"
     );
-    let counts: HashMap<String, f64> = find(&after, "agent_step_duration_seconds_count", &[])
-        .iter()
-        .map(|s| {
-            (
-                s.labels.get("step").unwrap_or_default().to_string(),
-                value(s),
-            )
-        })
-        .collect();
-    assert_eq!(counts.get("compile"), Some(&1.0), "{text}");
-    assert_eq!(counts.get("test"), Some(&1.0), "{text}");
+    // Step durations are labelled by workflow only: one series however many steps.
+    let steps = find(
+        &after,
+        "agent_step_duration_seconds_count",
+        &[("workflow", "build")],
+    );
+    assert_eq!(steps.len(), 1, "{text}");
+    assert_eq!(value(steps[0]), 2.0, "compile and test: {text}");
+    assert!(!text.contains("step=\""), "{text}");
     assert_eq!(value(find(&after, "agent_runs_running", &[])[0]), 0.0);
     assert_eq!(value(find(&after, "agent_steps_running", &[])[0]), 0.0);
 }

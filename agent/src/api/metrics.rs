@@ -13,14 +13,20 @@
 //!   deliveries by status and their attempts by outcome (from the outbox), and the engine's
 //!   admission: CPU slots and memory, capacity and in use, and waiting steps.
 //!
+//! Series are bounded: step durations are labelled by workflow only (never by step id), and
+//! the series of a workflow no run has finished for [`SERIES_RETENTION`] are dropped at the
+//! next scrape, so `/metrics` grows with the workflows in use, not with the steps or the
+//! workflows ever run.
+//!
 //! Counters start at zero when the daemon starts (Prometheus handles resets). A scraper that
 //! asks for OpenMetrics (`Accept: application/openmetrics-text`, as Prometheus does) gets the
 //! OpenMetrics text `prometheus-client` writes; anyone else gets the classic Prometheus text
 //! format (`text/plain; version=0.0.4`, see [`to_classic_text`]): counter families named
 //! with their `_total` suffix and no `# EOF` line.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
@@ -37,7 +43,7 @@ use tokio::sync::mpsc;
 use super::ApiState;
 use super::error::ApiError;
 use crate::daemon::handle::{DaemonEvent, DaemonHandle};
-use crate::store::RunId;
+use crate::store::{RunId, RunStatus};
 
 /// Labels of a run counter.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -50,13 +56,6 @@ struct RunLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WorkflowLabels {
     workflow: String,
-}
-
-/// A step of a workflow.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StepLabels {
-    workflow: String,
-    step: String,
 }
 
 /// A status or outcome label.
@@ -92,6 +91,10 @@ struct KindLabels {
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// How long the series of a workflow stay once no run of it finishes: a workflow renamed or
+/// removed stops being reported a day after its last run.
+pub const SERIES_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// Duration buckets, in seconds: 50 ms doubling up to about 1.8 hours.
 fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.05, 2.0, 18))
@@ -125,7 +128,7 @@ pub struct Metrics {
     registry: Registry,
     runs: Family<RunLabels, Counter>,
     run_duration: HistogramFamily<WorkflowLabels>,
-    step_duration: HistogramFamily<StepLabels>,
+    step_duration: HistogramFamily<WorkflowLabels>,
     queued: Gauge,
     running_runs: Gauge,
     running_steps: Gauge,
@@ -142,6 +145,8 @@ pub struct Metrics {
     anomalies: Family<KindLabels, Counter>,
     /// Steps running now, by run (a retried step starts twice, finishes once).
     steps_now: Mutex<HashSet<(RunId, Arc<str>)>>,
+    /// When a run of each workflow last finished (for dropping stale series).
+    workflows_seen: Mutex<HashMap<String, Instant>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -177,11 +182,11 @@ impl Metrics {
             "Duration of finished runs (the engine's time, without checkout)",
             run_duration.clone(),
         );
-        let step_duration: HistogramFamily<StepLabels> =
+        let step_duration: HistogramFamily<WorkflowLabels> =
             Family::new_with_constructor(duration_histogram);
         registry.register(
             "step_duration_seconds",
-            "Duration of finished steps (all their attempts)",
+            "Duration of finished steps (all their attempts), by workflow",
             step_duration.clone(),
         );
         let gauge = |registry: &mut Registry, name: &str, help: &str| {
@@ -265,7 +270,48 @@ impl Metrics {
             hooks,
             anomalies,
             steps_now: Mutex::new(HashSet::new()),
+            workflows_seen: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Notes that a run of `workflow` finished at `at`.
+    fn workflow_seen(&self, workflow: &str, at: Instant) {
+        let mut seen = self
+            .workflows_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match seen.get_mut(workflow) {
+            Some(last) => *last = (*last).max(at),
+            None => {
+                seen.insert(workflow.to_string(), at);
+            }
+        }
+    }
+
+    /// Drops the series of every workflow no run of which finished within `retention`
+    /// before `now`.
+    pub fn expire_stale(&self, now: Instant, retention: Duration) {
+        let mut seen = self
+            .workflows_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        seen.retain(|workflow, last| {
+            if now.saturating_duration_since(*last) <= retention {
+                return true;
+            }
+            let labels = WorkflowLabels {
+                workflow: workflow.clone(),
+            };
+            self.run_duration.remove(&labels);
+            self.step_duration.remove(&labels);
+            for status in RunStatus::ALL {
+                self.runs.remove(&RunLabels {
+                    workflow: workflow.clone(),
+                    status: status.as_str().to_string(),
+                });
+            }
+            false
+        });
     }
 
     /// A cron slot fired (a run was queued for it).
@@ -323,6 +369,7 @@ impl Metrics {
                     now.retain(|(run, _)| run != run_id);
                     self.running_steps.set(gauge_value(now.len() as u64));
                 }
+                self.workflow_seen(workflow, Instant::now());
                 self.runs
                     .get_or_create(&RunLabels {
                         workflow: workflow.to_string(),
@@ -357,6 +404,9 @@ impl Metrics {
                 })
                 .observe(s);
         }
+        let step_duration = self.step_duration.get_or_create(&WorkflowLabels {
+            workflow: workflow.to_string(),
+        });
         let stages = report.get("stages").and_then(Value::as_array);
         for stage in stages.into_iter().flatten() {
             let steps = stage.get("steps").and_then(Value::as_array);
@@ -365,17 +415,10 @@ impl Metrics {
                     step.get("status").and_then(Value::as_str),
                     Some("succeeded" | "failed" | "cancelled")
                 ) && step.get("cached").and_then(Value::as_bool) != Some(true);
-                let (Some(id), Some(s), true) =
-                    (step.get("id").and_then(Value::as_str), seconds(step), ran)
-                else {
+                let (Some(s), true) = (seconds(step), ran) else {
                     continue;
                 };
-                self.step_duration
-                    .get_or_create(&StepLabels {
-                        workflow: workflow.to_string(),
-                        step: id.to_string(),
-                    })
-                    .observe(s);
+                step_duration.observe(s);
             }
         }
     }
@@ -510,6 +553,9 @@ pub(crate) async fn metrics(
     .await
     .map_err(|e| ApiError::Internal(format!("metrics: {e}")))?;
     shared.metrics.update(&snapshot);
+    shared
+        .metrics
+        .expire_stale(Instant::now(), SERIES_RETENTION);
     let body = shared.metrics.render();
     let openmetrics = headers
         .get(header::ACCEPT)
@@ -532,7 +578,7 @@ pub(crate) async fn metrics(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{RunStatus, StepStatus};
+    use crate::store::StepStatus;
     use serde_json::json;
 
     #[test]
@@ -591,11 +637,12 @@ mod tests {
             samples.contains(&r#"agent_run_duration_seconds_count{workflow="build"} 1"#),
             "{text}"
         );
+        // Steps a and b ran (c was skipped): two observations of the workflow's histogram.
         assert!(
-            samples.contains(&r#"agent_step_duration_seconds_count{workflow="build",step="b"} 1"#),
+            samples.contains(&r#"agent_step_duration_seconds_count{workflow="build"} 2"#),
             "{text}"
         );
-        assert!(!text.contains(r#"step="c""#), "{text}");
+        assert!(!text.contains("step="), "{text}");
         assert!(samples.contains(&"agent_runs_queued 2"), "{text}");
         assert!(samples.contains(&"agent_cron_fires_total 1"), "{text}");
         assert!(
@@ -630,5 +677,75 @@ mod tests {
             samples.len(),
             "{classic}"
         );
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+    use crate::store::RunStatus;
+    use serde_json::json;
+
+    /// A finished run of `workflow` with `steps` steps that all ran.
+    fn finished(m: &Metrics, workflow: &str, steps: usize) {
+        let steps: Vec<Value> = (0..steps)
+            .map(|i| {
+                json!({"id": format!("s{i}"), "status": "succeeded", "cached": false,
+                            "duration_ms": 10 + i})
+            })
+            .collect();
+        m.observe(&DaemonEvent::RunFinished {
+            run_id: RunId(1),
+            workflow: workflow.into(),
+            status: RunStatus::Succeeded,
+            report: Arc::new(
+                json!({"duration_ms": 5000, "stages": [{"name": "s", "steps": steps}]}),
+            ),
+        });
+    }
+
+    /// The exposition does not grow with the number of steps a workflow has: with series
+    /// labelled by step, a 300-step run added 21 lines per step (over 6,000 lines).
+    #[test]
+    fn metrics_size_does_not_grow_with_steps() {
+        let one = Metrics::new();
+        finished(&one, "build", 1);
+        let many = Metrics::new();
+        for _ in 0..3 {
+            finished(&many, "build", 300);
+        }
+        let (one, many) = (one.render(), many.render());
+        assert_eq!(one.lines().count(), many.lines().count(), "{many}");
+        assert!(many.len() < 8 * 1024, "{} bytes", many.len());
+        assert!(
+            many.contains(r#"agent_step_duration_seconds_count{workflow="build"} 900"#),
+            "{many}"
+        );
+    }
+
+    /// A workflow whose runs stopped finishing loses its series after the retention period;
+    /// one still running keeps them.
+    #[test]
+    fn stale_workflow_series_expire() {
+        let m = Metrics::new();
+        finished(&m, "old", 3);
+        finished(&m, "kept", 3);
+        let later = Instant::now() + Duration::from_secs(3600);
+        m.workflow_seen("kept", later);
+        m.expire_stale(later, Duration::from_secs(60));
+        let text = m.render();
+        assert!(!text.contains(r#"workflow="old""#), "{text}");
+        assert!(
+            text.contains(r#"agent_runs_total{workflow="kept",status="succeeded"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"agent_step_duration_seconds_count{workflow="kept"} 3"#),
+            "{text}"
+        );
+        // Nothing expires within the retention period.
+        m.expire_stale(later, SERIES_RETENTION);
+        let text = m.render();
+        assert!(text.contains(r#"workflow="kept""#), "{text}");
     }
 }

@@ -69,7 +69,9 @@ fn run_id(text: &str) -> Result<RunId, ApiError> {
     view::parse_run_id(text).ok_or_else(|| ApiError::NotFound(format!("run `{text}` not found")))
 }
 
-/// `GET /api/v1/runs?workflow=&status=&repo=&limit=`: summaries, newest created first.
+/// `GET /api/v1/runs?workflow=&status=&repo=&limit=&before=`: summaries, newest created
+/// first. `before=RUN_ID` lists only older runs; `next_before` is the value that lists the
+/// next page, or null when there is none.
 pub async fn list_runs(
     State(state): State<ApiState>,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
@@ -86,19 +88,37 @@ pub async fn list_runs(
             ))
         })?),
     };
+    let before = parse_before(q.get("before").map(String::as_str))?;
     let non_empty = |key: &str| q.get(key).filter(|v| !v.is_empty()).cloned();
     let filter = RunFilter {
         workflow: non_empty("workflow"),
         status,
         repo: non_empty("repo"),
     };
-    let runs = state
+    // One more than asked tells whether another page follows.
+    let mut runs = state
         .stores
-        .read(move |store| Ok(store.list_runs(&filter, limit)?))
+        .read(move |store| Ok(store.list_run_summaries(&filter, before, limit + 1)?))
         .await?;
+    let more = runs.len() > limit;
+    runs.truncate(limit);
+    let next_before = match runs.last() {
+        Some(last) if more => Value::String(last.id.to_string()),
+        _ => Value::Null,
+    };
     let now = Utc::now();
     let runs: Vec<Value> = runs.iter().map(|r| view::summary(r, now)).collect();
-    Ok(Json(json!({ "runs": runs })))
+    Ok(Json(json!({ "runs": runs, "next_before": next_before })))
+}
+
+/// `before` from the query: a run id (a positive integer), or none when absent or empty.
+pub fn parse_before(text: Option<&str>) -> Result<Option<RunId>, ApiError> {
+    match text.map(str::trim).filter(|t| !t.is_empty()) {
+        None => Ok(None),
+        Some(text) => view::parse_run_id(text).map(Some).ok_or_else(|| {
+            ApiError::BadRequest(format!("`before` must be a run id, not `{text}`"))
+        }),
+    }
 }
 
 /// `GET /api/v1/runs/{id}`: the run report plus `trigger` and `repo`.
@@ -109,7 +129,7 @@ pub async fn get_run(
     let id = run_id(&id)?;
     let found = state
         .stores
-        .read(move |store| Ok(store.get_run_with_steps(id)?))
+        .read(move |store| Ok(store.get_run_for_report(id)?))
         .await?;
     match found {
         Some((run, steps)) => Ok(Json(view::report(&run, &steps, Utc::now()))),
@@ -266,6 +286,16 @@ mod tests {
         assert_eq!(parse_limit(Some("1000")).expect("max"), 1000);
         for bad in ["0", "1001", "-1", "x", "", "1e3"] {
             assert!(parse_limit(Some(bad)).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn before_is_a_run_id() {
+        assert_eq!(parse_before(None).expect("none"), None);
+        assert_eq!(parse_before(Some("")).expect("empty"), None);
+        assert_eq!(parse_before(Some("12")).expect("id"), Some(RunId(12)));
+        for bad in ["0", "-1", "x", "1.5"] {
+            assert!(parse_before(Some(bad)).is_err(), "{bad} accepted");
         }
     }
 }

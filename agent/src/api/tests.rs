@@ -163,6 +163,7 @@ async fn routes_need_the_token_and_answer_json_errors() {
         ("/api/v1/runs?limit=0", StatusCode::BAD_REQUEST),
         ("/api/v1/runs?limit=1001", StatusCode::BAD_REQUEST),
         ("/api/v1/runs?status=done", StatusCode::BAD_REQUEST),
+        ("/api/v1/runs?before=x", StatusCode::BAD_REQUEST),
         ("/api/v1/runs/x", StatusCode::NOT_FOUND),
         ("/api/v1/runs/7", StatusCode::NOT_FOUND),
         ("/elsewhere", StatusCode::NOT_FOUND),
@@ -224,6 +225,19 @@ async fn trigger_list_get_cancel_retry() {
     assert_eq!(listed, [ids[2].as_str(), ids[1].as_str()]);
     assert_eq!(list["runs"][0]["status"], "queued");
     assert_eq!(list["runs"][0]["trigger"]["kind"], "manual");
+    // The cursor lists the older runs; the last page says there is no next one.
+    assert_eq!(list["next_before"], ids[1].as_str());
+    let rest = client
+        .json(
+            Method::GET,
+            &format!("/api/v1/runs?limit=2&before={}", ids[1]),
+            None,
+        )
+        .await
+        .expect("next page");
+    assert_eq!(rest["runs"].as_array().expect("runs").len(), 1);
+    assert_eq!(rest["runs"][0]["run_id"], ids[0].as_str());
+    assert_eq!(rest["next_before"], Value::Null);
 
     let run = client
         .json(Method::GET, &format!("/api/v1/runs/{}", ids[0]), None)

@@ -68,6 +68,9 @@ pub struct RunsArgs {
     /// At most this many runs (1 to 1000).
     #[arg(long, short = 'n', default_value_t = 50)]
     pub limit: usize,
+    /// Only runs older than this run id (the next page: the `next_before` a listing printed).
+    #[arg(long)]
+    pub before: Option<String>,
     #[command(flatten)]
     pub server: ServerArgs,
 }
@@ -825,6 +828,7 @@ pub fn runs(args: RunsArgs) -> i32 {
             ("workflow", &args.workflow),
             ("status", &args.status),
             ("repo", &args.repo),
+            ("before", &args.before),
         ] {
             if let Some(v) = value {
                 query.push_str(&format!("&{key}={}", encode(v)));
@@ -845,6 +849,9 @@ pub fn runs(args: RunsArgs) -> i32 {
             println!("no runs");
         } else {
             print!("{}", runs_table(runs));
+        }
+        if let Some(next) = answer.get("next_before").and_then(Value::as_str) {
+            eprintln!("older runs: agent runs --before {next}");
         }
         Ok(EXIT_OK)
     })

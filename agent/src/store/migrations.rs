@@ -160,6 +160,10 @@ ALTER TABLE steps ADD COLUMN queued_ms INTEGER;
     r#"
 ALTER TABLE steps ADD COLUMN interruptions INTEGER NOT NULL DEFAULT 0;
 "#,
+    // Version 5: run listings filtered by repository read an index instead of every run.
+    r#"
+CREATE INDEX runs_by_repo ON runs (repo, id);
+"#,
 ];
 
 /// The schema version this build writes.

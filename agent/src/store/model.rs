@@ -267,6 +267,57 @@ impl RunRecord {
         let end = self.finished_at.unwrap_or(now);
         Some((end - start).num_milliseconds().max(0))
     }
+
+    /// What a run listing shows of it.
+    pub fn summary(&self) -> RunSummary {
+        RunSummary {
+            id: self.id,
+            workflow: self.workflow.clone(),
+            repo: self.repo.clone(),
+            status: self.status,
+            trigger: self.trigger.clone(),
+            created_at: self.created_at,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            error: self.error.clone(),
+            retry_of: self.retry_of,
+        }
+    }
+}
+
+/// What a run listing shows of a run: everything but its parameters, context and report,
+/// which `list_run_summaries` never reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSummary {
+    /// Its id.
+    pub id: RunId,
+    /// The workflow's name.
+    pub workflow: String,
+    /// The repository, if any.
+    pub repo: Option<String>,
+    /// Current status.
+    pub status: RunStatus,
+    /// What started it.
+    pub trigger: Trigger,
+    /// When it was queued.
+    pub created_at: DateTime<Utc>,
+    /// When it (last) started running.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it finished.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The error that ended it, if any.
+    pub error: Option<String>,
+    /// The run it retries.
+    pub retry_of: Option<RunId>,
+}
+
+impl RunSummary {
+    /// Milliseconds between start and finish (or `now` while running), if it started.
+    pub fn duration_ms(&self, now: DateTime<Utc>) -> Option<i64> {
+        let start = self.started_at?;
+        let end = self.finished_at.unwrap_or(now);
+        Some((end - start).num_milliseconds().max(0))
+    }
 }
 
 /// Which runs `list_runs` returns; `None` fields match everything.

@@ -12,9 +12,9 @@ use rusqlite::{OptionalExtension, Row, Transaction, params};
 
 use super::{
     AttemptRecord, Enqueued, NewRun, Retention, RunFilter, RunFinish, RunId, RunRecord, RunStatus,
-    StepFinish, StepRecord, StepStart, StepStatus, Store, StoreError, Trigger, TriggerKind,
-    from_json, from_json_opt, from_ms, from_ms_opt, now_ms, parse_enum, to_json, to_json_opt,
-    to_ms,
+    RunSummary, StepFinish, StepRecord, StepStart, StepStatus, Store, StoreError, Trigger,
+    TriggerKind, from_json, from_json_opt, from_ms, from_ms_opt, now_ms, parse_enum, to_json,
+    to_json_opt, to_ms,
 };
 
 /// The columns `RawRun::from_row` reads, in order.
@@ -98,6 +98,109 @@ impl RawRun {
             report: from_json_opt("report", self.report)?,
         })
     }
+}
+
+/// The columns `RawSummary::from_row` reads, in order.
+const SUMMARY_COLUMNS: &str = "id, workflow, repo, status, trigger_kind, trigger_commit, \
+     trigger_branch, scheduled_for, created_at, started_at, finished_at, error, retry_of";
+
+/// A summary row as SQLite returns it.
+struct RawSummary {
+    id: i64,
+    workflow: String,
+    repo: Option<String>,
+    status: String,
+    trigger_kind: String,
+    trigger_commit: Option<String>,
+    trigger_branch: Option<String>,
+    scheduled_for: Option<i64>,
+    created_at: i64,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    error: Option<String>,
+    retry_of: Option<i64>,
+}
+
+impl RawSummary {
+    fn from_row(row: &Row<'_>) -> rusqlite::Result<RawSummary> {
+        Ok(RawSummary {
+            id: row.get(0)?,
+            workflow: row.get(1)?,
+            repo: row.get(2)?,
+            status: row.get(3)?,
+            trigger_kind: row.get(4)?,
+            trigger_commit: row.get(5)?,
+            trigger_branch: row.get(6)?,
+            scheduled_for: row.get(7)?,
+            created_at: row.get(8)?,
+            started_at: row.get(9)?,
+            finished_at: row.get(10)?,
+            error: row.get(11)?,
+            retry_of: row.get(12)?,
+        })
+    }
+
+    fn into_summary(self) -> Result<RunSummary, StoreError> {
+        Ok(RunSummary {
+            id: RunId(self.id),
+            workflow: self.workflow,
+            repo: self.repo,
+            status: parse_enum("status", &self.status)?,
+            trigger: Trigger {
+                kind: parse_enum("trigger_kind", &self.trigger_kind)?,
+                commit: self.trigger_commit,
+                branch: self.trigger_branch,
+                scheduled_for: from_ms_opt("scheduled_for", self.scheduled_for)?,
+            },
+            created_at: from_ms("created_at", self.created_at)?,
+            started_at: from_ms_opt("started_at", self.started_at)?,
+            finished_at: from_ms_opt("finished_at", self.finished_at)?,
+            error: self.error,
+            retry_of: self.retry_of.map(RunId),
+        })
+    }
+}
+
+/// The query of a run listing: `columns` of the runs matching `filter` (and below `before`),
+/// newest first, at most `limit`, with its parameters in order. Only the filters given
+/// become conditions, so SQLite can answer from the index of the one that narrows most
+/// (`runs_by_workflow`, `runs_by_status`, `runs_by_repo`) instead of scanning every run.
+fn listing_sql(
+    columns: &str,
+    filter: &RunFilter,
+    before: Option<RunId>,
+    limit: usize,
+) -> (String, Vec<rusqlite::types::Value>) {
+    use rusqlite::types::Value as Sql;
+    let mut conditions: Vec<String> = Vec::new();
+    let mut values: Vec<Sql> = Vec::new();
+    let mut bind = |condition: &str, value: Sql| {
+        values.push(value);
+        conditions.push(format!("{condition} ?{}", values.len()));
+    };
+    if let Some(workflow) = &filter.workflow {
+        bind("workflow =", Sql::Text(workflow.clone()));
+    }
+    if let Some(status) = filter.status {
+        bind("status =", Sql::Text(status.as_str().to_string()));
+    }
+    if let Some(repo) = &filter.repo {
+        bind("repo =", Sql::Text(repo.clone()));
+    }
+    if let Some(before) = before {
+        bind("id <", Sql::Integer(before.0));
+    }
+    values.push(Sql::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+    let limit_param = values.len();
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    };
+    (
+        format!("SELECT {columns} FROM runs{filter} ORDER BY id DESC LIMIT ?{limit_param}"),
+        values,
+    )
 }
 
 /// Runs a query returning run rows and converts them.
@@ -529,29 +632,56 @@ impl Store {
         Ok(result)
     }
 
+    /// A run and what its report is built from, read in one snapshot: a finished run that
+    /// has its engine report comes without its steps (the report holds them), any other
+    /// with its recorded steps.
+    pub fn get_run_for_report(
+        &self,
+        id: RunId,
+    ) -> Result<Option<(RunRecord, Vec<StepRecord>)>, StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let result = match load_run(&tx, id)? {
+            Some(run)
+                if run.status.is_final()
+                    && run
+                        .report
+                        .as_ref()
+                        .is_some_and(serde_json::Value::is_object) =>
+            {
+                Some((run, Vec::new()))
+            }
+            Some(run) => Some((run, self.get_steps(id)?)),
+            None => None,
+        };
+        tx.finish()?;
+        Ok(result)
+    }
+
     /// Runs matching `filter`, newest created first, at most `limit`.
     pub fn list_runs(
         &self,
         filter: &RunFilter,
         limit: usize,
     ) -> Result<Vec<RunRecord>, StoreError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM runs
-             WHERE (?1 IS NULL OR workflow = ?1) AND (?2 IS NULL OR status = ?2)
-               AND (?3 IS NULL OR repo = ?3)
-             ORDER BY id DESC LIMIT ?4"
-        );
-        query_runs(
-            &self.conn,
-            &sql,
-            params![
-                filter.workflow,
-                filter.status.map(RunStatus::as_str),
-                filter.repo,
-                limit
-            ],
-        )
+        let (sql, values) = listing_sql(RUN_COLUMNS, filter, None, limit);
+        query_runs(&self.conn, &sql, rusqlite::params_from_iter(values))
+    }
+
+    /// Summaries of the runs matching `filter` with an id below `before` (all when `None`),
+    /// newest created first, at most `limit`. Reads the summary columns only: never a run's
+    /// parameters, context or report.
+    pub fn list_run_summaries(
+        &self,
+        filter: &RunFilter,
+        before: Option<RunId>,
+        limit: usize,
+    ) -> Result<Vec<RunSummary>, StoreError> {
+        let (sql, values) = listing_sql(SUMMARY_COLUMNS, filter, before, limit);
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let raw = stmt
+            .query_map(rusqlite::params_from_iter(values), RawSummary::from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        raw.into_iter().map(RawSummary::into_summary).collect()
     }
 
     /// Queued and running runs of a concurrency group, oldest first (for `overlap` rules).
@@ -730,5 +860,131 @@ impl Store {
         }
         tx.commit()?;
         Ok(doomed.into_iter().map(RunId).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::TriggerKind;
+
+    /// The query plan of a listing, one line per step, as `EXPLAIN QUERY PLAN` prints it.
+    fn query_plan(store: &Store, filter: &RunFilter, before: Option<RunId>) -> String {
+        let (sql, values) = listing_sql(SUMMARY_COLUMNS, filter, before, 50);
+        let mut stmt = store
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("explain");
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(values), |r| {
+                r.get::<_, String>(3)
+            })
+            .expect("plan")
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .expect("rows");
+        rows.join("\n")
+    }
+
+    /// Every listing filter reads an index (or the primary key, newest first) and never
+    /// scans the whole table or sorts it: with filters written as `(?1 IS NULL OR col = ?1)`
+    /// SQLite scanned every run.
+    #[test]
+    fn listing_filters_use_the_indexes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open_in_dir(dir.path()).expect("open");
+        let by =
+            |workflow: Option<&str>, status: Option<RunStatus>, repo: Option<&str>| RunFilter {
+                workflow: workflow.map(str::to_string),
+                status,
+                repo: repo.map(str::to_string),
+            };
+        let cases = [
+            (by(Some("w"), None, None), "runs_by_workflow"),
+            (by(None, Some(RunStatus::Failed), None), "runs_by_status"),
+            (by(None, None, Some("r")), "runs_by_repo"),
+        ];
+        for (filter, index) in cases {
+            for before in [None, Some(RunId(100))] {
+                let plan = query_plan(&store, &filter, before);
+                assert!(plan.contains(index), "{filter:?} {before:?}: {plan}");
+                assert!(!plan.contains("TEMP B-TREE"), "{filter:?}: sorts: {plan}");
+            }
+        }
+        // Several filters: one of their indexes, no sort.
+        let plan = query_plan(
+            &store,
+            &by(Some("w"), Some(RunStatus::Failed), Some("r")),
+            None,
+        );
+        assert!(plan.contains("USING INDEX runs_by_"), "{plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+        // No filter: the primary key backwards; with a cursor, a range of it.
+        let plan_all = query_plan(&store, &RunFilter::default(), None);
+        assert!(!plan_all.contains("TEMP B-TREE"), "{plan_all}");
+        let plan_before = query_plan(&store, &RunFilter::default(), Some(RunId(5)));
+        assert!(plan_before.contains("INTEGER PRIMARY KEY"), "{plan_before}");
+    }
+
+    /// The report of a finished run is read without its step rows (the stored report holds
+    /// the steps); a running run's report is built from them.
+    #[test]
+    fn a_finished_report_skips_the_step_rows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open_in_dir(dir.path()).expect("open");
+        let run = NewRun::new("w", Trigger::new(TriggerKind::Manual));
+        let id = store.enqueue_run(&run).expect("enqueue").run_id();
+        store.mark_running(id).expect("running");
+        let finish = StepFinish::new("s", "a", 1, StepStatus::Succeeded);
+        store.record_step_finished(id, &finish).expect("step");
+        let (_, steps) = store.get_run_for_report(id).expect("read").expect("found");
+        assert_eq!(steps.len(), 1);
+        let mut done = RunFinish::new(RunStatus::Succeeded);
+        done.report = Some(serde_json::json!({"stages": []}));
+        store.finish_run(id, &done).expect("finish");
+        let (run, steps) = store.get_run_for_report(id).expect("read").expect("found");
+        assert!(steps.is_empty());
+        assert_eq!(run.report, done.report);
+        assert!(store.get_run_for_report(RunId(99)).expect("read").is_none());
+    }
+
+    /// Summaries page through the whole history with `before`, newest first, filters kept.
+    #[test]
+    fn summaries_page_with_before() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open_in_dir(dir.path()).expect("open");
+        let mut ids = Vec::new();
+        for i in 0..7 {
+            let mut run = NewRun::new(
+                if i % 2 == 0 { "even" } else { "odd" },
+                Trigger::new(TriggerKind::Manual),
+            );
+            run.repo = Some("r".into());
+            ids.push(store.enqueue_run(&run).expect("enqueue").run_id());
+        }
+        let even = RunFilter {
+            workflow: Some("even".into()),
+            ..Default::default()
+        };
+        let mut seen = Vec::new();
+        let mut before = None;
+        loop {
+            let page = store.list_run_summaries(&even, before, 2).expect("page");
+            if page.is_empty() {
+                break;
+            }
+            before = page.last().map(|r| r.id);
+            seen.extend(page.into_iter().map(|r| r.id));
+        }
+        assert_eq!(seen, vec![ids[6], ids[4], ids[2], ids[0]]);
+        let all = store
+            .list_run_summaries(&RunFilter::default(), Some(ids[3]), 50)
+            .expect("all");
+        assert_eq!(
+            all.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![ids[2], ids[1], ids[0]]
+        );
+        assert_eq!(all[0].workflow, "even");
+        assert_eq!(all[0].repo.as_deref(), Some("r"));
+        assert_eq!(all[0].status, RunStatus::Queued);
     }
 }
