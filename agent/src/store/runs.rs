@@ -78,12 +78,12 @@ impl RawRun {
             workflow: self.workflow,
             repo: self.repo,
             status: parse_enum("status", &self.status)?,
-            trigger: Trigger {
-                kind: parse_enum("trigger_kind", &self.trigger_kind)?,
-                commit: self.trigger_commit,
-                branch: self.trigger_branch,
-                scheduled_for: from_ms_opt("scheduled_for", self.scheduled_for)?,
-            },
+            trigger: trigger_of(
+                &self.trigger_kind,
+                self.trigger_commit,
+                self.trigger_branch,
+                self.scheduled_for,
+            )?,
             parameters: from_json("parameters", &self.parameters)?,
             created_at: from_ms("created_at", self.created_at)?,
             started_at: from_ms_opt("started_at", self.started_at)?,
@@ -98,6 +98,21 @@ impl RawRun {
             report: from_json_opt("report", self.report)?,
         })
     }
+}
+
+/// The trigger of a run row, from its four trigger columns.
+fn trigger_of(
+    kind: &str,
+    commit: Option<String>,
+    branch: Option<String>,
+    scheduled_for: Option<i64>,
+) -> Result<Trigger, StoreError> {
+    Ok(Trigger {
+        kind: parse_enum("trigger_kind", kind)?,
+        commit,
+        branch,
+        scheduled_for: from_ms_opt("scheduled_for", scheduled_for)?,
+    })
 }
 
 /// The columns `RawSummary::from_row` reads, in order.
@@ -146,12 +161,12 @@ impl RawSummary {
             workflow: self.workflow,
             repo: self.repo,
             status: parse_enum("status", &self.status)?,
-            trigger: Trigger {
-                kind: parse_enum("trigger_kind", &self.trigger_kind)?,
-                commit: self.trigger_commit,
-                branch: self.trigger_branch,
-                scheduled_for: from_ms_opt("scheduled_for", self.scheduled_for)?,
-            },
+            trigger: trigger_of(
+                &self.trigger_kind,
+                self.trigger_commit,
+                self.trigger_branch,
+                self.scheduled_for,
+            )?,
             created_at: from_ms("created_at", self.created_at)?,
             started_at: from_ms_opt("started_at", self.started_at)?,
             finished_at: from_ms_opt("finished_at", self.finished_at)?,
