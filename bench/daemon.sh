@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The daemon's trigger path and idle footprint (issue 4), with the release binary:
+# The daemon's trigger path and idle footprint, with the release binary:
 #
 # 1. Commit-to-run-started latency for a watched local repository: COMMITS commits, each
 #    adding a line to a file, each starting one run of a one-step workflow; the latency is the

@@ -1,4 +1,4 @@
-//! The typed workflow model (DESIGN §2): what a workflow file means, with the position of
+//! The typed workflow model (docs/language.md): what a workflow file means, with the position of
 //! every node a diagnostic or the engine may point at.
 //!
 //! This module owns the data shapes and small conveniences for their consumers (step

@@ -1,4 +1,4 @@
-//! Semantic checks of one lowered workflow (issue 2 point 4): unique ids, references that
+//! Semantic checks of one lowered workflow: unique ids, references that
 //! reach only steps that finish earlier, dependency cycles in `parallel: auto` stages,
 //! parameter declarations, decisions, cron lines and time zones, and the static checks of
 //! every `${{ }}` expression against the roots allowed where it appears.

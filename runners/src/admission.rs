@@ -1,4 +1,4 @@
-//! Resource admission (DESIGN §4 "Admission"): one scheduler per process, shared by every run,
+//! Resource admission (README, "Admission"): one scheduler per process, shared by every run,
 //! that admits a step only when its CPU and memory request fits.
 //!
 //! - CPU capacity = the cores available to this process

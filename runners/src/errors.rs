@@ -2,7 +2,7 @@
 //!
 //! [`RunnerError`] is what the runner API returns when it cannot do its job (spawn failed,
 //! malformed protocol file, bad skill manifest, ...). [`ErrorClass`] is the user-visible class
-//! of a *failed step* (DESIGN §4), which error handlers and `retry_on` match on; the engine
+//! of a *failed step*, which error handlers and `retry_on` match on; the engine
 //! re-exports it so that everything speaks the same names.
 
 use std::fmt;
@@ -128,7 +128,7 @@ fn did_you_mean(s: &Option<String>) -> String {
     }
 }
 
-/// The class of a step failure (DESIGN §4). Error handlers (`error: CLASS`) and `retry_on`
+/// The class of a step failure. Error handlers (`error: CLASS`) and `retry_on`
 /// match on it. Any user string is allowed (a step may write `error_class=Flaky` to
 /// `AGENT_OUTPUT`); the built-in ones have variants. Serialized as its name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -180,7 +180,7 @@ impl ErrorClass {
         }
     }
 
-    /// Whether `retry_on` includes this class when it is not given (DESIGN §2: every class
+    /// Whether `retry_on` includes this class when it is not given (every class
     /// except `ValidationError`, `ExpressionError`, `SkillNotFound` and `Cancelled`).
     pub fn retried_by_default(&self) -> bool {
         !matches!(

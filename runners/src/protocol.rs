@@ -1,6 +1,6 @@
-//! The step protocol files and variables (DESIGN §4): `AGENT_OUTPUT` and `AGENT_CONTEXT`
-//! parsing, `AGENT_PARAM_*` variables, the per-run directory the files live in, and the
-//! error class of a failed step.
+//! The step protocol files and variables (README, "Skills and the step protocol"):
+//! `AGENT_OUTPUT` and `AGENT_CONTEXT` parsing, `AGENT_PARAM_*` variables, the per-run
+//! directory the files live in, and the error class of a failed step.
 //!
 //! No file is created for a step: the engine hands out paths inside one per-run directory
 //! ([`RunDir`], created once per run) and a step that writes nothing costs no file system
@@ -221,7 +221,7 @@ pub fn param_env(params: &Value) -> Vec<(String, String)> {
 }
 
 /// The error class of a finished step, or `None` when it succeeded (exit 0, not timed out
-/// or cancelled). Order (DESIGN §4): the `error_class` key of its outputs, the manifest's
+/// or cancelled). Order: the `error_class` key of its outputs, the manifest's
 /// `error_codes` for its exit code, `Timeout`, `Cancelled`, else `ExitCode`.
 pub fn classify(
     outcome: &ProcessOutcome,

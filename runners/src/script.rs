@@ -1,7 +1,7 @@
 //! How a `run:` script becomes a command line: direct exec when the script is one simple
 //! command without any shell syntax (like GNU make), else the shell.
 //!
-//! Rules (DESIGN §3):
+//! Rules:
 //! - no `shell:` and the script is a plain command (see [`is_simple_command`]) -> the words
 //!   are executed directly through a `PATH` lookup, saving the shell's start-up (about 1 ms
 //!   with bash, more than a whole fork/exec);

@@ -1,4 +1,4 @@
-//! Skill lookup and manifests (DESIGN §4).
+//! Skill lookup and manifests (the README's "Skills and the step protocol").
 //!
 //! A skill named `NAME` is searched, in order, in `<workspace>/.workflows/skills/`, then the
 //! configured skill directories (there are no built-in skills yet; [`builtin_skill`] is the

@@ -1,4 +1,4 @@
-//! Inbound push webhooks: `POST /hooks/github` and `POST /hooks/gitea` (DESIGN §6).
+//! Inbound push webhooks: `POST /hooks/github` and `POST /hooks/gitea`.
 //!
 //! A forge calls these when someone pushes; the daemon then fetches that repository at once
 //! instead of waiting for its next poll. The routes take no Bearer token: the body's

@@ -1,14 +1,15 @@
-//! The daemon's HTTP API (DESIGN §6): runs, step logs (plain text, or a live server-sent
-//! event stream), manual triggers, cancel and retry, the workflow list, and `/health`.
+//! The daemon's HTTP API (the README's route table): runs, step logs (plain text, or a live
+//! server-sent event stream), manual triggers, cancel and retry, the workflow list, and `/health`.
 //!
 //! What it owns: routing, authentication ([`auth`]: `Authorization: Bearer TOKEN` on every
 //! route but `/health`, compared in constant time), the JSON shapes ([`view`]) and the
 //! mapping of errors to status codes ([`error`]: JSON bodies `{"error": "..."}`). What it does
 //! not own: run state. Handlers read the store through their own connections ([`pool`]) and
-//! ask the scheduler for every change through the [`DaemonHandle`] (CONVENTIONS 6); step logs
-//! are files the scheduler writes under `state_dir/logs/`, which [`logs`] reads and tails.
+//! ask the scheduler for every change through the [`DaemonHandle`] (the scheduler is the one
+//! owner of run state); step logs are files the scheduler writes under `state_dir/logs/`,
+//! which [`logs`] reads and tails.
 //!
-//! Issue 5: the inbound push hooks `/hooks/github` and `/hooks/gitea` ([`hooks`]: no token,
+//! Also: the inbound push hooks `/hooks/github` and `/hooks/gitea` ([`hooks`]: no token,
 //! an HMAC signature instead), `/metrics` ([`metrics`]) and `/api/v1/anomalies`.
 
 mod anomalies;

@@ -1,5 +1,6 @@
-//! The JSON shapes the API answers with (DESIGN §5, §6), built from store records: run
-//! summaries for lists and the full run report (plus `trigger` and `repo`) for one run.
+//! The JSON shapes the API answers with (the README's route table), built from store
+//! records: run summaries for lists and the full run report (plus `trigger` and `repo`) for
+//! one run.
 //!
 //! A finished run carries the report the engine wrote; a queued, running or interrupted one
 //! gets a report assembled from its recorded steps, so both look the same to clients. Run ids

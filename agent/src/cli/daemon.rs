@@ -18,7 +18,7 @@ use crate::daemon::Config;
 /// Arguments of `agent daemon`.
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
-    /// The config file (YAML, DESIGN §6). Without it: the embedded defaults.
+    /// The config file (YAML, see `examples/agent.yaml`). Without it: the embedded defaults.
     #[arg(long, short = 'c')]
     pub config: Option<PathBuf>,
     /// The API's address (`PORT`, `IP:PORT` or `HOST:PORT`; port 0 picks a free one),

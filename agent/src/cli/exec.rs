@@ -3,7 +3,7 @@
 //! uses.
 //!
 //! Progress goes to stderr (a live view on a terminal, plain lines otherwise); `--json`
-//! prints the run report on stdout. Exit codes (DESIGN §5): 0 succeeded, 1 failed or
+//! prints the run report on stdout. Exit codes: 0 succeeded, 1 failed or
 //! cancelled, 2 invalid file, parameters, secrets or directories (nothing ran). The only
 //! file written is the preserved context (`context: {preserve: true}`) under the state
 //! directory (default `.agent/` in the workdir): no per-step files, no database.

@@ -1,5 +1,5 @@
 //! Command-line interface: argument definitions (clap) and dispatch to one module per
-//! command. Each command returns the process exit code documented in DESIGN §5.
+//! command. Each command returns the process exit code documented in the README.
 
 pub mod client;
 pub mod daemon;

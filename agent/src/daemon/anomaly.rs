@@ -1,4 +1,4 @@
-//! Anomaly detection (seed §7, DESIGN §6 `anomalies`): per workflow (and repository), three
+//! Anomaly detection (the config's `anomalies`): per workflow (and repository), three
 //! rules, with thresholds from the config.
 //!
 //! - **`slow_run`**: a succeeded run whose duration (the engine's `duration_ms`, so checkout

@@ -1,4 +1,5 @@
-//! The daemon config file (DESIGN §6): its typed model with defaults, and its parser.
+//! The daemon config file (see the README's `agent daemon` reference): its typed model with
+//! defaults, and its parser.
 //!
 //! The file is read with the `dsl` crate's YAML tree (positions kept) and checked in one
 //! pass, so every problem is reported like a workflow file's: `FILE:LINE:COL: error: TEXT`,

@@ -2,7 +2,7 @@
 //! the HTTP API talk to the scheduler actor, and what they may read directly.
 //!
 //! The scheduler ([`super::scheduler`]) is the one owner of the queue and of run states
-//! (CONVENTIONS 6). Everybody else holds a cheap [`DaemonHandle`]:
+//! (others send it messages). Everybody else holds a cheap [`DaemonHandle`]:
 //!
 //! - **Triggers and cron** decide *what* to run and write it through the store's deduping
 //!   writes ([`Store::record_push`](crate::store::Store::record_push),
@@ -194,7 +194,7 @@ pub enum DaemonEvent {
         workflow: Arc<str>,
         /// Its final status.
         status: RunStatus,
-        /// The run report (DESIGN §5), JSON, secrets masked.
+        /// The run report (the JSON of `agent exec --json`), secrets masked.
         report: Arc<Value>,
     },
     /// A failed try of a step will be retried after `delay` (`step.retrying` webhooks).

@@ -1,7 +1,7 @@
 //! The daemon: git watching, cron, the run queue, workspaces and recovery.
 //!
 //! Parts and who owns what:
-//! - [`config`]: the config file (DESIGN §6) and the embedded defaults.
+//! - [`config`]: the config file and the embedded defaults.
 //! - [`handle`]: the contract between the parts: [`DaemonHandle`] (commands to the scheduler,
 //!   shared read-only state, events, shutdown).
 //! - [`scheduler`]: the actor that owns the queue and run states; [`run_task`] runs one run
@@ -395,7 +395,7 @@ mod tests {
     use super::*;
 
     /// The entry point boots in-process on a free port and stops when its shutdown future
-    /// resolves (CONVENTIONS 1).
+    /// resolves, so tests need no separate process.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn boots_in_process_and_stops_on_its_shutdown_future() {
         let dir = tempfile::tempdir().expect("tempdir");

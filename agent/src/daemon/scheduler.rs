@@ -1,4 +1,4 @@
-//! The scheduler actor: the one owner of the queue and of run states (CONVENTIONS 6).
+//! The scheduler actor: the one owner of the queue and of run states (others send it messages).
 //!
 //! It claims queued runs from the store (FIFO within a concurrency group, then
 //! `metadata.priority`, then age: the store's claim order) up to

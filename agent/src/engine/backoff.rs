@@ -1,5 +1,5 @@
 //! Retry delays: `fixed`, `linear`, `exponential`, `fibonacci` and `adaptive` backoff with
-//! `max_delay` and jitter (DESIGN §2, seed §4.2).
+//! `max_delay` and jitter (see "Retry policy" in docs/language.md).
 //!
 //! Attempt numbering: attempt 1 is the first try; `max_attempts` counts every try. The delay
 //! *before* attempt `n + 1` is [`Backoff::delay`]`(n, ..)` with `n >= 1` (the number of the

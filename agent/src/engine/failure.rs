@@ -1,5 +1,5 @@
 //! What a step failure leads to, once the step's own `retry` is used up: the first
-//! `error_handlers` entry matching its class decides, else its `on_failure` (DESIGN §2).
+//! `error_handlers` entry matching its class decides, else its `on_failure`.
 
 use dsl::model::{Action, OnFailure};
 

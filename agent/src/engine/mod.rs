@@ -5,7 +5,7 @@
 //! One [`Engine`] is created per process and shared by every run (`agent exec` makes one
 //! run; the daemon many): it owns the resource [`Admission`] and the adaptive-backoff
 //! memory. A run is described by a [`RunRequest`] and yields a [`RunResult`] (the
-//! [`RunReport`] of DESIGN §5, the final context, the workflow's outputs). While it runs,
+//! [`RunReport`] of `agent exec --json`, the final context, the workflow's outputs). While it runs,
 //! the engine sends [`EngineEvent`]s to whoever listens; it knows nothing of terminals,
 //! stores or webhooks, and it reads and writes no file of its own (the caller loads and
 //! saves a preserved context: `agent exec` through [`context::load`]/[`context::save`]).

@@ -1,4 +1,4 @@
-//! The run report (DESIGN §5): what `agent exec --json` prints and what the API returns for
+//! The run report: what `agent exec --json` prints and what the API returns for
 //! a run. Field names and status strings are part of the contract; times are RFC 3339 (UTC,
 //! milliseconds).
 
@@ -91,7 +91,7 @@ pub struct StepReport {
     pub attempts: u32,
     /// Exit code of the last try's process, if it exited.
     pub exit_code: Option<i32>,
-    /// Error class of the failure (DESIGN §4).
+    /// Error class of the failure (`ExitCode`, `Timeout`, a class the step wrote, ...).
     pub error_class: Option<String>,
     /// True for a failure the run tolerated (`on_failure: continue`, or an error handler's
     /// `continue`): the step failed, the run went on as if it had not. Absent when false.

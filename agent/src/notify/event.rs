@@ -124,7 +124,7 @@ pub struct Notice {
     pub error: Option<String>,
     /// Event-specific figures (the anomaly, the escalation, the handler), if any.
     pub details: Option<Value>,
-    /// The full run report (DESIGN §5), for run ends.
+    /// The full run report (the JSON of `agent exec --json`), for run ends.
     pub report: Option<Value>,
     /// The repository's `owner/name` (`full_name` in the config), for `github_status`.
     pub repo_full_name: Option<String>,

@@ -1,4 +1,4 @@
-//! Outbound webhooks (DESIGN §6, issue 5): the daemon's events turned into HTTP requests to
+//! Outbound webhooks (the config's `webhooks`): the daemon's events turned into HTTP requests to
 //! chat services, commit statuses and custom receivers, through a durable outbox.
 //!
 //! Flow, and who owns what:

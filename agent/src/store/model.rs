@@ -256,7 +256,7 @@ pub struct RunRecord {
     pub retry_of: Option<RunId>,
     /// The workflow context as of the last finished step (restored on resume).
     pub context: Option<Value>,
-    /// The final run report (DESIGN §5), once finished.
+    /// The final run report (the JSON of `agent exec --json`), once finished.
     pub report: Option<Value>,
 }
 
@@ -452,7 +452,7 @@ pub struct RunFinish {
     pub status: RunStatus,
     /// The error text, if it failed.
     pub error: Option<String>,
-    /// The run report (DESIGN §5).
+    /// The run report (the JSON of `agent exec --json`).
     pub report: Option<Value>,
     /// With `context.preserve: true`, the context to keep for the workflow's next run.
     pub preserved_context: Option<Value>,

@@ -1,4 +1,4 @@
-//! `${{ }}` expressions: parsing, static checks and evaluation (DESIGN §3).
+//! `${{ }}` expressions: parsing, static checks and evaluation (docs/language.md).
 //!
 //! This module owns the expression language only. It knows nothing of YAML: positions are
 //! byte offsets into the string it was given, and the caller (the YAML layer) maps them to
