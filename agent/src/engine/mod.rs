@@ -320,6 +320,46 @@ mod tests {
             .block_on(fut)
     }
 
+    /// Guards the per-run uids: a run takes a uid of the range no running run has,
+    /// round-robin; a full range is an error; a given-back uid can be taken again; without
+    /// `run_as_uids` nothing is taken.
+    #[test]
+    fn runs_take_distinct_uids_from_the_range() {
+        let base = runners::RunUser {
+            name: "steps".into(),
+            uid: 500,
+            gid: 600,
+            groups: vec![600, 700],
+            home: PathBuf::from("/home/steps"),
+        };
+        let engine = Engine::new(EngineConfig {
+            run_user: Some(Arc::new(base.clone())),
+            run_uids: Some((200_000, 200_002)),
+            ..EngineConfig::default()
+        });
+        let a = engine.claim_uid().expect("free").expect("a lease");
+        let b = engine.claim_uid().expect("free").expect("a lease");
+        let c = engine.claim_uid().expect("free").expect("a lease");
+        assert_eq!(
+            [a.user.uid, b.user.uid, c.user.uid],
+            [200_000, 200_001, 200_002]
+        );
+        assert_eq!(
+            (a.user.gid, &a.user.groups, &a.user.home),
+            (600, &base.groups, &base.home)
+        );
+        let full = engine.claim_uid().err().expect("every uid taken");
+        assert!(full.contains("200000-200002"), "{full}");
+        drop(b);
+        let again = engine.claim_uid().expect("free").expect("a lease");
+        assert_eq!(again.user.uid, 200_001);
+        let plain = Engine::new(EngineConfig {
+            run_user: Some(Arc::new(base)),
+            ..EngineConfig::default()
+        });
+        assert!(plain.claim_uid().expect("no range").is_none());
+    }
+
     #[test]
     fn engine_is_shareable_and_runs_are_spawnable() {
         assert_sync::<Engine>();
