@@ -110,6 +110,15 @@ impl RunUser {
         })
     }
 
+    /// This user with uid `uid` (group, groups and home kept): the uid of one run.
+    pub fn with_uid(&self, uid: u32) -> RunUser {
+        RunUser {
+            name: format!("{}+{uid}", self.name),
+            uid,
+            ..self.clone()
+        }
+    }
+
     /// Gives `path` (not following a symlink) to this user and its primary group.
     pub fn chown(&self, path: &Path) -> io::Result<()> {
         std::os::unix::fs::lchown(path, Some(self.uid), Some(self.gid))
@@ -126,6 +135,48 @@ impl RunUser {
             }
         }
         Ok(())
+    }
+}
+
+/// Kills (SIGKILL) every process owned by `uid`, again until none is left or 50 passes are
+/// done (a process may fork while the pass runs). For a uid that only one run uses, this
+/// ends everything of that run, whatever it did to its environment or process group.
+pub fn kill_uid(uid: u32) {
+    use std::os::unix::fs::MetadataExt;
+    if uid == 0 {
+        return;
+    }
+    for _ in 0..50 {
+        let Ok(dir) = fs::read_dir("/proc") else {
+            return;
+        };
+        let mut found = false;
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<libc::pid_t>().ok())
+            else {
+                continue;
+            };
+            // A zombie holds nothing and goes once reaped.
+            let zombie = fs::read_to_string(entry.path().join("stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')
+                        .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+                })
+                .unwrap_or(false);
+            if !zombie && fs::metadata(entry.path()).is_ok_and(|m| m.uid() == uid) {
+                found = true;
+                // SAFETY: kill has no memory preconditions.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        if !found {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 

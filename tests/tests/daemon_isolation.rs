@@ -201,3 +201,130 @@ fn a_fork_bomb_in_one_run_leaves_the_others_alone() {
     }
     assert_eq!(count(), 0, "the bomb's sleeps outlived its run");
 }
+
+/// As root with `run_as: nobody` and `run_as_uids`: two runs running at the same time get
+/// two uids of the range, each writes its own workspace, and the second can neither write
+/// into the first one's workspace nor read its step's `/proc/PID/environ` (which names
+/// that workspace and carries its environment). Run A publishes its workspace path and pid
+/// in a directory open to all, then holds until B is done. Skipped when not root.
+#[test]
+fn concurrent_runs_get_their_own_uids_and_cannot_reach_each_other() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let share = tmp.path().join("share");
+    std::fs::create_dir(&share).expect("mkdir");
+    std::fs::set_permissions(&share, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let repo = tmp.path().join("repo");
+    let root = tmp.path().join("d");
+    let s = share.display();
+    let hold = format!(
+        r#"workflow:
+  name: hold
+  stages:
+    - name: s
+      steps:
+        - id: a
+          run: |
+            echo "uid=$(id -u)" >> "$AGENT_OUTPUT"
+            if echo x > own-file; then echo "own=written"; else echo "own=denied"; fi >> "$AGENT_OUTPUT"
+            printf '%s' "$AGENT_WORKSPACE" > {s}/a-ws.tmp && mv {s}/a-ws.tmp {s}/a-ws
+            echo $$ > {s}/a-pid.tmp && mv {s}/a-pid.tmp {s}/a-pid
+            i=0; while [ ! -e {s}/b-done ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done
+            if [ -e "$AGENT_WORKSPACE/pwned" ]; then echo "pwned=yes"; else echo "pwned=no"; fi >> "$AGENT_OUTPUT"
+"#
+    );
+    let probe = format!(
+        r#"workflow:
+  name: probe
+  stages:
+    - name: s
+      steps:
+        - id: b
+          run: |
+            echo "uid=$(id -u)" >> "$AGENT_OUTPUT"
+            if echo x > own-file; then echo "own=written"; else echo "own=denied"; fi >> "$AGENT_OUTPUT"
+            i=0; while [ ! -e {s}/a-pid ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done
+            ws=$(cat {s}/a-ws); pid=$(cat {s}/a-pid)
+            echo "ws=$ws" >> "$AGENT_OUTPUT"
+            if echo x > "$ws/pwned" 2>/dev/null; then echo "write=allowed"; else echo "write=denied"; fi >> "$AGENT_OUTPUT"
+            if ls "$ws" > /dev/null 2>&1; then echo "list=allowed"; else echo "list=denied"; fi >> "$AGENT_OUTPUT"
+            if tr '\0' '\n' < /proc/$pid/environ 2>/dev/null | grep -q AGENT_WORKSPACE; then echo "environ=read"; else echo "environ=denied"; fi >> "$AGENT_OUTPUT"
+            if readlink /proc/$pid/cwd > /dev/null 2>&1; then echo "cwd=read"; else echo "cwd=denied"; fi >> "$AGENT_OUTPUT"
+            touch {s}/b-done
+"#
+    );
+    init_repo(
+        &repo,
+        &[
+            (".workflows/hold.yaml", hold.as_str()),
+            (".workflows/probe.yaml", probe.as_str()),
+        ],
+    );
+    let d = TestDaemon::start(
+        &root,
+        &format!(
+            "run_as: nobody\nrun_as_uids: 200000-200999\nrepos:\n  - name: app\n    path: {}\n",
+            yaml_quote(&repo.to_string_lossy())
+        ),
+    );
+    let a = trigger(&d, "hold");
+    // B starts once A holds its workspace.
+    let deadline = Instant::now() + RUN_LIMIT;
+    while !share.join("a-pid").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "run A never started\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let b = trigger(&d, "probe");
+    let b_report = d.wait_run_final(&b, RUN_LIMIT);
+    let a_report = d.wait_run_final(&a, RUN_LIMIT);
+    assert_eq!(
+        b_report["status"],
+        "succeeded",
+        "{b_report}\n{}",
+        d.log_text()
+    );
+    assert_eq!(
+        a_report["status"],
+        "succeeded",
+        "{a_report}\n{}",
+        d.log_text()
+    );
+    let a_out = &a_report["stages"][0]["steps"][0]["outputs"];
+    let b_out = &b_report["stages"][0]["steps"][0]["outputs"];
+    let uid = |out: &Value| -> u32 {
+        out["uid"]
+            .as_str()
+            .and_then(|u| u.parse().ok())
+            .unwrap_or_else(|| panic!("no uid in {out}"))
+    };
+    assert_eq!(a_out["own"], "written", "{a_out}");
+    assert_eq!(b_out["own"], "written", "{b_out}");
+    assert!(
+        b_out["ws"]
+            .as_str()
+            .is_some_and(|w| w.contains("workspaces")),
+        "{b_out}"
+    );
+    assert_eq!(b_out["write"], "denied", "{b_out}");
+    assert_eq!(b_out["list"], "denied", "{b_out}");
+    assert_eq!(b_out["environ"], "denied", "{b_out}");
+    assert_eq!(b_out["cwd"], "denied", "{b_out}");
+    assert_eq!(a_out["pwned"], "no", "{a_out}");
+    let (a_uid, b_uid) = (uid(a_out), uid(b_out));
+    assert_ne!(a_uid, b_uid, "both runs ran as {a_uid}");
+    for u in [a_uid, b_uid] {
+        assert!(
+            (200000..=200999).contains(&u),
+            "uid {u} is not in the range"
+        );
+    }
+}

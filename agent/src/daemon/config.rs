@@ -331,6 +331,9 @@ pub struct Config {
     pub keep_failed_workspaces: bool,
     /// The user steps run as when the daemon runs as root (a name or a uid).
     pub run_as: Option<String>,
+    /// With `run_as`: the uids (`FIRST..=LAST`) runs take one each, so that runs running at
+    /// the same time cannot reach each other (`run_as`'s group and home stay).
+    pub run_as_uids: Option<(u32, u32)>,
     /// Outgoing webhooks.
     pub webhooks: Vec<WebhookConfig>,
     /// Inbound hook secrets.
@@ -358,6 +361,7 @@ impl Default for Config {
             env_passthrough: Vec::new(),
             keep_failed_workspaces: false,
             run_as: None,
+            run_as_uids: None,
             webhooks: Vec::new(),
             hooks: HooksConfig::default(),
             anomalies: AnomaliesConfig::default(),
@@ -565,6 +569,7 @@ const TOP_KEYS: &[&str] = &[
     "env_passthrough",
     "keep_failed_workspaces",
     "run_as",
+    "run_as_uids",
     "webhooks",
     "hooks",
     "anomalies",
@@ -703,6 +708,17 @@ fn parse_tree(root: &Node, base: &Path) -> Result<Config, Vec<Diagnostic>> {
                     _ => r.string(value).filter(|s| !s.is_empty()),
                 }
             }
+            "run_as_uids" => {
+                config.run_as_uids = r.uid_range(value);
+                if config.run_as_uids.is_some()
+                    && !entries.iter().any(|(k, _)| k.as_str() == Some("run_as"))
+                {
+                    r.error(
+                        value.span,
+                        "`run_as_uids` needs `run_as` (the group and home of the run uids)",
+                    );
+                }
+            }
             "webhooks" => config.webhooks = r.list(value, Reader::webhook),
             "hooks" => config.hooks = r.hooks(value),
             "anomalies" => config.anomalies = r.anomalies(value),
@@ -756,6 +772,43 @@ impl Reader {
                     d = d.with_hint(format!("known keys: {}", backticked(known)));
                 }
                 self.diags.push(d);
+            }
+        }
+    }
+
+    /// `FIRST-LAST`: a range of unprivileged uids (`1000 <= FIRST <= LAST < 4294967295`).
+    fn uid_range(&mut self, node: &Node) -> Option<(u32, u32)> {
+        let text = self.string(node)?;
+        let parsed = text.split_once('-').and_then(|(a, b)| {
+            Some((a.trim().parse::<u32>().ok()?, b.trim().parse::<u32>().ok()?))
+        });
+        match parsed {
+            Some((first, last)) if first >= 1000 && first <= last && last < u32::MAX => {
+                Some((first, last))
+            }
+            Some((first, last)) if first > last => {
+                self.error(
+                    node.span,
+                    format!("`{text}`: the first uid is above the last"),
+                );
+                None
+            }
+            Some(_) => {
+                self.error(
+                    node.span,
+                    format!(
+                        "`{text}`: run uids must be unprivileged (1000 to 4294967294), never \
+                         root or a system account"
+                    ),
+                );
+                None
+            }
+            None => {
+                self.error(
+                    node.span,
+                    format!("`{text}` is not a uid range `FIRST-LAST` (e.g. `200000-200999`)"),
+                );
+                None
             }
         }
     }
@@ -1439,6 +1492,32 @@ mod tests {
         let c = parse("listen: localhost:9001\n").expect("valid");
         assert_eq!(c.listen.port(), 9001);
         assert!(c.listen.ip().is_loopback());
+    }
+
+    /// Guards `run_as_uids`: `FIRST-LAST` of unprivileged uids, with `run_as`; root, system
+    /// uids, a reversed or malformed range and a range without `run_as` are errors.
+    #[test]
+    fn run_as_uids_is_an_unprivileged_range_with_run_as() {
+        let c = parse("run_as: nobody\nrun_as_uids: 200000-200999\n").expect("valid");
+        assert_eq!(c.run_as_uids, Some((200000, 200999)));
+        assert_eq!(parse("").expect("valid").run_as_uids, None);
+        let one = parse("run_as: nobody\nrun_as_uids: 5000-5000\n").expect("valid");
+        assert_eq!(one.run_as_uids, Some((5000, 5000)));
+        for (text, why) in [
+            ("0-10", "unprivileged"),
+            ("0-0", "unprivileged"),
+            ("999-2000", "unprivileged"),
+            ("1000-4294967295", "unprivileged"),
+            ("3000-2000", "first uid is above the last"),
+            ("2000", "not a uid range"),
+            ("a-b", "not a uid range"),
+            ("-5-10", "not a uid range"),
+        ] {
+            let err = parse(&format!("run_as: nobody\nrun_as_uids: \"{text}\"\n")).expect_err(text);
+            assert!(err.contains(why), "{text}: {err}");
+        }
+        let err = parse("run_as_uids: 200000-200999\n").expect_err("no run_as");
+        assert!(err.contains("needs `run_as`"), "{err}");
     }
 
     /// Guards `env_passthrough`: a list of variable names, anything else is an error.

@@ -218,6 +218,7 @@ pub async fn run_until(
         marker_scope: Some(run_recovery::marker_scope(&state_dir)),
         env_passthrough: config.env_passthrough.clone(),
         run_user: run_user.map(Arc::new),
+        run_uids: config.run_as_uids,
         max_run_processes: Some(max_run_processes),
         ..EngineConfig::default()
     }));
@@ -288,6 +289,26 @@ pub async fn run_until(
 /// or none. A root daemon without `run_as` runs steps as root, with a loud warning.
 fn run_user(config: &Config) -> Result<Option<runners::RunUser>, DaemonStartError> {
     let root = runners::running_as_root();
+    if let Some((first, last)) = config.run_as_uids {
+        match &config.run_as {
+            None => {
+                return Err(DaemonStartError::RunAs {
+                    user: format!("(none; run_as_uids {first}-{last})"),
+                    why: "`run_as_uids` needs `run_as` (their group and home)".into(),
+                });
+            }
+            Some(name) => {
+                if let Ok(user) = runners::RunUser::lookup(name)
+                    && (first..=last).contains(&user.uid)
+                {
+                    return Err(DaemonStartError::RunAs {
+                        user: name.clone(),
+                        why: format!("its uid {} is in `run_as_uids` {first}-{last}", user.uid),
+                    });
+                }
+            }
+        }
+    }
     match &config.run_as {
         Some(name) if !root => Err(DaemonStartError::RunAs {
             user: name.clone(),

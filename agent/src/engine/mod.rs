@@ -97,6 +97,10 @@ pub struct EngineConfig {
     pub env_passthrough: Vec<String>,
     /// The user step processes run as (the agent must be root); `None`: the agent's own.
     pub run_user: Option<Arc<runners::RunUser>>,
+    /// With `run_user`: the uids runs take one each (`FIRST..=LAST`), so that runs running
+    /// at the same time cannot reach each other's processes or workspaces; `None`: every
+    /// run's steps run as `run_user`'s own uid.
+    pub run_uids: Option<(u32, u32)>,
     /// Processes one run may have at once (a cgroup per run where one can be made; else
     /// `RLIMIT_NPROC` of the run user); `None`: no limit.
     pub max_run_processes: Option<u32>,
@@ -120,6 +124,7 @@ impl Default for EngineConfig {
             marker_scope: None,
             env_passthrough: Vec::new(),
             run_user: None,
+            run_uids: None,
             max_run_processes: None,
         }
     }
@@ -133,6 +138,27 @@ pub struct Engine {
     adaptive: backoff::AdaptiveState,
     /// The base environment of every step, read once at creation ([`step_env::base_env`]).
     step_env: Vec<(String, String)>,
+    /// The slots of `run_uids` in use (offsets from FIRST) and the next one to try.
+    uid_slots: std::sync::Mutex<(u64, std::collections::HashSet<u32>)>,
+}
+
+/// A run's own uid, taken from [`EngineConfig::run_uids`] and given back when dropped.
+pub(crate) struct UidLease<'a> {
+    engine: &'a Engine,
+    slot: u32,
+    /// The run user with the run's uid.
+    pub user: Arc<runners::RunUser>,
+}
+
+impl Drop for UidLease<'_> {
+    fn drop(&mut self) {
+        let mut slots = self
+            .engine
+            .uid_slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        slots.1.remove(&self.slot);
+    }
 }
 
 /// Everything a run needs.
@@ -194,7 +220,34 @@ impl Engine {
             admission,
             adaptive: backoff::AdaptiveState::new(),
             step_env,
+            uid_slots: Default::default(),
         }
+    }
+
+    /// A uid of its own for a new run: `Ok(None)` without `run_uids`, an error when every
+    /// uid of the range is taken by a running run. Slots are tried round-robin from where
+    /// the last run's was, so a uid is reused as late as possible.
+    pub(crate) fn claim_uid(&self) -> Result<Option<UidLease<'_>>, String> {
+        let (Some(base), Some((first, last))) = (&self.config.run_user, self.config.run_uids)
+        else {
+            return Ok(None);
+        };
+        let size = u64::from(last - first) + 1;
+        let mut slots = self.uid_slots.lock().unwrap_or_else(|e| e.into_inner());
+        for _ in 0..size {
+            let slot = (slots.0 % size) as u32;
+            slots.0 = slots.0.wrapping_add(1);
+            if slots.1.insert(slot) {
+                return Ok(Some(UidLease {
+                    engine: self,
+                    slot,
+                    user: Arc::new(base.with_uid(first + slot)),
+                }));
+            }
+        }
+        Err(format!(
+            "every uid of `run_as_uids` ({first}-{last}) is taken by a running run"
+        ))
     }
 
     /// The admission scheduler shared by all runs.
@@ -265,6 +318,46 @@ mod tests {
             .build()
             .expect("runtime")
             .block_on(fut)
+    }
+
+    /// Guards the per-run uids: a run takes a uid of the range no running run has,
+    /// round-robin; a full range is an error; a given-back uid can be taken again; without
+    /// `run_as_uids` nothing is taken.
+    #[test]
+    fn runs_take_distinct_uids_from_the_range() {
+        let base = runners::RunUser {
+            name: "steps".into(),
+            uid: 500,
+            gid: 600,
+            groups: vec![600, 700],
+            home: PathBuf::from("/home/steps"),
+        };
+        let engine = Engine::new(EngineConfig {
+            run_user: Some(Arc::new(base.clone())),
+            run_uids: Some((200_000, 200_002)),
+            ..EngineConfig::default()
+        });
+        let a = engine.claim_uid().expect("free").expect("a lease");
+        let b = engine.claim_uid().expect("free").expect("a lease");
+        let c = engine.claim_uid().expect("free").expect("a lease");
+        assert_eq!(
+            [a.user.uid, b.user.uid, c.user.uid],
+            [200_000, 200_001, 200_002]
+        );
+        assert_eq!(
+            (a.user.gid, &a.user.groups, &a.user.home),
+            (600, &base.groups, &base.home)
+        );
+        let full = engine.claim_uid().err().expect("every uid taken");
+        assert!(full.contains("200000-200002"), "{full}");
+        drop(b);
+        let again = engine.claim_uid().expect("free").expect("a lease");
+        assert_eq!(again.user.uid, 200_001);
+        let plain = Engine::new(EngineConfig {
+            run_user: Some(Arc::new(base)),
+            ..EngineConfig::default()
+        });
+        assert!(plain.claim_uid().expect("no range").is_none());
     }
 
     #[test]

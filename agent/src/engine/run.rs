@@ -4,6 +4,7 @@
 //! A sub-workflow (`type: workflow`) is a nested run with its own [`RunCtx`] sharing the
 //! engine, run id, protocol directory, masker and cancel handle of its caller.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -90,6 +91,9 @@ pub(crate) struct RunCtx<'a> {
     pub deadline: Option<Instant>,
     pub depth: usize,
     pub marker: Arc<str>,
+    /// The user the run's steps run as (the run's own uid with `run_as_uids`); `None`: the
+    /// agent's own.
+    pub run_user: Option<Arc<runners::RunUser>>,
     /// Reports of steps that succeeded or were skipped in an interrupted earlier attempt
     /// of this run (top-level run only): they are not run again.
     pub resume: std::collections::HashMap<String, StepReport>,
@@ -203,6 +207,7 @@ pub(crate) fn new_ctx<'a>(
     deadline: Option<Instant>,
     depth: usize,
     marker: Arc<str>,
+    run_user: Option<Arc<runners::RunUser>>,
 ) -> Result<RunCtx<'a>, String> {
     let mut workflow = Map::new();
     workflow.insert("name".into(), json!(wf.name.value));
@@ -288,6 +293,7 @@ pub(crate) fn new_ctx<'a>(
         deadline,
         depth,
         marker,
+        run_user,
         resume: Default::default(),
         seq: AtomicU64::new(0),
     })
@@ -540,10 +546,48 @@ pub(crate) async fn run(engine: &Engine, req: RunRequest) -> RunResult {
             error: error.map(|e| masker.mask(&e).into_owned()),
         }
     };
+    // With `run_as_uids` the run has a uid of its own: it alone may enter its workspace and
+    // protocol directory (0700), and no other run's process can read its processes.
+    let lease = match engine.claim_uid() {
+        Ok(lease) => lease,
+        Err(e) => {
+            let report = finish(
+                RunStatus::Failed,
+                (Vec::new(), None, Vec::new(), Vec::new(), Some(e)),
+            );
+            return finish_run(&req.events, run_id, report, req.context, Map::new());
+        }
+    };
+    let run_user = match &lease {
+        Some(lease) => Some(lease.user.clone()),
+        None => engine.config().run_user.clone(),
+    };
+    if let Some(lease) = &lease
+        && let Err(e) = own_privately(&lease.user, &req.workdir)
+    {
+        let message = format!(
+            "cannot give the workspace `{}` to uid {}: {e}",
+            req.workdir.display(),
+            lease.user.uid
+        );
+        let report = finish(
+            RunStatus::Failed,
+            (Vec::new(), None, Vec::new(), Vec::new(), Some(message)),
+        );
+        return finish_run(&req.events, run_id, report, req.context, Map::new());
+    }
     let rundir = match runners::RunDir::create(&req.run_id).and_then(|d| {
         // The run user writes its steps' protocol files here.
-        if let Some(user) = &engine.config().run_user {
+        if let Some(user) = &run_user {
+            let private = lease.is_some();
             user.chown(d.path())
+                .and_then(|()| {
+                    if private {
+                        std::fs::set_permissions(d.path(), PermissionsExt::from_mode(0o700))
+                    } else {
+                        Ok(())
+                    }
+                })
                 .map_err(|source| runners::RunnerError::RunDir {
                     path: d.path().to_path_buf(),
                     source,
@@ -591,6 +635,7 @@ pub(crate) async fn run(engine: &Engine, req: RunRequest) -> RunResult {
         None,
         0,
         marker.clone(),
+        run_user,
     ) {
         Ok(c) => c,
         Err(e) => {
@@ -607,11 +652,27 @@ pub(crate) async fn run(engine: &Engine, req: RunRequest) -> RunResult {
     execute(&ctx).await;
     // Nothing a step started may outlive the run.
     let m = marker.to_string();
+    let run_uid = lease.as_ref().map(|l| l.user.uid);
+    let workdir = req.workdir.clone();
     let _ = tokio::task::spawn_blocking(move || {
         runners::sweep_run(&m);
+        if let Some(uid) = run_uid {
+            // The uid is the run's alone: whatever of it is left is the run's, however it
+            // hid. The workspace goes back to the agent (0700), so a later run given the
+            // same uid cannot enter it.
+            runners::kill_uid(uid);
+            if let Err(err) = std::os::unix::fs::lchown(&workdir, Some(0), Some(0))
+                .and_then(|()| std::fs::set_permissions(&workdir, PermissionsExt::from_mode(0o700)))
+            {
+                tracing::warn!(workspace = %workdir.display(), error = %err,
+                    "cannot take the workspace back from the run's uid");
+            }
+        }
         drop(scope);
     })
     .await;
+    // Only now may another run take the uid.
+    drop(lease);
 
     let status = final_status(&ctx);
     let outputs = render_outputs(&ctx);
@@ -628,6 +689,13 @@ pub(crate) async fn run(engine: &Engine, req: RunRequest) -> RunResult {
     let context = ctx.data().context();
     let report = finish(status, (stages, rollback, compensated, compensation, error));
     finish_run(&req.events, run_id, report, context, outputs)
+}
+
+/// Gives the workspace `dir` (and everything in it) to the run's own uid, and makes it
+/// 0700: a run with another uid can neither enter nor list it.
+fn own_privately(user: &runners::RunUser, dir: &std::path::Path) -> std::io::Result<()> {
+    user.chown_tree(dir)?;
+    std::fs::set_permissions(dir, PermissionsExt::from_mode(0o700))
 }
 
 fn finish_run(

@@ -173,7 +173,7 @@ fn prepare(ctx: &RunCtx<'_>, step: &Step) -> Result<Prepared, (String, String)> 
         // logs) and each step saves a pipe and a wake-up.
         cmd.merge_output = true;
         cmd.marker = Some(ctx.marker.to_string());
-        cmd.user = ctx.engine.config().run_user.clone();
+        cmd.user = ctx.run_user.clone();
         cmd
     };
     match &step.kind {
@@ -433,6 +433,7 @@ async fn run_subworkflow(
         deadline,
         ctx.depth + 1,
         ctx.marker.clone(),
+        ctx.run_user.clone(),
     ) {
         Ok(c) => c,
         Err(e) => return Attempt::fail("ExpressionError", format!("step `{id}`: {e}")),
