@@ -466,7 +466,92 @@ fn create_run_cgroup(max: u32) -> io::Result<Option<PathBuf>> {
     Ok(Some(dir))
 }
 
+/// Removes the run cgroups left by agents that are gone (a daemon killed with SIGKILL, or
+/// one that exited while runs were still open): a `run-PID-N` directory whose `PID` is no
+/// longer alive. Whatever is still in one is killed first. Returns how many were removed.
+/// A directory of a live process (this one included) is left alone.
+pub fn remove_stale_run_cgroups() -> usize {
+    let Ok((parent, _)) = runs_parent() else {
+        return 0;
+    };
+    remove_stale_run_cgroups_in(parent)
+}
+
+fn remove_stale_run_cgroups_in(parent: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("run-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<libc::pid_t>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: kill with signal 0 only checks that the process exists.
+        let alive = pid > 0
+            && (unsafe { libc::kill(pid, 0) } == 0
+                || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM));
+        if alive {
+            continue;
+        }
+        let dir = entry.path();
+        for pid in cgroup_pids(&dir) {
+            // SAFETY: kill has no memory-safety preconditions; a pid listed in a run's
+            // cgroup is a leftover process of that run.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+        for _ in 0..50 {
+            if fs::remove_dir(&dir).is_ok() || !dir.exists() {
+                removed += 1;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+    removed
+}
+
 /// Why run cgroups cannot be made here (for a start-up warning), or `None` when they can.
 pub fn cgroup_unavailable_reason() -> Option<String> {
     runs_parent().as_ref().err().cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A killed daemon's run cgroups stayed behind for ever (every `kill -9` of a daemon with
+    /// live runs added some). Directories of dead creators go; those of live processes and
+    /// anything not named like a run cgroup stay.
+    #[test]
+    fn run_cgroups_of_dead_agents_are_removed() {
+        let parent = tempfile::tempdir().expect("tempdir");
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let dead = child.id();
+        child.wait().expect("wait");
+        let own = std::process::id();
+        for name in [
+            format!("run-{dead}-0"),
+            format!("run-{dead}-7"),
+            format!("run-{own}-0"),
+            "other".to_string(),
+        ] {
+            fs::create_dir(parent.path().join(name)).expect("mkdir");
+        }
+        assert_eq!(remove_stale_run_cgroups_in(parent.path()), 2);
+        let mut left: Vec<String> = fs::read_dir(parent.path())
+            .expect("read")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["other".to_string(), format!("run-{own}-0")]);
+    }
 }

@@ -77,7 +77,7 @@ pub use admission::{
 pub use errors::{ErrorClass, RunnerError};
 pub use isolation::{
     CgroupSupport, RunScope, RunUser, cgroup_support, cgroup_unavailable_reason,
-    chown_tree_to_self, kill_uid, running_as_root,
+    chown_tree_to_self, kill_uid, remove_stale_run_cgroups, running_as_root,
 };
 pub use process_group::{
     RUN_MARKER_VAR, STEP_MARKER_VAR, become_subreaper, group_alive, is_subreaper, reap_orphans,

@@ -193,6 +193,14 @@ pub async fn run_until(
         tracing::info!(runs = recovered.len(), "recovered interrupted runs");
     }
     remove_stale_workspaces(&store, &config);
+    // After recovery ended the interrupted runs' processes: their cgroups go too.
+    let stale_cgroups = runners::remove_stale_run_cgroups();
+    if stale_cgroups > 0 {
+        tracing::info!(
+            count = stale_cgroups,
+            "removed the cgroups of a previous daemon's runs"
+        );
+    }
     let mut admission = AdmissionConfig::default();
     if let Some(reserve) = config.limits.memory_reserve_mb {
         admission.memory_reserve_mb = reserve;
