@@ -5,7 +5,8 @@
 //! `AGENT_WRITE_STORE_FIXTURE=1 cargo test -p agent --test store_fixture -- --ignored write_v1_fixture`.
 //! When a migration is added, keep this file and add a `store_v2.sqlite3` the same way.
 
-use std::path::{Path, PathBuf};
+#[path = "common/store_fixture.rs"]
+mod store_fixture;
 
 use agent::store::{
     DeliveryOutcome, DeliveryStatus, NewDelivery, NewRun, RunFilter, RunFinish, RunStatus,
@@ -13,20 +14,7 @@ use agent::store::{
 };
 use chrono::{TimeZone, Utc};
 use serde_json::json;
-
-fn fixture(version: i64) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(format!("store_v{version}.sqlite3"))
-}
-
-/// `PRAGMA user_version` straight from a closed file's header (bytes 60..64, big-endian).
-fn header_version(path: &Path) -> i64 {
-    let bytes = std::fs::read(path).expect("read fixture");
-    i64::from(i32::from_be_bytes(
-        bytes[60..64].try_into().expect("4 bytes"),
-    ))
-}
+use store_fixture::{fixture, header_version};
 
 #[test]
 #[ignore = "writes the fixture; run by hand with AGENT_WRITE_STORE_FIXTURE=1"]

@@ -4,25 +4,15 @@
 //! To (re)write it — only ever with the code of schema version 2 — run
 //! `AGENT_WRITE_STORE_FIXTURE=1 cargo test -p agent --test store_fixture_v2 -- --ignored write_v2_fixture`.
 
-use std::path::{Path, PathBuf};
+#[path = "common/store_fixture.rs"]
+mod store_fixture;
 
 use agent::store::{
     NewAnomaly, NewRun, RunFilter, RunFinish, RunId, RunStatus, Store, Trigger, TriggerKind,
     migrations,
 };
 use serde_json::json;
-
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store_v2.sqlite3")
-}
-
-/// `PRAGMA user_version` straight from a closed file's header (bytes 60..64, big-endian).
-fn header_version(path: &Path) -> i64 {
-    let bytes = std::fs::read(path).expect("read fixture");
-    i64::from(i32::from_be_bytes(
-        bytes[60..64].try_into().expect("4 bytes"),
-    ))
-}
+use store_fixture::{fixture, header_version};
 
 fn slow(run: RunId) -> NewAnomaly {
     NewAnomaly {
@@ -74,12 +64,12 @@ fn write_v2_fixture() {
     }
     assert_eq!(header_version(&path), 2);
     assert!(!path.with_extension("sqlite3-wal").exists());
-    std::fs::copy(&path, fixture()).expect("copy fixture");
+    std::fs::copy(&path, fixture(2)).expect("copy fixture");
 }
 
 #[test]
 fn v2_fixture_opens_with_current_code() {
-    let source = fixture();
+    let source = fixture(2);
     assert_eq!(header_version(&source), 2);
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("agent.sqlite3");

@@ -4,21 +4,11 @@
 //! To (re)write it — only ever with the code of schema version 4 — run
 //! `AGENT_WRITE_STORE_FIXTURE=1 cargo test -p agent --test store_fixture_v4 -- --ignored write_v4_fixture`.
 
-use std::path::{Path, PathBuf};
+#[path = "common/store_fixture.rs"]
+mod store_fixture;
 
 use agent::store::{NewRun, RunStatus, StepStart, Store, Trigger, TriggerKind, migrations};
-
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store_v4.sqlite3")
-}
-
-/// `PRAGMA user_version` straight from a closed file's header (bytes 60..64, big-endian).
-fn header_version(path: &Path) -> i64 {
-    let bytes = std::fs::read(path).expect("read fixture");
-    i64::from(i32::from_be_bytes(
-        bytes[60..64].try_into().expect("4 bytes"),
-    ))
-}
+use store_fixture::{fixture, header_version};
 
 #[test]
 #[ignore = "writes the fixture; run by hand with AGENT_WRITE_STORE_FIXTURE=1"]
@@ -50,12 +40,12 @@ fn write_v4_fixture() {
     }
     assert_eq!(header_version(&path), 4);
     assert!(!path.with_extension("sqlite3-wal").exists());
-    std::fs::copy(&path, fixture()).expect("copy fixture");
+    std::fs::copy(&path, fixture(4)).expect("copy fixture");
 }
 
 #[test]
 fn v4_fixture_opens_with_current_code() {
-    let source = fixture();
+    let source = fixture(4);
     assert_eq!(header_version(&source), 4);
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("agent.sqlite3");
