@@ -6,10 +6,10 @@
 mod common;
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::daemon::{TestDaemon, commit_files, init_repo, yaml_quote};
+use common::daemon::{TestDaemon, commit_files, fixture, init_repo, wait_for, yaml_quote};
 use serde_json::Value;
 
 const RUN_LIMIT: Duration = Duration::from_secs(60);
@@ -21,16 +21,6 @@ fn repo_config(name: &str, path: &Path) -> String {
     )
 }
 
-/// A temp dir, the path of the repository to make in it (`repo/`), and an empty `out/` the
-/// test's workflow writes its traces to.
-fn fixture() -> (tempfile::TempDir, PathBuf, PathBuf) {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let repo = tmp.path().join("repo");
-    let out = tmp.path().join("out");
-    std::fs::create_dir_all(&out).expect("out dir");
-    (tmp, repo, out)
-}
-
 /// Triggers a manual run and returns its id.
 fn trigger(d: &TestDaemon, workflow: &str, body: &str) -> String {
     let (code, text) = d.post(&format!("/api/v1/workflows/{workflow}/runs"), body);
@@ -39,14 +29,6 @@ fn trigger(d: &TestDaemon, workflow: &str, body: &str) -> String {
     match &v["run_id"] {
         Value::String(s) => s.clone(),
         other => other.to_string(),
-    }
-}
-
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

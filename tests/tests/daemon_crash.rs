@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::daemon::{TestDaemon, http_request, init_repo, yaml_quote};
+use common::daemon::{TestDaemon, fixture, http_request, init_repo, wait_for, yaml_quote};
 use serde_json::Value;
 
 const RUN_LIMIT: Duration = Duration::from_secs(90);
@@ -22,16 +22,6 @@ fn repo_config(path: &Path) -> String {
         "repos:\n  - name: app\n    path: {}\n",
         yaml_quote(&path.to_string_lossy())
     )
-}
-
-/// A temp dir, the path of the repository to make in it and an empty `out/` directory
-/// (outside every workspace) where steps leave their side effects.
-fn fixture() -> (tempfile::TempDir, PathBuf, PathBuf) {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let repo = tmp.path().join("repo");
-    let out = tmp.path().join("out");
-    std::fs::create_dir_all(&out).expect("out dir");
-    (tmp, repo, out)
 }
 
 fn trigger(d: &TestDaemon, workflow: &str) -> String {
@@ -45,14 +35,6 @@ fn id_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         other => other.to_string(),
-    }
-}
-
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -362,3 +362,22 @@ pub fn commit_files(dir: &Path, files: &[(&str, &str)], message: &str) -> String
     git(dir, &["commit", "-q", "--allow-empty", "-m", message]);
     git(dir, &["rev-parse", "HEAD"]).trim().to_string()
 }
+
+/// A temp dir, the path of the repository to make in it (`repo/`), and an empty `out/`
+/// (outside every workspace) where a test's steps leave their side effects.
+pub fn fixture() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).expect("out dir");
+    (tmp, repo, out)
+}
+
+/// Polls `cond` every 10 ms until it holds; fails the test after `limit`, naming `what`.
+pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
