@@ -1,9 +1,9 @@
 """Tiny helper shared by the example skills (not a skill itself).
 
-The step protocol (DESIGN §4): parameters arrive as one JSON object on stdin (and as
+The step protocol (README, "Skills and the step protocol"): parameters arrive as one JSON object on stdin (and as
 AGENT_PARAM_* variables); outputs go to the file named by AGENT_OUTPUT as `key=value` lines;
 a context update goes to AGENT_CONTEXT as one JSON object. The working directory is the
-workspace. Long waits of the seed's workflows are shortened by TIME_SCALE (documented in
+workspace. Long waits of the example workflows are shortened by TIME_SCALE (documented in
 the README): `duration: 300` waits 300 * 0.001 s.
 """
 import json
