@@ -2,11 +2,9 @@
 //! codes and signals, shell-like errors of direct exec, floods, and output held by
 //! background processes.
 
-mod common;
+use std::time::Duration;
 
-use std::time::{Duration, Instant};
-
-use common::*;
+use crate::common::*;
 use runners::{Cancel, StepCommand, param_env, plan_script, run};
 
 #[tokio::test]
@@ -98,7 +96,6 @@ async fn direct_exec_passes_words_verbatim() {
 
 #[tokio::test]
 async fn a_megabyte_on_each_stream_does_not_deadlock() {
-    let start = Instant::now();
     let mut out_bytes = 0usize;
     let mut err_bytes = 0usize;
     let mut last = String::new();
@@ -123,7 +120,6 @@ async fn a_megabyte_on_each_stream_does_not_deadlock() {
     assert_eq!(out_bytes, 10486 * 100 + "done\n".len());
     assert_eq!(err_bytes, 10486 * 100);
     assert_eq!(last, "done");
-    assert!(start.elapsed() < Duration::from_secs(30));
 }
 
 #[tokio::test]
@@ -156,22 +152,21 @@ async fn step_that_ignores_stdin_is_fine() {
 #[tokio::test]
 async fn background_process_holding_stdout_does_not_block_the_step() {
     let tag = unique_tag();
-    let start = Instant::now();
-    let (o, cap) = run_capture(
-        StepCommand::new(helper("background_server.sh"))
-            .args([tag.clone()])
-            .marker(format!("bg-{tag}")),
-        Cancel::new(),
+    // Finished after the linger time, not after the server's 300 s (the deadline is far
+    // below them).
+    let (o, cap) = tokio::time::timeout(
+        Duration::from_secs(60),
+        run_capture(
+            StepCommand::new(helper("background_server.sh"))
+                .args([tag.clone()])
+                .marker(format!("bg-{tag}")),
+            Cancel::new(),
+        ),
     )
-    .await;
+    .await
+    .expect("the step does not wait for its background server");
     assert!(o.success());
     assert!(cap.stdout.contains(&"started".to_string()), "{cap:?}");
-    // Finished after the linger time, not after the server's 300 s.
-    assert!(
-        start.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        start.elapsed()
-    );
     // The server lives on (the run has not ended) ...
     assert!(
         !pids_with_arg(&tag).is_empty(),
