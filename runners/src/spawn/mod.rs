@@ -208,6 +208,9 @@ fn start(
         Ok(pid) => pid,
         Err(source) => return Ok(Err((cmd, source))),
     };
+    if let Some(marker) = &cmd.marker {
+        process_group::register_run_group(marker, pid);
+    }
     let guard = LeaderGuard {
         pid,
         step_marker: step_marker.clone(),

@@ -179,7 +179,7 @@ async fn background_process_holding_stdout_does_not_block_the_step() {
     })
     .await
     .expect("sweep");
-    assert!(killed >= 2, "killed {killed}");
+    assert!(killed >= 1, "killed {killed}");
     let gone = wait_until(Duration::from_secs(5), || pids_with_arg(&tag).is_empty());
     kill_tagged(&tag);
     assert!(gone, "sweep_run must end the server");
@@ -534,4 +534,49 @@ async fn a_held_back_step_still_times_out() {
     .expect("run");
     assert!(outcome.timed_out, "{outcome:?}");
     assert!(sink.lines > 0);
+}
+
+/// The sweep at a run's end looks only at processes that can belong to the run (this
+/// process's descendants and the run's process groups): a process outside both is left
+/// alone even when it carries the run's marker, while the server a step left in its group
+/// is killed.
+#[tokio::test]
+async fn run_sweep_spares_a_process_outside_the_run_with_its_marker() {
+    let tag = unique_tag();
+    let marker = format!("spare-{tag}");
+    let (o, _) = run_capture(
+        StepCommand::new(helper("background_server.sh"))
+            .args([tag.clone()])
+            .marker(marker.clone()),
+        Cancel::new(),
+    )
+    .await;
+    assert!(o.success(), "{o:?}");
+    // Orphaned at once (its parent exits), so neither our descendant nor in a step's group.
+    let other = unique_tag();
+    let status = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!("sleep {other} > /dev/null 2>&1 < /dev/null &"),
+        ])
+        .env(runners::RUN_MARKER_VAR, &marker)
+        .status()
+        .expect("sh");
+    assert!(status.success());
+    assert!(wait_until(Duration::from_secs(5), || !pids_with_arg(
+        &other
+    )
+    .is_empty()));
+    let killed = tokio::task::spawn_blocking(move || runners::sweep_run(&marker))
+        .await
+        .expect("sweep");
+    let server_gone = wait_until(Duration::from_secs(5), || pids_with_arg(&tag).is_empty());
+    let other_alive = !pids_with_arg(&other).is_empty();
+    kill_tagged(&tag);
+    kill_tagged(&other);
+    assert!(
+        server_gone && killed >= 1,
+        "the run's server survived ({killed} killed)"
+    );
+    assert!(other_alive, "the sweep killed a process outside the run");
 }
