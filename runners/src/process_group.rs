@@ -26,11 +26,11 @@ use std::time::{Duration, Instant};
 /// Environment variable carrying the run marker given by the engine.
 pub const RUN_MARKER_VAR: &str = "AGENT_RUN_MARKER";
 /// Environment variable carrying the unique marker of one step process tree.
-pub const STEP_MARKER_VAR: &str = "AGENT_STEP_MARKER";
+pub(crate) const STEP_MARKER_VAR: &str = "AGENT_STEP_MARKER";
 
 /// Sends `signal` to every process of group `pgid`. Returns false when the group no longer
 /// exists (ESRCH).
-pub fn signal_group(pgid: u32, signal: i32) -> bool {
+pub(crate) fn signal_group(pgid: u32, signal: i32) -> bool {
     let Ok(pgid) = libc::pid_t::try_from(pgid) else {
         return false;
     };
@@ -40,25 +40,6 @@ pub fn signal_group(pgid: u32, signal: i32) -> bool {
     }
     // SAFETY: killpg has no memory-safety preconditions.
     unsafe { libc::killpg(pgid, signal) == 0 }
-}
-
-/// Whether process group `pgid` still has live members. Zombies do not count: members
-/// orphaned by the leader's death stay in the group as zombies until init reaps them, which
-/// in some containers takes seconds. Reads `/proc` when the group exists; not for hot paths.
-pub fn group_alive(pgid: u32) -> bool {
-    if !signal_group(pgid, 0) {
-        return false;
-    }
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return true;
-    };
-    let Ok(pgid) = libc::pid_t::try_from(pgid) else {
-        return false;
-    };
-    dir.filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
-        .filter_map(stat_fields)
-        .any(|(state, pgrp, _)| pgrp == pgid && state != 'Z' && state != 'X')
 }
 
 /// A fresh marker for one step, unique across the life of this process.

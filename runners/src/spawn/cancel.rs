@@ -45,11 +45,6 @@ impl Cancel {
         self.graceful.is_cancelled()
     }
 
-    /// Whether an immediate kill was requested.
-    pub fn is_killed(&self) -> bool {
-        self.immediate.is_cancelled()
-    }
-
     /// A handle cancelled when this one is (either level), which can also be cancelled on
     /// its own.
     pub fn child(&self) -> Cancel {
@@ -81,9 +76,9 @@ mod tests {
         let child = c.child();
         assert!(!c.is_cancelled());
         c.request();
-        assert!(c.is_cancelled() && !c.is_killed());
-        assert!(child.is_cancelled() && !child.is_killed());
+        assert!(c.is_cancelled() && !c.immediate_token().is_cancelled());
+        assert!(child.is_cancelled() && !child.immediate_token().is_cancelled());
         c.request();
-        assert!(c.is_killed() && child.is_killed());
+        assert!(c.immediate_token().is_cancelled() && child.immediate_token().is_cancelled());
     }
 }

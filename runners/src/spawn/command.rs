@@ -12,7 +12,7 @@ use crate::script::ScriptPlan;
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 /// Default time to keep reading output after the step's main process exited, for pipes
 /// still held open by processes it left in the background.
-pub const DEFAULT_LINGER: Duration = Duration::from_millis(100);
+pub(crate) const DEFAULT_LINGER: Duration = Duration::from_millis(100);
 
 /// One process to run for a step. Its `Debug` output shows environment variable names
 /// but not their values, and the size of stdin but not its bytes: both may hold secrets.

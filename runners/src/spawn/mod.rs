@@ -33,7 +33,7 @@ use tokio::net::unix::pipe::Sender;
 
 pub use cancel::Cancel;
 pub use child::ProcessOutcome;
-pub use command::{DEFAULT_GRACE, DEFAULT_LINGER, StepCommand};
+pub use command::{DEFAULT_GRACE, StepCommand};
 pub use output::{MAX_LINE, OutputSink, Stream};
 
 use crate::errors::RunnerError;
