@@ -13,8 +13,10 @@
 //! - No process outlives a timed-out or cancelled step: every step's environment carries
 //!   `AGENT_STEP_MARKER` (and `AGENT_RUN_MARKER` when [`StepCommand::marker`] is set);
 //!   `/proc` is swept for it, which catches grandchildren that called `setsid`. The engine
-//!   calls [`sweep_run`] when a run ends to end what steps left running on purpose. The
-//!   daemon may also call [`become_subreaper`] once at start-up.
+//!   calls [`sweep_run`] when a run ends to end what steps left running on purpose; it looks
+//!   only at this process's descendants and the run's process groups. The daemon and
+//!   `agent exec` call [`become_subreaper`] at start-up, so that orphans that called `setsid`
+//!   are among those descendants.
 //! - [`plan_script`]: a `run:` script that is one simple command is executed directly (like
 //!   GNU make), anything else through `bash --noprofile --norc -e -c` (or `sh -e -c`); a
 //!   `shell:` overrides. Expression values go through the environment
