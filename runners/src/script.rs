@@ -127,15 +127,8 @@ const SHELL_WORDS: &[&str] = &[
 ];
 
 /// Splits `script` into words if it is one simple command with no shell syntax at all, or
-/// returns `None` when it needs a shell.
-///
-/// ```
-/// assert_eq!(runners::simple_command_words("echo hello  world"),
-///            Some(vec!["echo".to_string(), "hello".into(), "world".into()]));
-/// assert_eq!(runners::simple_command_words("echo $HOME"), None);
-/// assert_eq!(runners::simple_command_words("cd /tmp"), None);
-/// assert_eq!(runners::simple_command_words("FOO=1 env"), None);
-/// ```
+/// returns `None` when it needs a shell: `echo hello  world` is the words `echo`, `hello`,
+/// `world`; `echo $HOME`, `cd /tmp` (a builtin) and `FOO=1 env` need a shell.
 pub(crate) fn simple_command_words(script: &str) -> Option<Vec<String>> {
     let trimmed = script.trim_matches(|c| c == ' ' || c == '\t' || c == '\n');
     if trimmed.is_empty() || trimmed.contains(SHELL_CHARS) {
@@ -270,6 +263,17 @@ pub fn find_on_path(name: &str) -> Option<std::path::PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn simple_commands_split_into_words() {
+        assert_eq!(
+            simple_command_words("echo hello  world"),
+            Some(vec!["echo".to_string(), "hello".into(), "world".into()])
+        );
+        assert_eq!(simple_command_words("echo $HOME"), None);
+        assert_eq!(simple_command_words("cd /tmp"), None);
+        assert_eq!(simple_command_words("FOO=1 env"), None);
+    }
 
     fn words(s: &str) -> Option<Vec<String>> {
         simple_command_words(s)
