@@ -27,9 +27,9 @@ use tokio::sync::oneshot;
 use crate::errors::RunnerError;
 
 /// Default memory kept free for the system and the agent.
-pub const DEFAULT_MEMORY_RESERVE_MB: u64 = 256;
+pub(crate) const DEFAULT_MEMORY_RESERVE_MB: u64 = 256;
 /// How often the available-memory figure is re-read at most.
-pub const MEMORY_REFRESH: Duration = Duration::from_millis(100);
+pub(crate) const MEMORY_REFRESH: Duration = Duration::from_millis(100);
 
 /// What one step asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -214,7 +214,7 @@ pub(crate) struct ChildSetup {
 
 impl ChildSetup {
     /// Whether anything is to be done (else the cheaper `posix_spawn` path is taken).
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.user.is_none() && self.cgroup_procs.is_none() && self.max_user_processes.is_none()
     }
 }

@@ -13,8 +13,10 @@
 //! - No process outlives a timed-out or cancelled step: every step's environment carries
 //!   `AGENT_STEP_MARKER` (and `AGENT_RUN_MARKER` when [`StepCommand::marker`] is set);
 //!   `/proc` is swept for it, which catches grandchildren that called `setsid`. The engine
-//!   calls [`sweep_run`] when a run ends to end what steps left running on purpose. The
-//!   daemon may also call [`become_subreaper`] once at start-up.
+//!   calls [`sweep_run`] when a run ends to end what steps left running on purpose; it looks
+//!   only at this process's descendants and the run's process groups. The daemon and
+//!   `agent exec` call [`become_subreaper`] at start-up, so that orphans that called `setsid`
+//!   are among those descendants.
 //! - [`plan_script`]: a `run:` script that is one simple command is executed directly (like
 //!   GNU make), anything else through `bash --noprofile --norc -e -c` (or `sh -e -c`); a
 //!   `shell:` overrides. Expression values go through the environment
@@ -71,31 +73,23 @@ mod script;
 mod skill;
 mod spawn;
 
-pub use admission::{
-    Admission, AdmissionConfig, DEFAULT_MEMORY_RESERVE_MB, MEMORY_REFRESH, Permit, Request,
-};
+pub use admission::{Admission, AdmissionConfig, Permit, Request};
 pub use errors::{ErrorClass, RunnerError};
 pub use isolation::{
     CgroupSupport, RunScope, RunUser, cgroup_support, cgroup_unavailable_reason,
     chown_tree_to_self, kill_uid, remove_stale_run_cgroups, running_as_root,
 };
 pub use process_group::{
-    RUN_MARKER_VAR, STEP_MARKER_VAR, become_subreaper, group_alive, is_subreaper, reap_orphans,
-    signal_group, sweep_run, sweep_run_async, sweep_var,
+    RUN_MARKER_VAR, become_subreaper, is_subreaper, reap_orphans, sweep_run, sweep_run_async,
+    sweep_var,
 };
 pub use protocol::{
-    ContextUpdate, Outputs, RunDir, StepPaths, classify, param_env, param_var_name, parse_context,
-    parse_context_file, parse_output, parse_output_file, safe_file_name,
+    ContextUpdate, Outputs, RunDir, StepPaths, classify, param_env, parse_context_file,
+    parse_output_file, safe_file_name,
 };
-pub use script::{
-    ScriptPlan, default_is_bash, expr_var_name, find_on_path, is_simple_command, plan_script,
-    simple_command_words,
-};
-pub use skill::{
-    CommandSpec, IoSpec, Manifest, Resources, Skill, SkillSource, builtin_skill, find_skill,
-    parse_manifest, validate_skill_name,
-};
+pub use script::{ScriptPlan, expr_var_name, find_on_path, plan_script};
+pub use skill::{CommandSpec, IoSpec, Manifest, Resources, Skill, SkillSource, find_skill};
 pub use spawn::{
-    Cancel, DEFAULT_GRACE, DEFAULT_LINGER, MAX_LINE, OutputSink, ProcessOutcome, StepCommand,
-    Stream, run, run_with_sink,
+    Cancel, DEFAULT_GRACE, MAX_LINE, OutputSink, ProcessOutcome, StepCommand, Stream, run,
+    run_with_sink,
 };

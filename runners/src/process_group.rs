@@ -15,7 +15,7 @@
 //!
 //! This module does not spawn anything (see `spawn.rs`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -26,11 +26,11 @@ use std::time::{Duration, Instant};
 /// Environment variable carrying the run marker given by the engine.
 pub const RUN_MARKER_VAR: &str = "AGENT_RUN_MARKER";
 /// Environment variable carrying the unique marker of one step process tree.
-pub const STEP_MARKER_VAR: &str = "AGENT_STEP_MARKER";
+pub(crate) const STEP_MARKER_VAR: &str = "AGENT_STEP_MARKER";
 
 /// Sends `signal` to every process of group `pgid`. Returns false when the group no longer
 /// exists (ESRCH).
-pub fn signal_group(pgid: u32, signal: i32) -> bool {
+pub(crate) fn signal_group(pgid: u32, signal: i32) -> bool {
     let Ok(pgid) = libc::pid_t::try_from(pgid) else {
         return false;
     };
@@ -40,25 +40,6 @@ pub fn signal_group(pgid: u32, signal: i32) -> bool {
     }
     // SAFETY: killpg has no memory-safety preconditions.
     unsafe { libc::killpg(pgid, signal) == 0 }
-}
-
-/// Whether process group `pgid` still has live members. Zombies do not count: members
-/// orphaned by the leader's death stay in the group as zombies until init reaps them, which
-/// in some containers takes seconds. Reads `/proc` when the group exists; not for hot paths.
-pub fn group_alive(pgid: u32) -> bool {
-    if !signal_group(pgid, 0) {
-        return false;
-    }
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return true;
-    };
-    let Ok(pgid) = libc::pid_t::try_from(pgid) else {
-        return false;
-    };
-    dir.filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
-        .filter_map(stat_fields)
-        .any(|(state, pgrp, _)| pgrp == pgid && state != 'Z' && state != 'X')
 }
 
 /// A fresh marker for one step, unique across the life of this process.
@@ -76,20 +57,26 @@ pub(crate) fn next_step_marker() -> String {
     format!("{prefix}-{n}")
 }
 
-/// Ends every process (other than this one) whose environment holds
-/// `AGENT_RUN_MARKER=<marker>` with SIGKILL, repeating until none is left (processes may
-/// fork while being swept). Returns how many processes were killed. Blocking: reads `/proc`;
-/// call it from a blocking thread in async code.
+/// Ends what a finished run left running, with SIGKILL, repeating until nothing is left
+/// (processes may fork while being swept): every descendant of this process (other than
+/// step leaders) whose environment holds `AGENT_RUN_MARKER=<marker>`, the remaining members
+/// of the run's process groups, and whatever is still in the run's cgroup. Returns how many
+/// processes were killed (a process group signalled as a whole counts as one). Blocking:
+/// reads `/proc`; call it from a blocking thread in async code.
 ///
-/// Where it looks: in a subreaper ([`become_subreaper`]) only at the processes this one
-/// adopted and their descendants, since every process a finished step left behind was
-/// re-parented to us; otherwise at every process on the machine.
+/// Only processes that can belong to the run are looked at, never every process on the
+/// machine: an unrelated process that happens to carry the same marker is left alone. In a
+/// subreaper ([`become_subreaper`]) every process a finished step left behind, even one
+/// that called `setsid`, was re-parented to us and is found among our descendants. Without
+/// one, orphans go to init: those still in their step's process group are killed with the
+/// group, but one that also left the group (`setsid`) escapes.
 pub fn sweep_run(marker: &str) -> usize {
     if marker.is_empty() {
         return 0;
     }
     let needle = format!("{RUN_MARKER_VAR}={marker}").into_bytes();
     let mut killed = sweep(&needle, libc::SIGKILL, Scope::Run(marker));
+    killed += kill_run_groups(marker, &needle);
     // The run's cgroup holds exactly its processes, even those that cleared their
     // environment: end whatever is still in it.
     for _ in 0..20 {
@@ -107,6 +94,52 @@ pub fn sweep_run(marker: &str) -> usize {
         }
         killed += fds.len();
         wait_pidfds_exit(&fds, Duration::from_secs(2));
+    }
+    killed
+}
+
+/// Process groups of the steps of each run, by run marker, recorded only outside a
+/// subreaper (in one, the groups' members are our descendants).
+static RUN_GROUPS: Mutex<Option<HashMap<String, Vec<u32>>>> = Mutex::new(None);
+
+/// Records that the step led by `leader` (its process group id) belongs to the run
+/// `marker`, so that [`sweep_run`] can end members left in its group.
+pub(crate) fn register_run_group(marker: &str, leader: u32) {
+    if SUBREAPER.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut groups = RUN_GROUPS.lock().unwrap_or_else(|e| e.into_inner());
+    groups
+        .get_or_insert_with(HashMap::new)
+        .entry(marker.to_string())
+        .or_default()
+        .push(leader);
+}
+
+/// SIGKILL to each recorded process group of the run `marker` that still has members;
+/// forgets the run's groups. Returns how many groups were signalled.
+///
+/// A group's id is its leader's pid, which the kernel does not hand out again while the
+/// group has members. So a group that exists while no process has its id is the rest of
+/// the step's group; when a live process has that id, the group is only signalled if that
+/// process carries the run's marker (the leader itself, not yet reaped), else the pid was
+/// reused and the group is not ours.
+fn kill_run_groups(marker: &str, needle: &[u8]) -> usize {
+    let pgids = RUN_GROUPS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_mut()
+        .and_then(|groups| groups.remove(marker))
+        .unwrap_or_default();
+    let mut killed = 0;
+    for pgid in pgids {
+        let ours = match stat_fields(pgid) {
+            None => true,
+            Some(_) => environ_has(pgid, needle),
+        };
+        if ours && signal_group(pgid, 0) && signal_group(pgid, libc::SIGKILL) {
+            killed += 1;
+        }
     }
     killed
 }
@@ -156,7 +189,8 @@ enum Scope<'a> {
     /// Every process on the machine.
     Machine,
     /// What a finished run can have left: the members of its cgroup when it has one, else
-    /// adopted orphans and their descendants (when we are a subreaper).
+    /// our children that are not step leaders (in a subreaper, adopted orphans among them)
+    /// and their descendants.
     Run(&'a str),
     /// A step's tree: its leader's descendants and adopted orphans with theirs; with
     /// `outside_group`, only those not in the leader's process group.
@@ -211,17 +245,14 @@ fn marked_pids(needle: &[u8], scope: Scope<'_>) -> Vec<u32> {
         .collect()
 }
 
-/// The processes a sweep of `scope` must look at. Outside a subreaper, orphans go to init
-/// and can be anywhere: then every process is a candidate.
+/// The processes a sweep of `scope` must look at. For a step outside a subreaper, orphans go
+/// to init and can be anywhere: then every process is a candidate.
 fn candidate_pids(scope: Scope<'_>) -> Vec<u32> {
     let roots = match scope {
         Scope::Machine => return all_pids(),
         Scope::Run(marker) => {
             if let Some(pids) = crate::isolation::run_cgroup_pids(marker) {
                 return pids;
-            }
-            if !SUBREAPER.load(Ordering::Relaxed) {
-                return all_pids();
             }
             adopted_children()
         }

@@ -23,16 +23,12 @@ pub type Outputs = IndexMap<String, Value>;
 /// A context update written by a step: one JSON object.
 pub type ContextUpdate = serde_json::Map<String, Value>;
 
-/// Parses the text of an `AGENT_OUTPUT` file.
+/// Parses the text of an `AGENT_OUTPUT` file read from `path` (named in errors).
 ///
 /// Accepted forms: the whole text is one JSON object (values keep their JSON types), or
 /// lines of `key=value` and heredocs `key<<DELIM` ... `DELIM` (any delimiter; the value is
 /// the lines in between joined by `\n`). Blank lines are ignored; `\r\n` endings are fine; a
 /// key written twice keeps the last value. Anything else is an error naming the line.
-pub fn parse_output(text: &str) -> Result<Outputs, RunnerError> {
-    parse_output_at(text, Path::new(""))
-}
-
 fn parse_output_at(text: &str, path: &Path) -> Result<Outputs, RunnerError> {
     let err = |line: usize, message: String| RunnerError::OutputFormat {
         path: path.to_path_buf(),
@@ -119,12 +115,8 @@ fn truncate(s: &str, max: usize) -> String {
     }
 }
 
-/// Parses the text of an `AGENT_CONTEXT` file: one JSON object (whitespace only means an
-/// empty update).
-pub fn parse_context(text: &str) -> Result<ContextUpdate, RunnerError> {
-    parse_context_at(text, Path::new(""))
-}
-
+/// Parses the text of an `AGENT_CONTEXT` file read from `path` (named in errors): one JSON
+/// object (whitespace only means an empty update).
 fn parse_context_at(text: &str, path: &Path) -> Result<ContextUpdate, RunnerError> {
     if text.trim().is_empty() {
         return Ok(ContextUpdate::new());
@@ -183,7 +175,7 @@ pub fn parse_context_file(path: &Path) -> Result<Option<ContextUpdate>, RunnerEr
 
 /// The name of the environment variable for parameter `name`: `AGENT_PARAM_` + the name
 /// upper-cased with every character outside `A-Z`, `0-9`, `_` turned into `_`.
-pub fn param_var_name(name: &str) -> String {
+pub(crate) fn param_var_name(name: &str) -> String {
     let mut var = String::with_capacity(12 + name.len());
     var.push_str("AGENT_PARAM_");
     for c in name.chars() {
@@ -376,6 +368,14 @@ pub fn safe_file_name(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse_output(text: &str) -> Result<Outputs, RunnerError> {
+        parse_output_at(text, Path::new(""))
+    }
+
+    fn parse_context(text: &str) -> Result<ContextUpdate, RunnerError> {
+        parse_context_at(text, Path::new(""))
+    }
     use serde_json::json;
 
     #[test]

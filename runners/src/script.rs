@@ -2,7 +2,7 @@
 //! command without any shell syntax (like GNU make), else the shell.
 //!
 //! Rules:
-//! - no `shell:` and the script is a plain command (see [`is_simple_command`]) -> the words
+//! - no `shell:` and the script is a plain command (see [`simple_command_words`]) -> the words
 //!   are executed directly through a `PATH` lookup, saving the shell's start-up (about 1 ms
 //!   with bash, more than a whole fork/exec);
 //! - otherwise `bash --noprofile --norc -e -c SCRIPT` when bash is on `PATH`, else
@@ -127,16 +127,9 @@ const SHELL_WORDS: &[&str] = &[
 ];
 
 /// Splits `script` into words if it is one simple command with no shell syntax at all, or
-/// returns `None` when it needs a shell.
-///
-/// ```
-/// assert_eq!(runners::simple_command_words("echo hello  world"),
-///            Some(vec!["echo".to_string(), "hello".into(), "world".into()]));
-/// assert_eq!(runners::simple_command_words("echo $HOME"), None);
-/// assert_eq!(runners::simple_command_words("cd /tmp"), None);
-/// assert_eq!(runners::simple_command_words("FOO=1 env"), None);
-/// ```
-pub fn simple_command_words(script: &str) -> Option<Vec<String>> {
+/// returns `None` when it needs a shell: `echo hello  world` is the words `echo`, `hello`,
+/// `world`; `echo $HOME`, `cd /tmp` (a builtin) and `FOO=1 env` need a shell.
+pub(crate) fn simple_command_words(script: &str) -> Option<Vec<String>> {
     let trimmed = script.trim_matches(|c| c == ' ' || c == '\t' || c == '\n');
     if trimmed.is_empty() || trimmed.contains(SHELL_CHARS) {
         return None;
@@ -155,11 +148,6 @@ pub fn simple_command_words(script: &str) -> Option<Vec<String>> {
         return None;
     }
     Some(words)
-}
-
-/// Whether `script` would be executed directly (see [`simple_command_words`]).
-pub fn is_simple_command(script: &str) -> bool {
-    simple_command_words(script).is_some()
 }
 
 /// Decides the command line for a `run:` script; `shell` is the step's `shell:` field.
@@ -254,7 +242,7 @@ fn shell_plan(program: &str, script: &str) -> ScriptPlan {
 }
 
 /// Whether `bash` is on `PATH` (looked up once per process).
-pub fn default_is_bash() -> bool {
+pub(crate) fn default_is_bash() -> bool {
     static BASH: OnceLock<bool> = OnceLock::new();
     *BASH.get_or_init(|| find_on_path("bash").is_some())
 }
@@ -275,6 +263,17 @@ pub fn find_on_path(name: &str) -> Option<std::path::PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn simple_commands_split_into_words() {
+        assert_eq!(
+            simple_command_words("echo hello  world"),
+            Some(vec!["echo".to_string(), "hello".into(), "world".into()])
+        );
+        assert_eq!(simple_command_words("echo $HOME"), None);
+        assert_eq!(simple_command_words("cd /tmp"), None);
+        assert_eq!(simple_command_words("FOO=1 env"), None);
+    }
 
     fn words(s: &str) -> Option<Vec<String>> {
         simple_command_words(s)

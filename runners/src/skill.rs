@@ -229,7 +229,7 @@ impl<'de> Deserialize<'de> for CommandSpec {
 }
 
 /// Parses a manifest's text; `path` is only used in the error.
-pub fn parse_manifest(text: &str, path: &Path) -> Result<Manifest, RunnerError> {
+pub(crate) fn parse_manifest(text: &str, path: &Path) -> Result<Manifest, RunnerError> {
     yaml_serde::from_str::<Manifest>(text).map_err(|e| RunnerError::Manifest {
         path: path.to_path_buf(),
         message: e.to_string(),
@@ -237,7 +237,7 @@ pub fn parse_manifest(text: &str, path: &Path) -> Result<Manifest, RunnerError> 
 }
 
 /// Checks that `name` cannot escape a skill directory.
-pub fn validate_skill_name(name: &str) -> Result<(), RunnerError> {
+pub(crate) fn validate_skill_name(name: &str) -> Result<(), RunnerError> {
     let bad = |reason| {
         Err(RunnerError::InvalidSkillName {
             name: name.to_string(),
@@ -269,7 +269,7 @@ pub fn validate_skill_name(name: &str) -> Result<(), RunnerError> {
 }
 
 /// The built-in skills: a hook for skills handled by the agent itself. None yet.
-pub fn builtin_skill(_name: &str) -> Option<Skill> {
+pub(crate) fn builtin_skill(_name: &str) -> Option<Skill> {
     None
 }
 

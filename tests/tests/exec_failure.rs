@@ -383,3 +383,54 @@ fn second_ctrl_c_kills_at_once() {
     assert_code(&out, 1);
     assert_eq!(report(&out)["status"], "cancelled");
 }
+
+/// At the end of an `agent exec` run, a process a step left behind after a double fork and
+/// `setsid` is still found and killed, while a process outside the agent's tree carrying the
+/// same run marker is left alone: the agent is a child subreaper, so the sweep walks its own
+/// descendants instead of reading the environment of every process on the machine.
+#[test]
+fn run_end_sweep_kills_the_runs_orphans_and_spares_unrelated_processes() {
+    let ws = Ws::new();
+    // Sleep lengths no other test uses, so that the checks below see only ours.
+    let (left, unrelated_tag) = ("307.31", "307.37");
+    ws.write(
+        "wf.yaml",
+        &format!(
+            "workflow:\n  name: sweep\n  stages:\n    - name: s\n      steps:\n        - id: leave\n          run: (setsid sleep {left} > /dev/null 2>&1 < /dev/null &); echo \"$AGENT_RUN_MARKER\" > marker\n        - id: hold\n          run: i=0; while [ ! -e go ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done\n"
+        ),
+    );
+    let wsdir = ws.path().to_string_lossy().into_owned();
+    let mut cmd = common::agent(&["exec", "wf.yaml", "--workdir", &wsdir, "--json"]);
+    cmd.current_dir(ws.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let agent = cmd.spawn().expect("spawn agent");
+    let marker = common::poll(Duration::from_secs(30), || {
+        let m = ws.read("marker");
+        m.ends_with('\n').then(|| m.trim().to_string())
+    })
+    .expect("the first step never wrote the run marker");
+    assert!(!marker.is_empty(), "steps carry a run marker");
+    // Started by the test, not by the agent: not one of its descendants.
+    let mut unrelated = Command::new("sleep")
+        .arg(unrelated_tag)
+        .env("AGENT_RUN_MARKER", &marker)
+        .spawn()
+        .expect("spawn sleep");
+    ws.write("go", "");
+    let out = agent.wait_with_output().expect("wait");
+    let unrelated_alive = unrelated.try_wait().expect("try_wait").is_none();
+    let _ = unrelated.kill();
+    let _ = unrelated.wait();
+    assert_code(&out, 0);
+    assert!(
+        common::poll(Duration::from_secs(10), || (!sleepers_alive(left))
+            .then_some(()))
+        .is_some(),
+        "the setsid sleeper `sleep {left}` outlived the run"
+    );
+    assert!(
+        unrelated_alive,
+        "the run's sweep killed a process that is not the run's"
+    );
+}

@@ -98,7 +98,7 @@ pub fn run(args: DaemonArgs) -> i32 {
     // descendants instead of every process on the machine. (After the libgit2 globals:
     // this starts the reaper thread.)
     if let Err(err) = runners::become_subreaper() {
-        tracing::warn!(error = %err, "cannot become a child subreaper; run-end sweeps scan all processes");
+        tracing::warn!(error = %err, "cannot become a child subreaper; processes a step left behind with setsid may outlive the run");
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -195,6 +195,11 @@ pub fn run(args: ExecArgs) -> i32 {
         Value::Null
     };
 
+    // Orphans a step leaves behind are re-parented to this process instead of init, so the
+    // sweep at the run's end walks only our own descendants, not every process.
+    if let Err(err) = runners::become_subreaper() {
+        tracing::warn!(error = %err, "cannot become a child subreaper; processes a step left behind with setsid may outlive the run");
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

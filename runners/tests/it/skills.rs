@@ -1,11 +1,9 @@
 //! Skill lookup with real directories and real skill processes: order, file and directory
 //! skills, manifests, error codes, names that try to escape.
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::*;
+use crate::common::*;
 use runners::{Cancel, ErrorClass, Request, RunnerError, SkillSource, classify, find_skill};
 
 struct Fixture {

@@ -1,11 +1,11 @@
-//! The child subreaper (its own test binary: it changes the whole process). Orphans of a
-//! step are adopted and reaped; children that other code waits on keep their exit status.
-
-mod common;
+//! The child subreaper. Orphans of a step are adopted and reaped; children that other code
+//! waits on keep their exit status. Becoming a subreaper changes the whole process, so each
+//! test here runs in a child process of the test binary (see [`in_own_process`]), and the
+//! other tests see a process that is not one.
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use runners::{Cancel, StepCommand, plan_script};
 
 fn ppid_of(pid: u32) -> Option<u32> {
@@ -24,8 +24,51 @@ fn is_zombie(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn orphans_are_adopted_swept_and_reaped_without_stealing_statuses() {
+/// Set in the environment of the child process that runs one test of this module.
+const CHILD_VAR: &str = "RUNNERS_TEST_SUBREAPER_CHILD";
+
+/// Runs the test `name` of this module in a child process of the test binary (only that
+/// test, with `CHILD_VAR` set) and asserts that it passed. Returns true in that child: the
+/// caller then does the test's work.
+fn in_own_process(name: &str) -> bool {
+    if std::env::var_os(CHILD_VAR).is_some() {
+        return true;
+    }
+    let exe = std::env::current_exe().expect("test binary");
+    let out = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            &format!("subreaper::{name}"),
+            "--test-threads=1",
+            "--nocapture",
+        ])
+        .env(CHILD_VAR, "1")
+        .output()
+        .expect("run the test binary");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("1 passed"),
+        "{name} in its own process: {}\n{text}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    false
+}
+
+#[test]
+fn orphans_are_adopted_swept_and_reaped_without_stealing_statuses() {
+    if !in_own_process("orphans_are_adopted_swept_and_reaped_without_stealing_statuses") {
+        return;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(adopt_sweep_and_reap());
+}
+
+async fn adopt_sweep_and_reap() {
     runners::become_subreaper().expect("prctl");
     assert!(runners::is_subreaper());
     let me = std::process::id();

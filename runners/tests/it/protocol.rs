@@ -1,11 +1,9 @@
 //! The step protocol with real processes: outputs in every format, context updates, the
 //! error class decision, and no file created for a step that writes none.
 
-mod common;
-
 use std::collections::HashMap;
 
-use common::*;
+use crate::common::*;
 use runners::{
     Cancel, ErrorClass, RunDir, StepCommand, classify, parse_context_file, parse_output_file,
     plan_script,

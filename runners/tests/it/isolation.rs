@@ -1,12 +1,10 @@
 //! Steps kept apart from the agent and from other runs: the run user (as root) and the
 //! per-run process limit (a cgroup `pids.max`), with a real, bounded fork bomb.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use runners::{Cancel, RunScope, RunUser, StepCommand, plan_script};
 
 /// As root, a step with a run user runs with that user's uid, gid and `HOME`, and cannot

@@ -1,9 +1,5 @@
 //! Helpers shared by the runners integration tests: the misbehaving helper programs in
 //! `tests/helpers/`, unique tags to find processes in `/proc`, and polling with deadlines.
-#![allow(
-    dead_code,
-    reason = "each test binary uses a different subset of the helpers"
-)]
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -2,17 +2,14 @@
 //! the grace period, grandchildren that left the group with `setsid`, a second cancel that
 //! kills at once.
 
-mod common;
+use std::time::Duration;
 
-use std::time::{Duration, Instant};
-
-use common::*;
+use crate::common::*;
 use runners::{Cancel, StepCommand, plan_script};
 
 /// What became of a script run with a timeout (and a 10 s grace period).
 struct TimedOut {
     outcome: runners::ProcessOutcome,
-    took: Duration,
     /// Whether `procs` processes with the tag in their arguments were seen running (else the
     /// test proves nothing).
     started: bool,
@@ -27,7 +24,6 @@ async fn time_out_script(script: &str, tag: &str, procs: usize, timeout: Duratio
             pids_with_arg(&watched).len() >= procs
         })
     });
-    let start = Instant::now();
     let (outcome, _) = run_capture(
         StepCommand::from_plan(plan_script(script, None))
             .timeout(timeout)
@@ -35,13 +31,11 @@ async fn time_out_script(script: &str, tag: &str, procs: usize, timeout: Duratio
         Cancel::new(),
     )
     .await;
-    let took = start.elapsed();
     let started = watcher.join().expect("watcher");
     let left = pids_with_arg(tag);
     kill_tagged(tag);
     TimedOut {
         outcome,
-        took,
         started,
         left,
     }
@@ -49,7 +43,6 @@ async fn time_out_script(script: &str, tag: &str, procs: usize, timeout: Duratio
 
 #[tokio::test]
 async fn timeout_terms_a_well_behaved_process() {
-    let start = Instant::now();
     let (o, cap) = run_capture(
         StepCommand::new(helper("term_then_exit.sh"))
             .timeout(Duration::from_millis(300))
@@ -57,17 +50,15 @@ async fn timeout_terms_a_well_behaved_process() {
         Cancel::new(),
     )
     .await;
-    let took = start.elapsed();
+    // Not killed: it ended when the group was gone, not at the end of the grace period.
     assert!(o.timed_out && !o.cancelled && !o.killed, "{o:?}");
     assert_eq!(o.exit_code, Some(3), "the TERM handler ran: {o:?}");
     assert!(cap.stdout.contains(&"got TERM".to_string()), "{cap:?}");
-    // Ends when the group is gone, long before the 20 s grace period.
-    assert!(took < Duration::from_secs(3), "{took:?}");
 }
 
 #[tokio::test]
 async fn term_ignoring_process_is_killed_after_the_grace_period() {
-    let start = Instant::now();
+    let start = std::time::Instant::now();
     let grace = Duration::from_millis(700);
     let (o, cap) = run_capture(
         StepCommand::new(helper("ignore_term.sh"))
@@ -80,8 +71,8 @@ async fn term_ignoring_process_is_killed_after_the_grace_period() {
     assert!(o.timed_out && o.killed, "{o:?}");
     assert_eq!(o.signal, Some(libc::SIGKILL));
     assert_eq!(cap.stdout, vec!["ready"]);
+    // SIGKILL came only after the timeout and the grace period.
     assert!(took >= Duration::from_millis(300) + grace, "{took:?}");
-    assert!(took < Duration::from_secs(5), "{took:?}");
 }
 
 #[tokio::test]
@@ -90,16 +81,12 @@ async fn setsid_grandchildren_do_not_outlive_a_timed_out_step() {
     let script = format!("sleep {tag} & setsid sleep {tag} & sleep {tag}");
     let TimedOut {
         outcome: o,
-        took,
         started,
         left,
     } = time_out_script(&script, &tag, 3, Duration::from_secs(1)).await;
     assert!(started, "the three sleeps never ran");
-    assert!(o.timed_out, "{o:?}");
-    assert!(
-        took < Duration::from_secs(4), // everything obeys TERM: far less than the 10 s grace
-        "{took:?}"
-    );
+    // Everything obeys TERM: the step ends without waiting out the grace period.
+    assert!(o.timed_out && !o.killed, "{o:?}");
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
@@ -136,7 +123,6 @@ async fn second_cancel_kills_at_once() {
     let cancel = Cancel::new();
     let trigger = cancel.clone();
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel();
-    let start = Instant::now();
     let handle = tokio::spawn(async move {
         runners::run(
             StepCommand::new(helper("ignore_term.sh")).grace(Duration::from_secs(60)),
@@ -170,13 +156,13 @@ async fn second_cancel_kills_at_once() {
     );
     // ... until the second request.
     trigger.request();
-    let o = tokio::time::timeout(Duration::from_secs(5), handle)
+    // Deadline far below the 60 s grace period.
+    let o = tokio::time::timeout(Duration::from_secs(30), handle)
         .await
         .expect("second cancel kills at once")
         .expect("task");
     assert!(o.cancelled && o.killed, "{o:?}");
     assert_eq!(o.signal, Some(libc::SIGKILL));
-    assert!(start.elapsed() < Duration::from_secs(5));
 }
 
 #[tokio::test]
@@ -194,7 +180,6 @@ async fn child_cancel_follows_the_parent() {
     let run_cancel = Cancel::new();
     let step_cancel = run_cancel.child();
     let trigger = run_cancel.clone();
-    let start = Instant::now();
     let tag = unique_tag();
     let arg = tag.clone();
     let handle = tokio::spawn(async move {
@@ -213,7 +198,6 @@ async fn child_cancel_follows_the_parent() {
         .expect("task");
     assert!(o.cancelled);
     assert_eq!(o.signal, Some(libc::SIGTERM));
-    assert!(start.elapsed() < Duration::from_secs(5));
 }
 
 #[tokio::test]
@@ -242,20 +226,17 @@ async fn term_ignoring_setsid_grandchild_without_pipes_is_killed() {
     );
     let TimedOut {
         outcome: o,
-        took,
         started,
         left,
     } = time_out_script(&script, &tag, 1, Duration::from_millis(500)).await;
     assert!(started, "the grandchild never ran");
-    assert!(o.timed_out, "{o:?}");
     // The group obeyed TERM at once, so the grace period was not needed.
-    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(o.timed_out && !o.killed, "{o:?}");
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
 #[tokio::test]
 async fn a_stopped_step_still_ends_on_timeout() {
-    let start = Instant::now();
     let (o, _) = run_capture(
         StepCommand::from_plan(plan_script("kill -STOP $$; sleep 30", None))
             .timeout(Duration::from_millis(300))
@@ -264,12 +245,9 @@ async fn a_stopped_step_still_ends_on_timeout() {
     )
     .await;
     assert!(o.timed_out, "{o:?}");
+    // Continued and ended by SIGTERM, not by SIGKILL at the end of the grace period.
     assert_eq!(o.signal, Some(libc::SIGTERM), "{o:?}");
-    assert!(
-        start.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        start.elapsed()
-    );
+    assert!(!o.killed, "{o:?}");
 }
 
 /// Every process of a timed-out step gets SIGTERM exactly once: the leader, a child in its
