@@ -4,7 +4,7 @@
 //! This module owns the message shape only; the checks that produce diagnostics live in
 //! `yaml`, `lower` and `validate`.
 
-use crate::yaml::Span;
+use crate::span::Span;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -291,10 +291,58 @@ impl IntoIterator for Diagnostics {
     }
 }
 
+/// The closest candidate to `word`, if one is close enough to suggest.
+pub fn suggest<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
+    let mut best: Option<(&str, f64)> = None;
+    for c in candidates {
+        let score = strsim::jaro_winkler(word, c);
+        let close = score >= 0.85 || strsim::damerau_levenshtein(word, c) <= 1;
+        if close && best.is_none_or(|(_, s)| score > s) {
+            best = Some((c, score));
+        }
+    }
+    best.map(|(c, _)| c)
+}
+
+/// `a`, `b` and `c` -> "`a`, `b`, `c`".
+pub fn list(items: &[&str]) -> String {
+    items
+        .iter()
+        .map(|i| format!("`{i}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The candidate closest to `word`, if it is close enough to be a likely typo. A candidate
+/// equal to `word` but for case and underscores wins outright, so GitHub Actions' spellings
+/// (`toJSON`, `startsWith`, `hashFiles`) point at ours (`to_json`, `startswith`, `hash_files`).
+pub(crate) fn suggest_spelling<'a>(
+    word: &str,
+    candidates: impl Iterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let fold = |s: &str| -> String {
+        s.chars()
+            .filter(|c| *c != '_')
+            .map(|c| c.to_ascii_lowercase())
+            .collect()
+    };
+    let folded = fold(word);
+    let candidates: Vec<&'a str> = candidates.collect();
+    if let Some(same) = candidates.iter().find(|c| fold(c) == folded) {
+        return Some(same);
+    }
+    candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(word, c), c))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::yaml::Pos;
+    use crate::span::Pos;
 
     #[test]
     fn long_lines_are_cut_around_the_caret() {

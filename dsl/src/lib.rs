@@ -7,6 +7,7 @@
 //! errors) -> [`validate`] (meaning) -> [`load`] (files, sub-workflows). Entry points:
 //! [`load_workflow`] and [`parse_str`]; run parameters go through [`params`].
 
+pub mod cron;
 pub mod diagnostic;
 pub mod errors;
 pub mod expr;
@@ -16,6 +17,7 @@ pub mod model;
 pub mod params;
 pub mod schema;
 pub mod shell;
+pub mod span;
 pub mod validate;
 pub mod yaml;
 

@@ -5,8 +5,8 @@
 //! lookup (`NAME.yaml` / `NAME.yml` in the caller's directory), cycles between files and the
 //! nesting depth of calls.
 
-use crate::diagnostic::{Diagnostic, Diagnostics, SourceFile};
-use crate::lower::{self, suggest};
+use crate::diagnostic::{Diagnostic, Diagnostics, SourceFile, suggest};
+use crate::lower;
 use crate::model::{StepKind, Workflow};
 use crate::validate;
 use crate::yaml;

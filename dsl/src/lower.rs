@@ -6,7 +6,8 @@
 //! sub-workflows) is `validate`'s job. The key lists here are the single source of truth for
 //! which keys each object accepts; a test checks that the JSON Schema agrees.
 
-use crate::diagnostic::Diagnostic;
+pub use crate::diagnostic::suggest;
+use crate::diagnostic::{Diagnostic, list};
 use crate::expr::{self, Template};
 use crate::model::*;
 use crate::yaml::{self, Node, NodeKind, ScalarValue, Span, Style};
@@ -119,19 +120,6 @@ pub const OBJECTS: &[(&str, &[&str])] = &[
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Largest `max_attempts` / `max_retries` accepted.
 pub const MAX_ATTEMPTS: i64 = 1000;
-
-/// The closest candidate to `word`, if one is close enough to suggest.
-pub fn suggest<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
-    let mut best: Option<(&str, f64)> = None;
-    for c in candidates {
-        let score = strsim::jaro_winkler(word, c);
-        let close = score >= 0.85 || strsim::damerau_levenshtein(word, c) <= 1;
-        if close && best.is_none_or(|(_, s)| score > s) {
-            best = Some((c, score));
-        }
-    }
-    best.map(|(c, _)| c)
-}
 
 /// Lowers a parsed file into a workflow. `stem` names the workflow when it has no `name:`.
 /// Returns the workflow (when the shape allowed building one) and every diagnostic.
@@ -1269,15 +1257,6 @@ pub(crate) fn template_error(source: &str, t: &TemplateString, e: &expr::ExprErr
         scalar_range(source, t.span, t.style, &t.text, e.offset, e.len),
         e.message.clone(),
     )
-}
-
-/// `a`, `b` and `c` -> "`a`, `b`, `c`".
-pub(crate) fn list(items: &[&str]) -> String {
-    items
-        .iter()
-        .map(|i| format!("`{i}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Letters, digits and `_`, not starting with a digit.

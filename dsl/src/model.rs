@@ -565,7 +565,7 @@ pub struct Schedule {
 impl Schedule {
     /// Parses the cron line (already checked by validation).
     pub fn cron(&self) -> Result<croner::Cron, croner::errors::CronError> {
-        crate::validate::parse_cron(&self.cron.value)
+        crate::cron::parse_cron(&self.cron.value)
     }
 
     /// The time zone (UTC when absent; already checked by validation).

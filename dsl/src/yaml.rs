@@ -7,6 +7,7 @@
 //! and the file-size limit. It knows nothing of workflows.
 
 use crate::diagnostic::Diagnostic;
+pub use crate::span::{Pos, Span, offset_to_pos};
 use saphyr_parser::{Event, Parser, ScalarStyle, ScanError};
 use std::collections::HashMap;
 use std::path::Path;
@@ -17,45 +18,6 @@ pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 pub const MAX_DEPTH: usize = 64;
 /// Most nodes a document may hold after aliases are expanded.
 pub const MAX_NODES: usize = 100_000;
-
-/// A position in a source text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
-pub struct Pos {
-    /// Byte offset from the start of the text.
-    pub offset: usize,
-    /// 1-based line.
-    pub line: usize,
-    /// 1-based column, counted in characters.
-    pub column: usize,
-}
-
-/// A range of a source text: `start` inclusive, `end` exclusive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
-pub struct Span {
-    /// First position of the range.
-    pub start: Pos,
-    /// Position just after the range.
-    pub end: Pos,
-}
-
-impl Span {
-    /// An empty span at `pos`.
-    pub fn at(pos: Pos) -> Span {
-        Span {
-            start: pos,
-            end: pos,
-        }
-    }
-
-    /// The span of the first character of a text (line 1, column 1), for file-level problems.
-    pub fn file_start() -> Span {
-        Span::at(Pos {
-            offset: 0,
-            line: 1,
-            column: 1,
-        })
-    }
-}
 
 /// How a scalar was written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -895,21 +857,6 @@ fn align(value: &str, raw: &str, value_offset: usize) -> usize {
 
 fn first_content(raw: &str) -> usize {
     raw.len() - raw.trim_start_matches([' ', '\t']).len()
-}
-
-/// The position of a byte offset in a text.
-pub fn offset_to_pos(source: &str, offset: usize) -> Pos {
-    let mut offset = offset.min(source.len());
-    while !source.is_char_boundary(offset) {
-        offset -= 1;
-    }
-    let before = &source[..offset];
-    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
-    Pos {
-        offset,
-        line: before.matches('\n').count() + 1,
-        column: source[line_start..offset].chars().count() + 1,
-    }
 }
 
 #[cfg(test)]

@@ -13,14 +13,13 @@
 //!   file's SHA-256, in hex, or `""` when nothing matches.
 
 use std::borrow::Cow;
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::eval::{EvalContext, JobStatus, a_kind, to_text, truthy, values_equal};
+use super::context::{EvalContext, JobStatus};
+use super::shared::{a_kind, compile_regex, format_with, to_text, truthy, values_equal};
 
 /// A function failure; `arg` is the index of the argument to point at, if one is to blame.
 pub(crate) struct FnError {
@@ -44,10 +43,6 @@ fn call_err(message: impl Into<String>) -> FnError {
 
 /// Most files `hash_files` walks before giving up.
 const MAX_WALK_ENTRIES: usize = 200_000;
-/// Compiled-regex cache size (per thread).
-const REGEX_CACHE_SIZE: usize = 64;
-/// Size limit of one compiled regex.
-const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 /// Calls built-in `name` with evaluated `args` (the arity is already checked).
 pub(crate) fn call(
@@ -207,41 +202,6 @@ fn contains(hay: &Value, needle: &Value) -> Result<Value, FnError> {
     Ok(Value::Bool(found))
 }
 
-thread_local! {
-    static REGEX_CACHE: RefCell<HashMap<String, regex::Regex>> = RefCell::new(HashMap::new());
-}
-
-/// Compiles `pattern` (cached per thread) or explains why it is invalid.
-pub(crate) fn compile_regex(pattern: &str) -> Result<regex::Regex, String> {
-    if let Some(re) = REGEX_CACHE.with(|c| c.borrow().get(pattern).cloned()) {
-        return Ok(re);
-    }
-    let re = regex::RegexBuilder::new(pattern)
-        .size_limit(REGEX_SIZE_LIMIT)
-        .dfa_size_limit(REGEX_SIZE_LIMIT)
-        .nest_limit(64)
-        .build()
-        .map_err(|e| match e {
-            regex::Error::CompiledTooBig(_) => "regular expression is too large".to_string(),
-            other => {
-                let text = other.to_string();
-                let last = text.lines().last().unwrap_or("").trim();
-                format!(
-                    "invalid regular expression: {}",
-                    last.strip_prefix("error: ").unwrap_or(last)
-                )
-            }
-        })?;
-    REGEX_CACHE.with(|c| {
-        let mut cache = c.borrow_mut();
-        if cache.len() >= REGEX_CACHE_SIZE {
-            cache.clear();
-        }
-        cache.insert(pattern.to_string(), re.clone());
-    });
-    Ok(re)
-}
-
 fn regex_match(s: &Value, pattern: &Value) -> Result<Value, FnError> {
     let s = text_arg(s, 0)?;
     let Value::String(p) = pattern else {
@@ -302,60 +262,6 @@ fn format(fmt: &Value, args: &[Cow<'_, Value>]) -> Result<Value, FnError> {
     format_with(fmt, args.len(), |i, out| out.push_str(&texts[i]))
         .map(Value::String)
         .map_err(|m| arg_err(0, m))
-}
-
-/// Expands a GitHub Actions style format string (`{0}`, `{{`, `}}`), calling `put` for each
-/// placeholder. Also used statically (with a no-op `put`) to check literal formats.
-pub(crate) fn format_with(
-    fmt: &str,
-    nargs: usize,
-    mut put: impl FnMut(usize, &mut String),
-) -> Result<String, String> {
-    let mut out = String::with_capacity(fmt.len());
-    let mut chars = fmt.char_indices().peekable();
-    while let Some((pos, c)) = chars.next() {
-        match c {
-            '{' if chars.peek().is_some_and(|(_, n)| *n == '{') => {
-                chars.next();
-                out.push('{');
-            }
-            '}' if chars.peek().is_some_and(|(_, n)| *n == '}') => {
-                chars.next();
-                out.push('}');
-            }
-            '{' => {
-                let rest = &fmt[pos + 1..];
-                let close = rest.find('}').ok_or_else(|| {
-                    format!("unclosed `{{` at byte {pos} of the format string (write `{{{{` for a literal brace)")
-                })?;
-                let digits = &rest[..close];
-                let index: usize = digits
-                    .parse()
-                    .ok()
-                    .filter(|_| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
-                    .ok_or_else(|| {
-                        format!("invalid placeholder `{{{digits}}}` in the format string, expected `{{0}}`, `{{1}}`...")
-                    })?;
-                if index >= nargs {
-                    return Err(format!(
-                        "the format string uses `{{{index}}}` but only {nargs} value{} given",
-                        if nargs == 1 { " is" } else { "s are" }
-                    ));
-                }
-                put(index, &mut out);
-                for _ in 0..digits.chars().count() + 1 {
-                    chars.next();
-                }
-            }
-            '}' => {
-                return Err(format!(
-                    "unmatched `}}` at byte {pos} of the format string (write `}}}}` for a literal brace)"
-                ));
-            }
-            other => out.push(other),
-        }
-    }
-    Ok(out)
 }
 
 fn join(items: &Value, sep: Option<&Value>) -> Result<Value, FnError> {
