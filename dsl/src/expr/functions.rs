@@ -2,8 +2,8 @@
 //! [`check`](super::check) and again at evaluation); these bodies check argument types.
 //!
 //! Notes on semantics:
-//! - `regex_match(s, pattern)` matches at the start of `s`, like Python's `re.match` (the
-//!   seed's definition); add `$` to match the whole string. Compiled patterns are cached per
+//! - `regex_match(s, pattern)` matches at the start of `s`, like Python's `re.match`; add `$`
+//!   to match the whole string. Compiled patterns are cached per
 //!   thread, and pattern size is limited so a hostile pattern is an error, not a memory blow-up.
 //! - String-like arguments (`startswith`, `contains` on a string, ...) accept strings,
 //!   numbers and booleans (as their text) and `null` (as `""`).

@@ -28,7 +28,7 @@ fn every_example_validates() {
 }
 
 #[test]
-fn seed_examples_have_their_shape() {
+fn example_workflows_have_their_shape() {
     let deploy = dsl::load_workflow(&examples_dir().join("deploy.yaml")).expect("deploy");
     let wf = &deploy.workflow;
     assert_eq!(wf.name.value, "Complex Deployment Pipeline");
