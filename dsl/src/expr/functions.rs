@@ -3,8 +3,8 @@
 //!
 //! Notes on semantics:
 //! - `regex_match(s, pattern)` matches at the start of `s`, like Python's `re.match`; add `$`
-//!   to match the whole string. Compiled patterns are cached per
-//!   thread, and pattern size is limited so a hostile pattern is an error, not a memory blow-up.
+//!   to match the whole string. Compiled patterns are cached per thread, and pattern size is
+//!   limited so a hostile pattern is an error, not a memory blow-up.
 //! - String-like arguments (`startswith`, `contains` on a string, ...) accept strings,
 //!   numbers and booleans (as their text) and `null` (as `""`).
 //! - `hash_files(globs...)` follows GitHub Actions' `hashFiles`: files under the workdir
