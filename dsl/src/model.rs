@@ -7,33 +7,11 @@
 //! [`crate::load_workflow`] or [`crate::parse_str`] has passed every check.
 
 use crate::expr::{EvalContext, ExprError, Reference, Template};
+pub use crate::span::Spanned;
 use crate::yaml::{Span, Style};
 use indexmap::IndexMap;
 use std::path::PathBuf;
 use std::time::Duration;
-
-/// A value and the span of the YAML node it came from.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Spanned<T> {
-    /// The value.
-    pub value: T,
-    /// Where it was written.
-    pub span: Span,
-}
-
-impl<T> Spanned<T> {
-    /// Wraps a value with its span.
-    pub fn new(value: T, span: Span) -> Self {
-        Spanned { value, span }
-    }
-}
-
-impl<T> std::ops::Deref for Spanned<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.value
-    }
-}
 
 macro_rules! keyword_enum {
     ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident = $text:literal),+ $(,)? }) => {

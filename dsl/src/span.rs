@@ -1,5 +1,5 @@
 //! Positions in a source text: a [`Pos`] (byte offset, line, column) and a [`Span`] between
-//! two of them. Shared by the YAML tree, the model and the diagnostics.
+//! two of them, and a value with its [`Span`]. Shared by the YAML tree, the model and the diagnostics.
 
 /// A position in a source text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
@@ -52,5 +52,28 @@ pub fn offset_to_pos(source: &str, offset: usize) -> Pos {
         offset,
         line: before.matches('\n').count() + 1,
         column: source[line_start..offset].chars().count() + 1,
+    }
+}
+
+/// A value and the span of the YAML node it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spanned<T> {
+    /// The value.
+    pub value: T,
+    /// Where it was written.
+    pub span: Span,
+}
+
+impl<T> Spanned<T> {
+    /// Wraps a value with its span.
+    pub fn new(value: T, span: Span) -> Self {
+        Spanned { value, span }
+    }
+}
+
+impl<T> std::ops::Deref for Spanned<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
     }
 }

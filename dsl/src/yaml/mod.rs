@@ -8,6 +8,8 @@
 
 use crate::diagnostic::Diagnostic;
 pub use crate::span::{Pos, Span, offset_to_pos};
+
+pub mod reader;
 use saphyr_parser::{Event, Parser, ScalarStyle, ScanError};
 use std::collections::HashMap;
 use std::path::Path;
