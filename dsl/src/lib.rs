@@ -7,7 +7,7 @@
 //! errors) -> [`validate`] (meaning) -> [`load`] (files, sub-workflows). Entry points:
 //! [`load_workflow`] and [`parse_str`]; run parameters go through [`params`].
 
-pub mod cron;
+mod cron;
 pub mod diagnostic;
 pub mod errors;
 pub mod expr;
@@ -17,7 +17,7 @@ pub mod model;
 pub mod params;
 pub mod schema;
 pub mod shell;
-pub mod span;
+mod span;
 pub mod validate;
 pub mod yaml;
 

@@ -16,9 +16,9 @@ use indexmap::IndexMap;
 use std::time::Duration;
 
 /// Keys of the file's top-level mapping.
-pub const FILE_KEYS: &[&str] = &["workflow"];
+pub(crate) const FILE_KEYS: &[&str] = &["workflow"];
 /// Keys of `workflow`.
-pub const WORKFLOW_KEYS: &[&str] = &[
+pub(crate) const WORKFLOW_KEYS: &[&str] = &[
     "name",
     "version",
     "description",
@@ -34,9 +34,10 @@ pub const WORKFLOW_KEYS: &[&str] = &[
     "rollback",
 ];
 /// Keys of `metadata`.
-pub const METADATA_KEYS: &[&str] = &["author", "tags", "timeout", "priority", "retry_policy"];
+pub(crate) const METADATA_KEYS: &[&str] =
+    &["author", "tags", "timeout", "priority", "retry_policy"];
 /// Keys of `metadata.retry_policy` and of a step's `retry`.
-pub const RETRY_KEYS: &[&str] = &[
+pub(crate) const RETRY_KEYS: &[&str] = &[
     "max_attempts",
     "backoff",
     "delay",
@@ -45,21 +46,22 @@ pub const RETRY_KEYS: &[&str] = &[
     "retry_on",
 ];
 /// Keys of `on`.
-pub const ON_KEYS: &[&str] = &["push", "schedule", "manual"];
+pub(crate) const ON_KEYS: &[&str] = &["push", "schedule", "manual"];
 /// Keys of `on.push`.
-pub const PUSH_KEYS: &[&str] = &["branches", "paths"];
+pub(crate) const PUSH_KEYS: &[&str] = &["branches", "paths"];
 /// Keys of an `on.schedule` entry.
-pub const SCHEDULE_KEYS: &[&str] = &["cron", "timezone", "parameters", "catchup"];
+pub(crate) const SCHEDULE_KEYS: &[&str] = &["cron", "timezone", "parameters", "catchup"];
 /// Keys of a `parameters` entry.
-pub const PARAMETER_KEYS: &[&str] = &["name", "type", "required", "default", "enum", "description"];
+pub(crate) const PARAMETER_KEYS: &[&str] =
+    &["name", "type", "required", "default", "enum", "description"];
 /// Keys of `context`.
-pub const CONTEXT_KEYS: &[&str] = &["preserve", "merge_strategy"];
+pub(crate) const CONTEXT_KEYS: &[&str] = &["preserve", "merge_strategy"];
 /// Keys of `concurrency`.
-pub const CONCURRENCY_KEYS: &[&str] = &["group", "overlap"];
+pub(crate) const CONCURRENCY_KEYS: &[&str] = &["group", "overlap"];
 /// Keys of a stage.
-pub const STAGE_KEYS: &[&str] = &["name", "parallel", "max_parallel", "steps"];
+pub(crate) const STAGE_KEYS: &[&str] = &["name", "parallel", "max_parallel", "steps"];
 /// Keys of a step.
-pub const STEP_KEYS: &[&str] = &[
+pub(crate) const STEP_KEYS: &[&str] = &[
     "id",
     "name",
     "type",
@@ -82,18 +84,18 @@ pub const STEP_KEYS: &[&str] = &[
     "idempotent",
 ];
 /// Keys of a step's `decision`.
-pub const DECISION_KEYS: &[&str] = &["branches"];
+pub(crate) const DECISION_KEYS: &[&str] = &["branches"];
 /// Keys of a decision branch.
-pub const BRANCH_KEYS: &[&str] = &["when", "default", "steps"];
+pub(crate) const BRANCH_KEYS: &[&str] = &["when", "default", "steps"];
 /// Keys of an `error_handlers` entry.
-pub const ERROR_HANDLER_KEYS: &[&str] =
+pub(crate) const ERROR_HANDLER_KEYS: &[&str] =
     &["error", "action", "max_retries", "then", "notify", "steps"];
 /// Keys of `rollback`.
-pub const ROLLBACK_KEYS: &[&str] = &["steps"];
+pub(crate) const ROLLBACK_KEYS: &[&str] = &["steps"];
 /// Keys of a step's `cache`.
-pub const CACHE_KEYS: &[&str] = &["key", "ttl"];
+pub(crate) const CACHE_KEYS: &[&str] = &["key", "ttl"];
 /// Keys of a step's `resources`.
-pub const RESOURCES_KEYS: &[&str] = &["cpu", "memory_mb"];
+pub(crate) const RESOURCES_KEYS: &[&str] = &["cpu", "memory_mb"];
 
 /// Every object of the file format: its schema definition name and accepted keys.
 pub const OBJECTS: &[(&str, &[&str])] = &[
@@ -117,9 +119,8 @@ pub const OBJECTS: &[(&str, &[&str])] = &[
     ("ResourcesDef", RESOURCES_KEYS),
 ];
 
-pub use crate::yaml::reader::MAX_DURATION;
 /// Largest `max_attempts` / `max_retries` accepted.
-pub const MAX_ATTEMPTS: i64 = 1000;
+pub(crate) const MAX_ATTEMPTS: i64 = 1000;
 
 /// Lowers a parsed file into a workflow. `stem` names the workflow when it has no `name:`.
 /// Returns the workflow (when the shape allowed building one) and every diagnostic.
@@ -298,8 +299,7 @@ impl<'s> Lowerer<'s> {
     }
 
     fn value_map(&mut self, node: &Node, what: &str) -> IndexMap<String, TemplateValue> {
-        let Some(entries) = node.as_map() else {
-            self.type_err(node, "a mapping", what);
+        let Some(entries) = self.r.entries(node, what) else {
             return IndexMap::new();
         };
         entries

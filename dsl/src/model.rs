@@ -487,7 +487,7 @@ impl Retry {
     /// The base delay when none is given.
     pub const DEFAULT_DELAY: Duration = Duration::from_secs(1);
     /// Classes not retried unless `retry_on` names them.
-    pub const NOT_RETRIED_BY_DEFAULT: &'static [&'static str] = &[
+    pub(crate) const NOT_RETRIED_BY_DEFAULT: &'static [&'static str] = &[
         "ValidationError",
         "ExpressionError",
         "SkillNotFound",
@@ -621,7 +621,7 @@ pub struct Stage {
 
 impl Stage {
     /// The default `max_parallel`.
-    pub const DEFAULT_MAX_PARALLEL: u32 = 5;
+    pub(crate) const DEFAULT_MAX_PARALLEL: u32 = 5;
 
     /// For each step, the indices of the siblings it names in `needs:` or reads as
     /// `${{ steps.X }}` (itself excluded). These are its dependencies in a
@@ -766,7 +766,7 @@ impl Step {
     }
 
     /// The nested steps of a decision (all branches), empty for other types.
-    pub fn branch_steps(&self) -> impl Iterator<Item = &Step> {
+    pub(crate) fn branch_steps(&self) -> impl Iterator<Item = &Step> {
         let branches: &[Branch] = match &self.kind {
             StepKind::Decision(d) => &d.branches,
             _ => &[],

@@ -22,7 +22,7 @@ pub fn parse_assignments<S: AsRef<str>>(args: &[S]) -> Result<Vec<(String, Strin
 
 /// Converts command-line text to the declared type: numbers, integers and booleans are
 /// parsed, arrays and objects are JSON, strings are taken as they are.
-pub fn convert_text(name: &str, ty: ParamType, text: &str) -> Result<Value, ParamError> {
+pub(crate) fn convert_text(name: &str, ty: ParamType, text: &str) -> Result<Value, ParamError> {
     let bad = |expected: &str| ParamError::Type {
         name: name.to_owned(),
         expected: expected.to_owned(),
@@ -198,7 +198,7 @@ fn resolve_params(
 
 /// Checks one JSON value against a declared parameter: its type (text is converted like
 /// `-p` text) and its `enum`. Returns the converted value.
-pub fn check_value(p: &Parameter, value: &Value) -> Result<Value, Vec<ParamError>> {
+pub(crate) fn check_value(p: &Parameter, value: &Value) -> Result<Value, Vec<ParamError>> {
     let mut decl = p.clone();
     decl.required = crate::model::Spanned::new(true, p.span);
     decl.default = None;
@@ -228,7 +228,7 @@ fn expected(ty: ParamType) -> &'static str {
 }
 
 /// Whether a JSON value has a parameter type.
-pub fn type_matches(ty: ParamType, v: &serde_json::Value) -> bool {
+pub(crate) fn type_matches(ty: ParamType, v: &serde_json::Value) -> bool {
     use serde_json::Value;
     match ty {
         ParamType::String => v.is_string(),

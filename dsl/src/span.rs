@@ -31,7 +31,7 @@ impl Span {
     }
 
     /// The span of the first character of a text (line 1, column 1), for file-level problems.
-    pub fn file_start() -> Span {
+    pub(crate) fn file_start() -> Span {
         Span::at(Pos {
             offset: 0,
             line: 1,
@@ -41,7 +41,7 @@ impl Span {
 }
 
 /// The position of a byte offset in a text.
-pub fn offset_to_pos(source: &str, offset: usize) -> Pos {
+pub(crate) fn offset_to_pos(source: &str, offset: usize) -> Pos {
     let mut offset = offset.min(source.len());
     while !source.is_char_boundary(offset) {
         offset -= 1;

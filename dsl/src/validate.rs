@@ -15,14 +15,15 @@ use crate::yaml::Span;
 use std::collections::{HashMap, HashSet};
 
 /// Roots allowed in a step's templates (`when`, `parameters`, `env`, `run`, `cache.key`).
-pub const STEP_ROOTS: &[&str] = expr::ROOTS;
+pub(crate) const STEP_ROOTS: &[&str] = expr::ROOTS;
 /// Roots allowed in the workflow's `env` and `concurrency.group`.
-pub const WORKFLOW_ENV_ROOTS: &[&str] =
+pub(crate) const WORKFLOW_ENV_ROOTS: &[&str] =
     &["parameters", "secrets", "run", "repo", "workflow", "env"];
 /// Roots allowed in schedule parameters (evaluated when the tick fires).
-pub const SCHEDULE_ROOTS: &[&str] = &["workflow", "env", "secrets"];
+pub(crate) const SCHEDULE_ROOTS: &[&str] = &["workflow", "env", "secrets"];
 /// Fields of `steps.<id>` an expression may read.
-pub const STEP_FIELDS: &[&str] = &["output", "outputs", "status", "exit_code", "error_class"];
+pub(crate) const STEP_FIELDS: &[&str] =
+    &["output", "outputs", "status", "exit_code", "error_class"];
 
 pub use crate::cron::parse_cron;
 

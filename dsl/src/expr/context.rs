@@ -67,20 +67,6 @@ impl MapContext {
         }
     }
 
-    /// Sets the job status.
-    #[must_use]
-    pub fn with_status(mut self, status: JobStatus) -> Self {
-        self.status = status;
-        self
-    }
-
-    /// Sets the working directory.
-    #[must_use]
-    pub fn with_workdir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.workdir = Some(dir.into());
-        self
-    }
-
     /// Sets the variables `env('NAME')` reads after the `env` root.
     #[must_use]
     pub fn with_base_env(mut self, vars: Vec<(String, String)>) -> Self {

@@ -30,7 +30,5 @@ mod template;
 pub use check::{Scope, check};
 pub use context::{EvalContext, JobStatus, MapContext};
 pub use parser::{Expr, Reference, parse};
-pub use shared::{
-    ExprError, FUNCTIONS, MAX_EXPR_LEN, MAX_NESTING, MAX_TREE_DEPTH, ROOTS, RUN_KEYS,
-};
+pub use shared::{ExprError, MAX_NESTING, MAX_TREE_DEPTH, ROOTS};
 pub use template::{Template, TemplatePart};

@@ -55,10 +55,10 @@ pub const ROOTS: &[&str] = &[
 
 /// The keys of the `run` context: the run id, the try (1 first), what started the run, and
 /// the workspace (every step's working directory).
-pub const RUN_KEYS: &[&str] = &["id", "attempt", "trigger", "workspace"];
+pub(crate) const RUN_KEYS: &[&str] = &["id", "attempt", "trigger", "workspace"];
 
 /// The built-in functions: name, minimum arity, maximum arity (`None` = variadic).
-pub const FUNCTIONS: &[(&str, usize, Option<usize>)] = &[
+pub(crate) const FUNCTIONS: &[(&str, usize, Option<usize>)] = &[
     ("len", 1, Some(1)),
     ("str", 1, Some(1)),
     ("int", 1, Some(1)),
@@ -82,7 +82,7 @@ pub const FUNCTIONS: &[(&str, usize, Option<usize>)] = &[
 ];
 
 /// Longest expression text [`parse`] accepts, in bytes.
-pub const MAX_EXPR_LEN: usize = 64 * 1024;
+pub(crate) const MAX_EXPR_LEN: usize = 64 * 1024;
 
 /// Deepest nesting of parentheses, unary operators, indexing and call arguments.
 pub const MAX_NESTING: usize = 64;

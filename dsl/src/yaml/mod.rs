@@ -7,7 +7,8 @@
 //! and the file-size limit. It knows nothing of workflows.
 
 use crate::diagnostic::Diagnostic;
-pub use crate::span::{Pos, Span, offset_to_pos};
+use crate::span::offset_to_pos;
+pub use crate::span::{Pos, Span};
 
 pub mod reader;
 use saphyr_parser::{Event, Parser, ScalarStyle, ScanError};
@@ -19,7 +20,7 @@ pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 /// Deepest nesting of sequences and mappings accepted.
 pub const MAX_DEPTH: usize = 64;
 /// Most nodes a document may hold after aliases are expanded.
-pub const MAX_NODES: usize = 100_000;
+pub(crate) const MAX_NODES: usize = 100_000;
 
 /// How a scalar was written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,7 +99,7 @@ impl Node {
     }
 
     /// The mapping entries, if this is a mapping.
-    pub fn as_map(&self) -> Option<&[(Node, Node)]> {
+    pub(crate) fn as_map(&self) -> Option<&[(Node, Node)]> {
         match &self.kind {
             NodeKind::Map(m) => Some(m),
             _ => None,
@@ -177,7 +178,7 @@ impl Node {
 }
 
 /// Resolves a plain scalar by the YAML 1.2 core schema.
-pub fn resolve_plain(text: &str) -> ScalarValue {
+pub(crate) fn resolve_plain(text: &str) -> ScalarValue {
     match text {
         "" | "~" | "null" | "Null" | "NULL" => return ScalarValue::Null,
         "true" | "True" | "TRUE" => return ScalarValue::Bool(true),
@@ -773,7 +774,13 @@ impl Pos {
 /// escapes, the value is aligned with the source: the n-th `${{` of the value is the n-th
 /// `${{` of the source, and the text after it is matched character by character (skipping
 /// indentation and escape characters that the value does not have).
-pub fn map_offset(source: &str, span: Span, style: Style, value: &str, value_offset: usize) -> Pos {
+pub(crate) fn map_offset(
+    source: &str,
+    span: Span,
+    style: Style,
+    value: &str,
+    value_offset: usize,
+) -> Pos {
     let mut value_offset = value_offset.min(value.len());
     while !value.is_char_boundary(value_offset) {
         value_offset -= 1;
