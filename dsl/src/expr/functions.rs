@@ -534,7 +534,8 @@ mod tests {
             (JobStatus::Cancelled, [false, false, true]),
         ];
         for (status, expected) in cases {
-            let c = ctx().with_status(status);
+            let mut c = ctx();
+            c.status = status;
             let got: Vec<serde_json::Value> = ["success()", "failure()", "cancelled()"]
                 .iter()
                 .map(|f| ev_in(f, &c).expect("evaluates"))
@@ -636,7 +637,8 @@ mod tests {
         std::fs::write(dir.path().join("sub/deeper/c.lock"), "gamma").expect("write");
         std::fs::create_dir_all(dir.path().join(".git")).expect("mkdir");
         std::fs::write(dir.path().join(".git/x.txt"), "ignored").expect("write");
-        let c = ctx().with_workdir(dir.path());
+        let mut c = ctx();
+        c.workdir = Some(dir.path().to_path_buf());
 
         let ev_c = |src: &str| ev_in(src, &c).unwrap_or_else(|e| panic!("{src}: {e}"));
         assert_eq!(ev_c("file_exists('a.txt')"), json!(true));
