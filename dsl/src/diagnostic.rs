@@ -1,8 +1,9 @@
 //! Diagnostics: one problem at one place, and their rendering as
 //! `FILE:LINE:COL: error: TEXT` followed by the source line and a caret under the node.
 //!
-//! This module owns the message shape only; the checks that produce diagnostics live in
-//! `yaml`, `lower` and `validate`.
+//! This module owns the message shape and the wording helpers every message shares (the
+//! did-you-mean [`suggest`], backticked lists); the checks that produce diagnostics live in
+//! `yaml`, `lower`, `validate` and `expr`.
 
 use crate::span::Span;
 use std::fmt::Write as _;

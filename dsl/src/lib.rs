@@ -9,7 +9,7 @@
 
 mod cron;
 pub mod diagnostic;
-pub mod errors;
+mod errors;
 pub mod expr;
 pub mod load;
 pub mod lower;

@@ -15,7 +15,10 @@
 //!
 //! The implementation is a hand-written lexer ([`lexer`]), a Pratt parser ([`parser`]), a
 //! static checker ([`check`](mod@check)), a tree-walking evaluator ([`eval`]) and the
-//! built-in functions ([`functions`]).
+//! built-in functions ([`functions`]). What an expression reads is in `context`; what the
+//! checker, the evaluator and the functions share (the error type, the language's tables,
+//! value semantics, arity and format helpers) is in `shared`, which imports nothing else of
+//! `expr`.
 
 mod ast;
 mod check;

@@ -4,7 +4,8 @@
 //! [`Span`] and a document with several problems can be lowered in one pass. This module owns
 //! YAML syntax only: scalar typing (plain `true`/`1.5`/`null` become typed, quoted ones stay
 //! strings), alias resolution under an expansion budget, a nesting-depth limit, duplicate keys
-//! and the file-size limit. It knows nothing of workflows.
+//! and the file-size limit. It knows nothing of workflows. [`reader`] reads typed values out
+//! of the tree with the crate's wording for wrong types, unknown and missing keys.
 
 use crate::diagnostic::Diagnostic;
 use crate::span::offset_to_pos;
