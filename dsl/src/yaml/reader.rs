@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use super::{Node, NodeKind, ScalarValue};
+use super::node::{Node, NodeKind, ScalarValue};
 use crate::diagnostic::{Diagnostic, list, suggest};
 use crate::span::{Span, Spanned};
 
