@@ -14,10 +14,11 @@
 //! The workflow lowering reads files with it; anything else that reads YAML with the same
 //! wording (a daemon configuration) can too.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::node::{Node, NodeKind, ScalarValue};
-use crate::diagnostic::{Diagnostic, list, suggest};
+use crate::diagnostic::{Diagnostic, Diagnostics, SourceFile, list, suggest};
 use crate::span::{Span, Spanned};
 
 /// Longest duration accepted anywhere (one year).
@@ -105,6 +106,19 @@ impl Reader {
     /// The diagnostics recorded, in the order they were found.
     pub fn into_diagnostics(self) -> Vec<Diagnostic> {
         self.diags
+    }
+
+    /// Whether an error (not only warnings) was recorded.
+    pub fn has_errors(&self) -> bool {
+        self.diags.iter().any(Diagnostic::is_error)
+    }
+
+    /// The diagnostics recorded, each placed in `file` (so they render as
+    /// `FILE:LINE:COL: error: ...` with the source line), in source order.
+    pub fn into_file_diagnostics(self, file: &Arc<SourceFile>) -> Diagnostics {
+        let mut diags = self.diags;
+        diags.sort_by_key(|d| (d.span.start.line, d.span.start.column));
+        Diagnostics(diags.into_iter().map(|d| d.in_file(file)).collect())
     }
 
     /// Checks that `node` is a mapping and reports each key not in `keys` (with the closest
@@ -434,6 +448,32 @@ mod tests {
                 "3:3: missing required key `d` in `a`",
                 "2:3: missing required key `e` in `a`",
                 "2:6: expected `true` or `false` for `b`, found a mapping",
+            ]
+        );
+    }
+
+    /// Diagnostics handed out for a file render with its name, line, column and source
+    /// line, sorted by position.
+    #[test]
+    fn file_diagnostics_render_in_source_order() {
+        let src = "a: 1\nb: x\n";
+        let parsed = parse_str(src).expect("yaml");
+        let mut r = Reader::new();
+        let m = r.map(&parsed.root, &["a", "b"], "the file").expect("map");
+        r.field(&m, "b", Reader::bool);
+        r.field(&m, "a", Reader::bool);
+        assert!(r.has_errors());
+        let file = SourceFile::new("agent.yaml", Some(src.to_owned()));
+        let rendered = r.into_file_diagnostics(&file).render();
+        let lines: Vec<&str> = rendered
+            .lines()
+            .filter(|l| l.starts_with("agent.yaml"))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "agent.yaml:1:4: error: expected `true` or `false` for `a`, found an integer",
+                "agent.yaml:2:4: error: expected `true` or `false` for `b`, found a string",
             ]
         );
     }
