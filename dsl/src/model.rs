@@ -276,7 +276,7 @@ impl TemplateValue {
     }
 
     /// Every template string in the tree, in file order.
-    pub fn strings(&self) -> Vec<&TemplateString> {
+    pub(crate) fn strings(&self) -> Vec<&TemplateString> {
         let mut out = Vec::new();
         self.collect_strings(&mut out);
         out
@@ -364,13 +364,6 @@ impl Workflow {
     /// The step with this id, wherever it is.
     pub fn step(&self, id: &str) -> Option<&Step> {
         self.steps().find(|s| s.id.value == id)
-    }
-
-    /// The stage holding the top-level step `id` (not nested ones).
-    pub fn stage_of(&self, id: &str) -> Option<&Stage> {
-        self.stages
-            .iter()
-            .find(|st| st.steps.iter().any(|s| s.id.value == id))
     }
 
     /// The declared parameter with this name.
@@ -707,7 +700,7 @@ impl Step {
 
     /// Every template string of this step itself (`when`, `parameters`, `env`, `run`,
     /// `cache.key`), not of nested steps.
-    pub fn templates(&self) -> Vec<&TemplateString> {
+    pub(crate) fn templates(&self) -> Vec<&TemplateString> {
         let mut out = Vec::new();
         if let Some(w) = &self.when {
             out.push(w);
