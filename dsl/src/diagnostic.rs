@@ -129,24 +129,6 @@ impl std::fmt::Display for Diagnostic {
     }
 }
 
-/// Renders one diagnostic against a file name and its text:
-///
-/// ```text
-/// deploy.yaml:12:7: error: unknown key `paralel`, did you mean `parallel`?
-///    |
-/// 12 |       paralel: true
-///    |       ^^^^^^^
-/// ```
-pub fn render(file: &str, source: Option<&str>, d: &Diagnostic) -> String {
-    let line = source.and_then(|src| {
-        let text = src.lines().nth(d.span.start.line.saturating_sub(1))?;
-        // The line's byte offset, from the slice's position inside `src`.
-        let at = text.as_ptr() as usize - src.as_ptr() as usize;
-        Some((text, at))
-    });
-    render_line(file, line, d)
-}
-
 fn render_line(file: &str, line: Option<(&str, usize)>, d: &Diagnostic) -> String {
     let level = match d.severity {
         Severity::Error => "error",
@@ -306,7 +288,7 @@ pub fn suggest<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) ->
 }
 
 /// `a`, `b` and `c` -> "`a`, `b`, `c`".
-pub fn list(items: &[&str]) -> String {
+pub(crate) fn list(items: &[&str]) -> String {
     items
         .iter()
         .map(|i| format!("`{i}`"))
@@ -360,7 +342,7 @@ mod tests {
             },
             "bad",
         );
-        let out = render("f.yaml", Some(&line), &d);
+        let out = d.in_file(&SourceFile::new("f.yaml", Some(line))).render();
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines[0], "f.yaml:1:1001: error: bad");
         assert!(lines[2].len() < 200, "{}", lines[2]);
@@ -387,7 +369,9 @@ mod tests {
             },
             "unknown key `paralel`, did you mean `parallel`?",
         );
-        let out = render("deploy.yaml", Some(src), &d);
+        let out = d
+            .in_file(&SourceFile::new("deploy.yaml", Some(src.to_owned())))
+            .render();
         assert_eq!(
             out,
             "deploy.yaml:12:7: error: unknown key `paralel`, did you mean `parallel`?\n   |\n12 |       paralel: true\n   |       ^^^^^^^\n"

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Deepest chain of workflows calling workflows (the root is depth 0).
-pub const MAX_CALL_DEPTH: usize = 10;
+pub(crate) const MAX_CALL_DEPTH: usize = 10;
 
 /// A loaded, valid workflow.
 #[derive(Debug, Clone)]

@@ -22,7 +22,7 @@ use std::path::Path;
 /// Largest workflow file accepted, checked before reading (1 MiB).
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 /// Deepest nesting of sequences and mappings accepted.
-pub const MAX_DEPTH: usize = 64;
+pub(crate) const MAX_DEPTH: usize = 64;
 /// Most nodes a document may hold after aliases are expanded.
 pub(crate) const MAX_NODES: usize = 100_000;
 
