@@ -1,10 +1,11 @@
 //! Diagnostics: one problem at one place, and their rendering as
 //! `FILE:LINE:COL: error: TEXT` followed by the source line and a caret under the node.
 //!
-//! This module owns the message shape only; the checks that produce diagnostics live in
-//! `yaml`, `lower` and `validate`.
+//! This module owns the message shape and the wording helpers every message shares (the
+//! did-you-mean [`suggest`], backticked lists); the checks that produce diagnostics live in
+//! `yaml`, `lower`, `validate` and `expr`.
 
-use crate::yaml::Span;
+use crate::span::Span;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -85,7 +86,7 @@ impl Diagnostic {
     }
 
     /// A warning at `span`.
-    pub fn warning(span: Span, message: impl Into<String>) -> Diagnostic {
+    pub(crate) fn warning(span: Span, message: impl Into<String>) -> Diagnostic {
         Diagnostic {
             severity: Severity::Warning,
             ..Diagnostic::error(span, message)
@@ -126,24 +127,6 @@ impl std::fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.render())
     }
-}
-
-/// Renders one diagnostic against a file name and its text:
-///
-/// ```text
-/// deploy.yaml:12:7: error: unknown key `paralel`, did you mean `parallel`?
-///    |
-/// 12 |       paralel: true
-///    |       ^^^^^^^
-/// ```
-pub fn render(file: &str, source: Option<&str>, d: &Diagnostic) -> String {
-    let line = source.and_then(|src| {
-        let text = src.lines().nth(d.span.start.line.saturating_sub(1))?;
-        // The line's byte offset, from the slice's position inside `src`.
-        let at = text.as_ptr() as usize - src.as_ptr() as usize;
-        Some((text, at))
-    });
-    render_line(file, line, d)
 }
 
 fn render_line(file: &str, line: Option<(&str, usize)>, d: &Diagnostic) -> String {
@@ -291,10 +274,58 @@ impl IntoIterator for Diagnostics {
     }
 }
 
+/// The closest candidate to `word`, if one is close enough to suggest.
+pub fn suggest<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
+    let mut best: Option<(&str, f64)> = None;
+    for c in candidates {
+        let score = strsim::jaro_winkler(word, c);
+        let close = score >= 0.85 || strsim::damerau_levenshtein(word, c) <= 1;
+        if close && best.is_none_or(|(_, s)| score > s) {
+            best = Some((c, score));
+        }
+    }
+    best.map(|(c, _)| c)
+}
+
+/// `a`, `b` and `c` -> "`a`, `b`, `c`".
+pub(crate) fn list(items: &[&str]) -> String {
+    items
+        .iter()
+        .map(|i| format!("`{i}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The candidate closest to `word`, if it is close enough to be a likely typo. A candidate
+/// equal to `word` but for case and underscores wins outright, so GitHub Actions' spellings
+/// (`toJSON`, `startsWith`, `hashFiles`) point at ours (`to_json`, `startswith`, `hash_files`).
+pub(crate) fn suggest_spelling<'a>(
+    word: &str,
+    candidates: impl Iterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let fold = |s: &str| -> String {
+        s.chars()
+            .filter(|c| *c != '_')
+            .map(|c| c.to_ascii_lowercase())
+            .collect()
+    };
+    let folded = fold(word);
+    let candidates: Vec<&'a str> = candidates.collect();
+    if let Some(same) = candidates.iter().find(|c| fold(c) == folded) {
+        return Some(same);
+    }
+    candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(word, c), c))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::yaml::Pos;
+    use crate::span::Pos;
 
     #[test]
     fn long_lines_are_cut_around_the_caret() {
@@ -311,7 +342,7 @@ mod tests {
             },
             "bad",
         );
-        let out = render("f.yaml", Some(&line), &d);
+        let out = d.in_file(&SourceFile::new("f.yaml", Some(line))).render();
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines[0], "f.yaml:1:1001: error: bad");
         assert!(lines[2].len() < 200, "{}", lines[2]);
@@ -338,7 +369,9 @@ mod tests {
             },
             "unknown key `paralel`, did you mean `parallel`?",
         );
-        let out = render("deploy.yaml", Some(src), &d);
+        let out = d
+            .in_file(&SourceFile::new("deploy.yaml", Some(src.to_owned())))
+            .render();
         assert_eq!(
             out,
             "deploy.yaml:12:7: error: unknown key `paralel`, did you mean `parallel`?\n   |\n12 |       paralel: true\n   |       ^^^^^^^\n"

@@ -7,8 +7,9 @@
 //! errors) -> [`validate`] (meaning) -> [`load`] (files, sub-workflows). Entry points:
 //! [`load_workflow`] and [`parse_str`]; run parameters go through [`params`].
 
+mod cron;
 pub mod diagnostic;
-pub mod errors;
+mod errors;
 pub mod expr;
 pub mod load;
 pub mod lower;
@@ -16,6 +17,7 @@ pub mod model;
 pub mod params;
 pub mod schema;
 pub mod shell;
+mod span;
 pub mod validate;
 pub mod yaml;
 

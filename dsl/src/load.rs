@@ -5,8 +5,8 @@
 //! lookup (`NAME.yaml` / `NAME.yml` in the caller's directory), cycles between files and the
 //! nesting depth of calls.
 
-use crate::diagnostic::{Diagnostic, Diagnostics, SourceFile};
-use crate::lower::{self, suggest};
+use crate::diagnostic::{Diagnostic, Diagnostics, SourceFile, suggest};
+use crate::lower;
 use crate::model::{StepKind, Workflow};
 use crate::validate;
 use crate::yaml;
@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Deepest chain of workflows calling workflows (the root is depth 0).
-pub const MAX_CALL_DEPTH: usize = 10;
+pub(crate) const MAX_CALL_DEPTH: usize = 10;
 
 /// A loaded, valid workflow.
 #[derive(Debug, Clone)]

@@ -7,16 +7,18 @@
 //! which keys each object accepts; a test checks that the JSON Schema agrees.
 
 use crate::diagnostic::Diagnostic;
+pub use crate::diagnostic::suggest;
 use crate::expr::{self, Template};
 use crate::model::*;
+use crate::yaml::reader::{Map as Obj, Reader};
 use crate::yaml::{self, Node, NodeKind, ScalarValue, Span, Style};
 use indexmap::IndexMap;
 use std::time::Duration;
 
 /// Keys of the file's top-level mapping.
-pub const FILE_KEYS: &[&str] = &["workflow"];
+pub(crate) const FILE_KEYS: &[&str] = &["workflow"];
 /// Keys of `workflow`.
-pub const WORKFLOW_KEYS: &[&str] = &[
+pub(crate) const WORKFLOW_KEYS: &[&str] = &[
     "name",
     "version",
     "description",
@@ -32,9 +34,10 @@ pub const WORKFLOW_KEYS: &[&str] = &[
     "rollback",
 ];
 /// Keys of `metadata`.
-pub const METADATA_KEYS: &[&str] = &["author", "tags", "timeout", "priority", "retry_policy"];
+pub(crate) const METADATA_KEYS: &[&str] =
+    &["author", "tags", "timeout", "priority", "retry_policy"];
 /// Keys of `metadata.retry_policy` and of a step's `retry`.
-pub const RETRY_KEYS: &[&str] = &[
+pub(crate) const RETRY_KEYS: &[&str] = &[
     "max_attempts",
     "backoff",
     "delay",
@@ -43,21 +46,22 @@ pub const RETRY_KEYS: &[&str] = &[
     "retry_on",
 ];
 /// Keys of `on`.
-pub const ON_KEYS: &[&str] = &["push", "schedule", "manual"];
+pub(crate) const ON_KEYS: &[&str] = &["push", "schedule", "manual"];
 /// Keys of `on.push`.
-pub const PUSH_KEYS: &[&str] = &["branches", "paths"];
+pub(crate) const PUSH_KEYS: &[&str] = &["branches", "paths"];
 /// Keys of an `on.schedule` entry.
-pub const SCHEDULE_KEYS: &[&str] = &["cron", "timezone", "parameters", "catchup"];
+pub(crate) const SCHEDULE_KEYS: &[&str] = &["cron", "timezone", "parameters", "catchup"];
 /// Keys of a `parameters` entry.
-pub const PARAMETER_KEYS: &[&str] = &["name", "type", "required", "default", "enum", "description"];
+pub(crate) const PARAMETER_KEYS: &[&str] =
+    &["name", "type", "required", "default", "enum", "description"];
 /// Keys of `context`.
-pub const CONTEXT_KEYS: &[&str] = &["preserve", "merge_strategy"];
+pub(crate) const CONTEXT_KEYS: &[&str] = &["preserve", "merge_strategy"];
 /// Keys of `concurrency`.
-pub const CONCURRENCY_KEYS: &[&str] = &["group", "overlap"];
+pub(crate) const CONCURRENCY_KEYS: &[&str] = &["group", "overlap"];
 /// Keys of a stage.
-pub const STAGE_KEYS: &[&str] = &["name", "parallel", "max_parallel", "steps"];
+pub(crate) const STAGE_KEYS: &[&str] = &["name", "parallel", "max_parallel", "steps"];
 /// Keys of a step.
-pub const STEP_KEYS: &[&str] = &[
+pub(crate) const STEP_KEYS: &[&str] = &[
     "id",
     "name",
     "type",
@@ -80,18 +84,18 @@ pub const STEP_KEYS: &[&str] = &[
     "idempotent",
 ];
 /// Keys of a step's `decision`.
-pub const DECISION_KEYS: &[&str] = &["branches"];
+pub(crate) const DECISION_KEYS: &[&str] = &["branches"];
 /// Keys of a decision branch.
-pub const BRANCH_KEYS: &[&str] = &["when", "default", "steps"];
+pub(crate) const BRANCH_KEYS: &[&str] = &["when", "default", "steps"];
 /// Keys of an `error_handlers` entry.
-pub const ERROR_HANDLER_KEYS: &[&str] =
+pub(crate) const ERROR_HANDLER_KEYS: &[&str] =
     &["error", "action", "max_retries", "then", "notify", "steps"];
 /// Keys of `rollback`.
-pub const ROLLBACK_KEYS: &[&str] = &["steps"];
+pub(crate) const ROLLBACK_KEYS: &[&str] = &["steps"];
 /// Keys of a step's `cache`.
-pub const CACHE_KEYS: &[&str] = &["key", "ttl"];
+pub(crate) const CACHE_KEYS: &[&str] = &["key", "ttl"];
 /// Keys of a step's `resources`.
-pub const RESOURCES_KEYS: &[&str] = &["cpu", "memory_mb"];
+pub(crate) const RESOURCES_KEYS: &[&str] = &["cpu", "memory_mb"];
 
 /// Every object of the file format: its schema definition name and accepted keys.
 pub const OBJECTS: &[(&str, &[&str])] = &[
@@ -115,241 +119,67 @@ pub const OBJECTS: &[(&str, &[&str])] = &[
     ("ResourcesDef", RESOURCES_KEYS),
 ];
 
-/// Longest duration accepted anywhere (one year).
-pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Largest `max_attempts` / `max_retries` accepted.
-pub const MAX_ATTEMPTS: i64 = 1000;
-
-/// The closest candidate to `word`, if one is close enough to suggest.
-pub fn suggest<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
-    let mut best: Option<(&str, f64)> = None;
-    for c in candidates {
-        let score = strsim::jaro_winkler(word, c);
-        let close = score >= 0.85 || strsim::damerau_levenshtein(word, c) <= 1;
-        if close && best.is_none_or(|(_, s)| score > s) {
-            best = Some((c, score));
-        }
-    }
-    best.map(|(c, _)| c)
-}
+pub(crate) const MAX_ATTEMPTS: i64 = 1000;
 
 /// Lowers a parsed file into a workflow. `stem` names the workflow when it has no `name:`.
 /// Returns the workflow (when the shape allowed building one) and every diagnostic.
 pub fn lower(root: &Node, source: &str, stem: &str) -> (Option<Workflow>, Vec<Diagnostic>) {
     let mut l = Lowerer {
         source,
-        diags: Vec::new(),
+        r: Reader::new(),
     };
     let wf = l.file(root, stem);
-    (wf, l.diags)
+    (wf, l.r.into_diagnostics())
 }
 
 struct Lowerer<'s> {
     source: &'s str,
-    diags: Vec<Diagnostic>,
-}
-
-/// A mapping's entries after unknown keys were reported.
-struct Obj<'n> {
-    node: &'n Node,
-    entries: &'n [(Node, Node)],
-}
-
-impl<'n> Obj<'n> {
-    /// The value under `key`; a null value counts as absent.
-    fn get(&self, key: &str) -> Option<&'n Node> {
-        self.entries
-            .iter()
-            .find(|(k, _)| k.as_str() == Some(key))
-            .map(|(_, v)| v)
-            .filter(|v| !v.is_null())
-    }
-
-    /// The key node of `key` (for pointing at the key rather than its value).
-    fn key(&self, key: &str) -> Option<&'n Node> {
-        self.entries
-            .iter()
-            .find(|(k, _)| k.as_str() == Some(key))
-            .map(|(k, _)| k)
-    }
-
-    fn has(&self, key: &str) -> bool {
-        self.get(key).is_some()
-    }
-}
-
-fn head_span(node: &Node) -> Span {
-    node.span
+    r: Reader,
 }
 
 impl<'s> Lowerer<'s> {
     fn err(&mut self, span: Span, msg: impl Into<String>) {
-        self.diags.push(Diagnostic::error(span, msg));
+        self.r.error(span, msg);
     }
 
     fn type_err(&mut self, node: &Node, expected: &str, what: &str) {
-        self.err(
-            node.span,
-            format!(
-                "expected {expected} for `{what}`, found {}",
-                node.type_name()
-            ),
-        );
+        self.r.type_error(node, expected, what);
     }
 
     /// Checks that `node` is a mapping and reports its unknown keys.
     fn obj<'n>(&mut self, node: &'n Node, keys: &[&str], what: &str) -> Option<Obj<'n>> {
-        let Some(entries) = node.as_map() else {
-            self.type_err(node, "a mapping", what);
-            return None;
-        };
-        for (k, _) in entries {
-            let name = k.as_str().unwrap_or_default();
-            if !keys.contains(&name) {
-                let msg = match suggest(name, keys.iter().copied()) {
-                    Some(s) => format!("unknown key `{name}` in {what}, did you mean `{s}`?"),
-                    None => format!("unknown key `{name}` in {what}"),
-                };
-                let d = Diagnostic::error(k.span, msg)
-                    .with_hint(format!("allowed keys: {}", list(keys)));
-                self.diags.push(d);
-            }
-        }
-        Some(Obj { node, entries })
+        self.r.map(node, keys, what)
     }
 
     fn require<'n>(&mut self, o: &Obj<'n>, key: &str, what: &str) -> Option<&'n Node> {
-        let v = o.get(key);
-        if v.is_none() {
-            let span = o
-                .key(key)
-                .map(|k| k.span)
-                .unwrap_or_else(|| head_span(o.node));
-            self.err(span, format!("missing required key `{key}` in {what}"));
-        }
-        v
+        self.r.require(o, key, what)
     }
 
     // ---- scalars -------------------------------------------------------------------------
 
     fn string(&mut self, node: &Node, what: &str) -> Option<Spanned<String>> {
-        match node.as_scalar() {
-            Some(s) if s.value != ScalarValue::Null => {
-                Some(Spanned::new(s.text.clone(), node.span))
-            }
-            _ => {
-                self.type_err(node, "a string", what);
-                None
-            }
-        }
+        self.r.string(node, what)
     }
 
     fn opt_string(&mut self, o: &Obj, key: &str) -> Option<Spanned<String>> {
-        o.get(key).and_then(|n| self.string(n, key))
+        self.r.field(o, key, Reader::string)
     }
 
     fn bool(&mut self, node: &Node, what: &str) -> Option<Spanned<bool>> {
-        match node.as_scalar().map(|s| &s.value) {
-            Some(ScalarValue::Bool(b)) => Some(Spanned::new(*b, node.span)),
-            _ => {
-                self.type_err(node, "`true` or `false`", what);
-                None
-            }
-        }
+        self.r.bool(node, what)
     }
 
     fn int(&mut self, node: &Node, what: &str, min: i64, max: i64) -> Option<Spanned<i64>> {
-        match node.as_scalar().map(|s| &s.value) {
-            Some(ScalarValue::Int(i)) => {
-                if *i < min || *i > max {
-                    let range = if max >= 1 << 31 {
-                        format!("at least {min}")
-                    } else {
-                        format!("between {min} and {max}")
-                    };
-                    self.err(node.span, format!("`{what}` must be {range}, found {i}"));
-                    None
-                } else {
-                    Some(Spanned::new(*i, node.span))
-                }
-            }
-            _ => {
-                self.type_err(node, "an integer", what);
-                None
-            }
-        }
+        self.r.int(node, what, min, max)
     }
 
     fn number(&mut self, node: &Node, what: &str, min: f64, max: f64) -> Option<Spanned<f64>> {
-        let v = match node.as_scalar().map(|s| &s.value) {
-            Some(ScalarValue::Int(i)) => *i as f64,
-            Some(ScalarValue::Float(f)) => *f,
-            _ => {
-                self.type_err(node, "a number", what);
-                return None;
-            }
-        };
-        if !v.is_finite() || v < min || v > max {
-            self.err(
-                node.span,
-                format!(
-                    "`{what}` must be between {min} and {max}, found {}",
-                    node.as_str().unwrap_or_default()
-                ),
-            );
-            return None;
-        }
-        Some(Spanned::new(v, node.span))
+        self.r.number(node, what, min, max)
     }
 
     fn duration(&mut self, node: &Node, what: &str) -> Option<Spanned<Duration>> {
-        let Some(s) = node.as_scalar() else {
-            self.type_err(node, "a duration", what);
-            return None;
-        };
-        let d = match s.value {
-            ScalarValue::Int(i) if i >= 0 => Some(Duration::from_secs(i as u64)),
-            ScalarValue::Float(f)
-                if f.is_finite() && f >= 0.0 && f <= MAX_DURATION.as_secs_f64() =>
-            {
-                Some(Duration::from_secs_f64(f))
-            }
-            ScalarValue::Int(_) | ScalarValue::Float(_) => {
-                self.err(
-                    node.span,
-                    format!("`{what}` must not be negative, found {}", s.text),
-                );
-                return None;
-            }
-            ScalarValue::Str => match humantime::parse_duration(s.text.trim()) {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    self.diags.push(
-                        Diagnostic::error(
-                            node.span,
-                            format!("invalid duration `{}` for `{what}`: {e}", s.text),
-                        )
-                        .with_hint("write a number of seconds (`90`, `1.5`) or a duration like `90s`, `5m`, `1h 30m`"),
-                    );
-                    return None;
-                }
-            },
-            _ => None,
-        };
-        match d {
-            Some(d) if d > MAX_DURATION => {
-                self.err(
-                    node.span,
-                    format!("`{what}` is out of range (at most one year)"),
-                );
-                None
-            }
-            Some(d) => Some(Spanned::new(d, node.span)),
-            None => {
-                self.type_err(node, "a duration", what);
-                None
-            }
-        }
+        self.r.duration(node, what)
     }
 
     fn keyword<T: Copy>(
@@ -358,47 +188,15 @@ impl<'s> Lowerer<'s> {
         what: &str,
         all: &[(&'static str, T)],
     ) -> Option<Spanned<T>> {
-        let text = match node.as_scalar() {
-            Some(s) if s.value != ScalarValue::Null => s.text.as_str(),
-            _ => {
-                self.type_err(node, "a string", what);
-                return None;
-            }
-        };
-        if let Some((_, v)) = all.iter().find(|(t, _)| *t == text) {
-            return Some(Spanned::new(*v, node.span));
-        }
-        let names: Vec<&str> = all.iter().map(|(t, _)| *t).collect();
-        let mut msg = format!(
-            "invalid value `{text}` for `{what}`; expected one of {}",
-            list(&names)
-        );
-        if let Some(s) = suggest(text, names.iter().copied()) {
-            msg.push_str(&format!(" (did you mean `{s}`?)"));
-        }
-        self.err(node.span, msg);
-        None
+        self.r.keyword(node, what, all)
     }
 
     fn string_list(&mut self, node: &Node, what: &str) -> Vec<Spanned<String>> {
-        match &node.kind {
-            NodeKind::Seq(items) => items.iter().filter_map(|n| self.string(n, what)).collect(),
-            NodeKind::Scalar(_) => self.string(node, what).into_iter().collect(),
-            NodeKind::Map(_) => {
-                self.type_err(node, "a list of strings", what);
-                Vec::new()
-            }
-        }
+        self.r.string_list(node, what)
     }
 
     fn seq<'n>(&mut self, node: &'n Node, what: &str) -> &'n [Node] {
-        match &node.kind {
-            NodeKind::Seq(items) => items,
-            _ => {
-                self.type_err(node, "a sequence", what);
-                &[]
-            }
-        }
+        self.r.seq(node, what)
     }
 
     // ---- templates -----------------------------------------------------------------------
@@ -426,7 +224,7 @@ impl<'s> Lowerer<'s> {
             .map(|s| (s.style, s.text.as_str()))
             .unwrap_or((Style::Plain, ""));
         let span = scalar_range(self.source, node.span, style, text, e.offset, e.len);
-        self.diags.push(Diagnostic::error(span, e.message));
+        self.r.push(Diagnostic::error(span, e.message));
     }
 
     fn template_string(&mut self, node: &Node, what: &str) -> Option<TemplateString> {
@@ -501,8 +299,7 @@ impl<'s> Lowerer<'s> {
     }
 
     fn value_map(&mut self, node: &Node, what: &str) -> IndexMap<String, TemplateValue> {
-        let Some(entries) = node.as_map() else {
-            self.type_err(node, "a mapping", what);
+        let Some(entries) = self.r.entries(node, what) else {
             return IndexMap::new();
         };
         entries
@@ -1269,15 +1066,6 @@ pub(crate) fn template_error(source: &str, t: &TemplateString, e: &expr::ExprErr
         scalar_range(source, t.span, t.style, &t.text, e.offset, e.len),
         e.message.clone(),
     )
-}
-
-/// `a`, `b` and `c` -> "`a`, `b`, `c`".
-pub(crate) fn list(items: &[&str]) -> String {
-    items
-        .iter()
-        .map(|i| format!("`{i}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Letters, digits and `_`, not starting with a digit.

@@ -7,33 +7,11 @@
 //! [`crate::load_workflow`] or [`crate::parse_str`] has passed every check.
 
 use crate::expr::{EvalContext, ExprError, Reference, Template};
+pub use crate::span::Spanned;
 use crate::yaml::{Span, Style};
 use indexmap::IndexMap;
 use std::path::PathBuf;
 use std::time::Duration;
-
-/// A value and the span of the YAML node it came from.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Spanned<T> {
-    /// The value.
-    pub value: T,
-    /// Where it was written.
-    pub span: Span,
-}
-
-impl<T> Spanned<T> {
-    /// Wraps a value with its span.
-    pub fn new(value: T, span: Span) -> Self {
-        Spanned { value, span }
-    }
-}
-
-impl<T> std::ops::Deref for Spanned<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.value
-    }
-}
 
 macro_rules! keyword_enum {
     ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
@@ -298,7 +276,7 @@ impl TemplateValue {
     }
 
     /// Every template string in the tree, in file order.
-    pub fn strings(&self) -> Vec<&TemplateString> {
+    pub(crate) fn strings(&self) -> Vec<&TemplateString> {
         let mut out = Vec::new();
         self.collect_strings(&mut out);
         out
@@ -386,13 +364,6 @@ impl Workflow {
     /// The step with this id, wherever it is.
     pub fn step(&self, id: &str) -> Option<&Step> {
         self.steps().find(|s| s.id.value == id)
-    }
-
-    /// The stage holding the top-level step `id` (not nested ones).
-    pub fn stage_of(&self, id: &str) -> Option<&Stage> {
-        self.stages
-            .iter()
-            .find(|st| st.steps.iter().any(|s| s.id.value == id))
     }
 
     /// The declared parameter with this name.
@@ -509,7 +480,7 @@ impl Retry {
     /// The base delay when none is given.
     pub const DEFAULT_DELAY: Duration = Duration::from_secs(1);
     /// Classes not retried unless `retry_on` names them.
-    pub const NOT_RETRIED_BY_DEFAULT: &'static [&'static str] = &[
+    pub(crate) const NOT_RETRIED_BY_DEFAULT: &'static [&'static str] = &[
         "ValidationError",
         "ExpressionError",
         "SkillNotFound",
@@ -565,7 +536,7 @@ pub struct Schedule {
 impl Schedule {
     /// Parses the cron line (already checked by validation).
     pub fn cron(&self) -> Result<croner::Cron, croner::errors::CronError> {
-        crate::validate::parse_cron(&self.cron.value)
+        crate::cron::parse_cron(&self.cron.value)
     }
 
     /// The time zone (UTC when absent; already checked by validation).
@@ -643,7 +614,7 @@ pub struct Stage {
 
 impl Stage {
     /// The default `max_parallel`.
-    pub const DEFAULT_MAX_PARALLEL: u32 = 5;
+    pub(crate) const DEFAULT_MAX_PARALLEL: u32 = 5;
 
     /// For each step, the indices of the siblings it names in `needs:` or reads as
     /// `${{ steps.X }}` (itself excluded). These are its dependencies in a
@@ -729,7 +700,7 @@ impl Step {
 
     /// Every template string of this step itself (`when`, `parameters`, `env`, `run`,
     /// `cache.key`), not of nested steps.
-    pub fn templates(&self) -> Vec<&TemplateString> {
+    pub(crate) fn templates(&self) -> Vec<&TemplateString> {
         let mut out = Vec::new();
         if let Some(w) = &self.when {
             out.push(w);
@@ -788,7 +759,7 @@ impl Step {
     }
 
     /// The nested steps of a decision (all branches), empty for other types.
-    pub fn branch_steps(&self) -> impl Iterator<Item = &Step> {
+    pub(crate) fn branch_steps(&self) -> impl Iterator<Item = &Step> {
         let branches: &[Branch] = match &self.kind {
             StepKind::Decision(d) => &d.branches,
             _ => &[],

@@ -2,10 +2,9 @@
 //! declares, apply defaults, and check `required` and `enum`. The CLI (`agent exec`), the
 //! daemon API and schedules all go through here.
 
+use crate::diagnostic::suggest;
 use crate::errors::ParamError;
-use crate::lower::suggest;
 use crate::model::{ParamType, Parameter, Workflow};
-use crate::validate::{json_eq, type_matches};
 use serde_json::{Map, Value};
 
 /// Splits `NAME=VALUE` arguments into pairs (the value may contain `=`).
@@ -23,7 +22,7 @@ pub fn parse_assignments<S: AsRef<str>>(args: &[S]) -> Result<Vec<(String, Strin
 
 /// Converts command-line text to the declared type: numbers, integers and booleans are
 /// parsed, arrays and objects are JSON, strings are taken as they are.
-pub fn convert_text(name: &str, ty: ParamType, text: &str) -> Result<Value, ParamError> {
+pub(crate) fn convert_text(name: &str, ty: ParamType, text: &str) -> Result<Value, ParamError> {
     let bad = |expected: &str| ParamError::Type {
         name: name.to_owned(),
         expected: expected.to_owned(),
@@ -199,7 +198,7 @@ fn resolve_params(
 
 /// Checks one JSON value against a declared parameter: its type (text is converted like
 /// `-p` text) and its `enum`. Returns the converted value.
-pub fn check_value(p: &Parameter, value: &Value) -> Result<Value, Vec<ParamError>> {
+pub(crate) fn check_value(p: &Parameter, value: &Value) -> Result<Value, Vec<ParamError>> {
     let mut decl = p.clone();
     decl.required = crate::model::Spanned::new(true, p.span);
     decl.default = None;
@@ -225,6 +224,32 @@ fn expected(ty: ParamType) -> &'static str {
         ParamType::Boolean => "`true` or `false`",
         ParamType::Array => "an array",
         ParamType::Object => "an object",
+    }
+}
+
+/// Whether a JSON value has a parameter type.
+pub(crate) fn type_matches(ty: ParamType, v: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match ty {
+        ParamType::String => v.is_string(),
+        ParamType::Number => v.is_number(),
+        ParamType::Integer => match v {
+            Value::Number(n) => {
+                n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|f| f.fract() == 0.0)
+            }
+            _ => false,
+        },
+        ParamType::Boolean => v.is_boolean(),
+        ParamType::Array => v.is_array(),
+        ParamType::Object => v.is_object(),
+    }
+}
+
+/// JSON equality where `1` equals `1.0`.
+pub(crate) fn json_eq(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) if a.is_number() && b.is_number() => x == y,
+        _ => a == b,
     }
 }
 

@@ -91,7 +91,7 @@ pub struct ShellScript {
 
 /// Whether a `shell:` value names a POSIX-style shell (the default bash/sh, or any program
 /// that is not one of the known non-shell interpreters).
-pub fn is_posix_shell(shell: Option<&str>) -> bool {
+pub(crate) fn is_posix_shell(shell: Option<&str>) -> bool {
     let Some(shell) = shell else { return true };
     let prog = shell.split_whitespace().next().unwrap_or("");
     let base = prog.rsplit('/').next().unwrap_or(prog);

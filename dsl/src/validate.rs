@@ -6,32 +6,26 @@
 //! Sub-workflow resolution (files next to the caller, cycles, depth) needs the file system
 //! and lives in `load`.
 
-use crate::diagnostic::Diagnostic;
+use crate::diagnostic::{Diagnostic, list, suggest};
 use crate::expr::{self, Scope, Template, TemplatePart};
-use crate::lower::{list, scalar_range, suggest, template_error};
+use crate::lower::{scalar_range, template_error};
 use crate::model::*;
+use crate::params::{json_eq, type_matches};
 use crate::yaml::Span;
 use std::collections::{HashMap, HashSet};
 
 /// Roots allowed in a step's templates (`when`, `parameters`, `env`, `run`, `cache.key`).
-pub const STEP_ROOTS: &[&str] = expr::ROOTS;
+pub(crate) const STEP_ROOTS: &[&str] = expr::ROOTS;
 /// Roots allowed in the workflow's `env` and `concurrency.group`.
-pub const WORKFLOW_ENV_ROOTS: &[&str] =
+pub(crate) const WORKFLOW_ENV_ROOTS: &[&str] =
     &["parameters", "secrets", "run", "repo", "workflow", "env"];
 /// Roots allowed in schedule parameters (evaluated when the tick fires).
-pub const SCHEDULE_ROOTS: &[&str] = &["workflow", "env", "secrets"];
+pub(crate) const SCHEDULE_ROOTS: &[&str] = &["workflow", "env", "secrets"];
 /// Fields of `steps.<id>` an expression may read.
-pub const STEP_FIELDS: &[&str] = &["output", "outputs", "status", "exit_code", "error_class"];
+pub(crate) const STEP_FIELDS: &[&str] =
+    &["output", "outputs", "status", "exit_code", "error_class"];
 
-/// Parses a cron line: 5 fields, or 6 with leading seconds.
-pub fn parse_cron(line: &str) -> Result<croner::Cron, croner::errors::CronError> {
-    use croner::parser::{CronParser, Seconds, Year};
-    CronParser::builder()
-        .seconds(Seconds::Optional)
-        .year(Year::Disallowed)
-        .build()
-        .parse(line)
-}
+pub use crate::cron::parse_cron;
 
 /// Runs every check on a workflow; `source` is the file's text (for expression positions).
 pub fn validate(wf: &Workflow, source: &str) -> Vec<Diagnostic> {
@@ -207,43 +201,12 @@ impl<'a> Validator<'a> {
             }
         }
         for s in &self.wf.on.schedule {
-            let line = s.cron.value.trim();
-            let fields = line.split_whitespace().count();
-            if !line.starts_with('@') && fields != 5 && fields != 6 {
-                self.diags.push(
-                    Diagnostic::error(
-                        s.cron.span,
-                        format!("invalid cron expression `{line}`: expected 5 fields (or 6 with leading seconds), found {fields}"),
-                    )
-                    .with_hint("minute hour day-of-month month day-of-week, e.g. `0 3 * * 1-5`"),
-                );
-            } else {
-                match parse_cron(line) {
-                    Err(e) => self.diags.push(
-                        Diagnostic::error(
-                            s.cron.span,
-                            format!(
-                                "invalid cron expression `{line}`: {}",
-                                lower_first(e.to_string().trim_end_matches('.'))
-                            ),
-                        )
-                        .with_hint(
-                            "minute hour day-of-month month day-of-week, e.g. `0 3 * * 1-5`",
-                        ),
-                    ),
-                    Ok(cron) => {
-                        // A fixed start keeps validation deterministic; any real date has
-                        // occurred since 2000 (2000 is a leap year, so 29 February counts).
-                        let start =
-                            chrono::DateTime::from_timestamp(946_684_800, 0).unwrap_or_default();
-                        if cron.find_next_occurrence(&start, true).is_err() {
-                            self.diags.push(Diagnostic::error(
-                                s.cron.span,
-                                format!("cron expression `{line}` never fires (no such date)"),
-                            ));
-                        }
-                    }
+            if let Err((message, hint)) = crate::cron::check_cron(&s.cron.value) {
+                let mut d = Diagnostic::error(s.cron.span, message);
+                if let Some(hint) = hint {
+                    d = d.with_hint(hint);
                 }
+                self.diags.push(d);
             }
             if let Some(tz) = &s.timezone
                 && tz.value.parse::<chrono_tz::Tz>().is_err()
@@ -744,39 +707,5 @@ fn add_ids<'w>(step: &'w Step, set: &mut HashSet<&'w str>) {
     set.insert(step.id.value.as_str());
     for s in step.branch_steps() {
         add_ids(s, set);
-    }
-}
-
-/// Whether a JSON value has a parameter type.
-pub fn type_matches(ty: ParamType, v: &serde_json::Value) -> bool {
-    use serde_json::Value;
-    match ty {
-        ParamType::String => v.is_string(),
-        ParamType::Number => v.is_number(),
-        ParamType::Integer => match v {
-            Value::Number(n) => {
-                n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|f| f.fract() == 0.0)
-            }
-            _ => false,
-        },
-        ParamType::Boolean => v.is_boolean(),
-        ParamType::Array => v.is_array(),
-        ParamType::Object => v.is_object(),
-    }
-}
-
-/// JSON equality where `1` equals `1.0`.
-pub(crate) fn json_eq(a: &serde_json::Value, b: &serde_json::Value) -> bool {
-    match (a.as_f64(), b.as_f64()) {
-        (Some(x), Some(y)) if a.is_number() && b.is_number() => x == y,
-        _ => a == b,
-    }
-}
-
-fn lower_first(s: &str) -> String {
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_lowercase().chain(c).collect(),
-        None => String::new(),
     }
 }

@@ -5,11 +5,14 @@
 //! These run at validate time; evaluation repeats the function checks, so an unchecked
 //! expression still fails cleanly.
 
+use crate::diagnostic::suggest_spelling;
 use serde_json::Value;
 
 use super::ast::{Node, NodeKind};
-use super::functions::{compile_regex, format_with};
-use super::{Expr, ExprError, FUNCTIONS, ROOTS, RUN_KEYS, suggest};
+use super::parser::Expr;
+use super::shared::{
+    ExprError, FUNCTIONS, ROOTS, RUN_KEYS, arity_error, compile_regex, format_with,
+};
 
 /// What an expression may refer to where it appears.
 #[derive(Debug, Clone, Copy)]
@@ -26,27 +29,6 @@ pub fn check(expr: &Expr, scope: &Scope) -> Vec<ExprError> {
     let mut out = Vec::new();
     walk(expr.tree(), scope, &mut out);
     out
-}
-
-/// "`len` takes 1 argument, got 2", or `None` when `got` fits.
-pub(crate) fn arity_error(
-    name: &str,
-    min: usize,
-    max: Option<usize>,
-    got: usize,
-) -> Option<String> {
-    if got >= min && max.is_none_or(|m| got <= m) {
-        return None;
-    }
-    let plural = |n: usize| if n == 1 { "argument" } else { "arguments" };
-    let wanted = match max {
-        Some(0) => "no arguments".to_string(),
-        Some(m) if m == min => format!("{m} {}", plural(m)),
-        Some(m) if m == min + 1 => format!("{min} or {m} arguments"),
-        Some(m) => format!("{min} to {m} arguments"),
-        None => format!("at least {min} {}", plural(min)),
-    };
-    Some(format!("`{name}` takes {wanted}, got {got}"))
 }
 
 fn list(items: &[&str]) -> String {
@@ -74,7 +56,7 @@ fn root_error(name: &str, scope: &Scope) -> String {
     if let Some(lit) = literal {
         return format!("unknown context `{name}`; literals are lowercase: `{lit}`");
     }
-    match suggest(name, scope.roots.iter().copied()) {
+    match suggest_spelling(name, scope.roots.iter().copied()) {
         Some(s) => format!("unknown context `{name}`, did you mean `{s}`? {allowed}"),
         None => format!("unknown context `{name}`; {allowed}"),
     }
@@ -90,7 +72,7 @@ fn parameter_error(name: &str, scope: &Scope) -> Option<String> {
         ));
     }
     Some(
-        match suggest(name, scope.parameters.iter().map(String::as_str)) {
+        match suggest_spelling(name, scope.parameters.iter().map(String::as_str)) {
             Some(s) => format!("undeclared parameter `{name}`, did you mean `{s}`?"),
             None => {
                 let declared: Vec<&str> = scope.parameters.iter().map(String::as_str).collect();
@@ -127,7 +109,7 @@ fn walk(n: &Node, scope: &Scope, out: &mut Vec<ExprError>) {
             } else if matches!(&object.kind, NodeKind::Root(r) if r == "run" && scope.roots.contains(&"run"))
                 && !RUN_KEYS.contains(&name.as_str())
             {
-                let message = match suggest(name, RUN_KEYS.iter().copied()) {
+                let message = match suggest_spelling(name, RUN_KEYS.iter().copied()) {
                     Some(s) => format!("`run` has no key `{name}`, did you mean `{s}`?"),
                     None => format!("`run` has no key `{name}`; it has {}", list(RUN_KEYS)),
                 };
@@ -156,7 +138,8 @@ fn walk(n: &Node, scope: &Scope, out: &mut Vec<ExprError>) {
         } => {
             match FUNCTIONS.iter().find(|(f, _, _)| f == name) {
                 None => {
-                    let message = match suggest(name, FUNCTIONS.iter().map(|(f, _, _)| *f)) {
+                    let message = match suggest_spelling(name, FUNCTIONS.iter().map(|(f, _, _)| *f))
+                    {
                         Some(s) => format!("unknown function `{name}`, did you mean `{s}`?"),
                         None => format!("unknown function `{name}`"),
                     };

@@ -8,124 +8,16 @@
 //! between different types; `<` and friends need two numbers or two strings.
 use std::borrow::Cow;
 use std::cmp::Ordering;
-use std::path::{Path, PathBuf};
 
-use serde_json::{Map, Number, Value};
+use crate::diagnostic::suggest_spelling;
+use serde_json::{Number, Value};
 
 use super::ast::{BinOp, Node, NodeKind, UnOp};
+use super::context::EvalContext;
 use super::functions::{self, FnError};
-use super::{ExprError, FUNCTIONS, ROOTS, suggest};
-
-/// What an expression can read while it is evaluated.
-pub trait EvalContext {
-    /// The value of a context root: `parameters`, `steps`, `context`, `env`, `secrets`,
-    /// `run`, `repo` or `workflow`. `None` means the root is not available here.
-    fn root(&self, name: &str) -> Option<&Value>;
-    /// The state of the job so far, for `success()`, `failure()` and `cancelled()`.
-    fn job_status(&self) -> JobStatus;
-    /// The directory `file_exists()` and `hash_files()` resolve relative paths against.
-    /// `None` makes them fail on relative paths.
-    fn workdir(&self) -> Option<&Path>;
-    /// The variable `name` of the environment steps start from, read by `env('NAME')` when
-    /// the `env` root does not have it. Never this process's own environment as a whole:
-    /// that is where the agent keeps the sources of secrets and credentials. The default
-    /// has no variables.
-    fn base_env(&self, _name: &str) -> Option<String> {
-        None
-    }
-}
-
-/// The state of the job so far.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobStatus {
-    /// Nothing failed so far.
-    Success,
-    /// An earlier step failed.
-    Failure,
-    /// The run was cancelled.
-    Cancelled,
-}
-
-/// A simple [`EvalContext`] over a JSON object whose keys are the roots.
-#[derive(Debug, Clone)]
-pub struct MapContext {
-    /// Root name to value.
-    pub values: Map<String, Value>,
-    /// What `success()` and friends see.
-    pub status: JobStatus,
-    /// Base directory for `file_exists()` and `hash_files()`.
-    pub workdir: Option<PathBuf>,
-    /// What `env('NAME')` reads after the `env` root (later entries win).
-    pub base_env: Vec<(String, String)>,
-}
-
-impl MapContext {
-    /// A context over `values`, status [`JobStatus::Success`] and no workdir.
-    pub fn new(values: Map<String, Value>) -> Self {
-        MapContext {
-            values,
-            status: JobStatus::Success,
-            workdir: None,
-            base_env: Vec::new(),
-        }
-    }
-
-    /// A context over a JSON value; anything but an object gives an empty context.
-    pub fn from_value(value: Value) -> Self {
-        match value {
-            Value::Object(map) => Self::new(map),
-            _ => Self::new(Map::new()),
-        }
-    }
-
-    /// Sets the job status.
-    #[must_use]
-    pub fn with_status(mut self, status: JobStatus) -> Self {
-        self.status = status;
-        self
-    }
-
-    /// Sets the working directory.
-    #[must_use]
-    pub fn with_workdir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.workdir = Some(dir.into());
-        self
-    }
-
-    /// Sets the variables `env('NAME')` reads after the `env` root.
-    #[must_use]
-    pub fn with_base_env(mut self, vars: Vec<(String, String)>) -> Self {
-        self.base_env = vars;
-        self
-    }
-
-    /// Sets one root.
-    pub fn insert(&mut self, root: &str, value: Value) {
-        self.values.insert(root.to_string(), value);
-    }
-}
-
-impl EvalContext for MapContext {
-    fn root(&self, name: &str) -> Option<&Value> {
-        self.values.get(name)
-    }
-
-    fn base_env(&self, name: &str) -> Option<String> {
-        self.base_env
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    }
-
-    fn job_status(&self) -> JobStatus {
-        self.status
-    }
-
-    fn workdir(&self) -> Option<&Path> {
-        self.workdir.as_deref()
-    }
-}
+use super::shared::{
+    ExprError, FUNCTIONS, ROOTS, a_kind, arity_error, num_cmp, truthy, values_equal,
+};
 
 /// Evaluates `node` (parsed from `src`) against `ctx`.
 pub(crate) fn eval_root(node: &Node, src: &str, ctx: &dyn EvalContext) -> Result<Value, ExprError> {
@@ -136,75 +28,6 @@ pub(crate) fn eval_root(node: &Node, src: &str, ctx: &dyn EvalContext) -> Result
 struct Evaluator<'a> {
     src: &'a str,
     ctx: &'a dyn EvalContext,
-}
-
-/// `a string`, `an array`... for messages.
-pub(crate) fn a_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// Python/GitHub Actions truthiness: `null`, `false`, `0`, `""`, `[]` and `{}` are false.
-pub(crate) fn truthy(v: &Value) -> bool {
-    match v {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
-        Value::String(s) => !s.is_empty(),
-        Value::Array(a) => !a.is_empty(),
-        Value::Object(o) => !o.is_empty(),
-    }
-}
-
-/// How a value reads when interpolated into text: `null` is empty, strings as they are,
-/// everything else as compact JSON.
-pub(crate) fn to_text(v: &Value) -> String {
-    match v {
-        Value::Null => String::new(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// Numeric ordering across integer and float representations.
-pub(crate) fn num_cmp(a: &Number, b: &Number) -> Ordering {
-    if let (Some(x), Some(y)) = (a.as_i64(), b.as_i64()) {
-        return x.cmp(&y);
-    }
-    if let (Some(x), Some(y)) = (a.as_u64(), b.as_u64()) {
-        return x.cmp(&y);
-    }
-    // One side is a u64 above i64::MAX and the other a negative i64, or a float is involved.
-    if a.is_i64() && b.is_u64() {
-        return Ordering::Less;
-    }
-    if a.is_u64() && b.is_i64() {
-        return Ordering::Greater;
-    }
-    let (x, y) = (a.as_f64().unwrap_or(0.0), b.as_f64().unwrap_or(0.0));
-    x.partial_cmp(&y).unwrap_or(Ordering::Equal)
-}
-
-/// Deep equality; numbers compare numerically (`1 == 1.0`), different types are unequal.
-pub(crate) fn values_equal(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => num_cmp(x, y) == Ordering::Equal,
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| values_equal(p, q))
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, v)| y.get(k).is_some_and(|w| values_equal(v, w)))
-        }
-        _ => a == b,
-    }
 }
 
 fn as_index(v: &Value) -> Option<i64> {
@@ -287,7 +110,7 @@ impl<'a> Evaluator<'a> {
             NodeKind::Literal(v) => Ok(Cow::Borrowed(v)),
             NodeKind::Root(name) => {
                 if !ROOTS.contains(&name.as_str()) {
-                    let hint = suggest(name, ROOTS.iter().copied())
+                    let hint = suggest_spelling(name, ROOTS.iter().copied())
                         .map(|s| format!(", did you mean `{s}`?"))
                         .unwrap_or_default();
                     return Err(self.err(format!("unknown context `{name}`{hint}"), n));
@@ -544,7 +367,7 @@ impl<'a> Evaluator<'a> {
         n: &Node,
     ) -> Result<Value, ExprError> {
         let Some(&(_, min, max)) = FUNCTIONS.iter().find(|(f, _, _)| *f == name) else {
-            let hint = suggest(name, FUNCTIONS.iter().map(|(f, _, _)| *f))
+            let hint = suggest_spelling(name, FUNCTIONS.iter().map(|(f, _, _)| *f))
                 .map(|s| format!(", did you mean `{s}`?"))
                 .unwrap_or_default();
             return Err(ExprError::new(
@@ -553,7 +376,7 @@ impl<'a> Evaluator<'a> {
                 name_len,
             ));
         };
-        if let Some(message) = super::check::arity_error(name, min, max, args.len()) {
+        if let Some(message) = arity_error(name, min, max, args.len()) {
             return Err(self.err(message, n));
         }
         let mut values = Vec::with_capacity(args.len());
@@ -574,7 +397,10 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::expr::MapContext;
     use crate::expr::parse;
+    use crate::expr::shared::to_text;
+    use serde_json::Map;
 
     fn ctx() -> MapContext {
         MapContext::from_value(json!({

@@ -2,9 +2,9 @@
 //! [`check`](super::check) and again at evaluation); these bodies check argument types.
 //!
 //! Notes on semantics:
-//! - `regex_match(s, pattern)` matches at the start of `s`, like Python's `re.match` (the
-//!   seed's definition); add `$` to match the whole string. Compiled patterns are cached per
-//!   thread, and pattern size is limited so a hostile pattern is an error, not a memory blow-up.
+//! - `regex_match(s, pattern)` matches at the start of `s`, like Python's `re.match`; add `$`
+//!   to match the whole string. Compiled patterns are cached per thread, and pattern size is
+//!   limited so a hostile pattern is an error, not a memory blow-up.
 //! - String-like arguments (`startswith`, `contains` on a string, ...) accept strings,
 //!   numbers and booleans (as their text) and `null` (as `""`).
 //! - `hash_files(globs...)` follows GitHub Actions' `hashFiles`: files under the workdir
@@ -13,14 +13,13 @@
 //!   file's SHA-256, in hex, or `""` when nothing matches.
 
 use std::borrow::Cow;
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::eval::{EvalContext, JobStatus, a_kind, to_text, truthy, values_equal};
+use super::context::{EvalContext, JobStatus};
+use super::shared::{a_kind, compile_regex, format_with, to_text, truthy, values_equal};
 
 /// A function failure; `arg` is the index of the argument to point at, if one is to blame.
 pub(crate) struct FnError {
@@ -44,10 +43,6 @@ fn call_err(message: impl Into<String>) -> FnError {
 
 /// Most files `hash_files` walks before giving up.
 const MAX_WALK_ENTRIES: usize = 200_000;
-/// Compiled-regex cache size (per thread).
-const REGEX_CACHE_SIZE: usize = 64;
-/// Size limit of one compiled regex.
-const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 /// Calls built-in `name` with evaluated `args` (the arity is already checked).
 pub(crate) fn call(
@@ -207,41 +202,6 @@ fn contains(hay: &Value, needle: &Value) -> Result<Value, FnError> {
     Ok(Value::Bool(found))
 }
 
-thread_local! {
-    static REGEX_CACHE: RefCell<HashMap<String, regex::Regex>> = RefCell::new(HashMap::new());
-}
-
-/// Compiles `pattern` (cached per thread) or explains why it is invalid.
-pub(crate) fn compile_regex(pattern: &str) -> Result<regex::Regex, String> {
-    if let Some(re) = REGEX_CACHE.with(|c| c.borrow().get(pattern).cloned()) {
-        return Ok(re);
-    }
-    let re = regex::RegexBuilder::new(pattern)
-        .size_limit(REGEX_SIZE_LIMIT)
-        .dfa_size_limit(REGEX_SIZE_LIMIT)
-        .nest_limit(64)
-        .build()
-        .map_err(|e| match e {
-            regex::Error::CompiledTooBig(_) => "regular expression is too large".to_string(),
-            other => {
-                let text = other.to_string();
-                let last = text.lines().last().unwrap_or("").trim();
-                format!(
-                    "invalid regular expression: {}",
-                    last.strip_prefix("error: ").unwrap_or(last)
-                )
-            }
-        })?;
-    REGEX_CACHE.with(|c| {
-        let mut cache = c.borrow_mut();
-        if cache.len() >= REGEX_CACHE_SIZE {
-            cache.clear();
-        }
-        cache.insert(pattern.to_string(), re.clone());
-    });
-    Ok(re)
-}
-
 fn regex_match(s: &Value, pattern: &Value) -> Result<Value, FnError> {
     let s = text_arg(s, 0)?;
     let Value::String(p) = pattern else {
@@ -302,60 +262,6 @@ fn format(fmt: &Value, args: &[Cow<'_, Value>]) -> Result<Value, FnError> {
     format_with(fmt, args.len(), |i, out| out.push_str(&texts[i]))
         .map(Value::String)
         .map_err(|m| arg_err(0, m))
-}
-
-/// Expands a GitHub Actions style format string (`{0}`, `{{`, `}}`), calling `put` for each
-/// placeholder. Also used statically (with a no-op `put`) to check literal formats.
-pub(crate) fn format_with(
-    fmt: &str,
-    nargs: usize,
-    mut put: impl FnMut(usize, &mut String),
-) -> Result<String, String> {
-    let mut out = String::with_capacity(fmt.len());
-    let mut chars = fmt.char_indices().peekable();
-    while let Some((pos, c)) = chars.next() {
-        match c {
-            '{' if chars.peek().is_some_and(|(_, n)| *n == '{') => {
-                chars.next();
-                out.push('{');
-            }
-            '}' if chars.peek().is_some_and(|(_, n)| *n == '}') => {
-                chars.next();
-                out.push('}');
-            }
-            '{' => {
-                let rest = &fmt[pos + 1..];
-                let close = rest.find('}').ok_or_else(|| {
-                    format!("unclosed `{{` at byte {pos} of the format string (write `{{{{` for a literal brace)")
-                })?;
-                let digits = &rest[..close];
-                let index: usize = digits
-                    .parse()
-                    .ok()
-                    .filter(|_| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
-                    .ok_or_else(|| {
-                        format!("invalid placeholder `{{{digits}}}` in the format string, expected `{{0}}`, `{{1}}`...")
-                    })?;
-                if index >= nargs {
-                    return Err(format!(
-                        "the format string uses `{{{index}}}` but only {nargs} value{} given",
-                        if nargs == 1 { " is" } else { "s are" }
-                    ));
-                }
-                put(index, &mut out);
-                for _ in 0..digits.chars().count() + 1 {
-                    chars.next();
-                }
-            }
-            '}' => {
-                return Err(format!(
-                    "unmatched `}}` at byte {pos} of the format string (write `}}}}` for a literal brace)"
-                ));
-            }
-            other => out.push(other),
-        }
-    }
-    Ok(out)
 }
 
 fn join(items: &Value, sep: Option<&Value>) -> Result<Value, FnError> {
@@ -628,7 +534,8 @@ mod tests {
             (JobStatus::Cancelled, [false, false, true]),
         ];
         for (status, expected) in cases {
-            let c = ctx().with_status(status);
+            let mut c = ctx();
+            c.status = status;
             let got: Vec<serde_json::Value> = ["success()", "failure()", "cancelled()"]
                 .iter()
                 .map(|f| ev_in(f, &c).expect("evaluates"))
@@ -730,7 +637,8 @@ mod tests {
         std::fs::write(dir.path().join("sub/deeper/c.lock"), "gamma").expect("write");
         std::fs::create_dir_all(dir.path().join(".git")).expect("mkdir");
         std::fs::write(dir.path().join(".git/x.txt"), "ignored").expect("write");
-        let c = ctx().with_workdir(dir.path());
+        let mut c = ctx();
+        c.workdir = Some(dir.path().to_path_buf());
 
         let ev_c = |src: &str| ev_in(src, &c).unwrap_or_else(|e| panic!("{src}: {e}"));
         assert_eq!(ev_c("file_exists('a.txt')"), json!(true));

@@ -5,7 +5,7 @@
 //! reads like in GitHub Actions while `x.n - 1` and `x.n-1` stay subtractions.
 //! All scanning works on `char` boundaries, so non-ASCII input never panics.
 
-use super::ExprError;
+use super::shared::ExprError;
 
 /// A token kind. Keywords (`and`, `or`, `not`, `in`, `if`, `else`, `true`, `false`, `null`)
 /// are [`Tok::Ident`]s; the parser tells them apart.

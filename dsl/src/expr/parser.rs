@@ -9,9 +9,10 @@
 use serde_json::Value;
 
 use super::ast::{BinOp, Node, NodeKind, UnOp};
-use super::eval::{EvalContext, eval_root};
+use super::context::EvalContext;
+use super::eval::eval_root;
 use super::lexer::{Tok, Token, tokenize};
-use super::{ExprError, MAX_EXPR_LEN, MAX_NESTING, MAX_TREE_DEPTH};
+use super::shared::{ExprError, MAX_EXPR_LEN, MAX_NESTING, MAX_TREE_DEPTH};
 
 /// A parsed expression: its source text and syntax tree.
 #[derive(Debug, Clone)]

@@ -8,8 +8,10 @@
 
 use serde_json::Value;
 
-use super::eval::to_text;
-use super::{EvalContext, Expr, ExprError, Reference, Scope, check, parse};
+use super::check::{Scope, check};
+use super::context::EvalContext;
+use super::parser::{Expr, Reference, parse};
+use super::shared::{ExprError, to_text};
 
 /// A string value from a workflow file, split into text and expressions.
 #[derive(Debug, Clone)]

@@ -1,0 +1,9 @@
+//! The `dsl` crate's integration tests, one binary with a module per topic.
+
+mod examples;
+mod expr_messages;
+mod expr_props;
+mod fixtures;
+mod proptest_parser;
+mod rules;
+mod schema;
