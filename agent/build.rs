@@ -16,7 +16,8 @@
 //! opens and relocates two libraries fewer (about 150 fewer page faults, 1 to 2 ms at every
 //! start). The archives are offered to the linker from a directory of links searched before
 //! the system's, so the `-lssl -lcrypto -lz` of the `-sys` crates find them there; checked by
-//! linking and running a tiny program against them.
+//! linking and running a tiny program against them. The cost: a security update of the
+//! system's OpenSSL reaches the agent only when it is rebuilt (`install.sh` again).
 
 use std::path::PathBuf;
 use std::process::Command;
