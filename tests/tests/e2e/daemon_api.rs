@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::daemon::{TEST_TOKEN, TestDaemon, http_request, init_repo, yaml_quote};
+use common::daemon::{TEST_TOKEN, TestDaemon, http_request, init_repo, trigger_with, yaml_quote};
 use common::{agent, run_with_deadline};
 use serde_json::Value;
 
@@ -109,16 +109,6 @@ fn start_with_workflows(root: &Path) -> TestDaemon {
 
 fn json(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
-}
-
-/// Triggers `workflow` through the API; returns the run id.
-fn trigger(d: &TestDaemon, workflow: &str, body: &str) -> String {
-    let (code, text) = d.post(&format!("/api/v1/workflows/{workflow}/runs"), body);
-    assert_eq!(code, 202, "trigger {workflow}: {text}\n{}", d.log_text());
-    json(&text)["run_id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no run_id in {text}"))
-        .to_string()
 }
 
 /// The events of a server-sent event stream, read until an `end` event or the deadline.
@@ -345,7 +335,7 @@ fn trigger_list_get_and_logs_through_the_api() {
     }
     assert_eq!(d.get_json("/api/v1/runs")["runs"], serde_json::json!([]));
 
-    let id = trigger(
+    let id = trigger_with(
         &d,
         "greet",
         r#"{"parameters": {"count": "3"}, "repo": "app"}"#,
@@ -367,8 +357,8 @@ fn trigger_list_get_and_logs_through_the_api() {
     assert!(run["duration_ms"].is_u64(), "{run}");
 
     // Two more runs: newest created first, limit and filters respected.
-    let second = trigger(&d, "greet", r#"{"parameters": {"count": 4}}"#);
-    let third = trigger(&d, "ticks", "");
+    let second = trigger_with(&d, "greet", r#"{"parameters": {"count": 4}}"#);
+    let third = trigger_with(&d, "ticks", "");
     let runs = d.get_json("/api/v1/runs")["runs"].clone();
     let ids: Vec<&str> = runs
         .as_array()
@@ -432,7 +422,7 @@ fn trigger_list_get_and_logs_through_the_api() {
 fn follow_streams_lines_until_the_step_ends() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let d = start_with_workflows(tmp.path());
-    let id = trigger(&d, "ticks", "{}");
+    let id = trigger_with(&d, "ticks", "{}");
     let started = Instant::now();
     let events = follow_events(
         &d,
@@ -462,7 +452,7 @@ fn cancel_and_retry_through_the_api() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let d = daemon_with_workflows(tmp.path());
 
-    let id = trigger(&d, "sleeper", "{}");
+    let id = trigger_with(&d, "sleeper", "{}");
     d.wait_run(&id, RUN_DEADLINE, |s| s == "running");
     let (code, body) = d.post(&format!("/api/v1/runs/{id}/cancel"), "");
     assert_eq!(code, 202, "{body}");
@@ -476,7 +466,7 @@ fn cancel_and_retry_through_the_api() {
     })
     .expect("cancelling a cancelled run ends in 409");
 
-    let failed = trigger(&d, "flaky", "{}");
+    let failed = trigger_with(&d, "flaky", "{}");
     let run = d.wait_run_final(&failed, RUN_DEADLINE);
     assert_eq!(run["status"], "failed", "{run}");
     let (code, body) = d.post(&format!("/api/v1/runs/{failed}/retry"), "");

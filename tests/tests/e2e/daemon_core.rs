@@ -9,41 +9,18 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::daemon::{TestDaemon, commit_files, fixture, init_repo, wait_for, yaml_quote};
+use common::daemon::{
+    TestDaemon, commit_files, fixture, init_repo, lines, repo_config, trigger_with, wait_for,
+    yaml_quote,
+};
 use serde_json::Value;
 
 const RUN_LIMIT: Duration = Duration::from_secs(60);
-
-fn repo_config(name: &str, path: &Path) -> String {
-    format!(
-        "repos:\n  - name: {name}\n    path: {}\n",
-        yaml_quote(&path.to_string_lossy())
-    )
-}
-
-/// Triggers a manual run and returns its id.
-fn trigger(d: &TestDaemon, workflow: &str, body: &str) -> String {
-    let (code, text) = d.post(&format!("/api/v1/workflows/{workflow}/runs"), body);
-    assert_eq!(code, 202, "trigger {workflow}: {text}\n{}", d.log_text());
-    let v: Value = serde_json::from_str(&text).expect("JSON");
-    match &v["run_id"] {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
 
 /// Whether a step has written a whole line to `path`: the file exists as soon as the shell
 /// opens it for `>>`, a moment before the line is in it.
 fn has_line(path: &Path) -> bool {
     std::fs::read_to_string(path).is_ok_and(|t| t.ends_with('\n'))
-}
-
-fn lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
 }
 
 /// Kills a process by PID (a step process left behind by a `kill -9` of the daemon).
@@ -73,7 +50,7 @@ fn manual_run_succeeds_with_logs_secrets_and_report() {
         repo_config("app", &repo)
     );
     let d = TestDaemon::start_with_env(&root, &config, &[("CORE_TEST_TOKEN", "s3cr3t-value")]);
-    let id = trigger(&d, "hello", r#"{"parameters":{"who":"daemon"}}"#);
+    let id = trigger_with(&d, "hello", r#"{"parameters":{"who":"daemon"}}"#);
     let run = d.wait_run_final(&id, RUN_LIMIT);
     assert_eq!(run["status"], "succeeded", "{run:#}\n{}", d.log_text());
     // The secret reached the step...
@@ -135,7 +112,7 @@ fn steps_see_only_the_minimal_environment_and_env_passthrough() {
             ("OTHER_DAEMON_VAR", "hidden"),
         ],
     );
-    let id = trigger(&d, "envs", "{}");
+    let id = trigger_with(&d, "envs", "{}");
     let run = d.wait_run_final(&id, RUN_LIMIT);
     assert_eq!(run["status"], "succeeded", "{run:#}\n{}", d.log_text());
     let read = |name: &str| std::fs::read_to_string(out.join(name)).expect("step file");
@@ -156,12 +133,12 @@ fn kill_9_during_the_second_step_resumes_without_redoing_the_first() {
     init_repo(&repo, &[(".workflows/three.yaml", &wf)]);
     let root = tmp.path().join("daemon");
     let mut d = TestDaemon::start(&root, &repo_config("app", &repo));
-    let first = trigger(&d, "three", "{}");
+    let first = trigger_with(&d, "three", "{}");
     wait_for("step two to start", RUN_LIMIT, || {
         has_line(&out.join("pid"))
     });
     // Another run waits in the queue (same concurrency group): it must survive too.
-    let queued = trigger(&d, "three", "{}");
+    let queued = trigger_with(&d, "three", "{}");
     d.kill9();
     kill_pid_file(&out.join("pid"));
     d.boot();
@@ -198,7 +175,7 @@ fn a_non_idempotent_step_cut_by_a_crash_waits_for_retry() {
     init_repo(&repo, &[(".workflows/pay.yaml", &wf)]);
     let root = tmp.path().join("daemon");
     let mut d = TestDaemon::start(&root, &repo_config("app", &repo));
-    let id = trigger(&d, "pay", "{}");
+    let id = trigger_with(&d, "pay", "{}");
     wait_for("the charge step to start", RUN_LIMIT, || {
         has_line(&out.join("pid"))
     });
@@ -323,7 +300,7 @@ fn sigterm_lets_running_steps_finish_and_exits_zero() {
             repo_config("app", &repo)
         ),
     );
-    let id = trigger(&d, "slow", "{}");
+    let id = trigger_with(&d, "slow", "{}");
     wait_for("the step to start", RUN_LIMIT, || {
         out.join("started").exists()
     });
@@ -447,7 +424,7 @@ fn step_logs_are_capped_and_failed_workspaces_kept() {
         repo_config("app", &repo)
     );
     let d = TestDaemon::start(&root, &config);
-    let id = trigger(&d, "loud", "{}");
+    let id = trigger_with(&d, "loud", "{}");
     let run = d.wait_run_final(&id, RUN_LIMIT);
     assert_eq!(run["status"], "failed", "{run:#}");
     let step = &run["stages"][0]["steps"][0];
@@ -481,7 +458,7 @@ fn retention_deletes_the_oldest_finished_runs_and_their_logs() {
     let mut d = TestDaemon::start(&root, &config);
     let mut ids = Vec::new();
     for _ in 0..3 {
-        let id = trigger(&d, "small", "{}");
+        let id = trigger_with(&d, "small", "{}");
         assert_eq!(d.wait_run_final(&id, RUN_LIMIT)["status"], "succeeded");
         ids.push(id);
     }
@@ -606,15 +583,15 @@ fn overlap_rules_apply_to_runs_of_one_group() {
     let root = tmp.path().join("daemon");
     let d = TestDaemon::start(&root, &repo_config("app", &repo));
     // cancel_previous: the running run is cancelled, the new one runs.
-    let first = trigger(&d, "newest", r#"{"parameters":{"wait":true}}"#);
+    let first = trigger_with(&d, "newest", r#"{"parameters":{"wait":true}}"#);
     wait_for("the first run's step", RUN_LIMIT, || {
         out.join(format!("started-{first}")).exists()
     });
-    let second = trigger(&d, "newest", "{}");
+    let second = trigger_with(&d, "newest", "{}");
     assert_eq!(d.wait_run_final(&first, RUN_LIMIT)["status"], "cancelled");
     assert_eq!(d.wait_run_final(&second, RUN_LIMIT)["status"], "succeeded");
     // skip: while one runs, a new run is refused; cancel works on the running one.
-    let busy = trigger(&d, "single", r#"{"parameters":{"wait":true}}"#);
+    let busy = trigger_with(&d, "single", r#"{"parameters":{"wait":true}}"#);
     wait_for("the busy run's step", RUN_LIMIT, || {
         out.join(format!("started-{busy}")).exists()
     });
@@ -623,7 +600,7 @@ fn overlap_rules_apply_to_runs_of_one_group() {
     let (code, body) = d.post(&format!("/api/v1/runs/{busy}/cancel"), "{}");
     assert_eq!(code, 202, "{body}");
     assert_eq!(d.wait_run_final(&busy, RUN_LIMIT)["status"], "cancelled");
-    let after = trigger(&d, "single", "{}");
+    let after = trigger_with(&d, "single", "{}");
     assert_eq!(d.wait_run_final(&after, RUN_LIMIT)["status"], "succeeded");
 }
 
@@ -695,7 +672,7 @@ fn start_long(
             repo_config("app", repo)
         ),
     );
-    let id = trigger(&d, "long", "{}");
+    let id = trigger_with(&d, "long", "{}");
     wait_for("the long step", RUN_LIMIT, || has_line(&out.join("long")));
     (d, id)
 }
@@ -749,7 +726,7 @@ fn retry_of_a_failed_run_starts_at_its_failed_step() {
     init_repo(&repo, &[(".workflows/flaky.yaml", &wf)]);
     let root = tmp.path().join("daemon");
     let d = TestDaemon::start(&root, &repo_config("app", &repo));
-    let id = trigger(&d, "flaky", "{}");
+    let id = trigger_with(&d, "flaky", "{}");
     assert_eq!(d.wait_run_final(&id, RUN_LIMIT)["status"], "failed");
     let (code, body) = d.post(&format!("/api/v1/runs/{id}/retry"), "{}");
     assert_eq!(code, 202, "{body}");
@@ -797,14 +774,14 @@ fn a_preserved_context_carries_over_to_the_next_run() {
     let root = tmp.path().join("daemon");
     let mut d = TestDaemon::start(&root, &repo_config("app", &repo));
     for _ in 0..2 {
-        let id = trigger(&d, "counter", "{}");
+        let id = trigger_with(&d, "counter", "{}");
         let run = d.wait_run_final(&id, RUN_LIMIT);
         assert_eq!(run["status"], "succeeded", "{run:#}");
     }
     // Also across a restart.
     d.kill9();
     d.boot();
-    let id = trigger(&d, "counter", "{}");
+    let id = trigger_with(&d, "counter", "{}");
     assert_eq!(d.wait_run_final(&id, RUN_LIMIT)["status"], "succeeded");
     assert_eq!(lines(&out.join("seen")), ["0", "1", "2"]);
 }
@@ -824,7 +801,7 @@ fn kill_9_in_the_middle_of_many_runs_loses_none() {
         repo_config("app", &repo)
     );
     let mut d = TestDaemon::start(&root, &config);
-    let ids: Vec<String> = (0..RUNS).map(|_| trigger(&d, "many", "{}")).collect();
+    let ids: Vec<String> = (0..RUNS).map(|_| trigger_with(&d, "many", "{}")).collect();
     wait_for("some runs to finish", RUN_LIMIT, || {
         lines(&out.join("b")).len() >= RUNS / 4
     });

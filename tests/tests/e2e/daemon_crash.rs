@@ -12,43 +12,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::daemon::{TestDaemon, fixture, http_request, init_repo, wait_for, yaml_quote};
+use common::daemon::{
+    TestDaemon, count_lines, fixture, http_request, init_repo, lines, repo_config, trigger,
+    wait_for, yaml_quote,
+};
 use serde_json::Value;
 
 const RUN_LIMIT: Duration = Duration::from_secs(90);
-
-fn repo_config(path: &Path) -> String {
-    format!(
-        "repos:\n  - name: app\n    path: {}\n",
-        yaml_quote(&path.to_string_lossy())
-    )
-}
-
-fn trigger(d: &TestDaemon, workflow: &str) -> String {
-    let (code, text) = d.post(&format!("/api/v1/workflows/{workflow}/runs"), "{}");
-    assert_eq!(code, 202, "trigger {workflow}: {text}\n{}", d.log_text());
-    let v: Value = serde_json::from_str(&text).expect("JSON");
-    id_text(&v["run_id"])
-}
-
-fn id_text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-fn lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-fn count_lines(path: &Path) -> usize {
-    lines(path).len()
-}
 
 /// Whether process `pid` still exists (and is not a zombie).
 fn alive(pid: i32) -> bool {
@@ -99,7 +69,7 @@ fn a_second_daemon_on_the_same_state_dir_is_refused() {
     );
     init_repo(&repo, &[(".workflows/slow.yaml", &wf)]);
     let root = tmp.path().join("daemon");
-    let d = TestDaemon::start(&root, &repo_config(&repo));
+    let d = TestDaemon::start(&root, &repo_config("app", &repo));
     let id = trigger(&d, "slow");
     wait_for("the step to start", RUN_LIMIT, || {
         count_lines(&out.join("ws")) == 1
@@ -147,7 +117,7 @@ fn a_step_left_running_by_a_crash_is_ended_before_its_run_resumes() {
     );
     init_repo(&repo, &[(".workflows/quiet.yaml", &wf)]);
     let root = tmp.path().join("daemon");
-    let mut d = TestDaemon::start(&root, &repo_config(&repo));
+    let mut d = TestDaemon::start(&root, &repo_config("app", &repo));
     let id = trigger(&d, "quiet");
     wait_for("the step to start", RUN_LIMIT, || {
         count_lines(&out.join("pids")) == 1
@@ -182,7 +152,7 @@ fn a_step_runs_only_once_its_start_is_recorded() {
     let root = tmp.path().join("daemon");
     let config = format!(
         "{}limits:\n  store_busy_timeout: 100ms\n",
-        repo_config(&repo)
+        repo_config("app", &repo)
     );
     let mut d = TestDaemon::start(&root, &config);
     let id = trigger(&d, "pay");
@@ -228,7 +198,7 @@ fn a_locked_database_is_retried_and_health_says_degraded_meanwhile() {
     let root = tmp.path().join("daemon");
     let config = format!(
         "{}limits:\n  store_busy_timeout: 100ms\n",
-        repo_config(&repo)
+        repo_config("app", &repo)
     );
     let mut d = TestDaemon::start(&root, &config);
     assert_eq!(health(&d), (200, serde_json::json!({"status": "ok"})));
@@ -267,7 +237,7 @@ fn a_step_whose_start_cannot_be_recorded_fails_with_a_storage_error() {
     let root = tmp.path().join("daemon");
     let config = format!(
         "{}limits:\n  store_busy_timeout: 100ms\n  record_timeout: 500ms\n",
-        repo_config(&repo)
+        repo_config("app", &repo)
     );
     let d = TestDaemon::start(&root, &config);
     let id = trigger(&d, "two");
@@ -302,7 +272,7 @@ fn a_run_interrupted_three_times_in_one_step_is_not_resumed_again() {
     );
     init_repo(&repo, &[(".workflows/crashy.yaml", &wf)]);
     let root = tmp.path().join("daemon");
-    let mut d = TestDaemon::start(&root, &repo_config(&repo));
+    let mut d = TestDaemon::start(&root, &repo_config("app", &repo));
     let id = trigger(&d, "crashy");
     for n in 1..=3 {
         wait_for("the step to start", RUN_LIMIT, || {
@@ -370,7 +340,7 @@ fn kill_9_at_random_moments_never_repeats_a_finished_or_non_idempotent_step() {
     );
     init_repo(&repo, &[(".workflows/chain.yaml", &wf)]);
     let root = tmp.path().join("daemon");
-    let mut d = TestDaemon::start(&root, &repo_config(&repo));
+    let mut d = TestDaemon::start(&root, &repo_config("app", &repo));
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|t| t.as_nanos() as u64)
@@ -473,7 +443,7 @@ fn a_non_idempotent_step_of_a_sub_workflow_cut_by_a_crash_waits_for_retry() {
         ],
     );
     let root = tmp.path().join("daemon");
-    let mut d = TestDaemon::start(&root, &repo_config(&repo));
+    let mut d = TestDaemon::start(&root, &repo_config("app", &repo));
     let id = trigger(&d, "main");
     wait_for("the charge step to start", RUN_LIMIT, || {
         count_lines(&out.join("charge")) == 1

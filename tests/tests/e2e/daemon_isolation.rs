@@ -10,23 +10,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::daemon::{TestDaemon, init_repo, yaml_quote};
+use common::daemon::{TestDaemon, init_repo, trigger_with, yaml_quote};
 use serde_json::Value;
 
 const RUN_LIMIT: Duration = Duration::from_secs(60);
-
-fn trigger(d: &TestDaemon, workflow: &str) -> String {
-    let (code, text) = d.post(
-        &format!("/api/v1/workflows/{workflow}/runs"),
-        r#"{"repo":"app"}"#,
-    );
-    assert_eq!(code, 202, "trigger {workflow}: {text}\n{}", d.log_text());
-    let v: Value = serde_json::from_str(&text).expect("JSON");
-    match &v["run_id"] {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path)
@@ -97,11 +84,11 @@ fn steps_run_as_the_run_user_and_cannot_reach_the_daemons_state() {
         ),
     );
     // Run 1 fails and keeps its workspace.
-    let first = trigger(&d, "fail");
+    let first = trigger_with(&d, "fail", r#"{"repo":"app"}"#);
     let report = d.wait_run_final(&first, RUN_LIMIT);
     assert_eq!(report["status"], "failed", "{report}\n{}", d.log_text());
     assert_eq!(first, "1");
-    let run = trigger(&d, "probe");
+    let run = trigger_with(&d, "probe", r#"{"repo":"app"}"#);
     let report = d.wait_run_final(&run, RUN_LIMIT);
     assert_eq!(report["status"], "succeeded", "{report}\n{}", d.log_text());
     let out = &report["stages"][0]["steps"][0]["outputs"];
@@ -153,7 +140,7 @@ fn a_fork_bomb_in_one_run_leaves_the_others_alone() {
             yaml_quote(&repo.to_string_lossy())
         ),
     );
-    let bomb_run = trigger(&d, "bomb");
+    let bomb_run = trigger_with(&d, "bomb", r#"{"repo":"app"}"#);
     let count = || {
         std::fs::read_dir("/proc")
             .map(|dir| {
@@ -181,7 +168,7 @@ fn a_fork_bomb_in_one_run_leaves_the_others_alone() {
         assert!(Instant::now() < deadline, "the bomb never got going");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let ok_run = trigger(&d, "ok");
+    let ok_run = trigger_with(&d, "ok", r#"{"repo":"app"}"#);
     let ok = d.wait_run_final(&ok_run, RUN_LIMIT);
     let (code, _) = d.get("/health");
     let bombed = d.wait_run_final(&bomb_run, RUN_LIMIT);
@@ -272,7 +259,7 @@ fn concurrent_runs_get_their_own_uids_and_cannot_reach_each_other() {
             yaml_quote(&repo.to_string_lossy())
         ),
     );
-    let a = trigger(&d, "hold");
+    let a = trigger_with(&d, "hold", r#"{"repo":"app"}"#);
     // B starts once A holds its workspace.
     let deadline = Instant::now() + RUN_LIMIT;
     while !share.join("a-pid").exists() {
@@ -283,7 +270,7 @@ fn concurrent_runs_get_their_own_uids_and_cannot_reach_each_other() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let b = trigger(&d, "probe");
+    let b = trigger_with(&d, "probe", r#"{"repo":"app"}"#);
     let b_report = d.wait_run_final(&b, RUN_LIMIT);
     let a_report = d.wait_run_final(&a, RUN_LIMIT);
     assert_eq!(

@@ -8,18 +8,10 @@ use crate::common::notify;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::daemon::{TestDaemon, init_repo, yaml_quote};
+use common::daemon::{TestDaemon, init_repo, trigger, yaml_quote};
 use notify::Receiver;
-use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(180);
-
-fn trigger(d: &TestDaemon, workflow: &str) -> String {
-    let (code, text) = d.post(&format!("/api/v1/workflows/{workflow}/runs"), "{}");
-    assert_eq!(code, 202, "{text}\n{}", d.log_text());
-    let v: Value = serde_json::from_str(&text).expect("JSON");
-    v["run_id"].as_str().expect("run id").to_string()
-}
 
 /// A gauge's value in `GET /metrics` (the first sample of that name).
 fn gauge(d: &TestDaemon, name: &str) -> Option<f64> {

@@ -6,34 +6,15 @@
 use crate::common;
 use crate::common::notify;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::daemon::{TestDaemon, init_repo, yaml_quote};
+use common::daemon::{
+    TestDaemon, count_lines, init_repo, repo_config, run_id, trigger, yaml_quote,
+};
 use notify::Receiver;
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-fn repo_config(path: &Path) -> String {
-    format!(
-        "repos:\n  - name: app\n    path: {}\n",
-        yaml_quote(&path.to_string_lossy())
-    )
-}
-
-fn run_id(v: &Value) -> String {
-    match &v["run_id"] {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-fn trigger(d: &TestDaemon, workflow: &str) -> String {
-    let (code, text) = d.post(&format!("/api/v1/workflows/{workflow}/runs"), "{}");
-    assert_eq!(code, 202, "trigger {workflow}: {text}\n{}", d.log_text());
-    run_id(&serde_json::from_str(&text).expect("JSON"))
-}
 
 /// The report step with this id.
 fn step<'a>(run: &'a Value, id: &str) -> &'a Value {
@@ -44,10 +25,6 @@ fn step<'a>(run: &'a Value, id: &str) -> &'a Value {
         .flat_map(|s| s["steps"].as_array().expect("steps"))
         .find(|s| s["id"] == id)
         .unwrap_or_else(|| panic!("no step {id} in {run:#}"))
-}
-
-fn count_lines(path: &Path) -> usize {
-    std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
 }
 
 /// Guards `agent retry` against false success: the steps an earlier failure skipped (later
@@ -84,7 +61,7 @@ fn retry_runs_the_steps_the_failure_skipped() {
         out = yaml_quote(&out.to_string_lossy())
     );
     init_repo(&repo, &[(".workflows/chain.yaml", &wf)]);
-    let d = TestDaemon::start(&tmp.path().join("daemon"), &repo_config(&repo));
+    let d = TestDaemon::start(&tmp.path().join("daemon"), &repo_config("app", &repo));
     let first = trigger(&d, "chain");
     let run = d.wait_run_final(&first, LIMIT);
     assert_eq!(run["status"], "failed", "{run:#}");
@@ -176,7 +153,7 @@ fn run_end_webhook_names_the_deciding_step() {
     let hook = Receiver::start(Vec::new());
     let config = format!(
         "{}webhooks:\n  - name: ends\n    url: {}\n    events: [run.succeeded, run.failed]\n",
-        repo_config(&repo),
+        repo_config("app", &repo),
         hook.url("/ends"),
     );
     let d = TestDaemon::start(&tmp.path().join("daemon"), &config);

@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::daemon::{TestDaemon, commit_files, git, init_repo, yaml_quote};
+use common::daemon::{TestDaemon, commit_files, git, init_repo, run_id, yaml_quote};
 use git_daemon::GitDaemon;
 use serde_json::Value;
 
@@ -48,13 +48,6 @@ fn runs(d: &TestDaemon) -> Vec<Value> {
     let mut runs = v["runs"].as_array().cloned().unwrap_or_default();
     runs.reverse();
     runs
-}
-
-fn run_id(run: &Value) -> String {
-    match &run["run_id"] {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
 }
 
 /// Polls the run list until `cond` holds; returns the runs and when it first held.

@@ -10,7 +10,7 @@ use crate::common::notify;
 
 use std::time::{Duration, Instant};
 
-use common::daemon::{TestDaemon, init_repo, yaml_quote};
+use common::daemon::{TestDaemon, init_repo, repo_config, trigger};
 use notify::{Receiver, Reply};
 use serde_json::Value;
 
@@ -19,20 +19,6 @@ const LIMIT: Duration = Duration::from_secs(60);
 const SLOW: Duration = Duration::from_secs(5);
 
 const WORKFLOW: &str = "workflow:\n  name: ok\n  stages:\n    - name: main\n      steps:\n        - id: hello\n          run: echo hello\n";
-
-fn repo_config(repo: &std::path::Path) -> String {
-    format!(
-        "repos:\n  - name: app\n    path: {}\n",
-        yaml_quote(&repo.to_string_lossy())
-    )
-}
-
-fn trigger(d: &TestDaemon) -> String {
-    let (code, text) = d.post("/api/v1/workflows/ok/runs", "{}");
-    assert_eq!(code, 202, "{text}\n{}", d.log_text());
-    let v: Value = serde_json::from_str(&text).expect("JSON");
-    v["run_id"].as_str().expect("run id").to_string()
-}
 
 /// The deliveries of one webhook, from the API.
 fn deliveries(d: &TestDaemon, webhook: &str) -> Vec<Value> {
@@ -74,13 +60,13 @@ fn retries_5xx_honours_retry_after_and_gives_up_on_404() {
     };
     let config = format!(
         "{}webhooks:\n{}{}{}",
-        repo_config(&repo),
+        repo_config("app", &repo),
         hook("flaky", flaky.url("/")),
         hook("busy", busy.url("/")),
         hook("gone", gone.url("/")),
     );
     let d = TestDaemon::start(&tmp.path().join("daemon"), &config);
-    let id = trigger(&d);
+    let id = trigger(&d, "ok");
     assert_eq!(d.wait_run_final(&id, LIMIT)["status"], "succeeded");
 
     // 500, 503, then 200: one delivery, three attempts, one id.
@@ -155,10 +141,10 @@ fn a_receiver_down_across_a_restart_gets_the_notification_when_it_comes_up() {
     let config = format!(
         "{}webhooks:\n  - name: later\n    url: http://{addr}/later\n    events: [run.succeeded]\n    \
          retry: {{initial_delay: 100ms, max_delay: 300ms}}\n",
-        repo_config(&repo)
+        repo_config("app", &repo)
     );
     let mut d = TestDaemon::start(&tmp.path().join("daemon"), &config);
-    let id = trigger(&d);
+    let id = trigger(&d, "ok");
     assert_eq!(d.wait_run_final(&id, LIMIT)["status"], "succeeded");
     // Attempted and refused at least once while nobody listens.
     let del = wait_delivery(&d, "later", |d| {
@@ -200,13 +186,13 @@ fn a_slow_receiver_holds_up_nothing_else_and_slack_is_rate_limited() {
          \x20 - name: slow\n    url: {}\n    events: [run.queued]\n\
          \x20 - name: fast\n    url: {}\n    events: [run.queued, run.succeeded]\n\
          \x20 - name: chat\n    url: {}\n    format: slack\n    events: [run.queued, run.started, run.succeeded]\n",
-        repo_config(&repo),
+        repo_config("app", &repo),
         slow.url("/"),
         fast.url("/"),
         chat.url("/"),
     );
     let d = TestDaemon::start(&tmp.path().join("daemon"), &config);
-    let id = trigger(&d);
+    let id = trigger(&d, "ok");
     assert_eq!(d.wait_run_final(&id, LIMIT)["status"], "succeeded");
     let run_done = Instant::now();
     // While the slow receiver still sits on its request, the run is done and the fast
@@ -248,10 +234,10 @@ fn after_a_restart_a_delivery_that_found_nobody_is_tried_at_once() {
     let config = format!(
         "{}webhooks:\n  - name: later\n    url: http://{addr}/later\n    events: [run.succeeded]\n    \
          retry: {{initial_delay: 10s}}\n",
-        repo_config(&repo)
+        repo_config("app", &repo)
     );
     let mut d = TestDaemon::start(&tmp.path().join("daemon"), &config);
-    let id = trigger(&d);
+    let id = trigger(&d, "ok");
     assert_eq!(d.wait_run_final(&id, LIMIT)["status"], "succeeded");
     let del = wait_delivery(&d, "later", |d| d["attempts"] == 1);
     assert_eq!(del["status"], "pending", "{del}");

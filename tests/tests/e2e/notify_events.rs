@@ -9,7 +9,7 @@ use crate::common::notify;
 
 use std::time::{Duration, Instant};
 
-use common::daemon::{TestDaemon, init_repo, yaml_quote};
+use common::daemon::{TestDaemon, init_repo, trigger, yaml_quote};
 use notify::Receiver;
 use serde_json::Value;
 
@@ -49,13 +49,6 @@ const LOUD: &str = r#"workflow:
     - error: Hard
       action: escalate
 "#;
-
-fn trigger(d: &TestDaemon, workflow: &str) -> String {
-    let (code, text) = d.post(&format!("/api/v1/workflows/{workflow}/runs"), "{}");
-    assert_eq!(code, 202, "{text}\n{}", d.log_text());
-    let v: Value = serde_json::from_str(&text).expect("JSON");
-    v["run_id"].as_str().expect("run id").to_string()
-}
 
 /// The events a receiver got, waiting until `last` arrived.
 fn events_until(r: &Receiver, last: &str) -> Vec<Value> {

@@ -10,10 +10,9 @@ use crate::common::notify;
 
 use std::time::Duration;
 
-use common::daemon::{TEST_TOKEN, TestDaemon, init_repo, yaml_quote};
+use common::daemon::{TEST_TOKEN, TestDaemon, init_repo, trigger_with, yaml_quote};
 use hmac::{Hmac, Mac};
 use notify::{Receiver, Recorded};
-use serde_json::Value;
 use sha2::Sha256;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -53,13 +52,6 @@ fn expected_signature(secret: &str, req: &Recorded) -> String {
     format!("sha256={}", hex(&mac.finalize().into_bytes()))
 }
 
-fn run_id(d: &TestDaemon, workflow: &str, body: &str) -> String {
-    let (code, text) = d.post(&format!("/api/v1/workflows/{workflow}/runs"), body);
-    assert_eq!(code, 202, "{text}\n{}", d.log_text());
-    let v: Value = serde_json::from_str(&text).expect("JSON");
-    v["run_id"].as_str().expect("run id").to_string()
-}
-
 #[test]
 fn failed_run_posts_signed_slack_message_and_every_event_without_secrets() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -92,7 +84,7 @@ fn failed_run_posts_signed_slack_message_and_every_event_without_secrets() {
         &[("NOTIFY_TEST_TOKEN", SECRET_VALUE)],
     );
     // The secret also comes in as a parameter value, which the report carries as given.
-    let id = run_id(
+    let id = trigger_with(
         &d,
         "breaks",
         &format!(r#"{{"parameters": {{"note": "{SECRET_VALUE}"}}}}"#),

@@ -381,3 +381,47 @@ pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// The run id of an API answer (`{"run_id": …}`), as text whatever its JSON type.
+pub fn run_id(v: &serde_json::Value) -> String {
+    match &v["run_id"] {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Triggers `workflow` through the API with the body `{}`; returns the run id.
+pub fn trigger(d: &TestDaemon, workflow: &str) -> String {
+    trigger_with(d, workflow, "{}")
+}
+
+/// Triggers `workflow` through the API with a request body; asserts 202, returns the run id.
+pub fn trigger_with(d: &TestDaemon, workflow: &str, body: &str) -> String {
+    let (code, text) = d.post(&format!("/api/v1/workflows/{workflow}/runs"), body);
+    assert_eq!(code, 202, "trigger {workflow}: {text}\n{}", d.log_text());
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("trigger {workflow}: not JSON ({e}): {text}"));
+    run_id(&v)
+}
+
+/// The `repos:` section of a daemon config with one repository `name` at a local `path`.
+pub fn repo_config(name: &str, path: &Path) -> String {
+    format!(
+        "repos:\n  - name: {name}\n    path: {}\n",
+        yaml_quote(&path.to_string_lossy())
+    )
+}
+
+/// The lines of a file a step appends to (none while it does not exist).
+pub fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// How many lines a file a step appends to has (0 while it does not exist).
+pub fn count_lines(path: &Path) -> usize {
+    lines(path).len()
+}
