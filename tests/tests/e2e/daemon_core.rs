@@ -661,7 +661,7 @@ fn start_long(
         ""
     };
     let wf = format!(
-        "workflow:\n  name: long\n  env:\n    OUT: {}\n  stages:\n    - name: s\n      steps:\n{first}        - id: long\n          run: |\n            echo long >> \"$OUT/long\"\n            if [ \"$(wc -l < \"$OUT/long\")\" -lt 2 ]; then sleep 60; fi\n",
+        "workflow:\n  name: long\n  env:\n    OUT: {}\n  stages:\n    - name: s\n      steps:\n{first}        - id: long\n          run: |\n            echo long >> \"$OUT/long\"\n            if [ \"$(wc -l < \"$OUT/long\")\" -lt 2 ]; then sleep 600; fi\n",
         yaml_quote(&out.to_string_lossy())
     );
     init_repo(repo, &[(".workflows/long.yaml", &wf)]);
@@ -681,13 +681,10 @@ fn start_long(
 fn sigterm_past_the_grace_period_cancels_and_the_next_start_resumes() {
     let (tmp, repo, out) = fixture();
     let (mut d, id) = start_long(tmp.path(), &repo, &out, "500ms", true);
-    let started = Instant::now();
-    let status = d.signal_and_wait(libc::SIGTERM, Duration::from_secs(30));
+    // The step sleeps 600 s: the daemon exiting at all (within the wait's deadline, a tenth
+    // of that) shows that shutdown did not wait for the step.
+    let status = d.signal_and_wait(libc::SIGTERM, Duration::from_secs(60));
     assert_eq!(status.code(), Some(0), "{}", d.log_text());
-    assert!(
-        started.elapsed() < Duration::from_secs(20),
-        "shutdown waited for the step"
-    );
     d.boot();
     let run = d.wait_run_final(&id, RUN_LIMIT);
     assert_eq!(run["status"], "succeeded", "{run:#}\n{}", d.log_text());
@@ -707,10 +704,10 @@ fn a_second_sigterm_ends_the_grace_period() {
     wait_for("the shutdown to begin", RUN_LIMIT, || {
         d.log_text().contains("waiting for running runs")
     });
-    let started = Instant::now();
-    let status = d.signal_and_wait(libc::SIGTERM, Duration::from_secs(30));
+    // The grace period is 5 minutes and the step sleeps 600 s: the daemon exiting at all
+    // (within the wait's deadline, far shorter) shows that the second SIGTERM ended it.
+    let status = d.signal_and_wait(libc::SIGTERM, Duration::from_secs(60));
     assert_eq!(status.code(), Some(0), "{}", d.log_text());
-    assert!(started.elapsed() < Duration::from_secs(20));
     d.boot();
     let run = d.wait_run_final(&id, RUN_LIMIT);
     assert_eq!(run["status"], "succeeded", "{run:#}");

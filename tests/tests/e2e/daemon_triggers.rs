@@ -115,10 +115,6 @@ fn a_commit_adding_a_workflow_runs_it() {
     assert_eq!(run["trigger"]["kind"], "push");
     assert_eq!(run["trigger"]["commit"], commit.as_str());
     assert_eq!(run["trigger"]["branch"], "main");
-    assert!(
-        finished < APPEAR_LIMIT,
-        "the run took {finished:?} from the commit"
-    );
     // The same commit never runs twice, also after a crash; a commit made while the daemon
     // was down runs once when it is back.
     let mut d = d;

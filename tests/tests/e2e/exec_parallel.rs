@@ -34,14 +34,14 @@ fn max_overlap(iv: &[(u128, u128)]) -> usize {
 }
 
 #[test]
-fn four_one_second_sleeps_with_max_parallel_2_take_two_seconds() {
+fn four_one_second_sleeps_with_max_parallel_2_run_two_at_a_time() {
     let ws = Ws::new();
     let mut text = String::from(
         "workflow:\n  name: p\n  stages:\n    - name: s\n      parallel: true\n      max_parallel: 2\n      steps:\n",
     );
     for i in 0..4 {
         text.push_str(&format!(
-            "        - id: s{i}\n          run: sleep 1\n          resources:\n            cpu: 0\n"
+            "        - id: s{i}\n          run: |\n            s=$(date +%s%N); sleep 1; echo \"$s $(date +%s%N)\" > times.s{i}\n          resources:\n            cpu: 0\n"
         ));
     }
     ws.write("wf.yaml", &text);
@@ -49,10 +49,10 @@ fn four_one_second_sleeps_with_max_parallel_2_take_two_seconds() {
     let out = ws.exec("wf.yaml", &[]);
     let took = t0.elapsed();
     assert_code(&out, 0);
-    assert!(
-        took >= Duration::from_millis(1900) && took <= Duration::from_millis(3500),
-        "took {took:?}"
-    );
+    // Never more than two at once, and two did run at once (ordering, not wall-clock bounds).
+    let iv = intervals(&ws, &["s0", "s1", "s2", "s3"]);
+    assert_eq!(max_overlap(&iv), 2, "steps: {iv:?}");
+    assert!(took >= Duration::from_millis(1900), "took {took:?}");
 }
 
 #[test]
@@ -85,10 +85,9 @@ fn oversized_request_fails_at_once_with_resource_unavailable() {
             "workflow:\n  name: big\n  stages:\n    - name: s\n      steps:\n        - id: huge\n          run: touch huge-ran\n          resources:\n            cpu: {n}\n"
         ),
     );
-    let t0 = Instant::now();
+    // It fails instead of waiting for cores that never come (`exec` has a deadline).
     let out = ws.exec("wf.yaml", &[]);
     assert_code(&out, 1);
-    assert!(t0.elapsed() < Duration::from_secs(5));
     let r = report(&out);
     assert_eq!(step(&r, "huge")["error_class"], "ResourceUnavailable");
     assert!(!ws.exists("huge-ran"));

@@ -175,8 +175,9 @@ fn measure(file: &Path) -> (Option<i32>, Duration, i64, String) {
     (code, elapsed, usage.ru_maxrss, err)
 }
 
+/// Rejected with a bounded peak memory; the time it takes is measured by `bench/limits.sh`.
 #[test]
-fn alias_bomb_is_rejected_fast_and_small() {
+fn alias_bomb_is_rejected_small() {
     // Nine levels of nine-fold aliases: 9^9 (387 million) nodes when expanded.
     let mut text = String::from("a: &a [x,x,x,x,x,x,x,x,x]\n");
     let mut prev = 'a';
@@ -198,12 +199,12 @@ fn alias_bomb_is_rejected_fast_and_small() {
     );
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("expands to more than"), "{err}");
-    assert!(elapsed < Duration::from_secs(1), "took {elapsed:?}");
     assert!(rss_kib < 100 * 1024, "peak RSS {rss_kib} KiB");
 }
 
+/// Rejected with a bounded peak memory; the time it takes is measured by `bench/limits.sh`.
 #[test]
-fn huge_file_is_rejected_fast_and_small() {
+fn huge_file_is_rejected_small() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("huge.yaml");
     {
@@ -222,7 +223,6 @@ fn huge_file_is_rejected_fast_and_small() {
     eprintln!("50 MiB file: {elapsed:?}, peak RSS {rss_kib} KiB");
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("file is too large"), "{err}");
-    assert!(elapsed < Duration::from_secs(1), "took {elapsed:?}");
     assert!(rss_kib < 100 * 1024, "peak RSS {rss_kib} KiB");
 }
 
