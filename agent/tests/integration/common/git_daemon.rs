@@ -2,7 +2,7 @@
 //! dropping it ends the whole server: `git daemon` runs `git-daemon` as a child, which a kill
 //! of the `git` process alone would leave running. Shared by the `agent` crate's tests and
 //! the end-to-end tests (which include this file by path).
-#![allow(dead_code, reason = "not every test binary serves repositories")]
+#![allow(dead_code, reason = "the end-to-end tests use only part of it")]
 
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;

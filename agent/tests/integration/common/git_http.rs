@@ -1,10 +1,6 @@
 //! A git smart-HTTP server for the mirror tests: std only, on 127.0.0.1, over plain HTTP or
 //! TLS (a certificate made per test by the `openssl` tool), checking HTTP Basic auth and
 //! running `git http-backend` as a CGI for every authorised request.
-#![allow(
-    dead_code,
-    reason = "each test binary uses a different part of the common helpers"
-)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};

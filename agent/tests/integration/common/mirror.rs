@@ -1,9 +1,5 @@
 //! Mirror operations for tests, each on its own thread with a bound, so that libgit2 waiting
 //! forever (for credentials, or on a silent remote) fails the test instead of hanging it.
-#![allow(
-    dead_code,
-    reason = "each test binary uses a different part of the common helpers"
-)]
 
 use std::path::Path;
 use std::sync::mpsc;

@@ -1,7 +1,8 @@
 //! A self-signed TLS certificate for `127.0.0.1` and `localhost`, made per test with the
-//! `openssl` tool. Shared by the `agent` crate's tests (`agent/tests/common`) and the
-//! end-to-end tests (`tests/tests/notify_common`, which include this file by path).
-#![allow(dead_code, reason = "not every test binary makes certificates")]
+//! `openssl` tool. Shared by the `agent` crate's tests (`agent/tests/integration/common`)
+//! and the end-to-end tests (`tests/tests/e2e/common/notify.rs`, which include this file by
+//! path).
+#![allow(dead_code, reason = "the end-to-end tests use only part of it")]
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -1,9 +1,5 @@
 //! Helpers for the `agent exec` end-to-end tests: a temporary workspace to write workflow
 //! files into, running `agent exec` there with a deadline, and reading the `--json` report.
-#![allow(
-    dead_code,
-    reason = "each test binary uses a different subset of the helpers"
-)]
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

@@ -1,9 +1,5 @@
 //! Shared helpers for the end-to-end tests: locate (and build once) the `agent` binary, run
 //! it with a deadline, and poll for conditions without fixed sleeps.
-#![allow(
-    dead_code,
-    reason = "each test binary uses a different subset of the helpers"
-)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

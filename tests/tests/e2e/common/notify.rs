@@ -2,10 +2,6 @@
 //! only, one thread; over TLS with [`Receiver::start_tls`]) that records every request with
 //! the time it arrived and answers from a script (then a default answer). Stopped and joined
 //! on drop.
-#![allow(
-    dead_code,
-    reason = "each test binary uses a different subset of the helpers"
-)]
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
