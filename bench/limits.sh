@@ -32,7 +32,7 @@ measure() {
     t0=$(now_ms)
     /usr/bin/time -f '%M' -o "$work/rss" "$@" >/dev/null 2>&1 || true
     t1=$(now_ms)
-    echo "$((t1 - t0)) $(cat "$work/rss")"
+    echo "$((t1 - t0)) $(tail -1 "$work/rss")"
   else
     t0=$(now_ms)
     "$@" >/dev/null 2>&1 || true
