@@ -697,9 +697,12 @@ mod task_tests {
             if let Some(run) = runs.into_iter().next() {
                 break run;
             }
+            // The watcher polls hourly: a run long before that (an eventual check with a
+            // generous deadline) comes from watching the files. The latency is measured by
+            // `bench/daemon.sh`.
             assert!(
-                committed.elapsed() < Duration::from_secs(5),
-                "no run 5 s after the commit"
+                committed.elapsed() < Duration::from_secs(120),
+                "no run 120 s after the commit"
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         };
@@ -708,7 +711,7 @@ mod task_tests {
         // The run is queued first, the repository's workflows published right after.
         let info = loop {
             let info = handle.shared.repos.get("app").expect("info");
-            if !info.workflows.is_empty() || committed.elapsed() > Duration::from_secs(5) {
+            if !info.workflows.is_empty() || committed.elapsed() > Duration::from_secs(120) {
                 break info;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -748,8 +751,10 @@ mod task_tests {
                 assert_eq!(runs[0].workflow, "w");
                 break;
             }
+            // The repository is polled hourly: a run long before that (an eventual check with
+            // a generous deadline) comes from the request.
             assert!(
-                asked.elapsed() < Duration::from_secs(5),
+                asked.elapsed() < Duration::from_secs(120),
                 "no run after the fetch request"
             );
             tokio::time::sleep(Duration::from_millis(10)).await;

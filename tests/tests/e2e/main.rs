@@ -1,0 +1,33 @@
+//! The end-to-end tests of the `agent` binary, in one test binary: one module per topic, the
+//! shared helpers in `common`. One binary links once (not once per topic) and lets
+//! `cargo test -p agent-tests <topic>::` select a topic.
+//!
+//! Every topic shares this process: a test must not change process-wide state (environment,
+//! current directory, umask); it passes what it needs to the child processes it starts.
+
+mod common;
+
+mod anomaly_memory;
+mod anomaly_slow;
+mod architecture;
+mod daemon_api;
+mod daemon_core;
+mod daemon_crash;
+mod daemon_isolation;
+mod daemon_output;
+mod daemon_report;
+mod daemon_triggers;
+mod examples;
+mod exec_basics;
+mod exec_failure;
+mod exec_parallel;
+mod exec_report;
+mod exec_secrets;
+mod hooks_push;
+mod metrics_scrape;
+mod notify_delivery;
+mod notify_events;
+mod notify_https;
+mod notify_slack;
+mod run_logs;
+mod validate;
