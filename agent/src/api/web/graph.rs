@@ -265,12 +265,15 @@ fn time(v: &Value, key: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// When a step started and ended, as far as known.
+type Span = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
 /// The timeline of a run's steps as an SVG element.
 pub fn timeline_svg(run: &str, steps: &[StepView], focus: &str, now: DateTime<Utc>) -> String {
     const LABEL: f64 = 150.0;
     const W: f64 = 900.0;
     const BAR: i64 = 22;
-    let spans: Vec<(Option<DateTime<Utc>>, Option<DateTime<Utc>>)> = steps
+    let spans: Vec<Span> = steps
         .iter()
         .map(|s| (time(&s.json, "started_at"), time(&s.json, "finished_at")))
         .collect();
