@@ -282,10 +282,7 @@ fn auth_csrf_escaping_and_form_errors_over_http() {
         "{head}"
     );
     assert!(!page.contains("<script>alert(1)"), "unescaped parameter");
-    assert!(
-        page.contains("&lt;script&gt;alert(1)"),
-        "escaped parameter"
-    );
+    assert!(page.contains("&lt;script&gt;alert(1)"), "escaped parameter");
     assert!(!page.contains('\u{202E}'), "bidi override kept");
     assert!(
         page.contains("&lt;U+202E&gt;"),
