@@ -15,8 +15,20 @@
   // Replaces the content of `target` with the server-rendered fragment at `url`.
   function refresh(target, url) {
     return fetch(url, { credentials: "same-origin", headers: { Accept: "text/html" } })
-      .then(function (r) { return r.ok ? r.text() : null; })
-      .then(function (html) { if (html !== null) { target.innerHTML = html; localTimes(target); } });
+      .then(function (r) {
+        // A session that expired lands on the login page: go there rather than embed it.
+        if (r.redirected && r.url.indexOf("/login") >= 0) { location.href = r.url; return null; }
+        return r.ok ? r.text() : null;
+      })
+      .then(function (html) {
+        if (html === null) return;
+        target.innerHTML = html;
+        localTimes(target);
+        // A run page opened before its first step started: its log pane appears with it.
+        if (target.id === "views" && !document.getElementById("logview") && target.querySelector("#graph .node")) {
+          location.reload();
+        }
+      });
   }
 
   // Follows a `changed` event stream and refreshes a fragment on each change.

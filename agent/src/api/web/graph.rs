@@ -318,7 +318,8 @@ pub fn timeline_svg(run: &str, steps: &[StepView], focus: &str, now: DateTime<Ut
         let x = LABEL + k as f64 / 4.0 * (W - LABEL - 10.0);
         out.push_str(&format!(
             "<line class=\"tick\" x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"18\" y2=\"{height}\"/>\
-             <text class=\"axis\" x=\"{x:.1}\" y=\"12\">{}</text>",
+             <text class=\"axis\" x=\"{x:.1}\" y=\"12\" text-anchor=\"{}\">{}</text>",
+            if k == 4 { "end" } else { "start" },
             duration((span_ms * k as f64 / 4.0) as i64)
         ));
     }
