@@ -113,6 +113,17 @@ const SPAM: &str = r#"workflow:
             sleep 2
 "#;
 
+const BIG: &str = r#"workflow:
+  name: big
+  on:
+    manual: true
+  stages:
+    - name: main
+      steps:
+        - id: print
+          run: seq 1 100000 | sed 's/^/row /'
+"#;
+
 fn start() -> (tempfile::TempDir, PathBuf, TestDaemon) {
     let (tmp, repo, _out) = fixture();
     init_repo(
@@ -123,6 +134,7 @@ fn start() -> (tempfile::TempDir, PathBuf, TestDaemon) {
             (".workflows/deploy.yaml", DEPLOY),
             (".workflows/slow.yaml", SLOW),
             (".workflows/spam.yaml", SPAM),
+            (".workflows/big.yaml", BIG),
         ],
     );
     let config = format!(
@@ -133,7 +145,7 @@ fn start() -> (tempfile::TempDir, PathBuf, TestDaemon) {
     wait_for("the workflows to be listed", LIMIT, || {
         d.get_json("/api/v1/workflows")["workflows"]
             .as_array()
-            .is_some_and(|w| w.len() == 5)
+            .is_some_and(|w| w.len() == 6)
     });
     (tmp, repo, d)
 }
@@ -587,12 +599,31 @@ fn the_dashboard_in_a_real_browser() {
     );
     shot(&b, "log");
 
+    // A finished log of 100,000 lines: its first lines show, rendered windowed.
+    let big = trigger(&d, "big", "{}");
+    d.wait_run_final(&big, LIMIT);
+    b.goto(&format!("{base}/runs/{big}"));
+    let shown_ms = b.wait_js(
+        "the first lines of 100,000",
+        LIMIT,
+        "var l = document.getElementById('L1'); return l && document.getElementById('logview').getAttribute('data-lines') === '100000' ? performance.now() : 0",
+    );
+    eprintln!("100,000-line log: first lines shown {shown_ms} ms after navigation");
+    assert!(b.text("#L1").contains("row 1"));
+    assert!(
+        b.js("return document.querySelectorAll('#logview .logline').length")
+            .as_u64()
+            .unwrap_or(0)
+            < 500,
+        "the log is rendered windowed"
+    );
+
     // The other pages, and the narrow layout.
     b.goto(&format!("{base}/"));
     b.wait_js(
         "the runs list",
         LIMIT,
-        "return document.querySelectorAll('#rows tr[data-run]').length >= 5",
+        "return document.querySelectorAll('#rows tr[data-run]').length >= 6",
     );
     shot(&b, "runs");
     b.goto(&format!("{base}/deliveries"));

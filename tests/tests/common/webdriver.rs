@@ -241,10 +241,24 @@ impl Browser {
         }
     }
 
-    /// Clicks the element matching a CSS selector.
+    /// Clicks the element matching a CSS selector (found again when a live update replaced
+    /// it between finding and clicking).
     pub fn click(&self, css: &str) {
-        let id = self.find(css);
-        self.cmd("POST", &format!("/element/{id}/click"), Some(json!({})));
+        for _ in 0..20 {
+            let id = self.find(css);
+            let path = format!("/session/{}/element/{id}/click", self.session);
+            let (status, v) = call(self.addr, "POST", &path, Some(&json!({})))
+                .unwrap_or_else(|e| panic!("click {css}: {e}"));
+            if status == 200 {
+                return;
+            }
+            assert_eq!(
+                v["value"]["error"], "stale element reference",
+                "click {css}: {v}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("`{css}` kept being replaced");
     }
 
     /// Replaces the value of an input with `text`.
@@ -268,13 +282,19 @@ impl Browser {
         );
     }
 
-    /// The visible text of the element matching a CSS selector.
+    /// The visible text of the element matching a CSS selector (read in one step, so a
+    /// live update cannot make it stale in between).
     pub fn text(&self, css: &str) -> String {
-        let id = self.find(css);
-        self.cmd("GET", &format!("/element/{id}/text"), None)
-            .as_str()
-            .unwrap_or("")
-            .to_string()
+        self.find(css);
+        let v = self.cmd(
+            "POST",
+            "/execute/sync",
+            Some(json!({
+                "script": "var e = document.querySelector(arguments[0]); return e ? e.innerText : '';",
+                "args": [css]
+            })),
+        );
+        v.as_str().unwrap_or("").to_string()
     }
 
     /// Resizes the window.
