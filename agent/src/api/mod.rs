@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod pool;
 mod routes;
 pub mod view;
+mod web;
 
 use std::sync::Arc;
 
@@ -61,6 +62,8 @@ pub fn router(handle: DaemonHandle) -> Result<Router, TokenError> {
     let health = Router::new()
         .route("/health", get(routes::health))
         .with_state(state.clone());
+    // The dashboard, under `/`: its own session check (or the same Bearer token).
+    let dashboard = web::router(state.clone(), token.clone());
     let protected = Router::new()
         .route("/api/v1/runs", get(routes::list_runs))
         .route("/api/v1/runs/{id}", get(routes::get_run))
@@ -78,7 +81,11 @@ pub fn router(handle: DaemonHandle) -> Result<Router, TokenError> {
             token,
             auth::require_token,
         ));
-    Ok(Router::new().merge(health).merge(hooks).merge(protected))
+    Ok(Router::new()
+        .merge(health)
+        .merge(hooks)
+        .merge(dashboard)
+        .merge(protected))
 }
 
 /// How long requests in flight may take to finish once shutdown has begun.

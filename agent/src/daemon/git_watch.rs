@@ -495,6 +495,7 @@ fn workflow_info(file: &ParsedFile) -> WorkflowInfo {
             triggers: triggers_json(workflow),
             next_fire: None,
             error: None,
+            parameters: parameters_json(workflow),
         },
         ParsedFile::Invalid {
             path,
@@ -506,8 +507,27 @@ fn workflow_info(file: &ParsedFile) -> WorkflowInfo {
             triggers: Value::Null,
             next_fire: None,
             error: Some(diagnostics.clone()),
+            parameters: Vec::new(),
         },
     }
+}
+
+/// A workflow's declared parameters as JSON, for the dashboard's trigger form.
+pub fn parameters_json(workflow: &dsl::Workflow) -> Vec<Value> {
+    workflow
+        .parameters
+        .iter()
+        .map(|p| {
+            json!({
+                "name": p.name.value,
+                "type": p.ty.value.as_str(),
+                "required": p.required.value,
+                "default": p.default.as_ref().map(|d| d.value.clone()),
+                "enum": p.allowed.as_ref().map(|a| a.value.clone()),
+                "description": p.description.as_ref().map(|d| d.value.clone()),
+            })
+        })
+        .collect()
 }
 
 /// A workflow's `on:` section as JSON.

@@ -272,6 +272,9 @@ pub struct WorkflowInfo {
     pub next_fire: Option<DateTime<Utc>>,
     /// The file's diagnostics when it does not load.
     pub error: Option<String>,
+    /// The declared parameters, `[{name, type, required, default, enum, description}]`
+    /// (empty for an invalid file); the dashboard's trigger form is built from them.
+    pub parameters: Vec<Value>,
 }
 
 /// Runtime information about one configured repository (kept by the git watcher and cron).

@@ -157,7 +157,7 @@ impl Notice {
         self.run.as_ref()?.get("duration_ms")?.as_i64()
     }
 
-    /// The link to the run (`{base}/api/v1/runs/{id}`), when it is about a run.
+    /// The link to the run's page (`{base}/runs/{id}`), when it is about a run.
     pub fn url(&self) -> Option<&str> {
         self.run_field("url")
     }
@@ -237,9 +237,9 @@ pub fn run_summary(run: &RunRecord, status: RunStatus, link_base: &str) -> Value
     })
 }
 
-/// `{base}/api/v1/runs/{id}`.
+/// `{base}/runs/{id}`: the run's page on the dashboard.
 pub fn run_url(link_base: &str, id: RunId) -> String {
-    format!("{}/api/v1/runs/{id}", link_base.trim_end_matches('/'))
+    format!("{}/runs/{id}", link_base.trim_end_matches('/'))
 }
 
 /// The step whose failure failed the run, as the notice's `step`: the first in time (the

@@ -17,6 +17,7 @@ mod daemon_isolation;
 mod daemon_output;
 mod daemon_report;
 mod daemon_triggers;
+mod dashboard;
 mod examples;
 mod exec_basics;
 mod exec_failure;

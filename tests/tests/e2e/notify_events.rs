@@ -157,7 +157,7 @@ fn failure_events_and_github_statuses() {
         // `public_url` (its trailing slash dropped) is the base of the link.
         assert_eq!(
             b["target_url"],
-            format!("https://ci.example.com/api/v1/runs/{heal}").as_str()
+            format!("https://ci.example.com/runs/{heal}").as_str()
         );
         assert!(b["description"].as_str().is_some_and(|s| s.len() <= 140));
     }

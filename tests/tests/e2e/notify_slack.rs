@@ -112,7 +112,7 @@ fn failed_run_posts_signed_slack_message_and_every_event_without_secrets() {
     assert!(text.contains("breaks") && text.contains("failed"), "{text}");
     let att = &body["attachments"][0];
     assert_eq!(att["color"], "#D50200", "{body}");
-    let link = format!("{}/api/v1/runs/{id}", d.url());
+    let link = format!("{}/runs/{id}", d.url());
     assert_eq!(att["title_link"], link.as_str());
     let field = |name: &str| -> String {
         att["fields"]

@@ -84,3 +84,4 @@ pub fn stderr(out: &Output) -> String {
 pub mod daemon;
 pub mod exec;
 pub mod notify;
+pub mod webdriver;
