@@ -3,7 +3,9 @@
 pub mod api;
 pub mod bus;
 pub mod cli;
+pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod monitor;
 pub mod notify;
 pub mod store;

@@ -10,7 +10,7 @@
 //! which [`logs`] reads and tails.
 //!
 //! Also: the inbound push hooks `/hooks/github` and `/hooks/gitea` ([`hooks`]: no token,
-//! an HMAC signature instead), `/metrics` ([`metrics`]) and `/api/v1/anomalies`.
+//! an HMAC signature instead), `/metrics` ([`scrape`]) and `/api/v1/anomalies`.
 
 mod anomalies;
 pub mod auth;
@@ -18,9 +18,9 @@ mod deliveries;
 pub mod error;
 pub mod hooks;
 mod logs;
-pub mod metrics;
 pub mod pool;
 mod routes;
+mod scrape;
 pub mod view;
 
 use std::sync::Arc;
@@ -71,7 +71,7 @@ pub fn router(handle: DaemonHandle) -> Result<Router, TokenError> {
         .route("/api/v1/workflows/{name}/runs", post(routes::trigger))
         .route("/api/v1/deliveries", get(deliveries::list))
         .route("/api/v1/anomalies", get(anomalies::list))
-        .route("/metrics", get(metrics::metrics))
+        .route("/metrics", get(scrape::metrics))
         .fallback(routes::not_found)
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(

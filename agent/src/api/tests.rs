@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::cli::client::{Client, ClientError};
-use crate::daemon::config::Config;
+use crate::config::Config;
 use crate::daemon::handle::{DaemonCommand, DaemonError, DaemonHandle, HandleParts};
 use crate::engine::{Engine, EngineConfig};
 use crate::store::{
@@ -285,7 +285,7 @@ async fn trigger_list_get_cancel_retry() {
 }
 
 fn log_file(state_dir: &Path, run: RunId, step: &str) -> PathBuf {
-    let path = crate::daemon::logs::step_log_path(state_dir, run, step);
+    let path = crate::daemon::run::logs::step_log_path(state_dir, run, step);
     std::fs::create_dir_all(path.parent().expect("run log dir")).expect("log dir");
     path
 }

@@ -30,11 +30,7 @@ pub struct DaemonArgs {
 /// Runs the command; returns the exit code.
 pub fn run(args: DaemonArgs) -> i32 {
     init_logging();
-    let listen = match args
-        .listen
-        .as_deref()
-        .map(crate::daemon::config::parse_listen)
-    {
+    let listen = match args.listen.as_deref().map(crate::config::parse_listen) {
         None => None,
         Some(Ok(addr)) => Some(addr),
         Some(Err(e)) => {
@@ -89,7 +85,8 @@ pub fn run(args: DaemonArgs) -> i32 {
     }
     fence_workspaces(&config);
     // Before any thread exists: libgit2 keeps these in plain globals.
-    if let Err(err) = crate::daemon::mirror::set_network_timeouts(config.limits.fetch_timeout) {
+    if let Err(err) = crate::daemon::run::mirror::set_network_timeouts(config.limits.fetch_timeout)
+    {
         eprintln!("error: {err}");
         return EXIT_FAILED;
     }

@@ -1,7 +1,7 @@
 //! The contract between the daemon's parts: how the git watchers, cron, the inbound hooks and
 //! the HTTP API talk to the scheduler actor, and what they may read directly.
 //!
-//! The scheduler ([`super::scheduler`]) is the one owner of the queue and of run states
+//! The scheduler ([`crate::daemon::scheduler`]) is the one owner of the queue and of run states
 //! (others send it messages). Everybody else holds a cheap [`DaemonHandle`]:
 //!
 //! - **Triggers and cron** decide *what* to run and write it through the store's deduping
@@ -14,7 +14,7 @@
 //!   commit, checks the parameters against the workflow and applies `concurrency.overlap`),
 //!   [`DaemonCommand::Cancel`] and [`DaemonCommand::Retry`]; it reads runs with its own
 //!   [`Store`](crate::store::Store) opened on [`Shared::store_path`], step logs from
-//!   [`super::logs::step_log_path`], and live events from [`Shared::events`].
+//!   [`crate::daemon::run::logs::step_log_path`], and live events from [`Shared::events`].
 //! - **Inbound push hooks** send [`DaemonCommand::FetchNow`]; the git watcher of that
 //!   repository subscribes with [`Shared::fetch_requests`].
 //!
@@ -26,7 +26,7 @@
 //!   -> std::io::Result<()>`: serves every route on the bound listener until
 //!   `handle.shutdown_requested()` resolves (the daemon binds, so `listen: 127.0.0.1:0` works,
 //!   and writes the bound address to `state_dir/daemon.addr`).
-//! - `super::git_watch::run(handle: DaemonHandle)` and `super::cron::run(handle: DaemonHandle)`:
+//! - `crate::daemon::triggers::git_watch::run(handle: DaemonHandle)` and `crate::daemon::triggers::cron::run(handle: DaemonHandle)`:
 //!   async, return after `handle.shutdown_requested()`.
 
 use std::collections::BTreeMap;
@@ -37,7 +37,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use super::config::Config;
+use crate::config::Config;
 use crate::engine::Engine;
 use crate::store::{RunId, RunStatus, StepStatus, StoreError, TriggerKind};
 
@@ -244,7 +244,7 @@ pub enum DaemonEvent {
         /// The handler's action.
         action: Arc<str>,
     },
-    /// An anomaly was detected and stored ([`super::anomaly`]); the notifier sends it as
+    /// An anomaly was detected and stored ([`crate::monitor::anomaly`]); the notifier sends it as
     /// an `anomaly` event.
     Anomaly {
         /// `slow_run`, `failure_rate` or `step_memory`.
@@ -347,9 +347,9 @@ pub struct Shared {
     /// Secret values by name (from the config's env variables and files), for masking.
     pub secrets: indexmap::IndexMap<String, String>,
     /// The daemon's metrics (`GET /metrics`); parts count what happens to them.
-    pub metrics: Arc<crate::api::metrics::Metrics>,
+    pub metrics: Arc<crate::monitor::metrics::Metrics>,
     /// Whether run records are being written (`GET /health`).
-    pub store_health: super::store_health::StoreHealth,
+    pub store_health: crate::daemon::store_health::StoreHealth,
     shutdown: watch::Receiver<bool>,
 }
 

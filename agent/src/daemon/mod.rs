@@ -1,37 +1,27 @@
 //! The daemon: git watching, cron, the run queue, workspaces and recovery.
 //!
 //! Parts and who owns what:
-//! - [`config`]: the config file and the embedded defaults.
 //! - [`handle`]: the contract between the parts: [`DaemonHandle`] (commands to the scheduler,
 //!   shared read-only state, events, shutdown).
-//! - [`scheduler`]: the actor that owns the queue and run states; [`run_task`] runs one run
-//!   (workspace, engine, step records, logs); [`run_recovery`] decides on boot what happens
-//!   to runs a crash interrupted; [`logs`] writes the capped step log files.
-//! - [`git_watch`], [`triggers`] and [`cron`]: what to run, when (they write runs through the
+//! - [`scheduler`]: the actor that owns the queue and run states; [`run::task`] runs one run
+//!   (workspace, engine, step records, logs); [`scheduler::recovery`] decides on boot what happens
+//!   to runs a crash interrupted; [`run::logs`] writes the capped step log files.
+//! - [`triggers`] (git watching, push, cron): what to run, when (they write runs through the
 //!   store's deduping writes and wake the scheduler).
-//! - [`mirror`] and [`workspace`]: a cached bare mirror per repository and a checkout of an
+//! - [`run::mirror`] and [`run::workspace`]: a cached bare mirror per repository and a checkout of an
 //!   exact commit per run.
-//! - [`anomaly`]: slow runs, failure rates and step memory, judged as runs finish.
 //! - The HTTP API lives in [`crate::api`].
 //!
 //! [`run`] is the entry point: it takes the config and a shutdown future, so tests can boot a
 //! daemon in-process; `agent daemon` passes SIGTERM/SIGINT. Durable state lives in
 //! [`crate::store`].
 
-pub mod anomaly;
-pub mod config;
-pub mod cron;
-pub mod git_watch;
 pub mod handle;
-pub mod logs;
-pub mod mirror;
-pub mod run_recovery;
-pub mod run_task;
+pub mod run;
 pub mod scheduler;
 pub mod state_lock;
 pub mod store_health;
 pub mod triggers;
-pub mod workspace;
 
 /// Helpers shared by the daemon modules' tests against real repositories.
 #[cfg(test)]
@@ -65,11 +55,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use config::Config;
+pub use crate::config::Config;
 pub use handle::{DaemonCommand, DaemonError, DaemonEvent, DaemonHandle, NewRunRequest, Shared};
-pub use mirror::CommitInfo;
-pub use mirror::{Mirror, MirrorError, WorkflowFile};
-pub use workspace::{CheckoutMethod, Workspace};
+pub use run::mirror::CommitInfo;
+pub use run::mirror::{Mirror, MirrorError, WorkflowFile};
+pub use run::workspace::{CheckoutMethod, Workspace};
 
 use crate::engine::{AdmissionConfig, Engine, EngineConfig};
 use crate::store::{RunId, RunStatus, Store, StoreError};
@@ -108,7 +98,7 @@ pub enum DaemonStartError {
     Store(#[from] StoreError),
     /// A configured secret cannot be read.
     #[error(transparent)]
-    Secret(#[from] config::SecretError),
+    Secret(#[from] crate::config::SecretError),
     /// The listen address cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -188,7 +178,7 @@ pub async fn run_until(
         set_mode(&state_dir.join(name), 0o600);
     }
     let store_path = store.path().to_path_buf();
-    let recovered = run_recovery::recover(&mut store, &state_dir)?;
+    let recovered = scheduler::recovery::recover(&mut store, &state_dir)?;
     if !recovered.is_empty() {
         tracing::info!(runs = recovered.len(), "recovered interrupted runs");
     }
@@ -223,7 +213,7 @@ pub async fn run_until(
     let engine = Arc::new(Engine::new(EngineConfig {
         skills_dirs: config.skills_dirs.clone(),
         admission,
-        marker_scope: Some(run_recovery::marker_scope(&state_dir)),
+        marker_scope: Some(scheduler::recovery::marker_scope(&state_dir)),
         env_passthrough: config.env_passthrough.clone(),
         run_user: run_user.map(Arc::new),
         run_uids: config.run_as_uids,
@@ -232,11 +222,11 @@ pub async fn run_until(
     }));
     let (handle, parts) = DaemonHandle::new(config, state_dir.clone(), store_path, engine, secrets);
     // Subscribed before the scheduler starts, so they see every run.
-    let metrics = tokio::spawn(crate::api::metrics::collect(
+    let metrics = tokio::spawn(crate::monitor::metrics::collect(
         handle.clone(),
         handle.shared.events.subscribe(),
     ));
-    let anomalies = tokio::spawn(anomaly::run(
+    let anomalies = tokio::spawn(crate::monitor::anomaly::run(
         handle.clone(),
         handle.shared.events.subscribe(),
     ));
@@ -244,10 +234,10 @@ pub async fn run_until(
     let scheduler =
         tokio::spawn(scheduler::Scheduler::new(handle.clone(), store, parts.commands).run());
     let api = tokio::spawn(crate::api::serve(listener, handle.clone()));
-    let watch = tokio::spawn(git_watch::run(handle.clone()));
-    let cron = tokio::spawn(cron::run(handle.clone()));
+    let watch = tokio::spawn(triggers::git_watch::run(handle.clone()));
+    let cron = tokio::spawn(triggers::cron::run(handle.clone()));
     // A remote's history is what it held when the daemon announced itself (at most 5 s late).
-    git_watch::first_look(&handle, std::time::Duration::from_secs(5)).await;
+    triggers::git_watch::first_look(&handle, std::time::Duration::from_secs(5)).await;
     write_addr_file(&state_dir, bound);
     tracing::info!(addr = %bound, state_dir = %state_dir.display(),
         repos = handle.shared.config.repos.len(), "agent daemon listening");

@@ -286,7 +286,7 @@ async fn run_process(
                     "StorageError",
                     format!(
                         "step `{id}`: storage error: its start could not be recorded within {}",
-                        super::progress::fmt_duration(limit)
+                        super::recap::fmt_duration(limit)
                     ),
                 );
             }
@@ -356,7 +356,7 @@ async fn run_process(
         result.message = match (class.as_str(), outcome.exit_code) {
             ("Timeout", _) => format!(
                 "step `{id}` timed out after {}",
-                super::progress::fmt_duration(limit.unwrap_or_default())
+                super::recap::fmt_duration(limit.unwrap_or_default())
             ),
             ("Cancelled", _) => format!("step `{id}` cancelled"),
             (c, Some(code)) => format!("step `{id}` failed: {c} (exit code {code})"),

@@ -33,7 +33,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::format::Rendered;
-use crate::daemon::config::{WebhookConfig, WebhookFormat, WebhookRetry};
+use crate::config::{WebhookConfig, WebhookFormat, WebhookRetry};
 use crate::daemon::handle::DaemonHandle;
 use crate::store::{Delivery, DeliveryOutcome, Store, StoreError};
 

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use globset::{Glob, GlobMatcher};
 use serde_json::{Map, Value, json};
 
-use crate::daemon::config::WebhookConfig;
+use crate::config::WebhookConfig;
 use crate::engine::report::rfc3339;
 use crate::store::{RunId, RunRecord, RunStatus};
 
@@ -331,7 +331,7 @@ impl Filter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::config::{WebhookFormat, WebhookRetry};
+    use crate::config::{WebhookFormat, WebhookRetry};
 
     fn hook(events: &[&str], workflows: &[&str]) -> WebhookConfig {
         WebhookConfig {

@@ -34,7 +34,7 @@ use tokio::sync::{Notify, mpsc};
 pub use event::{EventKind, Filter, Notice};
 pub use format::{RenderError, Rendered};
 
-use crate::daemon::config::{Config, WebhookConfig};
+use crate::config::{Config, WebhookConfig};
 use crate::daemon::handle::{DaemonEvent, DaemonHandle, Shared};
 use crate::engine::mask::Masker;
 use crate::store::{NewDelivery, RunId, RunRecord, RunStatus, StepStatus, Store};

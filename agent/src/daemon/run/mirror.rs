@@ -19,7 +19,7 @@ use git2::{
     RemoteCallbacks, Repository,
 };
 
-use super::config::Credentials;
+use crate::config::Credentials;
 
 /// The user name sent with a token when the credentials name no `username_env`.
 pub const TOKEN_USERNAME: &str = "x-access-token";
@@ -210,7 +210,7 @@ fn check_name(name: &str) -> Result<(), MirrorError> {
 
 /// A URL as errors show it: without any `user:password@` written into it.
 fn shown_url(url: &str) -> String {
-    super::git_watch::redact(url, url)
+    crate::daemon::triggers::git_watch::redact(url, url)
 }
 
 /// A local path becomes absolute (libgit2 resolves relative paths against the process's

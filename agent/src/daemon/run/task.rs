@@ -24,12 +24,12 @@ use dsl::model::{Step, StepKind};
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
-use super::handle::{DaemonEvent, Shared};
-use super::logs::RunLogs;
-use super::mirror::Mirror;
-use super::store_health::retry_write;
-use super::workspace::Workspace;
 use crate::bus::LogChunk;
+use crate::daemon::handle::{DaemonEvent, Shared};
+use crate::daemon::run::logs::RunLogs;
+use crate::daemon::run::mirror::Mirror;
+use crate::daemon::run::workspace::Workspace;
+use crate::daemon::store_health::retry_write;
 use crate::engine::{self, Cancel, EngineEvent, EventSender, RunRequest, StepReport};
 use crate::store::{
     RunFinish, RunId, RunRecord, RunStatus, StepFinish, StepRecord, StepStart, StepStatus, Store,
@@ -136,7 +136,7 @@ async fn execute(shared: &Arc<Shared>, record: RunRecord, control: &RunControl) 
         workflow: Arc::new(loaded),
         parameters: record.parameters.as_object().cloned().unwrap_or_default(),
         run_id: id.to_string(),
-        env: super::triggers::committer_env(id),
+        env: crate::daemon::triggers::push::committer_env(id),
         workdir: workspace.path().to_path_buf(),
         secrets: shared.secrets.clone(),
         repo,
@@ -402,8 +402,8 @@ fn prepare(shared: &Shared, record: &RunRecord) -> Result<Prepared, String> {
 /// a temporary directory named after the process).
 pub fn open_mirror(
     shared: &Shared,
-    repo: &super::config::RepoConfig,
-) -> Result<Mirror, super::mirror::MirrorError> {
+    repo: &crate::config::RepoConfig,
+) -> Result<Mirror, crate::daemon::run::mirror::MirrorError> {
     static CLONING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     if let Ok(m) = Mirror::open(&shared.state_dir, &repo.name) {
         return Ok(m.with_credentials(repo.credentials.clone()));

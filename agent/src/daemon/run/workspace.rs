@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use git2::{ObjectType, Oid, Repository, TreeWalkMode, TreeWalkResult};
 
-use super::mirror::{Mirror, MirrorError, remove_tree};
+use crate::daemon::run::mirror::{Mirror, MirrorError, remove_tree};
 
 /// How a workspace is written; [`CheckoutMethod::Auto`] is right outside benchmarks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

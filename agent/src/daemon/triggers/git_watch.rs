@@ -1,13 +1,13 @@
 //! Git watching: noticing new commits in every configured repository and handing them to
-//! [`super::triggers`].
+//! [`crate::daemon::triggers::push`].
 //!
 //! One task per repository keeps its bare mirror ([`Mirror`]) current and, after each fetch,
 //! runs [`scan_repo`] (which queues the matching workflows through the store's deduping
 //! writes), then wakes the scheduler when something was queued. When the default branch
 //! moved, it publishes that branch's head and workflows in
-//! [`RepoRegistry`](super::handle::RepoRegistry) (for the API) and pings
-//! [`RepoRegistry::workflows_changed`](super::handle::RepoRegistry::workflows_changed) so that
-//! [`super::cron`] re-reads the schedules.
+//! [`RepoRegistry`](crate::daemon::handle::RepoRegistry) (for the API) and pings
+//! [`RepoRegistry::workflows_changed`](crate::daemon::handle::RepoRegistry::workflows_changed) so that
+//! [`crate::daemon::triggers::cron`] re-reads the schedules.
 //!
 //! When a repository is looked at:
 //! - **Local paths** are watched on their refs with one shared `notify` (inotify) watcher:
@@ -17,7 +17,7 @@
 //!   was missed (inotify queue overflow, a path created after boot).
 //! - **Remote URLs** are fetched every `poll_interval` (default 60 s).
 //! - **Inbound push hooks** ask for a fetch now through
-//!   [`Shared::fetch_requests`](super::handle::Shared::fetch_requests).
+//!   [`Shared::fetch_requests`](crate::daemon::handle::Shared::fetch_requests).
 //!
 //! A failed fetch (remote down, path missing) is retried with exponential backoff (from the
 //! interval, doubling, capped at [`MAX_BACKOFF_FACTOR`] times it) and logged without the
@@ -28,7 +28,7 @@
 //! What counts as history: a local repository's branches are read as [`run`] starts, a
 //! remote's at its first fetch; the daemon's entry point waits (bounded) with [`first_look`]
 //! before it announces its address, so a push made right after that runs. See
-//! [`super::triggers`] for the rules.
+//! [`crate::daemon::triggers::push`] for the rules.
 //!
 //! Credentials: libgit2 is built without https and ssh for now, so only transports that need
 //! none (local paths, `file://`, `git://`) work, and the config's credential variables are not
@@ -43,10 +43,12 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
-use super::config::{RepoConfig, RepoSource};
-use super::handle::{DaemonHandle, WorkflowInfo};
-use super::mirror::Mirror;
-use super::triggers::{Baseline, GlobList, ParsedFile, PushScan, scan_repo, workflows_at};
+use crate::config::{RepoConfig, RepoSource};
+use crate::daemon::handle::{DaemonHandle, WorkflowInfo};
+use crate::daemon::run::mirror::Mirror;
+use crate::daemon::triggers::push::{
+    Baseline, GlobList, ParsedFile, PushScan, scan_repo, workflows_at,
+};
 use crate::store::Store;
 
 /// A change is handled once no other ref change came for this long (git replaces the refs of
@@ -593,7 +595,7 @@ mod tests {
 #[cfg(test)]
 mod task_tests {
     use super::*;
-    use crate::daemon::config::Config;
+    use crate::config::Config;
     use crate::daemon::handle::HandleParts;
     use crate::engine::{Engine, EngineConfig};
     use crate::store::RunFilter;
