@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{broadcast, mpsc};
 
-use crate::daemon::handle::DaemonEvent;
 use crate::engine::LogStream;
+use crate::model::event::DaemonEvent;
 use crate::store::RunId;
 
 /// Slots of the lossy lifecycle copy ([`Bus::watch`]).

@@ -6,6 +6,8 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod model;
 pub mod monitor;
 pub mod notify;
+pub mod state_dir;
 pub mod store;

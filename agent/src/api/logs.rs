@@ -29,7 +29,7 @@ use super::error::ApiError;
 use super::view;
 use crate::bus::LogChunk;
 use crate::daemon::handle::DaemonEvent;
-use crate::daemon::run::logs::step_log_read_path;
+use crate::state_dir::step_log_read_path;
 use crate::store::{RunId, RunStatus, StepStatus};
 
 /// How often a follower looks at the file when no event wakes it.
@@ -368,7 +368,7 @@ fn error_event(message: &str) -> Event {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::run::logs::step_log_path;
+    use crate::state_dir::step_log_path;
     use std::path::Path;
 
     #[test]

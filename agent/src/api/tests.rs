@@ -285,7 +285,7 @@ async fn trigger_list_get_cancel_retry() {
 }
 
 fn log_file(state_dir: &Path, run: RunId, step: &str) -> PathBuf {
-    let path = crate::daemon::run::logs::step_log_path(state_dir, run, step);
+    let path = crate::state_dir::step_log_path(state_dir, run, step);
     std::fs::create_dir_all(path.parent().expect("run log dir")).expect("log dir");
     path
 }

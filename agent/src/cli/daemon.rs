@@ -166,7 +166,7 @@ fn fence_workspaces(config: &Config) {
             Err(_) => return,
         }
     };
-    let fence = state_dir.join("workspaces");
+    let fence = crate::state_dir::workspaces_dir(&state_dir);
     let value = match std::env::var_os("GIT_CEILING_DIRECTORIES") {
         Some(old) if !old.is_empty() => {
             let mut v = fence.into_os_string();

@@ -39,7 +39,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::store::{RunId, RunStatus, StepStatus, StoreError, TriggerKind};
+use crate::store::{RunId, RunStatus, StoreError, TriggerKind};
 
 /// Why the scheduler refused a command.
 #[derive(Debug, thiserror::Error)]
@@ -149,115 +149,7 @@ pub enum DaemonCommand {
     Shutdown,
 }
 
-/// Something that happened in the daemon, for SSE, metrics and notifications.
-#[derive(Debug, Clone)]
-pub enum DaemonEvent {
-    /// A run entered the queue.
-    RunQueued {
-        /// The run.
-        run_id: RunId,
-        /// Its workflow.
-        workflow: Arc<str>,
-    },
-    /// A run started (or resumed).
-    RunStarted {
-        /// The run.
-        run_id: RunId,
-        /// Its workflow.
-        workflow: Arc<str>,
-        /// Its repository.
-        repo: Option<Arc<str>>,
-    },
-    /// A step try started.
-    StepStarted {
-        /// The run.
-        run_id: RunId,
-        /// The step id.
-        step: Arc<str>,
-        /// 1 for the first try.
-        attempt: u32,
-    },
-    /// A step ended (or was skipped).
-    StepFinished {
-        /// The run.
-        run_id: RunId,
-        /// The step id.
-        step: Arc<str>,
-        /// How it ended.
-        status: StepStatus,
-    },
-    /// A run reached a final state (or `interrupted`).
-    RunFinished {
-        /// The run.
-        run_id: RunId,
-        /// Its workflow.
-        workflow: Arc<str>,
-        /// Its final status.
-        status: RunStatus,
-        /// The run report (the JSON of `agent exec --json`), secrets masked.
-        report: Arc<Value>,
-    },
-    /// A failed try of a step will be retried after `delay` (`step.retrying` webhooks).
-    StepRetrying {
-        /// The run.
-        run_id: RunId,
-        /// The step id.
-        step: Arc<str>,
-        /// The try that failed.
-        attempt: u32,
-        /// Its error class.
-        error_class: Arc<str>,
-        /// The wait before the next try.
-        delay: std::time::Duration,
-    },
-    /// The workflow's rollback steps started.
-    RollbackStarted {
-        /// The run.
-        run_id: RunId,
-    },
-    /// The rollback ended.
-    RollbackFinished {
-        /// The run.
-        run_id: RunId,
-        /// True when every rollback step succeeded.
-        succeeded: bool,
-    },
-    /// An error handler escalated a step's failure.
-    Escalation {
-        /// The run.
-        run_id: RunId,
-        /// The failing step.
-        step: Arc<str>,
-        /// Its error class.
-        error_class: Arc<str>,
-        /// What the handler said.
-        message: Arc<str>,
-    },
-    /// An error handler with `notify: true` matched a step's failure.
-    HandlerNotify {
-        /// The run.
-        run_id: RunId,
-        /// The failing step.
-        step: Arc<str>,
-        /// Its error class.
-        error_class: Arc<str>,
-        /// The handler's action.
-        action: Arc<str>,
-    },
-    /// An anomaly was detected and stored ([`crate::monitor::anomaly`]); the notifier sends it as
-    /// an `anomaly` event.
-    Anomaly {
-        /// `slow_run`, `failure_rate` or `step_memory`.
-        kind: Arc<str>,
-        /// The workflow.
-        workflow: Arc<str>,
-        /// The run that showed it, if any.
-        run_id: Option<RunId>,
-        /// The anomaly as `GET /api/v1/anomalies` lists it: `id`, `kind`, `workflow`,
-        /// `repo`, `run_id`, `step`, `message`, `details` (the figures), `created_at`.
-        anomaly: Arc<Value>,
-    },
-}
+pub use crate::model::event::DaemonEvent;
 
 /// What the daemon knows of one workflow of a repository (for `GET /api/v1/workflows`).
 #[derive(Debug, Clone, PartialEq)]

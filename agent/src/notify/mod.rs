@@ -67,7 +67,7 @@ pub fn link_base(shared: &Shared) -> String {
     if let Some(url) = &shared.config.public_url {
         return url.clone();
     }
-    let addr_file = shared.state_dir.join(crate::daemon::ADDR_FILE_NAME);
+    let addr_file = crate::state_dir::addr_file(&shared.state_dir);
     let addr = std::fs::read_to_string(addr_file)
         .ok()
         .map(|t| t.trim().to_string())

@@ -16,7 +16,7 @@ pub fn context_path(state_dir: &Path, workflow: &str) -> PathBuf {
     let safe = runners::safe_file_name(workflow);
     let safe = safe.trim_start_matches('.');
     let safe = if safe.is_empty() { "workflow" } else { safe };
-    state_dir.join("context").join(format!("{safe}.json"))
+    crate::state_dir::context_file(state_dir, safe)
 }
 
 /// Loads a preserved context; a missing file is an empty context.

@@ -228,7 +228,7 @@ fn normalize_url(url: &str) -> String {
 impl Mirror {
     /// The directory of the mirror of `name` under `state_dir`.
     pub fn path_for(state_dir: &Path, name: &str) -> PathBuf {
-        state_dir.join("mirrors").join(format!("{name}.git"))
+        crate::state_dir::mirror_dir(state_dir, name)
     }
 
     /// Opens the mirror of `name` under `state_dir`, cloning it from `url` first if it does

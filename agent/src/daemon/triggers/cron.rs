@@ -612,7 +612,7 @@ mod task_tests {
         let (handle, parts) = DaemonHandle::new(
             Config::default(),
             state.to_path_buf(),
-            state.join(crate::store::DB_FILE_NAME),
+            crate::state_dir::db_file(&state),
             engine,
             Default::default(),
         );

@@ -649,7 +649,7 @@ mod task_tests {
             poll_interval: Duration::from_secs(3600),
             credentials: None,
         });
-        let store_path = state.join(crate::store::DB_FILE_NAME);
+        let store_path = crate::state_dir::db_file(&state);
         let (handle, parts) = DaemonHandle::new(
             config,
             state,
