@@ -9,5 +9,6 @@ pub mod engine;
 pub mod model;
 pub mod monitor;
 pub mod notify;
+pub mod server;
 pub mod state_dir;
 pub mod store;

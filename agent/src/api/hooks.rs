@@ -314,7 +314,7 @@ fn reply(status: StatusCode, body: Value) -> Response {
 
 async fn handle(state: ApiState, source: HookSource, headers: HeaderMap, body: Body) -> Response {
     let (outcome, response) = answer(&state, source, headers, body).await;
-    state.handle.shared.metrics.hook(source.as_str(), outcome);
+    state.metrics.hook(source.as_str(), outcome);
     response
 }
 

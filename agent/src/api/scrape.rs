@@ -48,11 +48,9 @@ pub(crate) async fn metrics(
     })
     .await
     .map_err(|e| ApiError::Internal(format!("metrics: {e}")))?;
-    shared.metrics.update(&snapshot);
-    shared
-        .metrics
-        .expire_stale(Instant::now(), SERIES_RETENTION);
-    let body = shared.metrics.render();
+    state.metrics.update(&snapshot);
+    state.metrics.expire_stale(Instant::now(), SERIES_RETENTION);
+    let body = state.metrics.render();
     let openmetrics = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())

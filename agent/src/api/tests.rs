@@ -116,7 +116,7 @@ async fn start() -> Api {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(super::serve(listener, handle.clone()));
+    tokio::spawn(super::serve(listener, handle.clone(), Arc::default()));
     Api {
         url: format!("http://{addr}"),
         handle,
@@ -439,7 +439,12 @@ async fn a_stuck_client_does_not_hold_shutdown_up() {
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let drain = Duration::from_millis(300);
-    let server = tokio::spawn(super::serve_with_drain(listener, handle, drain));
+    let server = tokio::spawn(super::serve_with_drain(
+        listener,
+        handle,
+        Arc::default(),
+        drain,
+    ));
     let mut stuck = tokio::net::TcpStream::connect(addr).await.expect("connect");
     stuck
         .write_all(

@@ -37,6 +37,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+use crate::bus::Shutdown;
+
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::store::{RunId, RunStatus, StoreError, TriggerKind};
@@ -222,7 +224,7 @@ impl RepoRegistry {
 #[derive(Debug)]
 pub struct Shared {
     /// The parsed daemon config.
-    pub config: Config,
+    pub config: Arc<Config>,
     /// The state directory (absolute).
     pub state_dir: PathBuf,
     /// The SQLite file; open your own `Store` on it (one per thread or actor).
@@ -238,11 +240,9 @@ pub struct Shared {
     pub fetch_requests: broadcast::Sender<String>,
     /// Secret values by name (from the config's env variables and files), for masking.
     pub secrets: indexmap::IndexMap<String, String>,
-    /// The daemon's metrics (`GET /metrics`); parts count what happens to them.
-    pub metrics: Arc<crate::monitor::metrics::Metrics>,
     /// Whether run records are being written (`GET /health`).
     pub store_health: crate::daemon::store_health::StoreHealth,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 }
 
 /// Cheap to clone; how the watchers, cron and the API talk to the scheduler actor.
@@ -265,7 +265,7 @@ pub struct HandleParts {
 impl DaemonHandle {
     /// Builds a handle and the ends the daemon keeps.
     pub fn new(
-        config: Config,
+        config: impl Into<Arc<Config>>,
         state_dir: PathBuf,
         store_path: PathBuf,
         engine: Arc<Engine>,
@@ -274,9 +274,9 @@ impl DaemonHandle {
         let (tx, commands) = mpsc::channel(1024);
         let events = crate::bus::Bus::new();
         let (fetch_requests, _) = broadcast::channel(64);
-        let (shutdown_tx, shutdown) = watch::channel(false);
+        let (shutdown_tx, shutdown) = Shutdown::pair();
         let shared = Shared {
-            config,
+            config: config.into(),
             state_dir,
             store_path,
             engine,
@@ -284,7 +284,6 @@ impl DaemonHandle {
             repos: RepoRegistry::default(),
             fetch_requests,
             secrets,
-            metrics: Arc::default(),
             store_health: Default::default(),
             shutdown,
         };
@@ -349,14 +348,17 @@ impl DaemonHandle {
 
     /// Resolves once shutdown has begun (at once if it already has).
     pub async fn shutdown_requested(&self) {
-        let mut rx = self.shared.shutdown.clone();
-        // An error means the sender is gone: the daemon is stopping anyway.
-        let _ = rx.wait_for(|stopping| *stopping).await;
+        self.shared.shutdown.requested().await;
     }
 
     /// True once shutdown has begun.
     pub fn is_shutting_down(&self) -> bool {
-        *self.shared.shutdown.borrow()
+        self.shared.shutdown.is_requested()
+    }
+
+    /// The shutdown token, for parts that need nothing else of the handle.
+    pub fn shutdown(&self) -> Shutdown {
+        self.shared.shutdown.clone()
     }
 
     /// Publishes an event (dropped when nobody listens).

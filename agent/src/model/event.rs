@@ -82,6 +82,15 @@ impl EventKind {
         }
     }
 
+    /// The name of the outbox event a run's end writes when webhooks are configured (the
+    /// notifier renders it into deliveries later), or `None`.
+    pub fn outbox_run_end(webhooks: bool, status: RunStatus) -> Option<String> {
+        webhooks
+            .then(|| EventKind::for_run_end(status))
+            .flatten()
+            .map(|k| k.as_str().to_string())
+    }
+
     /// True for `run.succeeded`, `run.failed` and `run.cancelled`.
     pub fn is_run_end(self) -> bool {
         matches!(
@@ -204,5 +213,12 @@ pub enum DaemonEvent {
         /// The anomaly as `GET /api/v1/anomalies` lists it: `id`, `kind`, `workflow`,
         /// `repo`, `run_id`, `step`, `message`, `details` (the figures), `created_at`.
         anomaly: Arc<Value>,
+    },
+    /// A cron schedule fired (counted by the metrics).
+    CronFired,
+    /// Fetching a watched repository failed (counted by the metrics).
+    FetchFailed {
+        /// The repository's configured name.
+        repo: Arc<str>,
     },
 }

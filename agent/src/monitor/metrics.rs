@@ -37,7 +37,8 @@ use prometheus_client::registry::Registry;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::daemon::handle::{DaemonEvent, DaemonHandle};
+use crate::bus::Shutdown;
+use crate::model::event::DaemonEvent;
 use crate::store::{RunId, RunStatus};
 
 /// Labels of a run counter.
@@ -343,6 +344,8 @@ impl Metrics {
     /// Counts what an event says.
     pub fn observe(&self, event: &DaemonEvent) {
         match event {
+            DaemonEvent::CronFired => self.cron_fired(),
+            DaemonEvent::FetchFailed { repo } => self.fetch_failed(repo),
             DaemonEvent::StepStarted { run_id, step, .. } => {
                 let mut now = self.steps_now();
                 now.insert((*run_id, step.clone()));
@@ -498,11 +501,14 @@ pub fn to_classic_text(openmetrics: &str) -> String {
 
 /// Feeds the daemon's events into its metrics until shutdown. `events` must be subscribed
 /// before the scheduler starts.
-pub async fn collect(handle: DaemonHandle, mut events: mpsc::UnboundedReceiver<DaemonEvent>) {
-    let metrics = handle.shared.metrics.clone();
+pub async fn collect(
+    metrics: Arc<Metrics>,
+    mut events: mpsc::UnboundedReceiver<DaemonEvent>,
+    shutdown: Shutdown,
+) {
     loop {
         tokio::select! {
-            _ = handle.shutdown_requested() => return,
+            _ = shutdown.requested() => return,
             event = events.recv() => match event {
                 Some(event) => metrics.observe(&event),
                 None => return,

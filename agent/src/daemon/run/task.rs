@@ -31,6 +31,7 @@ use crate::daemon::run::mirror::Mirror;
 use crate::daemon::run::workspace::Workspace;
 use crate::daemon::store_health::retry_write;
 use crate::engine::{self, Cancel, EngineEvent, EventSender, RunRequest, StepReport};
+use crate::model::event::EventKind;
 use crate::store::{
     RunFinish, RunId, RunRecord, RunStatus, StepFinish, StepRecord, StepStart, StepStatus, Store,
 };
@@ -187,8 +188,9 @@ async fn execute(shared: &Arc<Shared>, record: RunRecord, control: &RunControl) 
         error: result.report.error.clone(),
         report: Some(report.clone()),
         preserved_context: preserve.then(|| Value::Object(result.context.clone())),
-        // The run's end and its webhook deliveries are written together (outbox).
-        deliveries: crate::notify::finish_deliveries(shared, &ended, status, &report),
+        deliveries: Vec::new(),
+        // The run's end and its webhook event are written together (outbox).
+        event: EventKind::outbox_run_end(!shared.config.webhooks.is_empty(), status),
         finished_at: ended.finished_at,
     };
     let keep = status == RunStatus::Failed && shared.config.keep_failed_workspaces;
@@ -264,8 +266,7 @@ async fn fail_before_start(
     let path = shared.store_path.clone();
     let mut finish = RunFinish::new(RunStatus::Failed);
     finish.error = Some(message.to_string());
-    finish.deliveries =
-        crate::notify::finish_deliveries(shared, record, RunStatus::Failed, &report);
+    finish.event = EventKind::outbox_run_end(!shared.config.webhooks.is_empty(), RunStatus::Failed);
     let health_of = shared.clone();
     let written = tokio::task::spawn_blocking(move || {
         let mut store = Store::open(&path)?;

@@ -399,11 +399,9 @@ impl Scheduler {
                 });
                 let mut finish = RunFinish::new(RunStatus::Cancelled);
                 finish.error = Some(why.to_string());
-                finish.deliveries = crate::notify::finish_deliveries(
-                    self.shared(),
-                    &run,
+                finish.event = crate::model::event::EventKind::outbox_run_end(
+                    !self.shared().config.webhooks.is_empty(),
                     RunStatus::Cancelled,
-                    &report,
                 );
                 self.store.finish_run(id, &finish)?;
                 self.handle.emit(DaemonEvent::RunFinished {

@@ -359,7 +359,8 @@ impl CronTable {
             Ok(()) => {
                 if let Some(id) = self.store.enqueue_scheduled_run(&entry.key, slot, &run)? {
                     tracing::info!(schedule = %entry.key, slot = %slot, run = %id, "cron: fired");
-                    self.handle.shared.metrics.cron_fired();
+                    self.handle
+                        .emit(crate::model::event::DaemonEvent::CronFired);
                     self.handle.wake();
                     if entry.overlap == Overlap::CancelPrevious {
                         return Ok(active);

@@ -298,7 +298,10 @@ impl RepoWatcher {
                 }
                 Err(err) => {
                     failures = failures.saturating_add(1);
-                    self.handle.shared.metrics.fetch_failed(&self.repo.name);
+                    self.handle
+                        .emit(crate::model::event::DaemonEvent::FetchFailed {
+                            repo: self.repo.name.as_str().into(),
+                        });
                     tracing::warn!(repo = %self.repo.name, failures, error = %err,
                         "cannot update the repository");
                 }
