@@ -182,8 +182,9 @@ fn render_outbox(
     wakes: &HashMap<String, Arc<Notify>>,
     masker: &Masker,
     run: Option<RunId>,
+    written_by: Option<chrono::DateTime<chrono::Utc>>,
 ) {
-    match store.render_outbox_events(run, |record, _event| {
+    match store.render_outbox_events(run, written_by, |record, _event| {
         run_end_deliveries(shared, targets, masker, record)
     }) {
         Ok(queued) => {
@@ -213,15 +214,17 @@ pub fn spawn(context: Context, bus: &Bus) -> Option<tokio::task::JoinHandle<()>>
         return None;
     }
     let events = bus.subscribe();
-    Some(tokio::spawn(
-        async move { run(context, hooks, events).await },
-    ))
+    let subscribed = chrono::Utc::now();
+    Some(tokio::spawn(async move {
+        run(context, hooks, events, subscribed).await
+    }))
 }
 
 async fn run(
     handle: Context,
     hooks: Vec<Arc<WebhookConfig>>,
     mut events: mpsc::UnboundedReceiver<DaemonEvent>,
+    subscribed: chrono::DateTime<chrono::Utc>,
 ) {
     let client = match deliver::http_client() {
         Ok(c) => c,
@@ -263,7 +266,9 @@ async fn run(
     let writer = {
         let shared = handle.clone();
         let wakes = wakes.clone();
-        tokio::task::spawn_blocking(move || write_deliveries(&shared, &targets, &wakes, rx))
+        tokio::task::spawn_blocking(move || {
+            write_deliveries(&shared, &targets, &wakes, rx, subscribed)
+        })
     };
     loop {
         let event = tokio::select! {
@@ -357,6 +362,7 @@ fn write_deliveries(
     targets: &[(Arc<WebhookConfig>, Filter)],
     wakes: &HashMap<String, Arc<Notify>>,
     mut rx: mpsc::UnboundedReceiver<Pending>,
+    subscribed: chrono::DateTime<chrono::Utc>,
 ) {
     let mut store = match Store::open(&shared.store_path) {
         Ok(s) => s,
@@ -366,12 +372,30 @@ fn write_deliveries(
         }
     };
     let masker = masker(shared);
-    // Run ends written while no notifier ran (a crash, a restart).
-    render_outbox(shared, &mut store, targets, wakes, &masker, None);
+    // Run ends written before the notifier subscribed (a crash, a restart): their
+    // `RunFinished` will not come. Later ones are rendered when it does, after the run's
+    // earlier events.
+    render_outbox(
+        shared,
+        &mut store,
+        targets,
+        wakes,
+        &masker,
+        None,
+        Some(subscribed),
+    );
     while let Some(Pending { event }) = rx.blocking_recv() {
         if let DaemonEvent::RunFinished { run_id, .. } = &event {
             // Every earlier event of the run is queued by now: its end goes after them.
-            render_outbox(shared, &mut store, targets, wakes, &masker, Some(*run_id));
+            render_outbox(
+                shared,
+                &mut store,
+                targets,
+                wakes,
+                &masker,
+                Some(*run_id),
+                None,
+            );
             // Its deliveries were written with the run's end, held until now: every earlier
             // event of the run is queued before them, so they can go.
             let ends: Vec<&str> = EventKind::ALL

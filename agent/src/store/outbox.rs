@@ -127,22 +127,24 @@ impl Store {
         Ok(id)
     }
 
-    /// Turns the un-rendered outbox events (of `run`, or all of them) into deliveries, due
-    /// now, in one transaction: `render` gets each event's run and event name and answers
+    /// Turns the un-rendered outbox events (of `run`, or all of them written at or before
+    /// `written_by`) into deliveries, due now, in one transaction: `render` gets each event's run and event name and answers
     /// its deliveries; the event row goes with them, so a crash renders it again or not at
     /// all. Returns the deliveries queued.
     pub fn render_outbox_events(
         &mut self,
         run: Option<RunId>,
+        written_by: Option<DateTime<Utc>>,
         mut render: impl FnMut(&super::RunRecord, &str) -> Vec<NewDelivery>,
     ) -> Result<Vec<NewDelivery>, StoreError> {
         let tx = self.write()?;
         let events: Vec<(i64, i64, String)> = {
             let mut stmt = tx.prepare(
                 "SELECT id, run_id, event FROM outbox_events
-                 WHERE ?1 IS NULL OR run_id = ?1 ORDER BY id",
+                 WHERE (?1 IS NULL OR run_id = ?1) AND (?2 IS NULL OR created_at <= ?2)
+                 ORDER BY id",
             )?;
-            stmt.query_map(params![run.map(|r| r.0)], |r| {
+            stmt.query_map(params![run.map(|r| r.0), written_by.map(to_ms)], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?
