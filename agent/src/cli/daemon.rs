@@ -85,8 +85,7 @@ pub fn run(args: DaemonArgs) -> i32 {
     }
     // Before any thread exists: the environment and libgit2's globals.
     if let Err(err) = crate::server::prepare_process(&config) {
-        eprintln!("error: {err}");
-        return EXIT_FAILED;
+        return crate::errors::report(&err);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -114,10 +113,7 @@ pub fn run(args: DaemonArgs) -> i32 {
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     match result {
         Ok(()) => EXIT_OK,
-        Err(err) => {
-            eprintln!("error: {err}");
-            EXIT_FAILED
-        }
+        Err(err) => crate::errors::report(&err),
     }
 }
 
