@@ -21,6 +21,12 @@ pub mod state_lock;
 pub mod store_health;
 pub mod triggers;
 
+pub use crate::config::Config;
+pub use handle::{DaemonCommand, DaemonError, DaemonEvent, DaemonHandle, NewRunRequest, Shared};
+pub use run::mirror::CommitInfo;
+pub use run::mirror::{Mirror, MirrorError, WorkflowFile};
+pub use run::workspace::{CheckoutMethod, Workspace};
+
 /// Helpers shared by the daemon modules' tests against real repositories.
 #[cfg(test)]
 pub(crate) mod test_git {
@@ -47,9 +53,3 @@ pub(crate) mod test_git {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 }
-
-pub use crate::config::Config;
-pub use handle::{DaemonCommand, DaemonError, DaemonEvent, DaemonHandle, NewRunRequest, Shared};
-pub use run::mirror::CommitInfo;
-pub use run::mirror::{Mirror, MirrorError, WorkflowFile};
-pub use run::workspace::{CheckoutMethod, Workspace};

@@ -613,7 +613,7 @@ mod task_tests {
         let (handle, parts) = DaemonHandle::new(
             Config::default(),
             state.to_path_buf(),
-            crate::state_dir::db_file(&state),
+            crate::state_dir::db_file(state),
             engine,
             Default::default(),
         );
