@@ -45,7 +45,7 @@ pub(crate) struct LogQuery {
 
 /// A step id from the path: any text a workflow may use as a step id (a sub-workflow's
 /// steps hold `/` or `.`); the file name is derived by
-/// [`crate::daemon::run::logs::step_log_path`], which keeps it inside the run's log directory.
+/// [`crate::state_dir::step_log_path`], which keeps it inside the run's log directory.
 fn step_id(text: &str) -> Result<&str, ApiError> {
     if text.is_empty() || text.len() > 512 || text.chars().any(char::is_control) {
         Err(ApiError::NotFound(format!(

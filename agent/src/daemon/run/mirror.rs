@@ -173,6 +173,19 @@ pub fn set_network_timeouts(timeout: Duration) -> Result<(), MirrorError> {
     Ok(())
 }
 
+/// Removes the user information (`user:password@`) of a URL wherever it appears in `text`.
+pub fn redact(text: &str, url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return text.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return text.to_string();
+    };
+    let clean = format!("{scheme}://***@{}", &rest[at + 1..]);
+    text.replace(url, &clean)
+}
+
 /// A cached bare mirror of a repository.
 pub struct Mirror {
     name: String,
@@ -210,7 +223,7 @@ fn check_name(name: &str) -> Result<(), MirrorError> {
 
 /// A URL as errors show it: without any `user:password@` written into it.
 fn shown_url(url: &str) -> String {
-    crate::daemon::triggers::git_watch::redact(url, url)
+    redact(url, url)
 }
 
 /// A local path becomes absolute (libgit2 resolves relative paths against the process's

@@ -46,6 +46,7 @@ use tokio::time::Instant;
 use crate::config::{RepoConfig, RepoSource};
 use crate::daemon::handle::{DaemonHandle, WorkflowInfo};
 use crate::daemon::run::mirror::Mirror;
+use crate::daemon::run::mirror::redact;
 use crate::daemon::triggers::push::{
     Baseline, GlobList, ParsedFile, PushScan, scan_repo, workflows_at,
 };
@@ -543,19 +544,6 @@ pub fn triggers_json(workflow: &dsl::Workflow) -> Value {
         "schedule": schedule,
         "manual": on.manual.as_ref().map(|m| m.value),
     })
-}
-
-/// Removes the user information (`user:password@`) of a URL wherever it appears in `text`.
-pub fn redact(text: &str, url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return text.to_string();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return text.to_string();
-    };
-    let clean = format!("{scheme}://***@{}", &rest[at + 1..]);
-    text.replace(url, &clean)
 }
 
 #[cfg(test)]
