@@ -40,7 +40,8 @@
 //!   for admission before it is the report's `queued_ms`.
 //! - A failure that `continue` absorbed is marked `continued` in the report.
 //!
-//! Layout: `run.rs` (one run: stages, failure actions, rollback, compensation, report),
+//! Layout: `run_ctx.rs` (a run's state and the judgements on it, shared by the next three),
+//! `run.rs` (one run: stages, failure actions, rollback, compensation, report),
 //! `stage.rs` (scheduling inside a stage), `step.rs` (one step: `when`, rendering, tries,
 //! retries, error handlers), `failure.rs` (what a failure leads to), `script_env.rs` (no
 //! script injection), `step_env.rs` (the minimal step environment), `scope.rs` (expression roots), plus the pure helpers `backoff.rs`,
@@ -57,6 +58,7 @@ pub mod mask;
 pub mod recap;
 pub mod report;
 mod run;
+mod run_ctx;
 pub mod scope;
 pub mod script_env;
 mod stage;

@@ -24,8 +24,9 @@ use super::context;
 use super::events::EngineEvent;
 use super::failure::{Disposition, from_action};
 use super::report::{CalledWorkflow, StepReport, StepStatus, rfc3339};
-use super::run::{
-    MAX_TIMEOUT, RunCtx, Slot, called_report, execute, final_status, new_ctx, render_outputs,
+use super::run::execute;
+use super::run_ctx::{
+    MAX_TIMEOUT, RunCtx, Slot, called_report, final_status, new_ctx, render_outputs,
 };
 use super::scope::{env_text, truthy};
 use super::script_env;
