@@ -14,20 +14,17 @@
 //!   commit, checks the parameters against the workflow and applies `concurrency.overlap`),
 //!   [`DaemonCommand::Cancel`] and [`DaemonCommand::Retry`]; it reads runs with its own
 //!   [`Store`](crate::store::Store) opened on [`Shared::store_path`], step logs from
-//!   [`crate::daemon::run::logs::step_log_path`], and live events from [`Shared::events`].
+//!   [`crate::state_dir::step_log_path`], and live events from [`Shared::events`].
 //! - **Inbound push hooks** send [`DaemonCommand::FetchNow`]; the git watcher of that
 //!   repository subscribes with [`Shared::fetch_requests`].
 //!
 //! Long-running parts stop when [`DaemonHandle::shutdown_requested`] resolves.
 //!
-//! What the daemon entry point ([`super::run`]) calls in the other parts, so they can be
-//! written independently:
-//! - `crate::api::serve(listener: tokio::net::TcpListener, handle: DaemonHandle)
-//!   -> std::io::Result<()>`: serves every route on the bound listener until
-//!   `handle.shutdown_requested()` resolves (the daemon binds, so `listen: 127.0.0.1:0` works,
-//!   and writes the bound address to `state_dir/daemon.addr`).
-//! - `crate::daemon::triggers::git_watch::run(handle: DaemonHandle)` and `crate::daemon::triggers::cron::run(handle: DaemonHandle)`:
-//!   async, return after `handle.shutdown_requested()`.
+//! The composition root (`crate::server`) starts the scheduler, the git watcher
+//! (`triggers::git_watch::run(handle)`) and cron (`triggers::cron::run(handle)`), which
+//! return after `handle.shutdown_requested()`, next to the API, the notifier and the monitor.
+//! The handle carries commands and shared read-only state; metrics live in
+//! `crate::monitor`, fed by the bus.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
