@@ -11,10 +11,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 
-use crate::daemon::handle::DaemonEvent;
 use crate::engine::LogStream;
+use crate::model::event::DaemonEvent;
 use crate::store::RunId;
 
 /// Slots of the lossy lifecycle copy ([`Bus::watch`]).
@@ -99,6 +99,31 @@ impl Bus {
     /// Step output from now on; a slow follower sees `Lagged` (the log files hold it all).
     pub fn logs(&self) -> broadcast::Receiver<LogChunk> {
         self.logs.subscribe()
+    }
+}
+
+/// The daemon's shutdown, as every long-running part sees it: cheap to clone; resolves once
+/// shutdown has begun.
+#[derive(Debug, Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    /// A switch (send `true` to begin shutdown) and its token.
+    pub fn pair() -> (watch::Sender<bool>, Shutdown) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Shutdown(rx))
+    }
+
+    /// Resolves once shutdown has begun (at once if it already has).
+    pub async fn requested(&self) {
+        let mut rx = self.0.clone();
+        // An error means the switch is gone: the daemon is stopping anyway.
+        let _ = rx.wait_for(|stopping| *stopping).await;
+    }
+
+    /// True once shutdown has begun.
+    pub fn is_requested(&self) -> bool {
+        *self.0.borrow()
     }
 }
 

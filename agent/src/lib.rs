@@ -1,9 +1,32 @@
-//! The `agent` library behind the binary: CLI commands, engine, daemon, store, notify, api.
+//! The `agent` library behind the binary.
+//!
+//! Data flow of the daemon half, and the import direction (a module imports only those to
+//! its left; `.ci/import-graph` checks there is no circle):
+//!
+//! ```text
+//! model ← config ← store ← bus ← daemon, monitor, notify, api ← server ← cli
+//! ```
+//!
+//! - [`model`]: the run contract (lifecycle events and their names), no I/O.
+//! - [`config`]: the daemon config and its secrets; [`state_dir`]: every path under the
+//!   state directory; [`errors`]: the exit-code table.
+//! - [`engine`]: runs one workflow (imports only `dsl`, `runners` and its own parts).
+//! - [`store`]: durable state; [`bus`]: lifecycle events (lossless), log lines (lossy) and
+//!   the shutdown token.
+//! - [`daemon`]: what to run, when, and running it; [`monitor`]: metrics and anomalies;
+//!   [`notify`]: outbox events to webhook deliveries; [`api`]: HTTP.
+//! - [`server`]: the composition root that starts them all; [`cli`]: the commands.
 
 pub mod api;
 pub mod bus;
 pub mod cli;
+pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod errors;
+pub mod model;
+pub mod monitor;
 pub mod notify;
+pub mod server;
+pub mod state_dir;
 pub mod store;

@@ -1,5 +1,5 @@
 //! `GET /api/v1/anomalies?workflow=&limit=`: the anomalies detection recorded
-//! ([`crate::daemon::anomaly`]), newest first, as `{"anomalies": [{id, kind, workflow, repo,
+//! ([`crate::monitor::anomaly`]), newest first, as `{"anomalies": [{id, kind, workflow, repo,
 //! run_id, step, message, details, created_at}]}` (run ids are strings, as everywhere in the
 //! API). `limit` defaults to 50, up to 1000.
 
@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::ApiState;
 use super::error::ApiError;
 use super::routes::parse_limit;
-use crate::daemon::anomaly::anomaly_json;
+use crate::monitor::anomaly::anomaly_json;
 
 /// `GET /api/v1/anomalies`.
 pub(crate) async fn list(

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use super::error::ApiError;
 
 /// The file, inside `state_dir`, that holds a generated token.
-pub const TOKEN_FILE_NAME: &str = "api_token";
+pub use crate::state_dir::TOKEN_FILE_NAME;
 
 /// Why no token could be set up.
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +72,7 @@ impl ApiToken {
         match configured {
             Some(token) => ApiToken::new(token),
             None => {
-                let path = state_dir.join(TOKEN_FILE_NAME);
+                let path = crate::state_dir::token_file(state_dir);
                 let text = read_or_create_token_file(&path)?;
                 ApiToken::new(&text).map_err(|_| TokenError::Empty(path.display().to_string()))
             }

@@ -38,7 +38,7 @@ use sha2::Sha256;
 
 use super::ApiState;
 use super::error::ApiError;
-use crate::daemon::config::{Config, RepoConfig};
+use crate::config::{Config, RepoConfig};
 use crate::daemon::handle::DaemonCommand;
 use crate::store::Store;
 
@@ -314,7 +314,7 @@ fn reply(status: StatusCode, body: Value) -> Response {
 
 async fn handle(state: ApiState, source: HookSource, headers: HeaderMap, body: Body) -> Response {
     let (outcome, response) = answer(&state, source, headers, body).await;
-    state.handle.shared.metrics.hook(source.as_str(), outcome);
+    state.metrics.hook(source.as_str(), outcome);
     response
 }
 
@@ -568,7 +568,7 @@ mod tests {
 
     #[test]
     fn repositories_match_by_full_name_or_url() {
-        use crate::daemon::config::RepoSource;
+        use crate::config::RepoSource;
         let repo = |name: &str, source: RepoSource, full: Option<&str>| RepoConfig {
             name: name.into(),
             source,

@@ -29,7 +29,7 @@ use super::error::ApiError;
 use super::view;
 use crate::bus::LogChunk;
 use crate::daemon::handle::DaemonEvent;
-use crate::daemon::logs::step_log_read_path;
+use crate::state_dir::step_log_read_path;
 use crate::store::{RunId, RunStatus, StepStatus};
 
 /// How often a follower looks at the file when no event wakes it.
@@ -45,7 +45,7 @@ pub(crate) struct LogQuery {
 
 /// A step id from the path: any text a workflow may use as a step id (a sub-workflow's
 /// steps hold `/` or `.`); the file name is derived by
-/// [`crate::daemon::logs::step_log_path`], which keeps it inside the run's log directory.
+/// [`crate::state_dir::step_log_path`], which keeps it inside the run's log directory.
 fn step_id(text: &str) -> Result<&str, ApiError> {
     if text.is_empty() || text.len() > 512 || text.chars().any(char::is_control) {
         Err(ApiError::NotFound(format!(
@@ -368,7 +368,7 @@ fn error_event(message: &str) -> Event {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::logs::step_log_path;
+    use crate::state_dir::step_log_path;
     use std::path::Path;
 
     #[test]

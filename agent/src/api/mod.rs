@@ -10,7 +10,7 @@
 //! which [`logs`] reads and tails.
 //!
 //! Also: the inbound push hooks `/hooks/github` and `/hooks/gitea` ([`hooks`]: no token,
-//! an HMAC signature instead), `/metrics` ([`metrics`]) and `/api/v1/anomalies`.
+//! an HMAC signature instead), `/metrics` ([`scrape`]) and `/api/v1/anomalies`.
 
 mod anomalies;
 pub mod auth;
@@ -18,9 +18,9 @@ mod deliveries;
 pub mod error;
 pub mod hooks;
 mod logs;
-pub mod metrics;
 pub mod pool;
 mod routes;
+mod scrape;
 pub mod view;
 mod web;
 
@@ -33,6 +33,7 @@ pub use auth::{ApiToken, TOKEN_FILE_NAME, TokenError};
 pub use error::ApiError;
 
 use crate::daemon::handle::DaemonHandle;
+use crate::monitor::metrics::Metrics;
 use pool::StorePool;
 
 /// What every handler gets.
@@ -42,10 +43,12 @@ pub(crate) struct ApiState {
     pub handle: DaemonHandle,
     /// Read connections to the store.
     pub stores: Arc<StorePool>,
+    /// The metrics registry `/metrics` renders (and inbound hooks count in).
+    pub metrics: Arc<Metrics>,
 }
 
 /// The API's routes, with the token check applied to all but `/health`.
-pub fn router(handle: DaemonHandle) -> Result<Router, TokenError> {
+pub fn router(handle: DaemonHandle, metrics: Arc<Metrics>) -> Result<Router, TokenError> {
     let token = ApiToken::configured_or_stored(
         handle.shared.config.api_token.as_deref(),
         &handle.shared.state_dir,
@@ -53,6 +56,7 @@ pub fn router(handle: DaemonHandle) -> Result<Router, TokenError> {
     let state = ApiState {
         stores: StorePool::new(handle.shared.store_path.clone()),
         handle,
+        metrics,
     };
     // Signature-checked instead of token-checked.
     let hooks = Router::new()
@@ -74,7 +78,7 @@ pub fn router(handle: DaemonHandle) -> Result<Router, TokenError> {
         .route("/api/v1/workflows/{name}/runs", post(routes::trigger))
         .route("/api/v1/deliveries", get(deliveries::list))
         .route("/api/v1/anomalies", get(anomalies::list))
-        .route("/metrics", get(metrics::metrics))
+        .route("/metrics", get(scrape::metrics))
         .fallback(routes::not_found)
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(
@@ -95,18 +99,23 @@ pub const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(5
 /// ([`DaemonHandle::shutdown_requested`]); open log streams end then too, and requests
 /// still in flight after [`SHUTDOWN_DRAIN`] (a client that stopped sending half-way) are
 /// dropped rather than holding the daemon up.
-pub async fn serve(listener: tokio::net::TcpListener, handle: DaemonHandle) -> std::io::Result<()> {
-    serve_with_drain(listener, handle, SHUTDOWN_DRAIN).await
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    handle: DaemonHandle,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<()> {
+    serve_with_drain(listener, handle, metrics, SHUTDOWN_DRAIN).await
 }
 
 /// [`serve`] with a given drain time.
 async fn serve_with_drain(
     listener: tokio::net::TcpListener,
     handle: DaemonHandle,
+    metrics: Arc<Metrics>,
     drain: std::time::Duration,
 ) -> std::io::Result<()> {
     use std::future::IntoFuture;
-    let app = router(handle.clone()).map_err(std::io::Error::other)?;
+    let app = router(handle.clone(), metrics).map_err(std::io::Error::other)?;
     let graceful = handle.clone();
     let server = axum::serve(listener, app)
         .with_graceful_shutdown(async move { graceful.shutdown_requested().await })

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::cli::client::{Client, ClientError};
-use crate::daemon::config::Config;
+use crate::config::Config;
 use crate::daemon::handle::{DaemonCommand, DaemonError, DaemonHandle, HandleParts};
 use crate::engine::{Engine, EngineConfig};
 use crate::store::{
@@ -116,7 +116,7 @@ async fn start() -> Api {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(super::serve(listener, handle.clone()));
+    tokio::spawn(super::serve(listener, handle.clone(), Arc::default()));
     Api {
         url: format!("http://{addr}"),
         handle,
@@ -285,7 +285,7 @@ async fn trigger_list_get_cancel_retry() {
 }
 
 fn log_file(state_dir: &Path, run: RunId, step: &str) -> PathBuf {
-    let path = crate::daemon::logs::step_log_path(state_dir, run, step);
+    let path = crate::state_dir::step_log_path(state_dir, run, step);
     std::fs::create_dir_all(path.parent().expect("run log dir")).expect("log dir");
     path
 }
@@ -439,7 +439,12 @@ async fn a_stuck_client_does_not_hold_shutdown_up() {
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let drain = Duration::from_millis(300);
-    let server = tokio::spawn(super::serve_with_drain(listener, handle, drain));
+    let server = tokio::spawn(super::serve_with_drain(
+        listener,
+        handle,
+        Arc::default(),
+        drain,
+    ));
     let mut stuck = tokio::net::TcpStream::connect(addr).await.expect("connect");
     stuck
         .write_all(

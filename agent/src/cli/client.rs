@@ -216,7 +216,7 @@ fn find_token(state_dir: &std::path::Path) -> Option<String> {
     {
         return Some(token.trim().to_string());
     }
-    let stored = state_dir.join(crate::api::TOKEN_FILE_NAME);
+    let stored = crate::state_dir::token_file(state_dir);
     std::fs::read_to_string(stored)
         .ok()
         .map(|t| t.trim().to_string())
@@ -252,7 +252,7 @@ impl Client {
             .ok()
             .filter(|s| !s.trim().is_empty());
         let from_file = || {
-            std::fs::read_to_string(args.state_dir.join(crate::daemon::ADDR_FILE_NAME))
+            std::fs::read_to_string(crate::state_dir::addr_file(&args.state_dir))
                 .ok()
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty())

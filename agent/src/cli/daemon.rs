@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{EXIT_FAILED, EXIT_INVALID, EXIT_OK};
-use crate::daemon::Config;
+use crate::config::Config;
 
 /// Arguments of `agent daemon`.
 #[derive(Debug, Args)]
@@ -30,11 +30,7 @@ pub struct DaemonArgs {
 /// Runs the command; returns the exit code.
 pub fn run(args: DaemonArgs) -> i32 {
     init_logging();
-    let listen = match args
-        .listen
-        .as_deref()
-        .map(crate::daemon::config::parse_listen)
-    {
+    let listen = match args.listen.as_deref().map(crate::config::parse_listen) {
         None => None,
         Some(Ok(addr)) => Some(addr),
         Some(Err(e)) => {
@@ -87,18 +83,9 @@ pub fn run(args: DaemonArgs) -> i32 {
             }
         }
     }
-    fence_workspaces(&config);
-    // Before any thread exists: libgit2 keeps these in plain globals.
-    if let Err(err) = crate::daemon::mirror::set_network_timeouts(config.limits.fetch_timeout) {
-        eprintln!("error: {err}");
-        return EXIT_FAILED;
-    }
-    // Orphans a step leaves behind are re-parented to the daemon instead of init: they stay
-    // in its tree, are reaped, and the sweep at a run's end only looks at the daemon's own
-    // descendants instead of every process on the machine. (After the libgit2 globals:
-    // this starts the reaper thread.)
-    if let Err(err) = runners::become_subreaper() {
-        tracing::warn!(error = %err, "cannot become a child subreaper; processes a step left behind with setsid may outlive the run");
+    // Before any thread exists: the environment and libgit2's globals.
+    if let Err(err) = crate::server::prepare_process(&config) {
+        return crate::errors::report(&err);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -120,16 +107,13 @@ pub fn run(args: DaemonArgs) -> i32 {
                 let _ = rx.wait_for(|c| *c >= n).await;
             }
         };
-        crate::daemon::run_until(config, wait(1), wait(2)).await
+        crate::server::run_until(config, wait(1), wait(2)).await
     });
     // Blocking threads (a git fetch, a SQLite write) are not waited for forever.
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     match result {
         Ok(()) => EXIT_OK,
-        Err(err) => {
-            eprintln!("error: {err}");
-            EXIT_FAILED
-        }
+        Err(err) => crate::errors::report(&err),
     }
 }
 
@@ -152,36 +136,6 @@ async fn count_signals(count: tokio::sync::watch::Sender<u32>) {
             _ = int.recv() => tracing::info!("SIGINT received"),
         }
         count.send_modify(|c| *c += 1);
-    }
-}
-
-/// Workspaces hold no `.git`; with the state directory inside a repository (the embedded
-/// defaults put it in `./.agent/`), a step running `git` in its workspace would find that
-/// repository above it and act on it. `GIT_CEILING_DIRECTORIES`, which every step gets
-/// (it is in the minimal step environment, `engine::step_env`),
-/// stops git's search at the workspaces directory.
-fn fence_workspaces(config: &Config) {
-    let state_dir = if config.state_dir.is_absolute() {
-        config.state_dir.clone()
-    } else {
-        match std::env::current_dir() {
-            Ok(cwd) => cwd.join(&config.state_dir),
-            Err(_) => return,
-        }
-    };
-    let fence = state_dir.join("workspaces");
-    let value = match std::env::var_os("GIT_CEILING_DIRECTORIES") {
-        Some(old) if !old.is_empty() => {
-            let mut v = fence.into_os_string();
-            v.push(":");
-            v.push(old);
-            v
-        }
-        _ => fence.into_os_string(),
-    };
-    // SAFETY: called before the runtime (or any other thread) starts.
-    unsafe {
-        std::env::set_var("GIT_CEILING_DIRECTORIES", value);
     }
 }
 

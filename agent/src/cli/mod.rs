@@ -10,12 +10,7 @@ pub mod validate;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
-/// Exit code: success.
-pub const EXIT_OK: i32 = 0;
-/// Exit code: the run failed or was cancelled, or some file is invalid (`validate`).
-pub const EXIT_FAILED: i32 = 1;
-/// Exit code: usage error, invalid workflow file or parameters; nothing was run.
-pub const EXIT_INVALID: i32 = 2;
+pub use crate::errors::{EXIT_FAILED, EXIT_INVALID, EXIT_OK};
 
 #[derive(Debug, Parser)]
 #[command(

@@ -1,7 +1,7 @@
 //! The contract between the daemon's parts: how the git watchers, cron, the inbound hooks and
 //! the HTTP API talk to the scheduler actor, and what they may read directly.
 //!
-//! The scheduler ([`super::scheduler`]) is the one owner of the queue and of run states
+//! The scheduler ([`crate::daemon::scheduler`]) is the one owner of the queue and of run states
 //! (others send it messages). Everybody else holds a cheap [`DaemonHandle`]:
 //!
 //! - **Triggers and cron** decide *what* to run and write it through the store's deduping
@@ -14,20 +14,17 @@
 //!   commit, checks the parameters against the workflow and applies `concurrency.overlap`),
 //!   [`DaemonCommand::Cancel`] and [`DaemonCommand::Retry`]; it reads runs with its own
 //!   [`Store`](crate::store::Store) opened on [`Shared::store_path`], step logs from
-//!   [`super::logs::step_log_path`], and live events from [`Shared::events`].
+//!   [`crate::state_dir::step_log_path`], and live events from [`Shared::events`].
 //! - **Inbound push hooks** send [`DaemonCommand::FetchNow`]; the git watcher of that
 //!   repository subscribes with [`Shared::fetch_requests`].
 //!
 //! Long-running parts stop when [`DaemonHandle::shutdown_requested`] resolves.
 //!
-//! What the daemon entry point ([`super::run`]) calls in the other parts, so they can be
-//! written independently:
-//! - `crate::api::serve(listener: tokio::net::TcpListener, handle: DaemonHandle)
-//!   -> std::io::Result<()>`: serves every route on the bound listener until
-//!   `handle.shutdown_requested()` resolves (the daemon binds, so `listen: 127.0.0.1:0` works,
-//!   and writes the bound address to `state_dir/daemon.addr`).
-//! - `super::git_watch::run(handle: DaemonHandle)` and `super::cron::run(handle: DaemonHandle)`:
-//!   async, return after `handle.shutdown_requested()`.
+//! The composition root (`crate::server`) starts the scheduler, the git watcher
+//! (`triggers::git_watch::run(handle)`) and cron (`triggers::cron::run(handle)`), which
+//! return after `handle.shutdown_requested()`, next to the API, the notifier and the monitor.
+//! The handle carries commands and shared read-only state; metrics live in
+//! `crate::monitor`, fed by the bus.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -37,9 +34,11 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use super::config::Config;
+use crate::bus::Shutdown;
+
+use crate::config::Config;
 use crate::engine::Engine;
-use crate::store::{RunId, RunStatus, StepStatus, StoreError, TriggerKind};
+use crate::store::{RunId, RunStatus, StoreError, TriggerKind};
 
 /// Why the scheduler refused a command.
 #[derive(Debug, thiserror::Error)]
@@ -149,115 +148,7 @@ pub enum DaemonCommand {
     Shutdown,
 }
 
-/// Something that happened in the daemon, for SSE, metrics and notifications.
-#[derive(Debug, Clone)]
-pub enum DaemonEvent {
-    /// A run entered the queue.
-    RunQueued {
-        /// The run.
-        run_id: RunId,
-        /// Its workflow.
-        workflow: Arc<str>,
-    },
-    /// A run started (or resumed).
-    RunStarted {
-        /// The run.
-        run_id: RunId,
-        /// Its workflow.
-        workflow: Arc<str>,
-        /// Its repository.
-        repo: Option<Arc<str>>,
-    },
-    /// A step try started.
-    StepStarted {
-        /// The run.
-        run_id: RunId,
-        /// The step id.
-        step: Arc<str>,
-        /// 1 for the first try.
-        attempt: u32,
-    },
-    /// A step ended (or was skipped).
-    StepFinished {
-        /// The run.
-        run_id: RunId,
-        /// The step id.
-        step: Arc<str>,
-        /// How it ended.
-        status: StepStatus,
-    },
-    /// A run reached a final state (or `interrupted`).
-    RunFinished {
-        /// The run.
-        run_id: RunId,
-        /// Its workflow.
-        workflow: Arc<str>,
-        /// Its final status.
-        status: RunStatus,
-        /// The run report (the JSON of `agent exec --json`), secrets masked.
-        report: Arc<Value>,
-    },
-    /// A failed try of a step will be retried after `delay` (`step.retrying` webhooks).
-    StepRetrying {
-        /// The run.
-        run_id: RunId,
-        /// The step id.
-        step: Arc<str>,
-        /// The try that failed.
-        attempt: u32,
-        /// Its error class.
-        error_class: Arc<str>,
-        /// The wait before the next try.
-        delay: std::time::Duration,
-    },
-    /// The workflow's rollback steps started.
-    RollbackStarted {
-        /// The run.
-        run_id: RunId,
-    },
-    /// The rollback ended.
-    RollbackFinished {
-        /// The run.
-        run_id: RunId,
-        /// True when every rollback step succeeded.
-        succeeded: bool,
-    },
-    /// An error handler escalated a step's failure.
-    Escalation {
-        /// The run.
-        run_id: RunId,
-        /// The failing step.
-        step: Arc<str>,
-        /// Its error class.
-        error_class: Arc<str>,
-        /// What the handler said.
-        message: Arc<str>,
-    },
-    /// An error handler with `notify: true` matched a step's failure.
-    HandlerNotify {
-        /// The run.
-        run_id: RunId,
-        /// The failing step.
-        step: Arc<str>,
-        /// Its error class.
-        error_class: Arc<str>,
-        /// The handler's action.
-        action: Arc<str>,
-    },
-    /// An anomaly was detected and stored ([`super::anomaly`]); the notifier sends it as
-    /// an `anomaly` event.
-    Anomaly {
-        /// `slow_run`, `failure_rate` or `step_memory`.
-        kind: Arc<str>,
-        /// The workflow.
-        workflow: Arc<str>,
-        /// The run that showed it, if any.
-        run_id: Option<RunId>,
-        /// The anomaly as `GET /api/v1/anomalies` lists it: `id`, `kind`, `workflow`,
-        /// `repo`, `run_id`, `step`, `message`, `details` (the figures), `created_at`.
-        anomaly: Arc<Value>,
-    },
-}
+pub use crate::model::event::DaemonEvent;
 
 /// What the daemon knows of one workflow of a repository (for `GET /api/v1/workflows`).
 #[derive(Debug, Clone, PartialEq)]
@@ -333,7 +224,7 @@ impl RepoRegistry {
 #[derive(Debug)]
 pub struct Shared {
     /// The parsed daemon config.
-    pub config: Config,
+    pub config: Arc<Config>,
     /// The state directory (absolute).
     pub state_dir: PathBuf,
     /// The SQLite file; open your own `Store` on it (one per thread or actor).
@@ -349,11 +240,9 @@ pub struct Shared {
     pub fetch_requests: broadcast::Sender<String>,
     /// Secret values by name (from the config's env variables and files), for masking.
     pub secrets: indexmap::IndexMap<String, String>,
-    /// The daemon's metrics (`GET /metrics`); parts count what happens to them.
-    pub metrics: Arc<crate::api::metrics::Metrics>,
     /// Whether run records are being written (`GET /health`).
-    pub store_health: super::store_health::StoreHealth,
-    shutdown: watch::Receiver<bool>,
+    pub store_health: crate::daemon::store_health::StoreHealth,
+    shutdown: Shutdown,
 }
 
 /// Cheap to clone; how the watchers, cron and the API talk to the scheduler actor.
@@ -376,7 +265,7 @@ pub struct HandleParts {
 impl DaemonHandle {
     /// Builds a handle and the ends the daemon keeps.
     pub fn new(
-        config: Config,
+        config: impl Into<Arc<Config>>,
         state_dir: PathBuf,
         store_path: PathBuf,
         engine: Arc<Engine>,
@@ -385,9 +274,9 @@ impl DaemonHandle {
         let (tx, commands) = mpsc::channel(1024);
         let events = crate::bus::Bus::new();
         let (fetch_requests, _) = broadcast::channel(64);
-        let (shutdown_tx, shutdown) = watch::channel(false);
+        let (shutdown_tx, shutdown) = Shutdown::pair();
         let shared = Shared {
-            config,
+            config: config.into(),
             state_dir,
             store_path,
             engine,
@@ -395,7 +284,6 @@ impl DaemonHandle {
             repos: RepoRegistry::default(),
             fetch_requests,
             secrets,
-            metrics: Arc::default(),
             store_health: Default::default(),
             shutdown,
         };
@@ -460,14 +348,17 @@ impl DaemonHandle {
 
     /// Resolves once shutdown has begun (at once if it already has).
     pub async fn shutdown_requested(&self) {
-        let mut rx = self.shared.shutdown.clone();
-        // An error means the sender is gone: the daemon is stopping anyway.
-        let _ = rx.wait_for(|stopping| *stopping).await;
+        self.shared.shutdown.requested().await;
     }
 
     /// True once shutdown has begun.
     pub fn is_shutting_down(&self) -> bool {
-        *self.shared.shutdown.borrow()
+        self.shared.shutdown.is_requested()
+    }
+
+    /// The shutdown token, for parts that need nothing else of the handle.
+    pub fn shutdown(&self) -> Shutdown {
+        self.shared.shutdown.clone()
     }
 
     /// Publishes an event (dropped when nobody listens).

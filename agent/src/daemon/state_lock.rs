@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// The lock file's name inside the state directory.
-pub const LOCK_FILE_NAME: &str = "daemon.lock";
+pub use crate::state_dir::LOCK_FILE_NAME;
 
 /// Why the state directory could not be locked.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +51,7 @@ impl StateLock {
     /// Takes the exclusive lock on `state_dir` (which must exist) without waiting and
     /// writes this process's pid into the lock file.
     pub fn acquire(state_dir: &Path) -> Result<StateLock, LockError> {
-        let path = state_dir.join(LOCK_FILE_NAME);
+        let path = crate::state_dir::lock_file(state_dir);
         let io = |source| LockError::Io {
             path: path.clone(),
             source,

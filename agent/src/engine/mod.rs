@@ -8,7 +8,7 @@
 //! [`RunReport`] of `agent exec --json`, the final context, the workflow's outputs). While it runs,
 //! the engine sends [`EngineEvent`]s to whoever listens; it knows nothing of terminals,
 //! stores or webhooks, and it reads and writes no file of its own (the caller loads and
-//! saves a preserved context: `agent exec` through [`context::load`]/[`context::save`]).
+//! saves a preserved context: `agent exec` through `cli::exec::context`).
 //!
 //! Semantics the file format leaves open, decided here:
 //! - A step runs while nothing has failed the run. A `when` that uses none of `success()`,
@@ -40,12 +40,14 @@
 //!   for admission before it is the report's `queued_ms`.
 //! - A failure that `continue` absorbed is marked `continued` in the report.
 //!
-//! Layout: `run.rs` (one run: stages, failure actions, rollback, compensation, report),
+//! Layout: `run_ctx.rs` (a run's state and the judgements on it, shared by the next three),
+//! `run.rs` (one run: stages, failure actions, rollback, compensation, report),
 //! `stage.rs` (scheduling inside a stage), `step.rs` (one step: `when`, rendering, tries,
 //! retries, error handlers), `failure.rs` (what a failure leads to), `script_env.rs` (no
 //! script injection), `step_env.rs` (the minimal step environment), `scope.rs` (expression roots), plus the pure helpers `backoff.rs`,
-//! `mask.rs`, `context.rs`, `secrets.rs`, `report.rs`, `events.rs`, the failure recap
-//! `recap.rs` and the terminal sink `progress.rs`.
+//! `mask.rs`, `context.rs` (context merging), `report.rs`, `events.rs` and the failure recap
+//! `recap.rs`. The terminal sink, the secrets file and the preserved-context file belong to
+//! `agent exec` (`cli::exec`).
 
 pub mod backoff;
 pub mod context;
@@ -53,13 +55,12 @@ pub mod errors;
 pub mod events;
 mod failure;
 pub mod mask;
-pub mod progress;
 pub mod recap;
 pub mod report;
 mod run;
+mod run_ctx;
 pub mod scope;
 pub mod script_env;
-pub mod secrets;
 mod stage;
 mod step;
 pub mod step_env;

@@ -7,6 +7,20 @@
 //! This module only formats; it keeps no state beyond a bounded [`Tail`] per step.
 
 use std::collections::VecDeque;
+use std::time::Duration;
+
+/// Formats a duration compactly: `850ms`, `1.2s`, `3m05s`.
+pub fn fmt_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else {
+        let s = d.as_secs();
+        format!("{}m{:02}s", s / 60, s % 60)
+    }
+}
 
 /// How many of a failed step's last log lines the recap shows.
 pub const TAIL_LINES: usize = 20;

@@ -14,7 +14,7 @@ use futures_util::stream::FuturesUnordered;
 
 use super::events::EngineEvent;
 use super::report::StepStatus;
-use super::run::{RunCtx, Slot, stage_status};
+use super::run_ctx::{RunCtx, Slot, stage_status};
 use super::step;
 
 /// Indices of the siblings each step waits for (only in `parallel: auto`).

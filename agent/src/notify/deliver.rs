@@ -33,8 +33,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::format::Rendered;
-use crate::daemon::config::{WebhookConfig, WebhookFormat, WebhookRetry};
-use crate::daemon::handle::DaemonHandle;
+use crate::bus::Shutdown;
+use crate::config::{WebhookConfig, WebhookFormat, WebhookRetry};
 use crate::store::{Delivery, DeliveryOutcome, Store, StoreError};
 
 /// How long one attempt may take (connect, send, answer).
@@ -330,8 +330,10 @@ pub struct Worker {
     pub wake: Arc<Notify>,
     /// The HTTP client.
     pub client: reqwest::Client,
-    /// The daemon, for the store path and shutdown.
-    pub handle: DaemonHandle,
+    /// The store's database file (the worker opens its own connection).
+    pub store_path: std::path::PathBuf,
+    /// Resolves when the daemon stops.
+    pub shutdown: Shutdown,
 }
 
 /// Runs a store call on the blocking pool with the worker's own connection.
@@ -359,14 +361,14 @@ impl Worker {
     /// Delivers this webhook's queue until shutdown.
     pub async fn run(self) {
         let name = self.webhook.name.clone();
-        let path = self.handle.shared.store_path.clone();
+        let path = self.store_path.clone();
         let store = Arc::new(Mutex::new(None));
         let gap = min_interval(&self.webhook);
         let mut last_attempt: Option<Instant> = None;
         // The head's id and the tries made at it since the daemon started.
         let mut tries: (String, u32) = (String::new(), 0);
         loop {
-            if self.handle.is_shutting_down() {
+            if self.shutdown.is_requested() {
                 return;
             }
             let head = {
@@ -382,7 +384,7 @@ impl Worker {
                     tokio::select! {
                         () = self.wake.notified() => {}
                         () = tokio::time::sleep(IDLE_POLL) => {}
-                        () = self.handle.shutdown_requested() => return,
+                        () = self.shutdown.requested() => return,
                     }
                     continue;
                 }
@@ -390,7 +392,7 @@ impl Worker {
                     tracing::warn!(webhook = %name, error = %err, "cannot read the outbox");
                     tokio::select! {
                         () = tokio::time::sleep(IDLE_POLL) => {}
-                        () = self.handle.shutdown_requested() => return,
+                        () = self.shutdown.requested() => return,
                     }
                     continue;
                 }
@@ -429,13 +431,13 @@ impl Worker {
                 tokio::select! {
                     () = tokio::time::sleep_until(ready) => {}
                     () = self.wake.notified() => continue,
-                    () = self.handle.shutdown_requested() => return,
+                    () = self.shutdown.requested() => return,
                 }
             }
             let result = tokio::select! {
                 r = attempt(&self.client, &self.webhook, &delivery) => r,
                 // The attempt is not recorded: it is made again (same id) after the restart.
-                () = self.handle.shutdown_requested() => return,
+                () = self.shutdown.requested() => return,
             };
             last_attempt = Some(Instant::now());
             tries.1 += 1;
@@ -452,7 +454,7 @@ impl Worker {
                     "cannot record a delivery attempt");
                 tokio::select! {
                     () = tokio::time::sleep(IDLE_POLL) => {}
-                    () = self.handle.shutdown_requested() => return,
+                    () = self.shutdown.requested() => return,
                 }
             }
         }

@@ -10,98 +10,11 @@ use chrono::{DateTime, Utc};
 use globset::{Glob, GlobMatcher};
 use serde_json::{Map, Value, json};
 
-use crate::daemon::config::WebhookConfig;
+use crate::config::WebhookConfig;
 use crate::engine::report::rfc3339;
 use crate::store::{RunId, RunRecord, RunStatus};
 
-/// An event a webhook can subscribe to (its `events:` list).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EventKind {
-    /// A run entered the queue.
-    RunQueued,
-    /// A run started (or resumed).
-    RunStarted,
-    /// A run succeeded.
-    RunSucceeded,
-    /// A run failed.
-    RunFailed,
-    /// A run was cancelled.
-    RunCancelled,
-    /// A step failed (after its last try).
-    StepFailed,
-    /// A failed try of a step will be retried.
-    StepRetrying,
-    /// The workflow's rollback steps started.
-    RollbackStarted,
-    /// The rollback ended.
-    RollbackFinished,
-    /// An error handler escalated a failure.
-    Escalation,
-    /// An error handler with `notify: true` matched.
-    HandlerNotify,
-    /// The anomaly detector raised an anomaly.
-    Anomaly,
-}
-
-impl EventKind {
-    /// Every event kind, in the documented order.
-    pub const ALL: &'static [EventKind] = &[
-        EventKind::RunQueued,
-        EventKind::RunStarted,
-        EventKind::RunSucceeded,
-        EventKind::RunFailed,
-        EventKind::RunCancelled,
-        EventKind::StepFailed,
-        EventKind::StepRetrying,
-        EventKind::RollbackStarted,
-        EventKind::RollbackFinished,
-        EventKind::Escalation,
-        EventKind::HandlerNotify,
-        EventKind::Anomaly,
-    ];
-
-    /// The name used in configs, payloads and the `X-Agent-Event` header.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::RunQueued => "run.queued",
-            EventKind::RunStarted => "run.started",
-            EventKind::RunSucceeded => "run.succeeded",
-            EventKind::RunFailed => "run.failed",
-            EventKind::RunCancelled => "run.cancelled",
-            EventKind::StepFailed => "step.failed",
-            EventKind::StepRetrying => "step.retrying",
-            EventKind::RollbackStarted => "rollback.started",
-            EventKind::RollbackFinished => "rollback.finished",
-            EventKind::Escalation => "escalation",
-            EventKind::HandlerNotify => "handler.notify",
-            EventKind::Anomaly => "anomaly",
-        }
-    }
-
-    /// The event reporting that a run ended in `status` (none for non-final states).
-    pub fn for_run_end(status: RunStatus) -> Option<EventKind> {
-        match status {
-            RunStatus::Succeeded => Some(EventKind::RunSucceeded),
-            RunStatus::Failed => Some(EventKind::RunFailed),
-            RunStatus::Cancelled => Some(EventKind::RunCancelled),
-            _ => None,
-        }
-    }
-
-    /// True for `run.succeeded`, `run.failed` and `run.cancelled`.
-    pub fn is_run_end(self) -> bool {
-        matches!(
-            self,
-            EventKind::RunSucceeded | EventKind::RunFailed | EventKind::RunCancelled
-        )
-    }
-}
-
-impl std::fmt::Display for EventKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::model::event::EventKind;
 
 /// One thing to tell webhooks about, in format-neutral JSON pieces.
 #[derive(Debug, Clone, PartialEq)]
@@ -331,7 +244,7 @@ impl Filter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::config::{WebhookFormat, WebhookRetry};
+    use crate::config::{WebhookFormat, WebhookRetry};
 
     fn hook(events: &[&str], workflows: &[&str]) -> WebhookConfig {
         WebhookConfig {

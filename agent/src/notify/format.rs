@@ -18,7 +18,7 @@
 use serde_json::{Value, json};
 
 use super::event::{EventKind, Notice};
-use crate::daemon::config::{WebhookConfig, WebhookFormat};
+use crate::config::{WebhookConfig, WebhookFormat};
 use crate::engine::mask::Masker;
 
 /// The GitHub API used by `github_status` when the webhook sets no `api`.
@@ -418,7 +418,7 @@ fn template_error(e: &minijinja::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::config::WebhookRetry;
+    use crate::config::WebhookRetry;
 
     fn hook(format: WebhookFormat) -> WebhookConfig {
         WebhookConfig {

@@ -8,11 +8,13 @@
 //!    which builds a [`Notice`] (reading the run's record for repository, branch, commit),
 //!    matches it against each webhook's `events`/`workflows` filters ([`event::Filter`]),
 //!    renders it ([`format::render`], secrets masked with the engine's masker) and queues it
-//!    in the store's outbox, then wakes that webhook's worker. A run's end is different: its
-//!    deliveries are built by [`finish_deliveries`] and written by `finish_run` in the same
-//!    transaction as the run's final state, so a crash cannot lose one or invent one; they
-//!    are held there until the writer sees the run's end
-//!    ([`Store::release_run_deliveries`]), so they are sent after the run's earlier events.
+//!    in the store's outbox, then wakes that webhook's worker. A run's end is different: the
+//!    daemon's `finish_run` writes an un-rendered outbox event in the same transaction as the
+//!    run's final state, so a crash cannot lose one or invent one; the writer renders it into
+//!    deliveries when it sees the run's end on the bus (after the run's earlier events) or,
+//!    for ends written while no notifier ran, at start ([`Store::render_outbox_events`]).
+//!    The notifier gets the config, the store and the shutdown token ([`Context`]), never
+//!    the daemon's handle.
 //! 2. **Deliveries to requests.** [`deliver::Worker`]: one task per webhook, FIFO, one
 //!    request in flight, rate-limited, retried with backoff; every attempt recorded.
 //!    Pending deliveries are picked up again after a restart.
@@ -34,10 +36,24 @@ use tokio::sync::{Notify, mpsc};
 pub use event::{EventKind, Filter, Notice};
 pub use format::{RenderError, Rendered};
 
-use crate::daemon::config::{Config, WebhookConfig};
-use crate::daemon::handle::{DaemonEvent, DaemonHandle, Shared};
+use crate::bus::{Bus, Shutdown};
+use crate::config::{Config, WebhookConfig};
 use crate::engine::mask::Masker;
+use crate::model::event::DaemonEvent;
 use crate::store::{NewDelivery, RunId, RunRecord, RunStatus, StepStatus, Store};
+
+/// What the notifier works with: the config, the store, the secrets to mask, the shutdown.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The daemon config (webhooks, `public_url`, `listen`, `state_dir`, retention).
+    pub config: Arc<Config>,
+    /// The store's database file; the notifier opens its own connections.
+    pub store_path: std::path::PathBuf,
+    /// Secret values by name, masked in every payload.
+    pub secrets: Arc<indexmap::IndexMap<String, String>>,
+    /// Resolves when the daemon stops.
+    pub shutdown: Shutdown,
+}
 
 /// How long the notifier may take to stop once shutdown has begun.
 pub const STOP_WAIT: Duration = Duration::from_secs(5);
@@ -63,11 +79,11 @@ pub fn webhooks(config: &Config) -> Vec<Arc<WebhookConfig>> {
 
 /// The base of links to runs: the configured `public_url`, else `http://ADDR` of the API as
 /// bound (`state_dir/daemon.addr`), else of the configured `listen` address.
-pub fn link_base(shared: &Shared) -> String {
+pub fn link_base(shared: &Context) -> String {
     if let Some(url) = &shared.config.public_url {
         return url.clone();
     }
-    let addr_file = shared.state_dir.join(crate::daemon::ADDR_FILE_NAME);
+    let addr_file = crate::state_dir::addr_file(&shared.config.state_dir);
     let addr = std::fs::read_to_string(addr_file)
         .ok()
         .map(|t| t.trim().to_string())
@@ -76,7 +92,7 @@ pub fn link_base(shared: &Shared) -> String {
     format!("http://{addr}")
 }
 
-fn masker(shared: &Shared) -> Masker {
+fn masker(shared: &Context) -> Masker {
     Masker::new(shared.secrets.values().map(String::as_str))
 }
 
@@ -110,19 +126,9 @@ fn deliveries_for(
     out
 }
 
-fn compiled(config: &Config) -> Vec<(Arc<WebhookConfig>, Filter)> {
-    webhooks(config)
-        .into_iter()
-        .map(|w| {
-            let (filter, _) = Filter::new(&w);
-            (w, filter)
-        })
-        .collect()
-}
-
 /// The notice of a run's end (`run.succeeded`, `run.failed`, `run.cancelled`).
 pub fn run_end_notice(
-    shared: &Shared,
+    shared: &Context,
     run: &RunRecord,
     status: RunStatus,
     report: &Value,
@@ -146,22 +152,49 @@ pub fn run_end_notice(
     Some(notice)
 }
 
-/// The deliveries announcing that `run` ended in `status` with `report`, for
-/// [`RunFinish::deliveries`](crate::store::RunFinish::deliveries): the callers of
-/// `finish_run` (the run task, the scheduler's cancel) write them in the same transaction as
-/// the run's end. The notifier then only wakes the workers.
-pub fn finish_deliveries(
-    shared: &Shared,
+/// The deliveries announcing that `run` ended (`event`: `run.succeeded`, ...), rendered from
+/// the un-rendered outbox event its end wrote ([`Store::render_outbox_events`]).
+fn run_end_deliveries(
+    shared: &Context,
+    targets: &[(Arc<WebhookConfig>, Filter)],
+    masker: &Masker,
     run: &RunRecord,
-    status: RunStatus,
-    report: &Value,
 ) -> Vec<NewDelivery> {
-    if shared.config.webhooks.is_empty() {
-        return Vec::new();
-    }
-    match run_end_notice(shared, run, status, report) {
-        Some(notice) => deliveries_for(&compiled(&shared.config), &notice, &masker(shared)),
+    // A run that failed before it started, or was cancelled while queued, has no report:
+    // the notice gets the same minimal one the API shows.
+    let report = run.report.clone().unwrap_or_else(|| {
+        json!({
+            "run_id": run.id.to_string(), "workflow": run.workflow,
+            "status": run.status.as_str(), "stages": [], "error": run.error,
+        })
+    });
+    match run_end_notice(shared, run, run.status, &report) {
+        Some(notice) => deliveries_for(targets, &notice, masker),
         None => Vec::new(),
+    }
+}
+
+/// Renders every pending outbox event (of `run`, or all) and wakes the webhooks' workers.
+fn render_outbox(
+    shared: &Context,
+    store: &mut Store,
+    targets: &[(Arc<WebhookConfig>, Filter)],
+    wakes: &HashMap<String, Arc<Notify>>,
+    masker: &Masker,
+    run: Option<RunId>,
+    written_by: Option<chrono::DateTime<chrono::Utc>>,
+) {
+    match store.render_outbox_events(run, written_by, |record, _event| {
+        run_end_deliveries(shared, targets, masker, record)
+    }) {
+        Ok(queued) => {
+            for delivery in queued {
+                if let Some(w) = wakes.get(&delivery.webhook) {
+                    w.notify_one();
+                }
+            }
+        }
+        Err(err) => tracing::error!(error = %err, "cannot render the runs' end deliveries"),
     }
 }
 
@@ -175,22 +208,23 @@ struct Pending {
 /// (so nothing emitted after this call is missed), checks the webhooks' filters and
 /// templates, starts one delivery worker per webhook and the event router. The task ends
 /// after shutdown.
-pub fn spawn(handle: &DaemonHandle) -> Option<tokio::task::JoinHandle<()>> {
-    let hooks = webhooks(&handle.shared.config);
+pub fn spawn(context: Context, bus: &Bus) -> Option<tokio::task::JoinHandle<()>> {
+    let hooks = webhooks(&context.config);
     if hooks.is_empty() {
         return None;
     }
-    let events = handle.shared.events.subscribe();
-    let handle = handle.clone();
-    Some(tokio::spawn(
-        async move { run(handle, hooks, events).await },
-    ))
+    let events = bus.subscribe();
+    let subscribed = chrono::Utc::now();
+    Some(tokio::spawn(async move {
+        run(context, hooks, events, subscribed).await
+    }))
 }
 
 async fn run(
-    handle: DaemonHandle,
+    handle: Context,
     hooks: Vec<Arc<WebhookConfig>>,
     mut events: mpsc::UnboundedReceiver<DaemonEvent>,
+    subscribed: chrono::DateTime<chrono::Utc>,
 ) {
     let client = match deliver::http_client() {
         Ok(c) => c,
@@ -219,7 +253,8 @@ async fn run(
                 webhook: webhook.clone(),
                 wake,
                 client: client.clone(),
-                handle: handle.clone(),
+                store_path: handle.store_path.clone(),
+                shutdown: handle.shutdown.clone(),
             }
             .run(),
         ));
@@ -229,14 +264,16 @@ async fn run(
     workers.push(tokio::spawn(prune(handle.clone())));
     let (tx, rx) = mpsc::unbounded_channel::<Pending>();
     let writer = {
-        let shared = handle.shared.clone();
+        let shared = handle.clone();
         let wakes = wakes.clone();
-        tokio::task::spawn_blocking(move || write_deliveries(&shared, &targets, &wakes, rx))
+        tokio::task::spawn_blocking(move || {
+            write_deliveries(&shared, &targets, &wakes, rx, subscribed)
+        })
     };
     loop {
         let event = tokio::select! {
             e = events.recv() => e,
-            () = handle.shutdown_requested() => break,
+            () = handle.shutdown.requested() => break,
         };
         match event {
             Some(
@@ -274,13 +311,13 @@ pub const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Deletes finished deliveries older than `retention.max_age`, at start and every
 /// [`PRUNE_EVERY`], until shutdown.
-async fn prune(handle: DaemonHandle) {
-    let Some(max_age) = handle.shared.config.retention.max_age else {
+async fn prune(handle: Context) {
+    let Some(max_age) = handle.config.retention.max_age else {
         return;
     };
     let age = chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
     loop {
-        let path = handle.shared.store_path.clone();
+        let path = handle.store_path.clone();
         // A `max_age` reaching back before the calendar's start keeps everything.
         let Some(before) = chrono::Utc::now().checked_sub_signed(age) else {
             return;
@@ -297,14 +334,14 @@ async fn prune(handle: DaemonHandle) {
         }
         tokio::select! {
             () = tokio::time::sleep(PRUNE_EVERY) => {}
-            () = handle.shutdown_requested() => return,
+            () = handle.shutdown.requested() => return,
         }
     }
 }
 
 /// Logs pending deliveries of webhooks that are no longer configured (they stay queued).
-async fn report_orphans(handle: &DaemonHandle, wakes: &HashMap<String, Arc<Notify>>) {
-    let path = handle.shared.store_path.clone();
+async fn report_orphans(handle: &Context, wakes: &HashMap<String, Arc<Notify>>) {
+    let path = handle.store_path.clone();
     let counts = tokio::task::spawn_blocking(move || {
         Store::open(&path).and_then(|s| s.pending_delivery_counts())
     })
@@ -321,10 +358,11 @@ async fn report_orphans(handle: &DaemonHandle, wakes: &HashMap<String, Arc<Notif
 
 /// The writer (blocking thread): events to notices to queued deliveries.
 fn write_deliveries(
-    shared: &Shared,
+    shared: &Context,
     targets: &[(Arc<WebhookConfig>, Filter)],
     wakes: &HashMap<String, Arc<Notify>>,
     mut rx: mpsc::UnboundedReceiver<Pending>,
+    subscribed: chrono::DateTime<chrono::Utc>,
 ) {
     let mut store = match Store::open(&shared.store_path) {
         Ok(s) => s,
@@ -334,8 +372,30 @@ fn write_deliveries(
         }
     };
     let masker = masker(shared);
+    // Run ends written before the notifier subscribed (a crash, a restart): their
+    // `RunFinished` will not come. Later ones are rendered when it does, after the run's
+    // earlier events.
+    render_outbox(
+        shared,
+        &mut store,
+        targets,
+        wakes,
+        &masker,
+        None,
+        Some(subscribed),
+    );
     while let Some(Pending { event }) = rx.blocking_recv() {
         if let DaemonEvent::RunFinished { run_id, .. } = &event {
+            // Every earlier event of the run is queued by now: its end goes after them.
+            render_outbox(
+                shared,
+                &mut store,
+                targets,
+                wakes,
+                &masker,
+                Some(*run_id),
+                None,
+            );
             // Its deliveries were written with the run's end, held until now: every earlier
             // event of the run is queued before them, so they can go.
             let ends: Vec<&str> = EventKind::ALL
@@ -376,7 +436,7 @@ fn write_deliveries(
 
 /// The run's record and a notice of `kind` about it (`None` when the run is gone).
 fn run_notice(
-    shared: &Shared,
+    shared: &Context,
     store: &Store,
     kind: EventKind,
     run_id: RunId,
@@ -393,7 +453,7 @@ fn run_notice(
 
 /// The notice of a daemon event (`None` for events no webhook hears of).
 fn build_notice(
-    shared: &Shared,
+    shared: &Context,
     store: &Store,
     event: &DaemonEvent,
 ) -> Result<Option<Notice>, crate::store::StoreError> {

@@ -164,6 +164,16 @@ ALTER TABLE steps ADD COLUMN interruptions INTEGER NOT NULL DEFAULT 0;
     r#"
 CREATE INDEX runs_by_repo ON runs (repo, id);
 "#,
+    // Version 6: a run's end is queued un-rendered in the outbox, in the transaction that
+    // ends the run; the notifier renders it into deliveries later.
+    r#"
+CREATE TABLE outbox_events (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id      INTEGER NOT NULL,
+    event       TEXT    NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+"#,
 ];
 
 /// The schema version this build writes.

@@ -459,6 +459,10 @@ pub struct RunFinish {
     /// Webhook deliveries to queue in the same transaction (the outbox pattern: a finished
     /// run and its notifications are written together or not at all).
     pub deliveries: Vec<NewDelivery>,
+    /// The lifecycle event the run's end announces (`run.succeeded`, ...), queued
+    /// un-rendered in the outbox in the same transaction; the notifier renders it into
+    /// deliveries ([`Store::render_outbox_events`](crate::store::Store::render_outbox_events)).
+    pub event: Option<String>,
     /// When the run ended (default: when the end is written). The run task sets it to the
     /// time its webhook notices were built with, so the API's `duration_ms` and the
     /// webhooks' are one figure.
@@ -474,6 +478,7 @@ impl RunFinish {
             report: None,
             preserved_context: None,
             deliveries: Vec::new(),
+            event: None,
             finished_at: None,
         }
     }

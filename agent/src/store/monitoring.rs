@@ -3,7 +3,7 @@
 //! ignored), and the read-only aggregates anomaly detection and `/metrics` need (recent run
 //! durations and outcomes of a workflow, deliveries by status).
 //!
-//! What it does not own: the detection rules (`crate::daemon::anomaly`) and the HTTP side
+//! What it does not own: the detection rules (`crate::monitor::anomaly`) and the HTTP side
 //! (`crate::api`).
 
 use chrono::{DateTime, Utc};

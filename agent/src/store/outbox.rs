@@ -127,6 +127,42 @@ impl Store {
         Ok(id)
     }
 
+    /// Turns the un-rendered outbox events (of `run`, or all of them written at or before
+    /// `written_by`) into deliveries, due now, in one transaction: `render` gets each event's run and event name and answers
+    /// its deliveries; the event row goes with them, so a crash renders it again or not at
+    /// all. Returns the deliveries queued.
+    pub fn render_outbox_events(
+        &mut self,
+        run: Option<RunId>,
+        written_by: Option<DateTime<Utc>>,
+        mut render: impl FnMut(&super::RunRecord, &str) -> Vec<NewDelivery>,
+    ) -> Result<Vec<NewDelivery>, StoreError> {
+        let tx = self.write()?;
+        let events: Vec<(i64, i64, String)> = {
+            let mut stmt = tx.prepare(
+                "SELECT id, run_id, event FROM outbox_events
+                 WHERE (?1 IS NULL OR run_id = ?1) AND (?2 IS NULL OR created_at <= ?2)
+                 ORDER BY id",
+            )?;
+            stmt.query_map(params![run.map(|r| r.0), written_by.map(to_ms)], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        let mut queued = Vec::new();
+        for (id, run_id, event) in events {
+            if let Some(record) = super::runs::load_run(&tx, RunId(run_id))? {
+                for delivery in render(&record, &event) {
+                    insert_delivery_due(&tx, &delivery, 0)?;
+                    queued.push(delivery);
+                }
+            }
+            tx.execute("DELETE FROM outbox_events WHERE id = ?1", params![id])?;
+        }
+        tx.commit()?;
+        Ok(queued)
+    }
+
     /// Releases the held, never-attempted deliveries of `run` whose event is one of
     /// `events` (a run's end, queued by `finish_run`): each is due now and moves to the back
     /// of its webhook's queue (same id, `created_at` now), behind the run's earlier events.

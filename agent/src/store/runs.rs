@@ -232,7 +232,10 @@ pub(crate) fn query_runs(
 }
 
 /// Reads one run inside a transaction (or on the connection).
-fn load_run(conn: &rusqlite::Connection, id: RunId) -> Result<Option<RunRecord>, StoreError> {
+pub(crate) fn load_run(
+    conn: &rusqlite::Connection,
+    id: RunId,
+) -> Result<Option<RunRecord>, StoreError> {
     let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1");
     Ok(query_runs(conn, &sql, params![id.0])?.pop())
 }
@@ -539,6 +542,12 @@ impl Store {
         }
         for delivery in &finish.deliveries {
             super::outbox::insert_delivery(&tx, delivery)?;
+        }
+        if let Some(event) = &finish.event {
+            tx.execute(
+                "INSERT INTO outbox_events (run_id, event, created_at) VALUES (?1, ?2, ?3)",
+                params![id.0, event, now],
+            )?;
         }
         tx.commit()?;
         Ok(())

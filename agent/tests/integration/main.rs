@@ -12,6 +12,7 @@ mod mirror_credentials;
 mod mirror_https;
 mod mirror_timeout;
 mod notify_outbox;
+mod server_fetch_timeout;
 mod store_concurrency;
 mod store_fixture;
 mod store_fixture_v2;

@@ -8,7 +8,7 @@ use common::mirror::{bounded, clone};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
-use agent::daemon::config::Credentials;
+use agent::config::Credentials;
 use agent::daemon::{Mirror, MirrorError};
 
 fn creds(user: Option<&str>, secret: &str) -> Credentials {
@@ -51,7 +51,7 @@ fn fetches_with_credentials_from_the_environment_and_never_shows_them() {
                 &root,
                 &[
                     ("alice", password),
-                    (agent::daemon::mirror::TOKEN_USERNAME, token),
+                    (agent::daemon::run::mirror::TOKEN_USERNAME, token),
                 ],
             );
             let url = server.url("app.git");

@@ -6,7 +6,7 @@
 
 use crate::common;
 
-use agent::daemon::config::Credentials;
+use agent::config::Credentials;
 use common::git_http::{GitHttpServer, Served, TestCert, commit_and_push};
 use common::mirror::clone;
 

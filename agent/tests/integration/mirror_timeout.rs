@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::common;
 
 use agent::daemon::Mirror;
-use agent::daemon::mirror::set_network_timeouts;
+use agent::daemon::run::mirror::set_network_timeouts;
 use common::mirror::bounded;
 
 /// A TCP server on 127.0.0.1 that accepts every connection and never writes a byte.

@@ -99,3 +99,49 @@ fn run_end_is_held_then_released_behind_earlier_events() {
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].event, "run.queued");
 }
+
+/// A run's end is written as one un-rendered outbox event in the transaction that ends the
+/// run, and rendered into deliveries exactly once: in one transaction with the event row's
+/// removal, so a crash renders it again or not at all, never twice.
+#[test]
+fn run_end_event_is_rendered_once_into_deliveries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = Store::open_in_dir(dir.path()).expect("open store");
+    let run = store
+        .enqueue_run(&NewRun::new("w", Trigger::new(TriggerKind::Manual)))
+        .expect("enqueue")
+        .run_id();
+    assert_eq!(store.claim_next_runs(1).expect("claim").len(), 1);
+    let mut finish = RunFinish::new(RunStatus::Succeeded);
+    finish.event = Some("run.succeeded".into());
+    store.finish_run(run, &finish).expect("finish");
+    assert!(store.list_deliveries(10).expect("list").is_empty());
+
+    // Only events written at or before the given time: none before the run ended.
+    let before = Utc::now() - chrono::Duration::hours(1);
+    let none = store
+        .render_outbox_events(None, Some(before), |_, _| panic!("nothing to render"))
+        .expect("render");
+    assert!(none.is_empty());
+
+    let mut seen = Vec::new();
+    let queued = store
+        .render_outbox_events(Some(run), None, |record, event| {
+            seen.push((record.id, record.status, event.to_string()));
+            vec![delivery("chat", event, record.id)]
+        })
+        .expect("render");
+    assert_eq!(
+        seen,
+        vec![(run, RunStatus::Succeeded, "run.succeeded".into())]
+    );
+    assert_eq!(queued.len(), 1);
+    let due = store.due_deliveries(Utc::now(), 10).expect("due");
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].event, "run.succeeded");
+    // Gone with its rendering.
+    let again = store
+        .render_outbox_events(None, None, |_, _| panic!("rendered twice"))
+        .expect("render");
+    assert!(again.is_empty());
+}

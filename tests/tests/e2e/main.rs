@@ -10,6 +10,7 @@ mod common;
 mod anomaly_memory;
 mod anomaly_slow;
 mod architecture;
+mod bus_flood;
 mod daemon_api;
 mod daemon_core;
 mod daemon_crash;

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use agent::daemon::config::Credentials;
+use agent::config::Credentials;
 use agent::daemon::{Mirror, MirrorError};
 
 /// How long any one mirror operation may take before the test fails.

@@ -5,7 +5,7 @@
 use indexmap::IndexMap;
 use std::path::Path;
 
-use super::errors::EngineError;
+use crate::engine::errors::EngineError;
 
 /// Parses a secrets file: `NAME=VALUE` lines; blank lines and lines starting with `#` are
 /// ignored; `export ` before the name is allowed; a value wrapped in matching single or

@@ -1,8 +1,8 @@
 //! Cron: the `on.schedule` entries of the workflows on each repository's default branch.
 //!
-//! The git watcher ([`super::git_watch`]) publishes the default branch's head of every
-//! repository in [`RepoRegistry`](super::handle::RepoRegistry) and pings
-//! [`RepoRegistry::workflows_changed`](super::handle::RepoRegistry::workflows_changed); this
+//! The git watcher ([`crate::daemon::triggers::git_watch`]) publishes the default branch's head of every
+//! repository in [`RepoRegistry`](crate::daemon::handle::RepoRegistry) and pings
+//! [`RepoRegistry::workflows_changed`](crate::daemon::handle::RepoRegistry::workflows_changed); this
 //! task then re-reads that commit's workflows from the mirror and rebuilds its table of
 //! schedules. It sleeps until the earliest next slot (or a change, or shutdown): no polling
 //! loop. The sleep is capped at [`MAX_SLEEP`] so that a wall clock that jumps (NTP, suspend)
@@ -37,9 +37,9 @@ use dsl::model::{Catchup, Overlap, TemplateValue};
 use git2::Oid;
 use serde_json::{Map, Value};
 
-use super::handle::DaemonHandle;
-use super::mirror::Mirror;
-use super::triggers::{ParsedFile, new_run_for, workflows_at};
+use crate::daemon::handle::DaemonHandle;
+use crate::daemon::run::mirror::Mirror;
+use crate::daemon::triggers::push::{ParsedFile, new_run_for, workflows_at};
 use crate::store::{RunFilter, RunId, RunStatus, Store, Trigger, TriggerKind};
 
 /// How far back missed slots are caught up after downtime.
@@ -359,7 +359,8 @@ impl CronTable {
             Ok(()) => {
                 if let Some(id) = self.store.enqueue_scheduled_run(&entry.key, slot, &run)? {
                     tracing::info!(schedule = %entry.key, slot = %slot, run = %id, "cron: fired");
-                    self.handle.shared.metrics.cron_fired();
+                    self.handle
+                        .emit(crate::model::event::DaemonEvent::CronFired);
                     self.handle.wake();
                     if entry.overlap == Overlap::CancelPrevious {
                         return Ok(active);
@@ -465,10 +466,10 @@ fn read_workflows(
     state_dir: &std::path::Path,
     repo: &str,
     head: &str,
-) -> Result<Vec<Workflow>, super::mirror::MirrorError> {
+) -> Result<Vec<Workflow>, crate::daemon::run::mirror::MirrorError> {
     let mirror = Mirror::open(state_dir, repo)?;
     let oid = Oid::from_str(head)
-        .map_err(|_| super::mirror::MirrorError::UnknownCommit(head.to_string()))?;
+        .map_err(|_| crate::daemon::run::mirror::MirrorError::UnknownCommit(head.to_string()))?;
     Ok(workflows_at(&mirror, oid)?
         .into_iter()
         .filter_map(|f| match f {
@@ -585,7 +586,7 @@ mod tests {
 #[cfg(test)]
 mod task_tests {
     use super::*;
-    use crate::daemon::config::Config;
+    use crate::config::Config;
     use crate::daemon::handle::HandleParts;
     use crate::engine::{Engine, EngineConfig};
     use crate::store::RunRecord;
@@ -612,7 +613,7 @@ mod task_tests {
         let (handle, parts) = DaemonHandle::new(
             Config::default(),
             state.to_path_buf(),
-            state.join(crate::store::DB_FILE_NAME),
+            crate::state_dir::db_file(state),
             engine,
             Default::default(),
         );

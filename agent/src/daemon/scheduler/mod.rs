@@ -15,6 +15,8 @@
 //! (a second [`DaemonCommand::Shutdown`] ends it at once), then are cancelled and abandoned: their end is not written, so the next boot finds them
 //! running, marks them interrupted and resumes them (see [`super::recovery`]).
 
+pub mod recovery;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,9 +25,11 @@ use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::handle::{DaemonCommand, DaemonError, DaemonEvent, DaemonHandle, NewRunRequest, Shared};
-use super::mirror::Mirror;
-use super::run_task::{self, RunControl, RunEnded};
+use crate::daemon::handle::{
+    DaemonCommand, DaemonError, DaemonEvent, DaemonHandle, NewRunRequest, Shared,
+};
+use crate::daemon::run::mirror::Mirror;
+use crate::daemon::run::task::{self, RunControl, RunEnded};
 use crate::store::{
     NewRun, Retention, RunFinish, RunId, RunRecord, RunStatus, Store, Trigger, TriggerKind,
 };
@@ -194,7 +198,7 @@ impl Scheduler {
                 workflow: record.workflow.clone(),
             },
         );
-        tokio::spawn(run_task::run(
+        tokio::spawn(task::run(
             self.shared().clone(),
             record,
             control,
@@ -395,11 +399,9 @@ impl Scheduler {
                 });
                 let mut finish = RunFinish::new(RunStatus::Cancelled);
                 finish.error = Some(why.to_string());
-                finish.deliveries = crate::notify::finish_deliveries(
-                    self.shared(),
-                    &run,
+                finish.event = crate::model::event::EventKind::outbox_run_end(
+                    !self.shared().config.webhooks.is_empty(),
                     RunStatus::Cancelled,
-                    &report,
                 );
                 self.store.finish_run(id, &finish)?;
                 self.handle.emit(DaemonEvent::RunFinished {
@@ -478,10 +480,10 @@ impl Scheduler {
             Ok(ids) if !ids.is_empty() => {
                 tracing::info!(runs = ids.len(), "retention: deleted finished runs");
                 let state_dir = &self.shared().state_dir;
-                super::logs::remove_run_logs(state_dir, &ids);
+                crate::daemon::run::logs::remove_run_logs(state_dir, &ids);
                 // Kept workspaces of failed runs go with their runs.
                 for id in &ids {
-                    let ws = super::workspace::Workspace::path_for_run(state_dir, id);
+                    let ws = crate::daemon::run::workspace::Workspace::path_for_run(state_dir, id);
                     if ws.exists()
                         && let Err(err) = std::fs::remove_dir_all(&ws)
                     {
@@ -601,8 +603,7 @@ pub fn check_request(
             }
         },
     };
-    let mirror =
-        run_task::open_mirror(shared, repo).map_err(|e| DaemonError::Git(e.to_string()))?;
+    let mirror = task::open_mirror(shared, repo).map_err(|e| DaemonError::Git(e.to_string()))?;
     let branch = request.branch.clone().or_else(|| mirror.default_branch());
     let spec = request
         .commit

@@ -7,7 +7,7 @@
 //! the empty string), plain lines only and no escape sequences. Step output lines are
 //! prefixed with the step id in every mode. Lines arrive masked from the engine.
 //!
-//! When steps failed, the run's last line is followed by a recap (see [`super::recap`]):
+//! When steps failed, the run's last line is followed by a recap (see [`crate::engine::recap`]):
 //! each failed step with its error and its last lines, then one line naming them all.
 
 use std::collections::HashMap;
@@ -15,22 +15,9 @@ use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::events::{EngineEvent, LogStream};
-use super::recap::{self, FailedStep, Tail};
-use super::report::{CalledWorkflow, RunStatus, StepStatus};
-
-/// Formats a duration compactly: `850ms`, `1.2s`, `3m05s`.
-pub fn fmt_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else if ms < 60_000 {
-        format!("{:.1}s", d.as_secs_f64())
-    } else {
-        let s = d.as_secs();
-        format!("{}m{:02}s", s / 60, s % 60)
-    }
-}
+use crate::engine::events::{EngineEvent, LogStream};
+use crate::engine::recap::{self, FailedStep, Tail, fmt_duration};
+use crate::engine::report::{CalledWorkflow, RunStatus, StepStatus};
 
 fn mark(status: StepStatus) -> &'static str {
     match status {
@@ -168,7 +155,7 @@ pub fn clip(text: &str, cols: usize) -> String {
 
 /// True when a called workflow (or one it called) has a failed step of its own.
 fn has_failed_step(called: &CalledWorkflow) -> bool {
-    let failed = |s: &super::report::StepReport| {
+    let failed = |s: &crate::engine::report::StepReport| {
         s.status == StepStatus::Failed || s.workflow.as_deref().is_some_and(has_failed_step)
     };
     called.stages.iter().flat_map(|st| &st.steps).any(failed)

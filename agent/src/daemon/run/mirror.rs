@@ -19,7 +19,7 @@ use git2::{
     RemoteCallbacks, Repository,
 };
 
-use super::config::Credentials;
+use crate::config::Credentials;
 
 /// The user name sent with a token when the credentials name no `username_env`.
 pub const TOKEN_USERNAME: &str = "x-access-token";
@@ -173,6 +173,19 @@ pub fn set_network_timeouts(timeout: Duration) -> Result<(), MirrorError> {
     Ok(())
 }
 
+/// Removes the user information (`user:password@`) of a URL wherever it appears in `text`.
+pub fn redact(text: &str, url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return text.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return text.to_string();
+    };
+    let clean = format!("{scheme}://***@{}", &rest[at + 1..]);
+    text.replace(url, &clean)
+}
+
 /// A cached bare mirror of a repository.
 pub struct Mirror {
     name: String,
@@ -210,7 +223,7 @@ fn check_name(name: &str) -> Result<(), MirrorError> {
 
 /// A URL as errors show it: without any `user:password@` written into it.
 fn shown_url(url: &str) -> String {
-    super::git_watch::redact(url, url)
+    redact(url, url)
 }
 
 /// A local path becomes absolute (libgit2 resolves relative paths against the process's
@@ -228,7 +241,7 @@ fn normalize_url(url: &str) -> String {
 impl Mirror {
     /// The directory of the mirror of `name` under `state_dir`.
     pub fn path_for(state_dir: &Path, name: &str) -> PathBuf {
-        state_dir.join("mirrors").join(format!("{name}.git"))
+        crate::state_dir::mirror_dir(state_dir, name)
     }
 
     /// Opens the mirror of `name` under `state_dir`, cloning it from `url` first if it does

@@ -1,13 +1,13 @@
 //! Git watching: noticing new commits in every configured repository and handing them to
-//! [`super::triggers`].
+//! [`crate::daemon::triggers::push`].
 //!
 //! One task per repository keeps its bare mirror ([`Mirror`]) current and, after each fetch,
 //! runs [`scan_repo`] (which queues the matching workflows through the store's deduping
 //! writes), then wakes the scheduler when something was queued. When the default branch
 //! moved, it publishes that branch's head and workflows in
-//! [`RepoRegistry`](super::handle::RepoRegistry) (for the API) and pings
-//! [`RepoRegistry::workflows_changed`](super::handle::RepoRegistry::workflows_changed) so that
-//! [`super::cron`] re-reads the schedules.
+//! [`RepoRegistry`](crate::daemon::handle::RepoRegistry) (for the API) and pings
+//! [`RepoRegistry::workflows_changed`](crate::daemon::handle::RepoRegistry::workflows_changed) so that
+//! [`crate::daemon::triggers::cron`] re-reads the schedules.
 //!
 //! When a repository is looked at:
 //! - **Local paths** are watched on their refs with one shared `notify` (inotify) watcher:
@@ -17,7 +17,7 @@
 //!   was missed (inotify queue overflow, a path created after boot).
 //! - **Remote URLs** are fetched every `poll_interval` (default 60 s).
 //! - **Inbound push hooks** ask for a fetch now through
-//!   [`Shared::fetch_requests`](super::handle::Shared::fetch_requests).
+//!   [`Shared::fetch_requests`](crate::daemon::handle::Shared::fetch_requests).
 //!
 //! A failed fetch (remote down, path missing) is retried with exponential backoff (from the
 //! interval, doubling, capped at [`MAX_BACKOFF_FACTOR`] times it) and logged without the
@@ -28,7 +28,7 @@
 //! What counts as history: a local repository's branches are read as [`run`] starts, a
 //! remote's at its first fetch; the daemon's entry point waits (bounded) with [`first_look`]
 //! before it announces its address, so a push made right after that runs. See
-//! [`super::triggers`] for the rules.
+//! [`crate::daemon::triggers::push`] for the rules.
 //!
 //! Credentials: libgit2 is built without https and ssh for now, so only transports that need
 //! none (local paths, `file://`, `git://`) work, and the config's credential variables are not
@@ -43,10 +43,13 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
-use super::config::{RepoConfig, RepoSource};
-use super::handle::{DaemonHandle, WorkflowInfo};
-use super::mirror::Mirror;
-use super::triggers::{Baseline, GlobList, ParsedFile, PushScan, scan_repo, workflows_at};
+use crate::config::{RepoConfig, RepoSource};
+use crate::daemon::handle::{DaemonHandle, WorkflowInfo};
+use crate::daemon::run::mirror::Mirror;
+use crate::daemon::run::mirror::redact;
+use crate::daemon::triggers::push::{
+    Baseline, GlobList, ParsedFile, PushScan, scan_repo, workflows_at,
+};
 use crate::store::Store;
 
 /// A change is handled once no other ref change came for this long (git replaces the refs of
@@ -296,7 +299,10 @@ impl RepoWatcher {
                 }
                 Err(err) => {
                     failures = failures.saturating_add(1);
-                    self.handle.shared.metrics.fetch_failed(&self.repo.name);
+                    self.handle
+                        .emit(crate::model::event::DaemonEvent::FetchFailed {
+                            repo: self.repo.name.as_str().into(),
+                        });
                     tracing::warn!(repo = %self.repo.name, failures, error = %err,
                         "cannot update the repository");
                 }
@@ -560,19 +566,6 @@ pub fn triggers_json(workflow: &dsl::Workflow) -> Value {
     })
 }
 
-/// Removes the user information (`user:password@`) of a URL wherever it appears in `text`.
-pub fn redact(text: &str, url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return text.to_string();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return text.to_string();
-    };
-    let clean = format!("{scheme}://***@{}", &rest[at + 1..]);
-    text.replace(url, &clean)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -613,7 +606,7 @@ mod tests {
 #[cfg(test)]
 mod task_tests {
     use super::*;
-    use crate::daemon::config::Config;
+    use crate::config::Config;
     use crate::daemon::handle::HandleParts;
     use crate::engine::{Engine, EngineConfig};
     use crate::store::RunFilter;
@@ -667,7 +660,7 @@ mod task_tests {
             poll_interval: Duration::from_secs(3600),
             credentials: None,
         });
-        let store_path = state.join(crate::store::DB_FILE_NAME);
+        let store_path = crate::state_dir::db_file(&state);
         let (handle, parts) = DaemonHandle::new(
             config,
             state,

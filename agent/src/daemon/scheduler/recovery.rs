@@ -24,7 +24,7 @@ use std::path::Path;
 
 use dsl::model::{Step, StepKind};
 
-use super::mirror::Mirror;
+use crate::daemon::run::mirror::Mirror;
 use crate::store::{RunFinish, RunRecord, RunStatus, Store, StoreError};
 
 /// How many times a run may be cut off by a crash during the same step: at the last of

@@ -43,8 +43,8 @@
 //!   is slowed to that); a push past the limit queues nothing of that workflow and logs a
 //!   `rate limited` warning.
 //!
-//! What this module does not do: fetching (see [`super::git_watch`]), running (the
-//! scheduler) or cron (see [`super::cron`], which re-reads the default branch's workflows when
+//! What this module does not do: fetching (see [`crate::daemon::triggers::git_watch`]), running (the
+//! scheduler) or cron (see [`crate::daemon::triggers::cron`], which re-reads the default branch's workflows when
 //! [`PushScan::default_branch_moved`] says so).
 
 use std::collections::BTreeSet;
@@ -55,7 +55,7 @@ use git2::Oid;
 use globset::{Glob, GlobBuilder, GlobMatcher};
 use serde_json::{Map, Value};
 
-use super::mirror::{Mirror, MirrorError};
+use crate::daemon::run::mirror::{Mirror, MirrorError};
 use crate::store::{Enqueued, NewRun, RunId, Store, StoreError, Trigger, TriggerKind};
 
 /// Errors while scanning a repository for pushes.

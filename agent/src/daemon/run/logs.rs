@@ -22,76 +22,7 @@ pub fn dropped_marker(dropped: u64) -> String {
     format!("[... {dropped} bytes dropped ...]")
 }
 
-/// The directory of run `run`'s logs.
-pub fn run_log_dir(state_dir: &Path, run: RunId) -> PathBuf {
-    state_dir.join("logs").join(run.to_string())
-}
-
-/// The log file of step `step` of run `run` (the step id as events name it: `CALL/ID`
-/// inside a called workflow). The file name keeps ASCII letters, digits, `_` and `-` and
-/// writes every other byte as `%XX`, so distinct ids never share a file (`x/y` is
-/// `x%2Fy.log`, `x_y` is `x_y.log`) and no id can name a path outside the run's directory.
-/// A name longer than 200 bytes is cut and ends in a hash of the whole id.
-pub fn step_log_path(state_dir: &Path, run: RunId, step: &str) -> PathBuf {
-    use std::fmt::Write as _;
-    const LONGEST: usize = 200;
-    let mut name = String::with_capacity(step.len() + 4);
-    for b in step.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-') {
-            name.push(char::from(b));
-        } else {
-            let _ = write!(name, "%{b:02X}");
-        }
-    }
-    if name.is_empty() {
-        name.push('_');
-    }
-    if name.len() > LONGEST {
-        use sha2::Digest;
-        let hash = sha2::Sha256::digest(step.as_bytes());
-        name.truncate(LONGEST - 34);
-        name.push('~');
-        for b in &hash[..16] {
-            let _ = write!(name, "{b:02x}");
-        }
-    }
-    name.push_str(".log");
-    run_log_dir(state_dir, run).join(name)
-}
-
-/// The file name earlier versions gave a step's log (every character outside ASCII letters,
-/// digits, `_` and `-` became `_`, so `x/y` and `x_y` shared one file): read for runs
-/// logged before the change.
-fn legacy_step_log_path(state_dir: &Path, run: RunId, step: &str) -> PathBuf {
-    let mut name: String = step
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if name.is_empty() {
-        name.push('_');
-    }
-    name.push_str(".log");
-    run_log_dir(state_dir, run).join(name)
-}
-
-/// Where to read the log of `step`: [`step_log_path`], or the file an earlier version
-/// wrote when only that one exists.
-pub fn step_log_read_path(state_dir: &Path, run: RunId, step: &str) -> PathBuf {
-    let path = step_log_path(state_dir, run, step);
-    if !path.exists() {
-        let legacy = legacy_step_log_path(state_dir, run, step);
-        if legacy != path && legacy.exists() {
-            return legacy;
-        }
-    }
-    path
-}
+pub use crate::state_dir::{run_log_dir, step_log_path, step_log_read_path};
 
 /// Removes the logs of runs deleted by retention.
 pub fn remove_run_logs(state_dir: &Path, runs: &[RunId]) {

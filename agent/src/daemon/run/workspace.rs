@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use git2::{ObjectType, Oid, Repository, TreeWalkMode, TreeWalkResult};
 
-use super::mirror::{Mirror, MirrorError, remove_tree};
+use crate::daemon::run::mirror::{Mirror, MirrorError, remove_tree};
 
 /// How a workspace is written; [`CheckoutMethod::Auto`] is right outside benchmarks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -53,7 +53,7 @@ enum Entry {
 impl Workspace {
     /// The workspace directory of run `run_id`: `state_dir/workspaces/<run_id>`.
     pub fn path_for_run(state_dir: &Path, run_id: impl Display) -> PathBuf {
-        state_dir.join("workspaces").join(run_id.to_string())
+        crate::state_dir::workspace_dir(state_dir, run_id)
     }
 
     /// Checks `commit` out for a run into `state_dir/workspaces/<run_id>`, first removing
@@ -76,7 +76,7 @@ impl Workspace {
         state_dir: &Path,
         keep: impl Fn(&str) -> bool,
     ) -> Result<Vec<String>, MirrorError> {
-        let dir = state_dir.join("workspaces");
+        let dir = crate::state_dir::workspaces_dir(state_dir);
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),

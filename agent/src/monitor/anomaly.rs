@@ -32,8 +32,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::config::AnomaliesConfig;
-use super::handle::{DaemonEvent, DaemonHandle, Shared};
+use crate::config::AnomaliesConfig;
+use crate::daemon::handle::{DaemonEvent, DaemonHandle, Shared};
 use crate::engine::report::rfc3339;
 use crate::store::{AnomalyRecord, NewAnomaly, RunId, RunSample, RunStatus, Store, StoreError};
 

@@ -1,5 +1,5 @@
-//! `GET /metrics` (behind the Bearer token, like the rest of the API): the daemon's metrics in
-//! the Prometheus text format, built with `prometheus-client`.
+//! The daemon's metrics registry (built with `prometheus-client`) and its collector; the API
+//! renders it at `GET /metrics` (behind the Bearer token, like the rest of the API).
 //!
 //! Where each figure comes from:
 //! - **From the daemon's events** ([`collect`] subscribes to the lossless bus before the
@@ -28,9 +28,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
-use axum::http::{HeaderMap, header};
-use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -40,9 +37,8 @@ use prometheus_client::registry::Registry;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::ApiState;
-use super::error::ApiError;
-use crate::daemon::handle::{DaemonEvent, DaemonHandle};
+use crate::bus::Shutdown;
+use crate::model::event::DaemonEvent;
 use crate::store::{RunId, RunStatus};
 
 /// Labels of a run counter.
@@ -348,6 +344,8 @@ impl Metrics {
     /// Counts what an event says.
     pub fn observe(&self, event: &DaemonEvent) {
         match event {
+            DaemonEvent::CronFired => self.cron_fired(),
+            DaemonEvent::FetchFailed { repo } => self.fetch_failed(repo),
             DaemonEvent::StepStarted { run_id, step, .. } => {
                 let mut now = self.steps_now();
                 now.insert((*run_id, step.clone()));
@@ -503,76 +501,20 @@ pub fn to_classic_text(openmetrics: &str) -> String {
 
 /// Feeds the daemon's events into its metrics until shutdown. `events` must be subscribed
 /// before the scheduler starts.
-pub async fn collect(handle: DaemonHandle, mut events: mpsc::UnboundedReceiver<DaemonEvent>) {
-    let metrics = handle.shared.metrics.clone();
+pub async fn collect(
+    metrics: Arc<Metrics>,
+    mut events: mpsc::UnboundedReceiver<DaemonEvent>,
+    shutdown: Shutdown,
+) {
     loop {
         tokio::select! {
-            _ = handle.shutdown_requested() => return,
+            _ = shutdown.requested() => return,
             event = events.recv() => match event {
                 Some(event) => metrics.observe(&event),
                 None => return,
             },
         }
     }
-}
-
-/// `GET /metrics`.
-pub(crate) async fn metrics(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let shared = state.handle.shared.clone();
-    let (queued, running, deliveries, delivery_attempts) = state
-        .stores
-        .read(|store| {
-            let (q, r) = store.count_active()?;
-            Ok((
-                q,
-                r,
-                store.count_deliveries_by_status()?,
-                store.count_delivery_attempts()?,
-            ))
-        })
-        .await?;
-    let admission_shared = shared.clone();
-    let snapshot = tokio::task::spawn_blocking(move || {
-        let admission = admission_shared.engine.admission();
-        let (cpu, mem) = admission.in_use();
-        Snapshot {
-            queued: queued as u64,
-            running: running as u64,
-            cpu_capacity: u64::from(admission.cpu_capacity()),
-            cpu_in_use: u64::from(cpu),
-            memory_capacity_mb: admission.memory_capacity_mb(),
-            memory_in_use_mb: mem,
-            waiting_steps: admission.waiting() as u64,
-            deliveries,
-            delivery_attempts,
-        }
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("metrics: {e}")))?;
-    shared.metrics.update(&snapshot);
-    shared
-        .metrics
-        .expire_stale(Instant::now(), SERIES_RETENTION);
-    let body = shared.metrics.render();
-    let openmetrics = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("application/openmetrics-text"));
-    let (content_type, body) = if openmetrics {
-        (
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            body,
-        )
-    } else {
-        (
-            "text/plain; version=0.0.4; charset=utf-8",
-            to_classic_text(&body),
-        )
-    };
-    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
 }
 
 #[cfg(test)]

@@ -24,13 +24,14 @@ use dsl::model::{Step, StepKind};
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
-use super::handle::{DaemonEvent, Shared};
-use super::logs::RunLogs;
-use super::mirror::Mirror;
-use super::store_health::retry_write;
-use super::workspace::Workspace;
 use crate::bus::LogChunk;
+use crate::daemon::handle::{DaemonEvent, Shared};
+use crate::daemon::run::logs::RunLogs;
+use crate::daemon::run::mirror::Mirror;
+use crate::daemon::run::workspace::Workspace;
+use crate::daemon::store_health::retry_write;
 use crate::engine::{self, Cancel, EngineEvent, EventSender, RunRequest, StepReport};
+use crate::model::event::EventKind;
 use crate::store::{
     RunFinish, RunId, RunRecord, RunStatus, StepFinish, StepRecord, StepStart, StepStatus, Store,
 };
@@ -136,7 +137,7 @@ async fn execute(shared: &Arc<Shared>, record: RunRecord, control: &RunControl) 
         workflow: Arc::new(loaded),
         parameters: record.parameters.as_object().cloned().unwrap_or_default(),
         run_id: id.to_string(),
-        env: super::triggers::committer_env(id),
+        env: crate::daemon::triggers::push::committer_env(id),
         workdir: workspace.path().to_path_buf(),
         secrets: shared.secrets.clone(),
         repo,
@@ -187,8 +188,9 @@ async fn execute(shared: &Arc<Shared>, record: RunRecord, control: &RunControl) 
         error: result.report.error.clone(),
         report: Some(report.clone()),
         preserved_context: preserve.then(|| Value::Object(result.context.clone())),
-        // The run's end and its webhook deliveries are written together (outbox).
-        deliveries: crate::notify::finish_deliveries(shared, &ended, status, &report),
+        deliveries: Vec::new(),
+        // The run's end and its webhook event are written together (outbox).
+        event: EventKind::outbox_run_end(!shared.config.webhooks.is_empty(), status),
         finished_at: ended.finished_at,
     };
     let keep = status == RunStatus::Failed && shared.config.keep_failed_workspaces;
@@ -264,8 +266,7 @@ async fn fail_before_start(
     let path = shared.store_path.clone();
     let mut finish = RunFinish::new(RunStatus::Failed);
     finish.error = Some(message.to_string());
-    finish.deliveries =
-        crate::notify::finish_deliveries(shared, record, RunStatus::Failed, &report);
+    finish.event = EventKind::outbox_run_end(!shared.config.webhooks.is_empty(), RunStatus::Failed);
     let health_of = shared.clone();
     let written = tokio::task::spawn_blocking(move || {
         let mut store = Store::open(&path)?;
@@ -402,8 +403,8 @@ fn prepare(shared: &Shared, record: &RunRecord) -> Result<Prepared, String> {
 /// a temporary directory named after the process).
 pub fn open_mirror(
     shared: &Shared,
-    repo: &super::config::RepoConfig,
-) -> Result<Mirror, super::mirror::MirrorError> {
+    repo: &crate::config::RepoConfig,
+) -> Result<Mirror, crate::daemon::run::mirror::MirrorError> {
     static CLONING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     if let Ok(m) = Mirror::open(&shared.state_dir, &repo.name) {
         return Ok(m.with_credentials(repo.credentials.clone()));

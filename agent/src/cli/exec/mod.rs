@@ -19,10 +19,11 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::{EXIT_FAILED, EXIT_INVALID, EXIT_OK};
-use crate::engine::{
-    self, Cancel, Engine, EngineConfig, EventSender, RunRequest, RunStatus, context, progress,
-    secrets,
-};
+use crate::engine::{self, Cancel, Engine, EngineConfig, EventSender, RunRequest, RunStatus};
+
+pub mod context;
+pub mod progress;
+pub mod secrets;
 
 /// Arguments of `agent exec`.
 #[derive(Debug, Clone, clap::Args)]

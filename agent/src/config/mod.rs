@@ -14,6 +14,10 @@
 //! `./.agent/`, listening on 127.0.0.1:8420, watching the git repository around the current
 //! directory as repository `default` on its current branch.
 
+mod secrets;
+
+pub use secrets::{SecretError, SecretSource};
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -99,15 +103,6 @@ pub struct RepoConfig {
     pub poll_interval: Duration,
     /// Credentials by environment variable name.
     pub credentials: Option<Credentials>,
-}
-
-/// Where a secret's value comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretSource {
-    /// An environment variable of the daemon.
-    Env(String),
-    /// A file (its content, one trailing newline removed).
-    File(PathBuf),
 }
 
 /// The format of an outgoing webhook.
@@ -371,29 +366,6 @@ impl Default for Config {
     }
 }
 
-/// Why secrets could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum SecretError {
-    /// The environment variable is not set.
-    #[error("secret `{name}`: environment variable `{var}` is not set")]
-    MissingEnv {
-        /// The secret.
-        name: String,
-        /// The variable.
-        var: String,
-    },
-    /// The file cannot be read.
-    #[error("secret `{name}`: cannot read `{path}`: {source}")]
-    File {
-        /// The secret.
-        name: String,
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-}
-
 /// A repository `url` the mirror can fetch: `http(s)://`, `git://`, `file://` or an absolute
 /// path. ssh remotes (`git@host:path`, `ssh://`) are not supported.
 fn check_remote_url(u: &str) -> Result<(), String> {
@@ -512,34 +484,7 @@ impl Config {
 
     /// Reads every configured secret's value (from the environment or files).
     pub fn load_secrets(&self) -> Result<IndexMap<String, String>, SecretError> {
-        let mut out = IndexMap::new();
-        for (name, source) in &self.secrets {
-            let value = match source {
-                SecretSource::Env(var) => {
-                    std::env::var(var).map_err(|_| SecretError::MissingEnv {
-                        name: name.clone(),
-                        var: var.clone(),
-                    })?
-                }
-                SecretSource::File(path) => {
-                    let mut text =
-                        std::fs::read_to_string(path).map_err(|source| SecretError::File {
-                            name: name.clone(),
-                            path: path.clone(),
-                            source,
-                        })?;
-                    if text.ends_with('\n') {
-                        text.pop();
-                        if text.ends_with('\r') {
-                            text.pop();
-                        }
-                    }
-                    text
-                }
-            };
-            out.insert(name.clone(), value);
-        }
-        Ok(out)
+        secrets::load(&self.secrets)
     }
 
     /// The repository called `name`.
@@ -1160,9 +1105,9 @@ impl Reader {
                 "template" => {
                     w.template = self.opt_string(value);
                     if let Some(t) = &w.template
-                        && let Err(e) = crate::notify::format::check_template(t)
+                        && let Err(e) = check_template(t)
                     {
-                        self.error(value.span, format!("invalid `template`: {e}"));
+                        self.error(value.span, format!("invalid `template`: template: {e}"));
                     }
                 }
                 "secret" => w.secret = self.opt_string(value),
@@ -1226,7 +1171,7 @@ impl Reader {
     /// some.
     fn webhook_event(&mut self, node: &Node) -> Option<String> {
         let s = self.string(node)?;
-        let names: Vec<&str> = crate::notify::EventKind::ALL
+        let names: Vec<&str> = crate::model::event::EventKind::ALL
             .iter()
             .map(|k| k.as_str())
             .chain(["run.finished"])
@@ -1465,6 +1410,21 @@ fn backticked(items: &[&str]) -> String {
         .map(|i| format!("`{i}`"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Checks that a webhook template compiles (at start-up, so a typo is reported before any
+/// event); the notifier renders it with the same engine.
+fn check_template(template: &str) -> Result<(), String> {
+    let env = minijinja::Environment::new();
+    env.template_from_str(template).map(|_| ()).map_err(|e| {
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            text.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        text
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,8 @@
+//! Running one run: [`task`] (prepare → engine → finish), [`logs`] (the capped step log
+//! files), [`workspace`] (a checkout of an exact commit per run) and [`mirror`] (a cached
+//! bare mirror per repository, and the redaction of credentials in its URLs).
+
+pub mod logs;
+pub mod mirror;
+pub mod task;
+pub mod workspace;

@@ -1,0 +1,378 @@
+//! The state of one run as its stages and steps see it ([`RunCtx`]: the workflow, the
+//! bookkeeping behind a mutex, the cancel handles) and the pure judgements on it (stage and
+//! run status, the parts of the report). `run`, `stage` and `step` all build on this file;
+//! it builds on none of them, so the only cycle left in the engine is the sub-workflow
+//! recursion (a step runs a workflow).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use dsl::expr::JobStatus;
+use dsl::model::Workflow;
+use serde_json::{Map, Value, json};
+
+use super::events::EventSender;
+use super::failure::Disposition;
+use super::mask::Masker;
+use super::report::{
+    CalledWorkflow, RollbackReport, RunStatus, StageReport, StepReport, StepStatus,
+};
+use super::scope::{RunData, env_text};
+use super::{Cancel, Engine};
+
+/// Longest time limit handed on (about 100 years): larger ones mean "none" in practice
+/// and would overflow clock arithmetic.
+pub(crate) const MAX_TIMEOUT: std::time::Duration =
+    std::time::Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Where a finished step's report goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slot {
+    /// A step of stage `stage` at position `index`.
+    Stage { stage: usize, index: usize },
+    /// A step run by a decision in stage `stage` (appended to that stage).
+    Append { stage: usize },
+    /// A step of the workflow's `rollback`.
+    Rollback,
+    /// A `compensate` step.
+    Compensation,
+    /// Error-handler steps: events only.
+    Discard,
+}
+
+/// Mutable bookkeeping of a run (behind a mutex, never held across `.await`).
+#[derive(Debug, Default)]
+pub(crate) struct RunState {
+    pub stages: Vec<StageReport>,
+    pub rollback_steps: Vec<StepReport>,
+    /// `compensate` steps as they ran.
+    pub compensation_steps: Vec<StepReport>,
+    /// Ids of succeeded top-level and branch steps, in completion order.
+    pub completed: Vec<String>,
+    pub failed: bool,
+    pub error: Option<String>,
+    /// The class of the first failure that failed the run.
+    pub error_class: Option<String>,
+    pub rollback_wanted: bool,
+    pub compensate_wanted: bool,
+    pub timed_out: bool,
+    /// Steps whose compensation ran, in the order they were undone.
+    pub compensated: Vec<String>,
+    /// The rollback, when it ran.
+    pub rollback: Option<RollbackReport>,
+}
+
+/// Everything the steps of one (sub-)run share.
+pub(crate) struct RunCtx<'a> {
+    pub engine: &'a Engine,
+    pub set: &'a dsl::Loaded,
+    pub wf: &'a Workflow,
+    pub run_id: Arc<str>,
+    /// Prefix of step ids in events (`call/` inside a sub-workflow called by step `call`).
+    pub prefix: String,
+    pub workdir: PathBuf,
+    pub events: EventSender,
+    pub cancel: Cancel,
+    pub masker: Masker,
+    pub rundir: Arc<runners::RunDir>,
+    /// `AGENT_RUN_ID`, `AGENT_WORKSPACE`, the run's [`RunRequest::env`] and the workflow's
+    /// `env`.
+    pub base_env: Vec<(String, String)>,
+    /// The run's [`RunRequest::env`], handed on to sub-workflows.
+    pub run_env: Arc<[(String, String)]>,
+    pub data: Mutex<RunData>,
+    pub state: Mutex<RunState>,
+    /// End of the workflow's `metadata.timeout` (or the caller's, whichever is earlier).
+    pub deadline: Option<Instant>,
+    pub depth: usize,
+    pub marker: Arc<str>,
+    /// The user the run's steps run as (the run's own uid with `run_as_uids`); `None`: the
+    /// agent's own.
+    pub run_user: Option<Arc<runners::RunUser>>,
+    /// Reports of steps that succeeded or were skipped in an interrupted earlier attempt
+    /// of this run (top-level run only): they are not run again.
+    pub resume: std::collections::HashMap<String, StepReport>,
+    seq: AtomicU64,
+}
+
+impl RunCtx<'_> {
+    /// Sets the run's extra environment: before the workflow's `env`, which may override it.
+    pub(crate) fn set_run_env(&mut self, env: Arc<[(String, String)]>) {
+        // `AGENT_RUN_ID` and `AGENT_WORKSPACE` come first; the workflow's `env` after.
+        let at = self.base_env.len().min(2);
+        self.base_env.splice(at..at, env.iter().cloned());
+        self.run_env = env;
+    }
+
+    pub fn data(&self) -> MutexGuard<'_, RunData> {
+        self.data.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn state(&self) -> MutexGuard<'_, RunState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A run-unique key for protocol file names.
+    pub fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The step id as events show it.
+    pub fn event_id(&self, id: &str) -> Arc<str> {
+        if self.prefix.is_empty() {
+            Arc::from(id)
+        } else {
+            Arc::from(format!("{}{id}", self.prefix))
+        }
+    }
+
+    /// Whether the workflow timeout has passed.
+    pub fn deadline_passed(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// Stores a finished step's report.
+    pub fn store_report(&self, slot: Slot, report: StepReport) {
+        let mut st = self.state();
+        match slot {
+            Slot::Stage { stage, index } => {
+                if let Some(s) = st
+                    .stages
+                    .get_mut(stage)
+                    .and_then(|s| s.steps.get_mut(index))
+                {
+                    *s = report;
+                }
+            }
+            Slot::Append { stage } => {
+                if let Some(s) = st.stages.get_mut(stage) {
+                    s.steps.push(report);
+                }
+            }
+            Slot::Rollback => st.rollback_steps.push(report),
+            Slot::Compensation => st.compensation_steps.push(report),
+            Slot::Discard => {}
+        }
+    }
+
+    /// Applies a failure's disposition to the run.
+    pub fn apply(&self, disposition: Disposition, step_id: &str, class: &str, message: &str) {
+        if !disposition.fails_run() {
+            return;
+        }
+        {
+            let mut st = self.state();
+            if !st.failed {
+                st.failed = true;
+                st.error = Some(self.masker.mask(message).into_owned());
+                st.error_class = Some(class.to_string());
+            }
+            match disposition {
+                Disposition::Rollback if self.wf.rollback.is_some() => st.rollback_wanted = true,
+                Disposition::Compensate => st.compensate_wanted = true,
+                _ => {}
+            }
+        }
+        let mut data = self.data();
+        if data.status != Some(JobStatus::Cancelled) {
+            data.status = Some(JobStatus::Failure);
+        }
+        let _ = step_id;
+    }
+}
+
+/// Builds the context of a (sub-)run.
+#[expect(clippy::too_many_arguments, reason = "internal constructor")]
+pub(crate) fn new_ctx<'a>(
+    engine: &'a Engine,
+    set: &'a dsl::Loaded,
+    wf: &'a Workflow,
+    run_id: Arc<str>,
+    prefix: String,
+    workdir: PathBuf,
+    events: EventSender,
+    cancel: Cancel,
+    masker: Masker,
+    rundir: Arc<runners::RunDir>,
+    parameters: Map<String, Value>,
+    secrets: &Map<String, Value>,
+    repo: Value,
+    run_value: Value,
+    context: Map<String, Value>,
+    deadline: Option<Instant>,
+    depth: usize,
+    marker: Arc<str>,
+    run_user: Option<Arc<runners::RunUser>>,
+) -> Result<RunCtx<'a>, String> {
+    let mut workflow = Map::new();
+    workflow.insert("name".into(), json!(wf.name.value));
+    workflow.insert(
+        "version".into(),
+        wf.version.as_ref().map_or(Value::Null, |v| json!(v.value)),
+    );
+    let mut data = RunData::new(
+        parameters,
+        secrets.clone(),
+        run_value,
+        repo,
+        Value::Object(workflow),
+        Map::new(),
+        context,
+    );
+    // The minimal environment first: the protocol variables and `env:` values win over it.
+    let mut base_env = engine.step_env().to_vec();
+    base_env.extend([
+        ("AGENT_RUN_ID".to_string(), run_id.to_string()),
+        (
+            "AGENT_WORKSPACE".to_string(),
+            workdir.to_string_lossy().into_owned(),
+        ),
+    ]);
+    // `env('NAME')` falls back to this, never to the agent's own environment.
+    data.base_env = base_env.clone();
+    // The workflow's env, rendered once against parameters and the rest.
+    if !wf.env.is_empty() {
+        let env = {
+            let view = data.view(&workdir);
+            dsl::model::render_map(&wf.env, &view).map_err(|e| format!("workflow `env`: {e}"))?
+        };
+        for (k, v) in &env {
+            base_env.push((k.clone(), env_text(v)));
+        }
+        data.roots.insert("env".into(), Value::Object(env));
+    }
+    // A timeout too large to represent is no timeout.
+    let own = wf
+        .metadata
+        .timeout
+        .as_ref()
+        .and_then(|t| Instant::now().checked_add(t.value.min(MAX_TIMEOUT)));
+    let deadline = match (deadline, own) {
+        (Some(d), Some(o)) => Some(d.min(o)),
+        (d, o) => d.or(o),
+    };
+    let stages = wf
+        .stages
+        .iter()
+        .map(|s| StageReport {
+            name: s.name.value.clone(),
+            status: StepStatus::Pending,
+            steps: s
+                .steps
+                .iter()
+                .map(|st| StepReport {
+                    name: st.name.as_ref().map(|n| n.value.clone()),
+                    ..StepReport::pending(st.id.value.clone())
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(RunCtx {
+        engine,
+        set,
+        wf,
+        run_id,
+        prefix,
+        workdir,
+        events,
+        cancel,
+        masker,
+        rundir,
+        base_env,
+        run_env: Arc::from(Vec::new()),
+        data: Mutex::new(data),
+        state: Mutex::new(RunState {
+            stages,
+            ..RunState::default()
+        }),
+        deadline,
+        depth,
+        marker,
+        run_user,
+        resume: Default::default(),
+        seq: AtomicU64::new(0),
+    })
+}
+
+/// The status of a stage from its steps.
+pub(crate) fn stage_status(steps: &[StepReport], started: bool) -> StepStatus {
+    if !started {
+        return StepStatus::Skipped;
+    }
+    if steps.iter().any(|s| s.status == StepStatus::Failed) {
+        StepStatus::Failed
+    } else if steps.iter().any(|s| s.status == StepStatus::Cancelled) {
+        StepStatus::Cancelled
+    } else if !steps.is_empty() && steps.iter().all(|s| s.status == StepStatus::Skipped) {
+        StepStatus::Skipped
+    } else {
+        StepStatus::Succeeded
+    }
+}
+
+/// The final status of a (sub-)run.
+pub(crate) fn final_status(ctx: &RunCtx<'_>) -> RunStatus {
+    let st = ctx.state();
+    if ctx.cancel.is_cancelled() {
+        RunStatus::Cancelled
+    } else if st.failed {
+        RunStatus::Failed
+    } else {
+        RunStatus::Succeeded
+    }
+}
+
+/// What a (sub-)run leaves for its report: stages, rollback, compensated ids,
+/// compensation steps and the error (a timeout or cancel without one gets its text).
+pub(crate) type RunParts = (
+    Vec<StageReport>,
+    Option<RollbackReport>,
+    Vec<String>,
+    Vec<StepReport>,
+    Option<String>,
+);
+
+/// Takes the report parts out of a finished (sub-)run.
+pub(crate) fn take_parts(ctx: &RunCtx<'_>, status: RunStatus) -> RunParts {
+    let mut st = ctx.state();
+    let mut error = st.error.take();
+    if st.timed_out && error.is_none() {
+        error = Some("workflow timed out".into());
+    }
+    if status == RunStatus::Cancelled && error.is_none() {
+        error = Some("run cancelled".into());
+    }
+    (
+        std::mem::take(&mut st.stages),
+        st.rollback.take(),
+        std::mem::take(&mut st.compensated),
+        std::mem::take(&mut st.compensation_steps),
+        error,
+    )
+}
+
+/// The report of a finished sub-run, for the step that called it.
+pub(crate) fn called_report(ctx: &RunCtx<'_>, status: RunStatus) -> CalledWorkflow {
+    let (stages, rollback, compensated, compensation, error) = take_parts(ctx, status);
+    CalledWorkflow {
+        name: ctx.wf.name.value.clone(),
+        status,
+        stages,
+        rollback,
+        compensated,
+        compensation,
+        error: error.map(|e| ctx.masker.mask(&e).into_owned()),
+    }
+}
+
+/// The workflow's `outputs`, rendered against the end state of the run.
+pub(crate) fn render_outputs(ctx: &RunCtx<'_>) -> Result<Map<String, Value>, String> {
+    if ctx.wf.outputs.is_empty() {
+        return Ok(Map::new());
+    }
+    let data = ctx.data();
+    let view = data.view(&ctx.workdir);
+    dsl::model::render_map(&ctx.wf.outputs, &view).map_err(|e| format!("workflow `outputs`: {e}"))
+}

@@ -1,0 +1,3 @@
+//! The run contract shared by every part of the daemon: plain data, no I/O.
+
+pub mod event;

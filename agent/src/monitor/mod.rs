@@ -1,0 +1,6 @@
+//! Watching the daemon from outside the run path: [`metrics`] (the Prometheus registry and
+//! its collector) and [`anomaly`] (slow runs, failure rates, step memory). Both are fed by
+//! the bus's lossless lifecycle events and read the store; neither changes a run.
+
+pub mod anomaly;
+pub mod metrics;
