@@ -5,5 +5,6 @@ pub mod bus;
 pub mod cli;
 pub mod daemon;
 pub mod engine;
+pub mod model;
 pub mod notify;
 pub mod store;

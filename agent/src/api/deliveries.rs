@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::ApiState;
 use super::error::ApiError;
 use super::routes::{MAX_LIMIT, parse_limit};
-use crate::engine::report::rfc3339;
+use crate::model::report::rfc3339;
 use crate::notify::Rendered;
 use crate::store::{Delivery, DeliveryStatus};
 

@@ -16,7 +16,7 @@ use super::ApiState;
 use super::error::ApiError;
 use super::view;
 use crate::daemon::handle::{DaemonError, NewRunRequest};
-use crate::engine::report::rfc3339;
+use crate::model::report::rfc3339;
 use crate::store::{RunFilter, RunId, RunStatus, TriggerKind};
 
 /// `limit` when none is given.

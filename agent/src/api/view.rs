@@ -9,7 +9,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
-use crate::engine::report::rfc3339;
+use crate::model::report::rfc3339;
 use crate::store::{RunId, RunRecord, RunStatus, RunSummary, StepRecord, Trigger};
 
 /// The `trigger` object: `kind`, `commit`, `branch`, `scheduled_for`.

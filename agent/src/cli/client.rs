@@ -540,7 +540,7 @@ fn text<'a>(v: &'a Value, key: &str) -> &'a str {
 
 /// A duration in milliseconds as `850ms`, `12.3s`, `4m05s` or `2h03m`; `-` when unknown.
 pub fn human_duration(ms: Option<i64>) -> String {
-    ms.map_or_else(|| "-".into(), crate::notify::format::human_duration)
+    crate::model::fmt::duration_opt(ms)
 }
 
 /// An RFC 3339 time in this machine's local time with its zone: `YYYY-MM-DD HH:MM:SS UTC`

@@ -34,7 +34,7 @@ use tokio::sync::mpsc;
 
 use super::config::AnomaliesConfig;
 use super::handle::{DaemonEvent, DaemonHandle, Shared};
-use crate::engine::report::rfc3339;
+use crate::model::report::rfc3339;
 use crate::store::{AnomalyRecord, NewAnomaly, RunId, RunSample, RunStatus, Store, StoreError};
 
 /// How often running steps' memory is sampled.

@@ -17,20 +17,9 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::events::{EngineEvent, LogStream};
 use super::recap::{self, FailedStep, Tail};
-use super::report::{CalledWorkflow, RunStatus, StepStatus};
+use crate::model::report::{CalledWorkflow, RunStatus, StepStatus};
 
-/// Formats a duration compactly: `850ms`, `1.2s`, `3m05s`.
-pub fn fmt_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else if ms < 60_000 {
-        format!("{:.1}s", d.as_secs_f64())
-    } else {
-        let s = d.as_secs();
-        format!("{}m{:02}s", s / 60, s % 60)
-    }
-}
+use crate::model::fmt::duration as fmt_duration;
 
 fn mark(status: StepStatus) -> &'static str {
     match status {
@@ -40,6 +29,7 @@ fn mark(status: StepStatus) -> &'static str {
         StepStatus::Cancelled => "cancelled",
         StepStatus::Running => "running",
         StepStatus::Pending => "pending",
+        StepStatus::Interrupted => "interrupted",
     }
 }
 
@@ -168,7 +158,7 @@ pub fn clip(text: &str, cols: usize) -> String {
 
 /// True when a called workflow (or one it called) has a failed step of its own.
 fn has_failed_step(called: &CalledWorkflow) -> bool {
-    let failed = |s: &super::report::StepReport| {
+    let failed = |s: &crate::model::report::StepReport| {
         s.status == StepStatus::Failed || s.workflow.as_deref().is_some_and(has_failed_step)
     };
     called.stages.iter().flat_map(|st| &st.steps).any(failed)
@@ -498,7 +488,7 @@ pub async fn run_stderr_sink(mut rx: UnboundedReceiver<EngineEvent>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::report::StepReport;
+    use crate::model::report::StepReport;
 
     #[test]
     fn plain_lines() {
@@ -726,7 +716,7 @@ mod tests {
     /// failed is shown through them.
     #[test]
     fn the_run_ends_with_a_recap_of_every_failure() {
-        use crate::engine::report::{CalledWorkflow, RunReport, StageReport};
+        use crate::model::report::{CalledWorkflow, RunReport, StageReport};
         let mut v = ProgressView::new(false);
         let mut text = String::new();
         for i in 0..30 {
@@ -797,12 +787,5 @@ mod tests {
             end.ends_with("\nfailed steps (2): unit, ci/test\n"),
             "{end}"
         );
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(fmt_duration(Duration::from_millis(5)), "5ms");
-        assert_eq!(fmt_duration(Duration::from_millis(1234)), "1.2s");
-        assert_eq!(fmt_duration(Duration::from_secs(185)), "3m05s");
     }
 }

@@ -17,13 +17,13 @@ use serde_json::{Map, Value, json};
 
 use super::events::{EngineEvent, EventSender};
 use super::failure::Disposition;
-use super::mask::Masker;
-use super::report::{
+use super::scope::{RunData, env_text};
+use super::{Cancel, Engine, RunRequest, RunResult, stage, step};
+use crate::model::mask::Masker;
+use crate::model::report::{
     CalledWorkflow, RollbackReport, RunReport, RunStatus, StageReport, StepReport, StepStatus,
     rfc3339,
 };
-use super::scope::{RunData, env_text};
-use super::{Cancel, Engine, RunRequest, RunResult, stage, step};
 
 /// Longest time limit handed on (about 100 years): larger ones mean "none" in practice
 /// and would overflow clock arithmetic.

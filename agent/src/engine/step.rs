@@ -23,12 +23,12 @@ use super::backoff::{Backoff, BackoffKind};
 use super::context;
 use super::events::EngineEvent;
 use super::failure::{Disposition, from_action};
-use super::report::{CalledWorkflow, StepReport, StepStatus, rfc3339};
 use super::run::{
     MAX_TIMEOUT, RunCtx, Slot, called_report, execute, final_status, new_ctx, render_outputs,
 };
 use super::scope::{env_text, truthy};
 use super::script_env;
+use crate::model::report::{CalledWorkflow, StepReport, StepStatus, rfc3339};
 
 type StepFuture<'a> = Pin<Box<dyn Future<Output = StepStatus> + Send + 'a>>;
 
@@ -286,7 +286,7 @@ async fn run_process(
                     "StorageError",
                     format!(
                         "step `{id}`: storage error: its start could not be recorded within {}",
-                        super::progress::fmt_duration(limit)
+                        crate::model::fmt::duration(limit)
                     ),
                 );
             }
@@ -356,7 +356,7 @@ async fn run_process(
         result.message = match (class.as_str(), outcome.exit_code) {
             ("Timeout", _) => format!(
                 "step `{id}` timed out after {}",
-                super::progress::fmt_duration(limit.unwrap_or_default())
+                crate::model::fmt::duration(limit.unwrap_or_default())
             ),
             ("Cancelled", _) => format!("step `{id}` cancelled"),
             (c, Some(code)) => format!("step `{id}` failed: {c} (exit code {code})"),

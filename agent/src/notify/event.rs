@@ -11,7 +11,7 @@ use globset::{Glob, GlobMatcher};
 use serde_json::{Map, Value, json};
 
 use crate::daemon::config::WebhookConfig;
-use crate::engine::report::rfc3339;
+use crate::model::report::rfc3339;
 use crate::store::{RunId, RunRecord, RunStatus};
 
 /// An event a webhook can subscribe to (its `events:` list).

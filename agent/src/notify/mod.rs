@@ -36,7 +36,7 @@ pub use format::{RenderError, Rendered};
 
 use crate::daemon::config::{Config, WebhookConfig};
 use crate::daemon::handle::{DaemonEvent, DaemonHandle, Shared};
-use crate::engine::mask::Masker;
+use crate::model::mask::Masker;
 use crate::store::{NewDelivery, RunId, RunRecord, RunStatus, StepStatus, Store};
 
 /// How long the notifier may take to stop once shutdown has begun.

@@ -8,23 +8,7 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-/// A run's id: a positive integer, assigned by the store in creation order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RunId(pub i64);
-
-impl fmt::Display for RunId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-impl FromStr for RunId {
-    type Err = std::num::ParseIntError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        s.trim().parse().map(RunId)
-    }
-}
+pub use crate::model::{RunId, RunStatus, StepStatus};
 
 /// Defines a string-backed enum with `as_str`, `Display` and `FromStr`.
 macro_rules! string_enum {
@@ -64,52 +48,6 @@ macro_rules! string_enum {
             }
         }
     };
-}
-
-string_enum! {
-    /// Where a run is in its life.
-    RunStatus {
-        /// Waiting in the queue (possibly claimed by the scheduler, see [`RunRecord::claimed_at`]).
-        Queued => "queued",
-        /// Started by the scheduler.
-        Running => "running",
-        /// Finished, every step passed.
-        Succeeded => "succeeded",
-        /// Finished with a failure.
-        Failed => "failed",
-        /// Cancelled by a user or by `overlap: cancel_previous`.
-        Cancelled => "cancelled",
-        /// Was running when the daemon died; waits to be resumed or retried.
-        Interrupted => "interrupted",
-    }
-}
-
-impl RunStatus {
-    /// True for `succeeded`, `failed` and `cancelled`: nothing will happen to the run again.
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled
-        )
-    }
-}
-
-string_enum! {
-    /// Where a step (or one attempt of it) is.
-    StepStatus {
-        /// Started and not finished.
-        Running => "running",
-        /// Exited 0 (or was served from the cache).
-        Succeeded => "succeeded",
-        /// Failed (its last attempt did).
-        Failed => "failed",
-        /// Not run (`when` was false, or an earlier failure stopped the run).
-        Skipped => "skipped",
-        /// Cancelled.
-        Cancelled => "cancelled",
-        /// Was running when the daemon died.
-        Interrupted => "interrupted",
-    }
 }
 
 string_enum! {
