@@ -122,6 +122,34 @@ impl StepStatus {
     }
 }
 
+string_enum! {
+    /// What started a run.
+    TriggerKind {
+        /// A new commit on a watched branch.
+        Push => "push",
+        /// A cron slot.
+        Schedule => "schedule",
+        /// `agent trigger` or the API.
+        Manual => "manual",
+        /// An inbound webhook.
+        Webhook => "webhook",
+        /// `agent retry` of an earlier run.
+        Retry => "retry",
+    }
+}
+
+string_enum! {
+    /// Where a webhook delivery is.
+    DeliveryStatus {
+        /// Waiting for its next attempt.
+        Pending => "pending",
+        /// Accepted by the receiver.
+        Delivered => "delivered",
+        /// Given up (retry budget spent or a permanent error).
+        Failed => "failed",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,81 +2,11 @@
 //!
 //! These are plain data; the SQL that maps them lives in the sibling modules.
 
-use std::fmt;
-use std::str::FromStr;
-
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+pub use crate::model::status::{DeliveryStatus, TriggerKind};
 pub use crate::model::{RunId, RunStatus, StepStatus};
-
-/// Defines a string-backed enum with `as_str`, `Display` and `FromStr`.
-macro_rules! string_enum {
-    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name {
-            $($(#[$vmeta])* $variant),+
-        }
-
-        impl $name {
-            /// Every value, in declaration order.
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            /// The text stored in the database and shown to users.
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $($name::$variant => $text),+
-                }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = String;
-
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                match s {
-                    $($text => Ok($name::$variant),)+
-                    other => Err(other.to_string()),
-                }
-            }
-        }
-    };
-}
-
-string_enum! {
-    /// What started a run.
-    TriggerKind {
-        /// A new commit on a watched branch.
-        Push => "push",
-        /// A cron slot.
-        Schedule => "schedule",
-        /// `agent trigger` or the API.
-        Manual => "manual",
-        /// An inbound webhook.
-        Webhook => "webhook",
-        /// `agent retry` of an earlier run.
-        Retry => "retry",
-    }
-}
-
-string_enum! {
-    /// Where a webhook delivery is.
-    DeliveryStatus {
-        /// Waiting for its next attempt.
-        Pending => "pending",
-        /// Accepted by the receiver.
-        Delivered => "delivered",
-        /// Given up (retry budget spent or a permanent error).
-        Failed => "failed",
-    }
-}
 
 /// What started a run, with the commit and time it concerns.
 #[derive(Debug, Clone, PartialEq)]
