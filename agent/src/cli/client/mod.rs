@@ -12,8 +12,9 @@
 //! Exit codes: 0 done, 1 the daemon refused or failed (or could not be reached), 2 invalid
 //! arguments or parameters (nothing was queued).
 //!
-//! The HTTP client is hyper's HTTP/1 connection API over one TCP connection per request:
-//! plain HTTP to a local daemon, no TLS, no pooling needed.
+//! The HTTP client is reqwest ([`http`]): `http://` and `https://` servers alike; an
+//! `https://` server's certificate must verify against OpenSSL's CA store, which
+//! `SSL_CERT_FILE` in the client's environment replaces (for a private CA).
 
 mod http;
 mod sse;
