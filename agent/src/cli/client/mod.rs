@@ -455,7 +455,7 @@ pub fn logs(args: LogsArgs) -> i32 {
                 .await?;
             let run_status = detail.report.status;
             let steps = report_steps(&detail.report);
-            let next = steps.iter().find(|(_, s)| !done.iter().any(|d| *d == s.id));
+            let next = steps.iter().find(|(_, s)| !done.contains(&s.id));
             let calls = |id: &str| {
                 let inner = format!("{id}/");
                 steps.iter().any(|(_, s)| s.id.starts_with(&inner))

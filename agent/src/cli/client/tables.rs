@@ -428,7 +428,7 @@ mod tests {
 
     #[test]
     fn what_users_read() {
-        let runs = vec![
+        let runs = [
             json!({"run_id": "12", "workflow": "deploy", "repo": "app", "status": "running",
                    "trigger": {"kind": "push", "branch": "main", "commit": "0123456789abcdef",
                                "scheduled_for": null},
