@@ -134,7 +134,10 @@ pub fn run_end_notice(
     notice.run = Some(event::run_summary(run, status, &link_base(shared)));
     // A succeeded run has no deciding step (a tolerated failure did not decide it).
     if status != RunStatus::Succeeded {
-        notice.step = event::failing_step(report);
+        // A report that is not the engine's (a run cancelled before it started) names no step.
+        notice.step = serde_json::from_value::<crate::model::report::RunReport>(report.clone())
+            .ok()
+            .and_then(|r| event::failing_step(&r));
     }
     notice.error = report
         .get("error")
