@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 use super::event::{EventKind, Notice};
 use crate::daemon::config::{WebhookConfig, WebhookFormat};
+use crate::model::fmt::duration_ms as human_duration;
 use crate::model::mask::Masker;
 
 /// The GitHub API used by `github_status` when the webhook sets no `api`.
@@ -109,8 +110,6 @@ pub fn status_colour(notice: &Notice) -> &'static str {
         EventKind::StepRetrying | EventKind::HandlerNotify | EventKind::Anomaly => colour::WARNING,
     }
 }
-
-use crate::model::fmt::duration_ms as human_duration;
 
 fn short_commit(c: &str) -> &str {
     c.get(..12).unwrap_or(c)
