@@ -5,21 +5,21 @@
 
 use std::collections::HashMap;
 
+use crate::model::api::AnomalyList;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use serde_json::{Value, json};
 
 use super::ApiState;
 use super::error::ApiError;
 use super::routes::parse_limit;
-use crate::monitor::anomaly::anomaly_json;
+use crate::monitor::anomaly::anomaly_body;
 
 /// `GET /api/v1/anomalies`.
 pub(crate) async fn list(
     State(state): State<ApiState>,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AnomalyList>, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::BadRequest(format!("invalid query string: {e}")))?;
     let limit = parse_limit(q.get("limit").map(String::as_str))?;
     let workflow = q.get("workflow").filter(|w| !w.is_empty()).cloned();
@@ -27,6 +27,6 @@ pub(crate) async fn list(
         .stores
         .read(move |store| Ok(store.list_anomalies(workflow.as_deref(), limit)?))
         .await?;
-    let anomalies: Vec<Value> = records.iter().map(anomaly_json).collect();
-    Ok(Json(json!({ "anomalies": anomalies })))
+    let anomalies = records.iter().map(anomaly_body).collect();
+    Ok(Json(AnomalyList { anomalies }))
 }

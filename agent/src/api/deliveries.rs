@@ -6,15 +6,15 @@
 
 use std::collections::HashMap;
 
+use crate::model::api::{Delivery as DeliveryBody, DeliveryAttempt, DeliveryList};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use serde_json::{Value, json};
 
 use super::ApiState;
 use super::error::ApiError;
 use super::routes::{MAX_LIMIT, parse_limit};
-use crate::engine::report::rfc3339;
+use crate::model::report::rfc3339;
 use crate::notify::Rendered;
 use crate::store::{Delivery, DeliveryStatus};
 
@@ -22,35 +22,39 @@ use crate::store::{Delivery, DeliveryStatus};
 /// `event`, `run_id`, `status`, `attempts`, `next_attempt_at`, `last_error`, `created_at`,
 /// `url`, `content_type`, `payload` (the body sent), and `history` (each attempt's
 /// `attempt`, `at`, `status_code`, `error`).
-pub fn delivery_json(d: &Delivery) -> Value {
+pub fn delivery_body(d: &Delivery) -> DeliveryBody {
     let rendered = Rendered::from_envelope(&d.body);
-    json!({
-        "id": d.id,
-        "webhook": d.webhook,
-        "event": d.event,
-        "run_id": d.run_id.map(|r| r.to_string()),
-        "status": d.status.as_str(),
-        "attempts": d.attempts,
-        "next_attempt_at": d.next_attempt_at.map(rfc3339),
-        "last_error": d.last_error,
-        "created_at": rfc3339(d.created_at),
-        "url": rendered.as_ref().map(|r| r.url.clone()),
-        "content_type": rendered.as_ref().map(|r| r.content_type),
-        "payload": rendered.map_or_else(|| d.body.clone(), |r| r.payload),
-        "history": d.history.iter().map(|a| json!({
-            "attempt": a.attempt,
-            "at": rfc3339(a.at),
-            "status_code": a.status_code,
-            "error": a.error,
-        })).collect::<Vec<_>>(),
-    })
+    DeliveryBody {
+        id: d.id.clone(),
+        webhook: d.webhook.clone(),
+        event: d.event.clone(),
+        run_id: d.run_id.map(|r| r.to_string()),
+        status: d.status,
+        attempts: d.attempts,
+        next_attempt_at: d.next_attempt_at.map(rfc3339),
+        last_error: d.last_error.clone(),
+        created_at: rfc3339(d.created_at),
+        url: rendered.as_ref().map(|r| r.url.clone()),
+        content_type: rendered.as_ref().map(|r| r.content_type.to_string()),
+        payload: rendered.map_or_else(|| d.body.clone(), |r| r.payload),
+        history: d
+            .history
+            .iter()
+            .map(|a| DeliveryAttempt {
+                attempt: a.attempt,
+                at: rfc3339(a.at),
+                status_code: a.status_code,
+                error: a.error.clone(),
+            })
+            .collect(),
+    }
 }
 
 /// `GET /api/v1/deliveries`.
 pub async fn list(
     State(state): State<ApiState>,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeliveryList>, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::BadRequest(format!("invalid query string: {e}")))?;
     let limit = parse_limit(q.get("limit").map(String::as_str))?;
     let non_empty = |key: &str| {
@@ -77,7 +81,7 @@ pub async fn list(
         .stores
         .read(move |store| Ok(store.list_deliveries(fetch)?))
         .await?;
-    let deliveries: Vec<Value> = all
+    let deliveries = all
         .iter()
         .filter(|d| webhook.as_deref().is_none_or(|w| d.webhook == w))
         .filter(|d| event.as_deref().is_none_or(|e| d.event == e))
@@ -87,7 +91,7 @@ pub async fn list(
                 .is_none_or(|r| d.run_id.is_some_and(|id| id.to_string() == r))
         })
         .take(limit)
-        .map(delivery_json)
+        .map(delivery_body)
         .collect();
-    Ok(Json(json!({ "deliveries": deliveries })))
+    Ok(Json(DeliveryList { deliveries }))
 }

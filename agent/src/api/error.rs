@@ -1,10 +1,10 @@
 //! The API's error type and how each kind becomes an HTTP answer: a status code and a JSON
 //! body `{"error": "..."}` (plus `diagnostics` for rejected parameters).
 
+use crate::model::api::ErrorBody;
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use crate::store::StoreError;
 
@@ -82,10 +82,14 @@ impl IntoResponse for ApiError {
         }
         let body = match &self {
             ApiError::InvalidParameters { diagnostics, .. }
-            | ApiError::InvalidWorkflow { diagnostics, .. } => {
-                json!({ "error": self.to_string(), "diagnostics": diagnostics })
-            }
-            _ => json!({ "error": self.to_string() }),
+            | ApiError::InvalidWorkflow { diagnostics, .. } => ErrorBody {
+                error: self.to_string(),
+                diagnostics: Some(diagnostics.clone()),
+            },
+            _ => ErrorBody {
+                error: self.to_string(),
+                diagnostics: None,
+            },
         };
         (status, Json(body)).into_response()
     }

@@ -33,13 +33,14 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, Mac};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::Sha256;
 
 use super::ApiState;
 use super::error::ApiError;
 use crate::config::{Config, RepoConfig};
 use crate::daemon::handle::DaemonCommand;
+use crate::model::api::{ErrorBody, HookAnswer};
 use crate::store::Store;
 
 /// The largest hook body accepted (GitHub caps its payloads at 25 MB, but pushes are small).
@@ -308,8 +309,15 @@ pub(crate) async fn gitea(
     handle(state, HookSource::Gitea, headers, body).await
 }
 
-fn reply(status: StatusCode, body: Value) -> Response {
+fn reply(status: StatusCode, body: impl serde::Serialize) -> Response {
     (status, Json(body)).into_response()
+}
+
+fn error_body(error: impl Into<String>) -> ErrorBody {
+    ErrorBody {
+        error: error.into(),
+        diagnostics: None,
+    }
 }
 
 async fn handle(state: ApiState, source: HookSource, headers: HeaderMap, body: Body) -> Response {
@@ -332,7 +340,7 @@ async fn answer(
                 "too_large",
                 reply(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    json!({ "error": format!("the body is larger than {MAX_BODY_BYTES} bytes") }),
+                    error_body(format!("the body is larger than {MAX_BODY_BYTES} bytes")),
                 ),
             );
         }
@@ -346,10 +354,7 @@ async fn answer(
         tracing::warn!(source = source.as_str(), error = %err, "inbound hook refused");
         return (
             "unauthorized",
-            reply(
-                StatusCode::UNAUTHORIZED,
-                json!({ "error": err.to_string() }),
-            ),
+            reply(StatusCode::UNAUTHORIZED, error_body(err.to_string())),
         );
     }
     let form = headers
@@ -361,7 +366,7 @@ async fn answer(
         Err(err) => {
             return (
                 "bad_request",
-                reply(StatusCode::BAD_REQUEST, json!({ "error": err.to_string() })),
+                reply(StatusCode::BAD_REQUEST, error_body(err.to_string())),
             );
         }
     };
@@ -381,7 +386,7 @@ async fn answer(
             "unknown_repo",
             reply(
                 StatusCode::NOT_FOUND,
-                json!({ "error": format!("no configured repository matches `{named}`") }),
+                error_body(format!("no configured repository matches `{named}`")),
             ),
         );
     }
@@ -405,7 +410,11 @@ async fn answer(
                     "duplicate",
                     reply(
                         StatusCode::OK,
-                        json!({ "status": "duplicate", "delivery": id }),
+                        HookAnswer {
+                            status: "duplicate".into(),
+                            repos: None,
+                            delivery: Some(id.clone()),
+                        },
                     ),
                 );
             }
@@ -432,7 +441,11 @@ async fn answer(
         "accepted",
         reply(
             StatusCode::ACCEPTED,
-            json!({ "status": "accepted", "repos": repos, "delivery": delivery }),
+            HookAnswer {
+                status: "accepted".into(),
+                repos: Some(repos),
+                delivery,
+            },
         ),
     )
 }

@@ -15,12 +15,12 @@ use std::convert::Infallible;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::model::api::{ErrorBody, LogEnd};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::{broadcast, mpsc};
 
@@ -354,15 +354,20 @@ async fn send_lines(
 }
 
 fn end_event(status: &str) -> Event {
-    Event::default()
-        .event("end")
-        .data(json!({ "status": status }).to_string())
+    Event::default().event("end").data(body(&LogEnd {
+        status: status.to_string(),
+    }))
 }
 
 fn error_event(message: &str) -> Event {
-    Event::default()
-        .event("error")
-        .data(json!({ "error": message }).to_string())
+    Event::default().event("error").data(body(&ErrorBody {
+        error: message.to_string(),
+        diagnostics: None,
+    }))
+}
+
+fn body(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_default()
 }
 
 #[cfg(test)]

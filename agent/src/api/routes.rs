@@ -10,13 +10,17 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use super::ApiState;
 use super::error::ApiError;
 use super::view;
 use crate::daemon::handle::{DaemonError, NewRunRequest};
-use crate::engine::report::rfc3339;
+use crate::model::api::{
+    CancelResponse, Health, RetryResponse, RunDetail, RunList, TriggerRequest, TriggerResponse,
+    WorkflowInfo, WorkflowList,
+};
+use crate::model::rfc3339;
 use crate::store::{RunFilter, RunId, RunStatus, TriggerKind};
 
 /// `limit` when none is given.
@@ -29,10 +33,17 @@ pub const MAX_LIMIT: usize = 1000;
 /// being retried).
 pub async fn health(State(state): State<ApiState>) -> Response {
     match state.handle.shared.store_health.degraded() {
-        None => Json(json!({ "status": "ok" })).into_response(),
+        None => Json(Health {
+            status: "ok".into(),
+            error: None,
+        })
+        .into_response(),
         Some(error) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "degraded", "error": error })),
+            Json(Health {
+                status: "degraded".into(),
+                error: Some(error.to_string()),
+            }),
         )
             .into_response(),
     }
@@ -75,7 +86,7 @@ fn run_id(text: &str) -> Result<RunId, ApiError> {
 pub async fn list_runs(
     State(state): State<ApiState>,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RunList>, ApiError> {
     let q = query(q)?;
     let limit = parse_limit(q.get("limit").map(String::as_str))?;
     let status = match q.get("status").map(|s| s.trim()).filter(|s| !s.is_empty()) {
@@ -103,12 +114,12 @@ pub async fn list_runs(
     let more = runs.len() > limit;
     runs.truncate(limit);
     let next_before = match runs.last() {
-        Some(last) if more => Value::String(last.id.to_string()),
-        _ => Value::Null,
+        Some(last) if more => Some(last.id.to_string()),
+        _ => None,
     };
     let now = Utc::now();
-    let runs: Vec<Value> = runs.iter().map(|r| view::summary(r, now)).collect();
-    Ok(Json(json!({ "runs": runs, "next_before": next_before })))
+    let runs = runs.iter().map(|r| view::summary(r, now)).collect();
+    Ok(Json(RunList { runs, next_before }))
 }
 
 /// `before` from the query: a run id (a positive integer), or none when absent or empty.
@@ -125,7 +136,7 @@ pub fn parse_before(text: Option<&str>) -> Result<Option<RunId>, ApiError> {
 pub async fn get_run(
     State(state): State<ApiState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RunDetail>, ApiError> {
     let id = run_id(&id)?;
     let found = state
         .stores
@@ -174,7 +185,10 @@ pub async fn cancel_run(
     state.handle.cancel(id).await.map_err(daemon_error)?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "run_id": id.to_string(), "status": "cancelling" })),
+        Json(CancelResponse {
+            run_id: id.to_string(),
+            status: "cancelling".into(),
+        }),
     )
         .into_response())
 }
@@ -188,34 +202,22 @@ pub async fn retry_run(
     let new = state.handle.retry(id).await.map_err(daemon_error)?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "run_id": new.to_string(), "retry_of": id.to_string() })),
+        Json(RetryResponse {
+            run_id: new.to_string(),
+            retry_of: id.to_string(),
+        }),
     )
         .into_response())
 }
 
-/// The body of `POST /api/v1/workflows/{name}/runs`.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TriggerBody {
-    #[serde(default)]
-    parameters: Option<Value>,
-    #[serde(default)]
-    repo: Option<String>,
-    #[serde(default)]
-    commit: Option<String>,
-    #[serde(default)]
-    branch: Option<String>,
-}
-
-/// `POST /api/v1/workflows/{name}/runs` with `{"parameters":{...},"repo":NAME}`: 202
-/// `{"run_id": ...}`; 422 with diagnostics when the parameters do not fit.
+/// `POST /api/v1/workflows/{name}/runs`: queues a manual run.
 pub async fn trigger(
     State(state): State<ApiState>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let body: TriggerBody = if body.iter().all(u8::is_ascii_whitespace) {
-        TriggerBody::default()
+    let body: TriggerRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        TriggerRequest::default()
     } else {
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?
@@ -250,29 +252,31 @@ pub async fn trigger(
         })?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "run_id": id.to_string() })),
+        Json(TriggerResponse {
+            run_id: id.to_string(),
+        }),
     )
         .into_response())
 }
 
 /// `GET /api/v1/workflows`: every workflow of every repository, with its triggers and next
 /// cron fire time.
-pub async fn list_workflows(State(state): State<ApiState>) -> Json<Value> {
+pub async fn list_workflows(State(state): State<ApiState>) -> Json<WorkflowList> {
     let repos = state.handle.shared.repos.snapshot();
     let mut workflows = Vec::new();
     for (repo, info) in &repos {
         for wf in &info.workflows {
-            workflows.push(json!({
-                "name": wf.name,
-                "repo": repo,
-                "file": wf.file,
-                "triggers": wf.triggers,
-                "next_fire": wf.next_fire.map(rfc3339),
-                "error": wf.error,
-            }));
+            workflows.push(WorkflowInfo {
+                name: wf.name.clone(),
+                repo: repo.clone(),
+                file: wf.file.clone(),
+                triggers: wf.triggers.clone(),
+                next_fire: wf.next_fire.map(rfc3339),
+                error: wf.error.clone(),
+            });
         }
     }
-    Json(json!({ "workflows": workflows }))
+    Json(WorkflowList { workflows })
 }
 
 #[cfg(test)]

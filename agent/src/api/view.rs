@@ -7,90 +7,88 @@
 //! are strings in every shape, as in `agent exec --json`.
 
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
-use crate::engine::report::rfc3339;
+use crate::model::api::{self, RunDetail, TriggerInfo};
+use crate::model::report::{RunReport, StageReport, StepReport};
+use crate::model::{StepStatus, rfc3339};
 use crate::store::{RunId, RunRecord, RunStatus, RunSummary, StepRecord, Trigger};
 
 /// The `trigger` object: `kind`, `commit`, `branch`, `scheduled_for`.
-pub fn trigger_json(trigger: &Trigger) -> Value {
-    json!({
-        "kind": trigger.kind.as_str(),
-        "commit": trigger.commit,
-        "branch": trigger.branch,
-        "scheduled_for": trigger.scheduled_for.map(rfc3339),
-    })
-}
-
-fn time(t: Option<DateTime<Utc>>) -> Value {
-    t.map_or(Value::Null, |t| Value::String(rfc3339(t)))
-}
-
-fn duration(start: Option<DateTime<Utc>>, end: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Value {
-    match start {
-        Some(start) => {
-            let ms = (end.unwrap_or(now) - start).num_milliseconds().max(0);
-            Value::from(ms)
-        }
-        None => Value::Null,
+pub fn trigger_info(trigger: &Trigger) -> TriggerInfo {
+    TriggerInfo {
+        kind: trigger.kind,
+        commit: trigger.commit.clone(),
+        branch: trigger.branch.clone(),
+        scheduled_for: trigger.scheduled_for.map(rfc3339),
     }
 }
 
+fn duration(
+    start: Option<DateTime<Utc>>,
+    end: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Option<u64> {
+    start.map(|start| u64::try_from((end.unwrap_or(now) - start).num_milliseconds()).unwrap_or(0))
+}
+
 /// A run's summary, as in `GET /api/v1/runs`.
-pub fn summary(run: &RunSummary, now: DateTime<Utc>) -> Value {
-    json!({
-        "run_id": run.id.to_string(),
-        "workflow": run.workflow,
-        "repo": run.repo,
-        "status": run.status.as_str(),
-        "trigger": trigger_json(&run.trigger),
-        "created_at": rfc3339(run.created_at),
-        "started_at": time(run.started_at),
-        "finished_at": time(run.finished_at),
-        "duration_ms": run.duration_ms(now),
-        "error": run.error,
-        "retry_of": run.retry_of.map(|r| r.to_string()),
-    })
+pub fn summary(run: &RunSummary, now: DateTime<Utc>) -> api::RunSummary {
+    api::RunSummary {
+        run_id: run.id.to_string(),
+        workflow: run.workflow.clone(),
+        repo: run.repo.clone(),
+        status: run.status,
+        trigger: trigger_info(&run.trigger),
+        created_at: rfc3339(run.created_at),
+        started_at: run.started_at.map(rfc3339),
+        finished_at: run.finished_at.map(rfc3339),
+        duration_ms: run.duration_ms(now),
+        error: run.error.clone(),
+        retry_of: run.retry_of.map(|r| r.to_string()),
+    }
 }
 
 /// One step of a live report, from its record.
-fn step_json(step: &StepRecord, now: DateTime<Utc>) -> Value {
-    json!({
-        "id": step.step_id,
-        "status": step.status.as_str(),
-        "cached": step.cached,
-        "attempts": step.attempts,
-        "exit_code": step.exit_code,
-        "error_class": step.error_class,
-        "outputs": step.outputs.clone().unwrap_or_else(|| Value::Object(Map::new())),
-        "queued_ms": step.queued_ms,
-        "started_at": time(step.started_at),
-        "finished_at": time(step.finished_at),
-        "duration_ms": duration(step.started_at, step.finished_at, now),
-    })
+fn step_report(step: &StepRecord, now: DateTime<Utc>) -> StepReport {
+    let mut report = StepReport::pending(step.step_id.clone());
+    report.status = step.status;
+    report.cached = step.cached;
+    report.attempts = step.attempts;
+    report.exit_code = step.exit_code;
+    report.error_class = step.error_class.clone();
+    report.outputs = match &step.outputs {
+        Some(Value::Object(map)) => map.clone(),
+        _ => Map::new(),
+    };
+    report.queued_ms = step.queued_ms;
+    report.started_at = step.started_at.map(rfc3339);
+    report.finished_at = step.finished_at.map(rfc3339);
+    report.duration_ms = duration(step.started_at, step.finished_at, now);
+    report
 }
 
 /// A stage's status from its steps' statuses.
-fn stage_status(steps: &[&StepRecord]) -> &'static str {
-    use crate::store::StepStatus as S;
+fn stage_status(steps: &[&StepRecord]) -> StepStatus {
+    use StepStatus as S;
     let has = |s: S| steps.iter().any(|step| step.status == s);
     if has(S::Running) {
-        "running"
+        S::Running
     } else if has(S::Failed) {
-        "failed"
+        S::Failed
     } else if has(S::Cancelled) {
-        "cancelled"
+        S::Cancelled
     } else if has(S::Interrupted) {
-        "interrupted"
+        S::Interrupted
     } else if !steps.is_empty() && steps.iter().all(|s| s.status == S::Skipped) {
-        "skipped"
+        S::Skipped
     } else {
-        "succeeded"
+        S::Succeeded
     }
 }
 
 /// Stages in the order their first step was recorded, each with its steps.
-fn stages_json(steps: &[StepRecord], now: DateTime<Utc>) -> Value {
+fn live_stages(steps: &[StepRecord], now: DateTime<Utc>) -> Vec<StageReport> {
     let mut order: Vec<(&str, Vec<&StepRecord>)> = Vec::new();
     for step in steps {
         match order.iter_mut().find(|(name, _)| *name == step.stage) {
@@ -98,54 +96,60 @@ fn stages_json(steps: &[StepRecord], now: DateTime<Utc>) -> Value {
             None => order.push((&step.stage, vec![step])),
         }
     }
-    Value::Array(
-        order
-            .into_iter()
-            .map(|(name, list)| {
-                json!({
-                    "name": name,
-                    "status": stage_status(&list),
-                    "steps": list.iter().map(|s| step_json(s, now)).collect::<Vec<_>>(),
-                })
-            })
-            .collect(),
-    )
+    order
+        .into_iter()
+        .map(|(name, list)| StageReport {
+            name: name.to_string(),
+            status: stage_status(&list),
+            steps: list.iter().map(|s| step_report(s, now)).collect(),
+        })
+        .collect()
 }
 
 /// The full report of one run: the engine's report when the run finished with one (its
 /// status and times taken from the store, which knows of later transitions), else one built
 /// from the recorded steps; plus `trigger`, `repo` and `created_at`.
-pub fn report(run: &RunRecord, steps: &[StepRecord], now: DateTime<Utc>) -> Value {
-    let mut report = match &run.report {
-        Some(Value::Object(stored)) if run.status.is_final() => stored.clone(),
-        _ => {
-            let mut live = Map::new();
-            live.insert("stages".into(), stages_json(steps, now));
-            live.insert("rollback".into(), Value::Null);
-            live.insert("compensated".into(), Value::Array(Vec::new()));
-            live
-        }
-    };
-    report.insert("run_id".into(), Value::String(run.id.to_string()));
-    report.insert("workflow".into(), Value::String(run.workflow.clone()));
-    report.insert("status".into(), Value::String(run.status.as_str().into()));
-    report.insert("repo".into(), json!(run.repo));
-    report.insert("trigger".into(), trigger_json(&run.trigger));
-    report.insert("created_at".into(), Value::String(rfc3339(run.created_at)));
-    report.insert("started_at".into(), time(run.started_at));
-    report.insert("finished_at".into(), time(run.finished_at));
-    report.insert("duration_ms".into(), json!(run.duration_ms(now)));
-    report
-        .entry("parameters")
-        .or_insert_with(|| run.parameters.clone());
-    if run.error.is_some() || !report.contains_key("error") {
-        report.insert("error".into(), json!(run.error));
+pub fn report(run: &RunRecord, steps: &[StepRecord], now: DateTime<Utc>) -> RunDetail {
+    let stored = run
+        .report
+        .as_ref()
+        .filter(|_| run.status.is_final())
+        .and_then(|r| serde_json::from_value::<RunReport>(r.clone()).ok());
+    let mut report = stored.unwrap_or_else(|| RunReport {
+        run_id: String::new(),
+        workflow: String::new(),
+        status: run.status,
+        started_at: None,
+        finished_at: None,
+        duration_ms: None,
+        parameters: match &run.parameters {
+            Value::Object(map) => map.clone(),
+            _ => Map::new(),
+        },
+        stages: live_stages(steps, now),
+        rollback: None,
+        compensated: Vec::new(),
+        compensation: Vec::new(),
+        error: None,
+    });
+    report.run_id = run.id.to_string();
+    report.workflow = run.workflow.clone();
+    report.status = run.status;
+    report.started_at = run.started_at.map(rfc3339);
+    report.finished_at = run.finished_at.map(rfc3339);
+    report.duration_ms = run
+        .duration_ms(now)
+        .map(|ms| u64::try_from(ms).unwrap_or(0));
+    if run.error.is_some() {
+        report.error = run.error.clone();
     }
-    report.insert(
-        "retry_of".into(),
-        json!(run.retry_of.map(|r| r.to_string())),
-    );
-    Value::Object(report)
+    RunDetail {
+        report,
+        repo: run.repo.clone(),
+        trigger: trigger_info(&run.trigger),
+        created_at: rfc3339(run.created_at),
+        retry_of: run.retry_of.map(|r| r.to_string()),
+    }
 }
 
 /// True when `status` is one the store knows.
@@ -164,7 +168,8 @@ pub fn parse_run_id(text: &str) -> Option<RunId> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{StepStatus, TriggerKind};
+    use crate::store::TriggerKind;
+    use serde_json::json;
 
     fn record(status: RunStatus) -> RunRecord {
         let t0 = DateTime::from_timestamp_millis(1_000_000).expect("time");
@@ -214,7 +219,8 @@ mod tests {
     #[test]
     fn summary_has_the_documented_fields() {
         let now = DateTime::from_timestamp_millis(1_000_250).expect("time");
-        let v = summary(&record(RunStatus::Running).summary(), now);
+        let v = serde_json::to_value(summary(&record(RunStatus::Running).summary(), now))
+            .expect("json");
         for key in [
             "run_id",
             "workflow",
@@ -241,7 +247,8 @@ mod tests {
             step("test", "b", StepStatus::Running),
             step("build", "c", StepStatus::Succeeded),
         ];
-        let v = report(&record(RunStatus::Running), &steps, now);
+        let v =
+            serde_json::to_value(report(&record(RunStatus::Running), &steps, now)).expect("json");
         assert_eq!(v["status"], "running");
         assert_eq!(v["stages"][0]["name"], "build");
         assert_eq!(v["stages"][0]["steps"][1]["id"], "c");
@@ -258,10 +265,12 @@ mod tests {
     fn a_finished_report_keeps_the_engine_report_with_store_status() {
         let mut run = record(RunStatus::Succeeded);
         run.report = Some(
-            json!({"run_id": "x", "status": "succeeded", "stages": [{"name": "s"}],
+            json!({"run_id": "x", "workflow": "build", "status": "succeeded",
+            "started_at": null, "finished_at": null, "duration_ms": null,
+            "stages": [{"name": "s", "status": "succeeded", "steps": []}],
             "rollback": null, "compensated": ["q"], "error": null, "parameters": {}}),
         );
-        let v = report(&run, &[], Utc::now());
+        let v = serde_json::to_value(report(&run, &[], Utc::now())).expect("json");
         assert_eq!(v["run_id"], "7");
         assert_eq!(v["stages"][0]["name"], "s");
         assert_eq!(v["compensated"][0], "q");

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
-use super::report::{RunReport, RunStatus, StepReport, StepStatus};
+use crate::model::report::{RunReport, RunStatus, StepReport, StepStatus};
 
 /// Which output stream a log line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -275,7 +275,7 @@ impl EventSender {
         &self,
         run_id: Arc<str>,
         step: Arc<str>,
-        masker: super::mask::Masker,
+        masker: crate::model::mask::Masker,
     ) -> OutputChunks {
         OutputChunks {
             events: self.clone(),
@@ -309,7 +309,7 @@ pub struct OutputChunks {
     events: EventSender,
     run_id: Arc<str>,
     step: Arc<str>,
-    masker: super::mask::Masker,
+    masker: crate::model::mask::Masker,
     /// Unsent lines, stdout and stderr.
     pending: [String; 2],
 }
@@ -403,7 +403,7 @@ impl runners::OutputSink for OutputChunks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::mask::Masker;
+    use crate::model::mask::Masker;
 
     #[test]
     fn none_never_builds_events() {

@@ -54,9 +54,7 @@ pub mod context;
 pub mod errors;
 pub mod events;
 mod failure;
-pub mod mask;
 pub mod recap;
-pub mod report;
 mod run;
 mod run_ctx;
 pub mod scope;
@@ -72,9 +70,11 @@ use std::time::Duration;
 use indexmap::IndexMap;
 use serde_json::{Map, Value};
 
+pub use crate::model::report::{
+    RollbackReport, RunReport, RunStatus, StageReport, StepReport, StepStatus,
+};
 pub use errors::EngineError;
 pub use events::{BarrierAck, EngineEvent, EventSender, LogStream};
-pub use report::{RollbackReport, RunReport, RunStatus, StageReport, StepReport, StepStatus};
 pub use runners::{Admission, AdmissionConfig, Cancel};
 /// Deepest chain of sub-workflow calls.
 pub use step::MAX_DEPTH as MAX_CALL_DEPTH;

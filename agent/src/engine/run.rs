@@ -13,10 +13,10 @@ use dsl::model::Workflow;
 use serde_json::{Map, Value, json};
 
 use super::events::{EngineEvent, EventSender};
-use super::mask::Masker;
-use super::report::{RollbackReport, RunReport, RunStatus, StepReport, StepStatus, rfc3339};
 use super::run_ctx::{RunCtx, RunParts, Slot, final_status, new_ctx, render_outputs, take_parts};
 use super::{Cancel, Engine, RunRequest, RunResult, stage, step};
+use crate::model::mask::Masker;
+use crate::model::report::{RollbackReport, RunReport, RunStatus, StepReport, StepStatus, rfc3339};
 /// Runs the stages, then the compensation and rollback asked for.
 pub(crate) async fn execute(ctx: &RunCtx<'_>) {
     for (i, st) in ctx.wf.stages.iter().enumerate() {

@@ -15,12 +15,12 @@ use serde_json::{Map, Value, json};
 
 use super::events::EventSender;
 use super::failure::Disposition;
-use super::mask::Masker;
-use super::report::{
-    CalledWorkflow, RollbackReport, RunStatus, StageReport, StepReport, StepStatus,
-};
 use super::scope::{RunData, env_text};
 use super::{Cancel, Engine};
+use crate::model::mask::Masker;
+use crate::model::report::{
+    CalledWorkflow, RollbackReport, RunStatus, StageReport, StepReport, StepStatus,
+};
 
 /// Longest time limit handed on (about 100 years): larger ones mean "none" in practice
 /// and would overflow clock arithmetic.

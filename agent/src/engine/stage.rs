@@ -13,9 +13,9 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
 use super::events::EngineEvent;
-use super::report::StepStatus;
 use super::run_ctx::{RunCtx, Slot, stage_status};
 use super::step;
+use crate::model::report::StepStatus;
 
 /// Indices of the siblings each step waits for (only in `parallel: auto`).
 fn dependencies(stage: &Stage) -> Vec<Vec<usize>> {

@@ -23,13 +23,13 @@ use super::backoff::{Backoff, BackoffKind};
 use super::context;
 use super::events::EngineEvent;
 use super::failure::{Disposition, from_action};
-use super::report::{CalledWorkflow, StepReport, StepStatus, rfc3339};
 use super::run::execute;
 use super::run_ctx::{
     MAX_TIMEOUT, RunCtx, Slot, called_report, final_status, new_ctx, render_outputs,
 };
 use super::scope::{env_text, truthy};
 use super::script_env;
+use crate::model::report::{CalledWorkflow, StepReport, StepStatus, rfc3339};
 
 type StepFuture<'a> = Pin<Box<dyn Future<Output = StepStatus> + Send + 'a>>;
 
@@ -287,7 +287,7 @@ async fn run_process(
                     "StorageError",
                     format!(
                         "step `{id}`: storage error: its start could not be recorded within {}",
-                        super::recap::fmt_duration(limit)
+                        crate::model::fmt::duration(limit)
                     ),
                 );
             }
@@ -357,7 +357,7 @@ async fn run_process(
         result.message = match (class.as_str(), outcome.exit_code) {
             ("Timeout", _) => format!(
                 "step `{id}` timed out after {}",
-                super::recap::fmt_duration(limit.unwrap_or_default())
+                crate::model::fmt::duration(limit.unwrap_or_default())
             ),
             ("Cancelled", _) => format!("step `{id}` cancelled"),
             (c, Some(code)) => format!("step `{id}` failed: {c} (exit code {code})"),

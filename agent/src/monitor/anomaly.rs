@@ -34,7 +34,7 @@ use tokio::sync::mpsc;
 
 use crate::config::AnomaliesConfig;
 use crate::daemon::handle::{DaemonEvent, DaemonHandle, Shared};
-use crate::engine::report::rfc3339;
+use crate::model::report::rfc3339;
 use crate::store::{AnomalyRecord, NewAnomaly, RunId, RunSample, RunStatus, Store, StoreError};
 
 /// How often running steps' memory is sampled.
@@ -48,19 +48,24 @@ pub const FAILURE_RATE: &str = "failure_rate";
 pub const STEP_MEMORY: &str = "step_memory";
 
 /// An anomaly as the API lists it and the `anomaly` event carries it.
-pub fn anomaly_json(record: &AnomalyRecord) -> Value {
+pub fn anomaly_body(record: &AnomalyRecord) -> crate::model::api::Anomaly {
     let a = &record.anomaly;
-    json!({
-        "id": record.id,
-        "kind": a.kind,
-        "workflow": a.workflow,
-        "repo": a.repo,
-        "run_id": a.run_id.map(|r| r.to_string()),
-        "step": a.step,
-        "message": a.message,
-        "details": a.details,
-        "created_at": rfc3339(record.created_at),
-    })
+    crate::model::api::Anomaly {
+        id: record.id,
+        kind: a.kind.clone(),
+        workflow: a.workflow.clone(),
+        repo: a.repo.clone(),
+        run_id: a.run_id.map(|r| r.to_string()),
+        step: a.step.clone(),
+        message: a.message.clone(),
+        details: a.details.clone(),
+        created_at: rfc3339(record.created_at),
+    }
+}
+
+/// [`anomaly_body`] as JSON, for the `anomaly` event's webhooks.
+pub fn anomaly_json(record: &AnomalyRecord) -> Value {
+    serde_json::to_value(anomaly_body(record)).unwrap_or(Value::Null)
 }
 
 /// The p95 of `values` by the nearest-rank method; `None` when empty.

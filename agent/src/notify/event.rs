@@ -11,7 +11,8 @@ use globset::{Glob, GlobMatcher};
 use serde_json::{Map, Value, json};
 
 use crate::config::WebhookConfig;
-use crate::engine::report::rfc3339;
+use crate::model::StepStatus;
+use crate::model::report::{RunReport, rfc3339};
 use crate::store::{RunId, RunRecord, RunStatus};
 
 pub use crate::model::event::EventKind;
@@ -158,26 +159,21 @@ pub fn run_url(link_base: &str, id: RunId) -> String {
 /// The step whose failure failed the run, as the notice's `step`: the first in time (the
 /// one the run's `error` names) of the failed steps whose failure was not tolerated
 /// (`continued`); ties go to file order. `None` when no failure decided the run.
-pub fn failing_step(report: &Value) -> Option<Value> {
-    let stages = report.get("stages")?.as_array()?;
-    stages
+pub fn failing_step(report: &RunReport) -> Option<Value> {
+    report
+        .stages
         .iter()
-        .filter_map(|s| s.get("steps")?.as_array())
-        .flatten()
-        .filter(|s| s.get("status").and_then(Value::as_str) == Some("failed"))
-        .filter(|s| s.get("continued").and_then(Value::as_bool) != Some(true))
-        .min_by_key(|s| {
-            let end = s.get("finished_at").and_then(Value::as_str);
-            // Steps without an end sort last.
-            (end.is_none(), end.unwrap_or_default().to_string())
-        })
+        .flat_map(|stage| &stage.steps)
+        .filter(|s| s.status == StepStatus::Failed && !s.continued)
+        // Steps without an end sort last.
+        .min_by_key(|s| (s.finished_at.is_none(), s.finished_at.clone()))
         .map(|s| {
             json!({
-                "id": s.get("id").cloned().unwrap_or(Value::Null),
+                "id": s.id,
                 "status": "failed",
-                "attempt": s.get("attempts").cloned().unwrap_or(Value::Null),
-                "exit_code": s.get("exit_code").cloned().unwrap_or(Value::Null),
-                "error_class": s.get("error_class").cloned().unwrap_or(Value::Null),
+                "attempt": s.attempts,
+                "exit_code": s.exit_code,
+                "error_class": s.error_class,
             })
         })
 }
@@ -245,6 +241,8 @@ impl Filter {
 mod tests {
     use super::*;
     use crate::config::{WebhookFormat, WebhookRetry};
+    use crate::model::RunStatus;
+    use crate::model::report::{StageReport, StepReport};
 
     fn hook(events: &[&str], workflows: &[&str]) -> WebhookConfig {
         WebhookConfig {
@@ -290,35 +288,69 @@ mod tests {
     /// first failed step in file order nor a `continue`d one.
     #[test]
     fn failing_step_is_the_first_failure_that_counted() {
-        let report = json!({"stages": [
-            {"name": "a", "steps": [
-                {"id": "tolerated", "status": "failed", "continued": true,
-                 "finished_at": "2026-01-01T00:00:00.100Z"},
-                {"id": "late", "status": "failed", "finished_at": "2026-01-01T00:00:02.000Z"},
-                {"id": "early", "status": "failed", "exit_code": 5,
-                 "finished_at": "2026-01-01T00:00:01.000Z"}]}
-        ]});
+        let report = report_of(vec![vec![
+            failed("tolerated", Some("2026-01-01T00:00:00.100Z"), true),
+            failed("late", Some("2026-01-01T00:00:02.000Z"), false),
+            {
+                let mut s = failed("early", Some("2026-01-01T00:00:01.000Z"), false);
+                s.exit_code = Some(5);
+                s
+            },
+        ]]);
         let step = failing_step(&report).expect("a failed step");
         assert_eq!(step["id"], "early");
         assert_eq!(step["exit_code"], 5);
-        let only_tolerated = json!({"stages": [{"name": "a", "steps": [
-            {"id": "t", "status": "failed", "continued": true}]}]});
+        let only_tolerated = report_of(vec![vec![failed("t", None, true)]]);
         assert!(failing_step(&only_tolerated).is_none());
+    }
+
+    fn failed(id: &str, end: Option<&str>, continued: bool) -> StepReport {
+        let mut s = StepReport::pending(id);
+        s.status = StepStatus::Failed;
+        s.finished_at = end.map(str::to_string);
+        s.continued = continued;
+        s
+    }
+
+    fn report_of(stages: Vec<Vec<StepReport>>) -> RunReport {
+        RunReport {
+            run_id: "1".into(),
+            workflow: "w".into(),
+            status: RunStatus::Failed,
+            started_at: None,
+            finished_at: None,
+            duration_ms: None,
+            parameters: serde_json::Map::new(),
+            stages: stages
+                .into_iter()
+                .enumerate()
+                .map(|(i, steps)| StageReport {
+                    name: format!("s{i}"),
+                    status: StepStatus::Failed,
+                    steps,
+                })
+                .collect(),
+            rollback: None,
+            compensated: Vec::new(),
+            compensation: Vec::new(),
+            error: None,
+        }
     }
 
     #[test]
     fn failing_step_is_the_first_failed_one() {
-        let report = json!({"stages": [
-            {"name": "a", "steps": [{"id": "ok", "status": "succeeded"}]},
-            {"name": "b", "steps": [{"id": "bad", "status": "failed", "attempts": 2,
-                                     "exit_code": 3, "error_class": "exit_code"},
-                                    {"id": "later", "status": "failed"}]}
-        ]});
+        let mut ok = StepReport::pending("ok");
+        ok.status = StepStatus::Succeeded;
+        let mut bad = failed("bad", None, false);
+        bad.attempts = 2;
+        bad.exit_code = Some(3);
+        bad.error_class = Some("exit_code".into());
+        let report = report_of(vec![vec![ok], vec![bad, failed("later", None, false)]]);
         let step = failing_step(&report).expect("a failed step");
         assert_eq!(step["id"], "bad");
         assert_eq!(step["exit_code"], 3);
         assert_eq!(step["attempt"], 2);
-        assert!(failing_step(&json!({"stages": []})).is_none());
+        assert!(failing_step(&report_of(Vec::new())).is_none());
     }
 
     #[test]

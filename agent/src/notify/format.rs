@@ -19,7 +19,8 @@ use serde_json::{Value, json};
 
 use super::event::{EventKind, Notice};
 use crate::config::{WebhookConfig, WebhookFormat};
-use crate::engine::mask::Masker;
+use crate::model::fmt::duration_ms as human_duration;
+use crate::model::mask::Masker;
 
 /// The GitHub API used by `github_status` when the webhook sets no `api`.
 pub const DEFAULT_GITHUB_API: &str = "https://api.github.com";
@@ -107,20 +108,6 @@ pub fn status_colour(notice: &Notice) -> &'static str {
             if ok { colour::SUCCESS } else { colour::FAILURE }
         }
         EventKind::StepRetrying | EventKind::HandlerNotify | EventKind::Anomaly => colour::WARNING,
-    }
-}
-
-/// A duration in milliseconds as `850ms`, `12.3s`, `4m05s` or `2h03m`.
-pub fn human_duration(ms: i64) -> String {
-    let ms = ms.max(0);
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else if ms < 60_000 {
-        format!("{:.1}s", ms as f64 / 1000.0)
-    } else if ms < 3_600_000 {
-        format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60)
-    } else {
-        format!("{}h{:02}m", ms / 3_600_000, (ms / 60_000) % 60)
     }
 }
 
@@ -286,7 +273,7 @@ fn discord(notice: &Notice) -> Value {
         "title": title,
         "color": colour,
         "fields": fields,
-        "timestamp": crate::engine::report::rfc3339(notice.occurred_at),
+        "timestamp": crate::model::report::rfc3339(notice.occurred_at),
         "footer": {"text": "agent"},
     });
     if let Some(u) = notice.url() {

@@ -38,8 +38,8 @@ pub use format::{RenderError, Rendered};
 
 use crate::bus::{Bus, Shutdown};
 use crate::config::{Config, WebhookConfig};
-use crate::engine::mask::Masker;
 use crate::model::event::DaemonEvent;
+use crate::model::mask::Masker;
 use crate::store::{NewDelivery, RunId, RunRecord, RunStatus, StepStatus, Store};
 
 /// What the notifier works with: the config, the store, the secrets to mask, the shutdown.
@@ -140,7 +140,10 @@ pub fn run_end_notice(
     notice.run = Some(event::run_summary(run, status, &link_base(shared)));
     // A succeeded run has no deciding step (a tolerated failure did not decide it).
     if status != RunStatus::Succeeded {
-        notice.step = event::failing_step(report);
+        // A report that is not the engine's (a run cancelled before it started) names no step.
+        notice.step = serde_json::from_value::<crate::model::report::RunReport>(report.clone())
+            .ok()
+            .and_then(|r| event::failing_step(&r));
     }
     notice.error = report
         .get("error")

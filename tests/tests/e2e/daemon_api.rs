@@ -756,3 +756,163 @@ fn a_daemon_without_a_configured_token_makes_one_for_local_clients() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A TLS-terminating proxy on 127.0.0.1 in front of a plain-HTTP daemon: each connection is
+/// accepted with the test certificate and relayed byte for byte (server-sent events too)
+/// until either side closes. Stops accepting when dropped.
+struct TlsProxy {
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl TlsProxy {
+    fn start(acceptor: native_tls::TlsAcceptor, backend: std::net::SocketAddr) -> TlsProxy {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("proxy address");
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let acceptor = std::sync::Arc::new(acceptor);
+        std::thread::spawn(move || {
+            while !stopping.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        let acceptor = acceptor.clone();
+                        let stopping = stopping.clone();
+                        std::thread::spawn(move || relay(&acceptor, client, backend, &stopping));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        TlsProxy { addr, stop }
+    }
+}
+
+impl Drop for TlsProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Relays one TLS connection to the backend, polling both sides with short read timeouts.
+fn relay(
+    acceptor: &native_tls::TlsAcceptor,
+    client: TcpStream,
+    backend: std::net::SocketAddr,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    let _ = client.set_nonblocking(false);
+    let Ok(mut tls) = acceptor.accept(client) else {
+        return;
+    };
+    let Ok(mut plain) = TcpStream::connect(backend) else {
+        return;
+    };
+    let tick = Some(Duration::from_millis(10));
+    let _ = tls.get_ref().set_read_timeout(tick);
+    let _ = plain.set_read_timeout(tick);
+    let mut buf = [0u8; 16 * 1024];
+    let idle = |e: &std::io::Error| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        )
+    };
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        match tls.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                if plain.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(e) if idle(&e) => {}
+            Err(_) => return,
+        }
+        match plain.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                if tls.write_all(&buf[..n]).and_then(|()| tls.flush()).is_err() {
+                    return;
+                }
+            }
+            Err(e) if idle(&e) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// The CLI talks to a daemon at an `https://` URL (here a TLS-terminating proxy with a
+/// certificate made for the test, trusted through `SSL_CERT_FILE`): trigger, the runs
+/// table, a run's details, its log followed as server-sent events and `--json` all work;
+/// without trusting the certificate the client refuses the server and says so.
+#[test]
+fn the_cli_works_against_an_https_server() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let d = daemon_with_workflows(tmp.path());
+    let backend: std::net::SocketAddr = d
+        .url()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("the daemon's address");
+    let cert = common::notify::TestCert::generate();
+    let proxy = TlsProxy::start(cert.acceptor(), backend);
+    let server = format!("https://127.0.0.1:{}", proxy.addr.port());
+    let cert_file = cert.cert_file.to_string_lossy().into_owned();
+    let cli = |args: &[&str], trust: bool| {
+        let mut all = args.to_vec();
+        all.extend(["--server", &server]);
+        let mut cmd = agent(&all);
+        cmd.current_dir(tmp.path())
+            .env("AGENT_TOKEN", TEST_TOKEN)
+            .env_remove("AGENT_SERVER")
+            .env_remove("SSL_CERT_DIR");
+        if trust {
+            cmd.env("SSL_CERT_FILE", &cert_file);
+        } else {
+            cmd.env_remove("SSL_CERT_FILE");
+        }
+        let out = run_with_deadline(cmd, RUN_DEADLINE);
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (code, out, err) = cli(&["trigger", "greet", "-p", "count=3", "--json"], true);
+    assert_eq!(code, 0, "{err}\n{}", d.log_text());
+    let id = json(&out)["run_id"].as_str().expect("run_id").to_string();
+    let (code, out, err) = cli(&["logs", &id, "hello", "-f", "--exit-status"], true);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("hello 3 fast"), "{out}");
+    assert!(err.contains("succeeded"), "{err}");
+    assert_eq!(d.wait_run_final(&id, RUN_DEADLINE)["status"], "succeeded");
+
+    let (code, out, err) = cli(&["runs"], true);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with(&id) && l.contains("greet") && l.contains("succeeded")),
+        "{out}"
+    );
+    let (code, out, err) = cli(&["runs", &id, "--exit-status"], true);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("hello") && out.contains("after"), "{out}");
+    let (code, out, err) = cli(&["runs", "--json", "--limit", "1"], true);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json(&out)["runs"][0]["run_id"], id.as_str());
+
+    // Not trusted: refused before any request, with the reason.
+    let (code, _, err) = cli(&["runs"], false);
+    assert_eq!(code, 1, "{err}");
+    let lower = err.to_lowercase();
+    assert!(
+        lower.contains("cannot reach the daemon")
+            && (lower.contains("certificate") || lower.contains("tls") || lower.contains("ssl")),
+        "{err}"
+    );
+}

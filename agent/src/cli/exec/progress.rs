@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::engine::events::{EngineEvent, LogStream};
-use crate::engine::recap::{self, FailedStep, Tail, fmt_duration};
-use crate::engine::report::{CalledWorkflow, RunStatus, StepStatus};
+use crate::engine::recap::{self, FailedStep, Tail};
+use crate::model::fmt::duration as fmt_duration;
+use crate::model::report::{CalledWorkflow, RunStatus, StepStatus};
 
 fn mark(status: StepStatus) -> &'static str {
     match status {
@@ -27,6 +28,7 @@ fn mark(status: StepStatus) -> &'static str {
         StepStatus::Cancelled => "cancelled",
         StepStatus::Running => "running",
         StepStatus::Pending => "pending",
+        StepStatus::Interrupted => "interrupted",
     }
 }
 
@@ -155,7 +157,7 @@ pub fn clip(text: &str, cols: usize) -> String {
 
 /// True when a called workflow (or one it called) has a failed step of its own.
 fn has_failed_step(called: &CalledWorkflow) -> bool {
-    let failed = |s: &crate::engine::report::StepReport| {
+    let failed = |s: &crate::model::report::StepReport| {
         s.status == StepStatus::Failed || s.workflow.as_deref().is_some_and(has_failed_step)
     };
     called.stages.iter().flat_map(|st| &st.steps).any(failed)
@@ -485,7 +487,7 @@ pub async fn run_stderr_sink(mut rx: UnboundedReceiver<EngineEvent>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::report::StepReport;
+    use crate::model::report::StepReport;
 
     #[test]
     fn plain_lines() {
@@ -713,7 +715,7 @@ mod tests {
     /// failed is shown through them.
     #[test]
     fn the_run_ends_with_a_recap_of_every_failure() {
-        use crate::engine::report::{CalledWorkflow, RunReport, StageReport};
+        use crate::model::report::{CalledWorkflow, RunReport, StageReport};
         let mut v = ProgressView::new(false);
         let mut text = String::new();
         for i in 0..30 {
@@ -784,12 +786,5 @@ mod tests {
             end.ends_with("\nfailed steps (2): unit, ci/test\n"),
             "{end}"
         );
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(fmt_duration(Duration::from_millis(5)), "5ms");
-        assert_eq!(fmt_duration(Duration::from_millis(1234)), "1.2s");
-        assert_eq!(fmt_duration(Duration::from_secs(185)), "3m05s");
     }
 }

@@ -171,11 +171,7 @@ async fn execute(shared: &Arc<Shared>, record: RunRecord, control: &RunControl) 
         tracing::info!(run = %id, "run left for the next start (shutdown)");
         return;
     }
-    let status = match result.report.status {
-        engine::RunStatus::Succeeded => RunStatus::Succeeded,
-        engine::RunStatus::Cancelled => RunStatus::Cancelled,
-        _ => RunStatus::Failed,
-    };
+    let status = result.report.status.finished();
     let mut report = serde_json::to_value(&result.report).unwrap_or(Value::Null);
     if let Some(obj) = report.as_object_mut() {
         obj.insert("run_id".into(), json!(id.to_string()));
@@ -452,12 +448,10 @@ pub fn find_workflow_file(workspace: &Path, name: &str) -> Result<PathBuf, Strin
 
 /// A stored step as the engine's report of it.
 fn step_report(s: &StepRecord) -> StepReport {
+    // A step the daemon's death stopped is, to the engine resuming the run, cancelled.
     let status = match s.status {
-        StepStatus::Succeeded => engine::StepStatus::Succeeded,
-        StepStatus::Skipped => engine::StepStatus::Skipped,
-        StepStatus::Failed => engine::StepStatus::Failed,
-        StepStatus::Cancelled | StepStatus::Interrupted => engine::StepStatus::Cancelled,
-        StepStatus::Running => engine::StepStatus::Running,
+        StepStatus::Interrupted => StepStatus::Cancelled,
+        other => other,
     };
     let duration_ms = match (s.started_at, s.finished_at) {
         (Some(a), Some(b)) => u64::try_from((b - a).num_milliseconds()).ok(),
@@ -478,8 +472,8 @@ fn step_report(s: &StepRecord) -> StepReport {
             .as_ref()
             .and_then(|o| o.as_object().cloned())
             .unwrap_or_default(),
-        started_at: s.started_at.map(engine::report::rfc3339),
-        finished_at: s.finished_at.map(engine::report::rfc3339),
+        started_at: s.started_at.map(crate::model::rfc3339),
+        finished_at: s.finished_at.map(crate::model::rfc3339),
         duration_ms,
         workflow: None,
     }
@@ -612,17 +606,13 @@ fn record_events(
             }
             EngineEvent::StepFinished { report, .. } => {
                 logs.finish(&report.id);
-                if abandon.load(Ordering::SeqCst) && report.status == engine::StepStatus::Cancelled
-                {
+                if abandon.load(Ordering::SeqCst) && report.status == StepStatus::Cancelled {
                     // Stopped by shutdown: leave it as it was, for the next boot to judge.
                     continue;
                 }
                 let status = match report.status {
-                    engine::StepStatus::Succeeded => StepStatus::Succeeded,
-                    engine::StepStatus::Failed => StepStatus::Failed,
-                    engine::StepStatus::Skipped => StepStatus::Skipped,
-                    engine::StepStatus::Cancelled => StepStatus::Cancelled,
-                    engine::StepStatus::Running | engine::StepStatus::Pending => continue,
+                    StepStatus::Running | StepStatus::Pending | StepStatus::Interrupted => continue,
+                    finished => finished,
                 };
                 let finish = StepFinish {
                     stage: stage_of(&report.id),
@@ -681,7 +671,7 @@ fn record_events(
                 shared,
                 DaemonEvent::RollbackFinished {
                     run_id: id,
-                    succeeded: status == engine::StepStatus::Succeeded,
+                    succeeded: status == StepStatus::Succeeded,
                 },
             ),
             EngineEvent::Escalation {

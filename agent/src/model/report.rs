@@ -6,69 +6,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// Status of a whole run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunStatus {
-    /// Waiting in the daemon's queue.
-    Queued,
-    /// In progress.
-    Running,
-    /// Every step that had to run succeeded (or failed with `continue`).
-    Succeeded,
-    /// A step failed and the failure was not absorbed.
-    Failed,
-    /// Cancelled by the user or a signal.
-    Cancelled,
-    /// The daemon stopped while the run was running.
-    Interrupted,
-}
-
-impl RunStatus {
-    /// The status string of the report.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Queued => "queued",
-            RunStatus::Running => "running",
-            RunStatus::Succeeded => "succeeded",
-            RunStatus::Failed => "failed",
-            RunStatus::Cancelled => "cancelled",
-            RunStatus::Interrupted => "interrupted",
-        }
-    }
-}
-
-/// Status of one step or stage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StepStatus {
-    /// Not started yet (only while live).
-    Pending,
-    /// Running now (only while live).
-    Running,
-    /// Finished with success.
-    Succeeded,
-    /// Finished with failure.
-    Failed,
-    /// Not run: `when` was false, or an earlier failure stopped the run.
-    Skipped,
-    /// Stopped or never started because the run was cancelled.
-    Cancelled,
-}
-
-impl StepStatus {
-    /// The status string of the report.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StepStatus::Pending => "pending",
-            StepStatus::Running => "running",
-            StepStatus::Succeeded => "succeeded",
-            StepStatus::Failed => "failed",
-            StepStatus::Skipped => "skipped",
-            StepStatus::Cancelled => "cancelled",
-        }
-    }
-}
+pub use super::status::{RunStatus, StepStatus};
 
 /// RFC 3339 text of a time, UTC with milliseconds.
 pub fn rfc3339(t: DateTime<Utc>) -> String {

@@ -1,0 +1,334 @@
+//! The bodies of the HTTP API under `/api/v1` (and `/health`, the hooks and the log
+//! stream's events), shared by the server (`api/`) and the CLI client: requests and
+//! answers are these types, serialised with the field names and order clients see. Run
+//! ids are strings in every body, as in `agent exec --json`; times are RFC 3339 text.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::report::RunReport;
+use super::status::{DeliveryStatus, RunStatus, TriggerKind};
+
+/// `GET /health`: `{"status":"ok"}`, or `degraded` (503) with the store's error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    /// `ok` or `degraded`.
+    pub status: String,
+    /// Why the store is degraded (absent when ok).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Every error answer: the message, and for 422 the diagnostics (one per line).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong, for people.
+    pub error: String,
+    /// Diagnostics of invalid parameters or an invalid workflow (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnostics: Option<Vec<String>>,
+}
+
+/// What started a run: `kind`, `commit`, `branch`, `scheduled_for`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TriggerInfo {
+    /// `push`, `schedule`, `manual`, `webhook` or `retry`.
+    pub kind: TriggerKind,
+    /// The commit the run checks out.
+    pub commit: Option<String>,
+    /// The branch the commit was seen on.
+    pub branch: Option<String>,
+    /// For a schedule, the cron slot the run stands for.
+    pub scheduled_for: Option<String>,
+}
+
+/// One run in `GET /api/v1/runs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// The run's id.
+    pub run_id: String,
+    /// The workflow's name.
+    pub workflow: String,
+    /// The configured repository, if any.
+    pub repo: Option<String>,
+    /// Where the run is.
+    pub status: RunStatus,
+    /// What started it.
+    pub trigger: TriggerInfo,
+    /// When it was queued.
+    pub created_at: String,
+    /// When it started.
+    pub started_at: Option<String>,
+    /// When it ended.
+    pub finished_at: Option<String>,
+    /// Wall time so far (running) or in all (finished).
+    pub duration_ms: Option<i64>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// The run this one retries.
+    pub retry_of: Option<String>,
+}
+
+/// `GET /api/v1/runs`: newest first, and the id to pass as `before` for the next page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunList {
+    /// The page of runs.
+    pub runs: Vec<RunSummary>,
+    /// `before` for the next page; null on the last one.
+    pub next_before: Option<String>,
+}
+
+/// `GET /api/v1/runs/{id}`: the run report, plus what the daemon knows of the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunDetail {
+    /// The report (live while the run is not finished).
+    #[serde(flatten)]
+    pub report: RunReport,
+    /// The configured repository, if any.
+    pub repo: Option<String>,
+    /// What started it.
+    pub trigger: TriggerInfo,
+    /// When it was queued.
+    pub created_at: String,
+    /// The run this one retries.
+    pub retry_of: Option<String>,
+}
+
+/// `POST /api/v1/workflows/{name}/runs`: every field may be left out (an empty body too).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerRequest {
+    /// Parameter values (a JSON object).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Value>,
+    /// The repository whose workflow to run (needed when several have that name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+    /// The commit to run at (default: the branch's head).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// The branch whose head to run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+}
+
+impl TriggerRequest {
+    /// A request with these parameters.
+    pub fn with_parameters(parameters: Map<String, Value>) -> Self {
+        TriggerRequest {
+            parameters: Some(Value::Object(parameters)),
+            ..TriggerRequest::default()
+        }
+    }
+}
+
+/// `202` to a trigger: the queued run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TriggerResponse {
+    /// The new run's id.
+    pub run_id: String,
+}
+
+/// `202` to `POST /api/v1/runs/{id}/cancel`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CancelResponse {
+    /// The run.
+    pub run_id: String,
+    /// `cancelling`.
+    pub status: String,
+}
+
+/// `202` to `POST /api/v1/runs/{id}/retry`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetryResponse {
+    /// The new run.
+    pub run_id: String,
+    /// The run it retries.
+    pub retry_of: String,
+}
+
+/// One workflow in `GET /api/v1/workflows`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowInfo {
+    /// Its `name:` (the file stem when the file is invalid).
+    pub name: String,
+    /// The configured repository.
+    pub repo: String,
+    /// Its path in the repository.
+    pub file: String,
+    /// Its `on:` section (`push`, `schedule`, `manual`), or null.
+    pub triggers: Value,
+    /// The next cron fire time.
+    pub next_fire: Option<String>,
+    /// The file's diagnostics when it does not load.
+    pub error: Option<String>,
+}
+
+/// `GET /api/v1/workflows`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowList {
+    /// Every workflow of every configured repository.
+    pub workflows: Vec<WorkflowInfo>,
+}
+
+/// One attempt of a webhook delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryAttempt {
+    /// 1 for the first.
+    pub attempt: u32,
+    /// When it was made.
+    pub at: String,
+    /// The receiver's HTTP status, when it answered.
+    pub status_code: Option<u16>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// One webhook delivery in `GET /api/v1/deliveries`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// Its id (the `X-Agent-Delivery` header).
+    pub id: String,
+    /// The webhook's name.
+    pub webhook: String,
+    /// The event (`run.failed`, ...).
+    pub event: String,
+    /// The run it is about.
+    pub run_id: Option<String>,
+    /// `pending`, `delivered` or `failed`.
+    pub status: DeliveryStatus,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When the next attempt is due.
+    pub next_attempt_at: Option<String>,
+    /// The last attempt's error.
+    pub last_error: Option<String>,
+    /// When it was queued.
+    pub created_at: String,
+    /// Where it goes.
+    pub url: Option<String>,
+    /// Its content type.
+    pub content_type: Option<String>,
+    /// The body sent.
+    pub payload: Value,
+    /// Every attempt, in order.
+    pub history: Vec<DeliveryAttempt>,
+}
+
+/// `GET /api/v1/deliveries`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryList {
+    /// Newest first.
+    pub deliveries: Vec<Delivery>,
+}
+
+/// One anomaly in `GET /api/v1/anomalies` (and the body of an `anomaly` webhook).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Anomaly {
+    /// Its id (increasing).
+    pub id: i64,
+    /// `slow_run`, `failure_rate` or `step_memory`.
+    pub kind: String,
+    /// The workflow.
+    pub workflow: String,
+    /// Its repository.
+    pub repo: Option<String>,
+    /// The run that showed it.
+    pub run_id: Option<String>,
+    /// The step, for `step_memory`.
+    pub step: Option<String>,
+    /// One line for people.
+    pub message: String,
+    /// The figures behind it.
+    pub details: Value,
+    /// When it was detected.
+    pub created_at: String,
+}
+
+/// `GET /api/v1/anomalies`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnomalyList {
+    /// Newest first.
+    pub anomalies: Vec<Anomaly>,
+}
+
+/// The last event of a followed step log: how the step ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogEnd {
+    /// The step's (or the run's) final status.
+    pub status: String,
+}
+
+/// The answer to an inbound push hook.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HookAnswer {
+    /// `accepted` or `duplicate`.
+    pub status: String,
+    /// The repositories fetched now (absent for a duplicate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repos: Option<Vec<String>>,
+    /// The delivery id the sender gave.
+    pub delivery: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::report::{StageReport, StepReport};
+
+    /// A run detail is the report's fields followed by the daemon's, flat; it reads back.
+    #[test]
+    fn a_run_detail_is_the_report_plus_the_daemon_fields() {
+        let detail = RunDetail {
+            report: RunReport {
+                run_id: "7".into(),
+                workflow: "w".into(),
+                status: RunStatus::Running,
+                started_at: None,
+                finished_at: None,
+                duration_ms: Some(3),
+                parameters: Map::new(),
+                stages: vec![StageReport {
+                    name: "s".into(),
+                    status: crate::model::StepStatus::Running,
+                    steps: vec![StepReport::pending("a")],
+                }],
+                rollback: None,
+                compensated: Vec::new(),
+                compensation: Vec::new(),
+                error: None,
+            },
+            repo: Some("r".into()),
+            trigger: TriggerInfo {
+                kind: TriggerKind::Push,
+                commit: Some("abc".into()),
+                branch: None,
+                scheduled_for: None,
+            },
+            created_at: "1970-01-01T00:00:00.000Z".into(),
+            retry_of: None,
+        };
+        let text = serde_json::to_string(&detail).expect("serialize");
+        assert!(text.starts_with(r#"{"run_id":"7","workflow":"w","status":"running","#));
+        assert!(text.ends_with(
+            r#""error":null,"repo":"r","trigger":{"kind":"push","commit":"abc","branch":null,"scheduled_for":null},"created_at":"1970-01-01T00:00:00.000Z","retry_of":null}"#
+        ), "{text}");
+        let back: RunDetail = serde_json::from_str(&text).expect("deserialize");
+        assert_eq!(back, detail);
+    }
+
+    #[test]
+    fn errors_carry_diagnostics_only_when_there_are_some() {
+        let plain = ErrorBody {
+            error: "boom".into(),
+            diagnostics: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&plain).expect("json"),
+            r#"{"error":"boom"}"#
+        );
+        let empty: TriggerRequest = serde_json::from_str("{}").expect("empty");
+        assert_eq!(empty, TriggerRequest::default());
+        assert!(serde_json::from_str::<TriggerRequest>(r#"{"x":1}"#).is_err());
+    }
+}
