@@ -1,0 +1,67 @@
+//! The schema version 5 fixture (runs indexed by repository; the last version whose claims
+//! carry no owner or lease) must open with the current code. The v1 fixture and its rules live in `store_fixture.rs`.
+//!
+//! To (re)write it — only ever with the code of schema version 5 — run
+//! `AGENT_WRITE_STORE_FIXTURE=1 cargo test -p agent --test store_fixture_v5 -- --ignored write_v5_fixture`.
+
+#[path = "common/store_fixture.rs"]
+mod store_fixture;
+
+use agent::store::{NewRun, RunStatus, StepStart, Store, Trigger, TriggerKind, migrations};
+use store_fixture::{fixture, header_version};
+
+#[test]
+#[ignore = "writes the fixture; run by hand with AGENT_WRITE_STORE_FIXTURE=1"]
+fn write_v5_fixture() {
+    if std::env::var_os("AGENT_WRITE_STORE_FIXTURE").is_none() {
+        return;
+    }
+    assert_eq!(
+        migrations::LATEST_VERSION,
+        5,
+        "the v5 fixture must be written by the code of schema version 5"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store.sqlite3");
+    {
+        let mut store = Store::open_at_version(&path, 5).expect("open");
+        let mut run = NewRun::new("build", Trigger::new(TriggerKind::Manual));
+        run.repo = Some("app".into());
+        let id = store.enqueue_run(&run).expect("enqueue").run_id();
+        store.mark_running(id).expect("running");
+        let step = StepStart {
+            stage: "s".into(),
+            step_id: "boom".into(),
+            attempt: 1,
+        };
+        store.record_step_started(id, &step).expect("start");
+        // A crash: the next boot interrupts the run and counts it on the step.
+        store.mark_interrupted_on_boot().expect("boot");
+    }
+    assert_eq!(header_version(&path), 5);
+    assert!(!path.with_extension("sqlite3-wal").exists());
+    std::fs::copy(&path, fixture(5)).expect("copy fixture");
+}
+
+#[test]
+fn v5_fixture_opens_with_current_code() {
+    let source = fixture(5);
+    assert_eq!(header_version(&source), 5);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("agent.sqlite3");
+    std::fs::copy(&source, &path).expect("copy");
+    let store = Store::open(&path).expect("open");
+    assert_eq!(
+        store.schema_version().expect("version"),
+        migrations::LATEST_VERSION
+    );
+    let runs = store
+        .list_runs(&agent::store::RunFilter::default(), 10)
+        .expect("runs");
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].status, RunStatus::Interrupted);
+    assert_eq!(
+        store.interrupted_steps(runs[0].id).expect("steps"),
+        [("boom".to_string(), 1)]
+    );
+}
