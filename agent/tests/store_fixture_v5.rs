@@ -1,5 +1,6 @@
 //! The schema version 5 fixture (runs indexed by repository; the last version whose claims
-//! carry no owner or lease) must open with the current code. The v1 fixture and its rules live in `store_fixture.rs`.
+//! carry no owner or lease) must open with the current code. The v1 fixture and its rules
+//! live in `store_fixture.rs`.
 //!
 //! To (re)write it — only ever with the code of schema version 5 — run
 //! `AGENT_WRITE_STORE_FIXTURE=1 cargo test -p agent --test store_fixture_v5 -- --ignored write_v5_fixture`.

@@ -10,6 +10,7 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Row, Transaction, params};
 
+use super::tx::insert_run;
 use super::{
     AttemptRecord, Enqueued, NewRun, Retention, RunFilter, RunFinish, RunId, RunRecord, RunStatus,
     RunSummary, StepFinish, StepRecord, StepStart, StepStatus, Store, StoreError, Trigger,
@@ -266,53 +267,6 @@ fn require_status(
     Ok(())
 }
 
-/// Inserts a run (deduplicated by key) inside `tx`, with the given status.
-pub(crate) fn insert_run(
-    tx: &Transaction<'_>,
-    run: &NewRun,
-    status: RunStatus,
-    error: Option<&str>,
-) -> Result<Enqueued, StoreError> {
-    if let Some(key) = &run.dedup_key {
-        let existing: Option<i64> = tx
-            .query_row(
-                "SELECT id FROM runs WHERE dedup_key = ?1",
-                params![key],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if let Some(id) = existing {
-            return Ok(Enqueued::Duplicate(RunId(id)));
-        }
-    }
-    let now = now_ms();
-    let finished_at = status.is_final().then_some(now);
-    tx.prepare_cached(
-        "INSERT INTO runs (workflow, repo, status, trigger_kind, trigger_commit, trigger_branch, \
-         scheduled_for, parameters, created_at, finished_at, error, priority, concurrency_group, \
-         dedup_key, retry_of) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-    )?
-    .execute(params![
-        run.workflow,
-        run.repo,
-        status.as_str(),
-        run.trigger.kind.as_str(),
-        run.trigger.commit,
-        run.trigger.branch,
-        run.trigger.scheduled_for.map(to_ms),
-        to_json("parameters", &run.parameters)?,
-        now,
-        finished_at,
-        error,
-        run.priority,
-        run.concurrency_group,
-        run.dedup_key,
-        run.retry_of.map(|r| r.0),
-    ])?;
-    Ok(Enqueued::Created(RunId(tx.last_insert_rowid())))
-}
-
 impl Store {
     /// Puts a run in the queue. With a `dedup_key` already used, nothing is written and the
     /// existing run is returned as [`Enqueued::Duplicate`].
@@ -535,7 +489,7 @@ impl Store {
                 params![id.0],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
-            super::state::save_context_tx(&tx, repo.as_deref(), &workflow, context)?;
+            super::tx::save_context_tx(&tx, repo.as_deref(), &workflow, context)?;
         }
         for delivery in &finish.deliveries {
             super::outbox::insert_delivery(&tx, delivery)?;

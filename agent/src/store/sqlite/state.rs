@@ -5,33 +5,11 @@ use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde_json::Value;
 
-use super::runs::insert_run;
+use super::tx::{insert_run, save_context_tx};
 use super::{
     CacheEntry, Enqueued, NewRun, RunId, RunStatus, Store, StoreError, from_json, from_ms,
     from_ms_opt, now_ms, to_json, to_ms,
 };
-
-/// Saves a workflow's preserved context inside `tx`. Runs without a repository share the key
-/// `""`.
-pub(crate) fn save_context_tx(
-    tx: &Transaction<'_>,
-    repo: Option<&str>,
-    workflow: &str,
-    context: &Value,
-) -> Result<(), StoreError> {
-    tx.prepare_cached(
-        "INSERT INTO contexts (repo, workflow, context, updated_at) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (repo, workflow) DO UPDATE SET
-             context = excluded.context, updated_at = excluded.updated_at",
-    )?
-    .execute(params![
-        repo.unwrap_or(""),
-        workflow,
-        to_json("context", context)?,
-        now_ms()
-    ])?;
-    Ok(())
-}
 
 /// Records a fired cron slot inside `tx`; false if it was already claimed.
 fn claim_slot_tx(
