@@ -37,7 +37,9 @@ fn write_v5_fixture() {
         };
         store.record_step_started(id, &step).expect("start");
         // A crash: the next boot interrupts the run and counts it on the step.
-        store.mark_interrupted_on_boot().expect("boot");
+        store
+            .reclaim_expired(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+            .expect("boot");
     }
     assert_eq!(header_version(&path), 5);
     assert!(!path.with_extension("sqlite3-wal").exists());
@@ -65,4 +67,34 @@ fn v5_fixture_opens_with_current_code() {
         store.interrupted_steps(runs[0].id).expect("steps"),
         [("boom".to_string(), 1)]
     );
+}
+
+/// Migration 6 on a version-5 file: runs gain no workflow file (they find theirs by name),
+/// no claim owner, no lease and no cancel request; a run claimed by a version-5 daemon
+/// (a claim without lease) counts as lapsed and is reclaimed.
+#[test]
+fn v5_runs_open_without_file_owner_or_lease() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("agent.sqlite3");
+    std::fs::copy(fixture(5), &path).expect("copy");
+    {
+        // As a version-5 daemon killed mid-run leaves it: the run running, no lease.
+        let old = rusqlite::Connection::open(&path).expect("open at 5");
+        old.execute("UPDATE runs SET status = 'running'", [])
+            .expect("running");
+    }
+    let mut store = Store::open(&path).expect("open");
+    let runs = store
+        .list_runs(&agent::store::RunFilter::default(), 10)
+        .expect("runs");
+    assert_eq!(runs.len(), 1);
+    for run in &runs {
+        assert_eq!(run.workflow_file, None);
+        assert_eq!(run.claim_owner, None);
+        assert_eq!(run.lease_expires_at, None);
+        assert!(!run.cancel_requested);
+    }
+    let reclaimed = store.reclaim_expired(chrono::Utc::now()).expect("reclaim");
+    assert_eq!(reclaimed.len(), 1);
+    assert_eq!(reclaimed[0].workflow, "build");
 }

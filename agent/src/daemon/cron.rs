@@ -62,6 +62,8 @@ struct Entry {
     tz: Tz,
     catchup: Catchup,
     overlap: Overlap,
+    /// The workflow file (`.workflows/…`) the schedule's runs execute.
+    file: String,
     /// The schedule's `parameters`, rendered when a slot fires.
     parameters: indexmap::IndexMap<String, TemplateValue>,
     /// The commit and branch scheduled runs check out.
@@ -222,7 +224,7 @@ impl CronTable {
                 .collect();
             self.entries.retain(|e| e.repo != repo);
             let now = Utc::now();
-            for wf in workflows {
+            for (file, wf) in workflows {
                 for (index, schedule) in wf.on.schedule.iter().enumerate() {
                     let Ok(cron) = schedule.cron() else { continue };
                     let tz = schedule.tz();
@@ -247,6 +249,7 @@ impl CronTable {
                         tz,
                         catchup: schedule.catchup.value,
                         overlap,
+                        file: file.clone(),
                         parameters,
                         commit: head.clone(),
                         branch: info.default_branch.clone(),
@@ -347,6 +350,7 @@ impl CronTable {
         };
         let (given, render_errors) = render_parameters(entry);
         let (mut run, mut outcome) = new_run_for(&entry.workflow, &entry.repo, trigger, &given);
+        run.workflow_file = Some(entry.file.clone());
         if !render_errors.is_empty() {
             outcome = Err(render_errors.join("\n"));
         }
@@ -465,14 +469,14 @@ fn read_workflows(
     state_dir: &std::path::Path,
     repo: &str,
     head: &str,
-) -> Result<Vec<Workflow>, super::mirror::MirrorError> {
+) -> Result<Vec<(String, Workflow)>, super::mirror::MirrorError> {
     let mirror = Mirror::open(state_dir, repo)?;
     let oid = Oid::from_str(head)
         .map_err(|_| super::mirror::MirrorError::UnknownCommit(head.to_string()))?;
     Ok(workflows_at(&mirror, oid)?
         .into_iter()
         .filter_map(|f| match f {
-            ParsedFile::Valid { workflow, .. } => Some(*workflow),
+            ParsedFile::Valid { path, workflow } => Some((path, *workflow)),
             ParsedFile::Invalid { .. } => None,
         })
         .collect())

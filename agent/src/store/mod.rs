@@ -10,7 +10,7 @@
 //! JSON columns as text.
 //!
 //! The API is shaped so that a shared backend (Postgres, for a fleet of agents) can sit behind
-//! it later: the queue is claimed with [`Store::claim_next_runs`] rather than read and then
+//! it later: the queue is claimed with [`Store::claim`] (owner and lease) rather than read and then
 //! updated, cron slots are claimed with a unique constraint, and pushes are deduplicated by key.
 //! What the store does not own: the scheduling policy (limits, admission, overlap), which
 //! belongs to the daemon's scheduler, and log files, which live beside the database.

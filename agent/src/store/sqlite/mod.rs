@@ -313,7 +313,9 @@ mod tests {
         };
         for n in 1..=2 {
             start(&mut store);
-            store.mark_interrupted_on_boot().expect("boot");
+            store
+                .reclaim_expired(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+                .expect("boot");
             assert_eq!(
                 store.interrupted_steps(id).expect("steps"),
                 [("boom".to_string(), n)]
@@ -322,7 +324,13 @@ mod tests {
         }
         start(&mut store);
         store.mark_steps_stopped(id).expect("stopped by shutdown");
-        assert_eq!(store.mark_interrupted_on_boot().expect("boot").len(), 1);
+        assert_eq!(
+            store
+                .reclaim_expired(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+                .expect("boot")
+                .len(),
+            1
+        );
         assert_eq!(
             store.interrupted_steps(id).expect("steps"),
             [("boom".to_string(), 2)]

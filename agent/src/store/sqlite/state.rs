@@ -237,18 +237,18 @@ impl Store {
         )?;
         from_ms_opt("slot", ms)
     }
+}
 
-    /// Forgets claimed slots older than `before`, keeping each schedule's latest one (the
-    /// catch-up logic needs it). Returns how many were deleted.
-    pub fn prune_cron_fires(&mut self, before: DateTime<Utc>) -> Result<usize, StoreError> {
-        let tx = self.write()?;
-        let n = tx.execute(
-            "DELETE FROM cron_fires AS c WHERE slot < ?1
-               AND slot < (SELECT MAX(slot) FROM cron_fires AS l
-                           WHERE l.schedule_key = c.schedule_key)",
-            params![to_ms(before)],
-        )?;
-        tx.commit()?;
-        Ok(n)
-    }
+/// Forgets claimed cron slots older than `before` inside `tx`, keeping each schedule's latest
+/// one (the catch-up logic needs it). Returns how many were deleted.
+pub(crate) fn prune_cron_fires_tx(
+    tx: &Transaction<'_>,
+    before: DateTime<Utc>,
+) -> Result<usize, StoreError> {
+    Ok(tx.execute(
+        "DELETE FROM cron_fires AS c WHERE slot < ?1
+           AND slot < (SELECT MAX(slot) FROM cron_fires AS l
+                       WHERE l.schedule_key = c.schedule_key)",
+        params![to_ms(before)],
+    )?)
 }

@@ -31,8 +31,8 @@ pub(crate) fn insert_run(
     tx.prepare_cached(
         "INSERT INTO runs (workflow, repo, status, trigger_kind, trigger_commit, trigger_branch, \
          scheduled_for, parameters, created_at, finished_at, error, priority, concurrency_group, \
-         dedup_key, retry_of) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+         dedup_key, retry_of, workflow_file) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
     )?
     .execute(params![
         run.workflow,
@@ -50,6 +50,7 @@ pub(crate) fn insert_run(
         run.concurrency_group,
         run.dedup_key,
         run.retry_of.map(|r| r.0),
+        run.workflow_file,
     ])?;
     Ok(Enqueued::Created(RunId(tx.last_insert_rowid())))
 }
