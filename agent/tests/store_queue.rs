@@ -481,7 +481,7 @@ fn a_cron_slot_is_claimed_once() {
         conn.query_row("SELECT COUNT(*) FROM cron_fires", [], |r| r.get(0))
             .unwrap()
     };
-    assert_eq!(fires(&store), 2);
+    assert_eq!(fires(&store), 3);
     store
         .prune_runs(&Retention {
             max_runs: None,
@@ -489,7 +489,7 @@ fn a_cron_slot_is_claimed_once() {
             cron_fires_before: Some(next + Duration::days(1)),
         })
         .unwrap();
-    assert_eq!(fires(&store), 1);
+    assert_eq!(fires(&store), 2);
     assert_eq!(
         store.last_cron_fire("app/nightly.yaml#0").unwrap(),
         Some(next)
