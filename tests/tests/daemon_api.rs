@@ -775,7 +775,7 @@ fn a_daemon_without_a_configured_token_makes_one_for_local_clients() {
 fn the_api_answers_while_another_process_holds_the_write_lock() {
     let root = tempfile::tempdir().expect("tempdir");
     let d = daemon_with_workflows(root.path());
-    let id = trigger(&d, "greet", "{}");
+    let id = trigger(&d, "greet", r#"{"parameters": {"count": 1}}"#);
     d.wait_run_final(&id, RUN_DEADLINE);
 
     let db = d.state_dir.join("agent.sqlite3");
@@ -792,7 +792,7 @@ fn the_api_answers_while_another_process_holds_the_write_lock() {
                 "POST",
                 "/api/v1/workflows/greet/runs",
                 Some(TEST_TOKEN),
-                Some("{}"),
+                Some(r#"{"parameters": {"count": 2}}"#),
             );
         });
         std::thread::sleep(Duration::from_millis(100));
