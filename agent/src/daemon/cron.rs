@@ -28,12 +28,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::store::overlap::{self, Overlap};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use croner::{Cron, Direction};
 use dsl::Workflow;
 use dsl::expr::MapContext;
-use dsl::model::{Catchup, Overlap, TemplateValue};
+use dsl::model::{Catchup, TemplateValue};
 use git2::Oid;
 use serde_json::{Map, Value};
 
@@ -240,7 +241,7 @@ impl CronTable {
                         .concurrency
                         .as_ref()
                         .map(|c| c.overlap.value)
-                        .unwrap_or(Overlap::Skip);
+                        .unwrap_or(overlap::SCHEDULE_DEFAULT);
                     let mut entry = Entry {
                         key,
                         repo: repo.clone(),
@@ -335,13 +336,17 @@ impl CronTable {
     ) -> Result<Vec<RunId>, crate::store::StoreError> {
         let workflow = &entry.workflow.name.value;
         let active = self.active_runs(&entry.repo, workflow)?;
-        if !active.is_empty() && entry.overlap == Overlap::Skip {
-            if self.store.claim_cron_slot(&entry.key, slot)? {
-                tracing::info!(schedule = %entry.key, slot = %slot, active = %active[0],
-                    "cron: slot skipped, the previous run is still active");
+        let cancel = match overlap::decide(entry.overlap, &active) {
+            overlap::Decision::Skip { active } => {
+                if self.store.claim_cron_slot(&entry.key, slot)? {
+                    tracing::info!(schedule = %entry.key, slot = %slot, active = %active,
+                        "cron: slot skipped, the previous run is still active");
+                }
+                return Ok(Vec::new());
             }
-            return Ok(Vec::new());
-        }
+            overlap::Decision::EnqueueAndCancel(previous) => previous,
+            overlap::Decision::Enqueue => Vec::new(),
+        };
         let trigger = Trigger {
             kind: TriggerKind::Schedule,
             commit: Some(entry.commit.clone()),
@@ -365,9 +370,7 @@ impl CronTable {
                     tracing::info!(schedule = %entry.key, slot = %slot, run = %id, "cron: fired");
                     self.handle.shared.metrics.cron_fired();
                     self.handle.wake();
-                    if entry.overlap == Overlap::CancelPrevious {
-                        return Ok(active);
-                    }
+                    return Ok(cancel);
                 }
             }
             Err(errors) => {

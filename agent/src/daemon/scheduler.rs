@@ -26,10 +26,10 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::handle::{DaemonCommand, DaemonError, DaemonEvent, DaemonHandle, NewRunRequest, Shared};
 use super::mirror::Mirror;
 use super::run_task::{self, RunControl, RunEnded};
+use crate::store::overlap::{self, Overlap};
 use crate::store::{
     NewRun, Retention, RunFinish, RunId, RunRecord, RunStatus, Store, Trigger, TriggerKind,
 };
-use dsl::model::Overlap;
 
 /// How often the queue is looked at without being woken (a safety net: whoever writes runs
 /// into the store wakes the scheduler).
@@ -296,23 +296,24 @@ impl Scheduler {
             return Err(DaemonError::ShuttingDown);
         }
         if let (Some(group), Some(overlap)) = (&run.concurrency_group, overlap) {
-            let others = self.store.active_runs_in_group(group)?;
-            match overlap {
-                Overlap::Skip => {
-                    if let Some(first) = others.first() {
-                        return Err(DaemonError::Skipped(first.id));
-                    }
-                }
-                Overlap::CancelPrevious => {
-                    for other in others {
+            let others: Vec<RunId> = self
+                .store
+                .active_runs_in_group(group)?
+                .into_iter()
+                .map(|r| r.id)
+                .collect();
+            match overlap::decide(overlap, &others) {
+                overlap::Decision::Skip { active } => return Err(DaemonError::Skipped(active)),
+                overlap::Decision::EnqueueAndCancel(previous) => {
+                    for other in previous {
                         if let Err(err) =
-                            self.cancel(other.id, "cancelled by a newer run (cancel_previous)")
+                            self.cancel(other, "cancelled by a newer run (cancel_previous)")
                         {
-                            tracing::warn!(run = %other.id, error = %err, "cannot cancel previous run");
+                            tracing::warn!(run = %other, error = %err, "cannot cancel previous run");
                         }
                     }
                 }
-                Overlap::Queue => {}
+                overlap::Decision::Enqueue => {}
             }
         }
         let id = self.store.enqueue_run(&run)?.run_id();
@@ -380,22 +381,17 @@ impl Scheduler {
                 return;
             }
         };
-        if others.is_empty() {
-            return;
-        }
-        match overlap {
-            Overlap::Queue => {}
-            Overlap::Skip => {
-                let why = format!(
-                    "skipped: run {} of concurrency group `{group}` is still active",
-                    others[0]
-                );
+        match overlap::decide(overlap, &others) {
+            overlap::Decision::Enqueue => {}
+            overlap::Decision::Skip { active } => {
+                let why =
+                    format!("skipped: run {active} of concurrency group `{group}` is still active");
                 if let Err(err) = self.cancel(run.id, &why) {
                     tracing::warn!(run = %run.id, error = %err, "cannot skip run");
                 }
             }
-            Overlap::CancelPrevious => {
-                for other in others {
+            overlap::Decision::EnqueueAndCancel(previous) => {
+                for other in previous {
                     if let Err(err) =
                         self.cancel(other, "cancelled by a newer run (cancel_previous)")
                     {
