@@ -10,17 +10,26 @@
 //! JSON columns as text.
 //!
 //! The API is shaped so that a shared backend (Postgres, for a fleet of agents) can sit behind
-//! it later: the queue is claimed with [`Store::claim`] (owner and lease) rather than read and then
-//! updated, cron slots are claimed with a unique constraint, and pushes are deduplicated by key.
-//! What the store does not own: the scheduling policy (limits, admission, overlap), which
-//! belongs to the daemon's scheduler, and log files, which live beside the database.
+//! it later: the queue is claimed with [`Store::claim`] (an owner and a lease, renewed with
+//! [`Store::renew`], taken back by [`Store::reclaim_expired`]) rather than read and then
+//! updated, cancel requests wait on the run for its owner ([`Store::request_cancel`]), cron
+//! slots are claimed with a unique constraint, and pushes are deduplicated by key. Reads for
+//! async callers go through [`Readers`] (off the async runtime). The overlap rule is
+//! [`overlap::decide`]. What the store does not own: the rest of the scheduling policy
+//! (limits, admission), which belongs to the daemon's scheduler, and log files, which live
+//! beside the database.
+//!
+//! Layout: `records.rs` (the row types), `error.rs` (no backend type in it), `sqlite/` (the
+//! backend, one file per concern), `readers.rs`, `overlap.rs`.
 
 mod error;
 pub mod overlap;
+mod readers;
 mod records;
 mod sqlite;
 
 pub use error::StoreError;
+pub use readers::Readers;
 pub use records::{
     AttemptRecord, CacheEntry, Delivery, DeliveryAttempt, DeliveryOutcome, DeliveryStatus,
     Enqueued, NewDelivery, NewRun, Retention, RunFilter, RunFinish, RunId, RunRecord, RunStatus,
