@@ -4,8 +4,8 @@
 //! What it owns: routing, authentication ([`auth`]: `Authorization: Bearer TOKEN` on every
 //! route but `/health`, compared in constant time), the JSON shapes ([`view`]) and the
 //! mapping of errors to status codes ([`error`]: JSON bodies `{"error": "..."}`). What it does
-//! not own: run state. Handlers read the store through their own connections ([`pool`]) and
-//! ask the scheduler for every change through the [`DaemonHandle`] (the scheduler is the one
+//! not own: run state. Handlers read the store through its read connections
+//! ([`crate::store::Readers`]) and ask the scheduler for every change through the [`DaemonHandle`] (the scheduler is the one
 //! owner of run state); step logs are files the scheduler writes under `state_dir/logs/`,
 //! which [`logs`] reads and tails.
 //!
@@ -18,13 +18,10 @@ mod deliveries;
 pub mod error;
 pub mod hooks;
 mod logs;
-pub mod pool;
 mod routes;
 mod scrape;
 pub mod view;
 mod web;
-
-use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -34,7 +31,7 @@ pub use error::ApiError;
 
 use crate::daemon::handle::DaemonHandle;
 use crate::monitor::metrics::Metrics;
-use pool::StorePool;
+use std::sync::Arc;
 
 /// What every handler gets.
 #[derive(Clone)]
@@ -42,9 +39,24 @@ pub(crate) struct ApiState {
     /// The way to the scheduler, and the shared read-only state.
     pub handle: DaemonHandle,
     /// Read connections to the store.
-    pub stores: Arc<StorePool>,
+    pub stores: Reads,
     /// The metrics registry `/metrics` renders (and inbound hooks count in).
     pub metrics: Arc<Metrics>,
+}
+
+/// The store's read connections, answering with the API's error.
+#[derive(Clone)]
+pub(crate) struct Reads(crate::store::Readers);
+
+impl Reads {
+    /// Runs `f` with a read connection, off the async runtime.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&crate::store::Store) -> Result<T, ApiError> + Send + 'static,
+    {
+        self.0.read(f).await
+    }
 }
 
 /// The API's routes, with the token check applied to all but `/health`.
@@ -54,7 +66,7 @@ pub fn router(handle: DaemonHandle, metrics: Arc<Metrics>) -> Result<Router, Tok
         &handle.shared.state_dir,
     )?;
     let state = ApiState {
-        stores: StorePool::new(handle.shared.store_path.clone()),
+        stores: Reads(crate::store::Readers::new(handle.shared.store_path.clone())),
         handle,
         metrics,
     };

@@ -196,6 +196,10 @@ mod tests {
             retry_of: None,
             context: None,
             report: None,
+            workflow_file: None,
+            claim_owner: None,
+            lease_expires_at: None,
+            cancel_requested: false,
         }
     }
 

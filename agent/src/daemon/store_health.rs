@@ -114,10 +114,10 @@ mod tests {
     use super::*;
 
     fn busy() -> StoreError {
-        StoreError::Sqlite(rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
-            Some("database is locked".into()),
-        ))
+        StoreError::Backend {
+            message: "database is locked".into(),
+            transient: true,
+        }
     }
 
     /// A write that fails twice with a lock error is tried again and succeeds; health is

@@ -1,13 +1,22 @@
 //! The store's error type.
 
-use super::model::{RunId, RunStatus};
+use super::records::{RunId, RunStatus};
 
 /// Everything that can go wrong talking to the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// SQLite itself failed (I/O, corruption, a lock held past the busy timeout...).
-    #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    /// The database itself failed (I/O, corruption, a lock held past the busy timeout...).
+    /// The backend's own error is rendered into `message`; no backend type leaks out.
+    #[error("database error: {message}")]
+    Backend {
+        /// The backend's description of the failure.
+        message: String,
+        /// Whether trying again later may succeed (see [`StoreError::is_transient`]).
+        transient: bool,
+    },
+    /// The store's writer thread is gone (the process is shutting down or it panicked).
+    #[error("the store is closed")]
+    Closed,
     /// The state directory could not be created.
     #[error("cannot create `{path}`: {source}")]
     CreateDir {
@@ -68,18 +77,8 @@ impl StoreError {
     /// busy timeout, the disk is full, or the file could not be read or written. Logic
     /// errors (a wrong state, a missing run) are not.
     pub fn is_transient(&self) -> bool {
-        use rusqlite::ErrorCode;
         match self {
-            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
-                e.code,
-                ErrorCode::DatabaseBusy
-                    | ErrorCode::DatabaseLocked
-                    | ErrorCode::DiskFull
-                    | ErrorCode::SystemIoFailure
-                    | ErrorCode::CannotOpen
-                    | ErrorCode::OutOfMemory
-                    | ErrorCode::ReadOnly
-            ),
+            StoreError::Backend { transient, .. } => *transient,
             StoreError::CreateDir { .. } => true,
             _ => false,
         }

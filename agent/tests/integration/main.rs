@@ -18,5 +18,6 @@ mod store_fixture;
 mod store_fixture_v2;
 mod store_fixture_v3;
 mod store_fixture_v4;
+mod store_fixture_v5;
 mod store_queue;
 mod workspace_git;

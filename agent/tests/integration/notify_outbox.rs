@@ -23,7 +23,13 @@ fn run_end_is_held_then_released_behind_earlier_events() {
         .enqueue_run(&NewRun::new("w", Trigger::new(TriggerKind::Manual)))
         .expect("enqueue")
         .run_id();
-    assert_eq!(store.claim_next_runs(1).expect("claim").len(), 1);
+    assert_eq!(
+        store
+            .claim("test", 1, std::time::Duration::from_secs(60))
+            .expect("claim")
+            .len(),
+        1
+    );
     store
         .enqueue_delivery(&delivery("chat", "run.started", run))
         .expect("queue");
@@ -111,7 +117,13 @@ fn run_end_event_is_rendered_once_into_deliveries() {
         .enqueue_run(&NewRun::new("w", Trigger::new(TriggerKind::Manual)))
         .expect("enqueue")
         .run_id();
-    assert_eq!(store.claim_next_runs(1).expect("claim").len(), 1);
+    assert_eq!(
+        store
+            .claim("test", 1, std::time::Duration::from_secs(60))
+            .expect("claim")
+            .len(),
+        1
+    );
     let mut finish = RunFinish::new(RunStatus::Succeeded);
     finish.event = Some("run.succeeded".into());
     store.finish_run(run, &finish).expect("finish");

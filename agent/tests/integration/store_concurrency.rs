@@ -35,7 +35,9 @@ fn concurrent_writers_never_see_database_is_locked() {
                     // Then every thread works the shared queue until it is empty.
                     let mut done = Vec::new();
                     loop {
-                        let claimed = store.claim_next_runs(2).expect("claim");
+                        let claimed = store
+                            .claim("test", 2, std::time::Duration::from_secs(60))
+                            .expect("claim");
                         if claimed.is_empty() {
                             let (queued, _) = store.count_active().expect("count");
                             if queued == 0 {

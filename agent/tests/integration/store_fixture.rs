@@ -200,10 +200,14 @@ fn v1_fixture_opens_with_current_code() {
     );
 
     // The old file goes on working: boot recovery, then the queue.
-    let interrupted = store.mark_interrupted_on_boot().unwrap();
+    let interrupted = store
+        .reclaim_expired(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+        .unwrap();
     assert_eq!(interrupted.len(), 1);
     assert_eq!(interrupted[0].workflow, "deploy");
-    let claimed = store.claim_next_runs(10).unwrap();
+    let claimed = store
+        .claim("test", 10, std::time::Duration::from_secs(60))
+        .unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].workflow, "nightly");
 }

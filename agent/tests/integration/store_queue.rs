@@ -54,7 +54,7 @@ fn queue_is_fifo_within_a_group_then_priority_then_age() {
     let e = store.enqueue_run(&run("e", Some("h"), 0)).unwrap().run_id();
 
     let claimed: Vec<_> = store
-        .claim_next_runs(10)
+        .claim("test", 10, std::time::Duration::from_secs(60))
         .unwrap()
         .iter()
         .map(|r| r.id)
@@ -62,15 +62,25 @@ fn queue_is_fifo_within_a_group_then_priority_then_age() {
     // b has the highest priority but waits behind a in group g.
     assert_eq!(claimed, vec![c, a, d, e]);
     // Claimed runs are not handed out twice; b stays blocked while a is claimed.
-    assert!(store.claim_next_runs(10).unwrap().is_empty());
+    assert!(
+        store
+            .claim("test", 10, std::time::Duration::from_secs(60))
+            .unwrap()
+            .is_empty()
+    );
 
     store.mark_running(a).unwrap();
-    assert!(store.claim_next_runs(10).unwrap().is_empty());
+    assert!(
+        store
+            .claim("test", 10, std::time::Duration::from_secs(60))
+            .unwrap()
+            .is_empty()
+    );
     store
         .finish_run(a, &RunFinish::new(RunStatus::Succeeded))
         .unwrap();
     let next: Vec<_> = store
-        .claim_next_runs(10)
+        .claim("test", 10, std::time::Duration::from_secs(60))
         .unwrap()
         .iter()
         .map(|r| r.id)
@@ -90,12 +100,21 @@ fn claim_respects_the_limit_and_release_hands_a_run_back() {
                 .run_id()
         })
         .collect();
-    let first = store.claim_next_runs(2).unwrap();
+    let first = store
+        .claim("test", 2, std::time::Duration::from_secs(60))
+        .unwrap();
     assert_eq!(first.iter().map(|r| r.id).collect::<Vec<_>>(), ids[..2]);
     assert!(first.iter().all(|r| r.claimed_at.is_some()));
-    assert!(store.claim_next_runs(0).unwrap().is_empty());
+    assert!(
+        store
+            .claim("test", 0, std::time::Duration::from_secs(60))
+            .unwrap()
+            .is_empty()
+    );
     store.release_claim(ids[0]).unwrap();
-    let second = store.claim_next_runs(2).unwrap();
+    let second = store
+        .claim("test", 2, std::time::Duration::from_secs(60))
+        .unwrap();
     assert_eq!(
         second.iter().map(|r| r.id).collect::<Vec<_>>(),
         vec![ids[0], ids[2]]
@@ -230,7 +249,9 @@ fn boot_marks_running_runs_interrupted_and_resume_requeues_them() {
     let running = store.enqueue_run(&manual("a")).unwrap().run_id();
     let claimed = store.enqueue_run(&manual("b")).unwrap().run_id();
     let queued = store.enqueue_run(&manual("c")).unwrap().run_id();
-    let claim = store.claim_next_runs(2).unwrap();
+    let claim = store
+        .claim("test", 2, std::time::Duration::from_secs(60))
+        .unwrap();
     assert_eq!(claim.len(), 2);
     store.mark_running(running).unwrap();
     let step = StepStart {
@@ -258,7 +279,9 @@ fn boot_marks_running_runs_interrupted_and_resume_requeues_them() {
 
     // A new process boots.
     let mut store = open(&dir);
-    let interrupted = store.mark_interrupted_on_boot().unwrap();
+    let interrupted = store
+        .reclaim_expired(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+        .unwrap();
     assert_eq!(
         interrupted.iter().map(|r| r.id).collect::<Vec<_>>(),
         vec![running]
@@ -273,14 +296,19 @@ fn boot_marks_running_runs_interrupted_and_resume_requeues_them() {
     );
     // The claim of the other process is gone: both queued runs can be claimed again.
     let again: Vec<_> = store
-        .claim_next_runs(10)
+        .claim("test", 10, std::time::Duration::from_secs(60))
         .unwrap()
         .iter()
         .map(|r| r.id)
         .collect();
     assert_eq!(again, vec![claimed, queued]);
     // Booting twice changes nothing more.
-    assert!(store.mark_interrupted_on_boot().unwrap().is_empty());
+    assert!(
+        store
+            .reclaim_expired(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+            .unwrap()
+            .is_empty()
+    );
 
     store.resume_run(running).unwrap();
     assert_eq!(
@@ -446,8 +474,22 @@ fn a_cron_slot_is_claimed_once() {
         Some(next)
     );
     assert_eq!(store.list_runs(&RunFilter::default(), 10).unwrap().len(), 1);
-    // Pruning keeps each schedule's latest slot.
-    assert_eq!(store.prune_cron_fires(next + Duration::days(1)).unwrap(), 1);
+    // Retention prunes fired slots but keeps each schedule's latest one.
+    let fires = |store: &Store| -> i64 {
+        let path = store.path().to_path_buf();
+        let conn = rusqlite::Connection::open(path).unwrap();
+        conn.query_row("SELECT COUNT(*) FROM cron_fires", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(fires(&store), 3);
+    store
+        .prune_runs(&Retention {
+            max_runs: None,
+            finished_before: None,
+            cron_fires_before: Some(next + Duration::days(1)),
+        })
+        .unwrap();
+    assert_eq!(fires(&store), 2);
     assert_eq!(
         store.last_cron_fire("app/nightly.yaml#0").unwrap(),
         Some(next)
@@ -575,6 +617,7 @@ fn retention_prunes_old_finished_runs_only() {
         .prune_runs(&Retention {
             max_runs: Some(2),
             finished_before: None,
+            cron_fires_before: None,
         })
         .unwrap();
     assert_eq!(pruned, ids[..3]);
@@ -584,6 +627,7 @@ fn retention_prunes_old_finished_runs_only() {
         .prune_runs(&Retention {
             max_runs: None,
             finished_before: Some(Utc::now() + Duration::seconds(1)),
+            cron_fires_before: None,
         })
         .unwrap();
     assert_eq!(pruned, ids[3..]);
@@ -611,4 +655,50 @@ fn bump_user_version(path: &std::path::Path) {
     let version = i32::from_be_bytes(bytes[60..64].try_into().unwrap());
     bytes[60..64].copy_from_slice(&(version + 1).to_be_bytes());
     std::fs::write(path, bytes).unwrap();
+}
+
+/// Claims carry their owner and a lease: renewing extends only the owner's lease and reports
+/// cancel requests; `reclaim_expired` takes back only lapsed leases (a running run becomes
+/// interrupted, a claimed queued run goes back to the queue), never a live one.
+#[test]
+fn claims_have_an_owner_a_lease_and_see_cancel_requests_on_renew() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&dir);
+    let lease = std::time::Duration::from_secs(60);
+    let a = store.enqueue_run(&manual("a")).unwrap().run_id();
+    let b = store.enqueue_run(&manual("b")).unwrap().run_id();
+    let claimed = store.claim("node-1", 2, lease).unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert_eq!(claimed[0].claim_owner.as_deref(), Some("node-1"));
+    let expiry = claimed[0].lease_expires_at.expect("a lease");
+    assert!(expiry > Utc::now());
+    let running = store.mark_running(a).unwrap();
+    assert_eq!(running.claim_owner.as_deref(), Some("node-1"));
+
+    // Nothing has lapsed yet.
+    assert!(store.reclaim_expired(Utc::now()).unwrap().is_empty());
+
+    // A cancel request reaches the owner on renew, not another node.
+    assert!(store.request_cancel(a).unwrap());
+    assert!(store.renew("node-2", &[a, b], lease).unwrap().is_empty());
+    assert_eq!(store.renew("node-1", &[a, b], lease).unwrap(), vec![a]);
+    assert!(store.get_run(a).unwrap().unwrap().cancel_requested);
+
+    // Past the lease: the running run is interrupted, the claimed one is queued again.
+    let later = Utc::now() + Duration::seconds(120);
+    let reclaimed = store.reclaim_expired(later).unwrap();
+    assert_eq!(reclaimed.len(), 1);
+    assert_eq!(reclaimed[0].id, a);
+    assert_eq!(reclaimed[0].status, RunStatus::Interrupted);
+    let b_now = store.get_run(b).unwrap().unwrap();
+    assert_eq!(b_now.status, RunStatus::Queued);
+    assert_eq!(b_now.claim_owner, None);
+    assert_eq!(b_now.claimed_at, None);
+    let again = store.claim("node-2", 5, lease).unwrap();
+    assert_eq!(again.iter().map(|r| r.id).collect::<Vec<_>>(), vec![b]);
+    // A finished run cannot be asked to cancel.
+    store
+        .finish_run(a, &RunFinish::new(RunStatus::Cancelled))
+        .unwrap();
+    assert!(!store.request_cancel(a).unwrap());
 }

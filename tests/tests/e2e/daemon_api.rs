@@ -916,3 +916,60 @@ fn the_cli_works_against_an_https_server() {
         "{err}"
     );
 }
+
+/// Another process holding the database's write lock (`BEGIN IMMEDIATE`, 5 s) does not stall
+/// the API: `/health` and `GET /api/v1/runs` both answer 200 while the lock is still held,
+/// even with a manual run asked for at the same moment (its enqueue waits for the lock).
+/// Guards against store calls made on the daemon's async worker threads.
+#[test]
+fn the_api_answers_while_another_process_holds_the_write_lock() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let d = daemon_with_workflows(root.path());
+    let id = common::daemon::trigger_with(&d, "greet", r#"{"parameters": {"count": 1}}"#);
+    d.wait_run_final(&id, RUN_DEADLINE);
+
+    let db = d.state_dir.join("agent.sqlite3");
+    let conn = rusqlite::Connection::open(&db).expect("open the daemon's database");
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .expect("take the write lock");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let addr = d.addr;
+    let asker = std::thread::spawn(move || {
+        // A write that must wait for the lock, sent first.
+        let trigger = std::thread::spawn(move || {
+            let _ = http_request(
+                addr,
+                "POST",
+                "/api/v1/workflows/greet/runs",
+                Some(TEST_TOKEN),
+                Some(r#"{"parameters": {"count": 2}}"#),
+            );
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        for path in ["/health", "/api/v1/runs", "/health", "/api/v1/runs"] {
+            let started = std::time::Instant::now();
+            let answer = http_request(addr, "GET", path, Some(TEST_TOKEN), None);
+            let _ = tx.send((path, answer.map(|(code, _)| code), started.elapsed()));
+        }
+        trigger
+    });
+    // Hold the lock for 5 s, then look at what was answered meanwhile.
+    std::thread::sleep(Duration::from_secs(5));
+    let answered: Vec<_> = rx.try_iter().collect();
+    conn.execute_batch("COMMIT")
+        .expect("release the write lock");
+    let trigger = asker.join().expect("asker");
+    trigger.join().expect("trigger");
+    for (path, code, took) in &answered {
+        eprintln!("{path}: {code:?} in {took:?} while the lock was held");
+    }
+    assert_eq!(
+        answered.len(),
+        4,
+        "only {answered:?} answered while the write lock was held\n{}",
+        d.log_text()
+    );
+    for (path, code, _) in &answered {
+        assert!(matches!(code, Ok(200)), "{path} answered {code:?}");
+    }
+}

@@ -543,3 +543,56 @@ fn a_missing_local_repository_is_reported_as_missing() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Two workflow files sharing a `name:`: the first in path order runs its own file (the
+/// run records the file it executes rather than finding one by name at run time), the later
+/// one is reported as a failed run named by its file stem, and neither executes the other.
+#[test]
+fn two_files_sharing_a_name_run_the_first_and_fail_the_later() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("app");
+    init_repo(&repo, &[("README.md", "hello\n")]);
+    let d = TestDaemon::start(
+        &tmp.path().join("daemon"),
+        &local_repo_config("app", &repo, ""),
+    );
+    let marker = |file: &str| tmp.path().join(format!("ran-{file}"));
+    let a = workflow(
+        "twin",
+        PUSH,
+        &format!("touch {}", yaml_quote(&marker("a").to_string_lossy())),
+    );
+    let b = workflow(
+        "twin",
+        PUSH,
+        &format!("touch {}", yaml_quote(&marker("b").to_string_lossy())),
+    );
+    commit_files(
+        &repo,
+        &[(".workflows/a.yaml", &a), (".workflows/b.yaml", &b)],
+        "two twins",
+    );
+    wait_runs(&d, "both push runs", RUN_LIMIT, |r| r.len() == 2);
+    let done = wait_all_final(&d);
+    let mut seen: Vec<(String, String)> = done
+        .iter()
+        .map(|r| {
+            (
+                r["workflow"].as_str().unwrap_or_default().to_string(),
+                r["status"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("b".to_string(), "failed".to_string()),
+            ("twin".to_string(), "succeeded".to_string())
+        ],
+        "{}",
+        d.log_text()
+    );
+    assert!(marker("a").exists(), "a.yaml never ran\n{}", d.log_text());
+    assert!(!marker("b").exists(), "b.yaml ran");
+}

@@ -329,7 +329,11 @@ fn prepare(shared: &Shared, record: &RunRecord) -> Result<Prepared, String> {
         })?;
     }
     let info = mirror.commit_info(oid).map_err(|e| e.to_string())?;
-    let file = find_workflow_file(workspace.path(), &record.workflow)?;
+    // The file the run recorded; runs queued before files were recorded find it by name.
+    let file = match &record.workflow_file {
+        Some(path) => workspace.path().join(path),
+        None => find_workflow_file(workspace.path(), &record.workflow)?,
+    };
     let loaded = dsl::load_workflow(&file).map_err(|d| d.render())?;
     let branch = record
         .trigger

@@ -30,14 +30,23 @@ use crate::daemon::handle::{
 };
 use crate::daemon::run::mirror::Mirror;
 use crate::daemon::run::task::{self, RunControl, RunEnded};
+use crate::store::overlap::{self, Overlap};
 use crate::store::{
     NewRun, Retention, RunFinish, RunId, RunRecord, RunStatus, Store, Trigger, TriggerKind,
 };
-use dsl::model::Overlap;
 
 /// How often the queue is looked at without being woken (a safety net: whoever writes runs
 /// into the store wakes the scheduler).
 const POLL_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a claim holds without renewal; renewed every [`POLL_INTERVAL`].
+const LEASE: Duration = Duration::from_secs(60);
+
+/// This daemon's name on the claims it takes (one daemon per state directory).
+fn claim_owner() -> String {
+    format!("agent-{}", std::process::id())
+}
+/// How long fired cron slots are remembered (each schedule's latest is always kept).
+const CRON_FIRES_KEPT: chrono::TimeDelta = chrono::TimeDelta::days(1);
 /// How often retention runs.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
 /// After the grace period and the cancel, how long runs may take to end before the daemon
@@ -148,11 +157,31 @@ impl Scheduler {
                     self.active.remove(&ended.run);
                 }
                 Some(checked) = self.checked_rx.recv() => self.enqueue_checked(checked),
-                _ = poll.tick() => self.scan = true,
+                _ = poll.tick() => {
+                    self.scan = true;
+                    self.renew_leases();
+                }
                 _ = retention.tick() => self.prune(),
             }
         }
         self.shut_down().await;
+    }
+
+    /// Renews the lease on every active run; cancels those whose cancellation was requested
+    /// through the store.
+    fn renew_leases(&mut self) {
+        let ids: Vec<RunId> = self.active.keys().copied().collect();
+        if ids.is_empty() {
+            return;
+        }
+        match self.store.renew(&claim_owner(), &ids, LEASE) {
+            Ok(cancel) => {
+                for id in cancel {
+                    let _ = self.cancel(id, "cancelled by request");
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "cannot renew the leases of active runs"),
+        }
     }
 
     /// Claims and starts queued runs while there is room.
@@ -163,7 +192,7 @@ impl Scheduler {
         let max = self.shared().config.limits.max_concurrent_runs.max(1);
         while self.active.len() < max {
             let free = max - self.active.len();
-            let claimed = match self.store.claim_next_runs(free) {
+            let claimed = match self.store.claim(&claim_owner(), free, LEASE) {
                 Ok(c) => c,
                 Err(err) => {
                     tracing::error!(error = %err, "cannot claim queued runs");
@@ -271,23 +300,24 @@ impl Scheduler {
             return Err(DaemonError::ShuttingDown);
         }
         if let (Some(group), Some(overlap)) = (&run.concurrency_group, overlap) {
-            let others = self.store.active_runs_in_group(group)?;
-            match overlap {
-                Overlap::Skip => {
-                    if let Some(first) = others.first() {
-                        return Err(DaemonError::Skipped(first.id));
-                    }
-                }
-                Overlap::CancelPrevious => {
-                    for other in others {
+            let others: Vec<RunId> = self
+                .store
+                .active_runs_in_group(group)?
+                .into_iter()
+                .map(|r| r.id)
+                .collect();
+            match overlap::decide(overlap, &others) {
+                overlap::Decision::Skip { active } => return Err(DaemonError::Skipped(active)),
+                overlap::Decision::EnqueueAndCancel(previous) => {
+                    for other in previous {
                         if let Err(err) =
-                            self.cancel(other.id, "cancelled by a newer run (cancel_previous)")
+                            self.cancel(other, "cancelled by a newer run (cancel_previous)")
                         {
-                            tracing::warn!(run = %other.id, error = %err, "cannot cancel previous run");
+                            tracing::warn!(run = %other, error = %err, "cannot cancel previous run");
                         }
                     }
                 }
-                Overlap::Queue => {}
+                overlap::Decision::Enqueue => {}
             }
         }
         let id = self.store.enqueue_run(&run)?.run_id();
@@ -355,22 +385,17 @@ impl Scheduler {
                 return;
             }
         };
-        if others.is_empty() {
-            return;
-        }
-        match overlap {
-            Overlap::Queue => {}
-            Overlap::Skip => {
-                let why = format!(
-                    "skipped: run {} of concurrency group `{group}` is still active",
-                    others[0]
-                );
+        match overlap::decide(overlap, &others) {
+            overlap::Decision::Enqueue => {}
+            overlap::Decision::Skip { active } => {
+                let why =
+                    format!("skipped: run {active} of concurrency group `{group}` is still active");
                 if let Err(err) = self.cancel(run.id, &why) {
                     tracing::warn!(run = %run.id, error = %err, "cannot skip run");
                 }
             }
-            Overlap::CancelPrevious => {
-                for other in others {
+            overlap::Decision::EnqueueAndCancel(previous) => {
+                for other in previous {
                     if let Err(err) =
                         self.cancel(other, "cancelled by a newer run (cancel_previous)")
                     {
@@ -449,6 +474,7 @@ impl Scheduler {
                     concurrency_group: run.concurrency_group.clone(),
                     dedup_key: None,
                     retry_of: Some(id),
+                    workflow_file: run.workflow_file.clone(),
                 };
                 let new_id = self.store.enqueue_run(&new)?.run_id();
                 self.announced.insert(new_id);
@@ -475,6 +501,7 @@ impl Scheduler {
                     .ok()
                     .and_then(|d| chrono::Utc::now().checked_sub_signed(d))
             }),
+            cron_fires_before: chrono::Utc::now().checked_sub_signed(CRON_FIRES_KEPT),
         };
         match self.store.prune_runs(&retention) {
             Ok(ids) if !ids.is_empty() => {
@@ -633,7 +660,7 @@ pub fn check_request(
         let file_name = file.path.rsplit('/').next().unwrap_or(&file.path);
         match dsl::parse_str(&file.path, &file.text) {
             Ok((wf, _)) if wf.name.value == request.workflow => {
-                found = Some(wf);
+                found = Some((file.path.clone(), wf));
                 break;
             }
             Ok(_) => {}
@@ -648,7 +675,7 @@ pub fn check_request(
             }
         }
     }
-    let Some(wf) = found else {
+    let Some((workflow_file, wf)) = found else {
         return Err(match invalid {
             Some(diagnostics) => DaemonError::InvalidWorkflow {
                 workflow: request.workflow.clone(),
@@ -682,6 +709,7 @@ pub fn check_request(
         concurrency_group: group,
         dedup_key: None,
         retry_of: None,
+        workflow_file: Some(workflow_file),
     };
     Ok((run, overlap))
 }

@@ -1,6 +1,6 @@
 //! Recovery on boot: what happens to runs that were running when the daemon died.
 //!
-//! The store marks them interrupted ([`Store::mark_interrupted_on_boot`], which also marks
+//! The store marks them interrupted ([`Store::reclaim_expired`], which also marks
 //! their running steps interrupted, counts the interruption on each of those steps and
 //! releases every claim). Then, for each of them:
 //! - Processes the dead daemon's steps left behind are ended first (SIGKILL). A step that
@@ -62,7 +62,9 @@ pub fn recover(
     store: &mut Store,
     state_dir: &Path,
 ) -> Result<Vec<(RunRecord, Recovered)>, StoreError> {
-    let interrupted = store.mark_interrupted_on_boot()?;
+    // The state-dir lock is held: whoever claimed runs before this boot is gone, so every
+    // lease found now has lapsed.
+    let interrupted = store.reclaim_expired(chrono::DateTime::<chrono::Utc>::MAX_UTC)?;
     let scope = marker_scope(state_dir);
     let mut out = Vec::new();
     for run in interrupted {

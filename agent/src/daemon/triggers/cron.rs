@@ -28,12 +28,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::store::overlap::{self, Overlap};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use croner::{Cron, Direction};
 use dsl::Workflow;
 use dsl::expr::MapContext;
-use dsl::model::{Catchup, Overlap, TemplateValue};
+use dsl::model::{Catchup, TemplateValue};
 use git2::Oid;
 use serde_json::{Map, Value};
 
@@ -62,6 +63,8 @@ struct Entry {
     tz: Tz,
     catchup: Catchup,
     overlap: Overlap,
+    /// The workflow file (`.workflows/…`) the schedule's runs execute.
+    file: String,
     /// The schedule's `parameters`, rendered when a slot fires.
     parameters: indexmap::IndexMap<String, TemplateValue>,
     /// The commit and branch scheduled runs check out.
@@ -222,7 +225,7 @@ impl CronTable {
                 .collect();
             self.entries.retain(|e| e.repo != repo);
             let now = Utc::now();
-            for wf in workflows {
+            for (file, wf) in workflows {
                 for (index, schedule) in wf.on.schedule.iter().enumerate() {
                     let Ok(cron) = schedule.cron() else { continue };
                     let tz = schedule.tz();
@@ -238,7 +241,7 @@ impl CronTable {
                         .concurrency
                         .as_ref()
                         .map(|c| c.overlap.value)
-                        .unwrap_or(Overlap::Skip);
+                        .unwrap_or(overlap::SCHEDULE_DEFAULT);
                     let mut entry = Entry {
                         key,
                         repo: repo.clone(),
@@ -247,6 +250,7 @@ impl CronTable {
                         tz,
                         catchup: schedule.catchup.value,
                         overlap,
+                        file: file.clone(),
                         parameters,
                         commit: head.clone(),
                         branch: info.default_branch.clone(),
@@ -332,13 +336,17 @@ impl CronTable {
     ) -> Result<Vec<RunId>, crate::store::StoreError> {
         let workflow = &entry.workflow.name.value;
         let active = self.active_runs(&entry.repo, workflow)?;
-        if !active.is_empty() && entry.overlap == Overlap::Skip {
-            if self.store.claim_cron_slot(&entry.key, slot)? {
-                tracing::info!(schedule = %entry.key, slot = %slot, active = %active[0],
-                    "cron: slot skipped, the previous run is still active");
+        let cancel = match overlap::decide(entry.overlap, &active) {
+            overlap::Decision::Skip { active } => {
+                if self.store.claim_cron_slot(&entry.key, slot)? {
+                    tracing::info!(schedule = %entry.key, slot = %slot, active = %active,
+                        "cron: slot skipped, the previous run is still active");
+                }
+                return Ok(Vec::new());
             }
-            return Ok(Vec::new());
-        }
+            overlap::Decision::EnqueueAndCancel(previous) => previous,
+            overlap::Decision::Enqueue => Vec::new(),
+        };
         let trigger = Trigger {
             kind: TriggerKind::Schedule,
             commit: Some(entry.commit.clone()),
@@ -347,6 +355,7 @@ impl CronTable {
         };
         let (given, render_errors) = render_parameters(entry);
         let (mut run, mut outcome) = new_run_for(&entry.workflow, &entry.repo, trigger, &given);
+        run.workflow_file = Some(entry.file.clone());
         if !render_errors.is_empty() {
             outcome = Err(render_errors.join("\n"));
         }
@@ -362,9 +371,7 @@ impl CronTable {
                     self.handle
                         .emit(crate::model::event::DaemonEvent::CronFired);
                     self.handle.wake();
-                    if entry.overlap == Overlap::CancelPrevious {
-                        return Ok(active);
-                    }
+                    return Ok(cancel);
                 }
             }
             Err(errors) => {
@@ -466,14 +473,14 @@ fn read_workflows(
     state_dir: &std::path::Path,
     repo: &str,
     head: &str,
-) -> Result<Vec<Workflow>, crate::daemon::run::mirror::MirrorError> {
+) -> Result<Vec<(String, Workflow)>, crate::daemon::run::mirror::MirrorError> {
     let mirror = Mirror::open(state_dir, repo)?;
     let oid = Oid::from_str(head)
         .map_err(|_| crate::daemon::run::mirror::MirrorError::UnknownCommit(head.to_string()))?;
     Ok(workflows_at(&mirror, oid)?
         .into_iter()
         .filter_map(|f| match f {
-            ParsedFile::Valid { workflow, .. } => Some(*workflow),
+            ParsedFile::Valid { path, workflow } => Some((path, *workflow)),
             ParsedFile::Invalid { .. } => None,
         })
         .collect())

@@ -619,6 +619,7 @@ fn runs_for_push(
                 }
                 let (mut run, outcome) = new_run_for(&workflow, repo, trigger.clone(), &Map::new());
                 run.dedup_key = Some(push_dedup_key(repo, &path, &commit));
+                run.workflow_file = Some(path.clone());
                 match outcome {
                     Ok(()) => runs.push(run),
                     Err(errors) => failed.push((run, errors)),

@@ -164,7 +164,16 @@ ALTER TABLE steps ADD COLUMN interruptions INTEGER NOT NULL DEFAULT 0;
     r#"
 CREATE INDEX runs_by_repo ON runs (repo, id);
 "#,
-    // Version 6: a run's end is queued un-rendered in the outbox, in the transaction that
+    // Version 6: a run records the workflow file it executes; a claim carries its owner and a
+    // lease expiry, and a cancel request waits on the run for its owner to see it.
+    r#"
+ALTER TABLE runs ADD COLUMN workflow_file    TEXT;
+ALTER TABLE runs ADD COLUMN claim_owner      TEXT;
+ALTER TABLE runs ADD COLUMN lease_expires_at INTEGER;
+ALTER TABLE runs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX runs_by_lease ON runs (lease_expires_at) WHERE lease_expires_at IS NOT NULL;
+"#,
+    // Version 7: a run's end is queued un-rendered in the outbox, in the transaction that
     // ends the run; the notifier renders it into deliveries later.
     r#"
 CREATE TABLE outbox_events (

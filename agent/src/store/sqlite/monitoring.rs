@@ -7,7 +7,7 @@
 //! (`crate::api`).
 
 use chrono::{DateTime, Utc};
-use rusqlite::{OptionalExtension, params};
+use rusqlite::params;
 use serde_json::Value;
 
 use super::{RunId, RunStatus, Store, StoreError, from_json, from_ms, now_ms, parse_enum, to_json};
@@ -235,19 +235,6 @@ impl Store {
             .map(|(s, n)| (s, u64::try_from(n).unwrap_or(0)))
             .collect())
     }
-
-    /// Whether an anomaly of `kind` was recorded for `run`.
-    pub fn has_anomaly(&self, kind: &str, run: RunId) -> Result<bool, StoreError> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT 1 FROM anomalies WHERE kind = ?1 AND run_id = ?2 LIMIT 1",
-                params![kind, run.0],
-                |_| Ok(()),
-            )
-            .optional()?
-            .is_some())
-    }
 }
 
 #[cfg(test)]
@@ -321,8 +308,6 @@ mod tests {
                 .expect("list")
                 .is_empty()
         );
-        assert!(store.has_anomaly("slow_run", RunId(1)).expect("has"));
-        assert!(!store.has_anomaly("slow_run", RunId(2)).expect("has"));
     }
 
     #[test]

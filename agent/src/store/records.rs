@@ -53,6 +53,9 @@ pub struct NewRun {
     pub dedup_key: Option<String>,
     /// The run this one retries, for `agent retry`.
     pub retry_of: Option<RunId>,
+    /// The workflow file (relative to the repository root, or the path given to the daemon)
+    /// that this run executes. Two files may share a `name:`; the file decides.
+    pub workflow_file: Option<String>,
 }
 
 impl NewRun {
@@ -67,6 +70,7 @@ impl NewRun {
             concurrency_group: None,
             dedup_key: None,
             retry_of: None,
+            workflow_file: None,
         }
     }
 }
@@ -126,6 +130,15 @@ pub struct RunRecord {
     pub context: Option<Value>,
     /// The final run report (the JSON of `agent exec --json`), once finished.
     pub report: Option<Value>,
+    /// The workflow file this run executes (`None` for runs queued before files were
+    /// recorded: they execute the workflow found by name).
+    pub workflow_file: Option<String>,
+    /// Who holds the claim on this run (a queued run claimed, or a running run), if anyone.
+    pub claim_owner: Option<String>,
+    /// When the owner's claim lapses unless renewed.
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// Someone asked the owner to cancel this run; the owner sees it on its next renew.
+    pub cancel_requested: bool,
 }
 
 impl RunRecord {
@@ -451,4 +464,7 @@ pub struct Retention {
     pub max_runs: Option<usize>,
     /// Delete finished runs that finished before this time.
     pub finished_before: Option<DateTime<Utc>>,
+    /// Forget cron slots fired before this time, keeping each schedule's latest one (the
+    /// catch-up after a restart starts from it).
+    pub cron_fires_before: Option<DateTime<Utc>>,
 }

@@ -1,15 +1,16 @@
 //! Runs, the queue, steps and attempts.
 //!
 //! State transitions of a run, each one transaction:
-//! `enqueue` -> queued -> (`claim_next_runs`: claimed) -> `mark_running` -> running ->
+//! `enqueue` -> queued -> (`claim`: claimed, with owner and lease) -> `mark_running` -> running ->
 //! `finish_run` -> succeeded | failed | cancelled. A queued or interrupted run may also be
-//! finished directly (cancelled). On boot, `mark_interrupted_on_boot` turns running runs into
+//! finished directly (cancelled). `reclaim_expired` turns running runs whose lease lapsed into
 //! interrupted ones and releases claims; `resume_run` puts an interrupted run back in the
 //! queue with its finished steps kept.
 
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Row, Transaction, params};
 
+use super::tx::insert_run;
 use super::{
     AttemptRecord, Enqueued, NewRun, Retention, RunFilter, RunFinish, RunId, RunRecord, RunStatus,
     RunSummary, StepFinish, StepRecord, StepStart, StepStatus, Store, StoreError, Trigger,
@@ -20,7 +21,8 @@ use super::{
 /// The columns `RawRun::from_row` reads, in order.
 pub(crate) const RUN_COLUMNS: &str = "id, workflow, repo, status, trigger_kind, trigger_commit, \
      trigger_branch, scheduled_for, parameters, created_at, started_at, finished_at, claimed_at, \
-     error, priority, concurrency_group, dedup_key, retry_of, context, report";
+     error, priority, concurrency_group, dedup_key, retry_of, context, report, workflow_file, \
+     claim_owner, lease_expires_at, cancel_requested";
 
 /// A run row as SQLite returns it, before the conversions that can fail with a `StoreError`.
 struct RawRun {
@@ -44,6 +46,10 @@ struct RawRun {
     retry_of: Option<i64>,
     context: Option<String>,
     report: Option<String>,
+    workflow_file: Option<String>,
+    claim_owner: Option<String>,
+    lease_expires_at: Option<i64>,
+    cancel_requested: bool,
 }
 
 impl RawRun {
@@ -69,6 +75,10 @@ impl RawRun {
             retry_of: row.get(17)?,
             context: row.get(18)?,
             report: row.get(19)?,
+            workflow_file: row.get(20)?,
+            claim_owner: row.get(21)?,
+            lease_expires_at: row.get(22)?,
+            cancel_requested: row.get(23)?,
         })
     }
 
@@ -96,8 +106,17 @@ impl RawRun {
             retry_of: self.retry_of.map(RunId),
             context: from_json_opt("context", self.context)?,
             report: from_json_opt("report", self.report)?,
+            workflow_file: self.workflow_file,
+            claim_owner: self.claim_owner,
+            lease_expires_at: from_ms_opt("lease_expires_at", self.lease_expires_at)?,
+            cancel_requested: self.cancel_requested,
         })
     }
+}
+
+/// A lease length in milliseconds, saturating.
+fn lease_ms(lease: std::time::Duration) -> i64 {
+    i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// The trigger of a run row, from its four trigger columns.
@@ -269,53 +288,6 @@ fn require_status(
     Ok(())
 }
 
-/// Inserts a run (deduplicated by key) inside `tx`, with the given status.
-pub(crate) fn insert_run(
-    tx: &Transaction<'_>,
-    run: &NewRun,
-    status: RunStatus,
-    error: Option<&str>,
-) -> Result<Enqueued, StoreError> {
-    if let Some(key) = &run.dedup_key {
-        let existing: Option<i64> = tx
-            .query_row(
-                "SELECT id FROM runs WHERE dedup_key = ?1",
-                params![key],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if let Some(id) = existing {
-            return Ok(Enqueued::Duplicate(RunId(id)));
-        }
-    }
-    let now = now_ms();
-    let finished_at = status.is_final().then_some(now);
-    tx.prepare_cached(
-        "INSERT INTO runs (workflow, repo, status, trigger_kind, trigger_commit, trigger_branch, \
-         scheduled_for, parameters, created_at, finished_at, error, priority, concurrency_group, \
-         dedup_key, retry_of) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-    )?
-    .execute(params![
-        run.workflow,
-        run.repo,
-        status.as_str(),
-        run.trigger.kind.as_str(),
-        run.trigger.commit,
-        run.trigger.branch,
-        run.trigger.scheduled_for.map(to_ms),
-        to_json("parameters", &run.parameters)?,
-        now,
-        finished_at,
-        error,
-        run.priority,
-        run.concurrency_group,
-        run.dedup_key,
-        run.retry_of.map(|r| r.0),
-    ])?;
-    Ok(Enqueued::Created(RunId(tx.last_insert_rowid())))
-}
-
 impl Store {
     /// Puts a run in the queue. With a `dedup_key` already used, nothing is written and the
     /// existing run is returned as [`Enqueued::Duplicate`].
@@ -340,7 +312,12 @@ impl Store {
     /// priority (highest first), then by age (oldest first). Claimed runs stay `queued` (with
     /// `claimed_at` set) until [`Store::mark_running`], and are not returned again;
     /// [`Store::release_claim`] hands one back.
-    pub fn claim_next_runs(&mut self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+    pub fn claim(
+        &mut self,
+        owner: &str,
+        limit: usize,
+        lease: std::time::Duration,
+    ) -> Result<Vec<RunRecord>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -362,11 +339,17 @@ impl Store {
         );
         let mut runs = query_runs(&tx, &sql, params![limit])?;
         let now = now_ms();
+        let expires = now.saturating_add(lease_ms(lease));
         {
-            let mut claim = tx.prepare_cached("UPDATE runs SET claimed_at = ?2 WHERE id = ?1")?;
+            let mut claim = tx.prepare_cached(
+                "UPDATE runs SET claimed_at = ?2, claim_owner = ?3, lease_expires_at = ?4
+                 WHERE id = ?1",
+            )?;
             for run in &mut runs {
-                claim.execute(params![run.id.0, now])?;
+                claim.execute(params![run.id.0, now, owner, expires])?;
                 run.claimed_at = Some(from_ms("claimed_at", now)?);
+                run.claim_owner = Some(owner.to_string());
+                run.lease_expires_at = Some(from_ms("lease_expires_at", expires)?);
             }
         }
         tx.commit()?;
@@ -378,7 +361,8 @@ impl Store {
         let tx = self.write()?;
         require_status(&tx, id, RunStatus::Queued, RunStatus::Queued)?;
         tx.execute(
-            "UPDATE runs SET claimed_at = NULL WHERE id = ?1",
+            "UPDATE runs SET claimed_at = NULL, claim_owner = NULL, lease_expires_at = NULL
+             WHERE id = ?1",
             params![id.0],
         )?;
         tx.commit()?;
@@ -507,7 +491,7 @@ impl Store {
         let now = finish.finished_at.map(to_ms).unwrap_or_else(now_ms);
         tx.execute(
             "UPDATE runs SET status = ?2, finished_at = ?3, claimed_at = NULL, error = ?4,
-                             report = ?5
+                             report = ?5, claim_owner = NULL, lease_expires_at = NULL
              WHERE id = ?1",
             params![
                 id.0,
@@ -538,7 +522,7 @@ impl Store {
                 params![id.0],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
-            super::state::save_context_tx(&tx, repo.as_deref(), &workflow, context)?;
+            super::tx::save_context_tx(&tx, repo.as_deref(), &workflow, context)?;
         }
         for delivery in &finish.deliveries {
             super::outbox::insert_delivery(&tx, delivery)?;
@@ -553,41 +537,107 @@ impl Store {
         Ok(())
     }
 
-    /// On daemon start: every running run becomes interrupted (its running steps and
-    /// attempts too) and every claim is released. Returns the interrupted runs, oldest first,
-    /// for the daemon to resume or leave waiting by its rules.
-    pub fn mark_interrupted_on_boot(&mut self) -> Result<Vec<RunRecord>, StoreError> {
+    /// Takes back the claims whose lease has lapsed at `now`: a running run whose owner
+    /// stopped renewing becomes interrupted (its running steps and attempts too, each step
+    /// counting one interruption), and a claimed queued run goes back to the queue. A claim
+    /// without a lease (written before leases existed) counts as lapsed. Returns the
+    /// interrupted runs, oldest first, for the caller to resume or leave waiting.
+    ///
+    /// With SQLite one daemon owns a state directory at a time (its lock file proves every
+    /// earlier owner is gone), so at boot the daemon passes the end of time: every claim
+    /// found then is an earlier owner's and has lapsed.
+    pub fn reclaim_expired(&mut self, now: DateTime<Utc>) -> Result<Vec<RunRecord>, StoreError> {
         let tx = self.write()?;
-        let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE status = 'running' ORDER BY id");
-        let mut runs = query_runs(&tx, &sql, [])?;
-        let now = now_ms();
+        let cutoff = to_ms(now);
+        const LAPSED: &str = "(lease_expires_at IS NULL OR lease_expires_at <= ?1)";
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE status = 'running' AND {LAPSED} ORDER BY id"
+        );
+        let mut runs = query_runs(&tx, &sql, params![cutoff])?;
+        let stamp = now_ms();
+        let lapsed_running = format!("SELECT id FROM runs WHERE status = 'running' AND {LAPSED}");
         tx.execute(
-            "UPDATE steps SET status = 'interrupted', finished_at = ?1,
-                              interruptions = interruptions + 1
-             WHERE status = 'running'
-               AND run_id IN (SELECT id FROM runs WHERE status = 'running')",
-            params![now],
+            &format!(
+                "UPDATE steps SET status = 'interrupted', finished_at = ?2,
+                                  interruptions = interruptions + 1
+                 WHERE status = 'running' AND run_id IN ({lapsed_running})"
+            ),
+            params![cutoff, stamp],
         )?;
         tx.execute(
-            "UPDATE attempts SET status = 'interrupted', finished_at = ?1
-             WHERE status = 'running'
-               AND run_id IN (SELECT id FROM runs WHERE status = 'running')",
-            params![now],
+            &format!(
+                "UPDATE attempts SET status = 'interrupted', finished_at = ?2
+                 WHERE status = 'running' AND run_id IN ({lapsed_running})"
+            ),
+            params![cutoff, stamp],
         )?;
         tx.execute(
-            "UPDATE runs SET status = 'interrupted', claimed_at = NULL WHERE status = 'running'",
-            [],
+            &format!(
+                "UPDATE runs SET status = 'interrupted', claimed_at = NULL, claim_owner = NULL,
+                                 lease_expires_at = NULL
+                 WHERE status = 'running' AND {LAPSED}"
+            ),
+            params![cutoff],
         )?;
         tx.execute(
-            "UPDATE runs SET claimed_at = NULL WHERE status = 'queued' AND claimed_at IS NOT NULL",
-            [],
+            &format!(
+                "UPDATE runs SET claimed_at = NULL, claim_owner = NULL, lease_expires_at = NULL
+                 WHERE status = 'queued' AND claimed_at IS NOT NULL AND {LAPSED}"
+            ),
+            params![cutoff],
         )?;
         tx.commit()?;
         for run in &mut runs {
             run.status = RunStatus::Interrupted;
             run.claimed_at = None;
+            run.claim_owner = None;
+            run.lease_expires_at = None;
         }
         Ok(runs)
+    }
+
+    /// Extends `owner`'s lease on `ids` (claimed or running runs it holds) to `lease` from
+    /// now. Answers the ids among them whose cancellation was requested
+    /// ([`Store::request_cancel`]): the owner is expected to cancel them.
+    pub fn renew(
+        &mut self,
+        owner: &str,
+        ids: &[RunId],
+        lease: std::time::Duration,
+    ) -> Result<Vec<RunId>, StoreError> {
+        let tx = self.write()?;
+        let expires = now_ms().saturating_add(lease_ms(lease));
+        let mut cancel = Vec::new();
+        {
+            let mut renew = tx.prepare_cached(
+                "UPDATE runs SET lease_expires_at = ?3
+                 WHERE id = ?1 AND claim_owner = ?2 AND status IN ('queued', 'running')
+                 RETURNING cancel_requested",
+            )?;
+            for id in ids {
+                let requested: Option<bool> = renew
+                    .query_row(params![id.0, owner, expires], |r| r.get(0))
+                    .optional()?;
+                if requested == Some(true) {
+                    cancel.push(*id);
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(cancel)
+    }
+
+    /// Asks the owner of a queued or running run to cancel it; the owner sees the request on
+    /// its next [`Store::renew`]. Answers whether the run was still active.
+    pub fn request_cancel(&mut self, id: RunId) -> Result<bool, StoreError> {
+        let tx = self.write()?;
+        let changed = tx.execute(
+            "UPDATE runs SET cancel_requested = 1
+             WHERE id = ?1 AND status IN ('queued', 'running')",
+            params![id.0],
+        )?;
+        tx.commit()?;
+        Ok(changed > 0)
     }
 
     /// On shutdown, for a run left `running` for the next boot: its running steps (and
@@ -611,7 +661,7 @@ impl Store {
     }
 
     /// The interrupted steps of a run with how many times each was interrupted by a boot
-    /// ([`Store::mark_interrupted_on_boot`] counts), in the order they were first recorded.
+    /// ([`Store::reclaim_expired`] counts), in the order they were first recorded.
     pub fn interrupted_steps(&self, id: RunId) -> Result<Vec<(String, u32)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT step_id, interruptions FROM steps
@@ -629,7 +679,9 @@ impl Store {
         let tx = self.write()?;
         require_status(&tx, id, RunStatus::Interrupted, RunStatus::Queued)?;
         tx.execute(
-            "UPDATE runs SET status = 'queued', claimed_at = NULL WHERE id = ?1",
+            "UPDATE runs SET status = 'queued', claimed_at = NULL, claim_owner = NULL,
+                             lease_expires_at = NULL, cancel_requested = 0
+             WHERE id = ?1",
             params![id.0],
         )?;
         tx.commit()?;
@@ -848,8 +900,8 @@ impl Store {
             .collect()
     }
 
-    /// Deletes finished runs by the retention policy (with their steps and attempts) and
-    /// returns their ids, so the caller can delete their log files.
+    /// Deletes finished runs by the retention policy (with their steps and attempts) and old
+    /// cron slots, and returns the deleted runs' ids, so the caller can delete their log files.
     pub fn prune_runs(&mut self, retention: &Retention) -> Result<Vec<RunId>, StoreError> {
         let tx = self.write()?;
         let mut doomed: Vec<i64> = Vec::new();
@@ -881,6 +933,9 @@ impl Store {
             for id in &doomed {
                 delete.execute(params![id])?;
             }
+        }
+        if let Some(before) = retention.cron_fires_before {
+            super::state::prune_cron_fires_tx(&tx, before)?;
         }
         tx.commit()?;
         Ok(doomed.into_iter().map(RunId).collect())

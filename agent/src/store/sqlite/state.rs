@@ -5,33 +5,11 @@ use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde_json::Value;
 
-use super::runs::insert_run;
+use super::tx::{insert_run, save_context_tx};
 use super::{
     CacheEntry, Enqueued, NewRun, RunId, RunStatus, Store, StoreError, from_json, from_ms,
     from_ms_opt, now_ms, to_json, to_ms,
 };
-
-/// Saves a workflow's preserved context inside `tx`. Runs without a repository share the key
-/// `""`.
-pub(crate) fn save_context_tx(
-    tx: &Transaction<'_>,
-    repo: Option<&str>,
-    workflow: &str,
-    context: &Value,
-) -> Result<(), StoreError> {
-    tx.prepare_cached(
-        "INSERT INTO contexts (repo, workflow, context, updated_at) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (repo, workflow) DO UPDATE SET
-             context = excluded.context, updated_at = excluded.updated_at",
-    )?
-    .execute(params![
-        repo.unwrap_or(""),
-        workflow,
-        to_json("context", context)?,
-        now_ms()
-    ])?;
-    Ok(())
-}
 
 /// Records a fired cron slot inside `tx`; false if it was already claimed.
 fn claim_slot_tx(
@@ -259,18 +237,18 @@ impl Store {
         )?;
         from_ms_opt("slot", ms)
     }
+}
 
-    /// Forgets claimed slots older than `before`, keeping each schedule's latest one (the
-    /// catch-up logic needs it). Returns how many were deleted.
-    pub fn prune_cron_fires(&mut self, before: DateTime<Utc>) -> Result<usize, StoreError> {
-        let tx = self.write()?;
-        let n = tx.execute(
-            "DELETE FROM cron_fires AS c WHERE slot < ?1
-               AND slot < (SELECT MAX(slot) FROM cron_fires AS l
-                           WHERE l.schedule_key = c.schedule_key)",
-            params![to_ms(before)],
-        )?;
-        tx.commit()?;
-        Ok(n)
-    }
+/// Forgets claimed cron slots older than `before` inside `tx`, keeping each schedule's latest
+/// one (the catch-up logic needs it). Returns how many were deleted.
+pub(crate) fn prune_cron_fires_tx(
+    tx: &Transaction<'_>,
+    before: DateTime<Utc>,
+) -> Result<usize, StoreError> {
+    Ok(tx.execute(
+        "DELETE FROM cron_fires AS c WHERE slot < ?1
+           AND slot < (SELECT MAX(slot) FROM cron_fires AS l
+                       WHERE l.schedule_key = c.schedule_key)",
+        params![to_ms(before)],
+    )?)
 }

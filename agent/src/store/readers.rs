@@ -1,0 +1,79 @@
+//! Read connections to the store, used off the async runtime.
+//!
+//! SQLite calls block, so each read runs on tokio's blocking pool with a connection taken
+//! from a small stack of idle ones (opened on demand, at most [`MAX_IDLE`] kept). In WAL mode
+//! these reads never wait for a writer, also one in another process holding the write lock.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use super::{Store, StoreError};
+
+/// Idle connections kept for reuse.
+pub const MAX_IDLE: usize = 4;
+
+/// A cloneable pool of read connections to one database file.
+#[derive(Debug, Clone)]
+pub struct Readers {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    idle: Mutex<Vec<Store>>,
+}
+
+impl Readers {
+    /// A pool for the database at `path` (nothing is opened yet).
+    pub fn new(path: PathBuf) -> Readers {
+        Readers {
+            inner: Arc::new(Inner {
+                path,
+                idle: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// Runs `f` with a connection on the blocking pool, never on an async worker thread.
+    pub async fn read<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Store) -> Result<T, E> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let store = inner.take()?;
+            let result = f(&store);
+            inner.put(store);
+            result
+        })
+        .await
+        .map_err(|_| E::from(StoreError::Closed))?
+    }
+}
+
+impl Inner {
+    fn take(&self) -> Result<Store, StoreError> {
+        let reused = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop();
+        match reused {
+            Some(store) => Ok(store),
+            None => Store::open(&self.path),
+        }
+    }
+
+    fn put(&self, store: Store) {
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if idle.len() < MAX_IDLE {
+            idle.push(store);
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! The SQLite backend of the store: one file under the state directory, WAL journal, a busy
+//! timeout, `BEGIN IMMEDIATE` for every write (so writers queue on the lock instead of failing
+//! with `database is locked` when a read transaction tries to upgrade), one transaction per
+//! state transition, and versioned forward-only migrations (see [`migrations`]). Timestamps
+//! are stored as Unix milliseconds, JSON columns as text.
+//!
+//! Files by concern: `runs.rs` (the queue, claims and leases, run transitions), `journal.rs`
+//! would be steps and attempts (kept in `runs.rs` for now), `state.rs` (contexts, cache,
+//! pushes and cron slots), `outbox.rs` (webhook deliveries), `monitoring.rs` (anomalies,
+//! inbound hook ids), `tx.rs` (the statements several of them run inside one transaction).
+
+pub mod migrations;
+mod monitoring;
+mod outbox;
+mod runs;
+mod state;
+mod tx;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OpenFlags};
+use serde_json::Value;
+
+pub(crate) use super::StoreError;
+pub(crate) use super::records::{
+    AttemptRecord, CacheEntry, Delivery, DeliveryAttempt, DeliveryOutcome, DeliveryStatus,
+    Enqueued, NewDelivery, NewRun, Retention, RunFilter, RunFinish, RunId, RunRecord, RunStatus,
+    RunSummary, StepFinish, StepRecord, StepStart, StepStatus, Trigger, TriggerKind,
+};
+pub use monitoring::{AnomalyRecord, HOOK_DELIVERY_TTL, NewAnomaly, RunSample};
+
+/// The database file's name inside `state_dir`.
+pub const DB_FILE_NAME: &str = "agent.sqlite3";
+
+/// How long a writer waits for the lock before giving up with `database is locked`, unless
+/// [`set_busy_timeout`] said otherwise.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The busy timeout of connections opened from now on, in milliseconds.
+static BUSY_TIMEOUT_MS: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(BUSY_TIMEOUT.as_millis() as u64);
+
+/// Sets the busy timeout of every connection this process opens from now on (the daemon's
+/// `limits.store_busy_timeout`).
+pub fn set_busy_timeout(timeout: Duration) {
+    let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+    BUSY_TIMEOUT_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The busy timeout new connections get.
+fn busy_timeout() -> Duration {
+    Duration::from_millis(BUSY_TIMEOUT_MS.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// A connection to the store.
+///
+/// Each `Store` owns one SQLite connection; writes take `&mut self`. Open one per thread (or
+/// per actor) on the same file: they coordinate through SQLite's locks.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// Switches the file to WAL unless it already is.
+///
+/// Switching needs an exclusive lock, and SQLite answers `SQLITE_BUSY` at once, without
+/// calling the busy handler, when another connection is switching or reading the same fresh
+/// file at that moment (several processes opening a new state directory together). So the
+/// switch is retried here, with short sleeps, for as long as the busy timeout.
+fn enable_wal(conn: &Connection) -> Result<(), StoreError> {
+    let deadline = std::time::Instant::now() + busy_timeout();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let attempt = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get::<_, String>(0))
+            .and_then(|mode| {
+                if mode.eq_ignore_ascii_case("wal") {
+                    Ok(mode)
+                } else {
+                    conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+                }
+            });
+        match attempt {
+            Ok(_) => return Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) `state_dir/agent.sqlite3` and brings its schema up to date.
+    pub fn open_in_dir(state_dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::CreateDir {
+            path: state_dir.to_path_buf(),
+            source,
+        })?;
+        Store::open(&state_dir.join(DB_FILE_NAME))
+    }
+
+    /// Opens (creating if needed) the database file at `path` and migrates it to the latest
+    /// schema version.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_at_version(path, migrations::LATEST_VERSION)
+    }
+
+    /// Opens `path` migrating only up to schema `version`. For fixture databases in tests;
+    /// the rest of the API assumes the latest version.
+    #[doc(hidden)]
+    pub fn open_at_version(path: &Path, version: i64) -> Result<Store, StoreError> {
+        let mut conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
+        )?;
+        conn.busy_timeout(busy_timeout())?;
+        // WAL: readers never block the writer and a crash never corrupts committed state.
+        // synchronous=NORMAL in WAL mode survives a process crash (kill -9) losslessly; only
+        // an OS crash or power cut can lose the last transactions.
+        enable_wal(&conn)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrations::migrate(&mut conn, version)?;
+        Ok(Store {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The schema version of the open file.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        migrations::current_version(&self.conn)
+    }
+
+    /// Runs SQLite's `quick_check`: `Ok(())` when the file is sound, else the problems found.
+    pub fn check_integrity(&self) -> Result<Result<(), Vec<String>>, StoreError> {
+        let mut stmt = self.conn.prepare("PRAGMA quick_check")?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        if rows.len() == 1 && rows[0] == "ok" {
+            Ok(Ok(()))
+        } else {
+            Ok(Err(rows))
+        }
+    }
+
+    /// Starts a write transaction that holds the write lock from its first statement.
+    fn write(&mut self) -> Result<rusqlite::Transaction<'_>, StoreError> {
+        Ok(self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?)
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    /// SQLite's error, rendered; transient when the lock was held past the busy timeout, the
+    /// disk is full, or the file could not be read or written. Logic errors are not.
+    fn from(e: rusqlite::Error) -> StoreError {
+        use rusqlite::ErrorCode;
+        let transient = matches!(
+            &e,
+            rusqlite::Error::SqliteFailure(f, _) if matches!(
+                f.code,
+                ErrorCode::DatabaseBusy
+                    | ErrorCode::DatabaseLocked
+                    | ErrorCode::DiskFull
+                    | ErrorCode::SystemIoFailure
+                    | ErrorCode::CannotOpen
+                    | ErrorCode::OutOfMemory
+                    | ErrorCode::ReadOnly
+            )
+        );
+        StoreError::Backend {
+            message: e.to_string(),
+            transient,
+        }
+    }
+}
+
+/// A timestamp as stored: Unix milliseconds.
+pub(crate) fn to_ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+/// A stored timestamp back to a time.
+pub(crate) fn from_ms(column: &'static str, ms: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(ms).ok_or_else(|| StoreError::BadValue {
+        column,
+        value: ms.to_string(),
+    })
+}
+
+/// An optional stored timestamp back to a time.
+pub(crate) fn from_ms_opt(
+    column: &'static str,
+    ms: Option<i64>,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    ms.map(|ms| from_ms(column, ms)).transpose()
+}
+
+/// The current time, truncated to what the store keeps (milliseconds).
+pub(crate) fn now_ms() -> i64 {
+    to_ms(Utc::now())
+}
+
+/// A JSON value as stored.
+pub(crate) fn to_json(column: &'static str, value: &Value) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(StoreError::json(column))
+}
+
+/// An optional JSON value as stored.
+pub(crate) fn to_json_opt(
+    column: &'static str,
+    value: Option<&Value>,
+) -> Result<Option<String>, StoreError> {
+    value.map(|v| to_json(column, v)).transpose()
+}
+
+/// A stored JSON text back to a value.
+pub(crate) fn from_json(column: &'static str, text: &str) -> Result<Value, StoreError> {
+    serde_json::from_str(text).map_err(StoreError::json(column))
+}
+
+/// An optional stored JSON text back to a value.
+pub(crate) fn from_json_opt(
+    column: &'static str,
+    text: Option<String>,
+) -> Result<Option<Value>, StoreError> {
+    text.map(|t| from_json(column, &t)).transpose()
+}
+
+/// A stored enum text back to its value.
+pub(crate) fn parse_enum<T: std::str::FromStr<Err = String>>(
+    column: &'static str,
+    text: &str,
+) -> Result<T, StoreError> {
+    text.parse()
+        .map_err(|value| StoreError::BadValue { column, value })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manual(workflow: &str) -> NewRun {
+        NewRun::new(workflow, Trigger::new(TriggerKind::Manual))
+    }
+
+    /// A transition cut short (the transaction dropped without commit, as when a statement
+    /// fails half-way or the thread unwinds) leaves the state it started from.
+    #[test]
+    fn a_transaction_dropped_without_commit_changes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open_in_dir(dir.path()).expect("open");
+        let first = store
+            .enqueue_run(&manual("kept"))
+            .expect("enqueue")
+            .run_id();
+        {
+            let tx = store.write().expect("begin");
+            tx::insert_run(&tx, &manual("lost"), RunStatus::Queued, None).expect("insert");
+            tx.execute(
+                "UPDATE runs SET status = 'running' WHERE id = ?1",
+                rusqlite::params![first.0],
+            )
+            .expect("update");
+            // Another connection waits for (or does not see) the uncommitted writes.
+            let other = Store::open_in_dir(dir.path()).expect("second connection");
+            let seen = other.list_runs(&RunFilter::default(), 10).expect("list");
+            assert_eq!(seen.len(), 1);
+            assert_eq!(seen[0].status, RunStatus::Queued);
+        }
+        let runs = store.list_runs(&RunFilter::default(), 10).expect("list");
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].workflow, "kept");
+        assert_eq!(runs[0].status, RunStatus::Queued);
+        // The lock was released: the next transition goes through.
+        store.mark_running(first).expect("mark running");
+    }
+
+    /// Each boot that finds a step running counts one interruption on it (kept when the
+    /// step runs again); a step stopped by shutdown is not counted.
+    #[test]
+    fn boots_count_crash_interruptions_per_step() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open_in_dir(dir.path()).expect("open");
+        let id = store.enqueue_run(&manual("w")).expect("enqueue").run_id();
+        let start = |store: &mut Store| {
+            store.mark_running(id).expect("running");
+            let step = StepStart {
+                stage: "s".into(),
+                step_id: "boom".into(),
+                attempt: 1,
+            };
+            store.record_step_started(id, &step).expect("start");
+        };
+        for n in 1..=2 {
+            start(&mut store);
+            store
+                .reclaim_expired(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+                .expect("boot");
+            assert_eq!(
+                store.interrupted_steps(id).expect("steps"),
+                [("boom".to_string(), n)]
+            );
+            store.resume_run(id).expect("resume");
+        }
+        start(&mut store);
+        store.mark_steps_stopped(id).expect("stopped by shutdown");
+        assert_eq!(
+            store
+                .reclaim_expired(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+                .expect("boot")
+                .len(),
+            1
+        );
+        assert_eq!(
+            store.interrupted_steps(id).expect("steps"),
+            [("boom".to_string(), 2)]
+        );
+    }
+
+    #[test]
+    fn a_store_can_move_to_another_thread() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Store>();
+    }
+
+    #[test]
+    fn status_texts_round_trip() {
+        for status in RunStatus::ALL {
+            assert_eq!(status.as_str().parse::<RunStatus>(), Ok(*status));
+        }
+        for status in StepStatus::ALL {
+            assert_eq!(status.as_str().parse::<StepStatus>(), Ok(*status));
+        }
+        for kind in TriggerKind::ALL {
+            assert_eq!(kind.as_str().parse::<TriggerKind>(), Ok(*kind));
+        }
+        assert!("bogus".parse::<RunStatus>().is_err());
+        assert_eq!("42".parse::<RunId>(), Ok(RunId(42)));
+    }
+}

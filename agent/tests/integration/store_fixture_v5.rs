@@ -1,0 +1,97 @@
+//! The schema version 5 fixture (runs indexed by repository; the last version whose claims
+//! carry no owner or lease) must open with the current code. The v1 fixture and its rules
+//! live in `store_fixture.rs`.
+//!
+//! To (re)write it — only ever with the code of schema version 5 — run
+//! `AGENT_WRITE_STORE_FIXTURE=1 cargo test -p agent --test integration -- --ignored store_fixture_v5::write_v5_fixture`.
+
+use crate::common::store_fixture::{fixture, header_version};
+use agent::store::{NewRun, RunStatus, StepStart, Store, Trigger, TriggerKind, migrations};
+
+#[test]
+#[ignore = "writes the fixture; run by hand with AGENT_WRITE_STORE_FIXTURE=1"]
+fn write_v5_fixture() {
+    if std::env::var_os("AGENT_WRITE_STORE_FIXTURE").is_none() {
+        return;
+    }
+    assert_eq!(
+        migrations::LATEST_VERSION,
+        5,
+        "the v5 fixture must be written by the code of schema version 5"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store.sqlite3");
+    {
+        let mut store = Store::open_at_version(&path, 5).expect("open");
+        let mut run = NewRun::new("build", Trigger::new(TriggerKind::Manual));
+        run.repo = Some("app".into());
+        let id = store.enqueue_run(&run).expect("enqueue").run_id();
+        store.mark_running(id).expect("running");
+        let step = StepStart {
+            stage: "s".into(),
+            step_id: "boom".into(),
+            attempt: 1,
+        };
+        store.record_step_started(id, &step).expect("start");
+        // A crash: the next boot interrupts the run and counts it on the step.
+        store
+            .reclaim_expired(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+            .expect("boot");
+    }
+    assert_eq!(header_version(&path), 5);
+    assert!(!path.with_extension("sqlite3-wal").exists());
+    std::fs::copy(&path, fixture(5)).expect("copy fixture");
+}
+
+#[test]
+fn v5_fixture_opens_with_current_code() {
+    let source = fixture(5);
+    assert_eq!(header_version(&source), 5);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("agent.sqlite3");
+    std::fs::copy(&source, &path).expect("copy");
+    let store = Store::open(&path).expect("open");
+    assert_eq!(
+        store.schema_version().expect("version"),
+        migrations::LATEST_VERSION
+    );
+    let runs = store
+        .list_runs(&agent::store::RunFilter::default(), 10)
+        .expect("runs");
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].status, RunStatus::Interrupted);
+    assert_eq!(
+        store.interrupted_steps(runs[0].id).expect("steps"),
+        [("boom".to_string(), 1)]
+    );
+}
+
+/// Migration 6 on a version-5 file: runs gain no workflow file (they find theirs by name),
+/// no claim owner, no lease and no cancel request; a run claimed by a version-5 daemon
+/// (a claim without lease) counts as lapsed and is reclaimed.
+#[test]
+fn v5_runs_open_without_file_owner_or_lease() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("agent.sqlite3");
+    std::fs::copy(fixture(5), &path).expect("copy");
+    {
+        // As a version-5 daemon killed mid-run leaves it: the run running, no lease.
+        let old = rusqlite::Connection::open(&path).expect("open at 5");
+        old.execute("UPDATE runs SET status = 'running'", [])
+            .expect("running");
+    }
+    let mut store = Store::open(&path).expect("open");
+    let runs = store
+        .list_runs(&agent::store::RunFilter::default(), 10)
+        .expect("runs");
+    assert_eq!(runs.len(), 1);
+    for run in &runs {
+        assert_eq!(run.workflow_file, None);
+        assert_eq!(run.claim_owner, None);
+        assert_eq!(run.lease_expires_at, None);
+        assert!(!run.cancel_requested);
+    }
+    let reclaimed = store.reclaim_expired(chrono::Utc::now()).expect("reclaim");
+    assert_eq!(reclaimed.len(), 1);
+    assert_eq!(reclaimed[0].workflow, "build");
+}
