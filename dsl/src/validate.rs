@@ -317,6 +317,17 @@ impl<'a> Validator<'a> {
         let mut done: HashSet<&'a str> = HashSet::new();
         let empty: HashSet<&'a str> = HashSet::new();
         for stage in &wf.stages {
+            for svc in &stage.services {
+                if let Some(first) = wf.services.iter().find(|w| w.name.value == svc.name.value) {
+                    self.diags.push(Diagnostic::error(
+                        svc.name.span,
+                        format!(
+                            "service `{}` is already defined for the whole workflow (line {})",
+                            svc.name.value, first.name.span.start.line
+                        ),
+                    ));
+                }
+            }
             self.ci = CiScope::default()
                 .with_services(&wf.services)
                 .with_services(&stage.services)
