@@ -71,6 +71,9 @@ pub enum MatrixError {
     /// An `include` entry with no keys (entry index).
     #[error("`include` entry {n} is empty", n = .0 + 1)]
     EmptyInclude(usize),
+    /// A value evaluated at run time has the wrong shape.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Expands a static matrix into its instances, in order (see the module doc). `axes` are
@@ -156,6 +159,86 @@ pub fn expand(
         .into_iter()
         .map(|values| MatrixInstance { values })
         .collect())
+}
+
+/// Reads a list evaluated at run time: a JSON array, or a string holding one (a step output
+/// is often the text `["a","b"]`).
+pub fn json_list(v: &Value, what: &str) -> Result<Vec<Value>, MatrixError> {
+    match v {
+        Value::Array(items) => Ok(items.clone()),
+        Value::String(s) => match serde_json::from_str::<Value>(s) {
+            Ok(Value::Array(items)) => Ok(items),
+            _ => Err(MatrixError::Invalid(format!(
+                "`{what}` must be a JSON list, found the text `{}`",
+                short(s)
+            ))),
+        },
+        other => Err(MatrixError::Invalid(format!(
+            "`{what}` must be a JSON list, found {}",
+            short(&other.to_string())
+        ))),
+    }
+}
+
+/// Reads `include` / `exclude` evaluated at run time: a list of objects.
+pub fn json_entries(v: &Value, what: &str) -> Result<Vec<Map<String, Value>>, MatrixError> {
+    json_list(v, what)?
+        .into_iter()
+        .map(|e| match e {
+            Value::Object(m) => Ok(m),
+            other => Err(MatrixError::Invalid(format!(
+                "each `{what}` entry must be an object, found {}",
+                short(&other.to_string())
+            ))),
+        })
+        .collect()
+}
+
+/// Expands a whole matrix given as one JSON object (`matrix: ${{ expr }}`): axes are its
+/// list-valued keys, plus `include` and `exclude`; `fail_fast` and `max_parallel` are
+/// ignored here. A string holding such an object is read as JSON.
+pub fn expand_value(v: &Value) -> Result<Vec<MatrixInstance>, MatrixError> {
+    let parsed;
+    let obj = match v {
+        Value::Object(m) => m,
+        Value::String(s) => {
+            parsed = serde_json::from_str::<Value>(s).ok();
+            match &parsed {
+                Some(Value::Object(m)) => m,
+                _ => {
+                    return Err(MatrixError::Invalid(format!(
+                        "`matrix` must be a JSON object, found the text `{}`",
+                        short(s)
+                    )));
+                }
+            }
+        }
+        other => {
+            return Err(MatrixError::Invalid(format!(
+                "`matrix` must be a JSON object, found {}",
+                short(&other.to_string())
+            )));
+        }
+    };
+    let mut axes = Vec::new();
+    let (mut include, mut exclude) = (Vec::new(), Vec::new());
+    for (k, v) in obj {
+        match k.as_str() {
+            "include" => include = json_entries(v, "include")?,
+            "exclude" => exclude = json_entries(v, "exclude")?,
+            "fail_fast" | "max_parallel" => {}
+            _ => axes.push((k.clone(), json_list(v, k)?)),
+        }
+    }
+    expand(&axes, &include, &exclude)
+}
+
+fn short(s: &str) -> String {
+    if s.chars().count() > 60 {
+        format!("{}...", s.chars().take(57).collect::<String>())
+    } else {
+        s.to_owned()
+    }
 }
 
 #[cfg(test)]
@@ -264,6 +347,24 @@ mod tests {
         ));
         let with_include = expand(&[("a".into(), n(256))], &[obj(json!({"a": "new"}))], &[]);
         assert_eq!(with_include, Err(MatrixError::TooMany(257)));
+    }
+
+    /// A dynamic matrix: a JSON object (or the text of one) from an expression.
+    #[test]
+    fn whole_matrix_from_json() {
+        let v = json!(
+            r#"{"os": ["linux", "mac"], "exclude": [{"os": "mac"}], "include": [{"os": "linux", "x": 1}], "fail_fast": false}"#
+        );
+        let out = expand_value(&v).expect("expands");
+        assert_eq!(ids(&out), ["test (os=linux, x=1)"]);
+        assert!(matches!(
+            expand_value(&json!({"os": "linux"})),
+            Err(MatrixError::Invalid(_))
+        ));
+        assert_eq!(
+            json_list(&json!("[1,2]"), "a").expect("list"),
+            [json!(1), json!(2)]
+        );
     }
 
     /// Empty matrices and exclude keys naming no axis are errors.

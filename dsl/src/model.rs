@@ -1108,6 +1108,41 @@ impl Matrix {
         Some(crate::matrix::expand(&axes, &include, &exclude))
     }
 
+    /// The instances, with the dynamic parts evaluated in `ctx` (the context the stage or
+    /// step starts with); for a static matrix the same as [`Matrix::expand`].
+    pub fn instances(
+        &self,
+        ctx: &dyn EvalContext,
+    ) -> Result<Vec<crate::matrix::MatrixInstance>, crate::matrix::MatrixError> {
+        use crate::matrix::{MatrixError, expand, expand_value, json_entries, json_list};
+        let eval = |t: &TemplateString| {
+            t.render(ctx)
+                .map_err(|e| MatrixError::Invalid(format!("`matrix`: {e}")))
+        };
+        if let Some(w) = &self.whole {
+            return expand_value(&eval(w)?);
+        }
+        let mut axes = Vec::with_capacity(self.axes.len());
+        for a in &self.axes {
+            let values = match &a.values {
+                MatrixValues::Static(v) => v.iter().map(|x| x.value.clone()).collect(),
+                MatrixValues::Dynamic(t) => json_list(&eval(t)?, &a.name.value)?,
+            };
+            axes.push((a.name.value.clone(), values));
+        }
+        let entries = |l: &Option<MatrixValues<serde_json::Map<String, serde_json::Value>>>,
+                       what: &str| {
+            match l {
+                None => Ok(Vec::new()),
+                Some(MatrixValues::Static(v)) => Ok(v.iter().map(|x| x.value.clone()).collect()),
+                Some(MatrixValues::Dynamic(t)) => json_entries(&eval(t)?, what),
+            }
+        };
+        let include = entries(&self.include, "include")?;
+        let exclude = entries(&self.exclude, "exclude")?;
+        expand(&axes, &include, &exclude)
+    }
+
     /// Every template string of the matrix (the whole-matrix or per-list expressions).
     pub(crate) fn templates(&self) -> Vec<&TemplateString> {
         let mut out: Vec<&TemplateString> = self.whole.iter().collect();

@@ -161,3 +161,30 @@ fn shell_values() {
             .contains("`{0}`")
     );
 }
+
+/// A dynamic matrix is expanded from the values its expressions give when the step starts
+/// (a JSON list, or the text of one as step outputs usually are).
+#[test]
+fn a_dynamic_matrix_expands_from_its_context() {
+    let loaded = load("valid.yaml");
+    let build = loaded.workflow.step("build").expect("build");
+    let m = build.matrix.as_ref().expect("matrix");
+    let ctx = dsl::expr::MapContext::from_value(serde_json::json!({
+        "steps": {"list": {"output": {"targets": "[\"x86\", \"arm\"]"}}}
+    }));
+    let ids: Vec<String> = m
+        .instances(&ctx)
+        .expect("expands")
+        .iter()
+        .map(|i| i.id("build"))
+        .collect();
+    assert_eq!(ids, ["build (target=x86)", "build (target=arm)"]);
+    let bad = dsl::expr::MapContext::from_value(serde_json::json!({
+        "steps": {"list": {"output": {"targets": "not json"}}}
+    }));
+    let err = m.instances(&bad).expect_err("not a list");
+    assert_eq!(
+        err.to_string(),
+        "`target` must be a JSON list, found the text `not json`"
+    );
+}
