@@ -684,8 +684,20 @@ impl<'a> Validator<'a> {
         };
         for (e, offset) in t.template.exprs() {
             for err in expr::check(e, &scope) {
-                self.diags
-                    .push(template_error(self.source, t, &err.shifted(offset)));
+                let hint = if err.message.starts_with("context `matrix` cannot") {
+                    Some("`matrix` is available in a stage or step that has `matrix:`")
+                } else if err.message.starts_with("context `services` cannot") {
+                    Some(
+                        "`services` is available where services are declared: the workflow's everywhere, a stage's in that stage",
+                    )
+                } else {
+                    None
+                };
+                let mut d = template_error(self.source, t, &err.shifted(offset));
+                if let Some(h) = hint {
+                    d = d.with_hint(h);
+                }
+                self.diags.push(d);
             }
         }
         self.ci_references(t);
