@@ -13,6 +13,7 @@ mod errors;
 pub mod expr;
 pub mod load;
 pub mod lower;
+pub mod matrix;
 pub mod model;
 pub mod params;
 pub mod schema;

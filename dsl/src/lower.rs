@@ -28,6 +28,8 @@ pub(crate) const WORKFLOW_KEYS: &[&str] = &[
     "parameters",
     "context",
     "env",
+    "checkout",
+    "services",
     "concurrency",
     "stages",
     "error_handlers",
@@ -59,7 +61,16 @@ pub(crate) const CONTEXT_KEYS: &[&str] = &["preserve", "merge_strategy"];
 /// Keys of `concurrency`.
 pub(crate) const CONCURRENCY_KEYS: &[&str] = &["group", "overlap"];
 /// Keys of a stage.
-pub(crate) const STAGE_KEYS: &[&str] = &["name", "parallel", "max_parallel", "steps"];
+pub(crate) const STAGE_KEYS: &[&str] = &[
+    "name",
+    "parallel",
+    "max_parallel",
+    "steps",
+    "env",
+    "working_directory",
+    "matrix",
+    "services",
+];
 /// Keys of a step.
 pub(crate) const STEP_KEYS: &[&str] = &[
     "id",
@@ -82,6 +93,9 @@ pub(crate) const STEP_KEYS: &[&str] = &[
     "resources",
     "shell",
     "idempotent",
+    "working_directory",
+    "matrix",
+    "artifacts",
 ];
 /// Keys of a step's `decision`.
 pub(crate) const DECISION_KEYS: &[&str] = &["branches"];
@@ -93,7 +107,27 @@ pub(crate) const ERROR_HANDLER_KEYS: &[&str] =
 /// Keys of `rollback`.
 pub(crate) const ROLLBACK_KEYS: &[&str] = &["steps"];
 /// Keys of a step's `cache`.
-pub(crate) const CACHE_KEYS: &[&str] = &["key", "ttl"];
+pub(crate) const CACHE_KEYS: &[&str] = &["key", "inputs", "paths", "ttl", "scope"];
+/// Keys of `checkout`.
+pub(crate) const CHECKOUT_KEYS: &[&str] = &["depth", "tags", "submodules", "path"];
+/// Reserved keys of a `matrix` (every other key is an axis).
+pub(crate) const MATRIX_KEYS: &[&str] = &["include", "exclude", "fail_fast", "max_parallel"];
+/// Keys of a `services` entry.
+pub(crate) const SERVICE_KEYS: &[&str] = &[
+    "run",
+    "skill",
+    "with",
+    "parameters",
+    "env",
+    "ready",
+    "ready_timeout",
+];
+/// Keys of a service's `ready`.
+pub(crate) const READY_KEYS: &[&str] = &["tcp", "http", "run"];
+/// Keys of an `artifacts` entry.
+pub(crate) const ARTIFACT_KEYS: &[&str] = &["name", "paths", "retention", "from"];
+/// Keys of an artifact's `from`.
+pub(crate) const ARTIFACT_FROM_KEYS: &[&str] = &["workflow", "name"];
 /// Keys of a step's `resources`.
 pub(crate) const RESOURCES_KEYS: &[&str] = &["cpu", "memory_mb"];
 
@@ -116,6 +150,11 @@ pub const OBJECTS: &[(&str, &[&str])] = &[
     ("ErrorHandlerDef", ERROR_HANDLER_KEYS),
     ("RollbackDef", ROLLBACK_KEYS),
     ("CacheDef", CACHE_KEYS),
+    ("CheckoutDef", CHECKOUT_KEYS),
+    ("ServiceDef", SERVICE_KEYS),
+    ("ReadyDef", READY_KEYS),
+    ("ArtifactDef", ARTIFACT_KEYS),
+    ("ArtifactFromDef", ARTIFACT_FROM_KEYS),
     ("ResourcesDef", RESOURCES_KEYS),
 ];
 
@@ -349,9 +388,11 @@ impl<'s> Lowerer<'s> {
             .get("context")
             .map(|n| self.context(n))
             .unwrap_or_default();
-        let env = o
-            .get("env")
-            .map(|n| self.value_map(n, "env"))
+        let env = o.get("env").map(|n| self.env_map(n)).unwrap_or_default();
+        let checkout = o.get("checkout").and_then(|n| self.checkout(n));
+        let services = o
+            .get("services")
+            .map(|n| self.services(n))
             .unwrap_or_default();
         let concurrency = o.get("concurrency").and_then(|n| self.concurrency(n));
         let stages = match self.require(&o, "stages", "`workflow`") {
@@ -387,6 +428,8 @@ impl<'s> Lowerer<'s> {
             parameters,
             context,
             env,
+            checkout,
+            services,
             concurrency,
             stages,
             error_handlers,
@@ -660,6 +703,15 @@ impl<'s> Lowerer<'s> {
             }
             None => Vec::new(),
         };
+        let env = o.get("env").map(|n| self.env_map(n)).unwrap_or_default();
+        let working_directory = o
+            .get("working_directory")
+            .and_then(|n| self.relative_path(n, "working_directory"));
+        let matrix = o.get("matrix").and_then(|n| self.matrix(n));
+        let services = o
+            .get("services")
+            .map(|n| self.services(n))
+            .unwrap_or_default();
         Some(Stage {
             span: node.span,
             name,
@@ -667,6 +719,10 @@ impl<'s> Lowerer<'s> {
             max_parallel: max_parallel
                 .unwrap_or(Spanned::new(Stage::DEFAULT_MAX_PARALLEL, node.span)),
             steps,
+            env,
+            working_directory,
+            matrix,
+            services,
         })
     }
 
@@ -805,22 +861,8 @@ impl<'s> Lowerer<'s> {
             .get("compensate")
             .map(|n| self.steps(n, "compensate"))
             .unwrap_or_default();
-        let cache = o.get("cache").and_then(|n| {
-            let c = self.obj(n, CACHE_KEYS, "`cache`")?;
-            let key = self
-                .require(&c, "key", "`cache`")
-                .and_then(|k| self.value(k));
-            let ttl = c.get("ttl").and_then(|t| self.positive_duration(t, "ttl"));
-            Some(Cache {
-                span: n.span,
-                key: key?,
-                ttl,
-            })
-        });
-        let env = o
-            .get("env")
-            .map(|n| self.value_map(n, "env"))
-            .unwrap_or_default();
+        let cache = o.get("cache").and_then(|n| self.cache(n));
+        let env = o.get("env").map(|n| self.env_map(n)).unwrap_or_default();
         let resources = o.get("resources").and_then(|n| {
             let r = self.obj(n, RESOURCES_KEYS, "`resources`")?;
             Some(Resources {
@@ -835,6 +877,19 @@ impl<'s> Lowerer<'s> {
             })
         });
         let shell = self.opt_string(&o, "shell");
+        if let Some(sh) = &shell
+            && let Err(msg) = ShellSpec::parse(&sh.value)
+        {
+            self.err(sh.span, msg);
+        }
+        let working_directory = o
+            .get("working_directory")
+            .and_then(|n| self.relative_path(n, "working_directory"));
+        let matrix = o.get("matrix").and_then(|n| self.matrix(n));
+        let artifacts = o
+            .get("artifacts")
+            .map(|n| self.artifacts(n))
+            .unwrap_or_default();
         let idempotent = match o.get("idempotent") {
             Some(n) => self.bool(n, "idempotent"),
             None => Some(Spanned::new(true, node.span)),
@@ -858,6 +913,568 @@ impl<'s> Lowerer<'s> {
             resources,
             shell,
             idempotent: idempotent.unwrap_or(Spanned::new(true, node.span)),
+            working_directory,
+            matrix,
+            artifacts,
+        })
+    }
+
+    // ---- CI keys: env, paths, checkout, matrix, services, artifacts, cache --------------
+
+    /// An `env` mapping: names are environment variable names, values are scalars (strings
+    /// may hold `${{ }}`).
+    fn env_map(&mut self, node: &Node) -> IndexMap<String, TemplateValue> {
+        let Some(entries) = self.r.entries(node, "env") else {
+            return IndexMap::new();
+        };
+        let mut out = IndexMap::new();
+        for (k, v) in entries {
+            let name = k.as_str().unwrap_or_default();
+            if !is_env_name(name) {
+                self.err(
+                    k.span,
+                    format!("invalid environment variable name `{name}`: use letters, digits and `_`, not starting with a digit"),
+                );
+                continue;
+            }
+            if !matches!(v.kind, NodeKind::Scalar(_)) {
+                self.type_err(v, "a string", &format!("env.{name}"));
+                continue;
+            }
+            if let Some(val) = self.value(v) {
+                out.insert(name.to_owned(), val);
+            }
+        }
+        out
+    }
+
+    /// A path (or glob) relative to the workspace that does not leave it.
+    fn relative_path(&mut self, node: &Node, what: &str) -> Option<Spanned<String>> {
+        let s = self.string(node, what)?;
+        if s.value.contains("${{") {
+            let style = node.as_scalar().map(|x| x.style).unwrap_or(Style::Plain);
+            self.template_of(node, &s.value, style)?;
+        }
+        match check_relative(&s.value) {
+            Ok(()) => Some(s),
+            Err(why) => {
+                self.err(s.span, format!("`{what}` {why}: `{}`", s.value));
+                None
+            }
+        }
+    }
+
+    fn relative_list(&mut self, node: &Node, what: &str) -> Vec<Spanned<String>> {
+        match &node.kind {
+            NodeKind::Seq(items) => items
+                .iter()
+                .filter_map(|n| self.relative_path(n, what))
+                .collect(),
+            NodeKind::Scalar(_) => self.relative_path(node, what).into_iter().collect(),
+            NodeKind::Map(_) => {
+                self.type_err(node, "a list of strings", what);
+                Vec::new()
+            }
+        }
+    }
+
+    fn checkout(&mut self, node: &Node) -> Option<Checkout> {
+        if let Some(ScalarValue::Bool(b)) = node.as_scalar().map(|s| &s.value) {
+            return Some(Checkout {
+                span: node.span,
+                enabled: *b,
+                ..Checkout::default()
+            });
+        }
+        if node.as_scalar().is_some() {
+            self.type_err(node, "`false` or a mapping", "checkout");
+            return None;
+        }
+        let o = self.obj(node, CHECKOUT_KEYS, "`checkout`")?;
+        let depth = match o.get("depth") {
+            None => Some(Checkout::DEFAULT_DEPTH),
+            Some(n) if n.as_str() == Some("full") => None,
+            Some(n) => match n.as_scalar().map(|s| &s.value) {
+                Some(ScalarValue::Int(_)) => self
+                    .int(n, "depth", 1, 1 << 31)
+                    .map(|d| d.value as u32)
+                    .or(Some(Checkout::DEFAULT_DEPTH)),
+                _ => {
+                    self.err(
+                        n.span,
+                        format!(
+                            "invalid value `{}` for `depth`; expected a number of commits (at least 1) or `full`",
+                            n.as_str().unwrap_or(n.type_name())
+                        ),
+                    );
+                    Some(Checkout::DEFAULT_DEPTH)
+                }
+            },
+        };
+        let flag = |l: &mut Self, key: &str| {
+            o.get(key)
+                .and_then(|n| l.bool(n, key))
+                .is_some_and(|b| b.value)
+        };
+        let tags = flag(self, "tags");
+        let submodules = flag(self, "submodules");
+        let path = o.get("path").and_then(|n| self.relative_path(n, "path"));
+        Some(Checkout {
+            span: node.span,
+            enabled: true,
+            depth,
+            tags,
+            submodules,
+            path,
+        })
+    }
+
+    /// A string that is one `${{ }}` template, for the dynamic parts of a matrix.
+    fn dynamic(&mut self, node: &Node, what: &str, expected: &str) -> Option<TemplateString> {
+        match node.as_scalar() {
+            Some(s) if s.value == ScalarValue::Str && s.text.contains("${{") => {
+                self.template_of(node, &s.text.clone(), s.style)
+            }
+            _ => {
+                self.type_err(node, expected, what);
+                None
+            }
+        }
+    }
+
+    /// A matrix value: a scalar or a mapping of scalars, written out.
+    fn matrix_value(&mut self, node: &Node, what: &str) -> Option<Spanned<serde_json::Value>> {
+        let ok = match &node.kind {
+            NodeKind::Scalar(s) => s.value != ScalarValue::Null,
+            NodeKind::Map(entries) => entries.iter().all(|(_, v)| v.as_scalar().is_some()),
+            NodeKind::Seq(_) => false,
+        };
+        if !ok {
+            self.type_err(node, "a scalar or a mapping of scalars", what);
+            return None;
+        }
+        if let Some(s) = node.as_scalar()
+            && s.text.contains("${{")
+        {
+            self.err(
+                node.span,
+                format!("a value in `{what}` cannot be an expression; write the whole list as one `${{{{ }}}}` expression"),
+            );
+            return None;
+        }
+        Some(Spanned::new(node.to_json(), node.span))
+    }
+
+    /// `include` / `exclude` entries: mappings, or one expression.
+    #[allow(clippy::type_complexity)]
+    fn matrix_entries<'n>(
+        &mut self,
+        node: &'n Node,
+        what: &str,
+    ) -> Option<(
+        MatrixValues<serde_json::Map<String, serde_json::Value>>,
+        Vec<&'n [(Node, Node)]>,
+    )> {
+        let NodeKind::Seq(items) = &node.kind else {
+            let t = self.dynamic(node, what, "a list of mappings or a `${{ }}` expression")?;
+            return Some((MatrixValues::Dynamic(t), Vec::new()));
+        };
+        let mut out = Vec::new();
+        let mut raw = Vec::new();
+        for item in items {
+            let Some(entries) = self.r.entries(item, what) else {
+                continue;
+            };
+            let mut map = serde_json::Map::new();
+            let mut ok = true;
+            for (k, v) in entries {
+                let key = k.as_str().unwrap_or_default().to_owned();
+                match self.matrix_value(v, &format!("{what}.{key}")) {
+                    Some(v) => {
+                        map.insert(key, v.value);
+                    }
+                    None => ok = false,
+                }
+            }
+            if entries.is_empty() {
+                self.err(
+                    item.span,
+                    format!("an empty `{what}` entry matches nothing"),
+                );
+                ok = false;
+            }
+            if ok {
+                out.push(Spanned::new(map, item.span));
+                raw.push(entries);
+            }
+        }
+        Some((MatrixValues::Static(out), raw))
+    }
+
+    fn matrix(&mut self, node: &Node) -> Option<Matrix> {
+        if node.as_scalar().is_some() {
+            let whole = self.dynamic(node, "matrix", "a mapping or a `${{ }}` expression")?;
+            return Some(Matrix {
+                span: node.span,
+                whole: Some(whole),
+                axes: Vec::new(),
+                include: None,
+                exclude: None,
+                fail_fast: true,
+                max_parallel: None,
+            });
+        }
+        let entries = self.r.entries(node, "matrix")?;
+        let before = self.r.diagnostics().len();
+        let mut axes = Vec::new();
+        let (mut include, mut exclude) = (None, None);
+        let (mut include_raw, mut exclude_raw) = (Vec::new(), Vec::new());
+        let mut fail_fast = true;
+        let mut max_parallel = None;
+        for (k, v) in entries {
+            let key = k.as_str().unwrap_or_default();
+            match key {
+                "include" | "exclude" => {
+                    if let Some((vals, raw)) = self.matrix_entries(v, key) {
+                        if key == "include" {
+                            include = Some(vals);
+                            include_raw = raw;
+                        } else {
+                            exclude = Some(vals);
+                            exclude_raw = raw;
+                        }
+                    }
+                }
+                "fail_fast" => {
+                    fail_fast = self.bool(v, "fail_fast").is_none_or(|b| b.value);
+                }
+                "max_parallel" => {
+                    max_parallel = self
+                        .int(v, "max_parallel", 1, 10_000)
+                        .map(|m| Spanned::new(m.value as u32, m.span));
+                }
+                _ => {
+                    // `includes:`, `fail-fast:` and the like are typos of the reserved keys,
+                    // unless they hold a list of plain values (then they are an axis).
+                    let plain_list = matches!(&v.kind, NodeKind::Seq(items) if items.iter().all(|i| i.as_scalar().is_some()));
+                    if !plain_list && let Some(s) = suggest(key, MATRIX_KEYS.iter().copied()) {
+                        self.err(
+                            k.span,
+                            format!("unknown key `{key}` in `matrix`, did you mean `{s}`?"),
+                        );
+                        continue;
+                    }
+                    if !is_step_id(key) {
+                        self.err(
+                            k.span,
+                            format!("invalid matrix axis name `{key}`: use letters, digits, `_` and `-`, starting with a letter or `_`"),
+                        );
+                        continue;
+                    }
+                    let values = match &v.kind {
+                        NodeKind::Seq(items) => {
+                            if items.is_empty() {
+                                self.err(v.span, format!("matrix axis `{key}` has no values"));
+                            }
+                            MatrixValues::Static(
+                                items
+                                    .iter()
+                                    .filter_map(|n| self.matrix_value(n, key))
+                                    .collect(),
+                            )
+                        }
+                        _ => {
+                            match self.dynamic(v, key, "a list of values or a `${{ }}` expression")
+                            {
+                                Some(t) => MatrixValues::Dynamic(t),
+                                None => continue,
+                            }
+                        }
+                    };
+                    axes.push(MatrixAxis {
+                        name: Spanned::new(key.to_owned(), k.span),
+                        values,
+                    });
+                }
+            }
+        }
+        let axis_names: Vec<&str> = axes.iter().map(|a| a.name.value.as_str()).collect();
+        let all_static_axes = axes
+            .iter()
+            .all(|a| matches!(a.values, MatrixValues::Static(_)));
+        // Keys naming no axis: always wrong in `exclude`; in `include` a near-miss of an axis
+        // the entry does not name is a typo (a new key would be added to every instance).
+        if all_static_axes {
+            for entry in &exclude_raw {
+                for (k, _) in entry.iter() {
+                    let name = k.as_str().unwrap_or_default();
+                    if !axis_names.contains(&name) {
+                        let mut msg =
+                            format!("`exclude` names `{name}`, which is not an axis of the matrix");
+                        if let Some(s) = suggest(name, axis_names.iter().copied()) {
+                            msg.push_str(&format!("; did you mean `{s}`?"));
+                        } else {
+                            msg.push_str(&format!(
+                                "; axes: {}",
+                                crate::diagnostic::list(&axis_names)
+                            ));
+                        }
+                        self.err(k.span, msg);
+                    }
+                }
+            }
+            for entry in &include_raw {
+                for (k, _) in entry.iter() {
+                    let name = k.as_str().unwrap_or_default();
+                    if axis_names.contains(&name) {
+                        continue;
+                    }
+                    if let Some(s) = suggest(name, axis_names.iter().copied())
+                        && !entry.iter().any(|(k2, _)| k2.as_str() == Some(s))
+                    {
+                        self.err(
+                            k.span,
+                            format!("`include` names `{name}`, which is not an axis, did you mean `{s}`? (a key that is not an axis is added to every matching instance)"),
+                        );
+                    }
+                }
+            }
+        }
+        let m = Matrix {
+            span: node.span,
+            whole: None,
+            axes,
+            include,
+            exclude,
+            fail_fast,
+            max_parallel,
+        };
+        if self.r.diagnostics().len() == before
+            && let Some(Err(e)) = m.expand()
+        {
+            self.err(node.span, e.to_string());
+        }
+        Some(m)
+    }
+
+    fn services(&mut self, node: &Node) -> Vec<Service> {
+        let Some(entries) = self.r.entries(node, "services") else {
+            return Vec::new();
+        };
+        entries
+            .iter()
+            .filter_map(|(k, v)| self.service(k, v))
+            .collect()
+    }
+
+    fn service(&mut self, key: &Node, node: &Node) -> Option<Service> {
+        let name = key.as_str().unwrap_or_default();
+        if !is_step_id(name) {
+            self.err(
+                key.span,
+                format!("invalid service name `{name}`: use letters, digits, `_` and `-`, starting with a letter or `_`"),
+            );
+        }
+        let what = format!("service `{name}`");
+        let o = self.obj(node, SERVICE_KEYS, &what)?;
+        let kind = match (o.get("run"), o.get("skill")) {
+            (Some(r), None) => self.template_string(r, "run").map(ServiceKind::Run),
+            (None, Some(s)) => self.name_ref(s, "skill").map(ServiceKind::Skill),
+            (Some(_), Some(_)) => {
+                let span = o.key("skill").map_or(node.span, |k| k.span);
+                self.err(span, format!("{what} has both `run` and `skill`; give one"));
+                None
+            }
+            (None, None) => {
+                self.err(node.span, format!("{what} needs `run` or `skill`"));
+                None
+            }
+        };
+        if o.has("with") && o.has("parameters") {
+            let span = o.key("with").map_or(node.span, |k| k.span);
+            self.err(span, "`with` and `parameters` are the same; give one");
+        }
+        if let (Some(ServiceKind::Run(_)), Some(k)) =
+            (&kind, o.key("with").or_else(|| o.key("parameters")))
+        {
+            self.err(
+                k.span,
+                format!(
+                    "`{}` only applies to a skill service",
+                    k.as_str().unwrap_or_default()
+                ),
+            );
+        }
+        let parameters = o
+            .get("with")
+            .or_else(|| o.get("parameters"))
+            .map(|n| self.value_map(n, "parameters"))
+            .unwrap_or_default();
+        let env = o.get("env").map(|n| self.env_map(n)).unwrap_or_default();
+        let ready = o.get("ready").and_then(|n| {
+            let r = self.obj(n, READY_KEYS, "`ready`")?;
+            let given: Vec<&str> = READY_KEYS.iter().copied().filter(|k| r.has(k)).collect();
+            match given.as_slice() {
+                ["tcp"] => {
+                    let t = r.get("tcp")?;
+                    match t.as_scalar().map(|s| &s.value) {
+                        Some(ScalarValue::Int(_)) => {
+                            self.int(t, "tcp", 1, 65535)?;
+                            self.value(t).map(ServiceReady::Tcp)
+                        }
+                        Some(ScalarValue::Str) if t.as_str().is_some_and(|s| s.contains("${{")) => {
+                            self.value(t).map(ServiceReady::Tcp)
+                        }
+                        _ => {
+                            self.type_err(t, "a port number or a `${{ }}` expression", "tcp");
+                            None
+                        }
+                    }
+                }
+                ["http"] => self
+                    .template_string(r.get("http")?, "http")
+                    .map(ServiceReady::Http),
+                ["run"] => self
+                    .template_string(r.get("run")?, "run")
+                    .map(ServiceReady::Run),
+                _ => {
+                    self.err(
+                        n.span,
+                        "`ready` takes exactly one of `tcp`, `http` or `run`",
+                    );
+                    None
+                }
+            }
+        });
+        let ready_timeout = o
+            .get("ready_timeout")
+            .and_then(|n| self.positive_duration(n, "ready_timeout"));
+        Some(Service {
+            span: node.span,
+            name: Spanned::new(name.to_owned(), key.span),
+            kind: kind?,
+            parameters,
+            env,
+            ready,
+            ready_timeout,
+        })
+    }
+
+    fn artifacts(&mut self, node: &Node) -> Vec<Artifact> {
+        let items = self.seq(node, "artifacts");
+        let mut out: Vec<Artifact> = Vec::new();
+        for item in items {
+            let Some(a) = self.artifact(item) else {
+                continue;
+            };
+            if let Some(first) = out.iter().find(|o| o.name.value == a.name.value) {
+                let line = first.name.span.start.line;
+                self.err(
+                    a.name.span,
+                    format!(
+                        "duplicate artifact `{}` (first declared on line {line})",
+                        a.name.value
+                    ),
+                );
+                continue;
+            }
+            out.push(a);
+        }
+        out
+    }
+
+    fn artifact(&mut self, node: &Node) -> Option<Artifact> {
+        let o = self.obj(node, ARTIFACT_KEYS, "an artifact")?;
+        let name = self
+            .require(&o, "name", "an artifact")
+            .and_then(|n| self.name_ref(n, "artifact"));
+        let from = o.get("from").and_then(|n| {
+            let f = self.obj(n, ARTIFACT_FROM_KEYS, "`from`")?;
+            let workflow = self
+                .require(&f, "workflow", "`from`")
+                .and_then(|w| self.string(w, "workflow"))?;
+            let name = f.get("name").and_then(|x| self.name_ref(x, "artifact"));
+            Some(ArtifactFrom {
+                span: n.span,
+                workflow,
+                name,
+            })
+        });
+        let paths = match (o.get("paths"), o.has("from")) {
+            (Some(p), false) => {
+                let paths = self.relative_list(p, "paths");
+                if matches!(&p.kind, NodeKind::Seq(v) if v.is_empty()) {
+                    self.err(p.span, "`paths` is empty; list the files to keep");
+                }
+                paths
+            }
+            (Some(_), true) => {
+                let span = o.key("paths").map_or(node.span, |k| k.span);
+                self.err(
+                    span,
+                    "an artifact has `paths` (files of this step) or `from` (another workflow's artifact), not both",
+                );
+                Vec::new()
+            }
+            (None, true) => Vec::new(),
+            (None, false) => {
+                self.err(
+                    node.span,
+                    "missing required key `paths` (or `from`) in an artifact",
+                );
+                Vec::new()
+            }
+        };
+        let retention = o
+            .get("retention")
+            .and_then(|n| self.positive_duration(n, "retention"));
+        Some(Artifact {
+            span: node.span,
+            name: name?,
+            paths,
+            retention,
+            from,
+        })
+    }
+
+    fn cache(&mut self, node: &Node) -> Option<Cache> {
+        let empty = Cache {
+            span: node.span,
+            key: None,
+            inputs: Vec::new(),
+            paths: Vec::new(),
+            ttl: None,
+            scope: None,
+        };
+        match node.as_scalar().map(|s| &s.value) {
+            Some(ScalarValue::Bool(true)) => return Some(empty),
+            Some(ScalarValue::Bool(false)) => return None,
+            Some(_) => {
+                self.type_err(node, "`true` or a mapping", "cache");
+                return None;
+            }
+            None => {}
+        }
+        let c = self.obj(node, CACHE_KEYS, "`cache`")?;
+        let key = match c.get("key") {
+            Some(k) => Some(self.value(k)?),
+            None => None,
+        };
+        Some(Cache {
+            key,
+            inputs: c
+                .get("inputs")
+                .map(|n| self.relative_list(n, "inputs"))
+                .unwrap_or_default(),
+            paths: c
+                .get("paths")
+                .map(|n| self.relative_list(n, "paths"))
+                .unwrap_or_default(),
+            ttl: c.get("ttl").and_then(|t| self.positive_duration(t, "ttl")),
+            scope: c
+                .get("scope")
+                .and_then(|n| self.keyword(n, "scope", CacheScope::ALL)),
+            ..empty
         })
     }
 
@@ -1033,6 +1650,9 @@ fn implicit_step(skill: Spanned<String>) -> Step {
         resources: None,
         shell: None,
         idempotent: Spanned::new(true, span),
+        working_directory: None,
+        matrix: None,
+        artifacts: Vec::new(),
     }
 }
 
@@ -1080,4 +1700,31 @@ pub(crate) fn is_step_id(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Letters, digits and `_`, not starting with a digit (a portable environment name).
+pub(crate) fn is_env_name(s: &str) -> bool {
+    is_identifier(s)
+}
+
+/// Why a path is not a relative path inside the workspace (`Ok` when it is one).
+pub(crate) fn check_relative(path: &str) -> Result<(), &'static str> {
+    let p = path.trim();
+    if p.starts_with('/') || p.starts_with('\\') || p.starts_with('~') || p.get(1..2) == Some(":") {
+        return Err("must be relative to the workspace");
+    }
+    let mut depth: i64 = 0;
+    for part in p.split(['/', '\\']) {
+        match part {
+            "" | "." => {}
+            ".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return Err("leaves the workspace");
+                }
+            }
+            _ => depth += 1,
+        }
+    }
+    Ok(())
 }

@@ -328,6 +328,10 @@ pub struct Workflow {
     pub context: ContextConfig,
     /// `env`: environment for every step.
     pub env: IndexMap<String, TemplateValue>,
+    /// `checkout`: how the sources reach the workspace (`None`: the defaults).
+    pub checkout: Option<Checkout>,
+    /// `services`: processes running for the whole run, in file order.
+    pub services: Vec<Service>,
     /// `concurrency`.
     pub concurrency: Option<Concurrency>,
     /// `stages`, in order.
@@ -610,6 +614,14 @@ pub struct Stage {
     pub max_parallel: Spanned<u32>,
     /// `steps`.
     pub steps: Vec<Step>,
+    /// `env`: environment for the stage's steps (over the workflow's, under the step's).
+    pub env: IndexMap<String, TemplateValue>,
+    /// `working_directory`: relative to the workspace; the default of the stage's steps.
+    pub working_directory: Option<Spanned<String>>,
+    /// `matrix`: the stage runs once per instance.
+    pub matrix: Option<Matrix>,
+    /// `services`: processes running while the stage runs, in file order.
+    pub services: Vec<Service>,
 }
 
 impl Stage {
@@ -677,10 +689,17 @@ pub struct Step {
     pub env: IndexMap<String, TemplateValue>,
     /// `resources`.
     pub resources: Option<Resources>,
-    /// `shell` (for `run` steps): the interpreter, e.g. `bash`, `sh`, `python3`.
+    /// `shell` (for `run` steps): a name (`bash`, `sh`, `python`, `pwsh`, ...) or a command
+    /// line with `{0}`; checked by [`ShellSpec::parse`].
     pub shell: Option<Spanned<String>>,
     /// `idempotent` (default true).
     pub idempotent: Spanned<bool>,
+    /// `working_directory`: relative to the workspace (over the stage's).
+    pub working_directory: Option<Spanned<String>>,
+    /// `matrix`: the step runs once per instance.
+    pub matrix: Option<Matrix>,
+    /// `artifacts`: files kept after the step succeeds (or taken from another workflow).
+    pub artifacts: Vec<Artifact>,
 }
 
 impl Step {
@@ -714,10 +733,27 @@ impl Step {
         for v in self.env.values() {
             out.extend(v.strings());
         }
-        if let Some(c) = &self.cache {
-            out.extend(c.key.strings());
+        if let Some(c) = &self.cache
+            && let Some(k) = &c.key
+        {
+            out.extend(k.strings());
+        }
+        if let Some(m) = &self.matrix {
+            out.extend(m.templates());
         }
         out
+    }
+
+    /// The shell named by `shell:` (`None` when absent or invalid).
+    pub fn shell_spec(&self) -> Option<ShellSpec> {
+        self.shell
+            .as_ref()
+            .and_then(|s| ShellSpec::parse(&s.value).ok())
+    }
+
+    /// The declared artifact with this name.
+    pub fn artifact(&self, name: &str) -> Option<&Artifact> {
+        self.artifacts.iter().find(|a| a.name.value == name)
     }
 
     /// The ids of the steps this step refers to: its `needs` and every `${{ steps.X }}` of
@@ -843,15 +879,21 @@ pub struct Rollback {
     pub steps: Vec<Step>,
 }
 
-/// `cache` (reserved for later work: parsed and checked, not yet used by the engine).
+/// `cache` (`cache: true` or a mapping; parsed and checked, not yet used by the engine).
 #[derive(Debug, Clone)]
 pub struct Cache {
-    /// The mapping's span.
+    /// The node's span.
     pub span: Span,
-    /// `key`: a template; equal keys reuse outputs.
-    pub key: TemplateValue,
+    /// `key`: extra values (templates) mixed into the cache key.
+    pub key: Option<TemplateValue>,
+    /// `inputs`: globs of workspace files whose contents are part of the key.
+    pub inputs: Vec<Spanned<String>>,
+    /// `paths`: workspace paths saved with the entry and restored on a hit.
+    pub paths: Vec<Spanned<String>>,
     /// `ttl`.
     pub ttl: Option<Spanned<Duration>>,
+    /// `scope` (default `repo`).
+    pub scope: Option<Spanned<CacheScope>>,
 }
 
 /// `resources`: what the step needs to be admitted.
@@ -863,4 +905,369 @@ pub struct Resources {
     pub cpu: Option<Spanned<f64>>,
     /// `memory_mb`.
     pub memory_mb: Option<Spanned<u64>>,
+}
+
+keyword_enum!(
+    /// Who may read a step cache entry.
+    CacheScope {
+        /// Every run of the repository.
+        Repo = "repo",
+        /// Runs of the same branch (and, read-only, branches created from it).
+        Branch = "branch",
+    }
+);
+
+keyword_enum!(
+    /// A shell named by `shell:`.
+    ShellName {
+        /// `bash --noprofile --norc -eo pipefail {0}`.
+        Bash = "bash",
+        /// `sh -e {0}`.
+        Sh = "sh",
+        /// `python {0}`.
+        Python = "python",
+        /// `pwsh -command ". '{0}'"`.
+        Pwsh = "pwsh",
+        /// Other interpreters the script runner knows.
+        Python3 = "python3",
+        /// The Debian Almquist shell.
+        Dash = "dash",
+        /// The Z shell.
+        Zsh = "zsh",
+        /// The Korn shell.
+        Ksh = "ksh",
+        /// Node.js.
+        Node = "node",
+        /// Node.js (Debian's name).
+        Nodejs = "nodejs",
+        /// Perl.
+        Perl = "perl",
+        /// Ruby.
+        Ruby = "ruby",
+        /// Windows PowerShell's name for `pwsh`.
+        Powershell = "powershell",
+    }
+);
+
+/// What a step's `shell:` value means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShellSpec {
+    /// A known shell or interpreter, by name (or by an absolute path ending in such a name).
+    Named(ShellName),
+    /// A custom command line where `{0}` stands for the script, e.g. `bash -x {0}`.
+    Template(String),
+}
+
+impl ShellSpec {
+    /// Reads a `shell:` value: one word is a known name (or an absolute path to one), more
+    /// words are a custom template that must contain `{0}`. The error is the message.
+    pub fn parse(text: &str) -> Result<ShellSpec, String> {
+        let t = text.trim();
+        if t.contains(char::is_whitespace) || t.contains("{0}") {
+            if !t.contains("{0}") {
+                return Err(format!(
+                    "custom shell `{t}` has no `{{0}}`; write where the script goes, e.g. `{t} {{0}}`"
+                ));
+            }
+            return Ok(ShellSpec::Template(t.to_owned()));
+        }
+        let base = if t.starts_with('/') {
+            t.rsplit('/').next().unwrap_or(t)
+        } else {
+            t
+        };
+        match ShellName::parse(base) {
+            Some(n) => Ok(ShellSpec::Named(n)),
+            None => {
+                let names: Vec<&str> = ShellName::ALL.iter().map(|(s, _)| *s).collect();
+                let mut msg = format!(
+                    "unknown shell `{t}`; expected one of {}, or a command line with `{{0}}`",
+                    crate::diagnostic::list(&names[..4])
+                );
+                if let Some(s) = crate::diagnostic::suggest(base, names.iter().copied()) {
+                    msg = format!(
+                        "unknown shell `{t}`, did you mean `{s}`? Expected one of {}, or a command line with `{{0}}`",
+                        crate::diagnostic::list(&names[..4])
+                    );
+                }
+                Err(msg)
+            }
+        }
+    }
+}
+
+/// `checkout:` of a workflow: how the run's workspace gets the sources.
+#[derive(Debug, Clone)]
+pub struct Checkout {
+    /// The node's span.
+    pub span: Span,
+    /// `checkout: false`: no sources at all.
+    pub enabled: bool,
+    /// `depth`: commits of history (default 1); `None` with `enabled` means `full`.
+    pub depth: Option<u32>,
+    /// `tags`: fetch tags (default false).
+    pub tags: bool,
+    /// `submodules`: check submodules out (default false).
+    pub submodules: bool,
+    /// `path`: the directory inside the workspace (default the workspace itself).
+    pub path: Option<Spanned<String>>,
+}
+
+impl Checkout {
+    /// The default depth of history.
+    pub const DEFAULT_DEPTH: u32 = 1;
+}
+
+impl Default for Checkout {
+    fn default() -> Self {
+        Checkout {
+            span: Span::default(),
+            enabled: true,
+            depth: Some(Checkout::DEFAULT_DEPTH),
+            tags: false,
+            submodules: false,
+            path: None,
+        }
+    }
+}
+
+/// Values of a matrix axis, `include` or `exclude`: written out, or one `${{ }}` expression
+/// giving them at run time (a dynamic matrix).
+#[derive(Debug, Clone)]
+pub enum MatrixValues<T> {
+    /// Written in the file.
+    Static(Vec<Spanned<T>>),
+    /// An expression evaluated when the stage or step starts (a JSON list).
+    Dynamic(TemplateString),
+}
+
+/// One `matrix` axis.
+#[derive(Debug, Clone)]
+pub struct MatrixAxis {
+    /// The axis name (read as `${{ matrix.NAME }}`).
+    pub name: Spanned<String>,
+    /// Its values (scalars or mappings).
+    pub values: MatrixValues<serde_json::Value>,
+}
+
+/// A `matrix:` on a stage or a step.
+#[derive(Debug, Clone)]
+pub struct Matrix {
+    /// The node's span.
+    pub span: Span,
+    /// `matrix: ${{ expr }}`: the whole matrix (an object with axes, `include`, `exclude`)
+    /// comes from an expression; the other fields are then empty.
+    pub whole: Option<TemplateString>,
+    /// The axes, in file order.
+    pub axes: Vec<MatrixAxis>,
+    /// `include`.
+    pub include: Option<MatrixValues<serde_json::Map<String, serde_json::Value>>>,
+    /// `exclude`.
+    pub exclude: Option<MatrixValues<serde_json::Map<String, serde_json::Value>>>,
+    /// `fail_fast` (default true): one failing instance cancels the others.
+    pub fail_fast: bool,
+    /// `max_parallel`: instances at once (default: no limit beyond admission).
+    pub max_parallel: Option<Spanned<u32>>,
+}
+
+impl Matrix {
+    /// The most instances a matrix may have.
+    pub const MAX_INSTANCES: usize = crate::matrix::MAX_INSTANCES;
+
+    /// Whether every value is written in the file (so it can be expanded now).
+    pub fn is_static(&self) -> bool {
+        self.whole.is_none()
+            && self
+                .axes
+                .iter()
+                .all(|a| matches!(a.values, MatrixValues::Static(_)))
+            && !matches!(self.include, Some(MatrixValues::Dynamic(_)))
+            && !matches!(self.exclude, Some(MatrixValues::Dynamic(_)))
+    }
+
+    /// Expands a static matrix (see [`crate::matrix::expand`]); `None` when it is dynamic.
+    pub fn expand(
+        &self,
+    ) -> Option<Result<Vec<crate::matrix::MatrixInstance>, crate::matrix::MatrixError>> {
+        if !self.is_static() {
+            return None;
+        }
+        fn vals<T: Clone>(v: &MatrixValues<T>) -> Vec<T> {
+            match v {
+                MatrixValues::Static(items) => items.iter().map(|i| i.value.clone()).collect(),
+                MatrixValues::Dynamic(_) => Vec::new(),
+            }
+        }
+        let axes: Vec<(String, Vec<serde_json::Value>)> = self
+            .axes
+            .iter()
+            .map(|a| (a.name.value.clone(), vals(&a.values)))
+            .collect();
+        let include = self.include.as_ref().map(vals).unwrap_or_default();
+        let exclude = self.exclude.as_ref().map(vals).unwrap_or_default();
+        Some(crate::matrix::expand(&axes, &include, &exclude))
+    }
+
+    /// The instances, with the dynamic parts evaluated in `ctx` (the context the stage or
+    /// step starts with); for a static matrix the same as [`Matrix::expand`].
+    pub fn instances(
+        &self,
+        ctx: &dyn EvalContext,
+    ) -> Result<Vec<crate::matrix::MatrixInstance>, crate::matrix::MatrixError> {
+        use crate::matrix::{MatrixError, expand, expand_value, json_entries, json_list};
+        let eval = |t: &TemplateString| {
+            t.render(ctx)
+                .map_err(|e| MatrixError::Invalid(format!("`matrix`: {e}")))
+        };
+        if let Some(w) = &self.whole {
+            return expand_value(&eval(w)?);
+        }
+        let mut axes = Vec::with_capacity(self.axes.len());
+        for a in &self.axes {
+            let values = match &a.values {
+                MatrixValues::Static(v) => v.iter().map(|x| x.value.clone()).collect(),
+                MatrixValues::Dynamic(t) => json_list(&eval(t)?, &a.name.value)?,
+            };
+            axes.push((a.name.value.clone(), values));
+        }
+        let entries = |l: &Option<MatrixValues<serde_json::Map<String, serde_json::Value>>>,
+                       what: &str| {
+            match l {
+                None => Ok(Vec::new()),
+                Some(MatrixValues::Static(v)) => Ok(v.iter().map(|x| x.value.clone()).collect()),
+                Some(MatrixValues::Dynamic(t)) => json_entries(&eval(t)?, what),
+            }
+        };
+        let include = entries(&self.include, "include")?;
+        let exclude = entries(&self.exclude, "exclude")?;
+        expand(&axes, &include, &exclude)
+    }
+
+    /// Every template string of the matrix (the whole-matrix or per-list expressions).
+    pub(crate) fn templates(&self) -> Vec<&TemplateString> {
+        let mut out: Vec<&TemplateString> = self.whole.iter().collect();
+        for a in &self.axes {
+            if let MatrixValues::Dynamic(t) = &a.values {
+                out.push(t);
+            }
+        }
+        for l in [&self.include, &self.exclude].into_iter().flatten() {
+            if let MatrixValues::Dynamic(t) = l {
+                out.push(t);
+            }
+        }
+        out
+    }
+
+    /// The names `${{ matrix.X }}` may read when they are all known now: the axes and the
+    /// keys of `include` entries. `None` for a dynamic matrix.
+    pub fn known_keys(&self) -> Option<Vec<&str>> {
+        if !self.is_static() {
+            return None;
+        }
+        let mut out: Vec<&str> = self.axes.iter().map(|a| a.name.value.as_str()).collect();
+        if let Some(MatrixValues::Static(items)) = &self.include {
+            for e in items {
+                for k in e.value.keys() {
+                    if !out.contains(&k.as_str()) {
+                        out.push(k);
+                    }
+                }
+            }
+        }
+        Some(out)
+    }
+}
+
+/// How the engine knows a service is ready.
+#[derive(Debug, Clone)]
+pub enum ServiceReady {
+    /// `tcp: PORT`: a TCP connection to 127.0.0.1 succeeds (a number or a template such as
+    /// `${{ services.db.port }}`).
+    Tcp(TemplateValue),
+    /// `http: URL`: a GET answers with a 2xx status.
+    Http(TemplateString),
+    /// `run: CMD`: the command exits with 0.
+    Run(TemplateString),
+}
+
+/// What a service runs.
+#[derive(Debug, Clone)]
+pub enum ServiceKind {
+    /// `run: SCRIPT`.
+    Run(TemplateString),
+    /// `skill: NAME`.
+    Skill(Spanned<String>),
+}
+
+/// One entry of `services:` (workflow or stage): a long-running process started before the
+/// steps and stopped when its stage or run ends.
+#[derive(Debug, Clone)]
+pub struct Service {
+    /// The entry's span.
+    pub span: Span,
+    /// The name (read as `${{ services.NAME.port }}`).
+    pub name: Spanned<String>,
+    /// What it runs.
+    pub kind: ServiceKind,
+    /// `parameters` (alias `with`) for a skill service.
+    pub parameters: IndexMap<String, TemplateValue>,
+    /// `env`.
+    pub env: IndexMap<String, TemplateValue>,
+    /// `ready`: the readiness probe (none: ready once started).
+    pub ready: Option<ServiceReady>,
+    /// `ready_timeout`: how long the probe may take (default 60 s).
+    pub ready_timeout: Option<Spanned<Duration>>,
+}
+
+impl Service {
+    /// The default `ready_timeout`.
+    pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+    /// Every template string of the service.
+    pub(crate) fn templates(&self) -> Vec<&TemplateString> {
+        let mut out = Vec::new();
+        if let ServiceKind::Run(r) = &self.kind {
+            out.push(r);
+        }
+        for v in self.parameters.values().chain(self.env.values()) {
+            out.extend(v.strings());
+        }
+        match &self.ready {
+            Some(ServiceReady::Tcp(v)) => out.extend(v.strings()),
+            Some(ServiceReady::Http(t) | ServiceReady::Run(t)) => out.push(t),
+            None => {}
+        }
+        out
+    }
+}
+
+/// Fields of `${{ services.NAME }}`.
+pub const SERVICE_FIELDS: &[&str] = &["port", "host"];
+
+/// Where an artifact comes from when it is taken from another workflow.
+#[derive(Debug, Clone)]
+pub struct ArtifactFrom {
+    /// The span of `from`.
+    pub span: Span,
+    /// `workflow`: the other workflow's name.
+    pub workflow: Spanned<String>,
+    /// `name`: its artifact (default: this artifact's name).
+    pub name: Option<Spanned<String>>,
+}
+
+/// One entry of a step's `artifacts`.
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    /// The entry's span.
+    pub span: Span,
+    /// `name`: unique within the step (read as `${{ steps.ID.artifacts.NAME }}`).
+    pub name: Spanned<String>,
+    /// `paths`: globs relative to the workspace, collected after the step succeeds.
+    pub paths: Vec<Spanned<String>>,
+    /// `retention`: kept this long (default: with the run).
+    pub retention: Option<Spanned<Duration>>,
+    /// `from`: take the artifact of the latest successful run of another workflow on the same
+    /// branch instead of collecting `paths`.
+    pub from: Option<ArtifactFrom>,
 }

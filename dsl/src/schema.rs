@@ -132,7 +132,11 @@ pub struct WorkflowDef {
     /// Context handling.
     pub context: Option<ContextDef>,
     /// Environment for every step.
-    pub env: Option<ValueMap>,
+    pub env: Option<EnvMapDef>,
+    /// How the sources reach the workspace: `false` for none, or `{depth, tags, submodules, path}`.
+    pub checkout: Option<CheckoutOrFalse>,
+    /// Long-running processes started before the first stage and stopped when the run ends.
+    pub services: Option<std::collections::BTreeMap<String, ServiceDef>>,
     /// Concurrency group: a group name, or `{group, overlap}`.
     pub concurrency: Option<ConcurrencyOrGroup>,
     /// Stages, run in order.
@@ -360,6 +364,14 @@ pub struct StageDef {
     pub max_parallel: Option<u32>,
     /// The steps.
     pub steps: Vec<StepDef>,
+    /// Environment for the stage's steps.
+    pub env: Option<EnvMapDef>,
+    /// Working directory of the stage's steps, relative to the workspace.
+    pub working_directory: Option<String>,
+    /// Run the stage once per matrix instance.
+    pub matrix: Option<MatrixDef>,
+    /// Long-running processes started before the stage's steps and stopped after them.
+    pub services: Option<std::collections::BTreeMap<String, ServiceDef>>,
 }
 
 /// A step.
@@ -397,16 +409,22 @@ pub struct StepDef {
     pub on_failure: Option<OnFailureDef>,
     /// Steps that undo this one.
     pub compensate: Option<Vec<StepDef>>,
-    /// Output cache.
-    pub cache: Option<CacheDef>,
+    /// Step cache: `true` or `{key, inputs, paths, ttl, scope}`.
+    pub cache: Option<CacheOrTrue>,
     /// Environment for this step.
-    pub env: Option<ValueMap>,
+    pub env: Option<EnvMapDef>,
     /// Resources needed for admission.
     pub resources: Option<ResourcesDef>,
     /// Interpreter for `run` (default bash, else sh).
-    pub shell: Option<String>,
+    pub shell: Option<ShellDef>,
     /// Safe to re-run after a crash (default true).
     pub idempotent: Option<bool>,
+    /// Working directory, relative to the workspace.
+    pub working_directory: Option<String>,
+    /// Run the step once per matrix instance.
+    pub matrix: Option<MatrixDef>,
+    /// Files kept after the step succeeds.
+    pub artifacts: Option<Vec<ArtifactDef>>,
 }
 
 /// Step types.
@@ -522,14 +540,213 @@ pub struct RollbackDef {
     pub steps: Vec<StepDef>,
 }
 
+/// `cache`: `true` or a mapping.
+#[derive(JsonSchema)]
+#[schemars(untagged)]
+pub enum CacheOrTrue {
+    /// `true`: cache with the defaults.
+    Enabled(bool),
+    /// The settings.
+    Settings(CacheDef),
+}
+
 /// `cache`.
 #[derive(JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct CacheDef {
-    /// Cache key (a template).
-    pub key: serde_json::Value,
+    /// Extra values (templates) mixed into the key.
+    pub key: Option<serde_json::Value>,
+    /// Globs of workspace files whose contents are part of the key.
+    pub inputs: Option<StringOrListDef>,
+    /// Workspace paths saved with the entry and restored on a hit.
+    pub paths: Option<StringOrListDef>,
     /// How long an entry is valid.
     pub ttl: Option<DurationDef>,
+    /// Who may read the entry (default `repo`).
+    pub scope: Option<CacheScopeDef>,
+}
+
+/// Cache scopes.
+#[derive(JsonSchema)]
+#[schemars(rename_all = "snake_case")]
+pub enum CacheScopeDef {
+    /// Every run of the repository.
+    Repo,
+    /// Runs of the same branch.
+    Branch,
+}
+
+/// An `env` mapping: variable names to scalars (strings may hold `${{ }}`).
+pub struct EnvMapDef;
+
+impl JsonSchema for EnvMapDef {
+    fn schema_name() -> Cow<'static, str> {
+        "EnvMap".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "object",
+            "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+            "additionalProperties": {"type": ["string", "number", "boolean", "null"]}
+        })
+    }
+}
+
+/// `shell`: a known name or a command line with `{0}`.
+pub struct ShellDef;
+
+impl JsonSchema for ShellDef {
+    fn schema_name() -> Cow<'static, str> {
+        "Shell".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "`bash`, `sh`, `python`, `pwsh` (or `python3`, `dash`, `zsh`, `ksh`, `node`, `nodejs`, `perl`, `ruby`, `powershell`, or an absolute path to one), or a command line where `{0}` stands for the script.",
+            "anyOf": [
+                {"enum": ["bash", "sh", "python", "pwsh", "python3", "dash", "zsh", "ksh", "node", "nodejs", "perl", "ruby", "powershell"]},
+                {"type": "string", "pattern": "^/"},
+                {"type": "string", "pattern": "\\{0\\}"}
+            ]
+        })
+    }
+}
+
+/// `checkout`: `false` or a mapping.
+#[derive(JsonSchema)]
+#[schemars(untagged)]
+pub enum CheckoutOrFalse {
+    /// `false`: no sources (`true`: the defaults).
+    Enabled(bool),
+    /// The settings.
+    Settings(CheckoutDef),
+}
+
+/// `checkout`.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct CheckoutDef {
+    /// Commits of history (default 1) or `full`.
+    pub depth: Option<DepthDef>,
+    /// Fetch tags.
+    pub tags: Option<bool>,
+    /// Check submodules out.
+    pub submodules: Option<bool>,
+    /// Directory inside the workspace.
+    pub path: Option<String>,
+}
+
+/// `depth`: a number of commits or `full`.
+pub struct DepthDef;
+
+impl JsonSchema for DepthDef {
+    fn schema_name() -> Cow<'static, str> {
+        "Depth".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"oneOf": [{"type": "integer", "minimum": 1}, {"const": "full"}]})
+    }
+}
+
+/// `matrix`: axes (lists of values) plus `include`, `exclude`, `fail_fast`, `max_parallel`,
+/// or one `${{ }}` expression; any list may also be an expression.
+pub struct MatrixDef;
+
+impl JsonSchema for MatrixDef {
+    fn schema_name() -> Cow<'static, str> {
+        "Matrix".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "Axes (lists of scalars or mappings), `include`, `exclude`, `fail_fast` (default true), `max_parallel`; or a `${{ }}` expression giving the whole matrix.",
+            "oneOf": [
+                {"type": "string", "pattern": "\\$\\{\\{"},
+                {
+                    "type": "object",
+                    "properties": {
+                        "include": {"oneOf": [{"type": "array", "items": {"type": "object"}}, {"type": "string"}]},
+                        "exclude": {"oneOf": [{"type": "array", "items": {"type": "object"}}, {"type": "string"}]},
+                        "fail_fast": {"type": "boolean"},
+                        "max_parallel": {"type": "integer", "minimum": 1, "maximum": 10000}
+                    },
+                    "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_-]*$"},
+                    "additionalProperties": {
+                        "oneOf": [
+                            {"type": "array", "minItems": 1, "items": {"type": ["string", "number", "boolean", "object"]}},
+                            {"type": "string", "pattern": "\\$\\{\\{"}
+                        ]
+                    }
+                }
+            ]
+        })
+    }
+}
+
+/// A service.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct ServiceDef {
+    /// Shell command line of the service (or `skill`).
+    pub run: Option<String>,
+    /// Skill run as the service (or `run`).
+    pub skill: Option<String>,
+    /// The skill's parameters (`parameters` is the same).
+    pub with: Option<ValueMap>,
+    /// The skill's parameters.
+    pub parameters: Option<ValueMap>,
+    /// Environment of the service.
+    pub env: Option<EnvMapDef>,
+    /// Readiness probe: exactly one of `tcp`, `http`, `run`.
+    pub ready: Option<ReadyDef>,
+    /// How long the probe may take (default 60 s).
+    pub ready_timeout: Option<DurationDef>,
+}
+
+/// A service's readiness probe.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct ReadyDef {
+    /// A TCP port on 127.0.0.1 (a number or `${{ services.NAME.port }}`).
+    pub tcp: Option<PortDef>,
+    /// A URL answering 2xx to GET.
+    pub http: Option<String>,
+    /// A command that exits with 0 when ready.
+    pub run: Option<String>,
+}
+
+/// A port number or an expression.
+pub struct PortDef;
+
+impl JsonSchema for PortDef {
+    fn schema_name() -> Cow<'static, str> {
+        "Port".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"oneOf": [{"type": "integer", "minimum": 1, "maximum": 65535}, {"type": "string"}]})
+    }
+}
+
+/// An artifact of a step.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct ArtifactDef {
+    /// Unique within the step; read as `${{ steps.ID.artifacts.NAME }}`.
+    pub name: String,
+    /// Globs relative to the workspace (or `from`).
+    pub paths: Option<StringOrListDef>,
+    /// How long it is kept (default: with the run).
+    pub retention: Option<DurationDef>,
+    /// Take the artifact of the latest successful run of another workflow on the same branch.
+    pub from: Option<ArtifactFromDef>,
+}
+
+/// Where an artifact is taken from.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct ArtifactFromDef {
+    /// The other workflow's name.
+    pub workflow: String,
+    /// Its artifact (default: the same name).
+    pub name: Option<String>,
 }
 
 /// `resources`.

@@ -14,16 +14,32 @@ use crate::params::{json_eq, type_matches};
 use crate::yaml::Span;
 use std::collections::{HashMap, HashSet};
 
-/// Roots allowed in a step's templates (`when`, `parameters`, `env`, `run`, `cache.key`).
-pub(crate) const STEP_ROOTS: &[&str] = expr::ROOTS;
+/// Roots allowed in a step's templates (`when`, `parameters`, `env`, `run`, `cache.key`);
+/// `matrix` and `services` are added where a matrix or services are in scope.
+pub(crate) const STEP_ROOTS: &[&str] = &[
+    "parameters",
+    "steps",
+    "context",
+    "env",
+    "secrets",
+    "run",
+    "repo",
+    "workflow",
+];
 /// Roots allowed in the workflow's `env` and `concurrency.group`.
 pub(crate) const WORKFLOW_ENV_ROOTS: &[&str] =
     &["parameters", "secrets", "run", "repo", "workflow", "env"];
 /// Roots allowed in schedule parameters (evaluated when the tick fires).
 pub(crate) const SCHEDULE_ROOTS: &[&str] = &["workflow", "env", "secrets"];
 /// Fields of `steps.<id>` an expression may read.
-pub(crate) const STEP_FIELDS: &[&str] =
-    &["output", "outputs", "status", "exit_code", "error_class"];
+pub(crate) const STEP_FIELDS: &[&str] = &[
+    "output",
+    "outputs",
+    "status",
+    "exit_code",
+    "error_class",
+    "artifacts",
+];
 
 pub use crate::cron::parse_cron;
 
@@ -38,6 +54,7 @@ pub fn validate(wf: &Workflow, source: &str) -> Vec<Diagnostic> {
         ids: Vec::new(),
         any_compensate: wf.steps().any(|s| !s.compensate.is_empty()),
         suggestions_left: 100,
+        ci: CiScope::default(),
     };
     for s in wf.steps().filter(|s| !s.implicit) {
         v.by_id.entry(s.id.value.as_str()).or_insert(s);
@@ -60,6 +77,41 @@ struct Validator<'a> {
     any_compensate: bool,
     /// Did-you-mean searches left (each scans every id; hostile files could ask for many).
     suggestions_left: usize,
+    /// The matrix and services in scope of the templates being checked.
+    ci: CiScope,
+}
+
+/// What `${{ matrix }}` and `${{ services }}` may read where templates are being checked.
+#[derive(Debug, Clone, Default)]
+struct CiScope {
+    /// `None`: no matrix here; `Some(None)`: a dynamic matrix (any key); `Some(Some(keys))`:
+    /// a static matrix with these keys.
+    matrix: Option<Option<Vec<String>>>,
+    /// Names of the services in scope.
+    services: Vec<String>,
+}
+
+impl CiScope {
+    fn with_matrix(mut self, m: Option<&Matrix>) -> Self {
+        let Some(m) = m else { return self };
+        let keys = m
+            .known_keys()
+            .map(|k| k.into_iter().map(str::to_owned).collect::<Vec<_>>());
+        self.matrix = Some(match (self.matrix.take(), keys) {
+            (None, k) => k,
+            (Some(Some(mut a)), Some(b)) => {
+                a.extend(b);
+                Some(a)
+            }
+            _ => None,
+        });
+        self
+    }
+
+    fn with_services(mut self, s: &[Service]) -> Self {
+        self.services.extend(s.iter().map(|s| s.name.value.clone()));
+        self
+    }
 }
 
 /// Where a reference to a step may point, for one step being checked.
@@ -265,6 +317,22 @@ impl<'a> Validator<'a> {
         let mut done: HashSet<&'a str> = HashSet::new();
         let empty: HashSet<&'a str> = HashSet::new();
         for stage in &wf.stages {
+            for svc in &stage.services {
+                if let Some(first) = wf.services.iter().find(|w| w.name.value == svc.name.value) {
+                    self.diags.push(Diagnostic::error(
+                        svc.name.span,
+                        format!(
+                            "service `{}` is already defined for the whole workflow (line {})",
+                            svc.name.value, first.name.span.start.line
+                        ),
+                    ));
+                }
+            }
+            self.ci = CiScope::default()
+                .with_services(&wf.services)
+                .with_services(&stage.services)
+                .with_matrix(stage.matrix.as_ref());
+            self.stage_templates(stage, &done);
             let ids: HashSet<&'a str> = stage.steps.iter().map(|s| s.id.value.as_str()).collect();
             match stage.parallel.value {
                 Parallelism::Sequential => {
@@ -308,6 +376,7 @@ impl<'a> Validator<'a> {
                 add_ids(s, &mut done);
             }
         }
+        self.ci = CiScope::default().with_services(&wf.services);
         // Compensation runs after the main flow: every main step may be referred to.
         let all_main = done;
         for stage in &self.wf.stages {
@@ -382,8 +451,47 @@ impl<'a> Validator<'a> {
         }
     }
 
+    /// The templates of a stage's own keys (`env`, `services`, a dynamic `matrix`), checked
+    /// with the steps finished before the stage.
+    fn stage_templates(&mut self, stage: &'a Stage, done: &HashSet<&'a str>) {
+        let empty = HashSet::new();
+        let vis = Visibility {
+            done,
+            concurrent: &empty,
+            auto_siblings: &empty,
+            stage: &stage.name.value,
+        };
+        let me = stage.name.value.as_str();
+        let with_ci = self.ci.clone();
+        // The matrix's own expressions are evaluated before it exists.
+        self.ci.matrix = None;
+        if let Some(m) = &stage.matrix {
+            for t in m.templates() {
+                self.check_template(t, STEP_ROOTS, Some((&vis, me)));
+            }
+        }
+        self.ci = with_ci;
+        for v in stage.env.values() {
+            for t in v.strings() {
+                self.check_template(t, STEP_ROOTS, Some((&vis, me)));
+            }
+        }
+        for svc in &stage.services {
+            for t in svc.templates() {
+                self.check_template(t, STEP_ROOTS, Some((&vis, me)));
+            }
+        }
+    }
+
     fn workflow_templates(&mut self) {
         let wf = self.wf;
+        self.ci = CiScope::default().with_services(&wf.services);
+        for svc in &wf.services {
+            for t in svc.templates() {
+                self.check_template(t, WORKFLOW_ENV_ROOTS, None);
+            }
+        }
+        self.ci = CiScope::default();
         for v in wf.env.values() {
             for t in v.strings() {
                 self.check_template(t, WORKFLOW_ENV_ROOTS, None);
@@ -440,9 +548,24 @@ impl<'a> Validator<'a> {
                 "`on_failure: compensate` but no step has `compensate` steps; nothing will be undone",
             ));
         }
+        let outer = self.ci.clone();
+        let matrix_templates: Vec<*const TemplateString> = step
+            .matrix
+            .iter()
+            .flat_map(|m| m.templates())
+            .map(|t| t as *const TemplateString)
+            .collect();
+        let inner = outer.clone().with_matrix(step.matrix.as_ref());
         for t in step.templates() {
+            // A step's dynamic matrix is evaluated before its instances exist.
+            self.ci = if matrix_templates.contains(&(t as *const TemplateString)) {
+                outer.clone()
+            } else {
+                inner.clone()
+            };
             self.check_template(t, STEP_ROOTS, Some((vis, me)));
         }
+        self.ci = inner;
         if let StepKind::Run(r) = &step.kind {
             self.check_shell_positions(r, step.shell.as_ref().map(|s| s.value.as_str()));
             for rf in r.references() {
@@ -493,14 +616,14 @@ impl<'a> Validator<'a> {
                 }
             }
         }
+        self.ci = outer;
         if let Some(c) = &step.cache
-            && c.key.strings().is_empty()
-            && c.key.to_static_json().is_some_and(|v| v.is_null())
+            && let Some(key) = &c.key
+            && key.strings().is_empty()
+            && key.to_static_json().is_some_and(|v| v.is_null())
         {
-            self.diags.push(Diagnostic::error(
-                c.key.span,
-                "`cache.key` must not be null",
-            ));
+            self.diags
+                .push(Diagnostic::error(key.span, "`cache.key` must not be null"));
         }
     }
 
@@ -548,16 +671,36 @@ impl<'a> Validator<'a> {
         roots: &[&str],
         steps: Option<(&Visibility, &str)>,
     ) {
+        let mut all_roots: Vec<&str> = roots.to_vec();
+        if self.ci.matrix.is_some() {
+            all_roots.push("matrix");
+        }
+        if !self.ci.services.is_empty() {
+            all_roots.push("services");
+        }
         let scope = Scope {
             parameters: &self.params,
-            roots,
+            roots: &all_roots,
         };
         for (e, offset) in t.template.exprs() {
             for err in expr::check(e, &scope) {
-                self.diags
-                    .push(template_error(self.source, t, &err.shifted(offset)));
+                let hint = if err.message.starts_with("context `matrix` cannot") {
+                    Some("`matrix` is available in a stage or step that has `matrix:`")
+                } else if err.message.starts_with("context `services` cannot") {
+                    Some(
+                        "`services` is available where services are declared: the workflow's everywhere, a stage's in that stage",
+                    )
+                } else {
+                    None
+                };
+                let mut d = template_error(self.source, t, &err.shifted(offset));
+                if let Some(h) = hint {
+                    d = d.with_hint(h);
+                }
+                self.diags.push(d);
             }
         }
+        self.ci_references(t);
         if let Some((vis, me)) = steps {
             for r in t.references() {
                 if r.root != "steps" || !roots.contains(&"steps") {
@@ -571,6 +714,9 @@ impl<'a> Validator<'a> {
                         .get(1)
                         .is_none_or(|f| STEP_FIELDS.contains(&f.as_str()))
                 {
+                    if r.path.get(1).is_some_and(|f| f == "artifacts") {
+                        self.artifact_ref(t, &r, id);
+                    }
                     continue;
                 }
                 let id_len = ("steps.".len() + id.len()).min(r.len.max(1));
@@ -592,6 +738,84 @@ impl<'a> Validator<'a> {
                 }
             }
         }
+    }
+
+    /// `${{ matrix.X }}` of a static matrix and `${{ services.NAME.FIELD }}`: the key, the
+    /// service and the field must exist.
+    fn ci_references(&mut self, t: &TemplateString) {
+        for r in t.references() {
+            let Some(first) = r.path.first() else {
+                continue;
+            };
+            let msg = match r.root.as_str() {
+                "matrix" => match &self.ci.matrix {
+                    Some(Some(keys)) if !keys.contains(first) => {
+                        let names: Vec<&str> = keys.iter().map(String::as_str).collect();
+                        Some(match suggest(first, names.iter().copied()) {
+                            Some(s) => {
+                                format!("the matrix has no key `{first}`, did you mean `{s}`?")
+                            }
+                            None => {
+                                format!("the matrix has no key `{first}`; it has {}", list(&names))
+                            }
+                        })
+                    }
+                    _ => None,
+                },
+                "services" if !self.ci.services.is_empty() => {
+                    let names: Vec<&str> = self.ci.services.iter().map(String::as_str).collect();
+                    if !names.contains(&first.as_str()) {
+                        Some(match suggest(first, names.iter().copied()) {
+                            Some(s) => format!("unknown service `{first}`, did you mean `{s}`?"),
+                            None => format!(
+                                "unknown service `{first}`; services here: {}",
+                                list(&names)
+                            ),
+                        })
+                    } else {
+                        r.path
+                            .get(1)
+                            .filter(|f| !SERVICE_FIELDS.contains(&f.as_str()))
+                            .map(|f| {
+                                format!(
+                                    "unknown field `{f}` of service `{first}`; expected one of {}",
+                                    list(SERVICE_FIELDS)
+                                )
+                            })
+                    }
+                }
+                _ => None,
+            };
+            if let Some(msg) = msg {
+                let span = scalar_range(self.source, t.span, t.style, &t.text, r.offset, r.len);
+                self.diags.push(Diagnostic::error(span, msg));
+            }
+        }
+    }
+
+    /// `${{ steps.ID.artifacts.NAME }}`: step `ID` declares artifact `NAME`.
+    fn artifact_ref(&mut self, t: &TemplateString, r: &expr::Reference, id: &str) {
+        let Some(step) = self.by_id.get(id) else {
+            return;
+        };
+        let names: Vec<&str> = step
+            .artifacts
+            .iter()
+            .map(|a| a.name.value.as_str())
+            .collect();
+        let msg = match r.path.get(2) {
+            _ if names.is_empty() => format!("step `{id}` declares no `artifacts`"),
+            Some(n) if !names.contains(&n.as_str()) => match suggest(n, names.iter().copied()) {
+                Some(s) => format!("step `{id}` has no artifact `{n}`, did you mean `{s}`?"),
+                None => format!(
+                    "step `{id}` has no artifact `{n}`; it declares {}",
+                    list(&names)
+                ),
+            },
+            _ => return,
+        };
+        let span = scalar_range(self.source, t.span, t.style, &t.text, r.offset, r.len);
+        self.diags.push(Diagnostic::error(span, msg));
     }
 
     /// Checks one reference from step `me` to step `id`; true when it is fine.

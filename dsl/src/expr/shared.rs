@@ -51,6 +51,8 @@ pub const ROOTS: &[&str] = &[
     "run",
     "repo",
     "workflow",
+    "matrix",
+    "services",
 ];
 
 /// The keys of the `run` context: the run id, the try (1 first), what started the run, and
