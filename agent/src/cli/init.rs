@@ -191,6 +191,15 @@ fn names() -> String {
 /// Runs the command; returns the exit code.
 pub fn run(args: InitArgs) -> i32 {
     let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
+    let here = dir == Path::new(".") || dir.as_os_str().is_empty();
+    // Paths are shown as the user would type them: relative to the current directory.
+    let shown = |rel: &str| -> String {
+        if here {
+            rel.to_string()
+        } else {
+            dir.join(rel).display().to_string()
+        }
+    };
     if dir.exists() && !dir.is_dir() {
         eprintln!("error: `{}` is not a directory", dir.display());
         return EXIT_INVALID;
@@ -221,7 +230,7 @@ pub fn run(args: InitArgs) -> i32 {
                 ),
             };
             println!(
-                "{why}: using the `{name}` template (others: {}; name one to choose)",
+                "{why}: using the `{name}` template (templates: {}; `agent init TEMPLATE` picks one)",
                 names()
             );
             match TEMPLATES.iter().find(|t| t.name == name) {
@@ -236,9 +245,8 @@ pub fn run(args: InitArgs) -> i32 {
             .files
             .iter()
             .filter(|f| !f.sample)
-            .map(|f| dir.join(f.path))
-            .filter(|p| p.exists())
-            .map(|p| format!("`{}`", p.display()))
+            .filter(|f| dir.join(f.path).exists())
+            .map(|f| format!("`{}`", shown(f.path)))
             .collect();
         if !existing.is_empty() {
             eprintln!(
@@ -261,7 +269,7 @@ pub fn run(args: InitArgs) -> i32 {
             eprintln!("error: cannot write `{}`: {e}", path.display());
             return EXIT_FAILED;
         }
-        written.push((path, f.sample));
+        written.push((shown(f.path), f.sample));
     }
 
     let workflow_rel = format!(".workflows/{}.yaml", template.name);
@@ -275,13 +283,8 @@ pub fn run(args: InitArgs) -> i32 {
         template.name, template.about
     );
     for (path, sample) in &written {
-        println!(
-            "  {}{}",
-            path.display(),
-            if *sample { " (sample input)" } else { "" }
-        );
+        println!("  {path}{}", if *sample { " (sample input)" } else { "" });
     }
-    let here = dir == Path::new(".") || dir.as_os_str().is_empty();
     if here {
         println!("next: agent exec {workflow_rel}");
     } else {
