@@ -347,10 +347,14 @@ pub fn run(args: PlanArgs) -> i32 {
     out.push_str(&format!(
         "critical path{} (marked *): {}\n",
         if known { "" } else { " by step count" },
-        if critical_path.is_empty() {
-            "-".to_string()
-        } else {
-            critical_path.join(" -> ")
+        match critical_path.len() {
+            0 => "-".to_string(),
+            n if n > 12 => format!(
+                "{} -> ... -> {} ({n} steps)",
+                critical_path[..6].join(" -> "),
+                critical_path[n - 5..].join(" -> ")
+            ),
+            _ => critical_path.join(" -> "),
         }
     ));
     if suggestions.is_empty() {
