@@ -349,8 +349,8 @@ fn plan_of_invalid_file_exits_2() {
 
 /// Durations come from the daemon's store: a copy of the newest schema fixture with two
 /// recorded runs. The slow step is the critical path, the estimate is the sum of the
-/// sequential stage, the parallel suggestion says what it saves, and the store file is not
-/// modified (opened read-only).
+/// sequential stage, the parallel suggestion says what it saves, the step with repeatable
+/// outputs is suggested for caching, and the store file is not modified (opened read-only).
 #[test]
 fn plan_reads_durations_from_the_store() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -388,15 +388,15 @@ fn plan_reads_durations_from_the_store() {
             .expect("insert run");
             let id = conn.last_insert_rowid();
             conn.execute(
-                "INSERT INTO steps (run_id, step_id, stage, status, attempts, started_at, finished_at, seq)
-                 VALUES (?1, 'slow', 'work', 'succeeded', 1, ?2, ?3, 1)",
+                "INSERT INTO steps (run_id, step_id, stage, status, attempts, started_at, finished_at, seq, outputs)
+                 VALUES (?1, 'slow', 'work', 'succeeded', 1, ?2, ?3, 1, '{\"v\":\"same\"}')",
                 [id, t0, t0 + 2_000],
             )
             .expect("insert step");
             conn.execute(
-                "INSERT INTO steps (run_id, step_id, stage, status, attempts, started_at, finished_at, seq)
-                 VALUES (?1, 'fast', 'work', 'succeeded', 1, ?2, ?3, 2)",
-                [id, t0 + 2_000, t0 + 2_100],
+                "INSERT INTO steps (run_id, step_id, stage, status, attempts, started_at, finished_at, seq, outputs)
+                 VALUES (?1, 'fast', 'work', 'succeeded', 1, ?2, ?3, 2, ?4)",
+                rusqlite::params![id, t0 + 2_000, t0 + 2_100, format!("{{\"n\":{run}}}")],
             )
             .expect("insert step");
         }
@@ -419,6 +419,11 @@ fn plan_reads_durations_from_the_store() {
     let par = suggestions_of(&plan, "parallelize");
     assert_eq!(par.len(), 1, "{}", plan["suggestions"]);
     assert_eq!(par[0]["saves_ms"], 100);
+    // `slow` gave the same outputs for the same parameters and commit: worth caching;
+    // `fast` did not (and is too short anyway).
+    let cache = suggestions_of(&plan, "cache");
+    assert_eq!(cache.len(), 1, "{}", plan["suggestions"]);
+    assert_eq!(cache[0]["steps"], serde_json::json!(["slow"]));
     // AGENT_STATE_DIR is honoured like --state-dir.
     let mut cmd = agent(&["plan", "hist.yaml"]);
     cmd.current_dir(dir.path()).env("AGENT_STATE_DIR", &state);

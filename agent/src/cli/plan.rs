@@ -9,8 +9,10 @@
 //! duration of each step's succeeded, non-cached runs in runs of the same workflow name. The
 //! estimate of a stage simulates its scheduling (dependencies, `max_parallel`, CPU slots);
 //! the critical path is the chain of steps that decides the run's length (by step count when
-//! there is no history). Then the optimizer's suggestions, each with its reason. The file is
-//! never rewritten.
+//! there is no history). Then the optimizer's suggestions, each with its reason: steps of a
+//! sequential stage with no reference between them, a `max_parallel` above the machine's CPU
+//! slots, a sub-workflow called twice with the same inputs, a step whose history shows the
+//! same outputs for the same parameters and commit. The file is never rewritten.
 //!
 //! Exit codes: 0 planned, 2 invalid file, parameters or arguments (the validator's
 //! diagnostics on stderr). Required parameters that are not given are only noted: nothing
@@ -53,6 +55,9 @@ struct History {
     source: Option<PathBuf>,
     runs: u64,
     steps: HashMap<String, Sample>,
+    /// Steps whose recorded outputs were identical whenever the run's parameters and commit
+    /// were: id -> how many runs showed it (only steps with some repeated input).
+    repeatable: HashMap<String, u64>,
     note: Option<String>,
 }
 
@@ -70,6 +75,8 @@ struct PlannedStep<'a> {
     admits: Option<u32>,
     estimate: Option<Sample>,
     critical: bool,
+    /// The skill's manifest declares `side_effects: true`.
+    side_effects: bool,
 }
 
 struct PlannedStage<'a> {
@@ -81,6 +88,9 @@ struct PlannedStage<'a> {
     estimate_ms: u64,
     critical: Vec<usize>,
 }
+
+/// A step shorter than this is not worth a cache entry.
+const CACHE_WORTH_MS: u64 = 1000;
 
 struct Suggestion {
     kind: &'static str,
@@ -143,21 +153,23 @@ pub fn run(args: PlanArgs) -> i32 {
         .filter(|d| d.is_dir())
         .into_iter()
         .collect();
-    let mut skill_requests: HashMap<String, runners::Request> = HashMap::new();
-    let mut request_of = |step: &Step| -> runners::Request {
-        let default = match &step.kind {
-            StepKind::Skill(name) => {
-                *skill_requests.entry(name.value.clone()).or_insert_with(|| {
-                    runners::find_skill(&name.value, &workspace, &beside)
-                        .map(|s| s.request())
-                        .unwrap_or_default()
-                })
-            }
-            StepKind::Run(_) => runners::Request::default(),
+    // Per skill: its manifest's request and whether it declares side effects.
+    let mut skills: HashMap<String, (runners::Request, bool)> = HashMap::new();
+    let mut request_of = |step: &Step| -> (runners::Request, bool) {
+        let (default, side_effects) = match &step.kind {
+            StepKind::Skill(name) => *skills.entry(name.value.clone()).or_insert_with(|| {
+                runners::find_skill(&name.value, &workspace, &beside)
+                    .map(|s| {
+                        let side = s.manifest.as_ref().is_some_and(|m| m.side_effects);
+                        (s.request(), side)
+                    })
+                    .unwrap_or_default()
+            }),
+            StepKind::Run(_) => (runners::Request::default(), false),
             // A call or a decision takes no slot itself: its own steps do.
-            StepKind::Workflow(_) | StepKind::Decision(_) => runners::Request::new(0, 0),
+            StepKind::Workflow(_) | StepKind::Decision(_) => (runners::Request::new(0, 0), false),
         };
-        match &step.resources {
+        let request = match &step.resources {
             None => default,
             Some(r) => runners::Request {
                 cpu: r
@@ -171,7 +183,8 @@ pub fn run(args: PlanArgs) -> i32 {
                     .map(|m| m.value)
                     .unwrap_or(default.memory_mb),
             },
-        }
+        };
+        (request, side_effects)
     };
 
     let mut stages: Vec<PlannedStage<'_>> = Vec::new();
@@ -182,7 +195,7 @@ pub fn run(args: PlanArgs) -> i32 {
             .iter()
             .zip(sibling)
             .map(|(step, deps)| {
-                let req = request_of(step);
+                let (req, side_effects) = request_of(step);
                 PlannedStep {
                     step,
                     level: 0,
@@ -193,6 +206,7 @@ pub fn run(args: PlanArgs) -> i32 {
                     admits: (req.cpu > 0).then(|| capacity / req.cpu.min(capacity)),
                     estimate: history.steps.get(&step.id.value).copied(),
                     critical: false,
+                    side_effects,
                 }
             })
             .collect();
@@ -650,6 +664,34 @@ fn suggest(
             }
         }
     }
+    // Steps that history shows give identical outputs for identical inputs, long enough to
+    // be worth caching (a second at least), not already cached, without declared side
+    // effects.
+    for st in stages {
+        for s in &st.steps {
+            let id = &s.step.id.value;
+            let (Some(n), Some(e)) = (history.repeatable.get(id), s.estimate) else {
+                continue;
+            };
+            if e.mean_ms < CACHE_WORTH_MS
+                || s.step.cache.is_some()
+                || s.side_effects
+                || !matches!(s.step.kind, StepKind::Skill(_) | StepKind::Run(_))
+            {
+                continue;
+            }
+            out.push(Suggestion {
+                kind: "cache",
+                stage: Some(st.stage.name.value.clone()),
+                steps: vec![id.clone()],
+                message: format!(
+                    "`{id}` could be cached (`cache:` with the files it reads as `inputs`): in {n} recorded runs it gave the same outputs whenever the parameters and the commit were the same; saves ~{} per hit",
+                    human_ms(e.mean_ms)
+                ),
+                saves_ms: Some(e.mean_ms),
+            });
+        }
+    }
     // Sub-workflows called twice with the same inputs.
     let mut calls: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     let mut order: Vec<(String, String)> = Vec::new();
@@ -755,6 +797,7 @@ fn read_history(state_dir: &Path, workflow: &str) -> History {
         source: None,
         runs: 0,
         steps: HashMap::new(),
+        repeatable: HashMap::new(),
         note: Some(note),
     };
     if !path.is_file() {
@@ -771,7 +814,8 @@ fn read_history(state_dir: &Path, workflow: &str) -> History {
         Err(e) => return none(format!("not read: `{}`: {e}", path.display())),
     };
     let _ = conn.busy_timeout(std::time::Duration::from_secs(2));
-    let query = || -> rusqlite::Result<(u64, HashMap<String, Sample>)> {
+    type Found = (u64, HashMap<String, Sample>, HashMap<String, u64>);
+    let query = || -> rusqlite::Result<Found> {
         let runs: i64 = conn.query_row(
             "SELECT COUNT(*) FROM runs WHERE workflow = ?1 AND status = 'succeeded'",
             [workflow],
@@ -803,10 +847,44 @@ fn read_history(state_dir: &Path, workflow: &str) -> History {
                 },
             );
         }
-        Ok((u64::try_from(runs).unwrap_or(0), steps))
+        // Outputs per (step, run parameters, commit), newest runs first, bounded.
+        let mut stmt = conn.prepare(
+            "SELECT s.step_id, r.parameters, COALESCE(r.trigger_commit, ''),
+                    COALESCE(s.outputs, '')
+               FROM steps s JOIN runs r ON r.id = s.run_id
+              WHERE r.workflow = ?1 AND s.status = 'succeeded' AND s.cached = 0
+              ORDER BY r.id DESC LIMIT 20000",
+        )?;
+        let rows = stmt.query_map([workflow], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })?;
+        // step -> (parameters, commit) -> (first outputs, samples, all equal)
+        type Seen = HashMap<(String, String), (String, u64, bool)>;
+        let mut seen: HashMap<String, Seen> = HashMap::new();
+        for row in rows {
+            let (id, params, commit, outputs) = row?;
+            let e = seen
+                .entry(id)
+                .or_default()
+                .entry((params, commit))
+                .or_insert_with(|| (outputs.clone(), 0, true));
+            e.1 += 1;
+            e.2 &= e.0 == outputs;
+        }
+        let repeatable = seen
+            .into_iter()
+            .filter(|(_, groups)| groups.values().all(|g| g.2) && groups.values().any(|g| g.1 > 1))
+            .map(|(id, groups)| (id, groups.values().map(|g| g.1).sum()))
+            .collect();
+        Ok((u64::try_from(runs).unwrap_or(0), steps, repeatable))
     };
     match query() {
-        Ok((runs, steps)) => {
+        Ok((runs, steps, repeatable)) => {
             let note = steps
                 .is_empty()
                 .then(|| format!("no recorded steps of `{workflow}` in `{}`", path.display()));
@@ -814,6 +892,7 @@ fn read_history(state_dir: &Path, workflow: &str) -> History {
                 source: Some(path),
                 runs,
                 steps,
+                repeatable,
                 note,
             }
         }
