@@ -241,6 +241,46 @@ fn plan_of_seed_deployment() {
     assert_eq!(std::fs::read(root.join(file)).expect("read"), before);
 }
 
+/// With every parameter given, a `when` that reads only parameters is decided: the seed's
+/// test steps are shown skipped with `run_tests=false` and weigh nothing in the
+/// suggestions; an invalid parameter value exits 2.
+#[test]
+fn plan_decides_parameter_only_conditions() {
+    let root = workspace_root();
+    let file = "examples/.workflows/deploy.yaml";
+    let plan = plan_json(
+        &root,
+        &[
+            file,
+            "-p",
+            "version=1.0.0",
+            "-p",
+            "environment=staging",
+            "-p",
+            "run_tests=false",
+        ],
+    );
+    let steps = plan["stages"][1]["steps"].as_array().expect("steps");
+    let skipped: Vec<&str> = steps
+        .iter()
+        .filter(|s| s["skipped"] == true)
+        .map(|s| s["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(skipped, ["run_unit_tests", "run_integration_tests"]);
+    assert!(
+        suggestions_of(&plan, "max_parallel").is_empty(),
+        "{}",
+        plan["suggestions"]
+    );
+    let out = run_in(
+        &root,
+        &["plan", file, "-p", "environment=moon", "-p", "version=1"],
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("environment"), "{}", stderr(&out));
+}
+
 /// Two steps of a sequential stage with no reference between them are suggested to run in
 /// parallel; a step that reads another's output is not.
 #[test]

@@ -77,6 +77,8 @@ struct PlannedStep<'a> {
     critical: bool,
     /// The skill's manifest declares `side_effects: true`.
     side_effects: bool,
+    /// Its `when` reads only parameters and is false with the ones given.
+    skipped: bool,
 }
 
 struct PlannedStage<'a> {
@@ -120,11 +122,20 @@ pub fn run(args: PlanArgs) -> i32 {
         eprint!("{}", loaded.warnings.render());
     }
     let wf = &loaded.workflow;
-    if let Err(errs) = dsl::params::resolve_text(wf, &args.params) {
+    let params = dsl::params::resolve_text(wf, &args.params);
+    // With every parameter known, a `when` that reads only parameters is decided here.
+    let when_ctx = params.as_ref().ok().map(|p| {
+        let mut roots = serde_json::Map::new();
+        roots.insert("parameters".into(), Value::Object(p.clone()));
+        dsl::expr::MapContext::new(roots)
+    });
+    if let Err(errs) = params {
         let mut fatal = false;
         for e in &errs {
             if let dsl::ParamError::Missing(name) = e {
-                eprintln!("note: parameter `{name}` is not given; the plan does not need it");
+                eprintln!(
+                    "note: parameter `{name}` is not given; the plan does not need it (`when:` conditions are decided only when every parameter is known)"
+                );
             } else {
                 eprintln!("error: {e}");
                 fatal = true;
@@ -207,6 +218,7 @@ pub fn run(args: PlanArgs) -> i32 {
                     estimate: history.steps.get(&step.id.value).copied(),
                     critical: false,
                     side_effects,
+                    skipped: when_ctx.as_ref().is_some_and(|c| skipped_by_when(step, c)),
                 }
             })
             .collect();
@@ -239,7 +251,11 @@ pub fn run(args: PlanArgs) -> i32 {
             .min(cpu_steps_fit.map_or(usize::MAX, |n| n + free_steps))
             .max(usize::from(!steps.is_empty()));
         let sched = simulate(&steps, stage.parallel.value, limit, capacity, |s| {
-            s.estimate.map_or(1, |e| e.mean_ms.max(1))
+            if s.skipped {
+                0
+            } else {
+                s.estimate.map_or(1, |e| e.mean_ms.max(1))
+            }
         });
         let critical = sched.critical.clone();
         for &i in &critical {
@@ -249,7 +265,11 @@ pub fn run(args: PlanArgs) -> i32 {
             0
         } else {
             simulate(&steps, stage.parallel.value, limit, capacity, |s| {
-                s.estimate.map_or(0, |e| e.mean_ms)
+                if s.skipped {
+                    0
+                } else {
+                    s.estimate.map_or(0, |e| e.mean_ms)
+                }
             })
             .length
         };
@@ -414,10 +434,15 @@ fn step_line(s: &PlannedStep<'_>) -> String {
         None => String::new(),
     };
     format!(
-        "  {} {} [{what}{refs}] cpu {}{mem} ({admits}){est}\n",
+        "  {} {} [{what}{refs}] cpu {}{mem} ({admits}){est}{}\n",
         if s.critical { "*" } else { " " },
         s.step.id.value,
-        s.cpu
+        s.cpu,
+        if s.skipped {
+            " - skipped: its `when` is false with these parameters"
+        } else {
+            ""
+        }
     )
 }
 
@@ -453,9 +478,40 @@ fn stage_json(st: &PlannedStage<'_>, known: bool) -> Value {
                 "estimated_ms": s.estimate.map(|e| e.mean_ms),
                 "samples": s.estimate.map_or(0, |e| e.count),
                 "critical": s.critical,
+                "skipped": s.skipped,
             })
         }).collect::<Vec<_>>(),
     })
+}
+
+/// Whether a step's `when` reads only parameters (no status function) and is false.
+fn skipped_by_when(step: &Step, ctx: &dsl::expr::MapContext) -> bool {
+    let Some(w) = &step.when else {
+        return false;
+    };
+    let refs = w.references();
+    let status_fn = ["success(", "failure(", "always(", "cancelled("]
+        .iter()
+        .any(|f| w.text.contains(f));
+    if status_fn || refs.is_empty() || refs.iter().any(|r| r.root != "parameters") {
+        return false;
+    }
+    match w.render(ctx) {
+        Ok(v) => !truthy(&v),
+        Err(_) => false,
+    }
+}
+
+/// Truthiness of a `when` value as the engine judges it: `false`, `null`, `0` and `""` are
+/// false.
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(_) | Value::Object(_) => true,
+    }
 }
 
 /// Levels of a dependency DAG (validation rejects cycles; a cycle left anyway lands on the
@@ -614,16 +670,26 @@ fn suggest(
                         Parallelism::Auto,
                         st.stage.max_parallel.value.max(1) as usize,
                         capacity,
-                        |s| s.estimate.map_or(0, |e| e.mean_ms),
+                        |s| {
+                            if s.skipped {
+                                0
+                            } else {
+                                s.estimate.map_or(0, |e| e.mean_ms)
+                            }
+                        },
                     )
                     .length;
                     seq.saturating_sub(auto)
                 });
-                for level in levels.iter().filter(|l| l.len() > 1) {
+                for level in &levels {
                     let ids: Vec<String> = level
                         .iter()
+                        .filter(|&&i| !st.steps[i].skipped)
                         .map(|&i| st.steps[i].step.id.value.clone())
                         .collect();
+                    if ids.len() < 2 {
+                        continue;
+                    }
                     out.push(Suggestion {
                         kind: "parallelize",
                         stage: Some(name.clone()),
@@ -643,7 +709,11 @@ fn suggest(
         }
         // A `max_parallel` above what admission allows at once.
         if st.stage.parallel.value != Parallelism::Sequential {
-            let cpu_steps: Vec<&PlannedStep<'_>> = st.steps.iter().filter(|s| s.cpu > 0).collect();
+            let cpu_steps: Vec<&PlannedStep<'_>> = st
+                .steps
+                .iter()
+                .filter(|s| s.cpu > 0 && !s.skipped)
+                .collect();
             let min_cpu = cpu_steps.iter().map(|s| s.cpu.min(capacity)).min();
             if let Some(c) = min_cpu {
                 let fits = (capacity / c) as usize;
