@@ -257,7 +257,9 @@ pub fn run(args: PlanArgs) -> i32 {
                 s.estimate.map_or(1, |e| e.mean_ms.max(1))
             }
         });
-        let critical = sched.critical.clone();
+        // A skipped step takes no time: it is never what the run waits on.
+        let mut critical = sched.critical.clone();
+        critical.retain(|&i| !steps[i].skipped);
         for &i in &critical {
             steps[i].critical = true;
         }
