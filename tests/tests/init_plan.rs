@@ -476,3 +476,45 @@ fn plan_reads_durations_from_the_store() {
     );
     assert_eq!(std::fs::read(&db).expect("read db"), before);
 }
+
+/// History as a real daemon records it: two runs of a workflow through the API, then
+/// `agent plan` against the live daemon's state directory (its store open in WAL mode)
+/// estimates each step from both runs and marks the slow one critical.
+#[test]
+fn plan_reads_a_live_daemons_history() {
+    use common::daemon::{TestDaemon, fixture, init_repo, yaml_quote};
+    let (tmp, repo, _out) = fixture();
+    let wf = "workflow:\n  name: timed\n  stages:\n    - name: work\n      steps:\n        - id: slow\n          run: sleep 0.3\n        - id: fast\n          run: \"true\"\n";
+    init_repo(&repo, &[(".workflows/timed.yaml", wf)]);
+    let config = format!(
+        "repos:\n  - name: app\n    path: {}\n",
+        yaml_quote(&repo.to_string_lossy())
+    );
+    let d = TestDaemon::start(&tmp.path().join("daemon"), &config);
+    for _ in 0..2 {
+        let (code, text) = d.post("/api/v1/workflows/timed/runs", "{}");
+        assert_eq!(code, 202, "{text}\n{}", d.log_text());
+        let v: Value = serde_json::from_str(&text).expect("JSON");
+        let id = match &v["run_id"] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let run = d.wait_run_final(&id, LIMIT);
+        assert_eq!(run["status"], "succeeded", "{run:#}\n{}", d.log_text());
+    }
+    let state = d.state_dir.to_str().expect("utf-8").to_string();
+    let plan = plan_json(&repo, &[".workflows/timed.yaml", "--state-dir", &state]);
+    assert_eq!(plan["history"]["runs"], 2, "{}", plan["history"]);
+    let slow = &plan["stages"][0]["steps"][0];
+    assert_eq!(slow["samples"], 2, "{slow}");
+    assert!(slow["estimated_ms"].as_u64().expect("ms") >= 250, "{slow}");
+    assert_eq!(plan["critical_path_by"], "duration");
+    assert!(
+        plan["critical_path"]
+            .as_array()
+            .expect("path")
+            .contains(&Value::from("slow")),
+        "{}",
+        plan["critical_path"]
+    );
+}
