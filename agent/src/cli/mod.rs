@@ -4,6 +4,8 @@
 pub mod client;
 pub mod daemon;
 pub mod exec;
+pub mod init;
+pub mod plan;
 pub mod schema;
 pub mod validate;
 
@@ -39,6 +41,10 @@ pub enum Command {
     Schema,
     /// Run one workflow locally with real processes (progress on stderr).
     Exec(exec::ExecArgs),
+    /// Print a workflow's execution plan and optimizer suggestions, without running it.
+    Plan(plan::PlanArgs),
+    /// Write a starter workflow (and its skills) into `.workflows/`.
+    Init(init::InitArgs),
     /// Run the daemon: watch repositories, run workflows on commits and schedules, serve the API.
     Daemon(daemon::DaemonArgs),
     /// List the daemon's runs (newest first), or show one run with its steps.
@@ -61,6 +67,8 @@ pub fn run(cli: Cli) -> i32 {
         Command::Validate { paths, config } => validate::run(&paths, config.as_deref()),
         Command::Schema => schema::run(),
         Command::Exec(args) => exec::run(args),
+        Command::Plan(args) => plan::run(args),
+        Command::Init(args) => init::run(args),
         Command::Daemon(args) => daemon::run(args),
         Command::Runs(args) => client::runs(args),
         Command::Logs(args) => client::logs(args),

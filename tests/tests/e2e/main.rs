@@ -26,6 +26,7 @@ mod exec_parallel;
 mod exec_report;
 mod exec_secrets;
 mod hooks_push;
+mod init_plan;
 mod metrics_scrape;
 mod notify_delivery;
 mod notify_events;
