@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `agent plan` answer time: the seed's deployment (examples/.workflows/deploy.yaml) and a
+# `agent plan` answer time: the example deployment (examples/.workflows/deploy.yaml) and a
 # generated workflow of STEPS steps (10 `parallel: auto` stages of chains of 10), each
 # planned ROUNDS times (text and --json); printed: the median and the worst wall time of one
 # `agent plan` process, start-up included. Target: under 100 ms for both.

@@ -32,7 +32,7 @@ pub enum BackoffKind {
 
 /// Default base delay when a policy gives none.
 pub const DEFAULT_DELAY: Duration = Duration::from_secs(1);
-/// Cap used by `adaptive` when the policy gives no `max_delay` (the seed's 60 s).
+/// Cap used by `adaptive` when the policy gives no `max_delay` (60 s).
 pub const ADAPTIVE_MAX_DELAY: Duration = Duration::from_secs(60);
 /// Hard cap on any computed delay, so that arithmetic never overflows.
 pub const ABSOLUTE_MAX_DELAY: Duration = Duration::from_secs(24 * 3600);
@@ -157,7 +157,7 @@ impl Default for ClassState {
     }
 }
 
-/// Smallest adaptive scale (the seed's `max(0.5, ...)`).
+/// Smallest adaptive scale: the factor never drops below 0.5.
 pub const ADAPTIVE_MIN_SCALE: f64 = 0.5;
 /// Largest adaptive scale.
 pub const ADAPTIVE_MAX_SCALE: f64 = 8.0;

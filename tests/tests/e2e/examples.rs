@@ -1,5 +1,5 @@
 //! Every example under `examples/` runs end to end through `agent exec`, in a private copy of
-//! the examples directory: the seed's deployment (healthy, and unhealthy so that the error
+//! the examples directory: the example deployment (healthy, and unhealthy so that the error
 //! handlers and the rollback are seen working), the canary rollout, the data pipeline and
 //! hello.
 

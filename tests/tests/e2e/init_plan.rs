@@ -3,7 +3,7 @@
 //! `init`: every template validates and runs green with `agent exec` (the CI templates on a
 //! small generated project of each kind, built and tested with the tools of this machine and
 //! no network), nothing is overwritten without `--force`. `plan`: stages, levels, inferred
-//! dependencies and the critical path of the seed's deployment, a 1,000-step workflow,
+//! dependencies and the critical path of the example deployment, a 1,000-step workflow,
 //! durations from a real store (opened read-only), and the optimizer's suggestions; the file
 //! is never rewritten.
 
@@ -52,9 +52,9 @@ fn init_validate_exec(dir: &Path, template: Option<&str>, name: &str, limit: Dur
     said
 }
 
-/// The seed's three templates validate and run green in an empty directory.
+/// The three classic templates (deployment, testing, data processing) validate and run green in an empty directory.
 #[test]
-fn seed_templates_validate_and_run_green() {
+fn classic_templates_validate_and_run_green() {
     for name in ["deployment", "testing", "data_processing"] {
         let dir = tempfile::tempdir().expect("tempdir");
         init_validate_exec(dir.path(), Some(name), name, LIMIT);
@@ -194,11 +194,11 @@ fn suggestions_of(plan: &Value, kind: &str) -> Vec<Value> {
         .collect()
 }
 
-/// The seed's deployment: three stages in order, the parallel stage as one level, the
+/// The example deployment: three stages in order, the parallel stage as one level, the
 /// reference `steps.build_application` found, a critical path, the sequential preparation
 /// flagged; the file is left as it was.
 #[test]
-fn plan_of_seed_deployment() {
+fn plan_of_example_deployment() {
     let root = workspace_root();
     let file = "examples/.workflows/deploy.yaml";
     let before = std::fs::read(root.join(file)).expect("read");
@@ -239,7 +239,7 @@ fn plan_of_seed_deployment() {
     assert_eq!(std::fs::read(root.join(file)).expect("read"), before);
 }
 
-/// With every parameter given, a `when` that reads only parameters is decided: the seed's
+/// With every parameter given, a `when` that reads only parameters is decided: the example
 /// test steps are shown skipped with `run_tests=false` and weigh nothing in the
 /// suggestions; an invalid parameter value exits 2.
 #[test]

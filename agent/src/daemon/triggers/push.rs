@@ -26,7 +26,7 @@
 //!   until it gets a commit of its own.
 //! - A workflow runs on push only if it has `on.push`. A file without `on:` runs only when
 //!   asked (a manual trigger, `agent exec`, or a call from another workflow): sub-workflow
-//!   files and the seed's examples, which have no `on:`, never run on push.
+//!   files and the example workflows, which have no `on:`, never run on push.
 //! - Globs (`branches`, `paths`) follow GitHub Actions: `*` stops at `/`, `**` crosses it, and a
 //!   pattern starting with `!` excludes; the last pattern that matches decides.
 //! - An invalid workflow file becomes a failed run named after its file stem, carrying its
@@ -690,7 +690,7 @@ mod tests {
     }
 
     #[test]
-    /// A file without `on:` (a sub-workflow, the seed's examples) runs only when asked, never
+    /// A file without `on:` (a sub-workflow, the example workflows) runs only when asked, never
     /// on push: copying such files into a watched repository must not fail on every commit.
     fn triggerless_and_manual_only_workflows_do_not_run_on_push() {
         let none = parse(
