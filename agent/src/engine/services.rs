@@ -255,7 +255,7 @@ impl ServiceSet {
                             name,
                             &format!(
                                 "[agent: service `{name}` ready on {HOST}:{port} after {}]",
-                                crate::model::fmt::duration(t0.elapsed().into())
+                                crate::model::fmt::duration(t0.elapsed())
                             ),
                         );
                         break;
