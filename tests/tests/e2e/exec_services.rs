@@ -330,3 +330,98 @@ fn readiness_timeout_fails_clearly() {
     assert!(!ws.exists("ran"));
     assert_eq!(survivors(&pids_in(&ws, "slow.pid")), Vec::<u32>::new());
 }
+
+/// The port race: a service whose port is in use by another process when it ends before
+/// it is ready is started again on a new port, and the run goes on. (The first start leaves
+/// a listener on its port behind and exits, as if someone had taken the port first.)
+#[test]
+fn port_taken_by_another_process_starts_the_service_on_a_new_port() {
+    let ws = Ws::new();
+    ws.write(
+        "wf.yaml",
+        r#"workflow:
+  name: clash
+  services:
+    web:
+      run: |
+        if [ ! -e first ]; then
+          touch first
+          echo "$PORT" > first-port
+          python3 -c 'import socket,sys,time; s=socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(); open("squatted", "w").close(); time.sleep(60)' "$PORT" &
+          while [ ! -e squatted ]; do sleep 0.02; done
+          echo "address already in use"
+          exit 1
+        fi
+        exec python3 -m http.server "$PORT" --bind 127.0.0.1
+      ready: {http: "http://127.0.0.1:${{ services.web.port }}/"}
+  stages:
+    - name: s
+      steps:
+        - id: get
+          run: |
+            echo "port=${{ services.web.port }}" >> "$AGENT_OUTPUT"
+            python3 -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1])" "http://127.0.0.1:${{ services.web.port }}/"
+"#,
+    );
+    let out = ws.exec("wf.yaml", &[]);
+    assert_code(&out, 0);
+    let first = ws.read("first-port").trim().to_string();
+    let used = step(&report(&out), "get")["outputs"]["port"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(!first.is_empty() && first != used, "{first} vs {used}");
+    let err = common::stderr(&out);
+    assert!(
+        err.contains(&format!("port {first} was taken by another process")),
+        "{err}"
+    );
+}
+
+/// A cancelled run (SIGINT, as Ctrl-C) stops its services: none is left afterwards.
+#[test]
+fn cancel_stops_the_services() {
+    let ws = Ws::new();
+    ws.write(
+        "wf.yaml",
+        r#"workflow:
+  name: cancelled
+  services:
+    idle:
+      run: |
+        echo $$ > idle.pid
+        exec sleep 120
+  stages:
+    - name: s
+      steps:
+        - id: long
+          run: |
+            touch started
+            sleep 120
+"#,
+    );
+    let wsdir = ws.path().to_string_lossy().into_owned();
+    let mut cmd = common::agent(&["exec", "wf.yaml", "--workdir", &wsdir]);
+    cmd.current_dir(ws.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().expect("spawn agent exec");
+    let started = common::poll(Duration::from_secs(30), || {
+        ws.exists("started").then_some(())
+    });
+    assert!(started.is_some(), "the step did not start");
+    let pids = pids_in(&ws, "idle.pid");
+    assert_eq!(pids.len(), 1);
+    assert!(alive(pids[0]));
+    // SAFETY: kill(2) on the pid of a child we started and have not waited for.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let status = common::poll(Duration::from_secs(30), || child.try_wait().ok().flatten());
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("agent exec did not end after SIGINT");
+    }
+    assert_eq!(survivors(&pids), Vec::<u32>::new());
+}
