@@ -44,7 +44,7 @@
 //! `run.rs` (one run: stages, failure actions, rollback, compensation, report),
 //! `stage.rs` (scheduling inside a stage), `step.rs` (one step: `when`, rendering, tries,
 //! retries, error handlers), `failure.rs` (what a failure leads to), `script_env.rs` (no
-//! script injection), `step_env.rs` (the minimal step environment), `scope.rs` (expression roots), plus the pure helpers `backoff.rs`,
+//! script injection), `step_env.rs` (the minimal step environment), `services.rs` (services around a scope), `scope.rs` (expression roots), plus the pure helpers `backoff.rs`,
 //! `mask.rs`, `context.rs` (context merging), `report.rs`, `events.rs` and the failure recap
 //! `recap.rs`. The terminal sink, the secrets file and the preserved-context file belong to
 //! `agent exec` (`cli::exec`).
@@ -59,6 +59,7 @@ mod run;
 mod run_ctx;
 pub mod scope;
 pub mod script_env;
+mod services;
 mod stage;
 mod step;
 pub mod step_env;

@@ -14,13 +14,19 @@ use serde_json::{Map, Value, json};
 
 use super::events::{EngineEvent, EventSender};
 use super::run_ctx::{RunCtx, RunParts, Slot, final_status, new_ctx, render_outputs, take_parts};
-use super::{Cancel, Engine, RunRequest, RunResult, stage, step};
+use super::{Cancel, Engine, RunRequest, RunResult, services, stage, step};
 use crate::model::mask::Masker;
 use crate::model::report::{RollbackReport, RunReport, RunStatus, StepReport, StepStatus, rfc3339};
-/// Runs the stages, then the compensation and rollback asked for.
+/// Runs the stages, then the compensation and rollback asked for, with the workflow's
+/// services up around all of it.
 pub(crate) async fn execute(ctx: &RunCtx<'_>) {
+    services::scoped(ctx, &ctx.wf.services, None, execute_stages(ctx)).await;
+}
+
+async fn execute_stages(ctx: &RunCtx<'_>) {
     for (i, st) in ctx.wf.stages.iter().enumerate() {
-        stage::run_stage(ctx, i, st).await;
+        let run = stage::run_stage(ctx, i, st);
+        services::scoped(ctx, &st.services, Some((i, st)), run).await;
     }
     let (compensate, rollback) = {
         let st = ctx.state();

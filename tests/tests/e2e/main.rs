@@ -25,6 +25,7 @@ mod exec_failure;
 mod exec_parallel;
 mod exec_report;
 mod exec_secrets;
+mod exec_services;
 mod hooks_push;
 mod init_plan;
 mod metrics_scrape;
