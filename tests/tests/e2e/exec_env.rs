@@ -40,7 +40,7 @@ fn env_nearer_wins() {
           run: echo "b=$B" >> "$AGENT_OUTPUT"
 "#,
     );
-    let out = ws.exec("wf.yaml", &["--json"]);
+    let out = ws.exec("wf.yaml", &[]);
     assert_code(&out, 0);
     let r = report(&out);
     let o = &step(&r, "look")["outputs"];
@@ -74,7 +74,7 @@ fn working_directory_relative() {
           run: echo "dir=$(basename "$PWD")" >> "$AGENT_OUTPUT"
 "#,
     );
-    let out = ws.exec("wf.yaml", &["--json"]);
+    let out = ws.exec("wf.yaml", &[]);
     assert_code(&out, 0);
     let r = report(&out);
     assert_eq!(step(&r, "a")["outputs"]["dir"], "sub");
@@ -85,6 +85,17 @@ fn working_directory_relative() {
 /// workspace (by `..` or by a symbolic link) fail the step with a clear message, unrun.
 #[test]
 fn working_directory_missing_or_escaping_fails() {
+    // A literal path leaving the workspace is a validation error before anything runs.
+    let ws = Ws::new();
+    ws.write(
+        "wf.yaml",
+        "workflow:\n  name: wd\n  stages:\n    - name: s\n      steps:\n        - id: a\n          working_directory: ../..\n          run: touch \"$AGENT_WORKSPACE/ran\"\n",
+    );
+    let out = ws.exec("wf.yaml", &[]);
+    assert_code(&out, 2);
+    assert!(common::stderr(&out).contains("leaves the workspace"));
+    assert!(!ws.exists("ran"));
+    // Rendered paths are checked when the step starts.
     for (wd, needle) in [
         ("nope", "does not exist"),
         ("../..", "leaves the workspace"),
@@ -95,7 +106,7 @@ fn working_directory_missing_or_escaping_fails() {
         ws.write(
             "wf.yaml",
             &format!(
-                "workflow:\n  name: wd\n  stages:\n    - name: s\n      steps:\n        - id: a\n          working_directory: \"{wd}\"\n          run: touch \"$AGENT_WORKSPACE/ran\"\n"
+                "workflow:\n  name: wd\n  parameters:\n    - name: d\n      default: \"{wd}\"\n  stages:\n    - name: s\n      steps:\n        - id: a\n          working_directory: \"${{{{ parameters.d }}}}\"\n          run: touch \"$AGENT_WORKSPACE/ran\"\n"
             ),
         );
         let out = ws.exec("wf.yaml", &[]);
@@ -136,7 +147,7 @@ fn shell_bash_has_pipefail_default_does_not() {
             echo "went=on" >> "$AGENT_OUTPUT"
 "#,
     );
-    let out = ws.exec("wf.yaml", &["--json"]);
+    let out = ws.exec("wf.yaml", &[]);
     assert_code(&out, 1);
     let r = report(&out);
     assert_eq!(step(&r, "default")["outputs"]["went"], "on");
@@ -175,10 +186,10 @@ fn python_shell_runs_a_file() {
             with open(os.environ["AGENT_OUTPUT"], "a") as f:
                 f.write("file=" + sys.argv[0].rsplit(".", 1)[-1] + "\n")
                 f.write("sum=" + str(20 + 22) + "\n")
-                f.write("name=" + "${{ workflow.name }}" + "\n")
+                f.write("name=" + ${{ workflow.name }} + "\n")
 "#,
     );
-    let out = ws.exec("wf.yaml", &["--json"]);
+    let out = ws.exec("wf.yaml", &[]);
     assert_code(&out, 0);
     let r = report(&out);
     let o = &step(&r, "py")["outputs"];
@@ -226,7 +237,7 @@ fn agent_env_and_path_reach_later_steps() {
           run: mytool
 "#,
     );
-    let out = ws.exec("wf.yaml", &["--json"]);
+    let out = ws.exec("wf.yaml", &[]);
     assert_code(&out, 0);
     let r = report(&out);
     assert_eq!(step(&r, "same_stage")["outputs"]["plain"], "one=1");
