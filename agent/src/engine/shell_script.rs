@@ -30,5 +30,10 @@ pub(crate) fn plan(
     }
     std::fs::write(&file, body)
         .map_err(|e| format!("cannot write the script file {}: {e}", file.display()))?;
+    // The run's user reads it (the directory is theirs already).
+    if let Some(user) = &ctx.run_user {
+        user.chown(&file)
+            .map_err(|e| format!("cannot hand the script file to the run's user: {e}"))?;
+    }
     Ok(plan)
 }

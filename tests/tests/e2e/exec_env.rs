@@ -303,3 +303,23 @@ fn agent_env_values_equal_to_secrets_are_masked() {
     assert!(stderr.contains("copy is ***"), "{stderr}");
     assert!(!stderr.contains("s3cr3t-value-xyz"), "{stderr}");
 }
+
+/// Guards `shell: pwsh` on a machine without PowerShell: the step fails unrun and says so.
+#[test]
+fn pwsh_missing_fails_clearly() {
+    if runners::find_on_path("pwsh").is_some() {
+        return;
+    }
+    let ws = Ws::new();
+    ws.write(
+        "wf.yaml",
+        "workflow:\n  name: ps\n  stages:\n    - name: s\n      steps:\n        - id: p\n          shell: pwsh\n          run: Write-Output hi\n",
+    );
+    let out = ws.exec("wf.yaml", &[]);
+    assert_code(&out, 1);
+    let stderr = common::stderr(&out);
+    assert!(
+        stderr.contains("pwsh") && stderr.contains("not installed"),
+        "{stderr}"
+    );
+}
