@@ -70,6 +70,7 @@ mod posix_spawn;
 mod process_group;
 mod protocol;
 mod script;
+mod shell_file;
 mod skill;
 mod spawn;
 
@@ -88,6 +89,7 @@ pub use protocol::{
     parse_output_file, safe_file_name,
 };
 pub use script::{ScriptPlan, expr_var_name, find_on_path, plan_script};
+pub use shell_file::{plan_shell_file, script_file_suffix};
 pub use skill::{CommandSpec, IoSpec, Manifest, Resources, Skill, SkillSource, find_skill};
 pub use spawn::{
     Cancel, DEFAULT_GRACE, MAX_LINE, OutputSink, ProcessOutcome, StepCommand, Stream, run,

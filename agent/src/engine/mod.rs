@@ -51,15 +51,18 @@
 
 pub mod backoff;
 pub mod context;
+pub mod env_files;
 pub mod errors;
 pub mod events;
 mod failure;
+mod job_env;
 pub mod recap;
 mod run;
 mod run_ctx;
 pub mod scope;
 pub mod script_env;
 mod services;
+mod shell_script;
 mod stage;
 mod step;
 pub mod step_env;

@@ -94,6 +94,8 @@ pub(crate) struct RunCtx<'a> {
     /// Reports of steps that succeeded or were skipped in an interrupted earlier attempt
     /// of this run (top-level run only): they are not run again.
     pub resume: std::collections::HashMap<String, StepReport>,
+    /// What steps wrote to `$AGENT_ENV` and `$AGENT_PATH`, for the steps after them.
+    pub file_env: super::env_files::FileEnv,
     seq: AtomicU64,
 }
 
@@ -292,6 +294,7 @@ pub(crate) fn new_ctx<'a>(
         marker,
         run_user,
         resume: Default::default(),
+        file_env: Default::default(),
         seq: AtomicU64::new(0),
     })
 }

@@ -27,8 +27,9 @@ use super::run::execute;
 use super::run_ctx::{
     MAX_TIMEOUT, RunCtx, Slot, called_report, final_status, new_ctx, render_outputs,
 };
-use super::scope::{env_text, truthy};
+use super::scope::truthy;
 use super::script_env;
+use super::{env_files, job_env, shell_script};
 use crate::model::report::{CalledWorkflow, StepReport, StepStatus, rfc3339};
 
 type StepFuture<'a> = Pin<Box<dyn Future<Output = StepStatus> + Send + 'a>>;
@@ -137,28 +138,21 @@ fn prepare(ctx: &RunCtx<'_>, step: &Step) -> Result<Prepared, (String, String)> 
     };
     let data = ctx.data();
     let base = data.view(&ctx.workdir);
-    // The step's env over the workflow's.
-    let mut step_env: Vec<(String, String)> = Vec::new();
-    let merged_env;
-    let view = if step.env.is_empty() {
-        base
-    } else {
-        let env = dsl::model::render_map(&step.env, &base).map_err(|e| expr_err("env", e))?;
-        let mut all = match data.roots.get("env") {
-            Some(Value::Object(m)) => m.clone(),
-            _ => Map::new(),
-        };
-        for (k, v) in &env {
-            step_env.push((k.clone(), env_text(v)));
-            all.insert(k.clone(), v.clone());
-        }
-        merged_env = Value::Object(all);
-        base.with_env(&merged_env)
+    // Stage and step `env:` and what earlier steps wrote to `$AGENT_ENV`/`$AGENT_PATH`.
+    let stage = job_env::stage_of(&ctx.wf.stages, id);
+    let layers = job_env::layers(ctx, stage, step, &base, data.roots.get("env"))
+        .map_err(|(what, e)| expr_err(what, e))?;
+    let step_env = layers.process_env;
+    let view = match &layers.merged {
+        Some(m) => base.with_env(m),
+        None => base,
     };
+    let cwd = job_env::working_dir(&ctx.workdir, stage, step, &view)
+        .map_err(|e| ("ValidationError".to_string(), format!("step `{id}`: {e}")))?;
     let params =
         dsl::model::render_map(&step.parameters, &view).map_err(|e| expr_err("parameters", e))?;
     let with_protocol = |mut cmd: StepCommand, always_stdin: bool| {
-        cmd.cwd = Some(ctx.workdir.clone());
+        cmd.cwd = Some(cwd.clone());
         // Nothing of the agent's own environment but the minimal base in `base_env`.
         cmd.inherit_env = false;
         cmd.env.extend(ctx.base_env.iter().cloned());
@@ -182,7 +176,12 @@ fn prepare(ctx: &RunCtx<'_>, step: &Step) -> Result<Prepared, (String, String)> 
             let shell = step.shell.as_ref().map(|s| s.value.as_str());
             let prepared = script_env::prepare(&script.template, shell, &view)
                 .map_err(|e| expr_err("run", e))?;
-            let mut cmd = StepCommand::from_plan(runners::plan_script(&prepared.text, shell));
+            let plan = match shell {
+                Some(sh) => shell_script::plan(ctx, id, sh, &prepared.text)
+                    .map_err(|e| ("ValidationError".to_string(), format!("step `{id}`: {e}")))?,
+                None => runners::plan_script(&prepared.text, None),
+            };
+            let mut cmd = StepCommand::from_plan(plan);
             cmd.env.extend(prepared.env);
             Ok(Prepared::Process {
                 cmd: with_protocol(cmd, false),
@@ -261,6 +260,9 @@ async fn run_process(
         .step_paths(&format!("{}.{attempt}", ctx.next_seq()));
     let mut cmd = cmd.clone();
     cmd.env.extend(paths.env());
+    let files =
+        env_files::StepFiles::new(ctx.rundir.path(), &format!("{}.{attempt}", ctx.next_seq()));
+    cmd.env.extend(files.env());
     cmd.env.push(("AGENT_ATTEMPT".into(), attempt.to_string()));
     let (limit, by_deadline) = time_limit(ctx, step);
     cmd.timeout = limit;
@@ -313,6 +315,14 @@ async fn run_process(
     };
     if outcome.timed_out && by_deadline {
         ctx.state().timed_out = true;
+    }
+    if let Err(e) = ctx.file_env.absorb(&files) {
+        return Attempt {
+            exit_code: outcome.exit_code,
+            began,
+            queued,
+            ..Attempt::fail("ValidationError", format!("step `{id}`: {e}"))
+        };
     }
     let mut result = Attempt {
         exit_code: outcome.exit_code,

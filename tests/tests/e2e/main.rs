@@ -21,6 +21,7 @@ mod daemon_triggers;
 mod dashboard;
 mod examples;
 mod exec_basics;
+mod exec_env;
 mod exec_failure;
 mod exec_parallel;
 mod exec_report;
