@@ -54,6 +54,7 @@ pub mod context;
 pub mod errors;
 pub mod events;
 mod failure;
+mod matrix;
 pub mod recap;
 mod run;
 mod run_ctx;

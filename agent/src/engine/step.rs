@@ -47,7 +47,27 @@ enum Mode {
 
 /// Runs a stage (or decision branch) step.
 pub(crate) fn run_step<'a>(ctx: &'a RunCtx<'a>, step: &'a Step, slot: Slot) -> StepFuture<'a> {
-    Box::pin(step_inner(ctx, step, slot, Mode::Normal, &ctx.cancel))
+    Box::pin(step_inner(
+        ctx,
+        step,
+        slot,
+        Mode::Normal,
+        &ctx.cancel,
+        false,
+    ))
+}
+
+/// Runs one instance of a matrix step (see `matrix.rs`) with the matrix's cancel handle:
+/// the matrix step as a whole has passed the job-status gate, so an instance is not
+/// skipped because a sibling instance failed the run (`fail_fast: false` lets them all
+/// run; `fail_fast` cancels `cancel`).
+pub(crate) fn run_instance<'a>(
+    ctx: &'a RunCtx<'a>,
+    step: &'a Step,
+    slot: Slot,
+    cancel: &'a Cancel,
+) -> StepFuture<'a> {
+    Box::pin(step_inner(ctx, step, slot, Mode::Normal, cancel, true))
 }
 
 /// Runs a rollback, compensation or error-handler step with its own cancel handle.
@@ -57,7 +77,7 @@ pub(crate) fn run_cleanup_step<'a>(
     slot: Slot,
     cancel: &'a Cancel,
 ) -> StepFuture<'a> {
-    Box::pin(step_inner(ctx, step, slot, Mode::Cleanup, cancel))
+    Box::pin(step_inner(ctx, step, slot, Mode::Cleanup, cancel, false))
 }
 
 /// Whether a `when` text uses a status function (then it decides alone; otherwise an
@@ -136,7 +156,7 @@ fn prepare(ctx: &RunCtx<'_>, step: &Step) -> Result<Prepared, (String, String)> 
         )
     };
     let data = ctx.data();
-    let base = data.view(&ctx.workdir);
+    let base = data.step_view(&ctx.workdir, id);
     // The step's env over the workflow's.
     let mut step_env: Vec<(String, String)> = Vec::new();
     let merged_env;
@@ -624,6 +644,7 @@ async fn step_inner(
     slot: Slot,
     mode: Mode,
     cancel: &Cancel,
+    instance: bool,
 ) -> StepStatus {
     let id = &step.id.value;
     let eid = ctx.event_id(id);
@@ -663,7 +684,7 @@ async fn step_inner(
                 ctx.state().timed_out = true;
                 ctx.apply(Disposition::Abort, id, "Timeout", "workflow timed out");
                 skip = Some(StepStatus::Skipped);
-            } else if ctx.data().job_status() != JobStatus::Success && !explicit {
+            } else if !instance && ctx.data().job_status() != JobStatus::Success && !explicit {
                 skip = Some(StepStatus::Skipped);
             }
         }
@@ -671,7 +692,7 @@ async fn step_inner(
             && let Some(w) = &step.when
         {
             let data = ctx.data();
-            match w.render(&data.view(&ctx.workdir)) {
+            match w.render(&data.step_view(&ctx.workdir, id)) {
                 Ok(v) if !truthy(&v) => skip = Some(StepStatus::Skipped),
                 Ok(_) => {}
                 Err(e) => {
@@ -871,7 +892,8 @@ async fn step_inner(
                 });
             }
         }
-        if status == StepStatus::Cancelled {
+        // A matrix instance cancelled by `fail_fast` does not make the job cancelled.
+        if status == StepStatus::Cancelled && ctx.cancel.is_cancelled() {
             data.status = Some(JobStatus::Cancelled);
         }
         data.record_step_result(
@@ -898,7 +920,7 @@ async fn step_inner(
         StepStatus::Cancelled => {
             if mode == Mode::Normal {
                 let mut st = ctx.state();
-                if !st.failed && st.error.is_none() {
+                if !st.failed && st.error.is_none() && ctx.cancel.is_cancelled() {
                     st.error = Some(format!("step `{id}` cancelled"));
                 }
             }
@@ -914,7 +936,7 @@ async fn step_inner(
     status
 }
 
-fn finish(ctx: &RunCtx<'_>, slot: Slot, eid: &std::sync::Arc<str>, report: StepReport) {
+pub(crate) fn finish(ctx: &RunCtx<'_>, slot: Slot, eid: &std::sync::Arc<str>, report: StepReport) {
     if ctx.events.is_active() {
         let mut shown = report.clone();
         if !ctx.prefix.is_empty() {

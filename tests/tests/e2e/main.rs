@@ -22,6 +22,7 @@ mod dashboard;
 mod examples;
 mod exec_basics;
 mod exec_failure;
+mod exec_matrix;
 mod exec_parallel;
 mod exec_report;
 mod exec_secrets;

@@ -480,6 +480,7 @@ fn step_report(s: &StepRecord) -> StepReport {
         finished_at: s.finished_at.map(crate::model::rfc3339),
         duration_ms,
         workflow: None,
+        matrix: None,
     }
 }
 
