@@ -103,6 +103,24 @@ pub(crate) async fn run_matrix_step(
     aggregate(ctx, step, &steps, &instances)
 }
 
+/// A `matrix:` on a stage is not expanded yet: it fails the run with a precise message
+/// before the stage's steps (which are then skipped) instead of letting `${{ matrix }}`
+/// fail in each of them.
+pub(crate) fn refuse_stage_matrix(ctx: &RunCtx<'_>, stage: &dsl::model::Stage) {
+    if stage.matrix.is_none() || ctx.data().job_status() != JobStatus::Success {
+        return;
+    }
+    let name = &stage.name.value;
+    ctx.apply(
+        Disposition::Abort,
+        name,
+        "ValidationError",
+        &format!(
+            "stage `{name}`: a matrix on a stage is not supported yet; put the matrix on its steps"
+        ),
+    );
+}
+
 /// Whether the failure of instance `iid` was one the run tolerated.
 fn continued(ctx: &RunCtx<'_>, iid: &str) -> bool {
     ctx.state()

@@ -60,6 +60,7 @@ pub(crate) async fn run_stage(ctx: &RunCtx<'_>, index: usize, stage: &Stage) {
         stage: name.clone(),
         steps: stage.steps.len(),
     });
+    matrix::refuse_stage_matrix(ctx, stage);
     let n = stage.steps.len();
     let limit = match stage.parallel.value {
         Parallelism::Sequential => 1,
