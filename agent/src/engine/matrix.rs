@@ -46,7 +46,7 @@ pub(crate) async fn run_matrix_step(
         && (ctx.cancel.is_cancelled()
             || ctx.deadline_passed()
             || ctx.data().job_status() != JobStatus::Success);
-    if gated || ctx.resume.get(id).is_some() {
+    if gated || ctx.resume.contains_key(id) {
         return step::run_step(ctx, step, slot).await;
     }
     let instances = {
@@ -161,7 +161,7 @@ fn aggregate(
         let mut st = ctx.state();
         for (_, _, pos, r) in st.instances.iter_mut() {
             if steps.get(*pos).is_some_and(|s| s.id.value == r.id) {
-                r.matrix = instances.get(*pos).map(|i| i.values.clone());
+                r.matrix = instances.get(*pos).map(|i| Box::new(i.values.clone()));
             }
         }
     }

@@ -56,7 +56,7 @@ pub struct StepReport {
     /// On an instance of a matrix step (its id `ID (k=v, ...)`): the instance's `matrix`
     /// values. Absent on every other step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub matrix: Option<Map<String, Value>>,
+    pub matrix: Option<Box<Map<String, Value>>>,
 }
 
 impl StepReport {
