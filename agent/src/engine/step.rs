@@ -533,7 +533,9 @@ async fn run_decision(
     }
     let chosen = chosen.or_else(|| d.branches.iter().position(|b| b.default));
     let branch_slot = match slot {
-        Slot::Stage { stage, .. } | Slot::Append { stage } => Slot::Append { stage },
+        Slot::Stage { stage, .. } | Slot::Append { stage } | Slot::Instance { stage, .. } => {
+            Slot::Append { stage }
+        }
         other => other,
     };
     if let Some(i) = chosen {
