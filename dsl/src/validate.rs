@@ -39,6 +39,7 @@ pub(crate) const STEP_FIELDS: &[&str] = &[
     "exit_code",
     "error_class",
     "artifacts",
+    "instances",
 ];
 
 pub use crate::cron::parse_cron;

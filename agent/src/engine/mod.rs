@@ -56,6 +56,7 @@ pub mod errors;
 pub mod events;
 mod failure;
 mod job_env;
+mod matrix;
 pub mod recap;
 mod run;
 mod run_ctx;

@@ -40,6 +40,13 @@ pub(crate) enum Slot {
     Compensation,
     /// Error-handler steps: events only.
     Discard,
+    /// Instance `pos` of the matrix step at `index` of stage `stage` (kept aside, then put
+    /// in the step's place when the stage ends).
+    Instance {
+        stage: usize,
+        index: usize,
+        pos: usize,
+    },
 }
 
 /// Mutable bookkeeping of a run (behind a mutex, never held across `.await`).
@@ -62,6 +69,8 @@ pub(crate) struct RunState {
     pub compensated: Vec<String>,
     /// The rollback, when it ran.
     pub rollback: Option<RollbackReport>,
+    /// Reports of matrix instances: (stage, step index, instance position, report).
+    pub instances: Vec<(usize, usize, usize, StepReport)>,
 }
 
 /// Everything the steps of one (sub-)run share.
@@ -156,6 +165,9 @@ impl RunCtx<'_> {
             Slot::Rollback => st.rollback_steps.push(report),
             Slot::Compensation => st.compensation_steps.push(report),
             Slot::Discard => {}
+            Slot::Instance { stage, index, pos } => {
+                st.instances.push((stage, index, pos, report));
+            }
         }
     }
 

@@ -18,6 +18,8 @@ pub struct RunData {
     pub status: Option<JobStatus>,
     /// The environment steps start from, read by `env('NAME')` after the `env` root.
     pub base_env: Vec<(String, String)>,
+    /// The `matrix` root of each running matrix instance, by the instance's step id.
+    pub matrix: std::collections::HashMap<String, Value>,
 }
 
 impl RunData {
@@ -44,6 +46,7 @@ impl RunData {
             roots,
             status: None,
             base_env: Vec::new(),
+            matrix: Default::default(),
         }
     }
 
@@ -115,6 +118,16 @@ impl RunData {
             data: self,
             workdir,
             env: None,
+            matrix: None,
+        }
+    }
+
+    /// The evaluation view of step `id`: with its `matrix` root when it is a matrix
+    /// instance.
+    pub fn step_view<'a>(&'a self, workdir: &'a Path, id: &str) -> Scope<'a> {
+        Scope {
+            matrix: self.matrix.get(id),
+            ..self.view(workdir)
         }
     }
 }
@@ -125,6 +138,7 @@ pub struct Scope<'a> {
     data: &'a RunData,
     workdir: &'a Path,
     env: Option<&'a Value>,
+    matrix: Option<&'a Value>,
 }
 
 impl<'a> Scope<'a> {
@@ -141,6 +155,9 @@ impl EvalContext for Scope<'_> {
             && let Some(env) = self.env
         {
             return Some(env);
+        }
+        if name == "matrix" {
+            return self.matrix;
         }
         self.data.roots.get(name)
     }

@@ -13,6 +13,7 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
 use super::events::EngineEvent;
+use super::matrix;
 use super::run_ctx::{RunCtx, Slot, stage_status};
 use super::step;
 use crate::model::report::StepStatus;
@@ -23,6 +24,26 @@ fn dependencies(stage: &Stage) -> Vec<Vec<usize>> {
         return vec![Vec::new(); stage.steps.len()];
     }
     stage.sibling_dependencies()
+}
+
+/// Starts step `i` of the stage (a matrix step through `matrix.rs`).
+fn start<'a>(
+    ctx: &'a RunCtx<'a>,
+    stage: &'a Stage,
+    s: &'a dsl::model::Step,
+    index: usize,
+    i: usize,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = StepStatus> + Send + 'a>> {
+    let slot = Slot::Stage {
+        stage: index,
+        index: i,
+    };
+    if s.matrix.is_some() {
+        let limit = stage.max_parallel.value.max(1) as usize;
+        Box::pin(matrix::run_matrix_step(ctx, s, slot, limit))
+    } else {
+        step::run_step(ctx, s, slot)
+    }
 }
 
 /// Runs one stage to the end.
@@ -39,6 +60,7 @@ pub(crate) async fn run_stage(ctx: &RunCtx<'_>, index: usize, stage: &Stage) {
         stage: name.clone(),
         steps: stage.steps.len(),
     });
+    matrix::refuse_stage_matrix(ctx, stage);
     let n = stage.steps.len();
     let limit = match stage.parallel.value {
         Parallelism::Sequential => 1,
@@ -56,14 +78,7 @@ pub(crate) async fn run_stage(ctx: &RunCtx<'_>, index: usize, stage: &Stage) {
             if !started[i] && deps[i].iter().all(|&d| done[d]) {
                 started[i] = true;
                 let s = &stage.steps[i];
-                let fut = step::run_step(
-                    ctx,
-                    s,
-                    Slot::Stage {
-                        stage: index,
-                        index: i,
-                    },
-                );
+                let fut = start(ctx, stage, s, index, i);
                 running.push(async move {
                     fut.await;
                     i
@@ -84,22 +99,14 @@ pub(crate) async fn run_stage(ctx: &RunCtx<'_>, index: usize, stage: &Stage) {
                 for (i, s) in started.iter_mut().enumerate() {
                     if !*s {
                         *s = true;
-                        let st = &stage.steps[i];
-                        step::run_step(
-                            ctx,
-                            st,
-                            Slot::Stage {
-                                stage: index,
-                                index: i,
-                            },
-                        )
-                        .await;
+                        start(ctx, stage, &stage.steps[i], index, i).await;
                     }
                 }
                 break;
             }
         }
     }
+    matrix::place_instances(ctx, index);
     let (status, continued) = {
         let mut st = ctx.state();
         match st.stages.get_mut(index) {

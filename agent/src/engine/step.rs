@@ -48,7 +48,27 @@ enum Mode {
 
 /// Runs a stage (or decision branch) step.
 pub(crate) fn run_step<'a>(ctx: &'a RunCtx<'a>, step: &'a Step, slot: Slot) -> StepFuture<'a> {
-    Box::pin(step_inner(ctx, step, slot, Mode::Normal, &ctx.cancel))
+    Box::pin(step_inner(
+        ctx,
+        step,
+        slot,
+        Mode::Normal,
+        &ctx.cancel,
+        false,
+    ))
+}
+
+/// Runs one instance of a matrix step (see `matrix.rs`) with the matrix's cancel handle:
+/// the matrix step as a whole has passed the job-status gate, so an instance is not
+/// skipped because a sibling instance failed the run (`fail_fast: false` lets them all
+/// run; `fail_fast` cancels `cancel`).
+pub(crate) fn run_instance<'a>(
+    ctx: &'a RunCtx<'a>,
+    step: &'a Step,
+    slot: Slot,
+    cancel: &'a Cancel,
+) -> StepFuture<'a> {
+    Box::pin(step_inner(ctx, step, slot, Mode::Normal, cancel, true))
 }
 
 /// Runs a rollback, compensation or error-handler step with its own cancel handle.
@@ -58,7 +78,7 @@ pub(crate) fn run_cleanup_step<'a>(
     slot: Slot,
     cancel: &'a Cancel,
 ) -> StepFuture<'a> {
-    Box::pin(step_inner(ctx, step, slot, Mode::Cleanup, cancel))
+    Box::pin(step_inner(ctx, step, slot, Mode::Cleanup, cancel, false))
 }
 
 /// Whether a `when` text uses a status function (then it decides alone; otherwise an
@@ -137,9 +157,9 @@ fn prepare(ctx: &RunCtx<'_>, step: &Step) -> Result<Prepared, (String, String)> 
         )
     };
     let data = ctx.data();
-    let base = data.view(&ctx.workdir);
+    let base = data.step_view(&ctx.workdir, id);
     // Stage and step `env:` and what earlier steps wrote to `$AGENT_ENV`/`$AGENT_PATH`.
-    let stage = job_env::stage_of(&ctx.wf.stages, id);
+    let stage = job_env::stage_of(&ctx.wf.stages, &step.id.value);
     let layers = job_env::layers(ctx, stage, step, &base, data.roots.get("env"))
         .map_err(|(what, e)| expr_err(what, e))?;
     let step_env = layers.process_env;
@@ -523,7 +543,9 @@ async fn run_decision(
     }
     let chosen = chosen.or_else(|| d.branches.iter().position(|b| b.default));
     let branch_slot = match slot {
-        Slot::Stage { stage, .. } | Slot::Append { stage } => Slot::Append { stage },
+        Slot::Stage { stage, .. } | Slot::Append { stage } | Slot::Instance { stage, .. } => {
+            Slot::Append { stage }
+        }
         other => other,
     };
     if let Some(i) = chosen {
@@ -634,6 +656,7 @@ async fn step_inner(
     slot: Slot,
     mode: Mode,
     cancel: &Cancel,
+    instance: bool,
 ) -> StepStatus {
     let id = &step.id.value;
     let eid = ctx.event_id(id);
@@ -673,7 +696,7 @@ async fn step_inner(
                 ctx.state().timed_out = true;
                 ctx.apply(Disposition::Abort, id, "Timeout", "workflow timed out");
                 skip = Some(StepStatus::Skipped);
-            } else if ctx.data().job_status() != JobStatus::Success && !explicit {
+            } else if !instance && ctx.data().job_status() != JobStatus::Success && !explicit {
                 skip = Some(StepStatus::Skipped);
             }
         }
@@ -681,7 +704,7 @@ async fn step_inner(
             && let Some(w) = &step.when
         {
             let data = ctx.data();
-            match w.render(&data.view(&ctx.workdir)) {
+            match w.render(&data.step_view(&ctx.workdir, id)) {
                 Ok(v) if !truthy(&v) => skip = Some(StepStatus::Skipped),
                 Ok(_) => {}
                 Err(e) => {
@@ -881,7 +904,8 @@ async fn step_inner(
                 });
             }
         }
-        if status == StepStatus::Cancelled {
+        // A matrix instance cancelled by `fail_fast` does not make the job cancelled.
+        if status == StepStatus::Cancelled && ctx.cancel.is_cancelled() {
             data.status = Some(JobStatus::Cancelled);
         }
         data.record_step_result(
@@ -908,7 +932,7 @@ async fn step_inner(
         StepStatus::Cancelled => {
             if mode == Mode::Normal {
                 let mut st = ctx.state();
-                if !st.failed && st.error.is_none() {
+                if !st.failed && st.error.is_none() && ctx.cancel.is_cancelled() {
                     st.error = Some(format!("step `{id}` cancelled"));
                 }
             }
@@ -924,7 +948,7 @@ async fn step_inner(
     status
 }
 
-fn finish(ctx: &RunCtx<'_>, slot: Slot, eid: &std::sync::Arc<str>, report: StepReport) {
+pub(crate) fn finish(ctx: &RunCtx<'_>, slot: Slot, eid: &std::sync::Arc<str>, report: StepReport) {
     if ctx.events.is_active() {
         let mut shown = report.clone();
         if !ctx.prefix.is_empty() {

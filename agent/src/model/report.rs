@@ -53,6 +53,10 @@ pub struct StepReport {
     /// `CALL/ID`). Absent on every other step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow: Option<Box<CalledWorkflow>>,
+    /// On an instance of a matrix step (its id `ID (k=v, ...)`): the instance's `matrix`
+    /// values. Absent on every other step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matrix: Option<Box<Map<String, Value>>>,
 }
 
 impl StepReport {
@@ -73,6 +77,7 @@ impl StepReport {
             finished_at: None,
             duration_ms: None,
             workflow: None,
+            matrix: None,
         }
     }
 }

@@ -23,6 +23,7 @@ mod examples;
 mod exec_basics;
 mod exec_env;
 mod exec_failure;
+mod exec_matrix;
 mod exec_parallel;
 mod exec_report;
 mod exec_secrets;

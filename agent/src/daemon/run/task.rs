@@ -480,6 +480,7 @@ fn step_report(s: &StepRecord) -> StepReport {
         finished_at: s.finished_at.map(crate::model::rfc3339),
         duration_ms,
         workflow: None,
+        matrix: None,
     }
 }
 
@@ -554,7 +555,14 @@ fn record_events(
     abandon: &AtomicBool,
 ) -> Store {
     let mut logs = RunLogs::new(&shared.state_dir, id, shared.config.limits.max_log_bytes);
-    let stage_of = |step: &str| stages.get(step).cloned().unwrap_or_else(|| "-".to_string());
+    // A matrix instance (`ID (k=v, ...)`) is in the stage of its matrix step.
+    let stage_of = |step: &str| {
+        stages
+            .get(step)
+            .or_else(|| step.split_once(" (").and_then(|(base, _)| stages.get(base)))
+            .cloned()
+            .unwrap_or_else(|| "-".to_string())
+    };
     // The run's context after the latest update, saved with the next step's end.
     let mut context: Option<Value> = None;
     let health = &shared.store_health;
