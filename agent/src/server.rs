@@ -23,7 +23,7 @@ use crate::daemon::state_lock;
 use crate::daemon::triggers::{cron, git_watch};
 use crate::engine::{AdmissionConfig, Engine, EngineConfig};
 use crate::monitor::metrics::Metrics;
-use crate::store::{RunId, RunStatus, Store, StoreError};
+use crate::store::{Db, RunId, RunStatus, StoreError};
 
 /// How long the API may take to close its connections after the scheduler stopped.
 const API_STOP_WAIT: Duration = Duration::from_secs(5);
@@ -52,7 +52,7 @@ pub enum DaemonStartError {
     },
     /// The store cannot be opened or recovered.
     #[error("store: {0}")]
-    Store(#[from] StoreError),
+    Db(#[from] StoreError),
     /// A configured secret cannot be read.
     #[error(transparent)]
     Secret(#[from] crate::config::SecretError),
@@ -130,7 +130,7 @@ pub async fn run_until(
         })?;
     let secrets = config.load_secrets()?;
     crate::store::set_busy_timeout(config.limits.store_busy_timeout);
-    let mut store = Store::open_in_dir(&state_dir)?;
+    let mut store = Db::open_in_dir(&state_dir)?;
     for path in crate::state_dir::db_files(&state_dir) {
         set_mode(&path, 0o600);
     }
@@ -430,7 +430,7 @@ fn write_addr_file(state_dir: &std::path::Path, addr: std::net::SocketAddr) {
 
 /// Workspaces left by runs that ended while the daemon was down (or by a crash) go, except
 /// failed runs' workspaces when `keep_failed_workspaces` is on.
-fn remove_stale_workspaces(store: &Store, config: &Config) {
+fn remove_stale_workspaces(store: &Db, config: &Config) {
     let keep = |name: &str| {
         config.keep_failed_workspaces
             && name.parse::<RunId>().ok().is_some_and(

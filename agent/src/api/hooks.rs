@@ -41,7 +41,7 @@ use super::error::ApiError;
 use crate::config::{Config, RepoConfig};
 use crate::daemon::handle::DaemonCommand;
 use crate::model::api::{ErrorBody, HookAnswer};
-use crate::store::Store;
+use crate::store::Db;
 
 /// The largest hook body accepted (GitHub caps its payloads at 25 MB, but pushes are small).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -398,7 +398,7 @@ async fn answer(
         let path = shared.store_path.clone();
         let (id2, repo) = (id.clone(), repos[0].clone());
         let fresh = tokio::task::spawn_blocking(move || {
-            Store::open(&path)?.record_hook_delivery(source.as_str(), &id2, Some(&repo))
+            Db::open(&path)?.record_hook_delivery(source.as_str(), &id2, Some(&repo))
         })
         .await;
         match fresh {
@@ -418,7 +418,7 @@ async fn answer(
                     ),
                 );
             }
-            Ok(Err(err)) => return ("error", ApiError::Store(err).into_response()),
+            Ok(Err(err)) => return ("error", ApiError::Db(err).into_response()),
             Err(err) => {
                 return ("error", ApiError::Internal(err.to_string()).into_response());
             }

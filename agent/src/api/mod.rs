@@ -53,7 +53,7 @@ impl Reads {
     pub async fn read<T, F>(&self, f: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
-        F: FnOnce(&crate::store::Store) -> Result<T, ApiError> + Send + 'static,
+        F: FnOnce(&crate::store::Db) -> Result<T, ApiError> + Send + 'static,
     {
         self.0.read(f).await
     }

@@ -5,15 +5,15 @@
 //! (others send it messages). Everybody else holds a cheap [`DaemonHandle`]:
 //!
 //! - **Triggers and cron** decide *what* to run and write it through the store's deduping
-//!   writes ([`Store::record_push`](crate::store::Store::record_push),
-//!   [`Store::enqueue_scheduled_run`](crate::store::Store::enqueue_scheduled_run)), each with
+//!   writes ([`Db::record_push`](crate::store::Db::record_push),
+//!   [`Db::enqueue_scheduled_run`](crate::store::Db::enqueue_scheduled_run)), each with
 //!   a dedup key, the commit to check out and the concurrency group, then call
 //!   [`DaemonHandle::wake`] so the scheduler looks at the queue at once (it also looks every
 //!   few seconds on its own) and applies `concurrency.overlap` to new push and webhook runs.
 //! - **The API** sends [`DaemonCommand::Enqueue`] (manual runs: the scheduler resolves the
 //!   commit, checks the parameters against the workflow and applies `concurrency.overlap`),
 //!   [`DaemonCommand::Cancel`] and [`DaemonCommand::Retry`]; it reads runs with its own
-//!   [`Store`](crate::store::Store) opened on [`Shared::store_path`], step logs from
+//!   [`Db`](crate::store::Db) opened on [`Shared::store_path`], step logs from
 //!   [`crate::state_dir::step_log_path`], and live events from [`Shared::events`].
 //! - **Inbound push hooks** send [`DaemonCommand::FetchNow`]; the git watcher of that
 //!   repository subscribes with [`Shared::fetch_requests`].
@@ -89,7 +89,7 @@ pub enum DaemonError {
     Git(String),
     /// The store failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Db(#[from] StoreError),
     /// The daemon is shutting down and admits nothing new.
     #[error("the daemon is shutting down")]
     ShuttingDown,
@@ -227,7 +227,7 @@ pub struct Shared {
     pub config: Arc<Config>,
     /// The state directory (absolute).
     pub state_dir: PathBuf,
-    /// The SQLite file; open your own `Store` on it (one per thread or actor).
+    /// The SQLite file; open your own `Db` on it (one per thread or actor).
     pub store_path: PathBuf,
     /// The one engine of the process (admission across all runs).
     pub engine: Arc<Engine>,

@@ -35,7 +35,7 @@ use tokio::sync::mpsc;
 use crate::config::AnomaliesConfig;
 use crate::daemon::handle::{DaemonEvent, DaemonHandle, Shared};
 use crate::model::report::rfc3339;
-use crate::store::{AnomalyRecord, NewAnomaly, RunId, RunSample, RunStatus, Store, StoreError};
+use crate::store::{AnomalyRecord, Db, NewAnomaly, RunId, RunSample, RunStatus, StoreError};
 
 /// How often running steps' memory is sampled.
 pub const MEMORY_SAMPLE_INTERVAL: Duration = Duration::from_millis(500);
@@ -181,7 +181,7 @@ pub fn judge_run(
 
 /// Reads a finished run's history and records what [`judge_run`] finds (blocking).
 fn check_finished_run(
-    store: &mut Store,
+    store: &mut Db,
     config: &AnomaliesConfig,
     run: RunId,
 ) -> Result<Vec<AnomalyRecord>, StoreError> {
@@ -314,7 +314,7 @@ impl MemorySampler {
 pub async fn run(handle: DaemonHandle, mut events: mpsc::UnboundedReceiver<DaemonEvent>) {
     let shared = handle.shared.clone();
     let config = shared.config.anomalies;
-    let mut store: Option<Store> = None;
+    let mut store: Option<Db> = None;
     let mut runs: HashMap<RunId, RunInfo> = HashMap::new();
     let mut running: HashSet<RunningStep> = HashSet::new();
     let mut flagged: HashSet<RunningStep> = HashSet::new();
@@ -426,19 +426,19 @@ fn publish(handle: &DaemonHandle, record: &AnomalyRecord) {
     });
 }
 
-fn open(shared: &Shared, store: Option<Store>) -> Result<Store, StoreError> {
+fn open(shared: &Shared, store: Option<Db>) -> Result<Db, StoreError> {
     match store {
         Some(s) => Ok(s),
-        None => Store::open(&shared.store_path),
+        None => Db::open(&shared.store_path),
     }
 }
 
 /// Judges a finished run on the blocking pool; gives the connection back.
 async fn judge_in_pool(
     shared: &Arc<Shared>,
-    store: Option<Store>,
+    store: Option<Db>,
     run: RunId,
-) -> (Option<Store>, Vec<AnomalyRecord>) {
+) -> (Option<Db>, Vec<AnomalyRecord>) {
     let shared = shared.clone();
     let joined = tokio::task::spawn_blocking(move || {
         let config = shared.config.anomalies;
@@ -467,9 +467,9 @@ async fn judge_in_pool(
 /// Records one anomaly on the blocking pool; gives the connection back.
 async fn record_in_pool(
     shared: &Arc<Shared>,
-    store: Option<Store>,
+    store: Option<Db>,
     anomaly: NewAnomaly,
-) -> (Option<Store>, Option<AnomalyRecord>) {
+) -> (Option<Db>, Option<AnomalyRecord>) {
     let shared = shared.clone();
     let joined = tokio::task::spawn_blocking(move || match open(&shared, store) {
         Ok(mut s) => {
@@ -630,7 +630,7 @@ mod tests {
     }
 
     /// Finishes a run of `w` in `app` with this status and engine duration.
-    fn finish(store: &mut Store, ok: bool, ms: u64) -> RunId {
+    fn finish(store: &mut Db, ok: bool, ms: u64) -> RunId {
         use crate::store::{NewRun, RunFinish, Trigger, TriggerKind};
         let mut run = NewRun::new("w", Trigger::new(TriggerKind::Manual));
         run.repo = Some("app".into());
@@ -650,7 +650,7 @@ mod tests {
     #[test]
     fn finished_runs_are_judged_from_the_store_once() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut store = Store::open_in_dir(dir.path()).expect("open");
+        let mut store = Db::open_in_dir(dir.path()).expect("open");
         let config = AnomaliesConfig {
             failure_window: 4,
             min_samples: 4,

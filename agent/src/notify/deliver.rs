@@ -2,7 +2,7 @@
 //! queue in order.
 //!
 //! Each worker takes the oldest pending delivery of its webhook
-//! ([`Store::next_pending_delivery`]), waits until it is due and until the webhook's rate
+//! ([`Db::next_pending_delivery`]), waits until it is due and until the webhook's rate
 //! limit allows, POSTs it, and records the attempt in the store before looking at the next
 //! one. A delivery waiting for a retry holds back the ones queued after it (order is kept per
 //! webhook); a slow or dead receiver only holds up its own worker, never runs or other
@@ -35,7 +35,7 @@ use tokio::time::Instant;
 use super::format::Rendered;
 use crate::bus::Shutdown;
 use crate::config::{WebhookConfig, WebhookFormat, WebhookRetry};
-use crate::store::{Delivery, DeliveryOutcome, Store, StoreError};
+use crate::store::{Db, Delivery, DeliveryOutcome, StoreError};
 
 /// How long one attempt may take (connect, send, answer).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -338,9 +338,9 @@ pub struct Worker {
 
 /// Runs a store call on the blocking pool with the worker's own connection.
 async fn with_store<T: Send + 'static>(
-    store: &Arc<Mutex<Option<Store>>>,
+    store: &Arc<Mutex<Option<Db>>>,
     path: std::path::PathBuf,
-    f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+    f: impl FnOnce(&mut Db) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, String> {
     let store = store.clone();
     tokio::task::spawn_blocking(move || {
@@ -348,7 +348,7 @@ async fn with_store<T: Send + 'static>(
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if slot.is_none() {
-            *slot = Some(Store::open(&path).map_err(|e| e.to_string())?);
+            *slot = Some(Db::open(&path).map_err(|e| e.to_string())?);
         }
         let s = slot.as_mut().expect("opened just above");
         f(s).map_err(|e| e.to_string())

@@ -12,7 +12,7 @@
 //!    daemon's `finish_run` writes an un-rendered outbox event in the same transaction as the
 //!    run's final state, so a crash cannot lose one or invent one; the writer renders it into
 //!    deliveries when it sees the run's end on the bus (after the run's earlier events) or,
-//!    for ends written while no notifier ran, at start ([`Store::render_outbox_events`]).
+//!    for ends written while no notifier ran, at start ([`Db::render_outbox_events`]).
 //!    The notifier gets the config, the store and the shutdown token ([`Context`]), never
 //!    the daemon's handle.
 //! 2. **Deliveries to requests.** [`deliver::Worker`]: one task per webhook, FIFO, one
@@ -40,7 +40,7 @@ use crate::bus::{Bus, Shutdown};
 use crate::config::{Config, WebhookConfig};
 use crate::model::event::DaemonEvent;
 use crate::model::mask::Masker;
-use crate::store::{NewDelivery, RunId, RunRecord, RunStatus, StepStatus, Store};
+use crate::store::{Db, NewDelivery, RunId, RunRecord, RunStatus, StepStatus};
 
 /// What the notifier works with: the config, the store, the secrets to mask, the shutdown.
 #[derive(Debug, Clone)]
@@ -156,7 +156,7 @@ pub fn run_end_notice(
 }
 
 /// The deliveries announcing that `run` ended (`event`: `run.succeeded`, ...), rendered from
-/// the un-rendered outbox event its end wrote ([`Store::render_outbox_events`]).
+/// the un-rendered outbox event its end wrote ([`Db::render_outbox_events`]).
 fn run_end_deliveries(
     shared: &Context,
     targets: &[(Arc<WebhookConfig>, Filter)],
@@ -180,7 +180,7 @@ fn run_end_deliveries(
 /// Renders every pending outbox event (of `run`, or all) and wakes the webhooks' workers.
 fn render_outbox(
     shared: &Context,
-    store: &mut Store,
+    store: &mut Db,
     targets: &[(Arc<WebhookConfig>, Filter)],
     wakes: &HashMap<String, Arc<Notify>>,
     masker: &Masker,
@@ -326,7 +326,7 @@ async fn prune(handle: Context) {
             return;
         };
         let pruned = tokio::task::spawn_blocking(move || {
-            Store::open(&path).and_then(|mut s| s.prune_deliveries(before))
+            Db::open(&path).and_then(|mut s| s.prune_deliveries(before))
         })
         .await;
         match pruned {
@@ -346,7 +346,7 @@ async fn prune(handle: Context) {
 async fn report_orphans(handle: &Context, wakes: &HashMap<String, Arc<Notify>>) {
     let path = handle.store_path.clone();
     let counts = tokio::task::spawn_blocking(move || {
-        Store::open(&path).and_then(|s| s.pending_delivery_counts())
+        Db::open(&path).and_then(|s| s.pending_delivery_counts())
     })
     .await;
     if let Ok(Ok(counts)) = counts {
@@ -367,7 +367,7 @@ fn write_deliveries(
     mut rx: mpsc::UnboundedReceiver<Pending>,
     subscribed: chrono::DateTime<chrono::Utc>,
 ) {
-    let mut store = match Store::open(&shared.store_path) {
+    let mut store = match Db::open(&shared.store_path) {
         Ok(s) => s,
         Err(err) => {
             tracing::error!(error = %err, "notifier cannot open the store; no webhook is queued");
@@ -440,7 +440,7 @@ fn write_deliveries(
 /// The run's record and a notice of `kind` about it (`None` when the run is gone).
 fn run_notice(
     shared: &Context,
-    store: &Store,
+    store: &Db,
     kind: EventKind,
     run_id: RunId,
 ) -> Result<Option<(Notice, RunRecord)>, crate::store::StoreError> {
@@ -457,7 +457,7 @@ fn run_notice(
 /// The notice of a daemon event (`None` for events no webhook hears of).
 fn build_notice(
     shared: &Context,
-    store: &Store,
+    store: &Db,
     event: &DaemonEvent,
 ) -> Result<Option<Notice>, crate::store::StoreError> {
     let notice = match event {

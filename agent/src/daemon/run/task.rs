@@ -33,7 +33,7 @@ use crate::daemon::store_health::retry_write;
 use crate::engine::{self, Cancel, EngineEvent, EventSender, RunRequest, StepReport};
 use crate::model::event::EventKind;
 use crate::store::{
-    RunFinish, RunId, RunRecord, RunStatus, StepFinish, StepRecord, StepStart, StepStatus, Store,
+    Db, RunFinish, RunId, RunRecord, RunStatus, StepFinish, StepRecord, StepStart, StepStatus,
 };
 
 /// How the scheduler steers a running run.
@@ -77,7 +77,7 @@ struct Prepared {
     repo: Value,
     resume: Vec<StepReport>,
     context: Map<String, Value>,
-    store: Store,
+    store: Db,
 }
 
 async fn execute(shared: &Arc<Shared>, record: RunRecord, control: &RunControl) {
@@ -265,7 +265,7 @@ async fn fail_before_start(
     finish.event = EventKind::outbox_run_end(!shared.config.webhooks.is_empty(), RunStatus::Failed);
     let health_of = shared.clone();
     let written = tokio::task::spawn_blocking(move || {
-        let mut store = Store::open(&path)?;
+        let mut store = Db::open(&path)?;
         // Retried for a while rather than dropped (the run would stay `running`).
         let deadline = std::time::Instant::now() + health_of.config.limits.record_timeout;
         retry_write(
@@ -294,7 +294,7 @@ async fn fail_before_start(
 /// Mirror, checkout, workflow, resume input (blocking).
 fn prepare(shared: &Shared, record: &RunRecord) -> Result<Prepared, String> {
     let id = record.id;
-    let store = Store::open(&shared.store_path).map_err(|e| e.to_string())?;
+    let store = Db::open(&shared.store_path).map_err(|e| e.to_string())?;
     let repo_name = record
         .repo
         .as_deref()
@@ -546,13 +546,13 @@ fn stage_map(loaded: &dsl::Loaded) -> HashMap<String, String> {
 /// The recorder: engine events to the store, the log files and the daemon's event bus.
 /// Returns the store connection for the run's last write.
 fn record_events(
-    mut store: Store,
+    mut store: Db,
     mut rx: mpsc::UnboundedReceiver<EngineEvent>,
     id: RunId,
     stages: &HashMap<String, String>,
     shared: &Shared,
     abandon: &AtomicBool,
-) -> Store {
+) -> Db {
     let mut logs = RunLogs::new(&shared.state_dir, id, shared.config.limits.max_log_bytes);
     let stage_of = |step: &str| stages.get(step).cloned().unwrap_or_else(|| "-".to_string());
     // The run's context after the latest update, saved with the next step's end.

@@ -32,7 +32,7 @@ use crate::daemon::run::mirror::Mirror;
 use crate::daemon::run::task::{self, RunControl, RunEnded};
 use crate::store::overlap::{self, Overlap};
 use crate::store::{
-    NewRun, Retention, RunFinish, RunId, RunRecord, RunStatus, Store, Trigger, TriggerKind,
+    Db, NewRun, Retention, RunFinish, RunId, RunRecord, RunStatus, Trigger, TriggerKind,
 };
 
 /// How often the queue is looked at without being woken (a safety net: whoever writes runs
@@ -69,7 +69,7 @@ struct Checked {
 /// The actor's state.
 pub struct Scheduler {
     handle: DaemonHandle,
-    store: Store,
+    store: Db,
     commands: mpsc::Receiver<DaemonCommand>,
     active: HashMap<RunId, Active>,
     done_tx: mpsc::UnboundedSender<RunEnded>,
@@ -100,7 +100,7 @@ impl Scheduler {
     /// The scheduler on its own store connection and the handle's inbox.
     pub fn new(
         handle: DaemonHandle,
-        store: Store,
+        store: Db,
         commands: mpsc::Receiver<DaemonCommand>,
     ) -> Scheduler {
         let (done_tx, done_rx) = mpsc::unbounded_channel();

@@ -9,8 +9,8 @@
 //! is noticed within a minute.
 //!
 //! Each slot is keyed by the schedule (`repo`, workflow, entry index, cron line, time zone)
-//! and its UTC instant, and claimed in the store ([`Store::enqueue_scheduled_run`],
-//! [`Store::claim_cron_slot`]) in the same transaction that queues its run, so a slot fires
+//! and its UTC instant, and claimed in the store ([`Db::enqueue_scheduled_run`],
+//! [`Db::claim_cron_slot`]) in the same transaction that queues its run, so a slot fires
 //! at most once, also across restarts and DST changes (croner never repeats a wall-clock time
 //! at a fall-back). Slots missed while the daemon was down (after the schedule's last claimed
 //! slot, within [`CATCHUP_WINDOW`]) follow `catchup`: `skip` runs none, `latest` (the
@@ -41,7 +41,7 @@ use serde_json::{Map, Value};
 use crate::daemon::handle::DaemonHandle;
 use crate::daemon::run::mirror::Mirror;
 use crate::daemon::triggers::push::{ParsedFile, new_run_for, workflows_at};
-use crate::store::{RunFilter, RunId, RunStatus, Store, Trigger, TriggerKind};
+use crate::store::{Db, RunFilter, RunId, RunStatus, Trigger, TriggerKind};
 
 /// How far back missed slots are caught up after downtime.
 pub const CATCHUP_WINDOW: Duration = Duration::from_secs(24 * 3600);
@@ -55,7 +55,7 @@ pub const MAX_SLEEP: Duration = Duration::from_secs(60);
 /// One `on.schedule` entry of one workflow.
 #[derive(Debug, Clone)]
 struct Entry {
-    /// Store key of the schedule.
+    /// Db key of the schedule.
     key: String,
     repo: String,
     workflow: Box<Workflow>,
@@ -122,10 +122,10 @@ pub async fn run(handle: DaemonHandle) {
     let store_path = handle.shared.store_path.clone();
     let opened = tokio::task::spawn_blocking(move || {
         if let Some(dir) = store_path.parent() {
-            // Store::open reports a missing directory as a database error.
+            // Db::open reports a missing directory as a database error.
             let _ = std::fs::create_dir_all(dir);
         }
-        Store::open(&store_path)
+        Db::open(&store_path)
     });
     let store = match opened.await {
         Ok(Ok(store)) => store,
@@ -190,7 +190,7 @@ pub async fn run(handle: DaemonHandle) {
 
 /// The schedules of every repository, with the store they are claimed in.
 struct CronTable {
-    store: Store,
+    store: Db,
     handle: DaemonHandle,
     entries: Vec<Entry>,
     /// The default-branch head each repository's entries were read from.
@@ -634,7 +634,7 @@ mod task_tests {
     }
 
     fn schedule_runs(state: &Path) -> Vec<RunRecord> {
-        let store = Store::open_in_dir(state).expect("store");
+        let store = Db::open_in_dir(state).expect("store");
         let mut runs = store.list_runs(&RunFilter::default(), 1000).expect("list");
         runs.reverse();
         runs
@@ -722,7 +722,7 @@ mod task_tests {
         let key = schedule_key("app", "tick", 0, "* * * * * *", "UTC");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            let store = Store::open_in_dir(&state).expect("store");
+            let store = Db::open_in_dir(&state).expect("store");
             let first = schedule_runs(&state)[0]
                 .trigger
                 .scheduled_for

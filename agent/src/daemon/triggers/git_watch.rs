@@ -50,7 +50,7 @@ use crate::daemon::run::mirror::redact;
 use crate::daemon::triggers::push::{
     Baseline, GlobList, ParsedFile, PushScan, scan_repo, workflows_at,
 };
-use crate::store::Store;
+use crate::store::Db;
 
 /// A change is handled once no other ref change came for this long (git replaces the refs of
 /// one command within microseconds of each other; a later straggler just causes another
@@ -413,7 +413,7 @@ fn pass(
     if let Some(dir) = shared.store_path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("create `{}`: {e}", dir.display()))?;
     }
-    let mut store = Store::open(&shared.store_path).map_err(|e| e.to_string())?;
+    let mut store = Db::open(&shared.store_path).map_err(|e| e.to_string())?;
     match s.mirror.as_mut() {
         Some(mirror) => mirror.fetch().map_err(|e| redact(&e.to_string(), &url))?,
         None => {
@@ -704,7 +704,7 @@ mod task_tests {
         }
         commit_workflow(&repo);
         let committed = Instant::now();
-        let store = Store::open(&store_path).expect("store");
+        let store = Db::open(&store_path).expect("store");
         let run = loop {
             let runs = store.list_runs(&RunFilter::default(), 10).expect("list");
             if let Some(run) = runs.into_iter().next() {
@@ -749,7 +749,7 @@ mod task_tests {
         // Requests for other repositories do not fetch this one.
         handle.fetch_now("other");
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let store = Store::open(&store_path).expect("store");
+        let store = Db::open(&store_path).expect("store");
         assert!(
             store
                 .list_runs(&RunFilter::default(), 10)

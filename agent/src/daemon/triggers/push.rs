@@ -4,7 +4,7 @@
 //! the store has seen on it and, for each branch that moved, reads `.workflows/*.y{a,}ml` at
 //! the new head (from the mirror, no checkout), matches each workflow's `on.push` against the
 //! branch and the files changed since the last seen commit, and hands the store one
-//! [`Store::record_push`] per branch: the runs to queue, the failed runs of invalid files and
+//! [`Db::record_push`] per branch: the runs to queue, the failed runs of invalid files and
 //! the branch's new head, in one transaction. Every run carries the dedup key
 //! `push:<repo>:<workflow file>:<commit>`, so a commit runs at most once per workflow, also
 //! when a crash makes the daemon handle it again.
@@ -56,7 +56,7 @@ use globset::{Glob, GlobBuilder, GlobMatcher};
 use serde_json::{Map, Value};
 
 use crate::daemon::run::mirror::{Mirror, MirrorError};
-use crate::store::{Enqueued, NewRun, RunId, Store, StoreError, Trigger, TriggerKind};
+use crate::store::{Db, Enqueued, NewRun, RunId, StoreError, Trigger, TriggerKind};
 
 /// Errors while scanning a repository for pushes.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +66,7 @@ pub enum TriggerError {
     Mirror(#[from] MirrorError),
     /// The store failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Db(#[from] StoreError),
 }
 
 /// What one scan of a repository did.
@@ -187,7 +187,7 @@ impl MadeBy {
 }
 
 /// The workflow whose run made `commit`, if any (a run id is looked up in the store).
-fn maker_of(store: &Store, commit: &git2::Commit<'_>) -> Option<String> {
+fn maker_of(store: &Db, commit: &git2::Commit<'_>) -> Option<String> {
     let email = String::from_utf8_lossy(commit.committer().email_bytes()).into_owned();
     let message = String::from_utf8_lossy(commit.message_bytes()).into_owned();
     let made = MadeBy::of(&email, &message);
@@ -203,7 +203,7 @@ const GUARD_WALK_LIMIT: usize = 256;
 
 /// The workflow whose runs made every commit in `old..head` (just `head` without `old`),
 /// if one did: that workflow is not started by this push.
-fn loop_guard(store: &Store, mirror: &Mirror, old: Option<Oid>, head: Oid) -> Option<String> {
+fn loop_guard(store: &Db, mirror: &Mirror, old: Option<Oid>, head: Oid) -> Option<String> {
     let repo = mirror.repository();
     let mut walk = repo.revwalk().ok()?;
     walk.push(head).ok()?;
@@ -433,7 +433,7 @@ pub enum Baseline<'a> {
 /// `max_runs_per_minute` is the per-workflow rate limit of push runs (0: none). See the
 /// module docs for the rules.
 pub fn scan_repo(
-    store: &mut Store,
+    store: &mut Db,
     mirror: &Mirror,
     repo: &str,
     watched: Option<&GlobList>,
@@ -554,7 +554,7 @@ struct PushGuard {
 
 impl PushGuard {
     /// Whether `workflow` may start now; logs why not.
-    fn admits(&self, store: &Store, repo: &str, workflow: &str, commit: &str) -> bool {
+    fn admits(&self, store: &Db, repo: &str, workflow: &str, commit: &str) -> bool {
         if self.skip_all {
             return false;
         }
@@ -591,7 +591,7 @@ impl PushGuard {
 
 /// The runs (and failed runs) a push of `head` to `branch` changing `changed` starts.
 fn runs_for_push(
-    store: &Store,
+    store: &Db,
     mirror: &Mirror,
     repo: &str,
     branch: &str,
@@ -734,7 +734,7 @@ mod scan_tests {
         _tmp: tempfile::TempDir,
         repo: std::path::PathBuf,
         state: std::path::PathBuf,
-        store: Store,
+        store: Db,
         mirror: Mirror,
     }
 
@@ -746,7 +746,7 @@ mod scan_tests {
             git(&repo, &["init", "-q", "-b", "main"]);
             commit(&repo, files, "initial");
             let state = tmp.path().join("state");
-            let store = Store::open_in_dir(&state).expect("store");
+            let store = Db::open_in_dir(&state).expect("store");
             let mirror =
                 Mirror::open_or_clone(&state, "app", &repo.to_string_lossy()).expect("mirror");
             Fixture {
@@ -811,7 +811,7 @@ mod scan_tests {
         }
         // Nothing new: nothing queued; a restart (new store handle, baseline allowed) neither.
         assert!(f.scan(None, false).queued.is_empty());
-        let mut again = Store::open_in_dir(&f.state).expect("reopen");
+        let mut again = Db::open_in_dir(&f.state).expect("reopen");
         let scan = scan_repo(
             &mut again,
             &f.mirror,
@@ -832,7 +832,7 @@ mod scan_tests {
         std::fs::create_dir_all(&repo).expect("mkdir");
         git(&repo, &["init", "-q", "-b", "main"]);
         let state = tmp.path().join("state");
-        let mut store = Store::open_in_dir(&state).expect("store");
+        let mut store = Db::open_in_dir(&state).expect("store");
         let mut mirror =
             Mirror::open_or_clone(&state, "app", &repo.to_string_lossy()).expect("mirror");
         let scan =
