@@ -23,7 +23,7 @@ use crate::daemon::state_lock;
 use crate::daemon::triggers::{cron, git_watch};
 use crate::engine::{AdmissionConfig, Engine, EngineConfig};
 use crate::monitor::metrics::Metrics;
-use crate::store::{Db, RunId, RunStatus, StoreError};
+use crate::store::{Db, RunId, RunStatus, Store, StoreError};
 
 /// How long the API may take to close its connections after the scheduler stopped.
 const API_STOP_WAIT: Duration = Duration::from_secs(5);
@@ -52,7 +52,7 @@ pub enum DaemonStartError {
     },
     /// The store cannot be opened or recovered.
     #[error("store: {0}")]
-    Db(#[from] StoreError),
+    Store(#[from] StoreError),
     /// A configured secret cannot be read.
     #[error(transparent)]
     Secret(#[from] crate::config::SecretError),
@@ -130,16 +130,28 @@ pub async fn run_until(
         })?;
     let secrets = config.load_secrets()?;
     crate::store::set_busy_timeout(config.limits.store_busy_timeout);
-    let mut store = Db::open_in_dir(&state_dir)?;
-    for path in crate::state_dir::db_files(&state_dir) {
-        set_mode(&path, 0o600);
-    }
-    let store_path = store.path().to_path_buf();
-    let recovered = scheduler::recovery::recover(&mut store, &state_dir)?;
+    // Opening, migrating and recovering block: they run off the async runtime, on the
+    // connection that then becomes the store's writer.
+    let (store, recovered) = {
+        let (dir, boot_config) = (state_dir.clone(), config.clone());
+        tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+            let mut db = Db::open_in_dir(&dir)?;
+            for path in crate::state_dir::db_files(&dir) {
+                set_mode(&path, 0o600);
+            }
+            let recovered = scheduler::recovery::recover(&mut db, &dir)?;
+            remove_stale_workspaces(&db, &boot_config);
+            Ok((Store::from_db(db)?, recovered))
+        })
+        .await
+        .map_err(|e| StoreError::Backend {
+            message: format!("store boot failed: {e}"),
+            transient: false,
+        })??
+    };
     if !recovered.is_empty() {
         tracing::info!(runs = recovered.len(), "recovered interrupted runs");
     }
-    remove_stale_workspaces(&store, &config);
     // After recovery ended the interrupted runs' processes: their cgroups go too.
     let stale_cgroups = runners::remove_stale_run_cgroups();
     if stale_cgroups > 0 {
@@ -182,7 +194,7 @@ pub async fn run_until(
     let (handle, parts) = DaemonHandle::new(
         config.clone(),
         state_dir.clone(),
-        store_path.clone(),
+        store.clone(),
         engine,
         (*secrets).clone(),
     );
@@ -201,7 +213,7 @@ pub async fn run_until(
     let notifier = crate::notify::spawn(
         crate::notify::Context {
             config: config.clone(),
-            store_path,
+            store: store.clone(),
             secrets,
             shutdown: stopping.clone(),
         },

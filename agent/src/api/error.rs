@@ -48,7 +48,7 @@ pub enum ApiError {
     Unavailable,
     /// The store failed.
     #[error("store error: {0}")]
-    Db(#[from] StoreError),
+    Store(#[from] StoreError),
     /// Something inside the daemon failed.
     #[error("internal error: {0}")]
     Internal(String),
@@ -67,9 +67,9 @@ impl ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Db(StoreError::RunNotFound(_)) => StatusCode::NOT_FOUND,
-            ApiError::Db(StoreError::InvalidTransition { .. }) => StatusCode::CONFLICT,
-            ApiError::Db(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Store(StoreError::RunNotFound(_)) => StatusCode::NOT_FOUND,
+            ApiError::Store(StoreError::InvalidTransition { .. }) => StatusCode::CONFLICT,
+            ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }

@@ -171,7 +171,7 @@ fn daemon_error(e: DaemonError) -> ApiError {
         }
         DaemonError::ManualDisabled(_) => ApiError::Forbidden(e.to_string()),
         DaemonError::ShuttingDown => ApiError::Unavailable,
-        DaemonError::Db(e) => ApiError::Db(e),
+        DaemonError::Store(e) => ApiError::Store(e),
         DaemonError::Git(_) => ApiError::Internal(e.to_string()),
     }
 }

@@ -89,7 +89,7 @@ pub enum DaemonError {
     Git(String),
     /// The store failed.
     #[error(transparent)]
-    Db(#[from] StoreError),
+    Store(#[from] StoreError),
     /// The daemon is shutting down and admits nothing new.
     #[error("the daemon is shutting down")]
     ShuttingDown,
@@ -227,8 +227,8 @@ pub struct Shared {
     pub config: Arc<Config>,
     /// The state directory (absolute).
     pub state_dir: PathBuf,
-    /// The SQLite file; open your own `Db` on it (one per thread or actor).
-    pub store_path: PathBuf,
+    /// The store (a cloneable handle; nothing else opens the database).
+    pub store: crate::store::Store,
     /// The one engine of the process (admission across all runs).
     pub engine: Arc<Engine>,
     /// Run and step lifecycle events (lossless: `events.subscribe()`, or the lossy
@@ -267,7 +267,7 @@ impl DaemonHandle {
     pub fn new(
         config: impl Into<Arc<Config>>,
         state_dir: PathBuf,
-        store_path: PathBuf,
+        store: crate::store::Store,
         engine: Arc<Engine>,
         secrets: indexmap::IndexMap<String, String>,
     ) -> (DaemonHandle, HandleParts) {
@@ -278,7 +278,7 @@ impl DaemonHandle {
         let shared = Shared {
             config: config.into(),
             state_dir,
-            store_path,
+            store,
             engine,
             events,
             repos: RepoRegistry::default(),

@@ -116,6 +116,15 @@ impl Store {
         self.readers.read(f).await
     }
 
+    /// [`Store::read`] answering the store's own error.
+    pub async fn query<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Db) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.readers.read(f).await
+    }
+
     /// [`Store::read`] for code already on a blocking thread.
     pub fn blocking_read<T, E, F>(&self, f: F) -> Result<T, E>
     where

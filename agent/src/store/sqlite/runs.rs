@@ -7,6 +7,7 @@
 //! interrupted ones and releases claims; `resume_run` puts an interrupted run back in the
 //! queue with its finished steps kept.
 
+use crate::store::overlap;
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Row, Transaction, params};
 
@@ -296,6 +297,46 @@ impl Db {
         let result = insert_run(&tx, run, RunStatus::Queued, None)?;
         tx.commit()?;
         Ok(result)
+    }
+
+    /// Queues `run` under its group's overlap rule ([`overlap::decide`]), deciding in the same
+    /// transaction that inserts it: two concurrent enqueues of one group see each other. No
+    /// group or no rule: queued as by [`Db::enqueue_run`].
+    pub fn enqueue_run_with_overlap(
+        &mut self,
+        run: &NewRun,
+        mode: Option<overlap::Overlap>,
+    ) -> Result<overlap::Admission, StoreError> {
+        let tx = self.write()?;
+        let decision = match (&run.concurrency_group, mode) {
+            (Some(group), Some(mode)) => {
+                let mut stmt = tx.prepare(
+                    "SELECT id FROM runs
+                     WHERE concurrency_group = ?1 AND status IN ('queued', 'running')
+                     ORDER BY id",
+                )?;
+                let active = stmt
+                    .query_map(params![group], |r| r.get::<_, i64>(0))?
+                    .map(|r| r.map(RunId))
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                drop(stmt);
+                overlap::decide(mode, &active)
+            }
+            _ => overlap::Decision::Enqueue,
+        };
+        let admission = match decision {
+            overlap::Decision::Skip { active } => overlap::Admission::Skipped { active },
+            overlap::Decision::Enqueue => overlap::Admission::Queued {
+                run: insert_run(&tx, run, RunStatus::Queued, None)?,
+                cancel: Vec::new(),
+            },
+            overlap::Decision::EnqueueAndCancel(cancel) => overlap::Admission::Queued {
+                run: insert_run(&tx, run, RunStatus::Queued, None)?,
+                cancel,
+            },
+        };
+        tx.commit()?;
+        Ok(admission)
     }
 
     /// Records a run that failed before it could be queued (an invalid workflow file: the
