@@ -134,3 +134,112 @@ impl Store {
         self.readers.blocking(f)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::overlap::{Admission, Overlap};
+    use crate::store::{NewRun, RunFilter, RunStatus, Trigger, TriggerKind};
+
+    fn grouped(workflow: &str) -> NewRun {
+        let mut run = NewRun::new(workflow, Trigger::new(TriggerKind::Manual));
+        run.concurrency_group = Some("deploy".into());
+        run
+    }
+
+    /// Two tasks enqueue a run of the same concurrency group under `skip` at once, through
+    /// clones of one handle: the rule is decided in the transaction that inserts, so exactly
+    /// one run is queued and the other names it as the active run.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_enqueues_under_skip_queue_exactly_one_run() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open_in_dir(dir.path()).expect("open");
+        for round in 0..20 {
+            let tasks: Vec<_> = (0..2)
+                .map(|i| {
+                    let store = store.clone();
+                    tokio::spawn(async move {
+                        let run = grouped(&format!("w{round}-{i}"));
+                        store
+                            .write(move |db| db.enqueue_run_with_overlap(&run, Some(Overlap::Skip)))
+                            .await
+                    })
+                })
+                .collect();
+            let mut queued = Vec::new();
+            let mut skipped = Vec::new();
+            for t in tasks {
+                match t.await.expect("join").expect("enqueue") {
+                    Admission::Queued { run, cancel } => {
+                        assert!(cancel.is_empty());
+                        queued.push(run.run_id());
+                    }
+                    Admission::Skipped { active } => skipped.push(active),
+                }
+            }
+            assert_eq!(queued.len(), 1, "round {round}: {queued:?} {skipped:?}");
+            assert_eq!(skipped, queued, "the skipped one names the queued run");
+            let active = store
+                .query(|db| db.active_runs_in_group("deploy"))
+                .await
+                .expect("group");
+            assert_eq!(active.len(), 1);
+            // Ends the round's run so the next round starts with an empty group.
+            let id = queued[0];
+            store
+                .write(move |db| {
+                    db.finish_run(id, &crate::store::RunFinish::new(RunStatus::Cancelled))
+                })
+                .await
+                .expect("cancel");
+        }
+        let runs = store
+            .query(|db| db.list_runs(&RunFilter::default(), 100))
+            .await
+            .expect("list");
+        assert_eq!(runs.len(), 20);
+    }
+
+    /// `cancel_previous` queues the new run and names every older active run of the group
+    /// (decided in the same transaction); `queue` leaves them.
+    #[tokio::test]
+    async fn cancel_previous_names_the_older_runs_of_the_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open_in_dir(dir.path()).expect("open");
+        let first = grouped("a");
+        let first = match store
+            .write(move |db| db.enqueue_run_with_overlap(&first, Some(Overlap::Queue)))
+            .await
+            .expect("enqueue")
+        {
+            Admission::Queued { run, .. } => run.run_id(),
+            other => panic!("{other:?}"),
+        };
+        let second = grouped("b");
+        match store
+            .write(move |db| db.enqueue_run_with_overlap(&second, Some(Overlap::CancelPrevious)))
+            .await
+            .expect("enqueue")
+        {
+            Admission::Queued { cancel, .. } => assert_eq!(cancel, [first]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The writer goes on after a job panics; the panicking caller gets `Closed`.
+    #[tokio::test]
+    async fn a_panicking_job_does_not_stop_the_writer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open_in_dir(dir.path()).expect("open");
+        let err = store
+            .write(|_db| -> Result<(), StoreError> { panic!("boom") })
+            .await
+            .expect_err("panicked");
+        assert!(matches!(err, StoreError::Closed));
+        let run = grouped("after");
+        store
+            .write(move |db| db.enqueue_run(&run))
+            .await
+            .expect("the writer is still there");
+    }
+}
