@@ -9,6 +9,14 @@
 //! makes the process a child subreaper; the libgit2 network timeouts
 //! (`limits.fetch_timeout`) are applied by [`run_until`] itself, so an in-process daemon
 //! honours them too.
+//!
+//! The store: opened (and recovered) here once, on a blocking thread; its cloneable handle
+//! goes to the daemon (through `Shared`), the API, the notifier and the monitor, and nothing
+//! else opens the database. Shutdown order: the scheduler, the watchers, cron, the monitor,
+//! the notifier and the API stop first; then one last empty write waits for every write sent
+//! before it (the writer runs them in order), and the writer thread ends by itself when the
+//! last handle is dropped (a run task still unwinding may hold one a little longer: each of
+//! its writes is one transaction, committed or not at all).
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -219,6 +227,7 @@ pub async fn run_until(
         },
         &handle.shared.events,
     );
+    let last_writes = store.clone();
     let scheduler =
         tokio::spawn(scheduler::Scheduler::new(handle.clone(), store, parts.commands).run());
     let api = tokio::spawn(crate::api::serve(
@@ -270,6 +279,11 @@ pub async fn run_until(
         Err(_) => tracing::warn!("API server did not stop in time"),
     }
     hurry.abort();
+    // Every write sent so far is committed once this one has run (the writer keeps order).
+    if let Err(err) = last_writes.write(|_| Ok(())).await {
+        tracing::warn!(error = %err, "the store's writer stopped before the daemon");
+    }
+    drop(last_writes);
     let _ = std::fs::remove_file(crate::state_dir::addr_file(&state_dir));
     tracing::info!("agent daemon stopped");
     Ok(())

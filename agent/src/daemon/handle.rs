@@ -5,15 +5,15 @@
 //! (others send it messages). Everybody else holds a cheap [`DaemonHandle`]:
 //!
 //! - **Triggers and cron** decide *what* to run and write it through the store's deduping
-//!   writes ([`Db::record_push`](crate::store::Db::record_push),
+//!   writes through the store handle ([`Db::record_push`](crate::store::Db::record_push),
 //!   [`Db::enqueue_scheduled_run`](crate::store::Db::enqueue_scheduled_run)), each with
 //!   a dedup key, the commit to check out and the concurrency group, then call
 //!   [`DaemonHandle::wake`] so the scheduler looks at the queue at once (it also looks every
 //!   few seconds on its own) and applies `concurrency.overlap` to new push and webhook runs.
 //! - **The API** sends [`DaemonCommand::Enqueue`] (manual runs: the scheduler resolves the
 //!   commit, checks the parameters against the workflow and applies `concurrency.overlap`),
-//!   [`DaemonCommand::Cancel`] and [`DaemonCommand::Retry`]; it reads runs with its own
-//!   [`Db`](crate::store::Db) opened on [`Shared::store_path`], step logs from
+//!   [`DaemonCommand::Cancel`] and [`DaemonCommand::Retry`]; it reads runs through
+//!   the [`Store`](crate::store::Store) handle in [`Shared::store`], step logs from
 //!   [`crate::state_dir::step_log_path`], and live events from [`Shared::events`].
 //! - **Inbound push hooks** send [`DaemonCommand::FetchNow`]; the git watcher of that
 //!   repository subscribes with [`Shared::fetch_requests`].

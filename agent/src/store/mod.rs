@@ -24,6 +24,7 @@
 
 mod error;
 mod handle;
+mod methods;
 pub mod overlap;
 mod readers;
 mod records;

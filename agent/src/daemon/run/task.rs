@@ -161,7 +161,7 @@ async fn execute(shared: &Arc<Shared>, record: RunRecord, control: &RunControl) 
         // Shutdown: leave the run `running`; the next boot resumes it. Its steps that were
         // running are marked interrupted now, so that boot does not count a daemon crash
         // against them (only crashes count towards the resume limit).
-        if let Err(err) = store.write(move |db| db.mark_steps_stopped(id)).await {
+        if let Err(err) = store.mark_steps_stopped(id).await {
             tracing::warn!(run = %id, error = %err, "cannot mark the stopped steps");
         }
         let _ = tokio::task::spawn_blocking(move || drop(workspace)).await;

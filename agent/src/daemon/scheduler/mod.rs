@@ -97,7 +97,7 @@ impl std::fmt::Debug for Scheduler {
 }
 
 impl Scheduler {
-    /// The scheduler on its own store connection and the handle's inbox.
+    /// The scheduler on the store handle and the daemon handle's inbox.
     pub fn new(
         handle: DaemonHandle,
         store: Store,
@@ -138,7 +138,7 @@ impl Scheduler {
         // Runs queued before this start already had their overlap rules applied.
         self.seen = self
             .store
-            .query(|db| db.list_runs(&crate::store::RunFilter::default(), 1))
+            .list_runs(crate::store::RunFilter::default(), 1)
             .await
             .ok()
             .and_then(|r| r.first().map(|r| r.id))
@@ -175,10 +175,7 @@ impl Scheduler {
         if ids.is_empty() {
             return;
         }
-        let renewed = self
-            .store
-            .write(move |db| db.renew(&claim_owner(), &ids, LEASE))
-            .await;
+        let renewed = self.store.renew(claim_owner(), ids, LEASE).await;
         match renewed {
             Ok(cancel) => {
                 for id in cancel {
@@ -197,10 +194,7 @@ impl Scheduler {
         let max = self.shared().config.limits.max_concurrent_runs.max(1);
         while self.active.len() < max {
             let free = max - self.active.len();
-            let claimed = self
-                .store
-                .write(move |db| db.claim(&claim_owner(), free, LEASE))
-                .await;
+            let claimed = self.store.claim(claim_owner(), free, LEASE).await;
             let claimed = match claimed {
                 Ok(c) => c,
                 Err(err) => {
@@ -219,11 +213,11 @@ impl Scheduler {
 
     async fn start(&mut self, run: RunRecord) {
         let id = run.id;
-        let record = match self.store.write(move |db| db.mark_running(id)).await {
+        let record = match self.store.mark_running(id).await {
             Ok(r) => r,
             Err(err) => {
                 tracing::error!(run = %id, error = %err, "cannot mark the run running");
-                let _ = self.store.write(move |db| db.release_claim(id)).await;
+                let _ = self.store.release_claim(id).await;
                 return;
             }
         };
@@ -310,10 +304,7 @@ impl Scheduler {
         }
         let workflow = run.workflow.clone();
         // Decided in the transaction that queues the run: two requests cannot both pass.
-        let admitted = self
-            .store
-            .write(move |db| db.enqueue_run_with_overlap(&run, overlap))
-            .await?;
+        let admitted = self.store.enqueue(run, overlap).await?;
         let id = match admitted {
             overlap::Admission::Skipped { active } => return Err(DaemonError::Skipped(active)),
             overlap::Admission::Queued { run, cancel } => {
@@ -347,11 +338,7 @@ impl Scheduler {
             status: Some(RunStatus::Queued),
             ..Default::default()
         };
-        let queued = match self
-            .store
-            .query(move |db| db.list_runs(&filter, 1000))
-            .await
-        {
+        let queued = match self.store.list_runs(filter, 1000).await {
             Ok(q) => q,
             Err(err) => {
                 tracing::warn!(error = %err, "cannot list queued runs");
@@ -386,11 +373,7 @@ impl Scheduler {
 
     async fn apply_overlap(&mut self, run: &RunRecord, group: &str, overlap: Overlap) {
         let g = group.to_string();
-        let others: Vec<RunId> = match self
-            .store
-            .query(move |db| db.active_runs_in_group(&g))
-            .await
-        {
+        let others: Vec<RunId> = match self.store.active_runs_in_group(g).await {
             Ok(o) => o
                 .into_iter()
                 .map(|r| r.id)
@@ -431,7 +414,7 @@ impl Scheduler {
         }
         let run = self
             .store
-            .query(move |db| db.get_run(id))
+            .get_run(id)
             .await?
             .ok_or(DaemonError::RunNotFound(id))?;
         match run.status {
@@ -446,9 +429,7 @@ impl Scheduler {
                     !self.shared().config.webhooks.is_empty(),
                     RunStatus::Cancelled,
                 );
-                self.store
-                    .write(move |db| db.finish_run(id, &finish))
-                    .await?;
+                self.store.finish_run(id, finish).await?;
                 self.handle.emit(DaemonEvent::RunFinished {
                     run_id: id,
                     workflow: run.workflow.as_str().into(),
@@ -471,12 +452,12 @@ impl Scheduler {
         }
         let run = self
             .store
-            .query(move |db| db.get_run(id))
+            .get_run(id)
             .await?
             .ok_or(DaemonError::RunNotFound(id))?;
         match run.status {
             RunStatus::Interrupted => {
-                self.store.write(move |db| db.resume_run(id)).await?;
+                self.store.resume_run(id).await?;
                 tracing::info!(run = %id, "interrupted run resumed by request");
                 Ok(id)
             }
@@ -497,11 +478,7 @@ impl Scheduler {
                     retry_of: Some(id),
                     workflow_file: run.workflow_file.clone(),
                 };
-                let new_id = self
-                    .store
-                    .write(move |db| db.enqueue_run(&new))
-                    .await?
-                    .run_id();
+                let new_id = self.store.enqueue_run(new).await?.run_id();
                 self.announced.insert(new_id);
                 self.handle.emit(DaemonEvent::RunQueued {
                     run_id: new_id,
@@ -528,7 +505,7 @@ impl Scheduler {
             }),
             cron_fires_before: chrono::Utc::now().checked_sub_signed(CRON_FIRES_KEPT),
         };
-        match self.store.write(move |db| db.prune_runs(&retention)).await {
+        match self.store.prune_runs(retention).await {
             Ok(ids) if !ids.is_empty() => {
                 tracing::info!(runs = ids.len(), "retention: deleted finished runs");
                 let state_dir = &self.shared().state_dir;
