@@ -13,14 +13,17 @@
 //! it later: the queue is claimed with [`Db::claim`] (an owner and a lease, renewed with
 //! [`Db::renew`], taken back by [`Db::reclaim_expired`]) rather than read and then
 //! updated, cancel requests wait on the run for its owner ([`Db::request_cancel`]), cron
-//! slots are claimed with a unique constraint, and pushes are deduplicated by key. Reads for
-//! async callers go through [`Readers`] (off the async runtime). The overlap rule is
-//! [`overlap::decide`]. What the store does not own: the rest of the scheduling policy
+//! slots are claimed with a unique constraint, and pushes are deduplicated by key. Writes go
+//! to one writer thread in order, reads to pooled read connections on the blocking pool
+//! (`handle.rs`), so no SQLite call runs on an async worker thread. The overlap rule is
+//! [`overlap::decide`], applied inside the enqueue transaction
+//! ([`Db::enqueue_run_with_overlap`]). What the store does not own: the rest of the scheduling policy
 //! (limits, admission), which belongs to the daemon's scheduler, and log files, which live
 //! beside the database.
 //!
 //! Layout: `records.rs` (the row types), `error.rs` (no backend type in it), `sqlite/` (the
-//! backend, one file per concern), `readers.rs`, `overlap.rs`.
+//! backend, one file per concern), `handle.rs` (the [`Store`] handle), `methods.rs` (its typed
+//! methods), `readers.rs`, `overlap.rs`.
 
 mod error;
 mod handle;
