@@ -9,6 +9,14 @@
 //! makes the process a child subreaper; the libgit2 network timeouts
 //! (`limits.fetch_timeout`) are applied by [`run_until`] itself, so an in-process daemon
 //! honours them too.
+//!
+//! The store: opened (and recovered) here once, on a blocking thread; its cloneable handle
+//! goes to the daemon (through `Shared`), the API, the notifier and the monitor, and nothing
+//! else opens the database. Shutdown order: the scheduler, the watchers, cron, the monitor,
+//! the notifier and the API stop first; then one last empty write waits for every write sent
+//! before it (the writer runs them in order), and the writer thread ends by itself when the
+//! last handle is dropped (a run task still unwinding may hold one a little longer: each of
+//! its writes is one transaction, committed or not at all).
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -23,7 +31,7 @@ use crate::daemon::state_lock;
 use crate::daemon::triggers::{cron, git_watch};
 use crate::engine::{AdmissionConfig, Engine, EngineConfig};
 use crate::monitor::metrics::Metrics;
-use crate::store::{RunId, RunStatus, Store, StoreError};
+use crate::store::{Db, RunId, RunStatus, Store, StoreError};
 
 /// How long the API may take to close its connections after the scheduler stopped.
 const API_STOP_WAIT: Duration = Duration::from_secs(5);
@@ -130,16 +138,28 @@ pub async fn run_until(
         })?;
     let secrets = config.load_secrets()?;
     crate::store::set_busy_timeout(config.limits.store_busy_timeout);
-    let mut store = Store::open_in_dir(&state_dir)?;
-    for path in crate::state_dir::db_files(&state_dir) {
-        set_mode(&path, 0o600);
-    }
-    let store_path = store.path().to_path_buf();
-    let recovered = scheduler::recovery::recover(&mut store, &state_dir)?;
+    // Opening, migrating and recovering block: they run off the async runtime, on the
+    // connection that then becomes the store's writer.
+    let (store, recovered) = {
+        let (dir, boot_config) = (state_dir.clone(), config.clone());
+        tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+            let mut db = Db::open_in_dir(&dir)?;
+            for path in crate::state_dir::db_files(&dir) {
+                set_mode(&path, 0o600);
+            }
+            let recovered = scheduler::recovery::recover(&mut db, &dir)?;
+            remove_stale_workspaces(&db, &boot_config);
+            Ok((Store::from_db(db)?, recovered))
+        })
+        .await
+        .map_err(|e| StoreError::Backend {
+            message: format!("store boot failed: {e}"),
+            transient: false,
+        })??
+    };
     if !recovered.is_empty() {
         tracing::info!(runs = recovered.len(), "recovered interrupted runs");
     }
-    remove_stale_workspaces(&store, &config);
     // After recovery ended the interrupted runs' processes: their cgroups go too.
     let stale_cgroups = runners::remove_stale_run_cgroups();
     if stale_cgroups > 0 {
@@ -182,7 +202,7 @@ pub async fn run_until(
     let (handle, parts) = DaemonHandle::new(
         config.clone(),
         state_dir.clone(),
-        store_path.clone(),
+        store.clone(),
         engine,
         (*secrets).clone(),
     );
@@ -201,12 +221,13 @@ pub async fn run_until(
     let notifier = crate::notify::spawn(
         crate::notify::Context {
             config: config.clone(),
-            store_path,
+            store: store.clone(),
             secrets,
             shutdown: stopping.clone(),
         },
         &handle.shared.events,
     );
+    let last_writes = store.clone();
     let scheduler =
         tokio::spawn(scheduler::Scheduler::new(handle.clone(), store, parts.commands).run());
     let api = tokio::spawn(crate::api::serve(
@@ -258,6 +279,11 @@ pub async fn run_until(
         Err(_) => tracing::warn!("API server did not stop in time"),
     }
     hurry.abort();
+    // Every write sent so far is committed once this one has run (the writer keeps order).
+    if let Err(err) = last_writes.write(|_| Ok(())).await {
+        tracing::warn!(error = %err, "the store's writer stopped before the daemon");
+    }
+    drop(last_writes);
     let _ = std::fs::remove_file(crate::state_dir::addr_file(&state_dir));
     tracing::info!("agent daemon stopped");
     Ok(())
@@ -430,7 +456,7 @@ fn write_addr_file(state_dir: &std::path::Path, addr: std::net::SocketAddr) {
 
 /// Workspaces left by runs that ended while the daemon was down (or by a crash) go, except
 /// failed runs' workspaces when `keep_failed_workspaces` is on.
-fn remove_stale_workspaces(store: &Store, config: &Config) {
+fn remove_stale_workspaces(store: &Db, config: &Config) {
     let keep = |name: &str| {
         config.keep_failed_workspaces
             && name.parse::<RunId>().ok().is_some_and(

@@ -41,7 +41,6 @@ use super::error::ApiError;
 use crate::config::{Config, RepoConfig};
 use crate::daemon::handle::DaemonCommand;
 use crate::model::api::{ErrorBody, HookAnswer};
-use crate::store::Store;
 
 /// The largest hook body accepted (GitHub caps its payloads at 25 MB, but pushes are small).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -395,15 +394,14 @@ async fn answer(
         .filter(|d| !d.is_empty())
         .map(str::to_string);
     if let Some(id) = &delivery {
-        let path = shared.store_path.clone();
         let (id2, repo) = (id.clone(), repos[0].clone());
-        let fresh = tokio::task::spawn_blocking(move || {
-            Store::open(&path)?.record_hook_delivery(source.as_str(), &id2, Some(&repo))
-        })
-        .await;
+        let fresh = shared
+            .store
+            .write(move |db| db.record_hook_delivery(source.as_str(), &id2, Some(&repo)))
+            .await;
         match fresh {
-            Ok(Ok(true)) => {}
-            Ok(Ok(false)) => {
+            Ok(true) => {}
+            Ok(false) => {
                 tracing::info!(source = source.as_str(), delivery = %id,
                     "inbound hook replayed: ignored");
                 return (
@@ -418,10 +416,7 @@ async fn answer(
                     ),
                 );
             }
-            Ok(Err(err)) => return ("error", ApiError::Store(err).into_response()),
-            Err(err) => {
-                return ("error", ApiError::Internal(err.to_string()).into_response());
-            }
+            Err(err) => return ("error", ApiError::Store(err).into_response()),
         }
     }
     for repo in &repos {

@@ -46,14 +46,14 @@ pub(crate) struct ApiState {
 
 /// The store's read connections, answering with the API's error.
 #[derive(Clone)]
-pub(crate) struct Reads(crate::store::Readers);
+pub(crate) struct Reads(crate::store::Store);
 
 impl Reads {
     /// Runs `f` with a read connection, off the async runtime.
     pub async fn read<T, F>(&self, f: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
-        F: FnOnce(&crate::store::Store) -> Result<T, ApiError> + Send + 'static,
+        F: FnOnce(&crate::store::Db) -> Result<T, ApiError> + Send + 'static,
     {
         self.0.read(f).await
     }
@@ -66,7 +66,7 @@ pub fn router(handle: DaemonHandle, metrics: Arc<Metrics>) -> Result<Router, Tok
         &handle.shared.state_dir,
     )?;
     let state = ApiState {
-        stores: Reads(crate::store::Readers::new(handle.shared.store_path.clone())),
+        stores: Reads(handle.shared.store.clone()),
         handle,
         metrics,
     };

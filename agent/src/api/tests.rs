@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::daemon::handle::{DaemonCommand, DaemonError, DaemonHandle, HandleParts};
 use crate::engine::{Engine, EngineConfig};
 use crate::store::{
-    NewRun, RunFinish, RunId, RunStatus, StepFinish, StepStart, StepStatus, Store, Trigger,
+    Db, NewRun, RunFinish, RunId, RunStatus, StepFinish, StepStart, StepStatus, Trigger,
     TriggerKind,
 };
 
@@ -33,15 +33,15 @@ impl Api {
         Client::new(&self.url, Some(TOKEN.into())).expect("client")
     }
 
-    fn store(&self) -> Store {
-        Store::open_in_dir(&self.state_dir).expect("store")
+    fn store(&self) -> Db {
+        Db::open_in_dir(&self.state_dir).expect("store")
     }
 }
 
 /// Answers scheduler commands from the store, like the real scheduler would.
 async fn stand_in_scheduler(mut commands: mpsc::Receiver<DaemonCommand>, state_dir: PathBuf) {
     while let Some(command) = commands.recv().await {
-        let mut store = Store::open_in_dir(&state_dir).expect("store");
+        let mut store = Db::open_in_dir(&state_dir).expect("store");
         match command {
             DaemonCommand::Enqueue(request, reply) => {
                 let answer = if request.workflow != "greet" {
@@ -97,7 +97,7 @@ async fn stand_in_scheduler(mut commands: mpsc::Receiver<DaemonCommand>, state_d
 async fn start() -> Api {
     let dir = tempfile::tempdir().expect("tempdir");
     let state_dir = dir.path().join("state");
-    let store = Store::open_in_dir(&state_dir).expect("store");
+    let store = crate::store::Store::open_in_dir(&state_dir).expect("store");
     let config = Config {
         api_token: Some(TOKEN.into()),
         state_dir: state_dir.clone(),
@@ -107,7 +107,7 @@ async fn start() -> Api {
     let (handle, HandleParts { commands, shutdown }) = DaemonHandle::new(
         config,
         state_dir.clone(),
-        store.path().to_path_buf(),
+        store.clone(),
         engine,
         Default::default(),
     );
@@ -425,7 +425,7 @@ async fn a_stuck_client_does_not_hold_shutdown_up() {
     use tokio::io::AsyncWriteExt;
     let dir = tempfile::tempdir().expect("tempdir");
     let state_dir = dir.path().join("state");
-    let store = Store::open_in_dir(&state_dir).expect("store");
+    let store = crate::store::Store::open_in_dir(&state_dir).expect("store");
     let config = Config {
         api_token: Some(TOKEN.into()),
         ..Config::default()
@@ -433,7 +433,7 @@ async fn a_stuck_client_does_not_hold_shutdown_up() {
     let (handle, parts) = DaemonHandle::new(
         config,
         state_dir.clone(),
-        store.path().to_path_buf(),
+        store.clone(),
         Arc::new(Engine::new(EngineConfig::default())),
         Default::default(),
     );

@@ -5,15 +5,15 @@
 //! (others send it messages). Everybody else holds a cheap [`DaemonHandle`]:
 //!
 //! - **Triggers and cron** decide *what* to run and write it through the store's deduping
-//!   writes ([`Store::record_push`](crate::store::Store::record_push),
-//!   [`Store::enqueue_scheduled_run`](crate::store::Store::enqueue_scheduled_run)), each with
+//!   writes through the store handle ([`Db::record_push`](crate::store::Db::record_push),
+//!   [`Db::enqueue_scheduled_run`](crate::store::Db::enqueue_scheduled_run)), each with
 //!   a dedup key, the commit to check out and the concurrency group, then call
 //!   [`DaemonHandle::wake`] so the scheduler looks at the queue at once (it also looks every
 //!   few seconds on its own) and applies `concurrency.overlap` to new push and webhook runs.
 //! - **The API** sends [`DaemonCommand::Enqueue`] (manual runs: the scheduler resolves the
 //!   commit, checks the parameters against the workflow and applies `concurrency.overlap`),
-//!   [`DaemonCommand::Cancel`] and [`DaemonCommand::Retry`]; it reads runs with its own
-//!   [`Store`](crate::store::Store) opened on [`Shared::store_path`], step logs from
+//!   [`DaemonCommand::Cancel`] and [`DaemonCommand::Retry`]; it reads runs through
+//!   the [`Store`](crate::store::Store) handle in [`Shared::store`], step logs from
 //!   [`crate::state_dir::step_log_path`], and live events from [`Shared::events`].
 //! - **Inbound push hooks** send [`DaemonCommand::FetchNow`]; the git watcher of that
 //!   repository subscribes with [`Shared::fetch_requests`].
@@ -227,8 +227,8 @@ pub struct Shared {
     pub config: Arc<Config>,
     /// The state directory (absolute).
     pub state_dir: PathBuf,
-    /// The SQLite file; open your own `Store` on it (one per thread or actor).
-    pub store_path: PathBuf,
+    /// The store (a cloneable handle; nothing else opens the database).
+    pub store: crate::store::Store,
     /// The one engine of the process (admission across all runs).
     pub engine: Arc<Engine>,
     /// Run and step lifecycle events (lossless: `events.subscribe()`, or the lossy
@@ -267,7 +267,7 @@ impl DaemonHandle {
     pub fn new(
         config: impl Into<Arc<Config>>,
         state_dir: PathBuf,
-        store_path: PathBuf,
+        store: crate::store::Store,
         engine: Arc<Engine>,
         secrets: indexmap::IndexMap<String, String>,
     ) -> (DaemonHandle, HandleParts) {
@@ -278,7 +278,7 @@ impl DaemonHandle {
         let shared = Shared {
             config: config.into(),
             state_dir,
-            store_path,
+            store,
             engine,
             events,
             repos: RepoRegistry::default(),

@@ -35,7 +35,7 @@ use tokio::sync::mpsc;
 use crate::config::AnomaliesConfig;
 use crate::daemon::handle::{DaemonEvent, DaemonHandle, Shared};
 use crate::model::report::rfc3339;
-use crate::store::{AnomalyRecord, NewAnomaly, RunId, RunSample, RunStatus, Store, StoreError};
+use crate::store::{AnomalyRecord, Db, NewAnomaly, RunId, RunSample, RunStatus, StoreError};
 
 /// How often running steps' memory is sampled.
 pub const MEMORY_SAMPLE_INTERVAL: Duration = Duration::from_millis(500);
@@ -181,7 +181,7 @@ pub fn judge_run(
 
 /// Reads a finished run's history and records what [`judge_run`] finds (blocking).
 fn check_finished_run(
-    store: &mut Store,
+    store: &mut Db,
     config: &AnomaliesConfig,
     run: RunId,
 ) -> Result<Vec<AnomalyRecord>, StoreError> {
@@ -314,7 +314,6 @@ impl MemorySampler {
 pub async fn run(handle: DaemonHandle, mut events: mpsc::UnboundedReceiver<DaemonEvent>) {
     let shared = handle.shared.clone();
     let config = shared.config.anomalies;
-    let mut store: Option<Store> = None;
     let mut runs: HashMap<RunId, RunInfo> = HashMap::new();
     let mut running: HashSet<RunningStep> = HashSet::new();
     let mut flagged: HashSet<RunningStep> = HashSet::new();
@@ -342,8 +341,7 @@ pub async fn run(handle: DaemonHandle, mut events: mpsc::UnboundedReceiver<Daemo
                     running.retain(|s| s.run != run_id);
                     flagged.retain(|s| s.run != run_id);
                     if matches!(status, RunStatus::Succeeded | RunStatus::Failed) {
-                        let (back, found) = judge_in_pool(&shared, store.take(), run_id).await;
-                        store = back;
+                        let found = judge(&shared, run_id).await;
                         for record in found {
                             publish(&handle, &record);
                         }
@@ -375,8 +373,7 @@ pub async fn run(handle: DaemonHandle, mut events: mpsc::UnboundedReceiver<Daemo
                     flagged.insert(step.clone());
                     let info = runs.get(&step.run).cloned();
                     let anomaly = memory_anomaly(&step, info, bytes, limit_mb);
-                    let (back, recorded) = record_in_pool(&shared, store.take(), anomaly).await;
-                    store = back;
+                    let recorded = record(&shared, anomaly).await;
                     if let Some(record) = recorded {
                         publish(&handle, &record);
                     }
@@ -426,68 +423,33 @@ fn publish(handle: &DaemonHandle, record: &AnomalyRecord) {
     });
 }
 
-fn open(shared: &Shared, store: Option<Store>) -> Result<Store, StoreError> {
-    match store {
-        Some(s) => Ok(s),
-        None => Store::open(&shared.store_path),
-    }
-}
-
-/// Judges a finished run on the blocking pool; gives the connection back.
-async fn judge_in_pool(
-    shared: &Arc<Shared>,
-    store: Option<Store>,
-    run: RunId,
-) -> (Option<Store>, Vec<AnomalyRecord>) {
-    let shared = shared.clone();
-    let joined = tokio::task::spawn_blocking(move || {
-        let config = shared.config.anomalies;
-        match open(&shared, store) {
-            Ok(mut s) => {
-                let found = check_finished_run(&mut s, &config, run);
-                (Some(s), found)
-            }
-            Err(err) => (None, Err(err)),
-        }
-    })
-    .await;
-    match joined {
-        Ok((store, Ok(found))) => (store, found),
-        Ok((store, Err(err))) => {
+/// Judges a finished run on the store's writer (reads and the anomaly's insert together).
+async fn judge(shared: &Arc<Shared>, run: RunId) -> Vec<AnomalyRecord> {
+    let config = shared.config.anomalies;
+    match shared
+        .store
+        .write(move |db| check_finished_run(db, &config, run))
+        .await
+    {
+        Ok(found) => found,
+        Err(err) => {
             tracing::warn!(run = %run, error = %err, "anomaly detection cannot read the run");
-            (store, Vec::new())
-        }
-        Err(err) => {
-            tracing::warn!(run = %run, error = %err, "anomaly detection failed");
-            (None, Vec::new())
+            Vec::new()
         }
     }
 }
 
-/// Records one anomaly on the blocking pool; gives the connection back.
-async fn record_in_pool(
-    shared: &Arc<Shared>,
-    store: Option<Store>,
-    anomaly: NewAnomaly,
-) -> (Option<Store>, Option<AnomalyRecord>) {
-    let shared = shared.clone();
-    let joined = tokio::task::spawn_blocking(move || match open(&shared, store) {
-        Ok(mut s) => {
-            let r = s.record_anomaly(&anomaly);
-            (Some(s), r)
-        }
-        Err(err) => (None, Err(err)),
-    })
-    .await;
-    match joined {
-        Ok((store, Ok(found))) => (store, found),
-        Ok((store, Err(err))) => {
-            tracing::warn!(error = %err, "cannot record an anomaly");
-            (store, None)
-        }
+/// Records one anomaly.
+async fn record(shared: &Arc<Shared>, anomaly: NewAnomaly) -> Option<AnomalyRecord> {
+    match shared
+        .store
+        .write(move |db| db.record_anomaly(&anomaly))
+        .await
+    {
+        Ok(found) => found,
         Err(err) => {
             tracing::warn!(error = %err, "cannot record an anomaly");
-            (None, None)
+            None
         }
     }
 }
@@ -630,7 +592,7 @@ mod tests {
     }
 
     /// Finishes a run of `w` in `app` with this status and engine duration.
-    fn finish(store: &mut Store, ok: bool, ms: u64) -> RunId {
+    fn finish(store: &mut Db, ok: bool, ms: u64) -> RunId {
         use crate::store::{NewRun, RunFinish, Trigger, TriggerKind};
         let mut run = NewRun::new("w", Trigger::new(TriggerKind::Manual));
         run.repo = Some("app".into());
@@ -650,7 +612,7 @@ mod tests {
     #[test]
     fn finished_runs_are_judged_from_the_store_once() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut store = Store::open_in_dir(dir.path()).expect("open");
+        let mut store = Db::open_in_dir(dir.path()).expect("open");
         let config = AnomaliesConfig {
             failure_window: 4,
             min_samples: 4,

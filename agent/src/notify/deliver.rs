@@ -2,7 +2,7 @@
 //! queue in order.
 //!
 //! Each worker takes the oldest pending delivery of its webhook
-//! ([`Store::next_pending_delivery`]), waits until it is due and until the webhook's rate
+//! ([`Db::next_pending_delivery`]), waits until it is due and until the webhook's rate
 //! limit allows, POSTs it, and records the attempt in the store before looking at the next
 //! one. A delivery waiting for a retry holds back the ones queued after it (order is kept per
 //! webhook); a slow or dead receiver only holds up its own worker, never runs or other
@@ -22,7 +22,7 @@
 //! sha256=HEX` ([`signature`]), and for `github_status` `Authorization: Bearer $TOKEN` (read
 //! from `token_env` at each attempt) and `Accept: application/vnd.github+json`.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -35,7 +35,7 @@ use tokio::time::Instant;
 use super::format::Rendered;
 use crate::bus::Shutdown;
 use crate::config::{WebhookConfig, WebhookFormat, WebhookRetry};
-use crate::store::{Delivery, DeliveryOutcome, Store, StoreError};
+use crate::store::{Db, Delivery, DeliveryOutcome, Store, StoreError};
 
 /// How long one attempt may take (connect, send, answer).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -330,39 +330,25 @@ pub struct Worker {
     pub wake: Arc<Notify>,
     /// The HTTP client.
     pub client: reqwest::Client,
-    /// The store's database file (the worker opens its own connection).
-    pub store_path: std::path::PathBuf,
+    /// The store.
+    pub store: Store,
     /// Resolves when the daemon stops.
     pub shutdown: Shutdown,
 }
 
-/// Runs a store call on the blocking pool with the worker's own connection.
+/// Runs a store write on the store's writer, its error rendered.
 async fn with_store<T: Send + 'static>(
-    store: &Arc<Mutex<Option<Store>>>,
-    path: std::path::PathBuf,
-    f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+    store: &Store,
+    f: impl FnOnce(&mut Db) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, String> {
-    let store = store.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut slot = store
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if slot.is_none() {
-            *slot = Some(Store::open(&path).map_err(|e| e.to_string())?);
-        }
-        let s = slot.as_mut().expect("opened just above");
-        f(s).map_err(|e| e.to_string())
-    })
-    .await
-    .unwrap_or_else(|e| Err(format!("store task failed: {e}")))
+    store.write(f).await.map_err(|e| e.to_string())
 }
 
 impl Worker {
     /// Delivers this webhook's queue until shutdown.
     pub async fn run(self) {
         let name = self.webhook.name.clone();
-        let path = self.store_path.clone();
-        let store = Arc::new(Mutex::new(None));
+        let store = self.store.clone();
         let gap = min_interval(&self.webhook);
         let mut last_attempt: Option<Instant> = None;
         // The head's id and the tries made at it since the daemon started.
@@ -373,10 +359,7 @@ impl Worker {
             }
             let head = {
                 let name = name.clone();
-                with_store(&store, path.clone(), move |s| {
-                    s.next_pending_delivery(&name)
-                })
-                .await
+                with_store(&store, move |s| s.next_pending_delivery(&name)).await
             };
             let delivery = match head {
                 Ok(Some(d)) => d,
@@ -407,7 +390,7 @@ impl Worker {
             let mut ready = Instant::now();
             let retry_now = tries.1 == 0 && delivery.attempts > 0 && {
                 let id = delivery.id.clone();
-                with_store(&store, path.clone(), move |s| s.last_delivery_attempt(&id))
+                with_store(&store, move |s| s.last_delivery_attempt(&id))
                     .await
                     .ok()
                     .flatten()
@@ -445,10 +428,8 @@ impl Worker {
                 decide_with_backoff(&delivery, &self.webhook.retry, result, Utc::now(), tries.1);
             log_outcome(&name, &delivery, &outcome);
             let id = delivery.id.clone();
-            let written = with_store(&store, path.clone(), move |s| {
-                s.record_delivery_attempt(&id, &outcome)
-            })
-            .await;
+            let written =
+                with_store(&store, move |s| s.record_delivery_attempt(&id, &outcome)).await;
             if let Err(err) = written {
                 tracing::error!(webhook = %name, delivery = %delivery.id, error = %err,
                     "cannot record a delivery attempt");

@@ -12,7 +12,7 @@
 //!    daemon's `finish_run` writes an un-rendered outbox event in the same transaction as the
 //!    run's final state, so a crash cannot lose one or invent one; the writer renders it into
 //!    deliveries when it sees the run's end on the bus (after the run's earlier events) or,
-//!    for ends written while no notifier ran, at start ([`Store::render_outbox_events`]).
+//!    for ends written while no notifier ran, at start ([`Db::render_outbox_events`]).
 //!    The notifier gets the config, the store and the shutdown token ([`Context`]), never
 //!    the daemon's handle.
 //! 2. **Deliveries to requests.** [`deliver::Worker`]: one task per webhook, FIFO, one
@@ -40,15 +40,15 @@ use crate::bus::{Bus, Shutdown};
 use crate::config::{Config, WebhookConfig};
 use crate::model::event::DaemonEvent;
 use crate::model::mask::Masker;
-use crate::store::{NewDelivery, RunId, RunRecord, RunStatus, StepStatus, Store};
+use crate::store::{Db, NewDelivery, RunId, RunRecord, RunStatus, StepStatus, Store};
 
 /// What the notifier works with: the config, the store, the secrets to mask, the shutdown.
 #[derive(Debug, Clone)]
 pub struct Context {
     /// The daemon config (webhooks, `public_url`, `listen`, `state_dir`, retention).
     pub config: Arc<Config>,
-    /// The store's database file; the notifier opens its own connections.
-    pub store_path: std::path::PathBuf,
+    /// The store.
+    pub store: Store,
     /// Secret values by name, masked in every payload.
     pub secrets: Arc<indexmap::IndexMap<String, String>>,
     /// Resolves when the daemon stops.
@@ -156,7 +156,7 @@ pub fn run_end_notice(
 }
 
 /// The deliveries announcing that `run` ended (`event`: `run.succeeded`, ...), rendered from
-/// the un-rendered outbox event its end wrote ([`Store::render_outbox_events`]).
+/// the un-rendered outbox event its end wrote ([`Db::render_outbox_events`]).
 fn run_end_deliveries(
     shared: &Context,
     targets: &[(Arc<WebhookConfig>, Filter)],
@@ -180,15 +180,17 @@ fn run_end_deliveries(
 /// Renders every pending outbox event (of `run`, or all) and wakes the webhooks' workers.
 fn render_outbox(
     shared: &Context,
-    store: &mut Store,
-    targets: &[(Arc<WebhookConfig>, Filter)],
+    targets: &Arc<Vec<(Arc<WebhookConfig>, Filter)>>,
     wakes: &HashMap<String, Arc<Notify>>,
     masker: &Masker,
     run: Option<RunId>,
     written_by: Option<chrono::DateTime<chrono::Utc>>,
 ) {
-    match store.render_outbox_events(run, written_by, |record, _event| {
-        run_end_deliveries(shared, targets, masker, record)
+    let (ctx, targets, masker) = (shared.clone(), targets.clone(), masker.clone());
+    match shared.store.blocking_write(move |db| {
+        db.render_outbox_events(run, written_by, |record, _event| {
+            run_end_deliveries(&ctx, &targets, &masker, record)
+        })
     }) {
         Ok(queued) => {
             for delivery in queued {
@@ -256,7 +258,7 @@ async fn run(
                 webhook: webhook.clone(),
                 wake,
                 client: client.clone(),
-                store_path: handle.store_path.clone(),
+                store: handle.store.clone(),
                 shutdown: handle.shutdown.clone(),
             }
             .run(),
@@ -320,19 +322,17 @@ async fn prune(handle: Context) {
     };
     let age = chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
     loop {
-        let path = handle.store_path.clone();
         // A `max_age` reaching back before the calendar's start keeps everything.
         let Some(before) = chrono::Utc::now().checked_sub_signed(age) else {
             return;
         };
-        let pruned = tokio::task::spawn_blocking(move || {
-            Store::open(&path).and_then(|mut s| s.prune_deliveries(before))
-        })
-        .await;
+        let pruned = handle
+            .store
+            .write(move |db| db.prune_deliveries(before))
+            .await;
         match pruned {
-            Ok(Ok(n)) if n > 0 => tracing::info!(deliveries = n, "pruned old webhook deliveries"),
-            Ok(Ok(_)) => {}
-            Ok(Err(err)) => tracing::warn!(error = %err, "cannot prune webhook deliveries"),
+            Ok(n) if n > 0 => tracing::info!(deliveries = n, "pruned old webhook deliveries"),
+            Ok(_) => {}
             Err(err) => tracing::warn!(error = %err, "cannot prune webhook deliveries"),
         }
         tokio::select! {
@@ -344,12 +344,11 @@ async fn prune(handle: Context) {
 
 /// Logs pending deliveries of webhooks that are no longer configured (they stay queued).
 async fn report_orphans(handle: &Context, wakes: &HashMap<String, Arc<Notify>>) {
-    let path = handle.store_path.clone();
-    let counts = tokio::task::spawn_blocking(move || {
-        Store::open(&path).and_then(|s| s.pending_delivery_counts())
-    })
-    .await;
-    if let Ok(Ok(counts)) = counts {
+    let counts = handle
+        .store
+        .read(|db: &Db| db.pending_delivery_counts())
+        .await;
+    if let Ok(counts) = counts {
         for (webhook, n) in counts {
             if !wakes.contains_key(&webhook) {
                 tracing::warn!(webhook = %webhook, pending = n,
@@ -367,38 +366,17 @@ fn write_deliveries(
     mut rx: mpsc::UnboundedReceiver<Pending>,
     subscribed: chrono::DateTime<chrono::Utc>,
 ) {
-    let mut store = match Store::open(&shared.store_path) {
-        Ok(s) => s,
-        Err(err) => {
-            tracing::error!(error = %err, "notifier cannot open the store; no webhook is queued");
-            return;
-        }
-    };
+    let store = &shared.store;
+    let targets = Arc::new(targets.to_vec());
     let masker = masker(shared);
     // Run ends written before the notifier subscribed (a crash, a restart): their
     // `RunFinished` will not come. Later ones are rendered when it does, after the run's
     // earlier events.
-    render_outbox(
-        shared,
-        &mut store,
-        targets,
-        wakes,
-        &masker,
-        None,
-        Some(subscribed),
-    );
+    render_outbox(shared, &targets, wakes, &masker, None, Some(subscribed));
     while let Some(Pending { event }) = rx.blocking_recv() {
         if let DaemonEvent::RunFinished { run_id, .. } = &event {
             // Every earlier event of the run is queued by now: its end goes after them.
-            render_outbox(
-                shared,
-                &mut store,
-                targets,
-                wakes,
-                &masker,
-                Some(*run_id),
-                None,
-            );
+            render_outbox(shared, &targets, wakes, &masker, Some(*run_id), None);
             // Its deliveries were written with the run's end, held until now: every earlier
             // event of the run is queued before them, so they can go.
             let ends: Vec<&str> = EventKind::ALL
@@ -406,7 +384,13 @@ fn write_deliveries(
                 .filter(|k| k.is_run_end())
                 .map(|k| k.as_str())
                 .collect();
-            if let Err(err) = store.release_run_deliveries(*run_id, &ends) {
+            let (id, ends): (RunId, Vec<String>) =
+                (*run_id, ends.iter().map(|e| e.to_string()).collect());
+            let released = store.blocking_write(move |db| {
+                let ends: Vec<&str> = ends.iter().map(String::as_str).collect();
+                db.release_run_deliveries(id, &ends)
+            });
+            if let Err(err) = released {
                 tracing::warn!(run = %run_id, error = %err,
                     "cannot release the run's end deliveries; they go after the hold");
             }
@@ -415,7 +399,7 @@ fn write_deliveries(
             }
             continue;
         }
-        let notice = match build_notice(shared, &store, &event) {
+        let notice = match store.blocking_read(|db: &Db| build_notice(shared, db, &event)) {
             Ok(Some(n)) => n,
             Ok(None) => continue,
             Err(err) => {
@@ -423,14 +407,15 @@ fn write_deliveries(
                 continue;
             }
         };
-        for delivery in deliveries_for(targets, &notice, &masker) {
-            match store.enqueue_delivery(&delivery) {
+        for delivery in deliveries_for(&targets, &notice, &masker) {
+            let (webhook, event_name) = (delivery.webhook.clone(), delivery.event.clone());
+            match store.blocking_write(move |db| db.enqueue_delivery(&delivery)) {
                 Ok(_) => {
-                    if let Some(w) = wakes.get(&delivery.webhook) {
+                    if let Some(w) = wakes.get(&webhook) {
                         w.notify_one();
                     }
                 }
-                Err(err) => tracing::error!(webhook = %delivery.webhook, event = %delivery.event,
+                Err(err) => tracing::error!(webhook = %webhook, event = %event_name,
                     error = %err, "cannot queue a webhook delivery"),
             }
         }
@@ -440,7 +425,7 @@ fn write_deliveries(
 /// The run's record and a notice of `kind` about it (`None` when the run is gone).
 fn run_notice(
     shared: &Context,
-    store: &Store,
+    store: &Db,
     kind: EventKind,
     run_id: RunId,
 ) -> Result<Option<(Notice, RunRecord)>, crate::store::StoreError> {
@@ -457,7 +442,7 @@ fn run_notice(
 /// The notice of a daemon event (`None` for events no webhook hears of).
 fn build_notice(
     shared: &Context,
-    store: &Store,
+    store: &Db,
     event: &DaemonEvent,
 ) -> Result<Option<Notice>, crate::store::StoreError> {
     let notice = match event {

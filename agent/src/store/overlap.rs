@@ -29,6 +29,24 @@ pub enum Decision {
     EnqueueAndCancel(Vec<RunId>),
 }
 
+/// What an enqueue under an overlap rule did (decided in the transaction that queues).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// The run was queued (or was a duplicate); `cancel` are the older active runs of its
+    /// group that `cancel_previous` ends (the caller cancels them).
+    Queued {
+        /// The queued run.
+        run: super::Enqueued,
+        /// Older active runs to cancel.
+        cancel: Vec<RunId>,
+    },
+    /// Nothing was queued: `active` (the oldest active run of the group) is still going.
+    Skipped {
+        /// The active run that made it skip.
+        active: RunId,
+    },
+}
+
 /// Decides by `overlap` for a new run, given the runs of its group that are active and
 /// older than it (`active`, oldest first).
 pub fn decide(overlap: Overlap, active: &[RunId]) -> Decision {

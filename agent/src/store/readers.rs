@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use super::{Store, StoreError};
+use super::{Db, StoreError};
 
 /// Idle connections kept for reuse.
 pub const MAX_IDLE: usize = 4;
@@ -21,7 +21,7 @@ pub struct Readers {
 #[derive(Debug)]
 struct Inner {
     path: PathBuf,
-    idle: Mutex<Vec<Store>>,
+    idle: Mutex<Vec<Db>>,
 }
 
 impl Readers {
@@ -40,7 +40,7 @@ impl Readers {
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
-        F: FnOnce(&Store) -> Result<T, E> + Send + 'static,
+        F: FnOnce(&Db) -> Result<T, E> + Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
@@ -54,8 +54,22 @@ impl Readers {
     }
 }
 
+impl Readers {
+    /// Runs `f` with a connection on the current thread (which must not be an async worker).
+    pub fn blocking<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        E: From<StoreError>,
+        F: FnOnce(&Db) -> Result<T, E>,
+    {
+        let db = self.inner.take()?;
+        let result = f(&db);
+        self.inner.put(db);
+        result
+    }
+}
+
 impl Inner {
-    fn take(&self) -> Result<Store, StoreError> {
+    fn take(&self) -> Result<Db, StoreError> {
         let reused = self
             .idle
             .lock()
@@ -63,11 +77,11 @@ impl Inner {
             .pop();
         match reused {
             Some(store) => Ok(store),
-            None => Store::open(&self.path),
+            None => Db::open(&self.path),
         }
     }
 
-    fn put(&self, store: Store) {
+    fn put(&self, store: Db) {
         let mut idle = self
             .idle
             .lock()

@@ -342,7 +342,7 @@ pub struct RunFinish {
     pub deliveries: Vec<NewDelivery>,
     /// The lifecycle event the run's end announces (`run.succeeded`, ...), queued
     /// un-rendered in the outbox in the same transaction; the notifier renders it into
-    /// deliveries ([`Store::render_outbox_events`](crate::store::Store::render_outbox_events)).
+    /// deliveries ([`Db::render_outbox_events`](crate::store::Db::render_outbox_events)).
     pub event: Option<String>,
     /// When the run ended (default: when the end is written). The run task sets it to the
     /// time its webhook notices were built with, so the API's `duration_ms` and the

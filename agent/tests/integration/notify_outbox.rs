@@ -2,7 +2,7 @@
 //! `finish_run` is held until released and then goes behind the run's earlier events, with
 //! the same delivery id.
 
-use agent::store::{NewDelivery, NewRun, RunFinish, RunStatus, Store, Trigger, TriggerKind};
+use agent::store::{Db, NewDelivery, NewRun, RunFinish, RunStatus, Trigger, TriggerKind};
 use chrono::Utc;
 use serde_json::json;
 
@@ -18,7 +18,7 @@ fn delivery(webhook: &str, event: &str, run: agent::store::RunId) -> NewDelivery
 #[test]
 fn run_end_is_held_then_released_behind_earlier_events() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut store = Store::open_in_dir(dir.path()).expect("open store");
+    let mut store = Db::open_in_dir(dir.path()).expect("open store");
     let run = store
         .enqueue_run(&NewRun::new("w", Trigger::new(TriggerKind::Manual)))
         .expect("enqueue")
@@ -112,7 +112,7 @@ fn run_end_is_held_then_released_behind_earlier_events() {
 #[test]
 fn run_end_event_is_rendered_once_into_deliveries() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut store = Store::open_in_dir(dir.path()).expect("open store");
+    let mut store = Db::open_in_dir(dir.path()).expect("open store");
     let run = store
         .enqueue_run(&NewRun::new("w", Trigger::new(TriggerKind::Manual)))
         .expect("enqueue")

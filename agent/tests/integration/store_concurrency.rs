@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agent::store::{
-    NewRun, RunFilter, RunFinish, RunStatus, StepFinish, StepStart, StepStatus, Store, Trigger,
+    Db, NewRun, RunFilter, RunFinish, RunStatus, StepFinish, StepStart, StepStatus, Trigger,
     TriggerKind,
 };
 
@@ -25,7 +25,7 @@ fn concurrent_writers_never_see_database_is_locked() {
                 scope.spawn(move || {
                     barrier.wait();
                     // Every thread opens (and migrates) the fresh file at the same time.
-                    let mut store = Store::open(path).expect("open");
+                    let mut store = Db::open(path).expect("open");
                     for i in 0..RUNS_PER_THREAD {
                         let mut run =
                             NewRun::new(format!("w{t}"), Trigger::new(TriggerKind::Manual));
@@ -86,7 +86,7 @@ fn concurrent_writers_never_see_database_is_locked() {
         assert_eq!(total, THREADS * RUNS_PER_THREAD);
         assert_eq!(all.len(), total);
     });
-    let store = Store::open(&path).unwrap();
+    let store = Db::open(&path).unwrap();
     let runs = store.list_runs(&RunFilter::default(), 1000).unwrap();
     assert_eq!(runs.len(), THREADS * RUNS_PER_THREAD);
     assert!(runs.iter().all(|r| r.status == RunStatus::Succeeded));
@@ -103,7 +103,7 @@ fn crash_child() {
     let Some(path) = std::env::var_os(CHILD_ENV) else {
         return;
     };
-    let mut store = Store::open(std::path::Path::new(&path)).expect("child open");
+    let mut store = Db::open(std::path::Path::new(&path)).expect("child open");
     let mut out = std::io::stdout().lock();
     for i in 0.. {
         let commit = format!("c{i}");
@@ -134,7 +134,7 @@ fn crash_child() {
 fn sigkill_mid_transaction_leaves_the_last_committed_state() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("agent.sqlite3");
-    drop(Store::open(&path).unwrap());
+    drop(Db::open(&path).unwrap());
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "store_concurrency::crash_child",
@@ -177,7 +177,7 @@ fn sigkill_mid_transaction_leaves_the_last_committed_state() {
     }
     let last_reported = last_reported.expect("child committed something");
 
-    let store = Store::open(&path).unwrap();
+    let store = Db::open(&path).unwrap();
     assert_eq!(store.check_integrity().unwrap(), Ok(()));
     let head = store.last_seen_commit("app", "main").unwrap().unwrap();
     let head: usize = head.trim_start_matches('c').parse().unwrap();

@@ -7,8 +7,8 @@
 
 use crate::common::store_fixture::{fixture, header_version};
 use agent::store::{
-    DeliveryOutcome, DeliveryStatus, NewDelivery, NewRun, RunFilter, RunFinish, RunStatus,
-    StepFinish, StepStart, StepStatus, Store, Trigger, TriggerKind, migrations,
+    Db, DeliveryOutcome, DeliveryStatus, NewDelivery, NewRun, RunFilter, RunFinish, RunStatus,
+    StepFinish, StepStart, StepStatus, Trigger, TriggerKind, migrations,
 };
 use chrono::{TimeZone, Utc};
 use serde_json::json;
@@ -27,7 +27,7 @@ fn write_v1_fixture() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.sqlite3");
     {
-        let mut store = Store::open_at_version(&path, 1).unwrap();
+        let mut store = Db::open_at_version(&path, 1).unwrap();
         // A finished push run with two steps (one retried) and a preserved context.
         let mut push = NewRun::new(
             "build",
@@ -145,7 +145,7 @@ fn v1_fixture_opens_with_current_code() {
     let path = dir.path().join("agent.sqlite3");
     std::fs::copy(&source, &path).unwrap();
 
-    let mut store = Store::open(&path).unwrap();
+    let mut store = Db::open(&path).unwrap();
     assert_eq!(store.schema_version().unwrap(), migrations::LATEST_VERSION);
 
     let runs = store.list_runs(&RunFilter::default(), 10).unwrap();

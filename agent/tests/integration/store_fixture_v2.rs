@@ -6,7 +6,7 @@
 
 use crate::common::store_fixture::{fixture, header_version};
 use agent::store::{
-    NewAnomaly, NewRun, RunFilter, RunFinish, RunId, RunStatus, Store, Trigger, TriggerKind,
+    Db, NewAnomaly, NewRun, RunFilter, RunFinish, RunId, RunStatus, Trigger, TriggerKind,
     migrations,
 };
 use serde_json::json;
@@ -37,7 +37,7 @@ fn write_v2_fixture() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("store.sqlite3");
     {
-        let mut store = Store::open_at_version(&path, 2).expect("open");
+        let mut store = Db::open_at_version(&path, 2).expect("open");
         let mut run = NewRun::new("build", Trigger::new(TriggerKind::Manual));
         run.repo = Some("app".into());
         let id = store.enqueue_run(&run).expect("enqueue").run_id();
@@ -71,7 +71,7 @@ fn v2_fixture_opens_with_current_code() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("agent.sqlite3");
     std::fs::copy(&source, &path).expect("copy");
-    let mut store = Store::open(&path).expect("open");
+    let mut store = Db::open(&path).expect("open");
     assert_eq!(
         store.schema_version().expect("version"),
         migrations::LATEST_VERSION

@@ -6,7 +6,7 @@
 //! `AGENT_WRITE_STORE_FIXTURE=1 cargo test -p agent --test integration -- --ignored store_fixture_v5::write_v5_fixture`.
 
 use crate::common::store_fixture::{fixture, header_version};
-use agent::store::{NewRun, RunStatus, StepStart, Store, Trigger, TriggerKind, migrations};
+use agent::store::{Db, NewRun, RunStatus, StepStart, Trigger, TriggerKind, migrations};
 
 #[test]
 #[ignore = "writes the fixture; run by hand with AGENT_WRITE_STORE_FIXTURE=1"]
@@ -22,7 +22,7 @@ fn write_v5_fixture() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("store.sqlite3");
     {
-        let mut store = Store::open_at_version(&path, 5).expect("open");
+        let mut store = Db::open_at_version(&path, 5).expect("open");
         let mut run = NewRun::new("build", Trigger::new(TriggerKind::Manual));
         run.repo = Some("app".into());
         let id = store.enqueue_run(&run).expect("enqueue").run_id();
@@ -50,7 +50,7 @@ fn v5_fixture_opens_with_current_code() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("agent.sqlite3");
     std::fs::copy(&source, &path).expect("copy");
-    let store = Store::open(&path).expect("open");
+    let store = Db::open(&path).expect("open");
     assert_eq!(
         store.schema_version().expect("version"),
         migrations::LATEST_VERSION
@@ -80,7 +80,7 @@ fn v5_runs_open_without_file_owner_or_lease() {
         old.execute("UPDATE runs SET status = 'running'", [])
             .expect("running");
     }
-    let mut store = Store::open(&path).expect("open");
+    let mut store = Db::open(&path).expect("open");
     let runs = store
         .list_runs(&agent::store::RunFilter::default(), 10)
         .expect("runs");

@@ -1,9 +1,8 @@
 //! The store's queue and run life cycle, against real database files in temp dirs.
 
 use agent::store::{
-    DeliveryOutcome, DeliveryStatus, Enqueued, NewDelivery, NewRun, Retention, RunFilter,
-    RunFinish, RunStatus, StepFinish, StepStart, StepStatus, Store, StoreError, Trigger,
-    TriggerKind,
+    Db, DeliveryOutcome, DeliveryStatus, Enqueued, NewDelivery, NewRun, Retention, RunFilter,
+    RunFinish, RunStatus, StepFinish, StepStart, StepStatus, StoreError, Trigger, TriggerKind,
 };
 use chrono::{Duration, TimeZone, Utc};
 use serde_json::json;
@@ -12,8 +11,8 @@ fn manual(workflow: &str) -> NewRun {
     NewRun::new(workflow, Trigger::new(TriggerKind::Manual))
 }
 
-fn open(dir: &tempfile::TempDir) -> Store {
-    Store::open_in_dir(dir.path()).expect("open store")
+fn open(dir: &tempfile::TempDir) -> Db {
+    Db::open_in_dir(dir.path()).expect("open store")
 }
 
 #[test]
@@ -475,7 +474,7 @@ fn a_cron_slot_is_claimed_once() {
     );
     assert_eq!(store.list_runs(&RunFilter::default(), 10).unwrap().len(), 1);
     // Retention prunes fired slots but keeps each schedule's latest one.
-    let fires = |store: &Store| -> i64 {
+    let fires = |store: &Db| -> i64 {
         let path = store.path().to_path_buf();
         let conn = rusqlite::Connection::open(path).unwrap();
         conn.query_row("SELECT COUNT(*) FROM cron_fires", [], |r| r.get(0))
@@ -638,9 +637,9 @@ fn retention_prunes_old_finished_runs_only() {
 fn a_newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("agent.sqlite3");
-    drop(Store::open(&path).unwrap());
+    drop(Db::open(&path).unwrap());
     bump_user_version(&path);
-    match Store::open(&path) {
+    match Db::open(&path) {
         Err(StoreError::SchemaTooNew { found, supported }) => {
             assert_eq!(found, supported + 1);
         }

@@ -973,3 +973,70 @@ fn the_api_answers_while_another_process_holds_the_write_lock() {
         assert!(matches!(code, Ok(200)), "{path} answered {code:?}");
     }
 }
+
+/// A run keeps going through another process holding the database's write lock: the end of
+/// its running step and the start of its next step wait for the lock (the next step's
+/// process is not spawned before its start is on disk), then the run completes. Guards
+/// against a store writer that gives up or a step that starts unrecorded.
+#[test]
+fn a_run_waits_for_the_write_lock_and_then_completes() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let started = root.path().join("started");
+    let gate = root.path().join("gate");
+    let stamp = root.path().join("stamp");
+    let q = |p: &Path| yaml_quote(&p.to_string_lossy());
+    let gated = format!(
+        "workflow:
+  name: gated
+  stages:
+    - name: main
+      steps:
+        - id: wait
+          run: |
+            touch {started}
+            while [ ! -e {gate} ]; do sleep 0.05; done
+        - id: after
+          run: touch {stamp}
+",
+        started = q(&started),
+        gate = q(&gate),
+        stamp = q(&stamp),
+    );
+    let repo = root.path().join("repo");
+    init_repo(&repo, &[(".workflows/gated.yaml", &gated)]);
+    let config = format!(
+        "repos:\n  - name: app\n    path: {}\n    branches: [main]\n",
+        yaml_quote(&repo.to_string_lossy())
+    );
+    let d = TestDaemon::start(&root.path().join("daemon"), &config);
+    common::poll(RUN_DEADLINE, || {
+        let v = d.get_json("/api/v1/workflows");
+        (v["workflows"].as_array()?.len() == 1).then_some(())
+    })
+    .unwrap_or_else(|| panic!("workflow never listed\n{}", d.log_text()));
+    let id = common::daemon::trigger(&d, "gated");
+    common::poll(RUN_DEADLINE, || started.exists().then_some(()))
+        .unwrap_or_else(|| panic!("the first step never started\n{}", d.log_text()));
+
+    let db = d.state_dir.join("agent.sqlite3");
+    let conn = rusqlite::Connection::open(&db).expect("open the daemon's database");
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .expect("take the write lock");
+    // The first step ends now; its end and the next step's start must wait for the lock.
+    std::fs::write(&gate, "").expect("open the gate");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !stamp.exists(),
+        "the next step ran before its start could be recorded\n{}",
+        d.log_text()
+    );
+    let (code, _) = http_request(d.addr, "GET", "/health", Some(TEST_TOKEN), None)
+        .expect("health while the lock is held");
+    assert_eq!(code, 200);
+    conn.execute_batch("COMMIT")
+        .expect("release the write lock");
+
+    let run = d.wait_run_final(&id, RUN_DEADLINE);
+    assert_eq!(run["status"], "succeeded", "{run}\n{}", d.log_text());
+    assert!(stamp.exists(), "the next step never ran");
+}

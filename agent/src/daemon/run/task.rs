@@ -4,7 +4,7 @@
 //! task prepares the run on a blocking thread (the mirror, a checkout of the run's exact
 //! commit, the workflow file at that commit with its sub-workflows), runs it on the shared
 //! [`Engine`](crate::engine::Engine), and hands every engine event to a recorder on another
-//! blocking thread that owns the run's own store connection: each step transition is one
+//! blocking thread that writes through the store handle: each step transition is one
 //! transaction, each chunk of output lines goes to the step's capped file in one write (and to
 //! the bus's lossy log broadcast), each lifecycle event is republished as a [`DaemonEvent`].
 //! The engine holds a step's pipe back while the run's output allowance is in flight, so
@@ -33,7 +33,8 @@ use crate::daemon::store_health::retry_write;
 use crate::engine::{self, Cancel, EngineEvent, EventSender, RunRequest, StepReport};
 use crate::model::event::EventKind;
 use crate::store::{
-    RunFinish, RunId, RunRecord, RunStatus, StepFinish, StepRecord, StepStart, StepStatus, Store,
+    Db, RunFinish, RunId, RunRecord, RunStatus, StepFinish, StepRecord, StepStart, StepStatus,
+    Store,
 };
 
 /// How the scheduler steers a running run.
@@ -160,14 +161,10 @@ async fn execute(shared: &Arc<Shared>, record: RunRecord, control: &RunControl) 
         // Shutdown: leave the run `running`; the next boot resumes it. Its steps that were
         // running are marked interrupted now, so that boot does not count a daemon crash
         // against them (only crashes count towards the resume limit).
-        let _ = tokio::task::spawn_blocking(move || {
-            let mut store = store;
-            if let Err(err) = store.mark_steps_stopped(id) {
-                tracing::warn!(run = %id, error = %err, "cannot mark the stopped steps");
-            }
-            drop(workspace);
-        })
-        .await;
+        if let Err(err) = store.mark_steps_stopped(id).await {
+            tracing::warn!(run = %id, error = %err, "cannot mark the stopped steps");
+        }
+        let _ = tokio::task::spawn_blocking(move || drop(workspace)).await;
         tracing::info!(run = %id, "run left for the next start (shutdown)");
         return;
     }
@@ -194,7 +191,6 @@ async fn execute(shared: &Arc<Shared>, record: RunRecord, control: &RunControl) 
     let abandon = control.abandon.clone();
     let run_user = shared.engine.config().run_user.is_some();
     let finished = tokio::task::spawn_blocking(move || {
-        let mut store = store;
         // Retried until written: a run whose end is dropped stays `running` for ever. Only
         // shutdown stops the retries (the next boot resumes the run).
         let written = retry_write(
@@ -202,7 +198,10 @@ async fn execute(shared: &Arc<Shared>, record: RunRecord, control: &RunControl) 
             "recording the end of the run",
             None,
             &|| abandon.load(Ordering::SeqCst),
-            || store.finish_run(id, &finish),
+            || {
+                let finish = finish.clone();
+                store.blocking_write(move |db| db.finish_run(id, &finish))
+            },
         );
         if keep {
             let path = workspace.into_kept_path();
@@ -259,13 +258,12 @@ async fn fail_before_start(
         "stages": [],
         "error": message,
     });
-    let path = shared.store_path.clone();
+    let store = shared.store.clone();
     let mut finish = RunFinish::new(RunStatus::Failed);
     finish.error = Some(message.to_string());
     finish.event = EventKind::outbox_run_end(!shared.config.webhooks.is_empty(), RunStatus::Failed);
     let health_of = shared.clone();
     let written = tokio::task::spawn_blocking(move || {
-        let mut store = Store::open(&path)?;
         // Retried for a while rather than dropped (the run would stay `running`).
         let deadline = std::time::Instant::now() + health_of.config.limits.record_timeout;
         retry_write(
@@ -273,7 +271,10 @@ async fn fail_before_start(
             "recording the failure of the run",
             Some(deadline),
             &|| false,
-            || store.finish_run(id, &finish),
+            || {
+                let finish = finish.clone();
+                store.blocking_write(move |db| db.finish_run(id, &finish))
+            },
         )
     })
     .await;
@@ -294,7 +295,7 @@ async fn fail_before_start(
 /// Mirror, checkout, workflow, resume input (blocking).
 fn prepare(shared: &Shared, record: &RunRecord) -> Result<Prepared, String> {
     let id = record.id;
-    let store = Store::open(&shared.store_path).map_err(|e| e.to_string())?;
+    let store = shared.store.clone();
     let repo_name = record
         .repo
         .as_deref()
@@ -350,13 +351,17 @@ fn prepare(shared: &Shared, record: &RunRecord) -> Result<Prepared, String> {
     });
     // Resume input: what this run finished before a crash, or, for a retry, what the run
     // it retries finished.
-    let own = store.get_steps(id).map_err(|e| e.to_string())?;
+    let own = store
+        .blocking_read(|db: &Db| db.get_steps(id))
+        .map_err(|e| e.to_string())?;
     let (steps, saved_context) = if own.is_empty()
         && let Some(orig) = record.retry_of
     {
-        let prior = store.get_steps(orig).map_err(|e| e.to_string())?;
+        let prior = store
+            .blocking_read(|db: &Db| db.get_steps(orig))
+            .map_err(|e| e.to_string())?;
         let ctx = store
-            .get_run(orig)
+            .blocking_read(|db: &Db| db.get_run(orig))
             .map_err(|e| e.to_string())?
             .and_then(|r| r.context);
         (prior, ctx)
@@ -383,7 +388,7 @@ fn prepare(shared: &Shared, record: &RunRecord) -> Result<Prepared, String> {
         .unwrap_or_default();
     if context.is_empty() && loaded.workflow.context.preserve {
         context = store
-            .load_context(record.repo.as_deref(), &record.workflow)
+            .blocking_read(|db: &Db| db.load_context(record.repo.as_deref(), &record.workflow))
             .map_err(|e| e.to_string())?
             .and_then(|v| v.as_object().cloned())
             .unwrap_or_default();
@@ -545,9 +550,9 @@ fn stage_map(loaded: &dsl::Loaded) -> HashMap<String, String> {
 }
 
 /// The recorder: engine events to the store, the log files and the daemon's event bus.
-/// Returns the store connection for the run's last write.
+/// Returns the store handle for the run's last write.
 fn record_events(
-    mut store: Store,
+    store: Store,
     mut rx: mpsc::UnboundedReceiver<EngineEvent>,
     id: RunId,
     stages: &HashMap<String, String>,
@@ -588,7 +593,10 @@ fn record_events(
                     &format!("recording the start of step `{step}` of run {id}"),
                     None,
                     &stop,
-                    || store.record_step_started(id, &start),
+                    || {
+                        let start = start.clone();
+                        store.blocking_write(move |db| db.record_step_started(id, &start))
+                    },
                 );
                 start_error = written.err().map(|err| {
                     tracing::error!(run = %id, step = %step, error = %err, "cannot record step start");
@@ -646,7 +654,10 @@ fn record_events(
                     &format!("recording the end of step `{}` of run {id}", report.id),
                     None,
                     &stop,
-                    || store.record_step_finished(id, &finish),
+                    || {
+                        let finish = finish.clone();
+                        store.blocking_write(move |db| db.record_step_finished(id, &finish))
+                    },
                 );
                 if let Err(err) = written {
                     tracing::error!(run = %id, step = %report.id, error = %err, "cannot record step end");

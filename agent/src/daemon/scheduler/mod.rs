@@ -97,7 +97,7 @@ impl std::fmt::Debug for Scheduler {
 }
 
 impl Scheduler {
-    /// The scheduler on its own store connection and the handle's inbox.
+    /// The scheduler on the store handle and the daemon handle's inbox.
     pub fn new(
         handle: DaemonHandle,
         store: Store,
@@ -138,30 +138,31 @@ impl Scheduler {
         // Runs queued before this start already had their overlap rules applied.
         self.seen = self
             .store
-            .list_runs(&crate::store::RunFilter::default(), 1)
+            .list_runs(crate::store::RunFilter::default(), 1)
+            .await
             .ok()
             .and_then(|r| r.first().map(|r| r.id))
             .unwrap_or(RunId(0));
         loop {
             if std::mem::take(&mut self.scan) {
-                self.overlap_new_runs();
+                self.overlap_new_runs().await;
             }
-            self.fill();
+            self.fill().await;
             tokio::select! {
                 _ = &mut shutdown => break,
                 cmd = self.commands.recv() => match cmd {
                     Some(DaemonCommand::Shutdown) | None => break,
-                    Some(cmd) => self.command(cmd),
+                    Some(cmd) => self.command(cmd).await,
                 },
                 Some(ended) = self.done_rx.recv() => {
                     self.active.remove(&ended.run);
                 }
-                Some(checked) = self.checked_rx.recv() => self.enqueue_checked(checked),
+                Some(checked) = self.checked_rx.recv() => self.enqueue_checked(checked).await,
                 _ = poll.tick() => {
                     self.scan = true;
-                    self.renew_leases();
+                    self.renew_leases().await;
                 }
-                _ = retention.tick() => self.prune(),
+                _ = retention.tick() => self.prune().await,
             }
         }
         self.shut_down().await;
@@ -169,15 +170,16 @@ impl Scheduler {
 
     /// Renews the lease on every active run; cancels those whose cancellation was requested
     /// through the store.
-    fn renew_leases(&mut self) {
+    async fn renew_leases(&mut self) {
         let ids: Vec<RunId> = self.active.keys().copied().collect();
         if ids.is_empty() {
             return;
         }
-        match self.store.renew(&claim_owner(), &ids, LEASE) {
+        let renewed = self.store.renew(claim_owner(), ids, LEASE).await;
+        match renewed {
             Ok(cancel) => {
                 for id in cancel {
-                    let _ = self.cancel(id, "cancelled by request");
+                    let _ = self.cancel(id, "cancelled by request").await;
                 }
             }
             Err(err) => tracing::warn!(error = %err, "cannot renew the leases of active runs"),
@@ -185,14 +187,15 @@ impl Scheduler {
     }
 
     /// Claims and starts queued runs while there is room.
-    fn fill(&mut self) {
+    async fn fill(&mut self) {
         if !self.admitting {
             return;
         }
         let max = self.shared().config.limits.max_concurrent_runs.max(1);
         while self.active.len() < max {
             let free = max - self.active.len();
-            let claimed = match self.store.claim(&claim_owner(), free, LEASE) {
+            let claimed = self.store.claim(claim_owner(), free, LEASE).await;
+            let claimed = match claimed {
                 Ok(c) => c,
                 Err(err) => {
                     tracing::error!(error = %err, "cannot claim queued runs");
@@ -203,18 +206,18 @@ impl Scheduler {
                 return;
             }
             for run in claimed {
-                self.start(run);
+                self.start(run).await;
             }
         }
     }
 
-    fn start(&mut self, run: RunRecord) {
+    async fn start(&mut self, run: RunRecord) {
         let id = run.id;
-        let record = match self.store.mark_running(id) {
+        let record = match self.store.mark_running(id).await {
             Ok(r) => r,
             Err(err) => {
                 tracing::error!(run = %id, error = %err, "cannot mark the run running");
-                let _ = self.store.release_claim(id);
+                let _ = self.store.release_claim(id).await;
                 return;
             }
         };
@@ -235,14 +238,14 @@ impl Scheduler {
         ));
     }
 
-    fn command(&mut self, cmd: DaemonCommand) {
+    async fn command(&mut self, cmd: DaemonCommand) {
         match cmd {
             DaemonCommand::Enqueue(request, reply) => self.check(*request, reply),
             DaemonCommand::Cancel(id, reply) => {
-                let _ = reply.send(self.cancel(id, "cancelled by request"));
+                let _ = reply.send(self.cancel(id, "cancelled by request").await);
             }
             DaemonCommand::Retry(id, reply) => {
-                let _ = reply.send(self.retry(id));
+                let _ = reply.send(self.retry(id).await);
             }
             DaemonCommand::Wake => self.scan = true,
             DaemonCommand::FetchNow(repo) => self.handle.fetch_now(&repo),
@@ -282,16 +285,16 @@ impl Scheduler {
         });
     }
 
-    fn enqueue_checked(&mut self, checked: Checked) {
+    async fn enqueue_checked(&mut self, checked: Checked) {
         let Checked {
             run,
             overlap,
             reply,
         } = checked;
-        let _ = reply.send(self.enqueue_with_overlap(run, overlap));
+        let _ = reply.send(self.enqueue_with_overlap(run, overlap).await);
     }
 
-    fn enqueue_with_overlap(
+    async fn enqueue_with_overlap(
         &mut self,
         run: NewRun,
         overlap: Option<Overlap>,
@@ -299,32 +302,27 @@ impl Scheduler {
         if !self.admitting {
             return Err(DaemonError::ShuttingDown);
         }
-        if let (Some(group), Some(overlap)) = (&run.concurrency_group, overlap) {
-            let others: Vec<RunId> = self
-                .store
-                .active_runs_in_group(group)?
-                .into_iter()
-                .map(|r| r.id)
-                .collect();
-            match overlap::decide(overlap, &others) {
-                overlap::Decision::Skip { active } => return Err(DaemonError::Skipped(active)),
-                overlap::Decision::EnqueueAndCancel(previous) => {
-                    for other in previous {
-                        if let Err(err) =
-                            self.cancel(other, "cancelled by a newer run (cancel_previous)")
-                        {
-                            tracing::warn!(run = %other, error = %err, "cannot cancel previous run");
-                        }
+        let workflow = run.workflow.clone();
+        // Decided in the transaction that queues the run: two requests cannot both pass.
+        let admitted = self.store.enqueue(run, overlap).await?;
+        let id = match admitted {
+            overlap::Admission::Skipped { active } => return Err(DaemonError::Skipped(active)),
+            overlap::Admission::Queued { run, cancel } => {
+                for other in cancel {
+                    if let Err(err) = self
+                        .cancel(other, "cancelled by a newer run (cancel_previous)")
+                        .await
+                    {
+                        tracing::warn!(run = %other, error = %err, "cannot cancel previous run");
                     }
                 }
-                overlap::Decision::Enqueue => {}
+                run.run_id()
             }
-        }
-        let id = self.store.enqueue_run(&run)?.run_id();
+        };
         self.announced.insert(id);
         self.handle.emit(DaemonEvent::RunQueued {
             run_id: id,
-            workflow: run.workflow.as_str().into(),
+            workflow: workflow.as_str().into(),
         });
         Ok(id)
     }
@@ -332,7 +330,7 @@ impl Scheduler {
     /// Applies `concurrency.overlap` to runs that pushes and hooks queued straight into the
     /// store since the last look (manual runs got it when checked, cron applies it itself),
     /// and announces every new run.
-    fn overlap_new_runs(&mut self) {
+    async fn overlap_new_runs(&mut self) {
         if !self.admitting {
             return;
         }
@@ -340,7 +338,7 @@ impl Scheduler {
             status: Some(RunStatus::Queued),
             ..Default::default()
         };
-        let queued = match self.store.list_runs(&filter, 1000) {
+        let queued = match self.store.list_runs(filter, 1000).await {
             Ok(q) => q,
             Err(err) => {
                 tracing::warn!(error = %err, "cannot list queued runs");
@@ -359,7 +357,7 @@ impl Scheduler {
                 && let Some(group) = run.concurrency_group.clone()
                 && let Some(overlap) = overlap_at_commit(self.shared(), &run)
             {
-                self.apply_overlap(&run, &group, overlap);
+                self.apply_overlap(&run, &group, overlap).await;
             }
             self.handle.emit(DaemonEvent::RunQueued {
                 run_id: run.id,
@@ -373,8 +371,9 @@ impl Scheduler {
         }
     }
 
-    fn apply_overlap(&mut self, run: &RunRecord, group: &str, overlap: Overlap) {
-        let others: Vec<RunId> = match self.store.active_runs_in_group(group) {
+    async fn apply_overlap(&mut self, run: &RunRecord, group: &str, overlap: Overlap) {
+        let g = group.to_string();
+        let others: Vec<RunId> = match self.store.active_runs_in_group(g).await {
             Ok(o) => o
                 .into_iter()
                 .map(|r| r.id)
@@ -390,14 +389,15 @@ impl Scheduler {
             overlap::Decision::Skip { active } => {
                 let why =
                     format!("skipped: run {active} of concurrency group `{group}` is still active");
-                if let Err(err) = self.cancel(run.id, &why) {
+                if let Err(err) = self.cancel(run.id, &why).await {
                     tracing::warn!(run = %run.id, error = %err, "cannot skip run");
                 }
             }
             overlap::Decision::EnqueueAndCancel(previous) => {
                 for other in previous {
-                    if let Err(err) =
-                        self.cancel(other, "cancelled by a newer run (cancel_previous)")
+                    if let Err(err) = self
+                        .cancel(other, "cancelled by a newer run (cancel_previous)")
+                        .await
                     {
                         tracing::warn!(run = %other, error = %err, "cannot cancel previous run");
                     }
@@ -406,7 +406,7 @@ impl Scheduler {
         }
     }
 
-    fn cancel(&mut self, id: RunId, why: &str) -> Result<(), DaemonError> {
+    async fn cancel(&mut self, id: RunId, why: &str) -> Result<(), DaemonError> {
         if let Some(active) = self.active.get(&id) {
             tracing::info!(run = %id, workflow = %active.workflow, "{why}");
             active.control.cancel.request();
@@ -414,7 +414,8 @@ impl Scheduler {
         }
         let run = self
             .store
-            .get_run(id)?
+            .get_run(id)
+            .await?
             .ok_or(DaemonError::RunNotFound(id))?;
         match run.status {
             RunStatus::Queued | RunStatus::Interrupted | RunStatus::Running => {
@@ -428,7 +429,7 @@ impl Scheduler {
                     !self.shared().config.webhooks.is_empty(),
                     RunStatus::Cancelled,
                 );
-                self.store.finish_run(id, &finish)?;
+                self.store.finish_run(id, finish).await?;
                 self.handle.emit(DaemonEvent::RunFinished {
                     run_id: id,
                     workflow: run.workflow.as_str().into(),
@@ -445,17 +446,18 @@ impl Scheduler {
         }
     }
 
-    fn retry(&mut self, id: RunId) -> Result<RunId, DaemonError> {
+    async fn retry(&mut self, id: RunId) -> Result<RunId, DaemonError> {
         if !self.admitting {
             return Err(DaemonError::ShuttingDown);
         }
         let run = self
             .store
-            .get_run(id)?
+            .get_run(id)
+            .await?
             .ok_or(DaemonError::RunNotFound(id))?;
         match run.status {
             RunStatus::Interrupted => {
-                self.store.resume_run(id)?;
+                self.store.resume_run(id).await?;
                 tracing::info!(run = %id, "interrupted run resumed by request");
                 Ok(id)
             }
@@ -476,7 +478,7 @@ impl Scheduler {
                     retry_of: Some(id),
                     workflow_file: run.workflow_file.clone(),
                 };
-                let new_id = self.store.enqueue_run(&new)?.run_id();
+                let new_id = self.store.enqueue_run(new).await?.run_id();
                 self.announced.insert(new_id);
                 self.handle.emit(DaemonEvent::RunQueued {
                     run_id: new_id,
@@ -492,7 +494,7 @@ impl Scheduler {
         }
     }
 
-    fn prune(&mut self) {
+    async fn prune(&mut self) {
         let r = self.shared().config.retention;
         let retention = Retention {
             max_runs: r.max_runs,
@@ -503,7 +505,7 @@ impl Scheduler {
             }),
             cron_fires_before: chrono::Utc::now().checked_sub_signed(CRON_FIRES_KEPT),
         };
-        match self.store.prune_runs(&retention) {
+        match self.store.prune_runs(retention).await {
             Ok(ids) if !ids.is_empty() => {
                 tracing::info!(runs = ids.len(), "retention: deleted finished runs");
                 let state_dir = &self.shared().state_dir;
@@ -567,7 +569,7 @@ impl Scheduler {
                 Some(ended) = self.done_rx.recv() => {
                     self.active.remove(&ended.run);
                 }
-                Some(cmd) = self.commands.recv() => self.refuse(cmd),
+                Some(cmd) = self.commands.recv() => self.refuse(cmd).await,
                 Some(checked) = self.checked_rx.recv() => {
                     let _ = checked.reply.send(Err(DaemonError::ShuttingDown));
                 }
@@ -576,7 +578,7 @@ impl Scheduler {
     }
 
     /// During shutdown: cancels still work, everything new is refused.
-    fn refuse(&mut self, cmd: DaemonCommand) {
+    async fn refuse(&mut self, cmd: DaemonCommand) {
         match cmd {
             DaemonCommand::Enqueue(_, reply) => {
                 let _ = reply.send(Err(DaemonError::ShuttingDown));
@@ -585,7 +587,7 @@ impl Scheduler {
                 let _ = reply.send(Err(DaemonError::ShuttingDown));
             }
             DaemonCommand::Cancel(id, reply) => {
-                let _ = reply.send(self.cancel(id, "cancelled by request"));
+                let _ = reply.send(self.cancel(id, "cancelled by request").await);
             }
             // A second stop request: the grace period ends now.
             DaemonCommand::Shutdown => self.hurry = true,

@@ -1,6 +1,6 @@
 //! Recovery on boot: what happens to runs that were running when the daemon died.
 //!
-//! The store marks them interrupted ([`Store::reclaim_expired`], which also marks
+//! The store marks them interrupted ([`Db::reclaim_expired`], which also marks
 //! their running steps interrupted, counts the interruption on each of those steps and
 //! releases every claim). Then, for each of them:
 //! - Processes the dead daemon's steps left behind are ended first (SIGKILL). A step that
@@ -25,7 +25,7 @@ use std::path::Path;
 use dsl::model::{Step, StepKind};
 
 use crate::daemon::run::mirror::Mirror;
-use crate::store::{RunFinish, RunRecord, RunStatus, Store, StoreError};
+use crate::store::{Db, RunFinish, RunRecord, RunStatus, StoreError};
 
 /// How many times a run may be cut off by a crash during the same step: at the last of
 /// them it fails instead of being resumed again.
@@ -59,7 +59,7 @@ pub fn marker_scope(state_dir: &Path) -> String {
 /// Marks running runs interrupted, ends what their steps left running, and resumes those
 /// that may be resumed. Returns each interrupted run with what was done.
 pub fn recover(
-    store: &mut Store,
+    store: &mut Db,
     state_dir: &Path,
 ) -> Result<Vec<(RunRecord, Recovered)>, StoreError> {
     // The state-dir lock is held: whoever claimed runs before this boot is gone, so every

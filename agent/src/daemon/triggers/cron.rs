@@ -9,8 +9,8 @@
 //! is noticed within a minute.
 //!
 //! Each slot is keyed by the schedule (`repo`, workflow, entry index, cron line, time zone)
-//! and its UTC instant, and claimed in the store ([`Store::enqueue_scheduled_run`],
-//! [`Store::claim_cron_slot`]) in the same transaction that queues its run, so a slot fires
+//! and its UTC instant, and claimed in the store ([`Db::enqueue_scheduled_run`],
+//! [`Db::claim_cron_slot`]) in the same transaction that queues its run, so a slot fires
 //! at most once, also across restarts and DST changes (croner never repeats a wall-clock time
 //! at a fall-back). Slots missed while the daemon was down (after the schedule's last claimed
 //! slot, within [`CATCHUP_WINDOW`]) follow `catchup`: `skip` runs none, `latest` (the
@@ -41,7 +41,7 @@ use serde_json::{Map, Value};
 use crate::daemon::handle::DaemonHandle;
 use crate::daemon::run::mirror::Mirror;
 use crate::daemon::triggers::push::{ParsedFile, new_run_for, workflows_at};
-use crate::store::{RunFilter, RunId, RunStatus, Store, Trigger, TriggerKind};
+use crate::store::{Db, RunFilter, RunId, RunStatus, Store, Trigger, TriggerKind};
 
 /// How far back missed slots are caught up after downtime.
 pub const CATCHUP_WINDOW: Duration = Duration::from_secs(24 * 3600);
@@ -55,7 +55,7 @@ pub const MAX_SLEEP: Duration = Duration::from_secs(60);
 /// One `on.schedule` entry of one workflow.
 #[derive(Debug, Clone)]
 struct Entry {
-    /// Store key of the schedule.
+    /// Db key of the schedule.
     key: String,
     repo: String,
     workflow: Box<Workflow>,
@@ -119,25 +119,7 @@ pub fn catchup_slots(policy: Catchup, missed: Vec<DateTime<Utc>>) -> Vec<DateTim
 
 /// The cron task: returns after shutdown. See the module docs.
 pub async fn run(handle: DaemonHandle) {
-    let store_path = handle.shared.store_path.clone();
-    let opened = tokio::task::spawn_blocking(move || {
-        if let Some(dir) = store_path.parent() {
-            // Store::open reports a missing directory as a database error.
-            let _ = std::fs::create_dir_all(dir);
-        }
-        Store::open(&store_path)
-    });
-    let store = match opened.await {
-        Ok(Ok(store)) => store,
-        Ok(Err(err)) => {
-            tracing::error!(error = %err, "cron: cannot open the store; schedules are off");
-            return;
-        }
-        Err(err) => {
-            tracing::error!(error = %err, "cron: store open panicked; schedules are off");
-            return;
-        }
-    };
+    let store = handle.shared.store.clone();
     let mut table = Some(CronTable {
         store,
         handle: handle.clone(),
@@ -272,7 +254,10 @@ impl CronTable {
 
     /// Catches a newly loaded schedule up after downtime and sets its next slot.
     fn start(&mut self, entry: &mut Entry, now: DateTime<Utc>) {
-        let last = match self.store.last_cron_fire(&entry.key) {
+        let last = match self
+            .store
+            .blocking_read(|db: &Db| db.last_cron_fire(&entry.key))
+        {
             Ok(last) => last,
             Err(err) => {
                 tracing::warn!(schedule = %entry.key, error = %err, "cron: cannot read the last fire");
@@ -338,7 +323,7 @@ impl CronTable {
         let active = self.active_runs(&entry.repo, workflow)?;
         let cancel = match overlap::decide(entry.overlap, &active) {
             overlap::Decision::Skip { active } => {
-                if self.store.claim_cron_slot(&entry.key, slot)? {
+                if self.claim_slot(entry, slot)? {
                     tracing::info!(schedule = %entry.key, slot = %slot, active = %active,
                         "cron: slot skipped, the previous run is still active");
                 }
@@ -366,7 +351,11 @@ impl CronTable {
         ));
         match outcome {
             Ok(()) => {
-                if let Some(id) = self.store.enqueue_scheduled_run(&entry.key, slot, &run)? {
+                let key = entry.key.clone();
+                let enqueued = self
+                    .store
+                    .blocking_write(move |db| db.enqueue_scheduled_run(&key, slot, &run))?;
+                if let Some(id) = enqueued {
                     tracing::info!(schedule = %entry.key, slot = %slot, run = %id, "cron: fired");
                     self.handle
                         .emit(crate::model::event::DaemonEvent::CronFired);
@@ -375,12 +364,24 @@ impl CronTable {
                 }
             }
             Err(errors) => {
-                if self.store.claim_cron_slot(&entry.key, slot)? {
-                    self.store.record_failed_run(&run, &errors)?;
+                if self.claim_slot(entry, slot)? {
+                    self.store
+                        .blocking_write(move |db| db.record_failed_run(&run, &errors))?;
                 }
             }
         }
         Ok(Vec::new())
+    }
+
+    /// Claims a slot without a run (blocking).
+    fn claim_slot(
+        &self,
+        entry: &Entry,
+        slot: DateTime<Utc>,
+    ) -> Result<bool, crate::store::StoreError> {
+        let key = entry.key.clone();
+        self.store
+            .blocking_write(move |db| db.claim_cron_slot(&key, slot))
     }
 
     /// Queued or running runs of a workflow in a repository.
@@ -398,7 +399,7 @@ impl CronTable {
             };
             out.extend(
                 self.store
-                    .list_runs(&filter, 100)?
+                    .blocking_read(|db: &Db| db.list_runs(&filter, 100))?
                     .into_iter()
                     .map(|r| r.id),
             );
@@ -620,7 +621,7 @@ mod task_tests {
         let (handle, parts) = DaemonHandle::new(
             Config::default(),
             state.to_path_buf(),
-            crate::state_dir::db_file(state),
+            Store::open_in_dir(state).expect("store"),
             engine,
             Default::default(),
         );
@@ -634,7 +635,7 @@ mod task_tests {
     }
 
     fn schedule_runs(state: &Path) -> Vec<RunRecord> {
-        let store = Store::open_in_dir(state).expect("store");
+        let store = Db::open_in_dir(state).expect("store");
         let mut runs = store.list_runs(&RunFilter::default(), 1000).expect("list");
         runs.reverse();
         runs
@@ -722,7 +723,7 @@ mod task_tests {
         let key = schedule_key("app", "tick", 0, "* * * * * *", "UTC");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            let store = Store::open_in_dir(&state).expect("store");
+            let store = Db::open_in_dir(&state).expect("store");
             let first = schedule_runs(&state)[0]
                 .trigger
                 .scheduled_for

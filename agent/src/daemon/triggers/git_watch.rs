@@ -23,7 +23,7 @@
 //! interval, doubling, capped at [`MAX_BACKOFF_FACTOR`] times it) and logged without the
 //! URL's user information. Nothing polls in a short loop: between events a task sleeps.
 //! Fetches and scans are blocking (libgit2, SQLite) and run on the blocking pool, at most
-//! [`PARALLEL_PASSES`] at once; each opens its own store connection for the pass.
+//! [`PARALLEL_PASSES`] at once; each goes through the store handle.
 //!
 //! What counts as history: a local repository's branches are read as [`run`] starts, a
 //! remote's at its first fetch; the daemon's entry point waits (bounded) with [`first_look`]
@@ -50,7 +50,6 @@ use crate::daemon::run::mirror::redact;
 use crate::daemon::triggers::push::{
     Baseline, GlobList, ParsedFile, PushScan, scan_repo, workflows_at,
 };
-use crate::store::Store;
 
 /// A change is handled once no other ref change came for this long (git replaces the refs of
 /// one command within microseconds of each other; a later straggler just causes another
@@ -409,11 +408,7 @@ fn pass(
             path.display()
         ));
     }
-    // Opened per pass (about a millisecond): ten idle connections cost more memory.
-    if let Some(dir) = shared.store_path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("create `{}`: {e}", dir.display()))?;
-    }
-    let mut store = Store::open(&shared.store_path).map_err(|e| e.to_string())?;
+    let store = shared.store.clone();
     match s.mirror.as_mut() {
         Some(mirror) => mirror.fetch().map_err(|e| redact(&e.to_string(), &url))?,
         None => {
@@ -444,15 +439,8 @@ fn pass(
         (None, false) => Baseline::CurrentHeads,
     };
     let limit = shared.config.limits.max_runs_per_minute;
-    let scan = scan_repo(
-        &mut store,
-        mirror,
-        &repo.name,
-        Some(&globs),
-        baseline,
-        limit,
-    )
-    .map_err(|e| redact(&e.to_string(), &url))?;
+    let scan = scan_repo(&store, mirror, &repo.name, Some(&globs), baseline, limit)
+        .map_err(|e| redact(&e.to_string(), &url))?;
     s.scanned = true;
     let default_branch = mirror.default_branch();
     let head = match &default_branch {
@@ -661,10 +649,11 @@ mod task_tests {
             credentials: None,
         });
         let store_path = crate::state_dir::db_file(&state);
+        let store = crate::store::Store::open_in_dir(&state).expect("store");
         let (handle, parts) = DaemonHandle::new(
             config,
             state,
-            store_path.clone(),
+            store,
             Arc::new(Engine::new(EngineConfig::default())),
             Default::default(),
         );
@@ -704,7 +693,7 @@ mod task_tests {
         }
         commit_workflow(&repo);
         let committed = Instant::now();
-        let store = Store::open(&store_path).expect("store");
+        let store = crate::store::Db::open(&store_path).expect("store");
         let run = loop {
             let runs = store.list_runs(&RunFilter::default(), 10).expect("list");
             if let Some(run) = runs.into_iter().next() {
@@ -749,7 +738,7 @@ mod task_tests {
         // Requests for other repositories do not fetch this one.
         handle.fetch_now("other");
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let store = Store::open(&store_path).expect("store");
+        let store = crate::store::Db::open(&store_path).expect("store");
         assert!(
             store
                 .list_runs(&RunFilter::default(), 10)

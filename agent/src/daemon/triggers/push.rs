@@ -4,7 +4,7 @@
 //! the store has seen on it and, for each branch that moved, reads `.workflows/*.y{a,}ml` at
 //! the new head (from the mirror, no checkout), matches each workflow's `on.push` against the
 //! branch and the files changed since the last seen commit, and hands the store one
-//! [`Store::record_push`] per branch: the runs to queue, the failed runs of invalid files and
+//! [`Db::record_push`] per branch: the runs to queue, the failed runs of invalid files and
 //! the branch's new head, in one transaction. Every run carries the dedup key
 //! `push:<repo>:<workflow file>:<commit>`, so a commit runs at most once per workflow, also
 //! when a crash makes the daemon handle it again.
@@ -56,7 +56,7 @@ use globset::{Glob, GlobBuilder, GlobMatcher};
 use serde_json::{Map, Value};
 
 use crate::daemon::run::mirror::{Mirror, MirrorError};
-use crate::store::{Enqueued, NewRun, RunId, Store, StoreError, Trigger, TriggerKind};
+use crate::store::{Db, Enqueued, NewRun, RunId, Store, StoreError, Trigger, TriggerKind};
 
 /// Errors while scanning a repository for pushes.
 #[derive(Debug, thiserror::Error)]
@@ -187,7 +187,7 @@ impl MadeBy {
 }
 
 /// The workflow whose run made `commit`, if any (a run id is looked up in the store).
-fn maker_of(store: &Store, commit: &git2::Commit<'_>) -> Option<String> {
+fn maker_of(store: &Db, commit: &git2::Commit<'_>) -> Option<String> {
     let email = String::from_utf8_lossy(commit.committer().email_bytes()).into_owned();
     let message = String::from_utf8_lossy(commit.message_bytes()).into_owned();
     let made = MadeBy::of(&email, &message);
@@ -203,7 +203,7 @@ const GUARD_WALK_LIMIT: usize = 256;
 
 /// The workflow whose runs made every commit in `old..head` (just `head` without `old`),
 /// if one did: that workflow is not started by this push.
-fn loop_guard(store: &Store, mirror: &Mirror, old: Option<Oid>, head: Oid) -> Option<String> {
+fn loop_guard(store: &Db, mirror: &Mirror, old: Option<Oid>, head: Oid) -> Option<String> {
     let repo = mirror.repository();
     let mut walk = repo.revwalk().ok()?;
     walk.push(head).ok()?;
@@ -433,7 +433,7 @@ pub enum Baseline<'a> {
 /// `max_runs_per_minute` is the per-workflow rate limit of push runs (0: none). See the
 /// module docs for the rules.
 pub fn scan_repo(
-    store: &mut Store,
+    store: &Store,
     mirror: &Mirror,
     repo: &str,
     watched: Option<&GlobList>,
@@ -445,7 +445,12 @@ pub fn scan_repo(
         Some(globs) => globs.matches(branch),
         None => default_branch.as_deref() == Some(branch),
     };
-    let mut seen: Vec<(String, String)> = store.seen_branches(repo)?;
+    let seen_branches = || store.blocking_read(|db: &Db| db.seen_branches(repo));
+    let set_seen = |branch: &str, head: &str| {
+        let (repo, branch, head) = (repo.to_string(), branch.to_string(), head.to_string());
+        store.blocking_write(move |db| db.set_last_seen_commit(&repo, &branch, &head))
+    };
+    let mut seen: Vec<(String, String)> = seen_branches()?;
     let mut scan = PushScan::default();
     if seen.is_empty() {
         let heads = match baseline {
@@ -454,13 +459,13 @@ pub fn scan_repo(
             Baseline::Heads(heads) => heads.to_vec(),
         };
         for (branch, head) in heads.iter().filter(|(b, _)| selected(b)) {
-            store.set_last_seen_commit(repo, branch, &head.to_string())?;
+            set_seen(branch, &head.to_string())?;
             scan.baseline = true;
         }
         if scan.baseline {
             // The default branch's workflows are known now (for cron and the API).
             scan.default_branch_moved = true;
-            seen = store.seen_branches(repo)?;
+            seen = seen_branches()?;
         }
     }
     for (branch, head) in mirror.branches()? {
@@ -485,7 +490,7 @@ pub fn scan_repo(
         if last.is_none() && old == Some(head) {
             // A new branch at a commit already seen (`git checkout -b`, `git branch`): no new
             // code, nothing runs until it gets a commit of its own.
-            store.set_last_seen_commit(repo, &branch, &head_text)?;
+            set_seen(&branch, &head_text)?;
             scan.default_branch_moved |= is_default;
             scan.moved.push((branch, head_text));
             continue;
@@ -495,15 +500,23 @@ pub fn scan_repo(
         let message = mirror.commit_info(head)?.message;
         let guard = PushGuard {
             skip_all: skips_ci(&message),
-            not: loop_guard(store, mirror, old, head),
+            not: store
+                .blocking_read(|db: &Db| Ok::<_, StoreError>(loop_guard(db, mirror, old, head)))?,
             max_runs_per_minute,
         };
         if guard.skip_all {
             tracing::info!(repo, branch = %branch, commit = %head_text,
                 "the commit message asks to skip CI: no push runs");
         }
-        let (runs, failed) = runs_for_push(store, mirror, repo, &branch, head, &changed, &guard)?;
-        let written = store.record_push(repo, &branch, &head_text, &runs, &failed)?;
+        let (runs, failed) = store.blocking_read(|db: &Db| {
+            runs_for_push(db, mirror, repo, &branch, head, &changed, &guard)
+                .map_err(TriggerError::from)
+        })?;
+        let written = {
+            let (repo, branch, head) = (repo.to_string(), branch.clone(), head_text.clone());
+            let (runs, failed) = (runs.clone(), failed.clone());
+            store.blocking_write(move |db| db.record_push(&repo, &branch, &head, &runs, &failed))?
+        };
         // `record_push` answers the queued runs first, then the failed ones.
         for (i, enqueued) in written.into_iter().enumerate() {
             if let Enqueued::Created(id) = enqueued {
@@ -554,7 +567,7 @@ struct PushGuard {
 
 impl PushGuard {
     /// Whether `workflow` may start now; logs why not.
-    fn admits(&self, store: &Store, repo: &str, workflow: &str, commit: &str) -> bool {
+    fn admits(&self, store: &Db, repo: &str, workflow: &str, commit: &str) -> bool {
         if self.skip_all {
             return false;
         }
@@ -591,7 +604,7 @@ impl PushGuard {
 
 /// The runs (and failed runs) a push of `head` to `branch` changing `changed` starts.
 fn runs_for_push(
-    store: &Store,
+    store: &Db,
     mirror: &Mirror,
     repo: &str,
     branch: &str,
@@ -765,13 +778,13 @@ mod scan_tests {
             } else {
                 Baseline::Nothing
             };
-            scan_repo(&mut self.store, &self.mirror, "app", watched, baseline, 0).expect("scan")
+            scan_repo(&self.store, &self.mirror, "app", watched, baseline, 0).expect("scan")
         }
 
         fn runs(&self) -> Vec<RunRecord> {
             let mut runs = self
                 .store
-                .list_runs(&RunFilter::default(), 100)
+                .blocking_read(|db: &Db| db.list_runs(&RunFilter::default(), 100))
                 .expect("list");
             runs.reverse();
             runs
@@ -811,16 +824,9 @@ mod scan_tests {
         }
         // Nothing new: nothing queued; a restart (new store handle, baseline allowed) neither.
         assert!(f.scan(None, false).queued.is_empty());
-        let mut again = Store::open_in_dir(&f.state).expect("reopen");
-        let scan = scan_repo(
-            &mut again,
-            &f.mirror,
-            "app",
-            None,
-            Baseline::CurrentHeads,
-            0,
-        )
-        .expect("scan");
+        let again = Store::open_in_dir(&f.state).expect("reopen");
+        let scan =
+            scan_repo(&again, &f.mirror, "app", None, Baseline::CurrentHeads, 0).expect("scan");
         assert_eq!(scan, PushScan::default());
         assert_eq!(f.runs().len(), 2);
     }
@@ -832,11 +838,11 @@ mod scan_tests {
         std::fs::create_dir_all(&repo).expect("mkdir");
         git(&repo, &["init", "-q", "-b", "main"]);
         let state = tmp.path().join("state");
-        let mut store = Store::open_in_dir(&state).expect("store");
+        let store = Store::open_in_dir(&state).expect("store");
         let mut mirror =
             Mirror::open_or_clone(&state, "app", &repo.to_string_lossy()).expect("mirror");
         let scan =
-            scan_repo(&mut store, &mirror, "app", None, Baseline::CurrentHeads, 0).expect("scan");
+            scan_repo(&store, &mirror, "app", None, Baseline::CurrentHeads, 0).expect("scan");
         assert!(scan.moved.is_empty());
         commit(
             &repo,
@@ -844,7 +850,7 @@ mod scan_tests {
             "first",
         );
         mirror.fetch().expect("fetch");
-        let scan = scan_repo(&mut store, &mirror, "app", None, Baseline::Nothing, 0).expect("scan");
+        let scan = scan_repo(&store, &mirror, "app", None, Baseline::Nothing, 0).expect("scan");
         assert_eq!(scan.queued.len(), 1, "{scan:?}");
     }
 
@@ -861,15 +867,8 @@ mod scan_tests {
             "raced",
         );
         f.mirror.fetch().expect("fetch");
-        let scan = scan_repo(
-            &mut f.store,
-            &f.mirror,
-            "app",
-            None,
-            Baseline::Heads(&boot),
-            0,
-        )
-        .expect("scan");
+        let scan =
+            scan_repo(&f.store, &f.mirror, "app", None, Baseline::Heads(&boot), 0).expect("scan");
         assert!(scan.baseline);
         assert_eq!(scan.queued.len(), 1, "{scan:?}");
     }
@@ -1068,21 +1067,13 @@ mod scan_tests {
     fn push_runs_are_rate_limited_per_workflow() {
         let mut f = Fixture::new(&[(".workflows/w.yaml", &workflow("w", PUSH))]);
         f.mirror.fetch().expect("fetch");
-        scan_repo(
-            &mut f.store,
-            &f.mirror,
-            "app",
-            None,
-            Baseline::CurrentHeads,
-            2,
-        )
-        .expect("scan");
+        scan_repo(&f.store, &f.mirror, "app", None, Baseline::CurrentHeads, 2).expect("scan");
         let mut queued = Vec::new();
         for i in 0..4 {
             commit(&f.repo, &[("n", &i.to_string())], "push");
             f.mirror.fetch().expect("fetch");
-            let scan = scan_repo(&mut f.store, &f.mirror, "app", None, Baseline::Nothing, 2)
-                .expect("scan");
+            let scan =
+                scan_repo(&f.store, &f.mirror, "app", None, Baseline::Nothing, 2).expect("scan");
             queued.push(scan.queued.len());
         }
         assert_eq!(queued, [1, 1, 0, 0]);

@@ -7,13 +7,14 @@
 //! interrupted ones and releases claims; `resume_run` puts an interrupted run back in the
 //! queue with its finished steps kept.
 
+use crate::store::overlap;
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Row, Transaction, params};
 
 use super::tx::insert_run;
 use super::{
-    AttemptRecord, Enqueued, NewRun, Retention, RunFilter, RunFinish, RunId, RunRecord, RunStatus,
-    RunSummary, StepFinish, StepRecord, StepStart, StepStatus, Store, StoreError, Trigger,
+    AttemptRecord, Db, Enqueued, NewRun, Retention, RunFilter, RunFinish, RunId, RunRecord,
+    RunStatus, RunSummary, StepFinish, StepRecord, StepStart, StepStatus, StoreError, Trigger,
     TriggerKind, from_json, from_json_opt, from_ms, from_ms_opt, now_ms, parse_enum, to_json,
     to_json_opt, to_ms,
 };
@@ -288,7 +289,7 @@ fn require_status(
     Ok(())
 }
 
-impl Store {
+impl Db {
     /// Puts a run in the queue. With a `dedup_key` already used, nothing is written and the
     /// existing run is returned as [`Enqueued::Duplicate`].
     pub fn enqueue_run(&mut self, run: &NewRun) -> Result<Enqueued, StoreError> {
@@ -298,8 +299,48 @@ impl Store {
         Ok(result)
     }
 
+    /// Queues `run` under its group's overlap rule ([`overlap::decide`]), deciding in the same
+    /// transaction that inserts it: two concurrent enqueues of one group see each other. No
+    /// group or no rule: queued as by [`Db::enqueue_run`].
+    pub fn enqueue_run_with_overlap(
+        &mut self,
+        run: &NewRun,
+        mode: Option<overlap::Overlap>,
+    ) -> Result<overlap::Admission, StoreError> {
+        let tx = self.write()?;
+        let decision = match (&run.concurrency_group, mode) {
+            (Some(group), Some(mode)) => {
+                let mut stmt = tx.prepare(
+                    "SELECT id FROM runs
+                     WHERE concurrency_group = ?1 AND status IN ('queued', 'running')
+                     ORDER BY id",
+                )?;
+                let active = stmt
+                    .query_map(params![group], |r| r.get::<_, i64>(0))?
+                    .map(|r| r.map(RunId))
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                drop(stmt);
+                overlap::decide(mode, &active)
+            }
+            _ => overlap::Decision::Enqueue,
+        };
+        let admission = match decision {
+            overlap::Decision::Skip { active } => overlap::Admission::Skipped { active },
+            overlap::Decision::Enqueue => overlap::Admission::Queued {
+                run: insert_run(&tx, run, RunStatus::Queued, None)?,
+                cancel: Vec::new(),
+            },
+            overlap::Decision::EnqueueAndCancel(cancel) => overlap::Admission::Queued {
+                run: insert_run(&tx, run, RunStatus::Queued, None)?,
+                cancel,
+            },
+        };
+        tx.commit()?;
+        Ok(admission)
+    }
+
     /// Records a run that failed before it could be queued (an invalid workflow file: the
-    /// diagnostics go in `error`). Deduplicated like [`Store::enqueue_run`].
+    /// diagnostics go in `error`). Deduplicated like [`Db::enqueue_run`].
     pub fn record_failed_run(&mut self, run: &NewRun, error: &str) -> Result<Enqueued, StoreError> {
         let tx = self.write()?;
         let result = insert_run(&tx, run, RunStatus::Failed, Some(error))?;
@@ -310,8 +351,8 @@ impl Store {
     /// Claims up to `limit` queued runs for starting, in order: within a concurrency group,
     /// first in first out, and only when no run of the group is running or claimed; then by
     /// priority (highest first), then by age (oldest first). Claimed runs stay `queued` (with
-    /// `claimed_at` set) until [`Store::mark_running`], and are not returned again;
-    /// [`Store::release_claim`] hands one back.
+    /// `claimed_at` set) until [`Db::mark_running`], and are not returned again;
+    /// [`Db::release_claim`] hands one back.
     pub fn claim(
         &mut self,
         owner: &str,
@@ -598,7 +639,7 @@ impl Store {
 
     /// Extends `owner`'s lease on `ids` (claimed or running runs it holds) to `lease` from
     /// now. Answers the ids among them whose cancellation was requested
-    /// ([`Store::request_cancel`]): the owner is expected to cancel them.
+    /// ([`Db::request_cancel`]): the owner is expected to cancel them.
     pub fn renew(
         &mut self,
         owner: &str,
@@ -628,7 +669,7 @@ impl Store {
     }
 
     /// Asks the owner of a queued or running run to cancel it; the owner sees the request on
-    /// its next [`Store::renew`]. Answers whether the run was still active.
+    /// its next [`Db::renew`]. Answers whether the run was still active.
     pub fn request_cancel(&mut self, id: RunId) -> Result<bool, StoreError> {
         let tx = self.write()?;
         let changed = tx.execute(
@@ -661,7 +702,7 @@ impl Store {
     }
 
     /// The interrupted steps of a run with how many times each was interrupted by a boot
-    /// ([`Store::reclaim_expired`] counts), in the order they were first recorded.
+    /// ([`Db::reclaim_expired`] counts), in the order they were first recorded.
     pub fn interrupted_steps(&self, id: RunId) -> Result<Vec<(String, u32)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT step_id, interruptions FROM steps
@@ -948,7 +989,7 @@ mod tests {
     use crate::store::TriggerKind;
 
     /// The query plan of a listing, one line per step, as `EXPLAIN QUERY PLAN` prints it.
-    fn query_plan(store: &Store, filter: &RunFilter, before: Option<RunId>) -> String {
+    fn query_plan(store: &Db, filter: &RunFilter, before: Option<RunId>) -> String {
         let (sql, values) = listing_sql(SUMMARY_COLUMNS, filter, before, 50);
         let mut stmt = store
             .conn
@@ -970,7 +1011,7 @@ mod tests {
     #[test]
     fn listing_filters_use_the_indexes() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open_in_dir(dir.path()).expect("open");
+        let store = Db::open_in_dir(dir.path()).expect("open");
         let by =
             |workflow: Option<&str>, status: Option<RunStatus>, repo: Option<&str>| RunFilter {
                 workflow: workflow.map(str::to_string),
@@ -1009,7 +1050,7 @@ mod tests {
     #[test]
     fn a_finished_report_skips_the_step_rows() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut store = Store::open_in_dir(dir.path()).expect("open");
+        let mut store = Db::open_in_dir(dir.path()).expect("open");
         let run = NewRun::new("w", Trigger::new(TriggerKind::Manual));
         let id = store.enqueue_run(&run).expect("enqueue").run_id();
         store.mark_running(id).expect("running");
@@ -1030,7 +1071,7 @@ mod tests {
     #[test]
     fn summaries_page_with_before() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut store = Store::open_in_dir(dir.path()).expect("open");
+        let mut store = Db::open_in_dir(dir.path()).expect("open");
         let mut ids = Vec::new();
         for i in 0..7 {
             let mut run = NewRun::new(

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::tx::{insert_run, save_context_tx};
 use super::{
-    CacheEntry, Enqueued, NewRun, RunId, RunStatus, Store, StoreError, from_json, from_ms,
+    CacheEntry, Db, Enqueued, NewRun, RunId, RunStatus, StoreError, from_json, from_ms,
     from_ms_opt, now_ms, to_json, to_ms,
 };
 
@@ -32,7 +32,7 @@ fn claim_slot_tx(
     Ok(inserted == 1)
 }
 
-impl Store {
+impl Db {
     /// The preserved context of a workflow (`context.preserve: true`), if one was saved.
     pub fn load_context(
         &self,
@@ -50,7 +50,7 @@ impl Store {
         text.map(|t| from_json("context", &t)).transpose()
     }
 
-    /// Saves a workflow's preserved context (normally done by [`Store::finish_run`]).
+    /// Saves a workflow's preserved context (normally done by [`Db::finish_run`]).
     pub fn save_context(
         &mut self,
         repo: Option<&str>,
