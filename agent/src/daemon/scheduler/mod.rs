@@ -9,13 +9,14 @@
 //! (`skip`, `queue`, `cancel_previous`) is applied before they are queued; cancels; retries.
 //! It looks at the queue when woken and every few seconds in any case (runs written straight to
 //! the store by triggers and cron), and prunes finished runs and their logs by the retention
-//! policy once an hour.
+//! policy once an hour ([`retention`]).
 //!
 //! Shutdown: no run is claimed any more; running runs get `limits.shutdown_grace` to finish
 //! (a second [`DaemonCommand::Shutdown`] ends it at once), then are cancelled and abandoned: their end is not written, so the next boot finds them
 //! running, marks them interrupted and resumes them (see [`super::recovery`]).
 
 pub mod recovery;
+pub mod retention;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,9 +32,7 @@ use crate::daemon::handle::{
 use crate::daemon::run::mirror::Mirror;
 use crate::daemon::run::task::{self, RunControl, RunEnded};
 use crate::store::overlap::{self, Overlap};
-use crate::store::{
-    NewRun, Retention, RunFinish, RunId, RunRecord, RunStatus, Store, Trigger, TriggerKind,
-};
+use crate::store::{NewRun, RunFinish, RunId, RunRecord, RunStatus, Store, Trigger, TriggerKind};
 
 /// How often the queue is looked at without being woken (a safety net: whoever writes runs
 /// into the store wakes the scheduler).
@@ -45,10 +44,6 @@ const LEASE: Duration = Duration::from_secs(60);
 fn claim_owner() -> String {
     format!("agent-{}", std::process::id())
 }
-/// How long fired cron slots are remembered (each schedule's latest is always kept).
-const CRON_FIRES_KEPT: chrono::TimeDelta = chrono::TimeDelta::days(1);
-/// How often retention runs.
-const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
 /// After the grace period and the cancel, how long runs may take to end before the daemon
 /// stops anyway (the engine kills step groups after its own grace).
 const CANCEL_WAIT: Duration = Duration::from_secs(15);
@@ -130,8 +125,7 @@ impl Scheduler {
     pub async fn run(mut self) {
         let mut poll = tokio::time::interval(POLL_INTERVAL);
         poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut retention = tokio::time::interval(RETENTION_INTERVAL);
-        retention.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut retention = retention::timer();
         let shutdown_handle = self.handle.clone();
         let shutdown = shutdown_handle.shutdown_requested();
         tokio::pin!(shutdown);
@@ -418,10 +412,12 @@ impl Scheduler {
             .ok_or(DaemonError::RunNotFound(id))?;
         match run.status {
             RunStatus::Queued | RunStatus::Interrupted | RunStatus::Running => {
-                let report = serde_json::json!({
-                    "run_id": id.to_string(), "workflow": run.workflow, "status": "cancelled",
-                    "stages": [], "error": why,
-                });
+                let report = crate::model::report::RunReport::ended_early(
+                    id.to_string(),
+                    run.workflow.as_str(),
+                    RunStatus::Cancelled,
+                    why,
+                );
                 let mut finish = RunFinish::new(RunStatus::Cancelled);
                 finish.error = Some(why.to_string());
                 finish.event = crate::model::event::EventKind::outbox_run_end(
@@ -493,34 +489,7 @@ impl Scheduler {
     }
 
     fn prune(&mut self) {
-        let r = self.shared().config.retention;
-        let retention = Retention {
-            max_runs: r.max_runs,
-            finished_before: r.max_age.and_then(|age| {
-                chrono::Duration::from_std(age)
-                    .ok()
-                    .and_then(|d| chrono::Utc::now().checked_sub_signed(d))
-            }),
-            cron_fires_before: chrono::Utc::now().checked_sub_signed(CRON_FIRES_KEPT),
-        };
-        match self.store.prune_runs(&retention) {
-            Ok(ids) if !ids.is_empty() => {
-                tracing::info!(runs = ids.len(), "retention: deleted finished runs");
-                let state_dir = &self.shared().state_dir;
-                crate::daemon::run::logs::remove_run_logs(state_dir, &ids);
-                // Kept workspaces of failed runs go with their runs.
-                for id in &ids {
-                    let ws = crate::daemon::run::workspace::Workspace::path_for_run(state_dir, id);
-                    if ws.exists()
-                        && let Err(err) = std::fs::remove_dir_all(&ws)
-                    {
-                        tracing::warn!(workspace = %ws.display(), error = %err, "cannot remove workspace");
-                    }
-                }
-            }
-            Ok(_) => {}
-            Err(err) => tracing::warn!(error = %err, "retention failed"),
-        }
+        retention::prune(&mut self.store, self.shared());
     }
 
     async fn shut_down(&mut self) {

@@ -33,7 +33,7 @@
 //!   diagnostics, on the push that added or changed it; the other workflows run as usual.
 //! - Loop guard: a commit made by a run of workflow W does not start W again (a workflow
 //!   that pushes to its own repository would otherwise run forever). Steps of daemon runs
-//!   commit as `Agent <agent-run-ID@agent.invalid>` ([`committer_env`]); a commit is W's when
+//!   commit as `Agent <agent-run-ID@agent.invalid>` ([`committer_env`](crate::daemon::run::committer::committer_env)); a commit is W's when
 //!   its committer address names a run of W, or its message has an `Agent-Workflow: W` or
 //!   `Agent-Run: ID` trailer. A push starts nothing of W when every new commit is W's.
 //!   A head commit whose message says `[skip ci]`, `[ci skip]`, `[no ci]`, `[skip agent]` or
@@ -113,24 +113,6 @@ impl ParsedFile {
             ParsedFile::Valid { path, .. } | ParsedFile::Invalid { path, .. } => path,
         }
     }
-}
-
-/// The committer name of commits made by steps of daemon runs.
-pub const COMMITTER_NAME: &str = "Agent";
-
-/// The committer address of commits made by steps of run `run`.
-pub fn committer_email(run: RunId) -> String {
-    format!("agent-run-{run}@agent.invalid")
-}
-
-/// The environment that makes commits of a run's steps recognisable as the run's:
-/// `GIT_COMMITTER_NAME` and `GIT_COMMITTER_EMAIL` (the author stays whoever git's config
-/// says; a workflow `env:` setting these wins, and then only a trailer marks the commit).
-pub fn committer_env(run: RunId) -> Vec<(String, String)> {
-    vec![
-        ("GIT_COMMITTER_NAME".into(), COMMITTER_NAME.into()),
-        ("GIT_COMMITTER_EMAIL".into(), committer_email(run)),
-    ]
 }
 
 /// Markers in a head commit's message that start no push run (GitHub's and our own).
@@ -647,6 +629,7 @@ fn runs_for_push(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::daemon::run::committer::{COMMITTER_NAME, committer_email};
 
     fn globs(p: &[&str]) -> GlobList {
         GlobList::new(p).expect("globs compile")
