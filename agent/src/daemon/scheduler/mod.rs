@@ -22,15 +22,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 
+use crate::daemon::catalog::{Catalog, ParsedFile};
 use crate::daemon::handle::{
     DaemonCommand, DaemonError, DaemonEvent, DaemonHandle, NewRunRequest, Shared,
 };
 use crate::daemon::run::mirror::Mirror;
 use crate::daemon::run::task::{self, RunControl, RunEnded};
+use crate::daemon::triggers::manual;
 use crate::store::overlap::{self, Overlap};
 use crate::store::{NewRun, RunFinish, RunId, RunRecord, RunStatus, Store, Trigger, TriggerKind};
 
@@ -258,9 +259,10 @@ impl Scheduler {
         let shared = self.shared().clone();
         let back = self.checked_tx.clone();
         tokio::spawn(async move {
-            let checked = tokio::task::spawn_blocking(move || check_request(&shared, &request))
-                .await
-                .unwrap_or_else(|e| Err(DaemonError::Git(format!("internal error: {e}"))));
+            let checked =
+                tokio::task::spawn_blocking(move || manual::check_request(&shared, &request))
+                    .await
+                    .unwrap_or_else(|e| Err(DaemonError::Git(format!("internal error: {e}"))));
             match checked {
                 Ok((run, overlap)) => {
                     let _ = back.send(Checked {
@@ -489,7 +491,7 @@ impl Scheduler {
     }
 
     fn prune(&mut self) {
-        retention::prune(&mut self.store, self.shared());
+        retention::prune(&mut self.store, &self.handle.shared);
     }
 
     async fn shut_down(&mut self) {
@@ -568,176 +570,15 @@ impl Scheduler {
 fn overlap_at_commit(shared: &Shared, run: &RunRecord) -> Option<Overlap> {
     let mirror = Mirror::open(&shared.state_dir, run.repo.as_deref()?).ok()?;
     let oid = mirror.resolve_commit(run.trigger.commit.as_deref()?).ok()?;
-    let files = mirror.read_workflow_files(oid).ok()?;
-    files.iter().find_map(|f| {
-        let (wf, _) = dsl::parse_str(&f.path, &f.text).ok()?;
-        if wf.name.value != run.workflow {
-            return None;
-        }
-        wf.concurrency.as_ref().map(|c| c.overlap.value)
-    })
-}
-
-/// Checks a manual run (blocking: git reads): the repository, the commit, the workflow at
-/// that commit and the parameters. Returns the run to queue and its overlap rule.
-pub fn check_request(
-    shared: &Shared,
-    request: &NewRunRequest,
-) -> Result<(NewRun, Option<Overlap>), DaemonError> {
-    let repo = match &request.repo {
-        Some(name) => shared
-            .config
-            .repo(name)
-            .ok_or_else(|| DaemonError::UnknownRepo(name.clone()))?,
-        None => match shared.config.repos.as_slice() {
-            [only] => only,
-            [] => return Err(DaemonError::UnknownRepo("(none configured)".into())),
-            _ => {
-                return Err(DaemonError::UnknownRepo(
-                    "(several are configured: name one with `repo`)".into(),
-                ));
-            }
-        },
+    let catalog = Catalog::at(&mirror, oid).ok()?;
+    // The run's own file when it recorded one, else the workflow of its name.
+    let wf = match run
+        .workflow_file
+        .as_deref()
+        .and_then(|p| catalog.by_file(p))
+    {
+        Some(ParsedFile::Valid { workflow, .. }) => &**workflow,
+        _ => catalog.by_name(&run.workflow)?.1,
     };
-    let mirror = task::open_mirror(shared, repo).map_err(|e| DaemonError::Git(e.to_string()))?;
-    let branch = request.branch.clone().or_else(|| mirror.default_branch());
-    let spec = request
-        .commit
-        .clone()
-        .or_else(|| branch.clone())
-        .unwrap_or_else(|| "HEAD".into());
-    let oid = match mirror.resolve_commit(&spec) {
-        Ok(oid) => oid,
-        Err(_) => {
-            let mut mirror = mirror;
-            mirror
-                .fetch()
-                .map_err(|e| DaemonError::Git(e.to_string()))?;
-            mirror
-                .resolve_commit(&spec)
-                .map_err(|e| DaemonError::Git(e.to_string()))?
-        }
-    };
-    let mirror =
-        Mirror::open(&shared.state_dir, &repo.name).map_err(|e| DaemonError::Git(e.to_string()))?;
-    let files = mirror
-        .read_workflow_files(oid)
-        .map_err(|e| DaemonError::Git(e.to_string()))?;
-    let mut found = None;
-    let mut invalid = None;
-    for file in &files {
-        let file_name = file.path.rsplit('/').next().unwrap_or(&file.path);
-        match dsl::parse_str(&file.path, &file.text) {
-            Ok((wf, _)) if wf.name.value == request.workflow => {
-                found = Some((file.path.clone(), wf));
-                break;
-            }
-            Ok(_) => {}
-            Err(diags) => {
-                let stem = file_name
-                    .rsplit_once('.')
-                    .map(|(s, _)| s)
-                    .unwrap_or(file_name);
-                if stem == request.workflow {
-                    invalid = Some(diags.render());
-                }
-            }
-        }
-    }
-    let Some((workflow_file, wf)) = found else {
-        return Err(match invalid {
-            Some(diagnostics) => DaemonError::InvalidWorkflow {
-                workflow: request.workflow.clone(),
-                diagnostics,
-            },
-            None => DaemonError::UnknownWorkflow {
-                workflow: request.workflow.clone(),
-                repo: repo.name.clone(),
-            },
-        });
-    };
-    if request.trigger == TriggerKind::Manual && wf.on.manual.as_ref().is_some_and(|m| !m.value) {
-        return Err(DaemonError::ManualDisabled(wf.name.value.clone()));
-    }
-    let parameters = dsl::params::resolve_json(&wf, &request.parameters).map_err(|errors| {
-        DaemonError::InvalidParameters(errors.iter().map(ToString::to_string).collect())
-    })?;
-    let trigger = Trigger {
-        kind: request.trigger,
-        commit: Some(oid.to_string()),
-        branch,
-        scheduled_for: None,
-    };
-    let (group, overlap) = concurrency_of(&wf, &repo.name, &parameters, &trigger);
-    let run = NewRun {
-        workflow: wf.name.value.clone(),
-        repo: Some(repo.name.clone()),
-        trigger,
-        parameters: Value::Object(parameters),
-        priority: wf.metadata.priority.as_ref().map(|p| p.value).unwrap_or(0),
-        concurrency_group: group,
-        dedup_key: None,
-        retry_of: None,
-        workflow_file: Some(workflow_file),
-    };
-    Ok((run, overlap))
-}
-
-/// A workflow's concurrency group and overlap rule: `concurrency.group` rendered against the
-/// run's parameters, `workflow` and `repo` (the workflow's name when the section has no
-/// group or the template cannot be rendered; the same rule as push and cron runs);
-/// `None` without the section.
-pub fn concurrency_of(
-    wf: &dsl::Workflow,
-    repo: &str,
-    parameters: &Map<String, Value>,
-    trigger: &Trigger,
-) -> (Option<String>, Option<Overlap>) {
-    let Some(c) = &wf.concurrency else {
-        return (None, None);
-    };
-    let fallback = wf.name.value.clone();
-    let group = match &c.group {
-        None => fallback,
-        Some(t) => {
-            let mut ctx = dsl::expr::MapContext::new(Map::new())
-                .with_base_env(crate::engine::step_env::base_env(&[]));
-            ctx.insert("parameters", Value::Object(parameters.clone()));
-            ctx.insert("workflow", serde_json::json!({ "name": wf.name.value }));
-            ctx.insert(
-                "repo",
-                serde_json::json!({
-                    "name": repo,
-                    "branch": trigger.branch,
-                    "commit": trigger.commit,
-                }),
-            );
-            match t.render(&ctx) {
-                Ok(Value::String(s)) if !s.is_empty() => s,
-                Ok(Value::Null) | Err(_) => fallback,
-                Ok(other) => other.to_string(),
-            }
-        }
-    };
-    (Some(group), Some(c.overlap.value))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn groups_render_parameters() {
-        let (wf, _) = dsl::parse_str(
-            "w.yaml",
-            "workflow:\n  name: w\n  parameters:\n    - name: env\n  concurrency:\n    group: deploy-${{ parameters.env }}\n    overlap: skip\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: 'true'\n",
-        )
-        .expect("valid");
-        let mut p = Map::new();
-        p.insert("env".into(), Value::from("prod"));
-        let t = Trigger::new(TriggerKind::Manual);
-        let (group, overlap) = concurrency_of(&wf, "app", &p, &t);
-        assert_eq!(group.as_deref(), Some("deploy-prod"));
-        assert_eq!(overlap, Some(Overlap::Skip));
-    }
+    wf.concurrency.as_ref().map(|c| c.overlap.value)
 }
