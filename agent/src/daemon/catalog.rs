@@ -20,6 +20,9 @@ use crate::daemon::run::mirror::{Mirror, MirrorError};
 /// How many commits' catalogs are kept.
 pub const CACHE_SIZE: usize = 32;
 
+/// A cached catalog's key: the mirror's directory and the commit.
+type CacheKey = (PathBuf, Oid);
+
 /// The workflow files of one commit, in path order.
 #[derive(Debug)]
 pub struct Catalog {
@@ -29,7 +32,7 @@ pub struct Catalog {
 impl Catalog {
     /// The catalog of `commit` in `mirror`: from the cache, or read and parsed now.
     pub fn at(mirror: &Mirror, commit: Oid) -> Result<Arc<Catalog>, MirrorError> {
-        static CACHE: Mutex<VecDeque<((PathBuf, Oid), Arc<Catalog>)>> = Mutex::new(VecDeque::new());
+        static CACHE: Mutex<VecDeque<(CacheKey, Arc<Catalog>)>> = Mutex::new(VecDeque::new());
         let key = (mirror.path().to_path_buf(), commit);
         let lock = || {
             CACHE

@@ -38,7 +38,9 @@ use tokio::sync::mpsc;
 
 use crate::bus::Shutdown;
 use crate::model::event::DaemonEvent;
-use crate::model::report::{RunReport, StageReport, StepReport, StepStatus};
+use crate::model::report::{RunReport, StepStatus};
+#[cfg(test)]
+use crate::model::report::{StageReport, StepReport};
 use crate::store::{RunId, RunStatus};
 
 /// Labels of a run counter.
