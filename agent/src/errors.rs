@@ -1,5 +1,6 @@
 //! The process exit codes of every `agent` command, in one table, and the error a command
-//! reports at its edge (the last thing it prints before it exits).
+//! reports at its edge (the last thing it prints before it exits). Each command's error type
+//! implements [`CommandError`] where it is defined (the daemon's in `crate::server`).
 //!
 //! | code | meaning |
 //! |------|---------|
@@ -27,14 +28,6 @@ pub fn report(err: &dyn CommandError) -> i32 {
     err.exit_code()
 }
 
-impl CommandError for crate::server::DaemonStartError {
-    /// A daemon that cannot start (or stops with an error) fails; an invalid config file is
-    /// reported before, with its diagnostics, as invalid input.
-    fn exit_code(&self) -> i32 {
-        EXIT_FAILED
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,10 +36,5 @@ mod tests {
     #[test]
     fn the_table() {
         assert_eq!((EXIT_OK, EXIT_FAILED, EXIT_INVALID), (0, 1, 2));
-        let err = crate::server::DaemonStartError::RunAs {
-            user: "x".into(),
-            why: "y".into(),
-        };
-        assert_eq!(err.exit_code(), EXIT_FAILED);
     }
 }

@@ -1,7 +1,8 @@
 //! The `agent` library behind the binary.
 //!
 //! Data flow of the daemon half, and the import direction (a module imports only those to
-//! its left; `.ci/import-graph` checks there is no circle):
+//! its left; `.ci/import-graph` and the `architecture` tests of `tests/` check there is no
+//! circle, and that every module below opens with a doc comment saying what it owns):
 //!
 //! ```text
 //! model ← config ← store ← bus ← daemon, monitor, notify, api ← server ← cli

@@ -77,6 +77,14 @@ pub enum DaemonStartError {
     },
 }
 
+impl crate::errors::CommandError for DaemonStartError {
+    /// A daemon that cannot start (or stops with an error) fails; an invalid config file is
+    /// reported before, with its diagnostics, as invalid input.
+    fn exit_code(&self) -> i32 {
+        crate::errors::EXIT_FAILED
+    }
+}
+
 /// Runs the daemon until `shutdown` resolves: recovers interrupted runs, starts the
 /// scheduler, the git watchers, cron and the API, then, on shutdown, stops admitting runs,
 /// gives running steps `limits.shutdown_grace` to finish and cancels the rest (they resume
@@ -475,6 +483,17 @@ fn remove_stale_workspaces(store: &Db, config: &Config) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A daemon that cannot start exits with the failure code of the exit-code table.
+    #[test]
+    fn a_start_error_is_a_failure() {
+        use crate::errors::CommandError;
+        let err = DaemonStartError::RunAs {
+            user: "x".into(),
+            why: "y".into(),
+        };
+        assert_eq!(err.exit_code(), crate::errors::EXIT_FAILED);
+    }
 
     /// The entry point boots in-process on a free port and stops when its shutdown future
     /// resolves, so tests need no separate process.

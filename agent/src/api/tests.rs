@@ -1,5 +1,6 @@
 //! In-process tests of the API: a real server on 127.0.0.1:0 in front of a stand-in
-//! scheduler (which answers commands from the store), driven by the CLI's own HTTP client.
+//! scheduler (which answers commands from the store), driven over HTTP by a small reqwest
+//! client of its own ([`Client`] below: the API does not depend on the CLI).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,16 +10,141 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::cli::client::{Client, ClientError};
 use crate::config::Config;
 use crate::daemon::handle::{DaemonCommand, DaemonError, DaemonHandle, HandleParts};
 use crate::engine::{Engine, EngineConfig};
+use crate::model::api::ErrorBody;
 use crate::store::{
     Db, NewRun, RunFinish, RunId, RunStatus, StepFinish, StepStart, StepStatus, Trigger,
     TriggerKind,
 };
 
 const TOKEN: &str = "in-process-token";
+
+/// A plain HTTP client for these tests: bearer token, JSON or text answers, and a
+/// server-sent event reader.
+#[derive(Clone)]
+struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+/// A request that failed: an error status (with the JSON error body, if it was one), or no
+/// answer at all.
+#[derive(Debug)]
+enum ClientError {
+    Status {
+        status: StatusCode,
+        body: Option<ErrorBody>,
+    },
+    Http(reqwest::Error),
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::Status { status, body } => write!(f, "{status}: {body:?}"),
+            ClientError::Http(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl Client {
+    fn new(base: &str, token: Option<String>) -> Result<Client, ClientError> {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .map_err(ClientError::Http)?;
+        Ok(Client {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            http,
+        })
+    }
+
+    /// Sends a request; an error status becomes [`ClientError::Status`].
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<reqwest::Response, ClientError> {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_string());
+        }
+        let response = tokio::time::timeout(Duration::from_secs(30), request.send())
+            .await
+            .expect("an answer within 30 s")
+            .map_err(ClientError::Http)?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let bytes = response.bytes().await.map_err(ClientError::Http)?;
+        Err(ClientError::Status {
+            status,
+            body: serde_json::from_slice(&bytes).ok(),
+        })
+    }
+
+    async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ClientError> {
+        let response = self.send(method, path, body).await?;
+        let bytes = response.bytes().await.map_err(ClientError::Http)?;
+        Ok(serde_json::from_slice(&bytes).expect("a JSON answer"))
+    }
+
+    async fn text(&self, path: &str) -> Result<Vec<u8>, ClientError> {
+        let response = self.send(Method::GET, path, None).await?;
+        Ok(response.bytes().await.map_err(ClientError::Http)?.to_vec())
+    }
+
+    /// Reads the event stream at `path`, calling `on_event(name, data)` per event until the
+    /// stream ends or `on_event` returns false.
+    async fn follow(
+        &self,
+        path: &str,
+        mut on_event: impl FnMut(&str, &str) -> bool,
+    ) -> Result<(), ClientError> {
+        let mut response = self.send(Method::GET, path, None).await?;
+        let mut buffer = String::new();
+        while let Some(chunk) = response.chunk().await.map_err(ClientError::Http)? {
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buffer.find("\n\n") {
+                let block: String = buffer.drain(..end + 2).collect();
+                let (mut name, mut data) = ("message".to_string(), None::<String>);
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        name = v.trim_start().to_string();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        let v = v.strip_prefix(' ').unwrap_or(v);
+                        data = Some(match data {
+                            Some(d) => format!("{d}\n{v}"),
+                            None => v.to_string(),
+                        });
+                    }
+                }
+                if let Some(data) = data
+                    && !on_event(&name, &data)
+                {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+}
 
 struct Api {
     url: String,
@@ -186,7 +312,7 @@ async fn trigger_list_get_cancel_retry() {
         .await
         .expect_err("422");
     match e {
-        ClientError::Status { status, body, .. } => {
+        ClientError::Status { status, body } => {
             assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
             let body = body.expect("json body");
             assert_eq!(

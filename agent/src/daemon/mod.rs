@@ -1,4 +1,5 @@
-//! The daemon: git watching, cron, the run queue, workspaces and recovery.
+//! The daemon: what to run, when, and running it (git watching, cron, manual runs, the run
+//! queue, workspaces and recovery). It owns run state through the scheduler.
 //!
 //! Parts and who owns what:
 //! - [`handle`]: the contract between the parts: [`DaemonHandle`] (commands to the scheduler,
@@ -6,14 +7,16 @@
 //! - [`scheduler`]: the actor that owns the queue and run states; [`run::task`] runs one run
 //!   (workspace, engine, step records, logs); [`scheduler::recovery`] decides on boot what happens
 //!   to runs a crash interrupted; [`run::logs`] writes the capped step log files.
-//! - [`triggers`] (git watching, push, cron): what to run, when (they write runs through the
-//!   store's deduping writes and wake the scheduler).
+//! - [`triggers`] (git watching, push, cron, manual and hook requests): what to run, when
+//!   (they write runs through the store's deduping writes and wake the scheduler).
+//! - [`catalog`]: the workflows at a commit, by file and by name, parsed once per commit.
 //! - [`run::mirror`] and [`run::workspace`]: a cached bare mirror per repository and a checkout of an
 //!   exact commit per run.
 //!
 //! The daemon imports neither the API nor the notifier: `crate::server` starts it next to
 //! them. Durable state lives in [`crate::store`].
 
+pub mod catalog;
 pub mod handle;
 pub mod run;
 pub mod scheduler;

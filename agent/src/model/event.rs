@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::store::{RunId, RunStatus, StepStatus};
+use crate::model::{RunId, RunStatus, StepStatus};
 
 /// An event a webhook can subscribe to (its `events:` list).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -151,8 +151,8 @@ pub enum DaemonEvent {
         workflow: Arc<str>,
         /// Its final status.
         status: RunStatus,
-        /// The run report (the JSON of `agent exec --json`), secrets masked.
-        report: Arc<Value>,
+        /// The run report (what `agent exec --json` prints), secrets masked.
+        report: Arc<crate::model::report::RunReport>,
     },
     /// A failed try of a step will be retried after `delay` (`step.retrying` webhooks).
     StepRetrying {

@@ -154,6 +154,32 @@ pub struct RunReport {
     pub error: Option<String>,
 }
 
+impl RunReport {
+    /// The report of a run that ended without running a step (it failed before it started,
+    /// or was cancelled while queued): its status and why, no stages.
+    pub fn ended_early(
+        run_id: impl Into<String>,
+        workflow: impl Into<String>,
+        status: RunStatus,
+        error: impl Into<String>,
+    ) -> RunReport {
+        RunReport {
+            run_id: run_id.into(),
+            workflow: workflow.into(),
+            status,
+            started_at: None,
+            finished_at: None,
+            duration_ms: None,
+            parameters: Map::new(),
+            stages: Vec::new(),
+            rollback: None,
+            compensated: Vec::new(),
+            compensation: Vec::new(),
+            error: Some(error.into()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,11 +34,13 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::bus::Shutdown;
 use crate::model::event::DaemonEvent;
+use crate::model::report::{RunReport, StepStatus};
+#[cfg(test)]
+use crate::model::report::{StageReport, StepReport};
 use crate::store::{RunId, RunStatus};
 
 /// Labels of a run counter.
@@ -389,13 +391,9 @@ impl Metrics {
 
     /// The durations of a finished run's report: the run's and its steps' (not cached or
     /// skipped ones, which did not run).
-    fn observe_report(&self, workflow: &str, report: &Value) {
-        let seconds = |v: &Value| {
-            v.get("duration_ms")
-                .and_then(Value::as_u64)
-                .map(|ms| ms as f64 / 1000.0)
-        };
-        if let Some(s) = seconds(report) {
+    fn observe_report(&self, workflow: &str, report: &RunReport) {
+        let seconds = |ms: Option<u64>| ms.map(|ms| ms as f64 / 1000.0);
+        if let Some(s) = seconds(report.duration_ms) {
             self.run_duration
                 .get_or_create(&WorkflowLabels {
                     workflow: workflow.to_string(),
@@ -405,17 +403,12 @@ impl Metrics {
         let step_duration = self.step_duration.get_or_create(&WorkflowLabels {
             workflow: workflow.to_string(),
         });
-        let stages = report.get("stages").and_then(Value::as_array);
-        for stage in stages.into_iter().flatten() {
-            let steps = stage.get("steps").and_then(Value::as_array);
-            for step in steps.into_iter().flatten() {
-                let ran = matches!(
-                    step.get("status").and_then(Value::as_str),
-                    Some("succeeded" | "failed" | "cancelled")
-                ) && step.get("cached").and_then(Value::as_bool) != Some(true);
-                let (Some(s), true) = (seconds(step), ran) else {
-                    continue;
-                };
+        for step in report.stages.iter().flat_map(|stage| &stage.steps) {
+            let ran = matches!(
+                step.status,
+                StepStatus::Succeeded | StepStatus::Failed | StepStatus::Cancelled
+            ) && !step.cached;
+            if let (Some(s), true) = (seconds(step.duration_ms), ran) {
                 step_duration.observe(s);
             }
         }
@@ -521,7 +514,6 @@ pub async fn collect(
 mod tests {
     use super::*;
     use crate::store::StepStatus;
-    use serde_json::json;
 
     #[test]
     fn events_become_counters_and_histograms() {
@@ -547,14 +539,14 @@ mod tests {
             run_id: run,
             workflow: "build".into(),
             status: RunStatus::Failed,
-            report: Arc::new(json!({
-                "duration_ms": 1500,
-                "stages": [{"name": "s", "steps": [
-                    {"id": "a", "status": "succeeded", "cached": false, "duration_ms": 500},
-                    {"id": "b", "status": "failed", "cached": false, "duration_ms": 900},
-                    {"id": "c", "status": "skipped", "cached": false, "duration_ms": 0}
-                ]}]
-            })),
+            report: Arc::new(report(
+                1500,
+                vec![
+                    step("a", StepStatus::Succeeded, 500),
+                    step("b", StepStatus::Failed, 900),
+                    step("c", StepStatus::Skipped, 0),
+                ],
+            )),
         });
         assert_eq!(m.running_steps.get(), 0);
         m.cron_fired();
@@ -626,23 +618,17 @@ mod tests {
 mod size_tests {
     use super::*;
     use crate::store::RunStatus;
-    use serde_json::json;
 
     /// A finished run of `workflow` with `steps` steps that all ran.
     fn finished(m: &Metrics, workflow: &str, steps: usize) {
-        let steps: Vec<Value> = (0..steps)
-            .map(|i| {
-                json!({"id": format!("s{i}"), "status": "succeeded", "cached": false,
-                            "duration_ms": 10 + i})
-            })
+        let steps: Vec<StepReport> = (0..steps)
+            .map(|i| step(&format!("s{i}"), StepStatus::Succeeded, 10 + i as u64))
             .collect();
         m.observe(&DaemonEvent::RunFinished {
             run_id: RunId(1),
             workflow: workflow.into(),
             status: RunStatus::Succeeded,
-            report: Arc::new(
-                json!({"duration_ms": 5000, "stages": [{"name": "s", "steps": steps}]}),
-            ),
+            report: Arc::new(report(5000, steps)),
         });
     }
 
@@ -690,4 +676,27 @@ mod size_tests {
         let text = m.render();
         assert!(text.contains(r#"workflow="kept""#), "{text}");
     }
+}
+
+/// A finished run's report with one stage of `steps`, for the tests.
+#[cfg(test)]
+fn report(duration_ms: u64, steps: Vec<StepReport>) -> RunReport {
+    let mut report = RunReport::ended_early("1", "w", crate::store::RunStatus::Failed, "x");
+    report.error = None;
+    report.duration_ms = Some(duration_ms);
+    report.stages = vec![StageReport {
+        name: "s".into(),
+        status: StepStatus::Succeeded,
+        steps,
+    }];
+    report
+}
+
+/// A step that ran (not cached) for `duration_ms`, for the tests.
+#[cfg(test)]
+fn step(id: &str, status: StepStatus, duration_ms: u64) -> StepReport {
+    let mut step = StepReport::pending(id);
+    step.status = status;
+    step.duration_ms = Some(duration_ms);
+    step
 }

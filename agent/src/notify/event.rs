@@ -2,18 +2,20 @@
 //! payload format is rendered from, and how a webhook's `events` and `workflows` filters
 //! match a notice.
 //!
-//! A notice carries plain JSON (a run summary, the step, the error) so that the formats in
-//! [`super::format`] never touch the store; building it from a daemon event (and the run's
+//! A notice carries typed pieces (the [`RunSummary`], the [`NoticeReport`]) and plain JSON
+//! (the step, the event's details) so that the formats in [`super::format`] never touch the
+//! store; building it from a daemon event (and the run's
 //! stored record) is the notifier's job ([`super::Notifier`]).
 
 use chrono::{DateTime, Utc};
 use globset::{Glob, GlobMatcher};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::config::WebhookConfig;
 use crate::model::StepStatus;
-use crate::model::report::{RunReport, rfc3339};
-use crate::store::{RunId, RunRecord, RunStatus};
+use crate::model::report::{RunReport, StageReport, rfc3339};
+use crate::store::{RunId, RunRecord, RunStatus, TriggerKind};
 
 pub use crate::model::event::EventKind;
 
@@ -29,7 +31,7 @@ pub struct Notice {
     /// The run it is about, if any.
     pub run_id: Option<RunId>,
     /// The run summary ([`run_summary`]), if it is about a run.
-    pub run: Option<Value>,
+    pub run: Option<RunSummary>,
     /// The step it is about: `id`, `status`, `attempt`, `exit_code`, `error_class`, and for
     /// `step.retrying` `delay_ms`; for run ends, the step whose failure failed the run
     /// ([`failing_step`]; none for a succeeded run).
@@ -38,8 +40,8 @@ pub struct Notice {
     pub error: Option<String>,
     /// Event-specific figures (the anomaly, the escalation, the handler), if any.
     pub details: Option<Value>,
-    /// The full run report (the JSON of `agent exec --json`), for run ends.
-    pub report: Option<Value>,
+    /// The full run report (what `agent exec --json` prints), for run ends.
+    pub report: Option<NoticeReport>,
     /// The repository's `owner/name` (`full_name` in the config), for `github_status`.
     pub repo_full_name: Option<String>,
 }
@@ -61,19 +63,14 @@ impl Notice {
         }
     }
 
-    /// A string field of the run summary.
-    pub fn run_field(&self, key: &str) -> Option<&str> {
-        self.run.as_ref()?.get(key)?.as_str()
-    }
-
     /// The run's duration in milliseconds, when known.
     pub fn duration_ms(&self) -> Option<i64> {
-        self.run.as_ref()?.get("duration_ms")?.as_i64()
+        self.run.as_ref()?.duration_ms
     }
 
     /// The link to the run's page (`{base}/runs/{id}`), when it is about a run.
     pub fn url(&self) -> Option<&str> {
-        self.run_field("url")
+        self.run.as_ref().map(|r| r.url.as_str())
     }
 
     /// The generic format's body (version 1; documented in the README).
@@ -94,22 +91,26 @@ impl Notice {
     /// ends), then every key of the generic body, `report`, and the shortcuts `run_id`,
     /// `status`, `repo`, `branch`, `commit`, `url` and `duration_ms`.
     pub fn template_context(&self) -> Value {
-        let mut ctx = match &self.report {
-            Some(Value::Object(map)) => map.clone(),
+        let report = json!(self.report);
+        let mut ctx = match &report {
+            Value::Object(map) => map.clone(),
             _ => Map::new(),
         };
         if let Value::Object(body) = self.generic_body() {
             ctx.extend(body);
         }
-        ctx.insert("report".into(), self.report.clone().unwrap_or(Value::Null));
-        for key in ["run_id", "status", "repo", "branch", "commit", "url"] {
-            let v = self
-                .run
-                .as_ref()
-                .and_then(|r| r.get(key))
-                .cloned()
-                .unwrap_or(Value::Null);
-            ctx.insert(key.into(), v);
+        ctx.insert("report".into(), report);
+        let run = self.run.as_ref();
+        let shortcuts = [
+            ("run_id", run.map(|r| json!(r.run_id))),
+            ("status", run.map(|r| json!(r.status))),
+            ("repo", run.map(|r| json!(r.repo))),
+            ("branch", run.map(|r| json!(r.branch))),
+            ("commit", run.map(|r| json!(r.commit))),
+            ("url", run.map(|r| json!(r.url))),
+        ];
+        for (key, v) in shortcuts {
+            ctx.insert(key.into(), v.unwrap_or(Value::Null));
         }
         ctx.insert(
             "duration_ms".into(),
@@ -120,10 +121,94 @@ impl Notice {
     }
 }
 
-/// The run summary inside every notice about a run: `run_id` (a string), `workflow`, `repo`,
-/// `status`, `trigger`, `branch`, `commit`, `created_at`, `started_at`, `finished_at`,
-/// `duration_ms`, `url`.
-pub fn run_summary(run: &RunRecord, status: RunStatus, link_base: &str) -> Value {
+/// The run summary inside every notice about a run (the `run` of the generic body; its
+/// fields in this order).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunSummary {
+    /// The run id, as a string.
+    pub run_id: String,
+    /// The workflow's name.
+    pub workflow: String,
+    /// The repository, if any.
+    pub repo: Option<String>,
+    /// The run's status as of the notice.
+    pub status: RunStatus,
+    /// What queued the run.
+    pub trigger: TriggerKind,
+    /// The branch of a push or a hook.
+    pub branch: Option<String>,
+    /// The commit the run builds.
+    pub commit: Option<String>,
+    /// When the run was queued (RFC 3339).
+    pub created_at: String,
+    /// When it started.
+    pub started_at: Option<String>,
+    /// When it ended (now, for a final status not yet written).
+    pub finished_at: Option<String>,
+    /// From `started_at` to `finished_at` (or now).
+    pub duration_ms: Option<i64>,
+    /// The run's page on the dashboard.
+    pub url: String,
+}
+
+/// The report of a run's end notice: the engine's report, or, for a run that ended before
+/// it started (failed to start, cancelled while queued), the minimal one the API shows.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum NoticeReport {
+    /// The engine's report, as stored.
+    Full(Box<RunReport>),
+    /// `run_id`, `workflow`, `status`, no `stages`, `error`.
+    EndedEarly {
+        /// The run id, as a string.
+        run_id: String,
+        /// The workflow's name.
+        workflow: String,
+        /// Its final status.
+        status: RunStatus,
+        /// Always empty.
+        stages: Vec<StageReport>,
+        /// Why it ended.
+        error: Option<String>,
+    },
+}
+
+impl NoticeReport {
+    /// The stored report of `run`, or the minimal one when it has none (or one that does not
+    /// read as a report).
+    pub fn of(run: &RunRecord) -> NoticeReport {
+        run.report
+            .as_ref()
+            .and_then(|r| serde_json::from_value::<RunReport>(r.clone()).ok())
+            .map(|r| NoticeReport::Full(Box::new(r)))
+            .unwrap_or_else(|| NoticeReport::EndedEarly {
+                run_id: run.id.to_string(),
+                workflow: run.workflow.clone(),
+                status: run.status,
+                stages: Vec::new(),
+                error: run.error.clone(),
+            })
+    }
+
+    /// The engine's report, when there is one.
+    pub fn full(&self) -> Option<&RunReport> {
+        match self {
+            NoticeReport::Full(r) => Some(r),
+            NoticeReport::EndedEarly { .. } => None,
+        }
+    }
+
+    /// Why the run failed, if it says.
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            NoticeReport::Full(r) => r.error.as_deref(),
+            NoticeReport::EndedEarly { error, .. } => error.as_deref(),
+        }
+    }
+}
+
+/// The run summary of `run` with `status`, linked under `link_base`.
+pub fn run_summary(run: &RunRecord, status: RunStatus, link_base: &str) -> RunSummary {
     let now = Utc::now();
     let finished_at = run.finished_at.or_else(|| {
         matches!(
@@ -135,20 +220,20 @@ pub fn run_summary(run: &RunRecord, status: RunStatus, link_base: &str) -> Value
     let duration_ms = run
         .started_at
         .map(|s| (finished_at.unwrap_or(now) - s).num_milliseconds().max(0));
-    json!({
-        "run_id": run.id.to_string(),
-        "workflow": run.workflow,
-        "repo": run.repo,
-        "status": status.as_str(),
-        "trigger": run.trigger.kind.as_str(),
-        "branch": run.trigger.branch,
-        "commit": run.trigger.commit,
-        "created_at": rfc3339(run.created_at),
-        "started_at": run.started_at.map(rfc3339),
-        "finished_at": finished_at.map(rfc3339),
-        "duration_ms": duration_ms,
-        "url": run_url(link_base, run.id),
-    })
+    RunSummary {
+        run_id: run.id.to_string(),
+        workflow: run.workflow.clone(),
+        repo: run.repo.clone(),
+        status,
+        trigger: run.trigger.kind,
+        branch: run.trigger.branch.clone(),
+        commit: run.trigger.commit.clone(),
+        created_at: rfc3339(run.created_at),
+        started_at: run.started_at.map(rfc3339),
+        finished_at: finished_at.map(rfc3339),
+        duration_ms,
+        url: run_url(link_base, run.id),
+    }
 }
 
 /// `{base}/runs/{id}`: the run's page on the dashboard.
@@ -356,13 +441,26 @@ mod tests {
     #[test]
     fn template_context_has_the_report_and_shortcuts() {
         let mut n = Notice::new(EventKind::RunFailed, "w");
-        n.run = Some(json!({"run_id": "4", "status": "failed", "repo": "app",
-                            "branch": "main", "commit": "abc", "url": "http://x/api/v1/runs/4",
-                            "duration_ms": 12}));
-        n.report = Some(json!({"workflow": "w", "stages": [{"name": "s"}], "error": "boom"}));
+        n.run = Some(RunSummary {
+            run_id: "4".into(),
+            workflow: "w".into(),
+            repo: Some("app".into()),
+            status: RunStatus::Failed,
+            trigger: TriggerKind::Push,
+            branch: Some("main".into()),
+            commit: Some("abc".into()),
+            created_at: "2026-01-01T00:00:00Z".into(),
+            started_at: None,
+            finished_at: None,
+            duration_ms: Some(12),
+            url: "http://x/api/v1/runs/4".into(),
+        });
+        let mut report = report_of(vec![Vec::new()]);
+        report.error = Some("boom".into());
+        n.report = Some(NoticeReport::Full(Box::new(report)));
         let ctx = n.template_context();
         assert_eq!(ctx["event"], "run.failed");
-        assert_eq!(ctx["stages"][0]["name"], "s");
+        assert_eq!(ctx["stages"][0]["name"], "s0");
         assert_eq!(ctx["report"]["error"], "boom");
         assert_eq!(ctx["commit"], "abc");
         assert_eq!(ctx["duration_ms"], 12);

@@ -133,8 +133,9 @@ fn step_id(notice: &Notice) -> Option<&str> {
 pub fn headline(notice: &Notice) -> String {
     let wf = &notice.workflow;
     let run = notice
-        .run_field("run_id")
-        .map(|id| format!(" run {id}"))
+        .run
+        .as_ref()
+        .map(|r| format!(" run {}", r.run_id))
         .unwrap_or_default();
     let step = step_id(notice).unwrap_or("?");
     let after = notice
@@ -190,17 +191,17 @@ pub fn facts(notice: &Notice) -> Vec<(&'static str, String)> {
             out.push((label, v));
         }
     };
-    push("Status", notice.run_field("status").map(str::to_string));
-    push("Repository", notice.run_field("repo").map(str::to_string));
-    push("Branch", notice.run_field("branch").map(str::to_string));
+    let run = notice.run.as_ref();
+    push("Status", run.map(|r| r.status.as_str().to_string()));
+    push("Repository", run.and_then(|r| r.repo.clone()));
+    push("Branch", run.and_then(|r| r.branch.clone()));
     push(
         "Commit",
-        notice
-            .run_field("commit")
+        run.and_then(|r| r.commit.as_deref())
             .map(|c| short_commit(c).to_string()),
     );
     push("Duration", notice.duration_ms().map(human_duration));
-    push("Trigger", notice.run_field("trigger").map(str::to_string));
+    push("Trigger", run.map(|r| r.trigger.as_str().to_string()));
     let step = notice.step.as_ref().map(|s| {
         let id = s.get("id").and_then(Value::as_str).unwrap_or("?");
         let class = s.get("error_class").and_then(Value::as_str);
@@ -316,7 +317,7 @@ fn github_status(webhook: &WebhookConfig, notice: &Notice) -> Option<(String, Va
         EventKind::RunCancelled => "error",
         _ => return None,
     };
-    let sha = notice.run_field("commit")?;
+    let sha = notice.run.as_ref()?.commit.as_deref()?;
     let full_name = notice.repo_full_name.as_deref()?;
     let api = webhook
         .api
@@ -426,16 +427,31 @@ mod tests {
 
     fn failed() -> Notice {
         let mut n = Notice::new(EventKind::RunFailed, "deploy");
-        n.run = Some(json!({
-            "run_id": "7", "workflow": "deploy", "repo": "app", "status": "failed",
-            "trigger": "push", "branch": "main", "commit": "0123456789abcdef0123",
-            "duration_ms": 3200, "url": "http://127.0.0.1:8420/api/v1/runs/7",
-        }));
+        n.run = Some(super::super::event::RunSummary {
+            run_id: "7".into(),
+            workflow: "deploy".into(),
+            repo: Some("app".into()),
+            status: crate::model::RunStatus::Failed,
+            trigger: crate::model::status::TriggerKind::Push,
+            branch: Some("main".into()),
+            commit: Some("0123456789abcdef0123".into()),
+            created_at: "2026-01-01T00:00:00Z".into(),
+            started_at: None,
+            finished_at: None,
+            duration_ms: Some(3200),
+            url: "http://127.0.0.1:8420/api/v1/runs/7".into(),
+        });
         n.step = Some(json!({"id": "build", "status": "failed", "exit_code": 2,
                              "error_class": "exit_code"}));
         n.error = Some("step `build` failed: hunter2 leaked".into());
         n.repo_full_name = Some("me/app".into());
-        n.report = Some(json!({"workflow": "deploy", "status": "failed", "stages": []}));
+        n.report = Some(super::super::event::NoticeReport::EndedEarly {
+            run_id: "7".into(),
+            workflow: "deploy".into(),
+            status: crate::model::RunStatus::Failed,
+            stages: Vec::new(),
+            error: None,
+        });
         n
     }
 

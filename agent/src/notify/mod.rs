@@ -131,7 +131,7 @@ pub fn run_end_notice(
     shared: &Context,
     run: &RunRecord,
     status: RunStatus,
-    report: &Value,
+    report: event::NoticeReport,
 ) -> Option<Notice> {
     let kind = EventKind::for_run_end(status)?;
     let mut notice = Notice::new(kind, run.workflow.clone());
@@ -141,16 +141,13 @@ pub fn run_end_notice(
     // A succeeded run has no deciding step (a tolerated failure did not decide it).
     if status != RunStatus::Succeeded {
         // A report that is not the engine's (a run cancelled before it started) names no step.
-        notice.step = serde_json::from_value::<crate::model::report::RunReport>(report.clone())
-            .ok()
-            .and_then(|r| event::failing_step(&r));
+        notice.step = report.full().and_then(event::failing_step);
     }
     notice.error = report
-        .get("error")
-        .and_then(Value::as_str)
+        .error()
         .map(str::to_string)
         .or_else(|| run.error.clone());
-    notice.report = Some(report.clone());
+    notice.report = Some(report);
     notice.repo_full_name = full_name(&shared.config, run);
     Some(notice)
 }
@@ -165,13 +162,7 @@ fn run_end_deliveries(
 ) -> Vec<NewDelivery> {
     // A run that failed before it started, or was cancelled while queued, has no report:
     // the notice gets the same minimal one the API shows.
-    let report = run.report.clone().unwrap_or_else(|| {
-        json!({
-            "run_id": run.id.to_string(), "workflow": run.workflow,
-            "status": run.status.as_str(), "stages": [], "error": run.error,
-        })
-    });
-    match run_end_notice(shared, run, run.status, &report) {
+    match run_end_notice(shared, run, run.status, event::NoticeReport::of(run)) {
         Some(notice) => deliveries_for(targets, &notice, masker),
         None => Vec::new(),
     }
@@ -449,7 +440,7 @@ fn build_notice(
         DaemonEvent::RunQueued { run_id, .. } => {
             run_notice(shared, store, EventKind::RunQueued, *run_id)?.map(|(mut n, _)| {
                 if let Some(run) = n.run.as_mut() {
-                    run["status"] = json!("queued");
+                    run.status = RunStatus::Queued;
                 }
                 n
             })
@@ -457,7 +448,7 @@ fn build_notice(
         DaemonEvent::RunStarted { run_id, .. } => {
             run_notice(shared, store, EventKind::RunStarted, *run_id)?.map(|(mut n, _)| {
                 if let Some(run) = n.run.as_mut() {
-                    run["status"] = json!("running");
+                    run.status = RunStatus::Running;
                 }
                 n
             })

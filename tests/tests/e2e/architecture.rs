@@ -16,7 +16,9 @@
 //! - `agent/src/api` reaches `crate::daemon` only through `crate::daemon::handle`;
 //! - only `agent/src/cli` imports `crate::server` (the composition root);
 //! - the files of `dsl/src` import each other without a circle;
-//! - inside `agent/src/engine` the only circle is [`ENGINE_RECURSION`].
+//! - inside `agent/src/engine` the only circle is [`ENGINE_RECURSION`];
+//! - every top-level module of `agent/src` opens with a module doc comment saying what it
+//!   owns, and the module map of `lib.rs` names each of them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -646,5 +648,69 @@ fn the_checker_finds_circles_and_edges_in_a_synthetic_tree() {
     assert_eq!(
         text,
         "  engine/step.rs uses crate::b::deep::X (in b/deep.rs)\n"
+    );
+}
+
+/// Every top-level module of `agent/src` (a `NAME.rs` or `NAME/mod.rs` beside `lib.rs`)
+/// opens with a `//!` doc comment of at least one sentence, is declared in `lib.rs`, and is
+/// named in `lib.rs`'s module map (as [`NAME`]): the map stays true as modules come and go.
+#[test]
+fn every_top_level_module_says_what_it_owns() {
+    let src = workspace_root().join("agent/src");
+    let lib = std::fs::read_to_string(src.join("lib.rs")).expect("read lib.rs");
+    let mut problems = String::new();
+    let mut modules = Vec::new();
+    for entry in std::fs::read_dir(&src).expect("read agent/src") {
+        let path = entry.expect("dir entry").path();
+        let name = path
+            .file_stem()
+            .expect("a name")
+            .to_string_lossy()
+            .into_owned();
+        let file = if path.is_dir() {
+            path.join("mod.rs")
+        } else if path.extension().is_some_and(|x| x == "rs") && name != "lib" && name != "main" {
+            path.clone()
+        } else {
+            continue;
+        };
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            problems.push_str(&format!("  {name}: no {}\n", file.display()));
+            continue;
+        };
+        let doc: String = text
+            .lines()
+            .take_while(|l| l.starts_with("//!"))
+            .map(|l| l.trim_start_matches("//!").trim())
+            .collect::<Vec<_>>()
+            .join(" ");
+        if doc.split_whitespace().count() < 5 || !doc.contains('.') {
+            problems.push_str(&format!(
+                "  {name}: no module doc comment (`//!`, a sentence at least) at the top\n"
+            ));
+        }
+        if !lib
+            .lines()
+            .any(|l| l.trim() == format!("pub mod {name};") || l.trim() == format!("mod {name};"))
+        {
+            problems.push_str(&format!("  {name}: not declared in lib.rs\n"));
+        }
+        let map: String = lib
+            .lines()
+            .take_while(|l| l.starts_with("//!"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        if !map.contains(&format!("[`{name}`]")) {
+            problems.push_str(&format!("  {name}: not in lib.rs's module map\n"));
+        }
+        modules.push(name);
+    }
+    assert!(
+        modules.len() > 5,
+        "read the modules of agent/src: {modules:?}"
+    );
+    assert!(
+        problems.is_empty(),
+        "top-level modules of agent/src without their doc:\n{problems}"
     );
 }

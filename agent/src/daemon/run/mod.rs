@@ -1,7 +1,8 @@
-//! Running one run: [`task`] (prepare → engine → finish), [`logs`] (the capped step log
-//! files), [`workspace`] (a checkout of an exact commit per run) and [`mirror`] (a cached
+//! Running one run: [`task`] (prepare → engine → finish), [`committer`] (the committer
+//! identity of its steps' commits), [`logs`] (the capped step log files), [`workspace`] (a checkout of an exact commit per run) and [`mirror`] (a cached
 //! bare mirror per repository, and the redaction of credentials in its URLs).
 
+pub mod committer;
 pub mod logs;
 pub mod mirror;
 pub mod task;

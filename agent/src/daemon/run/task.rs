@@ -32,6 +32,7 @@ use crate::daemon::run::workspace::Workspace;
 use crate::daemon::store_health::retry_write;
 use crate::engine::{self, Cancel, EngineEvent, EventSender, RunRequest, StepReport};
 use crate::model::event::EventKind;
+use crate::model::report::RunReport;
 use crate::store::{
     Db, RunFinish, RunId, RunRecord, RunStatus, StepFinish, StepRecord, StepStart, StepStatus,
     Store,
@@ -138,7 +139,7 @@ async fn execute(shared: &Arc<Shared>, record: RunRecord, control: &RunControl) 
         workflow: Arc::new(loaded),
         parameters: record.parameters.as_object().cloned().unwrap_or_default(),
         run_id: id.to_string(),
-        env: crate::daemon::triggers::push::committer_env(id),
+        env: crate::daemon::run::committer::committer_env(id),
         workdir: workspace.path().to_path_buf(),
         secrets: shared.secrets.clone(),
         repo,
@@ -169,17 +170,16 @@ async fn execute(shared: &Arc<Shared>, record: RunRecord, control: &RunControl) 
         return;
     }
     let status = result.report.status.finished();
-    let mut report = serde_json::to_value(&result.report).unwrap_or(Value::Null);
-    if let Some(obj) = report.as_object_mut() {
-        obj.insert("run_id".into(), json!(id.to_string()));
-    }
+    let mut typed = result.report.clone();
+    typed.run_id = id.to_string();
+    let report = serde_json::to_value(&typed).unwrap_or(Value::Null);
     // One end time for the store and the webhooks: one `duration_ms` everywhere.
     let mut ended = record.clone();
     ended.finished_at = Some(chrono::Utc::now());
     let finish = RunFinish {
         status,
         error: result.report.error.clone(),
-        report: Some(report.clone()),
+        report: Some(report),
         preserved_context: preserve.then(|| Value::Object(result.context.clone())),
         deliveries: Vec::new(),
         // The run's end and its webhook event are written together (outbox).
@@ -233,7 +233,7 @@ async fn execute(shared: &Arc<Shared>, record: RunRecord, control: &RunControl) 
             run_id: id,
             workflow: workflow_name,
             status,
-            report: Arc::new(report),
+            report: Arc::new(typed),
         },
     );
 }
@@ -251,13 +251,12 @@ async fn fail_before_start(
 ) {
     let id = record.id;
     tracing::warn!(run = %id, workflow = %workflow, error = %message, "run failed before it started");
-    let report = json!({
-        "run_id": id.to_string(),
-        "workflow": workflow.as_ref(),
-        "status": "failed",
-        "stages": [],
-        "error": message,
-    });
+    let report = RunReport::ended_early(
+        id.to_string(),
+        workflow.as_ref(),
+        RunStatus::Failed,
+        message,
+    );
     let store = shared.store.clone();
     let mut finish = RunFinish::new(RunStatus::Failed);
     finish.error = Some(message.to_string());

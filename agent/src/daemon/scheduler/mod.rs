@@ -9,31 +9,31 @@
 //! (`skip`, `queue`, `cancel_previous`) is applied before they are queued; cancels; retries.
 //! It looks at the queue when woken and every few seconds in any case (runs written straight to
 //! the store by triggers and cron), and prunes finished runs and their logs by the retention
-//! policy once an hour.
+//! policy once an hour ([`retention`]).
 //!
 //! Shutdown: no run is claimed any more; running runs get `limits.shutdown_grace` to finish
 //! (a second [`DaemonCommand::Shutdown`] ends it at once), then are cancelled and abandoned: their end is not written, so the next boot finds them
 //! running, marks them interrupted and resumes them (see [`super::recovery`]).
 
 pub mod recovery;
+pub mod retention;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 
+use crate::daemon::catalog::{Catalog, ParsedFile};
 use crate::daemon::handle::{
     DaemonCommand, DaemonError, DaemonEvent, DaemonHandle, NewRunRequest, Shared,
 };
 use crate::daemon::run::mirror::Mirror;
 use crate::daemon::run::task::{self, RunControl, RunEnded};
+use crate::daemon::triggers::manual;
 use crate::store::overlap::{self, Overlap};
-use crate::store::{
-    NewRun, Retention, RunFinish, RunId, RunRecord, RunStatus, Store, Trigger, TriggerKind,
-};
+use crate::store::{NewRun, RunFinish, RunId, RunRecord, RunStatus, Store, Trigger, TriggerKind};
 
 /// How often the queue is looked at without being woken (a safety net: whoever writes runs
 /// into the store wakes the scheduler).
@@ -45,10 +45,6 @@ const LEASE: Duration = Duration::from_secs(60);
 fn claim_owner() -> String {
     format!("agent-{}", std::process::id())
 }
-/// How long fired cron slots are remembered (each schedule's latest is always kept).
-const CRON_FIRES_KEPT: chrono::TimeDelta = chrono::TimeDelta::days(1);
-/// How often retention runs.
-const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
 /// After the grace period and the cancel, how long runs may take to end before the daemon
 /// stops anyway (the engine kills step groups after its own grace).
 const CANCEL_WAIT: Duration = Duration::from_secs(15);
@@ -130,8 +126,7 @@ impl Scheduler {
     pub async fn run(mut self) {
         let mut poll = tokio::time::interval(POLL_INTERVAL);
         poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut retention = tokio::time::interval(RETENTION_INTERVAL);
-        retention.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut retention = retention::timer();
         let shutdown_handle = self.handle.clone();
         let shutdown = shutdown_handle.shutdown_requested();
         tokio::pin!(shutdown);
@@ -267,9 +262,10 @@ impl Scheduler {
         let shared = self.shared().clone();
         let back = self.checked_tx.clone();
         tokio::spawn(async move {
-            let checked = tokio::task::spawn_blocking(move || check_request(&shared, &request))
-                .await
-                .unwrap_or_else(|e| Err(DaemonError::Git(format!("internal error: {e}"))));
+            let checked =
+                tokio::task::spawn_blocking(move || manual::check_request(&shared, &request))
+                    .await
+                    .unwrap_or_else(|e| Err(DaemonError::Git(format!("internal error: {e}"))));
             match checked {
                 Ok((run, overlap)) => {
                     let _ = back.send(Checked {
@@ -419,10 +415,12 @@ impl Scheduler {
             .ok_or(DaemonError::RunNotFound(id))?;
         match run.status {
             RunStatus::Queued | RunStatus::Interrupted | RunStatus::Running => {
-                let report = serde_json::json!({
-                    "run_id": id.to_string(), "workflow": run.workflow, "status": "cancelled",
-                    "stages": [], "error": why,
-                });
+                let report = crate::model::report::RunReport::ended_early(
+                    id.to_string(),
+                    run.workflow.as_str(),
+                    RunStatus::Cancelled,
+                    why,
+                );
                 let mut finish = RunFinish::new(RunStatus::Cancelled);
                 finish.error = Some(why.to_string());
                 finish.event = crate::model::event::EventKind::outbox_run_end(
@@ -495,34 +493,7 @@ impl Scheduler {
     }
 
     async fn prune(&mut self) {
-        let r = self.shared().config.retention;
-        let retention = Retention {
-            max_runs: r.max_runs,
-            finished_before: r.max_age.and_then(|age| {
-                chrono::Duration::from_std(age)
-                    .ok()
-                    .and_then(|d| chrono::Utc::now().checked_sub_signed(d))
-            }),
-            cron_fires_before: chrono::Utc::now().checked_sub_signed(CRON_FIRES_KEPT),
-        };
-        match self.store.prune_runs(retention).await {
-            Ok(ids) if !ids.is_empty() => {
-                tracing::info!(runs = ids.len(), "retention: deleted finished runs");
-                let state_dir = &self.shared().state_dir;
-                crate::daemon::run::logs::remove_run_logs(state_dir, &ids);
-                // Kept workspaces of failed runs go with their runs.
-                for id in &ids {
-                    let ws = crate::daemon::run::workspace::Workspace::path_for_run(state_dir, id);
-                    if ws.exists()
-                        && let Err(err) = std::fs::remove_dir_all(&ws)
-                    {
-                        tracing::warn!(workspace = %ws.display(), error = %err, "cannot remove workspace");
-                    }
-                }
-            }
-            Ok(_) => {}
-            Err(err) => tracing::warn!(error = %err, "retention failed"),
-        }
+        retention::prune(&self.store, &self.handle.shared).await;
     }
 
     async fn shut_down(&mut self) {
@@ -601,176 +572,15 @@ impl Scheduler {
 fn overlap_at_commit(shared: &Shared, run: &RunRecord) -> Option<Overlap> {
     let mirror = Mirror::open(&shared.state_dir, run.repo.as_deref()?).ok()?;
     let oid = mirror.resolve_commit(run.trigger.commit.as_deref()?).ok()?;
-    let files = mirror.read_workflow_files(oid).ok()?;
-    files.iter().find_map(|f| {
-        let (wf, _) = dsl::parse_str(&f.path, &f.text).ok()?;
-        if wf.name.value != run.workflow {
-            return None;
-        }
-        wf.concurrency.as_ref().map(|c| c.overlap.value)
-    })
-}
-
-/// Checks a manual run (blocking: git reads): the repository, the commit, the workflow at
-/// that commit and the parameters. Returns the run to queue and its overlap rule.
-pub fn check_request(
-    shared: &Shared,
-    request: &NewRunRequest,
-) -> Result<(NewRun, Option<Overlap>), DaemonError> {
-    let repo = match &request.repo {
-        Some(name) => shared
-            .config
-            .repo(name)
-            .ok_or_else(|| DaemonError::UnknownRepo(name.clone()))?,
-        None => match shared.config.repos.as_slice() {
-            [only] => only,
-            [] => return Err(DaemonError::UnknownRepo("(none configured)".into())),
-            _ => {
-                return Err(DaemonError::UnknownRepo(
-                    "(several are configured: name one with `repo`)".into(),
-                ));
-            }
-        },
+    let catalog = Catalog::at(&mirror, oid).ok()?;
+    // The run's own file when it recorded one, else the workflow of its name.
+    let wf = match run
+        .workflow_file
+        .as_deref()
+        .and_then(|p| catalog.by_file(p))
+    {
+        Some(ParsedFile::Valid { workflow, .. }) => &**workflow,
+        _ => catalog.by_name(&run.workflow)?.1,
     };
-    let mirror = task::open_mirror(shared, repo).map_err(|e| DaemonError::Git(e.to_string()))?;
-    let branch = request.branch.clone().or_else(|| mirror.default_branch());
-    let spec = request
-        .commit
-        .clone()
-        .or_else(|| branch.clone())
-        .unwrap_or_else(|| "HEAD".into());
-    let oid = match mirror.resolve_commit(&spec) {
-        Ok(oid) => oid,
-        Err(_) => {
-            let mut mirror = mirror;
-            mirror
-                .fetch()
-                .map_err(|e| DaemonError::Git(e.to_string()))?;
-            mirror
-                .resolve_commit(&spec)
-                .map_err(|e| DaemonError::Git(e.to_string()))?
-        }
-    };
-    let mirror =
-        Mirror::open(&shared.state_dir, &repo.name).map_err(|e| DaemonError::Git(e.to_string()))?;
-    let files = mirror
-        .read_workflow_files(oid)
-        .map_err(|e| DaemonError::Git(e.to_string()))?;
-    let mut found = None;
-    let mut invalid = None;
-    for file in &files {
-        let file_name = file.path.rsplit('/').next().unwrap_or(&file.path);
-        match dsl::parse_str(&file.path, &file.text) {
-            Ok((wf, _)) if wf.name.value == request.workflow => {
-                found = Some((file.path.clone(), wf));
-                break;
-            }
-            Ok(_) => {}
-            Err(diags) => {
-                let stem = file_name
-                    .rsplit_once('.')
-                    .map(|(s, _)| s)
-                    .unwrap_or(file_name);
-                if stem == request.workflow {
-                    invalid = Some(diags.render());
-                }
-            }
-        }
-    }
-    let Some((workflow_file, wf)) = found else {
-        return Err(match invalid {
-            Some(diagnostics) => DaemonError::InvalidWorkflow {
-                workflow: request.workflow.clone(),
-                diagnostics,
-            },
-            None => DaemonError::UnknownWorkflow {
-                workflow: request.workflow.clone(),
-                repo: repo.name.clone(),
-            },
-        });
-    };
-    if request.trigger == TriggerKind::Manual && wf.on.manual.as_ref().is_some_and(|m| !m.value) {
-        return Err(DaemonError::ManualDisabled(wf.name.value.clone()));
-    }
-    let parameters = dsl::params::resolve_json(&wf, &request.parameters).map_err(|errors| {
-        DaemonError::InvalidParameters(errors.iter().map(ToString::to_string).collect())
-    })?;
-    let trigger = Trigger {
-        kind: request.trigger,
-        commit: Some(oid.to_string()),
-        branch,
-        scheduled_for: None,
-    };
-    let (group, overlap) = concurrency_of(&wf, &repo.name, &parameters, &trigger);
-    let run = NewRun {
-        workflow: wf.name.value.clone(),
-        repo: Some(repo.name.clone()),
-        trigger,
-        parameters: Value::Object(parameters),
-        priority: wf.metadata.priority.as_ref().map(|p| p.value).unwrap_or(0),
-        concurrency_group: group,
-        dedup_key: None,
-        retry_of: None,
-        workflow_file: Some(workflow_file),
-    };
-    Ok((run, overlap))
-}
-
-/// A workflow's concurrency group and overlap rule: `concurrency.group` rendered against the
-/// run's parameters, `workflow` and `repo` (the workflow's name when the section has no
-/// group or the template cannot be rendered; the same rule as push and cron runs);
-/// `None` without the section.
-pub fn concurrency_of(
-    wf: &dsl::Workflow,
-    repo: &str,
-    parameters: &Map<String, Value>,
-    trigger: &Trigger,
-) -> (Option<String>, Option<Overlap>) {
-    let Some(c) = &wf.concurrency else {
-        return (None, None);
-    };
-    let fallback = wf.name.value.clone();
-    let group = match &c.group {
-        None => fallback,
-        Some(t) => {
-            let mut ctx = dsl::expr::MapContext::new(Map::new())
-                .with_base_env(crate::engine::step_env::base_env(&[]));
-            ctx.insert("parameters", Value::Object(parameters.clone()));
-            ctx.insert("workflow", serde_json::json!({ "name": wf.name.value }));
-            ctx.insert(
-                "repo",
-                serde_json::json!({
-                    "name": repo,
-                    "branch": trigger.branch,
-                    "commit": trigger.commit,
-                }),
-            );
-            match t.render(&ctx) {
-                Ok(Value::String(s)) if !s.is_empty() => s,
-                Ok(Value::Null) | Err(_) => fallback,
-                Ok(other) => other.to_string(),
-            }
-        }
-    };
-    (Some(group), Some(c.overlap.value))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn groups_render_parameters() {
-        let (wf, _) = dsl::parse_str(
-            "w.yaml",
-            "workflow:\n  name: w\n  parameters:\n    - name: env\n  concurrency:\n    group: deploy-${{ parameters.env }}\n    overlap: skip\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: 'true'\n",
-        )
-        .expect("valid");
-        let mut p = Map::new();
-        p.insert("env".into(), Value::from("prod"));
-        let t = Trigger::new(TriggerKind::Manual);
-        let (group, overlap) = concurrency_of(&wf, "app", &p, &t);
-        assert_eq!(group.as_deref(), Some("deploy-prod"));
-        assert_eq!(overlap, Some(Overlap::Skip));
-    }
+    wf.concurrency.as_ref().map(|c| c.overlap.value)
 }

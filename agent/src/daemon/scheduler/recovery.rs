@@ -24,6 +24,7 @@ use std::path::Path;
 
 use dsl::model::{Step, StepKind};
 
+use crate::daemon::catalog::Catalog;
 use crate::daemon::run::mirror::Mirror;
 use crate::store::{Db, RunFinish, RunRecord, RunStatus, StoreError};
 
@@ -118,23 +119,15 @@ fn non_idempotent_steps(state_dir: &Path, run: &RunRecord) -> Option<Vec<String>
         (None, None) => mirror.default_branch().unwrap_or_else(|| "HEAD".into()),
     };
     let oid = mirror.resolve_commit(&spec).ok()?;
-    let files = mirror.read_workflow_files(oid).ok()?;
-    let parsed: Vec<(String, dsl::Workflow)> = files
-        .iter()
-        .filter_map(|f| {
-            let stem = Path::new(&f.path)
-                .file_stem()?
-                .to_string_lossy()
-                .into_owned();
-            dsl::parse_str(&f.path, &f.text)
-                .ok()
-                .map(|(wf, _)| (stem, wf))
+    let catalog = Catalog::at(&mirror, oid).ok()?;
+    let parsed: Vec<(String, dsl::Workflow)> = catalog
+        .valid()
+        .filter_map(|(path, wf)| {
+            let stem = Path::new(path).file_stem()?.to_string_lossy().into_owned();
+            Some((stem, wf.clone()))
         })
         .collect();
-    let wf = parsed
-        .iter()
-        .map(|(_, wf)| wf)
-        .find(|wf| wf.name.value == run.workflow)?;
+    let (_, wf) = catalog.by_name(&run.workflow)?;
     /// Sub-workflows nest at most this deep here (a cycle is invalid anyway).
     const MAX_DEPTH: usize = 8;
     fn walk(

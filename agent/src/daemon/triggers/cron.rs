@@ -38,9 +38,10 @@ use dsl::model::{Catchup, TemplateValue};
 use git2::Oid;
 use serde_json::{Map, Value};
 
+use crate::daemon::catalog::Catalog;
 use crate::daemon::handle::DaemonHandle;
 use crate::daemon::run::mirror::Mirror;
-use crate::daemon::triggers::push::{ParsedFile, new_run_for, workflows_at};
+use crate::daemon::triggers::push::new_run_for;
 use crate::store::{Db, RunFilter, RunId, RunStatus, Store, Trigger, TriggerKind};
 
 /// How far back missed slots are caught up after downtime.
@@ -478,12 +479,9 @@ fn read_workflows(
     let mirror = Mirror::open(state_dir, repo)?;
     let oid = Oid::from_str(head)
         .map_err(|_| crate::daemon::run::mirror::MirrorError::UnknownCommit(head.to_string()))?;
-    Ok(workflows_at(&mirror, oid)?
-        .into_iter()
-        .filter_map(|f| match f {
-            ParsedFile::Valid { path, workflow } => Some((path, *workflow)),
-            ParsedFile::Invalid { .. } => None,
-        })
+    Ok(Catalog::at(&mirror, oid)?
+        .valid()
+        .map(|(path, workflow)| (path.to_string(), workflow.clone()))
         .collect())
 }
 

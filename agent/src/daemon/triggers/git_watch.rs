@@ -44,12 +44,11 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
 use crate::config::{RepoConfig, RepoSource};
+use crate::daemon::catalog::{ParsedFile, workflows_at};
 use crate::daemon::handle::{DaemonHandle, WorkflowInfo};
 use crate::daemon::run::mirror::Mirror;
 use crate::daemon::run::mirror::redact;
-use crate::daemon::triggers::push::{
-    Baseline, GlobList, ParsedFile, PushScan, scan_repo, workflows_at,
-};
+use crate::daemon::triggers::push::{Baseline, GlobList, PushScan, scan_repo};
 
 /// A change is handled once no other ref change came for this long (git replaces the refs of
 /// one command within microseconds of each other; a later straggler just causes another

@@ -33,7 +33,7 @@
 //!   diagnostics, on the push that added or changed it; the other workflows run as usual.
 //! - Loop guard: a commit made by a run of workflow W does not start W again (a workflow
 //!   that pushes to its own repository would otherwise run forever). Steps of daemon runs
-//!   commit as `Agent <agent-run-ID@agent.invalid>` ([`committer_env`]); a commit is W's when
+//!   commit as `Agent <agent-run-ID@agent.invalid>` ([`committer_env`](crate::daemon::run::committer::committer_env)); a commit is W's when
 //!   its committer address names a run of W, or its message has an `Agent-Workflow: W` or
 //!   `Agent-Run: ID` trailer. A push starts nothing of W when every new commit is W's.
 //!   A head commit whose message says `[skip ci]`, `[ci skip]`, `[no ci]`, `[skip agent]` or
@@ -55,6 +55,7 @@ use git2::Oid;
 use globset::{Glob, GlobBuilder, GlobMatcher};
 use serde_json::{Map, Value};
 
+use crate::daemon::catalog::{ParsedFile, workflows_at};
 use crate::daemon::run::mirror::{Mirror, MirrorError};
 use crate::store::{Db, Enqueued, NewRun, RunId, Store, StoreError, Trigger, TriggerKind};
 
@@ -83,54 +84,6 @@ pub struct PushScan {
     pub default_branch_moved: bool,
     /// This scan recorded the baseline of a repository seen for the first time.
     pub baseline: bool,
-}
-
-/// A workflow file read at a commit: the valid workflow, or its stem and diagnostics.
-#[derive(Debug, Clone)]
-pub enum ParsedFile {
-    /// A valid workflow.
-    Valid {
-        /// Its path in the repository.
-        path: String,
-        /// The workflow.
-        workflow: Box<Workflow>,
-    },
-    /// A file with errors.
-    Invalid {
-        /// Its path in the repository.
-        path: String,
-        /// The file stem, which names the failed run.
-        stem: String,
-        /// The rendered diagnostics.
-        diagnostics: String,
-    },
-}
-
-impl ParsedFile {
-    /// The file's path in the repository.
-    pub fn path(&self) -> &str {
-        match self {
-            ParsedFile::Valid { path, .. } | ParsedFile::Invalid { path, .. } => path,
-        }
-    }
-}
-
-/// The committer name of commits made by steps of daemon runs.
-pub const COMMITTER_NAME: &str = "Agent";
-
-/// The committer address of commits made by steps of run `run`.
-pub fn committer_email(run: RunId) -> String {
-    format!("agent-run-{run}@agent.invalid")
-}
-
-/// The environment that makes commits of a run's steps recognisable as the run's:
-/// `GIT_COMMITTER_NAME` and `GIT_COMMITTER_EMAIL` (the author stays whoever git's config
-/// says; a workflow `env:` setting these wins, and then only a trailer marks the commit).
-pub fn committer_env(run: RunId) -> Vec<(String, String)> {
-    vec![
-        ("GIT_COMMITTER_NAME".into(), COMMITTER_NAME.into()),
-        ("GIT_COMMITTER_EMAIL".into(), committer_email(run)),
-    ]
 }
 
 /// Markers in a head commit's message that start no push run (GitHub's and our own).
@@ -224,59 +177,6 @@ fn loop_guard(store: &Db, mirror: &Mirror, old: Option<Oid>, head: Oid) -> Optio
         }
     }
     maker
-}
-
-/// Reads and parses every workflow file of a commit. A file whose `name:` an earlier file
-/// (in path order) already has is invalid: workflows are triggered and listed by name, so
-/// it could never be reached.
-pub fn workflows_at(mirror: &Mirror, commit: Oid) -> Result<Vec<ParsedFile>, MirrorError> {
-    let files = mirror.read_workflow_files(commit)?;
-    let mut names: std::collections::HashMap<String, String> = Default::default();
-    Ok(files
-        .into_iter()
-        .map(|file| match dsl::parse_str(&file.path, &file.text) {
-            Ok((workflow, _warnings)) => match names.get(&workflow.name.value) {
-                Some(first) => {
-                    let source = dsl::SourceFile::new(&file.path, Some(file.text.clone()));
-                    let diagnostic = dsl::Diagnostic::error(
-                        workflow.name.span,
-                        format!(
-                            "duplicate workflow name `{}`: `{first}` has it too, and a workflow is triggered and listed by its name",
-                            workflow.name.value
-                        ),
-                    )
-                    .with_hint("give each workflow file its own `name:`")
-                    .in_file(&source);
-                    ParsedFile::Invalid {
-                        stem: file_stem(&file.path),
-                        diagnostics: diagnostic.render(),
-                        path: file.path,
-                    }
-                }
-                None => {
-                    names.insert(workflow.name.value.clone(), file.path.clone());
-                    ParsedFile::Valid {
-                        path: file.path,
-                        workflow: Box::new(workflow),
-                    }
-                }
-            },
-            Err(diags) => ParsedFile::Invalid {
-                stem: file_stem(&file.path),
-                diagnostics: diags.render(),
-                path: file.path,
-            },
-        })
-        .collect())
-}
-
-/// The stem of a repository path: `.workflows/build.yaml` -> `build`.
-fn file_stem(path: &str) -> String {
-    let name = path.rsplit('/').next().unwrap_or(path);
-    name.strip_suffix(".yaml")
-        .or_else(|| name.strip_suffix(".yml"))
-        .unwrap_or(name)
-        .to_string()
 }
 
 /// A list of GitHub-style globs: `*` stops at `/`, `**` crosses it, `!pattern` excludes, and
@@ -715,18 +615,13 @@ mod tests {
         );
         assert!(!push_matches(&manual, "any", &[]));
     }
-
-    #[test]
-    fn stems_name_invalid_files() {
-        assert_eq!(file_stem(".workflows/build.yaml"), "build");
-        assert_eq!(file_stem(".workflows/x.y.yml"), "x.y");
-    }
 }
 
 /// Scans against real repositories (made with the git CLI), mirrors and stores.
 #[cfg(test)]
 mod scan_tests {
     use super::*;
+    use crate::daemon::run::committer::{COMMITTER_NAME, committer_email};
     use crate::store::{RunFilter, RunRecord, RunStatus};
     use std::path::Path;
 
