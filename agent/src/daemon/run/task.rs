@@ -342,6 +342,7 @@ fn prepare(shared: &Shared, record: &RunRecord) -> Result<Prepared, String> {
         .or_else(|| mirror.default_branch());
     let repo_value = json!({
         "name": repo.name,
+        "full_name": repo.full_name,
         "url": repo.source.clone_url(),
         "branch": branch,
         "commit": info.id,
