@@ -1,16 +1,18 @@
-//! A run's workspace: an exact commit written into a fresh directory from a mirror's objects.
+//! A run's workspace: an exact commit written into a fresh directory from a mirror's objects,
+//! then made a git working tree ([`Workspace::arrange`], [`add_git`]).
 //!
-//! The workspace shares no file with the mirror: every file is written anew from the object
-//! database (no hardlinks, no alternates, no `.git`), so nothing a step does to its workspace
-//! can reach the cache. It is removed when the [`Workspace`] is dropped, unless kept (for
-//! `keep_failed_workspaces`).
+//! Every file of the tree is written anew from the object database (no hardlinks), so
+//! nothing a step does to its files can reach the cache. Its `.git` borrows the mirror's
+//! object database through `objects/info/alternates`, as `git clone --shared` does: git
+//! only reads there, a step's own objects go into the workspace's `.git`. It is removed
+//! when the [`Workspace`] is dropped, unless kept (for `keep_failed_workspaces`).
 //!
 //! Speed: `git clone --local` hardlinks the object files and then checks out with an index.
-//! We skip both the links and the index: the tree is listed once, directories are made, and
-//! the blobs are read and written by a few threads, each with its own handle on the mirror's
-//! object database. Trees with a `.gitattributes` anywhere (which may ask for end-of-line or
-//! other filters) go through libgit2's checkout instead, which applies them as `git clone`
-//! would (tested against it).
+//! We skip the links: the tree is listed once, directories are made, and the blobs are read
+//! and written by a few threads, each with its own handle on the mirror's object database;
+//! the index is then made from the tree with the written files' stat data. Trees with a
+//! `.gitattributes` anywhere (which may ask for end-of-line or other filters) go through
+//! libgit2's checkout instead, which applies them as `git clone` would (tested against it).
 
 use std::fmt::Display;
 use std::fs::OpenOptions;
