@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Checkout of a generated repository (2,000 files by default) against `git clone --local` of
 # the same repository, medians of ROUNDS alternating runs, printed as a ratio (target:
-# at most 1.1). The workspace is written from the mirror's objects and shares no file with it;
-# `git clone --local` hardlinks the objects and writes an index, we do neither.
+# at most 1.1). The workspace is written from the mirror's objects; its `.git` borrows the
+# mirror's object database (alternates) and gets an index with the files' stat data;
+# `git clone --local` hardlinks the objects and checks out through its index.
 #
 #   bench/checkout.sh [FILES] [ROUNDS]
 set -euo pipefail

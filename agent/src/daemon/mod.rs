@@ -28,7 +28,7 @@ pub use crate::config::Config;
 pub use handle::{DaemonCommand, DaemonError, DaemonEvent, DaemonHandle, NewRunRequest, Shared};
 pub use run::mirror::CommitInfo;
 pub use run::mirror::{Mirror, MirrorError, WorkflowFile};
-pub use run::workspace::{CheckoutMethod, Workspace};
+pub use run::workspace::{CheckoutMethod, CheckoutSpec, Workspace, add_git};
 
 /// Helpers shared by the daemon modules' tests against real repositories.
 #[cfg(test)]

@@ -197,6 +197,45 @@ impl RunCtx<'_> {
     }
 }
 
+/// The standard variables every step of a run sees, from `repo.*` (`name`, `full_name`,
+/// `commit`, `branch`; missing ones are empty) and `run.trigger`: `CI`, `AGENT`,
+/// `AGENT_REPO`, `AGENT_REPO_FULL_NAME`, `AGENT_SHA`, `AGENT_REF`, `AGENT_BRANCH`,
+/// `AGENT_EVENT`, `AGENT_WORKFLOW` and `AGENT_TEMP`.
+pub(crate) fn standard_env(
+    workflow: &str,
+    repo: &Value,
+    run: &Value,
+    temp: &std::path::Path,
+) -> Vec<(String, String)> {
+    let text = |v: &Value, k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let branch = text(repo, "branch");
+    let reference = if branch.is_empty() {
+        String::new()
+    } else {
+        format!("refs/heads/{branch}")
+    };
+    [
+        ("CI", "true".to_string()),
+        ("AGENT", "true".to_string()),
+        ("AGENT_REPO", text(repo, "name")),
+        ("AGENT_REPO_FULL_NAME", text(repo, "full_name")),
+        ("AGENT_SHA", text(repo, "commit")),
+        ("AGENT_REF", reference),
+        ("AGENT_BRANCH", branch),
+        ("AGENT_EVENT", text(run, "trigger")),
+        ("AGENT_WORKFLOW", workflow.to_string()),
+        ("AGENT_TEMP", temp.to_string_lossy().into_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
 /// Builds the context of a (sub-)run.
 #[expect(clippy::too_many_arguments, reason = "internal constructor")]
 pub(crate) fn new_ctx<'a>(
@@ -226,6 +265,15 @@ pub(crate) fn new_ctx<'a>(
         "version".into(),
         wf.version.as_ref().map_or(Value::Null, |v| json!(v.value)),
     );
+    // `AGENT_TEMP`: inside the run directory, so it goes with it at the run's end.
+    let temp = rundir.path().join("tmp");
+    if std::fs::create_dir_all(&temp).is_ok()
+        && let Some(user) = &run_user
+        && let Err(err) = user.chown(&temp)
+    {
+        tracing::warn!(dir = %temp.display(), error = %err, "cannot give AGENT_TEMP to the run user");
+    }
+    let standard = standard_env(&wf.name.value, &repo, &run_value, &temp);
     let mut data = RunData::new(
         parameters,
         secrets.clone(),
@@ -244,6 +292,7 @@ pub(crate) fn new_ctx<'a>(
             workdir.to_string_lossy().into_owned(),
         ),
     ]);
+    base_env.extend(standard);
     // `env('NAME')` falls back to this, never to the agent's own environment.
     data.base_env = base_env.clone();
     // The workflow's env, rendered once against parameters and the rest.

@@ -178,6 +178,7 @@ fn prepare(ctx: &RunCtx<'_>, step: &Step) -> Result<Prepared, (String, String)> 
         cmd.env.extend(ctx.base_env.iter().cloned());
         cmd.env.extend(step_env.iter().cloned());
         cmd.env.push(("AGENT_STEP_ID".into(), id.clone()));
+        cmd.env.push(("AGENT_STEP".into(), id.clone()));
         if always_stdin || !params.is_empty() {
             let p = Value::Object(params.clone());
             cmd.env.extend(runners::param_env(&p));

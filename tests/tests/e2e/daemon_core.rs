@@ -477,9 +477,9 @@ fn retention_deletes_the_oldest_finished_runs_and_their_logs() {
 fn with_no_config_the_daemon_watches_the_repository_it_starts_in() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let repo = tmp.path().join("repo");
-    // The state dir is inside the repository: a step's `git` must not find it from the
-    // workspace.
-    let wf = "workflow:\n  name: here\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: |\n            if git rev-parse --git-dir; then exit 1; fi\n            echo here\n";
+    // The state dir is inside the repository: a step's `git` must find the workspace's own
+    // `.git` (at the run's commit), not the repository around the state dir.
+    let wf = "workflow:\n  name: here\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: |\n            test \"$(git rev-parse --show-toplevel)\" = \"$(cd \"$AGENT_WORKSPACE\" && pwd -P)\"\n            test \"$(git rev-parse HEAD)\" = \"$AGENT_SHA\"\n            echo here\n";
     init_repo(&repo, &[(".workflows/here.yaml", wf)]);
     let log = std::fs::File::create(tmp.path().join("daemon.log")).expect("log");
     let mut child = common::agent(&["daemon"])

@@ -11,6 +11,7 @@ mod anomaly_memory;
 mod anomaly_slow;
 mod architecture;
 mod bus_flood;
+mod checkout;
 mod daemon_api;
 mod daemon_core;
 mod daemon_crash;

@@ -89,7 +89,80 @@ fn repo_info(dir: &Path) -> Value {
     let url = git(&["config", "--get", "remote.origin.url"])
         .or_else(|| git(&["rev-parse", "--show-toplevel"]))
         .unwrap_or_default();
-    json!({"url": url, "branch": branch, "commit": commit, "message": message, "author": author})
+    let top = git(&["rev-parse", "--show-toplevel"]).unwrap_or_default();
+    json!({
+        "name": repo_name(&top),
+        "full_name": full_name_of(&url),
+        "url": url,
+        "branch": branch,
+        "commit": commit,
+        "message": message,
+        "author": author,
+    })
+}
+
+/// What the standard step variables need of the workdir's repository (`name`,
+/// `full_name`, `commit`, `branch`), read in-process; `null` outside a repository.
+fn repo_env_info(dir: &Path) -> Value {
+    let Ok(repo) = git2::Repository::discover(dir) else {
+        return Value::Null;
+    };
+    let commit = repo
+        .head()
+        .ok()
+        .and_then(|h| h.target())
+        .map(|o| o.to_string())
+        .unwrap_or_default();
+    let branch = repo
+        .head()
+        .ok()
+        .filter(|h| h.is_branch())
+        .and_then(|h| h.shorthand().ok().map(str::to_string))
+        .unwrap_or_default();
+    let url = repo
+        .find_remote("origin")
+        .ok()
+        .and_then(|r| r.url().ok().map(str::to_string))
+        .unwrap_or_default();
+    let top = repo
+        .workdir()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    json!({
+        "name": repo_name(&top),
+        "full_name": full_name_of(&url),
+        "commit": commit,
+        "branch": branch,
+    })
+}
+
+/// The last component of a repository's top-level directory.
+fn repo_name(top: &str) -> String {
+    Path::new(top.trim_end_matches('/'))
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// `owner/name` from a remote URL (`https://host/owner/name.git`, `git@host:owner/name`);
+/// empty for a local path or a URL with fewer than two path components.
+fn full_name_of(url: &str) -> String {
+    let url = url.trim_end_matches('/');
+    let url = url.strip_suffix(".git").unwrap_or(url);
+    let path = if let Some((_, rest)) = url.split_once("://") {
+        rest.split_once('/').map_or("", |(_, p)| p)
+    } else if let Some((host, rest)) = url.split_once(':')
+        && !host.contains('/')
+    {
+        rest
+    } else {
+        ""
+    };
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    match parts.as_slice() {
+        [.., owner, name] => format!("{owner}/{name}"),
+        _ => String::new(),
+    }
 }
 
 /// What to say when `agent exec` is given a directory: which files to give instead.
@@ -193,7 +266,7 @@ pub fn run(args: ExecArgs) -> i32 {
     let repo = if mentions_repo {
         repo_info(&workdir)
     } else {
-        Value::Null
+        repo_env_info(&workdir)
     };
 
     // Orphans a step leaves behind are re-parented to this process instead of init, so the

@@ -28,7 +28,7 @@ use crate::bus::LogChunk;
 use crate::daemon::handle::{DaemonEvent, Shared};
 use crate::daemon::run::logs::RunLogs;
 use crate::daemon::run::mirror::Mirror;
-use crate::daemon::run::workspace::Workspace;
+use crate::daemon::run::workspace::{CheckoutSpec, Workspace};
 use crate::daemon::store_health::retry_write;
 use crate::engine::{self, Cancel, EngineEvent, EventSender, RunRequest, StepReport};
 use crate::model::event::EventKind;
@@ -318,16 +318,6 @@ fn prepare(shared: &Shared, record: &RunRecord) -> Result<Prepared, String> {
     };
     let workspace =
         Workspace::for_run(&mirror, oid, &shared.state_dir, id).map_err(|e| e.to_string())?;
-    // Steps running as the run user own (and may write) their workspace.
-    if let Some(user) = &shared.engine.config().run_user {
-        user.chown_tree(workspace.path()).map_err(|e| {
-            format!(
-                "cannot give the workspace `{}` to user `{}`: {e}",
-                workspace.path().display(),
-                user.name
-            )
-        })?;
-    }
     let info = mirror.commit_info(oid).map_err(|e| e.to_string())?;
     // The file the run recorded; runs queued before files were recorded find it by name.
     let file = match &record.workflow_file {
@@ -340,8 +330,32 @@ fn prepare(shared: &Shared, record: &RunRecord) -> Result<Prepared, String> {
         .branch
         .clone()
         .or_else(|| mirror.default_branch());
+    // The workflow's `checkout` lays the tree out and gives it its `.git`.
+    let checkout = loaded.workflow.checkout.clone().unwrap_or_default();
+    let spec = CheckoutSpec {
+        disabled: !checkout.enabled,
+        branch: branch.clone(),
+        depth: checkout.depth,
+        tags: checkout.tags,
+        submodules: checkout.submodules,
+        path: checkout.path.as_ref().map(|p| p.value.clone()),
+    };
+    workspace
+        .arrange(&mirror, &spec)
+        .map_err(|e| format!("checkout: {e}"))?;
+    // Steps running as the run user own (and may write) their workspace.
+    if let Some(user) = &shared.engine.config().run_user {
+        user.chown_tree(workspace.path()).map_err(|e| {
+            format!(
+                "cannot give the workspace `{}` to user `{}`: {e}",
+                workspace.path().display(),
+                user.name
+            )
+        })?;
+    }
     let repo_value = json!({
         "name": repo.name,
+        "full_name": repo.full_name,
         "url": repo.source.clone_url(),
         "branch": branch,
         "commit": info.id,

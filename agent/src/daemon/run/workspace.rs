@@ -1,21 +1,23 @@
-//! A run's workspace: an exact commit written into a fresh directory from a mirror's objects.
+//! A run's workspace: an exact commit written into a fresh directory from a mirror's objects,
+//! then made a git working tree ([`Workspace::arrange`], [`add_git`]).
 //!
-//! The workspace shares no file with the mirror: every file is written anew from the object
-//! database (no hardlinks, no alternates, no `.git`), so nothing a step does to its workspace
-//! can reach the cache. It is removed when the [`Workspace`] is dropped, unless kept (for
-//! `keep_failed_workspaces`).
+//! Every file of the tree is written anew from the object database (no hardlinks), so
+//! nothing a step does to its files can reach the cache. Its `.git` borrows the mirror's
+//! object database through `objects/info/alternates`, as `git clone --shared` does: git
+//! only reads there, a step's own objects go into the workspace's `.git`. It is removed
+//! when the [`Workspace`] is dropped, unless kept (for `keep_failed_workspaces`).
 //!
 //! Speed: `git clone --local` hardlinks the object files and then checks out with an index.
-//! We skip both the links and the index: the tree is listed once, directories are made, and
-//! the blobs are read and written by a few threads, each with its own handle on the mirror's
-//! object database. Trees with a `.gitattributes` anywhere (which may ask for end-of-line or
-//! other filters) go through libgit2's checkout instead, which applies them as `git clone`
-//! would (tested against it).
+//! We skip the links: the tree is listed once, directories are made, and the blobs are read
+//! and written by a few threads, each with its own handle on the mirror's object database;
+//! the index is then made from the tree with the written files' stat data. Trees with a
+//! `.gitattributes` anywhere (which may ask for end-of-line or other filters) go through
+//! libgit2's checkout instead, which applies them as `git clone` would (tested against it).
 
 use std::fmt::Display;
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -357,4 +359,256 @@ fn checkout_libgit2(mirror: &Path, tree: &git2::Tree<'_>, dest: &Path) -> Result
         .target_dir(dest);
     repo.checkout_index(Some(&mut index), Some(&mut opts))
         .map_err(MirrorError::git("check out", target))
+}
+
+/// How a run's sources are laid out in its workspace (the workflow's `checkout`).
+#[derive(Debug, Clone, Default)]
+pub struct CheckoutSpec {
+    /// `checkout: false`: an empty workspace.
+    pub disabled: bool,
+    /// The branch the run is for: `refs/heads/BRANCH` at the commit.
+    pub branch: Option<String>,
+    /// Commits of history visible (`None`: all of it).
+    pub depth: Option<u32>,
+    /// Every tag of the repository as `refs/tags/*`.
+    pub tags: bool,
+    /// `git submodule update --init --recursive` after the checkout.
+    pub submodules: bool,
+    /// A directory inside the workspace for the sources (relative, no `..`).
+    pub path: Option<String>,
+}
+
+impl Workspace {
+    /// Lays the checked-out tree out as `spec` says and makes it a git working tree: with
+    /// `checkout: false` the workspace is emptied; with a `path` the tree moves into that
+    /// subdirectory; then [`add_git`] gives it its `.git`. Returns the sources' directory.
+    pub fn arrange(&self, mirror: &Mirror, spec: &CheckoutSpec) -> Result<PathBuf, MirrorError> {
+        if spec.disabled {
+            let entries =
+                std::fs::read_dir(&self.path).map_err(MirrorError::io("list", &self.path))?;
+            for entry in entries {
+                let entry = entry.map_err(MirrorError::io("list", &self.path))?;
+                let path = entry.path();
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    remove_tree(&path)?;
+                } else {
+                    std::fs::remove_file(&path).map_err(MirrorError::io("remove", &path))?;
+                }
+            }
+            return Ok(self.path.clone());
+        }
+        let dir = match spec.path.as_deref().filter(|p| !p.is_empty() && *p != ".") {
+            None => self.path.clone(),
+            Some(sub) => {
+                let rel = Path::new(sub);
+                let safe = rel
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(n) if n != ".git"));
+                if !safe {
+                    return Err(MirrorError::UnsafePath(sub.to_string()));
+                }
+                // The tree moves aside, the workspace is made again, the tree moves in.
+                let mut aside = self.path.clone().into_os_string();
+                aside.push(".checkout");
+                let aside = PathBuf::from(aside);
+                remove_tree(&aside)?;
+                std::fs::rename(&self.path, &aside).map_err(MirrorError::io("move", &self.path))?;
+                let dest = self.path.join(rel);
+                if let Some(parent) = dest.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(MirrorError::io("create directory", parent))?;
+                }
+                std::fs::rename(&aside, &dest).map_err(MirrorError::io("move", &dest))?;
+                dest
+            }
+        };
+        add_git(mirror, self.commit, &dir, spec)?;
+        Ok(dir)
+    }
+}
+
+/// Makes `dir`, holding the tree of `commit` as written by [`Workspace::create`], a git
+/// working tree as `git clone --shared` of the mirror would: `.git/objects/info/alternates`
+/// names the mirror's object database (nothing copied or linked; a step's own commits go
+/// into the workspace's `.git`), HEAD is detached at the commit, `refs/heads/BRANCH` and
+/// `refs/remotes/origin/BRANCH` point at it, `origin` is the repository's URL, the tags
+/// are there when asked, history is cut at `depth` commits (`.git/shallow`), and the index
+/// holds the files' stat data so that `git status` is clean without reading them again.
+pub fn add_git(
+    mirror: &Mirror,
+    commit: Oid,
+    dir: &Path,
+    spec: &CheckoutSpec,
+) -> Result<(), MirrorError> {
+    let git = dir.join(".git");
+    let objects = std::path::absolute(mirror.path().join("objects"))
+        .map_err(MirrorError::io("resolve", mirror.path()))?;
+    for sub in [
+        "objects/info",
+        "objects/pack",
+        "refs/heads",
+        "refs/tags",
+        "refs/remotes/origin",
+    ] {
+        let d = git.join(sub);
+        std::fs::create_dir_all(&d).map_err(MirrorError::io("create directory", &d))?;
+    }
+    let write = |name: &str, text: &[u8]| -> Result<(), MirrorError> {
+        let path = git.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(MirrorError::io("create directory", parent))?;
+        }
+        std::fs::write(&path, text).map_err(MirrorError::io("write", &path))
+    };
+    let mut alternates = objects.into_os_string().into_vec();
+    alternates.push(b'\n');
+    write("objects/info/alternates", &alternates)?;
+    write("HEAD", format!("{commit}\n").as_bytes())?;
+    let url = mirror.url().replace('\\', "\\\\").replace('"', "\\\"");
+    write(
+        "config",
+        format!(
+            "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n\
+             \tlogallrefupdates = true\n[remote \"origin\"]\n\turl = \"{url}\"\n\
+             \tfetch = +refs/heads/*:refs/remotes/origin/*\n"
+        )
+        .as_bytes(),
+    )?;
+    if let Some(branch) = spec
+        .branch
+        .as_deref()
+        .filter(|b| git2::Reference::is_valid_name(&format!("refs/heads/{b}")))
+    {
+        write(
+            &format!("refs/heads/{branch}"),
+            format!("{commit}\n").as_bytes(),
+        )?;
+        write(
+            &format!("refs/remotes/origin/{branch}"),
+            format!("{commit}\n").as_bytes(),
+        )?;
+    }
+    let repo = mirror.repository();
+    if spec.tags {
+        let mut packed = String::from("# pack-refs with: peeled\n");
+        let refs = repo
+            .references_glob("refs/tags/*")
+            .map_err(MirrorError::git("list tags of", mirror.name()))?;
+        for reference in refs.flatten() {
+            let (Ok(name), Some(target)) = (reference.name(), reference.target()) else {
+                continue;
+            };
+            packed.push_str(&format!("{target} {name}\n"));
+            if let Ok(peeled) = reference.peel_to_commit()
+                && peeled.id() != target
+            {
+                packed.push_str(&format!("^{}\n", peeled.id()));
+            }
+        }
+        write("packed-refs", packed.as_bytes())?;
+    }
+    if let Some(depth) = spec.depth {
+        let shallow = shallow_boundary(repo, commit, depth.max(1))?;
+        if !shallow.is_empty() {
+            let text: String = shallow.iter().map(|o| format!("{o}\n")).collect();
+            write("shallow", text.as_bytes())?;
+        }
+    }
+    write_index(dir, commit)?;
+    if spec.submodules && dir.join(".gitmodules").exists() {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["submodule", "update", "--init", "--recursive"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(MirrorError::io("run git submodule update in", dir))?;
+        if !out.status.success() {
+            return Err(MirrorError::Io {
+                action: "update submodules in",
+                path: dir.to_path_buf(),
+                source: std::io::Error::other(
+                    String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The commits at `depth` (counted from 1 at `commit`) that have parents: the cut of a
+/// clone with `--depth depth`.
+fn shallow_boundary(repo: &Repository, commit: Oid, depth: u32) -> Result<Vec<Oid>, MirrorError> {
+    let mut seen = std::collections::HashSet::new();
+    let mut level = vec![commit];
+    seen.insert(commit);
+    for _ in 1..depth {
+        let mut next = Vec::new();
+        for oid in &level {
+            let c = repo
+                .find_commit(*oid)
+                .map_err(MirrorError::git("read commit", oid.to_string()))?;
+            for parent in c.parent_ids() {
+                if seen.insert(parent) {
+                    next.push(parent);
+                }
+            }
+        }
+        if next.is_empty() {
+            return Ok(Vec::new());
+        }
+        level = next;
+    }
+    let mut cut = Vec::new();
+    for oid in level {
+        let c = repo
+            .find_commit(oid)
+            .map_err(MirrorError::git("read commit", oid.to_string()))?;
+        if c.parent_count() > 0 {
+            cut.push(oid);
+        }
+    }
+    cut.sort();
+    Ok(cut)
+}
+
+/// Writes `.git/index` for the tree of `commit`, already written in `dir`, with each
+/// file's stat data.
+fn write_index(dir: &Path, commit: Oid) -> Result<(), MirrorError> {
+    use std::os::unix::fs::MetadataExt;
+    let target = dir.display().to_string();
+    let repo = Repository::open(dir).map_err(MirrorError::git("open workspace", &target))?;
+    let tree = repo
+        .find_commit(commit)
+        .and_then(|c| c.tree())
+        .map_err(MirrorError::git("read tree of", commit.to_string()))?;
+    let mut index = repo
+        .index()
+        .map_err(MirrorError::git("open index of", &target))?;
+    index
+        .read_tree(&tree)
+        .map_err(MirrorError::git("load index of", &target))?;
+    let entries: Vec<git2::IndexEntry> = index.iter().collect();
+    for mut entry in entries {
+        if entry.mode == 0o160000 {
+            continue;
+        }
+        let full = dir.join(std::ffi::OsStr::from_bytes(&entry.path));
+        let Ok(meta) = std::fs::symlink_metadata(&full) else {
+            continue;
+        };
+        entry.ctime = git2::IndexTime::new(meta.ctime() as i32, meta.ctime_nsec() as u32);
+        entry.mtime = git2::IndexTime::new(meta.mtime() as i32, meta.mtime_nsec() as u32);
+        entry.dev = meta.dev() as u32;
+        entry.ino = meta.ino() as u32;
+        entry.uid = meta.uid();
+        entry.gid = meta.gid();
+        entry.file_size = meta.size() as u32;
+        index
+            .add(&entry)
+            .map_err(MirrorError::git("load index of", &target))?;
+    }
+    index
+        .write()
+        .map_err(MirrorError::git("write index of", target))
 }
