@@ -24,7 +24,8 @@ use serde_json::{Map, Value};
 
 use super::failure::Disposition;
 use super::run_ctx::{RunCtx, Slot};
-use super::step::{self, has_status_fn};
+use super::scope::has_status_fn;
+use super::step;
 use crate::model::report::{StepReport, StepStatus};
 
 /// Runs a stage step that has a `matrix:`; `default_limit` is the instances at once when

@@ -130,7 +130,7 @@ fn resumed_steps(
     let status_gated = |id: &str| {
         wf.step(id)
             .and_then(|s| s.when.as_ref())
-            .is_some_and(|w| step::has_status_fn(&w.text))
+            .is_some_and(|w| super::scope::has_status_fn(&w.text))
     };
     prior
         .iter()

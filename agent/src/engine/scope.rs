@@ -243,3 +243,11 @@ mod tests {
         assert_eq!(env_text(&json!({"a":1})), r#"{"a":1}"#);
     }
 }
+
+/// Whether a `when` text uses a status function (then it decides alone; otherwise an
+/// implicit `success()` applies, as in GitHub Actions).
+pub(crate) fn has_status_fn(text: &str) -> bool {
+    ["success(", "failure(", "always(", "cancelled("]
+        .iter()
+        .any(|f| text.contains(f))
+}

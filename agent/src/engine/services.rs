@@ -111,7 +111,7 @@ pub(crate) async fn scoped<F: Future<Output = ()>>(
                     || st.steps.iter().any(|s| {
                         s.when
                             .as_ref()
-                            .is_some_and(|w| super::step::has_status_fn(&w.text))
+                            .is_some_and(|w| super::scope::has_status_fn(&w.text))
                     }))
         }
     };

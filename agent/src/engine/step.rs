@@ -27,7 +27,7 @@ use super::run::execute;
 use super::run_ctx::{
     MAX_TIMEOUT, RunCtx, Slot, called_report, final_status, new_ctx, render_outputs,
 };
-use super::scope::truthy;
+use super::scope::{has_status_fn, truthy};
 use super::script_env;
 use super::{env_files, job_env, shell_script};
 use crate::model::report::{CalledWorkflow, StepReport, StepStatus, rfc3339};
@@ -79,14 +79,6 @@ pub(crate) fn run_cleanup_step<'a>(
     cancel: &'a Cancel,
 ) -> StepFuture<'a> {
     Box::pin(step_inner(ctx, step, slot, Mode::Cleanup, cancel, false))
-}
-
-/// Whether a `when` text uses a status function (then it decides alone; otherwise an
-/// implicit `success()` applies, as in GitHub Actions).
-pub(crate) fn has_status_fn(text: &str) -> bool {
-    ["success(", "failure(", "always(", "cancelled("]
-        .iter()
-        .any(|f| text.contains(f))
 }
 
 /// The outcome of one try.

@@ -27,8 +27,14 @@ use crate::common::workspace_root;
 
 /// The files of `agent/src/engine` that may import each other in a circle: a step can run a
 /// whole workflow (`uses:` a sub-workflow), so running a workflow runs stages, a stage runs
-/// steps, and a step runs a workflow again. No other circle is allowed in the engine.
-pub const ENGINE_RECURSION: &[&str] = &["engine/run.rs", "engine/stage.rs", "engine/step.rs"];
+/// steps (a matrix step's instances through `matrix.rs`), and a step runs a workflow again.
+/// No other circle is allowed in the engine.
+pub const ENGINE_RECURSION: &[&str] = &[
+    "engine/matrix.rs",
+    "engine/run.rs",
+    "engine/stage.rs",
+    "engine/step.rs",
+];
 
 /// One source tree: every module's file by its module path (`["daemon", "config"]`).
 struct Tree {
