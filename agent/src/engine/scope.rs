@@ -201,6 +201,14 @@ pub fn env_text(v: &Value) -> String {
     }
 }
 
+/// Whether a `when` text uses a status function (then it decides alone; otherwise an
+/// implicit `success()` applies, as in GitHub Actions).
+pub(crate) fn has_status_fn(text: &str) -> bool {
+    ["success(", "failure(", "always(", "cancelled("]
+        .iter()
+        .any(|f| text.contains(f))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,12 +250,4 @@ mod tests {
         assert_eq!(env_text(&json!(null)), "");
         assert_eq!(env_text(&json!({"a":1})), r#"{"a":1}"#);
     }
-}
-
-/// Whether a `when` text uses a status function (then it decides alone; otherwise an
-/// implicit `success()` applies, as in GitHub Actions).
-pub(crate) fn has_status_fn(text: &str) -> bool {
-    ["success(", "failure(", "always(", "cancelled("]
-        .iter()
-        .any(|f| text.contains(f))
 }
