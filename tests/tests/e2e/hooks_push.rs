@@ -26,8 +26,10 @@ const DOC_SIGNATURE: &str =
     "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
 const GITEA_SECRET: &str = "gitea-secret";
 
-/// How soon a hooked push must start its run.
-const START_LIMIT: Duration = Duration::from_secs(2);
+/// Deadline for a hooked push to start its run: far below the repository's hourly poll, so
+/// a run before it comes from the hook (an eventual check, not a latency claim: the
+/// latency is printed here and measured by `bench/daemon.sh`).
+const START_LIMIT: Duration = Duration::from_secs(120);
 /// How long "nothing happens" is watched for.
 const QUIET: Duration = Duration::from_millis(1500);
 
