@@ -17,13 +17,13 @@ pub const EXIT_FAILED: i32 = 1;
 pub const EXIT_INVALID: i32 = 2;
 
 /// The error a command ends with: what it prints, and the exit code it maps to.
-pub trait CommandError: std::fmt::Display {
+pub(crate) trait CommandError: std::fmt::Display {
     /// The exit code (from the table above).
     fn exit_code(&self) -> i32;
 }
 
 /// Prints `err` as the command's last word on stderr (`error: ...`) and returns its exit code.
-pub fn report(err: &dyn CommandError) -> i32 {
+pub(crate) fn report(err: &dyn CommandError) -> i32 {
     eprintln!("error: {err}");
     err.exit_code()
 }

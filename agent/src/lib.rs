@@ -18,16 +18,16 @@
 //!   [`notify`]: outbox events to webhook deliveries; [`api`]: HTTP.
 //! - [`server`]: the composition root that starts them all; [`cli`]: the commands.
 
-pub mod api;
-pub mod bus;
+pub(crate) mod api;
+pub(crate) mod bus;
 pub mod cli;
 pub mod config;
 pub mod daemon;
-pub mod engine;
-pub mod errors;
+pub(crate) mod engine;
+pub(crate) mod errors;
 pub mod model;
-pub mod monitor;
-pub mod notify;
+pub(crate) mod monitor;
+pub(crate) mod notify;
 pub mod server;
 pub mod state_dir;
 pub mod store;

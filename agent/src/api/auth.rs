@@ -17,12 +17,9 @@ use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
 
-/// The file, inside `state_dir`, that holds a generated token.
-pub use crate::state_dir::TOKEN_FILE_NAME;
-
 /// Why no token could be set up.
 #[derive(Debug, thiserror::Error)]
-pub enum TokenError {
+pub(crate) enum TokenError {
     /// The token file could not be read or written.
     #[error("cannot use the api token file `{path}`: {source}")]
     File {
@@ -38,7 +35,7 @@ pub enum TokenError {
 
 /// The expected token, kept as its digest only.
 #[derive(Clone)]
-pub struct ApiToken {
+pub(crate) struct ApiToken {
     digest: Arc<[u8; 32]>,
 }
 
@@ -54,7 +51,7 @@ fn digest(bytes: &[u8]) -> [u8; 32] {
 
 impl ApiToken {
     /// A token from its text.
-    pub fn new(token: &str) -> Result<ApiToken, TokenError> {
+    pub(crate) fn new(token: &str) -> Result<ApiToken, TokenError> {
         if token.trim().is_empty() {
             return Err(TokenError::Empty("the config".into()));
         }
@@ -65,7 +62,7 @@ impl ApiToken {
 
     /// The configured token, or the one stored in `state_dir/api_token` (created, with a
     /// random value and mode 0600, when missing).
-    pub fn configured_or_stored(
+    pub(crate) fn configured_or_stored(
         configured: Option<&str>,
         state_dir: &Path,
     ) -> Result<ApiToken, TokenError> {
@@ -80,7 +77,7 @@ impl ApiToken {
     }
 
     /// True when `given` is the token. Constant time in the content of both.
-    pub fn matches(&self, given: &str) -> bool {
+    pub(crate) fn matches(&self, given: &str) -> bool {
         let given = digest(given.trim().as_bytes());
         let diff = given
             .iter()
@@ -136,7 +133,7 @@ fn bearer(request: &Request) -> Option<&str> {
 }
 
 /// Middleware: lets the request through when it carries the token, else answers 401.
-pub async fn require_token(
+pub(crate) async fn require_token(
     State(token): State<ApiToken>,
     request: Request,
     next: Next,
@@ -173,9 +170,10 @@ mod tests {
     fn a_generated_token_is_stored_private_and_reused() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("tempdir");
-        let first = read_or_create_token_file(&dir.path().join(TOKEN_FILE_NAME)).expect("create");
+        let first = read_or_create_token_file(&dir.path().join(crate::state_dir::TOKEN_FILE_NAME))
+            .expect("create");
         assert_eq!(first.len(), 64);
-        let mode = std::fs::metadata(dir.path().join(TOKEN_FILE_NAME))
+        let mode = std::fs::metadata(dir.path().join(crate::state_dir::TOKEN_FILE_NAME))
             .expect("stat")
             .permissions()
             .mode();

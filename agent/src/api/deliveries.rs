@@ -22,7 +22,7 @@ use crate::store::{Delivery, DeliveryStatus};
 /// `event`, `run_id`, `status`, `attempts`, `next_attempt_at`, `last_error`, `created_at`,
 /// `url`, `content_type`, `payload` (the body sent), and `history` (each attempt's
 /// `attempt`, `at`, `status_code`, `error`).
-pub fn delivery_body(d: &Delivery) -> DeliveryBody {
+pub(super) fn delivery_body(d: &Delivery) -> DeliveryBody {
     let rendered = Rendered::from_envelope(&d.body);
     DeliveryBody {
         id: d.id.clone(),
@@ -51,7 +51,7 @@ pub fn delivery_body(d: &Delivery) -> DeliveryBody {
 }
 
 /// `GET /api/v1/deliveries`.
-pub async fn list(
+pub(super) async fn list(
     State(state): State<ApiState>,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<DeliveryList>, ApiError> {

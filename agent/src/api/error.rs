@@ -10,7 +10,7 @@ use crate::store::StoreError;
 
 /// Everything a handler can answer besides success.
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     /// No token, or the wrong one.
     #[error("missing or invalid bearer token")]
     Unauthorized,
@@ -56,7 +56,7 @@ pub enum ApiError {
 
 impl ApiError {
     /// The HTTP status of this error.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,

@@ -43,7 +43,7 @@ use crate::daemon::handle::DaemonCommand;
 use crate::model::api::{ErrorBody, HookAnswer};
 
 /// The largest hook body accepted (GitHub caps its payloads at 25 MB, but pushes are small).
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// How long a hook waits to hand its fetch request to the scheduler before it goes to the
 /// watchers directly (the answer must not wait on a busy scheduler).
@@ -51,7 +51,7 @@ const SEND_WAIT: Duration = Duration::from_millis(200);
 
 /// Which forge a hook claims to come from: its secret and header names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HookSource {
+pub(crate) enum HookSource {
     /// `/hooks/github`.
     Github,
     /// `/hooks/gitea`.
@@ -60,7 +60,7 @@ pub enum HookSource {
 
 impl HookSource {
     /// The name stored with its delivery ids and used in logs.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             HookSource::Github => "github",
             HookSource::Gitea => "gitea",
@@ -92,7 +92,7 @@ impl HookSource {
 
 /// Why a hook was refused, before its body was trusted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SignatureError {
+pub(crate) enum SignatureError {
     /// The route's secret is not configured: nothing can be verified.
     #[error("inbound hooks are disabled: `hooks.{0}_secret` is not set")]
     NoSecret(&'static str),
@@ -107,7 +107,7 @@ pub enum SignatureError {
 /// Checks the signature headers of `source` over `body` with `secret`, in constant time.
 /// GitHub sends `X-Hub-Signature-256: sha256=<hex>`; Gitea sends the same header and
 /// `X-Gitea-Signature: <hex>` (accepted on the Gitea route only).
-pub fn verify_signature(
+pub(crate) fn verify_signature(
     source: HookSource,
     secret: &str,
     headers: &HeaderMap,
@@ -161,7 +161,7 @@ fn decode_hex(text: &str) -> Option<Vec<u8>> {
 
 /// What a push payload says, as far as the daemon cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PushHook {
+pub(crate) struct PushHook {
     /// `ref`, e.g. `refs/heads/main`.
     pub git_ref: String,
     /// `repository.full_name`.
@@ -174,7 +174,7 @@ pub struct PushHook {
 
 /// Why a verified body is not a push the daemon can use (answered 400).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PayloadError {
+pub(crate) enum PayloadError {
     /// The event header names another event (`ping`, `pull_request`...).
     #[error("event `{0}` ignored: only `push` events start a fetch")]
     NotPush(String),
@@ -188,7 +188,11 @@ pub enum PayloadError {
 
 /// Parses a verified body as a push. `event` is the value of the event header, if any;
 /// `form` is true for `application/x-www-form-urlencoded` bodies (`payload=<json>`).
-pub fn parse_push(event: Option<&str>, form: bool, body: &[u8]) -> Result<PushHook, PayloadError> {
+pub(crate) fn parse_push(
+    event: Option<&str>,
+    form: bool,
+    body: &[u8],
+) -> Result<PushHook, PayloadError> {
     if let Some(event) = event
         && !event.trim().eq_ignore_ascii_case("push")
     {
@@ -270,7 +274,7 @@ fn normalise_url(url: &str) -> String {
 }
 
 /// The configured repositories a push names (by `full_name`, or by url).
-pub fn matching_repos<'a>(repos: &'a [RepoConfig], push: &PushHook) -> Vec<&'a RepoConfig> {
+pub(crate) fn matching_repos<'a>(repos: &'a [RepoConfig], push: &PushHook) -> Vec<&'a RepoConfig> {
     let urls: Vec<String> = push.urls.iter().map(|u| normalise_url(u)).collect();
     repos
         .iter()

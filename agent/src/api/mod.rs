@@ -13,21 +13,21 @@
 //! an HMAC signature instead), `/metrics` ([`scrape`]) and `/api/v1/anomalies`.
 
 mod anomalies;
-pub mod auth;
+pub(crate) mod auth;
 mod deliveries;
-pub mod error;
-pub mod hooks;
+pub(crate) mod error;
+pub(crate) mod hooks;
 mod logs;
 mod routes;
 mod scrape;
-pub mod view;
+pub(crate) mod view;
 mod web;
 
 use axum::Router;
 use axum::routing::{get, post};
 
-pub use auth::{ApiToken, TOKEN_FILE_NAME, TokenError};
-pub use error::ApiError;
+pub(crate) use auth::{ApiToken, TokenError};
+pub(crate) use error::ApiError;
 
 use crate::daemon::handle::DaemonHandle;
 use crate::monitor::metrics::Metrics;
@@ -50,7 +50,7 @@ pub(crate) struct Reads(crate::store::Store);
 
 impl Reads {
     /// Runs `f` with a read connection, off the async runtime.
-    pub async fn read<T, F>(&self, f: F) -> Result<T, ApiError>
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
         F: FnOnce(&crate::store::Db) -> Result<T, ApiError> + Send + 'static,
@@ -60,7 +60,7 @@ impl Reads {
 }
 
 /// The API's routes, with the token check applied to all but `/health`.
-pub fn router(handle: DaemonHandle, metrics: Arc<Metrics>) -> Result<Router, TokenError> {
+pub(crate) fn router(handle: DaemonHandle, metrics: Arc<Metrics>) -> Result<Router, TokenError> {
     let token = ApiToken::configured_or_stored(
         handle.shared.config.api_token.as_deref(),
         &handle.shared.state_dir,
@@ -105,13 +105,13 @@ pub fn router(handle: DaemonHandle, metrics: Arc<Metrics>) -> Result<Router, Tok
 }
 
 /// How long requests in flight may take to finish once shutdown has begun.
-pub const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+pub(crate) const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Serves the API on a bound listener until shutdown begins
 /// ([`DaemonHandle::shutdown_requested`]); open log streams end then too, and requests
 /// still in flight after [`SHUTDOWN_DRAIN`] (a client that stopped sending half-way) are
 /// dropped rather than holding the daemon up.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     handle: DaemonHandle,
     metrics: Arc<Metrics>,

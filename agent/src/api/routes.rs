@@ -24,14 +24,14 @@ use crate::model::rfc3339;
 use crate::store::{RunFilter, RunId, RunStatus, TriggerKind};
 
 /// `limit` when none is given.
-pub const DEFAULT_LIMIT: usize = 50;
+pub(super) const DEFAULT_LIMIT: usize = 50;
 /// The largest `limit` accepted.
-pub const MAX_LIMIT: usize = 1000;
+pub(super) const MAX_LIMIT: usize = 1000;
 
 /// `GET /health`: no token needed. `{"status":"ok"}`, or 503 with
 /// `{"status":"degraded","error":...}` while the daemon's database writes fail (they are
 /// being retried).
-pub async fn health(State(state): State<ApiState>) -> Response {
+pub(super) async fn health(State(state): State<ApiState>) -> Response {
     match state.handle.shared.store_health.degraded() {
         None => Json(Health {
             status: "ok".into(),
@@ -50,7 +50,7 @@ pub async fn health(State(state): State<ApiState>) -> Response {
 }
 
 /// Any other path (behind the token, so unknown paths do not reveal anything).
-pub async fn not_found(uri: Uri) -> ApiError {
+pub(super) async fn not_found(uri: Uri) -> ApiError {
     ApiError::NotFound(format!("no route for `{}`", uri.path()))
 }
 
@@ -63,7 +63,7 @@ fn query(
 }
 
 /// `limit` from the query: 1..=1000, default 50.
-pub fn parse_limit(text: Option<&str>) -> Result<usize, ApiError> {
+pub(super) fn parse_limit(text: Option<&str>) -> Result<usize, ApiError> {
     let Some(text) = text else {
         return Ok(DEFAULT_LIMIT);
     };
@@ -83,7 +83,7 @@ fn run_id(text: &str) -> Result<RunId, ApiError> {
 /// `GET /api/v1/runs?workflow=&status=&repo=&limit=&before=`: summaries, newest created
 /// first. `before=RUN_ID` lists only older runs; `next_before` is the value that lists the
 /// next page, or null when there is none.
-pub async fn list_runs(
+pub(super) async fn list_runs(
     State(state): State<ApiState>,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<RunList>, ApiError> {
@@ -123,7 +123,7 @@ pub async fn list_runs(
 }
 
 /// `before` from the query: a run id (a positive integer), or none when absent or empty.
-pub fn parse_before(text: Option<&str>) -> Result<Option<RunId>, ApiError> {
+pub(super) fn parse_before(text: Option<&str>) -> Result<Option<RunId>, ApiError> {
     match text.map(str::trim).filter(|t| !t.is_empty()) {
         None => Ok(None),
         Some(text) => view::parse_run_id(text).map(Some).ok_or_else(|| {
@@ -133,7 +133,7 @@ pub fn parse_before(text: Option<&str>) -> Result<Option<RunId>, ApiError> {
 }
 
 /// `GET /api/v1/runs/{id}`: the run report plus `trigger` and `repo`.
-pub async fn get_run(
+pub(super) async fn get_run(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<RunDetail>, ApiError> {
@@ -177,7 +177,7 @@ fn daemon_error(e: DaemonError) -> ApiError {
 }
 
 /// `POST /api/v1/runs/{id}/cancel`: 202 once the scheduler accepted it.
-pub async fn cancel_run(
+pub(super) async fn cancel_run(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -194,7 +194,7 @@ pub async fn cancel_run(
 }
 
 /// `POST /api/v1/runs/{id}/retry`: 202 with the id of the run that carries on.
-pub async fn retry_run(
+pub(super) async fn retry_run(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -211,7 +211,7 @@ pub async fn retry_run(
 }
 
 /// `POST /api/v1/workflows/{name}/runs`: queues a manual run.
-pub async fn trigger(
+pub(super) async fn trigger(
     State(state): State<ApiState>,
     Path(name): Path<String>,
     body: Bytes,
@@ -261,7 +261,7 @@ pub async fn trigger(
 
 /// `GET /api/v1/workflows`: every workflow of every repository, with its triggers and next
 /// cron fire time.
-pub async fn list_workflows(State(state): State<ApiState>) -> Json<WorkflowList> {
+pub(super) async fn list_workflows(State(state): State<ApiState>) -> Json<WorkflowList> {
     let repos = state.handle.shared.repos.snapshot();
     let mut workflows = Vec::new();
     for (repo, info) in &repos {

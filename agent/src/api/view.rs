@@ -15,7 +15,7 @@ use crate::model::{StepStatus, rfc3339};
 use crate::store::{RunId, RunRecord, RunStatus, RunSummary, StepRecord, Trigger};
 
 /// The `trigger` object: `kind`, `commit`, `branch`, `scheduled_for`.
-pub fn trigger_info(trigger: &Trigger) -> TriggerInfo {
+pub(crate) fn trigger_info(trigger: &Trigger) -> TriggerInfo {
     TriggerInfo {
         kind: trigger.kind,
         commit: trigger.commit.clone(),
@@ -33,7 +33,7 @@ fn duration(
 }
 
 /// A run's summary, as in `GET /api/v1/runs`.
-pub fn summary(run: &RunSummary, now: DateTime<Utc>) -> api::RunSummary {
+pub(crate) fn summary(run: &RunSummary, now: DateTime<Utc>) -> api::RunSummary {
     api::RunSummary {
         run_id: run.id.to_string(),
         workflow: run.workflow.clone(),
@@ -109,7 +109,7 @@ fn live_stages(steps: &[StepRecord], now: DateTime<Utc>) -> Vec<StageReport> {
 /// The full report of one run: the engine's report when the run finished with one (its
 /// status and times taken from the store, which knows of later transitions), else one built
 /// from the recorded steps; plus `trigger`, `repo` and `created_at`.
-pub fn report(run: &RunRecord, steps: &[StepRecord], now: DateTime<Utc>) -> RunDetail {
+pub(crate) fn report(run: &RunRecord, steps: &[StepRecord], now: DateTime<Utc>) -> RunDetail {
     let stored = run
         .report
         .as_ref()
@@ -153,12 +153,12 @@ pub fn report(run: &RunRecord, steps: &[StepRecord], now: DateTime<Utc>) -> RunD
 }
 
 /// True when `status` is one the store knows.
-pub fn parse_status(text: &str) -> Option<RunStatus> {
+pub(crate) fn parse_status(text: &str) -> Option<RunStatus> {
     text.parse().ok()
 }
 
 /// A run id from a path segment: a positive integer, else `None` (answered with 404).
-pub fn parse_run_id(text: &str) -> Option<RunId> {
+pub(crate) fn parse_run_id(text: &str) -> Option<RunId> {
     match text.parse::<RunId>() {
         Ok(id) if id.0 > 0 => Some(id),
         _ => None,

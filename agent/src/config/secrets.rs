@@ -40,7 +40,7 @@ pub enum SecretError {
 
 /// Reads every configured secret's value (from the environment or files); a file loses one
 /// trailing newline.
-pub fn load(
+pub(super) fn load(
     secrets: &IndexMap<String, SecretSource>,
 ) -> Result<IndexMap<String, String>, SecretError> {
     let mut out = IndexMap::new();

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 /// The shape of the delay sequence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum BackoffKind {
+pub(crate) enum BackoffKind {
     /// The same delay every time.
     #[default]
     Fixed,
@@ -31,15 +31,15 @@ pub enum BackoffKind {
 }
 
 /// Default base delay when a policy gives none.
-pub const DEFAULT_DELAY: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_DELAY: Duration = Duration::from_secs(1);
 /// Cap used by `adaptive` when the policy gives no `max_delay` (60 s).
-pub const ADAPTIVE_MAX_DELAY: Duration = Duration::from_secs(60);
+pub(crate) const ADAPTIVE_MAX_DELAY: Duration = Duration::from_secs(60);
 /// Hard cap on any computed delay, so that arithmetic never overflows.
-pub const ABSOLUTE_MAX_DELAY: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const ABSOLUTE_MAX_DELAY: Duration = Duration::from_secs(24 * 3600);
 
 /// A complete backoff description.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     /// The sequence shape.
     pub kind: BackoffKind,
     /// Base delay.
@@ -99,7 +99,7 @@ impl From<&dsl::model::Retry> for Backoff {
 impl Backoff {
     /// The delay before the next try, without jitter, after attempt `failed` (1-based) failed.
     /// `scale` is the adaptive factor (1.0 for the other kinds).
-    pub fn base_delay(&self, failed: u32, scale: f64) -> Duration {
+    pub(crate) fn base_delay(&self, failed: u32, scale: f64) -> Duration {
         let n = failed.max(1);
         let base = self.delay.as_secs_f64();
         let factor = match self.kind {
@@ -114,7 +114,7 @@ impl Backoff {
 
     /// The delay before the next try after attempt `failed` failed, with jitter drawn from
     /// `unit` (a uniform number in `[0, 1)`), capped by `max_delay`.
-    pub fn delay(&self, failed: u32, scale: f64, unit: f64) -> Duration {
+    pub(crate) fn delay(&self, failed: u32, scale: f64, unit: f64) -> Duration {
         let d = self.base_delay(failed, scale).as_secs_f64();
         let j = self.jitter.clamp(0.0, 1.0);
         let spread = if j > 0.0 {
@@ -158,26 +158,26 @@ impl Default for ClassState {
 }
 
 /// Smallest adaptive scale: the factor never drops below 0.5.
-pub const ADAPTIVE_MIN_SCALE: f64 = 0.5;
+pub(crate) const ADAPTIVE_MIN_SCALE: f64 = 0.5;
 /// Largest adaptive scale.
-pub const ADAPTIVE_MAX_SCALE: f64 = 8.0;
+pub(crate) const ADAPTIVE_MAX_SCALE: f64 = 8.0;
 /// Failures of one class after which each further one lengthens delays by half.
-pub const ADAPTIVE_FAILURE_THRESHOLD: u32 = 2;
+pub(crate) const ADAPTIVE_FAILURE_THRESHOLD: u32 = 2;
 
 /// Adaptive backoff memory, keyed by (workflow name, error class). Shared by all runs.
 #[derive(Debug, Default)]
-pub struct AdaptiveState {
+pub(crate) struct AdaptiveState {
     classes: Mutex<HashMap<(String, String), ClassState>>,
 }
 
 impl AdaptiveState {
     /// A fresh memory.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// The current delay multiplier for (workflow, class).
-    pub fn scale(&self, workflow: &str, class: &str) -> f64 {
+    pub(crate) fn scale(&self, workflow: &str, class: &str) -> f64 {
         let map = self.classes.lock().unwrap_or_else(|e| e.into_inner());
         map.get(&(workflow.to_string(), class.to_string()))
             .map_or(1.0, |s| s.scale)
@@ -185,7 +185,7 @@ impl AdaptiveState {
 
     /// Records a failure of `class`: after more than
     /// [`ADAPTIVE_FAILURE_THRESHOLD`] of them, each one multiplies later delays by 1.5.
-    pub fn record_failure(&self, workflow: &str, class: &str) {
+    pub(crate) fn record_failure(&self, workflow: &str, class: &str) {
         let mut map = self.classes.lock().unwrap_or_else(|e| e.into_inner());
         let st = map
             .entry((workflow.to_string(), class.to_string()))
@@ -199,7 +199,7 @@ impl AdaptiveState {
     /// Records a success on attempt `attempt` after failures of `class`. A quick success
     /// (first or second try) shortens later delays by 10 %; any success resets the count of
     /// recent failures.
-    pub fn record_success(&self, workflow: &str, class: &str, attempt: u32) {
+    pub(crate) fn record_success(&self, workflow: &str, class: &str, attempt: u32) {
         let mut map = self.classes.lock().unwrap_or_else(|e| e.into_inner());
         let st = map
             .entry((workflow.to_string(), class.to_string()))

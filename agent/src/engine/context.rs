@@ -3,11 +3,11 @@
 
 use serde_json::{Map, Value};
 
-pub use dsl::model::MergeStrategy;
+pub(crate) use dsl::model::MergeStrategy;
 
 /// Merges `update` into `target` by `strategy`. A non-object update under `deep` or
 /// `shallow` is ignored (a context is always an object).
-pub fn merge(target: &mut Map<String, Value>, update: Value, strategy: MergeStrategy) {
+pub(crate) fn merge(target: &mut Map<String, Value>, update: Value, strategy: MergeStrategy) {
     let Value::Object(update) = update else {
         return;
     };

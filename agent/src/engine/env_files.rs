@@ -19,7 +19,7 @@ use indexmap::IndexMap;
 
 /// A parse error: the 1-based line and what is wrong there.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LineError {
+pub(crate) struct LineError {
     pub line: usize,
     pub message: String,
 }
@@ -31,7 +31,7 @@ fn valid_name(name: &str) -> bool {
 }
 
 /// Parses an `AGENT_ENV` file's text into `(name, value)` pairs in file order.
-pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, LineError> {
+pub(crate) fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, LineError> {
     let mut out = Vec::new();
     let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l));
     while let Some((n, raw)) = lines.next() {
@@ -87,7 +87,7 @@ pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, LineError> {
 }
 
 /// Parses an `AGENT_PATH` file's text: the non-empty lines, in order.
-pub fn parse_path_file(text: &str) -> Vec<String> {
+pub(crate) fn parse_path_file(text: &str) -> Vec<String> {
     text.lines()
         .map(|l| l.strip_suffix('\r').unwrap_or(l).trim())
         .filter(|l| !l.is_empty())
@@ -117,7 +117,7 @@ pub(crate) struct StepFiles {
 
 impl StepFiles {
     /// Paths in `dir` for the try keyed `key` (unique within the run); nothing is created.
-    pub fn new(dir: &Path, key: &str) -> StepFiles {
+    pub(crate) fn new(dir: &Path, key: &str) -> StepFiles {
         let safe: String = key
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
@@ -129,7 +129,7 @@ impl StepFiles {
     }
 
     /// The `AGENT_ENV` and `AGENT_PATH` environment entries.
-    pub fn env(&self) -> [(String, String); 2] {
+    pub(crate) fn env(&self) -> [(String, String); 2] {
         [
             ("AGENT_ENV".into(), self.env.to_string_lossy().into_owned()),
             (
@@ -158,7 +158,7 @@ impl FileEnv {
 
     /// Reads what a try wrote to its files and keeps it for later steps. The error is the
     /// message of the step's failure (a malformed `AGENT_ENV` line, by number).
-    pub fn absorb(&self, files: &StepFiles) -> Result<(), String> {
+    pub(crate) fn absorb(&self, files: &StepFiles) -> Result<(), String> {
         let env = read_optional(&files.env)?;
         let path = read_optional(&files.path)?;
         let vars = match env {
@@ -185,7 +185,7 @@ impl FileEnv {
     /// The variables set so far that no `env:` in scope names (`declared`), and `PATH` with
     /// the added entries first when there are any (`path` is the `PATH` the step has
     /// otherwise). Empty when no step wrote a file.
-    pub fn step_env(
+    pub(crate) fn step_env(
         &self,
         declared: impl Fn(&str) -> bool,
         path: Option<&str>,
@@ -214,7 +214,7 @@ impl FileEnv {
     }
 
     /// The variables set so far, for the `env` context of expressions.
-    pub fn vars(&self) -> IndexMap<String, String> {
+    pub(crate) fn vars(&self) -> IndexMap<String, String> {
         self.state().vars.clone()
     }
 }

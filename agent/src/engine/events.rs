@@ -191,7 +191,7 @@ impl BarrierAck {
 /// Output bytes of one run that may be sent and not yet consumed (dropped by the receiver).
 /// A step whose output would go beyond it is paused (its pipe is not read, so it blocks in
 /// its own `write`) until the consumer catches up: memory stays flat whatever steps print.
-pub const LOG_CREDIT_BYTES: usize = 1024 * 1024;
+pub(crate) const LOG_CREDIT_BYTES: usize = 1024 * 1024;
 
 /// A [`EngineEvent::StepOutput`] chunk's share of its run's output allowance, given back
 /// when the last clone of the event is dropped.

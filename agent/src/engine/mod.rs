@@ -49,24 +49,24 @@
 //! `recap.rs`. The terminal sink, the secrets file and the preserved-context file belong to
 //! `agent exec` (`cli::exec`).
 
-pub mod backoff;
-pub mod context;
-pub mod env_files;
-pub mod errors;
-pub mod events;
+pub(crate) mod backoff;
+pub(crate) mod context;
+pub(crate) mod env_files;
+pub(crate) mod errors;
+pub(crate) mod events;
 mod failure;
 mod job_env;
 mod matrix;
-pub mod recap;
+pub(crate) mod recap;
 mod run;
 mod run_ctx;
-pub mod scope;
-pub mod script_env;
+pub(crate) mod scope;
+pub(crate) mod script_env;
 mod services;
 mod shell_script;
 mod stage;
 mod step;
-pub mod step_env;
+pub(crate) mod step_env;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -75,14 +75,11 @@ use std::time::Duration;
 use indexmap::IndexMap;
 use serde_json::{Map, Value};
 
-pub use crate::model::report::{
-    RollbackReport, RunReport, RunStatus, StageReport, StepReport, StepStatus,
-};
-pub use errors::EngineError;
-pub use events::{BarrierAck, EngineEvent, EventSender, LogStream};
-pub use runners::{Admission, AdmissionConfig, Cancel};
+pub(crate) use crate::model::report::{RunReport, RunStatus, StepReport};
+pub(crate) use events::{EngineEvent, EventSender, LogStream};
+pub(crate) use runners::{Admission, AdmissionConfig, Cancel};
 /// Deepest chain of sub-workflow calls.
-pub use step::MAX_DEPTH as MAX_CALL_DEPTH;
+pub(crate) use step::MAX_DEPTH as MAX_CALL_DEPTH;
 
 /// Process-wide engine settings.
 #[derive(Debug, Clone)]
@@ -114,7 +111,7 @@ pub struct EngineConfig {
 
 /// The `AGENT_RUN_MARKER` value every process of run `run_id` carries:
 /// `agent-<scope>-<run id>`, the scope being [`EngineConfig::marker_scope`] or the pid.
-pub fn run_marker(scope: Option<&str>, run_id: &str) -> String {
+pub(crate) fn run_marker(scope: Option<&str>, run_id: &str) -> String {
     match scope {
         Some(scope) => format!("agent-{scope}-{run_id}"),
         None => format!("agent-{}-{run_id}", std::process::id()),
@@ -279,7 +276,7 @@ impl Engine {
 }
 
 /// A fresh run id: time-ordered, 16 hex digits of milliseconds plus 6 random ones.
-pub fn new_run_id() -> String {
+pub(crate) fn new_run_id() -> String {
     let ms = chrono::Utc::now().timestamp_millis().max(0);
     let r: u32 = rand::random::<u32>() & 0xff_ffff;
     format!("{ms:012x}{r:06x}")
@@ -288,6 +285,7 @@ pub fn new_run_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::report::StepStatus;
 
     fn assert_send<T: Send>(_: &T) {}
     fn assert_sync<T: Send + Sync>() {}

@@ -7,42 +7,28 @@
 //! This module only formats; it keeps no state beyond a bounded [`Tail`] per step.
 
 use std::collections::VecDeque;
-use std::time::Duration;
-
-/// Formats a duration compactly: `850ms`, `1.2s`, `3m05s`.
-pub fn fmt_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else if ms < 60_000 {
-        format!("{:.1}s", d.as_secs_f64())
-    } else {
-        let s = d.as_secs();
-        format!("{}m{:02}s", s / 60, s % 60)
-    }
-}
 
 /// How many of a failed step's last log lines the recap shows.
-pub const TAIL_LINES: usize = 20;
+pub(crate) const TAIL_LINES: usize = 20;
 
 /// Longest line the recap shows in full (longer ones are cut, marked with `…`).
 const LONGEST_LINE: usize = 1000;
 
 /// The last [`TAIL_LINES`] lines of a log, and how many lines it had in all.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Tail {
+pub(crate) struct Tail {
     lines: VecDeque<String>,
     total: usize,
 }
 
 impl Tail {
     /// An empty tail.
-    pub fn new() -> Tail {
+    pub(crate) fn new() -> Tail {
         Tail::default()
     }
 
     /// The tail of a whole log text.
-    pub fn of_text(text: &str) -> Tail {
+    pub(crate) fn of_text(text: &str) -> Tail {
         let mut tail = Tail::new();
         for line in text.lines() {
             tail.push(line);
@@ -51,7 +37,7 @@ impl Tail {
     }
 
     /// Adds one line (without its newline), dropping the oldest past [`TAIL_LINES`].
-    pub fn push(&mut self, line: &str) {
+    pub(crate) fn push(&mut self, line: &str) {
         self.total += 1;
         // The oldest line's buffer is reused: a chatty step costs no allocation per line.
         let mut buf = if self.lines.len() == TAIL_LINES {
@@ -71,19 +57,19 @@ impl Tail {
     }
 
     /// The kept lines, oldest first.
-    pub fn lines(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn lines(&self) -> impl Iterator<Item = &str> {
         self.lines.iter().map(String::as_str)
     }
 
     /// How many lines the log had.
-    pub fn total(&self) -> usize {
+    pub(crate) fn total(&self) -> usize {
         self.total
     }
 }
 
 /// One failed step for the recap.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FailedStep {
+pub(crate) struct FailedStep {
     /// The step id as logs name it (`CALL/ID` inside a called workflow).
     pub id: String,
     /// Its error: the class and exit code (see [`describe`]).
@@ -94,7 +80,7 @@ pub struct FailedStep {
 
 /// A step's error as the recap shows it: `ExitCode, exit code 3`, `Timeout`, or `failed`
 /// when nothing more is known.
-pub fn describe(error_class: Option<&str>, exit_code: Option<i32>) -> String {
+pub(crate) fn describe(error_class: Option<&str>, exit_code: Option<i32>) -> String {
     match (error_class, exit_code) {
         (Some(c), Some(code)) => format!("{c}, exit code {code}"),
         (Some(c), None) => c.to_string(),
@@ -105,7 +91,7 @@ pub fn describe(error_class: Option<&str>, exit_code: Option<i32>) -> String {
 
 /// The recap text (empty when nothing failed): per step a heading line and its last lines,
 /// then `failed steps (N): a, b`. `color` paints the headings red.
-pub fn render(failed: &[FailedStep], color: bool) -> String {
+pub(crate) fn render(failed: &[FailedStep], color: bool) -> String {
     if failed.is_empty() {
         return String::new();
     }

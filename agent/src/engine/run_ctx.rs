@@ -117,21 +117,21 @@ impl RunCtx<'_> {
         self.run_env = env;
     }
 
-    pub fn data(&self) -> MutexGuard<'_, RunData> {
+    pub(super) fn data(&self) -> MutexGuard<'_, RunData> {
         self.data.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn state(&self) -> MutexGuard<'_, RunState> {
+    pub(super) fn state(&self) -> MutexGuard<'_, RunState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A run-unique key for protocol file names.
-    pub fn next_seq(&self) -> u64 {
+    pub(super) fn next_seq(&self) -> u64 {
         self.seq.fetch_add(1, Ordering::Relaxed)
     }
 
     /// The step id as events show it.
-    pub fn event_id(&self, id: &str) -> Arc<str> {
+    pub(super) fn event_id(&self, id: &str) -> Arc<str> {
         if self.prefix.is_empty() {
             Arc::from(id)
         } else {
@@ -140,12 +140,12 @@ impl RunCtx<'_> {
     }
 
     /// Whether the workflow timeout has passed.
-    pub fn deadline_passed(&self) -> bool {
+    pub(super) fn deadline_passed(&self) -> bool {
         self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 
     /// Stores a finished step's report.
-    pub fn store_report(&self, slot: Slot, report: StepReport) {
+    pub(super) fn store_report(&self, slot: Slot, report: StepReport) {
         let mut st = self.state();
         match slot {
             Slot::Stage { stage, index } => {
@@ -172,7 +172,13 @@ impl RunCtx<'_> {
     }
 
     /// Applies a failure's disposition to the run.
-    pub fn apply(&self, disposition: Disposition, step_id: &str, class: &str, message: &str) {
+    pub(super) fn apply(
+        &self,
+        disposition: Disposition,
+        step_id: &str,
+        class: &str,
+        message: &str,
+    ) {
         if !disposition.fails_run() {
             return;
         }

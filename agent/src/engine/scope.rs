@@ -11,7 +11,7 @@ use std::path::Path;
 
 /// The expression roots of one run plus its job status.
 #[derive(Debug, Default)]
-pub struct RunData {
+pub(crate) struct RunData {
     /// Root name to value.
     pub roots: Map<String, Value>,
     /// What `success()`, `failure()` and `cancelled()` see.
@@ -24,7 +24,7 @@ pub struct RunData {
 
 impl RunData {
     /// Builds the roots of a run.
-    pub fn new(
+    pub(crate) fn new(
         parameters: Map<String, Value>,
         secrets: Map<String, Value>,
         run: Value,
@@ -51,19 +51,19 @@ impl RunData {
     }
 
     /// The job status (success until something fails or the run is cancelled).
-    pub fn job_status(&self) -> JobStatus {
+    pub(crate) fn job_status(&self) -> JobStatus {
         self.status.unwrap_or(JobStatus::Success)
     }
 
     /// Records a finished (or skipped) step that has no exit code or error class.
-    pub fn record_step(&mut self, id: &str, status: &str, output: Map<String, Value>) {
+    pub(crate) fn record_step(&mut self, id: &str, status: &str, output: Map<String, Value>) {
         self.record_step_result(id, status, output, None, None);
     }
 
     /// Records a finished (or skipped) step for `steps.<id>.status`, `.output` (and its
     /// GitHub Actions spelling `.outputs`), `.exit_code` and `.error_class` (null when the
     /// step has none).
-    pub fn record_step_result(
+    pub(crate) fn record_step_result(
         &mut self,
         id: &str,
         status: &str,
@@ -90,7 +90,7 @@ impl RunData {
     }
 
     /// The context map (mutable), for merging step updates.
-    pub fn context_mut(&mut self) -> &mut Map<String, Value> {
+    pub(crate) fn context_mut(&mut self) -> &mut Map<String, Value> {
         let slot = self
             .roots
             .entry("context")
@@ -105,7 +105,7 @@ impl RunData {
     }
 
     /// The context map.
-    pub fn context(&self) -> Map<String, Value> {
+    pub(crate) fn context(&self) -> Map<String, Value> {
         match self.roots.get("context") {
             Some(Value::Object(m)) => m.clone(),
             _ => Map::new(),
@@ -113,7 +113,7 @@ impl RunData {
     }
 
     /// An evaluation view with this workdir.
-    pub fn view<'a>(&'a self, workdir: &'a Path) -> Scope<'a> {
+    pub(crate) fn view<'a>(&'a self, workdir: &'a Path) -> Scope<'a> {
         Scope {
             data: self,
             workdir,
@@ -124,7 +124,7 @@ impl RunData {
 
     /// The evaluation view of step `id`: with its `matrix` root when it is a matrix
     /// instance.
-    pub fn step_view<'a>(&'a self, workdir: &'a Path, id: &str) -> Scope<'a> {
+    pub(crate) fn step_view<'a>(&'a self, workdir: &'a Path, id: &str) -> Scope<'a> {
         Scope {
             matrix: self.matrix.get(id),
             ..self.view(workdir)
@@ -134,7 +134,7 @@ impl RunData {
 
 /// An [`EvalContext`] over a [`RunData`], optionally with a step's own `env` root.
 #[derive(Debug, Clone, Copy)]
-pub struct Scope<'a> {
+pub(crate) struct Scope<'a> {
     data: &'a RunData,
     workdir: &'a Path,
     env: Option<&'a Value>,
@@ -143,7 +143,7 @@ pub struct Scope<'a> {
 
 impl<'a> Scope<'a> {
     /// The same view with `env` replaced (a step's merged environment).
-    pub fn with_env(mut self, env: &'a Value) -> Self {
+    pub(crate) fn with_env(mut self, env: &'a Value) -> Self {
         self.env = Some(env);
         self
     }
@@ -181,7 +181,7 @@ impl EvalContext for Scope<'_> {
 }
 
 /// Truthiness of a `when` value: `false`, `null`, `0` and `""` are false.
-pub fn truthy(v: &Value) -> bool {
+pub(crate) fn truthy(v: &Value) -> bool {
     match v {
         Value::Null => false,
         Value::Bool(b) => *b,
@@ -193,7 +193,7 @@ pub fn truthy(v: &Value) -> bool {
 
 /// Text of a value for an environment variable: strings as they are, `null` empty, anything
 /// else as JSON.
-pub fn env_text(v: &Value) -> String {
+pub(crate) fn env_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),

@@ -50,7 +50,7 @@ fn reference(family: &str, var: &str) -> String {
 
 /// A script ready to run: its text and the variables it reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PreparedScript {
+pub(crate) struct PreparedScript {
     /// Script text with every expression replaced by a variable reference.
     pub text: String,
     /// `AGENT_EXPR_n` variables and their values.
@@ -65,7 +65,7 @@ fn is_integer(v: &str) -> bool {
 }
 
 /// Evaluates the expressions of a `run:` template and rewrites it (see the module doc).
-pub fn prepare(
+pub(crate) fn prepare(
     template: &Template,
     shell: Option<&str>,
     ctx: &dyn EvalContext,
@@ -131,7 +131,7 @@ pub fn prepare(
 }
 
 /// The template as shell pieces: text and expression places.
-pub fn pieces(template: &Template) -> Vec<Piece<'_>> {
+pub(crate) fn pieces(template: &Template) -> Vec<Piece<'_>> {
     match template {
         Template::Literal(s) => vec![Piece::Text(s)],
         Template::Whole { .. } => vec![Piece::Expr],

@@ -35,7 +35,7 @@ use crate::model::report::{CalledWorkflow, StepReport, StepStatus, rfc3339};
 type StepFuture<'a> = Pin<Box<dyn Future<Output = StepStatus> + Send + 'a>>;
 
 /// Deepest chain of sub-workflow calls.
-pub const MAX_DEPTH: usize = 10;
+pub(crate) const MAX_DEPTH: usize = 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {

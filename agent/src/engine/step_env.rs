@@ -13,7 +13,7 @@
 /// Variables of the agent's environment every step gets (when set).
 /// `GIT_CEILING_DIRECTORIES` is the daemon's own fence that keeps a step's `git` from finding
 /// a repository above the workspaces.
-pub const MINIMAL: &[&str] = &[
+pub(crate) const MINIMAL: &[&str] = &[
     "PATH",
     "HOME",
     "USER",
@@ -28,11 +28,12 @@ pub const MINIMAL: &[&str] = &[
 ];
 
 /// `PATH` when the agent itself has none.
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const DEFAULT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The base environment of steps, read from this process's environment now: the minimal
 /// variables, `LC_*`, then the passed-through names (each once, in that order).
-pub fn base_env(passthrough: &[String]) -> Vec<(String, String)> {
+pub(crate) fn base_env(passthrough: &[String]) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
     let mut add = |name: &str, value: String| {
         if !out.iter().any(|(k, _)| k == name) {

@@ -38,17 +38,17 @@ use crate::model::report::rfc3339;
 use crate::store::{AnomalyRecord, Db, NewAnomaly, RunId, RunSample, RunStatus, StoreError};
 
 /// How often running steps' memory is sampled.
-pub const MEMORY_SAMPLE_INTERVAL: Duration = Duration::from_millis(500);
+pub(crate) const MEMORY_SAMPLE_INTERVAL: Duration = Duration::from_millis(500);
 
 /// The kind of a slow run.
-pub const SLOW_RUN: &str = "slow_run";
+pub(crate) const SLOW_RUN: &str = "slow_run";
 /// The kind of a failure rate above the threshold.
-pub const FAILURE_RATE: &str = "failure_rate";
+pub(crate) const FAILURE_RATE: &str = "failure_rate";
 /// The kind of a step above the memory limit.
-pub const STEP_MEMORY: &str = "step_memory";
+pub(crate) const STEP_MEMORY: &str = "step_memory";
 
 /// An anomaly as the API lists it and the `anomaly` event carries it.
-pub fn anomaly_body(record: &AnomalyRecord) -> crate::model::api::Anomaly {
+pub(crate) fn anomaly_body(record: &AnomalyRecord) -> crate::model::api::Anomaly {
     let a = &record.anomaly;
     crate::model::api::Anomaly {
         id: record.id,
@@ -64,12 +64,12 @@ pub fn anomaly_body(record: &AnomalyRecord) -> crate::model::api::Anomaly {
 }
 
 /// [`anomaly_body`] as JSON, for the `anomaly` event's webhooks.
-pub fn anomaly_json(record: &AnomalyRecord) -> Value {
+pub(crate) fn anomaly_json(record: &AnomalyRecord) -> Value {
     serde_json::to_value(anomaly_body(record)).unwrap_or(Value::Null)
 }
 
 /// The p95 of `values` by the nearest-rank method; `None` when empty.
-pub fn p95(values: &[u64]) -> Option<u64> {
+pub(crate) fn p95(values: &[u64]) -> Option<u64> {
     if values.is_empty() {
         return None;
     }
@@ -83,7 +83,7 @@ pub fn p95(values: &[u64]) -> Option<u64> {
 /// Judges a run against the ones before it: `samples` are the workflow's latest finished
 /// runs up to and including `run`, newest first (succeeded and failed). Pure: returns the
 /// anomalies to record.
-pub fn judge_run(
+pub(crate) fn judge_run(
     config: &AnomaliesConfig,
     workflow: &str,
     repo: Option<&str>,
@@ -311,7 +311,7 @@ impl MemorySampler {
 
 /// The detector: judges finished runs and samples running steps' memory until shutdown.
 /// `events` must be subscribed before the scheduler starts, so no run is missed.
-pub async fn run(handle: DaemonHandle, mut events: mpsc::UnboundedReceiver<DaemonEvent>) {
+pub(crate) async fn run(handle: DaemonHandle, mut events: mpsc::UnboundedReceiver<DaemonEvent>) {
     let shared = handle.shared.clone();
     let config = shared.config.anomalies;
     let mut runs: HashMap<RunId, RunInfo> = HashMap::new();

@@ -91,7 +91,7 @@ type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// How long the series of a workflow stay once no run of it finishes: a workflow renamed or
 /// removed stops being reported a day after its last run.
-pub const SERIES_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+pub(crate) const SERIES_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Duration buckets, in seconds: 50 ms doubling up to about 1.8 hours.
 fn duration_histogram() -> Histogram {
@@ -100,7 +100,7 @@ fn duration_histogram() -> Histogram {
 
 /// The figures the daemon reads at scrape time.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// Runs waiting in the queue.
     pub queued: u64,
     /// Runs in progress.
@@ -122,7 +122,7 @@ pub struct Snapshot {
 }
 
 /// The daemon's metrics: the registry and the handles to its families.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     runs: Family<RunLabels, Counter>,
     run_duration: HistogramFamily<WorkflowLabels>,
@@ -165,7 +165,7 @@ fn gauge_value(n: u64) -> i64 {
 
 impl Metrics {
     /// Every metric registered, at zero.
-    pub fn new() -> Metrics {
+    pub(crate) fn new() -> Metrics {
         let mut registry = Registry::with_prefix("agent");
         let runs = Family::<RunLabels, Counter>::default();
         registry.register(
@@ -288,7 +288,7 @@ impl Metrics {
 
     /// Drops the series of every workflow no run of which finished within `retention`
     /// before `now`.
-    pub fn expire_stale(&self, now: Instant, retention: Duration) {
+    pub(crate) fn expire_stale(&self, now: Instant, retention: Duration) {
         let mut seen = self
             .workflows_seen
             .lock()
@@ -313,12 +313,12 @@ impl Metrics {
     }
 
     /// A cron slot fired (a run was queued for it).
-    pub fn cron_fired(&self) {
+    pub(crate) fn cron_fired(&self) {
         self.cron_fires.inc();
     }
 
     /// Fetching or checking `repo` failed.
-    pub fn fetch_failed(&self, repo: &str) {
+    pub(crate) fn fetch_failed(&self, repo: &str) {
         self.fetch_errors
             .get_or_create(&RepoLabels {
                 repo: repo.to_string(),
@@ -328,7 +328,7 @@ impl Metrics {
 
     /// An inbound hook from `source` ended with `outcome` (`accepted`, `duplicate`,
     /// `unauthorized`, `bad_request`, `unknown_repo`, `too_large`, `error`).
-    pub fn hook(&self, source: &str, outcome: &str) {
+    pub(crate) fn hook(&self, source: &str, outcome: &str) {
         self.hooks
             .get_or_create(&HookLabels {
                 source: source.to_string(),
@@ -344,7 +344,7 @@ impl Metrics {
     }
 
     /// Counts what an event says.
-    pub fn observe(&self, event: &DaemonEvent) {
+    pub(crate) fn observe(&self, event: &DaemonEvent) {
         match event {
             DaemonEvent::CronFired => self.cron_fired(),
             DaemonEvent::FetchFailed { repo } => self.fetch_failed(repo),
@@ -415,7 +415,7 @@ impl Metrics {
     }
 
     /// Sets the scrape-time figures.
-    pub fn update(&self, s: &Snapshot) {
+    pub(crate) fn update(&self, s: &Snapshot) {
         self.queued.set(gauge_value(s.queued));
         self.running_runs.set(gauge_value(s.running));
         self.cpu_capacity.set(gauge_value(s.cpu_capacity));
@@ -452,7 +452,7 @@ impl Metrics {
     }
 
     /// The text exposition of every metric.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             // Writing to a String cannot fail; keep what was written.
@@ -465,7 +465,7 @@ impl Metrics {
 /// OpenMetrics text to the classic Prometheus text format: a counter family `x` (whose
 /// samples are `x_total`) is described as `x_total`, as classic parsers expect, and the
 /// `# EOF` line goes.
-pub fn to_classic_text(openmetrics: &str) -> String {
+pub(crate) fn to_classic_text(openmetrics: &str) -> String {
     let counters: HashSet<&str> = openmetrics
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
@@ -494,7 +494,7 @@ pub fn to_classic_text(openmetrics: &str) -> String {
 
 /// Feeds the daemon's events into its metrics until shutdown. `events` must be subscribed
 /// before the scheduler starts.
-pub async fn collect(
+pub(crate) async fn collect(
     metrics: Arc<Metrics>,
     mut events: mpsc::UnboundedReceiver<DaemonEvent>,
     shutdown: Shutdown,

@@ -2,5 +2,5 @@
 //! its collector) and [`anomaly`] (slow runs, failure rates, step memory). Both are fed by
 //! the bus's lossless lifecycle events and read the store; neither changes a run.
 
-pub mod anomaly;
-pub mod metrics;
+pub(crate) mod anomaly;
+pub(crate) mod metrics;

@@ -38,16 +38,16 @@ use crate::config::{WebhookConfig, WebhookFormat, WebhookRetry};
 use crate::store::{Db, Delivery, DeliveryOutcome, Store, StoreError};
 
 /// How long one attempt may take (connect, send, answer).
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often an idle worker looks at the store without being woken.
-pub const IDLE_POLL: Duration = Duration::from_secs(5);
+pub(crate) const IDLE_POLL: Duration = Duration::from_secs(5);
 /// The rate limit of a `slack` webhook that sets none (deliveries per second).
-pub const SLACK_DEFAULT_RATE: f64 = 1.0;
+pub(crate) const SLACK_DEFAULT_RATE: f64 = 1.0;
 /// Longest receiver answer text kept in an attempt's error.
 const ERROR_BODY_CHARS: usize = 200;
 
 /// `sha256=` and the hex HMAC-SHA256, keyed with `secret`, of `timestamp + "." + body`.
-pub fn signature(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
+pub(crate) fn signature(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts keys of any length");
     mac.update(timestamp.as_bytes());
     mac.update(b".");
@@ -63,7 +63,7 @@ pub fn signature(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
 
 /// How one attempt went.
 #[derive(Debug, Clone, PartialEq)]
-pub enum AttemptResult {
+pub(crate) enum AttemptResult {
     /// A 2xx answer.
     Delivered(u16),
     /// Worth trying again: a connection error, a timeout, 408, 429 or 5xx.
@@ -87,7 +87,7 @@ pub enum AttemptResult {
 /// The backoff delay before attempt `attempt + 1` after `attempt` failed tries (from 1):
 /// `initial_delay * 2^(attempt-1)` capped at `max_delay`, then a random point in its upper
 /// half (jitter, so receivers coming back are not hit by every sender at once).
-pub fn backoff(retry: &WebhookRetry, attempt: u32) -> Duration {
+pub(crate) fn backoff(retry: &WebhookRetry, attempt: u32) -> Duration {
     let exp = attempt.saturating_sub(1).min(30);
     let base = retry
         .initial_delay
@@ -103,8 +103,10 @@ pub fn backoff(retry: &WebhookRetry, attempt: u32) -> Duration {
     (base - half) + extra
 }
 
-/// What to record for a delivery after an attempt at `now`.
-pub fn decide(
+/// What to record for a delivery after an attempt at `now`, the backoff counted from the
+/// delivery's recorded attempts (the tests' view of [`decide_with_backoff`]).
+#[cfg(test)]
+fn decide(
     delivery: &Delivery,
     retry: &WebhookRetry,
     result: AttemptResult,
@@ -113,9 +115,10 @@ pub fn decide(
     decide_with_backoff(delivery, retry, result, now, delivery.attempts + 1)
 }
 
-/// [`decide`], the backoff taken for the `backoff_attempt`-th failed try (the worker counts
+/// What to record for a delivery after an attempt at `now`, the backoff taken for the
+/// `backoff_attempt`-th failed try (the worker counts
 /// the tries since the daemon started, so a restart begins again at `initial_delay`).
-pub fn decide_with_backoff(
+pub(crate) fn decide_with_backoff(
     delivery: &Delivery,
     retry: &WebhookRetry,
     result: AttemptResult,
@@ -162,7 +165,7 @@ pub fn decide_with_backoff(
 }
 
 /// `Retry-After`: delay-seconds or an HTTP date (past dates mean now).
-pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
@@ -174,7 +177,7 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
 }
 
 /// The minimum gap between two attempts of a webhook.
-pub fn min_interval(webhook: &WebhookConfig) -> Option<Duration> {
+pub(crate) fn min_interval(webhook: &WebhookConfig) -> Option<Duration> {
     let rate = webhook.rate_limit.or(match webhook.format {
         WebhookFormat::Slack => Some(SLACK_DEFAULT_RATE),
         _ => None,
@@ -186,7 +189,7 @@ pub fn min_interval(webhook: &WebhookConfig) -> Option<Duration> {
 }
 
 /// Makes one attempt of a delivery.
-pub async fn attempt(
+pub(crate) async fn attempt(
     client: &reqwest::Client,
     webhook: &WebhookConfig,
     delivery: &Delivery,
@@ -315,7 +318,7 @@ fn transport_error(e: &reqwest::Error) -> AttemptResult {
 }
 
 /// The shared HTTP client of every worker.
-pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+pub(crate) fn http_client() -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
         .user_agent(concat!("agent/", env!("CARGO_PKG_VERSION")))
@@ -323,7 +326,7 @@ pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
 }
 
 /// One webhook's worker.
-pub struct Worker {
+pub(crate) struct Worker {
     /// The webhook (its `name` keys its deliveries).
     pub webhook: Arc<WebhookConfig>,
     /// Pinged when a delivery for this webhook was queued.
@@ -346,7 +349,7 @@ async fn with_store<T: Send + 'static>(
 
 impl Worker {
     /// Delivers this webhook's queue until shutdown.
-    pub async fn run(self) {
+    pub(crate) async fn run(self) {
         let name = self.webhook.name.clone();
         let store = self.store.clone();
         let gap = min_interval(&self.webhook);

@@ -17,11 +17,11 @@ use crate::model::StepStatus;
 use crate::model::report::{RunReport, StageReport, rfc3339};
 use crate::store::{RunId, RunRecord, RunStatus, TriggerKind};
 
-pub use crate::model::event::EventKind;
+pub(crate) use crate::model::event::EventKind;
 
 /// One thing to tell webhooks about, in format-neutral JSON pieces.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Notice {
+pub(crate) struct Notice {
     /// What happened.
     pub kind: EventKind,
     /// When the daemon saw it.
@@ -48,7 +48,7 @@ pub struct Notice {
 
 impl Notice {
     /// A notice with only the event and workflow set.
-    pub fn new(kind: EventKind, workflow: impl Into<String>) -> Notice {
+    pub(crate) fn new(kind: EventKind, workflow: impl Into<String>) -> Notice {
         Notice {
             kind,
             occurred_at: Utc::now(),
@@ -64,17 +64,17 @@ impl Notice {
     }
 
     /// The run's duration in milliseconds, when known.
-    pub fn duration_ms(&self) -> Option<i64> {
+    pub(crate) fn duration_ms(&self) -> Option<i64> {
         self.run.as_ref()?.duration_ms
     }
 
     /// The link to the run's page (`{base}/runs/{id}`), when it is about a run.
-    pub fn url(&self) -> Option<&str> {
+    pub(crate) fn url(&self) -> Option<&str> {
         self.run.as_ref().map(|r| r.url.as_str())
     }
 
     /// The generic format's body (version 1; documented in the README).
-    pub fn generic_body(&self) -> Value {
+    pub(crate) fn generic_body(&self) -> Value {
         json!({
             "version": 1,
             "event": self.kind.as_str(),
@@ -90,7 +90,7 @@ impl Notice {
     /// The context of a webhook's minijinja `template`: the run report's fields (for run
     /// ends), then every key of the generic body, `report`, and the shortcuts `run_id`,
     /// `status`, `repo`, `branch`, `commit`, `url` and `duration_ms`.
-    pub fn template_context(&self) -> Value {
+    pub(crate) fn template_context(&self) -> Value {
         let report = json!(self.report);
         let mut ctx = match &report {
             Value::Object(map) => map.clone(),
@@ -124,7 +124,7 @@ impl Notice {
 /// The run summary inside every notice about a run (the `run` of the generic body; its
 /// fields in this order).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RunSummary {
+pub(crate) struct RunSummary {
     /// The run id, as a string.
     pub run_id: String,
     /// The workflow's name.
@@ -155,7 +155,7 @@ pub struct RunSummary {
 /// it started (failed to start, cancelled while queued), the minimal one the API shows.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
-pub enum NoticeReport {
+pub(crate) enum NoticeReport {
     /// The engine's report, as stored.
     Full(Box<RunReport>),
     /// `run_id`, `workflow`, `status`, no `stages`, `error`.
@@ -176,7 +176,7 @@ pub enum NoticeReport {
 impl NoticeReport {
     /// The stored report of `run`, or the minimal one when it has none (or one that does not
     /// read as a report).
-    pub fn of(run: &RunRecord) -> NoticeReport {
+    pub(crate) fn of(run: &RunRecord) -> NoticeReport {
         run.report
             .as_ref()
             .and_then(|r| serde_json::from_value::<RunReport>(r.clone()).ok())
@@ -191,7 +191,7 @@ impl NoticeReport {
     }
 
     /// The engine's report, when there is one.
-    pub fn full(&self) -> Option<&RunReport> {
+    pub(crate) fn full(&self) -> Option<&RunReport> {
         match self {
             NoticeReport::Full(r) => Some(r),
             NoticeReport::EndedEarly { .. } => None,
@@ -199,7 +199,7 @@ impl NoticeReport {
     }
 
     /// Why the run failed, if it says.
-    pub fn error(&self) -> Option<&str> {
+    pub(crate) fn error(&self) -> Option<&str> {
         match self {
             NoticeReport::Full(r) => r.error.as_deref(),
             NoticeReport::EndedEarly { error, .. } => error.as_deref(),
@@ -208,7 +208,7 @@ impl NoticeReport {
 }
 
 /// The run summary of `run` with `status`, linked under `link_base`.
-pub fn run_summary(run: &RunRecord, status: RunStatus, link_base: &str) -> RunSummary {
+pub(crate) fn run_summary(run: &RunRecord, status: RunStatus, link_base: &str) -> RunSummary {
     let now = Utc::now();
     let finished_at = run.finished_at.or_else(|| {
         matches!(
@@ -237,14 +237,14 @@ pub fn run_summary(run: &RunRecord, status: RunStatus, link_base: &str) -> RunSu
 }
 
 /// `{base}/runs/{id}`: the run's page on the dashboard.
-pub fn run_url(link_base: &str, id: RunId) -> String {
+pub(crate) fn run_url(link_base: &str, id: RunId) -> String {
     format!("{}/runs/{id}", link_base.trim_end_matches('/'))
 }
 
 /// The step whose failure failed the run, as the notice's `step`: the first in time (the
 /// one the run's `error` names) of the failed steps whose failure was not tolerated
 /// (`continued`); ties go to file order. `None` when no failure decided the run.
-pub fn failing_step(report: &RunReport) -> Option<Value> {
+pub(crate) fn failing_step(report: &RunReport) -> Option<Value> {
     report
         .stages
         .iter()
@@ -265,7 +265,7 @@ pub fn failing_step(report: &RunReport) -> Option<Value> {
 
 /// A webhook's `events` and `workflows` filters, compiled.
 #[derive(Debug, Clone)]
-pub struct Filter {
+pub(crate) struct Filter {
     events: Vec<GlobMatcher>,
     run_end_alias: bool,
     workflows: Vec<GlobMatcher>,
@@ -274,7 +274,7 @@ pub struct Filter {
 impl Filter {
     /// Compiles a webhook's filters; returns the patterns that are not valid globs (they
     /// match by equality instead) and the event names that match no event.
-    pub fn new(webhook: &WebhookConfig) -> (Filter, Vec<String>) {
+    pub(crate) fn new(webhook: &WebhookConfig) -> (Filter, Vec<String>) {
         let mut problems = Vec::new();
         let mut compile = |patterns: &[String]| -> Vec<GlobMatcher> {
             patterns
@@ -312,7 +312,7 @@ impl Filter {
 
     /// True when the webhook wants this event of this workflow (empty lists match all;
     /// `run.finished` stands for the three run ends).
-    pub fn matches(&self, kind: EventKind, workflow: &str) -> bool {
+    pub(crate) fn matches(&self, kind: EventKind, workflow: &str) -> bool {
         let event_ok = self.events.is_empty()
             || (self.run_end_alias && kind.is_run_end())
             || self.events.iter().any(|m| m.is_match(kind.as_str()));

@@ -23,16 +23,16 @@ use crate::model::fmt::duration_ms as human_duration;
 use crate::model::mask::Masker;
 
 /// The GitHub API used by `github_status` when the webhook sets no `api`.
-pub const DEFAULT_GITHUB_API: &str = "https://api.github.com";
+pub(crate) const DEFAULT_GITHUB_API: &str = "https://api.github.com";
 
 /// Content type of JSON bodies.
-pub const JSON: &str = "application/json";
+pub(crate) const JSON: &str = "application/json";
 /// Content type of template output that is not JSON.
-pub const TEXT: &str = "text/plain; charset=utf-8";
+pub(crate) const TEXT: &str = "text/plain; charset=utf-8";
 
 /// Why a notice cannot be rendered for a webhook.
 #[derive(Debug, thiserror::Error)]
-pub enum RenderError {
+pub(crate) enum RenderError {
     /// The webhook's template does not compile or fails (an undefined variable, ...).
     #[error("template: {0}")]
     Template(String),
@@ -40,7 +40,7 @@ pub enum RenderError {
 
 /// One request, ready to be queued: what the outbox row's body holds.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Rendered {
+pub(crate) struct Rendered {
     /// Where to POST.
     pub url: String,
     /// `application/json` or `text/plain; charset=utf-8`.
@@ -51,7 +51,7 @@ pub struct Rendered {
 
 impl Rendered {
     /// The envelope stored as the delivery's body.
-    pub fn to_envelope(&self) -> Value {
+    pub(crate) fn to_envelope(&self) -> Value {
         json!({
             "url": self.url,
             "content_type": self.content_type,
@@ -60,7 +60,7 @@ impl Rendered {
     }
 
     /// Reads a stored envelope back; `None` when it is not one.
-    pub fn from_envelope(body: &Value) -> Option<Rendered> {
+    pub(crate) fn from_envelope(body: &Value) -> Option<Rendered> {
         let url = body.get("url")?.as_str()?.to_string();
         let content_type = match body.get("content_type").and_then(Value::as_str) {
             Some(JSON) | None => JSON,
@@ -74,7 +74,7 @@ impl Rendered {
     }
 
     /// The bytes sent: a string payload as is, anything else as compact JSON.
-    pub fn body_bytes(&self) -> Vec<u8> {
+    pub(crate) fn body_bytes(&self) -> Vec<u8> {
         match &self.payload {
             Value::String(s) => s.clone().into_bytes(),
             other => serde_json::to_vec(other).unwrap_or_default(),
@@ -84,15 +84,15 @@ impl Rendered {
 
 /// Status colours (hex, without `#`).
 mod colour {
-    pub const SUCCESS: &str = "2EB886";
-    pub const FAILURE: &str = "D50200";
-    pub const WARNING: &str = "DAA038";
-    pub const NEUTRAL: &str = "808080";
-    pub const INFO: &str = "439FE0";
+    pub(super) const SUCCESS: &str = "2EB886";
+    pub(super) const FAILURE: &str = "D50200";
+    pub(super) const WARNING: &str = "DAA038";
+    pub(super) const NEUTRAL: &str = "808080";
+    pub(super) const INFO: &str = "439FE0";
 }
 
 /// The status colour of a notice (hex `RRGGBB`).
-pub fn status_colour(notice: &Notice) -> &'static str {
+pub(crate) fn status_colour(notice: &Notice) -> &'static str {
     match notice.kind {
         EventKind::RunSucceeded => colour::SUCCESS,
         EventKind::RunFailed | EventKind::StepFailed | EventKind::Escalation => colour::FAILURE,
@@ -130,7 +130,7 @@ fn step_id(notice: &Notice) -> Option<&str> {
 }
 
 /// One line saying what happened, in plain text.
-pub fn headline(notice: &Notice) -> String {
+pub(crate) fn headline(notice: &Notice) -> String {
     let wf = &notice.workflow;
     let run = notice
         .run
@@ -184,7 +184,7 @@ pub fn headline(notice: &Notice) -> String {
 }
 
 /// The (label, value) facts every chat format shows, in order; empty ones left out.
-pub fn facts(notice: &Notice) -> Vec<(&'static str, String)> {
+pub(crate) fn facts(notice: &Notice) -> Vec<(&'static str, String)> {
     let mut out = vec![("Workflow", notice.workflow.clone())];
     let mut push = |label: &'static str, v: Option<String>| {
         if let Some(v) = v.filter(|v| !v.is_empty()) {
@@ -342,7 +342,7 @@ fn github_status(webhook: &WebhookConfig, notice: &Notice) -> Option<(String, Va
 
 /// Renders a notice for a webhook. `Ok(None)`: this format has nothing to say about it
 /// (`github_status` for a non-run event or a run with no commit or `full_name`).
-pub fn render(
+pub(crate) fn render(
     webhook: &WebhookConfig,
     notice: &Notice,
     masker: &Masker,
@@ -378,7 +378,7 @@ pub fn render(
 }
 
 /// Renders a minijinja template with Strict undefined (a missing variable is an error).
-pub fn render_template(template: &str, context: &Value) -> Result<String, RenderError> {
+pub(crate) fn render_template(template: &str, context: &Value) -> Result<String, RenderError> {
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     env.render_str(template, context)
@@ -386,7 +386,7 @@ pub fn render_template(template: &str, context: &Value) -> Result<String, Render
 }
 
 /// Checks that a template compiles (at start-up, so a typo is reported before any event).
-pub fn check_template(template: &str) -> Result<(), RenderError> {
+pub(crate) fn check_template(template: &str) -> Result<(), RenderError> {
     let env = minijinja::Environment::new();
     env.template_from_str(template)
         .map(|_| ())

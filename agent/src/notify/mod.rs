@@ -22,9 +22,9 @@
 //! Not here: the outbox tables and queries (`store::outbox`), the API's listing
 //! (`api::deliveries`) and the `agent deliveries` command (`cli::client`).
 
-pub mod deliver;
-pub mod event;
-pub mod format;
+pub(crate) mod deliver;
+pub(crate) mod event;
+pub(crate) mod format;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,8 +33,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
 
-pub use event::{EventKind, Filter, Notice};
-pub use format::{RenderError, Rendered};
+pub(crate) use event::{EventKind, Filter, Notice};
+pub(crate) use format::Rendered;
 
 use crate::bus::{Bus, Shutdown};
 use crate::config::{Config, WebhookConfig};
@@ -44,7 +44,7 @@ use crate::store::{Db, NewDelivery, RunId, RunRecord, RunStatus, StepStatus, Sto
 
 /// What the notifier works with: the config, the store, the secrets to mask, the shutdown.
 #[derive(Debug, Clone)]
-pub struct Context {
+pub(crate) struct Context {
     /// The daemon config (webhooks, `public_url`, `listen`, `state_dir`, retention).
     pub config: Arc<Config>,
     /// The store.
@@ -56,11 +56,11 @@ pub struct Context {
 }
 
 /// How long the notifier may take to stop once shutdown has begun.
-pub const STOP_WAIT: Duration = Duration::from_secs(5);
+pub(crate) const STOP_WAIT: Duration = Duration::from_secs(5);
 
 /// The configured webhooks, each with a unique `name` (a second webhook with the name, or
 /// URL, of an earlier one gets `#2` appended, and so on): the key of its deliveries.
-pub fn webhooks(config: &Config) -> Vec<Arc<WebhookConfig>> {
+pub(crate) fn webhooks(config: &Config) -> Vec<Arc<WebhookConfig>> {
     let mut seen: HashMap<String, usize> = HashMap::new();
     config
         .webhooks
@@ -79,7 +79,7 @@ pub fn webhooks(config: &Config) -> Vec<Arc<WebhookConfig>> {
 
 /// The base of links to runs: the configured `public_url`, else `http://ADDR` of the API as
 /// bound (`state_dir/daemon.addr`), else of the configured `listen` address.
-pub fn link_base(shared: &Context) -> String {
+pub(crate) fn link_base(shared: &Context) -> String {
     if let Some(url) = &shared.config.public_url {
         return url.clone();
     }
@@ -127,7 +127,7 @@ fn deliveries_for(
 }
 
 /// The notice of a run's end (`run.succeeded`, `run.failed`, `run.cancelled`).
-pub fn run_end_notice(
+pub(crate) fn run_end_notice(
     shared: &Context,
     run: &RunRecord,
     status: RunStatus,
@@ -204,7 +204,7 @@ struct Pending {
 /// (so nothing emitted after this call is missed), checks the webhooks' filters and
 /// templates, starts one delivery worker per webhook and the event router. The task ends
 /// after shutdown.
-pub fn spawn(context: Context, bus: &Bus) -> Option<tokio::task::JoinHandle<()>> {
+pub(crate) fn spawn(context: Context, bus: &Bus) -> Option<tokio::task::JoinHandle<()>> {
     let hooks = webhooks(&context.config);
     if hooks.is_empty() {
         return None;
@@ -303,7 +303,7 @@ async fn run(
 }
 
 /// How often finished deliveries older than `retention.max_age` are deleted.
-pub const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+pub(crate) const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Deletes finished deliveries older than `retention.max_age`, at start and every
 /// [`PRUNE_EVERY`], until shutdown.

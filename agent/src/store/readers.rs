@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use super::{Db, StoreError};
 
 /// Idle connections kept for reuse.
-pub const MAX_IDLE: usize = 4;
+pub(super) const MAX_IDLE: usize = 4;
 
 /// A cloneable pool of read connections to one database file.
 #[derive(Debug, Clone)]

@@ -28,7 +28,7 @@ const FILES: &[(&str, &str, &[u8])] = &[
 ];
 
 /// A digest of all the files (the `v=` of asset links, and their ETag).
-pub fn version() -> &'static str {
+pub(super) fn version() -> &'static str {
     static VERSION: OnceLock<String> = OnceLock::new();
     VERSION.get_or_init(|| {
         let mut h = Sha256::new();
@@ -44,7 +44,7 @@ pub fn version() -> &'static str {
 }
 
 /// `GET /assets/{file}`.
-pub async fn serve(Path(file): Path<String>, headers: HeaderMap) -> Response {
+pub(super) async fn serve(Path(file): Path<String>, headers: HeaderMap) -> Response {
     let Some((_, mime, bytes)) = FILES.iter().find(|(name, _, _)| *name == file) else {
         return (StatusCode::NOT_FOUND, "no such asset").into_response();
     };

@@ -4,7 +4,7 @@
 use serde_json::{Map, Value};
 
 /// The fields of a urlencoded body, in order (invalid UTF-8 replaced).
-pub fn parse_form(body: &[u8]) -> Vec<(String, String)> {
+pub(super) fn parse_form(body: &[u8]) -> Vec<(String, String)> {
     body.split(|b| *b == b'&')
         .filter(|kv| !kv.is_empty())
         .map(|kv| {
@@ -17,7 +17,7 @@ pub fn parse_form(body: &[u8]) -> Vec<(String, String)> {
 }
 
 /// Percent-decoding, with `+` as a space.
-pub fn decode(bytes: &[u8]) -> String {
+pub(super) fn decode(bytes: &[u8]) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
@@ -41,7 +41,7 @@ pub fn decode(bytes: &[u8]) -> String {
 }
 
 /// Percent-encoding of everything but unreserved characters (and `/`).
-pub fn encode(text: &str) -> String {
+pub(super) fn encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
@@ -54,7 +54,7 @@ pub fn encode(text: &str) -> String {
 }
 
 /// Where to go after logging in: a local path only (never another site), else `/`.
-pub fn safe_next(next: Option<&str>) -> String {
+pub(super) fn safe_next(next: Option<&str>) -> String {
     match next {
         Some(n)
             if n.starts_with('/')
@@ -71,7 +71,7 @@ pub fn safe_next(next: Option<&str>) -> String {
 /// The parameters of a trigger form, typed by their declarations: `(parameters, errors by
 /// field)`. A value that does not fit its type is passed on as text, so the daemon's own
 /// validation reports it (as for the API); only JSON that does not parse is refused here.
-pub fn typed_parameters(
+pub(super) fn typed_parameters(
     declared: &[Value],
     fields: &[(String, String)],
 ) -> (Map<String, Value>, Vec<(String, String)>) {
@@ -135,7 +135,7 @@ pub fn typed_parameters(
 }
 
 /// How a JSON value shows in a form field.
-pub fn display(v: &Value) -> String {
+pub(super) fn display(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),

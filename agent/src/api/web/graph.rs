@@ -13,7 +13,7 @@ use super::form::encode;
 use super::templates::{defang_str, duration, status_icon};
 
 /// Escapes text for SVG/HTML content and attributes.
-pub fn esc(s: &str) -> String {
+pub(super) fn esc(s: &str) -> String {
     let s = defang_str(s);
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -43,7 +43,7 @@ fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
 
 /// A step as drawn.
 #[derive(Debug, Clone)]
-pub struct StepView {
+pub(super) struct StepView {
     /// Its id.
     pub id: String,
     /// Its status.
@@ -57,7 +57,7 @@ pub struct StepView {
 }
 
 /// Every step of a report in order: the stages', then rollback, then compensation.
-pub fn steps(report: &Value) -> Vec<StepView> {
+pub(super) fn steps(report: &Value) -> Vec<StepView> {
     let mut out = Vec::new();
     let mut push = |lane: &str, undo: bool, s: &Value| {
         out.push(StepView {
@@ -105,7 +105,7 @@ pub fn steps(report: &Value) -> Vec<StepView> {
 
 /// The step a run page focuses by default: the first failed step whose failure was not
 /// tolerated, else a running one, else the first.
-pub fn default_focus(steps: &[StepView]) -> Option<String> {
+pub(super) fn default_focus(steps: &[StepView]) -> Option<String> {
     let failed = steps.iter().find(|s| {
         !s.undo
             && s.status == "failed"
@@ -182,7 +182,7 @@ fn node(out: &mut String, run: &str, s: &StepView, x: i64, y: i64, focus: &str) 
 }
 
 /// The graph of a run's steps as an SVG element.
-pub fn graph_svg(run: &str, steps: &[StepView], focus: &str) -> String {
+pub(super) fn graph_svg(run: &str, steps: &[StepView], focus: &str) -> String {
     let mut lanes: Vec<(&str, Vec<&StepView>)> = Vec::new();
     for s in steps.iter().filter(|s| !s.undo) {
         match lanes.iter_mut().find(|(name, _)| *name == s.lane) {
@@ -269,7 +269,12 @@ fn time(v: &Value, key: &str) -> Option<DateTime<Utc>> {
 type Span = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
 
 /// The timeline of a run's steps as an SVG element.
-pub fn timeline_svg(run: &str, steps: &[StepView], focus: &str, now: DateTime<Utc>) -> String {
+pub(super) fn timeline_svg(
+    run: &str,
+    steps: &[StepView],
+    focus: &str,
+    now: DateTime<Utc>,
+) -> String {
     const LABEL: f64 = 150.0;
     const W: f64 = 900.0;
     const BAR: i64 = 22;

@@ -88,7 +88,7 @@ pub(crate) fn router(api: ApiState, token: ApiToken) -> Router {
 
 /// The Content-Security-Policy of every dashboard answer: scripts, styles and connections
 /// from this origin only (no inline script or style), no framing.
-pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+pub(super) const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
      img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; \
      base-uri 'none'";
 

@@ -27,7 +27,7 @@ use crate::api::error::ApiError;
 use crate::api::{anomalies, deliveries, logs, routes};
 
 /// Rows per page of the runs list.
-pub const PAGE: usize = 50;
+pub(super) const PAGE: usize = 50;
 /// How often live pages look for changes.
 const TICK: Duration = Duration::from_millis(700);
 
@@ -131,7 +131,7 @@ async fn list(web: &WebState, q: Q) -> Result<Value, ApiError> {
 }
 
 /// `GET /?workflow=&repo=&branch=&status=&trigger=&q=&before=` (and `fragment=rows`).
-pub async fn runs(
+pub(super) async fn runs(
     State(web): State<WebState>,
     Extension(auth): Extension<Auth>,
     Query(q): Query<Q>,
@@ -264,7 +264,10 @@ where
 }
 
 /// `GET /events/runs?...`: `changed` whenever the runs the list shows change.
-pub async fn runs_events(State(web): State<WebState>, Query(q): Query<Q>) -> impl IntoResponse {
+pub(super) async fn runs_events(
+    State(web): State<WebState>,
+    Query(q): Query<Q>,
+) -> impl IntoResponse {
     let api_q = api_query(&q, PAGE);
     change_stream(web, move |web| {
         let api_q = api_q.clone();
@@ -293,7 +296,7 @@ fn time(v: &Value, key: &str) -> Option<DateTime<Utc>> {
 }
 
 /// `GET /runs/{id}?step=` (and `fragment=views`): one run.
-pub async fn run(
+pub(super) async fn run(
     State(web): State<WebState>,
     Extension(auth): Extension<Auth>,
     Path(id): Path<String>,
@@ -353,7 +356,7 @@ pub async fn run(
 }
 
 /// `GET /runs/{id}/events`: `changed` whenever a step of the run moves; ends with the run.
-pub async fn run_events(State(web): State<WebState>, Path(id): Path<String>) -> Response {
+pub(super) async fn run_events(State(web): State<WebState>, Path(id): Path<String>) -> Response {
     if let Err(e) = report(&web, &id).await {
         return (e.status(), e.to_string()).into_response();
     }
@@ -378,7 +381,7 @@ pub async fn run_events(State(web): State<WebState>, Path(id): Path<String>) -> 
 }
 
 /// `GET /runs/{id}/steps/{step}/log[?follow=true][&download=1]`: the API's step log.
-pub async fn step_log(
+pub(super) async fn step_log(
     State(web): State<WebState>,
     Path(path): Path<(String, String)>,
     uri: Uri,
@@ -429,7 +432,7 @@ async fn new_run_id(r: Response) -> Option<String> {
 }
 
 /// `POST /runs/{id}/cancel`.
-pub async fn cancel(
+pub(super) async fn cancel(
     State(web): State<WebState>,
     Extension(auth): Extension<Auth>,
     Path(id): Path<String>,
@@ -441,7 +444,7 @@ pub async fn cancel(
 }
 
 /// `POST /runs/{id}/retry`: on to the run that carries on.
-pub async fn retry(
+pub(super) async fn retry(
     State(web): State<WebState>,
     Extension(auth): Extension<Auth>,
     Path(id): Path<String>,
@@ -457,7 +460,7 @@ pub async fn retry(
 
 /// `POST /runs/{id}/rerun`: a new manual run of the same workflow, repository, commit and
 /// parameters.
-pub async fn rerun(
+pub(super) async fn rerun(
     State(web): State<WebState>,
     Extension(auth): Extension<Auth>,
     Path(id): Path<String>,
@@ -587,13 +590,16 @@ async fn workflows_page(
 }
 
 /// `GET /workflows`.
-pub async fn workflows(State(web): State<WebState>, Extension(auth): Extension<Auth>) -> Response {
+pub(super) async fn workflows(
+    State(web): State<WebState>,
+    Extension(auth): Extension<Auth>,
+) -> Response {
     workflows_page(&web, &auth, StatusCode::OK, FormState::default()).await
 }
 
 /// `POST /workflows/{repo}/{name}/runs`: the trigger form. On to the new run, or the form
 /// again (422) with each problem next to its field.
-pub async fn trigger(
+pub(super) async fn trigger(
     State(web): State<WebState>,
     Extension(auth): Extension<Auth>,
     Path((repo, name)): Path<(String, String)>,
@@ -728,7 +734,7 @@ fn table_page(auth: &Auth, title: &str, nav: &str, items: &[Value]) -> Response 
 }
 
 /// `GET /deliveries`: the webhook outbox.
-pub async fn deliveries(
+pub(super) async fn deliveries(
     State(web): State<WebState>,
     Extension(auth): Extension<Auth>,
     Query(q): Query<Q>,
@@ -748,7 +754,7 @@ pub async fn deliveries(
 }
 
 /// `GET /anomalies`.
-pub async fn anomalies(
+pub(super) async fn anomalies(
     State(web): State<WebState>,
     Extension(auth): Extension<Auth>,
     Query(q): Query<Q>,

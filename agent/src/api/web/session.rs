@@ -30,22 +30,22 @@ use super::templates::render_page;
 use crate::api::auth::ApiToken;
 
 /// The cookie's name.
-pub const COOKIE_NAME: &str = "agent_session";
+pub(super) const COOKIE_NAME: &str = "agent_session";
 /// How long a session lasts.
-pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+pub(super) const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// The largest form body read.
-pub const MAX_FORM: usize = 1 << 20;
+pub(super) const MAX_FORM: usize = 1 << 20;
 
 /// Who a request is, once authenticated (a request extension).
 #[derive(Debug, Clone)]
-pub struct Auth {
+pub(super) struct Auth {
     /// The CSRF token to put in this page's forms.
     pub csrf: String,
 }
 
 /// The session key and the API token.
 #[derive(Clone)]
-pub struct Sessions {
+pub(crate) struct Sessions {
     key: Arc<[u8; 32]>,
     token: ApiToken,
     secure: bool,
@@ -63,7 +63,7 @@ fn hex(bytes: &[u8]) -> String {
 
 impl Sessions {
     /// A fresh key for `token`; `secure` marks cookies `Secure`.
-    pub fn new(token: ApiToken, secure: bool) -> Sessions {
+    pub(crate) fn new(token: ApiToken, secure: bool) -> Sessions {
         Sessions {
             key: Arc::new(rand::random()),
             token,
@@ -78,7 +78,7 @@ impl Sessions {
     }
 
     /// A new cookie value, valid until `now + ttl`.
-    pub fn issue(&self, now: u64, ttl: Duration) -> String {
+    pub(crate) fn issue(&self, now: u64, ttl: Duration) -> String {
         let nonce = hex(&rand::random::<[u8; 16]>());
         let body = format!("{}.{nonce}", now + ttl.as_secs());
         let mac = hex(&self.mac(&body).finalize().into_bytes());
@@ -86,7 +86,7 @@ impl Sessions {
     }
 
     /// The nonce of a cookie value when it is authentic and not expired at `now`.
-    pub fn verify<'a>(&self, value: &'a str, now: u64) -> Option<&'a str> {
+    pub(crate) fn verify<'a>(&self, value: &'a str, now: u64) -> Option<&'a str> {
         let (body, mac) = value.rsplit_once('.')?;
         let (expiry, nonce) = body.split_once('.')?;
         let mac = (0..mac.len())
@@ -98,7 +98,7 @@ impl Sessions {
     }
 
     /// The CSRF token of a session (by its nonce); `None`: the Bearer token's.
-    pub fn csrf(&self, nonce: Option<&str>) -> String {
+    pub(crate) fn csrf(&self, nonce: Option<&str>) -> String {
         let what = format!("csrf:{}", nonce.unwrap_or("bearer"));
         hex(&self.mac(&what).finalize().into_bytes()[..16])
     }
@@ -164,7 +164,7 @@ fn refuse(status: StatusCode, text: &'static str) -> Response {
 /// Middleware: lets a request through with the Bearer token or a valid session (plus, for
 /// a state-changing request on the session, its CSRF token); else a page request is sent to
 /// `/login` and anything else gets 401.
-pub async fn require_session(
+pub(super) async fn require_session(
     State(web): State<WebState>,
     request: Request,
     next: Next,
@@ -247,7 +247,9 @@ fn constant_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// `GET /login?next=`: the form.
-pub async fn login_page(Query(q): Query<std::collections::HashMap<String, String>>) -> Response {
+pub(super) async fn login_page(
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Response {
     let next = safe_next(q.get("next").map(String::as_str));
     render_page(
         StatusCode::OK,
@@ -258,7 +260,11 @@ pub async fn login_page(Query(q): Query<std::collections::HashMap<String, String
 
 /// `POST /login` with the form field `token` (and `next`): sets the session cookie and
 /// goes on to `next`, or shows the form again with 401.
-pub async fn login(State(web): State<WebState>, headers: HeaderMap, body: Bytes) -> Response {
+pub(super) async fn login(
+    State(web): State<WebState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if !same_origin(&headers) {
         return refuse(StatusCode::FORBIDDEN, "cross-site request refused");
     }
@@ -287,7 +293,7 @@ pub async fn login(State(web): State<WebState>, headers: HeaderMap, body: Bytes)
 }
 
 /// `POST /logout`: deletes the cookie.
-pub async fn logout(State(web): State<WebState>) -> Response {
+pub(super) async fn logout(State(web): State<WebState>) -> Response {
     let mut response = (StatusCode::SEE_OTHER, [(LOCATION, "/login")]).into_response();
     if let Ok(v) = HeaderValue::from_str(&web.sessions.set_cookie(None)) {
         response.headers_mut().insert(SET_COOKIE, v);

@@ -58,7 +58,7 @@ fn env() -> &'static Environment<'static> {
 }
 
 /// `1m 05s`-style text for a duration in milliseconds.
-pub fn duration(ms: i64) -> String {
+pub(super) fn duration(ms: i64) -> String {
     let ms = ms.max(0);
     if ms < 1000 {
         format!("{ms}ms")
@@ -72,7 +72,7 @@ pub fn duration(ms: i64) -> String {
 }
 
 /// The icon shown beside a status word (the word is always shown too).
-pub fn status_icon(status: &str) -> &'static str {
+pub(super) fn status_icon(status: &str) -> &'static str {
     match status {
         "succeeded" => "✓",
         "failed" => "✗",
@@ -92,7 +92,7 @@ fn is_disguising(c: char) -> bool {
 }
 
 /// Text with disguising characters shown as `<U+XXXX>`.
-pub fn defang_str(s: &str) -> String {
+pub(super) fn defang_str(s: &str) -> String {
     if !s.chars().any(is_disguising) {
         return s.to_string();
     }
@@ -108,7 +108,7 @@ pub fn defang_str(s: &str) -> String {
 }
 
 /// [`defang_str`] on every string (and key) of a JSON value.
-pub fn defang(v: Value) -> Value {
+pub(super) fn defang(v: Value) -> Value {
     match v {
         Value::String(s) => Value::String(defang_str(&s)),
         Value::Array(a) => Value::Array(a.into_iter().map(defang).collect()),
@@ -122,7 +122,7 @@ pub fn defang(v: Value) -> Value {
 }
 
 /// Renders a template as an HTML answer.
-pub fn render_page<S: serde::Serialize>(status: StatusCode, name: &str, ctx: S) -> Response {
+pub(super) fn render_page<S: serde::Serialize>(status: StatusCode, name: &str, ctx: S) -> Response {
     match env().get_template(name).and_then(|t| t.render(ctx)) {
         Ok(html) => (status, Html(html)).into_response(),
         Err(e) => {

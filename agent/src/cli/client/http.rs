@@ -336,7 +336,7 @@ impl Client {
 }
 
 /// An answer decoded into its [`crate::model::api`] type.
-pub fn decode<T: DeserializeOwned>(value: &Value) -> Result<T, ClientError> {
+pub(super) fn decode<T: DeserializeOwned>(value: &Value) -> Result<T, ClientError> {
     T::deserialize(value).map_err(|e| ClientError::BadAnswer(e.to_string()))
 }
 

@@ -3,7 +3,7 @@
 /// An incremental parser of the `text/event-stream` format: `event:` and `data:` fields,
 /// events separated by a blank line, comments (`:`) ignored.
 #[derive(Debug, Default)]
-pub struct SseParser {
+pub(super) struct SseParser {
     buffer: Vec<u8>,
     event: Option<String>,
     data: Option<String>,
@@ -11,7 +11,7 @@ pub struct SseParser {
 
 impl SseParser {
     /// Feeds bytes; returns the events completed by them as `(name, data)`.
-    pub fn push(&mut self, bytes: &[u8]) -> Vec<(String, String)> {
+    pub(super) fn push(&mut self, bytes: &[u8]) -> Vec<(String, String)> {
         self.buffer.extend_from_slice(bytes);
         let mut out = Vec::new();
         while let Some(pos) = self.buffer.iter().position(|b| *b == b'\n') {

@@ -81,7 +81,7 @@ fn new_delivery_id() -> String {
 /// moment after they happen; holding the run's end until the notifier has seen it keeps
 /// every webhook's deliveries in the order of the events, while a crash between the two
 /// still loses nothing (after the hold, the end is sent regardless).
-pub const RUN_END_HOLD: std::time::Duration = std::time::Duration::from_secs(5);
+pub(super) const RUN_END_HOLD: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Queues a delivery inside `tx`, due `delay_ms` from now; returns its id.
 fn insert_delivery_due(
