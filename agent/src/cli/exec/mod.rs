@@ -102,38 +102,223 @@ fn repo_info(dir: &Path) -> Value {
 }
 
 /// What the standard step variables need of the workdir's repository (`name`,
-/// `full_name`, `commit`, `branch`), read in-process; `null` outside a repository.
+/// `full_name`, `commit`, `branch`); `null` outside a repository.
+///
+/// Read from the files of `.git` directly rather than through libgit2: opening a
+/// repository with libgit2 initialises OpenSSL, which loads the whole system CA bundle
+/// (tens of milliseconds, more than the rest of a one-step run).
 fn repo_env_info(dir: &Path) -> Value {
-    let Ok(repo) = git2::Repository::discover(dir) else {
+    let Some(git) = local_git::find(dir) else {
         return Value::Null;
     };
-    let commit = repo
-        .head()
-        .ok()
-        .and_then(|h| h.target())
-        .map(|o| o.to_string())
-        .unwrap_or_default();
-    let branch = repo
-        .head()
-        .ok()
-        .filter(|h| h.is_branch())
-        .and_then(|h| h.shorthand().ok().map(str::to_string))
-        .unwrap_or_default();
-    let url = repo
-        .find_remote("origin")
-        .ok()
-        .and_then(|r| r.url().ok().map(str::to_string))
-        .unwrap_or_default();
-    let top = repo
-        .workdir()
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let head = git.head();
+    let url = git.origin_url().unwrap_or_default();
     json!({
-        "name": repo_name(&top),
+        "name": repo_name(&git.top.to_string_lossy()),
         "full_name": full_name_of(&url),
-        "commit": commit,
-        "branch": branch,
+        "commit": head.commit.unwrap_or_default(),
+        "branch": head.branch.unwrap_or_default(),
     })
+}
+
+/// The few facts `agent exec` reads from a repository's `.git`: its top level, `HEAD` (the
+/// branch and the commit it points at) and `origin`'s URL. Plain file reads: loose refs,
+/// `packed-refs`, `config`; a `.git` file (`gitdir: …`, as in worktrees and submodules)
+/// and a `commondir` are followed.
+mod local_git {
+    use std::path::{Path, PathBuf};
+
+    pub(super) struct Git {
+        /// The working tree's top level.
+        pub(super) top: PathBuf,
+        /// The directory holding `HEAD`.
+        git_dir: PathBuf,
+        /// The directory holding refs and config (differs from `git_dir` in a worktree).
+        common_dir: PathBuf,
+    }
+
+    /// Where `HEAD` points.
+    pub(super) struct Head {
+        pub(super) branch: Option<String>,
+        pub(super) commit: Option<String>,
+    }
+
+    /// The repository `dir` is in, looking upwards.
+    pub(super) fn find(dir: &Path) -> Option<Git> {
+        let start = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        for top in start.ancestors() {
+            let dot_git = top.join(".git");
+            let git_dir = if dot_git.is_dir() {
+                dot_git
+            } else if let Ok(text) = std::fs::read_to_string(&dot_git) {
+                let target = text.strip_prefix("gitdir:")?.trim();
+                let target = Path::new(target);
+                if target.is_absolute() {
+                    target.to_path_buf()
+                } else {
+                    top.join(target)
+                }
+            } else {
+                continue;
+            };
+            if !git_dir.join("HEAD").is_file() {
+                return None;
+            }
+            let common_dir = match std::fs::read_to_string(git_dir.join("commondir")) {
+                Ok(c) => git_dir.join(c.trim()),
+                Err(_) => git_dir.clone(),
+            };
+            return Some(Git {
+                top: top.to_path_buf(),
+                git_dir,
+                common_dir,
+            });
+        }
+        None
+    }
+
+    impl Git {
+        /// The branch `HEAD` names (if any) and the commit it resolves to.
+        pub(super) fn head(&self) -> Head {
+            let text = std::fs::read_to_string(self.git_dir.join("HEAD")).unwrap_or_default();
+            let text = text.trim();
+            match text.strip_prefix("ref:") {
+                Some(name) => {
+                    let name = name.trim();
+                    Head {
+                        branch: name.strip_prefix("refs/heads/").map(str::to_string),
+                        commit: self.resolve(name),
+                    }
+                }
+                None if is_oid(text) => Head {
+                    branch: None,
+                    commit: Some(text.to_string()),
+                },
+                None => Head {
+                    branch: None,
+                    commit: None,
+                },
+            }
+        }
+
+        /// A ref's commit: its loose file, else its line in `packed-refs` (symbolic refs
+        /// followed a few levels).
+        fn resolve(&self, name: &str) -> Option<String> {
+            let mut name = name.to_string();
+            for _ in 0..5 {
+                let loose = [&self.git_dir, &self.common_dir]
+                    .iter()
+                    .find_map(|d| std::fs::read_to_string(d.join(&name)).ok());
+                match loose {
+                    Some(text) => {
+                        let text = text.trim();
+                        match text.strip_prefix("ref:") {
+                            Some(next) => name = next.trim().to_string(),
+                            None => return is_oid(text).then(|| text.to_string()),
+                        }
+                    }
+                    None => {
+                        let packed =
+                            std::fs::read_to_string(self.common_dir.join("packed-refs")).ok()?;
+                        return packed.lines().find_map(|line| {
+                            let (oid, r) = line.split_once(' ')?;
+                            (r.trim() == name && is_oid(oid)).then(|| oid.to_string())
+                        });
+                    }
+                }
+            }
+            None
+        }
+
+        /// `remote.origin.url` from the repository's `config`.
+        pub(super) fn origin_url(&self) -> Option<String> {
+            let text = std::fs::read_to_string(self.common_dir.join("config")).ok()?;
+            let mut in_origin = false;
+            for line in text.lines() {
+                let line = line.trim();
+                if line.starts_with('[') {
+                    let section: String = line.chars().filter(|c| !c.is_whitespace()).collect();
+                    in_origin = section == "[remote\"origin\"]";
+                } else if in_origin
+                    && let Some((key, value)) = line.split_once('=')
+                    && key.trim().eq_ignore_ascii_case("url")
+                {
+                    return Some(value.trim().trim_matches('"').to_string());
+                }
+            }
+            None
+        }
+    }
+
+    /// A full hexadecimal object id (SHA-1 or SHA-256).
+    fn is_oid(text: &str) -> bool {
+        matches!(text.len(), 40 | 64) && text.bytes().all(|b| b.is_ascii_hexdigit())
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// The facts read from the files match what libgit2 reads from the same repository:
+        /// a branch with a loose ref, then the same ref packed, then a detached `HEAD`.
+        #[test]
+        fn head_branch_commit_and_origin_match_libgit2() {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let repo = git2::Repository::init(dir.path()).expect("init");
+            std::fs::write(dir.path().join("f"), "x").expect("write");
+            let mut index = repo.index().expect("index");
+            index.add_path(Path::new("f")).expect("add");
+            let tree = repo
+                .find_tree(index.write_tree().expect("tree"))
+                .expect("tree");
+            let sig = git2::Signature::now("t", "t@t").expect("sig");
+            let oid = repo
+                .commit(Some("HEAD"), &sig, &sig, "first", &tree, &[])
+                .expect("commit");
+            repo.remote("origin", "https://example.invalid/me/app.git")
+                .expect("remote");
+            let sub = dir.path().join("sub");
+            std::fs::create_dir(&sub).expect("mkdir");
+            let branch = repo
+                .head()
+                .expect("head")
+                .shorthand()
+                .expect("name")
+                .to_string();
+
+            let git = find(&sub).expect("found from a subdirectory");
+            assert_eq!(
+                git.top.canonicalize().expect("top"),
+                dir.path().canonicalize().expect("dir")
+            );
+            let head = git.head();
+            assert_eq!(head.branch.as_deref(), Some(branch.as_str()));
+            assert_eq!(head.commit, Some(oid.to_string()));
+            assert_eq!(
+                git.origin_url().as_deref(),
+                Some("https://example.invalid/me/app.git")
+            );
+
+            // The same ref packed.
+            let loose = dir.path().join(".git/refs/heads").join(&branch);
+            std::fs::remove_file(&loose).expect("unpack");
+            std::fs::write(
+                dir.path().join(".git/packed-refs"),
+                format!("# pack-refs with: peeled\n{oid} refs/heads/{branch}\n"),
+            )
+            .expect("packed-refs");
+            assert_eq!(git.head().commit, Some(oid.to_string()));
+
+            // Detached.
+            repo.set_head_detached(oid).expect("detach");
+            let head = git.head();
+            assert_eq!(head.branch, None);
+            assert_eq!(head.commit, Some(oid.to_string()));
+
+            let outside = tempfile::tempdir().expect("tempdir");
+            assert!(find(outside.path()).is_none() || outside.path().starts_with(dir.path()));
+        }
+    }
 }
 
 /// The last component of a repository's top-level directory.
