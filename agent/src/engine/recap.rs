@@ -46,7 +46,13 @@ impl Tail {
             String::new()
         };
         buf.clear();
-        match line.char_indices().nth(LONGEST_LINE) {
+        // No more bytes than the limit means no more characters: no need to count them.
+        let cut = if line.len() <= LONGEST_LINE {
+            None
+        } else {
+            line.char_indices().nth(LONGEST_LINE)
+        };
+        match cut {
             Some((cut, _)) => {
                 buf.push_str(&line[..cut]);
                 buf.push('…');

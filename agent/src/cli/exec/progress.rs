@@ -270,19 +270,19 @@ impl ProgressView {
                     LogStream::Stdout => " | ",
                     LogStream::Stderr => " ! ",
                 };
+                // One lookup per chunk, not per line.
+                if !self.tails.contains_key(&**step) {
+                    self.tails.insert(step.to_string(), Tail::new());
+                }
+                let mut tail = self.tails.get_mut(&**step);
                 for line in text.split_terminator('\n') {
                     out.push_str("  ");
                     out.push_str(step);
                     out.push_str(sep);
                     out.push_str(line);
                     out.push('\n');
-                    match self.tails.get_mut(&**step) {
-                        Some(tail) => tail.push(line),
-                        None => {
-                            let mut tail = Tail::new();
-                            tail.push(line);
-                            self.tails.insert(step.to_string(), tail);
-                        }
+                    if let Some(tail) = tail.as_deref_mut() {
+                        tail.push(line);
                     }
                 }
             }
