@@ -4,42 +4,13 @@
 //! To (re)write it — only ever with the code of schema version 4 — run
 //! `AGENT_WRITE_STORE_FIXTURE=1 cargo test -p agent --test integration -- --ignored store_fixture_v4::write_v4_fixture`.
 
-use crate::common::store_fixture::{fixture, header_version};
-use agent::store::{Db, NewRun, RunStatus, StepStart, Trigger, TriggerKind, migrations};
+use crate::common::store_fixture::{fixture, header_version, write_interrupted_run_fixture};
+use agent::store::{Db, RunStatus, migrations};
 
 #[test]
 #[ignore = "writes the fixture; run by hand with AGENT_WRITE_STORE_FIXTURE=1"]
 fn write_v4_fixture() {
-    if std::env::var_os("AGENT_WRITE_STORE_FIXTURE").is_none() {
-        return;
-    }
-    assert_eq!(
-        migrations::LATEST_VERSION,
-        4,
-        "the v4 fixture must be written by the code of schema version 4"
-    );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("store.sqlite3");
-    {
-        let mut store = Db::open_at_version(&path, 4).expect("open");
-        let mut run = NewRun::new("build", Trigger::new(TriggerKind::Manual));
-        run.repo = Some("app".into());
-        let id = store.enqueue_run(&run).expect("enqueue").run_id();
-        store.mark_running(id).expect("running");
-        let step = StepStart {
-            stage: "s".into(),
-            step_id: "boom".into(),
-            attempt: 1,
-        };
-        store.record_step_started(id, &step).expect("start");
-        // A crash: the next boot interrupts the run and counts it on the step.
-        store
-            .reclaim_expired(chrono::DateTime::<chrono::Utc>::MAX_UTC)
-            .expect("boot");
-    }
-    assert_eq!(header_version(&path), 4);
-    assert!(!path.with_extension("sqlite3-wal").exists());
-    std::fs::copy(&path, fixture(4)).expect("copy fixture");
+    write_interrupted_run_fixture(4);
 }
 
 #[test]
