@@ -5,6 +5,11 @@
 "use strict";
 (function () {
   var LINE = 18;
+  // Set once the page starts to leave: a refresh that lands after that must not reload this
+  // page, which would cancel the navigation the user asked for.
+  var leaving = false;
+  window.addEventListener("beforeunload", function () { leaving = true; });
+  window.addEventListener("pagehide", function () { leaving = true; });
   var DISGUISING = /[\u200B-\u200F\u202A-\u202E\u2066-\u2069\uFEFF]/g;
   function visible(s) {
     return s.replace(DISGUISING, function (c) {
@@ -21,7 +26,7 @@
         return r.ok ? r.text() : null;
       })
       .then(function (html) {
-        if (html === null) return;
+        if (html === null || leaving) return;
         target.innerHTML = html;
         localTimes(target);
         // A run page opened before its first step started: its log pane appears with it.

@@ -550,6 +550,9 @@ fn the_dashboard_in_a_real_browser() {
         .to_string();
     let run = d.wait_run_final(&new_id, LIMIT);
     assert_eq!(run["parameters"]["count"], 7, "{run:#}");
+    // The page opened before the run's first step, so it reloads itself once the step appears;
+    // wait for that page before leaving, or its reload could cancel the next navigation.
+    b.wait_js("the finished run's page with its log", LIMIT, "var s = document.getElementById('run-status'); return !!document.getElementById('logview') && !!s && s.getAttribute('data-status') === 'succeeded'");
 
     // Cancel a running run.
     let slow = trigger(&d, "slow", "{}");
