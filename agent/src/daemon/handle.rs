@@ -7,11 +7,12 @@
 //! - **Triggers and cron** decide *what* to run and write it through the store's deduping
 //!   writes through the store handle ([`Db::record_push`](crate::store::Db::record_push),
 //!   [`Db::enqueue_scheduled_run`](crate::store::Db::enqueue_scheduled_run)), each with
-//!   a dedup key, the commit to check out and the concurrency group, then call
+//!   a dedup key, the commit to check out, the concurrency group and the overlap rule (the
+//!   store decides `concurrency.overlap` in the transaction that queues), then call
 //!   [`DaemonHandle::wake`] so the scheduler looks at the queue at once (it also looks every
-//!   few seconds on its own) and applies `concurrency.overlap` to new push and webhook runs.
+//!   few seconds on its own) and cancels the runs a `cancel_previous` replaced.
 //! - **The API** sends [`DaemonCommand::Enqueue`] (manual runs: the scheduler resolves the
-//!   commit, checks the parameters against the workflow and applies `concurrency.overlap`),
+//!   commit and checks the parameters against the workflow; the store decides the overlap),
 //!   [`DaemonCommand::Cancel`] and [`DaemonCommand::Retry`]; it reads runs through
 //!   the [`Store`](crate::store::Store) handle in [`Shared::store`], step logs from
 //!   [`crate::state_dir::step_log_path`], and live events from [`Shared::events`].

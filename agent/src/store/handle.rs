@@ -159,10 +159,9 @@ mod tests {
                 .map(|i| {
                     let store = store.clone();
                     tokio::spawn(async move {
-                        let run = grouped(&format!("w{round}-{i}"));
-                        store
-                            .write(move |db| db.enqueue_run_with_overlap(&run, Some(Overlap::Skip)))
-                            .await
+                        let mut run = grouped(&format!("w{round}-{i}"));
+                        run.overlap = Some(Overlap::Skip);
+                        store.write(move |db| db.enqueue(&run)).await
                     })
                 })
                 .collect();
@@ -206,18 +205,20 @@ mod tests {
     async fn cancel_previous_names_the_older_runs_of_the_group() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open_in_dir(dir.path()).expect("open");
-        let first = grouped("a");
+        let mut first = grouped("a");
+        first.overlap = Some(Overlap::Queue);
         let first = match store
-            .write(move |db| db.enqueue_run_with_overlap(&first, Some(Overlap::Queue)))
+            .write(move |db| db.enqueue(&first))
             .await
             .expect("enqueue")
         {
             Admission::Queued { run, .. } => run.run_id(),
             other => panic!("{other:?}"),
         };
-        let second = grouped("b");
+        let mut second = grouped("b");
+        second.overlap = Some(Overlap::CancelPrevious);
         match store
-            .write(move |db| db.enqueue_run_with_overlap(&second, Some(Overlap::CancelPrevious)))
+            .write(move |db| db.enqueue(&second))
             .await
             .expect("enqueue")
         {

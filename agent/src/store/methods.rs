@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::overlap::{Admission, Overlap};
+use super::overlap::Admission;
 use super::{
     Db, Enqueued, NewRun, Retention, RunFilter, RunFinish, RunId, RunRecord, Store, StoreError,
 };
@@ -15,15 +15,16 @@ impl Store {
         self.write(move |db| db.enqueue_run(&run)).await
     }
 
-    /// Queues a run under its group's overlap rule, decided in the same transaction; see
-    /// [`Db::enqueue_run_with_overlap`].
-    pub async fn enqueue(
-        &self,
-        run: NewRun,
-        overlap: Option<Overlap>,
-    ) -> Result<Admission, StoreError> {
-        self.write(move |db| db.enqueue_run_with_overlap(&run, overlap))
-            .await
+    /// Queues a run under its overlap rule (`run.overlap`), decided in the same transaction;
+    /// a skipped run is not written. See [`Db::enqueue`].
+    pub async fn enqueue(&self, run: NewRun) -> Result<Admission, StoreError> {
+        self.write(move |db| db.enqueue(&run)).await
+    }
+
+    /// The queued and running runs whose cancellation was requested; see
+    /// [`Db::cancel_requested_runs`].
+    pub async fn cancel_requested_runs(&self) -> Result<Vec<RunId>, StoreError> {
+        self.query(|db: &Db| db.cancel_requested_runs()).await
     }
 
     /// Claims up to `limit` queued runs for `owner`; see [`Db::claim`].

@@ -16,8 +16,9 @@
 //! slots are claimed with a unique constraint, and pushes are deduplicated by key. Writes go
 //! to one writer thread in order, reads to pooled read connections on the blocking pool
 //! (`handle.rs`), so no SQLite call runs on an async worker thread. The overlap rule is
-//! [`overlap::decide`], applied inside the enqueue transaction
-//! ([`Db::enqueue_run_with_overlap`]). What the store does not own: the rest of the scheduling policy
+//! [`overlap::decide`], applied inside every enqueue transaction (each [`NewRun`] carries
+//! its mode: [`Db::enqueue`], [`Db::enqueue_run`], [`Db::record_push`],
+//! [`Db::enqueue_scheduled_run`]). What the store does not own: the rest of the scheduling policy
 //! (limits, admission), which belongs to the daemon's scheduler, and log files, which live
 //! beside the database.
 //!

@@ -56,6 +56,10 @@ pub struct NewRun {
     /// The workflow file (relative to the repository root, or the path given to the daemon)
     /// that this run executes. Two files may share a `name:`; the file decides.
     pub workflow_file: Option<String>,
+    /// What the run does when runs of its group are still active, decided by the store in
+    /// the transaction that queues it ([`super::overlap`]); `None`: no rule, it just queues.
+    /// Set from the workflow by [`super::overlap::mode`].
+    pub overlap: Option<super::overlap::Overlap>,
 }
 
 impl NewRun {
@@ -71,6 +75,7 @@ impl NewRun {
             dedup_key: None,
             retry_of: None,
             workflow_file: None,
+            overlap: None,
         }
     }
 }
@@ -82,13 +87,23 @@ pub enum Enqueued {
     Created(RunId),
     /// A run with the same dedup key already existed; nothing was written.
     Duplicate(RunId),
+    /// The run's overlap rule (`skip`) found `active` still going: the run was recorded as
+    /// cancelled (`run`, its error saying why) instead of queued.
+    Skipped {
+        /// The recorded, cancelled run.
+        run: RunId,
+        /// The active run of its group that made it skip.
+        active: RunId,
+    },
 }
 
 impl Enqueued {
     /// The run's id, new or existing.
     pub fn run_id(self) -> RunId {
         match self {
-            Enqueued::Created(id) | Enqueued::Duplicate(id) => id,
+            Enqueued::Created(id) | Enqueued::Duplicate(id) | Enqueued::Skipped { run: id, .. } => {
+                id
+            }
         }
     }
 }

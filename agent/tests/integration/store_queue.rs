@@ -453,6 +453,7 @@ fn a_cron_slot_is_claimed_once() {
     let id = store
         .enqueue_scheduled_run("app/nightly.yaml#0", next, &run)
         .unwrap()
+        .and_then(|admitted| admitted.queued())
         .expect("first claim queues a run");
     assert_eq!(
         store

@@ -5,11 +5,13 @@
 //! `limits.max_concurrent_runs`, marks them running and starts a [`run_task`] for each; the
 //! engine's admission then shares CPU and memory across all runs' steps. It answers the
 //! [`DaemonCommand`]s of the API, the watchers and cron: manual runs are checked here
-//! (repository, commit, workflow at that commit, parameters) and `concurrency.overlap`
-//! (`skip`, `queue`, `cancel_previous`) is applied before they are queued; cancels; retries.
-//! It looks at the queue when woken and every few seconds in any case (runs written straight to
-//! the store by triggers and cron), and prunes finished runs and their logs by the retention
-//! policy once an hour ([`retention`]).
+//! (repository, commit, workflow at that commit, parameters) before they are queued; cancels;
+//! retries. `concurrency.overlap` (`skip`, `queue`, `cancel_previous`) is not applied here:
+//! the store decides it in the transaction that queues each run, whoever queues it
+//! ([`crate::store::overlap`]), and marks the runs `cancel_previous` ends; this actor cancels
+//! those. It looks at the queue when woken and every few seconds in any case (runs written
+//! straight to the store by triggers and cron), and prunes finished runs and their logs by
+//! the retention policy once an hour ([`retention`]).
 //!
 //! Shutdown: no run is claimed any more; running runs get `limits.shutdown_grace` to finish
 //! (a second [`DaemonCommand::Shutdown`] ends it at once), then are cancelled and abandoned: their end is not written, so the next boot finds them
@@ -25,14 +27,12 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::daemon::catalog::{Catalog, ParsedFile};
 use crate::daemon::handle::{
     DaemonCommand, DaemonError, DaemonEvent, DaemonHandle, NewRunRequest, Shared,
 };
-use crate::daemon::run::mirror::Mirror;
 use crate::daemon::run::task::{self, RunControl, RunEnded};
 use crate::daemon::triggers::manual;
-use crate::store::overlap::{self, Overlap};
+use crate::store::overlap;
 use crate::store::{NewRun, RunFinish, RunId, RunRecord, RunStatus, Store, Trigger, TriggerKind};
 
 /// How often the queue is looked at without being woken (a safety net: whoever writes runs
@@ -58,7 +58,6 @@ struct Active {
 /// A manual run, checked, back from its blocking check.
 struct Checked {
     run: NewRun,
-    overlap: Option<Overlap>,
     reply: oneshot::Sender<Result<RunId, DaemonError>>,
 }
 
@@ -73,10 +72,12 @@ pub struct Scheduler {
     checked_tx: mpsc::UnboundedSender<Checked>,
     checked_rx: mpsc::UnboundedReceiver<Checked>,
     admitting: bool,
-    /// The highest run id looked at for the overlap rules of runs queued by others.
+    /// The highest run id looked at for announcing runs queued by others.
     seen: RunId,
-    /// Runs queued here (already announced, overlap applied), not yet passed by `seen`.
+    /// Runs queued here (already announced), not yet passed by `seen`.
     announced: std::collections::HashSet<RunId>,
+    /// Active runs asked to cancel because a newer run of their group replaces them.
+    cancelling: std::collections::HashSet<RunId>,
     /// Look for runs queued by others before the next claim.
     scan: bool,
     /// Shutdown: stop waiting for running runs.
@@ -113,6 +114,7 @@ impl Scheduler {
             admitting: true,
             seen: RunId(0),
             announced: Default::default(),
+            cancelling: Default::default(),
             scan: true,
             hurry: false,
         }
@@ -130,7 +132,7 @@ impl Scheduler {
         let shutdown_handle = self.handle.clone();
         let shutdown = shutdown_handle.shutdown_requested();
         tokio::pin!(shutdown);
-        // Runs queued before this start already had their overlap rules applied.
+        // Runs queued before this start are not announced again.
         self.seen = self
             .store
             .list_runs(crate::store::RunFilter::default(), 1)
@@ -140,7 +142,7 @@ impl Scheduler {
             .unwrap_or(RunId(0));
         loop {
             if std::mem::take(&mut self.scan) {
-                self.overlap_new_runs().await;
+                self.look_at_new_runs().await;
             }
             self.fill().await;
             tokio::select! {
@@ -151,6 +153,7 @@ impl Scheduler {
                 },
                 Some(ended) = self.done_rx.recv() => {
                     self.active.remove(&ended.run);
+                    self.cancelling.remove(&ended.run);
                 }
                 Some(checked) = self.checked_rx.recv() => self.enqueue_checked(checked).await,
                 _ = poll.tick() => {
@@ -267,12 +270,8 @@ impl Scheduler {
                     .await
                     .unwrap_or_else(|e| Err(DaemonError::Git(format!("internal error: {e}"))));
             match checked {
-                Ok((run, overlap)) => {
-                    let _ = back.send(Checked {
-                        run,
-                        overlap,
-                        reply,
-                    });
+                Ok(run) => {
+                    let _ = back.send(Checked { run, reply });
                 }
                 Err(err) => {
                     let _ = reply.send(Err(err));
@@ -282,35 +281,21 @@ impl Scheduler {
     }
 
     async fn enqueue_checked(&mut self, checked: Checked) {
-        let Checked {
-            run,
-            overlap,
-            reply,
-        } = checked;
-        let _ = reply.send(self.enqueue_with_overlap(run, overlap).await);
+        let Checked { run, reply } = checked;
+        let _ = reply.send(self.enqueue(run).await);
     }
 
-    async fn enqueue_with_overlap(
-        &mut self,
-        run: NewRun,
-        overlap: Option<Overlap>,
-    ) -> Result<RunId, DaemonError> {
+    /// Queues a checked run; the store decides its overlap rule in the same transaction.
+    async fn enqueue(&mut self, run: NewRun) -> Result<RunId, DaemonError> {
         if !self.admitting {
             return Err(DaemonError::ShuttingDown);
         }
         let workflow = run.workflow.clone();
-        // Decided in the transaction that queues the run: two requests cannot both pass.
-        let admitted = self.store.enqueue(run, overlap).await?;
-        let id = match admitted {
+        let id = match self.store.enqueue(run).await? {
             overlap::Admission::Skipped { active } => return Err(DaemonError::Skipped(active)),
             overlap::Admission::Queued { run, cancel } => {
                 for other in cancel {
-                    if let Err(err) = self
-                        .cancel(other, "cancelled by a newer run (cancel_previous)")
-                        .await
-                    {
-                        tracing::warn!(run = %other, error = %err, "cannot cancel previous run");
-                    }
+                    self.cancel_replaced(other).await;
                 }
                 run.run_id()
             }
@@ -323,12 +308,22 @@ impl Scheduler {
         Ok(id)
     }
 
-    /// Applies `concurrency.overlap` to runs that pushes and hooks queued straight into the
-    /// store since the last look (manual runs got it when checked, cron applies it itself),
-    /// and announces every new run.
-    async fn overlap_new_runs(&mut self) {
+    /// Announces every run queued by others (pushes, cron) since the last look, and cancels
+    /// the runs whose cancellation the store recorded (`cancel_previous` of a newer run of
+    /// their group, decided when that run was queued).
+    async fn look_at_new_runs(&mut self) {
         if !self.admitting {
             return;
+        }
+        match self.store.cancel_requested_runs().await {
+            Ok(ids) => {
+                for id in ids {
+                    if !self.cancelling.contains(&id) {
+                        self.cancel_replaced(id).await;
+                    }
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "cannot read the runs to cancel"),
         }
         let filter = crate::store::RunFilter {
             status: Some(RunStatus::Queued),
@@ -349,12 +344,6 @@ impl Scheduler {
             if self.announced.remove(&run.id) {
                 continue;
             }
-            if matches!(run.trigger.kind, TriggerKind::Push | TriggerKind::Webhook)
-                && let Some(group) = run.concurrency_group.clone()
-                && let Some(overlap) = overlap_at_commit(self.shared(), &run)
-            {
-                self.apply_overlap(&run, &group, overlap).await;
-            }
             self.handle.emit(DaemonEvent::RunQueued {
                 run_id: run.id,
                 workflow: run.workflow.as_str().into(),
@@ -367,38 +356,16 @@ impl Scheduler {
         }
     }
 
-    async fn apply_overlap(&mut self, run: &RunRecord, group: &str, overlap: Overlap) {
-        let g = group.to_string();
-        let others: Vec<RunId> = match self.store.active_runs_in_group(g).await {
-            Ok(o) => o
-                .into_iter()
-                .map(|r| r.id)
-                .filter(|id| *id < run.id)
-                .collect(),
-            Err(err) => {
-                tracing::warn!(run = %run.id, error = %err, "cannot read the run's group");
-                return;
-            }
-        };
-        match overlap::decide(overlap, &others) {
-            overlap::Decision::Enqueue => {}
-            overlap::Decision::Skip { active } => {
-                let why =
-                    format!("skipped: run {active} of concurrency group `{group}` is still active");
-                if let Err(err) = self.cancel(run.id, &why).await {
-                    tracing::warn!(run = %run.id, error = %err, "cannot skip run");
-                }
-            }
-            overlap::Decision::EnqueueAndCancel(previous) => {
-                for other in previous {
-                    if let Err(err) = self
-                        .cancel(other, "cancelled by a newer run (cancel_previous)")
-                        .await
-                    {
-                        tracing::warn!(run = %other, error = %err, "cannot cancel previous run");
-                    }
-                }
-            }
+    /// Cancels a run that a newer run of its group replaces (`cancel_previous`).
+    async fn cancel_replaced(&mut self, id: RunId) {
+        if self.active.contains_key(&id) {
+            self.cancelling.insert(id);
+        }
+        if let Err(err) = self
+            .cancel(id, "cancelled by a newer run (cancel_previous)")
+            .await
+        {
+            tracing::warn!(run = %id, error = %err, "cannot cancel previous run");
         }
     }
 
@@ -475,6 +442,7 @@ impl Scheduler {
                     dedup_key: None,
                     retry_of: Some(id),
                     workflow_file: run.workflow_file.clone(),
+                    overlap: None,
                 };
                 let new_id = self.store.enqueue_run(new).await?.run_id();
                 self.announced.insert(new_id);
@@ -565,22 +533,4 @@ impl Scheduler {
             DaemonCommand::Wake | DaemonCommand::FetchNow(_) => {}
         }
     }
-}
-
-/// The `concurrency.overlap` of a run's workflow at the run's commit (a quick read from the
-/// mirror), if it can be read.
-fn overlap_at_commit(shared: &Shared, run: &RunRecord) -> Option<Overlap> {
-    let mirror = Mirror::open(&shared.state_dir, run.repo.as_deref()?).ok()?;
-    let oid = mirror.resolve_commit(run.trigger.commit.as_deref()?).ok()?;
-    let catalog = Catalog::at(&mirror, oid).ok()?;
-    // The run's own file when it recorded one, else the workflow of its name.
-    let wf = match run
-        .workflow_file
-        .as_deref()
-        .and_then(|p| catalog.by_file(p))
-    {
-        Some(ParsedFile::Valid { workflow, .. }) => &**workflow,
-        _ => catalog.by_name(&run.workflow)?.1,
-    };
-    wf.concurrency.as_ref().map(|c| c.overlap.value)
 }

@@ -17,10 +17,12 @@
 //! default) the latest one, `all` each of them (at most [`MAX_CATCHUP`], the latest ones). A
 //! schedule never claimed before (new, or its cron line changed) starts from now.
 //!
-//! A slot that finds a run of the same workflow still queued or running follows
-//! `concurrency.overlap`: `skip` (the default when the workflow has no `concurrency`
-//! section) claims the slot without a run, `queue` queues it, `cancel_previous` queues it and
-//! cancels the active runs. A schedule's `parameters` are the run's parameters (`${{ }}`
+//! A slot that finds a run of its group (without a `concurrency` section: of the same
+//! workflow in the repository) still queued or running follows `concurrency.overlap`, decided
+//! by the store in the transaction that claims the slot ([`crate::store::overlap`]): `skip`
+//! (the default without a `concurrency` section) claims the slot without a run, `queue`
+//! queues it, `cancel_previous` queues it and marks the active runs for the scheduler to
+//! cancel. A schedule's `parameters` are the run's parameters (`${{ }}`
 //! over `workflow` and `env` rendered when the slot fires; checked against the declarations;
 //! bad ones make a failed run that still claims the slot). The run records its slot
 //! (`scheduled_for`) and checks out the default branch's head.
@@ -28,7 +30,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::store::overlap::{self, Overlap};
+use crate::store::overlap::Admission;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use croner::{Cron, Direction};
@@ -42,7 +44,7 @@ use crate::daemon::catalog::Catalog;
 use crate::daemon::handle::DaemonHandle;
 use crate::daemon::run::mirror::Mirror;
 use crate::daemon::triggers::push::new_run_for;
-use crate::store::{Db, RunFilter, RunId, RunStatus, Store, Trigger, TriggerKind};
+use crate::store::{Db, Enqueued, Store, Trigger, TriggerKind};
 
 /// How far back missed slots are caught up after downtime.
 pub const CATCHUP_WINDOW: Duration = Duration::from_secs(24 * 3600);
@@ -63,7 +65,6 @@ struct Entry {
     cron: Cron,
     tz: Tz,
     catchup: Catchup,
-    overlap: Overlap,
     /// The workflow file (`.workflows/…`) the schedule's runs execute.
     file: String,
     /// The schedule's `parameters`, rendered when a slot fires.
@@ -134,13 +135,13 @@ pub async fn run(handle: DaemonHandle) {
         let Some(mut t) = table.take() else { return };
         let result = tokio::task::spawn_blocking(move || {
             t.reload();
-            let cancels = t.fire_due(Utc::now());
+            t.fire_due(Utc::now());
             t.publish_next_fires();
             let next = t.next_due();
-            (t, cancels, next)
+            (t, next)
         })
         .await;
-        let (t, cancels, next) = match result {
+        let (t, next) = match result {
             Ok(r) => r,
             Err(err) => {
                 tracing::error!(error = %err, "cron: table update panicked; schedules are off");
@@ -148,16 +149,6 @@ pub async fn run(handle: DaemonHandle) {
             }
         };
         table = Some(t);
-        for run in cancels {
-            // Not awaited here: the next slot must not wait for the scheduler's answer.
-            let handle = handle.clone();
-            tokio::spawn(async move {
-                if let Err(err) = handle.cancel(run).await {
-                    tracing::warn!(run = %run, error = %err,
-                        "cron: could not cancel the previous run");
-                }
-            });
-        }
         let sleep = match next {
             Some(at) => (at - Utc::now()).to_std().unwrap_or(Duration::ZERO),
             None => MAX_SLEEP,
@@ -220,11 +211,6 @@ impl CronTable {
                         tz.name(),
                     );
                     let parameters = schedule.parameters.clone();
-                    let overlap = wf
-                        .concurrency
-                        .as_ref()
-                        .map(|c| c.overlap.value)
-                        .unwrap_or(overlap::SCHEDULE_DEFAULT);
                     let mut entry = Entry {
                         key,
                         repo: repo.clone(),
@@ -232,7 +218,6 @@ impl CronTable {
                         cron,
                         tz,
                         catchup: schedule.catchup.value,
-                        overlap,
                         file: file.clone(),
                         parameters,
                         commit: head.clone(),
@@ -278,9 +263,8 @@ impl CronTable {
         entry.next = next_slot(&entry.cron, entry.tz, now);
     }
 
-    /// Fires every entry whose next slot is due; answers runs to cancel (`cancel_previous`).
-    fn fire_due(&mut self, now: DateTime<Utc>) -> Vec<RunId> {
-        let mut cancels = Vec::new();
+    /// Fires every entry whose next slot is due.
+    fn fire_due(&mut self, now: DateTime<Utc>) {
         let mut entries = std::mem::take(&mut self.entries);
         for entry in &mut entries {
             let Some(next) = entry.next else { continue };
@@ -295,23 +279,17 @@ impl CronTable {
             for slot in catchup_slots(entry.catchup, earlier.to_vec()) {
                 self.fire(entry, slot);
             }
-            cancels.extend(self.fire(entry, *last));
+            self.fire(entry, *last);
             entry.next = next_slot(&entry.cron, entry.tz, now.max(*last));
         }
         self.entries = entries;
-        cancels
     }
 
-    /// Fires one slot (claim + run, or claim only under `overlap: skip`); answers the runs
-    /// to cancel.
-    fn fire(&mut self, entry: &Entry, slot: DateTime<Utc>) -> Vec<RunId> {
-        match self.try_fire(entry, slot) {
-            Ok(cancels) => cancels,
-            Err(err) => {
-                tracing::warn!(schedule = %entry.key, slot = %slot, error = %err,
-                    "cron: cannot fire");
-                Vec::new()
-            }
+    /// Fires one slot (claim + run, or claim only when its overlap rule skips it).
+    fn fire(&mut self, entry: &Entry, slot: DateTime<Utc>) {
+        if let Err(err) = self.try_fire(entry, slot) {
+            tracing::warn!(schedule = %entry.key, slot = %slot, error = %err,
+                "cron: cannot fire");
         }
     }
 
@@ -319,20 +297,7 @@ impl CronTable {
         &mut self,
         entry: &Entry,
         slot: DateTime<Utc>,
-    ) -> Result<Vec<RunId>, crate::store::StoreError> {
-        let workflow = &entry.workflow.name.value;
-        let active = self.active_runs(&entry.repo, workflow)?;
-        let cancel = match overlap::decide(entry.overlap, &active) {
-            overlap::Decision::Skip { active } => {
-                if self.claim_slot(entry, slot)? {
-                    tracing::info!(schedule = %entry.key, slot = %slot, active = %active,
-                        "cron: slot skipped, the previous run is still active");
-                }
-                return Ok(Vec::new());
-            }
-            overlap::Decision::EnqueueAndCancel(previous) => previous,
-            overlap::Decision::Enqueue => Vec::new(),
-        };
+    ) -> Result<(), crate::store::StoreError> {
         let trigger = Trigger {
             kind: TriggerKind::Schedule,
             commit: Some(entry.commit.clone()),
@@ -352,16 +317,26 @@ impl CronTable {
         ));
         match outcome {
             Ok(()) => {
+                // Slot claim, overlap rule and run: one transaction.
                 let key = entry.key.clone();
-                let enqueued = self
+                let admitted = self
                     .store
                     .blocking_write(move |db| db.enqueue_scheduled_run(&key, slot, &run))?;
-                if let Some(id) = enqueued {
-                    tracing::info!(schedule = %entry.key, slot = %slot, run = %id, "cron: fired");
-                    self.handle
-                        .emit(crate::model::event::DaemonEvent::CronFired);
-                    self.handle.wake();
-                    return Ok(cancel);
+                match admitted {
+                    Some(Admission::Queued {
+                        run: Enqueued::Created(id),
+                        ..
+                    }) => {
+                        tracing::info!(schedule = %entry.key, slot = %slot, run = %id, "cron: fired");
+                        self.handle
+                            .emit(crate::model::event::DaemonEvent::CronFired);
+                        self.handle.wake();
+                    }
+                    Some(Admission::Skipped { active }) => {
+                        tracing::info!(schedule = %entry.key, slot = %slot, active = %active,
+                            "cron: slot skipped, the previous run is still active");
+                    }
+                    Some(Admission::Queued { .. }) | None => {}
                 }
             }
             Err(errors) => {
@@ -371,7 +346,7 @@ impl CronTable {
                 }
             }
         }
-        Ok(Vec::new())
+        Ok(())
     }
 
     /// Claims a slot without a run (blocking).
@@ -383,29 +358,6 @@ impl CronTable {
         let key = entry.key.clone();
         self.store
             .blocking_write(move |db| db.claim_cron_slot(&key, slot))
-    }
-
-    /// Queued or running runs of a workflow in a repository.
-    fn active_runs(
-        &self,
-        repo: &str,
-        workflow: &str,
-    ) -> Result<Vec<RunId>, crate::store::StoreError> {
-        let mut out = Vec::new();
-        for status in [RunStatus::Running, RunStatus::Queued] {
-            let filter = RunFilter {
-                workflow: Some(workflow.to_string()),
-                status: Some(status),
-                repo: Some(repo.to_string()),
-            };
-            out.extend(
-                self.store
-                    .blocking_read(|db: &Db| db.list_runs(&filter, 100))?
-                    .into_iter()
-                    .map(|r| r.id),
-            );
-        }
-        Ok(out)
     }
 
     /// The earliest next slot of all entries.
@@ -750,20 +702,11 @@ mod task_tests {
         let state = tmp.path().join("state");
         let wf = "workflow:\n  name: tick\n  concurrency:\n    overlap: cancel_previous\n  on:\n    schedule:\n      - cron: '* * * * * *'\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: 'true'\n";
         let head = mirrored_repo(tmp.path(), &state, wf);
-        let (_handle, mut parts, task) = start(&state, &head);
+        let (_handle, parts, task) = start(&state, &head);
         let runs = wait_for_runs(&state, 2, Duration::from_secs(10)).await;
-        // The first run is still queued (no scheduler here): the second slot asks to cancel it.
-        let cancelled = loop {
-            match tokio::time::timeout(Duration::from_secs(10), parts.commands.recv()).await {
-                Ok(Some(crate::daemon::DaemonCommand::Cancel(id, reply))) => {
-                    let _ = reply.send(Ok(()));
-                    break id;
-                }
-                Ok(Some(_)) => continue,
-                other => panic!("no cancel request: {other:?}"),
-            }
-        };
-        assert_eq!(cancelled, runs[0].id);
+        // The first run is still queued (no scheduler here): the second slot's transaction
+        // marked it for the scheduler to cancel.
+        assert!(runs[0].cancel_requested, "{:?}", runs[0]);
         parts.shutdown.send(true).expect("shutdown");
         task.await.expect("cron task");
     }

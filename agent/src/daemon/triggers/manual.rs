@@ -2,7 +2,8 @@
 //! of the inbound push hooks, checked against the repository before they are queued: the
 //! repository, the commit (fetched once if it is not in the mirror yet), the workflow at that
 //! commit (from the [`Catalog`]), `on.manual`, the parameters, and the workflow's
-//! concurrency group and overlap rule. The scheduler queues what passes.
+//! concurrency group and overlap rule. The scheduler queues what passes; the store decides
+//! the overlap rule as it queues.
 
 use serde_json::{Map, Value};
 
@@ -10,15 +11,12 @@ use crate::daemon::catalog::Catalog;
 use crate::daemon::handle::{DaemonError, NewRunRequest, Shared};
 use crate::daemon::run::mirror::Mirror;
 use crate::daemon::run::task;
-use crate::store::overlap::Overlap;
+use crate::store::overlap::{self, Overlap};
 use crate::store::{NewRun, Trigger, TriggerKind};
 
 /// Checks a manual run (blocking: git reads): the repository, the commit, the workflow at
-/// that commit and the parameters. Returns the run to queue and its overlap rule.
-pub fn check_request(
-    shared: &Shared,
-    request: &NewRunRequest,
-) -> Result<(NewRun, Option<Overlap>), DaemonError> {
+/// that commit and the parameters. Returns the run to queue, with its overlap rule.
+pub fn check_request(shared: &Shared, request: &NewRunRequest) -> Result<NewRun, DaemonError> {
     let repo = match &request.repo {
         Some(name) => shared
             .config
@@ -91,8 +89,9 @@ pub fn check_request(
         dedup_key: None,
         retry_of: None,
         workflow_file: Some(workflow_file.to_string()),
+        overlap: overlap::mode(overlap, request.trigger),
     };
-    Ok((run, overlap))
+    Ok(run)
 }
 
 /// A workflow's concurrency group and overlap rule: `concurrency.group` rendered against the

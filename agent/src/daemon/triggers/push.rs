@@ -245,7 +245,7 @@ pub fn push_matches(workflow: &Workflow, branch: &str, changed: &[String]) -> bo
 }
 
 /// The run of `workflow` for `trigger`: parameters resolved (types, defaults, `required`)
-/// from `given`, priority and concurrency group from the file. `Err` carries the parameter
+/// from `given`, priority, concurrency group and overlap rule from the file. `Err` carries the parameter
 /// errors as text, for a failed run.
 pub fn new_run_for(
     workflow: &Workflow,
@@ -277,6 +277,10 @@ pub fn new_run_for(
         }
     };
     run.concurrency_group = concurrency_group(workflow, repo, &run);
+    run.overlap = crate::store::overlap::mode(
+        workflow.concurrency.as_ref().map(|c| c.overlap.value),
+        run.trigger.kind,
+    );
     (run, outcome)
 }
 

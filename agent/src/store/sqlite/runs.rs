@@ -11,7 +11,7 @@ use crate::store::overlap;
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Row, Transaction, params};
 
-use super::tx::insert_run;
+use super::tx::{OnSkip, enqueue_tx, insert_run};
 use super::{
     AttemptRecord, Db, Enqueued, NewRun, Retention, RunFilter, RunFinish, RunId, RunRecord,
     RunStatus, RunSummary, StepFinish, StepRecord, StepStart, StepStatus, StoreError, Trigger,
@@ -290,53 +290,43 @@ fn require_status(
 }
 
 impl Db {
-    /// Puts a run in the queue. With a `dedup_key` already used, nothing is written and the
-    /// existing run is returned as [`Enqueued::Duplicate`].
+    /// Puts a run in the queue under its overlap rule (`run.overlap`,
+    /// decided in this transaction). With a
+    /// `dedup_key` already used, nothing is written and the existing run is returned as
+    /// [`Enqueued::Duplicate`]; a run its rule skips is recorded as cancelled
+    /// ([`Enqueued::Skipped`]).
     pub fn enqueue_run(&mut self, run: &NewRun) -> Result<Enqueued, StoreError> {
         let tx = self.write()?;
-        let result = insert_run(&tx, run, RunStatus::Queued, None)?;
+        let admission = enqueue_tx(&tx, run, OnSkip::RecordCancelled)?;
         tx.commit()?;
-        Ok(result)
+        Ok(match admission {
+            overlap::Admission::Queued { run, .. } => run,
+            // Not reached: a skip is recorded above.
+            overlap::Admission::Skipped { active } => Enqueued::Duplicate(active),
+        })
     }
 
-    /// Queues `run` under its group's overlap rule ([`overlap::decide`]), deciding in the same
-    /// transaction that inserts it: two concurrent enqueues of one group see each other. No
-    /// group or no rule: queued as by [`Db::enqueue_run`].
-    pub fn enqueue_run_with_overlap(
-        &mut self,
-        run: &NewRun,
-        mode: Option<overlap::Overlap>,
-    ) -> Result<overlap::Admission, StoreError> {
+    /// Queues `run` under its overlap rule (`run.overlap`), deciding in the same transaction
+    /// that inserts it: two concurrent enqueues of one group see each other. A run its rule
+    /// skips is not written ([`overlap::Admission::Skipped`]: the caller answers the request).
+    pub fn enqueue(&mut self, run: &NewRun) -> Result<overlap::Admission, StoreError> {
         let tx = self.write()?;
-        let decision = match (&run.concurrency_group, mode) {
-            (Some(group), Some(mode)) => {
-                let mut stmt = tx.prepare(
-                    "SELECT id FROM runs
-                     WHERE concurrency_group = ?1 AND status IN ('queued', 'running')
-                     ORDER BY id",
-                )?;
-                let active = stmt
-                    .query_map(params![group], |r| r.get::<_, i64>(0))?
-                    .map(|r| r.map(RunId))
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                drop(stmt);
-                overlap::decide(mode, &active)
-            }
-            _ => overlap::Decision::Enqueue,
-        };
-        let admission = match decision {
-            overlap::Decision::Skip { active } => overlap::Admission::Skipped { active },
-            overlap::Decision::Enqueue => overlap::Admission::Queued {
-                run: insert_run(&tx, run, RunStatus::Queued, None)?,
-                cancel: Vec::new(),
-            },
-            overlap::Decision::EnqueueAndCancel(cancel) => overlap::Admission::Queued {
-                run: insert_run(&tx, run, RunStatus::Queued, None)?,
-                cancel,
-            },
-        };
+        let admission = enqueue_tx(&tx, run, OnSkip::Nothing)?;
         tx.commit()?;
         Ok(admission)
+    }
+
+    /// The queued and running runs whose cancellation was requested (`cancel_previous`,
+    /// [`Db::request_cancel`]), oldest first: the scheduler cancels them.
+    pub fn cancel_requested_runs(&self) -> Result<Vec<RunId>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id FROM runs
+             WHERE cancel_requested = 1 AND status IN ('queued', 'running') ORDER BY id",
+        )?;
+        let ids = stmt
+            .query_map([], |r| r.get::<_, i64>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(ids.into_iter().map(RunId).collect())
     }
 
     /// Records a run that failed before it could be queued (an invalid workflow file: the

@@ -5,11 +5,12 @@ use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde_json::Value;
 
-use super::tx::{insert_run, save_context_tx};
+use super::tx::{OnSkip, enqueue_tx, insert_run, save_context_tx};
 use super::{
     CacheEntry, Db, Enqueued, NewRun, RunId, RunStatus, StoreError, from_json, from_ms,
     from_ms_opt, now_ms, to_json, to_ms,
 };
+use crate::store::overlap::Admission;
 
 /// Records a fired cron slot inside `tx`; false if it was already claimed.
 fn claim_slot_tx(
@@ -156,10 +157,12 @@ impl Db {
         self.record_push(repo, branch, commit, &[], &[]).map(|_| ())
     }
 
-    /// Handles a new commit in one transaction: queues `runs`, records `failed` runs (invalid
-    /// workflow files, with their diagnostics) and moves the branch's last seen commit. Each
-    /// run should carry a dedup key (such as `push:<repo>:<workflow>:<commit>`), so a commit
-    /// handled again after a crash queues nothing twice.
+    /// Handles a new commit in one transaction: queues `runs`, each under its overlap rule
+    /// (decided in this transaction; a run its rule skips is recorded as cancelled,
+    /// [`Enqueued::Skipped`]), records `failed` runs (invalid workflow files, with their
+    /// diagnostics) and moves the branch's last seen commit. Each run should carry a dedup
+    /// key (such as `push:<repo>:<workflow>:<commit>`), so a commit handled again after a
+    /// crash queues nothing twice.
     pub fn record_push(
         &mut self,
         repo: &str,
@@ -171,7 +174,11 @@ impl Db {
         let tx = self.write()?;
         let mut out = Vec::with_capacity(runs.len() + failed.len());
         for run in runs {
-            out.push(insert_run(&tx, run, RunStatus::Queued, None)?);
+            out.push(match enqueue_tx(&tx, run, OnSkip::RecordCancelled)? {
+                Admission::Queued { run, .. } => run,
+                // Not reached: a skip is recorded as a cancelled run above.
+                Admission::Skipped { active } => Enqueued::Duplicate(active),
+            });
         }
         for (run, error) in failed {
             out.push(insert_run(&tx, run, RunStatus::Failed, Some(error))?);
@@ -200,32 +207,33 @@ impl Db {
         Ok(claimed)
     }
 
-    /// Claims a cron slot and queues its run in one transaction; `None` (and nothing written)
-    /// if the slot was already claimed.
+    /// Claims a cron slot and queues its run under its overlap rule, in one transaction:
+    /// `None` (and nothing written) if the slot was already claimed; otherwise the slot is
+    /// claimed and the answer says what became of its run ([`Admission::Skipped`]: no run,
+    /// the slot stays claimed so it never fires later; a duplicate run key: no new run).
     pub fn enqueue_scheduled_run(
         &mut self,
         schedule_key: &str,
         slot: DateTime<Utc>,
         run: &NewRun,
-    ) -> Result<Option<RunId>, StoreError> {
+    ) -> Result<Option<Admission>, StoreError> {
         let tx = self.write()?;
         if !claim_slot_tx(&tx, schedule_key, slot, None)? {
             return Ok(None);
         }
-        let id = match insert_run(&tx, run, RunStatus::Queued, None)? {
-            Enqueued::Created(id) => id,
-            // Same dedup key as an earlier run: the slot is claimed, no new run.
-            Enqueued::Duplicate(_) => {
-                tx.commit()?;
-                return Ok(None);
-            }
-        };
-        tx.execute(
-            "UPDATE cron_fires SET run_id = ?3 WHERE schedule_key = ?1 AND slot = ?2",
-            params![schedule_key, to_ms(slot), id.0],
-        )?;
+        let admission = enqueue_tx(&tx, run, OnSkip::Nothing)?;
+        if let Admission::Queued {
+            run: Enqueued::Created(id),
+            ..
+        } = &admission
+        {
+            tx.execute(
+                "UPDATE cron_fires SET run_id = ?3 WHERE schedule_key = ?1 AND slot = ?2",
+                params![schedule_key, to_ms(slot), id.0],
+            )?;
+        }
         tx.commit()?;
-        Ok(Some(id))
+        Ok(Some(admission))
     }
 
     /// The latest slot claimed for a schedule.

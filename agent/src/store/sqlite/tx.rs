@@ -6,8 +6,121 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use serde_json::Value;
 
 use super::{Enqueued, NewRun, RunId, RunStatus, StoreError, now_ms, to_json, to_ms};
+use crate::store::overlap::{self, Admission, Decision};
 
-/// Inserts a run (deduplicated by key) inside `tx`, with the given status.
+/// What an enqueue does with a run its overlap rule skips.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OnSkip {
+    /// Write nothing: the caller answers whoever asked (a manual or hook request, a slot).
+    Nothing,
+    /// Record the run as cancelled, its error saying which run it gave way to (a push: no
+    /// one is waiting for an answer, the run list shows it).
+    RecordCancelled,
+}
+
+/// Queues `run` inside `tx` under its overlap rule (`run.overlap`, [`overlap::decide`]):
+/// the active runs of its group are read in the same transaction that inserts it, so two
+/// enqueues of one group always see each other. A duplicate (same dedup key) is answered
+/// as such before any rule. `cancel_previous` marks the older active runs
+/// `cancel_requested` here too, so their cancellation survives a crash.
+pub(crate) fn enqueue_tx(
+    tx: &Transaction<'_>,
+    run: &NewRun,
+    on_skip: OnSkip,
+) -> Result<Admission, StoreError> {
+    if let Some(id) = duplicate_of(tx, run)? {
+        return Ok(Admission::Queued {
+            run: Enqueued::Duplicate(id),
+            cancel: Vec::new(),
+        });
+    }
+    let decision = match run.overlap {
+        Some(mode) => overlap::decide(mode, &active_in_scope(tx, run)?),
+        None => Decision::Enqueue,
+    };
+    match decision {
+        Decision::Enqueue => Ok(Admission::Queued {
+            run: insert_run(tx, run, RunStatus::Queued, None)?,
+            cancel: Vec::new(),
+        }),
+        Decision::EnqueueAndCancel(cancel) => {
+            let mut mark =
+                tx.prepare_cached("UPDATE runs SET cancel_requested = 1 WHERE id = ?1")?;
+            for id in &cancel {
+                mark.execute(params![id.0])?;
+            }
+            Ok(Admission::Queued {
+                run: insert_run(tx, run, RunStatus::Queued, None)?,
+                cancel,
+            })
+        }
+        Decision::Skip { active } => {
+            if on_skip == OnSkip::RecordCancelled {
+                let why = match &run.concurrency_group {
+                    Some(group) => {
+                        format!(
+                            "skipped: run {active} of concurrency group `{group}` is still active"
+                        )
+                    }
+                    None => format!(
+                        "skipped: run {active} of workflow `{}` is still active",
+                        run.workflow
+                    ),
+                };
+                let recorded = insert_run(tx, run, RunStatus::Cancelled, Some(&why))?;
+                return Ok(Admission::Queued {
+                    run: Enqueued::Skipped {
+                        run: recorded.run_id(),
+                        active,
+                    },
+                    cancel: Vec::new(),
+                });
+            }
+            Ok(Admission::Skipped { active })
+        }
+    }
+}
+
+/// The run already queued under `run`'s dedup key, if any.
+fn duplicate_of(tx: &Transaction<'_>, run: &NewRun) -> Result<Option<RunId>, StoreError> {
+    let Some(key) = &run.dedup_key else {
+        return Ok(None);
+    };
+    Ok(tx
+        .query_row(
+            "SELECT id FROM runs WHERE dedup_key = ?1",
+            params![key],
+            |r| r.get(0),
+        )
+        .optional()?
+        .map(RunId))
+}
+
+/// The queued and running runs an overlap rule of `run` looks at, oldest first: those of its
+/// concurrency group, or without a group those of its workflow in its repository.
+fn active_in_scope(tx: &Transaction<'_>, run: &NewRun) -> Result<Vec<RunId>, StoreError> {
+    let ids = match &run.concurrency_group {
+        Some(group) => tx
+            .prepare_cached(
+                "SELECT id FROM runs
+                 WHERE concurrency_group = ?1 AND status IN ('queued', 'running') ORDER BY id",
+            )?
+            .query_map(params![group], |r| r.get::<_, i64>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?,
+        None => tx
+            .prepare_cached(
+                "SELECT id FROM runs
+                 WHERE workflow = ?1 AND repo IS ?2 AND status IN ('queued', 'running')
+                 ORDER BY id",
+            )?
+            .query_map(params![run.workflow, run.repo], |r| r.get::<_, i64>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?,
+    };
+    Ok(ids.into_iter().map(RunId).collect())
+}
+
+/// Inserts a run (deduplicated by key) inside `tx`, with the given status, whatever its
+/// overlap rule (a failed run; queued runs go through [`enqueue_tx`]).
 pub(crate) fn insert_run(
     tx: &Transaction<'_>,
     run: &NewRun,
