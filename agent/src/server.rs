@@ -100,10 +100,45 @@ pub async fn run(
 /// once (a second SIGTERM or Ctrl-C): running runs are cancelled and resume on the next
 /// start.
 pub async fn run_until(
-    mut config: Config,
+    config: Config,
     shutdown: impl Future<Output = ()> + Send,
     hurry: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonStartError> {
+    let daemon = start(config).await?;
+    shutdown.await;
+    daemon.stop(hurry).await;
+    Ok(())
+}
+
+/// A daemon booted by [`start`]: every part running, until [`Daemon::stop`].
+pub struct Daemon {
+    handle: DaemonHandle,
+    addr: std::net::SocketAddr,
+    state_dir: PathBuf,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    scheduler: tokio::task::JoinHandle<()>,
+    api: tokio::task::JoinHandle<std::io::Result<()>>,
+    others: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
+    notifier: Option<tokio::task::JoinHandle<()>>,
+    last_writes: Store,
+    _lock: state_lock::StateLock,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("addr", &self.addr)
+            .field("state_dir", &self.state_dir)
+            .finish()
+    }
+}
+
+/// Boots the daemon: the process setup that [`prepare_process`] does not do, the state
+/// directory and its lock, the listener, the store (opened and recovered), then the
+/// scheduler, the API, the git watchers, cron, the notifier and the monitor; answers once the
+/// daemon listens and has had its first look at the repositories. [`run_until`] is this,
+/// then [`Daemon::stop`] when its shutdown future resolves.
+pub async fn start(mut config: Config) -> Result<Daemon, DaemonStartError> {
     let state_dir = absolute(&config.state_dir).map_err(|source| DaemonStartError::StateDir {
         path: config.state_dir.clone(),
         source,
@@ -128,7 +163,7 @@ pub async fn run_until(
     })?;
     // Before anything reads or changes the state: a second daemon on the same directory
     // would otherwise recover (and then run again) the first one's live runs.
-    let _lock = state_lock::StateLock::acquire(&state_dir)?;
+    let lock = state_lock::StateLock::acquire(&state_dir)?;
     config.state_dir = state_dir.clone();
     // Bound before recovery, so a daemon that cannot listen changes nothing.
     let listen = config.listen;
@@ -251,50 +286,91 @@ pub async fn run_until(
     tracing::info!(addr = %bound, state_dir = %state_dir.display(),
         repos = handle.shared.config.repos.len(), "agent daemon listening");
 
-    shutdown.await;
-    tracing::info!("shutting down: no new runs are started");
-    let _ = parts.shutdown.send(true);
-    let hurry_handle = handle.clone();
-    let hurry = tokio::spawn(async move {
-        hurry.await;
-        tracing::info!("second stop request: cancelling running runs now");
-        hurry_handle.send(DaemonCommand::Shutdown).await;
-    });
-    if let Err(err) = scheduler.await {
-        tracing::error!(error = %err, "scheduler stopped abnormally");
+    Ok(Daemon {
+        handle,
+        addr: bound,
+        state_dir,
+        shutdown: parts.shutdown,
+        scheduler,
+        api,
+        others: vec![
+            ("git watcher", watch),
+            ("cron", cron),
+            ("metrics", metrics),
+            ("anomaly detection", anomalies),
+        ],
+        notifier,
+        last_writes,
+        _lock: lock,
+    })
+}
+
+impl Daemon {
+    /// The daemon's handle (commands to the scheduler, the store, the bus).
+    pub fn handle(&self) -> &DaemonHandle {
+        &self.handle
     }
-    for (name, task) in [
-        ("git watcher", watch),
-        ("cron", cron),
-        ("metrics", metrics),
-        ("anomaly detection", anomalies),
-    ] {
-        if tokio::time::timeout(API_STOP_WAIT, task).await.is_err() {
-            tracing::warn!("{name} did not stop in time");
+
+    /// The address the API listens on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// Stops the daemon: no new runs are started, running steps get
+    /// `limits.shutdown_grace` (ended at once when `hurry` resolves), then every part stops
+    /// in order and the store's last writes are committed.
+    pub async fn stop(self, hurry: impl Future<Output = ()> + Send + 'static) {
+        let Daemon {
+            handle,
+            state_dir,
+            shutdown,
+            scheduler,
+            api,
+            others,
+            notifier,
+            last_writes,
+            _lock,
+            ..
+        } = self;
+        tracing::info!("shutting down: no new runs are started");
+        let _ = shutdown.send(true);
+        let hurry_handle = handle.clone();
+        let hurry = tokio::spawn(async move {
+            hurry.await;
+            tracing::info!("second stop request: cancelling running runs now");
+            hurry_handle.send(DaemonCommand::Shutdown).await;
+        });
+        if let Err(err) = scheduler.await {
+            tracing::error!(error = %err, "scheduler stopped abnormally");
         }
+        for (name, task) in others {
+            if tokio::time::timeout(API_STOP_WAIT, task).await.is_err() {
+                tracing::warn!("{name} did not stop in time");
+            }
+        }
+        if let Some(task) = notifier
+            && tokio::time::timeout(crate::notify::STOP_WAIT, task)
+                .await
+                .is_err()
+        {
+            tracing::warn!("webhook notifier did not stop in time");
+        }
+        match tokio::time::timeout(API_STOP_WAIT, api).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(err))) => tracing::error!(error = %err, "API server failed"),
+            Ok(Err(err)) => tracing::error!(error = %err, "API server stopped abnormally"),
+            Err(_) => tracing::warn!("API server did not stop in time"),
+        }
+        hurry.abort();
+        // Every write sent so far is committed once this one has run (the writer keeps order).
+        if let Err(err) = last_writes.write(|_| Ok(())).await {
+            tracing::warn!(error = %err, "the store's writer stopped before the daemon");
+        }
+        drop(last_writes);
+        drop(handle);
+        let _ = std::fs::remove_file(crate::state_dir::addr_file(&state_dir));
+        tracing::info!("agent daemon stopped");
     }
-    if let Some(task) = notifier
-        && tokio::time::timeout(crate::notify::STOP_WAIT, task)
-            .await
-            .is_err()
-    {
-        tracing::warn!("webhook notifier did not stop in time");
-    }
-    match tokio::time::timeout(API_STOP_WAIT, api).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(err))) => tracing::error!(error = %err, "API server failed"),
-        Ok(Err(err)) => tracing::error!(error = %err, "API server stopped abnormally"),
-        Err(_) => tracing::warn!("API server did not stop in time"),
-    }
-    hurry.abort();
-    // Every write sent so far is committed once this one has run (the writer keeps order).
-    if let Err(err) = last_writes.write(|_| Ok(())).await {
-        tracing::warn!(error = %err, "the store's writer stopped before the daemon");
-    }
-    drop(last_writes);
-    let _ = std::fs::remove_file(crate::state_dir::addr_file(&state_dir));
-    tracing::info!("agent daemon stopped");
-    Ok(())
 }
 
 /// The libgit2 network timeouts last set in this process.

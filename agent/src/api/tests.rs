@@ -1,6 +1,7 @@
-//! In-process tests of the API: a real server on 127.0.0.1:0 in front of a stand-in
-//! scheduler (which answers commands from the store), driven over HTTP by a small reqwest
-//! client of its own ([`Client`] below: the API does not depend on the CLI).
+//! In-process tests of the API: the daemon booted through the composition root the binary
+//! uses ([`crate::server::start`]: real scheduler, store and API on 127.0.0.1:0), driven
+//! over HTTP by a small reqwest client of its own ([`Client`] below: the API does not depend
+//! on the CLI).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -150,8 +151,8 @@ struct Api {
     url: String,
     handle: DaemonHandle,
     state_dir: PathBuf,
+    daemon: Option<crate::server::Daemon>,
     _dir: tempfile::TempDir,
-    _parts: tokio::sync::watch::Sender<bool>,
 }
 
 impl Api {
@@ -162,93 +163,59 @@ impl Api {
     fn store(&self) -> Db {
         Db::open_in_dir(&self.state_dir).expect("store")
     }
-}
 
-/// Answers scheduler commands from the store, like the real scheduler would.
-async fn stand_in_scheduler(mut commands: mpsc::Receiver<DaemonCommand>, state_dir: PathBuf) {
-    while let Some(command) = commands.recv().await {
-        let mut store = Db::open_in_dir(&state_dir).expect("store");
-        match command {
-            DaemonCommand::Enqueue(request, reply) => {
-                let answer = if request.workflow != "greet" {
-                    Err(DaemonError::UnknownWorkflow {
-                        workflow: request.workflow.clone(),
-                        repo: "app".into(),
-                    })
-                } else if !request.parameters.contains_key("count") {
-                    Err(DaemonError::InvalidParameters(vec![
-                        "missing required parameter `count`".into(),
-                    ]))
-                } else {
-                    let mut run = NewRun::new("greet", Trigger::new(request.trigger));
-                    run.repo = Some("app".into());
-                    run.parameters = Value::Object(request.parameters.clone());
-                    Ok(store.enqueue_run(&run).expect("enqueue").run_id())
-                };
-                let _ = reply.send(answer);
-            }
-            DaemonCommand::Cancel(id, reply) => {
-                let answer = match store.get_run(id).expect("get") {
-                    None => Err(DaemonError::RunNotFound(id)),
-                    Some(run) if run.status.is_final() => Err(DaemonError::WrongState {
-                        run: id,
-                        status: run.status,
-                        why: "only queued or running runs can be cancelled",
-                    }),
-                    Some(_) => {
-                        store
-                            .finish_run(id, &RunFinish::new(RunStatus::Cancelled))
-                            .expect("finish");
-                        Ok(())
-                    }
-                };
-                let _ = reply.send(answer);
-            }
-            DaemonCommand::Retry(id, reply) => {
-                let answer = match store.get_run(id).expect("get") {
-                    None => Err(DaemonError::RunNotFound(id)),
-                    Some(run) => {
-                        let mut new = NewRun::new(run.workflow, Trigger::new(TriggerKind::Retry));
-                        new.retry_of = Some(id);
-                        Ok(store.enqueue_run(&new).expect("enqueue").run_id())
-                    }
-                };
-                let _ = reply.send(answer);
-            }
-            DaemonCommand::Wake | DaemonCommand::FetchNow(_) | DaemonCommand::Shutdown => {}
+    /// Begins the daemon's shutdown; answers the task that finishes it.
+    fn begin_shutdown(&mut self) -> tokio::task::JoinHandle<()> {
+        let daemon = self.daemon.take().expect("the daemon is running");
+        tokio::spawn(daemon.stop(std::future::pending()))
+    }
+
+    /// Stops the daemon and waits until it has stopped.
+    async fn stop(mut self) {
+        if self.daemon.is_some() {
+            let stopping = self.begin_shutdown();
+            tokio::time::timeout(Duration::from_secs(60), stopping)
+                .await
+                .expect("the daemon stops")
+                .expect("join");
         }
     }
 }
 
+/// The workflow the API tests trigger: `greet`, with a required parameter `count`, one
+/// concurrency group and a step that waits, so that the first run holds the group and the
+/// later ones stay queued.
+const GREET: &str = "workflow:\n  name: greet\n  parameters:\n    - name: count\n      type: integer\n      required: true\n  concurrency:\n    group: greet\n  stages:\n    - name: s\n      steps:\n        - id: wait\n          run: sleep 600\n";
+
+/// Boots the daemon through the composition root the binary uses ([`crate::server::start`]):
+/// a real scheduler, store and API on 127.0.0.1:0, watching one local repository `app` that
+/// holds [`GREET`].
 async fn start() -> Api {
     let dir = tempfile::tempdir().expect("tempdir");
     let state_dir = dir.path().join("state");
-    let store = crate::store::Store::open_in_dir(&state_dir).expect("store");
-    let config = Config {
-        api_token: Some(TOKEN.into()),
-        state_dir: state_dir.clone(),
-        ..Config::default()
-    };
-    let engine = Arc::new(Engine::new(EngineConfig::default()));
-    let (handle, HandleParts { commands, shutdown }) = DaemonHandle::new(
-        config,
-        state_dir.clone(),
-        store.clone(),
-        engine,
-        Default::default(),
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(repo.join(".workflows")).expect("mkdir");
+    std::fs::write(repo.join(".workflows/greet.yaml"), GREET).expect("write workflow");
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["add", "-A"],
+        &["commit", "-q", "-m", "greet"],
+    ] {
+        crate::daemon::test_git::git(&repo, args);
+    }
+    let text = format!(
+        "state_dir: {}\nlisten: 127.0.0.1:0\napi_token: {TOKEN}\nlimits:\n  shutdown_grace: 1s\nrepos:\n  - name: app\n    path: {}\n",
+        serde_json::to_string(&state_dir.to_string_lossy()).expect("quote"),
+        serde_json::to_string(&repo.to_string_lossy()).expect("quote"),
     );
-    tokio::spawn(stand_in_scheduler(commands, state_dir.clone()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(super::serve(listener, handle.clone(), Arc::default()));
+    let config = Config::parse_str("agent.yaml", &text, dir.path()).expect("config");
+    let daemon = crate::server::start(config).await.expect("the daemon boots");
     Api {
-        url: format!("http://{addr}"),
-        handle,
+        url: format!("http://{}", daemon.addr()),
+        handle: daemon.handle().clone(),
         state_dir,
+        daemon: Some(daemon),
         _dir: dir,
-        _parts: shutdown,
     }
 }
 
@@ -297,6 +264,7 @@ async fn routes_need_the_token_and_answer_json_errors() {
         let e = client.json(Method::GET, path, None).await.expect_err(path);
         assert_eq!(status_of(e), want, "{path}");
     }
+    api.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -368,28 +336,29 @@ async fn trigger_list_get_cancel_retry() {
     assert_eq!(rest["runs"][0]["run_id"], ids[0].as_str());
     assert_eq!(rest["next_before"], Value::Null);
 
+    // The first run holds the group (its step waits): the second stays queued.
     let run = client
-        .json(Method::GET, &format!("/api/v1/runs/{}", ids[0]), None)
+        .json(Method::GET, &format!("/api/v1/runs/{}", ids[1]), None)
         .await
         .expect("get");
     assert_eq!(run["status"], "queued");
     assert_eq!(run["repo"], "app");
-    assert_eq!(run["parameters"]["count"], 0);
+    assert_eq!(run["parameters"]["count"], 1);
     assert_eq!(run["stages"], json!([]));
 
     let cancelled = client
         .json(
             Method::POST,
-            &format!("/api/v1/runs/{}/cancel", ids[0]),
+            &format!("/api/v1/runs/{}/cancel", ids[1]),
             None,
         )
         .await
         .expect("cancel");
-    assert_eq!(cancelled["run_id"], ids[0].as_str());
+    assert_eq!(cancelled["run_id"], ids[1].as_str());
     let e = client
         .json(
             Method::POST,
-            &format!("/api/v1/runs/{}/cancel", ids[0]),
+            &format!("/api/v1/runs/{}/cancel", ids[1]),
             None,
         )
         .await
@@ -398,19 +367,37 @@ async fn trigger_list_get_cancel_retry() {
     let retried = client
         .json(
             Method::POST,
-            &format!("/api/v1/runs/{}/retry", ids[0]),
+            &format!("/api/v1/runs/{}/retry", ids[1]),
             None,
         )
         .await
         .expect("retry");
-    assert_eq!(retried["retry_of"], ids[0].as_str());
+    assert_eq!(retried["retry_of"], ids[1].as_str());
     let new = retried["run_id"].as_str().expect("id");
     let run = client
         .json(Method::GET, &format!("/api/v1/runs/{new}"), None)
         .await
         .expect("get");
     assert_eq!(run["trigger"]["kind"], "retry");
-    assert_eq!(run["retry_of"], ids[0].as_str());
+    assert_eq!(run["retry_of"], ids[1].as_str());
+    api.stop().await;
+}
+
+/// A run of workflow `w` marked running, queued and started in one job on the store's writer,
+/// so the scheduler never gets to claim it (it is not one the scheduler runs).
+async fn running_run(api: &Api) -> RunId {
+    api.handle
+        .shared
+        .store
+        .write(|db| {
+            let id = db
+                .enqueue_run(&NewRun::new("w", Trigger::new(TriggerKind::Manual)))?
+                .run_id();
+            db.mark_running(id)?;
+            Ok(id)
+        })
+        .await
+        .expect("a running run")
 }
 
 fn log_file(state_dir: &Path, run: RunId, step: &str) -> PathBuf {
@@ -421,14 +408,10 @@ fn log_file(state_dir: &Path, run: RunId, step: &str) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_as_text_and_followed_until_the_step_ends() {
-    let api = start().await;
+    let mut api = start().await;
     let client = api.client();
     let mut store = api.store();
-    let id = store
-        .enqueue_run(&NewRun::new("w", Trigger::new(TriggerKind::Manual)))
-        .expect("enqueue")
-        .run_id();
-    store.mark_running(id).expect("running");
+    let id = running_run(&api).await;
     let start = |step: &str| StepStart {
         stage: "main".into(),
         step_id: step.into(),
@@ -504,7 +487,7 @@ async fn logs_as_text_and_followed_until_the_step_ends() {
         &format!("/api/v1/runs/{id}/steps/two/log?follow=true"),
     );
     assert_eq!(next_event(&mut seen).await, ("log".into(), "2".into()));
-    api._parts.send(true).expect("shutdown");
+    let stopping = api.begin_shutdown();
     assert_eq!(
         next_event(&mut seen).await,
         ("end".into(), r#"{"status":"shutdown"}"#.into())
@@ -513,6 +496,7 @@ async fn logs_as_text_and_followed_until_the_step_ends() {
         .await
         .expect("ends on shutdown")
         .expect("join");
+    stopping.await.expect("the daemon stops");
 }
 
 /// Follows `path` in a task; its events arrive on the returned channel.
@@ -611,11 +595,7 @@ async fn follow_resumes_after_the_last_event_id() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let api = start().await;
     let mut store = api.store();
-    let id = store
-        .enqueue_run(&NewRun::new("w", Trigger::new(TriggerKind::Manual)))
-        .expect("enqueue")
-        .run_id();
-    store.mark_running(id).expect("running");
+    let id = running_run(&api).await;
     let finish = StepFinish::new("main", "s", 1, StepStatus::Succeeded);
     store.record_step_finished(id, &finish).expect("finish");
     // Offsets after each line: 4 ("one\n"), 8 ("two\n"), 14 ("three\n").
@@ -642,4 +622,5 @@ async fn follow_resumes_after_the_last_event_id() {
         text.contains("event: end\ndata: {\"status\":\"succeeded\"}"),
         "{text}"
     );
+    api.stop().await;
 }

@@ -547,7 +547,7 @@ mod task_tests {
     use crate::config::Config;
     use crate::daemon::handle::HandleParts;
     use crate::engine::{Engine, EngineConfig};
-    use crate::store::RunRecord;
+    use crate::store::{RunFilter, RunRecord};
     use std::path::Path;
     use std::sync::Arc;
 
