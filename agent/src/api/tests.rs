@@ -12,13 +12,10 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
-use crate::daemon::handle::{DaemonCommand, DaemonError, DaemonHandle, HandleParts};
+use crate::daemon::handle::DaemonHandle;
 use crate::engine::{Engine, EngineConfig};
 use crate::model::api::ErrorBody;
-use crate::store::{
-    Db, NewRun, RunFinish, RunId, RunStatus, StepFinish, StepStart, StepStatus, Trigger,
-    TriggerKind,
-};
+use crate::store::{Db, NewRun, RunId, StepFinish, StepStart, StepStatus, Trigger, TriggerKind};
 
 const TOKEN: &str = "in-process-token";
 
@@ -209,7 +206,9 @@ async fn start() -> Api {
         serde_json::to_string(&repo.to_string_lossy()).expect("quote"),
     );
     let config = Config::parse_str("agent.yaml", &text, dir.path()).expect("config");
-    let daemon = crate::server::start(config).await.expect("the daemon boots");
+    let daemon = crate::server::start(config)
+        .await
+        .expect("the daemon boots");
     Api {
         url: format!("http://{}", daemon.addr()),
         handle: daemon.handle().clone(),
