@@ -861,7 +861,7 @@ fn human_ms(ms: u64) -> String {
 }
 
 /// Mean durations of succeeded, non-cached steps of this workflow's runs in the daemon's
-/// store, opened read-only. Any problem (no file, another schema) means no history, with a
+/// store, opened read-only through the store ([`crate::store::Db::step_history`]). Any problem (no file, another schema) means no history, with a
 /// note saying why.
 fn read_history(state_dir: &Path, workflow: &str) -> History {
     let path = state_dir.join(crate::store::DB_FILE_NAME);
@@ -878,84 +878,42 @@ fn read_history(state_dir: &Path, workflow: &str) -> History {
             path.display()
         ));
     }
-    let conn = match rusqlite::Connection::open_with_flags(
-        &path,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    ) {
-        Ok(c) => c,
-        Err(e) => return none(format!("not read: `{}`: {e}", path.display())),
-    };
-    let _ = conn.busy_timeout(std::time::Duration::from_secs(2));
-    type Found = (u64, HashMap<String, Sample>, HashMap<String, u64>);
-    let query = || -> rusqlite::Result<Found> {
-        let runs: i64 = conn.query_row(
-            "SELECT COUNT(*) FROM runs WHERE workflow = ?1 AND status = 'succeeded'",
-            [workflow],
-            |r| r.get(0),
-        )?;
-        let mut stmt = conn.prepare(
-            "SELECT s.step_id, AVG(s.finished_at - s.started_at), COUNT(*)
-               FROM steps s JOIN runs r ON r.id = s.run_id
-              WHERE r.workflow = ?1 AND s.status = 'succeeded' AND s.cached = 0
-                AND s.started_at IS NOT NULL AND s.finished_at IS NOT NULL
-                AND s.finished_at >= s.started_at
-              GROUP BY s.step_id",
-        )?;
-        let rows = stmt.query_map([workflow], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, f64>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        })?;
-        let mut steps = HashMap::new();
-        for row in rows {
-            let (id, mean, count) = row?;
-            steps.insert(
-                id,
-                Sample {
-                    mean_ms: mean.max(0.0).round() as u64,
-                    count: u64::try_from(count).unwrap_or(0),
-                },
-            );
-        }
-        // Outputs per (step, run parameters, commit), newest runs first, bounded.
-        let mut stmt = conn.prepare(
-            "SELECT s.step_id, r.parameters, COALESCE(r.trigger_commit, ''),
-                    COALESCE(s.outputs, '')
-               FROM steps s JOIN runs r ON r.id = s.run_id
-              WHERE r.workflow = ?1 AND s.status = 'succeeded' AND s.cached = 0
-              ORDER BY r.id DESC LIMIT 20000",
-        )?;
-        let rows = stmt.query_map([workflow], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-            ))
-        })?;
-        // step -> (parameters, commit) -> (first outputs, samples, all equal)
-        type Seen = HashMap<(String, String), (String, u64, bool)>;
-        let mut seen: HashMap<String, Seen> = HashMap::new();
-        for row in rows {
-            let (id, params, commit, outputs) = row?;
-            let e = seen
-                .entry(id)
-                .or_default()
-                .entry((params, commit))
-                .or_insert_with(|| (outputs.clone(), 0, true));
-            e.1 += 1;
-            e.2 &= e.0 == outputs;
-        }
-        let repeatable = seen
-            .into_iter()
-            .filter(|(_, groups)| groups.values().all(|g| g.2) && groups.values().any(|g| g.1 > 1))
-            .map(|(id, groups)| (id, groups.values().map(|g| g.1).sum()))
-            .collect();
-        Ok((u64::try_from(runs).unwrap_or(0), steps, repeatable))
-    };
-    match query() {
+    let found = crate::store::Db::open_read_only(&path)
+        .and_then(|db| db.step_history(workflow))
+        .map(|history| {
+            let steps: HashMap<String, Sample> = history
+                .durations
+                .into_iter()
+                .map(|d| {
+                    let sample = Sample {
+                        mean_ms: d.mean_ms,
+                        count: d.count,
+                    };
+                    (d.step_id, sample)
+                })
+                .collect();
+            // step -> (parameters, commit) -> (first outputs, samples, all equal)
+            type Seen = HashMap<(String, String), (String, u64, bool)>;
+            let mut seen: HashMap<String, Seen> = HashMap::new();
+            for sample in history.outputs {
+                let e = seen
+                    .entry(sample.step_id)
+                    .or_default()
+                    .entry((sample.parameters, sample.commit))
+                    .or_insert_with(|| (sample.outputs.clone(), 0, true));
+                e.1 += 1;
+                e.2 &= e.0 == sample.outputs;
+            }
+            let repeatable: HashMap<String, u64> = seen
+                .into_iter()
+                .filter(|(_, groups)| {
+                    groups.values().all(|g| g.2) && groups.values().any(|g| g.1 > 1)
+                })
+                .map(|(id, groups)| (id, groups.values().map(|g| g.1).sum()))
+                .collect();
+            (history.succeeded_runs, steps, repeatable)
+        });
+    match found {
         Ok((runs, steps, repeatable)) => {
             let note = steps
                 .is_empty()

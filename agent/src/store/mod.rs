@@ -44,5 +44,5 @@ pub use records::{
 };
 pub use sqlite::{
     AnomalyRecord, BUSY_TIMEOUT, DB_FILE_NAME, Db, HOOK_DELIVERY_TTL, NewAnomaly, RunSample,
-    migrations, set_busy_timeout,
+    StepDuration, StepHistory, StepOutputSample, migrations, set_busy_timeout,
 };

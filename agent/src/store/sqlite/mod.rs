@@ -7,8 +7,9 @@
 //! Files by concern: `runs.rs` (the queue, claims and leases, run transitions), `journal.rs`
 //! would be steps and attempts (kept in `runs.rs` for now), `state.rs` (contexts, cache,
 //! pushes and cron slots), `outbox.rs` (webhook deliveries), `monitoring.rs` (anomalies,
-//! inbound hook ids), `tx.rs` (the statements several of them run inside one transaction).
+//! inbound hook ids), `history.rs` (read-only opening and step history, for `agent plan`), `tx.rs` (the statements several of them run inside one transaction).
 
+mod history;
 pub mod migrations;
 mod monitoring;
 mod outbox;
@@ -29,6 +30,7 @@ pub(crate) use super::records::{
     Enqueued, NewDelivery, NewRun, Retention, RunFilter, RunFinish, RunId, RunRecord, RunStatus,
     RunSummary, StepFinish, StepRecord, StepStart, StepStatus, Trigger, TriggerKind,
 };
+pub use history::{StepDuration, StepHistory, StepOutputSample};
 pub use monitoring::{AnomalyRecord, HOOK_DELIVERY_TTL, NewAnomaly, RunSample};
 
 /// The database file's name inside `state_dir`.
