@@ -176,8 +176,11 @@ impl Scheduler {
         let renewed = self.store.renew(claim_owner(), ids, LEASE).await;
         match renewed {
             Ok(cancel) => {
+                // Runs already being cancelled (`cancel_previous`) are not asked again.
                 for id in cancel {
-                    let _ = self.cancel(id, "cancelled by request").await;
+                    if !self.cancelling.contains(&id) {
+                        let _ = self.cancel(id, "cancelled by request").await;
+                    }
                 }
             }
             Err(err) => tracing::warn!(error = %err, "cannot renew the leases of active runs"),
