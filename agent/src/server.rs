@@ -557,6 +557,9 @@ fn remove_stale_workspaces(store: &Db, config: &Config) {
 }
 
 #[cfg(test)]
+mod api_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

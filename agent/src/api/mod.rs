@@ -120,7 +120,7 @@ pub(crate) async fn serve(
 }
 
 /// [`serve`] with a given drain time.
-async fn serve_with_drain(
+pub(crate) async fn serve_with_drain(
     listener: tokio::net::TcpListener,
     handle: DaemonHandle,
     metrics: Arc<Metrics>,
@@ -144,5 +144,5 @@ async fn serve_with_drain(
     }
 }
 
-#[cfg(test)]
-mod tests;
+// The API's in-process tests boot the whole daemon, so they live beside the composition
+// root: `server/api_tests.rs`.

@@ -1,5 +1,5 @@
 //! In-process tests of the API: the daemon booted through the composition root the binary
-//! uses ([`crate::server::start`]: real scheduler, store and API on 127.0.0.1:0), driven
+//! uses ([`super::start`]: real scheduler, store and API on 127.0.0.1:0), driven
 //! over HTTP by a small reqwest client of its own ([`Client`] below: the API does not depend
 //! on the CLI).
 
@@ -148,7 +148,7 @@ struct Api {
     url: String,
     handle: DaemonHandle,
     state_dir: PathBuf,
-    daemon: Option<crate::server::Daemon>,
+    daemon: Option<super::Daemon>,
     _dir: tempfile::TempDir,
 }
 
@@ -184,7 +184,7 @@ impl Api {
 /// later ones stay queued.
 const GREET: &str = "workflow:\n  name: greet\n  parameters:\n    - name: count\n      type: integer\n      required: true\n  concurrency:\n    group: greet\n  stages:\n    - name: s\n      steps:\n        - id: wait\n          run: sleep 600\n";
 
-/// Boots the daemon through the composition root the binary uses ([`crate::server::start`]):
+/// Boots the daemon through the composition root the binary uses ([`super::start`]):
 /// a real scheduler, store and API on 127.0.0.1:0, watching one local repository `app` that
 /// holds [`GREET`].
 async fn start() -> Api {
@@ -206,9 +206,7 @@ async fn start() -> Api {
         serde_json::to_string(&repo.to_string_lossy()).expect("quote"),
     );
     let config = Config::parse_str("agent.yaml", &text, dir.path()).expect("config");
-    let daemon = crate::server::start(config)
-        .await
-        .expect("the daemon boots");
+    let daemon = super::start(config).await.expect("the daemon boots");
     Api {
         url: format!("http://{}", daemon.addr()),
         handle: daemon.handle().clone(),
@@ -551,7 +549,7 @@ async fn a_stuck_client_does_not_hold_shutdown_up() {
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let drain = Duration::from_millis(300);
-    let server = tokio::spawn(super::serve_with_drain(
+    let server = tokio::spawn(crate::api::serve_with_drain(
         listener,
         handle,
         Arc::default(),
