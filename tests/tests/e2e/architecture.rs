@@ -14,7 +14,8 @@
 //! - the top-level modules of `agent/src` import each other without a circle;
 //! - `agent/src/engine` imports from the crate only `engine` and `model`;
 //! - `agent/src/api` reaches `crate::daemon` only through `crate::daemon::handle`;
-//! - only `agent/src/cli` imports `crate::server` (the composition root);
+//! - only `agent/src/cli` imports `crate::server` (the composition root; its own files,
+//!   such as the API tests that boot it, aside);
 //! - the files of `dsl/src` import each other without a circle;
 //! - inside `agent/src/engine` the only circle is [`ENGINE_RECURSION`];
 //! - every top-level module of `agent/src` opens with a module doc comment saying what it
@@ -546,7 +547,7 @@ fn api_reaches_the_daemon_only_through_its_handle() {
 #[test]
 fn only_cli_imports_the_server() {
     let text = forbidden(&agent_tree(), "", |e| {
-        top(&e.to) != "server" || top(&e.from) == "cli"
+        top(&e.to) != "server" || matches!(top(&e.from).as_str(), "cli" | "server")
     });
     assert!(
         text.is_empty(),
