@@ -17,6 +17,7 @@ mod daemon_core;
 mod daemon_crash;
 mod daemon_isolation;
 mod daemon_output;
+mod daemon_overlap;
 mod daemon_report;
 mod daemon_triggers;
 mod dashboard;
