@@ -258,3 +258,33 @@ fn two_racing_pushes_under_skip_queue_exactly_one_run() {
             .unwrap();
     }
 }
+
+/// A queued run that `cancel_previous` marked is never claimed (it would start only to be
+/// cancelled): the claim waits until the scheduler has ended it, then takes the new run.
+#[test]
+fn a_run_marked_by_cancel_previous_is_not_claimed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&dir);
+    let lease = std::time::Duration::from_secs(60);
+    let old = store
+        .enqueue(&run(TriggerKind::Push, Overlap::Queue, "old"))
+        .unwrap()
+        .queued()
+        .expect("queued");
+    let new = store
+        .enqueue(&run(TriggerKind::Push, Overlap::CancelPrevious, "new"))
+        .unwrap()
+        .queued()
+        .expect("queued");
+    assert!(store.claim("test", 10, lease).unwrap().is_empty());
+    store
+        .finish_run(old, &agent::store::RunFinish::new(RunStatus::Cancelled))
+        .unwrap();
+    let claimed: Vec<RunId> = store
+        .claim("test", 10, lease)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(claimed, vec![new]);
+}

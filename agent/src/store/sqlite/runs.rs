@@ -342,7 +342,8 @@ impl Db {
     /// first in first out, and only when no run of the group is running or claimed; then by
     /// priority (highest first), then by age (oldest first). Claimed runs stay `queued` (with
     /// `claimed_at` set) until [`Db::mark_running`], and are not returned again;
-    /// [`Db::release_claim`] hands one back.
+    /// [`Db::release_claim`] hands one back. A run whose cancellation was requested is not
+    /// claimed (it waits for its cancel, and keeps its place in its group meanwhile).
     pub fn claim(
         &mut self,
         owner: &str,
@@ -356,7 +357,7 @@ impl Db {
         let tx = self.write()?;
         let sql = format!(
             "SELECT {RUN_COLUMNS} FROM runs AS r
-             WHERE r.status = 'queued' AND r.claimed_at IS NULL
+             WHERE r.status = 'queued' AND r.claimed_at IS NULL AND r.cancel_requested = 0
                AND (r.concurrency_group IS NULL OR (
                     NOT EXISTS (SELECT 1 FROM runs AS o
                                 WHERE o.concurrency_group = r.concurrency_group
