@@ -8,6 +8,9 @@
 //!   its resumed copy. They are found by their `AGENT_RUN_MARKER`, which the daemon scopes
 //!   by its state directory (not its pid: see [`marker_scope`]), so a restarted daemon
 //!   finds them; each is re-checked through a pidfd before it is signalled.
+//! - A run whose cancellation had been requested (a newer run of its group replaced it with
+//!   `overlap: cancel_previous`, marked in the transaction that queued that run) ends
+//!   cancelled instead of resuming.
 //! - A run that was interrupted [`MAX_INTERRUPTIONS`] times during the same step fails
 //!   ("interrupted 3 times during step X; not resumed again"): a step that takes the
 //!   daemon down with it would otherwise be resumed, and crash it, forever.
@@ -41,6 +44,9 @@ pub enum Recovered {
     Waiting(Vec<String>),
     /// Failed: interrupted [`MAX_INTERRUPTIONS`] times during this step.
     GaveUp(String),
+    /// Cancelled: its cancellation had been requested (a newer run of its group with
+    /// `overlap: cancel_previous`) before the daemon stopped.
+    Cancelled,
 }
 
 /// The scope of the run markers of the daemon on `state_dir` (see
@@ -75,6 +81,15 @@ pub fn recover(
         if killed > 0 {
             tracing::warn!(run = %run.id, processes = killed,
                 "ended processes the interrupted run's steps left running");
+        }
+        if run.cancel_requested {
+            let message = "cancelled by a newer run (cancel_previous) before the daemon stopped";
+            tracing::info!(run = %run.id, workflow = %run.workflow, "{message}");
+            let mut finish = RunFinish::new(RunStatus::Cancelled);
+            finish.error = Some(message.into());
+            store.finish_run(run.id, &finish)?;
+            out.push((run, Recovered::Cancelled));
+            continue;
         }
         let steps = store.interrupted_steps(run.id)?;
         if let Some((step, _)) = steps.iter().find(|(_, n)| *n >= MAX_INTERRUPTIONS) {
@@ -182,5 +197,46 @@ mod tests {
         assert_ne!(marker_scope(a.path()), marker_scope(b.path()));
         assert!(marker_scope(a.path()).starts_with('s'));
         assert_eq!(marker_scope(a.path()).len(), 17);
+    }
+
+    /// A running run that a newer run's `cancel_previous` marked before the daemon died is
+    /// cancelled at boot, not resumed; an unmarked one of another group resumes.
+    #[test]
+    fn a_run_marked_for_cancel_is_cancelled_at_boot_not_resumed() {
+        use crate::store::overlap::Overlap;
+        use crate::store::{NewRun, Trigger, TriggerKind};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut db = Db::open_in_dir(dir.path()).expect("open");
+        let grouped = |group: &str, overlap: Option<Overlap>| NewRun {
+            concurrency_group: Some(group.into()),
+            overlap,
+            ..NewRun::new("w", Trigger::new(TriggerKind::Manual))
+        };
+        let lease = std::time::Duration::from_secs(60);
+        let mut running = Vec::new();
+        for group in ["a", "b"] {
+            let id = db
+                .enqueue_run(&grouped(group, None))
+                .expect("enqueue")
+                .run_id();
+            db.claim("old-daemon", 1, lease).expect("claim");
+            db.mark_running(id).expect("running");
+            running.push(id);
+        }
+        let newer = db
+            .enqueue(&grouped("a", Some(Overlap::CancelPrevious)))
+            .expect("enqueue");
+        assert!(newer.queued().is_some());
+        let recovered = recover(&mut db, dir.path()).expect("recover");
+        let by_id = |id| {
+            recovered
+                .iter()
+                .find(|(r, _)| r.id == id)
+                .map(|(_, what)| what.clone())
+        };
+        assert_eq!(by_id(running[0]), Some(Recovered::Cancelled));
+        assert_eq!(by_id(running[1]), Some(Recovered::Resumed));
+        let run = db.get_run(running[0]).expect("get").expect("run");
+        assert_eq!(run.status, RunStatus::Cancelled);
     }
 }
