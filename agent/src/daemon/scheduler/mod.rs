@@ -475,6 +475,8 @@ impl Scheduler {
                     dedup_key: None,
                     retry_of: Some(id),
                     workflow_file: run.workflow_file.clone(),
+                    // A retry of a tag or pull-request run is one too (refs, secrets rule).
+                    event: run.event.clone(),
                 };
                 let new_id = self.store.enqueue_run(new).await?.run_id();
                 self.announced.insert(new_id);

@@ -91,6 +91,7 @@ pub fn check_request(
         dedup_key: None,
         retry_of: None,
         workflow_file: Some(workflow_file.to_string()),
+        event: None,
     };
     Ok((run, overlap))
 }
