@@ -262,13 +262,19 @@ pub struct LogEnd {
 /// The answer to an inbound push hook.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HookAnswer {
-    /// `accepted` or `duplicate`.
+    /// `accepted`, `duplicate` or `ignored`.
     pub status: String,
     /// The repositories fetched now (absent for a duplicate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repos: Option<Vec<String>>,
     /// The delivery id the sender gave.
     pub delivery: Option<String>,
+    /// Why nothing was started (an ignored pull-request action).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The runs a pull-request hook queued now (absent for pushes, which run after the fetch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runs: Option<Vec<String>>,
 }
 
 #[cfg(test)]

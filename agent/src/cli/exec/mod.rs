@@ -507,6 +507,7 @@ pub fn run(args: ExecArgs) -> i32 {
             secrets,
             repo,
             trigger: "manual".into(),
+            event: Default::default(),
             attempt: 1,
             context: initial_context,
             events,

@@ -444,8 +444,11 @@ fn pass(
         (None, false) => Baseline::CurrentHeads,
     };
     let limit = shared.config.limits.max_runs_per_minute;
-    let scan = scan_repo(&store, mirror, &repo.name, Some(&globs), baseline, limit)
+    let mut scan = scan_repo(&store, mirror, &repo.name, Some(&globs), baseline, limit)
         .map_err(|e| redact(&e.to_string(), &url))?;
+    let tagged = crate::daemon::triggers::tags::scan_tags(&store, mirror, &repo.name)
+        .map_err(|e| redact(&e.to_string(), &url))?;
+    scan.queued.extend(tagged);
     s.scanned = true;
     let default_branch = mirror.default_branch();
     let head = match &default_branch {
@@ -666,6 +669,7 @@ mod task_tests {
             // Long: only the ref watch or a request can explain a quick run.
             poll_interval: Duration::from_secs(3600),
             credentials: None,
+            secrets_for_forks: false,
         });
         let store_path = crate::state_dir::db_file(&state);
         let store = crate::store::Store::open_in_dir(&state).expect("store");

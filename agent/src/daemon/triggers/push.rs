@@ -24,6 +24,10 @@
 //!   none); a workflow already run for the same commit does not run again. A new branch that
 //!   points at a commit already seen (`git checkout -b`) brings no new code and runs nothing
 //!   until it gets a commit of its own.
+//! - `on.branch` runs a workflow for pushes to branches other than the default one (matched
+//!   by its `branches` globs), with the same dedup key as `on.push`: a workflow with both
+//!   runs once per commit. `on.push` with `tags` and no `branches` does not run on branch
+//!   pushes (tags are scanned by [`crate::daemon::triggers::tags`]).
 //! - A workflow runs on push only if it has `on.push`. A file without `on:` runs only when
 //!   asked (a manual trigger, `agent exec`, or a call from another workflow): sub-workflow
 //!   files and the example workflows, which have no `on:`, never run on push.
@@ -236,12 +240,29 @@ pub fn push_matches(workflow: &Workflow, branch: &str, changed: &[String]) -> bo
     let Some(push) = &on.push else {
         return false;
     };
+    // `on.push` with `tags` and no `branches` runs for tags only (see `tags.rs`).
+    if !push.runs_on_branches() {
+        return false;
+    }
     let branches: Vec<&str> = push.branches.iter().map(|b| b.value.as_str()).collect();
     let paths: Vec<&str> = push.paths.iter().map(|p| p.value.as_str()).collect();
     let (Ok(branches), Ok(paths)) = (GlobList::new(&branches), GlobList::new(&paths)) else {
         return false;
     };
     branches.matches(branch) && (paths.is_empty() || paths.matches_any(changed))
+}
+
+/// Whether a workflow's `on.branch` runs it for a push to `branch`: only for branches other
+/// than the repository's default one, filtered by its `branches` globs.
+pub fn branch_trigger_matches(workflow: &Workflow, branch: &str, is_default: bool) -> bool {
+    let Some(trigger) = &workflow.on.branch else {
+        return false;
+    };
+    if is_default {
+        return false;
+    }
+    let globs: Vec<&str> = trigger.branches.iter().map(|b| b.value.as_str()).collect();
+    GlobList::new(&globs).is_ok_and(|g| g.matches(branch))
 }
 
 /// The run of `workflow` for `trigger`: parameters resolved (types, defaults, `required`)
@@ -409,7 +430,7 @@ pub fn scan_repo(
                 "the commit message asks to skip CI: no push runs");
         }
         let (runs, failed) = store.blocking_read(|db: &Db| {
-            runs_for_push(db, mirror, repo, &branch, head, &changed, &guard)
+            runs_for_push(db, mirror, repo, (&branch, is_default), head, &changed, &guard)
                 .map_err(TriggerError::from)
         })?;
         let written = {
@@ -507,7 +528,7 @@ fn runs_for_push(
     store: &Db,
     mirror: &Mirror,
     repo: &str,
-    branch: &str,
+    (branch, is_default): (&str, bool),
     head: Oid,
     changed: &[String],
     guard: &PushGuard,
@@ -525,7 +546,9 @@ fn runs_for_push(
     for file in workflows_at(mirror, head)? {
         match file {
             ParsedFile::Valid { path, workflow } => {
-                if !push_matches(&workflow, branch, changed)
+                let selected = push_matches(&workflow, branch, changed)
+                    || branch_trigger_matches(&workflow, branch, is_default);
+                if !selected
                     || !guard.admits(store, repo, &workflow.name.value, &commit)
                 {
                     continue;
