@@ -279,7 +279,8 @@ fn form_payload(body: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// The pull-request actions that start runs (Gitea says `synchronized`).
-pub(crate) const PULL_REQUEST_ACTIONS: &[&str] = &["opened", "synchronize", "synchronized", "reopened"];
+pub(crate) const PULL_REQUEST_ACTIONS: &[&str] =
+    &["opened", "synchronize", "synchronized", "reopened"];
 
 /// What a pull-request payload says, as far as the daemon cares.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -255,13 +255,17 @@ pub(crate) fn standard_env(
         ("AGENT_TEMP", temp.to_string_lossy().into_owned()),
     ]
     .into_iter()
-    .chain(pr.map(|_| {
-        [
-            ("AGENT_PR_NUMBER", pr_text("number")),
-            ("AGENT_PR_BASE", pr_text("base")),
-            ("AGENT_PR_HEAD", pr_text("head")),
-        ]
-    }).into_iter().flatten())
+    .chain(
+        pr.map(|_| {
+            [
+                ("AGENT_PR_NUMBER", pr_text("number")),
+                ("AGENT_PR_BASE", pr_text("base")),
+                ("AGENT_PR_HEAD", pr_text("head")),
+            ]
+        })
+        .into_iter()
+        .flatten(),
+    )
     .map(|(k, v)| (k.to_string(), v))
     .collect()
 }

@@ -558,7 +558,11 @@ impl Mirror {
             opts.remote_callbacks(callbacks);
         }
         let refspec = format!("+{name}:{name}");
-        let fetched = remote.fetch(&[refspec.as_str()], Some(&mut opts), Some("agent: fetch ref"));
+        let fetched = remote.fetch(
+            &[refspec.as_str()],
+            Some(&mut opts),
+            Some("agent: fetch ref"),
+        );
         drop(opts);
         if let Err(err) = fetched {
             return Err(self.fetch_error(err, auth.into_inner()));

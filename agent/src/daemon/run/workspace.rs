@@ -517,7 +517,10 @@ pub fn add_git(
         && let Some(target) = reference.target()
     {
         // The tag object itself (annotated tags stay annotated for `git describe`).
-        write(&format!("refs/tags/{tag}"), format!("{target}\n").as_bytes())?;
+        write(
+            &format!("refs/tags/{tag}"),
+            format!("{target}\n").as_bytes(),
+        )?;
     }
     if let Some(depth) = spec.depth {
         let shallow = shallow_boundary(repo, commit, depth.max(1))?;

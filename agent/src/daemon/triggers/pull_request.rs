@@ -31,9 +31,7 @@ use crate::daemon::handle::Shared;
 use crate::daemon::run::mirror::{Mirror, MirrorError};
 use crate::daemon::run::task;
 use crate::daemon::triggers::push::{GlobList, TriggerError, new_run_for};
-use crate::store::{
-    Db, Enqueued, NewRun, PullRequestEvent, RunEvent, RunId, Trigger, TriggerKind,
-};
+use crate::store::{Db, Enqueued, NewRun, PullRequestEvent, RunEvent, RunId, Trigger, TriggerKind};
 
 /// The forge ref that holds a pull request's head commit.
 pub fn head_ref(number: u64) -> String {
@@ -127,10 +125,7 @@ pub fn queue_pull_request(
             continue;
         }
         run.dedup_key = Some(pull_request_dedup_key(
-            &repo.name,
-            &path,
-            pr.number,
-            &head_text,
+            &repo.name, &path, pr.number, &head_text,
         ));
         run.workflow_file = Some(path);
         run.event = Some(RunEvent {
@@ -174,7 +169,8 @@ mod tests {
     #[test]
     fn base_branch_and_path_filters_select() {
         let any = parse("    pull_request:\n");
-        let main_src = parse("    pull_request:\n      branches: [main]\n      paths: ['src/**']\n");
+        let main_src =
+            parse("    pull_request:\n      branches: [main]\n      paths: ['src/**']\n");
         let push_only = parse("    push: {}\n");
         let src = vec!["src/lib.rs".to_string()];
         let docs = vec!["docs/a.md".to_string()];

@@ -430,8 +430,16 @@ pub fn scan_repo(
                 "the commit message asks to skip CI: no push runs");
         }
         let (runs, failed) = store.blocking_read(|db: &Db| {
-            runs_for_push(db, mirror, repo, (&branch, is_default), head, &changed, &guard)
-                .map_err(TriggerError::from)
+            runs_for_push(
+                db,
+                mirror,
+                repo,
+                (&branch, is_default),
+                head,
+                &changed,
+                &guard,
+            )
+            .map_err(TriggerError::from)
         })?;
         let written = {
             let (repo, branch, head) = (repo.to_string(), branch.clone(), head_text.clone());
@@ -548,9 +556,7 @@ fn runs_for_push(
             ParsedFile::Valid { path, workflow } => {
                 let selected = push_matches(&workflow, branch, changed)
                     || branch_trigger_matches(&workflow, branch, is_default);
-                if !selected
-                    || !guard.admits(store, repo, &workflow.name.value, &commit)
-                {
+                if !selected || !guard.admits(store, repo, &workflow.name.value, &commit) {
                     continue;
                 }
                 let (mut run, outcome) = new_run_for(&workflow, repo, trigger.clone(), &Map::new());

@@ -70,10 +70,7 @@ pub fn scan_tags(store: &Store, mirror: &Mirror, repo: &str) -> Result<Vec<RunId
     for (name, commit) in tags {
         let key = format!("{TAGS_SEEN_MARKER}{name}");
         let commit_text = commit.to_string();
-        if seen
-            .iter()
-            .any(|(k, c)| *k == key && *c == commit_text)
-        {
+        if seen.iter().any(|(k, c)| *k == key && *c == commit_text) {
             continue;
         }
         let runs = runs_for_tag(mirror, repo, &name, commit)?;
@@ -158,7 +155,10 @@ mod tests {
         let files = [
             ("release", "    push:\n      tags: ['v*']\n"),
             ("ci", "    push: {}\n"),
-            ("both", "    push:\n      branches: [main]\n      tags: ['v1.*']\n"),
+            (
+                "both",
+                "    push:\n      branches: [main]\n      tags: ['v1.*']\n",
+            ),
         ];
         for (name, on) in files {
             std::fs::write(
