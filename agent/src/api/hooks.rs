@@ -858,6 +858,63 @@ mod tests {
         assert!(parse_push(None, true, b"payload=%7").is_err());
     }
 
+    /// GitHub's and Gitea's pull-request payloads: number, base, head, head SHA; a head in
+    /// another repository (or a deleted one) is a fork.
+    #[test]
+    fn pull_request_payloads_parse() {
+        let body = |head_repo: Value| {
+            serde_json::json!({
+                "action": "synchronize",
+                "number": 7,
+                "pull_request": {
+                    "head": {"ref": "topic", "sha": "abc", "repo": head_repo},
+                    "base": {"ref": "main", "sha": "def", "repo": {"full_name": "me/app"}},
+                },
+                "repository": {"full_name": "me/app", "clone_url": "https://example.com/me/app.git"},
+            })
+            .to_string()
+        };
+        let same = parse_pull_request(
+            false,
+            body(serde_json::json!({"full_name": "Me/App"})).as_bytes(),
+        )
+        .expect("pull request");
+        assert_eq!(same.action, "synchronize");
+        assert_eq!(same.target.full_name.as_deref(), Some("me/app"));
+        assert_eq!(same.target.git_ref, "refs/pull/7/head");
+        assert_eq!(
+            (
+                same.pr.number,
+                same.pr.base.as_str(),
+                same.pr.head.as_str(),
+                same.pr.head_sha.as_str()
+            ),
+            (7, "main", "topic", "abc")
+        );
+        assert!(!same.pr.fork);
+        let fork = parse_pull_request(
+            false,
+            body(serde_json::json!({"full_name": "you/app"})).as_bytes(),
+        )
+        .expect("pull request");
+        assert!(fork.pr.fork);
+        assert_eq!(fork.pr.head_repo.as_deref(), Some("you/app"));
+        let gone = parse_pull_request(false, body(Value::Null).as_bytes()).expect("pull request");
+        assert!(gone.pr.fork, "a deleted head repository counts as a fork");
+        for bad in [
+            r#"{"number":1,"pull_request":{}}"#,
+            r#"{"action":"opened","pull_request":{"head":{"ref":"a"},"base":{"ref":"b"}},"repository":{"full_name":"me/app"}}"#,
+            r#"{"action":"opened","number":1,"pull_request":{"head":{"ref":"a"}},"repository":{"full_name":"me/app"}}"#,
+            "not json",
+        ] {
+            assert!(parse_pull_request(false, bad.as_bytes()).is_err(), "{bad}");
+        }
+        assert!(is_pull_request_event(Some(" Pull_Request ")));
+        assert!(!is_pull_request_event(Some("push")) && !is_pull_request_event(None));
+        assert!(PULL_REQUEST_ACTIONS.contains(&"synchronized"));
+        assert!(!PULL_REQUEST_ACTIONS.contains(&"closed"));
+    }
+
     #[test]
     fn repositories_match_by_full_name_or_url() {
         use crate::config::RepoSource;

@@ -200,6 +200,7 @@ mod tests {
             claim_owner: None,
             lease_expires_at: None,
             cancel_requested: false,
+            event: None,
         }
     }
 

@@ -1501,6 +1501,21 @@ mod tests {
         assert!(parse("env_passthrough: PATH\n").is_err());
     }
 
+    /// `secrets_for_forks` is a repository's opt-in (default off), and must be a boolean.
+    #[test]
+    fn secrets_for_forks_is_an_opt_in() {
+        let c = parse(
+            "state_dir: s\nrepos:\n  - name: a\n    path: a\n  - name: b\n    path: b\n    secrets_for_forks: true\n",
+        )
+        .expect("valid");
+        assert!(!c.repos[0].secrets_for_forks);
+        assert!(c.repos[1].secrets_for_forks);
+        assert!(
+            parse("state_dir: s\nrepos:\n  - name: a\n    path: a\n    secrets_for_forks: maybe\n")
+                .is_err()
+        );
+    }
+
     #[test]
     fn full_file_parses() {
         let c = parse(

@@ -474,3 +474,43 @@ pub(crate) fn render_outputs(ctx: &RunCtx<'_>) -> Result<Map<String, Value>, Str
     let view = data.view(&ctx.workdir);
     dsl::model::render_map(&ctx.wf.outputs, &view).map_err(|e| format!("workflow `outputs`: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(run: Value) -> std::collections::HashMap<String, String> {
+        let repo = json!({"name": "app", "branch": "topic", "commit": "abc"});
+        standard_env("w", &repo, &run, std::path::Path::new("/tmp"))
+            .into_iter()
+            .collect()
+    }
+
+    /// A tag or pull-request run's own ref wins over the branch's; pull requests add
+    /// `AGENT_PR_*` and `AGENT_EVENT=pull_request`; other runs have no `AGENT_PR_*`.
+    #[test]
+    fn refs_events_and_pull_requests_reach_the_environment() {
+        let push = env_of(json!({"trigger": "push"}));
+        assert_eq!(push["AGENT_REF"], "refs/heads/topic");
+        assert_eq!(push["AGENT_EVENT"], "push");
+        assert!(!push.contains_key("AGENT_PR_NUMBER"));
+        let tag = env_of(json!({"trigger": "push", "event": "push", "ref": "refs/tags/v1"}));
+        assert_eq!(tag["AGENT_REF"], "refs/tags/v1");
+        let pr = env_of(json!({
+            "trigger": "retry",
+            "event": "pull_request",
+            "ref": "refs/pull/7/head",
+            "pull_request": {"number": 7, "base": "main", "head": "topic"},
+        }));
+        assert_eq!(pr["AGENT_EVENT"], "pull_request");
+        assert_eq!(pr["AGENT_REF"], "refs/pull/7/head");
+        assert_eq!(
+            (
+                pr["AGENT_PR_NUMBER"].as_str(),
+                pr["AGENT_PR_BASE"].as_str(),
+                pr["AGENT_PR_HEAD"].as_str()
+            ),
+            ("7", "main", "topic")
+        );
+    }
+}

@@ -797,6 +797,34 @@ mod scan_tests {
         assert_eq!(scan.queued.len(), 1, "{scan:?}");
     }
 
+    /// `on.branch` runs for new commits on non-default branches its globs select (once per
+    /// commit, also with `on.push`); `on.push` with only `tags` never runs on branch pushes.
+    #[test]
+    fn branch_triggers_and_tag_only_pushes() {
+        let branchy = workflow(
+            "branchy",
+            "  on:\n    branch:\n      branches: ['feature/*']\n",
+        );
+        let both = workflow("both", "  on:\n    push: {}\n    branch: {}\n");
+        let tags_only = workflow("tags", "  on:\n    push:\n      tags: ['v*']\n");
+        let mut f = Fixture::new(&[
+            (".workflows/branchy.yaml", &branchy),
+            (".workflows/both.yaml", &both),
+            (".workflows/tags.yaml", &tags_only),
+        ]);
+        let all = GlobList::new::<&str>(&[]).expect("glob");
+        f.scan(Some(&all), true);
+        commit(&f.repo, &[("m", "1")], "on main");
+        let scan = f.scan(Some(&all), false);
+        assert_eq!(queued_names(&f, &scan), ["both"], "{scan:?}");
+        git(&f.repo, &["checkout", "-q", "-b", "feature/x"]);
+        commit(&f.repo, &[("x", "1")], "on feature");
+        // The default branch is the one the repository's HEAD names: keep it `main`.
+        git(&f.repo, &["symbolic-ref", "HEAD", "refs/heads/main"]);
+        let scan = f.scan(Some(&all), false);
+        assert_eq!(queued_names(&f, &scan), ["both", "branchy"], "{scan:?}");
+    }
+
     #[test]
     fn branch_and_path_filters_select() {
         let src = workflow(
