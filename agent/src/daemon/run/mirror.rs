@@ -549,7 +549,9 @@ impl Mirror {
             .map_err(MirrorError::git("find remote of", &self.name))?;
         let auth = std::cell::RefCell::new(AuthState::default());
         let mut opts = FetchOptions::new();
-        opts.download_tags(AutotagOption::None);
+        // No FETCH_HEAD: the git watcher may fetch into the same mirror at the same time.
+        opts.download_tags(AutotagOption::None)
+            .update_fetchhead(false);
         if let Some(credentials) = &self.credentials {
             let mut callbacks = RemoteCallbacks::new();
             callbacks.credentials(|_url, url_user, allowed| {

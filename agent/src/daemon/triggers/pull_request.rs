@@ -77,7 +77,15 @@ pub fn ensure_head(mirror: &mut Mirror, pr: &PullRequestEvent) -> Result<Oid, Mi
     {
         return Ok(oid);
     }
-    let fetched = mirror.fetch_ref(&head_ref(pr.number))?;
+    // Once more after a failure: the git watcher may hold a lock of the mirror for a moment.
+    let fetched = match mirror.fetch_ref(&head_ref(pr.number)) {
+        Ok(oid) => oid,
+        Err(MirrorError::UnknownCommit(name)) => return Err(MirrorError::UnknownCommit(name)),
+        Err(first) => {
+            tracing::info!(pull_request = pr.number, error = %first, "fetching the head again");
+            mirror.fetch_ref(&head_ref(pr.number))?
+        }
+    };
     if pr.head_sha.is_empty() {
         return Ok(fetched);
     }
