@@ -32,7 +32,7 @@ pub struct ErrorBody {
 /// What started a run: `kind`, `commit`, `branch`, `scheduled_for`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TriggerInfo {
-    /// `push`, `schedule`, `manual`, `webhook` or `retry`.
+    /// `push`, `pull_request`, `schedule`, `manual`, `webhook` or `retry`.
     pub kind: TriggerKind,
     /// The commit the run checks out.
     pub commit: Option<String>,
@@ -40,6 +40,14 @@ pub struct TriggerInfo {
     pub branch: Option<String>,
     /// For a schedule, the cron slot the run stands for.
     pub scheduled_for: Option<String>,
+    /// The run's own ref, when it is not its branch's: `refs/tags/NAME` for a tag push,
+    /// `refs/pull/N/head` for a pull request (run details only).
+    #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+    /// A pull-request run's pull request: `number`, `action`, `base`, `head`, `head_sha`,
+    /// `head_repo`, `fork` (run details only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<Value>,
 }
 
 /// One run in `GET /api/v1/runs`.
@@ -310,6 +318,8 @@ mod tests {
                 commit: Some("abc".into()),
                 branch: None,
                 scheduled_for: None,
+                git_ref: None,
+                pull_request: None,
             },
             created_at: "1970-01-01T00:00:00.000Z".into(),
             retry_of: None,

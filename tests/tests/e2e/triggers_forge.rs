@@ -4,7 +4,8 @@
 //!   forge's `refs/pull/N/head`, here a local bare repository) once, with `AGENT_EVENT`,
 //!   `AGENT_PR_*` and `run.pr_number`, and its commit status reaches a `github_status`
 //!   receiver on 127.0.0.1 for the head commit; the same head delivered again queues nothing;
-//!   a `closed` action is ignored with a reason; a fork's pull request runs without secrets;
+//!   a `closed` action is ignored with a reason; a new head announced by Gitea
+//!   (`synchronized`) runs again; a fork's pull request runs without secrets;
 //! - a tag push runs `on.push.tags` workflows only, at the tagged commit, where `git describe
 //!   --tags` and `AGENT_REF` show the tag: noticed by the watcher of a local repository, and
 //!   by an inbound push hook for a repository polled hourly;
@@ -42,17 +43,33 @@ fn sign(body: &[u8]) -> String {
     format!("sha256={hex}")
 }
 
-/// A signed hook: (status, JSON body).
+/// A signed GitHub hook: (status, JSON body).
 fn hook(d: &TestDaemon, event: &str, delivery: &str, body: &str) -> (u16, Value) {
     let signature = sign(body.as_bytes());
+    let headers = format!(
+        "X-GitHub-Event: {event}\r\nX-GitHub-Delivery: {delivery}\r\nX-Hub-Signature-256: {signature}\r\n"
+    );
+    post_hook(d, "/hooks/github", &headers, body)
+}
+
+/// A signed Gitea hook (bare hex in `X-Gitea-Signature`): (status, JSON body).
+fn gitea_hook(d: &TestDaemon, event: &str, delivery: &str, body: &str) -> (u16, Value) {
+    let signature = sign(body.as_bytes());
+    let hex = signature.trim_start_matches("sha256=");
+    let headers = format!(
+        "X-Gitea-Event: {event}\r\nX-Gitea-Delivery: {delivery}\r\nX-Gitea-Signature: {hex}\r\n"
+    );
+    post_hook(d, "/hooks/gitea", &headers, body)
+}
+
+fn post_hook(d: &TestDaemon, route: &str, headers: &str, body: &str) -> (u16, Value) {
     let mut stream = TcpStream::connect_timeout(&d.addr, Duration::from_secs(5)).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
         .expect("timeout");
     let head = format!(
-        "POST /hooks/github HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nX-GitHub-Event: {event}\r\n\
-         X-GitHub-Delivery: {delivery}\r\nX-Hub-Signature-256: {signature}\r\n\r\n",
+        "POST {route} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n{headers}\r\n",
         d.addr,
         body.len()
     );
@@ -190,7 +207,7 @@ fn pull_request_hooks_run_the_head_commit_once_and_report_its_status() {
     let github = Receiver::start(Vec::new());
     let config = format!(
         "repos:\n  - name: app\n    path: {}\n    full_name: me/app\n    poll_interval: 1h\n\
-         hooks:\n  github_secret: {SECRET}\n\
+         hooks:\n  github_secret: {SECRET}\n  gitea_secret: {SECRET}\n\
          secrets:\n  TOKEN: {{env: TRIGGERS_PR_SECRET}}\n\
          webhooks:\n  - name: gh\n    format: github_status\n    api: {}\n    token_env: TRIGGERS_GH_TOKEN\n    workflows: [pr]\n",
         yaml_quote(&forge.to_string_lossy()),
@@ -232,6 +249,9 @@ fn pull_request_hooks_run_the_head_commit_once_and_report_its_status() {
     assert_eq!(done["workflow"], "pr");
     assert_eq!(done["trigger"]["kind"], "pull_request");
     assert_eq!(done["trigger"]["commit"], head.as_str());
+    assert_eq!(done["trigger"]["ref"], "refs/pull/1/head");
+    assert_eq!(done["trigger"]["pull_request"]["number"], 1);
+    assert_eq!(done["trigger"]["pull_request"]["fork"], false);
     let got = wait_lines(&d, &record, 1);
     assert_eq!(
         got[0],
@@ -289,7 +309,34 @@ fn pull_request_hooks_run_the_head_commit_once_and_report_its_status() {
             .requests()
             .iter()
             .all(|r| r.path.ends_with(&format!("/statuses/{head}"))),
-        "a status for another commit"
+        "a status for another commit than the head"
+    );
+
+    // A new push to pull request 1, announced by Gitea (`synchronized`): the new head runs.
+    git(&work, &["checkout", "-q", "feature"]);
+    let head2 = commit_files(&work, &[("feature.txt", "feature 2")], "more feature work");
+    git(
+        &work,
+        &["push", "-q", "-f", "forge", "HEAD:refs/pull/1/head"],
+    );
+    let body = pull_request_payload(
+        "synchronized",
+        1,
+        ("feature", &head2, "me/app"),
+        &base_sha,
+        &forge_url,
+    );
+    let (status, answer) = gitea_hook(&d, "pull_request", "gitea-1", &body);
+    assert_eq!(status, 202, "{answer}\n{}", d.log_text());
+    let id = answer["runs"][0].as_str().expect("a run").to_string();
+    let done = d.wait_run_final(&id, LIMIT);
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    let got = wait_lines(&d, &record, 2);
+    assert_eq!(
+        got[1],
+        format!(
+            "pull_request|1|main|feature|{head2}|refs/pull/1/head|1|secrets=1|{head2}|feature 2"
+        )
     );
 
     // Pull request 2 from a fork: it runs, without the daemon's secrets.
@@ -308,9 +355,9 @@ fn pull_request_hooks_run_the_head_commit_once_and_report_its_status() {
     let id = answer["runs"][0].as_str().expect("a run").to_string();
     let done = d.wait_run_final(&id, LIMIT);
     assert_eq!(done["status"], "succeeded", "{done:#}");
-    let got = wait_lines(&d, &record, 2);
+    let got = wait_lines(&d, &record, 3);
     assert_eq!(
-        got[1],
+        got[2],
         format!(
             "pull_request|2|main|main|{fork_head}|refs/pull/2/head|2|secrets=0|{fork_head}|from a fork"
         )
@@ -386,6 +433,16 @@ fn tag_pushes_run_tag_workflows_only() {
     assert!(lines(&pushes).is_empty(), "{:?}", lines(&pushes));
     for run in runs(&d) {
         assert_eq!(run["workflow"], "release", "{run}");
+        let detail = d.get_json(&format!("/api/v1/runs/{}", common::daemon::run_id(&run)));
+        let tag = detail["trigger"]["ref"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            tag == "refs/tags/v1.2.0" || tag == "refs/tags/v2.0.0",
+            "{detail:#}"
+        );
+        assert_eq!(detail["trigger"]["branch"], Value::Null);
     }
 }
 
