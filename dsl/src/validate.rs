@@ -236,19 +236,31 @@ impl<'a> Validator<'a> {
     }
 
     fn triggers(&mut self) {
-        // A push gives no parameters: a required one without a default fails every such run.
-        if self.wf.on.push.is_some() {
+        // A push, a tag, a pull request give no parameters: a required one without a default
+        // fails every such run.
+        let on = &self.wf.on;
+        let unattended = if on.push.is_some() {
+            Some("on.push")
+        } else if on.pull_request.is_some() {
+            Some("on.pull_request")
+        } else if on.branch.is_some() {
+            Some("on.branch")
+        } else {
+            None
+        };
+        if let Some(trigger) = unattended {
             for p in &self.wf.parameters {
                 if p.required.value && p.default.is_none() {
                     self.diags.push(
                         Diagnostic::warning(
                             p.required.span,
                             format!(
-                                "`on.push` runs this workflow without parameters, but parameter `{}` is required and has no default; every push run will fail",
-                                p.name.value
+                                "`{trigger}` runs this workflow without parameters, but parameter `{}` is required and has no default; every {} run will fail",
+                                p.name.value,
+                                if trigger == "on.pull_request" { "pull-request" } else { "push" }
                             ),
                         )
-                        .with_hint(format!("give `{}` a default, or drop `on.push` and trigger the workflow by hand", p.name.value)),
+                        .with_hint(format!("give `{}` a default, or drop `{trigger}` and trigger the workflow by hand", p.name.value)),
                     );
                 }
             }

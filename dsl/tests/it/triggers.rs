@@ -73,3 +73,18 @@ fn unknown_trigger_keys_are_named() {
     assert!(rendered.contains("w.yaml:5:7"), "{rendered}");
     assert!(rendered.contains("`tags`"), "{rendered}");
 }
+
+/// A pull request, like a push, gives no parameters: a required one without a default is
+/// a warning naming the trigger.
+#[test]
+fn pull_request_workflows_warn_about_required_parameters() {
+    let text = "workflow:\n  name: w\n  on:\n    pull_request: {}\n  parameters:\n    - name: target\n      required: true\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: 'true'\n";
+    let (_, diags) = dsl::parse_str("w.yaml", text).expect("valid with a warning");
+    let rendered = diags.render();
+    assert!(
+        rendered.contains(
+            "w.yaml:7:17: warning: `on.pull_request` runs this workflow without parameters"
+        ) && rendered.contains("every pull-request run will fail"),
+        "{rendered}"
+    );
+}

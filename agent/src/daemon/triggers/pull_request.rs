@@ -119,6 +119,7 @@ pub fn queue_pull_request(
         scheduled_for: None,
     };
     let mut runs: Vec<NewRun> = Vec::new();
+    let mut failed: Vec<(NewRun, String)> = Vec::new();
     for file in workflows_at(&mirror, head)? {
         let ParsedFile::Valid { path, workflow } = file else {
             continue;
@@ -127,11 +128,6 @@ pub fn queue_pull_request(
             continue;
         }
         let (mut run, outcome) = new_run_for(&workflow, &repo.name, trigger.clone(), &Map::new());
-        if let Err(errors) = outcome {
-            tracing::warn!(repo = %repo.name, pull_request = pr.number, workflow = %workflow.name.value,
-                %errors, "pull-request run not queued: its parameters do not resolve");
-            continue;
-        }
         run.dedup_key = Some(pull_request_dedup_key(
             &repo.name, &path, pr.number, &head_text,
         ));
@@ -140,12 +136,22 @@ pub fn queue_pull_request(
             git_ref: Some(head_ref(pr.number)),
             pull_request: Some(event.clone()),
         });
-        runs.push(run);
+        match outcome {
+            Ok(()) => runs.push(run),
+            // A pull request gives no parameters: a required one without a default fails
+            // the run, visibly.
+            Err(errors) => failed.push((run, errors)),
+        }
     }
     let written = shared.store.blocking_write(move |db: &mut Db| {
-        runs.iter()
-            .map(|run| db.enqueue_run(run))
-            .collect::<Result<Vec<Enqueued>, _>>()
+        let mut out = Vec::with_capacity(runs.len());
+        for run in &runs {
+            out.push(db.enqueue_run(run)?);
+        }
+        for (run, error) in &failed {
+            db.record_failed_run(run, error)?;
+        }
+        Ok::<Vec<Enqueued>, crate::store::StoreError>(out)
     })?;
     let mut scan = PullRequestScan {
         head: head_text,

@@ -73,11 +73,14 @@ pub fn scan_tags(store: &Store, mirror: &Mirror, repo: &str) -> Result<Vec<RunId
         if seen.iter().any(|(k, c)| *k == key && *c == commit_text) {
             continue;
         }
-        let runs = runs_for_tag(mirror, repo, &name, commit)?;
+        let (runs, failed) = runs_for_tag(mirror, repo, &name, commit)?;
         let written = {
             let (repo, key, commit) = (repo.to_string(), key.clone(), commit_text.clone());
-            let runs = runs.clone();
-            store.blocking_write(move |db| db.record_push(&repo, &key, &commit, &runs, &[]))?
+            let n = runs.len();
+            let written = store
+                .blocking_write(move |db| db.record_push(&repo, &key, &commit, &runs, &failed))?;
+            // `record_push` answers the queued runs first, then the failed ones.
+            written.into_iter().take(n).collect::<Vec<_>>()
         };
         let mut count = 0;
         for enqueued in written {
@@ -92,14 +95,14 @@ pub fn scan_tags(store: &Store, mirror: &Mirror, repo: &str) -> Result<Vec<RunId
 }
 
 /// The runs a push of tag `name` at `commit` starts: workflows at that commit whose
-/// `on.push.tags` match (parameters from their defaults; a run whose parameters do not
-/// resolve is left out with a warning).
+/// `on.push.tags` match, with parameters from their defaults; a run whose parameters do not
+/// resolve is a failed run carrying the errors.
 fn runs_for_tag(
     mirror: &Mirror,
     repo: &str,
     name: &str,
     commit: Oid,
-) -> Result<Vec<NewRun>, TriggerError> {
+) -> Result<(Vec<NewRun>, Vec<(NewRun, String)>), TriggerError> {
     let commit_text = commit.to_string();
     let trigger = Trigger {
         kind: TriggerKind::Push,
@@ -108,6 +111,7 @@ fn runs_for_tag(
         scheduled_for: None,
     };
     let mut runs = Vec::new();
+    let mut failed = Vec::new();
     for file in workflows_at(mirror, commit)? {
         let ParsedFile::Valid { path, workflow } = file else {
             continue;
@@ -116,20 +120,18 @@ fn runs_for_tag(
             continue;
         }
         let (mut run, outcome) = new_run_for(&workflow, repo, trigger.clone(), &Map::new());
-        if let Err(errors) = outcome {
-            tracing::warn!(repo, tag = name, workflow = %workflow.name.value, %errors,
-                "tag run not queued: its parameters do not resolve");
-            continue;
-        }
         run.dedup_key = Some(tag_dedup_key(repo, &path, name, &commit_text));
         run.workflow_file = Some(path);
         run.event = Some(RunEvent {
             git_ref: Some(format!("refs/tags/{name}")),
             pull_request: None,
         });
-        runs.push(run);
+        match outcome {
+            Ok(()) => runs.push(run),
+            Err(errors) => failed.push((run, errors)),
+        }
     }
-    Ok(runs)
+    Ok((runs, failed))
 }
 
 #[cfg(test)]
