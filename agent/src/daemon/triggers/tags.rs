@@ -94,6 +94,9 @@ pub fn scan_tags(store: &Store, mirror: &Mirror, repo: &str) -> Result<Vec<RunId
     Ok(queued)
 }
 
+/// Runs to queue, and failed runs with their error text.
+type TagRuns = (Vec<NewRun>, Vec<(NewRun, String)>);
+
 /// The runs a push of tag `name` at `commit` starts: workflows at that commit whose
 /// `on.push.tags` match, with parameters from their defaults; a run whose parameters do not
 /// resolve is a failed run carrying the errors.
@@ -102,7 +105,7 @@ fn runs_for_tag(
     repo: &str,
     name: &str,
     commit: Oid,
-) -> Result<(Vec<NewRun>, Vec<(NewRun, String)>), TriggerError> {
+) -> Result<TagRuns, TriggerError> {
     let commit_text = commit.to_string();
     let trigger = Trigger {
         kind: TriggerKind::Push,
