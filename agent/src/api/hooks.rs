@@ -31,8 +31,8 @@
 //! and `.base` with `ref`, `sha` and `repo`, and `repository`). Actions `opened`,
 //! `synchronize` (Gitea: `synchronized`) and `reopened` start runs; any other is answered
 //! 200 `{"status": "ignored", "reason": ...}`. The runs are queued before the answer
-//! ([`queue_pull_request`]: the head commit is fetched from the forge's `refs/pull/N/head`
-//! when the mirror lacks it), which is 202 `{"status": "accepted", "repos": [...], "runs":
+//! ([`DaemonHandle::pull_request`](crate::daemon::handle::DaemonHandle::pull_request): the
+//! head commit is fetched from the forge's `refs/pull/N/head` when the mirror lacks it), which is 202 `{"status": "accepted", "repos": [...], "runs":
 //! [...]}`; the same head delivered again queues nothing (`runs` is empty). A head
 //! repository other than the base (`full_name` differs, or the head repository is gone)
 //! makes the pull request a fork's.
@@ -51,8 +51,7 @@ use sha2::Sha256;
 use super::ApiState;
 use super::error::ApiError;
 use crate::config::{Config, RepoConfig};
-use crate::daemon::handle::DaemonCommand;
-use crate::daemon::triggers::pull_request::{head_ref, queue_pull_request};
+use crate::daemon::handle::{DaemonCommand, DaemonError};
 use crate::model::api::{ErrorBody, HookAnswer};
 use crate::store::PullRequestEvent;
 
@@ -360,7 +359,7 @@ pub(crate) fn parse_pull_request(form: bool, body: &[u8]) -> Result<PullRequestH
     Ok(PullRequestHook {
         action,
         target: PushHook {
-            git_ref: head_ref(number),
+            git_ref: format!("refs/pull/{number}/head"),
             full_name,
             urls,
             after: Some(head_sha.clone()),
@@ -653,10 +652,10 @@ async fn answer_pull_request(
             ),
         );
     }
-    let shared = state.handle.shared.clone();
-    let repos: Vec<RepoConfig> = matching_repos(&shared.config.repos, &hook.target)
+    let shared = &state.handle.shared;
+    let repos: Vec<String> = matching_repos(&shared.config.repos, &hook.target)
         .into_iter()
-        .cloned()
+        .map(|r| r.name.clone())
         .collect();
     if repos.is_empty() {
         let named = hook
@@ -675,7 +674,7 @@ async fn answer_pull_request(
             ),
         );
     }
-    let delivery = match record_delivery(state, source, headers, &repos[0].name).await {
+    let delivery = match record_delivery(state, source, headers, &repos[0]).await {
         Ok(d) => d,
         Err(answer) => return answer,
     };
@@ -683,36 +682,21 @@ async fn answer_pull_request(
     pr.action = action;
     let mut runs = Vec::new();
     for repo in &repos {
-        let (shared, repo, pr) = (shared.clone(), repo.clone(), pr.clone());
-        let name = repo.name.clone();
-        let queued =
-            tokio::task::spawn_blocking(move || queue_pull_request(&shared, &repo, &pr)).await;
-        match queued {
-            Ok(Ok(scan)) => runs.extend(scan.queued.iter().map(|id| id.to_string())),
-            Ok(Err(err)) => {
-                tracing::warn!(source = source.as_str(), repo = %name, error = %err,
+        match state.handle.pull_request(repo, pr.clone()).await {
+            Ok(queued) => runs.extend(queued.iter().map(|id| id.to_string())),
+            Err(err) => {
+                tracing::warn!(source = source.as_str(), repo = %repo, error = %err,
                     "pull-request hook: cannot queue its runs");
+                let status = match err {
+                    DaemonError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+                    _ => StatusCode::BAD_GATEWAY,
+                };
                 return (
                     "error",
-                    reply(
-                        StatusCode::BAD_GATEWAY,
-                        error_body(format!("repository `{name}`: {err}")),
-                    ),
-                );
-            }
-            Err(join) => {
-                return (
-                    "error",
-                    reply(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        error_body(format!("internal error: {join}")),
-                    ),
+                    reply(status, error_body(format!("repository `{repo}`: {err}"))),
                 );
             }
         }
-    }
-    if !runs.is_empty() {
-        state.handle.wake();
     }
     (
         "accepted",
@@ -720,7 +704,7 @@ async fn answer_pull_request(
             StatusCode::ACCEPTED,
             HookAnswer {
                 status: "accepted".into(),
-                repos: Some(repos.iter().map(|r| r.name.clone()).collect()),
+                repos: Some(repos),
                 delivery,
                 reason: None,
                 runs: Some(runs),
