@@ -215,6 +215,9 @@ async fn stand_in_scheduler(mut commands: mpsc::Receiver<DaemonCommand>, state_d
                 };
                 let _ = reply.send(answer);
             }
+            DaemonCommand::PullRequest(request, reply) => {
+                let _ = reply.send(Err(DaemonError::UnknownRepo(request.0)));
+            }
             DaemonCommand::Wake | DaemonCommand::FetchNow(_) | DaemonCommand::Shutdown => {}
         }
     }
