@@ -48,9 +48,13 @@ pub(crate) const RETRY_KEYS: &[&str] = &[
     "retry_on",
 ];
 /// Keys of `on`.
-pub(crate) const ON_KEYS: &[&str] = &["push", "schedule", "manual"];
+pub(crate) const ON_KEYS: &[&str] = &["push", "pull_request", "branch", "schedule", "manual"];
 /// Keys of `on.push`.
-pub(crate) const PUSH_KEYS: &[&str] = &["branches", "paths"];
+pub(crate) const PUSH_KEYS: &[&str] = &["branches", "paths", "tags"];
+/// Keys of `on.pull_request`.
+pub(crate) const PULL_REQUEST_KEYS: &[&str] = &["branches", "paths"];
+/// Keys of `on.branch`.
+pub(crate) const BRANCH_TRIGGER_KEYS: &[&str] = &["branches"];
 /// Keys of an `on.schedule` entry.
 pub(crate) const SCHEDULE_KEYS: &[&str] = &["cron", "timezone", "parameters", "catchup"];
 /// Keys of a `parameters` entry.
@@ -139,6 +143,8 @@ pub const OBJECTS: &[(&str, &[&str])] = &[
     ("RetryPolicyDef", RETRY_KEYS),
     ("TriggersDef", ON_KEYS),
     ("PushTriggerDef", PUSH_KEYS),
+    ("PullRequestTriggerDef", PULL_REQUEST_KEYS),
+    ("BranchTriggerDef", BRANCH_TRIGGER_KEYS),
     ("ScheduleDef", SCHEDULE_KEYS),
     ("ParameterDef", PARAMETER_KEYS),
     ("ContextDef", CONTEXT_KEYS),
@@ -512,6 +518,7 @@ impl<'s> Lowerer<'s> {
                     .get("paths")
                     .map(|b| self.string_list(b, "paths"))
                     .unwrap_or_default(),
+                tags: p.get("tags").map(|b| self.string_list(b, "tags")),
             })
         });
         // `push:` with no value means "every push".
@@ -519,6 +526,43 @@ impl<'s> Lowerer<'s> {
             o.key("push").map(|k| PushTrigger {
                 span: k.span,
                 ..PushTrigger::default()
+            })
+        });
+        let pull_request = o.get("pull_request").and_then(|n| {
+            let p = self.obj(n, PULL_REQUEST_KEYS, "`on.pull_request`")?;
+            Some(PullRequestTrigger {
+                span: n.span,
+                branches: p
+                    .get("branches")
+                    .map(|b| self.string_list(b, "branches"))
+                    .unwrap_or_default(),
+                paths: p
+                    .get("paths")
+                    .map(|b| self.string_list(b, "paths"))
+                    .unwrap_or_default(),
+            })
+        });
+        // `pull_request:` with no value means "every pull request".
+        let pull_request = pull_request.or_else(|| {
+            o.key("pull_request").map(|k| PullRequestTrigger {
+                span: k.span,
+                ..PullRequestTrigger::default()
+            })
+        });
+        let branch = o.get("branch").and_then(|n| {
+            let p = self.obj(n, BRANCH_TRIGGER_KEYS, "`on.branch`")?;
+            Some(BranchTrigger {
+                span: n.span,
+                branches: p
+                    .get("branches")
+                    .map(|b| self.string_list(b, "branches"))
+                    .unwrap_or_default(),
+            })
+        });
+        let branch = branch.or_else(|| {
+            o.key("branch").map(|k| BranchTrigger {
+                span: k.span,
+                ..BranchTrigger::default()
             })
         });
         let schedule = match o.get("schedule") {
@@ -530,6 +574,8 @@ impl<'s> Lowerer<'s> {
         };
         Triggers {
             push,
+            pull_request,
+            branch,
             schedule,
             manual: o.get("manual").and_then(|n| self.bool(n, "manual")),
         }

@@ -505,6 +505,12 @@ impl Retry {
 pub struct Triggers {
     /// `on.push`.
     pub push: Option<PushTrigger>,
+    /// `on.pull_request`: runs for pull requests opened or updated on a forge (inbound
+    /// `pull_request` hooks).
+    pub pull_request: Option<PullRequestTrigger>,
+    /// `on.branch`: runs for pushes to non-default branches of a watched repository (no
+    /// forge needed).
+    pub branch: Option<BranchTrigger>,
     /// `on.schedule`.
     pub schedule: Vec<Schedule>,
     /// `on.manual`.
@@ -520,6 +526,38 @@ pub struct PushTrigger {
     pub branches: Vec<Spanned<String>>,
     /// Path globs; empty means any change.
     pub paths: Vec<Spanned<String>>,
+    /// Tag globs (`on.push.tags`): a pushed tag matching them runs the workflow at the
+    /// tagged commit. `None` without the key: tag pushes do not run the workflow. With
+    /// `tags` and no `branches`, branch pushes do not run it either.
+    pub tags: Option<Vec<Spanned<String>>>,
+}
+
+impl PushTrigger {
+    /// Whether pushes to branches run the workflow: always, unless the section names only
+    /// `tags`.
+    pub fn runs_on_branches(&self) -> bool {
+        self.tags.is_none() || !self.branches.is_empty()
+    }
+}
+
+/// `on.pull_request`: runs for opened, reopened and updated pull requests.
+#[derive(Debug, Clone, Default)]
+pub struct PullRequestTrigger {
+    /// The mapping's span.
+    pub span: Span,
+    /// Globs over the pull request's base branch; empty means every base.
+    pub branches: Vec<Spanned<String>>,
+    /// Path globs over the files the pull request changes; empty means any change.
+    pub paths: Vec<Spanned<String>>,
+}
+
+/// `on.branch`: runs for pushes to non-default branches.
+#[derive(Debug, Clone, Default)]
+pub struct BranchTrigger {
+    /// The mapping's span.
+    pub span: Span,
+    /// Branch globs; empty means every non-default branch.
+    pub branches: Vec<Spanned<String>>,
 }
 
 /// One `on.schedule` entry.

@@ -215,8 +215,12 @@ pub enum BackoffDef {
 #[derive(JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct TriggersDef {
-    /// Run on pushes.
+    /// Run on pushes (of branches, and of tags with `tags`).
     pub push: Option<PushTriggerDef>,
+    /// Run for pull requests (inbound forge hooks: opened, synchronize, reopened).
+    pub pull_request: Option<PullRequestTriggerDef>,
+    /// Run for pushes to non-default branches of a watched repository.
+    pub branch: Option<BranchTriggerDef>,
     /// Run on cron ticks.
     pub schedule: Option<Vec<ScheduleDef>>,
     /// Allow runs by hand (CLI, API).
@@ -231,6 +235,27 @@ pub struct PushTriggerDef {
     pub branches: Option<StringOrListDef>,
     /// Path globs.
     pub paths: Option<StringOrListDef>,
+    /// Tag globs: pushed tags that run the workflow (without `branches`, branch pushes do
+    /// not).
+    pub tags: Option<StringOrListDef>,
+}
+
+/// `on.pull_request`.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct PullRequestTriggerDef {
+    /// Globs over the pull request's base branch.
+    pub branches: Option<StringOrListDef>,
+    /// Globs over the files the pull request changes.
+    pub paths: Option<StringOrListDef>,
+}
+
+/// `on.branch`.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct BranchTriggerDef {
+    /// Globs over non-default branch names.
+    pub branches: Option<StringOrListDef>,
 }
 
 /// One cron schedule.

@@ -236,23 +236,36 @@ impl<'a> Validator<'a> {
     }
 
     fn triggers(&mut self) {
-        // A push gives no parameters: a required one without a default fails every such run.
-        if self.wf.on.push.is_some() {
+        // A push, a tag, a pull request give no parameters: a required one without a default
+        // fails every such run.
+        let on = &self.wf.on;
+        let unattended = if on.push.is_some() {
+            Some("on.push")
+        } else if on.pull_request.is_some() {
+            Some("on.pull_request")
+        } else if on.branch.is_some() {
+            Some("on.branch")
+        } else {
+            None
+        };
+        if let Some(trigger) = unattended {
             for p in &self.wf.parameters {
                 if p.required.value && p.default.is_none() {
                     self.diags.push(
                         Diagnostic::warning(
                             p.required.span,
                             format!(
-                                "`on.push` runs this workflow without parameters, but parameter `{}` is required and has no default; every push run will fail",
-                                p.name.value
+                                "`{trigger}` runs this workflow without parameters, but parameter `{}` is required and has no default; every {} run will fail",
+                                p.name.value,
+                                if trigger == "on.pull_request" { "pull-request" } else { "push" }
                             ),
                         )
-                        .with_hint(format!("give `{}` a default, or drop `on.push` and trigger the workflow by hand", p.name.value)),
+                        .with_hint(format!("give `{}` a default, or drop `{trigger}` and trigger the workflow by hand", p.name.value)),
                     );
                 }
             }
         }
+        self.trigger_globs();
         for s in &self.wf.on.schedule {
             if let Err((message, hint)) = crate::cron::check_cron(&s.cron.value) {
                 let mut d = Diagnostic::error(s.cron.span, message);
@@ -308,6 +321,38 @@ impl<'a> Validator<'a> {
                             p.name.value
                         ),
                     ));
+                }
+            }
+        }
+    }
+
+    /// Every glob of `on.push`, `on.pull_request` and `on.branch` compiles the way the
+    /// daemon matches it (`*` stops at `/`, `**` crosses it, a leading `!` excludes); a bad
+    /// one is an error at its own line.
+    fn trigger_globs(&mut self) {
+        let on = &self.wf.on;
+        let mut lists: Vec<(&str, &[Spanned<String>])> = Vec::new();
+        if let Some(p) = &on.push {
+            lists.push(("on.push.branches", &p.branches));
+            lists.push(("on.push.paths", &p.paths));
+            if let Some(tags) = &p.tags {
+                lists.push(("on.push.tags", tags));
+            }
+        }
+        if let Some(p) = &on.pull_request {
+            lists.push(("on.pull_request.branches", &p.branches));
+            lists.push(("on.pull_request.paths", &p.paths));
+        }
+        if let Some(b) = &on.branch {
+            lists.push(("on.branch.branches", &b.branches));
+        }
+        for (key, globs) in lists {
+            for g in globs {
+                if let Err(message) = check_trigger_glob(&g.value) {
+                    self.diags.push(
+                        Diagnostic::error(g.span, format!("invalid glob `{}` in `{key}`: {message}", g.value))
+                            .with_hint("`*` matches within one path segment, `**` across `/`, `!` at the start excludes; escape `[`, `{` and `\\` with `\\`"),
+                    );
                 }
             }
         }
@@ -933,4 +978,18 @@ fn add_ids<'w>(step: &'w Step, set: &mut HashSet<&'w str>) {
     for s in step.branch_steps() {
         add_ids(s, set);
     }
+}
+
+/// Compiles a trigger glob as the daemon does; the error names what is wrong with it.
+pub fn check_trigger_glob(pattern: &str) -> Result<(), String> {
+    let text = pattern.strip_prefix('!').unwrap_or(pattern);
+    if text.is_empty() {
+        return Err("the pattern is empty".into());
+    }
+    globset::GlobBuilder::new(text)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()
+        .map(|_| ())
+        .map_err(|e| e.kind().to_string())
 }

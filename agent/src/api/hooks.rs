@@ -23,7 +23,19 @@
 //!    "duplicate"}` and starts nothing. A hook without an id is not deduplicated.
 //! 6. [`DaemonCommand::FetchNow`] goes to the scheduler for each matched repository and the
 //!    answer is 202 `{"status": "accepted", "repos": [...]}` at once: the fetch, the scan
-//!    and any run happen afterwards (the git watcher of the repository does them).
+//!    and any run happen afterwards (the git watcher of the repository does them). A push
+//!    of a tag (`ref: refs/tags/...`) is the same: the watcher's scan finds the new tag.
+//!
+//! Pull requests: an event header `pull_request` (GitHub, Gitea) takes the same steps 1, 2,
+//! 4 and 5, but the payload is a pull request (`action`, `number`, `pull_request.head`
+//! and `.base` with `ref`, `sha` and `repo`, and `repository`). Actions `opened`,
+//! `synchronize` (Gitea: `synchronized`) and `reopened` start runs; any other is answered
+//! 200 `{"status": "ignored", "reason": ...}`. The runs are queued before the answer
+//! ([`DaemonHandle::pull_request`](crate::daemon::handle::DaemonHandle::pull_request): the
+//! head commit is fetched from the forge's `refs/pull/N/head` when the mirror lacks it), which is 202 `{"status": "accepted", "repos": [...], "runs":
+//! [...]}`; the same head delivered again queues nothing (`runs` is empty). A head
+//! repository other than the base (`full_name` differs, or the head repository is gone)
+//! makes the pull request a fork's.
 
 use std::time::Duration;
 
@@ -39,8 +51,9 @@ use sha2::Sha256;
 use super::ApiState;
 use super::error::ApiError;
 use crate::config::{Config, RepoConfig};
-use crate::daemon::handle::DaemonCommand;
+use crate::daemon::handle::{DaemonCommand, DaemonError};
 use crate::model::api::{ErrorBody, HookAnswer};
+use crate::store::PullRequestEvent;
 
 /// The largest hook body accepted (GitHub caps its payloads at 25 MB, but pushes are small).
 pub(crate) const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -264,6 +277,105 @@ fn form_payload(body: &[u8]) -> Option<Vec<u8>> {
     })
 }
 
+/// The pull-request actions that start runs (Gitea says `synchronized`).
+pub(crate) const PULL_REQUEST_ACTIONS: &[&str] =
+    &["opened", "synchronize", "synchronized", "reopened"];
+
+/// What a pull-request payload says, as far as the daemon cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PullRequestHook {
+    /// `action`.
+    pub action: String,
+    /// The base repository, as a push would name it (for matching the configuration).
+    pub target: PushHook,
+    /// The pull request.
+    pub pr: PullRequestEvent,
+}
+
+/// Whether an event header names a pull request.
+fn is_pull_request_event(event: Option<&str>) -> bool {
+    event.is_some_and(|e| e.trim().eq_ignore_ascii_case("pull_request"))
+}
+
+/// Parses a verified `pull_request` body (GitHub's or Gitea's).
+pub(crate) fn parse_pull_request(form: bool, body: &[u8]) -> Result<PullRequestHook, PayloadError> {
+    let json_bytes = if form {
+        form_payload(body)
+            .ok_or_else(|| PayloadError::NotJson("a form body without a `payload` field".into()))?
+    } else {
+        body.to_vec()
+    };
+    let value: Value =
+        serde_json::from_slice(&json_bytes).map_err(|e| PayloadError::NotJson(e.to_string()))?;
+    let text = |v: Option<&Value>| {
+        v.and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    let action = text(value.get("action")).ok_or(PayloadError::Shape("no `action`"))?;
+    let pr = value
+        .get("pull_request")
+        .filter(|v| v.is_object())
+        .ok_or(PayloadError::Shape("no `pull_request` object"))?;
+    let number = value
+        .get("number")
+        .or_else(|| pr.get("number"))
+        .and_then(Value::as_u64)
+        .ok_or(PayloadError::Shape("no pull request `number`"))?;
+    let side = |name: &str| pr.get(name).filter(|v| v.is_object());
+    let (head, base) = (side("head"), side("base"));
+    let head_ref_name = text(head.and_then(|h| h.get("ref")))
+        .ok_or(PayloadError::Shape("no `pull_request.head.ref`"))?;
+    let base_ref_name = text(base.and_then(|b| b.get("ref")))
+        .ok_or(PayloadError::Shape("no `pull_request.base.ref`"))?;
+    let head_sha = text(head.and_then(|h| h.get("sha"))).unwrap_or_default();
+    let repository = value.get("repository").filter(|v| v.is_object());
+    let repo_text = |repo: Option<&Value>, key: &str| text(repo.and_then(|r| r.get(key)));
+    let base_repo = base.and_then(|b| b.get("repo")).filter(|v| v.is_object());
+    let target_repo = repository.or(base_repo);
+    let urls: Vec<String> = ["clone_url", "ssh_url", "git_url"]
+        .iter()
+        .filter_map(|k| repo_text(target_repo, k))
+        .collect();
+    let full_name = repo_text(target_repo, "full_name");
+    if full_name.is_none() && urls.is_empty() {
+        return Err(PayloadError::Shape(
+            "the repository has no `full_name` and no url",
+        ));
+    }
+    let head_repo = head.and_then(|h| h.get("repo")).filter(|v| v.is_object());
+    let head_full = repo_text(head_repo, "full_name");
+    let base_full = repo_text(base_repo, "full_name").or_else(|| full_name.clone());
+    // A fork unless the head repository is known to be the base one (a deleted fork's head
+    // repository is null: a fork).
+    let fork = match (&head_full, &base_full) {
+        (Some(h), Some(b)) => !h.eq_ignore_ascii_case(b),
+        _ => {
+            let head_url = repo_text(head_repo, "clone_url").map(|u| normalise_url(&u));
+            let base_url = repo_text(base_repo, "clone_url").map(|u| normalise_url(&u));
+            head_url.is_none() || head_url != base_url
+        }
+    };
+    Ok(PullRequestHook {
+        action,
+        target: PushHook {
+            git_ref: format!("refs/pull/{number}/head"),
+            full_name,
+            urls,
+            after: Some(head_sha.clone()),
+        },
+        pr: PullRequestEvent {
+            number,
+            action: String::new(),
+            base: base_ref_name,
+            head: head_ref_name,
+            head_sha,
+            head_repo: head_full,
+            fork,
+        },
+    })
+}
+
 /// A URL or path for comparison: no trailing `/` or `.git`.
 fn normalise_url(url: &str) -> String {
     let mut u = url.trim().trim_end_matches('/');
@@ -364,7 +476,11 @@ async fn answer(
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
-    let push = match parse_push(header(&headers, source.event_headers()), form, &body) {
+    let event = header(&headers, source.event_headers());
+    if is_pull_request_event(event) {
+        return answer_pull_request(state, source, &headers, form, &body).await;
+    }
+    let push = match parse_push(event, form, &body) {
         Ok(p) => p,
         Err(err) => {
             return (
@@ -416,6 +532,8 @@ async fn answer(
                             status: "duplicate".into(),
                             repos: None,
                             delivery: Some(id.clone()),
+                            reason: None,
+                            runs: None,
                         },
                     ),
                 );
@@ -444,6 +562,152 @@ async fn answer(
                 status: "accepted".into(),
                 repos: Some(repos),
                 delivery,
+                reason: None,
+                runs: None,
+            },
+        ),
+    )
+}
+
+/// The delivery id of a hook, recorded: `Ok(None)` when there is none, `Err` with the
+/// answer when it was seen before or the store failed.
+async fn record_delivery(
+    state: &ApiState,
+    source: HookSource,
+    headers: &HeaderMap,
+    repo: &str,
+) -> Result<Option<String>, (&'static str, Response)> {
+    let Some(id) = header(headers, source.delivery_headers())
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(str::to_string)
+    else {
+        return Ok(None);
+    };
+    let (id2, repo) = (id.clone(), repo.to_string());
+    let fresh = state
+        .handle
+        .shared
+        .store
+        .write(move |db| db.record_hook_delivery(source.as_str(), &id2, Some(&repo)))
+        .await;
+    match fresh {
+        Ok(true) => Ok(Some(id)),
+        Ok(false) => {
+            tracing::info!(source = source.as_str(), delivery = %id,
+                "inbound hook replayed: ignored");
+            Err((
+                "duplicate",
+                reply(
+                    StatusCode::OK,
+                    HookAnswer {
+                        status: "duplicate".into(),
+                        repos: None,
+                        delivery: Some(id),
+                        reason: None,
+                        runs: None,
+                    },
+                ),
+            ))
+        }
+        Err(err) => Err(("error", ApiError::Store(err).into_response())),
+    }
+}
+
+/// A verified `pull_request` hook: ignored actions, repository matching, delivery dedup,
+/// then the runs queued (see the module docs).
+async fn answer_pull_request(
+    state: &ApiState,
+    source: HookSource,
+    headers: &HeaderMap,
+    form: bool,
+    body: &[u8],
+) -> (&'static str, Response) {
+    let hook = match parse_pull_request(form, body) {
+        Ok(h) => h,
+        Err(err) => {
+            return (
+                "bad_request",
+                reply(StatusCode::BAD_REQUEST, error_body(err.to_string())),
+            );
+        }
+    };
+    let action = hook.action.to_ascii_lowercase();
+    if !PULL_REQUEST_ACTIONS.contains(&action.as_str()) {
+        tracing::info!(source = source.as_str(), action = %action, number = hook.pr.number,
+            "pull-request hook ignored: its action starts no runs");
+        return (
+            "ignored",
+            reply(
+                StatusCode::OK,
+                HookAnswer {
+                    status: "ignored".into(),
+                    repos: None,
+                    delivery: None,
+                    reason: Some(format!(
+                        "pull request action `{action}` starts no runs (only opened, synchronize, reopened)"
+                    )),
+                    runs: None,
+                },
+            ),
+        );
+    }
+    let shared = &state.handle.shared;
+    let repos: Vec<String> = matching_repos(&shared.config.repos, &hook.target)
+        .into_iter()
+        .map(|r| r.name.clone())
+        .collect();
+    if repos.is_empty() {
+        let named = hook
+            .target
+            .full_name
+            .clone()
+            .or_else(|| hook.target.urls.first().cloned())
+            .unwrap_or_default();
+        tracing::info!(source = source.as_str(), repository = %named,
+            "inbound pull-request hook for a repository that is not configured");
+        return (
+            "unknown_repo",
+            reply(
+                StatusCode::NOT_FOUND,
+                error_body(format!("no configured repository matches `{named}`")),
+            ),
+        );
+    }
+    let delivery = match record_delivery(state, source, headers, &repos[0]).await {
+        Ok(d) => d,
+        Err(answer) => return answer,
+    };
+    let mut pr = hook.pr;
+    pr.action = action;
+    let mut runs = Vec::new();
+    for repo in &repos {
+        match state.handle.pull_request(repo, pr.clone()).await {
+            Ok(queued) => runs.extend(queued.iter().map(|id| id.to_string())),
+            Err(err) => {
+                tracing::warn!(source = source.as_str(), repo = %repo, error = %err,
+                    "pull-request hook: cannot queue its runs");
+                let status = match err {
+                    DaemonError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+                    _ => StatusCode::BAD_GATEWAY,
+                };
+                return (
+                    "error",
+                    reply(status, error_body(format!("repository `{repo}`: {err}"))),
+                );
+            }
+        }
+    }
+    (
+        "accepted",
+        reply(
+            StatusCode::ACCEPTED,
+            HookAnswer {
+                status: "accepted".into(),
+                repos: Some(repos),
+                delivery,
+                reason: None,
+                runs: Some(runs),
             },
         ),
     )
@@ -578,6 +842,63 @@ mod tests {
         assert!(parse_push(None, true, b"payload=%7").is_err());
     }
 
+    /// GitHub's and Gitea's pull-request payloads: number, base, head, head SHA; a head in
+    /// another repository (or a deleted one) is a fork.
+    #[test]
+    fn pull_request_payloads_parse() {
+        let body = |head_repo: Value| {
+            serde_json::json!({
+                "action": "synchronize",
+                "number": 7,
+                "pull_request": {
+                    "head": {"ref": "topic", "sha": "abc", "repo": head_repo},
+                    "base": {"ref": "main", "sha": "def", "repo": {"full_name": "me/app"}},
+                },
+                "repository": {"full_name": "me/app", "clone_url": "https://example.com/me/app.git"},
+            })
+            .to_string()
+        };
+        let same = parse_pull_request(
+            false,
+            body(serde_json::json!({"full_name": "Me/App"})).as_bytes(),
+        )
+        .expect("pull request");
+        assert_eq!(same.action, "synchronize");
+        assert_eq!(same.target.full_name.as_deref(), Some("me/app"));
+        assert_eq!(same.target.git_ref, "refs/pull/7/head");
+        assert_eq!(
+            (
+                same.pr.number,
+                same.pr.base.as_str(),
+                same.pr.head.as_str(),
+                same.pr.head_sha.as_str()
+            ),
+            (7, "main", "topic", "abc")
+        );
+        assert!(!same.pr.fork);
+        let fork = parse_pull_request(
+            false,
+            body(serde_json::json!({"full_name": "you/app"})).as_bytes(),
+        )
+        .expect("pull request");
+        assert!(fork.pr.fork);
+        assert_eq!(fork.pr.head_repo.as_deref(), Some("you/app"));
+        let gone = parse_pull_request(false, body(Value::Null).as_bytes()).expect("pull request");
+        assert!(gone.pr.fork, "a deleted head repository counts as a fork");
+        for bad in [
+            r#"{"number":1,"pull_request":{}}"#,
+            r#"{"action":"opened","pull_request":{"head":{"ref":"a"},"base":{"ref":"b"}},"repository":{"full_name":"me/app"}}"#,
+            r#"{"action":"opened","number":1,"pull_request":{"head":{"ref":"a"}},"repository":{"full_name":"me/app"}}"#,
+            "not json",
+        ] {
+            assert!(parse_pull_request(false, bad.as_bytes()).is_err(), "{bad}");
+        }
+        assert!(is_pull_request_event(Some(" Pull_Request ")));
+        assert!(!is_pull_request_event(Some("push")) && !is_pull_request_event(None));
+        assert!(PULL_REQUEST_ACTIONS.contains(&"synchronized"));
+        assert!(!PULL_REQUEST_ACTIONS.contains(&"closed"));
+    }
+
     #[test]
     fn repositories_match_by_full_name_or_url() {
         use crate::config::RepoSource;
@@ -588,6 +909,7 @@ mod tests {
             branches: Vec::new(),
             poll_interval: Duration::from_secs(60),
             credentials: None,
+            secrets_for_forks: false,
         };
         let repos = vec![
             repo(

@@ -21,6 +21,8 @@ pub(crate) fn trigger_info(trigger: &Trigger) -> TriggerInfo {
         commit: trigger.commit.clone(),
         branch: trigger.branch.clone(),
         scheduled_for: trigger.scheduled_for.map(rfc3339),
+        git_ref: None,
+        pull_request: None,
     }
 }
 
@@ -146,7 +148,15 @@ pub(crate) fn report(run: &RunRecord, steps: &[StepRecord], now: DateTime<Utc>) 
     RunDetail {
         report,
         repo: run.repo.clone(),
-        trigger: trigger_info(&run.trigger),
+        trigger: TriggerInfo {
+            git_ref: run.event.as_ref().and_then(|e| e.git_ref.clone()),
+            pull_request: run
+                .event
+                .as_ref()
+                .and_then(|e| e.pull_request.as_ref())
+                .and_then(|pr| serde_json::to_value(pr).ok()),
+            ..trigger_info(&run.trigger)
+        },
         created_at: rfc3339(run.created_at),
         retry_of: run.retry_of.map(|r| r.to_string()),
     }
@@ -200,6 +210,7 @@ mod tests {
             claim_owner: None,
             lease_expires_at: None,
             cancel_requested: false,
+            event: None,
         }
     }
 

@@ -103,6 +103,9 @@ pub struct RepoConfig {
     pub poll_interval: Duration,
     /// Credentials by environment variable name.
     pub credentials: Option<Credentials>,
+    /// Runs of pull requests from forks (head repository other than the base) get the
+    /// daemon's secrets too (default false: they get none).
+    pub secrets_for_forks: bool,
 }
 
 /// The format of an outgoing webhook.
@@ -449,6 +452,7 @@ impl Config {
                 branches: branch.into_iter().collect(),
                 poll_interval: DEFAULT_CHECK_INTERVAL,
                 credentials: None,
+                secrets_for_forks: false,
             });
         }
         config
@@ -529,6 +533,7 @@ const REPO_KEYS: &[&str] = &[
     "branches",
     "poll_interval",
     "credentials",
+    "secrets_for_forks",
 ];
 const CREDENTIAL_KEYS: &[&str] = &["username_env", "password_env", "token_env"];
 const SECRET_KEYS: &[&str] = &["env", "file"];
@@ -909,6 +914,7 @@ impl Reader {
         let mut branches = Vec::new();
         let mut poll_interval = None;
         let mut credentials = None;
+        let mut secrets_for_forks = false;
         let mut ok = true;
         for (key, value) in entries {
             match key.as_str().unwrap_or_default() {
@@ -956,6 +962,7 @@ impl Reader {
                 "branches" => branches = self.string_list(value),
                 "poll_interval" => poll_interval = self.duration(value),
                 "credentials" => credentials = self.credentials(value),
+                "secrets_for_forks" => secrets_for_forks = self.bool(value).unwrap_or(false),
                 _ => {}
             }
         }
@@ -983,6 +990,7 @@ impl Reader {
             branches,
             poll_interval,
             credentials,
+            secrets_for_forks,
         })
     }
 
@@ -1491,6 +1499,21 @@ mod tests {
             "{err}"
         );
         assert!(parse("env_passthrough: PATH\n").is_err());
+    }
+
+    /// `secrets_for_forks` is a repository's opt-in (default off), and must be a boolean.
+    #[test]
+    fn secrets_for_forks_is_an_opt_in() {
+        let c = parse(
+            "state_dir: s\nrepos:\n  - name: a\n    path: a\n  - name: b\n    path: b\n    secrets_for_forks: true\n",
+        )
+        .expect("valid");
+        assert!(!c.repos[0].secrets_for_forks);
+        assert!(c.repos[1].secrets_for_forks);
+        assert!(
+            parse("state_dir: s\nrepos:\n  - name: a\n    path: a\n    secrets_for_forks: maybe\n")
+                .is_err()
+        );
     }
 
     #[test]

@@ -145,6 +145,12 @@ pub enum DaemonCommand {
     /// Fetch this repository now (an inbound push hook); forwarded on
     /// [`Shared::fetch_requests`].
     FetchNow(String),
+    /// Queue the runs of a pull request (an inbound `pull_request` hook) of the repository
+    /// of this name; answers the runs newly queued (none when its head was queued before).
+    PullRequest(
+        Box<(String, crate::store::PullRequestEvent)>,
+        oneshot::Sender<Result<Vec<RunId>, DaemonError>>,
+    ),
     /// Stop admitting runs, let running steps finish within the grace period, then cancel.
     Shutdown,
 }
@@ -312,6 +318,21 @@ impl DaemonHandle {
             .send(DaemonCommand::Enqueue(Box::new(request), tx))
             .await
         {
+            return Err(DaemonError::ShuttingDown);
+        }
+        rx.await.unwrap_or(Err(DaemonError::ShuttingDown))
+    }
+
+    /// Queues the runs of a pull request of repository `repo` (see
+    /// [`crate::daemon::triggers::pull_request`]); answers the runs newly queued.
+    pub async fn pull_request(
+        &self,
+        repo: &str,
+        pr: crate::store::PullRequestEvent,
+    ) -> Result<Vec<RunId>, DaemonError> {
+        let (tx, rx) = oneshot::channel();
+        let request = Box::new((repo.to_string(), pr));
+        if !self.send(DaemonCommand::PullRequest(request, tx)).await {
             return Err(DaemonError::ShuttingDown);
         }
         rx.await.unwrap_or(Err(DaemonError::ShuttingDown))

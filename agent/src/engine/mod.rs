@@ -184,6 +184,10 @@ pub struct RunRequest {
     pub repo: Value,
     /// `run.trigger`: `manual`, `push`, `schedule`, ...
     pub trigger: String,
+    /// More of the `run` context, added to `id`, `attempt`, `trigger` and `workspace`:
+    /// `event` (`AGENT_EVENT`), `ref` (`AGENT_REF`) and, for pull requests, `pull_request`,
+    /// `pr_number`, `pr_base` and `pr_head` (`AGENT_PR_*`). Empty for `agent exec`.
+    pub event: Map<String, Value>,
     /// `run.attempt`: 1 unless the run is a retry of an earlier one.
     pub attempt: u32,
     /// The context the run starts with (a preserved one, or empty).
@@ -308,6 +312,7 @@ mod tests {
             secrets: IndexMap::new(),
             repo: Value::Null,
             trigger: "manual".into(),
+            event: Map::new(),
             attempt: 1,
             context: Map::new(),
             events: EventSender::none(),
@@ -413,6 +418,7 @@ mod tests {
         prior.outputs.insert("x".into(), Value::from(1));
         let req = RunRequest {
             trigger: "retry".into(),
+            event: Map::new(),
             attempt: 2,
             resume: vec![prior.clone()],
             ..request(
@@ -456,6 +462,7 @@ mod tests {
         ];
         let req = RunRequest {
             trigger: "retry".into(),
+            event: Map::new(),
             attempt: 2,
             resume: prior.clone(),
             ..request(

@@ -253,12 +253,17 @@ pub(crate) async fn run(engine: &Engine, req: RunRequest) -> RunResult {
             return finish_run(&req.events, run_id, report, req.context, Map::new());
         }
     };
-    let run_value = json!({
+    let mut run_value = json!({
         "id": req.run_id,
         "attempt": req.attempt,
         "trigger": req.trigger,
         "workspace": req.workdir.to_string_lossy(),
     });
+    if let Value::Object(map) = &mut run_value {
+        for (k, v) in &req.event {
+            map.insert(k.clone(), v.clone());
+        }
+    }
     let ctx = match new_ctx(
         engine,
         &req.workflow,

@@ -206,7 +206,9 @@ impl RunCtx<'_> {
 /// The standard variables every step of a run sees, from `repo.*` (`name`, `full_name`,
 /// `commit`, `branch`; missing ones are empty) and `run.trigger`: `CI`, `AGENT`,
 /// `AGENT_REPO`, `AGENT_REPO_FULL_NAME`, `AGENT_SHA`, `AGENT_REF`, `AGENT_BRANCH`,
-/// `AGENT_EVENT`, `AGENT_WORKFLOW` and `AGENT_TEMP`.
+/// `AGENT_EVENT`, `AGENT_WORKFLOW` and `AGENT_TEMP`; for pull requests (`run.pull_request`)
+/// also `AGENT_PR_NUMBER`, `AGENT_PR_BASE` and `AGENT_PR_HEAD`. `run.ref` (a tag, a pull
+/// request's head ref) wins over the branch's ref for `AGENT_REF`.
 pub(crate) fn standard_env(
     workflow: &str,
     repo: &Value,
@@ -220,10 +222,25 @@ pub(crate) fn standard_env(
             .to_string()
     };
     let branch = text(repo, "branch");
-    let reference = if branch.is_empty() {
-        String::new()
-    } else {
-        format!("refs/heads/{branch}")
+    // The run's own ref (a tag, a pull request's head) when it has one, else the branch's.
+    let reference = match run.get("ref").and_then(Value::as_str) {
+        Some(r) if !r.is_empty() => r.to_string(),
+        _ if branch.is_empty() => String::new(),
+        _ => format!("refs/heads/{branch}"),
+    };
+    // `run.event` names pull requests (`pull_request`); else the trigger.
+    let event = match run.get("event").and_then(Value::as_str) {
+        Some(e) if !e.is_empty() => e.to_string(),
+        _ => text(run, "trigger"),
+    };
+    let pr = run.get("pull_request").filter(|p| p.is_object());
+    let pr_text = |k: &str| {
+        pr.and_then(|p| p.get(k))
+            .map(|v| match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .unwrap_or_default()
     };
     [
         ("CI", "true".to_string()),
@@ -233,11 +250,22 @@ pub(crate) fn standard_env(
         ("AGENT_SHA", text(repo, "commit")),
         ("AGENT_REF", reference),
         ("AGENT_BRANCH", branch),
-        ("AGENT_EVENT", text(run, "trigger")),
+        ("AGENT_EVENT", event),
         ("AGENT_WORKFLOW", workflow.to_string()),
         ("AGENT_TEMP", temp.to_string_lossy().into_owned()),
     ]
     .into_iter()
+    .chain(
+        pr.map(|_| {
+            [
+                ("AGENT_PR_NUMBER", pr_text("number")),
+                ("AGENT_PR_BASE", pr_text("base")),
+                ("AGENT_PR_HEAD", pr_text("head")),
+            ]
+        })
+        .into_iter()
+        .flatten(),
+    )
     .map(|(k, v)| (k.to_string(), v))
     .collect()
 }
@@ -445,4 +473,44 @@ pub(crate) fn render_outputs(ctx: &RunCtx<'_>) -> Result<Map<String, Value>, Str
     let data = ctx.data();
     let view = data.view(&ctx.workdir);
     dsl::model::render_map(&ctx.wf.outputs, &view).map_err(|e| format!("workflow `outputs`: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(run: Value) -> std::collections::HashMap<String, String> {
+        let repo = json!({"name": "app", "branch": "topic", "commit": "abc"});
+        standard_env("w", &repo, &run, std::path::Path::new("/tmp"))
+            .into_iter()
+            .collect()
+    }
+
+    /// A tag or pull-request run's own ref wins over the branch's; pull requests add
+    /// `AGENT_PR_*` and `AGENT_EVENT=pull_request`; other runs have no `AGENT_PR_*`.
+    #[test]
+    fn refs_events_and_pull_requests_reach_the_environment() {
+        let push = env_of(json!({"trigger": "push"}));
+        assert_eq!(push["AGENT_REF"], "refs/heads/topic");
+        assert_eq!(push["AGENT_EVENT"], "push");
+        assert!(!push.contains_key("AGENT_PR_NUMBER"));
+        let tag = env_of(json!({"trigger": "push", "event": "push", "ref": "refs/tags/v1"}));
+        assert_eq!(tag["AGENT_REF"], "refs/tags/v1");
+        let pr = env_of(json!({
+            "trigger": "retry",
+            "event": "pull_request",
+            "ref": "refs/pull/7/head",
+            "pull_request": {"number": 7, "base": "main", "head": "topic"},
+        }));
+        assert_eq!(pr["AGENT_EVENT"], "pull_request");
+        assert_eq!(pr["AGENT_REF"], "refs/pull/7/head");
+        assert_eq!(
+            (
+                pr["AGENT_PR_NUMBER"].as_str(),
+                pr["AGENT_PR_BASE"].as_str(),
+                pr["AGENT_PR_HEAD"].as_str()
+            ),
+            ("7", "main", "topic")
+        );
+    }
 }

@@ -32,7 +32,7 @@ pub struct ErrorBody {
 /// What started a run: `kind`, `commit`, `branch`, `scheduled_for`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TriggerInfo {
-    /// `push`, `schedule`, `manual`, `webhook` or `retry`.
+    /// `push`, `pull_request`, `schedule`, `manual`, `webhook` or `retry`.
     pub kind: TriggerKind,
     /// The commit the run checks out.
     pub commit: Option<String>,
@@ -40,6 +40,14 @@ pub struct TriggerInfo {
     pub branch: Option<String>,
     /// For a schedule, the cron slot the run stands for.
     pub scheduled_for: Option<String>,
+    /// The run's own ref, when it is not its branch's: `refs/tags/NAME` for a tag push,
+    /// `refs/pull/N/head` for a pull request (run details only).
+    #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+    /// A pull-request run's pull request: `number`, `action`, `base`, `head`, `head_sha`,
+    /// `head_repo`, `fork` (run details only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<Value>,
 }
 
 /// One run in `GET /api/v1/runs`.
@@ -262,13 +270,19 @@ pub struct LogEnd {
 /// The answer to an inbound push hook.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HookAnswer {
-    /// `accepted` or `duplicate`.
+    /// `accepted`, `duplicate` or `ignored`.
     pub status: String,
     /// The repositories fetched now (absent for a duplicate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repos: Option<Vec<String>>,
     /// The delivery id the sender gave.
     pub delivery: Option<String>,
+    /// Why nothing was started (an ignored pull-request action).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The runs a pull-request hook queued now (absent for pushes, which run after the fetch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runs: Option<Vec<String>>,
 }
 
 #[cfg(test)]
@@ -304,6 +318,8 @@ mod tests {
                 commit: Some("abc".into()),
                 branch: None,
                 scheduled_for: None,
+                git_ref: None,
+                pull_request: None,
             },
             created_at: "1970-01-01T00:00:00.000Z".into(),
             retry_of: None,

@@ -135,6 +135,8 @@ string_enum! {
         Webhook => "webhook",
         /// `agent retry` of an earlier run.
         Retry => "retry",
+        /// A pull request opened or updated on a forge (an inbound `pull_request` hook).
+        PullRequest => "pull_request",
     }
 }
 

@@ -39,8 +39,9 @@ pub use handle::Store;
 pub use readers::Readers;
 pub use records::{
     AttemptRecord, CacheEntry, Delivery, DeliveryAttempt, DeliveryOutcome, DeliveryStatus,
-    Enqueued, NewDelivery, NewRun, Retention, RunFilter, RunFinish, RunId, RunRecord, RunStatus,
-    RunSummary, StepFinish, StepRecord, StepStart, StepStatus, Trigger, TriggerKind,
+    Enqueued, NewDelivery, NewRun, PullRequestEvent, Retention, RunEvent, RunFilter, RunFinish,
+    RunId, RunRecord, RunStatus, RunSummary, StepFinish, StepRecord, StepStart, StepStatus,
+    Trigger, TriggerKind,
 };
 pub use sqlite::{
     AnomalyRecord, BUSY_TIMEOUT, DB_FILE_NAME, Db, HOOK_DELIVERY_TTL, NewAnomaly, RunSample,

@@ -33,6 +33,39 @@ impl Trigger {
     }
 }
 
+/// What a run's trigger says beyond its kind, commit and branch (stored as JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct RunEvent {
+    /// The full ref the run is for when it is not the branch's, such as `refs/tags/v1.2.0`
+    /// (a tag push) or `refs/pull/7/head` (a pull request).
+    #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+    /// The pull request of a `pull_request` run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<PullRequestEvent>,
+}
+
+/// The pull request a `pull_request` run builds.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct PullRequestEvent {
+    /// Its number on the forge.
+    pub number: u64,
+    /// The hook's action (`opened`, `synchronize`, `reopened`).
+    pub action: String,
+    /// The branch it merges into.
+    pub base: String,
+    /// The branch it comes from (in the head repository).
+    pub head: String,
+    /// The head commit (the one the run checks out).
+    pub head_sha: String,
+    /// `owner/name` of the repository the head branch lives in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_repo: Option<String>,
+    /// The head lives in another repository than the base (a fork): the run gets no secrets
+    /// unless the repository's `secrets_for_forks` says so.
+    pub fork: bool,
+}
+
 /// A run to put in the queue.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewRun {
@@ -60,6 +93,8 @@ pub struct NewRun {
     /// the transaction that queues it ([`super::overlap`]); `None`: no rule, it just queues.
     /// Set from the workflow by [`super::overlap::mode`].
     pub overlap: Option<super::overlap::Overlap>,
+    /// The pushed ref and pull request, for tag and pull-request runs.
+    pub event: Option<RunEvent>,
 }
 
 impl NewRun {
@@ -76,6 +111,7 @@ impl NewRun {
             retry_of: None,
             workflow_file: None,
             overlap: None,
+            event: None,
         }
     }
 }
@@ -154,6 +190,8 @@ pub struct RunRecord {
     pub lease_expires_at: Option<DateTime<Utc>>,
     /// Someone asked the owner to cancel this run; the owner sees it on its next renew.
     pub cancel_requested: bool,
+    /// The pushed ref and pull request, for tag and pull-request runs.
+    pub event: Option<RunEvent>,
 }
 
 impl RunRecord {

@@ -702,3 +702,42 @@ fn claims_have_an_owner_a_lease_and_see_cancel_requests_on_renew() {
         .unwrap();
     assert!(!store.request_cancel(a).unwrap());
 }
+
+/// A pull-request run keeps its pull request (number, base, head, fork) and ref across the
+/// store, also in a new connection; other runs have none.
+#[test]
+fn a_runs_trigger_event_round_trips() {
+    use agent::store::{PullRequestEvent, RunEvent};
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&dir);
+    let event = RunEvent {
+        git_ref: Some("refs/pull/7/head".into()),
+        pull_request: Some(PullRequestEvent {
+            number: 7,
+            action: "opened".into(),
+            base: "main".into(),
+            head: "topic".into(),
+            head_sha: "abc".into(),
+            head_repo: Some("you/app".into()),
+            fork: true,
+        }),
+    };
+    let pr = NewRun {
+        event: Some(event.clone()),
+        dedup_key: Some("pr:app:w.yaml:7:abc".into()),
+        ..NewRun::new("w", Trigger::new(TriggerKind::PullRequest))
+    };
+    let id = store.enqueue_run(&pr).unwrap().run_id();
+    assert_eq!(
+        store.enqueue_run(&pr).unwrap(),
+        Enqueued::Duplicate(id),
+        "the same head queues once"
+    );
+    let plain = store.enqueue_run(&manual("m")).unwrap().run_id();
+    drop(store);
+    let store = open(&dir);
+    let got = store.get_run(id).unwrap().expect("run");
+    assert_eq!(got.event, Some(event));
+    assert_eq!(got.trigger.kind, TriggerKind::PullRequest);
+    assert_eq!(store.get_run(plain).unwrap().expect("run").event, None);
+}

@@ -55,9 +55,22 @@ pub const ROOTS: &[&str] = &[
     "services",
 ];
 
-/// The keys of the `run` context: the run id, the try (1 first), what started the run, and
-/// the workspace (every step's working directory).
-pub(crate) const RUN_KEYS: &[&str] = &["id", "attempt", "trigger", "workspace"];
+/// The keys of the `run` context: the run id, the try (1 first), what started the run, the
+/// workspace (every step's working directory), and in the daemon the event (`push`,
+/// `pull_request`, ...), the ref and, for pull requests, the pull request (`number`, `base`,
+/// `head`, `head_sha`, `fork`) and its flat `pr_number`, `pr_base`, `pr_head`.
+pub(crate) const RUN_KEYS: &[&str] = &[
+    "id",
+    "attempt",
+    "trigger",
+    "workspace",
+    "event",
+    "ref",
+    "pull_request",
+    "pr_number",
+    "pr_base",
+    "pr_head",
+];
 
 /// The built-in functions: name, minimum arity, maximum arity (`None` = variadic).
 pub(crate) const FUNCTIONS: &[(&str, usize, Option<usize>)] = &[

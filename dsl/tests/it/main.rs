@@ -8,3 +8,4 @@ mod fixtures;
 mod proptest_parser;
 mod rules;
 mod schema;
+mod triggers;

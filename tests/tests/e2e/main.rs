@@ -38,4 +38,5 @@ mod notify_events;
 mod notify_https;
 mod notify_slack;
 mod run_logs;
+mod triggers_forge;
 mod validate;

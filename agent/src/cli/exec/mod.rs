@@ -507,6 +507,9 @@ pub fn run(args: ExecArgs) -> i32 {
             secrets,
             repo,
             trigger: "manual".into(),
+            event: [("event".to_string(), serde_json::json!("manual"))]
+                .into_iter()
+                .collect(),
             attempt: 1,
             context: initial_context,
             events,

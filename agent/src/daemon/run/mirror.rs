@@ -520,6 +520,62 @@ impl Mirror {
         Ok(out)
     }
 
+    /// Every tag with the commit it points at (annotated tags peeled), by name. Tags of
+    /// anything but a commit are left out.
+    pub fn tags(&self) -> Result<Vec<(String, Oid)>, MirrorError> {
+        let refs = self
+            .repo
+            .references_glob("refs/tags/*")
+            .map_err(MirrorError::git("list tags of", &self.name))?;
+        let mut out = Vec::new();
+        for reference in refs.flatten() {
+            let (Ok(name), Ok(commit)) = (reference.name(), reference.peel_to_commit()) else {
+                continue;
+            };
+            if let Some(tag) = name.strip_prefix("refs/tags/") {
+                out.push((tag.to_string(), commit.id()));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Fetches one ref of the remote into the same name in the mirror (such as a forge's
+    /// `refs/pull/7/head`) and answers the commit it points at.
+    pub fn fetch_ref(&mut self, name: &str) -> Result<Oid, MirrorError> {
+        let mut remote = self
+            .repo
+            .find_remote("origin")
+            .map_err(MirrorError::git("find remote of", &self.name))?;
+        let auth = std::cell::RefCell::new(AuthState::default());
+        let mut opts = FetchOptions::new();
+        // No FETCH_HEAD: the git watcher may fetch into the same mirror at the same time.
+        opts.download_tags(AutotagOption::None)
+            .update_fetchhead(false);
+        if let Some(credentials) = &self.credentials {
+            let mut callbacks = RemoteCallbacks::new();
+            callbacks.credentials(|_url, url_user, allowed| {
+                answer_credentials(credentials, url_user, allowed, &mut auth.borrow_mut())
+            });
+            opts.remote_callbacks(callbacks);
+        }
+        let refspec = format!("+{name}:{name}");
+        let fetched = remote.fetch(
+            &[refspec.as_str()],
+            Some(&mut opts),
+            Some("agent: fetch ref"),
+        );
+        drop(opts);
+        if let Err(err) = fetched {
+            return Err(self.fetch_error(err, auth.into_inner()));
+        }
+        self.repo
+            .find_reference(name)
+            .and_then(|r| r.peel_to_commit())
+            .map(|c| c.id())
+            .map_err(|_| MirrorError::UnknownCommit(name.to_string()))
+    }
+
     /// The commit a branch points at, or `None` if there is no such branch.
     pub fn branch_head(&self, branch: &str) -> Result<Option<Oid>, MirrorError> {
         let name = format!("refs/heads/{branch}");

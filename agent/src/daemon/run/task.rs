@@ -141,9 +141,10 @@ async fn execute(shared: &Arc<Shared>, record: RunRecord, control: &RunControl) 
         run_id: id.to_string(),
         env: crate::daemon::run::committer::committer_env(id),
         workdir: workspace.path().to_path_buf(),
-        secrets: shared.secrets.clone(),
+        secrets: run_secrets(shared, &record),
         repo,
         trigger: record.trigger.kind.as_str().to_string(),
+        event: event_values(&record),
         attempt: if record.retry_of.is_some() { 2 } else { 1 },
         context,
         events,
@@ -325,16 +326,26 @@ fn prepare(shared: &Shared, record: &RunRecord) -> Result<Prepared, String> {
         None => find_workflow_file(workspace.path(), &record.workflow)?,
     };
     let loaded = dsl::load_workflow(&file).map_err(|d| d.render())?;
-    let branch = record
-        .trigger
-        .branch
-        .clone()
-        .or_else(|| mirror.default_branch());
+    // A tag run is on no branch; any other run without one is on the default branch.
+    let tag = tag_of(record);
+    let pull_request = record.event.as_ref().and_then(|e| e.pull_request.as_ref());
+    let branch = match (&tag, pull_request) {
+        (Some(_), _) => None,
+        (None, Some(pr)) => Some(pr.head.clone()),
+        (None, None) => record
+            .trigger
+            .branch
+            .clone()
+            .or_else(|| mirror.default_branch()),
+    };
     // The workflow's `checkout` lays the tree out and gives it its `.git`.
     let checkout = loaded.workflow.checkout.clone().unwrap_or_default();
     let spec = CheckoutSpec {
         disabled: !checkout.enabled,
-        branch: branch.clone(),
+        // A pull request's head branch lives in the head repository: not written as a local
+        // branch (HEAD is detached at the head commit).
+        branch: branch.clone().filter(|_| pull_request.is_none()),
+        tag: tag.clone(),
         depth: checkout.depth,
         tags: checkout.tags,
         submodules: checkout.submodules,
@@ -358,6 +369,7 @@ fn prepare(shared: &Shared, record: &RunRecord) -> Result<Prepared, String> {
         "full_name": repo.full_name,
         "url": repo.source.clone_url(),
         "branch": branch,
+        "ref": record.event.as_ref().and_then(|e| e.git_ref.clone()),
         "commit": info.id,
         "message": info.message.trim_end(),
         "author": info.author,
@@ -414,6 +426,74 @@ fn prepare(shared: &Shared, record: &RunRecord) -> Result<Prepared, String> {
         context,
         store,
     })
+}
+
+/// The tag a run is for (`refs/tags/NAME` in its event), without `refs/tags/`.
+fn tag_of(record: &RunRecord) -> Option<String> {
+    record
+        .event
+        .as_ref()
+        .and_then(|e| e.git_ref.as_deref())
+        .and_then(|r| r.strip_prefix("refs/tags/"))
+        .map(str::to_string)
+}
+
+/// The secrets a run gets: the daemon's, except for runs of pull requests from forks (also
+/// their retries), which get none unless their repository sets `secrets_for_forks: true`.
+fn run_secrets(shared: &Shared, record: &RunRecord) -> indexmap::IndexMap<String, String> {
+    let fork = record
+        .event
+        .as_ref()
+        .and_then(|e| e.pull_request.as_ref())
+        .is_some_and(|pr| pr.fork);
+    let allowed = record
+        .repo
+        .as_deref()
+        .and_then(|r| shared.config.repo(r))
+        .is_some_and(|r| r.secrets_for_forks);
+    if fork && !allowed {
+        tracing::info!(run = %record.id, "pull request from a fork: the run gets no secrets");
+        return indexmap::IndexMap::new();
+    }
+    shared.secrets.clone()
+}
+
+/// `run.ref`, `run.event` and, for pull-request runs, `run.pull_request` with `number`,
+/// `base`, `head`, `head_sha` and `fork` (and the flat `pr_number`, `pr_base`, `pr_head`).
+fn event_values(record: &RunRecord) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::new();
+    let event = record.event.clone().unwrap_or_default();
+    let kind = match (&event.pull_request, record.trigger.kind) {
+        // A retry of a pull-request run is still about the pull request.
+        (Some(_), _) => "pull_request".to_string(),
+        (None, kind) => kind.as_str().to_string(),
+    };
+    out.insert("event".into(), Value::String(kind));
+    let git_ref = event.git_ref.clone().or_else(|| {
+        record
+            .trigger
+            .branch
+            .as_ref()
+            .map(|b| format!("refs/heads/{b}"))
+    });
+    out.insert("ref".into(), git_ref.map_or(Value::Null, Value::String));
+    if let Some(pr) = &event.pull_request {
+        out.insert(
+            "pull_request".into(),
+            json!({
+                "number": pr.number,
+                "base": pr.base,
+                "head": pr.head,
+                "head_sha": pr.head_sha,
+                "head_repo": pr.head_repo,
+                "fork": pr.fork,
+            }),
+        );
+        out.insert("pr_number".into(), json!(pr.number));
+        out.insert("pr_base".into(), json!(pr.base));
+        out.insert("pr_head".into(), json!(pr.head));
+    }
+    out
 }
 
 /// Opens a repository's mirror, cloning it first if it does not exist yet. Clones are

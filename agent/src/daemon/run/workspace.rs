@@ -372,6 +372,9 @@ pub struct CheckoutSpec {
     pub depth: Option<u32>,
     /// Every tag of the repository as `refs/tags/*`.
     pub tags: bool,
+    /// The tag the run is for (a tag push): `refs/tags/TAG` is there even without `tags`,
+    /// so `git describe --tags` names it.
+    pub tag: Option<String>,
     /// `git submodule update --init --recursive` after the checkout.
     pub submodules: bool,
     /// A directory inside the workspace for the sources (relative, no `..`).
@@ -506,6 +509,18 @@ pub fn add_git(
             }
         }
         write("packed-refs", packed.as_bytes())?;
+    } else if let Some(tag) = spec
+        .tag
+        .as_deref()
+        .filter(|t| git2::Reference::is_valid_name(&format!("refs/tags/{t}")))
+        && let Ok(reference) = repo.find_reference(&format!("refs/tags/{tag}"))
+        && let Some(target) = reference.target()
+    {
+        // The tag object itself (annotated tags stay annotated for `git describe`).
+        write(
+            &format!("refs/tags/{tag}"),
+            format!("{target}\n").as_bytes(),
+        )?;
     }
     if let Some(depth) = spec.depth {
         let shallow = shallow_boundary(repo, commit, depth.max(1))?;

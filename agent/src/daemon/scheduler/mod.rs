@@ -250,8 +250,41 @@ impl Scheduler {
             }
             DaemonCommand::Wake => self.scan = true,
             DaemonCommand::FetchNow(repo) => self.handle.fetch_now(&repo),
+            DaemonCommand::PullRequest(request, reply) => self.pull_request(*request, reply),
             DaemonCommand::Shutdown => {}
         }
+    }
+
+    /// Queues a pull request's runs on a blocking thread (git fetch and reads); the answer
+    /// goes straight back to the hook, and the scheduler is woken when runs were queued.
+    fn pull_request(
+        &mut self,
+        (repo, pr): (String, crate::store::PullRequestEvent),
+        reply: oneshot::Sender<Result<Vec<RunId>, DaemonError>>,
+    ) {
+        if !self.admitting {
+            let _ = reply.send(Err(DaemonError::ShuttingDown));
+            return;
+        }
+        let shared = self.shared().clone();
+        let handle = self.handle.clone();
+        tokio::spawn(async move {
+            let queued = tokio::task::spawn_blocking(move || {
+                let config = shared
+                    .config
+                    .repo(&repo)
+                    .ok_or_else(|| DaemonError::UnknownRepo(repo.clone()))?;
+                crate::daemon::triggers::pull_request::queue_pull_request(&shared, config, &pr)
+                    .map(|scan| scan.queued)
+                    .map_err(|e| DaemonError::Git(e.to_string()))
+            })
+            .await
+            .unwrap_or_else(|join| Err(DaemonError::Git(format!("internal error: {join}"))));
+            if queued.as_ref().is_ok_and(|q| !q.is_empty()) {
+                handle.wake();
+            }
+            let _ = reply.send(queued);
+        });
     }
 
     /// Checks a manual run on a blocking thread (git reads); the result comes back through
@@ -446,6 +479,8 @@ impl Scheduler {
                     retry_of: Some(id),
                     workflow_file: run.workflow_file.clone(),
                     overlap: None,
+                    // A retry of a tag or pull-request run is one too (refs, secrets rule).
+                    event: run.event.clone(),
                 };
                 let new_id = self.store.enqueue_run(new).await?.run_id();
                 self.announced.insert(new_id);
@@ -526,6 +561,9 @@ impl Scheduler {
                 let _ = reply.send(Err(DaemonError::ShuttingDown));
             }
             DaemonCommand::Retry(_, reply) => {
+                let _ = reply.send(Err(DaemonError::ShuttingDown));
+            }
+            DaemonCommand::PullRequest(_, reply) => {
                 let _ = reply.send(Err(DaemonError::ShuttingDown));
             }
             DaemonCommand::Cancel(id, reply) => {

@@ -11,7 +11,7 @@
 //!
 //! When a repository is looked at:
 //! - **Local paths** are watched on their refs with one shared `notify` (inotify) watcher:
-//!   `refs/heads/**`, `packed-refs` and `HEAD` of the repository's git directory. Changes are
+//!   `refs/heads/**`, `refs/tags/**`, `packed-refs` and `HEAD` of the repository's git directory. Changes are
 //!   debounced (a quiet window of [`QUIET`], at most [`DEBOUNCE_MAX`] after the first change),
 //!   and the repository is also checked every `poll_interval` (default 30 s) in case an event
 //!   was missed (inotify queue overflow, a path created after boot).
@@ -202,9 +202,12 @@ fn watch_refs(
     for dir in &dirs {
         // `HEAD` and `packed-refs` sit directly in the git directory; branches below.
         watcher.watch(dir, RecursiveMode::NonRecursive)?;
-        let heads = dir.join("refs").join("heads");
-        if heads.is_dir() {
-            watcher.watch(&heads, RecursiveMode::Recursive)?;
+        // Branches and tags (a new tag runs `on.push.tags` workflows).
+        for sub in ["heads", "tags"] {
+            let refs = dir.join("refs").join(sub);
+            if refs.is_dir() {
+                watcher.watch(&refs, RecursiveMode::Recursive)?;
+            }
         }
     }
     Ok(Some(watcher))
@@ -217,7 +220,10 @@ fn is_ref_path(rel: &Path) -> bool {
     if text.ends_with(".lock") {
         return false;
     }
-    text == "HEAD" || text == "packed-refs" || text.starts_with("refs/heads/")
+    text == "HEAD"
+        || text == "packed-refs"
+        || text.starts_with("refs/heads/")
+        || text.starts_with("refs/tags/")
 }
 
 /// The watcher of one repository.
@@ -438,8 +444,11 @@ fn pass(
         (None, false) => Baseline::CurrentHeads,
     };
     let limit = shared.config.limits.max_runs_per_minute;
-    let scan = scan_repo(&store, mirror, &repo.name, Some(&globs), baseline, limit)
+    let mut scan = scan_repo(&store, mirror, &repo.name, Some(&globs), baseline, limit)
         .map_err(|e| redact(&e.to_string(), &url))?;
+    let tagged = crate::daemon::triggers::tags::scan_tags(&store, mirror, &repo.name)
+        .map_err(|e| redact(&e.to_string(), &url))?;
+    scan.queued.extend(tagged);
     s.scanned = true;
     let default_branch = mirror.default_branch();
     let head = match &default_branch {
@@ -530,6 +539,18 @@ pub fn triggers_json(workflow: &dsl::Workflow) -> Value {
         json!({
             "branches": p.branches.iter().map(|b| b.value.clone()).collect::<Vec<_>>(),
             "paths": p.paths.iter().map(|b| b.value.clone()).collect::<Vec<_>>(),
+            "tags": p.tags.as_ref().map(|t| t.iter().map(|b| b.value.clone()).collect::<Vec<_>>()),
+        })
+    });
+    let pull_request = on.pull_request.as_ref().map(|p| {
+        json!({
+            "branches": p.branches.iter().map(|b| b.value.clone()).collect::<Vec<_>>(),
+            "paths": p.paths.iter().map(|b| b.value.clone()).collect::<Vec<_>>(),
+        })
+    });
+    let branch = on.branch.as_ref().map(|b| {
+        json!({
+            "branches": b.branches.iter().map(|b| b.value.clone()).collect::<Vec<_>>(),
         })
     });
     let schedule: Vec<Value> = on
@@ -548,6 +569,8 @@ pub fn triggers_json(workflow: &dsl::Workflow) -> Value {
         .collect();
     json!({
         "push": push,
+        "pull_request": pull_request,
+        "branch": branch,
         "schedule": schedule,
         "manual": on.manual.as_ref().map(|m| m.value),
     })
@@ -558,7 +581,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_branch_refs_matter() {
+    fn branch_and_tag_refs_matter() {
         assert!(is_ref_path(Path::new("refs/heads/main")));
         assert!(is_ref_path(Path::new("refs/heads/feature/x")));
         assert!(is_ref_path(Path::new("packed-refs")));
@@ -566,7 +589,7 @@ mod tests {
         assert!(!is_ref_path(Path::new("refs/heads/main.lock")));
         assert!(!is_ref_path(Path::new("index")));
         assert!(!is_ref_path(Path::new("index.lock")));
-        assert!(!is_ref_path(Path::new("refs/tags/v1")));
+        assert!(is_ref_path(Path::new("refs/tags/v1")));
     }
 
     #[test]
@@ -646,6 +669,7 @@ mod task_tests {
             // Long: only the ref watch or a request can explain a quick run.
             poll_interval: Duration::from_secs(3600),
             credentials: None,
+            secrets_for_forks: false,
         });
         let store_path = crate::state_dir::db_file(&state);
         let store = crate::store::Store::open_in_dir(&state).expect("store");

@@ -90,6 +90,7 @@ pub fn check_request(shared: &Shared, request: &NewRunRequest) -> Result<NewRun,
         retry_of: None,
         workflow_file: Some(workflow_file.to_string()),
         overlap: overlap::mode(overlap, request.trigger),
+        event: None,
     };
     Ok(run)
 }

@@ -24,6 +24,10 @@
 //!   none); a workflow already run for the same commit does not run again. A new branch that
 //!   points at a commit already seen (`git checkout -b`) brings no new code and runs nothing
 //!   until it gets a commit of its own.
+//! - `on.branch` runs a workflow for pushes to branches other than the default one (matched
+//!   by its `branches` globs), with the same dedup key as `on.push`: a workflow with both
+//!   runs once per commit. `on.push` with `tags` and no `branches` does not run on branch
+//!   pushes (tags are scanned by [`crate::daemon::triggers::tags`]).
 //! - A workflow runs on push only if it has `on.push`. A file without `on:` runs only when
 //!   asked (a manual trigger, `agent exec`, or a call from another workflow): sub-workflow
 //!   files and the example workflows, which have no `on:`, never run on push.
@@ -236,12 +240,29 @@ pub fn push_matches(workflow: &Workflow, branch: &str, changed: &[String]) -> bo
     let Some(push) = &on.push else {
         return false;
     };
+    // `on.push` with `tags` and no `branches` runs for tags only (see `tags.rs`).
+    if !push.runs_on_branches() {
+        return false;
+    }
     let branches: Vec<&str> = push.branches.iter().map(|b| b.value.as_str()).collect();
     let paths: Vec<&str> = push.paths.iter().map(|p| p.value.as_str()).collect();
     let (Ok(branches), Ok(paths)) = (GlobList::new(&branches), GlobList::new(&paths)) else {
         return false;
     };
     branches.matches(branch) && (paths.is_empty() || paths.matches_any(changed))
+}
+
+/// Whether a workflow's `on.branch` runs it for a push to `branch`: only for branches other
+/// than the repository's default one, filtered by its `branches` globs.
+pub fn branch_trigger_matches(workflow: &Workflow, branch: &str, is_default: bool) -> bool {
+    let Some(trigger) = &workflow.on.branch else {
+        return false;
+    };
+    if is_default {
+        return false;
+    }
+    let globs: Vec<&str> = trigger.branches.iter().map(|b| b.value.as_str()).collect();
+    GlobList::new(&globs).is_ok_and(|g| g.matches(branch))
 }
 
 /// The run of `workflow` for `trigger`: parameters resolved (types, defaults, `required`)
@@ -413,8 +434,16 @@ pub fn scan_repo(
                 "the commit message asks to skip CI: no push runs");
         }
         let (runs, failed) = store.blocking_read(|db: &Db| {
-            runs_for_push(db, mirror, repo, &branch, head, &changed, &guard)
-                .map_err(TriggerError::from)
+            runs_for_push(
+                db,
+                mirror,
+                repo,
+                (&branch, is_default),
+                head,
+                &changed,
+                &guard,
+            )
+            .map_err(TriggerError::from)
         })?;
         let written = {
             let (repo, branch, head) = (repo.to_string(), branch.clone(), head_text.clone());
@@ -511,7 +540,7 @@ fn runs_for_push(
     store: &Db,
     mirror: &Mirror,
     repo: &str,
-    branch: &str,
+    (branch, is_default): (&str, bool),
     head: Oid,
     changed: &[String],
     guard: &PushGuard,
@@ -529,9 +558,9 @@ fn runs_for_push(
     for file in workflows_at(mirror, head)? {
         match file {
             ParsedFile::Valid { path, workflow } => {
-                if !push_matches(&workflow, branch, changed)
-                    || !guard.admits(store, repo, &workflow.name.value, &commit)
-                {
+                let selected = push_matches(&workflow, branch, changed)
+                    || branch_trigger_matches(&workflow, branch, is_default);
+                if !selected || !guard.admits(store, repo, &workflow.name.value, &commit) {
                     continue;
                 }
                 let (mut run, outcome) = new_run_for(&workflow, repo, trigger.clone(), &Map::new());
@@ -770,6 +799,34 @@ mod scan_tests {
             scan_repo(&f.store, &f.mirror, "app", None, Baseline::Heads(&boot), 0).expect("scan");
         assert!(scan.baseline);
         assert_eq!(scan.queued.len(), 1, "{scan:?}");
+    }
+
+    /// `on.branch` runs for new commits on non-default branches its globs select (once per
+    /// commit, also with `on.push`); `on.push` with only `tags` never runs on branch pushes.
+    #[test]
+    fn branch_triggers_and_tag_only_pushes() {
+        let branchy = workflow(
+            "branchy",
+            "  on:\n    branch:\n      branches: ['feature/*']\n",
+        );
+        let both = workflow("both", "  on:\n    push: {}\n    branch: {}\n");
+        let tags_only = workflow("tags", "  on:\n    push:\n      tags: ['v*']\n");
+        let mut f = Fixture::new(&[
+            (".workflows/branchy.yaml", &branchy),
+            (".workflows/both.yaml", &both),
+            (".workflows/tags.yaml", &tags_only),
+        ]);
+        let all = GlobList::new::<&str>(&[]).expect("glob");
+        f.scan(Some(&all), true);
+        commit(&f.repo, &[("m", "1")], "on main");
+        let scan = f.scan(Some(&all), false);
+        assert_eq!(queued_names(&f, &scan), ["both"], "{scan:?}");
+        git(&f.repo, &["checkout", "-q", "-b", "feature/x"]);
+        commit(&f.repo, &[("x", "1")], "on feature");
+        // The default branch is the one the repository's HEAD names: keep it `main`.
+        git(&f.repo, &["symbolic-ref", "HEAD", "refs/heads/main"]);
+        let scan = f.scan(Some(&all), false);
+        assert_eq!(queued_names(&f, &scan), ["both", "branchy"], "{scan:?}");
     }
 
     #[test]

@@ -183,7 +183,14 @@ CREATE TABLE outbox_events (
     created_at  INTEGER NOT NULL
 );
 "#,
+    TRIGGER_EVENT,
 ];
+
+/// Version 8: what a run's trigger says beyond kind, commit and branch (the ref pushed, e.g.
+/// a tag, and the pull request: number, base, head, fork), as JSON.
+const TRIGGER_EVENT: &str = r#"
+ALTER TABLE runs ADD COLUMN trigger_event TEXT;
+"#;
 
 /// The schema version this build writes.
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -23,7 +23,7 @@ use super::{
 pub(crate) const RUN_COLUMNS: &str = "id, workflow, repo, status, trigger_kind, trigger_commit, \
      trigger_branch, scheduled_for, parameters, created_at, started_at, finished_at, claimed_at, \
      error, priority, concurrency_group, dedup_key, retry_of, context, report, workflow_file, \
-     claim_owner, lease_expires_at, cancel_requested";
+     claim_owner, lease_expires_at, cancel_requested, trigger_event";
 
 /// A run row as SQLite returns it, before the conversions that can fail with a `StoreError`.
 struct RawRun {
@@ -51,6 +51,7 @@ struct RawRun {
     claim_owner: Option<String>,
     lease_expires_at: Option<i64>,
     cancel_requested: bool,
+    trigger_event: Option<String>,
 }
 
 impl RawRun {
@@ -80,6 +81,7 @@ impl RawRun {
             claim_owner: row.get(21)?,
             lease_expires_at: row.get(22)?,
             cancel_requested: row.get(23)?,
+            trigger_event: row.get(24)?,
         })
     }
 
@@ -111,6 +113,10 @@ impl RawRun {
             claim_owner: self.claim_owner,
             lease_expires_at: from_ms_opt("lease_expires_at", self.lease_expires_at)?,
             cancel_requested: self.cancel_requested,
+            event: self
+                .trigger_event
+                .map(|t| serde_json::from_str(&t).map_err(StoreError::json("trigger_event")))
+                .transpose()?,
         })
     }
 }

@@ -165,7 +165,17 @@ pub(crate) fn insert_run(
         run.retry_of.map(|r| r.0),
         run.workflow_file,
     ])?;
-    Ok(Enqueued::Created(RunId(tx.last_insert_rowid())))
+    let id = tx.last_insert_rowid();
+    if let Some(event) = &run.event {
+        tx.execute(
+            "UPDATE runs SET trigger_event = ?1 WHERE id = ?2",
+            params![
+                serde_json::to_string(event).map_err(StoreError::json("trigger_event"))?,
+                id
+            ],
+        )?;
+    }
+    Ok(Enqueued::Created(RunId(id)))
 }
 
 /// Saves a workflow's preserved context inside `tx`. Runs without a repository share the key
