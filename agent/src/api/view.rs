@@ -21,6 +21,7 @@ pub(crate) fn trigger_info(trigger: &Trigger) -> TriggerInfo {
         commit: trigger.commit.clone(),
         branch: trigger.branch.clone(),
         scheduled_for: trigger.scheduled_for.map(rfc3339),
+        message: None,
     }
 }
 
@@ -39,7 +40,10 @@ pub(crate) fn summary(run: &RunSummary, now: DateTime<Utc>) -> api::RunSummary {
         workflow: run.workflow.clone(),
         repo: run.repo.clone(),
         status: run.status,
-        trigger: trigger_info(&run.trigger),
+        trigger: TriggerInfo {
+            message: run.commit_message.clone(),
+            ..trigger_info(&run.trigger)
+        },
         created_at: rfc3339(run.created_at),
         started_at: run.started_at.map(rfc3339),
         finished_at: run.finished_at.map(rfc3339),

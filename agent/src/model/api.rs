@@ -40,6 +40,10 @@ pub struct TriggerInfo {
     pub branch: Option<String>,
     /// For a schedule, the cron slot the run stands for.
     pub scheduled_for: Option<String>,
+    /// In run listings: the summary line of the commit's message, when the daemon recorded
+    /// it (push runs). Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// One run in `GET /api/v1/runs`.
@@ -304,6 +308,7 @@ mod tests {
                 commit: Some("abc".into()),
                 branch: None,
                 scheduled_for: None,
+                message: None,
             },
             created_at: "1970-01-01T00:00:00.000Z".into(),
             retry_of: None,

@@ -397,6 +397,7 @@ impl CronTable {
                 workflow: Some(workflow.to_string()),
                 status: Some(status),
                 repo: Some(repo.to_string()),
+                ..RunFilter::default()
             };
             out.extend(
                 self.store

@@ -418,13 +418,25 @@ pub fn scan_repo(
             store.blocking_write(move |db| db.record_push(&repo, &branch, &head, &runs, &failed))?
         };
         // `record_push` answers the queued runs first, then the failed ones.
+        let mut created = Vec::new();
         for (i, enqueued) in written.into_iter().enumerate() {
             if let Enqueued::Created(id) = enqueued {
+                created.push(id);
                 if i < runs.len() {
                     scan.queued.push(id);
                 } else {
                     scan.failed.push(id);
                 }
+            }
+        }
+        if !created.is_empty() {
+            let summary = commit_summary(&message);
+            // The runs are queued already: a message that cannot be written is only missing
+            // from the listing.
+            if let Err(e) =
+                store.blocking_write(move |db| db.set_commit_message(&created, &summary))
+            {
+                tracing::warn!(repo, commit = %head_text, "recording the commit message failed: {e}");
             }
         }
         tracing::info!(repo, branch = %branch, commit = %head_text,
@@ -433,6 +445,20 @@ pub fn scan_repo(
         scan.moved.push((branch, head_text));
     }
     Ok(scan)
+}
+
+/// The summary line of a commit message as runs show it: the first non-empty line, trimmed,
+/// at most 200 characters.
+pub fn commit_summary(message: &str) -> String {
+    let line = message
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    match line.char_indices().nth(200) {
+        Some((at, _)) => format!("{}…", &line[..at]),
+        None => line.to_string(),
+    }
 }
 
 /// Where a new branch forked off the history already seen: the most recent merge base of

@@ -183,7 +183,18 @@ CREATE TABLE outbox_events (
     created_at  INTEGER NOT NULL
 );
 "#,
+    v8_commit_messages(),
 ];
+
+/// Version 8: a run shows its commit's message (the summary line), and run listings
+/// filtered by branch or trigger kind read an index instead of every run.
+const fn v8_commit_messages() -> &'static str {
+    r#"
+ALTER TABLE runs ADD COLUMN commit_message TEXT;
+CREATE INDEX runs_by_branch  ON runs (trigger_branch, id);
+CREATE INDEX runs_by_trigger ON runs (trigger_kind, id);
+"#
+}
 
 /// The schema version this build writes.
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;

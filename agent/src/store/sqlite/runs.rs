@@ -137,7 +137,8 @@ fn trigger_of(
 
 /// The columns `RawSummary::from_row` reads, in order.
 const SUMMARY_COLUMNS: &str = "id, workflow, repo, status, trigger_kind, trigger_commit, \
-     trigger_branch, scheduled_for, created_at, started_at, finished_at, error, retry_of";
+     trigger_branch, scheduled_for, created_at, started_at, finished_at, error, retry_of, \
+     commit_message";
 
 /// A summary row as SQLite returns it.
 struct RawSummary {
@@ -154,6 +155,7 @@ struct RawSummary {
     finished_at: Option<i64>,
     error: Option<String>,
     retry_of: Option<i64>,
+    commit_message: Option<String>,
 }
 
 impl RawSummary {
@@ -172,6 +174,7 @@ impl RawSummary {
             finished_at: row.get(10)?,
             error: row.get(11)?,
             retry_of: row.get(12)?,
+            commit_message: row.get(13)?,
         })
     }
 
@@ -192,6 +195,7 @@ impl RawSummary {
             finished_at: from_ms_opt("finished_at", self.finished_at)?,
             error: self.error,
             retry_of: self.retry_of.map(RunId),
+            commit_message: self.commit_message,
         })
     }
 }
@@ -199,7 +203,8 @@ impl RawSummary {
 /// The query of a run listing: `columns` of the runs matching `filter` (and below `before`),
 /// newest first, at most `limit`, with its parameters in order. Only the filters given
 /// become conditions, so SQLite can answer from the index of the one that narrows most
-/// (`runs_by_workflow`, `runs_by_status`, `runs_by_repo`) instead of scanning every run.
+/// (`runs_by_workflow`, `runs_by_status`, `runs_by_repo`, `runs_by_branch`, `runs_by_trigger`)
+/// instead of scanning every run.
 fn listing_sql(
     columns: &str,
     filter: &RunFilter,
@@ -222,8 +227,30 @@ fn listing_sql(
     if let Some(repo) = &filter.repo {
         bind("repo =", Sql::Text(repo.clone()));
     }
+    if let Some(branch) = &filter.branch {
+        bind("trigger_branch =", Sql::Text(branch.clone()));
+    }
+    if let Some(kind) = filter.trigger {
+        bind("trigger_kind =", Sql::Text(kind.as_str().to_string()));
+    }
     if let Some(before) = before {
         bind("id <", Sql::Integer(before.0));
+    }
+    if let Some(text) = &filter.text {
+        // `%`, `_` and `\` in the text are matched as themselves.
+        let mut pattern = String::from("%");
+        for c in text.chars() {
+            if matches!(c, '%' | '_' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push('%');
+        values.push(Sql::Text(pattern));
+        let n = values.len();
+        conditions.push(format!(
+            "(workflow LIKE ?{n} ESCAPE '\\' OR commit_message LIKE ?{n} ESCAPE '\\')"
+        ));
     }
     values.push(Sql::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
     let limit_param = values.len();
@@ -801,6 +828,45 @@ impl Db {
         raw.into_iter().map(RawSummary::into_summary).collect()
     }
 
+    /// The wall times in milliseconds of the last `limit` finished (succeeded or failed)
+    /// runs of `workflow` in `repo`, oldest first: a sparkline's points.
+    pub fn recent_durations(
+        &self,
+        repo: Option<&str>,
+        workflow: &str,
+        limit: usize,
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT finished_at - started_at FROM runs
+             WHERE workflow = ?1 AND repo IS ?2 AND status IN ('succeeded', 'failed')
+               AND started_at IS NOT NULL AND finished_at IS NOT NULL
+             ORDER BY id DESC LIMIT ?3",
+        )?;
+        let mut out = stmt
+            .query_map(
+                params![workflow, repo, i64::try_from(limit).unwrap_or(i64::MAX)],
+                |r| r.get::<_, i64>(0),
+            )?
+            .collect::<rusqlite::Result<Vec<i64>>>()?;
+        out.reverse();
+        Ok(out.into_iter().map(|d| d.max(0)).collect())
+    }
+
+    /// Records the summary line of the commit's message on these runs (the runs a push
+    /// queued, which share its commit).
+    pub fn set_commit_message(&mut self, runs: &[RunId], message: &str) -> Result<(), StoreError> {
+        let tx = self.write()?;
+        {
+            let mut stmt =
+                tx.prepare_cached("UPDATE runs SET commit_message = ?2 WHERE id = ?1")?;
+            for id in runs {
+                stmt.execute(params![id.0, message])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Queued and running runs of a concurrency group, oldest first (for `overlap` rules).
     pub fn active_runs_in_group(&self, group: &str) -> Result<Vec<RunRecord>, StoreError> {
         let sql = format!(
@@ -1017,11 +1083,26 @@ mod tests {
                 workflow: workflow.map(str::to_string),
                 status,
                 repo: repo.map(str::to_string),
+                ..RunFilter::default()
             };
         let cases = [
             (by(Some("w"), None, None), "runs_by_workflow"),
             (by(None, Some(RunStatus::Failed), None), "runs_by_status"),
             (by(None, None, Some("r")), "runs_by_repo"),
+            (
+                RunFilter {
+                    branch: Some("main".into()),
+                    ..RunFilter::default()
+                },
+                "runs_by_branch",
+            ),
+            (
+                RunFilter {
+                    trigger: Some(TriggerKind::Push),
+                    ..RunFilter::default()
+                },
+                "runs_by_trigger",
+            ),
         ];
         for (filter, index) in cases {
             for before in [None, Some(RunId(100))] {
@@ -1043,6 +1124,88 @@ mod tests {
         assert!(!plan_all.contains("TEMP B-TREE"), "{plan_all}");
         let plan_before = query_plan(&store, &RunFilter::default(), Some(RunId(5)));
         assert!(plan_before.contains("INTEGER PRIMARY KEY"), "{plan_before}");
+    }
+
+    /// Guards the runs page's filters: branch, trigger kind and a text search over workflow
+    /// names and recorded commit messages narrow the listing in SQL (with `%` and `_`
+    /// matched as themselves), and a workflow's recent durations come oldest first.
+    #[test]
+    fn branch_trigger_and_text_filters_and_recent_durations() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Db::open_in_dir(dir.path()).expect("open");
+        let mut ids = Vec::new();
+        for (workflow, branch, kind) in [
+            ("build", "main", TriggerKind::Push),
+            ("build", "feature", TriggerKind::Push),
+            ("deploy", "main", TriggerKind::Manual),
+        ] {
+            let mut run = NewRun::new(workflow, Trigger::new(kind));
+            run.repo = Some("app".into());
+            run.trigger.branch = Some(branch.into());
+            run.trigger.commit = Some(format!("c-{}", ids.len()));
+            ids.push(store.enqueue_run(&run).expect("enqueue").run_id());
+        }
+        store
+            .set_commit_message(&ids[1..2], "Fix the 100% CPU_loop")
+            .expect("message");
+        let list = |f: RunFilter| -> Vec<RunId> {
+            store
+                .list_run_summaries(&f, None, 50)
+                .expect("list")
+                .iter()
+                .map(|r| r.id)
+                .collect()
+        };
+        let text = |t: &str| RunFilter {
+            text: Some(t.into()),
+            ..RunFilter::default()
+        };
+        assert_eq!(
+            list(RunFilter {
+                branch: Some("main".into()),
+                ..RunFilter::default()
+            }),
+            vec![ids[2], ids[0]]
+        );
+        assert_eq!(
+            list(RunFilter {
+                trigger: Some(TriggerKind::Manual),
+                ..RunFilter::default()
+            }),
+            vec![ids[2]]
+        );
+        assert_eq!(list(text("DEPLOY")), vec![ids[2]]);
+        assert_eq!(list(text("cpu_loop")), vec![ids[1]]);
+        assert_eq!(list(text("100%")), vec![ids[1]]);
+        assert_eq!(list(text("0_C")), Vec::<RunId>::new());
+        assert_eq!(list(text("%")), vec![ids[1]]);
+        let found = store
+            .list_run_summaries(&text("cpu"), None, 50)
+            .expect("list");
+        assert_eq!(
+            found[0].commit_message.as_deref(),
+            Some("Fix the 100% CPU_loop")
+        );
+
+        // Durations: finished runs only, oldest first.
+        for (i, id) in ids.iter().enumerate() {
+            store.mark_running(*id).expect("start");
+            let mut finish = RunFinish::new(RunStatus::Succeeded);
+            finish.finished_at =
+                Some(Utc::now() + chrono::Duration::milliseconds(1000 * (i as i64 + 1)));
+            store.finish_run(*id, &finish).expect("finish");
+        }
+        let d = store
+            .recent_durations(Some("app"), "build", 20)
+            .expect("durations");
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(d[0] < d[1], "{d:?}");
+        assert!(
+            store
+                .recent_durations(None, "build", 20)
+                .expect("none")
+                .is_empty()
+        );
     }
 
     /// The report of a finished run is read without its step rows (the stored report holds
