@@ -643,7 +643,7 @@ pub(super) fn timeline_svg(
     };
     let ends: Vec<Option<DateTime<Utc>>> = tries
         .iter()
-        .map(|t| t.iter().map(|a| a.end.unwrap_or(now)).max())
+        .map(|t| t.last().map(|a| a.end.unwrap_or(now)))
         .collect();
     let t1 = ends.iter().flatten().copied().max().unwrap_or(now).max(t0);
     let span_ms = ((t1 - t0).num_milliseconds()).max(1) as f64;
@@ -706,7 +706,11 @@ pub(super) fn timeline_svg(
         }
         let n = list.len();
         for (k, a) in list.iter().enumerate() {
-            let end = a.end.unwrap_or(now);
+            // An attempt whose end was not recorded ended when the next one started.
+            let end = a
+                .end
+                .or_else(|| list.get(k + 1).map(|next| next.start))
+                .unwrap_or(now);
             if k > 0
                 && let Some(prev_end) = list[k - 1].end
                 && a.start > prev_end

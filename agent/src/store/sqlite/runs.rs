@@ -541,6 +541,26 @@ impl Db {
         Ok(())
     }
 
+    /// Records that a step attempt failed and will be retried: its status, error class and
+    /// end time (the wait until the next attempt starts is the retry's backoff). An attempt
+    /// already ended is left as it is.
+    pub fn record_attempt_failed(
+        &mut self,
+        id: RunId,
+        step_id: &str,
+        attempt: u32,
+        error_class: &str,
+    ) -> Result<(), StoreError> {
+        let tx = self.write()?;
+        tx.prepare_cached(
+            "UPDATE attempts SET status = 'failed', error_class = ?4, finished_at = ?5
+             WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3 AND finished_at IS NULL",
+        )?
+        .execute(params![id.0, step_id, attempt, error_class, now_ms()])?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Ends a run: status, error, report, the preserved context and the webhook deliveries it
     /// triggers, all in one transaction. Allowed from running, queued and interrupted.
     pub fn finish_run(&mut self, id: RunId, finish: &RunFinish) -> Result<(), StoreError> {
@@ -1206,6 +1226,40 @@ mod tests {
                 .expect("none")
                 .is_empty()
         );
+    }
+
+    /// Guards the timeline's attempts: an attempt that failed and is retried gets its end
+    /// and error class recorded, so each attempt has its own span; the last one ends with
+    /// the step.
+    #[test]
+    fn a_retried_attempt_records_its_end() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Db::open_in_dir(dir.path()).expect("open");
+        let id = store
+            .enqueue_run(&NewRun::new("w", Trigger::new(TriggerKind::Manual)))
+            .expect("enqueue")
+            .run_id();
+        store.mark_running(id).expect("running");
+        let start = |n: u32| StepStart {
+            stage: "s".into(),
+            step_id: "flaky".into(),
+            attempt: n,
+        };
+        store.record_step_started(id, &start(1)).expect("start 1");
+        store
+            .record_attempt_failed(id, "flaky", 1, "Timeout")
+            .expect("failed 1");
+        store.record_step_started(id, &start(2)).expect("start 2");
+        store
+            .record_step_finished(id, &StepFinish::new("s", "flaky", 2, StepStatus::Succeeded))
+            .expect("finish");
+        let attempts = store.get_attempts(id).expect("attempts");
+        assert_eq!(attempts.len(), 2);
+        assert_eq!(attempts[0].status, StepStatus::Failed);
+        assert_eq!(attempts[0].error_class.as_deref(), Some("Timeout"));
+        assert!(attempts[0].finished_at.is_some());
+        assert!(attempts[0].finished_at <= Some(attempts[1].started_at));
+        assert_eq!(attempts[1].status, StepStatus::Succeeded);
     }
 
     /// The report of a finished run is read without its step rows (the stored report holds
