@@ -59,6 +59,8 @@ struct Active {
 struct Checked {
     run: NewRun,
     overlap: Option<Overlap>,
+    /// The summary line of the run's commit message, shown in run listings.
+    message: Option<String>,
     reply: oneshot::Sender<Result<RunId, DaemonError>>,
 }
 
@@ -262,15 +264,19 @@ impl Scheduler {
         let shared = self.shared().clone();
         let back = self.checked_tx.clone();
         tokio::spawn(async move {
-            let checked =
-                tokio::task::spawn_blocking(move || manual::check_request(&shared, &request))
-                    .await
-                    .unwrap_or_else(|e| Err(DaemonError::Git(format!("internal error: {e}"))));
+            let checked = tokio::task::spawn_blocking(move || {
+                let (run, overlap) = manual::check_request(&shared, &request)?;
+                let message = commit_message(&shared, &run);
+                Ok((run, overlap, message))
+            })
+            .await
+            .unwrap_or_else(|e| Err(DaemonError::Git(format!("internal error: {e}"))));
             match checked {
-                Ok((run, overlap)) => {
+                Ok((run, overlap, message)) => {
                     let _ = back.send(Checked {
                         run,
                         overlap,
+                        message,
                         reply,
                     });
                 }
@@ -285,9 +291,22 @@ impl Scheduler {
         let Checked {
             run,
             overlap,
+            message,
             reply,
         } = checked;
-        let _ = reply.send(self.enqueue_with_overlap(run, overlap).await);
+        let queued = self.enqueue_with_overlap(run, overlap).await;
+        if let (Ok(id), Some(message)) = (&queued, message) {
+            let id = *id;
+            // Only the listing misses a message that cannot be written.
+            if let Err(err) = self
+                .store
+                .write(move |db| db.set_commit_message(&[id], &message))
+                .await
+            {
+                tracing::warn!(run = %id, error = %err, "cannot record the commit message");
+            }
+        }
+        let _ = reply.send(queued);
     }
 
     async fn enqueue_with_overlap(
@@ -583,4 +602,13 @@ fn overlap_at_commit(shared: &Shared, run: &RunRecord) -> Option<Overlap> {
         _ => catalog.by_name(&run.workflow)?.1,
     };
     wf.concurrency.as_ref().map(|c| c.overlap.value)
+}
+
+/// The summary line of the message of a checked run's commit (blocking: a git read).
+fn commit_message(shared: &crate::daemon::handle::Shared, run: &NewRun) -> Option<String> {
+    let repo = run.repo.as_deref()?;
+    let commit = git2::Oid::from_str(run.trigger.commit.as_deref()?).ok()?;
+    let mirror = crate::daemon::run::mirror::Mirror::open(&shared.state_dir, repo).ok()?;
+    let info = mirror.commit_info(commit).ok()?;
+    Some(crate::daemon::triggers::push::commit_summary(&info.message))
 }

@@ -186,11 +186,15 @@ CREATE TABLE outbox_events (
     v8_commit_messages(),
 ];
 
-/// Version 8: a run shows its commit's message (the summary line), and run listings
-/// filtered by branch or trigger kind read an index instead of every run.
+/// Version 8: a run shows its commit's message (the summary line; in a table of its own, so
+/// listings never read past a run's large report to find it), and run listings filtered by
+/// branch or trigger kind read an index instead of every run.
 const fn v8_commit_messages() -> &'static str {
     r#"
-ALTER TABLE runs ADD COLUMN commit_message TEXT;
+CREATE TABLE run_messages (
+    run_id  INTEGER PRIMARY KEY REFERENCES runs (id) ON DELETE CASCADE,
+    message TEXT    NOT NULL
+);
 CREATE INDEX runs_by_branch  ON runs (trigger_branch, id);
 CREATE INDEX runs_by_trigger ON runs (trigger_kind, id);
 "#

@@ -138,7 +138,7 @@ fn trigger_of(
 /// The columns `RawSummary::from_row` reads, in order.
 const SUMMARY_COLUMNS: &str = "id, workflow, repo, status, trigger_kind, trigger_commit, \
      trigger_branch, scheduled_for, created_at, started_at, finished_at, error, retry_of, \
-     commit_message";
+     (SELECT message FROM run_messages WHERE run_messages.run_id = runs.id)";
 
 /// A summary row as SQLite returns it.
 struct RawSummary {
@@ -249,7 +249,8 @@ fn listing_sql(
         values.push(Sql::Text(pattern));
         let n = values.len();
         conditions.push(format!(
-            "(workflow LIKE ?{n} ESCAPE '\\' OR commit_message LIKE ?{n} ESCAPE '\\')"
+            "(workflow LIKE ?{n} ESCAPE '\\' OR id IN \
+             (SELECT run_id FROM run_messages WHERE message LIKE ?{n} ESCAPE '\\'))"
         ));
     }
     values.push(Sql::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
@@ -877,8 +878,9 @@ impl Db {
     pub fn set_commit_message(&mut self, runs: &[RunId], message: &str) -> Result<(), StoreError> {
         let tx = self.write()?;
         {
-            let mut stmt =
-                tx.prepare_cached("UPDATE runs SET commit_message = ?2 WHERE id = ?1")?;
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO run_messages (run_id, message) VALUES (?1, ?2)",
+            )?;
             for id in runs {
                 stmt.execute(params![id.0, message])?;
             }
