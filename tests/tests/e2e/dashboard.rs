@@ -781,12 +781,25 @@ fn the_dashboard_in_a_real_browser() {
         "a sparkline of a workflow's durations"
     );
 
-    // Filters and the text search narrow the list (the store filters, not the page).
-    b.fill("#search", "change the");
+    // Filters and the text search narrow the list (the store filters, not the page). A
+    // second push gives the runs two commits with their own messages.
+    commit_files(&repo, &[("src.txt", "v3\n")], "tune the cache");
+    wait_for("the second push run to finish", LIMIT, || {
+        d.get_json("/api/v1/runs?trigger=push")["runs"]
+            .as_array()
+            .is_some_and(|r| r.len() == 2 && r.iter().all(|x| x["status"] == "succeeded"))
+    });
+    b.goto(&format!("{base}/"));
+    b.wait_js(
+        "the runs list",
+        LIMIT,
+        "return !!document.getElementById('search')",
+    );
+    b.fill("#search", "tune the");
     b.keys("#search", "\u{E007}");
-    b.wait_js("the search result", LIMIT, "return location.search.indexOf('q=change') >= 0 && document.querySelectorAll('#rows tr[data-run]').length === 1");
+    b.wait_js("the search result", LIMIT, "return location.search.indexOf('q=tune') >= 0 && document.querySelectorAll('#rows tr[data-run]').length === 1");
     assert!(
-        b.text("#rows tr[data-run]").contains("change the source"),
+        b.text("#rows tr[data-run]").contains("tune the cache"),
         "the commit message is shown"
     );
     shot(&b, "runs-search");
@@ -801,16 +814,17 @@ fn the_dashboard_in_a_real_browser() {
             .as_u64()
             .unwrap_or(0)
     };
+    assert_eq!(rows(&b, "q=change+the"), 8, "the runs of the first commit");
     assert_eq!(rows(&b, "workflow=deploy"), 1);
     assert!(b.text("#rows tr[data-run]").contains("deploy"));
-    assert_eq!(rows(&b, "trigger=push"), 1);
+    assert_eq!(rows(&b, "trigger=push"), 2);
     assert_eq!(rows(&b, "status=cancelled"), 1);
     assert_eq!(rows(&b, "q=FLAKY"), 1, "the search ignores case");
     let branch = d.get_json("/api/v1/runs?trigger=push")["runs"][0]["trigger"]["branch"]
         .as_str()
         .expect("the push run's branch")
         .to_string();
-    assert_eq!(rows(&b, &format!("branch={branch}&trigger=push")), 1);
+    assert_eq!(rows(&b, &format!("branch={branch}&trigger=push")), 2);
     assert_eq!(rows(&b, "branch=no-such-branch"), 0);
     assert!(b.text("#rows").contains("match these filters"));
     b.goto(&format!("{base}/deliveries"));
