@@ -249,8 +249,11 @@ fn listing_sql(
         values.push(Sql::Text(pattern));
         let n = values.len();
         conditions.push(format!(
-            "(workflow LIKE ?{n} ESCAPE '\\' OR id IN \
-             (SELECT run_id FROM run_messages WHERE message LIKE ?{n} ESCAPE '\\'))"
+            // The matching ids are collected first (from the workflow index and the
+            // messages), then looked up: a rare text never walks every run's row.
+            "id IN (SELECT id FROM runs INDEXED BY runs_by_workflow \
+             WHERE workflow LIKE ?{n} ESCAPE '\\' \
+             UNION SELECT run_id FROM run_messages WHERE message LIKE ?{n} ESCAPE '\\')"
         ));
     }
     values.push(Sql::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
@@ -1141,6 +1144,16 @@ mod tests {
         );
         assert!(plan.contains("USING INDEX runs_by_"), "{plan}");
         assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+        // A text: the matching ids from the workflow index and the messages, each looked up
+        // by its key; never a walk over every run's row.
+        let text = RunFilter {
+            text: Some("x".into()),
+            ..RunFilter::default()
+        };
+        let plan = query_plan(&store, &text, None);
+        assert!(plan.contains("INTEGER PRIMARY KEY"), "{plan}");
+        assert!(plan.contains("runs_by_workflow"), "{plan}");
+        assert!(!plan.lines().any(|l| l.trim() == "SCAN runs"), "{plan}");
         // No filter: the primary key backwards; with a cursor, a range of it.
         let plan_all = query_plan(&store, &RunFilter::default(), None);
         assert!(!plan_all.contains("TEMP B-TREE"), "{plan_all}");
