@@ -317,7 +317,7 @@ async fn plan_and_attempts(
         let commit = git2::Oid::from_str(record.trigger.commit.as_deref()?).ok()?;
         let mirror = crate::daemon::run::mirror::Mirror::open(&state_dir, repo).ok()?;
         let catalog = Catalog::at(&mirror, commit).ok()?;
-        let wf = match record.workflow_file.as_deref() {
+        match record.workflow_file.as_deref() {
             Some(file) => match catalog.by_file(file)? {
                 ParsedFile::Valid { workflow, .. } => Some(graph::Plan::of(workflow)),
                 ParsedFile::Invalid { .. } => None,
@@ -325,8 +325,7 @@ async fn plan_and_attempts(
             None => catalog
                 .by_name(&record.workflow)
                 .map(|(_, w)| graph::Plan::of(w)),
-        };
-        wf
+        }
     })
     .await
     .ok()
