@@ -591,6 +591,21 @@ mod tests {
         GlobList::new(p).expect("globs compile")
     }
 
+    /// Guards the message runs show: the first non-empty line, trimmed, cut at 200
+    /// characters (on a character boundary).
+    #[test]
+    fn commit_summaries_are_the_first_line() {
+        assert_eq!(
+            commit_summary("\n  fix the cache  \n\nbody"),
+            "fix the cache"
+        );
+        assert_eq!(commit_summary(""), "");
+        let long = "é".repeat(250);
+        let cut = commit_summary(&long);
+        assert_eq!(cut.chars().count(), 201);
+        assert!(cut.ends_with('…'));
+    }
+
     #[test]
     fn globs_follow_github_rules() {
         assert!(globs(&[]).matches("anything/at/all"));
