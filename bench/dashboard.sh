@@ -5,9 +5,11 @@
 #    daemon's SQLite store (the same history as bench/listing.sh).
 # 2. Starts the daemon on it and times, over one keep-alive HTTP connection with the Bearer
 #    token, REQUESTS requests each of the HTML pages: the runs page (`/`), filtered by status,
-#    a page deep in the history (`before=`), one run's page and the workflows page. Printed:
+#    a page deep in the history (`before=`), filtered by branch and trigger, searched (a
+#    text in every tenth run, in 1% of the commit messages, in none), one run's page and the
+#    workflows page. Printed:
 #    p50 and p99 in ms, and the bytes of the first view (the runs page and every asset it
-#    loads).
+#    loads), as they are and gzip-compressed.
 #
 #   bench/dashboard.sh [RUNS] [STEPS] [REQUESTS]
 #
@@ -28,8 +30,9 @@ host = urllib.parse.urlparse(url).netloc
 conn = http.client.HTTPConnection(host)
 headers = {"Authorization": "Bearer " + token, "Accept": "text/html"}
 
-def get(path):
-    conn.request("GET", path, headers=headers)
+def get(path, gzip=False):
+    h = dict(headers, **({"Accept-Encoding": "gzip"} if gzip else {}))
+    conn.request("GET", path, headers=h)
     resp = conn.getresponse()
     body = resp.read()
     if resp.status != 200:
@@ -54,10 +57,16 @@ assets = sorted(set(re.findall(rb'(?:href|src)="(/assets/[^"]+)"', page)))
 first_view = len(page) + sum(len(get(a.decode())) for a in assets)
 print("runs=%d steps=%d requests=%d (ms)" % (runs, steps, n))
 print("first view: %d bytes (runs page %d + %d assets)" % (first_view, len(page), len(assets)))
+first_gz = len(get("/", True)) + sum(len(get(a.decode(), True)) for a in assets)
+print("first view gzip: %d bytes on the wire" % first_gz)
 cases = [
     ("runs page /", "/"),
     ("runs page status=failed", "/?status=failed"),
     ("runs page before=deep", "/?before=%d" % ids[200]),
+    ("runs page branch+trigger", "/?branch=main&trigger=push"),
+    ("runs page q=wf3", "/?q=wf3"),
+    ("runs page q=fix (1%)", "/?q=fix%3A"),
+    ("runs page q=no match", "/?q=no-such-text"),
     ("run page", "/runs/%d" % ids[len(ids) // 2]),
     ("workflows page", "/workflows"),
 ]

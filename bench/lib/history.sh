@@ -88,6 +88,9 @@ with conn:
             (workflow, repo, status, "%040x" % rng.getrandbits(160), json.dumps({"count": n}),
              created, started, finished, error, json.dumps(context), json.dumps(rep)))
         run_id = cur.lastrowid
+        conn.execute("INSERT INTO run_messages (run_id, message) VALUES (?, ?)",
+                     (run_id, "%s: change %d of the %s module" % (
+                         "fix" if n % 100 == 0 else "feat", n, rng.choice(["store", "api", "web"]))))
         conn.executemany(
             "INSERT INTO steps (run_id, step_id, stage, status, attempts, exit_code, outputs,"
             " cached, started_at, finished_at, seq) VALUES (?, ?, 'build', 'succeeded', 1, 0,"

@@ -80,8 +80,8 @@ fn run_id(text: &str) -> Result<RunId, ApiError> {
     view::parse_run_id(text).ok_or_else(|| ApiError::NotFound(format!("run `{text}` not found")))
 }
 
-/// `GET /api/v1/runs?workflow=&status=&repo=&limit=&before=`: summaries, newest created
-/// first. `before=RUN_ID` lists only older runs; `next_before` is the value that lists the
+/// `GET /api/v1/runs?workflow=&status=&repo=&branch=&trigger=&q=&limit=&before=`: summaries,
+/// newest created first; `q` matches workflow names and commit messages. `before=RUN_ID` lists only older runs; `next_before` is the value that lists the
 /// next page, or null when there is none.
 pub(super) async fn list_runs(
     State(state): State<ApiState>,
@@ -101,10 +101,23 @@ pub(super) async fn list_runs(
     };
     let before = parse_before(q.get("before").map(String::as_str))?;
     let non_empty = |key: &str| q.get(key).filter(|v| !v.is_empty()).cloned();
+    let trigger = match non_empty("trigger") {
+        None => None,
+        Some(text) => Some(text.trim().parse::<TriggerKind>().map_err(|_| {
+            let known: Vec<_> = TriggerKind::ALL.iter().map(|k| k.as_str()).collect();
+            ApiError::BadRequest(format!(
+                "unknown trigger `{text}` (expected one of: {})",
+                known.join(", ")
+            ))
+        })?),
+    };
     let filter = RunFilter {
         workflow: non_empty("workflow"),
         status,
         repo: non_empty("repo"),
+        branch: non_empty("branch"),
+        trigger,
+        text: non_empty("q").filter(|t| !t.trim().is_empty()),
     };
     // One more than asked tells whether another page follows.
     let mut runs = state

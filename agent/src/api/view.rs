@@ -23,6 +23,7 @@ pub(crate) fn trigger_info(trigger: &Trigger) -> TriggerInfo {
         scheduled_for: trigger.scheduled_for.map(rfc3339),
         git_ref: None,
         pull_request: None,
+        message: None,
     }
 }
 
@@ -41,7 +42,10 @@ pub(crate) fn summary(run: &RunSummary, now: DateTime<Utc>) -> api::RunSummary {
         workflow: run.workflow.clone(),
         repo: run.repo.clone(),
         status: run.status,
-        trigger: trigger_info(&run.trigger),
+        trigger: TriggerInfo {
+            message: run.commit_message.clone(),
+            ..trigger_info(&run.trigger)
+        },
         created_at: rfc3339(run.created_at),
         started_at: run.started_at.map(rfc3339),
         finished_at: run.finished_at.map(rfc3339),

@@ -48,6 +48,10 @@ pub struct TriggerInfo {
     /// `head_repo`, `fork` (run details only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_request: Option<Value>,
+    /// In run listings: the summary line of the commit's message, when the daemon recorded
+    /// it (push runs). Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// One run in `GET /api/v1/runs`.
@@ -320,6 +324,7 @@ mod tests {
                 scheduled_for: None,
                 git_ref: None,
                 pull_request: None,
+                message: None,
             },
             created_at: "1970-01-01T00:00:00.000Z".into(),
             retry_of: None,

@@ -215,6 +215,7 @@ impl RunRecord {
             finished_at: self.finished_at,
             error: self.error.clone(),
             retry_of: self.retry_of,
+            commit_message: None,
         }
     }
 }
@@ -243,6 +244,9 @@ pub struct RunSummary {
     pub error: Option<String>,
     /// The run it retries.
     pub retry_of: Option<RunId>,
+    /// The summary line of the commit's message, when the daemon recorded it (push runs);
+    /// `None` from [`RunRecord::summary`], which does not read it.
+    pub commit_message: Option<String>,
 }
 
 impl RunSummary {
@@ -263,6 +267,13 @@ pub struct RunFilter {
     pub status: Option<RunStatus>,
     /// Only runs of this repository.
     pub repo: Option<String>,
+    /// Only runs of commits seen on this branch.
+    pub branch: Option<String>,
+    /// Only runs started by this kind of trigger.
+    pub trigger: Option<TriggerKind>,
+    /// Only runs whose workflow name or commit message contains this text (ASCII letters
+    /// matched without regard to case).
+    pub text: Option<String>,
 }
 
 /// A step starting an attempt.

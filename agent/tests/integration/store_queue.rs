@@ -361,6 +361,7 @@ fn list_runs_is_newest_first_and_filters() {
         workflow: Some("even".into()),
         status: Some(RunStatus::Running),
         repo: Some("r2".into()),
+        ..RunFilter::default()
     };
     assert_eq!(
         store

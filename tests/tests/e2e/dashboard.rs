@@ -121,6 +121,39 @@ const BIG: &str = r#"workflow:
           run: seq 1 100000 | sed 's/^/row /'
 "#;
 
+/// A stage ordered by its dependencies, then a step that succeeds on its third attempt.
+const FLAKY: &str = r#"workflow:
+  name: flaky
+  on:
+    manual: true
+  stages:
+    - name: fan
+      parallel: auto
+      steps:
+        - id: seed
+          run: echo "n=1" >> "$AGENT_OUTPUT"
+        - id: left
+          needs: [seed]
+          run: echo left
+        - id: right
+          run: echo "right ${{ steps.seed.output.n }}"
+        - id: join
+          needs: [left, right]
+          run: echo joined
+    - name: settle
+      steps:
+        - id: shaky
+          retry:
+            max_attempts: 3
+            delay: 1s
+          run: |
+            n=$(cat .shaky-count 2>/dev/null || echo 0)
+            n=$((n + 1))
+            echo "$n" > .shaky-count
+            echo "attempt $n"
+            [ "$n" -ge 3 ] || exit 1
+"#;
+
 fn start() -> (tempfile::TempDir, PathBuf, TestDaemon) {
     let (tmp, repo, _out) = fixture();
     init_repo(
@@ -132,6 +165,7 @@ fn start() -> (tempfile::TempDir, PathBuf, TestDaemon) {
             (".workflows/slow.yaml", SLOW),
             (".workflows/spam.yaml", SPAM),
             (".workflows/big.yaml", BIG),
+            (".workflows/flaky.yaml", FLAKY),
         ],
     );
     let config = format!(
@@ -142,7 +176,7 @@ fn start() -> (tempfile::TempDir, PathBuf, TestDaemon) {
     wait_for("the workflows to be listed", LIMIT, || {
         d.get_json("/api/v1/workflows")["workflows"]
             .as_array()
-            .is_some_and(|w| w.len() == 6)
+            .is_some_and(|w| w.len() == 7)
     });
     (tmp, repo, d)
 }
@@ -188,6 +222,74 @@ fn post(addr: SocketAddr, path: &str, extra: &str, body: &str) -> (u16, String, 
             body.len()
         ),
     )
+}
+
+/// A raw HTTP/1.0 GET (so the body is not chunked): (head, body bytes).
+fn get_bytes(addr: SocketAddr, path: &str, extra: &str) -> (String, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n{extra}\r\n").as_bytes())
+        .expect("send");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).expect("read");
+    let at = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head");
+    (
+        String::from_utf8_lossy(&out[..at]).to_ascii_lowercase(),
+        out[at + 4..].to_vec(),
+    )
+}
+
+fn gunzip(bytes: &[u8]) -> String {
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_string(&mut text)
+        .expect("gzip");
+    text
+}
+
+/// Guards the dashboard's compression: with `Accept-Encoding: gzip` the runs page, a
+/// fragment and the script come gzip-compressed (and decode to the page and to the file),
+/// the script with its long-lived cache header; without it, they come as they are.
+#[test]
+fn pages_and_assets_are_gzip_compressed() {
+    let (_tmp, _repo, d) = start();
+    let addr = d.addr;
+    let bearer = format!("Authorization: Bearer {TEST_TOKEN}\r\n");
+    let gzip = format!("{bearer}Accept-Encoding: gzip\r\n");
+    let (head, body) = get_bytes(addr, "/", &gzip);
+    assert!(
+        head.starts_with("http/1.0 200") || head.starts_with("http/1.1 200"),
+        "{head}"
+    );
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    assert!(head.contains("vary: accept-encoding"), "{head}");
+    let page = gunzip(&body);
+    assert!(page.contains("<table class=\"runs\""), "{page}");
+    let (head, body) = get_bytes(addr, "/?fragment=rows", &gzip);
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    assert!(gunzip(&body).contains("<tr"));
+
+    let (_, page) = get_bytes(addr, "/", &bearer);
+    let page = String::from_utf8_lossy(&page).into_owned();
+    let at = page.find("/assets/app.js?v=").expect("script link");
+    let link = &page[at..page[at..].find('"').map_or(page.len(), |e| at + e)];
+    let (head, body) = get_bytes(addr, link, "Accept-Encoding: gzip, deflate\r\n");
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    assert!(
+        head.contains("cache-control: public, max-age=31536000, immutable"),
+        "{head}"
+    );
+    let script = std::fs::read_to_string(common::workspace_root().join("agent/assets/web/app.js"))
+        .expect("app.js");
+    assert_eq!(gunzip(&body), script);
+
+    let (head, body) = get_bytes(addr, link, "");
+    assert!(!head.contains("content-encoding"), "{head}");
+    assert_eq!(String::from_utf8_lossy(&body), script);
 }
 
 /// The `csrf` value in a page.
@@ -392,7 +494,9 @@ fn status_of(d: &TestDaemon, id: &str) -> String {
 /// turning green without a reload; a failed deployment with its failed step focused, its
 /// error visible and the rollback lane drawn; the trigger form refusing a wrong integer
 /// next to the field and starting a run with a right one; cancelling a running run;
-/// following a live log of 10,000 lines; step output shown as text, never run as markup.
+/// following a live log of 10,000 lines; step output shown as text, never run as markup;
+/// `needs` and `${{ steps.X }}` drawn as graph edges and a retried step's attempts as bars;
+/// the runs list narrowed by its filters and its text search.
 #[test]
 fn the_dashboard_in_a_real_browser() {
     // A missing browser fails the test (CI installs it); skipping is an explicit choice.
@@ -488,6 +592,44 @@ fn the_dashboard_in_a_real_browser() {
     );
     b.wait_js("the failing line in view", LIMIT, "var l = document.querySelector('#logview .logline.bad'); if (!l) return false; var v = document.getElementById('logview').getBoundingClientRect(), r = l.getBoundingClientRect(); return r.top >= v.top && r.bottom <= v.bottom;");
     shot(&b, "run");
+
+    // Dependencies are drawn as edges; a retried step shows one bar per attempt with the
+    // backoff between them, on the critical path.
+    let flaky = trigger(&d, "flaky", "{}");
+    let flaky_run = d.wait_run_final(&flaky, LIMIT);
+    assert_eq!(flaky_run["status"], "succeeded", "{flaky_run:#}");
+    b.goto(&format!("{base}/runs/{flaky}?step=shaky"));
+    b.wait_js(
+        "the flaky run's graph",
+        LIMIT,
+        "return !!document.querySelector('#graph svg') && !!document.getElementById('logview')",
+    );
+    assert_eq!(
+        b.js("return document.querySelectorAll('#graph .edge.dep').length"),
+        Value::from(4),
+        "seed→left, seed→right, left→join, right→join"
+    );
+    assert_eq!(
+        b.js("return document.querySelectorAll('#graph .edge.stage').length"),
+        Value::from(1),
+        "fan → settle"
+    );
+    assert_eq!(
+        b.js("return document.querySelectorAll('#timeline .row[data-step=\"shaky\"] .bar.attempt').length"),
+        Value::from(3),
+        "one bar per attempt"
+    );
+    assert_eq!(
+        b.js("return document.querySelectorAll('#timeline .row[data-step=\"shaky\"] .wait.backoff').length"),
+        Value::from(2),
+        "the backoff before attempts 2 and 3"
+    );
+    assert_eq!(
+        b.js("return !!document.querySelector('#timeline .row.crit[data-step=\"shaky\"]')"),
+        Value::Bool(true),
+        "the last step is on the critical path"
+    );
+    shot(&b, "run-graph");
 
     // Step output is text: no script ran, the markup and the bidi override show as text.
     let hello = trigger(&d, "hello", r#"{"parameters":{"count":1}}"#);
@@ -631,6 +773,60 @@ fn the_dashboard_in_a_real_browser() {
         "return document.querySelectorAll('#rows tr[data-run]').length >= 6",
     );
     shot(&b, "runs");
+    assert!(
+        b.js("return document.querySelectorAll('#rows svg.spark').length")
+            .as_u64()
+            .unwrap_or(0)
+            >= 1,
+        "a sparkline of a workflow's durations"
+    );
+
+    // Filters and the text search narrow the list (the store filters, not the page). A
+    // second push gives the runs two commits with their own messages.
+    commit_files(&repo, &[("src.txt", "v3\n")], "tune the cache");
+    wait_for("the second push run to finish", LIMIT, || {
+        d.get_json("/api/v1/runs?trigger=push")["runs"]
+            .as_array()
+            .is_some_and(|r| r.len() == 2 && r.iter().all(|x| x["status"] == "succeeded"))
+    });
+    b.goto(&format!("{base}/"));
+    b.wait_js(
+        "the runs list",
+        LIMIT,
+        "return !!document.getElementById('search')",
+    );
+    b.fill("#search", "tune the");
+    b.keys("#search", "\u{E007}");
+    b.wait_js("the search result", LIMIT, "return location.search.indexOf('q=tune') >= 0 && document.querySelectorAll('#rows tr[data-run]').length === 1");
+    assert!(
+        b.text("#rows tr[data-run]").contains("tune the cache"),
+        "the commit message is shown"
+    );
+    shot(&b, "runs-search");
+    let rows = |b: &Browser, query: &str| -> u64 {
+        b.goto(&format!("{base}/?{query}"));
+        b.wait_js(
+            "the runs page",
+            LIMIT,
+            "return !!document.getElementById('rows')",
+        );
+        b.js("return document.querySelectorAll('#rows tr[data-run]').length")
+            .as_u64()
+            .unwrap_or(0)
+    };
+    assert_eq!(rows(&b, "q=change+the"), 8, "the runs of the first commit");
+    assert_eq!(rows(&b, "workflow=deploy"), 1);
+    assert!(b.text("#rows tr[data-run]").contains("deploy"));
+    assert_eq!(rows(&b, "trigger=push"), 2);
+    assert_eq!(rows(&b, "status=cancelled"), 1);
+    assert_eq!(rows(&b, "q=FLAKY"), 1, "the search ignores case");
+    let branch = d.get_json("/api/v1/runs?trigger=push")["runs"][0]["trigger"]["branch"]
+        .as_str()
+        .expect("the push run's branch")
+        .to_string();
+    assert_eq!(rows(&b, &format!("branch={branch}&trigger=push")), 2);
+    assert_eq!(rows(&b, "branch=no-such-branch"), 0);
+    assert!(b.text("#rows").contains("match these filters"));
     b.goto(&format!("{base}/deliveries"));
     shot(&b, "deliveries");
     b.goto(&format!("{base}/anomalies"));

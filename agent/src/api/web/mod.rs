@@ -12,6 +12,9 @@
 //! cookie set by `POST /login`; state-changing requests made with the cookie must carry the
 //! session's CSRF token. Without either, pages redirect to `/login` and everything else
 //! answers 401, with no run data.
+//!
+//! Every answer but the event streams is gzip-compressed when the request's
+//! `Accept-Encoding` allows it.
 
 mod assets;
 mod form;
@@ -82,8 +85,11 @@ pub(crate) fn router(api: ApiState, token: ApiToken) -> Router {
             web,
             session::require_session,
         ));
+    // Pages, fragments and assets go out compressed when the client accepts gzip (event
+    // streams and small answers are left as they are).
     open.merge(protected)
         .layer(axum::middleware::map_response(security_headers))
+        .layer(tower_http::compression::CompressionLayer::new())
 }
 
 /// The Content-Security-Policy of every dashboard answer: scripts, styles and connections

@@ -2,7 +2,7 @@
 //! own handlers (the same JSON the API answers), then goes through
 //! [`super::templates::defang`] and the auto-escaping templates.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -54,10 +54,13 @@ fn see_other(to: &str) -> Response {
     (StatusCode::SEE_OTHER, [(LOCATION, to.to_string())]).into_response()
 }
 
-/// The API query for the runs list from the page's query.
+/// The API query for the runs list from the page's query: every filter is applied by the
+/// store's paged listing.
 fn api_query(q: &Q, limit: usize) -> Q {
     let mut out = Q::new();
-    for key in ["workflow", "status", "repo", "before"] {
+    for key in [
+        "workflow", "status", "repo", "branch", "trigger", "q", "before",
+    ] {
         if let Some(v) = q.get(key).filter(|v| !v.trim().is_empty()) {
             out.insert(key.into(), v.trim().to_string());
         }
@@ -66,39 +69,8 @@ fn api_query(q: &Q, limit: usize) -> Q {
     out
 }
 
-/// True when a run summary passes the filters the API does not apply itself.
-fn keep(run: &Value, q: &Q) -> bool {
-    let get = |k: &str| q.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
-    if let Some(b) = get("branch")
-        && run.pointer("/trigger/branch").and_then(Value::as_str) != Some(b)
-    {
-        return false;
-    }
-    if let Some(t) = get("trigger")
-        && run.pointer("/trigger/kind").and_then(Value::as_str) != Some(t)
-    {
-        return false;
-    }
-    if let Some(text) = get("q") {
-        let text = text.to_lowercase();
-        let hay = [
-            run.get("workflow"),
-            run.get("repo"),
-            run.pointer("/trigger/commit"),
-            run.pointer("/trigger/message"),
-            run.get("error"),
-        ];
-        if !hay
-            .iter()
-            .flatten()
-            .filter_map(|v| v.as_str())
-            .any(|s| s.to_lowercase().contains(&text))
-        {
-            return false;
-        }
-    }
-    true
-}
+/// How many of a workflow's last runs its sparkline shows.
+const SPARK_RUNS: usize = 20;
 
 /// A sparkline of durations (oldest first) as SVG.
 fn sparkline(durations: &[i64]) -> String {
@@ -140,33 +112,41 @@ pub(super) async fn runs(
         Ok(v) => v,
         Err(e) => return error_page(&auth, &e),
     };
-    let all: Vec<Value> = page
+    let runs: Vec<Value> = page
         .get("runs")
         .and_then(Value::as_array)
         .cloned()
-        .unwrap_or_default();
-    let runs: Vec<Value> = all
+        .unwrap_or_default()
         .into_iter()
-        .filter(|r| keep(r, &q))
         .map(defang)
         .collect();
-    // Durations of each workflow's runs on this page, oldest first, for the sparklines.
-    let mut durations: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    for r in runs.iter().rev() {
-        if let (Some(w), Some(d)) = (
-            r.get("workflow").and_then(Value::as_str),
-            r.get("duration_ms").and_then(Value::as_i64),
-        ) && r.get("status").and_then(Value::as_str) == Some("succeeded")
-        {
-            durations.entry(w.to_string()).or_default().push(d);
-        }
-    }
+    // Each listed workflow's last durations, oldest first, for the sparklines (keyed by
+    // repository and workflow: two repositories may have workflows of one name).
+    let keys: BTreeSet<(Option<String>, String)> = runs
+        .iter()
+        .filter_map(|r| {
+            Some((
+                r.get("repo").and_then(Value::as_str).map(str::to_string),
+                r.get("workflow")?.as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    let durations = web
+        .api
+        .stores
+        .read(move |store| {
+            let mut out = Vec::new();
+            for (repo, wf) in keys {
+                let d = store.recent_durations(repo.as_deref(), &wf, SPARK_RUNS)?;
+                out.push((format!("{}/{wf}", repo.unwrap_or_default()), d));
+            }
+            Ok(out)
+        })
+        .await
+        .unwrap_or_default();
     let sparks: BTreeMap<String, minijinja::Value> = durations
         .into_iter()
-        .map(|(w, d)| {
-            let from = d.len().saturating_sub(20);
-            (w, safe(sparkline(&d[from..])))
-        })
+        .map(|(k, d)| (k, safe(sparkline(&d))))
         .collect();
     let anomalous: HashMap<String, String> = match anomalies::list(
         State(web.api.clone()),
@@ -295,6 +275,65 @@ fn time(v: &Value, key: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// What the run page draws beyond the report: the order of the steps from the workflow's
+/// definition at the run's commit (empty when the mirror no longer has it), and each step's
+/// recorded attempts.
+async fn plan_and_attempts(
+    web: &WebState,
+    report: &Value,
+) -> (graph::Plan, HashMap<String, Vec<graph::Attempt>>) {
+    let Some(id) = report
+        .get("run_id")
+        .and_then(Value::as_str)
+        .and_then(crate::api::view::parse_run_id)
+    else {
+        return Default::default();
+    };
+    let read = web
+        .api
+        .stores
+        .read(move |store| Ok((store.get_run(id)?, store.get_attempts(id)?)))
+        .await;
+    let Ok((Some(record), recorded)) = read else {
+        return Default::default();
+    };
+    let mut attempts: HashMap<String, Vec<graph::Attempt>> = HashMap::new();
+    for a in recorded {
+        attempts
+            .entry(a.step_id.clone())
+            .or_default()
+            .push(graph::Attempt {
+                number: a.attempt,
+                status: a.status.as_str().to_string(),
+                error_class: a.error_class,
+                start: a.started_at,
+                end: a.finished_at,
+            });
+    }
+    let state_dir = web.api.handle.shared.state_dir.clone();
+    let plan = tokio::task::spawn_blocking(move || {
+        use crate::daemon::catalog::{Catalog, ParsedFile};
+        let repo = record.repo.as_deref()?;
+        let commit = git2::Oid::from_str(record.trigger.commit.as_deref()?).ok()?;
+        let mirror = crate::daemon::run::mirror::Mirror::open(&state_dir, repo).ok()?;
+        let catalog = Catalog::at(&mirror, commit).ok()?;
+        match record.workflow_file.as_deref() {
+            Some(file) => match catalog.by_file(file)? {
+                ParsedFile::Valid { workflow, .. } => Some(graph::Plan::of(workflow)),
+                ParsedFile::Invalid { .. } => None,
+            },
+            None => catalog
+                .by_name(&record.workflow)
+                .map(|(_, w)| graph::Plan::of(w)),
+        }
+    })
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or_default();
+    (plan, attempts)
+}
+
 /// `GET /runs/{id}?step=` (and `fragment=views`): one run.
 pub(super) async fn run(
     State(web): State<WebState>,
@@ -319,8 +358,9 @@ pub(super) async fn run(
         .and_then(Value::as_str)
         .unwrap_or(&id)
         .to_string();
-    let graph_svg = graph::graph_svg(&run_id, &steps, &focus);
-    let timeline_svg = graph::timeline_svg(&run_id, &steps, &focus, now);
+    let (plan, attempts) = plan_and_attempts(&web, &report).await;
+    let graph_svg = graph::graph_svg(&run_id, &steps, &plan, &focus);
+    let timeline_svg = graph::timeline_svg(&run_id, &steps, &plan, &attempts, &focus, now);
     let focused = steps.iter().find(|s| s.id == focus);
     let status = report.get("status").and_then(Value::as_str).unwrap_or("");
     let run_final = !matches!(status, "queued" | "running" | "pending");

@@ -770,16 +770,26 @@ fn record_events(
                 error_class,
                 delay,
                 ..
-            } => publish(
-                shared,
-                DaemonEvent::StepRetrying {
-                    run_id: id,
-                    step,
-                    attempt,
-                    error_class: error_class.into(),
-                    delay,
-                },
-            ),
+            } => {
+                // The failed attempt's end (the timeline draws it and the backoff after it);
+                // losing it loses only that drawing.
+                let (s, class) = (step.to_string(), error_class.clone());
+                if let Err(err) = store
+                    .blocking_write(move |db| db.record_attempt_failed(id, &s, attempt, &class))
+                {
+                    tracing::warn!(run = %id, step = %step, error = %err, "cannot record a failed attempt");
+                }
+                publish(
+                    shared,
+                    DaemonEvent::StepRetrying {
+                        run_id: id,
+                        step,
+                        attempt,
+                        error_class: error_class.into(),
+                        delay,
+                    },
+                )
+            }
             EngineEvent::RollbackStarted { .. } => {
                 publish(shared, DaemonEvent::RollbackStarted { run_id: id })
             }

@@ -58,6 +58,8 @@ struct Active {
 /// A manual run, checked, back from its blocking check.
 struct Checked {
     run: NewRun,
+    /// The summary line of the run's commit message, shown in run listings.
+    message: Option<String>,
     reply: oneshot::Sender<Result<RunId, DaemonError>>,
 }
 
@@ -301,13 +303,20 @@ impl Scheduler {
         let shared = self.shared().clone();
         let back = self.checked_tx.clone();
         tokio::spawn(async move {
-            let checked =
-                tokio::task::spawn_blocking(move || manual::check_request(&shared, &request))
-                    .await
-                    .unwrap_or_else(|e| Err(DaemonError::Git(format!("internal error: {e}"))));
+            let checked = tokio::task::spawn_blocking(move || {
+                let run = manual::check_request(&shared, &request)?;
+                let message = commit_message(&shared, &run);
+                Ok((run, message))
+            })
+            .await
+            .unwrap_or_else(|e| Err(DaemonError::Git(format!("internal error: {e}"))));
             match checked {
-                Ok(run) => {
-                    let _ = back.send(Checked { run, reply });
+                Ok((run, message)) => {
+                    let _ = back.send(Checked {
+                        run,
+                        message,
+                        reply,
+                    });
                 }
                 Err(err) => {
                     let _ = reply.send(Err(err));
@@ -317,8 +326,24 @@ impl Scheduler {
     }
 
     async fn enqueue_checked(&mut self, checked: Checked) {
-        let Checked { run, reply } = checked;
-        let _ = reply.send(self.enqueue(run).await);
+        let Checked {
+            run,
+            message,
+            reply,
+        } = checked;
+        let queued = self.enqueue(run).await;
+        if let (Ok(id), Some(message)) = (&queued, message) {
+            let id = *id;
+            // Only the listing misses a message that cannot be written.
+            if let Err(err) = self
+                .store
+                .write(move |db| db.set_commit_message(&[id], &message))
+                .await
+            {
+                tracing::warn!(run = %id, error = %err, "cannot record the commit message");
+            }
+        }
+        let _ = reply.send(queued);
     }
 
     /// Queues a checked run; the store decides its overlap rule in the same transaction.
@@ -574,4 +599,13 @@ impl Scheduler {
             DaemonCommand::Wake | DaemonCommand::FetchNow(_) => {}
         }
     }
+}
+
+/// The summary line of the message of a checked run's commit (blocking: a git read).
+fn commit_message(shared: &crate::daemon::handle::Shared, run: &NewRun) -> Option<String> {
+    let repo = run.repo.as_deref()?;
+    let commit = git2::Oid::from_str(run.trigger.commit.as_deref()?).ok()?;
+    let mirror = crate::daemon::run::mirror::Mirror::open(&shared.state_dir, repo).ok()?;
+    let info = mirror.commit_info(commit).ok()?;
+    Some(crate::daemon::triggers::push::commit_summary(&info.message))
 }

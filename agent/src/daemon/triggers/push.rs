@@ -451,13 +451,25 @@ pub fn scan_repo(
             store.blocking_write(move |db| db.record_push(&repo, &branch, &head, &runs, &failed))?
         };
         // `record_push` answers the queued runs first, then the failed ones.
+        let mut created = Vec::new();
         for (i, enqueued) in written.into_iter().enumerate() {
             if let Enqueued::Created(id) = enqueued {
+                created.push(id);
                 if i < runs.len() {
                     scan.queued.push(id);
                 } else {
                     scan.failed.push(id);
                 }
+            }
+        }
+        if !created.is_empty() {
+            let summary = commit_summary(&message);
+            // The runs are queued already: a message that cannot be written is only missing
+            // from the listing.
+            if let Err(e) =
+                store.blocking_write(move |db| db.set_commit_message(&created, &summary))
+            {
+                tracing::warn!(repo, commit = %head_text, "recording the commit message failed: {e}");
             }
         }
         tracing::info!(repo, branch = %branch, commit = %head_text,
@@ -466,6 +478,20 @@ pub fn scan_repo(
         scan.moved.push((branch, head_text));
     }
     Ok(scan)
+}
+
+/// The summary line of a commit message as runs show it: the first non-empty line, trimmed,
+/// at most 200 characters.
+pub fn commit_summary(message: &str) -> String {
+    let line = message
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    match line.char_indices().nth(200) {
+        Some((at, _)) => format!("{}…", &line[..at]),
+        None => line.to_string(),
+    }
 }
 
 /// Where a new branch forked off the history already seen: the most recent merge base of
@@ -596,6 +622,21 @@ mod tests {
 
     fn globs(p: &[&str]) -> GlobList {
         GlobList::new(p).expect("globs compile")
+    }
+
+    /// Guards the message runs show: the first non-empty line, trimmed, cut at 200
+    /// characters (on a character boundary).
+    #[test]
+    fn commit_summaries_are_the_first_line() {
+        assert_eq!(
+            commit_summary("\n  fix the cache  \n\nbody"),
+            "fix the cache"
+        );
+        assert_eq!(commit_summary(""), "");
+        let long = "é".repeat(250);
+        let cut = commit_summary(&long);
+        assert_eq!(cut.chars().count(), 201);
+        assert!(cut.ends_with('…'));
     }
 
     #[test]

@@ -184,12 +184,25 @@ CREATE TABLE outbox_events (
 );
 "#,
     TRIGGER_EVENT,
+    COMMIT_MESSAGES,
 ];
 
 /// Version 8: what a run's trigger says beyond kind, commit and branch (the ref pushed, e.g.
 /// a tag, and the pull request: number, base, head, fork), as JSON.
 const TRIGGER_EVENT: &str = r#"
 ALTER TABLE runs ADD COLUMN trigger_event TEXT;
+"#;
+
+/// Version 9: a run shows its commit's message (the summary line; in a table of its own, so
+/// listings never read past a run's large report to find it), and run listings filtered by
+/// branch or trigger kind read an index instead of every run.
+const COMMIT_MESSAGES: &str = r#"
+CREATE TABLE run_messages (
+    run_id  INTEGER PRIMARY KEY REFERENCES runs (id) ON DELETE CASCADE,
+    message TEXT    NOT NULL
+);
+CREATE INDEX runs_by_branch  ON runs (trigger_branch, id);
+CREATE INDEX runs_by_trigger ON runs (trigger_kind, id);
 "#;
 
 /// The schema version this build writes.

@@ -143,7 +143,8 @@ fn trigger_of(
 
 /// The columns `RawSummary::from_row` reads, in order.
 const SUMMARY_COLUMNS: &str = "id, workflow, repo, status, trigger_kind, trigger_commit, \
-     trigger_branch, scheduled_for, created_at, started_at, finished_at, error, retry_of";
+     trigger_branch, scheduled_for, created_at, started_at, finished_at, error, retry_of, \
+     (SELECT message FROM run_messages WHERE run_messages.run_id = runs.id)";
 
 /// A summary row as SQLite returns it.
 struct RawSummary {
@@ -160,6 +161,7 @@ struct RawSummary {
     finished_at: Option<i64>,
     error: Option<String>,
     retry_of: Option<i64>,
+    commit_message: Option<String>,
 }
 
 impl RawSummary {
@@ -178,6 +180,7 @@ impl RawSummary {
             finished_at: row.get(10)?,
             error: row.get(11)?,
             retry_of: row.get(12)?,
+            commit_message: row.get(13)?,
         })
     }
 
@@ -198,6 +201,7 @@ impl RawSummary {
             finished_at: from_ms_opt("finished_at", self.finished_at)?,
             error: self.error,
             retry_of: self.retry_of.map(RunId),
+            commit_message: self.commit_message,
         })
     }
 }
@@ -205,7 +209,8 @@ impl RawSummary {
 /// The query of a run listing: `columns` of the runs matching `filter` (and below `before`),
 /// newest first, at most `limit`, with its parameters in order. Only the filters given
 /// become conditions, so SQLite can answer from the index of the one that narrows most
-/// (`runs_by_workflow`, `runs_by_status`, `runs_by_repo`) instead of scanning every run.
+/// (`runs_by_workflow`, `runs_by_status`, `runs_by_repo`, `runs_by_branch`, `runs_by_trigger`)
+/// instead of scanning every run.
 fn listing_sql(
     columns: &str,
     filter: &RunFilter,
@@ -228,8 +233,34 @@ fn listing_sql(
     if let Some(repo) = &filter.repo {
         bind("repo =", Sql::Text(repo.clone()));
     }
+    if let Some(branch) = &filter.branch {
+        bind("trigger_branch =", Sql::Text(branch.clone()));
+    }
+    if let Some(kind) = filter.trigger {
+        bind("trigger_kind =", Sql::Text(kind.as_str().to_string()));
+    }
     if let Some(before) = before {
         bind("id <", Sql::Integer(before.0));
+    }
+    if let Some(text) = &filter.text {
+        // `%`, `_` and `\` in the text are matched as themselves.
+        let mut pattern = String::from("%");
+        for c in text.chars() {
+            if matches!(c, '%' | '_' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push('%');
+        values.push(Sql::Text(pattern));
+        let n = values.len();
+        conditions.push(format!(
+            // The matching ids are collected first (from the workflow index and the
+            // messages), then looked up: a rare text never walks every run's row.
+            "id IN (SELECT id FROM runs INDEXED BY runs_by_workflow \
+             WHERE workflow LIKE ?{n} ESCAPE '\\' \
+             UNION SELECT run_id FROM run_messages WHERE message LIKE ?{n} ESCAPE '\\')"
+        ));
     }
     values.push(Sql::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
     let limit_param = values.len();
@@ -507,6 +538,26 @@ impl Db {
                 params![id.0, to_json("context", context)?],
             )?;
         }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records that a step attempt failed and will be retried: its status, error class and
+    /// end time (the wait until the next attempt starts is the retry's backoff). An attempt
+    /// already ended is left as it is.
+    pub fn record_attempt_failed(
+        &mut self,
+        id: RunId,
+        step_id: &str,
+        attempt: u32,
+        error_class: &str,
+    ) -> Result<(), StoreError> {
+        let tx = self.write()?;
+        tx.prepare_cached(
+            "UPDATE attempts SET status = 'failed', error_class = ?4, finished_at = ?5
+             WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3 AND finished_at IS NULL",
+        )?
+        .execute(params![id.0, step_id, attempt, error_class, now_ms()])?;
         tx.commit()?;
         Ok(())
     }
@@ -798,6 +849,46 @@ impl Db {
         raw.into_iter().map(RawSummary::into_summary).collect()
     }
 
+    /// The wall times in milliseconds of the last `limit` finished (succeeded or failed)
+    /// runs of `workflow` in `repo`, oldest first: a sparkline's points.
+    pub fn recent_durations(
+        &self,
+        repo: Option<&str>,
+        workflow: &str,
+        limit: usize,
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT finished_at - started_at FROM runs
+             WHERE workflow = ?1 AND repo IS ?2 AND status IN ('succeeded', 'failed')
+               AND started_at IS NOT NULL AND finished_at IS NOT NULL
+             ORDER BY id DESC LIMIT ?3",
+        )?;
+        let mut out = stmt
+            .query_map(
+                params![workflow, repo, i64::try_from(limit).unwrap_or(i64::MAX)],
+                |r| r.get::<_, i64>(0),
+            )?
+            .collect::<rusqlite::Result<Vec<i64>>>()?;
+        out.reverse();
+        Ok(out.into_iter().map(|d| d.max(0)).collect())
+    }
+
+    /// Records the summary line of the commit's message on these runs (the runs a push
+    /// queued, which share its commit).
+    pub fn set_commit_message(&mut self, runs: &[RunId], message: &str) -> Result<(), StoreError> {
+        let tx = self.write()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO run_messages (run_id, message) VALUES (?1, ?2)",
+            )?;
+            for id in runs {
+                stmt.execute(params![id.0, message])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Queued and running runs of a concurrency group, oldest first (for `overlap` rules).
     pub fn active_runs_in_group(&self, group: &str) -> Result<Vec<RunRecord>, StoreError> {
         let sql = format!(
@@ -1014,11 +1105,26 @@ mod tests {
                 workflow: workflow.map(str::to_string),
                 status,
                 repo: repo.map(str::to_string),
+                ..RunFilter::default()
             };
         let cases = [
             (by(Some("w"), None, None), "runs_by_workflow"),
             (by(None, Some(RunStatus::Failed), None), "runs_by_status"),
             (by(None, None, Some("r")), "runs_by_repo"),
+            (
+                RunFilter {
+                    branch: Some("main".into()),
+                    ..RunFilter::default()
+                },
+                "runs_by_branch",
+            ),
+            (
+                RunFilter {
+                    trigger: Some(TriggerKind::Push),
+                    ..RunFilter::default()
+                },
+                "runs_by_trigger",
+            ),
         ];
         for (filter, index) in cases {
             for before in [None, Some(RunId(100))] {
@@ -1035,11 +1141,137 @@ mod tests {
         );
         assert!(plan.contains("USING INDEX runs_by_"), "{plan}");
         assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+        // A text: the matching ids from the workflow index and the messages, each looked up
+        // by its key; never a walk over every run's row.
+        let text = RunFilter {
+            text: Some("x".into()),
+            ..RunFilter::default()
+        };
+        let plan = query_plan(&store, &text, None);
+        assert!(plan.contains("INTEGER PRIMARY KEY"), "{plan}");
+        assert!(plan.contains("runs_by_workflow"), "{plan}");
+        assert!(!plan.lines().any(|l| l.trim() == "SCAN runs"), "{plan}");
         // No filter: the primary key backwards; with a cursor, a range of it.
         let plan_all = query_plan(&store, &RunFilter::default(), None);
         assert!(!plan_all.contains("TEMP B-TREE"), "{plan_all}");
         let plan_before = query_plan(&store, &RunFilter::default(), Some(RunId(5)));
         assert!(plan_before.contains("INTEGER PRIMARY KEY"), "{plan_before}");
+    }
+
+    /// Guards the runs page's filters: branch, trigger kind and a text search over workflow
+    /// names and recorded commit messages narrow the listing in SQL (with `%` and `_`
+    /// matched as themselves), and a workflow's recent durations come oldest first.
+    #[test]
+    fn branch_trigger_and_text_filters_and_recent_durations() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Db::open_in_dir(dir.path()).expect("open");
+        let mut ids = Vec::new();
+        for (workflow, branch, kind) in [
+            ("build", "main", TriggerKind::Push),
+            ("build", "feature", TriggerKind::Push),
+            ("deploy", "main", TriggerKind::Manual),
+        ] {
+            let mut run = NewRun::new(workflow, Trigger::new(kind));
+            run.repo = Some("app".into());
+            run.trigger.branch = Some(branch.into());
+            run.trigger.commit = Some(format!("c-{}", ids.len()));
+            ids.push(store.enqueue_run(&run).expect("enqueue").run_id());
+        }
+        store
+            .set_commit_message(&ids[1..2], "Fix the 100% CPU_loop")
+            .expect("message");
+        let list = |f: RunFilter| -> Vec<RunId> {
+            store
+                .list_run_summaries(&f, None, 50)
+                .expect("list")
+                .iter()
+                .map(|r| r.id)
+                .collect()
+        };
+        let text = |t: &str| RunFilter {
+            text: Some(t.into()),
+            ..RunFilter::default()
+        };
+        assert_eq!(
+            list(RunFilter {
+                branch: Some("main".into()),
+                ..RunFilter::default()
+            }),
+            vec![ids[2], ids[0]]
+        );
+        assert_eq!(
+            list(RunFilter {
+                trigger: Some(TriggerKind::Manual),
+                ..RunFilter::default()
+            }),
+            vec![ids[2]]
+        );
+        assert_eq!(list(text("DEPLOY")), vec![ids[2]]);
+        assert_eq!(list(text("cpu_loop")), vec![ids[1]]);
+        assert_eq!(list(text("100%")), vec![ids[1]]);
+        assert_eq!(list(text("0_C")), Vec::<RunId>::new());
+        assert_eq!(list(text("%")), vec![ids[1]]);
+        let found = store
+            .list_run_summaries(&text("cpu"), None, 50)
+            .expect("list");
+        assert_eq!(
+            found[0].commit_message.as_deref(),
+            Some("Fix the 100% CPU_loop")
+        );
+
+        // Durations: finished runs only, oldest first.
+        for (i, id) in ids.iter().enumerate() {
+            store.mark_running(*id).expect("start");
+            let mut finish = RunFinish::new(RunStatus::Succeeded);
+            finish.finished_at =
+                Some(Utc::now() + chrono::Duration::milliseconds(1000 * (i as i64 + 1)));
+            store.finish_run(*id, &finish).expect("finish");
+        }
+        let d = store
+            .recent_durations(Some("app"), "build", 20)
+            .expect("durations");
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(d[0] < d[1], "{d:?}");
+        assert!(
+            store
+                .recent_durations(None, "build", 20)
+                .expect("none")
+                .is_empty()
+        );
+    }
+
+    /// Guards the timeline's attempts: an attempt that failed and is retried gets its end
+    /// and error class recorded, so each attempt has its own span; the last one ends with
+    /// the step.
+    #[test]
+    fn a_retried_attempt_records_its_end() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Db::open_in_dir(dir.path()).expect("open");
+        let id = store
+            .enqueue_run(&NewRun::new("w", Trigger::new(TriggerKind::Manual)))
+            .expect("enqueue")
+            .run_id();
+        store.mark_running(id).expect("running");
+        let start = |n: u32| StepStart {
+            stage: "s".into(),
+            step_id: "flaky".into(),
+            attempt: n,
+        };
+        store.record_step_started(id, &start(1)).expect("start 1");
+        store
+            .record_attempt_failed(id, "flaky", 1, "Timeout")
+            .expect("failed 1");
+        store.record_step_started(id, &start(2)).expect("start 2");
+        store
+            .record_step_finished(id, &StepFinish::new("s", "flaky", 2, StepStatus::Succeeded))
+            .expect("finish");
+        let attempts = store.get_attempts(id).expect("attempts");
+        assert_eq!(attempts.len(), 2);
+        assert_eq!(attempts[0].status, StepStatus::Failed);
+        assert_eq!(attempts[0].error_class.as_deref(), Some("Timeout"));
+        assert!(attempts[0].finished_at.is_some());
+        assert!(attempts[0].finished_at <= Some(attempts[1].started_at));
+        assert_eq!(attempts[1].status, StepStatus::Succeeded);
     }
 
     /// The report of a finished run is read without its step rows (the stored report holds
