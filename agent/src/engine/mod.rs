@@ -49,6 +49,7 @@
 //! `recap.rs`. The terminal sink, the secrets file and the preserved-context file belong to
 //! `agent exec` (`cli::exec`).
 
+pub mod artifacts;
 pub(crate) mod backoff;
 pub(crate) mod context;
 pub(crate) mod env_files;
@@ -200,6 +201,9 @@ pub struct RunRequest {
     /// steps whose `when` uses a status function. Empty for a fresh run. The caller decides
     /// what to do about steps that were running (`idempotent: false`).
     pub resume: Vec<StepReport>,
+    /// Where step artifacts are kept and how `from:` finds another workflow's (see
+    /// [`artifacts`]); `None`: a step with `artifacts:` fails.
+    pub artifacts: Option<artifacts::ArtifactStore>,
 }
 
 /// What a finished run hands back.
@@ -313,6 +317,7 @@ mod tests {
             events: EventSender::none(),
             cancel: Cancel::new(),
             resume: Vec::new(),
+            artifacts: None,
         }
     }
 

@@ -19,6 +19,7 @@ use runners::{Request, StepCommand};
 use serde_json::{Map, Value, json};
 
 use super::Cancel;
+use super::artifacts;
 use super::backoff::{Backoff, BackoffKind};
 use super::context;
 use super::events::EngineEvent;
@@ -464,6 +465,7 @@ async fn run_subworkflow(
     };
     let mut sub_ctx = sub_ctx;
     sub_ctx.set_run_env(ctx.run_env.clone());
+    sub_ctx.artifacts = ctx.artifacts.clone();
     let eid = ctx.event_id(id);
     ctx.events.emit(|| EngineEvent::StepStarted {
         run_id: ctx.run_id.clone(),
@@ -673,6 +675,9 @@ async fn step_inner(
         if status == StepStatus::Succeeded {
             ctx.state().completed.push(id.clone());
         }
+        if !prior.artifacts.is_empty() {
+            artifacts::restore(ctx, id, &prior.artifacts).await;
+        }
         finish(ctx, slot, &eid, prior);
         return status;
     }
@@ -777,6 +782,23 @@ async fn step_inner(
             break a;
         },
     };
+
+    // 2b. A succeeded step's artifacts; a collection that fails fails the step.
+    let mut collected = None;
+    if last.class.is_none() && !step.artifacts.is_empty() {
+        match artifacts::collect(ctx, step).await {
+            Ok(c) => collected = Some(c),
+            Err(e) => {
+                last = Attempt {
+                    exit_code: last.exit_code,
+                    began: last.began,
+                    outputs: std::mem::take(&mut last.outputs),
+                    context: last.context.take(),
+                    ..Attempt::fail(artifacts::ARTIFACT_ERROR, e)
+                }
+            }
+        }
+    }
 
     // 3. A failure: error handler first, then on_failure.
     let mut disposition = Disposition::Continue;
@@ -908,6 +930,10 @@ async fn step_inner(
             last.exit_code,
             last.class.as_deref(),
         );
+        if let Some(c) = collected {
+            data.record_artifacts(id, c.dirs);
+            report.artifacts = c.reports;
+        }
     }
     match status {
         StepStatus::Succeeded => {

@@ -183,6 +183,26 @@ CREATE TABLE outbox_events (
     created_at  INTEGER NOT NULL
 );
 "#,
+    // Version 8: step artifacts (the archives are files named by `digest` beside the
+    // database; a row goes with its run, or earlier at `expires_at`).
+    r#"
+CREATE TABLE artifacts (
+    run_id          INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    step_id         TEXT    NOT NULL,
+    name            TEXT    NOT NULL,
+    digest          TEXT    NOT NULL,
+    size            INTEGER NOT NULL,
+    files           INTEGER NOT NULL,
+    created_at      INTEGER NOT NULL,
+    expires_at      INTEGER,
+    from_workflow   TEXT,
+    from_run        TEXT,
+    from_name       TEXT,
+    PRIMARY KEY (run_id, step_id, name)
+);
+CREATE INDEX artifacts_by_name ON artifacts (name, run_id);
+CREATE INDEX artifacts_by_expiry ON artifacts (expires_at) WHERE expires_at IS NOT NULL;
+"#,
 ];
 
 /// The schema version this build writes.

@@ -9,6 +9,7 @@
 //! pushes and cron slots), `outbox.rs` (webhook deliveries), `monitoring.rs` (anomalies,
 //! inbound hook ids), `tx.rs` (the statements several of them run inside one transaction).
 
+mod artifacts;
 pub mod migrations;
 mod monitoring;
 mod outbox;
@@ -29,6 +30,7 @@ pub(crate) use super::records::{
     Enqueued, NewDelivery, NewRun, Retention, RunFilter, RunFinish, RunId, RunRecord, RunStatus,
     RunSummary, StepFinish, StepRecord, StepStart, StepStatus, Trigger, TriggerKind,
 };
+pub use artifacts::ArtifactRecord;
 pub use monitoring::{AnomalyRecord, HOOK_DELIVERY_TTL, NewAnomaly, RunSample};
 
 /// The database file's name inside `state_dir`.
