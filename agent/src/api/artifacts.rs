@@ -92,9 +92,8 @@ pub(super) async fn download(
         }
     };
     let dir = crate::state_dir::artifacts_dir(&state.handle.shared.state_dir);
-    let path = crate::engine::artifacts::blob_path(&dir, &artifact.digest).ok_or_else(|| {
-        ApiError::Internal(format!("artifact `{name}` has a bad digest"))
-    })?;
+    let path = crate::engine::artifacts::blob_path(&dir, &artifact.digest)
+        .ok_or_else(|| ApiError::Internal(format!("artifact `{name}` has a bad digest")))?;
     let file = tokio::fs::File::open(&path).await.map_err(|e| {
         ApiError::Internal(format!(
             "the archive of artifact `{name}` cannot be read: {e}"

@@ -89,7 +89,10 @@ pub(crate) fn router(handle: DaemonHandle, metrics: Arc<Metrics>) -> Result<Rout
         .route("/api/v1/runs/{id}/retry", post(routes::retry_run))
         .route("/api/v1/runs/{id}/steps/{step}/log", get(logs::step_log))
         .route("/api/v1/runs/{id}/artifacts", get(artifacts::list))
-        .route("/api/v1/runs/{id}/artifacts/{name}", get(artifacts::download))
+        .route(
+            "/api/v1/runs/{id}/artifacts/{name}",
+            get(artifacts::download),
+        )
         .route("/api/v1/workflows", get(routes::list_workflows))
         .route("/api/v1/workflows/{name}/runs", post(routes::trigger))
         .route("/api/v1/deliveries", get(deliveries::list))

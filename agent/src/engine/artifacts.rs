@@ -33,7 +33,8 @@ pub(crate) const ARTIFACT_ERROR: &str = "ArtifactError";
 const MAX_WALK_ENTRIES: usize = 1_000_000;
 
 /// What [`ArtifactLookup::latest`] answers.
-pub type LookupFuture = Pin<Box<dyn Future<Output = Result<Option<ArtifactReport>, String>> + Send>>;
+pub type LookupFuture =
+    Pin<Box<dyn Future<Output = Result<Option<ArtifactReport>, String>> + Send>>;
 
 /// Finds another workflow's artifact for `from:`.
 pub trait ArtifactLookup: Send + Sync + std::fmt::Debug {
@@ -407,9 +408,15 @@ fn write_archive(files: &[(String, PathBuf)], out: &Path) -> Result<(String, u64
 
 /// Unpacks an archive into `dest` (created; entries never land outside it).
 pub(crate) fn unpack(blob: &Path, dest: &Path) -> io::Result<()> {
-    std::fs::create_dir_all(dest)?;
     let file = std::fs::File::open(blob)?;
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(io::BufReader::new(file)));
+    unpack_from(io::BufReader::new(file), dest)
+}
+
+/// Unpacks a `.tar.gz` stream into `dest` (created), keeping the executable bit; the tar
+/// reader refuses entries that would land outside `dest`.
+pub fn unpack_from(archive: impl io::Read, dest: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(dest)?;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(archive));
     archive.set_preserve_permissions(true);
     archive.set_overwrite(true);
     archive.unpack(dest)
@@ -498,7 +505,11 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a.files, 2);
         let out = tempfile::tempdir().expect("out");
-        unpack(&blob_path(store.path(), &a.digest).expect("path"), out.path()).expect("unpack");
+        unpack(
+            &blob_path(store.path(), &a.digest).expect("path"),
+            out.path(),
+        )
+        .expect("unpack");
         assert_eq!(
             std::fs::read(out.path().join("dist/a.bin")).expect("read"),
             [0, 1, 2, 255]
@@ -527,7 +538,10 @@ mod tests {
         let err = pack(ws.path(), &["/etc/passwd".into()], store.path()).expect_err("abs");
         assert!(err.contains("absolute"), "{err}");
         let err = pack(ws.path(), &["*".into()], store.path()).expect_err("symlink");
-        assert!(err.contains("`link` is a symlink pointing outside"), "{err}");
+        assert!(
+            err.contains("`link` is a symlink pointing outside"),
+            "{err}"
+        );
         let err = pack(ws.path(), &["nothing/*".into()], store.path()).expect_err("none");
         assert!(err.contains("no file matches `nothing/*`"), "{err}");
         assert!(pack(ws.path(), &["ok.txt".into()], store.path()).is_ok());

@@ -42,6 +42,6 @@ pub use records::{
     RunSummary, StepFinish, StepRecord, StepStart, StepStatus, Trigger, TriggerKind,
 };
 pub use sqlite::{
-    AnomalyRecord, ArtifactRecord, BUSY_TIMEOUT, DB_FILE_NAME, Db, HOOK_DELIVERY_TTL, NewAnomaly, RunSample,
-    migrations, set_busy_timeout,
+    AnomalyRecord, ArtifactRecord, BUSY_TIMEOUT, DB_FILE_NAME, Db, HOOK_DELIVERY_TTL, NewAnomaly,
+    RunSample, migrations, set_busy_timeout,
 };

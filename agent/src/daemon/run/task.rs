@@ -695,7 +695,10 @@ fn record_events(
                 if !kept.is_empty()
                     && let Err(err) = retry_write(
                         health,
-                        &format!("recording the artifacts of step `{}` of run {id}", report.id),
+                        &format!(
+                            "recording the artifacts of step `{}` of run {id}",
+                            report.id
+                        ),
                         None,
                         &stop,
                         || {

@@ -94,6 +94,9 @@ async fn prune_artifacts(store: &Store, shared: &Shared) {
     .await
     .unwrap_or(0);
     if removed > 0 {
-        tracing::info!(archives = removed, "retention: deleted unused artifact archives");
+        tracing::info!(
+            archives = removed,
+            "retention: deleted unused artifact archives"
+        );
     }
 }
