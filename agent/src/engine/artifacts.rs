@@ -547,6 +547,67 @@ mod tests {
         assert!(pack(ws.path(), &["ok.txt".into()], store.path()).is_ok());
     }
 
+    /// Guards resumed runs: a step taken over from the interrupted attempt gives its kept
+    /// artifact back (unpacked again from the state directory), so a later step still reads
+    /// `${{ steps.ID.artifacts.NAME }}`.
+    #[test]
+    fn a_resumed_step_gives_its_kept_artifact_back() {
+        use crate::engine::{Cancel, Engine, EngineConfig, EventSender, RunRequest, RunStatus};
+        use crate::model::report::{StepReport, StepStatus};
+        let ws = tempfile::tempdir().expect("ws");
+        let state = tempfile::tempdir().expect("state");
+        let store = state.path().join("artifacts");
+        write(ws.path(), "f.txt", b"kept\n");
+        let packed = pack(ws.path(), &["f.txt".into()], &store).expect("pack");
+        std::fs::remove_file(ws.path().join("f.txt")).expect("rm");
+        let mut prior = StepReport::pending("a");
+        prior.status = StepStatus::Succeeded;
+        prior.attempts = 1;
+        prior.artifacts = vec![ArtifactReport {
+            name: "x".into(),
+            digest: packed.digest,
+            size: packed.size,
+            files: packed.files,
+            expires_at: None,
+            from: None,
+        }];
+        let yaml = "workflow:\n  name: w\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: exit 1\n          artifacts:\n            - name: x\n              paths: [f.txt]\n        - id: b\n          run: test \"$(cat '${{ steps.a.artifacts.x }}/f.txt')\" = kept\n";
+        let (wf, _) = dsl::parse_str("w.yaml", yaml).expect("valid workflow");
+        let request = RunRequest {
+            workflow: Arc::new(dsl::Loaded {
+                workflow: wf,
+                subworkflows: Default::default(),
+                warnings: dsl::Diagnostics(Vec::new()),
+                source: dsl::SourceFile::new("w.yaml", None),
+            }),
+            parameters: Map::new(),
+            run_id: crate::engine::new_run_id(),
+            env: Vec::new(),
+            workdir: ws.path().to_path_buf(),
+            secrets: Default::default(),
+            repo: Value::Null,
+            trigger: "manual".into(),
+            attempt: 1,
+            context: Map::new(),
+            events: EventSender::none(),
+            cancel: Cancel::new(),
+            resume: vec![prior],
+            artifacts: Some(ArtifactStore {
+                dir: store,
+                lookup: None,
+            }),
+        };
+        let engine = Engine::new(EngineConfig::default());
+        let result = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(engine.run(request));
+        let r = &result.report;
+        assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
+        assert_eq!(r.stages[0].steps[0].artifacts.len(), 1, "{r:?}");
+    }
+
     /// Guards the sweep: unreferenced archives older than the cut go, kept and recent ones
     /// stay.
     #[test]
