@@ -44,7 +44,7 @@ pub(super) async fn list(
     let artifacts = kept
         .into_iter()
         .map(|a| {
-            let report = crate::daemon::run::artifacts::report_of(&a);
+            let report = a.report();
             ArtifactInfo {
                 name: a.name,
                 step: a.step_id,
@@ -92,7 +92,7 @@ pub(super) async fn download(
         }
     };
     let dir = crate::state_dir::artifacts_dir(&state.handle.shared.state_dir);
-    let path = crate::engine::artifacts::blob_path(&dir, &artifact.digest)
+    let path = crate::engine::archive::blob_path(&dir, &artifact.digest)
         .ok_or_else(|| ApiError::Internal(format!("artifact `{name}` has a bad digest")))?;
     let file = tokio::fs::File::open(&path).await.map_err(|e| {
         ApiError::Internal(format!(

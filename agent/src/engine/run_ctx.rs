@@ -106,7 +106,7 @@ pub(crate) struct RunCtx<'a> {
     /// What steps wrote to `$AGENT_ENV` and `$AGENT_PATH`, for the steps after them.
     pub file_env: super::env_files::FileEnv,
     /// Where step artifacts go (`None`: a step with `artifacts:` fails).
-    pub artifacts: Option<super::artifacts::ArtifactStore>,
+    pub artifacts: Option<super::archive::ArtifactStore>,
     seq: AtomicU64,
 }
 

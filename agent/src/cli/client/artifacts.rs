@@ -72,7 +72,7 @@ pub fn artifacts(args: ArtifactsArgs) -> i32 {
         let bytes = client.bytes(&path, "application/gzip").await?;
         let dest = args.output.clone();
         let unpacked = tokio::task::spawn_blocking(move || {
-            crate::engine::artifacts::unpack_from(std::io::Cursor::new(bytes), &dest)
+            crate::engine::archive::unpack_from(std::io::Cursor::new(bytes), &dest)
         })
         .await;
         match unpacked {

@@ -507,7 +507,7 @@ pub fn run(args: ExecArgs) -> i32 {
         let (events, rx) = EventSender::channel();
         let sink = tokio::spawn(progress::run_stderr_sink(rx));
         let signals = tokio::spawn(forward_signals(cancel.clone()));
-        let artifacts = Some(engine::artifacts::ArtifactStore {
+        let artifacts = Some(engine::archive::ArtifactStore {
             dir: artifacts_dir,
             lookup: None,
         });

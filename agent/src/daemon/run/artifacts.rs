@@ -8,8 +8,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::engine::StepReport;
-use crate::engine::artifacts::{ArtifactLookup, ArtifactStore, LookupFuture};
-use crate::model::report::{ArtifactOrigin, ArtifactReport, rfc3339};
+use crate::engine::archive::{ArtifactLookup, ArtifactStore, LookupFuture};
+use crate::model::report::ArtifactOrigin;
 use crate::store::{ArtifactRecord, Db, RunId, Store};
 
 /// `from:` answered from the store: the newest succeeded run of the other workflow in the
@@ -34,7 +34,7 @@ impl ArtifactLookup for StoreLookup {
                 .await
                 .map_err(|e| format!("cannot read the store: {e}"))?;
             Ok(found.map(|a| {
-                let mut report = report_of(&a);
+                let mut report = a.report();
                 report.from = Some(ArtifactOrigin {
                     workflow: producer,
                     run_id: a.run_id.to_string(),
@@ -91,29 +91,13 @@ pub fn records(run: RunId, report: &StepReport) -> Vec<ArtifactRecord> {
         .collect()
 }
 
-/// A stored artifact as the report lists it.
-pub fn report_of(a: &ArtifactRecord) -> ArtifactReport {
-    ArtifactReport {
-        name: a.name.clone(),
-        digest: a.digest.clone(),
-        size: a.size,
-        files: a.files,
-        expires_at: a.expires_at.map(rfc3339),
-        from: a.from.as_ref().map(|(w, r, n)| ArtifactOrigin {
-            workflow: w.clone(),
-            run_id: r.clone(),
-            name: n.clone(),
-        }),
-    }
-}
-
 /// Gives the finished steps a resumed run takes over the artifacts they kept.
 pub fn attach(resume: &mut [StepReport], kept: &[ArtifactRecord]) {
     for step in resume {
         step.artifacts = kept
             .iter()
             .filter(|a| a.step_id == step.id)
-            .map(report_of)
+            .map(ArtifactRecord::report)
             .collect();
     }
 }

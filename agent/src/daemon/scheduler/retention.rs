@@ -89,7 +89,7 @@ async fn prune_artifacts(store: &Store, shared: &Shared) {
         .map_or_else(std::time::SystemTime::now, std::time::SystemTime::from);
     let dir = crate::state_dir::artifacts_dir(&shared.state_dir);
     let removed = tokio::task::spawn_blocking(move || {
-        crate::engine::artifacts::sweep(&dir, &keep, spare_since)
+        crate::engine::archive::sweep(&dir, &keep, spare_since)
     })
     .await
     .unwrap_or(0);

@@ -8,6 +8,8 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use rusqlite::{Row, params};
 
+use crate::model::report::{ArtifactOrigin, ArtifactReport, rfc3339};
+
 use super::{Db, RunId, StoreError, from_ms, from_ms_opt, now_ms, to_ms};
 
 /// One kept artifact.
@@ -82,6 +84,24 @@ impl ArtifactRow {
                 _ => None,
             },
         })
+    }
+}
+
+impl ArtifactRecord {
+    /// The artifact as the run report lists it.
+    pub fn report(&self) -> ArtifactReport {
+        ArtifactReport {
+            name: self.name.clone(),
+            digest: self.digest.clone(),
+            size: self.size,
+            files: self.files,
+            expires_at: self.expires_at.map(rfc3339),
+            from: self.from.as_ref().map(|(w, r, n)| ArtifactOrigin {
+                workflow: w.clone(),
+                run_id: r.clone(),
+                name: n.clone(),
+            }),
+        }
     }
 }
 
