@@ -382,3 +382,70 @@ fn from_takes_the_latest_successful_run_of_another_workflow_on_the_same_branch()
     assert_eq!(a["from"]["run_id"], wanted.as_str(), "{list:#}");
     assert_eq!(a["from"]["name"], "value", "{list:#}");
 }
+
+/// Guards the validator: a reference to an artifact the step does not declare is an error
+/// at its line and column, before anything runs.
+#[test]
+fn an_unknown_artifact_name_is_a_line_precise_error() {
+    let ws = Ws::new();
+    let out = tempfile::tempdir().expect("out");
+    let text = producer("local", out.path()).replace("artifacts.dist }}", "artifacts.dsit }}");
+    ws.write("w.yaml", &text);
+    let run = common::run_with_deadline(
+        {
+            let mut cmd = common::agent(&["validate", "w.yaml"]);
+            cmd.current_dir(ws.path());
+            cmd
+        },
+        LIMIT,
+    );
+    assert_eq!(run.status.code(), Some(1));
+    let err = stderr(&run);
+    assert!(
+        err.contains(
+            "w.yaml:18:20: error: step `make` has no artifact `dsit`, did you mean `dist`?"
+        ),
+        "{err}"
+    );
+    assert_code(&ws.exec("w.yaml", &[]), 2);
+    assert!(!out.path().join("used.txt").exists());
+}
+
+/// Guards retried runs: the step the retry takes over gives its artifact back to the
+/// steps that run again, and the new run lists it as its own.
+#[test]
+fn a_retried_run_keeps_the_artifacts_of_the_steps_it_takes_over() {
+    let (tmp, repo, out) = fixture();
+    let flag = out.join("flag");
+    // The retry's fresh workspace has no `dist` of its own: only the artifact has it.
+    let wf = producer("build", &out)
+        .replace(
+            "        - id: use\n          run: |\n",
+            &format!(
+                "        - id: use\n          run: |\n            test -e '{}'\n            test ! -e dist\n",
+                flag.display()
+            ),
+        )
+        .replace("            cmp \"$d/dist/data.bin\" dist/data.bin\n", "");
+    init_repo(&repo, &[(".workflows/build.yaml", &wf)]);
+    let d = TestDaemon::start(&tmp.path().join("daemon"), &repo_config("app", &repo));
+    let first = trigger_with(&d, "build", "{}");
+    assert_eq!(d.wait_run_final(&first, LIMIT)["status"], "failed");
+    std::fs::write(&flag, "").expect("flag");
+    let (code, body) = d.post(&format!("/api/v1/runs/{first}/retry"), "");
+    assert_eq!(code, 202, "{body}");
+    let retry: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let id = crate::common::daemon::run_id(&retry);
+    let run = d.wait_run_final(&id, LIMIT);
+    assert_eq!(run["status"], "succeeded", "{run:#}\n{}", d.log_text());
+    assert_eq!(
+        std::fs::read_to_string(out.join("used.txt")).expect("used"),
+        "tool\n"
+    );
+    let list = d.get_json(&format!("/api/v1/runs/{id}/artifacts"));
+    assert_eq!(list["artifacts"][0]["step"], "make", "{list:#}");
+    let by_cli = tmp.path().join("by-cli");
+    let got = cli(&d, &[&id, "dist", "-o", &by_cli.to_string_lossy()]);
+    assert_eq!(got.status.code(), Some(0), "{}", stderr(&got));
+    assert_files(&by_cli);
+}
