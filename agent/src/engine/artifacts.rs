@@ -193,14 +193,14 @@ mod tests {
         let mut prior = StepReport::pending("a");
         prior.status = StepStatus::Succeeded;
         prior.attempts = 1;
-        prior.artifacts = vec![ArtifactReport {
+        prior.artifacts = Some(Box::new(vec![ArtifactReport {
             name: "x".into(),
             digest: packed.digest,
             size: packed.size,
             files: packed.files,
             expires_at: None,
             from: None,
-        }];
+        }]));
         let yaml = "workflow:\n  name: w\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: exit 1\n          artifacts:\n            - name: x\n              paths: [f.txt]\n        - id: b\n          run: test \"$(cat '${{ steps.a.artifacts.x }}/f.txt')\" = kept\n";
         let (wf, _) = dsl::parse_str("w.yaml", yaml).expect("valid workflow");
         let request = RunRequest {
@@ -235,6 +235,10 @@ mod tests {
             .block_on(engine.run(request));
         let r = &result.report;
         assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
-        assert_eq!(r.stages[0].steps[0].artifacts.len(), 1, "{r:?}");
+        assert_eq!(
+            r.stages[0].steps[0].artifacts.as_ref().map(|a| a.len()),
+            Some(1),
+            "{r:?}"
+        );
     }
 }

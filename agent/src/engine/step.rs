@@ -675,8 +675,8 @@ async fn step_inner(
         if status == StepStatus::Succeeded {
             ctx.state().completed.push(id.clone());
         }
-        if !prior.artifacts.is_empty() {
-            artifacts::restore(ctx, id, &prior.artifacts).await;
+        if let Some(kept) = &prior.artifacts {
+            artifacts::restore(ctx, id, kept).await;
         }
         finish(ctx, slot, &eid, prior);
         return status;
@@ -932,7 +932,7 @@ async fn step_inner(
         );
         if let Some(c) = collected {
             data.record_artifacts(id, c.dirs);
-            report.artifacts = c.reports;
+            report.artifacts = Some(Box::new(c.reports));
         }
     }
     match status {

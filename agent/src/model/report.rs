@@ -58,9 +58,10 @@ pub struct StepReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub matrix: Option<Box<Map<String, Value>>>,
     /// The artifacts the step kept (its `artifacts:` entries, collected after it
-    /// succeeded, or taken from another workflow's run). Absent when there are none.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub artifacts: Vec<ArtifactReport>,
+    /// succeeded, or taken from another workflow's run). Absent when there are none
+    /// (boxed: most steps keep none, and every event carrying a report stays small).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifacts: Option<Box<Vec<ArtifactReport>>>,
 }
 
 /// One artifact of a step, as the report lists it. The archive itself lives in the state
@@ -112,7 +113,7 @@ impl StepReport {
             duration_ms: None,
             workflow: None,
             matrix: None,
-            artifacts: Vec::new(),
+            artifacts: None,
         }
     }
 }

@@ -74,6 +74,7 @@ pub fn records(run: RunId, report: &StepReport) -> Vec<ArtifactRecord> {
     report
         .artifacts
         .iter()
+        .flat_map(|list| list.iter())
         .map(|a| ArtifactRecord {
             run_id: run,
             step_id: report.id.clone(),
@@ -94,10 +95,11 @@ pub fn records(run: RunId, report: &StepReport) -> Vec<ArtifactRecord> {
 /// Gives the finished steps a resumed run takes over the artifacts they kept.
 pub fn attach(resume: &mut [StepReport], kept: &[ArtifactRecord]) {
     for step in resume {
-        step.artifacts = kept
+        let mine: Vec<_> = kept
             .iter()
             .filter(|a| a.step_id == step.id)
             .map(ArtifactRecord::report)
             .collect();
+        step.artifacts = (!mine.is_empty()).then(|| Box::new(mine));
     }
 }

@@ -514,7 +514,7 @@ fn step_report(s: &StepRecord) -> StepReport {
         duration_ms,
         workflow: None,
         matrix: None,
-        artifacts: Vec::new(),
+        artifacts: None,
     }
 }
 
