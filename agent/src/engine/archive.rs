@@ -223,7 +223,15 @@ fn write_archive(files: &[(String, PathBuf)], out: &Path) -> Result<(String, u64
     let mut tar = tar::Builder::new(gz);
     tar.mode(tar::HeaderMode::Deterministic);
     for (rel, path) in files {
-        tar.append_path_with_name(path, rel)
+        // The walk judged `path` a file inside the workspace; a symlink put in its place
+        // since then is not followed.
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(|e| format!("cannot read `{rel}`: {e}"))?;
+        tar.append_file(rel, &mut file)
             .map_err(|e| format!("cannot read `{rel}`: {e}"))?;
     }
     let gz = tar
