@@ -177,13 +177,49 @@ mod tests {
         std::fs::write(p, bytes).expect("write");
     }
 
+    use crate::engine::{Cancel, Engine, EngineConfig, EventSender, RunRequest, RunResult};
+    use crate::model::report::{RunStatus, StepReport, StepStatus};
+
+    /// Runs `yaml` in `ws` with artifacts under `store`, taking over `resume`.
+    fn run(yaml: &str, ws: &std::path::Path, store: PathBuf, resume: Vec<StepReport>) -> RunResult {
+        let (wf, _) = dsl::parse_str("w.yaml", yaml).expect("valid workflow");
+        let request = RunRequest {
+            workflow: Arc::new(dsl::Loaded {
+                workflow: wf,
+                subworkflows: Default::default(),
+                warnings: dsl::Diagnostics(Vec::new()),
+                source: dsl::SourceFile::new("w.yaml", None),
+            }),
+            parameters: Map::new(),
+            run_id: crate::engine::new_run_id(),
+            env: Vec::new(),
+            workdir: ws.to_path_buf(),
+            secrets: Default::default(),
+            repo: Value::Null,
+            trigger: "manual".into(),
+            attempt: 1,
+            context: Map::new(),
+            events: EventSender::none(),
+            cancel: Cancel::new(),
+            resume,
+            artifacts: Some(ArtifactStore {
+                dir: store,
+                lookup: None,
+            }),
+        };
+        let engine = Engine::new(EngineConfig::default());
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(engine.run(request))
+    }
+
     /// Guards resumed runs: a step taken over from the interrupted attempt gives its kept
     /// artifact back (unpacked again from the state directory), so a later step still reads
     /// `${{ steps.ID.artifacts.NAME }}`.
     #[test]
     fn a_resumed_step_gives_its_kept_artifact_back() {
-        use crate::engine::{Cancel, Engine, EngineConfig, EventSender, RunRequest, RunStatus};
-        use crate::model::report::{StepReport, StepStatus};
         let ws = tempfile::tempdir().expect("ws");
         let state = tempfile::tempdir().expect("state");
         let store = state.path().join("artifacts");
@@ -202,37 +238,7 @@ mod tests {
             from: None,
         }]));
         let yaml = "workflow:\n  name: w\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: exit 1\n          artifacts:\n            - name: x\n              paths: [f.txt]\n        - id: b\n          run: test \"$(cat '${{ steps.a.artifacts.x }}/f.txt')\" = kept\n";
-        let (wf, _) = dsl::parse_str("w.yaml", yaml).expect("valid workflow");
-        let request = RunRequest {
-            workflow: Arc::new(dsl::Loaded {
-                workflow: wf,
-                subworkflows: Default::default(),
-                warnings: dsl::Diagnostics(Vec::new()),
-                source: dsl::SourceFile::new("w.yaml", None),
-            }),
-            parameters: Map::new(),
-            run_id: crate::engine::new_run_id(),
-            env: Vec::new(),
-            workdir: ws.path().to_path_buf(),
-            secrets: Default::default(),
-            repo: Value::Null,
-            trigger: "manual".into(),
-            attempt: 1,
-            context: Map::new(),
-            events: EventSender::none(),
-            cancel: Cancel::new(),
-            resume: vec![prior],
-            artifacts: Some(ArtifactStore {
-                dir: store,
-                lookup: None,
-            }),
-        };
-        let engine = Engine::new(EngineConfig::default());
-        let result = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-            .block_on(engine.run(request));
+        let result = run(yaml, ws.path(), store, vec![prior]);
         let r = &result.report;
         assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
         assert_eq!(
@@ -240,5 +246,19 @@ mod tests {
             Some(1),
             "{r:?}"
         );
+    }
+
+    /// Guards error handlers: a step that succeeds on a handler's retry keeps its artifacts
+    /// like one that succeeded at once.
+    #[test]
+    fn a_step_that_succeeds_on_a_handler_retry_keeps_its_artifacts() {
+        let ws = tempfile::tempdir().expect("ws");
+        let state = tempfile::tempdir().expect("state");
+        let yaml = "workflow:\n  name: w\n  error_handlers:\n    - {error: ExitCode, action: retry, max_retries: 1}\n  stages:\n    - name: s\n      steps:\n        - id: a\n          run: |\n            echo made > f.txt\n            test -e again || { touch again; exit 1; }\n          artifacts:\n            - name: x\n              paths: [f.txt]\n        - id: b\n          run: test \"$(cat '${{ steps.a.artifacts.x }}/f.txt')\" = made\n";
+        let result = run(yaml, ws.path(), state.path().join("artifacts"), Vec::new());
+        let r = &result.report;
+        assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
+        assert_eq!(r.stages[0].steps[0].attempts, 2, "{r:?}");
+        assert!(r.stages[0].steps[0].artifacts.is_some(), "{r:?}");
     }
 }

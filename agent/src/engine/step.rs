@@ -784,21 +784,7 @@ async fn step_inner(
     };
 
     // 2b. A succeeded step's artifacts; a collection that fails fails the step.
-    let mut collected = None;
-    if last.class.is_none() && !step.artifacts.is_empty() {
-        match artifacts::collect(ctx, step).await {
-            Ok(c) => collected = Some(c),
-            Err(e) => {
-                last = Attempt {
-                    exit_code: last.exit_code,
-                    began: last.began,
-                    outputs: std::mem::take(&mut last.outputs),
-                    context: last.context.take(),
-                    ..Attempt::fail(artifacts::ARTIFACT_ERROR, e)
-                }
-            }
-        }
-    }
+    let mut collected = collect_artifacts(ctx, step, &mut last).await;
 
     // 3. A failure: error handler first, then on_failure.
     let mut disposition = Disposition::Continue;
@@ -868,6 +854,15 @@ async fn step_inner(
                 }
                 disposition = from_action(terminal);
             }
+        }
+    }
+
+    // 3b. A handler's retry that succeeded: its artifacts (a failure to collect them is
+    // judged by `on_failure`; the handler has acted already).
+    if collected.is_none() && last.class.is_none() {
+        collected = collect_artifacts(ctx, step, &mut last).await;
+        if last.class.is_some() && mode == Mode::Normal {
+            disposition = step.on_failure.value.into();
         }
     }
 
@@ -965,6 +960,31 @@ async fn step_inner(
     }
     finish(ctx, slot, &eid, report);
     status
+}
+
+/// Collects the artifacts of a step whose last try succeeded; a collection that fails turns
+/// `last` into a failure of class `ArtifactError` (outputs and context update kept).
+async fn collect_artifacts(
+    ctx: &RunCtx<'_>,
+    step: &Step,
+    last: &mut Attempt,
+) -> Option<artifacts::Collected> {
+    if last.class.is_some() || step.artifacts.is_empty() {
+        return None;
+    }
+    match artifacts::collect(ctx, step).await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            *last = Attempt {
+                exit_code: last.exit_code,
+                began: last.began,
+                outputs: std::mem::take(&mut last.outputs),
+                context: last.context.take(),
+                ..Attempt::fail(artifacts::ARTIFACT_ERROR, e)
+            };
+            None
+        }
+    }
 }
 
 pub(crate) fn finish(ctx: &RunCtx<'_>, slot: Slot, eid: &std::sync::Arc<str>, report: StepReport) {
