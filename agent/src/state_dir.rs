@@ -11,6 +11,7 @@
 //!   workspaces/<run>/              a run's checkout
 //!   mirrors/<repo>.git             a repository's bare mirror
 //!   context/<workflow>.json        `agent exec`'s preserved contexts
+//!   artifacts/<sha256>.tar.gz      step artifacts, named by the digest of their archive
 //! ```
 
 use std::fmt::Display;
@@ -72,6 +73,11 @@ pub fn workspaces_dir(state_dir: &Path) -> PathBuf {
 /// The workspace of run `run`.
 pub fn workspace_dir(state_dir: &Path, run: impl Display) -> PathBuf {
     workspaces_dir(state_dir).join(run.to_string())
+}
+
+/// The directory of the artifact archives.
+pub fn artifacts_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("artifacts")
 }
 
 /// The bare mirror of repository `name`.

@@ -9,10 +9,12 @@
 //! owner of run state); step logs are files the scheduler writes under `state_dir/logs/`,
 //! which [`logs`] reads and tails.
 //!
-//! Also: the inbound push hooks `/hooks/github` and `/hooks/gitea` ([`hooks`]: no token,
+//! Also: a run's artifacts ([`artifacts`]: listed, and downloaded as `.tar.gz`), the
+//! inbound push hooks `/hooks/github` and `/hooks/gitea` ([`hooks`]: no token,
 //! an HMAC signature instead), `/metrics` ([`scrape`]) and `/api/v1/anomalies`.
 
 mod anomalies;
+mod artifacts;
 pub(crate) mod auth;
 mod deliveries;
 pub(crate) mod error;
@@ -86,6 +88,11 @@ pub(crate) fn router(handle: DaemonHandle, metrics: Arc<Metrics>) -> Result<Rout
         .route("/api/v1/runs/{id}/cancel", post(routes::cancel_run))
         .route("/api/v1/runs/{id}/retry", post(routes::retry_run))
         .route("/api/v1/runs/{id}/steps/{step}/log", get(logs::step_log))
+        .route("/api/v1/runs/{id}/artifacts", get(artifacts::list))
+        .route(
+            "/api/v1/runs/{id}/artifacts/{name}",
+            get(artifacts::download),
+        )
         .route("/api/v1/workflows", get(routes::list_workflows))
         .route("/api/v1/workflows/{name}/runs", post(routes::trigger))
         .route("/api/v1/deliveries", get(deliveries::list))

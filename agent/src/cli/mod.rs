@@ -59,6 +59,8 @@ pub enum Command {
     Retry(client::RunArgs),
     /// List webhook deliveries (newest first) with their status and attempts.
     Deliveries(client::DeliveriesArgs),
+    /// List a run's artifacts, or download one and unpack it into a directory.
+    Artifacts(client::ArtifactsArgs),
 }
 
 /// Runs one parsed command line and returns its exit code.
@@ -76,5 +78,6 @@ pub fn run(cli: Cli) -> i32 {
         Command::Cancel(args) => client::cancel(args),
         Command::Retry(args) => client::retry(args),
         Command::Deliveries(args) => client::deliveries(args),
+        Command::Artifacts(args) => client::artifacts(args),
     }
 }

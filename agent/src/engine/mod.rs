@@ -44,11 +44,13 @@
 //! `run.rs` (one run: stages, failure actions, rollback, compensation, report),
 //! `stage.rs` (scheduling inside a stage), `step.rs` (one step: `when`, rendering, tries,
 //! retries, error handlers), `failure.rs` (what a failure leads to), `script_env.rs` (no
-//! script injection), `step_env.rs` (the minimal step environment), `services.rs` (services around a scope), `scope.rs` (expression roots), plus the pure helpers `backoff.rs`,
+//! script injection), `step_env.rs` (the minimal step environment), `services.rs` (services around a scope), `artifacts.rs` (a step's artifacts; their archives in `archive.rs`), `scope.rs` (expression roots), plus the pure helpers `backoff.rs`,
 //! `mask.rs`, `context.rs` (context merging), `report.rs`, `events.rs` and the failure recap
 //! `recap.rs`. The terminal sink, the secrets file and the preserved-context file belong to
 //! `agent exec` (`cli::exec`).
 
+pub mod archive;
+mod artifacts;
 pub(crate) mod backoff;
 pub(crate) mod context;
 pub(crate) mod env_files;
@@ -204,6 +206,9 @@ pub struct RunRequest {
     /// steps whose `when` uses a status function. Empty for a fresh run. The caller decides
     /// what to do about steps that were running (`idempotent: false`).
     pub resume: Vec<StepReport>,
+    /// Where step artifacts are kept and how `from:` finds another workflow's (see
+    /// [`archive`]); `None`: a step with `artifacts:` fails.
+    pub artifacts: Option<archive::ArtifactStore>,
 }
 
 /// What a finished run hands back.
@@ -318,6 +323,7 @@ mod tests {
             events: EventSender::none(),
             cancel: Cancel::new(),
             resume: Vec::new(),
+            artifacts: None,
         }
     }
 

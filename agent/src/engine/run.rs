@@ -297,6 +297,7 @@ pub(crate) async fn run(engine: &Engine, req: RunRequest) -> RunResult {
     let mut ctx = ctx;
     ctx.set_run_env(Arc::from(req.env.clone()));
     ctx.resume = resumed_steps(wf, &req.resume);
+    ctx.artifacts = req.artifacts.clone();
     execute(&ctx).await;
     // Nothing a step started may outlive the run.
     let m = marker.to_string();

@@ -105,6 +105,8 @@ pub(crate) struct RunCtx<'a> {
     pub resume: std::collections::HashMap<String, StepReport>,
     /// What steps wrote to `$AGENT_ENV` and `$AGENT_PATH`, for the steps after them.
     pub file_env: super::env_files::FileEnv,
+    /// Where step artifacts go (`None`: a step with `artifacts:` fails).
+    pub artifacts: Option<super::archive::ArtifactStore>,
     seq: AtomicU64,
 }
 
@@ -390,6 +392,7 @@ pub(crate) fn new_ctx<'a>(
         run_user,
         resume: Default::default(),
         file_env: Default::default(),
+        artifacts: None,
         seq: AtomicU64::new(0),
     })
 }

@@ -89,6 +89,16 @@ impl RunData {
         }
     }
 
+    /// Records `steps.<id>.artifacts` (name to the directory holding its files) for a step
+    /// recorded before.
+    pub(crate) fn record_artifacts(&mut self, id: &str, dirs: Map<String, Value>) {
+        if let Some(Value::Object(steps)) = self.roots.get_mut("steps")
+            && let Some(Value::Object(entry)) = steps.get_mut(id)
+        {
+            entry.insert("artifacts".into(), Value::Object(dirs));
+        }
+    }
+
     /// The context map (mutable), for merging step updates.
     pub(crate) fn context_mut(&mut self) -> &mut Map<String, Value> {
         let slot = self

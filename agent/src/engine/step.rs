@@ -19,6 +19,7 @@ use runners::{Request, StepCommand};
 use serde_json::{Map, Value, json};
 
 use super::Cancel;
+use super::artifacts;
 use super::backoff::{Backoff, BackoffKind};
 use super::context;
 use super::events::EngineEvent;
@@ -464,6 +465,7 @@ async fn run_subworkflow(
     };
     let mut sub_ctx = sub_ctx;
     sub_ctx.set_run_env(ctx.run_env.clone());
+    sub_ctx.artifacts = ctx.artifacts.clone();
     let eid = ctx.event_id(id);
     ctx.events.emit(|| EngineEvent::StepStarted {
         run_id: ctx.run_id.clone(),
@@ -673,6 +675,9 @@ async fn step_inner(
         if status == StepStatus::Succeeded {
             ctx.state().completed.push(id.clone());
         }
+        if let Some(kept) = &prior.artifacts {
+            artifacts::restore(ctx, id, kept).await;
+        }
         finish(ctx, slot, &eid, prior);
         return status;
     }
@@ -778,6 +783,9 @@ async fn step_inner(
         },
     };
 
+    // 2b. A succeeded step's artifacts; a collection that fails fails the step.
+    let mut collected = collect_artifacts(ctx, step, &mut last).await;
+
     // 3. A failure: error handler first, then on_failure.
     let mut disposition = Disposition::Continue;
     if mode == Mode::Normal
@@ -849,6 +857,15 @@ async fn step_inner(
         }
     }
 
+    // 3b. A handler's retry that succeeded: its artifacts (a failure to collect them is
+    // judged by `on_failure`; the handler has acted already).
+    if collected.is_none() && last.class.is_none() {
+        collected = collect_artifacts(ctx, step, &mut last).await;
+        if last.class.is_some() && mode == Mode::Normal {
+            disposition = step.on_failure.value.into();
+        }
+    }
+
     // 4. Record.
     report.attempts = attempts;
     report.exit_code = last.exit_code;
@@ -908,6 +925,10 @@ async fn step_inner(
             last.exit_code,
             last.class.as_deref(),
         );
+        if let Some(c) = collected {
+            data.record_artifacts(id, c.dirs);
+            report.artifacts = Some(Box::new(c.reports));
+        }
     }
     match status {
         StepStatus::Succeeded => {
@@ -939,6 +960,31 @@ async fn step_inner(
     }
     finish(ctx, slot, &eid, report);
     status
+}
+
+/// Collects the artifacts of a step whose last try succeeded; a collection that fails turns
+/// `last` into a failure of class `ArtifactError` (outputs and context update kept).
+async fn collect_artifacts(
+    ctx: &RunCtx<'_>,
+    step: &Step,
+    last: &mut Attempt,
+) -> Option<artifacts::Collected> {
+    if last.class.is_some() || step.artifacts.is_empty() {
+        return None;
+    }
+    match artifacts::collect(ctx, step).await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            *last = Attempt {
+                exit_code: last.exit_code,
+                began: last.began,
+                outputs: std::mem::take(&mut last.outputs),
+                context: last.context.take(),
+                ..Attempt::fail(artifacts::ARTIFACT_ERROR, e)
+            };
+            None
+        }
+    }
 }
 
 pub(crate) fn finish(ctx: &RunCtx<'_>, slot: Slot, eid: &std::sync::Arc<str>, report: StepReport) {

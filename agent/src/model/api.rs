@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::report::RunReport;
+use super::report::{ArtifactOrigin, RunReport};
 use super::status::{DeliveryStatus, RunStatus, TriggerKind};
 
 /// `GET /health`: `{"status":"ok"}`, or `degraded` (503) with the store's error.
@@ -352,4 +352,35 @@ mod tests {
         assert_eq!(empty, TriggerRequest::default());
         assert!(serde_json::from_str::<TriggerRequest>(r#"{"x":1}"#).is_err());
     }
+}
+
+/// One artifact in `GET /api/v1/runs/{id}/artifacts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactInfo {
+    /// Its `name:`.
+    pub name: String,
+    /// The step that kept it (`CALL/ID` inside a called workflow).
+    pub step: String,
+    /// Bytes of the `.tar.gz` archive.
+    pub size: u64,
+    /// Files in it.
+    pub files: u64,
+    /// `sha256:<hex>` of the archive.
+    pub digest: String,
+    /// When it was kept.
+    pub created_at: String,
+    /// When retention removes it; null: with its run.
+    pub expires_at: Option<String>,
+    /// Taken with `from:`: the workflow, run and artifact it came from (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<ArtifactOrigin>,
+}
+
+/// `GET /api/v1/runs/{id}/artifacts`: the run's artifacts, in the order they were kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactList {
+    /// The run.
+    pub run_id: String,
+    /// Its artifacts.
+    pub artifacts: Vec<ArtifactInfo>,
 }

@@ -57,6 +57,41 @@ pub struct StepReport {
     /// values. Absent on every other step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub matrix: Option<Box<Map<String, Value>>>,
+    /// The artifacts the step kept (its `artifacts:` entries, collected after it
+    /// succeeded, or taken from another workflow's run). Absent when there are none
+    /// (boxed: most steps keep none, and every event carrying a report stays small).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifacts: Option<Box<Vec<ArtifactReport>>>,
+}
+
+/// One artifact of a step, as the report lists it. The archive itself lives in the state
+/// directory under its digest (`artifacts/<hex>.tar.gz`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactReport {
+    /// Its `name:`.
+    pub name: String,
+    /// `sha256:<hex>` of the `.tar.gz` archive (the name it is stored under).
+    pub digest: String,
+    /// Bytes of the archive (compressed).
+    pub size: u64,
+    /// Files in it.
+    pub files: u64,
+    /// When it is removed (its `retention:` after the step ended); null: with its run.
+    pub expires_at: Option<String>,
+    /// For an artifact taken with `from:`: the run it was taken from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<ArtifactOrigin>,
+}
+
+/// Where an artifact taken with `from:` came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactOrigin {
+    /// The other workflow.
+    pub workflow: String,
+    /// Its run the artifact was taken from.
+    pub run_id: String,
+    /// The artifact's name in that run.
+    pub name: String,
 }
 
 impl StepReport {
@@ -78,6 +113,7 @@ impl StepReport {
             duration_ms: None,
             workflow: None,
             matrix: None,
+            artifacts: None,
         }
     }
 }

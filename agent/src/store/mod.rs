@@ -44,6 +44,6 @@ pub use records::{
     Trigger, TriggerKind,
 };
 pub use sqlite::{
-    AnomalyRecord, BUSY_TIMEOUT, DB_FILE_NAME, Db, HOOK_DELIVERY_TTL, NewAnomaly, RunSample,
-    StepDuration, StepHistory, StepOutputSample, migrations, set_busy_timeout,
+    AnomalyRecord, ArtifactRecord, BUSY_TIMEOUT, DB_FILE_NAME, Db, HOOK_DELIVERY_TTL, NewAnomaly,
+    RunSample, StepDuration, StepHistory, StepOutputSample, migrations, set_busy_timeout,
 };

@@ -10,6 +10,7 @@ mod common;
 mod anomaly_memory;
 mod anomaly_slow;
 mod architecture;
+mod artifacts;
 mod bus_flood;
 mod checkout;
 mod daemon_api;

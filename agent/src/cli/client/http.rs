@@ -310,6 +310,20 @@ impl Client {
             .map_err(|_| ClientError::Timeout(self.server.clone()))?
     }
 
+    /// A binary download (an artifact's archive): the answer must start within the request
+    /// deadline; the body may then take as long as it needs.
+    pub async fn bytes(&self, path: &str, accept: &str) -> Result<Vec<u8>, ClientError> {
+        let mut response =
+            tokio::time::timeout(REQUEST_TIMEOUT, self.send(Method::GET, path, None, accept))
+                .await
+                .map_err(|_| ClientError::Timeout(self.server.clone()))??;
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.error(&e))? {
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
     /// Follows a server-sent event stream, calling `on_event(name, data)` per event, until
     /// the stream ends or `on_event` returns false.
     pub async fn follow(

@@ -1,6 +1,6 @@
 //! The commands that talk to a running daemon over its HTTP API: `agent runs`, `agent logs
-//! RUN [STEP] [-f]`, `agent trigger WORKFLOW [-p NAME=VALUE]...`, `agent cancel RUN` and
-//! `agent retry RUN`.
+//! RUN [STEP] [-f]`, `agent trigger WORKFLOW [-p NAME=VALUE]...`, `agent cancel RUN`,
+//! `agent retry RUN` and `agent artifacts RUN [NAME] [-o DIR]`.
 //!
 //! Every command finds the daemon by `--server URL`, else `AGENT_SERVER`, else the address
 //! the daemon wrote to `STATE_DIR/daemon.addr`, else `http://127.0.0.1:8420` (a URL without
@@ -16,6 +16,7 @@
 //! `https://` server's certificate must verify against OpenSSL's CA store, which
 //! `SSL_CERT_FILE` in the client's environment replaces (for a private CA).
 
+mod artifacts;
 mod http;
 mod sse;
 mod tables;
@@ -26,6 +27,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value};
 
+pub use artifacts::{ArtifactsArgs, artifacts};
 pub use http::{Client, ClientError, DEFAULT_SERVER};
 use http::{decode, encode};
 pub use tables::{deliveries_table, human_duration, run_details, runs_table, table};

@@ -491,6 +491,15 @@ pub fn run(args: ExecArgs) -> i32 {
     };
     let workflow_name = wf.name.value.clone();
     let json_out = args.json;
+    // Artifacts are kept under the state directory (made here, it ignores itself in git).
+    let artifacts_dir = crate::state_dir::artifacts_dir(&state_dir);
+    if std::iter::once(&loaded.workflow)
+        .chain(loaded.subworkflows.values())
+        .any(|w| w.steps().any(|s| !s.artifacts.is_empty()))
+        && let Err(e) = crate::daemon::state_lock::create_state_dir(&state_dir)
+    {
+        eprintln!("warning: state directory `{}`: {e}", state_dir.display());
+    }
     let loaded = Arc::new(loaded);
     let result = runtime.block_on(async move {
         let engine = Engine::new(config);
@@ -498,6 +507,10 @@ pub fn run(args: ExecArgs) -> i32 {
         let (events, rx) = EventSender::channel();
         let sink = tokio::spawn(progress::run_stderr_sink(rx));
         let signals = tokio::spawn(forward_signals(cancel.clone()));
+        let artifacts = Some(engine::archive::ArtifactStore {
+            dir: artifacts_dir,
+            lookup: None,
+        });
         let request = RunRequest {
             workflow: loaded,
             parameters,
@@ -515,6 +528,7 @@ pub fn run(args: ExecArgs) -> i32 {
             events,
             cancel,
             resume: Vec::new(),
+            artifacts,
         };
         let result = engine.run(request).await;
         signals.abort();

@@ -1,7 +1,9 @@
-//! Running one run: [`task`] (prepare → engine → finish), [`committer`] (the committer
+//! Running one run: [`task`] (prepare → engine → finish), [`artifacts`] (step artifacts in
+//! the store), [`committer`] (the committer
 //! identity of its steps' commits), [`logs`] (the capped step log files), [`workspace`] (a checkout of an exact commit per run) and [`mirror`] (a cached
 //! bare mirror per repository, and the redaction of credentials in its URLs).
 
+pub mod artifacts;
 pub mod committer;
 pub mod logs;
 pub mod mirror;

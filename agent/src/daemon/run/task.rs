@@ -135,6 +135,12 @@ async fn execute(shared: &Arc<Shared>, record: RunRecord, control: &RunControl) 
             record_events(store, rx, id, &stages, &shared, &abandon)
         })
     };
+    let artifacts = crate::daemon::run::artifacts::store_for_run(
+        &shared.state_dir,
+        shared.store.clone(),
+        record.repo.clone(),
+        record.trigger.branch.clone(),
+    );
     let request = RunRequest {
         workflow: Arc::new(loaded),
         parameters: record.parameters.as_object().cloned().unwrap_or_default(),
@@ -150,6 +156,7 @@ async fn execute(shared: &Arc<Shared>, record: RunRecord, control: &RunControl) 
         events,
         cancel: control.cancel.clone(),
         resume,
+        artifacts: Some(artifacts),
     };
     let result = shared.engine.run(request).await;
     let store = match recorder.await {
@@ -379,9 +386,11 @@ fn prepare(shared: &Shared, record: &RunRecord) -> Result<Prepared, String> {
     let own = store
         .blocking_read(|db: &Db| db.get_steps(id))
         .map_err(|e| e.to_string())?;
+    let mut from_run = id;
     let (steps, saved_context) = if own.is_empty()
         && let Some(orig) = record.retry_of
     {
+        from_run = orig;
         let prior = store
             .blocking_read(|db: &Db| db.get_steps(orig))
             .map_err(|e| e.to_string())?;
@@ -395,7 +404,7 @@ fn prepare(shared: &Shared, record: &RunRecord) -> Result<Prepared, String> {
     };
     // Every finished step goes to the engine, which takes over the succeeded ones and judges
     // the rest again; interrupted steps were not finished and say nothing about the outcome.
-    let resume: Vec<StepReport> = steps
+    let mut resume: Vec<StepReport> = steps
         .iter()
         .filter(|s| {
             matches!(
@@ -408,6 +417,12 @@ fn prepare(shared: &Shared, record: &RunRecord) -> Result<Prepared, String> {
         })
         .map(step_report)
         .collect();
+    if !resume.is_empty() {
+        let kept = store
+            .blocking_read(|db: &Db| db.list_artifacts(from_run))
+            .map_err(|e| e.to_string())?;
+        crate::daemon::run::artifacts::attach(&mut resume, &kept);
+    }
     let mut context = saved_context
         .and_then(|v| v.as_object().cloned())
         .unwrap_or_default();
@@ -579,6 +594,7 @@ fn step_report(s: &StepRecord) -> StepReport {
         duration_ms,
         workflow: None,
         matrix: None,
+        artifacts: None,
     }
 }
 
@@ -754,6 +770,24 @@ fn record_events(
                 );
                 if let Err(err) = written {
                     tracing::error!(run = %id, step = %report.id, error = %err, "cannot record step end");
+                }
+                let kept = crate::daemon::run::artifacts::records(id, &report);
+                if !kept.is_empty()
+                    && let Err(err) = retry_write(
+                        health,
+                        &format!(
+                            "recording the artifacts of step `{}` of run {id}",
+                            report.id
+                        ),
+                        None,
+                        &stop,
+                        || {
+                            let kept = kept.clone();
+                            store.blocking_write(move |db| db.record_artifacts(&kept))
+                        },
+                    )
+                {
+                    tracing::error!(run = %id, step = %report.id, error = %err, "cannot record artifacts");
                 }
                 publish(
                     shared,

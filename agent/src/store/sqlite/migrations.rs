@@ -185,6 +185,26 @@ CREATE TABLE outbox_events (
 "#,
     TRIGGER_EVENT,
     COMMIT_MESSAGES,
+    // Version 10: step artifacts (the archives are files named by `digest` beside the
+    // database; a row goes with its run, or earlier at `expires_at`).
+    r#"
+CREATE TABLE artifacts (
+    run_id          INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    step_id         TEXT    NOT NULL,
+    name            TEXT    NOT NULL,
+    digest          TEXT    NOT NULL,
+    size            INTEGER NOT NULL,
+    files           INTEGER NOT NULL,
+    created_at      INTEGER NOT NULL,
+    expires_at      INTEGER,
+    from_workflow   TEXT,
+    from_run        TEXT,
+    from_name       TEXT,
+    PRIMARY KEY (run_id, step_id, name)
+);
+CREATE INDEX artifacts_by_name ON artifacts (name, run_id);
+CREATE INDEX artifacts_by_expiry ON artifacts (expires_at) WHERE expires_at IS NOT NULL;
+"#,
 ];
 
 /// Version 8: what a run's trigger says beyond kind, commit and branch (the ref pushed, e.g.

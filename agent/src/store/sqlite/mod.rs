@@ -10,6 +10,7 @@
 //! inbound hook ids), `history.rs` (read-only opening and step history, for `agent plan`), `tx.rs` (the statements several of them run inside one transaction).
 
 mod history;
+mod artifacts;
 pub mod migrations;
 mod monitoring;
 mod outbox;
@@ -31,6 +32,7 @@ pub(crate) use super::records::{
     RunSummary, StepFinish, StepRecord, StepStart, StepStatus, Trigger, TriggerKind,
 };
 pub use history::{StepDuration, StepHistory, StepOutputSample};
+pub use artifacts::ArtifactRecord;
 pub use monitoring::{AnomalyRecord, HOOK_DELIVERY_TTL, NewAnomaly, RunSample};
 
 /// The database file's name inside `state_dir`.
