@@ -25,6 +25,17 @@ pub struct StepReport {
     pub status: StepStatus,
     /// True when the result came from the cache.
     pub cached: bool,
+    /// A cached step's key (hex SHA-256 of what the step's result depends on); absent on
+    /// steps without a cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_key: Option<String>,
+    /// On a step served from the cache: the run whose result it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_from: Option<String>,
+    /// What the cache lookup found, for `agent exec --explain-cache` (`hit ...`, `miss: ...`);
+    /// not part of the JSON.
+    #[serde(skip)]
+    pub cache_note: Option<String>,
     /// Tries made (0 when the step never started).
     pub attempts: u32,
     /// Exit code of the last try's process, if it exited.
@@ -67,6 +78,9 @@ impl StepReport {
             name: None,
             status: StepStatus::Pending,
             cached: false,
+            cache_key: None,
+            cached_from: None,
+            cache_note: None,
             attempts: 0,
             exit_code: None,
             error_class: None,

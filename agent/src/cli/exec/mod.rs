@@ -56,6 +56,13 @@ pub struct ExecArgs {
     /// Seconds between SIGTERM and SIGKILL when a step times out or is cancelled.
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     pub kill_grace: f64,
+    /// Run every step: read and write no step cache entry.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Print, for each cached step, whether its entry was found and, on a miss, what
+    /// changed against the step's last entry.
+    #[arg(long)]
+    pub explain_cache: bool,
 }
 
 fn invalid(msg: impl std::fmt::Display) -> i32 {
@@ -483,10 +490,27 @@ pub fn run(args: ExecArgs) -> i32 {
         .map(|d| d.join("skills"))
         .and_then(|d| std::fs::canonicalize(d).ok())
         .filter(|d| d.is_dir() && *d != workdir.join(".workflows").join("skills"));
+    let cache: Option<Arc<dyn engine::step_cache::CacheBackend>> = if args.no_cache {
+        None
+    } else {
+        Some(Arc::new(crate::cache::DiskCache::new(
+            &state_dir,
+            crate::cache::DEFAULT_CACHE_MAX_BYTES,
+        )))
+    };
+    if cache.is_some()
+        && !state_dir.exists()
+        && uses_cache(&loaded.workflow)
+        && let Err(e) = crate::daemon::state_lock::create_state_dir(&state_dir)
+    {
+        eprintln!("warning: state directory `{}`: {e}", state_dir.display());
+    }
     let config = EngineConfig {
         grace: Duration::from_secs_f64(args.kill_grace),
         skills_dirs: beside.into_iter().collect(),
         env_passthrough: args.env_passthrough.clone(),
+        cache,
+        explain_cache: args.explain_cache,
         ..EngineConfig::default()
     };
     let workflow_name = wf.name.value.clone();
@@ -527,6 +551,9 @@ pub fn run(args: ExecArgs) -> i32 {
             eprintln!("warning: {e}");
         }
     }
+    if args.explain_cache {
+        explain_cache(&result.report);
+    }
     if json_out {
         match serde_json::to_string_pretty(&result.report) {
             Ok(text) => println!("{text}"),
@@ -536,6 +563,23 @@ pub fn run(args: ExecArgs) -> i32 {
     match result.report.status {
         RunStatus::Succeeded => EXIT_OK,
         _ => EXIT_FAILED,
+    }
+}
+
+/// Whether any step of the workflow may be cached (`cache:`; deterministic skills are
+/// found only when they run, so a skill step counts too).
+fn uses_cache(wf: &dsl::model::Workflow) -> bool {
+    wf.steps()
+        .any(|s| s.cache.is_some() || matches!(s.kind, dsl::model::StepKind::Skill(_)))
+}
+
+/// `--explain-cache`: one line per cached step on stderr.
+fn explain_cache(report: &engine::RunReport) {
+    let steps = report.stages.iter().flat_map(|s| s.steps.iter());
+    for step in steps {
+        if let Some(note) = &step.cache_note {
+            eprintln!("cache: {}: {note}", step.id);
+        }
     }
 }
 
