@@ -203,6 +203,10 @@ pub async fn run_until(
         run_user: run_user.map(Arc::new),
         run_uids: config.run_as_uids,
         max_run_processes: Some(max_run_processes),
+        cache: Some(Arc::new(crate::cache::DiskCache::new(
+            &state_dir,
+            config.limits.cache_max_bytes,
+        ))),
         ..EngineConfig::default()
     }));
     let secrets = Arc::new(secrets);

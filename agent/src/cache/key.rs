@@ -220,7 +220,9 @@ pub fn diff(old: &KeyParts, new: &KeyParts) -> Vec<String> {
             None => out.push(format!("`{k}` added")),
             Some(o) if o != v => {
                 let mode = |s: &str| s.split(':').next().unwrap_or_default().to_string();
-                if mode(o) != mode(v) && o.split_once(':').map(|x| x.1) == v.split_once(':').map(|x| x.1) {
+                if mode(o) != mode(v)
+                    && o.split_once(':').map(|x| x.1) == v.split_once(':').map(|x| x.1)
+                {
                     out.push(format!("`{k}` mode {} → {}", mode(o), mode(v)));
                 } else {
                     out.push(format!("`{k}` changed"));

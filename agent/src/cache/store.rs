@@ -26,8 +26,7 @@ use serde_json::{Map, Value};
 
 use super::key::{KeyParts, hash_file, sha256};
 
-/// Default of `limits.cache_max_bytes`: 5 GiB.
-pub const DEFAULT_CACHE_MAX_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+pub use crate::config::DEFAULT_CACHE_MAX_BYTES;
 
 /// One file, directory or symbolic link saved with an entry (a `paths` member).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -145,7 +144,10 @@ impl CacheStore {
     }
 
     fn blob_file(&self, sha: &str) -> PathBuf {
-        self.dir.join("blobs").join(&sha[..2.min(sha.len())]).join(sha)
+        self.dir
+            .join("blobs")
+            .join(&sha[..2.min(sha.len())])
+            .join(sha)
     }
 
     fn tmp_dir(&self) -> PathBuf {
@@ -460,7 +462,8 @@ impl CacheStore {
             match f.kind.as_str() {
                 "dir" => {
                     std::fs::create_dir_all(&dest).map_err(err)?;
-                    let _ = std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(f.mode));
+                    let _ =
+                        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(f.mode));
                 }
                 "symlink" => {
                     if let Some(parent) = dest.parent() {

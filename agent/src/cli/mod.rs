@@ -1,6 +1,7 @@
 //! Command-line interface: argument definitions (clap) and dispatch to one module per
 //! command. Each command returns the process exit code documented in the README.
 
+pub mod cache;
 pub mod client;
 pub mod daemon;
 pub mod exec;
@@ -59,6 +60,8 @@ pub enum Command {
     Retry(client::RunArgs),
     /// List webhook deliveries (newest first) with their status and attempts.
     Deliveries(client::DeliveriesArgs),
+    /// List, remove or prune step cache entries.
+    Cache(cache::CacheArgs),
 }
 
 /// Runs one parsed command line and returns its exit code.
@@ -76,5 +79,6 @@ pub fn run(cli: Cli) -> i32 {
         Command::Cancel(args) => client::cancel(args),
         Command::Retry(args) => client::retry(args),
         Command::Deliveries(args) => client::deliveries(args),
+        Command::Cache(args) => cache::run(args),
     }
 }

@@ -195,7 +195,12 @@ fn hash_tree(path: &Path) -> String {
     }
     files.sort();
     for f in files {
-        hasher.update(f.strip_prefix(path).unwrap_or(&f).to_string_lossy().as_bytes());
+        hasher.update(
+            f.strip_prefix(path)
+                .unwrap_or(&f)
+                .to_string_lossy()
+                .as_bytes(),
+        );
         hasher.update([0]);
         hasher.update(std::fs::read(&f).unwrap_or_default());
         hasher.update([0]);
