@@ -188,18 +188,25 @@ impl CacheStore {
 
     /// Writes `bytes` to `path` crash-safely: a temporary file, fsync, rename, fsync the
     /// directory.
-    fn write_atomic(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    /// Without `durable` the data is not synced (a lost `last_used` update is harmless);
+    /// the rename still makes the file whole or absent.
+    fn write_atomic(&self, path: &Path, bytes: &[u8], durable: bool) -> std::io::Result<()> {
         std::fs::create_dir_all(self.tmp_dir())?;
         let tmp = self.tmp_name("entry");
         let result = (|| {
             let mut f = File::create(&tmp)?;
             f.write_all(bytes)?;
-            f.sync_all()?;
+            if durable {
+                f.sync_all()?;
+            }
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)?;
             }
             std::fs::rename(&tmp, path)?;
-            sync_dir(path.parent())
+            if durable {
+                sync_dir(path.parent())?;
+            }
+            Ok(())
         })();
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp);
@@ -216,7 +223,7 @@ impl CacheStore {
         }
         entry.last_used = now_ms();
         if let Ok(text) = serde_json::to_vec(&entry) {
-            let _ = self.write_atomic(&self.entry_file(id), &text);
+            let _ = self.write_atomic(&self.entry_file(id), &text, false);
         }
         Some(entry)
     }
@@ -348,7 +355,7 @@ impl CacheStore {
                     self.max_bytes
                 ));
             }
-            self.write_atomic(&self.entry_file(&entry.id), &text)
+            self.write_atomic(&self.entry_file(&entry.id), &text, true)
                 .map_err(io)
         });
         // Blobs of a failed capture are unreferenced: the sweep removes them.
@@ -559,5 +566,112 @@ fn sync_dir(dir: Option<&Path>) -> std::io::Result<()> {
     match dir {
         Some(d) => File::open(d)?.sync_all(),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str) -> Entry {
+        Entry {
+            id: id.to_string(),
+            key: id.to_string(),
+            identity: "w/s".into(),
+            repo: "r".into(),
+            scope: "repo".into(),
+            branch: String::new(),
+            run_id: "run".into(),
+            created_at: 0,
+            last_used: 0,
+            expires_at: None,
+            exit_code: Some(0),
+            outputs: Map::new(),
+            log: String::new(),
+            files: Vec::new(),
+            bytes: 0,
+            parts: KeyParts::default(),
+        }
+    }
+
+    /// Guards the size cap: after each of 1,000 entries of random sizes (some sharing
+    /// content), entries and blobs on disk take at most the cap, the newest entry is kept,
+    /// and no blob is left that no entry uses.
+    #[test]
+    fn the_cache_never_exceeds_its_cap() {
+        // On tmpfs where there is one: this is about sizes, and fsync there costs nothing.
+        let fast = |_| {
+            tempfile::tempdir_in("/dev/shm")
+                .or_else(|_| tempfile::tempdir())
+                .expect("tempdir")
+        };
+        let (state, ws) = (fast(0), fast(1));
+        let cap = 256 * 1024;
+        let store = CacheStore::new(state.path(), cap);
+        for i in 0..1000u32 {
+            let size = (rand::random::<u32>() % 40_000) as usize;
+            let byte = (rand::random::<u8>() % 8) + b'a';
+            std::fs::create_dir_all(ws.path().join("out")).expect("mkdir");
+            std::fs::write(ws.path().join("out/f"), vec![byte; size]).expect("write");
+            let id = format!("{i:064}");
+            store
+                .put(entry(&id), ws.path(), &["out".to_string()])
+                .expect("put");
+            assert!(
+                store.disk_bytes() <= cap,
+                "after entry {i}: {} > {cap}",
+                store.disk_bytes()
+            );
+            assert!(
+                store.entry_file(&id).exists(),
+                "the newest entry {i} is kept"
+            );
+        }
+        let live: HashSet<String> = store
+            .all_entries()
+            .iter()
+            .flat_map(|(e, _)| e.files.iter().filter_map(|f| f.blob.clone()))
+            .collect();
+        for (sha, _) in store.all_blobs() {
+            assert!(live.contains(&sha), "blob {sha} is used by no entry");
+        }
+    }
+
+    /// Guards least-recently-used eviction and `ttl`: an entry read lately survives one
+    /// written earlier and never read; an expired entry is not served.
+    #[test]
+    fn eviction_is_least_recently_used_and_expired_entries_are_not_served() {
+        let state = tempfile::tempdir().expect("tempdir");
+        let ws = tempfile::tempdir().expect("tempdir");
+        std::fs::write(ws.path().join("f"), vec![b'x'; 1000]).expect("write");
+        std::fs::write(ws.path().join("g"), vec![b'y'; 1000]).expect("write");
+        std::fs::write(ws.path().join("h"), vec![b'z'; 1000]).expect("write");
+        let store = CacheStore::new(state.path(), 4000);
+        store
+            .put(entry("a"), ws.path(), &["f".into()])
+            .expect("put a");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        store
+            .put(entry("b"), ws.path(), &["g".into()])
+            .expect("put b");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert!(store.get("a").is_some());
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        store
+            .put(entry("c"), ws.path(), &["h".into()])
+            .expect("put c");
+        assert!(store.get("b").is_none(), "b was least recently used");
+        assert!(store.get("a").is_some() && store.get("c").is_some());
+        let mut old = entry("d");
+        old.expires_at = Some(now_ms() - 1);
+        // `put` fills the times but keeps `expires_at`.
+        store.put(old, ws.path(), &[]).expect("put d");
+        assert!(store.get("d").is_none(), "expired");
+        assert!(
+            store
+                .put(entry("e"), ws.path(), &["missing".into()])
+                .is_err()
+        );
+        assert!(store.get("e").is_none(), "a failed capture saves nothing");
     }
 }
