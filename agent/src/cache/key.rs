@@ -261,8 +261,10 @@ mod tests {
     /// input file is named, a changed script is said.
     #[test]
     fn diff_names_what_changed() {
-        let mut a = KeyParts::default();
-        a.definition = json!({"run": "make", "shell": null});
+        let mut a = KeyParts {
+            definition: json!({"run": "make", "shell": null}),
+            ..KeyParts::default()
+        };
         a.parameters.insert("version".into(), json!("1.2.3"));
         a.inputs.insert("src/lib.rs".into(), "644:aa".into());
         a.inputs.insert("src/main.rs".into(), "644:bb".into());

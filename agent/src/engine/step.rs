@@ -262,6 +262,10 @@ fn time_limit(ctx: &RunCtx<'_>, step: &Step) -> (Option<Duration>, bool) {
     }
 }
 
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the parts of a prepared process step, passed apart so that tries share them"
+)]
 async fn run_process(
     ctx: &RunCtx<'_>,
     step: &Step,
@@ -799,11 +803,10 @@ async fn step_inner(
     };
     if let Some(c) = &cache {
         step_cache::warn(ctx, &eid, c);
-        report.cache_key = (!c.key().is_empty()).then(|| c.key().to_string());
         if let Some(outputs) = step_cache::serve_hit(ctx, &eid, c, &mut report).await {
             return cached_step(ctx, id, slot, &eid, report, outputs);
         }
-        report.cache_note = Some(step_cache::miss_note(c));
+        report.cache = step_cache::miss_report(c);
     }
     let retry = ctx.wf.retry_for(step);
     let backoff = Backoff::from(&retry);

@@ -19,7 +19,7 @@ use serde_json::{Map, Value, json};
 
 use super::events::{EngineEvent, LogCredit, LogStream};
 use super::run_ctx::RunCtx;
-use crate::model::report::{StepReport, StepStatus, rfc3339};
+use crate::model::report::{StepCache as ReportCache, StepReport, StepStatus, rfc3339};
 
 /// Where step cache entries live; implemented by `crate::cache`.
 pub trait CacheBackend: Send + Sync + std::fmt::Debug {
@@ -135,13 +135,6 @@ pub(crate) struct StepCache {
     backend: Arc<dyn CacheBackend>,
     request: Arc<CacheRequest>,
     lookup: Arc<CacheLookup>,
-}
-
-impl StepCache {
-    /// The key (empty when it could not be computed).
-    pub(crate) fn key(&self) -> &str {
-        &self.lookup.key
-    }
 }
 
 /// Secret values of the run (non-empty), to hash what holds them.
@@ -363,19 +356,18 @@ pub(crate) async fn serve_hit(
     log_lines(ctx, eid, LogStream::Stdout, hit.log.clone());
     report.status = StepStatus::Succeeded;
     report.cached = true;
-    report.cache_key = Some(cache.lookup.key.clone());
-    report.cached_from = Some(hit.run_id.clone());
-    report.cache_note = Some(format!("hit (from run {})", hit.run_id));
+    report.cache = Some(Box::new(ReportCache {
+        key: cache.lookup.key.clone(),
+        from_run: Some(hit.run_id.clone()),
+        note: Some(format!("hit (from run {})", hit.run_id)),
+    }));
     report.exit_code = hit.exit_code;
     report.queued_ms = Some(0);
     report.started_at = Some(rfc3339(started));
     let now = Utc::now();
     report.finished_at = Some(rfc3339(now));
-    report.duration_ms = Some(
-        u64::try_from((now - started).num_milliseconds())
-            .unwrap_or_default()
-            .max(0),
-    );
+    report.duration_ms =
+        Some(u64::try_from((now - started).num_milliseconds()).unwrap_or_default());
     let mut shown = Value::Object(hit.outputs.clone());
     ctx.masker.mask_value(&mut shown);
     if let Value::Object(m) = shown {
@@ -384,12 +376,20 @@ pub(crate) async fn serve_hit(
     Some(hit.outputs)
 }
 
-/// What a miss says for `--explain-cache`.
-pub(crate) fn miss_note(cache: &StepCache) -> String {
-    match &cache.lookup.explanation {
+/// A miss in the report: the key, and for `--explain-cache` what changed.
+pub(crate) fn miss_report(cache: &StepCache) -> Option<Box<ReportCache>> {
+    if cache.lookup.key.is_empty() {
+        return None;
+    }
+    let note = match &cache.lookup.explanation {
         Some(e) => format!("miss: {e}"),
         None => "miss".to_string(),
-    }
+    };
+    Some(Box::new(ReportCache {
+        key: cache.lookup.key.clone(),
+        from_run: None,
+        note: Some(note),
+    }))
 }
 
 /// Saves a succeeded step (errors go to the step's log: the run is not failed by them).

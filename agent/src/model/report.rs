@@ -25,17 +25,10 @@ pub struct StepReport {
     pub status: StepStatus,
     /// True when the result came from the cache.
     pub cached: bool,
-    /// A cached step's key (hex SHA-256 of what the step's result depends on); absent on
-    /// steps without a cache.
+    /// On a cached step (`cache:` or a deterministic skill): its key and, when it was
+    /// served from the cache, the run whose result it is. Absent on other steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cache_key: Option<String>,
-    /// On a step served from the cache: the run whose result it is.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cached_from: Option<String>,
-    /// What the cache lookup found, for `agent exec --explain-cache` (`hit ...`, `miss: ...`);
-    /// not part of the JSON.
-    #[serde(skip)]
-    pub cache_note: Option<String>,
+    pub cache: Option<Box<StepCache>>,
     /// Tries made (0 when the step never started).
     pub attempts: u32,
     /// Exit code of the last try's process, if it exited.
@@ -78,9 +71,7 @@ impl StepReport {
             name: None,
             status: StepStatus::Pending,
             cached: false,
-            cache_key: None,
-            cached_from: None,
-            cache_note: None,
+            cache: None,
             attempts: 0,
             exit_code: None,
             error_class: None,
@@ -94,6 +85,20 @@ impl StepReport {
             matrix: None,
         }
     }
+}
+
+/// A cached step's `cache` in the report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepCache {
+    /// The key (hex SHA-256 of what the step's result depends on).
+    pub key: String,
+    /// On a hit: the run that saved the entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_run: Option<String>,
+    /// What the lookup found, for `agent exec --explain-cache` (`hit ...`, `miss: ...`);
+    /// not part of the JSON.
+    #[serde(skip)]
+    pub note: Option<String>,
 }
 
 /// A workflow called by a step, as it ran: the part of a [`RunReport`] that a nested run

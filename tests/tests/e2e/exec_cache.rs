@@ -63,11 +63,11 @@ fn a_second_exec_serves_the_cached_step_with_the_same_outputs() {
     let r1 = report(&first);
     let b1 = step(&r1, "build");
     assert_eq!(b1["cached"], false, "{r1:#}");
-    let key = b1["cache_key"]
+    let key = b1["cache"]["key"]
         .as_str()
         .expect("a cached step reports its key");
     assert_eq!(key.len(), 64);
-    assert!(b1.get("cached_from").is_none());
+    assert!(b1["cache"].get("from_run").is_none());
 
     std::fs::remove_dir_all(ws.path().join("out")).expect("remove out");
     let second = ws.exec("wf.yaml", &[]);
@@ -76,8 +76,8 @@ fn a_second_exec_serves_the_cached_step_with_the_same_outputs() {
     let b2 = step(&r2, "build");
     assert_eq!(b2["cached"], true, "{r2:#}");
     assert_eq!(b2["status"], "succeeded");
-    assert_eq!(b2["cache_key"], key);
-    assert_eq!(b2["cached_from"], r1["run_id"]);
+    assert_eq!(b2["cache"]["key"], key);
+    assert_eq!(b2["cache"]["from_run"], r1["run_id"]);
     assert_eq!(b2["outputs"], b1["outputs"]);
     assert_eq!(b2["exit_code"], 0);
     assert_eq!(b2["attempts"], 0, "the step made no try");
@@ -97,7 +97,7 @@ fn a_second_exec_serves_the_cached_step_with_the_same_outputs() {
     assert_code(&forced, 0);
     let r3 = report(&forced);
     assert_eq!(step(&r3, "build")["cached"], false);
-    assert!(step(&r3, "build").get("cache_key").is_none());
+    assert!(step(&r3, "build").get("cache").is_none());
 }
 
 /// Guards what invalidates an entry and `--explain-cache`: an `inputs` file's content, a
@@ -275,7 +275,7 @@ fn kill_9_during_the_step_leaves_no_entry() {
 /// Guards skills: one whose manifest says `deterministic: true` is cached without
 /// `cache:`, and a change to its executable makes it run again.
 #[test]
-fn a_deterministic_skill_is_cached_without_cache_key() {
+fn a_deterministic_skill_is_cached_without_a_cache_key() {
     let ws = Ws::new();
     ws.write(
         ".workflows/skills/hash/skill.yaml",

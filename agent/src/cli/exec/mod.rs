@@ -577,7 +577,7 @@ fn uses_cache(wf: &dsl::model::Workflow) -> bool {
 fn explain_cache(report: &engine::RunReport) {
     let steps = report.stages.iter().flat_map(|s| s.steps.iter());
     for step in steps {
-        if let Some(note) = &step.cache_note {
+        if let Some(note) = step.cache.as_ref().and_then(|c| c.note.as_ref()) {
             eprintln!("cache: {}: {note}", step.id);
         }
     }
