@@ -441,3 +441,29 @@ fn wait_run_count(d: &TestDaemon, n: usize) -> String {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Guards `agent plan`'s predicted cache hits: a `cache:` step is a predicted miss before
+/// any entry, a hit after a run, and a miss again once an `inputs` file changed; steps
+/// without `cache:` predict nothing.
+#[test]
+fn plan_predicts_cache_hits() {
+    let ws = Ws::new();
+    ws.write("src/a.txt", "a\n");
+    ws.write(
+        "wf.yaml",
+        "workflow:\n  name: p\n  stages:\n    - name: s\n      steps:\n        - id: build\n          cache: {inputs: ['src/**']}\n          run: echo v=1 >> \"$AGENT_OUTPUT\"\n        - id: other\n          run: echo hi\n",
+    );
+    let predicted = || {
+        let mut cmd = common::agent(&["plan", "wf.yaml", "--json"]);
+        cmd.current_dir(ws.path());
+        let out = common::run_with_deadline(cmd, Duration::from_secs(30));
+        let plan: Value = serde_json::from_str(&common::stdout(&out)).expect("plan --json");
+        let steps = plan["stages"][0]["steps"].clone();
+        (steps[0]["cache"].clone(), steps[1]["cache"].clone())
+    };
+    assert_eq!(predicted(), (Value::from("miss"), Value::Null));
+    assert_code(&ws.exec("wf.yaml", &[]), 0);
+    assert_eq!(predicted().0, "hit");
+    ws.write("src/a.txt", "b\n");
+    assert_eq!(predicted().0, "miss");
+}
