@@ -155,6 +155,17 @@ impl CacheStore {
     }
 
     fn lock(&self, exclusive: bool) -> std::io::Result<Lock> {
+        if let Some(state_dir) = self.dir.parent()
+            && !state_dir.exists()
+        {
+            // A state directory made here (`agent exec`'s, in the user's checkout) ignores
+            // itself in git.
+            std::fs::create_dir_all(state_dir)?;
+            std::fs::write(
+                state_dir.join(".gitignore"),
+                "# Written by agent: the state directory is never committed.\n*\n",
+            )?;
+        }
         std::fs::create_dir_all(&self.dir)?;
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -216,6 +227,9 @@ impl CacheStore {
 
     /// The entry `id` when it exists and has not expired; marks it used.
     pub fn get(&self, id: &str) -> Option<Entry> {
+        if !self.dir.exists() {
+            return None;
+        }
         let _lock = self.lock(false).ok()?;
         let mut entry = self.read_entry(id)?;
         if entry.expires_at.is_some_and(|t| t <= now_ms()) {
@@ -230,6 +244,9 @@ impl CacheStore {
 
     /// The newest entry of a step (for explaining a miss).
     pub fn latest_for(&self, identity: &str, repo: &str) -> Option<Entry> {
+        if !self.dir.exists() {
+            return None;
+        }
         let _lock = self.lock(false).ok()?;
         self.all_entries()
             .into_iter()

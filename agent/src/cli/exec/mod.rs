@@ -1,12 +1,14 @@
 //! `agent exec FILE [-p NAME=VALUE]... [--workdir DIR] [--state-dir DIR] [--secret NAME]...
-//! [--secrets-file FILE] [--env-passthrough NAME]... [--json]`: run one workflow locally with the same engine the daemon
+//! [--secrets-file FILE] [--env-passthrough NAME]... [--json] [--no-cache] [--explain-cache]`: run one workflow locally with the same engine the daemon
 //! uses.
 //!
 //! Progress goes to stderr (a live view on a terminal, plain lines otherwise); `--json`
 //! prints the run report on stdout. Exit codes: 0 succeeded, 1 failed or
 //! cancelled, 2 invalid file, parameters, secrets or directories (nothing ran). The only
-//! file written is the preserved context (`context: {preserve: true}`) under the state
-//! directory (default `.agent/` in the workdir): no per-step files, no database.
+//! files written are the preserved context (`context: {preserve: true}`) and the step
+//! cache's entries (`--no-cache`: none; `--explain-cache` says why each cached step hit or
+//! missed) under the state directory (default `.agent/` in the workdir): no per-step
+//! files, no database.
 //!
 //! Ctrl-C (or SIGTERM) cancels the run gracefully (SIGTERM to each step's process group,
 //! then SIGKILL after the grace period); a second one kills at once.
@@ -498,13 +500,6 @@ pub fn run(args: ExecArgs) -> i32 {
             crate::cache::DEFAULT_CACHE_MAX_BYTES,
         )))
     };
-    if cache.is_some()
-        && !state_dir.exists()
-        && uses_cache(&loaded.workflow)
-        && let Err(e) = crate::daemon::state_lock::create_state_dir(&state_dir)
-    {
-        eprintln!("warning: state directory `{}`: {e}", state_dir.display());
-    }
     let config = EngineConfig {
         grace: Duration::from_secs_f64(args.kill_grace),
         skills_dirs: beside.into_iter().collect(),
@@ -564,13 +559,6 @@ pub fn run(args: ExecArgs) -> i32 {
         RunStatus::Succeeded => EXIT_OK,
         _ => EXIT_FAILED,
     }
-}
-
-/// Whether any step of the workflow may be cached (`cache:`; deterministic skills are
-/// found only when they run, so a skill step counts too).
-fn uses_cache(wf: &dsl::model::Workflow) -> bool {
-    wf.steps()
-        .any(|s| s.cache.is_some() || matches!(s.kind, dsl::model::StepKind::Skill(_)))
 }
 
 /// `--explain-cache`: one line per cached step on stderr.
