@@ -227,7 +227,8 @@ pub(crate) async fn consult(
                 .unwrap_or_default()
                 .to_string()
         };
-        let repo_id = ["full_name", "url", "name"]
+        // `name` before `url`: `agent exec` knows the URL only when the file mentions `repo`.
+        let repo_id = ["full_name", "name", "url"]
             .iter()
             .map(|k| field(k))
             .find(|v| !v.is_empty())
@@ -494,5 +495,34 @@ impl<S: runners::OutputSink> runners::OutputSink for Tee<'_, S> {
 
     fn ready(&mut self) -> impl std::future::Future<Output = ()> + Send {
         self.inner.ready()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Guards secrets in keys: a value holding a secret enters the key (and the entry's
+    /// manifest on disk) by hash only, in strings nested in parameters too.
+    #[test]
+    fn values_holding_a_secret_are_hashed() {
+        let secrets = vec!["hunter22".to_string()];
+        let hidden = hide("token=hunter22", &secrets);
+        assert!(hidden.starts_with("sha256:") && !hidden.contains("hunter22"));
+        assert_eq!(hide("plain", &secrets), "plain");
+        let mut v = json!({"a": ["x", "hunter22"], "b": 1});
+        hide_value(&mut v, &secrets);
+        assert!(!v.to_string().contains("hunter22"));
+        assert_eq!(v["a"][0], "x");
+    }
+
+    /// Guards the cached log's cap: the tail is kept, cut at a line start.
+    #[test]
+    fn the_cached_log_keeps_its_tail() {
+        let mut log = "x\n".repeat(MAX_CACHED_LOG);
+        log.push_str("last\n");
+        cap_log(&mut log);
+        assert!(log.len() <= MAX_CACHED_LOG && log.ends_with("last\n"));
+        assert!(log.starts_with("x\n"));
     }
 }
