@@ -12,6 +12,7 @@
 //! - [`config`]: the daemon config and its secrets; [`state_dir`]: every path under the
 //!   state directory; [`errors`]: the exit-code table.
 //! - [`engine`]: runs one workflow (imports only `dsl`, `runners` and its own parts).
+//! - [`cache`]: the step cache on disk behind the engine's cache interface.
 //! - [`store`]: durable state; [`bus`]: lifecycle events (lossless), log lines (lossy) and
 //!   the shutdown token.
 //! - [`daemon`]: what to run, when, and running it; [`monitor`]: metrics and anomalies;
@@ -20,6 +21,7 @@
 
 pub(crate) mod api;
 pub(crate) mod bus;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod daemon;

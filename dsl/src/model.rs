@@ -917,7 +917,7 @@ pub struct Rollback {
     pub steps: Vec<Step>,
 }
 
-/// `cache` (`cache: true` or a mapping; parsed and checked, not yet used by the engine).
+/// `cache` (`cache: true` or a mapping): the step's result is reused while its key is the same.
 #[derive(Debug, Clone)]
 pub struct Cache {
     /// The node's span.

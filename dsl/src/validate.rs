@@ -579,13 +579,15 @@ impl<'a> Validator<'a> {
                 "`on_failure: rollback` but the workflow has no `rollback` section; nothing will be rolled back",
             ));
         }
-        if let Some(cache) = &step.cache {
+        if let Some(cache) = &step.cache
+            && matches!(step.kind, StepKind::Workflow(_) | StepKind::Decision(_))
+        {
             self.diags.push(
                 Diagnostic::warning(
                     cache.span,
-                    "`cache` is not implemented yet: the step runs every time and nothing is cached",
+                    "`cache` applies to `run` and skill steps only: this step runs every time",
                 )
-                .with_hint("the key is checked now so the file keeps working when caching lands"),
+                .with_hint("put `cache` on the steps it runs"),
             );
         }
         if step.on_failure.value == OnFailure::Compensate && !self.any_compensate {

@@ -1,6 +1,7 @@
 //! Command-line interface: argument definitions (clap) and dispatch to one module per
 //! command. Each command returns the process exit code documented in the README.
 
+pub mod cache;
 pub mod client;
 pub mod daemon;
 pub mod exec;
@@ -61,6 +62,8 @@ pub enum Command {
     Deliveries(client::DeliveriesArgs),
     /// List a run's artifacts, or download one and unpack it into a directory.
     Artifacts(client::ArtifactsArgs),
+    /// List, remove or prune step cache entries.
+    Cache(cache::CacheArgs),
 }
 
 /// Runs one parsed command line and returns its exit code.
@@ -79,5 +82,6 @@ pub fn run(cli: Cli) -> i32 {
         Command::Retry(args) => client::retry(args),
         Command::Deliveries(args) => client::deliveries(args),
         Command::Artifacts(args) => client::artifacts(args),
+        Command::Cache(args) => cache::run(args),
     }
 }

@@ -79,6 +79,9 @@ struct PlannedStep<'a> {
     side_effects: bool,
     /// Its `when` reads only parameters and is false with the ones given.
     skipped: bool,
+    /// A `cache:` step: `hit` when the step's last cache entry has the same script (when
+    /// it has no expression) and the same `inputs` files as the workspace now, else `miss`.
+    cache: Option<&'static str>,
 }
 
 struct PlannedStage<'a> {
@@ -219,6 +222,7 @@ pub fn run(args: PlanArgs) -> i32 {
                     critical: false,
                     side_effects,
                     skipped: when_ctx.as_ref().is_some_and(|c| skipped_by_when(step, c)),
+                    cache: predicted_cache(&state_dir, &wf.name.value, step, &workspace),
                 }
             })
             .collect();
@@ -405,6 +409,61 @@ pub fn run(args: PlanArgs) -> i32 {
     EXIT_OK
 }
 
+/// The predicted cache answer of a `cache:` step (see [`PlannedStep::cache`]): from the
+/// newest entry of `workflow/step` in the state directory's cache. Parameters and other
+/// expressions are not evaluated, so a hit is a prediction.
+fn predicted_cache(
+    state_dir: &Path,
+    workflow: &str,
+    step: &Step,
+    workspace: &Path,
+) -> Option<&'static str> {
+    let cache = step.cache.as_ref()?;
+    let store = crate::cache::CacheStore::new(state_dir, u64::MAX);
+    let identity = format!("{workflow}/{}", step.id.value);
+    let Some(last) = store
+        .list()
+        .ok()?
+        .into_iter()
+        .filter(|e| e.identity == identity)
+        .max_by_key(|e| e.created_at)
+    else {
+        return Some("miss");
+    };
+    if last
+        .expires_at
+        .is_some_and(|t| t <= chrono::Utc::now().timestamp_millis())
+    {
+        return Some("miss");
+    }
+    if let StepKind::Run(r) = &step.kind
+        && !r.text.contains("${{")
+        && last.parts.definition.get("run").and_then(Value::as_str) != Some(r.text.as_str())
+    {
+        return Some("miss");
+    }
+    let request = crate::engine::step_cache::CacheRequest {
+        identity,
+        repo: String::new(),
+        branch: String::new(),
+        branch_scope: false,
+        definition: Value::Null,
+        parameters: Default::default(),
+        env: Vec::new(),
+        inputs: cache.inputs.iter().map(|i| i.value.clone()).collect(),
+        key: Vec::new(),
+        paths: Vec::new(),
+        ttl: None,
+        workspace: workspace.to_path_buf(),
+    };
+    let now = crate::cache::key::parts(&request).ok()?.0;
+    Some(if now.inputs == last.parts.inputs {
+        "hit"
+    } else {
+        "miss"
+    })
+}
+
 fn step_line(s: &PlannedStep<'_>) -> String {
     let what = match &s.step.kind {
         StepKind::Skill(n) => format!("skill `{}`", n.value),
@@ -434,6 +493,10 @@ fn step_line(s: &PlannedStep<'_>) -> String {
             if e.count == 1 { "" } else { "s" }
         ),
         None => String::new(),
+    };
+    let est = match s.cache {
+        Some(c) => format!("{est}, cache {c} (predicted)"),
+        None => est,
     };
     format!(
         "  {} {} [{what}{refs}] cpu {}{mem} ({admits}){est}{}\n",
@@ -481,6 +544,7 @@ fn stage_json(st: &PlannedStage<'_>, known: bool) -> Value {
                 "samples": s.estimate.map_or(0, |e| e.count),
                 "critical": s.critical,
                 "skipped": s.skipped,
+                "cache": s.cache,
             })
         }).collect::<Vec<_>>(),
     })

@@ -230,6 +230,9 @@ impl Default for AnomaliesConfig {
     }
 }
 
+/// Default of `limits.cache_max_bytes`: 5 GiB.
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+
 /// Default of `limits.max_run_processes`.
 pub const DEFAULT_MAX_RUN_PROCESSES: u32 = 1024;
 
@@ -263,6 +266,9 @@ pub struct Limits {
     /// queued and a `rate limited` line is logged (0: no limit). The guard against loops
     /// that the commit-identity check does not catch (workflows pushing to each other).
     pub max_runs_per_minute: u32,
+    /// Most bytes the step cache (entries and their files) takes under the state
+    /// directory; least recently used entries are evicted beyond it.
+    pub cache_max_bytes: u64,
 }
 
 impl Default for Limits {
@@ -278,6 +284,7 @@ impl Default for Limits {
             store_busy_timeout: DEFAULT_STORE_BUSY_TIMEOUT,
             record_timeout: DEFAULT_RECORD_TIMEOUT,
             max_runs_per_minute: DEFAULT_MAX_RUNS_PER_MINUTE,
+            cache_max_bytes: DEFAULT_CACHE_MAX_BYTES,
         }
     }
 }
@@ -573,6 +580,7 @@ const LIMIT_KEYS: &[&str] = &[
     "store_busy_timeout",
     "record_timeout",
     "max_runs_per_minute",
+    "cache_max_bytes",
 ];
 const RETENTION_KEYS: &[&str] = &["max_runs", "max_age"];
 
@@ -1328,6 +1336,11 @@ impl Reader {
                     "record_timeout" => {
                         if let Some(d) = self.duration(value) {
                             l.record_timeout = d;
+                        }
+                    }
+                    "cache_max_bytes" => {
+                        if let Some(n) = self.uint(value) {
+                            l.cache_max_bytes = n;
                         }
                     }
                     "max_runs_per_minute" => {

@@ -197,6 +197,7 @@ mod tests {
             secrets: Default::default(),
             repo: Value::Null,
             trigger: "manual".into(),
+            event: Map::new(),
             attempt: 1,
             context: Map::new(),
             events: EventSender::none(),

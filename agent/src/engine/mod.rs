@@ -43,7 +43,7 @@
 //! Layout: `run_ctx.rs` (a run's state and the judgements on it, shared by the next three),
 //! `run.rs` (one run: stages, failure actions, rollback, compensation, report),
 //! `stage.rs` (scheduling inside a stage), `step.rs` (one step: `when`, rendering, tries,
-//! retries, error handlers), `failure.rs` (what a failure leads to), `script_env.rs` (no
+//! retries, error handlers), `step_cache.rs` (serving and saving cached steps), `failure.rs` (what a failure leads to), `script_env.rs` (no
 //! script injection), `step_env.rs` (the minimal step environment), `services.rs` (services around a scope), `artifacts.rs` (a step's artifacts; their archives in `archive.rs`), `scope.rs` (expression roots), plus the pure helpers `backoff.rs`,
 //! `mask.rs`, `context.rs` (context merging), `report.rs`, `events.rs` and the failure recap
 //! `recap.rs`. The terminal sink, the secrets file and the preserved-context file belong to
@@ -68,6 +68,7 @@ mod services;
 mod shell_script;
 mod stage;
 mod step;
+pub mod step_cache;
 pub(crate) mod step_env;
 
 use std::path::PathBuf;
@@ -109,6 +110,11 @@ pub struct EngineConfig {
     /// Processes one run may have at once (a cgroup per run where one can be made; else
     /// `RLIMIT_NPROC` of the run user); `None`: no limit.
     pub max_run_processes: Option<u32>,
+    /// The step cache (`cache:` steps and deterministic skills); `None`: every step runs.
+    pub cache: Option<Arc<dyn step_cache::CacheBackend>>,
+    /// On a cache miss, work out what changed against the step's last entry (the step
+    /// reports' `cache_note`, printed by `agent exec --explain-cache`).
+    pub explain_cache: bool,
 }
 
 /// The `AGENT_RUN_MARKER` value every process of run `run_id` carries:
@@ -131,6 +137,8 @@ impl Default for EngineConfig {
             run_user: None,
             run_uids: None,
             max_run_processes: None,
+            cache: None,
+            explain_cache: false,
         }
     }
 }

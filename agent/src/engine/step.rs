@@ -30,6 +30,7 @@ use super::run_ctx::{
 };
 use super::scope::{has_status_fn, truthy};
 use super::script_env;
+use super::step_cache::{self, CacheSource};
 use super::{env_files, job_env, shell_script};
 use crate::model::report::{CalledWorkflow, StepReport, StepStatus, rfc3339};
 
@@ -96,6 +97,8 @@ struct Attempt {
     message: String,
     /// The called workflow's report (sub-workflow tries only).
     called: Option<Box<CalledWorkflow>>,
+    /// The try's output, kept for a cached step.
+    log: Option<String>,
 }
 
 impl Attempt {
@@ -114,6 +117,10 @@ enum Prepared {
         cmd: StepCommand,
         request: Request,
         error_codes: HashMap<i32, runners::ErrorClass>,
+        /// What the step's cache key is made of.
+        cache: Box<CacheSource>,
+        /// Keep the output for a cache entry.
+        capture: bool,
     },
     Workflow {
         name: String,
@@ -195,22 +202,42 @@ fn prepare(ctx: &RunCtx<'_>, step: &Step) -> Result<Prepared, (String, String)> 
                     .map_err(|e| ("ValidationError".to_string(), format!("step `{id}`: {e}")))?,
                 None => runners::plan_script(&prepared.text, None),
             };
+            let cache = Box::new(CacheSource {
+                definition: step_cache::script_definition(&prepared.text, shell, &prepared.env),
+                parameters: params.clone(),
+                env: step_env.clone(),
+                ..CacheSource::default()
+            });
             let mut cmd = StepCommand::from_plan(plan);
             cmd.env.extend(prepared.env);
             Ok(Prepared::Process {
                 cmd: with_protocol(cmd, false),
                 request: request_for(step, Request::default()),
                 error_codes: HashMap::new(),
+                cache,
+                capture: false,
             })
         }
         StepKind::Skill(name) => {
             let skill =
                 runners::find_skill(&name.value, &ctx.workdir, &ctx.engine.config().skills_dirs)
                     .map_err(|e| (e.class().as_str().to_string(), format!("step `{id}`: {e}")))?;
+            let mut definition = Map::new();
+            definition.insert("skill".into(), json!(name.value));
+            let cache = Box::new(CacheSource {
+                definition,
+                skill_path: (skill.source != runners::SkillSource::Builtin)
+                    .then(|| skill.path.clone()),
+                deterministic: skill.manifest.as_ref().is_some_and(|m| m.deterministic),
+                parameters: params.clone(),
+                env: step_env.clone(),
+            });
             Ok(Prepared::Process {
                 cmd: with_protocol(skill.command(), true),
                 request: request_for(step, skill.request()),
                 error_codes: skill.error_codes(),
+                cache,
+                capture: false,
             })
         }
         StepKind::Workflow(name) => Ok(Prepared::Workflow {
@@ -236,6 +263,10 @@ fn time_limit(ctx: &RunCtx<'_>, step: &Step) -> (Option<Duration>, bool) {
     }
 }
 
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the parts of a prepared process step, passed apart so that tries share them"
+)]
 async fn run_process(
     ctx: &RunCtx<'_>,
     step: &Step,
@@ -244,6 +275,7 @@ async fn run_process(
     error_codes: &HashMap<i32, runners::ErrorClass>,
     attempt: u32,
     cancel: &Cancel,
+    capture: bool,
 ) -> Attempt {
     let id = &step.id.value;
     let admission = ctx.engine.admission();
@@ -315,7 +347,17 @@ async fn run_process(
     let mut output = ctx
         .events
         .output(ctx.run_id.clone(), eid.clone(), ctx.masker.clone());
-    let outcome = runners::run_with_sink(cmd, &mut output, cancel.clone()).await;
+    let mut log = capture.then(String::new);
+    let outcome = match log.as_mut() {
+        Some(log) => {
+            let mut tee = step_cache::Tee {
+                inner: &mut output,
+                log,
+            };
+            runners::run_with_sink(cmd, &mut tee, cancel.clone()).await
+        }
+        None => runners::run_with_sink(cmd, &mut output, cancel.clone()).await,
+    };
     drop(permit);
     let outcome = match outcome {
         Ok(o) => o,
@@ -342,6 +384,7 @@ async fn run_process(
         exit_code: outcome.exit_code,
         began,
         queued,
+        log: log.map(|l| ctx.masker.mask(&l).into_owned()),
         ..Attempt::default()
     };
     let outputs = runners::parse_output_file(&paths.output);
@@ -581,7 +624,21 @@ async fn try_once(
             cmd,
             request,
             error_codes,
-        } => run_process(ctx, step, cmd, *request, error_codes, attempt, cancel).await,
+            capture,
+            ..
+        } => {
+            run_process(
+                ctx,
+                step,
+                cmd,
+                *request,
+                error_codes,
+                attempt,
+                cancel,
+                *capture,
+            )
+            .await
+        }
         Prepared::Workflow { name, params } => Attempt {
             began,
             ..run_subworkflow(ctx, step, name, params, cancel).await
@@ -736,10 +793,26 @@ async fn step_inner(
     let ready = (Utc::now(), Instant::now());
     let mut first_begin: Option<(chrono::DateTime<Utc>, Instant)> = None;
     let mut queued_total = Duration::ZERO;
-    let prepared = match gate_error {
+    let mut prepared = match gate_error {
         Some(err) => Err(err),
         None => prepare(ctx, step),
     };
+    // 2a. A cached step: served from its entry, or run and saved.
+    let cache = match &mut prepared {
+        Ok(Prepared::Process { cache, capture, .. }) if mode == Mode::Normal => {
+            let found = step_cache::consult(ctx, step, &eid, cache).await;
+            *capture = found.is_some();
+            found
+        }
+        _ => None,
+    };
+    if let Some(c) = &cache {
+        step_cache::warn(ctx, &eid, c);
+        if let Some(outputs) = step_cache::serve_hit(ctx, &eid, c, &mut report).await {
+            return cached_step(ctx, id, slot, &eid, report, outputs);
+        }
+        report.cache = step_cache::miss_report(c);
+    }
     let retry = ctx.wf.retry_for(step);
     let backoff = Backoff::from(&retry);
     let mut attempts = 0u32;
@@ -894,6 +967,12 @@ async fn step_inner(
         && status == StepStatus::Failed
         && disposition == Disposition::Continue;
     report.workflow = last.called.take();
+    if status == StepStatus::Succeeded
+        && let Some(c) = &cache
+    {
+        let log = last.log.take().unwrap_or_default();
+        step_cache::save(ctx, &eid, c, &last.outputs, last.exit_code, log).await;
+    }
     let mut shown = Value::Object(last.outputs.clone());
     ctx.masker.mask_value(&mut shown);
     if let Value::Object(m) = shown {
@@ -985,6 +1064,22 @@ async fn collect_artifacts(
             None
         }
     }
+}
+
+/// Records a step served from the cache as succeeded.
+fn cached_step(
+    ctx: &RunCtx<'_>,
+    id: &str,
+    slot: Slot,
+    eid: &std::sync::Arc<str>,
+    report: StepReport,
+    outputs: Map<String, Value>,
+) -> StepStatus {
+    ctx.data()
+        .record_step_result(id, "succeeded", outputs, report.exit_code, None);
+    ctx.state().completed.push(id.to_string());
+    finish(ctx, slot, eid, report);
+    StepStatus::Succeeded
 }
 
 pub(crate) fn finish(ctx: &RunCtx<'_>, slot: Slot, eid: &std::sync::Arc<str>, report: StepReport) {

@@ -25,6 +25,10 @@ pub struct StepReport {
     pub status: StepStatus,
     /// True when the result came from the cache.
     pub cached: bool,
+    /// On a cached step (`cache:` or a deterministic skill): its key and, when it was
+    /// served from the cache, the run whose result it is. Absent on other steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<Box<StepCache>>,
     /// Tries made (0 when the step never started).
     pub attempts: u32,
     /// Exit code of the last try's process, if it exited.
@@ -102,6 +106,7 @@ impl StepReport {
             name: None,
             status: StepStatus::Pending,
             cached: false,
+            cache: None,
             attempts: 0,
             exit_code: None,
             error_class: None,
@@ -116,6 +121,20 @@ impl StepReport {
             artifacts: None,
         }
     }
+}
+
+/// A cached step's `cache` in the report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepCache {
+    /// The key (hex SHA-256 of what the step's result depends on).
+    pub key: String,
+    /// On a hit: the run that saved the entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_run: Option<String>,
+    /// What the lookup found, for `agent exec --explain-cache` (`hit ...`, `miss: ...`);
+    /// not part of the JSON.
+    #[serde(skip)]
+    pub note: Option<String>,
 }
 
 /// A workflow called by a step, as it ran: the part of a [`RunReport`] that a nested run

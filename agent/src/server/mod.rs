@@ -238,6 +238,10 @@ pub async fn start(mut config: Config) -> Result<Daemon, DaemonStartError> {
         run_user: run_user.map(Arc::new),
         run_uids: config.run_as_uids,
         max_run_processes: Some(max_run_processes),
+        cache: Some(Arc::new(crate::cache::DiskCache::new(
+            &state_dir,
+            config.limits.cache_max_bytes,
+        ))),
         ..EngineConfig::default()
     }));
     let secrets = Arc::new(secrets);

@@ -24,6 +24,7 @@ mod daemon_triggers;
 mod dashboard;
 mod examples;
 mod exec_basics;
+mod exec_cache;
 mod exec_env;
 mod exec_failure;
 mod exec_matrix;

@@ -1,12 +1,14 @@
 //! `agent exec FILE [-p NAME=VALUE]... [--workdir DIR] [--state-dir DIR] [--secret NAME]...
-//! [--secrets-file FILE] [--env-passthrough NAME]... [--json]`: run one workflow locally with the same engine the daemon
+//! [--secrets-file FILE] [--env-passthrough NAME]... [--json] [--no-cache] [--explain-cache]`: run one workflow locally with the same engine the daemon
 //! uses.
 //!
 //! Progress goes to stderr (a live view on a terminal, plain lines otherwise); `--json`
 //! prints the run report on stdout. Exit codes: 0 succeeded, 1 failed or
 //! cancelled, 2 invalid file, parameters, secrets or directories (nothing ran). The only
-//! file written is the preserved context (`context: {preserve: true}`) under the state
-//! directory (default `.agent/` in the workdir): no per-step files, no database.
+//! files written are the preserved context (`context: {preserve: true}`) and the step
+//! cache's entries (`--no-cache`: none; `--explain-cache` says why each cached step hit or
+//! missed) under the state directory (default `.agent/` in the workdir): no per-step
+//! files, no database.
 //!
 //! Ctrl-C (or SIGTERM) cancels the run gracefully (SIGTERM to each step's process group,
 //! then SIGKILL after the grace period); a second one kills at once.
@@ -56,6 +58,13 @@ pub struct ExecArgs {
     /// Seconds between SIGTERM and SIGKILL when a step times out or is cancelled.
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     pub kill_grace: f64,
+    /// Run every step: read and write no step cache entry.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Print, for each cached step, whether its entry was found and, on a miss, what
+    /// changed against the step's last entry.
+    #[arg(long)]
+    pub explain_cache: bool,
 }
 
 fn invalid(msg: impl std::fmt::Display) -> i32 {
@@ -483,10 +492,20 @@ pub fn run(args: ExecArgs) -> i32 {
         .map(|d| d.join("skills"))
         .and_then(|d| std::fs::canonicalize(d).ok())
         .filter(|d| d.is_dir() && *d != workdir.join(".workflows").join("skills"));
+    let cache: Option<Arc<dyn engine::step_cache::CacheBackend>> = if args.no_cache {
+        None
+    } else {
+        Some(Arc::new(crate::cache::DiskCache::new(
+            &state_dir,
+            crate::cache::DEFAULT_CACHE_MAX_BYTES,
+        )))
+    };
     let config = EngineConfig {
         grace: Duration::from_secs_f64(args.kill_grace),
         skills_dirs: beside.into_iter().collect(),
         env_passthrough: args.env_passthrough.clone(),
+        cache,
+        explain_cache: args.explain_cache,
         ..EngineConfig::default()
     };
     let workflow_name = wf.name.value.clone();
@@ -544,6 +563,9 @@ pub fn run(args: ExecArgs) -> i32 {
             eprintln!("warning: {e}");
         }
     }
+    if args.explain_cache {
+        explain_cache(&result.report);
+    }
     if json_out {
         match serde_json::to_string_pretty(&result.report) {
             Ok(text) => println!("{text}"),
@@ -553,6 +575,16 @@ pub fn run(args: ExecArgs) -> i32 {
     match result.report.status {
         RunStatus::Succeeded => EXIT_OK,
         _ => EXIT_FAILED,
+    }
+}
+
+/// `--explain-cache`: one line per cached step on stderr.
+fn explain_cache(report: &engine::RunReport) {
+    let steps = report.stages.iter().flat_map(|s| s.steps.iter());
+    for step in steps {
+        if let Some(note) = step.cache.as_ref().and_then(|c| c.note.as_ref()) {
+            eprintln!("cache: {}: {note}", step.id);
+        }
     }
 }
 

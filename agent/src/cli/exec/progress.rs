@@ -35,6 +35,9 @@ fn mark(status: StepStatus) -> &'static str {
 /// The mark of a failure the run tolerated (`on_failure: continue`).
 const CONTINUED: &str = "failed (continued)";
 
+/// The mark of a step served from the cache.
+const CACHED: &str = "cached";
+
 /// The colour escape of a status (green success, red failure, yellow the rest).
 fn status_color(status: StepStatus) -> &'static str {
     match status {
@@ -304,6 +307,8 @@ impl ProgressView {
                 }
                 let shown = if report.continued {
                     CONTINUED
+                } else if report.cached {
+                    CACHED
                 } else {
                     mark(report.status)
                 };

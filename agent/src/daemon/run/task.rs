@@ -579,6 +579,7 @@ fn step_report(s: &StepRecord) -> StepReport {
         name: None,
         status,
         cached: s.cached,
+        cache: None,
         attempts: s.attempts,
         exit_code: s.exit_code,
         error_class: s.error_class.clone(),
