@@ -151,7 +151,11 @@ fn prepare(ctx: &RunCtx<'_>, step: &Step) -> Result<Prepared, (String, String)> 
     let data = ctx.data();
     let base = data.step_view(&ctx.workdir, id);
     // Stage and step `env:` and what earlier steps wrote to `$AGENT_ENV`/`$AGENT_PATH`.
-    let stage = job_env::stage_of(&ctx.wf.stages, &step.id.value);
+    // A matrix instance (`ID (k=v, ...)`) is in the stage of its step.
+    let stage = job_env::stage_of(&ctx.wf.stages, id).or_else(|| {
+        id.split_once(" (")
+            .and_then(|(base, _)| job_env::stage_of(&ctx.wf.stages, base))
+    });
     let layers = job_env::layers(ctx, stage, step, &base, data.roots.get("env"))
         .map_err(|(what, e)| expr_err(what, e))?;
     let step_env = layers.process_env;
@@ -512,7 +516,7 @@ async fn run_decision(
     let mut chosen = None;
     {
         let data = ctx.data();
-        let view = data.view(&ctx.workdir);
+        let view = data.step_view(&ctx.workdir, id);
         for (i, b) in d.branches.iter().enumerate() {
             if b.default {
                 continue;
