@@ -377,14 +377,18 @@ impl<'a> Validator<'a> {
                 add_ids(s, &mut done);
             }
         }
-        self.ci = CiScope::default().with_services(&wf.services);
-        // Compensation runs after the main flow: every main step may be referred to.
+        // Compensation runs after the main flow: every main step may be referred to. The
+        // compensation of a matrix stage's step runs per instance, with its `matrix`.
         let all_main = done;
         for stage in &self.wf.stages {
+            self.ci = CiScope::default()
+                .with_services(&wf.services)
+                .with_matrix(stage.matrix.as_ref());
             for step in &stage.steps {
                 self.compensations(step, &all_main);
             }
         }
+        self.ci = CiScope::default().with_services(&wf.services);
     }
 
     fn compensations(&mut self, step: &'a Step, all_main: &HashSet<&'a str>) {

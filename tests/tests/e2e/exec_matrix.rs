@@ -260,33 +260,3 @@ fn a_dynamic_matrix_that_is_not_one_fails_the_step() {
     );
     assert!(!ws.exists("ran"));
 }
-
-/// A matrix on a stage is not expanded yet: the run fails with a message saying so before
-/// any of the stage's steps runs.
-#[test]
-fn a_stage_matrix_fails_with_a_precise_message() {
-    let ws = Ws::new();
-    ws.write(
-        "wf.yaml",
-        r#"workflow:
-  name: st
-  stages:
-    - name: s
-      matrix:
-        n: [1, 2]
-      steps:
-        - id: t
-          run: touch "ran.${{ matrix.n }}"
-"#,
-    );
-    let out = ws.exec("wf.yaml", &[]);
-    assert_code(&out, 1);
-    let rep = report(&out);
-    assert_eq!(step(&rep, "t")["status"], "skipped");
-    assert!(
-        rep["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("a matrix on a stage is not supported yet")),
-        "{rep:#}"
-    );
-}

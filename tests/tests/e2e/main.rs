@@ -29,6 +29,7 @@ mod exec_parallel;
 mod exec_report;
 mod exec_secrets;
 mod exec_services;
+mod exec_stage_matrix;
 mod hooks_push;
 mod init_plan;
 mod metrics_scrape;
