@@ -467,3 +467,78 @@ pub(crate) async fn run_matrix_stage(ctx: &RunCtx<'_>, index: usize, stage: &dsl
         aggregate_entries(&mut data, &id, &ids, &instances);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::{Map, Value};
+
+    use crate::engine::{Cancel, Engine, EngineConfig, EventSender, RunRequest, RunStatus};
+    use crate::model::report::{StepReport, StepStatus};
+
+    fn request(yaml: &str, workdir: &std::path::Path) -> RunRequest {
+        let (wf, _) = dsl::parse_str("w.yaml", yaml).expect("valid workflow");
+        let loaded = dsl::Loaded {
+            workflow: wf,
+            subworkflows: Default::default(),
+            warnings: dsl::Diagnostics(Vec::new()),
+            source: dsl::SourceFile::new("w.yaml", None),
+        };
+        RunRequest {
+            workflow: Arc::new(loaded),
+            parameters: Map::new(),
+            run_id: crate::engine::new_run_id(),
+            env: Vec::new(),
+            workdir: workdir.to_path_buf(),
+            secrets: Default::default(),
+            repo: Value::Null,
+            trigger: "manual".into(),
+            attempt: 1,
+            context: Map::new(),
+            events: EventSender::none(),
+            cancel: Cancel::new(),
+            resume: Vec::new(),
+        }
+    }
+
+    fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(fut)
+    }
+
+    /// Guards crash resume of matrix stages: an instance step that succeeded before the
+    /// interruption (recorded under its instance id) is taken over, not run again (here it
+    /// would fail if it ran), its outputs still reach the aggregate; the others run.
+    #[test]
+    fn a_resumed_run_does_not_rerun_finished_stage_instances() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = Engine::new(EngineConfig::default());
+        let mut prior = StepReport::pending("t (n=1)");
+        prior.status = StepStatus::Succeeded;
+        prior.attempts = 1;
+        prior.outputs.insert("v".into(), Value::from("old"));
+        let req = RunRequest {
+            trigger: "retry".into(),
+            attempt: 2,
+            resume: vec![prior.clone()],
+            ..request(
+                "workflow:\n  name: w\n  stages:\n    - name: s\n      matrix:\n        n: [1, 2]\n      steps:\n        - id: t\n          run: |\n            test \"${{ matrix.n }}\" != 1\n            echo v=new >> \"$AGENT_OUTPUT\"\n    - name: u\n      steps:\n        - id: sum\n          run: test \"${{ steps.t.outputs[0].v }}${{ steps.t.outputs[1].v }}\" = oldnew\n",
+                dir.path(),
+            )
+        };
+        let result = block_on(engine.run(req));
+        let r = &result.report;
+        assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
+        assert_eq!(r.stages[0].name, "s (n=1)");
+        assert_eq!(r.stages[0].steps[0].id, "t (n=1)");
+        assert_eq!(r.stages[0].steps[0].attempts, 1);
+        assert_eq!(r.stages[0].steps[0].outputs, prior.outputs);
+        assert_eq!(r.stages[1].name, "s (n=2)");
+        assert_eq!(r.stages[1].steps[0].status, StepStatus::Succeeded);
+        assert_eq!(r.stages[1].steps[0].outputs["v"], "new");
+    }
+}
