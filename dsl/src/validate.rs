@@ -538,6 +538,20 @@ impl<'a> Validator<'a> {
                 "`on_failure: rollback` but the workflow has no `rollback` section; nothing will be rolled back",
             ));
         }
+        if step.isolate.value
+            && matches!(step.kind, StepKind::Decision(_) | StepKind::Workflow(_))
+        {
+            self.diags.push(
+                Diagnostic::warning(
+                    step.isolate.span,
+                    format!(
+                        "`isolate` has no effect on a `{}` step: only `run` and `skill` steps get a copy of the workspace",
+                        step.step_type.value
+                    ),
+                )
+                .with_hint("put `isolate: true` on the steps it runs"),
+            );
+        }
         if let Some(cache) = &step.cache {
             self.diags.push(
                 Diagnostic::warning(

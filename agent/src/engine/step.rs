@@ -29,7 +29,7 @@ use super::run_ctx::{
 };
 use super::scope::{has_status_fn, truthy};
 use super::script_env;
-use super::{env_files, job_env, shell_script};
+use super::{env_files, isolate, job_env, shell_script};
 use crate::model::report::{CalledWorkflow, StepReport, StepStatus, rfc3339};
 
 type StepFuture<'a> = Pin<Box<dyn Future<Output = StepStatus> + Send + 'a>>;
@@ -121,7 +121,8 @@ enum Prepared {
     Decision,
 }
 
-fn request_for(step: &Step, default: Request) -> Request {
+/// The step's admission request; `cpu: all` asks for every CPU slot of `capacity`.
+fn request_for(step: &Step, default: Request, capacity: u32) -> Request {
     let Some(r) = &step.resources else {
         return default;
     };
@@ -129,7 +130,7 @@ fn request_for(step: &Step, default: Request) -> Request {
         cpu: r
             .cpu
             .as_ref()
-            .map(|c| c.value.max(0.0).ceil().min(f64::from(u32::MAX)) as u32)
+            .map(|c| c.value.slots(capacity))
             .unwrap_or(default.cpu),
         memory_mb: r
             .memory_mb
@@ -139,8 +140,13 @@ fn request_for(step: &Step, default: Request) -> Request {
     }
 }
 
-/// Renders what the step needs; an error is the step's failure (class, message).
-fn prepare(ctx: &RunCtx<'_>, step: &Step) -> Result<Prepared, (String, String)> {
+/// Renders what the step needs; an error is the step's failure (class, message). With
+/// `isolated` the step runs in that copy of the workspace.
+fn prepare(
+    ctx: &RunCtx<'_>,
+    step: &Step,
+    isolated: Option<&isolate::Isolated>,
+) -> Result<Prepared, (String, String)> {
     let id = &step.id.value;
     let expr_err = |what: &str, e: dsl::expr::ExprError| {
         (
@@ -165,6 +171,7 @@ fn prepare(ctx: &RunCtx<'_>, step: &Step) -> Result<Prepared, (String, String)> 
     };
     let cwd = job_env::working_dir(&ctx.workdir, stage, step, &view)
         .map_err(|e| ("ValidationError".to_string(), format!("step `{id}`: {e}")))?;
+    let cwd = isolated.map_or(cwd.clone(), |i| i.rebase(&cwd));
     let params =
         dsl::model::render_map(&step.parameters, &view).map_err(|e| expr_err("parameters", e))?;
     let with_protocol = |mut cmd: StepCommand, always_stdin: bool| {
@@ -173,6 +180,12 @@ fn prepare(ctx: &RunCtx<'_>, step: &Step) -> Result<Prepared, (String, String)> 
         cmd.inherit_env = false;
         cmd.env.extend(ctx.base_env.iter().cloned());
         cmd.env.extend(step_env.iter().cloned());
+        if let Some(i) = isolated {
+            cmd.env.push((
+                "AGENT_WORKSPACE".into(),
+                i.path().to_string_lossy().into_owned(),
+            ));
+        }
         cmd.env.push(("AGENT_STEP_ID".into(), id.clone()));
         cmd.env.push(("AGENT_STEP".into(), id.clone()));
         if always_stdin || !params.is_empty() {
@@ -188,6 +201,7 @@ fn prepare(ctx: &RunCtx<'_>, step: &Step) -> Result<Prepared, (String, String)> 
         cmd.user = ctx.run_user.clone();
         cmd
     };
+    let capacity = ctx.engine.admission().cpu_capacity();
     match &step.kind {
         StepKind::Run(script) => {
             let shell = step.shell.as_ref().map(|s| s.value.as_str());
@@ -202,7 +216,7 @@ fn prepare(ctx: &RunCtx<'_>, step: &Step) -> Result<Prepared, (String, String)> 
             cmd.env.extend(prepared.env);
             Ok(Prepared::Process {
                 cmd: with_protocol(cmd, false),
-                request: request_for(step, Request::default()),
+                request: request_for(step, Request::default(), capacity),
                 error_codes: HashMap::new(),
             })
         }
@@ -212,7 +226,7 @@ fn prepare(ctx: &RunCtx<'_>, step: &Step) -> Result<Prepared, (String, String)> 
                     .map_err(|e| (e.class().as_str().to_string(), format!("step `{id}`: {e}")))?;
             Ok(Prepared::Process {
                 cmd: with_protocol(skill.command(), true),
-                request: request_for(step, skill.request()),
+                request: request_for(step, skill.request(), capacity),
                 error_codes: skill.error_codes(),
             })
         }
@@ -735,9 +749,21 @@ async fn step_inner(
     let ready = (Utc::now(), Instant::now());
     let mut first_begin: Option<(chrono::DateTime<Utc>, Instant)> = None;
     let mut queued_total = Duration::ZERO;
+    // `isolate: true`: a private copy of the workspace for this step's process, removed
+    // when the step ends.
+    let mut isolated = None;
+    if gate_error.is_none()
+        && step.isolate.value
+        && matches!(step.kind, StepKind::Run(_) | StepKind::Skill(_))
+    {
+        match isolate::for_step(ctx, id).await {
+            Ok(i) => isolated = Some(i),
+            Err(message) => gate_error = Some(("ResourceUnavailable".into(), message)),
+        }
+    }
     let prepared = match gate_error {
         Some(err) => Err(err),
-        None => prepare(ctx, step),
+        None => prepare(ctx, step, isolated.as_ref()),
     };
     let retry = ctx.wf.retry_for(step);
     let backoff = Backoff::from(&retry);
@@ -940,6 +966,9 @@ async fn step_inner(
                 ctx.apply(disposition, id, class, &last.message);
             }
         }
+    }
+    if let Some(i) = isolated {
+        i.remove().await;
     }
     finish(ctx, slot, &eid, report);
     status

@@ -24,6 +24,7 @@ mod examples;
 mod exec_basics;
 mod exec_env;
 mod exec_failure;
+mod exec_isolate;
 mod exec_matrix;
 mod exec_parallel;
 mod exec_report;
