@@ -538,8 +538,7 @@ impl<'a> Validator<'a> {
                 "`on_failure: rollback` but the workflow has no `rollback` section; nothing will be rolled back",
             ));
         }
-        if step.isolate.value
-            && matches!(step.kind, StepKind::Decision(_) | StepKind::Workflow(_))
+        if step.isolate.value && matches!(step.kind, StepKind::Decision(_) | StepKind::Workflow(_))
         {
             self.diags.push(
                 Diagnostic::warning(

@@ -183,7 +183,10 @@ impl Isolated {
 
 /// Makes the private copy of the workspace for step `id` of the run (see the module doc);
 /// the error is the step's failure message.
-pub(crate) async fn for_step(ctx: &super::run_ctx::RunCtx<'_>, id: &str) -> Result<Isolated, String> {
+pub(crate) async fn for_step(
+    ctx: &super::run_ctx::RunCtx<'_>,
+    id: &str,
+) -> Result<Isolated, String> {
     let workspace = ctx.workdir.clone();
     let fallback = ctx.rundir.path().to_path_buf();
     let run_id = ctx.run_id.to_string();
@@ -238,7 +241,11 @@ mod tests {
         let fallback = root.path().join("fallback");
         let (iso, stats) = Isolated::create(&ws, &fallback, "r-1", 7, None).expect("copy");
         let copy = iso.path().to_path_buf();
-        assert_eq!(copy.parent(), Some(root.path()), "a sibling of the workspace");
+        assert_eq!(
+            copy.parent(),
+            Some(root.path()),
+            "a sibling of the workspace"
+        );
         assert_eq!(stats.cloned + stats.copied, 4, "{stats:?}");
         assert_eq!(iso.rebase(&ws.join("data")), copy.join("data"));
 

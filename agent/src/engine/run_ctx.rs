@@ -424,7 +424,7 @@ pub(crate) fn take_parts(ctx: &RunCtx<'_>, status: RunStatus) -> RunParts {
     let mut stages = std::mem::take(&mut st.stages);
     // Last stage first, so that the earlier indices stay valid.
     let mut expanded = std::mem::take(&mut st.expanded);
-    expanded.sort_by(|a, b| b.0.cmp(&a.0));
+    expanded.sort_by_key(|e| std::cmp::Reverse(e.0));
     for (index, instances) in expanded {
         if index < stages.len() {
             stages.splice(index..=index, instances);

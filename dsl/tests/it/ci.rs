@@ -203,12 +203,20 @@ fn cpu_all_and_isolate() {
     let wf = parse_ci(src).expect("valid");
     let a = wf.step("a").expect("a");
     assert!(a.isolate.value);
-    let cpu = a.resources.as_ref().and_then(|r| r.cpu.as_ref()).map(|c| c.value);
+    let cpu = a
+        .resources
+        .as_ref()
+        .and_then(|r| r.cpu.as_ref())
+        .map(|c| c.value);
     assert_eq!(cpu, Some(dsl::model::Cpu::All));
     assert_eq!(cpu.map(|c| c.slots(8)), Some(8));
     let b = wf.step("b").expect("b");
     assert!(!b.isolate.value);
-    let cpu = b.resources.as_ref().and_then(|r| r.cpu.as_ref()).map(|c| c.value);
+    let cpu = b
+        .resources
+        .as_ref()
+        .and_then(|r| r.cpu.as_ref())
+        .map(|c| c.value);
     assert_eq!(cpu.map(|c| c.slots(8)), Some(2));
 
     let schema = dsl::schema::workflow_schema();

@@ -80,10 +80,7 @@ fn isolated_instances_do_not_see_each_others_changes() {
         assert_ne!(std::path::Path::new(&w), real.as_path());
         assert_ne!(std::path::Path::new(&w), ws.path());
         assert_eq!(s["outputs"]["cwd"], format!("{w}/sub"));
-        assert!(
-            !std::path::Path::new(&w).exists(),
-            "copy {w} left behind"
-        );
+        assert!(!std::path::Path::new(&w).exists(), "copy {w} left behind");
         seen.push(w);
     }
     seen.sort();
