@@ -358,3 +358,60 @@ fn stage_instance_steps_are_compensated() {
     );
     assert_eq!(ws.read("undone.txt"), "us\neu\n");
 }
+
+/// Through the daemon: the API shows each instance of a matrix stage as a stage
+/// `test (n=…)` with its steps' instance ids, and a retry of the failed run takes over the
+/// instance that succeeded (it does not run again) while the failed one runs again.
+#[test]
+fn daemon_shows_stage_instances_and_a_retry_keeps_the_finished_ones() {
+    use crate::common::daemon::{
+        TestDaemon, count_lines, init_repo, repo_config, run_id, trigger, yaml_quote,
+    };
+    let limit = std::time::Duration::from_secs(60);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).expect("out dir");
+    let wf = format!(
+        r#"workflow:
+  name: sm
+  env:
+    OUT: {out}
+  stages:
+    - name: test
+      matrix:
+        n: [1, 2]
+        fail_fast: false
+      steps:
+        - id: t
+          run: |
+            echo x >> "$OUT/t${{{{ matrix.n }}}}"
+            test "${{{{ matrix.n }}}}" != 2 || test -f "$OUT/fixed"
+"#,
+        out = yaml_quote(&out.to_string_lossy())
+    );
+    init_repo(&repo, &[(".workflows/sm.yaml", &wf)]);
+    let d = TestDaemon::start(&tmp.path().join("daemon"), &repo_config("app", &repo));
+    let first = trigger(&d, "sm");
+    let run = d.wait_run_final(&first, limit);
+    assert_eq!(run["status"], "failed", "{run:#}");
+    let names: Vec<&str> = run["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .map(|s| s["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["test (n=1)", "test (n=2)"], "{run:#}");
+    assert_eq!(run["stages"][0]["steps"][0]["id"], "t (n=1)", "{run:#}");
+    assert_eq!(run["stages"][0]["steps"][0]["status"], "succeeded");
+    assert_eq!(run["stages"][1]["steps"][0]["status"], "failed");
+
+    std::fs::write(out.join("fixed"), "").expect("fix");
+    let (code, body) = d.post(&format!("/api/v1/runs/{first}/retry"), "{}");
+    assert_eq!(code, 202, "{body}");
+    let again = run_id(&serde_json::from_str(&body).expect("JSON"));
+    let run = d.wait_run_final(&again, limit);
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    assert_eq!(count_lines(&out.join("t1")), 1, "instance n=1 ran again");
+    assert_eq!(count_lines(&out.join("t2")), 2);
+}
