@@ -1,4 +1,6 @@
-//! Matrix steps: a step with `matrix:` runs once per instance of its matrix.
+//! Matrix steps and stages: a step with `matrix:` runs once per instance of its matrix
+//! (below); a stage with `matrix:` runs all its steps once per instance
+//! ([`run_matrix_stage`]).
 //!
 //! - The instances are computed when the step is reached ([`dsl::model::Matrix::instances`]:
 //!   a dynamic matrix reads earlier steps' outputs). A matrix that cannot be expanded fails

@@ -359,6 +359,37 @@ fn stage_instance_steps_are_compensated() {
     assert_eq!(ws.read("undone.txt"), "us\neu\n");
 }
 
+/// A failing instance step with `on_failure: rollback` runs the workflow's rollback once the
+/// stage has ended, as any step's failure does.
+#[test]
+fn a_failing_stage_instance_asks_for_the_rollback() {
+    let ws = Ws::new();
+    ws.write(
+        "wf.yaml",
+        r#"workflow:
+  name: rb
+  stages:
+    - name: deploy
+      matrix:
+        region: [eu, us]
+      steps:
+        - id: push
+          on_failure: rollback
+          run: test "${{ matrix.region }}" != us
+  rollback:
+    steps:
+      - id: restore
+        run: echo "${{ steps.push.status }}" > restored.txt
+"#,
+    );
+    let out = ws.exec("wf.yaml", &[]);
+    assert_code(&out, 1);
+    let rep = report(&out);
+    assert_eq!(rep["rollback"]["status"], "succeeded", "{rep:#}");
+    assert_eq!(step(&rep, "push (region=us)")["status"], "failed");
+    assert_eq!(ws.read("restored.txt").trim(), "failed");
+}
+
 /// Through the daemon: the API shows each instance of a matrix stage as a stage
 /// `test (n=…)` with its steps' instance ids, and a retry of the failed run takes over the
 /// instance that succeeded (it does not run again) while the failed one runs again.
