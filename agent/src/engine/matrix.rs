@@ -168,16 +168,18 @@ fn aggregate(
         }
     }
     let ids: Vec<String> = steps.iter().map(|s| s.id.value.clone()).collect();
-    aggregate_entries(&mut ctx.data(), &step.id.value, &ids, instances)
+    aggregate_entries(&mut ctx.data(), &step.id.value, &ids, instances, &[])
 }
 
 /// Replaces the `steps` entries of the instances `ids` (in instance order) by the entry
-/// `steps.ID` of their aggregate, and returns its status.
+/// `steps.ID` of their aggregate, and returns its status. `aliases` (the stage instance
+/// ids of a matrix stage, in the same order) are further keys of `instances`.
 fn aggregate_entries(
     data: &mut RunData,
     id: &str,
     ids: &[String],
     instances: &[MatrixInstance],
+    aliases: &[String],
 ) -> StepStatus {
     let mut list = Vec::with_capacity(ids.len());
     let mut by_id = Map::new();
@@ -210,6 +212,13 @@ fn aggregate_entries(
         );
         entry.insert("matrix".into(), inst.to_json());
         by_id.insert(iid.clone(), Value::Object(entry));
+    }
+    for (alias, iid) in aliases.iter().zip(ids) {
+        if !by_id.contains_key(alias)
+            && let Some(entry) = by_id.get(iid).cloned()
+        {
+            by_id.insert(alias.clone(), entry);
+        }
     }
     let has = |s: &str| statuses.iter().any(|x| x == s);
     let status = if has("failed") {
@@ -331,7 +340,7 @@ fn stage_step_ids(stage: &dsl::model::Stage) -> Vec<String> {
 ///   tolerates excepted) cancels the others, running or not yet started.
 /// - Afterwards `steps.ID` of each of the stage's steps is the aggregate of its instances,
 ///   as for a matrix step: `outputs` as a list in instance order and `instances` by the
-///   step's instance id.
+///   step's instance id (`ID (k=v, ...)`) and by the stage's (`NAME (k=v, ...)`).
 /// - A finished instance step is recorded under its own id, so a resumed run takes it over
 ///   instead of running it again; a succeeded instance step with `compensate` is undone
 ///   like any other step.
@@ -463,10 +472,11 @@ pub(crate) async fn run_matrix_stage(ctx: &RunCtx<'_>, index: usize, stage: &dsl
         }
         st.expanded.push((index, reports));
     }
+    let names: Vec<String> = copies.iter().map(|c| c.name.value.clone()).collect();
     let mut data = ctx.data();
     for id in stage_step_ids(stage) {
         let ids: Vec<String> = instances.iter().map(|i| i.id(&id)).collect();
-        aggregate_entries(&mut data, &id, &ids, &instances);
+        aggregate_entries(&mut data, &id, &ids, &instances, &names);
     }
 }
 

@@ -88,6 +88,7 @@ const THREE_BY_TWO: &str = r#"workflow:
           run: |
             echo '${{ to_json(steps.second.outputs) }}' > list.json
             echo '${{ steps.first.instances['first (py=3.11, os=mac)'].outputs.v }}' > one.txt
+            echo '${{ steps.first.instances['test (py=3.10, os=mac)'].outputs.v }}' > by_stage.txt
             echo '${{ steps.second.status }}' > status.txt
 "#;
 
@@ -96,7 +97,8 @@ const THREE_BY_TWO: &str = r#"workflow:
 /// times: the first step's start, the last step's end); each instance is a stage
 /// `test (py=…, os=…)` of its own whose steps see their `matrix` values (also through the
 /// stage's `env`) and their own instance's earlier step; afterwards a step reads the
-/// outputs of the stage's steps as a list in instance order and by instance id.
+/// outputs of the stage's steps as a list in instance order and by instance id (the
+/// step's or the stage's).
 #[test]
 fn three_by_two_stage_matrix_runs_five_instances_two_at_a_time() {
     let ws = Ws::new();
@@ -150,6 +152,7 @@ fn three_by_two_stage_matrix_runs_five_instances_two_at_a_time() {
         ]
     );
     assert_eq!(ws.read("one.txt").trim(), "3.11/mac");
+    assert_eq!(ws.read("by_stage.txt").trim(), "3.10/mac");
     assert_eq!(ws.read("status.txt").trim(), "succeeded");
     // The progress view shows each instance as a stage.
     let err = crate::common::stderr(&out);
