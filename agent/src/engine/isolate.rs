@@ -43,6 +43,7 @@ pub(crate) fn copy_tree(src: &Path, dst: &Path) -> io::Result<CopyStats> {
     let mut dirs: Vec<(PathBuf, std::fs::Permissions)> =
         vec![(dst.to_path_buf(), std::fs::metadata(src)?.permissions())];
     let mut stack = vec![(src.to_path_buf(), dst.to_path_buf())];
+    let mut reflinks = true;
     while let Some((from_dir, to_dir)) = stack.pop() {
         for entry in std::fs::read_dir(&from_dir)? {
             let entry = entry?;
@@ -56,14 +57,25 @@ pub(crate) fn copy_tree(src: &Path, dst: &Path) -> io::Result<CopyStats> {
                 dirs.push((to.clone(), meta.permissions()));
                 stack.push((from, to));
             } else if kind.is_file() {
-                match reflink_copy::reflink_or_copy(&from, &to)? {
-                    None => stats.cloned += 1,
+                // Once a clone has fallen back to a copy, the filesystem cannot clone: the
+                // rest is copied straight away (a failed clone costs a file creation).
+                let cloned = if reflinks {
+                    reflink_copy::reflink_or_copy(&from, &to)?
+                } else {
+                    Some(std::fs::copy(&from, &to)?)
+                };
+                match cloned {
+                    None => {
+                        stats.cloned += 1;
+                        std::fs::set_permissions(&to, meta.permissions())?;
+                    }
                     Some(n) => {
+                        // `fs::copy` keeps the permission bits.
+                        reflinks = false;
                         stats.copied += 1;
                         stats.bytes += n;
                     }
                 }
-                std::fs::set_permissions(&to, meta.permissions())?;
             } else if kind.is_symlink() {
                 std::os::unix::fs::symlink(std::fs::read_link(&from)?, &to)?;
             }
