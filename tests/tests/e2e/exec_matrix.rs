@@ -260,3 +260,31 @@ fn a_dynamic_matrix_that_is_not_one_fails_the_step() {
     );
     assert!(!ws.exists("ran"));
 }
+
+/// The instances of a matrix step get their stage's `env` and `working_directory` like any
+/// step of the stage (an instance id is not a step id of the file, yet its stage is found).
+#[test]
+fn matrix_instances_get_their_stages_env_and_directory() {
+    let ws = Ws::new();
+    ws.write("sub/.keep", "");
+    ws.write(
+        "wf.yaml",
+        r#"workflow:
+  name: se
+  stages:
+    - name: s
+      env:
+        GREETING: hi
+      working_directory: sub
+      steps:
+        - id: t
+          matrix:
+            n: [1, 2]
+          run: echo "$GREETING ${{ matrix.n }}" > "out.${{ matrix.n }}"
+"#,
+    );
+    let out = ws.exec("wf.yaml", &[]);
+    assert_code(&out, 0);
+    assert_eq!(ws.read("sub/out.1").trim(), "hi 1");
+    assert_eq!(ws.read("sub/out.2").trim(), "hi 2");
+}
