@@ -100,6 +100,7 @@ pub(crate) const STEP_KEYS: &[&str] = &[
     "working_directory",
     "matrix",
     "artifacts",
+    "isolate",
 ];
 /// Keys of a step's `decision`.
 pub(crate) const DECISION_KEYS: &[&str] = &["branches"];
@@ -913,9 +914,22 @@ impl<'s> Lowerer<'s> {
             let r = self.obj(n, RESOURCES_KEYS, "`resources`")?;
             Some(Resources {
                 span: n.span,
-                cpu: r
-                    .get("cpu")
-                    .and_then(|c| self.number(c, "cpu", 0.0, 4096.0)),
+                cpu: r.get("cpu").and_then(|c| {
+                    let text = c
+                        .as_scalar()
+                        .filter(|x| matches!(x.value, ScalarValue::Str))
+                        .map(|x| x.text.as_str());
+                    match text {
+                        Some("all") => Some(Spanned::new(Cpu::All, c.span)),
+                        Some(_) => {
+                            self.type_err(c, "a number of cores or `all`", "cpu");
+                            None
+                        }
+                        None => self
+                            .number(c, "cpu", 0.0, 4096.0)
+                            .map(|n| Spanned::new(Cpu::Cores(n.value), n.span)),
+                    }
+                }),
                 memory_mb: r
                     .get("memory_mb")
                     .and_then(|m| self.int(m, "memory_mb", 0, 1 << 40))
@@ -940,6 +954,10 @@ impl<'s> Lowerer<'s> {
             Some(n) => self.bool(n, "idempotent"),
             None => Some(Spanned::new(true, node.span)),
         };
+        let isolate = match o.get("isolate") {
+            Some(n) => self.bool(n, "isolate"),
+            None => Some(Spanned::new(false, node.span)),
+        };
         Some(Step {
             span: node.span,
             id: id?,
@@ -962,6 +980,7 @@ impl<'s> Lowerer<'s> {
             working_directory,
             matrix,
             artifacts,
+            isolate: isolate.unwrap_or(Spanned::new(false, node.span)),
         })
     }
 
@@ -1699,6 +1718,7 @@ fn implicit_step(skill: Spanned<String>) -> Step {
         working_directory: None,
         matrix: None,
         artifacts: Vec::new(),
+        isolate: Spanned::new(false, span),
     }
 }
 

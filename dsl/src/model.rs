@@ -738,6 +738,9 @@ pub struct Step {
     pub matrix: Option<Matrix>,
     /// `artifacts`: files kept after the step succeeds (or taken from another workflow).
     pub artifacts: Vec<Artifact>,
+    /// `isolate` (default false): the step runs in a private copy of the workspace, removed
+    /// when it ends.
+    pub isolate: Spanned<bool>,
 }
 
 impl Step {
@@ -939,10 +942,30 @@ pub struct Cache {
 pub struct Resources {
     /// The mapping's span.
     pub span: Span,
-    /// `cpu`: cores (fractions allowed; 0 = I/O-bound, needs no CPU slot). Default 1.
-    pub cpu: Option<Spanned<f64>>,
+    /// `cpu`: cores (fractions allowed; 0 = I/O-bound, needs no CPU slot), or `all`. Default 1.
+    pub cpu: Option<Spanned<Cpu>>,
     /// `memory_mb`.
     pub memory_mb: Option<Spanned<u64>>,
+}
+
+/// `resources.cpu`: a number of cores or `all`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Cpu {
+    /// That many cores (fractions allowed, rounded up when admitted; 0 = I/O-bound).
+    Cores(f64),
+    /// `all`: every core of the machine, so the step runs alone (no other step that needs
+    /// a CPU slot runs beside it).
+    All,
+}
+
+impl Cpu {
+    /// The CPU slots asked for on a machine with `capacity` of them.
+    pub fn slots(self, capacity: u32) -> u32 {
+        match self {
+            Cpu::Cores(c) => c.max(0.0).ceil().min(f64::from(u32::MAX)) as u32,
+            Cpu::All => capacity,
+        }
+    }
 }
 
 keyword_enum!(

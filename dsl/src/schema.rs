@@ -450,6 +450,9 @@ pub struct StepDef {
     pub matrix: Option<MatrixDef>,
     /// Files kept after the step succeeds.
     pub artifacts: Option<Vec<ArtifactDef>>,
+    /// Run in a private copy of the workspace (copy-on-write where possible), removed at
+    /// the step's end.
+    pub isolate: Option<bool>,
 }
 
 /// Step types.
@@ -774,13 +777,30 @@ pub struct ArtifactFromDef {
     pub name: Option<String>,
 }
 
+/// `resources.cpu`: a number of cores or `all`.
+#[derive(JsonSchema)]
+#[schemars(untagged)]
+pub enum CpuDef {
+    /// Cores (fractions allowed; 0 = I/O-bound).
+    Cores(#[schemars(range(min = 0))] f64),
+    /// `all`: every core of the machine.
+    All(AllCores),
+}
+
+/// The word `all`.
+#[derive(JsonSchema)]
+#[schemars(rename_all = "snake_case")]
+pub enum AllCores {
+    /// Every core.
+    All,
+}
+
 /// `resources`.
 #[derive(JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct ResourcesDef {
-    /// Cores (0 = I/O-bound).
-    #[schemars(range(min = 0))]
-    pub cpu: Option<f64>,
+    /// Cores (0 = I/O-bound), or `all`: every core, so the step runs alone.
+    pub cpu: Option<CpuDef>,
     /// Memory in MiB.
     pub memory_mb: Option<u64>,
 }

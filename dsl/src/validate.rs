@@ -422,14 +422,18 @@ impl<'a> Validator<'a> {
                 add_ids(s, &mut done);
             }
         }
-        self.ci = CiScope::default().with_services(&wf.services);
-        // Compensation runs after the main flow: every main step may be referred to.
+        // Compensation runs after the main flow: every main step may be referred to. The
+        // compensation of a matrix stage's step runs per instance, with its `matrix`.
         let all_main = done;
         for stage in &self.wf.stages {
+            self.ci = CiScope::default()
+                .with_services(&wf.services)
+                .with_matrix(stage.matrix.as_ref());
             for step in &stage.steps {
                 self.compensations(step, &all_main);
             }
         }
+        self.ci = CiScope::default().with_services(&wf.services);
     }
 
     fn compensations(&mut self, step: &'a Step, all_main: &HashSet<&'a str>) {
@@ -578,6 +582,19 @@ impl<'a> Validator<'a> {
                 step.on_failure.span,
                 "`on_failure: rollback` but the workflow has no `rollback` section; nothing will be rolled back",
             ));
+        }
+        if step.isolate.value && matches!(step.kind, StepKind::Decision(_) | StepKind::Workflow(_))
+        {
+            self.diags.push(
+                Diagnostic::warning(
+                    step.isolate.span,
+                    format!(
+                        "`isolate` has no effect on a `{}` step: only `run` and `skill` steps get a copy of the workspace",
+                        step.step_type.value
+                    ),
+                )
+                .with_hint("put `isolate: true` on the steps it runs"),
+            );
         }
         if let Some(cache) = &step.cache
             && matches!(step.kind, StepKind::Workflow(_) | StepKind::Decision(_))

@@ -189,7 +189,7 @@ pub fn run(args: PlanArgs) -> i32 {
                 cpu: r
                     .cpu
                     .as_ref()
-                    .map(|c| c.value.max(0.0).ceil().min(f64::from(u32::MAX)) as u32)
+                    .map(|c| c.value.slots(capacity))
                     .unwrap_or(default.cpu),
                 memory_mb: r
                     .memory_mb

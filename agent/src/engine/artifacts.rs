@@ -26,9 +26,14 @@ pub(crate) struct Collected {
     pub dirs: Map<String, Value>,
 }
 
-/// Collects the artifacts of step `step` (it just succeeded) and unpacks each for later
-/// steps. An error fails the step.
-pub(crate) async fn collect(ctx: &RunCtx<'_>, step: &Step) -> Result<Collected, String> {
+/// Collects the artifacts of step `step` (it just succeeded) from `root` (the workspace, or
+/// the private copy an `isolate: true` step ran in) and unpacks each for later steps. An
+/// error fails the step.
+pub(crate) async fn collect(
+    ctx: &RunCtx<'_>,
+    step: &Step,
+    root: &std::path::Path,
+) -> Result<Collected, String> {
     let id = &step.id.value;
     let Some(store) = ctx.artifacts.clone() else {
         return Err(format!(
@@ -44,7 +49,7 @@ pub(crate) async fn collect(ctx: &RunCtx<'_>, step: &Step) -> Result<Collected, 
         let report = match &a.from {
             None => {
                 let patterns: Vec<String> = a.paths.iter().map(|p| p.value.clone()).collect();
-                let (workdir, dir, dest) = (ctx.workdir.clone(), store.dir.clone(), dest.clone());
+                let (workdir, dir, dest) = (root.to_path_buf(), store.dir.clone(), dest.clone());
                 let packed = tokio::task::spawn_blocking(move || {
                     let packed = pack(&workdir, &patterns, &dir)?;
                     let blob = blob_path(&dir, &packed.digest).ok_or("bad digest")?;

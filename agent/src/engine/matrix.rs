@@ -1,4 +1,6 @@
-//! Matrix steps: a step with `matrix:` runs once per instance of its matrix.
+//! Matrix steps and stages: a step with `matrix:` runs once per instance of its matrix
+//! (below); a stage with `matrix:` runs all its steps once per instance
+//! ([`run_matrix_stage`]).
 //!
 //! - The instances are computed when the step is reached ([`dsl::model::Matrix::instances`]:
 //!   a dynamic matrix reads earlier steps' outputs). A matrix that cannot be expanded fails
@@ -22,19 +24,25 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use serde_json::{Map, Value};
 
+use super::Cancel;
 use super::failure::Disposition;
 use super::run_ctx::{RunCtx, Slot};
-use super::scope::has_status_fn;
-use super::step;
-use crate::model::report::{StepReport, StepStatus};
+use super::scope::{RunData, has_status_fn};
+use super::{stage, step};
+use crate::model::report::{StageReport, StepReport, StepStatus};
 
 /// Runs a stage step that has a `matrix:`; `default_limit` is the instances at once when
-/// the matrix sets no `max_parallel`.
+/// the matrix sets no `max_parallel`. `parent`: the cancel handle the step runs under (the
+/// run's, or that of the stage-matrix instance it is in); `gate_on_job`: whether a failed
+/// job status keeps it from running (not inside a stage-matrix instance, where only its own
+/// instance's failures count).
 pub(crate) async fn run_matrix_step(
     ctx: &RunCtx<'_>,
     step: &Step,
     slot: Slot,
     default_limit: usize,
+    parent: &Cancel,
+    gate_on_job: bool,
 ) -> StepStatus {
     let (Some(matrix), Slot::Stage { stage, index }) = (&step.matrix, slot) else {
         return step::run_step(ctx, step, slot).await;
@@ -44,17 +52,21 @@ pub(crate) async fn run_matrix_step(
     // run, it is judged (skipped or cancelled) under its own id.
     let explicit = step.when.as_ref().is_some_and(|w| has_status_fn(&w.text));
     let gated = !explicit
-        && (ctx.cancel.is_cancelled()
+        && (parent.is_cancelled()
             || ctx.deadline_passed()
-            || ctx.data().job_status() != JobStatus::Success);
+            || (gate_on_job && ctx.data().job_status() != JobStatus::Success));
     if gated || ctx.resume.contains_key(id) {
         return step::run_step(ctx, step, slot).await;
     }
-    let instances = {
+    // Inside a stage-matrix instance the stage's values come first, then the step's own.
+    let (instances, outer) = {
         let data = ctx.data();
-        matrix.instances(&data.view(&ctx.workdir))
+        (
+            matrix.instances(&data.step_view(&ctx.workdir, id)),
+            data.matrix.get(id).and_then(Value::as_object).cloned(),
+        )
     };
-    let instances = match instances {
+    let mut instances = match instances {
         Ok(i) => i,
         Err(e) => return expansion_failed(ctx, step, slot, &e),
     };
@@ -67,6 +79,13 @@ pub(crate) async fn run_matrix_step(
             s
         })
         .collect();
+    if let Some(outer) = outer {
+        for inst in &mut instances {
+            let mut values = outer.clone();
+            values.extend(std::mem::take(&mut inst.values));
+            inst.values = values;
+        }
+    }
     {
         let mut data = ctx.data();
         for (s, inst) in steps.iter().zip(&instances) {
@@ -78,7 +97,7 @@ pub(crate) async fn run_matrix_step(
         .as_ref()
         .map_or(default_limit, |m| m.value as usize)
         .max(1);
-    let cancel = ctx.cancel.child();
+    let cancel = parent.child();
     let mut running = FuturesUnordered::new();
     let mut next = 0;
     loop {
@@ -102,24 +121,6 @@ pub(crate) async fn run_matrix_step(
         }
     }
     aggregate(ctx, step, &steps, &instances)
-}
-
-/// A `matrix:` on a stage is not expanded yet: it fails the run with a precise message
-/// before the stage's steps (which are then skipped) instead of letting `${{ matrix }}`
-/// fail in each of them.
-pub(crate) fn refuse_stage_matrix(ctx: &RunCtx<'_>, stage: &dsl::model::Stage) {
-    if stage.matrix.is_none() || ctx.data().job_status() != JobStatus::Success {
-        return;
-    }
-    let name = &stage.name.value;
-    ctx.apply(
-        Disposition::Abort,
-        name,
-        "ValidationError",
-        &format!(
-            "stage `{name}`: a matrix on a stage is not supported yet; put the matrix on its steps"
-        ),
-    );
 }
 
 /// Whether the failure of instance `iid` was one the run tolerated.
@@ -166,13 +167,25 @@ fn aggregate(
             }
         }
     }
-    let mut data = ctx.data();
-    let mut list = Vec::with_capacity(steps.len());
+    let ids: Vec<String> = steps.iter().map(|s| s.id.value.clone()).collect();
+    aggregate_entries(&mut ctx.data(), &step.id.value, &ids, instances, &[])
+}
+
+/// Replaces the `steps` entries of the instances `ids` (in instance order) by the entry
+/// `steps.ID` of their aggregate, and returns its status. `aliases` (the stage instance
+/// ids of a matrix stage, in the same order) are further keys of `instances`.
+fn aggregate_entries(
+    data: &mut RunData,
+    id: &str,
+    ids: &[String],
+    instances: &[MatrixInstance],
+    aliases: &[String],
+) -> StepStatus {
+    let mut list = Vec::with_capacity(ids.len());
     let mut by_id = Map::new();
-    let mut statuses = Vec::with_capacity(steps.len());
+    let mut statuses = Vec::with_capacity(ids.len());
     let mut error_class = Value::Null;
-    for (s, inst) in steps.iter().zip(instances) {
-        let iid = &s.id.value;
+    for (iid, inst) in ids.iter().zip(instances) {
         data.matrix.remove(iid);
         let entry = match data.roots.get_mut("steps") {
             Some(Value::Object(all)) => all.remove(iid),
@@ -200,6 +213,13 @@ fn aggregate(
         entry.insert("matrix".into(), inst.to_json());
         by_id.insert(iid.clone(), Value::Object(entry));
     }
+    for (alias, iid) in aliases.iter().zip(ids) {
+        if !by_id.contains_key(alias)
+            && let Some(entry) = by_id.get(iid).cloned()
+        {
+            by_id.insert(alias.clone(), entry);
+        }
+    }
     let has = |s: &str| statuses.iter().any(|x| x == s);
     let status = if has("failed") {
         StepStatus::Failed
@@ -217,9 +237,7 @@ fn aggregate(
     entry.insert("exit_code".into(), Value::Null);
     entry.insert("error_class".into(), error_class);
     entry.insert("instances".into(), Value::Object(by_id));
-    if let Some(Value::Object(all)) = data.roots.get_mut("steps") {
-        all.insert(step.id.value.clone(), Value::Object(entry));
-    }
+    data.record_entry(id, Value::Object(entry));
     status
 }
 
@@ -254,5 +272,285 @@ pub(crate) fn place_instances(ctx: &RunCtx<'_>, stage: usize) {
             rep.steps.splice(index..=index, group);
         }
         i = j;
+    }
+}
+
+/// Whether a step of the stage whose report is at `index` failed in a way the run does not
+/// tolerate (for a stage-matrix instance: its later steps are then skipped).
+pub(crate) fn instance_failed(ctx: &RunCtx<'_>, index: usize) -> bool {
+    let st = ctx.state();
+    let bad = |r: &StepReport| r.status == StepStatus::Failed && !r.continued;
+    st.stages
+        .get(index)
+        .is_some_and(|s| s.steps.iter().any(bad))
+        || st
+            .instances
+            .iter()
+            .any(|(s, _, _, r)| *s == index && bad(r))
+}
+
+/// Gives `step` and the steps inside it (decision branches, `compensate`) the ids of
+/// instance `inst`, calling `each(id in the file, step)` for every one renamed.
+fn rename_steps(step: &mut Step, inst: &MatrixInstance, each: &mut dyn FnMut(&str, &Step)) {
+    let base = std::mem::take(&mut step.id.value);
+    step.id.value = inst.id(&base);
+    if let dsl::model::StepKind::Decision(d) = &mut step.kind {
+        for b in &mut d.branches {
+            for s in &mut b.steps {
+                rename_steps(s, inst, each);
+            }
+        }
+    }
+    for s in &mut step.compensate {
+        rename_steps(s, inst, each);
+    }
+    each(&base, step);
+}
+
+/// The ids in the file of the steps of `stage` whose results are aggregated after a
+/// matrix stage: its steps and those of their decision branches.
+fn stage_step_ids(stage: &dsl::model::Stage) -> Vec<String> {
+    fn walk(steps: &[Step], out: &mut Vec<String>) {
+        for s in steps {
+            out.push(s.id.value.clone());
+            if let dsl::model::StepKind::Decision(d) = &s.kind {
+                for b in &d.branches {
+                    walk(&b.steps, out);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&stage.steps, &mut out);
+    out
+}
+
+/// Runs a stage that has a `matrix:` once per instance.
+///
+/// - The instances are computed when the stage starts (a dynamic matrix reads earlier
+///   steps' outputs); a matrix that cannot be expanded fails the run before the stage's
+///   steps, which are then skipped.
+/// - Instance `NAME (k=v, ...)` is a stage of its own in events, the progress view and the
+///   report (listed where the matrix stage stands, in instance order); its steps have the
+///   ids `ID (k=v, ...)` and the `matrix` values in their reports, see `${{ matrix.K }}`,
+///   and read `${{ steps.X }}` of a sibling as that of their own instance. A step failing
+///   skips the later steps of its instance only.
+/// - At most `max_parallel` instances run at once (default: the stage's `max_parallel`).
+///   With `fail_fast` (the default) the first instance that fails (a failure the run
+///   tolerates excepted) cancels the others, running or not yet started.
+/// - Afterwards `steps.ID` of each of the stage's steps is the aggregate of its instances,
+///   as for a matrix step: `outputs` as a list in instance order and `instances` by the
+///   step's instance id (`ID (k=v, ...)`) and by the stage's (`NAME (k=v, ...)`).
+/// - A finished instance step is recorded under its own id, so a resumed run takes it over
+///   instead of running it again; a succeeded instance step with `compensate` is undone
+///   like any other step.
+pub(crate) async fn run_matrix_stage(ctx: &RunCtx<'_>, index: usize, stage: &dsl::model::Stage) {
+    let Some(matrix) = &stage.matrix else {
+        stage::run_stage_as(ctx, index, stage, None).await;
+        return;
+    };
+    let name = &stage.name.value;
+    // A stage that would not run is judged (skipped or cancelled) under its own name.
+    if ctx.cancel.is_cancelled() || ctx.data().job_status() != JobStatus::Success {
+        stage::run_stage_as(ctx, index, stage, None).await;
+        return;
+    }
+    let instances = {
+        let data = ctx.data();
+        matrix.instances(&data.view(&ctx.workdir))
+    };
+    let instances = match instances {
+        Ok(i) => i,
+        Err(e) => {
+            let class = match &e {
+                MatrixError::Invalid(t) if t.starts_with("`matrix`: ") => "ExpressionError",
+                _ => "ValidationError",
+            };
+            ctx.apply(
+                Disposition::Abort,
+                name,
+                class,
+                &format!("stage `{name}`: `matrix`: {e}"),
+            );
+            stage::run_stage_as(ctx, index, stage, None).await;
+            return;
+        }
+    };
+    let mut copies: Vec<dsl::model::Stage> = Vec::with_capacity(instances.len());
+    {
+        let mut data = ctx.data();
+        let mut st = ctx.state();
+        let steps_now = data
+            .roots
+            .get("steps")
+            .cloned()
+            .unwrap_or_else(|| Value::Object(Map::new()));
+        for inst in &instances {
+            let mut copy = stage.clone();
+            copy.matrix = None;
+            copy.name.value = inst.id(name);
+            let group = copy.name.value.clone();
+            data.group_steps.insert(group.clone(), steps_now.clone());
+            for s in &mut copy.steps {
+                rename_steps(s, inst, &mut |base, renamed| {
+                    let iid = renamed.id.value.clone();
+                    data.matrix.insert(iid.clone(), inst.to_json());
+                    data.groups
+                        .insert(iid.clone(), (group.clone(), base.to_string()));
+                    if !renamed.compensate.is_empty() {
+                        st.instance_steps.insert(iid, renamed.clone());
+                    }
+                });
+            }
+            copies.push(copy);
+        }
+    }
+    // Each instance's report is kept past the run's stages while it runs, then set aside
+    // to take the matrix stage's place at the end.
+    let first = {
+        let mut st = ctx.state();
+        let first = st.stages.len();
+        for (copy, inst) in copies.iter().zip(&instances) {
+            st.stages.push(StageReport {
+                name: copy.name.value.clone(),
+                status: StepStatus::Pending,
+                steps: copy
+                    .steps
+                    .iter()
+                    .map(|s| StepReport {
+                        name: s.name.as_ref().map(|n| n.value.clone()),
+                        matrix: Some(Box::new(inst.values.clone())),
+                        ..StepReport::pending(s.id.value.clone())
+                    })
+                    .collect(),
+            });
+        }
+        first
+    };
+    let limit = matrix
+        .max_parallel
+        .as_ref()
+        .map_or(stage.max_parallel.value as usize, |m| m.value as usize)
+        .max(1);
+    let cancel = ctx.cancel.child();
+    let mut running = FuturesUnordered::new();
+    let mut next = 0;
+    loop {
+        while next < copies.len() && running.len() < limit {
+            let fut = stage::run_stage_as(ctx, first + next, &copies[next], Some(&cancel));
+            running.push(fut);
+            next += 1;
+        }
+        let Some((status, continued)) = running.next().await else {
+            break;
+        };
+        if matrix.fail_fast && status == StepStatus::Failed && !continued {
+            cancel.request();
+        }
+    }
+    {
+        let mut st = ctx.state();
+        let mut reports: Vec<StageReport> = st.stages.drain(first..).collect();
+        for (rep, inst) in reports.iter_mut().zip(&instances) {
+            for s in &mut rep.steps {
+                if s.matrix.is_none() {
+                    s.matrix = Some(Box::new(inst.values.clone()));
+                }
+            }
+        }
+        if let Some(rep) = st.stages.get_mut(index) {
+            rep.status = super::run_ctx::stage_status(
+                &reports
+                    .iter()
+                    .map(|r| StepReport {
+                        status: r.status,
+                        ..StepReport::pending(r.name.clone())
+                    })
+                    .collect::<Vec<_>>(),
+                true,
+            );
+        }
+        st.expanded.push((index, reports));
+    }
+    let names: Vec<String> = copies.iter().map(|c| c.name.value.clone()).collect();
+    let mut data = ctx.data();
+    for id in stage_step_ids(stage) {
+        let ids: Vec<String> = instances.iter().map(|i| i.id(&id)).collect();
+        aggregate_entries(&mut data, &id, &ids, &instances, &names);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::{Map, Value};
+
+    use crate::engine::{Cancel, Engine, EngineConfig, EventSender, RunRequest, RunStatus};
+    use crate::model::report::{StepReport, StepStatus};
+
+    fn request(yaml: &str, workdir: &std::path::Path) -> RunRequest {
+        let (wf, _) = dsl::parse_str("w.yaml", yaml).expect("valid workflow");
+        let loaded = dsl::Loaded {
+            workflow: wf,
+            subworkflows: Default::default(),
+            warnings: dsl::Diagnostics(Vec::new()),
+            source: dsl::SourceFile::new("w.yaml", None),
+        };
+        RunRequest {
+            workflow: Arc::new(loaded),
+            parameters: Map::new(),
+            run_id: crate::engine::new_run_id(),
+            env: Vec::new(),
+            workdir: workdir.to_path_buf(),
+            secrets: Default::default(),
+            repo: Value::Null,
+            trigger: "manual".into(),
+            attempt: 1,
+            context: Map::new(),
+            events: EventSender::none(),
+            cancel: Cancel::new(),
+            resume: Vec::new(),
+        }
+    }
+
+    fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(fut)
+    }
+
+    /// Guards crash resume of matrix stages: an instance step that succeeded before the
+    /// interruption (recorded under its instance id) is taken over, not run again (here it
+    /// would fail if it ran), its outputs still reach the aggregate; the others run.
+    #[test]
+    fn a_resumed_run_does_not_rerun_finished_stage_instances() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = Engine::new(EngineConfig::default());
+        let mut prior = StepReport::pending("t (n=1)");
+        prior.status = StepStatus::Succeeded;
+        prior.attempts = 1;
+        prior.outputs.insert("v".into(), Value::from("old"));
+        let req = RunRequest {
+            trigger: "retry".into(),
+            attempt: 2,
+            resume: vec![prior.clone()],
+            ..request(
+                "workflow:\n  name: w\n  stages:\n    - name: s\n      matrix:\n        n: [1, 2]\n      steps:\n        - id: t\n          run: |\n            test \"${{ matrix.n }}\" != 1\n            echo v=new >> \"$AGENT_OUTPUT\"\n    - name: u\n      steps:\n        - id: sum\n          run: test \"${{ steps.t.outputs[0].v }}${{ steps.t.outputs[1].v }}\" = oldnew\n",
+                dir.path(),
+            )
+        };
+        let result = block_on(engine.run(req));
+        let r = &result.report;
+        assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
+        assert_eq!(r.stages[0].name, "s (n=1)");
+        assert_eq!(r.stages[0].steps[0].id, "t (n=1)");
+        assert_eq!(r.stages[0].steps[0].attempts, 1);
+        assert_eq!(r.stages[0].steps[0].outputs, prior.outputs);
+        assert_eq!(r.stages[1].name, "s (n=2)");
+        assert_eq!(r.stages[1].steps[0].status, StepStatus::Succeeded);
+        assert_eq!(r.stages[1].steps[0].outputs["v"], "new");
     }
 }

@@ -57,6 +57,7 @@ pub(crate) mod env_files;
 pub(crate) mod errors;
 pub(crate) mod events;
 mod failure;
+mod isolate;
 mod job_env;
 mod matrix;
 pub(crate) mod recap;

@@ -70,7 +70,9 @@ async fn compensate_steps(ctx: &RunCtx<'_>, cancel: &Cancel) -> Vec<String> {
     let completed: Vec<String> = ctx.state().completed.clone();
     let mut undone = Vec::new();
     for id in completed.iter().rev() {
-        let Some(step) = ctx.wf.step(id) else {
+        // A step of a stage-matrix instance (`ID (k=v, ...)`) is a renamed copy.
+        let copy = ctx.state().instance_steps.get(id).cloned();
+        let Some(step) = ctx.wf.step(id).or(copy.as_ref()) else {
             continue;
         };
         if step.compensate.is_empty() {

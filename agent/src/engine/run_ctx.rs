@@ -71,6 +71,12 @@ pub(crate) struct RunState {
     pub rollback: Option<RollbackReport>,
     /// Reports of matrix instances: (stage, step index, instance position, report).
     pub instances: Vec<(usize, usize, usize, StepReport)>,
+    /// Reports of the instances of matrix stages, by the index of their stage: they take
+    /// the stage's place in the report (see [`take_parts`]).
+    pub expanded: Vec<(usize, Vec<StageReport>)>,
+    /// The steps of stage-matrix instances by their ids (`ID (k=v, ...)`), for their
+    /// compensation.
+    pub instance_steps: std::collections::HashMap<String, dsl::model::Step>,
 }
 
 /// Everything the steps of one (sub-)run share.
@@ -435,7 +441,8 @@ pub(crate) type RunParts = (
     Option<String>,
 );
 
-/// Takes the report parts out of a finished (sub-)run.
+/// Takes the report parts out of a finished (sub-)run; a matrix stage is listed as its
+/// instances, each a stage of its own (`NAME (k=v, ...)`).
 pub(crate) fn take_parts(ctx: &RunCtx<'_>, status: RunStatus) -> RunParts {
     let mut st = ctx.state();
     let mut error = st.error.take();
@@ -445,8 +452,17 @@ pub(crate) fn take_parts(ctx: &RunCtx<'_>, status: RunStatus) -> RunParts {
     if status == RunStatus::Cancelled && error.is_none() {
         error = Some("run cancelled".into());
     }
+    let mut stages = std::mem::take(&mut st.stages);
+    // Last stage first, so that the earlier indices stay valid.
+    let mut expanded = std::mem::take(&mut st.expanded);
+    expanded.sort_by_key(|e| std::cmp::Reverse(e.0));
+    for (index, instances) in expanded {
+        if index < stages.len() {
+            stages.splice(index..=index, instances);
+        }
+    }
     (
-        std::mem::take(&mut st.stages),
+        stages,
         st.rollback.take(),
         std::mem::take(&mut st.compensated),
         std::mem::take(&mut st.compensation_steps),

@@ -20,6 +20,12 @@ pub(crate) struct RunData {
     pub base_env: Vec<(String, String)>,
     /// The `matrix` root of each running matrix instance, by the instance's step id.
     pub matrix: std::collections::HashMap<String, Value>,
+    /// Steps of a stage-matrix instance: step id to (instance id, the step's id in the
+    /// file). Their `${{ steps.X }}` reads the instance's own `steps` root.
+    pub groups: std::collections::HashMap<String, (String, String)>,
+    /// The `steps` root of each running stage-matrix instance: the run's steps when the
+    /// instance started, plus the instance's own steps under their ids in the file.
+    pub group_steps: std::collections::HashMap<String, Value>,
 }
 
 impl RunData {
@@ -47,6 +53,8 @@ impl RunData {
             status: None,
             base_env: Vec::new(),
             matrix: Default::default(),
+            groups: Default::default(),
+            group_steps: Default::default(),
         }
     }
 
@@ -84,8 +92,19 @@ impl RunData {
             "error_class".into(),
             error_class.map_or(Value::Null, |c| Value::String(c.to_string())),
         );
+        self.record_entry(id, Value::Object(entry));
+    }
+
+    /// Sets `steps.<id>` to `entry` (and, for a step of a stage-matrix instance, the
+    /// instance's `steps.<id in the file>`).
+    pub(crate) fn record_entry(&mut self, id: &str, entry: Value) {
+        if let Some((group, base)) = self.groups.get(id)
+            && let Some(Value::Object(steps)) = self.group_steps.get_mut(group)
+        {
+            steps.insert(base.clone(), entry.clone());
+        }
         if let Some(Value::Object(steps)) = self.roots.get_mut("steps") {
-            steps.insert(id.to_string(), Value::Object(entry));
+            steps.insert(id.to_string(), entry);
         }
     }
 
@@ -129,6 +148,7 @@ impl RunData {
             workdir,
             env: None,
             matrix: None,
+            steps: None,
         }
     }
 
@@ -137,6 +157,10 @@ impl RunData {
     pub(crate) fn step_view<'a>(&'a self, workdir: &'a Path, id: &str) -> Scope<'a> {
         Scope {
             matrix: self.matrix.get(id),
+            steps: self
+                .groups
+                .get(id)
+                .and_then(|(group, _)| self.group_steps.get(group)),
             ..self.view(workdir)
         }
     }
@@ -149,6 +173,8 @@ pub(crate) struct Scope<'a> {
     workdir: &'a Path,
     env: Option<&'a Value>,
     matrix: Option<&'a Value>,
+    /// The `steps` root of a stage-matrix instance's step.
+    steps: Option<&'a Value>,
 }
 
 impl<'a> Scope<'a> {
@@ -168,6 +194,11 @@ impl EvalContext for Scope<'_> {
         }
         if name == "matrix" {
             return self.matrix;
+        }
+        if name == "steps"
+            && let Some(steps) = self.steps
+        {
+            return Some(steps);
         }
         self.data.roots.get(name)
     }

@@ -5,6 +5,9 @@
 //!
 //! All step futures of a stage are polled by the run's own task (no task or thread per
 //! step).
+//!
+//! A stage with `matrix:` runs once per instance (see `matrix.rs`): each instance is this
+//! same scheduling over a copy of the stage named `NAME (k=v, ...)`.
 
 use std::time::Instant;
 
@@ -12,6 +15,7 @@ use dsl::model::{Parallelism, Stage};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
+use super::Cancel;
 use super::events::EngineEvent;
 use super::matrix;
 use super::run_ctx::{RunCtx, Slot, stage_status};
@@ -26,28 +30,58 @@ fn dependencies(stage: &Stage) -> Vec<Vec<usize>> {
     stage.sibling_dependencies()
 }
 
-/// Starts step `i` of the stage (a matrix step through `matrix.rs`).
+/// Starts step `i` of the stage (a matrix step through `matrix.rs`). `instance`: the cancel
+/// handle of the stage-matrix instance the stage is; its steps are then judged by their
+/// own instance's failures, not by those of the instances beside it.
 fn start<'a>(
     ctx: &'a RunCtx<'a>,
     stage: &'a Stage,
     s: &'a dsl::model::Step,
     index: usize,
     i: usize,
+    instance: Option<&'a Cancel>,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = StepStatus> + Send + 'a>> {
     let slot = Slot::Stage {
         stage: index,
         index: i,
     };
+    let own = instance.filter(|_| !matrix::instance_failed(ctx, index));
     if s.matrix.is_some() {
         let limit = stage.max_parallel.value.max(1) as usize;
-        Box::pin(matrix::run_matrix_step(ctx, s, slot, limit))
+        Box::pin(matrix::run_matrix_step(
+            ctx,
+            s,
+            slot,
+            limit,
+            own.unwrap_or(&ctx.cancel),
+            own.is_none(),
+        ))
     } else {
-        step::run_step(ctx, s, slot)
+        match own {
+            Some(cancel) => step::run_instance(ctx, s, slot, cancel),
+            None => step::run_step(ctx, s, slot),
+        }
     }
 }
 
-/// Runs one stage to the end.
+/// Runs one stage to the end (a matrix stage once per instance).
 pub(crate) async fn run_stage(ctx: &RunCtx<'_>, index: usize, stage: &Stage) {
+    if stage.matrix.is_some() {
+        matrix::run_matrix_stage(ctx, index, stage).await;
+    } else {
+        run_stage_as(ctx, index, stage, None).await;
+    }
+}
+
+/// Runs `stage` to the end with its report at `index` of the run's stages; `instance`: the
+/// cancel handle when the stage is an instance of a matrix stage. Returns the stage's
+/// status and whether it failed only through failures the run tolerated.
+pub(crate) async fn run_stage_as(
+    ctx: &RunCtx<'_>,
+    index: usize,
+    stage: &Stage,
+    instance: Option<&Cancel>,
+) -> (StepStatus, bool) {
     let t0 = Instant::now();
     // Inside a sub-workflow the stage is shown under the calling step (`call/stage`).
     let name: std::sync::Arc<str> = if ctx.prefix.is_empty() {
@@ -60,7 +94,6 @@ pub(crate) async fn run_stage(ctx: &RunCtx<'_>, index: usize, stage: &Stage) {
         stage: name.clone(),
         steps: stage.steps.len(),
     });
-    matrix::refuse_stage_matrix(ctx, stage);
     let n = stage.steps.len();
     let limit = match stage.parallel.value {
         Parallelism::Sequential => 1,
@@ -78,7 +111,7 @@ pub(crate) async fn run_stage(ctx: &RunCtx<'_>, index: usize, stage: &Stage) {
             if !started[i] && deps[i].iter().all(|&d| done[d]) {
                 started[i] = true;
                 let s = &stage.steps[i];
-                let fut = start(ctx, stage, s, index, i);
+                let fut = start(ctx, stage, s, index, i, instance);
                 running.push(async move {
                     fut.await;
                     i
@@ -99,7 +132,7 @@ pub(crate) async fn run_stage(ctx: &RunCtx<'_>, index: usize, stage: &Stage) {
                 for (i, s) in started.iter_mut().enumerate() {
                     if !*s {
                         *s = true;
-                        start(ctx, stage, &stage.steps[i], index, i).await;
+                        start(ctx, stage, &stage.steps[i], index, i, instance).await;
                     }
                 }
                 break;
@@ -129,4 +162,5 @@ pub(crate) async fn run_stage(ctx: &RunCtx<'_>, index: usize, stage: &Stage) {
         continued,
         duration: t0.elapsed(),
     });
+    (status, continued)
 }

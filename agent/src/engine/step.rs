@@ -31,7 +31,7 @@ use super::run_ctx::{
 use super::scope::{has_status_fn, truthy};
 use super::script_env;
 use super::step_cache::{self, CacheSource};
-use super::{env_files, job_env, shell_script};
+use super::{env_files, isolate, job_env, shell_script};
 use crate::model::report::{CalledWorkflow, StepReport, StepStatus, rfc3339};
 
 type StepFuture<'a> = Pin<Box<dyn Future<Output = StepStatus> + Send + 'a>>;
@@ -129,7 +129,8 @@ enum Prepared {
     Decision,
 }
 
-fn request_for(step: &Step, default: Request) -> Request {
+/// The step's admission request; `cpu: all` asks for every CPU slot of `capacity`.
+fn request_for(step: &Step, default: Request, capacity: u32) -> Request {
     let Some(r) = &step.resources else {
         return default;
     };
@@ -137,7 +138,7 @@ fn request_for(step: &Step, default: Request) -> Request {
         cpu: r
             .cpu
             .as_ref()
-            .map(|c| c.value.max(0.0).ceil().min(f64::from(u32::MAX)) as u32)
+            .map(|c| c.value.slots(capacity))
             .unwrap_or(default.cpu),
         memory_mb: r
             .memory_mb
@@ -147,8 +148,13 @@ fn request_for(step: &Step, default: Request) -> Request {
     }
 }
 
-/// Renders what the step needs; an error is the step's failure (class, message).
-fn prepare(ctx: &RunCtx<'_>, step: &Step) -> Result<Prepared, (String, String)> {
+/// Renders what the step needs; an error is the step's failure (class, message). With
+/// `isolated` the step runs in that copy of the workspace.
+fn prepare(
+    ctx: &RunCtx<'_>,
+    step: &Step,
+    isolated: Option<&isolate::Isolated>,
+) -> Result<Prepared, (String, String)> {
     let id = &step.id.value;
     let expr_err = |what: &str, e: dsl::expr::ExprError| {
         (
@@ -159,7 +165,11 @@ fn prepare(ctx: &RunCtx<'_>, step: &Step) -> Result<Prepared, (String, String)> 
     let data = ctx.data();
     let base = data.step_view(&ctx.workdir, id);
     // Stage and step `env:` and what earlier steps wrote to `$AGENT_ENV`/`$AGENT_PATH`.
-    let stage = job_env::stage_of(&ctx.wf.stages, &step.id.value);
+    // A matrix instance (`ID (k=v, ...)`) is in the stage of its step.
+    let stage = job_env::stage_of(&ctx.wf.stages, id).or_else(|| {
+        id.split_once(" (")
+            .and_then(|(base, _)| job_env::stage_of(&ctx.wf.stages, base))
+    });
     let layers = job_env::layers(ctx, stage, step, &base, data.roots.get("env"))
         .map_err(|(what, e)| expr_err(what, e))?;
     let step_env = layers.process_env;
@@ -169,6 +179,7 @@ fn prepare(ctx: &RunCtx<'_>, step: &Step) -> Result<Prepared, (String, String)> 
     };
     let cwd = job_env::working_dir(&ctx.workdir, stage, step, &view)
         .map_err(|e| ("ValidationError".to_string(), format!("step `{id}`: {e}")))?;
+    let cwd = isolated.map_or(cwd.clone(), |i| i.rebase(&cwd));
     let params =
         dsl::model::render_map(&step.parameters, &view).map_err(|e| expr_err("parameters", e))?;
     let with_protocol = |mut cmd: StepCommand, always_stdin: bool| {
@@ -177,6 +188,12 @@ fn prepare(ctx: &RunCtx<'_>, step: &Step) -> Result<Prepared, (String, String)> 
         cmd.inherit_env = false;
         cmd.env.extend(ctx.base_env.iter().cloned());
         cmd.env.extend(step_env.iter().cloned());
+        if let Some(i) = isolated {
+            cmd.env.push((
+                "AGENT_WORKSPACE".into(),
+                i.path().to_string_lossy().into_owned(),
+            ));
+        }
         cmd.env.push(("AGENT_STEP_ID".into(), id.clone()));
         cmd.env.push(("AGENT_STEP".into(), id.clone()));
         if always_stdin || !params.is_empty() {
@@ -192,6 +209,7 @@ fn prepare(ctx: &RunCtx<'_>, step: &Step) -> Result<Prepared, (String, String)> 
         cmd.user = ctx.run_user.clone();
         cmd
     };
+    let capacity = ctx.engine.admission().cpu_capacity();
     match &step.kind {
         StepKind::Run(script) => {
             let shell = step.shell.as_ref().map(|s| s.value.as_str());
@@ -212,7 +230,7 @@ fn prepare(ctx: &RunCtx<'_>, step: &Step) -> Result<Prepared, (String, String)> 
             cmd.env.extend(prepared.env);
             Ok(Prepared::Process {
                 cmd: with_protocol(cmd, false),
-                request: request_for(step, Request::default()),
+                request: request_for(step, Request::default(), capacity),
                 error_codes: HashMap::new(),
                 cache,
                 capture: false,
@@ -234,7 +252,7 @@ fn prepare(ctx: &RunCtx<'_>, step: &Step) -> Result<Prepared, (String, String)> 
             });
             Ok(Prepared::Process {
                 cmd: with_protocol(skill.command(), true),
-                request: request_for(step, skill.request()),
+                request: request_for(step, skill.request(), capacity),
                 error_codes: skill.error_codes(),
                 cache,
                 capture: false,
@@ -557,7 +575,7 @@ async fn run_decision(
     let mut chosen = None;
     {
         let data = ctx.data();
-        let view = data.view(&ctx.workdir);
+        let view = data.step_view(&ctx.workdir, id);
         for (i, b) in d.branches.iter().enumerate() {
             if b.default {
                 continue;
@@ -793,9 +811,21 @@ async fn step_inner(
     let ready = (Utc::now(), Instant::now());
     let mut first_begin: Option<(chrono::DateTime<Utc>, Instant)> = None;
     let mut queued_total = Duration::ZERO;
+    // `isolate: true`: a private copy of the workspace for this step's process, removed
+    // when the step ends.
+    let mut isolated = None;
+    if gate_error.is_none()
+        && step.isolate.value
+        && matches!(step.kind, StepKind::Run(_) | StepKind::Skill(_))
+    {
+        match isolate::for_step(ctx, id).await {
+            Ok(i) => isolated = Some(i),
+            Err(message) => gate_error = Some(("ResourceUnavailable".into(), message)),
+        }
+    }
     let mut prepared = match gate_error {
         Some(err) => Err(err),
-        None => prepare(ctx, step),
+        None => prepare(ctx, step, isolated.as_ref()),
     };
     // 2a. A cached step: served from its entry, or run and saved.
     let cache = match &mut prepared {
@@ -857,7 +887,7 @@ async fn step_inner(
     };
 
     // 2b. A succeeded step's artifacts; a collection that fails fails the step.
-    let mut collected = collect_artifacts(ctx, step, &mut last).await;
+    let mut collected = collect_artifacts(ctx, step, isolated.as_ref(), &mut last).await;
 
     // 3. A failure: error handler first, then on_failure.
     let mut disposition = Disposition::Continue;
@@ -933,7 +963,7 @@ async fn step_inner(
     // 3b. A handler's retry that succeeded: its artifacts (a failure to collect them is
     // judged by `on_failure`; the handler has acted already).
     if collected.is_none() && last.class.is_none() {
-        collected = collect_artifacts(ctx, step, &mut last).await;
+        collected = collect_artifacts(ctx, step, isolated.as_ref(), &mut last).await;
         if last.class.is_some() && mode == Mode::Normal {
             disposition = step.on_failure.value.into();
         }
@@ -1037,6 +1067,9 @@ async fn step_inner(
             }
         }
     }
+    if let Some(i) = isolated {
+        i.remove().await;
+    }
     finish(ctx, slot, &eid, report);
     status
 }
@@ -1046,12 +1079,14 @@ async fn step_inner(
 async fn collect_artifacts(
     ctx: &RunCtx<'_>,
     step: &Step,
+    isolated: Option<&isolate::Isolated>,
     last: &mut Attempt,
 ) -> Option<artifacts::Collected> {
     if last.class.is_some() || step.artifacts.is_empty() {
         return None;
     }
-    match artifacts::collect(ctx, step).await {
+    let root = isolated.map_or(ctx.workdir.as_path(), |i| i.path());
+    match artifacts::collect(ctx, step, root).await {
         Ok(c) => Some(c),
         Err(e) => {
             *last = Attempt {

@@ -188,3 +188,74 @@ fn a_dynamic_matrix_expands_from_its_context() {
         "`target` must be a JSON list, found the text `not json`"
     );
 }
+
+fn parse_ci(src: &str) -> Result<dsl::Workflow, String> {
+    dsl::parse_str("ci.yaml", src)
+        .map(|(wf, _)| wf)
+        .map_err(|d| d.render())
+}
+
+/// `resources.cpu: all` and `isolate: true` lower to the model (isolation off by
+/// default), match the JSON Schema, and wrong values are precise errors.
+#[test]
+fn cpu_all_and_isolate() {
+    let src = "workflow:\n  name: w\n  stages:\n    - name: s\n      steps:\n        - id: a\n          isolate: true\n          resources:\n            cpu: all\n          run: 'true'\n        - id: b\n          resources:\n            cpu: 1.5\n          run: 'true'\n";
+    let wf = parse_ci(src).expect("valid");
+    let a = wf.step("a").expect("a");
+    assert!(a.isolate.value);
+    let cpu = a
+        .resources
+        .as_ref()
+        .and_then(|r| r.cpu.as_ref())
+        .map(|c| c.value);
+    assert_eq!(cpu, Some(dsl::model::Cpu::All));
+    assert_eq!(cpu.map(|c| c.slots(8)), Some(8));
+    let b = wf.step("b").expect("b");
+    assert!(!b.isolate.value);
+    let cpu = b
+        .resources
+        .as_ref()
+        .and_then(|r| r.cpu.as_ref())
+        .map(|c| c.value);
+    assert_eq!(cpu.map(|c| c.slots(8)), Some(2));
+
+    let schema = dsl::schema::workflow_schema();
+    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    let doc = dsl::yaml::parse_str(src).expect("yaml").root.to_json();
+    let errors: Vec<String> = validator.iter_errors(&doc).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    for bad in ["cpu: most", "cpu: -1"] {
+        let text = src.replace("cpu: all", bad);
+        let doc = dsl::yaml::parse_str(&text).expect("yaml").root.to_json();
+        assert!(!validator.is_valid(&doc), "{bad}");
+    }
+
+    let err = parse_ci(&src.replace("cpu: all", "cpu: most")).expect_err("most");
+    assert!(
+        err.contains("expected a number of cores or `all` for `cpu`, found a string"),
+        "{err}"
+    );
+    let err = parse_ci(&src.replace("isolate: true", "isolate: maybe")).expect_err("maybe");
+    assert!(err.contains("`isolate`"), "{err}");
+}
+
+/// `isolate` on a decision or workflow step has no effect: a warning says so.
+#[test]
+fn isolate_on_a_decision_is_a_warning() {
+    let src = "workflow:\n  name: w\n  stages:\n    - name: s\n      steps:\n        - id: d\n          isolate: true\n          decision:\n            branches:\n              - default: true\n                steps:\n                  - id: x\n                    run: 'true'\n";
+    let (_, warnings) = dsl::parse_str("ci.yaml", src).expect("valid");
+    let text = warnings.render();
+    assert!(
+        text.contains("`isolate` has no effect on a `decision` step"),
+        "{text}"
+    );
+}
+
+/// The compensation of a matrix stage's step runs per instance and may read `matrix`.
+#[test]
+fn compensation_in_a_matrix_stage_reads_matrix() {
+    let src = "workflow:\n  name: w\n  stages:\n    - name: s\n      matrix:\n        region: [eu, us]\n      steps:\n        - id: push\n          run: 'true'\n          compensate:\n            - id: unpush\n              run: echo ${{ matrix.region }}\n";
+    parse_ci(src).expect("valid");
+    let err = parse_ci(&src.replace("matrix.region", "matrix.regoin")).expect_err("typo");
+    assert!(err.contains("regoin"), "{err}");
+}

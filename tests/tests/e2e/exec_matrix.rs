@@ -261,32 +261,30 @@ fn a_dynamic_matrix_that_is_not_one_fails_the_step() {
     assert!(!ws.exists("ran"));
 }
 
-/// A matrix on a stage is not expanded yet: the run fails with a message saying so before
-/// any of the stage's steps runs.
+/// The instances of a matrix step get their stage's `env` and `working_directory` like any
+/// step of the stage (an instance id is not a step id of the file, yet its stage is found).
 #[test]
-fn a_stage_matrix_fails_with_a_precise_message() {
+fn matrix_instances_get_their_stages_env_and_directory() {
     let ws = Ws::new();
+    ws.write("sub/.keep", "");
     ws.write(
         "wf.yaml",
         r#"workflow:
-  name: st
+  name: se
   stages:
     - name: s
-      matrix:
-        n: [1, 2]
+      env:
+        GREETING: hi
+      working_directory: sub
       steps:
         - id: t
-          run: touch "ran.${{ matrix.n }}"
+          matrix:
+            n: [1, 2]
+          run: echo "$GREETING ${{ matrix.n }}" > "out.${{ matrix.n }}"
 "#,
     );
     let out = ws.exec("wf.yaml", &[]);
-    assert_code(&out, 1);
-    let rep = report(&out);
-    assert_eq!(step(&rep, "t")["status"], "skipped");
-    assert!(
-        rep["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("a matrix on a stage is not supported yet")),
-        "{rep:#}"
-    );
+    assert_code(&out, 0);
+    assert_eq!(ws.read("sub/out.1").trim(), "hi 1");
+    assert_eq!(ws.read("sub/out.2").trim(), "hi 2");
 }

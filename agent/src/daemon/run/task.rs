@@ -125,6 +125,13 @@ async fn execute(shared: &Arc<Shared>, record: RunRecord, control: &RunControl) 
     } = prepared;
     let preserve = loaded.workflow.context.preserve;
     let stages = stage_map(&loaded);
+    let matrix_stages: std::collections::HashSet<String> = loaded
+        .workflow
+        .stages
+        .iter()
+        .filter(|s| s.matrix.is_some())
+        .map(|s| s.name.value.clone())
+        .collect();
     // With barriers: a step's process is spawned only once the recorder has its start on
     // disk (see `record_events`).
     let (events, rx) = EventSender::channel_with_barriers(shared.config.limits.record_timeout);
@@ -132,7 +139,7 @@ async fn execute(shared: &Arc<Shared>, record: RunRecord, control: &RunControl) 
         let shared = shared.clone();
         let abandon = control.abandon.clone();
         tokio::task::spawn_blocking(move || {
-            record_events(store, rx, id, &stages, &shared, &abandon)
+            record_events(store, rx, id, (&stages, &matrix_stages), &shared, &abandon)
         })
     };
     let artifacts = crate::daemon::run::artifacts::store_for_run(
@@ -659,25 +666,44 @@ fn stage_map(loaded: &dsl::Loaded) -> HashMap<String, String> {
     out
 }
 
+/// The section of step `step` (as events name it): a matrix instance (`ID (k=v, ...)`) is
+/// in the stage of its matrix step, and a step of a matrix stage's instance in that
+/// instance (`STAGE (k=v, ...)`, the values being the id's first group).
+fn section_of(
+    stages: &HashMap<String, String>,
+    matrix_stages: &std::collections::HashSet<String>,
+    step: &str,
+) -> String {
+    if let Some(s) = stages.get(step) {
+        return s.clone();
+    }
+    let Some((base, rest)) = step.split_once(" (") else {
+        return "-".to_string();
+    };
+    match stages.get(base) {
+        Some(s) if matrix_stages.contains(s) => {
+            let group = rest
+                .split_once(") (")
+                .map_or_else(|| rest.strip_suffix(')').unwrap_or(rest), |(g, _)| g);
+            format!("{s} ({group})")
+        }
+        Some(s) => s.clone(),
+        None => "-".to_string(),
+    }
+}
+
 /// The recorder: engine events to the store, the log files and the daemon's event bus.
 /// Returns the store handle for the run's last write.
 fn record_events(
     store: Store,
     mut rx: mpsc::UnboundedReceiver<EngineEvent>,
     id: RunId,
-    stages: &HashMap<String, String>,
+    (stages, matrix_stages): (&HashMap<String, String>, &std::collections::HashSet<String>),
     shared: &Shared,
     abandon: &AtomicBool,
 ) -> Store {
     let mut logs = RunLogs::new(&shared.state_dir, id, shared.config.limits.max_log_bytes);
-    // A matrix instance (`ID (k=v, ...)`) is in the stage of its matrix step.
-    let stage_of = |step: &str| {
-        stages
-            .get(step)
-            .or_else(|| step.split_once(" (").and_then(|(base, _)| stages.get(base)))
-            .cloned()
-            .unwrap_or_else(|| "-".to_string())
-    };
+    let stage_of = |step: &str| section_of(stages, matrix_stages, step);
     // The run's context after the latest update, saved with the next step's end.
     let mut context: Option<Value> = None;
     let health = &shared.store_health;
@@ -877,6 +903,26 @@ fn record_events(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Guards the live report's sections of matrix stages: a step of an instance is shown
+    /// in that instance (`s (n=1, os=linux)`), as in the finished report.
+    #[test]
+    fn steps_of_matrix_stage_instances_are_in_their_instance() {
+        let stages: HashMap<String, String> = [("t", "s"), ("m", "plain")]
+            .into_iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        let matrix: std::collections::HashSet<String> = ["s".to_string()].into_iter().collect();
+        for (step, section) in [
+            ("t", "s"),
+            ("t (n=1, os=linux)", "s (n=1, os=linux)"),
+            ("t (n=1) (k=2)", "s (n=1)"),
+            ("m (k=2)", "plain"),
+            ("zz", "-"),
+        ] {
+            assert_eq!(section_of(&stages, &matrix, step), section, "{step}");
+        }
+    }
 
     /// While a run runs, its report is built from the recorded steps grouped by this map: a
     /// called workflow's steps, compensation and rollback steps once all fell under `-`;
