@@ -37,4 +37,5 @@ mod notify_events;
 mod notify_https;
 mod notify_slack;
 mod run_logs;
+mod toolchain_skills;
 mod validate;
