@@ -279,7 +279,10 @@ pub const BUILTINS: &[(&str, &str)] = &[
     ("setup-python", include_str!("../skills/setup-python.sh")),
     ("setup-node", include_str!("../skills/setup-node.sh")),
     ("setup-go", include_str!("../skills/setup-go.sh")),
-    ("rust-toolchain", include_str!("../skills/rust-toolchain.sh")),
+    (
+        "rust-toolchain",
+        include_str!("../skills/rust-toolchain.sh"),
+    ),
 ];
 
 /// The built-in skill `name`, if there is one.

@@ -21,6 +21,7 @@ mod daemon_report;
 mod daemon_triggers;
 mod dashboard;
 mod examples;
+mod examples_ci;
 mod exec_basics;
 mod exec_env;
 mod exec_failure;

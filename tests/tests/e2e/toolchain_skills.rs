@@ -118,7 +118,11 @@ if __name__ == "__main__":
             .is_some_and(|v| v.starts_with(&format!("{version}."))),
         "{setup}"
     );
-    assert_eq!(step(&r, "test")["outputs"]["prefix"], setup["venv"], "{r:#}");
+    assert_eq!(
+        step(&r, "test")["outputs"]["prefix"],
+        setup["venv"],
+        "{r:#}"
+    );
     let se = common::stderr(&out);
     assert!(se.contains("Ran 2 tests"), "{se}");
 }
@@ -221,9 +225,10 @@ fn setup_node_installed_major_works_and_missing_one_fails() {
     assert_eq!(step(&r, "use")["outputs"]["version"], full.as_str());
     assert_eq!(step(&r, "missing")["error_class"], "ToolchainNotInstalled");
     let fnm = on_path("fnm").is_some() || home().join(".local/share/fnm/fnm").is_file();
-    let nvm = Path::new(&std::env::var("NVM_DIR").unwrap_or_else(|_| {
-        home().join(".nvm").to_string_lossy().into_owned()
-    }))
+    let nvm = Path::new(
+        &std::env::var("NVM_DIR")
+            .unwrap_or_else(|_| home().join(".nvm").to_string_lossy().into_owned()),
+    )
     .join("nvm.sh")
     .is_file();
     let manager = if !fnm && nvm { "nvm" } else { "fnm" };
