@@ -521,6 +521,22 @@ mod tests {
         }
     }
 
+    /// Guards the built-in fallback: the toolchain skills resolve with no skill directory at
+    /// all, run through bash with the shared helpers first, and a misspelt name suggests one.
+    #[test]
+    fn builtins_resolve_last_and_are_suggested() {
+        let empty = tempfile::tempdir().expect("tempdir");
+        for (name, _) in BUILTINS {
+            let skill = find_skill(name, empty.path(), &[]).expect("built-in");
+            assert_eq!(skill.source, SkillSource::Builtin);
+            assert_eq!(skill.program, "bash");
+            assert!(skill.args[3].starts_with(BUILTIN_LIB), "{name}");
+            assert_eq!(skill.args.last().map(String::as_str), Some(*name));
+        }
+        let err = find_skill("setup-pyhton", empty.path(), &[]).expect_err("misspelt");
+        assert!(err.to_string().contains("setup-python"), "{err}");
+    }
+
     #[test]
     fn manifest_parses_both_command_forms() {
         let m = parse_manifest(
