@@ -20,12 +20,13 @@ pyenv=$(first_tool pyenv "$pyenv_root/bin/pyenv") || pyenv=
 candidates() {
   local line name path v d p
   if [ -n "$uv" ]; then
-    "$uv" python list --only-installed 2>/dev/null | while read -r name path _; do
-      case $name in cpython-*) ;; *) continue ;; esac
-      v=${name#cpython-}
+    # uv's own installs (`uv python install`); the rest of the machine is searched below.
+    d=$("$uv" python dir 2>/dev/null) || d=
+    for p in ${d:+"$d"/cpython-*}; do
+      v=${p##*/cpython-}
       v=${v%%-*}
       [[ $v =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || continue
-      [ -x "$path" ] && printf '%s\t%s\tuv\n' "$v" "$path"
+      [ -x "$p/bin/python3" ] && printf '%s\t%s\tuv\n' "$v" "$p/bin/python3"
     done
   fi
   if [ -d "$pyenv_root/versions" ]; then
@@ -73,9 +74,6 @@ say "Python $version from $source ($python); virtualenv $venv"
 if [ "$pip" = false ]; then
   "$python" -m venv --without-pip "$venv" >&2 ||
     fail ToolchainNotInstalled "$skill: Python $version ($python) cannot make a virtualenv (no \`venv\` module)"
-elif [ "$source" = uv ]; then
-  "$uv" venv --quiet --seed --python "$python" "$venv" >&2 ||
-    fail ToolchainNotInstalled "$skill: \`uv venv\` could not make a virtualenv with $python"
 elif ! "$python" -m venv "$venv" >&2 2>/dev/null; then
   # Debian's system Python has no ensurepip without python3-venv: a virtualenv without pip
   # still isolates the run.

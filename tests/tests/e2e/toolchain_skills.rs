@@ -376,3 +376,61 @@ fn a_workspace_skill_wins_over_the_builtin() {
     assert_code(&out, 0);
     assert_eq!(step(&report(&out), "setup")["outputs"]["mine"], "yes");
 }
+
+/// Guards the version-manager side of `setup-node`: with nvm's tree in `HOME` (a Node.js
+/// `v99.1.2` there, a link to the machine's node), that version is selected from nvm and put
+/// first on PATH, and a missing major's hint names nvm.
+#[test]
+fn setup_node_finds_nvm_versions_and_names_nvm_in_the_hint() {
+    let Some(node) = on_path("node") else {
+        eprintln!("skipped: no node on this machine");
+        return;
+    };
+    if on_path("fnm").is_some() {
+        eprintln!("skipped: fnm is on PATH (its hint comes first)");
+        return;
+    }
+    let ws = Ws::new();
+    let home = ws.path().join("home");
+    let bin = home.join(".nvm/versions/node/v99.1.2/bin");
+    std::fs::create_dir_all(&bin).expect("nvm tree");
+    std::fs::write(home.join(".nvm/nvm.sh"), "# nvm\n").expect("nvm.sh");
+    std::os::unix::fs::symlink(&node, bin.join("node")).expect("link node");
+    ws.write(
+        "wf.yaml",
+        r#"workflow:
+  name: nvm
+  stages:
+    - name: s
+      steps:
+        - id: setup
+          skill: setup-node
+          parameters: {version: "99"}
+        - id: use
+          run: echo "node=$(command -v node)" >> "$AGENT_OUTPUT"
+        - id: missing
+          skill: setup-node
+          parameters: {version: "7"}
+"#,
+    );
+    let out = ws.exec_env("wf.yaml", &[], &[("HOME", &home.to_string_lossy())]);
+    assert_code(&out, 1);
+    let r = report(&out);
+    let setup = &step(&r, "setup")["outputs"];
+    assert_eq!(setup["manager"], "nvm", "{r:#}");
+    assert_eq!(setup["node-version"], "99.1.2");
+    assert_eq!(
+        step(&r, "use")["outputs"]["node"],
+        bin.join("node").to_string_lossy().as_ref()
+    );
+    let tail = failure_tail(&common::stderr(&out), "missing");
+    let line = tail
+        .lines()
+        .find(|l| l.contains("node 7 is not installed; installed: "))
+        .unwrap_or_else(|| panic!("{tail}"));
+    assert!(line.contains("99.1.2"), "{line}");
+    assert!(
+        line.ends_with("; install it with `nvm install 7`"),
+        "{line}"
+    );
+}
