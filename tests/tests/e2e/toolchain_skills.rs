@@ -164,7 +164,7 @@ fn setup_python_missing_version_fails_precisely() {
         .lines()
         .find(|l| l.contains("python 3.1 is not installed"))
         .unwrap_or_else(|| panic!("{tail}"));
-    let message = line.trim_start_matches(|c: char| c == ' ' || c == '|');
+    let message = line.trim_start_matches([' ', '|']);
     assert!(
         message.starts_with("python 3.1 is not installed; installed: "),
         "{message}"
