@@ -356,3 +356,58 @@ fn broken_examples_fail_with_the_failing_tests_output() {
         assert!(tail.contains("expected: '\\x1B[31mstring"), "{tail}");
     }
 }
+
+/// Percent-encodes a path segment (step ids hold spaces, parentheses and `/`).
+fn segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Guards the broken Node example through the daemon: a commit of the broken source is run
+/// in its checked-out workspace, the run fails, and the log of the failed test step (read
+/// through the API) ends with the failed assertion and Node's exit report.
+#[test]
+fn broken_example_through_the_daemon_ends_its_step_log_with_the_failure() {
+    let Some(ex) = node_example() else {
+        return skipped("node");
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repos").join(ex.dir);
+    copy_dir(
+        &common::workspace_root().join("examples").join(ex.dir),
+        &repo,
+    );
+    patch(
+        &repo,
+        "picocolors.js",
+        "red: f(\"\\x1b[31m\", \"\\x1b[39m\")",
+        "red: f(\"\\x1b[32m\", \"\\x1b[39m\")",
+    );
+    init_repo(&repo, &[]);
+    let d = TestDaemon::start(&tmp.path().join("daemon"), &repo_config(ex.dir, &repo));
+    let body = serde_json::json!({"parameters": {ex.param: ex.values}, "repo": ex.dir});
+    let id = trigger_with(&d, &segment(ex.workflow), &body.to_string());
+    let run = d.wait_run_final(&id, LIMIT);
+    assert_eq!(run["status"], "failed", "{run:#}");
+    let step = format!("modern (node={})/test", ex.values[0]);
+    let (status, log) = d.get(&format!("/api/v1/runs/{id}/steps/{}/log", segment(&step)));
+    assert_eq!(status, 200, "{log}");
+    let tail: Vec<&str> = log
+        .lines()
+        .rev()
+        .filter(|l| !l.trim().is_empty())
+        .take(20)
+        .collect();
+    assert!(tail[0].starts_with("Node.js v"), "{log}");
+    assert!(
+        tail.iter()
+            .any(|l| l.starts_with("AssertionError [ERR_ASSERTION]")),
+        "{log}"
+    );
+}
