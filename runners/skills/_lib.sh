@@ -3,13 +3,14 @@
 set -u
 skill=$0
 
-# Prints the message on stderr, records the error class, exits 1.
+# Prints the message on stderr, records the error class and the message (the step's failure
+# then reads `... failed: CLASS (exit code 1): MESSAGE`), exits 1.
 fail() {
   local class=$1
   shift
   printf '%s\n' "$*" >&2
   if [ -n "${AGENT_OUTPUT:-}" ]; then
-    printf 'error_class=%s\n' "$class" >>"$AGENT_OUTPUT"
+    printf 'error_class=%s\nerror_message=%s\n' "$class" "$*" >>"$AGENT_OUTPUT"
   fi
   exit 1
 }

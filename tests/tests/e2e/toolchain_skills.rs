@@ -182,6 +182,12 @@ fn setup_python_missing_version_fails_precisely() {
         message.ends_with(&format!("; install it with `{hint}`")),
         "{message}"
     );
+    // The run's error carries the same line.
+    assert_eq!(
+        r["error"],
+        format!("step `setup` failed: ToolchainNotInstalled (exit code 1): {message}"),
+        "{r:#}"
+    );
 }
 
 /// Guards `setup-node` with the installed major (later steps find that node first on PATH,
@@ -432,5 +438,32 @@ fn setup_node_finds_nvm_versions_and_names_nvm_in_the_hint() {
     assert!(
         line.ends_with("; install it with `nvm install 7`"),
         "{line}"
+    );
+}
+
+/// Guards the `error_message` output the built-in skills write when they fail: any failing
+/// step may write it, and its first line joins the step's failure message (the run's error).
+#[test]
+fn a_failing_steps_error_message_joins_the_run_error() {
+    let ws = Ws::new();
+    ws.write(
+        "wf.yaml",
+        r#"workflow:
+  name: explained
+  stages:
+    - name: s
+      steps:
+        - id: broken
+          run: |
+            printf 'error_message<<END\nthe disk is full\nsecond line\nEND\n' >> "$AGENT_OUTPUT"
+            exit 3
+"#,
+    );
+    let out = ws.exec("wf.yaml", &[]);
+    assert_code(&out, 1);
+    let r = report(&out);
+    assert_eq!(
+        r["error"],
+        "step `broken` failed: ExitCode (exit code 3): the disk is full"
     );
 }
