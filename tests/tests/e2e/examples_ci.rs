@@ -411,3 +411,21 @@ fn broken_example_through_the_daemon_ends_its_step_log_with_the_failure() {
         "{log}"
     );
 }
+
+/// Guards the CI examples' workflow files: each directory validates (its `ci.yaml` and the
+/// job it calls per matrix instance).
+#[test]
+fn examples_ci_validate() {
+    for dir in ["typing_extensions", "strsim", "picocolors"] {
+        let path = format!("examples/{dir}");
+        let mut cmd = common::agent(&["validate", &path]);
+        cmd.current_dir(common::workspace_root());
+        let out = common::run_with_deadline(cmd, Duration::from_secs(60));
+        assert_eq!(code(&out), 0, "{dir}: {}", common::stderr(&out));
+        assert!(
+            common::stdout(&out).contains("checked 2 workflow files: all valid"),
+            "{dir}: {}",
+            common::stdout(&out)
+        );
+    }
+}
