@@ -52,6 +52,25 @@ normalize_version() {
   printf '%s' "$v"
 }
 
+# Sets `wanted`: the first of the version parameters given, else the first word of the file
+# named by a `version_file` parameter (`.python-version`, `.nvmrc`, `go.mod`'s `go` line),
+# relative to the working directory. Not in a subshell: a bad file fails the step.
+wanted_version() {
+  local f
+  wanted=$(param "$@")
+  if [ -z "$wanted" ]; then
+    f=$(param VERSION_FILE "${1}_FILE")
+    if [ -n "$f" ]; then
+      [ -f "$f" ] || fail ValidationError "$skill: the version file \`$f\` does not exist"
+      case ${f##*/} in
+        go.mod) wanted=$(awk '$1 == "go" { print $2; exit }' "$f") ;;
+        *) wanted=$(grep -v '^[[:space:]]*#' "$f" | awk 'NF { print $1; exit }') ;;
+      esac
+      [ -n "$wanted" ] || fail ValidationError "$skill: the version file \`$f\` names no version"
+    fi
+  fi
+}
+
 is_version() { [[ $1 =~ ^[0-9]+(\.[0-9]+){0,2}$ ]]; }
 
 # Whether installed version $2 satisfies the request $1 (equal, or $1 is a prefix at a dot).

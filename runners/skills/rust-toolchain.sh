@@ -1,7 +1,7 @@
 # rust-toolchain: selects a Rust toolchain through rustup for the later steps (RUSTUP_TOOLCHAIN).
 # Parameters: `toolchain` (or `version`): `stable`, `nightly`, `1.95.0`; none: the toolchain
 # rustup picks in the workspace (its rust-toolchain.toml, else the default).
-# `components`: a list or comma-separated names that must be installed (clippy, rustfmt).
+# `components`, `targets`: lists (or comma-separated names) installed when missing.
 need_protocol
 params_json=$(cat)
 want=$(param TOOLCHAIN VERSION)
@@ -49,12 +49,18 @@ fi
 rustc_version=$(RUSTUP_TOOLCHAIN=$name "$rustup" run "$name" rustc --version 2>&1) ||
   fail ToolchainNotInstalled "rust $name does not run: $rustc_version; install it with \`rustup toolchain install $name\`"
 
-components=$(param COMPONENTS)
-if [ -z "$components" ]; then
-  # A list is not a scalar parameter: read it from the parameters' JSON on stdin.
-  components=$(grep -o '"components":\[[^]]*\]' <<<"$params_json" | sed 's/^"components"://')
-fi
-components=$(printf '%s' "$components" | tr -d '[]" ' | tr ',' ' ')
+# A list parameter (`[clippy, rustfmt]`, or one comma-separated string): lists are not scalar
+# parameters, so they are read from the parameters' JSON on stdin.
+list_param() {
+  local v
+  v=$(param "$1")
+  if [ -z "$v" ]; then
+    v=$(grep -o "\"$2\":\\[[^]]*\\]" <<<"$params_json" | sed "s/^\"$2\"://")
+  fi
+  printf '%s' "$v" | tr -d '[]" ' | tr ',' ' '
+}
+
+components=$(list_param COMPONENTS components)
 if [ -n "$components" ]; then
   have=$("$rustup" component list --installed --toolchain "$name" 2>/dev/null | short)
   for c in $components; do
@@ -62,6 +68,17 @@ if [ -n "$components" ]; then
       say "installing component $c of $name"
       "$rustup" component add --toolchain "$name" "$c" >&2 ||
         fail ToolchainNotInstalled "rust component $c of $name is not installed; install it with \`rustup component add --toolchain $name $c\`"
+    fi
+  done
+fi
+targets=$(list_param TARGETS targets)
+if [ -n "$targets" ]; then
+  have=$("$rustup" target list --installed --toolchain "$name" 2>/dev/null)
+  for t in $targets; do
+    if ! printf '%s\n' "$have" | grep -qx -- "$t"; then
+      say "installing target $t of $name"
+      "$rustup" target add --toolchain "$name" "$t" >&2 ||
+        fail ToolchainNotInstalled "rust target $t of $name is not installed; install it with \`rustup target add --toolchain $name $t\`"
     fi
   done
 fi

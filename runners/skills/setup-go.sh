@@ -3,9 +3,10 @@
 # An installed Go that matches wins; otherwise a Go of 1.21 or later switches toolchains
 # itself through GOTOOLCHAIN (which downloads the wanted one through the module proxy).
 need_protocol
-want=$(normalize_version "$(param VERSION GO_VERSION)")
+wanted_version GO_VERSION VERSION
+want=$(normalize_version "$wanted")
 want=${want#go}
-[ -n "$want" ] || fail ValidationError "$skill: the parameter \`version\` is required, e.g. \`with: {version: \"1.22\"}\`"
+[ -n "$want" ] || fail ValidationError "$skill: the parameter \`version\` (or \`version_file\`) is required, e.g. \`parameters: {version: \"1.22\"}\`"
 is_version "$want" || fail ValidationError "$skill: \`$want\` is not a Go version such as 1.22 or 1.22.3"
 
 # Candidates, one per line: VERSION<TAB>GOROOT_BIN.

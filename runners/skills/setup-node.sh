@@ -1,8 +1,9 @@
 # setup-node: selects a Node.js and puts it first on PATH for the later steps.
 # Parameters: `version` (or `node-version`): `20`, `20.11`, `20.11.1`.
 need_protocol
-want=$(normalize_version "$(param VERSION NODE_VERSION)")
-[ -n "$want" ] || fail ValidationError "$skill: the parameter \`version\` is required, e.g. \`with: {version: \"20\"}\`"
+wanted_version NODE_VERSION VERSION
+want=$(normalize_version "$wanted")
+[ -n "$want" ] || fail ValidationError "$skill: the parameter \`version\` (or \`version_file\`) is required, e.g. \`parameters: {version: \"20\"}\`"
 is_version "$want" || fail ValidationError "$skill: \`$want\` is not a Node.js version such as 20 or 20.11.1"
 
 fnm_dir=${FNM_DIR:-}

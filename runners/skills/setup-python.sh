@@ -8,8 +8,9 @@ case ${pip:-true} in
   false | 0 | no) pip=false ;;
   *) fail ValidationError "$skill: \`pip\` is true or false, not \`$pip\`" ;;
 esac
-want=$(normalize_version "$(param VERSION PYTHON_VERSION)")
-[ -n "$want" ] || fail ValidationError "$skill: the parameter \`version\` is required, e.g. \`with: {version: \"3.12\"}\`"
+wanted_version PYTHON_VERSION VERSION
+want=$(normalize_version "$wanted")
+[ -n "$want" ] || fail ValidationError "$skill: the parameter \`version\` (or \`version_file\`) is required, e.g. \`parameters: {version: \"3.12\"}\`"
 is_version "$want" || fail ValidationError "$skill: \`$want\` is not a Python version such as 3.12 or 3.12.1 (write it quoted: 3.10 unquoted is the number 3.1)"
 
 uv=$(first_tool uv "$HOME/.local/bin/uv" "$HOME/.cargo/bin/uv") || uv=

@@ -467,3 +467,51 @@ fn a_failing_steps_error_message_joins_the_run_error() {
         "step `broken` failed: ExitCode (exit code 3): the disk is full"
     );
 }
+
+/// Guards `version_file`: with no `version`, `setup-node` reads the wanted version from the
+/// workspace's `.nvmrc` (as `actions/setup-node`'s `node-version-file`), and a missing file
+/// fails the step as a `ValidationError` naming it.
+#[test]
+fn setup_node_reads_the_version_file() {
+    let Some(version) = output_of("node", &["--version"]) else {
+        eprintln!("skipped: no node on this machine");
+        return;
+    };
+    let major = version
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let ws = Ws::new();
+    ws.write(".nvmrc", &format!("v{major}\n"));
+    ws.write(
+        "wf.yaml",
+        r#"workflow:
+  name: file
+  stages:
+    - name: s
+      steps:
+        - id: setup
+          skill: setup-node
+          parameters: {version_file: .nvmrc}
+        - id: missing
+          skill: setup-node
+          parameters: {version_file: .tool-versions}
+"#,
+    );
+    let out = ws.exec("wf.yaml", &[]);
+    assert_code(&out, 1);
+    let r = report(&out);
+    assert_eq!(
+        step(&r, "setup")["outputs"]["node-version"],
+        version.trim_start_matches('v')
+    );
+    assert_eq!(step(&r, "missing")["error_class"], "ValidationError");
+    assert!(
+        r["error"].as_str().is_some_and(
+            |e| e.ends_with("setup-node: the version file `.tool-versions` does not exist")
+        ),
+        "{r:#}"
+    );
+}
