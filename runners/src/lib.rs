@@ -90,7 +90,9 @@ pub use protocol::{
 };
 pub use script::{ScriptPlan, expr_var_name, find_on_path, plan_script};
 pub use shell_file::{plan_shell_file, script_file_suffix};
-pub use skill::{CommandSpec, IoSpec, Manifest, Resources, Skill, SkillSource, find_skill};
+pub use skill::{
+    BUILTINS, CommandSpec, IoSpec, Manifest, Resources, Skill, SkillSource, find_skill,
+};
 pub use spawn::{
     Cancel, DEFAULT_GRACE, MAX_LINE, OutputSink, ProcessOutcome, StepCommand, Stream, run,
     run_with_sink,

@@ -1,8 +1,8 @@
 //! Skill lookup and manifests (the README's "Skills and the step protocol").
 //!
 //! A skill named `NAME` is searched, in order, in `<workspace>/.workflows/skills/`, then the
-//! configured skill directories (there are no built-in skills yet; [`builtin_skill`] is the
-//! hook for them). In each directory the first match wins:
+//! configured skill directories, then the built-ins ([`BUILTINS`]). In each directory the first
+//! match wins:
 //!
 //! 1. `NAME/skill.yaml` — a directory skill with a manifest;
 //! 2. `NAME`, then `NAME.sh`, then `NAME.py` — a single executable file (it must have an
@@ -268,9 +268,40 @@ pub(crate) fn validate_skill_name(name: &str) -> Result<(), RunnerError> {
     Ok(())
 }
 
-/// The built-in skills: a hook for skills handled by the agent itself. None yet.
-pub(crate) fn builtin_skill(_name: &str) -> Option<Skill> {
-    None
+/// The shared helpers prepended to every built-in skill's script.
+const BUILTIN_LIB: &str = include_str!("../skills/_lib.sh");
+
+/// The built-in skills: the toolchain selectors, bash scripts compiled into the binary (name,
+/// script). A workspace or configured skill of the same name wins over them. Each runs as
+/// `bash --noprofile --norc -c SCRIPT NAME` (nothing is written to disk to run it) and
+/// changes the later steps' environment through `$AGENT_PATH` and `$AGENT_ENV`.
+pub const BUILTINS: &[(&str, &str)] = &[
+    ("setup-python", include_str!("../skills/setup-python.sh")),
+    ("setup-node", include_str!("../skills/setup-node.sh")),
+    ("setup-go", include_str!("../skills/setup-go.sh")),
+    (
+        "rust-toolchain",
+        include_str!("../skills/rust-toolchain.sh"),
+    ),
+];
+
+/// The built-in skill `name`, if there is one.
+pub(crate) fn builtin_skill(name: &str) -> Option<Skill> {
+    let (name, script) = BUILTINS.iter().find(|(n, _)| *n == name)?;
+    Some(Skill {
+        name: (*name).to_string(),
+        path: PathBuf::new(),
+        source: SkillSource::Builtin,
+        program: "bash".to_string(),
+        args: vec![
+            "--noprofile".to_string(),
+            "--norc".to_string(),
+            "-c".to_string(),
+            format!("{BUILTIN_LIB}\n{script}"),
+            (*name).to_string(),
+        ],
+        manifest: None,
+    })
 }
 
 /// Finds skill `name`: `<workspace>/.workflows/skills/`, then `dirs` in order, then the
@@ -304,6 +335,13 @@ pub fn find_skill(name: &str, workspace: &Path, dirs: &[PathBuf]) -> Result<Skil
 /// The skill in `dirs` whose name is closest to `name`, if one is close enough.
 fn closest_skill(name: &str, dirs: impl Iterator<Item = PathBuf>) -> Option<String> {
     let mut best: Option<(String, f64)> = None;
+    let mut consider = |candidate: String| {
+        let score = strsim::jaro_winkler(name, &candidate);
+        let close = score >= 0.85 || strsim::damerau_levenshtein(name, &candidate) <= 1;
+        if close && best.as_ref().is_none_or(|(_, s)| score > *s) {
+            best = Some((candidate, score));
+        }
+    };
     for dir in dirs {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
@@ -318,12 +356,11 @@ fn closest_skill(name: &str, dirs: impl Iterator<Item = PathBuf>) -> Option<Stri
             if candidate.starts_with(['.', '_']) || validate_skill_name(&candidate).is_err() {
                 continue;
             }
-            let score = strsim::jaro_winkler(name, &candidate);
-            let close = score >= 0.85 || strsim::damerau_levenshtein(name, &candidate) <= 1;
-            if close && best.as_ref().is_none_or(|(_, s)| score > *s) {
-                best = Some((candidate, score));
-            }
+            consider(candidate);
         }
+    }
+    for (builtin, _) in BUILTINS {
+        consider((*builtin).to_string());
     }
     best.map(|(c, _)| c)
 }
@@ -482,6 +519,22 @@ mod tests {
         ] {
             assert!(validate_skill_name(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// Guards the built-in fallback: the toolchain skills resolve with no skill directory at
+    /// all, run through bash with the shared helpers first, and a misspelt name suggests one.
+    #[test]
+    fn builtins_resolve_last_and_are_suggested() {
+        let empty = tempfile::tempdir().expect("tempdir");
+        for (name, _) in BUILTINS {
+            let skill = find_skill(name, empty.path(), &[]).expect("built-in");
+            assert_eq!(skill.source, SkillSource::Builtin);
+            assert_eq!(skill.program, "bash");
+            assert!(skill.args[3].starts_with(BUILTIN_LIB), "{name}");
+            assert_eq!(skill.args.last().map(String::as_str), Some(*name));
+        }
+        let err = find_skill("setup-pyhton", empty.path(), &[]).expect_err("misspelt");
+        assert!(err.to_string().contains("setup-python"), "{err}");
     }
 
     #[test]

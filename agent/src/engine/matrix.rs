@@ -506,11 +506,13 @@ mod tests {
             secrets: Default::default(),
             repo: Value::Null,
             trigger: "manual".into(),
+            event: Map::new(),
             attempt: 1,
             context: Map::new(),
             events: EventSender::none(),
             cancel: Cancel::new(),
             resume: Vec::new(),
+            artifacts: None,
         }
     }
 

@@ -435,6 +435,13 @@ async fn run_process(
     }
     result.class =
         runners::classify(&outcome, outputs.as_ref(), error_codes).map(|c| c.as_str().to_string());
+    // A failing step may explain itself in one line: `error_message` in its outputs.
+    let explained = outputs
+        .as_ref()
+        .and_then(|o| o.get("error_message"))
+        .and_then(Value::as_str)
+        .map(|m| m.lines().next().unwrap_or_default().trim().to_string())
+        .filter(|m| !m.is_empty());
     if let Some(o) = outputs {
         result.outputs = o.into_iter().collect();
     }
@@ -451,6 +458,9 @@ async fn run_process(
                 outcome.signal.unwrap_or(0)
             ),
         };
+        if let Some(m) = explained {
+            result.message = format!("{}: {m}", result.message);
+        }
     }
     result
 }
