@@ -945,7 +945,10 @@ mod tests {
 
     #[test]
     fn templates_become_one_expression() {
-        let scope = Scope::default();
+        let scope = Scope {
+            matrix: Some(vec!["x".into()]),
+            ..Scope::default()
+        };
         let mut issues = Vec::new();
         assert_eq!(
             template_as_expr("v${{ matrix.x }}-{z}", &scope, &mut issues),

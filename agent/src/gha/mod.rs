@@ -962,7 +962,7 @@ impl Cv {
         let mut job_when = None;
         let mut job_timeout = None;
         let mut job_continue = false;
-        let mut defaults = wf_defaults.cloned();
+        let mut job_defaults: Option<Node> = None;
         for (k, v) in map(node) {
             let name = text(k).unwrap_or_default();
             match name.as_str() {
@@ -984,7 +984,7 @@ impl Cv {
                     }
                     None => self.error(v, "`continue-on-error` as an expression has no equivalent here"),
                 },
-                "defaults" => defaults = v.get("run").cloned().or(defaults),
+                "defaults" => job_defaults = v.get("run").cloned(),
                 "container" => self.error(k, "`container` has no equivalent here: the job's steps would run on this host, not in the image"),
                 "environment" => self.note(k, "`environment` dropped: protection rules and environment secrets have no equivalent here"),
                 "concurrency" => self.note(k, "a job's `concurrency` dropped: concurrency applies to whole runs here"),
@@ -1011,8 +1011,16 @@ impl Cv {
                 stage.push(("env".into(), e));
             }
         }
-        let default_shell = defaults.as_ref().and_then(|d| d.get("shell")).cloned();
-        if let Some(wd) = defaults.as_ref().and_then(|d| d.get("working-directory"))
+        // `defaults.run` of the job wins key by key over the workflow's.
+        let default = |key: &str| {
+            job_defaults
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .or_else(|| wf_defaults.and_then(|d| d.get(key)))
+                .cloned()
+        };
+        let default_shell = default("shell");
+        if let Some(wd) = default("working-directory").as_ref()
             && let Some(t) = text(wd)
         {
             if let Some(p) = self.workdir(wd, &t, &scope) {
@@ -1896,7 +1904,7 @@ mod tests {
             env_refs_in_script("${{ env.CARGO }} build ${{ env.X-Y }} ${{ matrix.a }}"),
             "${CARGO} build ${{ env.X-Y }} ${{ matrix.a }}"
         );
-        assert!(glob_match("coverage-node-*", "coverage-node"));
+        assert!(glob_match("coverage-node-*", "coverage-node-*-*"));
         assert!(!glob_match("cov?", "coverage"));
     }
 }
