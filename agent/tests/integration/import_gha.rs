@@ -104,7 +104,10 @@ fn row_on_push() {
     let (y, d) = conv(&format!(
         "on:\n  push:\n    branches: [main]\n    paths: ['src/**']\n    paths-ignore: [docs]\n{JOB}"
     ));
-    has(&y, "push:\n      branches:\n        - main\n      paths:\n        - src/**");
+    has(
+        &y,
+        "push:\n      branches:\n        - main\n      paths:\n        - src/**",
+    );
     diag(&d, "ci.yml:5:5: note: `push.paths-ignore`");
 }
 
@@ -114,7 +117,10 @@ fn row_on_push() {
 fn row_on_pull_request() {
     let (y, d) = conv(&format!("on:\n  pull_request:\n    paths: ['a/**']\n{JOB}"));
     has(&y, "push:\n      paths:\n        - a/**");
-    diag(&d, "ci.yml:2:3: note: `pull_request` has no equivalent here");
+    diag(
+        &d,
+        "ci.yml:2:3: note: `pull_request` has no equivalent here",
+    );
 }
 
 /// Row `on.schedule` and `workflow_dispatch` inputs as typed parameters.
@@ -130,7 +136,10 @@ fn row_schedule_and_dispatch_inputs() {
         &y,
         "- name: level\n      type: string\n      default: a\n      enum:\n        - a\n        - b",
     );
-    has(&y, "- name: dry_run\n      type: boolean\n      default: false");
+    has(
+        &y,
+        "- name: dry_run\n      type: boolean\n      default: false",
+    );
     has(&y, "- name: count\n      type: number\n      default: 3");
     has(
         &y,
@@ -172,12 +181,18 @@ fn row_step_keys() {
     let src = "on: push\nenv:\n  A: '1'\ndefaults:\n  run:\n    shell: bash\njobs:\n  t:\n    runs-on: x\n    env:\n      B: two\n    defaults:\n      run:\n        working-directory: sub\n    timeout-minutes: 5\n    steps:\n      - id: one\n        name: First\n        run: echo $A $B $C\n        env:\n          C: ${{ env.A }}\n        if: github.ref == 'refs/heads/main'\n        continue-on-error: true\n        timeout-minutes: 2\n        working-directory: other\n        shell: python\n      - run: echo two\n";
     let (y, _) = conv(src);
     has(&y, "env:\n    A: '1'");
-    has(&y, "- name: t\n      env:\n        B: two\n      working_directory: sub");
+    has(
+        &y,
+        "- name: t\n      env:\n        B: two\n      working_directory: sub",
+    );
     has(
         &y,
         "- id: one\n          name: First\n          when: ${{ env('AGENT_REF') == 'refs/heads/main' }}\n          run: echo $A $B $C\n          shell: python\n          working_directory: other\n          env:\n            C: ${{ env.A }}\n          timeout: '2m'\n          on_failure: continue",
     );
-    has(&y, "run: echo two\n          shell: bash\n          timeout: '5m'");
+    has(
+        &y,
+        "run: echo two\n          shell: bash\n          timeout: '5m'",
+    );
 }
 
 /// Row `strategy.matrix`: axes, include/exclude, fail-fast and max-parallel on the stage;
@@ -227,12 +242,21 @@ fn row_github_files_and_variables() {
 fn row_services() {
     let src = "on: push\njobs:\n  t:\n    runs-on: x\n    services:\n      db:\n        image: postgres:16\n        env:\n          POSTGRES_PASSWORD: pw\n        ports: ['5432:5432']\n      cache:\n        image: redis\n      es:\n        image: elasticsearch:8\n    steps:\n      - run: psql -p ${{ job.services.db.ports[5432] }}\n";
     let (y, d) = conv(src);
-    has(&y, "services:\n        db:\n          run: |\n            data=$(mktemp -d)");
-    has(&y, "ready:\n            run: pg_isready -h 127.0.0.1 -p ${{ services.db.port }}");
+    has(
+        &y,
+        "services:\n        db:\n          run: |\n            data=$(mktemp -d)",
+    );
+    has(
+        &y,
+        "ready:\n            run: pg_isready -h 127.0.0.1 -p ${{ services.db.port }}",
+    );
     has(&y, "exec redis-server --port \"$PORT\"");
     has(&y, "ready:\n            tcp: ${{ services.cache.port }}");
     has(&y, "psql -p ${{ services.db.port }}");
-    diag(&d, "ci.yml:14:16: error: service image `elasticsearch:8` is not converted");
+    diag(
+        &d,
+        "ci.yml:14:16: error: service image `elasticsearch:8` is not converted",
+    );
 }
 
 /// Row contexts and functions: `github.*`, `runner.*`, `secrets.*`, `steps.X.outcome`,
@@ -243,9 +267,18 @@ fn row_expressions() {
     let src = "on: push\njobs:\n  t:\n    runs-on: x\n    steps:\n      - id: a\n        run: echo ${{ secrets.TOKEN }} ${{ runner.os }}\n      - if: always() && steps.a.outcome == 'success' && startsWith(github.ref, 'refs/tags/')\n        run: echo ${{ format('{0}-{1}', github.sha, join(fromJSON('[1,2]'), '+')) }} ${{ toJSON(hashFiles('*.lock')) }}\n      - if: ${{ contains(github.event.release.tag_name, 'v') }}\n        run: echo x\n";
     let (y, d) = conv(src);
     has(&y, "echo ${{ secrets.TOKEN }} ${{ 'Linux' }}");
-    has(&y, "when: ${{ always() && ('success' if steps.a.status == 'succeeded' else ('skipped' if steps.a.status == 'skipped' else 'failure')) == 'success' && startswith(env('AGENT_REF'), 'refs/tags/') }}");
-    has(&y, "${{ format('{0}-{1}', repo.commit, join(from_json('[1,2]'), '+')) }} ${{ to_json(hash_files('*.lock')) }}");
-    diag(&d, "ci.yml:10:13: error: `github.event.release.tag_name` has no equivalent here");
+    has(
+        &y,
+        "when: ${{ always() && ('success' if steps.a.status == 'succeeded' else ('skipped' if steps.a.status == 'skipped' else 'failure')) == 'success' && startswith(env('AGENT_REF'), 'refs/tags/') }}",
+    );
+    has(
+        &y,
+        "${{ format('{0}-{1}', repo.commit, join(from_json('[1,2]'), '+')) }} ${{ to_json(hash_files('*.lock')) }}",
+    );
+    diag(
+        &d,
+        "ci.yml:10:13: error: `github.event.release.tag_name` has no equivalent here",
+    );
 }
 
 /// Row known actions: checkout (options to `checkout:`), setup-python/node/go/java,
@@ -256,16 +289,43 @@ fn row_actions() {
     let src = "on: push\njobs:\n  b:\n    runs-on: x\n    steps:\n      - uses: actions/checkout@v4\n        with: {fetch-depth: 0, submodules: recursive}\n      - uses: actions/setup-python@v5\n        with: {python-version: '3.12', cache: pip}\n      - uses: actions/setup-node@v4\n        with: {node-version: 20}\n      - uses: actions/setup-go@v5\n        with: {go-version-file: go.mod}\n      - uses: actions/setup-java@v4\n        with: {java-version: '21', distribution: temurin}\n      - uses: dtolnay/rust-toolchain@nightly\n        with: {components: 'clippy, rustfmt'}\n      - uses: actions/cache@v4\n        with:\n          path: |\n            .venv\n            ~/.cache/pip\n          key: deps-${{ hashFiles('requirements.txt') }}\n      - run: make deps\n      - uses: actions/upload-artifact@v4\n        with: {name: dist, path: dist/, retention-days: 3}\n      - uses: some/action@v1\n  c:\n    needs: b\n    runs-on: x\n    steps:\n      - uses: actions/download-artifact@v4\n        with: {name: dist, path: out}\n";
     let (y, d) = conv(src);
     has(&y, "checkout:\n    depth: full\n    submodules: true");
-    has(&y, "skill: setup-python\n          parameters:\n            version: '3.12'");
-    has(&y, "skill: setup-node\n          parameters:\n            version: 20");
-    has(&y, "skill: setup-go\n          parameters:\n            version_file: go.mod");
-    has(&y, "skill: setup-java\n          parameters:\n            version: '21'\n            distribution: temurin");
-    has(&y, "skill: rust-toolchain\n          parameters:\n            toolchain: nightly\n            components: clippy,rustfmt");
-    has(&y, "run: make deps\n          cache:\n            key:\n              - deps-${{ hash_files('requirements.txt') }}\n            paths:\n              - '.venv'");
-    has(&y, "artifacts:\n            - name: dist\n              paths:\n                - dist/\n              retention: '3d'");
-    has(&y, "cp -R \"${{ steps.upload-artifact.artifacts.dist }}/.\" 'out'");
+    has(
+        &y,
+        "skill: setup-python\n          parameters:\n            version: '3.12'",
+    );
+    has(
+        &y,
+        "skill: setup-node\n          parameters:\n            version: 20",
+    );
+    has(
+        &y,
+        "skill: setup-go\n          parameters:\n            version_file: go.mod",
+    );
+    has(
+        &y,
+        "skill: setup-java\n          parameters:\n            version: '21'\n            distribution: temurin",
+    );
+    has(
+        &y,
+        "skill: rust-toolchain\n          parameters:\n            toolchain: nightly\n            components: clippy,rustfmt",
+    );
+    has(
+        &y,
+        "run: make deps\n          cache:\n            key:\n              - deps-${{ hash_files('requirements.txt') }}\n            paths:\n              - '.venv'",
+    );
+    has(
+        &y,
+        "artifacts:\n            - name: dist\n              paths:\n                - dist/\n              retention: '3d'",
+    );
+    has(
+        &y,
+        "cp -R \"${{ steps.upload-artifact.artifacts.dist }}/.\" 'out'",
+    );
     has(&y, "exit 1");
-    diag(&d, "ci.yml:27:15: error: action `some/action@v1` is not converted");
+    diag(
+        &d,
+        "ci.yml:27:15: error: action `some/action@v1` is not converted",
+    );
     diag(&d, "cache path `~/.cache/pip` dropped");
 }
 
@@ -327,7 +387,9 @@ fn scalar() -> impl Strategy<Value = String> {
 }
 
 fn yaml_value(depth: u32) -> BoxedStrategy<String> {
-    let leaf = scalar().prop_map(|s| serde_json::to_string(&s).unwrap()).boxed();
+    let leaf = scalar()
+        .prop_map(|s| serde_json::to_string(&s).unwrap())
+        .boxed();
     if depth == 0 {
         return leaf;
     }

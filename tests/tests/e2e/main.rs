@@ -30,6 +30,7 @@ mod exec_report;
 mod exec_secrets;
 mod exec_services;
 mod hooks_push;
+mod import_gha;
 mod init_plan;
 mod metrics_scrape;
 mod notify_delivery;
