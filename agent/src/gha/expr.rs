@@ -192,8 +192,7 @@ impl Parser {
         next: fn(&mut Parser) -> Result<E, String>,
     ) -> Result<E, String> {
         let mut left = next(self)?;
-        loop {
-            let Some(Tok::P(p)) = self.peek() else { break };
+        while let Some(Tok::P(p)) = self.peek() {
             let Some(op) = ops.iter().find(|o| *o == p).copied() else {
                 break;
             };

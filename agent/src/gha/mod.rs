@@ -1022,10 +1022,9 @@ impl Cv {
         let default_shell = default("shell");
         if let Some(wd) = default("working-directory").as_ref()
             && let Some(t) = text(wd)
+            && let Some(p) = self.workdir(wd, &t, &scope)
         {
-            if let Some(p) = self.workdir(wd, &t, &scope) {
-                stage.push(("working_directory".into(), Out::Str(p)));
-            }
+            stage.push(("working_directory".into(), Out::Str(p)));
         }
         if let Some(strategy) = node.get("strategy")
             && let Some(m) = self.matrix(strategy, &scope)
@@ -1402,10 +1401,10 @@ impl Cv {
                 let script = env_refs_in_script(&script);
                 let script = self.tmpl(r, &script, scope);
                 body.push(("run".into(), Out::Str(script)));
-                if let Some(shell) = s.get("shell").or(ctx.shell) {
-                    if let Some(sh) = self.shell(shell) {
-                        body.push(("shell".into(), Out::Str(sh)));
-                    }
+                if let Some(shell) = s.get("shell").or(ctx.shell)
+                    && let Some(sh) = self.shell(shell)
+                {
+                    body.push(("shell".into(), Out::Str(sh)));
                 }
                 if base.is_none() {
                     base = s.get("name").and_then(text).or_else(|| {

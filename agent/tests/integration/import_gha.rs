@@ -126,10 +126,8 @@ fn row_on_pull_request() {
 /// Row `on.schedule` and `workflow_dispatch` inputs as typed parameters.
 #[test]
 fn row_schedule_and_dispatch_inputs() {
-    let src = format!(
-        "on:\n  schedule:\n    - cron: '0 3 * * 1'\n  workflow_dispatch:\n    inputs:\n      level:\n        type: choice\n        options: [a, b]\n        default: a\n      dry-run:\n        type: boolean\n        default: false\n      count:\n        type: number\n        default: 3\njobs:\n  t:\n    runs-on: x\n    steps:\n      - run: echo ${{{{ inputs.level }}}} ${{{{ github.event.inputs.dry-run }}}} ${{{{ inputs.count }}}}\n"
-    );
-    let (y, d) = conv(&src);
+    let src = "on:\n  schedule:\n    - cron: '0 3 * * 1'\n  workflow_dispatch:\n    inputs:\n      level:\n        type: choice\n        options: [a, b]\n        default: a\n      dry-run:\n        type: boolean\n        default: false\n      count:\n        type: number\n        default: 3\njobs:\n  t:\n    runs-on: x\n    steps:\n      - run: echo ${{ inputs.level }} ${{ github.event.inputs.dry-run }} ${{ inputs.count }}\n";
+    let (y, d) = conv(src);
     has(&y, "schedule:\n      - cron: '0 3 * * 1'");
     has(&y, "manual: true");
     has(
