@@ -907,35 +907,65 @@ impl Cv {
             placed[i] = true;
             done.push(i);
         }
-        let mut serial = Vec::new();
-        let mut stages = Vec::new();
-        let mut prev: Option<String> = None;
+        // Levels of the dependency graph: jobs of one level need none of each other.
+        let mut level = vec![0usize; list.len()];
         for &i in &done {
+            level[i] = needs_of(list[i].2)
+                .iter()
+                .filter_map(|n| done.iter().find(|&&d| list[d].0 == *n))
+                .filter(|&&d| d != i)
+                .map(|&d| level[d] + 1)
+                .max()
+                .unwrap_or(0);
+        }
+        let mut order = done.clone();
+        order.sort_by_key(|&i| (level[i], done.iter().position(|&d| d == i)));
+        let mut converted: Vec<(usize, String, Out)> = Vec::new();
+        for &i in &order {
             let (id, key, node) = &list[i];
-            if let Some(p) = &prev
-                && !needs_of(node).contains(p)
-            {
-                serial.push(id.clone());
-            }
-            prev = Some(id.clone());
             self.job = Some(id.clone());
             self.step = None;
             if let Some(stage) = self.job(id, key, node, defaults) {
-                stages.push(stage);
+                converted.push((level[i], id.clone(), stage));
             }
             self.job = None;
+        }
+        let mut stages = Vec::new();
+        let mut serial = Vec::new();
+        let max_level = converted.iter().map(|c| c.0).max().unwrap_or(0);
+        for l in 0..=max_level {
+            let (mergeable, alone): (Vec<_>, Vec<_>) = converted
+                .iter()
+                .filter(|c| c.0 == l)
+                .partition(|c| mergeable(&c.2));
+            let mut level_stages = Vec::new();
+            if mergeable.len() >= 2 {
+                let ids: Vec<&str> = mergeable.iter().map(|c| c.1.as_str()).collect();
+                level_stages.push(merge_stages(&ids, mergeable.iter().map(|c| &c.2)));
+            } else {
+                level_stages.extend(mergeable.iter().map(|c| c.2.clone()));
+            }
+            level_stages.extend(alone.iter().map(|c| c.2.clone()));
+            if level_stages.len() > 1 {
+                serial.extend(alone.iter().map(|c| c.1.clone()));
+            }
+            stages.extend(level_stages);
         }
         if !serial.is_empty() {
             self.note_once(
                 jobs,
                 "serial",
-                format!(
-                    "stages run one after another: {} {} not wait for the job before {} on GitHub, here {} after it",
-                    serial.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", "),
-                    if serial.len() == 1 { "does" } else { "do" },
-                    if serial.len() == 1 { "it" } else { "them" },
-                    if serial.len() == 1 { "it runs" } else { "each runs" },
-                ),
+                if serial.len() == 1 {
+                    format!(
+                        "`{}` keeps a stage of its own (it has a matrix or services), so it runs after the jobs it does not need instead of beside them",
+                        serial[0]
+                    )
+                } else {
+                    format!(
+                        "{} keep stages of their own (they have a matrix or services), so they run one after another instead of side by side",
+                        serial.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+                    )
+                },
             );
         }
         stages
@@ -1818,6 +1848,81 @@ enum ActionResult {
     Step,
     Dropped(String),
     Cache(Out),
+}
+
+/// Whether a converted job can share a `parallel: auto` stage with the other jobs of its
+/// level: it has no stage-wide matrix or services.
+fn mergeable(stage: &Out) -> bool {
+    matches!(stage, Out::Map(m) if !m.iter().any(|(k, _)| k == "matrix" || k == "services"))
+}
+
+/// Independent jobs as one `parallel: auto` stage: each job's steps form a chain through
+/// `needs`, so the jobs run side by side and each job's steps in order. The job's `env`
+/// and working directory move onto its steps.
+fn merge_stages<'a>(ids: &[&str], stages: impl Iterator<Item = &'a Out>) -> Out {
+    let mut steps = Vec::new();
+    for stage in stages {
+        let Out::Map(m) = stage else { continue };
+        let get = |k: &str| m.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+        let env = get("env");
+        let wd = get("working_directory");
+        let mut prev: Option<String> = None;
+        for step in match get("steps") {
+            Some(Out::Seq(s)) => s,
+            _ => Vec::new(),
+        } {
+            let Out::Map(mut fields) = step else { continue };
+            let id = fields
+                .iter()
+                .find(|(k, _)| k == "id")
+                .and_then(|(_, v)| match v {
+                    Out::Str(s) => Some(s.clone()),
+                    _ => None,
+                });
+            let mut extra = Vec::new();
+            if let Some(p) = &prev {
+                extra.push(("needs".to_string(), Out::Seq(vec![Out::Str(p.clone())])));
+            }
+            if let Some(Out::Map(job_env)) = &env {
+                match fields.iter_mut().find(|(k, _)| k == "env") {
+                    Some((_, Out::Map(step_env))) => {
+                        let mut merged: Vec<(String, Out)> = job_env
+                            .iter()
+                            .filter(|(k, _)| !step_env.iter().any(|(s, _)| s == k))
+                            .cloned()
+                            .collect();
+                        merged.append(step_env);
+                        *step_env = merged;
+                    }
+                    _ => fields.push(("env".to_string(), Out::Map(job_env.clone()))),
+                }
+            }
+            if let Some(wd) = &wd
+                && !fields.iter().any(|(k, _)| k == "working_directory")
+            {
+                fields.push(("working_directory".to_string(), wd.clone()));
+            }
+            // `needs` right after the id and name.
+            let at = fields
+                .iter()
+                .position(|(k, _)| k != "id" && k != "name")
+                .unwrap_or(fields.len());
+            for (n, e) in extra.into_iter().enumerate() {
+                fields.insert(at + n, e);
+            }
+            prev = id;
+            steps.push(Out::Map(fields));
+        }
+    }
+    Out::Map(vec![
+        ("name".to_string(), Out::Str(ids.join(" + "))),
+        ("parallel".to_string(), Out::str("auto")),
+        (
+            "max_parallel".to_string(),
+            Out::Int(ids.len().max(2) as i64),
+        ),
+        ("steps".to_string(), Out::Seq(steps)),
+    ])
 }
 
 /// A script that fails with `msg` (the placeholder of something not converted).

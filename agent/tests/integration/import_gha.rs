@@ -168,8 +168,26 @@ fn row_jobs_needs_and_outputs() {
     let deploy = b.find("- name: deploy").unwrap();
     assert!(build < deploy, "{b}");
     has(&y, "echo ${{ (format('v{0}', steps.ver.outputs.n)) }}");
-    diag(&d, "stages run one after another");
+    // `build` and `lint` need nothing: one `parallel: auto` stage, each job a chain.
+    has(
+        &y,
+        "- name: build + lint\n      parallel: auto\n      max_parallel: 2\n      steps:\n        - id: ver\n          run: echo n=1 >> $AGENT_OUTPUT\n        - id: echo-lint\n          run: echo lint\n    - name: deploy",
+    );
     diag(&d, "note: `runs-on` dropped");
+}
+
+/// Row `jobs` with a matrix beside an independent job: the matrix job keeps a stage of its
+/// own (note); jobs that follow a chain get `needs` on their previous step.
+#[test]
+fn row_jobs_matrix_keeps_its_stage() {
+    let src = "on: push\njobs:\n  a:\n    runs-on: x\n    env: {E: '1'}\n    steps:\n      - run: echo a1\n      - run: echo a2\n        env: {F: '2'}\n  b:\n    runs-on: x\n    steps:\n      - run: echo b\n  m:\n    runs-on: x\n    strategy: {matrix: {v: [1, 2]}}\n    steps:\n      - run: echo ${{ matrix.v }}\n";
+    let (y, d) = conv(src);
+    has(
+        &y,
+        "- id: echo-a2\n          needs:\n            - echo-a1\n          run: echo a2\n          env:\n            E: '1'\n            F: '2'",
+    );
+    has(&y, "- name: m\n      matrix:");
+    diag(&d, "`m` keeps a stage of its own");
 }
 
 /// Row steps: `shell`, `working-directory`, `env`, `if`, `continue-on-error`,

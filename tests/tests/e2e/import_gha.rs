@@ -177,8 +177,9 @@ jobs:
     );
 }
 
-/// Guards a workflow of dependent jobs: `needs`, job `outputs` read as
-/// `needs.build.outputs.*`, `$GITHUB_ENV`, `defaults.run.working-directory`, `shell: bash`.
+/// Guards a workflow of dependent jobs: `needs`, independent jobs side by side in one
+/// `parallel: auto` stage, job `outputs` read as `needs.build.outputs.*`, `$GITHUB_ENV`,
+/// `defaults.run.working-directory`, `shell: bash`.
 #[test]
 fn make_jobs_with_needs_and_outputs_run_green_then_red() {
     let ws = Ws::new();
@@ -203,6 +204,11 @@ jobs:
       - id: test
         shell: bash
         run: make test && echo "built $BUILT_AT"
+  lint:
+    runs-on: ubuntu-latest
+    steps:
+      - run: test -x check.sh
+      - run: grep -q '^test:' Makefile
   build:
     runs-on: ubuntu-latest
     outputs:
@@ -219,6 +225,12 @@ jobs:
         &ws,
         ("app/check.sh", "#!/bin/sh\ngrep -qx goodbye \"$1\"\n"),
         "test",
+    );
+    assert!(
+        ws.read(".workflows/ci.yaml")
+            .contains("- name: lint + build\n      parallel: auto"),
+        "{}",
+        ws.read(".workflows/ci.yaml")
     );
 }
 
