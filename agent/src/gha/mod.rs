@@ -532,6 +532,25 @@ impl Cv {
                 });
                 if mentioned && !entries.iter().any(|(k, _)| k == name) {
                     entries.push((name.to_string(), Out::str(*value)));
+                    if *name == "GITHUB_STEP_SUMMARY"
+                        && let Some(at) = source_text.find(name)
+                    {
+                        let before = &source_text[..at];
+                        let line = before.matches('\n').count() + 1;
+                        let column = before[before.rfind('\n').map_or(0, |i| i + 1)..]
+                            .chars()
+                            .count()
+                            + 1;
+                        let (job, step) = (self.job.take(), self.step.take());
+                        self.push_at(
+                            line,
+                            column,
+                            false,
+                            "step summaries are not kept here: `GITHUB_STEP_SUMMARY` is /dev/null",
+                        );
+                        self.job = job;
+                        self.step = step;
+                    }
                 }
             }
         }

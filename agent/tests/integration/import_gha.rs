@@ -243,13 +243,14 @@ fn row_concurrency() {
 #[test]
 fn row_github_files_and_variables() {
     let src = "on: push\njobs:\n  t:\n    runs-on: x\n    steps:\n      - run: |\n          echo a=1 >> $GITHUB_OUTPUT\n          echo B=2 >> \"$GITHUB_ENV\"\n          echo /x >> ${GITHUB_PATH}\n          echo done >> $GITHUB_STEP_SUMMARY\n          echo $GITHUB_SHA $GITHUB_WORKSPACE $RUNNER_TEMP\n";
-    let (y, _) = conv(src);
+    let (y, d) = conv(src);
     has(&y, "echo a=1 >> $AGENT_OUTPUT\n");
     has(&y, "echo B=2 >> \"$AGENT_ENV\"\n");
     has(&y, "echo /x >> ${AGENT_PATH}\n");
     has(&y, "GITHUB_SHA: ${{ env('AGENT_SHA') }}");
     has(&y, "GITHUB_WORKSPACE: ${{ env('AGENT_WORKSPACE') }}");
     has(&y, "GITHUB_STEP_SUMMARY: /dev/null");
+    diag(&d, "ci.yml:10:25: note: step summaries are not kept here");
     has(&y, "RUNNER_TEMP: ${{ env('AGENT_TEMP') }}");
 }
 
