@@ -514,8 +514,18 @@ impl Writer<'_> {
             }
             E::Bin(op, l, r) => {
                 let p = prec(op);
-                let ls = self.expr(l, p);
-                let rs = self.expr(r, p + 1);
+                let mut ls = self.expr(l, p);
+                let mut rs = self.expr(r, p + 1);
+                // GitHub compares loosely: null, '' (and false, 0) are equal. A comparison
+                // with '' reads a missing value as ''.
+                if matches!(*op, "==" | "!=") {
+                    let empty = |e: &E| matches!(e, E::Str(s) if s.is_empty());
+                    if empty(r) && !empty(l) {
+                        ls = format!("({ls} || '')");
+                    } else if empty(l) && !empty(r) {
+                        rs = format!("({rs} || '')");
+                    }
+                }
                 let s = format!("{ls} {op} {rs}");
                 if p < parent || (parent == 5) {
                     format!("({s})")
@@ -879,6 +889,7 @@ mod tests {
                 "(steps.build-hash.outputs.hash)",
             ),
             ("runner.os", "'Linux'"),
+            ("matrix.os != ''", "(matrix.os || '') != ''"),
             (
                 "job.services.postgres.ports[5432]",
                 "services.postgres.port",

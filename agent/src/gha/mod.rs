@@ -252,11 +252,14 @@ fn slug(s: &str) -> String {
         } else if !out.ends_with('-') && !out.is_empty() {
             out.push('-');
         }
-        if out.len() >= 30 {
-            break;
-        }
     }
-    out.trim_end_matches('-').to_string()
+    let mut out = out.trim_end_matches('-').to_string();
+    if out.len() > 30 {
+        // At most 30 characters, cut at a word's end when there is one.
+        let cut = out[..=30].rfind('-').filter(|&i| i >= 10).unwrap_or(30);
+        out.truncate(cut);
+    }
+    out
 }
 
 /// A plain name of ours (letters, digits, `_`, `-`, `.`) for an artifact name.
