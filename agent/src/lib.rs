@@ -17,6 +17,7 @@
 //!   the shutdown token.
 //! - [`daemon`]: what to run, when, and running it; [`monitor`]: metrics and anomalies;
 //!   [`notify`]: outbox events to webhook deliveries; [`api`]: HTTP.
+//! - [`gha`]: GitHub Actions workflows converted into ours (pure, imports only `dsl`).
 //! - [`server`]: the composition root that starts them all; [`cli`]: the commands.
 
 pub(crate) mod api;
@@ -27,6 +28,7 @@ pub mod config;
 pub mod daemon;
 pub(crate) mod engine;
 pub(crate) mod errors;
+pub mod gha;
 pub mod model;
 pub(crate) mod monitor;
 pub(crate) mod notify;

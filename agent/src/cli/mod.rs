@@ -5,6 +5,7 @@ pub mod cache;
 pub mod client;
 pub mod daemon;
 pub mod exec;
+pub mod import_gha;
 pub mod init;
 pub mod plan;
 pub mod schema;
@@ -46,6 +47,8 @@ pub enum Command {
     Plan(plan::PlanArgs),
     /// Write a starter workflow (and its skills) into `.workflows/`.
     Init(init::InitArgs),
+    /// Convert GitHub Actions workflows (default `.github/workflows/`) into `.workflows/`.
+    ImportGha(import_gha::ImportGhaArgs),
     /// Run the daemon: watch repositories, run workflows on commits and schedules, serve the API.
     Daemon(daemon::DaemonArgs),
     /// List the daemon's runs (newest first), or show one run with its steps.
@@ -74,6 +77,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Exec(args) => exec::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Init(args) => init::run(args),
+        Command::ImportGha(args) => import_gha::run(args),
         Command::Daemon(args) => daemon::run(args),
         Command::Runs(args) => client::runs(args),
         Command::Logs(args) => client::logs(args),

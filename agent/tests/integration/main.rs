@@ -8,6 +8,8 @@
 
 mod common;
 
+mod import_gha;
+
 mod mirror_credentials;
 mod mirror_https;
 mod mirror_timeout;
