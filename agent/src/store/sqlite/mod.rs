@@ -9,8 +9,8 @@
 //! pushes and cron slots), `outbox.rs` (webhook deliveries), `monitoring.rs` (anomalies,
 //! inbound hook ids), `history.rs` (read-only opening and step history, for `agent plan`), `tx.rs` (the statements several of them run inside one transaction).
 
-mod history;
 mod artifacts;
+mod history;
 pub mod migrations;
 mod monitoring;
 mod outbox;
@@ -31,8 +31,8 @@ pub(crate) use super::records::{
     Enqueued, NewDelivery, NewRun, Retention, RunFilter, RunFinish, RunId, RunRecord, RunStatus,
     RunSummary, StepFinish, StepRecord, StepStart, StepStatus, Trigger, TriggerKind,
 };
-pub use history::{StepDuration, StepHistory, StepOutputSample};
 pub use artifacts::ArtifactRecord;
+pub use history::{StepDuration, StepHistory, StepOutputSample};
 pub use monitoring::{AnomalyRecord, HOOK_DELIVERY_TTL, NewAnomaly, RunSample};
 
 /// The database file's name inside `state_dir`.
