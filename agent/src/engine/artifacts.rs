@@ -171,8 +171,6 @@ fn run_dir(ctx: &RunCtx<'_>, id: &str) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::engine::archive::ArtifactStore;
 
@@ -182,36 +180,18 @@ mod tests {
         std::fs::write(p, bytes).expect("write");
     }
 
-    use crate::engine::{Cancel, Engine, EngineConfig, EventSender, RunRequest, RunResult};
+    use crate::engine::{Engine, EngineConfig, RunRequest, RunResult};
     use crate::model::report::{RunStatus, StepReport, StepStatus};
 
     /// Runs `yaml` in `ws` with artifacts under `store`, taking over `resume`.
     fn run(yaml: &str, ws: &std::path::Path, store: PathBuf, resume: Vec<StepReport>) -> RunResult {
-        let (wf, _) = dsl::parse_str("w.yaml", yaml).expect("valid workflow");
         let request = RunRequest {
-            workflow: Arc::new(dsl::Loaded {
-                workflow: wf,
-                subworkflows: Default::default(),
-                warnings: dsl::Diagnostics(Vec::new()),
-                source: dsl::SourceFile::new("w.yaml", None),
-            }),
-            parameters: Map::new(),
-            run_id: crate::engine::new_run_id(),
-            env: Vec::new(),
-            workdir: ws.to_path_buf(),
-            secrets: Default::default(),
-            repo: Value::Null,
-            trigger: "manual".into(),
-            event: Map::new(),
-            attempt: 1,
-            context: Map::new(),
-            events: EventSender::none(),
-            cancel: Cancel::new(),
             resume,
             artifacts: Some(ArtifactStore {
                 dir: store,
                 lookup: None,
             }),
+            ..crate::engine::test_request(yaml, ws)
         };
         let engine = Engine::new(EngineConfig::default());
         tokio::runtime::Builder::new_current_thread()

@@ -482,38 +482,13 @@ pub(crate) async fn run_matrix_stage(ctx: &RunCtx<'_>, index: usize, stage: &dsl
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
+    use serde_json::Value;
 
-    use serde_json::{Map, Value};
-
-    use crate::engine::{Cancel, Engine, EngineConfig, EventSender, RunRequest, RunStatus};
+    use crate::engine::{Engine, EngineConfig, RunRequest, RunStatus};
     use crate::model::report::{StepReport, StepStatus};
 
     fn request(yaml: &str, workdir: &std::path::Path) -> RunRequest {
-        let (wf, _) = dsl::parse_str("w.yaml", yaml).expect("valid workflow");
-        let loaded = dsl::Loaded {
-            workflow: wf,
-            subworkflows: Default::default(),
-            warnings: dsl::Diagnostics(Vec::new()),
-            source: dsl::SourceFile::new("w.yaml", None),
-        };
-        RunRequest {
-            workflow: Arc::new(loaded),
-            parameters: Map::new(),
-            run_id: crate::engine::new_run_id(),
-            env: Vec::new(),
-            workdir: workdir.to_path_buf(),
-            secrets: Default::default(),
-            repo: Value::Null,
-            trigger: "manual".into(),
-            event: Map::new(),
-            attempt: 1,
-            context: Map::new(),
-            events: EventSender::none(),
-            cancel: Cancel::new(),
-            resume: Vec::new(),
-            artifacts: None,
-        }
+        crate::engine::test_request(yaml, workdir)
     }
 
     fn block_on<F: std::future::Future>(fut: F) -> F::Output {

@@ -300,6 +300,36 @@ pub(crate) fn new_run_id() -> String {
     format!("{ms:012x}{r:06x}")
 }
 
+/// Tests: a run request of the workflow `yaml` (file `w.yaml`), triggered manually, run in
+/// `workdir`, with no events, secrets, resume or artifact store.
+#[cfg(test)]
+pub(crate) fn test_request(yaml: &str, workdir: &std::path::Path) -> RunRequest {
+    let (wf, _) = dsl::parse_str("w.yaml", yaml).expect("valid workflow");
+    let loaded = dsl::Loaded {
+        workflow: wf,
+        subworkflows: Default::default(),
+        warnings: dsl::Diagnostics(Vec::new()),
+        source: dsl::SourceFile::new("w.yaml", None),
+    };
+    RunRequest {
+        workflow: Arc::new(loaded),
+        parameters: Map::new(),
+        run_id: new_run_id(),
+        env: Vec::new(),
+        workdir: workdir.to_path_buf(),
+        secrets: IndexMap::new(),
+        repo: Value::Null,
+        trigger: "manual".into(),
+        event: Map::new(),
+        attempt: 1,
+        context: Map::new(),
+        events: EventSender::none(),
+        cancel: Cancel::new(),
+        resume: Vec::new(),
+        artifacts: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,30 +340,7 @@ mod tests {
 
     /// A run request of the workflow `yaml`, triggered manually, in the temp directory.
     fn request(yaml: &str) -> RunRequest {
-        let (wf, _) = dsl::parse_str("w.yaml", yaml).expect("valid workflow");
-        let loaded = dsl::Loaded {
-            workflow: wf,
-            subworkflows: Default::default(),
-            warnings: dsl::Diagnostics(Vec::new()),
-            source: dsl::SourceFile::new("w.yaml", None),
-        };
-        RunRequest {
-            workflow: Arc::new(loaded),
-            parameters: Map::new(),
-            run_id: new_run_id(),
-            env: Vec::new(),
-            workdir: std::env::temp_dir(),
-            secrets: IndexMap::new(),
-            repo: Value::Null,
-            trigger: "manual".into(),
-            event: Map::new(),
-            attempt: 1,
-            context: Map::new(),
-            events: EventSender::none(),
-            cancel: Cancel::new(),
-            resume: Vec::new(),
-            artifacts: None,
-        }
+        test_request(yaml, &std::env::temp_dir())
     }
 
     fn block_on<F: std::future::Future>(fut: F) -> F::Output {
