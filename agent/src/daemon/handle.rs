@@ -270,6 +270,25 @@ pub struct HandleParts {
 }
 
 impl DaemonHandle {
+    /// The workflow a run executed: its recorded file (or, for runs that recorded none, the
+    /// workflow of its name) at its commit, read from the repository's mirror. Blocking (git
+    /// reads). `None` when the run has no repository or commit, the mirror or the commit is
+    /// gone, or the file is not a valid workflow there.
+    pub fn workflow_of_run(&self, record: &crate::store::RunRecord) -> Option<dsl::Workflow> {
+        use crate::daemon::catalog::{Catalog, ParsedFile};
+        let repo = record.repo.as_deref()?;
+        let commit = git2::Oid::from_str(record.trigger.commit.as_deref()?).ok()?;
+        let mirror = crate::daemon::run::mirror::Mirror::open(&self.shared.state_dir, repo).ok()?;
+        let catalog = Catalog::at(&mirror, commit).ok()?;
+        match record.workflow_file.as_deref() {
+            Some(file) => match catalog.by_file(file)? {
+                ParsedFile::Valid { workflow, .. } => Some((**workflow).clone()),
+                ParsedFile::Invalid { .. } => None,
+            },
+            None => catalog.by_name(&record.workflow).map(|(_, w)| w.clone()),
+        }
+    }
+
     /// Builds a handle and the ends the daemon keeps.
     pub fn new(
         config: impl Into<Arc<Config>>,

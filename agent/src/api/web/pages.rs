@@ -310,22 +310,9 @@ async fn plan_and_attempts(
                 end: a.finished_at,
             });
     }
-    let state_dir = web.api.handle.shared.state_dir.clone();
+    let handle = web.api.handle.clone();
     let plan = tokio::task::spawn_blocking(move || {
-        use crate::daemon::catalog::{Catalog, ParsedFile};
-        let repo = record.repo.as_deref()?;
-        let commit = git2::Oid::from_str(record.trigger.commit.as_deref()?).ok()?;
-        let mirror = crate::daemon::run::mirror::Mirror::open(&state_dir, repo).ok()?;
-        let catalog = Catalog::at(&mirror, commit).ok()?;
-        match record.workflow_file.as_deref() {
-            Some(file) => match catalog.by_file(file)? {
-                ParsedFile::Valid { workflow, .. } => Some(graph::Plan::of(workflow)),
-                ParsedFile::Invalid { .. } => None,
-            },
-            None => catalog
-                .by_name(&record.workflow)
-                .map(|(_, w)| graph::Plan::of(w)),
-        }
+        handle.workflow_of_run(&record).map(|w| graph::Plan::of(&w))
     })
     .await
     .ok()
