@@ -410,7 +410,12 @@ fn cancel_stops_the_services() {
         ws.exists("started").then_some(())
     });
     assert!(started.is_some(), "the step did not start");
-    let pids = pids_in(&ws, "idle.pid");
+    // The service has no readiness check, so the step may start before it wrote its pid.
+    let pids = common::poll(Duration::from_secs(30), || {
+        let pids = pids_in(&ws, "idle.pid");
+        (!pids.is_empty()).then_some(pids)
+    })
+    .expect("the service wrote its pid");
     assert_eq!(pids.len(), 1);
     assert!(alive(pids[0]));
     // SAFETY: kill(2) on the pid of a child we started and have not waited for.
