@@ -7,7 +7,7 @@ use exec::{Ws, assert_code, report, step};
 use serde_json::Value;
 
 /// `(start_ns, end_ns)` intervals from the `times.*` files the instances wrote.
-fn intervals(ws: &Ws) -> Vec<(u128, u128)> {
+pub(crate) fn intervals(ws: &Ws) -> Vec<(u128, u128)> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(ws.path()).expect("workspace") {
         let name = e.expect("entry").file_name().to_string_lossy().into_owned();
@@ -25,7 +25,8 @@ fn intervals(ws: &Ws) -> Vec<(u128, u128)> {
     out
 }
 
-fn max_overlap(iv: &[(u128, u128)]) -> usize {
+/// The most intervals of `iv` open at one moment.
+pub(crate) fn max_overlap(iv: &[(u128, u128)]) -> usize {
     iv.iter()
         .map(|&(s, _)| iv.iter().filter(|&&(s2, e2)| s2 <= s && s < e2).count())
         .max()

@@ -4,35 +4,10 @@
 //! instance, aggregated outputs, a dynamic matrix, compensation of instance steps).
 
 use crate::common::exec;
+use crate::exec_matrix::{intervals, max_overlap};
 
 use exec::{Ws, assert_code, report, step};
 use serde_json::{Value, json};
-
-/// `(start_ns, end_ns)` intervals from the `times.*` files the instances wrote.
-fn intervals(ws: &Ws) -> Vec<(u128, u128)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(ws.path()).expect("workspace") {
-        let name = e.expect("entry").file_name().to_string_lossy().into_owned();
-        if !name.starts_with("times.") {
-            continue;
-        }
-        let text = ws.read(&name);
-        let nums: Vec<u128> = text
-            .split_whitespace()
-            .map(|n| n.parse().expect("nanoseconds"))
-            .collect();
-        assert_eq!(nums.len(), 2, "{name}: {text:?}");
-        out.push((nums[0], nums[1]));
-    }
-    out
-}
-
-fn max_overlap(iv: &[(u128, u128)]) -> usize {
-    iv.iter()
-        .map(|&(s, _)| iv.iter().filter(|&&(s2, e2)| s2 <= s && s < e2).count())
-        .max()
-        .unwrap_or(0)
-}
 
 /// Stage name to its steps' ids, in report order.
 fn layout(rep: &Value) -> Vec<(String, Vec<String>)> {
