@@ -10,6 +10,8 @@ use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
 
+use super::readers::MAX_IDLE;
+
 use tokio::sync::oneshot;
 
 use super::{Db, Readers, StoreError};
@@ -22,7 +24,9 @@ type Job = Box<dyn FnOnce(&mut Db) + Send>;
 pub struct Store {
     writer: mpsc::Sender<Job>,
     readers: Readers,
-    path: Arc<PathBuf>,
+    /// The SQLite file; `None` on PostgreSQL.
+    path: Option<Arc<PathBuf>>,
+    kind: &'static str,
 }
 
 impl Store {
@@ -37,9 +41,23 @@ impl Store {
         Store::from_db(Db::open(path)?)
     }
 
+    /// Connects to the PostgreSQL database at `url` (migrating it) and starts the writer
+    /// thread; the read pool keeps up to `pool` idle connections. Blocks, like
+    /// [`Store::open_in_dir`].
+    pub fn connect_postgres(url: &str, pool: usize) -> Result<Store, StoreError> {
+        Store::with_pool(Db::connect_postgres(url)?, pool)
+    }
+
     /// A handle whose writer thread owns `db`.
     pub fn from_db(db: Db) -> Result<Store, StoreError> {
-        let path = db.path().to_path_buf();
+        Store::with_pool(db, MAX_IDLE)
+    }
+
+    /// A handle whose writer thread owns `db`, with up to `pool` idle read connections.
+    fn with_pool(db: Db, pool: usize) -> Result<Store, StoreError> {
+        let path = db.path().map(|p| Arc::new(p.to_path_buf()));
+        let kind = db.kind();
+        let readers = Readers::new(db.another()?, pool);
         let (writer, jobs) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("store-writer".into())
@@ -57,14 +75,20 @@ impl Store {
             })?;
         Ok(Store {
             writer,
-            readers: Readers::new(path.clone()),
-            path: Arc::new(path),
+            readers,
+            path,
+            kind,
         })
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The SQLite file; `None` on PostgreSQL.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref().map(PathBuf::as_path)
+    }
+
+    /// The backend: `sqlite` or `postgres`.
+    pub fn kind(&self) -> &'static str {
+        self.kind
     }
 
     /// The pool of read connections.

@@ -26,16 +26,23 @@
 //! backend, one file per concern), `handle.rs` (the [`Store`] handle), `methods.rs` (its typed
 //! methods), `readers.rs`, `overlap.rs`.
 
+mod db;
+mod dispatch;
 mod error;
 mod handle;
 mod methods;
 pub mod overlap;
+mod postgres;
 mod readers;
 mod records;
 mod sqlite;
+#[doc(hidden)]
+pub mod test_pg;
 
+pub use db::Db;
 pub use error::StoreError;
 pub use handle::Store;
+pub use postgres::migrations::LATEST_VERSION as POSTGRES_SCHEMA_VERSION;
 pub use readers::Readers;
 pub use records::{
     AttemptRecord, CacheEntry, Delivery, DeliveryAttempt, DeliveryOutcome, DeliveryStatus,
@@ -44,6 +51,6 @@ pub use records::{
     Trigger, TriggerKind,
 };
 pub use sqlite::{
-    AnomalyRecord, ArtifactRecord, BUSY_TIMEOUT, DB_FILE_NAME, Db, HOOK_DELIVERY_TTL, NewAnomaly,
+    AnomalyRecord, ArtifactRecord, BUSY_TIMEOUT, DB_FILE_NAME, HOOK_DELIVERY_TTL, NewAnomaly,
     RunSample, StepDuration, StepHistory, StepOutputSample, migrations, set_busy_timeout,
 };

@@ -1,10 +1,11 @@
 //! Read connections to the store, used off the async runtime.
 //!
-//! SQLite calls block, so each read runs on tokio's blocking pool with a connection taken
-//! from a small stack of idle ones (opened on demand, at most [`MAX_IDLE`] kept). In WAL mode
-//! these reads never wait for a writer, also one in another process holding the write lock.
+//! Backend calls block, so each read runs on tokio's blocking pool with a connection taken
+//! from a small stack of idle ones (opened on demand from a seed connection, at most
+//! `max_idle` kept: [`MAX_IDLE`] for SQLite, the configured pool size for PostgreSQL). In
+//! SQLite's WAL mode these reads never wait for a writer, also one in another process
+//! holding the write lock.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use super::{Db, StoreError};
@@ -20,17 +21,20 @@ pub struct Readers {
 
 #[derive(Debug)]
 struct Inner {
-    path: PathBuf,
+    /// A connection new ones are opened like ([`Db::another`]); never used for reads.
+    seed: Mutex<Db>,
     idle: Mutex<Vec<Db>>,
+    max_idle: usize,
 }
 
 impl Readers {
-    /// A pool for the database at `path` (nothing is opened yet).
-    pub fn new(path: PathBuf) -> Readers {
+    /// A pool of connections like `seed`, keeping at most `max_idle` idle ones.
+    pub fn new(seed: Db, max_idle: usize) -> Readers {
         Readers {
             inner: Arc::new(Inner {
-                path,
+                seed: Mutex::new(seed),
                 idle: Mutex::new(Vec::new()),
+                max_idle: max_idle.max(1),
             }),
         }
     }
@@ -77,7 +81,11 @@ impl Inner {
             .pop();
         match reused {
             Some(store) => Ok(store),
-            None => Db::open(&self.path),
+            None => self
+                .seed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .another(),
         }
     }
 
@@ -86,7 +94,7 @@ impl Inner {
             .idle
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if idle.len() < MAX_IDLE {
+        if idle.len() < self.max_idle {
             idle.push(store);
         }
     }

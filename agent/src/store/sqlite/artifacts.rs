@@ -10,7 +10,7 @@ use rusqlite::{Row, params};
 
 use crate::model::report::{ArtifactOrigin, ArtifactReport, rfc3339};
 
-use super::{Db, RunId, StoreError, from_ms, from_ms_opt, now_ms, to_ms};
+use super::{RunId, SqliteDb, StoreError, from_ms, from_ms_opt, now_ms, to_ms};
 
 /// One kept artifact.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,7 +105,7 @@ impl ArtifactRecord {
     }
 }
 
-impl Db {
+impl SqliteDb {
     /// Records the artifacts a step kept (replacing what an earlier try of the same step
     /// recorded under the same names).
     pub fn record_artifacts(&mut self, artifacts: &[ArtifactRecord]) -> Result<(), StoreError> {

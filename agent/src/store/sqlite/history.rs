@@ -5,7 +5,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::{Db, StoreError};
+use super::{SqliteDb, StoreError};
 
 /// How long a read-only reader waits for a lock before giving up.
 const READ_ONLY_BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -49,16 +49,16 @@ pub struct StepOutputSample {
     pub outputs: String,
 }
 
-impl Db {
+impl SqliteDb {
     /// Opens an existing database file read-only: nothing is created, migrated or written,
     /// so a tool can read a live daemon's store (or one it may not write).
-    pub fn open_read_only(path: &Path) -> Result<Db, StoreError> {
+    pub fn open_read_only(path: &Path) -> Result<SqliteDb, StoreError> {
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(READ_ONLY_BUSY_TIMEOUT)?;
-        Ok(Db {
+        Ok(SqliteDb {
             conn,
             path: path.to_path_buf(),
         })
@@ -129,7 +129,7 @@ mod tests {
     #[test]
     fn a_read_only_store_answers_the_step_history() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut db = Db::open_in_dir(dir.path()).expect("open");
+        let mut db = SqliteDb::open_in_dir(dir.path()).expect("open");
         for cached in [false, true] {
             let id = db
                 .enqueue_run(&NewRun::new("w", Trigger::new(TriggerKind::Manual)))
@@ -150,7 +150,7 @@ mod tests {
                 .expect("end");
         }
         let path = dir.path().join(crate::store::DB_FILE_NAME);
-        let reader = Db::open_read_only(&path).expect("read-only");
+        let reader = SqliteDb::open_read_only(&path).expect("read-only");
         let history = reader.step_history("w").expect("history");
         assert_eq!(history.succeeded_runs, 2);
         assert_eq!(history.durations.len(), 1);
@@ -167,7 +167,7 @@ mod tests {
         );
 
         let missing = dir.path().join("nothing.sqlite3");
-        assert!(Db::open_read_only(&missing).is_err());
+        assert!(SqliteDb::open_read_only(&missing).is_err());
         assert!(!missing.exists(), "a read-only open creates nothing");
     }
 }

@@ -205,6 +205,28 @@ CREATE TABLE artifacts (
 CREATE INDEX artifacts_by_name ON artifacts (name, run_id);
 CREATE INDEX artifacts_by_expiry ON artifacts (expires_at) WHERE expires_at IS NOT NULL;
 "#,
+    // Version 11: the fleet's tables, also kept by a lone agent: `nodes` (each agent's
+    // heartbeat, for `agent nodes`) and `leases` (named, time-limited roles with a fencing
+    // token: who evaluates cron, who polls a repository, who delivers webhooks).
+    r#"
+CREATE TABLE nodes (
+    name         TEXT   PRIMARY KEY,
+    started_at   INTEGER NOT NULL,
+    heartbeat_at INTEGER NOT NULL,
+    lease_ms     INTEGER NOT NULL,
+    capacity     INTEGER NOT NULL,
+    running      INTEGER NOT NULL DEFAULT 0,
+    address      TEXT,
+    version      TEXT
+);
+
+CREATE TABLE leases (
+    name       TEXT   PRIMARY KEY,
+    holder     TEXT   NOT NULL,
+    token      INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+"#,
 ];
 
 /// Version 8: what a run's trigger says beyond kind, commit and branch (the ref pushed, e.g.

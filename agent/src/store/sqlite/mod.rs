@@ -60,10 +60,10 @@ fn busy_timeout() -> Duration {
 
 /// A connection to the store.
 ///
-/// Each `Db` owns one SQLite connection; writes take `&mut self`. Open one per thread (or
+/// Each `SqliteDb` owns one SQLite connection; writes take `&mut self`. Open one per thread (or
 /// per actor) on the same file: they coordinate through SQLite's locks.
 #[derive(Debug)]
-pub struct Db {
+pub struct SqliteDb {
     conn: Connection,
     path: PathBuf,
 }
@@ -101,26 +101,26 @@ fn enable_wal(conn: &Connection) -> Result<(), StoreError> {
     }
 }
 
-impl Db {
+impl SqliteDb {
     /// Opens (creating if needed) `state_dir/agent.sqlite3` and brings its schema up to date.
-    pub fn open_in_dir(state_dir: &Path) -> Result<Db, StoreError> {
+    pub fn open_in_dir(state_dir: &Path) -> Result<SqliteDb, StoreError> {
         std::fs::create_dir_all(state_dir).map_err(|source| StoreError::CreateDir {
             path: state_dir.to_path_buf(),
             source,
         })?;
-        Db::open(&state_dir.join(DB_FILE_NAME))
+        SqliteDb::open(&state_dir.join(DB_FILE_NAME))
     }
 
     /// Opens (creating if needed) the database file at `path` and migrates it to the latest
     /// schema version.
-    pub fn open(path: &Path) -> Result<Db, StoreError> {
-        Db::open_at_version(path, migrations::LATEST_VERSION)
+    pub fn open(path: &Path) -> Result<SqliteDb, StoreError> {
+        SqliteDb::open_at_version(path, migrations::LATEST_VERSION)
     }
 
     /// Opens `path` migrating only up to schema `version`. For fixture databases in tests;
     /// the rest of the API assumes the latest version.
     #[doc(hidden)]
-    pub fn open_at_version(path: &Path, version: i64) -> Result<Db, StoreError> {
+    pub fn open_at_version(path: &Path, version: i64) -> Result<SqliteDb, StoreError> {
         let mut conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -136,7 +136,7 @@ impl Db {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         migrations::migrate(&mut conn, version)?;
-        Ok(Db {
+        Ok(SqliteDb {
             conn,
             path: path.to_path_buf(),
         })
@@ -272,7 +272,7 @@ mod tests {
     #[test]
     fn a_transaction_dropped_without_commit_changes_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut store = Db::open_in_dir(dir.path()).expect("open");
+        let mut store = SqliteDb::open_in_dir(dir.path()).expect("open");
         let first = store
             .enqueue_run(&manual("kept"))
             .expect("enqueue")
@@ -286,7 +286,7 @@ mod tests {
             )
             .expect("update");
             // Another connection waits for (or does not see) the uncommitted writes.
-            let other = Db::open_in_dir(dir.path()).expect("second connection");
+            let other = SqliteDb::open_in_dir(dir.path()).expect("second connection");
             let seen = other.list_runs(&RunFilter::default(), 10).expect("list");
             assert_eq!(seen.len(), 1);
             assert_eq!(seen[0].status, RunStatus::Queued);
@@ -304,9 +304,9 @@ mod tests {
     #[test]
     fn boots_count_crash_interruptions_per_step() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut store = Db::open_in_dir(dir.path()).expect("open");
+        let mut store = SqliteDb::open_in_dir(dir.path()).expect("open");
         let id = store.enqueue_run(&manual("w")).expect("enqueue").run_id();
-        let start = |store: &mut Db| {
+        let start = |store: &mut SqliteDb| {
             store.mark_running(id).expect("running");
             let step = StepStart {
                 stage: "s".into(),
@@ -344,7 +344,7 @@ mod tests {
     #[test]
     fn a_store_can_move_to_another_thread() {
         fn assert_send<T: Send>() {}
-        assert_send::<Db>();
+        assert_send::<SqliteDb>();
     }
 
     #[test]

@@ -10,7 +10,9 @@ use chrono::{DateTime, Utc};
 use rusqlite::params;
 use serde_json::Value;
 
-use super::{Db, RunId, RunStatus, StoreError, from_json, from_ms, now_ms, parse_enum, to_json};
+use super::{
+    RunId, RunStatus, SqliteDb, StoreError, from_json, from_ms, now_ms, parse_enum, to_json,
+};
 
 /// How long an inbound hook's delivery id is remembered (GitHub redelivers for days at most).
 pub const HOOK_DELIVERY_TTL: chrono::Duration = chrono::Duration::days(30);
@@ -56,7 +58,7 @@ pub struct RunSample {
     pub duration_ms: Option<u64>,
 }
 
-impl Db {
+impl SqliteDb {
     /// Remembers an inbound hook delivery id; false when it was already seen (a replay).
     /// Ids older than [`HOOK_DELIVERY_TTL`] are forgotten in the same transaction.
     pub fn record_hook_delivery(
@@ -258,7 +260,7 @@ mod tests {
     #[test]
     fn hook_deliveries_are_remembered_once() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut store = Db::open_in_dir(dir.path()).expect("open");
+        let mut store = SqliteDb::open_in_dir(dir.path()).expect("open");
         assert!(
             store
                 .record_hook_delivery("github", "d1", Some("app"))
@@ -275,7 +277,7 @@ mod tests {
                 .expect("other source")
         );
         drop(store);
-        let mut again = Db::open_in_dir(dir.path()).expect("reopen");
+        let mut again = SqliteDb::open_in_dir(dir.path()).expect("reopen");
         assert!(
             !again
                 .record_hook_delivery("github", "d1", None)
@@ -286,7 +288,7 @@ mod tests {
     #[test]
     fn anomalies_are_recorded_once_per_run_and_listed_newest_first() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut store = Db::open_in_dir(dir.path()).expect("open");
+        let mut store = SqliteDb::open_in_dir(dir.path()).expect("open");
         let first = store.record_anomaly(&anomaly(1)).expect("record");
         assert!(first.is_some());
         assert!(store.record_anomaly(&anomaly(1)).expect("again").is_none());
@@ -313,7 +315,7 @@ mod tests {
     #[test]
     fn run_samples_use_the_report_duration() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut store = Db::open_in_dir(dir.path()).expect("open");
+        let mut store = SqliteDb::open_in_dir(dir.path()).expect("open");
         let mut ids = Vec::new();
         for (i, status) in [
             RunStatus::Succeeded,

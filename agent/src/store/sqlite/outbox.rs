@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Row, Transaction, params};
 
 use super::{
-    Db, Delivery, DeliveryAttempt, DeliveryOutcome, DeliveryStatus, NewDelivery, RunId, StoreError,
-    from_json, from_ms, from_ms_opt, now_ms, parse_enum, to_json, to_ms,
+    Delivery, DeliveryAttempt, DeliveryOutcome, DeliveryStatus, NewDelivery, RunId, SqliteDb,
+    StoreError, from_json, from_ms, from_ms_opt, now_ms, parse_enum, to_json, to_ms,
 };
 
 const DELIVERY_COLUMNS: &str = "id, webhook, event, run_id, body, status, attempts, \
@@ -75,7 +75,7 @@ fn new_delivery_id() -> String {
 }
 
 /// How long a delivery queued with a run's end (`finish_run`) waits for the notifier to
-/// release it ([`Db::release_run_deliveries`]) before it is due anyway.
+/// release it ([`SqliteDb::release_run_deliveries`]) before it is due anyway.
 ///
 /// The notifier queues a run's earlier events (`run.started`, `step.failed`, ...) itself, a
 /// moment after they happen; holding the run's end until the notifier has seen it keeps
@@ -118,7 +118,7 @@ pub(crate) fn insert_delivery(
     insert_delivery_due(tx, delivery, hold)
 }
 
-impl Db {
+impl SqliteDb {
     /// Queues a webhook delivery, due now; returns its id (the `X-Agent-Delivery` header).
     pub fn enqueue_delivery(&mut self, delivery: &NewDelivery) -> Result<String, StoreError> {
         let tx = self.write()?;

@@ -13,8 +13,8 @@ use rusqlite::{OptionalExtension, Row, Transaction, params};
 
 use super::tx::{OnSkip, enqueue_tx, insert_run};
 use super::{
-    AttemptRecord, Db, Enqueued, NewRun, Retention, RunFilter, RunFinish, RunId, RunRecord,
-    RunStatus, RunSummary, StepFinish, StepRecord, StepStart, StepStatus, StoreError, Trigger,
+    AttemptRecord, Enqueued, NewRun, Retention, RunFilter, RunFinish, RunId, RunRecord, RunStatus,
+    RunSummary, SqliteDb, StepFinish, StepRecord, StepStart, StepStatus, StoreError, Trigger,
     TriggerKind, from_json, from_json_opt, from_ms, from_ms_opt, now_ms, parse_enum, to_json,
     to_json_opt, to_ms,
 };
@@ -326,7 +326,7 @@ fn require_status(
     Ok(())
 }
 
-impl Db {
+impl SqliteDb {
     /// Puts a run in the queue under its overlap rule (`run.overlap`,
     /// decided in this transaction). With a
     /// `dedup_key` already used, nothing is written and the existing run is returned as
@@ -354,7 +354,7 @@ impl Db {
     }
 
     /// The queued and running runs whose cancellation was requested (`cancel_previous`,
-    /// [`Db::request_cancel`]), oldest first: the scheduler cancels them.
+    /// [`SqliteDb::request_cancel`]), oldest first: the scheduler cancels them.
     pub fn cancel_requested_runs(&self) -> Result<Vec<RunId>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT id FROM runs
@@ -367,7 +367,7 @@ impl Db {
     }
 
     /// Records a run that failed before it could be queued (an invalid workflow file: the
-    /// diagnostics go in `error`). Deduplicated like [`Db::enqueue_run`].
+    /// diagnostics go in `error`). Deduplicated like [`SqliteDb::enqueue_run`].
     pub fn record_failed_run(&mut self, run: &NewRun, error: &str) -> Result<Enqueued, StoreError> {
         let tx = self.write()?;
         let result = insert_run(&tx, run, RunStatus::Failed, Some(error))?;
@@ -378,8 +378,8 @@ impl Db {
     /// Claims up to `limit` queued runs for starting, in order: within a concurrency group,
     /// first in first out, and only when no run of the group is running or claimed; then by
     /// priority (highest first), then by age (oldest first). Claimed runs stay `queued` (with
-    /// `claimed_at` set) until [`Db::mark_running`], and are not returned again;
-    /// [`Db::release_claim`] hands one back. A run whose cancellation was requested is not
+    /// `claimed_at` set) until [`SqliteDb::mark_running`], and are not returned again;
+    /// [`SqliteDb::release_claim`] hands one back. A run whose cancellation was requested is not
     /// claimed (it waits for its cancel, and keeps its place in its group meanwhile).
     pub fn claim(
         &mut self,
@@ -687,7 +687,7 @@ impl Db {
 
     /// Extends `owner`'s lease on `ids` (claimed or running runs it holds) to `lease` from
     /// now. Answers the ids among them whose cancellation was requested
-    /// ([`Db::request_cancel`]): the owner is expected to cancel them.
+    /// ([`SqliteDb::request_cancel`]): the owner is expected to cancel them.
     pub fn renew(
         &mut self,
         owner: &str,
@@ -717,7 +717,7 @@ impl Db {
     }
 
     /// Asks the owner of a queued or running run to cancel it; the owner sees the request on
-    /// its next [`Db::renew`]. Answers whether the run was still active.
+    /// its next [`SqliteDb::renew`]. Answers whether the run was still active.
     pub fn request_cancel(&mut self, id: RunId) -> Result<bool, StoreError> {
         let tx = self.write()?;
         let changed = tx.execute(
@@ -750,7 +750,7 @@ impl Db {
     }
 
     /// The interrupted steps of a run with how many times each was interrupted by a boot
-    /// ([`Db::reclaim_expired`] counts), in the order they were first recorded.
+    /// ([`SqliteDb::reclaim_expired`] counts), in the order they were first recorded.
     pub fn interrupted_steps(&self, id: RunId) -> Result<Vec<(String, u32)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT step_id, interruptions FROM steps
@@ -1077,7 +1077,7 @@ mod tests {
     use crate::store::TriggerKind;
 
     /// The query plan of a listing, one line per step, as `EXPLAIN QUERY PLAN` prints it.
-    fn query_plan(store: &Db, filter: &RunFilter, before: Option<RunId>) -> String {
+    fn query_plan(store: &SqliteDb, filter: &RunFilter, before: Option<RunId>) -> String {
         let (sql, values) = listing_sql(SUMMARY_COLUMNS, filter, before, 50);
         let mut stmt = store
             .conn
@@ -1099,7 +1099,7 @@ mod tests {
     #[test]
     fn listing_filters_use_the_indexes() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Db::open_in_dir(dir.path()).expect("open");
+        let store = SqliteDb::open_in_dir(dir.path()).expect("open");
         let by =
             |workflow: Option<&str>, status: Option<RunStatus>, repo: Option<&str>| RunFilter {
                 workflow: workflow.map(str::to_string),
@@ -1164,7 +1164,7 @@ mod tests {
     #[test]
     fn branch_trigger_and_text_filters_and_recent_durations() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut store = Db::open_in_dir(dir.path()).expect("open");
+        let mut store = SqliteDb::open_in_dir(dir.path()).expect("open");
         let mut ids = Vec::new();
         for (workflow, branch, kind) in [
             ("build", "main", TriggerKind::Push),
@@ -1246,7 +1246,7 @@ mod tests {
     #[test]
     fn a_retried_attempt_records_its_end() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut store = Db::open_in_dir(dir.path()).expect("open");
+        let mut store = SqliteDb::open_in_dir(dir.path()).expect("open");
         let id = store
             .enqueue_run(&NewRun::new("w", Trigger::new(TriggerKind::Manual)))
             .expect("enqueue")
@@ -1279,7 +1279,7 @@ mod tests {
     #[test]
     fn a_finished_report_skips_the_step_rows() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut store = Db::open_in_dir(dir.path()).expect("open");
+        let mut store = SqliteDb::open_in_dir(dir.path()).expect("open");
         let run = NewRun::new("w", Trigger::new(TriggerKind::Manual));
         let id = store.enqueue_run(&run).expect("enqueue").run_id();
         store.mark_running(id).expect("running");
@@ -1300,7 +1300,7 @@ mod tests {
     #[test]
     fn summaries_page_with_before() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut store = Db::open_in_dir(dir.path()).expect("open");
+        let mut store = SqliteDb::open_in_dir(dir.path()).expect("open");
         let mut ids = Vec::new();
         for i in 0..7 {
             let mut run = NewRun::new(

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::tx::{OnSkip, enqueue_tx, insert_run, save_context_tx};
 use super::{
-    CacheEntry, Db, Enqueued, NewRun, RunId, RunStatus, StoreError, from_json, from_ms,
+    CacheEntry, Enqueued, NewRun, RunId, RunStatus, SqliteDb, StoreError, from_json, from_ms,
     from_ms_opt, now_ms, to_json, to_ms,
 };
 use crate::store::overlap::Admission;
@@ -33,7 +33,7 @@ fn claim_slot_tx(
     Ok(inserted == 1)
 }
 
-impl Db {
+impl SqliteDb {
     /// The preserved context of a workflow (`context.preserve: true`), if one was saved.
     pub fn load_context(
         &self,
@@ -51,7 +51,7 @@ impl Db {
         text.map(|t| from_json("context", &t)).transpose()
     }
 
-    /// Saves a workflow's preserved context (normally done by [`Db::finish_run`]).
+    /// Saves a workflow's preserved context (normally done by [`SqliteDb::finish_run`]).
     pub fn save_context(
         &mut self,
         repo: Option<&str>,
