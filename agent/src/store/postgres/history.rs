@@ -1,4 +1,4 @@
-//! STUB
+//! STUB: the PostgreSQL side of these operations is being written.
 
 use crate::store::{StepHistory, StoreError};
 

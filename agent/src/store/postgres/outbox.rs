@@ -1,4 +1,4 @@
-//! STUB
+//! STUB: the PostgreSQL side of these operations is being written.
 
 use chrono::{DateTime, Utc};
 

@@ -1,4 +1,4 @@
-//! STUB
+//! STUB: the PostgreSQL side of these operations is being written.
 
 use chrono::{DateTime, Utc};
 
@@ -255,5 +255,46 @@ impl PgDb {
     /// cron slots, and returns the deleted runs' ids, so the caller can delete their log files.
     pub fn prune_runs(&mut self, _retention: &Retention) -> Result<Vec<RunId>, StoreError> {
         Err(super::unsupported("prune_runs"))
+    }
+
+    /// Handles a new commit in one transaction: queues `runs`, each under its overlap rule
+    /// (decided in this transaction; a run its rule skips is recorded as cancelled,
+    /// [`Enqueued::Skipped`]), records `failed` runs (invalid workflow files, with their
+    /// diagnostics) and moves the branch's last seen commit. Each run should carry a dedup
+    /// key (such as `push:<repo>:<workflow>:<commit>`), so a commit handled again after a
+    /// crash queues nothing twice.
+    pub fn record_push(
+        &mut self,
+        _repo: &str,
+        _branch: &str,
+        _commit: &str,
+        _runs: &[NewRun],
+        _failed: &[(NewRun, String)],
+    ) -> Result<Vec<Enqueued>, StoreError> {
+        Err(super::unsupported("record_push"))
+    }
+
+    /// Claims a cron slot: true the first time `(schedule_key, slot)` is claimed, false every
+    /// time after, also across restarts and processes. A slot skipped on purpose (overlap,
+    /// catch-up) is claimed too, so it never fires later.
+    pub fn claim_cron_slot(
+        &mut self,
+        _schedule_key: &str,
+        _slot: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        Err(super::unsupported("claim_cron_slot"))
+    }
+
+    /// Claims a cron slot and queues its run under its overlap rule, in one transaction:
+    /// `None` (and nothing written) if the slot was already claimed; otherwise the slot is
+    /// claimed and the answer says what became of its run ([`Admission::Skipped`]: no run,
+    /// the slot stays claimed so it never fires later; a duplicate run key: no new run).
+    pub fn enqueue_scheduled_run(
+        &mut self,
+        _schedule_key: &str,
+        _slot: DateTime<Utc>,
+        _run: &NewRun,
+    ) -> Result<Option<Admission>, StoreError> {
+        Err(super::unsupported("enqueue_scheduled_run"))
     }
 }

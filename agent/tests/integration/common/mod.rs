@@ -1,5 +1,6 @@
 //! Helpers shared by the `agent` crate's integration tests.
 
+pub mod backends;
 pub mod git_daemon;
 pub mod git_http;
 pub mod mirror;
