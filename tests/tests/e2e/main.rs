@@ -37,6 +37,7 @@ mod exec_services;
 mod exec_stage_matrix;
 mod hooks_push;
 mod import_gha;
+mod import_gha_upstream;
 mod init_plan;
 mod metrics_scrape;
 mod notify_delivery;
