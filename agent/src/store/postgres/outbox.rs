@@ -446,3 +446,145 @@ impl PgDb {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::RunStatus;
+
+    /// A finished run and its end event, written as `finish_run` writes them.
+    fn ended_run(db: &PgDb, n: i64) -> i64 {
+        db.write(|tx| {
+            let id: i64 = tx
+                .query_one(
+                    "INSERT INTO runs (workflow, status, trigger_kind, created_at, finished_at)
+                     VALUES ('w', 'succeeded', 'manual', $1, $1) RETURNING id",
+                    &[&n],
+                )?
+                .get(0);
+            tx.execute(
+                "INSERT INTO outbox_events (run_id, event, created_at)
+                 VALUES ($1, 'run.succeeded', $2)",
+                &[&id, &n],
+            )?;
+            Ok(id)
+        })
+        .expect("insert")
+    }
+
+    /// Two agents render the outbox at once (two connections, two threads, while runs keep
+    /// ending): every event becomes its delivery exactly once; an event is rendered with its
+    /// run and only when written by the given time.
+    #[test]
+    fn concurrent_renderers_render_each_event_once() {
+        const RUNS: i64 = 60;
+        let url = crate::store::test_pg::database_url();
+        let writer = PgDb::connect(&url).expect("connect");
+        let first = ended_run(&writer, 1_000);
+        let mut probe = writer.another();
+        let none = probe
+            .render_outbox_events(None, Some(from_ms("t", 999).expect("ms")), |_, _| {
+                panic!("written later")
+            })
+            .expect("render");
+        assert!(none.is_empty());
+        let ended = std::sync::atomic::AtomicBool::new(false);
+        let mut runs = vec![first];
+        let rendered: Vec<Vec<i64>> = std::thread::scope(|scope| {
+            let renderers: Vec<_> = (0..2)
+                .map(|_| {
+                    let mut own = writer.another();
+                    let ended = &ended;
+                    scope.spawn(move || {
+                        let mut seen = Vec::new();
+                        loop {
+                            let last = ended.load(std::sync::atomic::Ordering::SeqCst);
+                            let queued = own
+                                .render_outbox_events(None, None, |record, event| {
+                                    assert_eq!(record.status, RunStatus::Succeeded);
+                                    vec![NewDelivery {
+                                        webhook: "chat".into(),
+                                        event: event.into(),
+                                        run_id: Some(record.id),
+                                        body: serde_json::json!({"run": record.id.0}),
+                                    }]
+                                })
+                                .expect("render");
+                            seen.extend(queued.iter().filter_map(|d| d.run_id.map(|r| r.0)));
+                            if last {
+                                return seen;
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for n in 1..RUNS {
+                runs.push(ended_run(&writer, 1_000 + n));
+            }
+            ended.store(true, std::sync::atomic::Ordering::SeqCst);
+            renderers
+                .into_iter()
+                .map(|r| r.join().expect("renderer"))
+                .collect()
+        });
+        let mut all = rendered.concat();
+        all.sort();
+        assert_eq!(all, runs, "each event rendered once");
+        let deliveries = writer.list_deliveries(1000).expect("list");
+        assert_eq!(deliveries.len(), runs.len());
+        let left: i64 = writer
+            .read(|c| {
+                Ok(c.query_one("SELECT count(*) FROM outbox_events", &[])?
+                    .get(0))
+            })
+            .expect("count");
+        assert_eq!(left, 0);
+    }
+
+    /// A run's end queued held is not due; released, it goes behind a delivery queued in the
+    /// same millisecond and keeps its id.
+    #[test]
+    fn a_released_run_end_goes_behind_earlier_deliveries() {
+        let url = crate::store::test_pg::database_url();
+        let mut db = PgDb::connect(&url).expect("connect");
+        let run = ended_run(&db, 1);
+        let new = |event: &str| NewDelivery {
+            webhook: "chat".into(),
+            event: event.into(),
+            run_id: Some(RunId(run)),
+            body: serde_json::json!({}),
+        };
+        let end = db
+            .write(|tx| insert_delivery(tx, &new("run.failed")))
+            .expect("held");
+        let step = db.enqueue_delivery(&new("step.failed")).expect("queue");
+        assert_eq!(
+            db.due_deliveries(Utc::now(), 10).expect("due").len(),
+            1,
+            "the end is held"
+        );
+        assert_eq!(
+            db.release_run_deliveries(RunId(run), &["run.failed"])
+                .expect("release"),
+            1
+        );
+        // Same millisecond as the step's delivery: the write order decides.
+        db.write(|tx| {
+            tx.execute("UPDATE deliveries SET created_at = 5", &[])?;
+            Ok(())
+        })
+        .expect("same ms");
+        let head = db
+            .next_pending_delivery("chat")
+            .expect("head")
+            .expect("one");
+        assert_eq!(head.id, step);
+        db.record_delivery_attempt(&step, &DeliveryOutcome::Delivered { status_code: 200 })
+            .expect("record");
+        let head = db
+            .next_pending_delivery("chat")
+            .expect("head")
+            .expect("one");
+        assert_eq!(head.id, end);
+    }
+}
