@@ -133,3 +133,85 @@ impl PgDb {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(db: &PgDb, status: &str, branch: Option<&str>) -> RunId {
+        db.write(|tx| {
+            Ok(RunId(
+                tx.query_one(
+                    "INSERT INTO runs (workflow, repo, status, trigger_kind, created_at,
+                                       trigger_branch)
+                     VALUES ('w', 'app', $1, 'push', 0, $2) RETURNING id",
+                    &[&status, &branch],
+                )?
+                .get(0),
+            ))
+        })
+        .expect("insert")
+    }
+
+    fn artifact(run: RunId, name: &str, digest: &str, at: i64) -> ArtifactRecord {
+        ArtifactRecord {
+            run_id: run,
+            step_id: "build".into(),
+            name: name.into(),
+            digest: digest.into(),
+            size: 3,
+            files: 1,
+            created_at: from_ms("t", at).expect("ms"),
+            expires_at: None,
+            from: Some(("up".into(), "1".into(), name.into())),
+        }
+    }
+
+    /// Artifacts on PostgreSQL: a retry replaces a record and moves it last among those
+    /// kept in the same millisecond; the newest succeeded run on the branch has the latest;
+    /// pruning and digests.
+    #[test]
+    fn artifacts_replace_list_find_and_prune() {
+        let mut db = PgDb::connect(&crate::store::test_pg::database_url()).expect("connect");
+        let old = run(&db, "succeeded", Some("main"));
+        let new = run(&db, "succeeded", Some("main"));
+        let other = run(&db, "succeeded", None);
+        let now = now_ms();
+        db.record_artifacts(&[
+            artifact(new, "bin", "sha256:1", now),
+            artifact(new, "doc", "sha256:2", now),
+            artifact(old, "bin", "sha256:0", now),
+            artifact(other, "bin", "sha256:9", now),
+        ])
+        .expect("record");
+        db.record_artifacts(&[artifact(new, "bin", "sha256:3", now)])
+            .expect("again");
+        let listed: Vec<_> = db
+            .list_artifacts(new)
+            .expect("list")
+            .into_iter()
+            .map(|a| a.digest)
+            .collect();
+        assert_eq!(listed, ["sha256:2", "sha256:3"]);
+        let latest = db
+            .latest_artifact("w", Some("app"), Some("main"), "bin")
+            .expect("latest")
+            .expect("one");
+        assert_eq!(latest, artifact(new, "bin", "sha256:3", now));
+        let unbranched = db
+            .latest_artifact("w", Some("app"), None, "bin")
+            .expect("latest")
+            .expect("one");
+        assert_eq!(unbranched.run_id, other);
+        let mut expiring = artifact(old, "tmp", "sha256:t", now);
+        expiring.expires_at = Some(from_ms("t", now + 1_000).expect("ms"));
+        db.record_artifacts(&[expiring]).expect("record");
+        assert_eq!(db.artifact_digests().expect("digests").len(), 5);
+        assert_eq!(
+            db.prune_artifacts(from_ms("t", now + 1_000).expect("ms"))
+                .expect("prune"),
+            1
+        );
+        assert!(!db.artifact_digests().expect("digests").contains("sha256:t"));
+    }
+}

@@ -65,3 +65,49 @@ impl PgDb {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The step history on PostgreSQL: succeeded runs, the mean of non-cached durations
+    /// (a float rounded), outputs newest run first, cached results left out.
+    #[test]
+    fn step_history_leaves_cached_results_out() {
+        let db = PgDb::connect(&crate::store::test_pg::database_url()).expect("connect");
+        for (cached, took) in [(0_i64, 10_i64), (0, 15), (1, 1000)] {
+            db.write(|tx| {
+                let id: i64 = tx
+                    .query_one(
+                        "INSERT INTO runs (workflow, status, trigger_kind, created_at,
+                                           trigger_commit)
+                         VALUES ('w', 'succeeded', 'manual', 0, 'c') RETURNING id",
+                        &[],
+                    )?
+                    .get(0);
+                tx.execute(
+                    "INSERT INTO steps (run_id, step_id, stage, status, cached, started_at,
+                                        finished_at, seq, outputs)
+                     VALUES ($1, 'a', 's', 'succeeded', $2, 0, $3, 0, $4)",
+                    &[&id, &cached, &took, &format!(r#"{{"took":{took}}}"#)],
+                )?;
+                Ok(())
+            })
+            .expect("insert");
+        }
+        let history = db.step_history("w").expect("history");
+        assert_eq!(history.succeeded_runs, 3);
+        assert_eq!(
+            history.durations,
+            [StepDuration {
+                step_id: "a".into(),
+                mean_ms: 13,
+                count: 2
+            }]
+        );
+        let outputs: Vec<_> = history.outputs.iter().map(|o| o.outputs.as_str()).collect();
+        assert_eq!(outputs, [r#"{"took":15}"#, r#"{"took":10}"#]);
+        assert_eq!(history.outputs[0].commit, "c");
+        assert_eq!(db.step_history("x").expect("none"), StepHistory::default());
+    }
+}

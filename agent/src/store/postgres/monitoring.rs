@@ -181,3 +181,60 @@ impl PgDb {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::RunStatus;
+
+    /// Run samples on PostgreSQL: the report's `duration_ms` first (a number only), else
+    /// finished minus started; failed runs only when asked; the repository compared with
+    /// NULL as equal.
+    #[test]
+    fn run_samples_read_the_report_duration() {
+        let db = PgDb::connect(&crate::store::test_pg::database_url()).expect("connect");
+        let ids: Vec<i64> = [
+            ("succeeded", Some(r#"{"duration_ms": 100}"#)),
+            ("failed", Some(r#"{"duration_ms": 200.4}"#)),
+            ("succeeded", Some(r#"{"duration_ms": "x"}"#)),
+            ("succeeded", None),
+        ]
+        .into_iter()
+        .map(|(status, report)| {
+            db.write(|tx| {
+                Ok(tx
+                    .query_one(
+                        "INSERT INTO runs (workflow, repo, status, trigger_kind, created_at,
+                                           started_at, finished_at, report)
+                         VALUES ('w', 'app', $1, 'manual', 0, 10, 60, $2) RETURNING id",
+                        &[&status, &report],
+                    )?
+                    .get(0))
+            })
+            .expect("insert")
+        })
+        .collect();
+        let all = db
+            .recent_run_samples("w", Some("app"), RunId(ids[3]), false, 10)
+            .expect("samples");
+        let got: Vec<_> = all.iter().map(|s| (s.status, s.duration_ms)).collect();
+        assert_eq!(
+            got,
+            [
+                (RunStatus::Succeeded, Some(50)),
+                (RunStatus::Succeeded, Some(50)),
+                (RunStatus::Failed, Some(200)),
+                (RunStatus::Succeeded, Some(100)),
+            ]
+        );
+        let ok = db
+            .recent_run_samples("w", Some("app"), RunId(ids[1]), true, 10)
+            .expect("samples");
+        assert_eq!(ok.len(), 1);
+        assert!(
+            db.recent_run_samples("w", None, RunId(ids[3]), false, 10)
+                .expect("samples")
+                .is_empty()
+        );
+    }
+}
