@@ -475,6 +475,7 @@ mod tests {
     /// Two agents render the outbox at once (two connections, two threads, while runs keep
     /// ending): every event becomes its delivery exactly once; an event is rendered with its
     /// run and only when written by the given time.
+    /// (Without the row locks and the serializable retry, events are rendered twice.)
     #[test]
     fn concurrent_renderers_render_each_event_once() {
         const RUNS: i64 = 60;
