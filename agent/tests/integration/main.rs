@@ -23,4 +23,5 @@ mod store_fixture_v4;
 mod store_fixture_v5;
 mod store_overlap;
 mod store_queue;
+mod store_state;
 mod workspace_git;

@@ -477,7 +477,10 @@ fn a_cron_slot_is_claimed_once() {
     assert_eq!(store.list_runs(&RunFilter::default(), 10).unwrap().len(), 1);
     // Retention prunes fired slots but keeps each schedule's latest one.
     let fires = |store: &Db| -> i64 {
-        let path = store.path().to_path_buf();
+        let path = store
+            .path()
+            .expect("a SQLite store has a file")
+            .to_path_buf();
         let conn = rusqlite::Connection::open(path).unwrap();
         conn.query_row("SELECT COUNT(*) FROM cron_fires", [], |r| r.get(0))
             .unwrap()
@@ -500,101 +503,103 @@ fn a_cron_slot_is_claimed_once() {
 
 #[test]
 fn outbox_deliveries_retry_until_delivered() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = open(&dir);
-    let id = store
-        .enqueue_delivery(&NewDelivery {
-            webhook: "hook".into(),
-            event: "run.started".into(),
-            run_id: None,
-            body: json!({"a": 1}),
-        })
-        .unwrap();
-    assert_eq!(id.len(), 36);
-    let now = Utc::now() + Duration::seconds(1);
-    let due = store.due_deliveries(now, 10).unwrap();
-    assert_eq!(due.len(), 1);
-    assert_eq!(due[0].body, json!({"a": 1}));
-    let later = now + Duration::seconds(30);
-    store
-        .record_delivery_attempt(
-            &id,
-            &DeliveryOutcome::Retry {
-                status_code: Some(503),
-                error: "service unavailable".into(),
-                next_attempt_at: later,
-            },
-        )
-        .unwrap();
-    assert!(store.due_deliveries(now, 10).unwrap().is_empty());
-    assert_eq!(
+    crate::common::backends::on_each_backend(|b| {
+        let mut store = b.open();
+        let id = store
+            .enqueue_delivery(&NewDelivery {
+                webhook: "hook".into(),
+                event: "run.started".into(),
+                run_id: None,
+                body: json!({"a": 1}),
+            })
+            .unwrap();
+        assert_eq!(id.len(), 36);
+        let now = Utc::now() + Duration::seconds(1);
+        let due = store.due_deliveries(now, 10).unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].body, json!({"a": 1}));
+        let later = now + Duration::seconds(30);
         store
-            .next_delivery_due()
-            .unwrap()
-            .map(|t| t.timestamp_millis()),
-        Some(later.timestamp_millis())
-    );
-    assert_eq!(store.due_deliveries(later, 10).unwrap()[0].attempts, 1);
-    assert_eq!(
-        store
-            .record_delivery_attempt(&id, &DeliveryOutcome::Delivered { status_code: 200 })
-            .unwrap(),
-        2
-    );
-    let listed = store.list_deliveries(10).unwrap();
-    assert_eq!(listed[0].id, id);
-    assert_eq!(listed[0].status, DeliveryStatus::Delivered);
-    assert_eq!(listed[0].history.len(), 2);
-    assert_eq!(listed[0].history[0].status_code, Some(503));
-    assert_eq!(listed[0].last_error.as_deref(), Some("service unavailable"));
-    assert_eq!(store.next_delivery_due().unwrap(), None);
-    assert!(matches!(
-        store.record_delivery_attempt("nope", &DeliveryOutcome::Delivered { status_code: 200 }),
-        Err(StoreError::DeliveryNotFound(_))
-    ));
+            .record_delivery_attempt(
+                &id,
+                &DeliveryOutcome::Retry {
+                    status_code: Some(503),
+                    error: "service unavailable".into(),
+                    next_attempt_at: later,
+                },
+            )
+            .unwrap();
+        assert!(store.due_deliveries(now, 10).unwrap().is_empty());
+        assert_eq!(
+            store
+                .next_delivery_due()
+                .unwrap()
+                .map(|t| t.timestamp_millis()),
+            Some(later.timestamp_millis())
+        );
+        assert_eq!(store.due_deliveries(later, 10).unwrap()[0].attempts, 1);
+        assert_eq!(
+            store
+                .record_delivery_attempt(&id, &DeliveryOutcome::Delivered { status_code: 200 })
+                .unwrap(),
+            2
+        );
+        let listed = store.list_deliveries(10).unwrap();
+        assert_eq!(listed[0].id, id);
+        assert_eq!(listed[0].status, DeliveryStatus::Delivered);
+        assert_eq!(listed[0].history.len(), 2);
+        assert_eq!(listed[0].history[0].status_code, Some(503));
+        assert_eq!(listed[0].last_error.as_deref(), Some("service unavailable"));
+        assert_eq!(store.next_delivery_due().unwrap(), None);
+        assert!(matches!(
+            store.record_delivery_attempt("nope", &DeliveryOutcome::Delivered { status_code: 200 }),
+            Err(StoreError::DeliveryNotFound(_))
+        ));
+    });
 }
 
 #[test]
 fn cache_entries_expire_and_contexts_persist() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = open(&dir);
-    let now = Utc::now();
-    store
-        .cache_put("k1", &json!({"out": 1}), Some(now + Duration::seconds(10)))
-        .unwrap();
-    store.cache_put("k2", &json!([1, 2]), None).unwrap();
-    assert_eq!(
-        store.cache_get("k1", now).unwrap().unwrap().value,
-        json!({"out": 1})
-    );
-    assert!(
+    crate::common::backends::on_each_backend(|b| {
+        let mut store = b.open();
+        let now = Utc::now();
         store
-            .cache_get("k1", now + Duration::seconds(11))
-            .unwrap()
-            .is_none()
-    );
-    assert_eq!(store.cache_prune(now + Duration::seconds(11)).unwrap(), 1);
-    assert!(
-        store
-            .cache_get("k2", now + Duration::days(999))
-            .unwrap()
-            .is_some()
-    );
+            .cache_put("k1", &json!({"out": 1}), Some(now + Duration::seconds(10)))
+            .unwrap();
+        store.cache_put("k2", &json!([1, 2]), None).unwrap();
+        assert_eq!(
+            store.cache_get("k1", now).unwrap().unwrap().value,
+            json!({"out": 1})
+        );
+        assert!(
+            store
+                .cache_get("k1", now + Duration::seconds(11))
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(store.cache_prune(now + Duration::seconds(11)).unwrap(), 1);
+        assert!(
+            store
+                .cache_get("k2", now + Duration::days(999))
+                .unwrap()
+                .is_some()
+        );
 
-    assert_eq!(store.load_context(None, "w").unwrap(), None);
-    store.save_context(None, "w", &json!({"n": 1})).unwrap();
-    store.save_context(None, "w", &json!({"n": 2})).unwrap();
-    store
-        .save_context(Some("r"), "w", &json!({"n": 3}))
-        .unwrap();
-    assert_eq!(
-        store.load_context(None, "w").unwrap(),
-        Some(json!({"n": 2}))
-    );
-    assert_eq!(
-        store.load_context(Some("r"), "w").unwrap(),
-        Some(json!({"n": 3}))
-    );
+        assert_eq!(store.load_context(None, "w").unwrap(), None);
+        store.save_context(None, "w", &json!({"n": 1})).unwrap();
+        store.save_context(None, "w", &json!({"n": 2})).unwrap();
+        store
+            .save_context(Some("r"), "w", &json!({"n": 3}))
+            .unwrap();
+        assert_eq!(
+            store.load_context(None, "w").unwrap(),
+            Some(json!({"n": 2}))
+        );
+        assert_eq!(
+            store.load_context(Some("r"), "w").unwrap(),
+            Some(json!({"n": 3}))
+        );
+    });
 }
 
 #[test]
