@@ -12,8 +12,9 @@ use super::sqlite::SqliteDb;
 pub enum Db {
     /// The embedded SQLite file.
     Sqlite(SqliteDb),
-    /// A PostgreSQL database shared by a fleet.
-    Postgres(PgDb),
+    /// A PostgreSQL database shared by a fleet (boxed: its client is much larger than a
+    /// SQLite connection).
+    Postgres(Box<PgDb>),
 }
 
 impl Db {
@@ -40,7 +41,7 @@ impl Db {
 
     /// Connects to the PostgreSQL database at `url` and migrates it.
     pub fn connect_postgres(url: &str) -> Result<Db, StoreError> {
-        PgDb::connect(url).map(Db::Postgres)
+        PgDb::connect(url).map(|db| Db::Postgres(Box::new(db)))
     }
 
     /// The SQLite file, or `None` on PostgreSQL.
@@ -72,7 +73,7 @@ impl Db {
     pub(crate) fn another(&self) -> Result<Db, StoreError> {
         match self {
             Db::Sqlite(db) => SqliteDb::open(db.path()).map(Db::Sqlite),
-            Db::Postgres(db) => Ok(Db::Postgres(db.another())),
+            Db::Postgres(db) => Ok(Db::Postgres(Box::new(db.another()))),
         }
     }
 }
