@@ -11,7 +11,7 @@ use super::status::{DeliveryStatus, RunStatus, TriggerKind};
 
 /// `GET /health`: `{"status":"ok"}`, or `degraded` (503) with the store's error.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Health {
+pub(crate) struct Health {
     /// `ok` or `degraded`.
     pub status: String,
     /// Why the store is degraded (absent when ok).
@@ -21,7 +21,7 @@ pub struct Health {
 
 /// Every error answer: the message, and for 422 the diagnostics (one per line).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ErrorBody {
+pub(crate) struct ErrorBody {
     /// What went wrong, for people.
     pub error: String,
     /// Diagnostics of invalid parameters or an invalid workflow (absent otherwise).
@@ -31,7 +31,7 @@ pub struct ErrorBody {
 
 /// What started a run: `kind`, `commit`, `branch`, `scheduled_for`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TriggerInfo {
+pub(crate) struct TriggerInfo {
     /// `push`, `pull_request`, `schedule`, `manual`, `webhook` or `retry`.
     pub kind: TriggerKind,
     /// The commit the run checks out.
@@ -56,7 +56,7 @@ pub struct TriggerInfo {
 
 /// One run in `GET /api/v1/runs`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunSummary {
+pub(crate) struct RunSummary {
     /// The run's id.
     pub run_id: String,
     /// The workflow's name.
@@ -83,7 +83,7 @@ pub struct RunSummary {
 
 /// `GET /api/v1/runs`: newest first, and the id to pass as `before` for the next page.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunList {
+pub(crate) struct RunList {
     /// The page of runs.
     pub runs: Vec<RunSummary>,
     /// `before` for the next page; null on the last one.
@@ -92,7 +92,7 @@ pub struct RunList {
 
 /// `GET /api/v1/runs/{id}`: the run report, plus what the daemon knows of the run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunDetail {
+pub(crate) struct RunDetail {
     /// The report (live while the run is not finished).
     #[serde(flatten)]
     pub report: RunReport,
@@ -109,7 +109,7 @@ pub struct RunDetail {
 /// `POST /api/v1/workflows/{name}/runs`: every field may be left out (an empty body too).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TriggerRequest {
+pub(crate) struct TriggerRequest {
     /// Parameter values (a JSON object).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parameters: Option<Value>,
@@ -126,7 +126,7 @@ pub struct TriggerRequest {
 
 impl TriggerRequest {
     /// A request with these parameters.
-    pub fn with_parameters(parameters: Map<String, Value>) -> Self {
+    pub(crate) fn with_parameters(parameters: Map<String, Value>) -> Self {
         TriggerRequest {
             parameters: Some(Value::Object(parameters)),
             ..TriggerRequest::default()
@@ -136,14 +136,14 @@ impl TriggerRequest {
 
 /// `202` to a trigger: the queued run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TriggerResponse {
+pub(crate) struct TriggerResponse {
     /// The new run's id.
     pub run_id: String,
 }
 
 /// `202` to `POST /api/v1/runs/{id}/cancel`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CancelResponse {
+pub(crate) struct CancelResponse {
     /// The run.
     pub run_id: String,
     /// `cancelling`.
@@ -152,7 +152,7 @@ pub struct CancelResponse {
 
 /// `202` to `POST /api/v1/runs/{id}/retry`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RetryResponse {
+pub(crate) struct RetryResponse {
     /// The new run.
     pub run_id: String,
     /// The run it retries.
@@ -161,7 +161,7 @@ pub struct RetryResponse {
 
 /// One workflow in `GET /api/v1/workflows`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WorkflowInfo {
+pub(crate) struct WorkflowInfo {
     /// Its `name:` (the file stem when the file is invalid).
     pub name: String,
     /// The configured repository.
@@ -178,14 +178,14 @@ pub struct WorkflowInfo {
 
 /// `GET /api/v1/workflows`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WorkflowList {
+pub(crate) struct WorkflowList {
     /// Every workflow of every configured repository.
     pub workflows: Vec<WorkflowInfo>,
 }
 
 /// One attempt of a webhook delivery.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DeliveryAttempt {
+pub(crate) struct DeliveryAttempt {
     /// 1 for the first.
     pub attempt: u32,
     /// When it was made.
@@ -198,7 +198,7 @@ pub struct DeliveryAttempt {
 
 /// One webhook delivery in `GET /api/v1/deliveries`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Delivery {
+pub(crate) struct Delivery {
     /// Its id (the `X-Agent-Delivery` header).
     pub id: String,
     /// The webhook's name.
@@ -229,14 +229,14 @@ pub struct Delivery {
 
 /// `GET /api/v1/deliveries`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DeliveryList {
+pub(crate) struct DeliveryList {
     /// Newest first.
     pub deliveries: Vec<Delivery>,
 }
 
 /// One anomaly in `GET /api/v1/anomalies` (and the body of an `anomaly` webhook).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Anomaly {
+pub(crate) struct Anomaly {
     /// Its id (increasing).
     pub id: i64,
     /// `slow_run`, `failure_rate` or `step_memory`.
@@ -259,21 +259,21 @@ pub struct Anomaly {
 
 /// `GET /api/v1/anomalies`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AnomalyList {
+pub(crate) struct AnomalyList {
     /// Newest first.
     pub anomalies: Vec<Anomaly>,
 }
 
 /// The last event of a followed step log: how the step ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LogEnd {
+pub(crate) struct LogEnd {
     /// The step's (or the run's) final status.
     pub status: String,
 }
 
 /// The answer to an inbound push hook.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HookAnswer {
+pub(crate) struct HookAnswer {
     /// `accepted`, `duplicate` or `ignored`.
     pub status: String,
     /// The repositories fetched now (absent for a duplicate).
@@ -356,7 +356,7 @@ mod tests {
 
 /// One artifact in `GET /api/v1/runs/{id}/artifacts`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ArtifactInfo {
+pub(crate) struct ArtifactInfo {
     /// Its `name:`.
     pub name: String,
     /// The step that kept it (`CALL/ID` inside a called workflow).
@@ -378,7 +378,7 @@ pub struct ArtifactInfo {
 
 /// `GET /api/v1/runs/{id}/artifacts`: the run's artifacts, in the order they were kept.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ArtifactList {
+pub(crate) struct ArtifactList {
     /// The run.
     pub run_id: String,
     /// Its artifacts.

@@ -22,9 +22,9 @@ use serde_json::Value;
 use std::borrow::Cow;
 
 /// The replacement text.
-pub const MASK: &str = "***";
+const MASK: &str = "***";
 /// Shortest secret value (in bytes) that is masked.
-pub const MIN_SECRET_LEN: usize = 3;
+const MIN_SECRET_LEN: usize = 3;
 
 /// Masks a fixed set of secret values. Cheap to clone; empty when there are no secrets.
 #[derive(Debug, Clone, Default)]
@@ -71,7 +71,7 @@ fn base64_forms(s: &[u8]) -> Vec<String> {
 }
 
 /// Every form of one secret value that gets masked.
-pub fn forms_of(secret: &str) -> Vec<String> {
+fn forms_of(secret: &str) -> Vec<String> {
     if secret.len() < MIN_SECRET_LEN {
         return Vec::new();
     }

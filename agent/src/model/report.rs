@@ -6,10 +6,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-pub use super::status::{RunStatus, StepStatus};
+pub(crate) use super::status::{RunStatus, StepStatus};
 
 /// RFC 3339 text of a time, UTC with milliseconds.
-pub fn rfc3339(t: DateTime<Utc>) -> String {
+pub(crate) fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
