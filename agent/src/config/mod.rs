@@ -16,7 +16,7 @@
 
 mod secrets;
 
-pub use secrets::{SecretError, SecretSource};
+pub(crate) use secrets::{SecretError, SecretSource};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,31 +28,29 @@ use dsl::{Diagnostic, Diagnostics, SourceFile};
 use indexmap::IndexMap;
 
 /// The default listen address.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8420";
+const DEFAULT_LISTEN: &str = "127.0.0.1:8420";
 /// The default state directory (relative to the daemon's working directory).
-pub const DEFAULT_STATE_DIR: &str = ".agent";
+const DEFAULT_STATE_DIR: &str = ".agent";
 /// How often a remote repository is fetched by default.
-pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
+const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
 /// How often a local repository is checked besides its ref watch, by default.
-pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(30);
-/// The debounce of ref changes of a local repository.
-pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(100);
+const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 /// The default cap of one step's log file.
-pub const DEFAULT_MAX_LOG_BYTES: u64 = 10 * 1024 * 1024;
+const DEFAULT_MAX_LOG_BYTES: u64 = 10 * 1024 * 1024;
 /// The default number of runs run at once.
-pub const DEFAULT_MAX_CONCURRENT_RUNS: usize = 4;
+const DEFAULT_MAX_CONCURRENT_RUNS: usize = 4;
 /// How long running steps may take to finish after SIGTERM before they are cancelled.
-pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// How long a git fetch may get nothing from the remote before it fails.
-pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default of `limits.store_busy_timeout`.
-pub const DEFAULT_STORE_BUSY_TIMEOUT: Duration = crate::store::BUSY_TIMEOUT;
+const DEFAULT_STORE_BUSY_TIMEOUT: Duration = crate::store::BUSY_TIMEOUT;
 /// Default of `limits.record_timeout`.
-pub const DEFAULT_RECORD_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_RECORD_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default `limits.max_runs_per_minute`: push runs of one workflow queued per minute.
-pub const DEFAULT_MAX_RUNS_PER_MINUTE: u32 = 30;
+const DEFAULT_MAX_RUNS_PER_MINUTE: u32 = 30;
 /// Default `anomalies.min_slowdown`: the absolute floor of a slow run's excess over the p95.
-pub const DEFAULT_MIN_SLOWDOWN: Duration = Duration::from_secs(5);
+const DEFAULT_MIN_SLOWDOWN: Duration = Duration::from_secs(5);
 
 /// Where a repository comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,10 +229,10 @@ impl Default for AnomaliesConfig {
 }
 
 /// Default of `limits.cache_max_bytes`: 5 GiB.
-pub const DEFAULT_CACHE_MAX_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+pub(crate) const DEFAULT_CACHE_MAX_BYTES: u64 = 5 * 1024 * 1024 * 1024;
 
 /// Default of `limits.max_run_processes`.
-pub const DEFAULT_MAX_RUN_PROCESSES: u32 = 1024;
+const DEFAULT_MAX_RUN_PROCESSES: u32 = 1024;
 
 /// Limits across runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -411,7 +409,7 @@ fn check_webhook_url(u: &str) -> Result<(), String> {
 }
 
 /// A listen address: `PORT` (on 127.0.0.1), `IP:PORT`, or `HOST:PORT` (resolved).
-pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+pub(crate) fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     let s = s.trim();
     if let Ok(port) = s.parse::<u16>() {
         return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
