@@ -49,7 +49,7 @@
 //! `recap.rs`. The terminal sink, the secrets file and the preserved-context file belong to
 //! `agent exec` (`cli::exec`).
 
-pub mod archive;
+pub(crate) mod archive;
 mod artifacts;
 pub(crate) mod backoff;
 pub(crate) mod context;
@@ -69,7 +69,7 @@ mod services;
 mod shell_script;
 mod stage;
 mod step;
-pub mod step_cache;
+pub(crate) mod step_cache;
 pub(crate) mod step_env;
 
 use std::path::PathBuf;
