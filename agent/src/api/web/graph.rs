@@ -155,7 +155,7 @@ pub(super) struct Plan {
 
 impl Plan {
     /// The plan of a workflow definition.
-    pub fn of(wf: &dsl::Workflow) -> Plan {
+    pub(super) fn of(wf: &dsl::Workflow) -> Plan {
         let mut plan = Plan::default();
         for stage in &wf.stages {
             let order = match stage.parallel.value {
