@@ -17,7 +17,7 @@ use crate::config::Config;
 
 /// Arguments of `agent daemon`.
 #[derive(Debug, Args)]
-pub struct DaemonArgs {
+pub(crate) struct DaemonArgs {
     /// The config file (YAML, see `examples/agent.yaml`). Without it: the embedded defaults.
     #[arg(long, short = 'c')]
     pub config: Option<PathBuf>,
@@ -28,7 +28,7 @@ pub struct DaemonArgs {
 }
 
 /// Runs the command; returns the exit code.
-pub fn run(args: DaemonArgs) -> i32 {
+pub(crate) fn run(args: DaemonArgs) -> i32 {
     init_logging();
     let listen = match args.listen.as_deref().map(crate::config::parse_listen) {
         None => None,

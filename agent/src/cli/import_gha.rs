@@ -19,7 +19,7 @@ use crate::gha::{self, Conversion};
 
 /// Arguments of `agent import-gha`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ImportGhaArgs {
+pub(crate) struct ImportGhaArgs {
     /// Workflow files or directories of them (default: `.github/workflows/`).
     pub paths: Vec<PathBuf>,
     /// Where the converted files go.
@@ -42,7 +42,7 @@ pub struct ImportGhaArgs {
 }
 
 /// Runs the command and returns its exit code.
-pub fn run(args: ImportGhaArgs) -> i32 {
+pub(crate) fn run(args: ImportGhaArgs) -> i32 {
     let paths = if args.paths.is_empty() {
         vec![PathBuf::from(".github/workflows")]
     } else {
@@ -206,7 +206,7 @@ fn write(path: &Path, text: &str) -> std::io::Result<()> {
 }
 
 /// The printed report of one file.
-pub fn render_report(c: &Conversion, out: &Path, check: bool) -> String {
+fn render_report(c: &Conversion, out: &Path, check: bool) -> String {
     let r = &c.report;
     let steps: usize = r.jobs.iter().map(|j| j.steps.len()).sum();
     let steps_ok: usize = r

@@ -17,7 +17,7 @@ use super::{EXIT_FAILED, EXIT_INVALID, EXIT_OK};
 
 /// Arguments of `agent init`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct InitArgs {
+pub(crate) struct InitArgs {
     /// The template: deployment, testing, data_processing, rust, python or node (default:
     /// detected from the project's files).
     pub template: Option<String>,
@@ -189,7 +189,7 @@ fn names() -> String {
 }
 
 /// Runs the command; returns the exit code.
-pub fn run(args: InitArgs) -> i32 {
+pub(crate) fn run(args: InitArgs) -> i32 {
     let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
     let here = dir == Path::new(".") || dir.as_os_str().is_empty();
     // Paths are shown as the user would type them: relative to the current directory.

@@ -28,7 +28,7 @@ use super::{EXIT_INVALID, EXIT_OK};
 
 /// Arguments of `agent plan`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct PlanArgs {
+pub(crate) struct PlanArgs {
     /// The workflow file.
     pub file: PathBuf,
     /// A parameter, `NAME=VALUE` (repeatable); checked against the declarations.
@@ -106,7 +106,7 @@ struct Suggestion {
 }
 
 /// Runs the command; returns the exit code.
-pub fn run(args: PlanArgs) -> i32 {
+pub(crate) fn run(args: PlanArgs) -> i32 {
     if args.file.is_dir() {
         eprintln!(
             "error: `{}` is a directory: give a workflow file",

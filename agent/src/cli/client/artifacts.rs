@@ -11,7 +11,7 @@ use crate::model::api::ArtifactList;
 
 /// Arguments of `agent artifacts`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ArtifactsArgs {
+pub(crate) struct ArtifactsArgs {
     /// The run.
     pub run: String,
     /// Download this artifact (default: list the run's artifacts).
@@ -27,7 +27,7 @@ pub struct ArtifactsArgs {
 }
 
 /// `agent artifacts`.
-pub fn artifacts(args: ArtifactsArgs) -> i32 {
+pub(crate) fn artifacts(args: ArtifactsArgs) -> i32 {
     block_on(async move {
         let client = Client::from_env(&args.server)?;
         let run = encode(&args.run);

@@ -27,10 +27,10 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value};
 
-pub use artifacts::{ArtifactsArgs, artifacts};
-pub use http::{Client, ClientError, DEFAULT_SERVER};
+pub(crate) use artifacts::{ArtifactsArgs, artifacts};
+pub(crate) use http::{Client, ClientError};
 use http::{decode, encode};
-pub use tables::{deliveries_table, human_duration, run_details, runs_table, table};
+pub(crate) use tables::{deliveries_table, run_details, runs_table, table};
 use tables::{exit_status_of, is_call, report_steps};
 
 use super::{EXIT_FAILED, EXIT_INVALID, EXIT_OK};
@@ -42,7 +42,7 @@ use crate::model::report::StepReport;
 
 /// Options every client command shares.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ServerArgs {
+pub(crate) struct ServerArgs {
     /// The daemon's base URL (default: `AGENT_SERVER`, else the address in
     /// `STATE_DIR/daemon.addr`, else http://127.0.0.1:8420).
     #[arg(long, value_name = "URL")]
@@ -57,7 +57,7 @@ pub struct ServerArgs {
 
 /// Arguments of `agent runs`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct RunsArgs {
+pub(crate) struct RunsArgs {
     /// Show this run with its steps instead of the list.
     pub run: Option<String>,
     /// With RUN: exit 1 when the run failed, was cancelled or interrupted (as `gh run view
@@ -85,7 +85,7 @@ pub struct RunsArgs {
 
 /// Arguments of `agent deliveries`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct DeliveriesArgs {
+pub(crate) struct DeliveriesArgs {
     /// Only deliveries of this webhook (its `name`, or its URL when it has none).
     #[arg(long)]
     pub webhook: Option<String>,
@@ -110,7 +110,7 @@ pub struct DeliveriesArgs {
 
 /// Arguments of `agent logs`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct LogsArgs {
+pub(crate) struct LogsArgs {
     /// The run.
     pub run: String,
     /// One step (default: every step of the run, in order).
@@ -127,7 +127,7 @@ pub struct LogsArgs {
 
 /// Arguments of `agent trigger`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct TriggerArgs {
+pub(crate) struct TriggerArgs {
     /// The workflow's name.
     pub workflow: String,
     /// A parameter, `NAME=VALUE` (repeatable); the daemon converts it to the declared type.
@@ -142,7 +142,7 @@ pub struct TriggerArgs {
 
 /// Arguments of `agent cancel` and `agent retry`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// The run.
     pub run: String,
     #[command(flatten)]
@@ -214,7 +214,7 @@ async fn logs_recap(client: &Client, run: &str, steps: &[(String, StepReport)]) 
 }
 
 /// `agent runs [RUN]`.
-pub fn runs(args: RunsArgs) -> i32 {
+pub(crate) fn runs(args: RunsArgs) -> i32 {
     block_on(async move {
         let client = Client::from_env(&args.server)?;
         if let Some(run) = &args.run {
@@ -262,7 +262,7 @@ pub fn runs(args: RunsArgs) -> i32 {
 }
 
 /// `agent deliveries`.
-pub fn deliveries(args: DeliveriesArgs) -> i32 {
+pub(crate) fn deliveries(args: DeliveriesArgs) -> i32 {
     block_on(async move {
         let client = Client::from_env(&args.server)?;
         let mut query = format!("?limit={}", args.limit);
@@ -293,7 +293,7 @@ pub fn deliveries(args: DeliveriesArgs) -> i32 {
 }
 
 /// `agent trigger WORKFLOW [-p NAME=VALUE]...`.
-pub fn trigger(args: TriggerArgs) -> i32 {
+pub(crate) fn trigger(args: TriggerArgs) -> i32 {
     let pairs = match dsl::params::parse_assignments(&args.params) {
         Ok(p) => p,
         Err(e) => {
@@ -337,7 +337,7 @@ pub fn trigger(args: TriggerArgs) -> i32 {
 }
 
 /// `agent cancel RUN`.
-pub fn cancel(args: RunArgs) -> i32 {
+pub(crate) fn cancel(args: RunArgs) -> i32 {
     block_on(async move {
         let client = Client::from_env(&args.server)?;
         let answer = client
@@ -357,7 +357,7 @@ pub fn cancel(args: RunArgs) -> i32 {
 }
 
 /// `agent retry RUN`.
-pub fn retry(args: RunArgs) -> i32 {
+pub(crate) fn retry(args: RunArgs) -> i32 {
     block_on(async move {
         let client = Client::from_env(&args.server)?;
         let answer = client
@@ -419,7 +419,7 @@ async fn follow_step(client: &Client, run: &str, step: &str) -> Result<String, C
 }
 
 /// `agent logs RUN [STEP] [-f]`.
-pub fn logs(args: LogsArgs) -> i32 {
+pub(crate) fn logs(args: LogsArgs) -> i32 {
     block_on(async move {
         if args.server.json {
             eprintln!(

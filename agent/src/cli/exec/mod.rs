@@ -23,13 +23,13 @@ use serde_json::{Value, json};
 use super::{EXIT_FAILED, EXIT_INVALID, EXIT_OK};
 use crate::engine::{self, Cancel, Engine, EngineConfig, EventSender, RunRequest, RunStatus};
 
-pub mod context;
-pub mod progress;
-pub mod secrets;
+pub(crate) mod context;
+pub(crate) mod progress;
+pub(crate) mod secrets;
 
 /// Arguments of `agent exec`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ExecArgs {
+pub(crate) struct ExecArgs {
     /// The workflow file.
     pub file: PathBuf,
     /// A parameter, `NAME=VALUE` (repeatable); converted to the declared type.
@@ -395,7 +395,7 @@ fn directory_message(dir: &Path) -> String {
 }
 
 /// Runs the command; returns the exit code.
-pub fn run(args: ExecArgs) -> i32 {
+pub(crate) fn run(args: ExecArgs) -> i32 {
     if args.file.is_dir() {
         return invalid(directory_message(&args.file));
     }
