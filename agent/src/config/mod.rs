@@ -63,7 +63,7 @@ pub enum RepoSource {
 
 impl RepoSource {
     /// The URL (or path) the mirror clones from.
-    pub fn clone_url(&self) -> String {
+    pub(crate) fn clone_url(&self) -> String {
         match self {
             RepoSource::Url(u) => u.clone(),
             RepoSource::Path(p) => p.to_string_lossy().into_owned(),
@@ -71,7 +71,7 @@ impl RepoSource {
     }
 
     /// True for a local path.
-    pub fn is_local(&self) -> bool {
+    pub(crate) fn is_local(&self) -> bool {
         matches!(self, RepoSource::Path(_))
     }
 }
@@ -124,7 +124,7 @@ pub enum WebhookFormat {
 
 impl WebhookFormat {
     /// Every format with its config text.
-    pub const ALL: &'static [(&'static str, WebhookFormat)] = &[
+    pub(crate) const ALL: &'static [(&'static str, WebhookFormat)] = &[
         ("generic", WebhookFormat::Generic),
         ("slack", WebhookFormat::Slack),
         ("discord", WebhookFormat::Discord),
@@ -428,7 +428,7 @@ pub(crate) fn parse_listen(s: &str) -> Result<SocketAddr, String> {
 impl Config {
     /// A config file without a `repos` key watches the git repository around `cwd`, as the
     /// embedded defaults do (a file that sets only `listen:` used to watch nothing).
-    pub fn watch_cwd_if_unset(&mut self, cwd: &Path) {
+    pub(crate) fn watch_cwd_if_unset(&mut self, cwd: &Path) {
         if !self.repos_given && self.repos.is_empty() {
             self.repos = Config::embedded(cwd).repos;
         }
@@ -436,7 +436,7 @@ impl Config {
 
     /// The embedded defaults: the git repository around `cwd` (if any) as repository
     /// `default`, watched on its current branch; state in `cwd/.agent`.
-    pub fn embedded(cwd: &Path) -> Config {
+    pub(crate) fn embedded(cwd: &Path) -> Config {
         let mut config = Config {
             state_dir: cwd.join(DEFAULT_STATE_DIR),
             ..Config::default()
@@ -465,7 +465,7 @@ impl Config {
 
     /// Reads and checks a config file. Relative paths in it (`state_dir`, repository paths,
     /// skill directories, secret files) are taken relative to the file's directory.
-    pub fn load(path: &Path) -> Result<Config, Diagnostics> {
+    pub(crate) fn load(path: &Path) -> Result<Config, Diagnostics> {
         let (text, tree) = dsl::yaml::parse_file(path);
         let file = SourceFile::new(path, text);
         let base = path
@@ -492,12 +492,12 @@ impl Config {
     }
 
     /// Reads every configured secret's value (from the environment or files).
-    pub fn load_secrets(&self) -> Result<IndexMap<String, String>, SecretError> {
+    pub(crate) fn load_secrets(&self) -> Result<IndexMap<String, String>, SecretError> {
         secrets::load(&self.secrets)
     }
 
     /// The repository called `name`.
-    pub fn repo(&self, name: &str) -> Option<&RepoConfig> {
+    pub(crate) fn repo(&self, name: &str) -> Option<&RepoConfig> {
         self.repos.iter().find(|r| r.name == name)
     }
 }
