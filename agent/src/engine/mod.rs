@@ -87,7 +87,7 @@ pub(crate) use step::MAX_DEPTH as MAX_CALL_DEPTH;
 
 /// Process-wide engine settings.
 #[derive(Debug, Clone)]
-pub struct EngineConfig {
+pub(crate) struct EngineConfig {
     /// Skill directories searched after `<workspace>/.workflows/skills/`.
     pub skills_dirs: Vec<PathBuf>,
     /// Time between SIGTERM and SIGKILL when a step times out or is cancelled.
@@ -233,7 +233,7 @@ pub struct RunResult {
 
 impl Engine {
     /// Creates the engine (measures CPU capacity once).
-    pub fn new(config: EngineConfig) -> Self {
+    pub(crate) fn new(config: EngineConfig) -> Self {
         let admission = Admission::new(config.admission.clone());
         let step_env = step_env::base_env(&config.env_passthrough);
         Engine {
@@ -272,17 +272,17 @@ impl Engine {
     }
 
     /// The admission scheduler shared by all runs.
-    pub fn admission(&self) -> &Admission {
+    pub(crate) fn admission(&self) -> &Admission {
         &self.admission
     }
 
     /// The environment every step starts from (see [`step_env`]).
-    pub fn step_env(&self) -> &[(String, String)] {
+    pub(crate) fn step_env(&self) -> &[(String, String)] {
         &self.step_env
     }
 
     /// The settings.
-    pub fn config(&self) -> &EngineConfig {
+    pub(crate) fn config(&self) -> &EngineConfig {
         &self.config
     }
 

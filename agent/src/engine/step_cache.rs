@@ -22,7 +22,7 @@ use super::run_ctx::RunCtx;
 use crate::model::report::{StepCache as ReportCache, StepReport, StepStatus, rfc3339};
 
 /// Where step cache entries live; implemented by `crate::cache`.
-pub trait CacheBackend: Send + Sync + std::fmt::Debug {
+pub(crate) trait CacheBackend: Send + Sync + std::fmt::Debug {
     /// Computes the key of `request` (hashing its input files) and looks it up. With
     /// `explain`, a miss says what changed against the step's last entry.
     fn lookup(&self, request: &CacheRequest, explain: bool) -> CacheLookup;
@@ -40,7 +40,7 @@ pub trait CacheBackend: Send + Sync + std::fmt::Debug {
 
 /// What a cached step's key is made of, and where its entry may be read and written.
 #[derive(Debug, Clone)]
-pub struct CacheRequest {
+pub(crate) struct CacheRequest {
     /// The step's identity for `--explain-cache` (workflow name and step id).
     pub identity: String,
     /// The repository the entry belongs to.
@@ -71,7 +71,7 @@ pub struct CacheRequest {
 
 /// The answer of [`CacheBackend::lookup`].
 #[derive(Debug, Clone, Default)]
-pub struct CacheLookup {
+pub(crate) struct CacheLookup {
     /// The key (hex SHA-256); empty when it could not be computed (then nothing is saved).
     pub key: String,
     /// The key's components, for the entry (opaque to the engine).
@@ -86,7 +86,7 @@ pub struct CacheLookup {
 
 /// A cache entry found for a step.
 #[derive(Debug, Clone)]
-pub struct CacheHit {
+pub(crate) struct CacheHit {
     /// The entry's id (its file name in the store).
     pub entry: String,
     /// The run that saved it.
@@ -101,7 +101,7 @@ pub struct CacheHit {
 
 /// What a succeeded step leaves in the cache.
 #[derive(Debug, Clone)]
-pub struct CacheResult {
+pub(crate) struct CacheResult {
     /// The run that ran it.
     pub run_id: String,
     /// Its outputs (unmasked: later steps of a hit need the real values).
