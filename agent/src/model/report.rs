@@ -100,7 +100,7 @@ pub struct ArtifactOrigin {
 
 impl StepReport {
     /// A report for a step that has not started.
-    pub fn pending(id: impl Into<String>) -> Self {
+    pub(crate) fn pending(id: impl Into<String>) -> Self {
         StepReport {
             id: id.into(),
             name: None,
@@ -212,7 +212,7 @@ pub struct RunReport {
 impl RunReport {
     /// The report of a run that ended without running a step (it failed before it started,
     /// or was cancelled while queued): its status and why, no stages.
-    pub fn ended_early(
+    pub(crate) fn ended_early(
         run_id: impl Into<String>,
         workflow: impl Into<String>,
         status: RunStatus,
