@@ -65,6 +65,10 @@ pub struct StepReport {
     /// succeeded, or taken from another workflow's run). Absent when there are none
     /// (boxed: most steps keep none, and every event carrying a report stays small).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[allow(
+        clippy::box_collection,
+        reason = "boxed on purpose (see above); an allow, as the lint fires only while the type is not exported"
+    )]
     pub artifacts: Option<Box<Vec<ArtifactReport>>>,
 }
 
