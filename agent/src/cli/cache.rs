@@ -20,14 +20,14 @@ use crate::cache::{CacheStore, DEFAULT_CACHE_MAX_BYTES};
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct CacheArgs {
     #[command(subcommand)]
-    pub command: CacheCommand,
+    pub(crate) command: CacheCommand,
     /// The state directory holding the cache (default: `AGENT_STATE_DIR`, else `.agent` in
     /// the current directory).
     #[arg(long, value_name = "DIR", global = true)]
-    pub state_dir: Option<PathBuf>,
+    pub(crate) state_dir: Option<PathBuf>,
     /// The daemon's config file: its `state_dir` and `limits.cache_max_bytes`.
     #[arg(long, value_name = "FILE", global = true)]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
 }
 
 /// `agent cache` subcommands.

@@ -21,7 +21,7 @@ use crate::gha::{self, Conversion};
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct ImportGhaArgs {
     /// Workflow files or directories of them (default: `.github/workflows/`).
-    pub paths: Vec<PathBuf>,
+    pub(crate) paths: Vec<PathBuf>,
     /// Where the converted files go.
     #[arg(
         short = 'o',
@@ -29,16 +29,16 @@ pub(crate) struct ImportGhaArgs {
         value_name = "DIR",
         default_value = ".workflows"
     )]
-    pub output: PathBuf,
+    pub(crate) output: PathBuf,
     /// Write nothing; exit 1 when something could not be converted.
     #[arg(long)]
-    pub check: bool,
+    pub(crate) check: bool,
     /// Replace files that already exist.
     #[arg(long)]
-    pub force: bool,
+    pub(crate) force: bool,
     /// Print the report as JSON on stdout.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// Runs the command and returns its exit code.

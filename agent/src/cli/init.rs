@@ -20,13 +20,13 @@ use super::{EXIT_FAILED, EXIT_INVALID, EXIT_OK};
 pub(crate) struct InitArgs {
     /// The template: deployment, testing, data_processing, rust, python or node (default:
     /// detected from the project's files).
-    pub template: Option<String>,
+    pub(crate) template: Option<String>,
     /// The project directory (default: the current directory; created if missing).
     #[arg(long, value_name = "DIR")]
-    pub dir: Option<PathBuf>,
+    pub(crate) dir: Option<PathBuf>,
     /// Replace files that already exist.
     #[arg(long)]
-    pub force: bool,
+    pub(crate) force: bool,
 }
 
 /// One file a template writes, relative to the project directory.

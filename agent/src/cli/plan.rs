@@ -30,17 +30,17 @@ use super::{EXIT_INVALID, EXIT_OK};
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct PlanArgs {
     /// The workflow file.
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
     /// A parameter, `NAME=VALUE` (repeatable); checked against the declarations.
     #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
-    pub params: Vec<String>,
+    pub(crate) params: Vec<String>,
     /// The state directory whose store holds the run history (default: `AGENT_STATE_DIR`,
     /// else `.agent` in the current directory).
     #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    pub(crate) state_dir: Option<PathBuf>,
     /// Print the plan as one JSON object on stdout (shape in the README).
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// Durations recorded for one step.

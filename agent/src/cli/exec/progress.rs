@@ -52,11 +52,11 @@ fn status_color(status: StepStatus) -> &'static str {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Style {
     /// Keep a "running" line at the bottom, rewritten in place.
-    pub live: bool,
+    pub(crate) live: bool,
     /// Colour status marks.
-    pub color: bool,
+    pub(crate) color: bool,
     /// Terminal columns.
-    pub width: usize,
+    pub(crate) width: usize,
 }
 
 /// Columns assumed when the terminal does not say.
