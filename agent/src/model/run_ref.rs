@@ -28,13 +28,13 @@ impl FromStr for RunId {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub(crate) struct WorkflowRef {
     /// The configured repository's name; `None` for `agent exec` and repo-less runs.
-    pub repo: Option<String>,
+    pub(crate) repo: Option<String>,
     /// The commit the file was read at, when known.
-    pub commit: Option<String>,
+    pub(crate) commit: Option<String>,
     /// The file, relative to the repository (`.workflows/build.yaml`), when known.
-    pub file: Option<String>,
+    pub(crate) file: Option<String>,
     /// The workflow's `name:` (or, for a file that cannot be read, its stem).
-    pub name: String,
+    pub(crate) name: String,
 }
 
 #[cfg_attr(
