@@ -55,11 +55,11 @@ pub(crate) fn blob_path(dir: &Path, digest: &str) -> Option<PathBuf> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Packed {
     /// `sha256:<hex>` of the archive.
-    pub digest: String,
+    pub(crate) digest: String,
     /// Bytes of the archive.
-    pub size: u64,
+    pub(crate) size: u64,
     /// Files in it.
-    pub files: u64,
+    pub(crate) files: u64,
 }
 
 /// Checks one `paths` pattern: relative, without `..`; answers it without a leading `./`.
