@@ -44,21 +44,21 @@ pub(crate) fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct KeyParts {
     /// The repository (entries are per repository).
-    pub repo: String,
+    pub(crate) repo: String,
     /// The step's definition after expression evaluation.
-    pub definition: Value,
+    pub(crate) definition: Value,
     /// Its parameters.
-    pub parameters: Map<String, Value>,
+    pub(crate) parameters: Map<String, Value>,
     /// Its environment, by name.
-    pub env: BTreeMap<String, String>,
+    pub(crate) env: BTreeMap<String, String>,
     /// Input files: workspace path to `MODE:SHA256`.
-    pub inputs: BTreeMap<String, String>,
+    pub(crate) inputs: BTreeMap<String, String>,
     /// Extra `key` values.
-    pub key: Vec<Value>,
+    pub(crate) key: Vec<Value>,
     /// `paths`.
-    pub paths: Vec<String>,
+    pub(crate) paths: Vec<String>,
     /// `OS-ARCH`.
-    pub platform: String,
+    pub(crate) platform: String,
 }
 
 impl KeyParts {

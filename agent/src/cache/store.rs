@@ -32,57 +32,57 @@ pub(crate) use crate::config::DEFAULT_CACHE_MAX_BYTES;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct FileRecord {
     /// Path relative to the workspace.
-    pub path: String,
+    pub(crate) path: String,
     /// `file`, `dir` or `symlink`.
-    pub kind: String,
+    pub(crate) kind: String,
     /// Permission bits.
-    pub mode: u32,
+    pub(crate) mode: u32,
     /// The content's SHA-256 (files).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub blob: Option<String>,
+    pub(crate) blob: Option<String>,
     /// Content length (files).
     #[serde(default)]
-    pub size: u64,
+    pub(crate) size: u64,
     /// The link's target (symbolic links).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target: Option<String>,
+    pub(crate) target: Option<String>,
 }
 
 /// A cache entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Entry {
     /// Its id: the key, scoped (the file name under `entries/`).
-    pub id: String,
+    pub(crate) id: String,
     /// The key.
-    pub key: String,
+    pub(crate) key: String,
     /// The step (`workflow/step`).
-    pub identity: String,
+    pub(crate) identity: String,
     /// The repository.
-    pub repo: String,
+    pub(crate) repo: String,
     /// `repo` or `branch`.
-    pub scope: String,
+    pub(crate) scope: String,
     /// The branch that wrote it (empty when none).
-    pub branch: String,
+    pub(crate) branch: String,
     /// The run that wrote it.
-    pub run_id: String,
+    pub(crate) run_id: String,
     /// Written at (Unix milliseconds).
-    pub created_at: i64,
+    pub(crate) created_at: i64,
     /// Last served or written at (Unix milliseconds): the eviction order.
-    pub last_used: i64,
+    pub(crate) last_used: i64,
     /// Expires at (Unix milliseconds), with a `ttl`.
-    pub expires_at: Option<i64>,
+    pub(crate) expires_at: Option<i64>,
     /// The step's exit status.
-    pub exit_code: Option<i32>,
+    pub(crate) exit_code: Option<i32>,
     /// The step's outputs.
-    pub outputs: Map<String, Value>,
+    pub(crate) outputs: Map<String, Value>,
     /// The step's log (masked).
-    pub log: String,
+    pub(crate) log: String,
     /// The `paths` saved.
-    pub files: Vec<FileRecord>,
+    pub(crate) files: Vec<FileRecord>,
     /// Total content bytes of `files`.
-    pub bytes: u64,
+    pub(crate) bytes: u64,
     /// What the key was computed from.
-    pub parts: KeyParts,
+    pub(crate) parts: KeyParts,
 }
 
 /// The id of an entry of `key`: repository-wide, or of one branch.
@@ -106,9 +106,9 @@ fn cache_dir(state_dir: &Path) -> PathBuf {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Pruned {
     /// Entries removed.
-    pub entries: usize,
+    pub(crate) entries: usize,
     /// Bytes freed.
-    pub bytes: u64,
+    pub(crate) bytes: u64,
 }
 
 /// The step cache of one state directory.
