@@ -39,11 +39,11 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub(crate) struct ApiState {
     /// The way to the scheduler, and the shared read-only state.
-    pub handle: DaemonHandle,
+    pub(crate) handle: DaemonHandle,
     /// Read connections to the store.
-    pub stores: Reads,
+    pub(crate) stores: Reads,
     /// The metrics registry `/metrics` renders (and inbound hooks count in).
-    pub metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// The store's read connections, answering with the API's error.

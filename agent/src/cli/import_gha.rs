@@ -21,9 +21,9 @@ use crate::gha::{self, Conversion};
 
 /// Arguments of `agent import-gha`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ImportGhaArgs {
+pub(crate) struct ImportGhaArgs {
     /// Workflow files or directories of them (default: `.github/workflows/`).
-    pub paths: Vec<PathBuf>,
+    pub(crate) paths: Vec<PathBuf>,
     /// Where the converted files go.
     #[arg(
         short = 'o',
@@ -31,24 +31,24 @@ pub struct ImportGhaArgs {
         value_name = "DIR",
         default_value = ".workflows"
     )]
-    pub output: PathBuf,
+    pub(crate) output: PathBuf,
     /// Write nothing; exit 1 when something could not be converted.
     #[arg(long)]
-    pub check: bool,
+    pub(crate) check: bool,
     /// Replace files that already exist.
     #[arg(long)]
-    pub force: bool,
+    pub(crate) force: bool,
     /// Print the report as JSON on stdout.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// Convert only this job and the jobs it needs (repeatable); the others are left out
     /// with a note.
     #[arg(long = "job", value_name = "ID")]
-    pub jobs: Vec<String>,
+    pub(crate) jobs: Vec<String>,
     /// Keep only these values of a matrix axis, as written in the source (repeatable), e.g.
     /// `--matrix python-version=3.11,3.12`: for the versions this host has installed.
     #[arg(long = "matrix", value_name = "AXIS=V1,V2")]
-    pub matrix: Vec<String>,
+    pub(crate) matrix: Vec<String>,
 }
 
 /// `--job` and `--matrix` as a [`gha::Selection`], or the usage error.
@@ -107,7 +107,7 @@ fn unmatched(sel: &gha::Selection, matched: &std::collections::HashSet<String>) 
 }
 
 /// Runs the command and returns its exit code.
-pub fn run(args: ImportGhaArgs) -> i32 {
+pub(crate) fn run(args: ImportGhaArgs) -> i32 {
     let sel = match selection(&args) {
         Ok(s) => s,
         Err(msg) => {
@@ -289,7 +289,7 @@ fn write(path: &Path, text: &str) -> std::io::Result<()> {
 }
 
 /// The printed report of one file.
-pub fn render_report(c: &Conversion, out: &Path, check: bool) -> String {
+fn render_report(c: &Conversion, out: &Path, check: bool) -> String {
     let r = &c.report;
     let steps: usize = r.jobs.iter().map(|j| j.steps.len()).sum();
     let steps_ok: usize = r

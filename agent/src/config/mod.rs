@@ -16,7 +16,7 @@
 
 mod secrets;
 
-pub use secrets::{SecretError, SecretSource};
+pub(crate) use secrets::{SecretError, SecretSource};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,31 +28,29 @@ use dsl::{Diagnostic, Diagnostics, SourceFile};
 use indexmap::IndexMap;
 
 /// The default listen address.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8420";
+const DEFAULT_LISTEN: &str = "127.0.0.1:8420";
 /// The default state directory (relative to the daemon's working directory).
-pub const DEFAULT_STATE_DIR: &str = ".agent";
+const DEFAULT_STATE_DIR: &str = ".agent";
 /// How often a remote repository is fetched by default.
-pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
+const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
 /// How often a local repository is checked besides its ref watch, by default.
-pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(30);
-/// The debounce of ref changes of a local repository.
-pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(100);
+const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 /// The default cap of one step's log file.
-pub const DEFAULT_MAX_LOG_BYTES: u64 = 10 * 1024 * 1024;
+const DEFAULT_MAX_LOG_BYTES: u64 = 10 * 1024 * 1024;
 /// The default number of runs run at once.
-pub const DEFAULT_MAX_CONCURRENT_RUNS: usize = 4;
+const DEFAULT_MAX_CONCURRENT_RUNS: usize = 4;
 /// How long running steps may take to finish after SIGTERM before they are cancelled.
-pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// How long a git fetch may get nothing from the remote before it fails.
-pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default of `limits.store_busy_timeout`.
-pub const DEFAULT_STORE_BUSY_TIMEOUT: Duration = crate::store::BUSY_TIMEOUT;
+const DEFAULT_STORE_BUSY_TIMEOUT: Duration = crate::store::BUSY_TIMEOUT;
 /// Default of `limits.record_timeout`.
-pub const DEFAULT_RECORD_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_RECORD_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default `limits.max_runs_per_minute`: push runs of one workflow queued per minute.
-pub const DEFAULT_MAX_RUNS_PER_MINUTE: u32 = 30;
+const DEFAULT_MAX_RUNS_PER_MINUTE: u32 = 30;
 /// Default `anomalies.min_slowdown`: the absolute floor of a slow run's excess over the p95.
-pub const DEFAULT_MIN_SLOWDOWN: Duration = Duration::from_secs(5);
+const DEFAULT_MIN_SLOWDOWN: Duration = Duration::from_secs(5);
 
 /// Where a repository comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +63,7 @@ pub enum RepoSource {
 
 impl RepoSource {
     /// The URL (or path) the mirror clones from.
-    pub fn clone_url(&self) -> String {
+    pub(crate) fn clone_url(&self) -> String {
         match self {
             RepoSource::Url(u) => u.clone(),
             RepoSource::Path(p) => p.to_string_lossy().into_owned(),
@@ -73,7 +71,7 @@ impl RepoSource {
     }
 
     /// True for a local path.
-    pub fn is_local(&self) -> bool {
+    pub(crate) fn is_local(&self) -> bool {
         matches!(self, RepoSource::Path(_))
     }
 }
@@ -126,7 +124,7 @@ pub enum WebhookFormat {
 
 impl WebhookFormat {
     /// Every format with its config text.
-    pub const ALL: &'static [(&'static str, WebhookFormat)] = &[
+    pub(crate) const ALL: &'static [(&'static str, WebhookFormat)] = &[
         ("generic", WebhookFormat::Generic),
         ("slack", WebhookFormat::Slack),
         ("discord", WebhookFormat::Discord),
@@ -231,10 +229,10 @@ impl Default for AnomaliesConfig {
 }
 
 /// Default of `limits.cache_max_bytes`: 5 GiB.
-pub const DEFAULT_CACHE_MAX_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+pub(crate) const DEFAULT_CACHE_MAX_BYTES: u64 = 5 * 1024 * 1024 * 1024;
 
 /// Default of `limits.max_run_processes`.
-pub const DEFAULT_MAX_RUN_PROCESSES: u32 = 1024;
+const DEFAULT_MAX_RUN_PROCESSES: u32 = 1024;
 
 /// Limits across runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -411,7 +409,7 @@ fn check_webhook_url(u: &str) -> Result<(), String> {
 }
 
 /// A listen address: `PORT` (on 127.0.0.1), `IP:PORT`, or `HOST:PORT` (resolved).
-pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+pub(crate) fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     let s = s.trim();
     if let Ok(port) = s.parse::<u16>() {
         return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
@@ -430,7 +428,7 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
 impl Config {
     /// A config file without a `repos` key watches the git repository around `cwd`, as the
     /// embedded defaults do (a file that sets only `listen:` used to watch nothing).
-    pub fn watch_cwd_if_unset(&mut self, cwd: &Path) {
+    pub(crate) fn watch_cwd_if_unset(&mut self, cwd: &Path) {
         if !self.repos_given && self.repos.is_empty() {
             self.repos = Config::embedded(cwd).repos;
         }
@@ -438,7 +436,7 @@ impl Config {
 
     /// The embedded defaults: the git repository around `cwd` (if any) as repository
     /// `default`, watched on its current branch; state in `cwd/.agent`.
-    pub fn embedded(cwd: &Path) -> Config {
+    pub(crate) fn embedded(cwd: &Path) -> Config {
         let mut config = Config {
             state_dir: cwd.join(DEFAULT_STATE_DIR),
             ..Config::default()
@@ -467,7 +465,7 @@ impl Config {
 
     /// Reads and checks a config file. Relative paths in it (`state_dir`, repository paths,
     /// skill directories, secret files) are taken relative to the file's directory.
-    pub fn load(path: &Path) -> Result<Config, Diagnostics> {
+    pub(crate) fn load(path: &Path) -> Result<Config, Diagnostics> {
         let (text, tree) = dsl::yaml::parse_file(path);
         let file = SourceFile::new(path, text);
         let base = path
@@ -494,12 +492,12 @@ impl Config {
     }
 
     /// Reads every configured secret's value (from the environment or files).
-    pub fn load_secrets(&self) -> Result<IndexMap<String, String>, SecretError> {
+    pub(crate) fn load_secrets(&self) -> Result<IndexMap<String, String>, SecretError> {
         secrets::load(&self.secrets)
     }
 
     /// The repository called `name`.
-    pub fn repo(&self, name: &str) -> Option<&RepoConfig> {
+    pub(crate) fn repo(&self, name: &str) -> Option<&RepoConfig> {
         self.repos.iter().find(|r| r.name == name)
     }
 }

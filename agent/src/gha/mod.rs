@@ -108,19 +108,9 @@ impl Diag {
     }
 }
 
-impl FileReport {
-    /// Number of errors.
-    pub fn errors(&self) -> usize {
-        self.diagnostics
-            .iter()
-            .filter(|d| d.severity == "error")
-            .count()
-    }
-}
-
 /// The GitHub variables given to converted steps, from ours (workflow `env:` entries,
 /// added for the names the source mentions).
-pub const GITHUB_VARIABLES: &[(&str, &str)] = &[
+const GITHUB_VARIABLES: &[(&str, &str)] = &[
     ("GITHUB_SHA", "${{ env('AGENT_SHA') }}"),
     ("GITHUB_REF", "${{ env('AGENT_REF') }}"),
     ("GITHUB_REF_NAME", "${{ env('AGENT_BRANCH') }}"),
@@ -139,7 +129,7 @@ pub const GITHUB_VARIABLES: &[(&str, &str)] = &[
 ];
 
 /// Per-step files renamed in scripts: GitHub's name, ours.
-pub const SCRIPT_RENAMES: &[(&str, &str)] = &[
+const SCRIPT_RENAMES: &[(&str, &str)] = &[
     ("GITHUB_OUTPUT", "AGENT_OUTPUT"),
     ("GITHUB_ENV", "AGENT_ENV"),
     ("GITHUB_PATH", "AGENT_PATH"),
@@ -154,7 +144,7 @@ const SETUP_ACTIONS: &[(&str, &str, &str)] = &[
 ];
 
 /// Images that run as host programs when used as services.
-pub const KNOWN_SERVICES: &[&str] = &["postgres", "redis", "mysql", "mariadb"];
+const KNOWN_SERVICES: &[&str] = &["postgres", "redis", "mysql", "mariadb"];
 
 /// Converts one GitHub Actions workflow. `source` names the file in diagnostics and in the
 /// output's header; `stem` becomes our workflow's name.

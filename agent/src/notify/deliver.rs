@@ -328,15 +328,15 @@ pub(crate) fn http_client() -> Result<reqwest::Client, reqwest::Error> {
 /// One webhook's worker.
 pub(crate) struct Worker {
     /// The webhook (its `name` keys its deliveries).
-    pub webhook: Arc<WebhookConfig>,
+    pub(crate) webhook: Arc<WebhookConfig>,
     /// Pinged when a delivery for this webhook was queued.
-    pub wake: Arc<Notify>,
+    pub(crate) wake: Arc<Notify>,
     /// The HTTP client.
-    pub client: reqwest::Client,
+    pub(crate) client: reqwest::Client,
     /// The store.
-    pub store: Store,
+    pub(crate) store: Store,
     /// Resolves when the daemon stops.
-    pub shutdown: Shutdown,
+    pub(crate) shutdown: Shutdown,
 }
 
 /// Runs a store write on the store's writer, its error rendered.

@@ -46,13 +46,13 @@ use crate::store::{Db, NewDelivery, RunId, RunRecord, RunStatus, StepStatus, Sto
 #[derive(Debug, Clone)]
 pub(crate) struct Context {
     /// The daemon config (webhooks, `public_url`, `listen`, `state_dir`, retention).
-    pub config: Arc<Config>,
+    pub(crate) config: Arc<Config>,
     /// The store.
-    pub store: Store,
+    pub(crate) store: Store,
     /// Secret values by name, masked in every payload.
-    pub secrets: Arc<indexmap::IndexMap<String, String>>,
+    pub(crate) secrets: Arc<indexmap::IndexMap<String, String>>,
     /// Resolves when the daemon stops.
-    pub shutdown: Shutdown,
+    pub(crate) shutdown: Shutdown,
 }
 
 /// How long the notifier may take to stop once shutdown has begun.

@@ -99,7 +99,7 @@ pub async fn run(
 /// [`run`], with a second future that, once shutdown has begun, ends the grace period at
 /// once (a second SIGTERM or Ctrl-C): running runs are cancelled and resume on the next
 /// start.
-pub async fn run_until(
+pub(crate) async fn run_until(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
     hurry: impl Future<Output = ()> + Send + 'static,
@@ -111,7 +111,7 @@ pub async fn run_until(
 }
 
 /// A daemon booted by [`start`]: every part running, until [`Daemon::stop`].
-pub struct Daemon {
+pub(crate) struct Daemon {
     handle: DaemonHandle,
     addr: std::net::SocketAddr,
     state_dir: PathBuf,
@@ -138,7 +138,7 @@ impl std::fmt::Debug for Daemon {
 /// scheduler, the API, the git watchers, cron, the notifier and the monitor; answers once the
 /// daemon listens and has had its first look at the repositories. [`run_until`] is this,
 /// then [`Daemon::stop`] when its shutdown future resolves.
-pub async fn start(mut config: Config) -> Result<Daemon, DaemonStartError> {
+pub(crate) async fn start(mut config: Config) -> Result<Daemon, DaemonStartError> {
     let state_dir = absolute(&config.state_dir).map_err(|source| DaemonStartError::StateDir {
         path: config.state_dir.clone(),
         source,
@@ -311,19 +311,21 @@ pub async fn start(mut config: Config) -> Result<Daemon, DaemonStartError> {
 
 impl Daemon {
     /// The daemon's handle (commands to the scheduler, the store, the bus).
-    pub fn handle(&self) -> &DaemonHandle {
+    #[cfg(test)]
+    pub(crate) fn handle(&self) -> &DaemonHandle {
         &self.handle
     }
 
     /// The address the API listens on.
-    pub fn addr(&self) -> std::net::SocketAddr {
+    #[cfg(test)]
+    pub(crate) fn addr(&self) -> std::net::SocketAddr {
         self.addr
     }
 
     /// Stops the daemon: no new runs are started, running steps get
     /// `limits.shutdown_grace` (ended at once when `hurry` resolves), then every part stops
     /// in order and the store's last writes are committed.
-    pub async fn stop(self, hurry: impl Future<Output = ()> + Send + 'static) {
+    pub(crate) async fn stop(self, hurry: impl Future<Output = ()> + Send + 'static) {
         let Daemon {
             handle,
             state_dir,
@@ -397,7 +399,7 @@ fn set_git_timeouts(timeout: Duration) -> Result<(), crate::daemon::MirrorError>
 /// Process-wide setup `agent daemon` does before its runtime (or any other thread) starts:
 /// the workspaces fence and the libgit2 timeouts (plain globals), then the child subreaper
 /// (which starts a thread).
-pub fn prepare_process(config: &Config) -> Result<(), DaemonStartError> {
+pub(crate) fn prepare_process(config: &Config) -> Result<(), DaemonStartError> {
     fence_workspaces(config);
     set_git_timeouts(config.limits.fetch_timeout)?;
     // Orphans a step leaves behind are re-parented to the daemon instead of init: they stay
