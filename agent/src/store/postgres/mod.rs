@@ -24,6 +24,7 @@ mod monitoring;
 mod outbox;
 mod runs;
 mod state;
+mod tx;
 
 use std::cell::RefCell;
 use std::time::Duration;
