@@ -165,7 +165,7 @@ impl PgDb {
 
     /// The schema version of the database.
     pub fn schema_version(&self) -> Result<i64, StoreError> {
-        self.read(|c| migrations::current_version(c))
+        self.read(migrations::current_version)
     }
 }
 
