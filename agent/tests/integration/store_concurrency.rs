@@ -200,8 +200,9 @@ fn sigkill_mid_transaction_leaves_the_last_committed_state() {
 }
 
 /// Two nodes (two connections, two threads) claim from one queue at once, many rounds, on
-/// each backend: no run is ever claimed twice, and no two runs of one concurrency group are
-/// ever claimed or running at the same time. Guards the claim of a shared database
+/// each backend, while a third connection keeps queueing runs of the same groups: no run is
+/// ever claimed twice, and no two runs of one concurrency group are ever claimed or running
+/// at the same time. Guards the claim of a shared database
 /// (`FOR UPDATE SKIP LOCKED` on PostgreSQL), where a claim read and then updated would hand
 /// one run to both nodes.
 #[test]
@@ -212,6 +213,7 @@ fn two_nodes_claiming_at_once_never_share_a_run_or_a_group() {
     const GROUPS: usize = 3;
     const PER_GROUP: usize = 4;
     const UNGROUPED: usize = 6;
+    const FED: usize = 6;
     on_each_backend(|b| {
         for round in 0..ROUNDS {
             let mut store = b.open();
@@ -233,8 +235,24 @@ fn two_nodes_claiming_at_once_never_share_a_run_or_a_group() {
             }
             // The groups holding a claimed or running run, as the two nodes see them.
             let busy: Mutex<HashMap<String, agent::store::RunId>> = Mutex::new(HashMap::new());
-            let barrier = std::sync::Barrier::new(2);
+            expected += FED * GROUPS;
+            let barrier = std::sync::Barrier::new(3);
+            let feeding = std::sync::atomic::AtomicBool::new(true);
             let done: Vec<Vec<agent::store::RunId>> = std::thread::scope(|scope| {
+                let mut feeder = b.open();
+                let (feeding, barrier_ref) = (&feeding, &barrier);
+                scope.spawn(move || {
+                    barrier_ref.wait();
+                    for i in 0..FED {
+                        for g in 0..GROUPS {
+                            let mut run =
+                                NewRun::new(format!("fed{i}"), Trigger::new(TriggerKind::Manual));
+                            run.concurrency_group = Some(format!("group-{round}-{g}"));
+                            feeder.enqueue_run(&run).expect("enqueue while claiming");
+                        }
+                    }
+                    feeding.store(false, std::sync::atomic::Ordering::SeqCst);
+                });
                 let handles: Vec<_> = ["node-a", "node-b"]
                     .into_iter()
                     .map(|node| {
@@ -251,8 +269,9 @@ fn two_nodes_claiming_at_once_never_share_a_run_or_a_group() {
                                     .claim(node, 2, std::time::Duration::from_secs(60))
                                     .expect("claim");
                                 if claimed.is_empty() {
+                                    let fed = !feeding.load(std::sync::atomic::Ordering::SeqCst);
                                     let (queued, _) = db.count_active().expect("count");
-                                    if queued == 0 {
+                                    if fed && queued == 0 {
                                         break;
                                     }
                                     std::thread::yield_now();

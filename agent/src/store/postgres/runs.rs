@@ -6,7 +6,8 @@
 //! changed meanwhile is tried again from the start. [`PgDb::claim`] locks the runs it takes
 //! with `FOR UPDATE SKIP LOCKED` at `READ COMMITTED`: two nodes claiming at once never wait
 //! on each other and never take the same run; only the first queued run of a concurrency
-//! group is a candidate, so they never take two runs of one group either.
+//! group is a candidate, checked again under a transaction lock of its group, so they never
+//! take two runs of one group either.
 //! [`PgDb::reclaim_expired`] runs serializable: when two nodes reclaim the same lapsed run at
 //! once, one of them is retried and no longer finds it lapsed.
 
@@ -279,6 +280,59 @@ fn steps_of(client: &mut impl GenericClient, id: RunId) -> Result<Vec<StepRecord
         .collect()
 }
 
+/// Of the claim candidates `runs` (locked, in claim order), the ones still free to claim once
+/// their groups are locked: a grouped run is kept only while it is the oldest queued run of
+/// its group and no run of the group is claimed or running, as seen after the group's lock.
+///
+/// The candidate query decides on its statement's snapshot, and run ids can become visible
+/// out of order (an enqueue that took a lower id may commit later), so two nodes claiming at
+/// once could each see a different oldest run of one group. The transaction-scoped lock per
+/// group (taken in name order, so two claims never deadlock) makes the second claim of a
+/// group wait for the first to commit, and its check then sees that claim.
+fn keep_free_group_heads(
+    tx: &mut Transaction<'_>,
+    runs: Vec<RunRecord>,
+) -> Result<Vec<RunRecord>, StoreError> {
+    let mut groups: Vec<String> = runs
+        .iter()
+        .filter_map(|r| r.concurrency_group.clone())
+        .collect();
+    if groups.is_empty() {
+        return Ok(runs);
+    }
+    groups.sort_unstable();
+    groups.dedup();
+    for group in &groups {
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            &[group],
+        )?;
+    }
+    let mut kept = Vec::with_capacity(runs.len());
+    for run in runs {
+        let Some(group) = &run.concurrency_group else {
+            kept.push(run);
+            continue;
+        };
+        let free: bool = tx
+            .query_one(
+                "SELECT NOT EXISTS (SELECT 1 FROM runs AS o
+                                    WHERE o.concurrency_group = $2 AND o.id <> $1
+                                      AND (o.status = 'running'
+                                           OR (o.status = 'queued'
+                                               AND o.claimed_at IS NOT NULL)))
+                        AND $1 = (SELECT MIN(q.id) FROM runs AS q
+                                  WHERE q.concurrency_group = $2 AND q.status = 'queued')",
+                &[&run.id.0, group],
+            )?
+            .try_get(0)?;
+        if free {
+            kept.push(run);
+        }
+    }
+    Ok(kept)
+}
+
 impl PgDb {
     /// Runs the reads of `f` in one read-only snapshot.
     fn snapshot<T>(
@@ -347,8 +401,8 @@ impl PgDb {
     /// The candidates are locked with `FOR UPDATE SKIP LOCKED`: a run another node is
     /// claiming at this moment is passed over, and a run another node claimed since this
     /// statement's snapshot is checked again on its new version (and dropped). Only the
-    /// oldest queued run of a group is ever a candidate, so two nodes cannot take two runs
-    /// of one group.
+    /// oldest queued run of a group is a candidate, checked again under a lock of its group
+    /// ([`keep_free_group_heads`]), so two nodes cannot take two runs of one group.
     pub fn claim(
         &mut self,
         owner: &str,
@@ -375,7 +429,8 @@ impl PgDb {
              FOR UPDATE OF r SKIP LOCKED"
         );
         self.write_read_committed(|tx| {
-            let mut runs = query_runs(tx, &sql, &[&limit])?;
+            let candidates = query_runs(tx, &sql, &[&limit])?;
+            let mut runs = keep_free_group_heads(tx, candidates)?;
             let now = now_ms();
             let expires = now.saturating_add(lease_ms(lease));
             for run in &mut runs {
