@@ -8,6 +8,9 @@ use super::postgres::PgDb;
 use super::sqlite::SqliteDb;
 
 /// A connection to the store, on one of its backends.
+// A few hundred bytes per connection, and a connection lives as long as its thread: boxing
+// the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Db {
     /// The embedded SQLite file.

@@ -26,6 +26,7 @@
 //! backend, one file per concern), `handle.rs` (the [`Store`] handle), `methods.rs` (its typed
 //! methods), `readers.rs`, `overlap.rs`.
 
+mod codec;
 mod db;
 mod dispatch;
 mod error;

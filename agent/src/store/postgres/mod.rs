@@ -24,6 +24,7 @@ mod monitoring;
 mod outbox;
 mod runs;
 mod state;
+mod tx;
 
 use std::cell::RefCell;
 use std::time::Duration;
@@ -238,6 +239,19 @@ pub(crate) fn unsupported(operation: &str) -> StoreError {
 /// A `usize` limit as a query parameter.
 pub(crate) fn limit(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl Drop for PgDb {
+    /// Closing the client blocks on its own runtime, which panics on a thread that drives
+    /// async tasks (the last `Store` handle dropped by an async task takes the read pool's
+    /// connections with it): there the client is closed on a thread of its own.
+    fn drop(&mut self) {
+        if let Some(client) = self.client.get_mut().take()
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            std::thread::spawn(move || drop(client));
+        }
+    }
 }
 
 impl PgDb {

@@ -60,7 +60,7 @@ impl RawDelivery {
 }
 
 /// A fresh delivery id: 128 random bits as a UUID-shaped string (version 4 layout).
-fn new_delivery_id() -> String {
+pub(crate) fn new_delivery_id() -> String {
     let bits: u128 = rand::random();
     let bits = (bits & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
     let hex = format!("{bits:032x}");
@@ -81,7 +81,7 @@ fn new_delivery_id() -> String {
 /// moment after they happen; holding the run's end until the notifier has seen it keeps
 /// every webhook's deliveries in the order of the events, while a crash between the two
 /// still loses nothing (after the hold, the end is sent regardless).
-pub(super) const RUN_END_HOLD: std::time::Duration = std::time::Duration::from_secs(5);
+pub(crate) const RUN_END_HOLD: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Queues a delivery inside `tx`, due `delay_ms` from now; returns its id.
 fn insert_delivery_due(
