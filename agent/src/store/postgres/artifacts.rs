@@ -5,8 +5,8 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 
-use super::super::sqlite::{from_ms, from_ms_opt, now_ms, to_ms};
 use super::PgDb;
+use crate::store::codec::{from_ms, from_ms_opt, now_ms, to_ms};
 use crate::store::{ArtifactRecord, RunId, StoreError};
 
 const COLUMNS: &str = "run_id, step_id, name, digest, size, files, created_at, expires_at,

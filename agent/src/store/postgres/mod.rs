@@ -228,14 +228,6 @@ impl From<postgres::Error> for StoreError {
     }
 }
 
-/// The error every operation not yet written for PostgreSQL answers.
-pub(crate) fn unsupported(operation: &str) -> StoreError {
-    StoreError::Backend {
-        message: format!("`{operation}` is not available on the PostgreSQL store"),
-        transient: false,
-    }
-}
-
 /// A `usize` limit as a query parameter.
 pub(crate) fn limit(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)

@@ -2,8 +2,8 @@
 //! ids of inbound push hooks already handled (a replay is ignored whichever agent of the
 //! fleet receives it), and the aggregates anomaly detection and `/metrics` need.
 
-use super::super::sqlite::{from_json, from_ms, now_ms, parse_enum, to_json};
 use super::PgDb;
+use crate::store::codec::{from_json, from_ms, now_ms, parse_enum, to_json};
 use crate::store::{AnomalyRecord, HOOK_DELIVERY_TTL, NewAnomaly, RunId, RunSample, StoreError};
 
 impl PgDb {

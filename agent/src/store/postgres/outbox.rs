@@ -5,16 +5,13 @@
 //! rendered into deliveries exactly once across the fleet.
 
 use chrono::{DateTime, Utc};
-use postgres::Transaction;
 use postgres::types::ToSql;
 
-use super::super::sqlite::{
-    from_json, from_json_opt, from_ms, from_ms_opt, now_ms, parse_enum, to_json, to_ms,
-};
 use super::PgDb;
+use crate::store::codec::{from_json, from_ms, from_ms_opt, now_ms, parse_enum, to_ms};
 use crate::store::{
     Delivery, DeliveryAttempt, DeliveryOutcome, DeliveryStatus, NewDelivery, RunId, RunRecord,
-    StoreError, Trigger,
+    StoreError,
 };
 
 const DELIVERY_COLUMNS: &str = "id, webhook, event, run_id, body, status, attempts, \
@@ -93,118 +90,10 @@ fn attempt_of(r: &postgres::Row) -> Result<DeliveryAttempt, StoreError> {
     })
 }
 
-/// A fresh delivery id: 128 random bits as a UUID-shaped string (version 4 layout), as the
-/// SQLite store makes them.
-fn new_delivery_id() -> String {
-    let bits: u128 = rand::random();
-    let bits = (bits & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
-    let hex = format!("{bits:032x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
-}
-
-/// How long a delivery queued with a run's end (`finish_run`) waits for the notifier to
-/// release it ([`PgDb::release_run_deliveries`]) before it is due anyway (the SQLite store's
-/// hold, for the same reason: a webhook's deliveries in the order of the events).
-// For `finish_run` (runs.rs), which queues a run's end with `insert_delivery`.
-#[allow(dead_code)]
-pub(crate) const RUN_END_HOLD: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Queues a delivery inside `tx`, due `delay_ms` from now; returns its id.
-fn insert_delivery_due(
-    tx: &mut Transaction<'_>,
-    delivery: &NewDelivery,
-    delay_ms: i64,
-) -> Result<String, StoreError> {
-    let id = new_delivery_id();
-    let now = now_ms();
-    tx.execute(
-        "INSERT INTO deliveries (id, webhook, event, run_id, body, status, attempts,
-                                 next_attempt_at, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $7, $7)",
-        &[
-            &id,
-            &delivery.webhook,
-            &delivery.event,
-            &delivery.run_id.map(|r| r.0),
-            &to_json("body", &delivery.body)?,
-            &(now + delay_ms),
-            &now,
-        ],
-    )?;
-    Ok(id)
-}
-
-/// Queues a run's end delivery inside `finish_run`'s transaction, held for
-/// [`RUN_END_HOLD`]; returns its id.
-#[allow(dead_code)]
-pub(crate) fn insert_delivery(
-    tx: &mut Transaction<'_>,
-    delivery: &NewDelivery,
-) -> Result<String, StoreError> {
-    let hold = i64::try_from(RUN_END_HOLD.as_millis()).unwrap_or(i64::MAX);
-    insert_delivery_due(tx, delivery, hold)
-}
-
-/// Reads the run an outbox event is about, inside `tx`.
-fn load_run(tx: &mut Transaction<'_>, id: RunId) -> Result<Option<RunRecord>, StoreError> {
-    let Some(r) = tx.query_opt(
-        "SELECT id, workflow, repo, status, trigger_kind, trigger_commit, trigger_branch,
-                scheduled_for, parameters, created_at, started_at, finished_at, claimed_at,
-                error, priority, concurrency_group, dedup_key, retry_of, context, report,
-                workflow_file, claim_owner, lease_expires_at, cancel_requested, trigger_event
-         FROM runs WHERE id = $1",
-        &[&id.0],
-    )?
-    else {
-        return Ok(None);
-    };
-    let kind: String = r.try_get(4)?;
-    let cancel_requested: i64 = r.try_get(23)?;
-    let event: Option<String> = r.try_get(24)?;
-    Ok(Some(RunRecord {
-        id: RunId(r.try_get(0)?),
-        workflow: r.try_get(1)?,
-        repo: r.try_get(2)?,
-        status: parse_enum("status", &r.try_get::<_, String>(3)?)?,
-        trigger: Trigger {
-            kind: parse_enum("trigger_kind", &kind)?,
-            commit: r.try_get(5)?,
-            branch: r.try_get(6)?,
-            scheduled_for: from_ms_opt("scheduled_for", r.try_get(7)?)?,
-        },
-        parameters: from_json("parameters", &r.try_get::<_, String>(8)?)?,
-        created_at: from_ms("created_at", r.try_get(9)?)?,
-        started_at: from_ms_opt("started_at", r.try_get(10)?)?,
-        finished_at: from_ms_opt("finished_at", r.try_get(11)?)?,
-        claimed_at: from_ms_opt("claimed_at", r.try_get(12)?)?,
-        error: r.try_get(13)?,
-        priority: r.try_get(14)?,
-        concurrency_group: r.try_get(15)?,
-        dedup_key: r.try_get(16)?,
-        retry_of: r.try_get::<_, Option<i64>>(17)?.map(RunId),
-        context: from_json_opt("context", r.try_get(18)?)?,
-        report: from_json_opt("report", r.try_get(19)?)?,
-        workflow_file: r.try_get(20)?,
-        claim_owner: r.try_get(21)?,
-        lease_expires_at: from_ms_opt("lease_expires_at", r.try_get(22)?)?,
-        cancel_requested: cancel_requested != 0,
-        event: event
-            .map(|t| serde_json::from_str(&t).map_err(StoreError::json("trigger_event")))
-            .transpose()?,
-    }))
-}
-
 impl PgDb {
     /// Queues a webhook delivery, due now; returns its id (the `X-Agent-Delivery` header).
     pub fn enqueue_delivery(&mut self, delivery: &NewDelivery) -> Result<String, StoreError> {
-        self.write(|tx| insert_delivery_due(tx, delivery, 0))
+        self.write(|tx| super::tx::insert_delivery_due(tx, delivery, 0))
     }
 
     /// Turns the un-rendered outbox events (of `run`, or all of them written at or before
@@ -241,9 +130,9 @@ impl PgDb {
                 if tx.execute("DELETE FROM outbox_events WHERE id = $1", &[&id])? == 0 {
                     continue;
                 }
-                if let Some(record) = load_run(tx, RunId(run_id))? {
+                if let Some(record) = super::runs::load_run(tx, RunId(run_id))? {
                     for delivery in render(&record, &event) {
-                        insert_delivery_due(tx, &delivery, 0)?;
+                        super::tx::insert_delivery_due(tx, &delivery, 0)?;
                         queued.push(delivery);
                     }
                 }
@@ -556,7 +445,7 @@ mod tests {
             body: serde_json::json!({}),
         };
         let end = db
-            .write(|tx| insert_delivery(tx, &new("run.failed")))
+            .write(|tx| crate::store::postgres::tx::insert_delivery(tx, &new("run.failed")))
             .expect("held");
         let step = db.enqueue_delivery(&new("step.failed")).expect("queue");
         assert_eq!(

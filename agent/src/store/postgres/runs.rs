@@ -223,7 +223,10 @@ fn query_runs(
 }
 
 /// Reads one run.
-fn load_run(client: &mut impl GenericClient, id: RunId) -> Result<Option<RunRecord>, StoreError> {
+pub(super) fn load_run(
+    client: &mut impl GenericClient,
+    id: RunId,
+) -> Result<Option<RunRecord>, StoreError> {
     let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1");
     Ok(query_runs(client, &sql, &[&id.0])?.pop())
 }

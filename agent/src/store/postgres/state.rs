@@ -5,30 +5,9 @@ use chrono::{DateTime, Utc};
 use postgres::Transaction;
 use serde_json::Value;
 
-use super::super::sqlite::{from_json, from_ms, from_ms_opt, now_ms, to_json, to_ms};
 use super::PgDb;
+use crate::store::codec::{from_json, from_ms, from_ms_opt, now_ms, to_json, to_ms};
 use crate::store::{CacheEntry, StoreError};
-
-/// Saves a workflow's preserved context inside `tx` (for `save_context` and a run's end).
-pub(crate) fn save_context_tx(
-    tx: &mut Transaction<'_>,
-    repo: Option<&str>,
-    workflow: &str,
-    context: &Value,
-) -> Result<(), StoreError> {
-    tx.execute(
-        "INSERT INTO contexts (repo, workflow, context, updated_at) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (repo, workflow) DO UPDATE SET
-             context = excluded.context, updated_at = excluded.updated_at",
-        &[
-            &repo.unwrap_or(""),
-            &workflow,
-            &to_json("context", context)?,
-            &now_ms(),
-        ],
-    )?;
-    Ok(())
-}
 
 /// Records the last handled commit of a branch inside `tx`.
 pub(crate) fn set_repo_head_tx(
@@ -70,7 +49,7 @@ impl PgDb {
         workflow: &str,
         context: &Value,
     ) -> Result<(), StoreError> {
-        self.write(|tx| save_context_tx(tx, repo, workflow, context))
+        self.write(|tx| super::tx::save_context_tx(tx, repo, workflow, context))
     }
 
     /// A cache entry that has not expired at `now`.
