@@ -13,6 +13,7 @@ mod artifacts;
 mod history;
 pub mod migrations;
 mod monitoring;
+pub(crate) mod nodes;
 mod outbox;
 mod runs;
 mod state;
@@ -34,6 +35,7 @@ pub(crate) use super::records::{
 pub use artifacts::ArtifactRecord;
 pub use history::{StepDuration, StepHistory, StepOutputSample};
 pub use monitoring::{AnomalyRecord, HOOK_DELIVERY_TTL, NewAnomaly, RunSample};
+pub use nodes::{Heartbeat, NodeBeat, NodeRecord};
 
 /// The database file's name inside `state_dir`.
 pub const DB_FILE_NAME: &str = "agent.sqlite3";
