@@ -765,4 +765,13 @@ impl Db {
             Db::Postgres(db) => db.remove_node(name),
         }
     }
+
+    /// Makes every claim of `owner` lapse now, so [`Db::reclaim_expired`] takes those runs
+    /// back (a node restarting under the same name). Answers how many claims lapsed.
+    pub fn lapse_claims_of(&mut self, owner: &str) -> Result<usize, StoreError> {
+        match self {
+            Db::Sqlite(db) => db.lapse_claims_of(owner),
+            Db::Postgres(db) => db.lapse_claims_of(owner),
+        }
+    }
 }

@@ -96,6 +96,19 @@ impl PgDb {
         })
     }
 
+    /// Makes every claim of `owner` lapse now, so `reclaim_expired` takes those runs back.
+    /// Answers how many claims lapsed.
+    pub fn lapse_claims_of(&mut self, owner: &str) -> Result<usize, StoreError> {
+        self.write_read_committed(|tx| {
+            let n = tx.execute(
+                "UPDATE runs SET lease_expires_at = 0
+                 WHERE claim_owner = $1 AND status IN ('queued', 'running')",
+                &[&owner],
+            )?;
+            Ok(usize::try_from(n).unwrap_or(usize::MAX))
+        })
+    }
+
     /// Removes a node's row (its daemon stopped cleanly); answers whether there was one.
     pub fn remove_node(&mut self, name: &str) -> Result<bool, StoreError> {
         self.write(|tx| Ok(tx.execute("DELETE FROM nodes WHERE name = $1", &[&name])? > 0))

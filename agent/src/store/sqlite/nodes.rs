@@ -160,6 +160,20 @@ impl SqliteDb {
         rows.into_iter().map(node_record).collect()
     }
 
+    /// Makes every claim of `owner` lapse now (a node restarting under the same name: its
+    /// earlier process is gone), so [`SqliteDb::reclaim_expired`] takes those runs back.
+    /// Answers how many claims lapsed.
+    pub fn lapse_claims_of(&mut self, owner: &str) -> Result<usize, StoreError> {
+        let tx = self.write()?;
+        let n = tx.execute(
+            "UPDATE runs SET lease_expires_at = 0
+             WHERE claim_owner = ?1 AND status IN ('queued', 'running')",
+            params![owner],
+        )?;
+        tx.commit()?;
+        Ok(n)
+    }
+
     /// Removes a node's row (its daemon stopped cleanly); answers whether there was one.
     pub fn remove_node(&mut self, name: &str) -> Result<bool, StoreError> {
         let tx = self.write()?;
