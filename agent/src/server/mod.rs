@@ -293,8 +293,16 @@ pub async fn start(mut config: Config) -> Result<Daemon, DaemonStartError> {
         &handle.shared.events,
     );
     let last_writes = store.clone();
-    let scheduler =
-        tokio::spawn(scheduler::Scheduler::new(handle.clone(), store, parts.commands).run());
+    let scheduler = tokio::spawn(
+        scheduler::Scheduler::new(handle.clone(), store, parts.commands)
+            .with_address(
+                config
+                    .public_url
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{bound}")),
+            )
+            .run(),
+    );
     let api = tokio::spawn(crate::api::serve(
         listener,
         handle.clone(),
