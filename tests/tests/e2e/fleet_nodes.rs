@@ -1,0 +1,166 @@
+//! End-to-end tests of the fleet's node list on the embedded store: `agent nodes` and
+//! `GET /api/v1/nodes` against real `agent daemon` processes (a daemon's heartbeat row, a
+//! killed daemon shown lost once its lease lapsed, a clean stop taking the row away), and
+//! the `store`/`node`/`limits.lease` config errors reported at their keys.
+
+use crate::common;
+
+use std::time::Duration;
+
+use common::daemon::{TEST_TOKEN, TestDaemon, fixture, wait_for};
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// `agent nodes` with the daemon's address and token.
+fn agent_nodes(d: &TestDaemon, json: bool) -> std::process::Output {
+    let mut cmd = common::agent(&["nodes", "--server", &d.url()]);
+    if json {
+        cmd.arg("--json");
+    }
+    cmd.env("AGENT_TOKEN", TEST_TOKEN);
+    common::run_with_deadline(cmd, LIMIT)
+}
+
+fn nodes(d: &TestDaemon) -> Vec<Value> {
+    d.get_json("/api/v1/nodes")["nodes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn node<'a>(list: &'a [Value], name: &str) -> Option<&'a Value> {
+    list.iter().find(|n| n["name"] == name)
+}
+
+/// A daemon lists itself under its configured `node` name with its capacity, no runs, a
+/// fresh RFC 3339 heartbeat and `lost: false`, in the API, in `agent nodes --json` and in
+/// the `agent nodes` table. Killed with SIGKILL, its row stays and is shown lost once its
+/// lease lapsed (seen from a daemon restarted under another name on the same state
+/// directory); a clean stop removes the node's row.
+#[test]
+fn agent_nodes_lists_live_lost_and_stopped_nodes() {
+    let (tmp, _repo, _) = fixture();
+    let root = tmp.path().join("daemon");
+    let mut d = TestDaemon::start(
+        &root,
+        "node: ci-one\nlimits: {heartbeat: 200ms, lease: 2s, max_concurrent_runs: 3}\n",
+    );
+    wait_for("the node's first heartbeat", LIMIT, || {
+        node(&nodes(&d), "ci-one").is_some()
+    });
+    let list = nodes(&d);
+    let me = node(&list, "ci-one").expect("listed");
+    assert_eq!(me["capacity"], 3, "{me}");
+    assert_eq!(me["runs"], 0, "{me}");
+    assert_eq!(me["lost"], false, "{me}");
+    let beat = me["last_heartbeat"].as_str().expect("a time");
+    assert!(beat.ends_with('Z') && beat.contains('T'), "{beat}");
+    let keys: Vec<&str> = me
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, ["name", "last_heartbeat", "runs", "capacity", "lost"]);
+
+    let out = agent_nodes(&d, true);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert!(
+        json["nodes"]
+            .as_array()
+            .is_some_and(|n| n.iter().any(|n| n["name"] == "ci-one"))
+    );
+    let out = agent_nodes(&d, false);
+    assert_eq!(out.status.code(), Some(0));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.starts_with("NODE"), "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("ci-one"))
+        .expect("a row");
+    assert!(row.contains(" up ") && row.contains("0/3"), "{table}");
+
+    // Killed: the row stays; the next daemon (another name) sees it lost after the lease.
+    d.kill9();
+    std::fs::write(
+        &d.config,
+        std::fs::read_to_string(&d.config)
+            .expect("config")
+            .replace("node: ci-one", "node: ci-two"),
+    )
+    .expect("rename the node");
+    d.boot();
+    wait_for("the killed node to be lost", LIMIT, || {
+        let list = nodes(&d);
+        node(&list, "ci-one").is_some_and(|n| n["lost"] == true)
+            && node(&list, "ci-two").is_some_and(|n| n["lost"] == false)
+    });
+    let table = String::from_utf8_lossy(&agent_nodes(&d, false).stdout).into_owned();
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("ci-one"))
+        .expect("a row");
+    assert!(row.contains(" lost "), "{table}");
+
+    // A clean stop removes the row.
+    let status = d.signal_and_wait(libc::SIGTERM, LIMIT);
+    assert!(status.success(), "{status}");
+    let db = rusqlite::Connection::open(d.state_dir.join("agent.sqlite3")).expect("open db");
+    let names: Vec<String> = db
+        .prepare("SELECT name FROM nodes ORDER BY name")
+        .expect("query")
+        .query_map([], |r| r.get(0))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("names");
+    assert_eq!(names, ["ci-one"]);
+}
+
+/// A `store` of an unknown kind, a PostgreSQL store whose URL variable is not set, and a
+/// lease not longer than the heartbeat are config errors at their key (exit 2); the
+/// database URL never appears in the daemon's output.
+#[test]
+fn store_and_lease_mistakes_are_config_errors_at_their_key() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        (
+            "store: {kind: mysql}\n",
+            "agent.yaml:1:15: error: unknown store kind `mysql`",
+        ),
+        (
+            "store:\n  kind: postgres\n  url_env: AGENT_E2E_NO_SUCH_VAR\n",
+            "agent.yaml:3:12: error: environment variable `AGENT_E2E_NO_SUCH_VAR` (the database URL) is not set",
+        ),
+        (
+            "store:\n  kind: postgres\n  url_env: AGENT_E2E_EMPTY_URL\n",
+            "environment variable `AGENT_E2E_EMPTY_URL` (the database URL) is empty",
+        ),
+        (
+            "limits:\n  heartbeat: 3s\n  lease: 2s\n",
+            "agent.yaml:3:10: error: `lease` (2s) must be longer than `heartbeat` (3s)",
+        ),
+    ];
+    for (text, expected) in cases {
+        let config = tmp.path().join("agent.yaml");
+        std::fs::write(&config, text).expect("write config");
+        let mut cmd = common::agent(&["daemon", "--config", &config.to_string_lossy()]);
+        cmd.current_dir(tmp.path())
+            .env("AGENT_E2E_EMPTY_URL", "")
+            .env(
+                "AGENT_E2E_PG_SECRET",
+                "postgres://u:pw-e2e-xyzzy@127.0.0.1:1/db",
+            );
+        let out = common::run_with_deadline(cmd, LIMIT);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text}: {stderr}");
+        assert!(stderr.contains(expected), "{text}: {stderr}");
+        assert!(!stderr.contains("xyzzy"), "{stderr}");
+    }
+}
