@@ -36,6 +36,7 @@ mod exec_secrets;
 mod exec_services;
 mod exec_stage_matrix;
 mod fleet_nodes;
+mod fleet_pg;
 mod hooks_push;
 mod import_gha;
 mod init_plan;
