@@ -217,7 +217,16 @@ impl Scheduler {
             }
         };
         for id in answer.lost {
-            self.abandon(id, "another node took the run back: its lease lapsed");
+            // A run that just ended here (its end written, its task not yet reported) is
+            // not held any more either: only a run taken by another node is stopped.
+            let ended_here = matches!(
+                self.store.get_run(id).await,
+                Ok(Some(run)) if run.status.is_final()
+                    || run.claim_owner.as_deref() == Some(self.owner().as_str())
+            );
+            if !ended_here {
+                self.abandon(id, "another node took the run back: its lease lapsed");
+            }
         }
         // Runs already being cancelled (`cancel_previous`) are not asked again.
         for id in answer.cancel {
@@ -234,6 +243,10 @@ impl Scheduler {
     fn abandon(&mut self, id: RunId, why: &str) {
         if let Some(active) = self.active.get(&id) {
             tracing::warn!(run = %id, workflow = %active.workflow, "{why}; stopping it here");
+            active
+                .control
+                .lost
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             active
                 .control
                 .abandon
