@@ -308,6 +308,23 @@ pub fn deliveries_table(deliveries: &[Delivery], attempts: bool) -> String {
     )
 }
 
+/// The node list of `agent nodes`: name, state (`up` or `lost`), runs held out of its
+/// capacity, last heartbeat.
+pub fn nodes_table(nodes: &[crate::model::api::NodeInfo]) -> String {
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            vec![
+                n.name.clone(),
+                if n.lost { "lost" } else { "up" }.to_string(),
+                format!("{}/{}", n.runs, n.capacity),
+                short_time(&n.last_heartbeat),
+            ]
+        })
+        .collect();
+    table(&["NODE", "STATE", "RUNS", "LAST HEARTBEAT"], &rows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -589,21 +606,4 @@ mod tests {
         assert_eq!(t, "A    BB\nxyz  1\n");
         assert_eq!(super::super::http::encode("a b/c"), "a%20b%2Fc");
     }
-}
-
-/// The node list of `agent nodes`: name, state (`up` or `lost`), runs held out of its
-/// capacity, last heartbeat.
-pub fn nodes_table(nodes: &[crate::model::api::NodeInfo]) -> String {
-    let rows: Vec<Vec<String>> = nodes
-        .iter()
-        .map(|n| {
-            vec![
-                n.name.clone(),
-                if n.lost { "lost" } else { "up" }.to_string(),
-                format!("{}/{}", n.runs, n.capacity),
-                short_time(&n.last_heartbeat),
-            ]
-        })
-        .collect();
-    table(&["NODE", "STATE", "RUNS", "LAST HEARTBEAT"], &rows)
 }
