@@ -164,3 +164,112 @@ fn store_and_lease_mistakes_are_config_errors_at_their_key() {
         assert!(!stderr.contains("xyzzy"), "{stderr}");
     }
 }
+
+/// A workflow whose one step notes its pid, then waits for `OUT/go`.
+fn waiting_workflow(out: &std::path::Path) -> String {
+    format!(
+        "workflow:\n  name: wait\n  env:\n    OUT: {}\n  stages:\n    - name: s\n      steps:\n        - id: wait\n          run: |\n            echo $$ >> \"$OUT/pids\"\n            while [ ! -e \"$OUT/go\" ]; do sleep 0.05; done\n            echo done >> \"$OUT/done\"\n",
+        common::daemon::yaml_quote(&out.to_string_lossy())
+    )
+}
+
+/// Whether process `pid` still exists (and is not a zombie).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|t| {
+            t.rfind(')')
+                .and_then(|i| t[i + 1..].split_whitespace().next().map(str::to_string))
+        })
+        .is_some_and(|state| state != "Z" && state != "X")
+}
+
+/// A cancel recorded in the database by another node (`request_cancel`, what any node's
+/// API does for a run it does not hold) reaches the daemon holding the run at its next
+/// heartbeat: the run ends `cancelled` and its step is stopped.
+#[test]
+fn a_cancel_recorded_by_another_node_reaches_the_holder_at_its_heartbeat() {
+    let (tmp, repo, out) = fixture();
+    common::daemon::init_repo(&repo, &[(".workflows/wait.yaml", &waiting_workflow(&out))]);
+    let d = TestDaemon::start(
+        &tmp.path().join("daemon"),
+        &format!(
+            "node: holder\nlimits: {{heartbeat: 200ms, lease: 5s}}\n{}",
+            common::daemon::repo_config("app", &repo)
+        ),
+    );
+    let id = common::daemon::trigger(&d, "wait");
+    wait_for("the step to start", LIMIT, || {
+        common::daemon::count_lines(&out.join("pids")) == 1
+    });
+    let mut db = agent::store::Db::open_in_dir(&d.state_dir).expect("open the store");
+    let run = agent::store::RunId(id.parse().expect("numeric id"));
+    assert_eq!(
+        db.get_run(run)
+            .expect("read")
+            .and_then(|r| r.claim_owner)
+            .as_deref(),
+        Some("holder")
+    );
+    assert!(db.request_cancel(run).expect("request the cancel"));
+    let run = d.wait_run_final(&id, LIMIT);
+    assert_eq!(run["status"], "cancelled", "{run}");
+    assert_eq!(common::daemon::count_lines(&out.join("done")), 0);
+}
+
+/// A run another node took back (its claim now names that node: this node's lease lapsed
+/// while it was cut off) is stopped here at the next heartbeat, without writing anything
+/// more: its step's process ends, the run stays `running` under the other node's claim,
+/// and the step never finishes here.
+#[test]
+fn a_run_taken_by_another_node_is_stopped_here_without_writing_its_end() {
+    let (tmp, repo, out) = fixture();
+    common::daemon::init_repo(&repo, &[(".workflows/wait.yaml", &waiting_workflow(&out))]);
+    let d = TestDaemon::start(
+        &tmp.path().join("daemon"),
+        &format!(
+            "node: here\nlimits: {{heartbeat: 200ms, lease: 5s}}\n{}",
+            common::daemon::repo_config("app", &repo)
+        ),
+    );
+    let id = common::daemon::trigger(&d, "wait");
+    wait_for("the step to start", LIMIT, || {
+        common::daemon::count_lines(&out.join("pids")) == 1
+    });
+    let pid: i32 = common::daemon::lines(&out.join("pids"))[0]
+        .parse()
+        .expect("pid");
+    // What another node's reclaim and claim leave: the run is its own, with a fresh lease.
+    let db = rusqlite::Connection::open(d.state_dir.join("agent.sqlite3")).expect("open db");
+    db.busy_timeout(Duration::from_secs(30))
+        .expect("busy timeout");
+    let far = 4_102_444_800_000i64; // 2100-01-01
+    let changed = db
+        .execute(
+            "UPDATE runs SET claim_owner = 'elsewhere', lease_expires_at = ?1 WHERE id = ?2",
+            rusqlite::params![far, id.parse::<i64>().expect("numeric id")],
+        )
+        .expect("take the run");
+    assert_eq!(changed, 1);
+    wait_for("the step's process to end", LIMIT, || !alive(pid));
+    wait_for("the log line", LIMIT, || {
+        d.log_text().contains("another node took the run back")
+    });
+    let (status, owner): (String, String) = db
+        .query_row(
+            "SELECT status, claim_owner FROM runs WHERE id = ?1",
+            [id.parse::<i64>().expect("numeric id")],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("the run");
+    assert_eq!((status.as_str(), owner.as_str()), ("running", "elsewhere"));
+    let step: String = db
+        .query_row(
+            "SELECT status FROM steps WHERE run_id = ?1 AND step_id = 'wait'",
+            [id.parse::<i64>().expect("numeric id")],
+            |r| r.get(0),
+        )
+        .expect("the step");
+    assert_eq!(step, "running", "nothing more written here");
+    assert_eq!(common::daemon::count_lines(&out.join("done")), 0);
+}
