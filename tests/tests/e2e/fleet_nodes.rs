@@ -273,3 +273,47 @@ fn a_run_taken_by_another_node_is_stopped_here_without_writing_its_end() {
     assert_eq!(step, "running", "nothing more written here");
     assert_eq!(common::daemon::count_lines(&out.join("done")), 0);
 }
+
+/// A running run whose node stopped renewing its lease (killed, cut off) is taken back by a
+/// live node at one of its heartbeats and resumed by the recovery rules: here a run claimed
+/// by a dead node with a lapsed lease, while the live node (one run at a time) is busy, is
+/// interrupted, queued again, and runs to `succeeded` once the node has room.
+#[test]
+fn a_live_node_takes_back_and_resumes_the_runs_of_a_node_whose_lease_lapsed() {
+    let (tmp, repo, out) = fixture();
+    common::daemon::init_repo(&repo, &[(".workflows/wait.yaml", &waiting_workflow(&out))]);
+    let d = TestDaemon::start(
+        &tmp.path().join("daemon"),
+        &format!(
+            "node: alive\nlimits: {{heartbeat: 200ms, lease: 5s, max_concurrent_runs: 1}}\n{}",
+            common::daemon::repo_config("app", &repo)
+        ),
+    );
+    // The node is full: it claims nothing else meanwhile.
+    let busy = common::daemon::trigger(&d, "wait");
+    wait_for("the step to start", LIMIT, || {
+        common::daemon::count_lines(&out.join("pids")) == 1
+    });
+    let mut db = agent::store::Db::open_in_dir(&d.state_dir).expect("open the store");
+    let mut orphan = agent::store::NewRun::new(
+        "wait",
+        agent::store::Trigger::new(agent::store::TriggerKind::Manual),
+    );
+    orphan.repo = Some("app".into());
+    let orphan = db.enqueue_run(&orphan).expect("enqueue").run_id();
+    let claimed = db
+        .claim("dead-node", 1, Duration::from_millis(1))
+        .expect("claim as the dead node");
+    assert_eq!(claimed.iter().map(|r| r.id).collect::<Vec<_>>(), [orphan]);
+    db.mark_running(orphan).expect("running on the dead node");
+    wait_for("the live node to take the run back", LIMIT, || {
+        d.log_text()
+            .contains("took back a run whose node stopped renewing its lease")
+    });
+    std::fs::write(out.join("go"), "").expect("let the steps end");
+    let run = d.wait_run_final(&busy, LIMIT);
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let run = d.wait_run_final(&orphan.to_string(), LIMIT);
+    assert_eq!(run["status"], "succeeded", "{run}\n{}", d.log_text());
+    assert_eq!(common::daemon::count_lines(&out.join("pids")), 2);
+}
