@@ -317,3 +317,26 @@ fn a_live_node_takes_back_and_resumes_the_runs_of_a_node_whose_lease_lapsed() {
     assert_eq!(run["status"], "succeeded", "{run}\n{}", d.log_text());
     assert_eq!(common::daemon::count_lines(&out.join("pids")), 2);
 }
+
+/// A PostgreSQL URL the daemon cannot use (here a port that is not a number) fails the
+/// start at once (exit 1) with the reason, never the URL (it may carry a password).
+#[test]
+fn an_unusable_database_url_fails_the_start_without_showing_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = tmp.path().join("agent.yaml");
+    std::fs::write(
+        &config,
+        "listen: 127.0.0.1:0\nstore: {kind: postgres, url_env: AGENT_E2E_BAD_URL}\n",
+    )
+    .expect("write config");
+    let mut cmd = common::agent(&["daemon", "--config", &config.to_string_lossy()]);
+    cmd.current_dir(tmp.path()).env(
+        "AGENT_E2E_BAD_URL",
+        "postgres://u:pw-xyzzy@127.0.0.1:notaport/db",
+    );
+    let out = common::run_with_deadline(cmd, LIMIT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("invalid PostgreSQL URL"), "{stderr}");
+    assert!(!stderr.contains("xyzzy"), "{stderr}");
+}
