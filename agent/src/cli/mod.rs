@@ -63,6 +63,8 @@ pub(crate) enum Command {
     Retry(client::RunArgs),
     /// List webhook deliveries (newest first) with their status and attempts.
     Deliveries(client::DeliveriesArgs),
+    /// List the agents sharing the daemon's store: last heartbeat, runs held, capacity, lost.
+    Nodes(client::NodesArgs),
     /// List a run's artifacts, or download one and unpack it into a directory.
     Artifacts(client::ArtifactsArgs),
     /// List, remove or prune step cache entries.
@@ -85,6 +87,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Cancel(args) => client::cancel(args),
         Command::Retry(args) => client::retry(args),
         Command::Deliveries(args) => client::deliveries(args),
+        Command::Nodes(args) => client::nodes(args),
         Command::Artifacts(args) => client::artifacts(args),
         Command::Cache(args) => cache::run(args),
     }

@@ -384,3 +384,25 @@ pub(crate) struct ArtifactList {
     /// Its artifacts.
     pub(crate) artifacts: Vec<ArtifactInfo>,
 }
+
+/// One node of the fleet in `GET /api/v1/nodes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// The node's name (config `node`).
+    pub name: String,
+    /// Its last heartbeat (RFC 3339).
+    pub last_heartbeat: String,
+    /// Runs it holds now (claimed or running).
+    pub runs: u64,
+    /// Runs it may run at once (`limits.max_concurrent_runs`).
+    pub capacity: u64,
+    /// No heartbeat for longer than its lease: its runs go to the other nodes.
+    pub lost: bool,
+}
+
+/// `GET /api/v1/nodes`: every node that shares the store, by name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeList {
+    /// The nodes.
+    pub nodes: Vec<NodeInfo>,
+}

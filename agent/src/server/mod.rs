@@ -186,13 +186,31 @@ pub(crate) async fn start(mut config: Config) -> Result<Daemon, DaemonStartError
     let (store, recovered) = {
         let (dir, boot_config) = (state_dir.clone(), config.clone());
         tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
-            let mut db = Db::open_in_dir(&dir)?;
-            for path in crate::state_dir::db_files(&dir) {
-                set_mode(&path, 0o600);
-            }
-            let recovered = scheduler::recovery::recover(&mut db, &dir)?;
+            let (mut db, pool) = open_store(&boot_config, &dir)?;
+            let recovered = match pool {
+                None => {
+                    for path in crate::state_dir::db_files(&dir) {
+                        set_mode(&path, 0o600);
+                    }
+                    scheduler::recovery::recover(&mut db, &dir)?
+                }
+                // A shared database: only lapsed claims and this node's own (a restarted
+                // node with a fixed name takes its runs back at once); other nodes' live
+                // runs are theirs.
+                Some(_) => scheduler::recovery::recover_with(
+                    &mut db,
+                    &dir,
+                    scheduler::recovery::Reclaim::Fleet {
+                        now: chrono::Utc::now(),
+                        own: boot_config.node.clone(),
+                    },
+                )?,
+            };
             remove_stale_workspaces(&db, &boot_config);
-            Ok((Store::from_db(db)?, recovered))
+            match pool {
+                None => Ok((Store::from_db(db)?, recovered)),
+                Some(pool) => Ok((Store::with_db_pool(db, pool)?, recovered)),
+            }
         })
         .await
         .map_err(|e| StoreError::Backend {
@@ -275,8 +293,16 @@ pub(crate) async fn start(mut config: Config) -> Result<Daemon, DaemonStartError
         &handle.shared.events,
     );
     let last_writes = store.clone();
-    let scheduler =
-        tokio::spawn(scheduler::Scheduler::new(handle.clone(), store, parts.commands).run());
+    let scheduler = tokio::spawn(
+        scheduler::Scheduler::new(handle.clone(), store, parts.commands)
+            .with_address(
+                config
+                    .public_url
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{bound}")),
+            )
+            .run(),
+    );
     let api = tokio::spawn(crate::api::serve(
         listener,
         handle.clone(),
@@ -546,6 +572,58 @@ fn write_addr_file(state_dir: &std::path::Path, addr: std::net::SocketAddr) {
 
 /// Workspaces left by runs that ended while the daemon was down (or by a crash) go, except
 /// failed runs' workspaces when `keep_failed_workspaces` is on.
+/// How long the first connection to PostgreSQL is retried at boot before the daemon gives up.
+const FIRST_CONNECT_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Opens the configured store (blocking): the SQLite file under `state_dir`, or the
+/// PostgreSQL database whose URL `store.url_env` holds, with the read pool's size. The
+/// first connection to PostgreSQL is retried with backoff for [`FIRST_CONNECT_PATIENCE`]
+/// while it fails for a transient reason (server down, starting up, unreachable); the URL
+/// is never logged.
+fn open_store(
+    config: &Config,
+    state_dir: &std::path::Path,
+) -> Result<(Db, Option<usize>), StoreError> {
+    let pool = match &config.store {
+        crate::config::StoreConfig::Sqlite => return Ok((Db::open_in_dir(state_dir)?, None)),
+        crate::config::StoreConfig::Postgres { pool, .. } => *pool,
+    };
+    let url = match config.store.postgres_url() {
+        Some(Ok(url)) => url,
+        Some(Err(message)) => {
+            return Err(StoreError::Backend {
+                message,
+                transient: false,
+            });
+        }
+        None => return Ok((Db::open_in_dir(state_dir)?, None)),
+    };
+    let deadline = std::time::Instant::now() + FIRST_CONNECT_PATIENCE;
+    let mut pause = Duration::from_millis(250);
+    let mut tries = 0u32;
+    loop {
+        tries += 1;
+        match Db::connect_postgres(&url) {
+            Ok(db) => {
+                if tries > 1 {
+                    tracing::info!(tries, "connected to the PostgreSQL store");
+                }
+                return Ok((db, Some(pool)));
+            }
+            Err(err) if err.is_transient() && std::time::Instant::now() < deadline => {
+                tracing::warn!(error = %err, tries, retry_in = ?pause,
+                    "cannot connect to the PostgreSQL store (`store.url_env`); retrying");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            Err(err) => {
+                tracing::error!(error = %err, tries, "cannot connect to the PostgreSQL store; giving up");
+                return Err(err);
+            }
+        }
+    }
+}
+
 fn remove_stale_workspaces(store: &Db, config: &Config) {
     let keep = |name: &str| {
         config.keep_failed_workspaces

@@ -15,6 +15,7 @@ use super::{
     RunId, RunRecord, RunSample, RunSummary, StepFinish, StepHistory, StepRecord, StepStart,
     StoreError, TriggerKind,
 };
+use super::{Heartbeat, NodeBeat, NodeRecord};
 
 impl Db {
     /// Records the artifacts a step kept (replacing what an earlier try of the same step
@@ -733,6 +734,44 @@ impl Db {
         match self {
             Db::Sqlite(db) => db.last_cron_fire(schedule_key),
             Db::Postgres(db) => db.last_cron_fire(schedule_key),
+        }
+    }
+    /// The node's heartbeat at `now`: writes its row and renews its lease on the runs it
+    /// holds, in one transaction; answers which of them to cancel and which it lost.
+    pub fn heartbeat_node(
+        &mut self,
+        beat: &NodeBeat,
+        held: &[RunId],
+        now: DateTime<Utc>,
+    ) -> Result<Heartbeat, StoreError> {
+        match self {
+            Db::Sqlite(db) => db.heartbeat_node(beat, held, now),
+            Db::Postgres(db) => db.heartbeat_node(beat, held, now),
+        }
+    }
+
+    /// Every node's row, by name.
+    pub fn list_nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        match self {
+            Db::Sqlite(db) => db.list_nodes(),
+            Db::Postgres(db) => db.list_nodes(),
+        }
+    }
+
+    /// Removes a node's row (its daemon stopped cleanly); answers whether there was one.
+    pub fn remove_node(&mut self, name: &str) -> Result<bool, StoreError> {
+        match self {
+            Db::Sqlite(db) => db.remove_node(name),
+            Db::Postgres(db) => db.remove_node(name),
+        }
+    }
+
+    /// Makes every claim of `owner` lapse now, so [`Db::reclaim_expired`] takes those runs
+    /// back (a node restarting under the same name). Answers how many claims lapsed.
+    pub fn lapse_claims_of(&mut self, owner: &str) -> Result<usize, StoreError> {
+        match self {
+            Db::Sqlite(db) => db.lapse_claims_of(owner),
+            Db::Postgres(db) => db.lapse_claims_of(owner),
         }
     }
 }

@@ -53,6 +53,11 @@ impl Store {
         Store::with_pool(db, MAX_IDLE)
     }
 
+    /// [`Store::from_db`] with up to `pool` idle read connections (`store.pool`).
+    pub fn with_db_pool(db: Db, pool: usize) -> Result<Store, StoreError> {
+        Store::with_pool(db, pool)
+    }
+
     /// A handle whose writer thread owns `db`, with up to `pool` idle read connections.
     fn with_pool(db: Db, pool: usize) -> Result<Store, StoreError> {
         let path = db.path().map(|p| Arc::new(p.to_path_buf()));

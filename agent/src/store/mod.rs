@@ -52,6 +52,7 @@ pub use records::{
     Trigger, TriggerKind,
 };
 pub use sqlite::{
-    AnomalyRecord, ArtifactRecord, BUSY_TIMEOUT, DB_FILE_NAME, HOOK_DELIVERY_TTL, NewAnomaly,
-    RunSample, StepDuration, StepHistory, StepOutputSample, migrations, set_busy_timeout,
+    AnomalyRecord, ArtifactRecord, BUSY_TIMEOUT, DB_FILE_NAME, HOOK_DELIVERY_TTL, Heartbeat,
+    NewAnomaly, NodeBeat, NodeRecord, RunSample, StepDuration, StepHistory, StepOutputSample,
+    migrations, set_busy_timeout,
 };

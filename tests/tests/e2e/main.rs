@@ -35,6 +35,8 @@ mod exec_report;
 mod exec_secrets;
 mod exec_services;
 mod exec_stage_matrix;
+mod fleet_nodes;
+mod fleet_pg;
 mod hooks_push;
 mod import_gha;
 mod import_gha_upstream;

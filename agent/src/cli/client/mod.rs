@@ -292,6 +292,34 @@ pub(crate) fn deliveries(args: DeliveriesArgs) -> i32 {
     })
 }
 
+/// Arguments of `agent nodes`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NodesArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// `agent nodes`: the agents sharing the daemon's store, with their last heartbeat, the
+/// runs each holds, its capacity and whether it is lost.
+pub fn nodes(args: NodesArgs) -> i32 {
+    block_on(async move {
+        let client = Client::from_env(&args.server)?;
+        let (answer, raw) = client
+            .get::<crate::model::api::NodeList>("/api/v1/nodes")
+            .await?;
+        if args.server.json {
+            print_json(&raw);
+            return Ok(EXIT_OK);
+        }
+        if answer.nodes.is_empty() {
+            println!("no nodes");
+        } else {
+            print!("{}", tables::nodes_table(&answer.nodes));
+        }
+        Ok(EXIT_OK)
+    })
+}
+
 /// `agent trigger WORKFLOW [-p NAME=VALUE]...`.
 pub(crate) fn trigger(args: TriggerArgs) -> i32 {
     let pairs = match dsl::params::parse_assignments(&args.params) {

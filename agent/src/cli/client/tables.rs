@@ -308,6 +308,23 @@ pub(crate) fn deliveries_table(deliveries: &[Delivery], attempts: bool) -> Strin
     )
 }
 
+/// The node list of `agent nodes`: name, state (`up` or `lost`), runs held out of its
+/// capacity, last heartbeat.
+pub fn nodes_table(nodes: &[crate::model::api::NodeInfo]) -> String {
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            vec![
+                n.name.clone(),
+                if n.lost { "lost" } else { "up" }.to_string(),
+                format!("{}/{}", n.runs, n.capacity),
+                short_time(&n.last_heartbeat),
+            ]
+        })
+        .collect();
+    table(&["NODE", "STATE", "RUNS", "LAST HEARTBEAT"], &rows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -45,6 +45,9 @@ pub struct RunControl {
     pub cancel: Cancel,
     /// Set by shutdown: the run's end is not written (it resumes on the next boot).
     pub abandon: Arc<AtomicBool>,
+    /// Set with `abandon` when another node took the run back (this node's lease lapsed):
+    /// nothing more of it is written here, not even its stopped steps.
+    pub lost: Arc<AtomicBool>,
 }
 
 /// What a run task reports to the scheduler when it ends.
@@ -173,6 +176,12 @@ async fn execute(shared: &Arc<Shared>, record: RunRecord, control: &RunControl) 
             return;
         }
     };
+    if control.lost.load(Ordering::SeqCst) {
+        // Another node runs it now: its records are that node's.
+        let _ = tokio::task::spawn_blocking(move || drop(workspace)).await;
+        tracing::warn!(run = %id, "run stopped here: another node took it back");
+        return;
+    }
     if control.abandon.load(Ordering::SeqCst) {
         // Shutdown: leave the run `running`; the next boot resumes it. Its steps that were
         // running are marked interrupted now, so that boot does not count a daemon crash

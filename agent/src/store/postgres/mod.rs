@@ -21,6 +21,7 @@ mod artifacts;
 mod history;
 pub(crate) mod migrations;
 mod monitoring;
+mod nodes;
 mod outbox;
 mod runs;
 mod state;

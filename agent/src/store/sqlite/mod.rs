@@ -13,6 +13,7 @@ mod artifacts;
 mod history;
 pub mod migrations;
 mod monitoring;
+pub(crate) mod nodes;
 pub(crate) mod outbox;
 mod runs;
 mod state;
@@ -32,6 +33,7 @@ pub(crate) use super::records::{
 pub use artifacts::ArtifactRecord;
 pub use history::{StepDuration, StepHistory, StepOutputSample};
 pub use monitoring::{AnomalyRecord, HOOK_DELIVERY_TTL, NewAnomaly, RunSample};
+pub use nodes::{Heartbeat, NodeBeat, NodeRecord};
 
 pub(crate) use super::codec::{
     from_json, from_json_opt, from_ms, from_ms_opt, now_ms, parse_enum, to_json, to_json_opt, to_ms,
