@@ -207,6 +207,18 @@ CREATE TABLE leases (
     expires_at BIGINT NOT NULL
 );
 "#,
+    // Version 2: step logs, in pieces keyed by their byte offset, copied here by the node
+    // that runs the step so every node serves them.
+    r#"
+CREATE TABLE log_chunks (
+    run_id      BIGINT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    step_id     TEXT   NOT NULL,
+    byte_offset BIGINT NOT NULL,
+    data        BYTEA  NOT NULL,
+    created_at  BIGINT NOT NULL,
+    PRIMARY KEY (run_id, step_id, byte_offset)
+);
+"#,
 ];
 
 /// The schema version this build writes.
