@@ -101,12 +101,21 @@ mod tests {
 
     #[test]
     fn stored_pieces_are_cut_to_the_range_asked_for() {
-        let chunks = || vec![(0, b"abc".to_vec()), (3, b"def".to_vec()), (6, b"g".to_vec())];
+        let chunks = || {
+            vec![
+                (0, b"abc".to_vec()),
+                (3, b"def".to_vec()),
+                (6, b"g".to_vec()),
+            ]
+        };
         assert_eq!(assemble(chunks(), 0, usize::MAX), b"abcdefg");
         assert_eq!(assemble(chunks(), 2, 3), b"cde");
         assert_eq!(assemble(chunks(), 7, 10), b"");
         assert_eq!(assemble(chunks(), 1, 0), b"");
         // A gap ends what is read.
-        assert_eq!(assemble(vec![(0, b"ab".to_vec()), (5, b"x".to_vec())], 0, 9), b"ab");
+        assert_eq!(
+            assemble(vec![(0, b"ab".to_vec()), (5, b"x".to_vec())], 0, 9),
+            b"ab"
+        );
     }
 }
