@@ -411,3 +411,183 @@ fn read_range(path: &std::path::Path, from: u64, len: usize) -> std::io::Result<
     file.take(len as u64).read_to_end(&mut buf)?;
     Ok(buf)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::run::logs::{RunLogs, dropped_marker};
+    use crate::state_dir::step_log_path;
+    use crate::store::{Db, NewRun, Trigger, TriggerKind};
+
+    /// A new run on `store` (written directly where the PostgreSQL queue is not there yet).
+    fn new_run(store: &Store) -> RunId {
+        store
+            .blocking_write(|db| {
+                match db.enqueue_run(&NewRun::new("w", Trigger::new(TriggerKind::Manual))) {
+                    Ok(e) => Ok(e.run_id()),
+                    Err(err) => match db {
+                        Db::Postgres(pg) => pg.write(|tx| {
+                            let row = tx.query_one(
+                                "INSERT INTO runs (workflow, status, trigger_kind, created_at)
+                                 VALUES ('w', 'running', 'manual', 0) RETURNING id",
+                                &[],
+                            )?;
+                            Ok(RunId(row.get(0)))
+                        }),
+                        Db::Sqlite(_) => Err(err),
+                    },
+                }
+            })
+            .expect("a run")
+    }
+
+    fn stored(store: &Store, run: RunId, step: &str) -> Vec<u8> {
+        store
+            .blocking_read(|db| db.read_log(run, step, 0, usize::MAX))
+            .expect("read the stored log")
+            .data
+    }
+
+    fn file(dir: &std::path::Path, run: RunId, step: &str) -> Vec<u8> {
+        std::fs::read(step_log_path(dir, run, step)).expect("read the log file")
+    }
+
+    fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn postgres() -> Store {
+        Store::connect_postgres(&crate::store::test_pg::database_url(), 2).expect("connect")
+    }
+
+    /// Guards the copy of a running step's log: its lines reach the store while the step
+    /// still prints, and once the step's end is settled the store holds the file's bytes
+    /// exactly, the cap (head, dropped marker, tail) included.
+    #[test]
+    fn a_log_reaches_the_store_live_and_whole_with_its_cap() {
+        let store = postgres();
+        let run = new_run(&store);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let shipper = LogShipper::start(store.clone());
+        let mut logs = RunLogs::new(dir.path(), run, 400).shipping(Some(shipper));
+        logs.start("build", 1);
+        let mut early = String::new();
+        for n in 0..5 {
+            logs.line("build", &format!("early {n}"));
+            early.push_str(&format!("early {n}\n"));
+        }
+        wait_until("the first lines in the store", || {
+            stored(&store, run, "build") == early.as_bytes()
+        });
+        for n in 0..300 {
+            logs.line("build", &format!("middle {n}"));
+        }
+        logs.line("build", "error: it broke");
+        logs.finish("build");
+        assert!(logs.settle("build", &|| false), "settled");
+        let text = file(dir.path(), run, "build");
+        assert_eq!(stored(&store, run, "build"), text);
+        let text = String::from_utf8(text).expect("utf-8");
+        assert!(text.starts_with(&early), "{text}");
+        let marker = dropped_marker(0);
+        let marker = marker.trim_start_matches("[... 0");
+        assert!(text.contains(marker), "no dropped marker: {text}");
+        assert!(text.ends_with("middle 299\nerror: it broke\n"), "{text}");
+    }
+
+    /// Guards a step resumed on another node (its first node died): the new node's file
+    /// starts with what the store holds, so its copy continues the same log, byte for byte.
+    #[test]
+    fn a_step_resumed_elsewhere_continues_the_stored_log() {
+        let store = postgres();
+        let run = new_run(&store);
+        let (a, c) = (tempfile::tempdir().expect("a"), tempfile::tempdir().expect("c"));
+        let mut first = RunLogs::new(a.path(), run, 10_000)
+            .shipping(Some(LogShipper::start(store.clone())));
+        first.start("deploy", 1);
+        first.line("deploy", "from node a");
+        wait_until("node a's line in the store", || {
+            stored(&store, run, "deploy") == b"from node a\n"
+        });
+        // Node a dies here; node c runs the step again.
+        std::mem::forget(first);
+        let mut second = RunLogs::new(c.path(), run, 10_000)
+            .shipping(Some(LogShipper::start(store.clone())));
+        second.start("deploy", 1);
+        second.line("deploy", "from node c");
+        second.finish("deploy");
+        assert!(second.settle("deploy", &|| false));
+        assert_eq!(file(c.path(), run, "deploy"), b"from node a\nfrom node c\n");
+        assert_eq!(stored(&store, run, "deploy"), b"from node a\nfrom node c\n");
+    }
+
+    /// Guards a restart on the same node whose last lines never reached the store: the
+    /// file's bytes past the store's copy are copied, none twice.
+    #[test]
+    fn a_restart_copies_what_the_store_missed() {
+        let store = postgres();
+        let run = new_run(&store);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut before = RunLogs::new(dir.path(), run, 10_000);
+        before.line("t", "one");
+        before.line("t", "two");
+        drop(before);
+        store
+            .blocking_write(move |db| {
+                db.append_log(&[LogAppend {
+                    run,
+                    step: "t".into(),
+                    offset: 0,
+                    data: b"one\n".to_vec(),
+                }])
+            })
+            .expect("the part copied before the crash");
+        let mut after =
+            RunLogs::new(dir.path(), run, 10_000).shipping(Some(LogShipper::start(store.clone())));
+        after.start("t", 2);
+        after.line("t", "three");
+        after.finish("t");
+        assert!(after.settle("t", &|| false));
+        let want = b"one\ntwo\n[agent: attempt 2]\nthree\n";
+        assert_eq!(file(dir.path(), run, "t"), want);
+        assert_eq!(stored(&store, run, "t"), want);
+    }
+
+    /// Guards the copy across a database outage: the lines printed while the server is down
+    /// reach the store once it is back, in order, complete and never twice.
+    #[test]
+    fn lines_printed_while_the_database_is_down_arrive_once_it_is_back() {
+        let cluster = crate::store::test_pg::Cluster::start().expect("a cluster");
+        crate::store::test_pg::create_database(&cluster.url("postgres"), "logs")
+            .expect("a database");
+        let store = Store::connect_postgres(&cluster.url("logs"), 2).expect("connect");
+        let run = new_run(&store);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut logs =
+            RunLogs::new(dir.path(), run, 1 << 20).shipping(Some(LogShipper::start(store.clone())));
+        logs.start("s", 1);
+        logs.line("s", "before");
+        wait_until("the first line in the store", || {
+            stored(&store, run, "s") == b"before\n"
+        });
+        cluster.stop_server();
+        for n in 0..50 {
+            logs.line("s", &format!("during {n}"));
+        }
+        // Not settled while the database is down.
+        assert!(!logs.settle("s", &|| true));
+        cluster.start_server().expect("the server again");
+        logs.line("s", "after");
+        logs.finish("s");
+        let want = file(dir.path(), run, "s");
+        wait_until("the whole log in the store", || {
+            store
+                .blocking_read(|db| db.read_log(run, "s", 0, usize::MAX))
+                .is_ok_and(|r| r.data == want)
+        });
+    }
+}

@@ -187,10 +187,12 @@ impl RunLogs {
 
     /// On a shared store, waits (at most [`SETTLE`], or until `stop` says so) until the
     /// store holds the whole log of the finished `step`, so a node that sees the step ended
-    /// in the store finds all of its log there. Answers at once on a lone agent.
-    pub fn settle(&self, step: &str, stop: &dyn Fn() -> bool) {
-        if let Some(shipper) = &self.shipper {
-            shipper.settle(self.run, step, SETTLE, stop);
+    /// in the store finds all of its log there. Answers at once on a lone agent; false when
+    /// it stopped waiting first.
+    pub fn settle(&self, step: &str, stop: &dyn Fn() -> bool) -> bool {
+        match &self.shipper {
+            Some(shipper) => shipper.settle(self.run, step, SETTLE, stop),
+            None => true,
         }
     }
 
