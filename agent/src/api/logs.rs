@@ -456,6 +456,105 @@ mod tests {
         );
     }
 
+    /// An API state over `store`, its files under `state_dir`.
+    fn api_state(store: crate::store::Store, state_dir: &Path) -> ApiState {
+        let (handle, _parts) = crate::daemon::handle::DaemonHandle::new(
+            crate::config::Config::default(),
+            state_dir.to_path_buf(),
+            store.clone(),
+            std::sync::Arc::new(crate::engine::Engine::new(
+                crate::engine::EngineConfig::default(),
+            )),
+            Default::default(),
+        );
+        ApiState {
+            handle,
+            stores: super::super::Reads(store),
+            metrics: Default::default(),
+        }
+    }
+
+    /// A new run on `store` (written directly where the PostgreSQL queue is not there yet).
+    fn new_run(store: &crate::store::Store) -> RunId {
+        use crate::store::{Db, NewRun, Trigger, TriggerKind};
+        store
+            .blocking_write(|db| {
+                match db.enqueue_run(&NewRun::new("w", Trigger::new(TriggerKind::Manual))) {
+                    Ok(e) => Ok(e.run_id()),
+                    Err(err) => match db {
+                        Db::Postgres(pg) => pg.write(|tx| {
+                            let row = tx.query_one(
+                                "INSERT INTO runs (workflow, status, trigger_kind, created_at)
+                                 VALUES ('w', 'running', 'manual', 0) RETURNING id",
+                                &[],
+                            )?;
+                            Ok(RunId(row.get(0)))
+                        }),
+                        Db::Sqlite(_) => Err(err),
+                    },
+                }
+            })
+            .expect("a run")
+    }
+
+    fn put_log(store: &crate::store::Store, run: RunId, step: &str, data: &[u8]) {
+        let piece = crate::store::LogAppend {
+            run,
+            step: step.into(),
+            offset: 0,
+            data: data.to_vec(),
+        };
+        store
+            .blocking_write(move |db| db.append_log(&[piece]))
+            .expect("append");
+    }
+
+    /// Guards the reads of a step another node runs: with no file here, a shared store's
+    /// copy is read from any offset (the offsets a follower's `Last-Event-ID` names); the
+    /// file wins when there is one; on SQLite the store is never read.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_step_without_a_file_here_is_read_from_the_shared_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = tokio::task::spawn_blocking(|| {
+            crate::store::Store::connect_postgres(&crate::store::test_pg::database_url(), 2)
+        })
+        .await
+        .expect("join")
+        .expect("connect");
+        let state = api_state(store.clone(), dir.path());
+        let run = tokio::task::block_in_place(|| {
+            let run = new_run(&store);
+            put_log(&store, run, "s", b"one\ntwo\n");
+            run
+        });
+        let path = log_path(&state, run, "s");
+        let read = |from| read_more(&state, run, "s", &path, from);
+        assert_eq!(read(0).await.expect("read"), b"one\ntwo\n");
+        assert_eq!(read(4).await.expect("read"), b"two\n");
+        assert_eq!(read(8).await.expect("read"), b"");
+        assert_eq!(
+            stored_log(&state, run, "s", 0, usize::MAX).await.expect("stored"),
+            b"one\ntwo\n"
+        );
+        std::fs::create_dir_all(path.parent().expect("dir")).expect("mkdir");
+        std::fs::write(&path, "here\n").expect("write");
+        assert_eq!(read(0).await.expect("read"), b"here\n");
+
+        let lone = tempfile::tempdir().expect("tempdir");
+        let sqlite = crate::store::Store::open_in_dir(lone.path()).expect("sqlite");
+        let lone_state = api_state(sqlite.clone(), lone.path());
+        let run = tokio::task::block_in_place(|| {
+            let run = new_run(&sqlite);
+            put_log(&sqlite, run, "s", b"never read\n");
+            run
+        });
+        let path = log_path(&lone_state, run, "s");
+        assert_eq!(
+            read_more(&lone_state, run, "s", &path, 0).await.expect("read"),
+            b""
+        );
+    }
+
     #[tokio::test]
     async fn lines_become_events_with_offsets() {
         let (tx, mut rx) = mpsc::channel(16);
