@@ -533,7 +533,9 @@ mod tests {
         assert_eq!(read(4).await.expect("read"), b"two\n");
         assert_eq!(read(8).await.expect("read"), b"");
         assert_eq!(
-            stored_log(&state, run, "s", 0, usize::MAX).await.expect("stored"),
+            stored_log(&state, run, "s", 0, usize::MAX)
+                .await
+                .expect("stored"),
             b"one\ntwo\n"
         );
         std::fs::create_dir_all(path.parent().expect("dir")).expect("mkdir");
@@ -550,7 +552,9 @@ mod tests {
         });
         let path = log_path(&lone_state, run, "s");
         assert_eq!(
-            read_more(&lone_state, run, "s", &path, 0).await.expect("read"),
+            read_more(&lone_state, run, "s", &path, 0)
+                .await
+                .expect("read"),
             b""
         );
     }

@@ -350,7 +350,9 @@ fn ship(inner: &Inner, mut jobs: Vec<Job>) -> Result<(), StoreError> {
         if from >= job.to || budget == 0 {
             continue;
         }
-        let want = usize::try_from(job.to - from).unwrap_or(usize::MAX).min(budget);
+        let want = usize::try_from(job.to - from)
+            .unwrap_or(usize::MAX)
+            .min(budget);
         match read_range(&job.path, from, want) {
             Ok(bytes) => {
                 budget -= bytes.len();
@@ -505,9 +507,12 @@ mod tests {
     fn a_step_resumed_elsewhere_continues_the_stored_log() {
         let store = postgres();
         let run = new_run(&store);
-        let (a, c) = (tempfile::tempdir().expect("a"), tempfile::tempdir().expect("c"));
-        let mut first = RunLogs::new(a.path(), run, 10_000)
-            .shipping(Some(LogShipper::start(store.clone())));
+        let (a, c) = (
+            tempfile::tempdir().expect("a"),
+            tempfile::tempdir().expect("c"),
+        );
+        let mut first =
+            RunLogs::new(a.path(), run, 10_000).shipping(Some(LogShipper::start(store.clone())));
         first.start("deploy", 1);
         first.line("deploy", "from node a");
         wait_until("node a's line in the store", || {
@@ -515,8 +520,8 @@ mod tests {
         });
         // Node a dies here; node c runs the step again.
         std::mem::forget(first);
-        let mut second = RunLogs::new(c.path(), run, 10_000)
-            .shipping(Some(LogShipper::start(store.clone())));
+        let mut second =
+            RunLogs::new(c.path(), run, 10_000).shipping(Some(LogShipper::start(store.clone())));
         second.start("deploy", 1);
         second.line("deploy", "from node c");
         second.finish("deploy");
