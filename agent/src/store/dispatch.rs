@@ -774,4 +774,31 @@ impl Db {
             Db::Postgres(db) => db.lapse_claims_of(owner),
         }
     }
+
+    /// Appends pieces of step logs (see [`super::LogAppend`]), in one transaction: each piece
+    /// where its log ends (the part already stored is skipped, a piece past the end is not
+    /// written). Answers each piece's log's stored length after it (`None`: no such run).
+    pub fn append_log(
+        &mut self,
+        pieces: &[super::LogAppend],
+    ) -> Result<Vec<Option<u64>>, StoreError> {
+        match self {
+            Db::Sqlite(db) => db.append_log(pieces),
+            Db::Postgres(db) => db.append_log(pieces),
+        }
+    }
+
+    /// The stored log of a step from byte `from`, at most `max` bytes, and its stored length.
+    pub fn read_log(
+        &self,
+        run: RunId,
+        step: &str,
+        from: u64,
+        max: usize,
+    ) -> Result<super::LogRead, StoreError> {
+        match self {
+            Db::Sqlite(db) => db.read_log(run, step, from, max),
+            Db::Postgres(db) => db.read_log(run, step, from, max),
+        }
+    }
 }

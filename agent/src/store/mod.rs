@@ -31,6 +31,7 @@ mod db;
 mod dispatch;
 mod error;
 mod handle;
+mod logs;
 mod methods;
 pub mod overlap;
 mod postgres;
@@ -43,6 +44,7 @@ pub mod test_pg;
 pub use db::Db;
 pub use error::StoreError;
 pub use handle::Store;
+pub use logs::{LogAppend, LogRead};
 pub use postgres::migrations::LATEST_VERSION as POSTGRES_SCHEMA_VERSION;
 pub use readers::Readers;
 pub use records::{

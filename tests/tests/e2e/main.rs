@@ -37,6 +37,7 @@ mod exec_services;
 mod exec_stage_matrix;
 mod fleet_nodes;
 mod fleet_pg;
+mod fleet_logs;
 mod hooks_push;
 mod import_gha;
 mod import_gha_upstream;

@@ -711,7 +711,8 @@ fn record_events(
     shared: &Shared,
     abandon: &AtomicBool,
 ) -> Store {
-    let mut logs = RunLogs::new(&shared.state_dir, id, shared.config.limits.max_log_bytes);
+    let mut logs = RunLogs::new(&shared.state_dir, id, shared.config.limits.max_log_bytes)
+        .shipping(shared.log_shipper.clone());
     let stage_of = |step: &str| section_of(stages, matrix_stages, step);
     // The run's context after the latest update, saved with the next step's end.
     let mut context: Option<Value> = None;
@@ -771,6 +772,8 @@ fn record_events(
             }
             EngineEvent::StepFinished { report, .. } => {
                 logs.finish(&report.id);
+                // On a shared store: the log is there before the step's end.
+                logs.settle(&report.id, &stop);
                 if abandon.load(Ordering::SeqCst) && report.status == StepStatus::Cancelled {
                     // Stopped by shutdown: leave it as it was, for the next boot to judge.
                     continue;

@@ -19,6 +19,7 @@
 
 mod artifacts;
 mod history;
+mod logs;
 pub(crate) mod migrations;
 mod monitoring;
 mod nodes;

@@ -11,6 +11,7 @@
 
 mod artifacts;
 mod history;
+mod logs;
 pub mod migrations;
 mod monitoring;
 pub(crate) mod nodes;

@@ -30,6 +30,11 @@ impl Fresh {
         }
     }
 
+    /// The PostgreSQL database's URL; `None` on SQLite.
+    pub fn url(&self) -> Option<&str> {
+        self.url.as_deref()
+    }
+
     /// The state directory (also used beside a PostgreSQL store for files).
     pub fn dir(&self) -> &std::path::Path {
         self.dir.path()
