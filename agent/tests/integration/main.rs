@@ -21,6 +21,7 @@ mod store_fixture_v2;
 mod store_fixture_v3;
 mod store_fixture_v4;
 mod store_fixture_v5;
+mod store_leases;
 mod store_overlap;
 mod store_queue;
 mod workspace_git;

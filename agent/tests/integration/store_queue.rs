@@ -477,7 +477,7 @@ fn a_cron_slot_is_claimed_once() {
     assert_eq!(store.list_runs(&RunFilter::default(), 10).unwrap().len(), 1);
     // Retention prunes fired slots but keeps each schedule's latest one.
     let fires = |store: &Db| -> i64 {
-        let path = store.path().to_path_buf();
+        let path = store.path().expect("a SQLite store").to_path_buf();
         let conn = rusqlite::Connection::open(path).unwrap();
         conn.query_row("SELECT COUNT(*) FROM cron_fires", [], |r| r.get(0))
             .unwrap()

@@ -207,6 +207,12 @@ CREATE TABLE leases (
     expires_at BIGINT NOT NULL
 );
 "#,
+    // Version 2: a delivery being sent is marked with the outbox lease's holder and fencing
+    // token before its HTTP request, and the mark is cleared with the attempt's record.
+    r#"
+ALTER TABLE deliveries ADD COLUMN sending_holder TEXT;
+ALTER TABLE deliveries ADD COLUMN sending_token BIGINT;
+"#,
 ];
 
 /// The schema version this build writes.

@@ -19,6 +19,7 @@
 
 mod artifacts;
 mod history;
+mod leases;
 pub(crate) mod migrations;
 mod monitoring;
 mod outbox;

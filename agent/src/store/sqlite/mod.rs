@@ -11,6 +11,7 @@
 
 mod artifacts;
 mod history;
+mod leases;
 pub mod migrations;
 mod monitoring;
 mod outbox;
