@@ -17,7 +17,12 @@
 //!    the daemon's handle.
 //! 2. **Deliveries to requests.** [`deliver::Worker`]: one task per webhook, FIFO, one
 //!    request in flight, rate-limited, retried with backoff; every attempt recorded.
-//!    Pending deliveries are picked up again after a restart.
+//!    Pending deliveries are picked up again after a restart. In a fleet only the node
+//!    holding the `outbox` lease sends ([`keep_outbox_lease`]): each attempt is marked in the
+//!    store with the lease's holder and fencing token before its request and recorded only
+//!    while that token still holds the lease, so a node that lost it (paused, cut off) can
+//!    neither record nor retry; the new holder sends the delivery again with the same
+//!    `X-Agent-Delivery` id.
 //!
 //! Not here: the outbox tables and queries (`store::outbox`), the API's listing
 //! (`api::deliveries`) and the `agent deliveries` command (`cli::client`).
@@ -38,6 +43,7 @@ pub(crate) use format::Rendered;
 
 use crate::bus::{Bus, Shutdown};
 use crate::config::{Config, WebhookConfig};
+use crate::daemon::leases::{self, Held, Lease};
 use crate::model::event::DaemonEvent;
 use crate::model::mask::Masker;
 use crate::store::{Db, NewDelivery, RunId, RunRecord, RunStatus, StepStatus, Store};
@@ -232,6 +238,7 @@ async fn run(
     let mut targets = Vec::new();
     let mut wakes: HashMap<String, Arc<Notify>> = HashMap::new();
     let mut workers = Vec::new();
+    let (fence_tx, fence) = tokio::sync::watch::channel(None);
     for webhook in hooks {
         let (filter, problems) = Filter::new(&webhook);
         for p in problems {
@@ -251,11 +258,17 @@ async fn run(
                 client: client.clone(),
                 store: handle.store.clone(),
                 shutdown: handle.shutdown.clone(),
+                fence: fence.clone(),
             }
             .run(),
         ));
         targets.push((webhook, filter));
     }
+    workers.push(tokio::spawn(keep_outbox_lease(
+        handle.clone(),
+        fence_tx,
+        wakes.values().cloned().collect(),
+    )));
     report_orphans(&handle, &wakes).await;
     workers.push(tokio::spawn(prune(handle.clone())));
     let (tx, rx) = mpsc::unbounded_channel::<Pending>();
@@ -300,6 +313,36 @@ async fn run(
     for w in workers {
         let _ = tokio::time::timeout(STOP_WAIT, w).await;
     }
+}
+
+/// The lease of the node that sends the webhook deliveries.
+pub(crate) const OUTBOX_LEASE: &str = "outbox";
+
+/// Takes and renews the `outbox` lease every tick until shutdown (then gives it up), and
+/// tells the workers whether, and under which fence, this node sends: only the holder does.
+/// A node that takes the lease over wakes them at once.
+async fn keep_outbox_lease(
+    handle: Context,
+    fence: tokio::sync::watch::Sender<Option<crate::store::Fence>>,
+    wakes: Vec<Arc<Notify>>,
+) {
+    let mut lease = Lease::new(OUTBOX_LEASE, leases::holder(&handle.store));
+    loop {
+        let held = lease.tick(&handle.store).await;
+        fence.send_replace(lease.fence());
+        if let Held::Gained(token) = held {
+            tracing::info!(token, "webhook deliveries are sent by this node");
+            for wake in &wakes {
+                wake.notify_one();
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(leases::TICK) => {}
+            () = handle.shutdown.requested() => break,
+        }
+    }
+    fence.send_replace(None);
+    lease.release(&handle.store).await;
 }
 
 /// How often finished deliveries older than `retention.max_age` are deleted.
