@@ -144,3 +144,38 @@ impl Lease {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two nodes asking for one lease on one store: the first gains it, keeps it at each
+    /// renewal; the second gets nothing until the first gives it up, then gains it with the
+    /// next token and the first's fence is gone; the SQLite holder is the same on every run.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn gained_kept_and_handed_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open_in_dir(dir.path()).expect("store");
+        assert_eq!(holder(&store), SQLITE_HOLDER);
+        let mut a = Lease::new("cron", "a");
+        let mut b = Lease::new("cron", "b");
+        assert_eq!(a.fence(), None);
+        assert_eq!(a.tick(&store).await, Held::Gained(1));
+        assert_eq!(a.tick(&store).await, Held::Kept(1));
+        assert_eq!(b.tick(&store).await, Held::No);
+        assert!(!b.tick(&store).await.is_held());
+        assert_eq!(
+            a.fence().map(|f| (f.holder, f.token)),
+            Some(("a".into(), 1))
+        );
+        a.release(&store).await;
+        assert_eq!(a.fence(), None);
+        assert_eq!(b.tick(&store).await, Held::Gained(2));
+        assert_eq!(a.tick(&store).await, Held::No);
+        let store2 = store.clone();
+        let held = tokio::task::spawn_blocking(move || b.blocking_tick(&store2))
+            .await
+            .expect("join");
+        assert_eq!(held, Held::Kept(2));
+    }
+}
