@@ -110,6 +110,72 @@ fn only_the_outbox_lease_holder_sends_webhooks() {
     assert_eq!(lease(&db, "outbox"), Some((holder, token + 2)));
 }
 
+/// The cron slots claimed so far, in Unix milliseconds, oldest first.
+fn claimed_slots(conn: &rusqlite::Connection) -> Vec<i64> {
+    let mut stmt = conn
+        .prepare("SELECT slot FROM cron_fires ORDER BY slot")
+        .expect("prepare");
+    stmt.query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
+/// Guards cron's lease: while another node holds the `cron` lease the daemon claims no slot;
+/// when that lease expires the daemon takes it over and applies the schedule's catch-up rule
+/// (`latest`) once from the last slot claimed in the store: of the slots missed meanwhile
+/// only the latest fires, and the schedule goes on from there.
+#[test]
+fn cron_runs_on_the_lease_holder_and_a_new_holder_catches_up_once() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    let tick = "workflow:\n  name: tick\n  on:\n    schedule:\n      - cron: '* * * * * *'\n        catchup: latest\n  stages:\n    - name: main\n      steps:\n        - id: hello\n          run: echo hello\n";
+    init_repo(&repo, &[(".workflows/tick.yaml", tick)]);
+    let d = TestDaemon::start(&tmp.path().join("daemon"), &repo_config("app", &repo));
+    let db = open_db(&d);
+    common::daemon::wait_for("the schedule fires", LIMIT, || {
+        !claimed_slots(&db).is_empty()
+    });
+    let far = chrono_like_now_ms() + 3_600_000;
+    db.execute(
+        "UPDATE leases SET holder = 'other-node', token = token + 1, expires_at = ?1
+         WHERE name = 'cron'",
+        [far],
+    )
+    .expect("steal the lease");
+    common::daemon::wait_for("the daemon notices it lost the lease", LIMIT, || {
+        d.log_text()
+            .lines()
+            .any(|l| l.contains("lease lost") && l.contains("cron"))
+    });
+    let before = claimed_slots(&db);
+    let last = *before.last().expect("a claimed slot");
+    // Let a few slots go by unclaimed.
+    common::daemon::wait_for("four slots pass", LIMIT, || {
+        chrono_like_now_ms() >= last + 4_000
+    });
+    assert_eq!(claimed_slots(&db), before, "claimed without the lease");
+    let expired_at = chrono_like_now_ms();
+    db.execute("UPDATE leases SET expires_at = 0 WHERE name = 'cron'", [])
+        .expect("expire the lease");
+    common::daemon::wait_for("the schedule fires again", LIMIT, || {
+        claimed_slots(&db).len() >= before.len() + 3
+    });
+    let after: Vec<i64> = claimed_slots(&db)
+        .into_iter()
+        .filter(|s| *s > last)
+        .collect();
+    // The slots missed while the other node held the lease (three at least) stay unclaimed,
+    // except the latest one, claimed as the daemon took the lease back.
+    assert!(
+        after.iter().all(|s| *s >= expired_at - 1_000),
+        "a missed slot other than the latest fired: last {last}, expired at {expired_at}, {after:?}"
+    );
+    let mut unique = after.clone();
+    unique.dedup();
+    assert_eq!(unique, after);
+}
+
 /// Now, in Unix milliseconds.
 fn chrono_like_now_ms() -> i64 {
     std::time::SystemTime::now()
