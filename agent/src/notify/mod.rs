@@ -200,10 +200,14 @@ fn render_outbox(
     }
 }
 
-/// An event the writer turns into deliveries.
+/// What the writer does next.
 #[derive(Debug)]
-struct Pending {
-    event: DaemonEvent,
+enum Pending {
+    /// Turn this event into deliveries.
+    Event(DaemonEvent),
+    /// Render the run ends written to the outbox before this time that nobody rendered (their
+    /// node stopped before it could): the `outbox` lease's holder sweeps them up.
+    Sweep(chrono::DateTime<chrono::Utc>),
 }
 
 /// Starts the notifier if webhooks are configured: subscribes to the daemon's events at once
@@ -264,14 +268,15 @@ async fn run(
         ));
         targets.push((webhook, filter));
     }
+    let (tx, rx) = mpsc::unbounded_channel::<Pending>();
     workers.push(tokio::spawn(keep_outbox_lease(
         handle.clone(),
         fence_tx,
         wakes.values().cloned().collect(),
+        tx.clone(),
     )));
     report_orphans(&handle, &wakes).await;
     workers.push(tokio::spawn(prune(handle.clone())));
-    let (tx, rx) = mpsc::unbounded_channel::<Pending>();
     let writer = {
         let shared = handle.clone();
         let wakes = wakes.clone();
@@ -300,7 +305,7 @@ async fn run(
                 | DaemonEvent::HandlerNotify { .. }
                 | DaemonEvent::Anomaly { .. }),
             ) => {
-                if tx.send(Pending { event }).is_err() {
+                if tx.send(Pending::Event(event)).is_err() {
                     break;
                 }
             }
@@ -320,13 +325,18 @@ pub(crate) const OUTBOX_LEASE: &str = "outbox";
 
 /// Takes and renews the `outbox` lease every tick until shutdown (then gives it up), and
 /// tells the workers whether, and under which fence, this node sends: only the holder does.
-/// A node that takes the lease over wakes them at once.
+/// A node that takes the lease over wakes them at once. The holder also renders, when it
+/// takes the lease and every [`SWEEP_EVERY`] ticks, the run ends another node wrote to the
+/// outbox more than a lease's time ago and never rendered (it stopped first); a live node
+/// renders its own within moments, after its run's earlier events.
 async fn keep_outbox_lease(
     handle: Context,
     fence: tokio::sync::watch::Sender<Option<crate::store::Fence>>,
     wakes: Vec<Arc<Notify>>,
+    writer: mpsc::UnboundedSender<Pending>,
 ) {
     let mut lease = Lease::new(OUTBOX_LEASE, leases::holder(&handle.store));
+    let mut ticks: u32 = 0;
     loop {
         let held = lease.tick(&handle.store).await;
         fence.send_replace(lease.fence());
@@ -335,6 +345,14 @@ async fn keep_outbox_lease(
             for wake in &wakes {
                 wake.notify_one();
             }
+            ticks = 0;
+        }
+        if held.is_held() {
+            if ticks % SWEEP_EVERY == 0 {
+                let ttl = chrono::Duration::from_std(leases::TTL).unwrap_or_default();
+                let _ = writer.send(Pending::Sweep(chrono::Utc::now() - ttl));
+            }
+            ticks = ticks.wrapping_add(1);
         }
         tokio::select! {
             () = tokio::time::sleep(leases::TICK) => {}
@@ -344,6 +362,9 @@ async fn keep_outbox_lease(
     fence.send_replace(None);
     lease.release(&handle.store).await;
 }
+
+/// Every how many lease ticks the `outbox` lease's holder sweeps up run ends nobody rendered.
+const SWEEP_EVERY: u32 = 12;
 
 /// How often finished deliveries older than `retention.max_age` are deleted.
 pub(crate) const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -407,7 +428,14 @@ fn write_deliveries(
     // `RunFinished` will not come. Later ones are rendered when it does, after the run's
     // earlier events.
     render_outbox(shared, &targets, wakes, &masker, None, Some(subscribed));
-    while let Some(Pending { event }) = rx.blocking_recv() {
+    while let Some(pending) = rx.blocking_recv() {
+        let event = match pending {
+            Pending::Event(event) => event,
+            Pending::Sweep(before) => {
+                render_outbox(shared, &targets, wakes, &masker, None, Some(before));
+                continue;
+            }
+        };
         if let DaemonEvent::RunFinished { run_id, .. } = &event {
             // Every earlier event of the run is queued by now: its end goes after them.
             render_outbox(shared, &targets, wakes, &masker, Some(*run_id), None);
