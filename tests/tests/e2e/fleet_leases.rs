@@ -221,7 +221,13 @@ fn two_daemons_on_postgres_share_cron_and_the_outbox() {
         runs(&b).len() >= before + 3
     });
     let all = runs(&b);
-    let mut slots: Vec<String> = all.iter().map(|r| r["scheduled_for"].to_string()).collect();
+    let mut slots: Vec<String> = all
+        .iter()
+        .map(|r| {
+            let id = common::daemon::run_id(r);
+            b.get_json(&format!("/api/v1/runs/{id}"))["trigger"]["scheduled_for"].to_string()
+        })
+        .collect();
     let n = slots.len();
     slots.sort();
     slots.dedup();
