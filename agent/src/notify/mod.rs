@@ -348,7 +348,7 @@ async fn keep_outbox_lease(
             ticks = 0;
         }
         if held.is_held() {
-            if ticks % SWEEP_EVERY == 0 {
+            if ticks.is_multiple_of(SWEEP_EVERY) {
                 let ttl = chrono::Duration::from_std(leases::TTL).unwrap_or_default();
                 let _ = writer.send(Pending::Sweep(chrono::Utc::now() - ttl));
             }
