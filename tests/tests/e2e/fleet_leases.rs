@@ -176,6 +176,67 @@ fn cron_runs_on_the_lease_holder_and_a_new_holder_catches_up_once() {
     assert_eq!(unique, after);
 }
 
+/// Guards repository polling's lease: while another node holds `poll:app` the daemon still
+/// fetches a new commit (its cron reads the workflows from its own mirror) but queues no run
+/// for it; once that lease expires the daemon takes it over, looks at once and queues the
+/// commit's run, once.
+#[test]
+fn only_the_poll_lease_holder_queues_a_repositorys_runs() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    let on_push = "workflow:\n  name: built\n  on:\n    push: {}\n  stages:\n    - name: main\n      steps:\n        - id: hello\n          run: echo hello\n";
+    init_repo(&repo, &[(".workflows/built.yaml", on_push)]);
+    let d = TestDaemon::start(&tmp.path().join("daemon"), &repo_config("app", &repo));
+    let db = open_db(&d);
+    common::daemon::wait_for("the daemon takes the poll lease", LIMIT, || {
+        lease(&db, "poll:app").is_some()
+    });
+    let far = chrono_like_now_ms() + 3_600_000;
+    db.execute(
+        "UPDATE leases SET holder = 'other-node', token = token + 1, expires_at = ?1
+         WHERE name = 'poll:app'",
+        [far],
+    )
+    .expect("steal the lease");
+    common::daemon::wait_for("the daemon notices it lost the lease", LIMIT, || {
+        d.log_text()
+            .lines()
+            .any(|l| l.contains("lease lost") && l.contains("poll:app"))
+    });
+    let commit = common::daemon::commit_files(&repo, &[("src/a.txt", "a")], "change");
+    // Fetched and published (cron re-reads the default branch's workflows at it)...
+    common::daemon::wait_for("the daemon fetches the commit", LIMIT, || {
+        d.log_text()
+            .lines()
+            .any(|l| l.contains("schedules loaded") && l.contains(&commit))
+    });
+    // ...but not scanned: no run.
+    let runs = |d: &TestDaemon| -> Vec<Value> {
+        d.get_json("/api/v1/runs?workflow=built")["runs"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert!(
+        runs(&d).is_empty(),
+        "queued without the lease: {:?}",
+        runs(&d)
+    );
+    db.execute(
+        "UPDATE leases SET expires_at = 0 WHERE name = 'poll:app'",
+        [],
+    )
+    .expect("expire the lease");
+    common::daemon::wait_for("the daemon queues the commit's run", LIMIT, || {
+        !runs(&d).is_empty()
+    });
+    let all = runs(&d);
+    assert_eq!(all.len(), 1, "{all:?}");
+    let id = common::daemon::run_id(&all[0]);
+    let run = d.get_json(&format!("/api/v1/runs/{id}"));
+    assert_eq!(run["trigger"]["commit"], commit.as_str(), "{run}");
+}
+
 /// Now, in Unix milliseconds.
 fn chrono_like_now_ms() -> i64 {
     std::time::SystemTime::now()
