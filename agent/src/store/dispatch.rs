@@ -801,4 +801,74 @@ impl Db {
             Db::Postgres(db) => db.read_log(run, step, from, max),
         }
     }
+
+    /// Takes lease `name` for `holder` until `now + ttl` and answers its fencing token, or
+    /// `None` while another holder has it. A lease nobody holds (new, expired or released)
+    /// goes to `holder` with the token one higher than the last holder's (1 for a new one);
+    /// a holder that asks again (renews) keeps its token.
+    pub fn acquire_lease(
+        &mut self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Option<u64>, StoreError> {
+        match self {
+            Db::Sqlite(db) => db.acquire_lease(name, holder, ttl, now),
+            Db::Postgres(db) => db.acquire_lease(name, holder, ttl, now),
+        }
+    }
+
+    /// Gives lease `name` up if `holder` has it (the next holder gets it at once, with the
+    /// next token); answers whether it did.
+    pub fn release_lease(&mut self, name: &str, holder: &str) -> Result<bool, StoreError> {
+        match self {
+            Db::Sqlite(db) => db.release_lease(name, holder),
+            Db::Postgres(db) => db.release_lease(name, holder),
+        }
+    }
+
+    /// Whether `holder` has lease `name` with `token` at `now` (not expired, not taken over).
+    pub fn lease_is_held(
+        &self,
+        name: &str,
+        holder: &str,
+        token: u64,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Db::Sqlite(db) => db.lease_is_held(name, holder, token, now),
+            Db::Postgres(db) => db.lease_is_held(name, holder, token, now),
+        }
+    }
+
+    /// Marks pending delivery `id` as being sent by `fence` (checked in the same
+    /// transaction: [`StoreError::LeaseLost`] when stale); answers the mark an earlier sender
+    /// left without recording its attempt (it lost the lease or died mid-request), if any.
+    pub fn begin_delivery_attempt(
+        &mut self,
+        id: &str,
+        fence: &super::Fence,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(String, u64)>, StoreError> {
+        match self {
+            Db::Sqlite(db) => db.begin_delivery_attempt(id, fence, now),
+            Db::Postgres(db) => db.begin_delivery_attempt(id, fence, now),
+        }
+    }
+
+    /// Records one attempt of delivery `id` (clearing its "being sent" mark), refused with
+    /// [`StoreError::LeaseLost`] and nothing written unless `fence` holds its lease at `now`.
+    pub fn record_delivery_attempt_fenced(
+        &mut self,
+        id: &str,
+        outcome: &DeliveryOutcome,
+        fence: &super::Fence,
+        now: DateTime<Utc>,
+    ) -> Result<u32, StoreError> {
+        match self {
+            Db::Sqlite(db) => db.record_delivery_attempt_fenced(id, outcome, fence, now),
+            Db::Postgres(db) => db.record_delivery_attempt_fenced(id, outcome, fence, now),
+        }
+    }
 }

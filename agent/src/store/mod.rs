@@ -49,9 +49,9 @@ pub use postgres::migrations::LATEST_VERSION as POSTGRES_SCHEMA_VERSION;
 pub use readers::Readers;
 pub use records::{
     AttemptRecord, CacheEntry, Delivery, DeliveryAttempt, DeliveryOutcome, DeliveryStatus,
-    Enqueued, NewDelivery, NewRun, PullRequestEvent, Retention, RunEvent, RunFilter, RunFinish,
-    RunId, RunRecord, RunStatus, RunSummary, StepFinish, StepRecord, StepStart, StepStatus,
-    Trigger, TriggerKind,
+    Enqueued, Fence, NewDelivery, NewRun, PullRequestEvent, Retention, RunEvent, RunFilter,
+    RunFinish, RunId, RunRecord, RunStatus, RunSummary, StepFinish, StepRecord, StepStart,
+    StepStatus, Trigger, TriggerKind,
 };
 pub use sqlite::{
     AnomalyRecord, ArtifactRecord, BUSY_TIMEOUT, DB_FILE_NAME, HOOK_DELIVERY_TTL, Heartbeat,

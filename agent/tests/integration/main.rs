@@ -23,6 +23,7 @@ mod store_fixture_v4;
 mod store_fixture_v5;
 mod store_nodes;
 mod store_logs;
+mod store_leases;
 mod store_overlap;
 mod store_queue;
 mod store_state;

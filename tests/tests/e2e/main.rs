@@ -38,6 +38,7 @@ mod exec_stage_matrix;
 mod fleet_nodes;
 mod fleet_pg;
 mod fleet_logs;
+mod fleet_leases;
 mod hooks_push;
 mod import_gha;
 mod import_gha_upstream;

@@ -227,6 +227,12 @@ CREATE TABLE log_chunks (
     PRIMARY KEY (run_id, step_id, byte_offset)
 );
 "#,
+    // Version 4: a delivery being sent is marked with the outbox lease's holder and fencing
+    // token before its HTTP request, and the mark is cleared with the attempt's record.
+    r#"
+ALTER TABLE deliveries ADD COLUMN sending_holder TEXT;
+ALTER TABLE deliveries ADD COLUMN sending_token BIGINT;
+"#,
 ];
 
 /// The schema version this build writes.

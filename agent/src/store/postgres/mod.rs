@@ -20,6 +20,7 @@
 mod artifacts;
 mod history;
 mod logs;
+mod leases;
 pub(crate) mod migrations;
 mod monitoring;
 mod nodes;

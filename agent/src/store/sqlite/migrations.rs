@@ -239,6 +239,12 @@ CREATE TABLE log_chunks (
     PRIMARY KEY (run_id, step_id, byte_offset)
 );
 "#,
+    // Version 13: a delivery being sent is marked with the outbox lease's holder and fencing
+    // token before its HTTP request, and the mark is cleared with the attempt's record.
+    r#"
+ALTER TABLE deliveries ADD COLUMN sending_holder TEXT;
+ALTER TABLE deliveries ADD COLUMN sending_token INTEGER;
+"#,
 ];
 
 /// Version 8: what a run's trigger says beyond kind, commit and branch (the ref pushed, e.g.

@@ -12,6 +12,7 @@
 mod artifacts;
 mod history;
 mod logs;
+mod leases;
 pub mod migrations;
 mod monitoring;
 pub(crate) mod nodes;

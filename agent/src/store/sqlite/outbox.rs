@@ -310,45 +310,7 @@ impl SqliteDb {
         outcome: &DeliveryOutcome,
     ) -> Result<u32, StoreError> {
         let tx = self.write()?;
-        let attempts: Option<u32> = rusqlite::OptionalExtension::optional(tx.query_row(
-            "SELECT attempts FROM deliveries WHERE id = ?1",
-            params![id],
-            |r| r.get(0),
-        ))?;
-        let attempt = attempts.ok_or_else(|| StoreError::DeliveryNotFound(id.to_string()))? + 1;
-        let now = now_ms();
-        let (status, status_code, error, next) = match outcome {
-            DeliveryOutcome::Delivered { status_code } => {
-                (DeliveryStatus::Delivered, Some(*status_code), None, None)
-            }
-            DeliveryOutcome::Retry {
-                status_code,
-                error,
-                next_attempt_at,
-            } => (
-                DeliveryStatus::Pending,
-                *status_code,
-                Some(error.as_str()),
-                Some(to_ms(*next_attempt_at)),
-            ),
-            DeliveryOutcome::GaveUp { status_code, error } => (
-                DeliveryStatus::Failed,
-                *status_code,
-                Some(error.as_str()),
-                None,
-            ),
-        };
-        tx.execute(
-            "INSERT INTO delivery_attempts (delivery_id, attempt, at, status_code, error)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![id, attempt, now, status_code, error],
-        )?;
-        tx.execute(
-            "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4,
-                                   last_error = COALESCE(?5, last_error), updated_at = ?6
-             WHERE id = ?1",
-            params![id, status.as_str(), attempt, next, error, now],
-        )?;
+        let attempt = record_attempt_tx(&tx, id, outcome)?;
         tx.commit()?;
         Ok(attempt)
     }
@@ -396,4 +358,54 @@ impl SqliteDb {
         }
         Ok(out)
     }
+}
+
+/// Records one attempt of a delivery and its consequence inside `tx` (clearing its "being
+/// sent" mark); returns the attempt number.
+pub(super) fn record_attempt_tx(
+    tx: &Transaction<'_>,
+    id: &str,
+    outcome: &DeliveryOutcome,
+) -> Result<u32, StoreError> {
+    let attempts: Option<u32> = rusqlite::OptionalExtension::optional(tx.query_row(
+        "SELECT attempts FROM deliveries WHERE id = ?1",
+        params![id],
+        |r| r.get(0),
+    ))?;
+    let attempt = attempts.ok_or_else(|| StoreError::DeliveryNotFound(id.to_string()))? + 1;
+    let now = now_ms();
+    let (status, status_code, error, next) = match outcome {
+        DeliveryOutcome::Delivered { status_code } => {
+            (DeliveryStatus::Delivered, Some(*status_code), None, None)
+        }
+        DeliveryOutcome::Retry {
+            status_code,
+            error,
+            next_attempt_at,
+        } => (
+            DeliveryStatus::Pending,
+            *status_code,
+            Some(error.as_str()),
+            Some(to_ms(*next_attempt_at)),
+        ),
+        DeliveryOutcome::GaveUp { status_code, error } => (
+            DeliveryStatus::Failed,
+            *status_code,
+            Some(error.as_str()),
+            None,
+        ),
+    };
+    tx.execute(
+        "INSERT INTO delivery_attempts (delivery_id, attempt, at, status_code, error)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![id, attempt, now, status_code, error],
+    )?;
+    tx.execute(
+        "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4,
+                               last_error = COALESCE(?5, last_error), updated_at = ?6,
+                               sending_holder = NULL, sending_token = NULL
+         WHERE id = ?1",
+        params![id, status.as_str(), attempt, next, error, now],
+    )?;
+    Ok(attempt)
 }
