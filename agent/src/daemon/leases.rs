@@ -1,9 +1,10 @@
 //! The roles one node of a fleet at a time has, each held through a named lease of the store
 //! with a fencing token ([`crate::store::Db::acquire_lease`]): `cron` (evaluating the
 //! schedules), `poll:<repo>` (fetching and scanning a repository on its interval) and `outbox`
-//! (sending webhook deliveries). A holder renews its lease every [`TICK`]; a node that stops
-//! (killed, paused, cut off from the database) loses it [`TTL`] after its last renewal, and the
-//! next node that asks takes it over with the next token.
+//! (sending webhook deliveries). A holder renews its lease every heartbeat
+//! (`limits.heartbeat`, [`tick`]); a node that stops (killed, paused, cut off from the
+//! database) loses it `limits.lease` ([`ttl`]) after its last renewal, and the next node that
+//! asks takes it over with the next token.
 //!
 //! On SQLite there is one node (the state directory's lock sees to it): its holder name is
 //! the same across restarts ([`SQLITE_HOLDER`]), so a restarted daemon takes its roles back at
@@ -13,24 +14,30 @@ use std::time::Duration;
 
 use chrono::Utc;
 
+use crate::config::Config;
 use crate::store::{Fence, Store, StoreError};
 
-/// How often a holder renews its leases (and a node without them asks again).
-pub const TICK: Duration = Duration::from_secs(5);
+/// How often a holder renews its leases (and a node without them asks again): the node's
+/// heartbeat.
+pub fn tick(config: &Config) -> Duration {
+    config.limits.heartbeat
+}
 
-/// How long a lease holds without renewal: a few ticks.
-pub const TTL: Duration = Duration::from_secs(15);
+/// How long a lease holds without renewal: the node's lease time (a few heartbeats).
+pub fn ttl(config: &Config) -> Duration {
+    config.limits.lease
+}
 
 /// The holder name on a SQLite store, whose one node needs no other.
 pub const SQLITE_HOLDER: &str = "local";
 
 /// The name this node holds leases under: [`SQLITE_HOLDER`] on SQLite; on PostgreSQL the
-/// node's name (the same as the owner of the runs it claims).
-pub fn holder(store: &Store) -> String {
+/// node's name (`node`, the same as the owner of the runs it claims).
+pub fn holder(store: &Store, config: &Config) -> String {
     if store.kind() == "sqlite" {
         SQLITE_HOLDER.to_string()
     } else {
-        format!("agent-{}", std::process::id())
+        config.node.clone()
     }
 }
 
@@ -63,12 +70,12 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// Lease `name` held as `holder` for [`TTL`] after each renewal.
-    pub fn new(name: impl Into<String>, holder: impl Into<String>) -> Lease {
+    /// Lease `name` held as `holder` for `ttl` after each renewal.
+    pub fn new(name: impl Into<String>, holder: impl Into<String>, ttl: Duration) -> Lease {
         Lease {
             name: name.into(),
             holder: holder.into(),
-            ttl: TTL,
+            ttl,
             token: None,
         }
     }
@@ -156,9 +163,15 @@ mod tests {
     async fn gained_kept_and_handed_over() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open_in_dir(dir.path()).expect("store");
-        assert_eq!(holder(&store), SQLITE_HOLDER);
-        let mut a = Lease::new("cron", "a");
-        let mut b = Lease::new("cron", "b");
+        let config = Config::parse_str(
+            "agent.yaml",
+            "node: n1\nrepos: {}\n",
+            std::path::Path::new("/tmp"),
+        )
+        .expect("config");
+        assert_eq!(holder(&store, &config), SQLITE_HOLDER);
+        let mut a = Lease::new("cron", "a", Duration::from_secs(15));
+        let mut b = Lease::new("cron", "b", Duration::from_secs(15));
         assert_eq!(a.fence(), None);
         assert_eq!(a.tick(&store).await, Held::Gained(1));
         assert_eq!(a.tick(&store).await, Held::Kept(1));

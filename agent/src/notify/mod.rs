@@ -335,7 +335,11 @@ async fn keep_outbox_lease(
     wakes: Vec<Arc<Notify>>,
     writer: mpsc::UnboundedSender<Pending>,
 ) {
-    let mut lease = Lease::new(OUTBOX_LEASE, leases::holder(&handle.store));
+    let mut lease = Lease::new(
+        OUTBOX_LEASE,
+        leases::holder(&handle.store, &handle.config),
+        leases::ttl(&handle.config),
+    );
     let mut ticks: u32 = 0;
     loop {
         let held = lease.tick(&handle.store).await;
@@ -349,13 +353,14 @@ async fn keep_outbox_lease(
         }
         if held.is_held() {
             if ticks.is_multiple_of(SWEEP_EVERY) {
-                let ttl = chrono::Duration::from_std(leases::TTL).unwrap_or_default();
+                let ttl =
+                    chrono::Duration::from_std(leases::ttl(&handle.config)).unwrap_or_default();
                 let _ = writer.send(Pending::Sweep(chrono::Utc::now() - ttl));
             }
             ticks = ticks.wrapping_add(1);
         }
         tokio::select! {
-            () = tokio::time::sleep(leases::TICK) => {}
+            () = tokio::time::sleep(leases::tick(&handle.config)) => {}
             () = handle.shutdown.requested() => break,
         }
     }

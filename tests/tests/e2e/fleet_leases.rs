@@ -250,7 +250,6 @@ fn chrono_like_now_ms() -> i64 {
 /// once, from the `outbox` lease's holder, under one delivery id; when the holder is killed
 /// the other takes both roles over and the schedule keeps firing.
 #[test]
-#[ignore = "needs the store config key"]
 fn two_daemons_on_postgres_share_cron_and_the_outbox() {
     let url = agent::store::test_pg::database_url();
     let tmp = tempfile::tempdir().expect("tempdir");

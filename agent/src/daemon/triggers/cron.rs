@@ -130,7 +130,12 @@ pub fn catchup_slots(policy: Catchup, missed: Vec<DateTime<Utc>>) -> Vec<DateTim
 /// The cron task: returns after shutdown. See the module docs.
 pub async fn run(handle: DaemonHandle) {
     let store = handle.shared.store.clone();
-    let lease = Lease::new(CRON_LEASE, leases::holder(&store));
+    let config = &handle.shared.config;
+    let lease = Lease::new(
+        CRON_LEASE,
+        leases::holder(&store, config),
+        leases::ttl(config),
+    );
     let mut table = Some(CronTable {
         store,
         handle: handle.clone(),
@@ -166,7 +171,7 @@ pub async fn run(handle: DaemonHandle) {
         }
         .min(MAX_SLEEP)
         // The lease is renewed (or asked for) every tick.
-        .min(leases::TICK);
+        .min(leases::tick(&handle.shared.config));
         tokio::select! {
             _ = handle.shutdown_requested() => {
                 // Another node takes the schedules over at once.

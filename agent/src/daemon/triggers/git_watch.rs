@@ -103,7 +103,12 @@ pub async fn run(handle: DaemonHandle) {
             RepoSource::Path(path) => local_heads(path),
             RepoSource::Url(_) => None,
         };
-        let lease = Lease::new(poll_lease(&repo.name), leases::holder(&handle.shared.store));
+        let config = &handle.shared.config;
+        let lease = Lease::new(
+            poll_lease(&repo.name),
+            leases::holder(&handle.shared.store, config),
+            leases::ttl(config),
+        );
         let watcher = RepoWatcher {
             handle: handle.clone(),
             boot_heads,
@@ -298,7 +303,7 @@ impl RepoWatcher {
             // repository reached (the store's per-commit dedup keeps that to one run). Every
             // node fetches, for the workflows its cron and its runs read from its mirror.
             let held = self.lease.tick(&self.handle.shared.store).await;
-            self.renew_at = Instant::now() + leases::TICK;
+            self.renew_at = Instant::now() + leases::tick(&self.handle.shared.config);
             let scan = held.is_held() || std::mem::take(&mut self.requested);
             let handle = self.handle.clone();
             let repo = self.repo.clone();
@@ -361,7 +366,7 @@ impl RepoWatcher {
                 }
                 _ = tokio::time::sleep_until(deadline) => return true,
                 _ = tokio::time::sleep_until(self.renew_at) => {
-                    self.renew_at = Instant::now() + leases::TICK;
+                    self.renew_at = Instant::now() + leases::tick(&self.handle.shared.config);
                     // A node that takes the repository over looks at it at once.
                     if let Held::Gained(_) = self.lease.tick(&self.handle.shared.store).await {
                         return true;

@@ -19,8 +19,8 @@
 
 mod artifacts;
 mod history;
-mod logs;
 mod leases;
+mod logs;
 pub(crate) mod migrations;
 mod monitoring;
 mod nodes;

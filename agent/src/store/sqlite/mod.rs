@@ -11,8 +11,8 @@
 
 mod artifacts;
 mod history;
-mod logs;
 mod leases;
+mod logs;
 pub mod migrations;
 mod monitoring;
 pub(crate) mod nodes;
