@@ -82,7 +82,7 @@ pub use isolation::{
 };
 pub use process_group::{
     RUN_MARKER_VAR, become_subreaper, is_subreaper, reap_orphans, sweep_run, sweep_run_async,
-    sweep_var,
+    sweep_var, sweep_var_prefix,
 };
 pub use protocol::{
     ContextUpdate, Outputs, RunDir, StepPaths, classify, param_env, parse_context_file,

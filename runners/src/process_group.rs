@@ -75,7 +75,7 @@ pub fn sweep_run(marker: &str) -> usize {
         return 0;
     }
     let needle = format!("{RUN_MARKER_VAR}={marker}").into_bytes();
-    let mut killed = sweep(&needle, libc::SIGKILL, Scope::Run(marker));
+    let mut killed = sweep(Needle::Exact(&needle), libc::SIGKILL, Scope::Run(marker));
     killed += kill_run_groups(marker, &needle);
     // The run's cgroup holds exactly its processes, even those that cleared their
     // environment: end whatever is still in it.
@@ -135,7 +135,7 @@ fn kill_run_groups(marker: &str, needle: &[u8]) -> usize {
     for pgid in pgids {
         let ours = match stat_fields(pgid) {
             None => true,
-            Some(_) => environ_has(pgid, needle),
+            Some(_) => environ_has(pgid, Needle::Exact(needle)),
         };
         if ours && signal_group(pgid, 0) && signal_group(pgid, libc::SIGKILL) {
             killed += 1;
@@ -160,7 +160,17 @@ pub fn sweep_var(name: &str, value: &str, signal: i32) -> usize {
         return 0;
     }
     let needle = format!("{name}={value}").into_bytes();
-    sweep(&needle, signal, Scope::Machine)
+    sweep(Needle::Exact(&needle), signal, Scope::Machine)
+}
+
+/// [`sweep_var`] for every process whose variable `name` starts with `prefix` (e.g. every
+/// run marker of one daemon's scope); answers how many were signalled.
+pub fn sweep_var_prefix(name: &str, prefix: &str, signal: i32) -> usize {
+    if prefix.is_empty() {
+        return 0;
+    }
+    let needle = format!("{name}={prefix}").into_bytes();
+    sweep(Needle::Prefix(&needle), signal, Scope::Machine)
 }
 
 /// Signals the processes of the step led by `leader` that carry its step marker. With
@@ -174,7 +184,7 @@ pub(crate) fn sweep_step(leader: u32, step_marker: &str, signal: i32) -> usize {
     let needle = format!("{STEP_MARKER_VAR}={step_marker}").into_bytes();
     let outside_group = signal != libc::SIGKILL;
     sweep(
-        &needle,
+        Needle::Exact(&needle),
         signal,
         Scope::Step {
             leader,
@@ -197,7 +207,7 @@ enum Scope<'a> {
     Step { leader: u32, outside_group: bool },
 }
 
-fn sweep(needle: &[u8], signal: i32, scope: Scope<'_>) -> usize {
+fn sweep(needle: Needle<'_>, signal: i32, scope: Scope<'_>) -> usize {
     let mut hit: HashSet<u32> = HashSet::new();
     let rounds = if signal == libc::SIGKILL { 20 } else { 1 };
     for _ in 0..rounds {
@@ -224,7 +234,7 @@ fn sweep(needle: &[u8], signal: i32, scope: Scope<'_>) -> usize {
 
 /// Pids of the processes (not ourselves) in `scope` whose environment contains the entry
 /// `needle`.
-fn marked_pids(needle: &[u8], scope: Scope<'_>) -> Vec<u32> {
+fn marked_pids(needle: Needle<'_>, scope: Scope<'_>) -> Vec<u32> {
     let me = std::process::id();
     let pids = candidate_pids(scope);
     let skip_group = match scope {
@@ -337,7 +347,7 @@ pub(crate) fn step_group_alive(leader: u32) -> bool {
 }
 
 /// Whether `/proc/<pid>/environ` has the entry `needle` (a zombie's environment is empty).
-fn environ_has(pid: u32, needle: &[u8]) -> bool {
+fn environ_has(pid: u32, needle: Needle<'_>) -> bool {
     let mut buf = Vec::new();
     match fs::File::open(format!("/proc/{pid}/environ")) {
         Ok(mut f) => {
@@ -347,7 +357,25 @@ fn environ_has(pid: u32, needle: &[u8]) -> bool {
         }
         Err(_) => return false,
     }
-    buf.split(|&b| b == 0).any(|entry| entry == needle)
+    buf.split(|&b| b == 0).any(|entry| needle.matches(entry))
+}
+
+/// What an environment entry of a swept process must be.
+#[derive(Clone, Copy)]
+enum Needle<'a> {
+    /// Exactly `NAME=VALUE`.
+    Exact(&'a [u8]),
+    /// `NAME=` followed by a value that starts with the given text.
+    Prefix(&'a [u8]),
+}
+
+impl Needle<'_> {
+    fn matches(self, entry: &[u8]) -> bool {
+        match self {
+            Needle::Exact(needle) => entry == needle,
+            Needle::Prefix(needle) => entry.starts_with(needle),
+        }
+    }
 }
 
 fn pidfd_open(pid: u32) -> Option<OwnedFd> {
@@ -560,5 +588,44 @@ mod tests {
     #[test]
     fn empty_marker_sweeps_nothing() {
         assert_eq!(sweep_run(""), 0);
+    }
+
+    /// A prefix sweep ends the processes whose variable starts with the prefix, and only
+    /// them: another scope's marker, or the bare prefix's scope with another daemon's text
+    /// after it, is left running.
+    #[test]
+    fn a_prefix_sweep_ends_exactly_the_processes_of_its_prefix() {
+        let var = "AGENT_TEST_SWEEP_PREFIX";
+        let unique = format!("sweep-{}-", std::process::id());
+        let spawn = |value: &str| {
+            std::process::Command::new("sleep")
+                .arg("30")
+                .env(var, value)
+                .spawn()
+                .expect("spawn sleep")
+        };
+        let mut mine = [
+            spawn(&format!("{unique}a-1")),
+            spawn(&format!("{unique}a-2")),
+        ];
+        let mut other = spawn(&format!("{unique}b-1"));
+        assert_eq!(
+            sweep_var_prefix(var, &format!("{unique}a-"), libc::SIGKILL),
+            2
+        );
+        for child in &mut mine {
+            let status = child.wait().expect("wait");
+            assert_eq!(
+                std::os::unix::process::ExitStatusExt::signal(&status),
+                Some(libc::SIGKILL)
+            );
+        }
+        assert!(
+            other.try_wait().expect("try_wait").is_none(),
+            "another prefix survives"
+        );
+        other.kill().expect("kill");
+        let _ = other.wait();
+        assert_eq!(sweep_var_prefix(var, "", libc::SIGKILL), 0);
     }
 }

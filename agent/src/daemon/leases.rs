@@ -165,7 +165,7 @@ mod tests {
         let store = Store::open_in_dir(dir.path()).expect("store");
         let config = Config::parse_str(
             "agent.yaml",
-            "node: n1\nrepos: {}\n",
+            "node: n1\nrepos: []\n",
             std::path::Path::new("/tmp"),
         )
         .expect("config");

@@ -104,8 +104,20 @@ pub fn recover_with(
             true,
         ),
         Reclaim::Fleet { now, own } => {
+            // Whatever this state directory's previous daemon left running is an orphan now,
+            // also the steps of runs another node has taken over meanwhile (that node runs
+            // them again): every process carrying this scope's run marker ends before any
+            // run starts here.
+            let prefix = crate::engine::run_marker(Some(&marker_scope(state_dir)), "");
+            let killed = runners::sweep_var_prefix(runners::RUN_MARKER_VAR, &prefix, libc::SIGKILL);
+            if killed > 0 {
+                tracing::warn!(
+                    processes = killed,
+                    "ended processes the previous daemon of this state directory left running"
+                );
+            }
             store.lapse_claims_of(own)?;
-            (store.reclaim_expired(*now)?, true)
+            (store.reclaim_expired(*now)?, false)
         }
         Reclaim::Lapsed(now) => (store.reclaim_expired(*now)?, false),
     };
