@@ -35,6 +35,7 @@ mod exec_report;
 mod exec_secrets;
 mod exec_services;
 mod exec_stage_matrix;
+mod fleet_soak;
 mod hooks_push;
 mod import_gha;
 mod init_plan;
