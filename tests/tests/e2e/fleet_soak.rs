@@ -155,9 +155,9 @@ fn runs(db: &mut postgres::Client) -> Vec<RunRow> {
     .unwrap_or_default()
 }
 
-/// `SELECT count(*) ...` (0 when the query fails: the caller polls).
+/// `SELECT count(*) ...`; -1 when the query fails (the callers poll: -1 is never "done").
 fn count(db: &mut postgres::Client, sql: &str) -> i64 {
-    db.query_one(sql, &[]).map(|r| r.get(0)).unwrap_or(0)
+    db.query_one(sql, &[]).map(|r| r.get(0)).unwrap_or(-1)
 }
 
 fn now_ms() -> i64 {
@@ -249,7 +249,7 @@ fn soak(cfg: &Soak) {
     loop {
         let now = Instant::now();
         let elapsed = now - t0;
-        let created = count(&mut db, "SELECT count(*) FROM runs") as usize;
+        let created = count(&mut db, "SELECT count(*) FROM runs").max(0) as usize;
         if created >= cfg.runs || elapsed > cfg.trigger_for * 3 / 2 {
             break;
         }
@@ -569,6 +569,21 @@ fn soak(cfg: &Soak) {
         failures.push(format!("accepted manual runs missing: {lost:?}"));
     }
 
+    let failed_errors: Vec<String> = db
+        .query(
+            "SELECT id, workflow, error FROM runs WHERE status = 'failed' ORDER BY id LIMIT 5",
+            &[],
+        )
+        .map(|rows| {
+            rows.iter()
+                .map(|r| {
+                    let (id, wf, err): (i64, String, Option<String>) =
+                        (r.get(0), r.get(1), r.get(2));
+                    format!("run {id} ({wf}): {}", err.unwrap_or_default())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let nodes_view = nodes[0]
         .try_request("GET", "/api/v1/nodes", None)
         .map(|(code, body)| format!("{code} {body}"))
@@ -586,6 +601,7 @@ fn soak(cfg: &Soak) {
          \x20 check cron: {fires_twice} slots claimed twice, {slots_twice} slots with two runs, {} schedule runs\n\
          \x20 check webhooks: {} deliveries in the outbox, {} requests received, {duplicates} repeats of {duplicated_ids} ids, \
          {} never received\n\
+         \x20 failed runs (first 5): {failed_errors:?}\n\
          \x20 nodes: {nodes_view}",
         all.len(),
         manual_accepted.len(),
