@@ -10,6 +10,7 @@
 #
 #   bench/fleet.sh [RUNS]        (RUNS <= 1000, default 300)
 #
+# AGENT=PATH uses that binary instead of building the release one.
 # Needs git, curl, jq, psql and Debian's `postgresql`: without AGENT_TEST_PG_URL (a server
 # whose `postgres` database it may create databases from) it runs itself under .ci/pg, which
 # starts a throwaway server and removes it at the end. Every process started here is stopped
@@ -23,8 +24,10 @@ if [ -z "${AGENT_TEST_PG_URL:-}" ]; then
 fi
 TOKEN=bench-token
 
-cargo build --release --quiet -p agent --bin agent
-AGENT="$PWD/target/release/agent"
+if [ -z "${AGENT:-}" ]; then
+  cargo build --release --quiet -p agent --bin agent
+  AGENT="$PWD/target/release/agent"
+fi
 work=$(mktemp -d)
 pids=()
 cleanup() {
