@@ -92,12 +92,12 @@ fn workflow(name: &str, on: &str, steps: &[&str], effects: &Path) -> String {
         text.push_str(&format!("        - id: {step}\n"));
         // The effect at the start of `a`, in the middle of `b`, at the end of `c`.
         let run = match *step {
-            "a" => format!("echo \"$AGENT_RUN_ID a\" >> {file}; sleep 0.2"),
+            "a" => format!("echo \"$AGENT_RUN_ID a\" >> {file}; sleep 0.4"),
             "b" => {
                 text.push_str("          idempotent: false\n");
-                format!("sleep 0.1; echo \"$AGENT_RUN_ID b\" >> {file}; sleep 0.2")
+                format!("sleep 0.1; echo \"$AGENT_RUN_ID b\" >> {file}; sleep 0.4")
             }
-            _ => format!("sleep 0.1; echo \"$AGENT_RUN_ID c\" >> {file}"),
+            _ => format!("sleep 0.3; echo \"$AGENT_RUN_ID c\" >> {file}"),
         };
         text.push_str(&format!("          run: {}\n", yaml_quote(&run)));
     }
@@ -171,6 +171,7 @@ fn now_ms() -> i64 {
 const END_EVENTS: [&str; 3] = ["run.succeeded", "run.failed", "run.cancelled"];
 
 fn soak(cfg: &Soak) {
+    let setup_started = Instant::now();
     let url = agent::store::test_pg::database_url();
     let mut db = connect(&url);
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -226,11 +227,14 @@ fn soak(cfg: &Soak) {
     eprintln!("fleet soak: seed {seed}, {} runs wanted", cfg.runs);
     let mut rng = Rng(seed);
 
+    let setup = setup_started.elapsed();
+
     // ------------------------------------------------------------------ the storm
     let t0 = Instant::now();
     let mut next_kill = t0 + cfg.kill_every;
     let mut down: Option<(usize, Instant)> = None;
     let (mut kills, mut restarts, mut commits) = (0u32, 0u32, 0u32);
+    let (mut cron_holder_kills, mut outbox_holder_kills) = (0u32, 0u32);
     let (mut manual_accepted, mut manual_refused) = (Vec::<i64>::new(), 0u32);
     let mut retried: HashMap<i64, u32> = HashMap::new();
     let mut retry_refused = 0u32;
@@ -254,7 +258,38 @@ fn soak(cfg: &Soak) {
             break;
         }
         if down.is_none() && now >= next_kill {
-            let i = rng.below(3) as usize;
+            // Mostly the node running the most runs (so that kills cut steps), else any.
+            let busiest = db
+                .query_one(
+                    "SELECT claim_owner FROM runs WHERE status = 'running' \
+                     AND claim_owner IS NOT NULL GROUP BY claim_owner ORDER BY count(*) DESC LIMIT 1",
+                    &[],
+                )
+                .ok()
+                .and_then(|r| r.get::<_, Option<String>>(0))
+                .and_then(|name| name.strip_prefix('n')?.parse::<usize>().ok())
+                .filter(|n| (1..=3).contains(n));
+            let i = match busiest {
+                Some(n) if rng.below(4) != 0 => n - 1,
+                _ => rng.below(3) as usize,
+            };
+            // Which roles the node held (holder: its node name, or `agent-PID`).
+            let me = [
+                format!("n{}", i + 1),
+                format!("agent-{}", nodes[i].pid().unwrap_or(0)),
+            ];
+            for (role, n) in [
+                ("cron", &mut cron_holder_kills),
+                ("outbox", &mut outbox_holder_kills),
+            ] {
+                let holder = db
+                    .query_one("SELECT holder FROM leases WHERE name = $1", &[&role])
+                    .ok()
+                    .map(|r| r.get::<_, String>(0));
+                if holder.is_some_and(|h| me.contains(&h)) {
+                    *n += 1;
+                }
+            }
             nodes[i].kill9();
             kills += 1;
             last_kill_at = Instant::now();
@@ -541,6 +576,13 @@ fn soak(cfg: &Soak) {
 
     // Cron: each slot at most once.
     let fires_total = count(&mut db, "SELECT count(*) FROM cron_fires");
+    // The span of the slots claimed: slots within it not claimed were missed while the
+    // evaluating node was down and caught up by the `latest` rule (one slot per gap).
+    let slot_span = db
+        .query_one("SELECT min(slot), max(slot) FROM cron_fires", &[])
+        .ok()
+        .and_then(|r| Some(r.get::<_, Option<i64>>(1)? - r.get::<_, Option<i64>>(0)?))
+        .map_or(0, |ms| ms / 1000 + 1);
     let fires_twice = count(
         &mut db,
         "SELECT count(*) FROM (SELECT 1 FROM cron_fires GROUP BY schedule_key, slot \
@@ -591,10 +633,11 @@ fn soak(cfg: &Soak) {
     eprintln!(
         "fleet soak figures (seed {seed}):\n\
          \x20 runs {} by trigger {by_kind:?}, by status {by_status:?}\n\
-         \x20 triggers: {commits} commits, {} manual accepted, {manual_refused} refused; cron fires {fires_total}\n\
-         \x20 kills {kills} (SIGKILL), restarts {restarts}; resumed runs {} ({total_interruptions} step interruptions); \
+         \x20 triggers: {commits} commits, {} manual accepted, {manual_refused} refused; \
+         cron slots claimed {fires_total} of the {slot_span} seconds they span\n\
+         \x20 kills {kills} (SIGKILL; {cron_holder_kills} of the cron lease's holder, {outbox_holder_kills} of the outbox's), restarts {restarts}; resumed runs {} ({total_interruptions} step interruptions); \
          retried by hand {} runs ({} retries, {retry_refused} refused)\n\
-         \x20 durations: storm {:.1} s, drain {:.1} s\n\
+         \x20 durations: setup {:.1} s, storm {:.1} s, drain {:.1} s\n\
          \x20 check terminal-once: {} unfinished, {end_mismatch} outbox mismatches, {receiver_mismatch} receiver mismatches\n\
          \x20 check steps: {steps_checked} (run, step) effects, {repeated_allowed} repeated after an interruption (allowed), \
          {repeated_bad} repeated beyond it, {missing} missing\n\
@@ -608,6 +651,7 @@ fn soak(cfg: &Soak) {
         resumed_runs.len(),
         retried.len(),
         retried.values().sum::<u32>(),
+        setup.as_secs_f64(),
         storm.as_secs_f64(),
         drain.as_secs_f64(),
         unfinished.len(),
