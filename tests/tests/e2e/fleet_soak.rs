@@ -686,3 +686,75 @@ fn soak(cfg: &Soak) {
         all.len()
     );
 }
+
+/// The roles of a node (evaluating the schedules, polling a repository, sending the webhook
+/// deliveries) are leases held under the node's name for `limits.lease` past their last
+/// renewal, like its run claims: not under `agent-PID` (two agents in two containers both
+/// run as pid 1, and would each think they hold every role) and not for a fixed time (a
+/// killed holder's role waits for the fleet's lease, not longer).
+#[test]
+fn role_leases_are_held_under_the_node_name_for_the_configured_lease() {
+    let url = agent::store::test_pg::database_url();
+    let mut db = connect(&url);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    let effects = tmp.path().join("effects");
+    init_repo(
+        &repo,
+        &[(
+            ".workflows/ticking.yaml",
+            &workflow(
+                "ticking",
+                "  on:\n    schedule:\n      - cron: \"0 0 1 1 *\"\n",
+                &CRON_STEPS,
+                &effects,
+            ),
+        )],
+    );
+    let receiver = Receiver::start(Vec::new());
+    let config = format!(
+        "node: n7\nstore: {{kind: postgres, url_env: AGENT_PG_URL}}\n\
+         limits:\n  heartbeat: 1s\n  lease: {}s\n\
+         repos:\n  - name: app\n    path: {}\n\
+         webhooks:\n  - name: soak\n    url: {}\n",
+        LEASE.as_secs(),
+        yaml_quote(&repo.to_string_lossy()),
+        receiver.url("/hook"),
+    );
+    let d = TestDaemon::start_with_env(
+        &tmp.path().join("n7"),
+        &config,
+        &[("AGENT_PG_URL", url.as_str())],
+    );
+    let mut leases: Vec<(String, String, i64)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while leases.len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the node did not take its three roles: {leases:?}\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+        leases = db
+            .query(
+                "SELECT name, holder, expires_at FROM leases ORDER BY name",
+                &[],
+            )
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| (r.get(0), r.get(1), r.get(2)))
+                    .collect()
+            })
+            .unwrap_or_default();
+    }
+    let read_at = now_ms();
+    for (name, holder, expires_at) in &leases {
+        assert_eq!(holder, "n7", "lease {name}: {leases:?}");
+        // Renewed at or before `read_at`, so it runs out at most one lease after it.
+        assert!(
+            *expires_at - read_at <= LEASE.as_millis() as i64,
+            "lease {name} runs {} ms past now, more than limits.lease: {leases:?}",
+            expires_at - read_at
+        );
+    }
+}
