@@ -56,13 +56,13 @@ impl Default for Bus {
 
 impl Bus {
     /// A bus with no subscribers.
-    pub fn new() -> Bus {
+    pub(crate) fn new() -> Bus {
         Bus::default()
     }
 
     /// Publishes a lifecycle event to every subscriber (none is ever dropped for a slow
     /// one) and to the live watchers.
-    pub fn send(&self, event: DaemonEvent) {
+    pub(crate) fn send(&self, event: DaemonEvent) {
         {
             let mut subs = self
                 .subscribers
@@ -74,7 +74,7 @@ impl Bus {
     }
 
     /// Every lifecycle event published from now on, none lost.
-    pub fn subscribe(&self) -> mpsc::UnboundedReceiver<DaemonEvent> {
+    pub(crate) fn subscribe(&self) -> mpsc::UnboundedReceiver<DaemonEvent> {
         let (tx, rx) = mpsc::unbounded_channel();
         self.subscribers
             .lock()
@@ -84,7 +84,7 @@ impl Bus {
     }
 
     /// A lossy copy of the lifecycle events, for live viewers: a slow one sees `Lagged`.
-    pub fn watch(&self) -> broadcast::Receiver<DaemonEvent> {
+    pub(crate) fn watch(&self) -> broadcast::Receiver<DaemonEvent> {
         self.watch.subscribe()
     }
 
@@ -109,20 +109,20 @@ pub struct Shutdown(watch::Receiver<bool>);
 
 impl Shutdown {
     /// A switch (send `true` to begin shutdown) and its token.
-    pub fn pair() -> (watch::Sender<bool>, Shutdown) {
+    pub(crate) fn pair() -> (watch::Sender<bool>, Shutdown) {
         let (tx, rx) = watch::channel(false);
         (tx, Shutdown(rx))
     }
 
     /// Resolves once shutdown has begun (at once if it already has).
-    pub async fn requested(&self) {
+    pub(crate) async fn requested(&self) {
         let mut rx = self.0.clone();
         // An error means the switch is gone: the daemon is stopping anyway.
         let _ = rx.wait_for(|stopping| *stopping).await;
     }
 
     /// True once shutdown has begun.
-    pub fn is_requested(&self) -> bool {
+    pub(crate) fn is_requested(&self) -> bool {
         *self.0.borrow()
     }
 }

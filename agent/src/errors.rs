@@ -9,12 +9,12 @@
 //! | 2 | invalid input: usage error, invalid workflow or config file, parameters, secrets or directories; nothing was run |
 
 /// Exit code: success.
-pub const EXIT_OK: i32 = 0;
+pub(crate) const EXIT_OK: i32 = 0;
 /// Exit code: the run failed or was cancelled, some file is invalid (`validate`), or the
 /// command failed (the daemon could not start, the server could not be reached).
-pub const EXIT_FAILED: i32 = 1;
+pub(crate) const EXIT_FAILED: i32 = 1;
 /// Exit code: usage error, invalid workflow file or parameters; nothing was run.
-pub const EXIT_INVALID: i32 = 2;
+pub(crate) const EXIT_INVALID: i32 = 2;
 
 /// The error a command ends with: what it prints, and the exit code it maps to.
 pub(crate) trait CommandError: std::fmt::Display {

@@ -22,14 +22,14 @@
 
 pub(crate) mod api;
 pub(crate) mod bus;
-pub mod cache;
+pub(crate) mod cache;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub(crate) mod engine;
 pub(crate) mod errors;
 pub mod gha;
-pub mod model;
+pub(crate) mod model;
 pub(crate) mod monitor;
 pub(crate) mod notify;
 pub mod server;

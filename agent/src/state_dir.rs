@@ -20,19 +20,19 @@ use std::path::{Path, PathBuf};
 use crate::store::RunId;
 
 /// The store's database file name.
-pub const DB_FILE_NAME: &str = crate::store::DB_FILE_NAME;
+pub(crate) const DB_FILE_NAME: &str = crate::store::DB_FILE_NAME;
 /// The file holding the API token when the config sets none.
-pub const TOKEN_FILE_NAME: &str = "api_token";
+pub(crate) const TOKEN_FILE_NAME: &str = "api_token";
 /// The file holding the address the API listens on (written once bound, so
 /// `listen: 127.0.0.1:0` can be used; removed on a clean exit).
-pub const ADDR_FILE_NAME: &str = "daemon.addr";
+const ADDR_FILE_NAME: &str = "daemon.addr";
 /// The lock file held by the daemon that owns the directory.
 pub const LOCK_FILE_NAME: &str = "daemon.lock";
 /// The directory of the run workspaces.
-pub const WORKSPACES_DIR: &str = "workspaces";
+pub(crate) const WORKSPACES_DIR: &str = "workspaces";
 
 /// The database and its SQLite side files (`-wal`, `-shm`).
-pub fn db_files(state_dir: &Path) -> [PathBuf; 3] {
+pub(crate) fn db_files(state_dir: &Path) -> [PathBuf; 3] {
     [
         state_dir.join(DB_FILE_NAME),
         state_dir.join(format!("{DB_FILE_NAME}-wal")),
@@ -41,12 +41,13 @@ pub fn db_files(state_dir: &Path) -> [PathBuf; 3] {
 }
 
 /// The database file.
-pub fn db_file(state_dir: &Path) -> PathBuf {
+#[cfg(test)]
+pub(crate) fn db_file(state_dir: &Path) -> PathBuf {
     state_dir.join(DB_FILE_NAME)
 }
 
 /// The API token file.
-pub fn token_file(state_dir: &Path) -> PathBuf {
+pub(crate) fn token_file(state_dir: &Path) -> PathBuf {
     state_dir.join(TOKEN_FILE_NAME)
 }
 
@@ -56,43 +57,43 @@ pub fn addr_file(state_dir: &Path) -> PathBuf {
 }
 
 /// The address file's temporary name while it is written (renamed into place).
-pub fn addr_tmp_file(state_dir: &Path) -> PathBuf {
+pub(crate) fn addr_tmp_file(state_dir: &Path) -> PathBuf {
     state_dir.join(format!("{ADDR_FILE_NAME}.tmp"))
 }
 
 /// The lock file.
-pub fn lock_file(state_dir: &Path) -> PathBuf {
+pub(crate) fn lock_file(state_dir: &Path) -> PathBuf {
     state_dir.join(LOCK_FILE_NAME)
 }
 
 /// The directory of every run's workspace.
-pub fn workspaces_dir(state_dir: &Path) -> PathBuf {
+pub(crate) fn workspaces_dir(state_dir: &Path) -> PathBuf {
     state_dir.join(WORKSPACES_DIR)
 }
 
 /// The workspace of run `run`.
-pub fn workspace_dir(state_dir: &Path, run: impl Display) -> PathBuf {
+pub(crate) fn workspace_dir(state_dir: &Path, run: impl Display) -> PathBuf {
     workspaces_dir(state_dir).join(run.to_string())
 }
 
 /// The directory of the artifact archives.
-pub fn artifacts_dir(state_dir: &Path) -> PathBuf {
+pub(crate) fn artifacts_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("artifacts")
 }
 
 /// The bare mirror of repository `name`.
-pub fn mirror_dir(state_dir: &Path, name: &str) -> PathBuf {
+pub(crate) fn mirror_dir(state_dir: &Path, name: &str) -> PathBuf {
     state_dir.join("mirrors").join(format!("{name}.git"))
 }
 
 /// The file of a preserved context, `safe_name` being the workflow name reduced to a safe
 /// file name.
-pub fn context_file(state_dir: &Path, safe_name: &str) -> PathBuf {
+pub(crate) fn context_file(state_dir: &Path, safe_name: &str) -> PathBuf {
     state_dir.join("context").join(format!("{safe_name}.json"))
 }
 
 /// The directory of every run's logs.
-pub fn logs_dir(state_dir: &Path) -> PathBuf {
+fn logs_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("logs")
 }
 

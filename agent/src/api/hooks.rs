@@ -176,13 +176,13 @@ fn decode_hex(text: &str) -> Option<Vec<u8>> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PushHook {
     /// `ref`, e.g. `refs/heads/main`.
-    pub git_ref: String,
+    pub(crate) git_ref: String,
     /// `repository.full_name`.
-    pub full_name: Option<String>,
+    pub(crate) full_name: Option<String>,
     /// `repository.clone_url`, `ssh_url` and `git_url`, those present.
-    pub urls: Vec<String>,
+    pub(crate) urls: Vec<String>,
     /// `after`, the new head.
-    pub after: Option<String>,
+    pub(crate) after: Option<String>,
 }
 
 /// Why a verified body is not a push the daemon can use (answered 400).
@@ -285,11 +285,11 @@ pub(crate) const PULL_REQUEST_ACTIONS: &[&str] =
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PullRequestHook {
     /// `action`.
-    pub action: String,
+    pub(crate) action: String,
     /// The base repository, as a push would name it (for matching the configuration).
-    pub target: PushHook,
+    pub(crate) target: PushHook,
     /// The pull request.
-    pub pr: PullRequestEvent,
+    pub(crate) pr: PullRequestEvent,
 }
 
 /// Whether an event header names a pull request.

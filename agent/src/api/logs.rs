@@ -10,6 +10,13 @@
 //! again), with a slow poll of the file as a fallback. The file is read in chunks of at
 //! most [`CHUNK`] bytes and sent through a small queue, so a slow client holds the reader
 //! back instead of growing memory.
+//!
+//! On a shared store (a fleet on PostgreSQL) a step another node runs or ran has no file here:
+//! its log is read from the store, where that node copies its file byte for byte (see
+//! [`crate::daemon::run::log_ship`]), so offsets and `Last-Event-ID` mean the same on every
+//! node. A follower of such a step polls the store every [`POLL`] until the step ends; the
+//! node that runs a step has its whole log in the store before it records the step's end, so
+//! a follower that saw the end reads every line.
 
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -60,6 +67,30 @@ fn step_id(text: &str) -> Result<&str, ApiError> {
 /// Where the step's log file is.
 fn log_path(state: &ApiState, run: RunId, step: &str) -> PathBuf {
     step_log_read_path(&state.handle.shared.state_dir, run, step)
+}
+
+/// Whether logs of steps run by other nodes are in the store (a fleet's shared store).
+fn shared_store(state: &ApiState) -> bool {
+    state.handle.shared.store.kind() == "postgres"
+}
+
+/// What the store holds of a step's log from `from` (at most `max` bytes); nothing on a
+/// store that keeps no logs.
+async fn stored_log(
+    state: &ApiState,
+    run: RunId,
+    step: &str,
+    from: u64,
+    max: usize,
+) -> Result<Vec<u8>, ApiError> {
+    if !shared_store(state) {
+        return Ok(Vec::new());
+    }
+    let step = step.to_string();
+    state
+        .stores
+        .read(move |db| Ok(db.read_log(run, &step, from, max)?.data))
+        .await
 }
 
 /// Where a run and one of its steps are, as the store says.
@@ -130,13 +161,18 @@ pub(crate) async fn step_log(
     if !follow {
         return match tokio::fs::read(&path).await {
             Ok(bytes) => Ok(text_plain(bytes)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match now.step {
-                // Recorded but nothing written (yet): an empty log.
-                Some(_) => Ok(text_plain(Vec::new())),
-                None => Err(ApiError::NotFound(format!(
-                    "step `{step}` of run {run} has no log"
-                ))),
-            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Another node's step: its log is in the store.
+                let stored = stored_log(&state, run, &step, 0, usize::MAX).await?;
+                match now.step {
+                    _ if !stored.is_empty() => Ok(text_plain(stored)),
+                    // Recorded but nothing written (yet): an empty log.
+                    Some(_) => Ok(text_plain(Vec::new())),
+                    None => Err(ApiError::NotFound(format!(
+                        "step `{step}` of run {run} has no log"
+                    ))),
+                }
+            }
             Err(e) => Err(ApiError::Internal(format!(
                 "cannot read `{}`: {e}",
                 path.display()
@@ -145,7 +181,9 @@ pub(crate) async fn step_log(
     }
     if now.step.is_none() && (now.run.is_final() || now.run == RunStatus::Interrupted) {
         // The run is over and never reached the step: there is nothing to follow.
-        if tokio::fs::metadata(&path).await.is_err() {
+        if tokio::fs::metadata(&path).await.is_err()
+            && stored_log(&state, run, &step, 0, 1).await?.is_empty()
+        {
             return Err(ApiError::NotFound(format!(
                 "step `{step}` of run {run} has no log"
             )));
@@ -217,7 +255,7 @@ async fn follow_task(
             }
         };
         let more;
-        match read_more(&path, offset).await {
+        match read_more(&state, run, &step, &path, offset).await {
             Ok(bytes) => {
                 more = bytes.len() == CHUNK;
                 offset += bytes.len() as u64;
@@ -234,7 +272,7 @@ async fn follow_task(
         if now.step_ended() {
             // Drain what is left of the file, including a last line without newline.
             loop {
-                match read_more(&path, offset).await {
+                match read_more(&state, run, &step, &path, offset).await {
                     Ok(bytes) if !bytes.is_empty() => {
                         offset += bytes.len() as u64;
                         partial.extend_from_slice(&bytes);
@@ -296,12 +334,23 @@ async fn follow_task(
     }
 }
 
-/// Reads what the file holds past `offset` (at most [`CHUNK`] bytes); nothing when it does
-/// not exist yet.
-async fn read_more(path: &std::path::Path, offset: u64) -> Result<Vec<u8>, String> {
+/// Reads what the log holds past `offset` (at most [`CHUNK`] bytes): the file, or when there
+/// is none here (another node runs the step) the store's copy; nothing when neither exists
+/// yet.
+async fn read_more(
+    state: &ApiState,
+    run: RunId,
+    step: &str,
+    path: &std::path::Path,
+    offset: u64,
+) -> Result<Vec<u8>, String> {
     let mut file = match tokio::fs::File::open(path).await {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return stored_log(state, run, step, offset, CHUNK)
+                .await
+                .map_err(|e| e.to_string());
+        }
         Err(e) => return Err(format!("cannot open `{}`: {e}", path.display())),
     };
     file.seek(std::io::SeekFrom::Start(offset))
@@ -404,6 +453,109 @@ mod tests {
         assert_eq!(
             p(RunStatus::Running, Some(StepStatus::Succeeded)).end_status(),
             "succeeded"
+        );
+    }
+
+    /// An API state over `store`, its files under `state_dir`.
+    fn api_state(store: crate::store::Store, state_dir: &Path) -> ApiState {
+        let (handle, _parts) = crate::daemon::handle::DaemonHandle::new(
+            crate::config::Config::default(),
+            state_dir.to_path_buf(),
+            store.clone(),
+            std::sync::Arc::new(crate::engine::Engine::new(
+                crate::engine::EngineConfig::default(),
+            )),
+            Default::default(),
+        );
+        ApiState {
+            handle,
+            stores: super::super::Reads(store),
+            metrics: Default::default(),
+        }
+    }
+
+    /// A new run on `store` (written directly where the PostgreSQL queue is not there yet).
+    fn new_run(store: &crate::store::Store) -> RunId {
+        use crate::store::{Db, NewRun, Trigger, TriggerKind};
+        store
+            .blocking_write(|db| {
+                match db.enqueue_run(&NewRun::new("w", Trigger::new(TriggerKind::Manual))) {
+                    Ok(e) => Ok(e.run_id()),
+                    Err(err) => match db {
+                        Db::Postgres(pg) => pg.write(|tx| {
+                            let row = tx.query_one(
+                                "INSERT INTO runs (workflow, status, trigger_kind, created_at)
+                                 VALUES ('w', 'running', 'manual', 0) RETURNING id",
+                                &[],
+                            )?;
+                            Ok(RunId(row.get(0)))
+                        }),
+                        Db::Sqlite(_) => Err(err),
+                    },
+                }
+            })
+            .expect("a run")
+    }
+
+    fn put_log(store: &crate::store::Store, run: RunId, step: &str, data: &[u8]) {
+        let piece = crate::store::LogAppend {
+            run,
+            step: step.into(),
+            offset: 0,
+            data: data.to_vec(),
+        };
+        store
+            .blocking_write(move |db| db.append_log(&[piece]))
+            .expect("append");
+    }
+
+    /// Guards the reads of a step another node runs: with no file here, a shared store's
+    /// copy is read from any offset (the offsets a follower's `Last-Event-ID` names); the
+    /// file wins when there is one; on SQLite the store is never read.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_step_without_a_file_here_is_read_from_the_shared_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = tokio::task::spawn_blocking(|| {
+            crate::store::Store::connect_postgres(&crate::store::test_pg::database_url(), 2)
+        })
+        .await
+        .expect("join")
+        .expect("connect");
+        let state = api_state(store.clone(), dir.path());
+        let run = tokio::task::block_in_place(|| {
+            let run = new_run(&store);
+            put_log(&store, run, "s", b"one\ntwo\n");
+            run
+        });
+        let path = log_path(&state, run, "s");
+        let read = |from| read_more(&state, run, "s", &path, from);
+        assert_eq!(read(0).await.expect("read"), b"one\ntwo\n");
+        assert_eq!(read(4).await.expect("read"), b"two\n");
+        assert_eq!(read(8).await.expect("read"), b"");
+        assert_eq!(
+            stored_log(&state, run, "s", 0, usize::MAX)
+                .await
+                .expect("stored"),
+            b"one\ntwo\n"
+        );
+        std::fs::create_dir_all(path.parent().expect("dir")).expect("mkdir");
+        std::fs::write(&path, "here\n").expect("write");
+        assert_eq!(read(0).await.expect("read"), b"here\n");
+
+        let lone = tempfile::tempdir().expect("tempdir");
+        let sqlite = crate::store::Store::open_in_dir(lone.path()).expect("sqlite");
+        let lone_state = api_state(sqlite.clone(), lone.path());
+        let run = tokio::task::block_in_place(|| {
+            let run = new_run(&sqlite);
+            put_log(&sqlite, run, "s", b"never read\n");
+            run
+        });
+        let path = log_path(&lone_state, run, "s");
+        assert_eq!(
+            read_more(&lone_state, run, "s", &path, 0)
+                .await
+                .expect("read"),
+            b""
         );
     }
 

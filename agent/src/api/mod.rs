@@ -20,6 +20,7 @@ mod deliveries;
 pub(crate) mod error;
 pub(crate) mod hooks;
 mod logs;
+mod nodes;
 mod routes;
 mod scrape;
 pub(crate) mod view;
@@ -39,11 +40,11 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub(crate) struct ApiState {
     /// The way to the scheduler, and the shared read-only state.
-    pub handle: DaemonHandle,
+    pub(crate) handle: DaemonHandle,
     /// Read connections to the store.
-    pub stores: Reads,
+    pub(crate) stores: Reads,
     /// The metrics registry `/metrics` renders (and inbound hooks count in).
-    pub metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// The store's read connections, answering with the API's error.
@@ -97,6 +98,7 @@ pub(crate) fn router(handle: DaemonHandle, metrics: Arc<Metrics>) -> Result<Rout
         .route("/api/v1/workflows/{name}/runs", post(routes::trigger))
         .route("/api/v1/deliveries", get(deliveries::list))
         .route("/api/v1/anomalies", get(anomalies::list))
+        .route("/api/v1/nodes", get(nodes::list))
         .route("/metrics", get(scrape::metrics))
         .fallback(routes::not_found)
         .with_state(state)

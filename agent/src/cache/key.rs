@@ -42,35 +42,35 @@ pub(crate) fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
 
 /// What a key is computed from (kept in each entry, so a later miss can say what changed).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct KeyParts {
+pub(crate) struct KeyParts {
     /// The repository (entries are per repository).
-    pub repo: String,
+    pub(crate) repo: String,
     /// The step's definition after expression evaluation.
-    pub definition: Value,
+    pub(crate) definition: Value,
     /// Its parameters.
-    pub parameters: Map<String, Value>,
+    pub(crate) parameters: Map<String, Value>,
     /// Its environment, by name.
-    pub env: BTreeMap<String, String>,
+    pub(crate) env: BTreeMap<String, String>,
     /// Input files: workspace path to `MODE:SHA256`.
-    pub inputs: BTreeMap<String, String>,
+    pub(crate) inputs: BTreeMap<String, String>,
     /// Extra `key` values.
-    pub key: Vec<Value>,
+    pub(crate) key: Vec<Value>,
     /// `paths`.
-    pub paths: Vec<String>,
+    pub(crate) paths: Vec<String>,
     /// `OS-ARCH`.
-    pub platform: String,
+    pub(crate) platform: String,
 }
 
 impl KeyParts {
     /// The key: SHA-256 of the components' canonical JSON.
-    pub fn key(&self) -> String {
+    pub(crate) fn key(&self) -> String {
         let text = serde_json::to_vec(self).expect("key parts are plain JSON");
         sha256(&text)
     }
 }
 
 /// The platform part of every key.
-pub fn platform() -> String {
+fn platform() -> String {
     format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH)
 }
 
@@ -79,7 +79,7 @@ const SKIPPED_DIRS: &[&str] = &[".git", ".agent"];
 
 /// The components of `request`'s key, hashing its input files; warnings for `inputs` globs
 /// that match no file.
-pub fn parts(request: &CacheRequest) -> Result<(KeyParts, Vec<String>), String> {
+pub(crate) fn parts(request: &CacheRequest) -> Result<(KeyParts, Vec<String>), String> {
     let mut warnings = Vec::new();
     let mut inputs = BTreeMap::new();
     if !request.inputs.is_empty() {
@@ -168,7 +168,7 @@ fn short(v: &Value) -> String {
 }
 
 /// What changed from `old` to `new`, one phrase each (empty when nothing did).
-pub fn diff(old: &KeyParts, new: &KeyParts) -> Vec<String> {
+pub(crate) fn diff(old: &KeyParts, new: &KeyParts) -> Vec<String> {
     let mut out = Vec::new();
     if old.definition != new.definition {
         let field = |p: &KeyParts, k: &str| p.definition.get(k).cloned();

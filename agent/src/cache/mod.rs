@@ -9,27 +9,27 @@
 //! on the default branch (`main` or `master`): a branch reads its own and its base's
 //! entries, never a sibling's.
 
-pub mod key;
-pub mod store;
+pub(crate) mod key;
+pub(crate) mod store;
 
 use std::path::Path;
 
 use crate::engine::step_cache::{CacheBackend, CacheHit, CacheLookup, CacheRequest, CacheResult};
 
-pub use store::{CacheStore, DEFAULT_CACHE_MAX_BYTES, Entry, entry_id};
+pub(crate) use store::{CacheStore, DEFAULT_CACHE_MAX_BYTES, Entry, entry_id};
 
 /// Branches whose `scope: branch` entries every branch of the repository may read.
-pub const DEFAULT_BRANCHES: &[&str] = &["main", "master"];
+const DEFAULT_BRANCHES: &[&str] = &["main", "master"];
 
 /// The engine's cache backed by a [`CacheStore`].
 #[derive(Debug, Clone)]
-pub struct DiskCache {
+pub(crate) struct DiskCache {
     store: CacheStore,
 }
 
 impl DiskCache {
     /// The cache of `state_dir`, capped at `max_bytes`.
-    pub fn new(state_dir: &Path, max_bytes: u64) -> DiskCache {
+    pub(crate) fn new(state_dir: &Path, max_bytes: u64) -> DiskCache {
         DiskCache {
             store: CacheStore::new(state_dir, max_bytes),
         }

@@ -26,67 +26,67 @@ use serde_json::{Map, Value};
 
 use super::key::{KeyParts, hash_file, sha256};
 
-pub use crate::config::DEFAULT_CACHE_MAX_BYTES;
+pub(crate) use crate::config::DEFAULT_CACHE_MAX_BYTES;
 
 /// One file, directory or symbolic link saved with an entry (a `paths` member).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FileRecord {
+pub(crate) struct FileRecord {
     /// Path relative to the workspace.
-    pub path: String,
+    pub(crate) path: String,
     /// `file`, `dir` or `symlink`.
-    pub kind: String,
+    pub(crate) kind: String,
     /// Permission bits.
-    pub mode: u32,
+    pub(crate) mode: u32,
     /// The content's SHA-256 (files).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub blob: Option<String>,
+    pub(crate) blob: Option<String>,
     /// Content length (files).
     #[serde(default)]
-    pub size: u64,
+    pub(crate) size: u64,
     /// The link's target (symbolic links).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target: Option<String>,
+    pub(crate) target: Option<String>,
 }
 
 /// A cache entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// Its id: the key, scoped (the file name under `entries/`).
-    pub id: String,
+    pub(crate) id: String,
     /// The key.
-    pub key: String,
+    pub(crate) key: String,
     /// The step (`workflow/step`).
-    pub identity: String,
+    pub(crate) identity: String,
     /// The repository.
-    pub repo: String,
+    pub(crate) repo: String,
     /// `repo` or `branch`.
-    pub scope: String,
+    pub(crate) scope: String,
     /// The branch that wrote it (empty when none).
-    pub branch: String,
+    pub(crate) branch: String,
     /// The run that wrote it.
-    pub run_id: String,
+    pub(crate) run_id: String,
     /// Written at (Unix milliseconds).
-    pub created_at: i64,
+    pub(crate) created_at: i64,
     /// Last served or written at (Unix milliseconds): the eviction order.
-    pub last_used: i64,
+    pub(crate) last_used: i64,
     /// Expires at (Unix milliseconds), with a `ttl`.
-    pub expires_at: Option<i64>,
+    pub(crate) expires_at: Option<i64>,
     /// The step's exit status.
-    pub exit_code: Option<i32>,
+    pub(crate) exit_code: Option<i32>,
     /// The step's outputs.
-    pub outputs: Map<String, Value>,
+    pub(crate) outputs: Map<String, Value>,
     /// The step's log (masked).
-    pub log: String,
+    pub(crate) log: String,
     /// The `paths` saved.
-    pub files: Vec<FileRecord>,
+    pub(crate) files: Vec<FileRecord>,
     /// Total content bytes of `files`.
-    pub bytes: u64,
+    pub(crate) bytes: u64,
     /// What the key was computed from.
-    pub parts: KeyParts,
+    pub(crate) parts: KeyParts,
 }
 
 /// The id of an entry of `key`: repository-wide, or of one branch.
-pub fn entry_id(key: &str, branch: Option<&str>) -> String {
+pub(crate) fn entry_id(key: &str, branch: Option<&str>) -> String {
     match branch {
         None => key.to_string(),
         Some(b) => sha256(format!("{key}\nbranch:{b}").as_bytes()),
@@ -98,22 +98,22 @@ fn now_ms() -> i64 {
 }
 
 /// The cache directory of a state directory.
-pub fn cache_dir(state_dir: &Path) -> PathBuf {
+fn cache_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("cache")
 }
 
 /// What `prune` removed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Pruned {
+pub(crate) struct Pruned {
     /// Entries removed.
-    pub entries: usize,
+    pub(crate) entries: usize,
     /// Bytes freed.
-    pub bytes: u64,
+    pub(crate) bytes: u64,
 }
 
 /// The step cache of one state directory.
 #[derive(Debug, Clone)]
-pub struct CacheStore {
+pub(crate) struct CacheStore {
     dir: PathBuf,
     max_bytes: u64,
 }
@@ -123,7 +123,7 @@ struct Lock(#[expect(dead_code, reason = "held for its lock")] File);
 
 impl CacheStore {
     /// The cache under `state_dir`, at most `max_bytes` large (nothing is created yet).
-    pub fn new(state_dir: &Path, max_bytes: u64) -> CacheStore {
+    pub(crate) fn new(state_dir: &Path, max_bytes: u64) -> CacheStore {
         CacheStore {
             dir: cache_dir(state_dir),
             max_bytes,
@@ -131,7 +131,7 @@ impl CacheStore {
     }
 
     /// The cache directory.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
@@ -226,7 +226,7 @@ impl CacheStore {
     }
 
     /// The entry `id` when it exists and has not expired; marks it used.
-    pub fn get(&self, id: &str) -> Option<Entry> {
+    pub(crate) fn get(&self, id: &str) -> Option<Entry> {
         if !self.dir.exists() {
             return None;
         }
@@ -243,7 +243,7 @@ impl CacheStore {
     }
 
     /// The newest entry of a step (for explaining a miss).
-    pub fn latest_for(&self, identity: &str, repo: &str) -> Option<Entry> {
+    pub(crate) fn latest_for(&self, identity: &str, repo: &str) -> Option<Entry> {
         if !self.dir.exists() {
             return None;
         }
@@ -352,7 +352,12 @@ impl CacheStore {
     /// Saves an entry: captures `paths` from `workspace`, then writes the entry (fields
     /// `files`, `bytes`, `created_at`, `last_used` are filled here), then evicts down to
     /// the cap. Nothing is saved when capturing fails or the entry alone exceeds the cap.
-    pub fn put(&self, mut entry: Entry, workspace: &Path, paths: &[String]) -> Result<(), String> {
+    pub(crate) fn put(
+        &self,
+        mut entry: Entry,
+        workspace: &Path,
+        paths: &[String],
+    ) -> Result<(), String> {
         let io = |e: std::io::Error| format!("cache `{}`: {e}", self.dir.display());
         let _lock = self.lock(true).map_err(io)?;
         // Under the exclusive lock nothing is being written: what `tmp/` holds was left by a
@@ -473,7 +478,7 @@ impl CacheStore {
 
     /// Restores entry `id`'s files into `workspace` (each file written under a temporary
     /// name and renamed, so a reader never sees half a file).
-    pub fn restore(&self, id: &str, workspace: &Path) -> Result<(), String> {
+    pub(crate) fn restore(&self, id: &str, workspace: &Path) -> Result<(), String> {
         let _lock = self
             .lock(false)
             .map_err(|e| format!("cache `{}`: {e}", self.dir.display()))?;
@@ -519,7 +524,7 @@ impl CacheStore {
     }
 
     /// Every entry (not expired ones included), newest use first.
-    pub fn list(&self) -> Result<Vec<Entry>, String> {
+    pub(crate) fn list(&self) -> Result<Vec<Entry>, String> {
         if !self.dir.exists() {
             return Ok(Vec::new());
         }
@@ -532,7 +537,7 @@ impl CacheStore {
     }
 
     /// Removes the entries whose id or key starts with `prefix`; how many.
-    pub fn remove(&self, prefix: &str) -> Result<usize, String> {
+    pub(crate) fn remove(&self, prefix: &str) -> Result<usize, String> {
         if !self.dir.exists() || prefix.is_empty() {
             return Ok(0);
         }
@@ -553,7 +558,7 @@ impl CacheStore {
 
     /// Drops expired entries (every entry with `all`), unreferenced blobs and temporary
     /// files, and evicts down to the cap.
-    pub fn prune(&self, all: bool) -> Result<Pruned, String> {
+    pub(crate) fn prune(&self, all: bool) -> Result<Pruned, String> {
         if !self.dir.exists() {
             return Ok(Pruned::default());
         }
@@ -565,7 +570,7 @@ impl CacheStore {
     }
 
     /// Bytes the cache's entries and blobs take on disk.
-    pub fn disk_bytes(&self) -> u64 {
+    pub(crate) fn disk_bytes(&self) -> u64 {
         let entries: u64 = std::fs::read_dir(self.entries_dir())
             .map(|rd| {
                 rd.flatten()

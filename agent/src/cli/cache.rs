@@ -18,21 +18,21 @@ use crate::cache::{CacheStore, DEFAULT_CACHE_MAX_BYTES};
 
 /// Arguments of `agent cache`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct CacheArgs {
+pub(crate) struct CacheArgs {
     #[command(subcommand)]
-    pub command: CacheCommand,
+    pub(crate) command: CacheCommand,
     /// The state directory holding the cache (default: `AGENT_STATE_DIR`, else `.agent` in
     /// the current directory).
     #[arg(long, value_name = "DIR", global = true)]
-    pub state_dir: Option<PathBuf>,
+    pub(crate) state_dir: Option<PathBuf>,
     /// The daemon's config file: its `state_dir` and `limits.cache_max_bytes`.
     #[arg(long, value_name = "FILE", global = true)]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
 }
 
 /// `agent cache` subcommands.
 #[derive(Debug, Clone, clap::Subcommand)]
-pub enum CacheCommand {
+pub(crate) enum CacheCommand {
     /// List the entries, most recently used first.
     Ls {
         /// One JSON object on stdout: `{"entries": [...], "bytes": N, "max_bytes": N}`.
@@ -69,7 +69,7 @@ fn human(bytes: u64) -> String {
 }
 
 /// Runs the command; returns the exit code.
-pub fn run(args: CacheArgs) -> i32 {
+pub(crate) fn run(args: CacheArgs) -> i32 {
     let (state_dir, max_bytes) = match &args.config {
         Some(path) => match crate::config::Config::load(path) {
             Ok(c) => (c.state_dir.clone(), c.limits.cache_max_bytes),

@@ -17,18 +17,18 @@ use crate::config::Config;
 
 /// Arguments of `agent daemon`.
 #[derive(Debug, Args)]
-pub struct DaemonArgs {
+pub(crate) struct DaemonArgs {
     /// The config file (YAML, see `examples/agent.yaml`). Without it: the embedded defaults.
     #[arg(long, short = 'c')]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// The API's address (`PORT`, `IP:PORT` or `HOST:PORT`; port 0 picks a free one),
     /// instead of the config's `listen`.
     #[arg(long, value_name = "ADDR")]
-    pub listen: Option<String>,
+    pub(crate) listen: Option<String>,
 }
 
 /// Runs the command; returns the exit code.
-pub fn run(args: DaemonArgs) -> i32 {
+pub(crate) fn run(args: DaemonArgs) -> i32 {
     init_logging();
     let listen = match args.listen.as_deref().map(crate::config::parse_listen) {
         None => None,

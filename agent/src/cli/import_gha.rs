@@ -1,5 +1,6 @@
-//! `agent import-gha [FILE|DIR]... [-o DIR] [--check] [--force] [--json]`: convert GitHub
-//! Actions workflow files into ours (the conversion itself is `crate::gha`).
+//! `agent import-gha [FILE|DIR]... [-o DIR] [--check] [--force] [--json] [--job ID]...
+//! [--matrix AXIS=V1,V2]...`: convert GitHub Actions workflow files into ours (the
+//! conversion itself is `crate::gha`).
 //!
 //! Without paths, `.github/workflows/` of the current directory is read; a directory means
 //! its `*.yml` / `*.yaml` files. Each source `NAME.yml` becomes `DIR/NAME.yaml` (default
@@ -10,7 +11,8 @@
 //!
 //! Exit codes: 0 written (with `--check`: everything converts); 1 some part could not be
 //! converted (`--check`), a source is not a workflow, or a file could not be written; 2
-//! usage errors (no such path, no workflow files, existing files without `--force`).
+//! usage errors (no such path, no workflow files, existing files without `--force`, a
+//! `--job` or `--matrix` naming nothing of the sources).
 
 use std::path::{Path, PathBuf};
 
@@ -19,9 +21,9 @@ use crate::gha::{self, Conversion};
 
 /// Arguments of `agent import-gha`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ImportGhaArgs {
+pub(crate) struct ImportGhaArgs {
     /// Workflow files or directories of them (default: `.github/workflows/`).
-    pub paths: Vec<PathBuf>,
+    pub(crate) paths: Vec<PathBuf>,
     /// Where the converted files go.
     #[arg(
         short = 'o',
@@ -29,20 +31,90 @@ pub struct ImportGhaArgs {
         value_name = "DIR",
         default_value = ".workflows"
     )]
-    pub output: PathBuf,
+    pub(crate) output: PathBuf,
     /// Write nothing; exit 1 when something could not be converted.
     #[arg(long)]
-    pub check: bool,
+    pub(crate) check: bool,
     /// Replace files that already exist.
     #[arg(long)]
-    pub force: bool,
+    pub(crate) force: bool,
     /// Print the report as JSON on stdout.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
+    /// Convert only this job and the jobs it needs (repeatable); the others are left out
+    /// with a note.
+    #[arg(long = "job", value_name = "ID")]
+    pub(crate) jobs: Vec<String>,
+    /// Keep only these values of a matrix axis, as written in the source (repeatable), e.g.
+    /// `--matrix python-version=3.11,3.12`: for the versions this host has installed.
+    #[arg(long = "matrix", value_name = "AXIS=V1,V2")]
+    pub(crate) matrix: Vec<String>,
+}
+
+/// `--job` and `--matrix` as a [`gha::Selection`], or the usage error.
+fn selection(args: &ImportGhaArgs) -> Result<gha::Selection, String> {
+    let mut sel = gha::Selection {
+        jobs: args.jobs.clone(),
+        matrix: Vec::new(),
+    };
+    for m in &args.matrix {
+        let (axis, values) = m
+            .split_once('=')
+            .filter(|(a, _)| !a.trim().is_empty())
+            .ok_or_else(|| format!("--matrix `{m}`: write AXIS=VALUE[,VALUE...]"))?;
+        let values: Vec<String> = values
+            .split(',')
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+            .collect();
+        if values.is_empty() {
+            return Err(format!("--matrix `{m}`: no value to keep"));
+        }
+        let axis = axis.trim().to_string();
+        match sel.matrix.iter_mut().find(|(a, _)| *a == axis) {
+            Some((_, have)) => have.extend(values),
+            None => sel.matrix.push((axis, values)),
+        }
+    }
+    Ok(sel)
+}
+
+/// The parts of the selection no source has (each a usage error).
+fn unmatched(sel: &gha::Selection, matched: &std::collections::HashSet<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    for j in &sel.jobs {
+        if !matched.contains(&format!("job {j}")) {
+            out.push(format!("--job {j}: no such job"));
+        }
+    }
+    for (axis, values) in &sel.matrix {
+        if !matched.contains(&format!("matrix {axis}")) {
+            out.push(format!(
+                "--matrix {axis}: no job has a matrix axis `{axis}`"
+            ));
+            continue;
+        }
+        for v in values {
+            if !matched.contains(&format!("matrix {axis}={v}")) {
+                out.push(format!(
+                    "--matrix {axis}={v}: the axis has no value `{v}` (values are compared as written)"
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// Runs the command and returns its exit code.
-pub fn run(args: ImportGhaArgs) -> i32 {
+pub(crate) fn run(args: ImportGhaArgs) -> i32 {
+    let sel = match selection(&args) {
+        Ok(s) => s,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            return EXIT_INVALID;
+        }
+    };
     let paths = if args.paths.is_empty() {
         vec![PathBuf::from(".github/workflows")]
     } else {
@@ -91,7 +163,7 @@ pub fn run(args: ImportGhaArgs) -> i32 {
             .unwrap_or_else(|| "workflow".into());
         let stem = sanitize_stem(&stem);
         let conv = match read_source(f) {
-            Ok(text) => gha::convert(&label, &text, &stem),
+            Ok(text) => gha::convert_selected(&label, &text, &stem, &sel),
             Err(msg) => {
                 eprintln!("error: {label}: {msg}");
                 failed = true;
@@ -107,6 +179,17 @@ pub fn run(args: ImportGhaArgs) -> i32 {
             return EXIT_INVALID;
         }
         results.push((f.clone(), out, conv));
+    }
+    let matched = results
+        .iter()
+        .flat_map(|(_, _, c)| c.matched.iter().cloned())
+        .collect();
+    let missing = unmatched(&sel, &matched);
+    if !missing.is_empty() {
+        for m in &missing {
+            eprintln!("error: {m} in the converted files");
+        }
+        return EXIT_INVALID;
     }
     if !args.check && !args.force {
         let existing: Vec<String> = results
@@ -206,7 +289,7 @@ fn write(path: &Path, text: &str) -> std::io::Result<()> {
 }
 
 /// The printed report of one file.
-pub fn render_report(c: &Conversion, out: &Path, check: bool) -> String {
+fn render_report(c: &Conversion, out: &Path, check: bool) -> String {
     let r = &c.report;
     let steps: usize = r.jobs.iter().map(|j| j.steps.len()).sum();
     let steps_ok: usize = r

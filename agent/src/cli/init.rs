@@ -17,16 +17,16 @@ use super::{EXIT_FAILED, EXIT_INVALID, EXIT_OK};
 
 /// Arguments of `agent init`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct InitArgs {
+pub(crate) struct InitArgs {
     /// The template: deployment, testing, data_processing, rust, python or node (default:
     /// detected from the project's files).
-    pub template: Option<String>,
+    pub(crate) template: Option<String>,
     /// The project directory (default: the current directory; created if missing).
     #[arg(long, value_name = "DIR")]
-    pub dir: Option<PathBuf>,
+    pub(crate) dir: Option<PathBuf>,
     /// Replace files that already exist.
     #[arg(long)]
-    pub force: bool,
+    pub(crate) force: bool,
 }
 
 /// One file a template writes, relative to the project directory.
@@ -189,7 +189,7 @@ fn names() -> String {
 }
 
 /// Runs the command; returns the exit code.
-pub fn run(args: InitArgs) -> i32 {
+pub(crate) fn run(args: InitArgs) -> i32 {
     let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
     let here = dir == Path::new(".") || dir.as_os_str().is_empty();
     // Paths are shown as the user would type them: relative to the current directory.

@@ -1,20 +1,20 @@
 //! Command-line interface: argument definitions (clap) and dispatch to one module per
 //! command. Each command returns the process exit code documented in the README.
 
-pub mod cache;
-pub mod client;
-pub mod daemon;
-pub mod exec;
-pub mod import_gha;
-pub mod init;
-pub mod plan;
-pub mod schema;
-pub mod validate;
+pub(crate) mod cache;
+pub(crate) mod client;
+pub(crate) mod daemon;
+pub(crate) mod exec;
+pub(crate) mod import_gha;
+pub(crate) mod init;
+pub(crate) mod plan;
+pub(crate) mod schema;
+pub(crate) mod validate;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
-pub use crate::errors::{EXIT_FAILED, EXIT_INVALID, EXIT_OK};
+pub(crate) use crate::errors::{EXIT_FAILED, EXIT_INVALID, EXIT_OK};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -24,11 +24,11 @@ pub use crate::errors::{EXIT_FAILED, EXIT_INVALID, EXIT_OK};
 )]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Check workflow files (or directories of them) and print every problem found.
     Validate {
         /// Files or directories. A directory means its `.workflows/*.y{a,}ml`, or every YAML
@@ -63,6 +63,8 @@ pub enum Command {
     Retry(client::RunArgs),
     /// List webhook deliveries (newest first) with their status and attempts.
     Deliveries(client::DeliveriesArgs),
+    /// List the agents sharing the daemon's store: last heartbeat, runs held, capacity, lost.
+    Nodes(client::NodesArgs),
     /// List a run's artifacts, or download one and unpack it into a directory.
     Artifacts(client::ArtifactsArgs),
     /// List, remove or prune step cache entries.
@@ -85,6 +87,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Cancel(args) => client::cancel(args),
         Command::Retry(args) => client::retry(args),
         Command::Deliveries(args) => client::deliveries(args),
+        Command::Nodes(args) => client::nodes(args),
         Command::Artifacts(args) => client::artifacts(args),
         Command::Cache(args) => cache::run(args),
     }

@@ -28,19 +28,19 @@ use super::{EXIT_INVALID, EXIT_OK};
 
 /// Arguments of `agent plan`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct PlanArgs {
+pub(crate) struct PlanArgs {
     /// The workflow file.
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
     /// A parameter, `NAME=VALUE` (repeatable); checked against the declarations.
     #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
-    pub params: Vec<String>,
+    pub(crate) params: Vec<String>,
     /// The state directory whose store holds the run history (default: `AGENT_STATE_DIR`,
     /// else `.agent` in the current directory).
     #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    pub(crate) state_dir: Option<PathBuf>,
     /// Print the plan as one JSON object on stdout (shape in the README).
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// Durations recorded for one step.
@@ -106,7 +106,7 @@ struct Suggestion {
 }
 
 /// Runs the command; returns the exit code.
-pub fn run(args: PlanArgs) -> i32 {
+pub(crate) fn run(args: PlanArgs) -> i32 {
     if args.file.is_dir() {
         eprintln!(
             "error: `{}` is a directory: give a workflow file",

@@ -4,7 +4,7 @@
 use super::EXIT_OK;
 
 /// Prints the schema; returns the exit code.
-pub fn run() -> i32 {
+pub(crate) fn run() -> i32 {
     print!("{}", dsl::schema::workflow_schema_json());
     EXIT_OK
 }

@@ -13,7 +13,7 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 /// Runs the command; returns the exit code.
-pub fn run(paths: &[PathBuf], config: Option<&Path>) -> i32 {
+pub(crate) fn run(paths: &[PathBuf], config: Option<&Path>) -> i32 {
     if let Some(cfg) = config
         && let Err(e) = std::fs::metadata(cfg)
     {

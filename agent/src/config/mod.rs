@@ -16,7 +16,7 @@
 
 mod secrets;
 
-pub use secrets::{SecretError, SecretSource};
+pub(crate) use secrets::{SecretError, SecretSource};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,31 +28,35 @@ use dsl::{Diagnostic, Diagnostics, SourceFile};
 use indexmap::IndexMap;
 
 /// The default listen address.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8420";
+const DEFAULT_LISTEN: &str = "127.0.0.1:8420";
 /// The default state directory (relative to the daemon's working directory).
-pub const DEFAULT_STATE_DIR: &str = ".agent";
+const DEFAULT_STATE_DIR: &str = ".agent";
 /// How often a remote repository is fetched by default.
-pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
+const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
 /// How often a local repository is checked besides its ref watch, by default.
-pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(30);
-/// The debounce of ref changes of a local repository.
-pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(100);
+const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 /// The default cap of one step's log file.
-pub const DEFAULT_MAX_LOG_BYTES: u64 = 10 * 1024 * 1024;
+const DEFAULT_MAX_LOG_BYTES: u64 = 10 * 1024 * 1024;
 /// The default number of runs run at once.
-pub const DEFAULT_MAX_CONCURRENT_RUNS: usize = 4;
+const DEFAULT_MAX_CONCURRENT_RUNS: usize = 4;
 /// How long running steps may take to finish after SIGTERM before they are cancelled.
-pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// How long a git fetch may get nothing from the remote before it fails.
-pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default of `limits.store_busy_timeout`.
-pub const DEFAULT_STORE_BUSY_TIMEOUT: Duration = crate::store::BUSY_TIMEOUT;
+const DEFAULT_STORE_BUSY_TIMEOUT: Duration = crate::store::BUSY_TIMEOUT;
 /// Default of `limits.record_timeout`.
-pub const DEFAULT_RECORD_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_RECORD_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default `limits.max_runs_per_minute`: push runs of one workflow queued per minute.
-pub const DEFAULT_MAX_RUNS_PER_MINUTE: u32 = 30;
+const DEFAULT_MAX_RUNS_PER_MINUTE: u32 = 30;
+/// Default `limits.heartbeat`: how often a node renews its row and its runs' leases.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(2);
+/// Default `limits.lease`: how long a node's claim on a run holds without a heartbeat.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
+/// Default `store.pool`: idle read connections kept to PostgreSQL.
+pub const DEFAULT_STORE_POOL: usize = 8;
 /// Default `anomalies.min_slowdown`: the absolute floor of a slow run's excess over the p95.
-pub const DEFAULT_MIN_SLOWDOWN: Duration = Duration::from_secs(5);
+const DEFAULT_MIN_SLOWDOWN: Duration = Duration::from_secs(5);
 
 /// Where a repository comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +69,7 @@ pub enum RepoSource {
 
 impl RepoSource {
     /// The URL (or path) the mirror clones from.
-    pub fn clone_url(&self) -> String {
+    pub(crate) fn clone_url(&self) -> String {
         match self {
             RepoSource::Url(u) => u.clone(),
             RepoSource::Path(p) => p.to_string_lossy().into_owned(),
@@ -73,7 +77,7 @@ impl RepoSource {
     }
 
     /// True for a local path.
-    pub fn is_local(&self) -> bool {
+    pub(crate) fn is_local(&self) -> bool {
         matches!(self, RepoSource::Path(_))
     }
 }
@@ -126,7 +130,7 @@ pub enum WebhookFormat {
 
 impl WebhookFormat {
     /// Every format with its config text.
-    pub const ALL: &'static [(&'static str, WebhookFormat)] = &[
+    pub(crate) const ALL: &'static [(&'static str, WebhookFormat)] = &[
         ("generic", WebhookFormat::Generic),
         ("slack", WebhookFormat::Slack),
         ("discord", WebhookFormat::Discord),
@@ -231,10 +235,10 @@ impl Default for AnomaliesConfig {
 }
 
 /// Default of `limits.cache_max_bytes`: 5 GiB.
-pub const DEFAULT_CACHE_MAX_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+pub(crate) const DEFAULT_CACHE_MAX_BYTES: u64 = 5 * 1024 * 1024 * 1024;
 
 /// Default of `limits.max_run_processes`.
-pub const DEFAULT_MAX_RUN_PROCESSES: u32 = 1024;
+const DEFAULT_MAX_RUN_PROCESSES: u32 = 1024;
 
 /// Limits across runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -269,6 +273,11 @@ pub struct Limits {
     /// Most bytes the step cache (entries and their files) takes under the state
     /// directory; least recently used entries are evicted beyond it.
     pub cache_max_bytes: u64,
+    /// How often the node writes its heartbeat and renews the leases of the runs it holds.
+    pub heartbeat: Duration,
+    /// How long a claim on a run holds without renewal; a node silent for longer loses its
+    /// runs to the others (and is shown `lost`). Always more than `heartbeat`.
+    pub lease: Duration,
 }
 
 impl Default for Limits {
@@ -285,6 +294,8 @@ impl Default for Limits {
             record_timeout: DEFAULT_RECORD_TIMEOUT,
             max_runs_per_minute: DEFAULT_MAX_RUNS_PER_MINUTE,
             cache_max_bytes: DEFAULT_CACHE_MAX_BYTES,
+            heartbeat: DEFAULT_HEARTBEAT,
+            lease: DEFAULT_LEASE,
         }
     }
 }
@@ -305,6 +316,66 @@ impl Default for RetentionConfig {
             max_age: Some(Duration::from_secs(90 * 24 * 3600)),
         }
     }
+}
+
+/// Where the daemon keeps its state (`store:`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StoreConfig {
+    /// The embedded SQLite file under `state_dir` (the default).
+    #[default]
+    Sqlite,
+    /// A PostgreSQL database shared by a fleet of agents.
+    Postgres {
+        /// The environment variable holding the database URL (never written to the config,
+        /// never printed).
+        url_env: String,
+        /// Idle read connections kept open.
+        pool: usize,
+    },
+}
+
+impl StoreConfig {
+    /// `sqlite` or `postgres`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreConfig::Sqlite => "sqlite",
+            StoreConfig::Postgres { .. } => "postgres",
+        }
+    }
+
+    /// The PostgreSQL URL from its environment variable; `None` for SQLite. The error names
+    /// the variable, never its value.
+    pub fn postgres_url(&self) -> Option<Result<String, String>> {
+        match self {
+            StoreConfig::Sqlite => None,
+            StoreConfig::Postgres { url_env, .. } => Some(match std::env::var(url_env) {
+                Ok(url) if !url.trim().is_empty() => Ok(url),
+                Ok(_) => Err(format!(
+                    "`store.url_env`: environment variable `{url_env}` is empty"
+                )),
+                Err(_) => Err(format!(
+                    "`store.url_env`: environment variable `{url_env}` is not set"
+                )),
+            }),
+        }
+    }
+}
+
+/// This machine's host name (`localhost` when it cannot be read).
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at most that much.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..end]) {
+        Ok(name) if rc == 0 && !name.is_empty() => name.to_string(),
+        _ => "localhost".to_string(),
+    }
+}
+
+/// The default `node`: the host name, `-`, and the daemon's pid.
+pub fn default_node_name() -> String {
+    format!("{}-{}", host_name(), std::process::id())
 }
 
 /// The daemon's configuration.
@@ -349,6 +420,11 @@ pub struct Config {
     pub limits: Limits,
     /// Retention of finished runs and logs.
     pub retention: RetentionConfig,
+    /// The database: SQLite under `state_dir`, or a PostgreSQL database shared by a fleet.
+    pub store: StoreConfig,
+    /// This agent's name in the fleet (owner of the runs it claims, its row in `agent
+    /// nodes`); default `<hostname>-<pid>`.
+    pub node: String,
 }
 
 impl Default for Config {
@@ -372,6 +448,8 @@ impl Default for Config {
             anomalies: AnomaliesConfig::default(),
             limits: Limits::default(),
             retention: RetentionConfig::default(),
+            store: StoreConfig::default(),
+            node: default_node_name(),
         }
     }
 }
@@ -411,7 +489,7 @@ fn check_webhook_url(u: &str) -> Result<(), String> {
 }
 
 /// A listen address: `PORT` (on 127.0.0.1), `IP:PORT`, or `HOST:PORT` (resolved).
-pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+pub(crate) fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     let s = s.trim();
     if let Ok(port) = s.parse::<u16>() {
         return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
@@ -430,7 +508,7 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
 impl Config {
     /// A config file without a `repos` key watches the git repository around `cwd`, as the
     /// embedded defaults do (a file that sets only `listen:` used to watch nothing).
-    pub fn watch_cwd_if_unset(&mut self, cwd: &Path) {
+    pub(crate) fn watch_cwd_if_unset(&mut self, cwd: &Path) {
         if !self.repos_given && self.repos.is_empty() {
             self.repos = Config::embedded(cwd).repos;
         }
@@ -438,7 +516,7 @@ impl Config {
 
     /// The embedded defaults: the git repository around `cwd` (if any) as repository
     /// `default`, watched on its current branch; state in `cwd/.agent`.
-    pub fn embedded(cwd: &Path) -> Config {
+    pub(crate) fn embedded(cwd: &Path) -> Config {
         let mut config = Config {
             state_dir: cwd.join(DEFAULT_STATE_DIR),
             ..Config::default()
@@ -467,7 +545,7 @@ impl Config {
 
     /// Reads and checks a config file. Relative paths in it (`state_dir`, repository paths,
     /// skill directories, secret files) are taken relative to the file's directory.
-    pub fn load(path: &Path) -> Result<Config, Diagnostics> {
+    pub(crate) fn load(path: &Path) -> Result<Config, Diagnostics> {
         let (text, tree) = dsl::yaml::parse_file(path);
         let file = SourceFile::new(path, text);
         let base = path
@@ -494,12 +572,12 @@ impl Config {
     }
 
     /// Reads every configured secret's value (from the environment or files).
-    pub fn load_secrets(&self) -> Result<IndexMap<String, String>, SecretError> {
+    pub(crate) fn load_secrets(&self) -> Result<IndexMap<String, String>, SecretError> {
         secrets::load(&self.secrets)
     }
 
     /// The repository called `name`.
-    pub fn repo(&self, name: &str) -> Option<&RepoConfig> {
+    pub(crate) fn repo(&self, name: &str) -> Option<&RepoConfig> {
         self.repos.iter().find(|r| r.name == name)
     }
 }
@@ -531,6 +609,8 @@ const TOP_KEYS: &[&str] = &[
     "anomalies",
     "limits",
     "retention",
+    "store",
+    "node",
 ];
 const REPO_KEYS: &[&str] = &[
     "name",
@@ -581,7 +661,10 @@ const LIMIT_KEYS: &[&str] = &[
     "record_timeout",
     "max_runs_per_minute",
     "cache_max_bytes",
+    "heartbeat",
+    "lease",
 ];
+const STORE_KEYS: &[&str] = &["kind", "url_env", "pool"];
 const RETENTION_KEYS: &[&str] = &["max_runs", "max_age"];
 
 /// Reads a parsed file: its tree's problems (duplicate keys, ...) and the config's, together.
@@ -682,6 +765,25 @@ fn parse_tree(root: &Node, base: &Path) -> Result<Config, Vec<Diagnostic>> {
             "anomalies" => config.anomalies = r.anomalies(value),
             "limits" => config.limits = r.limits(value),
             "retention" => config.retention = r.retention(value),
+            "store" => config.store = r.store(value),
+            "node" => {
+                if let Some(name) = r.string(value) {
+                    if name.is_empty()
+                        || name.len() > 200
+                        || name.chars().any(|c| c.is_whitespace() || c.is_control())
+                    {
+                        r.error(
+                            value.span,
+                            format!(
+                                "`node` must be a name of 1 to 200 characters without spaces, found `{}`",
+                                name.escape_debug()
+                            ),
+                        );
+                    } else {
+                        config.node = name;
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -1343,6 +1445,20 @@ impl Reader {
                             l.cache_max_bytes = n;
                         }
                     }
+                    "heartbeat" => {
+                        if let Some(d) = self.duration(value) {
+                            if d.is_zero() {
+                                self.error(value.span, "`heartbeat` must be more than 0");
+                            } else {
+                                l.heartbeat = d;
+                            }
+                        }
+                    }
+                    "lease" => {
+                        if let Some(d) = self.duration(value) {
+                            l.lease = d;
+                        }
+                    }
                     "max_runs_per_minute" => {
                         if let Some(n) = self.uint(value) {
                             match u32::try_from(n) {
@@ -1357,8 +1473,102 @@ impl Reader {
                     _ => {}
                 }
             }
+            if l.lease <= l.heartbeat {
+                let at = entries
+                    .iter()
+                    .find(|(k, _)| k.as_str() == Some("lease"))
+                    .or_else(|| {
+                        entries
+                            .iter()
+                            .find(|(k, _)| k.as_str() == Some("heartbeat"))
+                    })
+                    .map_or(node.span, |(_, v)| v.span);
+                self.error(
+                    at,
+                    format!(
+                        "`lease` ({}) must be longer than `heartbeat` ({}): a node renews its leases every heartbeat",
+                        humantime::format_duration(l.lease),
+                        humantime::format_duration(l.heartbeat)
+                    ),
+                );
+            }
         }
         l
+    }
+
+    /// `store: {kind: sqlite}` or `store: {kind: postgres, url_env: NAME, pool: N}`; the
+    /// variable must be set and not empty (its value is never shown).
+    fn store(&mut self, node: &Node) -> StoreConfig {
+        if node.is_null() {
+            return StoreConfig::Sqlite;
+        }
+        let Some(entries) = self.map(node, "`store`") else {
+            return StoreConfig::Sqlite;
+        };
+        self.check_keys(entries, STORE_KEYS);
+        let get = |name: &str| entries.iter().find(|(k, _)| k.as_str() == Some(name));
+        let kind = match get("kind") {
+            None => {
+                self.error(node.span, "`store` needs `kind`: `sqlite` or `postgres`");
+                return StoreConfig::Sqlite;
+            }
+            Some((_, v)) => match self.string(v) {
+                Some(k) => (k, v.span),
+                None => return StoreConfig::Sqlite,
+            },
+        };
+        match kind.0.as_str() {
+            "sqlite" => {
+                for key in ["url_env", "pool"] {
+                    if let Some((k, _)) = get(key) {
+                        self.error(k.span, format!("`{key}` is only for `kind: postgres`"));
+                    }
+                }
+                StoreConfig::Sqlite
+            }
+            "postgres" => {
+                let pool = match get("pool") {
+                    Some((_, v)) => self.positive(v).unwrap_or(DEFAULT_STORE_POOL),
+                    None => DEFAULT_STORE_POOL,
+                };
+                let url_env = match get("url_env") {
+                    None => {
+                        self.error(
+                            node.span,
+                            "`kind: postgres` needs `url_env`: the environment variable holding the database URL",
+                        );
+                        String::new()
+                    }
+                    Some((_, v)) => {
+                        match self.env_name(v) {
+                            Some(var) => {
+                                match std::env::var(&var) {
+                                Ok(url) if !url.trim().is_empty() => {}
+                                Ok(_) => self.error(
+                                    v.span,
+                                    format!("environment variable `{var}` (the database URL) is empty"),
+                                ),
+                                Err(_) => self.error(
+                                    v.span,
+                                    format!("environment variable `{var}` (the database URL) is not set"),
+                                ),
+                            }
+                                var
+                            }
+                            None => String::new(),
+                        }
+                    }
+                };
+                StoreConfig::Postgres { url_env, pool }
+            }
+            other => {
+                self.error(
+                    kind.1,
+                    format!("unknown store kind `{other}`: expected `sqlite` or `postgres`"),
+                );
+                StoreConfig::Sqlite
+            }
+        }
     }
 
     fn retention(&mut self, node: &Node) -> RetentionConfig {
@@ -1642,6 +1852,106 @@ mod tests {
         assert_eq!(c.webhooks[0].events, vec!["run.*", "anomaly"]);
     }
 
+    /// `store`, `node`, `limits.heartbeat` and `limits.lease`: defaults, a PostgreSQL store
+    /// read from its variable, and each mistake reported at its key (the URL never shown).
+    #[test]
+    fn store_node_and_lease_keys_are_read_and_checked() {
+        let c = parse("").expect("valid");
+        assert_eq!(c.store, StoreConfig::Sqlite);
+        assert_eq!(c.limits.heartbeat, DEFAULT_HEARTBEAT);
+        assert_eq!(c.limits.lease, DEFAULT_LEASE);
+        assert_eq!(c.node, default_node_name());
+        assert!(
+            c.node.ends_with(&format!("-{}", std::process::id())),
+            "{}",
+            c.node
+        );
+
+        // SAFETY: only this test reads or writes these variables.
+        unsafe {
+            std::env::set_var(
+                "AGENT_CFG_TEST_PG_URL",
+                "postgres://u:pw-xyzzy@127.0.0.1/db",
+            );
+            std::env::set_var("AGENT_CFG_TEST_EMPTY", "");
+        }
+        let c = parse(
+            "node: ci-1\nstore: {kind: postgres, url_env: AGENT_CFG_TEST_PG_URL}\nlimits: {heartbeat: 500ms, lease: 3s}\n",
+        )
+        .expect("valid");
+        assert_eq!(c.node, "ci-1");
+        assert_eq!(
+            c.store,
+            StoreConfig::Postgres {
+                url_env: "AGENT_CFG_TEST_PG_URL".into(),
+                pool: DEFAULT_STORE_POOL
+            }
+        );
+        assert_eq!(c.limits.heartbeat, Duration::from_millis(500));
+        assert_eq!(c.limits.lease, Duration::from_secs(3));
+        assert!(!format!("{c:?}").contains("xyzzy"));
+        let c = parse("store:\n  kind: postgres\n  url_env: AGENT_CFG_TEST_PG_URL\n  pool: 3\n")
+            .expect("valid");
+        assert!(matches!(c.store, StoreConfig::Postgres { pool: 3, .. }));
+        assert_eq!(
+            parse("store: {kind: sqlite}\n").expect("valid").store,
+            StoreConfig::Sqlite
+        );
+
+        let err = |text: &str| parse(text).expect_err("invalid");
+        let e = err("store: {kind: mysql}\n");
+        assert!(
+            e.contains("agent.yaml:1:15: error: unknown store kind `mysql`"),
+            "{e}"
+        );
+        let e = err("store: {kind: postgres}\n");
+        assert!(
+            e.contains("agent.yaml:1:8: error: `kind: postgres` needs `url_env`"),
+            "{e}"
+        );
+        let e = err("store:\n  kind: postgres\n  url_env: AGENT_CFG_TEST_UNSET_VAR\n");
+        assert!(
+            e.contains("agent.yaml:3:12: error: environment variable `AGENT_CFG_TEST_UNSET_VAR` (the database URL) is not set"),
+            "{e}"
+        );
+        let e = err("store: {kind: postgres, url_env: AGENT_CFG_TEST_EMPTY}\n");
+        assert!(
+            e.contains("`AGENT_CFG_TEST_EMPTY` (the database URL) is empty"),
+            "{e}"
+        );
+        let e = err("store: {kind: postgres, url_env: AGENT_CFG_TEST_PG_URL, pool: 0}\n");
+        assert!(e.contains("expected a positive integer"), "{e}");
+        let e = err("store: {kind: sqlite, url_env: X}\n");
+        assert!(e.contains("`url_env` is only for `kind: postgres`"), "{e}");
+        let e = err("store: {knd: sqlite}\n");
+        assert!(e.contains("unknown key `knd`"), "{e}");
+        let e = err("limits:\n  heartbeat: 5s\n  lease: 5s\n");
+        assert!(
+            e.contains("agent.yaml:3:10: error: `lease` (5s) must be longer than `heartbeat` (5s)"),
+            "{e}"
+        );
+        let e = err("limits: {heartbeat: 20s}\n");
+        assert!(
+            e.contains("`lease` (15s) must be longer than `heartbeat` (20s)"),
+            "{e}"
+        );
+        let e = err("node: 'a b'\n");
+        assert!(
+            e.contains("agent.yaml:1:7: error: `node` must be a name"),
+            "{e}"
+        );
+        for text in [
+            "store: {kind: postgres, url_env: AGENT_CFG_TEST_PG_URL}\nnode: x\n",
+            "store: {kind: postgres, url_env: AGENT_CFG_TEST_UNSET_VAR}\n",
+        ] {
+            let shown = match parse(text) {
+                Ok(c) => format!("{c:?}"),
+                Err(e) => e,
+            };
+            assert!(!shown.contains("xyzzy"), "{shown}");
+        }
+    }
+
     /// `schemas/config.schema.json` names exactly the keys the parser knows.
     #[test]
     fn the_config_schema_matches_the_parser() {
@@ -1675,6 +1985,7 @@ mod tests {
         assert_eq!(keys(&defs["Anomalies"]), sorted(ANOMALY_KEYS));
         assert_eq!(keys(&defs["Limits"]), sorted(LIMIT_KEYS));
         assert_eq!(keys(&defs["Retention"]), sorted(RETENTION_KEYS));
+        assert_eq!(keys(&defs["Store"]), sorted(STORE_KEYS));
         let formats: Vec<&str> = defs["Webhook"]["properties"]["format"]["enum"]
             .as_array()
             .expect("format enum")

@@ -249,6 +249,8 @@ pub struct Shared {
     pub secrets: indexmap::IndexMap<String, String>,
     /// Whether run records are being written (`GET /health`).
     pub store_health: crate::daemon::store_health::StoreHealth,
+    /// Copies step logs into the store when it is shared (PostgreSQL); `None` on SQLite.
+    pub log_shipper: Option<crate::daemon::run::log_ship::LogShipper>,
     shutdown: Shutdown,
 }
 
@@ -301,6 +303,7 @@ impl DaemonHandle {
         let events = crate::bus::Bus::new();
         let (fetch_requests, _) = broadcast::channel(64);
         let (shutdown_tx, shutdown) = Shutdown::pair();
+        let log_shipper = crate::daemon::run::log_ship::LogShipper::for_store(&store);
         let shared = Shared {
             config: config.into(),
             state_dir,
@@ -311,6 +314,7 @@ impl DaemonHandle {
             fetch_requests,
             secrets,
             store_health: Default::default(),
+            log_shipper,
             shutdown,
         };
         (

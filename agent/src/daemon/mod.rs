@@ -18,6 +18,7 @@
 
 pub mod catalog;
 pub mod handle;
+pub mod leases;
 pub mod run;
 pub mod scheduler;
 pub mod state_lock;

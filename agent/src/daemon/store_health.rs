@@ -1,6 +1,7 @@
 //! Writing run records while the database refuses writes (a lock held past the busy
 //! timeout, a full disk): the write is retried with backoff instead of being dropped, and
-//! `GET /health` says `degraded` while any write keeps failing.
+//! `GET /health` answers 503 `degraded` while any write keeps failing or the node's
+//! heartbeat cannot reach the database.
 //!
 //! A dropped write would leave a run `running` forever, and a step whose end was not
 //! recorded would run again after the next restart. So the recorder retries a step's end and
@@ -28,13 +29,19 @@ pub struct StoreHealth {
     failing: AtomicUsize,
     /// The latest failure's text.
     last_error: Mutex<Option<String>>,
+    /// The node's last heartbeat failed with this (the database is unreachable).
+    heartbeat_error: Mutex<Option<String>>,
 }
 
 impl StoreHealth {
     /// `Some(error)` while at least one write is failing and being retried.
     pub fn degraded(&self) -> Option<String> {
         if self.failing.load(Ordering::SeqCst) == 0 {
-            return None;
+            return self
+                .heartbeat_error
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
         }
         let last = self
             .last_error
@@ -42,6 +49,15 @@ impl StoreHealth {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
         Some(last.unwrap_or_else(|| "database writes fail".to_string()))
+    }
+
+    /// Records the outcome of the node's last heartbeat: `Some(error)` while it fails (the
+    /// daemon is degraded until one succeeds again).
+    pub fn heartbeat_failed(&self, error: Option<String>) {
+        *self
+            .heartbeat_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = error;
     }
 
     fn note(&self, err: &StoreError) {

@@ -25,7 +25,7 @@ use crate::model::report::ArtifactReport;
 const MAX_WALK_ENTRIES: usize = 1_000_000;
 
 /// What [`ArtifactLookup::latest`] answers.
-pub type LookupFuture =
+pub(crate) type LookupFuture =
     Pin<Box<dyn Future<Output = Result<Option<ArtifactReport>, String>> + Send>>;
 
 /// Finds another workflow's artifact for `from:`.
@@ -45,7 +45,7 @@ pub struct ArtifactStore {
 }
 
 /// The file of the archive with digest `sha256:<hex>` (`None` for a malformed digest).
-pub fn blob_path(dir: &Path, digest: &str) -> Option<PathBuf> {
+pub(crate) fn blob_path(dir: &Path, digest: &str) -> Option<PathBuf> {
     let hex = digest.strip_prefix("sha256:")?;
     (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
         .then(|| dir.join(format!("{hex}.tar.gz")))
@@ -55,11 +55,11 @@ pub fn blob_path(dir: &Path, digest: &str) -> Option<PathBuf> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Packed {
     /// `sha256:<hex>` of the archive.
-    pub digest: String,
+    pub(crate) digest: String,
     /// Bytes of the archive.
-    pub size: u64,
+    pub(crate) size: u64,
     /// Files in it.
-    pub files: u64,
+    pub(crate) files: u64,
 }
 
 /// Checks one `paths` pattern: relative, without `..`; answers it without a leading `./`.
@@ -267,7 +267,7 @@ pub(crate) fn unpack(blob: &Path, dest: &Path) -> io::Result<()> {
 
 /// Unpacks a `.tar.gz` stream into `dest` (created), keeping the executable bit; the tar
 /// reader refuses entries that would land outside `dest`.
-pub fn unpack_from(archive: impl io::Read, dest: &Path) -> io::Result<()> {
+pub(crate) fn unpack_from(archive: impl io::Read, dest: &Path) -> io::Result<()> {
     std::fs::create_dir_all(dest)?;
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(archive));
     archive.set_preserve_permissions(true);
@@ -285,7 +285,11 @@ pub(crate) fn touch(blob: &Path) {
 
 /// Deletes the archives in `dir` whose digest is not in `keep` and that were last written
 /// before `spare_since` (archives of runs still running are newer); answers how many.
-pub fn sweep(dir: &Path, keep: &HashSet<String>, spare_since: std::time::SystemTime) -> usize {
+pub(crate) fn sweep(
+    dir: &Path,
+    keep: &HashSet<String>,
+    spare_since: std::time::SystemTime,
+) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };

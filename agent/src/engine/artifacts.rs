@@ -21,9 +21,9 @@ pub(crate) const ARTIFACT_ERROR: &str = "ArtifactError";
 #[derive(Debug, Default)]
 pub(crate) struct Collected {
     /// What the report lists.
-    pub reports: Vec<ArtifactReport>,
+    pub(crate) reports: Vec<ArtifactReport>,
     /// `steps.ID.artifacts`: name to the directory holding the files.
-    pub dirs: Map<String, Value>,
+    pub(crate) dirs: Map<String, Value>,
 }
 
 /// Collects the artifacts of step `step` (it just succeeded) from `root` (the workspace, or

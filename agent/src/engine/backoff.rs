@@ -41,14 +41,14 @@ pub(crate) const ABSOLUTE_MAX_DELAY: Duration = Duration::from_secs(24 * 3600);
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Backoff {
     /// The sequence shape.
-    pub kind: BackoffKind,
+    pub(crate) kind: BackoffKind,
     /// Base delay.
-    pub delay: Duration,
+    pub(crate) delay: Duration,
     /// Upper bound of one delay (after jitter).
-    pub max_delay: Option<Duration>,
+    pub(crate) max_delay: Option<Duration>,
     /// Jitter fraction in `[0, 1]`: the delay is spread uniformly over
     /// `delay * (1 - jitter) ..= delay * (1 + jitter)`. Zero means none.
-    pub jitter: f64,
+    pub(crate) jitter: f64,
 }
 
 impl Default for Backoff {

@@ -20,8 +20,8 @@ use indexmap::IndexMap;
 /// A parse error: the 1-based line and what is wrong there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct LineError {
-    pub line: usize,
-    pub message: String,
+    pub(crate) line: usize,
+    pub(crate) message: String,
 }
 
 fn valid_name(name: &str) -> bool {

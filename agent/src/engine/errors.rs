@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 /// Why the engine could not start or finish a run.
 #[derive(Debug, thiserror::Error)]
-pub enum EngineError {
+pub(crate) enum EngineError {
     /// The preserved context could not be read or written.
     #[error("context file {}: {message}", path.display())]
     Context {

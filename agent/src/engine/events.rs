@@ -176,7 +176,7 @@ type BarrierAnswer = oneshot::Sender<Result<(), String>>;
 
 impl BarrierAck {
     /// Answers the waiting engine (only the first answer counts).
-    pub fn answer(&self, result: Result<(), String>) {
+    pub(crate) fn answer(&self, result: Result<(), String>) {
         let sender = self
             .0
             .lock()
@@ -217,7 +217,8 @@ pub struct EventSender {
 
 impl EventSender {
     /// A sender that drops everything.
-    pub fn none() -> Self {
+    #[cfg(test)]
+    pub(crate) fn none() -> Self {
         EventSender {
             tx: None,
             barriers: None,
@@ -251,13 +252,16 @@ impl EventSender {
     }
 
     /// How long the engine waits for a barrier's answer; `None` without barriers.
-    pub fn barrier_timeout(&self) -> Option<Duration> {
+    pub(crate) fn barrier_timeout(&self) -> Option<Duration> {
         self.barriers
     }
 
     /// Sends a barrier when this sender asks for them and someone listens; the receiver
     /// gets the listener's answer (an error when the listener went away without one).
-    pub fn barrier(&self, run_id: &Arc<str>) -> Option<oneshot::Receiver<Result<(), String>>> {
+    pub(crate) fn barrier(
+        &self,
+        run_id: &Arc<str>,
+    ) -> Option<oneshot::Receiver<Result<(), String>>> {
         self.barriers?;
         let tx = self.tx.as_ref().filter(|t| !t.is_closed())?;
         let (answer, wait) = oneshot::channel();
@@ -287,7 +291,7 @@ impl EventSender {
     }
 
     /// True when someone may listen.
-    pub fn is_active(&self) -> bool {
+    pub(crate) fn is_active(&self) -> bool {
         self.tx.as_ref().is_some_and(|t| !t.is_closed())
     }
 

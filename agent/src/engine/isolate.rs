@@ -26,11 +26,11 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct CopyStats {
     /// Regular files cloned copy-on-write.
-    pub cloned: u64,
+    pub(crate) cloned: u64,
     /// Regular files copied byte for byte.
-    pub copied: u64,
+    pub(crate) copied: u64,
     /// Bytes written by those copies.
-    pub bytes: u64,
+    pub(crate) bytes: u64,
 }
 
 /// Copies the tree `src` to `dst` (which must not exist): directories with their

@@ -32,9 +32,9 @@ pub(crate) fn stage_of<'w>(stages: &'w [Stage], id: &str) -> Option<&'w Stage> {
 /// A step's rendered environment layers.
 pub(crate) struct Layers {
     /// Entries to add after the run's base environment, in order (later wins).
-    pub process_env: Vec<(String, String)>,
+    pub(crate) process_env: Vec<(String, String)>,
     /// The `env` context for the step's expressions when it differs from the workflow's.
-    pub merged: Option<Value>,
+    pub(crate) merged: Option<Value>,
 }
 
 /// Renders the stage and step `env:` over the workflow's and adds what `$AGENT_ENV` and

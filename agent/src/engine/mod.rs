@@ -49,7 +49,7 @@
 //! `recap.rs`. The terminal sink, the secrets file and the preserved-context file belong to
 //! `agent exec` (`cli::exec`).
 
-pub mod archive;
+pub(crate) mod archive;
 mod artifacts;
 pub(crate) mod backoff;
 pub(crate) mod context;
@@ -69,7 +69,7 @@ mod services;
 mod shell_script;
 mod stage;
 mod step;
-pub mod step_cache;
+pub(crate) mod step_cache;
 pub(crate) mod step_env;
 
 use std::path::PathBuf;
@@ -87,35 +87,35 @@ pub(crate) use step::MAX_DEPTH as MAX_CALL_DEPTH;
 
 /// Process-wide engine settings.
 #[derive(Debug, Clone)]
-pub struct EngineConfig {
+pub(crate) struct EngineConfig {
     /// Skill directories searched after `<workspace>/.workflows/skills/`.
-    pub skills_dirs: Vec<PathBuf>,
+    pub(crate) skills_dirs: Vec<PathBuf>,
     /// Time between SIGTERM and SIGKILL when a step times out or is cancelled.
-    pub grace: Duration,
+    pub(crate) grace: Duration,
     /// CPU and memory capacity for admission.
-    pub admission: AdmissionConfig,
+    pub(crate) admission: AdmissionConfig,
     /// What a run's `AGENT_RUN_MARKER` is scoped by (see [`run_marker`]); `None`: this
     /// process's pid, which is enough for `agent exec`. The daemon gives one derived from its
     /// state directory, so that a restarted daemon finds the processes of its interrupted
     /// runs again.
-    pub marker_scope: Option<String>,
+    pub(crate) marker_scope: Option<String>,
     /// Variables of the agent's environment that steps see besides the minimal ones
     /// ([`step_env`]).
-    pub env_passthrough: Vec<String>,
+    pub(crate) env_passthrough: Vec<String>,
     /// The user step processes run as (the agent must be root); `None`: the agent's own.
-    pub run_user: Option<Arc<runners::RunUser>>,
+    pub(crate) run_user: Option<Arc<runners::RunUser>>,
     /// With `run_user`: the uids runs take one each (`FIRST..=LAST`), so that runs running
     /// at the same time cannot reach each other's processes or workspaces; `None`: every
     /// run's steps run as `run_user`'s own uid.
-    pub run_uids: Option<(u32, u32)>,
+    pub(crate) run_uids: Option<(u32, u32)>,
     /// Processes one run may have at once (a cgroup per run where one can be made; else
     /// `RLIMIT_NPROC` of the run user); `None`: no limit.
-    pub max_run_processes: Option<u32>,
+    pub(crate) max_run_processes: Option<u32>,
     /// The step cache (`cache:` steps and deterministic skills); `None`: every step runs.
-    pub cache: Option<Arc<dyn step_cache::CacheBackend>>,
+    pub(crate) cache: Option<Arc<dyn step_cache::CacheBackend>>,
     /// On a cache miss, work out what changed against the step's last entry (the step
     /// reports' `cache_note`, printed by `agent exec --explain-cache`).
-    pub explain_cache: bool,
+    pub(crate) explain_cache: bool,
 }
 
 /// The `AGENT_RUN_MARKER` value every process of run `run_id` carries:
@@ -161,7 +161,7 @@ pub(crate) struct UidLease<'a> {
     engine: &'a Engine,
     slot: u32,
     /// The run user with the run's uid.
-    pub user: Arc<runners::RunUser>,
+    pub(crate) user: Arc<runners::RunUser>,
 }
 
 impl Drop for UidLease<'_> {
@@ -233,7 +233,7 @@ pub struct RunResult {
 
 impl Engine {
     /// Creates the engine (measures CPU capacity once).
-    pub fn new(config: EngineConfig) -> Self {
+    pub(crate) fn new(config: EngineConfig) -> Self {
         let admission = Admission::new(config.admission.clone());
         let step_env = step_env::base_env(&config.env_passthrough);
         Engine {
@@ -272,17 +272,17 @@ impl Engine {
     }
 
     /// The admission scheduler shared by all runs.
-    pub fn admission(&self) -> &Admission {
+    pub(crate) fn admission(&self) -> &Admission {
         &self.admission
     }
 
     /// The environment every step starts from (see [`step_env`]).
-    pub fn step_env(&self) -> &[(String, String)] {
+    pub(crate) fn step_env(&self) -> &[(String, String)] {
         &self.step_env
     }
 
     /// The settings.
-    pub fn config(&self) -> &EngineConfig {
+    pub(crate) fn config(&self) -> &EngineConfig {
         &self.config
     }
 

@@ -77,11 +77,11 @@ impl Tail {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct FailedStep {
     /// The step id as logs name it (`CALL/ID` inside a called workflow).
-    pub id: String,
+    pub(crate) id: String,
     /// Its error: the class and exit code (see [`describe`]).
-    pub error: String,
+    pub(crate) error: String,
     /// The end of its log.
-    pub tail: Tail,
+    pub(crate) tail: Tail,
 }
 
 /// A step's error as the recap shows it: `ExitCode, exit code 3`, `Timeout`, or `failed`

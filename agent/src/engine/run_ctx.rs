@@ -52,67 +52,67 @@ pub(crate) enum Slot {
 /// Mutable bookkeeping of a run (behind a mutex, never held across `.await`).
 #[derive(Debug, Default)]
 pub(crate) struct RunState {
-    pub stages: Vec<StageReport>,
-    pub rollback_steps: Vec<StepReport>,
+    pub(crate) stages: Vec<StageReport>,
+    pub(crate) rollback_steps: Vec<StepReport>,
     /// `compensate` steps as they ran.
-    pub compensation_steps: Vec<StepReport>,
+    pub(crate) compensation_steps: Vec<StepReport>,
     /// Ids of succeeded top-level and branch steps, in completion order.
-    pub completed: Vec<String>,
-    pub failed: bool,
-    pub error: Option<String>,
+    pub(crate) completed: Vec<String>,
+    pub(crate) failed: bool,
+    pub(crate) error: Option<String>,
     /// The class of the first failure that failed the run.
-    pub error_class: Option<String>,
-    pub rollback_wanted: bool,
-    pub compensate_wanted: bool,
-    pub timed_out: bool,
+    pub(crate) error_class: Option<String>,
+    pub(crate) rollback_wanted: bool,
+    pub(crate) compensate_wanted: bool,
+    pub(crate) timed_out: bool,
     /// Steps whose compensation ran, in the order they were undone.
-    pub compensated: Vec<String>,
+    pub(crate) compensated: Vec<String>,
     /// The rollback, when it ran.
-    pub rollback: Option<RollbackReport>,
+    pub(crate) rollback: Option<RollbackReport>,
     /// Reports of matrix instances: (stage, step index, instance position, report).
-    pub instances: Vec<(usize, usize, usize, StepReport)>,
+    pub(crate) instances: Vec<(usize, usize, usize, StepReport)>,
     /// Reports of the instances of matrix stages, by the index of their stage: they take
     /// the stage's place in the report (see [`take_parts`]).
-    pub expanded: Vec<(usize, Vec<StageReport>)>,
+    pub(crate) expanded: Vec<(usize, Vec<StageReport>)>,
     /// The steps of stage-matrix instances by their ids (`ID (k=v, ...)`), for their
     /// compensation.
-    pub instance_steps: std::collections::HashMap<String, dsl::model::Step>,
+    pub(crate) instance_steps: std::collections::HashMap<String, dsl::model::Step>,
 }
 
 /// Everything the steps of one (sub-)run share.
 pub(crate) struct RunCtx<'a> {
-    pub engine: &'a Engine,
-    pub set: &'a dsl::Loaded,
-    pub wf: &'a Workflow,
-    pub run_id: Arc<str>,
+    pub(crate) engine: &'a Engine,
+    pub(crate) set: &'a dsl::Loaded,
+    pub(crate) wf: &'a Workflow,
+    pub(crate) run_id: Arc<str>,
     /// Prefix of step ids in events (`call/` inside a sub-workflow called by step `call`).
-    pub prefix: String,
-    pub workdir: PathBuf,
-    pub events: EventSender,
-    pub cancel: Cancel,
-    pub masker: Masker,
-    pub rundir: Arc<runners::RunDir>,
+    pub(crate) prefix: String,
+    pub(crate) workdir: PathBuf,
+    pub(crate) events: EventSender,
+    pub(crate) cancel: Cancel,
+    pub(crate) masker: Masker,
+    pub(crate) rundir: Arc<runners::RunDir>,
     /// `AGENT_RUN_ID`, `AGENT_WORKSPACE`, the run's [`RunRequest::env`] and the workflow's
     /// `env`.
-    pub base_env: Vec<(String, String)>,
+    pub(crate) base_env: Vec<(String, String)>,
     /// The run's [`RunRequest::env`], handed on to sub-workflows.
-    pub run_env: Arc<[(String, String)]>,
-    pub data: Mutex<RunData>,
-    pub state: Mutex<RunState>,
+    pub(crate) run_env: Arc<[(String, String)]>,
+    pub(crate) data: Mutex<RunData>,
+    pub(crate) state: Mutex<RunState>,
     /// End of the workflow's `metadata.timeout` (or the caller's, whichever is earlier).
-    pub deadline: Option<Instant>,
-    pub depth: usize,
-    pub marker: Arc<str>,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) depth: usize,
+    pub(crate) marker: Arc<str>,
     /// The user the run's steps run as (the run's own uid with `run_as_uids`); `None`: the
     /// agent's own.
-    pub run_user: Option<Arc<runners::RunUser>>,
+    pub(crate) run_user: Option<Arc<runners::RunUser>>,
     /// Reports of steps that succeeded or were skipped in an interrupted earlier attempt
     /// of this run (top-level run only): they are not run again.
-    pub resume: std::collections::HashMap<String, StepReport>,
+    pub(crate) resume: std::collections::HashMap<String, StepReport>,
     /// What steps wrote to `$AGENT_ENV` and `$AGENT_PATH`, for the steps after them.
-    pub file_env: super::env_files::FileEnv,
+    pub(crate) file_env: super::env_files::FileEnv,
     /// Where step artifacts go (`None`: a step with `artifacts:` fails).
-    pub artifacts: Option<super::archive::ArtifactStore>,
+    pub(crate) artifacts: Option<super::archive::ArtifactStore>,
     seq: AtomicU64,
 }
 

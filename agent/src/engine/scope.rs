@@ -13,19 +13,19 @@ use std::path::Path;
 #[derive(Debug, Default)]
 pub(crate) struct RunData {
     /// Root name to value.
-    pub roots: Map<String, Value>,
+    pub(crate) roots: Map<String, Value>,
     /// What `success()`, `failure()` and `cancelled()` see.
-    pub status: Option<JobStatus>,
+    pub(crate) status: Option<JobStatus>,
     /// The environment steps start from, read by `env('NAME')` after the `env` root.
-    pub base_env: Vec<(String, String)>,
+    pub(crate) base_env: Vec<(String, String)>,
     /// The `matrix` root of each running matrix instance, by the instance's step id.
-    pub matrix: std::collections::HashMap<String, Value>,
+    pub(crate) matrix: std::collections::HashMap<String, Value>,
     /// Steps of a stage-matrix instance: step id to (instance id, the step's id in the
     /// file). Their `${{ steps.X }}` reads the instance's own `steps` root.
-    pub groups: std::collections::HashMap<String, (String, String)>,
+    pub(crate) groups: std::collections::HashMap<String, (String, String)>,
     /// The `steps` root of each running stage-matrix instance: the run's steps when the
     /// instance started, plus the instance's own steps under their ids in the file.
-    pub group_steps: std::collections::HashMap<String, Value>,
+    pub(crate) group_steps: std::collections::HashMap<String, Value>,
 }
 
 impl RunData {

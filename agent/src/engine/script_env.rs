@@ -52,9 +52,9 @@ fn reference(family: &str, var: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PreparedScript {
     /// Script text with every expression replaced by a variable reference.
-    pub text: String,
+    pub(crate) text: String,
     /// `AGENT_EXPR_n` variables and their values.
-    pub env: Vec<(String, String)>,
+    pub(crate) env: Vec<(String, String)>,
 }
 
 /// Whether `v` can stand in shell arithmetic as a number and nothing else (bash evaluates

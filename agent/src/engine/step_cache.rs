@@ -22,7 +22,7 @@ use super::run_ctx::RunCtx;
 use crate::model::report::{StepCache as ReportCache, StepReport, StepStatus, rfc3339};
 
 /// Where step cache entries live; implemented by `crate::cache`.
-pub trait CacheBackend: Send + Sync + std::fmt::Debug {
+pub(crate) trait CacheBackend: Send + Sync + std::fmt::Debug {
     /// Computes the key of `request` (hashing its input files) and looks it up. With
     /// `explain`, a miss says what changed against the step's last entry.
     fn lookup(&self, request: &CacheRequest, explain: bool) -> CacheLookup;
@@ -40,76 +40,76 @@ pub trait CacheBackend: Send + Sync + std::fmt::Debug {
 
 /// What a cached step's key is made of, and where its entry may be read and written.
 #[derive(Debug, Clone)]
-pub struct CacheRequest {
+pub(crate) struct CacheRequest {
     /// The step's identity for `--explain-cache` (workflow name and step id).
-    pub identity: String,
+    pub(crate) identity: String,
     /// The repository the entry belongs to.
-    pub repo: String,
+    pub(crate) repo: String,
     /// The run's branch (empty when none).
-    pub branch: String,
+    pub(crate) branch: String,
     /// `scope: branch`.
-    pub branch_scope: bool,
+    pub(crate) branch_scope: bool,
     /// The step's definition after expression evaluation: script text and shell, or the
     /// skill's name and the content hash of its files.
-    pub definition: Value,
+    pub(crate) definition: Value,
     /// The rendered parameters (values holding a secret by hash only).
-    pub parameters: Map<String, Value>,
+    pub(crate) parameters: Map<String, Value>,
     /// The environment the step is given by the workflow (names and values; values holding
     /// a secret by hash only).
-    pub env: Vec<(String, String)>,
+    pub(crate) env: Vec<(String, String)>,
     /// `inputs`: globs of workspace files.
-    pub inputs: Vec<String>,
+    pub(crate) inputs: Vec<String>,
     /// The rendered `key` values.
-    pub key: Vec<Value>,
+    pub(crate) key: Vec<Value>,
     /// `paths`: workspace paths saved with the entry.
-    pub paths: Vec<String>,
+    pub(crate) paths: Vec<String>,
     /// `ttl`.
-    pub ttl: Option<Duration>,
+    pub(crate) ttl: Option<Duration>,
     /// The workspace.
-    pub workspace: PathBuf,
+    pub(crate) workspace: PathBuf,
 }
 
 /// The answer of [`CacheBackend::lookup`].
 #[derive(Debug, Clone, Default)]
-pub struct CacheLookup {
+pub(crate) struct CacheLookup {
     /// The key (hex SHA-256); empty when it could not be computed (then nothing is saved).
-    pub key: String,
+    pub(crate) key: String,
     /// The key's components, for the entry (opaque to the engine).
-    pub parts: Value,
+    pub(crate) parts: Value,
     /// The entry found.
-    pub hit: Option<CacheHit>,
+    pub(crate) hit: Option<CacheHit>,
     /// On a miss with `explain`: what changed against the last entry.
-    pub explanation: Option<String>,
+    pub(crate) explanation: Option<String>,
     /// Problems worth a line in the step's log (an `inputs` glob that matched nothing).
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
 }
 
 /// A cache entry found for a step.
 #[derive(Debug, Clone)]
-pub struct CacheHit {
+pub(crate) struct CacheHit {
     /// The entry's id (its file name in the store).
-    pub entry: String,
+    pub(crate) entry: String,
     /// The run that saved it.
-    pub run_id: String,
+    pub(crate) run_id: String,
     /// The outputs it recorded.
-    pub outputs: Map<String, Value>,
+    pub(crate) outputs: Map<String, Value>,
     /// The exit status it recorded.
-    pub exit_code: Option<i32>,
+    pub(crate) exit_code: Option<i32>,
     /// Its log (masked when it was written).
-    pub log: String,
+    pub(crate) log: String,
 }
 
 /// What a succeeded step leaves in the cache.
 #[derive(Debug, Clone)]
-pub struct CacheResult {
+pub(crate) struct CacheResult {
     /// The run that ran it.
-    pub run_id: String,
+    pub(crate) run_id: String,
     /// Its outputs (unmasked: later steps of a hit need the real values).
-    pub outputs: Map<String, Value>,
+    pub(crate) outputs: Map<String, Value>,
     /// Its exit status.
-    pub exit_code: Option<i32>,
+    pub(crate) exit_code: Option<i32>,
     /// Its log, masked.
-    pub log: String,
+    pub(crate) log: String,
 }
 
 /// Most log bytes kept with an entry (the tail beyond is dropped).
@@ -119,15 +119,15 @@ pub(crate) const MAX_CACHED_LOG: usize = 1024 * 1024;
 #[derive(Debug, Clone, Default)]
 pub(crate) struct CacheSource {
     /// See [`CacheRequest::definition`] (skill files not hashed yet: `skill_path`).
-    pub definition: Map<String, Value>,
+    pub(crate) definition: Map<String, Value>,
     /// A skill's executable or directory, hashed into the definition.
-    pub skill_path: Option<PathBuf>,
+    pub(crate) skill_path: Option<PathBuf>,
     /// The skill's manifest says `deterministic: true`.
-    pub deterministic: bool,
+    pub(crate) deterministic: bool,
     /// The rendered parameters.
-    pub parameters: Map<String, Value>,
+    pub(crate) parameters: Map<String, Value>,
     /// The workflow-given environment.
-    pub env: Vec<(String, String)>,
+    pub(crate) env: Vec<(String, String)>,
 }
 
 /// A cached step's request and the lookup made before it ran.
@@ -461,9 +461,9 @@ pub(crate) fn cap_log(log: &mut String) {
 /// An output sink that also keeps what passes through it (a cached step's log).
 pub(crate) struct Tee<'a, S> {
     /// Where output goes on.
-    pub inner: &'a mut S,
+    pub(crate) inner: &'a mut S,
     /// The kept copy (unmasked until the step ends).
-    pub log: &'a mut String,
+    pub(crate) log: &'a mut String,
 }
 
 impl<S: runners::OutputSink> Tee<'_, S> {

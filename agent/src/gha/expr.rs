@@ -9,30 +9,30 @@ use std::collections::HashMap;
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Issue {
     /// `true`: not converted (the value became `null`); `false`: converted with a note.
-    pub error: bool,
-    pub message: String,
+    pub(crate) error: bool,
+    pub(crate) message: String,
 }
 
 /// What an expression may refer to where it stands.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Scope {
     /// GitHub step id -> our step id, for the current job (steps converted so far).
-    pub steps: HashMap<String, String>,
+    pub(crate) steps: HashMap<String, String>,
     /// GitHub step ids of the current job that have no step of ours (a checkout, a cache).
-    pub dropped_steps: HashMap<String, String>,
+    pub(crate) dropped_steps: HashMap<String, String>,
     /// Job id -> (output name -> our expression), for jobs already converted.
-    pub job_outputs: HashMap<String, HashMap<String, String>>,
+    pub(crate) job_outputs: HashMap<String, HashMap<String, String>>,
     /// Input name -> parameter name.
-    pub inputs: HashMap<String, String>,
+    pub(crate) inputs: HashMap<String, String>,
     /// Service names of the current job.
-    pub services: Vec<String>,
+    pub(crate) services: Vec<String>,
     /// The current job's id.
-    pub job: String,
+    pub(crate) job: String,
     /// The keys `matrix.X` may name (axes and `include` keys) when the job's matrix is
     /// written out; `None` when it has no matrix.
-    pub matrix: Option<Vec<String>>,
+    pub(crate) matrix: Option<Vec<String>>,
     /// The job's matrix comes from an expression: any key may exist.
-    pub dynamic_matrix: bool,
+    pub(crate) dynamic_matrix: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

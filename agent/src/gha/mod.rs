@@ -26,6 +26,30 @@ pub struct Conversion {
     pub yaml: Option<String>,
     /// What was converted and what was not.
     pub report: FileReport,
+    /// The parts of the [`Selection`] this source has: `job ID`, `matrix AXIS` and
+    /// `matrix AXIS=VALUE` (a selection naming nothing of any source is a usage error).
+    pub matched: HashSet<String>,
+}
+
+/// What to convert of a workflow (`agent import-gha --job` and `--matrix`): the default
+/// converts everything.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Only these jobs and the jobs they need (`needs`, transitively); empty: every job.
+    pub jobs: Vec<String>,
+    /// Matrix axes narrowed to these values, compared with each value as written (`3.11`,
+    /// `20`, `ubuntu-latest`). `include` and `exclude` entries that set the axis to another
+    /// value are dropped too; a job whose axis keeps no value is left out.
+    pub matrix: Vec<(String, Vec<String>)>,
+}
+
+impl Selection {
+    fn axis(&self, name: &str) -> Option<&[String]> {
+        self.matrix
+            .iter()
+            .find(|(a, _)| a == name)
+            .map(|(_, v)| v.as_slice())
+    }
 }
 
 /// The compatibility report of one file.
@@ -84,19 +108,9 @@ impl Diag {
     }
 }
 
-impl FileReport {
-    /// Number of errors.
-    pub fn errors(&self) -> usize {
-        self.diagnostics
-            .iter()
-            .filter(|d| d.severity == "error")
-            .count()
-    }
-}
-
 /// The GitHub variables given to converted steps, from ours (workflow `env:` entries,
 /// added for the names the source mentions).
-pub const GITHUB_VARIABLES: &[(&str, &str)] = &[
+const GITHUB_VARIABLES: &[(&str, &str)] = &[
     ("GITHUB_SHA", "${{ env('AGENT_SHA') }}"),
     ("GITHUB_REF", "${{ env('AGENT_REF') }}"),
     ("GITHUB_REF_NAME", "${{ env('AGENT_BRANCH') }}"),
@@ -115,7 +129,7 @@ pub const GITHUB_VARIABLES: &[(&str, &str)] = &[
 ];
 
 /// Per-step files renamed in scripts: GitHub's name, ours.
-pub const SCRIPT_RENAMES: &[(&str, &str)] = &[
+const SCRIPT_RENAMES: &[(&str, &str)] = &[
     ("GITHUB_OUTPUT", "AGENT_OUTPUT"),
     ("GITHUB_ENV", "AGENT_ENV"),
     ("GITHUB_PATH", "AGENT_PATH"),
@@ -130,13 +144,36 @@ const SETUP_ACTIONS: &[(&str, &str, &str)] = &[
 ];
 
 /// Images that run as host programs when used as services.
-pub const KNOWN_SERVICES: &[&str] = &["postgres", "redis", "mysql", "mariadb"];
+const KNOWN_SERVICES: &[&str] = &["postgres", "redis", "mysql", "mariadb"];
 
 /// Converts one GitHub Actions workflow. `source` names the file in diagnostics and in the
 /// output's header; `stem` becomes our workflow's name.
 pub fn convert(source: &str, text: &str, stem: &str) -> Conversion {
+    convert_selected(source, text, stem, &Selection::default())
+}
+
+/// [`convert`] of the jobs and matrix values `selection` keeps; what it leaves out is
+/// listed as notes.
+pub fn convert_selected(source: &str, text: &str, stem: &str, selection: &Selection) -> Conversion {
     let mut cv = Cv::new(stem);
-    let yaml = match dsl::yaml::parse_str(text) {
+    cv.selection = selection.clone();
+    // GitHub reads a closing `]` or `}` on a line of its own at the indentation of the key
+    // that opened it; strict YAML does not. Such a source is read again with those lines
+    // indented as the line before them (line numbers unchanged).
+    let mut parsed = dsl::yaml::parse_str(text);
+    if parsed.is_err()
+        && let Some((lenient, first)) = indent_closing_brackets(text)
+        && let Ok(again) = dsl::yaml::parse_str(&lenient)
+    {
+        cv.push_at(
+            first,
+            1,
+            false,
+            "a closing bracket less indented than YAML allows is read as GitHub reads it",
+        );
+        parsed = Ok(again);
+    }
+    let yaml = match parsed {
         Err(diags) => {
             for d in diags {
                 cv.push_at(d.span.start.line, d.span.start.column, true, d.message);
@@ -175,7 +212,11 @@ pub fn convert(source: &str, text: &str, stem: &str) -> Conversion {
         }
     }
     let report = cv.report(source, valid);
-    Conversion { yaml, report }
+    Conversion {
+        yaml,
+        report,
+        matched: cv.matched,
+    }
 }
 
 struct JobInfo {
@@ -199,6 +240,36 @@ struct Cv {
     pending_artifact: Option<(String, String)>,
     artifact_count: usize,
     noted: HashSet<String>,
+    selection: Selection,
+    matched: HashSet<String>,
+}
+
+/// `text` with each line that holds only closing brackets (`]`, `}`, a comma, a comment)
+/// indented at least as the line before it, and the first such line changed (1-based);
+/// `None` when no line changes.
+fn indent_closing_brackets(text: &str) -> Option<(String, usize)> {
+    let mut out = String::with_capacity(text.len() + 64);
+    let mut first = None;
+    let mut previous = 0usize;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let body = line.trim_start_matches(' ');
+        let indent = line.len() - body.len();
+        let code = body.split(" #").next().unwrap_or_default().trim_end();
+        let closing = !code.is_empty()
+            && code.starts_with([']', '}'])
+            && code.chars().all(|c| matches!(c, ']' | '}' | ',' | ' '));
+        if closing && indent < previous {
+            out.push_str(&" ".repeat(previous));
+            out.push_str(body);
+            first.get_or_insert(i + 1);
+            continue;
+        }
+        out.push_str(line);
+        if !body.trim().is_empty() && !body.starts_with('#') {
+            previous = indent;
+        }
+    }
+    first.map(|f| (out, f))
 }
 
 fn map(node: &Node) -> &[(Node, Node)] {
@@ -318,6 +389,8 @@ impl Cv {
             pending_artifact: None,
             artifact_count: 0,
             noted: HashSet::new(),
+            selection: Selection::default(),
+            matched: HashSet::new(),
         }
     }
 
@@ -891,6 +964,7 @@ impl Cv {
         if list.is_empty() {
             self.error(jobs, "`jobs` has no job");
         }
+        let list = self.select_jobs(list);
         let ids: Vec<&str> = list.iter().map(|(id, _, _)| id.as_str()).collect();
         let needs_of = |v: &Node| -> Vec<String> {
             v.get("needs")
@@ -991,6 +1065,171 @@ impl Cv {
             );
         }
         stages
+    }
+
+    /// The jobs that `--job` and `--matrix` keep, with a note at each job left out.
+    fn select_jobs<'a>(
+        &mut self,
+        list: Vec<(String, &'a Node, &'a Node)>,
+    ) -> Vec<(String, &'a Node, &'a Node)> {
+        let needs_of = |v: &Node| -> Vec<String> {
+            v.get("needs")
+                .map(|n| items(n).into_iter().filter_map(text).collect())
+                .unwrap_or_default()
+        };
+        let index = |id: &str| list.iter().position(|(j, _, _)| j == id);
+        let mut why: Vec<Option<String>> = vec![None; list.len()];
+        let mut kept_for: Vec<Option<String>> = vec![None; list.len()];
+        if !self.selection.jobs.is_empty() {
+            let mut want: Vec<usize> = Vec::new();
+            for j in &self.selection.jobs {
+                if let Some(i) = index(j) {
+                    self.matched.insert(format!("job {j}"));
+                    if !want.contains(&i) {
+                        want.push(i);
+                    }
+                }
+            }
+            let mut at = 0;
+            while at < want.len() {
+                let needer = want[at];
+                for n in needs_of(list[needer].2) {
+                    if let Some(i) = index(&n)
+                        && !want.contains(&i)
+                    {
+                        want.push(i);
+                        kept_for[i] = Some(list[needer].0.clone());
+                    }
+                }
+                at += 1;
+            }
+            for (i, (id, _, _)) in list.iter().enumerate() {
+                if !want.contains(&i) {
+                    why[i] = Some(format!("job `{id}` left out: not selected by --job"));
+                }
+            }
+        }
+        for (i, (id, _, v)) in list.iter().enumerate() {
+            let Some(m) = v.get("strategy").and_then(|s| s.get("matrix")) else {
+                continue;
+            };
+            for (ak, av) in map(m) {
+                let axis = text(ak).unwrap_or_default();
+                let Some(values) = self.selection.axis(&axis).map(<[String]>::to_vec) else {
+                    continue;
+                };
+                if axis == "include" || axis == "exclude" || !matches!(av.kind, NodeKind::Seq(_)) {
+                    continue;
+                }
+                self.matched.insert(format!("matrix {axis}"));
+                let mut any = false;
+                for t in items(av).into_iter().filter_map(text) {
+                    if values.contains(&t) {
+                        self.matched.insert(format!("matrix {axis}={t}"));
+                        any = true;
+                    }
+                }
+                if !any && why[i].is_none() {
+                    why[i] = Some(format!(
+                        "job `{id}` left out: --matrix keeps no value of its axis `{axis}`"
+                    ));
+                }
+            }
+        }
+        // A job that needs a job left out is left out too.
+        loop {
+            let mut changed = false;
+            for i in 0..list.len() {
+                if why[i].is_some() {
+                    continue;
+                }
+                if let Some(n) = needs_of(list[i].2)
+                    .into_iter()
+                    .find(|n| index(n).is_some_and(|d| why[d].is_some()))
+                {
+                    why[i] = Some(format!(
+                        "job `{}` left out: it needs `{n}`, which is left out",
+                        list[i].0
+                    ));
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        let mut kept = Vec::new();
+        for (i, job) in list.into_iter().enumerate() {
+            match &why[i] {
+                Some(reason) => self.note(job.1, reason.clone()),
+                None => {
+                    if let Some(needer) = &kept_for[i] {
+                        self.note(job.1, format!("job `{}` kept: `{needer}` needs it", job.0));
+                    }
+                    kept.push(job);
+                }
+            }
+        }
+        kept
+    }
+
+    /// A matrix axis's values, or its `include` / `exclude` entries, as `--matrix` narrows
+    /// them (with a note at `key` when it does).
+    fn narrowed(&mut self, key: &Node, name: &str, v: &Node, scope: &Scope) -> Option<Out> {
+        if self.selection.matrix.is_empty() || !matches!(v.kind, NodeKind::Seq(_)) {
+            return Some(self.value(v, scope));
+        }
+        let all = items(v);
+        let kept: Vec<&Node> = if name == "include" || name == "exclude" {
+            all.iter()
+                .copied()
+                .filter(|entry| {
+                    map(entry).iter().all(|(k, val)| {
+                        let axis = text(k).unwrap_or_default();
+                        match (self.selection.axis(&axis), text(val)) {
+                            (Some(values), Some(t)) => values.contains(&t),
+                            _ => true,
+                        }
+                    })
+                })
+                .collect()
+        } else {
+            let Some(values) = self.selection.axis(name) else {
+                return Some(self.value(v, scope));
+            };
+            all.iter()
+                .copied()
+                .filter(|i| text(i).is_some_and(|t| values.contains(&t)))
+                .collect()
+        };
+        if kept.len() < all.len() {
+            let show = |list: &[&Node]| {
+                list.iter()
+                    .map(|i| text(i).unwrap_or_else(|| "{...}".into()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let message = if name == "include" || name == "exclude" {
+                format!(
+                    "--matrix drops {} of the {} `{name}` entries (they set a value it leaves out)",
+                    all.len() - kept.len(),
+                    all.len()
+                )
+            } else {
+                format!(
+                    "matrix axis `{name}` narrowed by --matrix to {} (upstream: {})",
+                    show(&kept),
+                    show(&all)
+                )
+            };
+            self.note(key, message);
+        }
+        if kept.is_empty() && (name == "include" || name == "exclude") {
+            return None;
+        }
+        Some(Out::Seq(
+            kept.into_iter().map(|i| self.value(i, scope)).collect(),
+        ))
     }
 
     fn job(
@@ -1262,8 +1501,9 @@ impl Cv {
                         let name = text(k).unwrap_or_default();
                         match name.as_str() {
                             "include" | "exclude" => {
-                                let val = self.value(v, scope);
-                                out.push((name, val));
+                                if let Some(val) = self.narrowed(k, &name, v, scope) {
+                                    out.push((name, val));
+                                }
                             }
                             _ => {
                                 let ok = name
@@ -1280,8 +1520,9 @@ impl Cv {
                                     );
                                     continue;
                                 }
-                                let val = self.value(v, scope);
-                                out.push((name, val));
+                                if let Some(val) = self.narrowed(k, &name, v, scope) {
+                                    out.push((name, val));
+                                }
                             }
                         }
                     }
@@ -1687,6 +1928,35 @@ impl Cv {
             body.push(("parameters".into(), Out::Map(params)));
             return ActionResult::Step;
         }
+        if action == "actions-rs/toolchain" {
+            // The archived action most Rust workflows of its time use: `toolchain` (none:
+            // the workspace's rust-toolchain file, as our skill without one), `target`,
+            // `components`; `override` and `default` are what the skill does for the later
+            // steps (RUSTUP_TOOLCHAIN).
+            body.push(("skill".into(), Out::str("rust-toolchain")));
+            let mut params = Vec::new();
+            let mut dropped = Vec::new();
+            for (k, v) in with.map(map).unwrap_or_default() {
+                let key = text(k).unwrap_or_default();
+                match key.as_str() {
+                    "toolchain" => params.push(("toolchain".to_string(), self.value(v, scope))),
+                    "target" => params.push(("targets".to_string(), self.value(v, scope))),
+                    "components" => params.push(("components".to_string(), self.value(v, scope))),
+                    "override" | "default" => {}
+                    _ => dropped.push(format!("`{key}`")),
+                }
+            }
+            if !dropped.is_empty() {
+                self.note(
+                    u,
+                    format!("`{action}` inputs dropped: {}", dropped.join(", ")),
+                );
+            }
+            if !params.is_empty() {
+                body.push(("parameters".into(), Out::Map(params)));
+            }
+            return ActionResult::Step;
+        }
         if action == "actions/cache" || action == "actions/cache/restore" {
             let mut cache = Vec::new();
             if let Some(k) = with_get("key").and_then(|k| text(k).map(|t| (k, t))) {
@@ -2032,5 +2302,177 @@ mod tests {
         );
         assert!(glob_match("coverage-node-*", "coverage-node-*-*"));
         assert!(!glob_match("cov?", "coverage"));
+    }
+
+    /// Guards sources whose flow sequence closes at the indentation of its key (GitHub
+    /// reads them, strict YAML does not): read again with the bracket indented, with a
+    /// note; positions stay on their lines.
+    #[test]
+    fn closing_bracket_at_the_keys_indentation_is_read() {
+        let src = "on: push\njobs:\n  test:\n    strategy:\n      matrix:\n        python-version: [\n          \"3.11\",\n          \"3.12\",\n        ]\n    runs-on: ubuntu-latest\n    steps:\n      - uses: actions/setup-python@v5\n        with:\n          python-version: ${{ matrix.python-version }}\n      - uses: nope/nope@v1\n";
+        assert!(dsl::yaml::parse_str(src).is_err(), "strict YAML rejects it");
+        let c = convert("ci.yml", src, "ci");
+        let yaml = c.yaml.expect("converted");
+        assert!(c.report.valid, "{yaml}");
+        assert!(yaml.contains("- '3.11'\n          - '3.12'"), "{yaml}");
+        assert!(
+            yaml.contains("ci.yml:9:1: note: a closing bracket less indented than YAML allows is read as GitHub reads it"),
+            "{yaml}"
+        );
+        assert!(
+            yaml.contains("ci.yml:15:15: error: action `nope/nope@v1`"),
+            "{yaml}"
+        );
+        assert_eq!(
+            indent_closing_brackets("a: [\n  1,\n]\n"),
+            Some(("a: [\n  1,\n  ]\n".into(), 3))
+        );
+        assert_eq!(indent_closing_brackets("a: [1]\nb: 2\n"), None);
+    }
+
+    const MATRIX_SRC: &str = r#"on: push
+jobs:
+  docs:
+    runs-on: ubuntu-latest
+    steps:
+      - run: make docs
+  build:
+    runs-on: ubuntu-latest
+    steps:
+      - run: make
+  tests:
+    needs: build
+    strategy:
+      matrix:
+        python-version: ["3.9", "3.11", "3.12"]
+        os: [ubuntu-latest, windows-latest]
+        include:
+          - python-version: "3.9"
+            experimental: true
+          - os: macos-latest
+            python-version: "3.12"
+        exclude:
+          - python-version: "3.9"
+            os: windows-latest
+    runs-on: ${{ matrix.os }}
+    steps:
+      - uses: actions/setup-python@v5
+        with:
+          python-version: ${{ matrix.python-version }}
+  legacy:
+    strategy:
+      matrix:
+        python-version: ["2.7"]
+    runs-on: ubuntu-latest
+    steps:
+      - run: python2 -m test
+"#;
+
+    fn narrowed(selection: Selection) -> Conversion {
+        convert_selected("ci.yml", MATRIX_SRC, "ci", &selection)
+    }
+
+    /// Guards `--job`: only the jobs named and the jobs they need are converted; each job
+    /// left out (or kept for another) is a note at its key, and the names found are
+    /// reported as matched.
+    #[test]
+    fn selection_keeps_the_jobs_named_and_what_they_need() {
+        let c = narrowed(Selection {
+            jobs: vec!["tests".into(), "nope".into()],
+            matrix: Vec::new(),
+        });
+        let yaml = c.yaml.expect("converted");
+        assert!(c.report.valid, "{yaml}");
+        assert!(yaml.contains("- name: build"), "{yaml}");
+        assert!(yaml.contains("- name: tests"), "{yaml}");
+        assert!(!yaml.contains("make docs"), "{yaml}");
+        assert!(!yaml.contains("python2"), "{yaml}");
+        assert!(
+            yaml.contains("ci.yml:3:3: note: job `docs` left out: not selected by --job"),
+            "{yaml}"
+        );
+        assert!(
+            yaml.contains("ci.yml:7:3: note: job `build` kept: `tests` needs it"),
+            "{yaml}"
+        );
+        let ids: Vec<&str> = c.report.jobs.iter().map(|j| j.id.as_str()).collect();
+        assert_eq!(ids, ["build", "tests"]);
+        assert!(c.matched.contains("job tests"));
+        assert!(!c.matched.contains("job nope"));
+    }
+
+    /// Guards `--matrix`: an axis keeps only the values given (as written), `include` and
+    /// `exclude` entries setting a value left out are dropped, a job whose axis keeps no
+    /// value is left out, and each of these is a note.
+    #[test]
+    fn selection_narrows_matrix_axes() {
+        let c = narrowed(Selection {
+            jobs: Vec::new(),
+            matrix: vec![
+                ("python-version".into(), vec!["3.12".into(), "3.11".into()]),
+                ("os".into(), vec!["ubuntu-latest".into()]),
+            ],
+        });
+        let yaml = c.yaml.expect("converted");
+        assert!(c.report.valid, "{yaml}");
+        let body = &yaml[yaml.find("workflow:").unwrap()..];
+        assert!(
+            body.contains(
+                "      matrix:\n        python-version:\n          - '3.11'\n          - '3.12'\n        os:\n          - ubuntu-latest\n      steps:"
+            ),
+            "{body}"
+        );
+        assert!(!body.contains("3.9"), "{body}");
+        assert!(!body.contains("macos"), "{body}");
+        assert!(!body.contains("python2"), "{body}");
+        for note in [
+            "note: matrix axis `python-version` narrowed by --matrix to 3.11, 3.12 (upstream: 3.9, 3.11, 3.12)",
+            "note: matrix axis `os` narrowed by --matrix to ubuntu-latest (upstream: ubuntu-latest, windows-latest)",
+            "note: --matrix drops 2 of the 2 `include` entries",
+            "note: --matrix drops 1 of the 1 `exclude` entries",
+            "note: job `legacy` left out: --matrix keeps no value of its axis `python-version`",
+        ] {
+            assert!(yaml.contains(note), "{note}\n{yaml}");
+        }
+        for m in [
+            "matrix python-version",
+            "matrix python-version=3.12",
+            "matrix os=ubuntu-latest",
+        ] {
+            assert!(c.matched.contains(m), "{m}: {:?}", c.matched);
+        }
+        assert!(!c.matched.contains("matrix python-version=3.10"));
+    }
+
+    /// Guards the default: without a selection nothing is left out and nothing matched.
+    #[test]
+    fn no_selection_converts_everything() {
+        let c = convert("ci.yml", MATRIX_SRC, "ci");
+        let yaml = c.yaml.expect("converted");
+        assert!(
+            yaml.contains("python2") && yaml.contains("make docs") && yaml.contains("macos-latest")
+        );
+        assert!(!yaml.contains("--matrix") && !yaml.contains("--job"));
+        assert!(c.matched.is_empty());
+    }
+
+    /// Guards `actions-rs/toolchain`: the `rust-toolchain` skill with its toolchain,
+    /// target and components; `profile` dropped with a note.
+    #[test]
+    fn actions_rs_toolchain_is_the_rust_toolchain_skill() {
+        let src = "on: push\njobs:\n  b:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: actions-rs/toolchain@v1\n        with:\n          profile: minimal\n          toolchain: nightly\n          target: thumbv6m-none-eabi\n          components: rustfmt, clippy\n          override: true\n";
+        let c = convert("ci.yml", src, "ci");
+        let yaml = c.yaml.expect("converted");
+        assert!(c.report.converted && c.report.valid, "{yaml}");
+        assert!(
+            yaml.contains(
+                "skill: rust-toolchain\n          parameters:\n            toolchain: nightly\n            targets: thumbv6m-none-eabi\n            components: rustfmt, clippy\n"
+            ),
+            "{yaml}"
+        );
+        assert!(
+            yaml.contains("note: `actions-rs/toolchain` inputs dropped: `profile`"),
+            "{yaml}"
+        );
     }
 }

@@ -11,122 +11,122 @@ use super::status::{DeliveryStatus, RunStatus, TriggerKind};
 
 /// `GET /health`: `{"status":"ok"}`, or `degraded` (503) with the store's error.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Health {
+pub(crate) struct Health {
     /// `ok` or `degraded`.
-    pub status: String,
+    pub(crate) status: String,
     /// Why the store is degraded (absent when ok).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 /// Every error answer: the message, and for 422 the diagnostics (one per line).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ErrorBody {
+pub(crate) struct ErrorBody {
     /// What went wrong, for people.
-    pub error: String,
+    pub(crate) error: String,
     /// Diagnostics of invalid parameters or an invalid workflow (absent otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub diagnostics: Option<Vec<String>>,
+    pub(crate) diagnostics: Option<Vec<String>>,
 }
 
 /// What started a run: `kind`, `commit`, `branch`, `scheduled_for`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TriggerInfo {
+pub(crate) struct TriggerInfo {
     /// `push`, `pull_request`, `schedule`, `manual`, `webhook` or `retry`.
-    pub kind: TriggerKind,
+    pub(crate) kind: TriggerKind,
     /// The commit the run checks out.
-    pub commit: Option<String>,
+    pub(crate) commit: Option<String>,
     /// The branch the commit was seen on.
-    pub branch: Option<String>,
+    pub(crate) branch: Option<String>,
     /// For a schedule, the cron slot the run stands for.
-    pub scheduled_for: Option<String>,
+    pub(crate) scheduled_for: Option<String>,
     /// The run's own ref, when it is not its branch's: `refs/tags/NAME` for a tag push,
     /// `refs/pull/N/head` for a pull request (run details only).
     #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
-    pub git_ref: Option<String>,
+    pub(crate) git_ref: Option<String>,
     /// A pull-request run's pull request: `number`, `action`, `base`, `head`, `head_sha`,
     /// `head_repo`, `fork` (run details only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pull_request: Option<Value>,
+    pub(crate) pull_request: Option<Value>,
     /// In run listings: the summary line of the commit's message, when the daemon recorded
     /// it (push runs). Absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
+    pub(crate) message: Option<String>,
 }
 
 /// One run in `GET /api/v1/runs`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunSummary {
+pub(crate) struct RunSummary {
     /// The run's id.
-    pub run_id: String,
+    pub(crate) run_id: String,
     /// The workflow's name.
-    pub workflow: String,
+    pub(crate) workflow: String,
     /// The configured repository, if any.
-    pub repo: Option<String>,
+    pub(crate) repo: Option<String>,
     /// Where the run is.
-    pub status: RunStatus,
+    pub(crate) status: RunStatus,
     /// What started it.
-    pub trigger: TriggerInfo,
+    pub(crate) trigger: TriggerInfo,
     /// When it was queued.
-    pub created_at: String,
+    pub(crate) created_at: String,
     /// When it started.
-    pub started_at: Option<String>,
+    pub(crate) started_at: Option<String>,
     /// When it ended.
-    pub finished_at: Option<String>,
+    pub(crate) finished_at: Option<String>,
     /// Wall time so far (running) or in all (finished).
-    pub duration_ms: Option<i64>,
+    pub(crate) duration_ms: Option<i64>,
     /// Why it failed.
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
     /// The run this one retries.
-    pub retry_of: Option<String>,
+    pub(crate) retry_of: Option<String>,
 }
 
 /// `GET /api/v1/runs`: newest first, and the id to pass as `before` for the next page.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunList {
+pub(crate) struct RunList {
     /// The page of runs.
-    pub runs: Vec<RunSummary>,
+    pub(crate) runs: Vec<RunSummary>,
     /// `before` for the next page; null on the last one.
-    pub next_before: Option<String>,
+    pub(crate) next_before: Option<String>,
 }
 
 /// `GET /api/v1/runs/{id}`: the run report, plus what the daemon knows of the run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunDetail {
+pub(crate) struct RunDetail {
     /// The report (live while the run is not finished).
     #[serde(flatten)]
-    pub report: RunReport,
+    pub(crate) report: RunReport,
     /// The configured repository, if any.
-    pub repo: Option<String>,
+    pub(crate) repo: Option<String>,
     /// What started it.
-    pub trigger: TriggerInfo,
+    pub(crate) trigger: TriggerInfo,
     /// When it was queued.
-    pub created_at: String,
+    pub(crate) created_at: String,
     /// The run this one retries.
-    pub retry_of: Option<String>,
+    pub(crate) retry_of: Option<String>,
 }
 
 /// `POST /api/v1/workflows/{name}/runs`: every field may be left out (an empty body too).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TriggerRequest {
+pub(crate) struct TriggerRequest {
     /// Parameter values (a JSON object).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parameters: Option<Value>,
+    pub(crate) parameters: Option<Value>,
     /// The repository whose workflow to run (needed when several have that name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub repo: Option<String>,
+    pub(crate) repo: Option<String>,
     /// The commit to run at (default: the branch's head).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub commit: Option<String>,
+    pub(crate) commit: Option<String>,
     /// The branch whose head to run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub branch: Option<String>,
+    pub(crate) branch: Option<String>,
 }
 
 impl TriggerRequest {
     /// A request with these parameters.
-    pub fn with_parameters(parameters: Map<String, Value>) -> Self {
+    pub(crate) fn with_parameters(parameters: Map<String, Value>) -> Self {
         TriggerRequest {
             parameters: Some(Value::Object(parameters)),
             ..TriggerRequest::default()
@@ -136,157 +136,157 @@ impl TriggerRequest {
 
 /// `202` to a trigger: the queued run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TriggerResponse {
+pub(crate) struct TriggerResponse {
     /// The new run's id.
-    pub run_id: String,
+    pub(crate) run_id: String,
 }
 
 /// `202` to `POST /api/v1/runs/{id}/cancel`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CancelResponse {
+pub(crate) struct CancelResponse {
     /// The run.
-    pub run_id: String,
+    pub(crate) run_id: String,
     /// `cancelling`.
-    pub status: String,
+    pub(crate) status: String,
 }
 
 /// `202` to `POST /api/v1/runs/{id}/retry`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RetryResponse {
+pub(crate) struct RetryResponse {
     /// The new run.
-    pub run_id: String,
+    pub(crate) run_id: String,
     /// The run it retries.
-    pub retry_of: String,
+    pub(crate) retry_of: String,
 }
 
 /// One workflow in `GET /api/v1/workflows`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WorkflowInfo {
+pub(crate) struct WorkflowInfo {
     /// Its `name:` (the file stem when the file is invalid).
-    pub name: String,
+    pub(crate) name: String,
     /// The configured repository.
-    pub repo: String,
+    pub(crate) repo: String,
     /// Its path in the repository.
-    pub file: String,
+    pub(crate) file: String,
     /// Its `on:` section (`push`, `schedule`, `manual`), or null.
-    pub triggers: Value,
+    pub(crate) triggers: Value,
     /// The next cron fire time.
-    pub next_fire: Option<String>,
+    pub(crate) next_fire: Option<String>,
     /// The file's diagnostics when it does not load.
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 /// `GET /api/v1/workflows`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WorkflowList {
+pub(crate) struct WorkflowList {
     /// Every workflow of every configured repository.
-    pub workflows: Vec<WorkflowInfo>,
+    pub(crate) workflows: Vec<WorkflowInfo>,
 }
 
 /// One attempt of a webhook delivery.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DeliveryAttempt {
+pub(crate) struct DeliveryAttempt {
     /// 1 for the first.
-    pub attempt: u32,
+    pub(crate) attempt: u32,
     /// When it was made.
-    pub at: String,
+    pub(crate) at: String,
     /// The receiver's HTTP status, when it answered.
-    pub status_code: Option<u16>,
+    pub(crate) status_code: Option<u16>,
     /// Why it failed.
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 /// One webhook delivery in `GET /api/v1/deliveries`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Delivery {
+pub(crate) struct Delivery {
     /// Its id (the `X-Agent-Delivery` header).
-    pub id: String,
+    pub(crate) id: String,
     /// The webhook's name.
-    pub webhook: String,
+    pub(crate) webhook: String,
     /// The event (`run.failed`, ...).
-    pub event: String,
+    pub(crate) event: String,
     /// The run it is about.
-    pub run_id: Option<String>,
+    pub(crate) run_id: Option<String>,
     /// `pending`, `delivered` or `failed`.
-    pub status: DeliveryStatus,
+    pub(crate) status: DeliveryStatus,
     /// Attempts made.
-    pub attempts: u32,
+    pub(crate) attempts: u32,
     /// When the next attempt is due.
-    pub next_attempt_at: Option<String>,
+    pub(crate) next_attempt_at: Option<String>,
     /// The last attempt's error.
-    pub last_error: Option<String>,
+    pub(crate) last_error: Option<String>,
     /// When it was queued.
-    pub created_at: String,
+    pub(crate) created_at: String,
     /// Where it goes.
-    pub url: Option<String>,
+    pub(crate) url: Option<String>,
     /// Its content type.
-    pub content_type: Option<String>,
+    pub(crate) content_type: Option<String>,
     /// The body sent.
-    pub payload: Value,
+    pub(crate) payload: Value,
     /// Every attempt, in order.
-    pub history: Vec<DeliveryAttempt>,
+    pub(crate) history: Vec<DeliveryAttempt>,
 }
 
 /// `GET /api/v1/deliveries`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DeliveryList {
+pub(crate) struct DeliveryList {
     /// Newest first.
-    pub deliveries: Vec<Delivery>,
+    pub(crate) deliveries: Vec<Delivery>,
 }
 
 /// One anomaly in `GET /api/v1/anomalies` (and the body of an `anomaly` webhook).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Anomaly {
+pub(crate) struct Anomaly {
     /// Its id (increasing).
-    pub id: i64,
+    pub(crate) id: i64,
     /// `slow_run`, `failure_rate` or `step_memory`.
-    pub kind: String,
+    pub(crate) kind: String,
     /// The workflow.
-    pub workflow: String,
+    pub(crate) workflow: String,
     /// Its repository.
-    pub repo: Option<String>,
+    pub(crate) repo: Option<String>,
     /// The run that showed it.
-    pub run_id: Option<String>,
+    pub(crate) run_id: Option<String>,
     /// The step, for `step_memory`.
-    pub step: Option<String>,
+    pub(crate) step: Option<String>,
     /// One line for people.
-    pub message: String,
+    pub(crate) message: String,
     /// The figures behind it.
-    pub details: Value,
+    pub(crate) details: Value,
     /// When it was detected.
-    pub created_at: String,
+    pub(crate) created_at: String,
 }
 
 /// `GET /api/v1/anomalies`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AnomalyList {
+pub(crate) struct AnomalyList {
     /// Newest first.
-    pub anomalies: Vec<Anomaly>,
+    pub(crate) anomalies: Vec<Anomaly>,
 }
 
 /// The last event of a followed step log: how the step ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LogEnd {
+pub(crate) struct LogEnd {
     /// The step's (or the run's) final status.
-    pub status: String,
+    pub(crate) status: String,
 }
 
 /// The answer to an inbound push hook.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HookAnswer {
+pub(crate) struct HookAnswer {
     /// `accepted`, `duplicate` or `ignored`.
-    pub status: String,
+    pub(crate) status: String,
     /// The repositories fetched now (absent for a duplicate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub repos: Option<Vec<String>>,
+    pub(crate) repos: Option<Vec<String>>,
     /// The delivery id the sender gave.
-    pub delivery: Option<String>,
+    pub(crate) delivery: Option<String>,
     /// Why nothing was started (an ignored pull-request action).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub(crate) reason: Option<String>,
     /// The runs a pull-request hook queued now (absent for pushes, which run after the fetch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub runs: Option<Vec<String>>,
+    pub(crate) runs: Option<Vec<String>>,
 }
 
 #[cfg(test)]
@@ -356,31 +356,53 @@ mod tests {
 
 /// One artifact in `GET /api/v1/runs/{id}/artifacts`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ArtifactInfo {
+pub(crate) struct ArtifactInfo {
     /// Its `name:`.
-    pub name: String,
+    pub(crate) name: String,
     /// The step that kept it (`CALL/ID` inside a called workflow).
-    pub step: String,
+    pub(crate) step: String,
     /// Bytes of the `.tar.gz` archive.
-    pub size: u64,
+    pub(crate) size: u64,
     /// Files in it.
-    pub files: u64,
+    pub(crate) files: u64,
     /// `sha256:<hex>` of the archive.
-    pub digest: String,
+    pub(crate) digest: String,
     /// When it was kept.
-    pub created_at: String,
+    pub(crate) created_at: String,
     /// When retention removes it; null: with its run.
-    pub expires_at: Option<String>,
+    pub(crate) expires_at: Option<String>,
     /// Taken with `from:`: the workflow, run and artifact it came from (absent otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from: Option<ArtifactOrigin>,
+    pub(crate) from: Option<ArtifactOrigin>,
 }
 
 /// `GET /api/v1/runs/{id}/artifacts`: the run's artifacts, in the order they were kept.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ArtifactList {
+pub(crate) struct ArtifactList {
     /// The run.
-    pub run_id: String,
+    pub(crate) run_id: String,
     /// Its artifacts.
-    pub artifacts: Vec<ArtifactInfo>,
+    pub(crate) artifacts: Vec<ArtifactInfo>,
+}
+
+/// One node of the fleet in `GET /api/v1/nodes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// The node's name (config `node`).
+    pub name: String,
+    /// Its last heartbeat (RFC 3339).
+    pub last_heartbeat: String,
+    /// Runs it holds now (claimed or running).
+    pub runs: u64,
+    /// Runs it may run at once (`limits.max_concurrent_runs`).
+    pub capacity: u64,
+    /// No heartbeat for longer than its lease: its runs go to the other nodes.
+    pub lost: bool,
+}
+
+/// `GET /api/v1/nodes`: every node that shares the store, by name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeList {
+    /// The nodes.
+    pub nodes: Vec<NodeInfo>,
 }

@@ -10,7 +10,7 @@ use crate::model::{RunId, RunStatus, StepStatus};
 
 /// An event a webhook can subscribe to (its `events:` list).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EventKind {
+pub(crate) enum EventKind {
     /// A run entered the queue.
     RunQueued,
     /// A run started (or resumed).
@@ -39,7 +39,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every event kind, in the documented order.
-    pub const ALL: &'static [EventKind] = &[
+    pub(crate) const ALL: &'static [EventKind] = &[
         EventKind::RunQueued,
         EventKind::RunStarted,
         EventKind::RunSucceeded,
@@ -55,7 +55,7 @@ impl EventKind {
     ];
 
     /// The name used in configs, payloads and the `X-Agent-Event` header.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             EventKind::RunQueued => "run.queued",
             EventKind::RunStarted => "run.started",
@@ -73,7 +73,7 @@ impl EventKind {
     }
 
     /// The event reporting that a run ended in `status` (none for non-final states).
-    pub fn for_run_end(status: RunStatus) -> Option<EventKind> {
+    pub(crate) fn for_run_end(status: RunStatus) -> Option<EventKind> {
         match status {
             RunStatus::Succeeded => Some(EventKind::RunSucceeded),
             RunStatus::Failed => Some(EventKind::RunFailed),
@@ -84,7 +84,7 @@ impl EventKind {
 
     /// The name of the outbox event a run's end writes when webhooks are configured (the
     /// notifier renders it into deliveries later), or `None`.
-    pub fn outbox_run_end(webhooks: bool, status: RunStatus) -> Option<String> {
+    pub(crate) fn outbox_run_end(webhooks: bool, status: RunStatus) -> Option<String> {
         webhooks
             .then(|| EventKind::for_run_end(status))
             .flatten()
@@ -92,7 +92,7 @@ impl EventKind {
     }
 
     /// True for `run.succeeded`, `run.failed` and `run.cancelled`.
-    pub fn is_run_end(self) -> bool {
+    pub(crate) fn is_run_end(self) -> bool {
         matches!(
             self,
             EventKind::RunSucceeded | EventKind::RunFailed | EventKind::RunCancelled

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// A duration in milliseconds as `850ms`, `12.3s`, `4m05s` or `2h03m` (negative as 0).
-pub fn duration_ms(ms: i64) -> String {
+pub(crate) fn duration_ms(ms: i64) -> String {
     let ms = ms.max(0);
     if ms < 1000 {
         format!("{ms}ms")
@@ -17,12 +17,12 @@ pub fn duration_ms(ms: i64) -> String {
 }
 
 /// A [`Duration`] in the same form as [`duration_ms`].
-pub fn duration(d: Duration) -> String {
+pub(crate) fn duration(d: Duration) -> String {
     duration_ms(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// An optional duration in milliseconds; `-` when unknown.
-pub fn duration_opt(ms: Option<i64>) -> String {
+pub(crate) fn duration_opt(ms: Option<i64>) -> String {
     ms.map_or_else(|| "-".into(), duration_ms)
 }
 

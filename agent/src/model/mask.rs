@@ -22,9 +22,9 @@ use serde_json::Value;
 use std::borrow::Cow;
 
 /// The replacement text.
-pub const MASK: &str = "***";
+const MASK: &str = "***";
 /// Shortest secret value (in bytes) that is masked.
-pub const MIN_SECRET_LEN: usize = 3;
+const MIN_SECRET_LEN: usize = 3;
 
 /// Masks a fixed set of secret values. Cheap to clone; empty when there are no secrets.
 #[derive(Debug, Clone, Default)]
@@ -71,7 +71,7 @@ fn base64_forms(s: &[u8]) -> Vec<String> {
 }
 
 /// Every form of one secret value that gets masked.
-pub fn forms_of(secret: &str) -> Vec<String> {
+fn forms_of(secret: &str) -> Vec<String> {
     if secret.len() < MIN_SECRET_LEN {
         return Vec::new();
     }
@@ -106,7 +106,7 @@ pub fn forms_of(secret: &str) -> Vec<String> {
 
 impl Masker {
     /// A masker for these secret values.
-    pub fn new<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Self {
+    pub(crate) fn new<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Self {
         let mut forms: Vec<String> = secrets.into_iter().flat_map(forms_of).collect();
         // Longest first so that the alternation prefers the longest form at a position.
         forms.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
@@ -131,7 +131,7 @@ impl Masker {
     }
 
     /// True when there is nothing to mask.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.re.is_none()
     }
 
@@ -141,7 +141,7 @@ impl Masker {
     }
 
     /// `text` with every secret form replaced by `***`.
-    pub fn mask<'t>(&self, text: &'t str) -> Cow<'t, str> {
+    pub(crate) fn mask<'t>(&self, text: &'t str) -> Cow<'t, str> {
         match &self.re {
             None => Cow::Borrowed(text),
             Some(re) => re.replace_all(text, MASK),
@@ -149,7 +149,7 @@ impl Masker {
     }
 
     /// Masks every string inside a JSON value (keys included).
-    pub fn mask_value(&self, value: &mut Value) {
+    pub(crate) fn mask_value(&self, value: &mut Value) {
         if self.is_empty() {
             return;
         }

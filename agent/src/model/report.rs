@@ -6,10 +6,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-pub use super::status::{RunStatus, StepStatus};
+pub(crate) use super::status::{RunStatus, StepStatus};
 
 /// RFC 3339 text of a time, UTC with milliseconds.
-pub fn rfc3339(t: DateTime<Utc>) -> String {
+pub(crate) fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
@@ -65,6 +65,10 @@ pub struct StepReport {
     /// succeeded, or taken from another workflow's run). Absent when there are none
     /// (boxed: most steps keep none, and every event carrying a report stays small).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[allow(
+        clippy::box_collection,
+        reason = "boxed on purpose (see above); an allow, as the lint fires only while the type is not exported"
+    )]
     pub artifacts: Option<Box<Vec<ArtifactReport>>>,
 }
 
@@ -100,7 +104,7 @@ pub struct ArtifactOrigin {
 
 impl StepReport {
     /// A report for a step that has not started.
-    pub fn pending(id: impl Into<String>) -> Self {
+    pub(crate) fn pending(id: impl Into<String>) -> Self {
         StepReport {
             id: id.into(),
             name: None,
@@ -212,7 +216,7 @@ pub struct RunReport {
 impl RunReport {
     /// The report of a run that ended without running a step (it failed before it started,
     /// or was cancelled while queued): its status and why, no stages.
-    pub fn ended_early(
+    pub(crate) fn ended_early(
         run_id: impl Into<String>,
         workflow: impl Into<String>,
         status: RunStatus,

@@ -21,7 +21,7 @@ macro_rules! string_enum {
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
 
             /// The text of the report, the store's column and the API.
-            pub fn as_str(self) -> &'static str {
+            pub(crate) fn as_str(self) -> &'static str {
                 match self {
                     $($name::$variant => $text),+
                 }
@@ -68,7 +68,7 @@ string_enum! {
 
 impl RunStatus {
     /// True for `succeeded`, `failed` and `cancelled`: nothing will happen to the run again.
-    pub fn is_final(self) -> bool {
+    pub(crate) fn is_final(self) -> bool {
         matches!(
             self,
             RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled
@@ -77,7 +77,7 @@ impl RunStatus {
 
     /// The status the daemon records for a run the engine finished: `succeeded` and
     /// `cancelled` as they are, anything else (the engine ends in no other) `failed`.
-    pub fn finished(self) -> RunStatus {
+    pub(crate) fn finished(self) -> RunStatus {
         match self {
             RunStatus::Succeeded => RunStatus::Succeeded,
             RunStatus::Cancelled => RunStatus::Cancelled,

@@ -102,23 +102,23 @@ fn duration_histogram() -> Histogram {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Snapshot {
     /// Runs waiting in the queue.
-    pub queued: u64,
+    pub(crate) queued: u64,
     /// Runs in progress.
-    pub running: u64,
+    pub(crate) running: u64,
     /// Admission: CPU slots in total.
-    pub cpu_capacity: u64,
+    pub(crate) cpu_capacity: u64,
     /// Admission: CPU slots held by running steps.
-    pub cpu_in_use: u64,
+    pub(crate) cpu_in_use: u64,
     /// Admission: memory that can be given, MiB.
-    pub memory_capacity_mb: u64,
+    pub(crate) memory_capacity_mb: u64,
     /// Admission: memory reserved by running steps, MiB.
-    pub memory_in_use_mb: u64,
+    pub(crate) memory_in_use_mb: u64,
     /// Admission: steps waiting for resources.
-    pub waiting_steps: u64,
+    pub(crate) waiting_steps: u64,
     /// Webhook deliveries by status.
-    pub deliveries: Vec<(String, u64)>,
+    pub(crate) deliveries: Vec<(String, u64)>,
     /// Webhook delivery attempts by outcome.
-    pub delivery_attempts: Vec<(String, u64)>,
+    pub(crate) delivery_attempts: Vec<(String, u64)>,
 }
 
 /// The daemon's metrics: the registry and the handles to its families.

@@ -35,7 +35,7 @@ use tokio::time::Instant;
 use super::format::Rendered;
 use crate::bus::Shutdown;
 use crate::config::{WebhookConfig, WebhookFormat, WebhookRetry};
-use crate::store::{Db, Delivery, DeliveryOutcome, Store, StoreError};
+use crate::store::{Db, Delivery, DeliveryOutcome, Fence, Store, StoreError};
 
 /// How long one attempt may take (connect, send, answer).
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -328,15 +328,17 @@ pub(crate) fn http_client() -> Result<reqwest::Client, reqwest::Error> {
 /// One webhook's worker.
 pub(crate) struct Worker {
     /// The webhook (its `name` keys its deliveries).
-    pub webhook: Arc<WebhookConfig>,
+    pub(crate) webhook: Arc<WebhookConfig>,
     /// Pinged when a delivery for this webhook was queued.
-    pub wake: Arc<Notify>,
+    pub(crate) wake: Arc<Notify>,
     /// The HTTP client.
-    pub client: reqwest::Client,
+    pub(crate) client: reqwest::Client,
     /// The store.
-    pub store: Store,
+    pub(crate) store: Store,
     /// Resolves when the daemon stops.
-    pub shutdown: Shutdown,
+    pub(crate) shutdown: Shutdown,
+    /// The `outbox` lease's fence while this node holds it: only then does it send.
+    pub(crate) fence: tokio::sync::watch::Receiver<Option<Fence>>,
 }
 
 /// Runs a store write on the store's writer, its error rendered.
@@ -349,7 +351,7 @@ async fn with_store<T: Send + 'static>(
 
 impl Worker {
     /// Delivers this webhook's queue until shutdown.
-    pub(crate) async fn run(self) {
+    pub(crate) async fn run(mut self) {
         let name = self.webhook.name.clone();
         let store = self.store.clone();
         let gap = min_interval(&self.webhook);
@@ -360,6 +362,14 @@ impl Worker {
             if self.shutdown.is_requested() {
                 return;
             }
+            // Only the holder of the outbox lease sends.
+            let Some(fence) = self.fence.borrow_and_update().clone() else {
+                tokio::select! {
+                    changed = self.fence.changed() => if changed.is_err() { return },
+                    () = self.shutdown.requested() => return,
+                }
+                continue;
+            };
             let head = {
                 let name = name.clone();
                 with_store(&store, move |s| s.next_pending_delivery(&name)).await
@@ -420,6 +430,36 @@ impl Worker {
                     () = self.shutdown.requested() => return,
                 }
             }
+            // Marked as being sent under this node's fence, checked in the same transaction:
+            // a node that lost the lease sends nothing more.
+            let begun = {
+                let (id, fence) = (delivery.id.clone(), fence.clone());
+                store
+                    .write(move |s| s.begin_delivery_attempt(&id, &fence, Utc::now()))
+                    .await
+            };
+            match begun {
+                Ok(None) => {}
+                Ok(Some((holder, token))) => {
+                    tracing::warn!(webhook = %name, delivery = %delivery.id, %holder, token,
+                        "an earlier attempt of this delivery has no recorded outcome (its sender lost the outbox lease or stopped): sending it again with the same delivery id");
+                }
+                // Delivered or given up meanwhile: look at the head again.
+                Err(StoreError::DeliveryNotFound(_)) => continue,
+                Err(StoreError::LeaseLost { .. }) => {
+                    tracing::info!(webhook = %name, "outbox lease lost: this node stops sending");
+                    wait_for_fence_change(&mut self.fence, &self.shutdown).await;
+                    continue;
+                }
+                Err(err) => {
+                    tracing::warn!(webhook = %name, error = %err, "cannot mark a delivery as being sent");
+                    tokio::select! {
+                        () = tokio::time::sleep(IDLE_POLL) => {}
+                        () = self.shutdown.requested() => return,
+                    }
+                    continue;
+                }
+            }
             let result = tokio::select! {
                 r = attempt(&self.client, &self.webhook, &delivery) => r,
                 // The attempt is not recorded: it is made again (same id) after the restart.
@@ -431,8 +471,15 @@ impl Worker {
                 decide_with_backoff(&delivery, &self.webhook.retry, result, Utc::now(), tries.1);
             log_outcome(&name, &delivery, &outcome);
             let id = delivery.id.clone();
-            let written =
-                with_store(&store, move |s| s.record_delivery_attempt(&id, &outcome)).await;
+            let written = store
+                .write(move |s| s.record_delivery_attempt_fenced(&id, &outcome, &fence, Utc::now()))
+                .await;
+            if let Err(StoreError::LeaseLost { .. }) = written {
+                tracing::warn!(webhook = %name, delivery = %delivery.id,
+                    "outbox lease lost during the attempt: not recorded; the lease's new holder sends it again with the same delivery id");
+                wait_for_fence_change(&mut self.fence, &self.shutdown).await;
+                continue;
+            }
             if let Err(err) = written {
                 tracing::error!(webhook = %name, delivery = %delivery.id, error = %err,
                     "cannot record a delivery attempt");
@@ -442,6 +489,18 @@ impl Worker {
                 }
             }
         }
+    }
+}
+
+/// Waits until the outbox lease's fence changes (the lease keeper renewed, lost or took it)
+/// or shutdown.
+async fn wait_for_fence_change(
+    fence: &mut tokio::sync::watch::Receiver<Option<Fence>>,
+    shutdown: &Shutdown,
+) {
+    tokio::select! {
+        _ = fence.changed() => {}
+        () = shutdown.requested() => {}
     }
 }
 

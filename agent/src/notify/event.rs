@@ -23,27 +23,27 @@ pub(crate) use crate::model::event::EventKind;
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Notice {
     /// What happened.
-    pub kind: EventKind,
+    pub(crate) kind: EventKind,
     /// When the daemon saw it.
-    pub occurred_at: DateTime<Utc>,
+    pub(crate) occurred_at: DateTime<Utc>,
     /// The workflow it is about.
-    pub workflow: String,
+    pub(crate) workflow: String,
     /// The run it is about, if any.
-    pub run_id: Option<RunId>,
+    pub(crate) run_id: Option<RunId>,
     /// The run summary ([`run_summary`]), if it is about a run.
-    pub run: Option<RunSummary>,
+    pub(crate) run: Option<RunSummary>,
     /// The step it is about: `id`, `status`, `attempt`, `exit_code`, `error_class`, and for
     /// `step.retrying` `delay_ms`; for run ends, the step whose failure failed the run
     /// ([`failing_step`]; none for a succeeded run).
-    pub step: Option<Value>,
+    pub(crate) step: Option<Value>,
     /// The error text, if any.
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
     /// Event-specific figures (the anomaly, the escalation, the handler), if any.
-    pub details: Option<Value>,
+    pub(crate) details: Option<Value>,
     /// The full run report (what `agent exec --json` prints), for run ends.
-    pub report: Option<NoticeReport>,
+    pub(crate) report: Option<NoticeReport>,
     /// The repository's `owner/name` (`full_name` in the config), for `github_status`.
-    pub repo_full_name: Option<String>,
+    pub(crate) repo_full_name: Option<String>,
 }
 
 impl Notice {
@@ -126,29 +126,29 @@ impl Notice {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub(crate) struct RunSummary {
     /// The run id, as a string.
-    pub run_id: String,
+    pub(crate) run_id: String,
     /// The workflow's name.
-    pub workflow: String,
+    pub(crate) workflow: String,
     /// The repository, if any.
-    pub repo: Option<String>,
+    pub(crate) repo: Option<String>,
     /// The run's status as of the notice.
-    pub status: RunStatus,
+    pub(crate) status: RunStatus,
     /// What queued the run.
-    pub trigger: TriggerKind,
+    pub(crate) trigger: TriggerKind,
     /// The branch of a push or a hook.
-    pub branch: Option<String>,
+    pub(crate) branch: Option<String>,
     /// The commit the run builds.
-    pub commit: Option<String>,
+    pub(crate) commit: Option<String>,
     /// When the run was queued (RFC 3339).
-    pub created_at: String,
+    pub(crate) created_at: String,
     /// When it started.
-    pub started_at: Option<String>,
+    pub(crate) started_at: Option<String>,
     /// When it ended (now, for a final status not yet written).
-    pub finished_at: Option<String>,
+    pub(crate) finished_at: Option<String>,
     /// From `started_at` to `finished_at` (or now).
-    pub duration_ms: Option<i64>,
+    pub(crate) duration_ms: Option<i64>,
     /// The run's page on the dashboard.
-    pub url: String,
+    pub(crate) url: String,
 }
 
 /// The report of a run's end notice: the engine's report, or, for a run that ended before

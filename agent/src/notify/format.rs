@@ -42,11 +42,11 @@ pub(crate) enum RenderError {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Rendered {
     /// Where to POST.
-    pub url: String,
+    pub(crate) url: String,
     /// `application/json` or `text/plain; charset=utf-8`.
-    pub content_type: &'static str,
+    pub(crate) content_type: &'static str,
     /// The body: JSON, or a string sent as is.
-    pub payload: Value,
+    pub(crate) payload: Value,
 }
 
 impl Rendered {

@@ -17,7 +17,12 @@
 //!    the daemon's handle.
 //! 2. **Deliveries to requests.** [`deliver::Worker`]: one task per webhook, FIFO, one
 //!    request in flight, rate-limited, retried with backoff; every attempt recorded.
-//!    Pending deliveries are picked up again after a restart.
+//!    Pending deliveries are picked up again after a restart. In a fleet only the node
+//!    holding the `outbox` lease sends ([`keep_outbox_lease`]): each attempt is marked in the
+//!    store with the lease's holder and fencing token before its request and recorded only
+//!    while that token still holds the lease, so a node that lost it (paused, cut off) can
+//!    neither record nor retry; the new holder sends the delivery again with the same
+//!    `X-Agent-Delivery` id.
 //!
 //! Not here: the outbox tables and queries (`store::outbox`), the API's listing
 //! (`api::deliveries`) and the `agent deliveries` command (`cli::client`).
@@ -38,6 +43,7 @@ pub(crate) use format::Rendered;
 
 use crate::bus::{Bus, Shutdown};
 use crate::config::{Config, WebhookConfig};
+use crate::daemon::leases::{self, Held, Lease};
 use crate::model::event::DaemonEvent;
 use crate::model::mask::Masker;
 use crate::store::{Db, NewDelivery, RunId, RunRecord, RunStatus, StepStatus, Store};
@@ -46,13 +52,13 @@ use crate::store::{Db, NewDelivery, RunId, RunRecord, RunStatus, StepStatus, Sto
 #[derive(Debug, Clone)]
 pub(crate) struct Context {
     /// The daemon config (webhooks, `public_url`, `listen`, `state_dir`, retention).
-    pub config: Arc<Config>,
+    pub(crate) config: Arc<Config>,
     /// The store.
-    pub store: Store,
+    pub(crate) store: Store,
     /// Secret values by name, masked in every payload.
-    pub secrets: Arc<indexmap::IndexMap<String, String>>,
+    pub(crate) secrets: Arc<indexmap::IndexMap<String, String>>,
     /// Resolves when the daemon stops.
-    pub shutdown: Shutdown,
+    pub(crate) shutdown: Shutdown,
 }
 
 /// How long the notifier may take to stop once shutdown has begun.
@@ -194,10 +200,14 @@ fn render_outbox(
     }
 }
 
-/// An event the writer turns into deliveries.
+/// What the writer does next.
 #[derive(Debug)]
-struct Pending {
-    event: DaemonEvent,
+enum Pending {
+    /// Turn this event into deliveries.
+    Event(DaemonEvent),
+    /// Render the run ends written to the outbox before this time that nobody rendered (their
+    /// node stopped before it could): the `outbox` lease's holder sweeps them up.
+    Sweep(chrono::DateTime<chrono::Utc>),
 }
 
 /// Starts the notifier if webhooks are configured: subscribes to the daemon's events at once
@@ -232,6 +242,7 @@ async fn run(
     let mut targets = Vec::new();
     let mut wakes: HashMap<String, Arc<Notify>> = HashMap::new();
     let mut workers = Vec::new();
+    let (fence_tx, fence) = tokio::sync::watch::channel(None);
     for webhook in hooks {
         let (filter, problems) = Filter::new(&webhook);
         for p in problems {
@@ -251,14 +262,21 @@ async fn run(
                 client: client.clone(),
                 store: handle.store.clone(),
                 shutdown: handle.shutdown.clone(),
+                fence: fence.clone(),
             }
             .run(),
         ));
         targets.push((webhook, filter));
     }
+    let (tx, rx) = mpsc::unbounded_channel::<Pending>();
+    workers.push(tokio::spawn(keep_outbox_lease(
+        handle.clone(),
+        fence_tx,
+        wakes.values().cloned().collect(),
+        tx.clone(),
+    )));
     report_orphans(&handle, &wakes).await;
     workers.push(tokio::spawn(prune(handle.clone())));
-    let (tx, rx) = mpsc::unbounded_channel::<Pending>();
     let writer = {
         let shared = handle.clone();
         let wakes = wakes.clone();
@@ -287,7 +305,7 @@ async fn run(
                 | DaemonEvent::HandlerNotify { .. }
                 | DaemonEvent::Anomaly { .. }),
             ) => {
-                if tx.send(Pending { event }).is_err() {
+                if tx.send(Pending::Event(event)).is_err() {
                     break;
                 }
             }
@@ -301,6 +319,57 @@ async fn run(
         let _ = tokio::time::timeout(STOP_WAIT, w).await;
     }
 }
+
+/// The lease of the node that sends the webhook deliveries.
+pub(crate) const OUTBOX_LEASE: &str = "outbox";
+
+/// Takes and renews the `outbox` lease every tick until shutdown (then gives it up), and
+/// tells the workers whether, and under which fence, this node sends: only the holder does.
+/// A node that takes the lease over wakes them at once. The holder also renders, when it
+/// takes the lease and every [`SWEEP_EVERY`] ticks, the run ends another node wrote to the
+/// outbox more than a lease's time ago and never rendered (it stopped first); a live node
+/// renders its own within moments, after its run's earlier events.
+async fn keep_outbox_lease(
+    handle: Context,
+    fence: tokio::sync::watch::Sender<Option<crate::store::Fence>>,
+    wakes: Vec<Arc<Notify>>,
+    writer: mpsc::UnboundedSender<Pending>,
+) {
+    let mut lease = Lease::new(
+        OUTBOX_LEASE,
+        leases::holder(&handle.store, &handle.config),
+        leases::ttl(&handle.config),
+    );
+    let mut ticks: u32 = 0;
+    loop {
+        let held = lease.tick(&handle.store).await;
+        fence.send_replace(lease.fence());
+        if let Held::Gained(token) = held {
+            tracing::info!(token, "webhook deliveries are sent by this node");
+            for wake in &wakes {
+                wake.notify_one();
+            }
+            ticks = 0;
+        }
+        if held.is_held() {
+            if ticks.is_multiple_of(SWEEP_EVERY) {
+                let ttl =
+                    chrono::Duration::from_std(leases::ttl(&handle.config)).unwrap_or_default();
+                let _ = writer.send(Pending::Sweep(chrono::Utc::now() - ttl));
+            }
+            ticks = ticks.wrapping_add(1);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(leases::tick(&handle.config)) => {}
+            () = handle.shutdown.requested() => break,
+        }
+    }
+    fence.send_replace(None);
+    lease.release(&handle.store).await;
+}
+
+/// Every how many lease ticks the `outbox` lease's holder sweeps up run ends nobody rendered.
+const SWEEP_EVERY: u32 = 12;
 
 /// How often finished deliveries older than `retention.max_age` are deleted.
 pub(crate) const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -364,7 +433,14 @@ fn write_deliveries(
     // `RunFinished` will not come. Later ones are rendered when it does, after the run's
     // earlier events.
     render_outbox(shared, &targets, wakes, &masker, None, Some(subscribed));
-    while let Some(Pending { event }) = rx.blocking_recv() {
+    while let Some(pending) = rx.blocking_recv() {
+        let event = match pending {
+            Pending::Event(event) => event,
+            Pending::Sweep(before) => {
+                render_outbox(shared, &targets, wakes, &masker, None, Some(before));
+                continue;
+            }
+        };
         if let DaemonEvent::RunFinished { run_id, .. } = &event {
             // Every earlier event of the run is queued by now: its end goes after them.
             render_outbox(shared, &targets, wakes, &masker, Some(*run_id), None);

@@ -99,7 +99,7 @@ pub async fn run(
 /// [`run`], with a second future that, once shutdown has begun, ends the grace period at
 /// once (a second SIGTERM or Ctrl-C): running runs are cancelled and resume on the next
 /// start.
-pub async fn run_until(
+pub(crate) async fn run_until(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
     hurry: impl Future<Output = ()> + Send + 'static,
@@ -111,7 +111,7 @@ pub async fn run_until(
 }
 
 /// A daemon booted by [`start`]: every part running, until [`Daemon::stop`].
-pub struct Daemon {
+pub(crate) struct Daemon {
     handle: DaemonHandle,
     addr: std::net::SocketAddr,
     state_dir: PathBuf,
@@ -138,7 +138,7 @@ impl std::fmt::Debug for Daemon {
 /// scheduler, the API, the git watchers, cron, the notifier and the monitor; answers once the
 /// daemon listens and has had its first look at the repositories. [`run_until`] is this,
 /// then [`Daemon::stop`] when its shutdown future resolves.
-pub async fn start(mut config: Config) -> Result<Daemon, DaemonStartError> {
+pub(crate) async fn start(mut config: Config) -> Result<Daemon, DaemonStartError> {
     let state_dir = absolute(&config.state_dir).map_err(|source| DaemonStartError::StateDir {
         path: config.state_dir.clone(),
         source,
@@ -186,13 +186,31 @@ pub async fn start(mut config: Config) -> Result<Daemon, DaemonStartError> {
     let (store, recovered) = {
         let (dir, boot_config) = (state_dir.clone(), config.clone());
         tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
-            let mut db = Db::open_in_dir(&dir)?;
-            for path in crate::state_dir::db_files(&dir) {
-                set_mode(&path, 0o600);
-            }
-            let recovered = scheduler::recovery::recover(&mut db, &dir)?;
+            let (mut db, pool) = open_store(&boot_config, &dir)?;
+            let recovered = match pool {
+                None => {
+                    for path in crate::state_dir::db_files(&dir) {
+                        set_mode(&path, 0o600);
+                    }
+                    scheduler::recovery::recover(&mut db, &dir)?
+                }
+                // A shared database: only lapsed claims and this node's own (a restarted
+                // node with a fixed name takes its runs back at once); other nodes' live
+                // runs are theirs.
+                Some(_) => scheduler::recovery::recover_with(
+                    &mut db,
+                    &dir,
+                    scheduler::recovery::Reclaim::Fleet {
+                        now: chrono::Utc::now(),
+                        own: boot_config.node.clone(),
+                    },
+                )?,
+            };
             remove_stale_workspaces(&db, &boot_config);
-            Ok((Store::from_db(db)?, recovered))
+            match pool {
+                None => Ok((Store::from_db(db)?, recovered)),
+                Some(pool) => Ok((Store::with_db_pool(db, pool)?, recovered)),
+            }
         })
         .await
         .map_err(|e| StoreError::Backend {
@@ -275,8 +293,16 @@ pub async fn start(mut config: Config) -> Result<Daemon, DaemonStartError> {
         &handle.shared.events,
     );
     let last_writes = store.clone();
-    let scheduler =
-        tokio::spawn(scheduler::Scheduler::new(handle.clone(), store, parts.commands).run());
+    let scheduler = tokio::spawn(
+        scheduler::Scheduler::new(handle.clone(), store, parts.commands)
+            .with_address(
+                config
+                    .public_url
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{bound}")),
+            )
+            .run(),
+    );
     let api = tokio::spawn(crate::api::serve(
         listener,
         handle.clone(),
@@ -311,19 +337,21 @@ pub async fn start(mut config: Config) -> Result<Daemon, DaemonStartError> {
 
 impl Daemon {
     /// The daemon's handle (commands to the scheduler, the store, the bus).
-    pub fn handle(&self) -> &DaemonHandle {
+    #[cfg(test)]
+    pub(crate) fn handle(&self) -> &DaemonHandle {
         &self.handle
     }
 
     /// The address the API listens on.
-    pub fn addr(&self) -> std::net::SocketAddr {
+    #[cfg(test)]
+    pub(crate) fn addr(&self) -> std::net::SocketAddr {
         self.addr
     }
 
     /// Stops the daemon: no new runs are started, running steps get
     /// `limits.shutdown_grace` (ended at once when `hurry` resolves), then every part stops
     /// in order and the store's last writes are committed.
-    pub async fn stop(self, hurry: impl Future<Output = ()> + Send + 'static) {
+    pub(crate) async fn stop(self, hurry: impl Future<Output = ()> + Send + 'static) {
         let Daemon {
             handle,
             state_dir,
@@ -397,7 +425,7 @@ fn set_git_timeouts(timeout: Duration) -> Result<(), crate::daemon::MirrorError>
 /// Process-wide setup `agent daemon` does before its runtime (or any other thread) starts:
 /// the workspaces fence and the libgit2 timeouts (plain globals), then the child subreaper
 /// (which starts a thread).
-pub fn prepare_process(config: &Config) -> Result<(), DaemonStartError> {
+pub(crate) fn prepare_process(config: &Config) -> Result<(), DaemonStartError> {
     fence_workspaces(config);
     set_git_timeouts(config.limits.fetch_timeout)?;
     // Orphans a step leaves behind are re-parented to the daemon instead of init: they stay
@@ -544,6 +572,58 @@ fn write_addr_file(state_dir: &std::path::Path, addr: std::net::SocketAddr) {
 
 /// Workspaces left by runs that ended while the daemon was down (or by a crash) go, except
 /// failed runs' workspaces when `keep_failed_workspaces` is on.
+/// How long the first connection to PostgreSQL is retried at boot before the daemon gives up.
+const FIRST_CONNECT_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Opens the configured store (blocking): the SQLite file under `state_dir`, or the
+/// PostgreSQL database whose URL `store.url_env` holds, with the read pool's size. The
+/// first connection to PostgreSQL is retried with backoff for [`FIRST_CONNECT_PATIENCE`]
+/// while it fails for a transient reason (server down, starting up, unreachable); the URL
+/// is never logged.
+fn open_store(
+    config: &Config,
+    state_dir: &std::path::Path,
+) -> Result<(Db, Option<usize>), StoreError> {
+    let pool = match &config.store {
+        crate::config::StoreConfig::Sqlite => return Ok((Db::open_in_dir(state_dir)?, None)),
+        crate::config::StoreConfig::Postgres { pool, .. } => *pool,
+    };
+    let url = match config.store.postgres_url() {
+        Some(Ok(url)) => url,
+        Some(Err(message)) => {
+            return Err(StoreError::Backend {
+                message,
+                transient: false,
+            });
+        }
+        None => return Ok((Db::open_in_dir(state_dir)?, None)),
+    };
+    let deadline = std::time::Instant::now() + FIRST_CONNECT_PATIENCE;
+    let mut pause = Duration::from_millis(250);
+    let mut tries = 0u32;
+    loop {
+        tries += 1;
+        match Db::connect_postgres(&url) {
+            Ok(db) => {
+                if tries > 1 {
+                    tracing::info!(tries, "connected to the PostgreSQL store");
+                }
+                return Ok((db, Some(pool)));
+            }
+            Err(err) if err.is_transient() && std::time::Instant::now() < deadline => {
+                tracing::warn!(error = %err, tries, retry_in = ?pause,
+                    "cannot connect to the PostgreSQL store (`store.url_env`); retrying");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            Err(err) => {
+                tracing::error!(error = %err, tries, "cannot connect to the PostgreSQL store; giving up");
+                return Err(err);
+            }
+        }
+    }
+}
+
 fn remove_stale_workspaces(store: &Db, config: &Config) {
     let keep = |name: &str| {
         config.keep_failed_workspaces

@@ -8,12 +8,16 @@ use super::postgres::PgDb;
 use super::sqlite::SqliteDb;
 
 /// A connection to the store, on one of its backends.
+// A few hundred bytes per connection, and a connection lives as long as its thread: boxing
+// the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Db {
     /// The embedded SQLite file.
     Sqlite(SqliteDb),
-    /// A PostgreSQL database shared by a fleet.
-    Postgres(PgDb),
+    /// A PostgreSQL database shared by a fleet (boxed: its client is much larger than a
+    /// SQLite connection).
+    Postgres(Box<PgDb>),
 }
 
 impl Db {
@@ -40,7 +44,7 @@ impl Db {
 
     /// Connects to the PostgreSQL database at `url` and migrates it.
     pub fn connect_postgres(url: &str) -> Result<Db, StoreError> {
-        PgDb::connect(url).map(Db::Postgres)
+        PgDb::connect(url).map(|db| Db::Postgres(Box::new(db)))
     }
 
     /// The SQLite file, or `None` on PostgreSQL.
@@ -72,7 +76,7 @@ impl Db {
     pub(crate) fn another(&self) -> Result<Db, StoreError> {
         match self {
             Db::Sqlite(db) => SqliteDb::open(db.path()).map(Db::Sqlite),
-            Db::Postgres(db) => Ok(Db::Postgres(db.another())),
+            Db::Postgres(db) => Ok(Db::Postgres(Box::new(db.another()))),
         }
     }
 }

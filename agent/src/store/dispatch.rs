@@ -15,6 +15,7 @@ use super::{
     RunId, RunRecord, RunSample, RunSummary, StepFinish, StepHistory, StepRecord, StepStart,
     StoreError, TriggerKind,
 };
+use super::{Heartbeat, NodeBeat, NodeRecord};
 
 impl Db {
     /// Records the artifacts a step kept (replacing what an earlier try of the same step
@@ -733,6 +734,141 @@ impl Db {
         match self {
             Db::Sqlite(db) => db.last_cron_fire(schedule_key),
             Db::Postgres(db) => db.last_cron_fire(schedule_key),
+        }
+    }
+    /// The node's heartbeat at `now`: writes its row and renews its lease on the runs it
+    /// holds, in one transaction; answers which of them to cancel and which it lost.
+    pub fn heartbeat_node(
+        &mut self,
+        beat: &NodeBeat,
+        held: &[RunId],
+        now: DateTime<Utc>,
+    ) -> Result<Heartbeat, StoreError> {
+        match self {
+            Db::Sqlite(db) => db.heartbeat_node(beat, held, now),
+            Db::Postgres(db) => db.heartbeat_node(beat, held, now),
+        }
+    }
+
+    /// Every node's row, by name.
+    pub fn list_nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        match self {
+            Db::Sqlite(db) => db.list_nodes(),
+            Db::Postgres(db) => db.list_nodes(),
+        }
+    }
+
+    /// Removes a node's row (its daemon stopped cleanly); answers whether there was one.
+    pub fn remove_node(&mut self, name: &str) -> Result<bool, StoreError> {
+        match self {
+            Db::Sqlite(db) => db.remove_node(name),
+            Db::Postgres(db) => db.remove_node(name),
+        }
+    }
+
+    /// Makes every claim of `owner` lapse now, so [`Db::reclaim_expired`] takes those runs
+    /// back (a node restarting under the same name). Answers how many claims lapsed.
+    pub fn lapse_claims_of(&mut self, owner: &str) -> Result<usize, StoreError> {
+        match self {
+            Db::Sqlite(db) => db.lapse_claims_of(owner),
+            Db::Postgres(db) => db.lapse_claims_of(owner),
+        }
+    }
+
+    /// Appends pieces of step logs (see [`super::LogAppend`]), in one transaction: each piece
+    /// where its log ends (the part already stored is skipped, a piece past the end is not
+    /// written). Answers each piece's log's stored length after it (`None`: no such run).
+    pub fn append_log(
+        &mut self,
+        pieces: &[super::LogAppend],
+    ) -> Result<Vec<Option<u64>>, StoreError> {
+        match self {
+            Db::Sqlite(db) => db.append_log(pieces),
+            Db::Postgres(db) => db.append_log(pieces),
+        }
+    }
+
+    /// The stored log of a step from byte `from`, at most `max` bytes, and its stored length.
+    pub fn read_log(
+        &self,
+        run: RunId,
+        step: &str,
+        from: u64,
+        max: usize,
+    ) -> Result<super::LogRead, StoreError> {
+        match self {
+            Db::Sqlite(db) => db.read_log(run, step, from, max),
+            Db::Postgres(db) => db.read_log(run, step, from, max),
+        }
+    }
+
+    /// Takes lease `name` for `holder` until `now + ttl` and answers its fencing token, or
+    /// `None` while another holder has it. A lease nobody holds (new, expired or released)
+    /// goes to `holder` with the token one higher than the last holder's (1 for a new one);
+    /// a holder that asks again (renews) keeps its token.
+    pub fn acquire_lease(
+        &mut self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Option<u64>, StoreError> {
+        match self {
+            Db::Sqlite(db) => db.acquire_lease(name, holder, ttl, now),
+            Db::Postgres(db) => db.acquire_lease(name, holder, ttl, now),
+        }
+    }
+
+    /// Gives lease `name` up if `holder` has it (the next holder gets it at once, with the
+    /// next token); answers whether it did.
+    pub fn release_lease(&mut self, name: &str, holder: &str) -> Result<bool, StoreError> {
+        match self {
+            Db::Sqlite(db) => db.release_lease(name, holder),
+            Db::Postgres(db) => db.release_lease(name, holder),
+        }
+    }
+
+    /// Whether `holder` has lease `name` with `token` at `now` (not expired, not taken over).
+    pub fn lease_is_held(
+        &self,
+        name: &str,
+        holder: &str,
+        token: u64,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Db::Sqlite(db) => db.lease_is_held(name, holder, token, now),
+            Db::Postgres(db) => db.lease_is_held(name, holder, token, now),
+        }
+    }
+
+    /// Marks pending delivery `id` as being sent by `fence` (checked in the same
+    /// transaction: [`StoreError::LeaseLost`] when stale); answers the mark an earlier sender
+    /// left without recording its attempt (it lost the lease or died mid-request), if any.
+    pub fn begin_delivery_attempt(
+        &mut self,
+        id: &str,
+        fence: &super::Fence,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(String, u64)>, StoreError> {
+        match self {
+            Db::Sqlite(db) => db.begin_delivery_attempt(id, fence, now),
+            Db::Postgres(db) => db.begin_delivery_attempt(id, fence, now),
+        }
+    }
+
+    /// Records one attempt of delivery `id` (clearing its "being sent" mark), refused with
+    /// [`StoreError::LeaseLost`] and nothing written unless `fence` holds its lease at `now`.
+    pub fn record_delivery_attempt_fenced(
+        &mut self,
+        id: &str,
+        outcome: &DeliveryOutcome,
+        fence: &super::Fence,
+        now: DateTime<Utc>,
+    ) -> Result<u32, StoreError> {
+        match self {
+            Db::Sqlite(db) => db.record_delivery_attempt_fenced(id, outcome, fence, now),
+            Db::Postgres(db) => db.record_delivery_attempt_fenced(id, outcome, fence, now),
         }
     }
 }

@@ -70,6 +70,17 @@ pub enum StoreError {
     /// No delivery with this id.
     #[error("delivery `{0}` not found")]
     DeliveryNotFound(String),
+    /// A write fenced by a lease found the lease taken over (expired and acquired by another
+    /// holder, or released): the writer lost its role and must not write.
+    #[error("lease `{lease}` is no longer held by `{holder}` with token {token}")]
+    LeaseLost {
+        /// The lease's name.
+        lease: String,
+        /// The holder that wanted to write.
+        holder: String,
+        /// Its fencing token.
+        token: u64,
+    },
 }
 
 impl StoreError {

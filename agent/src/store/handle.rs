@@ -53,6 +53,11 @@ impl Store {
         Store::with_pool(db, MAX_IDLE)
     }
 
+    /// [`Store::from_db`] with up to `pool` idle read connections (`store.pool`).
+    pub fn with_db_pool(db: Db, pool: usize) -> Result<Store, StoreError> {
+        Store::with_pool(db, pool)
+    }
+
     /// A handle whose writer thread owns `db`, with up to `pool` idle read connections.
     fn with_pool(db: Db, pool: usize) -> Result<Store, StoreError> {
         let path = db.path().map(|p| Arc::new(p.to_path_buf()));
@@ -165,6 +170,20 @@ mod tests {
     use crate::store::overlap::{Admission, Overlap};
     use crate::store::{NewRun, RunFilter, RunStatus, Trigger, TriggerKind};
 
+    /// A fresh store handle on each backend: SQLite in `dir` and a fresh PostgreSQL
+    /// database, named. The PostgreSQL connection is opened on the blocking pool, as the
+    /// daemon does.
+    async fn each_backend(dir: &std::path::Path) -> Vec<(&'static str, Store)> {
+        let sqlite = Store::open_in_dir(dir).expect("open");
+        let postgres = tokio::task::spawn_blocking(|| {
+            Store::connect_postgres(&crate::store::test_pg::database_url(), 4)
+        })
+        .await
+        .expect("join")
+        .expect("connect");
+        vec![("sqlite", sqlite), ("postgres", postgres)]
+    }
+
     fn grouped(workflow: &str) -> NewRun {
         let mut run = NewRun::new(workflow, Trigger::new(TriggerKind::Manual));
         run.concurrency_group = Some("deploy".into());
@@ -173,85 +192,95 @@ mod tests {
 
     /// Two tasks enqueue a run of the same concurrency group under `skip` at once, through
     /// clones of one handle: the rule is decided in the transaction that inserts, so exactly
-    /// one run is queued and the other names it as the active run.
+    /// one run is queued and the other names it as the active run. On each backend.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_enqueues_under_skip_queue_exactly_one_run() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open_in_dir(dir.path()).expect("open");
-        for round in 0..20 {
-            let tasks: Vec<_> = (0..2)
-                .map(|i| {
-                    let store = store.clone();
-                    tokio::spawn(async move {
-                        let mut run = grouped(&format!("w{round}-{i}"));
-                        run.overlap = Some(Overlap::Skip);
-                        store.write(move |db| db.enqueue(&run)).await
+        for (backend, store) in each_backend(dir.path()).await {
+            for round in 0..20 {
+                let tasks: Vec<_> = (0..2)
+                    .map(|i| {
+                        let store = store.clone();
+                        tokio::spawn(async move {
+                            let mut run = grouped(&format!("w{round}-{i}"));
+                            run.overlap = Some(Overlap::Skip);
+                            store.write(move |db| db.enqueue(&run)).await
+                        })
                     })
-                })
-                .collect();
-            let mut queued = Vec::new();
-            let mut skipped = Vec::new();
-            for t in tasks {
-                match t.await.expect("join").expect("enqueue") {
-                    Admission::Queued { run, cancel } => {
-                        assert!(cancel.is_empty());
-                        queued.push(run.run_id());
+                    .collect();
+                let mut queued = Vec::new();
+                let mut skipped = Vec::new();
+                for t in tasks {
+                    match t.await.expect("join").expect("enqueue") {
+                        Admission::Queued { run, cancel } => {
+                            assert!(cancel.is_empty());
+                            queued.push(run.run_id());
+                        }
+                        Admission::Skipped { active } => skipped.push(active),
                     }
-                    Admission::Skipped { active } => skipped.push(active),
                 }
+                assert_eq!(
+                    queued.len(),
+                    1,
+                    "{backend}, round {round}: {queued:?} {skipped:?}"
+                );
+                assert_eq!(
+                    skipped, queued,
+                    "{backend}: the skipped one names the queued run"
+                );
+                let active = store
+                    .query(|db| db.active_runs_in_group("deploy"))
+                    .await
+                    .expect("group");
+                assert_eq!(active.len(), 1);
+                // Ends the round's run so the next round starts with an empty group.
+                let id = queued[0];
+                store
+                    .write(move |db| {
+                        db.finish_run(id, &crate::store::RunFinish::new(RunStatus::Cancelled))
+                    })
+                    .await
+                    .expect("cancel");
             }
-            assert_eq!(queued.len(), 1, "round {round}: {queued:?} {skipped:?}");
-            assert_eq!(skipped, queued, "the skipped one names the queued run");
-            let active = store
-                .query(|db| db.active_runs_in_group("deploy"))
+            let runs = store
+                .query(|db| db.list_runs(&RunFilter::default(), 100))
                 .await
-                .expect("group");
-            assert_eq!(active.len(), 1);
-            // Ends the round's run so the next round starts with an empty group.
-            let id = queued[0];
-            store
-                .write(move |db| {
-                    db.finish_run(id, &crate::store::RunFinish::new(RunStatus::Cancelled))
-                })
-                .await
-                .expect("cancel");
+                .expect("list");
+            assert_eq!(runs.len(), 20, "{backend}");
         }
-        let runs = store
-            .query(|db| db.list_runs(&RunFilter::default(), 100))
-            .await
-            .expect("list");
-        assert_eq!(runs.len(), 20);
     }
 
     /// `cancel_previous` queues the new run and names every older active run of the group
-    /// (decided in the same transaction); `queue` leaves them.
+    /// (decided in the same transaction); `queue` leaves them. On each backend.
     #[tokio::test]
     async fn cancel_previous_names_the_older_runs_of_the_group() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open_in_dir(dir.path()).expect("open");
-        let mut first = grouped("a");
-        first.overlap = Some(Overlap::Queue);
-        let first = match store
-            .write(move |db| db.enqueue(&first))
-            .await
-            .expect("enqueue")
-        {
-            Admission::Queued { run, .. } => run.run_id(),
-            other => panic!("{other:?}"),
-        };
-        let mut second = grouped("b");
-        second.overlap = Some(Overlap::CancelPrevious);
-        match store
-            .write(move |db| db.enqueue(&second))
-            .await
-            .expect("enqueue")
-        {
-            Admission::Queued { cancel, .. } => assert_eq!(cancel, [first]),
-            other => panic!("{other:?}"),
+        for (backend, store) in each_backend(dir.path()).await {
+            let mut first = grouped("a");
+            first.overlap = Some(Overlap::Queue);
+            let first = match store
+                .write(move |db| db.enqueue(&first))
+                .await
+                .expect("enqueue")
+            {
+                Admission::Queued { run, .. } => run.run_id(),
+                other => panic!("{other:?}"),
+            };
+            let mut second = grouped("b");
+            second.overlap = Some(Overlap::CancelPrevious);
+            match store
+                .write(move |db| db.enqueue(&second))
+                .await
+                .expect("enqueue")
+            {
+                Admission::Queued { cancel, .. } => assert_eq!(cancel, [first], "{backend}"),
+                other => panic!("{backend}: {other:?}"),
+            }
         }
     }
 
-    /// The writer goes on after a job panics; the panicking caller gets `Closed`.
+    /// The writer goes on after a job panics; the panicking caller gets `Closed`. (The
+    /// handle's own mechanics: SQLite only.)
     #[tokio::test]
     async fn a_panicking_job_does_not_stop_the_writer() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -26,10 +26,12 @@
 //! backend, one file per concern), `handle.rs` (the [`Store`] handle), `methods.rs` (its typed
 //! methods), `readers.rs`, `overlap.rs`.
 
+mod codec;
 mod db;
 mod dispatch;
 mod error;
 mod handle;
+mod logs;
 mod methods;
 pub mod overlap;
 mod postgres;
@@ -42,15 +44,17 @@ pub mod test_pg;
 pub use db::Db;
 pub use error::StoreError;
 pub use handle::Store;
+pub use logs::{LogAppend, LogRead};
 pub use postgres::migrations::LATEST_VERSION as POSTGRES_SCHEMA_VERSION;
 pub use readers::Readers;
 pub use records::{
     AttemptRecord, CacheEntry, Delivery, DeliveryAttempt, DeliveryOutcome, DeliveryStatus,
-    Enqueued, NewDelivery, NewRun, PullRequestEvent, Retention, RunEvent, RunFilter, RunFinish,
-    RunId, RunRecord, RunStatus, RunSummary, StepFinish, StepRecord, StepStart, StepStatus,
-    Trigger, TriggerKind,
+    Enqueued, Fence, NewDelivery, NewRun, PullRequestEvent, Retention, RunEvent, RunFilter,
+    RunFinish, RunId, RunRecord, RunStatus, RunSummary, StepFinish, StepRecord, StepStart,
+    StepStatus, Trigger, TriggerKind,
 };
 pub use sqlite::{
-    AnomalyRecord, ArtifactRecord, BUSY_TIMEOUT, DB_FILE_NAME, HOOK_DELIVERY_TTL, NewAnomaly,
-    RunSample, StepDuration, StepHistory, StepOutputSample, migrations, set_busy_timeout,
+    AnomalyRecord, ArtifactRecord, BUSY_TIMEOUT, DB_FILE_NAME, HOOK_DELIVERY_TTL, Heartbeat,
+    NewAnomaly, NodeBeat, NodeRecord, RunSample, StepDuration, StepHistory, StepOutputSample,
+    migrations, set_busy_timeout,
 };

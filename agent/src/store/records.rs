@@ -532,3 +532,27 @@ pub struct Retention {
     /// catch-up after a restart starts from it).
     pub cron_fires_before: Option<DateTime<Utc>>,
 }
+
+/// A lease as its holder has it: name, holder and fencing token. Writes fenced by it are
+/// refused ([`StoreError::LeaseLost`](super::StoreError::LeaseLost)) once another holder
+/// took the lease over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The lease's name (`cron`, `outbox`, `poll:<repo>`).
+    pub lease: String,
+    /// Who holds it (the node's name).
+    pub holder: String,
+    /// The token the holder got when it took the lease.
+    pub token: u64,
+}
+
+impl Fence {
+    /// The error a write fenced by this stale lease answers.
+    pub fn lost(&self) -> super::StoreError {
+        super::StoreError::LeaseLost {
+            lease: self.lease.clone(),
+            holder: self.holder.clone(),
+            token: self.token,
+        }
+    }
+}

@@ -24,7 +24,7 @@ fn upstream_workflows_convert_to_their_snapshots() {
         .map(|e| e.unwrap().path())
         .collect();
     names.sort();
-    assert!(names.len() >= 15, "{} fixtures", names.len());
+    assert!(names.len() >= 20, "{} fixtures", names.len());
     let update = std::env::var_os("UPDATE_SNAPSHOTS").is_some();
     let mut mismatches = Vec::new();
     for path in names {

@@ -4,6 +4,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::backends::on_each_backend;
 use agent::store::{
     Db, NewRun, RunFilter, RunFinish, RunStatus, StepFinish, StepStart, StepStatus, Trigger,
     TriggerKind,
@@ -196,4 +197,175 @@ fn sigkill_mid_transaction_leaves_the_last_committed_state() {
             .count();
         assert_eq!(of_commit, 3, "commit {commit}");
     }
+}
+
+/// Two nodes (two connections, two threads) claim from one queue at once, many rounds, on
+/// each backend, while a third connection keeps queueing runs of the same groups: no run is
+/// ever claimed twice, and no two runs of one concurrency group are ever claimed or running
+/// at the same time. Guards the claim of a shared database
+/// (`FOR UPDATE SKIP LOCKED` on PostgreSQL), where a claim read and then updated would hand
+/// one run to both nodes.
+#[test]
+fn two_nodes_claiming_at_once_never_share_a_run_or_a_group() {
+    use std::collections::{HashMap, HashSet};
+    use std::sync::Mutex;
+    const ROUNDS: usize = 5;
+    const GROUPS: usize = 3;
+    const PER_GROUP: usize = 4;
+    const UNGROUPED: usize = 6;
+    const FED: usize = 6;
+    on_each_backend(|b| {
+        for round in 0..ROUNDS {
+            let mut store = b.open();
+            let mut expected = 0;
+            for i in 0..PER_GROUP {
+                for g in 0..GROUPS {
+                    let mut run = NewRun::new(format!("g{g}"), Trigger::new(TriggerKind::Manual));
+                    run.concurrency_group = Some(format!("group-{round}-{g}"));
+                    run.priority = (i % 2) as i64;
+                    store.enqueue_run(&run).expect("enqueue");
+                    expected += 1;
+                }
+            }
+            for i in 0..UNGROUPED {
+                let mut run = NewRun::new("free", Trigger::new(TriggerKind::Manual));
+                run.priority = (i % 3) as i64;
+                store.enqueue_run(&run).expect("enqueue");
+                expected += 1;
+            }
+            // The groups holding a claimed or running run, as the two nodes see them.
+            let busy: Mutex<HashMap<String, agent::store::RunId>> = Mutex::new(HashMap::new());
+            expected += FED * GROUPS;
+            let barrier = std::sync::Barrier::new(3);
+            let feeding = std::sync::atomic::AtomicBool::new(true);
+            let done: Vec<Vec<agent::store::RunId>> = std::thread::scope(|scope| {
+                let mut feeder = b.open();
+                let (feeding, barrier_ref) = (&feeding, &barrier);
+                scope.spawn(move || {
+                    barrier_ref.wait();
+                    for i in 0..FED {
+                        for g in 0..GROUPS {
+                            let mut run =
+                                NewRun::new(format!("fed{i}"), Trigger::new(TriggerKind::Manual));
+                            run.concurrency_group = Some(format!("group-{round}-{g}"));
+                            feeder.enqueue_run(&run).expect("enqueue while claiming");
+                        }
+                    }
+                    feeding.store(false, std::sync::atomic::Ordering::SeqCst);
+                });
+                let handles: Vec<_> = ["node-a", "node-b"]
+                    .into_iter()
+                    .map(|node| {
+                        let mut db = b.open();
+                        let busy = &busy;
+                        let barrier = &barrier;
+                        scope.spawn(move || {
+                            barrier.wait();
+                            let mut mine = Vec::new();
+                            let deadline = Instant::now() + Duration::from_secs(300);
+                            loop {
+                                assert!(Instant::now() < deadline, "the queue never drained");
+                                let claimed = db
+                                    .claim(node, 2, std::time::Duration::from_secs(60))
+                                    .expect("claim");
+                                if claimed.is_empty() {
+                                    let fed = !feeding.load(std::sync::atomic::Ordering::SeqCst);
+                                    let (queued, _) = db.count_active().expect("count");
+                                    if fed && queued == 0 {
+                                        break;
+                                    }
+                                    std::thread::yield_now();
+                                    continue;
+                                }
+                                for run in &claimed {
+                                    if let Some(group) = &run.concurrency_group {
+                                        let other =
+                                            busy.lock().unwrap().insert(group.clone(), run.id);
+                                        assert_eq!(
+                                            other, None,
+                                            "{node} claimed {} of {group} while {other:?} holds it",
+                                            run.id
+                                        );
+                                    }
+                                }
+                                for run in claimed {
+                                    db.mark_running(run.id).expect("mark running");
+                                    // Free the group before the run ends in the store: once
+                                    // it has, the other node may claim the group's next run.
+                                    if let Some(group) = &run.concurrency_group {
+                                        busy.lock().unwrap().remove(group);
+                                    }
+                                    db.finish_run(run.id, &RunFinish::new(RunStatus::Succeeded))
+                                        .expect("finish");
+                                    mine.push(run.id);
+                                }
+                            }
+                            mine
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("node"))
+                    .collect()
+            });
+            let all: Vec<_> = done.iter().flatten().copied().collect();
+            let distinct: HashSet<_> = all.iter().copied().collect();
+            assert_eq!(all.len(), expected, "round {round}: every run ran once");
+            assert_eq!(distinct.len(), expected, "round {round}: no run ran twice");
+        }
+    });
+}
+
+/// Two nodes reclaim lapsed leases at once, on each backend: every lapsed running run is
+/// returned (interrupted) to exactly one of them.
+#[test]
+fn concurrent_reclaims_take_each_lapsed_run_once() {
+    const RUNS: usize = 8;
+    on_each_backend(|b| {
+        for round in 0..5 {
+            let mut store = b.open();
+            let mut ids = Vec::new();
+            for i in 0..RUNS {
+                let run = NewRun::new(format!("r{round}-{i}"), Trigger::new(TriggerKind::Manual));
+                ids.push(store.enqueue_run(&run).expect("enqueue").run_id());
+            }
+            let claimed = store
+                .claim("gone", RUNS, std::time::Duration::from_millis(1))
+                .expect("claim");
+            assert_eq!(claimed.len(), RUNS);
+            for id in &ids {
+                store.mark_running(*id).expect("running");
+            }
+            let later = chrono::Utc::now() + chrono::Duration::seconds(10);
+            let barrier = std::sync::Barrier::new(2);
+            let got: Vec<agent::store::RunId> = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..2)
+                    .map(|_| {
+                        let mut db = b.open();
+                        let barrier = &barrier;
+                        scope.spawn(move || {
+                            barrier.wait();
+                            db.reclaim_expired(later).expect("reclaim")
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| h.join().expect("node"))
+                    .map(|r| r.id)
+                    .collect()
+            });
+            let mut sorted = got.clone();
+            sorted.sort();
+            assert_eq!(sorted, ids, "round {round}: each lapsed run once: {got:?}");
+            for id in &ids {
+                let run = store.get_run(*id).expect("get").expect("run");
+                assert_eq!(run.status, RunStatus::Interrupted);
+                store
+                    .finish_run(*id, &RunFinish::new(RunStatus::Cancelled))
+                    .expect("end");
+            }
+        }
+    });
 }

@@ -55,15 +55,15 @@ fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
 #[derive(Debug, Clone)]
 pub(super) struct StepView {
     /// Its id.
-    pub id: String,
+    pub(crate) id: String,
     /// Its status.
-    pub status: String,
+    pub(crate) status: String,
     /// The lane: a stage name, or `rollback` / `compensation`.
-    pub lane: String,
+    pub(crate) lane: String,
     /// True for rollback and compensation steps.
-    pub undo: bool,
+    pub(crate) undo: bool,
     /// The step's record.
-    pub json: Value,
+    pub(crate) json: Value,
 }
 
 /// Every step of a report in order: the stages', then rollback, then compensation.
@@ -148,14 +148,14 @@ pub(super) enum Order {
 #[derive(Debug, Clone, Default)]
 pub(super) struct Plan {
     /// Each stage's order, by stage name.
-    pub stages: HashMap<String, Order>,
+    pub(crate) stages: HashMap<String, Order>,
     /// In `parallel: auto` stages: each step's sibling dependencies, by step id.
-    pub deps: HashMap<String, Vec<String>>,
+    pub(crate) deps: HashMap<String, Vec<String>>,
 }
 
 impl Plan {
     /// The plan of a workflow definition.
-    pub fn of(wf: &dsl::Workflow) -> Plan {
+    pub(super) fn of(wf: &dsl::Workflow) -> Plan {
         let mut plan = Plan::default();
         for stage in &wf.stages {
             let order = match stage.parallel.value {
@@ -183,15 +183,15 @@ impl Plan {
 #[derive(Debug, Clone)]
 pub(super) struct Attempt {
     /// From 1.
-    pub number: u32,
+    pub(crate) number: u32,
     /// How it went.
-    pub status: String,
+    pub(crate) status: String,
     /// The error class of a failed attempt.
-    pub error_class: Option<String>,
+    pub(crate) error_class: Option<String>,
     /// When its process started.
-    pub start: DateTime<Utc>,
+    pub(crate) start: DateTime<Utc>,
     /// When it ended (none while it runs).
-    pub end: Option<DateTime<Utc>>,
+    pub(crate) end: Option<DateTime<Utc>>,
 }
 
 impl Attempt {

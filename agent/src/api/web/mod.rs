@@ -37,9 +37,9 @@ use session::Sessions;
 #[derive(Clone)]
 pub(crate) struct WebState {
     /// The API's state: the dashboard calls the API's handlers with it.
-    pub api: ApiState,
+    pub(crate) api: ApiState,
     /// Session cookies and CSRF tokens.
-    pub sessions: Sessions,
+    pub(crate) sessions: Sessions,
 }
 
 impl FromRef<WebState> for ApiState {

@@ -40,7 +40,7 @@ pub(super) const MAX_FORM: usize = 1 << 20;
 #[derive(Debug, Clone)]
 pub(super) struct Auth {
     /// The CSRF token to put in this page's forms.
-    pub csrf: String,
+    pub(crate) csrf: String,
 }
 
 /// The session key and the API token.

@@ -11,23 +11,23 @@ use crate::model::api::ArtifactList;
 
 /// Arguments of `agent artifacts`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ArtifactsArgs {
+pub(crate) struct ArtifactsArgs {
     /// The run.
-    pub run: String,
+    pub(crate) run: String,
     /// Download this artifact (default: list the run's artifacts).
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// With NAME: the step that kept it, when several steps kept one of that name.
     #[arg(long, requires = "name")]
-    pub step: Option<String>,
+    pub(crate) step: Option<String>,
     /// With NAME: unpack into this directory (created if missing).
     #[arg(short = 'o', long = "output", value_name = "DIR", default_value = ".")]
-    pub output: PathBuf,
+    pub(crate) output: PathBuf,
     #[command(flatten)]
-    pub server: ServerArgs,
+    pub(crate) server: ServerArgs,
 }
 
 /// `agent artifacts`.
-pub fn artifacts(args: ArtifactsArgs) -> i32 {
+pub(crate) fn artifacts(args: ArtifactsArgs) -> i32 {
     block_on(async move {
         let client = Client::from_env(&args.server)?;
         let run = encode(&args.run);

@@ -16,14 +16,14 @@ use crate::cli::{EXIT_FAILED, EXIT_INVALID};
 use crate::model::api::ErrorBody;
 
 /// The daemon's address when `--server` is not given.
-pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8420";
+const DEFAULT_SERVER: &str = "http://127.0.0.1:8420";
 
 /// How long one request may take (log streams excepted).
 pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a request did not get a useful answer.
 #[derive(Debug, thiserror::Error)]
-pub enum ClientError {
+pub(crate) enum ClientError {
     /// `--server` is not an `http://` or `https://` URL.
     #[error("invalid server url `{0}` (expected `http://HOST:PORT` or `https://HOST:PORT`)")]
     BadUrl(String),
@@ -66,7 +66,7 @@ pub enum ClientError {
 
 impl ClientError {
     /// The exit code for this error.
-    pub fn exit_code(&self) -> i32 {
+    pub(crate) fn exit_code(&self) -> i32 {
         match self {
             ClientError::BadUrl(_) => EXIT_INVALID,
             ClientError::Status { status, .. }
@@ -98,7 +98,7 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 /// A daemon to talk to.
 #[derive(Debug, Clone)]
-pub struct Client {
+pub(crate) struct Client {
     server: String,
     http: reqwest::Client,
     token: Option<String>,
@@ -143,7 +143,7 @@ pub(super) fn encode(text: &str) -> String {
 
 impl Client {
     /// A client for `server` (`http[s]://host[:port][/prefix]`) with an explicit token.
-    pub fn new(server: &str, token: Option<String>) -> Result<Client, ClientError> {
+    pub(crate) fn new(server: &str, token: Option<String>) -> Result<Client, ClientError> {
         let bad = || ClientError::BadUrl(server.to_string());
         let url = reqwest::Url::parse(server.trim()).map_err(|_| bad())?;
         if !matches!(url.scheme(), "http" | "https")
@@ -168,14 +168,15 @@ impl Client {
     }
 
     /// The base URL requests go to (no trailing `/`).
-    pub fn server(&self) -> &str {
+    #[cfg(test)]
+    pub(crate) fn server(&self) -> &str {
         &self.server
     }
 
     /// A client for the daemon the arguments and the environment name (see the module
     /// docs of the client commands), with the token from the environment or the state
     /// directory.
-    pub fn from_env(args: &super::ServerArgs) -> Result<Client, ClientError> {
+    pub(crate) fn from_env(args: &super::ServerArgs) -> Result<Client, ClientError> {
         let from_env = std::env::var("AGENT_SERVER")
             .ok()
             .filter(|s| !s.trim().is_empty());
@@ -264,7 +265,7 @@ impl Client {
     }
 
     /// A JSON request with a deadline; the answer's JSON as it came.
-    pub async fn json(
+    pub(crate) async fn json(
         &self,
         method: Method,
         path: &str,
@@ -282,7 +283,7 @@ impl Client {
     }
 
     /// A request with a typed body (a [`crate::model::api`] request).
-    pub async fn send_json(
+    pub(crate) async fn send_json(
         &self,
         method: Method,
         path: &str,
@@ -293,13 +294,16 @@ impl Client {
     }
 
     /// `GET path` decoded into `T`, with the JSON as it came (for `--json`).
-    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<(T, Value), ClientError> {
+    pub(crate) async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<(T, Value), ClientError> {
         let value = self.json(Method::GET, path, None).await?;
         Ok((decode(&value)?, value))
     }
 
     /// A text request with a deadline.
-    pub async fn text(&self, path: &str) -> Result<Vec<u8>, ClientError> {
+    pub(crate) async fn text(&self, path: &str) -> Result<Vec<u8>, ClientError> {
         let exchange = async {
             let response = self.send(Method::GET, path, None, "text/plain").await?;
             let bytes = response.bytes().await.map_err(|e| self.error(&e))?;
@@ -312,7 +316,7 @@ impl Client {
 
     /// A binary download (an artifact's archive): the answer must start within the request
     /// deadline; the body may then take as long as it needs.
-    pub async fn bytes(&self, path: &str, accept: &str) -> Result<Vec<u8>, ClientError> {
+    pub(crate) async fn bytes(&self, path: &str, accept: &str) -> Result<Vec<u8>, ClientError> {
         let mut response =
             tokio::time::timeout(REQUEST_TIMEOUT, self.send(Method::GET, path, None, accept))
                 .await
@@ -326,7 +330,7 @@ impl Client {
 
     /// Follows a server-sent event stream, calling `on_event(name, data)` per event, until
     /// the stream ends or `on_event` returns false.
-    pub async fn follow(
+    pub(crate) async fn follow(
         &self,
         path: &str,
         mut on_event: impl FnMut(&str, &str) -> bool,

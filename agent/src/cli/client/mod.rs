@@ -27,10 +27,10 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value};
 
-pub use artifacts::{ArtifactsArgs, artifacts};
-pub use http::{Client, ClientError, DEFAULT_SERVER};
+pub(crate) use artifacts::{ArtifactsArgs, artifacts};
+pub(crate) use http::{Client, ClientError};
 use http::{decode, encode};
-pub use tables::{deliveries_table, human_duration, run_details, runs_table, table};
+pub(crate) use tables::{deliveries_table, run_details, runs_table, table};
 use tables::{exit_status_of, is_call, report_steps};
 
 use super::{EXIT_FAILED, EXIT_INVALID, EXIT_OK};
@@ -42,111 +42,111 @@ use crate::model::report::StepReport;
 
 /// Options every client command shares.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ServerArgs {
+pub(crate) struct ServerArgs {
     /// The daemon's base URL (default: `AGENT_SERVER`, else the address in
     /// `STATE_DIR/daemon.addr`, else http://127.0.0.1:8420).
     #[arg(long, value_name = "URL")]
-    pub server: Option<String>,
+    pub(crate) server: Option<String>,
     /// The daemon's state directory, for its address and token files.
     #[arg(long, value_name = "DIR", default_value = ".agent")]
-    pub state_dir: std::path::PathBuf,
+    pub(crate) state_dir: std::path::PathBuf,
     /// Print the API's JSON answer instead of a table.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// Arguments of `agent runs`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct RunsArgs {
+pub(crate) struct RunsArgs {
     /// Show this run with its steps instead of the list.
-    pub run: Option<String>,
+    pub(crate) run: Option<String>,
     /// With RUN: exit 1 when the run failed, was cancelled or interrupted (as `gh run view
     /// --exit-status`).
     #[arg(long, requires = "run")]
-    pub exit_status: bool,
+    pub(crate) exit_status: bool,
     /// Only runs of this workflow.
     #[arg(long, short = 'w')]
-    pub workflow: Option<String>,
+    pub(crate) workflow: Option<String>,
     /// Only runs in this status (queued, running, succeeded, failed, cancelled, interrupted).
     #[arg(long, short = 's')]
-    pub status: Option<String>,
+    pub(crate) status: Option<String>,
     /// Only runs of this repository.
     #[arg(long)]
-    pub repo: Option<String>,
+    pub(crate) repo: Option<String>,
     /// At most this many runs (1 to 1000).
     #[arg(long, short = 'n', default_value_t = 50)]
-    pub limit: usize,
+    pub(crate) limit: usize,
     /// Only runs older than this run id (the next page: the `next_before` a listing printed).
     #[arg(long)]
-    pub before: Option<String>,
+    pub(crate) before: Option<String>,
     #[command(flatten)]
-    pub server: ServerArgs,
+    pub(crate) server: ServerArgs,
 }
 
 /// Arguments of `agent deliveries`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct DeliveriesArgs {
+pub(crate) struct DeliveriesArgs {
     /// Only deliveries of this webhook (its `name`, or its URL when it has none).
     #[arg(long)]
-    pub webhook: Option<String>,
+    pub(crate) webhook: Option<String>,
     /// Only deliveries of this event (`run.failed`, ...).
     #[arg(long, short = 'e')]
-    pub event: Option<String>,
+    pub(crate) event: Option<String>,
     /// Only deliveries in this status (pending, delivered, failed).
     #[arg(long, short = 's')]
-    pub status: Option<String>,
+    pub(crate) status: Option<String>,
     /// Only deliveries about this run.
     #[arg(long)]
-    pub run: Option<String>,
+    pub(crate) run: Option<String>,
     /// Show every attempt of each delivery.
     #[arg(long, short = 'a')]
-    pub attempts: bool,
+    pub(crate) attempts: bool,
     /// At most this many deliveries (1 to 1000).
     #[arg(long, short = 'n', default_value_t = 50)]
-    pub limit: usize,
+    pub(crate) limit: usize,
     #[command(flatten)]
-    pub server: ServerArgs,
+    pub(crate) server: ServerArgs,
 }
 
 /// Arguments of `agent logs`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct LogsArgs {
+pub(crate) struct LogsArgs {
     /// The run.
-    pub run: String,
+    pub(crate) run: String,
     /// One step (default: every step of the run, in order).
-    pub step: Option<String>,
+    pub(crate) step: Option<String>,
     /// Keep printing new lines until the step (or the run) ends.
     #[arg(long, short = 'f')]
-    pub follow: bool,
+    pub(crate) follow: bool,
     /// Exit 1 when the step (or the run) did not succeed (as `gh run watch --exit-status`).
     #[arg(long)]
-    pub exit_status: bool,
+    pub(crate) exit_status: bool,
     #[command(flatten)]
-    pub server: ServerArgs,
+    pub(crate) server: ServerArgs,
 }
 
 /// Arguments of `agent trigger`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct TriggerArgs {
+pub(crate) struct TriggerArgs {
     /// The workflow's name.
-    pub workflow: String,
+    pub(crate) workflow: String,
     /// A parameter, `NAME=VALUE` (repeatable); the daemon converts it to the declared type.
     #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
-    pub params: Vec<String>,
+    pub(crate) params: Vec<String>,
     /// The repository (needed when several have a workflow of this name).
     #[arg(long)]
-    pub repo: Option<String>,
+    pub(crate) repo: Option<String>,
     #[command(flatten)]
-    pub server: ServerArgs,
+    pub(crate) server: ServerArgs,
 }
 
 /// Arguments of `agent cancel` and `agent retry`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// The run.
-    pub run: String,
+    pub(crate) run: String,
     #[command(flatten)]
-    pub server: ServerArgs,
+    pub(crate) server: ServerArgs,
 }
 
 /// Runs an async client command on a small runtime and maps errors to exit codes.
@@ -214,7 +214,7 @@ async fn logs_recap(client: &Client, run: &str, steps: &[(String, StepReport)]) 
 }
 
 /// `agent runs [RUN]`.
-pub fn runs(args: RunsArgs) -> i32 {
+pub(crate) fn runs(args: RunsArgs) -> i32 {
     block_on(async move {
         let client = Client::from_env(&args.server)?;
         if let Some(run) = &args.run {
@@ -262,7 +262,7 @@ pub fn runs(args: RunsArgs) -> i32 {
 }
 
 /// `agent deliveries`.
-pub fn deliveries(args: DeliveriesArgs) -> i32 {
+pub(crate) fn deliveries(args: DeliveriesArgs) -> i32 {
     block_on(async move {
         let client = Client::from_env(&args.server)?;
         let mut query = format!("?limit={}", args.limit);
@@ -292,8 +292,36 @@ pub fn deliveries(args: DeliveriesArgs) -> i32 {
     })
 }
 
+/// Arguments of `agent nodes`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NodesArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// `agent nodes`: the agents sharing the daemon's store, with their last heartbeat, the
+/// runs each holds, its capacity and whether it is lost.
+pub fn nodes(args: NodesArgs) -> i32 {
+    block_on(async move {
+        let client = Client::from_env(&args.server)?;
+        let (answer, raw) = client
+            .get::<crate::model::api::NodeList>("/api/v1/nodes")
+            .await?;
+        if args.server.json {
+            print_json(&raw);
+            return Ok(EXIT_OK);
+        }
+        if answer.nodes.is_empty() {
+            println!("no nodes");
+        } else {
+            print!("{}", tables::nodes_table(&answer.nodes));
+        }
+        Ok(EXIT_OK)
+    })
+}
+
 /// `agent trigger WORKFLOW [-p NAME=VALUE]...`.
-pub fn trigger(args: TriggerArgs) -> i32 {
+pub(crate) fn trigger(args: TriggerArgs) -> i32 {
     let pairs = match dsl::params::parse_assignments(&args.params) {
         Ok(p) => p,
         Err(e) => {
@@ -337,7 +365,7 @@ pub fn trigger(args: TriggerArgs) -> i32 {
 }
 
 /// `agent cancel RUN`.
-pub fn cancel(args: RunArgs) -> i32 {
+pub(crate) fn cancel(args: RunArgs) -> i32 {
     block_on(async move {
         let client = Client::from_env(&args.server)?;
         let answer = client
@@ -357,7 +385,7 @@ pub fn cancel(args: RunArgs) -> i32 {
 }
 
 /// `agent retry RUN`.
-pub fn retry(args: RunArgs) -> i32 {
+pub(crate) fn retry(args: RunArgs) -> i32 {
     block_on(async move {
         let client = Client::from_env(&args.server)?;
         let answer = client
@@ -419,7 +447,7 @@ async fn follow_step(client: &Client, run: &str, step: &str) -> Result<String, C
 }
 
 /// `agent logs RUN [STEP] [-f]`.
-pub fn logs(args: LogsArgs) -> i32 {
+pub(crate) fn logs(args: LogsArgs) -> i32 {
     block_on(async move {
         if args.server.json {
             eprintln!(

@@ -8,7 +8,7 @@ use crate::model::report::{RollbackReport, StageReport, StepReport};
 use crate::model::{StepStatus, fmt};
 
 /// A duration in milliseconds as `850ms`, `12.3s`, `4m05s` or `2h03m`; `-` when unknown.
-pub fn human_duration(ms: Option<i64>) -> String {
+pub(crate) fn human_duration(ms: Option<i64>) -> String {
     fmt::duration_opt(ms)
 }
 
@@ -52,7 +52,7 @@ pub(super) fn exit_status_of(status: &str) -> i32 {
 }
 
 /// Columns padded to their widest cell, two spaces apart, the last one unpadded.
-pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -84,7 +84,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// The runs table of `agent runs`.
-pub fn runs_table(runs: &[RunSummary]) -> String {
+pub(crate) fn runs_table(runs: &[RunSummary]) -> String {
     let rows: Vec<Vec<String>> = runs
         .iter()
         .map(|r| {
@@ -195,7 +195,7 @@ pub(super) fn failed_steps(steps: &[(String, StepReport)]) -> Vec<&StepReport> {
 }
 
 /// The text of `agent runs RUN`.
-pub fn run_details(detail: &RunDetail) -> String {
+pub(crate) fn run_details(detail: &RunDetail) -> String {
     let report = &detail.report;
     let trigger = &detail.trigger;
     let mut out = format!(
@@ -269,7 +269,7 @@ pub(super) fn is_live(status: RunStatus) -> bool {
 }
 
 /// The table of `agent deliveries`; with `attempts`, each delivery's attempts under it.
-pub fn deliveries_table(deliveries: &[Delivery], attempts: bool) -> String {
+pub(crate) fn deliveries_table(deliveries: &[Delivery], attempts: bool) -> String {
     let code = |c: Option<u16>| c.map_or_else(|| "-".to_string(), |c| c.to_string());
     let mut rows: Vec<Vec<String>> = Vec::new();
     for d in deliveries {
@@ -306,6 +306,23 @@ pub fn deliveries_table(deliveries: &[Delivery], attempts: bool) -> String {
         ],
         &rows,
     )
+}
+
+/// The node list of `agent nodes`: name, state (`up` or `lost`), runs held out of its
+/// capacity, last heartbeat.
+pub fn nodes_table(nodes: &[crate::model::api::NodeInfo]) -> String {
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            vec![
+                n.name.clone(),
+                if n.lost { "lost" } else { "up" }.to_string(),
+                format!("{}/{}", n.runs, n.capacity),
+                short_time(&n.last_heartbeat),
+            ]
+        })
+        .collect();
+    table(&["NODE", "STATE", "RUNS", "LAST HEARTBEAT"], &rows)
 }
 
 #[cfg(test)]

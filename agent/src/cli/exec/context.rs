@@ -12,7 +12,7 @@ use crate::engine::errors::EngineError;
 
 /// A preserved context's file: `<state_dir>/context/<workflow>.json`, with the workflow
 /// name reduced to a safe file name.
-pub fn context_path(state_dir: &Path, workflow: &str) -> PathBuf {
+fn context_path(state_dir: &Path, workflow: &str) -> PathBuf {
     let safe = runners::safe_file_name(workflow);
     let safe = safe.trim_start_matches('.');
     let safe = if safe.is_empty() { "workflow" } else { safe };
@@ -20,7 +20,7 @@ pub fn context_path(state_dir: &Path, workflow: &str) -> PathBuf {
 }
 
 /// Loads a preserved context; a missing file is an empty context.
-pub fn load(state_dir: &Path, workflow: &str) -> Result<Map<String, Value>, EngineError> {
+pub(crate) fn load(state_dir: &Path, workflow: &str) -> Result<Map<String, Value>, EngineError> {
     let path = context_path(state_dir, workflow);
     match std::fs::read(&path) {
         Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
@@ -40,7 +40,7 @@ pub fn load(state_dir: &Path, workflow: &str) -> Result<Map<String, Value>, Engi
 }
 
 /// Saves a preserved context atomically (temporary file, then rename).
-pub fn save(
+pub(crate) fn save(
     state_dir: &Path,
     workflow: &str,
     context: &Map<String, Value>,

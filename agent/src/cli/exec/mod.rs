@@ -23,48 +23,48 @@ use serde_json::{Value, json};
 use super::{EXIT_FAILED, EXIT_INVALID, EXIT_OK};
 use crate::engine::{self, Cancel, Engine, EngineConfig, EventSender, RunRequest, RunStatus};
 
-pub mod context;
-pub mod progress;
-pub mod secrets;
+pub(crate) mod context;
+pub(crate) mod progress;
+pub(crate) mod secrets;
 
 /// Arguments of `agent exec`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ExecArgs {
+pub(crate) struct ExecArgs {
     /// The workflow file.
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
     /// A parameter, `NAME=VALUE` (repeatable); converted to the declared type.
     #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
-    pub params: Vec<String>,
+    pub(crate) params: Vec<String>,
     /// Working directory of every step (default: the current directory).
     #[arg(long)]
-    pub workdir: Option<PathBuf>,
+    pub(crate) workdir: Option<PathBuf>,
     /// Where a preserved context is kept (default: `.agent/` in the workdir).
     #[arg(long)]
-    pub state_dir: Option<PathBuf>,
+    pub(crate) state_dir: Option<PathBuf>,
     /// A secret taken from the environment variable of this name (repeatable).
     #[arg(long = "secret", value_name = "NAME")]
-    pub secrets: Vec<String>,
+    pub(crate) secrets: Vec<String>,
     /// A file of `NAME=VALUE` secret lines.
     #[arg(long, value_name = "FILE")]
-    pub secrets_file: Option<PathBuf>,
+    pub(crate) secrets_file: Option<PathBuf>,
     /// A variable of this environment that steps see (repeatable); besides these, steps get
     /// only `PATH`, `HOME`, `USER`, `LOGNAME`, `SHELL`, `LANG`, `LANGUAGE`, `LC_*`, `TZ`,
     /// `TMPDIR` and `TERM`, as under the daemon.
     #[arg(long = "env-passthrough", value_name = "NAME")]
-    pub env_passthrough: Vec<String>,
+    pub(crate) env_passthrough: Vec<String>,
     /// Print the run report as JSON on stdout.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// Seconds between SIGTERM and SIGKILL when a step times out or is cancelled.
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
-    pub kill_grace: f64,
+    pub(crate) kill_grace: f64,
     /// Run every step: read and write no step cache entry.
     #[arg(long)]
-    pub no_cache: bool,
+    pub(crate) no_cache: bool,
     /// Print, for each cached step, whether its entry was found and, on a miss, what
     /// changed against the step's last entry.
     #[arg(long)]
-    pub explain_cache: bool,
+    pub(crate) explain_cache: bool,
 }
 
 fn invalid(msg: impl std::fmt::Display) -> i32 {
@@ -395,7 +395,7 @@ fn directory_message(dir: &Path) -> String {
 }
 
 /// Runs the command; returns the exit code.
-pub fn run(args: ExecArgs) -> i32 {
+pub(crate) fn run(args: ExecArgs) -> i32 {
     if args.file.is_dir() {
         return invalid(directory_message(&args.file));
     }

@@ -50,32 +50,23 @@ fn status_color(status: StepStatus) -> &'static str {
 /// How the view writes: a live bottom line or plain lines, colours or none, and the width
 /// of the terminal in columns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Style {
+struct Style {
     /// Keep a "running" line at the bottom, rewritten in place.
-    pub live: bool,
+    pub(crate) live: bool,
     /// Colour status marks.
-    pub color: bool,
+    pub(crate) color: bool,
     /// Terminal columns.
-    pub width: usize,
+    pub(crate) width: usize,
 }
 
 /// Columns assumed when the terminal does not say.
 const DEFAULT_WIDTH: usize = 80;
 
 impl Style {
-    /// Plain lines, no escape sequences.
-    pub fn plain() -> Style {
-        Style {
-            live: false,
-            color: false,
-            width: DEFAULT_WIDTH,
-        }
-    }
-
     /// The style for a stream: live with colours on a terminal, plain lines when it is
     /// not one, `term` is `dumb` or `no_color` is set and not empty (the `NO_COLOR`
     /// convention).
-    pub fn for_terminal(
+    fn for_terminal(
         is_terminal: bool,
         term: Option<&str>,
         no_color: Option<&str>,
@@ -92,7 +83,7 @@ impl Style {
     }
 
     /// The style of this process's stderr.
-    pub fn detect() -> Style {
+    pub(crate) fn detect() -> Style {
         let term = std::env::var("TERM").ok();
         let no_color = std::env::var("NO_COLOR").ok();
         Style::for_terminal(
@@ -105,7 +96,7 @@ impl Style {
 }
 
 /// The width of the terminal on stderr, if it is one and says.
-pub fn stderr_width() -> Option<usize> {
+fn stderr_width() -> Option<usize> {
     // SAFETY: `winsize` is plain old data; TIOCGWINSZ only writes into the struct we pass,
     // and fails harmlessly (returns -1) when fd 2 is not a terminal.
     let mut size: libc::winsize = unsafe { std::mem::zeroed() };
@@ -137,7 +128,7 @@ fn char_width(c: char) -> usize {
 }
 
 /// `text` cut to at most `cols` columns; a cut text ends in `…`.
-pub fn clip(text: &str, cols: usize) -> String {
+pub(crate) fn clip(text: &str, cols: usize) -> String {
     let total: usize = text.chars().map(char_width).sum();
     if total <= cols {
         return text.to_string();
@@ -173,7 +164,7 @@ fn has_failed_step(called: &CalledWorkflow) -> bool {
 
 /// Renders events as text. Separate from the I/O so that it can be tested.
 #[derive(Debug)]
-pub struct ProgressView {
+struct ProgressView {
     style: Style,
     running: Vec<(String, u32, Instant)>,
     status_line: bool,
@@ -185,7 +176,8 @@ pub struct ProgressView {
 
 impl ProgressView {
     /// A view; `tty` selects the live mode with colours (80 columns).
-    pub fn new(tty: bool) -> Self {
+    #[cfg(test)]
+    pub(crate) fn new(tty: bool) -> Self {
         ProgressView::with_style(Style {
             live: tty,
             color: tty,
@@ -194,7 +186,7 @@ impl ProgressView {
     }
 
     /// A view in the given style.
-    pub fn with_style(style: Style) -> Self {
+    fn with_style(style: Style) -> Self {
         ProgressView {
             style,
             running: Vec::new(),
@@ -205,7 +197,7 @@ impl ProgressView {
     }
 
     /// The terminal was resized.
-    pub fn set_width(&mut self, width: usize) {
+    fn set_width(&mut self, width: usize) {
         if width > 0 {
             self.style.width = width;
         }
@@ -221,7 +213,7 @@ impl ProgressView {
     }
 
     /// The text to write for one event (may be empty).
-    pub fn render(&mut self, ev: &EngineEvent) -> String {
+    pub(crate) fn render(&mut self, ev: &EngineEvent) -> String {
         let mut out = String::new();
         if self.style.live && self.status_line {
             out.push_str("\r\x1b[K");
@@ -403,7 +395,7 @@ impl ProgressView {
     }
 
     /// Redraws the "running" line (terminal mode); empty when nothing runs.
-    pub fn refresh(&mut self) -> String {
+    fn refresh(&mut self) -> String {
         if !self.style.live || self.running.is_empty() {
             return String::new();
         }
@@ -445,7 +437,7 @@ impl ProgressView {
     }
 
     /// Whether the bottom line is on screen (it must be cleared before exiting).
-    pub fn has_status_line(&self) -> bool {
+    fn has_status_line(&self) -> bool {
         self.status_line
     }
 }
@@ -453,7 +445,7 @@ impl ProgressView {
 /// Writes events to stderr until the channel closes. Returns when the last sender is gone.
 /// In the live mode the "running" line is refreshed every 250 ms so durations tick, and
 /// the terminal's width is read again then.
-pub async fn run_stderr_sink(mut rx: UnboundedReceiver<EngineEvent>) {
+pub(crate) async fn run_stderr_sink(mut rx: UnboundedReceiver<EngineEvent>) {
     let style = Style::detect();
     let live = style.live;
     let mut view = ProgressView::with_style(style);

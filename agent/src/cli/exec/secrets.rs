@@ -10,7 +10,7 @@ use crate::engine::errors::EngineError;
 /// Parses a secrets file: `NAME=VALUE` lines; blank lines and lines starting with `#` are
 /// ignored; `export ` before the name is allowed; a value wrapped in matching single or
 /// double quotes loses them.
-pub fn parse_secrets_file(text: &str) -> Result<IndexMap<String, String>, EngineError> {
+fn parse_secrets_file(text: &str) -> Result<IndexMap<String, String>, EngineError> {
     let mut out = IndexMap::new();
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
@@ -51,7 +51,7 @@ pub fn parse_secrets_file(text: &str) -> Result<IndexMap<String, String>, Engine
 
 /// Loads the secrets of `agent exec`: each name from the environment, then the file (file
 /// entries win).
-pub fn load(
+pub(crate) fn load(
     names: &[String],
     file: Option<&Path>,
 ) -> Result<IndexMap<String, String>, EngineError> {

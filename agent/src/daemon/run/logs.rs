@@ -8,12 +8,16 @@
 //! marker line saying how many bytes were dropped in between ([`dropped_marker`]). So the
 //! start of a step's output and its end, where a failing step's error is, both survive.
 //! The step's exit status is recorded in the store, which the cap does not affect.
+//!
+//! On a shared store (a fleet on PostgreSQL) the files are also copied into the store as they
+//! grow, by a [`LogShipper`] ([`RunLogs::shipping`]), so every node serves them.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use super::log_ship::{LogShipper, SETTLE};
 use crate::store::RunId;
 
 /// The marker line that stands for the `dropped` bytes of output between a capped log's
@@ -74,6 +78,8 @@ pub struct RunLogs {
     /// Bytes kept from the end.
     tail: u64,
     open: HashMap<String, StepLog>,
+    /// Copies the files into a shared store; `None` on a lone agent.
+    shipper: Option<LogShipper>,
 }
 
 impl std::fmt::Debug for RunLogs {
@@ -97,7 +103,16 @@ impl RunLogs {
             head: cap - cap / 2,
             tail: cap / 2,
             open: HashMap::new(),
+            shipper: None,
         }
+    }
+
+    /// Copies the logs into the store through `shipper` as they are written (a fleet's
+    /// shared store); a file started here is first filled with what the store holds of the
+    /// step's log (written by the node that ran it before).
+    pub fn shipping(mut self, shipper: Option<LogShipper>) -> RunLogs {
+        self.shipper = shipper;
+        self
     }
 
     /// Starts (or continues, on a retry or resume) the log of `step`; makes the file exist
@@ -117,6 +132,15 @@ impl RunLogs {
 
     /// Appends output: whole lines, each ending with a newline. Never fails.
     pub fn write(&mut self, step: &str, text: &str) {
+        self.append(step, text);
+        if let Some(shipper) = &self.shipper
+            && let Some(log) = self.open.get(step)
+        {
+            shipper.wrote(self.run, step, log.written);
+        }
+    }
+
+    fn append(&mut self, step: &str, text: &str) {
         let (head, tail) = (self.head, self.tail);
         let log = self.entry(step);
         let mut rest = text.as_bytes();
@@ -155,6 +179,20 @@ impl RunLogs {
     pub fn finish(&mut self, step: &str) {
         if let Some(mut log) = self.open.remove(step) {
             Self::flush_tail(step, &mut log);
+            if let Some(shipper) = &self.shipper {
+                shipper.ended(self.run, step, log.written);
+            }
+        }
+    }
+
+    /// On a shared store, waits (at most [`SETTLE`], or until `stop` says so) until the
+    /// store holds the whole log of the finished `step`, so a node that sees the step ended
+    /// in the store finds all of its log there. Answers at once on a lone agent; false when
+    /// it stopped waiting first.
+    pub fn settle(&self, step: &str, stop: &dyn Fn() -> bool) -> bool {
+        match &self.shipper {
+            Some(shipper) => shipper.settle(self.run, step, SETTLE, stop),
+            None => true,
         }
     }
 
@@ -184,7 +222,7 @@ impl RunLogs {
             let path = step_log_path(&self.state_dir, self.run, step);
             let file = std::fs::create_dir_all(&self.dir)
                 .and_then(|()| File::options().create(true).append(true).open(&path));
-            let (file, written) = match file {
+            let (mut file, mut written) = match file {
                 Ok(f) => {
                     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
                     (Some(f), len)
@@ -194,6 +232,15 @@ impl RunLogs {
                     (None, 0)
                 }
             };
+            if let (Some(shipper), Some(f)) = (&self.shipper, file.as_mut()) {
+                let stored = if written == 0 {
+                    Self::seed(shipper, self.run, step, f)
+                } else {
+                    None
+                };
+                written += stored.unwrap_or(0);
+                shipper.opened(self.run, step, path, written, stored);
+            }
             self.open.insert(
                 step.to_string(),
                 StepLog {
@@ -210,11 +257,35 @@ impl RunLogs {
     }
 }
 
+impl RunLogs {
+    /// Fills a new log file with what the store holds of the step's log; answers how many
+    /// bytes (`None`: the store could not be read, or the file not written).
+    fn seed(shipper: &LogShipper, run: RunId, step: &str, file: &mut File) -> Option<u64> {
+        let bytes = match shipper.stored(run, step) {
+            Ok(b) => b,
+            Err(err) => {
+                tracing::warn!(run = %run, step, error = %err, "cannot read the step's log from the store");
+                return None;
+            }
+        };
+        match file.write_all(&bytes) {
+            Ok(()) => Some(bytes.len() as u64),
+            Err(err) => {
+                tracing::warn!(run = %run, step, error = %err, "cannot write step log");
+                None
+            }
+        }
+    }
+}
+
 impl Drop for RunLogs {
     /// Steps still open when the recorder stops (a shutdown) keep their tails too.
     fn drop(&mut self) {
         for (step, log) in &mut self.open {
             Self::flush_tail(step, log);
+            if let Some(shipper) = &self.shipper {
+                shipper.ended(self.run, step, log.written);
+            }
         }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod artifacts;
 pub mod committer;
+pub mod log_ship;
 pub mod logs;
 pub mod mirror;
 pub mod task;

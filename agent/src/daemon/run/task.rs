@@ -45,6 +45,9 @@ pub struct RunControl {
     pub cancel: Cancel,
     /// Set by shutdown: the run's end is not written (it resumes on the next boot).
     pub abandon: Arc<AtomicBool>,
+    /// Set with `abandon` when another node took the run back (this node's lease lapsed):
+    /// nothing more of it is written here, not even its stopped steps.
+    pub lost: Arc<AtomicBool>,
 }
 
 /// What a run task reports to the scheduler when it ends.
@@ -173,6 +176,12 @@ async fn execute(shared: &Arc<Shared>, record: RunRecord, control: &RunControl) 
             return;
         }
     };
+    if control.lost.load(Ordering::SeqCst) {
+        // Another node runs it now: its records are that node's.
+        let _ = tokio::task::spawn_blocking(move || drop(workspace)).await;
+        tracing::warn!(run = %id, "run stopped here: another node took it back");
+        return;
+    }
     if control.abandon.load(Ordering::SeqCst) {
         // Shutdown: leave the run `running`; the next boot resumes it. Its steps that were
         // running are marked interrupted now, so that boot does not count a daemon crash
@@ -702,7 +711,8 @@ fn record_events(
     shared: &Shared,
     abandon: &AtomicBool,
 ) -> Store {
-    let mut logs = RunLogs::new(&shared.state_dir, id, shared.config.limits.max_log_bytes);
+    let mut logs = RunLogs::new(&shared.state_dir, id, shared.config.limits.max_log_bytes)
+        .shipping(shared.log_shipper.clone());
     let stage_of = |step: &str| section_of(stages, matrix_stages, step);
     // The run's context after the latest update, saved with the next step's end.
     let mut context: Option<Value> = None;
@@ -762,6 +772,8 @@ fn record_events(
             }
             EngineEvent::StepFinished { report, .. } => {
                 logs.finish(&report.id);
+                // On a shared store: the log is there before the step's end.
+                logs.settle(&report.id, &stop);
                 if abandon.load(Ordering::SeqCst) && report.status == StepStatus::Cancelled {
                     // Stopped by shutdown: leave it as it was, for the next boot to judge.
                     continue;

@@ -38,13 +38,6 @@ use crate::store::{NewRun, RunFinish, RunId, RunRecord, RunStatus, Store, Trigge
 /// How often the queue is looked at without being woken (a safety net: whoever writes runs
 /// into the store wakes the scheduler).
 const POLL_INTERVAL: Duration = Duration::from_secs(5);
-/// How long a claim holds without renewal; renewed every [`POLL_INTERVAL`].
-const LEASE: Duration = Duration::from_secs(60);
-
-/// This daemon's name on the claims it takes (one daemon per state directory).
-fn claim_owner() -> String {
-    format!("agent-{}", std::process::id())
-}
 /// After the grace period and the cancel, how long runs may take to end before the daemon
 /// stops anyway (the engine kills step groups after its own grace).
 const CANCEL_WAIT: Duration = Duration::from_secs(15);
@@ -84,6 +77,10 @@ pub struct Scheduler {
     scan: bool,
     /// Shutdown: stop waiting for running runs.
     hurry: bool,
+    /// When this daemon started (its node row's `started_at`).
+    started_at: chrono::DateTime<chrono::Utc>,
+    /// The API's address, shown in `agent nodes`.
+    address: Option<String>,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -119,7 +116,25 @@ impl Scheduler {
             cancelling: Default::default(),
             scan: true,
             hurry: false,
+            started_at: chrono::Utc::now(),
+            address: None,
         }
+    }
+
+    /// Names the API's address in the node's row.
+    pub fn with_address(mut self, address: String) -> Scheduler {
+        self.address = Some(address);
+        self
+    }
+
+    /// This daemon's name on the claims it takes: its node name (config `node`).
+    fn owner(&self) -> String {
+        self.shared().config.node.clone()
+    }
+
+    /// How long its claims hold without a heartbeat (`limits.lease`).
+    fn lease(&self) -> Duration {
+        self.shared().config.limits.lease
     }
 
     fn shared(&self) -> &Arc<Shared> {
@@ -131,6 +146,7 @@ impl Scheduler {
         let mut poll = tokio::time::interval(POLL_INTERVAL);
         poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut retention = retention::timer();
+        let mut heartbeat = heartbeat_timer(self.shared().config.limits.heartbeat);
         let shutdown_handle = self.handle.clone();
         let shutdown = shutdown_handle.shutdown_requested();
         tokio::pin!(shutdown);
@@ -158,34 +174,108 @@ impl Scheduler {
                     self.cancelling.remove(&ended.run);
                 }
                 Some(checked) = self.checked_rx.recv() => self.enqueue_checked(checked).await,
-                _ = poll.tick() => {
-                    self.scan = true;
-                    self.renew_leases().await;
-                }
+                _ = poll.tick() => self.scan = true,
+                _ = heartbeat.tick() => self.heartbeat(true).await,
                 _ = retention.tick() => self.prune().await,
             }
         }
         self.shut_down().await;
     }
 
-    /// Renews the lease on every active run; cancels those whose cancellation was requested
-    /// through the store.
-    async fn renew_leases(&mut self) {
-        let ids: Vec<RunId> = self.active.keys().copied().collect();
-        if ids.is_empty() {
-            return;
+    /// The node's heartbeat (every `limits.heartbeat`): writes its row and renews the lease
+    /// on every active run in one transaction; cancels the runs whose cancellation was
+    /// requested (on any node), and stops without writing their end the runs it lost (its
+    /// lease lapsed while it could not reach the database and another node took them back).
+    /// Then, with `reclaim`, takes back the runs of other nodes whose lease lapsed and
+    /// applies the recovery rules to them. While the heartbeat fails, `/health` says so.
+    async fn heartbeat(&mut self, reclaim: bool) {
+        let held: Vec<RunId> = self.active.keys().copied().collect();
+        let config = &self.shared().config;
+        let beat = crate::store::NodeBeat {
+            name: self.owner(),
+            started_at: self.started_at,
+            lease: config.limits.lease,
+            capacity: config.limits.max_concurrent_runs,
+            address: self.address.clone(),
+            version: Some(env!("CARGO_PKG_VERSION").to_string()),
+        };
+        let answer = self
+            .store
+            .write(move |db| db.heartbeat_node(&beat, &held, chrono::Utc::now()))
+            .await;
+        let answer = match answer {
+            Ok(answer) => {
+                self.shared().store_health.heartbeat_failed(None);
+                answer
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot write the node's heartbeat (run leases not renewed)");
+                self.shared()
+                    .store_health
+                    .heartbeat_failed(Some(err.to_string()));
+                return;
+            }
+        };
+        for id in answer.lost {
+            // A run that just ended here (its end written, its task not yet reported) is
+            // not held any more either: only a run taken by another node is stopped.
+            let ended_here = matches!(
+                self.store.get_run(id).await,
+                Ok(Some(run)) if run.status.is_final()
+                    || run.claim_owner.as_deref() == Some(self.owner().as_str())
+            );
+            if !ended_here {
+                self.abandon(id, "another node took the run back: its lease lapsed");
+            }
         }
-        let renewed = self.store.renew(claim_owner(), ids, LEASE).await;
-        match renewed {
-            Ok(cancel) => {
-                // Runs already being cancelled (`cancel_previous`) are not asked again.
-                for id in cancel {
-                    if !self.cancelling.contains(&id) {
-                        let _ = self.cancel(id, "cancelled by request").await;
+        // Runs already being cancelled (`cancel_previous`) are not asked again.
+        for id in answer.cancel {
+            if !self.cancelling.contains(&id) {
+                let _ = self.cancel(id, "cancelled by request").await;
+            }
+        }
+        if reclaim && self.admitting {
+            self.reclaim_lapsed().await;
+        }
+    }
+
+    /// Stops a run here without writing its end: it belongs to another node now.
+    fn abandon(&mut self, id: RunId, why: &str) {
+        if let Some(active) = self.active.get(&id) {
+            tracing::warn!(run = %id, workflow = %active.workflow, "{why}; stopping it here");
+            active
+                .control
+                .lost
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            active
+                .control
+                .abandon
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            active.control.cancel.request();
+        }
+    }
+
+    /// Takes back the runs of other nodes whose lease lapsed (a node killed or cut off) and
+    /// resumes them by the recovery rules; their processes ran elsewhere and are left alone.
+    async fn reclaim_lapsed(&mut self) {
+        let state_dir = self.shared().state_dir.clone();
+        let now = chrono::Utc::now();
+        let recovered = self
+            .store
+            .write(move |db| recovery::recover_with(db, &state_dir, recovery::Reclaim::Lapsed(now)))
+            .await;
+        match recovered {
+            Ok(recovered) => {
+                for (run, what) in recovered {
+                    // Only if this node's own lease lapsed too (the heartbeat above failed
+                    // to reach the database for that long).
+                    self.abandon(run.id, "this node's lease on the run lapsed");
+                    if what == recovery::Recovered::Resumed {
+                        self.scan = true;
                     }
                 }
             }
-            Err(err) => tracing::warn!(error = %err, "cannot renew the leases of active runs"),
+            Err(err) => tracing::warn!(error = %err, "cannot take back the runs of lost nodes"),
         }
     }
 
@@ -197,7 +287,7 @@ impl Scheduler {
         let max = self.shared().config.limits.max_concurrent_runs.max(1);
         while self.active.len() < max {
             let free = max - self.active.len();
-            let claimed = self.store.claim(claim_owner(), free, LEASE).await;
+            let claimed = self.store.claim(self.owner(), free, self.lease()).await;
             let claimed = match claimed {
                 Ok(c) => c,
                 Err(err) => {
@@ -441,6 +531,15 @@ impl Scheduler {
             .get_run(id)
             .await?
             .ok_or(DaemonError::RunNotFound(id))?;
+        // Held by another node of the fleet: it cancels the run at its next heartbeat.
+        if matches!(run.status, RunStatus::Queued | RunStatus::Running)
+            && run.claim_owner.as_ref().is_some_and(|o| *o != self.owner())
+        {
+            tracing::info!(run = %id, workflow = %run.workflow, owner = ?run.claim_owner,
+                "{why}: asking the node that holds the run");
+            self.store.write(move |db| db.request_cancel(id)).await?;
+            return Ok(());
+        }
         match run.status {
             RunStatus::Queued | RunStatus::Interrupted | RunStatus::Running => {
                 let report = crate::model::report::RunReport::ended_early(
@@ -529,6 +628,18 @@ impl Scheduler {
 
     async fn shut_down(&mut self) {
         self.admitting = false;
+        self.stop_runs().await;
+        // A clean stop takes the node out of `agent nodes`; its abandoned runs keep their
+        // claims (they resume when it restarts under the same name, or elsewhere once their
+        // lease lapses).
+        let name = self.owner();
+        if let Err(err) = self.store.write(move |db| db.remove_node(&name)).await {
+            tracing::warn!(error = %err, "cannot remove the node's row");
+        }
+    }
+
+    /// Waits for running runs for the grace period, then cancels and abandons the rest.
+    async fn stop_runs(&mut self) {
         let grace = self.shared().config.limits.shutdown_grace;
         if !self.active.is_empty() {
             tracing::info!(
@@ -565,9 +676,12 @@ impl Scheduler {
     /// Waits for active runs to end until `deadline` (or a second stop request), answering
     /// commands meanwhile.
     async fn wait_active(&mut self, deadline: Instant) {
+        // The leases of the runs still running are renewed meanwhile.
+        let mut heartbeat = heartbeat_timer(self.shared().config.limits.heartbeat);
         while !self.active.is_empty() && !std::mem::take(&mut self.hurry) {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => return,
+                _ = heartbeat.tick() => self.heartbeat(false).await,
                 Some(ended) = self.done_rx.recv() => {
                     self.active.remove(&ended.run);
                 }
@@ -608,4 +722,11 @@ fn commit_message(shared: &crate::daemon::handle::Shared, run: &NewRun) -> Optio
     let mirror = crate::daemon::run::mirror::Mirror::open(&shared.state_dir, repo).ok()?;
     let info = mirror.commit_info(commit).ok()?;
     Some(crate::daemon::triggers::push::commit_summary(&info.message))
+}
+
+/// A timer ticking every `period`, at once first (a node announces itself when it starts).
+fn heartbeat_timer(period: Duration) -> tokio::time::Interval {
+    let mut timer = tokio::time::interval(period.max(Duration::from_millis(10)));
+    timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    timer
 }

@@ -69,18 +69,60 @@ pub fn recover(
     store: &mut Db,
     state_dir: &Path,
 ) -> Result<Vec<(RunRecord, Recovered)>, StoreError> {
-    // The state-dir lock is held: whoever claimed runs before this boot is gone, so every
-    // lease found now has lapsed.
-    let interrupted = store.reclaim_expired(chrono::DateTime::<chrono::Utc>::MAX_UTC)?;
+    recover_with(store, state_dir, Reclaim::All)
+}
+
+/// Which running runs recovery takes back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reclaim {
+    /// Every one: the boot of a daemon on its own SQLite file. The state-dir lock is held,
+    /// so whoever claimed runs before this boot is gone and every lease found has lapsed.
+    All,
+    /// The boot of a node on a shared database: the claims whose lease lapsed at `now`, and
+    /// every claim of `own` (this node's name: a restarted node takes its runs back at once).
+    /// Processes this state directory's previous daemon left are ended.
+    Fleet {
+        /// The time leases are compared with.
+        now: chrono::DateTime<chrono::Utc>,
+        /// This node's name.
+        own: String,
+    },
+    /// A running node's periodic look: the claims of other nodes whose lease lapsed at
+    /// `now`. Their processes ran on another node: nothing local is ended.
+    Lapsed(chrono::DateTime<chrono::Utc>),
+}
+
+/// [`recover`] for the runs `reclaim` names.
+pub fn recover_with(
+    store: &mut Db,
+    state_dir: &Path,
+    reclaim: Reclaim,
+) -> Result<Vec<(RunRecord, Recovered)>, StoreError> {
+    let (interrupted, sweep) = match &reclaim {
+        Reclaim::All => (
+            store.reclaim_expired(chrono::DateTime::<chrono::Utc>::MAX_UTC)?,
+            true,
+        ),
+        Reclaim::Fleet { now, own } => {
+            store.lapse_claims_of(own)?;
+            (store.reclaim_expired(*now)?, true)
+        }
+        Reclaim::Lapsed(now) => (store.reclaim_expired(*now)?, false),
+    };
     let scope = marker_scope(state_dir);
     let mut out = Vec::new();
     for run in interrupted {
-        let marker = crate::engine::run_marker(Some(&scope), &run.id.to_string());
         // Every process carrying the run's marker, wherever it went (setsid included).
-        let killed = runners::sweep_var(runners::RUN_MARKER_VAR, &marker, libc::SIGKILL);
-        if killed > 0 {
-            tracing::warn!(run = %run.id, processes = killed,
-                "ended processes the interrupted run's steps left running");
+        if sweep {
+            let marker = crate::engine::run_marker(Some(&scope), &run.id.to_string());
+            let killed = runners::sweep_var(runners::RUN_MARKER_VAR, &marker, libc::SIGKILL);
+            if killed > 0 {
+                tracing::warn!(run = %run.id, processes = killed,
+                    "ended processes the interrupted run's steps left running");
+            }
+        } else {
+            tracing::warn!(run = %run.id, workflow = %run.workflow,
+                "took back a run whose node stopped renewing its lease");
         }
         if run.cancel_requested {
             let message = "cancelled by a newer run (cancel_previous) before the daemon stopped";

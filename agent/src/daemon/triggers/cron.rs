@@ -17,6 +17,13 @@
 //! default) the latest one, `all` each of them (at most [`MAX_CATCHUP`], the latest ones). A
 //! schedule never claimed before (new, or its cron line changed) starts from now.
 //!
+//! In a fleet one node at a time evaluates the schedules: the holder of the `cron` lease
+//! ([`crate::daemon::leases`]), renewed every tick. The others keep the schedules loaded (for
+//! the API's next fire times) and fire nothing. A node that takes the lease over catches each
+//! schedule up from its last claimed slot in the store once, by the same `catchup` rule as
+//! after a restart. The slot claim stays the guard: even two evaluators at once (one that has
+//! not noticed yet that it lost the lease) never fire a slot twice.
+//!
 //! A slot that finds a run of its group (without a `concurrency` section: of the same
 //! workflow in the repository) still queued or running follows `concurrency.overlap`, decided
 //! by the store in the transaction that claims the slot ([`crate::store::overlap`]): `skip`
@@ -42,6 +49,7 @@ use serde_json::{Map, Value};
 
 use crate::daemon::catalog::Catalog;
 use crate::daemon::handle::DaemonHandle;
+use crate::daemon::leases::{self, Held, Lease};
 use crate::daemon::run::mirror::Mirror;
 use crate::daemon::triggers::push::new_run_for;
 use crate::store::{Db, Enqueued, Store, Trigger, TriggerKind};
@@ -122,18 +130,27 @@ pub fn catchup_slots(policy: Catchup, missed: Vec<DateTime<Utc>>) -> Vec<DateTim
 /// The cron task: returns after shutdown. See the module docs.
 pub async fn run(handle: DaemonHandle) {
     let store = handle.shared.store.clone();
+    let config = &handle.shared.config;
+    let lease = Lease::new(
+        CRON_LEASE,
+        leases::holder(&store, config),
+        leases::ttl(config),
+    );
     let mut table = Some(CronTable {
         store,
         handle: handle.clone(),
         entries: Vec::new(),
         heads: BTreeMap::new(),
+        lease,
+        holding: false,
     });
     let changed = handle.shared.repos.workflows_changed();
     loop {
-        // Re-read what changed, fire what is due, and find the next slot: blocking work
-        // (SQLite, libgit2) off the async threads.
+        // Renew the lease, re-read what changed, fire what is due, and find the next slot:
+        // blocking work (the store, libgit2) off the async threads.
         let Some(mut t) = table.take() else { return };
         let result = tokio::task::spawn_blocking(move || {
+            t.renew_lease(Utc::now());
             t.reload();
             t.fire_due(Utc::now());
             t.publish_next_fires();
@@ -148,19 +165,29 @@ pub async fn run(handle: DaemonHandle) {
                 return;
             }
         };
-        table = Some(t);
         let sleep = match next {
             Some(at) => (at - Utc::now()).to_std().unwrap_or(Duration::ZERO),
             None => MAX_SLEEP,
         }
-        .min(MAX_SLEEP);
+        .min(MAX_SLEEP)
+        // The lease is renewed (or asked for) every tick.
+        .min(leases::tick(&handle.shared.config));
         tokio::select! {
-            _ = handle.shutdown_requested() => return,
+            _ = handle.shutdown_requested() => {
+                // Another node takes the schedules over at once.
+                let mut t = t;
+                t.lease.release(&t.store).await;
+                return;
+            }
             _ = changed.notified() => {}
             _ = tokio::time::sleep(sleep) => {}
         }
+        table = Some(t);
     }
 }
+
+/// The lease of the node that evaluates the schedules.
+pub const CRON_LEASE: &str = "cron";
 
 /// The schedules of every repository, with the store they are claimed in.
 struct CronTable {
@@ -169,9 +196,29 @@ struct CronTable {
     entries: Vec<Entry>,
     /// The default-branch head each repository's entries were read from.
     heads: BTreeMap<String, String>,
+    /// The `cron` lease: only its holder fires slots.
+    lease: Lease,
+    /// Whether this node held the lease at the last renewal.
+    holding: bool,
 }
 
 impl CronTable {
+    /// Renews (or asks for) the `cron` lease. A node that just took it over catches every
+    /// schedule up from its last claimed slot in the store, as after a restart: the slots the
+    /// previous holder did not fire (it died, or lost the database) follow `catchup` once.
+    fn renew_lease(&mut self, now: DateTime<Utc>) {
+        let held = self.lease.blocking_tick(&self.store);
+        self.holding = held.is_held();
+        if let Held::Gained(token) = held {
+            tracing::info!(token, "cron: evaluating the schedules on this node");
+            let mut entries = std::mem::take(&mut self.entries);
+            for entry in &mut entries {
+                self.start(entry, now);
+            }
+            self.entries = entries;
+        }
+    }
+
     /// Re-reads the schedules of every repository whose default-branch head changed.
     fn reload(&mut self) {
         let shared = std::sync::Arc::clone(&self.handle.shared);
@@ -227,7 +274,9 @@ impl CronTable {
                     match old.iter().find(|o| o.key == entry.key) {
                         // A schedule we already run: keep its place in time.
                         Some(o) => entry.next = o.next,
-                        None => self.start(&mut entry, now),
+                        None if self.holding => self.start(&mut entry, now),
+                        // Started (caught up) if and when this node takes the lease.
+                        None => entry.next = next_slot(&entry.cron, entry.tz, now),
                     }
                     self.entries.push(entry);
                 }
@@ -269,6 +318,11 @@ impl CronTable {
         for entry in &mut entries {
             let Some(next) = entry.next else { continue };
             if next > now {
+                continue;
+            }
+            if !self.holding {
+                // Another node fires it; this one only keeps the next slot for the API.
+                entry.next = next_slot(&entry.cron, entry.tz, now);
                 continue;
             }
             // Slots that went by while we were not looking (a late wake-up, a suspended

@@ -19,6 +19,13 @@
 //! - **Inbound push hooks** ask for a fetch now through
 //!   [`Shared::fetch_requests`](crate::daemon::handle::Shared::fetch_requests).
 //!
+//! In a fleet each repository is scanned by one node at a time: the holder of its
+//! `poll:<repo>` lease ([`crate::daemon::leases`]), which queues the runs its commits start.
+//! The other nodes still fetch on the same schedule (their cron and their runs read their own
+//! mirror) but queue nothing, except on an inbound push hook they received, which makes them
+//! scan at once; the store's per-commit records and run dedup keys queue each run once
+//! whichever nodes scan. A node that takes a repository's lease over looks at it at once.
+//!
 //! A failed fetch (remote down, path missing) is retried with exponential backoff (from the
 //! interval, doubling, capped at [`MAX_BACKOFF_FACTOR`] times it) and logged without the
 //! URL's user information. Nothing polls in a short loop: between events a task sleeps.
@@ -46,6 +53,7 @@ use tokio::time::Instant;
 use crate::config::{RepoConfig, RepoSource};
 use crate::daemon::catalog::{ParsedFile, workflows_at};
 use crate::daemon::handle::{DaemonHandle, WorkflowInfo};
+use crate::daemon::leases::{self, Held, Lease};
 use crate::daemon::run::mirror::Mirror;
 use crate::daemon::run::mirror::redact;
 use crate::daemon::triggers::push::{Baseline, GlobList, PushScan, scan_repo};
@@ -95,9 +103,18 @@ pub async fn run(handle: DaemonHandle) {
             RepoSource::Path(path) => local_heads(path),
             RepoSource::Url(_) => None,
         };
+        let config = &handle.shared.config;
+        let lease = Lease::new(
+            poll_lease(&repo.name),
+            leases::holder(&handle.shared.store, config),
+            leases::ttl(config),
+        );
         let watcher = RepoWatcher {
             handle: handle.clone(),
             boot_heads,
+            lease,
+            renew_at: Instant::now(),
+            requested: false,
             repo,
             changes: rx,
             fetch_requests: Some(handle.shared.fetch_requests.subscribe()),
@@ -238,6 +255,17 @@ struct RepoWatcher {
     fetch_requests: Option<broadcast::Receiver<String>>,
     /// Shared by every repository: at most [`PARALLEL_PASSES`] passes at once.
     passes: Arc<tokio::sync::Semaphore>,
+    /// The `poll:<repo>` lease: its holder scans the repository and queues its runs.
+    lease: Lease,
+    /// When the lease is renewed next while waiting.
+    renew_at: Instant,
+    /// The coming pass was asked for by an inbound hook received by this node.
+    requested: bool,
+}
+
+/// The lease of the node that scans repository `repo` for new commits.
+pub fn poll_lease(repo: &str) -> String {
+    format!("poll:{repo}")
 }
 
 /// What a task keeps between passes (moved into the blocking pool and back).
@@ -271,6 +299,12 @@ impl RepoWatcher {
                 return;
             }
             let Some(s) = state.take() else { return };
+            // The lease holder scans and queues; so does a node an inbound hook for this
+            // repository reached (the store's per-commit dedup keeps that to one run). Every
+            // node fetches, for the workflows its cron and its runs read from its mirror.
+            let held = self.lease.tick(&self.handle.shared.store).await;
+            self.renew_at = Instant::now() + leases::tick(&self.handle.shared.config);
+            let scan = held.is_held() || std::mem::take(&mut self.requested);
             let handle = self.handle.clone();
             let repo = self.repo.clone();
             let Ok(permit) = Arc::clone(&self.passes).acquire_owned().await else {
@@ -279,7 +313,7 @@ impl RepoWatcher {
             let joined = tokio::task::spawn_blocking(move || {
                 let _permit = permit;
                 let mut s = s;
-                let outcome = pass(&handle, &repo, &mut s);
+                let outcome = pass(&handle, &repo, &mut s, scan);
                 (s, outcome)
             })
             .await;
@@ -325,8 +359,19 @@ impl RepoWatcher {
         let deadline = Instant::now() + interval;
         loop {
             tokio::select! {
-                _ = self.handle.shutdown_requested() => return false,
+                _ = self.handle.shutdown_requested() => {
+                    // Another node takes the repository over at once.
+                    self.lease.release(&self.handle.shared.store).await;
+                    return false;
+                }
                 _ = tokio::time::sleep_until(deadline) => return true,
+                _ = tokio::time::sleep_until(self.renew_at) => {
+                    self.renew_at = Instant::now() + leases::tick(&self.handle.shared.config);
+                    // A node that takes the repository over looks at it at once.
+                    if let Held::Gained(_) = self.lease.tick(&self.handle.shared.store).await {
+                        return true;
+                    }
+                }
                 change = recv_change(&mut self.changes) => {
                     if change {
                         self.debounce().await;
@@ -336,10 +381,16 @@ impl RepoWatcher {
                     self.changes = None;
                 }
                 request = recv_request(&mut self.fetch_requests) => match request {
-                    Ok(name) if name == self.repo.name => return true,
+                    Ok(name) if name == self.repo.name => {
+                        self.requested = true;
+                        return true;
+                    }
                     Ok(_) => {}
                     // Missed requests may have named this repository: look.
-                    Err(broadcast::error::RecvError::Lagged(_)) => return true,
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        self.requested = true;
+                        return true;
+                    }
                     // Nobody can ask any more: only the other reasons are left.
                     Err(broadcast::error::RecvError::Closed) => self.fetch_requests = None,
                 },
@@ -390,12 +441,14 @@ pub fn backoff(interval: Duration, failures: u32) -> Duration {
     interval.saturating_mul(factor)
 }
 
-/// One look at a repository: fetch into the mirror, scan for pushes, publish the default
-/// branch's workflows if it moved. Blocking (libgit2, SQLite).
+/// One look at a repository: fetch into the mirror, scan for pushes (when `scan`: this node
+/// holds the repository's lease, or an inbound hook asked), publish the default branch's
+/// workflows if it moved. Blocking (libgit2, the store).
 fn pass(
     handle: &DaemonHandle,
     repo: &RepoConfig,
     s: &mut RepoState,
+    scan: bool,
 ) -> Result<PassOutcome, String> {
     let shared = &handle.shared;
     let url = repo.source.clone_url();
@@ -444,12 +497,17 @@ fn pass(
         (None, false) => Baseline::CurrentHeads,
     };
     let limit = shared.config.limits.max_runs_per_minute;
-    let mut scan = scan_repo(&store, mirror, &repo.name, Some(&globs), baseline, limit)
-        .map_err(|e| redact(&e.to_string(), &url))?;
-    let tagged = crate::daemon::triggers::tags::scan_tags(&store, mirror, &repo.name)
-        .map_err(|e| redact(&e.to_string(), &url))?;
-    scan.queued.extend(tagged);
-    s.scanned = true;
+    let scan = if scan {
+        let mut scan = scan_repo(&store, mirror, &repo.name, Some(&globs), baseline, limit)
+            .map_err(|e| redact(&e.to_string(), &url))?;
+        let tagged = crate::daemon::triggers::tags::scan_tags(&store, mirror, &repo.name)
+            .map_err(|e| redact(&e.to_string(), &url))?;
+        scan.queued.extend(tagged);
+        s.scanned = true;
+        scan
+    } else {
+        PushScan::default()
+    };
     let default_branch = mirror.default_branch();
     let head = match &default_branch {
         Some(branch) => mirror

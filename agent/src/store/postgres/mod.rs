@@ -19,11 +19,15 @@
 
 mod artifacts;
 mod history;
+mod leases;
+mod logs;
 pub(crate) mod migrations;
 mod monitoring;
+mod nodes;
 mod outbox;
 mod runs;
 mod state;
+mod tx;
 
 use std::cell::RefCell;
 use std::time::Duration;
@@ -164,7 +168,7 @@ impl PgDb {
 
     /// The schema version of the database.
     pub fn schema_version(&self) -> Result<i64, StoreError> {
-        self.read(|c| migrations::current_version(c))
+        self.read(migrations::current_version)
     }
 }
 
@@ -227,17 +231,22 @@ impl From<postgres::Error> for StoreError {
     }
 }
 
-/// The error every operation not yet written for PostgreSQL answers.
-pub(crate) fn unsupported(operation: &str) -> StoreError {
-    StoreError::Backend {
-        message: format!("`{operation}` is not available on the PostgreSQL store"),
-        transient: false,
-    }
-}
-
 /// A `usize` limit as a query parameter.
 pub(crate) fn limit(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl Drop for PgDb {
+    /// Closing the client blocks on its own runtime, which panics on a thread that drives
+    /// async tasks (the last `Store` handle dropped by an async task takes the read pool's
+    /// connections with it): there the client is closed on a thread of its own.
+    fn drop(&mut self) {
+        if let Some(client) = self.client.get_mut().take()
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            std::thread::spawn(move || drop(client));
+        }
+    }
 }
 
 impl PgDb {

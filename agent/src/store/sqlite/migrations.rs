@@ -227,6 +227,24 @@ CREATE TABLE leases (
     expires_at INTEGER NOT NULL
 );
 "#,
+    // Version 12: step logs kept in the store, in pieces keyed by their byte offset (a fleet
+    // on a shared store serves any node's logs; a lone agent keeps them in files only).
+    r#"
+CREATE TABLE log_chunks (
+    run_id      INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    step_id     TEXT    NOT NULL,
+    byte_offset INTEGER NOT NULL,
+    data        BLOB    NOT NULL,
+    created_at  INTEGER NOT NULL,
+    PRIMARY KEY (run_id, step_id, byte_offset)
+);
+"#,
+    // Version 13: a delivery being sent is marked with the outbox lease's holder and fencing
+    // token before its HTTP request, and the mark is cleared with the attempt's record.
+    r#"
+ALTER TABLE deliveries ADD COLUMN sending_holder TEXT;
+ALTER TABLE deliveries ADD COLUMN sending_token INTEGER;
+"#,
 ];
 
 /// Version 8: what a run's trigger says beyond kind, commit and branch (the ref pushed, e.g.

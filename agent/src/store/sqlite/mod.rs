@@ -11,9 +11,12 @@
 
 mod artifacts;
 mod history;
+mod leases;
+mod logs;
 pub mod migrations;
 mod monitoring;
-mod outbox;
+pub(crate) mod nodes;
+pub(crate) mod outbox;
 mod runs;
 mod state;
 mod tx;
@@ -21,9 +24,7 @@ mod tx;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags};
-use serde_json::Value;
 
 pub(crate) use super::StoreError;
 pub(crate) use super::records::{
@@ -34,6 +35,11 @@ pub(crate) use super::records::{
 pub use artifacts::ArtifactRecord;
 pub use history::{StepDuration, StepHistory, StepOutputSample};
 pub use monitoring::{AnomalyRecord, HOOK_DELIVERY_TTL, NewAnomaly, RunSample};
+pub use nodes::{Heartbeat, NodeBeat, NodeRecord};
+
+pub(crate) use super::codec::{
+    from_json, from_json_opt, from_ms, from_ms_opt, now_ms, parse_enum, to_json, to_json_opt, to_ms,
+};
 
 /// The database file's name inside `state_dir`.
 pub const DB_FILE_NAME: &str = "agent.sqlite3";
@@ -196,67 +202,6 @@ impl From<rusqlite::Error> for StoreError {
             transient,
         }
     }
-}
-
-/// A timestamp as stored: Unix milliseconds.
-pub(crate) fn to_ms(t: DateTime<Utc>) -> i64 {
-    t.timestamp_millis()
-}
-
-/// A stored timestamp back to a time.
-pub(crate) fn from_ms(column: &'static str, ms: i64) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::from_timestamp_millis(ms).ok_or_else(|| StoreError::BadValue {
-        column,
-        value: ms.to_string(),
-    })
-}
-
-/// An optional stored timestamp back to a time.
-pub(crate) fn from_ms_opt(
-    column: &'static str,
-    ms: Option<i64>,
-) -> Result<Option<DateTime<Utc>>, StoreError> {
-    ms.map(|ms| from_ms(column, ms)).transpose()
-}
-
-/// The current time, truncated to what the store keeps (milliseconds).
-pub(crate) fn now_ms() -> i64 {
-    to_ms(Utc::now())
-}
-
-/// A JSON value as stored.
-pub(crate) fn to_json(column: &'static str, value: &Value) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(StoreError::json(column))
-}
-
-/// An optional JSON value as stored.
-pub(crate) fn to_json_opt(
-    column: &'static str,
-    value: Option<&Value>,
-) -> Result<Option<String>, StoreError> {
-    value.map(|v| to_json(column, v)).transpose()
-}
-
-/// A stored JSON text back to a value.
-pub(crate) fn from_json(column: &'static str, text: &str) -> Result<Value, StoreError> {
-    serde_json::from_str(text).map_err(StoreError::json(column))
-}
-
-/// An optional stored JSON text back to a value.
-pub(crate) fn from_json_opt(
-    column: &'static str,
-    text: Option<String>,
-) -> Result<Option<Value>, StoreError> {
-    text.map(|t| from_json(column, &t)).transpose()
-}
-
-/// A stored enum text back to its value.
-pub(crate) fn parse_enum<T: std::str::FromStr<Err = String>>(
-    column: &'static str,
-    text: &str,
-) -> Result<T, StoreError> {
-    text.parse()
-        .map_err(|value| StoreError::BadValue { column, value })
 }
 
 #[cfg(test)]

@@ -60,7 +60,7 @@ impl RawDelivery {
 }
 
 /// A fresh delivery id: 128 random bits as a UUID-shaped string (version 4 layout).
-fn new_delivery_id() -> String {
+pub(crate) fn new_delivery_id() -> String {
     let bits: u128 = rand::random();
     let bits = (bits & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
     let hex = format!("{bits:032x}");
@@ -81,7 +81,7 @@ fn new_delivery_id() -> String {
 /// moment after they happen; holding the run's end until the notifier has seen it keeps
 /// every webhook's deliveries in the order of the events, while a crash between the two
 /// still loses nothing (after the hold, the end is sent regardless).
-pub(super) const RUN_END_HOLD: std::time::Duration = std::time::Duration::from_secs(5);
+pub(crate) const RUN_END_HOLD: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Queues a delivery inside `tx`, due `delay_ms` from now; returns its id.
 fn insert_delivery_due(
@@ -310,45 +310,7 @@ impl SqliteDb {
         outcome: &DeliveryOutcome,
     ) -> Result<u32, StoreError> {
         let tx = self.write()?;
-        let attempts: Option<u32> = rusqlite::OptionalExtension::optional(tx.query_row(
-            "SELECT attempts FROM deliveries WHERE id = ?1",
-            params![id],
-            |r| r.get(0),
-        ))?;
-        let attempt = attempts.ok_or_else(|| StoreError::DeliveryNotFound(id.to_string()))? + 1;
-        let now = now_ms();
-        let (status, status_code, error, next) = match outcome {
-            DeliveryOutcome::Delivered { status_code } => {
-                (DeliveryStatus::Delivered, Some(*status_code), None, None)
-            }
-            DeliveryOutcome::Retry {
-                status_code,
-                error,
-                next_attempt_at,
-            } => (
-                DeliveryStatus::Pending,
-                *status_code,
-                Some(error.as_str()),
-                Some(to_ms(*next_attempt_at)),
-            ),
-            DeliveryOutcome::GaveUp { status_code, error } => (
-                DeliveryStatus::Failed,
-                *status_code,
-                Some(error.as_str()),
-                None,
-            ),
-        };
-        tx.execute(
-            "INSERT INTO delivery_attempts (delivery_id, attempt, at, status_code, error)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![id, attempt, now, status_code, error],
-        )?;
-        tx.execute(
-            "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4,
-                                   last_error = COALESCE(?5, last_error), updated_at = ?6
-             WHERE id = ?1",
-            params![id, status.as_str(), attempt, next, error, now],
-        )?;
+        let attempt = record_attempt_tx(&tx, id, outcome)?;
         tx.commit()?;
         Ok(attempt)
     }
@@ -396,4 +358,54 @@ impl SqliteDb {
         }
         Ok(out)
     }
+}
+
+/// Records one attempt of a delivery and its consequence inside `tx` (clearing its "being
+/// sent" mark); returns the attempt number.
+pub(super) fn record_attempt_tx(
+    tx: &Transaction<'_>,
+    id: &str,
+    outcome: &DeliveryOutcome,
+) -> Result<u32, StoreError> {
+    let attempts: Option<u32> = rusqlite::OptionalExtension::optional(tx.query_row(
+        "SELECT attempts FROM deliveries WHERE id = ?1",
+        params![id],
+        |r| r.get(0),
+    ))?;
+    let attempt = attempts.ok_or_else(|| StoreError::DeliveryNotFound(id.to_string()))? + 1;
+    let now = now_ms();
+    let (status, status_code, error, next) = match outcome {
+        DeliveryOutcome::Delivered { status_code } => {
+            (DeliveryStatus::Delivered, Some(*status_code), None, None)
+        }
+        DeliveryOutcome::Retry {
+            status_code,
+            error,
+            next_attempt_at,
+        } => (
+            DeliveryStatus::Pending,
+            *status_code,
+            Some(error.as_str()),
+            Some(to_ms(*next_attempt_at)),
+        ),
+        DeliveryOutcome::GaveUp { status_code, error } => (
+            DeliveryStatus::Failed,
+            *status_code,
+            Some(error.as_str()),
+            None,
+        ),
+    };
+    tx.execute(
+        "INSERT INTO delivery_attempts (delivery_id, attempt, at, status_code, error)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![id, attempt, now, status_code, error],
+    )?;
+    tx.execute(
+        "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4,
+                               last_error = COALESCE(?5, last_error), updated_at = ?6,
+                               sending_holder = NULL, sending_token = NULL
+         WHERE id = ?1",
+        params![id, status.as_str(), attempt, next, error, now],
+    )?;
+    Ok(attempt)
 }

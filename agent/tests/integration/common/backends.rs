@@ -11,6 +11,8 @@ pub struct Fresh {
     url: Option<String>,
 }
 
+// Each test module uses the accessors it needs.
+#[allow(dead_code)]
 impl Fresh {
     /// A new connection to this store.
     pub fn open(&self) -> Db {
@@ -26,6 +28,11 @@ impl Fresh {
             None => Store::open_in_dir(self.dir.path()).expect("open the SQLite store"),
             Some(url) => Store::connect_postgres(url, 4).expect("connect to the PostgreSQL store"),
         }
+    }
+
+    /// The PostgreSQL database's URL; `None` on SQLite.
+    pub fn url(&self) -> Option<&str> {
+        self.url.as_deref()
     }
 
     /// The state directory (also used beside a PostgreSQL store for files).
