@@ -39,6 +39,7 @@ mod fleet_leases;
 mod fleet_logs;
 mod fleet_nodes;
 mod fleet_pg;
+mod fleet_soak;
 mod hooks_push;
 mod import_gha;
 mod import_gha_upstream;
