@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use postgres::GenericClient;
 
-use crate::store::{DeliveryOutcome, DeliveryStatus, Fence, StoreError};
+use crate::store::{DeliveryOutcome, Fence, StoreError};
 
 use super::PgDb;
 
@@ -147,47 +147,7 @@ impl PgDb {
     ) -> Result<u32, StoreError> {
         self.write(|tx| {
             check(tx, fence, now)?;
-            let attempts: i64 = tx
-                .query_opt("SELECT attempts FROM deliveries WHERE id = $1", &[&id])?
-                .ok_or_else(|| StoreError::DeliveryNotFound(id.to_string()))?
-                .get(0);
-            let attempt = attempts + 1;
-            let at = ms(Utc::now());
-            let (status, status_code, error, next) = match outcome {
-                DeliveryOutcome::Delivered { status_code } => {
-                    (DeliveryStatus::Delivered, Some(*status_code), None, None)
-                }
-                DeliveryOutcome::Retry {
-                    status_code,
-                    error,
-                    next_attempt_at,
-                } => (
-                    DeliveryStatus::Pending,
-                    *status_code,
-                    Some(error.as_str()),
-                    Some(ms(*next_attempt_at)),
-                ),
-                DeliveryOutcome::GaveUp { status_code, error } => (
-                    DeliveryStatus::Failed,
-                    *status_code,
-                    Some(error.as_str()),
-                    None,
-                ),
-            };
-            let status_code = status_code.map(i64::from);
-            tx.execute(
-                "INSERT INTO delivery_attempts (delivery_id, attempt, at, status_code, error)
-                 VALUES ($1, $2, $3, $4, $5)",
-                &[&id, &attempt, &at, &status_code, &error],
-            )?;
-            tx.execute(
-                "UPDATE deliveries SET status = $2, attempts = $3, next_attempt_at = $4,
-                        last_error = COALESCE($5, last_error), updated_at = $6,
-                        sending_holder = NULL, sending_token = NULL
-                 WHERE id = $1",
-                &[&id, &status.as_str(), &attempt, &next, &error, &at],
-            )?;
-            Ok(u32::try_from(attempt).unwrap_or(u32::MAX))
+            super::outbox::record_attempt_tx(tx, id, outcome)
         })
     }
 }

@@ -72,6 +72,63 @@ fn attempt_number(column: &'static str, n: i64) -> Result<u32, StoreError> {
     })
 }
 
+/// Records one attempt of delivery `id` and its consequence inside `tx` (clearing its "being
+/// sent" mark); returns the attempt number.
+///
+/// The delivery's row is locked while its attempt is counted: two agents recording an
+/// attempt of one delivery at once number them one after the other.
+pub(super) fn record_attempt_tx(
+    tx: &mut postgres::Transaction<'_>,
+    id: &str,
+    outcome: &DeliveryOutcome,
+) -> Result<u32, StoreError> {
+    let (status, status_code, error, next) = match outcome {
+        DeliveryOutcome::Delivered { status_code } => {
+            (DeliveryStatus::Delivered, Some(*status_code), None, None)
+        }
+        DeliveryOutcome::Retry {
+            status_code,
+            error,
+            next_attempt_at,
+        } => (
+            DeliveryStatus::Pending,
+            *status_code,
+            Some(error.as_str()),
+            Some(to_ms(*next_attempt_at)),
+        ),
+        DeliveryOutcome::GaveUp { status_code, error } => (
+            DeliveryStatus::Failed,
+            *status_code,
+            Some(error.as_str()),
+            None,
+        ),
+    };
+    let status_code = status_code.map(i64::from);
+    let attempts: Option<i64> = tx
+        .query_opt(
+            "SELECT attempts FROM deliveries WHERE id = $1 FOR UPDATE",
+            &[&id],
+        )?
+        .map(|r| r.try_get(0))
+        .transpose()?;
+    let attempt = attempts.ok_or_else(|| StoreError::DeliveryNotFound(id.to_string()))? + 1;
+    let now = now_ms();
+    tx.execute(
+        "INSERT INTO delivery_attempts (delivery_id, attempt, at, status_code, error)
+         VALUES ($1, $2, $3, $4, $5)",
+        &[&id, &attempt, &now, &status_code, &error],
+    )?;
+    let params: [&(dyn ToSql + Sync); 6] = [&id, &status.as_str(), &attempt, &next, &error, &now];
+    tx.execute(
+        "UPDATE deliveries SET status = $2, attempts = $3, next_attempt_at = $4,
+                               last_error = COALESCE($5, last_error), updated_at = $6,
+                               sending_holder = NULL, sending_token = NULL
+         WHERE id = $1",
+        &params,
+    )?;
+    attempt_number("attempt", attempt)
+}
+
 /// The deliveries of the rows of a `SELECT {DELIVERY_COLUMNS}` query.
 fn deliveries(rows: &[postgres::Row]) -> Result<Vec<Delivery>, StoreError> {
     rows.iter()
@@ -258,53 +315,7 @@ impl PgDb {
         id: &str,
         outcome: &DeliveryOutcome,
     ) -> Result<u32, StoreError> {
-        let (status, status_code, error, next) = match outcome {
-            DeliveryOutcome::Delivered { status_code } => {
-                (DeliveryStatus::Delivered, Some(*status_code), None, None)
-            }
-            DeliveryOutcome::Retry {
-                status_code,
-                error,
-                next_attempt_at,
-            } => (
-                DeliveryStatus::Pending,
-                *status_code,
-                Some(error.as_str()),
-                Some(to_ms(*next_attempt_at)),
-            ),
-            DeliveryOutcome::GaveUp { status_code, error } => (
-                DeliveryStatus::Failed,
-                *status_code,
-                Some(error.as_str()),
-                None,
-            ),
-        };
-        let status_code = status_code.map(i64::from);
-        self.write(|tx| {
-            let attempts: Option<i64> = tx
-                .query_opt(
-                    "SELECT attempts FROM deliveries WHERE id = $1 FOR UPDATE",
-                    &[&id],
-                )?
-                .map(|r| r.try_get(0))
-                .transpose()?;
-            let attempt = attempts.ok_or_else(|| StoreError::DeliveryNotFound(id.to_string()))? + 1;
-            let now = now_ms();
-            tx.execute(
-                "INSERT INTO delivery_attempts (delivery_id, attempt, at, status_code, error)
-                 VALUES ($1, $2, $3, $4, $5)",
-                &[&id, &attempt, &now, &status_code, &error],
-            )?;
-            let params: [&(dyn ToSql + Sync); 6] =
-                [&id, &status.as_str(), &attempt, &next, &error, &now];
-            tx.execute(
-                "UPDATE deliveries SET status = $2, attempts = $3, next_attempt_at = $4,
-                                       last_error = COALESCE($5, last_error), updated_at = $6
-                 WHERE id = $1",
-                &params,
-            )?;
-            attempt_number("attempt", attempt)
-        })
+        self.write(|tx| record_attempt_tx(tx, id, outcome))
     }
 
     /// The newest deliveries first, each with its attempt history.
