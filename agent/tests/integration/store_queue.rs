@@ -3,7 +3,8 @@
 use crate::common::backends::on_each_backend;
 use agent::store::{
     Db, DeliveryOutcome, DeliveryStatus, Enqueued, NewDelivery, NewRun, Retention, RunFilter,
-    RunFinish, RunStatus, StepFinish, StepStart, StepStatus, StoreError, Trigger, TriggerKind,
+    RunFinish, RunId, RunStatus, StepFinish, StepStart, StepStatus, StoreError, Trigger,
+    TriggerKind,
 };
 use chrono::{Duration, TimeZone, Utc};
 use serde_json::json;
@@ -748,5 +749,231 @@ fn a_runs_trigger_event_round_trips() {
         assert_eq!(got.event, Some(event));
         assert_eq!(got.trigger.kind, TriggerKind::PullRequest);
         assert_eq!(store.get_run(plain).unwrap().expect("run").event, None);
+    });
+}
+
+/// Each boot that finds a step running counts one interruption on it (kept when the
+/// step runs again); a step stopped by shutdown is not counted.
+#[test]
+fn boots_count_crash_interruptions_per_step() {
+    on_each_backend(|b| {
+        let mut store = b.open();
+        let id = store.enqueue_run(&manual("w")).expect("enqueue").run_id();
+        let start = |store: &mut Db| {
+            store.mark_running(id).expect("running");
+            let step = StepStart {
+                stage: "s".into(),
+                step_id: "boom".into(),
+                attempt: 1,
+            };
+            store.record_step_started(id, &step).expect("start");
+        };
+        for n in 1..=2 {
+            start(&mut store);
+            store
+                .reclaim_expired(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+                .expect("boot");
+            assert_eq!(
+                store.interrupted_steps(id).expect("steps"),
+                [("boom".to_string(), n)]
+            );
+            store.resume_run(id).expect("resume");
+        }
+        start(&mut store);
+        store.mark_steps_stopped(id).expect("stopped by shutdown");
+        assert_eq!(
+            store
+                .reclaim_expired(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+                .expect("boot")
+                .len(),
+            1
+        );
+        assert_eq!(
+            store.interrupted_steps(id).expect("steps"),
+            [("boom".to_string(), 2)]
+        );
+    });
+}
+
+/// Guards the runs page's filters: branch, trigger kind and a text search over workflow
+/// names and recorded commit messages narrow the listing in SQL (with `%` and `_`
+/// matched as themselves), and a workflow's recent durations come oldest first.
+#[test]
+fn branch_trigger_and_text_filters_and_recent_durations() {
+    on_each_backend(|b| {
+        let mut store = b.open();
+        let mut ids = Vec::new();
+        for (workflow, branch, kind) in [
+            ("build", "main", TriggerKind::Push),
+            ("build", "feature", TriggerKind::Push),
+            ("deploy", "main", TriggerKind::Manual),
+        ] {
+            let mut run = NewRun::new(workflow, Trigger::new(kind));
+            run.repo = Some("app".into());
+            run.trigger.branch = Some(branch.into());
+            run.trigger.commit = Some(format!("c-{}", ids.len()));
+            ids.push(store.enqueue_run(&run).expect("enqueue").run_id());
+        }
+        store
+            .set_commit_message(&ids[1..2], "Fix the 100% CPU_loop")
+            .expect("message");
+        let list = |f: RunFilter| -> Vec<RunId> {
+            store
+                .list_run_summaries(&f, None, 50)
+                .expect("list")
+                .iter()
+                .map(|r| r.id)
+                .collect()
+        };
+        let text = |t: &str| RunFilter {
+            text: Some(t.into()),
+            ..RunFilter::default()
+        };
+        assert_eq!(
+            list(RunFilter {
+                branch: Some("main".into()),
+                ..RunFilter::default()
+            }),
+            vec![ids[2], ids[0]]
+        );
+        assert_eq!(
+            list(RunFilter {
+                trigger: Some(TriggerKind::Manual),
+                ..RunFilter::default()
+            }),
+            vec![ids[2]]
+        );
+        assert_eq!(list(text("DEPLOY")), vec![ids[2]]);
+        assert_eq!(list(text("cpu_loop")), vec![ids[1]]);
+        assert_eq!(list(text("100%")), vec![ids[1]]);
+        assert_eq!(list(text("0_C")), Vec::<RunId>::new());
+        assert_eq!(list(text("%")), vec![ids[1]]);
+        let found = store
+            .list_run_summaries(&text("cpu"), None, 50)
+            .expect("list");
+        assert_eq!(
+            found[0].commit_message.as_deref(),
+            Some("Fix the 100% CPU_loop")
+        );
+
+        // Durations: finished runs only, oldest first.
+        for (i, id) in ids.iter().enumerate() {
+            store.mark_running(*id).expect("start");
+            let mut finish = RunFinish::new(RunStatus::Succeeded);
+            finish.finished_at =
+                Some(Utc::now() + chrono::Duration::milliseconds(1000 * (i as i64 + 1)));
+            store.finish_run(*id, &finish).expect("finish");
+        }
+        let d = store
+            .recent_durations(Some("app"), "build", 20)
+            .expect("durations");
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(d[0] < d[1], "{d:?}");
+        assert!(
+            store
+                .recent_durations(None, "build", 20)
+                .expect("none")
+                .is_empty()
+        );
+    });
+}
+
+/// Guards the timeline's attempts: an attempt that failed and is retried gets its end
+/// and error class recorded, so each attempt has its own span; the last one ends with
+/// the step.
+#[test]
+fn a_retried_attempt_records_its_end() {
+    on_each_backend(|b| {
+        let mut store = b.open();
+        let id = store
+            .enqueue_run(&NewRun::new("w", Trigger::new(TriggerKind::Manual)))
+            .expect("enqueue")
+            .run_id();
+        store.mark_running(id).expect("running");
+        let start = |n: u32| StepStart {
+            stage: "s".into(),
+            step_id: "flaky".into(),
+            attempt: n,
+        };
+        store.record_step_started(id, &start(1)).expect("start 1");
+        store
+            .record_attempt_failed(id, "flaky", 1, "Timeout")
+            .expect("failed 1");
+        store.record_step_started(id, &start(2)).expect("start 2");
+        store
+            .record_step_finished(id, &StepFinish::new("s", "flaky", 2, StepStatus::Succeeded))
+            .expect("finish");
+        let attempts = store.get_attempts(id).expect("attempts");
+        assert_eq!(attempts.len(), 2);
+        assert_eq!(attempts[0].status, StepStatus::Failed);
+        assert_eq!(attempts[0].error_class.as_deref(), Some("Timeout"));
+        assert!(attempts[0].finished_at.is_some());
+        assert!(attempts[0].finished_at <= Some(attempts[1].started_at));
+        assert_eq!(attempts[1].status, StepStatus::Succeeded);
+    });
+}
+
+/// The report of a finished run is read without its step rows (the stored report holds
+/// the steps); a running run's report is built from them.
+#[test]
+fn a_finished_report_skips_the_step_rows() {
+    on_each_backend(|b| {
+        let mut store = b.open();
+        let run = NewRun::new("w", Trigger::new(TriggerKind::Manual));
+        let id = store.enqueue_run(&run).expect("enqueue").run_id();
+        store.mark_running(id).expect("running");
+        let finish = StepFinish::new("s", "a", 1, StepStatus::Succeeded);
+        store.record_step_finished(id, &finish).expect("step");
+        let (_, steps) = store.get_run_for_report(id).expect("read").expect("found");
+        assert_eq!(steps.len(), 1);
+        let mut done = RunFinish::new(RunStatus::Succeeded);
+        done.report = Some(serde_json::json!({"stages": []}));
+        store.finish_run(id, &done).expect("finish");
+        let (run, steps) = store.get_run_for_report(id).expect("read").expect("found");
+        assert!(steps.is_empty());
+        assert_eq!(run.report, done.report);
+        assert!(store.get_run_for_report(RunId(99)).expect("read").is_none());
+    });
+}
+
+/// Summaries page through the whole history with `before`, newest first, filters kept.
+#[test]
+fn summaries_page_with_before() {
+    on_each_backend(|b| {
+        let mut store = b.open();
+        let mut ids = Vec::new();
+        for i in 0..7 {
+            let mut run = NewRun::new(
+                if i % 2 == 0 { "even" } else { "odd" },
+                Trigger::new(TriggerKind::Manual),
+            );
+            run.repo = Some("r".into());
+            ids.push(store.enqueue_run(&run).expect("enqueue").run_id());
+        }
+        let even = RunFilter {
+            workflow: Some("even".into()),
+            ..Default::default()
+        };
+        let mut seen = Vec::new();
+        let mut before = None;
+        loop {
+            let page = store.list_run_summaries(&even, before, 2).expect("page");
+            if page.is_empty() {
+                break;
+            }
+            before = page.last().map(|r| r.id);
+            seen.extend(page.into_iter().map(|r| r.id));
+        }
+        assert_eq!(seen, vec![ids[6], ids[4], ids[2], ids[0]]);
+        let all = store
+            .list_run_summaries(&RunFilter::default(), Some(ids[3]), 50)
+            .expect("all");
+        assert_eq!(
+            all.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![ids[2], ids[1], ids[0]]
+        );
+        assert_eq!(all[0].workflow, "even");
+        assert_eq!(all[0].repo.as_deref(), Some("r"));
+        assert_eq!(all[0].status, RunStatus::Queued);
     });
 }

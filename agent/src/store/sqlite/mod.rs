@@ -244,48 +244,6 @@ mod tests {
         store.mark_running(first).expect("mark running");
     }
 
-    /// Each boot that finds a step running counts one interruption on it (kept when the
-    /// step runs again); a step stopped by shutdown is not counted.
-    #[test]
-    fn boots_count_crash_interruptions_per_step() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut store = SqliteDb::open_in_dir(dir.path()).expect("open");
-        let id = store.enqueue_run(&manual("w")).expect("enqueue").run_id();
-        let start = |store: &mut SqliteDb| {
-            store.mark_running(id).expect("running");
-            let step = StepStart {
-                stage: "s".into(),
-                step_id: "boom".into(),
-                attempt: 1,
-            };
-            store.record_step_started(id, &step).expect("start");
-        };
-        for n in 1..=2 {
-            start(&mut store);
-            store
-                .reclaim_expired(chrono::DateTime::<chrono::Utc>::MAX_UTC)
-                .expect("boot");
-            assert_eq!(
-                store.interrupted_steps(id).expect("steps"),
-                [("boom".to_string(), n)]
-            );
-            store.resume_run(id).expect("resume");
-        }
-        start(&mut store);
-        store.mark_steps_stopped(id).expect("stopped by shutdown");
-        assert_eq!(
-            store
-                .reclaim_expired(chrono::DateTime::<chrono::Utc>::MAX_UTC)
-                .expect("boot")
-                .len(),
-            1
-        );
-        assert_eq!(
-            store.interrupted_steps(id).expect("steps"),
-            [("boom".to_string(), 2)]
-        );
-    }
-
     #[test]
     fn a_store_can_move_to_another_thread() {
         fn assert_send<T: Send>() {}
