@@ -22,7 +22,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The environment variable naming a test server to use instead of starting one.
-pub const URL_VAR: &str = "AGENT_TEST_PG_URL";
+pub(crate) const URL_VAR: &str = "AGENT_TEST_PG_URL";
 
 /// The URL of a new, empty database on the test server (see the module's doc). Panics with a
 /// precise message when no server can be had: a test that needs PostgreSQL cannot run without.
@@ -51,7 +51,7 @@ pub fn database_url() -> String {
 }
 
 /// Creates database `name` on the server of `base_url`.
-pub fn create_database(base_url: &str, name: &str) -> Result<(), String> {
+pub(crate) fn create_database(base_url: &str, name: &str) -> Result<(), String> {
     let mut client =
         postgres::Client::connect(base_url, postgres::NoTls).map_err(|e| e.to_string())?;
     client
@@ -60,7 +60,7 @@ pub fn create_database(base_url: &str, name: &str) -> Result<(), String> {
 }
 
 /// `base_url` with its database replaced by `name`.
-pub fn with_database(base_url: &str, name: &str) -> String {
+pub(crate) fn with_database(base_url: &str, name: &str) -> String {
     let (head, query) = match base_url.split_once('?') {
         Some((h, q)) => (h, Some(q)),
         None => (base_url, None),
@@ -79,7 +79,7 @@ pub fn with_database(base_url: &str, name: &str) -> String {
 
 /// A PostgreSQL cluster of this process, in a temporary directory.
 #[derive(Debug)]
-pub struct Cluster {
+pub(crate) struct Cluster {
     dir: PathBuf,
     bin: PathBuf,
     port: u16,
@@ -90,7 +90,7 @@ pub struct Cluster {
 
 impl Cluster {
     /// Creates a cluster in a new temporary directory and starts its server.
-    pub fn start() -> Result<Cluster, String> {
+    pub(crate) fn start() -> Result<Cluster, String> {
         let bin = pg_bin_dir().ok_or("no `initdb` on PATH or under /usr/lib/postgresql")?;
         let user = if is_root() {
             Some("postgres".to_string())
@@ -144,12 +144,12 @@ impl Cluster {
     }
 
     /// The URL of database `name` on this cluster.
-    pub fn url(&self, name: &str) -> String {
+    pub(crate) fn url(&self, name: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
     }
 
     /// Starts the server (again) and waits until it accepts connections.
-    pub fn start_server(&self) -> Result<(), String> {
+    pub(crate) fn start_server(&self) -> Result<(), String> {
         let mut guard = self
             .guard
             .lock()
@@ -208,7 +208,7 @@ if [ "$gone" = yes ]; then rm -rf "$AGENT_PG_DIR"; fi
     }
 
     /// Stops the server (fast shutdown: connections are closed) and waits until it is gone.
-    pub fn stop_server(&self) {
+    pub(crate) fn stop_server(&self) {
         let child = self
             .guard
             .lock()
