@@ -25,6 +25,10 @@ const LOG_SLOTS: usize = 64;
 
 /// Step output as written to the step's log file: whole lines, masked.
 #[derive(Debug, Clone)]
+#[expect(
+    dead_code,
+    reason = "the log broadcast has no subscriber that reads the text yet"
+)]
 pub struct LogChunk {
     /// The run.
     pub run_id: RunId,

@@ -21,6 +21,10 @@ pub enum LogStream {
 
 /// One thing that happened in a run. Ids are shared strings so that events stay cheap.
 #[derive(Debug, Clone)]
+#[expect(
+    dead_code,
+    reason = "every event carries its run id (and a step its credit); no consumer reads them yet"
+)]
 pub enum EngineEvent {
     /// The run started.
     RunStarted {

@@ -222,6 +222,10 @@ pub struct RunRequest {
 
 /// What a finished run hands back.
 #[derive(Debug, Clone)]
+#[expect(
+    dead_code,
+    reason = "the rendered `outputs` are part of the result; nothing reads them yet"
+)]
 pub struct RunResult {
     /// The report (secrets masked).
     pub report: RunReport,

@@ -108,6 +108,10 @@ impl std::fmt::Display for EventKind {
 
 /// Something that happened in the daemon, for SSE, metrics and notifications.
 #[derive(Debug, Clone)]
+#[expect(
+    dead_code,
+    reason = "`workflow` and `attempt` are part of the event; no consumer reads them yet"
+)]
 pub enum DaemonEvent {
     /// A run entered the queue.
     RunQueued {
