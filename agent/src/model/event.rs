@@ -112,7 +112,7 @@ impl std::fmt::Display for EventKind {
     dead_code,
     reason = "`workflow` and `attempt` are part of the event; no consumer reads them yet"
 )]
-pub enum DaemonEvent {
+pub(crate) enum DaemonEvent {
     /// A run entered the queue.
     RunQueued {
         /// The run.

@@ -28,7 +28,7 @@ const MIN_SECRET_LEN: usize = 3;
 
 /// Masks a fixed set of secret values. Cheap to clone; empty when there are no secrets.
 #[derive(Debug, Clone, Default)]
-pub struct Masker {
+pub(crate) struct Masker {
     re: Option<Regex>,
     #[cfg_attr(
         not(test),

@@ -49,7 +49,7 @@ pub(crate) const DB_FILE_NAME: &str = "agent.sqlite3";
 
 /// How long a writer waits for the lock before giving up with `database is locked`, unless
 /// [`set_busy_timeout`] said otherwise.
-pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The busy timeout of connections opened from now on, in milliseconds.
 static BUSY_TIMEOUT_MS: std::sync::atomic::AtomicU64 =

@@ -15,7 +15,7 @@ use super::{
 };
 
 /// How long an inbound hook's delivery id is remembered (GitHub redelivers for days at most).
-pub const HOOK_DELIVERY_TTL: chrono::Duration = chrono::Duration::days(30);
+pub(crate) const HOOK_DELIVERY_TTL: chrono::Duration = chrono::Duration::days(30);
 
 /// An anomaly to record.
 #[derive(Debug, Clone, PartialEq)]
