@@ -79,7 +79,7 @@ pub(crate) fn with_database(base_url: &str, name: &str) -> String {
 
 /// A PostgreSQL cluster of this process, in a temporary directory.
 #[derive(Debug)]
-pub(crate) struct Cluster {
+pub struct Cluster {
     dir: PathBuf,
     bin: PathBuf,
     port: u16,
@@ -90,7 +90,7 @@ pub(crate) struct Cluster {
 
 impl Cluster {
     /// Creates a cluster in a new temporary directory and starts its server.
-    pub(crate) fn start() -> Result<Cluster, String> {
+    pub fn start() -> Result<Cluster, String> {
         let bin = pg_bin_dir().ok_or("no `initdb` on PATH or under /usr/lib/postgresql")?;
         let user = if is_root() {
             Some("postgres".to_string())
@@ -144,12 +144,12 @@ impl Cluster {
     }
 
     /// The URL of database `name` on this cluster.
-    pub(crate) fn url(&self, name: &str) -> String {
+    pub fn url(&self, name: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
     }
 
     /// Starts the server (again) and waits until it accepts connections.
-    pub(crate) fn start_server(&self) -> Result<(), String> {
+    pub fn start_server(&self) -> Result<(), String> {
         let mut guard = self
             .guard
             .lock()
@@ -208,7 +208,7 @@ if [ "$gone" = yes ]; then rm -rf "$AGENT_PG_DIR"; fi
     }
 
     /// Stops the server (fast shutdown: connections are closed) and waits until it is gone.
-    pub(crate) fn stop_server(&self) {
+    pub fn stop_server(&self) {
         let child = self
             .guard
             .lock()
