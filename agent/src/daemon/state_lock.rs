@@ -17,8 +17,6 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// The lock file's name inside the state directory.
-
 /// Why the state directory could not be locked.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
