@@ -25,7 +25,11 @@ const LOG_SLOTS: usize = 64;
 
 /// Step output as written to the step's log file: whole lines, masked.
 #[derive(Debug, Clone)]
-pub struct LogChunk {
+#[expect(
+    dead_code,
+    reason = "the log broadcast has no subscriber that reads the text yet"
+)]
+pub(crate) struct LogChunk {
     /// The run.
     pub run_id: RunId,
     /// The step id.
@@ -38,7 +42,7 @@ pub struct LogChunk {
 
 /// Lossless lifecycle fan-out and a lossy log broadcast.
 #[derive(Debug)]
-pub struct Bus {
+pub(crate) struct Bus {
     subscribers: Mutex<Vec<mpsc::UnboundedSender<DaemonEvent>>>,
     watch: broadcast::Sender<DaemonEvent>,
     logs: broadcast::Sender<LogChunk>,
@@ -90,14 +94,14 @@ impl Bus {
 
     /// Publishes step output that was just written to its log file; `chunk` is only built
     /// when someone follows.
-    pub fn send_log(&self, chunk: impl FnOnce() -> LogChunk) {
+    pub(crate) fn send_log(&self, chunk: impl FnOnce() -> LogChunk) {
         if self.logs.receiver_count() > 0 {
             let _ = self.logs.send(chunk());
         }
     }
 
     /// Step output from now on; a slow follower sees `Lagged` (the log files hold it all).
-    pub fn logs(&self) -> broadcast::Receiver<LogChunk> {
+    pub(crate) fn logs(&self) -> broadcast::Receiver<LogChunk> {
         self.logs.subscribe()
     }
 }
@@ -105,7 +109,7 @@ impl Bus {
 /// The daemon's shutdown, as every long-running part sees it: cheap to clone; resolves once
 /// shutdown has begun.
 #[derive(Debug, Clone)]
-pub struct Shutdown(watch::Receiver<bool>);
+pub(crate) struct Shutdown(watch::Receiver<bool>);
 
 impl Shutdown {
     /// A switch (send `true` to begin shutdown) and its token.

@@ -18,20 +18,20 @@ use git2::Oid;
 use crate::daemon::run::mirror::{Mirror, MirrorError};
 
 /// How many commits' catalogs are kept.
-pub const CACHE_SIZE: usize = 32;
+pub(crate) const CACHE_SIZE: usize = 32;
 
 /// A cached catalog's key: the mirror's directory and the commit.
 type CacheKey = (PathBuf, Oid);
 
 /// The workflow files of one commit, in path order.
 #[derive(Debug)]
-pub struct Catalog {
+pub(crate) struct Catalog {
     files: Vec<ParsedFile>,
 }
 
 impl Catalog {
     /// The catalog of `commit` in `mirror`: from the cache, or read and parsed now.
-    pub fn at(mirror: &Mirror, commit: Oid) -> Result<Arc<Catalog>, MirrorError> {
+    pub(crate) fn at(mirror: &Mirror, commit: Oid) -> Result<Arc<Catalog>, MirrorError> {
         static CACHE: Mutex<VecDeque<(CacheKey, Arc<Catalog>)>> = Mutex::new(VecDeque::new());
         let key = (mirror.path().to_path_buf(), commit);
         let lock = || {
@@ -55,13 +55,8 @@ impl Catalog {
         Ok(catalog)
     }
 
-    /// Every file, valid or not, in path order.
-    pub fn files(&self) -> &[ParsedFile] {
-        &self.files
-    }
-
     /// The valid workflows as `(path, workflow)`, in path order.
-    pub fn valid(&self) -> impl Iterator<Item = (&str, &Workflow)> {
+    pub(crate) fn valid(&self) -> impl Iterator<Item = (&str, &Workflow)> {
         self.files.iter().filter_map(|f| match f {
             ParsedFile::Valid { path, workflow } => Some((path.as_str(), &**workflow)),
             ParsedFile::Invalid { .. } => None,
@@ -69,18 +64,18 @@ impl Catalog {
     }
 
     /// The workflow named `name` and its file.
-    pub fn by_name(&self, name: &str) -> Option<(&str, &Workflow)> {
+    pub(crate) fn by_name(&self, name: &str) -> Option<(&str, &Workflow)> {
         self.valid().find(|(_, wf)| wf.name.value == name)
     }
 
     /// The file at `path`.
-    pub fn by_file(&self, path: &str) -> Option<&ParsedFile> {
+    pub(crate) fn by_file(&self, path: &str) -> Option<&ParsedFile> {
         self.files.iter().find(|f| f.path() == path)
     }
 
     /// The diagnostics of the invalid file whose stem is `stem` (an invalid file has no
     /// name, so it is known by its stem).
-    pub fn invalid_by_stem(&self, stem: &str) -> Option<&str> {
+    pub(crate) fn invalid_by_stem(&self, stem: &str) -> Option<&str> {
         self.files.iter().find_map(|f| match f {
             ParsedFile::Invalid {
                 stem: s,
@@ -93,13 +88,13 @@ impl Catalog {
 }
 
 /// Every workflow file of a commit, parsed (a clone of the commit's cached [`Catalog`]).
-pub fn workflows_at(mirror: &Mirror, commit: Oid) -> Result<Vec<ParsedFile>, MirrorError> {
+pub(crate) fn workflows_at(mirror: &Mirror, commit: Oid) -> Result<Vec<ParsedFile>, MirrorError> {
     Ok(Catalog::at(mirror, commit)?.files.clone())
 }
 
 /// A workflow file read at a commit: the valid workflow, or its stem and diagnostics.
 #[derive(Debug, Clone)]
-pub enum ParsedFile {
+pub(crate) enum ParsedFile {
     /// A valid workflow.
     Valid {
         /// Its path in the repository.
@@ -120,7 +115,7 @@ pub enum ParsedFile {
 
 impl ParsedFile {
     /// The file's path in the repository.
-    pub fn path(&self) -> &str {
+    pub(crate) fn path(&self) -> &str {
         match self {
             ParsedFile::Valid { path, .. } | ParsedFile::Invalid { path, .. } => path,
         }

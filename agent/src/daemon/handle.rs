@@ -43,7 +43,7 @@ use crate::store::{RunId, RunStatus, StoreError, TriggerKind};
 
 /// Why the scheduler refused a command.
 #[derive(Debug, thiserror::Error)]
-pub enum DaemonError {
+pub(crate) enum DaemonError {
     /// No configured repository has this name.
     #[error("unknown repository `{0}`")]
     UnknownRepo(String),
@@ -98,7 +98,7 @@ pub enum DaemonError {
 
 /// A run asked for by the API (or anyone else who wants the scheduler to check it).
 #[derive(Debug, Clone, PartialEq)]
-pub struct NewRunRequest {
+pub(crate) struct NewRunRequest {
     /// The workflow's `name:`.
     pub workflow: String,
     /// The repository; `None` means the only one configured (an error when there are several).
@@ -113,23 +113,11 @@ pub struct NewRunRequest {
     pub branch: Option<String>,
 }
 
-impl NewRunRequest {
-    /// A manual run of `workflow` with these parameters, on the default branch's head.
-    pub fn manual(workflow: impl Into<String>, parameters: serde_json::Map<String, Value>) -> Self {
-        NewRunRequest {
-            workflow: workflow.into(),
-            repo: None,
-            parameters,
-            trigger: TriggerKind::Manual,
-            commit: None,
-            branch: None,
-        }
-    }
-}
+impl NewRunRequest {}
 
 /// A message to the scheduler actor.
 #[derive(Debug)]
-pub enum DaemonCommand {
+pub(crate) enum DaemonCommand {
     /// Queue a run after checking it; answers its id.
     Enqueue(
         Box<NewRunRequest>,
@@ -155,11 +143,11 @@ pub enum DaemonCommand {
     Shutdown,
 }
 
-pub use crate::model::event::DaemonEvent;
+pub(crate) use crate::model::event::DaemonEvent;
 
 /// What the daemon knows of one workflow of a repository (for `GET /api/v1/workflows`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct WorkflowInfo {
+pub(crate) struct WorkflowInfo {
     /// The workflow's `name:` (the file stem when the file is invalid).
     pub name: String,
     /// Its path in the repository.
@@ -177,7 +165,7 @@ pub struct WorkflowInfo {
 
 /// Runtime information about one configured repository (kept by the git watcher and cron).
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct RepoInfo {
+pub(crate) struct RepoInfo {
     /// The default branch, once known.
     pub default_branch: Option<String>,
     /// The head of the default branch last looked at.
@@ -189,7 +177,7 @@ pub struct RepoInfo {
 /// Per-repository runtime info, internally synchronised: written by the watchers and cron,
 /// read by the API. Holds plain data only; never hold the lock across an `.await`.
 #[derive(Debug, Default)]
-pub struct RepoRegistry {
+pub(crate) struct RepoRegistry {
     inner: RwLock<BTreeMap<String, RepoInfo>>,
     workflows_changed: tokio::sync::Notify,
 }
@@ -197,12 +185,12 @@ pub struct RepoRegistry {
 impl RepoRegistry {
     /// Pinged (`notify_one`) by the git watcher when a repository's default-branch head or
     /// workflows changed; cron waits on it to re-read the schedules.
-    pub fn workflows_changed(&self) -> &tokio::sync::Notify {
+    pub(crate) fn workflows_changed(&self) -> &tokio::sync::Notify {
         &self.workflows_changed
     }
 
     /// A snapshot of every repository's info, by name.
-    pub fn snapshot(&self) -> BTreeMap<String, RepoInfo> {
+    pub(crate) fn snapshot(&self) -> BTreeMap<String, RepoInfo> {
         match self.inner.read() {
             Ok(map) => map.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -210,7 +198,8 @@ impl RepoRegistry {
     }
 
     /// One repository's info.
-    pub fn get(&self, repo: &str) -> Option<RepoInfo> {
+    #[cfg(test)]
+    pub(crate) fn get(&self, repo: &str) -> Option<RepoInfo> {
         match self.inner.read() {
             Ok(map) => map.get(repo).cloned(),
             Err(poisoned) => poisoned.into_inner().get(repo).cloned(),
@@ -218,7 +207,7 @@ impl RepoRegistry {
     }
 
     /// Changes one repository's info in place (created empty if absent).
-    pub fn update(&self, repo: &str, f: impl FnOnce(&mut RepoInfo)) {
+    pub(crate) fn update(&self, repo: &str, f: impl FnOnce(&mut RepoInfo)) {
         let mut map = match self.inner.write() {
             Ok(map) => map,
             Err(poisoned) => poisoned.into_inner(),
@@ -229,7 +218,7 @@ impl RepoRegistry {
 
 /// State every part may read: set at boot, or internally synchronised.
 #[derive(Debug)]
-pub struct Shared {
+pub(crate) struct Shared {
     /// The parsed daemon config.
     pub config: Arc<Config>,
     /// The state directory (absolute).
@@ -256,7 +245,7 @@ pub struct Shared {
 
 /// Cheap to clone; how the watchers, cron and the API talk to the scheduler actor.
 #[derive(Debug, Clone)]
-pub struct DaemonHandle {
+pub(crate) struct DaemonHandle {
     tx: mpsc::Sender<DaemonCommand>,
     /// What everybody may read.
     pub shared: Arc<Shared>,
@@ -264,7 +253,7 @@ pub struct DaemonHandle {
 
 /// The daemon-side ends made with a handle: the scheduler's inbox and the shutdown switch.
 #[derive(Debug)]
-pub struct HandleParts {
+pub(crate) struct HandleParts {
     /// The scheduler's inbox.
     pub commands: mpsc::Receiver<DaemonCommand>,
     /// Set to true to begin shutdown (every `shutdown_requested()` resolves).
@@ -276,7 +265,10 @@ impl DaemonHandle {
     /// workflow of its name) at its commit, read from the repository's mirror. Blocking (git
     /// reads). `None` when the run has no repository or commit, the mirror or the commit is
     /// gone, or the file is not a valid workflow there.
-    pub fn workflow_of_run(&self, record: &crate::store::RunRecord) -> Option<dsl::Workflow> {
+    pub(crate) fn workflow_of_run(
+        &self,
+        record: &crate::store::RunRecord,
+    ) -> Option<dsl::Workflow> {
         use crate::daemon::catalog::{Catalog, ParsedFile};
         let repo = record.repo.as_deref()?;
         let commit = git2::Oid::from_str(record.trigger.commit.as_deref()?).ok()?;
@@ -292,7 +284,7 @@ impl DaemonHandle {
     }
 
     /// Builds a handle and the ends the daemon keeps.
-    pub fn new(
+    pub(crate) fn new(
         config: impl Into<Arc<Config>>,
         state_dir: PathBuf,
         store: crate::store::Store,
@@ -330,12 +322,12 @@ impl DaemonHandle {
     }
 
     /// Sends a command; false when the scheduler is gone (the daemon is stopping).
-    pub async fn send(&self, command: DaemonCommand) -> bool {
+    pub(crate) async fn send(&self, command: DaemonCommand) -> bool {
         self.tx.send(command).await.is_ok()
     }
 
     /// Queues a run through the scheduler (checked, overlap applied); answers its id.
-    pub async fn enqueue(&self, request: NewRunRequest) -> Result<RunId, DaemonError> {
+    pub(crate) async fn enqueue(&self, request: NewRunRequest) -> Result<RunId, DaemonError> {
         let (tx, rx) = oneshot::channel();
         if !self
             .send(DaemonCommand::Enqueue(Box::new(request), tx))
@@ -348,7 +340,7 @@ impl DaemonHandle {
 
     /// Queues the runs of a pull request of repository `repo` (see
     /// [`crate::daemon::triggers::pull_request`]); answers the runs newly queued.
-    pub async fn pull_request(
+    pub(crate) async fn pull_request(
         &self,
         repo: &str,
         pr: crate::store::PullRequestEvent,
@@ -362,7 +354,7 @@ impl DaemonHandle {
     }
 
     /// Cancels a queued or running run.
-    pub async fn cancel(&self, run: RunId) -> Result<(), DaemonError> {
+    pub(crate) async fn cancel(&self, run: RunId) -> Result<(), DaemonError> {
         let (tx, rx) = oneshot::channel();
         if !self.send(DaemonCommand::Cancel(run, tx)).await {
             return Err(DaemonError::ShuttingDown);
@@ -372,7 +364,7 @@ impl DaemonHandle {
 
     /// Retries a failed, cancelled or interrupted run; answers the id of the run that will
     /// carry on (the same id for an interrupted run that is resumed).
-    pub async fn retry(&self, run: RunId) -> Result<RunId, DaemonError> {
+    pub(crate) async fn retry(&self, run: RunId) -> Result<RunId, DaemonError> {
         let (tx, rx) = oneshot::channel();
         if !self.send(DaemonCommand::Retry(run, tx)).await {
             return Err(DaemonError::ShuttingDown);
@@ -382,32 +374,32 @@ impl DaemonHandle {
 
     /// Tells the scheduler the queue changed (never blocks; a full inbox already means it
     /// will look soon).
-    pub fn wake(&self) {
+    pub(crate) fn wake(&self) {
         let _ = self.tx.try_send(DaemonCommand::Wake);
     }
 
     /// Asks the watcher of `repo` to fetch now (inbound push hook).
-    pub fn fetch_now(&self, repo: &str) {
+    pub(crate) fn fetch_now(&self, repo: &str) {
         let _ = self.shared.fetch_requests.send(repo.to_string());
     }
 
     /// Resolves once shutdown has begun (at once if it already has).
-    pub async fn shutdown_requested(&self) {
+    pub(crate) async fn shutdown_requested(&self) {
         self.shared.shutdown.requested().await;
     }
 
     /// True once shutdown has begun.
-    pub fn is_shutting_down(&self) -> bool {
+    pub(crate) fn is_shutting_down(&self) -> bool {
         self.shared.shutdown.is_requested()
     }
 
     /// The shutdown token, for parts that need nothing else of the handle.
-    pub fn shutdown(&self) -> Shutdown {
+    pub(crate) fn shutdown(&self) -> Shutdown {
         self.shared.shutdown.clone()
     }
 
     /// Publishes an event (dropped when nobody listens).
-    pub fn emit(&self, event: DaemonEvent) {
+    pub(crate) fn emit(&self, event: DaemonEvent) {
         self.shared.events.send(event);
     }
 }

@@ -19,21 +19,21 @@ use crate::store::{Fence, Store, StoreError};
 
 /// How often a holder renews its leases (and a node without them asks again): the node's
 /// heartbeat.
-pub fn tick(config: &Config) -> Duration {
+pub(crate) fn tick(config: &Config) -> Duration {
     config.limits.heartbeat
 }
 
 /// How long a lease holds without renewal: the node's lease time (a few heartbeats).
-pub fn ttl(config: &Config) -> Duration {
+pub(crate) fn ttl(config: &Config) -> Duration {
     config.limits.lease
 }
 
 /// The holder name on a SQLite store, whose one node needs no other.
-pub const SQLITE_HOLDER: &str = "local";
+pub(crate) const SQLITE_HOLDER: &str = "local";
 
 /// The name this node holds leases under: [`SQLITE_HOLDER`] on SQLite; on PostgreSQL the
 /// node's name (`node`, the same as the owner of the runs it claims).
-pub fn holder(store: &Store, config: &Config) -> String {
+pub(crate) fn holder(store: &Store, config: &Config) -> String {
     if store.kind() == "sqlite" {
         SQLITE_HOLDER.to_string()
     } else {
@@ -43,7 +43,7 @@ pub fn holder(store: &Store, config: &Config) -> String {
 
 /// What one renewal found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Held {
+pub(crate) enum Held {
     /// The lease was taken just now (it was not held at the last tick): the role starts, with
     /// whatever catching up it needs.
     Gained(u64),
@@ -55,14 +55,14 @@ pub enum Held {
 
 impl Held {
     /// Whether this node has the role.
-    pub fn is_held(self) -> bool {
+    pub(crate) fn is_held(self) -> bool {
         !matches!(self, Held::No)
     }
 }
 
 /// One named lease as this node asks for it, tick after tick.
 #[derive(Debug, Clone)]
-pub struct Lease {
+pub(crate) struct Lease {
     name: String,
     holder: String,
     ttl: Duration,
@@ -71,7 +71,7 @@ pub struct Lease {
 
 impl Lease {
     /// Lease `name` held as `holder` for `ttl` after each renewal.
-    pub fn new(name: impl Into<String>, holder: impl Into<String>, ttl: Duration) -> Lease {
+    pub(crate) fn new(name: impl Into<String>, holder: impl Into<String>, ttl: Duration) -> Lease {
         Lease {
             name: name.into(),
             holder: holder.into(),
@@ -80,13 +80,8 @@ impl Lease {
         }
     }
 
-    /// The lease's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// The fence of the lease while it is held (as of the last tick).
-    pub fn fence(&self) -> Option<Fence> {
+    pub(crate) fn fence(&self) -> Option<Fence> {
         self.token.map(|token| Fence {
             lease: self.name.clone(),
             holder: self.holder.clone(),
@@ -121,7 +116,7 @@ impl Lease {
     }
 
     /// Takes or renews the lease (async).
-    pub async fn tick(&mut self, store: &Store) -> Held {
+    pub(crate) async fn tick(&mut self, store: &Store) -> Held {
         let (name, holder, ttl) = (self.name.clone(), self.holder.clone(), self.ttl);
         let answer = store
             .write(move |db| db.acquire_lease(&name, &holder, ttl, Utc::now()))
@@ -130,7 +125,7 @@ impl Lease {
     }
 
     /// Takes or renews the lease (from a blocking thread).
-    pub fn blocking_tick(&mut self, store: &Store) -> Held {
+    pub(crate) fn blocking_tick(&mut self, store: &Store) -> Held {
         let (name, holder, ttl) = (self.name.clone(), self.holder.clone(), self.ttl);
         let answer =
             store.blocking_write(move |db| db.acquire_lease(&name, &holder, ttl, Utc::now()));
@@ -138,7 +133,7 @@ impl Lease {
     }
 
     /// Gives the lease up (shutdown), so another node takes it at once.
-    pub async fn release(&mut self, store: &Store) {
+    pub(crate) async fn release(&mut self, store: &Store) {
         if self.token.take().is_none() {
             return;
         }

@@ -16,17 +16,16 @@
 //! The daemon imports neither the API nor the notifier: `crate::server` starts it next to
 //! them. Durable state lives in [`crate::store`].
 
-pub mod catalog;
-pub mod handle;
-pub mod leases;
+pub(crate) mod catalog;
+pub(crate) mod handle;
+pub(crate) mod leases;
 pub mod run;
-pub mod scheduler;
-pub mod state_lock;
-pub mod store_health;
-pub mod triggers;
+pub(crate) mod scheduler;
+pub(crate) mod state_lock;
+pub(crate) mod store_health;
+pub(crate) mod triggers;
 
-pub use crate::config::Config;
-pub use handle::{DaemonCommand, DaemonError, DaemonEvent, DaemonHandle, NewRunRequest, Shared};
+pub(crate) use crate::config::Config;
 pub use run::mirror::CommitInfo;
 pub use run::mirror::{Mirror, MirrorError, WorkflowFile};
 pub use run::workspace::{CheckoutMethod, CheckoutSpec, Workspace, add_git};

@@ -17,9 +17,6 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// The lock file's name inside the state directory.
-pub use crate::state_dir::LOCK_FILE_NAME;
-
 /// Why the state directory could not be locked.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
@@ -43,14 +40,14 @@ pub enum LockError {
 
 /// The held lock; dropping it (or the process ending) releases it.
 #[derive(Debug)]
-pub struct StateLock {
+pub(crate) struct StateLock {
     _file: File,
 }
 
 impl StateLock {
     /// Takes the exclusive lock on `state_dir` (which must exist) without waiting and
     /// writes this process's pid into the lock file.
-    pub fn acquire(state_dir: &Path) -> Result<StateLock, LockError> {
+    pub(crate) fn acquire(state_dir: &Path) -> Result<StateLock, LockError> {
         let path = crate::state_dir::lock_file(state_dir);
         let io = |source| LockError::Io {
             path: path.clone(),
@@ -118,7 +115,7 @@ fn holder_pid(file: &mut File) -> String {
 /// Creates the state directory (and its parents) if it does not exist yet; a directory
 /// created here gets a `.gitignore` of `*`, so nothing in it is ever committed by accident.
 /// An existing directory is left as it is.
-pub fn create_state_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn create_state_dir(dir: &Path) -> std::io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }

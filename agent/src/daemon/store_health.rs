@@ -24,7 +24,7 @@ const MAX_PAUSE: Duration = Duration::from_secs(2);
 
 /// Whether the daemon's writes currently fail, for `/health`.
 #[derive(Debug, Default)]
-pub struct StoreHealth {
+pub(crate) struct StoreHealth {
     /// Writes that failed and are being retried now.
     failing: AtomicUsize,
     /// The latest failure's text.
@@ -35,7 +35,7 @@ pub struct StoreHealth {
 
 impl StoreHealth {
     /// `Some(error)` while at least one write is failing and being retried.
-    pub fn degraded(&self) -> Option<String> {
+    pub(crate) fn degraded(&self) -> Option<String> {
         if self.failing.load(Ordering::SeqCst) == 0 {
             return self
                 .heartbeat_error
@@ -53,7 +53,7 @@ impl StoreHealth {
 
     /// Records the outcome of the node's last heartbeat: `Some(error)` while it fails (the
     /// daemon is degraded until one succeeds again).
-    pub fn heartbeat_failed(&self, error: Option<String>) {
+    pub(crate) fn heartbeat_failed(&self, error: Option<String>) {
         *self
             .heartbeat_error
             .lock()
@@ -81,7 +81,7 @@ impl Drop for Failing<'_> {
 /// ([`StoreError::is_transient`]) is retried with exponential backoff (50 ms doubling up to
 /// 2 s) until `deadline` passes or `stop()` says the caller gives up; then, or at once for
 /// any other error, the last error is returned. `what` names the write in the logs.
-pub fn retry_write<T>(
+pub(crate) fn retry_write<T>(
     health: &StoreHealth,
     what: &str,
     deadline: Option<Instant>,

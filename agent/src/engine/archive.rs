@@ -29,7 +29,7 @@ pub(crate) type LookupFuture =
     Pin<Box<dyn Future<Output = Result<Option<ArtifactReport>, String>> + Send>>;
 
 /// Finds another workflow's artifact for `from:`.
-pub trait ArtifactLookup: Send + Sync + std::fmt::Debug {
+pub(crate) trait ArtifactLookup: Send + Sync + std::fmt::Debug {
     /// Artifact `name` of the latest successful run of `workflow` on this run's branch that
     /// has one (its report with `from` filled in), or `None`.
     fn latest(&self, workflow: &str, name: &str) -> LookupFuture;
@@ -37,7 +37,7 @@ pub trait ArtifactLookup: Send + Sync + std::fmt::Debug {
 
 /// Where a run keeps artifacts.
 #[derive(Debug, Clone)]
-pub struct ArtifactStore {
+pub(crate) struct ArtifactStore {
     /// The archives, `<dir>/<hex>.tar.gz` (`state_dir::artifacts_dir`).
     pub dir: PathBuf,
     /// Resolves `from:`; `None`: `from:` fails the step.

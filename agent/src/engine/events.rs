@@ -12,7 +12,7 @@ use crate::model::report::{RunReport, RunStatus, StepReport, StepStatus};
 
 /// Which output stream a log line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogStream {
+pub(crate) enum LogStream {
     /// Standard output.
     Stdout,
     /// Standard error.
@@ -21,7 +21,11 @@ pub enum LogStream {
 
 /// One thing that happened in a run. Ids are shared strings so that events stay cheap.
 #[derive(Debug, Clone)]
-pub enum EngineEvent {
+#[expect(
+    dead_code,
+    reason = "every event carries its run id (and a step its credit); no consumer reads them yet"
+)]
+pub(crate) enum EngineEvent {
     /// The run started.
     RunStarted {
         /// Run id.
@@ -169,7 +173,7 @@ pub enum EngineEvent {
 
 /// The answer slot of an [`EngineEvent::Barrier`]: `Ok(())` once recorded, or why not.
 #[derive(Debug, Clone)]
-pub struct BarrierAck(Arc<std::sync::Mutex<Option<BarrierAnswer>>>);
+pub(crate) struct BarrierAck(Arc<std::sync::Mutex<Option<BarrierAnswer>>>);
 
 /// Where a barrier's answer goes.
 type BarrierAnswer = oneshot::Sender<Result<(), String>>;
@@ -196,7 +200,7 @@ pub(crate) const LOG_CREDIT_BYTES: usize = 1024 * 1024;
 /// A [`EngineEvent::StepOutput`] chunk's share of its run's output allowance, given back
 /// when the last clone of the event is dropped.
 #[derive(Clone, Default)]
-pub struct LogCredit(Option<Arc<OwnedSemaphorePermit>>);
+pub(crate) struct LogCredit(Option<Arc<OwnedSemaphorePermit>>);
 
 impl std::fmt::Debug for LogCredit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -208,7 +212,7 @@ impl std::fmt::Debug for LogCredit {
 /// The sending side; `None` inside means nobody listens. Lifecycle events are never held
 /// back or dropped; step output is limited to [`LOG_CREDIT_BYTES`] in flight per run.
 #[derive(Debug, Clone, Default)]
-pub struct EventSender {
+pub(crate) struct EventSender {
     tx: Option<mpsc::UnboundedSender<EngineEvent>>,
     credit: Option<Arc<Semaphore>>,
     /// With barriers: how long the engine waits for an answer before it fails the step.
@@ -227,7 +231,7 @@ impl EventSender {
     }
 
     /// A connected sender and its receiver.
-    pub fn channel() -> (Self, mpsc::UnboundedReceiver<EngineEvent>) {
+    pub(crate) fn channel() -> (Self, mpsc::UnboundedReceiver<EngineEvent>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let credit = Arc::new(Semaphore::new(LOG_CREDIT_BYTES));
         (
@@ -243,7 +247,7 @@ impl EventSender {
     /// Like [`EventSender::channel`], and the engine waits on an [`EngineEvent::Barrier`]
     /// before each step process is spawned: for a listener that records steps durably. A
     /// step whose barrier is not answered within `timeout` fails (`StorageError`) unrun.
-    pub fn channel_with_barriers(
+    pub(crate) fn channel_with_barriers(
         timeout: Duration,
     ) -> (Self, mpsc::UnboundedReceiver<EngineEvent>) {
         let (mut sender, rx) = Self::channel();
@@ -275,7 +279,7 @@ impl EventSender {
     }
 
     /// A sink for one step try's output (see [`OutputChunks`]).
-    pub fn output(
+    pub(crate) fn output(
         &self,
         run_id: Arc<str>,
         step: Arc<str>,
@@ -296,7 +300,7 @@ impl EventSender {
     }
 
     /// Sends the event built by `f`, if anyone listens.
-    pub fn emit(&self, f: impl FnOnce() -> EngineEvent) {
+    pub(crate) fn emit(&self, f: impl FnOnce() -> EngineEvent) {
         if let Some(tx) = &self.tx
             && !tx.is_closed()
         {
@@ -309,7 +313,7 @@ impl EventSender {
 /// whole lines (a secret never straddles a chunk), and holds the step's pipes back while
 /// its run's output allowance is used up (a [`runners::OutputSink`]).
 #[derive(Debug)]
-pub struct OutputChunks {
+pub(crate) struct OutputChunks {
     events: EventSender,
     run_id: Arc<str>,
     step: Arc<str>,

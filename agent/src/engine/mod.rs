@@ -146,7 +146,7 @@ impl Default for EngineConfig {
 
 /// The engine shared by every run of a process.
 #[derive(Debug)]
-pub struct Engine {
+pub(crate) struct Engine {
     config: EngineConfig,
     admission: Admission,
     adaptive: backoff::AdaptiveState,
@@ -177,7 +177,7 @@ impl Drop for UidLease<'_> {
 
 /// Everything a run needs.
 #[derive(Debug)]
-pub struct RunRequest {
+pub(crate) struct RunRequest {
     /// The workflow and the sub-workflows it calls, loaded and validated.
     pub workflow: Arc<dsl::Loaded>,
     /// Parameters, already checked and converted (`dsl::params`).
@@ -222,7 +222,11 @@ pub struct RunRequest {
 
 /// What a finished run hands back.
 #[derive(Debug, Clone)]
-pub struct RunResult {
+#[expect(
+    dead_code,
+    reason = "the rendered `outputs` are part of the result; nothing reads them yet"
+)]
+pub(crate) struct RunResult {
     /// The report (secrets masked).
     pub report: RunReport,
     /// The context at the end of the run (to save when `preserve: true`).
@@ -288,7 +292,7 @@ impl Engine {
 
     /// Runs a workflow to the end and returns its result. Never panics on user input: a
     /// step's failure is part of the report.
-    pub async fn run(&self, request: RunRequest) -> RunResult {
+    pub(crate) async fn run(&self, request: RunRequest) -> RunResult {
         run::run(self, request).await
     }
 }

@@ -387,7 +387,7 @@ pub(crate) struct ArtifactList {
 
 /// One node of the fleet in `GET /api/v1/nodes`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NodeInfo {
+pub(crate) struct NodeInfo {
     /// The node's name (config `node`).
     pub name: String,
     /// Its last heartbeat (RFC 3339).
@@ -402,7 +402,7 @@ pub struct NodeInfo {
 
 /// `GET /api/v1/nodes`: every node that shares the store, by name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NodeList {
+pub(crate) struct NodeList {
     /// The nodes.
     pub nodes: Vec<NodeInfo>,
 }

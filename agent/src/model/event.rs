@@ -108,7 +108,11 @@ impl std::fmt::Display for EventKind {
 
 /// Something that happened in the daemon, for SSE, metrics and notifications.
 #[derive(Debug, Clone)]
-pub enum DaemonEvent {
+#[expect(
+    dead_code,
+    reason = "`workflow` and `attempt` are part of the event; no consumer reads them yet"
+)]
+pub(crate) enum DaemonEvent {
     /// A run entered the queue.
     RunQueued {
         /// The run.

@@ -28,8 +28,15 @@ const MIN_SECRET_LEN: usize = 3;
 
 /// Masks a fixed set of secret values. Cheap to clone; empty when there are no secrets.
 #[derive(Debug, Clone, Default)]
-pub struct Masker {
+pub(crate) struct Masker {
     re: Option<Regex>,
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "only the chunked masker reads it, and only the tests use that"
+        )
+    )]
     max_len: usize,
 }
 
@@ -135,11 +142,6 @@ impl Masker {
         self.re.is_none()
     }
 
-    /// Length in bytes of the longest masked form.
-    pub fn max_len(&self) -> usize {
-        self.max_len
-    }
-
     /// `text` with every secret form replaced by `***`.
     pub(crate) fn mask<'t>(&self, text: &'t str) -> Cow<'t, str> {
         match &self.re {
@@ -172,7 +174,8 @@ impl Masker {
     }
 
     /// A streaming masker over this set of secrets.
-    pub fn stream(&self) -> StreamMasker {
+    #[cfg(test)]
+    pub(crate) fn stream(&self) -> StreamMasker {
         StreamMasker {
             masker: self.clone(),
             buf: String::new(),
@@ -181,12 +184,14 @@ impl Masker {
 }
 
 /// Masks text that arrives in chunks (see the module doc).
+#[cfg(test)]
 #[derive(Debug, Clone)]
 pub struct StreamMasker {
     masker: Masker,
     buf: String,
 }
 
+#[cfg(test)]
 impl StreamMasker {
     /// Feeds a chunk and returns the text that is safe to show now (masked).
     pub fn push(&mut self, chunk: &str) -> String {

@@ -15,7 +15,7 @@ pub(crate) fn rfc3339(t: DateTime<Utc>) -> String {
 
 /// One step in the report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StepReport {
+pub(crate) struct StepReport {
     /// The step id.
     pub id: String,
     /// The step's `name:`, when it has one (absent from the JSON otherwise).
@@ -75,7 +75,7 @@ pub struct StepReport {
 /// One artifact of a step, as the report lists it. The archive itself lives in the state
 /// directory under its digest (`artifacts/<hex>.tar.gz`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ArtifactReport {
+pub(crate) struct ArtifactReport {
     /// Its `name:`.
     pub name: String,
     /// `sha256:<hex>` of the `.tar.gz` archive (the name it is stored under).
@@ -93,7 +93,7 @@ pub struct ArtifactReport {
 
 /// Where an artifact taken with `from:` came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ArtifactOrigin {
+pub(crate) struct ArtifactOrigin {
     /// The other workflow.
     pub workflow: String,
     /// Its run the artifact was taken from.
@@ -129,7 +129,7 @@ impl StepReport {
 
 /// A cached step's `cache` in the report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StepCache {
+pub(crate) struct StepCache {
     /// The key (hex SHA-256 of what the step's result depends on).
     pub key: String,
     /// On a hit: the run that saved the entry.
@@ -144,7 +144,7 @@ pub struct StepCache {
 /// A workflow called by a step, as it ran: the part of a [`RunReport`] that a nested run
 /// has of its own.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CalledWorkflow {
+pub(crate) struct CalledWorkflow {
     /// The called workflow's name.
     pub name: String,
     /// How it ended (`succeeded`, `failed` or `cancelled`).
@@ -164,7 +164,7 @@ pub struct CalledWorkflow {
 
 /// One stage in the report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StageReport {
+pub(crate) struct StageReport {
     /// The stage name.
     pub name: String,
     /// `succeeded` when all its steps succeeded or were skipped, `failed` when one failed,
@@ -176,7 +176,7 @@ pub struct StageReport {
 
 /// The workflow's `rollback` section as it ran.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RollbackReport {
+pub(crate) struct RollbackReport {
     /// `succeeded` or `failed`.
     pub status: StepStatus,
     /// Its steps.
@@ -185,7 +185,7 @@ pub struct RollbackReport {
 
 /// The whole run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunReport {
+pub(crate) struct RunReport {
     /// Run id.
     pub run_id: String,
     /// Workflow name.

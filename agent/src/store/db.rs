@@ -38,7 +38,7 @@ impl Db {
     }
 
     /// Opens an existing SQLite file read-only: nothing is created, migrated or written.
-    pub fn open_read_only(path: &Path) -> Result<Db, StoreError> {
+    pub(crate) fn open_read_only(path: &Path) -> Result<Db, StoreError> {
         SqliteDb::open_read_only(path).map(Db::Sqlite)
     }
 
@@ -47,16 +47,8 @@ impl Db {
         PgDb::connect(url).map(|db| Db::Postgres(Box::new(db)))
     }
 
-    /// The SQLite file, or `None` on PostgreSQL.
-    pub fn path(&self) -> Option<&Path> {
-        match self {
-            Db::Sqlite(db) => Some(db.path()),
-            Db::Postgres(_) => None,
-        }
-    }
-
     /// Which backend this is: `sqlite` or `postgres`.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Db::Sqlite(_) => "sqlite",
             Db::Postgres(_) => "postgres",

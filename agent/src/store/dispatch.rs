@@ -300,7 +300,11 @@ impl Db {
 
     /// Records a run that failed before it could be queued (an invalid workflow file: the
     /// diagnostics go in `error`). Deduplicated like [`SqliteDb::enqueue_run`].
-    pub fn record_failed_run(&mut self, run: &NewRun, error: &str) -> Result<Enqueued, StoreError> {
+    pub(crate) fn record_failed_run(
+        &mut self,
+        run: &NewRun,
+        error: &str,
+    ) -> Result<Enqueued, StoreError> {
         match self {
             Db::Sqlite(db) => db.record_failed_run(run, error),
             Db::Postgres(db) => db.record_failed_run(run, error),
@@ -363,7 +367,7 @@ impl Db {
     /// Records that a step attempt failed and will be retried: its status, error class and
     /// end time (the wait until the next attempt starts is the retry's backoff). An attempt
     /// already ended is left as it is.
-    pub fn record_attempt_failed(
+    pub(crate) fn record_attempt_failed(
         &mut self,
         id: RunId,
         step_id: &str,
@@ -428,7 +432,7 @@ impl Db {
     /// On shutdown, for a run left `running` for the next boot: its running steps (and
     /// attempts), stopped by the shutdown, become interrupted now. The boot then finds the
     /// run running and interrupts it, but counts no crash against these steps.
-    pub fn mark_steps_stopped(&mut self, id: RunId) -> Result<(), StoreError> {
+    pub(crate) fn mark_steps_stopped(&mut self, id: RunId) -> Result<(), StoreError> {
         match self {
             Db::Sqlite(db) => db.mark_steps_stopped(id),
             Db::Postgres(db) => db.mark_steps_stopped(id),
@@ -475,7 +479,7 @@ impl Db {
     /// A run and what its report is built from, read in one snapshot: a finished run that
     /// has its engine report comes without its steps (the report holds them), any other
     /// with its recorded steps.
-    pub fn get_run_for_report(
+    pub(crate) fn get_run_for_report(
         &self,
         id: RunId,
     ) -> Result<Option<(RunRecord, Vec<StepRecord>)>, StoreError> {
@@ -500,7 +504,7 @@ impl Db {
     /// Summaries of the runs matching `filter` with an id below `before` (all when `None`),
     /// newest created first, at most `limit`. Reads the summary columns only: never a run's
     /// parameters, context or report.
-    pub fn list_run_summaries(
+    pub(crate) fn list_run_summaries(
         &self,
         filter: &RunFilter,
         before: Option<RunId>,
@@ -514,7 +518,7 @@ impl Db {
 
     /// The wall times in milliseconds of the last `limit` finished (succeeded or failed)
     /// runs of `workflow` in `repo`, oldest first: a sparkline's points.
-    pub fn recent_durations(
+    pub(crate) fn recent_durations(
         &self,
         repo: Option<&str>,
         workflow: &str,
@@ -528,7 +532,11 @@ impl Db {
 
     /// Records the summary line of the commit's message on these runs (the runs a push
     /// queued, which share its commit).
-    pub fn set_commit_message(&mut self, runs: &[RunId], message: &str) -> Result<(), StoreError> {
+    pub(crate) fn set_commit_message(
+        &mut self,
+        runs: &[RunId],
+        message: &str,
+    ) -> Result<(), StoreError> {
         match self {
             Db::Sqlite(db) => db.set_commit_message(runs, message),
             Db::Postgres(db) => db.set_commit_message(runs, message),
@@ -536,7 +544,8 @@ impl Db {
     }
 
     /// Queued and running runs of a concurrency group, oldest first (for `overlap` rules).
-    pub fn active_runs_in_group(&self, group: &str) -> Result<Vec<RunRecord>, StoreError> {
+    #[cfg(test)]
+    pub(crate) fn active_runs_in_group(&self, group: &str) -> Result<Vec<RunRecord>, StoreError> {
         match self {
             Db::Sqlite(db) => db.active_runs_in_group(group),
             Db::Postgres(db) => db.active_runs_in_group(group),
@@ -545,7 +554,7 @@ impl Db {
 
     /// How many runs of `workflow` in `repo` were triggered by `kind` since `since` (the
     /// per-workflow rate limit of push runs).
-    pub fn count_runs_since(
+    pub(crate) fn count_runs_since(
         &self,
         repo: &str,
         workflow: &str,
@@ -768,7 +777,7 @@ impl Db {
 
     /// Makes every claim of `owner` lapse now, so [`Db::reclaim_expired`] takes those runs
     /// back (a node restarting under the same name). Answers how many claims lapsed.
-    pub fn lapse_claims_of(&mut self, owner: &str) -> Result<usize, StoreError> {
+    pub(crate) fn lapse_claims_of(&mut self, owner: &str) -> Result<usize, StoreError> {
         match self {
             Db::Sqlite(db) => db.lapse_claims_of(owner),
             Db::Postgres(db) => db.lapse_claims_of(owner),

@@ -7,8 +7,8 @@
 //! the jobs already sent have run).
 
 use std::panic::AssertUnwindSafe;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, mpsc};
+use std::path::Path;
+use std::sync::mpsc;
 
 use super::readers::MAX_IDLE;
 
@@ -24,8 +24,6 @@ type Job = Box<dyn FnOnce(&mut Db) + Send>;
 pub struct Store {
     writer: mpsc::Sender<Job>,
     readers: Readers,
-    /// The SQLite file; `None` on PostgreSQL.
-    path: Option<Arc<PathBuf>>,
     kind: &'static str,
 }
 
@@ -36,11 +34,6 @@ impl Store {
         Store::from_db(Db::open_in_dir(state_dir)?)
     }
 
-    /// Opens (creating if needed) the database file at `path`; see [`Store::open_in_dir`].
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
-        Store::from_db(Db::open(path)?)
-    }
-
     /// Connects to the PostgreSQL database at `url` (migrating it) and starts the writer
     /// thread; the read pool keeps up to `pool` idle connections. Blocks, like
     /// [`Store::open_in_dir`].
@@ -49,18 +42,17 @@ impl Store {
     }
 
     /// A handle whose writer thread owns `db`.
-    pub fn from_db(db: Db) -> Result<Store, StoreError> {
+    pub(crate) fn from_db(db: Db) -> Result<Store, StoreError> {
         Store::with_pool(db, MAX_IDLE)
     }
 
     /// [`Store::from_db`] with up to `pool` idle read connections (`store.pool`).
-    pub fn with_db_pool(db: Db, pool: usize) -> Result<Store, StoreError> {
+    pub(crate) fn with_db_pool(db: Db, pool: usize) -> Result<Store, StoreError> {
         Store::with_pool(db, pool)
     }
 
     /// A handle whose writer thread owns `db`, with up to `pool` idle read connections.
     fn with_pool(db: Db, pool: usize) -> Result<Store, StoreError> {
-        let path = db.path().map(|p| Arc::new(p.to_path_buf()));
         let kind = db.kind();
         let readers = Readers::new(db.another()?, pool);
         let (writer, jobs) = mpsc::channel::<Job>();
@@ -81,24 +73,13 @@ impl Store {
         Ok(Store {
             writer,
             readers,
-            path,
             kind,
         })
     }
 
-    /// The SQLite file; `None` on PostgreSQL.
-    pub fn path(&self) -> Option<&Path> {
-        self.path.as_deref().map(PathBuf::as_path)
-    }
-
     /// The backend: `sqlite` or `postgres`.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         self.kind
-    }
-
-    /// The pool of read connections.
-    pub fn readers(&self) -> &Readers {
-        &self.readers
     }
 
     fn send<T, F>(&self, f: F) -> Result<oneshot::Receiver<Result<T, StoreError>>, StoreError>
@@ -115,7 +96,7 @@ impl Store {
     }
 
     /// Runs `f` on the writer thread (one transaction per store method) and waits for it.
-    pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Db) -> Result<T, StoreError> + Send + 'static,
@@ -125,7 +106,7 @@ impl Store {
 
     /// [`Store::write`] for code already on a blocking thread (never call it on an async
     /// worker thread: it blocks until the writer has run `f`).
-    pub fn blocking_write<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub(crate) fn blocking_write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Db) -> Result<T, StoreError> + Send + 'static,
@@ -136,7 +117,7 @@ impl Store {
     }
 
     /// Runs the read `f` on the blocking pool with a read connection.
-    pub async fn read<T, E, F>(&self, f: F) -> Result<T, E>
+    pub(crate) async fn read<T, E, F>(&self, f: F) -> Result<T, E>
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
@@ -146,7 +127,7 @@ impl Store {
     }
 
     /// [`Store::read`] answering the store's own error.
-    pub async fn query<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub(crate) async fn query<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Db) -> Result<T, StoreError> + Send + 'static,
@@ -155,7 +136,7 @@ impl Store {
     }
 
     /// [`Store::read`] for code already on a blocking thread.
-    pub fn blocking_read<T, E, F>(&self, f: F) -> Result<T, E>
+    pub(crate) fn blocking_read<T, E, F>(&self, f: F) -> Result<T, E>
     where
         E: From<StoreError>,
         F: FnOnce(&Db) -> Result<T, E>,

@@ -45,16 +45,18 @@ pub use db::Db;
 pub use error::StoreError;
 pub use handle::Store;
 pub use logs::{LogAppend, LogRead};
-pub use postgres::migrations::LATEST_VERSION as POSTGRES_SCHEMA_VERSION;
-pub use readers::Readers;
+pub(crate) use readers::Readers;
+pub(crate) use records::RunSummary;
 pub use records::{
     AttemptRecord, CacheEntry, Delivery, DeliveryAttempt, DeliveryOutcome, DeliveryStatus,
     Enqueued, Fence, NewDelivery, NewRun, PullRequestEvent, Retention, RunEvent, RunFilter,
-    RunFinish, RunId, RunRecord, RunStatus, RunSummary, StepFinish, StepRecord, StepStart,
-    StepStatus, Trigger, TriggerKind,
+    RunFinish, RunId, RunRecord, RunStatus, StepFinish, StepRecord, StepStart, StepStatus, Trigger,
+    TriggerKind,
+};
+pub(crate) use sqlite::{
+    AnomalyRecord, BUSY_TIMEOUT, DB_FILE_NAME, HOOK_DELIVERY_TTL, NodeRecord, set_busy_timeout,
 };
 pub use sqlite::{
-    AnomalyRecord, ArtifactRecord, BUSY_TIMEOUT, DB_FILE_NAME, HOOK_DELIVERY_TTL, Heartbeat,
-    NewAnomaly, NodeBeat, NodeRecord, RunSample, StepDuration, StepHistory, StepOutputSample,
-    migrations, set_busy_timeout,
+    ArtifactRecord, Heartbeat, NewAnomaly, NodeBeat, RunSample, StepDuration, StepHistory,
+    StepOutputSample, migrations,
 };

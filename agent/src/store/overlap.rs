@@ -17,7 +17,7 @@ use super::{RunId, TriggerKind};
 pub use dsl::model::Overlap;
 
 /// What a slot does without a `concurrency` section when a run of its workflow is active.
-pub const SCHEDULE_DEFAULT: Overlap = Overlap::Skip;
+pub(crate) const SCHEDULE_DEFAULT: Overlap = Overlap::Skip;
 
 /// The overlap mode of a new run of a workflow whose `concurrency.overlap` is `configured`
 /// (`None`: the workflow has no `concurrency` section), started by `kind`. See the module
@@ -33,7 +33,7 @@ pub fn mode(configured: Option<Overlap>, kind: TriggerKind) -> Option<Overlap> {
 
 /// What to do with a new run.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Queue it; nothing else changes.
     Enqueue,
     /// Do not run it: `active` (the oldest active run of the group) is still going.
@@ -77,7 +77,7 @@ impl Admission {
 
 /// Decides by `overlap` for a new run, given the runs of its group that are active and
 /// older than it (`active`, oldest first).
-pub fn decide(overlap: Overlap, active: &[RunId]) -> Decision {
+pub(crate) fn decide(overlap: Overlap, active: &[RunId]) -> Decision {
     match (overlap, active.first()) {
         (_, None) | (Overlap::Queue, _) => Decision::Enqueue,
         (Overlap::Skip, Some(first)) => Decision::Skip { active: *first },

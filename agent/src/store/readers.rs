@@ -15,7 +15,7 @@ pub(super) const MAX_IDLE: usize = 4;
 
 /// A cloneable pool of read connections to one database file.
 #[derive(Debug, Clone)]
-pub struct Readers {
+pub(crate) struct Readers {
     inner: Arc<Inner>,
 }
 
@@ -29,7 +29,7 @@ struct Inner {
 
 impl Readers {
     /// A pool of connections like `seed`, keeping at most `max_idle` idle ones.
-    pub fn new(seed: Db, max_idle: usize) -> Readers {
+    pub(crate) fn new(seed: Db, max_idle: usize) -> Readers {
         Readers {
             inner: Arc::new(Inner {
                 seed: Mutex::new(seed),
@@ -40,7 +40,7 @@ impl Readers {
     }
 
     /// Runs `f` with a connection on the blocking pool, never on an async worker thread.
-    pub async fn read<T, E, F>(&self, f: F) -> Result<T, E>
+    pub(crate) async fn read<T, E, F>(&self, f: F) -> Result<T, E>
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
@@ -60,7 +60,7 @@ impl Readers {
 
 impl Readers {
     /// Runs `f` with a connection on the current thread (which must not be an async worker).
-    pub fn blocking<T, E, F>(&self, f: F) -> Result<T, E>
+    pub(crate) fn blocking<T, E, F>(&self, f: F) -> Result<T, E>
     where
         E: From<StoreError>,
         F: FnOnce(&Db) -> Result<T, E>,

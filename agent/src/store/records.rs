@@ -203,7 +203,8 @@ impl RunRecord {
     }
 
     /// What a run listing shows of it.
-    pub fn summary(&self) -> RunSummary {
+    #[cfg(test)]
+    pub(crate) fn summary(&self) -> RunSummary {
         RunSummary {
             id: self.id,
             workflow: self.workflow.clone(),
@@ -223,7 +224,7 @@ impl RunRecord {
 /// What a run listing shows of a run: everything but its parameters, context and report,
 /// which `list_run_summaries` never reads.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RunSummary {
+pub(crate) struct RunSummary {
     /// Its id.
     pub id: RunId,
     /// The workflow's name.
@@ -251,7 +252,7 @@ pub struct RunSummary {
 
 impl RunSummary {
     /// Milliseconds between start and finish (or `now` while running), if it started.
-    pub fn duration_ms(&self, now: DateTime<Utc>) -> Option<i64> {
+    pub(crate) fn duration_ms(&self, now: DateTime<Utc>) -> Option<i64> {
         let start = self.started_at?;
         let end = self.finished_at.unwrap_or(now);
         Some((end - start).num_milliseconds().max(0))
@@ -548,7 +549,7 @@ pub struct Fence {
 
 impl Fence {
     /// The error a write fenced by this stale lease answers.
-    pub fn lost(&self) -> super::StoreError {
+    pub(crate) fn lost(&self) -> super::StoreError {
         super::StoreError::LeaseLost {
             lease: self.lease.clone(),
             holder: self.holder.clone(),

@@ -22,7 +22,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The environment variable naming a test server to use instead of starting one.
-pub const URL_VAR: &str = "AGENT_TEST_PG_URL";
+pub(crate) const URL_VAR: &str = "AGENT_TEST_PG_URL";
 
 /// The URL of a new, empty database on the test server (see the module's doc). Panics with a
 /// precise message when no server can be had: a test that needs PostgreSQL cannot run without.
@@ -51,7 +51,7 @@ pub fn database_url() -> String {
 }
 
 /// Creates database `name` on the server of `base_url`.
-pub fn create_database(base_url: &str, name: &str) -> Result<(), String> {
+pub(crate) fn create_database(base_url: &str, name: &str) -> Result<(), String> {
     let mut client =
         postgres::Client::connect(base_url, postgres::NoTls).map_err(|e| e.to_string())?;
     client
@@ -60,7 +60,7 @@ pub fn create_database(base_url: &str, name: &str) -> Result<(), String> {
 }
 
 /// `base_url` with its database replaced by `name`.
-pub fn with_database(base_url: &str, name: &str) -> String {
+pub(crate) fn with_database(base_url: &str, name: &str) -> String {
     let (head, query) = match base_url.split_once('?') {
         Some((h, q)) => (h, Some(q)),
         None => (base_url, None),

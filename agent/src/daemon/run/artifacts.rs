@@ -47,7 +47,7 @@ impl ArtifactLookup for StoreLookup {
 }
 
 /// The artifact store of a daemon run of `workflow`'s repository `repo` on `branch`.
-pub fn store_for_run(
+pub(crate) fn store_for_run(
     state_dir: &std::path::Path,
     store: Store,
     repo: Option<String>,
@@ -69,7 +69,7 @@ fn time(t: Option<&str>) -> Option<DateTime<Utc>> {
 }
 
 /// The rows of the artifacts a finished step kept.
-pub fn records(run: RunId, report: &StepReport) -> Vec<ArtifactRecord> {
+pub(crate) fn records(run: RunId, report: &StepReport) -> Vec<ArtifactRecord> {
     let now = Utc::now();
     report
         .artifacts
@@ -93,7 +93,7 @@ pub fn records(run: RunId, report: &StepReport) -> Vec<ArtifactRecord> {
 }
 
 /// Gives the finished steps a resumed run takes over the artifacts they kept.
-pub fn attach(resume: &mut [StepReport], kept: &[ArtifactRecord]) {
+pub(crate) fn attach(resume: &mut [StepReport], kept: &[ArtifactRecord]) {
     for step in resume {
         let mine: Vec<_> = kept
             .iter()

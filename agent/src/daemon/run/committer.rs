@@ -5,17 +5,17 @@
 use crate::model::RunId;
 
 /// The committer name of commits made by steps of daemon runs.
-pub const COMMITTER_NAME: &str = "Agent";
+pub(crate) const COMMITTER_NAME: &str = "Agent";
 
 /// The committer address of commits made by steps of run `run`.
-pub fn committer_email(run: RunId) -> String {
+pub(crate) fn committer_email(run: RunId) -> String {
     format!("agent-run-{run}@agent.invalid")
 }
 
 /// The environment that makes commits of a run's steps recognisable as the run's:
 /// `GIT_COMMITTER_NAME` and `GIT_COMMITTER_EMAIL` (the author stays whoever git's config
 /// says; a workflow `env:` setting these wins, and then only a trailer marks the commit).
-pub fn committer_env(run: RunId) -> Vec<(String, String)> {
+pub(crate) fn committer_env(run: RunId) -> Vec<(String, String)> {
     vec![
         ("GIT_COMMITTER_NAME".into(), COMMITTER_NAME.into()),
         ("GIT_COMMITTER_EMAIL".into(), committer_email(run)),

@@ -31,15 +31,15 @@ use std::time::{Duration, Instant};
 use crate::store::{LogAppend, RunId, Store, StoreError};
 
 /// How often new output is copied into the store.
-pub const INTERVAL: Duration = Duration::from_millis(250);
+pub(crate) const INTERVAL: Duration = Duration::from_millis(250);
 /// The most bytes of one piece; this many bytes waiting are copied at once.
-pub const PIECE: usize = 64 * 1024;
+pub(crate) const PIECE: usize = 64 * 1024;
 /// The most bytes one transaction copies.
 const BATCH: usize = 1024 * 1024;
 /// The longest pause between tries while the store fails.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How long the end of a step waits for its log to be in the store.
-pub const SETTLE: Duration = Duration::from_secs(5);
+pub(crate) const SETTLE: Duration = Duration::from_secs(5);
 
 /// What the shipper knows of one step's log.
 #[derive(Debug)]
@@ -105,7 +105,7 @@ impl Inner {
 /// The handle to the daemon's log-copying thread (cheap to clone). The thread ends once
 /// every handle is gone, after a last copy.
 #[derive(Debug, Clone)]
-pub struct LogShipper {
+pub(crate) struct LogShipper {
     inner: Arc<Inner>,
 }
 
@@ -122,12 +122,12 @@ struct Job {
 impl LogShipper {
     /// A shipper when the store is shared (PostgreSQL); `None` on SQLite, whose node keeps
     /// its logs in files only.
-    pub fn for_store(store: &Store) -> Option<LogShipper> {
+    pub(crate) fn for_store(store: &Store) -> Option<LogShipper> {
         (store.kind() == "postgres").then(|| LogShipper::start(store.clone()))
     }
 
     /// Starts the copying thread on `store`.
-    pub fn start(store: Store) -> LogShipper {
+    pub(crate) fn start(store: Store) -> LogShipper {
         let inner = Arc::new(Inner {
             state: Mutex::default(),
             work: Condvar::new(),
@@ -145,7 +145,7 @@ impl LogShipper {
     }
 
     /// What the store holds of a step's log (to fill a new file with). Blocking.
-    pub fn stored(&self, run: RunId, step: &str) -> Result<Vec<u8>, StoreError> {
+    pub(crate) fn stored(&self, run: RunId, step: &str) -> Result<Vec<u8>, StoreError> {
         self.inner
             .store
             .blocking_read(|db| db.read_log(run, step, 0, usize::MAX))
@@ -154,7 +154,14 @@ impl LogShipper {
 
     /// A step's log file was opened holding `written` bytes; `stored`: how many of them are
     /// the store's copy put there (`None`: the store was not read).
-    pub fn opened(&self, run: RunId, step: &str, path: PathBuf, written: u64, stored: Option<u64>) {
+    pub(crate) fn opened(
+        &self,
+        run: RunId,
+        step: &str,
+        path: PathBuf,
+        written: u64,
+        stored: Option<u64>,
+    ) {
         let mut st = self.inner.lock();
         let steps = st.steps.entry(run).or_default();
         match steps.get_mut(step) {
@@ -179,7 +186,7 @@ impl LogShipper {
     }
 
     /// The step's log file holds `written` bytes now.
-    pub fn wrote(&self, run: RunId, step: &str, written: u64) {
+    pub(crate) fn wrote(&self, run: RunId, step: &str, written: u64) {
         let mut st = self.inner.lock();
         let Some(e) = st.entry(run, step) else {
             return;
@@ -193,7 +200,7 @@ impl LogShipper {
     }
 
     /// The step ended: its log is complete at `written` bytes; copy it at once.
-    pub fn ended(&self, run: RunId, step: &str, written: u64) {
+    pub(crate) fn ended(&self, run: RunId, step: &str, written: u64) {
         let mut st = self.inner.lock();
         let Some(e) = st.entry(run, step) else {
             return;
@@ -206,7 +213,13 @@ impl LogShipper {
 
     /// Waits until the store holds the whole log of `step` (true), or not past `limit` or
     /// once `stop` says so (false: the reader may miss the last lines for a while).
-    pub fn settle(&self, run: RunId, step: &str, limit: Duration, stop: &dyn Fn() -> bool) -> bool {
+    pub(crate) fn settle(
+        &self,
+        run: RunId,
+        step: &str,
+        limit: Duration,
+        stop: &dyn Fn() -> bool,
+    ) -> bool {
         let deadline = Instant::now() + limit;
         let mut st = self.inner.lock();
         st.urgent = true;

@@ -22,14 +22,14 @@ use crate::store::RunId;
 
 /// The marker line that stands for the `dropped` bytes of output between a capped log's
 /// head and its tail.
-pub fn dropped_marker(dropped: u64) -> String {
+pub(crate) fn dropped_marker(dropped: u64) -> String {
     format!("[... {dropped} bytes dropped ...]")
 }
 
-pub use crate::state_dir::{run_log_dir, step_log_path, step_log_read_path};
+pub(crate) use crate::state_dir::{run_log_dir, step_log_path};
 
 /// Removes the logs of runs deleted by retention.
-pub fn remove_run_logs(state_dir: &Path, runs: &[RunId]) {
+pub(crate) fn remove_run_logs(state_dir: &Path, runs: &[RunId]) {
     for run in runs {
         let dir = run_log_dir(state_dir, *run);
         if let Err(err) = std::fs::remove_dir_all(&dir)
@@ -69,7 +69,7 @@ impl StepLog {
 }
 
 /// The log files of one run, written by the run's recorder.
-pub struct RunLogs {
+pub(crate) struct RunLogs {
     dir: PathBuf,
     state_dir: PathBuf,
     run: RunId,
@@ -95,7 +95,7 @@ impl std::fmt::Debug for RunLogs {
 impl RunLogs {
     /// The logs of run `run`, each file capped at about `cap` bytes: the first half and the
     /// last half of a step's output, and a marker line between them.
-    pub fn new(state_dir: &Path, run: RunId, cap: u64) -> RunLogs {
+    pub(crate) fn new(state_dir: &Path, run: RunId, cap: u64) -> RunLogs {
         RunLogs {
             dir: run_log_dir(state_dir, run),
             state_dir: state_dir.to_path_buf(),
@@ -110,7 +110,7 @@ impl RunLogs {
     /// Copies the logs into the store through `shipper` as they are written (a fleet's
     /// shared store); a file started here is first filled with what the store holds of the
     /// step's log (written by the node that ran it before).
-    pub fn shipping(mut self, shipper: Option<LogShipper>) -> RunLogs {
+    pub(crate) fn shipping(mut self, shipper: Option<LogShipper>) -> RunLogs {
         self.shipper = shipper;
         self
     }
@@ -118,7 +118,7 @@ impl RunLogs {
     /// Starts (or continues, on a retry or resume) the log of `step`; makes the file exist
     /// so readers see the step has a log. A retry (`attempt` above 1) begins with a marker
     /// line.
-    pub fn start(&mut self, step: &str, attempt: u32) {
+    pub(crate) fn start(&mut self, step: &str, attempt: u32) {
         self.entry(step);
         if attempt > 1 {
             self.line(step, &format!("[agent: attempt {attempt}]"));
@@ -126,12 +126,12 @@ impl RunLogs {
     }
 
     /// Appends one line (a newline is added).
-    pub fn line(&mut self, step: &str, line: &str) {
+    pub(crate) fn line(&mut self, step: &str, line: &str) {
         self.write(step, &format!("{line}\n"));
     }
 
     /// Appends output: whole lines, each ending with a newline. Never fails.
-    pub fn write(&mut self, step: &str, text: &str) {
+    pub(crate) fn write(&mut self, step: &str, text: &str) {
         self.append(step, text);
         if let Some(shipper) = &self.shipper
             && let Some(log) = self.open.get(step)
@@ -176,7 +176,7 @@ impl RunLogs {
 
     /// Ends the log of a finished step: writes the kept tail (after the dropped-bytes
     /// marker when output was dropped) and closes the file.
-    pub fn finish(&mut self, step: &str) {
+    pub(crate) fn finish(&mut self, step: &str) {
         if let Some(mut log) = self.open.remove(step) {
             Self::flush_tail(step, &mut log);
             if let Some(shipper) = &self.shipper {
@@ -189,7 +189,7 @@ impl RunLogs {
     /// store holds the whole log of the finished `step`, so a node that sees the step ended
     /// in the store finds all of its log there. Answers at once on a lone agent; false when
     /// it stopped waiting first.
-    pub fn settle(&self, step: &str, stop: &dyn Fn() -> bool) -> bool {
+    pub(crate) fn settle(&self, step: &str, stop: &dyn Fn() -> bool) -> bool {
         match &self.shipper {
             Some(shipper) => shipper.settle(self.run, step, SETTLE, stop),
             None => true,
@@ -293,6 +293,7 @@ impl Drop for RunLogs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state_dir::step_log_read_path;
 
     /// Guards that a capped log keeps the end of the output (where a failing step's error
     /// is) as well as the start, and says how much was dropped between them.

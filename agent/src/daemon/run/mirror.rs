@@ -174,7 +174,7 @@ pub fn set_network_timeouts(timeout: Duration) -> Result<(), MirrorError> {
 }
 
 /// Removes the user information (`user:password@`) of a URL wherever it appears in `text`.
-pub fn redact(text: &str, url: &str) -> String {
+pub(crate) fn redact(text: &str, url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return text.to_string();
     };
@@ -471,12 +471,12 @@ impl Mirror {
     }
 
     /// The repository's configured name.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
     /// The URL (or absolute local path) fetched from.
-    pub fn url(&self) -> &str {
+    pub(crate) fn url(&self) -> &str {
         &self.url
     }
 
@@ -522,7 +522,7 @@ impl Mirror {
 
     /// Every tag with the commit it points at (annotated tags peeled), by name. Tags of
     /// anything but a commit are left out.
-    pub fn tags(&self) -> Result<Vec<(String, Oid)>, MirrorError> {
+    pub(crate) fn tags(&self) -> Result<Vec<(String, Oid)>, MirrorError> {
         let refs = self
             .repo
             .references_glob("refs/tags/*")
@@ -542,7 +542,7 @@ impl Mirror {
 
     /// Fetches one ref of the remote into the same name in the mirror (such as a forge's
     /// `refs/pull/7/head`) and answers the commit it points at.
-    pub fn fetch_ref(&mut self, name: &str) -> Result<Oid, MirrorError> {
+    pub(crate) fn fetch_ref(&mut self, name: &str) -> Result<Oid, MirrorError> {
         let mut remote = self
             .repo
             .find_remote("origin")

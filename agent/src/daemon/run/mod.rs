@@ -3,10 +3,10 @@
 //! identity of its steps' commits), [`logs`] (the capped step log files), [`workspace`] (a checkout of an exact commit per run) and [`mirror`] (a cached
 //! bare mirror per repository, and the redaction of credentials in its URLs).
 
-pub mod artifacts;
-pub mod committer;
-pub mod log_ship;
-pub mod logs;
+pub(crate) mod artifacts;
+pub(crate) mod committer;
+pub(crate) mod log_ship;
+pub(crate) mod logs;
 pub mod mirror;
-pub mod task;
-pub mod workspace;
+pub(crate) mod task;
+pub(crate) mod workspace;

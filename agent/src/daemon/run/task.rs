@@ -40,7 +40,7 @@ use crate::store::{
 
 /// How the scheduler steers a running run.
 #[derive(Debug, Clone, Default)]
-pub struct RunControl {
+pub(crate) struct RunControl {
     /// Cancels the engine run.
     pub cancel: Cancel,
     /// Set by shutdown: the run's end is not written (it resumes on the next boot).
@@ -52,13 +52,13 @@ pub struct RunControl {
 
 /// What a run task reports to the scheduler when it ends.
 #[derive(Debug)]
-pub struct RunEnded {
+pub(crate) struct RunEnded {
     /// The run.
     pub run: RunId,
 }
 
 /// Runs one claimed, running run to its end and tells the scheduler.
-pub async fn run(
+pub(crate) async fn run(
     shared: Arc<Shared>,
     record: RunRecord,
     control: RunControl,
@@ -530,7 +530,7 @@ fn event_values(record: &RunRecord) -> serde_json::Map<String, Value> {
 /// Opens a repository's mirror, cloning it first if it does not exist yet. Clones are
 /// serialised within the process (many runs and checks may ask at once; a clone goes through
 /// a temporary directory named after the process).
-pub fn open_mirror(
+pub(crate) fn open_mirror(
     shared: &Shared,
     repo: &crate::config::RepoConfig,
 ) -> Result<Mirror, crate::daemon::run::mirror::MirrorError> {
@@ -551,7 +551,7 @@ pub fn open_mirror(
 
 /// The file under `workspace/.workflows` whose workflow is called `name` (by its `name:`,
 /// else by its file stem).
-pub fn find_workflow_file(workspace: &Path, name: &str) -> Result<PathBuf, String> {
+pub(crate) fn find_workflow_file(workspace: &Path, name: &str) -> Result<PathBuf, String> {
     let dir = workspace.join(".workflows");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map_err(|e| format!("cannot list `.workflows`: {e}"))?

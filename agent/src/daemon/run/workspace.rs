@@ -385,7 +385,11 @@ impl Workspace {
     /// Lays the checked-out tree out as `spec` says and makes it a git working tree: with
     /// `checkout: false` the workspace is emptied; with a `path` the tree moves into that
     /// subdirectory; then [`add_git`] gives it its `.git`. Returns the sources' directory.
-    pub fn arrange(&self, mirror: &Mirror, spec: &CheckoutSpec) -> Result<PathBuf, MirrorError> {
+    pub(crate) fn arrange(
+        &self,
+        mirror: &Mirror,
+        spec: &CheckoutSpec,
+    ) -> Result<PathBuf, MirrorError> {
         if spec.disabled {
             let entries =
                 std::fs::read_dir(&self.path).map_err(MirrorError::io("list", &self.path))?;

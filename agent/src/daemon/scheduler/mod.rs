@@ -17,8 +17,8 @@
 //! (a second [`DaemonCommand::Shutdown`] ends it at once), then are cancelled and abandoned: their end is not written, so the next boot finds them
 //! running, marks them interrupted and resumes them (see [`super::recovery`]).
 
-pub mod recovery;
-pub mod retention;
+pub(crate) mod recovery;
+pub(crate) mod retention;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -57,7 +57,7 @@ struct Checked {
 }
 
 /// The actor's state.
-pub struct Scheduler {
+pub(crate) struct Scheduler {
     handle: DaemonHandle,
     store: Store,
     commands: mpsc::Receiver<DaemonCommand>,
@@ -94,7 +94,7 @@ impl std::fmt::Debug for Scheduler {
 
 impl Scheduler {
     /// The scheduler on the store handle and the daemon handle's inbox.
-    pub fn new(
+    pub(crate) fn new(
         handle: DaemonHandle,
         store: Store,
         commands: mpsc::Receiver<DaemonCommand>,
@@ -122,7 +122,7 @@ impl Scheduler {
     }
 
     /// Names the API's address in the node's row.
-    pub fn with_address(mut self, address: String) -> Scheduler {
+    pub(crate) fn with_address(mut self, address: String) -> Scheduler {
         self.address = Some(address);
         self
     }
@@ -142,7 +142,7 @@ impl Scheduler {
     }
 
     /// Runs until shutdown has begun and every run has ended or been abandoned.
-    pub async fn run(mut self) {
+    pub(crate) async fn run(mut self) {
         let mut poll = tokio::time::interval(POLL_INTERVAL);
         poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut retention = retention::timer();

@@ -33,11 +33,11 @@ use crate::store::{Db, RunFinish, RunRecord, RunStatus, StoreError};
 
 /// How many times a run may be cut off by a crash during the same step: at the last of
 /// them it fails instead of being resumed again.
-pub const MAX_INTERRUPTIONS: u32 = 3;
+pub(crate) const MAX_INTERRUPTIONS: u32 = 3;
 
 /// What recovery did with one run.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Recovered {
+pub(crate) enum Recovered {
     /// Back in the queue, to resume.
     Resumed,
     /// Left interrupted: these steps were running and are not idempotent.
@@ -53,7 +53,7 @@ pub enum Recovered {
 /// [`EngineConfig::marker_scope`](crate::engine::EngineConfig::marker_scope)): `s` and a
 /// 64-bit FNV-1a hash of the directory's canonical path, stable across restarts and builds,
 /// and different for two daemons on two state directories.
-pub fn marker_scope(state_dir: &Path) -> String {
+pub(crate) fn marker_scope(state_dir: &Path) -> String {
     let path = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in path.as_os_str().as_encoded_bytes() {
@@ -65,7 +65,7 @@ pub fn marker_scope(state_dir: &Path) -> String {
 
 /// Marks running runs interrupted, ends what their steps left running, and resumes those
 /// that may be resumed. Returns each interrupted run with what was done.
-pub fn recover(
+pub(crate) fn recover(
     store: &mut Db,
     state_dir: &Path,
 ) -> Result<Vec<(RunRecord, Recovered)>, StoreError> {
@@ -74,7 +74,7 @@ pub fn recover(
 
 /// Which running runs recovery takes back.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reclaim {
+pub(crate) enum Reclaim {
     /// Every one: the boot of a daemon on its own SQLite file. The state-dir lock is held,
     /// so whoever claimed runs before this boot is gone and every lease found has lapsed.
     All,
@@ -93,7 +93,7 @@ pub enum Reclaim {
 }
 
 /// [`recover`] for the runs `reclaim` names.
-pub fn recover_with(
+pub(crate) fn recover_with(
     store: &mut Db,
     state_dir: &Path,
     reclaim: Reclaim,

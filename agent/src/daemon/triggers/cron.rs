@@ -55,13 +55,13 @@ use crate::daemon::triggers::push::new_run_for;
 use crate::store::{Db, Enqueued, Store, Trigger, TriggerKind};
 
 /// How far back missed slots are caught up after downtime.
-pub const CATCHUP_WINDOW: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const CATCHUP_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 /// At most this many missed slots run with `catchup: all` (the latest ones).
-pub const MAX_CATCHUP: usize = 100;
+pub(crate) const MAX_CATCHUP: usize = 100;
 
 /// The longest single sleep, so that wall-clock jumps are noticed.
-pub const MAX_SLEEP: Duration = Duration::from_secs(60);
+pub(crate) const MAX_SLEEP: Duration = Duration::from_secs(60);
 
 /// One `on.schedule` entry of one workflow.
 #[derive(Debug, Clone)]
@@ -86,19 +86,25 @@ struct Entry {
 
 /// The key of a schedule in the store: changing the cron line or time zone makes it a new
 /// schedule (no catch-up of the old one's slots).
-pub fn schedule_key(repo: &str, workflow: &str, index: usize, cron: &str, tz: &str) -> String {
+pub(crate) fn schedule_key(
+    repo: &str,
+    workflow: &str,
+    index: usize,
+    cron: &str,
+    tz: &str,
+) -> String {
     format!("{repo}:{workflow}:{index}:{cron}@{tz}")
 }
 
 /// The first slot strictly after `after`.
-pub fn next_slot(cron: &Cron, tz: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+pub(crate) fn next_slot(cron: &Cron, tz: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
     cron.find_next_occurrence(&after.with_timezone(&tz), false)
         .ok()
         .map(|t| t.with_timezone(&Utc))
 }
 
 /// The slots in `(after, until]`, oldest first; at most `limit`, the latest ones.
-pub fn slots_between(
+pub(crate) fn slots_between(
     cron: &Cron,
     tz: Tz,
     after: DateTime<Utc>,
@@ -119,7 +125,7 @@ pub fn slots_between(
 }
 
 /// Which of the missed slots (oldest first) run under `policy`.
-pub fn catchup_slots(policy: Catchup, missed: Vec<DateTime<Utc>>) -> Vec<DateTime<Utc>> {
+pub(crate) fn catchup_slots(policy: Catchup, missed: Vec<DateTime<Utc>>) -> Vec<DateTime<Utc>> {
     match policy {
         Catchup::Skip => Vec::new(),
         Catchup::Latest => missed.last().copied().into_iter().collect(),
@@ -128,7 +134,7 @@ pub fn catchup_slots(policy: Catchup, missed: Vec<DateTime<Utc>>) -> Vec<DateTim
 }
 
 /// The cron task: returns after shutdown. See the module docs.
-pub async fn run(handle: DaemonHandle) {
+pub(crate) async fn run(handle: DaemonHandle) {
     let store = handle.shared.store.clone();
     let config = &handle.shared.config;
     let lease = Lease::new(
@@ -187,7 +193,7 @@ pub async fn run(handle: DaemonHandle) {
 }
 
 /// The lease of the node that evaluates the schedules.
-pub const CRON_LEASE: &str = "cron";
+pub(crate) const CRON_LEASE: &str = "cron";
 
 /// The schedules of every repository, with the store they are claimed in.
 struct CronTable {

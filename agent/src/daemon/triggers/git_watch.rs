@@ -61,22 +61,22 @@ use crate::daemon::triggers::push::{Baseline, GlobList, PushScan, scan_repo};
 /// A change is handled once no other ref change came for this long (git replaces the refs of
 /// one command within microseconds of each other; a later straggler just causes another
 /// cheap pass)...
-pub const QUIET: Duration = Duration::from_millis(5);
+pub(crate) const QUIET: Duration = Duration::from_millis(5);
 
 /// ...or this long after the first change, whichever comes first.
-pub const DEBOUNCE_MAX: Duration = Duration::from_millis(100);
+pub(crate) const DEBOUNCE_MAX: Duration = Duration::from_millis(100);
 
 /// Fetches and scans running at once, across repositories: each runs on a blocking-pool
 /// thread, and a daemon watching many repositories should not grow a thread (and a malloc
 /// arena) per repository at boot. Git and SQLite work is short: a pass waits only while
 /// others run.
-pub const PARALLEL_PASSES: usize = 2;
+pub(crate) const PARALLEL_PASSES: usize = 2;
 
 /// A failing repository is retried at most this many intervals apart.
-pub const MAX_BACKOFF_FACTOR: u32 = 16;
+pub(crate) const MAX_BACKOFF_FACTOR: u32 = 16;
 
 /// The git watcher: one task per configured repository; returns after shutdown.
-pub async fn run(handle: DaemonHandle) {
+pub(crate) async fn run(handle: DaemonHandle) {
     let repos = handle.shared.config.repos.clone();
     let mut routes = Vec::new();
     let mut tasks = tokio::task::JoinSet::new();
@@ -137,7 +137,7 @@ pub async fn run(handle: DaemonHandle) {
 /// that what the daemon treats as a remote's existing history is what it held when the
 /// daemon started answering. Meant for the daemon's entry point, between spawning [`run`]
 /// and announcing its address; a slow or unreachable remote only delays that by `limit`.
-pub async fn first_look(handle: &DaemonHandle, limit: Duration) {
+pub(crate) async fn first_look(handle: &DaemonHandle, limit: Duration) {
     let deadline = Instant::now() + limit;
     let names: Vec<&str> = handle
         .shared
@@ -264,7 +264,7 @@ struct RepoWatcher {
 }
 
 /// The lease of the node that scans repository `repo` for new commits.
-pub fn poll_lease(repo: &str) -> String {
+pub(crate) fn poll_lease(repo: &str) -> String {
     format!("poll:{repo}")
 }
 
@@ -434,7 +434,7 @@ async fn recv_request(
 }
 
 /// The wait before the next look: the interval, doubled per consecutive failure, capped.
-pub fn backoff(interval: Duration, failures: u32) -> Duration {
+pub(crate) fn backoff(interval: Duration, failures: u32) -> Duration {
     let factor = 2u32
         .saturating_pow(failures.min(16))
         .min(MAX_BACKOFF_FACTOR);
@@ -573,7 +573,7 @@ fn workflow_info(file: &ParsedFile) -> WorkflowInfo {
 }
 
 /// A workflow's declared parameters as JSON, for the dashboard's trigger form.
-pub fn parameters_json(workflow: &dsl::Workflow) -> Vec<Value> {
+pub(crate) fn parameters_json(workflow: &dsl::Workflow) -> Vec<Value> {
     workflow
         .parameters
         .iter()
@@ -591,7 +591,7 @@ pub fn parameters_json(workflow: &dsl::Workflow) -> Vec<Value> {
 }
 
 /// A workflow's `on:` section as JSON.
-pub fn triggers_json(workflow: &dsl::Workflow) -> Value {
+pub(crate) fn triggers_json(workflow: &dsl::Workflow) -> Value {
     let on = &workflow.on;
     let push = on.push.as_ref().map(|p| {
         json!({

@@ -16,7 +16,10 @@ use crate::store::{NewRun, Trigger, TriggerKind};
 
 /// Checks a manual run (blocking: git reads): the repository, the commit, the workflow at
 /// that commit and the parameters. Returns the run to queue, with its overlap rule.
-pub fn check_request(shared: &Shared, request: &NewRunRequest) -> Result<NewRun, DaemonError> {
+pub(crate) fn check_request(
+    shared: &Shared,
+    request: &NewRunRequest,
+) -> Result<NewRun, DaemonError> {
     let repo = match &request.repo {
         Some(name) => shared
             .config
@@ -99,7 +102,7 @@ pub fn check_request(shared: &Shared, request: &NewRunRequest) -> Result<NewRun,
 /// run's parameters, `workflow` and `repo` (the workflow's name when the section has no
 /// group or the template cannot be rendered; the same rule as push and cron runs);
 /// `None` without the section.
-pub fn concurrency_of(
+pub(crate) fn concurrency_of(
     wf: &dsl::Workflow,
     repo: &str,
     parameters: &Map<String, Value>,

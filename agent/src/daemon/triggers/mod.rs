@@ -5,9 +5,9 @@
 //! them). They write runs through the
 //! store's deduping writes and wake the scheduler.
 
-pub mod cron;
-pub mod git_watch;
-pub mod manual;
-pub mod pull_request;
-pub mod push;
-pub mod tags;
+pub(crate) mod cron;
+pub(crate) mod git_watch;
+pub(crate) mod manual;
+pub(crate) mod pull_request;
+pub(crate) mod push;
+pub(crate) mod tags;

@@ -34,14 +34,14 @@ use crate::daemon::triggers::push::{GlobList, TriggerError, new_run_for};
 use crate::store::{Db, Enqueued, NewRun, PullRequestEvent, RunEvent, RunId, Trigger, TriggerKind};
 
 /// The forge ref that holds a pull request's head commit.
-pub fn head_ref(number: u64) -> String {
+pub(crate) fn head_ref(number: u64) -> String {
     format!("refs/pull/{number}/head")
 }
 
 /// Whether a workflow's `on.pull_request` selects a pull request into `base` changing
 /// `changed`. A glob that does not compile (validation should have caught it) matches
 /// nothing.
-pub fn pull_request_matches(workflow: &Workflow, base: &str, changed: &[String]) -> bool {
+pub(crate) fn pull_request_matches(workflow: &Workflow, base: &str, changed: &[String]) -> bool {
     let Some(trigger) = &workflow.on.pull_request else {
         return false;
     };
@@ -54,13 +54,18 @@ pub fn pull_request_matches(workflow: &Workflow, base: &str, changed: &[String])
 }
 
 /// The dedup key of a pull-request run.
-pub fn pull_request_dedup_key(repo: &str, file: &str, number: u64, head_sha: &str) -> String {
+pub(crate) fn pull_request_dedup_key(
+    repo: &str,
+    file: &str,
+    number: u64,
+    head_sha: &str,
+) -> String {
     format!("pr:{repo}:{file}:{number}:{head_sha}")
 }
 
 /// What [`queue_pull_request`] did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct PullRequestScan {
+pub(crate) struct PullRequestScan {
     /// The head commit the runs check out.
     pub head: String,
     /// Runs newly queued.
@@ -71,7 +76,7 @@ pub struct PullRequestScan {
 
 /// The head commit of `pr` in the mirror, fetching `refs/pull/N/head` when the hook's head
 /// SHA is not there yet. Blocking.
-pub fn ensure_head(mirror: &mut Mirror, pr: &PullRequestEvent) -> Result<Oid, MirrorError> {
+pub(crate) fn ensure_head(mirror: &mut Mirror, pr: &PullRequestEvent) -> Result<Oid, MirrorError> {
     if let Ok(oid) = Oid::from_str(&pr.head_sha)
         && mirror.find_commit(oid).is_ok()
     {
@@ -99,7 +104,7 @@ pub fn ensure_head(mirror: &mut Mirror, pr: &PullRequestEvent) -> Result<Oid, Mi
 
 /// Queues the runs of a pull request for `repo` (see the module docs). Blocking: git and
 /// SQLite.
-pub fn queue_pull_request(
+pub(crate) fn queue_pull_request(
     shared: &Shared,
     repo: &RepoConfig,
     pr: &PullRequestEvent,

@@ -65,7 +65,7 @@ use crate::store::{Db, Enqueued, NewRun, RunId, Store, StoreError, Trigger, Trig
 
 /// Errors while scanning a repository for pushes.
 #[derive(Debug, thiserror::Error)]
-pub enum TriggerError {
+pub(crate) enum TriggerError {
     /// Reading the mirror failed.
     #[error(transparent)]
     Mirror(#[from] MirrorError),
@@ -76,7 +76,7 @@ pub enum TriggerError {
 
 /// What one scan of a repository did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct PushScan {
+pub(crate) struct PushScan {
     /// Runs newly queued (the scheduler should wake up when this is not empty).
     pub queued: Vec<RunId>,
     /// Failed runs recorded for invalid workflow files or bad parameters.
@@ -100,7 +100,7 @@ const SKIP_MARKERS: &[&str] = &[
 ];
 
 /// Whether a commit message asks for no push runs.
-pub fn skips_ci(message: &str) -> bool {
+pub(crate) fn skips_ci(message: &str) -> bool {
     let lower = message.to_ascii_lowercase();
     SKIP_MARKERS.iter().any(|m| lower.contains(m))
 }
@@ -108,7 +108,7 @@ pub fn skips_ci(message: &str) -> bool {
 /// What a commit says about the run that made it: the run id in its committer address or
 /// `Agent-Run:` trailer, the workflow in an `Agent-Workflow:` trailer.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct MadeBy {
+pub(crate) struct MadeBy {
     /// `Agent-Workflow: NAME`.
     pub workflow: Option<String>,
     /// The run id (`agent-run-ID@agent.invalid`, or `Agent-Run: ID`).
@@ -117,7 +117,7 @@ pub struct MadeBy {
 
 impl MadeBy {
     /// Reads a commit's committer address and message.
-    pub fn of(committer_email: &str, message: &str) -> MadeBy {
+    pub(crate) fn of(committer_email: &str, message: &str) -> MadeBy {
         let mut made = MadeBy {
             workflow: None,
             run: committer_email
@@ -186,13 +186,13 @@ fn loop_guard(store: &Db, mirror: &Mirror, old: Option<Oid>, head: Oid) -> Optio
 /// A list of GitHub-style globs: `*` stops at `/`, `**` crosses it, `!pattern` excludes, and
 /// the last matching pattern decides. An empty list matches everything.
 #[derive(Debug, Clone)]
-pub struct GlobList {
+pub(crate) struct GlobList {
     patterns: Vec<(bool, GlobMatcher)>,
 }
 
 impl GlobList {
     /// Compiles the patterns; a pattern that does not compile is an error naming it.
-    pub fn new<S: AsRef<str>>(patterns: &[S]) -> Result<GlobList, globset::Error> {
+    pub(crate) fn new<S: AsRef<str>>(patterns: &[S]) -> Result<GlobList, globset::Error> {
         let mut out = Vec::with_capacity(patterns.len());
         for p in patterns {
             let p = p.as_ref();
@@ -210,13 +210,13 @@ impl GlobList {
     }
 
     /// True when the list is empty.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.patterns.is_empty()
     }
 
     /// Whether `text` is selected: the last matching pattern decides; with no match, it is
     /// selected only if every pattern is an exclusion (or there are none).
-    pub fn matches(&self, text: &str) -> bool {
+    pub(crate) fn matches(&self, text: &str) -> bool {
         let mut selected = self.patterns.iter().all(|(include, _)| !include);
         for (include, matcher) in &self.patterns {
             if matcher.is_match(text) {
@@ -227,14 +227,14 @@ impl GlobList {
     }
 
     /// Whether any of `texts` is selected.
-    pub fn matches_any<S: AsRef<str>>(&self, texts: &[S]) -> bool {
+    pub(crate) fn matches_any<S: AsRef<str>>(&self, texts: &[S]) -> bool {
         texts.iter().any(|t| self.matches(t.as_ref()))
     }
 }
 
 /// Whether a workflow runs on a push of `branch` changing `changed`. A glob that does not
 /// compile (validation should have caught it) matches nothing.
-pub fn push_matches(workflow: &Workflow, branch: &str, changed: &[String]) -> bool {
+pub(crate) fn push_matches(workflow: &Workflow, branch: &str, changed: &[String]) -> bool {
     let on = &workflow.on;
     // No `on.push` (no `on:` at all included): the workflow runs only when asked.
     let Some(push) = &on.push else {
@@ -254,7 +254,7 @@ pub fn push_matches(workflow: &Workflow, branch: &str, changed: &[String]) -> bo
 
 /// Whether a workflow's `on.branch` runs it for a push to `branch`: only for branches other
 /// than the repository's default one, filtered by its `branches` globs.
-pub fn branch_trigger_matches(workflow: &Workflow, branch: &str, is_default: bool) -> bool {
+pub(crate) fn branch_trigger_matches(workflow: &Workflow, branch: &str, is_default: bool) -> bool {
     let Some(trigger) = &workflow.on.branch else {
         return false;
     };
@@ -268,7 +268,7 @@ pub fn branch_trigger_matches(workflow: &Workflow, branch: &str, is_default: boo
 /// The run of `workflow` for `trigger`: parameters resolved (types, defaults, `required`)
 /// from `given`, priority, concurrency group and overlap rule from the file. `Err` carries the parameter
 /// errors as text, for a failed run.
-pub fn new_run_for(
+pub(crate) fn new_run_for(
     workflow: &Workflow,
     repo: &str,
     trigger: Trigger,
@@ -336,13 +336,13 @@ fn concurrency_group(workflow: &Workflow, repo: &str, run: &NewRun) -> Option<St
 
 /// The dedup key of a push run: a commit runs at most once per workflow file (two files
 /// that happen to share a `name:` both run).
-pub fn push_dedup_key(repo: &str, file: &str, commit: &str) -> String {
+pub(crate) fn push_dedup_key(repo: &str, file: &str, commit: &str) -> String {
     format!("push:{repo}:{file}:{commit}")
 }
 
 /// How a scan treats a repository of which the store has seen no branch yet.
 #[derive(Debug, Clone, Copy)]
-pub enum Baseline<'a> {
+pub(crate) enum Baseline<'a> {
     /// Every branch is a new branch (a later look in the same daemon process: the
     /// repository was empty when the daemon started).
     Nothing,
@@ -357,7 +357,7 @@ pub enum Baseline<'a> {
 /// what counts as existing history for a repository the store has never seen;
 /// `max_runs_per_minute` is the per-workflow rate limit of push runs (0: none). See the
 /// module docs for the rules.
-pub fn scan_repo(
+pub(crate) fn scan_repo(
     store: &Store,
     mirror: &Mirror,
     repo: &str,
@@ -482,7 +482,7 @@ pub fn scan_repo(
 
 /// The summary line of a commit message as runs show it: the first non-empty line, trimmed,
 /// at most 200 characters.
-pub fn commit_summary(message: &str) -> String {
+pub(crate) fn commit_summary(message: &str) -> String {
     let line = message
         .lines()
         .map(str::trim)

@@ -28,11 +28,11 @@ use crate::daemon::triggers::push::{GlobList, TriggerError, new_run_for};
 use crate::store::{Db, Enqueued, NewRun, RunEvent, RunId, Store, Trigger, TriggerKind};
 
 /// The key under which the store's seen refs record that a repository's tags were looked at.
-pub const TAGS_SEEN_MARKER: &str = "refs/tags/";
+pub(crate) const TAGS_SEEN_MARKER: &str = "refs/tags/";
 
 /// Whether a workflow's `on.push.tags` selects the tag `name` (without `refs/tags/`). A glob
 /// that does not compile (validation should have caught it) matches nothing.
-pub fn tag_matches(workflow: &Workflow, name: &str) -> bool {
+pub(crate) fn tag_matches(workflow: &Workflow, name: &str) -> bool {
     let Some(tags) = workflow.on.push.as_ref().and_then(|p| p.tags.as_ref()) else {
         return false;
     };
@@ -41,13 +41,17 @@ pub fn tag_matches(workflow: &Workflow, name: &str) -> bool {
 }
 
 /// The dedup key of a tag run.
-pub fn tag_dedup_key(repo: &str, file: &str, tag: &str, commit: &str) -> String {
+pub(crate) fn tag_dedup_key(repo: &str, file: &str, tag: &str, commit: &str) -> String {
     format!("tag:{repo}:{file}:{tag}:{commit}")
 }
 
 /// Queues the runs of every new or moved tag of `mirror` (see the module docs); answers the
 /// runs queued.
-pub fn scan_tags(store: &Store, mirror: &Mirror, repo: &str) -> Result<Vec<RunId>, TriggerError> {
+pub(crate) fn scan_tags(
+    store: &Store,
+    mirror: &Mirror,
+    repo: &str,
+) -> Result<Vec<RunId>, TriggerError> {
     let seen: Vec<(String, String)> = store
         .blocking_read(|db: &Db| db.seen_branches(repo))?
         .into_iter()

@@ -37,7 +37,10 @@ fn record(r: &postgres::Row) -> Result<ArtifactRecord, StoreError> {
 impl PgDb {
     /// Records the artifacts a step kept (replacing what an earlier try of the same step
     /// recorded under the same names).
-    pub fn record_artifacts(&mut self, artifacts: &[ArtifactRecord]) -> Result<(), StoreError> {
+    pub(crate) fn record_artifacts(
+        &mut self,
+        artifacts: &[ArtifactRecord],
+    ) -> Result<(), StoreError> {
         let sql = format!(
             "INSERT INTO artifacts ({COLUMNS})
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
@@ -77,7 +80,7 @@ impl PgDb {
     }
 
     /// The artifacts of a run that retention has not removed, in the order they were kept.
-    pub fn list_artifacts(&self, run: RunId) -> Result<Vec<ArtifactRecord>, StoreError> {
+    pub(crate) fn list_artifacts(&self, run: RunId) -> Result<Vec<ArtifactRecord>, StoreError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM artifacts
              WHERE run_id = $1 AND (expires_at IS NULL OR expires_at > $2)
@@ -89,7 +92,7 @@ impl PgDb {
 
     /// Artifact `name` of the newest succeeded run of `workflow` in repository `repo` on
     /// `branch` that kept one (not expired).
-    pub fn latest_artifact(
+    pub(crate) fn latest_artifact(
         &self,
         workflow: &str,
         repo: Option<&str>,
@@ -113,7 +116,7 @@ impl PgDb {
     }
 
     /// Deletes the artifacts whose `expires_at` has passed; answers how many.
-    pub fn prune_artifacts(&mut self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+    pub(crate) fn prune_artifacts(&mut self, now: DateTime<Utc>) -> Result<usize, StoreError> {
         let n = self.write(|tx| {
             Ok(tx.execute(
                 "DELETE FROM artifacts WHERE expires_at IS NOT NULL AND expires_at <= $1",
@@ -124,7 +127,7 @@ impl PgDb {
     }
 
     /// Every digest a kept artifact names.
-    pub fn artifact_digests(&self) -> Result<HashSet<String>, StoreError> {
+    pub(crate) fn artifact_digests(&self) -> Result<HashSet<String>, StoreError> {
         self.read(|c| {
             c.query("SELECT DISTINCT digest FROM artifacts", &[])?
                 .iter()

@@ -9,7 +9,7 @@ const OUTPUT_SAMPLES: i64 = 20_000;
 impl PgDb {
     /// The step history of `workflow`: its succeeded runs, the mean duration of each step
     /// and the outputs of its recent executions (cached results left out).
-    pub fn step_history(&self, workflow: &str) -> Result<StepHistory, StoreError> {
+    pub(crate) fn step_history(&self, workflow: &str) -> Result<StepHistory, StoreError> {
         self.read(|c| {
             let runs: i64 = c
                 .query_one(

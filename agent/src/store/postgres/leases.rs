@@ -50,7 +50,7 @@ impl PgDb {
     /// `None` while another holder has it. A lease nobody holds (new, expired or released)
     /// goes to `holder` with the token one higher than the last holder's (1 for a new one);
     /// a holder that asks again (renews) keeps its token.
-    pub fn acquire_lease(
+    pub(crate) fn acquire_lease(
         &mut self,
         name: &str,
         holder: &str,
@@ -76,7 +76,7 @@ impl PgDb {
     }
 
     /// Gives lease `name` up if `holder` has it; answers whether it did.
-    pub fn release_lease(&mut self, name: &str, holder: &str) -> Result<bool, StoreError> {
+    pub(crate) fn release_lease(&mut self, name: &str, holder: &str) -> Result<bool, StoreError> {
         self.write_read_committed(|tx| {
             let n = tx.execute(
                 "UPDATE leases SET expires_at = 0 WHERE name = $1 AND holder = $2",
@@ -87,7 +87,7 @@ impl PgDb {
     }
 
     /// Whether `holder` has lease `name` with `token` at `now`.
-    pub fn lease_is_held(
+    pub(crate) fn lease_is_held(
         &self,
         name: &str,
         holder: &str,
@@ -104,7 +104,7 @@ impl PgDb {
 
     /// Marks pending delivery `id` as being sent by `fence`; answers the mark an earlier
     /// sender left, if any (see the SQLite method of the same name).
-    pub fn begin_delivery_attempt(
+    pub(crate) fn begin_delivery_attempt(
         &mut self,
         id: &str,
         fence: &Fence,
@@ -138,7 +138,7 @@ impl PgDb {
 
     /// Records one attempt of delivery `id`, fenced by the outbox lease: refused with
     /// [`StoreError::LeaseLost`] (nothing written) unless `fence` holds its lease at `now`.
-    pub fn record_delivery_attempt_fenced(
+    pub(crate) fn record_delivery_attempt_fenced(
         &mut self,
         id: &str,
         outcome: &DeliveryOutcome,

@@ -28,7 +28,10 @@ impl PgDb {
     /// ends: the part already stored is skipped, a piece that starts past the end is not
     /// written. Answers, for each piece, its log's stored length after it (`None`: the run
     /// does not exist, nothing was written for it).
-    pub fn append_log(&mut self, pieces: &[LogAppend]) -> Result<Vec<Option<u64>>, StoreError> {
+    pub(crate) fn append_log(
+        &mut self,
+        pieces: &[LogAppend],
+    ) -> Result<Vec<Option<u64>>, StoreError> {
         let now = now_ms();
         self.write(|tx| {
             let mut runs: HashMap<RunId, bool> = HashMap::new();
@@ -68,7 +71,7 @@ impl PgDb {
     }
 
     /// The stored log of a step from byte `from`, at most `max` bytes, and its stored length.
-    pub fn read_log(
+    pub(crate) fn read_log(
         &self,
         run: RunId,
         step: &str,

@@ -236,7 +236,7 @@ ALTER TABLE deliveries ADD COLUMN sending_token BIGINT;
 ];
 
 /// The schema version this build writes.
-pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;
+pub(crate) const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// The database's schema version (0 for an empty database).
 pub(crate) fn current_version(client: &mut Client) -> Result<i64, StoreError> {

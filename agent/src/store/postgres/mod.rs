@@ -38,7 +38,7 @@ use postgres::{Client, IsolationLevel, NoTls, Transaction};
 use super::StoreError;
 
 /// How long opening a connection may take before it counts as failed.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How many times a write transaction is tried when PostgreSQL aborts it for a conflict
 /// with a concurrent one (serialization failure, deadlock).
@@ -65,13 +65,13 @@ impl std::fmt::Debug for PgDb {
 impl PgDb {
     /// Connects to the database at `url` (a `postgres://` URL or a `key=value` string) and
     /// brings its schema up to date.
-    pub fn connect(url: &str) -> Result<PgDb, StoreError> {
+    pub(crate) fn connect(url: &str) -> Result<PgDb, StoreError> {
         PgDb::connect_at_version(url, migrations::LATEST_VERSION)
     }
 
     /// [`PgDb::connect`] migrating only up to `version` (for tests of the migrations).
     #[doc(hidden)]
-    pub fn connect_at_version(url: &str, version: i64) -> Result<PgDb, StoreError> {
+    pub(crate) fn connect_at_version(url: &str, version: i64) -> Result<PgDb, StoreError> {
         let mut config: postgres::Config = url.parse().map_err(|e| StoreError::Backend {
             // The parser's message never repeats the URL.
             message: format!("invalid PostgreSQL URL: {e}"),
@@ -167,7 +167,7 @@ impl PgDb {
     }
 
     /// The schema version of the database.
-    pub fn schema_version(&self) -> Result<i64, StoreError> {
+    pub(crate) fn schema_version(&self) -> Result<i64, StoreError> {
         self.read(migrations::current_version)
     }
 }

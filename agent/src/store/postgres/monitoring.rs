@@ -9,7 +9,7 @@ use crate::store::{AnomalyRecord, HOOK_DELIVERY_TTL, NewAnomaly, RunId, RunSampl
 impl PgDb {
     /// Remembers an inbound hook delivery id; false when it was already seen (a replay).
     /// Ids older than [`HOOK_DELIVERY_TTL`] are forgotten in the same transaction.
-    pub fn record_hook_delivery(
+    pub(crate) fn record_hook_delivery(
         &mut self,
         source: &str,
         delivery_id: &str,
@@ -32,7 +32,7 @@ impl PgDb {
 
     /// Records an anomaly; `None` when the same kind was already recorded for the same run
     /// (and step), so detection may safely look at a run twice.
-    pub fn record_anomaly(
+    pub(crate) fn record_anomaly(
         &mut self,
         anomaly: &NewAnomaly,
     ) -> Result<Option<AnomalyRecord>, StoreError> {
@@ -71,7 +71,7 @@ impl PgDb {
     }
 
     /// Recorded anomalies, newest first, optionally of one workflow.
-    pub fn list_anomalies(
+    pub(crate) fn list_anomalies(
         &self,
         workflow: Option<&str>,
         limit: usize,
@@ -107,7 +107,7 @@ impl PgDb {
 
     /// The latest `limit` succeeded or failed runs of `workflow` in `repo` with an id up to
     /// `up_to` (inclusive), newest first. With `succeeded_only`, failed runs are left out.
-    pub fn recent_run_samples(
+    pub(crate) fn recent_run_samples(
         &self,
         workflow: &str,
         repo: Option<&str>,
@@ -150,13 +150,13 @@ impl PgDb {
     }
 
     /// The number of webhook deliveries in each status (`pending`, `delivered`, `failed`).
-    pub fn count_deliveries_by_status(&self) -> Result<Vec<(String, u64)>, StoreError> {
+    pub(crate) fn count_deliveries_by_status(&self) -> Result<Vec<(String, u64)>, StoreError> {
         self.grouped_counts("SELECT status, COUNT(*) FROM deliveries GROUP BY status")
     }
 
     /// The number of delivery attempts by outcome: `ok` (2xx), `http_4xx`, `http_5xx`,
     /// `error` (no answer: connection error or timeout).
-    pub fn count_delivery_attempts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+    pub(crate) fn count_delivery_attempts(&self) -> Result<Vec<(String, u64)>, StoreError> {
         self.grouped_counts(
             "SELECT CASE
                       WHEN status_code IS NULL THEN 'error'

@@ -13,7 +13,7 @@ impl PgDb {
     /// The node's heartbeat at `now`, in one transaction: writes (or refreshes) its row and
     /// extends its lease on `held` to `now + lease`. Answers which of them to cancel and
     /// which it lost (see the SQLite backend).
-    pub fn heartbeat_node(
+    pub(crate) fn heartbeat_node(
         &mut self,
         beat: &NodeBeat,
         held: &[RunId],
@@ -73,7 +73,7 @@ impl PgDb {
     }
 
     /// Every node's row, by name.
-    pub fn list_nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+    pub(crate) fn list_nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
         self.read(|client| {
             let rows = client.query(
                 &format!("SELECT {NODE_COLUMNS} FROM nodes n ORDER BY n.name"),
@@ -98,7 +98,7 @@ impl PgDb {
 
     /// Makes every claim of `owner` lapse now, so `reclaim_expired` takes those runs back.
     /// Answers how many claims lapsed.
-    pub fn lapse_claims_of(&mut self, owner: &str) -> Result<usize, StoreError> {
+    pub(crate) fn lapse_claims_of(&mut self, owner: &str) -> Result<usize, StoreError> {
         self.write_read_committed(|tx| {
             let n = tx.execute(
                 "UPDATE runs SET lease_expires_at = 0
@@ -110,7 +110,7 @@ impl PgDb {
     }
 
     /// Removes a node's row (its daemon stopped cleanly); answers whether there was one.
-    pub fn remove_node(&mut self, name: &str) -> Result<bool, StoreError> {
+    pub(crate) fn remove_node(&mut self, name: &str) -> Result<bool, StoreError> {
         self.write(|tx| Ok(tx.execute("DELETE FROM nodes WHERE name = $1", &[&name])? > 0))
     }
 }

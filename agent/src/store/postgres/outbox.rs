@@ -149,7 +149,10 @@ fn attempt_of(r: &postgres::Row) -> Result<DeliveryAttempt, StoreError> {
 
 impl PgDb {
     /// Queues a webhook delivery, due now; returns its id (the `X-Agent-Delivery` header).
-    pub fn enqueue_delivery(&mut self, delivery: &NewDelivery) -> Result<String, StoreError> {
+    pub(crate) fn enqueue_delivery(
+        &mut self,
+        delivery: &NewDelivery,
+    ) -> Result<String, StoreError> {
         self.write(|tx| super::tx::insert_delivery_due(tx, delivery, 0))
     }
 
@@ -160,7 +163,7 @@ impl PgDb {
     ///
     /// Agents rendering at once each take the events no other holds (`FOR UPDATE SKIP
     /// LOCKED`) and delete them before they commit: every event is rendered once.
-    pub fn render_outbox_events(
+    pub(crate) fn render_outbox_events(
         &mut self,
         run: Option<RunId>,
         written_by: Option<DateTime<Utc>>,
@@ -202,7 +205,7 @@ impl PgDb {
     /// `events` (a run's end, queued by `finish_run`): each is due now and moves to the back
     /// of its webhook's queue (same id, `created_at` now), behind the run's earlier events.
     /// Returns how many were released.
-    pub fn release_run_deliveries(
+    pub(crate) fn release_run_deliveries(
         &mut self,
         run: RunId,
         events: &[&str],
@@ -224,7 +227,7 @@ impl PgDb {
     }
 
     /// Pending deliveries due at `now`, the most overdue first.
-    pub fn due_deliveries(
+    pub(crate) fn due_deliveries(
         &self,
         now: DateTime<Utc>,
         limit: usize,
@@ -240,7 +243,10 @@ impl PgDb {
 
     /// The oldest pending delivery of one webhook, due or not: the head of its FIFO queue
     /// (deliveries of a webhook are attempted one at a time, in the order they were queued).
-    pub fn next_pending_delivery(&self, webhook: &str) -> Result<Option<Delivery>, StoreError> {
+    pub(crate) fn next_pending_delivery(
+        &self,
+        webhook: &str,
+    ) -> Result<Option<Delivery>, StoreError> {
         let sql = format!(
             "SELECT {DELIVERY_COLUMNS} FROM deliveries
              WHERE status = 'pending' AND webhook = $1
@@ -252,7 +258,7 @@ impl PgDb {
 
     /// Deletes delivered and failed deliveries (and their attempts) last touched before
     /// `before`; pending ones stay. Returns how many went.
-    pub fn prune_deliveries(&mut self, before: DateTime<Utc>) -> Result<usize, StoreError> {
+    pub(crate) fn prune_deliveries(&mut self, before: DateTime<Utc>) -> Result<usize, StoreError> {
         let cutoff = to_ms(before);
         self.write(|tx| {
             tx.execute(
@@ -269,7 +275,10 @@ impl PgDb {
     }
 
     /// The latest attempt of a delivery, if it was attempted.
-    pub fn last_delivery_attempt(&self, id: &str) -> Result<Option<DeliveryAttempt>, StoreError> {
+    pub(crate) fn last_delivery_attempt(
+        &self,
+        id: &str,
+    ) -> Result<Option<DeliveryAttempt>, StoreError> {
         let row = self.read(|c| {
             Ok(c.query_opt(
                 "SELECT attempt, at, status_code, error FROM delivery_attempts
@@ -281,7 +290,7 @@ impl PgDb {
     }
 
     /// The webhooks that have pending deliveries, with how many each.
-    pub fn pending_delivery_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+    pub(crate) fn pending_delivery_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
         self.read(|c| {
             c.query(
                 "SELECT webhook, COUNT(*) FROM deliveries WHERE status = 'pending'
@@ -295,7 +304,7 @@ impl PgDb {
     }
 
     /// When the next pending delivery is due, so the notifier can sleep until then.
-    pub fn next_delivery_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+    pub(crate) fn next_delivery_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         let ms: Option<i64> = self.read(|c| {
             Ok(c.query_one(
                 "SELECT MIN(next_attempt_at) FROM deliveries WHERE status = 'pending'",
@@ -310,7 +319,7 @@ impl PgDb {
     ///
     /// The delivery's row is locked while its attempt is counted: two agents recording an
     /// attempt of one delivery at once number them one after the other.
-    pub fn record_delivery_attempt(
+    pub(crate) fn record_delivery_attempt(
         &mut self,
         id: &str,
         outcome: &DeliveryOutcome,
@@ -319,7 +328,7 @@ impl PgDb {
     }
 
     /// The newest deliveries first, each with its attempt history.
-    pub fn list_deliveries(&self, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+    pub(crate) fn list_deliveries(&self, limit: usize) -> Result<Vec<Delivery>, StoreError> {
         let sql = format!(
             "SELECT {DELIVERY_COLUMNS} FROM deliveries ORDER BY created_at DESC, seq DESC LIMIT $1"
         );

@@ -359,7 +359,7 @@ impl PgDb {
     /// `dedup_key` already used, nothing is written and the existing run is returned as
     /// [`Enqueued::Duplicate`]; a run its rule skips is recorded as cancelled
     /// ([`Enqueued::Skipped`]).
-    pub fn enqueue_run(&mut self, run: &NewRun) -> Result<Enqueued, StoreError> {
+    pub(crate) fn enqueue_run(&mut self, run: &NewRun) -> Result<Enqueued, StoreError> {
         let admission = self.write(|tx| enqueue_tx(tx, run, OnSkip::RecordCancelled))?;
         Ok(match admission {
             Admission::Queued { run, .. } => run,
@@ -371,13 +371,13 @@ impl PgDb {
     /// Queues `run` under its overlap rule (`run.overlap`), deciding in the same transaction
     /// that inserts it: two concurrent enqueues of one group see each other. A run its rule
     /// skips is not written ([`Admission::Skipped`]: the caller answers the request).
-    pub fn enqueue(&mut self, run: &NewRun) -> Result<Admission, StoreError> {
+    pub(crate) fn enqueue(&mut self, run: &NewRun) -> Result<Admission, StoreError> {
         self.write(|tx| enqueue_tx(tx, run, OnSkip::Nothing))
     }
 
     /// The queued and running runs whose cancellation was requested (`cancel_previous`,
     /// [`PgDb::request_cancel`]), oldest first: the scheduler cancels them.
-    pub fn cancel_requested_runs(&self) -> Result<Vec<RunId>, StoreError> {
+    pub(crate) fn cancel_requested_runs(&self) -> Result<Vec<RunId>, StoreError> {
         self.read(|c| {
             let rows = c.query(
                 "SELECT id FROM runs
@@ -390,7 +390,11 @@ impl PgDb {
 
     /// Records a run that failed before it could be queued (an invalid workflow file: the
     /// diagnostics go in `error`). Deduplicated like [`PgDb::enqueue_run`].
-    pub fn record_failed_run(&mut self, run: &NewRun, error: &str) -> Result<Enqueued, StoreError> {
+    pub(crate) fn record_failed_run(
+        &mut self,
+        run: &NewRun,
+        error: &str,
+    ) -> Result<Enqueued, StoreError> {
         self.write(|tx| insert_run(tx, run, RunStatus::Failed, Some(error)))
     }
 
@@ -406,7 +410,7 @@ impl PgDb {
     /// statement's snapshot is checked again on its new version (and dropped). Only the
     /// oldest queued run of a group is a candidate, checked again under a lock of its group
     /// ([`keep_free_group_heads`]), so two nodes cannot take two runs of one group.
-    pub fn claim(
+    pub(crate) fn claim(
         &mut self,
         owner: &str,
         limit: usize,
@@ -451,7 +455,7 @@ impl PgDb {
     }
 
     /// Gives a claimed run back to the queue (the scheduler could not start it after all).
-    pub fn release_claim(&mut self, id: RunId) -> Result<(), StoreError> {
+    pub(crate) fn release_claim(&mut self, id: RunId) -> Result<(), StoreError> {
         self.write(|tx| {
             require_status(tx, id, RunStatus::Queued, RunStatus::Queued)?;
             tx.execute(
@@ -465,7 +469,7 @@ impl PgDb {
 
     /// Marks a queued run as running and stamps its start time (a resumed run keeps the time
     /// it first started).
-    pub fn mark_running(&mut self, id: RunId) -> Result<RunRecord, StoreError> {
+    pub(crate) fn mark_running(&mut self, id: RunId) -> Result<RunRecord, StoreError> {
         self.write(|tx| {
             require_status(tx, id, RunStatus::Queued, RunStatus::Running)?;
             tx.execute(
@@ -479,7 +483,11 @@ impl PgDb {
     }
 
     /// Records that a step started an attempt (the run must be running).
-    pub fn record_step_started(&mut self, id: RunId, step: &StepStart) -> Result<(), StoreError> {
+    pub(crate) fn record_step_started(
+        &mut self,
+        id: RunId,
+        step: &StepStart,
+    ) -> Result<(), StoreError> {
         let attempt = i64::from(step.attempt);
         self.write(|tx| {
             require_status(tx, id, RunStatus::Running, RunStatus::Running)?;
@@ -510,7 +518,11 @@ impl PgDb {
     /// Records how a step attempt ended (or that a step that never ran was skipped or
     /// cancelled), and saves the run's context as of this step. Accepted whatever the run's
     /// status, so the last reports of a run being cancelled are kept.
-    pub fn record_step_finished(&mut self, id: RunId, step: &StepFinish) -> Result<(), StoreError> {
+    pub(crate) fn record_step_finished(
+        &mut self,
+        id: RunId,
+        step: &StepFinish,
+    ) -> Result<(), StoreError> {
         let outputs = to_json_opt("outputs", step.outputs.as_ref())?;
         let context = step
             .context
@@ -584,7 +596,7 @@ impl PgDb {
     /// Records that a step attempt failed and will be retried: its status, error class and
     /// end time (the wait until the next attempt starts is the retry's backoff). An attempt
     /// already ended is left as it is.
-    pub fn record_attempt_failed(
+    pub(crate) fn record_attempt_failed(
         &mut self,
         id: RunId,
         step_id: &str,
@@ -604,7 +616,7 @@ impl PgDb {
 
     /// Ends a run: status, error, report, the preserved context and the webhook deliveries it
     /// triggers, all in one transaction. Allowed from running, queued and interrupted.
-    pub fn finish_run(&mut self, id: RunId, finish: &RunFinish) -> Result<(), StoreError> {
+    pub(crate) fn finish_run(&mut self, id: RunId, finish: &RunFinish) -> Result<(), StoreError> {
         if !finish.status.is_final() {
             return Err(StoreError::NotFinal(finish.status));
         }
@@ -670,7 +682,10 @@ impl PgDb {
     /// Several nodes may call this at once: the transaction is serializable, so of two
     /// nodes that found the same lapsed run one is retried, finds it interrupted already,
     /// and does not return it. Each lapsed run is returned to exactly one caller.
-    pub fn reclaim_expired(&mut self, now: DateTime<Utc>) -> Result<Vec<RunRecord>, StoreError> {
+    pub(crate) fn reclaim_expired(
+        &mut self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<RunRecord>, StoreError> {
         let cutoff = to_ms(now);
         const LAPSED: &str = "(lease_expires_at IS NULL OR lease_expires_at <= $1)";
         let select = format!(
@@ -733,7 +748,7 @@ impl PgDb {
     /// Extends `owner`'s lease on `ids` (claimed or running runs it holds) to `lease` from
     /// now. Answers the ids among them whose cancellation was requested
     /// ([`PgDb::request_cancel`]): the owner is expected to cancel them.
-    pub fn renew(
+    pub(crate) fn renew(
         &mut self,
         owner: &str,
         ids: &[RunId],
@@ -764,7 +779,7 @@ impl PgDb {
 
     /// Asks the owner of a queued or running run to cancel it; the owner sees the request on
     /// its next [`PgDb::renew`]. Answers whether the run was still active.
-    pub fn request_cancel(&mut self, id: RunId) -> Result<bool, StoreError> {
+    pub(crate) fn request_cancel(&mut self, id: RunId) -> Result<bool, StoreError> {
         self.write(|tx| {
             let changed = tx.execute(
                 "UPDATE runs SET cancel_requested = 1
@@ -778,7 +793,7 @@ impl PgDb {
     /// On shutdown, for a run left `running` for the next boot: its running steps (and
     /// attempts), stopped by the shutdown, become interrupted now. The boot then finds the
     /// run running and interrupts it, but counts no crash against these steps.
-    pub fn mark_steps_stopped(&mut self, id: RunId) -> Result<(), StoreError> {
+    pub(crate) fn mark_steps_stopped(&mut self, id: RunId) -> Result<(), StoreError> {
         self.write(|tx| {
             let now = now_ms();
             tx.execute(
@@ -797,7 +812,7 @@ impl PgDb {
 
     /// The interrupted steps of a run with how many times each was interrupted by a boot
     /// ([`PgDb::reclaim_expired`] counts), in the order they were first recorded.
-    pub fn interrupted_steps(&self, id: RunId) -> Result<Vec<(String, u32)>, StoreError> {
+    pub(crate) fn interrupted_steps(&self, id: RunId) -> Result<Vec<(String, u32)>, StoreError> {
         self.read(|c| {
             c.query(
                 "SELECT step_id, interruptions FROM steps
@@ -812,7 +827,7 @@ impl PgDb {
 
     /// Puts an interrupted run back in the queue (to resume from its first unfinished step;
     /// finished steps and the saved context stay). Keeps its place: the queue orders by id.
-    pub fn resume_run(&mut self, id: RunId) -> Result<(), StoreError> {
+    pub(crate) fn resume_run(&mut self, id: RunId) -> Result<(), StoreError> {
         self.write(|tx| {
             require_status(tx, id, RunStatus::Interrupted, RunStatus::Queued)?;
             tx.execute(
@@ -826,12 +841,12 @@ impl PgDb {
     }
 
     /// One run, or `None`.
-    pub fn get_run(&self, id: RunId) -> Result<Option<RunRecord>, StoreError> {
+    pub(crate) fn get_run(&self, id: RunId) -> Result<Option<RunRecord>, StoreError> {
         self.read(|c| load_run(c, id))
     }
 
     /// A run with its steps, read in one snapshot (the API's run report).
-    pub fn get_run_with_steps(
+    pub(crate) fn get_run_with_steps(
         &self,
         id: RunId,
     ) -> Result<Option<(RunRecord, Vec<StepRecord>)>, StoreError> {
@@ -844,7 +859,7 @@ impl PgDb {
     /// A run and what its report is built from, read in one snapshot: a finished run that
     /// has its engine report comes without its steps (the report holds them), any other
     /// with its recorded steps.
-    pub fn get_run_for_report(
+    pub(crate) fn get_run_for_report(
         &self,
         id: RunId,
     ) -> Result<Option<(RunRecord, Vec<StepRecord>)>, StoreError> {
@@ -864,7 +879,7 @@ impl PgDb {
     }
 
     /// Runs matching `filter`, newest created first, at most `limit`.
-    pub fn list_runs(
+    pub(crate) fn list_runs(
         &self,
         filter: &RunFilter,
         limit: usize,
@@ -876,7 +891,7 @@ impl PgDb {
     /// Summaries of the runs matching `filter` with an id below `before` (all when `None`),
     /// newest created first, at most `limit`. Reads the summary columns only: never a run's
     /// parameters, context or report.
-    pub fn list_run_summaries(
+    pub(crate) fn list_run_summaries(
         &self,
         filter: &RunFilter,
         before: Option<RunId>,
@@ -893,7 +908,7 @@ impl PgDb {
 
     /// The wall times in milliseconds of the last `limit` finished (succeeded or failed)
     /// runs of `workflow` in `repo`, oldest first: a sparkline's points.
-    pub fn recent_durations(
+    pub(crate) fn recent_durations(
         &self,
         repo: Option<&str>,
         workflow: &str,
@@ -919,7 +934,11 @@ impl PgDb {
 
     /// Records the summary line of the commit's message on these runs (the runs a push
     /// queued, which share its commit).
-    pub fn set_commit_message(&mut self, runs: &[RunId], message: &str) -> Result<(), StoreError> {
+    pub(crate) fn set_commit_message(
+        &mut self,
+        runs: &[RunId],
+        message: &str,
+    ) -> Result<(), StoreError> {
         self.write(|tx| {
             for id in runs {
                 tx.execute(
@@ -933,7 +952,8 @@ impl PgDb {
     }
 
     /// Queued and running runs of a concurrency group, oldest first (for `overlap` rules).
-    pub fn active_runs_in_group(&self, group: &str) -> Result<Vec<RunRecord>, StoreError> {
+    #[cfg(test)]
+    pub(crate) fn active_runs_in_group(&self, group: &str) -> Result<Vec<RunRecord>, StoreError> {
         let sql = format!(
             "SELECT {RUN_COLUMNS} FROM runs
              WHERE concurrency_group = $1 AND status IN ('queued', 'running')
@@ -944,7 +964,7 @@ impl PgDb {
 
     /// How many runs of `workflow` in `repo` were triggered by `kind` since `since` (the
     /// per-workflow rate limit of push runs).
-    pub fn count_runs_since(
+    pub(crate) fn count_runs_since(
         &self,
         repo: &str,
         workflow: &str,
@@ -965,7 +985,7 @@ impl PgDb {
     }
 
     /// How many runs are in each non-final state: (queued, running).
-    pub fn count_active(&self) -> Result<(usize, usize), StoreError> {
+    pub(crate) fn count_active(&self) -> Result<(usize, usize), StoreError> {
         self.read(|c| {
             let row = c.query_one(
                 "SELECT COUNT(*) FILTER (WHERE status = 'queued'),
@@ -983,12 +1003,12 @@ impl PgDb {
     }
 
     /// The steps of a run, in the order they were first recorded.
-    pub fn get_steps(&self, id: RunId) -> Result<Vec<StepRecord>, StoreError> {
+    pub(crate) fn get_steps(&self, id: RunId) -> Result<Vec<StepRecord>, StoreError> {
         self.read(|c| steps_of(c, id))
     }
 
     /// Every attempt of every step of a run, by step then attempt number.
-    pub fn get_attempts(&self, id: RunId) -> Result<Vec<AttemptRecord>, StoreError> {
+    pub(crate) fn get_attempts(&self, id: RunId) -> Result<Vec<AttemptRecord>, StoreError> {
         self.read(|c| {
             c.query(
                 "SELECT a.step_id, a.attempt, a.status, a.exit_code, a.error_class, a.error,
@@ -1018,7 +1038,7 @@ impl PgDb {
 
     /// Deletes finished runs by the retention policy (with their steps and attempts) and old
     /// cron slots, and returns the deleted runs' ids, so the caller can delete their log files.
-    pub fn prune_runs(&mut self, retention: &Retention) -> Result<Vec<RunId>, StoreError> {
+    pub(crate) fn prune_runs(&mut self, retention: &Retention) -> Result<Vec<RunId>, StoreError> {
         self.write(|tx| {
             let mut doomed: Vec<i64> = Vec::new();
             if let Some(before) = retention.finished_before {
@@ -1053,7 +1073,7 @@ impl PgDb {
     /// diagnostics) and moves the branch's last seen commit. Each run should carry a dedup
     /// key (such as `push:<repo>:<workflow>:<commit>`), so a commit handled again after a
     /// crash queues nothing twice.
-    pub fn record_push(
+    pub(crate) fn record_push(
         &mut self,
         repo: &str,
         branch: &str,
@@ -1087,7 +1107,7 @@ impl PgDb {
     /// Claims a cron slot: true the first time `(schedule_key, slot)` is claimed, false every
     /// time after, also across restarts and processes. A slot skipped on purpose (overlap,
     /// catch-up) is claimed too, so it never fires later.
-    pub fn claim_cron_slot(
+    pub(crate) fn claim_cron_slot(
         &mut self,
         schedule_key: &str,
         slot: DateTime<Utc>,
@@ -1099,7 +1119,7 @@ impl PgDb {
     /// `None` (and nothing written) if the slot was already claimed; otherwise the slot is
     /// claimed and the answer says what became of its run ([`Admission::Skipped`]: no run,
     /// the slot stays claimed so it never fires later; a duplicate run key: no new run).
-    pub fn enqueue_scheduled_run(
+    pub(crate) fn enqueue_scheduled_run(
         &mut self,
         schedule_key: &str,
         slot: DateTime<Utc>,

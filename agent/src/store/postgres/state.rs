@@ -27,7 +27,7 @@ pub(crate) fn set_repo_head_tx(
 
 impl PgDb {
     /// The preserved context of a workflow (`context.preserve: true`), if one was saved.
-    pub fn load_context(
+    pub(crate) fn load_context(
         &self,
         repo: Option<&str>,
         workflow: &str,
@@ -43,7 +43,7 @@ impl PgDb {
     }
 
     /// Saves a workflow's preserved context (normally done by `finish_run`).
-    pub fn save_context(
+    pub(crate) fn save_context(
         &mut self,
         repo: Option<&str>,
         workflow: &str,
@@ -53,7 +53,7 @@ impl PgDb {
     }
 
     /// A cache entry that has not expired at `now`.
-    pub fn cache_get(
+    pub(crate) fn cache_get(
         &self,
         key: &str,
         now: DateTime<Utc>,
@@ -78,7 +78,7 @@ impl PgDb {
     }
 
     /// Stores (or replaces) a cache entry.
-    pub fn cache_put(
+    pub(crate) fn cache_put(
         &mut self,
         key: &str,
         value: &Value,
@@ -99,7 +99,7 @@ impl PgDb {
     }
 
     /// Deletes cache entries expired at `now`; returns how many.
-    pub fn cache_prune(&mut self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+    pub(crate) fn cache_prune(&mut self, now: DateTime<Utc>) -> Result<usize, StoreError> {
         let n = self.write(|tx| {
             Ok(tx.execute(
                 "DELETE FROM cache_entries WHERE expires_at IS NOT NULL AND expires_at <= $1",
@@ -110,7 +110,11 @@ impl PgDb {
     }
 
     /// The last commit the daemon handled on `branch` of `repo`.
-    pub fn last_seen_commit(&self, repo: &str, branch: &str) -> Result<Option<String>, StoreError> {
+    pub(crate) fn last_seen_commit(
+        &self,
+        repo: &str,
+        branch: &str,
+    ) -> Result<Option<String>, StoreError> {
         self.read(|c| {
             Ok(c.query_opt(
                 "SELECT commit_id FROM repo_heads WHERE repo = $1 AND branch = $2",
@@ -121,7 +125,7 @@ impl PgDb {
     }
 
     /// Every branch of `repo` with its last handled commit, by branch name.
-    pub fn seen_branches(&self, repo: &str) -> Result<Vec<(String, String)>, StoreError> {
+    pub(crate) fn seen_branches(&self, repo: &str) -> Result<Vec<(String, String)>, StoreError> {
         self.read(|c| {
             Ok(c.query(
                 // Byte order, as SQLite's default collation sorts.
@@ -137,7 +141,7 @@ impl PgDb {
 
     /// Records the last handled commit of a branch without queueing anything (first sight of
     /// a repository, or a commit no workflow matched).
-    pub fn set_last_seen_commit(
+    pub(crate) fn set_last_seen_commit(
         &mut self,
         repo: &str,
         branch: &str,
@@ -147,7 +151,10 @@ impl PgDb {
     }
 
     /// The latest slot claimed for a schedule.
-    pub fn last_cron_fire(&self, schedule_key: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+    pub(crate) fn last_cron_fire(
+        &self,
+        schedule_key: &str,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
         let ms: Option<i64> = self.read(|c| {
             Ok(c.query_one(
                 "SELECT MAX(slot) FROM cron_fires WHERE schedule_key = $1",

@@ -89,7 +89,7 @@ impl ArtifactRow {
 
 impl ArtifactRecord {
     /// The artifact as the run report lists it.
-    pub fn report(&self) -> ArtifactReport {
+    pub(crate) fn report(&self) -> ArtifactReport {
         ArtifactReport {
             name: self.name.clone(),
             digest: self.digest.clone(),
@@ -108,7 +108,10 @@ impl ArtifactRecord {
 impl SqliteDb {
     /// Records the artifacts a step kept (replacing what an earlier try of the same step
     /// recorded under the same names).
-    pub fn record_artifacts(&mut self, artifacts: &[ArtifactRecord]) -> Result<(), StoreError> {
+    pub(crate) fn record_artifacts(
+        &mut self,
+        artifacts: &[ArtifactRecord],
+    ) -> Result<(), StoreError> {
         let tx = self.write()?;
         {
             let mut insert = tx.prepare_cached(&format!(
@@ -140,7 +143,7 @@ impl SqliteDb {
     }
 
     /// The artifacts of a run that retention has not removed, in the order they were kept.
-    pub fn list_artifacts(&self, run: RunId) -> Result<Vec<ArtifactRecord>, StoreError> {
+    pub(crate) fn list_artifacts(&self, run: RunId) -> Result<Vec<ArtifactRecord>, StoreError> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM artifacts
              WHERE run_id = ?1 AND (expires_at IS NULL OR expires_at > ?2)
@@ -154,7 +157,7 @@ impl SqliteDb {
 
     /// Artifact `name` of the newest succeeded run of `workflow` in repository `repo` on
     /// `branch` that kept one (not expired).
-    pub fn latest_artifact(
+    pub(crate) fn latest_artifact(
         &self,
         workflow: &str,
         repo: Option<&str>,
@@ -178,7 +181,7 @@ impl SqliteDb {
     }
 
     /// Deletes the artifacts whose `expires_at` has passed; answers how many.
-    pub fn prune_artifacts(&mut self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+    pub(crate) fn prune_artifacts(&mut self, now: DateTime<Utc>) -> Result<usize, StoreError> {
         let tx = self.write()?;
         let n = tx.execute(
             "DELETE FROM artifacts WHERE expires_at IS NOT NULL AND expires_at <= ?1",
@@ -189,7 +192,7 @@ impl SqliteDb {
     }
 
     /// Every digest a kept artifact names.
-    pub fn artifact_digests(&self) -> Result<HashSet<String>, StoreError> {
+    pub(crate) fn artifact_digests(&self) -> Result<HashSet<String>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT DISTINCT digest FROM artifacts")?;

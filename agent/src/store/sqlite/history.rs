@@ -23,7 +23,7 @@ pub struct StepHistory {
 }
 
 /// At most this many output samples are read.
-pub const OUTPUT_SAMPLES: usize = 20_000;
+pub(super) const OUTPUT_SAMPLES: usize = 20_000;
 
 /// The mean duration of one step id.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,7 +52,7 @@ pub struct StepOutputSample {
 impl SqliteDb {
     /// Opens an existing database file read-only: nothing is created, migrated or written,
     /// so a tool can read a live daemon's store (or one it may not write).
-    pub fn open_read_only(path: &Path) -> Result<SqliteDb, StoreError> {
+    pub(crate) fn open_read_only(path: &Path) -> Result<SqliteDb, StoreError> {
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -66,7 +66,7 @@ impl SqliteDb {
 
     /// The step history of `workflow`: its succeeded runs, the mean duration of each step
     /// and the outputs of its recent executions (cached results left out).
-    pub fn step_history(&self, workflow: &str) -> Result<StepHistory, StoreError> {
+    pub(crate) fn step_history(&self, workflow: &str) -> Result<StepHistory, StoreError> {
         let runs: i64 = self.conn.query_row(
             "SELECT COUNT(*) FROM runs WHERE workflow = ?1 AND status = 'succeeded'",
             [workflow],

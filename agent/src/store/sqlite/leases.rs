@@ -50,7 +50,7 @@ impl SqliteDb {
     /// `None` while another holder has it. A lease nobody holds (new, expired or released)
     /// goes to `holder` with the token one higher than the last holder's (1 for a new one);
     /// a holder that asks again (renews) keeps its token.
-    pub fn acquire_lease(
+    pub(crate) fn acquire_lease(
         &mut self,
         name: &str,
         holder: &str,
@@ -78,7 +78,7 @@ impl SqliteDb {
 
     /// Gives lease `name` up if `holder` has it (the next holder gets it at once, with the
     /// next token); answers whether it did.
-    pub fn release_lease(&mut self, name: &str, holder: &str) -> Result<bool, StoreError> {
+    pub(crate) fn release_lease(&mut self, name: &str, holder: &str) -> Result<bool, StoreError> {
         let tx = self.write()?;
         let n = tx.execute(
             "UPDATE leases SET expires_at = 0 WHERE name = ?1 AND holder = ?2",
@@ -89,7 +89,7 @@ impl SqliteDb {
     }
 
     /// Whether `holder` has lease `name` with `token` at `now` (not expired, not taken over).
-    pub fn lease_is_held(
+    pub(crate) fn lease_is_held(
         &self,
         name: &str,
         holder: &str,
@@ -112,7 +112,7 @@ impl SqliteDb {
     /// whose outcome was never recorded: that sender lost the lease or died), `None` if none.
     /// Refuses with [`StoreError::LeaseLost`] when the fence is stale and with
     /// [`StoreError::DeliveryNotFound`] when no pending delivery has this id.
-    pub fn begin_delivery_attempt(
+    pub(crate) fn begin_delivery_attempt(
         &mut self,
         id: &str,
         fence: &Fence,
@@ -153,7 +153,7 @@ impl SqliteDb {
     /// [`SqliteDb::record_delivery_attempt`] fenced by the outbox lease: refused with
     /// [`StoreError::LeaseLost`] (nothing written) unless `fence` still holds its lease at
     /// `now`, checked in the same transaction.
-    pub fn record_delivery_attempt_fenced(
+    pub(crate) fn record_delivery_attempt_fenced(
         &mut self,
         id: &str,
         outcome: &DeliveryOutcome,

@@ -26,7 +26,10 @@ impl SqliteDb {
     /// ends: the part already stored is skipped, a piece that starts past the end is not
     /// written. Answers, for each piece, its log's stored length after it (`None`: the run
     /// does not exist, nothing was written for it).
-    pub fn append_log(&mut self, pieces: &[LogAppend]) -> Result<Vec<Option<u64>>, StoreError> {
+    pub(crate) fn append_log(
+        &mut self,
+        pieces: &[LogAppend],
+    ) -> Result<Vec<Option<u64>>, StoreError> {
         let tx = self.write()?;
         let now = now_ms();
         let mut runs: HashMap<RunId, bool> = HashMap::new();
@@ -70,7 +73,7 @@ impl SqliteDb {
     }
 
     /// The stored log of a step from byte `from`, at most `max` bytes, and its stored length.
-    pub fn read_log(
+    pub(crate) fn read_log(
         &self,
         run: RunId,
         step: &str,

@@ -34,19 +34,22 @@ pub(crate) use super::records::{
 };
 pub use artifacts::ArtifactRecord;
 pub use history::{StepDuration, StepHistory, StepOutputSample};
-pub use monitoring::{AnomalyRecord, HOOK_DELIVERY_TTL, NewAnomaly, RunSample};
-pub use nodes::{Heartbeat, NodeBeat, NodeRecord};
+pub use monitoring::NewAnomaly;
+pub use monitoring::RunSample;
+pub(crate) use monitoring::{AnomalyRecord, HOOK_DELIVERY_TTL};
+pub(crate) use nodes::NodeRecord;
+pub use nodes::{Heartbeat, NodeBeat};
 
 pub(crate) use super::codec::{
     from_json, from_json_opt, from_ms, from_ms_opt, now_ms, parse_enum, to_json, to_json_opt, to_ms,
 };
 
 /// The database file's name inside `state_dir`.
-pub const DB_FILE_NAME: &str = "agent.sqlite3";
+pub(crate) const DB_FILE_NAME: &str = "agent.sqlite3";
 
 /// How long a writer waits for the lock before giving up with `database is locked`, unless
 /// [`set_busy_timeout`] said otherwise.
-pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The busy timeout of connections opened from now on, in milliseconds.
 static BUSY_TIMEOUT_MS: std::sync::atomic::AtomicU64 =
@@ -54,7 +57,7 @@ static BUSY_TIMEOUT_MS: std::sync::atomic::AtomicU64 =
 
 /// Sets the busy timeout of every connection this process opens from now on (the daemon's
 /// `limits.store_busy_timeout`).
-pub fn set_busy_timeout(timeout: Duration) {
+pub(crate) fn set_busy_timeout(timeout: Duration) {
     let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
     BUSY_TIMEOUT_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
 }
@@ -109,7 +112,7 @@ fn enable_wal(conn: &Connection) -> Result<(), StoreError> {
 
 impl SqliteDb {
     /// Opens (creating if needed) `state_dir/agent.sqlite3` and brings its schema up to date.
-    pub fn open_in_dir(state_dir: &Path) -> Result<SqliteDb, StoreError> {
+    pub(crate) fn open_in_dir(state_dir: &Path) -> Result<SqliteDb, StoreError> {
         std::fs::create_dir_all(state_dir).map_err(|source| StoreError::CreateDir {
             path: state_dir.to_path_buf(),
             source,
@@ -119,14 +122,14 @@ impl SqliteDb {
 
     /// Opens (creating if needed) the database file at `path` and migrates it to the latest
     /// schema version.
-    pub fn open(path: &Path) -> Result<SqliteDb, StoreError> {
+    pub(crate) fn open(path: &Path) -> Result<SqliteDb, StoreError> {
         SqliteDb::open_at_version(path, migrations::LATEST_VERSION)
     }
 
     /// Opens `path` migrating only up to schema `version`. For fixture databases in tests;
     /// the rest of the API assumes the latest version.
     #[doc(hidden)]
-    pub fn open_at_version(path: &Path, version: i64) -> Result<SqliteDb, StoreError> {
+    pub(crate) fn open_at_version(path: &Path, version: i64) -> Result<SqliteDb, StoreError> {
         let mut conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -149,17 +152,17 @@ impl SqliteDb {
     }
 
     /// The database file.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// The schema version of the open file.
-    pub fn schema_version(&self) -> Result<i64, StoreError> {
+    pub(crate) fn schema_version(&self) -> Result<i64, StoreError> {
         migrations::current_version(&self.conn)
     }
 
     /// Runs SQLite's `quick_check`: `Ok(())` when the file is sound, else the problems found.
-    pub fn check_integrity(&self) -> Result<Result<(), Vec<String>>, StoreError> {
+    pub(crate) fn check_integrity(&self) -> Result<Result<(), Vec<String>>, StoreError> {
         let mut stmt = self.conn.prepare("PRAGMA quick_check")?;
         let rows = stmt
             .query_map([], |r| r.get::<_, String>(0))?

@@ -86,7 +86,7 @@ impl SqliteDb {
     /// The node's heartbeat at `now`, in one transaction: writes (or refreshes) its row and
     /// extends its lease on `held` (the runs it is running or has claimed) to `now + lease`.
     /// Answers which of them to cancel (requested on any node) and which it lost.
-    pub fn heartbeat_node(
+    pub(crate) fn heartbeat_node(
         &mut self,
         beat: &NodeBeat,
         held: &[RunId],
@@ -139,7 +139,7 @@ impl SqliteDb {
     }
 
     /// Every node's row, by name.
-    pub fn list_nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+    pub(crate) fn list_nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {NODE_COLUMNS} FROM nodes n ORDER BY n.name"
         ))?;
@@ -163,7 +163,7 @@ impl SqliteDb {
     /// Makes every claim of `owner` lapse now (a node restarting under the same name: its
     /// earlier process is gone), so [`SqliteDb::reclaim_expired`] takes those runs back.
     /// Answers how many claims lapsed.
-    pub fn lapse_claims_of(&mut self, owner: &str) -> Result<usize, StoreError> {
+    pub(crate) fn lapse_claims_of(&mut self, owner: &str) -> Result<usize, StoreError> {
         let tx = self.write()?;
         let n = tx.execute(
             "UPDATE runs SET lease_expires_at = 0
@@ -175,7 +175,7 @@ impl SqliteDb {
     }
 
     /// Removes a node's row (its daemon stopped cleanly); answers whether there was one.
-    pub fn remove_node(&mut self, name: &str) -> Result<bool, StoreError> {
+    pub(crate) fn remove_node(&mut self, name: &str) -> Result<bool, StoreError> {
         let tx = self.write()?;
         let n = tx.execute("DELETE FROM nodes WHERE name = ?1", params![name])?;
         tx.commit()?;

@@ -120,7 +120,10 @@ pub(crate) fn insert_delivery(
 
 impl SqliteDb {
     /// Queues a webhook delivery, due now; returns its id (the `X-Agent-Delivery` header).
-    pub fn enqueue_delivery(&mut self, delivery: &NewDelivery) -> Result<String, StoreError> {
+    pub(crate) fn enqueue_delivery(
+        &mut self,
+        delivery: &NewDelivery,
+    ) -> Result<String, StoreError> {
         let tx = self.write()?;
         let id = insert_delivery_due(&tx, delivery, 0)?;
         tx.commit()?;
@@ -131,7 +134,7 @@ impl SqliteDb {
     /// `written_by`) into deliveries, due now, in one transaction: `render` gets each event's run and event name and answers
     /// its deliveries; the event row goes with them, so a crash renders it again or not at
     /// all. Returns the deliveries queued.
-    pub fn render_outbox_events(
+    pub(crate) fn render_outbox_events(
         &mut self,
         run: Option<RunId>,
         written_by: Option<DateTime<Utc>>,
@@ -167,7 +170,7 @@ impl SqliteDb {
     /// `events` (a run's end, queued by `finish_run`): each is due now and moves to the back
     /// of its webhook's queue (same id, `created_at` now), behind the run's earlier events.
     /// Returns how many were released.
-    pub fn release_run_deliveries(
+    pub(crate) fn release_run_deliveries(
         &mut self,
         run: RunId,
         events: &[&str],
@@ -203,7 +206,7 @@ impl SqliteDb {
     }
 
     /// Pending deliveries due at `now`, the most overdue first.
-    pub fn due_deliveries(
+    pub(crate) fn due_deliveries(
         &self,
         now: DateTime<Utc>,
         limit: usize,
@@ -223,7 +226,10 @@ impl SqliteDb {
 
     /// The oldest pending delivery of one webhook, due or not: the head of its FIFO queue
     /// (deliveries of a webhook are attempted one at a time, in the order they were queued).
-    pub fn next_pending_delivery(&self, webhook: &str) -> Result<Option<Delivery>, StoreError> {
+    pub(crate) fn next_pending_delivery(
+        &self,
+        webhook: &str,
+    ) -> Result<Option<Delivery>, StoreError> {
         let sql = format!(
             "SELECT {DELIVERY_COLUMNS} FROM deliveries
              WHERE status = 'pending' AND webhook = ?1
@@ -239,7 +245,7 @@ impl SqliteDb {
 
     /// Deletes delivered and failed deliveries (and their attempts) last touched before
     /// `before`; pending ones stay. Returns how many went.
-    pub fn prune_deliveries(&mut self, before: DateTime<Utc>) -> Result<usize, StoreError> {
+    pub(crate) fn prune_deliveries(&mut self, before: DateTime<Utc>) -> Result<usize, StoreError> {
         let tx = self.write()?;
         let cutoff = to_ms(before);
         tx.execute(
@@ -256,7 +262,10 @@ impl SqliteDb {
     }
 
     /// The latest attempt of a delivery, if it was attempted.
-    pub fn last_delivery_attempt(&self, id: &str) -> Result<Option<DeliveryAttempt>, StoreError> {
+    pub(crate) fn last_delivery_attempt(
+        &self,
+        id: &str,
+    ) -> Result<Option<DeliveryAttempt>, StoreError> {
         let row = rusqlite::OptionalExtension::optional(self.conn.query_row(
             "SELECT attempt, at, status_code, error FROM delivery_attempts
              WHERE delivery_id = ?1 ORDER BY attempt DESC LIMIT 1",
@@ -282,7 +291,7 @@ impl SqliteDb {
     }
 
     /// The webhooks that have pending deliveries, with how many each.
-    pub fn pending_delivery_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+    pub(crate) fn pending_delivery_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT webhook, COUNT(*) FROM deliveries WHERE status = 'pending'
              GROUP BY webhook ORDER BY webhook",
@@ -294,7 +303,7 @@ impl SqliteDb {
     }
 
     /// When the next pending delivery is due, so the notifier can sleep until then.
-    pub fn next_delivery_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+    pub(crate) fn next_delivery_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         let ms: Option<i64> = self.conn.query_row(
             "SELECT MIN(next_attempt_at) FROM deliveries WHERE status = 'pending'",
             [],
@@ -304,7 +313,7 @@ impl SqliteDb {
     }
 
     /// Records one attempt of a delivery and its consequence; returns the attempt number.
-    pub fn record_delivery_attempt(
+    pub(crate) fn record_delivery_attempt(
         &mut self,
         id: &str,
         outcome: &DeliveryOutcome,
@@ -316,7 +325,7 @@ impl SqliteDb {
     }
 
     /// The newest deliveries first, each with its attempt history.
-    pub fn list_deliveries(&self, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+    pub(crate) fn list_deliveries(&self, limit: usize) -> Result<Vec<Delivery>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let sql = format!(
             "SELECT {DELIVERY_COLUMNS} FROM deliveries ORDER BY created_at DESC, rowid DESC LIMIT ?1"

@@ -332,7 +332,7 @@ impl SqliteDb {
     /// `dedup_key` already used, nothing is written and the existing run is returned as
     /// [`Enqueued::Duplicate`]; a run its rule skips is recorded as cancelled
     /// ([`Enqueued::Skipped`]).
-    pub fn enqueue_run(&mut self, run: &NewRun) -> Result<Enqueued, StoreError> {
+    pub(crate) fn enqueue_run(&mut self, run: &NewRun) -> Result<Enqueued, StoreError> {
         let tx = self.write()?;
         let admission = enqueue_tx(&tx, run, OnSkip::RecordCancelled)?;
         tx.commit()?;
@@ -346,7 +346,7 @@ impl SqliteDb {
     /// Queues `run` under its overlap rule (`run.overlap`), deciding in the same transaction
     /// that inserts it: two concurrent enqueues of one group see each other. A run its rule
     /// skips is not written ([`overlap::Admission::Skipped`]: the caller answers the request).
-    pub fn enqueue(&mut self, run: &NewRun) -> Result<overlap::Admission, StoreError> {
+    pub(crate) fn enqueue(&mut self, run: &NewRun) -> Result<overlap::Admission, StoreError> {
         let tx = self.write()?;
         let admission = enqueue_tx(&tx, run, OnSkip::Nothing)?;
         tx.commit()?;
@@ -355,7 +355,7 @@ impl SqliteDb {
 
     /// The queued and running runs whose cancellation was requested (`cancel_previous`,
     /// [`SqliteDb::request_cancel`]), oldest first: the scheduler cancels them.
-    pub fn cancel_requested_runs(&self) -> Result<Vec<RunId>, StoreError> {
+    pub(crate) fn cancel_requested_runs(&self) -> Result<Vec<RunId>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT id FROM runs
              WHERE cancel_requested = 1 AND status IN ('queued', 'running') ORDER BY id",
@@ -368,7 +368,11 @@ impl SqliteDb {
 
     /// Records a run that failed before it could be queued (an invalid workflow file: the
     /// diagnostics go in `error`). Deduplicated like [`SqliteDb::enqueue_run`].
-    pub fn record_failed_run(&mut self, run: &NewRun, error: &str) -> Result<Enqueued, StoreError> {
+    pub(crate) fn record_failed_run(
+        &mut self,
+        run: &NewRun,
+        error: &str,
+    ) -> Result<Enqueued, StoreError> {
         let tx = self.write()?;
         let result = insert_run(&tx, run, RunStatus::Failed, Some(error))?;
         tx.commit()?;
@@ -381,7 +385,7 @@ impl SqliteDb {
     /// `claimed_at` set) until [`SqliteDb::mark_running`], and are not returned again;
     /// [`SqliteDb::release_claim`] hands one back. A run whose cancellation was requested is not
     /// claimed (it waits for its cancel, and keeps its place in its group meanwhile).
-    pub fn claim(
+    pub(crate) fn claim(
         &mut self,
         owner: &str,
         limit: usize,
@@ -426,7 +430,7 @@ impl SqliteDb {
     }
 
     /// Gives a claimed run back to the queue (the scheduler could not start it after all).
-    pub fn release_claim(&mut self, id: RunId) -> Result<(), StoreError> {
+    pub(crate) fn release_claim(&mut self, id: RunId) -> Result<(), StoreError> {
         let tx = self.write()?;
         require_status(&tx, id, RunStatus::Queued, RunStatus::Queued)?;
         tx.execute(
@@ -440,7 +444,7 @@ impl SqliteDb {
 
     /// Marks a queued run as running and stamps its start time (a resumed run keeps the time
     /// it first started).
-    pub fn mark_running(&mut self, id: RunId) -> Result<RunRecord, StoreError> {
+    pub(crate) fn mark_running(&mut self, id: RunId) -> Result<RunRecord, StoreError> {
         let tx = self.write()?;
         require_status(&tx, id, RunStatus::Queued, RunStatus::Running)?;
         tx.execute(
@@ -455,7 +459,11 @@ impl SqliteDb {
     }
 
     /// Records that a step started an attempt (the run must be running).
-    pub fn record_step_started(&mut self, id: RunId, step: &StepStart) -> Result<(), StoreError> {
+    pub(crate) fn record_step_started(
+        &mut self,
+        id: RunId,
+        step: &StepStart,
+    ) -> Result<(), StoreError> {
         let tx = self.write()?;
         require_status(&tx, id, RunStatus::Running, RunStatus::Running)?;
         let now = now_ms();
@@ -481,7 +489,11 @@ impl SqliteDb {
     /// Records how a step attempt ended (or that a step that never ran was skipped or
     /// cancelled), and saves the run's context as of this step. Accepted whatever the run's
     /// status, so the last reports of a run being cancelled are kept.
-    pub fn record_step_finished(&mut self, id: RunId, step: &StepFinish) -> Result<(), StoreError> {
+    pub(crate) fn record_step_finished(
+        &mut self,
+        id: RunId,
+        step: &StepFinish,
+    ) -> Result<(), StoreError> {
         let tx = self.write()?;
         status_of(&tx, id)?;
         let now = now_ms();
@@ -545,7 +557,7 @@ impl SqliteDb {
     /// Records that a step attempt failed and will be retried: its status, error class and
     /// end time (the wait until the next attempt starts is the retry's backoff). An attempt
     /// already ended is left as it is.
-    pub fn record_attempt_failed(
+    pub(crate) fn record_attempt_failed(
         &mut self,
         id: RunId,
         step_id: &str,
@@ -564,7 +576,7 @@ impl SqliteDb {
 
     /// Ends a run: status, error, report, the preserved context and the webhook deliveries it
     /// triggers, all in one transaction. Allowed from running, queued and interrupted.
-    pub fn finish_run(&mut self, id: RunId, finish: &RunFinish) -> Result<(), StoreError> {
+    pub(crate) fn finish_run(&mut self, id: RunId, finish: &RunFinish) -> Result<(), StoreError> {
         if !finish.status.is_final() {
             return Err(StoreError::NotFinal(finish.status));
         }
@@ -635,7 +647,10 @@ impl SqliteDb {
     /// With SQLite one daemon owns a state directory at a time (its lock file proves every
     /// earlier owner is gone), so at boot the daemon passes the end of time: every claim
     /// found then is an earlier owner's and has lapsed.
-    pub fn reclaim_expired(&mut self, now: DateTime<Utc>) -> Result<Vec<RunRecord>, StoreError> {
+    pub(crate) fn reclaim_expired(
+        &mut self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<RunRecord>, StoreError> {
         let tx = self.write()?;
         let cutoff = to_ms(now);
         const LAPSED: &str = "(lease_expires_at IS NULL OR lease_expires_at <= ?1)";
@@ -688,7 +703,7 @@ impl SqliteDb {
     /// Extends `owner`'s lease on `ids` (claimed or running runs it holds) to `lease` from
     /// now. Answers the ids among them whose cancellation was requested
     /// ([`SqliteDb::request_cancel`]): the owner is expected to cancel them.
-    pub fn renew(
+    pub(crate) fn renew(
         &mut self,
         owner: &str,
         ids: &[RunId],
@@ -718,7 +733,7 @@ impl SqliteDb {
 
     /// Asks the owner of a queued or running run to cancel it; the owner sees the request on
     /// its next [`SqliteDb::renew`]. Answers whether the run was still active.
-    pub fn request_cancel(&mut self, id: RunId) -> Result<bool, StoreError> {
+    pub(crate) fn request_cancel(&mut self, id: RunId) -> Result<bool, StoreError> {
         let tx = self.write()?;
         let changed = tx.execute(
             "UPDATE runs SET cancel_requested = 1
@@ -732,7 +747,7 @@ impl SqliteDb {
     /// On shutdown, for a run left `running` for the next boot: its running steps (and
     /// attempts), stopped by the shutdown, become interrupted now. The boot then finds the
     /// run running and interrupts it, but counts no crash against these steps.
-    pub fn mark_steps_stopped(&mut self, id: RunId) -> Result<(), StoreError> {
+    pub(crate) fn mark_steps_stopped(&mut self, id: RunId) -> Result<(), StoreError> {
         let tx = self.write()?;
         let now = now_ms();
         tx.execute(
@@ -751,7 +766,7 @@ impl SqliteDb {
 
     /// The interrupted steps of a run with how many times each was interrupted by a boot
     /// ([`SqliteDb::reclaim_expired`] counts), in the order they were first recorded.
-    pub fn interrupted_steps(&self, id: RunId) -> Result<Vec<(String, u32)>, StoreError> {
+    pub(crate) fn interrupted_steps(&self, id: RunId) -> Result<Vec<(String, u32)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT step_id, interruptions FROM steps
              WHERE run_id = ?1 AND status = 'interrupted' ORDER BY seq",
@@ -764,7 +779,7 @@ impl SqliteDb {
 
     /// Puts an interrupted run back in the queue (to resume from its first unfinished step;
     /// finished steps and the saved context stay). Keeps its place: the queue orders by id.
-    pub fn resume_run(&mut self, id: RunId) -> Result<(), StoreError> {
+    pub(crate) fn resume_run(&mut self, id: RunId) -> Result<(), StoreError> {
         let tx = self.write()?;
         require_status(&tx, id, RunStatus::Interrupted, RunStatus::Queued)?;
         tx.execute(
@@ -778,12 +793,12 @@ impl SqliteDb {
     }
 
     /// One run, or `None`.
-    pub fn get_run(&self, id: RunId) -> Result<Option<RunRecord>, StoreError> {
+    pub(crate) fn get_run(&self, id: RunId) -> Result<Option<RunRecord>, StoreError> {
         load_run(&self.conn, id)
     }
 
     /// A run with its steps, read in one snapshot (the API's run report).
-    pub fn get_run_with_steps(
+    pub(crate) fn get_run_with_steps(
         &self,
         id: RunId,
     ) -> Result<Option<(RunRecord, Vec<StepRecord>)>, StoreError> {
@@ -800,7 +815,7 @@ impl SqliteDb {
     /// A run and what its report is built from, read in one snapshot: a finished run that
     /// has its engine report comes without its steps (the report holds them), any other
     /// with its recorded steps.
-    pub fn get_run_for_report(
+    pub(crate) fn get_run_for_report(
         &self,
         id: RunId,
     ) -> Result<Option<(RunRecord, Vec<StepRecord>)>, StoreError> {
@@ -823,7 +838,7 @@ impl SqliteDb {
     }
 
     /// Runs matching `filter`, newest created first, at most `limit`.
-    pub fn list_runs(
+    pub(crate) fn list_runs(
         &self,
         filter: &RunFilter,
         limit: usize,
@@ -835,7 +850,7 @@ impl SqliteDb {
     /// Summaries of the runs matching `filter` with an id below `before` (all when `None`),
     /// newest created first, at most `limit`. Reads the summary columns only: never a run's
     /// parameters, context or report.
-    pub fn list_run_summaries(
+    pub(crate) fn list_run_summaries(
         &self,
         filter: &RunFilter,
         before: Option<RunId>,
@@ -851,7 +866,7 @@ impl SqliteDb {
 
     /// The wall times in milliseconds of the last `limit` finished (succeeded or failed)
     /// runs of `workflow` in `repo`, oldest first: a sparkline's points.
-    pub fn recent_durations(
+    pub(crate) fn recent_durations(
         &self,
         repo: Option<&str>,
         workflow: &str,
@@ -875,7 +890,11 @@ impl SqliteDb {
 
     /// Records the summary line of the commit's message on these runs (the runs a push
     /// queued, which share its commit).
-    pub fn set_commit_message(&mut self, runs: &[RunId], message: &str) -> Result<(), StoreError> {
+    pub(crate) fn set_commit_message(
+        &mut self,
+        runs: &[RunId],
+        message: &str,
+    ) -> Result<(), StoreError> {
         let tx = self.write()?;
         {
             let mut stmt = tx.prepare_cached(
@@ -890,7 +909,8 @@ impl SqliteDb {
     }
 
     /// Queued and running runs of a concurrency group, oldest first (for `overlap` rules).
-    pub fn active_runs_in_group(&self, group: &str) -> Result<Vec<RunRecord>, StoreError> {
+    #[cfg(test)]
+    pub(crate) fn active_runs_in_group(&self, group: &str) -> Result<Vec<RunRecord>, StoreError> {
         let sql = format!(
             "SELECT {RUN_COLUMNS} FROM runs
              WHERE concurrency_group = ?1 AND status IN ('queued', 'running')
@@ -901,7 +921,7 @@ impl SqliteDb {
 
     /// How many runs of `workflow` in `repo` were triggered by `kind` since `since` (the
     /// per-workflow rate limit of push runs).
-    pub fn count_runs_since(
+    pub(crate) fn count_runs_since(
         &self,
         repo: &str,
         workflow: &str,
@@ -918,7 +938,7 @@ impl SqliteDb {
     }
 
     /// How many runs are in each non-final state: (queued, running).
-    pub fn count_active(&self) -> Result<(usize, usize), StoreError> {
+    pub(crate) fn count_active(&self) -> Result<(usize, usize), StoreError> {
         let (queued, running): (i64, i64) = self.conn.query_row(
             "SELECT COALESCE(SUM(status = 'queued'), 0), COALESCE(SUM(status = 'running'), 0)
              FROM runs WHERE status IN ('queued', 'running')",
@@ -932,7 +952,7 @@ impl SqliteDb {
     }
 
     /// The steps of a run, in the order they were first recorded.
-    pub fn get_steps(&self, id: RunId) -> Result<Vec<StepRecord>, StoreError> {
+    pub(crate) fn get_steps(&self, id: RunId) -> Result<Vec<StepRecord>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT stage, step_id, status, attempts, exit_code, error_class, outputs, cached,
                     started_at, finished_at, queued_ms
@@ -989,7 +1009,7 @@ impl SqliteDb {
     }
 
     /// Every attempt of every step of a run, by step then attempt number.
-    pub fn get_attempts(&self, id: RunId) -> Result<Vec<AttemptRecord>, StoreError> {
+    pub(crate) fn get_attempts(&self, id: RunId) -> Result<Vec<AttemptRecord>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT a.step_id, a.attempt, a.status, a.exit_code, a.error_class, a.error,
                     a.started_at, a.finished_at
@@ -1031,7 +1051,7 @@ impl SqliteDb {
 
     /// Deletes finished runs by the retention policy (with their steps and attempts) and old
     /// cron slots, and returns the deleted runs' ids, so the caller can delete their log files.
-    pub fn prune_runs(&mut self, retention: &Retention) -> Result<Vec<RunId>, StoreError> {
+    pub(crate) fn prune_runs(&mut self, retention: &Retention) -> Result<Vec<RunId>, StoreError> {
         let tx = self.write()?;
         let mut doomed: Vec<i64> = Vec::new();
         if let Some(before) = retention.finished_before {

@@ -35,7 +35,7 @@ fn claim_slot_tx(
 
 impl SqliteDb {
     /// The preserved context of a workflow (`context.preserve: true`), if one was saved.
-    pub fn load_context(
+    pub(crate) fn load_context(
         &self,
         repo: Option<&str>,
         workflow: &str,
@@ -52,7 +52,7 @@ impl SqliteDb {
     }
 
     /// Saves a workflow's preserved context (normally done by [`SqliteDb::finish_run`]).
-    pub fn save_context(
+    pub(crate) fn save_context(
         &mut self,
         repo: Option<&str>,
         workflow: &str,
@@ -65,7 +65,7 @@ impl SqliteDb {
     }
 
     /// A cache entry that has not expired at `now`.
-    pub fn cache_get(
+    pub(crate) fn cache_get(
         &self,
         key: &str,
         now: DateTime<Utc>,
@@ -91,7 +91,7 @@ impl SqliteDb {
     }
 
     /// Stores (or replaces) a cache entry.
-    pub fn cache_put(
+    pub(crate) fn cache_put(
         &mut self,
         key: &str,
         value: &Value,
@@ -113,7 +113,7 @@ impl SqliteDb {
     }
 
     /// Deletes cache entries expired at `now`; returns how many.
-    pub fn cache_prune(&mut self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+    pub(crate) fn cache_prune(&mut self, now: DateTime<Utc>) -> Result<usize, StoreError> {
         let tx = self.write()?;
         let n = tx.execute(
             "DELETE FROM cache_entries WHERE expires_at IS NOT NULL AND expires_at <= ?1",
@@ -124,7 +124,11 @@ impl SqliteDb {
     }
 
     /// The last commit the daemon handled on `branch` of `repo`.
-    pub fn last_seen_commit(&self, repo: &str, branch: &str) -> Result<Option<String>, StoreError> {
+    pub(crate) fn last_seen_commit(
+        &self,
+        repo: &str,
+        branch: &str,
+    ) -> Result<Option<String>, StoreError> {
         Ok(self
             .conn
             .query_row(
@@ -136,7 +140,7 @@ impl SqliteDb {
     }
 
     /// Every branch of `repo` with its last handled commit, by branch name.
-    pub fn seen_branches(&self, repo: &str) -> Result<Vec<(String, String)>, StoreError> {
+    pub(crate) fn seen_branches(&self, repo: &str) -> Result<Vec<(String, String)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT branch, commit_id FROM repo_heads WHERE repo = ?1 ORDER BY branch",
         )?;
@@ -148,7 +152,7 @@ impl SqliteDb {
 
     /// Records the last handled commit of a branch without queueing anything (first sight of
     /// a repository, or a commit no workflow matched).
-    pub fn set_last_seen_commit(
+    pub(crate) fn set_last_seen_commit(
         &mut self,
         repo: &str,
         branch: &str,
@@ -163,7 +167,7 @@ impl SqliteDb {
     /// diagnostics) and moves the branch's last seen commit. Each run should carry a dedup
     /// key (such as `push:<repo>:<workflow>:<commit>`), so a commit handled again after a
     /// crash queues nothing twice.
-    pub fn record_push(
+    pub(crate) fn record_push(
         &mut self,
         repo: &str,
         branch: &str,
@@ -196,7 +200,7 @@ impl SqliteDb {
     /// Claims a cron slot: true the first time `(schedule_key, slot)` is claimed, false every
     /// time after, also across restarts and processes. A slot skipped on purpose (overlap,
     /// catch-up) is claimed too, so it never fires later.
-    pub fn claim_cron_slot(
+    pub(crate) fn claim_cron_slot(
         &mut self,
         schedule_key: &str,
         slot: DateTime<Utc>,
@@ -211,7 +215,7 @@ impl SqliteDb {
     /// `None` (and nothing written) if the slot was already claimed; otherwise the slot is
     /// claimed and the answer says what became of its run ([`Admission::Skipped`]: no run,
     /// the slot stays claimed so it never fires later; a duplicate run key: no new run).
-    pub fn enqueue_scheduled_run(
+    pub(crate) fn enqueue_scheduled_run(
         &mut self,
         schedule_key: &str,
         slot: DateTime<Utc>,
@@ -237,7 +241,10 @@ impl SqliteDb {
     }
 
     /// The latest slot claimed for a schedule.
-    pub fn last_cron_fire(&self, schedule_key: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+    pub(crate) fn last_cron_fire(
+        &self,
+        schedule_key: &str,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
         let ms: Option<i64> = self.conn.query_row(
             "SELECT MAX(slot) FROM cron_fires WHERE schedule_key = ?1",
             params![schedule_key],
