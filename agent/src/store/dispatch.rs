@@ -367,7 +367,7 @@ impl Db {
     /// Records that a step attempt failed and will be retried: its status, error class and
     /// end time (the wait until the next attempt starts is the retry's backoff). An attempt
     /// already ended is left as it is.
-    pub(crate) fn record_attempt_failed(
+    pub fn record_attempt_failed(
         &mut self,
         id: RunId,
         step_id: &str,
@@ -432,7 +432,7 @@ impl Db {
     /// On shutdown, for a run left `running` for the next boot: its running steps (and
     /// attempts), stopped by the shutdown, become interrupted now. The boot then finds the
     /// run running and interrupts it, but counts no crash against these steps.
-    pub(crate) fn mark_steps_stopped(&mut self, id: RunId) -> Result<(), StoreError> {
+    pub fn mark_steps_stopped(&mut self, id: RunId) -> Result<(), StoreError> {
         match self {
             Db::Sqlite(db) => db.mark_steps_stopped(id),
             Db::Postgres(db) => db.mark_steps_stopped(id),
@@ -479,7 +479,7 @@ impl Db {
     /// A run and what its report is built from, read in one snapshot: a finished run that
     /// has its engine report comes without its steps (the report holds them), any other
     /// with its recorded steps.
-    pub(crate) fn get_run_for_report(
+    pub fn get_run_for_report(
         &self,
         id: RunId,
     ) -> Result<Option<(RunRecord, Vec<StepRecord>)>, StoreError> {
@@ -504,7 +504,7 @@ impl Db {
     /// Summaries of the runs matching `filter` with an id below `before` (all when `None`),
     /// newest created first, at most `limit`. Reads the summary columns only: never a run's
     /// parameters, context or report.
-    pub(crate) fn list_run_summaries(
+    pub fn list_run_summaries(
         &self,
         filter: &RunFilter,
         before: Option<RunId>,
@@ -518,7 +518,7 @@ impl Db {
 
     /// The wall times in milliseconds of the last `limit` finished (succeeded or failed)
     /// runs of `workflow` in `repo`, oldest first: a sparkline's points.
-    pub(crate) fn recent_durations(
+    pub fn recent_durations(
         &self,
         repo: Option<&str>,
         workflow: &str,
@@ -532,11 +532,7 @@ impl Db {
 
     /// Records the summary line of the commit's message on these runs (the runs a push
     /// queued, which share its commit).
-    pub(crate) fn set_commit_message(
-        &mut self,
-        runs: &[RunId],
-        message: &str,
-    ) -> Result<(), StoreError> {
+    pub fn set_commit_message(&mut self, runs: &[RunId], message: &str) -> Result<(), StoreError> {
         match self {
             Db::Sqlite(db) => db.set_commit_message(runs, message),
             Db::Postgres(db) => db.set_commit_message(runs, message),

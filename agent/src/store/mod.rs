@@ -46,12 +46,12 @@ pub use error::StoreError;
 pub use handle::Store;
 pub use logs::{LogAppend, LogRead};
 pub(crate) use readers::Readers;
-pub(crate) use records::RunSummary;
+
 pub use records::{
     AttemptRecord, CacheEntry, Delivery, DeliveryAttempt, DeliveryOutcome, DeliveryStatus,
     Enqueued, Fence, NewDelivery, NewRun, PullRequestEvent, Retention, RunEvent, RunFilter,
-    RunFinish, RunId, RunRecord, RunStatus, StepFinish, StepRecord, StepStart, StepStatus, Trigger,
-    TriggerKind,
+    RunFinish, RunId, RunRecord, RunStatus, RunSummary, StepFinish, StepRecord, StepStart,
+    StepStatus, Trigger, TriggerKind,
 };
 pub(crate) use sqlite::{
     AnomalyRecord, BUSY_TIMEOUT, DB_FILE_NAME, HOOK_DELIVERY_TTL, NodeRecord, set_busy_timeout,

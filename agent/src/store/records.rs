@@ -224,7 +224,7 @@ impl RunRecord {
 /// What a run listing shows of a run: everything but its parameters, context and report,
 /// which `list_run_summaries` never reads.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct RunSummary {
+pub struct RunSummary {
     /// Its id.
     pub id: RunId,
     /// The workflow's name.
