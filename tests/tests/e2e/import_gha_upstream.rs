@@ -163,25 +163,45 @@ impl Project {
     }
 
     /// Runs again after a patch: exit 1, the run failed at `failing`, and the log says
-    /// `says` (the test runner's word for the broken test).
+    /// `says` (the test runner's word for the broken test). With a matrix, `failing` is one
+    /// instance's step: another instance may fail first and cancel it (`fail-fast`), so the
+    /// step then counts when an instance of the same step failed on the broken code.
     fn red(&self, failing: &str, says: &str) {
         let (out, r) = self.exec();
         let stderr = common::stderr(&out);
         assert_eq!(code(&out), 1, "{stderr}");
         assert_eq!(r["status"], "failed", "{r:#}");
         let s = step_of(&r, failing);
-        assert_eq!(s["status"], "failed", "{failing}: {r:#}");
-        assert_eq!(s["error_class"], "ExitCode", "{failing}: {s:#}");
+        let step = failing.split(" (").next().unwrap_or(failing);
+        let failed = if s["status"] == "cancelled" {
+            steps_of(&r)
+                .find(|t| {
+                    t["id"]
+                        .as_str()
+                        .is_some_and(|id| id.starts_with(&format!("{step} (")))
+                        && t["status"] == "failed"
+                })
+                .unwrap_or(s)
+        } else {
+            s
+        };
+        assert_eq!(failed["status"], "failed", "{failing}: {r:#}");
+        assert_eq!(failed["error_class"], "ExitCode", "{failing}: {failed:#}");
         assert!(stderr.contains(says), "`{says}` not in:\n{stderr}");
     }
 }
 
-fn step_of<'a>(r: &'a Value, id: &str) -> &'a Value {
+/// Every step of every stage of a report.
+fn steps_of(r: &Value) -> impl Iterator<Item = &Value> {
     r["stages"]
         .as_array()
         .into_iter()
         .flatten()
         .flat_map(|s| s["steps"].as_array().into_iter().flatten())
+}
+
+fn step_of<'a>(r: &'a Value, id: &str) -> &'a Value {
+    steps_of(r)
         .find(|s| s["id"] == id)
         .unwrap_or_else(|| panic!("no step `{id}` in {r:#}"))
 }
