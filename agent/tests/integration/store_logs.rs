@@ -6,49 +6,26 @@ use agent::store::{
     Db, LogAppend, LogRead, NewRun, Retention, RunFinish, RunId, RunStatus, Trigger, TriggerKind,
 };
 
-use crate::common::backends::{Fresh, on_each_backend};
+use crate::common::backends::on_each_backend;
 
-/// A new run. The PostgreSQL queue may not be there yet on this branch: then the row is
-/// written directly, as the queue would.
-fn new_run(b: &Fresh, db: &mut Db) -> RunId {
-    match db.enqueue_run(&NewRun::new("logs", Trigger::new(TriggerKind::Manual))) {
-        Ok(e) => e.run_id(),
-        Err(err) => {
-            let url = b.url().unwrap_or_else(|| panic!("enqueue: {err}"));
-            let mut client = postgres::Client::connect(url, postgres::NoTls).expect("connect");
-            let row = client
-                .query_one(
-                    "INSERT INTO runs (workflow, status, trigger_kind, created_at)
-                     VALUES ('logs', 'running', 'manual', 0) RETURNING id",
-                    &[],
-                )
-                .expect("insert a run");
-            RunId(row.get(0))
-        }
-    }
+/// A new run.
+fn new_run(db: &mut Db) -> RunId {
+    db.enqueue_run(&NewRun::new("logs", Trigger::new(TriggerKind::Manual)))
+        .expect("enqueue")
+        .run_id()
 }
 
-/// Deletes a run the way retention does (directly where the PostgreSQL queue is not there
-/// yet).
-fn delete_run(b: &Fresh, db: &mut Db, run: RunId) {
+/// Deletes a run the way retention does.
+fn delete_run(db: &mut Db, run: RunId) {
+    db.finish_run(run, &RunFinish::new(RunStatus::Succeeded))
+        .expect("finish");
     let pruned = db
-        .finish_run(run, &RunFinish::new(RunStatus::Succeeded))
-        .and_then(|_| {
-            db.prune_runs(&Retention {
-                max_runs: Some(0),
-                ..Retention::default()
-            })
-        });
-    match pruned {
-        Ok(ids) => assert_eq!(ids, [run]),
-        Err(err) => {
-            let url = b.url().unwrap_or_else(|| panic!("prune: {err}"));
-            let mut client = postgres::Client::connect(url, postgres::NoTls).expect("connect");
-            client
-                .execute("DELETE FROM runs WHERE id = $1", &[&run.0])
-                .expect("delete the run");
-        }
-    }
+        .prune_runs(&Retention {
+            max_runs: Some(0),
+            ..Retention::default()
+        })
+        .expect("prune");
+    assert_eq!(pruned, [run]);
 }
 
 fn piece(run: RunId, step: &str, offset: u64, data: &[u8]) -> LogAppend {
@@ -71,7 +48,7 @@ fn read_all(db: &Db, run: RunId, step: &str) -> Vec<u8> {
 fn log_pieces_land_once_in_order_where_the_log_ends() {
     on_each_backend(|b| {
         let mut db = b.open();
-        let run = new_run(b, &mut db);
+        let run = new_run(&mut db);
         assert_eq!(
             db.read_log(run, "s", 0, 100).expect("empty"),
             LogRead::default()
@@ -132,7 +109,7 @@ fn log_pieces_land_once_in_order_where_the_log_ends() {
 fn a_log_of_many_pieces_reads_back_from_every_offset() {
     on_each_backend(|b| {
         let mut db = b.open();
-        let run = new_run(b, &mut db);
+        let run = new_run(&mut db);
         let mut log = Vec::new();
         let mut pieces = Vec::new();
         for n in 0..200 {
@@ -159,14 +136,14 @@ fn a_log_of_many_pieces_reads_back_from_every_offset() {
 fn log_pieces_go_with_their_run() {
     on_each_backend(|b| {
         let mut db = b.open();
-        let run = new_run(b, &mut db);
-        let kept = new_run(b, &mut db);
+        let run = new_run(&mut db);
+        let kept = new_run(&mut db);
         db.append_log(&[
             piece(run, "s", 0, b"gone\n"),
             piece(kept, "s", 0, b"kept\n"),
         ])
         .expect("append");
-        delete_run(b, &mut db, run);
+        delete_run(&mut db, run);
         assert_eq!(
             db.read_log(run, "s", 0, 100).expect("read"),
             LogRead::default()

@@ -432,26 +432,14 @@ mod tests {
     use super::*;
     use crate::daemon::run::logs::{RunLogs, dropped_marker};
     use crate::state_dir::step_log_path;
-    use crate::store::{Db, NewRun, Trigger, TriggerKind};
+    use crate::store::{NewRun, Trigger, TriggerKind};
 
-    /// A new run on `store` (written directly where the PostgreSQL queue is not there yet).
+    /// A new run on `store`.
     fn new_run(store: &Store) -> RunId {
         store
             .blocking_write(|db| {
-                match db.enqueue_run(&NewRun::new("w", Trigger::new(TriggerKind::Manual))) {
-                    Ok(e) => Ok(e.run_id()),
-                    Err(err) => match db {
-                        Db::Postgres(pg) => pg.write(|tx| {
-                            let row = tx.query_one(
-                                "INSERT INTO runs (workflow, status, trigger_kind, created_at)
-                                 VALUES ('w', 'running', 'manual', 0) RETURNING id",
-                                &[],
-                            )?;
-                            Ok(RunId(row.get(0)))
-                        }),
-                        Db::Sqlite(_) => Err(err),
-                    },
-                }
+                db.enqueue_run(&NewRun::new("w", Trigger::new(TriggerKind::Manual)))
+                    .map(|e| e.run_id())
             })
             .expect("a run")
     }

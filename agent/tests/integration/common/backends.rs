@@ -1,7 +1,7 @@
 //! Runs a store test on each backend: the embedded SQLite file and PostgreSQL (a fresh
 //! database on the test server of `agent::store::test_pg`).
 
-use agent::store::{Db, Store};
+use agent::store::Db;
 
 /// A fresh, empty store on one backend.
 pub struct Fresh {
@@ -11,8 +11,6 @@ pub struct Fresh {
     url: Option<String>,
 }
 
-// Each test module uses the accessors it needs.
-#[allow(dead_code)]
 impl Fresh {
     /// A new connection to this store.
     pub fn open(&self) -> Db {
@@ -20,24 +18,6 @@ impl Fresh {
             None => Db::open_in_dir(self.dir.path()).expect("open the SQLite store"),
             Some(url) => Db::connect_postgres(url).expect("connect to the PostgreSQL store"),
         }
-    }
-
-    /// A store handle (writer thread and read pool) on this store.
-    pub fn store(&self) -> Store {
-        match &self.url {
-            None => Store::open_in_dir(self.dir.path()).expect("open the SQLite store"),
-            Some(url) => Store::connect_postgres(url, 4).expect("connect to the PostgreSQL store"),
-        }
-    }
-
-    /// The PostgreSQL database's URL; `None` on SQLite.
-    pub fn url(&self) -> Option<&str> {
-        self.url.as_deref()
-    }
-
-    /// The state directory (also used beside a PostgreSQL store for files).
-    pub fn dir(&self) -> &std::path::Path {
-        self.dir.path()
     }
 }
 
